@@ -1,0 +1,105 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Blob is a stored blob.
+type Blob struct {
+	Digest digest.Digest
+	Size   int64
+}
+
+// ErrBlobNotFound is returned when a blob is not linked to a repository.
+var ErrBlobNotFound = fmt.Errorf("blob %w", ErrNotFound)
+
+// RepositoryBlob returns the blob if the repository may serve it.
+func (db *DB) RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (Blob, error) {
+	var b Blob
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT b.size FROM repositories r
+		JOIN repository_blobs rb ON rb.repository_id = r.id
+		JOIN blobs b ON b.digest = rb.digest
+		WHERE r.name = ? AND rb.digest = ?`), repo, d.String()).Scan(&b.Size)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Blob{}, ErrBlobNotFound
+	}
+	if err != nil {
+		return Blob{}, fmt.Errorf("look up blob: %w", err)
+	}
+	b.Digest = d
+	return b, nil
+}
+
+// StoredBlob returns a blob known to the registry, in any repository.
+func (db *DB) StoredBlob(ctx context.Context, d digest.Digest) (Blob, error) {
+	var b Blob
+	err := db.read.QueryRowContext(ctx, db.q("SELECT size FROM blobs WHERE digest = ?"), d.String()).Scan(&b.Size)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Blob{}, ErrBlobNotFound
+	}
+	if err != nil {
+		return Blob{}, fmt.Errorf("look up blob: %w", err)
+	}
+	b.Digest = d
+	return b, nil
+}
+
+// RepositoriesWithBlob returns up to n repositories that link the blob.
+func (db *DB) RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name FROM repository_blobs rb
+		JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ? ORDER BY r.name LIMIT ?`), d.String(), n)
+	if err != nil {
+		return nil, fmt.Errorf("repositories with blob: %w", err)
+	}
+	return scanStrings(rows)
+}
+
+// LinkBlob records a stored blob and links it to the repository, creating
+// the repository if needed. If uploadID is set, the upload session is
+// removed in the same transaction.
+func (db *DB) LinkBlob(ctx context.Context, repo string, b Blob, uploadID, actor string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		return db.linkBlob(ctx, tx, repo, b, uploadID, actor)
+	})
+}
+
+func (db *DB) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, uploadID, actor string) error {
+	id, err := db.ensureRepository(ctx, tx, repo, actor)
+	if err != nil {
+		return err
+	}
+	ts := now()
+	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING"), b.Digest.String(), b.Size, ts); err != nil {
+		return fmt.Errorf("record blob: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING"), id, b.Digest.String(), ts); err != nil {
+		return fmt.Errorf("link blob: %w", err)
+	}
+	if uploadID != "" {
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ?"), uploadID); err != nil {
+			return fmt.Errorf("finish upload: %w", err)
+		}
+	}
+	return nil
+}
+
+// UnlinkBlob removes a blob from a repository. The bytes stay until garbage
+// collection finds nothing referencing them.
+func (db *DB) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM repository_blobs WHERE digest = ?
+			AND repository_id = (SELECT id FROM repositories WHERE name = ?)`), d.String(), repo)
+		if err != nil {
+			return fmt.Errorf("unlink blob: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrBlobNotFound
+		}
+		return nil
+	})
+}

@@ -1,0 +1,321 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Manifest is a stored manifest.
+type Manifest struct {
+	Digest       digest.Digest
+	MediaType    string
+	ArtifactType string
+	Size         int64
+	Content      []byte
+	Subject      digest.Digest
+	Annotations  map[string]string
+	CreatedAt    time.Time
+}
+
+// Ref is something a manifest refers to that must exist in its repository:
+// a blob (config, layer) or, for an index, a child manifest.
+type Ref struct {
+	Digest     digest.Digest
+	IsManifest bool
+}
+
+// ErrManifestNotFound is returned for an unknown manifest or tag.
+var ErrManifestNotFound = fmt.Errorf("manifest %w", ErrNotFound)
+
+// MissingRefsError lists the references of a manifest that the repository
+// does not have.
+type MissingRefsError struct {
+	Missing []Ref
+}
+
+func (e *MissingRefsError) Error() string {
+	var parts []string
+	for _, r := range e.Missing {
+		kind := "blob"
+		if r.IsManifest {
+			kind = "manifest"
+		}
+		parts = append(parts, kind+" "+r.Digest.String())
+	}
+	return "manifest references unknown " + strings.Join(parts, ", ")
+}
+
+// PutManifest is a manifest push.
+type PutManifest struct {
+	Repository string
+	Manifest   Manifest
+	Refs       []Ref
+	Tag        string // optional
+	Actor      string
+}
+
+// pushEvent is the data of a repo_push event.
+type pushEvent struct {
+	Digest      string   `json:"digest"`
+	MediaType   string   `json:"media_type"`
+	Size        int64    `json:"size"`
+	UpdatedTags []string `json:"updated_tags"`
+}
+
+// PutManifest stores a manifest, its references, and its tag in one
+// transaction with its repo_push event. Every reference must already be in
+// the repository; otherwise nothing changes and a *MissingRefsError is
+// returned.
+func (db *DB) PutManifest(ctx context.Context, p PutManifest) error {
+	m := p.Manifest
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		repoID, err := db.ensureRepository(ctx, tx, p.Repository, p.Actor)
+		if err != nil {
+			return err
+		}
+		if err := db.checkRefs(ctx, tx, repoID, p.Refs); err != nil {
+			return err
+		}
+		var annotations any
+		if len(m.Annotations) > 0 {
+			b, _ := json.Marshal(m.Annotations)
+			annotations = string(b)
+		}
+		var subject any
+		if m.Subject != "" {
+			subject = m.Subject.String()
+		}
+		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject, annotations, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
+			repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, subject, annotations, now())
+		if err != nil {
+			return fmt.Errorf("store manifest: %w", err)
+		}
+		created, _ := res.RowsAffected()
+		if created == 1 {
+			for _, r := range p.Refs {
+				if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_references (repository_id, manifest_digest, ref_digest, is_manifest)
+					VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`), repoID, m.Digest.String(), r.Digest.String(), boolInt(r.IsManifest)); err != nil {
+					return fmt.Errorf("store manifest reference: %w", err)
+				}
+			}
+		}
+		tags := []string{}
+		if p.Tag != "" {
+			moved, err := db.setTag(ctx, tx, repoID, p.Tag, m.Digest)
+			if err != nil {
+				return err
+			}
+			if moved {
+				tags = append(tags, p.Tag)
+			}
+		}
+		if created == 0 && len(tags) == 0 {
+			return nil // nothing observable changed
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
+			Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags})})
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// checkRefs verifies every reference exists in the repository. On
+// PostgreSQL the rows found are locked FOR SHARE so that a concurrent
+// unlink waits for this push to commit.
+func (db *DB) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []Ref) error {
+	var missing []Ref
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR SHARE"
+	}
+	for _, r := range refs {
+		query := "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?" + lock
+		if r.IsManifest {
+			query = "SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?" + lock
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, db.q(query), repoID, r.Digest.String()).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			missing = append(missing, r)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("check manifest references: %w", err)
+		}
+	}
+	if len(missing) > 0 {
+		return &MissingRefsError{Missing: missing}
+	}
+	return nil
+}
+
+// setTag points a tag at a manifest and reports whether it moved.
+func (db *DB) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest) (bool, error) {
+	var current string
+	err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&current)
+	if err == nil && current == d.String() {
+		return false, nil
+	}
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("read tag: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, db.q(`INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at`),
+		repoID, tag, d.String(), now())
+	if err != nil {
+		return false, fmt.Errorf("set tag: %w", err)
+	}
+	return true, nil
+}
+
+// GetManifest returns a manifest by tag or digest (exactly one set). With
+// withContent false, Content is left nil (for HEAD).
+func (db *DB) GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (Manifest, error) {
+	content := "NULL"
+	if withContent {
+		content = "m.content"
+	}
+	var row *sql.Row
+	if tag != "" {
+		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, `+content+` FROM repositories r
+			JOIN tags t ON t.repository_id = r.id
+			JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+			WHERE r.name = ? AND t.name = ?`), repo, tag)
+	} else {
+		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, `+content+` FROM repositories r
+			JOIN manifests m ON m.repository_id = r.id
+			WHERE r.name = ? AND m.digest = ?`), repo, d.String())
+	}
+	var m Manifest
+	var dg string
+	err := row.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &m.Content)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Manifest{}, ErrManifestNotFound
+	}
+	if err != nil {
+		return Manifest{}, fmt.Errorf("get manifest: %w", err)
+	}
+	m.Digest = digest.Digest(dg)
+	return m, nil
+}
+
+// DeleteManifest removes a manifest from a repository with every tag that
+// points at it, and appends a manifest_deleted event naming those tags.
+func (db *DB) DeleteManifest(ctx context.Context, repo string, d digest.Digest, actor string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var repoID int64
+		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrManifestNotFound
+			}
+			return fmt.Errorf("look up repository: %w", err)
+		}
+		rows, err := tx.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND manifest_digest = ? ORDER BY name"), repoID, d.String())
+		if err != nil {
+			return fmt.Errorf("list tags of manifest: %w", err)
+		}
+		tags, err := scanStrings(rows)
+		if err != nil {
+			return fmt.Errorf("list tags of manifest: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM tags WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
+			return fmt.Errorf("delete tags: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
+			return fmt.Errorf("delete manifest references: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, db.q("DELETE FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String())
+		if err != nil {
+			return fmt.Errorf("delete manifest: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrManifestNotFound
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventManifestDeleted, Repository: repo, Actor: actor,
+			Data: mustJSON(map[string]any{"digest": d.String(), "tags": tags})})
+	})
+}
+
+// DeleteTag removes a tag; the manifest stays.
+func (db *DB) DeleteTag(ctx context.Context, repo, tag, actor string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var d string
+		err := tx.QueryRowContext(ctx, db.q(`SELECT t.manifest_digest FROM tags t JOIN repositories r ON r.id = t.repository_id
+			WHERE r.name = ? AND t.name = ?`), repo, tag).Scan(&d)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read tag: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)`), tag, repo); err != nil {
+			return fmt.Errorf("delete tag: %w", err)
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: repo, Actor: actor,
+			Data: mustJSON(map[string]any{"tag": tag, "digest": d})})
+	})
+}
+
+// ListTags returns up to n tags of a repository after last, in lexical
+// order, or ErrRepositoryNotFound.
+func (db *DB) ListTags(ctx context.Context, repo, last string, n int) ([]string, error) {
+	var repoID int64
+	if err := db.read.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, ErrRepositoryNotFound
+		}
+		return nil, fmt.Errorf("look up repository: %w", err)
+	}
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?"), repoID, last, n)
+	if err != nil {
+		return nil, fmt.Errorf("list tags: %w", err)
+	}
+	return scanStrings(rows)
+}
+
+// Referrers returns the manifests of a repository whose subject is d,
+// optionally only those of one artifact type, oldest first.
+func (db *DB) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]Manifest, error) {
+	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations FROM repositories r
+		JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.subject = ?`
+	args := []any{repo, d.String()}
+	if artifactType != "" {
+		query += " AND m.artifact_type = ?"
+		args = append(args, artifactType)
+	}
+	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY m.created_at, m.digest"), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list referrers: %w", err)
+	}
+	defer rows.Close()
+	out := []Manifest{}
+	for rows.Next() {
+		var m Manifest
+		var dg string
+		var ann sql.NullString
+		if err := rows.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &ann); err != nil {
+			return nil, fmt.Errorf("scan referrer: %w", err)
+		}
+		m.Digest = digest.Digest(dg)
+		if ann.Valid {
+			if err := json.Unmarshal([]byte(ann.String), &m.Annotations); err != nil {
+				return nil, fmt.Errorf("referrer %s annotations: %w", dg, err)
+			}
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,130 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// migrations are applied in order, each in its own transaction. Never edit
+// one that has shipped: append a new one. {{serial}}, {{bytes}} and {{text}}
+// are replaced per dialect ({{text}} sorts bytewise on both, as the
+// distribution spec's lexical ordering of tags and repositories requires).
+var migrations = []string{
+	// 1: the registry core.
+	`
+CREATE TABLE repositories (
+	id {{serial}},
+	name {{text}} NOT NULL UNIQUE,
+	created_at BIGINT NOT NULL
+);
+CREATE TABLE blobs (
+	digest TEXT PRIMARY KEY,
+	size BIGINT NOT NULL,
+	created_at BIGINT NOT NULL
+);
+CREATE TABLE repository_blobs (
+	repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+	digest TEXT NOT NULL REFERENCES blobs(digest),
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (repository_id, digest)
+);
+CREATE INDEX repository_blobs_digest ON repository_blobs(digest);
+CREATE TABLE manifests (
+	repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+	digest TEXT NOT NULL,
+	media_type TEXT NOT NULL,
+	artifact_type TEXT NOT NULL DEFAULT '',
+	size BIGINT NOT NULL,
+	content {{bytes}} NOT NULL,
+	subject TEXT,
+	annotations TEXT,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (repository_id, digest)
+);
+CREATE INDEX manifests_subject ON manifests(repository_id, subject) WHERE subject IS NOT NULL;
+CREATE TABLE manifest_references (
+	repository_id BIGINT NOT NULL,
+	manifest_digest TEXT NOT NULL,
+	ref_digest TEXT NOT NULL,
+	is_manifest SMALLINT NOT NULL,
+	PRIMARY KEY (repository_id, manifest_digest, ref_digest),
+	FOREIGN KEY (repository_id, manifest_digest) REFERENCES manifests(repository_id, digest) ON DELETE CASCADE
+);
+CREATE INDEX manifest_references_ref ON manifest_references(repository_id, ref_digest);
+CREATE TABLE tags (
+	repository_id BIGINT NOT NULL,
+	name {{text}} NOT NULL,
+	manifest_digest TEXT NOT NULL,
+	updated_at BIGINT NOT NULL,
+	PRIMARY KEY (repository_id, name),
+	FOREIGN KEY (repository_id, manifest_digest) REFERENCES manifests(repository_id, digest)
+);
+CREATE INDEX tags_manifest ON tags(repository_id, manifest_digest);
+CREATE TABLE uploads (
+	id TEXT PRIMARY KEY,
+	repository TEXT NOT NULL,
+	size BIGINT NOT NULL DEFAULT 0,
+	hash_state {{bytes}},
+	started_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL
+);
+CREATE TABLE events (
+	id {{serial}},
+	uuid TEXT NOT NULL UNIQUE,
+	kind TEXT NOT NULL,
+	repository TEXT NOT NULL,
+	actor TEXT NOT NULL DEFAULT '',
+	payload TEXT NOT NULL,
+	created_at BIGINT NOT NULL
+);
+`,
+}
+
+func (db *DB) render(stmt string) string {
+	r := strings.NewReplacer(
+		"{{serial}}", map[dialect]string{sqlite: "INTEGER PRIMARY KEY AUTOINCREMENT", postgres: "BIGSERIAL PRIMARY KEY"}[db.dialect],
+		"{{bytes}}", map[dialect]string{sqlite: "BLOB", postgres: "BYTEA"}[db.dialect],
+		"{{text}}", map[dialect]string{sqlite: "TEXT", postgres: `TEXT COLLATE "C"`}[db.dialect],
+	)
+	return r.Replace(stmt)
+}
+
+// migrationLockID is the PostgreSQL advisory lock key that serializes
+// migrations across replicas starting at once.
+const migrationLockID = 0x62657274 // "bert"
+
+func (db *DB) migrate(ctx context.Context) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if db.dialect == postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockID); err != nil {
+				return fmt.Errorf("migration lock: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		var current int
+		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if current > len(migrations) {
+			return fmt.Errorf("database schema version %d is newer than this binary's %d: upgrade berth", current, len(migrations))
+		}
+		for v := current + 1; v <= len(migrations); v++ {
+			for _, stmt := range strings.Split(db.render(migrations[v-1]), ";\n") {
+				if strings.TrimSpace(stmt) == "" {
+					continue
+				}
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("migration %d: %w", v, err)
+				}
+			}
+			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)"), v, now()); err != nil {
+				return fmt.Errorf("record migration %d: %w", v, err)
+			}
+		}
+		return nil
+	})
+}

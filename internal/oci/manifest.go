@@ -1,0 +1,197 @@
+package oci
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrInvalidManifest is wrapped by every manifest validation error.
+var ErrInvalidManifest = errors.New("invalid manifest")
+
+// Descriptor is a content descriptor as it appears in manifests.
+type Descriptor struct {
+	MediaType    string            `json:"mediaType"`
+	Digest       digest.Digest     `json:"digest"`
+	Size         int64             `json:"size"`
+	URLs         []string          `json:"urls,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	ArtifactType string            `json:"artifactType,omitempty"`
+	Platform     *Platform         `json:"platform,omitempty"`
+}
+
+// Platform describes the platform of an index entry.
+type Platform struct {
+	Architecture string   `json:"architecture"`
+	OS           string   `json:"os"`
+	OSVersion    string   `json:"os.version,omitempty"`
+	OSFeatures   []string `json:"os.features,omitempty"`
+	Variant      string   `json:"variant,omitempty"`
+}
+
+// Manifest is the union of the fields of an image manifest and an index,
+// OCI or Docker, that a registry needs to validate and index.
+type Manifest struct {
+	SchemaVersion int               `json:"schemaVersion"`
+	MediaType     string            `json:"mediaType,omitempty"`
+	ArtifactType  string            `json:"artifactType,omitempty"`
+	Config        *Descriptor       `json:"config,omitempty"`
+	Layers        []Descriptor      `json:"layers,omitempty"`
+	Manifests     []Descriptor      `json:"manifests,omitempty"`
+	Subject       *Descriptor       `json:"subject,omitempty"`
+	Annotations   map[string]string `json:"annotations,omitempty"`
+}
+
+// EffectiveArtifactType is what the referrers API reports for a manifest:
+// its artifactType, or else its config media type.
+func (m *Manifest) EffectiveArtifactType() string {
+	if m.ArtifactType != "" {
+		return m.ArtifactType
+	}
+	if m.Config != nil {
+		return m.Config.MediaType
+	}
+	return ""
+}
+
+// Blobs returns the descriptors of blobs the manifest needs stored in the
+// registry: the config and the layers, less foreign layers.
+func (m *Manifest) Blobs() []Descriptor {
+	var out []Descriptor
+	if m.Config != nil {
+		out = append(out, *m.Config)
+	}
+	for _, l := range m.Layers {
+		if !isForeignLayer(l.MediaType) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func manifestInvalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidManifest, fmt.Sprintf(format, args...))
+}
+
+// ParseManifest parses and validates a manifest body. The media type comes
+// from the body's mediaType field or, where the body has none (helm and
+// umoci omit it), from contentType. When both are present they must agree.
+func ParseManifest(body []byte, contentType string) (*Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, manifestInvalid("body is not a JSON manifest: %v", err)
+	}
+	ct := ""
+	if contentType != "" {
+		if mt, _, err := mime.ParseMediaType(contentType); err == nil {
+			ct = mt
+		}
+	}
+	switch {
+	case m.MediaType == "" && isManifestType(ct):
+		m.MediaType = ct
+	case m.MediaType == "":
+		// No type anywhere: an OCI manifest may omit it (image-spec allows
+		// it); decide by shape.
+		if m.Manifests != nil {
+			m.MediaType = MediaTypeImageIndex
+		} else if m.Config != nil {
+			m.MediaType = MediaTypeImageManifest
+		}
+	case ct != "" && isManifestType(ct) && ct != m.MediaType:
+		return nil, manifestInvalid("Content-Type %q does not match the manifest's mediaType %q", ct, m.MediaType)
+	}
+	switch m.MediaType {
+	case MediaTypeImageManifest, MediaTypeDockerManifest:
+		return &m, m.validateImage()
+	case MediaTypeImageIndex, MediaTypeDockerList:
+		return &m, m.validateIndex()
+	case MediaTypeDockerSchema1, MediaTypeDockerSchema1Signed:
+		return nil, manifestInvalid("Docker schema 1 manifests are not supported; push schema 2 or OCI")
+	case "":
+		return nil, manifestInvalid("no media type: set the mediaType field or the Content-Type header")
+	default:
+		return nil, manifestInvalid("unsupported manifest media type %q", m.MediaType)
+	}
+}
+
+func isManifestType(t string) bool {
+	switch t {
+	case MediaTypeImageManifest, MediaTypeImageIndex, MediaTypeDockerManifest, MediaTypeDockerList,
+		MediaTypeDockerSchema1, MediaTypeDockerSchema1Signed:
+		return true
+	}
+	return false
+}
+
+func (m *Manifest) validateImage() error {
+	if m.SchemaVersion != 2 {
+		return manifestInvalid("schemaVersion must be 2, got %d", m.SchemaVersion)
+	}
+	if m.Manifests != nil {
+		return manifestInvalid("an image manifest has no \"manifests\" field")
+	}
+	if m.Config == nil {
+		return manifestInvalid("config descriptor is required")
+	}
+	if err := validateDescriptor("config", *m.Config); err != nil {
+		return err
+	}
+	if m.MediaType == MediaTypeDockerManifest && m.ArtifactType != "" {
+		return manifestInvalid("artifactType is not allowed in a Docker manifest")
+	}
+	if m.Config.MediaType == MediaTypeEmptyJSON && m.ArtifactType == "" {
+		return manifestInvalid("artifactType is required when config.mediaType is %s", MediaTypeEmptyJSON)
+	}
+	for i, l := range m.Layers {
+		if err := validateDescriptor(fmt.Sprintf("layers[%d]", i), l); err != nil {
+			return err
+		}
+	}
+	return m.validateSubject()
+}
+
+func (m *Manifest) validateIndex() error {
+	if m.SchemaVersion != 2 {
+		return manifestInvalid("schemaVersion must be 2, got %d", m.SchemaVersion)
+	}
+	if m.Config != nil || m.Layers != nil {
+		return manifestInvalid("an index has no \"config\" or \"layers\" field")
+	}
+	for i, d := range m.Manifests {
+		if err := validateDescriptor(fmt.Sprintf("manifests[%d]", i), d); err != nil {
+			return err
+		}
+	}
+	return m.validateSubject()
+}
+
+func (m *Manifest) validateSubject() error {
+	if m.Subject == nil {
+		return nil
+	}
+	if m.MediaType == MediaTypeDockerManifest || m.MediaType == MediaTypeDockerList {
+		return manifestInvalid("subject is not allowed in a Docker manifest")
+	}
+	return validateDescriptor("subject", *m.Subject)
+}
+
+func validateDescriptor(field string, d Descriptor) error {
+	if d.MediaType == "" {
+		return manifestInvalid("%s.mediaType is required", field)
+	}
+	if _, _, err := mime.ParseMediaType(d.MediaType); err != nil || strings.ContainsAny(d.MediaType, " \t") {
+		return manifestInvalid("%s.mediaType %q is not a media type", field, d.MediaType)
+	}
+	if _, err := ParseDigest(string(d.Digest)); err != nil {
+		return manifestInvalid("%s.digest: %v", field, err)
+	}
+	if d.Size < 0 {
+		return manifestInvalid("%s.size must not be negative", field)
+	}
+	return nil
+}

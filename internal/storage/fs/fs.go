@@ -1,0 +1,277 @@
+// Package fs is the filesystem storage driver.
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// Driver stores files under a root directory.
+type Driver struct {
+	root  string
+	fsync bool
+}
+
+// Options configure the filesystem driver.
+type Options struct {
+	// Fsync makes Commit and PutContent flush file data to disk before they
+	// return, so committed blobs survive a machine crash, not only a process
+	// crash.
+	Fsync bool
+}
+
+// New returns a driver rooted at dir, creating it if needed.
+func New(dir string, opts Options) (*Driver, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("storage root %q: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o750); err != nil {
+		return nil, fmt.Errorf("create storage root: %w", err)
+	}
+	return &Driver{root: abs, fsync: opts.Fsync}, nil
+}
+
+func (d *Driver) full(p string) (string, error) {
+	if err := storage.CheckPath(p); err != nil {
+		return "", err
+	}
+	return filepath.Join(d.root, filepath.FromSlash(p)), nil
+}
+
+func wrap(op, p string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s %s: %w", op, p, storage.ErrNotFound)
+	}
+	return fmt.Errorf("%s %s: %w", op, p, err)
+}
+
+// GetContent implements storage.Driver.
+func (d *Driver) GetContent(_ context.Context, p string) ([]byte, error) {
+	f, err := d.full(p)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return nil, wrap("read", p, err)
+	}
+	return b, nil
+}
+
+// PutContent implements storage.Driver: it writes a temporary file and
+// renames it into place, so readers never see a partial file.
+func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error {
+	f, err := d.full(p)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(f), 0o750); err != nil {
+		return wrap("put", p, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(f), ".tmp-*")
+	if err != nil {
+		return wrap("put", p, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(content); err != nil {
+		tmp.Close()
+		return wrap("put", p, err)
+	}
+	if d.fsync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return wrap("put", p, err)
+		}
+	}
+	if err := tmp.Close(); err != nil {
+		return wrap("put", p, err)
+	}
+	if err := os.Rename(tmp.Name(), f); err != nil {
+		return wrap("put", p, err)
+	}
+	return nil
+}
+
+// Reader implements storage.Driver. The returned value is an *os.File, so
+// net/http can send it with sendfile.
+func (d *Driver) Reader(_ context.Context, p string, offset int64) (io.ReadCloser, error) {
+	f, err := d.full(p)
+	if err != nil {
+		return nil, err
+	}
+	file, err := os.Open(f)
+	if err != nil {
+		return nil, wrap("open", p, err)
+	}
+	if offset > 0 {
+		if _, err := file.Seek(offset, io.SeekStart); err != nil {
+			file.Close()
+			return nil, wrap("seek", p, err)
+		}
+	}
+	return file, nil
+}
+
+// Writer implements storage.Driver.
+func (d *Driver) Writer(_ context.Context, p string, appendTo bool) (storage.FileWriter, error) {
+	f, err := d.full(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(f), 0o750); err != nil {
+		return nil, wrap("create", p, err)
+	}
+	flags := os.O_WRONLY | os.O_CREATE
+	if appendTo {
+		flags |= os.O_APPEND
+	} else {
+		flags |= os.O_TRUNC
+	}
+	file, err := os.OpenFile(f, flags, 0o640)
+	if err != nil {
+		return nil, wrap("create", p, err)
+	}
+	var size int64
+	if appendTo {
+		fi, err := file.Stat()
+		if err != nil {
+			file.Close()
+			return nil, wrap("stat", p, err)
+		}
+		size = fi.Size()
+	}
+	return &writer{f: file, size: size, fsync: d.fsync, path: p}, nil
+}
+
+type writer struct {
+	f      *os.File
+	path   string
+	size   int64
+	fsync  bool
+	closed bool
+}
+
+func (w *writer) Write(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	w.size += int64(n)
+	return n, err
+}
+
+// ReadFrom lets io.Copy from a network connection use splice where the
+// kernel can.
+func (w *writer) ReadFrom(r io.Reader) (int64, error) {
+	n, err := w.f.ReadFrom(r)
+	w.size += n
+	return n, err
+}
+
+func (w *writer) Size() int64 { return w.size }
+
+func (w *writer) Close() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	return w.f.Close()
+}
+
+func (w *writer) Commit(context.Context) error {
+	if w.fsync {
+		if err := w.f.Sync(); err != nil {
+			return wrap("sync", w.path, err)
+		}
+	}
+	return w.Close()
+}
+
+func (w *writer) Cancel(context.Context) error {
+	w.Close()
+	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return wrap("cancel", w.path, err)
+	}
+	return nil
+}
+
+// Stat implements storage.Driver.
+func (d *Driver) Stat(_ context.Context, p string) (storage.FileInfo, error) {
+	f, err := d.full(p)
+	if err != nil {
+		return storage.FileInfo{}, err
+	}
+	fi, err := os.Stat(f)
+	if err != nil {
+		return storage.FileInfo{}, wrap("stat", p, err)
+	}
+	return storage.FileInfo{Path: p, Size: fi.Size(), ModTime: fi.ModTime(), IsDir: fi.IsDir()}, nil
+}
+
+// List implements storage.Driver.
+func (d *Driver) List(_ context.Context, p string) ([]string, error) {
+	f, err := d.full(p)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(f)
+	if err != nil {
+		return nil, wrap("list", p, err)
+	}
+	out := make([]string, 0, len(entries))
+	prefix := p
+	if prefix != "/" {
+		prefix += "/"
+	}
+	for _, e := range entries {
+		if len(e.Name()) > 0 && e.Name()[0] == '.' {
+			continue // temporary files
+		}
+		out = append(out, prefix+e.Name())
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Move implements storage.Driver with rename(2), atomic on one filesystem.
+func (d *Driver) Move(_ context.Context, src, dst string) error {
+	fs, err := d.full(src)
+	if err != nil {
+		return err
+	}
+	fd, err := d.full(dst)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(fd), 0o750); err != nil {
+		return wrap("move", dst, err)
+	}
+	if err := os.Rename(fs, fd); err != nil {
+		return wrap("move", src, err)
+	}
+	return nil
+}
+
+// Delete implements storage.Driver.
+func (d *Driver) Delete(_ context.Context, p string) error {
+	f, err := d.full(p)
+	if err != nil {
+		return err
+	}
+	if p == "/" {
+		return fmt.Errorf("%w: refusing to delete the root", storage.ErrInvalidPath)
+	}
+	if _, err := os.Lstat(f); err != nil {
+		return wrap("delete", p, err)
+	}
+	if err := os.RemoveAll(f); err != nil {
+		return wrap("delete", p, err)
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+// Package storage defines the driver interface for Berth's content-addressed
+// bytes. Storage holds blobs and in-progress uploads and nothing else; what
+// exists is decided by the metadata store.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrNotFound is returned (wrapped) when a path does not exist.
+var ErrNotFound = errors.New("storage: path not found")
+
+// ErrInvalidPath is returned for a path outside the driver's grammar.
+var ErrInvalidPath = errors.New("storage: invalid path")
+
+// Driver stores bytes under slash-separated paths. Every method takes the
+// request's context first. Implementations must be safe for concurrent use
+// by many processes sharing the same backing store: Move must be atomic with
+// respect to readers of dst.
+type Driver interface {
+	// GetContent reads a whole small file.
+	GetContent(ctx context.Context, path string) ([]byte, error)
+	// PutContent writes a whole small file, replacing any previous one.
+	PutContent(ctx context.Context, path string, content []byte) error
+	// Reader opens path for reading from offset.
+	Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error)
+	// Writer opens path for writing. With appendTo, writing continues at the
+	// end of an existing file (resumable uploads); otherwise it starts empty.
+	Writer(ctx context.Context, path string, appendTo bool) (FileWriter, error)
+	// Stat describes path.
+	Stat(ctx context.Context, path string) (FileInfo, error)
+	// List returns the direct children of a directory path (for maintenance
+	// tools and GC; never used to answer a registry request).
+	List(ctx context.Context, path string) ([]string, error)
+	// Move renames src to dst atomically, replacing dst.
+	Move(ctx context.Context, src, dst string) error
+	// Delete removes path and everything below it.
+	Delete(ctx context.Context, path string) error
+}
+
+// FileWriter writes a file. Bytes are durable only after Commit.
+type FileWriter interface {
+	io.WriteCloser
+	// Size is the number of bytes in the file so far, including those
+	// written before an append.
+	Size() int64
+	// Commit flushes the file so that a later Reader or Move sees all of it.
+	Commit(ctx context.Context) error
+	// Cancel discards the file.
+	Cancel(ctx context.Context) error
+}
+
+// FileInfo describes a stored path.
+type FileInfo struct {
+	Path    string
+	Size    int64
+	ModTime time.Time
+	IsDir   bool
+}
+
+// BlobPath is the storage path of a blob's bytes.
+func BlobPath(d digest.Digest) string {
+	hex := d.Encoded()
+	return fmt.Sprintf("/blobs/%s/%s/%s", d.Algorithm(), hex[:2], hex)
+}
+
+// UploadPath is the storage path of an upload session's bytes. id must be a
+// validated upload id.
+func UploadPath(id string) string {
+	return "/uploads/" + id[:2] + "/" + id + "/data"
+}
+
+// UploadDir is the directory of an upload session.
+func UploadDir(id string) string {
+	return "/uploads/" + id[:2] + "/" + id
+}
+
+// CheckPath enforces the path grammar every driver accepts: absolute,
+// slash-separated components of [A-Za-z0-9._-], none of them "." or "..".
+func CheckPath(p string) error {
+	if p == "/" {
+		return nil
+	}
+	if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+		return fmt.Errorf("%w: %q", ErrInvalidPath, p)
+	}
+	for _, c := range strings.Split(p[1:], "/") {
+		if c == "" || c == "." || c == ".." {
+			return fmt.Errorf("%w: %q", ErrInvalidPath, p)
+		}
+		for i := 0; i < len(c); i++ {
+			b := c[i]
+			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '_' || b == '-') {
+				return fmt.Errorf("%w: %q", ErrInvalidPath, p)
+			}
+		}
+	}
+	return nil
+}
