@@ -31,9 +31,10 @@ type Driver interface {
 	PutContent(ctx context.Context, path string, content []byte) error
 	// Reader opens path for reading from offset.
 	Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error)
-	// Writer opens path for writing. With appendTo, writing continues at the
-	// end of an existing file (resumable uploads); otherwise it starts empty.
-	Writer(ctx context.Context, path string, appendTo bool) (FileWriter, error)
+	// Writer opens path for writing from offset: 0 starts an empty file;
+	// a positive offset continues an existing file of at least that size
+	// (resumable uploads), discarding anything stored beyond it.
+	Writer(ctx context.Context, path string, offset int64) (FileWriter, error)
 	// Stat describes path.
 	Stat(ctx context.Context, path string) (FileInfo, error)
 	// List returns the direct children of a directory path (for maintenance
@@ -49,7 +50,7 @@ type Driver interface {
 type FileWriter interface {
 	io.WriteCloser
 	// Size is the number of bytes in the file so far, including those
-	// written before an append.
+	// before the offset it was opened at.
 	Size() int64
 	// Commit flushes the file so that a later Reader or Move sees all of it.
 	Commit(ctx context.Context) error

@@ -122,7 +122,7 @@ func (d *Driver) Reader(_ context.Context, p string, offset int64) (io.ReadClose
 }
 
 // Writer implements storage.Driver.
-func (d *Driver) Writer(_ context.Context, p string, appendTo bool) (storage.FileWriter, error) {
+func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.FileWriter, error) {
 	f, err := d.full(p)
 	if err != nil {
 		return nil, err
@@ -130,26 +130,34 @@ func (d *Driver) Writer(_ context.Context, p string, appendTo bool) (storage.Fil
 	if err := os.MkdirAll(filepath.Dir(f), 0o750); err != nil {
 		return nil, wrap("create", p, err)
 	}
+	if offset < 0 {
+		return nil, fmt.Errorf("write %s: negative offset %d", p, offset)
+	}
 	flags := os.O_WRONLY | os.O_CREATE
-	if appendTo {
-		flags |= os.O_APPEND
-	} else {
+	if offset == 0 {
 		flags |= os.O_TRUNC
 	}
 	file, err := os.OpenFile(f, flags, 0o640)
 	if err != nil {
 		return nil, wrap("create", p, err)
 	}
-	var size int64
-	if appendTo {
+	if offset > 0 {
 		fi, err := file.Stat()
+		if err == nil && fi.Size() < offset {
+			err = fmt.Errorf("file has %d bytes, fewer than offset %d", fi.Size(), offset)
+		}
+		if err == nil && fi.Size() > offset {
+			err = file.Truncate(offset)
+		}
+		if err == nil {
+			_, err = file.Seek(offset, io.SeekStart)
+		}
 		if err != nil {
 			file.Close()
-			return nil, wrap("stat", p, err)
+			return nil, wrap("resume", p, err)
 		}
-		size = fi.Size()
 	}
-	return &writer{f: file, size: size, fsync: d.fsync, path: p}, nil
+	return &writer{f: file, size: offset, fsync: d.fsync, path: p}, nil
 }
 
 type writer struct {

@@ -122,7 +122,7 @@ func testReaderOffset(t *testing.T, d storage.Driver) {
 func testWriterAppend(t *testing.T, d storage.Driver) {
 	ctx := context.Background()
 	part1, part2 := randBytes(t, 3000), randBytes(t, 5000)
-	w, err := d.Writer(ctx, "/up/data", false)
+	w, err := d.Writer(ctx, "/up/data", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,18 @@ func testWriterAppend(t *testing.T, d storage.Driver) {
 	if err := w.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w, err = d.Writer(ctx, "/up/data", true)
+	// Resuming at an offset discards bytes stored beyond it (a chunk that
+	// was written but never recorded).
+	w, err = d.Writer(ctx, "/up/data", 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Size() != 2000 {
+		t.Fatalf("resume Size = %d, want 2000", w.Size())
+	}
+	w.Write(part1[2000:])
+	w.Commit(ctx)
+	w, err = d.Writer(ctx, "/up/data", 3000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,8 +165,11 @@ func testWriterAppend(t *testing.T, d storage.Driver) {
 	if got := mustRead(t, d, "/up/data", 0); !bytes.Equal(got, append(part1, part2...)) {
 		t.Fatal("appended content differs")
 	}
-	// A non-append writer truncates.
-	w, _ = d.Writer(ctx, "/up/data", false)
+	if _, err := d.Writer(ctx, "/up/data", 9000); err == nil {
+		t.Fatal("Writer at an offset past the end succeeded")
+	}
+	// A writer at offset 0 truncates.
+	w, _ = d.Writer(ctx, "/up/data", 0)
 	w.Write([]byte("x"))
 	w.Commit(ctx)
 	if got := mustRead(t, d, "/up/data", 0); string(got) != "x" {
@@ -165,7 +179,7 @@ func testWriterAppend(t *testing.T, d storage.Driver) {
 
 func testWriterCancel(t *testing.T, d storage.Driver) {
 	ctx := context.Background()
-	w, err := d.Writer(ctx, "/c/data", false)
+	w, err := d.Writer(ctx, "/c/data", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +271,7 @@ func testConcurrent(t *testing.T, d storage.Driver) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			w, err := d.Writer(ctx, fmt.Sprintf("/conc/%d/data", i), false)
+			w, err := d.Writer(ctx, fmt.Sprintf("/conc/%d/data", i), 0)
 			if err != nil {
 				t.Error(err)
 				return
@@ -281,7 +295,7 @@ func testConcurrent(t *testing.T, d storage.Driver) {
 
 func testLarge(t *testing.T, d storage.Driver) {
 	ctx := context.Background()
-	w, err := d.Writer(ctx, "/large", false)
+	w, err := d.Writer(ctx, "/large", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,129 @@
+// Command berth is the Berth container registry: one binary that serves the
+// registry and administers it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/server"
+)
+
+// Set by the linker: -ldflags "-X main.version=v1.2.3 -X main.commit=abc".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := rootCmd().ExecuteContext(ctx); err != nil {
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "berth",
+		Short:         "Berth: a self-hosted OCI container registry",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	root.AddCommand(serveCmd(), versionCmd())
+	return root
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version and commit",
+		Run: func(cmd *cobra.Command, _ []string) {
+			c := commit
+			if c == "" {
+				c = "unknown"
+				if bi, ok := debug.ReadBuildInfo(); ok {
+					for _, s := range bi.Settings {
+						if s.Key == "vcs.revision" {
+							c = s.Value
+						}
+					}
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "berth %s (commit %s)\n", version, c)
+		},
+	}
+}
+
+func serveCmd() *cobra.Command {
+	var configFile string
+	flags := struct{ addr, dataDir, database, auth, logLevel string }{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the registry",
+		Long: `Run the registry. With no settings it listens on :5000 and keeps everything
+in ./berth-data (blobs on the filesystem, metadata in SQLite).
+
+Settings come from defaults, then --config FILE (YAML), then BERTH_*
+environment variables (BERTH_ADDR, BERTH_DATA_DIR, BERTH_DATABASE_URL,
+BERTH_AUTH_MODE, BERTH_LOG_LEVEL, ...), then these flags.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := config.Default()
+			if configFile != "" {
+				if err := cfg.LoadFile(configFile); err != nil {
+					return err
+				}
+			}
+			if err := cfg.LoadEnv(os.LookupEnv); err != nil {
+				return fmt.Errorf("environment: %w", err)
+			}
+			set := func(name string, dst *string, v string) {
+				if cmd.Flags().Changed(name) {
+					*dst = v
+				}
+			}
+			set("addr", &cfg.Addr, flags.addr)
+			set("data-dir", &cfg.DataDir, flags.dataDir)
+			set("database", &cfg.Database.URL, flags.database)
+			set("auth", &cfg.Auth.Mode, flags.auth)
+			set("log-level", &cfg.Log.Level, flags.logLevel)
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("invalid configuration:\n%w", err)
+			}
+			log := newLogger(cfg.Log)
+			srv, err := server.New(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			return srv.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML configuration file")
+	f.StringVar(&flags.addr, "addr", "", "listen address HOST:PORT (default :5000)")
+	f.StringVar(&flags.dataDir, "data-dir", "", "data directory for the embedded defaults (default ./berth-data)")
+	f.StringVar(&flags.database, "database", "", "metadata database: postgres://... (default SQLite in the data directory)")
+	f.StringVar(&flags.auth, "auth", "", "authentication mode: none")
+	f.StringVar(&flags.logLevel, "log-level", "", "debug, info, warn or error")
+	return cmd
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,190 @@
+// Package config holds Berth's configuration: defaults, a YAML file,
+// BERTH_* environment variables and command-line flags, in that order of
+// precedence, and validation that names the field at fault.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/berth-dev/berth/internal/oci"
+)
+
+// Config is the whole configuration of a Berth server.
+type Config struct {
+	// Addr is the HTTP listen address.
+	Addr string `yaml:"addr"`
+	// DataDir holds the embedded defaults: the SQLite database and the
+	// filesystem storage.
+	DataDir  string   `yaml:"dataDir"`
+	Database Database `yaml:"database"`
+	Storage  Storage  `yaml:"storage"`
+	Auth     Auth     `yaml:"auth"`
+	Registry Registry `yaml:"registry"`
+	Log      Log      `yaml:"log"`
+	// AllowedArtifactTypes is Quay's ALLOWED_OCI_ARTIFACT_TYPES: a map from
+	// config media type to allowed layer media types. Empty means the
+	// default list (images, Helm charts, cosign signatures, SBOMs and
+	// attestations).
+	AllowedArtifactTypes map[string][]string `yaml:"ALLOWED_OCI_ARTIFACT_TYPES"`
+}
+
+// Database selects the metadata database.
+type Database struct {
+	// URL is postgres://... for PostgreSQL; empty means SQLite in DataDir.
+	URL string `yaml:"url"`
+}
+
+// Storage selects the blob storage driver.
+type Storage struct {
+	Driver     string     `yaml:"driver"`
+	Filesystem Filesystem `yaml:"filesystem"`
+}
+
+// Filesystem configures the filesystem driver.
+type Filesystem struct {
+	// RootDirectory defaults to DataDir/storage.
+	RootDirectory string `yaml:"rootDirectory"`
+	// Fsync flushes each committed blob to disk before it is acknowledged.
+	Fsync bool `yaml:"fsync"`
+}
+
+// Auth selects how requests are authenticated.
+type Auth struct {
+	// Mode "none" runs the registry open: no authentication at all.
+	Mode string `yaml:"mode"`
+}
+
+// Registry tunes the /v2 API.
+type Registry struct {
+	// MaxManifestBytes caps the size of a pushed manifest.
+	MaxManifestBytes int64 `yaml:"maxManifestBytes"`
+	// AllowV11Artifacts admits image-spec v1.1 artifacts (empty config and
+	// an artifactType) whose artifactType is not in the allow-list.
+	AllowV11Artifacts bool `yaml:"allowV11Artifacts"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Default returns the configuration of `berth serve` with no settings.
+func Default() Config {
+	return Config{
+		Addr:     ":5000",
+		DataDir:  "berth-data",
+		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}},
+		Auth:     Auth{Mode: "none"},
+		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true},
+		Log:      Log{Level: "info", Format: "text"},
+	}
+}
+
+// LoadFile merges a YAML file over c. Unknown keys are refused, so a typo
+// does not silently fall back to a default.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, errEOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// DatabaseURL is the metadata database to open.
+func (c *Config) DatabaseURL() string {
+	if c.Database.URL != "" {
+		return c.Database.URL
+	}
+	return filepath.Join(c.DataDir, "berth.db")
+}
+
+// StorageRoot is the filesystem driver's root directory.
+func (c *Config) StorageRoot() string {
+	if c.Storage.Filesystem.RootDirectory != "" {
+		return c.Storage.Filesystem.RootDirectory
+	}
+	return filepath.Join(c.DataDir, "storage")
+}
+
+// ArtifactPolicy is the effective allow-list.
+func (c *Config) ArtifactPolicy() oci.ArtifactPolicy {
+	allowed := c.AllowedArtifactTypes
+	if len(allowed) == 0 {
+		allowed = oci.DefaultAllowedArtifacts()
+	}
+	return oci.ArtifactPolicy{Allowed: allowed, AllowV11Artifacts: c.Registry.AllowV11Artifacts}
+}
+
+// Validate checks every setting and reports all problems, each with its
+// field path.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil {
+		bad("addr", "%q is not HOST:PORT: %v", c.Addr, err)
+	} else if port == "" {
+		bad("addr", "%q has no port", c.Addr)
+	}
+	if c.DataDir == "" {
+		bad("dataDir", "must not be empty")
+	}
+	if u := c.Database.URL; u != "" && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") &&
+		!strings.HasPrefix(u, "sqlite:") {
+		bad("database.url", "%q: want postgres://..., postgresql://... or sqlite:PATH", redactURL(u))
+	}
+	switch c.Storage.Driver {
+	case "filesystem":
+	default:
+		bad("storage.driver", "unknown driver %q (supported: filesystem)", c.Storage.Driver)
+	}
+	switch c.Auth.Mode {
+	case "none":
+	default:
+		bad("auth.mode", "unknown mode %q (supported: none)", c.Auth.Mode)
+	}
+	if m := c.Registry.MaxManifestBytes; m < 1<<10 || m > 64<<20 {
+		bad("registry.maxManifestBytes", "%d is outside 1024..67108864", m)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "unknown level %q (debug, info, warn, error)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "unknown format %q (text, json)", c.Log.Format)
+	}
+	if err := oci.ValidateArtifactTypes(c.AllowedArtifactTypes); err != nil {
+		bad("ALLOWED_OCI_ARTIFACT_TYPES", "%v", err)
+	}
+	return errors.Join(errs...)
+}
+
+// redactURL hides a password in a database URL.
+func redactURL(s string) string {
+	if i := strings.Index(s, "://"); i >= 0 {
+		if at := strings.LastIndex(s, "@"); at > i {
+			if colon := strings.Index(s[i+3:at], ":"); colon >= 0 {
+				return s[:i+3+colon] + ":REDACTED" + s[at:]
+			}
+		}
+	}
+	return s
+}

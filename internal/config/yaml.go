@@ -1,0 +1,7 @@
+package config
+
+import "gopkg.in/yaml.v3"
+
+func unmarshalYAML(s string, out any) error {
+	return yaml.Unmarshal([]byte(s), out)
+}

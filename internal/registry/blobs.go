@@ -1,0 +1,133 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+func (reg *Registry) blob(w http.ResponseWriter, r *http.Request, rt route) error {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		return reg.getBlob(w, r, rt)
+	case http.MethodDelete:
+		return reg.deleteBlob(w, r, rt)
+	default:
+		return errUnsupported
+	}
+}
+
+func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) error {
+	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionPull)); err != nil {
+		return err
+	}
+	b, err := reg.meta.RepositoryBlob(r.Context(), rt.name, rt.digest)
+	if errors.Is(err, meta.ErrBlobNotFound) {
+		return errBlobUnknown
+	}
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Docker-Content-Digest", b.Digest.String())
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", `"`+b.Digest.String()+`"`)
+	h.Set("Cache-Control", "max-age=31536000")
+
+	start, length, status := int64(0), b.Size, http.StatusOK
+	if rng := r.Header.Get("Range"); rng != "" && r.Method == http.MethodGet {
+		s, e, ok := parseByteRange(rng, b.Size)
+		switch {
+		case ok:
+			start, length, status = s, e-s+1, http.StatusPartialContent
+			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", s, e, b.Size))
+		case s == -1: // unsatisfiable
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
+			return errorf(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "requested range not satisfiable", map[string]int64{"size": b.Size})
+		}
+		// Otherwise a malformed or multi-range header: serve the whole blob
+		// (RFC 9110 lets a server ignore Range).
+	}
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	rc, err := reg.store.Reader(r.Context(), storage.BlobPath(b.Digest), start)
+	if err != nil {
+		h.Del("Content-Length")
+		if errors.Is(err, storage.ErrNotFound) {
+			reg.log.Error("blob recorded in metadata but missing from storage", "digest", b.Digest, "repository", rt.name)
+		}
+		return fmt.Errorf("open blob: %w", err)
+	}
+	defer rc.Close()
+	w.WriteHeader(status)
+	// io.Copy hands an *os.File to the connection's ReadFrom (sendfile).
+	if _, err := io.Copy(w, io.LimitReader(rc, length)); err != nil {
+		reg.log.Debug("blob download interrupted", "digest", b.Digest, "err", err)
+	}
+	return nil
+}
+
+// parseByteRange parses a single "bytes=a-b", "bytes=a-" or "bytes=-n"
+// range. ok is false for a header to ignore; start is -1 for a range that
+// cannot be satisfied.
+func parseByteRange(h string, size int64) (start, end int64, ok bool) {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false
+	}
+	if a == "" { // suffix range
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n < 0 {
+			return 0, 0, false
+		}
+		if n == 0 || size == 0 {
+			return -1, 0, false
+		}
+		return max(0, size-n), size - 1, true
+	}
+	s, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || s < 0 {
+		return 0, 0, false
+	}
+	e := size - 1
+	if b != "" {
+		if e, err = strconv.ParseInt(b, 10, 64); err != nil || e < s {
+			return 0, 0, false
+		}
+	}
+	if s >= size {
+		return -1, 0, false
+	}
+	return s, min(e, size-1), true
+}
+
+func (reg *Registry) deleteBlob(w http.ResponseWriter, r *http.Request, rt route) error {
+	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionDelete)); err != nil {
+		return err
+	}
+	err := reg.meta.UnlinkBlob(r.Context(), rt.name, rt.digest)
+	if errors.Is(err, meta.ErrBlobNotFound) {
+		return errBlobUnknown
+	}
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Docker-Content-Digest", rt.digest.String())
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}

@@ -1,0 +1,67 @@
+// Package registry serves the /v2 API of the OCI distribution spec:
+// routing, blobs, uploads, manifests, tags, referrers, catalog and errors.
+package registry
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// Error codes of the distribution spec (and the two of CNCF Distribution
+// that clients also understand).
+const (
+	CodeBlobUnknown         = "BLOB_UNKNOWN"
+	CodeBlobUploadInvalid   = "BLOB_UPLOAD_INVALID"
+	CodeBlobUploadUnknown   = "BLOB_UPLOAD_UNKNOWN"
+	CodeDigestInvalid       = "DIGEST_INVALID"
+	CodeManifestBlobUnknown = "MANIFEST_BLOB_UNKNOWN"
+	CodeManifestInvalid     = "MANIFEST_INVALID"
+	CodeManifestUnknown     = "MANIFEST_UNKNOWN"
+	CodeNameInvalid         = "NAME_INVALID"
+	CodeNameUnknown         = "NAME_UNKNOWN"
+	CodeSizeInvalid         = "SIZE_INVALID"
+	CodeUnauthorized        = "UNAUTHORIZED"
+	CodeDenied              = "DENIED"
+	CodeUnsupported         = "UNSUPPORTED"
+	CodeTooManyRequests     = "TOOMANYREQUESTS"
+	CodePaginationInvalid   = "PAGINATION_NUMBER_INVALID"
+	CodeRangeInvalid        = "RANGE_INVALID"
+)
+
+// Error is a registry error answered in the spec's JSON format.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Detail  any    `json:"detail,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func errorf(status int, code, message string, detail any) *Error {
+	return &Error{Status: status, Code: code, Message: message, Detail: detail}
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if r.Method == http.MethodHead {
+		w.WriteHeader(e.Status)
+		return
+	}
+	body, _ := json.Marshal(struct {
+		Errors []*Error `json:"errors"`
+	}{[]*Error{e}})
+	w.WriteHeader(e.Status)
+	w.Write(body)
+	w.Write([]byte("\n"))
+}
+
+var (
+	errUnsupported   = errorf(http.StatusMethodNotAllowed, CodeUnsupported, "the operation is unsupported", nil)
+	errBlobUnknown   = errorf(http.StatusNotFound, CodeBlobUnknown, "blob unknown to registry", nil)
+	errUploadUnknown = errorf(http.StatusNotFound, CodeBlobUploadUnknown, "blob upload unknown to registry", nil)
+	errManifestUnk   = errorf(http.StatusNotFound, CodeManifestUnknown, "manifest unknown", nil)
+	errNameUnknown   = errorf(http.StatusNotFound, CodeNameUnknown, "repository name not known to registry", nil)
+	errInternal      = errorf(http.StatusInternalServerError, "INTERNAL_ERROR", "internal server error; see the registry log", nil)
+)

@@ -1,0 +1,134 @@
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+var blobPath = storage.BlobPath
+
+// pagination reads n and last. n defaults to (and is capped at) the
+// registry's page limit.
+func (reg *Registry) pagination(r *http.Request) (n int, last string, err error) {
+	q := r.URL.Query()
+	last = q.Get("last")
+	n = reg.maxList
+	if s := q.Get("n"); s != "" {
+		v, perr := strconv.Atoi(s)
+		if perr != nil || v < 0 {
+			return 0, "", errorf(http.StatusBadRequest, CodePaginationInvalid, fmt.Sprintf("invalid page size n=%q", s), nil)
+		}
+		n = min(v, reg.maxList)
+	}
+	return n, last, nil
+}
+
+func writeJSON(w http.ResponseWriter, r *http.Request, contentType string, v any) {
+	body, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(body)
+	}
+}
+
+// setNextLink sets the RFC 5988 Link header to the next page.
+func setNextLink(w http.ResponseWriter, path, last string, n int) {
+	q := url.Values{"last": {last}, "n": {strconv.Itoa(n)}}
+	w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", path, q.Encode()))
+}
+
+func (reg *Registry) catalog(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return errUnsupported
+	}
+	if _, err := reg.authorize(w, r, Resource{Type: "registry", Name: "catalog", Actions: []string{"*"}}); err != nil {
+		return err
+	}
+	n, last, err := reg.pagination(r)
+	if err != nil {
+		return err
+	}
+	repos := []string{}
+	if n > 0 {
+		if repos, err = reg.meta.ListRepositories(r.Context(), last, n+1); err != nil {
+			return err
+		}
+	}
+	if len(repos) > n {
+		repos = repos[:n]
+		setNextLink(w, "/v2/_catalog", repos[n-1], n)
+	}
+	writeJSON(w, r, "application/json", map[string][]string{"repositories": repos})
+	return nil
+}
+
+func (reg *Registry) tags(w http.ResponseWriter, r *http.Request, rt route) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return errUnsupported
+	}
+	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionPull)); err != nil {
+		return err
+	}
+	n, last, err := reg.pagination(r)
+	if err != nil {
+		return err
+	}
+	// Ask for one more than a page to know whether there is a next page;
+	// with n=0 only the repository's existence is checked.
+	tags, err := reg.meta.ListTags(r.Context(), rt.name, last, n+1)
+	if errors.Is(err, meta.ErrRepositoryNotFound) {
+		return errNameUnknown
+	}
+	if err != nil {
+		return err
+	}
+	if len(tags) > n {
+		tags = tags[:n]
+		if n > 0 {
+			setNextLink(w, "/v2/"+rt.name+"/tags/list", tags[n-1], n)
+		}
+	}
+	writeJSON(w, r, "application/json", struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}{rt.name, tags})
+	return nil
+}
+
+func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return errUnsupported
+	}
+	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionPull)); err != nil {
+		return err
+	}
+	artifactType := r.URL.Query().Get("artifactType")
+	refs, err := reg.meta.Referrers(r.Context(), rt.name, rt.digest, artifactType)
+	if err != nil {
+		return err
+	}
+	descs := make([]oci.Descriptor, 0, len(refs))
+	for _, m := range refs {
+		descs = append(descs, oci.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size,
+			ArtifactType: m.ArtifactType, Annotations: m.Annotations})
+	}
+	if artifactType != "" {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	writeJSON(w, r, oci.MediaTypeImageIndex, struct {
+		SchemaVersion int              `json:"schemaVersion"`
+		MediaType     string           `json:"mediaType"`
+		Manifests     []oci.Descriptor `json:"manifests"`
+	}{2, oci.MediaTypeImageIndex, descs})
+	return nil
+}

@@ -1,0 +1,254 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// Actions on a repository scope, as in Docker's token scopes.
+const (
+	ActionPull   = "pull"
+	ActionPush   = "push"
+	ActionDelete = "delete"
+)
+
+// Resource is what a request acts on: a repository with actions, the
+// registry catalog, or nothing (the /v2/ base check) when Type is empty.
+type Resource struct {
+	Type    string // "repository", "registry" or ""
+	Name    string
+	Actions []string
+}
+
+// Authorizer decides whether a request may act on a resource. It returns
+// the actor's name for the audit trail and events, or an *Error (with any
+// challenge headers already set on w) when the request is refused.
+type Authorizer interface {
+	Authorize(w http.ResponseWriter, r *http.Request, res Resource) (actor string, err error)
+}
+
+// AllowAll is the authorizer of auth mode "none": every request is allowed
+// and anonymous.
+type AllowAll struct{}
+
+// Authorize implements Authorizer.
+func (AllowAll) Authorize(http.ResponseWriter, *http.Request, Resource) (string, error) { return "", nil }
+
+// Metadata is what the registry needs of the metadata store.
+type Metadata interface {
+	blobMetadata
+	uploadMetadata
+	manifestMetadata
+	ListRepositories(ctx context.Context, last string, n int) ([]string, error)
+}
+
+type blobMetadata interface {
+	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
+	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
+	RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error)
+	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID, actor string) error
+	UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error
+}
+
+type uploadMetadata interface {
+	CreateUpload(ctx context.Context, u meta.Upload) error
+	GetUpload(ctx context.Context, repo, id string) (meta.Upload, error)
+	AdvanceUpload(ctx context.Context, id string, oldSize, newSize int64, hashState []byte) error
+	DeleteUpload(ctx context.Context, id string) error
+}
+
+type manifestMetadata interface {
+	PutManifest(ctx context.Context, p meta.PutManifest) error
+	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
+	DeleteManifest(ctx context.Context, repo string, d digest.Digest, actor string) error
+	DeleteTag(ctx context.Context, repo, tag, actor string) error
+	ListTags(ctx context.Context, repo, last string, n int) ([]string, error)
+	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
+}
+
+// Options configure the registry.
+type Options struct {
+	// MaxManifestBytes caps a manifest body (default 4 MiB).
+	MaxManifestBytes int64
+	// Policy is the allow-list of artifact types.
+	Policy oci.ArtifactPolicy
+	// Auth decides access; nil means AllowAll.
+	Auth   Authorizer
+	Logger *slog.Logger
+}
+
+// Registry is the http.Handler of the /v2 API.
+type Registry struct {
+	meta    Metadata
+	store   storage.Driver
+	opts    Options
+	log     *slog.Logger
+	authz   Authorizer
+	maxList int
+	bufs    sync.Pool // *[]byte copy buffers for upload bodies
+}
+
+// New returns the /v2 handler.
+func New(md Metadata, store storage.Driver, opts Options) *Registry {
+	if opts.MaxManifestBytes <= 0 {
+		opts.MaxManifestBytes = 4 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	authz := opts.Auth
+	if authz == nil {
+		authz = AllowAll{}
+	}
+	reg := &Registry{meta: md, store: store, opts: opts, log: opts.Logger, authz: authz, maxList: 10000}
+	reg.bufs.New = func() any { b := make([]byte, 1<<20); return &b }
+	return reg
+}
+
+// route is a parsed /v2 path.
+type route struct {
+	kind   string // base, catalog, tags, manifest, blob, uploads, upload, referrers
+	name   string
+	ref    string
+	digest digest.Digest
+}
+
+// parsePath splits a /v2 path. Repository names may be nested, so the
+// route is recognized from the end of the path; the name is validated
+// before anything else touches it.
+func parsePath(p string) (route, *Error) {
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		if p == "/v2" {
+			return route{kind: "base"}, nil
+		}
+		return route{}, errorf(http.StatusNotFound, CodeUnsupported, "not a registry API path", nil)
+	}
+	if rest == "" {
+		return route{kind: "base"}, nil
+	}
+	if rest == "_catalog" {
+		return route{kind: "catalog"}, nil
+	}
+	segs := strings.Split(rest, "/")
+	n := len(segs)
+	var rt route
+	var nameSegs []string
+	switch {
+	case n >= 3 && segs[n-2] == "tags" && segs[n-1] == "list":
+		rt.kind, nameSegs = "tags", segs[:n-2]
+	case n >= 4 && segs[n-3] == "blobs" && segs[n-2] == "uploads" && segs[n-1] == "":
+		rt.kind, nameSegs = "uploads", segs[:n-3]
+	case n >= 3 && segs[n-2] == "blobs" && segs[n-1] == "uploads":
+		rt.kind, nameSegs = "uploads", segs[:n-2]
+	case n >= 4 && segs[n-3] == "blobs" && segs[n-2] == "uploads":
+		rt.kind, rt.ref, nameSegs = "upload", segs[n-1], segs[:n-3]
+	case n >= 3 && segs[n-2] == "blobs":
+		rt.kind, rt.ref, nameSegs = "blob", segs[n-1], segs[:n-2]
+	case n >= 3 && segs[n-2] == "manifests":
+		rt.kind, rt.ref, nameSegs = "manifest", segs[n-1], segs[:n-2]
+	case n >= 3 && segs[n-2] == "referrers":
+		rt.kind, rt.ref, nameSegs = "referrers", segs[n-1], segs[:n-2]
+	default:
+		return route{}, errorf(http.StatusNotFound, CodeUnsupported, "not a registry API path", nil)
+	}
+	rt.name = strings.Join(nameSegs, "/")
+	if err := oci.ValidateName(rt.name); err != nil {
+		return route{}, errorf(http.StatusBadRequest, CodeNameInvalid, err.Error(), map[string]string{"name": rt.name})
+	}
+	switch rt.kind {
+	case "blob", "referrers":
+		d, err := oci.ParseDigest(rt.ref)
+		if err != nil {
+			return route{}, errorf(http.StatusBadRequest, CodeDigestInvalid, err.Error(), nil)
+		}
+		rt.digest = d
+	case "upload":
+		if !validUploadID(rt.ref) {
+			return route{}, errUploadUnknown
+		}
+	}
+	return rt, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (reg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	rt, rerr := parsePath(r.URL.Path)
+	if rerr != nil {
+		writeError(w, r, rerr)
+		return
+	}
+	var err error
+	switch rt.kind {
+	case "base":
+		err = reg.base(w, r)
+	case "catalog":
+		err = reg.catalog(w, r)
+	case "tags":
+		err = reg.tags(w, r, rt)
+	case "manifest":
+		err = reg.manifest(w, r, rt)
+	case "blob":
+		err = reg.blob(w, r, rt)
+	case "uploads":
+		err = reg.startUpload(w, r, rt)
+	case "upload":
+		err = reg.upload(w, r, rt)
+	case "referrers":
+		err = reg.referrers(w, r, rt)
+	}
+	if err != nil {
+		reg.fail(w, r, err)
+	}
+}
+
+// fail answers an error: registry errors as they are, anything else as a
+// logged internal error.
+func (reg *Registry) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var e *Error
+	if errors.As(err, &e) {
+		writeError(w, r, e)
+		return
+	}
+	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
+		reg.log.Debug("request ended by client", "method", r.Method, "path", r.URL.Path, "err", err)
+		return
+	}
+	reg.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	writeError(w, r, errInternal)
+}
+
+func (reg *Registry) authorize(w http.ResponseWriter, r *http.Request, res Resource) (string, error) {
+	return reg.authz.Authorize(w, r, res)
+}
+
+func (reg *Registry) base(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return errUnsupported
+	}
+	if _, err := reg.authorize(w, r, Resource{}); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		w.Write([]byte("{}"))
+	}
+	return nil
+}
+
+func repoScope(name string, actions ...string) Resource {
+	return Resource{Type: "repository", Name: name, Actions: actions}
+}

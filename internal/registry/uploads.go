@@ -1,0 +1,375 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+func validUploadID(id string) bool {
+	u, err := uuid.Parse(id)
+	return err == nil && u.String() == id
+}
+
+func uploadLocation(name, id string) string {
+	return "/v2/" + name + "/blobs/uploads/" + id
+}
+
+// setUploadHeaders sets the headers of an upload status answer: Location,
+// Range (inclusive end, "0-0" when empty, as CNCF Distribution answers) and
+// the upload's UUID.
+func setUploadHeaders(w http.ResponseWriter, name, id string, size int64) {
+	h := w.Header()
+	h.Set("Location", uploadLocation(name, id))
+	h.Set("Range", fmt.Sprintf("0-%d", max(size-1, 0)))
+	h.Set("Docker-Upload-UUID", id)
+	h.Set("Content-Length", "0")
+}
+
+func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route) error {
+	if r.Method != http.MethodPost {
+		return errUnsupported
+	}
+	actor, err := reg.authorize(w, r, repoScope(rt.name, ActionPull, ActionPush))
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	if m := q.Get("mount"); m != "" {
+		d, err := oci.ParseDigest(m)
+		if err != nil {
+			return errorf(http.StatusBadRequest, CodeDigestInvalid, err.Error(), nil)
+		}
+		mounted, err := reg.mount(w, r, rt.name, d, q.Get("from"), actor)
+		if err != nil {
+			return err
+		}
+		if mounted {
+			h := w.Header()
+			h.Set("Location", "/v2/"+rt.name+"/blobs/"+d.String())
+			h.Set("Docker-Content-Digest", d.String())
+			h.Set("Content-Length", "0")
+			w.WriteHeader(http.StatusCreated)
+			return nil
+		}
+		// Not mountable: fall through to a new upload session, as the spec
+		// requires.
+	}
+	if dg := q.Get("digest"); dg != "" {
+		return reg.monolithicUpload(w, r, rt, dg, actor)
+	}
+	id := uuid.NewString()
+	state, err := marshalHash(sha256.New())
+	if err != nil {
+		return err
+	}
+	if err := reg.meta.CreateUpload(r.Context(), meta.Upload{ID: id, Repository: rt.name, HashState: state}); err != nil {
+		return err
+	}
+	setUploadHeaders(w, rt.name, id, 0)
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// mount links an existing blob into the repository. With from, the blob
+// must be in that repository and the actor must be allowed to pull from it.
+// Without from, any repository the actor may pull from will do.
+func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, d digest.Digest, from, actor string) (bool, error) {
+	ctx := r.Context()
+	var candidates []string
+	if from != "" {
+		if oci.ValidateName(from) != nil {
+			return false, nil
+		}
+		candidates = []string{from}
+	} else {
+		repos, err := reg.meta.RepositoriesWithBlob(ctx, d, 20)
+		if err != nil {
+			return false, err
+		}
+		candidates = repos
+	}
+	for _, src := range candidates {
+		b, err := reg.meta.RepositoryBlob(ctx, src, d)
+		if errors.Is(err, meta.ErrBlobNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if _, err := reg.authz.Authorize(discardHeaders{}, r, repoScope(src, ActionPull)); err != nil {
+			continue
+		}
+		if err := reg.meta.LinkBlob(ctx, name, b, "", actor); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// discardHeaders is a ResponseWriter for authorization checks whose
+// challenge must not reach the client (a mount source it may not read just
+// falls back to an upload).
+type discardHeaders struct{}
+
+func (discardHeaders) Header() http.Header       { return http.Header{} }
+func (discardHeaders) Write(b []byte) (int, error) { return len(b), nil }
+func (discardHeaders) WriteHeader(int)           {}
+
+// monolithicUpload handles POST ?digest=: the whole blob in one request.
+func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt route, dg, actor string) error {
+	want, err := oci.ParseDigest(dg)
+	if err != nil {
+		return errorf(http.StatusBadRequest, CodeDigestInvalid, err.Error(), nil)
+	}
+	id := uuid.NewString()
+	ctx := r.Context()
+	fw, err := reg.store.Writer(ctx, storage.UploadPath(id), 0)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	if _, err := reg.copyBody(fw, h, r); err != nil {
+		fw.Cancel(context.WithoutCancel(ctx))
+		reg.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
+		return err
+	}
+	return reg.finishUpload(w, r, rt.name, id, fw, h, want, actor, false)
+}
+
+func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) error {
+	var actions []string
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		actions = []string{ActionPull}
+	case http.MethodPatch, http.MethodPut, http.MethodDelete:
+		actions = []string{ActionPull, ActionPush}
+	default:
+		return errUnsupported
+	}
+	actor, err := reg.authorize(w, r, repoScope(rt.name, actions...))
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	up, err := reg.meta.GetUpload(ctx, rt.name, rt.ref)
+	if errors.Is(err, meta.ErrUploadNotFound) {
+		return errUploadUnknown
+	}
+	if err != nil {
+		return err
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		setUploadHeaders(w, rt.name, up.ID, up.Size)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	case http.MethodDelete:
+		if err := reg.meta.DeleteUpload(ctx, up.ID); err != nil {
+			if errors.Is(err, meta.ErrUploadNotFound) {
+				return errUploadUnknown
+			}
+			return err
+		}
+		if err := reg.store.Delete(ctx, storage.UploadDir(up.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			reg.log.Warn("remove cancelled upload", "upload", up.ID, "err", err)
+		}
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	// PATCH or PUT: append the body (a chunk, or for PUT an optional last
+	// chunk) at the upload's current offset.
+	var want digest.Digest
+	if r.Method == http.MethodPut {
+		if want, err = oci.ParseDigest(r.URL.Query().Get("digest")); err != nil {
+			return errorf(http.StatusBadRequest, CodeDigestInvalid, "PUT needs a valid ?digest=: "+err.Error(), nil)
+		}
+	}
+	if err := checkContentRange(r, up.Size); err != nil {
+		setUploadHeaders(w, rt.name, up.ID, up.Size)
+		return err
+	}
+	h, err := unmarshalHash(up.HashState)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", up.ID, err)
+	}
+	fw, err := reg.store.Writer(ctx, storage.UploadPath(up.ID), up.Size)
+	if err != nil {
+		return errorf(http.StatusNotFound, CodeBlobUploadUnknown, "upload data is gone; start a new upload", nil)
+	}
+	n, copyErr := reg.copyBody(fw, h, r)
+	if copyErr == nil && r.Method == http.MethodPut {
+		return reg.finishUpload(w, r, rt.name, up.ID, fw, h, want, actor, true)
+	}
+	fw.Close()
+	// Record what was written, even after a broken connection: the client
+	// can ask for the upload's status and resume from there.
+	if n > 0 {
+		state, err := marshalHash(h)
+		if err != nil {
+			return err
+		}
+		if err := reg.meta.AdvanceUpload(context.WithoutCancel(ctx), up.ID, up.Size, up.Size+n, state); err != nil {
+			if errors.Is(err, meta.ErrUploadConflict) {
+				return errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
+			}
+			return err
+		}
+	}
+	if copyErr != nil {
+		return copyErr
+	}
+	setUploadHeaders(w, rt.name, up.ID, up.Size+n)
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// checkContentRange validates an optional Content-Range of a chunk: it
+// must start where the upload ends, and agree with Content-Length.
+func checkContentRange(r *http.Request, size int64) error {
+	cr := r.Header.Get("Content-Range")
+	if cr == "" {
+		return nil
+	}
+	spec := strings.TrimPrefix(strings.TrimPrefix(cr, "bytes="), "bytes ")
+	spec, _, _ = strings.Cut(spec, "/")
+	a, b, ok := strings.Cut(spec, "-")
+	start, err1 := strconv.ParseInt(a, 10, 64)
+	end, err2 := strconv.ParseInt(b, 10, 64)
+	if !ok || err1 != nil || err2 != nil || start < 0 || end < start {
+		return errorf(http.StatusRequestedRangeNotSatisfiable, CodeBlobUploadInvalid, fmt.Sprintf("malformed Content-Range %q", cr), nil)
+	}
+	if start != size {
+		return errorf(http.StatusRequestedRangeNotSatisfiable, CodeBlobUploadInvalid,
+			fmt.Sprintf("Content-Range starts at %d but the upload has %d bytes", start, size), nil)
+	}
+	if r.ContentLength >= 0 && r.ContentLength != end-start+1 {
+		return errorf(http.StatusBadRequest, CodeSizeInvalid,
+			fmt.Sprintf("Content-Range covers %d bytes but Content-Length is %d", end-start+1, r.ContentLength), nil)
+	}
+	return nil
+}
+
+// hashWriter writes to storage and the running digest in one pass.
+type hashWriter struct {
+	w io.Writer
+	h hash.Hash
+}
+
+func (hw hashWriter) Write(p []byte) (int, error) {
+	n, err := hw.w.Write(p)
+	hw.h.Write(p[:n])
+	return n, err
+}
+
+// copyBody streams the request body into fw, hashing it once on the way.
+// It checks Content-Length when the client gave one.
+func (reg *Registry) copyBody(fw io.Writer, h hash.Hash, r *http.Request) (int64, error) {
+	bufp := reg.bufs.Get().(*[]byte)
+	defer reg.bufs.Put(bufp)
+	n, err := io.CopyBuffer(hashWriter{fw, h}, r.Body, *bufp)
+	if err != nil {
+		return n, fmt.Errorf("receive upload body: %w", err)
+	}
+	if r.ContentLength >= 0 && n != r.ContentLength {
+		return n, errorf(http.StatusBadRequest, CodeSizeInvalid, fmt.Sprintf("received %d bytes, Content-Length said %d", n, r.ContentLength), nil)
+	}
+	return n, nil
+}
+
+// finishUpload verifies the digest of a complete upload, moves the bytes
+// to their content address, and links the blob to the repository. The
+// upload's bytes are in fw, still open.
+func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, id string, fw storage.FileWriter, h hash.Hash, want digest.Digest, actor string, hasRow bool) error {
+	ctx := context.WithoutCancel(r.Context()) // finish what we started
+	size := fw.Size()
+	discard := func() {
+		fw.Cancel(ctx)
+		if hasRow {
+			reg.meta.DeleteUpload(ctx, id)
+		}
+		reg.store.Delete(ctx, storage.UploadDir(id))
+	}
+	if err := fw.Commit(ctx); err != nil {
+		discard()
+		return err
+	}
+	got := digest.NewDigest(digest.SHA256, h)
+	if want.Algorithm() != digest.SHA256 {
+		var err error
+		if got, err = reg.digestStored(ctx, storage.UploadPath(id), want.Algorithm()); err != nil {
+			discard()
+			return err
+		}
+	}
+	if got != want {
+		discard()
+		return errorf(http.StatusBadRequest, CodeDigestInvalid, fmt.Sprintf("content digest %s does not match %s", got, want), map[string]string{"computed": got.String()})
+	}
+	blob := meta.Blob{Digest: want, Size: size}
+	if _, err := reg.meta.StoredBlob(ctx, want); err != nil {
+		if !errors.Is(err, meta.ErrBlobNotFound) {
+			discard()
+			return err
+		}
+		if err := reg.store.Move(ctx, storage.UploadPath(id), storage.BlobPath(want)); err != nil {
+			discard()
+			return err
+		}
+	}
+	if err := reg.meta.LinkBlob(ctx, name, blob, id, actor); err != nil {
+		return err
+	}
+	if err := reg.store.Delete(ctx, storage.UploadDir(id)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		reg.log.Warn("remove finished upload", "upload", id, "err", err)
+	}
+	hd := w.Header()
+	hd.Set("Location", "/v2/"+name+"/blobs/"+want.String())
+	hd.Set("Docker-Content-Digest", want.String())
+	hd.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// digestStored hashes stored bytes with another algorithm than the one
+// computed while streaming (sha512 pushes are rare; sha256 is hashed once).
+func (reg *Registry) digestStored(ctx context.Context, path string, alg digest.Algorithm) (digest.Digest, error) {
+	rc, err := reg.store.Reader(ctx, path, 0)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	return alg.FromReader(rc)
+}
+
+func marshalHash(h hash.Hash) ([]byte, error) {
+	m, ok := h.(encoding.BinaryMarshaler)
+	if !ok {
+		return nil, errors.New("hash state cannot be saved")
+	}
+	return m.MarshalBinary()
+}
+
+func unmarshalHash(state []byte) (hash.Hash, error) {
+	h := sha256.New()
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
+		return nil, fmt.Errorf("restore hash state: %w", err)
+	}
+	return h, nil
+}

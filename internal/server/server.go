@@ -1,0 +1,111 @@
+// Package server is the composition root: it builds every part of Berth
+// from a Config, serves HTTP, and shuts down gracefully. Nothing imports it
+// but the command.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/storage/fs"
+)
+
+// Server is a running Berth.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	db      *meta.DB
+	handler http.Handler
+}
+
+// New opens the metadata store and storage and assembles the handlers.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	db, err := meta.Open(ctx, cfg.DatabaseURL())
+	if err != nil {
+		return nil, fmt.Errorf("metadata store: %w", err)
+	}
+	driver, err := fs.New(cfg.StorageRoot(), fs.Options{Fsync: cfg.Storage.Filesystem.Fsync})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	reg := registry.New(db, driver, registry.Options{
+		MaxManifestBytes: cfg.Registry.MaxManifestBytes,
+		Policy:           cfg.ArtifactPolicy(),
+		Auth:             registry.AllowAll{},
+		Logger:           log,
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", reg)
+	mux.Handle("/v2", reg)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := db.Ping(r.Context()); err != nil {
+			http.Error(w, "metadata store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	var h http.Handler = mux
+	if log.Enabled(ctx, slog.LevelDebug) {
+		h = accessLog(log, h)
+	}
+	return &Server{cfg: cfg, log: log, db: db, handler: h}, nil
+}
+
+// Handler is the server's HTTP handler (for tests that serve it themselves).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close releases the metadata store.
+func (s *Server) Close() error { return s.db.Close() }
+
+// Run serves until ctx is cancelled, then drains in-flight requests.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx is cancelled.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.cfg.Auth.Mode == "none" {
+		s.log.Warn("AUTHENTICATION IS DISABLED: anyone who can reach this port can push, pull and delete (auth.mode: none)")
+	}
+	s.log.Info("berth is serving", "addr", ln.Addr().String(), "database", s.db.Dialect(),
+		"storage", s.cfg.Storage.Driver, "storage_root", s.cfg.StorageRoot())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
