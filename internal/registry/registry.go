@@ -42,7 +42,9 @@ type Authorizer interface {
 type AllowAll struct{}
 
 // Authorize implements Authorizer.
-func (AllowAll) Authorize(http.ResponseWriter, *http.Request, Resource) (string, error) { return "", nil }
+func (AllowAll) Authorize(http.ResponseWriter, *http.Request, Resource) (string, error) {
+	return "", nil
+}
 
 // Metadata is what the registry needs of the metadata store.
 type Metadata interface {

@@ -127,9 +127,9 @@ func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, 
 // falls back to an upload).
 type discardHeaders struct{}
 
-func (discardHeaders) Header() http.Header       { return http.Header{} }
+func (discardHeaders) Header() http.Header         { return http.Header{} }
 func (discardHeaders) Write(b []byte) (int, error) { return len(b), nil }
-func (discardHeaders) WriteHeader(int)           {}
+func (discardHeaders) WriteHeader(int)             {}
 
 // monolithicUpload handles POST ?digest=: the whole blob in one request.
 func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt route, dg, actor string) error {

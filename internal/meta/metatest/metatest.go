@@ -1,0 +1,89 @@
+// Package metatest opens metadata stores for tests: SQLite always, and
+// PostgreSQL when BERTH_TEST_POSTGRES_DSN is set, each test in a schema of
+// its own that is dropped afterwards.
+package metatest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// EnvPostgresDSN names the variable that enables the PostgreSQL runs.
+const EnvPostgresDSN = "BERTH_TEST_POSTGRES_DSN"
+
+// Dialects returns the dialects to test: "sqlite", plus "postgres" when
+// EnvPostgresDSN is set.
+func Dialects() []string {
+	if os.Getenv(EnvPostgresDSN) != "" {
+		return []string{"sqlite", "postgres"}
+	}
+	return []string{"sqlite"}
+}
+
+// ForEach runs fn as a subtest once per dialect with a fresh store.
+func ForEach(t *testing.T, fn func(t *testing.T, db *meta.DB)) {
+	for _, d := range Dialects() {
+		t.Run(d, func(t *testing.T) { fn(t, Open(t, d)) })
+	}
+}
+
+// Open returns a fresh, migrated store of the dialect, closed at cleanup.
+func Open(t testing.TB, dialect string) *meta.DB {
+	t.Helper()
+	ctx := context.Background()
+	var dsn string
+	switch dialect {
+	case "sqlite":
+		dsn = filepath.Join(t.TempDir(), "meta.db")
+	case "postgres":
+		dsn = postgresSchema(t)
+	default:
+		t.Fatalf("unknown dialect %q", dialect)
+	}
+	db, err := meta.Open(ctx, dsn)
+	if err != nil {
+		t.Fatalf("open %s store: %v", dialect, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// postgresSchema creates a schema for one test and returns a DSN whose
+// search_path selects it.
+func postgresSchema(t testing.TB) string {
+	base := os.Getenv(EnvPostgresDSN)
+	if base == "" {
+		t.Skipf("%s is not set", EnvPostgresDSN)
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema := "berth_test_" + hex.EncodeToString(b)
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
+		admin.Close()
+		t.Fatalf("postgres at %s: create schema: %v", EnvPostgresDSN, err)
+	}
+	t.Cleanup(func() {
+		admin.Exec("DROP SCHEMA " + schema + " CASCADE")
+		admin.Close()
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("%s: %v", EnvPostgresDSN, err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}

@@ -1,0 +1,356 @@
+package meta_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+)
+
+func blobOf(s string) meta.Blob {
+	return meta.Blob{Digest: digest.FromString(s), Size: int64(len(s))}
+}
+
+func manifestOf(s string) meta.Manifest {
+	return meta.Manifest{Digest: digest.FromString(s), MediaType: "application/vnd.oci.image.manifest.v1+json",
+		ArtifactType: "application/vnd.oci.image.config.v1+json", Content: []byte(s)}
+}
+
+func kinds(t *testing.T, db *meta.DB) []string {
+	t.Helper()
+	evs, err := db.EventsAfter(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []string{}
+	for _, e := range evs {
+		out = append(out, e.Kind)
+	}
+	return out
+}
+
+func TestStore(t *testing.T) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, db *meta.DB)
+	}{
+		{"Blobs", testBlobs},
+		{"Uploads", testUploads},
+		{"ManifestMissingRefs", testMissingRefs},
+		{"ManifestAndTags", testManifestTags},
+		{"Ordering", testOrdering},
+		{"Deletes", testDeletes},
+		{"Referrers", testReferrers},
+		{"ConcurrentPushes", testConcurrent},
+	}
+	for _, d := range metatest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) { tc.fn(t, metatest.Open(t, d)) })
+			}
+		})
+	}
+}
+
+func testBlobs(t *testing.T, db *meta.DB) {
+	ctx := context.Background()
+	b := blobOf("layer")
+	if _, err := db.RepositoryBlob(ctx, "org/app", b.Digest); !errors.Is(err, meta.ErrBlobNotFound) {
+		t.Fatalf("before link: %v", err)
+	}
+	if err := db.LinkBlob(ctx, "org/app", b, "", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.LinkBlob(ctx, "org/app", b, "", "alice"); err != nil {
+		t.Fatalf("linking twice: %v", err)
+	}
+	got, err := db.RepositoryBlob(ctx, "org/app", b.Digest)
+	if err != nil || got != b {
+		t.Fatalf("RepositoryBlob = %+v, %v", got, err)
+	}
+	if _, err := db.RepositoryBlob(ctx, "org/other", b.Digest); !errors.Is(err, meta.ErrBlobNotFound) {
+		t.Fatalf("blob visible from an unlinked repository: %v", err)
+	}
+	if _, err := db.StoredBlob(ctx, b.Digest); err != nil {
+		t.Fatal(err)
+	}
+	db.LinkBlob(ctx, "org/other", b, "", "")
+	repos, _ := db.RepositoriesWithBlob(ctx, b.Digest, 10)
+	if !reflect.DeepEqual(repos, []string{"org/app", "org/other"}) {
+		t.Fatalf("RepositoriesWithBlob = %v", repos)
+	}
+	if err := db.UnlinkBlob(ctx, "org/app", b.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RepositoryBlob(ctx, "org/app", b.Digest); !errors.Is(err, meta.ErrBlobNotFound) {
+		t.Fatalf("after unlink: %v", err)
+	}
+	if err := db.UnlinkBlob(ctx, "org/app", b.Digest); !errors.Is(err, meta.ErrBlobNotFound) {
+		t.Fatalf("second unlink: %v", err)
+	}
+	if got := kinds(t, db); !reflect.DeepEqual(got, []string{"repo_created", "repo_created"}) {
+		t.Fatalf("events = %v", got)
+	}
+}
+
+func testUploads(t *testing.T, db *meta.DB) {
+	ctx := context.Background()
+	u := meta.Upload{ID: "0b6a7a4e-7d0c-4a53-a1a6-111111111111", Repository: "app", HashState: []byte{1}}
+	if err := db.CreateUpload(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.GetUpload(ctx, "other", u.ID); !errors.Is(err, meta.ErrUploadNotFound) {
+		t.Fatalf("upload visible from another repository: %v", err)
+	}
+	if err := db.AdvanceUpload(ctx, u.ID, 0, 100, []byte{2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AdvanceUpload(ctx, u.ID, 0, 50, []byte{3}); !errors.Is(err, meta.ErrUploadConflict) {
+		t.Fatalf("stale advance: %v, want ErrUploadConflict", err)
+	}
+	got, err := db.GetUpload(ctx, "app", u.ID)
+	if err != nil || got.Size != 100 || !reflect.DeepEqual(got.HashState, []byte{2}) {
+		t.Fatalf("GetUpload = %+v, %v", got, err)
+	}
+	if err := db.LinkBlob(ctx, "app", blobOf("x"), u.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.GetUpload(ctx, "app", u.ID); !errors.Is(err, meta.ErrUploadNotFound) {
+		t.Fatalf("upload survived its blob's link: %v", err)
+	}
+	if err := db.DeleteUpload(ctx, u.ID); !errors.Is(err, meta.ErrUploadNotFound) {
+		t.Fatalf("delete of finished upload: %v", err)
+	}
+}
+
+func testMissingRefs(t *testing.T, db *meta.DB) {
+	ctx := context.Background()
+	cfg, layer := blobOf("cfg"), blobOf("layer")
+	db.LinkBlob(ctx, "app", cfg, "", "")
+	m := manifestOf("m1")
+	err := db.PutManifest(ctx, meta.PutManifest{Repository: "app", Manifest: m, Tag: "v1",
+		Refs: []meta.Ref{{Digest: cfg.Digest}, {Digest: layer.Digest}, {Digest: digest.FromString("child"), IsManifest: true}}})
+	var missing *meta.MissingRefsError
+	if !errors.As(err, &missing) || len(missing.Missing) != 2 {
+		t.Fatalf("PutManifest = %v, want 2 missing refs", err)
+	}
+	if _, err := db.GetManifest(ctx, "app", "v1", "", true); !errors.Is(err, meta.ErrManifestNotFound) {
+		t.Fatalf("tag exists after a refused push: %v", err)
+	}
+	if _, err := db.GetManifest(ctx, "app", "", m.Digest, true); !errors.Is(err, meta.ErrManifestNotFound) {
+		t.Fatalf("manifest exists after a refused push: %v", err)
+	}
+	for _, k := range kinds(t, db) {
+		if k == meta.EventRepoPush {
+			t.Fatal("repo_push event for a refused push")
+		}
+	}
+}
+
+func testManifestTags(t *testing.T, db *meta.DB) {
+	ctx := context.Background()
+	cfg := blobOf("cfg")
+	db.LinkBlob(ctx, "app", cfg, "", "")
+	m1, m2 := manifestOf("m1"), manifestOf("m2")
+	refs := []meta.Ref{{Digest: cfg.Digest}}
+	for _, p := range []meta.PutManifest{
+		{Repository: "app", Manifest: m1, Refs: refs, Tag: "latest", Actor: "alice"},
+		{Repository: "app", Manifest: m1, Refs: refs, Tag: "latest"}, // no change
+		{Repository: "app", Manifest: m2, Refs: refs, Tag: "latest"}, // tag moves
+	} {
+		if err := db.PutManifest(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := db.GetManifest(ctx, "app", "latest", "", true)
+	if err != nil || got.Digest != m2.Digest || string(got.Content) != "m2" || got.Size != 2 {
+		t.Fatalf("GetManifest(latest) = %+v, %v", got, err)
+	}
+	head, err := db.GetManifest(ctx, "app", "", m1.Digest, false)
+	if err != nil || head.Content != nil || head.MediaType != m1.MediaType {
+		t.Fatalf("GetManifest(digest, no content) = %+v, %v", head, err)
+	}
+	evs, _ := db.EventsAfter(ctx, 0, 100)
+	var pushes []string
+	for _, e := range evs {
+		if e.Kind == meta.EventRepoPush {
+			var d struct {
+				Digest      string   `json:"digest"`
+				UpdatedTags []string `json:"updated_tags"`
+			}
+			json.Unmarshal(e.Data, &d)
+			pushes = append(pushes, fmt.Sprintf("%s:%v", d.Digest[7:11], d.UpdatedTags))
+		}
+	}
+	want := []string{m1.Digest.Encoded()[:4] + ":[latest]", m2.Digest.Encoded()[:4] + ":[latest]"}
+	if !reflect.DeepEqual(pushes, want) {
+		t.Fatalf("repo_push events = %v, want %v (one per observable change)", pushes, want)
+	}
+	if evs[1].Actor != "alice" {
+		t.Fatalf("actor = %q", evs[1].Actor)
+	}
+}
+
+func testOrdering(t *testing.T, db *meta.DB) {
+	ctx := context.Background()
+	cfg := blobOf("cfg")
+	tags := []string{"v1.9", "v1.10", "Latest", "latest", "_x", "0"}
+	for i, tag := range tags {
+		repo := fmt.Sprintf("r%d/app", i)
+		db.LinkBlob(ctx, repo, cfg, "", "")
+		db.LinkBlob(ctx, "app", cfg, "", "")
+		m := manifestOf("m" + tag)
+		if err := db.PutManifest(ctx, meta.PutManifest{Repository: "app", Manifest: m, Refs: []meta.Ref{{Digest: cfg.Digest}}, Tag: tag}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := db.ListTags(ctx, "app", "", 100)
+	want := []string{"0", "Latest", "_x", "latest", "v1.10", "v1.9"} // bytewise
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("ListTags = %v, want %v", got, want)
+	}
+	page, _ := db.ListTags(ctx, "app", "_x", 2)
+	if !reflect.DeepEqual(page, []string{"latest", "v1.10"}) {
+		t.Fatalf("page after _x = %v", page)
+	}
+	if _, err := db.ListTags(ctx, "nope", "", 10); !errors.Is(err, meta.ErrRepositoryNotFound) {
+		t.Fatalf("ListTags unknown repo: %v", err)
+	}
+	repos, _ := db.ListRepositories(ctx, "r2/app", 3)
+	if !reflect.DeepEqual(repos, []string{"r3/app", "r4/app", "r5/app"}) {
+		t.Fatalf("ListRepositories = %v", repos)
+	}
+}
+
+func testDeletes(t *testing.T, db *meta.DB) {
+	ctx := context.Background()
+	cfg := blobOf("cfg")
+	db.LinkBlob(ctx, "app", cfg, "", "")
+	m := manifestOf("m")
+	refs := []meta.Ref{{Digest: cfg.Digest}}
+	db.PutManifest(ctx, meta.PutManifest{Repository: "app", Manifest: m, Refs: refs, Tag: "a"})
+	db.PutManifest(ctx, meta.PutManifest{Repository: "app", Manifest: m, Refs: refs, Tag: "b"})
+	if err := db.DeleteTag(ctx, "app", "a", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteTag(ctx, "app", "a", "bob"); !errors.Is(err, meta.ErrManifestNotFound) {
+		t.Fatalf("second tag delete: %v", err)
+	}
+	if _, err := db.GetManifest(ctx, "app", "", m.Digest, false); err != nil {
+		t.Fatalf("manifest gone with its tag: %v", err)
+	}
+	if err := db.DeleteManifest(ctx, "app", m.Digest, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if tags, _ := db.ListTags(ctx, "app", "", 10); len(tags) != 0 {
+		t.Fatalf("tags survive their manifest: %v", tags)
+	}
+	if err := db.DeleteManifest(ctx, "app", m.Digest, "bob"); !errors.Is(err, meta.ErrManifestNotFound) {
+		t.Fatalf("second manifest delete: %v", err)
+	}
+	k := kinds(t, db)
+	if k[len(k)-2] != meta.EventTagDeleted || k[len(k)-1] != meta.EventManifestDeleted {
+		t.Fatalf("events = %v", k)
+	}
+	// The manifest can be pushed again after its deletion.
+	if err := db.PutManifest(ctx, meta.PutManifest{Repository: "app", Manifest: m, Refs: refs, Tag: "c"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testReferrers(t *testing.T, db *meta.DB) {
+	ctx := context.Background()
+	cfg := blobOf("cfg")
+	db.LinkBlob(ctx, "app", cfg, "", "")
+	subject := digest.FromString("not pushed yet")
+	refs := []meta.Ref{{Digest: cfg.Digest}}
+	for i, at := range []string{"application/vnd.example.sbom", "application/vnd.example.sig", "application/vnd.example.sbom"} {
+		m := manifestOf(fmt.Sprint("ref", i))
+		m.ArtifactType, m.Subject = at, subject
+		m.Annotations = map[string]string{"n": fmt.Sprint(i)}
+		if err := db.PutManifest(ctx, meta.PutManifest{Repository: "app", Manifest: m, Refs: refs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := db.Referrers(ctx, "app", subject, "")
+	if err != nil || len(all) != 3 {
+		t.Fatalf("Referrers = %d, %v", len(all), err)
+	}
+	sboms, _ := db.Referrers(ctx, "app", subject, "application/vnd.example.sbom")
+	if len(sboms) != 2 || sboms[0].Annotations["n"] == "" {
+		t.Fatalf("filtered referrers = %+v", sboms)
+	}
+	if none, _ := db.Referrers(ctx, "other", subject, ""); len(none) != 0 {
+		t.Fatalf("referrers leak across repositories: %v", none)
+	}
+}
+
+func testConcurrent(t *testing.T, db *meta.DB) {
+	ctx := context.Background()
+	cfg := blobOf("cfg")
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if err := db.LinkBlob(ctx, "race/app", cfg, "", ""); err != nil {
+				errs <- fmt.Errorf("link: %w", err)
+				return
+			}
+			m := manifestOf(fmt.Sprint("m", i))
+			if err := db.PutManifest(ctx, meta.PutManifest{Repository: "race/app", Manifest: m, Refs: []meta.Ref{{Digest: cfg.Digest}}, Tag: "latest"}); err != nil {
+				errs <- fmt.Errorf("put: %w", err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got, err := db.GetManifest(ctx, "race/app", "latest", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Digest != digest.FromBytes(got.Content) {
+		t.Fatal("tag points at a manifest whose content does not match")
+	}
+	repos, _ := db.ListRepositories(ctx, "", 10)
+	if !reflect.DeepEqual(repos, []string{"race/app"}) {
+		t.Fatalf("repositories = %v (exactly one expected)", repos)
+	}
+	created := 0
+	for _, k := range kinds(t, db) {
+		if k == meta.EventRepoCreated {
+			created++
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d repo_created events, want 1", created)
+	}
+}
+
+func TestMigrationsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	dsn := t.TempDir() + "/m.db"
+	for i := 0; i < 2; i++ {
+		db, err := meta.Open(ctx, dsn)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		if err := db.LinkBlob(ctx, "app", blobOf(fmt.Sprint(i)), "", ""); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	}
+}
