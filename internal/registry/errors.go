@@ -5,6 +5,7 @@ package registry
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 )
 
 // Error codes of the distribution spec (and the two of CNCF Distribution
@@ -45,6 +46,7 @@ func errorf(status int, code, message string, detail any) *Error {
 func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
+	h.Del("Content-Length")
 	if r.Method == http.MethodHead {
 		w.WriteHeader(e.Status)
 		return
@@ -52,9 +54,10 @@ func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 	body, _ := json.Marshal(struct {
 		Errors []*Error `json:"errors"`
 	}{[]*Error{e}})
+	body = append(body, '\n')
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(e.Status)
 	w.Write(body)
-	w.Write([]byte("\n"))
 }
 
 var (
