@@ -90,7 +90,7 @@ func TestUploadErrors(t *testing.T) {
 	// Unknown and malformed upload ids.
 	resp, body = reg.do("PATCH", "/v2/app/blobs/uploads/2b7c4b0e-4f3c-4b9a-9d6e-000000000000", content)
 	expectError(t, resp, body, 404, registry.CodeBlobUploadUnknown)
-	resp, body = reg.do("GET", "/v2/app/blobs/uploads/../../etc", nil)
+	resp, _ = reg.do("GET", "/v2/app/blobs/uploads/../../etc", nil)
 	if resp.StatusCode < 400 {
 		t.Fatalf("traversal path answered %d", resp.StatusCode)
 	}

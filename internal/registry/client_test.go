@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -35,10 +34,9 @@ func TestGGCRPushPull(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			oci := mutate.MediaType(mutate.ConfigMediaType(docker, types.OCIConfigJSON), types.OCIManifestSchema1)
 			ociLayers, _ := random.Image(1024, 2)
 			l, _ := ociLayers.Layers()
-			oci, _ = mutate.AppendLayers(mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1), l...)
+			oci, _ := mutate.AppendLayers(mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1), l...)
 			for tag, img := range map[string]v1.Image{"docker": docker, "oci": oci} {
 				ref := reg.ref("org/team/app:" + tag)
 				if err := remote.Write(ref, img); err != nil {
@@ -215,12 +213,4 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-func refName(t *testing.T, s string) name.Reference {
-	r, err := name.ParseReference(s, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }

@@ -1,0 +1,295 @@
+// Command bench runs Berth and CNCF Distribution side by side on the same
+// machine and the same data, and prints a markdown table comparing them.
+//
+//	go run ./bench                                              # full run
+//	go run ./bench -layer-mib 64 -small-images 200 -load-duration 3s   # quick
+//
+// See bench/README.md.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const defaultDistributionBin = "/usr/bin/docker-registry"
+
+type config struct {
+	berthBin, distributionBin, only, out, workDir, pushMode, berthArgs string
+	layerMiB, smallImages, smallKiB, concurrency, loadWorkers, rounds  int
+	loadDuration                                                       time.Duration
+	wrk, keep                                                          bool
+}
+
+func parseFlags() config {
+	var c config
+	flag.StringVar(&c.berthBin, "berth-bin", "", "use this prebuilt berth binary instead of building ./cmd/berth")
+	flag.StringVar(&c.berthArgs, "berth-args", "--log-level warn", "extra arguments appended to `berth serve ...` (space separated); the default matches Distribution's log level")
+	flag.StringVar(&c.distributionBin, "distribution-bin", defaultDistributionBin, "CNCF Distribution binary (Debian package docker-registry)")
+	flag.StringVar(&c.only, "only", "", "run against one registry only: berth or distribution")
+	flag.StringVar(&c.out, "out", "", "also write the markdown report to this file")
+	flag.StringVar(&c.workDir, "work-dir", "", "parent directory for data and the test layer (default: system temp dir)")
+	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (data, configs, server logs) at the end")
+	flag.IntVar(&c.layerMiB, "layer-mib", 512, "size of the single-stream push/pull layer in MiB")
+	flag.StringVar(&c.pushMode, "push-mode", "patch", "big layer upload: patch (POST, one streamed PATCH, PUT ?digest; as docker/ggcr) or put (POST, PUT ?digest with the body)")
+	flag.IntVar(&c.smallImages, "small-images", 1000, "number of small images to push per round")
+	flag.IntVar(&c.smallKiB, "small-kib", 4, "payload size of each small image's layer in KiB (random, so about as large gzip'd)")
+	flag.IntVar(&c.concurrency, "concurrency", 10, "concurrent pushers for the small-image workload")
+	flag.IntVar(&c.loadWorkers, "load-workers", 32, "concurrent workers (keep-alive connections) for manifest GET under load")
+	flag.DurationVar(&c.loadDuration, "load-duration", 10*time.Second, "duration of the manifest GET load test per registry per round")
+	flag.IntVar(&c.rounds, "rounds", 3, "repeat the throughput workloads this many times and report the median")
+	flag.BoolVar(&c.wrk, "wrk", true, "also measure manifest GET with wrk when wrk is on PATH")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fatalf("unexpected arguments: %v", flag.Args())
+	}
+	switch {
+	case c.only != "" && c.only != "berth" && c.only != "distribution":
+		fatalf("-only must be berth or distribution, not %q", c.only)
+	case c.pushMode != "patch" && c.pushMode != "put":
+		fatalf("-push-mode must be patch or put")
+	case c.layerMiB < 1 || c.smallImages < 1 || c.smallKiB < 1 || c.concurrency < 1 || c.loadWorkers < 1 || c.rounds < 1 || c.loadDuration <= 0:
+		fatalf("sizes, counts, rounds and durations must be positive")
+	}
+	return c
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+var (
+	cleanupMu  sync.Mutex
+	cleanups   []func()
+	cleanedUp  bool
+	exitStatus int
+)
+
+func atCleanup(f func()) {
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
+	cleanups = append(cleanups, f)
+}
+
+func cleanup() {
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
+	if cleanedUp {
+		return
+	}
+	cleanedUp = true
+	for _, f := range slices.Backward(cleanups) {
+		f()
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	cleanup()
+	os.Exit(1)
+}
+
+func nproc() int { return runtime.NumCPU() }
+
+func main() {
+	c := parseFlags()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		logf("got %v: stopping servers", s)
+		cleanup()
+		os.Exit(130)
+	}()
+	defer cleanup()
+
+	work, err := os.MkdirTemp(c.workDir, "berth-bench-")
+	if err != nil {
+		fatalf("%v", err)
+	}
+	atCleanup(func() {
+		if c.keep {
+			logf("kept work directory %s", work)
+		} else {
+			_ = os.RemoveAll(work)
+		}
+	})
+
+	names := []string{"berth", "distribution"}
+	if c.only != "" {
+		names = []string{c.only}
+	}
+	want := func(n string) bool { return slices.Contains(names, n) }
+
+	// Prepare binaries before any data or server exists.
+	berthBin, distBin := c.berthBin, ""
+	if want("berth") && berthBin == "" {
+		if berthBin, err = buildBerth(work); err != nil {
+			fatalf("%v", err)
+		}
+	}
+	if want("distribution") {
+		if distBin, err = ensureDistribution(c.distributionBin); err != nil {
+			fatalf("%v", err)
+		}
+	}
+
+	logf("writing %d MiB random layer", c.layerMiB)
+	t0 := time.Now()
+	layer, err := makeBigLayer(filepath.Join(work, "layer.bin"), c.layerMiB)
+	if err != nil {
+		fatalf("making layer: %v", err)
+	}
+	logf("layer %s ready in %.1fs", layer.digest, time.Since(t0).Seconds())
+
+	servers := map[string]*server{}
+	for _, n := range names {
+		var s *server
+		if n == "berth" {
+			s, err = startBerth(berthBin, work, strings.Fields(c.berthArgs))
+		} else {
+			s, err = startDistribution(distBin, work)
+		}
+		if s != nil {
+			atCleanup(s.stop)
+		}
+		if err != nil {
+			fatalf("%v", err)
+		}
+		servers[n] = s
+	}
+
+	res := newResults()
+	run(c, names, servers, layer, res)
+
+	for _, n := range names {
+		s := servers[n]
+		if st, err := s.stats(); err != nil {
+			res.fail("rss", n, err)
+			res.fail("cpu", n, err)
+		} else {
+			res.add("rss", n, float64(st.hwmKiB)/1024)
+			res.add("cpu", n, st.cpuSecs)
+		}
+		if du, err := diskUsage(s.dataDir); err != nil {
+			res.fail("disk", n, err)
+		} else {
+			res.add("disk", n, float64(du)/(1<<20))
+		}
+	}
+
+	facts := machineFacts(c, berthBin, distBin)
+	report := renderReport(c, facts, res)
+	fmt.Print(report)
+	if c.out != "" {
+		if err := os.WriteFile(c.out, []byte(report), 0o644); err != nil {
+			fatalf("writing %s: %v", c.out, err)
+		}
+		logf("wrote %s", c.out)
+	}
+	cleanup()
+	os.Exit(exitStatus)
+}
+
+// run executes every workload for every round, alternating which registry
+// goes first so drift on a shared machine does not favour one of them.
+func run(c config, names []string, servers map[string]*server, layer *bigLayer, res *results) {
+	bigClients := map[string]*registry{}
+	smallClients := map[string]*registry{}
+	for _, n := range names {
+		bigClients[n] = &registry{base: servers[n].baseURL(), client: newClient(2, 256)}
+		bigClients[n].client.Timeout = 15 * time.Minute
+		smallClients[n] = &registry{base: servers[n].baseURL(), client: newClient(c.concurrency, 32)}
+		smallClients[n].client.Timeout = 2 * time.Minute
+	}
+
+	// The image the load test reads, pushed once up front.
+	loadRepo, loadTag := "bench/load", "latest"
+	loadImg, err := makeSmallImage(0xfeed, 0, c.smallKiB<<10)
+	if err != nil {
+		fatalf("%v", err)
+	}
+	for _, n := range names {
+		if err := smallClients[n].pushImage(loadRepo, loadTag, loadImg); err != nil {
+			res.fail("load_rps", n, fmt.Errorf("pushing %s:%s: %w", loadRepo, loadTag, err))
+		}
+	}
+	_, wrkErr := whichWrk(c.wrk)
+
+	// step runs one workload on one server, unless the server is gone. When
+	// work is given, it also records the server's CPU time per unit of work
+	// (cpu seconds / work()) as metric_cpu: that is far less sensitive to a
+	// busy machine than wall-clock throughput.
+	step := func(metric, n string, f func() (float64, error), work func() float64) {
+		s := servers[n]
+		if !s.alive() {
+			res.fail(metric, n, fmt.Errorf("server exited (%v); log tail:\n%s", s.waitErr, s.logTail()))
+			return
+		}
+		before, statErr := s.stats()
+		v, err := f()
+		if err != nil {
+			logf("  %-12s %-10s error: %v", n, metric, err)
+			res.fail(metric, n, err)
+			return
+		}
+		logf("  %-12s %-10s %.1f", n, metric, v)
+		res.add(metric, n, v)
+		if after, err := s.stats(); work != nil && statErr == nil && err == nil && work() > 0 {
+			res.add(metric+"_cpu", n, cpuDelta(before, after)/work())
+		}
+	}
+
+	for round := range c.rounds {
+		order := slices.Clone(names)
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		logf("round %d/%d (order: %s)", round+1, c.rounds, strings.Join(order, ", "))
+		bigRepo := fmt.Sprintf("bench/big-r%d", round)
+		smallRepo := fmt.Sprintf("bench/small-r%d", round)
+		imgs, err := makeSmallImages(uint64(round+1), c.smallImages, c.smallKiB<<10)
+		if err != nil {
+			fatalf("%v", err)
+		}
+		gb := func() float64 { return float64(layer.size) / 1e9 }
+		for _, n := range order {
+			step("push", n, func() (float64, error) { return runPush(bigClients[n], bigRepo, layer, c.pushMode) }, gb)
+		}
+		for _, n := range order {
+			step("pull", n, func() (float64, error) { return runPull(bigClients[n], bigRepo, layer) }, gb)
+		}
+		for _, n := range order {
+			step("small", n, func() (float64, error) { return runSmallPushes(smallClients[n], smallRepo, imgs, c.concurrency) },
+				func() float64 { return float64(len(imgs)) / 1e3 })
+		}
+		for _, n := range order {
+			var lr loadResult
+			step("load_rps", n, func() (float64, error) {
+				var err error
+				lr, err = runManifestLoad(servers[n].baseURL(), loadRepo, loadTag, c.loadWorkers, c.loadDuration)
+				return lr.rps, err
+			}, func() float64 { return float64(lr.total) / 1e6 })
+			if lr.requests > 0 && lr.rps > 0 {
+				res.add("load_p50", n, lr.p50ms)
+				res.add("load_p99", n, lr.p99ms)
+			}
+		}
+		if wrkErr == nil {
+			for _, n := range order {
+				step("wrk_rps", n, func() (float64, error) {
+					return runWrk(servers[n].baseURL(), loadRepo, loadTag, c.loadWorkers, c.loadDuration)
+				}, nil)
+			}
+		}
+	}
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// results collects every round's value per metric and server.
+type results struct {
+	vals map[string]map[string][]float64
+	errs map[string]map[string]string
+}
+
+func newResults() *results {
+	return &results{vals: map[string]map[string][]float64{}, errs: map[string]map[string]string{}}
+}
+
+func (r *results) add(metric, server string, v float64) {
+	if r.vals[metric] == nil {
+		r.vals[metric] = map[string][]float64{}
+	}
+	r.vals[metric][server] = append(r.vals[metric][server], v)
+}
+
+func (r *results) fail(metric, server string, err error) {
+	if r.errs[metric] == nil {
+		r.errs[metric] = map[string]string{}
+	}
+	if r.errs[metric][server] == "" {
+		r.errs[metric][server] = err.Error()
+	}
+	exitStatus = 1
+}
+
+// metric describes one row of the table.
+type metric struct {
+	key, label  string
+	lowerBetter bool
+	prec        int
+}
+
+func metrics(c config) []metric {
+	return []metric{
+		{"push", fmt.Sprintf("Blob push, 1 stream, %d MiB (MB/s)", c.layerMiB), false, 1},
+		{"pull", fmt.Sprintf("Blob pull, 1 stream, %d MiB, sha256 checked (MB/s)", c.layerMiB), false, 1},
+		{"small", fmt.Sprintf("Small image push, %d images at concurrency %d (images/s)", c.smallImages, c.concurrency), false, 1},
+		{"load_rps", fmt.Sprintf("Manifest GET by tag, %d workers, %s (req/s)", c.loadWorkers, c.loadDuration), false, 0},
+		{"load_p50", "Manifest GET latency p50 (ms, lower is better)", true, 2},
+		{"load_p99", "Manifest GET latency p99 (ms, lower is better)", true, 2},
+		{"wrk_rps", fmt.Sprintf("Manifest GET by tag, wrk -c%d (req/s)", c.loadWorkers), false, 0},
+		{"push_cpu", "Server CPU per GB pushed (s, lower is better)", true, 2},
+		{"pull_cpu", "Server CPU per GB pulled (s, lower is better)", true, 2},
+		{"small_cpu", "Server CPU per small image pushed (ms, lower is better)", true, 2},
+		{"load_rps_cpu", "Server CPU per manifest GET (µs, lower is better)", true, 0},
+		{"rss", "Peak resident memory, VmHWM (MiB, lower is better)", true, 1},
+		{"cpu", "Server CPU time over the whole run (s, lower is better)", true, 1},
+		{"disk", "Storage used at the end (MiB, lower is better)", true, 1},
+	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// cell formats a server's values: the median, and min–max when there were
+// several rounds.
+func (r *results) cell(m metric, server string, ran bool) (string, float64, bool) {
+	if !ran {
+		return "—", 0, false
+	}
+	errKey := strings.TrimSuffix(m.key, "_cpu")
+	if strings.HasPrefix(m.key, "load_p") {
+		errKey = "load_rps"
+	}
+	if r.errs[errKey][server] != "" {
+		return "error", 0, false
+	}
+	v := r.vals[m.key][server]
+	if len(v) == 0 {
+		return "—", 0, false
+	}
+	med := median(v)
+	s := fmt.Sprintf("%.*f", m.prec, med)
+	if len(v) > 1 {
+		s += fmt.Sprintf(" (%.*f–%.*f)", m.prec, slices.Min(v), m.prec, slices.Max(v))
+	}
+	return s, med, true
+}
+
+func renderReport(c config, facts []string, r *results) string {
+	var b strings.Builder
+	b.WriteString("## Berth vs CNCF Distribution, side by side\n\n")
+	for _, f := range facts {
+		b.WriteString("- " + f + "\n")
+	}
+	b.WriteString("\n| Metric | Berth | Distribution | Berth advantage (×) |\n|---|---:|---:|---:|\n")
+	ranB, ranD := c.only != "distribution", c.only != "berth"
+	for _, m := range metrics(c) {
+		if m.key == "wrk_rps" && len(r.vals[m.key]) == 0 && len(r.errs[m.key]) == 0 {
+			continue // wrk not installed
+		}
+		cb, vb, okB := r.cell(m, "berth", ranB)
+		cd, vd, okD := r.cell(m, "distribution", ranD)
+		ratio := "—"
+		if okB && okD && vb > 0 && vd > 0 {
+			x := vb / vd
+			if m.lowerBetter {
+				x = vd / vb
+			}
+			ratio = fmt.Sprintf("%.2f×", x)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", m.label, cb, cd, ratio)
+	}
+	b.WriteString("\nCells are the median over rounds, with (min–max) when -rounds > 1. ")
+	b.WriteString("\"Berth advantage\" is Berth/Distribution for throughput and Distribution/Berth for latency, memory, CPU and storage, ")
+	b.WriteString("so above 1 always means Berth did better. MB = 10^6 bytes. ")
+	b.WriteString("Memory, CPU time and storage are read once at the end of the run. ")
+	b.WriteString("The load generator runs on the same cores as the servers.\n")
+
+	var errLines []string
+	for _, m := range metrics(c) {
+		for _, s := range []string{"berth", "distribution"} {
+			if e := r.errs[m.key][s]; e != "" {
+				errLines = append(errLines, fmt.Sprintf("- %s, %s: %s", s, m.key, strings.ReplaceAll(e, "\n", "\n  ")))
+			}
+		}
+	}
+	if len(errLines) > 0 {
+		b.WriteString("\nErrors:\n\n" + strings.Join(errLines, "\n") + "\n")
+	}
+	return b.String()
+}
+
+func whichWrk(enabled bool) (string, error) {
+	if !enabled {
+		return "", errors.New("disabled")
+	}
+	return exec.LookPath("wrk")
+}
+
+func machineFacts(c config, berthBin, distBin string) []string {
+	facts := []string{
+		"Date: " + time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		fmt.Sprintf("Machine: %d CPUs (nproc), %s, %s RAM, Linux %s", nproc(), cpuModel(), memTotal(), readTrim("/proc/sys/kernel/osrelease")),
+		"Go: " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
+	}
+	if c.only != "distribution" {
+		v := "built from ./cmd/berth"
+		if c.berthBin != "" {
+			v = c.berthBin
+		}
+		if rev := gitRev(); rev != "" {
+			v += ", commit " + rev
+		}
+		facts = append(facts, "Berth: "+v+" (`serve --auth none"+strings.TrimRight(" "+c.berthArgs, " ")+"`, default storage: filesystem blobs, SQLite metadata)")
+	}
+	if c.only != "berth" {
+		facts = append(facts, "Distribution: "+distributionVersion(distBin)+" ("+distBin+", filesystem storage, inmemory blob descriptor cache, access log off, log level warn)")
+	}
+	if p, err := whichWrk(c.wrk); err == nil {
+		facts = append(facts, "wrk: "+p)
+	}
+	facts = append(facts, "Command: `go run ./bench "+strings.Join(os.Args[1:], " ")+"`",
+		fmt.Sprintf("Rounds: %d; big layer upload mode %q; small images %d KiB payload each", c.rounds, c.pushMode, c.smallKiB))
+	return facts
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func cpuModel() string {
+	for _, line := range strings.Split(readTrim("/proc/cpuinfo"), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+func memTotal() string {
+	for _, line := range strings.Split(readTrim("/proc/meminfo"), "\n") {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kb); err == nil {
+			return fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return "unknown"
+}
+
+func gitRev() string {
+	root, err := moduleRoot()
+	if err != nil {
+		return ""
+	}
+	out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	rev := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--", filepath.Join(root, "cmd"), filepath.Join(root, "internal")).Output(); err == nil && len(st) > 0 {
+		rev += " (with uncommitted changes)"
+	}
+	return rev
+}

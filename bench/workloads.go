@@ -1,0 +1,315 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// bigLayer is the incompressible blob on disk that the stream workloads use.
+type bigLayer struct {
+	path   string
+	digest string
+	size   int64
+}
+
+// makeBigLayer writes mib MiB of ChaCha8 output (incompressible) to a file,
+// hashing it on the way; the data is never held in memory.
+func makeBigLayer(path string, mib int) (*bigLayer, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rng := rand.NewChaCha8([32]byte{'b', 'e', 'r', 't', 'h'})
+	h := sha256.New()
+	w := io.MultiWriter(f, h)
+	buf := make([]byte, 1<<20)
+	for range mib {
+		_, _ = rng.Read(buf)
+		if _, err := w.Write(buf); err != nil {
+			return nil, err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	return &bigLayer{path: path, digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), size: int64(mib) << 20}, nil
+}
+
+// smallImage is one tiny but valid OCI image: gzip'd tar layer, config, manifest.
+type smallImage struct {
+	config, layer, manifest   []byte
+	configDigest, layerDigest string
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// makeSmallImage builds image i of a set; content is unique per (seed, i).
+func makeSmallImage(seed uint64, i int, layerBytes int) (*smallImage, error) {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	binary.LittleEndian.PutUint64(key[8:], uint64(i))
+	payload := make([]byte, layerBytes)
+	_, _ = rand.NewChaCha8(key).Read(payload)
+
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	name := fmt.Sprintf("bench/file-%d.bin", i)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(payload)), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
+		return nil, err
+	}
+	_, _ = tw.Write(payload)
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	_, _ = zw.Write(tarBuf.Bytes())
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	img := &smallImage{layer: gz.Bytes()}
+	img.layerDigest = sha(img.layer)
+
+	config := map[string]any{
+		"architecture": "amd64",
+		"os":           "linux",
+		"created":      "2024-01-01T00:00:00Z",
+		"config":       map[string]any{"Cmd": []string{"/bin/true"}, "Labels": map[string]string{"bench.image": strconv.Itoa(i)}},
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{sha(tarBuf.Bytes())}},
+	}
+	var err error
+	if img.config, err = json.Marshal(config); err != nil {
+		return nil, err
+	}
+	img.configDigest = sha(img.config)
+	manifest := map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     mtOCIManifest,
+		"config":        map[string]any{"mediaType": mtOCIConfig, "digest": img.configDigest, "size": len(img.config)},
+		"layers":        []any{map[string]any{"mediaType": mtOCILayer, "digest": img.layerDigest, "size": len(img.layer)}},
+	}
+	if img.manifest, err = json.Marshal(manifest); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+func makeSmallImages(seed uint64, n, layerBytes int) ([]*smallImage, error) {
+	imgs := make([]*smallImage, n)
+	for i := range imgs {
+		img, err := makeSmallImage(seed, i, layerBytes)
+		if err != nil {
+			return nil, err
+		}
+		imgs[i] = img
+	}
+	return imgs, nil
+}
+
+// settle flushes dirty pages left by the previous workload, so that one
+// registry's writeback does not land in the other's measurement.
+func settle() {
+	syscall.Sync()
+	time.Sleep(300 * time.Millisecond)
+}
+
+// runPush streams the big layer into repo; returns MB/s (10^6 bytes).
+func runPush(r *registry, repo string, layer *bigLayer, mode string) (float64, error) {
+	settle()
+	start := time.Now()
+	n, err := r.pushBlobFile(repo, layer.digest, layer.path, mode)
+	if err != nil {
+		return 0, err
+	}
+	return float64(n) / 1e6 / time.Since(start).Seconds(), nil
+}
+
+// runPull GETs the big layer, verifying its sha256; returns MB/s.
+func runPull(r *registry, repo string, layer *bigLayer) (float64, error) {
+	settle()
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	n, err := r.pullBlob(repo, layer.digest, buf)
+	if err != nil {
+		return 0, err
+	}
+	if n != layer.size {
+		return 0, fmt.Errorf("pulled %d bytes, want %d", n, layer.size)
+	}
+	return float64(n) / 1e6 / time.Since(start).Seconds(), nil
+}
+
+// runSmallPushes pushes every image to repo, tagged t<i>, with conc workers;
+// returns images/s.
+func runSmallPushes(r *registry, repo string, imgs []*smallImage, conc int) (float64, error) {
+	settle()
+	var next atomic.Int64
+	var firstErr error
+	var failed atomic.Int64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(imgs) {
+					return
+				}
+				if err := r.pushImage(repo, fmt.Sprintf("t%d", i), imgs[i]); err != nil {
+					failed.Add(1)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if firstErr != nil {
+		return 0, fmt.Errorf("%d of %d image pushes failed; first: %w", failed.Load(), len(imgs), firstErr)
+	}
+	return float64(len(imgs)) / elapsed.Seconds(), nil
+}
+
+// loadResult is one manifest-GET load run.
+type loadResult struct {
+	rps, p50ms, p99ms float64
+	requests, errors  int64 // measured
+	total             int64 // answered, warm-up included (for CPU per request)
+}
+
+// runManifestLoad has workers GET repo:tag in a loop for d over keep-alive
+// connections, draining bodies, and records every request's latency.
+func runManifestLoad(base, repo, tag string, workers int, d time.Duration) (loadResult, error) {
+	settle()
+	r := &registry{base: base, client: newClient(workers, 16)}
+	defer r.client.CloseIdleConnections()
+	url := r.url("/v2/" + repo + "/manifests/" + tag)
+	newReq := func() *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Accept", manifestAccept)
+		return req
+	}
+	if err := r.getManifest(newReq()); err != nil { // also warms one connection
+		return loadResult{}, err
+	}
+	lat := make([][]time.Duration, workers)
+	var errs, total atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	// A short warm-up (connections opened, caches filled) is not measured.
+	warm := min(time.Second, d/4)
+	start := time.Now().Add(warm)
+	deadline := start.Add(d)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := newReq()
+			mine := make([]time.Duration, 0, 4096)
+			for {
+				t0 := time.Now()
+				if !t0.Before(deadline) {
+					break
+				}
+				err := r.getManifest(req)
+				total.Add(1)
+				if t0.Before(start) {
+					if err != nil {
+						req = newReq()
+					}
+					continue
+				}
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					req = newReq()
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			lat[w] = mine
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	all := slices.Concat(lat...)
+	res := loadResult{requests: int64(len(all)), errors: errs.Load(), total: total.Load()}
+	if len(all) == 0 {
+		return res, fmt.Errorf("no successful requests (%d errors, first: %v)", res.errors, firstErr.Load())
+	}
+	if res.errors*100 > res.requests {
+		return res, fmt.Errorf("%d errors in %d requests, first: %v", res.errors, res.requests, firstErr.Load())
+	}
+	slices.Sort(all)
+	res.rps = float64(res.requests) / elapsed.Seconds()
+	res.p50ms = ms(percentile(all, 50))
+	res.p99ms = ms(percentile(all, 99))
+	return res, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// percentile of an ascending slice, nearest-rank.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p/100+0.999999) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+var wrkRPS = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+
+// runWrk runs wrk against the manifest URL, when wrk is installed.
+func runWrk(base, repo, tag string, conns int, d time.Duration) (float64, error) {
+	bin, err := exec.LookPath("wrk")
+	if err != nil {
+		return 0, errors.New("wrk not on PATH")
+	}
+	settle()
+	threads := max(1, min(conns, nproc()))
+	out, err := exec.Command(bin, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+		"-d", fmt.Sprintf("%ds", max(1, int(d.Round(time.Second)/time.Second))),
+		"-H", "Accept: "+manifestAccept, base+"/v2/"+repo+"/manifests/"+tag).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk: %v: %s", err, tail(string(out), 500))
+	}
+	m := wrkRPS.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("wrk: no Requests/sec in output: %s", tail(string(out), 500))
+	}
+	if bytes.Contains(out, []byte("Non-2xx or 3xx responses")) {
+		return 0, fmt.Errorf("wrk saw error responses: %s", tail(string(out), 500))
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}

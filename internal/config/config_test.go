@@ -1,0 +1,103 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestEnvName(t *testing.T) {
+	for path, want := range map[string]string{
+		"addr":                             "BERTH_ADDR",
+		"dataDir":                          "BERTH_DATA_DIR",
+		"database.url":                     "BERTH_DATABASE_URL",
+		"storage.filesystem.rootDirectory": "BERTH_STORAGE_FILESYSTEM_ROOT_DIRECTORY",
+		"ALLOWED_OCI_ARTIFACT_TYPES":       "BERTH_ALLOWED_OCI_ARTIFACT_TYPES",
+	} {
+		if got := EnvName(path); got != want {
+			t.Errorf("EnvName(%q) = %q, want %q", path, got, want)
+		}
+	}
+}
+
+func TestLoadPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "berth.yaml")
+	os.WriteFile(file, []byte(`
+addr: 127.0.0.1:6000
+dataDir: /var/lib/berth
+registry:
+  maxManifestBytes: 8192
+ALLOWED_OCI_ARTIFACT_TYPES:
+  application/vnd.example.config: ["*"]
+`), 0o600)
+	c := Default()
+	if err := c.LoadFile(file); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"BERTH_ADDR": "127.0.0.1:7000", "BERTH_STORAGE_FILESYSTEM_FSYNC": "false", "BERTH_LOG_LEVEL": "debug"}
+	if err := c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != "127.0.0.1:7000" || c.DataDir != "/var/lib/berth" || c.Registry.MaxManifestBytes != 8192 ||
+		c.Storage.Filesystem.Fsync || c.Log.Level != "debug" || c.Auth.Mode != "none" {
+		t.Fatalf("merged config = %+v", c)
+	}
+	if c.DatabaseURL() != "/var/lib/berth/berth.db" || c.StorageRoot() != "/var/lib/berth/storage" {
+		t.Fatalf("derived paths: %s %s", c.DatabaseURL(), c.StorageRoot())
+	}
+	if p := c.ArtifactPolicy(); len(p.Allowed) != 1 {
+		t.Fatalf("allow-list = %v", p.Allowed)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	typo := filepath.Join(dir, "typo.yaml")
+	os.WriteFile(typo, []byte("adr: :5000\n"), 0o600)
+	c := Default()
+	if err := c.LoadFile(typo); err == nil || !strings.Contains(err.Error(), "adr") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	c = Default()
+	err := c.LoadEnv(func(k string) (string, bool) {
+		if k == "BERTH_REGISTRY_MAX_MANIFEST_BYTES" {
+			return "lots", true
+		}
+		return "", false
+	})
+	if err == nil || !strings.Contains(err.Error(), "registry.maxManifestBytes") || !strings.Contains(err.Error(), "BERTH_REGISTRY_MAX_MANIFEST_BYTES") {
+		t.Fatalf("bad env value: %v", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	c := Default()
+	c.Addr = "nowhere"
+	c.Storage.Driver = "floppy"
+	c.Auth.Mode = "maybe"
+	c.Registry.MaxManifestBytes = 1
+	c.Log.Level = "loud"
+	c.Database.URL = "mysql://user:secret@host/db"
+	c.AllowedArtifactTypes = map[string][]string{"a/b": nil}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted a bad config")
+	}
+	for _, field := range []string{"addr:", "storage.driver:", "auth.mode:", "registry.maxManifestBytes:", "log.level:", "database.url:", "ALLOWED_OCI_ARTIFACT_TYPES:"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("error does not name %s: %v", field, err)
+		}
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Errorf("error leaks a password: %v", err)
+	}
+	d := Default()
+	if err := d.Validate(); err != nil {
+		t.Fatalf("default config invalid: %v", err)
+	}
+}

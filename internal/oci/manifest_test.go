@@ -1,0 +1,134 @@
+package oci
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+const (
+	dgA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	dgB = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+)
+
+func TestParseManifest(t *testing.T) {
+	image := `{"schemaVersion":2,%s"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"` + dgA + `","size":10},
+		"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"` + dgB + `","size":5}]}`
+	withType := func(mt string) string {
+		if mt == "" {
+			return strings.Replace(image, "%s", "", 1)
+		}
+		return strings.Replace(image, "%s", `"mediaType":"`+mt+`",`, 1)
+	}
+	tests := []struct {
+		name, body, contentType, wantType string
+		wantErr                           bool
+	}{
+		{"oci manifest", withType(MediaTypeImageManifest), MediaTypeImageManifest, MediaTypeImageManifest, false},
+		{"docker manifest", strings.Replace(withType(MediaTypeDockerManifest), "application/vnd.oci.image.config.v1+json", MediaTypeDockerConfig, 1), MediaTypeDockerManifest, MediaTypeDockerManifest, false},
+		{"type from Content-Type (helm, umoci)", withType(""), MediaTypeImageManifest, MediaTypeImageManifest, false},
+		{"type from shape", withType(""), "application/octet-stream", MediaTypeImageManifest, false},
+		{"Content-Type with parameters", withType(MediaTypeImageManifest), MediaTypeImageManifest + "; charset=utf-8", MediaTypeImageManifest, false},
+		{"mismatch", withType(MediaTypeImageManifest), MediaTypeDockerManifest, "", true},
+		{"index", `{"schemaVersion":2,"mediaType":"` + MediaTypeImageIndex + `","manifests":[{"mediaType":"` + MediaTypeImageManifest + `","digest":"` + dgA + `","size":1,"platform":{"architecture":"arm64","os":"linux"}}]}`, "", MediaTypeImageIndex, false},
+		{"empty index", `{"schemaVersion":2,"mediaType":"` + MediaTypeImageIndex + `","manifests":[]}`, "", MediaTypeImageIndex, false},
+		{"index with layers", `{"schemaVersion":2,"mediaType":"` + MediaTypeImageIndex + `","manifests":[],"layers":[]}`, "", "", true},
+		{"schema 1", `{"schemaVersion":1,"name":"a","tag":"b","fsLayers":[]}`, MediaTypeDockerSchema1Signed, "", true},
+		{"no config", `{"schemaVersion":2,"mediaType":"` + MediaTypeImageManifest + `"}`, "", "", true},
+		{"bad digest", strings.Replace(withType(MediaTypeImageManifest), dgB, "sha256:zz", 1), "", "", true},
+		{"negative size", strings.Replace(withType(MediaTypeImageManifest), `"size":5`, `"size":-5`, 1), "", "", true},
+		{"no layer media type", strings.Replace(withType(MediaTypeImageManifest), `"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip",`, "", 1), "", "", true},
+		{"not json", `{`, "", "", true},
+		{"empty config without artifactType", strings.Replace(withType(MediaTypeImageManifest), "application/vnd.oci.image.config.v1+json", MediaTypeEmptyJSON, 1), "", "", true},
+		{"unknown type", withType("application/x-foo"), "", "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := ParseManifest([]byte(tc.body), tc.contentType)
+			if tc.wantErr {
+				if !errors.Is(err, ErrInvalidManifest) {
+					t.Fatalf("err = %v, want ErrInvalidManifest", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.MediaType != tc.wantType {
+				t.Fatalf("media type %q, want %q", m.MediaType, tc.wantType)
+			}
+		})
+	}
+}
+
+func TestArtifactPolicy(t *testing.T) {
+	p := ArtifactPolicy{Allowed: DefaultAllowedArtifacts(), AllowV11Artifacts: true}
+	mk := func(config, artifactType string, layers ...string) *Manifest {
+		m := &Manifest{SchemaVersion: 2, MediaType: MediaTypeImageManifest, ArtifactType: artifactType,
+			Config: &Descriptor{MediaType: config, Digest: dgA, Size: 2}}
+		for _, l := range layers {
+			m.Layers = append(m.Layers, Descriptor{MediaType: l, Digest: dgB, Size: 1})
+		}
+		return m
+	}
+	ok := []*Manifest{
+		mk(MediaTypeImageConfig, "", MediaTypeLayerGzip, MediaTypeLayerZstd),
+		mk(MediaTypeDockerConfig, "", MediaTypeDockerLayer),
+		mk(MediaTypeHelmConfig, "", MediaTypeHelmChart),
+		mk(MediaTypeImageConfig, "", MediaTypeCosignSimpleSigning),
+		mk(MediaTypeImageConfig, "", MediaTypeDSSE),
+		mk(MediaTypeEmptyJSON, "application/vnd.example", "text/plain"),
+	}
+	for i, m := range ok {
+		if err := p.Check(m); err != nil {
+			t.Errorf("case %d: %v", i, err)
+		}
+	}
+	bad := []*Manifest{
+		mk("application/vnd.example.config", ""),
+		mk(MediaTypeHelmConfig, "", MediaTypeLayerGzip),
+		mk(MediaTypeDockerConfig, "", MediaTypeHelmChart),
+	}
+	for i, m := range bad {
+		if err := p.Check(m); !errors.Is(err, ErrInvalidManifest) || !strings.Contains(err.Error(), "not") {
+			t.Errorf("bad case %d: %v", i, err)
+		}
+	}
+	p.AllowV11Artifacts = false
+	if err := p.Check(mk(MediaTypeEmptyJSON, "application/vnd.example", "text/plain")); err == nil {
+		t.Error("v1.1 artifact admitted with AllowV11Artifacts off")
+	}
+	p.Allowed["application/vnd.example"] = []string{"*"}
+	if err := p.Check(mk(MediaTypeEmptyJSON, "application/vnd.example", "text/plain")); err != nil {
+		t.Errorf("listed artifactType refused: %v", err)
+	}
+}
+
+func FuzzParseManifest(f *testing.F) {
+	f.Add([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"a/b","digest":"`+dgA+`","size":1},"layers":[]}`), MediaTypeImageManifest)
+	f.Add([]byte(`{"schemaVersion":2,"manifests":[{"mediaType":"a/b","digest":"`+dgA+`","size":1}]}`), MediaTypeImageIndex)
+	f.Add([]byte(`{"schemaVersion":2,"subject":{}}`), "")
+	f.Fuzz(func(t *testing.T, body []byte, contentType string) {
+		m, err := ParseManifest(body, contentType)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidManifest) {
+				t.Fatalf("error %v does not wrap ErrInvalidManifest", err)
+			}
+			return
+		}
+		// Whatever is accepted has a supported type and valid descriptors.
+		if !isManifestType(m.MediaType) {
+			t.Fatalf("accepted media type %q", m.MediaType)
+		}
+		for _, d := range append(append(m.Blobs(), m.Manifests...), m.Layers...) {
+			if err := d.Digest.Validate(); err != nil || d.Size < 0 {
+				t.Fatalf("accepted invalid descriptor %+v", d)
+			}
+		}
+		if _, err := json.Marshal(m); err != nil {
+			t.Fatal(err)
+		}
+		ArtifactPolicy{Allowed: DefaultAllowedArtifacts()}.Check(m)
+	})
+}
