@@ -28,13 +28,6 @@ func Dialects() []string {
 	return []string{"sqlite"}
 }
 
-// ForEach runs fn as a subtest once per dialect with a fresh store.
-func ForEach(t *testing.T, fn func(t *testing.T, db *meta.DB)) {
-	for _, d := range Dialects() {
-		t.Run(d, func(t *testing.T) { fn(t, Open(t, d)) })
-	}
-}
-
 // Open returns a fresh, migrated store of the dialect, closed at cleanup.
 func Open(t testing.TB, dialect string) *meta.DB {
 	t.Helper()

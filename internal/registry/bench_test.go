@@ -1,0 +1,98 @@
+package registry_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/storage/fs"
+)
+
+func benchServer(b *testing.B, dialect string) string {
+	db := metatest.Open(b, dialect)
+	driver, err := fs.New(b.TempDir(), fs.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.New(db, driver, registry.Options{
+		Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}))
+	b.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func benchDo(b *testing.B, method, url string, body []byte, headers ...string) *http.Response {
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// BenchmarkManifestGetByTag measures the hot pull path: one manifest GET by
+// tag, in parallel.
+func BenchmarkManifestGetByTag(b *testing.B) {
+	for _, dialect := range metatest.Dialects() {
+		b.Run(dialect, func(b *testing.B) {
+			url := benchServer(b, dialect)
+			cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+			cd := digest.FromBytes(cfg)
+			benchDo(b, "POST", url+"/v2/bench/app/blobs/uploads/?digest="+cd.String(), cfg)
+			m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"%s","digest":"%s","size":%d},"layers":[]}`,
+				oci.MediaTypeImageManifest, oci.MediaTypeImageConfig, cd, len(cfg))
+			if resp := benchDo(b, "PUT", url+"/v2/bench/app/manifests/latest", []byte(m), "Content-Type", oci.MediaTypeImageManifest); resp.StatusCode != 201 {
+				b.Fatalf("push: %d", resp.StatusCode)
+			}
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest("GET", url+"/v2/bench/app/manifests/latest", nil)
+					req.Header.Set("Accept", oci.MediaTypeImageManifest)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Fatalf("status %d", resp.StatusCode)
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkBlobPush measures a monolithic 8 MiB blob push (hash, write,
+// commit, link).
+func BenchmarkBlobPush(b *testing.B) {
+	url := benchServer(b, "sqlite")
+	blob := make([]byte, 8<<20)
+	rand.Read(blob)
+	b.SetBytes(int64(len(blob)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		blob[0], blob[1], blob[2] = byte(i), byte(i>>8), byte(i>>16) // a new blob each time
+		d := digest.FromBytes(blob)
+		if resp := benchDo(b, "POST", url+"/v2/bench/app/blobs/uploads/?digest="+d.String(), blob); resp.StatusCode != 201 {
+			b.Fatalf("push: %d", resp.StatusCode)
+		}
+	}
+}
