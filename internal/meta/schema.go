@@ -67,6 +67,7 @@ CREATE TABLE uploads (
 	repository TEXT NOT NULL,
 	size BIGINT NOT NULL DEFAULT 0,
 	hash_state {{bytes}},
+	locked_until BIGINT NOT NULL DEFAULT 0,
 	started_at BIGINT NOT NULL,
 	updated_at BIGINT NOT NULL
 );

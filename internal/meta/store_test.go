@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -110,11 +111,31 @@ func testUploads(t *testing.T, db *meta.DB) {
 	if _, err := db.GetUpload(ctx, "other", u.ID); !errors.Is(err, meta.ErrUploadNotFound) {
 		t.Fatalf("upload visible from another repository: %v", err)
 	}
+	claimed, err := db.ClaimUpload(ctx, "app", u.ID, time.Minute)
+	if err != nil || claimed.Size != 0 {
+		t.Fatalf("ClaimUpload = %+v, %v", claimed, err)
+	}
+	if _, err := db.ClaimUpload(ctx, "app", u.ID, time.Minute); !errors.Is(err, meta.ErrUploadBusy) {
+		t.Fatalf("second claim: %v, want ErrUploadBusy", err)
+	}
+	if _, err := db.ClaimUpload(ctx, "other", u.ID, time.Minute); !errors.Is(err, meta.ErrUploadNotFound) {
+		t.Fatalf("claim from another repository: %v, want ErrUploadNotFound", err)
+	}
 	if err := db.AdvanceUpload(ctx, u.ID, 0, 100, []byte{2}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.AdvanceUpload(ctx, u.ID, 0, 50, []byte{3}); !errors.Is(err, meta.ErrUploadConflict) {
 		t.Fatalf("stale advance: %v, want ErrUploadConflict", err)
+	}
+	// Advancing ends the claim; a claim with an expired lease is free.
+	if _, err := db.ClaimUpload(ctx, "app", u.ID, -time.Second); err != nil {
+		t.Fatalf("claim after advance: %v", err)
+	}
+	if _, err := db.ClaimUpload(ctx, "app", u.ID, time.Minute); err != nil {
+		t.Fatalf("claim after an expired lease: %v", err)
+	}
+	if err := db.ReleaseUpload(ctx, u.ID); err != nil {
+		t.Fatal(err)
 	}
 	got, err := db.GetUpload(ctx, "app", u.ID)
 	if err != nil || got.Size != 100 || !reflect.DeepEqual(got.HashState, []byte{2}) {

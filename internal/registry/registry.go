@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -65,6 +66,8 @@ type blobMetadata interface {
 type uploadMetadata interface {
 	CreateUpload(ctx context.Context, u meta.Upload) error
 	GetUpload(ctx context.Context, repo, id string) (meta.Upload, error)
+	ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (meta.Upload, error)
+	ReleaseUpload(ctx context.Context, id string) error
 	AdvanceUpload(ctx context.Context, id string, oldSize, newSize int64, hashState []byte) error
 	DeleteUpload(ctx context.Context, id string) error
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
@@ -167,32 +168,36 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 		return err
 	}
 	ctx := r.Context()
-	up, err := reg.meta.GetUpload(ctx, rt.name, rt.ref)
-	if errors.Is(err, meta.ErrUploadNotFound) {
-		return errUploadUnknown
-	}
-	if err != nil {
-		return err
-	}
-	switch r.Method {
-	case http.MethodGet, http.MethodHead:
+	if r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodDelete {
+		up, err := reg.meta.GetUpload(ctx, rt.name, rt.ref)
+		if errors.Is(err, meta.ErrUploadNotFound) {
+			return errUploadUnknown
+		}
+		if err != nil {
+			return err
+		}
+		if r.Method == http.MethodDelete {
+			return reg.cancelUpload(w, r, up)
+		}
 		setUploadHeaders(w, rt.name, up.ID, up.Size)
 		w.WriteHeader(http.StatusNoContent)
 		return nil
-	case http.MethodDelete:
-		if err := reg.meta.DeleteUpload(ctx, up.ID); err != nil {
-			if errors.Is(err, meta.ErrUploadNotFound) {
-				return errUploadUnknown
-			}
-			return err
-		}
-		if err := reg.store.Delete(ctx, storage.UploadDir(up.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
-			reg.log.Warn("remove cancelled upload", "upload", up.ID, "err", err)
-		}
-		w.Header().Set("Content-Length", "0")
-		w.WriteHeader(http.StatusNoContent)
-		return nil
 	}
+	up, err := reg.meta.ClaimUpload(ctx, rt.name, rt.ref, uploadLease)
+	switch {
+	case errors.Is(err, meta.ErrUploadNotFound):
+		return errUploadUnknown
+	case errors.Is(err, meta.ErrUploadBusy):
+		return errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
+	case err != nil:
+		return err
+	}
+	claimed := true
+	defer func() {
+		if claimed {
+			reg.meta.ReleaseUpload(context.WithoutCancel(ctx), up.ID)
+		}
+	}()
 	// PATCH or PUT: append the body (a chunk, or for PUT an optional last
 	// chunk) at the upload's current offset.
 	var want digest.Digest
@@ -215,6 +220,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	}
 	n, copyErr := reg.copyBody(fw, h, r)
 	if copyErr == nil && r.Method == http.MethodPut {
+		claimed = false // finishing deletes the upload
 		return reg.finishUpload(w, r, rt.name, up.ID, fw, h, want, actor, true)
 	}
 	fw.Close()
@@ -225,6 +231,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 		if err != nil {
 			return err
 		}
+		claimed = false // advancing ends the claim
 		if err := reg.meta.AdvanceUpload(context.WithoutCancel(ctx), up.ID, up.Size, up.Size+n, state); err != nil {
 			if errors.Is(err, meta.ErrUploadConflict) {
 				return errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
@@ -237,6 +244,25 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	}
 	setUploadHeaders(w, rt.name, up.ID, up.Size+n)
 	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// uploadLease bounds how long a crashed writer keeps an upload claimed.
+const uploadLease = time.Hour
+
+func (reg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, up meta.Upload) error {
+	ctx := r.Context()
+	if err := reg.meta.DeleteUpload(ctx, up.ID); err != nil {
+		if errors.Is(err, meta.ErrUploadNotFound) {
+			return errUploadUnknown
+		}
+		return err
+	}
+	if err := reg.store.Delete(ctx, storage.UploadDir(up.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		reg.log.Warn("remove cancelled upload", "upload", up.ID, "err", err)
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
