@@ -78,6 +78,7 @@ func TestArtifactPolicy(t *testing.T) {
 		mk(MediaTypeHelmConfig, "", MediaTypeHelmChart),
 		mk(MediaTypeImageConfig, "", MediaTypeCosignSimpleSigning),
 		mk(MediaTypeImageConfig, "", MediaTypeDSSE),
+		mk(MediaTypeCosignSigArtifact, MediaTypeCosignSigArtifact, MediaTypeCosignSimpleSigning),
 		mk(MediaTypeEmptyJSON, "application/vnd.example", "text/plain"),
 	}
 	for i, m := range ok {

@@ -37,6 +37,9 @@ const (
 	MediaTypeSPDXText                  = "text/spdx"
 	MediaTypeCycloneDX                 = "application/vnd.cyclonedx+json"
 	MediaTypeCycloneDXXML              = "application/vnd.cyclonedx+xml"
+	MediaTypeCosignSigArtifact         = "application/vnd.dev.cosign.artifact.sig.v1+json"
+	MediaTypeCosignAttArtifact         = "application/vnd.dev.cosign.artifact.att.v1+json"
+	MediaTypeCosignSBOMArtifact        = "application/vnd.dev.cosign.artifact.sbom.v1+json"
 	MediaTypeTarGzip                   = "application/tar+gzip"
 )
 

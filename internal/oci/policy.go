@@ -37,6 +37,10 @@ func DefaultAllowedArtifacts() map[string][]string {
 		MediaTypeImageConfig:  append(image, MediaTypeDockerLayer, MediaTypeDockerForeignLayer),
 		MediaTypeDockerConfig: docker,
 		MediaTypeHelmConfig:   {MediaTypeTarGzip, MediaTypeHelmChart, MediaTypeHelmProvenance},
+		// cosign --registry-referrers-mode=oci-1-1 uses its own config types.
+		MediaTypeCosignSigArtifact:  signatureLayers,
+		MediaTypeCosignAttArtifact:  signatureLayers,
+		MediaTypeCosignSBOMArtifact: signatureLayers,
 	}
 }
 

@@ -32,8 +32,6 @@ var (
 	runDir string
 	// toolHome is the HOME (and config root) handed to every tool.
 	toolHome string
-	// setupErr is set when the harness could not start; every test fails with it.
-	setupErr error
 )
 
 const defaultCmdTimeout = 5 * time.Minute
@@ -70,32 +68,34 @@ func runMain(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "e2e: registry %s from BERTH_E2E_REGISTRY is not ready: %v\n", h, err)
 			return 1
 		}
+		installTools(installDeadline(start))
 	} else {
 		bin, err := buildBerth()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: FAIL: cannot build ./cmd/berth: %v\n", err)
 			return 1
 		}
-		// Install before starting the server, so the server log only holds test traffic.
+		// Install before starting the server, so its log holds only test traffic.
 		installTools(installDeadline(start))
 		srv, err = startBerth(bin)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: FAIL: cannot start berth: %v\n", err)
 			if srv != nil {
-				srv.printLog()
 				srv.stop()
+				srv.printLog()
 			}
 			return 1
 		}
-	}
-	if srv == nil {
-		installTools(installDeadline(start))
 	}
 	printToolSummary()
 
 	code := m.Run()
 	if srv != nil {
 		srv.stop()
+		if srv.raced() {
+			fmt.Fprintln(os.Stderr, "e2e: FAIL: the race detector found a data race in berth (see its log)")
+			code = 1
+		}
 		if code != 0 {
 			srv.printLog()
 		}
@@ -203,11 +203,16 @@ func buildBerth() (string, error) {
 	bin := filepath.Join(runDir, "berth")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/berth")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/berth")
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("go build -o %s ./cmd/berth (in %s): %v\n%s", bin, root, err, out)
+		return "", fmt.Errorf("go %s (in %s): %v\n%s", strings.Join(args, " "), root, err, out)
 	}
 	return bin, nil
 }
@@ -243,7 +248,7 @@ func startBerth(bin string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(bin, "serve", "--addr", registryHost, "--data-dir", dataDir, "--auth", "none")
+	s.cmd = exec.Command(bin, "serve", "--addr", registryHost, "--data-dir", dataDir, "--auth", "none", "--log-level", "debug")
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.Dir = runDir
 	fmt.Printf("e2e: starting %s\n", strings.Join(s.cmd.Args, " "))
@@ -277,6 +282,12 @@ func (s *server) stop() {
 	}
 }
 
+// raced reports a data race in the server's log (when built with -race).
+func (s *server) raced() bool {
+	b, _ := os.ReadFile(s.logPath)
+	return bytes.Contains(b, []byte("WARNING: DATA RACE"))
+}
+
 func (s *server) printLog() {
 	b, err := os.ReadFile(s.logPath)
 	if err != nil {
@@ -285,7 +296,14 @@ func (s *server) printLog() {
 	}
 	const max = 64 << 10
 	if len(b) > max {
-		b = append([]byte("...(cut)...\n"), b[len(b)-max:]...)
+		// Keep the race reports whole, then the end of the log.
+		var races []byte
+		for _, part := range strings.Split(string(b), "==================\n") {
+			if strings.HasPrefix(part, "WARNING: DATA RACE") && len(races) < max {
+				races = append(races, "==================\n"+part+"==================\n"...)
+			}
+		}
+		b = append(append(races, "...(cut)...\n"...), b[len(b)-max:]...)
 	}
 	fmt.Fprintf(os.Stderr, "e2e: ---- berth log (%s) ----\n%s\ne2e: ---- end of berth log ----\n", s.logPath, b)
 }
@@ -322,9 +340,6 @@ func begin(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test skipped in -short mode")
-	}
-	if setupErr != nil {
-		t.Fatalf("harness setup failed: %v", setupErr)
 	}
 }
 
