@@ -16,11 +16,12 @@ import (
 	"golang.org/x/crypto/argon2"
 )
 
-// Argon2id parameters (RFC 9106's second recommended option, with 64 MiB).
+// Argon2id parameters: OWASP's recommended minimum (19 MiB, 2 passes, 1
+// lane), so that concurrent logins cannot exhaust memory.
 const (
-	argonTime    = 3
-	argonMemory  = 64 * 1024
-	argonThreads = 2
+	argonTime    = 2
+	argonMemory  = 19 * 1024
+	argonThreads = 1
 	argonKeyLen  = 32
 )
 

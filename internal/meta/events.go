@@ -16,6 +16,7 @@ const (
 	EventTagDeleted      = "tag_deleted"
 	EventManifestDeleted = "manifest_deleted"
 	EventRepoCreated     = "repo_created"
+	EventRepoDeleted     = "repo_deleted"
 )
 
 // Event is an entry of the outbox: it is appended in the same transaction as

@@ -81,6 +81,86 @@ CREATE TABLE events (
 	created_at BIGINT NOT NULL
 );
 `,
+	// 2: accounts and access.
+	`
+CREATE TABLE namespaces (
+	id {{serial}},
+	name {{text}} NOT NULL UNIQUE,
+	kind TEXT NOT NULL,
+	created_at BIGINT NOT NULL
+);
+CREATE TABLE users (
+	id {{serial}},
+	username {{text}} NOT NULL UNIQUE,
+	email TEXT NOT NULL DEFAULT '',
+	secret_hash TEXT NOT NULL,
+	kind TEXT NOT NULL,
+	namespace_id BIGINT NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+	superuser SMALLINT NOT NULL DEFAULT 0,
+	enabled SMALLINT NOT NULL DEFAULT 1,
+	created_at BIGINT NOT NULL
+);
+CREATE INDEX users_namespace ON users(namespace_id);
+CREATE TABLE teams (
+	id {{serial}},
+	namespace_id BIGINT NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+	name {{text}} NOT NULL,
+	role TEXT NOT NULL,
+	description TEXT NOT NULL DEFAULT '',
+	UNIQUE (namespace_id, name)
+);
+CREATE TABLE team_members (
+	team_id BIGINT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+	user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	PRIMARY KEY (team_id, user_id)
+);
+CREATE INDEX team_members_user ON team_members(user_id);
+ALTER TABLE repositories ADD COLUMN visibility TEXT NOT NULL DEFAULT 'private';
+ALTER TABLE repositories ADD COLUMN state TEXT NOT NULL DEFAULT 'NORMAL';
+ALTER TABLE repositories ADD COLUMN mirror_robot TEXT NOT NULL DEFAULT '';
+ALTER TABLE repositories ADD COLUMN description TEXT NOT NULL DEFAULT '';
+CREATE TABLE repository_permissions (
+	repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+	user_id BIGINT REFERENCES users(id) ON DELETE CASCADE,
+	team_id BIGINT REFERENCES teams(id) ON DELETE CASCADE,
+	role TEXT NOT NULL
+);
+CREATE UNIQUE INDEX repository_permissions_user ON repository_permissions(repository_id, user_id) WHERE user_id IS NOT NULL;
+CREATE UNIQUE INDEX repository_permissions_team ON repository_permissions(repository_id, team_id) WHERE team_id IS NOT NULL;
+CREATE TABLE access_tokens (
+	id {{serial}},
+	name {{text}} NOT NULL UNIQUE,
+	secret_hash TEXT NOT NULL UNIQUE,
+	scopes TEXT NOT NULL,
+	created_by TEXT NOT NULL DEFAULT '',
+	expires_at BIGINT NOT NULL DEFAULT 0,
+	revoked_at BIGINT NOT NULL DEFAULT 0,
+	last_used_at BIGINT NOT NULL DEFAULT 0,
+	created_at BIGINT NOT NULL
+);
+CREATE TABLE signing_keys (
+	id {{serial}},
+	kid TEXT NOT NULL UNIQUE,
+	private_pem TEXT NOT NULL,
+	created_at BIGINT NOT NULL
+);
+CREATE TABLE audit_log (
+	id {{serial}},
+	kind TEXT NOT NULL,
+	actor TEXT NOT NULL DEFAULT '',
+	ip TEXT NOT NULL DEFAULT '',
+	namespace TEXT NOT NULL DEFAULT '',
+	repository TEXT NOT NULL DEFAULT '',
+	metadata TEXT NOT NULL DEFAULT '{}',
+	created_at BIGINT NOT NULL
+);
+CREATE INDEX audit_log_namespace ON audit_log(namespace, id);
+CREATE TABLE login_failures (
+	key TEXT PRIMARY KEY,
+	failures INTEGER NOT NULL,
+	window_start BIGINT NOT NULL
+);
+`,
 }
 
 func (db *DB) render(stmt string) string {

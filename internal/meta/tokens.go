@@ -1,0 +1,265 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// AccessToken is a scoped access token. Scopes is the JSON list of
+// {repository, actions}.
+type AccessToken struct {
+	ID         int64
+	Name       string
+	SecretHash string
+	Scopes     json.RawMessage
+	CreatedBy  string
+	ExpiresAt  time.Time // zero: never
+	RevokedAt  time.Time // zero: not revoked
+	LastUsedAt time.Time
+	CreatedAt  time.Time
+}
+
+// ErrTokenNotFound is returned for an unknown access token.
+var ErrTokenNotFound = fmt.Errorf("access token %w", ErrNotFound)
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func timeOrZero(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return fromMicros(us)
+}
+
+// CreateAccessToken stores a new access token. Its name doubles as the
+// username clients log in with, so it must not collide with a user's.
+func (db *DB) CreateAccessToken(ctx context.Context, t AccessToken) (AccessToken, error) {
+	if _, err := db.UserByName(ctx, t.Name); err == nil {
+		return AccessToken{}, fmt.Errorf("name %q is a user's: %w", t.Name, ErrExists)
+	}
+	ts := now()
+	err := db.write.QueryRowContext(ctx, db.q(`INSERT INTO access_tokens (name, secret_hash, scopes, created_by, expires_at, created_at)
+		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`), t.Name, t.SecretHash, string(t.Scopes), t.CreatedBy, micros(t.ExpiresAt), ts).Scan(&t.ID)
+	if err != nil {
+		if isUnique(err) {
+			return AccessToken{}, fmt.Errorf("access token %q %w", t.Name, ErrExists)
+		}
+		return AccessToken{}, fmt.Errorf("create access token: %w", err)
+	}
+	t.CreatedAt = fromMicros(ts)
+	return t, nil
+}
+
+const tokenColumns = "id, name, secret_hash, scopes, created_by, expires_at, revoked_at, last_used_at, created_at"
+
+func scanToken(row interface{ Scan(...any) error }) (AccessToken, error) {
+	var t AccessToken
+	var scopes string
+	var exp, rev, used, created int64
+	if err := row.Scan(&t.ID, &t.Name, &t.SecretHash, &scopes, &t.CreatedBy, &exp, &rev, &used, &created); err != nil {
+		return AccessToken{}, err
+	}
+	t.Scopes = json.RawMessage(scopes)
+	t.ExpiresAt, t.RevokedAt, t.LastUsedAt, t.CreatedAt = timeOrZero(exp), timeOrZero(rev), timeOrZero(used), fromMicros(created)
+	return t, nil
+}
+
+// AccessTokenByName returns an access token by name.
+func (db *DB) AccessTokenByName(ctx context.Context, name string) (AccessToken, error) {
+	t, err := scanToken(db.read.QueryRowContext(ctx, db.q("SELECT "+tokenColumns+" FROM access_tokens WHERE name = ?"), name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return AccessToken{}, ErrTokenNotFound
+	}
+	if err != nil {
+		return AccessToken{}, fmt.Errorf("look up access token: %w", err)
+	}
+	return t, nil
+}
+
+// AccessTokens lists every access token.
+func (db *DB) AccessTokens(ctx context.Context) ([]AccessToken, error) {
+	rows, err := db.read.QueryContext(ctx, "SELECT "+tokenColumns+" FROM access_tokens ORDER BY name")
+	if err != nil {
+		return nil, fmt.Errorf("list access tokens: %w", err)
+	}
+	defer rows.Close()
+	out := []AccessToken{}
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// RevokeAccessToken revokes a token; it stays listed as revoked.
+func (db *DB) RevokeAccessToken(ctx context.Context, name string) error {
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE access_tokens SET revoked_at = ? WHERE name = ? AND revoked_at = 0"), now(), name)
+	if err != nil {
+		return fmt.Errorf("revoke access token: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrTokenNotFound
+	}
+	return nil
+}
+
+// SigningKeyRow is a persisted token-signing key.
+type SigningKeyRow struct {
+	KID        string
+	PrivatePEM []byte
+}
+
+// SigningKeys returns the token-signing keys, oldest first.
+func (db *DB) SigningKeys(ctx context.Context) ([]SigningKeyRow, error) {
+	rows, err := db.read.QueryContext(ctx, "SELECT kid, private_pem FROM signing_keys ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("list signing keys: %w", err)
+	}
+	defer rows.Close()
+	var out []SigningKeyRow
+	for rows.Next() {
+		var k SigningKeyRow
+		var p string
+		if err := rows.Scan(&k.KID, &p); err != nil {
+			return nil, err
+		}
+		k.PrivatePEM = []byte(p)
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// AddSigningKeyIfNone stores k unless a key exists already (replicas
+// starting together agree on the oldest key) and returns all keys.
+func (db *DB) AddSigningKeyIfNone(ctx context.Context, k SigningKeyRow) ([]SigningKeyRow, error) {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if db.dialect == postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockID+1); err != nil {
+				return err
+			}
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM signing_keys").Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, db.q("INSERT INTO signing_keys (kid, private_pem, created_at) VALUES (?, ?, ?)"), k.KID, string(k.PrivatePEM), now())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add signing key: %w", err)
+	}
+	return db.SigningKeys(ctx)
+}
+
+// AuditEntry is one security-relevant action.
+type AuditEntry struct {
+	ID         int64           `json:"id"`
+	Kind       string          `json:"kind"`
+	Actor      string          `json:"performer"`
+	IP         string          `json:"ip"`
+	Namespace  string          `json:"namespace,omitempty"`
+	Repository string          `json:"repository,omitempty"`
+	Metadata   json.RawMessage `json:"metadata"`
+	CreatedAt  time.Time       `json:"datetime"`
+}
+
+// AppendAudit records an audit entry.
+func (db *DB) AppendAudit(ctx context.Context, e AuditEntry) error {
+	if e.Metadata == nil {
+		e.Metadata = json.RawMessage("{}")
+	}
+	_, err := db.write.ExecContext(ctx, db.q(`INSERT INTO audit_log (kind, actor, ip, namespace, repository, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		e.Kind, e.Actor, e.IP, e.Namespace, e.Repository, string(e.Metadata), now())
+	if err != nil {
+		return fmt.Errorf("append audit entry: %w", err)
+	}
+	return nil
+}
+
+// AuditLog returns up to n entries before id "before" (0: newest), newest
+// first, optionally of one namespace.
+func (db *DB) AuditLog(ctx context.Context, namespace string, before int64, n int) ([]AuditEntry, error) {
+	query := "SELECT id, kind, actor, ip, namespace, repository, metadata, created_at FROM audit_log WHERE 1 = 1"
+	var args []any
+	if namespace != "" {
+		query += " AND namespace = ?"
+		args = append(args, namespace)
+	}
+	if before > 0 {
+		query += " AND id < ?"
+		args = append(args, before)
+	}
+	args = append(args, n)
+	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY id DESC LIMIT ?"), args...)
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	defer rows.Close()
+	out := []AuditEntry{}
+	for rows.Next() {
+		var e AuditEntry
+		var md string
+		var created int64
+		if err := rows.Scan(&e.ID, &e.Kind, &e.Actor, &e.IP, &e.Namespace, &e.Repository, &md, &created); err != nil {
+			return nil, err
+		}
+		e.Metadata, e.CreatedAt = json.RawMessage(md), fromMicros(created)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// LoginFailures returns the failures counted for a key within the window.
+func (db *DB) LoginFailures(ctx context.Context, key string, window time.Duration) (int, error) {
+	var n int
+	var start int64
+	err := db.read.QueryRowContext(ctx, db.q("SELECT failures, window_start FROM login_failures WHERE key = ?"), key).Scan(&n, &start)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read login failures: %w", err)
+	}
+	if now()-start > window.Microseconds() {
+		return 0, nil
+	}
+	return n, nil
+}
+
+// RecordLoginFailure counts a failure for key, starting a new window when
+// the last one has passed.
+func (db *DB) RecordLoginFailure(ctx context.Context, key string, window time.Duration) error {
+	ts := now()
+	_, err := db.write.ExecContext(ctx, db.q(`INSERT INTO login_failures (key, failures, window_start) VALUES (?, 1, ?)
+		ON CONFLICT (key) DO UPDATE SET
+			failures = CASE WHEN login_failures.window_start < ? THEN 1 ELSE login_failures.failures + 1 END,
+			window_start = CASE WHEN login_failures.window_start < ? THEN excluded.window_start ELSE login_failures.window_start END`),
+		key, ts, ts-window.Microseconds(), ts-window.Microseconds())
+	if err != nil {
+		return fmt.Errorf("record login failure: %w", err)
+	}
+	return nil
+}
+
+// ResetLoginFailures clears a key after a successful login.
+func (db *DB) ResetLoginFailures(ctx context.Context, key string) error {
+	if _, err := db.write.ExecContext(ctx, db.q("DELETE FROM login_failures WHERE key = ?"), key); err != nil {
+		return fmt.Errorf("reset login failures: %w", err)
+	}
+	return nil
+}
