@@ -38,7 +38,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), versionCmd())
+	root.AddCommand(serveCmd(), adminCmd(), versionCmd())
 	return root
 }
 
@@ -63,41 +63,69 @@ func versionCmd() *cobra.Command {
 	}
 }
 
+// settings are the flags every command that opens the data shares.
+type settings struct {
+	configFile, addr, dataDir, database, auth, logLevel string
+}
+
+func (st *settings) register(cmd *cobra.Command, serve bool) {
+	f := cmd.PersistentFlags()
+	f.StringVar(&st.configFile, "config", "", "YAML configuration file")
+	f.StringVar(&st.dataDir, "data-dir", "", "data directory for the embedded defaults (default ./berth-data)")
+	f.StringVar(&st.database, "database", "", "metadata database: postgres://... (default SQLite in the data directory)")
+	if serve {
+		f.StringVar(&st.addr, "addr", "", "listen address HOST:PORT (default :5000)")
+		f.StringVar(&st.auth, "auth", "", "authentication mode: token (default) or none")
+		f.StringVar(&st.logLevel, "log-level", "", "debug, info, warn or error")
+	}
+}
+
+// load builds the configuration: defaults, then the file, then BERTH_*
+// variables, then flags; and validates it.
+func (st *settings) load(cmd *cobra.Command) (config.Config, error) {
+	cfg := config.Default()
+	if st.configFile != "" {
+		if err := cfg.LoadFile(st.configFile); err != nil {
+			return cfg, err
+		}
+	}
+	if err := cfg.LoadEnv(os.LookupEnv); err != nil {
+		return cfg, fmt.Errorf("environment: %w", err)
+	}
+	set := func(name string, dst *string, v string) {
+		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
+			*dst = v
+		}
+	}
+	set("addr", &cfg.Addr, st.addr)
+	set("data-dir", &cfg.DataDir, st.dataDir)
+	set("database", &cfg.Database.URL, st.database)
+	set("auth", &cfg.Auth.Mode, st.auth)
+	set("log-level", &cfg.Log.Level, st.logLevel)
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
 func serveCmd() *cobra.Command {
-	var configFile string
-	flags := struct{ addr, dataDir, database, auth, logLevel string }{}
+	var st settings
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the registry",
 		Long: `Run the registry. With no settings it listens on :5000 and keeps everything
-in ./berth-data (blobs on the filesystem, metadata in SQLite).
+in ./berth-data (blobs on the filesystem, metadata in SQLite), and requires
+authentication for every push and every pull of a private repository
+(create the first user with "berth admin user create").
 
 Settings come from defaults, then --config FILE (YAML), then BERTH_*
 environment variables (BERTH_ADDR, BERTH_DATA_DIR, BERTH_DATABASE_URL,
 BERTH_AUTH_MODE, BERTH_LOG_LEVEL, ...), then these flags.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := config.Default()
-			if configFile != "" {
-				if err := cfg.LoadFile(configFile); err != nil {
-					return err
-				}
-			}
-			if err := cfg.LoadEnv(os.LookupEnv); err != nil {
-				return fmt.Errorf("environment: %w", err)
-			}
-			set := func(name string, dst *string, v string) {
-				if cmd.Flags().Changed(name) {
-					*dst = v
-				}
-			}
-			set("addr", &cfg.Addr, flags.addr)
-			set("data-dir", &cfg.DataDir, flags.dataDir)
-			set("database", &cfg.Database.URL, flags.database)
-			set("auth", &cfg.Auth.Mode, flags.auth)
-			set("log-level", &cfg.Log.Level, flags.logLevel)
-			if err := cfg.Validate(); err != nil {
-				return fmt.Errorf("invalid configuration:\n%w", err)
+			cfg, err := st.load(cmd)
+			if err != nil {
+				return err
 			}
 			log := newLogger(cfg.Log)
 			srv, err := server.New(cmd.Context(), cfg, log)
@@ -108,13 +136,7 @@ BERTH_AUTH_MODE, BERTH_LOG_LEVEL, ...), then these flags.`,
 			return srv.Run(cmd.Context())
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "YAML configuration file")
-	f.StringVar(&flags.addr, "addr", "", "listen address HOST:PORT (default :5000)")
-	f.StringVar(&flags.dataDir, "data-dir", "", "data directory for the embedded defaults (default ./berth-data)")
-	f.StringVar(&flags.database, "database", "", "metadata database: postgres://... (default SQLite in the data directory)")
-	f.StringVar(&flags.auth, "auth", "", "authentication mode: none")
-	f.StringVar(&flags.logLevel, "log-level", "", "debug, info, warn or error")
+	st.register(cmd, true)
 	return cmd
 }
 

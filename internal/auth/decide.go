@@ -111,14 +111,8 @@ const (
 // repository. It is the one place this question is answered, for the /v2
 // API, the token endpoint and the /api/v1 API alike.
 func Allowed(id Identity, repo Repo, st Standing, action string) bool {
-	writes := action == ActionPush || action == ActionDelete || action == ActionWrite
-	if writes && repo.Exists {
-		switch repo.State {
-		case StateReadOnly:
-			return false
-		case StateMirror:
-			return id.Kind == KindRobot && id.Name == repo.MirrorRobot
-		}
+	if !StateAllows(id, repo, action) {
+		return false
 	}
 	readOnly := action == ActionPull || action == ActionRead
 	if readOnly && repo.Exists && repo.Public {
@@ -144,6 +138,22 @@ func Allowed(id Identity, repo Repo, st Standing, action string) bool {
 		return st.Role >= RoleAdmin
 	}
 	return false
+}
+
+// StateAllows applies the repository-state rules alone: a read-only
+// repository takes no writes from anyone, a mirror only from its robot.
+func StateAllows(id Identity, repo Repo, action string) bool {
+	writes := action == ActionPush || action == ActionDelete || action == ActionWrite
+	if !writes || !repo.Exists {
+		return true
+	}
+	switch repo.State {
+	case StateReadOnly:
+		return false
+	case StateMirror:
+		return id.Kind == KindRobot && id.Name == repo.MirrorRobot
+	}
+	return true
 }
 
 func tokenAllows(scopes []TokenScope, repo, action string) bool {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -34,6 +35,14 @@ type Config struct {
 	// default list (images, Helm charts, cosign signatures, SBOMs and
 	// attestations).
 	AllowedArtifactTypes map[string][]string `yaml:"ALLOWED_OCI_ARTIFACT_TYPES"`
+	// FeatureUserInitialize enables POST /api/v1/user/initialize, which
+	// creates the first user while none exists (Quay's setting).
+	FeatureUserInitialize bool `yaml:"FEATURE_USER_INITIALIZE"`
+	// CreatePrivateRepoOnPush makes repositories created by a push private.
+	CreatePrivateRepoOnPush bool `yaml:"CREATE_PRIVATE_REPO_ON_PUSH"`
+	// CreateNamespaceOnPush lets a push to an unknown namespace create an
+	// organization owned by the pusher.
+	CreateNamespaceOnPush bool `yaml:"CREATE_NAMESPACE_ON_PUSH"`
 }
 
 // Database selects the metadata database.
@@ -58,8 +67,18 @@ type Filesystem struct {
 
 // Auth selects how requests are authenticated.
 type Auth struct {
-	// Mode "none" runs the registry open: no authentication at all.
+	// Mode "token" (the default) authenticates every push and every pull
+	// of a private repository (Docker token auth, and Basic auth on /v2).
+	// Mode "none" runs the registry open, for local development and tests.
 	Mode string `yaml:"mode"`
+	// TokenTTL is the lifetime of registry tokens.
+	TokenTTL time.Duration `yaml:"tokenTTL"`
+	// Realm is the token endpoint URL announced in challenges; empty
+	// derives it from each request's Host (set it behind a proxy that
+	// rewrites Host).
+	Realm string `yaml:"realm"`
+	// Service is the token audience.
+	Service string `yaml:"service"`
 }
 
 // Registry tunes the /v2 API.
@@ -83,9 +102,11 @@ func Default() Config {
 		Addr:     ":5000",
 		DataDir:  "berth-data",
 		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}},
-		Auth:     Auth{Mode: "none"},
+		Auth:     Auth{Mode: "token", TokenTTL: 5 * time.Minute, Service: "berth"},
 		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true},
 		Log:      Log{Level: "info", Format: "text"},
+
+		CreatePrivateRepoOnPush: true,
 	}
 }
 
@@ -154,9 +175,18 @@ func (c *Config) Validate() error {
 		bad("storage.driver", "unknown driver %q (supported: filesystem)", c.Storage.Driver)
 	}
 	switch c.Auth.Mode {
-	case "none":
+	case "none", "token":
 	default:
-		bad("auth.mode", "unknown mode %q (supported: none)", c.Auth.Mode)
+		bad("auth.mode", "unknown mode %q (supported: token, none)", c.Auth.Mode)
+	}
+	if c.Auth.TokenTTL < 30*time.Second || c.Auth.TokenTTL > 24*time.Hour {
+		bad("auth.tokenTTL", "%s is outside 30s..24h", c.Auth.TokenTTL)
+	}
+	if c.Auth.Service == "" {
+		bad("auth.service", "must not be empty")
+	}
+	if c.Auth.Realm != "" && !strings.HasPrefix(c.Auth.Realm, "http://") && !strings.HasPrefix(c.Auth.Realm, "https://") {
+		bad("auth.realm", "%q is not an http(s) URL", c.Auth.Realm)
 	}
 	if m := c.Registry.MaxManifestBytes; m < 1<<10 || m > 64<<20 {
 		bad("registry.maxManifestBytes", "%d is outside 1024..67108864", m)

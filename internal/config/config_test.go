@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEnvName(t *testing.T) {
@@ -14,6 +15,8 @@ func TestEnvName(t *testing.T) {
 		"database.url":                     "BERTH_DATABASE_URL",
 		"storage.filesystem.rootDirectory": "BERTH_STORAGE_FILESYSTEM_ROOT_DIRECTORY",
 		"ALLOWED_OCI_ARTIFACT_TYPES":       "BERTH_ALLOWED_OCI_ARTIFACT_TYPES",
+		"FEATURE_USER_INITIALIZE":          "BERTH_FEATURE_USER_INITIALIZE",
+		"auth.tokenTTL":                    "BERTH_AUTH_TOKEN_TTL",
 	} {
 		if got := EnvName(path); got != want {
 			t.Errorf("EnvName(%q) = %q, want %q", path, got, want)
@@ -36,7 +39,8 @@ ALLOWED_OCI_ARTIFACT_TYPES:
 	if err := c.LoadFile(file); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"BERTH_ADDR": "127.0.0.1:7000", "BERTH_STORAGE_FILESYSTEM_FSYNC": "false", "BERTH_LOG_LEVEL": "debug"}
+	env := map[string]string{"BERTH_ADDR": "127.0.0.1:7000", "BERTH_STORAGE_FILESYSTEM_FSYNC": "false", "BERTH_LOG_LEVEL": "debug",
+		"BERTH_FEATURE_USER_INITIALIZE": "true", "BERTH_CREATE_PRIVATE_REPO_ON_PUSH": "false", "BERTH_AUTH_TOKEN_TTL": "10m"}
 	if err := c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +48,8 @@ ALLOWED_OCI_ARTIFACT_TYPES:
 		t.Fatal(err)
 	}
 	if c.Addr != "127.0.0.1:7000" || c.DataDir != "/var/lib/berth" || c.Registry.MaxManifestBytes != 8192 ||
-		c.Storage.Filesystem.Fsync || c.Log.Level != "debug" || c.Auth.Mode != "none" {
+		c.Storage.Filesystem.Fsync || c.Log.Level != "debug" || c.Auth.Mode != "token" || !c.FeatureUserInitialize ||
+		c.CreatePrivateRepoOnPush || c.Auth.TokenTTL != 10*time.Minute {
 		t.Fatalf("merged config = %+v", c)
 	}
 	if c.DatabaseURL() != "/var/lib/berth/berth.db" || c.StorageRoot() != "/var/lib/berth/storage" {

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 )
 
@@ -82,7 +83,17 @@ func setValue(v reflect.Value, s string) error {
 			return fmt.Errorf("%q is not a boolean", s)
 		}
 		v.SetBool(b)
-	case reflect.Int, reflect.Int64:
+	case reflect.Int64:
+		if v.Type() == reflect.TypeOf(time.Duration(0)) {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration (like 5m or 90s)", s)
+			}
+			v.SetInt(int64(d))
+			return nil
+		}
+		fallthrough
+	case reflect.Int:
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			return fmt.Errorf("%q is not an integer", s)

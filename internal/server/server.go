@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/registry"
@@ -40,13 +42,29 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, fmt.Errorf("storage: %w", err)
 	}
+	mux := http.NewServeMux()
+	var authorizer registry.Authorizer = registry.AllowAll{}
+	if cfg.Auth.Mode == "token" {
+		tokens, err := loadTokens(ctx, db, cfg.Auth)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		az := authz.New(db, tokens, authz.Options{
+			Realm:                   cfg.Auth.Realm,
+			CreatePrivateRepoOnPush: cfg.CreatePrivateRepoOnPush,
+			CreateNamespaceOnPush:   cfg.CreateNamespaceOnPush,
+			Logger:                  log,
+		})
+		authorizer = az
+		mux.HandleFunc(authz.TokenPath, az.ServeToken)
+	}
 	reg := registry.New(db, driver, registry.Options{
 		MaxManifestBytes: cfg.Registry.MaxManifestBytes,
 		Policy:           cfg.ArtifactPolicy(),
-		Auth:             registry.AllowAll{},
+		Auth:             authorizer,
 		Logger:           log,
 	})
-	mux := http.NewServeMux()
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -61,6 +79,30 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		h = accessLog(log, h)
 	}
 	return &Server{cfg: cfg, log: log, db: db, handler: h}, nil
+}
+
+// loadTokens builds the token issuer from the signing keys in the
+// database, generating the first key on the first start. Every replica
+// sharing the database signs and verifies with the same keys.
+func loadTokens(ctx context.Context, db *meta.DB, cfg config.Auth) (*auth.Tokens, error) {
+	rows, err := db.SigningKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		k, err := auth.NewSigningKey()
+		if err != nil {
+			return nil, err
+		}
+		if rows, err = db.AddSigningKeyIfNone(ctx, meta.SigningKeyRow{KID: k.ID, PrivatePEM: k.PrivatePEM}); err != nil {
+			return nil, err
+		}
+	}
+	keys := make([]auth.SigningKey, len(rows))
+	for i, r := range rows {
+		keys[i] = auth.SigningKey{ID: r.KID, PrivatePEM: r.PrivatePEM}
+	}
+	return auth.NewTokens("berth", cfg.Service, cfg.TokenTTL, keys)
 }
 
 // Handler is the server's HTTP handler (for tests that serve it themselves).
@@ -87,6 +129,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	if s.cfg.Auth.Mode == "none" {
+		// Said loudly, at every start.
 		s.log.Warn("AUTHENTICATION IS DISABLED: anyone who can reach this port can push, pull and delete (auth.mode: none)")
 	}
 	s.log.Info("berth is serving", "addr", ln.Addr().String(), "database", s.db.Dialect(),

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+)
+
+// adminCmd administers accounts directly in the metadata database, with no
+// server running (or while one runs: the database coordinates).
+func adminCmd() *cobra.Command {
+	var st settings
+	admin := &cobra.Command{Use: "admin", Short: "Administer users and tokens without a running server"}
+	st.register(admin, false)
+	open := func(cmd *cobra.Command) (*meta.DB, error) {
+		cfg, err := st.load(cmd)
+		if err != nil {
+			return nil, err
+		}
+		return meta.Open(cmd.Context(), cfg.DatabaseURL())
+	}
+
+	user := &cobra.Command{Use: "user", Short: "Create users and reset passwords"}
+	var email string
+	var superuser, passwordStdin bool
+	create := &cobra.Command{
+		Use:   "create USERNAME",
+		Short: "Create a user (prints a generated password unless --password-stdin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validateUsername(name); err != nil {
+				return err
+			}
+			password, generated, err := readPassword(cmd.InOrStdin(), passwordStdin)
+			if err != nil {
+				return err
+			}
+			hash, err := auth.HashPassword(password)
+			if err != nil {
+				return err
+			}
+			db, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if _, err := db.CreateUser(cmd.Context(), meta.User{Username: name, Email: email, SecretHash: hash, Superuser: superuser}); err != nil {
+				return err
+			}
+			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "user_create", Actor: "berth admin", Namespace: name,
+				Metadata: json.RawMessage(fmt.Sprintf(`{"superuser":%t}`, superuser))})
+			fmt.Fprintf(cmd.OutOrStdout(), "created user %s (superuser: %t)\n", name, superuser)
+			if generated {
+				fmt.Fprintf(cmd.OutOrStdout(), "password: %s\n", password)
+			}
+			return nil
+		},
+	}
+	create.Flags().StringVar(&email, "email", "", "e-mail address")
+	create.Flags().BoolVar(&superuser, "superuser", false, "make the user a superuser")
+	create.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
+
+	var resetStdin bool
+	reset := &cobra.Command{
+		Use:   "reset-password USERNAME",
+		Short: "Set a new password (prints a generated one unless --password-stdin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			password, generated, err := readPassword(cmd.InOrStdin(), resetStdin)
+			if err != nil {
+				return err
+			}
+			hash, err := auth.HashPassword(password)
+			if err != nil {
+				return err
+			}
+			db, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			u, err := db.UserByName(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if u.Kind != meta.UserKindUser {
+				return fmt.Errorf("%s is a robot: regenerate its token through the API", args[0])
+			}
+			if err := db.SetUserSecret(cmd.Context(), args[0], hash); err != nil {
+				return err
+			}
+			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "password_reset", Actor: "berth admin", Namespace: args[0]})
+			fmt.Fprintf(cmd.OutOrStdout(), "password of %s reset\n", args[0])
+			if generated {
+				fmt.Fprintf(cmd.OutOrStdout(), "password: %s\n", password)
+			}
+			return nil
+		},
+	}
+	reset.Flags().BoolVar(&resetStdin, "password-stdin", false, "read the password from standard input")
+	user.AddCommand(create, reset)
+
+	token := &cobra.Command{Use: "token", Short: "Issue and revoke scoped access tokens"}
+	var scopes []string
+	var expires time.Duration
+	issue := &cobra.Command{
+		Use:   "create NAME --scope 'org/*=content/read,content/write' ...",
+		Short: "Issue a scoped access token; the secret is printed once",
+		Long: `Issue a scoped access token. Each --scope is REPOSITORY=ACTION[,ACTION...]:
+the repository is a name, a prefix ending in /* or * for all; actions are
+content/read, content/write, content/delete, metadata/read, metadata/write.
+Log in with the token's name as username and the printed secret as password.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			parsed, err := parseTokenScopes(scopes)
+			if err != nil {
+				return err
+			}
+			if err := validateUsername(args[0]); err != nil {
+				return err
+			}
+			secret, err := auth.NewSecret("berth_")
+			if err != nil {
+				return err
+			}
+			b, _ := json.Marshal(parsed)
+			t := meta.AccessToken{Name: args[0], SecretHash: auth.HashSecret(secret), Scopes: b, CreatedBy: "berth admin"}
+			if expires > 0 {
+				t.ExpiresAt = time.Now().Add(expires)
+			}
+			db, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if _, err := db.CreateAccessToken(cmd.Context(), t); err != nil {
+				return err
+			}
+			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "token_create", Actor: "berth admin", Metadata: json.RawMessage(fmt.Sprintf(`{"token":%q,"scopes":%s}`, args[0], b))})
+			fmt.Fprintf(cmd.OutOrStdout(), "created token %s\nsecret: %s\n", args[0], secret)
+			return nil
+		},
+	}
+	issue.Flags().StringArrayVar(&scopes, "scope", nil, "REPOSITORY=ACTIONS (repeatable)")
+	issue.Flags().DurationVar(&expires, "expires", 0, "lifetime, e.g. 720h (default: no expiry)")
+	revoke := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke an access token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if err := db.RevokeAccessToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "token_revoke", Actor: "berth admin", Metadata: json.RawMessage(fmt.Sprintf(`{"token":%q}`, args[0]))})
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked token %s\n", args[0])
+			return nil
+		},
+	}
+	token.AddCommand(issue, revoke)
+	admin.AddCommand(user, token)
+	return admin
+}
+
+func readPassword(in io.Reader, fromStdin bool) (password string, generated bool, err error) {
+	if !fromStdin {
+		s, err := auth.NewSecret("")
+		return s[:24], true, err
+	}
+	line, err := bufio.NewReader(in).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", false, err
+	}
+	password = strings.TrimRight(line, "\r\n")
+	if len(password) < 8 {
+		return "", false, errors.New("password: at least 8 characters")
+	}
+	return password, false, nil
+}
+
+// validateUsername applies the namespace grammar: a user's name is its
+// namespace, the first component of its repositories' names.
+func validateUsername(name string) error {
+	if strings.Contains(name, "/") || strings.Contains(name, "+") {
+		return fmt.Errorf("name %q: no '/' or '+'", name)
+	}
+	return oci.ValidateName(name)
+}
+
+func parseTokenScopes(in []string) ([]auth.TokenScope, error) {
+	if len(in) == 0 {
+		return nil, errors.New("at least one --scope is needed")
+	}
+	var out []auth.TokenScope
+	for _, s := range in {
+		repo, actions, ok := strings.Cut(s, "=")
+		if !ok {
+			return nil, fmt.Errorf("scope %q: want REPOSITORY=ACTIONS", s)
+		}
+		ts := auth.TokenScope{Repository: repo, Actions: strings.Split(actions, ",")}
+		if err := auth.ValidateTokenScope(ts); err != nil {
+			return nil, err
+		}
+		out = append(out, ts)
+	}
+	return out, nil
+}

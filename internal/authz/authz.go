@@ -1,0 +1,330 @@
+// Package authz authenticates requests against the metadata store and
+// applies auth.Allowed to them: the /v2 authorizer, Docker's token
+// endpoint, and the identity behind /api/v1 requests.
+package authz
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// Store is what the authorizer needs of the metadata store.
+type Store interface {
+	UserByName(ctx context.Context, username string) (meta.User, error)
+	AccessTokenByName(ctx context.Context, name string) (meta.AccessToken, error)
+	Repository(ctx context.Context, name string) (meta.RepoInfo, error)
+	StandingOf(ctx context.Context, u meta.User, repo string) (meta.Standing, error)
+	NamespaceByName(ctx context.Context, name string) (meta.Namespace, error)
+	CreateOrganization(ctx context.Context, name string, ownerID int64) (meta.Namespace, error)
+	CreateRepository(ctx context.Context, name, visibility, description, actor string) error
+	LoginFailures(ctx context.Context, key string, window time.Duration) (int, error)
+	RecordLoginFailure(ctx context.Context, key string, window time.Duration) error
+	ResetLoginFailures(ctx context.Context, key string) error
+	AppendAudit(ctx context.Context, e meta.AuditEntry) error
+}
+
+// Options configure the authorizer.
+type Options struct {
+	// Realm is the token endpoint's URL for challenges; empty derives it
+	// from the request's Host.
+	Realm string
+	// CreatePrivateRepoOnPush makes repositories created by a push
+	// private (Quay's CREATE_PRIVATE_REPO_ON_PUSH, default true).
+	CreatePrivateRepoOnPush bool
+	// CreateNamespaceOnPush lets a push to an unknown namespace create an
+	// organization owned by the pusher (CREATE_NAMESPACE_ON_PUSH).
+	CreateNamespaceOnPush bool
+	// Throttling of failed logins: at most AccountLimit failures per
+	// account and AddressLimit per client address within Window.
+	AccountLimit, AddressLimit int
+	Window                     time.Duration
+	Logger                     *slog.Logger
+}
+
+// Authorizer authenticates and authorizes requests.
+type Authorizer struct {
+	store  Store
+	tokens *auth.Tokens
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
+
+	// cache of recent successful password checks: argon2id is deliberately
+	// slow, and clients using Basic auth send it on every request. Only a
+	// speed-up: every replica decides the same without it.
+	mu    sync.Mutex
+	cache map[[32]byte]time.Time
+}
+
+// New returns an authorizer.
+func New(store Store, tokens *auth.Tokens, opts Options) *Authorizer {
+	if opts.AccountLimit == 0 {
+		opts.AccountLimit = 10
+	}
+	if opts.AddressLimit == 0 {
+		opts.AddressLimit = 50
+	}
+	if opts.Window == 0 {
+		opts.Window = 5 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Authorizer{store: store, tokens: tokens, opts: opts, log: opts.Logger, now: time.Now, cache: map[[32]byte]time.Time{}}
+}
+
+// Errors of authentication.
+var (
+	ErrBadCredentials = errors.New("invalid username or password")
+	ErrThrottled      = errors.New("too many failed logins; try again later")
+	ErrDisabled       = errors.New("account disabled")
+)
+
+// Credentials are what a request presents.
+type Credentials struct {
+	Basic          bool
+	Username, Pass string
+	Bearer         string
+}
+
+// CredentialsOf reads the Authorization header.
+func CredentialsOf(r *http.Request) Credentials {
+	h := r.Header.Get("Authorization")
+	if u, p, ok := r.BasicAuth(); ok {
+		return Credentials{Basic: true, Username: u, Pass: p}
+	}
+	if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+		return Credentials{Bearer: strings.TrimSpace(tok)}
+	}
+	return Credentials{}
+}
+
+// clientAddress is the request's remote address without the port.
+func clientAddress(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Login checks a username and secret: a user's password, a robot's token
+// (username "namespace+name") or an access token's secret (username: the
+// token's name). Failures are throttled per account and per address.
+func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secret string) (auth.Identity, error) {
+	addr := clientAddress(r)
+	accountKey, addrKey := "account:"+username, "address:"+addr
+	for key, limit := range map[string]int{accountKey: a.opts.AccountLimit, addrKey: a.opts.AddressLimit} {
+		n, err := a.store.LoginFailures(ctx, key, a.opts.Window)
+		if err != nil {
+			return auth.Identity{}, err
+		}
+		if n >= limit {
+			return auth.Identity{}, ErrThrottled
+		}
+	}
+	id, err := a.checkSecret(ctx, username, secret)
+	if errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrDisabled) {
+		a.store.RecordLoginFailure(ctx, accountKey, a.opts.Window)
+		a.store.RecordLoginFailure(ctx, addrKey, a.opts.Window)
+		a.audit(ctx, r, "login_failure", username, "", map[string]string{"reason": err.Error()})
+		return auth.Identity{}, err
+	}
+	if err != nil {
+		return auth.Identity{}, err
+	}
+	if n, _ := a.store.LoginFailures(ctx, accountKey, a.opts.Window); n > 0 {
+		a.store.ResetLoginFailures(ctx, accountKey)
+	}
+	return id, nil
+}
+
+func (a *Authorizer) checkSecret(ctx context.Context, username, secret string) (auth.Identity, error) {
+	if username == "" || secret == "" || len(username) > 256 || len(secret) > 1024 {
+		return auth.Identity{}, ErrBadCredentials
+	}
+	u, err := a.store.UserByName(ctx, username)
+	if errors.Is(err, meta.ErrUserNotFound) {
+		return a.checkAccessToken(ctx, username, secret)
+	}
+	if err != nil {
+		return auth.Identity{}, err
+	}
+	if !u.Enabled {
+		return auth.Identity{}, ErrDisabled
+	}
+	switch u.Kind {
+	case meta.UserKindRobot:
+		if auth.HashSecret(secret) != u.SecretHash {
+			return auth.Identity{}, ErrBadCredentials
+		}
+		return auth.Identity{Kind: auth.KindRobot, ID: u.ID, Name: u.Username}, nil
+	default:
+		if !a.passwordOK(u, secret) {
+			return auth.Identity{}, ErrBadCredentials
+		}
+		return auth.Identity{Kind: auth.KindUser, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil
+	}
+}
+
+func (a *Authorizer) passwordOK(u meta.User, password string) bool {
+	key := sha256.Sum256([]byte(u.Username + "\x00" + u.SecretHash + "\x00" + password))
+	now := a.now()
+	a.mu.Lock()
+	exp, ok := a.cache[key]
+	a.mu.Unlock()
+	if ok && now.Before(exp) {
+		return true
+	}
+	if !auth.VerifyPassword(u.SecretHash, password) {
+		return false
+	}
+	a.mu.Lock()
+	if len(a.cache) > 4096 {
+		for k, e := range a.cache {
+			if now.After(e) || len(a.cache) > 4096 {
+				delete(a.cache, k)
+			}
+		}
+	}
+	a.cache[key] = now.Add(time.Minute)
+	a.mu.Unlock()
+	return true
+}
+
+func (a *Authorizer) checkAccessToken(ctx context.Context, name, secret string) (auth.Identity, error) {
+	t, err := a.store.AccessTokenByName(ctx, name)
+	if errors.Is(err, meta.ErrTokenNotFound) {
+		// Spend about as long as a real check, so that timing does not
+		// reveal which names exist.
+		auth.HashSecret(secret)
+		return auth.Identity{}, ErrBadCredentials
+	}
+	if err != nil {
+		return auth.Identity{}, err
+	}
+	if auth.HashSecret(secret) != t.SecretHash {
+		return auth.Identity{}, ErrBadCredentials
+	}
+	if !t.RevokedAt.IsZero() || (!t.ExpiresAt.IsZero() && a.now().After(t.ExpiresAt)) {
+		return auth.Identity{}, ErrDisabled
+	}
+	var scopes []auth.TokenScope
+	if err := json.Unmarshal(t.Scopes, &scopes); err != nil {
+		return auth.Identity{}, fmt.Errorf("access token %s scopes: %w", name, err)
+	}
+	return auth.Identity{Kind: auth.KindToken, ID: t.ID, Name: t.Name, Scopes: scopes}, nil
+}
+
+// Identify authenticates a request from its Basic credentials or a bearer
+// registry token. No credentials is the anonymous identity; bad ones are
+// an error. For a bearer token the claims are returned too.
+func (a *Authorizer) Identify(ctx context.Context, r *http.Request) (auth.Identity, *auth.Claims, error) {
+	c := CredentialsOf(r)
+	switch {
+	case c.Basic:
+		id, err := a.Login(ctx, r, c.Username, c.Pass)
+		return id, nil, err
+	case c.Bearer != "":
+		claims, err := a.tokens.Verify(c.Bearer, a.now())
+		if err != nil {
+			return auth.Identity{}, nil, err
+		}
+		return auth.Identity{Kind: claims.Kind, Name: claims.Subject}, claims, nil
+	}
+	return auth.Anonymous, nil, nil
+}
+
+// Decide answers whether an authenticated identity may act on a
+// repository, consulting the store for the repository and the identity's
+// standing.
+func (a *Authorizer) Decide(ctx context.Context, id auth.Identity, repo, action string) (bool, error) {
+	ri, err := a.store.Repository(ctx, repo)
+	if err != nil {
+		return false, err
+	}
+	st, err := a.standing(ctx, id, repo, ri.Exists)
+	if err != nil {
+		return false, err
+	}
+	return auth.Allowed(id, repoOf(ri), st, action), nil
+}
+
+func repoOf(ri meta.RepoInfo) auth.Repo {
+	return auth.Repo{Name: ri.Name, Exists: ri.Exists, Public: ri.Visibility == "public", State: ri.State, MirrorRobot: ri.MirrorRobot}
+}
+
+func (a *Authorizer) standing(ctx context.Context, id auth.Identity, repo string, exists bool) (auth.Standing, error) {
+	if id.Kind != auth.KindUser && id.Kind != auth.KindRobot {
+		return auth.Standing{}, nil
+	}
+	u, err := a.store.UserByName(ctx, id.Name)
+	if errors.Is(err, meta.ErrUserNotFound) {
+		return auth.Standing{}, nil // deleted since its token was issued
+	}
+	if err != nil {
+		return auth.Standing{}, err
+	}
+	st, err := a.store.StandingOf(ctx, u, repo)
+	if err != nil {
+		return auth.Standing{}, err
+	}
+	role, _ := auth.ParseRole(st.Role)
+	out := auth.Standing{Role: role, CanCreate: st.CanCreate}
+	if !exists && !out.CanCreate && a.opts.CreateNamespaceOnPush && id.Kind == auth.KindUser {
+		ns, _, _ := strings.Cut(repo, "/")
+		if _, err := a.store.NamespaceByName(ctx, ns); errors.Is(err, meta.ErrNamespaceNotFound) {
+			out.CanCreate = true // the push will create the organization
+		}
+	}
+	return out, nil
+}
+
+// prepareCreate creates, on a push to a repository that does not exist,
+// the organization (CREATE_NAMESPACE_ON_PUSH) and the repository with the
+// configured visibility, so the push lands in a repository with the right
+// settings.
+func (a *Authorizer) prepareCreate(ctx context.Context, id auth.Identity, repo string) error {
+	ri, err := a.store.Repository(ctx, repo)
+	if err != nil || ri.Exists {
+		return err
+	}
+	ns, _, _ := strings.Cut(repo, "/")
+	if _, err := a.store.NamespaceByName(ctx, ns); errors.Is(err, meta.ErrNamespaceNotFound) && a.opts.CreateNamespaceOnPush && id.Kind == auth.KindUser {
+		u, err := a.store.UserByName(ctx, id.Name)
+		if err != nil {
+			return err
+		}
+		if _, err := a.store.CreateOrganization(ctx, ns, u.ID); err != nil && !errors.Is(err, meta.ErrExists) {
+			return err
+		}
+	}
+	visibility := "public"
+	if a.opts.CreatePrivateRepoOnPush {
+		visibility = "private"
+	}
+	if err := a.store.CreateRepository(ctx, repo, visibility, "", id.Actor()); err != nil && !errors.Is(err, meta.ErrExists) {
+		return err
+	}
+	return nil
+}
+
+func (a *Authorizer) audit(ctx context.Context, r *http.Request, kind, actor, repo string, md any) {
+	b, _ := json.Marshal(md)
+	ns, _, _ := strings.Cut(repo, "/")
+	if err := a.store.AppendAudit(ctx, meta.AuditEntry{Kind: kind, Actor: actor, IP: clientAddress(r), Namespace: ns, Repository: repo, Metadata: b}); err != nil {
+		a.log.Warn("audit log", "err", err)
+	}
+}

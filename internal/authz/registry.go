@@ -1,0 +1,136 @@
+package authz
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/registry"
+)
+
+// TokenPath is where the token endpoint is served.
+const TokenPath = "/v2/auth"
+
+func (a *Authorizer) realm(r *http.Request) string {
+	if a.opts.Realm != "" {
+		return a.opts.Realm
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + TokenPath
+}
+
+// challenge answers 401 with a Bearer challenge for the resource.
+func (a *Authorizer) challenge(w http.ResponseWriter, r *http.Request, res registry.Resource, errCode, message string) *registry.Error {
+	v := fmt.Sprintf(`Bearer realm=%q,service=%q`, a.realm(r), a.tokens.Service())
+	if res.Type != "" {
+		v += fmt.Sprintf(`,scope=%q`, res.Type+":"+res.Name+":"+strings.Join(res.Actions, ","))
+	}
+	if errCode != "" {
+		v += fmt.Sprintf(`,error=%q`, errCode)
+	}
+	w.Header().Set("WWW-Authenticate", v)
+	return &registry.Error{Status: http.StatusUnauthorized, Code: registry.CodeUnauthorized, Message: message,
+		Detail: detail(res)}
+}
+
+func detail(res registry.Resource) any {
+	if res.Type == "" {
+		return nil
+	}
+	return []map[string]string{{"Type": res.Type, "Name": res.Name, "Action": strings.Join(res.Actions, ",")}}
+}
+
+// Authorize implements registry.Authorizer for auth mode "token".
+func (a *Authorizer) Authorize(w http.ResponseWriter, r *http.Request, res registry.Resource) (string, error) {
+	ctx := r.Context()
+	id, claims, err := a.Identify(ctx, r)
+	switch {
+	case errors.Is(err, ErrThrottled):
+		return "", &registry.Error{Status: http.StatusTooManyRequests, Code: registry.CodeTooManyRequests, Message: err.Error()}
+	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrDisabled), errors.Is(err, auth.ErrInvalidToken):
+		return "", a.challenge(w, r, res, "invalid_token", "authentication required: "+publicReason(err))
+	case err != nil:
+		return "", err
+	}
+	if res.Type == "" { // GET /v2/: any valid identity, or a challenge
+		if id.Kind == auth.KindAnonymous {
+			return "", a.challenge(w, r, res, "", "authentication required")
+		}
+		return id.Actor(), nil
+	}
+	if res.Type == "registry" {
+		if claims != nil && claims.Allows("registry", res.Name, "*") || claims == nil && id.Superuser {
+			return id.Actor(), nil
+		}
+		if id.Kind == auth.KindAnonymous || claims != nil {
+			return "", a.challenge(w, r, res, "insufficient_scope", "the catalog needs a superuser")
+		}
+		return "", &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied, Message: "the catalog needs a superuser"}
+	}
+	for _, action := range res.Actions {
+		allowed, err := a.allowed(r, id, claims, res.Name, action)
+		if err != nil {
+			return "", err
+		}
+		if allowed {
+			continue
+		}
+		if id.Kind == auth.KindAnonymous || claims != nil {
+			// A token client asks the token endpoint again with this scope.
+			return "", a.challenge(w, r, res, "insufficient_scope", fmt.Sprintf("%s on %s is not allowed", action, res.Name))
+		}
+		return "", &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
+			Message: fmt.Sprintf("%s may not %s %s", id.Actor(), action, res.Name), Detail: detail(res)}
+	}
+	if contains(res.Actions, registry.ActionPush) && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
+		if err := a.prepareCreate(ctx, id, res.Name); err != nil {
+			return "", err
+		}
+	}
+	return id.Actor(), nil
+}
+
+// allowed decides one action. A registry token carries the decision made
+// when it was issued; writes are checked again against the repository's
+// state, which may have changed since (a mirror or read-only repository).
+func (a *Authorizer) allowed(r *http.Request, id auth.Identity, claims *auth.Claims, repo, action string) (bool, error) {
+	if claims == nil {
+		return a.Decide(r.Context(), id, repo, action)
+	}
+	if !claims.Allows("repository", repo, action) {
+		return false, nil
+	}
+	if action == auth.ActionPull {
+		return true, nil
+	}
+	ri, err := a.store.Repository(r.Context(), repo)
+	if err != nil {
+		return false, err
+	}
+	return auth.StateAllows(id, repoOf(ri), action), nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// publicReason is what a client may be told about a failed authentication.
+func publicReason(err error) string {
+	switch {
+	case errors.Is(err, ErrDisabled):
+		return "the account or token is disabled, revoked or expired"
+	case errors.Is(err, auth.ErrInvalidToken):
+		return "the bearer token is invalid or expired"
+	}
+	return "invalid username or password"
+}
