@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 )
@@ -130,7 +131,7 @@ Log in with the token's name as username and the printed secret as password.`,
 			if err := validateUsername(args[0]); err != nil {
 				return err
 			}
-			secret, err := auth.NewSecret("berth_")
+			secret, err := auth.NewSecret(authz.SecretPrefix)
 			if err != nil {
 				return err
 			}
@@ -173,7 +174,37 @@ Log in with the token's name as username and the printed secret as password.`,
 		},
 	}
 	token.AddCommand(issue, revoke)
-	admin.AddCommand(user, token)
+
+	robot := &cobra.Command{Use: "robot", Short: "Create robot accounts"}
+	robotCreate := &cobra.Command{
+		Use:   "create NAMESPACE+NAME",
+		Short: "Create a robot account of a namespace; its token is printed once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns, short, ok := strings.Cut(args[0], "+")
+			if !ok || validateUsername(ns) != nil || validateUsername(short) != nil {
+				return fmt.Errorf("robot name %q: want NAMESPACE+NAME", args[0])
+			}
+			secret, err := auth.NewSecret(authz.SecretPrefix)
+			if err != nil {
+				return err
+			}
+			db, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if _, err := db.CreateRobot(cmd.Context(), ns, short, auth.HashSecret(secret)); err != nil {
+				return err
+			}
+			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "robot_create", Actor: "berth admin", Namespace: ns,
+				Metadata: json.RawMessage(fmt.Sprintf(`{"robot":%q}`, args[0]))})
+			fmt.Fprintf(cmd.OutOrStdout(), "created robot %s\ntoken: %s\n", args[0], secret)
+			return nil
+		},
+	}
+	robot.AddCommand(robotCreate)
+	admin.AddCommand(user, token, robot)
 	return admin
 }
 

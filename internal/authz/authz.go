@@ -24,6 +24,8 @@ import (
 type Store interface {
 	UserByName(ctx context.Context, username string) (meta.User, error)
 	AccessTokenByName(ctx context.Context, name string) (meta.AccessToken, error)
+	AccessTokenBySecretHash(ctx context.Context, h string) (meta.AccessToken, error)
+	UserByID(ctx context.Context, id int64) (meta.User, error)
 	Repository(ctx context.Context, name string) (meta.RepoInfo, error)
 	StandingOf(ctx context.Context, u meta.User, repo string) (meta.Standing, error)
 	NamespaceByName(ctx context.Context, name string) (meta.Namespace, error)
@@ -84,6 +86,9 @@ func New(store Store, tokens *auth.Tokens, opts Options) *Authorizer {
 	}
 	return &Authorizer{store: store, tokens: tokens, opts: opts, log: opts.Logger, now: time.Now, cache: map[[32]byte]time.Time{}}
 }
+
+// SecretPrefix starts every generated robot and access token secret.
+const SecretPrefix = "berth_"
 
 // Errors of authentication.
 var (
@@ -218,12 +223,35 @@ func (a *Authorizer) checkAccessToken(ctx context.Context, name, secret string) 
 	if auth.HashSecret(secret) != t.SecretHash {
 		return auth.Identity{}, ErrBadCredentials
 	}
+	return a.tokenIdentity(ctx, t)
+}
+
+// tokenIdentity is who an access token acts as: its owner for a user's API
+// token, else the token itself with its scopes.
+func (a *Authorizer) tokenIdentity(ctx context.Context, t meta.AccessToken) (auth.Identity, error) {
 	if !t.RevokedAt.IsZero() || (!t.ExpiresAt.IsZero() && a.now().After(t.ExpiresAt)) {
 		return auth.Identity{}, ErrDisabled
 	}
+	if t.OwnerID != 0 {
+		u, err := a.store.UserByID(ctx, t.OwnerID)
+		if errors.Is(err, meta.ErrUserNotFound) {
+			return auth.Identity{}, ErrDisabled
+		}
+		if err != nil {
+			return auth.Identity{}, err
+		}
+		if !u.Enabled {
+			return auth.Identity{}, ErrDisabled
+		}
+		kind := auth.KindUser
+		if u.Kind == meta.UserKindRobot {
+			kind = auth.KindRobot
+		}
+		return auth.Identity{Kind: kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil
+	}
 	var scopes []auth.TokenScope
 	if err := json.Unmarshal(t.Scopes, &scopes); err != nil {
-		return auth.Identity{}, fmt.Errorf("access token %s scopes: %w", name, err)
+		return auth.Identity{}, fmt.Errorf("access token %s scopes: %w", t.Name, err)
 	}
 	return auth.Identity{Kind: auth.KindToken, ID: t.ID, Name: t.Name, Scopes: scopes}, nil
 }
@@ -236,6 +264,18 @@ func (a *Authorizer) Identify(ctx context.Context, r *http.Request) (auth.Identi
 	switch {
 	case c.Basic:
 		id, err := a.Login(ctx, r, c.Username, c.Pass)
+		return id, nil, err
+	case strings.HasPrefix(c.Bearer, SecretPrefix):
+		// An access token's secret used directly as a bearer token (API
+		// clients, as with Quay's OAuth tokens).
+		t, err := a.store.AccessTokenBySecretHash(ctx, auth.HashSecret(c.Bearer))
+		if errors.Is(err, meta.ErrTokenNotFound) {
+			return auth.Identity{}, nil, ErrBadCredentials
+		}
+		if err != nil {
+			return auth.Identity{}, nil, err
+		}
+		id, err := a.tokenIdentity(ctx, t)
 		return id, nil, err
 	case c.Bearer != "":
 		claims, err := a.tokens.Verify(c.Bearer, a.now())

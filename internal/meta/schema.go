@@ -132,6 +132,7 @@ CREATE TABLE access_tokens (
 	name {{text}} NOT NULL UNIQUE,
 	secret_hash TEXT NOT NULL UNIQUE,
 	scopes TEXT NOT NULL,
+	owner_id BIGINT REFERENCES users(id) ON DELETE CASCADE,
 	created_by TEXT NOT NULL DEFAULT '',
 	expires_at BIGINT NOT NULL DEFAULT 0,
 	revoked_at BIGINT NOT NULL DEFAULT 0,

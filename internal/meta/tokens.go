@@ -9,13 +9,15 @@ import (
 	"time"
 )
 
-// AccessToken is a scoped access token. Scopes is the JSON list of
-// {repository, actions}.
+// AccessToken is a scoped access token (Scopes is the JSON list of
+// {repository, actions}), or, with an OwnerID, a user's API token that acts
+// as its owner.
 type AccessToken struct {
 	ID         int64
 	Name       string
 	SecretHash string
 	Scopes     json.RawMessage
+	OwnerID    int64
 	CreatedBy  string
 	ExpiresAt  time.Time // zero: never
 	RevokedAt  time.Time // zero: not revoked
@@ -47,8 +49,15 @@ func (db *DB) CreateAccessToken(ctx context.Context, t AccessToken) (AccessToken
 		return AccessToken{}, fmt.Errorf("name %q is a user's: %w", t.Name, ErrExists)
 	}
 	ts := now()
-	err := db.write.QueryRowContext(ctx, db.q(`INSERT INTO access_tokens (name, secret_hash, scopes, created_by, expires_at, created_at)
-		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`), t.Name, t.SecretHash, string(t.Scopes), t.CreatedBy, micros(t.ExpiresAt), ts).Scan(&t.ID)
+	var owner any
+	if t.OwnerID != 0 {
+		owner = t.OwnerID
+	}
+	if t.Scopes == nil {
+		t.Scopes = json.RawMessage("[]")
+	}
+	err := db.write.QueryRowContext(ctx, db.q(`INSERT INTO access_tokens (name, secret_hash, scopes, owner_id, created_by, expires_at, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`), t.Name, t.SecretHash, string(t.Scopes), owner, t.CreatedBy, micros(t.ExpiresAt), ts).Scan(&t.ID)
 	if err != nil {
 		if isUnique(err) {
 			return AccessToken{}, fmt.Errorf("access token %q %w", t.Name, ErrExists)
@@ -59,13 +68,13 @@ func (db *DB) CreateAccessToken(ctx context.Context, t AccessToken) (AccessToken
 	return t, nil
 }
 
-const tokenColumns = "id, name, secret_hash, scopes, created_by, expires_at, revoked_at, last_used_at, created_at"
+const tokenColumns = "id, name, secret_hash, scopes, COALESCE(owner_id, 0), created_by, expires_at, revoked_at, last_used_at, created_at"
 
 func scanToken(row interface{ Scan(...any) error }) (AccessToken, error) {
 	var t AccessToken
 	var scopes string
 	var exp, rev, used, created int64
-	if err := row.Scan(&t.ID, &t.Name, &t.SecretHash, &scopes, &t.CreatedBy, &exp, &rev, &used, &created); err != nil {
+	if err := row.Scan(&t.ID, &t.Name, &t.SecretHash, &scopes, &t.OwnerID, &t.CreatedBy, &exp, &rev, &used, &created); err != nil {
 		return AccessToken{}, err
 	}
 	t.Scopes = json.RawMessage(scopes)
@@ -83,6 +92,30 @@ func (db *DB) AccessTokenByName(ctx context.Context, name string) (AccessToken, 
 		return AccessToken{}, fmt.Errorf("look up access token: %w", err)
 	}
 	return t, nil
+}
+
+// AccessTokenBySecretHash returns the token whose secret hashes to h.
+func (db *DB) AccessTokenBySecretHash(ctx context.Context, h string) (AccessToken, error) {
+	t, err := scanToken(db.read.QueryRowContext(ctx, db.q("SELECT "+tokenColumns+" FROM access_tokens WHERE secret_hash = ?"), h))
+	if errors.Is(err, sql.ErrNoRows) {
+		return AccessToken{}, ErrTokenNotFound
+	}
+	if err != nil {
+		return AccessToken{}, fmt.Errorf("look up access token: %w", err)
+	}
+	return t, nil
+}
+
+// UserByID returns a user or robot by id.
+func (db *DB) UserByID(ctx context.Context, id int64) (User, error) {
+	u, err := scanUser(db.read.QueryRowContext(ctx, db.q("SELECT "+userColumns+" FROM users WHERE id = ?"), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, ErrUserNotFound
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("look up user: %w", err)
+	}
+	return u, nil
 }
 
 // AccessTokens lists every access token.
