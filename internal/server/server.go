@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/config"
@@ -44,6 +45,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	mux := http.NewServeMux()
 	var authorizer registry.Authorizer = registry.AllowAll{}
+	var apiAuth api.Authenticator = api.Open{}
 	if cfg.Auth.Mode == "token" {
 		tokens, err := loadTokens(ctx, db, cfg.Auth)
 		if err != nil {
@@ -56,7 +58,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			CreateNamespaceOnPush:   cfg.CreateNamespaceOnPush,
 			Logger:                  log,
 		})
-		authorizer = az
+		authorizer, apiAuth = az, az
 		mux.HandleFunc(authz.TokenPath, az.ServeToken)
 	}
 	reg := registry.New(db, driver, registry.Options{
@@ -65,6 +67,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Auth:             authorizer,
 		Logger:           log,
 	})
+	mux.Handle("/api/v1/", api.New(db, apiAuth, api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Logger: log}))
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

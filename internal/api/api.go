@@ -1,0 +1,204 @@
+// Package api serves /api/v1, Berth's REST API, compatible with Quay's
+// where Quay has the endpoint: same paths, field names and status codes.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// Authenticator identifies API callers and decides repository actions.
+type Authenticator interface {
+	// Identify authenticates the request (Basic credentials, or a bearer
+	// access token); no credentials is auth.Anonymous.
+	Identify(ctx context.Context, r *http.Request) (auth.Identity, *auth.Claims, error)
+	// Decide applies auth.Allowed with what the store knows.
+	Decide(ctx context.Context, id auth.Identity, repo, action string) (bool, error)
+}
+
+// Open is the Authenticator of auth mode "none": every caller is an
+// anonymous superuser.
+type Open struct{}
+
+// Identify implements Authenticator.
+func (Open) Identify(context.Context, *http.Request) (auth.Identity, *auth.Claims, error) {
+	return auth.Identity{Kind: auth.KindUser, Name: "", Superuser: true}, nil, nil
+}
+
+// Decide implements Authenticator.
+func (Open) Decide(context.Context, auth.Identity, string, string) (bool, error) { return true, nil }
+
+// Options configure the API.
+type Options struct {
+	// FeatureUserInitialize enables POST /api/v1/user/initialize.
+	FeatureUserInitialize bool
+	Logger                *slog.Logger
+}
+
+// API is the /api/v1 handler.
+type API struct {
+	db   *meta.DB
+	auth Authenticator
+	opts Options
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// New returns the /api/v1 handler.
+func New(db *meta.DB, authn Authenticator, opts Options) *API {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	a := &API{db: db, auth: authn, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	a.routes()
+	return a
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.mux.ServeHTTP(w, r)
+}
+
+// handler is an API handler: it returns an error to answer, or nil when it
+// has written its answer.
+type handler func(w http.ResponseWriter, r *http.Request, id auth.Identity) error
+
+// handle registers a handler that first identifies the caller. Bad
+// credentials are 401 before the handler runs.
+func (a *API) handle(pattern string, h handler) {
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		id, _, err := a.auth.Identify(r.Context(), r)
+		if err != nil {
+			a.fail(w, r, unauthorized("invalid credentials"))
+			return
+		}
+		if err := h(w, r, id); err != nil {
+			a.fail(w, r, err)
+		}
+	})
+}
+
+// Error is an API error in Quay's shape.
+type Error struct {
+	Status  int    `json:"status"`
+	Type    string `json:"error_type"`
+	Message string `json:"error_message"`
+	Detail  string `json:"detail"`
+	Title   string `json:"title"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func apiError(status int, typ, format string, args ...any) *Error {
+	msg := fmt.Sprintf(format, args...)
+	return &Error{Status: status, Type: typ, Message: msg, Detail: msg, Title: typ}
+}
+
+func badRequest(format string, args ...any) *Error {
+	return apiError(http.StatusBadRequest, "invalid_request", format, args...)
+}
+func unauthorized(format string, args ...any) *Error {
+	return apiError(http.StatusUnauthorized, "invalid_token", format, args...)
+}
+func forbidden(format string, args ...any) *Error {
+	return apiError(http.StatusForbidden, "insufficient_scope", format, args...)
+}
+func notFound(format string, args ...any) *Error {
+	return apiError(http.StatusNotFound, "not_found", format, args...)
+}
+
+// fail answers an error: API errors as they are, anything else as a
+// logged 500 that reveals nothing.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		if r.Context().Err() == nil {
+			a.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		e = apiError(http.StatusInternalServerError, "internal_error", "internal server error; see the server log")
+	}
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="berth"`)
+	}
+	writeJSON(w, e.Status, e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// maxBody caps a request body.
+const maxBody = 1 << 20
+
+// decode reads a JSON body into v, refusing unknown fields, trailing data
+// and bodies over maxBody, with a clear message.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return apiError(http.StatusRequestEntityTooLarge, "invalid_request", "request body over %d bytes", maxBody)
+		case errors.Is(err, io.EOF):
+			return badRequest("request body is empty; a JSON object is required")
+		default:
+			return badRequest("malformed JSON body: %v", err)
+		}
+	}
+	if dec.More() {
+		return badRequest("malformed JSON body: data after the JSON object")
+	}
+	return nil
+}
+
+// requireUser refuses anonymous callers.
+func requireUser(id auth.Identity) error {
+	if id.Kind == auth.KindAnonymous {
+		return unauthorized("authentication required")
+	}
+	return nil
+}
+
+// allow refuses a repository action the caller may not perform: 401 for
+// anonymous callers, 403 otherwise.
+func (a *API) allow(ctx context.Context, id auth.Identity, repo, action string) error {
+	ok, err := a.auth.Decide(ctx, id, repo, action)
+	if err != nil {
+		return err
+	}
+	if ok {
+		return nil
+	}
+	if id.Kind == auth.KindAnonymous {
+		return unauthorized("authentication required")
+	}
+	return forbidden("%s may not %s %s", id.Actor(), action, repo)
+}
+
+// audit records a security-relevant action.
+func (a *API) audit(r *http.Request, id auth.Identity, kind, repo, namespace string, md any) {
+	b, _ := json.Marshal(md)
+	if namespace == "" {
+		namespace, _, _ = strings.Cut(repo, "/")
+	}
+	host := r.RemoteAddr
+	if i := strings.LastIndex(host, ":"); i > 0 {
+		host = host[:i]
+	}
+	if err := a.db.AppendAudit(r.Context(), meta.AuditEntry{Kind: kind, Actor: id.Actor(), IP: host, Namespace: namespace, Repository: repo, Metadata: b}); err != nil {
+		a.log.Warn("audit log", "err", err)
+	}
+}

@@ -1,0 +1,8 @@
+package api
+
+// routes registers every endpoint. Each group lives in its own file.
+func (a *API) routes() {
+	a.userRoutes()
+	a.repositoryRoutes()
+	a.organizationRoutes()
+}
