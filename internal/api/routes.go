@@ -5,4 +5,5 @@ func (a *API) routes() {
 	a.userRoutes()
 	a.repositoryRoutes()
 	a.organizationRoutes()
+	a.robotRoutes()
 }
