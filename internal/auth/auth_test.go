@@ -187,7 +187,7 @@ func TestAllowedMatrix(t *testing.T) {
 		"owner":         {"private": "YYYYYY", "public": "YYYYYY", "readonly": "Y--Y-Y", "mirror": "Y--Y-Y", "new": "YYYYYY"},
 		"reader":        {"private": "Y--Y--", "public": "Y--Y--", "readonly": "Y--Y--", "mirror": "Y--Y--", "new": "Y--Y--"},
 		"writer":        {"private": "YYYYY-", "public": "YYYYY-", "readonly": "Y--Y--", "mirror": "Y--Y--", "new": "YYYYY-"},
-		"creator":       {"private": "------", "public": "Y--Y--", "readonly": "------", "mirror": "------", "new": "-Y----"},
+		"creator":       {"private": "------", "public": "Y--Y--", "readonly": "------", "mirror": "------", "new": "YY-Y--"},
 		"stranger":      {"private": "------", "public": "Y--Y--", "readonly": "------", "mirror": "------", "new": "------"},
 		"robot":         {"private": "YYYYY-", "public": "YYYYY-", "readonly": "Y--Y--", "mirror": "Y--Y--", "new": "YYYYY-"},
 		"mirror-robot":  {"private": "YYYYY-", "public": "YYYYY-", "readonly": "Y--Y--", "mirror": "YYYYY-", "new": "YYYYY-"},

@@ -129,7 +129,9 @@ func Allowed(id Identity, repo Repo, st Standing, action string) bool {
 	}
 	switch action {
 	case ActionPull, ActionRead:
-		return st.Role >= RoleRead
+		// A creator may look into a repository it is about to create:
+		// clients check for existing content before they push.
+		return st.Role >= RoleRead || (!repo.Exists && st.CanCreate)
 	case ActionPush:
 		return st.Role >= RoleWrite || (!repo.Exists && st.CanCreate)
 	case ActionDelete, ActionWrite:

@@ -84,13 +84,13 @@ func (a *Authorizer) ServeToken(w http.ResponseWriter, r *http.Request) {
 		}
 		access = mergeAccess(access, auth.Access{Type: sc.Type, Name: sc.Name, Actions: granted})
 	}
-	tok, exp, err := a.tokens.Issue(id.Name, id.Kind, access, a.now())
+	now := a.now()
+	tok, exp, err := a.tokens.Issue(id.Name, id.Kind, access, now)
 	if err != nil {
 		a.log.Error("token endpoint", "err", err)
 		writeTokenError(w, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error")
 		return
 	}
-	now := a.now()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	json.NewEncoder(w).Encode(tokenResponse{Token: tok, AccessToken: tok, ExpiresIn: int(exp.Sub(now).Seconds()), IssuedAt: now.UTC().Format("2006-01-02T15:04:05Z")})

@@ -1,0 +1,421 @@
+package authz_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/authz"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/storage/fs"
+)
+
+type env struct {
+	t      *testing.T
+	db     *meta.DB
+	az     *authz.Authorizer
+	url    string
+	host   string
+	logs   *bytes.Buffer
+	tokens *auth.Tokens
+}
+
+const (
+	alicePW = "alice-password-1"
+	bobPW   = "bob-password-22"
+	rootPW  = "root-password-333"
+)
+
+func newEnv(t *testing.T, dialect string, opts authz.Options) *env {
+	t.Helper()
+	db := metatest.Open(t, dialect)
+	key, err := auth.NewSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := auth.NewTokens("berth", "berth", 5*time.Minute, []auth.SigningKey{key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &bytes.Buffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts.Logger = log
+	az := authz.New(db, tokens, opts)
+	driver, _ := fs.New(t.TempDir(), fs.Options{})
+	reg := registry.New(db, driver, registry.Options{Auth: az, Logger: log,
+		Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}})
+	mux := http.NewServeMux()
+	mux.HandleFunc(authz.TokenPath, az.ServeToken)
+	mux.Handle("/v2/", reg)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	e := &env{t: t, db: db, az: az, url: srv.URL, host: strings.TrimPrefix(srv.URL, "http://"), logs: logs, tokens: tokens}
+	e.user("alice", alicePW, false)
+	e.user("bob", bobPW, false)
+	e.user("root", rootPW, true)
+	return e
+}
+
+func (e *env) user(name, pw string, super bool) meta.User {
+	h, err := auth.HashPassword(pw)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	u, err := e.db.CreateUser(context.Background(), meta.User{Username: name, SecretHash: h, Superuser: super})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+func (e *env) ref(s string) name.Reference {
+	r, err := name.ParseReference(e.host+"/"+s, name.Insecure)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+func (e *env) push(repoTag, user, pw string) error {
+	img, _ := random.Image(256, 1)
+	var a authn.Authenticator = authn.Anonymous
+	if user != "" {
+		a = &authn.Basic{Username: user, Password: pw}
+	}
+	return remote.Write(e.ref(repoTag), img, remote.WithAuth(a))
+}
+
+func (e *env) pull(repoTag, user, pw string) error {
+	var a authn.Authenticator = authn.Anonymous
+	if user != "" {
+		a = &authn.Basic{Username: user, Password: pw}
+	}
+	_, err := remote.Image(e.ref(repoTag), remote.WithAuth(a))
+	return err
+}
+
+func errorCode(err error) string {
+	var te *transport.Error
+	if err == nil {
+		return ""
+	}
+	if ok := asTransport(err, &te); ok {
+		if len(te.Errors) > 0 {
+			return string(te.Errors[0].Code)
+		}
+		if te.StatusCode == http.StatusUnauthorized { // HEAD: no body
+			return "UNAUTHORIZED"
+		}
+	}
+	return err.Error()
+}
+
+func asTransport(err error, te **transport.Error) bool {
+	for err != nil {
+		if t, ok := err.(*transport.Error); ok {
+			*te = t
+			return true
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		err = u.Unwrap()
+	}
+	return false
+}
+
+func (e *env) token(user, pw string, scopes ...string) (int, map[string]any) {
+	q := url.Values{"service": {"berth"}}
+	for _, s := range scopes {
+		q.Add("scope", s)
+	}
+	req, _ := http.NewRequest("GET", e.url+authz.TokenPath+"?"+q.Encode(), nil)
+	if user != "" {
+		req.SetBasicAuth(user, pw)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
+}
+
+func (e *env) claims(tok string) *auth.Claims {
+	c, err := e.tokens.Verify(tok, time.Now())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+func TestTokenEndpoint(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newEnv(t, dialect, authz.Options{CreatePrivateRepoOnPush: true})
+			// Alice may push to her namespace, not to bob's: never more than
+			// asked for and allowed.
+			status, body := e.token("alice", alicePW, "repository:alice/app:pull,push", "repository:bob/app:pull,push,delete", "repository:alice/app:pull")
+			if status != 200 || body["token"] == nil || body["access_token"] != body["token"] || body["expires_in"].(float64) != 300 {
+				t.Fatalf("token: %d %v", status, body)
+			}
+			c := e.claims(body["token"].(string))
+			if !c.Allows("repository", "alice/app", "push") || c.Allows("repository", "bob/app", "pull") || c.Allows("repository", "alice/app", "delete") {
+				t.Fatalf("access = %+v", c.Access)
+			}
+			if c.Subject != "alice" || len(c.Access) != 2 {
+				t.Fatalf("claims = %+v", c)
+			}
+			// Wrong password, unknown user, injection in the scope, other service.
+			if s, _ := e.token("alice", "nope", "repository:alice/app:pull"); s != 401 {
+				t.Fatalf("wrong password: %d", s)
+			}
+			if s, _ := e.token("mallory", "x", "repository:alice/app:pull"); s != 401 {
+				t.Fatalf("unknown user: %d", s)
+			}
+			for _, bad := range []string{"repository:alice/app:pull\"},{\"type\":\"registry", "repository:../../etc:pull", "repository:alice/app:pull,admin", "repository:alice/APP:pull"} {
+				if s, b := e.token("alice", alicePW, bad); s != 400 {
+					t.Fatalf("scope %q: %d %v", bad, s, b)
+				}
+			}
+			req, _ := http.NewRequest("GET", e.url+authz.TokenPath+"?service=other", nil)
+			req.SetBasicAuth("alice", alicePW)
+			if resp, _ := http.DefaultClient.Do(req); resp.StatusCode != 400 {
+				t.Fatalf("other service: %d", resp.StatusCode)
+			}
+			// The catalog is for superusers.
+			_, body = e.token("alice", alicePW, "registry:catalog:*")
+			if e.claims(body["token"].(string)).Allows("registry", "catalog", "*") {
+				t.Fatal("catalog granted to a non-superuser")
+			}
+			_, body = e.token("root", rootPW, "registry:catalog:*")
+			if !e.claims(body["token"].(string)).Allows("registry", "catalog", "*") {
+				t.Fatal("catalog refused to a superuser")
+			}
+			// OAuth2 password grant (POST), as oras-go and containerd may use.
+			form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {alicePW}, "service": {"berth"}, "scope": {"repository:alice/app:push"}}
+			resp, err := http.PostForm(e.url+authz.TokenPath, form)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("password grant: %v %d", err, resp.StatusCode)
+			}
+			resp.Body.Close()
+			form.Set("grant_type", "refresh_token")
+			if resp, _ := http.PostForm(e.url+authz.TokenPath, form); resp.StatusCode != 400 {
+				t.Fatalf("refresh grant: %d", resp.StatusCode)
+			}
+		})
+	}
+}
+
+func TestPushPullWithClients(t *testing.T) {
+	e := newEnv(t, "sqlite", authz.Options{CreatePrivateRepoOnPush: true})
+	ctx := context.Background()
+	if err := e.push("alice/app:v1", "alice", alicePW); err != nil {
+		t.Fatalf("alice pushes to her namespace: %v", err)
+	}
+	ri, _ := e.db.Repository(ctx, "alice/app")
+	if !ri.Exists || ri.Visibility != "private" {
+		t.Fatalf("repository created by push: %+v", ri)
+	}
+	if err := e.pull("alice/app:v1", "alice", alicePW); err != nil {
+		t.Fatal(err)
+	}
+	// Bob and anonymous cannot read a private repository, nor push to it.
+	if code := errorCode(e.pull("alice/app:v1", "bob", bobPW)); code != "UNAUTHORIZED" {
+		t.Fatalf("bob pull: %s", code)
+	}
+	if code := errorCode(e.pull("alice/app:v1", "", "")); code != "UNAUTHORIZED" {
+		t.Fatalf("anonymous pull: %s", code)
+	}
+	if code := errorCode(e.push("alice/app:v2", "bob", bobPW)); code != "UNAUTHORIZED" {
+		t.Fatalf("bob push: %s", code)
+	}
+	// Public: anonymous pulls, still cannot push.
+	pub := "public"
+	e.db.UpdateRepository(ctx, "alice/app", &pub, nil, nil, nil)
+	if err := e.pull("alice/app:v1", "", ""); err != nil {
+		t.Fatalf("anonymous pull of a public repository: %v", err)
+	}
+	if code := errorCode(e.push("alice/app:v3", "", "")); code != "UNAUTHORIZED" {
+		t.Fatalf("anonymous push: %s", code)
+	}
+	// A robot with a write permission, a scoped token inside and outside
+	// its scope.
+	secret, _ := auth.NewSecret(authz.SecretPrefix)
+	robot, err := e.db.CreateRobot(ctx, "alice", "ci", auth.HashSecret(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := errorCode(e.push("alice/app:robot", "alice+ci", secret)); code != "UNAUTHORIZED" {
+		t.Fatalf("robot without permission: %s", code)
+	}
+	ri, _ = e.db.Repository(ctx, "alice/app")
+	e.db.SetPermission(ctx, ri.ID, robot.ID, 0, "write")
+	if err := e.push("alice/app:robot", "alice+ci", secret); err != nil {
+		t.Fatalf("robot with write: %v", err)
+	}
+	tokSecret, _ := auth.NewSecret(authz.SecretPrefix)
+	scopes, _ := json.Marshal([]auth.TokenScope{{Repository: "alice/ci/*", Actions: []string{auth.TokenContentRead, auth.TokenContentWrite}}})
+	e.db.CreateAccessToken(ctx, meta.AccessToken{Name: "ci-token", SecretHash: auth.HashSecret(tokSecret), Scopes: scopes})
+	if err := e.push("alice/ci/new/app:v1", "ci-token", tokSecret); err != nil {
+		t.Fatalf("token inside its scope (a repository that did not exist): %v", err)
+	}
+	if code := errorCode(e.push("alice/other:v1", "ci-token", tokSecret)); code != "UNAUTHORIZED" {
+		t.Fatalf("token outside its scope: %s", code)
+	}
+	e.db.RevokeAccessToken(ctx, "ci-token")
+	if code := errorCode(e.pull("alice/ci/new/app:v1", "ci-token", tokSecret)); code != "UNAUTHORIZED" {
+		t.Fatalf("revoked token: %s", code)
+	}
+	// Read-only: refused even to the owner, even with a token issued before.
+	_, body := e.token("alice", alicePW, "repository:alice/app:pull,push")
+	tok := body["token"].(string)
+	ro := auth.StateReadOnly
+	e.db.UpdateRepository(ctx, "alice/app", nil, &ro, nil, nil)
+	req, _ := http.NewRequest("POST", e.url+"/v2/alice/app/blobs/uploads/", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, _ := http.DefaultClient.Do(req)
+	if resp.StatusCode != 401 {
+		t.Fatalf("push to a read-only repository with an earlier token: %d", resp.StatusCode)
+	}
+	if err := e.pull("alice/app:v1", "alice", alicePW); err != nil {
+		t.Fatalf("pull of a read-only repository: %v", err)
+	}
+	// No secret in the logs.
+	for _, s := range []string{alicePW, bobPW, rootPW, secret, tokSecret, tok} {
+		if strings.Contains(e.logs.String(), s) {
+			t.Fatalf("a secret appears in the log")
+		}
+	}
+}
+
+func TestBasicAndBearerOnV2(t *testing.T) {
+	e := newEnv(t, "sqlite", authz.Options{CreatePrivateRepoOnPush: true})
+	do := func(method, path, authz string) *http.Response {
+		req, _ := http.NewRequest(method, e.url+path, nil)
+		if authz != "" {
+			req.Header.Set("Authorization", authz)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	resp := do("GET", "/v2/", "")
+	if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), `Bearer realm="http://`+e.host+`/v2/auth",service="berth"`) {
+		t.Fatalf("anonymous /v2/: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	basic := func(u, p string) string {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.SetBasicAuth(u, p)
+		return r.Header.Get("Authorization")
+	}
+	if resp := do("GET", "/v2/", basic("alice", alicePW)); resp.StatusCode != 200 {
+		t.Fatalf("Basic on /v2/: %d", resp.StatusCode)
+	}
+	if resp := do("GET", "/v2/", basic("alice", "wrong")); resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "invalid_token") {
+		t.Fatalf("wrong Basic: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	// A Basic identity without permission gets DENIED, not a challenge loop.
+	if resp := do("GET", "/v2/alice/app/tags/list", basic("bob", bobPW)); resp.StatusCode != 403 {
+		t.Fatalf("bob Basic on alice's repository: %d", resp.StatusCode)
+	}
+	// Forged and expired bearer tokens.
+	k, _ := auth.NewSigningKey()
+	other, _ := auth.NewTokens("berth", "berth", time.Minute, []auth.SigningKey{k})
+	forged, _, _ := other.Issue("alice", auth.KindUser, []auth.Access{{Type: "repository", Name: "alice/app", Actions: []string{"pull"}}}, time.Now())
+	if resp := do("GET", "/v2/alice/app/tags/list", "Bearer "+forged); resp.StatusCode != 401 {
+		t.Fatalf("forged token: %d", resp.StatusCode)
+	}
+	expired, _, _ := e.tokens.Issue("alice", auth.KindUser, []auth.Access{{Type: "repository", Name: "alice/app", Actions: []string{"pull"}}}, time.Now().Add(-time.Hour))
+	if resp := do("GET", "/v2/alice/app/tags/list", "Bearer "+expired); resp.StatusCode != 401 {
+		t.Fatalf("expired token: %d", resp.StatusCode)
+	}
+	if resp := do("GET", "/v2/_catalog", basic("alice", alicePW)); resp.StatusCode != 403 {
+		t.Fatalf("catalog for a user: %d", resp.StatusCode)
+	}
+	if resp := do("GET", "/v2/_catalog", basic("root", rootPW)); resp.StatusCode != 200 {
+		t.Fatalf("catalog for a superuser: %d", resp.StatusCode)
+	}
+}
+
+func TestLoginThrottling(t *testing.T) {
+	e := newEnv(t, "sqlite", authz.Options{AccountLimit: 3, AddressLimit: 100, Window: 1500 * time.Millisecond})
+	for i := 0; i < 3; i++ {
+		if s, _ := e.token("alice", "wrong", "repository:alice/app:pull"); s != 401 {
+			t.Fatalf("attempt %d: %d", i, s)
+		}
+	}
+	// Now even the right password is refused for a while...
+	if s, _ := e.token("alice", alicePW, "repository:alice/app:pull"); s != 429 {
+		t.Fatalf("throttled login: %d", s)
+	}
+	// ...but another account from the same address is not.
+	if s, _ := e.token("bob", bobPW, "repository:bob/app:pull"); s != 200 {
+		t.Fatalf("bob during alice's throttle: %d", s)
+	}
+	// And the legitimate user gets back in after the window.
+	time.Sleep(1600 * time.Millisecond)
+	if s, _ := e.token("alice", alicePW, "repository:alice/app:pull"); s != 200 {
+		t.Fatalf("after the window: %d", s)
+	}
+	entries, _ := e.db.AuditLog(context.Background(), "", 0, 100)
+	failures := 0
+	for _, en := range entries {
+		if en.Kind == "login_failure" && en.Actor == "alice" {
+			failures++
+		}
+	}
+	if failures != 3 {
+		t.Fatalf("%d login failures audited, want 3", failures)
+	}
+}
+
+func TestCreateOnPushSettings(t *testing.T) {
+	e := newEnv(t, "sqlite", authz.Options{CreatePrivateRepoOnPush: false, CreateNamespaceOnPush: true})
+	ctx := context.Background()
+	if err := e.push("alice/app:v1", "alice", alicePW); err != nil {
+		t.Fatal(err)
+	}
+	if ri, _ := e.db.Repository(ctx, "alice/app"); ri.Visibility != "public" {
+		t.Fatalf("CREATE_PRIVATE_REPO_ON_PUSH=false made a %s repository", ri.Visibility)
+	}
+	if err := e.push("neworg/team/app:v1", "alice", alicePW); err != nil {
+		t.Fatalf("push creating a namespace: %v", err)
+	}
+	ns, err := e.db.NamespaceByName(ctx, "neworg")
+	if err != nil || ns.Kind != meta.NamespaceOrg {
+		t.Fatalf("namespace: %+v %v", ns, err)
+	}
+	if role, _ := e.db.OrgRole(ctx, "neworg", 1); role != "admin" {
+		t.Fatalf("pusher's role in the new organization: %q", role)
+	}
+	// Bob cannot push into the organization alice now owns.
+	if code := errorCode(e.push("neworg/other:v1", "bob", bobPW)); code != "UNAUTHORIZED" {
+		t.Fatalf("bob into alice's organization: %s", code)
+	}
+}
