@@ -31,6 +31,7 @@ type Store interface {
 	NamespaceByName(ctx context.Context, name string) (meta.Namespace, error)
 	CreateOrganization(ctx context.Context, name string, ownerID int64) (meta.Namespace, error)
 	CreateRepository(ctx context.Context, name, visibility, description, actor string) error
+	SetPermission(ctx context.Context, repoID int64, userID, teamID int64, role string) error
 	LoginFailures(ctx context.Context, key string, window time.Duration) (int, error)
 	RecordLoginFailure(ctx context.Context, key string, window time.Duration) error
 	ResetLoginFailures(ctx context.Context, key string) error
@@ -355,8 +356,27 @@ func (a *Authorizer) prepareCreate(ctx context.Context, id auth.Identity, repo s
 	if a.opts.CreatePrivateRepoOnPush {
 		visibility = "private"
 	}
-	if err := a.store.CreateRepository(ctx, repo, visibility, "", id.Actor()); err != nil && !errors.Is(err, meta.ErrExists) {
+	err = a.store.CreateRepository(ctx, repo, visibility, "", id.Actor())
+	if errors.Is(err, meta.ErrExists) {
+		return nil // a concurrent push created it
+	}
+	if err != nil {
 		return err
+	}
+	// Whoever creates a repository administers it (a creator team member
+	// has no role on the organization's other repositories).
+	if id.Kind == auth.KindUser || id.Kind == auth.KindRobot {
+		ri, err := a.store.Repository(ctx, repo)
+		if err != nil {
+			return err
+		}
+		u, err := a.store.UserByName(ctx, id.Name) // a bearer identity carries only the name
+		if err != nil {
+			return err
+		}
+		if err := a.store.SetPermission(ctx, ri.ID, u.ID, 0, "admin"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
