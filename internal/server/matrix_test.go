@@ -172,7 +172,7 @@ func TestPermissionMatrixV2(t *testing.T) {
 		"owner":         {"public": "YYY", "private": "YYY", "readonly": "Y--", "mirror": "Y--", "new": "YYY"},
 		"reader":        {"public": "Y--", "private": "Y--", "readonly": "Y--", "mirror": "Y--", "new": "---"},
 		"writer":        {"public": "YYY", "private": "YYY", "readonly": "Y--", "mirror": "Y--", "new": "---"},
-		"creator":       {"public": "Y--", "private": "---", "readonly": "---", "mirror": "---", "new": "YY-"},
+		"creator":       {"public": "Y--", "private": "---", "readonly": "---", "mirror": "---", "new": "YYY"}, // it administers what it creates
 		"orgadmin":      {"public": "YYY", "private": "YYY", "readonly": "Y--", "mirror": "Y--", "new": "YYY"},
 		"stranger":      {"public": "Y--", "private": "---", "readonly": "---", "mirror": "---", "new": "---"},
 		"robot":         {"public": "YYY", "private": "YYY", "readonly": "Y--", "mirror": "Y--", "new": "---"},
