@@ -37,7 +37,7 @@ func Open(t testing.TB, dialect string) *meta.DB {
 	case "sqlite":
 		dsn = filepath.Join(t.TempDir(), "meta.db")
 	case "postgres":
-		dsn = postgresSchema(t)
+		dsn = PostgresDSN(t)
 	default:
 		t.Fatalf("unknown dialect %q", dialect)
 	}
@@ -49,9 +49,10 @@ func Open(t testing.TB, dialect string) *meta.DB {
 	return db
 }
 
-// postgresSchema creates a schema for one test and returns a DSN whose
-// search_path selects it.
-func postgresSchema(t testing.TB) string {
+// PostgresDSN creates a schema for one test (dropped at cleanup) and
+// returns a DSN whose search_path selects it. It skips the test when
+// EnvPostgresDSN is unset.
+func PostgresDSN(t testing.TB) string {
 	base := os.Getenv(EnvPostgresDSN)
 	if base == "" {
 		t.Skipf("%s is not set", EnvPostgresDSN)
