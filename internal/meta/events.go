@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -38,10 +39,19 @@ func (db *DB) appendEvent(ctx context.Context, tx *sql.Tx, e Event) error {
 	if e.Data == nil {
 		e.Data = json.RawMessage("{}")
 	}
+	ts := now()
 	_, err := tx.ExecContext(ctx, db.q("INSERT INTO events (uuid, kind, repository, actor, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
-		e.UUID, e.Kind, e.Repository, e.Actor, string(e.Data), now())
+		e.UUID, e.Kind, e.Repository, e.Actor, string(e.Data), ts)
 	if err != nil {
 		return fmt.Errorf("append %s event: %w", e.Kind, err)
+	}
+	// Content changes are security-relevant too: the audit log records
+	// who pushed and deleted what, in the same transaction.
+	ns, _, _ := strings.Cut(e.Repository, "/")
+	_, err = tx.ExecContext(ctx, db.q("INSERT INTO audit_log (kind, actor, namespace, repository, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
+		e.Kind, e.Actor, ns, e.Repository, string(e.Data), ts)
+	if err != nil {
+		return fmt.Errorf("audit %s: %w", e.Kind, err)
 	}
 	return nil
 }

@@ -218,6 +218,10 @@ func testManifestTags(t *testing.T, db *meta.DB) {
 	if evs[1].Actor != "alice" {
 		t.Fatalf("actor = %q", evs[1].Actor)
 	}
+	audit, _ := db.AuditLog(ctx, "app", 0, 10)
+	if len(audit) != 3 || audit[2].Kind != meta.EventRepoCreated || audit[1].Kind != meta.EventRepoPush || audit[1].Actor != "alice" {
+		t.Fatalf("audit log = %+v, want the repository creation and both pushes with their actor", audit)
+	}
 }
 
 func testOrdering(t *testing.T, db *meta.DB) {
