@@ -135,6 +135,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// Said loudly, at every start.
 		s.log.Warn("AUTHENTICATION IS DISABLED: anyone who can reach this port can push, pull and delete (auth.mode: none)")
 	}
+	if s.cfg.Auth.Mode == "token" {
+		if n, err := s.db.CountUsers(ctx); err == nil && n == 0 {
+			s.log.Warn("no users yet: create the first with `berth admin user create NAME --superuser`" +
+				" (or enable FEATURE_USER_INITIALIZE and POST /api/v1/user/initialize)")
+		}
+	}
 	s.log.Info("berth is serving", "addr", ln.Addr().String(), "database", s.db.Dialect(),
 		"storage", s.cfg.Storage.Driver, "storage_root", s.cfg.StorageRoot())
 	errc := make(chan error, 1)
