@@ -43,11 +43,7 @@ func adminCmd() *cobra.Command {
 			if err := validateUsername(name); err != nil {
 				return err
 			}
-			password, generated, err := readPassword(cmd.InOrStdin(), passwordStdin)
-			if err != nil {
-				return err
-			}
-			hash, err := auth.HashPassword(password)
+			password, generated, hash, err := newPassword(cmd.InOrStdin(), passwordStdin)
 			if err != nil {
 				return err
 			}
@@ -78,11 +74,7 @@ func adminCmd() *cobra.Command {
 		Short: "Set a new password (prints a generated one unless --password-stdin)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			password, generated, err := readPassword(cmd.InOrStdin(), resetStdin)
-			if err != nil {
-				return err
-			}
-			hash, err := auth.HashPassword(password)
+			password, generated, hash, err := newPassword(cmd.InOrStdin(), resetStdin)
 			if err != nil {
 				return err
 			}
@@ -208,20 +200,26 @@ Log in with the token's name as username and the printed secret as password.`,
 	return admin
 }
 
-func readPassword(in io.Reader, fromStdin bool) (password string, generated bool, err error) {
-	if !fromStdin {
+// newPassword reads a password from in, or generates one, and hashes it.
+func newPassword(in io.Reader, fromStdin bool) (password string, generated bool, hash string, err error) {
+	if fromStdin {
+		line, err := bufio.NewReader(in).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", false, "", err
+		}
+		password = strings.TrimRight(line, "\r\n")
+		if len(password) < 8 {
+			return "", false, "", errors.New("password: at least 8 characters")
+		}
+	} else {
 		s, err := auth.NewSecret("")
-		return s[:24], true, err
+		if err != nil {
+			return "", false, "", err
+		}
+		password, generated = s[:24], true
 	}
-	line, err := bufio.NewReader(in).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return "", false, err
-	}
-	password = strings.TrimRight(line, "\r\n")
-	if len(password) < 8 {
-		return "", false, errors.New("password: at least 8 characters")
-	}
-	return password, false, nil
+	hash, err = auth.HashPassword(password)
+	return password, generated, hash, err
 }
 
 // validateUsername applies the namespace grammar: a user's name is its

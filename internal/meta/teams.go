@@ -121,6 +121,10 @@ func (db *DB) TeamMembers(ctx context.Context, teamID int64) ([]User, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list team members: %w", err)
 	}
+	return scanUsers(rows)
+}
+
+func scanUsers(rows *sql.Rows) ([]User, error) {
 	defer rows.Close()
 	out := []User{}
 	for rows.Next() {
@@ -173,16 +177,7 @@ func (db *DB) Robots(ctx context.Context, namespace string) ([]User, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list robots: %w", err)
 	}
-	defer rows.Close()
-	out := []User{}
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return scanUsers(rows)
 }
 
 // DeleteUser deletes a user or robot (a user's namespace goes with it).
