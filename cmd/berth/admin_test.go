@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+func runIn(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := rootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetIn(strings.NewReader(stdin))
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func TestAdmin(t *testing.T) {
+	dir := t.TempDir()
+	out, err := runIn(t, "", "admin", "user", "create", "alice", "--superuser", "--data-dir", dir)
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	password := regexp.MustCompile(`password: (\S+)`).FindStringSubmatch(out)[1]
+	if _, err := runIn(t, "bob-password\n", "admin", "user", "create", "bob", "--password-stdin", "--data-dir", dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runIn(t, "short\n", "admin", "user", "create", "carol", "--password-stdin", "--data-dir", dir); err == nil {
+		t.Fatal("a short password was accepted")
+	}
+	if _, err := runIn(t, "", "admin", "user", "create", "Bad/Name", "--data-dir", dir); err == nil {
+		t.Fatal("a bad user name was accepted")
+	}
+	if _, err := runIn(t, "", "admin", "user", "create", "alice", "--data-dir", dir); err == nil {
+		t.Fatal("a second alice was created")
+	}
+	out, err = runIn(t, "", "admin", "robot", "create", "alice+ci", "--data-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	robotToken := regexp.MustCompile(`token: (\S+)`).FindStringSubmatch(out)[1]
+	out, err = runIn(t, "", "admin", "token", "create", "ci-token", "--scope", "alice/*=content/read,content/write", "--expires", "24h", "--data-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := regexp.MustCompile(`secret: (\S+)`).FindStringSubmatch(out)[1]
+	for _, bad := range []string{"alice/*", "alice/*=content/all", "../x=content/read"} {
+		if _, err := runIn(t, "", "admin", "token", "create", "t2", "--scope", bad, "--data-dir", dir); err == nil {
+			t.Fatalf("scope %q accepted", bad)
+		}
+	}
+
+	ctx := context.Background()
+	db, err := meta.Open(ctx, filepath.Join(dir, "berth.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	alice, _ := db.UserByName(ctx, "alice")
+	bob, _ := db.UserByName(ctx, "bob")
+	if !alice.Superuser || !auth.VerifyPassword(alice.SecretHash, password) || !auth.VerifyPassword(bob.SecretHash, "bob-password") || bob.Superuser {
+		t.Fatal("users not stored as created")
+	}
+	robot, _ := db.UserByName(ctx, "alice+ci")
+	if robot.SecretHash != auth.HashSecret(robotToken) || strings.Contains(robot.SecretHash, robotToken) {
+		t.Fatal("robot token not stored hashed")
+	}
+	tok, _ := db.AccessTokenByName(ctx, "ci-token")
+	if tok.SecretHash != auth.HashSecret(secret) || tok.ExpiresAt.IsZero() || !strings.Contains(string(tok.Scopes), "alice/*") {
+		t.Fatalf("token stored as %+v", tok)
+	}
+
+	// Reset and revoke.
+	if _, err := runIn(t, "new-password-1\n", "admin", "user", "reset-password", "alice", "--password-stdin", "--data-dir", dir); err != nil {
+		t.Fatal(err)
+	}
+	alice, _ = db.UserByName(ctx, "alice")
+	if !auth.VerifyPassword(alice.SecretHash, "new-password-1") || auth.VerifyPassword(alice.SecretHash, password) {
+		t.Fatal("password not reset")
+	}
+	if _, err := runIn(t, "", "admin", "token", "revoke", "ci-token", "--data-dir", dir); err != nil {
+		t.Fatal(err)
+	}
+	if tok, _ = db.AccessTokenByName(ctx, "ci-token"); tok.RevokedAt.IsZero() {
+		t.Fatal("token not revoked")
+	}
+	audit, _ := db.AuditLog(ctx, "", 0, 100)
+	if len(audit) < 6 {
+		t.Fatalf("%d audit entries for 6 administrative actions", len(audit))
+	}
+}
