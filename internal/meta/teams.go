@@ -95,6 +95,11 @@ func (db *DB) AddTeamMember(ctx context.Context, teamID, userID int64) error {
 func (db *DB) RemoveTeamMember(ctx context.Context, org string, team Team, userID int64) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		if team.Name == OwnersTeam {
+			if db.dialect == postgres { // two concurrent removals must not empty the team
+				if _, err := tx.ExecContext(ctx, "SELECT id FROM teams WHERE id = $1 FOR UPDATE", team.ID); err != nil {
+					return fmt.Errorf("lock team: %w", err)
+				}
+			}
 			var n int
 			if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM team_members WHERE team_id = ?"), team.ID).Scan(&n); err != nil {
 				return err
