@@ -76,9 +76,15 @@ type handler func(w http.ResponseWriter, r *http.Request, id auth.Identity) erro
 // credentials are 401 before the handler runs.
 func (a *API) handle(pattern string, h handler) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		id, _, err := a.auth.Identify(r.Context(), r)
+		id, claims, err := a.auth.Identify(r.Context(), r)
 		if err != nil {
 			a.fail(w, r, unauthorized("invalid credentials"))
+			return
+		}
+		if claims != nil {
+			// A registry token grants pull/push on named repositories; it
+			// must not act as its user on the API.
+			a.fail(w, r, unauthorized("registry tokens are not accepted here; use Basic credentials or an API token"))
 			return
 		}
 		if err := h(w, r, id); err != nil {

@@ -1,3 +1,649 @@
 package api
 
-func (a *API) repositoryRoutes() {}
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+)
+
+// repoHandler serves an endpoint under /api/v1/repository/{repo}: repo is
+// the validated repository name, args the path segments its suffix's
+// wildcards matched.
+type repoHandler func(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, args []string) error
+
+// repoEndpoint is one endpoint under /api/v1/repository/{repo}/.
+type repoEndpoint struct {
+	method string
+	// suffix is the path after the repository name, "/"-separated; "{}"
+	// matches one non-empty segment, and a trailing "/" must be present.
+	// The empty suffix is the repository itself.
+	suffix string
+	h      repoHandler
+}
+
+// repositoryEndpoints lists the endpoints under a repository. Features
+// with their own endpoints there (notifications, mirroring, security) add
+// theirs to this list.
+func (a *API) repositoryEndpoints() []repoEndpoint {
+	eps := []repoEndpoint{
+		{http.MethodGet, "", a.getRepository},
+		{http.MethodPut, "", a.repoSetting("description")},
+		{http.MethodDelete, "", a.deleteRepository},
+		{http.MethodPost, "changevisibility", a.repoSetting("visibility")},
+		{http.MethodPut, "changestate", a.repoSetting("state")},
+		{http.MethodGet, "logs", a.repositoryLogs},
+		{http.MethodGet, "tag/", a.listTags},
+		{http.MethodPut, "tag/{}", a.tag},
+		{http.MethodDelete, "tag/{}", a.tag},
+	}
+	for _, kind := range []string{"user", "team"} {
+		h := a.permissions(kind)
+		eps = append(eps, repoEndpoint{http.MethodGet, "permissions/" + kind + "/", h}, repoEndpoint{http.MethodGet, "permissions/" + kind + "/{}", h},
+			repoEndpoint{http.MethodPut, "permissions/" + kind + "/{}", h}, repoEndpoint{http.MethodDelete, "permissions/" + kind + "/{}", h})
+	}
+	return eps
+}
+
+func (a *API) repositoryRoutes() {
+	a.handle("POST /api/v1/repository", a.createRepository)
+	a.handle("GET /api/v1/repository", a.listRepositories)
+	endpoints := a.repositoryEndpoints()
+	a.handle("/api/v1/repository/", func(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+		return a.dispatchRepository(w, r, id, endpoints)
+	})
+}
+
+// dispatchRepository routes /api/v1/repository/{repo}/{suffix}: ServeMux
+// patterns cannot follow a multi-segment wildcard with a suffix, and
+// repository names may be nested (org/team/app). A suffix must leave a
+// namespace/name before it, so "org/app/logs" is the log of org/app and
+// "org/logs" the repository of that name; of several matching suffixes,
+// one that takes the method wins, then the longest ("GET org/a/tag/logs"
+// is the log of org/a/tag, "PUT org/a/tag/logs" moves tag "logs" of org/a).
+func (a *API) dispatchRepository(w http.ResponseWriter, r *http.Request, id auth.Identity, endpoints []repoEndpoint) error {
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/api/v1/repository/")
+	if rest == "" {
+		switch r.Method {
+		case http.MethodGet:
+			return a.listRepositories(w, r, id)
+		case http.MethodPost:
+			return a.createRepository(w, r, id)
+		}
+		return notFound("no such endpoint")
+	}
+	segs := strings.Split(rest, "/")
+	for i, s := range segs {
+		u, err := url.PathUnescape(s)
+		if err != nil || strings.Contains(u, "/") {
+			return badRequest("malformed path segment %q", s)
+		}
+		segs[i] = u
+	}
+	// The matching suffix, preferring one that takes the method, then the
+	// longest; none is the repository itself.
+	suffix, repoSegs, args, best := "", segs, []string(nil), 0
+	for _, ep := range endpoints {
+		pat := strings.Split(ep.suffix, "/")
+		score := 2 * len(pat)
+		if ep.method == r.Method {
+			score += 1000
+		}
+		if ep.suffix == "" || score <= best {
+			continue
+		}
+		if rs, as, ok := matchSuffix(segs, pat); ok {
+			suffix, repoSegs, args, best = ep.suffix, rs, as, score
+		}
+	}
+	repo := strings.Join(repoSegs, "/")
+	if err := oci.ValidateName(repo); err != nil {
+		if suffix == "" && segs[len(segs)-1] == "" {
+			return notFound("no such endpoint") // an unknown suffix ending in '/'
+		}
+		return badRequest("invalid repository name: %v", err)
+	}
+	if !strings.Contains(repo, "/") {
+		return badRequest("invalid repository name %q: want namespace/name", repo)
+	}
+	var allow []string
+	for _, ep := range endpoints {
+		if ep.suffix != suffix {
+			continue
+		}
+		if ep.method == r.Method {
+			return ep.h(w, r, id, repo, args)
+		}
+		allow = append(allow, ep.method)
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	return apiError(http.StatusMethodNotAllowed, "invalid_request", "method %s is not allowed here (%s)", r.Method, strings.Join(allow, ", "))
+}
+
+// matchSuffix matches the last segments of a path against a suffix
+// pattern, leaving at least two segments (namespace/name) before it.
+func matchSuffix(segs, pat []string) (repo, args []string, ok bool) {
+	if len(segs) < len(pat)+2 {
+		return nil, nil, false
+	}
+	base := len(segs) - len(pat)
+	for i, p := range pat {
+		s := segs[base+i]
+		switch {
+		case p == "{}" && s != "":
+			args = append(args, s)
+		case p != s:
+			return nil, nil, false
+		}
+	}
+	return segs[:base], args, true
+}
+
+// repoInfo applies the action's permission and returns the repository, or
+// 404 when it does not exist (after the permission check, so that only
+// those who could see it learn whether it exists).
+func (a *API) repoInfo(ctx context.Context, id auth.Identity, repo, action string) (meta.RepoInfo, error) {
+	if err := a.allow(ctx, id, repo, action); err != nil {
+		return meta.RepoInfo{}, err
+	}
+	ri, err := a.db.Repository(ctx, repo)
+	if err != nil {
+		return meta.RepoInfo{}, err
+	}
+	if !ri.Exists {
+		return meta.RepoInfo{}, notFound("repository %s not found", repo)
+	}
+	return ri, nil
+}
+
+func splitRepo(repo string) (namespace, name string) {
+	namespace, name, _ = strings.Cut(repo, "/")
+	return namespace, name
+}
+
+func checkVisibility(v string) error {
+	if v != "public" && v != "private" {
+		return badRequest("invalid visibility %q (public, private)", v)
+	}
+	return nil
+}
+
+// createRepository creates an empty repository: whoever could create it
+// by pushing may create it here.
+func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	if err := requireUser(id); err != nil {
+		return err
+	}
+	var req struct {
+		Namespace   string `json:"namespace"`
+		Repository  string `json:"repository"`
+		Visibility  string `json:"visibility"`
+		Description string `json:"description"`
+		RepoKind    string `json:"repo_kind"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkUsername(req.Namespace); err != nil {
+		return badRequest("invalid namespace: %v", err)
+	}
+	full := req.Namespace + "/" + req.Repository
+	if err := oci.ValidateName(full); err != nil || req.Repository == "" {
+		return badRequest("invalid repository name %q: %v", req.Repository, err)
+	}
+	if err := checkVisibility(req.Visibility); err != nil {
+		return err
+	}
+	if req.RepoKind != "" && req.RepoKind != "image" {
+		return badRequest("invalid repo_kind %q (image)", req.RepoKind)
+	}
+	ctx := r.Context()
+	if err := a.allow(ctx, id, full, auth.ActionPush); err != nil {
+		return err
+	}
+	if _, err := a.db.NamespaceByName(ctx, req.Namespace); errors.Is(err, meta.ErrNamespaceNotFound) {
+		return notFound("namespace %q not found", req.Namespace)
+	} else if err != nil {
+		return err
+	}
+	if err := a.db.CreateRepository(ctx, full, req.Visibility, req.Description, id.Actor()); errors.Is(err, meta.ErrExists) {
+		return badRequest("Repository already exists")
+	} else if err != nil {
+		return err
+	}
+	a.audit(r, id, "create_repo", full, "", map[string]string{"repo": full, "visibility": req.Visibility})
+	writeJSON(w, http.StatusCreated, map[string]string{"namespace": req.Namespace, "name": req.Repository, "kind": "image"})
+	return nil
+}
+
+// repoListItem is a repository in a listing.
+type repoListItem struct {
+	Namespace    string `json:"namespace"`
+	Name         string `json:"name"`
+	Description  string `json:"description"`
+	IsPublic     bool   `json:"is_public"`
+	Kind         string `json:"kind"`
+	State        string `json:"state"`
+	IsStarred    bool   `json:"is_starred"`
+	LastModified *int64 `json:"last_modified,omitempty"`
+}
+
+// Listing bounds: a page, and the rows read per request (so a caller who
+// may see few of many private repositories cannot make one request scan
+// them all; next_page continues the scan).
+const (
+	reposPerPage  = 100
+	reposMaxRead  = 1000
+	reposReadSize = 100
+)
+
+// listRepositories lists the repositories the caller may read, in one
+// namespace (namespace=) or everywhere (public=true).
+func (a *API) listRepositories(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	q := r.URL.Query()
+	namespace := q.Get("namespace")
+	public, starred, withLast := q.Get("public") == "true", q.Get("starred") == "true", q.Get("last_modified") == "true"
+	if namespace == "" && !public && !starred {
+		return badRequest("You must specify either 'starred=true', 'namespace=<namespace>', or 'public=true'.")
+	}
+	if namespace != "" {
+		if err := checkUsername(namespace); err != nil {
+			return badRequest("invalid namespace: %v", err)
+		}
+	}
+	var after string
+	if np := q.Get("next_page"); np != "" {
+		b, err := base64.RawURLEncoding.DecodeString(np)
+		if err != nil || oci.ValidateName(string(b)) != nil {
+			return badRequest("invalid next_page")
+		}
+		after = string(b)
+	}
+	out := struct {
+		Repositories []repoListItem `json:"repositories"`
+		NextPage     string         `json:"next_page,omitempty"`
+	}{Repositories: []repoListItem{}}
+	if starred && namespace == "" && !public {
+		writeJSON(w, http.StatusOK, out) // Berth has no stars
+		return nil
+	}
+	ctx := r.Context()
+	read, more := 0, true
+	for more && len(out.Repositories) < reposPerPage && read < reposMaxRead {
+		batch, err := a.db.RepositoriesPage(ctx, meta.RepoQuery{Namespace: namespace, PublicOnly: id.Kind == auth.KindAnonymous, After: after, Limit: reposReadSize})
+		if err != nil {
+			return err
+		}
+		more = len(batch) == reposReadSize
+		for i, s := range batch {
+			read++
+			after = s.Name
+			if s.Visibility != "public" {
+				if ok, err := a.auth.Decide(ctx, id, s.Name, auth.ActionRead); err != nil {
+					return err
+				} else if !ok {
+					continue
+				}
+			}
+			ns, name := splitRepo(s.Name)
+			item := repoListItem{Namespace: ns, Name: name, Description: s.Description, IsPublic: s.Visibility == "public", Kind: "image", State: s.State}
+			if withLast && !s.LastModified.IsZero() {
+				ts := s.LastModified.Unix()
+				item.LastModified = &ts
+			}
+			out.Repositories = append(out.Repositories, item)
+			if len(out.Repositories) == reposPerPage {
+				more = more || i < len(batch)-1
+				break
+			}
+		}
+	}
+	if more {
+		out.NextPage = base64.RawURLEncoding.EncodeToString([]byte(after))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+type repoView struct {
+	repoListItem
+	CanWrite       bool               `json:"can_write"`
+	CanAdmin       bool               `json:"can_admin"`
+	IsOrganization bool               `json:"is_organization"`
+	Tags           map[string]tagView `json:"tags,omitempty"`
+}
+
+// repoViewTags caps the tags embedded in a repository's description (the
+// tag endpoint pages through all of them).
+const repoViewTags = 100
+
+func (a *API) getRepository(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {
+	ctx := r.Context()
+	ri, err := a.repoInfo(ctx, id, repo, auth.ActionRead)
+	if err != nil {
+		return err
+	}
+	ns, name := splitRepo(repo)
+	v := repoView{repoListItem: repoListItem{Namespace: ns, Name: name, Description: ri.Description, IsPublic: ri.Visibility == "public", Kind: "image", State: ri.State}}
+	if v.CanWrite, err = a.auth.Decide(ctx, id, repo, auth.ActionWrite); err != nil {
+		return err
+	}
+	if v.CanAdmin, err = a.auth.Decide(ctx, id, repo, auth.ActionAdmin); err != nil {
+		return err
+	}
+	if n, err := a.db.NamespaceByName(ctx, ns); err == nil {
+		v.IsOrganization = n.Kind == meta.NamespaceOrg
+	} else if !errors.Is(err, meta.ErrNamespaceNotFound) {
+		return err
+	}
+	if r.URL.Query().Get("includeTags") != "false" {
+		tags, err := a.db.TagsPage(ctx, repo, meta.TagQuery{Limit: repoViewTags})
+		if err != nil {
+			return err
+		}
+		v.Tags = map[string]tagView{}
+		for _, t := range tags {
+			v.Tags[t.Name] = tagViewOf(t)
+		}
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (a *API) deleteRepository(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {
+	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin); err != nil {
+		return err
+	}
+	if err := a.db.DeleteRepository(r.Context(), repo, id.Actor()); errors.Is(err, meta.ErrRepositoryNotFound) {
+		return notFound("repository %s not found", repo)
+	} else if err != nil {
+		return err
+	}
+	a.audit(r, id, "delete_repo", repo, "", map[string]string{"repo": repo})
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// repoSetting serves the endpoints that change one setting: PUT of the
+// repository ({"description"}), changevisibility and changestate.
+func (a *API) repoSetting(field string) repoHandler {
+	return func(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {
+		if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin); err != nil {
+			return err
+		}
+		var req map[string]string
+		if err := decode(w, r, &req); err != nil {
+			return err
+		}
+		v, ok := req[field]
+		if !ok || len(req) != 1 {
+			return badRequest("the body must be {%q: ...} and nothing else", field)
+		}
+		var visibility, state, description *string
+		kind := map[string]string{"description": "set_repo_description", "visibility": "change_repo_visibility", "state": "change_repo_state"}[field]
+		switch field {
+		case "description":
+			description = &v
+		case "visibility":
+			if err := checkVisibility(v); err != nil {
+				return err
+			}
+			visibility = &v
+		case "state":
+			if v != auth.StateNormal && v != auth.StateReadOnly && v != auth.StateMirror {
+				return badRequest("invalid state %q (NORMAL, READ_ONLY, MIRROR)", v)
+			}
+			state = &v
+		}
+		if err := a.db.UpdateRepository(r.Context(), repo, visibility, state, nil, description); errors.Is(err, meta.ErrRepositoryNotFound) {
+			return notFound("repository %s not found", repo)
+		} else if err != nil {
+			return err
+		}
+		md := map[string]string{"repo": repo}
+		if field != "description" {
+			md[field] = v
+		}
+		a.audit(r, id, kind, repo, "", md)
+		writeJSON(w, http.StatusOK, map[string]bool{"success": true})
+		return nil
+	}
+}
+
+func (a *API) repositoryLogs(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {
+	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin); err != nil {
+		return err
+	}
+	return writeLogs(w, r, func(before int64, n int) ([]meta.AuditEntry, error) {
+		return a.db.RepositoryAuditLog(r.Context(), repo, before, n)
+	})
+}
+
+// Tags.
+
+type tagView struct {
+	Name           string `json:"name"`
+	Reversion      bool   `json:"reversion"`
+	StartTS        int64  `json:"start_ts"`
+	ManifestDigest string `json:"manifest_digest"`
+	IsManifestList bool   `json:"is_manifest_list"`
+	Size           *int64 `json:"size"`
+	LastModified   string `json:"last_modified"`
+}
+
+// tagViewOf describes a tag; size (of the manifest's blobs) is null for an
+// index, as it is for Quay's manifest lists.
+func tagViewOf(t meta.TagInfo) tagView {
+	v := tagView{Name: t.Name, StartTS: t.UpdatedAt.Unix(), ManifestDigest: t.Digest.String(),
+		IsManifestList: oci.IsIndex(t.MediaType), LastModified: quayTime(t.UpdatedAt)}
+	if !v.IsManifestList {
+		v.Size = &t.Size
+	}
+	return v
+}
+
+// intParam reads a positive integer query parameter.
+func intParam(q url.Values, key string, def, maxValue int) (int, error) {
+	s := q.Get(key)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > maxValue {
+		return 0, badRequest("invalid %s %q: want 1 to %d", key, s, maxValue)
+	}
+	return n, nil
+}
+
+// listTags pages through the tags, most recently changed first. Berth
+// keeps no tag history, so every tag is active and onlyActiveTags changes
+// nothing.
+func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {
+	q := r.URL.Query()
+	limit, err := intParam(q, "limit", 50, 100)
+	if err != nil {
+		return err
+	}
+	page, err := intParam(q, "page", 1, 1<<20)
+	if err != nil {
+		return err
+	}
+	specific := q.Get("specificTag")
+	if specific != "" {
+		if err := oci.ValidateTag(specific); err != nil {
+			return badRequest("invalid specificTag: %v", err)
+		}
+	}
+	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
+		return err
+	}
+	tags, err := a.db.TagsPage(r.Context(), repo, meta.TagQuery{Name: specific, Offset: (page - 1) * limit, Limit: limit + 1})
+	if errors.Is(err, meta.ErrRepositoryNotFound) {
+		return notFound("repository %s not found", repo)
+	} else if err != nil {
+		return err
+	}
+	more := len(tags) > limit
+	if more {
+		tags = tags[:limit]
+	}
+	out := []tagView{}
+	for _, t := range tags {
+		out = append(out, tagViewOf(t))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tags": out, "page": page, "has_additional": more})
+	return nil
+}
+
+// tag serves PUT .../tag/{tag} {"manifest_digest"}, which points the tag
+// at a manifest of the repository, and DELETE .../tag/{tag}.
+func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, args []string) error {
+	tag := args[0]
+	if err := oci.ValidateTag(tag); err != nil {
+		return badRequest("%v", err)
+	}
+	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionWrite); err != nil {
+		return err
+	}
+	if r.Method == http.MethodDelete {
+		if err := a.db.DeleteTag(r.Context(), repo, tag, id.Actor()); errors.Is(err, meta.ErrManifestNotFound) {
+			return notFound("tag %s not found in %s", tag, repo)
+		} else if err != nil {
+			return err
+		}
+		a.audit(r, id, "delete_tag", repo, "", map[string]string{"repo": repo, "tag": tag})
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	var req struct {
+		ManifestDigest string `json:"manifest_digest"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	d, err := oci.ParseDigest(req.ManifestDigest)
+	if err != nil {
+		return badRequest("invalid manifest_digest: %v", err)
+	}
+	switch err := a.db.MoveTag(r.Context(), repo, tag, d, id.Actor()); {
+	case errors.Is(err, meta.ErrRepositoryNotFound):
+		return notFound("repository %s not found", repo)
+	case errors.Is(err, meta.ErrManifestNotFound):
+		return notFound("manifest %s not found in %s", d, repo)
+	case err != nil:
+		return err
+	}
+	a.audit(r, id, "move_tag", repo, "", map[string]string{"repo": repo, "tag": tag, "manifest_digest": d.String()})
+	writeJSON(w, http.StatusCreated, "Updated")
+	return nil
+}
+
+// Permissions of users, robots ("ns+name") and teams of the repository's
+// organization.
+
+type permView struct {
+	Role        string `json:"role"`
+	Name        string `json:"name"`
+	IsRobot     *bool  `json:"is_robot,omitempty"`
+	IsOrgMember *bool  `json:"is_org_member,omitempty"`
+}
+
+// permissionSubject resolves the user, robot or team a permission path
+// names: its user id or team id.
+func (a *API) permissionSubject(ctx context.Context, kind, repo, name string) (userID, teamID int64, err error) {
+	ns, _ := splitRepo(repo)
+	if kind == "team" {
+		t, err := a.db.TeamByName(ctx, ns, name)
+		if errors.Is(err, meta.ErrTeamNotFound) {
+			return 0, 0, notFound("no team %q in %s", name, ns)
+		}
+		return 0, t.ID, err
+	}
+	u, err := a.db.UserByName(ctx, name)
+	if errors.Is(err, meta.ErrUserNotFound) {
+		return 0, 0, notFound("no user or robot %q", name)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	if u.Kind == meta.UserKindRobot && !strings.HasPrefix(name, ns+"+") {
+		return 0, 0, badRequest("robot %s belongs to another namespace than %s", name, ns)
+	}
+	return u.ID, 0, nil
+}
+
+// permissions serves .../permissions/{kind}/ (GET: all of them) and
+// .../permissions/{kind}/{name} (GET, PUT {"role"}, DELETE), for
+// repository admins.
+func (a *API) permissions(kind string) repoHandler {
+	return func(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, args []string) error {
+		ctx := r.Context()
+		ri, err := a.repoInfo(ctx, id, repo, auth.ActionAdmin)
+		if err != nil {
+			return err
+		}
+		var name string
+		if len(args) > 0 {
+			name = args[0]
+		}
+		if r.Method == http.MethodPut || r.Method == http.MethodDelete {
+			var req struct {
+				Role string `json:"role"`
+			}
+			if r.Method == http.MethodPut {
+				if err := decode(w, r, &req); err != nil {
+					return err
+				}
+				if _, err := auth.ParseRole(req.Role); err != nil {
+					return badRequest("%v", err)
+				}
+			}
+			userID, teamID, err := a.permissionSubject(ctx, kind, repo, name)
+			if err != nil {
+				return err
+			}
+			if r.Method == http.MethodDelete {
+				if err := a.db.DeletePermission(ctx, ri.ID, userID, teamID); errors.Is(err, meta.ErrNotFound) {
+					return notFound("%s %q has no permission on %s", kind, name, repo)
+				} else if err != nil {
+					return err
+				}
+				a.audit(r, id, "permission_delete", repo, "", map[string]string{"repo": repo, kind: name})
+				w.WriteHeader(http.StatusNoContent)
+				return nil
+			}
+			if err := a.db.SetPermission(ctx, ri.ID, userID, teamID, req.Role); err != nil {
+				return err
+			}
+			a.audit(r, id, "permission_change", repo, "", map[string]string{"repo": repo, kind: name, "role": req.Role})
+		}
+		ns, _ := splitRepo(repo)
+		perms, err := a.db.RepoPermissions(ctx, ri.ID, ns, kind, name)
+		if err != nil {
+			return err
+		}
+		views := map[string]permView{}
+		for _, p := range perms {
+			v := permView{Role: p.Role, Name: p.Name}
+			if kind == "user" {
+				v.IsRobot, v.IsOrgMember = &p.IsRobot, &p.IsOrgMember
+			}
+			views[p.Name] = v
+		}
+		if name == "" {
+			writeJSON(w, http.StatusOK, map[string]any{"permissions": views})
+		} else if v, ok := views[name]; ok {
+			writeJSON(w, http.StatusOK, v)
+		} else {
+			return notFound("%s %q has no permission on %s", kind, name, repo)
+		}
+		return nil
+	}
+}
