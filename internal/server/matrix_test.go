@@ -137,6 +137,14 @@ func (w *world) do(method, path, user, secret string, body []byte, headers ...st
 	return resp
 }
 
+// user creates a user with the common password.
+func (w *world) user(name string) {
+	hash, _ := auth.HashPassword(pw)
+	if _, err := w.db.CreateUser(context.Background(), meta.User{Username: name, SecretHash: hash}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
 // pushImage pushes a one-layer image with Basic auth and returns the
 // manifest digest.
 func (w *world) pushImage(repo, user, secret string) digest.Digest {

@@ -1,0 +1,146 @@
+package server_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestPermissionMatrixAPI drives the repository endpoints of /api/v1 as
+// every kind of identity on public, private, read-only and mirror
+// repositories, and repository creation in the organization.
+func TestPermissionMatrixAPI(t *testing.T) {
+	w := newWorld(t)
+	identities := []string{"anonymous", "owner", "reader", "writer", "creator", "orgadmin", "stranger", "robot", "robot-mirror", "token-in", "token-out", "token-expired", "root"}
+	// Expected per identity and repository: read, write (tags), admin
+	// (settings and permissions). Tokens have content scopes only: they
+	// read, but neither change tags (metadata/write) nor administer.
+	want := map[string]map[string]string{
+		"anonymous":     {"public": "Y--", "private": "---", "readonly": "---", "mirror": "---"},
+		"owner":         {"public": "YYY", "private": "YYY", "readonly": "Y-Y", "mirror": "Y-Y"},
+		"reader":        {"public": "Y--", "private": "Y--", "readonly": "Y--", "mirror": "Y--"},
+		"writer":        {"public": "YY-", "private": "YY-", "readonly": "Y--", "mirror": "Y--"},
+		"creator":       {"public": "Y--", "private": "---", "readonly": "---", "mirror": "---"},
+		"orgadmin":      {"public": "YYY", "private": "YYY", "readonly": "Y-Y", "mirror": "Y-Y"},
+		"stranger":      {"public": "Y--", "private": "---", "readonly": "---", "mirror": "---"},
+		"robot":         {"public": "YY-", "private": "YY-", "readonly": "Y--", "mirror": "Y--"},
+		"robot-mirror":  {"public": "YY-", "private": "YY-", "readonly": "Y--", "mirror": "YY-"},
+		"token-in":      {"public": "Y--", "private": "Y--", "readonly": "Y--", "mirror": "Y--"},
+		"token-out":     {"public": "Y--", "private": "---", "readonly": "---", "mirror": "---"},
+		"token-expired": {"public": "---", "private": "---", "readonly": "---", "mirror": "---"},
+		"root":          {"public": "YYY", "private": "YYY", "readonly": "Y-Y", "mirror": "Y-Y"},
+	}
+	visibility := map[string]string{"public": "public", "private": "private", "readonly": "private", "mirror": "private"}
+	state := map[string]string{"public": "NORMAL", "private": "NORMAL", "readonly": "READ_ONLY", "mirror": "MIRROR"}
+	type endpoint struct {
+		class        int // 0 read, 1 write, 2 admin
+		method, path string
+		body         func(repo, who string) string
+	}
+	endpoints := []endpoint{
+		{0, "GET", "/api/v1/repository/%s", nil},
+		{0, "GET", "/api/v1/repository/%s/tag/", nil},
+		{1, "PUT", "/api/v1/repository/%s/tag/t-%s", func(repo, who string) string {
+			return fmt.Sprintf(`{"manifest_digest":%q}`, w.digest[repo])
+		}},
+		{1, "DELETE", "/api/v1/repository/%s/tag/t-%s", nil},
+		{2, "GET", "/api/v1/repository/%s/permissions/user/", nil},
+		{2, "PUT", "/api/v1/repository/%s/permissions/user/grantee", func(string, string) string { return `{"role":"read"}` }},
+		{2, "DELETE", "/api/v1/repository/%s/permissions/user/grantee", nil},
+		{2, "POST", "/api/v1/repository/%s/changevisibility", func(repo, _ string) string {
+			return fmt.Sprintf(`{"visibility":%q}`, visibility[repo])
+		}},
+		{2, "PUT", "/api/v1/repository/%s/changestate", func(repo, _ string) string { return fmt.Sprintf(`{"state":%q}`, state[repo]) }},
+		{2, "GET", "/api/v1/repository/%s/logs", nil},
+	}
+	w.user("grantee")
+	cells := 0
+	for _, who := range identities {
+		c := w.creds[who]
+		for _, repo := range []string{"public", "private", "readonly", "mirror"} {
+			for _, ep := range endpoints {
+				path := fmt.Sprintf(ep.path, "acme/"+repo, strings.ReplaceAll(who, "-", ""))
+				if !strings.Contains(ep.path, "t-%s") {
+					path = fmt.Sprintf(ep.path, "acme/"+repo)
+				}
+				var body []byte
+				if ep.body != nil {
+					body = []byte(ep.body(repo, who))
+				}
+				resp := w.do(ep.method, path, c[0], c[1], body, "Content-Type", "application/json")
+				allowed := want[who][repo][ep.class] == 'Y'
+				denied := resp.StatusCode == 401 || resp.StatusCode == 403 || (who == "token-expired" && resp.StatusCode == 429)
+				if allowed == denied || (allowed && resp.StatusCode >= 300) {
+					t.Errorf("%s %s as %s: status %d, want %s", ep.method, path, who, resp.StatusCode, map[bool]string{true: "success", false: "refused"}[allowed])
+				}
+				if denied && who == "anonymous" && resp.StatusCode != 401 {
+					t.Errorf("%s %s as anonymous: %d, want 401", ep.method, path, resp.StatusCode)
+				}
+				cells++
+			}
+		}
+		// Creating a repository in the organization.
+		resp := w.do("POST", "/api/v1/repository", c[0], c[1],
+			[]byte(fmt.Sprintf(`{"namespace":"acme","repository":"api-%s","visibility":"private","description":""}`, strings.ReplaceAll(who, "-", ""))),
+			"Content-Type", "application/json")
+		mayCreate := map[string]bool{"owner": true, "creator": true, "orgadmin": true, "token-in": true, "root": true}[who]
+		if mayCreate != (resp.StatusCode == 201) {
+			t.Errorf("POST /api/v1/repository as %s: %d", who, resp.StatusCode)
+		}
+		cells++
+	}
+	t.Logf("%d cells", cells)
+}
+
+// TestPermissionMatrixNamespaces drives the organization, team, robot,
+// log and superuser endpoints as every kind of identity.
+func TestPermissionMatrixNamespaces(t *testing.T) {
+	w := newWorld(t)
+	identities := []string{"anonymous", "owner", "reader", "writer", "creator", "orgadmin", "stranger", "robot", "robot-mirror", "token-in", "token-out", "token-expired", "root"}
+	classes := map[string]map[string]bool{
+		"admin":     {"owner": true, "orgadmin": true, "root": true},
+		"member":    {"owner": true, "reader": true, "writer": true, "creator": true, "orgadmin": true, "root": true},
+		"superuser": {"root": true},
+		"user":      {"owner": true, "reader": true, "writer": true, "creator": true, "orgadmin": true, "stranger": true, "root": true},
+	}
+	type endpoint struct {
+		class, method, path, body string
+	}
+	endpoints := []endpoint{
+		{"admin", "GET", "/api/v1/organization/acme/members", ""},
+		{"admin", "PUT", "/api/v1/organization/acme/team/t-%s", `{"role":"member"}`},
+		{"admin", "PUT", "/api/v1/organization/acme/team/t-%s/members/stranger", ""},
+		{"admin", "DELETE", "/api/v1/organization/acme/team/t-%s", ""},
+		{"member", "GET", "/api/v1/organization/acme/team/readers/members", ""},
+		{"admin", "GET", "/api/v1/organization/acme/robots", ""},
+		{"admin", "PUT", "/api/v1/organization/acme/robots/r%s", `{}`},
+		{"admin", "POST", "/api/v1/organization/acme/robots/r%s/regenerate", ""},
+		{"admin", "DELETE", "/api/v1/organization/acme/robots/r%s", ""},
+		{"admin", "GET", "/api/v1/organization/acme/logs", ""},
+		{"superuser", "GET", "/api/v1/superuser/logs", ""},
+		{"superuser", "POST", "/api/v1/superuser/users/", `{"username":"made-by-%s","email":"x@example.com"}`},
+		{"user", "POST", "/api/v1/organization/", `{"name":"org-%s"}`},
+	}
+	cells := 0
+	for _, who := range identities {
+		c := w.creds[who]
+		short := strings.ReplaceAll(who, "-", "")
+		for _, ep := range endpoints {
+			path, body := ep.path, ep.body
+			if strings.Contains(path, "%s") {
+				path = fmt.Sprintf(path, short)
+			}
+			if strings.Contains(body, "%s") {
+				body = fmt.Sprintf(body, short)
+			}
+			resp := w.do(ep.method, path, c[0], c[1], []byte(body), "Content-Type", "application/json")
+			allowed := classes[ep.class][who]
+			denied := resp.StatusCode == 401 || resp.StatusCode == 403 || (who == "token-expired" && resp.StatusCode == 429)
+			if allowed == denied || (allowed && resp.StatusCode >= 300) {
+				t.Errorf("%s %s as %s: status %d, want %s", ep.method, path, who, resp.StatusCode, map[bool]string{true: "success", false: "refused"}[allowed])
+			}
+			cells++
+		}
+	}
+	t.Logf("%d cells", cells)
+}
