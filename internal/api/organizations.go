@@ -119,12 +119,15 @@ func (a *API) createOrganization(w http.ResponseWriter, r *http.Request, id auth
 	if err != nil {
 		return err
 	}
-	// The e-mail is checked but not kept: the store has no column for an
-	// organization's e-mail yet.
 	if _, err := a.db.CreateOrganization(r.Context(), body.Name, u.ID); errors.Is(err, meta.ErrExists) {
 		return badRequest("a user or organization named %q already exists", body.Name)
 	} else if err != nil {
 		return err
+	}
+	if body.Email != "" {
+		if err := a.db.SetNamespaceEmail(r.Context(), body.Name, body.Email); err != nil {
+			return err
+		}
 	}
 	a.audit(r, id, "org_create", "", body.Name, map[string]string{"namespace": body.Name})
 	writeJSON(w, http.StatusCreated, "Created")
@@ -155,6 +158,11 @@ func (a *API) orgViewOf(ctx context.Context, c orgCaller) (orgView, error) {
 	if !c.admin {
 		return v, nil
 	}
+	ns, err := a.db.NamespaceByName(ctx, c.org.Name)
+	if err != nil {
+		return orgView{}, err
+	}
+	v.Email = ns.Email
 	teams, err := a.db.Teams(ctx, c.org.Name)
 	if err != nil {
 		return orgView{}, err
@@ -198,7 +206,10 @@ func (a *API) updateOrganization(w http.ResponseWriter, r *http.Request, id auth
 		if err := checkEmail(*body.Email); err != nil {
 			return badRequest("%v", err)
 		}
-		return apiError(http.StatusNotImplemented, "not_implemented", "organization e-mail addresses are not stored by this version of Berth")
+		if err := a.db.SetNamespaceEmail(r.Context(), c.org.Name, *body.Email); err != nil {
+			return err
+		}
+		a.audit(r, id, "org_change_email", "", c.org.Name, map[string]string{"email": *body.Email})
 	}
 	v, err := a.orgViewOf(r.Context(), c)
 	if err != nil {

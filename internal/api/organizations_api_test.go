@@ -146,7 +146,12 @@ func TestOrganizationUpdate(t *testing.T) {
 		if m["name"] != "acme" || m["is_admin"] != true {
 			t.Fatalf("update answered %v", m)
 		}
-		e.expect("alice", "PUT", "/api/v1/organization/acme", `{"email":"ops@acme.example"}`, http.StatusNotImplemented)
+		if m := e.expect("alice", "PUT", "/api/v1/organization/acme", `{"email":"ops@acme.example"}`, 200).json(t); m["email"] != "ops@acme.example" {
+			t.Fatalf("e-mail not kept: %v", m)
+		}
+		if m := e.expect("alice", "GET", "/api/v1/organization/acme", "", 200).json(t); m["email"] != "ops@acme.example" {
+			t.Fatalf("e-mail not shown to an admin: %v", m)
+		}
 		e.expect("alice", "PUT", "/api/v1/organization/acme", `{"email":"nope"}`, 400)
 		e.expect("alice", "PUT", "/api/v1/organization/acme", `{"tag_expiration_s":5}`, 400)
 		e.expect("alice", "PUT", "/api/v1/organization/acme", `{`, 400)

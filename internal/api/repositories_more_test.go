@@ -123,7 +123,7 @@ func TestRepositoryTags(t *testing.T) {
 			t.Fatal("no tag_deleted event")
 		}
 		e.want("dave", "POST", base+"v1", nil, http.StatusMethodNotAllowed)
-		if !e.audited("move_tag") || !e.audited("delete_tag") {
+		if !e.audited(meta.EventRepoPush) || !e.audited(meta.EventTagDeleted) {
 			t.Fatal("missing audit entries")
 		}
 	})

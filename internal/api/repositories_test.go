@@ -99,8 +99,8 @@ func TestRepositoryCreate(t *testing.T) {
 		}
 		// Quay clients send repo_kind and use the trailing slash too.
 		e.want("alice", "POST", "/api/v1/repository/", map[string]any{"namespace": "alice", "repository": "quay", "visibility": "public", "repo_kind": "image"}, http.StatusCreated)
-		if !e.audited("create_repo") {
-			t.Fatal("no create_repo audit entry")
+		if !e.audited(meta.EventRepoCreated) {
+			t.Fatal("no repo_created audit entry")
 		}
 	})
 }
@@ -276,7 +276,7 @@ func TestRepositoryUpdateDelete(t *testing.T) {
 		if len(e.events(meta.EventRepoDeleted, "acme/app")) != 1 {
 			t.Fatal("no repo_deleted event")
 		}
-		if !e.audited("delete_repo") || !e.audited("set_repo_description") {
+		if !e.audited(meta.EventRepoDeleted) || !e.audited("set_repo_description") {
 			t.Fatal("missing audit entries")
 		}
 		e.want("erin", "POST", path, nil, http.StatusMethodNotAllowed)

@@ -51,10 +51,9 @@ type robotView struct {
 	Token       string `json:"token,omitempty"`
 }
 
-// robotViewOf shows a robot without its token. Descriptions are not
-// stored yet (no column), so they are always empty.
+// robotViewOf shows a robot without its token.
 func robotViewOf(u meta.User) robotView {
-	return robotView{Name: u.Username, Created: quayTime(u.CreatedAt)}
+	return robotView{Name: u.Username, Description: u.Description, Created: quayTime(u.CreatedAt)}
 }
 
 // writeRobotToken answers with a view that carries a token, which no
@@ -159,6 +158,12 @@ func (a *API) createRobot(w http.ResponseWriter, r *http.Request, id auth.Identi
 		return notFound("namespace %q not found", ns)
 	case err != nil:
 		return err
+	}
+	if body.Description != "" {
+		if err := a.db.SetUserDescription(r.Context(), name, body.Description); err != nil {
+			return err
+		}
+		u.Description = body.Description
 	}
 	a.audit(r, id, "robot_create", "", ns, map[string]string{"robot": name})
 	v := robotViewOf(u)

@@ -20,7 +20,7 @@ func robotLifecycle(t *testing.T, e *orgEnv, user, base, ns string) {
 	path := base + "/robots/" + short
 
 	m := e.createRobot(user, base, short, `{"description":"pushes from CI"}`)
-	if m["name"] != name || m["description"] != "" || m["created"] == "" {
+	if m["name"] != name || m["description"] != "pushes from CI" || m["created"] == "" {
 		t.Fatalf("create answered %v", m)
 	}
 	first := m["token"].(string)

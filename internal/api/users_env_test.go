@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -349,9 +348,4 @@ func (e *urEnv) audited(kind string) bool {
 // bigBody is a JSON body over the API's 1 MiB cap.
 func bigBody(field string) string {
 	return `{"` + field + `":"` + strings.Repeat("a", 1<<20+10) + `"}`
-}
-
-func sha(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
 }

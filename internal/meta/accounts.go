@@ -26,9 +26,10 @@ const (
 
 // Namespace is a user's or an organization's namespace.
 type Namespace struct {
-	ID   int64
-	Name string
-	Kind string
+	ID    int64
+	Name  string
+	Kind  string
+	Email string
 }
 
 // User is a user or a robot account. For a robot, Username is
@@ -42,6 +43,7 @@ type User struct {
 	NamespaceID int64
 	Superuser   bool
 	Enabled     bool
+	Description string
 	CreatedAt   time.Time
 }
 
@@ -89,13 +91,13 @@ func (db *DB) insertUser(ctx context.Context, tx *sql.Tx, u *User) error {
 	return nil
 }
 
-const userColumns = "id, username, email, secret_hash, kind, namespace_id, superuser, enabled, created_at"
+const userColumns = "id, username, email, secret_hash, kind, namespace_id, superuser, enabled, description, created_at"
 
 func scanUser(row interface{ Scan(...any) error }) (User, error) {
 	var u User
 	var su, en int
 	var created int64
-	if err := row.Scan(&u.ID, &u.Username, &u.Email, &u.SecretHash, &u.Kind, &u.NamespaceID, &su, &en, &created); err != nil {
+	if err := row.Scan(&u.ID, &u.Username, &u.Email, &u.SecretHash, &u.Kind, &u.NamespaceID, &su, &en, &u.Description, &created); err != nil {
 		return User{}, err
 	}
 	u.Superuser, u.Enabled, u.CreatedAt = su == 1, en == 1, fromMicros(created)
@@ -156,7 +158,7 @@ var ErrNamespaceNotFound = fmt.Errorf("namespace %w", ErrNotFound)
 // NamespaceByName returns a namespace.
 func (db *DB) NamespaceByName(ctx context.Context, name string) (Namespace, error) {
 	var ns Namespace
-	err := db.read.QueryRowContext(ctx, db.q("SELECT id, name, kind FROM namespaces WHERE name = ?"), name).Scan(&ns.ID, &ns.Name, &ns.Kind)
+	err := db.read.QueryRowContext(ctx, db.q("SELECT id, name, kind, email FROM namespaces WHERE name = ?"), name).Scan(&ns.ID, &ns.Name, &ns.Kind, &ns.Email)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Namespace{}, ErrNamespaceNotFound
 	}
@@ -164,6 +166,30 @@ func (db *DB) NamespaceByName(ctx context.Context, name string) (Namespace, erro
 		return Namespace{}, fmt.Errorf("look up namespace: %w", err)
 	}
 	return ns, nil
+}
+
+// SetNamespaceEmail sets an organization's (or user namespace's) e-mail.
+func (db *DB) SetNamespaceEmail(ctx context.Context, name, email string) error {
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE namespaces SET email = ? WHERE name = ?"), email, name)
+	if err != nil {
+		return fmt.Errorf("set namespace e-mail: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNamespaceNotFound
+	}
+	return nil
+}
+
+// SetUserDescription sets a robot's (or user's) description.
+func (db *DB) SetUserDescription(ctx context.Context, username, description string) error {
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE users SET description = ? WHERE username = ?"), description, username)
+	if err != nil {
+		return fmt.Errorf("set description: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrUserNotFound
+	}
+	return nil
 }
 
 // OwnersTeam is the team every organization starts with; its members

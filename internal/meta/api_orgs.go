@@ -39,7 +39,7 @@ type scanWith struct {
 
 func (s scanWith) Scan(dest ...any) error { return s.row.Scan(append(dest, s.extra...)...) }
 
-const prefixedUserColumns = "u.id, u.username, u.email, u.secret_hash, u.kind, u.namespace_id, u.superuser, u.enabled, u.created_at"
+const prefixedUserColumns = "u.id, u.username, u.email, u.secret_hash, u.kind, u.namespace_id, u.superuser, u.enabled, u.description, u.created_at"
 
 // OrgMembers lists an organization's team members (users and robots) with
 // their teams and their direct permissions on the organization's

@@ -87,6 +87,7 @@ CREATE TABLE namespaces (
 	id {{serial}},
 	name {{text}} NOT NULL UNIQUE,
 	kind TEXT NOT NULL,
+	email TEXT NOT NULL DEFAULT '',
 	created_at BIGINT NOT NULL
 );
 CREATE TABLE users (
@@ -98,6 +99,7 @@ CREATE TABLE users (
 	namespace_id BIGINT NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
 	superuser SMALLINT NOT NULL DEFAULT 0,
 	enabled SMALLINT NOT NULL DEFAULT 1,
+	description TEXT NOT NULL DEFAULT '',
 	created_at BIGINT NOT NULL
 );
 CREATE INDEX users_namespace ON users(namespace_id);

@@ -121,7 +121,7 @@ func (db *DB) RemoveTeamMember(ctx context.Context, org string, team Team, userI
 
 // TeamMembers lists the members of a team.
 func (db *DB) TeamMembers(ctx context.Context, teamID int64) ([]User, error) {
-	rows, err := db.read.QueryContext(ctx, db.q(`SELECT u.id, u.username, u.email, u.secret_hash, u.kind, u.namespace_id, u.superuser, u.enabled, u.created_at
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+prefixedUserColumns+`
 		FROM users u JOIN team_members m ON m.user_id = u.id WHERE m.team_id = ? ORDER BY u.username`), teamID)
 	if err != nil {
 		return nil, fmt.Errorf("list team members: %w", err)

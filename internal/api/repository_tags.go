@@ -1,0 +1,101 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+)
+
+// listTags pages through the tags, most recently changed first. Berth
+// keeps no tag history, so every tag is active and onlyActiveTags changes
+// nothing.
+func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {
+	q := r.URL.Query()
+	limit, err := intParam(q, "limit", 50, 100)
+	if err != nil {
+		return err
+	}
+	page, err := intParam(q, "page", 1, 1<<20)
+	if err != nil {
+		return err
+	}
+	specific := q.Get("specificTag")
+	if specific != "" {
+		if err := oci.ValidateTag(specific); err != nil {
+			return badRequest("invalid specificTag: %v", err)
+		}
+	}
+	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
+		return err
+	}
+	tags, err := a.db.TagsPage(r.Context(), repo, meta.TagQuery{Name: specific, Offset: (page - 1) * limit, Limit: limit + 1})
+	if errors.Is(err, meta.ErrRepositoryNotFound) {
+		return notFound("repository %s not found", repo)
+	} else if err != nil {
+		return err
+	}
+	more := len(tags) > limit
+	if more {
+		tags = tags[:limit]
+	}
+	out := []tagView{}
+	for _, t := range tags {
+		out = append(out, tagViewOf(t))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tags": out, "page": page, "has_additional": more})
+	return nil
+}
+
+// tag serves PUT .../tag/{tag} {"manifest_digest"}, which points the tag
+// at a manifest of the repository, and DELETE .../tag/{tag}.
+func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, args []string) error {
+	tag := args[0]
+	if err := oci.ValidateTag(tag); err != nil {
+		return badRequest("%v", err)
+	}
+	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionWrite); err != nil {
+		return err
+	}
+	if r.Method == http.MethodDelete {
+		if err := a.db.DeleteTag(r.Context(), repo, tag, id.Actor()); errors.Is(err, meta.ErrManifestNotFound) {
+			return notFound("tag %s not found in %s", tag, repo)
+		} else if err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	var req struct {
+		ManifestDigest string `json:"manifest_digest"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	d, err := oci.ParseDigest(req.ManifestDigest)
+	if err != nil {
+		return badRequest("invalid manifest_digest: %v", err)
+	}
+	switch err := a.db.MoveTag(r.Context(), repo, tag, d, id.Actor()); {
+	case errors.Is(err, meta.ErrRepositoryNotFound):
+		return notFound("repository %s not found", repo)
+	case errors.Is(err, meta.ErrManifestNotFound):
+		return notFound("manifest %s not found in %s", d, repo)
+	case err != nil:
+		return err
+	}
+	writeJSON(w, http.StatusCreated, "Updated")
+	return nil
+}
+
+// Permissions of users, robots ("ns+name") and teams of the repository's
+// organization.
+
+type permView struct {
+	Role        string `json:"role"`
+	Name        string `json:"name"`
+	IsRobot     *bool  `json:"is_robot,omitempty"`
+	IsOrgMember *bool  `json:"is_org_member,omitempty"`
+}
