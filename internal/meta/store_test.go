@@ -379,3 +379,30 @@ func TestMigrationsIdempotent(t *testing.T) {
 		db.Close()
 	}
 }
+
+func TestDeletedUserLosesTokens(t *testing.T) {
+	ctx := context.Background()
+	for _, d := range metatest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			db := metatest.Open(t, d)
+			if _, err := db.CreateUser(ctx, meta.User{Username: "bob", SecretHash: "x"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.CreateAccessToken(ctx, meta.AccessToken{Name: "bobs", SecretHash: "h", Scopes: json.RawMessage(`[]`), CreatedBy: "bob"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.DeleteUser(ctx, "bob"); err != nil {
+				t.Fatal(err)
+			}
+			tok, err := db.AccessTokenByName(ctx, "bobs")
+			if err != nil || tok.RevokedAt.IsZero() || tok.CreatedBy == "bob" {
+				t.Fatalf("token of a deleted user: %+v, %v", tok, err)
+			}
+			// A new bob does not inherit it.
+			db.CreateUser(ctx, meta.User{Username: "bob", SecretHash: "y"})
+			if tok, _ := db.AccessTokenByName(ctx, "bobs"); tok.CreatedBy == "bob" {
+				t.Fatal("a new user of the same name owns the old token")
+			}
+		})
+	}
+}

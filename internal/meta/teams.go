@@ -200,6 +200,12 @@ func (db *DB) DeleteUser(ctx context.Context, username string) error {
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM users WHERE id = ?"), u.ID); err != nil {
 			return fmt.Errorf("delete user: %w", err)
 		}
+		// Tokens the user created are revoked and no longer theirs: a
+		// later user of the same name must not inherit them.
+		if _, err := tx.ExecContext(ctx, db.q(`UPDATE access_tokens SET revoked_at = CASE WHEN revoked_at = 0 THEN ? ELSE revoked_at END,
+			created_by = ? WHERE created_by = ?`), now(), "deleted user "+u.Username, u.Username); err != nil {
+			return fmt.Errorf("revoke the user's tokens: %w", err)
+		}
 		return nil
 	})
 }
