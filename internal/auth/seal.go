@@ -1,0 +1,102 @@
+package auth
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Sealer encrypts secrets that Berth must use again later (webhook signing
+// secrets, upstream registry passwords) with AES-256-GCM, so the database
+// never holds them in clear.
+type Sealer struct {
+	aead cipher.AEAD
+}
+
+// NewSealer returns a sealer for a 32-byte key.
+func NewSealer(key []byte) (*Sealer, error) {
+	if len(key) != 32 {
+		return nil, fmt.Errorf("secret key: %d bytes, want 32", len(key))
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &Sealer{aead: aead}, nil
+}
+
+// LoadOrCreateKey returns the key given base64-encoded in encoded, or else
+// the one in path, generating it (mode 0600) on first use. Replicas that
+// share a database must share the key: give it to all of them in the
+// configuration.
+func LoadOrCreateKey(encoded, path string) ([]byte, error) {
+	if encoded != "" {
+		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(encoded))
+		if err != nil || len(k) != 32 {
+			return nil, errors.New("secret key: want 32 bytes, base64-encoded (openssl rand -base64 32)")
+		}
+		return k, nil
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(k) != 32 {
+			return nil, fmt.Errorf("secret key file %s is damaged", path)
+		}
+		return k, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("secret key: %w", err)
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("secret key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) { // another process made it first
+			return LoadOrCreateKey("", path)
+		}
+		return nil, fmt.Errorf("secret key: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(base64.StdEncoding.EncodeToString(k) + "\n"); err != nil {
+		return nil, fmt.Errorf("secret key: %w", err)
+	}
+	return k, nil
+}
+
+// Seal encrypts plaintext; the result is printable.
+func (s *Sealer) Seal(plaintext []byte) string {
+	nonce := make([]byte, s.aead.NonceSize())
+	rand.Read(nonce)
+	return "v1:" + base64.StdEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plaintext, nil))
+}
+
+// Open decrypts what Seal returned.
+func (s *Sealer) Open(sealed string) ([]byte, error) {
+	b64, ok := strings.CutPrefix(sealed, "v1:")
+	if !ok {
+		return nil, errors.New("sealed secret: unknown format")
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(b) < s.aead.NonceSize() {
+		return nil, errors.New("sealed secret: damaged")
+	}
+	out, err := s.aead.Open(nil, b[:s.aead.NonceSize()], b[s.aead.NonceSize():], nil)
+	if err != nil {
+		return nil, errors.New("sealed secret: wrong key or damaged")
+	}
+	return out, nil
+}
