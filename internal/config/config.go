@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,15 @@ type Config struct {
 	Auth     Auth     `yaml:"auth"`
 	Registry Registry `yaml:"registry"`
 	Log      Log      `yaml:"log"`
+	// ExternalURL is how clients reach the registry (scheme://host[:port]);
+	// notification payloads use it for docker_url and homepage. Empty:
+	// http:// and the listen address.
+	ExternalURL string `yaml:"externalURL"`
+	// SecretKey (32 bytes, base64) seals stored secrets such as webhook
+	// signing secrets. Empty: a key generated in DataDir/secret.key.
+	// Replicas sharing a database must share it.
+	SecretKey     string        `yaml:"secretKey"`
+	Notifications Notifications `yaml:"notifications"`
 	// AllowedArtifactTypes is Quay's ALLOWED_OCI_ARTIFACT_TYPES: a map from
 	// config media type to allowed layer media types. Empty means the
 	// default list (images, Helm charts, cosign signatures, SBOMs and
@@ -90,6 +100,20 @@ type Registry struct {
 	AllowV11Artifacts bool `yaml:"allowV11Artifacts"`
 }
 
+// Notifications configures delivery.
+type Notifications struct {
+	// AllowedHosts lets webhooks reach internal addresses, which are
+	// refused by default (loopback, link-local and metadata, private
+	// ranges): CIDRs, IPs, host names, or "private" / "loopback".
+	AllowedHosts []string `yaml:"allowedHosts"`
+	// Workers is the number of concurrent deliveries per process.
+	Workers      int    `yaml:"workers"`
+	SMTPAddr     string `yaml:"smtpAddr"`
+	SMTPFrom     string `yaml:"smtpFrom"`
+	SMTPUsername string `yaml:"smtpUsername"`
+	SMTPPassword string `yaml:"smtpPassword"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
@@ -107,6 +131,7 @@ func Default() Config {
 		Log:      Log{Level: "info", Format: "text"},
 
 		CreatePrivateRepoOnPush: true,
+		Notifications:           Notifications{Workers: 4},
 	}
 }
 
@@ -200,6 +225,14 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		bad("log.format", "unknown format %q (text, json)", c.Log.Format)
+	}
+	if c.ExternalURL != "" {
+		if u, err := url.Parse(c.ExternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			bad("externalURL", "%q is not scheme://host[:port]", c.ExternalURL)
+		}
+	}
+	if w := c.Notifications.Workers; w < 1 || w > 256 {
+		bad("notifications.workers", "%d is outside 1..256", w)
 	}
 	if err := oci.ValidateArtifactTypes(c.AllowedArtifactTypes); err != nil {
 		bad("ALLOWED_OCI_ARTIFACT_TYPES", "%v", err)
