@@ -41,7 +41,9 @@ func (Open) Decide(context.Context, auth.Identity, string, string) (bool, error)
 type Options struct {
 	// FeatureUserInitialize enables POST /api/v1/user/initialize.
 	FeatureUserInitialize bool
-	Logger                *slog.Logger
+	// Notifier manages notifications; nil answers 501 on their endpoints.
+	Notifier Notifier
+	Logger   *slog.Logger
 }
 
 // API is the /api/v1 handler.

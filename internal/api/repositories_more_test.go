@@ -288,7 +288,7 @@ func TestRepositoryRouting(t *testing.T) {
 			{"GET", "/api/v1/repository/acme", http.StatusBadRequest},         // no namespace/name
 			{"GET", "/api/v1/repository/ACME/app", http.StatusBadRequest},     // bad name
 			{"GET", "/api/v1/repository/acme/app%2Fx", http.StatusBadRequest}, // an escaped slash stays one component
-			{"GET", "/api/v1/repository/acme/app/notification/", http.StatusNotFound},
+			{"GET", "/api/v1/repository/acme/app/nosuchthing/", http.StatusNotFound},
 			{"POST", "/api/v1/repository/acme/app/mirror/sync-now/", http.StatusNotFound},
 			{"GET", "/api/v1/repository/acme/app/tag/", http.StatusOK},
 			{"PATCH", "/api/v1/repository/acme/app", http.StatusMethodNotAllowed},

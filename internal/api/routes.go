@@ -6,4 +6,5 @@ func (a *API) routes() {
 	a.repositoryRoutes()
 	a.organizationRoutes()
 	a.robotRoutes()
+	a.notificationRoutes()
 }

@@ -164,6 +164,64 @@ CREATE TABLE login_failures (
 	window_start BIGINT NOT NULL
 );
 `,
+	// 3: the durable job queue (internal/jobs). The partial indexes hold
+	// only live jobs, so claims stay fast however many finished jobs are
+	// kept: jobs_claim walks a queue's live jobs oldest first, jobs_key
+	// answers "is an older job of this ordering key still live".
+	`
+CREATE TABLE jobs (
+	id {{serial}},
+	queue TEXT NOT NULL,
+	ordering_key TEXT NOT NULL DEFAULT '',
+	payload TEXT NOT NULL,
+	status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'dead')),
+	attempts INTEGER NOT NULL DEFAULT 0,
+	max_attempts INTEGER NOT NULL,
+	run_at BIGINT NOT NULL,
+	lease_until BIGINT NOT NULL DEFAULT 0,
+	lease_owner TEXT NOT NULL DEFAULT '',
+	last_error TEXT NOT NULL DEFAULT '',
+	created_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL
+);
+CREATE INDEX jobs_claim ON jobs(queue, id) WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_key ON jobs(queue, ordering_key, id) WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_status ON jobs(queue, status, id);
+`,
+	// 4: notifications: the outbox's dispatched flag, notifications at
+	// repository, organization and registry scope, and delivery attempts.
+	`
+ALTER TABLE events ADD COLUMN dispatched SMALLINT NOT NULL DEFAULT 0;
+CREATE INDEX events_undispatched ON events(id) WHERE dispatched = 0;
+CREATE TABLE notifications (
+	id {{serial}},
+	uuid TEXT NOT NULL UNIQUE,
+	scope TEXT NOT NULL,
+	target TEXT NOT NULL DEFAULT '',
+	event TEXT NOT NULL,
+	method TEXT NOT NULL,
+	title TEXT NOT NULL DEFAULT '',
+	config TEXT NOT NULL,
+	event_config TEXT NOT NULL DEFAULT '{}',
+	format TEXT NOT NULL DEFAULT 'quay',
+	number_of_failures INTEGER NOT NULL DEFAULT 0,
+	created_by TEXT NOT NULL DEFAULT '',
+	created_at BIGINT NOT NULL
+);
+CREATE INDEX notifications_match ON notifications(event, scope, target);
+CREATE TABLE notification_attempts (
+	id {{serial}},
+	notification_id BIGINT NOT NULL REFERENCES notifications(id) ON DELETE CASCADE,
+	event_uuid TEXT NOT NULL,
+	job_id BIGINT NOT NULL,
+	attempt INTEGER NOT NULL,
+	status_code INTEGER NOT NULL,
+	latency_ms BIGINT NOT NULL,
+	error TEXT NOT NULL DEFAULT '',
+	attempted_at BIGINT NOT NULL
+);
+CREATE INDEX notification_attempts_notification ON notification_attempts(notification_id, id);
+`,
 }
 
 func (db *DB) render(stmt string) string {

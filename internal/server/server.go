@@ -10,23 +10,30 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/notify"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/storage/fs"
 )
 
 // Server is a running Berth.
 type Server struct {
-	cfg     config.Config
-	log     *slog.Logger
-	db      *meta.DB
-	handler http.Handler
+	cfg      config.Config
+	log      *slog.Logger
+	db       *meta.DB
+	handler  http.Handler
+	notifier *notify.Service
 }
 
 // New opens the metadata store and storage and assembles the handlers.
@@ -42,6 +49,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("storage: %w", err)
+	}
+	notifier, err := newNotifier(cfg, db, log)
+	if err != nil {
+		db.Close()
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	var authorizer registry.Authorizer = registry.AllowAll{}
@@ -67,7 +79,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Auth:             authorizer,
 		Logger:           log,
 	})
-	mux.Handle("/api/v1/", api.New(db, apiAuth, api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Logger: log}))
+	mux.Handle("/api/v1/", api.New(db, apiAuth, api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Logger: log}))
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -81,7 +93,40 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if log.Enabled(ctx, slog.LevelDebug) {
 		h = accessLog(log, h)
 	}
-	return &Server{cfg: cfg, log: log, db: db, handler: h}, nil
+	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier}, nil
+}
+
+// newNotifier builds the notification service: secrets sealed with the
+// configured (or generated) key, webhooks behind the SSRF guard.
+func newNotifier(cfg config.Config, db *meta.DB, log *slog.Logger) (*notify.Service, error) {
+	key, err := auth.LoadOrCreateKey(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"))
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := auth.NewSealer(key)
+	if err != nil {
+		return nil, err
+	}
+	guard, err := events.NewGuard(cfg.Notifications.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("notifications.allowedHosts: %w", err)
+	}
+	n := cfg.Notifications
+	return notify.New(db, sealer, notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
+		SMTPUsername: n.SMTPUsername, SMTPPassword: n.SMTPPassword, Logger: log}), nil
+}
+
+// publicServer is how clients reach the registry: externalURL, or the
+// listen address (localhost when it names no host).
+func publicServer(cfg config.Config) events.Server {
+	if u, err := url.Parse(cfg.ExternalURL); err == nil && cfg.ExternalURL != "" {
+		return events.Server{Scheme: u.Scheme, Host: u.Host}
+	}
+	host, port, _ := net.SplitHostPort(cfg.Addr)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return events.Server{Scheme: "http", Host: net.JoinHostPort(host, port)}
 }
 
 // loadTokens builds the token issuer from the signing keys in the
@@ -143,6 +188,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.log.Info("berth is serving", "addr", ln.Addr().String(), "database", s.db.Dialect(),
 		"storage", s.cfg.Storage.Driver, "storage_root", s.cfg.StorageRoot())
+	// Background work: notification fan-out and delivery on the job queue.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	worker := jobs.New(s.db, meta.NotifyQueue, s.notifier.Deliver, jobs.Options{Concurrency: s.cfg.Notifications.Workers, Logger: s.log})
+	wg.Add(2)
+	go func() { defer wg.Done(); worker.Run(bg) }()
+	go func() { defer wg.Done(); s.notifier.RunFanOut(bg, 250*time.Millisecond, worker.Wake) }()
+	defer func() { stopBG(); wg.Wait() }()
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -7,9 +7,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +40,7 @@ func (c *crashServer) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.cmd = exec.Command(c.bin, "serve", "--addr", c.host, "--data-dir", c.dataDir, "--auth", "none")
+	c.cmd.Env = append(os.Environ(), `BERTH_NOTIFICATIONS_ALLOWED_HOSTS=["loopback"]`)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -106,6 +109,32 @@ func TestCrashDuringPushes(t *testing.T) {
 		}
 		return r
 	}
+	// A webhook receiver that records every delivered push by event id.
+	var rmu sync.Mutex
+	received := map[string]int{} // tag@digest -> deliveries
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p struct {
+			UpdatedTags []string `json:"updated_tags"`
+			Digest      string   `json:"digest"`
+		}
+		json.NewDecoder(r.Body).Decode(&p)
+		rmu.Lock()
+		for _, tag := range p.UpdatedTags {
+			received[tag+"@"+p.Digest]++
+		}
+		rmu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer rcv.Close()
+	resp, err := http.Post("http://"+c.host+"/api/v1/superuser/notification/", "application/json",
+		strings.NewReader(`{"event":"repo_push","method":"webhook","config":{"url":"`+rcv.URL+`"}}`))
+	if err == nil {
+		resp.Body.Close()
+	}
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("create the notification: %v %v", err, resp)
+	}
+
 	stable, _ := random.Image(64<<10, 2)
 	if err := remote.Write(ref("crash/app:stable"), stable); err != nil {
 		t.Fatal(err)
@@ -147,6 +176,26 @@ func TestCrashDuringPushes(t *testing.T) {
 		t.Logf("round %d: %d pushes acknowledged before SIGKILL", round, n)
 		c.start(t)
 		checkRegistryConsistent(t, c.host, ref, acked, stableDigest)
+	}
+	// Every push the client saw succeed is delivered to the receiver,
+	// through four SIGKILLs.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		rmu.Lock()
+		missing := 0
+		for _, r := range acked {
+			if received[r.tag+"@"+r.digest.String()] == 0 {
+				missing++
+			}
+		}
+		rmu.Unlock()
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged pushes never reached the webhook receiver", missing, len(acked))
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	c.kill()
 	checkEvents(t, filepath.Join(c.dataDir, "berth.db"), acked)

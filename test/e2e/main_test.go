@@ -249,6 +249,8 @@ func startBerth(bin string) (*server, error) {
 		return nil, err
 	}
 	s.cmd = exec.Command(bin, "serve", "--addr", registryHost, "--data-dir", dataDir, "--auth", "none", "--log-level", "debug")
+	// Webhook receivers of the notification tests listen on loopback.
+	s.cmd.Env = append(os.Environ(), `BERTH_NOTIFICATIONS_ALLOWED_HOSTS=["loopback"]`)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.Dir = runDir
 	fmt.Printf("e2e: starting %s\n", strings.Join(s.cmd.Args, " "))

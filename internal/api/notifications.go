@@ -1,0 +1,171 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/notify"
+)
+
+// Notifier manages notifications for the API.
+type Notifier interface {
+	Create(ctx context.Context, scope, target, actor string, in notify.Input) (meta.Notification, error)
+	Test(ctx context.Context, n meta.Notification, repo string) error
+}
+
+// notificationEndpoints are Quay's repository notification endpoints, plus
+// Berth's delivery attempts.
+func (a *API) notificationEndpoints() []repoEndpoint {
+	h := func(op string) repoHandler {
+		return func(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, args []string) error {
+			if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin); err != nil {
+				return err
+			}
+			uuid := ""
+			if len(args) > 0 {
+				uuid = args[0]
+			}
+			return a.notification(w, r, id, op, meta.ScopeRepository, repo, uuid)
+		}
+	}
+	return []repoEndpoint{
+		{http.MethodGet, "notification/", h("list")},
+		{http.MethodPost, "notification/", h("create")},
+		{http.MethodGet, "notification/{}", h("get")},
+		{http.MethodDelete, "notification/{}", h("delete")},
+		{http.MethodPost, "notification/{}", h("reset")},
+		{http.MethodPost, "notification/{}/test", h("test")},
+		{http.MethodGet, "notification/{}/attempts", h("attempts")},
+	}
+}
+
+// notificationRoutes registers the organization-wide and registry-wide
+// notifications (beyond Quay: one receiver can hear a whole organization).
+func (a *API) notificationRoutes() {
+	org := func(op string) handler {
+		return func(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+			c, err := a.orgAdmin(r.Context(), id, r.PathValue("org"))
+			if err != nil {
+				return err
+			}
+			return a.notification(w, r, id, op, meta.ScopeOrganization, c.org.Name, r.PathValue("uuid"))
+		}
+	}
+	registry := func(op string) handler {
+		return func(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+			if err := requireUser(id); err != nil {
+				return err
+			}
+			if !id.Superuser {
+				return forbidden("registry-wide notifications are for superusers")
+			}
+			return a.notification(w, r, id, op, meta.ScopeRegistry, "", r.PathValue("uuid"))
+		}
+	}
+	for prefix, mk := range map[string]func(string) handler{"/api/v1/organization/{org}/notification/": org, "/api/v1/superuser/notification/": registry} {
+		a.handle("GET "+prefix+"{$}", mk("list"))
+		a.handle("POST "+prefix+"{$}", mk("create"))
+		a.handle("GET "+prefix+"{uuid}", mk("get"))
+		a.handle("DELETE "+prefix+"{uuid}", mk("delete"))
+		a.handle("POST "+prefix+"{uuid}", mk("reset"))
+		a.handle("POST "+prefix+"{uuid}/test", mk("test"))
+		a.handle("GET "+prefix+"{uuid}/attempts", mk("attempts"))
+	}
+}
+
+// notification serves one operation on the notifications of a scope, the
+// caller's right to administer it already checked.
+func (a *API) notification(w http.ResponseWriter, r *http.Request, id auth.Identity, op, scope, target, uuid string) error {
+	ctx := r.Context()
+	if a.opts.Notifier == nil {
+		return apiError(http.StatusNotImplemented, "not_implemented", "notifications are not enabled on this server")
+	}
+	switch op {
+	case "list":
+		ns, err := a.db.Notifications(ctx, scope, target)
+		if err != nil {
+			return err
+		}
+		views := make([]map[string]any, 0, len(ns))
+		for _, n := range ns {
+			views = append(views, notify.View(n))
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"notifications": views})
+		return nil
+	case "create":
+		var in notify.Input
+		if err := decode(w, r, &in); err != nil {
+			return err
+		}
+		n, err := a.opts.Notifier.Create(ctx, scope, target, id.Actor(), in)
+		var inv *notify.InvalidError
+		if errors.As(err, &inv) {
+			return badRequest("%s", inv.Msg)
+		}
+		if err != nil {
+			return err
+		}
+		a.audit(r, id, "add_repo_notification", repoOf(scope, target), nsOf(scope, target), map[string]string{"event": n.Event, "method": n.Method, "uuid": n.UUID})
+		writeJSON(w, http.StatusCreated, notify.View(n))
+		return nil
+	}
+	n, err := a.db.NotificationByUUID(ctx, scope, target, uuid)
+	if errors.Is(err, meta.ErrNotificationNotFound) {
+		return notFound("notification %s not found", uuid)
+	}
+	if err != nil {
+		return err
+	}
+	switch op {
+	case "get":
+		writeJSON(w, http.StatusOK, notify.View(n))
+	case "delete":
+		if err := a.db.DeleteNotification(ctx, n.ID); err != nil {
+			return err
+		}
+		a.audit(r, id, "delete_repo_notification", repoOf(scope, target), nsOf(scope, target), map[string]string{"uuid": n.UUID})
+		w.WriteHeader(http.StatusNoContent)
+	case "reset":
+		if err := a.db.ResetNotificationFailures(ctx, n.ID); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case "test":
+		repo := target
+		if scope != meta.ScopeRepository {
+			repo = nsOf(scope, target) + "/sample"
+			if scope == meta.ScopeRegistry {
+				repo = "sample/repository"
+			}
+		}
+		if err := a.opts.Notifier.Test(ctx, n, repo); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{})
+	case "attempts":
+		at, err := a.db.Attempts(ctx, n.ID, 100)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"attempts": at})
+	}
+	return nil
+}
+
+func repoOf(scope, target string) string {
+	if scope == meta.ScopeRepository {
+		return target
+	}
+	return ""
+}
+
+func nsOf(scope, target string) string {
+	if scope == meta.ScopeOrganization {
+		return target
+	}
+	ns, _ := splitRepo(target)
+	return ns
+}

@@ -1,0 +1,308 @@
+package events
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// DeliveryTimeout bounds one webhook or Slack delivery (Quay's 10 s).
+const DeliveryTimeout = 10 * time.Second
+
+// MaxSnippet is how much of a receiver's answer a Result keeps.
+const MaxSnippet = 4 << 10
+
+// maxRedirects is how many redirects a delivery follows (each checked).
+const maxRedirects = 3
+
+// Delivery is one event, rendered, on its way to one notification.
+type Delivery struct {
+	EventUUID   string
+	Kind        string
+	Body        []byte // already rendered
+	ContentType string // "application/json" when empty
+	Headers     map[string]string
+}
+
+// Result is the outcome of one delivery attempt. Err is nil exactly when
+// the receiver accepted the delivery. Neither Err nor ResponseSnippet
+// carries the method's secrets (signing secret, credential headers, the
+// URL's path and query).
+type Result struct {
+	StatusCode      int // HTTP status, or the SMTP reply code for email
+	Latency         time.Duration
+	Err             error
+	ResponseSnippet string // the first MaxSnippet bytes of the answer
+}
+
+// Method delivers to one kind of receiver.
+type Method interface {
+	Deliver(ctx context.Context, d Delivery) Result
+}
+
+// Webhook POSTs the body to URL. Headers sent: Content-Type, User-Agent,
+// X-Berth-Event (the kind), X-Berth-Delivery and Idempotency-Key (the
+// event UUID, the same on every retry), X-Hub-Signature-256 when Secret
+// is set, and the extra Headers (which may not replace any of those).
+type Webhook struct {
+	URL     string
+	Secret  []byte
+	Headers map[string]string
+	// Client sends the request; nil is NewHTTPClient with a guard that
+	// allows nothing beyond public addresses.
+	Client *http.Client
+}
+
+// Deliver implements Method.
+func (w Webhook) Deliver(ctx context.Context, d Delivery) Result {
+	return post(ctx, w.Client, w.URL, d, w.Secret, w.Headers)
+}
+
+// Slack POSTs a Slack message (see SlackBody) to an incoming-webhook URL.
+type Slack struct {
+	URL    string
+	Client *http.Client
+}
+
+// Deliver implements Method. d.Body is the message SlackBody built.
+func (s Slack) Deliver(ctx context.Context, d Delivery) Result {
+	d.ContentType = "application/json"
+	return post(ctx, s.Client, s.URL, d, nil, nil)
+}
+
+// ValidateHeaders checks a notification's extra headers: valid names and
+// values, and none of the headers Berth sets itself.
+func ValidateHeaders(h map[string]string) error {
+	for k, v := range h {
+		if !validHeaderName(k) {
+			return fmt.Errorf("header name %q is invalid", k)
+		}
+		if reservedHeader(k) {
+			return fmt.Errorf("header %s is set by Berth and cannot be configured", http.CanonicalHeaderKey(k))
+		}
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return fmt.Errorf("header %s: value contains a line break or NUL", http.CanonicalHeaderKey(k))
+		}
+	}
+	return nil
+}
+
+func reservedHeader(name string) bool {
+	switch http.CanonicalHeaderKey(name) {
+	case "Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding", "Host", "Connection",
+		"Te", "Trailer", "Upgrade", "Expect", "Keep-Alive", "Proxy-Connection",
+		SignatureHeader, "X-Hub-Signature", "X-Berth-Event", "X-Berth-Delivery", "Idempotency-Key":
+		return true
+	}
+	return false
+}
+
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// sensitiveHeader reports whether a header's value is a credential that
+// must never be echoed back into a Result.
+func sensitiveHeader(name string) bool {
+	n := strings.ToLower(name)
+	for _, s := range []string{"auth", "token", "secret", "key", "cookie", "signature", "password", "session"} {
+		if strings.Contains(n, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// post is the HTTP delivery shared by Webhook and Slack.
+func post(ctx context.Context, client *http.Client, rawURL string, d Delivery, secret []byte, extra map[string]string) (res Result) {
+	start := time.Now()
+	defer func() { res.Latency = time.Since(start) }()
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		res.Err = errors.New("delivery URL is not an http(s) URL")
+		return res
+	}
+	target := redactURL(u)
+	secrets := secretStrings(u, secret, extra, d.Headers)
+	for _, h := range []map[string]string{extra, d.Headers} {
+		if err := ValidateHeaders(h); err != nil {
+			res.Err = fmt.Errorf("POST %s: %w", target, err)
+			return res
+		}
+	}
+	if client == nil {
+		client = NewHTTPClient(nil)
+	}
+	ctx, cancel := context.WithTimeout(ctx, DeliveryTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, bytes.NewReader(d.Body))
+	if err != nil {
+		res.Err = fmt.Errorf("POST %s: invalid request", target)
+		return res
+	}
+	for _, h := range []map[string]string{d.Headers, extra} {
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+	}
+	ct := d.ContentType
+	if ct == "" {
+		ct = "application/json"
+	}
+	req.Header.Set("Content-Type", ct)
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", "Berth-Webhook/1")
+	}
+	if d.Kind != "" {
+		req.Header.Set("X-Berth-Event", d.Kind)
+	}
+	if d.EventUUID != "" {
+		req.Header.Set("X-Berth-Delivery", d.EventUUID)
+		req.Header.Set("Idempotency-Key", d.EventUUID)
+	}
+	if len(secret) > 0 {
+		req.Header.Set(SignatureHeader, Sign(secret, d.Body))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its message repeats the full URL
+		}
+		res.Err = fmt.Errorf("POST %s: %w", target, redactErr(err, secrets))
+		return res
+	}
+	defer resp.Body.Close()
+	res.StatusCode = resp.StatusCode
+	snippet, readErr := io.ReadAll(io.LimitReader(resp.Body, MaxSnippet))
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10) // lets the connection be reused
+	res.ResponseSnippet = redact(strings.ToValidUTF8(string(snippet), "\uFFFD"), secrets)
+	switch {
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		res.Err = fmt.Errorf("POST %s: receiver answered %s", target, resp.Status)
+	case readErr != nil && ctx.Err() != nil:
+		res.Err = fmt.Errorf("POST %s: reading the answer: %w", target, ctx.Err())
+	}
+	return res
+}
+
+// redactURL keeps scheme and host: paths and queries of hook URLs carry
+// tokens (Slack, Teams, Discord).
+func redactURL(u *url.URL) string {
+	s := u.Scheme + "://" + u.Host
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		s += "/…"
+	}
+	return s
+}
+
+// secretStrings are the strings a receiver might echo that must not end
+// up in a Result: the signing secret, credential header values, the
+// URL's query and its token-like path segments.
+func secretStrings(u *url.URL, secret []byte, headers ...map[string]string) []string {
+	var out []string
+	add := func(s string) {
+		if len(s) >= 4 {
+			out = append(out, s)
+		}
+	}
+	add(string(secret))
+	for _, h := range headers {
+		for k, v := range h {
+			if sensitiveHeader(k) {
+				add(v)
+				if _, cred, ok := strings.Cut(v, " "); ok { // "Bearer <token>"
+					add(strings.TrimSpace(cred))
+				}
+			}
+		}
+	}
+	if u != nil {
+		if u.RawQuery != "" {
+			add(u.RawQuery)
+			for _, vs := range u.Query() {
+				for _, v := range vs {
+					if len(v) >= 8 {
+						add(v)
+					}
+				}
+			}
+		}
+		for seg := range strings.SplitSeq(u.Path, "/") {
+			if len(seg) >= 16 {
+				add(seg)
+			}
+		}
+	}
+	// Longest first, so that a secret containing another is replaced whole.
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
+func redact(s string, secrets []string) string {
+	for _, sec := range secrets {
+		s = strings.ReplaceAll(s, sec, "[REDACTED]")
+	}
+	return s
+}
+
+// redactErr keeps err's chain (errors.Is still works) unless its message
+// contains a secret, in which case only the redacted text survives.
+func redactErr(err error, secrets []string) error {
+	msg := err.Error()
+	if r := redact(msg, secrets); r != msg {
+		return errors.New(r)
+	}
+	return err
+}
+
+// NewHTTPClient is the client deliveries use: every connection goes
+// through the guard's DialContext (nil is a guard that allows nothing
+// beyond public addresses), no proxy is taken from the environment, a
+// request takes at most 10 s, and at most 3 redirects are followed, each
+// checked by the guard before it is requested.
+func NewHTTPClient(g *Guard) *http.Client {
+	if g == nil {
+		g, _ = NewGuard(nil) // cannot fail without entries
+	}
+	t := &http.Transport{
+		Proxy:                  nil,
+		DialContext:            g.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           100,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    DeliveryTimeout,
+		ResponseHeaderTimeout:  DeliveryTimeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+	return &http.Client{
+		Transport: t,
+		Timeout:   DeliveryTimeout,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) > maxRedirects {
+				return fmt.Errorf("stopped after %d redirects", maxRedirects)
+			}
+			if err := g.CheckURL(req.Context(), req.URL.String()); err != nil {
+				return fmt.Errorf("redirect refused: %w", err)
+			}
+			return nil
+		},
+	}
+}

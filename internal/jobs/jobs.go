@@ -1,0 +1,304 @@
+// Package jobs runs the durable job queue of the metadata store: workers
+// claim jobs with a lease, extend it while a handler runs, and complete,
+// retry with backoff, or dead-letter them. Workers in any number of
+// processes coordinate only through the database.
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// Handler does the work of a job. A nil error completes the job; an error
+// retries it with backoff until its MaxAttempts are spent, then moves it to
+// the dead letter; an error wrapped by Permanent dead-letters it at once.
+// The context is cancelled when the worker shuts down or loses the lease.
+// A job may run more than once (a worker can die after the work but before
+// recording it), so handlers must be idempotent.
+type Handler func(ctx context.Context, j meta.Job) error
+
+// Store is the part of the metadata store a worker uses (*meta.DB).
+type Store interface {
+	ClaimJob(ctx context.Context, queue, owner string, lease time.Duration) (meta.Job, bool, error)
+	CompleteJob(ctx context.Context, id int64, owner string) error
+	RetryJob(ctx context.Context, id int64, owner string, runAt time.Time, errText string) error
+	KillJob(ctx context.Context, id int64, owner string, errText string) error
+	ExtendJobLease(ctx context.Context, id int64, owner string, lease time.Duration) error
+}
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as not worth retrying: the job goes to the dead
+// letter at once. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked by
+// Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// Options tune a Worker. Zero values mean the defaults.
+type Options struct {
+	// Concurrency is how many jobs the worker runs at once (1).
+	Concurrency int
+	// Lease is how long a claim holds a job without renewal (30s). It is
+	// extended every Lease/3 while the handler runs; a worker that dies
+	// holds its job for at most Lease before another takes it over.
+	Lease time.Duration
+	// PollInterval is how long an idle worker waits before looking for a
+	// job again (500ms), unless Wake is called.
+	PollInterval time.Duration
+	// Backoff is the delay before retry number attempt+1 after attempt
+	// failed (attempt counts from 1). Default: DefaultBackoff.
+	Backoff func(attempt int) time.Duration
+	// Logger receives the worker's logs (slog.Default()).
+	Logger *slog.Logger
+	// Owner names this worker in lease_owner (hostname-pid-random). Each
+	// claim appends a sequence number, so that two claims of one worker are
+	// never mistaken for each other.
+	Owner string
+}
+
+// DefaultBackoff is exponential from 1s, doubling per attempt, capped at
+// 5m, with full jitter: a uniform delay between 0 and the bound, so that
+// jobs failing together do not retry together.
+func DefaultBackoff(attempt int) time.Duration {
+	const base, ceiling = time.Second, 5 * time.Minute
+	d := ceiling
+	if attempt < 1 {
+		attempt = 1
+	}
+	if attempt <= 20 {
+		d = min(ceiling, base<<(attempt-1))
+	}
+	return rand.N(d + 1)
+}
+
+// reportTimeout bounds the recording of a job's outcome, which runs even
+// when the worker is shutting down.
+const reportTimeout = 10 * time.Second
+
+// Worker claims and runs the jobs of one queue.
+type Worker struct {
+	store   Store
+	queue   string
+	handler Handler
+	opts    Options
+	log     *slog.Logger
+	wake    chan struct{}
+	claims  atomic.Uint64
+}
+
+// New returns a worker for queue. Call Run to start it.
+func New(store Store, queue string, h Handler, opts Options) *Worker {
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 1
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = 30 * time.Second
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 500 * time.Millisecond
+	}
+	if opts.Backoff == nil {
+		opts.Backoff = DefaultBackoff
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Owner == "" {
+		opts.Owner = defaultOwner()
+	}
+	return &Worker{
+		store:   store,
+		queue:   queue,
+		handler: h,
+		opts:    opts,
+		log:     opts.Logger.With("queue", queue, "worker", opts.Owner),
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+func defaultOwner() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "berth"
+	}
+	return fmt.Sprintf("%s-%d-%08x", host, os.Getpid(), rand.Uint32())
+}
+
+// Wake nudges an idle worker to look for jobs now rather than at its next
+// poll, for example after enqueuing in the same process. It never blocks.
+func (w *Worker) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run claims and runs jobs until ctx is done, then waits for its running
+// handlers (whose contexts are cancelled) to return and records their
+// outcome. It returns nil after a shutdown; call it once.
+func (w *Worker) Run(ctx context.Context) error {
+	if w.handler == nil {
+		return errors.New("jobs: nil handler")
+	}
+	w.log.Info("job worker started", "concurrency", w.opts.Concurrency)
+	var wg sync.WaitGroup
+	for range w.opts.Concurrency {
+		wg.Go(func() { w.loop(ctx) })
+	}
+	wg.Wait()
+	w.log.Info("job worker stopped")
+	return nil
+}
+
+func (w *Worker) loop(ctx context.Context) {
+	for ctx.Err() == nil {
+		owner := fmt.Sprintf("%s/%d", w.opts.Owner, w.claims.Add(1))
+		j, ok, err := w.store.ClaimJob(ctx, w.queue, owner, w.opts.Lease)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				w.log.Error("claim job", "err", err)
+			}
+			w.idle(ctx)
+		case !ok:
+			w.idle(ctx)
+		default:
+			w.Wake() // there may be more: let an idle sibling look too
+			w.process(ctx, j, owner)
+		}
+	}
+}
+
+// idle waits for a poll interval, a Wake, or the end of ctx.
+func (w *Worker) idle(ctx context.Context) {
+	t := time.NewTimer(w.opts.PollInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-w.wake:
+	case <-t.C:
+	}
+}
+
+// process runs the handler of a claimed job under a renewed lease and
+// records the outcome.
+func (w *Worker) process(ctx context.Context, j meta.Job, owner string) {
+	log := w.log.With("job", j.ID, "attempt", j.Attempts)
+	if j.OrderingKey != "" {
+		log = log.With("key", j.OrderingKey)
+	}
+	jctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopped := make(chan struct{})
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		w.keepLease(jctx, stopped, j.ID, owner, cancel, log)
+	}()
+	start := time.Now()
+	err := w.call(jctx, j)
+	close(stopped)
+	<-renewed
+
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
+	defer rcancel()
+	var what string
+	var rerr error
+	switch {
+	case err == nil:
+		what, rerr = "completed", w.store.CompleteJob(rctx, j.ID, owner)
+	case jctx.Err() != nil:
+		// Shutdown or a lost lease interrupted the handler: not the job's
+		// fault, so it is not dead-lettered; run it again soon. (If the
+		// lease is lost the store refuses, and the new holder runs it.)
+		err = fmt.Errorf("interrupted (%w): %w", context.Cause(jctx), err)
+		what, rerr = "interrupted", w.store.RetryJob(rctx, j.ID, owner, time.Now(), err.Error())
+	case IsPermanent(err) || j.Attempts >= j.MaxAttempts:
+		what, rerr = "dead-lettered", w.store.KillJob(rctx, j.ID, owner, err.Error())
+	default:
+		next := w.opts.Backoff(j.Attempts)
+		log = log.With("retry_in", next)
+		what, rerr = "retried", w.store.RetryJob(rctx, j.ID, owner, time.Now().Add(next), err.Error())
+	}
+	log = log.With("took", time.Since(start))
+	switch {
+	case errors.Is(rerr, meta.ErrJobLost):
+		log.Warn("job lease lost before its outcome was recorded; another worker owns it", "outcome", what, "err", err)
+	case rerr != nil:
+		log.Error("record job outcome; the job runs again when its lease expires", "outcome", what, "err", err, "record_err", rerr)
+	case err == nil:
+		log.Debug("job " + what)
+	case what == "dead-lettered":
+		log.Error("job "+what, "err", err)
+	default:
+		log.Warn("job "+what, "err", err)
+	}
+}
+
+// call runs the handler, turning a panic into an error.
+func (w *Worker) call(ctx context.Context, j meta.Job) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return w.handler(ctx, j)
+}
+
+// keepLease extends the lease every Lease/3 until stopped. When the store
+// says the lease is lost, or it could not be renewed for a whole lease (so
+// another worker may have taken the job over), it cancels the handler.
+func (w *Worker) keepLease(ctx context.Context, stopped <-chan struct{}, id int64, owner string, cancel context.CancelCauseFunc, log *slog.Logger) {
+	t := time.NewTicker(w.opts.Lease / 3)
+	defer t.Stop()
+	renewed := time.Now()
+	for {
+		select {
+		case <-stopped:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := w.store.ExtendJobLease(ctx, id, owner, w.opts.Lease)
+		switch {
+		case err == nil:
+			renewed = time.Now()
+		case errors.Is(err, meta.ErrJobLost):
+			log.Warn("job lease lost; cancelling the handler")
+			cancel(meta.ErrJobLost)
+			return
+		case ctx.Err() != nil:
+			return
+		case time.Since(renewed) >= w.opts.Lease:
+			log.Error("job lease could not be renewed in time; cancelling the handler", "err", err)
+			cancel(fmt.Errorf("%w: %w", meta.ErrJobLost, err))
+			return
+		default:
+			log.Warn("extend job lease", "err", err)
+		}
+	}
+}

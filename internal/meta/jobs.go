@@ -1,0 +1,350 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Job statuses.
+const (
+	JobPending = "pending" // waiting for run_at, or for an older job of its ordering key
+	JobRunning = "running" // claimed by a worker holding a lease
+	JobDone    = "done"    // finished
+	JobDead    = "dead"    // failed for good: the dead letter
+)
+
+// DefaultJobMaxAttempts is the MaxAttempts of a job enqueued without one.
+const DefaultJobMaxAttempts = 5
+
+// maxJobError caps the stored last_error.
+const maxJobError = 4096
+
+// ErrJobLost is returned when a worker acts on a job whose lease it no
+// longer holds: the lease expired and another worker took the job over, or
+// the job already finished.
+var ErrJobLost = errors.New("job lease lost")
+
+// ErrJobNotFound is returned for an unknown job (or, by RequeueDeadJob, a
+// job that is not dead).
+var ErrJobNotFound = fmt.Errorf("job %w", ErrNotFound)
+
+// Job is a unit of work of the durable queue. Jobs of one queue with the
+// same non-empty OrderingKey run one at a time, in enqueue order.
+type Job struct {
+	ID          int64
+	Queue       string
+	OrderingKey string
+	Payload     json.RawMessage
+	Status      string
+	Attempts    int
+	MaxAttempts int
+	RunAt       time.Time
+	LastError   string
+	CreatedAt   time.Time
+}
+
+// jobKeyLockClass is the first key of the two-key PostgreSQL advisory
+// locks that serialize enqueues of one ordering key ("jobs"). The two-key
+// form lives in a space of its own: it cannot collide with the one-key
+// locks of migrations and fan-out.
+const jobKeyLockClass = 0x6a6f6273
+
+// EnqueueJob adds a job in a transaction of its own and returns its id.
+// Zero MaxAttempts means DefaultJobMaxAttempts; zero RunAt means now.
+// Status, Attempts, LastError and CreatedAt are ignored.
+func (db *DB) EnqueueJob(ctx context.Context, j Job) (int64, error) {
+	var id int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		id, err = db.EnqueueJobTx(ctx, tx, j)
+		return err
+	})
+	return id, err
+}
+
+// EnqueueJobTx adds a job in the caller's transaction, so that a change
+// and the work it causes commit together (transactional outbox).
+//
+// On PostgreSQL a job with an OrderingKey takes a transaction-scoped
+// advisory lock on its queue and key before its id is drawn, so that
+// transactions enqueuing for one key commit in id order: a claimer can
+// never see a job of a key before an older one of the same key. The lock is
+// held until the caller's transaction ends; a transaction that enqueues for
+// several keys must take them in a consistent order (as the serialized
+// fan-out does), or two such transactions may deadlock.
+func (db *DB) EnqueueJobTx(ctx context.Context, tx *sql.Tx, j Job) (int64, error) {
+	j.LastError, j.CreatedAt = "", time.Time{}
+	return db.insertJob(ctx, tx, j)
+}
+
+// insertJob adds j as a pending job with no attempts; zero CreatedAt means
+// now.
+func (db *DB) insertJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error) {
+	if j.Queue == "" {
+		return 0, errors.New("enqueue job: empty queue")
+	}
+	if j.Payload == nil {
+		j.Payload = json.RawMessage("{}")
+	}
+	if !json.Valid(j.Payload) || !utf8.Valid(j.Payload) {
+		return 0, fmt.Errorf("enqueue %s job: payload is not valid JSON", j.Queue)
+	}
+	if j.MaxAttempts <= 0 {
+		j.MaxAttempts = DefaultJobMaxAttempts
+	}
+	ts := now()
+	runAt, created := ts, ts
+	if !j.RunAt.IsZero() {
+		runAt = j.RunAt.UnixMicro()
+	}
+	if !j.CreatedAt.IsZero() {
+		created = j.CreatedAt.UnixMicro()
+	}
+	if err := db.lockJobKey(ctx, tx, j.Queue, j.OrderingKey); err != nil {
+		return 0, err
+	}
+	var id int64
+	err := tx.QueryRowContext(ctx, db.q(`INSERT INTO jobs (queue, ordering_key, payload, status, attempts, max_attempts, run_at, last_error, created_at, updated_at)
+		VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?) RETURNING id`),
+		j.Queue, j.OrderingKey, string(j.Payload), j.MaxAttempts, runAt, cleanJobError(j.LastError), created, ts).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("enqueue %s job: %w", j.Queue, err)
+	}
+	return id, nil
+}
+
+func (db *DB) lockJobKey(ctx context.Context, tx *sql.Tx, queue, key string) error {
+	if db.dialect != postgres || key == "" {
+		return nil // SQLite: the write transaction already serializes enqueues
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", jobKeyLockClass, queue+"\n"+key); err != nil {
+		return fmt.Errorf("lock ordering key: %w", err)
+	}
+	return nil
+}
+
+const jobColumns = "id, queue, ordering_key, payload, status, attempts, max_attempts, run_at, last_error, created_at"
+
+func scanJob(row interface{ Scan(...any) error }) (Job, error) {
+	var j Job
+	var payload string
+	var runAt, created int64
+	if err := row.Scan(&j.ID, &j.Queue, &j.OrderingKey, &payload, &j.Status, &j.Attempts, &j.MaxAttempts, &runAt, &j.LastError, &created); err != nil {
+		return Job{}, err
+	}
+	j.Payload = json.RawMessage(payload)
+	j.RunAt = fromMicros(runAt)
+	j.CreatedAt = fromMicros(created)
+	return j, nil
+}
+
+// ClaimJob atomically claims the oldest ready job of the queue for owner,
+// for lease: a pending job whose run_at has come, or a running job whose
+// lease expired (its worker died; the job is taken over). The job becomes
+// running with one more attempt. It returns false when no job is ready.
+// A job taken over after its last attempt (Attempts >= MaxAttempts) goes
+// to the dead letter instead of running again.
+//
+// A job with an OrderingKey is ready only while no older job (smaller id)
+// of its queue and key is pending or running: the jobs of a key run one at
+// a time, in id order, and a retried job holds back the younger jobs of its
+// key until it is done or dead.
+//
+// Why no two jobs of a key can run at once, with any number of processes:
+//   - On PostgreSQL the candidate is locked FOR UPDATE SKIP LOCKED, so two
+//     claimers never take the same row; a row that a claim committed after
+//     this statement's snapshot changed is re-checked against its new
+//     version (running, lease live: rejected).
+//   - The ordering check reads the other jobs of the key from the
+//     statement's snapshot, without locks. That is safe because the check
+//     is monotonic: an existing older job only ever goes from live
+//     (pending, running) to finished (done, dead), never back (a retry stays
+//     pending, a takeover stays running, a requeued dead job becomes a new,
+//     youngest job); and an older job of a key cannot commit after a younger
+//     one, because enqueues of a key are serialized (EnqueueJobTx). So a
+//     stale snapshot can only block a job wrongly, never release one: job N
+//     of a key is ready only once every older job of the key finished for
+//     good, and then no other job of the key is claimable until N finishes.
+//   - On SQLite the claim is one write statement, and writes are
+//     serialized, across processes too.
+func (db *DB) ClaimJob(ctx context.Context, queue, owner string, lease time.Duration) (Job, bool, error) {
+	if owner == "" || lease <= 0 {
+		return Job{}, false, errors.New("claim job: owner and a positive lease are required")
+	}
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	// A job whose worker was lost on its last attempt is not run again:
+	// the claim moves it to the dead letter instead (a job that crashes its
+	// process must not crash every process in turn), and looks again. The
+	// SET expressions all see the row as it was before the update. The
+	// status terms of the WHERE repeat the partial indexes' predicate
+	// verbatim, so that SQLite (which matches it syntactically) uses them.
+	query := db.q(`UPDATE jobs SET
+			status = CASE WHEN status = 'running' AND attempts >= max_attempts THEN 'dead' ELSE 'running' END,
+			attempts = CASE WHEN status = 'running' AND attempts >= max_attempts THEN attempts ELSE attempts + 1 END,
+			last_error = CASE WHEN status = 'running' AND attempts >= max_attempts THEN ? ELSE last_error END,
+			lease_until = ?, lease_owner = ?, updated_at = ?
+		WHERE id = (
+			SELECT j.id FROM jobs j
+			WHERE j.queue = ? AND j.status IN ('pending', 'running')
+			AND ((j.status = 'pending' AND j.run_at <= ?) OR (j.status = 'running' AND j.lease_until <= ?))
+			AND (j.ordering_key = '' OR NOT EXISTS (
+				SELECT 1 FROM jobs o
+				WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key AND o.status IN ('pending', 'running')
+				AND o.id < j.id))
+			ORDER BY j.id LIMIT 1` + lock + `)
+		RETURNING ` + jobColumns)
+	for range 16 {
+		ts := now()
+		j, err := scanJob(db.write.QueryRowContext(ctx, query,
+			errLeaseExpired, ts+lease.Microseconds(), owner, ts, queue, ts, ts))
+		if errors.Is(err, sql.ErrNoRows) {
+			return Job{}, false, nil
+		}
+		if err != nil {
+			return Job{}, false, fmt.Errorf("claim %s job: %w", queue, err)
+		}
+		if j.Status == JobRunning {
+			return j, true, nil
+		}
+	}
+	return Job{}, false, nil // many dead-lettered in a row: look again at the next poll
+}
+
+// errLeaseExpired is the last_error of a job dead-lettered by ClaimJob.
+const errLeaseExpired = "lease expired during the last attempt: the worker stopped or hung"
+
+// finishJob applies set to a job that owner still holds.
+func (db *DB) finishJob(ctx context.Context, what string, id int64, owner, set string, args ...any) error {
+	args = append(args, now(), id, owner)
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE jobs SET "+set+", updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'"), args...)
+	if err != nil {
+		return fmt.Errorf("%s job %d: %w", what, id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("%s job %d: %w", what, id, err)
+	} else if n == 0 {
+		return fmt.Errorf("%s job %d: %w", what, id, ErrJobLost)
+	}
+	return nil
+}
+
+// CompleteJob marks a job done. It returns ErrJobLost unless owner still
+// holds the job.
+func (db *DB) CompleteJob(ctx context.Context, id int64, owner string) error {
+	return db.finishJob(ctx, "complete", id, owner, "status = 'done', lease_until = 0, lease_owner = ''")
+}
+
+// RetryJob puts a job back to pending, to run again from runAt, recording
+// the error. It returns ErrJobLost unless owner still holds the job.
+func (db *DB) RetryJob(ctx context.Context, id int64, owner string, runAt time.Time, errText string) error {
+	return db.finishJob(ctx, "retry", id, owner, "status = 'pending', run_at = ?, lease_until = 0, lease_owner = '', last_error = ?",
+		runAt.UnixMicro(), cleanJobError(errText))
+}
+
+// KillJob moves a job to the dead letter, recording the error. It returns
+// ErrJobLost unless owner still holds the job.
+func (db *DB) KillJob(ctx context.Context, id int64, owner string, errText string) error {
+	return db.finishJob(ctx, "kill", id, owner, "status = 'dead', lease_until = 0, lease_owner = '', last_error = ?", cleanJobError(errText))
+}
+
+// ExtendJobLease renews owner's lease on a running job to lease from now.
+// It returns ErrJobLost unless owner still holds the job.
+func (db *DB) ExtendJobLease(ctx context.Context, id int64, owner string, lease time.Duration) error {
+	if lease <= 0 {
+		return errors.New("extend job lease: lease must be positive")
+	}
+	return db.finishJob(ctx, "extend lease of", id, owner, "lease_until = ?", now()+lease.Microseconds())
+}
+
+// Jobs lists up to limit jobs (100 if limit <= 0), oldest first. An empty
+// queue or status matches all.
+func (db *DB) Jobs(ctx context.Context, queue, status string, limit int) ([]Job, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var where []string
+	var args []any
+	if queue != "" {
+		where = append(where, "queue = ?")
+		args = append(args, queue)
+	}
+	if status != "" {
+		where = append(where, "status = ?")
+		args = append(args, status)
+	}
+	query := "SELECT " + jobColumns + " FROM jobs"
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY id LIMIT ?"), append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan job: %w", err)
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// RequeueDeadJob gives a dead job another round of MaxAttempts attempts.
+// The job is enqueued again as a new job (a new id, at the tail of its
+// queue and ordering key; the younger jobs of its key ran while it was
+// dead) with its payload, creation time and last error, and the dead row is
+// removed. It returns ErrJobNotFound if no dead job has the id.
+func (db *DB) RequeueDeadJob(ctx context.Context, id int64) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR UPDATE"
+		}
+		j, err := scanJob(tx.QueryRowContext(ctx, db.q("SELECT "+jobColumns+" FROM jobs WHERE id = ? AND status = 'dead'"+lock), id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("dead job %d: %w", id, ErrJobNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("read dead job %d: %w", id, err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM jobs WHERE id = ?"), id); err != nil {
+			return fmt.Errorf("requeue job %d: %w", id, err)
+		}
+		j.RunAt = time.Time{}
+		if _, err := db.insertJob(ctx, tx, j); err != nil {
+			return fmt.Errorf("requeue job %d: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// PruneJobs deletes done jobs last changed before the given time and
+// returns how many it deleted. Dead jobs stay until requeued.
+func (db *DB) PruneJobs(ctx context.Context, before time.Time) (int64, error) {
+	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM jobs WHERE status = 'done' AND updated_at < ?"), before.UnixMicro())
+	if err != nil {
+		return 0, fmt.Errorf("prune jobs: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// cleanJobError makes an error text storable: valid UTF-8 without NUL
+// (PostgreSQL TEXT refuses both), at most maxJobError bytes.
+func cleanJobError(s string) string {
+	if len(s) > maxJobError {
+		s = s[:maxJobError]
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+}

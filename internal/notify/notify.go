@@ -1,0 +1,223 @@
+// Package notify turns outbox events into notification deliveries: it
+// validates and stores notifications, fans events out to the ones that
+// match, and delivers each through its method on the durable job queue,
+// in order per notification and repository, at least once.
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// Events that notifications may subscribe to.
+var Events = map[string]bool{
+	meta.EventRepoPush: true, meta.EventTagDeleted: true, meta.EventManifestDeleted: true,
+	meta.EventRepoCreated: true, meta.EventRepoDeleted: true,
+	"repo_mirror_sync_started": true, "repo_mirror_sync_success": true, "repo_mirror_sync_failed": true,
+	"vulnerability_found": true, "repo_image_expiry": true, "manifest_scanned": true,
+}
+
+// Options configure the service.
+type Options struct {
+	Server events.Server
+	// Guard refuses webhook targets on internal networks unless allowed.
+	Guard *events.Guard
+	// SMTP, for the email method; empty disables it.
+	SMTPAddr, SMTPFrom, SMTPUsername, SMTPPassword string
+	Logger                                         *slog.Logger
+}
+
+// Service manages and delivers notifications.
+type Service struct {
+	db     *meta.DB
+	sealer *auth.Sealer
+	opts   Options
+	client *http.Client
+	log    *slog.Logger
+}
+
+// New returns the service.
+func New(db *meta.DB, sealer *auth.Sealer, opts Options) *Service {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Service{db: db, sealer: sealer, opts: opts, client: events.NewHTTPClient(opts.Guard), log: opts.Logger}
+}
+
+// Input is a notification as Quay's API receives it.
+type Input struct {
+	Event       string         `json:"event"`
+	Method      string         `json:"method"`
+	Config      map[string]any `json:"config"`
+	EventConfig map[string]any `json:"eventConfig"`
+	Title       string         `json:"title"`
+}
+
+// InvalidError is a notification the API must refuse with 400.
+type InvalidError struct{ Msg string }
+
+func (e *InvalidError) Error() string { return e.Msg }
+
+func invalid(format string, args ...any) error {
+	return &InvalidError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// Create validates and stores a notification. A webhook's shared secret
+// is sealed before it is stored.
+func (s *Service) Create(ctx context.Context, scope, target, actor string, in Input) (meta.Notification, error) {
+	if !Events[in.Event] {
+		return meta.Notification{}, invalid("unknown event %q", in.Event)
+	}
+	if len(in.Title) > 255 {
+		return meta.Notification{}, invalid("title over 255 characters")
+	}
+	cfg := map[string]any{}
+	for k, v := range in.Config {
+		cfg[k] = v
+	}
+	format := "quay"
+	switch in.Method {
+	case "webhook", "slack":
+		u, _ := cfg["url"].(string)
+		if u == "" {
+			return meta.Notification{}, invalid("config.url is required")
+		}
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return meta.Notification{}, invalid("config.url %q is not an http(s) URL", u)
+		}
+		if s.opts.Guard != nil {
+			if err := s.opts.Guard.CheckURL(ctx, u); err != nil {
+				return meta.Notification{}, invalid("config.url: %v", err)
+			}
+		}
+	case "email":
+		if e, _ := cfg["email"].(string); !strings.Contains(e, "@") {
+			return meta.Notification{}, invalid("config.email is required")
+		}
+		if s.opts.SMTPAddr == "" {
+			return meta.Notification{}, invalid("the email method needs SMTP settings in the configuration")
+		}
+	default:
+		return meta.Notification{}, invalid("unknown method %q (webhook, slack, email)", in.Method)
+	}
+	if in.Method == "webhook" {
+		if t, ok := cfg["template"]; ok && t != "" {
+			raw, err := templateJSON(t)
+			if err == nil {
+				err = events.ValidateTemplate(raw)
+			}
+			if err != nil {
+				return meta.Notification{}, invalid("config.template: %v", err)
+			}
+		}
+		if f, ok := cfg["format"].(string); ok && f != "" {
+			if f != "quay" && f != "cloudevents" {
+				return meta.Notification{}, invalid("config.format %q (quay, cloudevents)", f)
+			}
+			format = f
+		}
+		if h, ok := cfg["headers"]; ok {
+			m, ok := h.(map[string]any)
+			if !ok {
+				return meta.Notification{}, invalid("config.headers must be an object of strings")
+			}
+			for k, v := range m {
+				if _, ok := v.(string); !ok || k == "" {
+					return meta.Notification{}, invalid("config.headers[%q] must be a string", k)
+				}
+			}
+		}
+		if sec, ok := cfg["secret"]; ok {
+			str, ok := sec.(string)
+			if !ok || str == "" {
+				return meta.Notification{}, invalid("config.secret must be a non-empty string")
+			}
+			delete(cfg, "secret")
+			cfg["secret_sealed"] = s.sealer.Seal([]byte(str))
+		}
+	}
+	if in.Event == "vulnerability_found" {
+		if lv, ok := in.EventConfig["level"]; ok {
+			if f, ok := lv.(float64); !ok || f < 0 || f > 5 {
+				return meta.Notification{}, invalid("eventConfig.level must be 0 (Critical) to 5 (Unknown)")
+			}
+		}
+	}
+	cb, _ := json.Marshal(cfg)
+	ecfg := in.EventConfig
+	if ecfg == nil {
+		ecfg = map[string]any{}
+	}
+	eb, _ := json.Marshal(ecfg)
+	return s.db.CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: scope, Target: target, Event: in.Event,
+		Method: in.Method, Title: in.Title, Config: cb, EventConfig: eb, Format: format, CreatedBy: actor})
+}
+
+// templateJSON accepts a template as Quay stores it (a string holding
+// JSON) or as a JSON object.
+func templateJSON(t any) (json.RawMessage, error) {
+	if s, ok := t.(string); ok {
+		if !json.Valid([]byte(s)) {
+			return nil, errors.New("not valid JSON")
+		}
+		return json.RawMessage(s), nil
+	}
+	return json.Marshal(t)
+}
+
+// View is a notification as the API shows it (Quay's fields), with
+// secrets redacted.
+func View(n meta.Notification) map[string]any {
+	var cfg map[string]any
+	json.Unmarshal(n.Config, &cfg)
+	if _, ok := cfg["secret_sealed"]; ok {
+		delete(cfg, "secret_sealed")
+		cfg["secret"] = "********"
+	}
+	var ecfg map[string]any
+	json.Unmarshal(n.EventConfig, &ecfg)
+	return map[string]any{"uuid": n.UUID, "title": n.Title, "event": n.Event, "method": n.Method, "config": cfg,
+		"event_config": ecfg, "number_of_failures": n.NumberOfFailures}
+}
+
+// Test queues the event's sample payload for a notification.
+func (s *Service) Test(ctx context.Context, n meta.Notification, repo string) error {
+	payload, _ := json.Marshal(meta.DeliveryJob{NotificationID: n.ID, Sample: true, Repository: repo})
+	_, err := s.db.EnqueueJob(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: meta.NotifyTries})
+	return err
+}
+
+// RunFanOut moves outbox events into delivery jobs until ctx is done.
+// wake, if not nil, is signalled after each batch that enqueued jobs.
+func (s *Service) RunFanOut(ctx context.Context, poll time.Duration, wake func()) error {
+	for {
+		n, err := s.db.FanOutEvents(ctx, 200)
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("notification fan-out", "err", err)
+		}
+		if n > 0 && wake != nil {
+			wake()
+		}
+		if n == 200 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(poll):
+		}
+	}
+}
