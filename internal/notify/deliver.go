@@ -70,7 +70,9 @@ func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.Delive
 	var e meta.Event
 	var err error
 	if dj.Sample {
-		payload, err = events.SamplePayload(s.opts.Server, n.Event, dj.Repository)
+		var ecfg map[string]any
+		json.Unmarshal(n.EventConfig, &ecfg)
+		payload, err = events.SamplePayloadConfig(s.opts.Server, n.Event, dj.Repository, ecfg)
 		e = meta.Event{UUID: fmt.Sprintf("test-%d-%d", n.ID, time.Now().UnixNano()), Kind: n.Event, Repository: dj.Repository, CreatedAt: time.Now()}
 	} else {
 		if e, err = s.db.EventByID(ctx, dj.EventID); err != nil {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -99,7 +100,10 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 			return meta.Notification{}, invalid("config.url %q is not an http(s) URL", u)
 		}
 		if s.opts.Guard != nil {
-			if err := s.opts.Guard.CheckURL(ctx, u); err != nil {
+			// Refuse what resolves to a forbidden address now; a name that
+			// does not resolve yet is checked again at every delivery.
+			var dnsErr *net.DNSError
+			if err := s.opts.Guard.CheckURL(ctx, u); err != nil && !errors.As(err, &dnsErr) {
 				return meta.Notification{}, invalid("config.url: %v", err)
 			}
 		}
@@ -134,10 +138,16 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 			if !ok {
 				return meta.Notification{}, invalid("config.headers must be an object of strings")
 			}
+			hs := map[string]string{}
 			for k, v := range m {
-				if _, ok := v.(string); !ok || k == "" {
+				str, ok := v.(string)
+				if !ok || k == "" {
 					return meta.Notification{}, invalid("config.headers[%q] must be a string", k)
 				}
+				hs[k] = str
+			}
+			if err := events.ValidateHeaders(hs); err != nil {
+				return meta.Notification{}, invalid("config.headers: %v", err)
 			}
 		}
 		if sec, ok := cfg["secret"]; ok {

@@ -1,0 +1,113 @@
+package server_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func (w *world) call(method, path, who, body string) (int, map[string]any, string) {
+	w.t.Helper()
+	c := w.creds[who]
+	req, _ := http.NewRequest(method, w.url+path, bytes.NewReader([]byte(body)))
+	if c[0] != "" {
+		req.SetBasicAuth(c[0], c[1])
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	json.Unmarshal(raw, &m)
+	return resp.StatusCode, m, string(raw)
+}
+
+// TestNotificationAPI covers Quay's notification endpoints on a
+// repository, and Berth's organization-wide and registry-wide ones.
+func TestNotificationAPI(t *testing.T) {
+	w := newWorld(t)
+	base := "/api/v1/repository/acme/private/notification/"
+	const secret = "s3cret-for-hmac"
+	body := `{"event":"repo_push","method":"webhook","title":"ci","config":{"url":"https://ci.example.com/hook","secret":"` + secret +
+		`","template":"{\"tag\":\"${updated_tags[0]}\"}","headers":{"X-Team":"platform"}},"eventConfig":{}}`
+	status, n, raw := w.call("POST", base, "owner", body)
+	if status != 201 || n["uuid"] == "" || n["event"] != "repo_push" || n["number_of_failures"] != 0.0 || strings.Contains(raw, secret) {
+		t.Fatalf("create: %d %s", status, raw)
+	}
+	uuid := n["uuid"].(string)
+	if cfg := n["config"].(map[string]any); cfg["secret"] != "********" || cfg["url"] != "https://ci.example.com/hook" {
+		t.Fatalf("config shown as %v", cfg)
+	}
+	for _, bad := range []string{
+		`{"event":"repo_push","method":"webhook","config":{}}`,                                             // no url
+		`{"event":"repo_push","method":"webhook","config":{"url":"ftp://x.example.com/"}}`,                 // scheme
+		`{"event":"repo_push","method":"webhook","config":{"url":"http://127.0.0.1:9/"}}`,                  // loopback: SSRF guard
+		`{"event":"repo_push","method":"webhook","config":{"url":"http://169.254.169.254/latest/"}}`,       // metadata address
+		`{"event":"repo_push","method":"webhook","config":{"url":"https://x.example.com","template":"{"}}`, // bad template
+		`{"event":"nope","method":"webhook","config":{"url":"https://x.example.com"}}`,
+		`{"event":"repo_push","method":"carrier-pigeon","config":{}}`,
+		`{"event":"vulnerability_found","method":"webhook","config":{"url":"https://x.example.com"},"eventConfig":{"level":9}}`,
+		`{"event":"repo_push","method":"webhook","config":{"url":"https://x.example.com"},"unknown":1}`,
+		`{"event":"repo_push","method":"webhook","config":{"url":"https://user:pw@x.example.com/"}}`, // credentials in the URL
+		`{"event":"repo_push","method":"webhook","config":{"url":"https://x.example.com","headers":{"X-Hub-Signature-256":"forged"}}}`,
+		`not json`,
+	} {
+		if status, _, raw := w.call("POST", base, "owner", bad); status != 400 {
+			t.Errorf("create %s: %d %s", bad, status, raw)
+		}
+	}
+	if status, m, _ := w.call("GET", base, "owner", ""); status != 200 || len(m["notifications"].([]any)) != 1 {
+		t.Fatalf("list: %d %v", status, m)
+	}
+	if status, m, _ := w.call("GET", base+uuid, "owner", ""); status != 200 || m["title"] != "ci" {
+		t.Fatalf("get: %d %v", status, m)
+	}
+	if status, _, _ := w.call("POST", base+uuid+"/test", "owner", ""); status != 200 {
+		t.Fatalf("test: %d", status)
+	}
+	if status, m, _ := w.call("GET", base+uuid+"/attempts", "owner", ""); status != 200 || m["attempts"] == nil {
+		t.Fatalf("attempts: %d %v", status, m)
+	}
+	if status, _, _ := w.call("POST", base+uuid, "owner", ""); status != 204 {
+		t.Fatalf("reset: %d", status)
+	}
+	// Repository admins only.
+	for _, who := range []string{"writer", "reader", "robot", "token-in"} {
+		if status, _, _ := w.call("GET", base, who, ""); status != 403 {
+			t.Errorf("list as %s: %d", who, status)
+		}
+	}
+	if status, _, _ := w.call("GET", base, "anonymous", ""); status != 401 {
+		t.Errorf("list as anonymous: %d", status)
+	}
+	if status, _, _ := w.call("GET", base+"00000000-0000-0000-0000-000000000000", "owner", ""); status != 404 {
+		t.Errorf("unknown uuid: %d", status)
+	}
+	if status, _, _ := w.call("DELETE", base+uuid, "owner", ""); status != 204 {
+		t.Fatalf("delete: %d", status)
+	}
+	if status, _, _ := w.call("GET", base+uuid, "owner", ""); status != 404 {
+		t.Fatalf("get after delete: %d", status)
+	}
+	// Organization-wide: organization admins; registry-wide: superusers.
+	orgBody := `{"event":"repo_push","method":"slack","config":{"url":"https://hooks.slack.example.com/x"}}`
+	for who, want := range map[string]int{"orgadmin": 201, "owner": 201, "writer": 403, "root": 201, "anonymous": 401} {
+		if status, _, raw := w.call("POST", "/api/v1/organization/acme/notification/", who, orgBody); status != want {
+			t.Errorf("organization notification as %s: %d, want %d: %s", who, status, want, raw)
+		}
+	}
+	for who, want := range map[string]int{"root": 201, "owner": 403, "anonymous": 401} {
+		if status, _, raw := w.call("POST", "/api/v1/superuser/notification/", who, orgBody); status != want {
+			t.Errorf("registry notification as %s: %d, want %d: %s", who, status, want, raw)
+		}
+	}
+	if status, m, _ := w.call("GET", "/api/v1/organization/acme/notification/", "orgadmin", ""); status != 200 || len(m["notifications"].([]any)) != 3 {
+		t.Fatalf("organization list: %d %v", status, m)
+	}
+}
