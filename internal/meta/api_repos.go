@@ -80,30 +80,7 @@ func (db *DB) UserOrganizations(ctx context.Context, userID int64) ([]string, er
 // before id "before" (0: newest), newest first.
 func (db *DB) RepositoryAuditLog(ctx context.Context, repo string, before int64, n int) ([]AuditEntry, error) {
 	ns, _, _ := strings.Cut(repo, "/")
-	query := "SELECT id, kind, actor, ip, namespace, repository, metadata, created_at FROM audit_log WHERE namespace = ? AND repository = ?"
-	args := []any{ns, repo}
-	if before > 0 {
-		query += " AND id < ?"
-		args = append(args, before)
-	}
-	args = append(args, n)
-	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY id DESC LIMIT ?"), args...)
-	if err != nil {
-		return nil, fmt.Errorf("read audit log: %w", err)
-	}
-	defer rows.Close()
-	out := []AuditEntry{}
-	for rows.Next() {
-		var e AuditEntry
-		var md string
-		var created int64
-		if err := rows.Scan(&e.ID, &e.Kind, &e.Actor, &e.IP, &e.Namespace, &e.Repository, &md, &created); err != nil {
-			return nil, err
-		}
-		e.Metadata, e.CreatedAt = []byte(md), fromMicros(created)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return db.auditLog(ctx, ns, repo, before, n)
 }
 
 // RepoSummary is a repository as the API lists it.

@@ -227,11 +227,21 @@ func (db *DB) AppendAudit(ctx context.Context, e AuditEntry) error {
 // AuditLog returns up to n entries before id "before" (0: newest), newest
 // first, optionally of one namespace.
 func (db *DB) AuditLog(ctx context.Context, namespace string, before int64, n int) ([]AuditEntry, error) {
+	return db.auditLog(ctx, namespace, "", before, n)
+}
+
+// auditLog reads the audit log, optionally of one namespace and one
+// repository.
+func (db *DB) auditLog(ctx context.Context, namespace, repo string, before int64, n int) ([]AuditEntry, error) {
 	query := "SELECT id, kind, actor, ip, namespace, repository, metadata, created_at FROM audit_log WHERE 1 = 1"
 	var args []any
 	if namespace != "" {
 		query += " AND namespace = ?"
 		args = append(args, namespace)
+	}
+	if repo != "" {
+		query += " AND repository = ?"
+		args = append(args, repo)
 	}
 	if before > 0 {
 		query += " AND id < ?"
