@@ -58,7 +58,10 @@ type PutManifest struct {
 	Manifest   Manifest
 	Refs       []Ref
 	Tag        string // optional
-	Actor      string
+	// MoreTags are further tags set in the same transaction (an import
+	// with several target tags announces them in one repo_push).
+	MoreTags []string
+	Actor    string
 }
 
 // pushEvent is the data of a repo_push event.
@@ -108,13 +111,16 @@ func (db *DB) PutManifest(ctx context.Context, p PutManifest) error {
 			}
 		}
 		tags := []string{}
-		if p.Tag != "" {
-			moved, err := db.setTag(ctx, tx, repoID, p.Tag, m.Digest)
+		for _, tag := range append([]string{p.Tag}, p.MoreTags...) {
+			if tag == "" {
+				continue
+			}
+			moved, err := db.setTag(ctx, tx, repoID, tag, m.Digest)
 			if err != nil {
 				return err
 			}
 			if moved {
-				tags = append(tags, p.Tag)
+				tags = append(tags, tag)
 			}
 		}
 		if created == 0 && len(tags) == 0 {

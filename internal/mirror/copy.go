@@ -1,0 +1,220 @@
+// Package mirror brings content in from upstream registries: the copier
+// that mirroring, one-shot import and the pull-through cache share, and
+// import itself. The upstream client is go-containerregistry.
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// Store is what the copier needs of the metadata store.
+type Store interface {
+	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
+	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
+	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID, actor string) error
+	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
+	PutManifest(ctx context.Context, p meta.PutManifest) error
+}
+
+// Copier copies images and indexes, every platform, from an upstream
+// registry into a repository. It copies only what is missing: a blob
+// already stored anywhere in Berth is linked, not downloaded again, and a
+// manifest the repository has is not fetched twice.
+type Copier struct {
+	db      Store
+	store   storage.Driver
+	policy  oci.ArtifactPolicy
+	maxSize int64
+	log     *slog.Logger
+}
+
+// NewCopier returns a copier writing through the store and the driver,
+// checking pushed content against the artifact policy.
+func NewCopier(db Store, store storage.Driver, policy oci.ArtifactPolicy, maxManifest int64, log *slog.Logger) *Copier {
+	if log == nil {
+		log = slog.Default()
+	}
+	if maxManifest <= 0 {
+		maxManifest = 4 << 20
+	}
+	return &Copier{db: db, store: store, policy: policy, maxSize: maxManifest, log: log}
+}
+
+// Stats counts what a copy moved.
+type Stats struct {
+	BlobsFetched, BlobsLinked, Manifests int64
+	BytesFetched                         int64
+}
+
+// Progress, when set, is called as blobs are fetched.
+type Progress func(s Stats)
+
+// Request is one copy.
+type Request struct {
+	Source  name.Reference
+	Options []remote.Option // credentials, transport, context
+	Repo    string          // target repository
+	Tags    []string        // target tags (one repo_push for all)
+	Actor   string
+	// Progress, if set, hears about fetched blobs.
+	Progress Progress
+}
+
+// Copy copies the source (an image or an index with all its platforms)
+// into the repository and tags it. Children are stored before the
+// manifests that refer to them, and the tags move last, in one
+// transaction: an interrupted copy never leaves a tag pointing at missing
+// content.
+func (c *Copier) Copy(ctx context.Context, req Request) (digest.Digest, Stats, error) {
+	var st Stats
+	opts := append([]remote.Option{remote.WithContext(ctx)}, req.Options...)
+	desc, err := remote.Get(req.Source, opts...)
+	if err != nil {
+		return "", st, fmt.Errorf("fetch %s: %w", req.Source, err)
+	}
+	d := digest.Digest(desc.Digest.String())
+	if err := c.copyManifest(ctx, req, opts, d, desc.Manifest, string(desc.MediaType), req.Tags, &st); err != nil {
+		return "", st, err
+	}
+	return d, st, nil
+}
+
+func (c *Copier) copyManifest(ctx context.Context, req Request, opts []remote.Option, d digest.Digest, body []byte, mediaType string, tags []string, st *Stats) error {
+	if int64(len(body)) > c.maxSize {
+		return fmt.Errorf("manifest %s of %d bytes exceeds the limit of %d", d, len(body), c.maxSize)
+	}
+	if !d.Algorithm().Available() {
+		return fmt.Errorf("upstream manifest %s: unsupported digest algorithm", d)
+	}
+	if got := d.Algorithm().FromBytes(body); got != d {
+		return fmt.Errorf("upstream manifest %s: %w (got %s)", d, ErrDigestMismatch, got)
+	}
+	m, err := oci.ParseManifest(body, mediaType)
+	if err != nil {
+		return fmt.Errorf("upstream manifest %s: %w", d, err)
+	}
+	if err := c.policy.Check(m); err != nil {
+		return fmt.Errorf("upstream manifest %s: %w", d, err)
+	}
+	var refs []meta.Ref
+	for _, child := range m.Manifests {
+		if !oci.IsIndex(child.MediaType) && child.MediaType != oci.MediaTypeImageManifest && child.MediaType != oci.MediaTypeDockerManifest {
+			continue
+		}
+		refs = append(refs, meta.Ref{Digest: child.Digest, IsManifest: true})
+		if _, err := c.db.GetManifest(ctx, req.Repo, "", child.Digest, false); err == nil {
+			continue // already here
+		}
+		childRef := req.Source.Context().Digest(child.Digest.String())
+		cd, err := remote.Get(childRef, opts...)
+		if err != nil {
+			return fmt.Errorf("fetch %s: %w", childRef, err)
+		}
+		if err := c.copyManifest(ctx, req, opts, child.Digest, cd.Manifest, string(cd.MediaType), nil, st); err != nil {
+			return err
+		}
+	}
+	for _, b := range m.Blobs() {
+		refs = append(refs, meta.Ref{Digest: b.Digest})
+		if err := c.copyBlob(ctx, req, opts, b, st); err != nil {
+			return err
+		}
+	}
+	put := meta.PutManifest{Repository: req.Repo, Actor: req.Actor, Refs: refs,
+		Manifest: meta.Manifest{Digest: d, MediaType: m.MediaType, ArtifactType: m.EffectiveArtifactType(), Content: body, Annotations: m.Annotations}}
+	if m.Subject != nil {
+		put.Manifest.Subject = m.Subject.Digest
+	}
+	if len(tags) > 0 {
+		put.Tag, put.MoreTags = tags[0], tags[1:]
+	}
+	if err := c.db.PutManifest(ctx, put); err != nil {
+		return fmt.Errorf("store manifest %s: %w", d, err)
+	}
+	st.Manifests++
+	return nil
+}
+
+// copyBlob makes a blob available in the repository: nothing to do if it
+// is linked, a link if Berth stores it anywhere, else a download streamed
+// to storage and verified on the way.
+func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option, b oci.Descriptor, st *Stats) error {
+	if _, err := c.db.RepositoryBlob(ctx, req.Repo, b.Digest); err == nil {
+		return nil
+	}
+	if stored, err := c.db.StoredBlob(ctx, b.Digest); err == nil {
+		atomic.AddInt64(&st.BlobsLinked, 1)
+		return c.db.LinkBlob(ctx, req.Repo, stored, "", req.Actor)
+	}
+	layer, err := remote.Layer(req.Source.Context().Digest(b.Digest.String()), opts...)
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", b.Digest, err)
+	}
+	rc, err := layer.Compressed()
+	if err != nil {
+		return fmt.Errorf("fetch blob %s: %w", b.Digest, err)
+	}
+	defer rc.Close()
+	n, err := c.ingest(ctx, rc, b.Digest)
+	if err != nil {
+		return fmt.Errorf("fetch blob %s: %w", b.Digest, err)
+	}
+	atomic.AddInt64(&st.BlobsFetched, 1)
+	atomic.AddInt64(&st.BytesFetched, n)
+	if req.Progress != nil {
+		req.Progress(*st)
+	}
+	return c.db.LinkBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", req.Actor)
+}
+
+// ErrDigestMismatch is returned when fetched bytes do not match their
+// digest: nothing is stored.
+var ErrDigestMismatch = errors.New("content does not match its digest")
+
+// ingest streams r into storage under its digest, verifying it.
+func (c *Copier) ingest(ctx context.Context, r io.Reader, want digest.Digest) (int64, error) {
+	id := uuid.NewString()
+	tmp := storage.UploadPath(id)
+	w, err := c.store.Writer(ctx, tmp, 0)
+	if err != nil {
+		return 0, err
+	}
+	verifier := want.Algorithm().Hash()
+	n, err := io.Copy(io.MultiWriter(w, verifier), r)
+	cleanup := func() {
+		w.Cancel(context.WithoutCancel(ctx))
+		c.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
+	}
+	if err != nil {
+		cleanup()
+		return 0, err
+	}
+	if got := digest.NewDigest(want.Algorithm(), verifier); got != want {
+		cleanup()
+		return 0, fmt.Errorf("%w: got %s", ErrDigestMismatch, got)
+	}
+	if err := w.Commit(ctx); err != nil {
+		cleanup()
+		return 0, err
+	}
+	if err := c.store.Move(ctx, tmp, storage.BlobPath(want)); err != nil {
+		cleanup()
+		return 0, err
+	}
+	c.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
+	return n, nil
+}
