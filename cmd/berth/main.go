@@ -38,7 +38,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), adminCmd(), versionCmd())
+	root.AddCommand(serveCmd(), adminCmd(), importCmd(), versionCmd())
 	return root
 }
 

@@ -43,6 +43,8 @@ type Options struct {
 	FeatureUserInitialize bool
 	// Notifier manages notifications; nil answers 501 on their endpoints.
 	Notifier Notifier
+	// Importer runs imports; nil answers 501.
+	Importer Importer
 	Logger   *slog.Logger
 }
 

@@ -7,4 +7,5 @@ func (a *API) routes() {
 	a.organizationRoutes()
 	a.robotRoutes()
 	a.notificationRoutes()
+	a.importRoutes()
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/mirror"
 	"github.com/berth-dev/berth/internal/notify"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/storage/fs"
@@ -50,7 +51,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, fmt.Errorf("storage: %w", err)
 	}
-	notifier, err := newNotifier(cfg, db, log)
+	// Outbound requests (webhooks, API imports) go through one SSRF guard.
+	guard, err := events.NewGuard(cfg.Notifications.AllowedHosts)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("notifications.allowedHosts: %w", err)
+	}
+	notifier, err := newNotifier(cfg, db, guard, log)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -79,7 +86,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Auth:             authorizer,
 		Logger:           log,
 	})
-	mux.Handle("/api/v1/", api.New(db, apiAuth, api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Logger: log}))
+	imp := importer{copier: mirror.NewCopier(db, driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log),
+		transport: &http.Transport{DialContext: guard.DialContext, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second}}
+	mux.Handle("/api/v1/", api.New(db, apiAuth, api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp, Logger: log}))
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -98,7 +107,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 // newNotifier builds the notification service: secrets sealed with the
 // configured (or generated) key, webhooks behind the SSRF guard.
-func newNotifier(cfg config.Config, db *meta.DB, log *slog.Logger) (*notify.Service, error) {
+func newNotifier(cfg config.Config, db *meta.DB, guard *events.Guard, log *slog.Logger) (*notify.Service, error) {
 	key, err := auth.LoadOrCreateKey(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"))
 	if err != nil {
 		return nil, err
@@ -107,13 +116,23 @@ func newNotifier(cfg config.Config, db *meta.DB, log *slog.Logger) (*notify.Serv
 	if err != nil {
 		return nil, err
 	}
-	guard, err := events.NewGuard(cfg.Notifications.AllowedHosts)
-	if err != nil {
-		return nil, fmt.Errorf("notifications.allowedHosts: %w", err)
-	}
 	n := cfg.Notifications
 	return notify.New(db, sealer, notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
 		SMTPUsername: n.SMTPUsername, SMTPPassword: n.SMTPPassword, Logger: log}), nil
+}
+
+// importer runs API imports through the SSRF guard: a user with push
+// rights must not make the server fetch from its own network unless the
+// operator allowed it (notifications.allowedHosts).
+type importer struct {
+	copier    *mirror.Copier
+	transport http.RoundTripper
+}
+
+func (i importer) Import(ctx context.Context, req mirror.ImportRequest) (string, mirror.Stats, error) {
+	req.Transport = i.transport
+	d, st, err := i.copier.Import(ctx, req)
+	return d.String(), st, err
 }
 
 // publicServer is how clients reach the registry: externalURL, or the

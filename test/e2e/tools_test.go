@@ -31,6 +31,8 @@ type toolSpec struct {
 var toolSpecs = []toolSpec{
 	{name: "skopeo", aptPkg: "skopeo", est: time.Minute},
 	{name: "podman", aptPkg: "podman", est: 2 * time.Minute},
+	// CNCF Distribution, the upstream of the import tests.
+	{name: "docker-registry", aptPkg: "docker-registry", est: time.Minute},
 	{name: "crane", version: "v0.22.1", module: "github.com/google/go-containerregistry/cmd/crane", est: 90 * time.Second},
 	{name: "regctl", version: "v0.11.7", module: "github.com/regclient/regclient/cmd/regctl", est: 2 * time.Minute},
 	{name: "oras", version: "v1.3.3", module: "oras.land/oras", est: 2 * time.Minute, build: buildOras},

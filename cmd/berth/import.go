@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/mirror"
+	"github.com/berth-dev/berth/internal/storage/fs"
+)
+
+// importCmd copies an image or index from another registry into Berth, in
+// the manner of `az acr import`, working on the data directly (no running
+// server needed; with one running, the database coordinates).
+func importCmd() *cobra.Command {
+	var st settings
+	var req mirror.ImportRequest
+	var passwordStdin bool
+	cmd := &cobra.Command{
+		Use:   "import SOURCE --repository REPO [--tag TAG ...]",
+		Short: "Copy an image or index (every platform) from another registry",
+		Long: `Copy an image or index, with every platform, from another registry into a
+repository, and tag it. SOURCE is host[:port]/repo[:tag|@digest]. Without
+--force (NoForce), an existing target tag fails the import before anything
+is copied. Blobs Berth already stores are linked, not downloaded again.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Source = args[0]
+			if passwordStdin {
+				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+				if err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				req.Password = strings.TrimRight(line, "\r\n")
+			}
+			cfg, err := st.load(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := meta.Open(cmd.Context(), cfg.DatabaseURL())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			driver, err := fs.New(cfg.StorageRoot(), fs.Options{Fsync: cfg.Storage.Filesystem.Fsync})
+			if err != nil {
+				return err
+			}
+			copier := mirror.NewCopier(db, driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			out := cmd.ErrOrStderr()
+			req.Actor = "berth import"
+			req.Progress = func(s mirror.Stats) {
+				fmt.Fprintf(out, "\rfetched %d blobs, %s", s.BlobsFetched, humanBytes(s.BytesFetched))
+			}
+			d, stats, err := copier.Import(cmd.Context(), req)
+			if stats.BlobsFetched > 0 {
+				fmt.Fprintln(out)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %s as %s@%s (%d manifests; %d blobs fetched, %s; %d already stored)\n",
+				req.Source, req.Repo, d, stats.Manifests, stats.BlobsFetched, humanBytes(stats.BytesFetched), stats.BlobsLinked)
+			return nil
+		},
+	}
+	st.register(cmd, false)
+	f := cmd.Flags()
+	f.StringVar(&req.Repo, "repository", "", "target repository (required)")
+	f.StringArrayVar(&req.Tags, "tag", nil, "target tag (repeatable)")
+	f.StringVar(&req.Username, "username", "", "upstream registry username")
+	f.BoolVar(&passwordStdin, "password-stdin", false, "read the upstream password from standard input")
+	f.BoolVar(&req.Insecure, "insecure", false, "allow plain HTTP to the upstream registry")
+	f.BoolVar(&req.Force, "force", false, "overwrite existing target tags (Force mode)")
+	cmd.MarkFlagRequired("repository")
+	return cmd
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
