@@ -222,6 +222,10 @@ CREATE TABLE notification_attempts (
 );
 CREATE INDEX notification_attempts_notification ON notification_attempts(notification_id, id);
 `,
+	// 5: repository mirroring (mirror_schema.go).
+	mirrorSchema,
+	// 6: pull-through cache (proxycache_schema.go).
+	proxyCacheSchema,
 }
 
 func (db *DB) render(stmt string) string {
