@@ -45,7 +45,11 @@ type Options struct {
 	Notifier Notifier
 	// Importer runs imports; nil answers 501.
 	Importer Importer
-	Logger   *slog.Logger
+	// Mirrors runs repository mirroring; nil answers 501.
+	Mirrors Mirrors
+	// ProxyCache manages proxy-cache organizations; nil answers 501.
+	ProxyCache ProxyCaches
+	Logger     *slog.Logger
 }
 
 // API is the /api/v1 handler.

@@ -49,6 +49,7 @@ func (a *API) repositoryEndpoints() []repoEndpoint {
 		eps = append(eps, repoEndpoint{http.MethodGet, "permissions/" + kind + "/", h}, repoEndpoint{http.MethodGet, "permissions/" + kind + "/{}", h},
 			repoEndpoint{http.MethodPut, "permissions/" + kind + "/{}", h}, repoEndpoint{http.MethodDelete, "permissions/" + kind + "/{}", h})
 	}
+	eps = append(eps, a.mirrorEndpoints()...)
 	return append(eps, a.notificationEndpoints()...)
 }
 

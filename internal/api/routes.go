@@ -8,4 +8,5 @@ func (a *API) routes() {
 	a.robotRoutes()
 	a.notificationRoutes()
 	a.importRoutes()
+	a.proxyCacheRoutes()
 }

@@ -28,6 +28,9 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		return err
 	}
 	b, err := reg.meta.RepositoryBlob(r.Context(), rt.name, rt.digest)
+	if errors.Is(err, meta.ErrBlobNotFound) && reg.proxied(r.Context(), rt.name) {
+		b, err = reg.opts.Proxy.Blob(r.Context(), rt.name, rt.digest)
+	}
 	if errors.Is(err, meta.ErrBlobNotFound) {
 		return errBlobUnknown
 	}

@@ -42,6 +42,13 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 		return err
 	}
 	m, err := reg.meta.GetManifest(r.Context(), rt.name, ref.Tag, ref.Digest, r.Method == http.MethodGet)
+	if (err == nil && ref.Tag != "" || errors.Is(err, meta.ErrManifestNotFound)) && reg.proxied(r.Context(), rt.name) {
+		var cached *meta.Manifest
+		if err == nil {
+			cached = &m
+		}
+		m, err = reg.opts.Proxy.Manifest(r.Context(), rt.name, ref.Tag, ref.Digest, cached, r.Method == http.MethodGet)
+	}
 	if errors.Is(err, meta.ErrManifestNotFound) {
 		return errManifestUnk
 	}
@@ -89,6 +96,9 @@ func accepts(values []string, mediaType string) bool {
 }
 
 func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route, ref oci.Reference) error {
+	if reg.proxied(r.Context(), rt.name) {
+		return errProxyPush
+	}
 	actor, err := reg.authorize(w, r, repoScope(rt.name, ActionPull, ActionPush))
 	if err != nil {
 		return err

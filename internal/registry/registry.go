@@ -90,7 +90,34 @@ type Options struct {
 	// Auth decides access; nil means AllowAll.
 	Auth   Authorizer
 	Logger *slog.Logger
+	// Proxy, if set, is the pull-through cache: consulted only for
+	// repositories in a proxy-cache organization.
+	Proxy Proxy
 }
+
+// Proxy is the pull-through cache (internal/proxy) as the handler sees
+// it. Proxies must be cheap (it is asked on tag pulls and misses of every
+// repository); Manifest and Blob are asked only when Proxies is true and
+// return meta.ErrManifestNotFound / meta.ErrBlobNotFound (wrapped) when
+// upstream has nothing either.
+type Proxy interface {
+	Proxies(ctx context.Context, repo string) bool
+	// Manifest answers a pull by tag or by digest; cached is what the
+	// repository has (nil if nothing).
+	Manifest(ctx context.Context, repo, tag string, d digest.Digest, cached *meta.Manifest, withContent bool) (meta.Manifest, error)
+	// Blob stores and links a blob the repository's manifests name.
+	Blob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
+}
+
+// proxied reports whether the repository is served by the pull-through
+// cache.
+func (reg *Registry) proxied(ctx context.Context, repo string) bool {
+	return reg.opts.Proxy != nil && reg.opts.Proxy.Proxies(ctx, repo)
+}
+
+// errProxyPush refuses writes to a proxy-cache organization: its content
+// is upstream's.
+var errProxyPush = errorf(http.StatusForbidden, CodeDenied, "this organization is a proxy cache: pushes are refused", nil)
 
 // Registry is the http.Handler of the /v2 API.
 type Registry struct {

@@ -45,6 +45,9 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 	if r.Method != http.MethodPost {
 		return errUnsupported
 	}
+	if reg.proxied(r.Context(), rt.name) {
+		return errProxyPush
+	}
 	actor, err := reg.authorize(w, r, repoScope(rt.name, ActionPull, ActionPush))
 	if err != nil {
 		return err

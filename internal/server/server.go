@@ -24,6 +24,7 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
 	"github.com/berth-dev/berth/internal/notify"
+	"github.com/berth-dev/berth/internal/proxy"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/storage/fs"
 )
@@ -35,6 +36,7 @@ type Server struct {
 	db       *meta.DB
 	handler  http.Handler
 	notifier *notify.Service
+	mirrors  *mirror.MirrorService
 }
 
 // New opens the metadata store and storage and assembles the handlers.
@@ -51,17 +53,26 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, fmt.Errorf("storage: %w", err)
 	}
-	// Outbound requests (webhooks, API imports) go through one SSRF guard.
+	// One sealer for every stored secret, one SSRF guard for every
+	// outbound request (webhooks, imports, mirrors, the proxy cache).
+	key, err := auth.LoadOrCreateKey(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"))
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	sealer, err := auth.NewSealer(key)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	guard, err := events.NewGuard(cfg.Notifications.AllowedHosts)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("notifications.allowedHosts: %w", err)
 	}
-	notifier, err := newNotifier(cfg, db, guard, log)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
+	n := cfg.Notifications
+	notifier := notify.New(db, sealer, notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
+		SMTPUsername: n.SMTPUsername, SMTPPassword: n.SMTPPassword, Logger: log})
 	mux := http.NewServeMux()
 	var authorizer registry.Authorizer = registry.AllowAll{}
 	var apiAuth api.Authenticator = api.Open{}
@@ -80,15 +91,20 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		authorizer, apiAuth = az, az
 		mux.HandleFunc(authz.TokenPath, az.ServeToken)
 	}
+	upstreams := &http.Transport{DialContext: guard.DialContext, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second}
+	pcache := proxy.New(db, driver, sealer, proxy.Options{Transport: upstreams, Policy: cfg.ArtifactPolicy(),
+		MaxManifestBytes: cfg.Registry.MaxManifestBytes, Logger: log})
 	reg := registry.New(db, driver, registry.Options{
 		MaxManifestBytes: cfg.Registry.MaxManifestBytes,
 		Policy:           cfg.ArtifactPolicy(),
 		Auth:             authorizer,
 		Logger:           log,
+		Proxy:            pcache,
 	})
-	imp := importer{copier: mirror.NewCopier(db, driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log),
-		transport: &http.Transport{DialContext: guard.DialContext, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second}}
-	mux.Handle("/api/v1/", api.New(db, apiAuth, api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp, Logger: log}))
+	imp := importer{copier: mirror.NewCopier(db, driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
+	mirrors := mirror.NewMirrorService(db, imp.copier, sealer, mirror.MirrorOptions{Dial: guard.DialContext, Logger: log})
+	mux.Handle("/api/v1/", api.New(db, apiAuth, api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp,
+		Mirrors: mirrors, ProxyCache: pcache, Logger: log}))
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -102,23 +118,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if log.Enabled(ctx, slog.LevelDebug) {
 		h = accessLog(log, h)
 	}
-	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier}, nil
-}
-
-// newNotifier builds the notification service: secrets sealed with the
-// configured (or generated) key, webhooks behind the SSRF guard.
-func newNotifier(cfg config.Config, db *meta.DB, guard *events.Guard, log *slog.Logger) (*notify.Service, error) {
-	key, err := auth.LoadOrCreateKey(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"))
-	if err != nil {
-		return nil, err
-	}
-	sealer, err := auth.NewSealer(key)
-	if err != nil {
-		return nil, err
-	}
-	n := cfg.Notifications
-	return notify.New(db, sealer, notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
-		SMTPUsername: n.SMTPUsername, SMTPPassword: n.SMTPPassword, Logger: log}), nil
+	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -211,8 +211,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	worker := jobs.New(s.db, meta.NotifyQueue, s.notifier.Deliver, jobs.Options{Concurrency: s.cfg.Notifications.Workers, Logger: s.log})
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); worker.Run(bg) }()
+	go func() { defer wg.Done(); s.mirrors.Run(bg) }()
 	go func() { defer wg.Done(); s.notifier.RunFanOut(bg, 250*time.Millisecond, worker.Wake) }()
 	defer func() { stopBG(); wg.Wait() }()
 

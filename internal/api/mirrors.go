@@ -1,0 +1,284 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/mirror"
+)
+
+// Mirrors is the repository mirroring service, as the API needs it.
+type Mirrors interface {
+	// Seal seals an upstream password for storage.
+	Seal(password string) string
+	// Wake makes the scheduler look for due syncs now.
+	Wake()
+}
+
+// mirrorEndpoints are Quay's repository mirror endpoints.
+func (a *API) mirrorEndpoints() []repoEndpoint {
+	h := func(op string) repoHandler {
+		return func(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {
+			if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin); err != nil {
+				return err
+			}
+			if a.opts.Mirrors == nil {
+				return apiError(http.StatusNotImplemented, "not_implemented", "repository mirroring is not enabled on this server")
+			}
+			return a.mirror(w, r, id, op, repo)
+		}
+	}
+	return []repoEndpoint{
+		{http.MethodGet, "mirror", h("get")},
+		{http.MethodPost, "mirror", h("create")},
+		{http.MethodPut, "mirror", h("update")},
+		{http.MethodPost, "mirror/sync-now", h("sync-now")},
+		{http.MethodPost, "mirror/sync-cancel", h("sync-cancel")},
+	}
+}
+
+type mirrorConfig struct {
+	VerifyTLS      *bool             `json:"verify_tls,omitempty"`
+	UnsignedImages *bool             `json:"unsigned_images,omitempty"`
+	Proxy          *meta.MirrorProxy `json:"proxy,omitempty"`
+}
+
+// mirrorInput is the body of POST and PUT: absent fields keep their value
+// (PUT) or take the default (POST).
+type mirrorInput struct {
+	IsEnabled          *bool            `json:"is_enabled"`
+	MirrorType         *string          `json:"mirror_type"`
+	ExternalReference  *string          `json:"external_reference"`
+	Username           *string          `json:"external_registry_username"`
+	Password           *string          `json:"external_registry_password"`
+	Config             *mirrorConfig    `json:"external_registry_config"`
+	SyncInterval       *int64           `json:"sync_interval"`
+	SyncStartDate      *string          `json:"sync_start_date"`
+	RootRule           *meta.MirrorRule `json:"root_rule"`
+	RobotUsername      *string          `json:"robot_username"`
+	ArchitectureFilter *[]string        `json:"architecture_filter"`
+	// Read-only fields a client may send back from a GET.
+	SyncExpirationDate   *string `json:"sync_expiration_date"`
+	SyncStatus           *string `json:"sync_status"`
+	SyncRetriesRemaining *int    `json:"sync_retries_remaining"`
+}
+
+const mirrorTimeFormat = "2006-01-02T15:04:05Z"
+
+func mirrorView(m meta.Mirror) map[string]any {
+	arch := m.ArchFilter
+	if arch == nil {
+		arch = []string{}
+	}
+	rule := m.RootRule
+	if rule.Value == nil {
+		rule.Value = []string{}
+	}
+	return map[string]any{
+		"is_enabled":                 m.Enabled,
+		"mirror_type":                "PULL",
+		"external_reference":         m.ExternalReference,
+		"external_registry_username": nullable(m.Username),
+		"external_registry_config": map[string]any{"verify_tls": m.VerifyTLS, "unsigned_images": m.UnsignedImages,
+			"proxy": m.Proxy},
+		"sync_interval":          int64(m.SyncInterval / time.Second),
+		"sync_start_date":        m.SyncStartDate.UTC().Format(mirrorTimeFormat),
+		"sync_expiration_date":   nil,
+		"sync_retries_remaining": m.RetriesRemaining,
+		"sync_status":            m.Status,
+		"root_rule":              rule,
+		"robot_username":         m.RobotUsername,
+		"architecture_filter":    arch,
+		// Beyond Quay: when the next sync is due and why the last failed.
+		"next_sync_date": m.NextSyncAt.UTC().Format(mirrorTimeFormat),
+		"last_error":     m.LastError,
+	}
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// applyMirrorInput validates in and applies it to m.
+func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput, m *meta.Mirror, creating bool) error {
+	if in.MirrorType != nil && *in.MirrorType != "PULL" {
+		return badRequest("unsupported mirror_type %q (PULL)", *in.MirrorType)
+	}
+	if in.IsEnabled != nil {
+		m.Enabled = *in.IsEnabled
+	}
+	if in.ExternalReference != nil {
+		m.ExternalReference = strings.TrimSpace(*in.ExternalReference)
+	}
+	if !strings.Contains(m.ExternalReference, "/") || strings.ContainsAny(m.ExternalReference, "@ ") {
+		return badRequest("external_reference is required: host[:port]/path/repository")
+	}
+	if in.Username != nil {
+		m.Username = *in.Username
+	}
+	if in.Password != nil {
+		m.PasswordSealed = a.opts.Mirrors.Seal(*in.Password)
+	}
+	if c := in.Config; c != nil {
+		if c.VerifyTLS != nil {
+			m.VerifyTLS = *c.VerifyTLS
+		}
+		if c.UnsignedImages != nil {
+			m.UnsignedImages = *c.UnsignedImages
+		}
+		if c.Proxy != nil {
+			m.Proxy = *c.Proxy
+		}
+	}
+	if in.SyncInterval != nil {
+		if *in.SyncInterval <= 0 {
+			return badRequest("sync_interval must be a positive number of seconds")
+		}
+		m.SyncInterval = time.Duration(*in.SyncInterval) * time.Second
+	}
+	if m.SyncInterval <= 0 {
+		return badRequest("sync_interval is required (seconds)")
+	}
+	if in.SyncStartDate != nil {
+		t, err := time.Parse(mirrorTimeFormat, *in.SyncStartDate)
+		if err != nil {
+			if t, err = time.Parse(time.RFC3339, *in.SyncStartDate); err != nil {
+				return badRequest("invalid sync_start_date %q (YYYY-MM-DDTHH:MM:SSZ)", *in.SyncStartDate)
+			}
+		}
+		m.SyncStartDate = t
+	} else if creating {
+		m.SyncStartDate = time.Now().UTC().Truncate(time.Second)
+	}
+	if in.RootRule != nil {
+		m.RootRule = *in.RootRule
+	}
+	if m.RootRule.Kind != "tag_glob_csv" {
+		return badRequest("root_rule.rule_kind must be tag_glob_csv")
+	}
+	if len(m.RootRule.Value) == 0 {
+		return badRequest("root_rule.rule_value needs at least one glob")
+	}
+	for _, g := range m.RootRule.Value {
+		if !mirror.ValidGlob(g) {
+			return badRequest("invalid tag glob %q", g)
+		}
+	}
+	if in.ArchitectureFilter != nil {
+		m.ArchFilter = *in.ArchitectureFilter
+	}
+	if in.RobotUsername != nil && *in.RobotUsername != m.RobotUsername || creating {
+		robot := ""
+		if in.RobotUsername != nil {
+			robot = *in.RobotUsername
+		}
+		if err := a.checkMirrorRobot(ctx, repo, robot); err != nil {
+			return err
+		}
+		m.RobotUsername = robot
+	}
+	return nil
+}
+
+// checkMirrorRobot requires a robot of the repository's namespace. With
+// authentication off (every caller a nameless superuser) no robot is
+// needed: the mirror then writes as "mirror".
+func (a *API) checkMirrorRobot(ctx context.Context, repo, robot string) error {
+	if robot == "" {
+		if _, open := a.auth.(Open); open {
+			return nil
+		}
+		return badRequest("robot_username is required")
+	}
+	ns, _ := splitRepo(repo)
+	u, err := a.db.UserByName(ctx, robot)
+	if errors.Is(err, meta.ErrUserNotFound) || err == nil && (u.Kind != meta.UserKindRobot || !strings.HasPrefix(robot, ns+"+")) {
+		return badRequest("robot_username %q is not a robot of namespace %s", robot, ns)
+	}
+	return err
+}
+
+func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, op, repo string) error {
+	ctx := r.Context()
+	switch op {
+	case "create":
+		var in mirrorInput
+		if err := decode(w, r, &in); err != nil {
+			return err
+		}
+		if _, err := a.db.GetMirror(ctx, repo); err == nil {
+			return apiError(http.StatusConflict, "conflict", "repository %s already has a mirror", repo)
+		}
+		m := meta.Mirror{Repository: repo, Enabled: true, VerifyTLS: true}
+		if err := a.applyMirrorInput(ctx, repo, in, &m, true); err != nil {
+			return err
+		}
+		err := a.db.CreateMirror(ctx, m)
+		if errors.Is(err, meta.ErrExists) {
+			return apiError(http.StatusConflict, "conflict", "repository %s already has a mirror", repo)
+		}
+		if err != nil {
+			return err
+		}
+		a.audit(r, id, "repo_mirror_enabled", repo, "", map[string]string{"external_reference": m.ExternalReference, "robot": m.RobotUsername})
+		a.opts.Mirrors.Wake()
+		m, err = a.db.GetMirror(ctx, repo)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusCreated, mirrorView(m))
+		return nil
+	}
+	m, err := a.db.GetMirror(ctx, repo)
+	if errors.Is(err, meta.ErrMirrorNotFound) {
+		return notFound("repository %s has no mirror", repo)
+	}
+	if err != nil {
+		return err
+	}
+	switch op {
+	case "get":
+		writeJSON(w, http.StatusOK, mirrorView(m))
+	case "update":
+		var in mirrorInput
+		if err := decode(w, r, &in); err != nil {
+			return err
+		}
+		before := m
+		if err := a.applyMirrorInput(ctx, repo, in, &m, false); err != nil {
+			return err
+		}
+		reschedule := !m.SyncStartDate.Equal(before.SyncStartDate)
+		if err := a.db.UpdateMirror(ctx, m, reschedule); err != nil {
+			return err
+		}
+		a.audit(r, id, "repo_mirror_config_changed", repo, "", map[string]string{"external_reference": m.ExternalReference, "robot": m.RobotUsername})
+		a.opts.Mirrors.Wake()
+		if m, err = a.db.GetMirror(ctx, repo); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusCreated, mirrorView(m))
+	case "sync-now":
+		if err := a.db.MirrorSyncNow(ctx, repo); err != nil {
+			return err
+		}
+		a.audit(r, id, "repo_mirror_sync_now_requested", repo, "", map[string]string{})
+		a.opts.Mirrors.Wake()
+		w.WriteHeader(http.StatusNoContent)
+	case "sync-cancel":
+		if err := a.db.MirrorSyncCancel(ctx, repo); err != nil {
+			return err
+		}
+		a.audit(r, id, "repo_mirror_sync_cancel_requested", repo, "", map[string]string{})
+		w.WriteHeader(http.StatusNoContent)
+	}
+	return nil
+}

@@ -1,0 +1,324 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Mirror sync statuses (Quay's).
+const (
+	MirrorNeverRun = "NEVER_RUN"
+	MirrorSyncNow  = "SYNC_NOW"
+	MirrorSyncing  = "SYNCING"
+	MirrorSuccess  = "SUCCESS"
+	MirrorFail     = "FAIL"
+	MirrorCancel   = "CANCEL"
+)
+
+// Mirror sync events (Quay's notification kinds).
+const (
+	EventMirrorSyncStarted = "repo_mirror_sync_started"
+	EventMirrorSyncSuccess = "repo_mirror_sync_success"
+	EventMirrorSyncFailed  = "repo_mirror_sync_failed"
+)
+
+// MirrorQueue is the job queue of mirror syncs; a job's ordering key is
+// its repository.
+const MirrorQueue = "mirror"
+
+// MirrorRetries is the sync_retries_remaining of a fresh mirror.
+const MirrorRetries = 3
+
+// ErrMirrorNotFound is returned for a repository without a mirror.
+var ErrMirrorNotFound = fmt.Errorf("mirror %w", ErrNotFound)
+
+// MirrorProxy is a mirror's upstream proxy settings.
+type MirrorProxy struct {
+	HTTPProxy  string `json:"http_proxy"`
+	HTTPSProxy string `json:"https_proxy"`
+	NoProxy    string `json:"no_proxy"`
+}
+
+// MirrorRule selects upstream tags: tag_glob_csv, any glob matches.
+type MirrorRule struct {
+	Kind  string   `json:"rule_kind"`
+	Value []string `json:"rule_value"`
+}
+
+// Mirror is a repository mirror's configuration and state.
+type Mirror struct {
+	Repository        string
+	Enabled           bool
+	ExternalReference string
+	Username          string
+	PasswordSealed    string
+	VerifyTLS         bool
+	UnsignedImages    bool
+	Proxy             MirrorProxy
+	SyncInterval      time.Duration
+	SyncStartDate     time.Time
+	RootRule          MirrorRule
+	RobotUsername     string
+	ArchFilter        []string
+	// State, read-only for the API.
+	Status           string
+	RetriesRemaining int
+	NextSyncAt       time.Time
+	LastError        string
+	CancelRequested  bool
+	JobID            int64
+	LastSyncAt       time.Time
+}
+
+const mirrorColumns = `repository, is_enabled, external_reference, username, password_sealed, verify_tls, unsigned_images, proxy,
+	sync_interval, sync_start_date, root_rule, robot_username, architecture_filter, sync_status, sync_retries_remaining,
+	next_sync_at, last_error, cancel_requested, job_id, last_sync_at`
+
+func scanMirror(row interface{ Scan(...any) error }) (Mirror, error) {
+	var m Mirror
+	var enabled, verify, unsigned, cancel int
+	var proxy, rule, arch string
+	var interval, start, next, last int64
+	err := row.Scan(&m.Repository, &enabled, &m.ExternalReference, &m.Username, &m.PasswordSealed, &verify, &unsigned, &proxy,
+		&interval, &start, &rule, &m.RobotUsername, &arch, &m.Status, &m.RetriesRemaining, &next, &m.LastError, &cancel, &m.JobID, &last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Mirror{}, ErrMirrorNotFound
+	}
+	if err != nil {
+		return Mirror{}, fmt.Errorf("read mirror: %w", err)
+	}
+	m.Enabled, m.VerifyTLS, m.UnsignedImages, m.CancelRequested = enabled != 0, verify != 0, unsigned != 0, cancel != 0
+	json.Unmarshal([]byte(proxy), &m.Proxy)
+	json.Unmarshal([]byte(rule), &m.RootRule)
+	json.Unmarshal([]byte(arch), &m.ArchFilter)
+	m.SyncInterval = time.Duration(interval) * time.Second
+	m.SyncStartDate, m.NextSyncAt = fromMicros(start), fromMicros(next)
+	if last != 0 {
+		m.LastSyncAt = fromMicros(last)
+	}
+	return m, nil
+}
+
+func mirrorArgs(m Mirror) []any {
+	if m.ArchFilter == nil {
+		m.ArchFilter = []string{}
+	}
+	if m.RootRule.Value == nil {
+		m.RootRule.Value = []string{}
+	}
+	return []any{boolInt(m.Enabled), m.ExternalReference, m.Username, m.PasswordSealed, boolInt(m.VerifyTLS), boolInt(m.UnsignedImages),
+		string(mustJSON(m.Proxy)), int64(m.SyncInterval / time.Second), m.SyncStartDate.UnixMicro(), string(mustJSON(m.RootRule)),
+		m.RobotUsername, string(mustJSON(m.ArchFilter))}
+}
+
+// CreateMirror configures a repository's mirror: the first sync is due at
+// its start date. The repository goes to state MIRROR, written only by the
+// mirror robot, in the same transaction. ErrExists if it has a mirror.
+func (db *DB) CreateMirror(ctx context.Context, m Mirror) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.q(`UPDATE repositories SET state = ?, mirror_robot = ? WHERE name = ?`), "MIRROR", m.RobotUsername, m.Repository)
+		if err != nil {
+			return fmt.Errorf("set repository state: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrRepositoryNotFound
+		}
+		args := append([]any{m.Repository}, mirrorArgs(m)...)
+		args = append(args, MirrorNeverRun, MirrorRetries, m.SyncStartDate.UnixMicro(), now())
+		res, err = tx.ExecContext(ctx, db.q(`INSERT INTO repository_mirrors (repository, is_enabled, external_reference, username, password_sealed,
+			verify_tls, unsigned_images, proxy, sync_interval, sync_start_date, root_rule, robot_username, architecture_filter,
+			sync_status, sync_retries_remaining, next_sync_at, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository) DO NOTHING`), args...)
+		if err != nil {
+			return fmt.Errorf("create mirror: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("mirror of %s %w", m.Repository, ErrExists)
+		}
+		return nil
+	})
+}
+
+// UpdateMirror stores a mirror's configuration (not its state); a changed
+// start date or interval reschedules it. The repository's mirror robot
+// follows robot_username.
+func (db *DB) UpdateMirror(ctx context.Context, m Mirror, reschedule bool) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		args := append(mirrorArgs(m), m.Repository)
+		res, err := tx.ExecContext(ctx, db.q(`UPDATE repository_mirrors SET is_enabled = ?, external_reference = ?, username = ?, password_sealed = ?,
+			verify_tls = ?, unsigned_images = ?, proxy = ?, sync_interval = ?, sync_start_date = ?, root_rule = ?, robot_username = ?,
+			architecture_filter = ? WHERE repository = ?`), args...)
+		if err != nil {
+			return fmt.Errorf("update mirror: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrMirrorNotFound
+		}
+		if reschedule {
+			if _, err := tx.ExecContext(ctx, db.q(`UPDATE repository_mirrors SET next_sync_at = ? WHERE repository = ?`), m.SyncStartDate.UnixMicro(), m.Repository); err != nil {
+				return fmt.Errorf("reschedule mirror: %w", err)
+			}
+		}
+		_, err = tx.ExecContext(ctx, db.q(`UPDATE repositories SET mirror_robot = ? WHERE name = ?`), m.RobotUsername, m.Repository)
+		return err
+	})
+}
+
+// GetMirror returns a repository's mirror, or ErrMirrorNotFound.
+func (db *DB) GetMirror(ctx context.Context, repo string) (Mirror, error) {
+	return scanMirror(db.write.QueryRowContext(ctx, db.q("SELECT "+mirrorColumns+" FROM repository_mirrors WHERE repository = ?"), repo))
+}
+
+// MirrorSyncNow makes a mirror due at once (status SYNC_NOW unless a sync
+// runs) and clears a pending cancel.
+func (db *DB) MirrorSyncNow(ctx context.Context, repo string) error {
+	return db.execMirror(ctx, `UPDATE repository_mirrors SET next_sync_at = ?, cancel_requested = 0,
+		sync_status = CASE WHEN sync_status = 'SYNCING' THEN sync_status ELSE 'SYNC_NOW' END WHERE repository = ?`, now(), repo)
+}
+
+// MirrorSyncCancel asks a running or queued sync to stop at its next safe
+// point; the mirror's status is CANCEL and its next sync an interval away.
+func (db *DB) MirrorSyncCancel(ctx context.Context, repo string) error {
+	return db.execMirror(ctx, `UPDATE repository_mirrors SET cancel_requested = CASE WHEN sync_status IN ('SYNCING', 'SYNC_NOW') THEN 1 ELSE 0 END,
+		sync_status = 'CANCEL', next_sync_at = ? + sync_interval * 1000000 WHERE repository = ?`, now(), repo)
+}
+
+func (db *DB) execMirror(ctx context.Context, stmt string, args ...any) error {
+	res, err := db.write.ExecContext(ctx, db.q(stmt), args...)
+	if err != nil {
+		return fmt.Errorf("update mirror: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrMirrorNotFound
+	}
+	return nil
+}
+
+// MirrorCancelRequested reports whether a cancel of the mirror's sync is
+// pending.
+func (db *DB) MirrorCancelRequested(ctx context.Context, repo string) (bool, error) {
+	var c int
+	err := db.write.QueryRowContext(ctx, db.q("SELECT cancel_requested FROM repository_mirrors WHERE repository = ?"), repo).Scan(&c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return true, nil // the mirror is gone: stop
+	}
+	return c != 0, err
+}
+
+// EnqueueDueMirrors enqueues a sync job for every enabled mirror that is
+// due and has no pending or running job, and returns how many it
+// enqueued. Any number of processes may call it: a mirror's job is
+// recorded with a compare-and-set, so each due sync is enqueued once.
+func (db *DB) EnqueueDueMirrors(ctx context.Context, at time.Time) (int, error) {
+	rows, err := db.write.QueryContext(ctx, db.q(`SELECT m.repository, m.job_id FROM repository_mirrors m WHERE m.is_enabled = 1 AND m.next_sync_at <= ?
+		AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = m.job_id AND j.status IN ('pending', 'running')) ORDER BY m.next_sync_at LIMIT 100`), at.UnixMicro())
+	if err != nil {
+		return 0, fmt.Errorf("due mirrors: %w", err)
+	}
+	type due struct {
+		repo string
+		job  int64
+	}
+	var list []due
+	for rows.Next() {
+		var d due
+		if err := rows.Scan(&d.repo, &d.job); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		list = append(list, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	errRaced := errors.New("raced")
+	n := 0
+	for _, d := range list {
+		err := db.tx(ctx, func(tx *sql.Tx) error {
+			id, err := db.EnqueueJobTx(ctx, tx, Job{Queue: MirrorQueue, OrderingKey: d.repo, MaxAttempts: 1000,
+				Payload: mustJSON(map[string]string{"repository": d.repo})})
+			if err != nil {
+				return err
+			}
+			res, err := tx.ExecContext(ctx, db.q("UPDATE repository_mirrors SET job_id = ? WHERE repository = ? AND job_id = ?"), id, d.repo, d.job)
+			if err != nil {
+				return err
+			}
+			if c, _ := res.RowsAffected(); c == 0 {
+				return errRaced
+			}
+			return nil
+		})
+		switch {
+		case errors.Is(err, errRaced):
+		case err != nil:
+			return n, fmt.Errorf("enqueue mirror sync of %s: %w", d.repo, err)
+		default:
+			n++
+		}
+	}
+	return n, nil
+}
+
+// StartMirrorSync marks the mirror SYNCING and appends the
+// repo_mirror_sync_started event with message, in one transaction. It
+// returns the mirror as it was before.
+func (db *DB) StartMirrorSync(ctx context.Context, repo, message string) (Mirror, error) {
+	var m Mirror
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		m, err = scanMirror(tx.QueryRowContext(ctx, db.q("SELECT "+mirrorColumns+" FROM repository_mirrors WHERE repository = ?"), repo))
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE repository_mirrors SET sync_status = 'SYNCING' WHERE repository = ?"), repo); err != nil {
+			return fmt.Errorf("start mirror sync: %w", err)
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventMirrorSyncStarted, Repository: repo, Actor: m.RobotUsername,
+			Data: mustJSON(map[string]string{"message": message})})
+	})
+	return m, err
+}
+
+// FinishMirrorSync records a sync's outcome, status SUCCESS, FAIL or
+// CANCEL, with its event (none for CANCEL), and schedules the next sync
+// with Quay's retry rule: a failure retries at once while retries remain,
+// decrementing them; at none it waits an interval and resets them.
+func (db *DB) FinishMirrorSync(ctx context.Context, repo, status, message string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		m, err := scanMirror(tx.QueryRowContext(ctx, db.q("SELECT "+mirrorColumns+" FROM repository_mirrors WHERE repository = ?"), repo))
+		if err != nil {
+			return err
+		}
+		ts := now()
+		next, retries, kind, lastErr := ts+m.SyncInterval.Microseconds(), MirrorRetries, EventMirrorSyncSuccess, ""
+		switch status {
+		case MirrorFail:
+			kind, lastErr = EventMirrorSyncFailed, message
+			if m.RetriesRemaining > 0 {
+				next, retries = ts, m.RetriesRemaining-1
+			}
+		case MirrorCancel:
+			kind = ""
+		}
+		if len(lastErr) > maxJobError {
+			lastErr = lastErr[:maxJobError]
+		}
+		lastErr = strings.ToValidUTF8(lastErr, "?")
+		if _, err := tx.ExecContext(ctx, db.q(`UPDATE repository_mirrors SET sync_status = ?, sync_retries_remaining = ?, next_sync_at = ?,
+			last_error = ?, cancel_requested = 0, last_sync_at = ? WHERE repository = ?`), status, retries, next, lastErr, ts, repo); err != nil {
+			return fmt.Errorf("finish mirror sync: %w", err)
+		}
+		if kind == "" {
+			return nil
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: kind, Repository: repo, Actor: m.RobotUsername,
+			Data: mustJSON(map[string]string{"message": message})})
+	})
+}

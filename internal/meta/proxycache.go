@@ -1,0 +1,221 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrProxyCacheNotFound is returned when an organization has no proxy
+// cache configuration.
+var ErrProxyCacheNotFound = fmt.Errorf("proxy cache %w", ErrNotFound)
+
+// ProxyCache is an organization's pull-through cache configuration.
+type ProxyCache struct {
+	Namespace      string
+	Upstream       string // host[:port][/path prefix]
+	Username       string
+	PasswordSealed string // sealed by the caller; never returned by the API
+	ExpirationS    int64
+	Insecure       bool
+	CreatedBy      string
+	CreatedAt      time.Time
+}
+
+// SetProxyCache creates or replaces an organization's proxy cache
+// configuration.
+func (db *DB) SetProxyCache(ctx context.Context, pc ProxyCache) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var nsID int64
+		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ? AND kind = ?"), pc.Namespace, NamespaceOrg).Scan(&nsID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNamespaceNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up namespace: %w", err)
+		}
+		_, err = tx.ExecContext(ctx, db.q(`INSERT INTO proxy_caches (namespace_id, upstream, username, password_sealed, expiration_s, insecure, created_by, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace_id) DO UPDATE SET upstream = excluded.upstream, username = excluded.username,
+			password_sealed = excluded.password_sealed, expiration_s = excluded.expiration_s, insecure = excluded.insecure,
+			created_by = excluded.created_by, created_at = excluded.created_at`),
+			nsID, pc.Upstream, pc.Username, pc.PasswordSealed, pc.ExpirationS, boolInt(pc.Insecure), pc.CreatedBy, now())
+		if err != nil {
+			return fmt.Errorf("store proxy cache: %w", err)
+		}
+		return nil
+	})
+}
+
+const proxyCacheColumns = "n.name, p.upstream, p.username, p.password_sealed, p.expiration_s, p.insecure, p.created_by, p.created_at"
+
+func scanProxyCache(row interface{ Scan(...any) error }) (ProxyCache, error) {
+	var pc ProxyCache
+	var insecure int
+	var created int64
+	if err := row.Scan(&pc.Namespace, &pc.Upstream, &pc.Username, &pc.PasswordSealed, &pc.ExpirationS, &insecure, &pc.CreatedBy, &created); err != nil {
+		return ProxyCache{}, err
+	}
+	pc.Insecure, pc.CreatedAt = insecure != 0, fromMicros(created)
+	return pc, nil
+}
+
+// ProxyCacheOf returns an organization's proxy cache configuration.
+func (db *DB) ProxyCacheOf(ctx context.Context, namespace string) (ProxyCache, error) {
+	pc, err := scanProxyCache(db.read.QueryRowContext(ctx, db.q(`SELECT `+proxyCacheColumns+` FROM proxy_caches p
+		JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?`), namespace))
+	if errors.Is(err, sql.ErrNoRows) {
+		return ProxyCache{}, ErrProxyCacheNotFound
+	}
+	if err != nil {
+		return ProxyCache{}, fmt.Errorf("get proxy cache: %w", err)
+	}
+	return pc, nil
+}
+
+// ProxyCaches lists every proxy cache configuration.
+func (db *DB) ProxyCaches(ctx context.Context) ([]ProxyCache, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT `+proxyCacheColumns+` FROM proxy_caches p JOIN namespaces n ON n.id = p.namespace_id ORDER BY n.name`)
+	if err != nil {
+		return nil, fmt.Errorf("list proxy caches: %w", err)
+	}
+	defer rows.Close()
+	out := []ProxyCache{}
+	for rows.Next() {
+		pc, err := scanProxyCache(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pc)
+	}
+	return out, rows.Err()
+}
+
+// DeleteProxyCache removes an organization's proxy cache configuration.
+// The cached repositories stay, as ordinary repositories.
+func (db *DB) DeleteProxyCache(ctx context.Context, namespace string) error {
+	res, err := db.write.ExecContext(ctx, db.q(`DELETE FROM proxy_caches WHERE namespace_id = (SELECT id FROM namespaces WHERE name = ?)`), namespace)
+	if err != nil {
+		return fmt.Errorf("delete proxy cache: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrProxyCacheNotFound
+	}
+	return nil
+}
+
+// ProxyTagChecked returns the digest a cached tag had upstream when it
+// was last checked, and when.
+func (db *DB) ProxyTagChecked(ctx context.Context, repo, tag string) (digest.Digest, time.Time, error) {
+	var d string
+	var at int64
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT p.digest, p.checked_at FROM proxy_tags p JOIN repositories r ON r.id = p.repository_id
+		WHERE r.name = ? AND p.name = ?`), repo, tag).Scan(&d, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", time.Time{}, fmt.Errorf("proxy tag %w", ErrNotFound)
+	}
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("get proxy tag: %w", err)
+	}
+	return digest.Digest(d), fromMicros(at), nil
+}
+
+// TouchProxyTag records that a cached tag was found unchanged upstream
+// at the given time.
+func (db *DB) TouchProxyTag(ctx context.Context, repo, tag string, d digest.Digest, at time.Time) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&id); err != nil {
+			return fmt.Errorf("look up repository: %w", err)
+		}
+		return db.touchProxyTag(ctx, tx, id, tag, d, at)
+	})
+}
+
+func (db *DB) touchProxyTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest, at time.Time) error {
+	_, err := tx.ExecContext(ctx, db.q(`INSERT INTO proxy_tags (repository_id, name, digest, checked_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, checked_at = excluded.checked_at`), repoID, tag, d.String(), at.UnixMicro())
+	if err != nil {
+		return fmt.Errorf("record proxy tag: %w", err)
+	}
+	return nil
+}
+
+// ProxyReferenced reports whether a manifest stored in the repository
+// refers to the digest (a blob or a child manifest): the cache fetches
+// only what its manifests name.
+func (db *DB) ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+	var one int
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT 1 FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
+		WHERE r.name = ? AND mr.ref_digest = ? LIMIT 1`), repo, d.String()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up manifest references: %w", err)
+	}
+	return true, nil
+}
+
+// PutProxyManifest stores a manifest fetched by the pull-through cache.
+// Unlike PutManifest its references need not be in the repository yet:
+// blobs and child manifests are fetched when first requested. The tags
+// (if any) are recorded as checked at checkedAt. One transaction, with the
+// repo_push event when something changed.
+func (db *DB) PutProxyManifest(ctx context.Context, p PutManifest, checkedAt time.Time) error {
+	m := p.Manifest
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		repoID, err := db.ensureRepository(ctx, tx, p.Repository, p.Actor)
+		if err != nil {
+			return err
+		}
+		var annotations, subject any
+		if len(m.Annotations) > 0 {
+			b, _ := json.Marshal(m.Annotations)
+			annotations = string(b)
+		}
+		if m.Subject != "" {
+			subject = m.Subject.String()
+		}
+		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject, annotations, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
+			repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, subject, annotations, now())
+		if err != nil {
+			return fmt.Errorf("store manifest: %w", err)
+		}
+		created, _ := res.RowsAffected()
+		if created == 1 {
+			for _, r := range p.Refs {
+				if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_references (repository_id, manifest_digest, ref_digest, is_manifest)
+					VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`), repoID, m.Digest.String(), r.Digest.String(), boolInt(r.IsManifest)); err != nil {
+					return fmt.Errorf("store manifest reference: %w", err)
+				}
+			}
+		}
+		tags := []string{}
+		for _, tag := range append([]string{p.Tag}, p.MoreTags...) {
+			if tag == "" {
+				continue
+			}
+			moved, err := db.setTag(ctx, tx, repoID, tag, m.Digest)
+			if err != nil {
+				return err
+			}
+			if moved {
+				tags = append(tags, tag)
+			}
+			if err := db.touchProxyTag(ctx, tx, repoID, tag, m.Digest, checkedAt); err != nil {
+				return err
+			}
+		}
+		if created == 0 && len(tags) == 0 {
+			return nil
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
+			Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags})})
+	})
+}

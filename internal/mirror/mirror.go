@@ -1,0 +1,264 @@
+package mirror
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/jobs"
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// MirrorOptions tune a MirrorService. Zero values mean the defaults.
+type MirrorOptions struct {
+	// Dial dials upstreams (the SSRF guard's); nil dials directly.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Transport, if set, is the base transport of every upstream request
+	// (tests); Dial, TLS and proxy settings are then not applied.
+	Transport http.RoundTripper
+	// Tries bounds the attempts of one upstream request that met a 429 or
+	// a 5xx (5); RetryBase is the first backoff (500ms), MaxRetryDelay
+	// caps a delay, Retry-After included (30s).
+	Tries                    int
+	RetryBase, MaxRetryDelay time.Duration
+	// PerHost bounds the copies from one upstream host at once (4).
+	PerHost int
+	// Workers is how many syncs this process runs at once (2).
+	Workers int
+	// Tick is how often the scheduler looks for due syncs (5s);
+	// CancelPoll how often a running sync checks for a cancel (1s).
+	Tick, CancelPoll time.Duration
+	Logger           *slog.Logger
+}
+
+// MirrorService keeps mirrored repositories in sync with their upstreams:
+// a scheduler enqueues due syncs on the durable job queue (one per
+// repository at a time, across processes) and a worker runs them.
+type MirrorService struct {
+	db     *meta.DB
+	copier *Copier
+	sealer *auth.Sealer
+	opts   MirrorOptions
+	log    *slog.Logger
+	hosts  hostLimiter
+	wake   chan struct{}
+	worker *jobs.Worker
+}
+
+// NewMirrorService returns the mirror service; Run starts it.
+func NewMirrorService(db *meta.DB, copier *Copier, sealer *auth.Sealer, opts MirrorOptions) *MirrorService {
+	if opts.Tries <= 0 {
+		opts.Tries = 5
+	}
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = 500 * time.Millisecond
+	}
+	if opts.MaxRetryDelay <= 0 {
+		opts.MaxRetryDelay = 30 * time.Second
+	}
+	if opts.PerHost <= 0 {
+		opts.PerHost = 4
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = 5 * time.Second
+	}
+	if opts.CancelPoll <= 0 {
+		opts.CancelPoll = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &MirrorService{db: db, copier: copier, sealer: sealer, opts: opts, log: opts.Logger.With("component", "mirror"),
+		hosts: hostLimiter{n: opts.PerHost}, wake: make(chan struct{}, 1)}
+	s.worker = jobs.New(db, meta.MirrorQueue, s.handle, jobs.Options{Concurrency: opts.Workers, Logger: opts.Logger})
+	return s
+}
+
+// Run schedules and runs syncs until ctx is cancelled.
+func (s *MirrorService) Run(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { defer close(done); s.worker.Run(ctx) }()
+	t := time.NewTicker(s.opts.Tick)
+	defer t.Stop()
+	for {
+		if n, err := s.db.EnqueueDueMirrors(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			s.log.Warn("mirror scheduler", "err", err)
+		} else if n > 0 {
+			s.worker.Wake()
+		}
+		select {
+		case <-ctx.Done():
+			<-done
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+	}
+}
+
+// Wake makes the scheduler look for due syncs now (after sync-now).
+func (s *MirrorService) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Seal seals an upstream password for storage.
+func (s *MirrorService) Seal(password string) string {
+	if password == "" {
+		return ""
+	}
+	return s.sealer.Seal([]byte(password))
+}
+
+func (s *MirrorService) handle(ctx context.Context, j meta.Job) error {
+	var p struct {
+		Repository string `json:"repository"`
+	}
+	if err := json.Unmarshal(j.Payload, &p); err != nil {
+		return jobs.Permanent(err)
+	}
+	return s.Sync(ctx, p.Repository)
+}
+
+// Sync runs one sync of a repository's mirror and records its outcome. It
+// returns an error only when the sync was interrupted by shutdown (the job
+// then runs again) or its outcome could not be recorded.
+func (s *MirrorService) Sync(ctx context.Context, repo string) error {
+	m, err := s.db.GetMirror(ctx, repo)
+	if errors.Is(err, meta.ErrMirrorNotFound) {
+		return nil // deleted since
+	}
+	if err != nil {
+		return err
+	}
+	if m.CancelRequested || !m.Enabled {
+		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, "")
+	}
+	msg := fmt.Sprintf("'%s' with tag pattern '%s'", m.ExternalReference, strings.Join(m.RootRule.Value, ","))
+	if m, err = s.db.StartMirrorSync(ctx, repo, msg); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go s.watchCancel(sctx, cancel, repo)
+	res, err := s.sync(sctx, m)
+	rec := context.WithoutCancel(ctx)
+	switch {
+	case errors.Is(err, errCancelled) || errors.Is(context.Cause(sctx), errCancelled):
+		s.log.Info("mirror sync cancelled", "repository", repo)
+		return s.db.FinishMirrorSync(rec, repo, meta.MirrorCancel, "")
+	case ctx.Err() != nil:
+		return ctx.Err() // shutdown or lost lease: the job runs again
+	case err != nil:
+		s.log.Warn("mirror sync failed", "repository", repo, "err", err)
+		return s.db.FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %v", msg, err))
+	}
+	s.log.Info("mirror sync done", "repository", repo, "copied", res.copied, "unchanged", res.unchanged, "deleted", res.deleted)
+	return s.db.FinishMirrorSync(rec, repo, meta.MirrorSuccess, msg)
+}
+
+var errCancelled = errors.New("mirror sync cancelled")
+
+func (s *MirrorService) watchCancel(ctx context.Context, cancel context.CancelCauseFunc, repo string) {
+	t := time.NewTicker(s.opts.CancelPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if c, err := s.db.MirrorCancelRequested(ctx, repo); err == nil && c {
+				cancel(errCancelled)
+				return
+			}
+		}
+	}
+}
+
+// upstream is a mirror's upstream repository with the options to reach it.
+type upstream struct {
+	repo name.Repository
+	opts []remote.Option
+}
+
+func (s *MirrorService) upstream(m meta.Mirror) (upstream, error) {
+	var nopts []name.Option
+	if !m.VerifyTLS {
+		nopts = append(nopts, name.Insecure)
+	}
+	repo, err := name.NewRepository(m.ExternalReference, nopts...)
+	if err != nil {
+		return upstream{}, fmt.Errorf("external_reference %q: %w", m.ExternalReference, err)
+	}
+	base := s.opts.Transport
+	if base == nil {
+		tr := &http.Transport{ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,
+			ResponseHeaderTimeout: time.Minute, IdleConnTimeout: 90 * time.Second}
+		if s.opts.Dial != nil {
+			tr.DialContext = s.opts.Dial
+		}
+		if !m.VerifyTLS {
+			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		}
+		if p := m.Proxy.HTTPSProxy + m.Proxy.HTTPProxy; p != "" {
+			tr.Proxy = proxyFunc(m.Proxy)
+		}
+		base = tr
+	}
+	rt := &retryTransport{next: base, tries: s.opts.Tries, base: s.opts.RetryBase, maxDelay: s.opts.MaxRetryDelay}
+	a := authn.Authenticator(authn.Anonymous)
+	if m.Username != "" {
+		pw := ""
+		if m.PasswordSealed != "" {
+			b, err := s.sealer.Open(m.PasswordSealed)
+			if err != nil {
+				return upstream{}, fmt.Errorf("open the upstream password: %w", err)
+			}
+			pw = string(b)
+		}
+		a = &authn.Basic{Username: m.Username, Password: pw}
+	}
+	// Our transport retries; go-containerregistry's own retries are off.
+	return upstream{repo: repo, opts: []remote.Option{remote.WithAuth(a), remote.WithTransport(rt),
+		remote.WithRetryBackoff(remote.Backoff{Steps: 1})}}, nil
+}
+
+// proxyFunc routes upstream requests through the mirror's proxy, except
+// hosts of no_proxy (comma-separated names or suffixes).
+func proxyFunc(p meta.MirrorProxy) func(*http.Request) (*url.URL, error) {
+	return func(r *http.Request) (*url.URL, error) {
+		host := r.URL.Hostname()
+		for _, np := range strings.Split(p.NoProxy, ",") {
+			np = strings.TrimPrefix(strings.TrimSpace(np), ".")
+			if np != "" && (host == np || strings.HasSuffix(host, "."+np)) {
+				return nil, nil
+			}
+		}
+		raw := p.HTTPSProxy
+		if r.URL.Scheme == "http" || raw == "" {
+			raw = p.HTTPProxy
+		}
+		if raw == "" {
+			return nil, nil
+		}
+		return url.Parse(raw)
+	}
+}

@@ -1,0 +1,255 @@
+package mirror
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+)
+
+// Annotations of an index that a mirror built with only some platforms
+// of its upstream index: the upstream digest and the platforms kept, so
+// that an unchanged upstream costs one HEAD.
+const (
+	annoSource    = "dev.berth.mirror.source"
+	annoPlatforms = "dev.berth.mirror.architectures"
+)
+
+// signatureSuffixes are the tags cosign stores next to an image, named
+// sha256-<hex><suffix>.
+var signatureSuffixes = []string{".sig", ".att", ".sbom"}
+
+type syncResult struct{ copied, unchanged, deleted int }
+
+// MatchTag reports whether a tag is selected by a tag_glob_csv rule: any
+// of the globs matches it (path.Match semantics).
+func MatchTag(globs []string, tag string) bool {
+	for _, g := range globs {
+		if ok, err := path.Match(strings.TrimSpace(g), tag); err == nil && ok {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidGlob reports whether g is a well-formed glob.
+func ValidGlob(g string) bool {
+	_, err := path.Match(g, "")
+	return strings.TrimSpace(g) != "" && err == nil
+}
+
+func mirrorActor(m meta.Mirror) string {
+	if m.RobotUsername != "" {
+		return m.RobotUsername
+	}
+	return "mirror"
+}
+
+// sync brings the repository in line with the upstream: copy what moved,
+// skip what did not (one HEAD each), and, only when the listing was
+// complete and every tag synced, delete local tags gone upstream or no
+// longer selected.
+func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, error) {
+	var res syncResult
+	up, err := s.upstream(m)
+	if err != nil {
+		return res, err
+	}
+	opts := append([]remote.Option{remote.WithContext(ctx)}, up.opts...)
+	upTags, err := remote.List(up.repo, opts...)
+	if err != nil {
+		return res, fmt.Errorf("list upstream tags: %w", err)
+	}
+	all := make(map[string]bool, len(upTags))
+	var queue []string
+	queued := map[string]bool{}
+	for _, t := range upTags {
+		all[t] = true
+		if oci.ValidateTag(t) == nil && MatchTag(m.RootRule.Value, t) {
+			queue, queued[t] = append(queue, t), true
+		}
+	}
+	sort.Strings(queue)
+	var errs []error
+	wanted := map[string]bool{}
+	signed := 0
+	for i := 0; i < len(queue); i++ {
+		tag := queue[i]
+		if err := s.checkCancel(ctx, m.Repository); err != nil {
+			return res, err
+		}
+		d, copied, err := s.syncTag(ctx, m, up, opts, tag)
+		if err != nil {
+			if ctx.Err() != nil {
+				return res, context.Cause(ctx)
+			}
+			errs = append(errs, fmt.Errorf("tag %s: %w", tag, err))
+			continue
+		}
+		wanted[tag] = true
+		if copied {
+			res.copied++
+		} else {
+			res.unchanged++
+		}
+		// Bring cosign signatures, attestations and SBOMs along.
+		for _, suf := range signatureSuffixes {
+			st := d.Algorithm().String() + "-" + d.Encoded() + suf
+			if all[st] && !queued[st] {
+				queue, queued[st] = append(queue, st), true
+				signed++
+			}
+		}
+	}
+	if signed == 0 && !m.UnsignedImages && len(wanted) > 0 {
+		s.log.Debug("no signatures upstream", "repository", m.Repository, "upstream", m.ExternalReference)
+	}
+	if len(errs) > 0 {
+		return res, errors.Join(errs...)
+	}
+	if err := s.checkCancel(ctx, m.Repository); err != nil {
+		return res, err
+	}
+	local, err := s.localTags(ctx, m.Repository)
+	if err != nil {
+		return res, err
+	}
+	for _, t := range local {
+		if wanted[t] {
+			continue
+		}
+		if err := s.db.DeleteTag(ctx, m.Repository, t, mirrorActor(m)); err != nil && !errors.Is(err, meta.ErrManifestNotFound) {
+			return res, fmt.Errorf("delete tag %s: %w", t, err)
+		}
+		res.deleted++
+	}
+	return res, nil
+}
+
+func (s *MirrorService) checkCancel(ctx context.Context, repo string) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if c, err := s.db.MirrorCancelRequested(ctx, repo); err != nil {
+		return err
+	} else if c {
+		return errCancelled
+	}
+	return nil
+}
+
+func (s *MirrorService) localTags(ctx context.Context, repo string) ([]string, error) {
+	var out []string
+	last := ""
+	for {
+		page, err := s.db.ListTags(ctx, repo, last, 1000)
+		if errors.Is(err, meta.ErrRepositoryNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if len(page) < 1000 {
+			return out, nil
+		}
+		last = page[len(page)-1]
+	}
+}
+
+// syncTag makes the local tag point at the upstream tag's content (or
+// its platform-filtered index) and returns the upstream digest and
+// whether anything was copied.
+func (s *MirrorService) syncTag(ctx context.Context, m meta.Mirror, up upstream, opts []remote.Option, tag string) (digest.Digest, bool, error) {
+	desc, err := remote.Head(up.repo.Tag(tag), opts...)
+	if err != nil {
+		return "", false, fmt.Errorf("head: %w", err)
+	}
+	upD := digest.Digest(desc.Digest.String())
+	filtered := len(m.ArchFilter) > 0 && oci.IsIndex(string(desc.MediaType))
+	platforms := strings.Join(sortedCopy(m.ArchFilter), ",")
+	if local, err := s.db.GetManifest(ctx, m.Repository, tag, "", filtered); err == nil {
+		if !filtered && local.Digest == upD {
+			return upD, false, nil
+		}
+		if filtered {
+			var idx struct {
+				Annotations map[string]string `json:"annotations"`
+			}
+			if json.Unmarshal(local.Content, &idx) == nil && idx.Annotations[annoSource] == upD.String() && idx.Annotations[annoPlatforms] == platforms {
+				return upD, false, nil
+			}
+		}
+	} else if !errors.Is(err, meta.ErrManifestNotFound) {
+		return "", false, err
+	}
+	release, err := s.hosts.acquire(ctx, up.repo.RegistryStr())
+	if err != nil {
+		return "", false, err
+	}
+	defer release()
+	req := Request{Source: up.repo.Digest(upD.String()), Options: opts, Repo: m.Repository, Tags: []string{tag}, Actor: mirrorActor(m)}
+	if !filtered {
+		_, _, err := s.copier.Copy(ctx, req)
+		return upD, true, err
+	}
+	return upD, true, s.copyFiltered(ctx, req, upD, m.ArchFilter, platforms)
+}
+
+// copyFiltered stores an index of only the upstream index's children for
+// the given architectures (a different digest) and tags it.
+func (s *MirrorService) copyFiltered(ctx context.Context, req Request, upD digest.Digest, archs []string, platforms string) error {
+	desc, err := remote.Get(req.Source, req.Options...)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", req.Source, err)
+	}
+	if got := digest.FromBytes(desc.Manifest); upD.Algorithm() == digest.SHA256 && got != upD {
+		return fmt.Errorf("upstream index %s: %w", upD, ErrDigestMismatch)
+	}
+	var idx map[string]json.RawMessage
+	if err := json.Unmarshal(desc.Manifest, &idx); err != nil {
+		return fmt.Errorf("upstream index %s: %w", upD, err)
+	}
+	var children []map[string]any
+	if err := json.Unmarshal(idx["manifests"], &children); err != nil {
+		return fmt.Errorf("upstream index %s: %w", upD, err)
+	}
+	var kept []map[string]any
+	for _, c := range children {
+		p, _ := c["platform"].(map[string]any)
+		if arch, _ := p["architecture"].(string); slices.Contains(archs, arch) {
+			kept = append(kept, c)
+		}
+	}
+	if len(kept) == 0 {
+		return fmt.Errorf("upstream index %s has no platform of %s", upD, platforms)
+	}
+	annotations := map[string]string{}
+	json.Unmarshal(idx["annotations"], &annotations)
+	annotations[annoSource], annotations[annoPlatforms] = upD.String(), platforms
+	idx["manifests"], _ = json.Marshal(kept)
+	idx["annotations"], _ = json.Marshal(annotations)
+	body, err := json.Marshal(idx)
+	if err != nil {
+		return err
+	}
+	var st Stats
+	opts := append([]remote.Option{remote.WithContext(ctx)}, req.Options...)
+	return s.copier.copyManifest(ctx, req, opts, digest.FromBytes(body), body, string(desc.MediaType), req.Tags, &st)
+}
+
+func sortedCopy(in []string) []string {
+	out := slices.Clone(in)
+	sort.Strings(out)
+	return out
+}

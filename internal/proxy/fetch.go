@@ -1,0 +1,249 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// ErrDigestMismatch is returned when upstream bytes do not match their
+// digest: nothing is stored.
+var ErrDigestMismatch = errors.New("upstream content does not match its digest")
+
+// Manifest answers a pull of a manifest in a proxied repository: by tag
+// or by digest (exactly one set). cached is what the repository has
+// (nil if nothing). A cached digest is served as is; a cached tag is
+// served until its entry is older than the organization's expiration,
+// then checked upstream with a HEAD and refetched if the upstream digest
+// changed. If upstream cannot be reached, a cached tag is served stale.
+// Concurrent identical requests share one upstream fetch.
+func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Digest, cached *meta.Manifest, withContent bool) (meta.Manifest, error) {
+	pc, path, ok := s.lookup(ctx, repo)
+	if !ok || (cached != nil && tag == "") {
+		if cached != nil {
+			return *cached, nil
+		}
+		return meta.Manifest{}, meta.ErrManifestNotFound
+	}
+	if cached != nil {
+		_, checked, err := s.db.ProxyTagChecked(ctx, repo, tag)
+		if err == nil && s.opts.Now().Sub(checked) < time.Duration(pc.ExpirationS)*time.Second {
+			return *cached, nil
+		}
+	}
+	key := "m\x00" + repo + "\x00" + tag + "\x00" + d.String()
+	v, err, _ := s.flight.Do(key, func() (any, error) {
+		fctx := context.WithoutCancel(ctx)
+		up, err := s.upstreamOf(fctx, pc, path)
+		if err != nil {
+			return nil, err
+		}
+		if tag == "" {
+			return s.fetchManifest(fctx, up, repo, "", d)
+		}
+		if cached != nil {
+			desc, err := remote.Head(up.repo.Tag(tag), up.opts...)
+			if err != nil {
+				s.log.Warn("proxy cache: upstream check failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
+				return *cached, nil
+			}
+			if digest.Digest(desc.Digest.String()) == cached.Digest {
+				if err := s.db.TouchProxyTag(fctx, repo, tag, cached.Digest, s.opts.Now()); err != nil {
+					return nil, err
+				}
+				return *cached, nil
+			}
+		}
+		m, err := s.fetchManifest(fctx, up, repo, tag, "")
+		if err != nil && cached != nil {
+			s.log.Warn("proxy cache: upstream fetch failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
+			return *cached, nil
+		}
+		return m, err
+	})
+	if err != nil {
+		return meta.Manifest{}, err
+	}
+	m := v.(meta.Manifest)
+	if !withContent {
+		m.Content = nil
+	}
+	return m, nil
+}
+
+// fetchManifest fetches one manifest (by tag, or by digest) and stores
+// it with its references; the tag, if any, moves to it.
+func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag string, d digest.Digest) (meta.Manifest, error) {
+	var src name.Reference = up.repo.Digest(d.String())
+	if tag != "" {
+		src = up.repo.Tag(tag)
+	}
+	ref := src.String()
+	desc, err := remote.Get(src, up.opts...)
+	if err != nil {
+		if notFound(err) {
+			return meta.Manifest{}, fmt.Errorf("upstream %s: %w", ref, meta.ErrManifestNotFound)
+		}
+		return meta.Manifest{}, fmt.Errorf("fetch %s: %w", ref, err)
+	}
+	got := digest.Digest(desc.Digest.String())
+	body := desc.Manifest
+	if int64(len(body)) > s.opts.MaxManifestBytes {
+		return meta.Manifest{}, fmt.Errorf("upstream manifest %s of %d bytes exceeds the limit of %d", got, len(body), s.opts.MaxManifestBytes)
+	}
+	if err := got.Validate(); err != nil {
+		return meta.Manifest{}, fmt.Errorf("upstream manifest %s: %w", ref, err)
+	}
+	if sum := got.Algorithm().FromBytes(body); sum != got || (d != "" && d != got) {
+		return meta.Manifest{}, fmt.Errorf("upstream manifest %s: %w", ref, ErrDigestMismatch)
+	}
+	m, err := oci.ParseManifest(body, string(desc.MediaType))
+	if err != nil {
+		return meta.Manifest{}, fmt.Errorf("upstream manifest %s: %w", ref, err)
+	}
+	if err := s.opts.Policy.Check(m); err != nil {
+		return meta.Manifest{}, fmt.Errorf("upstream manifest %s: %w", ref, err)
+	}
+	put := meta.PutManifest{Repository: repo, Tag: tag, Refs: refsOf(m),
+		Manifest: meta.Manifest{Digest: got, MediaType: m.MediaType, ArtifactType: m.EffectiveArtifactType(), Content: body, Annotations: m.Annotations}}
+	if m.Subject != nil {
+		put.Manifest.Subject = m.Subject.Digest
+	}
+	if err := s.db.PutProxyManifest(ctx, put, s.opts.Now()); err != nil {
+		return meta.Manifest{}, fmt.Errorf("store manifest %s: %w", got, err)
+	}
+	s.log.Info("proxy cache: stored manifest", "repository", repo, "tag", tag, "digest", got, "upstream", ref)
+	return meta.Manifest{Digest: got, MediaType: m.MediaType, ArtifactType: put.Manifest.ArtifactType, Size: int64(len(body)), Content: body}, nil
+}
+
+// refsOf lists what a manifest refers to: its blobs and, for an index,
+// its child manifests.
+func refsOf(m *oci.Manifest) []meta.Ref {
+	var refs []meta.Ref
+	seen := map[digest.Digest]bool{}
+	for _, b := range m.Blobs() {
+		if !seen[b.Digest] {
+			seen[b.Digest] = true
+			refs = append(refs, meta.Ref{Digest: b.Digest})
+		}
+	}
+	for _, c := range m.Manifests {
+		if !seen[c.Digest] {
+			seen[c.Digest] = true
+			isManifest := oci.IsIndex(c.MediaType) || c.MediaType == oci.MediaTypeImageManifest || c.MediaType == oci.MediaTypeDockerManifest
+			refs = append(refs, meta.Ref{Digest: c.Digest, IsManifest: isManifest})
+		}
+	}
+	return refs
+}
+
+// Blob makes a blob of a proxied repository available: only one a
+// manifest cached in the repository refers to. A blob Berth stores
+// anywhere is linked; otherwise it is downloaded upstream into storage,
+// verified, then linked. Concurrent requests for one digest in this
+// process share one download; across replicas each replica may download
+// it once (the blob path is content-addressed, so the writes agree).
+func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error) {
+	pc, path, ok := s.lookup(ctx, repo)
+	if !ok {
+		return meta.Blob{}, meta.ErrBlobNotFound
+	}
+	if ok, err := s.db.ProxyReferenced(ctx, repo, d); err != nil {
+		return meta.Blob{}, err
+	} else if !ok {
+		return meta.Blob{}, meta.ErrBlobNotFound
+	}
+	v, err, _ := s.flight.Do("b\x00"+d.String(), func() (any, error) {
+		// The download outlives the request that started it: others wait
+		// on it.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.BlobTimeout)
+		defer cancel()
+		if b, err := s.db.StoredBlob(fctx, d); err == nil {
+			return b, nil
+		}
+		up, err := s.upstreamOf(fctx, pc, path)
+		if err != nil {
+			return nil, err
+		}
+		layer, err := remote.Layer(up.repo.Digest(d.String()), up.opts...)
+		if err != nil {
+			return nil, fmt.Errorf("upstream blob %s: %w", d, err)
+		}
+		rc, err := layer.Compressed()
+		if err != nil {
+			if notFound(err) {
+				return nil, fmt.Errorf("upstream blob %s: %w", d, meta.ErrBlobNotFound)
+			}
+			return nil, fmt.Errorf("fetch blob %s: %w", d, err)
+		}
+		defer rc.Close()
+		n, err := s.ingest(fctx, rc, d)
+		if err != nil {
+			if notFound(err) {
+				return nil, fmt.Errorf("upstream blob %s: %w", d, meta.ErrBlobNotFound)
+			}
+			return nil, fmt.Errorf("fetch blob %s: %w", d, err)
+		}
+		b := meta.Blob{Digest: d, Size: n}
+		// Record it while still in the flight, so that a request arriving
+		// just after finds it stored.
+		if err := s.db.LinkBlob(fctx, repo, b, "", ""); err != nil {
+			return nil, err
+		}
+		s.log.Info("proxy cache: stored blob", "repository", repo, "digest", d, "size", n)
+		return b, nil
+	})
+	if err != nil {
+		return meta.Blob{}, err
+	}
+	b := v.(meta.Blob)
+	if err := s.db.LinkBlob(ctx, repo, b, "", ""); err != nil {
+		return meta.Blob{}, err
+	}
+	return b, nil
+}
+
+// ingest streams r into storage under its digest, verifying it.
+func (s *Service) ingest(ctx context.Context, r io.Reader, want digest.Digest) (int64, error) {
+	id := uuid.NewString()
+	tmp := storage.UploadPath(id)
+	w, err := s.store.Writer(ctx, tmp, 0)
+	if err != nil {
+		return 0, err
+	}
+	cleanup := func() {
+		w.Cancel(context.WithoutCancel(ctx))
+		s.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
+	}
+	verifier := want.Algorithm().Hash()
+	n, err := io.Copy(io.MultiWriter(w, verifier), r)
+	if err != nil {
+		cleanup()
+		return 0, err
+	}
+	if got := digest.NewDigest(want.Algorithm(), verifier); got != want {
+		cleanup()
+		return 0, fmt.Errorf("%w: got %s", ErrDigestMismatch, got)
+	}
+	if err := w.Commit(ctx); err != nil {
+		cleanup()
+		return 0, err
+	}
+	if err := s.store.Move(ctx, tmp, storage.BlobPath(want)); err != nil {
+		cleanup()
+		return 0, err
+	}
+	s.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
+	return n, nil
+}
