@@ -28,6 +28,7 @@ type config struct {
 	layerMiB, smallImages, smallKiB, concurrency, loadWorkers, rounds  int
 	loadDuration                                                       time.Duration
 	wrk, keep                                                          bool
+	mirrorTags                                                         int
 }
 
 func parseFlags() config {
@@ -48,6 +49,7 @@ func parseFlags() config {
 	flag.DurationVar(&c.loadDuration, "load-duration", 10*time.Second, "duration of the manifest GET load test per registry per round")
 	flag.IntVar(&c.rounds, "rounds", 3, "repeat the throughput workloads this many times and report the median")
 	flag.BoolVar(&c.wrk, "wrk", true, "also measure manifest GET with wrk when wrk is on PATH")
+	flag.IntVar(&c.mirrorTags, "mirror", 0, "instead of the registry workloads, compare mirroring this many tags (Berth's mirror vs skopeo sync into Distribution)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fatalf("unexpected arguments: %v", flag.Args())
@@ -141,6 +143,16 @@ func main() {
 		if distBin, err = ensureDistribution(c.distributionBin); err != nil {
 			fatalf("%v", err)
 		}
+	}
+
+	if c.mirrorTags > 0 {
+		report := runMirrorBench(c, work, berthBin, distBin)
+		fmt.Print(report)
+		if c.out != "" {
+			os.WriteFile(c.out, []byte(report), 0o644)
+		}
+		cleanup()
+		os.Exit(exitStatus)
 	}
 
 	logf("writing %d MiB random layer", c.layerMiB)

@@ -82,6 +82,11 @@ type Request struct {
 func (c *Copier) Copy(ctx context.Context, req Request) (digest.Digest, Stats, error) {
 	var st Stats
 	opts := append([]remote.Option{remote.WithContext(ctx)}, req.Options...)
+	// Reuse one transport for every request of the copy (one ping and
+	// token per copy, not per blob), unless the caller already shares one.
+	if puller, err := remote.NewPuller(opts...); err == nil {
+		opts = append(opts, remote.Reuse(puller))
+	}
 	desc, err := remote.Get(req.Source, opts...)
 	if err != nil {
 		return "", st, fmt.Errorf("fetch %s: %w", req.Source, err)

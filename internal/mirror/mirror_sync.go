@@ -66,6 +66,13 @@ func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, er
 		return res, err
 	}
 	opts := append([]remote.Option{remote.WithContext(ctx)}, up.opts...)
+	// One authenticated transport for the whole sync, instead of a ping
+	// and token round trip for every request.
+	puller, err := remote.NewPuller(opts...)
+	if err != nil {
+		return res, fmt.Errorf("upstream client: %w", err)
+	}
+	opts = append(opts, remote.Reuse(puller))
 	upTags, err := remote.List(up.repo, opts...)
 	if err != nil {
 		return res, fmt.Errorf("list upstream tags: %w", err)
