@@ -74,7 +74,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	notifier := notify.New(db, sealer, notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
 		SMTPUsername: n.SMTPUsername, SMTPPassword: n.SMTPPassword, Logger: log})
 	mux := http.NewServeMux()
-	var authorizer registry.Authorizer = registry.AllowAll{}
+	var authorizer registry.Authorizer = authz.Open{Repositories: db}
 	var apiAuth api.Authenticator = api.Open{}
 	if cfg.Auth.Mode == "token" {
 		tokens, err := loadTokens(ctx, db, cfg.Auth)

@@ -38,6 +38,20 @@ func TestMirrorFromDistribution(t *testing.T) {
 	}
 	d10, d11 := pushUp("1.0"), pushUp("1.1")
 	pushUp("2.0")
+	// A cosign signature of 1.1 upstream (cosign's tag schema): it comes
+	// along with the mirror.
+	var sigTag string
+	if cosign := tools["cosign"]; cosign.err == nil {
+		keyDir := t.TempDir()
+		env := []string{"COSIGN_PASSWORD=e2e"}
+		mustRun(t, opts{Dir: keyDir, Env: env}, "cosign", "generate-key-pair")
+		mustRun(t, opts{Dir: keyDir, Env: env}, "cosign", "login", up, "-u", "up", "-p", "upstream-pw")
+		mustRun(t, opts{Dir: keyDir, Env: env}, "cosign", "sign", "--key", "cosign.key", "--tlog-upload=false", "--allow-insecure-registry",
+			"--allow-http-registry", "-y", up+"/library/app@"+d11)
+		sigTag = strings.Replace(d11, ":", "-", 1) + ".sig"
+	} else {
+		t.Logf("cosign unavailable (%v): the signature part is skipped", cosign.err)
+	}
 
 	target := uniqueRepo(t, "mirrored")
 	// The repository exists with a tag of its own, which the mirror removes.
@@ -113,6 +127,15 @@ func TestMirrorFromDistribution(t *testing.T) {
 	}
 	if d := digest("stale"); d != "" {
 		t.Fatalf("the local-only tag survived the sync: %s", d)
+	}
+	if sigTag != "" && digest(sigTag) == "" {
+		t.Fatalf("the cosign signature %s of a mirrored tag did not come along", sigTag)
+	}
+	// The mirror is read-only for everyone but itself.
+	other, _ := random.Image(512, 1)
+	pushRef, _ := name.ParseReference(registryHost+"/"+target+":mine", name.Insecure)
+	if err := remote.Write(pushRef, other); err == nil || !strings.Contains(err.Error(), "DENIED") {
+		t.Fatalf("a push to the mirror: %v, want DENIED", err)
 	}
 	// A retag upstream moves the tag at the next sync.
 	moved := pushUp("1.0")

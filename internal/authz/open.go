@@ -1,0 +1,42 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/registry"
+)
+
+// Open is the authorizer of auth mode "none": no authentication, but the
+// repository states still hold: a read-only or mirrored repository takes
+// no push or delete over the registry API (a mirror writes through its own
+// path, not over HTTP).
+type Open struct {
+	Repositories interface {
+		Repository(ctx context.Context, name string) (meta.RepoInfo, error)
+	}
+}
+
+// Authorize implements registry.Authorizer.
+func (o Open) Authorize(_ http.ResponseWriter, r *http.Request, res registry.Resource) (string, error) {
+	if res.Type != "repository" {
+		return "", nil
+	}
+	for _, action := range res.Actions {
+		if action != registry.ActionPush && action != registry.ActionDelete {
+			continue
+		}
+		ri, err := o.Repositories.Repository(r.Context(), res.Name)
+		if err != nil {
+			return "", err
+		}
+		if !auth.StateAllows(auth.Anonymous, repoOf(ri), action) {
+			return "", &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
+				Message: fmt.Sprintf("%s is %s: it takes no %s", res.Name, ri.State, action)}
+		}
+	}
+	return "", nil
+}
