@@ -22,14 +22,18 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// startDistribution runs CNCF Distribution on a loopback port with
-// htpasswd Basic auth, as an upstream registry.
+// startDistribution runs CNCF Distribution on a loopback port as an
+// upstream registry, with htpasswd Basic auth unless user is empty.
 func startDistribution(t *testing.T, user, password string) string {
 	t.Helper()
 	bin := requireTool(t, "docker-registry")
 	dir := t.TempDir()
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(user+":"+string(hash)+"\n"), 0o600)
+	authCfg := fmt.Sprintf("auth:\n  htpasswd: {realm: upstream, path: %s}\n", filepath.Join(dir, "htpasswd"))
+	if user == "" {
+		authCfg = ""
+	}
 	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)
@@ -41,9 +45,7 @@ storage:
   filesystem: {rootdirectory: %s}
   delete: {enabled: true}
 http: {addr: %q}
-auth:
-  htpasswd: {realm: upstream, path: %s}
-`, filepath.Join(dir, "data"), addr, filepath.Join(dir, "htpasswd"))
+%s`, filepath.Join(dir, "data"), addr, authCfg)
 	cfgPath := filepath.Join(dir, "config.yml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 	cmd := exec.Command(bin, "serve", cfgPath)
@@ -144,6 +146,18 @@ func TestImportFromDistribution(t *testing.T) {
 		if d := strings.TrimSpace(runTool(t, "crane", "digest", "--insecure", registryHost+"/"+target+"-cli:v1")); d != want.String() {
 			t.Fatalf("CLI import: %s, want %s", d, want)
 		}
+	}
+	// An upstream without authentication.
+	open := startDistribution(t, "", "")
+	pubImg, _ := random.Image(1024, 2)
+	pubRef, _ := name.ParseReference(open+"/library/public:1", name.Insecure)
+	if err := remote.Write(pubRef, pubImg); err != nil {
+		t.Fatal(err)
+	}
+	pd, _ := pubImg.Digest()
+	status, m = call(map[string]any{"source": open + "/library/public:1", "repository": target + "-public", "tags": []string{"1"}, "insecure": true})
+	if status != 201 || m["digest"] != pd.String() {
+		t.Fatalf("import from an upstream without auth: %d %v", status, m)
 	}
 	// Wrong upstream credentials: a clear 502, nothing imported.
 	status, m = call(map[string]any{"source": up + "/library/base:1.9", "repository": target + "-x", "tags": []string{"a"},

@@ -11,6 +11,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -26,9 +28,22 @@ func TestMirrorFromDistribution(t *testing.T) {
 	begin(t)
 	up := startDistribution(t, "up", "upstream-pw")
 	upAuth := remote.WithAuth(&authn.Basic{Username: "up", Password: "upstream-pw"})
+	// Every image shares two base layers, as images built FROM one base do.
+	var shared []v1.Layer
+	for i := 0; i < 2; i++ {
+		l, _ := random.Layer(64<<10, types.OCILayer)
+		shared = append(shared, l)
+	}
 	pushUp := func(tag string) string {
-		idx, _ := random.Index(2048, 1, 2)
-		idx = mutate.IndexMediaType(idx, types.OCIImageIndex)
+		var adds []mutate.IndexAddendum
+		for _, arch := range []string{"amd64", "arm64"} {
+			own, _ := random.Layer(4096, types.OCILayer)
+			base, _ := mutate.ConfigFile(mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1),
+				&v1.ConfigFile{Architecture: arch, OS: "linux", RootFS: v1.RootFS{Type: "layers"}})
+			img, _ := mutate.AppendLayers(base, append(append([]v1.Layer{}, shared...), own)...)
+			adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+		}
+		idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)
 		ref, _ := name.ParseReference(up+"/library/app:"+tag, name.Insecure)
 		if err := remote.WriteIndex(ref, idx, upAuth); err != nil {
 			t.Fatal(err)
