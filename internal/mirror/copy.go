@@ -5,15 +5,12 @@ package mirror
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -174,7 +171,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 		return fmt.Errorf("fetch blob %s: %w", b.Digest, err)
 	}
 	defer rc.Close()
-	n, err := c.ingest(ctx, rc, b.Digest)
+	n, err := storage.Ingest(ctx, c.store, rc, b.Digest)
 	if err != nil {
 		return fmt.Errorf("fetch blob %s: %w", b.Digest, err)
 	}
@@ -188,38 +185,4 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 
 // ErrDigestMismatch is returned when fetched bytes do not match their
 // digest: nothing is stored.
-var ErrDigestMismatch = errors.New("content does not match its digest")
-
-// ingest streams r into storage under its digest, verifying it.
-func (c *Copier) ingest(ctx context.Context, r io.Reader, want digest.Digest) (int64, error) {
-	id := uuid.NewString()
-	tmp := storage.UploadPath(id)
-	w, err := c.store.Writer(ctx, tmp, 0)
-	if err != nil {
-		return 0, err
-	}
-	verifier := want.Algorithm().Hash()
-	n, err := io.Copy(io.MultiWriter(w, verifier), r)
-	cleanup := func() {
-		w.Cancel(context.WithoutCancel(ctx))
-		c.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
-	}
-	if err != nil {
-		cleanup()
-		return 0, err
-	}
-	if got := digest.NewDigest(want.Algorithm(), verifier); got != want {
-		cleanup()
-		return 0, fmt.Errorf("%w: got %s", ErrDigestMismatch, got)
-	}
-	if err := w.Commit(ctx); err != nil {
-		cleanup()
-		return 0, err
-	}
-	if err := c.store.Move(ctx, tmp, storage.BlobPath(want)); err != nil {
-		cleanup()
-		return 0, err
-	}
-	c.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
-	return n, nil
-}
+var ErrDigestMismatch = storage.ErrDigestMismatch

@@ -2,14 +2,11 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -19,7 +16,7 @@ import (
 
 // ErrDigestMismatch is returned when upstream bytes do not match their
 // digest: nothing is stored.
-var ErrDigestMismatch = errors.New("upstream content does not match its digest")
+var ErrDigestMismatch = storage.ErrDigestMismatch
 
 // Manifest answers a pull of a manifest in a proxied repository: by tag
 // or by digest (exactly one set). cached is what the repository has
@@ -188,7 +185,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 			return nil, fmt.Errorf("fetch blob %s: %w", d, err)
 		}
 		defer rc.Close()
-		n, err := s.ingest(fctx, rc, d)
+		n, err := storage.Ingest(fctx, s.store, rc, d)
 		if err != nil {
 			if notFound(err) {
 				return nil, fmt.Errorf("upstream blob %s: %w", d, meta.ErrBlobNotFound)
@@ -212,38 +209,4 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		return meta.Blob{}, err
 	}
 	return b, nil
-}
-
-// ingest streams r into storage under its digest, verifying it.
-func (s *Service) ingest(ctx context.Context, r io.Reader, want digest.Digest) (int64, error) {
-	id := uuid.NewString()
-	tmp := storage.UploadPath(id)
-	w, err := s.store.Writer(ctx, tmp, 0)
-	if err != nil {
-		return 0, err
-	}
-	cleanup := func() {
-		w.Cancel(context.WithoutCancel(ctx))
-		s.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
-	}
-	verifier := want.Algorithm().Hash()
-	n, err := io.Copy(io.MultiWriter(w, verifier), r)
-	if err != nil {
-		cleanup()
-		return 0, err
-	}
-	if got := digest.NewDigest(want.Algorithm(), verifier); got != want {
-		cleanup()
-		return 0, fmt.Errorf("%w: got %s", ErrDigestMismatch, got)
-	}
-	if err := w.Commit(ctx); err != nil {
-		cleanup()
-		return 0, err
-	}
-	if err := s.store.Move(ctx, tmp, storage.BlobPath(want)); err != nil {
-		cleanup()
-		return 0, err
-	}
-	s.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
-	return n, nil
 }

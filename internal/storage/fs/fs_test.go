@@ -1,7 +1,12 @@
 package fs_test
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/storage"
 	"github.com/berth-dev/berth/internal/storage/fs"
@@ -23,5 +28,32 @@ func TestConformance(t *testing.T) {
 				return d
 			})
 		})
+	}
+}
+
+func TestIngest(t *testing.T) {
+	ctx := context.Background()
+	d, _ := fs.New(t.TempDir(), fs.Options{})
+	content := []byte("content-addressed bytes")
+	want := digest.FromBytes(content)
+	n, err := storage.Ingest(ctx, d, bytes.NewReader(content), want)
+	if err != nil || n != int64(len(content)) {
+		t.Fatalf("Ingest = %d, %v", n, err)
+	}
+	if got, _ := d.GetContent(ctx, storage.BlobPath(want)); !bytes.Equal(got, content) {
+		t.Fatal("blob not at its content address")
+	}
+	other := digest.FromString("something else")
+	if _, err := storage.Ingest(ctx, d, bytes.NewReader(content), other); !errors.Is(err, storage.ErrDigestMismatch) {
+		t.Fatalf("mismatch: %v", err)
+	}
+	if _, err := d.Stat(ctx, storage.BlobPath(other)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatal("mismatched bytes were stored")
+	}
+	prefixes, _ := d.List(ctx, "/uploads") // the 256 two-character prefix directories stay
+	for _, p := range prefixes {
+		if left, _ := d.List(ctx, p); len(left) != 0 {
+			t.Fatalf("temporary files left: %v", left)
+		}
 	}
 }
