@@ -77,14 +77,23 @@ type pushEvent struct {
 // the repository; otherwise nothing changes and a *MissingRefsError is
 // returned.
 func (db *DB) PutManifest(ctx context.Context, p PutManifest) error {
+	return db.putManifest(ctx, p, true, nil)
+}
+
+// putManifest is PutManifest, optionally without the reference check (the
+// pull-through cache stores references it fetches later) and with a hook
+// run for every tag set, in the transaction.
+func (db *DB) putManifest(ctx context.Context, p PutManifest, checkRefs bool, onTag func(tx *sql.Tx, repoID int64, tag string) error) error {
 	m := p.Manifest
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		repoID, err := db.ensureRepository(ctx, tx, p.Repository, p.Actor)
 		if err != nil {
 			return err
 		}
-		if err := db.checkRefs(ctx, tx, repoID, p.Refs); err != nil {
-			return err
+		if checkRefs {
+			if err := db.checkRefs(ctx, tx, repoID, p.Refs); err != nil {
+				return err
+			}
 		}
 		var annotations any
 		if len(m.Annotations) > 0 {
@@ -121,6 +130,11 @@ func (db *DB) PutManifest(ctx context.Context, p PutManifest) error {
 			}
 			if moved {
 				tags = append(tags, tag)
+			}
+			if onTag != nil {
+				if err := onTag(tx, repoID, tag); err != nil {
+					return err
+				}
 			}
 		}
 		if created == 0 && len(tags) == 0 {

@@ -3,7 +3,6 @@ package meta
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -167,55 +166,7 @@ func (db *DB) ProxyReferenced(ctx context.Context, repo string, d digest.Digest)
 // (if any) are recorded as checked at checkedAt. One transaction, with the
 // repo_push event when something changed.
 func (db *DB) PutProxyManifest(ctx context.Context, p PutManifest, checkedAt time.Time) error {
-	m := p.Manifest
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		repoID, err := db.ensureRepository(ctx, tx, p.Repository, p.Actor)
-		if err != nil {
-			return err
-		}
-		var annotations, subject any
-		if len(m.Annotations) > 0 {
-			b, _ := json.Marshal(m.Annotations)
-			annotations = string(b)
-		}
-		if m.Subject != "" {
-			subject = m.Subject.String()
-		}
-		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject, annotations, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
-			repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, subject, annotations, now())
-		if err != nil {
-			return fmt.Errorf("store manifest: %w", err)
-		}
-		created, _ := res.RowsAffected()
-		if created == 1 {
-			for _, r := range p.Refs {
-				if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_references (repository_id, manifest_digest, ref_digest, is_manifest)
-					VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`), repoID, m.Digest.String(), r.Digest.String(), boolInt(r.IsManifest)); err != nil {
-					return fmt.Errorf("store manifest reference: %w", err)
-				}
-			}
-		}
-		tags := []string{}
-		for _, tag := range append([]string{p.Tag}, p.MoreTags...) {
-			if tag == "" {
-				continue
-			}
-			moved, err := db.setTag(ctx, tx, repoID, tag, m.Digest)
-			if err != nil {
-				return err
-			}
-			if moved {
-				tags = append(tags, tag)
-			}
-			if err := db.touchProxyTag(ctx, tx, repoID, tag, m.Digest, checkedAt); err != nil {
-				return err
-			}
-		}
-		if created == 0 && len(tags) == 0 {
-			return nil
-		}
-		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
-			Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags})})
+	return db.putManifest(ctx, p, false, func(tx *sql.Tx, repoID int64, tag string) error {
+		return db.touchProxyTag(ctx, tx, repoID, tag, p.Manifest.Digest, checkedAt)
 	})
 }
