@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -253,30 +252,10 @@ func (s *authServer) checkLog(t *testing.T) {
 // not nil.
 func (s *authServer) do(t *testing.T, id *authIdentity, method, path string, header map[string]string, body []byte) httpResult {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
+	if id == nil {
+		return hostDo(t, s.host, "", "", method, path, header, body)
 	}
-	req, err := http.NewRequest(method, "http://"+s.host+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if id != nil {
-		req.SetBasicAuth(id.user, id.pass)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
-	return httpResult{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	return hostDo(t, s.host, id.user, id.pass, method, path, header, body)
 }
 
 func bearer(tok string) map[string]string {

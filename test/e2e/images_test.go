@@ -230,13 +230,23 @@ func (r httpResult) String() string {
 // regDo sends one plain-HTTP request to the registry under test.
 func regDo(t *testing.T, method, path string, header map[string]string, body []byte) httpResult {
 	t.Helper()
+	return hostDo(t, registryHost, "", "", method, path, header, body)
+}
+
+// hostDo sends one plain-HTTP request to host, with Basic credentials when
+// user is not empty.
+func hostDo(t *testing.T, host, user, pass, method, path string, header map[string]string, body []byte) httpResult {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequest(method, "http://"+registryHost+path, rd)
+	req, err := http.NewRequest(method, "http://"+host+path, rd)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if user != "" {
+		req.SetBasicAuth(user, pass)
 	}
 	for k, v := range header {
 		req.Header.Set(k, v)
