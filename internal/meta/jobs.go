@@ -177,6 +177,16 @@ func (db *DB) ClaimJob(ctx context.Context, queue, owner string, lease time.Dura
 	if owner == "" || lease <= 0 {
 		return Job{}, false, errors.New("claim job: owner and a positive lease are required")
 	}
+	// A read first: an idle worker's poll must not take the write lock
+	// (SQLite has one writer, and pushes need it).
+	var live int
+	err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM jobs WHERE queue = ? AND status IN ('pending', 'running') LIMIT 1"), queue).Scan(&live)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Job{}, false, nil
+	}
+	if err != nil {
+		return Job{}, false, fmt.Errorf("claim job: %w", err)
+	}
 	lock := ""
 	if db.dialect == postgres {
 		lock = " FOR UPDATE SKIP LOCKED"

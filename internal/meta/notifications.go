@@ -244,8 +244,18 @@ const fanOutLockID = migrationLockID + 3
 // event is fanned out exactly once, whatever the number of processes. It
 // returns how many events it handled.
 func (db *DB) FanOutEvents(ctx context.Context, n int) (int, error) {
+	// A read first: an idle poll must not take the write lock (SQLite has
+	// one writer, and pushes need it).
+	var pending int
+	err := db.read.QueryRowContext(ctx, "SELECT 1 FROM events WHERE dispatched = 0 LIMIT 1").Scan(&pending)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read outbox: %w", err)
+	}
 	handled := 0
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err = db.tx(ctx, func(tx *sql.Tx) error {
 		if db.dialect == postgres {
 			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", fanOutLockID); err != nil {
 				return fmt.Errorf("fan-out lock: %w", err)
