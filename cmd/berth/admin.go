@@ -196,7 +196,7 @@ Log in with the token's name as username and the printed secret as password.`,
 		},
 	}
 	robot.AddCommand(robotCreate)
-	admin.AddCommand(user, token, robot)
+	admin.AddCommand(user, token, robot, vulndbCmd(open))
 	return admin
 }
 

@@ -48,6 +48,8 @@ is copied. Blobs Berth already stores are linked, not downloaded again.`,
 				return err
 			}
 			defer db.Close()
+			// A running server's scanner picks up what this stores.
+			db.SetScanOnPush(cfg.Scan.Enabled)
 			driver, err := fs.New(cfg.StorageRoot(), fs.Options{Fsync: cfg.Storage.Filesystem.Fsync})
 			if err != nil {
 				return err

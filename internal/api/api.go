@@ -49,7 +49,9 @@ type Options struct {
 	Mirrors Mirrors
 	// ProxyCache manages proxy-cache organizations; nil answers 501.
 	ProxyCache ProxyCaches
-	Logger     *slog.Logger
+	// Scanner answers the security endpoints; nil answers 501.
+	Scanner Scanner
+	Logger  *slog.Logger
 }
 
 // API is the /api/v1 handler.

@@ -50,6 +50,7 @@ func (a *API) repositoryEndpoints() []repoEndpoint {
 			repoEndpoint{http.MethodPut, "permissions/" + kind + "/{}", h}, repoEndpoint{http.MethodDelete, "permissions/" + kind + "/{}", h})
 	}
 	eps = append(eps, a.mirrorEndpoints()...)
+	eps = append(eps, a.securityEndpoints()...)
 	return append(eps, a.notificationEndpoints()...)
 }
 

@@ -9,4 +9,5 @@ func (a *API) routes() {
 	a.notificationRoutes()
 	a.importRoutes()
 	a.proxyCacheRoutes()
+	a.securityRoutes()
 }

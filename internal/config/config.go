@@ -40,6 +40,7 @@ type Config struct {
 	// Replicas sharing a database must share it.
 	SecretKey     string        `yaml:"secretKey"`
 	Notifications Notifications `yaml:"notifications"`
+	Scan          Scan          `yaml:"scan"`
 	// AllowedArtifactTypes is Quay's ALLOWED_OCI_ARTIFACT_TYPES: a map from
 	// config media type to allowed layer media types. Empty means the
 	// default list (images, Helm charts, cosign signatures, SBOMs and
@@ -114,6 +115,24 @@ type Notifications struct {
 	SMTPPassword string `yaml:"smtpPassword"`
 }
 
+// Scan configures the security scanner.
+type Scan struct {
+	// Enabled indexes and matches every image manifest stored.
+	Enabled bool `yaml:"enabled"`
+	// Workers is the number of concurrent scan jobs per process.
+	Workers int `yaml:"workers"`
+	// SBOM attaches each scanned image's computed SPDX SBOM as a referrer.
+	SBOM bool `yaml:"sbom"`
+	// MaxLayerBytes: a larger (compressed) layer is not read; its image's
+	// status is unsupported.
+	MaxLayerBytes int64 `yaml:"maxLayerBytes"`
+	// MaxUncompressedBytes bounds what one layer may expand to
+	// (decompression bombs).
+	MaxUncompressedBytes int64 `yaml:"maxUncompressedBytes"`
+	// MaxFileBytes: larger files in a layer are skipped by the extractors.
+	MaxFileBytes int64 `yaml:"maxFileBytes"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
@@ -132,6 +151,8 @@ func Default() Config {
 
 		CreatePrivateRepoOnPush: true,
 		Notifications:           Notifications{Workers: 4},
+		Scan: Scan{Enabled: true, Workers: 2, SBOM: true, MaxLayerBytes: 2 << 30,
+			MaxUncompressedBytes: 8 << 30, MaxFileBytes: 256 << 20},
 	}
 }
 
@@ -233,6 +254,15 @@ func (c *Config) Validate() error {
 	}
 	if w := c.Notifications.Workers; w < 1 || w > 256 {
 		bad("notifications.workers", "%d is outside 1..256", w)
+	}
+	if w := c.Scan.Workers; w < 1 || w > 64 {
+		bad("scan.workers", "%d is outside 1..64", w)
+	}
+	for path, v := range map[string]int64{"scan.maxLayerBytes": c.Scan.MaxLayerBytes,
+		"scan.maxUncompressedBytes": c.Scan.MaxUncompressedBytes, "scan.maxFileBytes": c.Scan.MaxFileBytes} {
+		if v < 1 {
+			bad(path, "%d must be positive", v)
+		}
 	}
 	if err := oci.ValidateArtifactTypes(c.AllowedArtifactTypes); err != nil {
 		bad("ALLOWED_OCI_ARTIFACT_TYPES", "%v", err)

@@ -41,6 +41,8 @@ const (
 type DB struct {
 	read, write *sql.DB
 	dialect     dialect
+	// scanOnPush queues a scan of every new image manifest (SetScanOnPush).
+	scanOnPush bool
 }
 
 // Open connects to the database named by dsn: a postgres:// or

@@ -62,6 +62,9 @@ type PutManifest struct {
 	// with several target tags announces them in one repo_push).
 	MoreTags []string
 	Actor    string
+	// Generated marks content Berth made itself (a computed SBOM): it is
+	// stored without a repo_push event and is not scanned.
+	Generated bool
 }
 
 // pushEvent is the data of a repo_push event.
@@ -111,6 +114,11 @@ func (db *DB) putManifest(ctx context.Context, p PutManifest, checkRefs bool, on
 			return fmt.Errorf("store manifest: %w", err)
 		}
 		created, _ := res.RowsAffected()
+		if created == 1 && db.scanOnPush && !p.Generated && scannable(m.MediaType) {
+			if err := db.enqueueScan(ctx, tx, p.Repository, m.Digest.String()); err != nil {
+				return err
+			}
+		}
 		if created == 1 {
 			for _, r := range p.Refs {
 				if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_references (repository_id, manifest_digest, ref_digest, is_manifest)
@@ -137,8 +145,8 @@ func (db *DB) putManifest(ctx context.Context, p PutManifest, checkRefs bool, on
 				}
 			}
 		}
-		if created == 0 && len(tags) == 0 {
-			return nil // nothing observable changed
+		if (created == 0 && len(tags) == 0) || p.Generated {
+			return nil // nothing observable changed, or announced by its maker
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
 			Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags})})

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -261,18 +262,18 @@ func (db *DB) FanOutEvents(ctx context.Context, n int) (int, error) {
 				return fmt.Errorf("fan-out lock: %w", err)
 			}
 		}
-		rows, err := tx.QueryContext(ctx, db.q("SELECT id, kind, repository, created_at FROM events WHERE dispatched = 0 ORDER BY id LIMIT ?"), n)
+		rows, err := tx.QueryContext(ctx, db.q("SELECT id, kind, repository, payload, created_at FROM events WHERE dispatched = 0 ORDER BY id LIMIT ?"), n)
 		if err != nil {
 			return fmt.Errorf("read outbox: %w", err)
 		}
 		type ev struct {
-			id, created int64
-			kind, repo  string
+			id, created         int64
+			kind, repo, payload string
 		}
 		var evs []ev
 		for rows.Next() {
 			var e ev
-			if err := rows.Scan(&e.id, &e.kind, &e.repo, &e.created); err != nil {
+			if err := rows.Scan(&e.id, &e.kind, &e.repo, &e.payload, &e.created); err != nil {
 				rows.Close()
 				return err
 			}
@@ -287,7 +288,7 @@ func (db *DB) FanOutEvents(ctx context.Context, n int) (int, error) {
 			// A disabled notification still gets its events queued: they wait
 			// (undelivered) until it is reset, so nothing is lost. A
 			// notification hears only events that happened after it existed.
-			nrows, err := tx.QueryContext(ctx, db.q(`SELECT id, uuid FROM notifications WHERE event = ? AND created_at <= ?
+			nrows, err := tx.QueryContext(ctx, db.q(`SELECT id, uuid, event_config FROM notifications WHERE event = ? AND created_at <= ?
 				AND ((scope = 'repository' AND target = ?) OR (scope = 'organization' AND target = ?) OR scope = 'registry') ORDER BY id`),
 				e.kind, e.created, e.repo, ns)
 			if err != nil {
@@ -300,9 +301,13 @@ func (db *DB) FanOutEvents(ctx context.Context, n int) (int, error) {
 			var targets []target
 			for nrows.Next() {
 				var t target
-				if err := nrows.Scan(&t.id, &t.uuid); err != nil {
+				var cfg string
+				if err := nrows.Scan(&t.id, &t.uuid, &cfg); err != nil {
 					nrows.Close()
 					return err
+				}
+				if e.kind == EventVulnerabilityFound && !levelAllows(cfg, e.payload) {
+					continue // below the notification's severity threshold
 				}
 				targets = append(targets, t)
 			}
@@ -323,4 +328,45 @@ func (db *DB) FanOutEvents(ctx context.Context, n int) (int, error) {
 		return nil
 	})
 	return handled, err
+}
+
+// severityIndex is Quay's level index of a severity name: 0 is Critical,
+// 5 Unknown.
+var severityIndex = map[string]int{"critical": 0, "high": 1, "medium": 2, "low": 3, "negligible": 4, "unknown": 5}
+
+// levelAllows applies Quay's rule for vulnerability_found: a notification
+// with eventConfig.level L (an index, 0 = Critical) hears a vulnerability
+// whose priority index is at most L. No level hears everything.
+func levelAllows(eventConfig, payload string) bool {
+	var cfg struct {
+		Level any `json:"level"`
+	}
+	if json.Unmarshal([]byte(eventConfig), &cfg) != nil || cfg.Level == nil {
+		return true
+	}
+	level := -1
+	switch x := cfg.Level.(type) {
+	case float64:
+		level = int(x)
+	case string:
+		if i, ok := severityIndex[strings.ToLower(x)]; ok {
+			level = i
+		} else if n, err := strconv.Atoi(x); err == nil {
+			level = n
+		}
+	}
+	if level < 0 {
+		return true
+	}
+	var p struct {
+		Vulnerability struct {
+			Priority string `json:"priority"`
+		} `json:"vulnerability"`
+	}
+	_ = json.Unmarshal([]byte(payload), &p)
+	idx, ok := severityIndex[strings.ToLower(p.Vulnerability.Priority)]
+	if !ok {
+		idx = severityIndex["unknown"]
+	}
+	return idx <= level
 }

@@ -226,6 +226,8 @@ CREATE INDEX notification_attempts_notification ON notification_attempts(notific
 	mirrorSchema,
 	// 6: pull-through cache (proxycache_schema.go).
 	proxyCacheSchema,
+	// 7: security scanning (scan_schema.go).
+	scanSchema,
 }
 
 func (db *DB) render(stmt string) string {

@@ -41,6 +41,10 @@ func DefaultAllowedArtifacts() map[string][]string {
 		MediaTypeCosignSigArtifact:  signatureLayers,
 		MediaTypeCosignAttArtifact:  signatureLayers,
 		MediaTypeCosignSBOMArtifact: signatureLayers,
+		// SBOM referrers (image-spec 1.1 artifacts), such as the ones
+		// Berth's scanner attaches and oras attach pushes.
+		MediaTypeSPDX:      {MediaTypeSPDX},
+		MediaTypeCycloneDX: {MediaTypeCycloneDX},
 	}
 }
 

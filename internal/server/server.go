@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -26,6 +27,8 @@ import (
 	"github.com/berth-dev/berth/internal/notify"
 	"github.com/berth-dev/berth/internal/proxy"
 	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/scan"
+	"github.com/berth-dev/berth/internal/scan/index"
 	"github.com/berth-dev/berth/internal/storage/fs"
 )
 
@@ -37,6 +40,7 @@ type Server struct {
 	handler  http.Handler
 	notifier *notify.Service
 	mirrors  *mirror.MirrorService
+	scanner  *scan.Service // nil when scanning is off
 }
 
 // New opens the metadata store and storage and assembles the handlers.
@@ -103,8 +107,19 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	})
 	imp := importer{copier: mirror.NewCopier(db, driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
 	mirrors := mirror.NewMirrorService(db, imp.copier, sealer, mirror.MirrorOptions{Dial: guard.DialContext, Logger: log})
-	mux.Handle("/api/v1/", api.New(db, apiAuth, api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp,
-		Mirrors: mirrors, ProxyCache: pcache, Logger: log}))
+	var scanner *scan.Service
+	apiOpts := api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp,
+		Mirrors: mirrors, ProxyCache: pcache, Logger: log}
+	if cfg.Scan.Enabled {
+		db.SetScanOnPush(true)
+		scanner = scan.New(db, driver, scan.Options{
+			Limits: index.Limits{MaxLayerBytes: cfg.Scan.MaxLayerBytes, MaxUncompressedBytes: cfg.Scan.MaxUncompressedBytes,
+				MaxFileBytes: cfg.Scan.MaxFileBytes},
+			SBOM: cfg.Scan.SBOM, Host: publicServer(cfg).Host, Version: buildVersion(), Logger: log,
+		})
+		apiOpts.Scanner = scanner
+	}
+	mux.Handle("/api/v1/", api.New(db, apiAuth, apiOpts))
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -118,7 +133,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if log.Enabled(ctx, slog.LevelDebug) {
 		h = accessLog(log, h)
 	}
-	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors}, nil
+	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -215,6 +230,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { defer wg.Done(); worker.Run(bg) }()
 	go func() { defer wg.Done(); s.mirrors.Run(bg) }()
 	go func() { defer wg.Done(); s.notifier.RunFanOut(bg, 250*time.Millisecond, worker.Wake) }()
+	if s.scanner != nil {
+		scans := jobs.New(s.db, meta.ScanQueue, s.scanner.Handle, jobs.Options{Concurrency: s.cfg.Scan.Workers,
+			Lease: time.Minute, Logger: s.log})
+		wg.Add(1)
+		go func() { defer wg.Done(); scans.Run(bg) }()
+	}
 	defer func() { stopBG(); wg.Wait() }()
 
 	errc := make(chan error, 1)
@@ -234,4 +255,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	return nil
+}
+
+// buildVersion is the module version the binary was built from, for
+// generated documents; "dev" for a local build.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
 }

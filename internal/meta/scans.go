@@ -1,0 +1,441 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ScanQueue is the job queue of the scanner: indexing and matching one
+// manifest, and re-matching manifests after a database import.
+const ScanQueue = "scan"
+
+// Scan statuses, as Quay's security API names them.
+const (
+	ScanQueued      = "queued"
+	ScanScanned     = "scanned"
+	ScanFailed      = "failed"
+	ScanUnsupported = "unsupported"
+)
+
+// Event kinds appended by the scanner.
+const (
+	EventManifestScanned    = "manifest_scanned"
+	EventVulnerabilityFound = "vulnerability_found"
+)
+
+// ScanJob is the payload of a scan queue job: Kind "manifest" indexes and
+// matches Digest (announcing it in Repository); Kind "rematch" re-matches
+// the manifests the Records name.
+type ScanJob struct {
+	Kind       string   `json:"kind"`
+	Repository string   `json:"repository,omitempty"`
+	Digest     string   `json:"digest,omitempty"`
+	Records    []string `json:"records,omitempty"`
+}
+
+// Scan job kinds.
+const (
+	ScanJobManifest = "manifest"
+	ScanJobRematch  = "rematch"
+)
+
+// scannable reports whether a manifest media type is an image manifest the
+// scanner indexes (indexes are reported through their children).
+func scannable(mediaType string) bool {
+	switch mediaType {
+	case "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json":
+		return true
+	}
+	return false
+}
+
+// SetScanOnPush makes every new image manifest (pushed, mirrored, imported
+// or cached) queue a scan in its push transaction. Call it once, before
+// serving.
+func (db *DB) SetScanOnPush(on bool) { db.scanOnPush = on }
+
+// enqueueScan queues a scan of digest for repo, in the push's transaction.
+// The manifest's state becomes queued unless it was scanned before (the
+// job then only announces the known result in repo).
+func (db *DB) enqueueScan(ctx context.Context, tx *sql.Tx, repo, digest string) error {
+	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (digest) DO NOTHING`), digest, ScanQueued, now()); err != nil {
+		return fmt.Errorf("queue scan: %w", err)
+	}
+	payload, _ := json.Marshal(ScanJob{Kind: ScanJobManifest, Repository: repo, Digest: digest})
+	_, err := db.EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "manifest|" + digest, Payload: payload})
+	return err
+}
+
+// EnqueueScan queues a scan of a stored manifest (a rescan on request, or
+// a manifest stored before scanning was turned on).
+func (db *DB) EnqueueScan(ctx context.Context, repo, digest string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error { return db.enqueueScan(ctx, tx, repo, digest) })
+}
+
+// ManifestScan is the scan state and report of a manifest.
+type ManifestScan struct {
+	Digest         string
+	Status         string
+	Reason         string
+	IndexerVersion int
+	Report         []byte
+	UpdatedAt      time.Time
+}
+
+// ManifestScan returns the scan state of a manifest; ErrNotFound if it was
+// never queued.
+func (db *DB) ManifestScan(ctx context.Context, digest string) (ManifestScan, error) {
+	s := ManifestScan{Digest: digest}
+	var updated int64
+	err := db.read.QueryRowContext(ctx, db.q("SELECT status, reason, indexer_version, report, updated_at FROM manifest_scans WHERE digest = ?"), digest).
+		Scan(&s.Status, &s.Reason, &s.IndexerVersion, &s.Report, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ManifestScan{}, fmt.Errorf("scan of %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return ManifestScan{}, fmt.Errorf("read scan: %w", err)
+	}
+	s.UpdatedAt = fromMicros(updated)
+	return s, nil
+}
+
+// LayerIndexRow is a layer's cached index result.
+type LayerIndexRow struct {
+	Version   int
+	Status    string
+	Result    []byte
+	IndexedAt time.Time
+}
+
+// LayerIndex returns the cached index result of a layer; ErrNotFound if
+// the layer was never indexed.
+func (db *DB) LayerIndex(ctx context.Context, digest string) (LayerIndexRow, error) {
+	var r LayerIndexRow
+	var at int64
+	err := db.read.QueryRowContext(ctx, db.q("SELECT indexer_version, status, result, indexed_at FROM layer_index WHERE digest = ?"), digest).
+		Scan(&r.Version, &r.Status, &r.Result, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return LayerIndexRow{}, fmt.Errorf("layer %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return LayerIndexRow{}, fmt.Errorf("read layer index: %w", err)
+	}
+	r.IndexedAt = fromMicros(at)
+	return r, nil
+}
+
+// PutLayerIndex stores (or replaces) a layer's index result.
+func (db *DB) PutLayerIndex(ctx context.Context, digest string, version int, status string, result []byte) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, db.q(`INSERT INTO layer_index (digest, indexer_version, status, result, indexed_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (digest) DO UPDATE SET indexer_version = excluded.indexer_version, status = excluded.status,
+			result = excluded.result, indexed_at = excluded.indexed_at`), digest, version, status, result, now())
+		if err != nil {
+			return fmt.Errorf("store layer index: %w", err)
+		}
+		return nil
+	})
+}
+
+// ScanPackage is a package of a manifest as the matcher names it (for
+// Debian, the source package and version).
+type ScanPackage struct {
+	Ecosystem string
+	Name      string
+	Version   string
+}
+
+// ScanVuln is a vulnerability matched in a manifest: Package is the
+// matched "name@version".
+type ScanVuln struct {
+	VulnID   string
+	Package  string
+	Severity string
+}
+
+// ScanResult is the outcome of scanning a manifest.
+type ScanResult struct {
+	Digest         string
+	Status         string
+	Reason         string
+	IndexerVersion int
+	Report         []byte
+	Packages       []ScanPackage
+	Vulns          []ScanVuln
+	// Events are appended in the same transaction (manifest_scanned,
+	// vulnerability_found).
+	Events []Event
+}
+
+// SaveScan stores a manifest's scan result, replacing its packages and
+// matched vulnerabilities, and appends its events, in one transaction.
+func (db *DB) SaveScan(ctx context.Context, r ScanResult) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		ts := now()
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, reason, indexer_version, report, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (digest) DO UPDATE SET status = excluded.status, reason = excluded.reason, indexer_version = excluded.indexer_version,
+			report = excluded.report, updated_at = excluded.updated_at`), r.Digest, r.Status, r.Reason, r.IndexerVersion, r.Report, ts); err != nil {
+			return fmt.Errorf("store scan: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_packages WHERE digest = ?"), r.Digest); err != nil {
+			return fmt.Errorf("store scan packages: %w", err)
+		}
+		seen := map[ScanPackage]bool{}
+		for _, p := range r.Packages {
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO manifest_packages (ecosystem, name, version, digest) VALUES (?, ?, ?, ?)"),
+				p.Ecosystem, p.Name, p.Version, r.Digest); err != nil {
+				return fmt.Errorf("store scan packages: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_vulns WHERE digest = ?"), r.Digest); err != nil {
+			return fmt.Errorf("store scan vulnerabilities: %w", err)
+		}
+		if err := db.insertVulns(ctx, tx, r.Digest, r.Vulns); err != nil {
+			return err
+		}
+		return db.appendEvents(ctx, tx, r.Events)
+	})
+}
+
+func (db *DB) insertVulns(ctx context.Context, tx *sql.Tx, digest string, vulns []ScanVuln) error {
+	seen := map[[2]string]bool{}
+	for _, v := range vulns {
+		k := [2]string{v.VulnID, v.Package}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO manifest_vulns (digest, vuln_id, package, severity) VALUES (?, ?, ?, ?)"),
+			digest, v.VulnID, v.Package, v.Severity); err != nil {
+			return fmt.Errorf("store scan vulnerabilities: %w", err)
+		}
+	}
+	return nil
+}
+
+func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, evs []Event) error {
+	for _, e := range evs {
+		if err := db.appendEvent(ctx, tx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AppendEvents appends events in a transaction of their own (the scanner
+// announcing a known result in another repository).
+func (db *DB) AppendEvents(ctx context.Context, evs []Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error { return db.appendEvents(ctx, tx, evs) })
+}
+
+// ManifestVulns returns the vulnerabilities last matched in a manifest,
+// restricted to the given record ids when ids is non-nil.
+func (db *DB) ManifestVulns(ctx context.Context, digest string, ids []string) ([]ScanVuln, error) {
+	var out []ScanVuln
+	err := chunks(ids, func(part []string) error {
+		query := "SELECT vuln_id, package, severity FROM manifest_vulns WHERE digest = ?"
+		args := []any{digest}
+		if ids != nil {
+			query += " AND vuln_id IN (" + placeholders(len(part)) + ")"
+			args = append(args, anySlice(part)...)
+		}
+		rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY vuln_id, package"), args...)
+		if err != nil {
+			return fmt.Errorf("read scan vulnerabilities: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v ScanVuln
+			if err := rows.Scan(&v.VulnID, &v.Package, &v.Severity); err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// VulnChange replaces, for one manifest, the matches of a set of records.
+type VulnChange struct {
+	Digest string
+	Vulns  []ScanVuln
+	Events []Event
+}
+
+// ApplyRematch replaces the matches of the records ids in each changed
+// manifest and appends the changes' events, in one transaction.
+func (db *DB) ApplyRematch(ctx context.Context, ids []string, changes []VulnChange) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		for _, c := range changes {
+			err := chunks(ids, func(part []string) error {
+				args := append([]any{c.Digest}, anySlice(part)...)
+				_, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_vulns WHERE digest = ? AND vuln_id IN ("+placeholders(len(part))+")"), args...)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("replace scan vulnerabilities: %w", err)
+			}
+			if err := db.insertVulns(ctx, tx, c.Digest, c.Vulns); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, db.q("UPDATE manifest_scans SET updated_at = ? WHERE digest = ?"), now(), c.Digest); err != nil {
+				return fmt.Errorf("touch scan: %w", err)
+			}
+			if err := db.appendEvents(ctx, tx, c.Events); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PackageHit is a manifest holding a package.
+type PackageHit struct {
+	Digest string
+	ScanPackage
+}
+
+// ManifestsWithPackages returns the scanned manifests holding any of the
+// named packages. A key with a bare ecosystem ("Debian") also finds every
+// release of it ("Debian:12").
+func (db *DB) ManifestsWithPackages(ctx context.Context, keys []VulnKey) ([]PackageHit, error) {
+	var out []PackageHit
+	for _, k := range keys {
+		query := "SELECT digest, ecosystem, name, version FROM manifest_packages WHERE name = ? AND (ecosystem = ?"
+		args := []any{k.Name, k.Ecosystem}
+		if !strings.Contains(k.Ecosystem, ":") {
+			query += " OR ecosystem LIKE ?"
+			args = append(args, k.Ecosystem+":%")
+		}
+		rows, err := db.read.QueryContext(ctx, db.q(query+")"), args...)
+		if err != nil {
+			return nil, fmt.Errorf("find manifests by package: %w", err)
+		}
+		for rows.Next() {
+			var h PackageHit
+			if err := rows.Scan(&h.Digest, &h.Ecosystem, &h.Name, &h.Version); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out = append(out, h)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ManifestPackages returns the packages of a scanned manifest.
+func (db *DB) ManifestPackages(ctx context.Context, digest string) ([]ScanPackage, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT ecosystem, name, version FROM manifest_packages WHERE digest = ? ORDER BY ecosystem, name, version"), digest)
+	if err != nil {
+		return nil, fmt.Errorf("read scan packages: %w", err)
+	}
+	defer rows.Close()
+	var out []ScanPackage
+	for rows.Next() {
+		var p ScanPackage
+		if err := rows.Scan(&p.Ecosystem, &p.Name, &p.Version); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// DigestsWithVulns returns the manifests in which any of the records was
+// matched last time.
+func (db *DB) DigestsWithVulns(ctx context.Context, ids []string) ([]string, error) {
+	var out []string
+	err := chunks(ids, func(part []string) error {
+		rows, err := db.read.QueryContext(ctx, db.q("SELECT DISTINCT digest FROM manifest_vulns WHERE vuln_id IN ("+placeholders(len(part))+")"), anySlice(part)...)
+		if err != nil {
+			return fmt.Errorf("find manifests by vulnerability: %w", err)
+		}
+		got, err := scanStrings(rows)
+		out = append(out, got...)
+		return err
+	})
+	return out, err
+}
+
+// ManifestHolder is a repository holding a manifest, with the tags that
+// point at it there.
+type ManifestHolder struct {
+	Repository string
+	Tags       []string
+}
+
+// ManifestHolders lists the repositories holding a manifest.
+func (db *DB) ManifestHolders(ctx context.Context, digest string) ([]ManifestHolder, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name, COALESCE(t.name, '') FROM manifests m
+		JOIN repositories r ON r.id = m.repository_id
+		LEFT JOIN tags t ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest
+		WHERE m.digest = ? ORDER BY r.name, t.name`), digest)
+	if err != nil {
+		return nil, fmt.Errorf("find manifest holders: %w", err)
+	}
+	defer rows.Close()
+	var out []ManifestHolder
+	for rows.Next() {
+		var repo, tag string
+		if err := rows.Scan(&repo, &tag); err != nil {
+			return nil, err
+		}
+		if len(out) == 0 || out[len(out)-1].Repository != repo {
+			out = append(out, ManifestHolder{Repository: repo, Tags: []string{}})
+		}
+		if tag != "" {
+			out[len(out)-1].Tags = append(out[len(out)-1].Tags, tag)
+		}
+	}
+	return out, rows.Err()
+}
+
+// chunks calls fn with ids in parts small enough for one statement's
+// parameters; a nil ids calls fn once with nil.
+func chunks(ids []string, fn func(part []string) error) error {
+	if ids == nil {
+		return fn(nil)
+	}
+	const size = 500
+	for len(ids) > 0 {
+		n := min(size, len(ids))
+		if err := fn(ids[:n]); err != nil {
+			return err
+		}
+		ids = ids[n:]
+	}
+	return nil
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}

@@ -1,0 +1,231 @@
+package osv
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Read walks an import source at path: a .zip file (osv.dev's all.zip, one
+// JSON record per entry), a single JSON file (one record or an array of
+// records), or a directory searched recursively for *.zip and *.json files
+// (so osv.dev's <dir>/<Ecosystem>/all.zip layout and loose folders both
+// work; other files are skipped).
+//
+// fn is called for every record that parses; an error from fn stops the
+// walk and is returned. A record that does not parse is reported to bad
+// with where set to "file.zip:entry.json", "file.json" or "file.json[i]"
+// (the i-th element of an array), and reading continues. A zip file that
+// cannot be opened as a zip is an error naming the file, returned before fn
+// sees any of its records. ctx is checked between records.
+func Read(ctx context.Context, path string, fn func(*Record) error, bad func(where string, err error)) error {
+	info, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("read osv source: %w", err)
+	}
+	if !info.IsDir() {
+		return readFile(ctx, path, fn, bad)
+	}
+	return filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("read osv source: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || !d.Type().IsRegular() {
+			return nil
+		}
+		switch strings.ToLower(filepath.Ext(p)) {
+		case ".zip", ".json":
+			return readFile(ctx, p, fn, bad)
+		}
+		return nil
+	})
+}
+
+// readFile reads one .zip or JSON file.
+func readFile(ctx context.Context, path string, fn func(*Record) error, bad func(where string, err error)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read osv source: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	if strings.EqualFold(filepath.Ext(path), ".zip") {
+		info, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("read osv source %s: %w", path, err)
+		}
+		return ReadZip(ctx, f, info.Size(), path, fn, bad)
+	}
+	return ReadJSON(ctx, f, path, fn, bad)
+}
+
+// ReadZip reads an osv.dev-style zip of JSON records held in r (size bytes),
+// with the same contract as Read; name identifies the zip in errors and in
+// the where argument of bad. Entries not ending in .json are skipped, and
+// an entry larger than MaxRecordSize once decompressed is reported to bad
+// without being read into memory beyond the cap.
+func ReadZip(ctx context.Context, r io.ReaderAt, size int64, name string, fn func(*Record) error, bad func(where string, err error)) error {
+	zr, err := zip.NewReader(r, size)
+	if err != nil {
+		return fmt.Errorf("open zip %s: %w", name, err)
+	}
+	for _, f := range zr.File {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if f.FileInfo().IsDir() || !strings.EqualFold(filepath.Ext(f.Name), ".json") {
+			continue
+		}
+		where := name + ":" + f.Name
+		data, err := readEntry(f)
+		if err != nil {
+			bad(where, err)
+			continue
+		}
+		if err := readJSONBytes(ctx, data, where, fn, bad); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readEntry decompresses one zip entry, refusing more than MaxRecordSize.
+func readEntry(f *zip.File) ([]byte, error) {
+	if f.UncompressedSize64 > MaxRecordSize {
+		return nil, fmt.Errorf("zip entry of %d bytes: %w", f.UncompressedSize64, ErrTooLarge)
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return nil, fmt.Errorf("open zip entry: %w", err)
+	}
+	defer func() { _ = rc.Close() }()
+	data, err := io.ReadAll(io.LimitReader(rc, MaxRecordSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("decompress zip entry: %w", err)
+	}
+	if len(data) > MaxRecordSize {
+		return nil, fmt.Errorf("zip entry decompresses beyond %d bytes: %w", MaxRecordSize, ErrTooLarge)
+	}
+	return data, nil
+}
+
+// readJSONBytes handles an in-memory body holding one record or an array.
+func readJSONBytes(ctx context.Context, data []byte, where string, fn func(*Record) error, bad func(string, error)) error {
+	return ReadJSON(ctx, bytes.NewReader(data), where, fn, bad)
+}
+
+// errReader remembers the first read error other than io.EOF, so that I/O
+// failures can be told apart from malformed JSON.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// ReadJSON reads a JSON body holding one OSV record or an array of records,
+// with the same contract as Read; name identifies the body in the where
+// argument of bad. Malformed JSON is reported to bad; a read error from r
+// is returned.
+func ReadJSON(ctx context.Context, r io.Reader, name string, fn func(*Record) error, bad func(where string, err error)) error {
+	er := &errReader{r: r}
+	br := bufio.NewReader(er)
+	first, err := peekNonSpace(br)
+	if err != nil {
+		if er.err != nil {
+			return fmt.Errorf("read %s: %w", name, er.err)
+		}
+		bad(name, fmt.Errorf("empty JSON: %w", err))
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if first != '[' {
+		data, err := io.ReadAll(io.LimitReader(br, MaxRecordSize+1))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		return handle(data, name, fn, bad)
+	}
+
+	dec := json.NewDecoder(br)
+	if _, err := dec.Token(); err != nil { // the opening '['
+		return jsonFailure(er, name, err, bad)
+	}
+	for i := 0; dec.More(); i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return jsonFailure(er, fmt.Sprintf("%s[%d]", name, i), err, bad)
+		}
+		if err := handle(raw, fmt.Sprintf("%s[%d]", name, i), fn, bad); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing ']'
+		return jsonFailure(er, name, err, bad)
+	}
+	return nil
+}
+
+// jsonFailure turns a decoder error into a returned I/O error or a bad
+// report; the rest of a malformed array cannot be recovered.
+func jsonFailure(er *errReader, where string, err error, bad func(string, error)) error {
+	if er.err != nil {
+		return fmt.Errorf("read %s: %w", where, er.err)
+	}
+	bad(where, fmt.Errorf("malformed JSON: %w", err))
+	return nil
+}
+
+// handle parses one record and passes it to fn or bad.
+func handle(data []byte, where string, fn func(*Record) error, bad func(string, error)) error {
+	rec, err := ParseRecord(data)
+	if err != nil {
+		bad(where, err)
+		return nil
+	}
+	if err := fn(rec); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	return nil
+}
+
+func peekNonSpace(br *bufio.Reader) (byte, error) {
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		switch b {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case 0xEF: // UTF-8 byte order mark
+			if rest, err := br.Peek(2); err == nil && rest[0] == 0xBB && rest[1] == 0xBF {
+				_, _ = br.Discard(2)
+				continue
+			}
+		}
+		return b, br.UnreadByte()
+	}
+}

@@ -1,0 +1,234 @@
+package scan
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/scan/osv"
+)
+
+// SecurityInfo is Quay's answer to GET .../manifest/{digest}/security:
+// status and, once scanned, the image's packages ("Features") with their
+// vulnerabilities. Reason (why unsupported or failed) and Manifests (the
+// platforms of an index) are Berth's additions.
+type SecurityInfo struct {
+	Status    string             `json:"status"`
+	Data      *SecurityData      `json:"data"`
+	Reason    string             `json:"reason,omitempty"`
+	Manifests []PlatformSecurity `json:"manifests,omitempty"`
+}
+
+// PlatformSecurity is the scan state of one platform of an index.
+type PlatformSecurity struct {
+	Digest   string        `json:"digest"`
+	Platform *oci.Platform `json:"platform,omitempty"`
+	Status   string        `json:"status"`
+	Reason   string        `json:"reason,omitempty"`
+}
+
+// SecurityData wraps the layer, as Quay's API does.
+type SecurityData struct {
+	Layer SecurityLayer `json:"Layer"`
+}
+
+// SecurityLayer is the image as Clair v2 described it: one "layer" named
+// by the manifest digest.
+type SecurityLayer struct {
+	Name             string    `json:"Name"`
+	ParentName       string    `json:"ParentName"`
+	NamespaceName    string    `json:"NamespaceName"`
+	IndexedByVersion int       `json:"IndexedByVersion"`
+	Features         []Feature `json:"Features"`
+}
+
+// Feature is a package of the image.
+type Feature struct {
+	Name            string          `json:"Name"`
+	VersionFormat   string          `json:"VersionFormat"`
+	NamespaceName   string          `json:"NamespaceName"`
+	AddedBy         string          `json:"AddedBy"`
+	Version         string          `json:"Version"`
+	BaseScores      []float64       `json:"BaseScores"`
+	CVEIds          []string        `json:"CVEIds"`
+	Vulnerabilities []Vulnerability `json:"Vulnerabilities,omitempty"`
+}
+
+// Vulnerability is one advisory affecting a feature.
+type Vulnerability struct {
+	Name          string       `json:"Name"`
+	Severity      string       `json:"Severity"`
+	NamespaceName string       `json:"NamespaceName"`
+	Link          string       `json:"Link"`
+	FixedBy       string       `json:"FixedBy"`
+	Description   string       `json:"Description"`
+	Metadata      VulnMetadata `json:"Metadata"`
+}
+
+// VulnMetadata is Quay's metadata of a vulnerability; Reclassified is
+// Berth's addition, present when the NVD score overrode the vendor's
+// severity.
+type VulnMetadata struct {
+	UpdatedBy     string        `json:"UpdatedBy"`
+	RepoName      *string       `json:"RepoName"`
+	RepoLink      *string       `json:"RepoLink"`
+	DistroName    string        `json:"DistroName"`
+	DistroVersion string        `json:"DistroVersion"`
+	NVD           NVD           `json:"NVD"`
+	Reclassified  *Reclassified `json:"Reclassified,omitempty"`
+	Aliases       []string      `json:"Aliases,omitempty"`
+}
+
+// NVD holds the CVSS data of a vulnerability.
+type NVD struct {
+	CVSSv3 *CVSSv3 `json:"CVSSv3,omitempty"`
+	CVSSv4 *CVSSv3 `json:"CVSSv4,omitempty"`
+}
+
+// CVSSv3 is a vector and its computed base score.
+type CVSSv3 struct {
+	Vectors string  `json:"Vectors"`
+	Score   float64 `json:"Score"`
+}
+
+// Reclassified says a vendor severity was overridden: from what, to what,
+// and by whose score.
+type Reclassified struct {
+	From string `json:"From"`
+	By   string `json:"By"`
+}
+
+// versionFormat is Clair's version format name per package kind.
+var versionFormat = map[string]string{"dpkg": "dpkg", "apk": "apk", "rpm": "rpm", "go": "semver", "pypi": "pep440", "npm": "semver", "maven": "maven"}
+
+// Security answers the security endpoint for a manifest of repo.
+func (s *Service) Security(ctx context.Context, repo string, m meta.Manifest, withVulns bool) (SecurityInfo, error) {
+	if m.MediaType == oci.MediaTypeImageIndex || m.MediaType == oci.MediaTypeDockerList {
+		return s.indexSecurity(ctx, m)
+	}
+	st, err := s.db.ManifestScan(ctx, m.Digest.String())
+	if errors.Is(err, meta.ErrNotFound) {
+		// Stored before scanning was on, or not an image: queue it once.
+		if err := s.db.EnqueueScan(ctx, repo, m.Digest.String()); err != nil {
+			return SecurityInfo{}, err
+		}
+		return SecurityInfo{Status: meta.ScanQueued}, nil
+	}
+	if err != nil {
+		return SecurityInfo{}, err
+	}
+	if st.Status != meta.ScanScanned {
+		return SecurityInfo{Status: st.Status, Reason: st.Reason}, nil
+	}
+	rep, err := decodeReport(st.Report)
+	if err != nil {
+		return SecurityInfo{}, err
+	}
+	var findings []Finding
+	if withVulns {
+		if findings, err = s.match(ctx, rep); err != nil {
+			return SecurityInfo{}, err
+		}
+	}
+	return SecurityInfo{Status: meta.ScanScanned, Data: &SecurityData{Layer: layerOf(m.Digest.String(), st.IndexerVersion, rep, findings, withVulns)}}, nil
+}
+
+func (s *Service) indexSecurity(ctx context.Context, m meta.Manifest) (SecurityInfo, error) {
+	man, err := oci.ParseManifest(m.Content, m.MediaType)
+	if err != nil {
+		return SecurityInfo{Status: meta.ScanUnsupported, Reason: err.Error()}, nil
+	}
+	out := SecurityInfo{Status: meta.ScanScanned, Manifests: []PlatformSecurity{}}
+	rank := map[string]int{meta.ScanScanned: 0, meta.ScanUnsupported: 1, meta.ScanQueued: 2, meta.ScanFailed: 3}
+	for _, c := range man.Manifests {
+		ps := PlatformSecurity{Digest: c.Digest.String(), Platform: c.Platform, Status: meta.ScanUnsupported}
+		st, err := s.db.ManifestScan(ctx, c.Digest.String())
+		switch {
+		case err == nil:
+			ps.Status, ps.Reason = st.Status, st.Reason
+		case errors.Is(err, meta.ErrNotFound):
+			ps.Reason = "not an image manifest, or not scanned"
+		default:
+			return SecurityInfo{}, err
+		}
+		if rank[ps.Status] > rank[out.Status] {
+			out.Status = ps.Status
+		}
+		out.Manifests = append(out.Manifests, ps)
+	}
+	if len(out.Manifests) == 0 {
+		out.Status, out.Reason = meta.ScanUnsupported, "an empty index"
+	}
+	return out, nil
+}
+
+// layerOf renders a report and its findings in Quay's shape.
+func layerOf(dgst string, indexer int, rep *Report, findings []Finding, withVulns bool) SecurityLayer {
+	ns := strings.ToLower(rep.Ecosystem)
+	byKey := map[meta.ScanPackage][]Finding{}
+	for _, f := range findings {
+		byKey[f.Key] = append(byKey[f.Key], f)
+	}
+	layer := SecurityLayer{Name: dgst, NamespaceName: ns, IndexedByVersion: indexer, Features: []Feature{}}
+	for _, p := range rep.Packages {
+		f := Feature{Name: p.Name, VersionFormat: versionFormat[p.Kind], AddedBy: p.AddedBy, Version: p.Version,
+			BaseScores: []float64{}, CVEIds: []string{}, NamespaceName: ns}
+		if eco := osv.LanguageEcosystem(p.Kind); eco != "" {
+			f.NamespaceName = strings.ToLower(eco)
+		}
+		if withVulns {
+			f.Vulnerabilities = []Vulnerability{}
+		}
+		if key, ok := matchKey(rep.Ecosystem, p); ok && withVulns {
+			seen := map[string]bool{}
+			for _, fd := range byKey[key] {
+				if seen[fd.Record.ID] {
+					continue
+				}
+				seen[fd.Record.ID] = true
+				v := vulnerabilityOf(fd, f.NamespaceName, rep)
+				f.Vulnerabilities = append(f.Vulnerabilities, v)
+				if v.Metadata.NVD.CVSSv3 != nil {
+					f.BaseScores = append(f.BaseScores, v.Metadata.NVD.CVSSv3.Score)
+				}
+				f.CVEIds = append(f.CVEIds, cveIDs(fd.Record)...)
+			}
+			sort.SliceStable(f.Vulnerabilities, func(i, j int) bool {
+				return osv.SeverityRank(f.Vulnerabilities[i].Severity) > osv.SeverityRank(f.Vulnerabilities[j].Severity)
+			})
+		}
+		layer.Features = append(layer.Features, f)
+	}
+	return layer
+}
+
+func vulnerabilityOf(f Finding, ns string, rep *Report) Vulnerability {
+	a := f.Assessment
+	v := Vulnerability{Name: f.Record.ID, Severity: a.Severity, NamespaceName: ns, Link: f.Record.Link(), FixedBy: f.Match.FixedBy,
+		Description: f.Record.Description(),
+		Metadata: VulnMetadata{UpdatedBy: a.Vendor, DistroName: rep.OSRelease["NAME"], DistroVersion: rep.OSRelease["VERSION_ID"],
+			Aliases: f.Record.Aliases}}
+	if a.CVSS != nil {
+		v.Metadata.NVD.CVSSv3 = &CVSSv3{Vectors: a.CVSS.Vector, Score: a.CVSS.Score}
+	}
+	if a.CVSSv4 != nil {
+		v.Metadata.NVD.CVSSv4 = &CVSSv3{Vectors: a.CVSSv4.Vector, Score: a.CVSSv4.Score}
+	}
+	if a.Reclassified {
+		v.Metadata.Reclassified = &Reclassified{From: a.ReclassifiedFrom, By: a.ReclassifiedBy}
+	}
+	return v
+}
+
+func cveIDs(r *osv.Record) []string {
+	var out []string
+	for _, id := range append([]string{r.ID}, r.Aliases...) {
+		if strings.HasPrefix(id, "CVE-") {
+			out = append(out, id)
+		}
+	}
+	return out
+}

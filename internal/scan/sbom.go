@@ -1,0 +1,182 @@
+package scan
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"sort"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// SBOMAnnotation marks the SBOM referrers Berth computed (value "spdx").
+const SBOMAnnotation = "dev.berth.sbom"
+
+// attachSBOM stores the report as an SPDX 2.3 document referring to the
+// image, unless the repository already holds Berth's SBOM for it. It goes
+// in like any push: blobs linked to the repository, then the manifest with
+// its subject, so that the referrers API, oras discover and any client
+// find it.
+func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest, rep *Report) error {
+	existing, err := s.db.Referrers(ctx, repo, img.Digest, oci.MediaTypeSPDX)
+	if err != nil {
+		return err
+	}
+	for _, r := range existing {
+		if r.Annotations[SBOMAnnotation] != "" {
+			return nil
+		}
+	}
+	created := time.Now().UTC().Format(time.RFC3339)
+	doc, err := spdxDocument(s.opts.Host, s.opts.Version, repo, img.Digest, rep, created)
+	if err != nil {
+		return err
+	}
+	docDigest := digest.FromBytes(doc)
+	empty := []byte("{}")
+	for _, b := range []struct {
+		d       digest.Digest
+		content []byte
+	}{{oci.EmptyJSONDigest, empty}, {docDigest, doc}} {
+		if _, err := storage.Ingest(ctx, s.driver, bytes.NewReader(b.content), b.d); err != nil {
+			return err
+		}
+		if err := s.db.LinkBlob(ctx, repo, meta.Blob{Digest: b.d, Size: int64(len(b.content))}, "", Actor); err != nil {
+			return err
+		}
+	}
+	man := map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     oci.MediaTypeImageManifest,
+		"artifactType":  oci.MediaTypeSPDX,
+		"config":        map[string]any{"mediaType": oci.MediaTypeEmptyJSON, "digest": oci.EmptyJSONDigest, "size": 2, "data": "e30="},
+		"layers": []map[string]any{{
+			"mediaType": oci.MediaTypeSPDX, "digest": docDigest, "size": len(doc),
+			"annotations": map[string]string{"org.opencontainers.image.title": "sbom.spdx.json"},
+		}},
+		"subject": map[string]any{"mediaType": img.MediaType, "digest": img.Digest, "size": img.Size},
+		"annotations": map[string]string{
+			"org.opencontainers.image.created": created,
+			SBOMAnnotation:                     "spdx",
+		},
+	}
+	content, err := json.Marshal(man)
+	if err != nil {
+		return fmt.Errorf("encode SBOM manifest: %w", err)
+	}
+	return s.db.PutManifest(ctx, meta.PutManifest{
+		Repository: repo,
+		Manifest: meta.Manifest{Digest: digest.FromBytes(content), MediaType: oci.MediaTypeImageManifest, ArtifactType: oci.MediaTypeSPDX,
+			Size: int64(len(content)), Content: content, Subject: img.Digest,
+			Annotations: map[string]string{"org.opencontainers.image.created": created, SBOMAnnotation: "spdx"}},
+		Refs:      []meta.Ref{{Digest: oci.EmptyJSONDigest}, {Digest: docDigest}},
+		Actor:     Actor,
+		Generated: true,
+	})
+}
+
+type spdxDoc struct {
+	SPDXVersion       string             `json:"spdxVersion"`
+	DataLicense       string             `json:"dataLicense"`
+	SPDXID            string             `json:"SPDXID"`
+	Name              string             `json:"name"`
+	DocumentNamespace string             `json:"documentNamespace"`
+	CreationInfo      spdxCreation       `json:"creationInfo"`
+	Packages          []spdxPackage      `json:"packages"`
+	Relationships     []spdxRelationship `json:"relationships"`
+}
+
+type spdxCreation struct {
+	Created  string   `json:"created"`
+	Creators []string `json:"creators"`
+}
+
+type spdxPackage struct {
+	Name             string        `json:"name"`
+	SPDXID           string        `json:"SPDXID"`
+	VersionInfo      string        `json:"versionInfo,omitempty"`
+	DownloadLocation string        `json:"downloadLocation"`
+	FilesAnalyzed    bool          `json:"filesAnalyzed"`
+	SourceInfo       string        `json:"sourceInfo,omitempty"`
+	PrimaryPurpose   string        `json:"primaryPackagePurpose,omitempty"`
+	ExternalRefs     []spdxExtRef  `json:"externalRefs,omitempty"`
+	Annotations      []spdxComment `json:"annotations,omitempty"`
+}
+
+type spdxExtRef struct {
+	Category string `json:"referenceCategory"`
+	Type     string `json:"referenceType"`
+	Locator  string `json:"referenceLocator"`
+}
+
+type spdxComment struct {
+	Annotator string `json:"annotator"`
+	Date      string `json:"annotationDate"`
+	Type      string `json:"annotationType"`
+	Comment   string `json:"comment"`
+}
+
+type spdxRelationship struct {
+	Element string `json:"spdxElementId"`
+	Type    string `json:"relationshipType"`
+	Related string `json:"relatedSpdxElement"`
+}
+
+// spdxDocument renders a report as SPDX 2.3 JSON: the image as the
+// described package, containing one package per package found, each with
+// its purl and the layer that added it.
+func spdxDocument(host, version, repo string, d digest.Digest, rep *Report, created string) ([]byte, error) {
+	if host == "" {
+		host = "berth.invalid"
+	}
+	if version == "" {
+		version = "dev"
+	}
+	doc := spdxDoc{
+		SPDXVersion: "SPDX-2.3", DataLicense: "CC0-1.0", SPDXID: "SPDXRef-DOCUMENT",
+		Name:              repo + "@" + d.String(),
+		DocumentNamespace: "https://" + host + "/spdx/" + url.PathEscape(repo) + "/" + d.String(),
+		CreationInfo:      spdxCreation{Created: created, Creators: []string{"Tool: berth-" + version, "Organization: Berth"}},
+	}
+	imageID := "SPDXRef-Image"
+	doc.Packages = append(doc.Packages, spdxPackage{
+		Name: repo, SPDXID: imageID, VersionInfo: d.String(), DownloadLocation: "NOASSERTION", PrimaryPurpose: "CONTAINER",
+		ExternalRefs: []spdxExtRef{{Category: "PACKAGE-MANAGER", Type: "purl", Locator: "pkg:oci/" + lastPathElem(repo) + "@" + url.QueryEscape(d.String()) + "?repository_url=" + url.QueryEscape(host+"/"+repo)}},
+	})
+	doc.Relationships = append(doc.Relationships, spdxRelationship{Element: "SPDXRef-DOCUMENT", Type: "DESCRIBES", Related: imageID})
+	pkgs := append(rep.Packages[:0:0], rep.Packages...)
+	sort.SliceStable(pkgs, func(i, j int) bool {
+		return pkgs[i].Kind+pkgs[i].Name+pkgs[i].Version < pkgs[j].Kind+pkgs[j].Name+pkgs[j].Version
+	})
+	for i, p := range pkgs {
+		id := fmt.Sprintf("SPDXRef-Package-%d", i+1)
+		sp := spdxPackage{Name: p.Name, SPDXID: id, VersionInfo: p.Version, DownloadLocation: "NOASSERTION", PrimaryPurpose: "LIBRARY",
+			SourceInfo: fmt.Sprintf("found in %s, added by layer %s", p.Path, p.AddedBy)}
+		if p.PURL != "" {
+			sp.ExternalRefs = []spdxExtRef{{Category: "PACKAGE-MANAGER", Type: "purl", Locator: p.PURL}}
+		}
+		doc.Packages = append(doc.Packages, sp)
+		doc.Relationships = append(doc.Relationships, spdxRelationship{Element: imageID, Type: "CONTAINS", Related: id})
+	}
+	b, err := json.MarshalIndent(doc, "", " ")
+	if err != nil {
+		return nil, fmt.Errorf("encode SBOM: %w", err)
+	}
+	return b, nil
+}
+
+func lastPathElem(repo string) string {
+	for i := len(repo) - 1; i >= 0; i-- {
+		if repo[i] == '/' {
+			return repo[i+1:]
+		}
+	}
+	return repo
+}

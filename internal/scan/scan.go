@@ -1,0 +1,331 @@
+// Package scan is Berth's security scanner: it indexes the packages of
+// every image manifest (each layer once, by digest), matches them against
+// the imported OSV advisories, stores the report, attaches the computed
+// SBOM as a referrer, announces manifest_scanned and vulnerability_found,
+// and re-matches the manifests an advisory import changes.
+//
+// The work runs on the durable job queue (meta.ScanQueue): a manifest's scan
+// is queued in its push transaction, and a database import queues its
+// re-match in the import's transaction.
+package scan
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/scan/index"
+	"github.com/berth-dev/berth/internal/scan/osv"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// Actor is the actor of the scanner's events and generated content.
+const Actor = "berth-scanner"
+
+// Options tune a Service.
+type Options struct {
+	Limits index.Limits
+	// SBOM attaches the computed SPDX SBOM of every scanned image as a
+	// referrer in the repository it was pushed to.
+	SBOM bool
+	// Host names the registry in generated documents (externalURL's host).
+	Host string
+	// Version is Berth's version, recorded in generated documents.
+	Version string
+	Logger  *slog.Logger
+}
+
+// Service scans manifests. It is safe for concurrent use; every replica
+// can run one.
+type Service struct {
+	db     *meta.DB
+	driver storage.Driver
+	opts   Options
+	log    *slog.Logger
+}
+
+// New returns a scanner over db and the blob storage.
+func New(db *meta.DB, driver storage.Driver, opts Options) *Service {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Service{db: db, driver: driver, opts: opts, log: opts.Logger.With("component", "scan")}
+}
+
+// Report is what the scanner stores for a scanned manifest.
+type Report struct {
+	Ecosystem string            `json:"ecosystem,omitempty"`
+	OSRelease map[string]string `json:"osRelease,omitempty"`
+	Layers    []string          `json:"layers"`
+	Packages  []index.Package   `json:"packages"`
+	Warnings  []string          `json:"warnings,omitempty"`
+}
+
+// Handle runs one scan queue job (the jobs.Handler of meta.ScanQueue).
+func (s *Service) Handle(ctx context.Context, j meta.Job) error {
+	var sj meta.ScanJob
+	if err := json.Unmarshal(j.Payload, &sj); err != nil {
+		return fmt.Errorf("scan job %d: %w", j.ID, err)
+	}
+	switch sj.Kind {
+	case meta.ScanJobManifest:
+		err := s.scanManifest(ctx, sj.Repository, sj.Digest)
+		if err != nil && j.Attempts >= j.MaxAttempts && ctx.Err() == nil {
+			// The last attempt: say so rather than stay queued forever.
+			if serr := s.db.SaveScan(context.WithoutCancel(ctx), meta.ScanResult{Digest: sj.Digest, Status: meta.ScanFailed,
+				Reason: err.Error()}); serr != nil {
+				return errors.Join(err, serr)
+			}
+		}
+		return err
+	case meta.ScanJobRematch:
+		_, err := s.Rematch(ctx, sj.Records)
+		return err
+	}
+	return fmt.Errorf("scan job %d: unknown kind %q", j.ID, sj.Kind)
+}
+
+// scanManifest indexes and matches digest unless that was done already,
+// then announces the result in repo and attaches the SBOM there.
+func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
+	d, err := oci.ParseDigest(dgst)
+	if err != nil {
+		return fmt.Errorf("scan job: %w", err)
+	}
+	m, err := s.db.GetManifest(ctx, repo, "", d, true)
+	if errors.Is(err, meta.ErrNotFound) {
+		return nil // deleted since it was pushed: nothing to announce
+	}
+	if err != nil {
+		return err
+	}
+	st, err := s.db.ManifestScan(ctx, dgst)
+	if err != nil && !errors.Is(err, meta.ErrNotFound) {
+		return err
+	}
+	fresh := (st.Status == meta.ScanScanned || st.Status == meta.ScanUnsupported) && st.IndexerVersion == index.IndexerVersion
+	var rep *Report
+	var findings []Finding
+	if fresh {
+		if st.Status == meta.ScanScanned {
+			if rep, err = decodeReport(st.Report); err != nil {
+				return err
+			}
+			if findings, err = s.match(ctx, rep); err != nil {
+				return err
+			}
+		}
+		if err := s.db.AppendEvents(ctx, s.announce(ctx, repo, dgst, st.Status, st.Reason, rep, findings, true)); err != nil {
+			return err
+		}
+	} else {
+		res, r, f, err := s.index(ctx, m)
+		if err != nil {
+			return err
+		}
+		rep, findings = r, f
+		for attempt := 0; ; attempt++ {
+			before, err := s.db.VulnDBVersion(ctx)
+			if err != nil {
+				return err
+			}
+			if rep != nil {
+				if findings, err = s.match(ctx, rep); err != nil {
+					return err
+				}
+			}
+			res.Vulns = vulnRows(findings)
+			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings, true)
+			if err := s.db.SaveScan(ctx, res); err != nil {
+				return err
+			}
+			// An import that committed while this matched could have been
+			// re-matched before these packages were saved: match again.
+			after, err := s.db.VulnDBVersion(ctx)
+			if err != nil {
+				return err
+			}
+			if after == before || attempt == 2 {
+				break
+			}
+			res.Events = nil
+		}
+		st.Status = res.Status
+	}
+	if s.opts.SBOM && st.Status == meta.ScanScanned && rep != nil {
+		if err := s.attachSBOM(ctx, repo, m, rep); err != nil {
+			return fmt.Errorf("attach SBOM: %w", err)
+		}
+	}
+	return nil
+}
+
+// index reads the manifest's layers (each from the cache when it was
+// indexed before) and merges them.
+func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, *Report, []Finding, error) {
+	res := meta.ScanResult{Digest: m.Digest.String(), IndexerVersion: index.IndexerVersion}
+	man, err := oci.ParseManifest(m.Content, m.MediaType)
+	if err != nil {
+		res.Status, res.Reason = meta.ScanUnsupported, "manifest: "+err.Error()
+		return res, nil, nil, nil
+	}
+	if man.Config == nil || (man.Config.MediaType != oci.MediaTypeImageConfig && man.Config.MediaType != oci.MediaTypeDockerConfig) || man.ArtifactType != "" {
+		res.Status, res.Reason = meta.ScanUnsupported, "not a container image (an artifact)"
+		return res, nil, nil, nil
+	}
+	layers := make([]index.LayerResult, 0, len(man.Layers))
+	rep := &Report{Layers: []string{}}
+	for _, l := range man.Layers {
+		lr, err := s.layer(ctx, l)
+		if err != nil {
+			return res, nil, nil, err
+		}
+		if lr.Status != index.StatusIndexed {
+			res.Status, res.Reason = meta.ScanUnsupported, fmt.Sprintf("layer %s: %s", l.Digest, lr.Reason)
+			return res, nil, nil, nil
+		}
+		layers = append(layers, lr)
+		rep.Layers = append(rep.Layers, l.Digest.String())
+		rep.Warnings = append(rep.Warnings, lr.Warnings...)
+	}
+	img := index.Merge(layers)
+	rep.OSRelease = img.OSRelease
+	rep.Packages = img.Packages
+	if rep.Packages == nil {
+		rep.Packages = []index.Package{}
+	}
+	if eco, ok := osv.OSEcosystem(img.OSRelease); ok {
+		rep.Ecosystem = eco
+	}
+	res.Report, _ = json.Marshal(rep)
+	res.Status = meta.ScanScanned
+	res.Packages = scanPackages(rep)
+	return res, rep, nil, nil
+}
+
+// layer returns a layer's index result, from the cache or by reading it.
+func (s *Service) layer(ctx context.Context, d oci.Descriptor) (index.LayerResult, error) {
+	cached, err := s.db.LayerIndex(ctx, d.Digest.String())
+	if err == nil && cached.Version == index.IndexerVersion {
+		var lr index.LayerResult
+		if err := json.Unmarshal(cached.Result, &lr); err == nil {
+			return lr, nil
+		}
+	} else if err != nil && !errors.Is(err, meta.ErrNotFound) {
+		return index.LayerResult{}, err
+	}
+	var lr index.LayerResult
+	if limit := s.opts.Limits.MaxLayerBytes; limit > 0 && d.Size > limit {
+		lr, err = index.IndexLayer(ctx, d.Digest.String(), nil, d.MediaType, d.Size, s.opts.Limits)
+	} else {
+		rc, rerr := s.driver.Reader(ctx, storage.BlobPath(d.Digest), 0)
+		if rerr != nil {
+			return index.LayerResult{}, fmt.Errorf("open layer %s: %w", d.Digest, rerr)
+		}
+		lr, err = index.IndexLayer(ctx, d.Digest.String(), rc, d.MediaType, d.Size, s.opts.Limits)
+		rc.Close()
+	}
+	if err != nil {
+		return index.LayerResult{}, fmt.Errorf("index layer %s: %w", d.Digest, err)
+	}
+	b, err := json.Marshal(lr)
+	if err != nil {
+		return index.LayerResult{}, fmt.Errorf("encode layer %s: %w", d.Digest, err)
+	}
+	if err := s.db.PutLayerIndex(ctx, d.Digest.String(), index.IndexerVersion, lr.Status, b); err != nil {
+		return index.LayerResult{}, err
+	}
+	return lr, nil
+}
+
+func decodeReport(b []byte) (*Report, error) {
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("decode scan report: %w", err)
+	}
+	return &r, nil
+}
+
+// announce makes the events of a scan in one repository: manifest_scanned
+// always, and vulnerability_found with the most severe of the findings
+// when there are any.
+func (s *Service) announce(ctx context.Context, repo, dgst, status, reason string, rep *Report, findings []Finding, scanned bool) []meta.Event {
+	tags := s.tagsIn(ctx, repo, dgst)
+	counts := map[string]int{}
+	for _, f := range findings {
+		counts[f.Assessment.Severity]++
+	}
+	data := map[string]any{"digest": dgst, "tags": tags, "status": status, "vulnerabilities": counts}
+	if reason != "" {
+		data["reason"] = reason
+	}
+	if rep != nil {
+		data["packages"] = len(rep.Packages)
+		if rep.Ecosystem != "" {
+			data["distribution"] = rep.Ecosystem
+		}
+	}
+	var evs []meta.Event
+	if scanned {
+		evs = append(evs, meta.Event{Kind: meta.EventManifestScanned, Repository: repo, Actor: Actor, Data: mustJSON(data)})
+	}
+	if len(findings) > 0 {
+		evs = append(evs, meta.Event{Kind: meta.EventVulnerabilityFound, Repository: repo, Actor: Actor, Data: mustJSON(vulnEventData(dgst, tags, findings))})
+	}
+	return evs
+}
+
+// vulnEventData is Quay's vulnerability_found data: the most severe of
+// the findings as "vulnerability", and (Berth's addition) all of them.
+func vulnEventData(dgst string, tags []string, findings []Finding) map[string]any {
+	sorted := append([]Finding(nil), findings...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		return osv.SeverityRank(sorted[i].Assessment.Severity) > osv.SeverityRank(sorted[j].Assessment.Severity)
+	})
+	top := sorted[0]
+	all := make([]map[string]any, 0, len(sorted))
+	seen := map[string]bool{}
+	for _, f := range sorted {
+		if seen[f.Record.ID+"|"+f.Key.Name] {
+			continue
+		}
+		seen[f.Record.ID+"|"+f.Key.Name] = true
+		all = append(all, map[string]any{"id": f.Record.ID, "priority": f.Assessment.Severity, "package": f.Key.Name,
+			"version": f.Key.Version, "fixed_by": f.Match.FixedBy})
+	}
+	return map[string]any{
+		"digest": dgst,
+		"tags":   tags,
+		"vulnerability": map[string]any{
+			"id": top.Record.ID, "description": top.Record.Description(), "link": top.Record.Link(),
+			"priority": top.Assessment.Severity, "has_fix": top.Match.FixedBy != "",
+		},
+		"vulnerabilities": all,
+	}
+}
+
+func (s *Service) tagsIn(ctx context.Context, repo, dgst string) []string {
+	holders, err := s.db.ManifestHolders(ctx, dgst)
+	if err != nil {
+		s.log.Warn("list tags of scanned manifest", "digest", dgst, "err", err)
+	}
+	for _, h := range holders {
+		if h.Repository == repo {
+			return h.Tags
+		}
+	}
+	return []string{}
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only maps of strings, numbers and lists
+	}
+	return b
+}
