@@ -6,8 +6,10 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -23,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
@@ -144,13 +147,14 @@ func alpineLayer(t *testing.T) v1.Layer {
 	return layer(t, map[string]string{"etc/os-release": alpineOSRelease, "lib/apk/db/installed": alpineInstalled})
 }
 
-// goBinaryLayer holds a Go binary built from testdata/goapp with this
-// module's go.mod: its build info lists real dependencies of the project.
+// goBinaryLayer holds a Go binary built from index/testdata/gobin with
+// this module's go.mod: its build info lists real dependencies of the
+// project.
 // (A `go test` binary carries no module list, so it cannot serve.)
 func goBinaryLayer(t *testing.T) v1.Layer {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "app")
-	cmd := exec.Command("go", "build", "-o", out, "./testdata/goapp")
+	cmd := exec.Command("go", "build", "-o", out, "./index/testdata/gobin")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, b)
@@ -305,4 +309,42 @@ func vulnNames(f *scan.Feature) []string {
 		out = append(out, v.Name)
 	}
 	return out
+}
+
+func mustDigest(t *testing.T, s string) digest.Digest {
+	t.Helper()
+	d, err := oci.ParseDigest(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// pushIndex writes an OCI index of the given image manifests (amd64,
+// arm64 in that order) of repo to repo:tag.
+func (e *env) pushIndex(repo, tag string, manifests ...string) string {
+	e.t.Helper()
+	archs := []string{"amd64", "arm64", "s390x"}
+	var descs []string
+	for i, m := range manifests {
+		d := mustDigest(e.t, m)
+		got, err := e.db.GetManifest(context.Background(), repo, "", d, false)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		descs = append(descs, fmt.Sprintf(`{"mediaType":%q,"digest":%q,"size":%d,"platform":{"os":"linux","architecture":%q}}`,
+			got.MediaType, m, got.Size, archs[i]))
+	}
+	body := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` + strings.Join(descs, ",") + `]}`
+	req, _ := http.NewRequest(http.MethodPut, "http://"+e.host+"/v2/"+repo+"/manifests/"+tag, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		e.t.Fatalf("push index: %d", resp.StatusCode)
+	}
+	return digest.FromString(body).String()
 }

@@ -222,7 +222,7 @@ func fetchSBOM(t *testing.T, host, repo, manifestDigest string) string {
 
 func TestAlpineAndGoBinary(t *testing.T) {
 	e := newEnv(t, "sqlite", index.Limits{})
-	depVersion := strings.TrimPrefix(goModVersion(t, "github.com/opencontainers/go-digest"), "v")
+	depVersion := strings.TrimPrefix(goModVersion(t, "github.com/klauspost/compress"), "v")
 	goVersion := strings.TrimPrefix(runtime.Version(), "go")
 	e.importJSON(
 		// Alpine names the origin package: libcrypto3 comes from openssl.
@@ -231,8 +231,8 @@ func TestAlpineAndGoBinary(t *testing.T) {
 		`{"id":"ALPINE-CVE-2026-1001","modified":"`+modifiedBase+`","summary":"musl fixed before",
 		  "affected":[{"package":{"ecosystem":"Alpine:v3.19","name":"musl"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.2.4-r1"}]}]}]}`,
 		// A Go module advisory with GitHub's severity, a SEMVER range up to a limit.
-		`{"id":"GHSA-test-0001","modified":"`+modifiedBase+`","summary":"go-digest issue","database_specific":{"severity":"HIGH"},
-		  "affected":[{"package":{"ecosystem":"Go","name":"github.com/opencontainers/go-digest"},
+		`{"id":"GHSA-test-0001","modified":"`+modifiedBase+`","summary":"compress issue","database_specific":{"severity":"HIGH"},
+		  "affected":[{"package":{"ecosystem":"Go","name":"github.com/klauspost/compress"},
 		    "ranges":[{"type":"SEMVER","events":[{"introduced":"0.1.0"},{"fixed":"99.0.0"}]}]}]}`,
 		// The Go toolchain itself.
 		`{"id":"GO-2026-0001","modified":"`+modifiedBase+`","summary":"stdlib issue",
@@ -255,18 +255,18 @@ func TestAlpineAndGoBinary(t *testing.T) {
 	if musl := feature(info, "musl"); musl == nil || len(musl.Vulnerabilities) != 0 {
 		t.Fatalf("musl: %+v", musl)
 	}
-	ggcr := feature(info, "github.com/opencontainers/go-digest")
+	ggcr := feature(info, "github.com/klauspost/compress")
 	if ggcr == nil || strings.TrimPrefix(ggcr.Version, "v") != depVersion || ggcr.AddedBy != layers[1] || ggcr.NamespaceName != "go" ||
 		!slices.Equal(vulnNames(ggcr), []string{"GHSA-test-0001"}) || ggcr.Vulnerabilities[0].Severity != "High" ||
 		ggcr.Vulnerabilities[0].FixedBy != "99.0.0" {
-		t.Fatalf("go-digest %s: %+v", depVersion, ggcr)
+		t.Fatalf("klauspost/compress %s: %+v", depVersion, ggcr)
 	}
 	std := feature(info, "stdlib")
 	if std == nil || !strings.Contains(std.Version, goVersion) || !slices.Equal(vulnNames(std), []string{"GO-2026-0001"}) {
 		t.Fatalf("stdlib (%s): %+v", goVersion, std)
 	}
-	if u := feature(info, "github.com/google/uuid"); u == nil || u.Version != goModVersion(t, "github.com/google/uuid") {
-		t.Fatalf("uuid: %+v", u)
+	if u := feature(info, "github.com/google/osv-scalibr"); u == nil || u.Version != goModVersion(t, "github.com/google/osv-scalibr") {
+		t.Fatalf("osv-scalibr: %+v", u)
 	}
 }
 

@@ -52,6 +52,7 @@ func TestPermissionMatrixAPI(t *testing.T) {
 		}},
 		{2, "PUT", "/api/v1/repository/%s/changestate", func(repo, _ string) string { return fmt.Sprintf(`{"state":%q}`, state[repo]) }},
 		{2, "GET", "/api/v1/repository/%s/logs", nil},
+		{0, "GET", "/api/v1/repository/%s/manifest/{digest}/security?vulnerabilities=true", nil},
 	}
 	w.user("grantee")
 	cells := 0
@@ -63,6 +64,7 @@ func TestPermissionMatrixAPI(t *testing.T) {
 				if !strings.Contains(ep.path, "t-%s") {
 					path = fmt.Sprintf(ep.path, "acme/"+repo)
 				}
+				path = strings.Replace(path, "{digest}", w.digest[repo].String(), 1)
 				var body []byte
 				if ep.body != nil {
 					body = []byte(ep.body(repo, who))
@@ -118,6 +120,8 @@ func TestPermissionMatrixNamespaces(t *testing.T) {
 		{"admin", "DELETE", "/api/v1/organization/acme/robots/r%s", ""},
 		{"admin", "GET", "/api/v1/organization/acme/logs", ""},
 		{"superuser", "GET", "/api/v1/superuser/logs", ""},
+		{"superuser", "GET", "/api/v1/superuser/vulndb", ""},
+		{"superuser", "POST", "/api/v1/superuser/vulndb", `{"id":"BERTH-TEST-%s","modified":"2026-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"Go","name":"example.com/m"},"versions":["1.0.0"]}]}`},
 		{"superuser", "POST", "/api/v1/superuser/users/", `{"username":"made-by-%s","email":"x@example.com"}`},
 		{"user", "POST", "/api/v1/organization/", `{"name":"org-%s"}`},
 	}

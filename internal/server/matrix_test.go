@@ -29,6 +29,7 @@ type world struct {
 	db     *meta.DB
 	creds  map[string][2]string // identity -> username, secret
 	digest map[string]digest.Digest
+	srv    *server.Server
 }
 
 const pw = "a-long-password"
@@ -52,7 +53,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	w := &world{t: t, url: hs.URL, db: db, creds: map[string][2]string{}, digest: map[string]digest.Digest{}}
+	w := &world{t: t, url: hs.URL, db: db, creds: map[string][2]string{}, digest: map[string]digest.Digest{}, srv: srv}
 	hash, _ := auth.HashPassword(pw)
 	users := map[string]meta.User{}
 	for _, name := range []string{"owner", "reader", "writer", "creator", "orgadmin", "stranger", "root"} {

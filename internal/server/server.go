@@ -111,6 +111,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	apiOpts := api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp,
 		Mirrors: mirrors, ProxyCache: pcache, Logger: log}
 	if cfg.Scan.Enabled {
+		index.RouteLibraryLogs(log)
 		db.SetScanOnPush(true)
 		scanner = scan.New(db, driver, scan.Options{
 			Limits: index.Limits{MaxLayerBytes: cfg.Scan.MaxLayerBytes, MaxUncompressedBytes: cfg.Scan.MaxUncompressedBytes,

@@ -47,11 +47,20 @@ func Read(ctx context.Context, path string, fn func(*Record) error, bad func(whe
 		}
 		switch strings.ToLower(filepath.Ext(p)) {
 		case ".zip", ".json":
-			return readFile(ctx, p, fn, bad)
+			err := readFile(ctx, p, fn, bad)
+			if errors.Is(err, ErrBadZip) {
+				// One unreadable zip of a tree does not stop the others.
+				bad(p, err)
+				return nil
+			}
+			return err
 		}
 		return nil
 	})
 }
+
+// ErrBadZip is wrapped when a zip cannot be opened (corrupt, truncated).
+var ErrBadZip = errors.New("not a readable zip")
 
 // readFile reads one .zip or JSON file.
 func readFile(ctx context.Context, path string, fn func(*Record) error, bad func(where string, err error)) error {
@@ -78,7 +87,7 @@ func readFile(ctx context.Context, path string, fn func(*Record) error, bad func
 func ReadZip(ctx context.Context, r io.ReaderAt, size int64, name string, fn func(*Record) error, bad func(where string, err error)) error {
 	zr, err := zip.NewReader(r, size)
 	if err != nil {
-		return fmt.Errorf("open zip %s: %w", name, err)
+		return fmt.Errorf("open zip %s: %w: %w", name, ErrBadZip, err)
 	}
 	for _, f := range zr.File {
 		if err := ctx.Err(); err != nil {

@@ -1,0 +1,467 @@
+package index
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/google/osv-scalibr/extractor/filesystem/simplefileapi"
+)
+
+const (
+	etcOSRelease = "etc/os-release"
+	usrOSRelease = "usr/lib/os-release"
+
+	// maxOSReleaseBytes bounds an os-release file; real ones are < 1 KiB.
+	maxOSReleaseBytes = 64 << 10
+	// memFileBytes is the largest file kept in memory for the extractors;
+	// bigger ones are spooled to a temporary file.
+	memFileBytes = 32 << 20
+	// maxWarnings bounds LayerResult.Warnings for hostile layers, and
+	// maxWarningBytes each of them.
+	maxWarnings     = 100
+	maxWarningBytes = 512
+)
+
+// unsupportedError makes the layer unsupported for its reason.
+type unsupportedError struct{ reason string }
+
+func (e *unsupportedError) Error() string { return e.reason }
+
+// fatalError is a local failure (temporary files) returned to the caller.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// indexer holds the state of one IndexLayer call.
+type indexer struct {
+	ctx    context.Context
+	digest string
+	lim    Limits
+	ex     *extractors
+
+	blob    *blobReader
+	plain   *countingReader
+	comp    string
+	entries int
+	last    string // name of the last tar entry read
+
+	pkgs      map[string][]Package // by path
+	files     map[string]bool
+	whiteouts map[string]bool
+	osrel     map[string][]byte // content of etc/os-release, usr/lib/os-release
+	warnings  []string
+	dropped   int // warnings over maxWarnings
+}
+
+func newIndexer(ctx context.Context, digest string, lim Limits) (*indexer, error) {
+	ex, err := newExtractors(lim)
+	if err != nil {
+		return nil, fmt.Errorf("index layer %s: %w", digest, err)
+	}
+	return &indexer{
+		ctx:       ctx,
+		digest:    digest,
+		lim:       lim,
+		ex:        ex,
+		pkgs:      map[string][]Package{},
+		files:     map[string]bool{},
+		whiteouts: map[string]bool{},
+		osrel:     map[string][]byte{},
+	}, nil
+}
+
+func (ix *indexer) warn(format string, args ...any) {
+	if len(ix.warnings) >= maxWarnings {
+		ix.dropped++
+		return
+	}
+	w := fmt.Sprintf(format, args...)
+	if len(w) > maxWarningBytes {
+		w = w[:maxWarningBytes] + "..."
+	}
+	ix.warnings = append(ix.warnings, validUTF8(w))
+}
+
+// validUTF8 replaces invalid UTF-8 (from hostile file names or contents) so
+// that results round-trip through encoding/json unchanged.
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
+// run streams the layer once and builds its result.
+func (ix *indexer) run(r io.Reader) (LayerResult, error) {
+	ix.blob = &blobReader{ctx: ix.ctx, r: r, max: ix.lim.MaxLayerBytes}
+	dr, comp, closeDecomp, err := decompressor(bufio.NewReader(ix.blob))
+	ix.comp = comp
+	if err != nil {
+		return ix.fail(err)
+	}
+	defer closeDecomp()
+	ix.plain = &countingReader{r: dr, max: ix.lim.MaxUncompressedBytes}
+	tr := tar.NewReader(ix.plain)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return ix.fail(err)
+		}
+		ix.entries++
+		ix.last = hdr.Name
+		if err := ix.entry(tr, hdr); err != nil {
+			return ix.fail(err)
+		}
+	}
+	if err := ix.ctx.Err(); err != nil {
+		return LayerResult{}, fmt.Errorf("index layer %s: %w", ix.digest, err)
+	}
+	return ix.result(), nil
+}
+
+// fail turns an error met while reading into the call's result.
+func (ix *indexer) fail(err error) (LayerResult, error) {
+	var ue *unsupportedError
+	if errors.As(err, &ue) {
+		return unsupported(ix.digest, ue.reason), nil
+	}
+	var fe *fatalError
+	if errors.As(err, &fe) {
+		return LayerResult{}, fmt.Errorf("index layer %s: %w", ix.digest, fe.err)
+	}
+	what := "at its start"
+	if ix.entries > 0 {
+		what = fmt.Sprintf("at entry %q", ix.last)
+	}
+	reason, fatal := ix.failure(err, what)
+	if fatal != nil {
+		return LayerResult{}, fatal
+	}
+	return unsupported(ix.digest, reason), nil
+}
+
+// cleanPath normalises a tar entry name to a slash-separated path relative to
+// the layer root ("" for the root itself). ok is false when the name escapes
+// the root.
+func cleanPath(name string) (p string, ok bool) {
+	p = name
+	for {
+		switch {
+		case strings.HasPrefix(p, "/"):
+			p = p[1:]
+		case strings.HasPrefix(p, "./"):
+			p = p[2:]
+		default:
+			if p == "" || p == "." {
+				return "", true
+			}
+			p = path.Clean(p)
+			if p == ".." || strings.HasPrefix(p, "../") {
+				return "", false
+			}
+			if p == "." {
+				return "", true
+			}
+			return p, true
+		}
+	}
+}
+
+// entry handles one tar entry.
+func (ix *indexer) entry(tr *tar.Reader, hdr *tar.Header) error {
+	name, ok := cleanPath(hdr.Name)
+	if !ok {
+		return &unsupportedError{fmt.Sprintf("tar entry %q escapes the layer root", hdr.Name)}
+	}
+	if name == "" {
+		return nil
+	}
+	dir, base := path.Split(name)
+	if strings.HasPrefix(base, ".wh.") {
+		return ix.whiteout(hdr.Name, dir, base)
+	}
+	switch hdr.Typeflag {
+	case tar.TypeReg:
+		return ix.regular(tr, hdr, name)
+	case tar.TypeLink:
+		ix.hardlink(hdr, name)
+	}
+	return nil
+}
+
+func (ix *indexer) whiteout(entry, dir, base string) error {
+	switch {
+	case base == ".wh..wh..opq":
+		if dir == "" {
+			dir = "/"
+		}
+		ix.whiteouts[dir] = true
+	case strings.HasPrefix(base, ".wh..wh."):
+		// AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): not a deletion.
+	default:
+		target := strings.TrimPrefix(base, ".wh.")
+		if target == "" || target == "." || target == ".." {
+			return &unsupportedError{fmt.Sprintf("whiteout entry %q names no file", entry)}
+		}
+		ix.whiteouts[dir+target] = true
+	}
+	return nil
+}
+
+func isOSRelease(name string) bool { return name == etcOSRelease || name == usrOSRelease }
+
+// rewrite records that this layer writes name, replacing anything found there
+// earlier in the same layer.
+func (ix *indexer) rewrite(name string) {
+	ix.files[name] = true
+	delete(ix.pkgs, name)
+	delete(ix.osrel, name)
+}
+
+// regular handles a regular file: if an extractor or the os-release reader
+// wants it, it is read (bounded) and handed to the extractors right away.
+func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
+	info := hdr.FileInfo()
+	wanters := ix.ex.required(simplefileapi.New(name, info))
+	osr := isOSRelease(name)
+	if len(wanters) == 0 && !osr {
+		return nil
+	}
+	ix.rewrite(name)
+	if hdr.Size > ix.lim.MaxFileBytes {
+		ix.warn("skipped %s: %d bytes is over the %d-byte file limit", name, hdr.Size, ix.lim.MaxFileBytes)
+		return nil
+	}
+	if osr {
+		if hdr.Size > maxOSReleaseBytes {
+			ix.warn("skipped %s: %d bytes is too big for an os-release file", name, hdr.Size)
+		} else {
+			data, err := readN(tr, hdr.Size)
+			if err != nil {
+				return err
+			}
+			ix.osrel[name] = data
+			return ix.runAll(wanters, name, hdr, &content{data: data})
+		}
+	}
+	if len(wanters) == 0 {
+		return nil
+	}
+
+	var src io.Reader = tr
+	if ix.ex.onlyGoBinary(wanters) {
+		// Most executables are scripts or C programs: look at the magic
+		// bytes before reading the whole file.
+		head, err := readUpTo(tr, 4)
+		if err != nil {
+			return err
+		}
+		if !isExecutableFormat(head) {
+			return nil
+		}
+		src = io.MultiReader(bytes.NewReader(head), tr)
+	}
+
+	if hdr.Size <= memFileBytes && !ix.ex.needsRealFile(wanters) {
+		data, err := readN(src, hdr.Size)
+		if err != nil {
+			return err
+		}
+		return ix.runAll(wanters, name, hdr, &content{data: data})
+	}
+	c, err := spool(src, name, hdr.Size)
+	if err != nil {
+		return err
+	}
+	defer c.remove()
+	return ix.runAll(wanters, name, hdr, c)
+}
+
+// runAll runs the extractors that want name on its content.
+func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header, c *content) error {
+	for _, w := range wanters {
+		pkgs, err := ix.ex.run(ix.ctx, w, name, hdr.FileInfo(), c, ix.extractorFS())
+		if ctxErr := ix.ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		if err != nil {
+			msg := err.Error()
+			if c.root != "" { // keep results free of temporary paths
+				msg = strings.ReplaceAll(msg, c.root+string(filepath.Separator), "")
+			}
+			ix.warn("%s: %s: %s", w.name, name, msg)
+		}
+		ix.pkgs[name] = append(ix.pkgs[name], pkgs...)
+	}
+	return nil
+}
+
+// hardlink handles a hard link to a file earlier in the layer: the link gets
+// what was found in its target.
+func (ix *indexer) hardlink(hdr *tar.Header, name string) {
+	wanted := isOSRelease(name) || len(ix.ex.required(simplefileapi.New(name, hdr.FileInfo()))) > 0
+	if !wanted {
+		return
+	}
+	ix.rewrite(name)
+	target, ok := cleanPath(hdr.Linkname)
+	if !ok || !ix.files[target] {
+		ix.warn("skipped %s: hard link to %s, which was not indexed", name, hdr.Linkname)
+		return
+	}
+	for _, p := range ix.pkgs[target] {
+		p.Path = name
+		ix.pkgs[name] = append(ix.pkgs[name], p)
+	}
+	if data, ok := ix.osrel[target]; ok && isOSRelease(name) {
+		ix.osrel[name] = data
+	}
+}
+
+// readN reads exactly n bytes of r.
+func readN(r io.Reader, n int64) ([]byte, error) {
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// readUpTo reads up to n bytes of r; a shorter file is not an error.
+func readUpTo(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, n)
+	got, err := io.ReadFull(r, buf)
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return buf[:got], err
+}
+
+// isExecutableFormat reports whether head starts like a binary format
+// debug/buildinfo can read (ELF, PE, Mach-O, XCOFF, WebAssembly).
+func isExecutableFormat(head []byte) bool {
+	for _, m := range [][]byte{
+		[]byte("\x7fELF"),
+		[]byte("MZ"),
+		{0xfe, 0xed, 0xfa, 0xce}, {0xfe, 0xed, 0xfa, 0xcf},
+		{0xce, 0xfa, 0xed, 0xfe}, {0xcf, 0xfa, 0xed, 0xfe},
+		{0x01, 0xdf}, {0x01, 0xf7},
+		[]byte("\x00asm"),
+	} {
+		if bytes.HasPrefix(head, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// content is a file's bytes, in memory or in a temporary file laid out under
+// root at the file's layer path (for extractors that need a real path).
+type content struct {
+	data []byte
+	file *os.File
+	size int64
+	root string
+}
+
+func (c *content) reader() io.Reader {
+	if c.file != nil {
+		return io.NewSectionReader(c.file, 0, c.size)
+	}
+	return bytes.NewReader(c.data)
+}
+
+func (c *content) remove() {
+	if c.file != nil {
+		_ = c.file.Close()
+	}
+	if c.root != "" {
+		_ = os.RemoveAll(c.root)
+	}
+}
+
+// spool copies size bytes of r to <tempdir>/<name>.
+func spool(r io.Reader, name string, size int64) (_ *content, err error) {
+	root, err := os.MkdirTemp("", "berth-index-")
+	if err != nil {
+		return nil, &fatalError{fmt.Errorf("create temporary directory: %w", err)}
+	}
+	c := &content{root: root, size: size}
+	defer func() {
+		if err != nil {
+			c.remove()
+		}
+	}()
+	full := filepath.Join(root, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
+		return nil, &fatalError{fmt.Errorf("create temporary directory: %w", err)}
+	}
+	f, err := os.OpenFile(full, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, &fatalError{fmt.Errorf("create temporary file: %w", err)}
+	}
+	c.file = f
+	if _, err := io.CopyN(f, r, size); err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return nil, &fatalError{fmt.Errorf("write temporary file: %w", err)}
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// result builds the LayerResult of a fully read layer.
+func (ix *indexer) result() LayerResult {
+	res := LayerResult{Digest: ix.digest, Status: StatusIndexed}
+	seen := map[pkgKey]bool{}
+	for _, pkgs := range ix.pkgs {
+		for _, p := range pkgs {
+			p.Kind, p.Name, p.Version = validUTF8(p.Kind), validUTF8(p.Name), validUTF8(p.Version)
+			p.SourceName, p.SourceVersion = validUTF8(p.SourceName), validUTF8(p.SourceVersion)
+			p.PURL, p.Path = validUTF8(p.PURL), validUTF8(p.Path)
+			if k := keyOf(p); !seen[k] {
+				seen[k] = true
+				res.Packages = append(res.Packages, p)
+			}
+		}
+	}
+	sortPackages(res.Packages)
+	for _, p := range []string{etcOSRelease, usrOSRelease} {
+		if data, ok := ix.osrel[p]; ok {
+			if m := parseOSRelease(data); len(m) > 0 {
+				res.OSRelease, res.OSReleasePath = m, p
+				break
+			}
+		}
+	}
+	res.Files = sortedKeys(ix.files)
+	res.Whiteouts = sortedKeys(ix.whiteouts)
+	res.Warnings = ix.warnings
+	if ix.dropped > 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d more warnings not shown", ix.dropped))
+	}
+	return res
+}
+
+// sortedKeys returns the keys of m, made valid UTF-8, sorted and unique.
+func sortedKeys(m map[string]bool) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, validUTF8(k))
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
