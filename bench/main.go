@@ -8,6 +8,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -29,6 +30,7 @@ type config struct {
 	loadDuration                                                       time.Duration
 	wrk, keep                                                          bool
 	mirrorTags                                                         int
+	scan                                                               scanFlags
 }
 
 func parseFlags() config {
@@ -50,6 +52,7 @@ func parseFlags() config {
 	flag.IntVar(&c.rounds, "rounds", 3, "repeat the throughput workloads this many times and report the median")
 	flag.BoolVar(&c.wrk, "wrk", true, "also measure manifest GET with wrk when wrk is on PATH")
 	flag.IntVar(&c.mirrorTags, "mirror", 0, "instead of the registry workloads, compare mirroring this many tags (Berth's mirror vs skopeo sync into Distribution)")
+	c.scan.register(flag.CommandLine)
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fatalf("unexpected arguments: %v", flag.Args())
@@ -125,6 +128,21 @@ func main() {
 			_ = os.RemoveAll(work)
 		}
 	})
+
+	if c.scan.enabled {
+		report, err := runScanBench(context.Background(), c, work)
+		if err != nil {
+			fatalf("scan: %v", err)
+		}
+		fmt.Print(report)
+		if c.out != "" {
+			if err := os.WriteFile(c.out, []byte(report), 0o644); err != nil {
+				fatalf("writing %s: %v", c.out, err)
+			}
+		}
+		cleanup()
+		os.Exit(exitStatus)
+	}
 
 	names := []string{"berth", "distribution"}
 	if c.only != "" {

@@ -120,7 +120,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 				return err
 			}
 		}
-		if err := s.db.AppendEvents(ctx, s.announce(ctx, repo, dgst, st.Status, st.Reason, rep, findings, true)); err != nil {
+		if err := s.db.AppendEvents(ctx, s.announce(ctx, repo, dgst, st.Status, st.Reason, rep, findings)); err != nil {
 			return err
 		}
 	} else {
@@ -140,7 +140,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 				}
 			}
 			res.Vulns = vulnRows(findings)
-			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings, true)
+			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings)
 			if err := s.db.SaveScan(ctx, res); err != nil {
 				return err
 			}
@@ -225,7 +225,9 @@ func (s *Service) layer(ctx context.Context, d oci.Descriptor) (index.LayerResul
 	} else {
 		rc, rerr := s.driver.Reader(ctx, storage.BlobPath(d.Digest), 0)
 		if rerr != nil {
-			return index.LayerResult{}, fmt.Errorf("open layer %s: %w", d.Digest, rerr)
+			// A pull-through cache stores a manifest before its layers:
+			// this is retried until they arrive or the attempts run out.
+			return index.LayerResult{}, fmt.Errorf("open layer %s (not stored yet?): %w", d.Digest, rerr)
 		}
 		lr, err = index.IndexLayer(ctx, d.Digest.String(), rc, d.MediaType, d.Size, s.opts.Limits)
 		rc.Close()
@@ -254,7 +256,7 @@ func decodeReport(b []byte) (*Report, error) {
 // announce makes the events of a scan in one repository: manifest_scanned
 // always, and vulnerability_found with the most severe of the findings
 // when there are any.
-func (s *Service) announce(ctx context.Context, repo, dgst, status, reason string, rep *Report, findings []Finding, scanned bool) []meta.Event {
+func (s *Service) announce(ctx context.Context, repo, dgst, status, reason string, rep *Report, findings []Finding) []meta.Event {
 	tags := s.tagsIn(ctx, repo, dgst)
 	counts := map[string]int{}
 	for _, f := range findings {
@@ -270,10 +272,7 @@ func (s *Service) announce(ctx context.Context, repo, dgst, status, reason strin
 			data["distribution"] = rep.Ecosystem
 		}
 	}
-	var evs []meta.Event
-	if scanned {
-		evs = append(evs, meta.Event{Kind: meta.EventManifestScanned, Repository: repo, Actor: Actor, Data: mustJSON(data)})
-	}
+	evs := []meta.Event{{Kind: meta.EventManifestScanned, Repository: repo, Actor: Actor, Data: mustJSON(data)}}
 	if len(findings) > 0 {
 		evs = append(evs, meta.Event{Kind: meta.EventVulnerabilityFound, Repository: repo, Actor: Actor, Data: mustJSON(vulnEventData(dgst, tags, findings))})
 	}
