@@ -11,7 +11,9 @@ package meta
 //   - manifest_scans is the state and report of each image manifest, by
 //     digest (content-addressed: the same in every repository).
 //   - manifest_packages is the index from package to manifests, which lets a
-//     database import re-match only the manifests its changes name.
+//     database import re-match only the manifests its changes name (by
+//     name first: an advisory for a bare ecosystem, "Debian", names every
+//     release's packages).
 //   - manifest_vulns is the set of vulnerabilities last matched per manifest,
 //     so that a re-match announces only what is new.
 const scanSchema = `
@@ -58,6 +60,7 @@ CREATE TABLE manifest_packages (
 	PRIMARY KEY (ecosystem, name, version, digest)
 );
 CREATE INDEX manifest_packages_digest ON manifest_packages(digest);
+CREATE INDEX manifest_packages_name ON manifest_packages(name, ecosystem);
 CREATE TABLE manifest_vulns (
 	digest TEXT NOT NULL REFERENCES manifest_scans(digest) ON DELETE CASCADE,
 	vuln_id TEXT NOT NULL,

@@ -187,15 +187,15 @@ func (db *DB) SaveScan(ctx context.Context, r ScanResult) error {
 			return fmt.Errorf("store scan packages: %w", err)
 		}
 		seen := map[ScanPackage]bool{}
+		var rows [][]any
 		for _, p := range r.Packages {
-			if seen[p] {
-				continue
+			if !seen[p] {
+				seen[p] = true
+				rows = append(rows, []any{p.Ecosystem, p.Name, p.Version, r.Digest})
 			}
-			seen[p] = true
-			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO manifest_packages (ecosystem, name, version, digest) VALUES (?, ?, ?, ?)"),
-				p.Ecosystem, p.Name, p.Version, r.Digest); err != nil {
-				return fmt.Errorf("store scan packages: %w", err)
-			}
+		}
+		if err := db.insertRows(ctx, tx, "manifest_packages (ecosystem, name, version, digest)", rows); err != nil {
+			return fmt.Errorf("store scan packages: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_vulns WHERE digest = ?"), r.Digest); err != nil {
 			return fmt.Errorf("store scan vulnerabilities: %w", err)
@@ -209,16 +209,43 @@ func (db *DB) SaveScan(ctx context.Context, r ScanResult) error {
 
 func (db *DB) insertVulns(ctx context.Context, tx *sql.Tx, digest string, vulns []ScanVuln) error {
 	seen := map[[2]string]bool{}
+	var rows [][]any
 	for _, v := range vulns {
 		k := [2]string{v.VulnID, v.Package}
-		if seen[k] {
-			continue
+		if !seen[k] {
+			seen[k] = true
+			rows = append(rows, []any{digest, v.VulnID, v.Package, v.Severity})
 		}
-		seen[k] = true
-		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO manifest_vulns (digest, vuln_id, package, severity) VALUES (?, ?, ?, ?)"),
-			digest, v.VulnID, v.Package, v.Severity); err != nil {
-			return fmt.Errorf("store scan vulnerabilities: %w", err)
+	}
+	if err := db.insertRows(ctx, tx, "manifest_vulns (digest, vuln_id, package, severity)", rows); err != nil {
+		return fmt.Errorf("store scan vulnerabilities: %w", err)
+	}
+	return nil
+}
+
+// insertRows inserts rows (all of one width) into table, many per
+// statement: a scan stores hundreds of rows, and one round trip each
+// would dominate its time on PostgreSQL.
+func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, table string, rows [][]any) error {
+	return db.insertRowsBy(ctx, tx, table, rows, 200)
+}
+
+// insertRowsBy is insertRows with perStatement rows per statement (fewer
+// for large rows, so that one statement stays small).
+func (db *DB) insertRowsBy(ctx context.Context, tx *sql.Tx, table string, rows [][]any, perStatement int) error {
+	for len(rows) > 0 {
+		n := min(perStatement, len(rows))
+		width := len(rows[0])
+		one := "(" + placeholders(width) + ")"
+		args := make([]any, 0, n*width)
+		for _, r := range rows[:n] {
+			args = append(args, r...)
 		}
+		query := "INSERT INTO " + table + " VALUES " + strings.TrimSuffix(strings.Repeat(one+", ", n), ", ")
+		if _, err := tx.ExecContext(ctx, db.q(query), args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
 	}
 	return nil
 }
@@ -282,22 +309,39 @@ func (db *DB) ApplyRematch(ctx context.Context, ids []string, changes []VulnChan
 	if len(changes) == 0 {
 		return nil
 	}
+	digests := make([]string, len(changes))
+	var rows [][]any
+	for i, c := range changes {
+		digests[i] = c.Digest
+		seen := map[[2]string]bool{}
+		for _, v := range c.Vulns {
+			if k := [2]string{v.VulnID, v.Package}; !seen[k] {
+				seen[k] = true
+				rows = append(rows, []any{c.Digest, v.VulnID, v.Package, v.Severity})
+			}
+		}
+	}
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		for _, c := range changes {
-			err := chunks(ids, func(part []string) error {
-				args := append([]any{c.Digest}, anySlice(part)...)
-				_, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_vulns WHERE digest = ? AND vuln_id IN ("+placeholders(len(part))+")"), args...)
+		ts := now()
+		err := chunks(digests, func(ds []string) error {
+			if _, err := tx.ExecContext(ctx, db.q("UPDATE manifest_scans SET updated_at = ? WHERE digest IN ("+placeholders(len(ds))+")"),
+				append([]any{ts}, anySlice(ds)...)...); err != nil {
+				return err
+			}
+			return chunks(ids, func(part []string) error {
+				args := append(anySlice(ds), anySlice(part)...)
+				_, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_vulns WHERE digest IN ("+placeholders(len(ds))+
+					") AND vuln_id IN ("+placeholders(len(part))+")"), args...)
 				return err
 			})
-			if err != nil {
-				return fmt.Errorf("replace scan vulnerabilities: %w", err)
-			}
-			if err := db.insertVulns(ctx, tx, c.Digest, c.Vulns); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, db.q("UPDATE manifest_scans SET updated_at = ? WHERE digest = ?"), now(), c.Digest); err != nil {
-				return fmt.Errorf("touch scan: %w", err)
-			}
+		})
+		if err != nil {
+			return fmt.Errorf("replace scan vulnerabilities: %w", err)
+		}
+		if err := db.insertRows(ctx, tx, "manifest_vulns (digest, vuln_id, package, severity)", rows); err != nil {
+			return fmt.Errorf("replace scan vulnerabilities: %w", err)
+		}
+		for _, c := range changes {
 			if err := db.appendEvents(ctx, tx, c.Events); err != nil {
 				return err
 			}
@@ -362,18 +406,25 @@ func (db *DB) ManifestPackages(ctx context.Context, digest string) ([]ScanPackag
 	return out, rows.Err()
 }
 
-// DigestsWithVulns returns the manifests in which any of the records was
-// matched last time.
-func (db *DB) DigestsWithVulns(ctx context.Context, ids []string) ([]string, error) {
-	var out []string
+// VulnsOfRecords returns, per manifest, the matches stored for any of the
+// records.
+func (db *DB) VulnsOfRecords(ctx context.Context, ids []string) (map[string][]ScanVuln, error) {
+	out := map[string][]ScanVuln{}
 	err := chunks(ids, func(part []string) error {
-		rows, err := db.read.QueryContext(ctx, db.q("SELECT DISTINCT digest FROM manifest_vulns WHERE vuln_id IN ("+placeholders(len(part))+")"), anySlice(part)...)
+		rows, err := db.read.QueryContext(ctx, db.q("SELECT digest, vuln_id, package, severity FROM manifest_vulns WHERE vuln_id IN ("+placeholders(len(part))+")"), anySlice(part)...)
 		if err != nil {
 			return fmt.Errorf("find manifests by vulnerability: %w", err)
 		}
-		got, err := scanStrings(rows)
-		out = append(out, got...)
-		return err
+		defer rows.Close()
+		for rows.Next() {
+			var d string
+			var v ScanVuln
+			if err := rows.Scan(&d, &v.VulnID, &v.Package, &v.Severity); err != nil {
+				return err
+			}
+			out[d] = append(out[d], v)
+		}
+		return rows.Err()
 	})
 	return out, err
 }

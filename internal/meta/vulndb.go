@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -38,50 +37,86 @@ type StoredVuln struct {
 // a job that re-matches the manifests they name. It returns the ids of
 // the records applied.
 func (db *DB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, error) {
+	// The last of several records with one id wins, as a sequence of
+	// imports would have it.
+	latest := map[string]int{}
+	ids := make([]string, 0, len(recs))
+	for i, r := range recs {
+		if _, ok := latest[r.ID]; !ok {
+			ids = append(ids, r.ID)
+		}
+		latest[r.ID] = i
+	}
 	var applied []string
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		applied = applied[:0]
+		type state struct {
+			modified  string
+			withdrawn bool
+		}
+		stored := map[string]state{}
+		err := chunks(ids, func(part []string) error {
+			rows, err := tx.QueryContext(ctx, db.q("SELECT id, modified, withdrawn FROM vuln_records WHERE id IN ("+placeholders(len(part))+")"), anySlice(part)...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				var st state
+				var w int
+				if err := rows.Scan(&id, &st.modified, &w); err != nil {
+					return err
+				}
+				st.withdrawn = w == 1
+				stored[id] = st
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("read advisories: %w", err)
+		}
 		ts := now()
-		for _, r := range recs {
-			var modified string
-			var withdrawn int
-			err := tx.QueryRowContext(ctx, db.q("SELECT modified, withdrawn FROM vuln_records WHERE id = ?"), r.ID).Scan(&modified, &withdrawn)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-			case err != nil:
-				return fmt.Errorf("read advisory %s: %w", r.ID, err)
-			case modified == r.Modified && (withdrawn == 1) == r.Withdrawn:
+		var records, keys [][]any
+		for _, id := range ids {
+			r := recs[latest[id]]
+			if st, ok := stored[id]; ok && st.modified == r.Modified && st.withdrawn == r.Withdrawn {
 				continue // unchanged
 			}
-			if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO vuln_records (id, modified, withdrawn, data, updated_at) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (id) DO UPDATE SET modified = excluded.modified, withdrawn = excluded.withdrawn, data = excluded.data, updated_at = excluded.updated_at`),
-				r.ID, r.Modified, boolInt(r.Withdrawn), r.Data, ts); err != nil {
-				return fmt.Errorf("store advisory %s: %w", r.ID, err)
-			}
-			// The keys of the old version stay until the re-match has
-			// seen them: a record that stops naming a package must clear
-			// its matches there. They are replaced now; the re-match finds
-			// earlier matches through manifest_vulns.
-			if _, err := tx.ExecContext(ctx, db.q("DELETE FROM vuln_keys WHERE record_id = ?"), r.ID); err != nil {
-				return fmt.Errorf("store advisory %s: %w", r.ID, err)
-			}
+			applied = append(applied, id)
+			records = append(records, []any{r.ID, r.Modified, boolInt(r.Withdrawn), r.Data, ts})
 			seen := map[VulnKey]bool{}
 			for _, k := range r.Keys {
-				if seen[k] {
-					continue
-				}
-				seen[k] = true
-				if _, err := tx.ExecContext(ctx, db.q("INSERT INTO vuln_keys (ecosystem, name, record_id) VALUES (?, ?, ?)"), k.Ecosystem, k.Name, r.ID); err != nil {
-					return fmt.Errorf("store advisory %s: %w", r.ID, err)
+				if !seen[k] {
+					seen[k] = true
+					keys = append(keys, []any{k.Ecosystem, k.Name, r.ID})
 				}
 			}
-			applied = append(applied, r.ID)
 		}
 		if len(applied) == 0 {
 			return nil
 		}
+		// The keys of a record's old version go: the re-match finds the
+		// manifests it matched before through manifest_vulns.
+		err = chunks(applied, func(part []string) error {
+			if _, err := tx.ExecContext(ctx, db.q("DELETE FROM vuln_keys WHERE record_id IN ("+placeholders(len(part))+")"), anySlice(part)...); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, db.q("DELETE FROM vuln_records WHERE id IN ("+placeholders(len(part))+")"), anySlice(part)...)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("replace advisories: %w", err)
+		}
+		// Records are up to a few MiB (usually a few KiB): 20 per statement.
+		if err := db.insertRowsBy(ctx, tx, "vuln_records (id, modified, withdrawn, data, updated_at)", records, 20); err != nil {
+			return fmt.Errorf("store advisories: %w", err)
+		}
+		if err := db.insertRows(ctx, tx, "vuln_keys (ecosystem, name, record_id)", keys); err != nil {
+			return fmt.Errorf("store advisory packages: %w", err)
+		}
 		payload, _ := json.Marshal(ScanJob{Kind: ScanJobRematch, Records: applied})
-		_, err := db.EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
+		_, err = db.EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
 		return err
 	})
 	return applied, err

@@ -195,11 +195,11 @@ func (s *Service) Rematch(ctx context.Context, ids []string) (RematchStats, erro
 	for _, h := range hits {
 		pkgsOf[h.Digest] = append(pkgsOf[h.Digest], h.ScanPackage)
 	}
-	before, err := s.db.DigestsWithVulns(ctx, ids)
+	before, err := s.db.VulnsOfRecords(ctx, ids)
 	if err != nil {
 		return st, err
 	}
-	for _, d := range before {
+	for d := range before {
 		if _, ok := pkgsOf[d]; !ok {
 			pkgsOf[d] = nil // matched before, names no package now: clear
 		}
@@ -220,10 +220,7 @@ func (s *Service) Rematch(ctx context.Context, ids []string) (RematchStats, erro
 	}
 	for _, d := range digests {
 		findings := evaluate(recs, pkgsOf[d])
-		old, err := s.db.ManifestVulns(ctx, d, ids)
-		if err != nil {
-			return st, err
-		}
+		old := before[d]
 		rows := vulnRows(findings)
 		added := newFindings(findings, old)
 		if len(added) == 0 && sameRows(rows, old) {
