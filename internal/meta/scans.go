@@ -299,8 +299,11 @@ func (db *DB) ManifestVulns(ctx context.Context, digest string, ids []string) ([
 // VulnChange replaces, for one manifest, the matches of a set of records.
 type VulnChange struct {
 	Digest string
-	Vulns  []ScanVuln
-	Events []Event
+	// HadMatches says the manifest had matches of the records before
+	// (they are deleted first).
+	HadMatches bool
+	Vulns      []ScanVuln
+	Events     []Event
 }
 
 // ApplyRematch replaces the matches of the records ids in each changed
@@ -324,19 +327,28 @@ func (db *DB) ApplyRematch(ctx context.Context, ids []string, changes []VulnChan
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		ts := now()
 		err := chunks(digests, func(ds []string) error {
-			if _, err := tx.ExecContext(ctx, db.q("UPDATE manifest_scans SET updated_at = ? WHERE digest IN ("+placeholders(len(ds))+")"),
-				append([]any{ts}, anySlice(ds)...)...); err != nil {
-				return err
-			}
-			return chunks(ids, func(part []string) error {
-				args := append(anySlice(ds), anySlice(part)...)
-				_, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_vulns WHERE digest IN ("+placeholders(len(ds))+
-					") AND vuln_id IN ("+placeholders(len(part))+")"), args...)
-				return err
-			})
+			_, err := tx.ExecContext(ctx, db.q("UPDATE manifest_scans SET updated_at = ? WHERE digest IN ("+placeholders(len(ds))+")"),
+				append([]any{ts}, anySlice(ds)...)...)
+			return err
 		})
 		if err != nil {
-			return fmt.Errorf("replace scan vulnerabilities: %w", err)
+			return fmt.Errorf("touch scans: %w", err)
+		}
+		// One statement per manifest, by its primary key's prefix: a
+		// statement naming many digests and many records lets PostgreSQL
+		// walk the records' index instead (5x slower at 10,000 manifests).
+		for _, c := range changes {
+			if !c.HadMatches {
+				continue
+			}
+			err := chunks(ids, func(part []string) error {
+				_, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_vulns WHERE digest = ? AND vuln_id IN ("+placeholders(len(part))+")"),
+					append([]any{c.Digest}, anySlice(part)...)...)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("replace scan vulnerabilities: %w", err)
+			}
 		}
 		if err := db.insertRows(ctx, tx, "manifest_vulns (digest, vuln_id, package, severity)", rows); err != nil {
 			return fmt.Errorf("replace scan vulnerabilities: %w", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/scan/index"
@@ -175,6 +176,12 @@ func (s *Service) Rematch(ctx context.Context, ids []string) (RematchStats, erro
 	if len(ids) == 0 {
 		return st, nil
 	}
+	start := time.Now()
+	var read, write time.Duration
+	defer func() {
+		s.log.Debug("re-match", "records", st.Records, "manifests", st.Manifests, "changed", st.Changed, "announced", st.Announced,
+			"read", read, "write", write, "took", time.Since(start))
+	}()
 	stored, err := s.db.VulnRecordsByID(ctx, ids)
 	if err != nil {
 		return st, err
@@ -211,10 +218,13 @@ func (s *Service) Rematch(ctx context.Context, ids []string) (RematchStats, erro
 	sort.Strings(digests)
 	st.Manifests = len(digests)
 
+	read = time.Since(start)
 	const batch = 200
 	var changes []meta.VulnChange
 	flush := func() error {
+		t := time.Now()
 		err := s.db.ApplyRematch(ctx, ids, changes)
+		write += time.Since(t)
 		changes = changes[:0]
 		return err
 	}
@@ -227,7 +237,7 @@ func (s *Service) Rematch(ctx context.Context, ids []string) (RematchStats, erro
 			continue
 		}
 		st.Changed++
-		c := meta.VulnChange{Digest: d, Vulns: rows}
+		c := meta.VulnChange{Digest: d, HadMatches: len(old) > 0, Vulns: rows}
 		if len(added) > 0 {
 			holders, err := s.db.ManifestHolders(ctx, d)
 			if err != nil {
