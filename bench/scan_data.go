@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/scan/osv"
 )
 
 // tarFile is one entry of a generated layer.
@@ -549,50 +550,6 @@ func (img *imageSpec) layers(nonce string) ([][]byte, error) {
 
 // ---- OSV records ----
 
-type osvRecord struct {
-	SchemaVersion    string         `json:"schema_version"`
-	ID               string         `json:"id"`
-	Modified         string         `json:"modified"`
-	Published        string         `json:"published"`
-	Withdrawn        string         `json:"withdrawn,omitempty"`
-	Aliases          []string       `json:"aliases,omitempty"`
-	Summary          string         `json:"summary,omitempty"`
-	Details          string         `json:"details"`
-	Severity         []osvSeverity  `json:"severity,omitempty"`
-	Affected         []osvAffected  `json:"affected"`
-	References       []osvReference `json:"references"`
-	DatabaseSpecific map[string]any `json:"database_specific,omitempty"`
-}
-
-type osvSeverity struct {
-	Type  string `json:"type"`
-	Score string `json:"score"`
-}
-
-type osvReference struct {
-	Type string `json:"type"`
-	URL  string `json:"url"`
-}
-
-type osvAffected struct {
-	Package           osvPackage     `json:"package"`
-	Ranges            []osvRange     `json:"ranges,omitempty"`
-	Versions          []string       `json:"versions,omitempty"`
-	EcosystemSpecific map[string]any `json:"ecosystem_specific,omitempty"`
-	DatabaseSpecific  map[string]any `json:"database_specific,omitempty"`
-}
-
-type osvPackage struct {
-	Ecosystem string `json:"ecosystem"`
-	Name      string `json:"name"`
-	PURL      string `json:"purl,omitempty"`
-}
-
-type osvRange struct {
-	Type   string              `json:"type"`
-	Events []map[string]string `json:"events"`
-}
-
 var cvssVectors = []string{
 	"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
 	"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H",
@@ -628,7 +585,7 @@ const benchModified = "2026-11-01T00:00:00Z"
 // affectedEntry makes an affected entry for name at installed version v
 // (empty when the package is not in the image): affected in about 60% of
 // the cases, through fixed, last_affected, versions[] or an open range.
-func affectedEntry(rng *rand.Rand, p ecoPool, eco, name, v string) osvAffected {
+func affectedEntry(rng *rand.Rand, p ecoPool, eco, name, v string) osv.Affected {
 	if v == "" {
 		if p.rangeType == "SEMVER" {
 			v = semverVersion(rng)
@@ -642,17 +599,17 @@ func affectedEntry(rng *rand.Rand, p ecoPool, eco, name, v string) osvAffected {
 	if p.eco == "Go" {
 		bare = strings.TrimPrefix(v, "v")
 	}
-	a := osvAffected{Package: osvPackage{Ecosystem: eco, Name: name}}
-	rangeOf := func(ev ...map[string]string) {
-		a.Ranges = append(a.Ranges, osvRange{Type: p.rangeType, Events: append([]map[string]string{{"introduced": "0"}}, ev...)})
+	a := osv.Affected{Package: osv.Package{Ecosystem: eco, Name: name}}
+	rangeOf := func(ev ...osv.Event) {
+		a.Ranges = append(a.Ranges, osv.Range{Type: p.rangeType, Events: append([]osv.Event{{Introduced: "0"}}, ev...)})
 	}
 	notAffected := func() {
 		if lo, ok := below(eco, bare); ok {
-			rangeOf(map[string]string{"fixed": lo})
+			rangeOf(osv.Event{Fixed: lo})
 			return
 		}
 		hi := above(eco, bare)
-		a.Ranges = append(a.Ranges, osvRange{Type: p.rangeType, Events: []map[string]string{{"introduced": hi}, {"fixed": above(eco, hi)}}})
+		a.Ranges = append(a.Ranges, osv.Range{Type: p.rangeType, Events: []osv.Event{{Introduced: hi}, {Fixed: above(eco, hi)}}})
 	}
 	r := rng.IntN(100)
 	if p.rangeType == "SEMVER" && r >= 70 && r < 90 {
@@ -660,11 +617,11 @@ func affectedEntry(rng *rand.Rand, p ecoPool, eco, name, v string) osvAffected {
 	}
 	switch {
 	case r < 35:
-		rangeOf(map[string]string{"fixed": above(eco, bare)})
+		rangeOf(osv.Event{Fixed: above(eco, bare)})
 	case r < 70:
 		notAffected()
 	case r < 78:
-		rangeOf(map[string]string{"last_affected": bare})
+		rangeOf(osv.Event{LastAffected: bare})
 	case r < 85:
 		a.Versions = []string{bare}
 		for range 2 + rng.IntN(6) {
@@ -679,15 +636,15 @@ func affectedEntry(rng *rand.Rand, p ecoPool, eco, name, v string) osvAffected {
 	switch p.eco {
 	case "Debian":
 		a.EcosystemSpecific = map[string]any{"urgency": debianUrgencies[rng.IntN(len(debianUrgencies))]}
-		a.Package.PURL = "pkg:deb/debian/" + name + "?arch=source"
+		a.Package.Purl = "pkg:deb/debian/" + name + "?arch=source"
 	case "Alpine":
 		a.DatabaseSpecific = map[string]any{"source": "https://secdb.alpinelinux.org/v3.19/main.json"}
 	case "Go":
 		a.EcosystemSpecific = map[string]any{"imports": []map[string]any{{"path": name + "/internal/" + synthName(rng), "symbols": []string{"Parse", "Reader.Read"}}}}
 	case "npm":
-		a.Package.PURL = "pkg:npm/" + name
+		a.Package.Purl = "pkg:npm/" + name
 	case "PyPI":
-		a.Package.PURL = "pkg:pypi/" + name
+		a.Package.Purl = "pkg:pypi/" + name
 	}
 	return a
 }
@@ -743,10 +700,10 @@ func makeRecords(n int, img *imageSpec, debPool []string) (*recordSet, error) {
 		}
 		year := 2016 + rng.IntN(11)
 		cve := fmt.Sprintf("CVE-%d-%d", year, 1000+i)
-		rec := osvRecord{SchemaVersion: "1.6.0", Modified: benchModified, Published: fmt.Sprintf("%d-%02d-%02dT00:00:00Z", year, 1+rng.IntN(12), 1+rng.IntN(28)),
+		rec := osv.Record{SchemaVersion: "1.6.0", Modified: benchModified, Published: fmt.Sprintf("%d-%02d-%02dT00:00:00Z", year, 1+rng.IntN(12), 1+rng.IntN(28)),
 			Details: words(rng, 40+rng.IntN(80))}
 		if rng.IntN(100) < 45 {
-			rec.Severity = []osvSeverity{{Type: "CVSS_V3", Score: cvssVectors[rng.IntN(len(cvssVectors))]}}
+			rec.Severity = []osv.Severity{{Type: "CVSS_V3", Score: cvssVectors[rng.IntN(len(cvssVectors))]}}
 		}
 		if rng.IntN(200) == 0 {
 			rec.Withdrawn = "2026-10-01T00:00:00Z"
@@ -758,11 +715,11 @@ func makeRecords(n int, img *imageSpec, debPool []string) (*recordSet, error) {
 			if rng.IntN(10) < 3 {
 				rec.Affected = append(rec.Affected, affectedEntry(rng, p, "Debian:11", name, ""))
 			}
-			rec.References = []osvReference{{"ADVISORY", "https://security-tracker.debian.org/tracker/" + cve}}
+			rec.References = []osv.Reference{{Type: "ADVISORY", URL: "https://security-tracker.debian.org/tracker/" + cve}}
 		case "Alpine":
 			rec.ID, rec.Aliases = "ALPINE-"+cve, []string{cve}
 			rec.Affected = append(rec.Affected, affectedEntry(rng, p, "Alpine:v3.19", name, ""))
-			rec.References = []osvReference{{"ADVISORY", "https://security.alpinelinux.org/vuln/" + cve}}
+			rec.References = []osv.Reference{{Type: "ADVISORY", URL: "https://security.alpinelinux.org/vuln/" + cve}}
 		default:
 			ghsa := fmt.Sprintf("GHSA-%04x-%04x-%04x", rng.IntN(1<<16), rng.IntN(1<<16), i&0xffff)
 			rec.ID, rec.Aliases = ghsa, []string{cve}
@@ -773,7 +730,7 @@ func makeRecords(n int, img *imageSpec, debPool []string) (*recordSet, error) {
 			rec.Affected = append(rec.Affected, affectedEntry(rng, p, p.eco, name, version))
 			rec.DatabaseSpecific = map[string]any{"severity": []string{"LOW", "MODERATE", "HIGH", "CRITICAL"}[rng.IntN(4)],
 				"cwe_ids": []string{fmt.Sprintf("CWE-%d", 20+rng.IntN(900))}, "github_reviewed": true}
-			rec.References = []osvReference{{"ADVISORY", "https://nvd.nist.gov/vuln/detail/" + cve}, {"WEB", "https://github.com/advisories/" + ghsa}}
+			rec.References = []osv.Reference{{Type: "ADVISORY", URL: "https://nvd.nist.gov/vuln/detail/" + cve}, {Type: "WEB", URL: "https://github.com/advisories/" + ghsa}}
 		}
 		b, err := json.Marshal(rec)
 		if err != nil {
@@ -868,7 +825,7 @@ func makePopulation(n, perManifest, k int, pool []string) *population {
 // rev (0: as first imported). Range-changing ones are fixed in mid at even
 // revisions and in newest at odd ones; the others change only metadata.
 func (pop *population) changedRecords(rev int) ([]byte, []string, error) {
-	var recs []osvRecord
+	var recs []osv.Record
 	var ids []string
 	modified := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(rev) * time.Hour).Format(time.RFC3339)
 	for i, c := range pop.changed {
@@ -877,14 +834,14 @@ func (pop *population) changedRecords(rev int) ([]byte, []string, error) {
 			fixed = c.newest
 		}
 		cve := fmt.Sprintf("CVE-2026-%d", 90000+i)
-		refs := []osvReference{{"ADVISORY", "https://security-tracker.debian.org/tracker/" + cve}}
+		refs := []osv.Reference{{Type: "ADVISORY", URL: "https://security-tracker.debian.org/tracker/" + cve}}
 		for r := range rev {
-			refs = append(refs, osvReference{"WEB", fmt.Sprintf("https://example.org/%s/%d", cve, r)})
+			refs = append(refs, osv.Reference{Type: "WEB", URL: fmt.Sprintf("https://example.org/%s/%d", cve, r)})
 		}
-		recs = append(recs, osvRecord{SchemaVersion: "1.6.0", ID: "DEBIAN-" + cve, Modified: modified, Published: "2026-10-01T00:00:00Z",
+		recs = append(recs, osv.Record{SchemaVersion: "1.6.0", ID: "DEBIAN-" + cve, Modified: modified, Published: "2026-10-01T00:00:00Z",
 			Aliases: []string{cve}, Details: "Advisory for " + c.name + " (revision " + strconv.Itoa(rev) + ").",
-			Affected: []osvAffected{{Package: osvPackage{Ecosystem: "Debian:12", Name: c.name},
-				Ranges:            []osvRange{{Type: "ECOSYSTEM", Events: []map[string]string{{"introduced": "0"}, {"fixed": fixed}}}},
+			Affected: []osv.Affected{{Package: osv.Package{Ecosystem: "Debian:12", Name: c.name},
+				Ranges:            []osv.Range{{Type: "ECOSYSTEM", Events: []osv.Event{{Introduced: "0"}, {Fixed: fixed}}}},
 				EcosystemSpecific: map[string]any{"urgency": "medium"}}},
 			References: refs})
 		ids = append(ids, "DEBIAN-"+cve)
