@@ -65,6 +65,10 @@ type PutManifest struct {
 	// Generated marks content Berth made itself (a computed SBOM): it is
 	// stored without a repo_push event and is not scanned.
 	Generated bool
+	// LinkBlobs are stored blobs linked to the repository in the same
+	// transaction, before the references are checked (content Berth
+	// generated and wrote to storage itself).
+	LinkBlobs []Blob
 }
 
 // pushEvent is the data of a repo_push event.
@@ -92,6 +96,11 @@ func (db *DB) putManifest(ctx context.Context, p PutManifest, checkRefs bool, on
 		repoID, err := db.ensureRepository(ctx, tx, p.Repository, p.Actor)
 		if err != nil {
 			return err
+		}
+		for _, b := range p.LinkBlobs {
+			if err := db.linkBlob(ctx, tx, p.Repository, b, "", p.Actor); err != nil {
+				return err
+			}
 		}
 		if checkRefs {
 			if err := db.checkRefs(ctx, tx, repoID, p.Refs); err != nil {

@@ -130,17 +130,23 @@ func (db *DB) LayerIndex(ctx context.Context, digest string) (LayerIndexRow, err
 	return r, nil
 }
 
-// PutLayerIndex stores (or replaces) a layer's index result.
-func (db *DB) PutLayerIndex(ctx context.Context, digest string, version int, status string, result []byte) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, db.q(`INSERT INTO layer_index (digest, indexer_version, status, result, indexed_at) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (digest) DO UPDATE SET indexer_version = excluded.indexer_version, status = excluded.status,
-			result = excluded.result, indexed_at = excluded.indexed_at`), digest, version, status, result, now())
-		if err != nil {
-			return fmt.Errorf("store layer index: %w", err)
-		}
-		return nil
-	})
+// LayerIndexEntry is a layer's index result to cache.
+type LayerIndexEntry struct {
+	Digest  string
+	Version int
+	Status  string
+	Result  []byte
+}
+
+// putLayerIndex stores (or replaces) a layer's index result.
+func (db *DB) putLayerIndex(ctx context.Context, tx *sql.Tx, l LayerIndexEntry) error {
+	_, err := tx.ExecContext(ctx, db.q(`INSERT INTO layer_index (digest, indexer_version, status, result, indexed_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (digest) DO UPDATE SET indexer_version = excluded.indexer_version, status = excluded.status,
+		result = excluded.result, indexed_at = excluded.indexed_at`), l.Digest, l.Version, l.Status, l.Result, now())
+	if err != nil {
+		return fmt.Errorf("store layer index: %w", err)
+	}
+	return nil
 }
 
 // ScanPackage is a package of a manifest as the matcher names it (for
@@ -168,6 +174,9 @@ type ScanResult struct {
 	Report         []byte
 	Packages       []ScanPackage
 	Vulns          []ScanVuln
+	// Layers are newly indexed layers to cache, by digest (written in the
+	// same transaction: one write per scan, not one per layer).
+	Layers []LayerIndexEntry
 	// Events are appended in the same transaction (manifest_scanned,
 	// vulnerability_found).
 	Events []Event
@@ -178,6 +187,11 @@ type ScanResult struct {
 func (db *DB) SaveScan(ctx context.Context, r ScanResult) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		ts := now()
+		for _, l := range r.Layers {
+			if err := db.putLayerIndex(ctx, tx, l); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, reason, indexer_version, report, updated_at) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (digest) DO UPDATE SET status = excluded.status, reason = excluded.reason, indexer_version = excluded.indexer_version,
 			report = excluded.report, updated_at = excluded.updated_at`), r.Digest, r.Status, r.Reason, r.IndexerVersion, r.Report, ts); err != nil {

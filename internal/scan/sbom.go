@@ -3,6 +3,7 @@ package scan
 import (
 	"bytes"
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -40,17 +41,21 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 		return err
 	}
 	docDigest := digest.FromBytes(doc)
-	empty := []byte("{}")
+	var blobs []meta.Blob
 	for _, b := range []struct {
 		d       digest.Digest
 		content []byte
-	}{{oci.EmptyJSONDigest, empty}, {docDigest, doc}} {
-		if _, err := storage.Ingest(ctx, s.driver, bytes.NewReader(b.content), b.d); err != nil {
-			return err
+	}{{oci.EmptyJSONDigest, oci.EmptyJSON}, {docDigest, doc}} {
+		// The empty config is shared by every SBOM: written once.
+		if _, err := s.db.StoredBlob(ctx, b.d); err != nil {
+			if !errors.Is(err, meta.ErrNotFound) {
+				return err
+			}
+			if _, err := storage.Ingest(ctx, s.driver, bytes.NewReader(b.content), b.d); err != nil {
+				return err
+			}
 		}
-		if err := s.db.LinkBlob(ctx, repo, meta.Blob{Digest: b.d, Size: int64(len(b.content))}, "", Actor); err != nil {
-			return err
-		}
+		blobs = append(blobs, meta.Blob{Digest: b.d, Size: int64(len(b.content))})
 	}
 	man := map[string]any{
 		"schemaVersion": 2,
@@ -77,6 +82,7 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 			Size: int64(len(content)), Content: content, Subject: img.Digest,
 			Annotations: map[string]string{"org.opencontainers.image.created": created, SBOMAnnotation: "spdx"}},
 		Refs:      []meta.Ref{{Digest: oci.EmptyJSONDigest}, {Digest: docDigest}},
+		LinkBlobs: blobs,
 		Actor:     Actor,
 		Generated: true,
 	})

@@ -153,7 +153,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 			if after == before || attempt == 2 {
 				break
 			}
-			res.Events = nil
+			res.Events, res.Layers = nil, nil
 		}
 		st.Status = res.Status
 	}
@@ -181,9 +181,12 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 	layers := make([]index.LayerResult, 0, len(man.Layers))
 	rep := &Report{Layers: []string{}}
 	for _, l := range man.Layers {
-		lr, err := s.layer(ctx, l)
+		lr, entry, err := s.layer(ctx, l)
 		if err != nil {
 			return res, nil, nil, err
+		}
+		if entry != nil {
+			res.Layers = append(res.Layers, *entry)
 		}
 		if lr.Status != index.StatusIndexed {
 			res.Status, res.Reason = meta.ScanUnsupported, fmt.Sprintf("layer %s: %s", l.Digest, lr.Reason)
@@ -208,16 +211,18 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 	return res, rep, nil, nil
 }
 
-// layer returns a layer's index result, from the cache or by reading it.
-func (s *Service) layer(ctx context.Context, d oci.Descriptor) (index.LayerResult, error) {
+// layer returns a layer's index result, from the cache or by reading it;
+// a result just read is also returned as the entry to cache (stored with
+// the scan, in its transaction).
+func (s *Service) layer(ctx context.Context, d oci.Descriptor) (index.LayerResult, *meta.LayerIndexEntry, error) {
 	cached, err := s.db.LayerIndex(ctx, d.Digest.String())
 	if err == nil && cached.Version == index.IndexerVersion {
 		var lr index.LayerResult
 		if err := json.Unmarshal(cached.Result, &lr); err == nil {
-			return lr, nil
+			return lr, nil, nil
 		}
 	} else if err != nil && !errors.Is(err, meta.ErrNotFound) {
-		return index.LayerResult{}, err
+		return index.LayerResult{}, nil, err
 	}
 	var lr index.LayerResult
 	if limit := s.opts.Limits.MaxLayerBytes; limit > 0 && d.Size > limit {
@@ -227,22 +232,19 @@ func (s *Service) layer(ctx context.Context, d oci.Descriptor) (index.LayerResul
 		if rerr != nil {
 			// A pull-through cache stores a manifest before its layers:
 			// this is retried until they arrive or the attempts run out.
-			return index.LayerResult{}, fmt.Errorf("open layer %s (not stored yet?): %w", d.Digest, rerr)
+			return index.LayerResult{}, nil, fmt.Errorf("open layer %s (not stored yet?): %w", d.Digest, rerr)
 		}
 		lr, err = index.IndexLayer(ctx, d.Digest.String(), rc, d.MediaType, d.Size, s.opts.Limits)
 		rc.Close()
 	}
 	if err != nil {
-		return index.LayerResult{}, fmt.Errorf("index layer %s: %w", d.Digest, err)
+		return index.LayerResult{}, nil, fmt.Errorf("index layer %s: %w", d.Digest, err)
 	}
 	b, err := json.Marshal(lr)
 	if err != nil {
-		return index.LayerResult{}, fmt.Errorf("encode layer %s: %w", d.Digest, err)
+		return index.LayerResult{}, nil, fmt.Errorf("encode layer %s: %w", d.Digest, err)
 	}
-	if err := s.db.PutLayerIndex(ctx, d.Digest.String(), index.IndexerVersion, lr.Status, b); err != nil {
-		return index.LayerResult{}, err
-	}
-	return lr, nil
+	return lr, &meta.LayerIndexEntry{Digest: d.Digest.String(), Version: index.IndexerVersion, Status: lr.Status, Result: b}, nil
 }
 
 func decodeReport(b []byte) (*Report, error) {
