@@ -123,29 +123,40 @@ func (db *DB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, err
 }
 
 // VulnRecordsFor returns the advisories, not withdrawn, that name any of
-// the keys exactly.
+// the keys exactly: one query per ecosystem and few hundred names, each an
+// index range on (ecosystem, name).
 func (db *DB) VulnRecordsFor(ctx context.Context, keys []VulnKey) ([]StoredVuln, error) {
+	names := map[string][]string{}
+	var ecosystems []string
+	for _, k := range keys {
+		if _, ok := names[k.Ecosystem]; !ok {
+			ecosystems = append(ecosystems, k.Ecosystem)
+		}
+		names[k.Ecosystem] = append(names[k.Ecosystem], k.Name)
+	}
 	seen := map[string]bool{}
 	var out []StoredVuln
-	for _, k := range keys {
-		rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.id, r.data FROM vuln_keys k JOIN vuln_records r ON r.id = k.record_id
-			WHERE k.ecosystem = ? AND k.name = ? AND r.withdrawn = 0`), k.Ecosystem, k.Name)
+	for _, eco := range ecosystems {
+		err := chunks(names[eco], func(part []string) error {
+			rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.id, r.data FROM vuln_keys k JOIN vuln_records r ON r.id = k.record_id
+				WHERE k.ecosystem = ? AND k.name IN (`+placeholders(len(part))+`) AND r.withdrawn = 0`), append([]any{eco}, anySlice(part)...)...)
+			if err != nil {
+				return fmt.Errorf("find advisories: %w", err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var v StoredVuln
+				if err := rows.Scan(&v.ID, &v.Data); err != nil {
+					return err
+				}
+				if !seen[v.ID] {
+					seen[v.ID] = true
+					out = append(out, v)
+				}
+			}
+			return rows.Err()
+		})
 		if err != nil {
-			return nil, fmt.Errorf("find advisories: %w", err)
-		}
-		for rows.Next() {
-			var v StoredVuln
-			if err := rows.Scan(&v.ID, &v.Data); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			if !seen[v.ID] {
-				seen[v.ID] = true
-				out = append(out, v)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return nil, err
 		}
 	}
