@@ -282,32 +282,22 @@ func (db *DB) AppendEvents(ctx context.Context, evs []Event) error {
 	return db.tx(ctx, func(tx *sql.Tx) error { return db.appendEvents(ctx, tx, evs) })
 }
 
-// ManifestVulns returns the vulnerabilities last matched in a manifest,
-// restricted to the given record ids when ids is non-nil.
-func (db *DB) ManifestVulns(ctx context.Context, digest string, ids []string) ([]ScanVuln, error) {
+// ManifestVulns returns the vulnerabilities last matched in a manifest.
+func (db *DB) ManifestVulns(ctx context.Context, digest string) ([]ScanVuln, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT vuln_id, package, severity FROM manifest_vulns WHERE digest = ? ORDER BY vuln_id, package"), digest)
+	if err != nil {
+		return nil, fmt.Errorf("read scan vulnerabilities: %w", err)
+	}
+	defer rows.Close()
 	var out []ScanVuln
-	err := chunks(ids, func(part []string) error {
-		query := "SELECT vuln_id, package, severity FROM manifest_vulns WHERE digest = ?"
-		args := []any{digest}
-		if ids != nil {
-			query += " AND vuln_id IN (" + placeholders(len(part)) + ")"
-			args = append(args, anySlice(part)...)
+	for rows.Next() {
+		var v ScanVuln
+		if err := rows.Scan(&v.VulnID, &v.Package, &v.Severity); err != nil {
+			return nil, err
 		}
-		rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY vuln_id, package"), args...)
-		if err != nil {
-			return fmt.Errorf("read scan vulnerabilities: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var v ScanVuln
-			if err := rows.Scan(&v.VulnID, &v.Package, &v.Severity); err != nil {
-				return err
-			}
-			out = append(out, v)
-		}
-		return rows.Err()
-	})
-	return out, err
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
 
 // VulnChange replaces, for one manifest, the matches of a set of records.
@@ -414,24 +404,6 @@ func (db *DB) ManifestsWithPackages(ctx context.Context, keys []VulnKey) ([]Pack
 	return out, nil
 }
 
-// ManifestPackages returns the packages of a scanned manifest.
-func (db *DB) ManifestPackages(ctx context.Context, digest string) ([]ScanPackage, error) {
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT ecosystem, name, version FROM manifest_packages WHERE digest = ? ORDER BY ecosystem, name, version"), digest)
-	if err != nil {
-		return nil, fmt.Errorf("read scan packages: %w", err)
-	}
-	defer rows.Close()
-	var out []ScanPackage
-	for rows.Next() {
-		var p ScanPackage
-		if err := rows.Scan(&p.Ecosystem, &p.Name, &p.Version); err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
-}
-
 // VulnsOfRecords returns, per manifest, the matches stored for any of the
 // records.
 func (db *DB) VulnsOfRecords(ctx context.Context, ids []string) (map[string][]ScanVuln, error) {
@@ -489,11 +461,8 @@ func (db *DB) ManifestHolders(ctx context.Context, digest string) ([]ManifestHol
 }
 
 // chunks calls fn with ids in parts small enough for one statement's
-// parameters; a nil ids calls fn once with nil.
+// parameters.
 func chunks(ids []string, fn func(part []string) error) error {
-	if ids == nil {
-		return fn(nil)
-	}
 	const size = 500
 	for len(ids) > 0 {
 		n := min(size, len(ids))

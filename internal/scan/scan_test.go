@@ -329,7 +329,7 @@ func TestRematchAfterImport(t *testing.T) {
 			if got := feature(e.security("acme/deb", deb), "zlib1g"); len(got.Vulnerabilities) != 0 {
 				t.Fatalf("withdrawn advisory still shown: %v", vulnNames(got))
 			}
-			vulns, err := e.db.ManifestVulns(ctx, deb, nil)
+			vulns, err := e.db.ManifestVulns(ctx, deb)
 			if err != nil || len(vulns) != 0 {
 				t.Fatalf("stored matches after withdrawal: %v %v", vulns, err)
 			}
