@@ -334,20 +334,16 @@ func (db *DB) FanOutEvents(ctx context.Context, n int) (int, error) {
 // 5 Unknown.
 var severityIndex = map[string]int{"critical": 0, "high": 1, "medium": 2, "low": 3, "negligible": 4, "unknown": 5}
 
-// levelAllows applies Quay's rule for vulnerability_found: a notification
-// with eventConfig.level L (an index, 0 = Critical) hears a vulnerability
-// whose priority index is at most L. No level hears everything.
-func levelAllows(eventConfig, payload string) bool {
-	var cfg struct {
-		Level any `json:"level"`
-	}
-	if json.Unmarshal([]byte(eventConfig), &cfg) != nil || cfg.Level == nil {
-		return true
-	}
+// VulnLevel reads a vulnerability_found notification's eventConfig.level:
+// Quay's index (0 Critical .. 5 Unknown) as a number or digits, or a
+// severity name.
+func VulnLevel(v any) (int, bool) {
 	level := -1
-	switch x := cfg.Level.(type) {
+	switch x := v.(type) {
 	case float64:
-		level = int(x)
+		if x == float64(int(x)) {
+			level = int(x)
+		}
 	case string:
 		if i, ok := severityIndex[strings.ToLower(x)]; ok {
 			level = i
@@ -355,7 +351,21 @@ func levelAllows(eventConfig, payload string) bool {
 			level = n
 		}
 	}
-	if level < 0 {
+	return level, level >= 0 && level <= 5
+}
+
+// levelAllows applies Quay's rule for vulnerability_found: a notification
+// with eventConfig.level L hears a vulnerability whose priority index is
+// at most L. No level (or one that does not parse) hears everything.
+func levelAllows(eventConfig, payload string) bool {
+	var cfg struct {
+		Level any `json:"level"`
+	}
+	if json.Unmarshal([]byte(eventConfig), &cfg) != nil || cfg.Level == nil {
+		return true
+	}
+	level, ok := VulnLevel(cfg.Level)
+	if !ok {
 		return true
 	}
 	var p struct {

@@ -161,8 +161,8 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 	}
 	if in.Event == "vulnerability_found" {
 		if lv, ok := in.EventConfig["level"]; ok {
-			if f, ok := lv.(float64); !ok || f < 0 || f > 5 {
-				return meta.Notification{}, invalid("eventConfig.level must be 0 (Critical) to 5 (Unknown)")
+			if _, ok := meta.VulnLevel(lv); !ok {
+				return meta.Notification{}, invalid("eventConfig.level must be 0 (Critical) to 5 (Unknown), or a severity name")
 			}
 		}
 	}

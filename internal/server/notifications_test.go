@@ -53,6 +53,8 @@ func TestNotificationAPI(t *testing.T) {
 		`{"event":"nope","method":"webhook","config":{"url":"https://x.example.com"}}`,
 		`{"event":"repo_push","method":"carrier-pigeon","config":{}}`,
 		`{"event":"vulnerability_found","method":"webhook","config":{"url":"https://x.example.com"},"eventConfig":{"level":9}}`,
+		`{"event":"vulnerability_found","method":"webhook","config":{"url":"https://x.example.com"},"eventConfig":{"level":"dire"}}`,
+		`{"event":"vulnerability_found","method":"webhook","config":{"url":"https://x.example.com"},"eventConfig":{"level":1.5}}`,
 		`{"event":"repo_push","method":"webhook","config":{"url":"https://x.example.com"},"unknown":1}`,
 		`{"event":"repo_push","method":"webhook","config":{"url":"https://user:pw@x.example.com/"}}`, // credentials in the URL
 		`{"event":"repo_push","method":"webhook","config":{"url":"https://x.example.com","headers":{"X-Hub-Signature-256":"forged"}}}`,
@@ -61,6 +63,15 @@ func TestNotificationAPI(t *testing.T) {
 		if status, _, raw := w.call("POST", base, "owner", bad); status != 400 {
 			t.Errorf("create %s: %d %s", bad, status, raw)
 		}
+	}
+	// Quay's level as digits or a severity name is accepted too.
+	for _, level := range []string{`"1"`, `"High"`} {
+		body := `{"event":"vulnerability_found","method":"webhook","config":{"url":"https://x.example.com"},"eventConfig":{"level":` + level + `}}`
+		status, n, raw := w.call("POST", base, "owner", body)
+		if status != 201 {
+			t.Fatalf("level %s: %d %s", level, status, raw)
+		}
+		w.call("DELETE", base+n["uuid"].(string), "owner", "")
 	}
 	if status, m, _ := w.call("GET", base, "owner", ""); status != 200 || len(m["notifications"].([]any)) != 1 {
 		t.Fatalf("list: %d %v", status, m)
