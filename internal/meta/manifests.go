@@ -52,6 +52,10 @@ func (e *MissingRefsError) Error() string {
 	return "manifest references unknown " + strings.Join(parts, ", ")
 }
 
+// GeneratedSBOMAnnotation marks the SBOM referrers Berth's scanner
+// computes (value "spdx"); they are deleted with their subject.
+const GeneratedSBOMAnnotation = "dev.berth.sbom"
+
 // PutManifest is a manifest push.
 type PutManifest struct {
 	Repository string
@@ -280,6 +284,25 @@ func (db *DB) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrManifestNotFound
+		}
+		// The SBOM Berth computed for it goes with it (referrers that
+		// clients pushed stay, as the distribution spec allows).
+		rows, err = tx.QueryContext(ctx, db.q("SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND annotations LIKE ?"),
+			repoID, d.String(), `%"`+GeneratedSBOMAnnotation+`"%`)
+		if err != nil {
+			return fmt.Errorf("list generated referrers: %w", err)
+		}
+		generated, err := scanStrings(rows)
+		if err != nil {
+			return fmt.Errorf("list generated referrers: %w", err)
+		}
+		for _, g := range generated {
+			for _, stmt := range []string{"DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?",
+				"DELETE FROM manifests WHERE repository_id = ? AND digest = ?"} {
+				if _, err := tx.ExecContext(ctx, db.q(stmt), repoID, g); err != nil {
+					return fmt.Errorf("delete generated referrer: %w", err)
+				}
+			}
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventManifestDeleted, Repository: repo, Actor: actor,
 			Data: mustJSON(map[string]any{"digest": d.String(), "tags": tags})})

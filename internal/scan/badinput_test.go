@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/scan/index"
 )
@@ -159,5 +160,31 @@ func TestImportBadInput(t *testing.T) {
 	srcs, err := e.db.VulnSources(ctx)
 	if err != nil || len(srcs) != 1 || srcs[0].Ecosystem != "Debian" || srcs[0].Records != 1 || srcs[0].UpdatedAt.IsZero() {
 		t.Fatalf("sources: %+v %v", srcs, err)
+	}
+}
+
+// TestDeleteRemovesGeneratedSBOM: deleting an image deletes the SBOM Berth
+// computed for it, and leaves a referrer a client pushed.
+func TestDeleteRemovesGeneratedSBOM(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t, dialect, index.Limits{})
+			dgst, _ := e.push("acme/gone", "1", debianLayer(t))
+			e.drain()
+			d := mustDigest(t, dgst)
+			if refs, err := e.db.Referrers(ctx, "acme/gone", d, ""); err != nil || len(refs) != 1 {
+				t.Fatalf("before: %v %v", refs, err)
+			}
+			// A client's own referrer (an oras-style artifact) of the image.
+			e.putReferrer("acme/gone", dgst)
+			if err := e.db.DeleteManifest(ctx, "acme/gone", d, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			refs, err := e.db.Referrers(ctx, "acme/gone", d, "")
+			if err != nil || len(refs) != 1 || refs[0].ArtifactType != "application/vnd.example.report" {
+				t.Fatalf("after delete: %+v %v", refs, err)
+			}
+		})
 	}
 }

@@ -348,3 +348,31 @@ func (e *env) pushIndex(repo, tag string, manifests ...string) string {
 	}
 	return digest.FromString(body).String()
 }
+
+// putReferrer pushes a small artifact whose subject is the image.
+func (e *env) putReferrer(repo, subject string) {
+	e.t.Helper()
+	m, err := e.db.GetManifest(context.Background(), repo, "", mustDigest(e.t, subject), false)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+e.host+"/v2/"+repo+"/blobs/uploads/?digest="+digest.FromString("{}").String(), strings.NewReader("{}"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	body := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example.report",`+
+		`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":%q,"size":2},"layers":[{"mediaType":"application/vnd.oci.empty.v1+json","digest":%q,"size":2}],`+
+		`"subject":{"mediaType":%q,"digest":%q,"size":%d}}`, digest.FromString("{}"), digest.FromString("{}"), m.MediaType, subject, m.Size)
+	req, _ = http.NewRequest(http.MethodPut, "http://"+e.host+"/v2/"+repo+"/manifests/"+digest.FromString(body).String(), strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		e.t.Fatalf("push referrer: %d", resp.StatusCode)
+	}
+}

@@ -18,7 +18,7 @@ import (
 )
 
 // SBOMAnnotation marks the SBOM referrers Berth computed (value "spdx").
-const SBOMAnnotation = "dev.berth.sbom"
+const SBOMAnnotation = meta.GeneratedSBOMAnnotation
 
 // attachSBOM stores the report as an SPDX 2.3 document referring to the
 // image, unless the repository already holds Berth's SBOM for it. It goes
