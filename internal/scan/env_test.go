@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,7 +73,7 @@ func layer(t *testing.T, files map[string]string) v1.Layer {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
-	for _, p := range sortedKeys(files) {
+	for _, p := range slices.Sorted(maps.Keys(files)) {
 		hdr := &tar.Header{Name: p, Mode: 0o644, Size: int64(len(files[p])), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}
 		if strings.HasSuffix(p, "/") {
 			hdr.Typeflag, hdr.Size, hdr.Mode = tar.TypeDir, 0, 0o755
@@ -92,21 +94,6 @@ func layer(t *testing.T, files map[string]string) v1.Layer {
 }
 
 func rawLayer(b []byte, mt types.MediaType) v1.Layer { return static.NewLayer(b, mt) }
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := range keys {
-		for j := i + 1; j < len(keys); j++ {
-			if keys[j] < keys[i] {
-				keys[i], keys[j] = keys[j], keys[i]
-			}
-		}
-	}
-	return keys
-}
 
 // debianLayer is the committed Debian 12 fixture (real .deb contents).
 func debianLayer(t *testing.T) v1.Layer {
