@@ -30,6 +30,7 @@ type Config struct {
 	Storage  Storage  `yaml:"storage"`
 	Auth     Auth     `yaml:"auth"`
 	Registry Registry `yaml:"registry"`
+	HTTP     HTTP     `yaml:"http"`
 	Log      Log      `yaml:"log"`
 	// ExternalURL is how clients reach the registry (scheme://host[:port]);
 	// notification payloads use it for docker_url and homepage. Empty:
@@ -101,6 +102,21 @@ type Registry struct {
 	AllowV11Artifacts bool `yaml:"allowV11Artifacts"`
 }
 
+// HTTP bounds what one client connection may hold: slow or stalled
+// clients are cut instead of holding memory and upload claims forever.
+type HTTP struct {
+	// ReadHeaderTimeout bounds the time to receive a request's headers.
+	ReadHeaderTimeout time.Duration `yaml:"readHeaderTimeout"`
+	// MaxHeaderBytes caps the size of a request's headers.
+	MaxHeaderBytes int `yaml:"maxHeaderBytes"`
+	// BodyIdleTimeout cuts a request whose body makes no progress for
+	// this long; an upload cut this way keeps the bytes it received and
+	// can be resumed.
+	BodyIdleTimeout time.Duration `yaml:"bodyIdleTimeout"`
+	// IdleTimeout closes a kept-alive connection with no request.
+	IdleTimeout time.Duration `yaml:"idleTimeout"`
+}
+
 // Notifications configures delivery.
 type Notifications struct {
 	// AllowedHosts lets webhooks reach internal addresses, which are
@@ -147,6 +163,7 @@ func Default() Config {
 		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}},
 		Auth:     Auth{Mode: "token", TokenTTL: 5 * time.Minute, Service: "berth"},
 		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true},
+		HTTP:     HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: time.Minute, IdleTimeout: 2 * time.Minute},
 		Log:      Log{Level: "info", Format: "text"},
 
 		CreatePrivateRepoOnPush: true,
@@ -236,6 +253,18 @@ func (c *Config) Validate() error {
 	}
 	if m := c.Registry.MaxManifestBytes; m < 1<<10 || m > 64<<20 {
 		bad("registry.maxManifestBytes", "%d is outside 1024..67108864", m)
+	}
+	if d := c.HTTP.ReadHeaderTimeout; d < time.Second || d > 10*time.Minute {
+		bad("http.readHeaderTimeout", "%s is outside 1s..10m", d)
+	}
+	if m := c.HTTP.MaxHeaderBytes; m < 4<<10 || m > 16<<20 {
+		bad("http.maxHeaderBytes", "%d is outside 4096..16777216", m)
+	}
+	if d := c.HTTP.BodyIdleTimeout; d < time.Second || d > time.Hour {
+		bad("http.bodyIdleTimeout", "%s is outside 1s..1h", d)
+	}
+	if d := c.HTTP.IdleTimeout; d < time.Second || d > time.Hour {
+		bad("http.idleTimeout", "%s is outside 1s..1h", d)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -89,17 +89,30 @@ func (db *DB) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, upl
 }
 
 // UnlinkBlob removes a blob from a repository. The bytes stay until garbage
-// collection finds nothing referencing them.
+// collection finds nothing referencing them. A blob that a manifest of the
+// repository references is not unlinked: an *InUseError names the
+// manifests. On PostgreSQL the link row is deleted (and so locked) before
+// the references are read: a push that holds the link FOR SHARE while it
+// stores a manifest naming the blob makes the delete wait for its commit,
+// and the check then sees the new manifest; a push that comes later finds
+// the link gone and is refused with MANIFEST_BLOB_UNKNOWN.
 func (db *DB) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM repository_blobs WHERE digest = ?
-			AND repository_id = (SELECT id FROM repositories WHERE name = ?)`), d.String(), repo)
+		var repoID int64
+		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrBlobNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up repository: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, db.q("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?"), repoID, d.String())
 		if err != nil {
 			return fmt.Errorf("unlink blob: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrBlobNotFound
 		}
-		return nil
+		return db.refusedIfReferenced(ctx, tx, repoID, d, "blob")
 	})
 }

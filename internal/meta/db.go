@@ -151,15 +151,39 @@ func (db *DB) q(query string) string {
 	return b.String()
 }
 
-// tx runs fn in a write transaction, committing if it returns nil.
+// tx runs fn in a write transaction, committing if it returns nil. A
+// transaction that loses a race the database detects (a serialization
+// failure or deadlock on PostgreSQL, or fn's own errRetry after a
+// concurrent change it could not lock) is run again from the start, a few
+// times: concurrency in normal operation is not an error the caller sees.
+// fn must therefore only touch the database and its own locals.
 func (db *DB) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	var err error
+	for attempt := range txAttempts {
+		if err = db.tx1(ctx, fn); err == nil || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		// A short, growing pause lets the winner commit.
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 2 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%w (gave up after %d tries)", err, txAttempts)
+}
+
+// txAttempts bounds the runs of one transaction that keeps losing races.
+const txAttempts = 8
+
+func (db *DB) tx1(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		return err
+		return invalidText(err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)

@@ -35,10 +35,15 @@ type Ref struct {
 var ErrManifestNotFound = fmt.Errorf("manifest %w", ErrNotFound)
 
 // MissingRefsError lists the references of a manifest that the repository
-// does not have.
+// does not have: the first few of them, and how many in all.
 type MissingRefsError struct {
 	Missing []Ref
+	Count   int
 }
+
+// maxMissingNamed bounds the references a MissingRefsError names (a
+// manifest may list tens of thousands; the answer stays small).
+const maxMissingNamed = 10
 
 func (e *MissingRefsError) Error() string {
 	var parts []string
@@ -49,7 +54,11 @@ func (e *MissingRefsError) Error() string {
 		}
 		parts = append(parts, kind+" "+r.Digest.String())
 	}
-	return "manifest references unknown " + strings.Join(parts, ", ")
+	msg := "manifest references unknown " + strings.Join(parts, ", ")
+	if e.Count > len(e.Missing) {
+		msg += fmt.Sprintf(" and %d more (%d unknown in all)", e.Count-len(e.Missing), e.Count)
+	}
+	return msg
 }
 
 // GeneratedSBOMAnnotation marks the SBOM referrers Berth's scanner
@@ -127,17 +136,27 @@ func (db *DB) putManifest(ctx context.Context, p PutManifest, checkRefs bool, on
 			return fmt.Errorf("store manifest: %w", err)
 		}
 		created, _ := res.RowsAffected()
+		if created == 0 && db.dialect == postgres {
+			// The manifest exists: hold it until this push commits, so
+			// that a concurrent delete waits for the tag set here (and a
+			// delete that won meanwhile makes this push store it again).
+			var one int
+			err := tx.QueryRowContext(ctx, "SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2 FOR SHARE", repoID, m.Digest.String()).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				return errRetry
+			}
+			if err != nil {
+				return fmt.Errorf("lock manifest: %w", err)
+			}
+		}
 		if created == 1 && db.scanOnPush && !p.Generated && scannable(m.MediaType) {
 			if err := db.enqueueScan(ctx, tx, p.Repository, m.Digest.String()); err != nil {
 				return err
 			}
 		}
 		if created == 1 {
-			for _, r := range p.Refs {
-				if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_references (repository_id, manifest_digest, ref_digest, is_manifest)
-					VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`), repoID, m.Digest.String(), r.Digest.String(), boolInt(r.IsManifest)); err != nil {
-					return fmt.Errorf("store manifest reference: %w", err)
-				}
+			if err := db.insertRefs(ctx, tx, repoID, m.Digest, p.Refs); err != nil {
+				return err
 			}
 		}
 		tags := []string{}
@@ -166,6 +185,24 @@ func (db *DB) putManifest(ctx context.Context, p PutManifest, checkRefs bool, on
 	})
 }
 
+// insertRefs records a manifest's references, many rows per statement.
+func (db *DB) insertRefs(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, refs []Ref) error {
+	const perStatement = 200 // 4 parameters each: well under SQLite's and PostgreSQL's limits
+	for start := 0; start < len(refs); start += perStatement {
+		batch := refs[start:min(start+perStatement, len(refs))]
+		args := make([]any, 0, 4*len(batch))
+		for _, r := range batch {
+			args = append(args, repoID, d.String(), r.Digest.String(), boolInt(r.IsManifest))
+		}
+		values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", len(batch)), ", ")
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_references (repository_id, manifest_digest, ref_digest, is_manifest)
+			VALUES `+values+` ON CONFLICT DO NOTHING`), args...); err != nil {
+			return fmt.Errorf("store manifest references: %w", err)
+		}
+	}
+	return nil
+}
+
 func boolInt(b bool) int {
 	if b {
 		return 1
@@ -173,32 +210,65 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// checkRefs verifies every reference exists in the repository. On
-// PostgreSQL the rows found are locked FOR SHARE so that a concurrent
-// unlink waits for this push to commit.
+// refBatch is how many digests one reference query looks up.
+const refBatch = 500
+
+// checkRefs verifies every reference exists in the repository, a batch of
+// digests per query. On PostgreSQL the rows found are locked FOR SHARE so
+// that a concurrent unlink or delete waits for this push to commit (and
+// then sees its references and refuses).
 func (db *DB) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []Ref) error {
-	var missing []Ref
 	lock := ""
 	if db.dialect == postgres {
 		lock = " FOR SHARE"
 	}
+	var blobs, manifests []Ref
 	for _, r := range refs {
-		query := "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?" + lock
 		if r.IsManifest {
-			query = "SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?" + lock
-		}
-		var one int
-		err := tx.QueryRowContext(ctx, db.q(query), repoID, r.Digest.String()).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			missing = append(missing, r)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("check manifest references: %w", err)
+			manifests = append(manifests, r)
+		} else {
+			blobs = append(blobs, r)
 		}
 	}
-	if len(missing) > 0 {
-		return &MissingRefsError{Missing: missing}
+	missing := &MissingRefsError{}
+	for _, group := range []struct {
+		refs  []Ref
+		query string
+	}{
+		{blobs, "SELECT digest FROM repository_blobs WHERE repository_id = ? AND digest IN "},
+		{manifests, "SELECT digest FROM manifests WHERE repository_id = ? AND digest IN "},
+	} {
+		for start := 0; start < len(group.refs); start += refBatch {
+			batch := group.refs[start:min(start+refBatch, len(group.refs))]
+			args := make([]any, 0, len(batch)+1)
+			args = append(args, repoID)
+			for _, r := range batch {
+				args = append(args, r.Digest.String())
+			}
+			rows, err := tx.QueryContext(ctx, db.q(group.query+"("+placeholders(len(batch))+")"+lock), args...)
+			if err != nil {
+				return fmt.Errorf("check manifest references: %w", err)
+			}
+			found, err := scanStrings(rows)
+			if err != nil {
+				return fmt.Errorf("check manifest references: %w", err)
+			}
+			have := make(map[string]bool, len(found))
+			for _, d := range found {
+				have[d] = true
+			}
+			for _, r := range batch {
+				if !have[r.Digest.String()] {
+					missing.Count++
+					if len(missing.Missing) < maxMissingNamed {
+						missing.Missing = append(missing.Missing, r)
+					}
+				}
+			}
+		}
+	}
+	if missing.Count > 0 {
+		return missing
 	}
 	return nil
 }
@@ -264,6 +334,25 @@ func (db *DB) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 			}
 			return fmt.Errorf("look up repository: %w", err)
 		}
+		// Lock the manifest first (PostgreSQL): an index push that lists
+		// it holds it FOR SHARE until it commits, so the parent check
+		// below, a statement later, sees that index. SQLite serializes
+		// writers.
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR UPDATE"
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"+lock), repoID, d.String()).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up manifest: %w", err)
+		}
+		if err := db.refusedIfReferenced(ctx, tx, repoID, d, "manifest"); err != nil {
+			return err
+		}
 		rows, err := tx.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND manifest_digest = ? ORDER BY name"), repoID, d.String())
 		if err != nil {
 			return fmt.Errorf("list tags of manifest: %w", err)
@@ -307,6 +396,37 @@ func (db *DB) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 		return db.appendEvent(ctx, tx, Event{Kind: EventManifestDeleted, Repository: repo, Actor: actor,
 			Data: mustJSON(map[string]any{"digest": d.String(), "tags": tags})})
 	})
+}
+
+// refusedIfReferenced returns an *InUseError if a manifest of the
+// repository references d (an index listing it as a child, an image
+// listing it as a layer or config).
+func (db *DB) refusedIfReferenced(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, kind string) error {
+	const named = 5
+	rows, err := tx.QueryContext(ctx, db.q(`SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ?
+		ORDER BY manifest_digest LIMIT ?`), repoID, d.String(), named+1)
+	if err != nil {
+		return fmt.Errorf("find references: %w", err)
+	}
+	parents, err := scanStrings(rows)
+	if err != nil {
+		return fmt.Errorf("find references: %w", err)
+	}
+	if len(parents) == 0 {
+		return nil
+	}
+	e := &InUseError{What: kind + " " + d.String(), Count: len(parents)}
+	if len(parents) > named {
+		if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM manifest_references WHERE repository_id = ? AND ref_digest = ?"),
+			repoID, d.String()).Scan(&e.Count); err != nil {
+			return fmt.Errorf("count references: %w", err)
+		}
+		parents = parents[:named]
+	}
+	for _, p := range parents {
+		e.References = append(e.References, digest.Digest(p))
+	}
+	return e
 }
 
 // DeleteTag removes a tag; the manifest stays.

@@ -112,7 +112,7 @@ func testUploads(t *testing.T, db *meta.DB) {
 		t.Fatalf("upload visible from another repository: %v", err)
 	}
 	claimed, err := db.ClaimUpload(ctx, "app", u.ID, time.Minute)
-	if err != nil || claimed.Size != 0 {
+	if err != nil || claimed.Size != 0 || claimed.Claim == 0 {
 		t.Fatalf("ClaimUpload = %+v, %v", claimed, err)
 	}
 	if _, err := db.ClaimUpload(ctx, "app", u.ID, time.Minute); !errors.Is(err, meta.ErrUploadBusy) {
@@ -121,20 +121,43 @@ func testUploads(t *testing.T, db *meta.DB) {
 	if _, err := db.ClaimUpload(ctx, "other", u.ID, time.Minute); !errors.Is(err, meta.ErrUploadNotFound) {
 		t.Fatalf("claim from another repository: %v, want ErrUploadNotFound", err)
 	}
-	if err := db.AdvanceUpload(ctx, u.ID, 0, 100, []byte{2}); err != nil {
+	renewed, err := db.RenewUpload(ctx, u.ID, claimed.Claim, time.Minute)
+	if err != nil || renewed <= claimed.Claim {
+		t.Fatalf("RenewUpload = %d, %v", renewed, err)
+	}
+	if _, err := db.RenewUpload(ctx, u.ID, claimed.Claim, time.Minute); !errors.Is(err, meta.ErrUploadClaimLost) {
+		t.Fatalf("renew with a stale claim: %v, want ErrUploadClaimLost", err)
+	}
+	if err := db.AdvanceUpload(ctx, u.ID, claimed.Claim, 0, 100, []byte{2}); !errors.Is(err, meta.ErrUploadConflict) {
+		t.Fatalf("advance with a stale claim: %v, want ErrUploadConflict", err)
+	}
+	if err := db.AdvanceUpload(ctx, u.ID, renewed, 0, 100, []byte{2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.AdvanceUpload(ctx, u.ID, 0, 50, []byte{3}); !errors.Is(err, meta.ErrUploadConflict) {
+	if err := db.AdvanceUpload(ctx, u.ID, renewed, 0, 50, []byte{3}); !errors.Is(err, meta.ErrUploadConflict) {
 		t.Fatalf("stale advance: %v, want ErrUploadConflict", err)
 	}
-	// Advancing ends the claim; a claim with an expired lease is free.
-	if _, err := db.ClaimUpload(ctx, "app", u.ID, -time.Second); err != nil {
+	// Advancing ends the claim; a claim whose lease ran out is free (a
+	// writer that died), and its holder can no longer advance.
+	dead, err := db.ClaimUpload(ctx, "app", u.ID, time.Microsecond)
+	if err != nil {
 		t.Fatalf("claim after advance: %v", err)
 	}
-	if _, err := db.ClaimUpload(ctx, "app", u.ID, time.Minute); err != nil {
+	time.Sleep(2 * time.Millisecond)
+	taken, err := db.ClaimUpload(ctx, "app", u.ID, time.Minute)
+	if err != nil {
 		t.Fatalf("claim after an expired lease: %v", err)
 	}
-	if err := db.ReleaseUpload(ctx, u.ID); err != nil {
+	if err := db.AdvanceUpload(ctx, u.ID, dead.Claim, 100, 200, []byte{4}); !errors.Is(err, meta.ErrUploadConflict) {
+		t.Fatalf("advance by the dead claim: %v, want ErrUploadConflict", err)
+	}
+	if err := db.ReleaseUpload(ctx, u.ID, dead.Claim); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ClaimUpload(ctx, "app", u.ID, time.Minute); !errors.Is(err, meta.ErrUploadBusy) {
+		t.Fatalf("a stale release freed the live claim: %v", err)
+	}
+	if err := db.ReleaseUpload(ctx, u.ID, taken.Claim); err != nil {
 		t.Fatal(err)
 	}
 	got, err := db.GetUpload(ctx, "app", u.ID)

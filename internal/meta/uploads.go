@@ -17,6 +17,8 @@ type Upload struct {
 	Size       int64
 	HashState  []byte
 	StartedAt  time.Time
+	// Claim identifies the caller's claim (ClaimUpload); zero otherwise.
+	Claim int64
 }
 
 // ErrUploadNotFound is returned for an unknown upload session.
@@ -55,17 +57,25 @@ func (db *DB) GetUpload(ctx context.Context, repo, id string) (Upload, error) {
 	return u, nil
 }
 
+// ErrUploadClaimLost is returned when a claim was taken over (its lease
+// ran out without renewal) or ended.
+var ErrUploadClaimLost = errors.New("the claim on this upload was lost")
+
 // ClaimUpload gives the caller exclusive write access to an upload for the
 // lease, across every process sharing the database: two requests writing
 // one upload at once would interleave bytes that the saved hash state does
-// not describe. AdvanceUpload or ReleaseUpload ends the claim; a crashed
-// writer's claim expires with its lease.
+// not describe. The returned Upload's Claim identifies the claim (it is
+// the lease's end, unique per claim); RenewUpload extends it while the
+// writer streams, and AdvanceUpload or ReleaseUpload ends it. A writer
+// that dies stops renewing, so its claim ends with its short lease and
+// the upload can be resumed, by any process, within seconds.
 func (db *DB) ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (Upload, error) {
 	u := Upload{ID: id, Repository: repo}
 	var started int64
 	ts := now()
+	u.Claim = ts + max(lease.Microseconds(), 1)
 	err := db.write.QueryRowContext(ctx, db.q(`UPDATE uploads SET locked_until = ? WHERE id = ? AND repository = ? AND locked_until < ?
-		RETURNING size, hash_state, started_at`), ts+lease.Microseconds(), id, repo, ts).Scan(&u.Size, &u.HashState, &started)
+		RETURNING size, hash_state, started_at`), u.Claim, id, repo, ts).Scan(&u.Size, &u.HashState, &started)
 	if errors.Is(err, sql.ErrNoRows) {
 		if _, gerr := db.GetUpload(ctx, repo, id); gerr != nil {
 			return Upload{}, gerr
@@ -79,20 +89,35 @@ func (db *DB) ClaimUpload(ctx context.Context, repo, id string, lease time.Durat
 	return u, nil
 }
 
-// ReleaseUpload ends a claim without changing the upload.
-func (db *DB) ReleaseUpload(ctx context.Context, id string) error {
-	if _, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET locked_until = 0 WHERE id = ?"), id); err != nil {
+// RenewUpload extends a claim to lease from now and returns the new claim.
+// It returns ErrUploadClaimLost if claim is no longer the upload's.
+func (db *DB) RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error) {
+	next := max(now()+lease.Microseconds(), claim+1)
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET locked_until = ? WHERE id = ? AND locked_until = ?"), next, id, claim)
+	if err != nil {
+		return claim, fmt.Errorf("renew upload claim: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return claim, ErrUploadClaimLost
+	}
+	return next, nil
+}
+
+// ReleaseUpload ends a claim without changing the upload. A claim that is
+// no longer the caller's is left alone.
+func (db *DB) ReleaseUpload(ctx context.Context, id string, claim int64) error {
+	if _, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET locked_until = 0 WHERE id = ? AND locked_until = ?"), id, claim); err != nil {
 		return fmt.Errorf("release upload: %w", err)
 	}
 	return nil
 }
 
 // AdvanceUpload records that the upload grew from oldSize to newSize and
-// ends the caller's claim. It fails with ErrUploadConflict if another
-// request moved it meanwhile.
-func (db *DB) AdvanceUpload(ctx context.Context, id string, oldSize, newSize int64, hashState []byte) error {
-	res, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET size = ?, hash_state = ?, updated_at = ?, locked_until = 0 WHERE id = ? AND size = ?"),
-		newSize, hashState, now(), id, oldSize)
+// ends the caller's claim. It fails with ErrUploadConflict if the claim
+// was lost or another request moved the upload meanwhile.
+func (db *DB) AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState []byte) error {
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET size = ?, hash_state = ?, updated_at = ?, locked_until = 0 WHERE id = ? AND size = ? AND locked_until = ?"),
+		newSize, hashState, now(), id, oldSize, claim)
 	if err != nil {
 		return fmt.Errorf("advance upload: %w", err)
 	}

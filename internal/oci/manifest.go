@@ -147,6 +147,9 @@ func (m *Manifest) validateImage() error {
 	if m.Config.MediaType == MediaTypeEmptyJSON && m.ArtifactType == "" {
 		return manifestInvalid("artifactType is required when config.mediaType is %s", MediaTypeEmptyJSON)
 	}
+	if err := validateArtifactType(m.ArtifactType); err != nil {
+		return err
+	}
 	for i, l := range m.Layers {
 		if err := validateDescriptor(fmt.Sprintf("layers[%d]", i), l); err != nil {
 			return err
@@ -161,6 +164,9 @@ func (m *Manifest) validateIndex() error {
 	}
 	if m.Config != nil || m.Layers != nil {
 		return manifestInvalid("an index has no \"config\" or \"layers\" field")
+	}
+	if err := validateArtifactType(m.ArtifactType); err != nil {
+		return err
 	}
 	for i, d := range m.Manifests {
 		if err := validateDescriptor(fmt.Sprintf("manifests[%d]", i), d); err != nil {
@@ -178,6 +184,23 @@ func (m *Manifest) validateSubject() error {
 		return manifestInvalid("subject is not allowed in a Docker manifest")
 	}
 	return validateDescriptor("subject", *m.Subject)
+}
+
+// ValidMediaType reports whether s is a media type ("type/subtype" with
+// optional parameters, RFC 6838 characters, at most 255 bytes).
+func ValidMediaType(s string) bool {
+	if s == "" || len(s) > 255 || strings.ContainsAny(s, " \t") {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(s)
+	return err == nil && strings.Contains(mt, "/")
+}
+
+func validateArtifactType(at string) error {
+	if at != "" && !ValidMediaType(at) {
+		return manifestInvalid("artifactType %q is not a media type", at)
+	}
+	return nil
 }
 
 func validateDescriptor(field string, d Descriptor) error {

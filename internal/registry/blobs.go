@@ -126,6 +126,9 @@ func (reg *Registry) deleteBlob(w http.ResponseWriter, r *http.Request, rt route
 	if errors.Is(err, meta.ErrBlobNotFound) {
 		return errBlobUnknown
 	}
+	if inUse := inUseError(err); inUse != nil {
+		return inUse
+	}
 	if err != nil {
 		return err
 	}

@@ -4,8 +4,11 @@ package registry
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/berth-dev/berth/internal/meta"
 )
 
 // Error codes of the distribution spec (and the two of CNCF Distribution
@@ -46,18 +49,16 @@ func errorf(status int, code, message string, detail any) *Error {
 func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Del("Content-Length")
-	if r.Method == http.MethodHead {
-		w.WriteHeader(e.Status)
-		return
-	}
 	body, _ := json.Marshal(struct {
 		Errors []*Error `json:"errors"`
 	}{[]*Error{e}})
 	body = append(body, '\n')
+	// A HEAD answer says how long the GET's body would be (RFC 9110).
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(e.Status)
-	w.Write(body)
+	if r.Method != http.MethodHead {
+		w.Write(body)
+	}
 }
 
 var (
@@ -68,3 +69,18 @@ var (
 	errNameUnknown   = errorf(http.StatusNotFound, CodeNameUnknown, "repository name not known to registry", nil)
 	errInternal      = errorf(http.StatusInternalServerError, "INTERNAL_ERROR", "internal server error; see the registry log", nil)
 )
+
+// inUseError answers a delete refused because manifests of the repository
+// still reference what it would remove: 409 with the spec's DENIED code
+// and a message naming the manifests.
+func inUseError(err error) *Error {
+	var e *meta.InUseError
+	if !errors.As(err, &e) {
+		return nil
+	}
+	refs := make([]string, len(e.References))
+	for i, d := range e.References {
+		refs[i] = d.String()
+	}
+	return errorf(http.StatusConflict, CodeDenied, e.Error(), map[string]any{"referencedBy": refs, "count": e.Count})
+}

@@ -20,6 +20,11 @@ var blobPath = storage.BlobPath
 func (reg *Registry) pagination(r *http.Request) (n int, last string, err error) {
 	q := r.URL.Query()
 	last = q.Get("last")
+	if len(last) > 1024 || !meta.ValidText(last) {
+		// No name or tag can hold these, and the database cannot compare
+		// them; refuse before any query.
+		return 0, "", errorf(http.StatusBadRequest, CodePaginationInvalid, "invalid pagination marker last: too long, a NUL byte or invalid UTF-8", nil)
+	}
 	n = reg.maxList
 	if s := q.Get("n"); s != "" {
 		v, perr := strconv.Atoi(s)
@@ -113,6 +118,9 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 		return err
 	}
 	artifactType := r.URL.Query().Get("artifactType")
+	if artifactType != "" && !oci.ValidMediaType(artifactType) {
+		return errorf(http.StatusBadRequest, CodeUnsupported, "artifactType is not a media type", map[string]string{"artifactType": artifactType})
+	}
 	refs, err := reg.meta.Referrers(r.Context(), rt.name, rt.digest, artifactType)
 	if err != nil {
 		return err

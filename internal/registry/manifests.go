@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/sha512"
 	"errors"
@@ -136,17 +137,20 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 		return errorf(http.StatusBadRequest, CodeManifestInvalid, err.Error(), nil)
 	}
 	refs := manifestRefs(m)
-	if m.Config != nil && m.Config.Digest == oci.EmptyJSONDigest {
-		// The empty descriptor's content is known; clients that skip
-		// uploading it still get a complete manifest.
-		if err := reg.ensureEmptyBlob(r, rt.name, actor); err != nil {
-			return err
-		}
-	}
 	put := meta.PutManifest{
 		Repository: rt.name, Tag: ref.Tag, Actor: actor, Refs: refs,
 		Manifest: meta.Manifest{Digest: dg, MediaType: m.MediaType, ArtifactType: m.EffectiveArtifactType(),
 			Content: body, Annotations: m.Annotations},
+	}
+	if m.Config != nil && m.Config.Digest == oci.EmptyJSONDigest {
+		// The empty descriptor's content is known; clients that skip
+		// uploading it still get a complete manifest. It is linked in the
+		// push's own transaction, so a refused push leaves nothing.
+		b, err := reg.ensureEmptyBlob(r.Context())
+		if err != nil {
+			return err
+		}
+		put.LinkBlobs = append(put.LinkBlobs, b)
 	}
 	if m.Subject != nil {
 		put.Manifest.Subject = m.Subject.Digest
@@ -154,7 +158,8 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 	err = reg.meta.PutManifest(r.Context(), put)
 	var missing *meta.MissingRefsError
 	if errors.As(err, &missing) {
-		return errorf(http.StatusBadRequest, CodeManifestBlobUnknown, missing.Error(), map[string]string{"digest": missing.Missing[0].Digest.String()})
+		return errorf(http.StatusBadRequest, CodeManifestBlobUnknown, missing.Error(),
+			map[string]any{"digest": missing.Missing[0].Digest.String(), "unknown": missing.Count})
 	}
 	if err != nil {
 		return err
@@ -198,18 +203,18 @@ func isManifestMediaType(t string) bool {
 	return false
 }
 
-func (reg *Registry) ensureEmptyBlob(r *http.Request, name, actor string) error {
-	ctx := r.Context()
-	if _, err := reg.meta.RepositoryBlob(ctx, name, oci.EmptyJSONDigest); err == nil {
-		return nil
-	}
+// ensureEmptyBlob stores the empty JSON blob's bytes if the registry does
+// not have them yet.
+func (reg *Registry) ensureEmptyBlob(ctx context.Context) (meta.Blob, error) {
 	d := digest.Digest(oci.EmptyJSONDigest)
-	if _, err := reg.meta.StoredBlob(ctx, d); err != nil {
-		if err := reg.store.PutContent(ctx, blobPath(d), oci.EmptyJSON); err != nil {
-			return err
-		}
+	b := meta.Blob{Digest: d, Size: int64(len(oci.EmptyJSON))}
+	if _, err := reg.meta.StoredBlob(ctx, d); err == nil {
+		return b, nil
 	}
-	return reg.meta.LinkBlob(ctx, name, meta.Blob{Digest: d, Size: int64(len(oci.EmptyJSON))}, "", actor)
+	if err := reg.store.PutContent(ctx, blobPath(d), oci.EmptyJSON); err != nil {
+		return meta.Blob{}, err
+	}
+	return b, nil
 }
 
 func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt route, ref oci.Reference) error {
@@ -224,6 +229,9 @@ func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt r
 	}
 	if errors.Is(err, meta.ErrManifestNotFound) {
 		return errManifestUnk
+	}
+	if inUse := inUseError(err); inUse != nil {
+		return inUse
 	}
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -67,8 +68,9 @@ type uploadMetadata interface {
 	CreateUpload(ctx context.Context, u meta.Upload) error
 	GetUpload(ctx context.Context, repo, id string) (meta.Upload, error)
 	ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (meta.Upload, error)
-	ReleaseUpload(ctx context.Context, id string) error
-	AdvanceUpload(ctx context.Context, id string, oldSize, newSize int64, hashState []byte) error
+	RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error)
+	ReleaseUpload(ctx context.Context, id string, claim int64) error
+	AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState []byte) error
 	DeleteUpload(ctx context.Context, id string) error
 }
 
@@ -251,6 +253,20 @@ func (reg *Registry) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var e *Error
 	if errors.As(err, &e) {
 		writeError(w, r, e)
+		return
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The body stalled past the server's idle deadline
+		// (http.bodyIdleTimeout); an upload kept what it received.
+		reg.log.Info("request body stalled; request cut", "method", r.Method, "path", r.URL.Path)
+		writeError(w, r, errorf(http.StatusRequestTimeout, CodeBlobUploadInvalid,
+			"the request body made no progress in time; an upload keeps the bytes received: ask its status and resume", nil))
+		return
+	}
+	if errors.Is(err, meta.ErrInvalidText) {
+		// Input that slipped past validation and that the database cannot
+		// store: the client's fault, not the server's.
+		writeError(w, r, errorf(http.StatusBadRequest, CodeUnsupported, "the request holds a NUL byte or invalid UTF-8", nil))
 		return
 	}
 	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {

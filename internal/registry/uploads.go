@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -186,7 +188,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	up, err := reg.meta.ClaimUpload(ctx, rt.name, rt.ref, uploadLease)
+	up, err := reg.claimUpload(ctx, rt.name, rt.ref)
 	switch {
 	case errors.Is(err, meta.ErrUploadNotFound):
 		return errUploadUnknown
@@ -195,10 +197,11 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	case err != nil:
 		return err
 	}
+	claim := reg.holdClaim(ctx, up)
 	claimed := true
 	defer func() {
-		if claimed {
-			reg.meta.ReleaseUpload(context.WithoutCancel(ctx), up.ID)
+		if c := claim.stop(); claimed {
+			reg.meta.ReleaseUpload(context.WithoutCancel(ctx), up.ID, c)
 		}
 	}()
 	// PATCH or PUT: append the body (a chunk, or for PUT an optional last
@@ -221,10 +224,13 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	if err != nil {
 		return errorf(http.StatusNotFound, CodeBlobUploadUnknown, "upload data is gone; start a new upload", nil)
 	}
-	n, copyErr := reg.copyBody(fw, h, r)
+	n, copyErr := reg.copyBody(claimedWriter{fw, claim}, h, r)
 	if copyErr == nil && r.Method == http.MethodPut {
-		claimed = false // finishing deletes the upload
+		claimed = false // finishing deletes the upload (the claim is renewed until then)
 		return reg.finishUpload(w, r, rt.name, up.ID, fw, h, want, actor, true)
+	}
+	if errors.Is(copyErr, errClaimLost) {
+		reg.log.Warn("upload claim lost while writing; the write was stopped", "upload", up.ID)
 	}
 	fw.Close()
 	// Record what was written, even after a broken connection: the client
@@ -235,7 +241,8 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 			return err
 		}
 		claimed = false // advancing ends the claim
-		if err := reg.meta.AdvanceUpload(context.WithoutCancel(ctx), up.ID, up.Size, up.Size+n, state); err != nil {
+		c := claim.stop()
+		if err := reg.meta.AdvanceUpload(context.WithoutCancel(ctx), up.ID, c, up.Size, up.Size+n, state); err != nil {
 			if errors.Is(err, meta.ErrUploadConflict) {
 				return errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
 			}
@@ -250,8 +257,104 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	return nil
 }
 
-// uploadLease bounds how long a crashed writer keeps an upload claimed.
-const uploadLease = time.Hour
+// Upload claims: a writer holds a short lease on its upload and renews it
+// while it streams, so a writer that dies (SIGKILL, a lost replica) frees
+// its upload within uploadLease, and a request that finds the upload
+// claimed waits that long for the claim to end before answering 409.
+const (
+	uploadLease      = 10 * time.Second
+	uploadRenewEvery = uploadLease / 4
+	uploadClaimWait  = uploadLease + 2*time.Second
+	uploadClaimPoll  = 100 * time.Millisecond
+)
+
+// claimUpload claims an upload, waiting up to uploadClaimWait while
+// another request holds it.
+func (reg *Registry) claimUpload(ctx context.Context, repo, id string) (meta.Upload, error) {
+	deadline := time.Now().Add(uploadClaimWait)
+	for {
+		up, err := reg.meta.ClaimUpload(ctx, repo, id, uploadLease)
+		if !errors.Is(err, meta.ErrUploadBusy) || time.Now().After(deadline) {
+			return up, err
+		}
+		select {
+		case <-ctx.Done():
+			return meta.Upload{}, ctx.Err()
+		case <-time.After(uploadClaimPoll):
+		}
+	}
+}
+
+// claimHolder renews an upload claim in the background until stopped. If
+// the claim is lost (not renewed within its lease, so another request may
+// own the upload now), writes through claimedWriter fail from then on: two
+// writers must never interleave bytes in one upload.
+type claimHolder struct {
+	lost   atomic.Bool
+	done   chan struct{}
+	exited chan struct{}
+	once   sync.Once
+	claim  atomic.Int64
+	// safeUntil (Unix nanoseconds) is when the claim may have run out if
+	// no renewal lands: writes stop then even if a renewal is stuck.
+	safeUntil atomic.Int64
+}
+
+func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder {
+	c := &claimHolder{done: make(chan struct{}), exited: make(chan struct{})}
+	c.claim.Store(up.Claim)
+	c.safeUntil.Store(time.Now().Add(uploadLease - uploadRenewEvery).UnixNano())
+	go func() {
+		defer close(c.exited)
+		t := time.NewTicker(uploadRenewEvery)
+		defer t.Stop()
+		renewed := time.Now()
+		for {
+			select {
+			case <-c.done:
+				return
+			case <-t.C:
+			}
+			next, err := reg.meta.RenewUpload(context.WithoutCancel(ctx), up.ID, c.claim.Load(), uploadLease)
+			switch {
+			case err == nil:
+				c.claim.Store(next)
+				renewed = time.Now()
+				c.safeUntil.Store(renewed.Add(uploadLease - uploadRenewEvery).UnixNano())
+			case errors.Is(err, meta.ErrUploadClaimLost) || time.Since(renewed) >= uploadLease-uploadRenewEvery:
+				// Lost, or finished (the upload's row is gone): either
+				// way nothing may be written any more.
+				c.lost.Store(true)
+				return
+			default:
+				reg.log.Warn("renew upload claim", "upload", up.ID, "err", err)
+			}
+		}
+	}()
+	return c
+}
+
+// stop ends the renewals and returns the claim as it stands now.
+func (c *claimHolder) stop() int64 {
+	c.once.Do(func() { close(c.done) })
+	<-c.exited
+	return c.claim.Load()
+}
+
+var errClaimLost = errorf(http.StatusConflict, CodeBlobUploadInvalid, "this upload's claim was lost while writing; check its status and resume", nil)
+
+// claimedWriter refuses writes once the claim is lost.
+type claimedWriter struct {
+	w io.Writer
+	c *claimHolder
+}
+
+func (cw claimedWriter) Write(p []byte) (int, error) {
+	if cw.c.lost.Load() || time.Now().UnixNano() > cw.c.safeUntil.Load() {
+		return 0, errClaimLost
+	}
+	return cw.w.Write(p)
+}
 
 func (reg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, up meta.Upload) error {
 	ctx := r.Context()

@@ -1,0 +1,92 @@
+package meta
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/opencontainers/go-digest"
+)
+
+// errRetry is returned by a transaction's body when a concurrent change
+// it could not lock made it start over (a row it found vanished before it
+// could be locked); db.tx runs the transaction again.
+var errRetry = errors.New("a concurrent change: retry the transaction")
+
+// ErrInvalidText is returned (wrapped) when a value cannot be stored as
+// text: a NUL byte or invalid UTF-8, which PostgreSQL refuses.
+var ErrInvalidText = errors.New("text holds a NUL byte or invalid UTF-8")
+
+// ValidText reports whether s can be stored in a text column of either
+// database: valid UTF-8 without NUL bytes.
+func ValidText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+// PostgreSQL error classes that a concurrent transaction, not the request,
+// caused, and that running the transaction again resolves.
+const (
+	pgSerializationFailure = "40001"
+	pgDeadlockDetected     = "40P01"
+	pgLockNotAvailable     = "55P03"
+	pgCharNotInRepertoire  = "22021"
+	pgUntranslatableChar   = "22P05"
+)
+
+// retryable reports whether a failed transaction lost a race and may be
+// run again.
+func retryable(err error) bool {
+	if errors.Is(err, errRetry) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case pgSerializationFailure, pgDeadlockDetected, pgLockNotAvailable:
+			return true
+		}
+	}
+	return false
+}
+
+// invalidText maps PostgreSQL's refusal of a NUL byte or invalid UTF-8 in
+// a text value to ErrInvalidText, so callers can answer 400 rather than
+// 500 if such input slipped past their own validation.
+func invalidText(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == pgCharNotInRepertoire || pe.Code == pgUntranslatableChar) {
+		return fmt.Errorf("%w: %w", ErrInvalidText, err)
+	}
+	return err
+}
+
+// InUseError is returned when a delete would remove something that
+// manifests of the repository still reference.
+type InUseError struct {
+	What       string          // "blob sha256:..." or "manifest sha256:..."
+	References []digest.Digest // the first few manifests that reference it
+	Count      int             // how many manifests reference it
+}
+
+func (e *InUseError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s is referenced by ", e.What)
+	if e.Count == 1 {
+		b.WriteString("manifest ")
+	} else {
+		fmt.Fprintf(&b, "%d manifests: ", e.Count)
+	}
+	for i, d := range e.References {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(d.String())
+	}
+	if e.Count > len(e.References) {
+		fmt.Fprintf(&b, " and %d more", e.Count-len(e.References))
+	}
+	b.WriteString(" in this repository; delete those first")
+	return b.String()
+}
