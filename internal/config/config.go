@@ -109,9 +109,9 @@ type HTTP struct {
 	ReadHeaderTimeout time.Duration `yaml:"readHeaderTimeout"`
 	// MaxHeaderBytes caps the size of a request's headers.
 	MaxHeaderBytes int `yaml:"maxHeaderBytes"`
-	// BodyIdleTimeout cuts a request whose body makes no progress for
-	// this long; an upload cut this way keeps the bytes it received and
-	// can be resumed.
+	// BodyIdleTimeout cuts a request whose body delivers less than 16 KiB
+	// in this long (stalled or trickling clients); an upload cut this way
+	// keeps the bytes it received and can be resumed.
 	BodyIdleTimeout time.Duration `yaml:"bodyIdleTimeout"`
 	// IdleTimeout closes a kept-alive connection with no request.
 	IdleTimeout time.Duration `yaml:"idleTimeout"`
@@ -163,7 +163,7 @@ func Default() Config {
 		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}},
 		Auth:     Auth{Mode: "token", TokenTTL: 5 * time.Minute, Service: "berth"},
 		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true},
-		HTTP:     HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: time.Minute, IdleTimeout: 2 * time.Minute},
+		HTTP:     HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
 		Log:      Log{Level: "info", Format: "text"},
 
 		CreatePrivateRepoOnPush: true,

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/registry"
@@ -27,6 +28,13 @@ type testRegistry struct {
 
 func newRegistry(t *testing.T, dialect string, opts registry.Options) *testRegistry {
 	t.Helper()
+	reg, _ := newRegistryDB(t, dialect, opts)
+	return reg
+}
+
+// newRegistryDB is newRegistry that also returns its metadata store.
+func newRegistryDB(t *testing.T, dialect string, opts registry.Options) (*testRegistry, *meta.DB) {
+	t.Helper()
 	db := metatest.Open(t, dialect)
 	driver, err := fs.New(t.TempDir(), fs.Options{})
 	if err != nil {
@@ -38,7 +46,7 @@ func newRegistry(t *testing.T, dialect string, opts registry.Options) *testRegis
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := httptest.NewServer(registry.New(db, driver, opts))
 	t.Cleanup(srv.Close)
-	return &testRegistry{t: t, url: srv.URL, host: strings.TrimPrefix(srv.URL, "http://")}
+	return &testRegistry{t: t, url: srv.URL, host: strings.TrimPrefix(srv.URL, "http://")}, db
 }
 
 func (r *testRegistry) ref(s string) name.Reference {

@@ -2,12 +2,14 @@ package registry_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -253,5 +255,37 @@ func TestHeadErrorLength(t *testing.T) {
 	head, hbody := reg.do("HEAD", "/v2/nothing/manifests/latest", nil)
 	if head.StatusCode != 404 || len(hbody) != 0 || head.ContentLength != int64(len(body)) || get.ContentLength != int64(len(body)) {
 		t.Fatalf("HEAD error: %d, Content-Length %d (GET body %d bytes)", head.StatusCode, head.ContentLength, len(body))
+	}
+}
+
+// TestDeadWritersClaim: an upload whose writer died holding its claim (a
+// killed process stops renewing it) is resumable as soon as the claim's
+// short lease runs out: the next PATCH waits for it instead of failing.
+func TestDeadWritersClaim(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			reg, db := newRegistryDB(t, dialect, registry.Options{})
+			resp, _ := reg.do("POST", "/v2/claims/blobs/uploads/", nil)
+			loc := resp.Header.Get("Location")
+			id := loc[strings.LastIndex(loc, "/")+1:]
+			// The dead writer: a claim nobody will renew or release.
+			if _, err := db.ClaimUpload(context.Background(), "claims", id, 700*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			content := []byte("resumed after a dead writer")
+			start := time.Now()
+			resp, body := reg.do("PATCH", loc, content, "Content-Type", "application/octet-stream")
+			if resp.StatusCode != 202 {
+				t.Fatalf("PATCH after a dead writer: %d %s", resp.StatusCode, body)
+			}
+			if waited := time.Since(start); waited < 500*time.Millisecond {
+				t.Fatalf("PATCH went through a live claim after %s", waited)
+			}
+			d := digestOf(content)
+			resp, body = reg.do("PUT", loc+"?digest="+d.String(), nil)
+			if resp.StatusCode != 201 {
+				t.Fatalf("finish: %d %s", resp.StatusCode, body)
+			}
+		})
 	}
 }

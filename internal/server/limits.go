@@ -6,19 +6,26 @@ import (
 	"time"
 )
 
-// idleBodies cuts request bodies that make no progress for idle: every
-// read that returns data pushes the connection's read deadline forward, so
-// a client that stops sending (or trickles a byte now and then slower
-// than the deadline moves) gets a read error ("i/o timeout") instead of
-// holding its request, its goroutine and, for an upload, its claim,
-// forever. The handler sees the error like a broken connection: an upload
-// keeps the bytes it received and can be resumed.
+// minBodyProgress is the progress a request body must make within every
+// idle period to keep its connection: a client that trickles a byte now
+// and then is cut like one that stopped.
+const minBodyProgress = 16 << 10
+
+// idleBodies cuts request bodies that make too little progress: the
+// connection's read deadline starts at idle from the first read and moves
+// forward only once the body has delivered another minBodyProgress bytes,
+// so a client that stops sending, or sends slower than minBodyProgress
+// per idle period (about 550 B/s at the default 30 s), gets a read error
+// ("i/o timeout") instead of holding its request, its goroutine and, for
+// an upload, its claim, forever. The handler sees the error like a broken
+// connection: an upload keeps the bytes it received and can be resumed.
 func idleBodies(next http.Handler, idle time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
 			rc := http.NewResponseController(w)
-			if rc.SetReadDeadline(time.Now().Add(idle)) == nil {
-				r.Body = &idleBody{ReadCloser: r.Body, rc: rc, idle: idle, set: time.Now()}
+			now := time.Now()
+			if rc.SetReadDeadline(now.Add(idle)) == nil {
+				r.Body = &idleBody{ReadCloser: r.Body, rc: rc, idle: idle, set: now}
 			}
 		}
 		next.ServeHTTP(w, r)
@@ -30,15 +37,17 @@ type idleBody struct {
 	rc   *http.ResponseController
 	idle time.Duration
 	set  time.Time // when the deadline was last moved
+	recv int64     // bytes received since then
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	// Moving the deadline costs a timer update: do it at most a few
-	// times per idle period, which keeps the bound within idle*9/8.
-	if n > 0 {
+	b.recv += int64(n)
+	// Moving the deadline costs a timer update: do it at most a few times
+	// per idle period (a fast upload moves it every idle/8).
+	if b.recv >= minBodyProgress {
 		if now := time.Now(); now.Sub(b.set) > b.idle/8 {
-			b.set = now
+			b.set, b.recv = now, 0
 			b.rc.SetReadDeadline(now.Add(b.idle))
 		}
 	}

@@ -1,0 +1,72 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/server"
+)
+
+// TestUncleanPaths: paths with "..", "//" or "/./" get the registry's
+// spec errors (or a JSON 400 outside /v2), never ServeMux's 307 redirect
+// with an HTML body.
+func TestUncleanPaths(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Auth.Mode = "none"
+	cfg.Scan.Enabled = false
+	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, c := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"GET", "/v2/a/../b/manifests/latest", 400, "NAME_INVALID"},
+		{"GET", "/v2//a/manifests/latest", 400, "NAME_INVALID"},
+		{"GET", "/v2/a/./b/tags/list", 400, "NAME_INVALID"},
+		{"HEAD", "/v2/a/../b/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000", 400, ""},
+		{"PUT", "/v2/a//b/manifests/v1", 400, "NAME_INVALID"},
+		{"GET", "/v2/../etc/passwd", 404, "UNSUPPORTED"},
+		{"GET", "/api/v1/../v2/_catalog", 400, ""},
+		{"GET", "/api/v1//repository", 400, ""},
+	} {
+		req, _ := http.NewRequest(c.method, hs.URL+c.path, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: %d %s %q", c.method, c.path, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+			continue
+		}
+		if c.method == "HEAD" {
+			if resp.ContentLength <= 0 {
+				t.Errorf("HEAD %s: no Content-Length", c.path)
+			}
+			continue
+		}
+		if c.code != "" {
+			var e struct {
+				Errors []struct{ Code string } `json:"errors"`
+			}
+			if err := json.Unmarshal(body, &e); err != nil || len(e.Errors) != 1 || e.Errors[0].Code != c.code {
+				t.Errorf("%s %s: body %s, want code %s", c.method, c.path, body, c.code)
+			}
+		}
+	}
+}
