@@ -1,6 +1,6 @@
 package config
 
-import "gopkg.in/yaml.v3"
+import "go.yaml.in/yaml/v3"
 
 func unmarshalYAML(s string, out any) error {
 	return yaml.Unmarshal([]byte(s), out)
