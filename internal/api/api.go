@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
@@ -87,6 +90,12 @@ type handler func(w http.ResponseWriter, r *http.Request, id auth.Identity) erro
 func (a *API) handle(pattern string, h handler) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		id, claims, err := a.auth.Identify(r.Context(), r)
+		var retry interface{ RetryAfter() time.Duration }
+		if errors.As(err, &retry) { // throttled, or too many logins at once
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.RetryAfter().Seconds()))))
+			a.fail(w, r, apiError(http.StatusTooManyRequests, "too_many_requests", "%v", err))
+			return
+		}
 		if err != nil {
 			a.fail(w, r, unauthorized("invalid credentials"))
 			return

@@ -5,13 +5,13 @@ package authz
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -32,9 +32,9 @@ type Store interface {
 	CreateOrganization(ctx context.Context, name string, ownerID int64) (meta.Namespace, error)
 	CreateRepository(ctx context.Context, name, visibility, description, actor string) error
 	SetPermission(ctx context.Context, repoID int64, userID, teamID int64, role string) error
-	LoginFailures(ctx context.Context, key string, window time.Duration) (int, error)
-	RecordLoginFailure(ctx context.Context, key string, window time.Duration) error
-	ResetLoginFailures(ctx context.Context, key string) error
+	LoginThrottle(ctx context.Context, window time.Duration, limits ...meta.LoginLimit) (time.Duration, error)
+	ReserveLoginAttempt(ctx context.Context, window time.Duration, limits ...meta.LoginLimit) (bool, time.Duration, error)
+	ReleaseLoginAttempt(ctx context.Context, key string, all bool) error
 	AppendAudit(ctx context.Context, e meta.AuditEntry) error
 }
 
@@ -49,11 +49,16 @@ type Options struct {
 	// CreateNamespaceOnPush lets a push to an unknown namespace create an
 	// organization owned by the pusher (CREATE_NAMESPACE_ON_PUSH).
 	CreateNamespaceOnPush bool
-	// Throttling of failed logins: at most AccountLimit failures per
-	// account and AddressLimit per client address within Window.
-	AccountLimit, AddressLimit int
-	Window                     time.Duration
-	Logger                     *slog.Logger
+	// Throttling of logins (see Login): at most PairLimit attempts per
+	// account from one client address (default 10) and AddressLimit per
+	// client address (default 50) within Window (default 5 minutes).
+	PairLimit, AddressLimit int
+	Window                  time.Duration
+	// MaxHashes bounds the password hashes (argon2id, 19 MiB each) that
+	// run at once in this process; default GOMAXPROCS, at least 2 and at
+	// most 4.
+	MaxHashes int
+	Logger    *slog.Logger
 }
 
 // Authorizer authenticates and authorizes requests.
@@ -69,12 +74,17 @@ type Authorizer struct {
 	// speed-up: every replica decides the same without it.
 	mu    sync.Mutex
 	cache map[[32]byte]time.Time
+
+	hashes *hashGate
+	// verify checks a password against its hash (auth.VerifyPassword;
+	// tests count the calls).
+	verify func(hash, password string) bool
 }
 
 // New returns an authorizer.
 func New(store Store, tokens *auth.Tokens, opts Options) *Authorizer {
-	if opts.AccountLimit == 0 {
-		opts.AccountLimit = 10
+	if opts.PairLimit == 0 {
+		opts.PairLimit = 10
 	}
 	if opts.AddressLimit == 0 {
 		opts.AddressLimit = 50
@@ -82,10 +92,14 @@ func New(store Store, tokens *auth.Tokens, opts Options) *Authorizer {
 	if opts.Window == 0 {
 		opts.Window = 5 * time.Minute
 	}
+	if opts.MaxHashes == 0 {
+		opts.MaxHashes = min(max(2, runtime.GOMAXPROCS(0)), 4)
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Authorizer{store: store, tokens: tokens, opts: opts, log: opts.Logger, now: time.Now, cache: map[[32]byte]time.Time{}}
+	return &Authorizer{store: store, tokens: tokens, opts: opts, log: opts.Logger, now: time.Now, cache: map[[32]byte]time.Time{},
+		hashes: newHashGate(opts.MaxHashes, hashWaitersPerSlot*opts.MaxHashes, hashWait), verify: auth.VerifyPassword}
 }
 
 // SecretPrefix starts every generated robot and access token secret.
@@ -95,6 +109,7 @@ const SecretPrefix = "berth_"
 var (
 	ErrBadCredentials = errors.New("invalid username or password")
 	ErrThrottled      = errors.New("too many failed logins; try again later")
+	ErrBusy           = errors.New("too many logins at once; try again shortly")
 	ErrDisabled       = errors.New("account disabled")
 )
 
@@ -124,90 +139,6 @@ func clientAddress(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// Login checks a username and secret: a user's password, a robot's token
-// (username "namespace+name") or an access token's secret (username: the
-// token's name). Failures are throttled per account and per address.
-func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secret string) (auth.Identity, error) {
-	addr := clientAddress(r)
-	accountKey, addrKey := "account:"+username, "address:"+addr
-	for key, limit := range map[string]int{accountKey: a.opts.AccountLimit, addrKey: a.opts.AddressLimit} {
-		n, err := a.store.LoginFailures(ctx, key, a.opts.Window)
-		if err != nil {
-			return auth.Identity{}, err
-		}
-		if n >= limit {
-			return auth.Identity{}, ErrThrottled
-		}
-	}
-	id, err := a.checkSecret(ctx, username, secret)
-	if errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrDisabled) {
-		a.store.RecordLoginFailure(ctx, accountKey, a.opts.Window)
-		a.store.RecordLoginFailure(ctx, addrKey, a.opts.Window)
-		a.audit(ctx, r, "login_failure", username, "", map[string]string{"reason": err.Error()})
-		return auth.Identity{}, err
-	}
-	if err != nil {
-		return auth.Identity{}, err
-	}
-	if n, _ := a.store.LoginFailures(ctx, accountKey, a.opts.Window); n > 0 {
-		a.store.ResetLoginFailures(ctx, accountKey)
-	}
-	return id, nil
-}
-
-func (a *Authorizer) checkSecret(ctx context.Context, username, secret string) (auth.Identity, error) {
-	if username == "" || secret == "" || len(username) > 256 || len(secret) > 1024 {
-		return auth.Identity{}, ErrBadCredentials
-	}
-	u, err := a.store.UserByName(ctx, username)
-	if errors.Is(err, meta.ErrUserNotFound) {
-		return a.checkAccessToken(ctx, username, secret)
-	}
-	if err != nil {
-		return auth.Identity{}, err
-	}
-	if !u.Enabled {
-		return auth.Identity{}, ErrDisabled
-	}
-	switch u.Kind {
-	case meta.UserKindRobot:
-		if auth.HashSecret(secret) != u.SecretHash {
-			return auth.Identity{}, ErrBadCredentials
-		}
-		return auth.Identity{Kind: auth.KindRobot, ID: u.ID, Name: u.Username}, nil
-	default:
-		if !a.passwordOK(u, secret) {
-			return auth.Identity{}, ErrBadCredentials
-		}
-		return auth.Identity{Kind: auth.KindUser, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil
-	}
-}
-
-func (a *Authorizer) passwordOK(u meta.User, password string) bool {
-	key := sha256.Sum256([]byte(u.Username + "\x00" + u.SecretHash + "\x00" + password))
-	now := a.now()
-	a.mu.Lock()
-	exp, ok := a.cache[key]
-	a.mu.Unlock()
-	if ok && now.Before(exp) {
-		return true
-	}
-	if !auth.VerifyPassword(u.SecretHash, password) {
-		return false
-	}
-	a.mu.Lock()
-	if len(a.cache) > 4096 {
-		for k, e := range a.cache {
-			if now.After(e) || len(a.cache) > 4096 {
-				delete(a.cache, k)
-			}
-		}
-	}
-	a.cache[key] = now.Add(time.Minute)
-	a.mu.Unlock()
-	return true
 }
 
 func (a *Authorizer) checkAccessToken(ctx context.Context, name, secret string) (auth.Identity, error) {

@@ -364,13 +364,13 @@ func TestBasicAndBearerOnV2(t *testing.T) {
 }
 
 func TestLoginThrottling(t *testing.T) {
-	e := newEnv(t, "sqlite", authz.Options{AccountLimit: 3, AddressLimit: 100, Window: 1500 * time.Millisecond})
+	e := newEnv(t, "sqlite", authz.Options{PairLimit: 3, AddressLimit: 100, Window: 1500 * time.Millisecond})
 	for i := 0; i < 3; i++ {
 		if s, _ := e.token("alice", "wrong", "repository:alice/app:pull"); s != 401 {
 			t.Fatalf("attempt %d: %d", i, s)
 		}
 	}
-	// Now even the right password is refused for a while...
+	// Now even the right password is refused from this address for a while...
 	if s, _ := e.token("alice", alicePW, "repository:alice/app:pull"); s != 429 {
 		t.Fatalf("throttled login: %d", s)
 	}

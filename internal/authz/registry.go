@@ -50,7 +50,7 @@ func (a *Authorizer) Authorize(w http.ResponseWriter, r *http.Request, res regis
 	ctx := r.Context()
 	id, claims, err := a.Identify(ctx, r)
 	switch {
-	case errors.Is(err, ErrThrottled):
+	case setRetryAfter(w, err): // throttled or busy
 		return "", &registry.Error{Status: http.StatusTooManyRequests, Code: registry.CodeTooManyRequests, Message: err.Error()}
 	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrDisabled), errors.Is(err, auth.ErrInvalidToken):
 		return "", a.challenge(w, r, res, "invalid_token", "authentication required: "+publicReason(err))

@@ -50,7 +50,7 @@ func (a *Authorizer) ServeToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch {
-	case errors.Is(err, ErrThrottled):
+	case setRetryAfter(w, err): // throttled or busy
 		writeTokenError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", err.Error())
 		return
 	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrDisabled), errors.Is(err, auth.ErrInvalidToken):

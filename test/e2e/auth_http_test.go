@@ -252,7 +252,7 @@ func TestAuthRevokedToken(t *testing.T) {
 
 // TestAuthWrongPassword logs in with a wrong secret with each client: each
 // fails with 401. Each client uses another identity, so that the failures
-// stay under the per-account throttling limit.
+// stay under the throttling limit per account and address.
 func TestAuthWrongPassword(t *testing.T) {
 	begin(t)
 	s := startAuthServer(t)

@@ -1,0 +1,248 @@
+package authz
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// RetryError is a login refused for now, not for its credentials: Err is
+// ErrThrottled or ErrBusy. It answers 429 with a Retry-After.
+type RetryError struct {
+	Err   error
+	After time.Duration
+}
+
+func (e *RetryError) Error() string { return e.Err.Error() }
+func (e *RetryError) Unwrap() error { return e.Err }
+
+// RetryAfter is how long the client should wait before it tries again: at
+// least a second.
+func (e *RetryError) RetryAfter() time.Duration { return max(e.After, time.Second) }
+
+// setRetryAfter sets the Retry-After header (whole seconds, rounded up)
+// when err is a RetryError, and reports whether it is.
+func setRetryAfter(w http.ResponseWriter, err error) bool {
+	var re *RetryError
+	if !errors.As(err, &re) {
+		return false
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(re.RetryAfter().Seconds()))))
+	return true
+}
+
+// loginLimits are the two counters a login attempt is throttled by.
+type loginLimits struct {
+	pair, address meta.LoginLimit
+}
+
+func (a *Authorizer) loginLimits(username, addr string) loginLimits {
+	return loginLimits{
+		pair:    meta.LoginLimit{Key: "account-address:" + addr + "|" + username, Limit: a.opts.PairLimit},
+		address: meta.LoginLimit{Key: "address:" + addr, Limit: a.opts.AddressLimit},
+	}
+}
+
+func (l loginLimits) all() []meta.LoginLimit { return []meta.LoginLimit{l.pair, l.address} }
+
+// Login checks a username and secret: a user's password, a robot's token
+// (username "namespace+name") or an access token's secret (username: the
+// token's name).
+//
+// Attempts are throttled per account from one client address (PairLimit,
+// 10 per Window of 5 minutes) and per client address (AddressLimit, 50),
+// never per account alone: whoever knows a user name can use up only the
+// counters of the addresses it sends from, and the user's right password
+// from any other address is still accepted. Past a limit the answer is
+// ErrThrottled (429) until the window ends, right password or not.
+//
+// A password costs an argon2id hash (19 MiB), so its attempt is counted
+// before the hash runs, atomically in the database: a concurrent burst gets
+// at most the limit of hashes through. A right password gives its attempt
+// back (the pair's count is cleared, the address's decreased by one). A
+// password verified in the last minute is accepted again without a hash or
+// a write, after a read of the counters (else a throttled address could
+// still learn which guess is right). At most MaxHashes passwords are hashed
+// at once per process; a few more wait briefly for a turn, and beyond that
+// the answer is ErrBusy (429).
+//
+// The other secrets cost one SHA-256: they are checked first and only a
+// failure is counted, so that their success writes nothing.
+func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secret string) (auth.Identity, error) {
+	limits := a.loginLimits(username, clientAddress(r))
+	refuse := func(err error) func() (auth.Identity, error) {
+		return func() (auth.Identity, error) { return auth.Identity{}, err }
+	}
+	if username == "" || secret == "" || len(username) > 256 || len(secret) > 1024 {
+		return a.cheapLogin(ctx, r, limits, username, refuse(ErrBadCredentials))
+	}
+	u, err := a.store.UserByName(ctx, username)
+	switch {
+	case errors.Is(err, meta.ErrUserNotFound):
+		return a.cheapLogin(ctx, r, limits, username, func() (auth.Identity, error) {
+			return a.checkAccessToken(ctx, username, secret)
+		})
+	case err != nil:
+		return auth.Identity{}, err
+	case !u.Enabled:
+		return a.cheapLogin(ctx, r, limits, username, refuse(ErrDisabled))
+	case u.Kind == meta.UserKindRobot:
+		return a.cheapLogin(ctx, r, limits, username, func() (auth.Identity, error) {
+			if auth.HashSecret(secret) != u.SecretHash {
+				return auth.Identity{}, ErrBadCredentials
+			}
+			return auth.Identity{Kind: auth.KindRobot, ID: u.ID, Name: u.Username}, nil
+		})
+	}
+	return a.passwordLogin(ctx, r, limits, u, secret)
+}
+
+// throttled refuses a login when one of its counters is full.
+func (a *Authorizer) throttled(ctx context.Context, limits loginLimits) error {
+	wait, err := a.store.LoginThrottle(ctx, a.opts.Window, limits.all()...)
+	if err != nil {
+		return err
+	}
+	if wait > 0 {
+		return &RetryError{Err: ErrThrottled, After: wait}
+	}
+	return nil
+}
+
+// cheapLogin runs a check that costs one SHA-256 at most: refused up front
+// when throttled, counted only when it fails.
+func (a *Authorizer) cheapLogin(ctx context.Context, r *http.Request, limits loginLimits, username string, check func() (auth.Identity, error)) (auth.Identity, error) {
+	if err := a.throttled(ctx, limits); err != nil {
+		return auth.Identity{}, err
+	}
+	id, err := check()
+	if errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrDisabled) {
+		if _, _, cerr := a.store.ReserveLoginAttempt(context.WithoutCancel(ctx), a.opts.Window, limits.all()...); cerr != nil {
+			a.log.Warn("count a failed login", "err", cerr)
+		}
+		a.audit(ctx, r, "login_failure", username, "", map[string]string{"reason": err.Error()})
+	}
+	return id, err
+}
+
+// passwordLogin checks a user's password, counting the attempt before the
+// hash and giving it back when the password is right.
+func (a *Authorizer) passwordLogin(ctx context.Context, r *http.Request, limits loginLimits, u meta.User, password string) (auth.Identity, error) {
+	id := auth.Identity{Kind: auth.KindUser, ID: u.ID, Name: u.Username, Superuser: u.Superuser}
+	key := sha256.Sum256([]byte(u.Username + "\x00" + u.SecretHash + "\x00" + password))
+	if a.cached(key) {
+		if err := a.throttled(ctx, limits); err != nil {
+			return auth.Identity{}, err
+		}
+		return id, nil
+	}
+	ok, wait, err := a.store.ReserveLoginAttempt(ctx, a.opts.Window, limits.all()...)
+	if err != nil {
+		return auth.Identity{}, err
+	}
+	if !ok {
+		return auth.Identity{}, &RetryError{Err: ErrThrottled, After: wait}
+	}
+	release, err := a.hashes.acquire(ctx)
+	if err != nil {
+		// Not checked: not an attempt.
+		a.giveBack(ctx, limits.pair, false)
+		a.giveBack(ctx, limits.address, false)
+		return auth.Identity{}, err
+	}
+	right := a.verify(u.SecretHash, password)
+	release()
+	if !right {
+		a.audit(ctx, r, "login_failure", u.Username, "", map[string]string{"reason": ErrBadCredentials.Error()})
+		return auth.Identity{}, ErrBadCredentials
+	}
+	a.remember(key)
+	a.giveBack(ctx, limits.pair, true)
+	a.giveBack(ctx, limits.address, false)
+	return id, nil
+}
+
+// giveBack returns a counted attempt: one, or the key's whole count.
+func (a *Authorizer) giveBack(ctx context.Context, l meta.LoginLimit, all bool) {
+	if err := a.store.ReleaseLoginAttempt(context.WithoutCancel(ctx), l.Key, all); err != nil {
+		a.log.Warn("give back a login attempt", "err", err)
+	}
+}
+
+// cached reports a password verified within the last minute.
+func (a *Authorizer) cached(key [32]byte) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	exp, ok := a.cache[key]
+	return ok && a.now().Before(exp)
+}
+
+func (a *Authorizer) remember(key [32]byte) {
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.cache) > 4096 {
+		for k, e := range a.cache {
+			if now.After(e) || len(a.cache) > 4096 {
+				delete(a.cache, k)
+			}
+		}
+	}
+	a.cache[key] = now.Add(time.Minute)
+}
+
+// Bounds of concurrent password hashes: waiters per slot, how long a
+// waiter waits for a turn, and the Retry-After of a busy answer.
+const (
+	hashWaitersPerSlot = 16
+	hashWait           = 3 * time.Second
+	busyRetry          = time.Second
+)
+
+// hashGate bounds the password hashes that run at once: len(slots) run,
+// up to waiters more wait at most wait for a turn, and beyond that the
+// answer is ErrBusy at once.
+type hashGate struct {
+	slots   chan struct{}
+	waiting atomic.Int64
+	waiters int64
+	wait    time.Duration
+}
+
+func newHashGate(slots, waiters int, wait time.Duration) *hashGate {
+	return &hashGate{slots: make(chan struct{}, slots), waiters: int64(waiters), wait: wait}
+}
+
+// acquire takes a slot, and returns the function that gives it back.
+func (g *hashGate) acquire(ctx context.Context) (func(), error) {
+	release := func() { <-g.slots }
+	select {
+	case g.slots <- struct{}{}:
+		return release, nil
+	default:
+	}
+	if g.waiting.Add(1) > g.waiters {
+		g.waiting.Add(-1)
+		return nil, &RetryError{Err: ErrBusy, After: busyRetry}
+	}
+	defer g.waiting.Add(-1)
+	timer := time.NewTimer(g.wait)
+	defer timer.Stop()
+	select {
+	case g.slots <- struct{}{}:
+		return release, nil
+	case <-timer.C:
+		return nil, &RetryError{Err: ErrBusy, After: busyRetry}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting to check a password: %w", ctx.Err())
+	}
+}
