@@ -192,7 +192,7 @@ func (e *urEnv) image(repo, tag string, layerSize int64) digest.Digest {
 	config := digest.FromString("config " + randomHex(8))
 	layer := digest.FromString("layer " + randomHex(8))
 	for _, b := range []meta.Blob{{Digest: config, Size: 2}, {Digest: layer, Size: layerSize}} {
-		if err := e.db.LinkBlob(ctx, repo, b, "", "test"); err != nil {
+		if err := e.db.LinkBlob(ctx, repo, b, "", meta.Writer{Actor: "test"}); err != nil {
 			e.t.Fatal(err)
 		}
 	}

@@ -29,9 +29,6 @@ type Store interface {
 	Repository(ctx context.Context, name string) (meta.RepoInfo, error)
 	StandingOf(ctx context.Context, u meta.User, repo string) (meta.Standing, error)
 	NamespaceByName(ctx context.Context, name string) (meta.Namespace, error)
-	CreateOrganization(ctx context.Context, name string, ownerID int64) (meta.Namespace, error)
-	CreateRepository(ctx context.Context, name, visibility, description, actor string) error
-	SetPermission(ctx context.Context, repoID int64, userID, teamID int64, role string) error
 	LoginThrottle(ctx context.Context, window time.Duration, limits ...meta.LoginLimit) (time.Duration, error)
 	ReserveLoginAttempt(ctx context.Context, window time.Duration, limits ...meta.LoginLimit) (bool, time.Duration, error)
 	ReleaseLoginAttempt(ctx context.Context, key string, all bool) error
@@ -264,52 +261,35 @@ func (a *Authorizer) standing(ctx context.Context, id auth.Identity, repo string
 	return out, nil
 }
 
-// prepareCreate creates, on a push to a repository that does not exist,
-// the organization (CREATE_NAMESPACE_ON_PUSH) and the repository with the
-// configured visibility, so the push lands in a repository with the right
-// settings.
-func (a *Authorizer) prepareCreate(ctx context.Context, id auth.Identity, repo string) error {
+// planCreate decides, on a push to a repository that does not exist yet,
+// how the push creates it: the configured visibility, the organization
+// (CREATE_NAMESPACE_ON_PUSH) and the creator's admin permission. Nothing
+// is created here: the push applies the plan in its own transaction, so a
+// refused or aborted push leaves nothing behind.
+func (a *Authorizer) planCreate(ctx context.Context, id auth.Identity, repo string) (*meta.RepoCreate, error) {
 	ri, err := a.store.Repository(ctx, repo)
 	if err != nil || ri.Exists {
-		return err
+		return nil, err
 	}
-	ns, _, _ := strings.Cut(repo, "/")
-	if _, err := a.store.NamespaceByName(ctx, ns); errors.Is(err, meta.ErrNamespaceNotFound) && a.opts.CreateNamespaceOnPush && id.Kind == auth.KindUser {
-		u, err := a.store.UserByName(ctx, id.Name)
-		if err != nil {
-			return err
-		}
-		if _, err := a.store.CreateOrganization(ctx, ns, u.ID); err != nil && !errors.Is(err, meta.ErrExists) {
-			return err
-		}
-	}
-	visibility := "public"
+	plan := &meta.RepoCreate{Visibility: "public"}
 	if a.opts.CreatePrivateRepoOnPush {
-		visibility = "private"
+		plan.Visibility = "private"
 	}
-	err = a.store.CreateRepository(ctx, repo, visibility, "", id.Actor())
-	if errors.Is(err, meta.ErrExists) {
-		return nil // a concurrent push created it
+	if id.Kind != auth.KindUser && id.Kind != auth.KindRobot {
+		return plan, nil
 	}
+	u, err := a.store.UserByName(ctx, id.Name) // a bearer identity carries only the name
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Whoever creates a repository administers it (a creator team member
 	// has no role on the organization's other repositories).
-	if id.Kind == auth.KindUser || id.Kind == auth.KindRobot {
-		ri, err := a.store.Repository(ctx, repo)
-		if err != nil {
-			return err
-		}
-		u, err := a.store.UserByName(ctx, id.Name) // a bearer identity carries only the name
-		if err != nil {
-			return err
-		}
-		if err := a.store.SetPermission(ctx, ri.ID, u.ID, 0, "admin"); err != nil {
-			return err
-		}
+	plan.AdminUserID = u.ID
+	ns, _, _ := strings.Cut(repo, "/")
+	if _, err := a.store.NamespaceByName(ctx, ns); errors.Is(err, meta.ErrNamespaceNotFound) && a.opts.CreateNamespaceOnPush && id.Kind == auth.KindUser {
+		plan.OrgOwnerID = u.ID
 	}
-	return nil
+	return plan, nil
 }
 
 func (a *Authorizer) audit(ctx context.Context, r *http.Request, kind, actor, repo string, md any) {

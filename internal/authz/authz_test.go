@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
@@ -417,5 +420,62 @@ func TestCreateOnPushSettings(t *testing.T) {
 	// Bob cannot push into the organization alice now owns.
 	if code := errorCode(e.push("neworg/other:v1", "bob", bobPW)); code != "UNAUTHORIZED" {
 		t.Fatalf("bob into alice's organization: %s", code)
+	}
+}
+
+// TestRefusedPushCreatesNothing: the repository, the organization
+// (CREATE_NAMESPACE_ON_PUSH) and the creator's permission are created in
+// the push's own transaction, so a push refused for a missing layer leaves
+// none of them and no repo_created event; a push that succeeds creates all
+// three, and its creator administers the repository.
+func TestRefusedPushCreatesNothing(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newEnv(t, dialect, authz.Options{CreatePrivateRepoOnPush: true, CreateNamespaceOnPush: true})
+			ctx := context.Background()
+			missing := digest.FromString("never uploaded")
+			m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example+json",`+
+				`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},`+
+				`"layers":[{"mediaType":"application/vnd.example+json","digest":"%s","size":5}]}`, missing)
+			req, _ := http.NewRequest("PUT", e.url+"/v2/ghostorg/app/manifests/v1", strings.NewReader(m))
+			req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			req.SetBasicAuth("alice", alicePW)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 400 || !strings.Contains(string(body), "MANIFEST_BLOB_UNKNOWN") {
+				t.Fatalf("refused push: %d %s", resp.StatusCode, body)
+			}
+			if ri, err := e.db.Repository(ctx, "ghostorg/app"); err != nil || ri.Exists {
+				t.Fatalf("a refused push left repository %+v (%v)", ri, err)
+			}
+			if _, err := e.db.NamespaceByName(ctx, "ghostorg"); !errors.Is(err, meta.ErrNamespaceNotFound) {
+				t.Fatalf("a refused push left the organization: %v", err)
+			}
+			evs, _ := e.db.EventsAfter(ctx, 0, 100)
+			for _, ev := range evs {
+				if ev.Repository == "ghostorg/app" {
+					t.Fatalf("a refused push left event %s", ev.Kind)
+				}
+			}
+			// The same push, complete, creates all three.
+			if err := e.push("ghostorg/app:v1", "alice", alicePW); err != nil {
+				t.Fatal(err)
+			}
+			ri, err := e.db.Repository(ctx, "ghostorg/app")
+			if err != nil || !ri.Exists || ri.Visibility != "private" {
+				t.Fatalf("repository after the push: %+v %v", ri, err)
+			}
+			alice, _ := e.db.UserByName(ctx, "alice")
+			if st, _ := e.db.StandingOf(ctx, alice, "ghostorg/app"); st.Role != "admin" {
+				t.Fatalf("creator's role: %q", st.Role)
+			}
+			if ns, err := e.db.NamespaceByName(ctx, "ghostorg"); err != nil || ns.Kind != meta.NamespaceOrg {
+				t.Fatalf("organization: %+v %v", ns, err)
+			}
+		})
 	}
 }

@@ -21,9 +21,9 @@ type Open struct {
 }
 
 // Authorize implements registry.Authorizer.
-func (o Open) Authorize(_ http.ResponseWriter, r *http.Request, res registry.Resource) (string, error) {
+func (o Open) Authorize(_ http.ResponseWriter, r *http.Request, res registry.Resource) (meta.Writer, error) {
 	if res.Type != "repository" {
-		return "", nil
+		return meta.Writer{}, nil
 	}
 	for _, action := range res.Actions {
 		if action != registry.ActionPush && action != registry.ActionDelete {
@@ -31,12 +31,12 @@ func (o Open) Authorize(_ http.ResponseWriter, r *http.Request, res registry.Res
 		}
 		ri, err := o.Repositories.Repository(r.Context(), res.Name)
 		if err != nil {
-			return "", err
+			return meta.Writer{}, err
 		}
 		if !auth.StateAllows(auth.Anonymous, repoOf(ri), action) {
-			return "", &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
+			return meta.Writer{}, &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
 				Message: fmt.Sprintf("%s is %s: it takes no %s", res.Name, ri.State, action)}
 		}
 	}
-	return "", nil
+	return meta.Writer{}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/registry"
 )
 
@@ -46,53 +47,54 @@ func detail(res registry.Resource) any {
 }
 
 // Authorize implements registry.Authorizer for auth mode "token".
-func (a *Authorizer) Authorize(w http.ResponseWriter, r *http.Request, res registry.Resource) (string, error) {
+func (a *Authorizer) Authorize(w http.ResponseWriter, r *http.Request, res registry.Resource) (meta.Writer, error) {
 	ctx := r.Context()
 	id, claims, err := a.Identify(ctx, r)
 	switch {
 	case setRetryAfter(w, err): // throttled or busy
-		return "", &registry.Error{Status: http.StatusTooManyRequests, Code: registry.CodeTooManyRequests, Message: err.Error()}
+		return meta.Writer{}, &registry.Error{Status: http.StatusTooManyRequests, Code: registry.CodeTooManyRequests, Message: err.Error()}
 	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrDisabled), errors.Is(err, auth.ErrInvalidToken):
-		return "", a.challenge(w, r, res, "invalid_token", "authentication required: "+publicReason(err))
+		return meta.Writer{}, a.challenge(w, r, res, "invalid_token", "authentication required: "+publicReason(err))
 	case err != nil:
-		return "", err
+		return meta.Writer{}, err
 	}
 	if res.Type == "" { // GET /v2/: any valid identity, or a challenge
 		if id.Kind == auth.KindAnonymous {
-			return "", a.challenge(w, r, res, "", "authentication required")
+			return meta.Writer{}, a.challenge(w, r, res, "", "authentication required")
 		}
-		return id.Actor(), nil
+		return meta.Writer{Actor: id.Actor()}, nil
 	}
 	if res.Type == "registry" {
 		if claims != nil && claims.Allows("registry", res.Name, "*") || claims == nil && id.Superuser {
-			return id.Actor(), nil
+			return meta.Writer{Actor: id.Actor()}, nil
 		}
 		if id.Kind == auth.KindAnonymous || claims != nil {
-			return "", a.challenge(w, r, res, "insufficient_scope", "the catalog needs a superuser")
+			return meta.Writer{}, a.challenge(w, r, res, "insufficient_scope", "the catalog needs a superuser")
 		}
-		return "", &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied, Message: "the catalog needs a superuser"}
+		return meta.Writer{}, &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied, Message: "the catalog needs a superuser"}
 	}
 	for _, action := range res.Actions {
 		allowed, err := a.allowed(r, id, claims, res.Name, action)
 		if err != nil {
-			return "", err
+			return meta.Writer{}, err
 		}
 		if allowed {
 			continue
 		}
 		if id.Kind == auth.KindAnonymous || claims != nil {
 			// A token client asks the token endpoint again with this scope.
-			return "", a.challenge(w, r, res, "insufficient_scope", fmt.Sprintf("%s on %s is not allowed", action, res.Name))
+			return meta.Writer{}, a.challenge(w, r, res, "insufficient_scope", fmt.Sprintf("%s on %s is not allowed", action, res.Name))
 		}
-		return "", &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
+		return meta.Writer{}, &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
 			Message: fmt.Sprintf("%s may not %s %s", id.Actor(), action, res.Name), Detail: detail(res)}
 	}
+	who := meta.Writer{Actor: id.Actor()}
 	if contains(res.Actions, registry.ActionPush) && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
-		if err := a.prepareCreate(ctx, id, res.Name); err != nil {
-			return "", err
+		if who.Create, err = a.planCreate(ctx, id, res.Name); err != nil {
+			return meta.Writer{}, err
 		}
 	}
-	return id.Actor(), nil
+	return who, nil
 }
 
 // allowed decides one action. A registry token carries the decision made

@@ -201,21 +201,28 @@ const OwnersTeam = "owners"
 func (db *DB) CreateOrganization(ctx context.Context, name string, ownerID int64) (Namespace, error) {
 	ns := Namespace{Name: name, Kind: NamespaceOrg}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		id, err := db.createNamespace(ctx, tx, name, NamespaceOrg)
-		if err != nil {
-			return err
-		}
+		id, err := db.createOrganization(ctx, tx, name, ownerID)
 		ns.ID = id
-		var teamID int64
-		if err := tx.QueryRowContext(ctx, db.q("INSERT INTO teams (namespace_id, name, role) VALUES (?, ?, 'admin') RETURNING id"), id, OwnersTeam).Scan(&teamID); err != nil {
-			return fmt.Errorf("create owners team: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO team_members (team_id, user_id) VALUES (?, ?)"), teamID, ownerID); err != nil {
-			return fmt.Errorf("add owner: %w", err)
-		}
-		return nil
+		return err
 	})
 	return ns, err
+}
+
+// createOrganization creates an organization namespace with its owners
+// team holding ownerID, in tx.
+func (db *DB) createOrganization(ctx context.Context, tx *sql.Tx, name string, ownerID int64) (int64, error) {
+	id, err := db.createNamespace(ctx, tx, name, NamespaceOrg)
+	if err != nil {
+		return 0, err
+	}
+	var teamID int64
+	if err := tx.QueryRowContext(ctx, db.q("INSERT INTO teams (namespace_id, name, role) VALUES (?, ?, 'admin') RETURNING id"), id, OwnersTeam).Scan(&teamID); err != nil {
+		return 0, fmt.Errorf("create owners team: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO team_members (team_id, user_id) VALUES (?, ?)"), teamID, ownerID); err != nil {
+		return 0, fmt.Errorf("add owner: %w", err)
+	}
+	return id, nil
 }
 
 // DeleteNamespace deletes an organization or user namespace with its

@@ -60,16 +60,16 @@ func (db *DB) RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) 
 }
 
 // LinkBlob records a stored blob and links it to the repository, creating
-// the repository if needed. If uploadID is set, the upload session is
-// removed in the same transaction.
-func (db *DB) LinkBlob(ctx context.Context, repo string, b Blob, uploadID, actor string) error {
+// the repository (as w.Create says) if needed. If uploadID is set, the
+// upload session is removed in the same transaction.
+func (db *DB) LinkBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		return db.linkBlob(ctx, tx, repo, b, uploadID, actor)
+		return db.linkBlob(ctx, tx, repo, b, uploadID, w)
 	})
 }
 
-func (db *DB) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, uploadID, actor string) error {
-	id, err := db.ensureRepository(ctx, tx, repo, actor)
+func (db *DB) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, uploadID string, w Writer) error {
+	id, err := db.ensureRepository(ctx, tx, repo, w)
 	if err != nil {
 		return err
 	}

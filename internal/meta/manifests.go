@@ -75,6 +75,9 @@ type PutManifest struct {
 	// with several target tags announces them in one repo_push).
 	MoreTags []string
 	Actor    string
+	// Create says how to create the repository if the push is its first
+	// write (nil: private, no permissions).
+	Create *RepoCreate
 	// Generated marks content Berth made itself (a computed SBOM): it is
 	// stored without a repo_push event and is not scanned.
 	Generated bool
@@ -106,12 +109,13 @@ func (db *DB) PutManifest(ctx context.Context, p PutManifest) error {
 func (db *DB) putManifest(ctx context.Context, p PutManifest, checkRefs bool, onTag func(tx *sql.Tx, repoID int64, tag string) error) error {
 	m := p.Manifest
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		repoID, err := db.ensureRepository(ctx, tx, p.Repository, p.Actor)
+		w := Writer{Actor: p.Actor, Create: p.Create}
+		repoID, err := db.ensureRepository(ctx, tx, p.Repository, w)
 		if err != nil {
 			return err
 		}
 		for _, b := range p.LinkBlobs {
-			if err := db.linkBlob(ctx, tx, p.Repository, b, "", p.Actor); err != nil {
+			if err := db.linkBlob(ctx, tx, p.Repository, b, "", w); err != nil {
 				return err
 			}
 		}

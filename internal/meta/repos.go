@@ -5,11 +5,35 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 )
 
+// Writer is who writes content: the actor named in events and audit, and,
+// for a push that may create its repository, how to create it.
+type Writer struct {
+	Actor  string
+	Create *RepoCreate
+}
+
+// RepoCreate is how a push creates the repository it writes to, decided by
+// the authorizer and applied in the push's own transaction, so that a
+// refused or aborted push leaves nothing behind (no repository, no
+// organization, no permission, no repo_created event).
+type RepoCreate struct {
+	// Visibility of the new repository: "private" or "public".
+	Visibility string
+	// AdminUserID, if set, is given the admin role on the new repository
+	// (whoever creates a repository by pushing administers it).
+	AdminUserID int64
+	// OrgOwnerID, if set, creates the repository's namespace as an
+	// organization owned by that user when the namespace does not exist
+	// (CREATE_NAMESPACE_ON_PUSH).
+	OrgOwnerID int64
+}
+
 // ensureRepository returns the id of the repository, creating it (and its
-// repo_created event) if needed.
-func (db *DB) ensureRepository(ctx context.Context, tx *sql.Tx, name, actor string) (int64, error) {
+// repo_created event, and what w.Create asks for) if needed.
+func (db *DB) ensureRepository(ctx context.Context, tx *sql.Tx, name string, w Writer) (int64, error) {
 	var id int64
 	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), name).Scan(&id)
 	if err == nil {
@@ -18,17 +42,46 @@ func (db *DB) ensureRepository(ctx context.Context, tx *sql.Tx, name, actor stri
 	if !errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("look up repository: %w", err)
 	}
-	res, err := tx.ExecContext(ctx, db.q("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"), name, now())
+	c := w.Create
+	if c == nil {
+		c = &RepoCreate{}
+	}
+	if c.OrgOwnerID != 0 {
+		ns, _, _ := strings.Cut(name, "/")
+		var nsID int64
+		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ?"), ns).Scan(&nsID)
+		if errors.Is(err, sql.ErrNoRows) {
+			if _, err := db.createOrganization(ctx, tx, ns, c.OrgOwnerID); errors.Is(err, ErrExists) {
+				return 0, errRetry // a concurrent push created it: start over
+			} else if err != nil {
+				return 0, err
+			}
+		} else if err != nil {
+			return 0, fmt.Errorf("look up namespace: %w", err)
+		}
+	}
+	visibility := c.Visibility
+	if visibility == "" {
+		visibility = "private"
+	}
+	res, err := tx.ExecContext(ctx, db.q("INSERT INTO repositories (name, created_at, visibility) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"), name, now(), visibility)
 	if err != nil {
 		return 0, fmt.Errorf("create repository: %w", err)
 	}
+	created := false
 	if n, _ := res.RowsAffected(); n == 1 {
-		if err := db.appendEvent(ctx, tx, Event{Kind: EventRepoCreated, Repository: name, Actor: actor}); err != nil {
+		created = true
+		if err := db.appendEvent(ctx, tx, Event{Kind: EventRepoCreated, Repository: name, Actor: w.Actor}); err != nil {
 			return 0, err
 		}
 	}
 	if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), name).Scan(&id); err != nil {
 		return 0, fmt.Errorf("look up repository: %w", err)
+	}
+	if created && c.AdminUserID != 0 {
+		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, user_id, role) VALUES (?, ?, 'admin')"), id, c.AdminUserID); err != nil {
+			return 0, fmt.Errorf("grant the creator admin: %w", err)
+		}
 	}
 	return id, nil
 }

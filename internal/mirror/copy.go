@@ -22,7 +22,7 @@ import (
 type Store interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
-	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID, actor string) error
+	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	PutManifest(ctx context.Context, p meta.PutManifest) error
 }
@@ -160,7 +160,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 	}
 	if stored, err := c.db.StoredBlob(ctx, b.Digest); err == nil {
 		atomic.AddInt64(&st.BlobsLinked, 1)
-		return c.db.LinkBlob(ctx, req.Repo, stored, "", req.Actor)
+		return c.db.LinkBlob(ctx, req.Repo, stored, "", meta.Writer{Actor: req.Actor})
 	}
 	layer, err := remote.Layer(req.Source.Context().Digest(b.Digest.String()), opts...)
 	if err != nil {
@@ -180,7 +180,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 	if req.Progress != nil {
 		req.Progress(*st)
 	}
-	return c.db.LinkBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", req.Actor)
+	return c.db.LinkBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", meta.Writer{Actor: req.Actor})
 }
 
 // ErrDigestMismatch is returned when fetched bytes do not match their

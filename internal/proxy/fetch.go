@@ -195,7 +195,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		b := meta.Blob{Digest: d, Size: n}
 		// Record it while still in the flight, so that a request arriving
 		// just after finds it stored.
-		if err := s.db.LinkBlob(fctx, repo, b, "", ""); err != nil {
+		if err := s.db.LinkBlob(fctx, repo, b, "", meta.Writer{}); err != nil {
 			return nil, err
 		}
 		s.log.Info("proxy cache: stored blob", "repository", repo, "digest", d, "size", n)
@@ -205,7 +205,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		return meta.Blob{}, err
 	}
 	b := v.(meta.Blob)
-	if err := s.db.LinkBlob(ctx, repo, b, "", ""); err != nil {
+	if err := s.db.LinkBlob(ctx, repo, b, "", meta.Writer{}); err != nil {
 		return meta.Blob{}, err
 	}
 	return b, nil

@@ -39,7 +39,7 @@ type Store interface {
 	ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (bool, error)
 	PutProxyManifest(ctx context.Context, p meta.PutManifest, checkedAt time.Time) error
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
-	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID, actor string) error
+	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
 }
 
 // Sealer seals upstream passwords at rest (auth.Sealer).

@@ -100,7 +100,7 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 	if reg.proxied(r.Context(), rt.name) {
 		return errProxyPush
 	}
-	actor, err := reg.authorize(w, r, repoScope(rt.name, ActionPull, ActionPush))
+	who, err := reg.authorize(w, r, repoScope(rt.name, ActionPull, ActionPush))
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 	}
 	refs := manifestRefs(m)
 	put := meta.PutManifest{
-		Repository: rt.name, Tag: ref.Tag, Actor: actor, Refs: refs,
+		Repository: rt.name, Tag: ref.Tag, Actor: who.Actor, Create: who.Create, Refs: refs,
 		Manifest: meta.Manifest{Digest: dg, MediaType: m.MediaType, ArtifactType: m.EffectiveArtifactType(),
 			Content: body, Annotations: m.Annotations},
 	}
@@ -218,14 +218,14 @@ func (reg *Registry) ensureEmptyBlob(ctx context.Context) (meta.Blob, error) {
 }
 
 func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt route, ref oci.Reference) error {
-	actor, err := reg.authorize(w, r, repoScope(rt.name, ActionDelete))
+	who, err := reg.authorize(w, r, repoScope(rt.name, ActionDelete))
 	if err != nil {
 		return err
 	}
 	if ref.Tag != "" {
-		err = reg.meta.DeleteTag(r.Context(), rt.name, ref.Tag, actor)
+		err = reg.meta.DeleteTag(r.Context(), rt.name, ref.Tag, who.Actor)
 	} else {
-		err = reg.meta.DeleteManifest(r.Context(), rt.name, ref.Digest, actor)
+		err = reg.meta.DeleteManifest(r.Context(), rt.name, ref.Digest, who.Actor)
 	}
 	if errors.Is(err, meta.ErrManifestNotFound) {
 		return errManifestUnk

@@ -33,10 +33,12 @@ type Resource struct {
 }
 
 // Authorizer decides whether a request may act on a resource. It returns
-// the actor's name for the audit trail and events, or an *Error (with any
-// challenge headers already set on w) when the request is refused.
+// who writes: the actor's name for the audit trail and events and, for a
+// push to a repository that does not exist yet, how the push creates it
+// (in its own transaction); or an *Error (with any challenge headers
+// already set on w) when the request is refused.
 type Authorizer interface {
-	Authorize(w http.ResponseWriter, r *http.Request, res Resource) (actor string, err error)
+	Authorize(w http.ResponseWriter, r *http.Request, res Resource) (meta.Writer, error)
 }
 
 // AllowAll is the authorizer of auth mode "none": every request is allowed
@@ -44,8 +46,8 @@ type Authorizer interface {
 type AllowAll struct{}
 
 // Authorize implements Authorizer.
-func (AllowAll) Authorize(http.ResponseWriter, *http.Request, Resource) (string, error) {
-	return "", nil
+func (AllowAll) Authorize(http.ResponseWriter, *http.Request, Resource) (meta.Writer, error) {
+	return meta.Writer{}, nil
 }
 
 // Metadata is what the registry needs of the metadata store.
@@ -60,7 +62,7 @@ type blobMetadata interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error)
-	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID, actor string) error
+	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
 	UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error
 }
 
@@ -277,7 +279,7 @@ func (reg *Registry) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, r, errInternal)
 }
 
-func (reg *Registry) authorize(w http.ResponseWriter, r *http.Request, res Resource) (string, error) {
+func (reg *Registry) authorize(w http.ResponseWriter, r *http.Request, res Resource) (meta.Writer, error) {
 	return reg.authz.Authorize(w, r, res)
 }
 

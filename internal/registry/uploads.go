@@ -50,7 +50,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 	if reg.proxied(r.Context(), rt.name) {
 		return errProxyPush
 	}
-	actor, err := reg.authorize(w, r, repoScope(rt.name, ActionPull, ActionPush))
+	who, err := reg.authorize(w, r, repoScope(rt.name, ActionPull, ActionPush))
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 		if err != nil {
 			return errorf(http.StatusBadRequest, CodeDigestInvalid, err.Error(), nil)
 		}
-		mounted, err := reg.mount(w, r, rt.name, d, q.Get("from"), actor)
+		mounted, err := reg.mount(w, r, rt.name, d, q.Get("from"), who)
 		if err != nil {
 			return err
 		}
@@ -76,7 +76,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 		// requires.
 	}
 	if dg := q.Get("digest"); dg != "" {
-		return reg.monolithicUpload(w, r, rt, dg, actor)
+		return reg.monolithicUpload(w, r, rt, dg, who)
 	}
 	id := uuid.NewString()
 	state, err := marshalHash(sha256.New())
@@ -94,7 +94,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 // mount links an existing blob into the repository. With from, the blob
 // must be in that repository and the actor must be allowed to pull from it.
 // Without from, any repository the actor may pull from will do.
-func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, d digest.Digest, from, actor string) (bool, error) {
+func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, d digest.Digest, from string, who meta.Writer) (bool, error) {
 	ctx := r.Context()
 	var candidates []string
 	if from != "" {
@@ -120,7 +120,7 @@ func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, 
 		if _, err := reg.authz.Authorize(discardHeaders{}, r, repoScope(src, ActionPull)); err != nil {
 			continue
 		}
-		if err := reg.meta.LinkBlob(ctx, name, b, "", actor); err != nil {
+		if err := reg.meta.LinkBlob(ctx, name, b, "", who); err != nil {
 			return false, err
 		}
 		return true, nil
@@ -138,7 +138,7 @@ func (discardHeaders) Write(b []byte) (int, error) { return len(b), nil }
 func (discardHeaders) WriteHeader(int)             {}
 
 // monolithicUpload handles POST ?digest=: the whole blob in one request.
-func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt route, dg, actor string) error {
+func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt route, dg string, who meta.Writer) error {
 	want, err := oci.ParseDigest(dg)
 	if err != nil {
 		return errorf(http.StatusBadRequest, CodeDigestInvalid, err.Error(), nil)
@@ -155,7 +155,7 @@ func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt
 		reg.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
 		return err
 	}
-	return reg.finishUpload(w, r, rt.name, id, fw, h, want, actor, false)
+	return reg.finishUpload(w, r, rt.name, id, fw, h, want, who, false)
 }
 
 func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) error {
@@ -168,7 +168,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	default:
 		return errUnsupported
 	}
-	actor, err := reg.authorize(w, r, repoScope(rt.name, actions...))
+	who, err := reg.authorize(w, r, repoScope(rt.name, actions...))
 	if err != nil {
 		return err
 	}
@@ -227,7 +227,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	n, copyErr := reg.copyBody(claimedWriter{fw, claim}, h, r)
 	if copyErr == nil && r.Method == http.MethodPut {
 		claimed = false // finishing deletes the upload (the claim is renewed until then)
-		return reg.finishUpload(w, r, rt.name, up.ID, fw, h, want, actor, true)
+		return reg.finishUpload(w, r, rt.name, up.ID, fw, h, want, who, true)
 	}
 	if errors.Is(copyErr, errClaimLost) {
 		reg.log.Warn("upload claim lost while writing; the write was stopped", "upload", up.ID)
@@ -428,7 +428,7 @@ func (reg *Registry) copyBody(fw io.Writer, h hash.Hash, r *http.Request) (int64
 // finishUpload verifies the digest of a complete upload, moves the bytes
 // to their content address, and links the blob to the repository. The
 // upload's bytes are in fw, still open.
-func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, id string, fw storage.FileWriter, h hash.Hash, want digest.Digest, actor string, hasRow bool) error {
+func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, id string, fw storage.FileWriter, h hash.Hash, want digest.Digest, who meta.Writer, hasRow bool) error {
 	ctx := context.WithoutCancel(r.Context()) // finish what we started
 	size := fw.Size()
 	discard := func() {
@@ -465,7 +465,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 			return err
 		}
 	}
-	if err := reg.meta.LinkBlob(ctx, name, blob, id, actor); err != nil {
+	if err := reg.meta.LinkBlob(ctx, name, blob, id, who); err != nil {
 		return err
 	}
 	if err := reg.store.Delete(ctx, storage.UploadDir(id)); err != nil && !errors.Is(err, storage.ErrNotFound) {

@@ -3,9 +3,12 @@ package server
 import (
 	"net/http"
 	"strings"
+
+	"github.com/berth-dev/berth/internal/authz"
 )
 
-// routes sends /v2 requests straight to the registry, whose router answers
+// routes sends /v2 requests (but the token endpoint, /v2/auth) straight to
+// the registry, whose router answers
 // every path it refuses with a spec error, and everything else to mux.
 // http.ServeMux would "clean" a /v2 path holding "..", "//" or "/./" and
 // answer a 307 redirect with an HTML body, which no registry client
@@ -13,7 +16,7 @@ import (
 func routes(mux *http.ServeMux, registry http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
-		if p == "/v2" || strings.HasPrefix(p, "/v2/") {
+		if (p == "/v2" || strings.HasPrefix(p, "/v2/")) && p != authz.TokenPath {
 			registry.ServeHTTP(w, r)
 			return
 		}
