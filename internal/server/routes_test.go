@@ -70,3 +70,28 @@ func TestUncleanPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenEndpointRouted: /v2/auth is the token endpoint, not a registry
+// path, in token mode.
+func TestTokenEndpointRouted(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Scan.Enabled = false
+	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	resp, err := http.Get(hs.URL + "/v2/auth?service=berth&scope=repository:a/b:pull")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// Anonymous: a token with no access (200), never the registry's 404.
+	if resp.StatusCode != 200 || !json.Valid(body) {
+		t.Fatalf("GET /v2/auth: %d %s", resp.StatusCode, body)
+	}
+}
