@@ -33,8 +33,8 @@ type Delivery struct {
 
 // Result is the outcome of one delivery attempt. Err is nil exactly when
 // the receiver accepted the delivery. Neither Err nor ResponseSnippet
-// carries the method's secrets (signing secret, credential headers, the
-// URL's path and query).
+// carries the method's secrets (signing secret, the values of the extra
+// headers, the URL's path and query).
 type Result struct {
 	StatusCode      int // HTTP status, or the SMTP reply code for email
 	Latency         time.Duration
@@ -115,18 +115,6 @@ func validHeaderName(name string) bool {
 		}
 	}
 	return true
-}
-
-// sensitiveHeader reports whether a header's value is a credential that
-// must never be echoed back into a Result.
-func sensitiveHeader(name string) bool {
-	n := strings.ToLower(name)
-	for _, s := range []string{"auth", "token", "secret", "key", "cookie", "signature", "password", "session"} {
-		if strings.Contains(n, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // post is the HTTP delivery shared by Webhook and Slack.
@@ -213,8 +201,9 @@ func redactURL(u *url.URL) string {
 }
 
 // secretStrings are the strings a receiver might echo that must not end
-// up in a Result: the signing secret, credential header values, the
-// URL's query and its token-like path segments.
+// up in a Result: the signing secret, the values of the extra headers
+// (whatever their names: Berth seals them all, as credentials), the URL's
+// query and its token-like path segments.
 func secretStrings(u *url.URL, secret []byte, headers ...map[string]string) []string {
 	var out []string
 	add := func(s string) {
@@ -224,12 +213,10 @@ func secretStrings(u *url.URL, secret []byte, headers ...map[string]string) []st
 	}
 	add(string(secret))
 	for _, h := range headers {
-		for k, v := range h {
-			if sensitiveHeader(k) {
-				add(v)
-				if _, cred, ok := strings.Cut(v, " "); ok { // "Bearer <token>"
-					add(strings.TrimSpace(cred))
-				}
+		for _, v := range h {
+			add(v)
+			if _, cred, ok := strings.Cut(v, " "); ok { // "Bearer <token>"
+				add(strings.TrimSpace(cred))
 			}
 		}
 	}

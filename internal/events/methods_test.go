@@ -256,6 +256,8 @@ func TestWebhookNeverLeaksSecrets(t *testing.T) {
 		bearer    = "tok-abcdefghij"
 		pathToken = "XXXXXXXXXXXXXXXXXXXXXXXX"
 		query     = "qtok-9876543210"
+		apiKey    = "key-5555666677778888"
+		tenant    = "tenant-0123456789" // a name that does not look like a credential
 	)
 	echo := func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
@@ -264,7 +266,7 @@ func TestWebhookNeverLeaksSecrets(t *testing.T) {
 	rcv := newReceiver(t, echo)
 	_, port, _ := net.SplitHostPort(rcv.Listener.Addr().String())
 	path := "/services/T000/B000/" + pathToken + "?token=" + query
-	hookHeaders := map[string]string{"Authorization": "Bearer " + bearer}
+	hookHeaders := map[string]string{"Authorization": "Bearer " + bearer, "X-Api-Key": apiKey, "X-Tenant": tenant}
 	tests := []struct {
 		name   string
 		url    string
@@ -282,7 +284,7 @@ func TestWebhookNeverLeaksSecrets(t *testing.T) {
 				t.Fatal("expected a failure")
 			}
 			all := res.Err.Error() + "\n" + res.ResponseSnippet + "\n" + fmt.Sprintf("%+v", res)
-			for _, s := range []string{secret, bearer, pathToken, query} {
+			for _, s := range []string{secret, bearer, pathToken, query, apiKey, tenant} {
 				if strings.Contains(all, s) {
 					t.Errorf("result leaks %q:\n%s", s, all)
 				}

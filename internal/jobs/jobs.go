@@ -21,7 +21,8 @@ import (
 
 // Handler does the work of a job. A nil error completes the job; an error
 // retries it with backoff until its MaxAttempts are spent, then moves it to
-// the dead letter; an error wrapped by Permanent dead-letters it at once.
+// the dead letter; an error wrapped by Permanent dead-letters it at once;
+// an error made by Defer puts the job back, uncounted, until a given time.
 // The context is cancelled when the worker shuts down or loses the lease.
 // A job may run more than once (a worker can die after the work but before
 // recording it), so handlers must be idempotent.
@@ -34,6 +35,7 @@ type Store interface {
 	RetryJob(ctx context.Context, id int64, owner string, runAt time.Time, errText string) error
 	KillJob(ctx context.Context, id int64, owner string, errText string) error
 	ExtendJobLease(ctx context.Context, id int64, owner string, lease time.Duration) error
+	DeferJob(ctx context.Context, id int64, owner string, runAt time.Time, reason string) error
 }
 
 type permanentError struct{ err error }
@@ -55,6 +57,32 @@ func Permanent(err error) error {
 func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p)
+}
+
+// deferError is a handler's "not now": see Defer.
+type deferError struct {
+	until  time.Time
+	reason error
+}
+
+func (e deferError) Error() string {
+	msg := "deferred until " + e.until.UTC().Format(time.RFC3339)
+	if e.reason != nil {
+		msg += ": " + e.reason.Error()
+	}
+	return msg
+}
+
+func (e deferError) Unwrap() error { return e.reason }
+
+// Defer tells the worker that the job cannot run yet, for a reason that is
+// not the job's failure (a paused destination, say): it goes back to the
+// queue to run again from until, and the attempt is not counted, so no
+// backoff grows and no attempt is spent however long the job is held. The
+// job keeps its place in its ordering key. A job released while its
+// handler ran (meta's ReleaseJobs) is ready at once instead.
+func Defer(until time.Time, reason error) error {
+	return deferError{until: until, reason: reason}
 }
 
 // Options tune a Worker. Zero values mean the defaults.
@@ -227,9 +255,14 @@ func (w *Worker) process(ctx context.Context, j meta.Job, owner string) {
 	defer rcancel()
 	var what string
 	var rerr error
+	var deferred deferError
 	switch {
 	case err == nil:
 		what, rerr = "completed", w.store.CompleteJob(rctx, j.ID, owner)
+	case errors.As(err, &deferred):
+		// The handler's own answer, even if the worker is stopping.
+		log = log.With("until", deferred.until)
+		what, rerr = "deferred", w.store.DeferJob(rctx, j.ID, owner, deferred.until, err.Error())
 	case jctx.Err() != nil:
 		// Shutdown or a lost lease interrupted the handler: not the job's
 		// fault, so it is not dead-lettered; run it again soon. (If the
@@ -251,6 +284,8 @@ func (w *Worker) process(ctx context.Context, j meta.Job, owner string) {
 		log.Error("record job outcome; the job runs again when its lease expires", "outcome", what, "err", err, "record_err", rerr)
 	case err == nil:
 		log.Debug("job " + what)
+	case what == "deferred":
+		log.Debug("job "+what, "reason", err)
 	case what == "dead-lettered":
 		log.Error("job "+what, "err", err)
 	default:

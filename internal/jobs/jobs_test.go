@@ -197,6 +197,76 @@ func TestWorkerDeadLetter(t *testing.T) {
 	})
 }
 
+// TestWorkerDefer: a deferred job runs again at the time its handler
+// gave, spending no attempt and growing no backoff however often it is
+// deferred (more often than its MaxAttempts here), and holds the younger
+// jobs of its ordering key meanwhile; a release makes it ready at once.
+func TestWorkerDefer(t *testing.T) {
+	forDialects(t, func(t *testing.T, d string) {
+		db := metatest.Open(t, d)
+		var runs atomic.Int32
+		var hold atomic.Bool
+		var order []string
+		var mu sync.Mutex
+		paused := errors.New("destination paused")
+		w := jobs.New(db, "q", func(_ context.Context, j meta.Job) error {
+			if string(j.Payload) == `"first"` {
+				if hold.Load() {
+					return jobs.Defer(time.Now().Add(time.Hour), paused)
+				}
+				if runs.Add(1) <= 5 {
+					return fmt.Errorf("wrapped: %w", jobs.Defer(time.Now().Add(20*time.Millisecond), paused))
+				}
+			}
+			mu.Lock()
+			order = append(order, string(j.Payload))
+			mu.Unlock()
+			return nil
+		}, fast(jobs.Options{Concurrency: 2, Backoff: func(int) time.Duration {
+			t.Error("backoff asked for a deferred job")
+			return time.Hour
+		}}))
+		first := enqueue(t, db, meta.Job{OrderingKey: "k", MaxAttempts: 2, Payload: json.RawMessage(`"first"`)})
+		enqueue(t, db, meta.Job{OrderingKey: "k", Payload: json.RawMessage(`"second"`)})
+		start(t, w)
+		done := waitFor(t, db, meta.JobDone, 2)
+		if done[0].ID != first || done[0].Attempts != 1 || runs.Load() != 6 {
+			t.Fatalf("done = %+v after %d runs of the first", done, runs.Load())
+		}
+		mu.Lock()
+		if fmt.Sprint(order) != "[\"first\" \"second\"]" {
+			t.Errorf("order = %v", order)
+		}
+		mu.Unlock()
+
+		// Held for an hour, then released.
+		hold.Store(true)
+		held := enqueue(t, db, meta.Job{OrderingKey: "k2", Payload: json.RawMessage(`"first"`)})
+		w.Wake()
+		deadline := time.Now().Add(wait)
+		for {
+			js, _ := db.Jobs(context.Background(), "q", meta.JobPending, 10)
+			if len(js) == 1 && js[0].ID == held && js[0].RunAt.After(time.Now().Add(time.Minute)) {
+				if js[0].Attempts != 0 || !strings.Contains(js[0].LastError, "destination paused") {
+					t.Fatalf("held job = %+v", js[0])
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job not held: %+v", js)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		hold.Store(false)
+		if _, err := db.ReleaseJobs(context.Background(), "q", "k2"); err != nil {
+			t.Fatal(err)
+		}
+		if j := waitFor(t, db, meta.JobDone, 3); len(j) != 3 || j[2].ID != held || j[2].Attempts != 1 {
+			t.Fatalf("released job = %+v", j)
+		}
+	})
+}
+
 func TestPermanent(t *testing.T) {
 	base := errors.New("x")
 	if jobs.Permanent(nil) != nil {

@@ -260,6 +260,56 @@ func (db *DB) RetryJob(ctx context.Context, id int64, owner string, runAt time.T
 		runAt.UnixMicro(), cleanJobError(errText))
 }
 
+// DeferJob puts a running job back to pending without counting the
+// attempt its claim counted, to run again from runAt, recording reason: a
+// handler's "not now", which spends no attempt however often it happens.
+// A job released by ReleaseJobs while it ran is ready at once instead. It
+// returns ErrJobLost unless owner still holds the job.
+func (db *DB) DeferJob(ctx context.Context, id int64, owner string, runAt time.Time, reason string) error {
+	return db.finishJob(ctx, "defer", id, owner, `status = 'pending',
+		run_at = CASE WHEN run_at = ? THEN CAST(? AS BIGINT) ELSE CAST(? AS BIGINT) END,
+		attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+		lease_until = 0, lease_owner = '', last_error = ?`,
+		releasedRunAt, now(), runAt.UnixMicro(), cleanJobError(reason))
+}
+
+// releasedRunAt is the run_at that ReleaseJobs gives a running job, whose
+// run_at otherwise is the time it became ready: DeferJob then makes it
+// ready at once rather than at the time its handler asked for.
+const releasedRunAt = 0
+
+// ReleaseJobs makes the live jobs of a queue whose ordering key starts
+// with keyPrefix ready at once: a pending job waiting for its run_at (a
+// retry's backoff, a deferral) can be claimed now, still after the older
+// jobs of its key, and a running job that its handler defers is not held.
+// It returns how many jobs it released.
+func (db *DB) ReleaseJobs(ctx context.Context, queue, keyPrefix string) (int64, error) {
+	var n int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		n, err = db.releaseJobsTx(ctx, tx, queue, keyPrefix)
+		return err
+	})
+	return n, err
+}
+
+func (db *DB) releaseJobsTx(ctx context.Context, tx *sql.Tx, queue, keyPrefix string) (int64, error) {
+	if queue == "" || keyPrefix == "" {
+		return 0, errors.New("release jobs: a queue and a key prefix are required")
+	}
+	// The status terms repeat the partial indexes' predicate verbatim, so
+	// that SQLite uses them (see ClaimJob).
+	ts := now()
+	res, err := tx.ExecContext(ctx, db.q(`UPDATE jobs SET run_at = CASE WHEN status = 'running' THEN CAST(? AS BIGINT) ELSE CAST(? AS BIGINT) END, updated_at = ?
+		WHERE queue = ? AND status IN ('pending', 'running') AND substr(ordering_key, 1, ?) = ?
+		AND ((status = 'pending' AND run_at > ?) OR (status = 'running' AND run_at <> ?))`),
+		releasedRunAt, ts, ts, queue, utf8.RuneCountInString(keyPrefix), keyPrefix, ts, releasedRunAt)
+	if err != nil {
+		return 0, fmt.Errorf("release %s jobs: %w", queue, err)
+	}
+	return res.RowsAffected()
+}
+
 // KillJob moves a job to the dead letter, recording the error. It returns
 // ErrJobLost unless owner still holds the job.
 func (db *DB) KillJob(ctx context.Context, id int64, owner string, errText string) error {

@@ -70,6 +70,7 @@ func TestJobs(t *testing.T) {
 		{"OrderingKeys", testJobOrderingKeys},
 		{"Validation", testJobValidation},
 		{"Prune", testJobPrune},
+		{"DeferAndRelease", testJobDeferAndRelease},
 	}
 	for _, d := range metatest.Dialects() {
 		t.Run(d, func(t *testing.T) {
@@ -153,6 +154,94 @@ func testJobRunAtAndRetry(t *testing.T, db *meta.DB) {
 	j, ok := claim(t, db, "q2", "w3")
 	if !ok || j.ID != id2 || j.Attempts != 2 || j.LastError != "soon" {
 		t.Fatalf("reclaimed job = %+v, %v", j, ok)
+	}
+}
+
+// testJobDeferAndRelease: a deferred job goes back to pending without
+// spending its attempt and keeps its place in its ordering key; released
+// jobs of a key prefix are ready at once, even one whose handler defers it
+// while the release happens.
+func testJobDeferAndRelease(t *testing.T, db *meta.DB) {
+	ctx := context.Background()
+	later := time.Now().Add(time.Hour)
+	a := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "n1|r", MaxAttempts: 2})
+	b := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "n1|r"})
+	c := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "n10|r"})
+	d := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "n1|s", RunAt: later})
+	other := enqueue(t, db, meta.Job{Queue: "q2", OrderingKey: "n1|r", RunAt: later})
+	if got := claimID(t, db, "q", "w"); got != a {
+		t.Fatalf("claim = %d, want %d", got, a)
+	}
+	if err := db.DeferJob(ctx, a, "intruder", later, "held"); !errors.Is(err, meta.ErrJobLost) {
+		t.Fatalf("defer by a non-owner = %v, want ErrJobLost", err)
+	}
+	if err := db.DeferJob(ctx, a, "w", later, "held"); err != nil {
+		t.Fatalf("defer: %v", err)
+	}
+	if j := jobByID(t, db, a); j.Status != meta.JobPending || j.Attempts != 0 || j.LastError != "held" || j.RunAt.Before(later.Add(-time.Second)) {
+		t.Fatalf("deferred job = %+v", j)
+	}
+	// a is held, b waits behind it, d waits for its run_at: only c runs.
+	if got := claimID(t, db, "q", "w"); got != c {
+		t.Fatalf("claim = %d, want %d (the other key's)", got, c)
+	}
+	if err := db.CompleteJob(ctx, c, "w"); err != nil {
+		t.Fatal(err)
+	}
+	if got := claimID(t, db, "q", "w"); got != 0 {
+		t.Fatalf("claimed %d while a was held", got)
+	}
+	if _, err := db.ReleaseJobs(ctx, "q", ""); err == nil {
+		t.Fatal("released with an empty key prefix")
+	}
+	n, err := db.ReleaseJobs(ctx, "q", "n1|")
+	if err != nil || n != 2 {
+		t.Fatalf("released %d, %v; want a and d", n, err)
+	}
+	if jobByID(t, db, other).RunAt.Before(later.Add(-time.Second)) {
+		t.Fatal("a job of another queue was released")
+	}
+	// Deferring never spends an attempt: a runs as often as it is deferred.
+	for range 5 {
+		j, ok := claim(t, db, "q", "w")
+		if !ok || j.ID != a || j.Attempts != 1 {
+			t.Fatalf("claim = %+v, %v; want a on its first attempt", j, ok)
+		}
+		if err := db.DeferJob(ctx, a, "w", time.Now().Add(-time.Second), "not yet"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Released while its handler runs, a job that the handler then defers
+	// is ready at once.
+	if got := claimID(t, db, "q", "w"); got != a {
+		t.Fatalf("claim = %d, want a", got)
+	}
+	if n, err := db.ReleaseJobs(ctx, "q", "n1|r"); err != nil || n != 1 {
+		t.Fatalf("released %d, %v; want the running a", n, err)
+	}
+	if err := db.DeferJob(ctx, a, "w", later, "held"); err != nil {
+		t.Fatal(err)
+	}
+	if j := jobByID(t, db, a); j.RunAt.After(time.Now()) {
+		t.Fatalf("a released while running was deferred to %v", j.RunAt)
+	}
+	if got := claimID(t, db, "q", "w"); got != a {
+		t.Fatalf("claim = %d, want a", got)
+	}
+	if err := db.CompleteJob(ctx, a, "w"); err != nil {
+		t.Fatal(err)
+	}
+	// Then b, in order, and d.
+	got := map[int64]bool{}
+	for range 2 {
+		id := claimID(t, db, "q", "w")
+		got[id] = true
+		if err := db.CompleteJob(ctx, id, "w"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !got[b] || !got[d] {
+		t.Fatalf("claimed %v, want b and d", got)
 	}
 }
 

@@ -22,8 +22,10 @@ const (
 // NotifyQueue is the job queue of notification deliveries.
 const NotifyQueue = "notify"
 
-// MaxNotificationFailures disables a notification (Quay's rule: it stops
-// firing after 3 consecutive failed events, until reset).
+// MaxNotificationFailures disables a notification: at 3 consecutive
+// failed events it stops firing (Quay's rule), until it is reset, or for a
+// while when the receiver's failures look temporary (see
+// NotificationFailed).
 const MaxNotificationFailures = 3
 
 // NotifyTries is how many attempts make a failed event (Quay tries 5
@@ -50,21 +52,37 @@ type Notification struct {
 	NumberOfFailures int
 	CreatedBy        string
 	CreatedAt        time.Time
+	// While Disabled: when the next trial delivery may go (zero: not
+	// before a reset), how long the current disable lasts, and why (the
+	// error of the failure that disabled it or renewed the disable).
+	DisabledUntil  time.Time
+	DisabledFor    time.Duration
+	DisabledReason string
 }
+
+// Disabled reports whether the notification has stopped firing: its
+// deliveries are held until DisabledUntil, or until a reset when that is
+// zero.
+func (n Notification) Disabled() bool { return n.NumberOfFailures >= MaxNotificationFailures }
 
 // ErrNotificationNotFound is returned for an unknown notification.
 var ErrNotificationNotFound = fmt.Errorf("notification %w", ErrNotFound)
 
-const notificationColumns = "id, uuid, scope, target, event, method, title, config, event_config, format, number_of_failures, created_by, created_at"
+const notificationColumns = "id, uuid, scope, target, event, method, title, config, event_config, format, number_of_failures, created_by, created_at, disabled_until, disabled_for, disabled_reason"
 
 func scanNotification(row interface{ Scan(...any) error }) (Notification, error) {
 	var n Notification
 	var cfg, ecfg string
-	var created int64
-	if err := row.Scan(&n.ID, &n.UUID, &n.Scope, &n.Target, &n.Event, &n.Method, &n.Title, &cfg, &ecfg, &n.Format, &n.NumberOfFailures, &n.CreatedBy, &created); err != nil {
+	var created, until, dfor int64
+	if err := row.Scan(&n.ID, &n.UUID, &n.Scope, &n.Target, &n.Event, &n.Method, &n.Title, &cfg, &ecfg, &n.Format, &n.NumberOfFailures, &n.CreatedBy, &created,
+		&until, &dfor, &n.DisabledReason); err != nil {
 		return Notification{}, err
 	}
 	n.Config, n.EventConfig, n.CreatedAt = json.RawMessage(cfg), json.RawMessage(ecfg), fromMicros(created)
+	if until != 0 {
+		n.DisabledUntil = fromMicros(until)
+	}
+	n.DisabledFor = time.Duration(dfor) * time.Microsecond
 	return n, nil
 }
 
@@ -105,6 +123,38 @@ func (db *DB) Notifications(ctx context.Context, scope, target string) ([]Notifi
 	return out, rows.Err()
 }
 
+// AllNotifications lists every notification, of every scope.
+func (db *DB) AllNotifications(ctx context.Context) ([]Notification, error) {
+	rows, err := db.read.QueryContext(ctx, "SELECT "+notificationColumns+" FROM notifications ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("list notifications: %w", err)
+	}
+	defer rows.Close()
+	out := []Notification{}
+	for rows.Next() {
+		n, err := scanNotification(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// ReplaceNotificationConfig stores config as the notification's method
+// config if it is still old (compare and set) and reports whether it did.
+func (db *DB) ReplaceNotificationConfig(ctx context.Context, id int64, old, config json.RawMessage) (bool, error) {
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE notifications SET config = ? WHERE id = ? AND config = ?"), string(config), id, string(old))
+	if err != nil {
+		return false, fmt.Errorf("update notification config: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("update notification config: %w", err)
+	}
+	return n == 1, nil
+}
+
 // NotificationByID returns a notification by id.
 func (db *DB) NotificationByID(ctx context.Context, id int64) (Notification, error) {
 	n, err := scanNotification(db.read.QueryRowContext(ctx, db.q("SELECT "+notificationColumns+" FROM notifications WHERE id = ?"), id))
@@ -138,23 +188,127 @@ func (db *DB) DeleteNotification(ctx context.Context, id int64) error {
 	return nil
 }
 
-// ResetNotificationFailures sets the failure count to 0 (re-enabling it).
+// ResetNotificationFailures sets the failure count to 0, re-enabling a
+// disabled notification, and releases its held deliveries (ReleaseJobs):
+// they go at once, in order per repository.
 func (db *DB) ResetNotificationFailures(ctx context.Context, id int64) error {
-	if _, err := db.write.ExecContext(ctx, db.q("UPDATE notifications SET number_of_failures = 0 WHERE id = ?"), id); err != nil {
-		return fmt.Errorf("reset notification: %w", err)
-	}
-	return nil
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var uuid string
+		err := tx.QueryRowContext(ctx, db.q(`UPDATE notifications SET number_of_failures = 0, disabled_until = 0, disabled_for = 0, disabled_reason = ''
+			WHERE id = ? RETURNING uuid`), id).Scan(&uuid)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reset notification: %w", err)
+		}
+		if _, err := db.releaseJobsTx(ctx, tx, NotifyQueue, uuid+"|"); err != nil {
+			return fmt.Errorf("reset notification: %w", err)
+		}
+		return nil
+	})
 }
 
-// NotificationFailed counts a failed event (all retries exhausted) and
-// returns the new count.
-func (db *DB) NotificationFailed(ctx context.Context, id int64) (int, error) {
-	var n int
-	err := db.write.QueryRowContext(ctx, db.q("UPDATE notifications SET number_of_failures = number_of_failures + 1 WHERE id = ? RETURNING number_of_failures"), id).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("count notification failure: %w", err)
+// NotificationFailure is a failed event (or trial delivery), for
+// NotificationFailed.
+type NotificationFailure struct {
+	// Reason is the error of the failed attempt (no secrets in it), kept
+	// as the reason of a disable.
+	Reason string
+	// Refused says the receiver refused the delivery for good (for HTTP, a
+	// 4xx other than 408 and 429): a disable lasts until a reset.
+	Refused bool
+	// Trial says the failed attempt was the trial delivery of a
+	// notification disabled for a while (ClaimNotificationTrial): the
+	// disable is renewed for twice as long as the last one.
+	Trial bool
+	// DisableFor is how long a notification is first disabled for (zero
+	// or less: until reset), MaxDisableFor the longest disable.
+	DisableFor, MaxDisableFor time.Duration
+}
+
+// NotificationFailed counts a failed event and returns the notification as
+// it now is. Reaching MaxNotificationFailures disables it: until reset if
+// f.Refused or f.DisableFor is not positive, otherwise for f.DisableFor,
+// after which one trial delivery goes (ClaimNotificationTrial); a trial
+// that fails renews the disable, each time twice as long, up to
+// f.MaxDisableFor. The failure of a delivery that was under way when
+// another disabled the notification is counted without changing the
+// disable (unless refused), so that streams failing together do not
+// stretch it.
+func (db *DB) NotificationFailed(ctx context.Context, id int64, f NotificationFailure) (Notification, error) {
+	var out Notification
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR UPDATE"
+		}
+		n, err := scanNotification(tx.QueryRowContext(ctx, db.q("SELECT "+notificationColumns+" FROM notifications WHERE id = ?"+lock), id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotificationNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("count notification failure: %w", err)
+		}
+		was := n.Disabled()
+		n.NumberOfFailures++
+		if n.Disabled() {
+			var dfor time.Duration
+			switch {
+			case f.Refused || f.DisableFor <= 0:
+				// until reset
+			case !was:
+				dfor = f.DisableFor
+			case f.Trial && !n.DisabledUntil.IsZero():
+				dfor = max(n.DisabledFor*2, f.DisableFor)
+				if f.MaxDisableFor > 0 {
+					dfor = min(dfor, f.MaxDisableFor)
+				}
+			default:
+				dfor = -1 // keep the disable as it is
+			}
+			if dfor >= 0 {
+				n.DisabledFor, n.DisabledUntil, n.DisabledReason = dfor, time.Time{}, f.Reason
+				if dfor > 0 {
+					n.DisabledUntil = fromMicros(now() + dfor.Microseconds())
+				}
+			}
+		}
+		var until int64
+		if !n.DisabledUntil.IsZero() {
+			until = n.DisabledUntil.UnixMicro()
+		}
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE notifications SET number_of_failures = ?, disabled_until = ?, disabled_for = ?, disabled_reason = ? WHERE id = ?"),
+			n.NumberOfFailures, until, n.DisabledFor.Microseconds(), cleanJobError(n.DisabledReason), id); err != nil {
+			return fmt.Errorf("count notification failure: %w", err)
+		}
+		out = n
+		return nil
+	})
+	return out, err
+}
+
+// ClaimNotificationTrial lets one delivery of a notification disabled for
+// a while try its receiver once the disable has run out: if the
+// notification is still disabled until seen (the DisabledUntil its caller
+// read), its DisabledUntil becomes until, which holds the other
+// deliveries while the trial runs, and it reports true. A trial that
+// succeeds re-enables the notification (RecordAttempt); one that fails
+// renews the disable (NotificationFailed).
+func (db *DB) ClaimNotificationTrial(ctx context.Context, id int64, seen, until time.Time) (bool, error) {
+	if seen.IsZero() {
+		return false, nil // disabled until reset: no trial
 	}
-	return n, nil
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE notifications SET disabled_until = ? WHERE id = ? AND disabled_until = ? AND number_of_failures >= ?"),
+		until.UnixMicro(), id, seen.UnixMicro(), MaxNotificationFailures)
+	if err != nil {
+		return false, fmt.Errorf("claim notification trial: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("claim notification trial: %w", err)
+	}
+	return n == 1, nil
 }
 
 // Attempt is one delivery attempt, kept so operators can see why a
@@ -171,17 +325,32 @@ type Attempt struct {
 	AttemptedAt    time.Time `json:"attempted_at"`
 }
 
-// RecordAttempt stores a delivery attempt; a success resets the
-// notification's failure count in the same transaction.
+// RecordAttempt stores a delivery attempt. A success resets the
+// notification's failure count in the same transaction; if it was
+// disabled, that re-enables it and releases its held deliveries, as
+// ResetNotificationFailures does.
 func (db *DB) RecordAttempt(ctx context.Context, a Attempt, success bool) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO notification_attempts (notification_id, event_uuid, job_id, attempt, status_code, latency_ms, error, attempted_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), a.NotificationID, a.EventUUID, a.JobID, a.Attempt, a.StatusCode, a.LatencyMS, a.Error, now()); err != nil {
 			return fmt.Errorf("record attempt: %w", err)
 		}
-		if success {
-			if _, err := tx.ExecContext(ctx, db.q("UPDATE notifications SET number_of_failures = 0 WHERE id = ?"), a.NotificationID); err != nil {
+		if !success {
+			return nil
+		}
+		var uuid string
+		err := tx.QueryRowContext(ctx, db.q(`UPDATE notifications SET number_of_failures = 0, disabled_until = 0, disabled_for = 0, disabled_reason = ''
+			WHERE id = ? AND number_of_failures >= ? RETURNING uuid`), a.NotificationID, MaxNotificationFailures).Scan(&uuid)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			if _, err := tx.ExecContext(ctx, db.q("UPDATE notifications SET number_of_failures = 0 WHERE id = ? AND number_of_failures > 0"), a.NotificationID); err != nil {
 				return fmt.Errorf("reset failures: %w", err)
+			}
+		case err != nil:
+			return fmt.Errorf("reset failures: %w", err)
+		default:
+			if _, err := db.releaseJobsTx(ctx, tx, NotifyQueue, uuid+"|"); err != nil {
+				return fmt.Errorf("re-enable notification: %w", err)
 			}
 		}
 		return nil
@@ -240,10 +409,10 @@ const fanOutLockID = migrationLockID + 3
 
 // FanOutEvents turns up to n undispatched outbox events into delivery
 // jobs for the notifications that match them (the repository's, its
-// organization's, and registry-wide ones, of the event's kind, not
-// disabled), marking the events dispatched in the same transaction. Each
-// event is fanned out exactly once, whatever the number of processes. It
-// returns how many events it handled.
+// organization's, and registry-wide ones, of the event's kind, disabled or
+// not: a disabled one's deliveries wait), marking the events dispatched in
+// the same transaction. Each event is fanned out exactly once, whatever
+// the number of processes. It returns how many events it handled.
 func (db *DB) FanOutEvents(ctx context.Context, n int) (int, error) {
 	// A read first: an idle poll must not take the write lock (SQLite has
 	// one writer, and pushes need it).

@@ -228,6 +228,15 @@ CREATE INDEX notification_attempts_notification ON notification_attempts(notific
 	proxyCacheSchema,
 	// 7: security scanning (scan_schema.go).
 	scanSchema,
+	// 8: a notification that keeps failing is disabled for a while, with a
+	// growing back-off, rather than until reset (docs/notifications.md):
+	// when its next trial delivery may go (0 while disabled: until reset),
+	// how long the current disable lasts (microseconds), and why.
+	`
+ALTER TABLE notifications ADD COLUMN disabled_until BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE notifications ADD COLUMN disabled_for BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE notifications ADD COLUMN disabled_reason TEXT NOT NULL DEFAULT '';
+`,
 }
 
 func (db *DB) render(stmt string) string {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/berth-dev/berth/internal/events"
@@ -12,16 +13,41 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 )
 
-// errPaused holds a delivery of a disabled notification until it is reset.
-var errPaused = errors.New("notification disabled after consecutive failures; reset it to resume")
+// Why a delivery is held: its notification is disabled.
+var (
+	errPaused   = errors.New("notification disabled for a while after consecutive failures; held until its trial delivery succeeds or it is reset")
+	errDisabled = errors.New("notification disabled after consecutive failures; held until it is reset")
+)
+
+// heldRecheck bounds how long a held delivery waits before it looks at its
+// notification again. A reset or a successful trial releases held
+// deliveries at once (meta.ReleaseJobs); this only bounds the wait should
+// that be missed (a reset by an older version during an upgrade).
+const heldRecheck = 5 * time.Minute
+
+// trialHold is how long a trial delivery holds the other deliveries of its
+// notification, should its process die before it reports (after a
+// success they are released at once; after a failure they wait for the
+// renewed disable): long enough for a delivery to time out, and no longer
+// than the first disable.
+func (s *Service) trialHold() time.Duration {
+	return min(2*events.DeliveryTimeout, s.opts.DisableFor)
+}
 
 // Deliver is the job handler of the notify queue: it builds the payload of
 // one event for one notification and sends it through the notification's
 // method, recording the attempt. A failure is retried by the queue with
-// backoff, for days, so a receiver's outage costs no event. Quay's
-// counting: an event whose first 5 attempts failed counts one failure, a
-// success resets the count, and at 3 the notification stops firing (its
-// deliveries wait, in order) until it is reset.
+// backoff, for days, so a receiver's outage costs no event.
+//
+// Failures are counted as Quay does: every 5th failed attempt of an event
+// counts one failure, a success resets the count, and at 3 the
+// notification stops firing. Then GitLab's rule applies: when the
+// receiver refused (a 4xx other than 408 and 429) it stays disabled until
+// it is reset; otherwise it is disabled for Options.DisableFor, after
+// which one trial delivery goes, and each failed trial doubles the next
+// disable (up to Options.MaxDisableFor). Meanwhile its deliveries are
+// held (jobs.Defer: no attempt spent, no backoff grown), in order; a reset
+// or a successful trial releases them all at once.
 func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	var dj meta.DeliveryJob
 	if err := json.Unmarshal(j.Payload, &dj); err != nil {
@@ -34,8 +60,14 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	if err != nil {
 		return err
 	}
-	if n.NumberOfFailures >= meta.MaxNotificationFailures && !dj.Sample {
-		return errPaused
+	if _, err := s.sealStored(ctx, n); err != nil { // stored in clear by an older version
+		s.log.Warn("seal notification secrets stored in clear", "notification", n.UUID, "err", err)
+	}
+	trial := false
+	if n.Disabled() && !dj.Sample {
+		if trial, err = s.mayTry(ctx, n); !trial {
+			return err
+		}
 	}
 	d, err := s.build(ctx, n, dj)
 	if err != nil {
@@ -55,14 +87,69 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 		s.log.Warn("record delivery attempt", "err", err)
 	}
 	if res.Err == nil {
+		if n.Disabled() && !dj.Sample {
+			s.log.Info("notification re-enabled by a successful delivery", "notification", n.UUID)
+		}
 		return nil
 	}
-	if j.Attempts == meta.NotifyTries && !dj.Sample {
-		if count, err := s.db.NotificationFailed(context.WithoutCancel(ctx), n.ID); err == nil && count >= meta.MaxNotificationFailures {
-			s.log.Warn("notification disabled after consecutive failures", "notification", n.UUID, "failures", count)
-		}
+	if !dj.Sample && (trial || j.Attempts%meta.NotifyTries == 0) {
+		s.failed(context.WithoutCancel(ctx), n, trial, res)
 	}
 	return fmt.Errorf("deliver %s to notification %s: %w", d.EventUUID, n.UUID, res.Err)
+}
+
+// mayTry decides what a delivery of a disabled notification does: it is
+// held (a jobs.Defer error), or it is the trial delivery (true).
+func (s *Service) mayTry(ctx context.Context, n meta.Notification) (bool, error) {
+	now := time.Now()
+	switch {
+	case n.DisabledUntil.IsZero():
+		return false, jobs.Defer(now.Add(heldRecheck), errDisabled)
+	case now.Before(n.DisabledUntil):
+		until := n.DisabledUntil
+		if recheck := now.Add(heldRecheck); recheck.Before(until) {
+			until = recheck
+		}
+		return false, jobs.Defer(until, errPaused)
+	}
+	ok, err := s.db.ClaimNotificationTrial(ctx, n.ID, n.DisabledUntil, now.Add(s.trialHold()))
+	if err != nil {
+		return false, err
+	}
+	if !ok { // another delivery is the trial
+		return false, jobs.Defer(now.Add(s.trialHold()), errPaused)
+	}
+	return true, nil
+}
+
+// failed counts a failed event (or trial) and logs a change of state.
+func (s *Service) failed(ctx context.Context, n meta.Notification, trial bool, res events.Result) {
+	f := meta.NotificationFailure{Reason: res.Err.Error(), Trial: trial, DisableFor: s.opts.DisableFor, MaxDisableFor: s.opts.MaxDisableFor}
+	if n.Method != "email" { // an SMTP 4xx reply is transient
+		f.Refused = refused(res.StatusCode)
+	}
+	fresh, err := s.db.NotificationFailed(ctx, n.ID, f)
+	switch {
+	case err != nil:
+		if !errors.Is(err, meta.ErrNotificationNotFound) {
+			s.log.Warn("count notification failure", "notification", n.UUID, "err", err)
+		}
+	case !fresh.Disabled() || (n.Disabled() && fresh.DisabledUntil.Equal(n.DisabledUntil)):
+		// not disabled, or its disable unchanged
+	case fresh.DisabledUntil.IsZero():
+		s.log.Warn("notification disabled until reset", "notification", n.UUID,
+			"failures", fresh.NumberOfFailures, "reason", fresh.DisabledReason)
+	default:
+		s.log.Warn("notification disabled for a while", "notification", n.UUID,
+			"failures", fresh.NumberOfFailures, "until", fresh.DisabledUntil, "reason", fresh.DisabledReason)
+	}
+}
+
+// refused reports whether an HTTP receiver's answer says that it will not
+// accept the deliveries as configured: a 4xx other than 408 Request
+// Timeout and 429 Too Many Requests, which are temporary.
+func refused(status int) bool {
+	return status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
 }
 
 func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.DeliveryJob) (events.Delivery, error) {
@@ -111,17 +198,20 @@ func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.Delive
 
 func (s *Service) method(n meta.Notification) (events.Method, error) {
 	var cfg struct {
-		URL          string            `json:"url"`
-		Email        string            `json:"email"`
-		Headers      map[string]string `json:"headers"`
-		SecretSealed string            `json:"secret_sealed"`
+		URL          string `json:"url"`
+		Email        string `json:"email"`
+		SecretSealed string `json:"secret_sealed"`
 	}
 	if err := json.Unmarshal(n.Config, &cfg); err != nil {
 		return nil, fmt.Errorf("notification %s config: %w", n.UUID, err)
 	}
 	switch n.Method {
 	case "webhook":
-		w := events.Webhook{URL: cfg.URL, Headers: cfg.Headers, Client: s.client}
+		headers, err := s.openHeaders(n)
+		if err != nil {
+			return nil, err
+		}
+		w := events.Webhook{URL: cfg.URL, Headers: headers, Client: s.client}
 		if cfg.SecretSealed != "" {
 			secret, err := s.sealer.Open(cfg.SecretSealed)
 			if err != nil {

@@ -39,7 +39,17 @@ type Options struct {
 	// SMTP, for the email method; empty disables it.
 	SMTPAddr, SMTPFrom, SMTPUsername, SMTPPassword string
 	Logger                                         *slog.Logger
+	// DisableFor is how long a notification whose receiver keeps failing
+	// is first disabled for (1 minute); each failed trial after a disable
+	// doubles it, up to MaxDisableFor (24 hours). See Deliver.
+	DisableFor, MaxDisableFor time.Duration
 }
+
+// Defaults of Options.DisableFor and Options.MaxDisableFor (GitLab's).
+const (
+	DefaultDisableFor    = time.Minute
+	DefaultMaxDisableFor = 24 * time.Hour
+)
 
 // Service manages and delivers notifications.
 type Service struct {
@@ -55,6 +65,13 @@ func New(db *meta.DB, sealer *auth.Sealer, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.DisableFor <= 0 {
+		opts.DisableFor = DefaultDisableFor
+	}
+	if opts.MaxDisableFor <= 0 {
+		opts.MaxDisableFor = DefaultMaxDisableFor
+	}
+	opts.MaxDisableFor = max(opts.MaxDisableFor, opts.DisableFor)
 	return &Service{db: db, sealer: sealer, opts: opts, client: events.NewHTTPClient(opts.Guard), log: opts.Logger}
 }
 
@@ -76,8 +93,9 @@ func invalid(format string, args ...any) error {
 	return &InvalidError{Msg: fmt.Sprintf(format, args...)}
 }
 
-// Create validates and stores a notification. A webhook's shared secret
-// is sealed before it is stored.
+// Create validates and stores a notification. Its secrets (a webhook's
+// signing secret, the values of its extra headers) are sealed before they
+// are stored.
 func (s *Service) Create(ctx context.Context, scope, target, actor string, in Input) (meta.Notification, error) {
 	if !Events[in.Event] {
 		return meta.Notification{}, invalid("unknown event %q", in.Event)
@@ -88,6 +106,11 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 	cfg := map[string]any{}
 	for k, v := range in.Config {
 		cfg[k] = v
+	}
+	for _, k := range []string{keySecretSealed, keyHeadersSealed, keyHeaderNames} {
+		if _, ok := cfg[k]; ok {
+			return meta.Notification{}, invalid("config.%s is set by Berth", k)
+		}
 	}
 	format := "quay"
 	switch in.Method {
@@ -133,32 +156,21 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 			}
 			format = f
 		}
-		if h, ok := cfg["headers"]; ok {
-			m, ok := h.(map[string]any)
-			if !ok {
-				return meta.Notification{}, invalid("config.headers must be an object of strings")
-			}
-			hs := map[string]string{}
-			for k, v := range m {
-				str, ok := v.(string)
-				if !ok || k == "" {
-					return meta.Notification{}, invalid("config.headers[%q] must be a string", k)
-				}
-				hs[k] = str
-			}
-			if err := events.ValidateHeaders(hs); err != nil {
-				return meta.Notification{}, invalid("config.headers: %v", err)
-			}
-		}
-		if sec, ok := cfg["secret"]; ok {
-			str, ok := sec.(string)
-			if !ok || str == "" {
-				return meta.Notification{}, invalid("config.secret must be a non-empty string")
-			}
-			delete(cfg, "secret")
-			cfg["secret_sealed"] = s.sealer.Seal([]byte(str))
+	}
+	// Secrets are sealed whatever the method (only webhooks use them).
+	hs, err := headersOf(cfg)
+	if err != nil {
+		return meta.Notification{}, invalid("%v", err)
+	}
+	if err := events.ValidateHeaders(hs); err != nil {
+		return meta.Notification{}, invalid("config.headers: %v", err)
+	}
+	if sec, ok := cfg[keySecret]; ok {
+		if str, ok := sec.(string); !ok || str == "" {
+			return meta.Notification{}, invalid("config.secret must be a non-empty string")
 		}
 	}
+	s.sealSecrets(cfg, hs)
 	if in.Event == "vulnerability_found" {
 		if lv, ok := in.EventConfig["level"]; ok {
 			if _, ok := meta.VulnLevel(lv); !ok {
@@ -188,21 +200,6 @@ func templateJSON(t any) (json.RawMessage, error) {
 	return json.Marshal(t)
 }
 
-// View is a notification as the API shows it (Quay's fields), with
-// secrets redacted.
-func View(n meta.Notification) map[string]any {
-	var cfg map[string]any
-	json.Unmarshal(n.Config, &cfg)
-	if _, ok := cfg["secret_sealed"]; ok {
-		delete(cfg, "secret_sealed")
-		cfg["secret"] = "********"
-	}
-	var ecfg map[string]any
-	json.Unmarshal(n.EventConfig, &ecfg)
-	return map[string]any{"uuid": n.UUID, "title": n.Title, "event": n.Event, "method": n.Method, "config": cfg,
-		"event_config": ecfg, "number_of_failures": n.NumberOfFailures}
-}
-
 // Test queues the event's sample payload for a notification.
 func (s *Service) Test(ctx context.Context, n meta.Notification, repo string) error {
 	payload, _ := json.Marshal(meta.DeliveryJob{NotificationID: n.ID, Sample: true, Repository: repo})
@@ -212,7 +209,12 @@ func (s *Service) Test(ctx context.Context, n meta.Notification, repo string) er
 
 // RunFanOut moves outbox events into delivery jobs until ctx is done.
 // wake, if not nil, is signalled after each batch that enqueued jobs.
+// It first seals the secrets that earlier versions stored in clear
+// (SealStoredHeaders), once per process start.
 func (s *Service) RunFanOut(ctx context.Context, poll time.Duration, wake func()) error {
+	if _, err := s.SealStoredHeaders(ctx); err != nil && ctx.Err() == nil {
+		s.log.Error("seal notification secrets stored in clear", "err", err)
+	}
 	for {
 		n, err := s.db.FanOutEvents(ctx, 200)
 		if err != nil && ctx.Err() == nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,10 +27,12 @@ import (
 // receiver is a webhook receiver whose behaviour the test switches.
 type receiver struct {
 	mu       sync.Mutex
-	mode     string              // "down" (503 without reading), "500", "slow", "ok"
+	mode     string              // "down" (503 without reading), "500", "slow", "ok", or any status code
 	seen     map[string]int      // idempotency key -> deliveries accepted
 	order    map[string][]string // repository -> event ids accepted, in order
+	headers  []http.Header       // of the deliveries accepted
 	attempts int
+	last     time.Time // when a new event was last accepted
 	srv      *httptest.Server
 }
 
@@ -52,6 +55,10 @@ func newReceiver(t *testing.T) *receiver {
 			<-req.Context().Done() // answers only after Berth gave up (10 s timeout)
 			return
 		}
+		if code, err := strconv.Atoi(mode); err == nil {
+			http.Error(w, "status "+mode, code)
+			return
+		}
 		var p struct {
 			Repository string `json:"repository"`
 			EventID    string `json:"event_id"`
@@ -62,7 +69,9 @@ func newReceiver(t *testing.T) *receiver {
 		r.seen[key]++
 		if r.seen[key] == 1 {
 			r.order[p.Repository] = append(r.order[p.Repository], p.EventID)
+			r.last = time.Now()
 		}
+		r.headers = append(r.headers, req.Header.Clone())
 		r.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
@@ -83,16 +92,27 @@ type instance struct {
 
 func start(t *testing.T, ctx context.Context, db *meta.DB) *instance {
 	t.Helper()
+	return startWith(t, ctx, db, notify.Options{}, jobs.Options{Backoff: func(int) time.Duration { return 100 * time.Millisecond }})
+}
+
+// startWith starts a service and its workers with options beyond the
+// tests' defaults.
+func startWith(t *testing.T, ctx context.Context, db *meta.DB, opts notify.Options, wopts jobs.Options) *instance {
+	t.Helper()
 	key, _ := auth.LoadOrCreateKey("", t.TempDir()+"/k")
 	sealer, _ := auth.NewSealer(key)
 	guard, err := events.NewGuard([]string{"loopback"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := notify.New(db, sealer, notify.Options{Server: events.Server{Host: "registry.example:5000", Scheme: "https"}, Guard: guard, Logger: log})
-	w := jobs.New(db, meta.NotifyQueue, svc.Deliver, jobs.Options{Concurrency: 4, Lease: 30 * time.Second, PollInterval: 50 * time.Millisecond,
-		Backoff: func(int) time.Duration { return 100 * time.Millisecond }, Logger: log})
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	log := opts.Logger
+	opts.Server, opts.Guard = events.Server{Host: "registry.example:5000", Scheme: "https"}, guard
+	svc := notify.New(db, sealer, opts)
+	wopts.Concurrency, wopts.Lease, wopts.PollInterval, wopts.Logger = 4, 30*time.Second, 50*time.Millisecond, log
+	w := jobs.New(db, meta.NotifyQueue, svc.Deliver, wopts)
 	go w.Run(ctx)
 	go svc.RunFanOut(ctx, 50*time.Millisecond, w.Wake)
 	return &instance{db: db, svc: svc}
@@ -104,7 +124,7 @@ func push(t *testing.T, db *meta.DB, repo, tag string, i int) string {
 	t.Helper()
 	ctx := context.Background()
 	cfg := meta.Blob{Digest: digest.FromString("cfg"), Size: 3}
-	if err := db.LinkBlob(ctx, repo, cfg, "", ""); err != nil {
+	if err := db.LinkBlob(ctx, repo, cfg, "", meta.Writer{}); err != nil {
 		t.Fatal(err)
 	}
 	content := []byte(strings.Repeat("m", i+1))
