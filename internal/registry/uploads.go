@@ -412,12 +412,46 @@ func (hw hashWriter) Write(p []byte) (int, error) {
 
 // copyBody streams the request body into fw, hashing it once on the way.
 // It checks Content-Length when the client gave one.
+//
+// It starts with a small buffer and takes a large pooled one only once the
+// body fills the small one several reads in a row: a fast upload gets
+// large writes, while a slow client or a small chunk holds 32 KiB, not
+// 1 MiB (200 trickling uploads held 200 MiB of buffers).
 func (reg *Registry) copyBody(fw io.Writer, h hash.Hash, r *http.Request) (int64, error) {
-	bufp := reg.bufs.Get().(*[]byte)
-	defer reg.bufs.Put(bufp)
-	n, err := io.CopyBuffer(hashWriter{fw, h}, r.Body, *bufp)
-	if err != nil {
-		return n, fmt.Errorf("receive upload body: %w", err)
+	dst := hashWriter{fw, h}
+	buf := make([]byte, 32<<10)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			reg.bufs.Put(big)
+		}
+	}()
+	var n int64
+	full := 0
+	for {
+		k, rerr := r.Body.Read(buf)
+		if k > 0 {
+			w, werr := dst.Write(buf[:k])
+			n += int64(w)
+			if werr == nil && w < k {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return n, fmt.Errorf("receive upload body: %w", werr)
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return n, fmt.Errorf("receive upload body: %w", rerr)
+		}
+		if big == nil && k == len(buf) {
+			if full++; full == 4 {
+				big = reg.bufs.Get().(*[]byte)
+				buf = *big
+			}
+		}
 	}
 	if r.ContentLength >= 0 && n != r.ContentLength {
 		return n, errorf(http.StatusBadRequest, CodeSizeInvalid, fmt.Sprintf("received %d bytes, Content-Length said %d", n, r.ContentLength), nil)

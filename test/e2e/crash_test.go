@@ -29,6 +29,7 @@ import (
 // starts again on the same data directory.
 type crashServer struct {
 	bin, dataDir, host, logPath string
+	env                         []string // extra environment, e.g. BERTH_HTTP_* limits
 	cmd                         *exec.Cmd
 	done                        chan struct{}
 }
@@ -40,7 +41,7 @@ func (c *crashServer) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.cmd = exec.Command(c.bin, "serve", "--addr", c.host, "--data-dir", c.dataDir, "--auth", "none")
-	c.cmd.Env = append(os.Environ(), `BERTH_NOTIFICATIONS_ALLOWED_HOSTS=["loopback"]`)
+	c.cmd.Env = append(append(os.Environ(), `BERTH_NOTIFICATIONS_ALLOWED_HOSTS=["loopback"]`), c.env...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
