@@ -3,6 +3,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -76,9 +78,29 @@ func New(db *meta.DB, authn Authenticator, opts Options) *API {
 	return a
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. A path or query that holds a NUL
+// byte or invalid UTF-8 is refused before any handler runs: no name or
+// value can hold one, and PostgreSQL cannot store or compare it.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !meta.ValidText(r.URL.Path) || !validQuery(r.URL.Query()) {
+		a.fail(w, r, badRequest("the path or query holds a NUL byte or invalid UTF-8"))
+		return
+	}
 	a.mux.ServeHTTP(w, r)
+}
+
+func validQuery(q url.Values) bool {
+	for k, vs := range q {
+		if !meta.ValidText(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !meta.ValidText(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // handler is an API handler: it returns an error to answer, or nil when it
@@ -145,7 +167,10 @@ func notFound(format string, args ...any) *Error {
 // logged 500 that reveals nothing.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var e *Error
-	if !errors.As(err, &e) {
+	if !errors.As(err, &e) && errors.Is(err, meta.ErrInvalidText) {
+		e = badRequest("a value holds a NUL byte or invalid UTF-8")
+	}
+	if e == nil {
 		if r.Context().Err() == nil {
 			a.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
@@ -170,13 +195,26 @@ const maxBody = 1 << 20
 // and bodies over maxBody, with a clear message.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	dec := json.NewDecoder(r.Body)
+	raw, err := io.ReadAll(r.Body)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return apiError(http.StatusRequestEntityTooLarge, "invalid_request", "request body over %d bytes", maxBody)
+	}
+	if err != nil {
+		return badRequest("reading the request body: %v", err)
+	}
+	// JSON may escape a NUL (\u0000), which no stored text can hold
+	// (invalid UTF-8 is replaced by the decoder).
+	if bytes.Contains(raw, []byte(`u0000`)) {
+		var probe any
+		if json.Unmarshal(raw, &probe) == nil && holdsNUL(probe) {
+			return badRequest("a string in the body holds a NUL character")
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
 		switch {
-		case errors.As(err, &mbe):
-			return apiError(http.StatusRequestEntityTooLarge, "invalid_request", "request body over %d bytes", maxBody)
 		case errors.Is(err, io.EOF):
 			return badRequest("request body is empty; a JSON object is required")
 		default:
@@ -226,4 +264,26 @@ func (a *API) audit(r *http.Request, id auth.Identity, kind, repo, namespace str
 	if err := a.db.AppendAudit(r.Context(), meta.AuditEntry{Kind: kind, Actor: id.Actor(), IP: host, Namespace: namespace, Repository: repo, Metadata: b}); err != nil {
 		a.log.Warn("audit log", "err", err)
 	}
+}
+
+// holdsNUL reports whether a decoded JSON value holds a NUL in any string
+// or object key.
+func holdsNUL(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return strings.ContainsRune(x, 0)
+	case []any:
+		for _, e := range x {
+			if holdsNUL(e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			if strings.ContainsRune(k, 0) || holdsNUL(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
