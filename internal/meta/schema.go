@@ -237,6 +237,8 @@ ALTER TABLE notifications ADD COLUMN disabled_until BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE notifications ADD COLUMN disabled_for BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE notifications ADD COLUMN disabled_reason TEXT NOT NULL DEFAULT '';
 `,
+	// 9: Red Hat's mapping from content sets to CPEs (cpemap.go).
+	cpeMappingSchema,
 }
 
 func (db *DB) render(stmt string) string {
