@@ -112,10 +112,16 @@ func printedField(t *testing.T, out, key string) string {
 // searched for every secret.
 func startAuthServer(t *testing.T) *authServer {
 	t.Helper()
+	return startAuthServerBin(t, filepath.Join(runDir, "berth"))
+}
+
+// startAuthServerBin is startAuthServer with another build of berth (the
+// memory tests measure a build without the race detector).
+func startAuthServerBin(t *testing.T, bin string) *authServer {
+	t.Helper()
 	if os.Getenv("BERTH_E2E_REGISTRY") != "" {
 		t.Skip("the auth tests start their own berth in token mode; skipped with BERTH_E2E_REGISTRY")
 	}
-	bin := filepath.Join(runDir, "berth")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("berth binary: %v", err)
 	}
