@@ -66,6 +66,9 @@ type API struct {
 	opts Options
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// patterns lists what was registered on mux, for the test that keeps
+	// the OpenAPI document true.
+	patterns []string
 }
 
 // New returns the /api/v1 handler.
@@ -110,6 +113,7 @@ type handler func(w http.ResponseWriter, r *http.Request, id auth.Identity) erro
 // handle registers a handler that first identifies the caller. Bad
 // credentials are 401 before the handler runs.
 func (a *API) handle(pattern string, h handler) {
+	a.patterns = append(a.patterns, pattern)
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		id, claims, err := a.auth.Identify(r.Context(), r)
 		var retry interface{ RetryAfter() time.Duration }

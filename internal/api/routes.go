@@ -10,4 +10,5 @@ func (a *API) routes() {
 	a.importRoutes()
 	a.proxyCacheRoutes()
 	a.securityRoutes()
+	a.openAPIRoutes()
 }
