@@ -21,7 +21,7 @@ import (
 // server running (or while one runs: the database coordinates).
 func adminCmd() *cobra.Command {
 	var st settings
-	admin := &cobra.Command{Use: "admin", Short: "Administer users and tokens without a running server"}
+	admin := &cobra.Command{Use: "admin", Short: "Administer users, organizations, teams, repositories and tokens without a running server"}
 	st.register(admin, false)
 	open := func(cmd *cobra.Command) (*meta.DB, error) {
 		cfg, err := st.load(cmd)
@@ -52,7 +52,9 @@ func adminCmd() *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			if _, err := db.CreateUser(cmd.Context(), meta.User{Username: name, Email: email, SecretHash: hash, Superuser: superuser}); err != nil {
+			if _, err := db.CreateUser(cmd.Context(), meta.User{Username: name, Email: email, SecretHash: hash, Superuser: superuser}); errors.Is(err, meta.ErrExists) {
+				return fmt.Errorf("a user or organization named %q already exists", name)
+			} else if err != nil {
 				return err
 			}
 			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "user_create", Actor: "berth admin", Namespace: name,
@@ -186,7 +188,11 @@ Log in with the token's name as username and the printed secret as password.`,
 				return err
 			}
 			defer db.Close()
-			if _, err := db.CreateRobot(cmd.Context(), ns, short, auth.HashSecret(secret)); err != nil {
+			if _, err := db.CreateRobot(cmd.Context(), ns, short, auth.HashSecret(secret)); errors.Is(err, meta.ErrNamespaceNotFound) {
+				return fmt.Errorf("namespace %q does not exist (create it: berth admin org create %s --owner USER, or berth admin user create %s)", ns, ns, ns)
+			} else if errors.Is(err, meta.ErrExists) {
+				return fmt.Errorf("robot %s already exists", args[0])
+			} else if err != nil {
 				return err
 			}
 			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "robot_create", Actor: "berth admin", Namespace: ns,
@@ -196,7 +202,7 @@ Log in with the token's name as username and the printed secret as password.`,
 		},
 	}
 	robot.AddCommand(robotCreate)
-	admin.AddCommand(user, token, robot, vulndbCmd(open))
+	admin.AddCommand(user, orgCmd(open), teamCmd(open), repoCmd(open), token, robot, vulndbCmd(open))
 	return admin
 }
 

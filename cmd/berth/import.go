@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -28,7 +30,10 @@ func importCmd() *cobra.Command {
 		Long: `Copy an image or index, with every platform, from another registry into a
 repository, and tag it. SOURCE is host[:port]/repo[:tag|@digest]. Without
 --force (NoForce), an existing target tag fails the import before anything
-is copied. Blobs Berth already stores are linked, not downloaded again.`,
+is copied. Blobs Berth already stores are linked, not downloaded again.
+
+Progress goes to standard error: redrawn in place on a terminal, one line
+at a time (at most one a second) when it is a pipe or a file.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Source = args[0]
@@ -55,15 +60,13 @@ is copied. Blobs Berth already stores are linked, not downloaded again.`,
 				return err
 			}
 			copier := mirror.NewCopier(db, driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			out := cmd.ErrOrStderr()
+			p := newProgress(cmd.ErrOrStderr())
 			req.Actor = "berth import"
 			req.Progress = func(s mirror.Stats) {
-				fmt.Fprintf(out, "\rfetched %d blobs, %s", s.BlobsFetched, humanBytes(s.BytesFetched))
+				p.Update(fmt.Sprintf("fetched %d blobs, %s", s.BlobsFetched, humanBytes(s.BytesFetched)))
 			}
 			d, stats, err := copier.Import(cmd.Context(), req)
-			if stats.BlobsFetched > 0 {
-				fmt.Fprintln(out)
-			}
+			p.End()
 			if err != nil {
 				return err
 			}
@@ -82,6 +85,64 @@ is copied. Blobs Berth already stores are linked, not downloaded again.`,
 	f.BoolVar(&req.Force, "force", false, "overwrite existing target tags (Force mode)")
 	cmd.MarkFlagRequired("repository")
 	return cmd
+}
+
+// progress shows a long-running command's progress: redrawn in place on a
+// terminal, and elsewhere (a CI log, a file, a pipe) as whole lines, at
+// most one per interval, with no carriage returns.
+type progress struct {
+	w        io.Writer
+	tty      bool
+	interval time.Duration
+	now      func() time.Time
+
+	last    time.Time
+	pending string // the latest update not yet printed (line mode)
+	drawn   bool   // a line is drawn in place (terminal mode)
+}
+
+// newProgress writes progress to w, redrawing in place when w is a
+// terminal.
+func newProgress(w io.Writer) *progress {
+	return &progress{w: w, tty: isTerminal(w), interval: time.Second, now: time.Now}
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// Update reports the current state in one line.
+func (p *progress) Update(line string) {
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\x1b[K%s", line)
+		p.drawn = true
+		return
+	}
+	if t := p.now(); p.last.IsZero() || t.Sub(p.last) >= p.interval {
+		fmt.Fprintln(p.w, line)
+		p.last, p.pending = t, ""
+		return
+	}
+	p.pending = line
+}
+
+// End prints the last update if throttling held it back, and ends the
+// line drawn in place.
+func (p *progress) End() {
+	if p.pending != "" {
+		fmt.Fprintln(p.w, p.pending)
+		p.pending = ""
+	}
+	if p.drawn {
+		fmt.Fprintln(p.w)
+		p.drawn = false
+	}
 }
 
 func humanBytes(n int64) string {

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -18,9 +20,10 @@ import (
 	"github.com/berth-dev/berth/internal/server"
 )
 
-// Set by the linker: -ldflags "-X main.version=v1.2.3 -X main.commit=abc".
+// Set by the linker: -ldflags "-X main.version=v1.2.3 -X main.commit=abc";
+// when empty, `berth version` reads the binary's build information.
 var (
-	version = "dev"
+	version = ""
 	commit  = ""
 )
 
@@ -50,22 +53,88 @@ func rootCmd() *cobra.Command {
 func versionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version and commit",
+		Short: "Print the version, commit and Go version of this binary",
+		Long: `Print the version, commit and Go version of this binary, from what the
+linker stamped (-ldflags "-X main.version=... -X main.commit=...") or else
+from the build information Go records: the module version, and the VCS
+revision unless the binary was built with -buildvcs=false.`,
+		Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			c := commit
-			if c == "" {
-				c = "unknown"
-				if bi, ok := debug.ReadBuildInfo(); ok {
-					for _, s := range bi.Settings {
-						if s.Key == "vcs.revision" {
-							c = s.Value
-						}
-					}
-				}
+			bi, ok := debug.ReadBuildInfo()
+			if !ok {
+				bi = nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "berth %s (commit %s)\n", version, c)
+			fmt.Fprint(cmd.OutOrStdout(), readBuildVersion(bi, version, commit))
 		},
 	}
+}
+
+// buildVersion is what `berth version` reports.
+type buildVersion struct {
+	Version   string
+	Commit    string // "" when unknown
+	From      string // where Commit came from
+	Modified  bool   // built from a working tree with uncommitted changes
+	Time      string // commit time (vcs.time)
+	GoVersion string
+}
+
+// pseudoRevision matches the revision at the end of a Go pseudo-version
+// (v0.0.0-20240102150405-abcdef123456, v1.2.4-0.20240102150405-abcdef123456).
+var pseudoRevision = regexp.MustCompile(`[.-]\d{14}-([0-9a-f]{12})(?:\+.*)?$`)
+
+// readBuildVersion resolves the version and commit: what the linker
+// stamped wins; then the build information's VCS settings (absent with
+// -buildvcs=false); then the revision inside a pseudo-version, which `go
+// install module@commit` records even without VCS stamping.
+func readBuildVersion(bi *debug.BuildInfo, stampedVersion, stampedCommit string) buildVersion {
+	v := buildVersion{Version: stampedVersion, Commit: stampedCommit}
+	if v.Commit != "" {
+		v.From = "stamped by the linker"
+	}
+	if bi != nil {
+		v.GoVersion = bi.GoVersion
+		if v.Version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v.Version = bi.Main.Version
+		}
+		settings := map[string]string{}
+		for _, s := range bi.Settings {
+			settings[s.Key] = s.Value
+		}
+		if v.Commit == "" && settings["vcs.revision"] != "" {
+			v.Commit, v.From = settings["vcs.revision"], "vcs.revision"
+			v.Modified = settings["vcs.modified"] == "true"
+			v.Time = settings["vcs.time"]
+		}
+		if m := pseudoRevision.FindStringSubmatch(bi.Main.Version); v.Commit == "" && m != nil {
+			v.Commit, v.From = m[1], "module pseudo-version"
+		}
+	}
+	if v.Version == "" {
+		v.Version = "devel"
+	}
+	return v
+}
+
+func (v buildVersion) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "berth %s\n", v.Version)
+	switch {
+	case v.Commit == "":
+		b.WriteString("commit:  unknown: built without VCS information (-buildvcs=false, GOFLAGS=-buildvcs=false, or outside a git checkout)\n")
+		b.WriteString(`         stamp it: go build -ldflags "-X main.version=$(git describe --tags --always) -X main.commit=$(git rev-parse HEAD)" ./cmd/berth` + "\n")
+	case v.Modified:
+		fmt.Fprintf(&b, "commit:  %s (%s; built with uncommitted changes)\n", v.Commit, v.From)
+	default:
+		fmt.Fprintf(&b, "commit:  %s (%s)\n", v.Commit, v.From)
+	}
+	if v.Time != "" {
+		fmt.Fprintf(&b, "time:    %s\n", v.Time)
+	}
+	if v.GoVersion != "" {
+		fmt.Fprintf(&b, "go:      %s\n", v.GoVersion)
+	}
+	return b.String()
 }
 
 // settings are the flags every command that opens the data shares.
