@@ -78,6 +78,11 @@ func (l loginLimits) all() []meta.LoginLimit { return []meta.LoginLimit{l.pair, 
 // The other secrets cost one SHA-256: they are checked first and only a
 // failure is counted, so that their success writes nothing.
 func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secret string) (auth.Identity, error) {
+	if !meta.ValidText(username) {
+		// No account has such a name, and the database cannot store it as
+		// a throttle key: refuse at once (it costs no hash).
+		return auth.Identity{}, ErrBadCredentials
+	}
 	limits := a.loginLimits(username, clientAddress(r))
 	refuse := func(err error) func() (auth.Identity, error) {
 		return func() (auth.Identity, error) { return auth.Identity{}, err }
