@@ -3,25 +3,54 @@ package meta
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 	"time"
 )
 
+// ScanJobRemap is the scan job kind that matches again the images whose
+// content sets' CPEs changed (RemapJob).
+const ScanJobRemap = "remap"
+
+// RemapJob is the payload of a ScanJobRemap job: the content sets whose
+// CPEs changed; none means every image with content sets.
+type RemapJob struct {
+	Kind        string   `json:"kind"`
+	ContentSets []string `json:"contentSets,omitempty"`
+}
+
+// maxRemapSets bounds the content sets a remap job names; a larger change
+// (the first import) remaps every image with content sets.
+const maxRemapSets = 1000
+
 // ReplaceCPEMapping stores Red Hat's mapping from content sets (repository
 // ids such as "rhel-8-for-x86_64-baseos-rpms") to CPEs in place of the one
-// stored, in one transaction. It reports whether the mapping changed.
-func (db *DB) ReplaceCPEMapping(ctx context.Context, mapping map[string][]string) (bool, error) {
-	var changed bool
+// stored, in one transaction with the job that matches again the images
+// whose content sets changed. It returns the content sets whose CPEs
+// changed (added, removed or different).
+func (db *DB) ReplaceCPEMapping(ctx context.Context, mapping map[string][]string) ([]string, error) {
+	var changed []string
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		old, err := readCPEMapping(ctx, tx, db.q("SELECT content_set, cpe FROM content_set_cpes"))
 		if err != nil {
 			return err
 		}
 		want := normalizeMapping(mapping)
-		changed = !maps.EqualFunc(old, want, slices.Equal)
-		if !changed {
+		changed = changed[:0]
+		for set, cpes := range want {
+			if !slices.Equal(old[set], cpes) {
+				changed = append(changed, set)
+			}
+		}
+		for set := range old {
+			if _, ok := want[set]; !ok {
+				changed = append(changed, set)
+			}
+		}
+		slices.Sort(changed)
+		if len(changed) == 0 {
 			_, err := tx.ExecContext(ctx, db.q("UPDATE cpe_mapping_source SET checked_at = ? WHERE id = 1"), now())
 			return err
 		}
@@ -44,9 +73,37 @@ func (db *DB) ReplaceCPEMapping(ctx context.Context, mapping map[string][]string
 		if err != nil {
 			return fmt.Errorf("record content set mapping: %w", err)
 		}
-		return nil
+		job := RemapJob{Kind: ScanJobRemap}
+		if len(changed) <= maxRemapSets {
+			job.ContentSets = changed
+		}
+		payload, _ := json.Marshal(job)
+		// The ordering key of re-matches: one writes an image's matches at
+		// a time.
+		_, err = db.EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
+		return err
 	})
 	return changed, err
+}
+
+// ManifestsInEcosystem lists the scanned manifests holding a package of
+// the ecosystem or of one of its releases ("Red Hat", "Red Hat:...").
+func (db *DB) ManifestsInEcosystem(ctx context.Context, ecosystem string) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT DISTINCT digest FROM manifest_packages WHERE ecosystem = ? OR ecosystem LIKE ? ORDER BY digest"),
+		ecosystem, ecosystem+":%")
+	if err != nil {
+		return nil, fmt.Errorf("find manifests by ecosystem: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, fmt.Errorf("find manifests by ecosystem: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }
 
 // normalizeMapping drops empty names and duplicate CPEs and sorts each

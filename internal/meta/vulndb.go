@@ -256,11 +256,13 @@ func (db *DB) VulnSources(ctx context.Context) ([]VulnSource, error) {
 	return out, rows.Err()
 }
 
-// VulnDBVersion is the time of the last change to the advisories (zero
-// when none): a scan that matched before it must match again.
+// VulnDBVersion is the time of the last change to the advisories or to
+// the content set mapping (zero when none): a scan that matched before it
+// must match again.
 func (db *DB) VulnDBVersion(ctx context.Context) (int64, error) {
 	var v sql.NullInt64
-	if err := db.read.QueryRowContext(ctx, "SELECT MAX(updated_at) FROM vuln_records").Scan(&v); err != nil {
+	if err := db.read.QueryRowContext(ctx, `SELECT MAX(t) FROM (SELECT MAX(updated_at) AS t FROM vuln_records
+		UNION ALL SELECT MAX(updated_at) FROM cpe_mapping_source) v`).Scan(&v); err != nil {
 		return 0, fmt.Errorf("read advisories: %w", err)
 	}
 	return v.Int64, nil

@@ -52,15 +52,17 @@ func matchKey(ecosystem string, p index.Package) (meta.ScanPackage, bool) {
 	return meta.ScanPackage{Ecosystem: eco, Name: osv.NormalizeName(eco, p.Name), Version: p.Version}, true
 }
 
-// scanPackages lists a report's packages as matched, without repeats.
+// scanPackages lists a report's packages as matched, under each of their
+// ecosystems (packageKeys), without repeats.
 func scanPackages(rep *Report) []meta.ScanPackage {
 	seen := map[meta.ScanPackage]bool{}
 	var out []meta.ScanPackage
 	for _, p := range rep.Packages {
-		k, ok := matchKey(rep.Ecosystem, p)
-		if ok && !seen[k] {
-			seen[k] = true
-			out = append(out, k)
+		for _, k := range packageKeys(rep, p) {
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, k)
+			}
 		}
 	}
 	return out
@@ -86,8 +88,13 @@ func lookupKeys(pkgs []meta.ScanPackage) []meta.VulnKey {
 	return out
 }
 
-// match finds the advisories affecting a report's packages.
+// match finds the advisories affecting a report's packages, with the
+// CPEs of its content sets as the stored mapping gives them now (set in
+// rep.CPEs).
 func (s *Service) match(ctx context.Context, rep *Report) ([]Finding, error) {
+	if err := s.resolveCPEs(ctx, rep); err != nil {
+		return nil, err
+	}
 	pkgs := scanPackages(rep)
 	stored, err := s.db.VulnRecordsFor(ctx, lookupKeys(pkgs))
 	if err != nil {
@@ -112,7 +119,10 @@ func parseRecords(stored []meta.StoredVuln) ([]*osv.Record, error) {
 	return recs, nil
 }
 
-// evaluate matches every record against every package it could name.
+// evaluate matches every record against every package it could name. A
+// package named under several ecosystems (an RPM under bare "Red Hat" and
+// its CPE ecosystems) is reported once per record, under the ecosystem the
+// record names exactly when there is one.
 func evaluate(recs []*osv.Record, pkgs []meta.ScanPackage) []Finding {
 	byName := map[string][]meta.ScanPackage{}
 	for _, p := range pkgs {
@@ -127,13 +137,23 @@ func evaluate(recs []*osv.Record, pkgs []meta.ScanPackage) []Finding {
 		for _, k := range r.Keys() {
 			names[k.Name] = true
 		}
+		at := map[[2]string]int{} // name, version → index in out
 		for name := range names {
 			for _, p := range byName[name] {
 				m, ok := r.Matches(p.Ecosystem, p.Name, p.Version)
 				if !ok {
 					continue
 				}
-				out = append(out, Finding{Key: p, Record: r, Match: m, Assessment: r.Assess(m.Affected)})
+				f := Finding{Key: p, Record: r, Match: m, Assessment: r.Assess(m.Affected)}
+				nv := [2]string{p.Name, p.Version}
+				if i, dup := at[nv]; dup {
+					if exact(f) && !exact(out[i]) {
+						out[i] = f
+					}
+					continue
+				}
+				at[nv] = len(out)
+				out = append(out, f)
 			}
 		}
 	}
@@ -148,6 +168,12 @@ func evaluate(recs []*osv.Record, pkgs []meta.ScanPackage) []Finding {
 		return a.Key.Name+"@"+a.Key.Version < b.Key.Name+"@"+b.Key.Version
 	})
 	return out
+}
+
+// exact reports whether a finding's package is in the very ecosystem of
+// the affected entry that matched.
+func exact(f Finding) bool {
+	return f.Match.Affected != nil && f.Match.Affected.Package.Ecosystem == f.Key.Ecosystem
 }
 
 // vulnRows are the findings as stored for diffing at the next re-match.

@@ -43,6 +43,11 @@ type SecurityLayer struct {
 	NamespaceName    string    `json:"NamespaceName"`
 	IndexedByVersion int       `json:"IndexedByVersion"`
 	Features         []Feature `json:"Features"`
+	// ContentSets and CPEs (Berth's additions) are the image's Red Hat
+	// content sets and the CPEs they map to, whose ecosystems its RPMs
+	// were matched in.
+	ContentSets []string `json:"ContentSets,omitempty"`
+	CPEs        []string `json:"CPEs,omitempty"`
 }
 
 // Feature is a package of the image.
@@ -172,7 +177,8 @@ func layerOf(dgst string, indexer int, rep *Report, findings []Finding, withVuln
 	for _, f := range findings {
 		byKey[f.Key] = append(byKey[f.Key], f)
 	}
-	layer := SecurityLayer{Name: dgst, NamespaceName: ns, IndexedByVersion: indexer, Features: []Feature{}}
+	layer := SecurityLayer{Name: dgst, NamespaceName: ns, IndexedByVersion: indexer, Features: []Feature{},
+		ContentSets: rep.ContentSets, CPEs: rep.CPEs}
 	for _, p := range rep.Packages {
 		f := Feature{Name: p.Name, VersionFormat: versionFormat[p.Kind], AddedBy: p.AddedBy, Version: p.Version,
 			BaseScores: []float64{}, CVEIds: []string{}, NamespaceName: ns}
@@ -182,14 +188,14 @@ func layerOf(dgst string, indexer int, rep *Report, findings []Finding, withVuln
 		if withVulns {
 			f.Vulnerabilities = []Vulnerability{}
 		}
-		if key, ok := matchKey(rep.Ecosystem, p); ok && withVulns {
+		if keys := packageKeys(rep, p); len(keys) > 0 && withVulns {
 			seen := map[string]bool{}
-			for _, fd := range byKey[key] {
+			for _, fd := range findingsFor(byKey, keys) {
 				if seen[fd.Record.ID] {
 					continue
 				}
 				seen[fd.Record.ID] = true
-				v := vulnerabilityOf(fd, f.NamespaceName, rep)
+				v := vulnerabilityOf(fd, strings.ToLower(fd.Key.Ecosystem), rep)
 				f.Vulnerabilities = append(f.Vulnerabilities, v)
 				if v.Metadata.NVD.CVSSv3 != nil {
 					f.BaseScores = append(f.BaseScores, v.Metadata.NVD.CVSSv3.Score)

@@ -64,6 +64,11 @@ type Report struct {
 	Layers    []string          `json:"layers"`
 	Packages  []index.Package   `json:"packages"`
 	Warnings  []string          `json:"warnings,omitempty"`
+	// ContentSets are the image's content sets (Red Hat content manifests)
+	// and CPEs the CPEs the stored mapping gave them when last matched
+	// (cpemap.go).
+	ContentSets []string `json:"contentSets,omitempty"`
+	CPEs        []string `json:"cpes,omitempty"`
 }
 
 // Handle runs one scan queue job (the jobs.Handler of meta.ScanQueue).
@@ -85,6 +90,13 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 		return err
 	case meta.ScanJobRematch:
 		_, err := s.Rematch(ctx, sj.Records)
+		return err
+	case meta.ScanJobRemap:
+		var rj meta.RemapJob
+		if err := json.Unmarshal(j.Payload, &rj); err != nil {
+			return fmt.Errorf("scan job %d: %w", j.ID, err)
+		}
+		_, err := s.Remap(ctx, rj.ContentSets)
 		return err
 	}
 	return fmt.Errorf("scan job %d: unknown kind %q", j.ID, sj.Kind)
@@ -138,6 +150,9 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 				if findings, err = s.match(ctx, rep); err != nil {
 					return err
 				}
+				// With the CPEs of the content set mapping as it is now.
+				res.Report, _ = json.Marshal(rep)
+				res.Packages = scanPackages(rep)
 			}
 			res.Vulns = vulnRows(findings)
 			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings)
@@ -198,6 +213,7 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 	}
 	img := index.Merge(layers)
 	rep.OSRelease = img.OSRelease
+	rep.ContentSets = img.ContentSets
 	rep.Packages = img.Packages
 	if rep.Packages == nil {
 		rep.Packages = []index.Package{}

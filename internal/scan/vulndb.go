@@ -21,6 +21,9 @@ type ImportStats struct {
 	Rejected   int      `json:"rejected"`  // records that did not parse
 	Ecosystems []string `json:"ecosystems"`
 	Errors     []string `json:"errors,omitempty"` // the first rejections
+	// ContentSets is the number of content sets of the Red Hat content
+	// set mapping (repository-to-cpe.json) imported, if one was.
+	ContentSets int `json:"contentSets,omitempty"`
 }
 
 // ErrStore marks an import failure of the server (the database), as
@@ -50,7 +53,13 @@ func NewImporter(db *meta.DB, progress func(ImportStats)) *Importer {
 }
 
 // Path imports a zip, a JSON file or a directory of them (osv.Read).
+// Red Hat's content set mapping is recognised among them and imported as
+// ImportCPEMapping does: a JSON file named on its own, or a file named
+// repository-to-cpe.json in a directory.
 func (im *Importer) Path(ctx context.Context, path string) error {
+	if done, err := im.cpeMapping(ctx, path); done || err != nil {
+		return err
+	}
 	return osv.Read(ctx, path, func(r *osv.Record) error { return im.add(ctx, r) }, im.bad)
 }
 

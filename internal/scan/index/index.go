@@ -20,7 +20,9 @@ import (
 // IndexerVersion identifies the indexing logic. Bump it whenever the results
 // of IndexLayer for the same blob would change; the caller re-indexes layers
 // whose cached results carry an older version.
-const IndexerVersion = 1
+//
+// 2: content manifests (LayerResult.ContentManifests).
+const IndexerVersion = 2
 
 // Layer statuses.
 const (
@@ -119,6 +121,9 @@ type LayerResult struct {
 	OSRelease map[string]string `json:"osRelease,omitempty"`
 	// OSReleasePath is the file OSRelease was read from.
 	OSReleasePath string `json:"osReleasePath,omitempty"`
+	// ContentManifests are the content sets named by each content manifest
+	// this layer wrote (root/buildinfo/content_manifests/*.json), by path.
+	ContentManifests map[string][]string `json:"contentManifests,omitempty"`
 	// Files lists every path this layer wrote that an extractor (or the
 	// os-release reader) wanted, even if nothing was found in it: in Merge, a
 	// layer rewriting a file replaces what earlier layers found there.

@@ -59,7 +59,8 @@ type indexer struct {
 	pkgs      map[string][]Package // by path
 	files     map[string]bool
 	whiteouts map[string]bool
-	osrel     map[string][]byte // content of etc/os-release, usr/lib/os-release
+	osrel     map[string][]byte   // content of etc/os-release, usr/lib/os-release
+	manifests map[string][]string // content sets of content manifests, by path
 	warnings  []string
 	dropped   int // warnings over maxWarnings
 }
@@ -78,6 +79,7 @@ func newIndexer(ctx context.Context, digest string, lim Limits) (*indexer, error
 		files:     map[string]bool{},
 		whiteouts: map[string]bool{},
 		osrel:     map[string][]byte{},
+		manifests: map[string][]string{},
 	}, nil
 }
 
@@ -225,6 +227,7 @@ func (ix *indexer) rewrite(name string) {
 	ix.files[name] = true
 	delete(ix.pkgs, name)
 	delete(ix.osrel, name)
+	delete(ix.manifests, name)
 }
 
 // regular handles a regular file: if an extractor or the os-release reader
@@ -233,13 +236,17 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 	info := hdr.FileInfo()
 	wanters := ix.ex.required(simplefileapi.New(name, info))
 	osr := isOSRelease(name)
-	if len(wanters) == 0 && !osr {
+	cm := isContentManifest(name)
+	if len(wanters) == 0 && !osr && !cm {
 		return nil
 	}
 	ix.rewrite(name)
 	if hdr.Size > ix.lim.MaxFileBytes {
 		ix.warn("skipped %s: %d bytes is over the %d-byte file limit", name, hdr.Size, ix.lim.MaxFileBytes)
 		return nil
+	}
+	if cm {
+		return ix.contentManifest(tr, hdr, name)
 	}
 	if osr {
 		if hdr.Size > maxOSReleaseBytes {
@@ -308,7 +315,7 @@ func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header
 // hardlink handles a hard link to a file earlier in the layer: the link gets
 // what was found in its target.
 func (ix *indexer) hardlink(hdr *tar.Header, name string) {
-	wanted := isOSRelease(name) || len(ix.ex.required(simplefileapi.New(name, hdr.FileInfo()))) > 0
+	wanted := isOSRelease(name) || isContentManifest(name) || len(ix.ex.required(simplefileapi.New(name, hdr.FileInfo()))) > 0
 	if !wanted {
 		return
 	}
@@ -325,6 +332,28 @@ func (ix *indexer) hardlink(hdr *tar.Header, name string) {
 	if data, ok := ix.osrel[target]; ok && isOSRelease(name) {
 		ix.osrel[name] = data
 	}
+	if sets, ok := ix.manifests[target]; ok && isContentManifest(name) {
+		ix.manifests[name] = sets
+	}
+}
+
+// contentManifest reads the content sets a content manifest names.
+func (ix *indexer) contentManifest(tr *tar.Reader, hdr *tar.Header, name string) error {
+	if hdr.Size > maxContentManifestBytes {
+		ix.warn("skipped %s: %d bytes is too big for a content manifest", name, hdr.Size)
+		return nil
+	}
+	data, err := readN(tr, hdr.Size)
+	if err != nil {
+		return err
+	}
+	sets, err := parseContentManifest(data)
+	if err != nil {
+		ix.warn("content manifest %s: %v", name, err)
+		return nil
+	}
+	ix.manifests[name] = sets
+	return nil
 }
 
 // readN reads exactly n bytes of r.
@@ -442,6 +471,12 @@ func (ix *indexer) result() LayerResult {
 				res.OSRelease, res.OSReleasePath = m, p
 				break
 			}
+		}
+	}
+	if len(ix.manifests) > 0 {
+		res.ContentManifests = make(map[string][]string, len(ix.manifests))
+		for p, sets := range ix.manifests {
+			res.ContentManifests[validUTF8(p)] = sets
 		}
 	}
 	res.Files = sortedKeys(ix.files)

@@ -14,6 +14,10 @@ type Image struct {
 	OSRelease map[string]string `json:"osRelease,omitempty"`
 	// Packages is sorted by kind, name, version, path.
 	Packages []Package `json:"packages"`
+	// ContentSets are the content sets named by the content manifests
+	// that still exist, sorted: the repositories the image's RPMs came
+	// from, in Red Hat's naming.
+	ContentSets []string `json:"contentSets,omitempty"`
 }
 
 // pkgKey identifies a package for deduplication and attribution.
@@ -45,6 +49,7 @@ func Merge(layers []LayerResult) Image {
 	state := map[string][]Package{} // by path
 	var osr map[string]string
 	var osrPath string
+	manifests := map[string][]string{} // content manifests by path
 	for _, l := range layers {
 		if l.Status != StatusIndexed {
 			continue
@@ -58,6 +63,11 @@ func Merge(layers []LayerResult) Image {
 			}
 			if osrPath != "" && deleted(osrPath, del, opq) {
 				osr, osrPath = nil, ""
+			}
+			for p := range manifests {
+				if deleted(p, del, opq) {
+					delete(manifests, p)
+				}
 			}
 		}
 
@@ -78,6 +88,14 @@ func Merge(layers []LayerResult) Image {
 				delete(state, p)
 			}
 		}
+		for p := range manifests {
+			if written[p] {
+				delete(manifests, p) // rewritten: what the layer found, if anything, below
+			}
+		}
+		for p, sets := range l.ContentManifests {
+			manifests[p] = sets
+		}
 
 		switch {
 		case len(l.OSRelease) > 0:
@@ -90,7 +108,7 @@ func Merge(layers []LayerResult) Image {
 		}
 	}
 
-	img := Image{OSRelease: osr, Packages: []Package{}}
+	img := Image{OSRelease: osr, Packages: []Package{}, ContentSets: contentSetsOf(manifests)}
 	for _, ps := range state {
 		img.Packages = append(img.Packages, ps...)
 	}

@@ -28,7 +28,10 @@ var debianCodenames = map[string]string{
 //     mentions LTS, or an even year's .04 release).
 //   - alpine: "Alpine:v3.19" (major.minor of VERSION_ID).
 //   - rhel: "Red Hat". OSV's Red Hat data is keyed by CPE-style suffixes that
-//     cannot be derived from os-release, so only bare "Red Hat" entries match.
+//     cannot be derived from os-release ("Red Hat:enterprise_linux:8::baseos"):
+//     those come from the image's content sets and Red Hat's mapping of them
+//     to CPEs (RedHatEcosystem); from os-release alone, only bare "Red Hat"
+//     entries match.
 //   - rocky, almalinux: "Rocky Linux:9", "AlmaLinux:9".
 //   - wolfi, chainguard: "Wolfi", "Chainguard".
 //   - opensuse-leap: "openSUSE:Leap 15.5"; opensuse-tumbleweed:

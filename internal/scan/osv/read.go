@@ -19,7 +19,7 @@ import (
 // JSON record per entry), a single JSON file (one record or an array of
 // records), or a directory searched recursively for *.zip and *.json files
 // (so osv.dev's <dir>/<Ecosystem>/all.zip layout and loose folders both
-// work; other files are skipped).
+// work; other files, and Red Hat's repository-to-cpe.json, are skipped).
 //
 // fn is called for every record that parses; an error from fn stops the
 // walk and is returned. A record that does not parse is reported to bad
@@ -45,6 +45,9 @@ func Read(ctx context.Context, path string, fn func(*Record) error, bad func(whe
 		if d.IsDir() || !d.Type().IsRegular() {
 			return nil
 		}
+		if strings.EqualFold(d.Name(), CPEMappingFile) {
+			return nil // Red Hat's content set mapping, not OSV
+		}
 		switch strings.ToLower(filepath.Ext(p)) {
 		case ".zip", ".json":
 			err := readFile(ctx, p, fn, bad)
@@ -58,6 +61,10 @@ func Read(ctx context.Context, path string, fn func(*Record) error, bad func(whe
 		return nil
 	})
 }
+
+// CPEMappingFile is the name of Red Hat's mapping from content sets to
+// CPEs, which Read skips in a directory.
+const CPEMappingFile = "repository-to-cpe.json"
 
 // ErrBadZip is wrapped when a zip cannot be opened (corrupt, truncated).
 var ErrBadZip = errors.New("not a readable zip")
