@@ -31,94 +31,39 @@ type exitCodeError struct {
 
 func (e *exitCodeError) Error() string { return e.msg }
 
-// exitThreshold is the exit status of `berth vulns --fail-on` when the
-// threshold is reached (1 stays "the command failed").
-const exitThreshold = 3
-
-// vulndbCmd imports advisories into the database directly.
-func vulndbCmd(open func(*cobra.Command) (*meta.DB, error)) *cobra.Command {
-	vulndb := &cobra.Command{Use: "vulndb", Short: "Import OSV vulnerability data for offline scanning"}
-	imp := &cobra.Command{
-		Use:   "import PATH...",
-		Short: "Import OSV advisories: osv.dev all.zip files, JSON files, or directories of them",
-		Long: `Import OSV advisories as osv.dev publishes them: the per-ecosystem all.zip
-(https://osv-vulnerabilities.storage.googleapis.com/<Ecosystem>/all.zip),
-a directory laid out as <dir>/<Ecosystem>/all.zip, or loose OSV JSON files.
-Only records that are new or whose "modified" changed are applied; the
-scanner then re-matches exactly the images whose packages they name.
-Records that do not parse are reported and skipped.`,
-		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := open(cmd)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			out := cmd.ErrOrStderr()
-			start := time.Now()
-			im := scan.NewImporter(db, func(s scan.ImportStats) {
-				fmt.Fprintf(out, "\rread %d records: %d applied, %d unchanged, %d rejected", s.Read, s.Applied, s.Unchanged, s.Rejected)
-			})
-			for _, p := range args {
-				if err := im.Path(cmd.Context(), p); err != nil {
-					fmt.Fprintln(out)
-					return err
-				}
-			}
-			st, err := im.Finish(cmd.Context())
-			fmt.Fprintln(out)
-			if err != nil {
-				return err
-			}
-			for _, e := range st.Errors {
-				fmt.Fprintf(out, "rejected: %s\n", e)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "imported %d records in %s: %d applied (%d withdrawn), %d unchanged, %d rejected; ecosystems: %s\n",
-				st.Read, time.Since(start).Round(time.Millisecond), st.Applied, st.Withdrawn, st.Unchanged, st.Rejected, strings.Join(st.Ecosystems, ", "))
-			return nil
-		},
-	}
-	status := &cobra.Command{
-		Use:   "status",
-		Short: "List the imported ecosystems and when each was last updated",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, err := open(cmd)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			srcs, err := db.VulnSources(cmd.Context())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ECOSYSTEM\tRECORDS\tUPDATED")
-			for _, s := range srcs {
-				fmt.Fprintf(tw, "%s\t%d\t%s\n", s.Ecosystem, s.Records, s.UpdatedAt.Format(time.RFC3339))
-			}
-			return tw.Flush()
-		},
-	}
-	vulndb.AddCommand(imp, status)
-	return vulndb
-}
+// Exit statuses of `berth vulns` besides 0 and 1 ("the command failed").
+const (
+	// exitThreshold: a vulnerability reached --fail-on.
+	exitThreshold = 3
+	// exitMissingData: some ecosystem of the image had no vulnerability
+	// data, so the report may miss vulnerabilities (--allow-missing-data
+	// accepts that).
+	exitMissingData = 4
+)
 
 // vulnsCmd shows an image's vulnerabilities from a running Berth, as a
 // table, and gates a pipeline with --fail-on.
 func vulnsCmd() *cobra.Command {
 	var username, failOn string
-	var passwordStdin, insecure, asJSON bool
-	var wait time.Duration
+	var passwordStdin, insecure, asJSON, allowMissing bool
+	var wait, maxAge time.Duration
 	cmd := &cobra.Command{
 		Use:   "vulns HOST[:PORT]/REPO[:TAG|@DIGEST]",
-		Short: "Show an image's vulnerabilities (exit 3 when --fail-on is reached)",
+		Short: "Show an image's vulnerabilities (exit 3 when --fail-on is reached, 4 when data is missing)",
 		Long: `Show the vulnerabilities Berth found in an image: severity, package,
-installed version, the version that fixes it, and the advisory. With
---fail-on SEVERITY the command exits with status 3 when any vulnerability
-is at or above that severity (Critical, High, Medium, Low, Negligible,
-Unknown), for use as a pipeline gate. The password (or token) comes from
-standard input with --password-stdin, or from BERTH_PASSWORD.`,
+installed version, the version that fixes it, and the advisory. For an
+index, each platform's. The password (or token) comes from standard input
+with --password-stdin, or from BERTH_PASSWORD.
+
+Exit status, for use as a pipeline gate:
+  0  scanned, and nothing reached --fail-on
+  1  the command failed, or the image is not scanned (yet)
+  3  a vulnerability is at or above --fail-on (Critical, High, Medium, Low,
+     Negligible, Unknown)
+  4  the registry has no vulnerability data for an ecosystem of the image
+     (for example nothing was imported for Debian), so its report cannot be
+     complete; --allow-missing-data accepts that, with a warning.
+     With --max-data-age, data older than that counts as missing.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			threshold := ""
@@ -168,22 +113,60 @@ standard input with --password-stdin, or from BERTH_PASSWORD.`,
 				case <-time.After(time.Second):
 				}
 			}
+			// An index has no report of its own: each platform has one.
+			reports := []scan.SecurityInfo{info}
+			labels := []string{repo + "@" + dgst}
+			if info.Status == meta.ScanScanned && info.Data == nil {
+				for _, m := range info.Manifests {
+					if m.Status != meta.ScanScanned {
+						continue
+					}
+					pi, err := c.security(cmd.Context(), repo, m.Digest)
+					if err != nil {
+						return err
+					}
+					reports = append(reports, pi)
+					labels = append(labels, repo+"@"+m.Digest+platformLabel(m))
+				}
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(info); err != nil {
 					return err
 				}
-			} else if err := printVulns(cmd.OutOrStdout(), repo+"@"+dgst, info); err != nil {
-				return err
+			} else {
+				for i, r := range reports {
+					if err := printVulns(cmd.OutOrStdout(), labels[i], r); err != nil {
+						return err
+					}
+				}
 			}
 			if info.Status != meta.ScanScanned {
 				return fmt.Errorf("%s@%s is not scanned: %s %s", repo, dgst, info.Status, info.Reason)
 			}
+			missing, stale := dataProblems(info.VulnerabilityData, maxAge, time.Now())
+			if stale != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+stale)
+			}
+			if missing != "" && allowMissing {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+missing+" (allowed by --allow-missing-data)")
+			}
 			if threshold != "" {
-				if n := countAtLeast(info, threshold); n > 0 {
-					return &exitCodeError{code: exitThreshold, msg: fmt.Sprintf("%d vulnerabilities at or above %s", n, threshold)}
+				n := 0
+				for _, r := range reports {
+					n += countAtLeast(r, threshold)
 				}
+				if n > 0 {
+					msg := fmt.Sprintf("%d vulnerabilities at or above %s", n, threshold)
+					if missing != "" && !allowMissing {
+						msg += "; besides, " + missing
+					}
+					return &exitCodeError{code: exitThreshold, msg: msg}
+				}
+			}
+			if missing != "" && !allowMissing {
+				return &exitCodeError{code: exitMissingData, msg: missing + " (--allow-missing-data accepts this)"}
 			}
 			return nil
 		},
@@ -193,9 +176,56 @@ standard input with --password-stdin, or from BERTH_PASSWORD.`,
 	f.BoolVar(&passwordStdin, "password-stdin", false, "read the password or token from standard input")
 	f.BoolVar(&insecure, "insecure", false, "use plain HTTP")
 	f.StringVar(&failOn, "fail-on", "", "exit 3 if any vulnerability is at or above this severity")
+	f.BoolVar(&allowMissing, "allow-missing-data", false, "exit 0, with a warning, when an ecosystem of the image has no vulnerability data (else exit 4)")
+	f.DurationVar(&maxAge, "max-data-age", 0, "count vulnerability data older than this (e.g. 72h) as missing")
 	f.BoolVar(&asJSON, "json", false, "print the security report as JSON (Quay's shape)")
 	f.DurationVar(&wait, "wait", 0, "wait up to this long for a queued scan to finish")
 	return cmd
+}
+
+func platformLabel(m scan.PlatformSecurity) string {
+	if m.Platform == nil {
+		return ""
+	}
+	return " (" + m.Platform.OS + "/" + m.Platform.Architecture + ")"
+}
+
+// dataProblems says, in one line each, what vulnerability data the
+// report lacked (missing: exit 4) and what was stale (a warning). Data
+// older than maxAge (when set) is missing.
+func dataProblems(cov *scan.DataCoverage, maxAge time.Duration, now time.Time) (missing, stale string) {
+	if cov == nil {
+		return "the registry did not say whether it has vulnerability data for this image (a Berth older than this command?)", ""
+	}
+	var gone, old []string
+	for _, e := range cov.Ecosystems {
+		name := e.Ecosystem
+		if e.Release != "" {
+			name = e.Release
+		}
+		switch {
+		case e.Status == scan.DataMissing || e.Status == scan.DataUnsupported:
+			gone = append(gone, fmt.Sprintf("%s (%d packages: %s)", name, e.Packages, e.Reason))
+		case maxAge > 0 && e.UpdatedAt != nil && now.Sub(*e.UpdatedAt) > maxAge:
+			gone = append(gone, fmt.Sprintf("%s (%d packages: data from %s, older than --max-data-age %s)", name, e.Packages,
+				e.UpdatedAt.Format(time.RFC3339), maxAge))
+		case e.Status == scan.DataStale:
+			old = append(old, fmt.Sprintf("%s (%s)", name, e.Reason))
+		}
+	}
+	if len(gone) == 0 && !cov.Complete {
+		gone = append(gone, strings.Join(cov.Missing, ", "))
+	}
+	if len(gone) > 0 {
+		missing = "no vulnerability data for " + strings.Join(gone, "; ") + ", so vulnerabilities there are unknown"
+		if hint := cov.FetchHint(); hint != "" {
+			missing += "; an administrator can fetch it: " + hint
+		}
+	}
+	if len(old) > 0 {
+		stale = "stale vulnerability data for " + strings.Join(old, "; ")
+	}
+	return missing, stale
 }
 
 // printVulns writes the table: one row per (advisory, package).
@@ -238,6 +268,9 @@ func printVulns(w io.Writer, image string, info scan.SecurityInfo) error {
 	summary := "none"
 	if len(parts) > 0 {
 		summary = strings.Join(parts, ", ")
+	}
+	if cov := info.VulnerabilityData; cov != nil && !cov.Complete {
+		summary += " (INCOMPLETE: no vulnerability data for " + strings.Join(cov.Missing, ", ") + ")"
 	}
 	_, err := fmt.Fprintf(w, "%s (%s): %d packages, %d vulnerabilities: %s\n", image, info.Data.Layer.NamespaceName,
 		len(info.Data.Layer.Features), total, summary)

@@ -146,7 +146,23 @@ type Scan struct {
 	// (decompression bombs).
 	MaxUncompressedBytes int64 `yaml:"maxUncompressedBytes"`
 	// MaxFileBytes: larger files in a layer are skipped by the extractors.
-	MaxFileBytes int64 `yaml:"maxFileBytes"`
+	MaxFileBytes int64  `yaml:"maxFileBytes"`
+	VulnDB       VulnDB `yaml:"vulndb"`
+}
+
+// VulnDB configures where vulnerability data is fetched from, and when.
+type VulnDB struct {
+	// BaseURL serves OSV's <BaseURL>/<Ecosystem>/all.zip files: OSV's
+	// public bucket, or an internal mirror for air-gapped sites.
+	BaseURL string `yaml:"baseURL"`
+	// CPEMappingURL serves Red Hat's repository-to-cpe.json.
+	CPEMappingURL string `yaml:"cpeMappingURL"`
+	// UpdateInterval runs `berth admin vulndb fetch` on this schedule in
+	// the server (one replica at a time). Zero: never.
+	UpdateInterval time.Duration `yaml:"updateInterval"`
+	// StaleAfter is the age past which an ecosystem's data is reported
+	// stale (security endpoint, logs).
+	StaleAfter time.Duration `yaml:"staleAfter"`
 }
 
 // Log configures logging.
@@ -169,7 +185,9 @@ func Default() Config {
 		CreatePrivateRepoOnPush: true,
 		Notifications:           Notifications{Workers: 4},
 		Scan: Scan{Enabled: true, Workers: 2, SBOM: true, MaxLayerBytes: 2 << 30,
-			MaxUncompressedBytes: 8 << 30, MaxFileBytes: 256 << 20},
+			MaxUncompressedBytes: 8 << 30, MaxFileBytes: 256 << 20,
+			VulnDB: VulnDB{BaseURL: "https://osv-vulnerabilities.storage.googleapis.com",
+				CPEMappingURL: "https://security.access.redhat.com/data/meta/v1/repository-to-cpe.json", StaleAfter: 7 * 24 * time.Hour}},
 	}
 }
 
@@ -292,6 +310,17 @@ func (c *Config) Validate() error {
 		if v < 1 {
 			bad(path, "%d must be positive", v)
 		}
+	}
+	for path, v := range map[string]string{"scan.vulndb.baseURL": c.Scan.VulnDB.BaseURL, "scan.vulndb.cpeMappingURL": c.Scan.VulnDB.CPEMappingURL} {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+			bad(path, "%q is not an http(s) URL", v)
+		}
+	}
+	if d := c.Scan.VulnDB.UpdateInterval; d != 0 && (d < 5*time.Minute || d > 30*24*time.Hour) {
+		bad("scan.vulndb.updateInterval", "%s is outside 5m..720h (0 turns scheduled updates off)", d)
+	}
+	if d := c.Scan.VulnDB.StaleAfter; d < time.Hour {
+		bad("scan.vulndb.staleAfter", "%s is under 1h", d)
 	}
 	if err := oci.ValidateArtifactTypes(c.AllowedArtifactTypes); err != nil {
 		bad("ALLOWED_OCI_ARTIFACT_TYPES", "%v", err)

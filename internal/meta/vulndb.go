@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -266,4 +267,98 @@ func (db *DB) VulnDBVersion(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("read advisories: %w", err)
 	}
 	return v.Int64, nil
+}
+
+// PackageEcosystems lists the distinct ecosystems ("Debian:12", "Go",
+// ...) of the packages of scanned images. It walks the package index by
+// its leading column, one step per ecosystem, never row by row.
+func (db *DB) PackageEcosystems(ctx context.Context) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, `WITH RECURSIVE e(eco) AS (
+		SELECT MIN(ecosystem) FROM manifest_packages
+		UNION ALL
+		SELECT (SELECT MIN(ecosystem) FROM manifest_packages WHERE ecosystem > e.eco) FROM e WHERE e.eco IS NOT NULL)
+		SELECT eco FROM e WHERE eco IS NOT NULL`)
+	if err != nil {
+		return nil, fmt.Errorf("list package ecosystems: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var e string
+		if err := rows.Scan(&e); err != nil {
+			return nil, fmt.Errorf("list package ecosystems: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// HasVulnEcosystem reports whether any imported advisory names a package
+// of exactly this ecosystem ("Debian:12").
+func (db *DB) HasVulnEcosystem(ctx context.Context, ecosystem string) (bool, error) {
+	var one int
+	err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM vuln_keys WHERE ecosystem = ? LIMIT 1"), ecosystem).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read advisories: %w", err)
+	}
+	return true, nil
+}
+
+// VulnDBQueue is the job queue of scheduled vulnerability database
+// updates (scan.vulndb.updateInterval): one job at a time, across every
+// process sharing the database.
+const VulnDBQueue = "vulndb"
+
+// vulnDBFetchKey is the ordering key of every update job.
+const vulnDBFetchKey = "fetch"
+
+// VulnDBFetchState says whether a scheduled update is pending or running,
+// and when the last one ended (zero when none ever did). It only reads.
+func (db *DB) VulnDBFetchState(ctx context.Context) (live bool, ended time.Time, err error) {
+	var status string
+	var updated int64
+	err = db.read.QueryRowContext(ctx, db.q(`SELECT status, updated_at FROM jobs WHERE queue = ? AND ordering_key = ?
+		ORDER BY id DESC LIMIT 1`), VulnDBQueue, vulnDBFetchKey).Scan(&status, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, time.Time{}, nil
+	}
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("read vulnerability database updates: %w", err)
+	}
+	if status == JobPending || status == JobRunning {
+		return true, time.Time{}, nil
+	}
+	return false, fromMicros(updated), nil
+}
+
+// EnqueueVulnDBFetch queues a scheduled update unless one is pending or
+// running, or one ended after since. The check and the enqueue hold the
+// queue's ordering-key lock, so that replicas calling it together enqueue
+// one job between them. It reports whether it enqueued.
+func (db *DB) EnqueueVulnDBFetch(ctx context.Context, since time.Time) (bool, error) {
+	var queued bool
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		queued = false
+		if err := db.lockJobKey(ctx, tx, VulnDBQueue, vulnDBFetchKey); err != nil {
+			return err
+		}
+		var n int
+		err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM jobs WHERE queue = ? AND ordering_key = ?
+			AND (status IN ('pending', 'running') OR updated_at > ?)`), VulnDBQueue, vulnDBFetchKey, since.UnixMicro()).Scan(&n)
+		if err != nil {
+			return fmt.Errorf("read vulnerability database updates: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := db.EnqueueJobTx(ctx, tx, Job{Queue: VulnDBQueue, OrderingKey: vulnDBFetchKey, MaxAttempts: 3}); err != nil {
+			return err
+		}
+		queued = true
+		return nil
+	})
+	return queued, err
 }

@@ -13,21 +13,24 @@ import (
 
 // SecurityInfo is Quay's answer to GET .../manifest/{digest}/security:
 // status and, once scanned, the image's packages ("Features") with their
-// vulnerabilities. Reason (why unsupported or failed) and Manifests (the
-// platforms of an index) are Berth's additions.
+// vulnerabilities. Reason (why unsupported or failed), Manifests (the
+// platforms of an index) and VulnerabilityData (whether advisories were
+// imported for the image's ecosystems) are Berth's additions.
 type SecurityInfo struct {
-	Status    string             `json:"status"`
-	Data      *SecurityData      `json:"data"`
-	Reason    string             `json:"reason,omitempty"`
-	Manifests []PlatformSecurity `json:"manifests,omitempty"`
+	Status            string             `json:"status"`
+	Data              *SecurityData      `json:"data"`
+	Reason            string             `json:"reason,omitempty"`
+	Manifests         []PlatformSecurity `json:"manifests,omitempty"`
+	VulnerabilityData *DataCoverage      `json:"vulnerability_data,omitempty"`
 }
 
 // PlatformSecurity is the scan state of one platform of an index.
 type PlatformSecurity struct {
-	Digest   string        `json:"digest"`
-	Platform *oci.Platform `json:"platform,omitempty"`
-	Status   string        `json:"status"`
-	Reason   string        `json:"reason,omitempty"`
+	Digest            string        `json:"digest"`
+	Platform          *oci.Platform `json:"platform,omitempty"`
+	Status            string        `json:"status"`
+	Reason            string        `json:"reason,omitempty"`
+	VulnerabilityData *DataCoverage `json:"vulnerability_data,omitempty"`
 }
 
 // SecurityData wraps the layer, as Quay's API does.
@@ -138,7 +141,16 @@ func (s *Service) Security(ctx context.Context, repo string, m meta.Manifest, wi
 			return SecurityInfo{}, err
 		}
 	}
-	return SecurityInfo{Status: meta.ScanScanned, Data: &SecurityData{Layer: layerOf(m.Digest.String(), st.IndexerVersion, rep, findings, withVulns)}}, nil
+	ds, err := s.dataSources(ctx)
+	if err != nil {
+		return SecurityInfo{}, err
+	}
+	cov, err := ds.coverage(ctx, rep)
+	if err != nil {
+		return SecurityInfo{}, err
+	}
+	return SecurityInfo{Status: meta.ScanScanned, Data: &SecurityData{Layer: layerOf(m.Digest.String(), st.IndexerVersion, rep, findings, withVulns)},
+		VulnerabilityData: &cov}, nil
 }
 
 func (s *Service) indexSecurity(ctx context.Context, m meta.Manifest) (SecurityInfo, error) {
@@ -146,8 +158,13 @@ func (s *Service) indexSecurity(ctx context.Context, m meta.Manifest) (SecurityI
 	if err != nil {
 		return SecurityInfo{Status: meta.ScanUnsupported, Reason: err.Error()}, nil
 	}
+	ds, err := s.dataSources(ctx)
+	if err != nil {
+		return SecurityInfo{}, err
+	}
 	out := SecurityInfo{Status: meta.ScanScanned, Manifests: []PlatformSecurity{}}
 	rank := map[string]int{meta.ScanScanned: 0, meta.ScanUnsupported: 1, meta.ScanQueued: 2, meta.ScanFailed: 3}
+	var covs []DataCoverage
 	for _, c := range man.Manifests {
 		ps := PlatformSecurity{Digest: c.Digest.String(), Platform: c.Platform, Status: meta.ScanUnsupported}
 		st, err := s.db.ManifestScan(ctx, c.Digest.String())
@@ -159,6 +176,18 @@ func (s *Service) indexSecurity(ctx context.Context, m meta.Manifest) (SecurityI
 		default:
 			return SecurityInfo{}, err
 		}
+		if ps.Status == meta.ScanScanned {
+			rep, err := decodeReport(st.Report)
+			if err != nil {
+				return SecurityInfo{}, err
+			}
+			cov, err := ds.coverage(ctx, rep)
+			if err != nil {
+				return SecurityInfo{}, err
+			}
+			ps.VulnerabilityData = &cov
+			covs = append(covs, cov)
+		}
 		if rank[ps.Status] > rank[out.Status] {
 			out.Status = ps.Status
 		}
@@ -166,6 +195,10 @@ func (s *Service) indexSecurity(ctx context.Context, m meta.Manifest) (SecurityI
 	}
 	if len(out.Manifests) == 0 {
 		out.Status, out.Reason = meta.ScanUnsupported, "an empty index"
+	}
+	if len(covs) > 0 {
+		merged := mergeCoverage(covs)
+		out.VulnerabilityData = &merged
 	}
 	return out, nil
 }

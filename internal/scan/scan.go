@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
@@ -37,7 +38,10 @@ type Options struct {
 	Host string
 	// Version is Berth's version, recorded in generated documents.
 	Version string
-	Logger  *slog.Logger
+	// StaleAfter is the age past which an ecosystem's advisories are
+	// reported stale (DefaultStaleAfter when zero; never when negative).
+	StaleAfter time.Duration
+	Logger     *slog.Logger
 }
 
 // Service scans manifests. It is safe for concurrent use; every replica
@@ -53,6 +57,9 @@ type Service struct {
 func New(db *meta.DB, driver storage.Driver, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.StaleAfter == 0 {
+		opts.StaleAfter = DefaultStaleAfter
 	}
 	return &Service{db: db, driver: driver, opts: opts, log: opts.Logger.With("component", "scan")}
 }
@@ -123,6 +130,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 	fresh := (st.Status == meta.ScanScanned || st.Status == meta.ScanUnsupported) && st.IndexerVersion == index.IndexerVersion
 	var rep *Report
 	var findings []Finding
+	var cov *DataCoverage
 	if fresh {
 		if st.Status == meta.ScanScanned {
 			if rep, err = decodeReport(st.Report); err != nil {
@@ -131,8 +139,11 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 			if findings, err = s.match(ctx, rep); err != nil {
 				return err
 			}
+			if cov, err = s.reportCoverage(ctx, repo, dgst, rep); err != nil {
+				return err
+			}
 		}
-		if err := s.db.AppendEvents(ctx, s.announce(ctx, repo, dgst, st.Status, st.Reason, rep, findings)); err != nil {
+		if err := s.db.AppendEvents(ctx, s.announce(ctx, repo, dgst, st.Status, st.Reason, rep, findings, cov)); err != nil {
 			return err
 		}
 	} else {
@@ -141,6 +152,11 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 			return err
 		}
 		rep, findings = r, f
+		if rep != nil {
+			if cov, err = s.reportCoverage(ctx, repo, dgst, rep); err != nil {
+				return err
+			}
+		}
 		for attempt := 0; ; attempt++ {
 			before, err := s.db.VulnDBVersion(ctx)
 			if err != nil {
@@ -155,7 +171,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 				res.Packages = scanPackages(rep)
 			}
 			res.Vulns = vulnRows(findings)
-			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings)
+			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings, cov)
 			if err := s.db.SaveScan(ctx, res); err != nil {
 				return err
 			}
@@ -271,10 +287,25 @@ func decodeReport(b []byte) (*Report, error) {
 	return &r, nil
 }
 
+// reportCoverage computes the data coverage of a scanned image and logs a
+// warning when data is missing or stale.
+func (s *Service) reportCoverage(ctx context.Context, repo, dgst string, rep *Report) (*DataCoverage, error) {
+	ds, err := s.dataSources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cov, err := ds.coverage(ctx, rep)
+	if err != nil {
+		return nil, err
+	}
+	s.warnCoverage(repo, dgst, cov)
+	return &cov, nil
+}
+
 // announce makes the events of a scan in one repository: manifest_scanned
 // always, and vulnerability_found with the most severe of the findings
 // when there are any.
-func (s *Service) announce(ctx context.Context, repo, dgst, status, reason string, rep *Report, findings []Finding) []meta.Event {
+func (s *Service) announce(ctx context.Context, repo, dgst, status, reason string, rep *Report, findings []Finding, cov *DataCoverage) []meta.Event {
 	tags := s.tagsIn(ctx, repo, dgst)
 	counts := map[string]int{}
 	for _, f := range findings {
@@ -289,6 +320,9 @@ func (s *Service) announce(ctx context.Context, repo, dgst, status, reason strin
 		if rep.Ecosystem != "" {
 			data["distribution"] = rep.Ecosystem
 		}
+	}
+	if cov != nil {
+		data["vulnerability_data"] = map[string]any{"complete": cov.Complete, "missing": cov.Missing, "stale": cov.Stale}
 	}
 	evs := []meta.Event{{Kind: meta.EventManifestScanned, Repository: repo, Actor: Actor, Data: mustJSON(data)}}
 	if len(findings) > 0 {

@@ -41,6 +41,7 @@ type Server struct {
 	notifier *notify.Service
 	mirrors  *mirror.MirrorService
 	scanner  *scan.Service // nil when scanning is off
+	updater  *scan.Updater // nil unless scan.vulndb.updateInterval is set
 }
 
 // New opens the metadata store and storage and assembles the handlers.
@@ -116,9 +117,19 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		scanner = scan.New(db, driver, scan.Options{
 			Limits: index.Limits{MaxLayerBytes: cfg.Scan.MaxLayerBytes, MaxUncompressedBytes: cfg.Scan.MaxUncompressedBytes,
 				MaxFileBytes: cfg.Scan.MaxFileBytes},
-			SBOM: cfg.Scan.SBOM, Host: publicServer(cfg).Host, Version: buildVersion(), Logger: log,
+			SBOM: cfg.Scan.SBOM, Host: publicServer(cfg).Host, Version: buildVersion(), StaleAfter: cfg.Scan.VulnDB.StaleAfter, Logger: log,
 		})
 		apiOpts.Scanner = scanner
+	}
+	var updater *scan.Updater
+	if v := cfg.Scan.VulnDB; cfg.Scan.Enabled && v.UpdateInterval > 0 {
+		// Fetched through the SSRF guard: an internal mirror needs
+		// notifications.allowedHosts.
+		client := &http.Client{Transport: &http.Transport{DialContext: guard.DialContext, Proxy: http.ProxyFromEnvironment,
+			ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: time.Minute}}
+		fetcher := scan.NewFetcher(db, scan.FetchOptions{BaseURL: v.BaseURL, CPEMappingURL: v.CPEMappingURL, Client: client,
+			StateDir: filepath.Join(cfg.DataDir, "vulndb"), UserAgent: "berth/" + buildVersion()})
+		updater = scan.NewUpdater(db, fetcher, scan.UpdaterOptions{Every: v.UpdateInterval, Logger: log})
 	}
 	mux.Handle("/api/v1/", api.New(db, apiAuth, apiOpts))
 	mux.Handle("/v2/", reg)
@@ -135,7 +146,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if log.Enabled(ctx, slog.LevelDebug) {
 		h = accessLog(log, h)
 	}
-	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner}, nil
+	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -238,6 +249,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			Lease: time.Minute, Logger: s.log})
 		wg.Add(1)
 		go func() { defer wg.Done(); scans.Run(bg) }()
+		if err := s.scanner.WarnIfNoData(ctx); err != nil {
+			s.log.Warn("check the vulnerability database", "err", err)
+		}
+	}
+	if s.updater != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.updater.Run(bg) }()
 	}
 	defer func() { stopBG(); wg.Wait() }()
 

@@ -1,0 +1,423 @@
+package scan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/scan/index"
+	"github.com/berth-dev/berth/internal/scan/osv"
+)
+
+// DefaultStaleAfter is the age past which imported advisories of an
+// ecosystem are called stale (scan.vulndb.staleAfter): OSV changes every
+// day, so a week-old copy misses the week's advisories.
+const DefaultStaleAfter = 7 * 24 * time.Hour
+
+// redHat is the base ecosystem of Red Hat's advisories.
+const redHat = "Red Hat"
+
+// The states of an ecosystem's advisory data (EcosystemData.Status).
+const (
+	// DataCurrent: advisories were imported, or confirmed unchanged by a
+	// fetch, within the staleness limit.
+	DataCurrent = "current"
+	// DataStale: advisories were imported, but longer ago than the limit.
+	DataStale = "stale"
+	// DataMissing: nothing was imported for the ecosystem, or nothing
+	// names the image's release of it.
+	DataMissing = "missing"
+	// DataUnsupported: the image has OS packages of a distribution Berth
+	// does not know how to match.
+	DataUnsupported = "unsupported"
+)
+
+// EcosystemData is the advisory data behind one ecosystem of an image.
+type EcosystemData struct {
+	// Ecosystem is OSV's base name ("Debian", "Go", "Red Hat"); for
+	// unsupported packages, the distribution's os-release ID.
+	Ecosystem string `json:"ecosystem"`
+	// Release is the ecosystem as the image's OS packages are matched
+	// ("Debian:12"), when it carries a release.
+	Release string `json:"release,omitempty"`
+	// Packages counts the image's packages in the ecosystem.
+	Packages int    `json:"packages"`
+	Status   string `json:"status"`
+	// Records counts the imported advisories of the base ecosystem.
+	Records int64 `json:"records"`
+	// UpdatedAt is when the ecosystem was last imported, or confirmed
+	// unchanged by `berth admin vulndb fetch`.
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	Reason    string     `json:"reason,omitempty"`
+}
+
+// DataCoverage says whether an image's vulnerability report can be
+// complete: which ecosystems its packages are in, and whether advisories
+// were imported for each. A report without vulnerabilities is "clean"
+// only when Complete is true. It is Berth's addition to the security
+// endpoint ("vulnerability_data"), the manifest_scanned event's, and the
+// fact a gate consumes.
+type DataCoverage struct {
+	// Complete is true when every ecosystem of the image had advisory data
+	// (stale data counts as data: see Stale).
+	Complete bool `json:"complete"`
+	// Missing lists the ecosystems (with release when known) that had no
+	// data, or that Berth cannot match.
+	Missing []string `json:"missing"`
+	// Stale lists the ecosystems whose data is older than the limit.
+	Stale      []string        `json:"stale"`
+	Ecosystems []EcosystemData `json:"ecosystems"`
+}
+
+// Reason is a one-line explanation of what is missing or stale; "" when
+// the data is complete and current.
+func (c DataCoverage) Reason() string {
+	var parts []string
+	for _, e := range c.Ecosystems {
+		name := e.Ecosystem
+		if e.Release != "" {
+			name = e.Release
+		}
+		switch e.Status {
+		case DataMissing, DataUnsupported:
+			parts = append(parts, fmt.Sprintf("%s (%d packages): %s", name, e.Packages, e.Reason))
+		case DataStale:
+			parts = append(parts, fmt.Sprintf("%s: %s", name, e.Reason))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// FetchHint names the command that would fill what is missing or stale.
+func (c DataCoverage) FetchHint() string {
+	seen := map[string]bool{}
+	var names []string
+	for _, e := range c.Ecosystems {
+		if (e.Status == DataMissing || e.Status == DataStale) && !seen[e.Ecosystem] {
+			seen[e.Ecosystem] = true
+			names = append(names, quoteArg(e.Ecosystem))
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return "berth admin vulndb fetch " + strings.Join(names, " ")
+}
+
+func quoteArg(s string) string {
+	if strings.ContainsAny(s, " '\"") {
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	return s
+}
+
+// dataSources is the import state the coverage of several images is
+// computed from: read once per request.
+type dataSources struct {
+	db       *meta.DB
+	now      time.Time
+	stale    time.Duration
+	sources  map[string]meta.VulnSource
+	releases map[string]bool // exact ecosystem → any advisory names it
+	cpeMap   *bool           // Red Hat's content-set mapping imported (read once, when needed)
+}
+
+func (s *Service) dataSources(ctx context.Context) (*dataSources, error) {
+	srcs, err := s.db.VulnSources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ds := &dataSources{db: s.db, now: time.Now(), stale: s.opts.StaleAfter, sources: map[string]meta.VulnSource{}, releases: map[string]bool{}}
+	for _, src := range srcs {
+		ds.sources[src.Ecosystem] = src
+	}
+	return ds, nil
+}
+
+func (ds *dataSources) hasCPEMapping(ctx context.Context) (bool, error) {
+	if ds.cpeMap == nil {
+		_, ok, err := ds.db.CPEMappingState(ctx)
+		if err != nil {
+			return false, err
+		}
+		ds.cpeMap = &ok
+	}
+	return *ds.cpeMap, nil
+}
+
+// redHatGap says why the RPMs of a Red Hat image cannot be matched
+// although Red Hat advisories were imported: those are keyed by the CPEs
+// of the image's content sets.
+func (ds *dataSources) redHatGap(ctx context.Context, rep *Report) (string, error) {
+	if len(rep.ContentSets) == 0 {
+		return "the image names no content sets (root/buildinfo/content_manifests/*.json), and Red Hat's advisories are keyed by the CPEs of content sets", nil
+	}
+	ok, err := ds.hasCPEMapping(ctx)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "Red Hat's content-set mapping (repository-to-cpe.json) is not imported", nil
+	}
+	if len(rep.CPEs) == 0 {
+		return fmt.Sprintf("the content-set mapping names none of the image's content sets (%s)", strings.Join(rep.ContentSets, ", ")), nil
+	}
+	return "", nil
+}
+
+func (ds *dataSources) hasRelease(ctx context.Context, eco string) (bool, error) {
+	if v, ok := ds.releases[eco]; ok {
+		return v, nil
+	}
+	v, err := ds.db.HasVulnEcosystem(ctx, eco)
+	if err != nil {
+		return false, err
+	}
+	ds.releases[eco] = v
+	return v, nil
+}
+
+// coverage computes the data coverage of a scanned image's report.
+func (ds *dataSources) coverage(ctx context.Context, rep *Report) (DataCoverage, error) {
+	type group struct {
+		release  string
+		packages int
+		os       bool
+	}
+	groups := map[string]*group{}
+	add := func(base, release string, os bool) {
+		g := groups[base]
+		if g == nil {
+			g = &group{release: release, os: os}
+			groups[base] = g
+		}
+		g.packages++
+	}
+	for _, p := range rep.Packages {
+		switch p.Kind {
+		case index.KindDpkg, index.KindApk, index.KindRPM:
+			if rep.Ecosystem == "" {
+				id := strings.ToLower(strings.Trim(strings.TrimSpace(rep.OSRelease["ID"]), `"'`))
+				if id == "" {
+					id = "unknown distribution"
+				}
+				add(id, "", true)
+				continue
+			}
+			release := ""
+			if strings.Contains(rep.Ecosystem, ":") {
+				release = rep.Ecosystem
+			}
+			add(osv.BaseEcosystem(rep.Ecosystem), release, true)
+		default:
+			if eco := osv.LanguageEcosystem(p.Kind); eco != "" && p.Version != "" {
+				add(eco, "", false)
+			}
+		}
+	}
+	cov := DataCoverage{Complete: true, Missing: []string{}, Stale: []string{}, Ecosystems: []EcosystemData{}}
+	bases := make([]string, 0, len(groups))
+	for b := range groups {
+		bases = append(bases, b)
+	}
+	sort.Strings(bases)
+	for _, base := range bases {
+		g := groups[base]
+		e := EcosystemData{Ecosystem: base, Release: g.release, Packages: g.packages}
+		name := base
+		if g.release != "" {
+			name = g.release
+		}
+		src, imported := ds.sources[base]
+		switch {
+		case g.os && rep.Ecosystem == "":
+			e.Status, e.Reason = DataUnsupported, fmt.Sprintf("Berth cannot match the packages of this distribution (os-release ID %q)", base)
+		case !imported || src.Records == 0:
+			e.Status, e.Reason = DataMissing, fmt.Sprintf("no advisories imported for %s", base)
+		default:
+			e.Records = src.Records
+			at := src.UpdatedAt
+			e.UpdatedAt = &at
+			e.Status = DataCurrent
+			if g.release != "" {
+				// Data for other releases says nothing about this one.
+				ok, err := ds.hasRelease(ctx, g.release)
+				if err == nil && !ok {
+					ok, err = ds.hasRelease(ctx, base)
+				}
+				if err != nil {
+					return DataCoverage{}, err
+				}
+				if !ok {
+					e.Status, e.Reason = DataMissing, fmt.Sprintf("the %d advisories imported for %s name no package of %s", src.Records, base, g.release)
+				}
+			}
+			if g.os && base == redHat {
+				gap, err := ds.redHatGap(ctx, rep)
+				if err != nil {
+					return DataCoverage{}, err
+				}
+				if gap != "" {
+					e.Status, e.Reason = DataMissing, gap
+				}
+			}
+			if age := ds.now.Sub(src.UpdatedAt); e.Status == DataCurrent && ds.stale > 0 && age > ds.stale {
+				e.Status, e.Reason = DataStale, fmt.Sprintf("advisories last updated %s ago (%s), more than %s", roundAge(age),
+					src.UpdatedAt.Format(time.RFC3339), roundAge(ds.stale))
+			}
+		}
+		switch e.Status {
+		case DataMissing, DataUnsupported:
+			cov.Complete = false
+			cov.Missing = append(cov.Missing, name)
+		case DataStale:
+			cov.Stale = append(cov.Stale, name)
+		}
+		cov.Ecosystems = append(cov.Ecosystems, e)
+	}
+	return cov, nil
+}
+
+// roundAge renders a duration in days past two days, else in hours.
+func roundAge(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+	}
+	return d.Round(time.Minute).String()
+}
+
+// mergeCoverage is the coverage of an index: complete when every
+// platform's is; each ecosystem listed once, with the largest package
+// count among the platforms.
+func mergeCoverage(parts []DataCoverage) DataCoverage {
+	out := DataCoverage{Complete: true, Missing: []string{}, Stale: []string{}, Ecosystems: []EcosystemData{}}
+	at := map[[2]string]int{}
+	seen := map[string]bool{}
+	for _, c := range parts {
+		out.Complete = out.Complete && c.Complete
+		for _, m := range c.Missing {
+			if !seen["m"+m] {
+				seen["m"+m] = true
+				out.Missing = append(out.Missing, m)
+			}
+		}
+		for _, s := range c.Stale {
+			if !seen["s"+s] {
+				seen["s"+s] = true
+				out.Stale = append(out.Stale, s)
+			}
+		}
+		for _, e := range c.Ecosystems {
+			k := [2]string{e.Ecosystem, e.Release}
+			if i, ok := at[k]; ok {
+				out.Ecosystems[i].Packages = max(out.Ecosystems[i].Packages, e.Packages)
+				continue
+			}
+			at[k] = len(out.Ecosystems)
+			out.Ecosystems = append(out.Ecosystems, e)
+		}
+	}
+	sort.Strings(out.Missing)
+	sort.Strings(out.Stale)
+	sort.SliceStable(out.Ecosystems, func(i, j int) bool {
+		a, b := out.Ecosystems[i], out.Ecosystems[j]
+		return a.Ecosystem+"\x00"+a.Release < b.Ecosystem+"\x00"+b.Release
+	})
+	return out
+}
+
+// Coverage is the data coverage of a scanned image manifest, by digest:
+// what a gate reads before trusting a report without vulnerabilities.
+// ErrNotScanned when the manifest has no scanned report.
+func (s *Service) Coverage(ctx context.Context, digest string) (DataCoverage, error) {
+	st, err := s.db.ManifestScan(ctx, digest)
+	if errors.Is(err, meta.ErrNotFound) || (err == nil && st.Status != meta.ScanScanned) {
+		return DataCoverage{}, ErrNotScanned
+	}
+	if err != nil {
+		return DataCoverage{}, err
+	}
+	rep, err := decodeReport(st.Report)
+	if err != nil {
+		return DataCoverage{}, err
+	}
+	ds, err := s.dataSources(ctx)
+	if err != nil {
+		return DataCoverage{}, err
+	}
+	return ds.coverage(ctx, rep)
+}
+
+// ErrNotScanned is returned for a manifest that has no scanned report.
+var ErrNotScanned = errors.New("manifest not scanned")
+
+// WarnIfNoData logs, at start, a warning when the vulnerability database
+// is empty, or has no data, or stale data, for an ecosystem of the stored
+// images: scans then report fewer vulnerabilities than there are.
+func (s *Service) WarnIfNoData(ctx context.Context) error {
+	ds, err := s.dataSources(ctx)
+	if err != nil {
+		return err
+	}
+	ecos, err := s.db.PackageEcosystems(ctx)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	var missing, stale []string
+	for _, eco := range ecos {
+		base := osv.BaseEcosystem(eco)
+		if seen[base] {
+			continue
+		}
+		seen[base] = true
+		src, ok := ds.sources[base]
+		switch {
+		case !ok || src.Records == 0:
+			missing = append(missing, base)
+		case ds.stale > 0 && ds.now.Sub(src.UpdatedAt) > ds.stale:
+			stale = append(stale, base)
+		}
+	}
+	hint := func(ecos []string, status string) string {
+		return DataCoverage{Ecosystems: statusOf(ecos, status)}.FetchHint()
+	}
+	switch {
+	case len(ds.sources) == 0 && len(missing) == 0:
+		s.log.Warn("the vulnerability database is empty: scans find packages but no vulnerabilities until advisories are imported;" +
+			" run `berth admin vulndb fetch ECOSYSTEM...` (or `berth admin vulndb import` offline), or set scan.vulndb.updateInterval")
+	case len(ds.sources) == 0:
+		s.log.Warn("the vulnerability database is empty: scans find packages but no vulnerabilities until advisories are imported;"+
+			" run `berth admin vulndb fetch` (or `berth admin vulndb import` offline), or set scan.vulndb.updateInterval",
+			"ecosystems", missing, "fix", hint(missing, DataMissing))
+	case len(missing) > 0:
+		s.log.Warn("no vulnerability data for ecosystems of stored images: their scans report no vulnerabilities there",
+			"ecosystems", missing, "fix", hint(missing, DataMissing))
+	}
+	if len(stale) > 0 {
+		s.log.Warn("stale vulnerability data for ecosystems of stored images", "ecosystems", stale, "older_than", s.opts.StaleAfter,
+			"fix", hint(stale, DataStale))
+	}
+	return nil
+}
+
+func statusOf(ecos []string, status string) []EcosystemData {
+	out := make([]EcosystemData, len(ecos))
+	for i, e := range ecos {
+		out[i] = EcosystemData{Ecosystem: e, Status: status}
+	}
+	return out
+}
+
+// warnCoverage logs a scan's missing or stale data.
+func (s *Service) warnCoverage(repo, dgst string, cov DataCoverage) {
+	if cov.Complete && len(cov.Stale) == 0 {
+		return
+	}
+	s.log.Warn("image scanned without current vulnerability data: its report may miss vulnerabilities",
+		"repository", repo, "digest", dgst, "missing", cov.Missing, "stale", cov.Stale, "fix", cov.FetchHint())
+}
