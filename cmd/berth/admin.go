@@ -202,7 +202,7 @@ Log in with the token's name as username and the printed secret as password.`,
 		},
 	}
 	robot.AddCommand(robotCreate)
-	admin.AddCommand(user, orgCmd(open), teamCmd(open), repoCmd(open), token, robot, vulndbCmd(open))
+	admin.AddCommand(user, orgCmd(open), teamCmd(open), repoCmd(open), token, robot, vulndbCmd(open), gcCmd(&st))
 	return admin
 }
 

@@ -42,6 +42,7 @@ type Config struct {
 	SecretKey     string        `yaml:"secretKey"`
 	Notifications Notifications `yaml:"notifications"`
 	Scan          Scan          `yaml:"scan"`
+	GC            GC            `yaml:"gc"`
 	// AllowedArtifactTypes is Quay's ALLOWED_OCI_ARTIFACT_TYPES: a map from
 	// config media type to allowed layer media types. Empty means the
 	// default list (images, Helm charts, cosign signatures, SBOMs and
@@ -165,6 +166,33 @@ type VulnDB struct {
 	StaleAfter time.Duration `yaml:"staleAfter"`
 }
 
+// GC configures housekeeping: expiry of abandoned uploads and retention of
+// bookkeeping rows. (Garbage collection of blobs and manifests is not
+// built yet.)
+type GC struct {
+	// Enabled runs housekeeping in the server, every Interval.
+	Enabled  bool          `yaml:"enabled"`
+	Interval time.Duration `yaml:"interval"`
+	// UploadExpiry: an upload session nobody wrote to for this long is
+	// removed with its bytes, and so are upload bytes no session owns.
+	UploadExpiry time.Duration `yaml:"uploadExpiry"`
+	// Retention keeps bookkeeping rows this long; 0 keeps them forever.
+	Retention Retention `yaml:"retention"`
+}
+
+// Retention of bookkeeping rows.
+type Retention struct {
+	// Events: dispatched outbox events (never one a delivery still needs).
+	Events time.Duration `yaml:"events"`
+	// DoneJobs and DeadJobs: completed and dead-lettered jobs.
+	DoneJobs time.Duration `yaml:"doneJobs"`
+	DeadJobs time.Duration `yaml:"deadJobs"`
+	// Attempts: notification delivery attempts.
+	Attempts time.Duration `yaml:"attempts"`
+	// Audit: audit log entries.
+	Audit time.Duration `yaml:"audit"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
@@ -179,8 +207,11 @@ func Default() Config {
 		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}},
 		Auth:     Auth{Mode: "token", TokenTTL: 5 * time.Minute, Service: "berth"},
 		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true},
-		HTTP:     HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
-		Log:      Log{Level: "info", Format: "text"},
+		GC: GC{Enabled: true, Interval: 10 * time.Minute, UploadExpiry: 24 * time.Hour,
+			Retention: Retention{Events: 30 * 24 * time.Hour, DoneJobs: 7 * 24 * time.Hour, DeadJobs: 90 * 24 * time.Hour,
+				Attempts: 30 * 24 * time.Hour, Audit: 365 * 24 * time.Hour}},
+		HTTP: HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
+		Log:  Log{Level: "info", Format: "text"},
 
 		CreatePrivateRepoOnPush: true,
 		Notifications:           Notifications{Workers: 4},
@@ -283,6 +314,18 @@ func (c *Config) Validate() error {
 	}
 	if d := c.HTTP.IdleTimeout; d < time.Second || d > time.Hour {
 		bad("http.idleTimeout", "%s is outside 1s..1h", d)
+	}
+	if d := c.GC.Interval; d < time.Second || d > 24*time.Hour {
+		bad("gc.interval", "%s is outside 1s..24h", d)
+	}
+	if d := c.GC.UploadExpiry; d < time.Hour {
+		bad("gc.uploadExpiry", "%s is under 1h: a slow client's upload must survive a pause", d)
+	}
+	for field, d := range map[string]time.Duration{"gc.retention.events": c.GC.Retention.Events, "gc.retention.doneJobs": c.GC.Retention.DoneJobs,
+		"gc.retention.deadJobs": c.GC.Retention.DeadJobs, "gc.retention.attempts": c.GC.Retention.Attempts, "gc.retention.audit": c.GC.Retention.Audit} {
+		if d != 0 && d < time.Hour {
+			bad(field, "%s is under 1h (0 keeps forever)", d)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -21,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/gc"
 	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
@@ -41,6 +42,7 @@ type Server struct {
 	notifier *notify.Service
 	mirrors  *mirror.MirrorService
 	scanner  *scan.Service // nil when scanning is off
+	gc       *gc.Collector // nil when housekeeping is off
 	updater  *scan.Updater // nil unless scan.vulndb.updateInterval is set
 }
 
@@ -146,7 +148,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if log.Enabled(ctx, slog.LevelDebug) {
 		h = accessLog(log, h)
 	}
-	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater}, nil
+	var collector *gc.Collector
+	if cfg.GC.Enabled {
+		collector = gc.New(db, driver, GCOptions(cfg, log))
+	}
+	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -243,6 +249,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Add(3)
 	go func() { defer wg.Done(); worker.Run(bg) }()
 	go func() { defer wg.Done(); s.mirrors.Run(bg) }()
+	if s.gc != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.gc.Run(bg) }()
+	}
 	go func() { defer wg.Done(); s.notifier.RunFanOut(bg, 250*time.Millisecond, worker.Wake) }()
 	if s.scanner != nil {
 		scans := jobs.New(s.db, meta.ScanQueue, s.scanner.Handle, jobs.Options{Concurrency: s.cfg.Scan.Workers,
@@ -285,4 +295,12 @@ func buildVersion() string {
 		return bi.Main.Version
 	}
 	return "dev"
+}
+
+// GCOptions are the housekeeping settings of cfg (also used by
+// `berth admin gc`).
+func GCOptions(cfg config.Config, log *slog.Logger) gc.Options {
+	r := cfg.GC.Retention
+	return gc.Options{Interval: cfg.GC.Interval, UploadExpiry: cfg.GC.UploadExpiry, Logger: log,
+		Retention: meta.Retention{Events: r.Events, DoneJobs: r.DoneJobs, DeadJobs: r.DeadJobs, Attempts: r.Attempts, Audit: r.Audit}}
 }

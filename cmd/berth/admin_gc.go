@@ -1,0 +1,65 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/internal/gc"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/server"
+	"github.com/berth-dev/berth/internal/storage/fs"
+)
+
+// gcCmd runs one housekeeping pass now: expired uploads, upload leftovers
+// and bookkeeping rows past their retention (the same pass `berth serve`
+// runs every gc.interval).
+func gcCmd(st *settings) *cobra.Command {
+	var dry, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "gc [--dry-run]",
+		Short: "Expire abandoned uploads and prune old events, jobs, attempts and audit entries now",
+		Long: "Runs one housekeeping pass and prints what it removed (or, with --dry-run, would remove).\n" +
+			"Garbage collection of blobs and manifests is not built yet: deleted content keeps its bytes.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := st.load(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := meta.Open(cmd.Context(), cfg.DatabaseURL())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			driver, err := fs.New(cfg.StorageRoot(), fs.Options{Fsync: cfg.Storage.Filesystem.Fsync})
+			if err != nil {
+				return fmt.Errorf("storage: %w", err)
+			}
+			opts := server.GCOptions(cfg, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+			rep, err := gc.New(db, driver, opts).Pass(cmd.Context(), dry)
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				if jerr := enc.Encode(rep); jerr != nil {
+					return jerr
+				}
+				return err
+			}
+			verb := "removed"
+			if dry {
+				verb = "would remove"
+			}
+			fmt.Fprintf(out, "%s: %d expired uploads (%d bytes), %d upload leftovers (%d bytes)\n", verb, rep.Uploads, rep.UploadBytes, rep.Leftovers, rep.LeftoverBytes)
+			fmt.Fprintf(out, "%s: %d events, %d jobs, %d notification attempts, %d audit entries past their retention\n",
+				verb, rep.Pruned.Events, rep.Pruned.Jobs, rep.Pruned.Attempts, rep.Pruned.Audit)
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "report what would be removed, remove nothing")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}

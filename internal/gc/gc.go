@@ -1,0 +1,239 @@
+// Package gc is Berth's housekeeping of what nobody will use again: upload
+// sessions abandoned by their clients (and the bytes of uploads a crash
+// left behind), and bookkeeping rows past their retention (delivered
+// events, finished jobs, notification attempts, audit entries). It runs in
+// every replica on an interval; every step is an idempotent delete that
+// re-checks its condition, so replicas running it at once do no harm.
+//
+// Garbage collection of blobs and manifests is not built yet: deleted
+// content keeps its bytes.
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"time"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// Store is what the collector needs of the metadata store.
+type Store interface {
+	ExpiredUploads(ctx context.Context, before time.Time, n int) ([]meta.Upload, error)
+	ExpireUpload(ctx context.Context, id string, before time.Time) (bool, error)
+	UploadsExist(ctx context.Context, ids []string) (map[string]bool, error)
+	Prune(ctx context.Context, r meta.Retention, dry bool) (meta.PruneCounts, error)
+}
+
+// Options configure the collector.
+type Options struct {
+	// Interval between passes (Run).
+	Interval time.Duration
+	// UploadExpiry: an upload session nobody wrote to for this long is
+	// removed with its bytes.
+	UploadExpiry time.Duration
+	// Retention of bookkeeping rows.
+	Retention meta.Retention
+	Logger    *slog.Logger
+}
+
+// Collector runs passes.
+type Collector struct {
+	db    Store
+	store storage.Driver
+	opts  Options
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// New returns a collector.
+func New(db Store, store storage.Driver, opts Options) *Collector {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Collector{db: db, store: store, opts: opts, log: opts.Logger, now: time.Now}
+}
+
+// Report says what a pass removed (or, dry, would remove).
+type Report struct {
+	DryRun        bool             `json:"dry_run"`
+	Uploads       int              `json:"uploads"`        // expired sessions
+	UploadBytes   int64            `json:"upload_bytes"`   // their recorded bytes
+	Leftovers     int              `json:"leftovers"`      // upload directories with no session
+	LeftoverBytes int64            `json:"leftover_bytes"` // their bytes
+	Pruned        meta.PruneCounts `json:"pruned"`
+	Took          time.Duration    `json:"took"`
+}
+
+// uploadBatch is how many expired sessions one query returns.
+const uploadBatch = 500
+
+// Pass runs one full pass now.
+func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
+	start := c.now()
+	rep := Report{DryRun: dry}
+	cutoff := start.Add(-c.opts.UploadExpiry)
+	var errs []error
+	if err := c.expireUploads(ctx, cutoff, dry, &rep); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.sweepLeftovers(ctx, cutoff, dry, &rep); err != nil {
+		errs = append(errs, err)
+	}
+	pruned, err := c.db.Prune(ctx, c.opts.Retention, dry)
+	rep.Pruned = pruned
+	if err != nil {
+		errs = append(errs, err)
+	}
+	rep.Took = c.now().Sub(start)
+	return rep, errors.Join(errs...)
+}
+
+// expireUploads removes sessions idle since before cutoff: the row first
+// (so that no client can resume into bytes being deleted; a client that
+// resumed meanwhile keeps its session), then the bytes.
+func (c *Collector) expireUploads(ctx context.Context, cutoff time.Time, dry bool, rep *Report) error {
+	seen := map[string]bool{}
+	for {
+		ups, err := c.db.ExpiredUploads(ctx, cutoff, uploadBatch)
+		if err != nil {
+			return err
+		}
+		progress := false
+		for _, u := range ups {
+			if seen[u.ID] {
+				continue
+			}
+			seen[u.ID] = true
+			progress = true
+			if !dry {
+				gone, err := c.db.ExpireUpload(ctx, u.ID, cutoff)
+				if err != nil {
+					return err
+				}
+				if !gone {
+					continue
+				}
+				if err := c.store.Delete(ctx, storage.UploadDir(u.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+					// The row is gone: the leftover sweep retries the bytes.
+					c.log.Warn("remove expired upload's bytes", "upload", u.ID, "err", err)
+				}
+			}
+			rep.Uploads++
+			rep.UploadBytes += u.Size
+		}
+		if !progress || len(ups) < uploadBatch {
+			return nil
+		}
+	}
+}
+
+// sweepLeftovers removes upload directories that no session owns and that
+// were last written before cutoff: bytes of uploads whose session ended
+// without cleaning up (a crash between the commit and the delete, an
+// ingest interrupted by a kill). Listing storage is for maintenance only;
+// it never answers a request.
+func (c *Collector) sweepLeftovers(ctx context.Context, cutoff time.Time, dry bool, rep *Report) error {
+	prefixes, err := c.store.List(ctx, "/uploads")
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list uploads: %w", err)
+	}
+	for _, p := range prefixes {
+		dir := path.Join("/uploads", path.Base(p))
+		ids, err := c.store.List(ctx, dir)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("list %s: %w", dir, err)
+		}
+		names := make([]string, 0, len(ids))
+		for _, id := range ids {
+			names = append(names, path.Base(id))
+		}
+		live, err := c.db.UploadsExist(ctx, names)
+		if err != nil {
+			return err
+		}
+		for _, id := range names {
+			if live[id] || len(id) < 2 {
+				continue
+			}
+			updir := path.Join(dir, id)
+			size, newest, err := c.usage(ctx, updir)
+			if err != nil {
+				c.log.Warn("inspect upload leftovers", "path", updir, "err", err)
+				continue
+			}
+			if newest.After(cutoff) {
+				continue // an upload or ingest in progress (its session row may not be committed yet)
+			}
+			if !dry {
+				if err := c.store.Delete(ctx, updir); err != nil && !errors.Is(err, storage.ErrNotFound) {
+					c.log.Warn("remove upload leftovers", "path", updir, "err", err)
+					continue
+				}
+			}
+			rep.Leftovers++
+			rep.LeftoverBytes += size
+		}
+	}
+	return nil
+}
+
+// usage sums the sizes of the files in an upload directory and returns the
+// newest modification time.
+func (c *Collector) usage(ctx context.Context, dir string) (int64, time.Time, error) {
+	st, err := c.store.Stat(ctx, dir)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	newest := st.ModTime
+	entries, err := c.store.List(ctx, dir)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	var size int64
+	for _, e := range entries {
+		fi, err := c.store.Stat(ctx, path.Join(dir, path.Base(e)))
+		if err != nil {
+			continue
+		}
+		size += fi.Size
+		if fi.ModTime.After(newest) {
+			newest = fi.ModTime
+		}
+	}
+	return size, newest, nil
+}
+
+// Run runs a pass every Interval until ctx is done.
+func (c *Collector) Run(ctx context.Context) {
+	t := time.NewTicker(c.opts.Interval)
+	defer t.Stop()
+	for {
+		rep, err := c.Pass(ctx, false)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			c.log.Warn("housekeeping pass", "err", err)
+		case rep.Uploads+rep.Leftovers > 0 || rep.Pruned != (meta.PruneCounts{}):
+			c.log.Info("housekeeping pass", "expired_uploads", rep.Uploads, "upload_bytes", rep.UploadBytes,
+				"leftovers", rep.Leftovers, "leftover_bytes", rep.LeftoverBytes, "pruned_events", rep.Pruned.Events,
+				"pruned_jobs", rep.Pruned.Jobs, "pruned_attempts", rep.Pruned.Attempts, "pruned_audit", rep.Pruned.Audit, "took", rep.Took)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

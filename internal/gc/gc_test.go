@@ -1,0 +1,227 @@
+package gc
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/storage"
+	"github.com/berth-dev/berth/internal/storage/fs"
+)
+
+type env struct {
+	db    *meta.DB
+	store storage.Driver
+	root  string
+	c     *Collector
+}
+
+func newEnv(t *testing.T, dialect string, opts Options) *env {
+	t.Helper()
+	db := metatest.Open(t, dialect)
+	root := t.TempDir()
+	store, err := fs.New(root, fs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	return &env{db: db, store: store, root: root, c: New(db, store, opts)}
+}
+
+// upload makes an upload session with n bytes written.
+func (e *env) upload(t *testing.T, repo string, n int) string {
+	t.Helper()
+	ctx := context.Background()
+	id := uuid.NewString()
+	if err := e.db.CreateUpload(ctx, meta.Upload{ID: id, Repository: repo}); err != nil {
+		t.Fatal(err)
+	}
+	e.leftover(t, id, n, time.Now())
+	up, err := e.db.ClaimUpload(ctx, repo, id, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.db.AdvanceUpload(ctx, id, up.Claim, 0, int64(n), []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// leftover writes upload bytes with no session, last modified at mtime.
+func (e *env) leftover(t *testing.T, id string, n int, mtime time.Time) {
+	t.Helper()
+	if err := e.store.PutContent(context.Background(), storage.UploadPath(id), make([]byte, n)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{storage.UploadPath(id), storage.UploadDir(id)} {
+		if err := os.Chtimes(filepath.Join(e.root, filepath.FromSlash(p)), mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (e *env) exists(p string) bool {
+	_, err := e.store.Stat(context.Background(), p)
+	return err == nil
+}
+
+// TestUploadExpiry: sessions idle longer than the expiry go with their
+// bytes; a session written recently, or claimed by a request, stays; bytes
+// that no session owns go once they are older than the expiry.
+func TestUploadExpiry(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t, dialect, Options{UploadExpiry: time.Hour})
+			idle := e.upload(t, "app", 1000)
+			busy := e.upload(t, "app", 10)
+			// Two hours later: both are idle, but one is being written.
+			e.c.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+			if _, err := e.db.ClaimUpload(ctx, "app", busy, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			e.upload(t, "app", 10) // written now: idle too, two hours on
+			oldLeft, newLeft := uuid.NewString(), uuid.NewString()
+			e.leftover(t, oldLeft, 500, time.Now().Add(-3*time.Hour))
+			e.leftover(t, newLeft, 7, time.Now().Add(3*time.Hour))
+
+			dry, err := e.c.Pass(ctx, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !e.exists(storage.UploadDir(idle)) || !e.exists(storage.UploadDir(oldLeft)) {
+				t.Fatal("a dry run deleted something")
+			}
+			rep, err := e.c.Pass(ctx, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dry.Uploads != rep.Uploads || dry.Leftovers != rep.Leftovers || dry.UploadBytes != rep.UploadBytes {
+				t.Fatalf("dry run %+v differs from the pass %+v", dry, rep)
+			}
+			// idle and fresh are both idle two hours on; busy is claimed.
+			if rep.Uploads != 2 || rep.UploadBytes != 1010 {
+				t.Fatalf("expired %d uploads (%d bytes), want 2 (1010)", rep.Uploads, rep.UploadBytes)
+			}
+			if _, err := e.db.GetUpload(ctx, "app", idle); err == nil || e.exists(storage.UploadDir(idle)) {
+				t.Fatal("the idle upload survived")
+			}
+			if _, err := e.db.GetUpload(ctx, "app", busy); err != nil || !e.exists(storage.UploadDir(busy)) {
+				t.Fatalf("the claimed upload was expired: %v", err)
+			}
+			if rep.Leftovers != 1 || rep.LeftoverBytes != 500 || e.exists(storage.UploadDir(oldLeft)) || !e.exists(storage.UploadDir(newLeft)) {
+				t.Fatalf("leftovers: %+v (old there: %v, new there: %v)", rep, e.exists(storage.UploadDir(oldLeft)), e.exists(storage.UploadDir(newLeft)))
+			}
+		})
+	}
+}
+
+// TestUploadKeptWithinExpiry: a session written within the expiry stays.
+func TestUploadKeptWithinExpiry(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "sqlite", Options{UploadExpiry: time.Hour})
+	id := e.upload(t, "app", 10)
+	rep, err := e.c.Pass(ctx, false)
+	if err != nil || rep.Uploads != 0 || rep.Leftovers != 0 {
+		t.Fatalf("pass: %+v %v", rep, err)
+	}
+	if _, err := e.db.GetUpload(ctx, "app", id); err != nil || !e.exists(storage.UploadPath(id)) {
+		t.Fatalf("a live upload went: %v", err)
+	}
+}
+
+// TestPrune: dispatched events, finished jobs, attempts and audit entries
+// past their retention go, except an event a held delivery still needs and
+// events not dispatched yet.
+func TestPrune(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t, dialect, Options{UploadExpiry: time.Hour})
+			db := e.db
+			// A notification on repo_push of "held": its delivery stays
+			// pending (no worker runs here).
+			if _, err := db.CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: meta.ScopeRepository, Target: "held",
+				Event: meta.EventRepoPush, Method: "webhook", Config: json.RawMessage(`{"url":"http://example.invalid/"}`)}); err != nil {
+				t.Fatal(err)
+			}
+			push := func(repo string) {
+				cfg := []byte(`{}` + repo)
+				b := meta.Blob{Digest: digest.FromBytes(cfg), Size: int64(len(cfg))}
+				if err := db.LinkBlob(ctx, repo, b, "", meta.Writer{}); err != nil {
+					t.Fatal(err)
+				}
+				m := []byte(`{"schemaVersion":2,"config":{"digest":"` + b.Digest.String() + `"}}`)
+				if err := db.PutManifest(ctx, meta.PutManifest{Repository: repo, Tag: "v1", Refs: []meta.Ref{{Digest: b.Digest}},
+					Manifest: meta.Manifest{Digest: digest.FromBytes(m), MediaType: "application/vnd.oci.image.manifest.v1+json", Content: m}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			push("held")
+			push("other")
+			if _, err := db.FanOutEvents(ctx, 100); err != nil {
+				t.Fatal(err)
+			}
+			push("late") // not dispatched
+			if err := db.AppendAudit(ctx, meta.AuditEntry{Kind: "test", Actor: "t"}); err != nil {
+				t.Fatal(err)
+			}
+			var newest int64
+			for range 2 {
+				done, _ := db.EnqueueJob(ctx, meta.Job{Queue: "test", Payload: json.RawMessage(`{}`), MaxAttempts: 1})
+				j, ok, err := db.ClaimJob(ctx, "test", "w", time.Minute)
+				if err != nil || !ok || j.ID != done {
+					t.Fatalf("claim: %v %v", ok, err)
+				}
+				if err := db.CompleteJob(ctx, j.ID, "w"); err != nil {
+					t.Fatal(err)
+				}
+				newest = done
+			}
+			before, _ := db.EventsAfter(ctx, 0, 1000)
+			time.Sleep(2 * time.Millisecond)
+			r := meta.Retention{Events: time.Microsecond, DoneJobs: time.Microsecond, DeadJobs: time.Microsecond, Attempts: time.Microsecond, Audit: time.Microsecond}
+			dry, err := db.Prune(ctx, r, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := db.Prune(ctx, r, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dry != got {
+				t.Fatalf("dry run %+v, pass %+v", dry, got)
+			}
+			after, _ := db.EventsAfter(ctx, 0, 1000)
+			left := map[string]int{}
+			for _, ev := range after {
+				left[ev.Repository]++
+			}
+			// held: its repo_push is needed by the pending delivery (its
+			// repo_created is not); late: nothing dispatched; other: all gone.
+			if left["held"] != 1 || left["other"] != 0 || left["late"] != 2 {
+				t.Fatalf("events left %v (of %d), pruned %+v", left, len(before), got)
+			}
+			if got.Events != int64(len(before)-len(after)) || got.Jobs != 1 || got.Audit < 1 {
+				t.Fatalf("pruned %+v", got)
+			}
+			// The newest job of a queue stays (schedulers read it).
+			if jobs, _ := db.Jobs(ctx, "test", "", 10); len(jobs) != 1 || jobs[0].ID != newest {
+				t.Fatalf("done jobs left: %+v, want only %d", jobs, newest)
+			}
+			if jobs, _ := db.Jobs(ctx, meta.NotifyQueue, "", 10); len(jobs) != 1 {
+				t.Fatalf("the pending delivery went: %+v", jobs)
+			}
+		})
+	}
+}

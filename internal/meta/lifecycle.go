@@ -1,0 +1,261 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// ExpiredUploads returns up to n upload sessions that nobody has written to
+// since before and that no request holds a claim on.
+func (db *DB) ExpiredUploads(ctx context.Context, before time.Time, n int) ([]Upload, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT id, repository, size, started_at FROM uploads
+		WHERE updated_at < ? AND locked_until < ? ORDER BY updated_at LIMIT ?`), before.UnixMicro(), now(), n)
+	if err != nil {
+		return nil, fmt.Errorf("expired uploads: %w", err)
+	}
+	defer rows.Close()
+	var out []Upload
+	for rows.Next() {
+		var u Upload
+		var started int64
+		if err := rows.Scan(&u.ID, &u.Repository, &u.Size, &started); err != nil {
+			return nil, fmt.Errorf("expired uploads: %w", err)
+		}
+		u.StartedAt = fromMicros(started)
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// ExpireUpload removes an upload session if it is still idle since before
+// and unclaimed, and reports whether it did: a client that resumed it
+// meanwhile keeps it.
+func (db *DB) ExpireUpload(ctx context.Context, id string, before time.Time) (bool, error) {
+	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ? AND updated_at < ? AND locked_until < ?"),
+		id, before.UnixMicro(), now())
+	if err != nil {
+		return false, fmt.Errorf("expire upload: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// UploadsExist returns which of ids are live upload sessions.
+func (db *DB) UploadsExist(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for start := 0; start < len(ids); start += refBatch {
+		batch := ids[start:min(start+refBatch, len(ids))]
+		rows, err := db.read.QueryContext(ctx, db.q("SELECT id FROM uploads WHERE id IN ("+placeholders(len(batch))+")"), anySlice(batch)...)
+		if err != nil {
+			return nil, fmt.Errorf("look up uploads: %w", err)
+		}
+		found, err := scanStrings(rows)
+		if err != nil {
+			return nil, fmt.Errorf("look up uploads: %w", err)
+		}
+		for _, id := range found {
+			out[id] = true
+		}
+	}
+	return out, nil
+}
+
+// Retention says how long finished bookkeeping rows are kept.
+type Retention struct {
+	Events   time.Duration // outbox events, once dispatched and delivered
+	DoneJobs time.Duration // completed jobs
+	DeadJobs time.Duration // dead-lettered jobs
+	Attempts time.Duration // notification delivery attempts
+	Audit    time.Duration // audit log entries
+}
+
+// PruneCounts says how many rows a prune removed (or, dry, would remove).
+type PruneCounts struct {
+	Events   int64 `json:"events"`
+	Jobs     int64 `json:"jobs"`
+	Attempts int64 `json:"attempts"`
+	Audit    int64 `json:"audit"`
+}
+
+// pruneBatch is how many rows one prune statement removes, so that a long
+// backlog never holds SQLite's write lock for long.
+const pruneBatch = 1000
+
+// Prune removes bookkeeping rows older than their retention: dispatched
+// outbox events that no live delivery job still needs, completed and
+// dead-lettered jobs, notification attempts and audit entries. A zero
+// duration keeps that kind forever. Oldest rows go first, walked by
+// primary key; with dry set nothing is deleted and the counts say what
+// would be.
+func (db *DB) Prune(ctx context.Context, r Retention, dry bool) (PruneCounts, error) {
+	var c PruneCounts
+	var err error
+	ts := time.Now()
+	if r.Events > 0 {
+		if c.Events, err = db.pruneEvents(ctx, ts.Add(-r.Events), dry); err != nil {
+			return c, err
+		}
+	}
+	for _, j := range []struct {
+		status string
+		keep   time.Duration
+	}{{JobDone, r.DoneJobs}, {JobDead, r.DeadJobs}} {
+		if j.keep <= 0 {
+			continue
+		}
+		// The newest job of each queue stays, whatever its age: schedulers
+		// (the vulnerability-data update) read when they last ran from it.
+		cond := "status = '" + j.status + "' AND id NOT IN (SELECT MAX(id) FROM jobs GROUP BY queue)"
+		n, err := db.pruneByID(ctx, "jobs", "updated_at", cond, ts.Add(-j.keep), dry)
+		c.Jobs += n
+		if err != nil {
+			return c, err
+		}
+	}
+	if r.Attempts > 0 {
+		if c.Attempts, err = db.pruneByID(ctx, "notification_attempts", "attempted_at", "", ts.Add(-r.Attempts), dry); err != nil {
+			return c, err
+		}
+	}
+	if r.Audit > 0 {
+		if c.Audit, err = db.pruneByID(ctx, "audit_log", "created_at", "", ts.Add(-r.Audit), dry); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// pruneByID deletes the rows of table whose time column is before cutoff
+// (and that match cond), oldest id first, a batch at a time, walking the
+// primary key.
+func (db *DB) pruneByID(ctx context.Context, table, column, cond string, cutoff time.Time, dry bool) (int64, error) {
+	where := column + " < ?"
+	if cond != "" {
+		where += " AND " + cond
+	}
+	var total int64
+	after := int64(0)
+	for {
+		rows, err := db.read.QueryContext(ctx, db.q("SELECT id FROM "+table+" WHERE id > ? AND "+where+" ORDER BY id LIMIT ?"),
+			after, cutoff.UnixMicro(), pruneBatch)
+		if err != nil {
+			return total, fmt.Errorf("prune %s: %w", table, err)
+		}
+		ids, err := scanInt64s(rows)
+		if err != nil {
+			return total, fmt.Errorf("prune %s: %w", table, err)
+		}
+		if len(ids) == 0 {
+			return total, nil
+		}
+		after = ids[len(ids)-1]
+		if dry {
+			total += int64(len(ids))
+			continue
+		}
+		n, err := db.deleteIDs(ctx, table, where, cutoff, ids)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// deleteIDs deletes the listed rows, re-checking the condition.
+func (db *DB) deleteIDs(ctx context.Context, table, where string, cutoff time.Time, ids []int64) (int64, error) {
+	args := make([]any, 0, len(ids)+1)
+	args = append(args, cutoff.UnixMicro())
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM "+table+" WHERE "+where+" AND id IN ("+placeholders(len(ids))+")"), args...)
+	if err != nil {
+		return 0, fmt.Errorf("prune %s: %w", table, err)
+	}
+	return res.RowsAffected()
+}
+
+// pruneEvents deletes dispatched events created before cutoff, except those
+// a live notification delivery still needs (a held delivery reads its
+// event when it finally runs).
+func (db *DB) pruneEvents(ctx context.Context, cutoff time.Time, dry bool) (int64, error) {
+	needed, err := db.liveDeliveryEvents(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	after := int64(0)
+	for {
+		rows, err := db.read.QueryContext(ctx, db.q("SELECT id FROM events WHERE id > ? AND created_at < ? AND dispatched = 1 ORDER BY id LIMIT ?"),
+			after, cutoff.UnixMicro(), pruneBatch)
+		if err != nil {
+			return total, fmt.Errorf("prune events: %w", err)
+		}
+		ids, err := scanInt64s(rows)
+		if err != nil {
+			return total, fmt.Errorf("prune events: %w", err)
+		}
+		if len(ids) == 0 {
+			return total, nil
+		}
+		after = ids[len(ids)-1]
+		free := ids[:0]
+		for _, id := range ids {
+			if !needed[id] {
+				free = append(free, id)
+			}
+		}
+		if len(free) == 0 {
+			continue
+		}
+		if dry {
+			total += int64(len(free))
+			continue
+		}
+		n, err := db.deleteIDs(ctx, "events", "created_at < ? AND dispatched = 1", cutoff, free)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// liveDeliveryEvents returns the events that pending or running
+// notification deliveries refer to. Deliveries are enqueued only for
+// events that exist, so an event missing from this set when it is pruned
+// can never be asked for again.
+func (db *DB) liveDeliveryEvents(ctx context.Context) (map[int64]bool, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT payload FROM jobs WHERE queue = ? AND status IN ('pending', 'running')"), NotifyQueue)
+	if err != nil {
+		return nil, fmt.Errorf("live deliveries: %w", err)
+	}
+	defer rows.Close()
+	out := map[int64]bool{}
+	for rows.Next() {
+		var payload string
+		if err := rows.Scan(&payload); err != nil {
+			return nil, fmt.Errorf("live deliveries: %w", err)
+		}
+		var dj DeliveryJob
+		if json.Unmarshal([]byte(payload), &dj) == nil && dj.EventID != 0 {
+			out[dj.EventID] = true
+		}
+	}
+	return out, rows.Err()
+}
+
+func scanInt64s(rows *sql.Rows) ([]int64, error) {
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
