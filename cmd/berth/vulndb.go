@@ -56,6 +56,9 @@ standard error, one line at a time when it is not a terminal.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "imported %d records in %s: %d applied (%d withdrawn), %d unchanged, %d rejected; ecosystems: %s\n",
 				st.Read, time.Since(start).Round(time.Millisecond), st.Applied, st.Withdrawn, st.Unchanged, st.Rejected, strings.Join(st.Ecosystems, ", "))
+			if st.ContentSets > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "imported Red Hat's content-set mapping: %d content sets\n", st.ContentSets)
+			}
 			return nil
 		},
 	}

@@ -166,7 +166,10 @@ func (ds *dataSources) redHatGap(ctx context.Context, rep *Report) (string, erro
 	if len(rep.CPEs) == 0 {
 		return fmt.Sprintf("the content-set mapping names none of the image's content sets (%s)", strings.Join(rep.ContentSets, ", ")), nil
 	}
-	return "", nil
+	// The mapping is there, but do any advisories name the image's CPE
+	// ecosystems (or bare "Red Hat")? Records for other RHEL streams do
+	// not cover this image.
+	return RedHatDataGap(rep, func(e string) (bool, error) { return ds.hasRelease(ctx, e) })
 }
 
 func (ds *dataSources) hasRelease(ctx context.Context, eco string) (bool, error) {

@@ -248,3 +248,22 @@ func TestRedHatCoverage(t *testing.T) {
 		t.Fatalf("RHEL without content manifests: %+v", cov)
 	}
 }
+
+// TestRedHatCoverageOtherStream: with the mapping imported, advisories for
+// another RHEL stream only (RHEL 9) do not cover a UBI 8 image: it is not
+// reported clean.
+func TestRedHatCoverageOtherStream(t *testing.T) {
+	e := newEnv(t, "sqlite", index.Limits{})
+	e.logTo(0)
+	ctx := context.Background()
+	e.importJSON(rhsa("RHSA-2026:0009", "Moderate", [3]string{"Red Hat:enterprise_linux:9::baseos", "zlib", "0:1.2.11-40.el9"}))
+	if _, err := scan.ImportCPEMapping(ctx, e.db, strings.NewReader(ubiMapping)); err != nil {
+		t.Fatal(err)
+	}
+	ubi, _ := e.push("ubi8/ubi", "8.6", ubiLayer(t))
+	e.drain()
+	cov := e.security("ubi8/ubi", ubi).VulnerabilityData
+	if cov.Complete || ecosystemStatus(cov)["Red Hat"] != scan.DataMissing || !strings.Contains(cov.Reason(), "no advisories imported for") {
+		t.Fatalf("UBI 8 with RHEL 9 advisories only: %+v", cov)
+	}
+}
