@@ -1,15 +1,24 @@
 package server_test
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // openAPI is the served OpenAPI document, enough of it to find an
@@ -260,4 +269,102 @@ func asMap(v any) map[string]any {
 func asSlice(v any) []any {
 	s, _ := v.([]any)
 	return s
+}
+
+// TestSecurityAnswersFitOpenAPI: the scanned answers of the security
+// endpoint (an image with a vulnerability, and an index of it) and the
+// vulnerability database's status fit the OpenAPI document's schemas,
+// Berth's additions included.
+func TestSecurityAnswersFitOpenAPI(t *testing.T) {
+	w := newWorld(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.srv.Serve(ctx, ln) }() // the scanner runs in the background
+	t.Cleanup(func() { cancel(); <-done })
+	spec := fetchOpenAPI(t, w.url)
+	check := func(method, path string, status int, raw string) {
+		t.Helper()
+		var v any
+		if err := json.Unmarshal([]byte(raw), &v); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		op := spec.operation(method, strings.Split(path, "?")[0])
+		if op == nil {
+			t.Fatalf("%s %s: no operation", method, path)
+		}
+		if err := spec.validate(spec.responseSchema(op, status), v, "answer"); err != nil {
+			t.Errorf("%s %s: %v\n%s", method, path, err, raw)
+		}
+	}
+	advisory := `{"id":"ALPINE-CVE-2026-1000","modified":"2026-01-01T00:00:00Z","aliases":["CVE-2026-1000"],
+	  "severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+	  "affected":[{"package":{"ecosystem":"Alpine:v3.19","name":"openssl"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"3.1.4-r6"}]}]}]}`
+	if status, _, raw := w.call("POST", "/api/v1/superuser/vulndb", "root", advisory); status != 200 {
+		t.Fatalf("import: %d %s", status, raw)
+	} else {
+		check("POST", "/api/v1/superuser/vulndb", status, raw)
+	}
+	status, _, raw := w.call("GET", "/api/v1/superuser/vulndb", "root", "")
+	check("GET", "/api/v1/superuser/vulndb", status, raw)
+
+	// An Alpine image whose libcrypto3 comes from a vulnerable openssl, and
+	// an index of it.
+	layer := tarGz(t, map[string]string{
+		"etc/os-release":       "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\n",
+		"lib/apk/db/installed": "C:Q1def=\nP:libcrypto3\nV:3.1.4-r5\nA:x86_64\no:openssl\nT:Crypto library\n\n",
+	})
+	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+	for _, b := range [][]byte{layer, cfg} {
+		if r := w.do("POST", "/v2/acme/scanned/blobs/uploads/?digest="+digestOf(b), "root", pw, b); r.StatusCode != 201 {
+			t.Fatalf("push blob: %d", r.StatusCode)
+		}
+	}
+	image := w.manifest(cfg, layer)
+	if r := w.do("PUT", "/v2/acme/scanned/manifests/v1", "root", pw, image, "Content-Type", "application/vnd.oci.image.manifest.v1+json"); r.StatusCode != 201 {
+		t.Fatalf("push image: %d", r.StatusCode)
+	}
+	index := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%d,"platform":{"architecture":"amd64","os":"linux"}}]}`,
+		digestOf(image), len(image)))
+	if r := w.do("PUT", "/v2/acme/scanned/manifests/multi", "root", pw, index, "Content-Type", "application/vnd.oci.image.index.v1+json"); r.StatusCode != 201 {
+		t.Fatalf("push index: %d", r.StatusCode)
+	}
+	for _, d := range []string{digestOf(image), digestOf(index)} {
+		path := "/api/v1/repository/acme/scanned/manifest/" + d + "/security?vulnerabilities=true"
+		deadline := time.Now().Add(30 * time.Second)
+		var m map[string]any
+		for {
+			status, m, raw = w.call("GET", path, "root", "")
+			if status != 200 || m["status"] != "queued" || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if m["status"] != "scanned" || !strings.Contains(raw, "CVE-2026-1000") && d == digestOf(image) || !strings.Contains(raw, "vulnerability_data") {
+			t.Fatalf("%s: %d %s", path, status, raw)
+		}
+		check("GET", path, status, raw)
+	}
+}
+
+func digestOf(b []byte) string { return digest.FromBytes(b).String() }
+
+// tarGz is a gzipped tar of the given files.
+func tarGz(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(files[name])), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(files[name]))
+	}
+	tw.Close()
+	zw.Close()
+	return buf.Bytes()
 }
