@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
 )
@@ -47,6 +49,10 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 		return badRequest("source and repository are required")
 	}
 	if err := a.allow(r.Context(), id, body.Repository, auth.ActionPush); err != nil {
+		ns, _, _ := strings.Cut(body.Repository, "/")
+		if _, nerr := a.db.NamespaceByName(r.Context(), ns); errors.Is(nerr, meta.ErrNamespaceNotFound) && id.Kind != auth.KindAnonymous {
+			return notFound("%v", &meta.NamespaceMissingError{Namespace: ns})
+		}
 		return err
 	}
 	if err := a.createForImport(r.Context(), id, body.Repository); err != nil {
@@ -61,7 +67,13 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	case errors.Is(err, mirror.ErrTagExists):
 		return apiError(http.StatusConflict, "conflict", "%v", err)
 	case err != nil && r.Context().Err() == nil:
-		// Upstream failures are the caller's to see (without credentials).
+		// Upstream failures are the caller's to see (without credentials);
+		// a source the SSRF guard refuses says so once, with the setting
+		// that allows it.
+		var refused *events.RefusedError
+		if errors.As(err, &refused) {
+			err = refused
+		}
 		return apiError(http.StatusBadGateway, "upstream_error", "import from %s failed: %v", body.Source, err)
 	case err != nil:
 		return err
@@ -73,24 +85,32 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 }
 
 // createForImport creates a missing target repository as a push would:
-// private, administered by whoever creates it.
+// private, administered by whoever creates it, in a namespace that exists
+// or that the caller may create (the permission check refused the others):
+// an organization the caller owns, or one without owners in auth mode
+// "none".
 func (a *API) createForImport(ctx context.Context, id auth.Identity, repo string) error {
 	ri, err := a.db.Repository(ctx, repo)
 	if err != nil || ri.Exists {
 		return err
 	}
-	if err := a.db.CreateRepository(ctx, repo, "private", "", id.Actor()); err != nil && !errors.Is(err, meta.ErrExists) {
-		return err
+	plan := &meta.RepoCreate{Visibility: "private"}
+	if (id.Kind == auth.KindUser || id.Kind == auth.KindRobot) && id.Name != "" {
+		u, err := a.db.UserByName(ctx, id.Name)
+		if err != nil {
+			return err
+		}
+		plan.AdminUserID = u.ID
+		if id.Kind == auth.KindUser {
+			plan.OrgOwnerID = u.ID
+		}
+	} else if id.Kind == auth.KindUser && id.Name == "" {
+		plan.OwnerlessOrg = true // auth mode "none"
 	}
-	if id.Kind != auth.KindUser && id.Kind != auth.KindRobot || id.Name == "" {
-		return nil
+	err = a.db.EnsureRepository(ctx, repo, meta.Writer{Actor: id.Actor(), Create: plan})
+	var missing *meta.NamespaceMissingError
+	if errors.As(err, &missing) {
+		return notFound("%v", missing)
 	}
-	u, err := a.db.UserByName(ctx, id.Name)
-	if err != nil {
-		return err
-	}
-	if ri, err = a.db.Repository(ctx, repo); err != nil {
-		return err
-	}
-	return a.db.SetPermission(ctx, ri.ID, u.ID, 0, "admin")
+	return err
 }

@@ -207,12 +207,14 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.I
 		return badRequest("invalid repo_kind %q (image)", req.RepoKind)
 	}
 	ctx := r.Context()
-	if err := a.allow(ctx, id, full, auth.ActionPush); err != nil {
-		return err
-	}
+	// The namespace first: the permission check refuses a repository in a
+	// namespace that does not exist, and this says why.
 	if _, err := a.db.NamespaceByName(ctx, req.Namespace); errors.Is(err, meta.ErrNamespaceNotFound) {
 		return notFound("namespace %q not found", req.Namespace)
 	} else if err != nil {
+		return err
+	}
+	if err := a.allow(ctx, id, full, auth.ActionPush); err != nil {
 		return err
 	}
 	if err := a.db.CreateRepository(ctx, full, req.Visibility, req.Description, id.Actor()); errors.Is(err, meta.ErrExists) {

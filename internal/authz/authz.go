@@ -218,7 +218,9 @@ func (a *Authorizer) Identify(ctx context.Context, r *http.Request) (auth.Identi
 
 // Decide answers whether an authenticated identity may act on a
 // repository, consulting the store for the repository and the identity's
-// standing.
+// standing. A push that would create a repository also needs its
+// namespace: one that exists, or one the push may create (see
+// createsNamespace); superusers included, as in Quay.
 func (a *Authorizer) Decide(ctx context.Context, id auth.Identity, repo, action string) (bool, error) {
 	ri, err := a.store.Repository(ctx, repo)
 	if err != nil {
@@ -228,7 +230,37 @@ func (a *Authorizer) Decide(ctx context.Context, id auth.Identity, repo, action 
 	if err != nil {
 		return false, err
 	}
-	return auth.Allowed(id, repoOf(ri), st, action), nil
+	if !auth.Allowed(id, repoOf(ri), st, action) {
+		return false, nil
+	}
+	if action != auth.ActionPush || ri.Exists {
+		return true, nil
+	}
+	missing, err := a.namespaceMissing(ctx, repo)
+	if err != nil || !missing {
+		return err == nil, err
+	}
+	return a.createsNamespace(id), nil
+}
+
+// namespaceMissing reports whether a repository's namespace (its first
+// path component) is neither a user nor an organization.
+func (a *Authorizer) namespaceMissing(ctx context.Context, repo string) (bool, error) {
+	ns, _, _ := strings.Cut(repo, "/")
+	_, err := a.store.NamespaceByName(ctx, ns)
+	if errors.Is(err, meta.ErrNamespaceNotFound) {
+		return true, nil
+	}
+	return false, err
+}
+
+// createsNamespace is the rule for a push into a namespace that does not
+// exist: with CREATE_NAMESPACE_ON_PUSH, a user (superuser or not) creates
+// it as an organization that the user owns; robots and access tokens,
+// which cannot own one, never do; without the setting nobody does, and the
+// push is refused with a reason (see refuse).
+func (a *Authorizer) createsNamespace(id auth.Identity) bool {
+	return a.opts.CreateNamespaceOnPush && id.Kind == auth.KindUser && id.Name != ""
 }
 
 func repoOf(ri meta.RepoInfo) auth.Repo {
@@ -252,11 +284,12 @@ func (a *Authorizer) standing(ctx context.Context, id auth.Identity, repo string
 	}
 	role, _ := auth.ParseRole(st.Role)
 	out := auth.Standing{Role: role, CanCreate: st.CanCreate}
-	if !exists && !out.CanCreate && a.opts.CreateNamespaceOnPush && id.Kind == auth.KindUser {
-		ns, _, _ := strings.Cut(repo, "/")
-		if _, err := a.store.NamespaceByName(ctx, ns); errors.Is(err, meta.ErrNamespaceNotFound) {
-			out.CanCreate = true // the push will create the organization
+	if !exists && !out.CanCreate && a.createsNamespace(id) {
+		missing, err := a.namespaceMissing(ctx, repo)
+		if err != nil {
+			return auth.Standing{}, err
 		}
+		out.CanCreate = missing // the push will create the organization
 	}
 	return out, nil
 }
@@ -285,8 +318,9 @@ func (a *Authorizer) planCreate(ctx context.Context, id auth.Identity, repo stri
 	// Whoever creates a repository administers it (a creator team member
 	// has no role on the organization's other repositories).
 	plan.AdminUserID = u.ID
-	ns, _, _ := strings.Cut(repo, "/")
-	if _, err := a.store.NamespaceByName(ctx, ns); errors.Is(err, meta.ErrNamespaceNotFound) && a.opts.CreateNamespaceOnPush && id.Kind == auth.KindUser {
+	if a.createsNamespace(id) {
+		// Applied only if the namespace is still missing when the push
+		// commits; otherwise the store refuses the push.
 		plan.OrgOwnerID = u.ID
 	}
 	return plan, nil

@@ -244,8 +244,9 @@ func TestPushPullWithClients(t *testing.T) {
 	if err := e.pull("alice/app:v1", "alice", alicePW); err != nil {
 		t.Fatal(err)
 	}
-	// Bob and anonymous cannot read a private repository, nor push to it.
-	if code := errorCode(e.pull("alice/app:v1", "bob", bobPW)); code != "UNAUTHORIZED" {
+	// Bob and anonymous cannot read a private repository, nor push to it:
+	// bob, a known identity, is told DENIED; anonymous is challenged.
+	if code := errorCode(e.pull("alice/app:v1", "bob", bobPW)); code != "DENIED" {
 		t.Fatalf("bob pull: %s", code)
 	}
 	if code := errorCode(e.pull("alice/app:v1", "", "")); code != "UNAUTHORIZED" {
@@ -270,8 +271,10 @@ func TestPushPullWithClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := errorCode(e.push("alice/app:robot", "alice+ci", secret)); code != "UNAUTHORIZED" {
-		t.Fatalf("robot without permission: %s", code)
+	// (the repository is public now: the robot reads it, and its push is
+	// DENIED with a reason rather than challenged)
+	if err := e.push("alice/app:robot", "alice+ci", secret); errorCode(err) != "DENIED" || !strings.Contains(err.Error(), "alice+ci may not push alice/app") {
+		t.Fatalf("robot without permission: %v", err)
 	}
 	ri, _ = e.db.Repository(ctx, "alice/app")
 	e.db.SetPermission(ctx, ri.ID, robot.ID, 0, "write")
@@ -299,8 +302,10 @@ func TestPushPullWithClients(t *testing.T) {
 	req, _ := http.NewRequest("POST", e.url+"/v2/alice/app/blobs/uploads/", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, _ := http.DefaultClient.Do(req)
-	if resp.StatusCode != 401 {
-		t.Fatalf("push to a read-only repository with an earlier token: %d", resp.StatusCode)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || !strings.Contains(string(b), "alice/app is read-only") {
+		t.Fatalf("push to a read-only repository with an earlier token: %d %s", resp.StatusCode, b)
 	}
 	if err := e.pull("alice/app:v1", "alice", alicePW); err != nil {
 		t.Fatalf("pull of a read-only repository: %v", err)

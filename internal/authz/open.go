@@ -2,7 +2,6 @@ package authz
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 
 	"github.com/berth-dev/berth/internal/auth"
@@ -13,7 +12,9 @@ import (
 // Open is the authorizer of auth mode "none": no authentication, but the
 // repository states still hold: a read-only or mirrored repository takes
 // no push or delete over the registry API (a mirror writes through its own
-// path, not over HTTP).
+// path, not over HTTP). With no accounts to own it, a push into a
+// namespace that does not exist creates it as an organization without
+// owners (never a namespace that is neither a user nor an organization).
 type Open struct {
 	Repositories interface {
 		Repository(ctx context.Context, name string) (meta.RepoInfo, error)
@@ -35,8 +36,11 @@ func (o Open) Authorize(_ http.ResponseWriter, r *http.Request, res registry.Res
 		}
 		if !auth.StateAllows(auth.Anonymous, repoOf(ri), action) {
 			return meta.Writer{}, &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
-				Message: fmt.Sprintf("%s is %s: it takes no %s", res.Name, ri.State, action)}
+				Message: StateRefusal(res.Name, ri.State, action), Detail: detail(res)}
 		}
+	}
+	if contains(res.Actions, registry.ActionPush) {
+		return meta.Writer{Create: &meta.RepoCreate{OwnerlessOrg: true}}, nil
 	}
 	return meta.Writer{}, nil
 }

@@ -73,20 +73,19 @@ func (a *Authorizer) Authorize(w http.ResponseWriter, r *http.Request, res regis
 		}
 		return meta.Writer{}, &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied, Message: "the catalog needs a superuser"}
 	}
+	refused := ""
 	for _, action := range res.Actions {
 		allowed, err := a.allowed(r, id, claims, res.Name, action)
 		if err != nil {
 			return meta.Writer{}, err
 		}
-		if allowed {
-			continue
+		// A write's refusal explains the write (a push also asks for pull).
+		if !allowed && (refused == "" || isWrite(action)) {
+			refused = action
 		}
-		if id.Kind == auth.KindAnonymous || claims != nil {
-			// A token client asks the token endpoint again with this scope.
-			return meta.Writer{}, a.challenge(w, r, res, "insufficient_scope", fmt.Sprintf("%s on %s is not allowed", action, res.Name))
-		}
-		return meta.Writer{}, &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
-			Message: fmt.Sprintf("%s may not %s %s", id.Actor(), action, res.Name), Detail: detail(res)}
+	}
+	if refused != "" {
+		return meta.Writer{}, a.refusal(w, r, id, claims, res, refused)
 	}
 	who := meta.Writer{Actor: id.Actor()}
 	if contains(res.Actions, registry.ActionPush) && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
@@ -95,6 +94,48 @@ func (a *Authorizer) Authorize(w http.ResponseWriter, r *http.Request, res regis
 		}
 	}
 	return who, nil
+}
+
+// refusal answers a refused action. Anonymous callers are challenged (they
+// must log in). A known identity is told why, in a body that clients
+// print: 403 DENIED with the reason, or 404 for a read in a namespace that
+// does not exist. A registry token that merely lacks the scope, where its
+// identity may act now, is challenged so that the client asks the token
+// endpoint again; one whose identity may not gets the same answer as
+// Basic credentials, not a challenge the token endpoint cannot satisfy.
+// A HEAD has no body to carry a reason: a refused one keeps the challenge
+// (token clients) or the bare 403 (Basic).
+func (a *Authorizer) refusal(w http.ResponseWriter, r *http.Request, id auth.Identity, claims *auth.Claims, res registry.Resource, action string) error {
+	ctx := r.Context()
+	scopeChallenge := func() error {
+		return a.challenge(w, r, res, "insufficient_scope", fmt.Sprintf("%s on %s is not allowed", action, res.Name))
+	}
+	if id.Kind == auth.KindAnonymous {
+		return scopeChallenge()
+	}
+	if claims != nil {
+		cur, ok, err := a.current(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return scopeChallenge()
+		}
+		if now, err := a.Decide(ctx, cur, res.Name, action); err != nil {
+			return err
+		} else if now {
+			return scopeChallenge()
+		}
+		id = cur
+	}
+	e, err := a.refuse(ctx, id, res, action)
+	if err != nil {
+		return err
+	}
+	if claims != nil && r.Method == http.MethodHead && e.Status == http.StatusForbidden {
+		return scopeChallenge()
+	}
+	return e
 }
 
 // allowed decides one action. A registry token carries the decision made

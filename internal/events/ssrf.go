@@ -25,10 +25,38 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string {
-	if e.Host == e.Addr.String() {
-		return fmt.Sprintf("refusing to connect to %s: %s address (add it to the allow-list to permit it)", e.Addr, e.Reason)
+	target := e.Addr.String()
+	if e.Host != target {
+		target = fmt.Sprintf("%q: it resolves to %s,", e.Host, e.Addr)
+	} else {
+		target += ":"
 	}
-	return fmt.Sprintf("refusing to connect to %q: it resolves to %s, a %s address (add it to the allow-list to permit it)", e.Host, e.Addr, e.Reason)
+	return fmt.Sprintf("refusing to connect to %s a %s address (SSRF guard); to allow it, add %s to notifications.allowedHosts "+
+		"(keywords \"loopback\" and \"private\", or CIDRs, IPs and host names)", target, e.Reason, e.allowEntry())
+}
+
+// allowEntry is what to add to notifications.allowedHosts to permit the
+// refused connection: the keyword that covers the address if one does,
+// else the address (and the host name, for a name).
+func (e *RefusedError) allowEntry() string {
+	a := e.Addr.WithZone("").Unmap()
+	v4, embedded := embeddedIPv4(a)
+	var entries []string
+	for _, kw := range []string{"loopback", "private"} {
+		for _, p := range keywordNets(kw) {
+			if p.Contains(a) || embedded && p.Contains(v4) {
+				entries = append(entries, strconv.Quote(kw))
+				break
+			}
+		}
+	}
+	if len(entries) == 0 {
+		entries = append(entries, strconv.Quote(e.Addr.WithZone("").Unmap().String()))
+	}
+	if e.Host != e.Addr.String() {
+		entries = append(entries, strconv.Quote(e.Host))
+	}
+	return strings.Join(entries, " or ")
 }
 
 // Unwrap makes errors.Is(err, ErrRefused) true.
@@ -80,10 +108,8 @@ func NewGuard(allow []string, opts ...GuardOption) (*Guard, error) {
 	for _, raw := range allow {
 		entry := strings.ToLower(strings.TrimSpace(raw))
 		switch {
-		case entry == "private":
-			g.allowNets = append(g.allowNets, mustPrefixes("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")...)
-		case entry == "loopback":
-			g.allowNets = append(g.allowNets, mustPrefixes("127.0.0.0/8", "::1/128")...)
+		case entry == "private", entry == "loopback":
+			g.allowNets = append(g.allowNets, keywordNets(entry)...)
 		case strings.Contains(entry, "/"):
 			p, err := netip.ParsePrefix(entry)
 			if err != nil {
@@ -127,6 +153,17 @@ func NewGuard(allow []string, opts ...GuardOption) (*Guard, error) {
 		g.special = append(g.special, specialRange{netip.MustParsePrefix(s.cidr), s.reason})
 	}
 	return g, nil
+}
+
+// keywordNets are the ranges that an allow-list keyword permits.
+func keywordNets(keyword string) []netip.Prefix {
+	switch keyword {
+	case "private":
+		return mustPrefixes("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+	case "loopback":
+		return mustPrefixes("127.0.0.0/8", "::1/128")
+	}
+	return nil
 }
 
 func mustPrefixes(cidrs ...string) []netip.Prefix {

@@ -209,7 +209,8 @@ func (db *DB) CreateOrganization(ctx context.Context, name string, ownerID int64
 }
 
 // createOrganization creates an organization namespace with its owners
-// team holding ownerID, in tx.
+// team holding ownerID (none if 0: an organization created by a push in
+// auth mode "none"), in tx.
 func (db *DB) createOrganization(ctx context.Context, tx *sql.Tx, name string, ownerID int64) (int64, error) {
 	id, err := db.createNamespace(ctx, tx, name, NamespaceOrg)
 	if err != nil {
@@ -218,6 +219,9 @@ func (db *DB) createOrganization(ctx context.Context, tx *sql.Tx, name string, o
 	var teamID int64
 	if err := tx.QueryRowContext(ctx, db.q("INSERT INTO teams (namespace_id, name, role) VALUES (?, ?, 'admin') RETURNING id"), id, OwnersTeam).Scan(&teamID); err != nil {
 		return 0, fmt.Errorf("create owners team: %w", err)
+	}
+	if ownerID == 0 {
+		return id, nil
 	}
 	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO team_members (team_id, user_id) VALUES (?, ?)"), teamID, ownerID); err != nil {
 		return 0, fmt.Errorf("add owner: %w", err)

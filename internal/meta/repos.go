@@ -19,6 +19,13 @@ type Writer struct {
 // the authorizer and applied in the push's own transaction, so that a
 // refused or aborted push leaves nothing behind (no repository, no
 // organization, no permission, no repo_created event).
+//
+// A repository always lives in a namespace that exists (a user's or an
+// organization): when the namespace is missing, the push creates it as an
+// organization only if the plan says so (OrgOwnerID or OwnerlessOrg), and
+// is refused with a *NamespaceMissingError otherwise. A nil plan (writers
+// that decide nothing: auth mode "none", tests) creates it as an
+// organization without owners.
 type RepoCreate struct {
 	// Visibility of the new repository: "private" or "public".
 	Visibility string
@@ -29,7 +36,24 @@ type RepoCreate struct {
 	// organization owned by that user when the namespace does not exist
 	// (CREATE_NAMESPACE_ON_PUSH).
 	OrgOwnerID int64
+	// OwnerlessOrg creates a missing namespace as an organization with no
+	// owner: auth mode "none", where there is no account to own it (a
+	// superuser can add owners later).
+	OwnerlessOrg bool
 }
+
+// NamespaceMissingError refuses a push that would create a repository in
+// a namespace that does not exist and that the push may not create.
+type NamespaceMissingError struct {
+	Namespace string
+}
+
+func (e *NamespaceMissingError) Error() string {
+	return fmt.Sprintf("namespace %s does not exist (create it, or enable CREATE_NAMESPACE_ON_PUSH)", e.Namespace)
+}
+
+// Unwrap makes errors.Is(err, ErrNamespaceNotFound) true.
+func (e *NamespaceMissingError) Unwrap() error { return ErrNamespaceNotFound }
 
 // ensureRepository returns the id of the repository, creating it (and its
 // repo_created event, and what w.Create asks for) if needed.
@@ -44,21 +68,10 @@ func (db *DB) ensureRepository(ctx context.Context, tx *sql.Tx, name string, w W
 	}
 	c := w.Create
 	if c == nil {
-		c = &RepoCreate{}
+		c = &RepoCreate{OwnerlessOrg: true}
 	}
-	if c.OrgOwnerID != 0 {
-		ns, _, _ := strings.Cut(name, "/")
-		var nsID int64
-		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ?"), ns).Scan(&nsID)
-		if errors.Is(err, sql.ErrNoRows) {
-			if _, err := db.createOrganization(ctx, tx, ns, c.OrgOwnerID); errors.Is(err, ErrExists) {
-				return 0, errRetry // a concurrent push created it: start over
-			} else if err != nil {
-				return 0, err
-			}
-		} else if err != nil {
-			return 0, fmt.Errorf("look up namespace: %w", err)
-		}
+	if err := db.ensureNamespace(ctx, tx, name, c); err != nil {
+		return 0, err
 	}
 	visibility := c.Visibility
 	if visibility == "" {
@@ -84,6 +97,40 @@ func (db *DB) ensureRepository(ctx context.Context, tx *sql.Tx, name string, w W
 		}
 	}
 	return id, nil
+}
+
+// ensureNamespace makes sure the namespace of a repository about to be
+// created exists: it creates it as an organization if the plan allows,
+// and refuses with *NamespaceMissingError otherwise. No repository is ever
+// created in a namespace that is neither a user nor an organization.
+func (db *DB) ensureNamespace(ctx context.Context, tx *sql.Tx, repo string, c *RepoCreate) error {
+	ns, _, _ := strings.Cut(repo, "/")
+	var nsID int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ?"), ns).Scan(&nsID)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("look up namespace: %w", err)
+	}
+	if c.OrgOwnerID == 0 && !c.OwnerlessOrg {
+		return &NamespaceMissingError{Namespace: ns}
+	}
+	if _, err := db.createOrganization(ctx, tx, ns, c.OrgOwnerID); errors.Is(err, ErrExists) {
+		return errRetry // a concurrent push created it: start over
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// EnsureRepository creates a repository as a push would (w.Create says
+// how, its namespace included) unless it exists, in one transaction.
+func (db *DB) EnsureRepository(ctx context.Context, name string, w Writer) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := db.ensureRepository(ctx, tx, name, w)
+		return err
+	})
 }
 
 // RepositoryExists reports whether a repository exists.

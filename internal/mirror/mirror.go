@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
 )
@@ -169,6 +170,11 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 		return ctx.Err() // shutdown or lost lease: the job runs again
 	case err != nil:
 		s.log.Warn("mirror sync failed", "repository", repo, "err", err)
+		var refused *events.RefusedError
+		if errors.As(err, &refused) {
+			// The guard's reason once, rather than once per URL tried.
+			err = refused
+		}
 		return s.db.FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %v", msg, err))
 	}
 	s.log.Info("mirror sync done", "repository", repo, "copied", res.copied, "unchanged", res.unchanged, "deleted", res.deleted)

@@ -2,17 +2,34 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/storage"
 )
+
+// refusedUpstream turns the SSRF guard's refusal of the upstream into an
+// answer the pulling client prints (the spec's DENIED with the guard's
+// reason, which names notifications.allowedHosts) rather than an internal
+// error: the registry declines to fetch there, and retrying cannot help.
+func refusedUpstream(err error) error {
+	var re *events.RefusedError
+	if !errors.As(err, &re) {
+		return err
+	}
+	return &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
+		Message: "the proxy cache's upstream registry is not allowed: " + re.Error()}
+}
 
 // ErrDigestMismatch is returned when upstream bytes do not match their
 // digest: nothing is stored.
@@ -70,7 +87,7 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 		return m, err
 	})
 	if err != nil {
-		return meta.Manifest{}, err
+		return meta.Manifest{}, refusedUpstream(err)
 	}
 	m := v.(meta.Manifest)
 	if !withContent {
@@ -202,7 +219,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		return b, nil
 	})
 	if err != nil {
-		return meta.Blob{}, err
+		return meta.Blob{}, refusedUpstream(err)
 	}
 	b := v.(meta.Blob)
 	if err := s.db.LinkBlob(ctx, repo, b, "", meta.Writer{}); err != nil {
