@@ -13,16 +13,15 @@ import (
 	"github.com/berth-dev/berth/internal/storage/fs"
 )
 
-// gcCmd runs one housekeeping pass now: expired uploads, upload leftovers
-// and bookkeeping rows past their retention (the same pass `berth serve`
-// runs every gc.interval).
+// gcCmd runs one garbage-collection pass now (the pass `berth serve` runs
+// every gc.interval).
 func gcCmd(st *settings) *cobra.Command {
 	var dry, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "gc [--dry-run]",
-		Short: "Expire abandoned uploads and prune old events, jobs, attempts and audit entries now",
-		Long: "Runs one housekeeping pass and prints what it removed (or, with --dry-run, would remove).\n" +
-			"Garbage collection of blobs and manifests is not built yet: deleted content keeps its bytes.",
+		Short: "Collect unreferenced manifests and blobs, expire abandoned uploads and prune old bookkeeping now",
+		Long: "Runs one pass of the garbage collection `berth serve` runs every gc.interval and prints what it\n" +
+			"removed (or, with --dry-run, would remove). It is safe while servers run.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := st.load(cmd)
@@ -53,6 +52,8 @@ func gcCmd(st *settings) *cobra.Command {
 			if dry {
 				verb = "would remove"
 			}
+			fmt.Fprintf(out, "%s: %d manifests, %d blob links, %d blobs (%d bytes) unreferenced for over %s\n", verb,
+				rep.Collected.Manifests, rep.Collected.Links, rep.Collected.Blobs, rep.Collected.Bytes, cfg.GC.Delay)
 			fmt.Fprintf(out, "%s: %d expired uploads (%d bytes), %d upload leftovers (%d bytes)\n", verb, rep.Uploads, rep.UploadBytes, rep.Leftovers, rep.LeftoverBytes)
 			fmt.Fprintf(out, "%s: %d events, %d jobs, %d notification attempts, %d audit entries past their retention\n",
 				verb, rep.Pruned.Events, rep.Pruned.Jobs, rep.Pruned.Attempts, rep.Pruned.Audit)

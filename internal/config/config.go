@@ -166,13 +166,16 @@ type VulnDB struct {
 	StaleAfter time.Duration `yaml:"staleAfter"`
 }
 
-// GC configures housekeeping: expiry of abandoned uploads and retention of
-// bookkeeping rows. (Garbage collection of blobs and manifests is not
-// built yet.)
+// GC configures online garbage collection (manifests, blob links, blobs)
+// and housekeeping (abandoned uploads, retention of bookkeeping rows).
 type GC struct {
-	// Enabled runs housekeeping in the server, every Interval.
+	// Enabled runs a pass in the server every Interval.
 	Enabled  bool          `yaml:"enabled"`
 	Interval time.Duration `yaml:"interval"`
+	// Delay is the grace period: a manifest, a repository's link to a
+	// blob, or a blob created, linked or confirmed more recently is never
+	// collected (a client's manifest PUT must find what it uploaded).
+	Delay time.Duration `yaml:"delay"`
 	// UploadExpiry: an upload session nobody wrote to for this long is
 	// removed with its bytes, and so are upload bytes no session owns.
 	UploadExpiry time.Duration `yaml:"uploadExpiry"`
@@ -207,7 +210,7 @@ func Default() Config {
 		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}},
 		Auth:     Auth{Mode: "token", TokenTTL: 5 * time.Minute, Service: "berth"},
 		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true},
-		GC: GC{Enabled: true, Interval: 10 * time.Minute, UploadExpiry: 24 * time.Hour,
+		GC: GC{Enabled: true, Interval: 10 * time.Minute, Delay: time.Hour, UploadExpiry: 24 * time.Hour,
 			Retention: Retention{Events: 30 * 24 * time.Hour, DoneJobs: 7 * 24 * time.Hour, DeadJobs: 90 * 24 * time.Hour,
 				Attempts: 30 * 24 * time.Hour, Audit: 365 * 24 * time.Hour}},
 		HTTP: HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
@@ -317,6 +320,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.GC.Interval; d < time.Second || d > 24*time.Hour {
 		bad("gc.interval", "%s is outside 1s..24h", d)
+	}
+	if d := c.GC.Delay; d < time.Second {
+		bad("gc.delay", "%s is under 1s", d)
 	}
 	if d := c.GC.UploadExpiry; d < time.Hour {
 		bad("gc.uploadExpiry", "%s is under 1h: a slow client's upload must survive a pause", d)

@@ -1,12 +1,12 @@
-// Package gc is Berth's housekeeping of what nobody will use again: upload
-// sessions abandoned by their clients (and the bytes of uploads a crash
-// left behind), and bookkeeping rows past their retention (delivered
-// events, finished jobs, notification attempts, audit entries). It runs in
-// every replica on an interval; every step is an idempotent delete that
-// re-checks its condition, so replicas running it at once do no harm.
-//
-// Garbage collection of blobs and manifests is not built yet: deleted
-// content keeps its bytes.
+// Package gc removes what nobody will use again, online, in every replica:
+// manifests that no tag, index or stored subject keeps, repository links
+// to blobs that no manifest of the repository references, blobs that no
+// repository links (rows, then bytes), upload sessions abandoned by their
+// clients (and upload bytes a crash left behind), and bookkeeping rows past
+// their retention (delivered events, finished jobs, notification attempts,
+// audit entries). Every step is a delete that re-checks its condition
+// under lock, so replicas running it at once do no harm; the protocol that
+// keeps every acknowledged push whole is in docs/architecture.md.
 package gc
 
 import (
@@ -29,8 +29,17 @@ type Store interface {
 	Prune(ctx context.Context, r meta.Retention, dry bool) (meta.PruneCounts, error)
 }
 
+// DB is the metadata store as the collector uses it.
+type DB interface {
+	Store
+	Collection
+}
+
 // Options configure the collector.
 type Options struct {
+	// Delay is the grace period: nothing created, linked or confirmed more
+	// recently is collected. Zero collects no manifests or blobs.
+	Delay time.Duration
 	// Interval between passes (Run).
 	Interval time.Duration
 	// UploadExpiry: an upload session nobody wrote to for this long is
@@ -44,6 +53,7 @@ type Options struct {
 // Collector runs passes.
 type Collector struct {
 	db    Store
+	gc    Collection
 	store storage.Driver
 	opts  Options
 	log   *slog.Logger
@@ -51,16 +61,17 @@ type Collector struct {
 }
 
 // New returns a collector.
-func New(db Store, store storage.Driver, opts Options) *Collector {
+func New(db DB, store storage.Driver, opts Options) *Collector {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Collector{db: db, store: store, opts: opts, log: opts.Logger, now: time.Now}
+	return &Collector{db: db, gc: db, store: store, opts: opts, log: opts.Logger, now: time.Now}
 }
 
 // Report says what a pass removed (or, dry, would remove).
 type Report struct {
 	DryRun        bool             `json:"dry_run"`
+	Collected     Collected        `json:"collected"`
 	Uploads       int              `json:"uploads"`        // expired sessions
 	UploadBytes   int64            `json:"upload_bytes"`   // their recorded bytes
 	Leftovers     int              `json:"leftovers"`      // upload directories with no session
@@ -78,6 +89,13 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
 	rep := Report{DryRun: dry}
 	cutoff := start.Add(-c.opts.UploadExpiry)
 	var errs []error
+	if c.opts.Delay > 0 {
+		got, err := c.collect(ctx, start.Add(-c.opts.Delay), dry)
+		rep.Collected = got
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := c.expireUploads(ctx, cutoff, dry, &rep); err != nil {
 		errs = append(errs, err)
 	}
@@ -224,9 +242,10 @@ func (c *Collector) Run(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			c.log.Warn("housekeeping pass", "err", err)
-		case rep.Uploads+rep.Leftovers > 0 || rep.Pruned != (meta.PruneCounts{}):
-			c.log.Info("housekeeping pass", "expired_uploads", rep.Uploads, "upload_bytes", rep.UploadBytes,
+			c.log.Warn("gc pass", "err", err)
+		case rep.Uploads+rep.Leftovers > 0 || rep.Pruned != (meta.PruneCounts{}) || rep.Collected != (Collected{}):
+			c.log.Info("gc pass", "manifests", rep.Collected.Manifests, "links", rep.Collected.Links, "blobs", rep.Collected.Blobs,
+				"blob_bytes", rep.Collected.Bytes, "expired_uploads", rep.Uploads, "upload_bytes", rep.UploadBytes,
 				"leftovers", rep.Leftovers, "leftover_bytes", rep.LeftoverBytes, "pruned_events", rep.Pruned.Events,
 				"pruned_jobs", rep.Pruned.Jobs, "pruned_attempts", rep.Pruned.Attempts, "pruned_audit", rep.Pruned.Audit, "took", rep.Took)
 		}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -13,6 +14,10 @@ import (
 type Blob struct {
 	Digest digest.Digest
 	Size   int64
+	// LinkedAt (from RepositoryBlob) is when the repository's link was
+	// made or last confirmed: garbage collection spares a link younger
+	// than its delay.
+	LinkedAt time.Time
 }
 
 // ErrBlobNotFound is returned when a blob is not linked to a repository.
@@ -21,18 +26,40 @@ var ErrBlobNotFound = fmt.Errorf("blob %w", ErrNotFound)
 // RepositoryBlob returns the blob if the repository may serve it.
 func (db *DB) RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (Blob, error) {
 	var b Blob
-	err := db.read.QueryRowContext(ctx, db.q(`SELECT b.size FROM repositories r
+	var linked int64
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT b.size, rb.created_at FROM repositories r
 		JOIN repository_blobs rb ON rb.repository_id = r.id
 		JOIN blobs b ON b.digest = rb.digest
-		WHERE r.name = ? AND rb.digest = ?`), repo, d.String()).Scan(&b.Size)
+		WHERE r.name = ? AND rb.digest = ?`), repo, d.String()).Scan(&b.Size, &linked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Blob{}, ErrBlobNotFound
 	}
 	if err != nil {
 		return Blob{}, fmt.Errorf("look up blob: %w", err)
 	}
-	b.Digest = d
+	b.Digest, b.LinkedAt = d, fromMicros(linked)
 	return b, nil
+}
+
+// TouchBlobLink confirms a repository's link to a blob (a client asked
+// for it and may reference it in a manifest it is about to push): a link
+// last confirmed before stale is dated now, so garbage collection spares
+// it for another delay. It reports false if the link is gone.
+func (db *DB) TouchBlobLink(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error) {
+	res, err := db.write.ExecContext(ctx, db.q(`UPDATE repository_blobs SET created_at = ?
+		WHERE digest = ? AND created_at < ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)`),
+		now(), d.String(), stale.UnixMicro(), repo)
+	if err != nil {
+		return false, fmt.Errorf("touch blob link: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return true, nil
+	}
+	_, err = db.RepositoryBlob(ctx, repo, d)
+	if errors.Is(err, ErrBlobNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // StoredBlob returns a blob known to the registry, in any repository.
@@ -73,11 +100,26 @@ func (db *DB) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, upl
 	if err != nil {
 		return err
 	}
-	ts := now()
-	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING"), b.Digest.String(), b.Size, ts); err != nil {
-		return fmt.Errorf("record blob: %w", err)
+	// The blob must be stored (StoreBlob records new ones). Its row is
+	// locked FOR SHARE on PostgreSQL, so a garbage collection condemning
+	// it either finished first (the link is refused: ErrBlobNotFound) or
+	// waits for this link and then keeps the blob.
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR SHARE"
 	}
-	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING"), id, b.Digest.String(), ts); err != nil {
+	var one int
+	err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM blobs WHERE digest = ?"+lock), b.Digest.String()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrBlobNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("look up blob: %w", err)
+	}
+	// A new link, or a confirmed one, is dated now: collection spares it
+	// for a delay.
+	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?)
+		ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at`), id, b.Digest.String(), now()); err != nil {
 		return fmt.Errorf("link blob: %w", err)
 	}
 	if uploadID != "" {

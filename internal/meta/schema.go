@@ -239,6 +239,8 @@ ALTER TABLE notifications ADD COLUMN disabled_reason TEXT NOT NULL DEFAULT '';
 `,
 	// 9: Red Hat's mapping from content sets to CPEs (cpemap.go).
 	cpeMappingSchema,
+	// 10: garbage collection's pending blob deletions (gcstore.go).
+	gcSchema,
 }
 
 func (db *DB) render(stmt string) string {

@@ -5,6 +5,7 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -23,6 +24,7 @@ type Store interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	PutManifest(ctx context.Context, p meta.PutManifest) error
 }
@@ -158,9 +160,18 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 	if _, err := c.db.RepositoryBlob(ctx, req.Repo, b.Digest); err == nil {
 		return nil
 	}
+	who := meta.Writer{Actor: req.Actor}
 	if stored, err := c.db.StoredBlob(ctx, b.Digest); err == nil {
-		atomic.AddInt64(&st.BlobsLinked, 1)
-		return c.db.LinkBlob(ctx, req.Repo, stored, "", meta.Writer{Actor: req.Actor})
+		// Stored elsewhere: link it (unless garbage collection took it
+		// meanwhile: then download it like a new one).
+		err := c.db.LinkBlob(ctx, req.Repo, stored, "", who)
+		if err == nil {
+			atomic.AddInt64(&st.BlobsLinked, 1)
+			return nil
+		}
+		if !errors.Is(err, meta.ErrBlobNotFound) {
+			return err
+		}
 	}
 	layer, err := remote.Layer(req.Source.Context().Digest(b.Digest.String()), opts...)
 	if err != nil {
@@ -171,7 +182,11 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 		return fmt.Errorf("fetch blob %s: %w", b.Digest, err)
 	}
 	defer rc.Close()
-	n, err := storage.Ingest(ctx, c.store, rc, b.Digest)
+	n, err := storage.Ingest(ctx, c.store, rc, b.Digest, func(ctx context.Context, staged string, n int64) error {
+		_, err := c.db.StoreBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", who,
+			storage.MoveInto(c.store, staged, b.Digest), storage.DeleteBlob(c.store, b.Digest))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("fetch blob %s: %w", b.Digest, err)
 	}
@@ -180,7 +195,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 	if req.Progress != nil {
 		req.Progress(*st)
 	}
-	return c.db.LinkBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", meta.Writer{Actor: req.Actor})
+	return nil
 }
 
 // ErrDigestMismatch is returned when fetched bytes do not match their

@@ -202,7 +202,14 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 			return nil, fmt.Errorf("fetch blob %s: %w", d, err)
 		}
 		defer rc.Close()
-		n, err := storage.Ingest(fctx, s.store, rc, d)
+		// Stored and linked while still in the flight (so that a request
+		// arriving just after finds it), under the garbage-collection
+		// protocol.
+		n, err := storage.Ingest(fctx, s.store, rc, d, func(ctx context.Context, staged string, n int64) error {
+			_, err := s.db.StoreBlob(ctx, repo, meta.Blob{Digest: d, Size: n}, "", meta.Writer{},
+				storage.MoveInto(s.store, staged, d), storage.DeleteBlob(s.store, d))
+			return err
+		})
 		if err != nil {
 			if notFound(err) {
 				return nil, fmt.Errorf("upstream blob %s: %w", d, meta.ErrBlobNotFound)
@@ -210,11 +217,6 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 			return nil, fmt.Errorf("fetch blob %s: %w", d, err)
 		}
 		b := meta.Blob{Digest: d, Size: n}
-		// Record it while still in the flight, so that a request arriving
-		// just after finds it stored.
-		if err := s.db.LinkBlob(fctx, repo, b, "", meta.Writer{}); err != nil {
-			return nil, err
-		}
 		s.log.Info("proxy cache: stored blob", "repository", repo, "digest", d, "size", n)
 		return b, nil
 	})

@@ -40,6 +40,7 @@ type Store interface {
 	PutProxyManifest(ctx context.Context, p meta.PutManifest, checkedAt time.Time) error
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
 }
 
 // Sealer seals upstream passwords at rest (auth.Sealer).

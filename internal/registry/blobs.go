@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/storage"
@@ -36,6 +37,18 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 	}
 	if err != nil {
 		return err
+	}
+	if d := reg.opts.GCDelay; d > 0 && !b.LinkedAt.IsZero() && time.Since(b.LinkedAt) > d/2 {
+		// Closes the window GitLab's collector leaves open: a client that
+		// saw the blob exist will name it in a manifest without uploading
+		// it; confirming the link spares it for another delay.
+		ok, err := reg.meta.TouchBlobLink(r.Context(), rt.name, rt.digest, time.Now().Add(-d/2))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errBlobUnknown
+		}
 	}
 	h := w.Header()
 	h.Set("Docker-Content-Digest", b.Digest.String())

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/storage"
 )
 
 func (reg *Registry) manifest(w http.ResponseWriter, r *http.Request, rt route) error {
@@ -156,6 +157,13 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 		put.Manifest.Subject = m.Subject.Digest
 	}
 	err = reg.meta.PutManifest(r.Context(), put)
+	if errors.Is(err, meta.ErrBlobNotFound) && len(put.LinkBlobs) > 0 {
+		// The empty blob was collected between storing and linking it:
+		// store it again, once.
+		if _, err = reg.ensureEmptyBlob(r.Context()); err == nil {
+			err = reg.meta.PutManifest(r.Context(), put)
+		}
+	}
 	var missing *meta.MissingRefsError
 	if errors.As(err, &missing) {
 		return errorf(http.StatusBadRequest, CodeManifestBlobUnknown, missing.Error(),
@@ -204,14 +212,15 @@ func isManifestMediaType(t string) bool {
 }
 
 // ensureEmptyBlob stores the empty JSON blob's bytes if the registry does
-// not have them yet.
+// not have them yet (under the garbage-collection protocol).
 func (reg *Registry) ensureEmptyBlob(ctx context.Context) (meta.Blob, error) {
 	d := digest.Digest(oci.EmptyJSONDigest)
 	b := meta.Blob{Digest: d, Size: int64(len(oci.EmptyJSON))}
 	if _, err := reg.meta.StoredBlob(ctx, d); err == nil {
 		return b, nil
 	}
-	if err := reg.store.PutContent(ctx, blobPath(d), oci.EmptyJSON); err != nil {
+	place := func(ctx context.Context) error { return reg.store.PutContent(ctx, blobPath(d), oci.EmptyJSON) }
+	if _, err := reg.meta.StoreBlob(ctx, "", b, "", meta.Writer{}, place, storage.DeleteBlob(reg.store, d)); err != nil {
 		return meta.Blob{}, err
 	}
 	return b, nil

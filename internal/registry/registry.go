@@ -63,6 +63,8 @@ type blobMetadata interface {
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
+	TouchBlobLink(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error)
 	UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error
 }
 
@@ -97,6 +99,11 @@ type Options struct {
 	// Proxy, if set, is the pull-through cache: consulted only for
 	// repositories in a proxy-cache organization.
 	Proxy Proxy
+	// GCDelay is garbage collection's grace period (0: no collection). A
+	// blob a client asks for (HEAD or GET) has its repository link
+	// confirmed when it is older than half of it, so that a manifest the
+	// client pushes next, naming the blob without uploading it, finds it.
+	GCDelay time.Duration
 }
 
 // Proxy is the pull-through cache (internal/proxy) as the handler sees

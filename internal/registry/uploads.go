@@ -121,6 +121,9 @@ func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, 
 			continue
 		}
 		if err := reg.meta.LinkBlob(ctx, name, b, "", who); err != nil {
+			if errors.Is(err, meta.ErrBlobNotFound) {
+				continue // collected meanwhile: not mountable
+			}
 			return false, err
 		}
 		return true, nil
@@ -488,18 +491,13 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 		discard()
 		return errorf(http.StatusBadRequest, CodeDigestInvalid, fmt.Sprintf("content digest %s does not match %s", got, want), map[string]string{"computed": got.String()})
 	}
+	// Placed and linked in one transaction under the digest's lock (the
+	// garbage-collection protocol): if the blob is stored already, these
+	// bytes are not needed.
 	blob := meta.Blob{Digest: want, Size: size}
-	if _, err := reg.meta.StoredBlob(ctx, want); err != nil {
-		if !errors.Is(err, meta.ErrBlobNotFound) {
-			discard()
-			return err
-		}
-		if err := reg.store.Move(ctx, storage.UploadPath(id), storage.BlobPath(want)); err != nil {
-			discard()
-			return err
-		}
-	}
-	if err := reg.meta.LinkBlob(ctx, name, blob, id, who); err != nil {
+	if _, err := reg.meta.StoreBlob(ctx, name, blob, id, who,
+		storage.MoveInto(reg.store, storage.UploadPath(id), want), storage.DeleteBlob(reg.store, want)); err != nil {
+		discard()
 		return err
 	}
 	if err := reg.store.Delete(ctx, storage.UploadDir(id)); err != nil && !errors.Is(err, storage.ErrNotFound) {

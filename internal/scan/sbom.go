@@ -51,7 +51,11 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 			if !errors.Is(err, meta.ErrNotFound) {
 				return err
 			}
-			if _, err := storage.Ingest(ctx, s.driver, bytes.NewReader(b.content), b.d); err != nil {
+			blob := meta.Blob{Digest: b.d, Size: int64(len(b.content))}
+			if _, err := storage.Ingest(ctx, s.driver, bytes.NewReader(b.content), b.d, func(ctx context.Context, staged string, _ int64) error {
+				_, err := s.db.StoreBlob(ctx, "", blob, "", meta.Writer{}, storage.MoveInto(s.driver, staged, b.d), storage.DeleteBlob(s.driver, b.d))
+				return err
+			}); err != nil {
 				return err
 			}
 		}

@@ -107,6 +107,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Auth:             authorizer,
 		Logger:           log,
 		Proxy:            pcache,
+		GCDelay:          gcDelay(cfg),
 	})
 	imp := importer{copier: mirror.NewCopier(db, driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
 	mirrors := mirror.NewMirrorService(db, imp.copier, sealer, mirror.MirrorOptions{Dial: guard.DialContext, Logger: log})
@@ -301,6 +302,15 @@ func buildVersion() string {
 // `berth admin gc`).
 func GCOptions(cfg config.Config, log *slog.Logger) gc.Options {
 	r := cfg.GC.Retention
-	return gc.Options{Interval: cfg.GC.Interval, UploadExpiry: cfg.GC.UploadExpiry, Logger: log,
+	return gc.Options{Interval: cfg.GC.Interval, Delay: cfg.GC.Delay, UploadExpiry: cfg.GC.UploadExpiry, Logger: log,
 		Retention: meta.Retention{Events: r.Events, DoneJobs: r.DoneJobs, DeadJobs: r.DeadJobs, Attempts: r.Attempts, Audit: r.Audit}}
+}
+
+// gcDelay is the collection delay the registry must respect (0 when
+// collection is off).
+func gcDelay(cfg config.Config) time.Duration {
+	if !cfg.GC.Enabled {
+		return 0
+	}
+	return cfg.GC.Delay
 }

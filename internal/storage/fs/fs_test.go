@@ -36,7 +36,8 @@ func TestIngest(t *testing.T) {
 	d, _ := fs.New(t.TempDir(), fs.Options{})
 	content := []byte("content-addressed bytes")
 	want := digest.FromBytes(content)
-	n, err := storage.Ingest(ctx, d, bytes.NewReader(content), want)
+	place := func(ctx context.Context, staged string, _ int64) error { return storage.MoveInto(d, staged, want)(ctx) }
+	n, err := storage.Ingest(ctx, d, bytes.NewReader(content), want, place)
 	if err != nil || n != int64(len(content)) {
 		t.Fatalf("Ingest = %d, %v", n, err)
 	}
@@ -44,7 +45,7 @@ func TestIngest(t *testing.T) {
 		t.Fatal("blob not at its content address")
 	}
 	other := digest.FromString("something else")
-	if _, err := storage.Ingest(ctx, d, bytes.NewReader(content), other); !errors.Is(err, storage.ErrDigestMismatch) {
+	if _, err := storage.Ingest(ctx, d, bytes.NewReader(content), other, place); !errors.Is(err, storage.ErrDigestMismatch) {
 		t.Fatalf("mismatch: %v", err)
 	}
 	if _, err := d.Stat(ctx, storage.BlobPath(other)); !errors.Is(err, storage.ErrNotFound) {

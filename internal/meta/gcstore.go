@@ -1,0 +1,326 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// gcSchema is migration 10: blobs garbage collection condemned (their rows
+// deleted) whose bytes are still to be deleted from storage.
+const gcSchema = `
+CREATE TABLE gc_blob_deletes (
+	digest TEXT PRIMARY KEY,
+	queued_at BIGINT NOT NULL
+);
+`
+
+// lockDigest serializes, across processes, everything that places or
+// deletes the bytes of one digest: on PostgreSQL a transaction-scoped
+// advisory lock keyed by the digest; SQLite serializes all writers.
+func (db *DB) lockDigest(ctx context.Context, tx *sql.Tx, d digest.Digest) error {
+	if db.dialect != postgres {
+		return nil
+	}
+	h := fnv.New64a()
+	h.Write([]byte(d.String()))
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(h.Sum64())); err != nil {
+		return fmt.Errorf("lock digest: %w", err)
+	}
+	return nil
+}
+
+// StoreBlob records a blob whose bytes the caller has staged, under the
+// garbage-collection protocol: holding the digest's lock, if the blob is
+// already stored nothing is placed (placed is false: the caller discards
+// its copy); otherwise bytes that a garbage collection condemned and has
+// not deleted yet are deleted first (clear), the caller's bytes are moved
+// into place (place), and the blob row is inserted. With repo set the blob
+// is linked to it in the same transaction (and uploadID's session, if set,
+// removed). Because every placement and every deletion of a digest's bytes
+// happens under its lock and after the pending deletion is settled, a
+// collection can never delete bytes that a re-upload just placed.
+func (db *DB) StoreBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer,
+	place, clear func(context.Context) error) (placed bool, err error) {
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		placed = false
+		if err := db.lockDigest(ctx, tx, b.Digest); err != nil {
+			return err
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM blobs WHERE digest = ?"), b.Digest.String()).Scan(&one)
+		switch {
+		case err == nil:
+		case errors.Is(err, sql.ErrNoRows):
+			res, err := tx.ExecContext(ctx, db.q("DELETE FROM gc_blob_deletes WHERE digest = ?"), b.Digest.String())
+			if err != nil {
+				return fmt.Errorf("settle pending delete: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				if err := clear(ctx); err != nil {
+					return fmt.Errorf("delete condemned bytes: %w", err)
+				}
+			}
+			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)"), b.Digest.String(), b.Size, now()); err != nil {
+				return fmt.Errorf("record blob: %w", err)
+			}
+			placed = true
+		default:
+			return fmt.Errorf("look up blob: %w", err)
+		}
+		if repo != "" {
+			if err := db.linkBlob(ctx, tx, repo, b, uploadID, w); err != nil {
+				return err
+			}
+		}
+		// The bytes move into place last, once nothing else in the
+		// transaction can fail (only its commit remains): a transaction
+		// that rolls back or runs again has placed nothing.
+		if placed {
+			if err := place(ctx); err != nil {
+				return fmt.Errorf("place blob: %w", err)
+			}
+		}
+		return nil
+	})
+	return placed, err
+}
+
+// GCCandidate is something garbage collection may remove.
+type GCCandidate struct {
+	RepositoryID int64
+	Repository   string
+	Digest       digest.Digest
+	Size         int64
+}
+
+// DanglingManifests returns up to n manifests created before cutoff that
+// no tag, no manifest of their repository (an index) and no stored
+// subject keeps.
+func (db *DB) DanglingManifests(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT m.repository_id, r.name, m.digest, m.size FROM manifests m
+		JOIN repositories r ON r.id = m.repository_id
+		WHERE m.created_at < ?
+		AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.manifest_digest = m.digest)
+		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = m.repository_id AND x.ref_digest = m.digest)
+		AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id AND s.digest = m.subject))
+		ORDER BY m.created_at LIMIT ?`), cutoff.UnixMicro(), n)
+	if err != nil {
+		return nil, fmt.Errorf("dangling manifests: %w", err)
+	}
+	return scanCandidates(rows)
+}
+
+// CollectManifest deletes a dangling manifest if, locked, it still is
+// (created before cutoff, no tag, no parent, no stored subject). It
+// reports whether it did.
+func (db *DB) CollectManifest(ctx context.Context, repoID int64, d digest.Digest, cutoff time.Time) (bool, error) {
+	collected := false
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		collected = false
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR UPDATE"
+		}
+		var subject sql.NullString
+		err := tx.QueryRowContext(ctx, db.q("SELECT subject FROM manifests WHERE repository_id = ? AND digest = ? AND created_at < ?"+lock),
+			repoID, d.String(), cutoff.UnixMicro()).Scan(&subject)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("lock manifest: %w", err)
+		}
+		// Re-checked a statement after the lock: a push that tagged it or
+		// listed it (and held it FOR SHARE) has committed by now.
+		var kept int
+		if err := tx.QueryRowContext(ctx, db.q(`SELECT
+			(SELECT COUNT(*) FROM tags WHERE repository_id = ? AND manifest_digest = ?) +
+			(SELECT COUNT(*) FROM manifest_references WHERE repository_id = ? AND ref_digest = ?)`),
+			repoID, d.String(), repoID, d.String()).Scan(&kept); err != nil {
+			return fmt.Errorf("re-check manifest: %w", err)
+		}
+		if kept > 0 {
+			return nil
+		}
+		if subject.Valid {
+			var one int
+			err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, subject.String).Scan(&one)
+			if err == nil {
+				return nil // a referrer of a stored subject
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("re-check subject: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
+			return fmt.Errorf("delete manifest references: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()); err != nil {
+			return fmt.Errorf("delete manifest: %w", err)
+		}
+		collected = true
+		return nil
+	})
+	return collected, err
+}
+
+// StaleLinks returns up to n blob links created (or last confirmed) before
+// cutoff that no manifest of their repository references.
+func (db *DB) StaleLinks(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT rb.repository_id, r.name, rb.digest, b.size FROM repository_blobs rb
+		JOIN repositories r ON r.id = rb.repository_id
+		JOIN blobs b ON b.digest = rb.digest
+		WHERE rb.created_at < ?
+		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = rb.repository_id AND x.ref_digest = rb.digest)
+		ORDER BY rb.created_at LIMIT ?`), cutoff.UnixMicro(), n)
+	if err != nil {
+		return nil, fmt.Errorf("stale links: %w", err)
+	}
+	return scanCandidates(rows)
+}
+
+// errKept rolls back a collection whose re-check found a reference.
+var errKept = errors.New("kept")
+
+// CollectLink removes a blob link that is still stale and unreferenced.
+// The row is deleted first (on PostgreSQL that waits for a push holding it
+// FOR SHARE), then the references are read in a later statement, which
+// sees that push's manifest: the link stays if anything references it.
+func (db *DB) CollectLink(ctx context.Context, repoID int64, d digest.Digest, cutoff time.Time) (bool, error) {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.q("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ? AND created_at < ?"),
+			repoID, d.String(), cutoff.UnixMicro())
+		if err != nil {
+			return fmt.Errorf("collect link: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errKept
+		}
+		var one int
+		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifest_references WHERE repository_id = ? AND ref_digest = ? LIMIT 1"), repoID, d.String()).Scan(&one)
+		if err == nil {
+			return errKept
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("re-check link: %w", err)
+		}
+		return nil
+	})
+	if errors.Is(err, errKept) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// OrphanBlobs returns up to n blobs recorded before cutoff that no
+// repository links.
+func (db *DB) OrphanBlobs(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT 0, '', b.digest, b.size FROM blobs b
+		WHERE b.created_at < ? AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
+		ORDER BY b.created_at LIMIT ?`), cutoff.UnixMicro(), n)
+	if err != nil {
+		return nil, fmt.Errorf("orphan blobs: %w", err)
+	}
+	return scanCandidates(rows)
+}
+
+// CondemnBlob deletes the row of a blob that, under its digest's lock, is
+// still recorded before cutoff and linked nowhere, and queues its bytes
+// for deletion (FinishBlobDelete) in the same transaction.
+func (db *DB) CondemnBlob(ctx context.Context, d digest.Digest, cutoff time.Time) (bool, error) {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.lockDigest(ctx, tx, d); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM blobs WHERE digest = ? AND created_at < ?
+			AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)`), d.String(), cutoff.UnixMicro())
+		if err != nil {
+			return fmt.Errorf("condemn blob: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errKept
+		}
+		// Links are created only under this lock or with the blob row
+		// locked (linkBlob), so none can have appeared since the delete's
+		// snapshot; re-read to be sure on every dialect.
+		var one int
+		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM repository_blobs WHERE digest = ? LIMIT 1"), d.String()).Scan(&one)
+		if err == nil {
+			return errKept
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("re-check blob: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO gc_blob_deletes (digest, queued_at) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING"),
+			d.String(), now()); err != nil {
+			return fmt.Errorf("queue blob delete: %w", err)
+		}
+		return nil
+	})
+	if errors.Is(err, errKept) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// PendingBlobDeletes returns up to n condemned blobs whose bytes are still
+// to be deleted.
+func (db *DB) PendingBlobDeletes(ctx context.Context, n int) ([]digest.Digest, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT digest FROM gc_blob_deletes ORDER BY queued_at LIMIT ?"), n)
+	if err != nil {
+		return nil, fmt.Errorf("pending blob deletes: %w", err)
+	}
+	ds, err := scanStrings(rows)
+	if err != nil {
+		return nil, fmt.Errorf("pending blob deletes: %w", err)
+	}
+	out := make([]digest.Digest, len(ds))
+	for i, d := range ds {
+		out[i] = digest.Digest(d)
+	}
+	return out, nil
+}
+
+// FinishBlobDelete deletes a condemned blob's bytes (remove) under its
+// digest's lock, if its deletion is still pending (a re-upload settles it
+// itself, see StoreBlob), and ends it. It reports whether it deleted.
+func (db *DB) FinishBlobDelete(ctx context.Context, d digest.Digest, remove func(context.Context) error) (bool, error) {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.lockDigest(ctx, tx, d); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, db.q("DELETE FROM gc_blob_deletes WHERE digest = ?"), d.String())
+		if err != nil {
+			return fmt.Errorf("finish blob delete: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errKept
+		}
+		return remove(ctx)
+	})
+	if errors.Is(err, errKept) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func scanCandidates(rows *sql.Rows) ([]GCCandidate, error) {
+	defer rows.Close()
+	var out []GCCandidate
+	for rows.Next() {
+		var c GCCandidate
+		var d string
+		if err := rows.Scan(&c.RepositoryID, &c.Repository, &d, &c.Size); err != nil {
+			return nil, err
+		}
+		c.Digest = digest.Digest(d)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
