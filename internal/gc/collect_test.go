@@ -307,3 +307,113 @@ func TestConfirmedBlobSurvives(t *testing.T) {
 		t.Fatal("the confirmed link was collected")
 	}
 }
+
+// TestGCStress: clients push images that share base layers, move tags and
+// delete tags in a loop while passes run with a short delay; afterwards
+// every tag pulls whole, and once the delay has passed a final pass leaves
+// no unreferenced blob in storage.
+func TestGCStress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stress test")
+	}
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			const delay = 150 * time.Millisecond
+			w := newWorld(t, dialect, delay)
+			bases := [][]byte{[]byte("base layer one"), []byte("base layer two")}
+			stop := make(chan struct{})
+			var passes sync.WaitGroup
+			passes.Add(1)
+			go func() {
+				defer passes.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := w.c.Pass(ctx, false); err != nil {
+						t.Error(err)
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+			var clients sync.WaitGroup
+			for c := range 4 {
+				clients.Add(1)
+				go func() {
+					defer clients.Done()
+					repo := fmt.Sprintf("stress/app%d", c%2)
+					for i := range 15 {
+						own := []byte(fmt.Sprintf("client %d round %d", c, i))
+						d, _ := w.image(repo, fmt.Sprintf("c%d-%d", c, i), bases[i%2], own)
+						// Move a floating tag to it, and drop an older tag.
+						raw := w.manifestBytes(repo, d)
+						if st, b := w.do("PUT", "/v2/"+repo+"/manifests/latest-"+fmt.Sprint(c), raw, "Content-Type", oci.MediaTypeImageManifest); st != 201 {
+							t.Errorf("retag: %d %s", st, b)
+							return
+						}
+						if i >= 2 {
+							w.do("DELETE", fmt.Sprintf("/v2/%s/manifests/c%d-%d", repo, c, i-2), nil)
+						}
+					}
+				}()
+			}
+			clients.Wait()
+			close(stop)
+			passes.Wait()
+			// Every tag left pulls whole.
+			for _, repo := range []string{"stress/app0", "stress/app1"} {
+				st, body := w.do("GET", "/v2/"+repo+"/tags/list", nil)
+				if st != 200 {
+					t.Fatalf("tags of %s: %d", repo, st)
+				}
+				var tl struct{ Tags []string }
+				json.Unmarshal(body, &tl)
+				if len(tl.Tags) == 0 {
+					t.Fatalf("%s has no tags", repo)
+				}
+				for _, tag := range tl.Tags {
+					if err := w.pullable(repo, tag); err != nil {
+						t.Fatalf("after the stress: %v", err)
+					}
+				}
+			}
+			// After the delay, one pass leaves storage holding exactly the
+			// blobs that some repository still links.
+			time.Sleep(delay + 50*time.Millisecond)
+			if _, err := w.c.Pass(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			linked := map[string]bool{}
+			rows, err := w.db.OrphanBlobs(ctx, time.Now(), 1000)
+			if err != nil || len(rows) != 0 {
+				t.Fatalf("orphan blob rows left: %v %v", rows, err)
+			}
+			prefixes, _ := w.store.List(ctx, "/blobs/sha256")
+			for _, p := range prefixes {
+				files, _ := w.store.List(ctx, p)
+				for _, f := range files {
+					d := digest.NewDigestFromEncoded(digest.SHA256, f[len(p)+1:])
+					if _, err := w.db.StoredBlob(ctx, d); err != nil {
+						t.Fatalf("blob %s in storage but not recorded: %v", d, err)
+					}
+					linked[d.String()] = true
+				}
+			}
+			t.Logf("%d blobs left in storage, all recorded and linked", len(linked))
+		})
+	}
+}
+
+// manifestBytes reads a stored manifest.
+func (w *world) manifestBytes(repo string, d digest.Digest) []byte {
+	w.t.Helper()
+	st, body := w.do("GET", "/v2/"+repo+"/manifests/"+d.String(), nil)
+	if st != 200 {
+		w.t.Fatalf("manifest %s: %d", d, st)
+	}
+	return body
+}
