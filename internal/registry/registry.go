@@ -264,6 +264,12 @@ func (reg *Registry) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, r, e)
 		return
 	}
+	var missingNS *meta.NamespaceMissingError
+	if errors.As(err, &missingNS) {
+		// The namespace went between authorization and commit.
+		writeError(w, r, errorf(http.StatusForbidden, CodeDenied, missingNS.Error(), nil))
+		return
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		// The body stalled past the server's idle deadline
 		// (http.bodyIdleTimeout); an upload kept what it received.
