@@ -56,6 +56,8 @@ type Options struct {
 	ProxyCache ProxyCaches
 	// Scanner answers the security endpoints; nil answers 501.
 	Scanner Scanner
+	// GC explains garbage collection; nil answers 501.
+	GC Collector
 	Logger  *slog.Logger
 }
 

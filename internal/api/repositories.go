@@ -51,6 +51,7 @@ func (a *API) repositoryEndpoints() []repoEndpoint {
 	}
 	eps = append(eps, a.mirrorEndpoints()...)
 	eps = append(eps, a.securityEndpoints()...)
+	eps = append(eps, a.gcEndpoints()...)
 	return append(eps, a.notificationEndpoints()...)
 }
 

@@ -10,5 +10,6 @@ func (a *API) routes() {
 	a.importRoutes()
 	a.proxyCacheRoutes()
 	a.securityRoutes()
+	a.gcRoutes()
 	a.openAPIRoutes()
 }

@@ -52,6 +52,7 @@ type Options struct {
 
 // Collector runs passes.
 type Collector struct {
+	passState
 	db    Store
 	gc    Collection
 	store storage.Driver
@@ -108,7 +109,11 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
 		errs = append(errs, err)
 	}
 	rep.Took = c.now().Sub(start)
-	return rep, errors.Join(errs...)
+	err = errors.Join(errs...)
+	if !dry {
+		c.record(rep, err)
+	}
+	return rep, err
 }
 
 // expireUploads removes sessions idle since before cutoff: the row first

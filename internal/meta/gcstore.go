@@ -324,3 +324,58 @@ func scanCandidates(rows *sql.Rows) ([]GCCandidate, error) {
 	}
 	return out, rows.Err()
 }
+
+// ManifestKeepers is what keeps a manifest from garbage collection.
+type ManifestKeepers struct {
+	CreatedAt     time.Time
+	Tags          []string        // tags pointing at it
+	Parents       []digest.Digest // manifests of the repository that list it
+	Subject       digest.Digest   // its subject, if it has one
+	SubjectStored bool            // whether that subject is stored in the repository
+}
+
+// ManifestGCKeepers reads what keeps a manifest of a repository, or
+// ErrManifestNotFound.
+func (db *DB) ManifestGCKeepers(ctx context.Context, repo string, d digest.Digest) (ManifestKeepers, error) {
+	var k ManifestKeepers
+	var repoID, created int64
+	var subject sql.NullString
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT r.id, m.created_at, m.subject FROM repositories r
+		JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.digest = ?`), repo, d.String()).Scan(&repoID, &created, &subject)
+	if errors.Is(err, sql.ErrNoRows) {
+		return k, ErrManifestNotFound
+	}
+	if err != nil {
+		return k, fmt.Errorf("manifest gc status: %w", err)
+	}
+	k.CreatedAt = fromMicros(created)
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND manifest_digest = ? ORDER BY name LIMIT 100"), repoID, d.String())
+	if err != nil {
+		return k, fmt.Errorf("manifest gc status: %w", err)
+	}
+	if k.Tags, err = scanStrings(rows); err != nil {
+		return k, fmt.Errorf("manifest gc status: %w", err)
+	}
+	rows, err = db.read.QueryContext(ctx, db.q(`SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ?
+		ORDER BY manifest_digest LIMIT 100`), repoID, d.String())
+	if err != nil {
+		return k, fmt.Errorf("manifest gc status: %w", err)
+	}
+	parents, err := scanStrings(rows)
+	if err != nil {
+		return k, fmt.Errorf("manifest gc status: %w", err)
+	}
+	for _, p := range parents {
+		k.Parents = append(k.Parents, digest.Digest(p))
+	}
+	if subject.Valid {
+		k.Subject = digest.Digest(subject.String)
+		var one int
+		err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, subject.String).Scan(&one)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return k, fmt.Errorf("manifest gc status: %w", err)
+		}
+		k.SubjectStored = err == nil
+	}
+	return k, nil
+}

@@ -134,6 +134,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			StateDir: filepath.Join(cfg.DataDir, "vulndb"), UserAgent: "berth/" + buildVersion()})
 		updater = scan.NewUpdater(db, fetcher, scan.UpdaterOptions{Every: v.UpdateInterval, Logger: log})
 	}
+	var collector *gc.Collector
+	if cfg.GC.Enabled {
+		collector = gc.New(db, driver, GCOptions(cfg, log))
+		apiOpts.GC = collector
+	}
 	mux.Handle("/api/v1/", api.New(db, apiAuth, apiOpts))
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
@@ -148,10 +153,6 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	h = idleBodies(h, cfg.HTTP.BodyIdleTimeout)
 	if log.Enabled(ctx, slog.LevelDebug) {
 		h = accessLog(log, h)
-	}
-	var collector *gc.Collector
-	if cfg.GC.Enabled {
-		collector = gc.New(db, driver, GCOptions(cfg, log))
 	}
 	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector}, nil
 }

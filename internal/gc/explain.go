@@ -1,0 +1,137 @@
+package gc
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// Verdict says whether garbage collection keeps a manifest, and why: the
+// reasons Keppel's GC status gives (protected by a tag, a parent, a
+// subject, or its recent upload).
+type Verdict struct {
+	Digest      digest.Digest `json:"digest"`
+	Kept        bool          `json:"kept"`
+	Reasons     []string      `json:"reasons"`
+	Tags        []string      `json:"tags"`
+	Parents     []string      `json:"parents"`
+	Subject     string        `json:"subject,omitempty"`
+	CreatedAt   time.Time     `json:"created_at"`
+	ProtectedTo time.Time     `json:"protected_until"` // end of the delay after its push
+	Delay       string        `json:"delay"`
+	// NextPass is when the next pass of this replica is due (zero when
+	// collection is off).
+	NextPass time.Time `json:"next_pass,omitzero"`
+}
+
+// Explain says why a manifest with these keepers is kept, or that the next
+// pass collects it.
+func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers) Verdict {
+	v := Verdict{Digest: d, Tags: k.Tags, Parents: []string{}, CreatedAt: k.CreatedAt,
+		ProtectedTo: k.CreatedAt.Add(c.opts.Delay), Delay: c.opts.Delay.String(), Reasons: []string{}}
+	if v.Tags == nil {
+		v.Tags = []string{}
+	}
+	for _, p := range k.Parents {
+		v.Parents = append(v.Parents, p.String())
+	}
+	if len(k.Tags) > 0 {
+		v.Reasons = append(v.Reasons, fmt.Sprintf("protected_by_tag: %d tag(s) point at it", len(k.Tags)))
+	}
+	if len(k.Parents) > 0 {
+		v.Reasons = append(v.Reasons, fmt.Sprintf("protected_by_parent: %d index(es) of the repository list it", len(k.Parents)))
+	}
+	if k.Subject != "" {
+		v.Subject = k.Subject.String()
+		if k.SubjectStored {
+			v.Reasons = append(v.Reasons, "protected_by_subject: it refers to "+k.Subject.String()+", which is stored")
+		}
+	}
+	if c.opts.Delay <= 0 {
+		v.Reasons = append(v.Reasons, "collection_disabled: gc is off on this server")
+	} else if c.now().Before(v.ProtectedTo) {
+		v.Reasons = append(v.Reasons, "protected_by_recent_upload: pushed less than gc.delay ago")
+	}
+	v.Kept = len(v.Reasons) > 0
+	if next := c.nextPass(); !next.IsZero() {
+		v.NextPass = next
+	}
+	return v
+}
+
+// Status is the collector's state as the superuser API shows it.
+type Status struct {
+	Enabled  bool   `json:"enabled"`
+	Delay    string `json:"delay"`
+	Interval string `json:"interval"`
+	// Collectable is what a pass would remove now (a dry run).
+	Collectable Collected `json:"collectable"`
+	// PendingDeletes are condemned blobs whose bytes are still to go.
+	PendingDeletes int `json:"pending_deletes"`
+	// LastPass is this replica's last pass (nil before the first).
+	LastPass *PassRecord `json:"last_pass"`
+}
+
+// PassRecord is a finished pass.
+type PassRecord struct {
+	Finished time.Time `json:"finished"`
+	Report   Report    `json:"report"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// Status reports the collector's state; it counts what is collectable now
+// (one read of each candidate query).
+func (c *Collector) Status(ctx context.Context) (Status, error) {
+	st := Status{Enabled: c.opts.Delay > 0, Delay: c.opts.Delay.String(), Interval: c.opts.Interval.String()}
+	if st.Enabled {
+		got, err := c.collect(ctx, c.now().Add(-c.opts.Delay), true)
+		if err != nil {
+			return st, err
+		}
+		st.Collectable = got
+	}
+	pending, err := c.gc.PendingBlobDeletes(ctx, 100000)
+	if err != nil {
+		return st, err
+	}
+	st.PendingDeletes = len(pending)
+	c.mu.Lock()
+	if c.last != nil {
+		rec := *c.last
+		st.LastPass = &rec
+	}
+	c.mu.Unlock()
+	return st, nil
+}
+
+// record keeps the last pass of this replica.
+func (c *Collector) record(rep Report, err error) {
+	rec := &PassRecord{Finished: c.now(), Report: rep}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	c.mu.Lock()
+	c.last = rec
+	c.mu.Unlock()
+}
+
+// nextPass is when the next pass of this replica is due.
+func (c *Collector) nextPass() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil || c.opts.Interval <= 0 {
+		return time.Time{}
+	}
+	return c.last.Finished.Add(c.opts.Interval)
+}
+
+// passState is the collector's record of its passes (see Status).
+type passState struct {
+	mu   sync.Mutex
+	last *PassRecord
+}
