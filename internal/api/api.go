@@ -57,8 +57,8 @@ type Options struct {
 	// Scanner answers the security endpoints; nil answers 501.
 	Scanner Scanner
 	// GC explains garbage collection; nil answers 501.
-	GC Collector
-	Logger  *slog.Logger
+	GC     Collector
+	Logger *slog.Logger
 }
 
 // API is the /api/v1 handler.
