@@ -141,6 +141,10 @@ func TestCollect(t *testing.T) {
 			}
 			time.Sleep(delay + 50*time.Millisecond)
 			young := w.blob("app", []byte("uploaded just now"))
+			// The passes below run "now", however long they take on a
+			// loaded machine: the young blob stays younger than the delay.
+			frozen := time.Now()
+			w.c.now = func() time.Time { return frozen }
 
 			dry, err := w.c.Pass(ctx, true)
 			if err != nil {
@@ -293,10 +297,13 @@ func TestConfirmedBlobSurvives(t *testing.T) {
 	layer := []byte("checked, not uploaded again")
 	d := w.blob("app", layer)
 	time.Sleep(delay/2 + 50*time.Millisecond)
+	head := time.Now()
 	if st, _ := w.do("HEAD", "/v2/app/blobs/"+d.String(), nil); st != 200 {
 		t.Fatalf("HEAD: %d", st)
 	}
-	time.Sleep(delay/2 + 50*time.Millisecond) // the upload is older than the delay now
+	// The pass runs just before the delay after the HEAD: the upload itself
+	// is older than the delay then, the confirmation is not.
+	w.c.now = func() time.Time { return head.Add(delay - 50*time.Millisecond) }
 	if _, err := w.c.Pass(ctx, false); err != nil {
 		t.Fatal(err)
 	}
