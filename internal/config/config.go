@@ -101,6 +101,9 @@ type Registry struct {
 	// AllowV11Artifacts admits image-spec v1.1 artifacts (empty config and
 	// an artifactType) whose artifactType is not in the allow-list.
 	AllowV11Artifacts bool `yaml:"allowV11Artifacts"`
+	// MaxOpenUploads caps the upload sessions one identity may have open
+	// at once (0: no cap).
+	MaxOpenUploads int `yaml:"maxOpenUploads"`
 }
 
 // HTTP bounds what one client connection may hold: slow or stalled
@@ -209,7 +212,7 @@ func Default() Config {
 		DataDir:  "berth-data",
 		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}},
 		Auth:     Auth{Mode: "token", TokenTTL: 5 * time.Minute, Service: "berth"},
-		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true},
+		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true, MaxOpenUploads: 1000},
 		GC: GC{Enabled: true, Interval: 10 * time.Minute, Delay: time.Hour, UploadExpiry: 24 * time.Hour,
 			Retention: Retention{Events: 30 * 24 * time.Hour, DoneJobs: 7 * 24 * time.Hour, DeadJobs: 90 * 24 * time.Hour,
 				Attempts: 30 * 24 * time.Hour, Audit: 365 * 24 * time.Hour}},
@@ -317,6 +320,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.HTTP.IdleTimeout; d < time.Second || d > time.Hour {
 		bad("http.idleTimeout", "%s is outside 1s..1h", d)
+	}
+	if m := c.Registry.MaxOpenUploads; m < 0 {
+		bad("registry.maxOpenUploads", "%d must not be negative (0: no cap)", m)
 	}
 	if d := c.GC.Interval; d < time.Second || d > 24*time.Hour {
 		bad("gc.interval", "%s is outside 1s..24h", d)

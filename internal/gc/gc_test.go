@@ -43,7 +43,7 @@ func (e *env) upload(t *testing.T, repo string, n int) string {
 	t.Helper()
 	ctx := context.Background()
 	id := uuid.NewString()
-	if err := e.db.CreateUpload(ctx, meta.Upload{ID: id, Repository: repo}); err != nil {
+	if err := e.db.CreateUpload(ctx, meta.Upload{ID: id, Repository: repo}, 0); err != nil {
 		t.Fatal(err)
 	}
 	e.leftover(t, id, n, time.Now())

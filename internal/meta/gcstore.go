@@ -20,6 +20,13 @@ CREATE TABLE gc_blob_deletes (
 );
 `
 
+// uploadActorSchema is migration 11: who opened each upload session, for
+// the per-identity cap on open uploads.
+const uploadActorSchema = `
+ALTER TABLE uploads ADD COLUMN actor TEXT NOT NULL DEFAULT '';
+CREATE INDEX uploads_actor ON uploads(actor);
+`
+
 // lockDigest serializes, across processes, everything that places or
 // deletes the bytes of one digest: on PostgreSQL a transaction-scoped
 // advisory lock keyed by the digest; SQLite serializes all writers.

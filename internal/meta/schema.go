@@ -241,6 +241,8 @@ ALTER TABLE notifications ADD COLUMN disabled_reason TEXT NOT NULL DEFAULT '';
 	cpeMappingSchema,
 	// 10: garbage collection's pending blob deletions (gcstore.go).
 	gcSchema,
+	// 11: who opened each upload session (gcstore.go).
+	uploadActorSchema,
 }
 
 func (db *DB) render(stmt string) string {

@@ -105,7 +105,7 @@ func testBlobs(t *testing.T, db *meta.DB) {
 func testUploads(t *testing.T, db *meta.DB) {
 	ctx := context.Background()
 	u := meta.Upload{ID: "0b6a7a4e-7d0c-4a53-a1a6-111111111111", Repository: "app", HashState: []byte{1}}
-	if err := db.CreateUpload(ctx, u); err != nil {
+	if err := db.CreateUpload(ctx, u, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.GetUpload(ctx, "other", u.ID); !errors.Is(err, meta.ErrUploadNotFound) {

@@ -19,6 +19,8 @@ type Upload struct {
 	StartedAt  time.Time
 	// Claim identifies the caller's claim (ClaimUpload); zero otherwise.
 	Claim int64
+	// Actor is who opened the session (the per-identity cap counts it).
+	Actor string
 }
 
 // ErrUploadNotFound is returned for an unknown upload session.
@@ -30,13 +32,27 @@ var ErrUploadConflict = errors.New("upload was changed by a concurrent request")
 // ErrUploadBusy is returned when another request is writing the upload.
 var ErrUploadBusy = errors.New("another request is writing to this upload")
 
-// CreateUpload records a new upload session.
-func (db *DB) CreateUpload(ctx context.Context, u Upload) error {
+// ErrTooManyUploads is returned when an identity already has its limit of
+// open upload sessions.
+var ErrTooManyUploads = errors.New("too many open uploads")
+
+// CreateUpload records a new upload session for u.Actor, unless that
+// identity already has limit sessions open (limit <= 0: no limit). The
+// count and the insert are one statement; concurrent creations may pass
+// the limit by at most their number.
+func (db *DB) CreateUpload(ctx context.Context, u Upload, limit int) error {
 	ts := now()
-	_, err := db.write.ExecContext(ctx, db.q("INSERT INTO uploads (id, repository, size, hash_state, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"),
-		u.ID, u.Repository, u.Size, u.HashState, ts, ts)
+	if limit <= 0 {
+		limit = 1 << 30
+	}
+	res, err := db.write.ExecContext(ctx, db.q(`INSERT INTO uploads (id, repository, size, hash_state, started_at, updated_at, actor)
+		SELECT ?, ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM uploads WHERE actor = ?) < ?`),
+		u.ID, u.Repository, u.Size, u.HashState, ts, ts, u.Actor, u.Actor, limit)
 	if err != nil {
-		return fmt.Errorf("create upload: %w", err)
+		return fmt.Errorf("create upload: %w", invalidText(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrTooManyUploads
 	}
 	return nil
 }

@@ -289,3 +289,35 @@ func TestDeadWritersClaim(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenUploadCap: one identity may hold MaxOpenUploads sessions; the
+// next answers 429 TOOMANYREQUESTS with a Retry-After, and finishing one
+// makes room.
+func TestOpenUploadCap(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			reg := newRegistry(t, dialect, registry.Options{MaxOpenUploads: 3})
+			var locs []string
+			for range 3 {
+				resp, body := reg.do("POST", "/v2/capped/blobs/uploads/", nil)
+				if resp.StatusCode != 202 {
+					t.Fatalf("upload: %d %s", resp.StatusCode, body)
+				}
+				locs = append(locs, resp.Header.Get("Location"))
+			}
+			resp, body := reg.do("POST", "/v2/capped/blobs/uploads/", nil)
+			expectError(t, resp, body, http.StatusTooManyRequests, registry.CodeTooManyRequests)
+			if resp.Header.Get("Retry-After") == "" {
+				t.Fatal("429 without Retry-After")
+			}
+			// A single-request upload opens no session: it still works.
+			reg.pushBlob("capped", []byte("monolithic"))
+			if resp, _ := reg.do("DELETE", locs[0], nil); resp.StatusCode != 204 {
+				t.Fatalf("cancel: %d", resp.StatusCode)
+			}
+			if resp, body := reg.do("POST", "/v2/capped/blobs/uploads/", nil); resp.StatusCode != 202 {
+				t.Fatalf("after a cancel: %d %s", resp.StatusCode, body)
+			}
+		})
+	}
+}

@@ -69,7 +69,7 @@ type blobMetadata interface {
 }
 
 type uploadMetadata interface {
-	CreateUpload(ctx context.Context, u meta.Upload) error
+	CreateUpload(ctx context.Context, u meta.Upload, limit int) error
 	GetUpload(ctx context.Context, repo, id string) (meta.Upload, error)
 	ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (meta.Upload, error)
 	RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error)
@@ -99,6 +99,9 @@ type Options struct {
 	// Proxy, if set, is the pull-through cache: consulted only for
 	// repositories in a proxy-cache organization.
 	Proxy Proxy
+	// MaxOpenUploads caps the upload sessions one identity may have open
+	// (0: no cap); beyond it a new upload answers 429 TOOMANYREQUESTS.
+	MaxOpenUploads int
 	// GCDelay is garbage collection's grace period (0: no collection). A
 	// blob a client asks for (HEAD or GET) has its repository link
 	// confirmed when it is older than half of it, so that a manifest the

@@ -83,7 +83,13 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 	if err != nil {
 		return err
 	}
-	if err := reg.meta.CreateUpload(r.Context(), meta.Upload{ID: id, Repository: rt.name, HashState: state}); err != nil {
+	err = reg.meta.CreateUpload(r.Context(), meta.Upload{ID: id, Repository: rt.name, HashState: state, Actor: who.Actor}, reg.opts.MaxOpenUploads)
+	if errors.Is(err, meta.ErrTooManyUploads) {
+		w.Header().Set("Retry-After", "60")
+		return errorf(http.StatusTooManyRequests, CodeTooManyRequests,
+			fmt.Sprintf("%d upload sessions are open for this identity: finish or cancel some (abandoned ones expire after gc.uploadExpiry)", reg.opts.MaxOpenUploads), nil)
+	}
+	if err != nil {
 		return err
 	}
 	setUploadHeaders(w, rt.name, id, 0)

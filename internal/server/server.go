@@ -108,6 +108,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Logger:           log,
 		Proxy:            pcache,
 		GCDelay:          gcDelay(cfg),
+		MaxOpenUploads:   cfg.Registry.MaxOpenUploads,
 	})
 	imp := importer{copier: mirror.NewCopier(db, driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
 	mirrors := mirror.NewMirrorService(db, imp.copier, sealer, mirror.MirrorOptions{Dial: guard.DialContext, Logger: log})
