@@ -30,6 +30,7 @@ type config struct {
 	loadDuration                                                       time.Duration
 	wrk, keep                                                          bool
 	mirrorTags                                                         int
+	gcImages                                                           int
 	scan                                                               scanFlags
 }
 
@@ -51,6 +52,7 @@ func parseFlags() config {
 	flag.DurationVar(&c.loadDuration, "load-duration", 10*time.Second, "duration of the manifest GET load test per registry per round")
 	flag.IntVar(&c.rounds, "rounds", 3, "repeat the throughput workloads this many times and report the median")
 	flag.BoolVar(&c.wrk, "wrk", true, "also measure manifest GET with wrk when wrk is on PATH")
+	flag.IntVar(&c.gcImages, "gc", 0, "instead of the registry workloads, measure online garbage collection of this many garbage images under a push load (SQLite; PostgreSQL too with -scan-postgres)")
 	flag.IntVar(&c.mirrorTags, "mirror", 0, "instead of the registry workloads, compare mirroring this many tags (Berth's mirror vs skopeo sync into Distribution)")
 	c.scan.register(flag.CommandLine)
 	flag.Parse()
@@ -129,6 +131,20 @@ func main() {
 		}
 	})
 
+	if c.gcImages > 0 {
+		report, err := runGCBench(context.Background(), c, work)
+		if err != nil {
+			fatalf("gc: %v", err)
+		}
+		fmt.Print(report)
+		if c.out != "" {
+			if err := os.WriteFile(c.out, []byte(report), 0o644); err != nil {
+				fatalf("writing %s: %v", c.out, err)
+			}
+		}
+		cleanup()
+		os.Exit(exitStatus)
+	}
 	if c.scan.enabled {
 		report, err := runScanBench(context.Background(), c, work)
 		if err != nil {
