@@ -16,13 +16,13 @@ import (
 // manifests and blobs (meta's gcstore.go describes each step).
 type Collection interface {
 	DanglingManifests(ctx context.Context, cutoff time.Time, n int) ([]meta.GCCandidate, error)
-	CollectManifest(ctx context.Context, repoID int64, d digest.Digest, cutoff time.Time) (bool, error)
+	CollectManifests(ctx context.Context, cands []meta.GCCandidate, cutoff time.Time) (int, error)
 	StaleLinks(ctx context.Context, cutoff time.Time, n int) ([]meta.GCCandidate, error)
-	CollectLink(ctx context.Context, repoID int64, d digest.Digest, cutoff time.Time) (bool, error)
+	CollectLinks(ctx context.Context, cands []meta.GCCandidate, cutoff time.Time) (int, error)
 	OrphanBlobs(ctx context.Context, cutoff time.Time, n int) ([]meta.GCCandidate, error)
-	CondemnBlob(ctx context.Context, d digest.Digest, cutoff time.Time) (bool, error)
+	CondemnBlobs(ctx context.Context, ds []digest.Digest, cutoff time.Time) (int, error)
 	PendingBlobDeletes(ctx context.Context, n int) ([]digest.Digest, error)
-	FinishBlobDelete(ctx context.Context, d digest.Digest, remove func(context.Context) error) (bool, error)
+	FinishBlobDeletes(ctx context.Context, ds []digest.Digest, remove func(context.Context, digest.Digest) error) (int, error)
 }
 
 // Collected says what a collection removed (or, dry, would remove).
@@ -89,24 +89,35 @@ func (c *Collector) collect(ctx context.Context, cutoff time.Time, dry bool) (Co
 	return got, errors.Join(errs...)
 }
 
+// removeBatch is how many removals one transaction makes: large enough to
+// amortize the commit, small enough not to hold SQLite's writer (or many
+// row locks) for long while pushes wait.
+const removeBatch = 100
+
+// inChunks calls f on consecutive chunks of up to removeBatch items.
+func inChunks[T any](items []T, f func([]T) (int, error)) (int, error) {
+	total := 0
+	for start := 0; start < len(items); start += removeBatch {
+		n, err := f(items[start:min(start+removeBatch, len(items))])
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
 func (c *Collector) collectManifests(ctx context.Context, cutoff time.Time, got *Collected) error {
 	for {
 		cands, err := c.gc.DanglingManifests(ctx, cutoff, collectBatch)
 		if err != nil {
 			return err
 		}
-		n := 0
-		for _, m := range cands {
-			ok, err := c.gc.CollectManifest(ctx, m.RepositoryID, m.Digest, cutoff)
-			if err != nil {
-				return fmt.Errorf("collect manifest %s@%s: %w", m.Repository, m.Digest, err)
-			}
-			if ok {
-				n++
-				c.log.Debug("gc: manifest collected", "repository", m.Repository, "digest", m.Digest)
-			}
-		}
+		n, err := inChunks(cands, func(b []meta.GCCandidate) (int, error) { return c.gc.CollectManifests(ctx, b, cutoff) })
 		got.Manifests += n
+		if err != nil {
+			return fmt.Errorf("collect manifests: %w", err)
+		}
 		if n == 0 || len(cands) < collectBatch {
 			return nil
 		}
@@ -119,17 +130,11 @@ func (c *Collector) collectLinks(ctx context.Context, cutoff time.Time, got *Col
 		if err != nil {
 			return err
 		}
-		n := 0
-		for _, l := range cands {
-			ok, err := c.gc.CollectLink(ctx, l.RepositoryID, l.Digest, cutoff)
-			if err != nil {
-				return fmt.Errorf("collect link %s@%s: %w", l.Repository, l.Digest, err)
-			}
-			if ok {
-				n++
-			}
-		}
+		n, err := inChunks(cands, func(b []meta.GCCandidate) (int, error) { return c.gc.CollectLinks(ctx, b, cutoff) })
 		got.Links += n
+		if err != nil {
+			return fmt.Errorf("collect links: %w", err)
+		}
 		if n == 0 || len(cands) < collectBatch {
 			return nil
 		}
@@ -142,18 +147,31 @@ func (c *Collector) condemnBlobs(ctx context.Context, cutoff time.Time, got *Col
 		if err != nil {
 			return err
 		}
-		n := 0
-		for _, b := range cands {
-			ok, err := c.gc.CondemnBlob(ctx, b.Digest, cutoff)
-			if err != nil {
-				return fmt.Errorf("condemn blob %s: %w", b.Digest, err)
+		size := map[digest.Digest]int64{}
+		ds := make([]digest.Digest, len(cands))
+		for i, b := range cands {
+			ds[i], size[b.Digest] = b.Digest, b.Size
+		}
+		// Bytes are counted for the blobs that were condemned; a candidate
+		// kept by a racing link is not (the batch says how many, not which:
+		// re-read the pending deletions to count exactly).
+		n, err := inChunks(ds, func(b []digest.Digest) (int, error) { return c.gc.CondemnBlobs(ctx, b, cutoff) })
+		got.Blobs += n
+		if n == len(ds) {
+			for _, d := range ds {
+				got.Bytes += size[d]
 			}
-			if ok {
-				n++
-				got.Bytes += b.Size
+		} else if n > 0 {
+			pending, perr := c.gc.PendingBlobDeletes(ctx, 1<<20)
+			if perr == nil {
+				for _, d := range pending {
+					got.Bytes += size[d]
+				}
 			}
 		}
-		got.Blobs += n
+		if err != nil {
+			return fmt.Errorf("condemn blobs: %w", err)
+		}
 		if n == 0 || len(cands) < collectBatch {
 			return nil
 		}
@@ -161,28 +179,22 @@ func (c *Collector) condemnBlobs(ctx context.Context, cutoff time.Time, got *Col
 }
 
 // deletePending deletes the bytes of condemned blobs, including those a
-// crash left condemned; a failure leaves the deletion pending for the next
-// pass (one blob's failure does not stop the others).
+// crash left condemned; a failure leaves the batch's deletions pending for
+// the next pass.
 func (c *Collector) deletePending(ctx context.Context) error {
-	var errs []error
 	for {
 		ds, err := c.gc.PendingBlobDeletes(ctx, collectBatch)
 		if err != nil {
 			return err
 		}
-		done := 0
-		for _, d := range ds {
-			ok, err := c.gc.FinishBlobDelete(ctx, d, storage.DeleteBlob(c.store, d))
-			if err != nil {
-				errs = append(errs, fmt.Errorf("delete blob %s: %w", d, err))
-				continue
-			}
-			if ok {
-				done++
-			}
+		done, err := inChunks(ds, func(b []digest.Digest) (int, error) {
+			return c.gc.FinishBlobDeletes(ctx, b, func(ctx context.Context, d digest.Digest) error { return storage.DeleteBlob(c.store, d)(ctx) })
+		})
+		if err != nil {
+			return fmt.Errorf("delete blobs: %w", err)
 		}
 		if done == 0 || len(ds) < collectBatch {
-			return errors.Join(errs...)
+			return nil
 		}
 	}
 }

@@ -316,7 +316,7 @@ func TestConfirmedBlobSurvives(t *testing.T) {
 }
 
 // TestGCStress: clients push images that share base layers, move tags and
-// delete tags in a loop while passes run with a short delay; afterwards
+// delete tags in a loop while passes run with a 1 s delay; afterwards
 // every tag pulls whole, and once the delay has passed a final pass leaves
 // no unreferenced blob in storage.
 func TestGCStress(t *testing.T) {
@@ -326,7 +326,7 @@ func TestGCStress(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			const delay = 150 * time.Millisecond
+			const delay = time.Second
 			w := newWorld(t, dialect, delay)
 			bases := [][]byte{[]byte("base layer one"), []byte("base layer two")}
 			stop := make(chan struct{})

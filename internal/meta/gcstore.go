@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -127,54 +128,91 @@ func (db *DB) DanglingManifests(ctx context.Context, cutoff time.Time, n int) ([
 // (created before cutoff, no tag, no parent, no stored subject). It
 // reports whether it did.
 func (db *DB) CollectManifest(ctx context.Context, repoID int64, d digest.Digest, cutoff time.Time) (bool, error) {
-	collected := false
+	n, err := db.CollectManifests(ctx, []GCCandidate{{RepositoryID: repoID, Digest: d}}, cutoff)
+	return n == 1, err
+}
+
+// CollectManifests is CollectManifest for many, in one transaction.
+func (db *DB) CollectManifests(ctx context.Context, cands []GCCandidate, cutoff time.Time) (int, error) {
+	return db.inBatch(ctx, len(cands), func(tx *sql.Tx, i int) error {
+		return db.collectManifestTx(ctx, tx, cands[i].RepositoryID, cands[i].Digest, cutoff)
+	})
+}
+
+// collectManifestTx deletes the manifest or returns errKept.
+func (db *DB) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, cutoff time.Time) error {
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR UPDATE"
+	}
+	var subject sql.NullString
+	err := tx.QueryRowContext(ctx, db.q("SELECT subject FROM manifests WHERE repository_id = ? AND digest = ? AND created_at < ?"+lock),
+		repoID, d.String(), cutoff.UnixMicro()).Scan(&subject)
+	if errors.Is(err, sql.ErrNoRows) {
+		return errKept
+	}
+	if err != nil {
+		return fmt.Errorf("lock manifest: %w", err)
+	}
+	// Re-checked a statement after the lock: a push that tagged it or
+	// listed it (and held it FOR SHARE) has committed by now.
+	var kept int
+	if err := tx.QueryRowContext(ctx, db.q(`SELECT
+		(SELECT COUNT(*) FROM tags WHERE repository_id = ? AND manifest_digest = ?) +
+		(SELECT COUNT(*) FROM manifest_references WHERE repository_id = ? AND ref_digest = ?)`),
+		repoID, d.String(), repoID, d.String()).Scan(&kept); err != nil {
+		return fmt.Errorf("re-check manifest: %w", err)
+	}
+	if kept > 0 {
+		return errKept
+	}
+	if subject.Valid {
+		var one int
+		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, subject.String).Scan(&one)
+		if err == nil {
+			return errKept // a referrer of a stored subject
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("re-check subject: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
+		return fmt.Errorf("delete manifest references: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()); err != nil {
+		return fmt.Errorf("delete manifest: %w", err)
+	}
+	return nil
+}
+
+// inBatch runs step for items 0..n-1 in one transaction, each inside a
+// savepoint: an item found kept (errKept) rolls back its own step only.
+// It returns how many steps removed something.
+func (db *DB) inBatch(ctx context.Context, n int, step func(tx *sql.Tx, i int) error) (int, error) {
+	done := 0
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		collected = false
-		lock := ""
-		if db.dialect == postgres {
-			lock = " FOR UPDATE"
-		}
-		var subject sql.NullString
-		err := tx.QueryRowContext(ctx, db.q("SELECT subject FROM manifests WHERE repository_id = ? AND digest = ? AND created_at < ?"+lock),
-			repoID, d.String(), cutoff.UnixMicro()).Scan(&subject)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("lock manifest: %w", err)
-		}
-		// Re-checked a statement after the lock: a push that tagged it or
-		// listed it (and held it FOR SHARE) has committed by now.
-		var kept int
-		if err := tx.QueryRowContext(ctx, db.q(`SELECT
-			(SELECT COUNT(*) FROM tags WHERE repository_id = ? AND manifest_digest = ?) +
-			(SELECT COUNT(*) FROM manifest_references WHERE repository_id = ? AND ref_digest = ?)`),
-			repoID, d.String(), repoID, d.String()).Scan(&kept); err != nil {
-			return fmt.Errorf("re-check manifest: %w", err)
-		}
-		if kept > 0 {
-			return nil
-		}
-		if subject.Valid {
-			var one int
-			err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, subject.String).Scan(&one)
-			if err == nil {
-				return nil // a referrer of a stored subject
+		done = 0
+		for i := range n {
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT gc_item"); err != nil {
+				return fmt.Errorf("savepoint: %w", err)
 			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("re-check subject: %w", err)
+			err := step(tx, i)
+			if errors.Is(err, errKept) {
+				if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT gc_item"); err != nil {
+					return fmt.Errorf("rollback to savepoint: %w", err)
+				}
+			} else if err != nil {
+				return err
+			} else {
+				done++
+			}
+			if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT gc_item"); err != nil {
+				return fmt.Errorf("release savepoint: %w", err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
-			return fmt.Errorf("delete manifest references: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()); err != nil {
-			return fmt.Errorf("delete manifest: %w", err)
-		}
-		collected = true
 		return nil
 	})
-	return collected, err
+	return done, err
 }
 
 // StaleLinks returns up to n blob links created (or last confirmed) before
@@ -200,7 +238,14 @@ var errKept = errors.New("kept")
 // FOR SHARE), then the references are read in a later statement, which
 // sees that push's manifest: the link stays if anything references it.
 func (db *DB) CollectLink(ctx context.Context, repoID int64, d digest.Digest, cutoff time.Time) (bool, error) {
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	n, err := db.CollectLinks(ctx, []GCCandidate{{RepositoryID: repoID, Digest: d}}, cutoff)
+	return n == 1, err
+}
+
+// CollectLinks is CollectLink for many, in one transaction.
+func (db *DB) CollectLinks(ctx context.Context, cands []GCCandidate, cutoff time.Time) (int, error) {
+	return db.inBatch(ctx, len(cands), func(tx *sql.Tx, i int) error {
+		repoID, d := cands[i].RepositoryID, cands[i].Digest
 		res, err := tx.ExecContext(ctx, db.q("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ? AND created_at < ?"),
 			repoID, d.String(), cutoff.UnixMicro())
 		if err != nil {
@@ -219,10 +264,6 @@ func (db *DB) CollectLink(ctx context.Context, repoID int64, d digest.Digest, cu
 		}
 		return nil
 	})
-	if errors.Is(err, errKept) {
-		return false, nil
-	}
-	return err == nil, err
 }
 
 // OrphanBlobs returns up to n blobs recorded before cutoff that no
@@ -241,7 +282,16 @@ func (db *DB) OrphanBlobs(ctx context.Context, cutoff time.Time, n int) ([]GCCan
 // still recorded before cutoff and linked nowhere, and queues its bytes
 // for deletion (FinishBlobDelete) in the same transaction.
 func (db *DB) CondemnBlob(ctx context.Context, d digest.Digest, cutoff time.Time) (bool, error) {
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	n, err := db.CondemnBlobs(ctx, []digest.Digest{d}, cutoff)
+	return n == 1, err
+}
+
+// CondemnBlobs is CondemnBlob for many, in one transaction (the digests'
+// locks are taken in sorted order).
+func (db *DB) CondemnBlobs(ctx context.Context, ds []digest.Digest, cutoff time.Time) (int, error) {
+	ds = slices.Sorted(slices.Values(ds))
+	return db.inBatch(ctx, len(ds), func(tx *sql.Tx, i int) error {
+		d := ds[i]
 		if err := db.lockDigest(ctx, tx, d); err != nil {
 			return err
 		}
@@ -253,9 +303,9 @@ func (db *DB) CondemnBlob(ctx context.Context, d digest.Digest, cutoff time.Time
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errKept
 		}
-		// Links are created only under this lock or with the blob row
-		// locked (linkBlob), so none can have appeared since the delete's
-		// snapshot; re-read to be sure on every dialect.
+		// Links are created only with the blob row locked FOR SHARE
+		// (linkBlob), so one committed while this delete waited is seen by
+		// this later statement.
 		var one int
 		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM repository_blobs WHERE digest = ? LIMIT 1"), d.String()).Scan(&one)
 		if err == nil {
@@ -270,10 +320,6 @@ func (db *DB) CondemnBlob(ctx context.Context, d digest.Digest, cutoff time.Time
 		}
 		return nil
 	})
-	if errors.Is(err, errKept) {
-		return false, nil
-	}
-	return err == nil, err
 }
 
 // PendingBlobDeletes returns up to n condemned blobs whose bytes are still
@@ -298,7 +344,18 @@ func (db *DB) PendingBlobDeletes(ctx context.Context, n int) ([]digest.Digest, e
 // digest's lock, if its deletion is still pending (a re-upload settles it
 // itself, see StoreBlob), and ends it. It reports whether it deleted.
 func (db *DB) FinishBlobDelete(ctx context.Context, d digest.Digest, remove func(context.Context) error) (bool, error) {
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	n, err := db.FinishBlobDeletes(ctx, []digest.Digest{d}, func(ctx context.Context, _ digest.Digest) error { return remove(ctx) })
+	return n == 1, err
+}
+
+// FinishBlobDeletes is FinishBlobDelete for many, in one transaction (the
+// digests' locks are taken in sorted order). A failed removal fails the
+// batch: every deletion stays queued for the next pass (removing bytes
+// twice is harmless).
+func (db *DB) FinishBlobDeletes(ctx context.Context, ds []digest.Digest, remove func(context.Context, digest.Digest) error) (int, error) {
+	ds = slices.Sorted(slices.Values(ds))
+	return db.inBatch(ctx, len(ds), func(tx *sql.Tx, i int) error {
+		d := ds[i]
 		if err := db.lockDigest(ctx, tx, d); err != nil {
 			return err
 		}
@@ -309,12 +366,8 @@ func (db *DB) FinishBlobDelete(ctx context.Context, d digest.Digest, remove func
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errKept
 		}
-		return remove(ctx)
+		return remove(ctx, d)
 	})
-	if errors.Is(err, errKept) {
-		return false, nil
-	}
-	return err == nil, err
 }
 
 func scanCandidates(rows *sql.Rows) ([]GCCandidate, error) {
