@@ -424,3 +424,48 @@ func (w *world) manifestBytes(repo string, d digest.Digest) []byte {
 	}
 	return body
 }
+
+// TestPutAgainstLinkCollection: the two orders of a manifest PUT and the
+// collection of a link it names. Collection first: the PUT is refused
+// (MANIFEST_BLOB_UNKNOWN), nothing acknowledged is broken. PUT first: the
+// collection finds the link referenced and keeps it.
+func TestPutAgainstLinkCollection(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, dialect, time.Millisecond)
+			manifest := func(layer []byte) []byte {
+				cfg := []byte(`{"layer":"` + string(layer) + `"}`)
+				raw, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": oci.MediaTypeImageManifest,
+					"config": map[string]any{"mediaType": oci.MediaTypeImageConfig, "digest": w.blob("order", cfg), "size": len(cfg)},
+					"layers": []map[string]any{{"mediaType": oci.MediaTypeLayerGzip, "digest": w.blob("order", layer), "size": len(layer)}}})
+				return raw
+			}
+			repoID := func() int64 { return linkRepoID(t, w, "order") }
+			// Collection first.
+			layer := []byte("collected before the push")
+			raw := manifest(layer)
+			time.Sleep(5 * time.Millisecond)
+			if ok, err := w.db.CollectLink(ctx, repoID(), digest.FromBytes(layer), time.Now()); !ok || err != nil {
+				t.Fatalf("collect: %v %v", ok, err)
+			}
+			if st, b := w.do("PUT", "/v2/order/manifests/late", raw, "Content-Type", oci.MediaTypeImageManifest); st != 400 ||
+				!bytes.Contains(b, []byte(registry.CodeManifestBlobUnknown)) {
+				t.Fatalf("PUT after the collection: %d %s", st, b)
+			}
+			// PUT first.
+			layer = []byte("pushed before the collection")
+			raw = manifest(layer)
+			time.Sleep(5 * time.Millisecond)
+			if st, b := w.do("PUT", "/v2/order/manifests/early", raw, "Content-Type", oci.MediaTypeImageManifest); st != 201 {
+				t.Fatalf("PUT: %d %s", st, b)
+			}
+			if ok, err := w.db.CollectLink(ctx, repoID(), digest.FromBytes(layer), time.Now()); ok || err != nil {
+				t.Fatalf("the collection removed a referenced link: %v %v", ok, err)
+			}
+			if err := w.pullable("order", "early"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -233,6 +233,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       s.cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	if s.cfg.GC.Enabled && s.cfg.GC.Delay < 10*time.Minute {
+		s.log.Warn("gc.delay is short: a client that takes longer than that between uploading a blob and pushing the manifest naming it has its push refused",
+			"gc.delay", s.cfg.GC.Delay)
+	}
 	if s.cfg.Auth.Mode == "none" {
 		// Said loudly, at every start.
 		s.log.Warn("AUTHENTICATION IS DISABLED: anyone who can reach this port can push, pull and delete (auth.mode: none)")
