@@ -131,24 +131,18 @@ func main() {
 		}
 	})
 
-	if c.gcImages > 0 {
-		report, err := runGCBench(context.Background(), c, work)
-		if err != nil {
-			fatalf("gc: %v", err)
+	// The GC and scanning benchmarks replace the registry workloads.
+	for _, alt := range []struct {
+		on   bool
+		name string
+		run  func(context.Context, config, string) (string, error)
+	}{{c.gcImages > 0, "gc", runGCBench}, {c.scan.enabled, "scan", runScanBench}} {
+		if !alt.on {
+			continue
 		}
-		fmt.Print(report)
-		if c.out != "" {
-			if err := os.WriteFile(c.out, []byte(report), 0o644); err != nil {
-				fatalf("writing %s: %v", c.out, err)
-			}
-		}
-		cleanup()
-		os.Exit(exitStatus)
-	}
-	if c.scan.enabled {
-		report, err := runScanBench(context.Background(), c, work)
+		report, err := alt.run(context.Background(), c, work)
 		if err != nil {
-			fatalf("scan: %v", err)
+			fatalf("%s: %v", alt.name, err)
 		}
 		fmt.Print(report)
 		if c.out != "" {

@@ -2,12 +2,9 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,25 +13,16 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/config"
-	"github.com/berth-dev/berth/internal/server"
 )
 
 // TestGCExplainAPI: the explain endpoint says why a manifest is kept (a
 // tag, its recent push) and the superuser view counts what a pass would
 // collect once the delay has passed.
 func TestGCExplainAPI(t *testing.T) {
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Auth.Mode = "none"
-	cfg.Scan.Enabled = false
-	cfg.GC.Delay = time.Second
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
+	hs := serveConfig(t, func(cfg *config.Config) {
+		cfg.Auth.Mode = "none"
+		cfg.GC.Delay = time.Second
+	})
 	do := func(method, path string, body []byte, ct string) (int, []byte) {
 		req, _ := http.NewRequest(method, hs.URL+path, bytes.NewReader(body))
 		if ct != "" {

@@ -17,17 +17,7 @@ import (
 // spec errors (or a JSON 400 outside /v2), never ServeMux's 307 redirect
 // with an HTML body.
 func TestUncleanPaths(t *testing.T) {
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Auth.Mode = "none"
-	cfg.Scan.Enabled = false
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
+	hs := serveConfig(t, func(cfg *config.Config) { cfg.Auth.Mode = "none" })
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, c := range []struct {
 		method, path string
@@ -74,16 +64,7 @@ func TestUncleanPaths(t *testing.T) {
 // TestTokenEndpointRouted: /v2/auth is the token endpoint, not a registry
 // path, in token mode.
 func TestTokenEndpointRouted(t *testing.T) {
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Scan.Enabled = false
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
+	hs := serveConfig(t, func(*config.Config) {})
 	resp, err := http.Get(hs.URL + "/v2/auth?service=berth&scope=repository:a/b:pull")
 	if err != nil {
 		t.Fatal(err)
@@ -94,4 +75,22 @@ func TestTokenEndpointRouted(t *testing.T) {
 	if resp.StatusCode != 200 || !json.Valid(body) {
 		t.Fatalf("GET /v2/auth: %d %s", resp.StatusCode, body)
 	}
+}
+
+// serveConfig serves a server built from the default configuration (on a
+// fresh data directory, without scanning) as changed by edit.
+func serveConfig(t *testing.T, edit func(*config.Config)) *httptest.Server {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Scan.Enabled = false
+	edit(&cfg)
+	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return hs
 }
