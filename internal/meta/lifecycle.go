@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -109,19 +110,19 @@ func (db *DB) Prune(ctx context.Context, r Retention, dry bool) (PruneCounts, er
 		// The newest job of each queue stays, whatever its age: schedulers
 		// (the vulnerability-data update) read when they last ran from it.
 		cond := "status = '" + j.status + "' AND id NOT IN (SELECT MAX(id) FROM jobs GROUP BY queue)"
-		n, err := db.pruneByID(ctx, "jobs", "updated_at", cond, ts.Add(-j.keep), dry)
+		n, err := db.pruneByID(ctx, "jobs", "updated_at", cond, ts.Add(-j.keep), dry, nil)
 		c.Jobs += n
 		if err != nil {
 			return c, err
 		}
 	}
 	if r.Attempts > 0 {
-		if c.Attempts, err = db.pruneByID(ctx, "notification_attempts", "attempted_at", "", ts.Add(-r.Attempts), dry); err != nil {
+		if c.Attempts, err = db.pruneByID(ctx, "notification_attempts", "attempted_at", "", ts.Add(-r.Attempts), dry, nil); err != nil {
 			return c, err
 		}
 	}
 	if r.Audit > 0 {
-		if c.Audit, err = db.pruneByID(ctx, "audit_log", "created_at", "", ts.Add(-r.Audit), dry); err != nil {
+		if c.Audit, err = db.pruneByID(ctx, "audit_log", "created_at", "", ts.Add(-r.Audit), dry, nil); err != nil {
 			return c, err
 		}
 	}
@@ -130,8 +131,8 @@ func (db *DB) Prune(ctx context.Context, r Retention, dry bool) (PruneCounts, er
 
 // pruneByID deletes the rows of table whose time column is before cutoff
 // (and that match cond), oldest id first, a batch at a time, walking the
-// primary key.
-func (db *DB) pruneByID(ctx context.Context, table, column, cond string, cutoff time.Time, dry bool) (int64, error) {
+// primary key; rows for which spare (if set) is true stay.
+func (db *DB) pruneByID(ctx context.Context, table, column, cond string, cutoff time.Time, dry bool, spare func(id int64) bool) (int64, error) {
 	where := column + " < ?"
 	if cond != "" {
 		where += " AND " + cond
@@ -152,6 +153,12 @@ func (db *DB) pruneByID(ctx context.Context, table, column, cond string, cutoff 
 			return total, nil
 		}
 		after = ids[len(ids)-1]
+		if spare != nil {
+			ids = slices.DeleteFunc(ids, spare)
+			if len(ids) == 0 {
+				continue
+			}
+		}
 		if dry {
 			total += int64(len(ids))
 			continue
@@ -186,41 +193,7 @@ func (db *DB) pruneEvents(ctx context.Context, cutoff time.Time, dry bool) (int6
 	if err != nil {
 		return 0, err
 	}
-	var total int64
-	after := int64(0)
-	for {
-		rows, err := db.read.QueryContext(ctx, db.q("SELECT id FROM events WHERE id > ? AND created_at < ? AND dispatched = 1 ORDER BY id LIMIT ?"),
-			after, cutoff.UnixMicro(), pruneBatch)
-		if err != nil {
-			return total, fmt.Errorf("prune events: %w", err)
-		}
-		ids, err := scanInt64s(rows)
-		if err != nil {
-			return total, fmt.Errorf("prune events: %w", err)
-		}
-		if len(ids) == 0 {
-			return total, nil
-		}
-		after = ids[len(ids)-1]
-		free := ids[:0]
-		for _, id := range ids {
-			if !needed[id] {
-				free = append(free, id)
-			}
-		}
-		if len(free) == 0 {
-			continue
-		}
-		if dry {
-			total += int64(len(free))
-			continue
-		}
-		n, err := db.deleteIDs(ctx, "events", "created_at < ? AND dispatched = 1", cutoff, free)
-		total += n
-		if err != nil {
-			return total, err
-		}
-	}
+	return db.pruneByID(ctx, "events", "created_at", "dispatched = 1", cutoff, dry, func(id int64) bool { return needed[id] })
 }
 
 // liveDeliveryEvents returns the events that pending or running

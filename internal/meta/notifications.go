@@ -107,25 +107,17 @@ func (db *DB) CreateNotification(ctx context.Context, n Notification) (Notificat
 
 // Notifications lists the notifications of a scope and target.
 func (db *DB) Notifications(ctx context.Context, scope, target string) ([]Notification, error) {
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT "+notificationColumns+" FROM notifications WHERE scope = ? AND target = ? ORDER BY id"), scope, target)
-	if err != nil {
-		return nil, fmt.Errorf("list notifications: %w", err)
-	}
-	defer rows.Close()
-	out := []Notification{}
-	for rows.Next() {
-		n, err := scanNotification(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return db.listNotifications(ctx, "WHERE scope = ? AND target = ?", scope, target)
 }
 
 // AllNotifications lists every notification, of every scope.
 func (db *DB) AllNotifications(ctx context.Context) ([]Notification, error) {
-	rows, err := db.read.QueryContext(ctx, "SELECT "+notificationColumns+" FROM notifications ORDER BY id")
+	return db.listNotifications(ctx, "")
+}
+
+// listNotifications lists the notifications matching where, oldest first.
+func (db *DB) listNotifications(ctx context.Context, where string, args ...any) ([]Notification, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT "+notificationColumns+" FROM notifications "+where+" ORDER BY id"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list notifications: %w", err)
 	}
