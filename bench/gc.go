@@ -26,6 +26,7 @@ import (
 	"github.com/berth-dev/berth/internal/oci"
 	berthregistry "github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // gcDelay is the collection delay of the GC benchmark: the garbage is made
@@ -117,7 +118,7 @@ func runGCBackend(ctx context.Context, label, dsn, dir string, images, conc int)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
-	srv := httptest.NewServer(berthregistry.New(db, driver, berthregistry.Options{Policy: policy, Logger: log, GCDelay: gcDelay}))
+	srv := httptest.NewServer(berthregistry.New(wire.RegistryStores(db), driver, berthregistry.Options{Policy: policy, Logger: log, GCDelay: gcDelay}))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	push := func(repo, tag string, kib int) error {
@@ -140,12 +141,12 @@ func runGCBackend(ctx context.Context, label, dsn, dir string, images, conc int)
 		return res, err
 	}
 	for i := range images {
-		if err := db.DeleteTag(ctx, "garbage/app", fmt.Sprint("g", i), "bench"); err != nil {
+		if err := db.Manifests().DeleteTag(ctx, "garbage/app", fmt.Sprint("g", i), "bench"); err != nil {
 			return res, err
 		}
 	}
 	time.Sleep(gcDelay + 500*time.Millisecond)
-	collector := gc.New(db, driver, gc.Options{Delay: gcDelay, UploadExpiry: 24 * time.Hour, Logger: log})
+	collector := gc.New(wire.GCStores(db), driver, gc.Options{Delay: gcDelay, UploadExpiry: 24 * time.Hour, Logger: log})
 	// The push load: small images until stopped, counted.
 	load := func(stop <-chan struct{}, done, failed *atomic.Int64) *sync.WaitGroup {
 		var wg sync.WaitGroup

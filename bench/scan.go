@@ -43,6 +43,7 @@ import (
 	berthregistry "github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // scanFlags are the flags of the scanning benchmark.
@@ -228,7 +229,7 @@ func runScanBackend(ctx context.Context, label, dsn, dir string, img *imageSpec,
 	if err != nil {
 		return nil, err
 	}
-	m, err := b.db.GetManifest(ctx, "bench/app", "", dg, true)
+	m, err := b.db.Manifests().GetManifest(ctx, "bench/app", "", dg, true)
 	if err != nil {
 		return nil, fmt.Errorf("read manifest: %w", err)
 	}
@@ -342,7 +343,7 @@ func openScanBackend(ctx context.Context, label, dsn, dir string) (*scanBackend,
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", label, err)
 	}
-	db.SetScanOnPush(true)
+	db.Scans().SetScanOnPush(true)
 	driver, err := fs.New(filepath.Join(dir, "blobs"), fs.Options{Fsync: true})
 	if err != nil {
 		db.Close()
@@ -350,7 +351,7 @@ func openScanBackend(ctx context.Context, label, dsn, dir string) (*scanBackend,
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
-	srv := httptest.NewServer(berthregistry.New(db, driver, berthregistry.Options{Policy: policy, Logger: log}))
+	srv := httptest.NewServer(berthregistry.New(wire.RegistryStores(db), driver, berthregistry.Options{Policy: policy, Logger: log}))
 	host := strings.TrimPrefix(srv.URL, "http://")
 	return &scanBackend{label: label, db: db, srv: srv, host: host,
 		svc: scan.New(db, driver, scan.Options{SBOM: true, Host: host, Version: "bench", Logger: log})}, nil
@@ -397,7 +398,7 @@ func (b *scanBackend) runJobs(ctx context.Context, digest string) (time.Duration
 	var took time.Duration
 	found := digest == ""
 	for range 10000 {
-		j, ok, err := b.db.ClaimJob(ctx, meta.ScanQueue, "bench", 30*time.Minute)
+		j, ok, err := b.db.Jobs().ClaimJob(ctx, meta.ScanQueue, "bench", 30*time.Minute)
 		if err != nil {
 			return 0, err
 		}
@@ -414,7 +415,7 @@ func (b *scanBackend) runJobs(ctx context.Context, digest string) (time.Duration
 		if err != nil {
 			return 0, fmt.Errorf("scan job %s: %w", j.Payload, err)
 		}
-		if err := b.db.CompleteJob(ctx, j.ID, "bench"); err != nil {
+		if err := b.db.Jobs().CompleteJob(ctx, j.ID, "bench"); err != nil {
 			return 0, err
 		}
 		if sj.Kind == meta.ScanJobManifest && sj.Digest == digest {
@@ -425,7 +426,7 @@ func (b *scanBackend) runJobs(ctx context.Context, digest string) (time.Duration
 		return 0, fmt.Errorf("no scan job ran for %s", digest)
 	}
 	if digest != "" {
-		st, err := b.db.ManifestScan(ctx, digest)
+		st, err := b.db.Scans().ManifestScan(ctx, digest)
 		if err != nil {
 			return 0, err
 		}
@@ -438,7 +439,7 @@ func (b *scanBackend) runJobs(ctx context.Context, digest string) (time.Duration
 
 // countPackages counts the scanned image's packages by kind.
 func (b *scanBackend) countPackages(ctx context.Context, digest string, out map[string]int) error {
-	st, err := b.db.ManifestScan(ctx, digest)
+	st, err := b.db.Scans().ManifestScan(ctx, digest)
 	if err != nil {
 		return err
 	}
@@ -465,7 +466,7 @@ func (b *scanBackend) saveScans(ctx context.Context, pop *population, res *scanR
 	for range 4 {
 		wg.Go(func() {
 			for r := range work {
-				if err := b.db.SaveScan(ctx, r); err != nil {
+				if err := b.db.Scans().SaveScan(ctx, r); err != nil {
 					errc <- err
 					for range work {
 					}
@@ -500,7 +501,7 @@ func (b *scanBackend) probeLookups(ctx context.Context, pop *population, img *im
 		var runs []float64
 		for range 3 {
 			t := time.Now()
-			if _, err := b.db.ManifestsWithPackages(ctx, []meta.VulnKey{k.key}); err != nil {
+			if _, err := b.db.Scans().ManifestsWithPackages(ctx, []meta.VulnKey{k.key}); err != nil {
 				return err
 			}
 			runs = append(runs, ms(time.Since(t)))
@@ -518,7 +519,7 @@ func (b *scanBackend) rematchQueued(ctx context.Context) (time.Duration, scan.Re
 	var st scan.RematchStats
 	ran := false
 	for {
-		j, ok, err := b.db.ClaimJob(ctx, meta.ScanQueue, "bench", 30*time.Minute)
+		j, ok, err := b.db.Jobs().ClaimJob(ctx, meta.ScanQueue, "bench", 30*time.Minute)
 		if err != nil {
 			return 0, st, err
 		}
@@ -538,7 +539,7 @@ func (b *scanBackend) rematchQueued(ctx context.Context) (time.Duration, scan.Re
 		if err != nil {
 			return 0, st, fmt.Errorf("re-match: %w", err)
 		}
-		if err := b.db.CompleteJob(ctx, j.ID, "bench"); err != nil {
+		if err := b.db.Jobs().CompleteJob(ctx, j.ID, "bench"); err != nil {
 			return 0, st, err
 		}
 		ran = true

@@ -52,12 +52,12 @@ func adminCmd() *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			if _, err := db.CreateUser(cmd.Context(), meta.User{Username: name, Email: email, SecretHash: hash, Superuser: superuser}); errors.Is(err, meta.ErrExists) {
+			if _, err := db.Users().CreateUser(cmd.Context(), meta.User{Username: name, Email: email, SecretHash: hash, Superuser: superuser}); errors.Is(err, meta.ErrExists) {
 				return fmt.Errorf("a user or organization named %q already exists", name)
 			} else if err != nil {
 				return err
 			}
-			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "user_create", Actor: "berth admin", Namespace: name,
+			db.Access().AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "user_create", Actor: "berth admin", Namespace: name,
 				Metadata: json.RawMessage(fmt.Sprintf(`{"superuser":%t}`, superuser))})
 			fmt.Fprintf(cmd.OutOrStdout(), "created user %s (superuser: %t)\n", name, superuser)
 			if generated {
@@ -85,17 +85,17 @@ func adminCmd() *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			u, err := db.UserByName(cmd.Context(), args[0])
+			u, err := db.Users().UserByName(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			if u.Kind != meta.UserKindUser {
 				return fmt.Errorf("%s is a robot: regenerate its token through the API", args[0])
 			}
-			if err := db.SetUserSecret(cmd.Context(), args[0], hash); err != nil {
+			if err := db.Users().SetUserSecret(cmd.Context(), args[0], hash); err != nil {
 				return err
 			}
-			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "password_reset", Actor: "berth admin", Namespace: args[0]})
+			db.Access().AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "password_reset", Actor: "berth admin", Namespace: args[0]})
 			fmt.Fprintf(cmd.OutOrStdout(), "password of %s reset\n", args[0])
 			if generated {
 				fmt.Fprintf(cmd.OutOrStdout(), "password: %s\n", password)
@@ -139,10 +139,10 @@ Log in with the token's name as username and the printed secret as password.`,
 				return err
 			}
 			defer db.Close()
-			if _, err := db.CreateAccessToken(cmd.Context(), t); err != nil {
+			if _, err := db.Access().CreateAccessToken(cmd.Context(), t); err != nil {
 				return err
 			}
-			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "token_create", Actor: "berth admin", Metadata: json.RawMessage(fmt.Sprintf(`{"token":%q,"scopes":%s}`, args[0], b))})
+			db.Access().AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "token_create", Actor: "berth admin", Metadata: json.RawMessage(fmt.Sprintf(`{"token":%q,"scopes":%s}`, args[0], b))})
 			fmt.Fprintf(cmd.OutOrStdout(), "created token %s\nsecret: %s\n", args[0], secret)
 			return nil
 		},
@@ -159,10 +159,10 @@ Log in with the token's name as username and the printed secret as password.`,
 				return err
 			}
 			defer db.Close()
-			if err := db.RevokeAccessToken(cmd.Context(), args[0]); err != nil {
+			if err := db.Access().RevokeAccessToken(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "token_revoke", Actor: "berth admin", Metadata: json.RawMessage(fmt.Sprintf(`{"token":%q}`, args[0]))})
+			db.Access().AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "token_revoke", Actor: "berth admin", Metadata: json.RawMessage(fmt.Sprintf(`{"token":%q}`, args[0]))})
 			fmt.Fprintf(cmd.OutOrStdout(), "revoked token %s\n", args[0])
 			return nil
 		},
@@ -188,14 +188,14 @@ Log in with the token's name as username and the printed secret as password.`,
 				return err
 			}
 			defer db.Close()
-			if _, err := db.CreateRobot(cmd.Context(), ns, short, auth.HashSecret(secret)); errors.Is(err, meta.ErrNamespaceNotFound) {
+			if _, err := db.Users().CreateRobot(cmd.Context(), ns, short, auth.HashSecret(secret)); errors.Is(err, meta.ErrNamespaceNotFound) {
 				return fmt.Errorf("namespace %q does not exist (create it: berth admin org create %s --owner USER, or berth admin user create %s)", ns, ns, ns)
 			} else if errors.Is(err, meta.ErrExists) {
 				return fmt.Errorf("robot %s already exists", args[0])
 			} else if err != nil {
 				return err
 			}
-			db.AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "robot_create", Actor: "berth admin", Namespace: ns,
+			db.Access().AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "robot_create", Actor: "berth admin", Namespace: ns,
 				Metadata: json.RawMessage(fmt.Sprintf(`{"robot":%q}`, args[0]))})
 			fmt.Fprintf(cmd.OutOrStdout(), "created robot %s\ntoken: %s\n", args[0], secret)
 			return nil

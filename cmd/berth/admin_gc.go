@@ -11,6 +11,7 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/server"
 	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // gcCmd runs one garbage-collection pass now (the pass `berth serve` runs
@@ -38,7 +39,7 @@ func gcCmd(st *settings) *cobra.Command {
 				return fmt.Errorf("storage: %w", err)
 			}
 			opts := server.GCOptions(cfg, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
-			rep, err := gc.New(db, driver, opts).Pass(cmd.Context(), dry)
+			rep, err := gc.New(wire.GCStores(db), driver, opts).Pass(cmd.Context(), dry)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)

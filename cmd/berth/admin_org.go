@@ -24,7 +24,7 @@ func auditAdmin(cmd *cobra.Command, db *meta.DB, e meta.AuditEntry, md any) {
 	e.Actor = "berth admin"
 	b, _ := json.Marshal(md)
 	e.Metadata = b
-	if err := db.AppendAudit(cmd.Context(), e); err != nil {
+	if err := db.Access().AppendAudit(cmd.Context(), e); err != nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the audit log entry was not written: %v\n", err)
 	}
 }
@@ -32,7 +32,7 @@ func auditAdmin(cmd *cobra.Command, db *meta.DB, e meta.AuditEntry, md any) {
 // ownerUser looks up the user an organization is given to, with the reason
 // why not in words an operator can act on.
 func ownerUser(ctx context.Context, db *meta.DB, name string) (meta.User, error) {
-	u, err := db.UserByName(ctx, name)
+	u, err := db.Users().UserByName(ctx, name)
 	if errors.Is(err, meta.ErrUserNotFound) {
 		return meta.User{}, fmt.Errorf("unknown user %q (create it first: berth admin user create %s)", name, name)
 	}
@@ -48,7 +48,7 @@ func ownerUser(ctx context.Context, db *meta.DB, name string) (meta.User, error)
 // organization looks up an organization by name; a user's namespace or a
 // missing one is refused with the reason.
 func organization(ctx context.Context, db *meta.DB, name string) (meta.Namespace, error) {
-	ns, err := db.NamespaceByName(ctx, name)
+	ns, err := db.Users().NamespaceByName(ctx, name)
 	if errors.Is(err, meta.ErrNamespaceNotFound) {
 		return meta.Namespace{}, fmt.Errorf("unknown organization %q (create it: berth admin org create %s --owner USER)", name, name)
 	}
@@ -91,13 +91,13 @@ administers it; add others with "berth admin team".`,
 			if err != nil {
 				return err
 			}
-			if _, err := db.CreateOrganization(ctx, name, u.ID); errors.Is(err, meta.ErrExists) {
+			if _, err := db.Organizations().CreateOrganization(ctx, name, u.ID); errors.Is(err, meta.ErrExists) {
 				return fmt.Errorf("a user or organization named %q already exists", name)
 			} else if err != nil {
 				return err
 			}
 			if email != "" {
-				if err := db.SetNamespaceEmail(ctx, name, email); err != nil {
+				if err := db.Users().SetNamespaceEmail(ctx, name, email); err != nil {
 					return err
 				}
 			}
@@ -120,7 +120,7 @@ administers it; add others with "berth admin team".`,
 				return err
 			}
 			defer db.Close()
-			orgs, err := db.Organizations(cmd.Context())
+			orgs, err := db.Organizations().Organizations(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -167,12 +167,12 @@ the organization and all its repositories).`,
 			if _, err := organization(ctx, db, orgName); err != nil {
 				return err
 			}
-			if _, err := db.TeamByName(ctx, orgName, name); err == nil {
+			if _, err := db.Organizations().TeamByName(ctx, orgName, name); err == nil {
 				return fmt.Errorf("team %s already exists in organization %s", name, orgName)
 			} else if !errors.Is(err, meta.ErrTeamNotFound) {
 				return err
 			}
-			if _, err := db.PutTeam(ctx, orgName, meta.Team{Name: name, Role: role, Description: description}); err != nil {
+			if _, err := db.Organizations().PutTeam(ctx, orgName, meta.Team{Name: name, Role: role, Description: description}); err != nil {
 				return err
 			}
 			auditAdmin(cmd, db, meta.AuditEntry{Kind: "team_change", Namespace: orgName},
@@ -200,13 +200,13 @@ the organization and all its repositories).`,
 			if err != nil {
 				return err
 			}
-			t, err := db.TeamByName(ctx, orgName, name)
+			t, err := db.Organizations().TeamByName(ctx, orgName, name)
 			if errors.Is(err, meta.ErrTeamNotFound) {
 				return fmt.Errorf("unknown team %q in organization %s (create it: berth admin team create %s %s --role member)", name, orgName, orgName, name)
 			} else if err != nil {
 				return err
 			}
-			u, err := db.UserByName(ctx, member)
+			u, err := db.Users().UserByName(ctx, member)
 			if errors.Is(err, meta.ErrUserNotFound) {
 				return fmt.Errorf("unknown user %q", member)
 			} else if err != nil {
@@ -216,7 +216,7 @@ the organization and all its repositories).`,
 				robotNS, _, _ := strings.Cut(u.Username, "+")
 				return fmt.Errorf("robot %s belongs to namespace %s; only robots of %s may join its teams", u.Username, robotNS, orgName)
 			}
-			members, err := db.TeamMembers(ctx, t.ID)
+			members, err := db.Organizations().TeamMembers(ctx, t.ID)
 			if err != nil {
 				return err
 			}
@@ -224,7 +224,7 @@ the organization and all its repositories).`,
 				fmt.Fprintf(cmd.OutOrStdout(), "%s is already in team %s of %s\n", member, name, orgName)
 				return nil
 			}
-			if err := db.AddTeamMember(ctx, t.ID, u.ID); err != nil {
+			if err := db.Organizations().AddTeamMember(ctx, t.ID, u.ID); err != nil {
 				return err
 			}
 			auditAdmin(cmd, db, meta.AuditEntry{Kind: "team_member_add", Namespace: orgName}, map[string]string{"member": member, "team": name})
@@ -247,14 +247,14 @@ the organization and all its repositories).`,
 			if _, err := organization(ctx, db, args[0]); err != nil {
 				return err
 			}
-			teams, err := db.Teams(ctx, args[0])
+			teams, err := db.Organizations().Teams(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TEAM\tROLE\tMEMBERS")
 			for _, t := range teams {
-				members, err := db.TeamMembers(ctx, t.ID)
+				members, err := db.Organizations().TeamMembers(ctx, t.ID)
 				if err != nil {
 					return err
 				}

@@ -132,15 +132,15 @@ func TestAdminOrg(t *testing.T) {
 			// team holds alice and administers it.
 			db := s.open(t)
 			ctx := context.Background()
-			ns, err := db.NamespaceByName(ctx, "acme")
+			ns, err := db.Users().NamespaceByName(ctx, "acme")
 			if err != nil || ns.Kind != meta.NamespaceOrg || ns.Email != "ops@acme.example" {
 				t.Fatalf("acme stored as %+v, %v", ns, err)
 			}
-			alice, _ := db.UserByName(ctx, "alice")
-			if role, _ := db.OrgRole(ctx, "acme", alice.ID); role != "admin" {
+			alice, _ := db.Users().UserByName(ctx, "alice")
+			if role, _ := db.Organizations().OrgRole(ctx, "acme", alice.ID); role != "admin" {
 				t.Fatalf("alice's role in acme: %q, want admin", role)
 			}
-			if st, _ := db.StandingOf(ctx, alice, "acme/app"); st.Role != "admin" || !st.CanCreate {
+			if st, _ := db.Access().StandingOf(ctx, alice, "acme/app"); st.Role != "admin" || !st.CanCreate {
 				t.Fatalf("alice's standing on acme/app: %+v", st)
 			}
 			assertAudit(t, db, "org_create", 2)
@@ -204,15 +204,15 @@ func TestAdminTeam(t *testing.T) {
 			// bob may now create repositories in acme (creator), carol may not.
 			db := s.open(t)
 			ctx := context.Background()
-			bob, _ := db.UserByName(ctx, "bob")
-			carol, _ := db.UserByName(ctx, "carol")
-			if st, _ := db.StandingOf(ctx, bob, "acme/app"); !st.CanCreate {
+			bob, _ := db.Users().UserByName(ctx, "bob")
+			carol, _ := db.Users().UserByName(ctx, "carol")
+			if st, _ := db.Access().StandingOf(ctx, bob, "acme/app"); !st.CanCreate {
 				t.Fatalf("bob in a creator team cannot create acme/app: %+v", st)
 			}
-			if st, _ := db.StandingOf(ctx, carol, "acme/app"); st.CanCreate || st.Role != "" {
+			if st, _ := db.Access().StandingOf(ctx, carol, "acme/app"); st.CanCreate || st.Role != "" {
 				t.Fatalf("carol, in no team, stands %+v on acme/app", st)
 			}
-			team, _ := db.TeamByName(ctx, "acme", "builders")
+			team, _ := db.Organizations().TeamByName(ctx, "acme", "builders")
 			if team.Description != "CI" {
 				t.Fatalf("builders stored as %+v", team)
 			}
@@ -225,7 +225,7 @@ func TestAdminTeam(t *testing.T) {
 // assertAudit checks the audit log holds n entries of a kind by berth admin.
 func assertAudit(t *testing.T, db *meta.DB, kind string, n int) {
 	t.Helper()
-	entries, err := db.AuditLog(context.Background(), "", 0, 1000)
+	entries, err := db.Access().AuditLog(context.Background(), "", 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}

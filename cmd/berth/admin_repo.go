@@ -54,12 +54,12 @@ its mirror's robot (configure the mirror through the API).`,
 			}
 			defer db.Close()
 			ctx := cmd.Context()
-			if _, err := db.NamespaceByName(ctx, ns); errors.Is(err, meta.ErrNamespaceNotFound) {
+			if _, err := db.Users().NamespaceByName(ctx, ns); errors.Is(err, meta.ErrNamespaceNotFound) {
 				return fmt.Errorf("namespace %q does not exist (create it: berth admin org create %s --owner USER, or berth admin user create %s)", ns, ns, ns)
 			} else if err != nil {
 				return err
 			}
-			if err := db.CreateRepository(ctx, full, visibility, description, "berth admin"); errors.Is(err, meta.ErrExists) {
+			if err := db.Repositories().CreateRepository(ctx, full, visibility, description, "berth admin"); errors.Is(err, meta.ErrExists) {
 				return fmt.Errorf("repository %s already exists", full)
 			} else if err != nil {
 				return err
@@ -67,7 +67,7 @@ its mirror's robot (configure the mirror through the API).`,
 			auditAdmin(cmd, db, meta.AuditEntry{Kind: "create_repo", Namespace: ns, Repository: full},
 				map[string]string{"repo": full, "visibility": visibility})
 			if state != auth.StateNormal {
-				if err := db.UpdateRepository(ctx, full, nil, &state, nil, nil); err != nil {
+				if err := db.Repositories().UpdateRepository(ctx, full, nil, &state, nil, nil); err != nil {
 					return fmt.Errorf("repository %s created, but its state was not set to %s: %w", full, state, err)
 				}
 				auditAdmin(cmd, db, meta.AuditEntry{Kind: "change_repo_state", Namespace: ns, Repository: full},
@@ -98,7 +98,7 @@ its mirror's robot (configure the mirror through the API).`,
 			const page = 500
 			q := meta.RepoQuery{Namespace: namespace, Limit: page}
 			for {
-				repos, err := db.RepositoriesPage(cmd.Context(), q)
+				repos, err := db.Repositories().RepositoriesPage(cmd.Context(), q)
 				if err != nil {
 					return err
 				}

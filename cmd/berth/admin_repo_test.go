@@ -56,12 +56,12 @@ func TestAdminRepo(t *testing.T) {
 			// owners' standing; and the repo_created events in the feed.
 			db := s.open(t)
 			ctx := context.Background()
-			ri, err := db.Repository(ctx, "acme/site")
+			ri, err := db.Repositories().Repository(ctx, "acme/site")
 			if err != nil || !ri.Exists || ri.Visibility != "public" || ri.State != "NORMAL" || ri.Description != "the web site" {
 				t.Fatalf("acme/site stored as %+v, %v", ri, err)
 			}
-			alice, _ := db.UserByName(ctx, "alice")
-			if st, _ := db.StandingOf(ctx, alice, "acme/frozen"); st.Role != "admin" {
+			alice, _ := db.Users().UserByName(ctx, "alice")
+			if st, _ := db.Access().StandingOf(ctx, alice, "acme/frozen"); st.Role != "admin" {
 				t.Fatalf("alice's standing on acme/frozen: %+v", st)
 			}
 			assertAudit(t, db, "create_repo", 4)
@@ -81,7 +81,7 @@ func TestAdminRepoListPages(t *testing.T) {
 	ctx := context.Background()
 	const n = 501
 	for i := range n {
-		if err := db.CreateRepository(ctx, fmt.Sprintf("alice/r%04d", i), "private", "", "test"); err != nil {
+		if err := db.Repositories().CreateRepository(ctx, fmt.Sprintf("alice/r%04d", i), "private", "", "test"); err != nil {
 			t.Fatal(err)
 		}
 	}

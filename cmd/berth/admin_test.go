@@ -65,16 +65,16 @@ func TestAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	alice, _ := db.UserByName(ctx, "alice")
-	bob, _ := db.UserByName(ctx, "bob")
+	alice, _ := db.Users().UserByName(ctx, "alice")
+	bob, _ := db.Users().UserByName(ctx, "bob")
 	if !alice.Superuser || !auth.VerifyPassword(alice.SecretHash, password) || !auth.VerifyPassword(bob.SecretHash, "bob-password") || bob.Superuser {
 		t.Fatal("users not stored as created")
 	}
-	robot, _ := db.UserByName(ctx, "alice+ci")
+	robot, _ := db.Users().UserByName(ctx, "alice+ci")
 	if robot.SecretHash != auth.HashSecret(robotToken) || strings.Contains(robot.SecretHash, robotToken) {
 		t.Fatal("robot token not stored hashed")
 	}
-	tok, _ := db.AccessTokenByName(ctx, "ci-token")
+	tok, _ := db.Access().AccessTokenByName(ctx, "ci-token")
 	if tok.SecretHash != auth.HashSecret(secret) || tok.ExpiresAt.IsZero() || !strings.Contains(string(tok.Scopes), "alice/*") {
 		t.Fatalf("token stored as %+v", tok)
 	}
@@ -83,17 +83,17 @@ func TestAdmin(t *testing.T) {
 	if _, err := runIn(t, "new-password-1\n", "admin", "user", "reset-password", "alice", "--password-stdin", "--data-dir", dir); err != nil {
 		t.Fatal(err)
 	}
-	alice, _ = db.UserByName(ctx, "alice")
+	alice, _ = db.Users().UserByName(ctx, "alice")
 	if !auth.VerifyPassword(alice.SecretHash, "new-password-1") || auth.VerifyPassword(alice.SecretHash, password) {
 		t.Fatal("password not reset")
 	}
 	if _, err := runIn(t, "", "admin", "token", "revoke", "ci-token", "--data-dir", dir); err != nil {
 		t.Fatal(err)
 	}
-	if tok, _ = db.AccessTokenByName(ctx, "ci-token"); tok.RevokedAt.IsZero() {
+	if tok, _ = db.Access().AccessTokenByName(ctx, "ci-token"); tok.RevokedAt.IsZero() {
 		t.Fatal("token not revoked")
 	}
-	audit, _ := db.AuditLog(ctx, "", 0, 100)
+	audit, _ := db.Access().AuditLog(ctx, "", 0, 100)
 	if len(audit) < 6 {
 		t.Fatalf("%d audit entries for 6 administrative actions", len(audit))
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
 	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // importCmd copies an image or index from another registry into Berth, in
@@ -54,12 +55,12 @@ at a time (at most one a second) when it is a pipe or a file.`,
 			}
 			defer db.Close()
 			// A running server's scanner picks up what this stores.
-			db.SetScanOnPush(cfg.Scan.Enabled)
+			db.Scans().SetScanOnPush(cfg.Scan.Enabled)
 			driver, err := fs.New(cfg.StorageRoot(), fs.Options{Fsync: cfg.Storage.Filesystem.Fsync})
 			if err != nil {
 				return err
 			}
-			copier := mirror.NewCopier(db, driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			copier := mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			p := newProgress(cmd.ErrOrStderr())
 			req.Actor = "berth import"
 			req.Progress = func(s mirror.Stats) {

@@ -72,7 +72,7 @@ standard error, one line at a time when it is not a terminal.`,
 				return err
 			}
 			defer db.Close()
-			srcs, err := db.VulnSources(cmd.Context())
+			srcs, err := db.VulnDB().VulnSources(cmd.Context())
 			if err != nil {
 				return err
 			}

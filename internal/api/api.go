@@ -267,7 +267,7 @@ func (a *API) audit(r *http.Request, id auth.Identity, kind, repo, namespace str
 	if i := strings.LastIndex(host, ":"); i > 0 {
 		host = host[:i]
 	}
-	if err := a.db.AppendAudit(r.Context(), meta.AuditEntry{Kind: kind, Actor: id.Actor(), IP: host, Namespace: namespace, Repository: repo, Metadata: b}); err != nil {
+	if err := a.db.Access().AppendAudit(r.Context(), meta.AuditEntry{Kind: kind, Actor: id.Actor(), IP: host, Namespace: namespace, Repository: repo, Metadata: b}); err != nil {
 		a.log.Warn("audit log", "err", err)
 	}
 }

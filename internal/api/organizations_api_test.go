@@ -52,7 +52,7 @@ func TestOrganizationCreate(t *testing.T) {
 				t.Fatalf("%s: status %d, want %d: %s", c.name, r.status, c.status, r.body)
 			}
 		}
-		if _, err := e.db.NamespaceByName(context.Background(), "newco"); err == nil {
+		if _, err := e.db.Users().NamespaceByName(context.Background(), "newco"); err == nil {
 			t.Fatal("a refused request created newco")
 		}
 
@@ -74,7 +74,7 @@ func (e *orgEnv) scopedToken(name string) {
 		e.t.Fatal(err)
 	}
 	scopes, _ := json.Marshal([]auth.TokenScope{{Repository: "acme/*", Actions: []string{auth.TokenContentRead, auth.TokenContentWrite, auth.TokenMetadataRead, auth.TokenMetadataWrite}}})
-	if _, err := e.db.CreateAccessToken(context.Background(), meta.AccessToken{Name: name, SecretHash: auth.HashSecret(secret), Scopes: scopes}); err != nil {
+	if _, err := e.db.Access().CreateAccessToken(context.Background(), meta.AccessToken{Name: name, SecretHash: auth.HashSecret(secret), Scopes: scopes}); err != nil {
 		e.t.Fatal(err)
 	}
 	e.setSecret(name, secret)
@@ -167,7 +167,7 @@ func TestOrganizationDelete(t *testing.T) {
 		e.createOrg("alice", "acme")
 		e.createRobot("alice", "/api/v1/organization/acme", "ci", "")
 		e.addMember("alice", "acme", "owners", "acme+ci")
-		if err := e.db.CreateRepository(ctx, "acme/app", "private", "", "alice"); err != nil {
+		if err := e.db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "alice"); err != nil {
 			t.Fatal(err)
 		}
 		e.expect("", "DELETE", "/api/v1/organization/acme", "", 401)
@@ -177,13 +177,13 @@ func TestOrganizationDelete(t *testing.T) {
 		if !strings.Contains(string(r.body), "repositories") {
 			t.Fatalf("refusal does not say why: %s", r.body)
 		}
-		if err := e.db.DeleteRepository(ctx, "acme/app", "alice"); err != nil {
+		if err := e.db.Repositories().DeleteRepository(ctx, "acme/app", "alice"); err != nil {
 			t.Fatal(err)
 		}
 		e.expect("alice", "DELETE", "/api/v1/organization/acme", "", 204)
 		e.expect("alice", "GET", "/api/v1/organization/acme", "", 404)
 		e.expect("alice", "DELETE", "/api/v1/organization/acme", "", 404)
-		if _, err := e.db.UserByName(ctx, "acme+ci"); err == nil {
+		if _, err := e.db.Users().UserByName(ctx, "acme+ci"); err == nil {
 			t.Fatal("the organization's robot survived it")
 		}
 		if _, err := e.login("acme+ci", e.secrets["acme+ci"]); err == nil {
@@ -209,12 +209,12 @@ func TestOrganizationMembers(t *testing.T) {
 		e.addMember("alice", "acme", "ops", "bob")
 		e.createRobot("alice", "/api/v1/organization/acme", "ci", "")
 		e.addMember("alice", "acme", "devs", "acme+ci")
-		if err := e.db.CreateRepository(ctx, "acme/app", "private", "", "alice"); err != nil {
+		if err := e.db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "alice"); err != nil {
 			t.Fatal(err)
 		}
-		repo, _ := e.db.Repository(ctx, "acme/app")
-		bob, _ := e.db.UserByName(ctx, "bob")
-		if err := e.db.SetPermission(ctx, repo.ID, bob.ID, 0, "write"); err != nil {
+		repo, _ := e.db.Repositories().Repository(ctx, "acme/app")
+		bob, _ := e.db.Users().UserByName(ctx, "bob")
+		if err := e.db.Access().SetPermission(ctx, repo.ID, bob.ID, 0, "write"); err != nil {
 			t.Fatal(err)
 		}
 
@@ -258,7 +258,7 @@ func TestOrganizationMembers(t *testing.T) {
 		if role := e.orgRole("acme", "bob"); role != "" {
 			t.Fatalf("bob still has role %q", role)
 		}
-		if perms, _ := e.db.Permissions(ctx, repo.ID); len(perms) != 0 {
+		if perms, _ := e.db.Access().RepoPermissions(ctx, repo.ID, "acme", "user", "bob"); len(perms) != 0 {
 			t.Fatalf("bob's permissions survived: %v", perms)
 		}
 		if !e.audited("acme", "team_member_remove", `"bob"`) {

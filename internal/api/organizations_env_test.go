@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -42,7 +43,7 @@ func newOrgEnv(t *testing.T, dialect string) *orgEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	az := authz.New(db, tokens, authz.Options{})
+	az := authz.New(wire.AuthzStores(db), tokens, authz.Options{})
 	srv := httptest.NewServer(api.New(db, az, api.Options{}))
 	t.Cleanup(srv.Close)
 	e := &orgEnv{t: t, db: db, az: az, tokens: tokens, url: srv.URL, secrets: map[string]string{}}
@@ -67,7 +68,7 @@ func (e *orgEnv) user(name string, super bool) meta.User {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	u, err := e.db.CreateUser(context.Background(), meta.User{Username: name, SecretHash: h, Superuser: super})
+	u, err := e.db.Users().CreateUser(context.Background(), meta.User{Username: name, SecretHash: h, Superuser: super})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -240,7 +241,7 @@ func (e *orgEnv) login(username, secret string) (auth.Identity, error) {
 // whose metadata contains want.
 func (e *orgEnv) audited(namespace, kind, want string) bool {
 	e.t.Helper()
-	entries, err := e.db.AuditLog(context.Background(), namespace, 0, 1000)
+	entries, err := e.db.Access().AuditLog(context.Background(), namespace, 0, 1000)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -254,11 +255,11 @@ func (e *orgEnv) audited(namespace, kind, want string) bool {
 
 func (e *orgEnv) orgRole(org, user string) string {
 	e.t.Helper()
-	u, err := e.db.UserByName(context.Background(), user)
+	u, err := e.db.Users().UserByName(context.Background(), user)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	role, err := e.db.OrgRole(context.Background(), org, u.ID)
+	role, err := e.db.Organizations().OrgRole(context.Background(), org, u.ID)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/berth-dev/berth/internal/wire"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -38,7 +39,7 @@ func newProxyOrgEnv(t *testing.T, p api.ProxyCaches) *orgEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	az := authz.New(db, tokens, authz.Options{})
+	az := authz.New(wire.AuthzStores(db), tokens, authz.Options{})
 	srv := httptest.NewServer(api.New(db, az, api.Options{ProxyCache: p}))
 	t.Cleanup(srv.Close)
 	e := &orgEnv{t: t, db: db, az: az, tokens: tokens, url: srv.URL, secrets: map[string]string{}}
@@ -65,7 +66,7 @@ func TestProxyCacheAPI(t *testing.T) {
 	if fp.invalidated.Load() != 1 {
 		t.Fatalf("invalidated %d times", fp.invalidated.Load())
 	}
-	pc, err := e.db.ProxyCacheOf(context.Background(), "hub")
+	pc, err := e.db.ProxyCaches().ProxyCacheOf(context.Background(), "hub")
 	if err != nil || pc.PasswordSealed != "sealed:*******" || pc.ExpirationS != 86400 || !pc.Insecure {
 		t.Fatalf("stored %+v, %v", pc, err)
 	}
@@ -82,7 +83,7 @@ func TestProxyCacheAPI(t *testing.T) {
 	e.expect("bob", "DELETE", path, "", http.StatusForbidden)
 	e.expect("alice", "DELETE", path, "", http.StatusNoContent)
 	e.expect("alice", "DELETE", path, "", http.StatusNotFound)
-	if _, err := e.db.ProxyCacheOf(context.Background(), "hub"); !errors.Is(err, meta.ErrProxyCacheNotFound) {
+	if _, err := e.db.ProxyCaches().ProxyCacheOf(context.Background(), "hub"); !errors.Is(err, meta.ErrProxyCacheNotFound) {
 		t.Fatalf("after delete: %v", err)
 	}
 }

@@ -135,12 +135,12 @@ func TestRepositoryPermissions(t *testing.T) {
 		ctx := context.Background()
 		e.user("other", false)
 		e.robot("other", "bot")
-		team, err := e.db.PutTeam(ctx, "acme", meta.Team{Name: "readers", Role: "member"})
+		team, err := e.db.Organizations().PutTeam(ctx, "acme", meta.Team{Name: "readers", Role: "member"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		carol, _ := e.db.UserByName(ctx, "carol")
-		e.db.AddTeamMember(ctx, team.ID, carol.ID)
+		carol, _ := e.db.Users().UserByName(ctx, "carol")
+		e.db.Organizations().AddTeamMember(ctx, team.ID, carol.ID)
 		const base = "/api/v1/repository/acme/app/permissions/"
 
 		for _, tc := range []struct {
@@ -235,9 +235,9 @@ func TestRepositoryLogs(t *testing.T) {
 		repoFixture(t, e)
 		ctx := context.Background()
 		for i := range 55 {
-			e.db.AppendAudit(ctx, meta.AuditEntry{Kind: "pull", Actor: "carol", Namespace: "acme", Repository: "acme/app", Metadata: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
+			e.db.Access().AppendAudit(ctx, meta.AuditEntry{Kind: "pull", Actor: "carol", Namespace: "acme", Repository: "acme/app", Metadata: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
 		}
-		e.db.AppendAudit(ctx, meta.AuditEntry{Kind: "pull", Actor: "carol", Namespace: "acme", Repository: "acme/pub"})
+		e.db.Access().AppendAudit(ctx, meta.AuditEntry{Kind: "pull", Actor: "carol", Namespace: "acme", Repository: "acme/pub"})
 		const path = "/api/v1/repository/acme/app/logs"
 		e.want("", "GET", path, nil, http.StatusUnauthorized)
 		e.want("carol", "GET", path, nil, http.StatusForbidden)

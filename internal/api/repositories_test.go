@@ -25,11 +25,11 @@ func repoFixture(t *testing.T, e *urEnv) {
 		e.user(n, false)
 	}
 	e.org("acme", alice)
-	team, err := e.db.PutTeam(ctx, "acme", meta.Team{Name: "builders", Role: "creator"})
+	team, err := e.db.Organizations().PutTeam(ctx, "acme", meta.Team{Name: "builders", Role: "creator"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.db.AddTeamMember(ctx, team.ID, frank.ID); err != nil {
+	if err := e.db.Organizations().AddTeamMember(ctx, team.ID, frank.ID); err != nil {
 		t.Fatal(err)
 	}
 	e.robot("acme", "ci")
@@ -89,7 +89,7 @@ func TestRepositoryCreate(t *testing.T) {
 			if m := r.obj(t); m["namespace"] != tc.ns || m["name"] != tc.repo || m["kind"] != "image" {
 				t.Fatalf("answer %s", r.body)
 			}
-			ri, err := e.db.Repository(context.Background(), tc.ns+"/"+tc.repo)
+			ri, err := e.db.Repositories().Repository(context.Background(), tc.ns+"/"+tc.repo)
 			if err != nil || !ri.Exists || ri.Visibility != tc.vis || ri.Description != "d" {
 				t.Fatalf("stored %+v, %v", ri, err)
 			}
@@ -190,7 +190,7 @@ func TestRepositoryList(t *testing.T) {
 			if i%7 == 0 {
 				vis = "public"
 			}
-			if err := e.db.CreateRepository(ctx, name, vis, "", "test"); err != nil {
+			if err := e.db.Repositories().CreateRepository(ctx, name, vis, "", "test"); err != nil {
 				t.Fatal(err)
 			}
 			if vis == "public" || i%5 == 0 {
@@ -264,7 +264,7 @@ func TestRepositoryUpdateDelete(t *testing.T) {
 		if m := e.want("erin", "PUT", path, map[string]any{"description": "new words"}, http.StatusOK).obj(t); m["success"] != true {
 			t.Fatalf("answer %v", m)
 		}
-		if ri, _ := e.db.Repository(context.Background(), "acme/app"); ri.Description != "new words" {
+		if ri, _ := e.db.Repositories().Repository(context.Background(), "acme/app"); ri.Description != "new words" {
 			t.Fatalf("description %q", ri.Description)
 		}
 

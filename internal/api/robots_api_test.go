@@ -95,7 +95,7 @@ func TestUserRobots(t *testing.T) {
 		e.expect("bob", "GET", "/api/v1/user/robots/deploy", "", 404)
 		e.expect("bob", "DELETE", "/api/v1/user/robots/deploy", "", 404)
 		e.expect("bob", "POST", "/api/v1/user/robots/deploy/regenerate", "", 404)
-		if _, err := e.db.UserByName(context.Background(), "alice+deploy"); err != nil {
+		if _, err := e.db.Users().UserByName(context.Background(), "alice+deploy"); err != nil {
 			t.Fatalf("bob's calls touched alice's robot: %v", err)
 		}
 
@@ -115,7 +115,7 @@ func TestUserRobots(t *testing.T) {
 				t.Fatalf("%s: status %d, want 400: %s", c.name, r.status, r.body)
 			}
 		}
-		robots, _ := e.db.Robots(context.Background(), "alice")
+		robots, _ := e.db.Users().Robots(context.Background(), "alice")
 		if len(robots) != 1 {
 			t.Fatalf("refused requests created robots: %v", robots)
 		}
@@ -152,11 +152,11 @@ func TestOrganizationRobots(t *testing.T) {
 		e.expect("root", "GET", "/api/v1/organization/bob/robots", "", 404) // a user's namespace
 
 		// A robot a mirror writes as cannot be deleted.
-		if err := e.db.CreateRepository(ctx, "acme/app", "private", "", "alice"); err != nil {
+		if err := e.db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "alice"); err != nil {
 			t.Fatal(err)
 		}
 		robot := "acme+mirror"
-		if err := e.db.UpdateRepository(ctx, "acme/app", nil, nil, &robot, nil); err != nil {
+		if err := e.db.Repositories().UpdateRepository(ctx, "acme/app", nil, nil, &robot, nil); err != nil {
 			t.Fatal(err)
 		}
 		r := e.expect("alice", "DELETE", base+"/mirror", "", 400)
@@ -164,7 +164,7 @@ func TestOrganizationRobots(t *testing.T) {
 			t.Fatalf("refusal does not say which mirror: %s", r.body)
 		}
 		empty := ""
-		if err := e.db.UpdateRepository(ctx, "acme/app", nil, nil, &empty, nil); err != nil {
+		if err := e.db.Repositories().UpdateRepository(ctx, "acme/app", nil, nil, &empty, nil); err != nil {
 			t.Fatal(err)
 		}
 		e.expect("alice", "DELETE", base+"/mirror", "", 204)

@@ -56,7 +56,7 @@ func (a *API) manifestSecurity(w http.ResponseWriter, r *http.Request, id auth.I
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
 		return err
 	}
-	m, err := a.db.GetManifest(r.Context(), repo, "", d, true)
+	m, err := a.db.Manifests().GetManifest(r.Context(), repo, "", d, true)
 	if errors.Is(err, meta.ErrNotFound) {
 		return notFound("manifest %s not found in %s", d, repo)
 	} else if err != nil {
@@ -74,7 +74,7 @@ func (a *API) vulnDBStatus(w http.ResponseWriter, r *http.Request, id auth.Ident
 	if err := needSuperuser(id); err != nil {
 		return err
 	}
-	srcs, err := a.db.VulnSources(r.Context())
+	srcs, err := a.db.VulnDB().VulnSources(r.Context())
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"log/slog"
 	"net/http"
@@ -79,7 +80,7 @@ func newUREnv(t *testing.T, dialect string, opts api.Options) *urEnv {
 	}
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	az := authz.New(db, tokens, authz.Options{Logger: logger})
+	az := authz.New(wire.AuthzStores(db), tokens, authz.Options{Logger: logger})
 	opts.Logger = logger
 	srv := httptest.NewServer(api.New(db, az, opts))
 	e := &urEnv{t: t, db: db, url: srv.URL, log: logs, pass: map[string]string{}}
@@ -121,7 +122,7 @@ func (e *urEnv) user(name string, superuser bool) meta.User {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	u, err := e.db.CreateUser(context.Background(), meta.User{Username: name, Email: name + "@example.com", SecretHash: hash, Superuser: superuser})
+	u, err := e.db.Users().CreateUser(context.Background(), meta.User{Username: name, Email: name + "@example.com", SecretHash: hash, Superuser: superuser})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -136,7 +137,7 @@ func (e *urEnv) robot(ns, short string) meta.User {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	u, err := e.db.CreateRobot(context.Background(), ns, short, auth.HashSecret(secret))
+	u, err := e.db.Users().CreateRobot(context.Background(), ns, short, auth.HashSecret(secret))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func (e *urEnv) robot(ns, short string) meta.User {
 
 func (e *urEnv) org(name string, owner meta.User) {
 	e.t.Helper()
-	if _, err := e.db.CreateOrganization(context.Background(), name, owner.ID); err != nil {
+	if _, err := e.db.Organizations().CreateOrganization(context.Background(), name, owner.ID); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -154,10 +155,10 @@ func (e *urEnv) org(name string, owner meta.User) {
 func (e *urEnv) repo(name, visibility string) meta.RepoInfo {
 	e.t.Helper()
 	ctx := context.Background()
-	if err := e.db.CreateRepository(ctx, name, visibility, "about "+name, "test"); err != nil {
+	if err := e.db.Repositories().CreateRepository(ctx, name, visibility, "about "+name, "test"); err != nil {
 		e.t.Fatal(err)
 	}
-	ri, err := e.db.Repository(ctx, name)
+	ri, err := e.db.Repositories().Repository(ctx, name)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -168,12 +169,12 @@ func (e *urEnv) repo(name, visibility string) meta.RepoInfo {
 func (e *urEnv) grant(repo, username, role string) {
 	e.t.Helper()
 	ctx := context.Background()
-	u, err := e.db.UserByName(ctx, username)
+	u, err := e.db.Users().UserByName(ctx, username)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ri, _ := e.db.Repository(ctx, repo)
-	if err := e.db.SetPermission(ctx, ri.ID, u.ID, 0, role); err != nil {
+	ri, _ := e.db.Repositories().Repository(ctx, repo)
+	if err := e.db.Access().SetPermission(ctx, ri.ID, u.ID, 0, role); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -192,14 +193,14 @@ func (e *urEnv) image(repo, tag string, layerSize int64) digest.Digest {
 	config := digest.FromString("config " + randomHex(8))
 	layer := digest.FromString("layer " + randomHex(8))
 	for _, b := range []meta.Blob{{Digest: config, Size: 2}, {Digest: layer, Size: layerSize}} {
-		if _, err := e.db.StoreBlob(ctx, repo, b, "", meta.Writer{Actor: "test"}, noPlace, noPlace); err != nil {
+		if _, err := e.db.Blobs().StoreBlob(ctx, repo, b, "", meta.Writer{Actor: "test"}, noPlace, noPlace); err != nil {
 			e.t.Fatal(err)
 		}
 	}
 	content := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":%q,"digest":%q,"size":2},"layers":[{"mediaType":%q,"digest":%q,"size":%d}]}`,
 		oci.MediaTypeImageManifest, oci.MediaTypeImageConfig, config, oci.MediaTypeLayerGzip, layer, layerSize)
 	d := digest.FromBytes(content)
-	err := e.db.PutManifest(ctx, meta.PutManifest{Repository: repo, Tag: tag, Actor: "test",
+	err := e.db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: repo, Tag: tag, Actor: "test",
 		Manifest: meta.Manifest{Digest: d, MediaType: oci.MediaTypeImageManifest, Size: int64(len(content)), Content: content},
 		Refs:     []meta.Ref{{Digest: config}, {Digest: layer}}})
 	if err != nil {
@@ -219,7 +220,7 @@ func (e *urEnv) index(repo, tag string, children ...digest.Digest) digest.Digest
 	}
 	content := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"manifests":[%s]}`, oci.MediaTypeImageIndex, strings.Join(descs, ","))
 	d := digest.FromBytes(content)
-	err := e.db.PutManifest(context.Background(), meta.PutManifest{Repository: repo, Tag: tag, Actor: "test",
+	err := e.db.Manifests().PutManifest(context.Background(), meta.PutManifest{Repository: repo, Tag: tag, Actor: "test",
 		Manifest: meta.Manifest{Digest: d, MediaType: oci.MediaTypeImageIndex, Size: int64(len(content)), Content: content}, Refs: refs})
 	if err != nil {
 		e.t.Fatal(err)
@@ -317,7 +318,7 @@ func (e *urEnv) want(as, method, path string, body any, status int) urResp {
 // events returns the outbox events of a kind for a repository.
 func (e *urEnv) events(kind, repo string) []meta.Event {
 	e.t.Helper()
-	evs, err := e.db.EventsAfter(context.Background(), 0, 10000)
+	evs, err := e.db.Outbox().EventsAfter(context.Background(), 0, 10000)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -333,7 +334,7 @@ func (e *urEnv) events(kind, repo string) []meta.Event {
 // audited reports whether the audit log has an entry of the kind.
 func (e *urEnv) audited(kind string) bool {
 	e.t.Helper()
-	entries, err := e.db.AuditLog(context.Background(), "", 0, 10000)
+	entries, err := e.db.Access().AuditLog(context.Background(), "", 0, 10000)
 	if err != nil {
 		e.t.Fatal(err)
 	}

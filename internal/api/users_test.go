@@ -73,7 +73,7 @@ func TestUserInitialize(t *testing.T) {
 			e.remember("admin", password, hash)
 			e.remember("", token, auth.HashSecret(token))
 
-			u, err := e.db.UserByName(context.Background(), "admin")
+			u, err := e.db.Users().UserByName(context.Background(), "admin")
 			if err != nil || !u.Superuser {
 				t.Fatalf("first user %+v, %v: want a superuser", u, err)
 			}
@@ -123,7 +123,7 @@ func TestUserInitializeRace(t *testing.T) {
 					t.Fatalf("status %d", s)
 				}
 			}
-			count, err := e.db.CountUsers(context.Background())
+			count, err := e.db.Users().CountUsers(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -194,7 +194,7 @@ func TestSuperuserUsers(t *testing.T) {
 		if m["username"] != "newbie" || m["email"] != "newbie@example.com" || len(pw) < 16 {
 			t.Fatalf("answer %s", r.body)
 		}
-		u, err := e.db.UserByName(context.Background(), "newbie")
+		u, err := e.db.Users().UserByName(context.Background(), "newbie")
 		if err != nil || u.Superuser {
 			t.Fatalf("created %+v, %v", u, err)
 		}
@@ -212,10 +212,10 @@ func TestSuperuserUsers(t *testing.T) {
 		e.want("root", "DELETE", path+"acme+ci", nil, http.StatusNotFound)
 		e.want("root", "DELETE", path+"other-root", nil, http.StatusBadRequest)
 		e.want("root", "DELETE", path+"newbie", nil, http.StatusNoContent)
-		if _, err := e.db.UserByName(context.Background(), "newbie"); err == nil {
+		if _, err := e.db.Users().UserByName(context.Background(), "newbie"); err == nil {
 			t.Fatal("user still exists")
 		}
-		if ri, _ := e.db.Repository(context.Background(), "newbie/app"); ri.Exists {
+		if ri, _ := e.db.Repositories().Repository(context.Background(), "newbie/app"); ri.Exists {
 			t.Fatal("the deleted user's repository survived")
 		}
 		if len(e.events(meta.EventRepoDeleted, "newbie/app")) != 1 {
@@ -234,19 +234,19 @@ func TestAuditLogs(t *testing.T) {
 		alice := e.user("alice", false)
 		bob := e.user("bob", false)
 		e.org("acme", alice)
-		team, err := e.db.PutTeam(context.Background(), "acme", meta.Team{Name: "devs", Role: "member"})
+		team, err := e.db.Organizations().PutTeam(context.Background(), "acme", meta.Team{Name: "devs", Role: "member"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := e.db.AddTeamMember(context.Background(), team.ID, bob.ID); err != nil {
+		if err := e.db.Organizations().AddTeamMember(context.Background(), team.ID, bob.ID); err != nil {
 			t.Fatal(err)
 		}
 		ctx := context.Background()
 		for i := range 60 {
-			e.db.AppendAudit(ctx, meta.AuditEntry{Kind: "test_entry", Actor: "alice", IP: "192.0.2.1", Namespace: "acme",
+			e.db.Access().AppendAudit(ctx, meta.AuditEntry{Kind: "test_entry", Actor: "alice", IP: "192.0.2.1", Namespace: "acme",
 				Metadata: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
 		}
-		e.db.AppendAudit(ctx, meta.AuditEntry{Kind: "elsewhere", Actor: "acme+ci", Namespace: "other"})
+		e.db.Access().AppendAudit(ctx, meta.AuditEntry{Kind: "elsewhere", Actor: "acme+ci", Namespace: "other"})
 
 		// Superuser log: everything.
 		e.want("", "GET", "/api/v1/superuser/logs", nil, http.StatusUnauthorized)

@@ -20,15 +20,31 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 )
 
-// Store is what the authorizer needs of the metadata store.
-type Store interface {
+// Stores are the parts of the metadata store the authorizer uses.
+type Stores struct {
+	Users        UserStore       // meta.Users
+	Repositories RepositoryStore // meta.Repositories
+	Access       AccessStore     // meta.Access
+}
+
+// UserStore looks accounts and namespaces up (meta.Users).
+type UserStore interface {
 	UserByName(ctx context.Context, username string) (meta.User, error)
+	UserByID(ctx context.Context, id int64) (meta.User, error)
+	NamespaceByName(ctx context.Context, name string) (meta.Namespace, error)
+}
+
+// RepositoryStore looks a repository up (meta.Repositories).
+type RepositoryStore interface {
+	Repository(ctx context.Context, name string) (meta.RepoInfo, error)
+}
+
+// AccessStore holds tokens, standings, login throttles and the audit log
+// (meta.Access).
+type AccessStore interface {
 	AccessTokenByName(ctx context.Context, name string) (meta.AccessToken, error)
 	AccessTokenBySecretHash(ctx context.Context, h string) (meta.AccessToken, error)
-	UserByID(ctx context.Context, id int64) (meta.User, error)
-	Repository(ctx context.Context, name string) (meta.RepoInfo, error)
 	StandingOf(ctx context.Context, u meta.User, repo string) (meta.Standing, error)
-	NamespaceByName(ctx context.Context, name string) (meta.Namespace, error)
 	LoginThrottle(ctx context.Context, window time.Duration, limits ...meta.LoginLimit) (time.Duration, error)
 	ReserveLoginAttempt(ctx context.Context, window time.Duration, limits ...meta.LoginLimit) (bool, time.Duration, error)
 	ReleaseLoginAttempt(ctx context.Context, key string, all bool) error
@@ -60,7 +76,7 @@ type Options struct {
 
 // Authorizer authenticates and authorizes requests.
 type Authorizer struct {
-	store  Store
+	store  Stores
 	tokens *auth.Tokens
 	opts   Options
 	log    *slog.Logger
@@ -79,7 +95,7 @@ type Authorizer struct {
 }
 
 // New returns an authorizer.
-func New(store Store, tokens *auth.Tokens, opts Options) *Authorizer {
+func New(store Stores, tokens *auth.Tokens, opts Options) *Authorizer {
 	if opts.PairLimit == 0 {
 		opts.PairLimit = 10
 	}
@@ -139,7 +155,7 @@ func clientAddress(r *http.Request) string {
 }
 
 func (a *Authorizer) checkAccessToken(ctx context.Context, name, secret string) (auth.Identity, error) {
-	t, err := a.store.AccessTokenByName(ctx, name)
+	t, err := a.store.Access.AccessTokenByName(ctx, name)
 	if errors.Is(err, meta.ErrTokenNotFound) {
 		// Spend about as long as a real check, so that timing does not
 		// reveal which names exist.
@@ -162,7 +178,7 @@ func (a *Authorizer) tokenIdentity(ctx context.Context, t meta.AccessToken) (aut
 		return auth.Identity{}, ErrDisabled
 	}
 	if t.OwnerID != 0 {
-		u, err := a.store.UserByID(ctx, t.OwnerID)
+		u, err := a.store.Users.UserByID(ctx, t.OwnerID)
 		if errors.Is(err, meta.ErrUserNotFound) {
 			return auth.Identity{}, ErrDisabled
 		}
@@ -197,7 +213,7 @@ func (a *Authorizer) Identify(ctx context.Context, r *http.Request) (auth.Identi
 	case strings.HasPrefix(c.Bearer, SecretPrefix):
 		// An access token's secret used directly as a bearer token (API
 		// clients, as with Quay's OAuth tokens).
-		t, err := a.store.AccessTokenBySecretHash(ctx, auth.HashSecret(c.Bearer))
+		t, err := a.store.Access.AccessTokenBySecretHash(ctx, auth.HashSecret(c.Bearer))
 		if errors.Is(err, meta.ErrTokenNotFound) {
 			return auth.Identity{}, nil, ErrBadCredentials
 		}
@@ -222,7 +238,7 @@ func (a *Authorizer) Identify(ctx context.Context, r *http.Request) (auth.Identi
 // namespace: one that exists, or one the push may create (see
 // createsNamespace); superusers included, as in Quay.
 func (a *Authorizer) Decide(ctx context.Context, id auth.Identity, repo, action string) (bool, error) {
-	ri, err := a.store.Repository(ctx, repo)
+	ri, err := a.store.Repositories.Repository(ctx, repo)
 	if err != nil {
 		return false, err
 	}
@@ -247,7 +263,7 @@ func (a *Authorizer) Decide(ctx context.Context, id auth.Identity, repo, action 
 // path component) is neither a user nor an organization.
 func (a *Authorizer) namespaceMissing(ctx context.Context, repo string) (bool, error) {
 	ns, _, _ := strings.Cut(repo, "/")
-	_, err := a.store.NamespaceByName(ctx, ns)
+	_, err := a.store.Users.NamespaceByName(ctx, ns)
 	if errors.Is(err, meta.ErrNamespaceNotFound) {
 		return true, nil
 	}
@@ -271,14 +287,14 @@ func (a *Authorizer) standing(ctx context.Context, id auth.Identity, repo string
 	if id.Kind != auth.KindUser && id.Kind != auth.KindRobot {
 		return auth.Standing{}, nil
 	}
-	u, err := a.store.UserByName(ctx, id.Name)
+	u, err := a.store.Users.UserByName(ctx, id.Name)
 	if errors.Is(err, meta.ErrUserNotFound) {
 		return auth.Standing{}, nil // deleted since its token was issued
 	}
 	if err != nil {
 		return auth.Standing{}, err
 	}
-	st, err := a.store.StandingOf(ctx, u, repo)
+	st, err := a.store.Access.StandingOf(ctx, u, repo)
 	if err != nil {
 		return auth.Standing{}, err
 	}
@@ -300,7 +316,7 @@ func (a *Authorizer) standing(ctx context.Context, id auth.Identity, repo string
 // is created here: the push applies the plan in its own transaction, so a
 // refused or aborted push leaves nothing behind.
 func (a *Authorizer) planCreate(ctx context.Context, id auth.Identity, repo string) (*meta.RepoCreate, error) {
-	ri, err := a.store.Repository(ctx, repo)
+	ri, err := a.store.Repositories.Repository(ctx, repo)
 	if err != nil || ri.Exists {
 		return nil, err
 	}
@@ -311,7 +327,7 @@ func (a *Authorizer) planCreate(ctx context.Context, id auth.Identity, repo stri
 	if id.Kind != auth.KindUser && id.Kind != auth.KindRobot {
 		return plan, nil
 	}
-	u, err := a.store.UserByName(ctx, id.Name) // a bearer identity carries only the name
+	u, err := a.store.Users.UserByName(ctx, id.Name) // a bearer identity carries only the name
 	if err != nil {
 		return nil, err
 	}
@@ -329,7 +345,7 @@ func (a *Authorizer) planCreate(ctx context.Context, id auth.Identity, repo stri
 func (a *Authorizer) audit(ctx context.Context, r *http.Request, kind, actor, repo string, md any) {
 	b, _ := json.Marshal(md)
 	ns, _, _ := strings.Cut(repo, "/")
-	if err := a.store.AppendAudit(ctx, meta.AuditEntry{Kind: kind, Actor: actor, IP: clientAddress(r), Namespace: ns, Repository: repo, Metadata: b}); err != nil {
+	if err := a.store.Access.AppendAudit(ctx, meta.AuditEntry{Kind: kind, Actor: actor, IP: clientAddress(r), Namespace: ns, Repository: repo, Metadata: b}); err != nil {
 		a.log.Warn("audit log", "err", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"log/slog"
 	"net/http"
@@ -61,9 +62,9 @@ func newEnv(t *testing.T, dialect string, opts authz.Options) *env {
 	logs := &bytes.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts.Logger = log
-	az := authz.New(db, tokens, opts)
+	az := authz.New(wire.AuthzStores(db), tokens, opts)
 	driver, _ := fs.New(t.TempDir(), fs.Options{})
-	reg := registry.New(db, driver, registry.Options{Auth: az, Logger: log,
+	reg := registry.New(wire.RegistryStores(db), driver, registry.Options{Auth: az, Logger: log,
 		Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}})
 	mux := http.NewServeMux()
 	mux.HandleFunc(authz.TokenPath, az.ServeToken)
@@ -82,7 +83,7 @@ func (e *env) user(name, pw string, super bool) meta.User {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	u, err := e.db.CreateUser(context.Background(), meta.User{Username: name, SecretHash: h, Superuser: super})
+	u, err := e.db.Users().CreateUser(context.Background(), meta.User{Username: name, SecretHash: h, Superuser: super})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -237,7 +238,7 @@ func TestPushPullWithClients(t *testing.T) {
 	if err := e.push("alice/app:v1", "alice", alicePW); err != nil {
 		t.Fatalf("alice pushes to her namespace: %v", err)
 	}
-	ri, _ := e.db.Repository(ctx, "alice/app")
+	ri, _ := e.db.Repositories().Repository(ctx, "alice/app")
 	if !ri.Exists || ri.Visibility != "private" {
 		t.Fatalf("repository created by push: %+v", ri)
 	}
@@ -257,7 +258,7 @@ func TestPushPullWithClients(t *testing.T) {
 	}
 	// Public: anonymous pulls, still cannot push.
 	pub := "public"
-	e.db.UpdateRepository(ctx, "alice/app", &pub, nil, nil, nil)
+	e.db.Repositories().UpdateRepository(ctx, "alice/app", &pub, nil, nil, nil)
 	if err := e.pull("alice/app:v1", "", ""); err != nil {
 		t.Fatalf("anonymous pull of a public repository: %v", err)
 	}
@@ -267,7 +268,7 @@ func TestPushPullWithClients(t *testing.T) {
 	// A robot with a write permission, a scoped token inside and outside
 	// its scope.
 	secret, _ := auth.NewSecret(authz.SecretPrefix)
-	robot, err := e.db.CreateRobot(ctx, "alice", "ci", auth.HashSecret(secret))
+	robot, err := e.db.Users().CreateRobot(ctx, "alice", "ci", auth.HashSecret(secret))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,21 +277,21 @@ func TestPushPullWithClients(t *testing.T) {
 	if err := e.push("alice/app:robot", "alice+ci", secret); errorCode(err) != "DENIED" || !strings.Contains(err.Error(), "alice+ci may not push alice/app") {
 		t.Fatalf("robot without permission: %v", err)
 	}
-	ri, _ = e.db.Repository(ctx, "alice/app")
-	e.db.SetPermission(ctx, ri.ID, robot.ID, 0, "write")
+	ri, _ = e.db.Repositories().Repository(ctx, "alice/app")
+	e.db.Access().SetPermission(ctx, ri.ID, robot.ID, 0, "write")
 	if err := e.push("alice/app:robot", "alice+ci", secret); err != nil {
 		t.Fatalf("robot with write: %v", err)
 	}
 	tokSecret, _ := auth.NewSecret(authz.SecretPrefix)
 	scopes, _ := json.Marshal([]auth.TokenScope{{Repository: "alice/ci/*", Actions: []string{auth.TokenContentRead, auth.TokenContentWrite}}})
-	e.db.CreateAccessToken(ctx, meta.AccessToken{Name: "ci-token", SecretHash: auth.HashSecret(tokSecret), Scopes: scopes})
+	e.db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: "ci-token", SecretHash: auth.HashSecret(tokSecret), Scopes: scopes})
 	if err := e.push("alice/ci/new/app:v1", "ci-token", tokSecret); err != nil {
 		t.Fatalf("token inside its scope (a repository that did not exist): %v", err)
 	}
 	if code := errorCode(e.push("alice/other:v1", "ci-token", tokSecret)); code != "UNAUTHORIZED" {
 		t.Fatalf("token outside its scope: %s", code)
 	}
-	e.db.RevokeAccessToken(ctx, "ci-token")
+	e.db.Access().RevokeAccessToken(ctx, "ci-token")
 	if code := errorCode(e.pull("alice/ci/new/app:v1", "ci-token", tokSecret)); code != "UNAUTHORIZED" {
 		t.Fatalf("revoked token: %s", code)
 	}
@@ -298,7 +299,7 @@ func TestPushPullWithClients(t *testing.T) {
 	_, body := e.token("alice", alicePW, "repository:alice/app:pull,push")
 	tok := body["token"].(string)
 	ro := auth.StateReadOnly
-	e.db.UpdateRepository(ctx, "alice/app", nil, &ro, nil, nil)
+	e.db.Repositories().UpdateRepository(ctx, "alice/app", nil, &ro, nil, nil)
 	req, _ := http.NewRequest("POST", e.url+"/v2/alice/app/blobs/uploads/", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, _ := http.DefaultClient.Do(req)
@@ -391,7 +392,7 @@ func TestLoginThrottling(t *testing.T) {
 	if s, _ := e.token("alice", alicePW, "repository:alice/app:pull"); s != 200 {
 		t.Fatalf("after the window: %d", s)
 	}
-	entries, _ := e.db.AuditLog(context.Background(), "", 0, 100)
+	entries, _ := e.db.Access().AuditLog(context.Background(), "", 0, 100)
 	failures := 0
 	for _, en := range entries {
 		if en.Kind == "login_failure" && en.Actor == "alice" {
@@ -409,17 +410,17 @@ func TestCreateOnPushSettings(t *testing.T) {
 	if err := e.push("alice/app:v1", "alice", alicePW); err != nil {
 		t.Fatal(err)
 	}
-	if ri, _ := e.db.Repository(ctx, "alice/app"); ri.Visibility != "public" {
+	if ri, _ := e.db.Repositories().Repository(ctx, "alice/app"); ri.Visibility != "public" {
 		t.Fatalf("CREATE_PRIVATE_REPO_ON_PUSH=false made a %s repository", ri.Visibility)
 	}
 	if err := e.push("neworg/team/app:v1", "alice", alicePW); err != nil {
 		t.Fatalf("push creating a namespace: %v", err)
 	}
-	ns, err := e.db.NamespaceByName(ctx, "neworg")
+	ns, err := e.db.Users().NamespaceByName(ctx, "neworg")
 	if err != nil || ns.Kind != meta.NamespaceOrg {
 		t.Fatalf("namespace: %+v %v", ns, err)
 	}
-	if role, _ := e.db.OrgRole(ctx, "neworg", 1); role != "admin" {
+	if role, _ := e.db.Organizations().OrgRole(ctx, "neworg", 1); role != "admin" {
 		t.Fatalf("pusher's role in the new organization: %q", role)
 	}
 	// Bob cannot push into the organization alice now owns.
@@ -454,13 +455,13 @@ func TestRefusedPushCreatesNothing(t *testing.T) {
 			if resp.StatusCode != 400 || !strings.Contains(string(body), "MANIFEST_BLOB_UNKNOWN") {
 				t.Fatalf("refused push: %d %s", resp.StatusCode, body)
 			}
-			if ri, err := e.db.Repository(ctx, "ghostorg/app"); err != nil || ri.Exists {
+			if ri, err := e.db.Repositories().Repository(ctx, "ghostorg/app"); err != nil || ri.Exists {
 				t.Fatalf("a refused push left repository %+v (%v)", ri, err)
 			}
-			if _, err := e.db.NamespaceByName(ctx, "ghostorg"); !errors.Is(err, meta.ErrNamespaceNotFound) {
+			if _, err := e.db.Users().NamespaceByName(ctx, "ghostorg"); !errors.Is(err, meta.ErrNamespaceNotFound) {
 				t.Fatalf("a refused push left the organization: %v", err)
 			}
-			evs, _ := e.db.EventsAfter(ctx, 0, 100)
+			evs, _ := e.db.Outbox().EventsAfter(ctx, 0, 100)
 			for _, ev := range evs {
 				if ev.Repository == "ghostorg/app" {
 					t.Fatalf("a refused push left event %s", ev.Kind)
@@ -470,15 +471,15 @@ func TestRefusedPushCreatesNothing(t *testing.T) {
 			if err := e.push("ghostorg/app:v1", "alice", alicePW); err != nil {
 				t.Fatal(err)
 			}
-			ri, err := e.db.Repository(ctx, "ghostorg/app")
+			ri, err := e.db.Repositories().Repository(ctx, "ghostorg/app")
 			if err != nil || !ri.Exists || ri.Visibility != "private" {
 				t.Fatalf("repository after the push: %+v %v", ri, err)
 			}
-			alice, _ := e.db.UserByName(ctx, "alice")
-			if st, _ := e.db.StandingOf(ctx, alice, "ghostorg/app"); st.Role != "admin" {
+			alice, _ := e.db.Users().UserByName(ctx, "alice")
+			if st, _ := e.db.Access().StandingOf(ctx, alice, "ghostorg/app"); st.Role != "admin" {
 				t.Fatalf("creator's role: %q", st.Role)
 			}
-			if ns, err := e.db.NamespaceByName(ctx, "ghostorg"); err != nil || ns.Kind != meta.NamespaceOrg {
+			if ns, err := e.db.Users().NamespaceByName(ctx, "ghostorg"); err != nil || ns.Kind != meta.NamespaceOrg {
 				t.Fatalf("organization: %+v %v", ns, err)
 			}
 		})

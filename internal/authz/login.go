@@ -90,7 +90,7 @@ func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secre
 	if username == "" || secret == "" || len(username) > 256 || len(secret) > 1024 {
 		return a.cheapLogin(ctx, r, limits, username, refuse(ErrBadCredentials))
 	}
-	u, err := a.store.UserByName(ctx, username)
+	u, err := a.store.Users.UserByName(ctx, username)
 	switch {
 	case errors.Is(err, meta.ErrUserNotFound):
 		return a.cheapLogin(ctx, r, limits, username, func() (auth.Identity, error) {
@@ -113,7 +113,7 @@ func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secre
 
 // throttled refuses a login when one of its counters is full.
 func (a *Authorizer) throttled(ctx context.Context, limits loginLimits) error {
-	wait, err := a.store.LoginThrottle(ctx, a.opts.Window, limits.all()...)
+	wait, err := a.store.Access.LoginThrottle(ctx, a.opts.Window, limits.all()...)
 	if err != nil {
 		return err
 	}
@@ -131,7 +131,7 @@ func (a *Authorizer) cheapLogin(ctx context.Context, r *http.Request, limits log
 	}
 	id, err := check()
 	if errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrDisabled) {
-		if _, _, cerr := a.store.ReserveLoginAttempt(context.WithoutCancel(ctx), a.opts.Window, limits.all()...); cerr != nil {
+		if _, _, cerr := a.store.Access.ReserveLoginAttempt(context.WithoutCancel(ctx), a.opts.Window, limits.all()...); cerr != nil {
 			a.log.Warn("count a failed login", "err", cerr)
 		}
 		a.audit(ctx, r, "login_failure", username, "", map[string]string{"reason": err.Error()})
@@ -150,7 +150,7 @@ func (a *Authorizer) passwordLogin(ctx context.Context, r *http.Request, limits 
 		}
 		return id, nil
 	}
-	ok, wait, err := a.store.ReserveLoginAttempt(ctx, a.opts.Window, limits.all()...)
+	ok, wait, err := a.store.Access.ReserveLoginAttempt(ctx, a.opts.Window, limits.all()...)
 	if err != nil {
 		return auth.Identity{}, err
 	}
@@ -178,7 +178,7 @@ func (a *Authorizer) passwordLogin(ctx context.Context, r *http.Request, limits 
 
 // giveBack returns a counted attempt: one, or the key's whole count.
 func (a *Authorizer) giveBack(ctx context.Context, l meta.LoginLimit, all bool) {
-	if err := a.store.ReleaseLoginAttempt(context.WithoutCancel(ctx), l.Key, all); err != nil {
+	if err := a.store.Access.ReleaseLoginAttempt(context.WithoutCancel(ctx), l.Key, all); err != nil {
 		a.log.Warn("give back a login attempt", "err", err)
 	}
 }

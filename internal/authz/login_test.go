@@ -22,18 +22,18 @@ import (
 
 // countingStore counts the writes of login attempts.
 type countingStore struct {
-	*meta.DB
+	meta.Access
 	reserves, releases atomic.Int64
 }
 
 func (s *countingStore) ReserveLoginAttempt(ctx context.Context, window time.Duration, limits ...meta.LoginLimit) (bool, time.Duration, error) {
 	s.reserves.Add(1)
-	return s.DB.ReserveLoginAttempt(ctx, window, limits...)
+	return s.Access.ReserveLoginAttempt(ctx, window, limits...)
 }
 
 func (s *countingStore) ReleaseLoginAttempt(ctx context.Context, key string, all bool) error {
 	s.releases.Add(1)
-	return s.DB.ReleaseLoginAttempt(ctx, key, all)
+	return s.Access.ReleaseLoginAttempt(ctx, key, all)
 }
 
 func (s *countingStore) writes() int64 { return s.reserves.Load() + s.releases.Load() }
@@ -82,19 +82,19 @@ func newLoginEnv(t *testing.T, dialect string, opts Options) *loginEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.CreateUser(ctx, meta.User{Username: "alice", SecretHash: h}); err != nil {
+	if _, err := db.Users().CreateUser(ctx, meta.User{Username: "alice", SecretHash: h}); err != nil {
 		t.Fatal(err)
 	}
 	robot, err := auth.NewSecret(SecretPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.CreateRobot(ctx, "alice", "ci", auth.HashSecret(robot)); err != nil {
+	if _, err := db.Users().CreateRobot(ctx, "alice", "ci", auth.HashSecret(robot)); err != nil {
 		t.Fatal(err)
 	}
-	store := &countingStore{DB: db}
+	store := &countingStore{Access: db.Access()}
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := &loginEnv{store: store, az: New(store, tokens, opts), probe: &hashProbe{}, robot: robot}
+	e := &loginEnv{store: store, az: New(Stores{Users: db.Users(), Repositories: db.Repositories(), Access: store}, tokens, opts), probe: &hashProbe{}, robot: robot}
 	e.az.verify = e.probe.wrap(e.az.verify)
 	return e
 }

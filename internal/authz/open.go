@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"context"
 	"net/http"
 
 	"github.com/berth-dev/berth/internal/auth"
@@ -16,9 +15,7 @@ import (
 // namespace that does not exist creates it as an organization without
 // owners (never a namespace that is neither a user nor an organization).
 type Open struct {
-	Repositories interface {
-		Repository(ctx context.Context, name string) (meta.RepoInfo, error)
-	}
+	Repositories RepositoryStore
 }
 
 // Authorize implements registry.Authorizer.

@@ -21,7 +21,7 @@ import (
 // the resource's repository.
 func (a *Authorizer) refuse(ctx context.Context, id auth.Identity, res registry.Resource, action string) (*registry.Error, error) {
 	repo := res.Name
-	ri, err := a.store.Repository(ctx, repo)
+	ri, err := a.store.Repositories.Repository(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func isWrite(action string) bool {
 func (a *Authorizer) current(ctx context.Context, id auth.Identity) (auth.Identity, bool, error) {
 	switch id.Kind {
 	case auth.KindUser, auth.KindRobot:
-		u, err := a.store.UserByName(ctx, id.Name)
+		u, err := a.store.Users.UserByName(ctx, id.Name)
 		if errors.Is(err, meta.ErrUserNotFound) {
 			return id, false, nil
 		}
@@ -100,7 +100,7 @@ func (a *Authorizer) current(ctx context.Context, id auth.Identity) (auth.Identi
 		}
 		return auth.Identity{Kind: id.Kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, u.Enabled, nil
 	case auth.KindToken:
-		t, err := a.store.AccessTokenByName(ctx, id.Name)
+		t, err := a.store.Access.AccessTokenByName(ctx, id.Name)
 		if errors.Is(err, meta.ErrTokenNotFound) {
 			return id, false, nil
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -80,10 +81,10 @@ func (e *env) bearer(user, pw string, scopes ...string) string {
 func (e *env) requireNothingIn(ns, repo string) {
 	e.t.Helper()
 	ctx := context.Background()
-	if ri, err := e.db.Repository(ctx, repo); err != nil || ri.Exists {
+	if ri, err := e.db.Repositories().Repository(ctx, repo); err != nil || ri.Exists {
 		e.t.Fatalf("a refused push created %s (%v)", repo, err)
 	}
-	if _, err := e.db.NamespaceByName(ctx, ns); !errors.Is(err, meta.ErrNamespaceNotFound) {
+	if _, err := e.db.Users().NamespaceByName(ctx, ns); !errors.Is(err, meta.ErrNamespaceNotFound) {
 		e.t.Fatalf("a refused push left namespace %s: %v", ns, err)
 	}
 }
@@ -131,8 +132,8 @@ func TestRefusalMissingNamespace(t *testing.T) {
 
 			// Once the organization exists, its owner pushes.
 			ctx := context.Background()
-			alice, _ := e.db.UserByName(ctx, "alice")
-			if _, err := e.db.CreateOrganization(ctx, "quickstart", alice.ID); err != nil {
+			alice, _ := e.db.Users().UserByName(ctx, "alice")
+			if _, err := e.db.Organizations().CreateOrganization(ctx, "quickstart", alice.ID); err != nil {
 				t.Fatal(err)
 			}
 			if err := e.push("quickstart/app:v1", "alice", alicePW); err != nil {
@@ -154,21 +155,21 @@ func TestRefusalCreateNamespaceOnPush(t *testing.T) {
 			if err := e.push("rootorg/app:v1", "root", rootPW); err != nil {
 				t.Fatalf("superuser push creating a namespace: %v", err)
 			}
-			root, _ := e.db.UserByName(ctx, "root")
-			if ns, err := e.db.NamespaceByName(ctx, "rootorg"); err != nil || ns.Kind != meta.NamespaceOrg {
+			root, _ := e.db.Users().UserByName(ctx, "root")
+			if ns, err := e.db.Users().NamespaceByName(ctx, "rootorg"); err != nil || ns.Kind != meta.NamespaceOrg {
 				t.Fatalf("namespace created by the superuser's push: %+v %v, want an organization", ns, err)
 			}
-			if role, _ := e.db.OrgRole(ctx, "rootorg", root.ID); role != "admin" {
+			if role, _ := e.db.Organizations().OrgRole(ctx, "rootorg", root.ID); role != "admin" {
 				t.Fatalf("the superuser's role in the organization its push created: %q, want admin", role)
 			}
 
 			robotSecret, _ := auth.NewSecret(authz.SecretPrefix)
-			if _, err := e.db.CreateRobot(ctx, "alice", "ci", auth.HashSecret(robotSecret)); err != nil {
+			if _, err := e.db.Users().CreateRobot(ctx, "alice", "ci", auth.HashSecret(robotSecret)); err != nil {
 				t.Fatal(err)
 			}
 			tokSecret, _ := auth.NewSecret(authz.SecretPrefix)
 			scopes, _ := json.Marshal([]auth.TokenScope{{Repository: "tokorg/*", Actions: []string{auth.TokenContentRead, auth.TokenContentWrite}}})
-			if _, err := e.db.CreateAccessToken(ctx, meta.AccessToken{Name: "ci-token", SecretHash: auth.HashSecret(tokSecret), Scopes: scopes}); err != nil {
+			if _, err := e.db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: "ci-token", SecretHash: auth.HashSecret(tokSecret), Scopes: scopes}); err != nil {
 				t.Fatal(err)
 			}
 			for _, c := range []struct{ user, pw, ns, kind string }{
@@ -202,8 +203,8 @@ func TestRefusalRepositoryState(t *testing.T) {
 				}
 			}
 			mirror, ro, robot := auth.StateMirror, auth.StateReadOnly, "alice+mirror"
-			e.db.UpdateRepository(ctx, "alice/mirror", nil, &mirror, &robot, nil)
-			e.db.UpdateRepository(ctx, "alice/ro", nil, &ro, nil, nil)
+			e.db.Repositories().UpdateRepository(ctx, "alice/mirror", nil, &mirror, &robot, nil)
+			e.db.Repositories().UpdateRepository(ctx, "alice/ro", nil, &ro, nil, nil)
 
 			for _, c := range []struct{ repo, want string }{
 				{"alice/mirror", "alice/mirror is a mirror (repository state MIRROR): it takes no pushes"},
@@ -252,7 +253,7 @@ func TestOpenAuthorizer(t *testing.T) {
 			ctx := context.Background()
 			db := metatest.Open(t, dialect)
 			driver, _ := fs.New(t.TempDir(), fs.Options{})
-			srv := httptest.NewServer(registry.New(db, driver, registry.Options{Auth: authz.Open{Repositories: db},
+			srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Auth: authz.Open{Repositories: db.Repositories()},
 				Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}}))
 			t.Cleanup(srv.Close)
 			e := &env{t: t, db: db, url: srv.URL, host: strings.TrimPrefix(srv.URL, "http://")}
@@ -260,12 +261,12 @@ func TestOpenAuthorizer(t *testing.T) {
 			if err := remote.Write(e.ref("devorg/team/app:v1"), img, remote.WithAuth(authn.Anonymous)); err != nil {
 				t.Fatal(err)
 			}
-			ns, err := db.NamespaceByName(ctx, "devorg")
+			ns, err := db.Users().NamespaceByName(ctx, "devorg")
 			if err != nil || ns.Kind != meta.NamespaceOrg {
 				t.Fatalf("namespace created by an open push: %+v %v, want an organization", ns, err)
 			}
 			mirror, robot := auth.StateMirror, "devorg+mirror"
-			db.UpdateRepository(ctx, "devorg/team/app", nil, &mirror, &robot, nil)
+			db.Repositories().UpdateRepository(ctx, "devorg/team/app", nil, &mirror, &robot, nil)
 			a := e.raw("POST", "/v2/devorg/team/app/blobs/uploads/", "")
 			if code, msg := a.specError(); a.status != 403 || code != "DENIED" || !strings.HasPrefix(msg, "devorg/team/app is a mirror") {
 				t.Fatalf("open push to a mirror: %d %s", a.status, a.body)

@@ -151,7 +151,7 @@ func (a *Authorizer) allowed(r *http.Request, id auth.Identity, claims *auth.Cla
 	if action == auth.ActionPull {
 		return true, nil
 	}
-	ri, err := a.store.Repository(r.Context(), repo)
+	ri, err := a.store.Repositories.Repository(r.Context(), repo)
 	if err != nil {
 		return false, err
 	}

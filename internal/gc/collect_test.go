@@ -33,7 +33,7 @@ type world struct {
 func newWorld(t *testing.T, dialect string, delay time.Duration) *world {
 	t.Helper()
 	e := newEnv(t, dialect, Options{Delay: delay, UploadExpiry: 24 * time.Hour})
-	reg := registry.New(e.db, e.store, registry.Options{GCDelay: delay, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	reg := registry.New(registry.Stores{Blobs: e.db.Blobs(), Uploads: e.db.Uploads(), Manifests: e.db.Manifests(), Catalog: e.db.Repositories()}, e.store, registry.Options{GCDelay: delay, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}})
 	srv := httptest.NewServer(reg)
 	t.Cleanup(srv.Close)
@@ -181,7 +181,7 @@ func TestCollect(t *testing.T) {
 			if !w.stored(young) {
 				t.Fatal("a blob younger than the delay was collected")
 			}
-			if pending, _ := w.db.PendingBlobDeletes(ctx, 10); len(pending) != 0 {
+			if pending, _ := w.db.Collector().PendingBlobDeletes(ctx, 10); len(pending) != 0 {
 				t.Fatalf("deletions left pending: %v", pending)
 			}
 			// A second pass finds nothing more.
@@ -204,16 +204,16 @@ func TestReuploadWhileDeleting(t *testing.T) {
 			d := w.blob("app", content)
 			time.Sleep(5 * time.Millisecond)
 			cutoff := time.Now()
-			if ok, err := w.db.CollectLink(ctx, linkRepoID(t, w, "app"), d, cutoff); !ok || err != nil {
+			if ok, err := one(w.db.Collector().CollectLinks(ctx, []meta.GCCandidate{{RepositoryID: linkRepoID(t, w, "app"), Digest: d}}, cutoff)); !ok || err != nil {
 				t.Fatalf("collect link: %v %v", ok, err)
 			}
-			if ok, err := w.db.CondemnBlob(ctx, d, cutoff); !ok || err != nil {
+			if ok, err := one(w.db.Collector().CondemnBlobs(ctx, []digest.Digest{d}, cutoff)); !ok || err != nil {
 				t.Fatalf("condemn: %v %v", ok, err)
 			}
 			// The collector is between its two steps: the row is gone, the
 			// bytes are not. A client uploads the same blob.
 			w.blob("app", content)
-			if ok, err := w.db.FinishBlobDelete(ctx, d, storage.DeleteBlob(w.store, d)); ok || err != nil {
+			if ok, err := one(w.db.Collector().FinishBlobDeletes(ctx, []digest.Digest{d}, func(ctx context.Context, d digest.Digest) error { return storage.DeleteBlob(w.store, d)(ctx) })); ok || err != nil {
 				t.Fatalf("the collector deleted after the re-upload: %v %v", ok, err)
 			}
 			if st, got := w.do("GET", "/v2/app/blobs/"+d.String(), nil); st != 200 || !bytes.Equal(got, content) {
@@ -225,7 +225,7 @@ func TestReuploadWhileDeleting(t *testing.T) {
 
 func linkRepoID(t *testing.T, w *world, repo string) int64 {
 	t.Helper()
-	ri, err := w.db.Repository(context.Background(), repo)
+	ri, err := w.db.Repositories().Repository(context.Background(), repo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestConfirmedBlobSurvives(t *testing.T) {
 	if !w.stored(d) {
 		t.Fatal("a blob confirmed by a HEAD within the delay was collected")
 	}
-	if _, err := w.db.RepositoryBlob(ctx, "app", d); errors.Is(err, meta.ErrBlobNotFound) {
+	if _, err := w.db.Blobs().RepositoryBlob(ctx, "app", d); errors.Is(err, meta.ErrBlobNotFound) {
 		t.Fatal("the confirmed link was collected")
 	}
 }
@@ -395,7 +395,7 @@ func TestGCStress(t *testing.T) {
 				t.Fatal(err)
 			}
 			linked := map[string]bool{}
-			rows, err := w.db.OrphanBlobs(ctx, time.Now(), 1000)
+			rows, err := w.db.Collector().OrphanBlobs(ctx, time.Now(), 1000)
 			if err != nil || len(rows) != 0 {
 				t.Fatalf("orphan blob rows left: %v %v", rows, err)
 			}
@@ -404,7 +404,7 @@ func TestGCStress(t *testing.T) {
 				files, _ := w.store.List(ctx, p)
 				for _, f := range files {
 					d := digest.NewDigestFromEncoded(digest.SHA256, f[len(p)+1:])
-					if _, err := w.db.StoredBlob(ctx, d); err != nil {
+					if _, err := w.db.Blobs().StoredBlob(ctx, d); err != nil {
 						t.Fatalf("blob %s in storage but not recorded: %v", d, err)
 					}
 					linked[d.String()] = true
@@ -446,7 +446,7 @@ func TestPutAgainstLinkCollection(t *testing.T) {
 			layer := []byte("collected before the push")
 			raw := manifest(layer)
 			time.Sleep(5 * time.Millisecond)
-			if ok, err := w.db.CollectLink(ctx, repoID(), digest.FromBytes(layer), time.Now()); !ok || err != nil {
+			if ok, err := one(w.db.Collector().CollectLinks(ctx, []meta.GCCandidate{{RepositoryID: repoID(), Digest: digest.FromBytes(layer)}}, time.Now())); !ok || err != nil {
 				t.Fatalf("collect: %v %v", ok, err)
 			}
 			if st, b := w.do("PUT", "/v2/order/manifests/late", raw, "Content-Type", oci.MediaTypeImageManifest); st != 400 ||
@@ -460,7 +460,7 @@ func TestPutAgainstLinkCollection(t *testing.T) {
 			if st, b := w.do("PUT", "/v2/order/manifests/early", raw, "Content-Type", oci.MediaTypeImageManifest); st != 201 {
 				t.Fatalf("PUT: %d %s", st, b)
 			}
-			if ok, err := w.db.CollectLink(ctx, repoID(), digest.FromBytes(layer), time.Now()); ok || err != nil {
+			if ok, err := one(w.db.Collector().CollectLinks(ctx, []meta.GCCandidate{{RepositoryID: repoID(), Digest: digest.FromBytes(layer)}}, time.Now())); ok || err != nil {
 				t.Fatalf("the collection removed a referenced link: %v %v", ok, err)
 			}
 			if err := w.pullable("order", "early"); err != nil {
@@ -469,3 +469,6 @@ func TestPutAgainstLinkCollection(t *testing.T) {
 		})
 	}
 }
+
+// one reports whether a collection step on one candidate acted on it.
+func one(n int, err error) (bool, error) { return n == 1, err }

@@ -21,18 +21,23 @@ import (
 	"github.com/berth-dev/berth/internal/storage"
 )
 
-// Store is what the collector needs of the metadata store.
-type Store interface {
+// Stores are the parts of the metadata store the collector uses.
+type Stores struct {
+	Uploads   UploadStore // meta.Uploads
+	Collector Collection  // meta.Collector
+	Retention Pruner      // meta.Collector
+}
+
+// UploadStore finds and expires abandoned upload sessions (meta.Uploads).
+type UploadStore interface {
 	ExpiredUploads(ctx context.Context, before time.Time, n int) ([]meta.Upload, error)
 	ExpireUpload(ctx context.Context, id string, before time.Time) (bool, error)
 	UploadsExist(ctx context.Context, ids []string) (map[string]bool, error)
-	Prune(ctx context.Context, r meta.Retention, dry bool) (meta.PruneCounts, error)
 }
 
-// DB is the metadata store as the collector uses it.
-type DB interface {
-	Store
-	Collection
+// Pruner deletes bookkeeping rows past their retention (meta.Collector).
+type Pruner interface {
+	Prune(ctx context.Context, r meta.Retention, dry bool) (meta.PruneCounts, error)
 }
 
 // Options configure the collector.
@@ -53,7 +58,8 @@ type Options struct {
 // Collector runs passes.
 type Collector struct {
 	passState
-	db    Store
+	db    UploadStore
+	prune Pruner
 	gc    Collection
 	store storage.Driver
 	opts  Options
@@ -62,11 +68,11 @@ type Collector struct {
 }
 
 // New returns a collector.
-func New(db DB, store storage.Driver, opts Options) *Collector {
+func New(db Stores, store storage.Driver, opts Options) *Collector {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Collector{db: db, gc: db, store: store, opts: opts, log: opts.Logger, now: time.Now}
+	return &Collector{db: db.Uploads, prune: db.Retention, gc: db.Collector, store: store, opts: opts, log: opts.Logger, now: time.Now}
 }
 
 // Report says what a pass removed (or, dry, would remove).
@@ -103,7 +109,7 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
 	if err := c.sweepLeftovers(ctx, cutoff, dry, &rep); err != nil {
 		errs = append(errs, err)
 	}
-	pruned, err := c.db.Prune(ctx, c.opts.Retention, dry)
+	pruned, err := c.prune.Prune(ctx, c.opts.Retention, dry)
 	rep.Pruned = pruned
 	if err != nil {
 		errs = append(errs, err)

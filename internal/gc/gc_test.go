@@ -35,7 +35,7 @@ func newEnv(t *testing.T, dialect string, opts Options) *env {
 		t.Fatal(err)
 	}
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	return &env{db: db, store: store, root: root, c: New(db, store, opts)}
+	return &env{db: db, store: store, root: root, c: New(Stores{Uploads: db.Uploads(), Collector: db.Collector(), Retention: db.Collector()}, store, opts)}
 }
 
 // upload makes an upload session with n bytes written.
@@ -43,15 +43,15 @@ func (e *env) upload(t *testing.T, repo string, n int) string {
 	t.Helper()
 	ctx := context.Background()
 	id := uuid.NewString()
-	if err := e.db.CreateUpload(ctx, meta.Upload{ID: id, Repository: repo}, 0); err != nil {
+	if err := e.db.Uploads().CreateUpload(ctx, meta.Upload{ID: id, Repository: repo}, 0); err != nil {
 		t.Fatal(err)
 	}
 	e.leftover(t, id, n, time.Now())
-	up, err := e.db.ClaimUpload(ctx, repo, id, time.Minute)
+	up, err := e.db.Uploads().ClaimUpload(ctx, repo, id, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.db.AdvanceUpload(ctx, id, up.Claim, 0, int64(n), []byte{1}); err != nil {
+	if err := e.db.Uploads().AdvanceUpload(ctx, id, up.Claim, 0, int64(n), []byte{1}); err != nil {
 		t.Fatal(err)
 	}
 	return id
@@ -87,7 +87,7 @@ func TestUploadExpiry(t *testing.T) {
 			busy := e.upload(t, "app", 10)
 			// Two hours later: both are idle, but one is being written.
 			e.c.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
-			if _, err := e.db.ClaimUpload(ctx, "app", busy, time.Minute); err != nil {
+			if _, err := e.db.Uploads().ClaimUpload(ctx, "app", busy, time.Minute); err != nil {
 				t.Fatal(err)
 			}
 			e.upload(t, "app", 10) // written now: idle too, two hours on
@@ -113,10 +113,10 @@ func TestUploadExpiry(t *testing.T) {
 			if rep.Uploads != 2 || rep.UploadBytes != 1010 {
 				t.Fatalf("expired %d uploads (%d bytes), want 2 (1010)", rep.Uploads, rep.UploadBytes)
 			}
-			if _, err := e.db.GetUpload(ctx, "app", idle); err == nil || e.exists(storage.UploadDir(idle)) {
+			if _, err := e.db.Uploads().GetUpload(ctx, "app", idle); err == nil || e.exists(storage.UploadDir(idle)) {
 				t.Fatal("the idle upload survived")
 			}
-			if _, err := e.db.GetUpload(ctx, "app", busy); err != nil || !e.exists(storage.UploadDir(busy)) {
+			if _, err := e.db.Uploads().GetUpload(ctx, "app", busy); err != nil || !e.exists(storage.UploadDir(busy)) {
 				t.Fatalf("the claimed upload was expired: %v", err)
 			}
 			if rep.Leftovers != 1 || rep.LeftoverBytes != 500 || e.exists(storage.UploadDir(oldLeft)) || !e.exists(storage.UploadDir(newLeft)) {
@@ -135,7 +135,7 @@ func TestUploadKeptWithinExpiry(t *testing.T) {
 	if err != nil || rep.Uploads != 0 || rep.Leftovers != 0 {
 		t.Fatalf("pass: %+v %v", rep, err)
 	}
-	if _, err := e.db.GetUpload(ctx, "app", id); err != nil || !e.exists(storage.UploadPath(id)) {
+	if _, err := e.db.Uploads().GetUpload(ctx, "app", id); err != nil || !e.exists(storage.UploadPath(id)) {
 		t.Fatalf("a live upload went: %v", err)
 	}
 }
@@ -151,58 +151,58 @@ func TestPrune(t *testing.T) {
 			db := e.db
 			// A notification on repo_push of "held": its delivery stays
 			// pending (no worker runs here).
-			if _, err := db.CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: meta.ScopeRepository, Target: "held",
+			if _, err := db.Notifications().CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: meta.ScopeRepository, Target: "held",
 				Event: meta.EventRepoPush, Method: "webhook", Config: json.RawMessage(`{"url":"http://example.invalid/"}`)}); err != nil {
 				t.Fatal(err)
 			}
 			push := func(repo string) {
 				cfg := []byte(`{}` + repo)
 				b := meta.Blob{Digest: digest.FromBytes(cfg), Size: int64(len(cfg))}
-				if _, err := db.StoreBlob(ctx, repo, b, "", meta.Writer{}, noPlace, noPlace); err != nil {
+				if _, err := db.Blobs().StoreBlob(ctx, repo, b, "", meta.Writer{}, noPlace, noPlace); err != nil {
 					t.Fatal(err)
 				}
 				m := []byte(`{"schemaVersion":2,"config":{"digest":"` + b.Digest.String() + `"}}`)
-				if err := db.PutManifest(ctx, meta.PutManifest{Repository: repo, Tag: "v1", Refs: []meta.Ref{{Digest: b.Digest}},
+				if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: repo, Tag: "v1", Refs: []meta.Ref{{Digest: b.Digest}},
 					Manifest: meta.Manifest{Digest: digest.FromBytes(m), MediaType: "application/vnd.oci.image.manifest.v1+json", Content: m}}); err != nil {
 					t.Fatal(err)
 				}
 			}
 			push("held")
 			push("other")
-			if _, err := db.FanOutEvents(ctx, 100); err != nil {
+			if _, err := db.Notifications().FanOutEvents(ctx, 100); err != nil {
 				t.Fatal(err)
 			}
 			push("late") // not dispatched
-			if err := db.AppendAudit(ctx, meta.AuditEntry{Kind: "test", Actor: "t"}); err != nil {
+			if err := db.Access().AppendAudit(ctx, meta.AuditEntry{Kind: "test", Actor: "t"}); err != nil {
 				t.Fatal(err)
 			}
 			var newest int64
 			for range 2 {
-				done, _ := db.EnqueueJob(ctx, meta.Job{Queue: "test", Payload: json.RawMessage(`{}`), MaxAttempts: 1})
-				j, ok, err := db.ClaimJob(ctx, "test", "w", time.Minute)
+				done, _ := db.Jobs().EnqueueJob(ctx, meta.Job{Queue: "test", Payload: json.RawMessage(`{}`), MaxAttempts: 1})
+				j, ok, err := db.Jobs().ClaimJob(ctx, "test", "w", time.Minute)
 				if err != nil || !ok || j.ID != done {
 					t.Fatalf("claim: %v %v", ok, err)
 				}
-				if err := db.CompleteJob(ctx, j.ID, "w"); err != nil {
+				if err := db.Jobs().CompleteJob(ctx, j.ID, "w"); err != nil {
 					t.Fatal(err)
 				}
 				newest = done
 			}
-			before, _ := db.EventsAfter(ctx, 0, 1000)
+			before, _ := db.Outbox().EventsAfter(ctx, 0, 1000)
 			time.Sleep(2 * time.Millisecond)
 			r := meta.Retention{Events: time.Microsecond, DoneJobs: time.Microsecond, DeadJobs: time.Microsecond, Attempts: time.Microsecond, Audit: time.Microsecond}
-			dry, err := db.Prune(ctx, r, true)
+			dry, err := db.Collector().Prune(ctx, r, true)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := db.Prune(ctx, r, false)
+			got, err := db.Collector().Prune(ctx, r, false)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if dry != got {
 				t.Fatalf("dry run %+v, pass %+v", dry, got)
 			}
-			after, _ := db.EventsAfter(ctx, 0, 1000)
+			after, _ := db.Outbox().EventsAfter(ctx, 0, 1000)
 			left := map[string]int{}
 			for _, ev := range after {
 				left[ev.Repository]++
@@ -216,10 +216,10 @@ func TestPrune(t *testing.T) {
 				t.Fatalf("pruned %+v", got)
 			}
 			// The newest job of a queue stays (schedulers read it).
-			if jobs, _ := db.Jobs(ctx, "test", "", 10); len(jobs) != 1 || jobs[0].ID != newest {
+			if jobs, _ := db.Jobs().Jobs(ctx, "test", "", 10); len(jobs) != 1 || jobs[0].ID != newest {
 				t.Fatalf("done jobs left: %+v, want only %d", jobs, newest)
 			}
-			if jobs, _ := db.Jobs(ctx, meta.NotifyQueue, "", 10); len(jobs) != 1 {
+			if jobs, _ := db.Jobs().Jobs(ctx, meta.NotifyQueue, "", 10); len(jobs) != 1 {
 				t.Fatalf("the pending delivery went: %+v", jobs)
 			}
 		})

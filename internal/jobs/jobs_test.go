@@ -64,7 +64,7 @@ func enqueue(t *testing.T, db *meta.DB, j meta.Job) int64 {
 	if j.Queue == "" {
 		j.Queue = "q"
 	}
-	id, err := db.EnqueueJob(context.Background(), j)
+	id, err := db.Jobs().EnqueueJob(context.Background(), j)
 	if err != nil {
 		t.Fatalf("enqueue: %v", err)
 	}
@@ -76,7 +76,7 @@ func waitFor(t *testing.T, db *meta.DB, status string, n int) []meta.Job {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
-		js, err := db.Jobs(context.Background(), "q", status, 10000)
+		js, err := db.Jobs().Jobs(context.Background(), "q", status, 10000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,7 +84,7 @@ func waitFor(t *testing.T, db *meta.DB, status string, n int) []meta.Job {
 			return js
 		}
 		if time.Now().After(deadline) {
-			all, _ := db.Jobs(context.Background(), "q", "", 10000)
+			all, _ := db.Jobs().Jobs(context.Background(), "q", "", 10000)
 			t.Fatalf("%d of %d jobs %s; jobs: %+v", len(js), n, status, all)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -101,7 +101,7 @@ func TestWorkerRunsJobs(t *testing.T) {
 	forDialects(t, func(t *testing.T, d string) {
 		db := metatest.Open(t, d)
 		var got sync.Map
-		w := jobs.New(db, "q", func(_ context.Context, j meta.Job) error {
+		w := jobs.New(db.Jobs(), "q", func(_ context.Context, j meta.Job) error {
 			var p struct{ N int }
 			if err := json.Unmarshal(j.Payload, &p); err != nil {
 				return jobs.Permanent(err)
@@ -129,7 +129,7 @@ func TestWorkerRetriesWithBackoff(t *testing.T) {
 		var calls atomic.Int32
 		var mu sync.Mutex
 		var backoffs []int
-		w := jobs.New(db, "q", func(context.Context, meta.Job) error {
+		w := jobs.New(db.Jobs(), "q", func(context.Context, meta.Job) error {
 			if calls.Add(1) < 3 {
 				return errors.New("receiver down")
 			}
@@ -158,7 +158,7 @@ func TestWorkerDeadLetter(t *testing.T) {
 	forDialects(t, func(t *testing.T, d string) {
 		db := metatest.Open(t, d)
 		var heal atomic.Bool
-		w := jobs.New(db, "q", func(_ context.Context, j meta.Job) error {
+		w := jobs.New(db.Jobs(), "q", func(_ context.Context, j meta.Job) error {
 			switch {
 			case heal.Load():
 				return nil
@@ -187,7 +187,7 @@ func TestWorkerDeadLetter(t *testing.T) {
 			t.Errorf("panicking job = %+v", j)
 		}
 		heal.Store(true)
-		if err := db.RequeueDeadJob(context.Background(), permanent); err != nil {
+		if err := db.Jobs().RequeueDeadJob(context.Background(), permanent); err != nil {
 			t.Fatal(err)
 		}
 		w.Wake()
@@ -209,7 +209,7 @@ func TestWorkerDefer(t *testing.T) {
 		var order []string
 		var mu sync.Mutex
 		paused := errors.New("destination paused")
-		w := jobs.New(db, "q", func(_ context.Context, j meta.Job) error {
+		w := jobs.New(db.Jobs(), "q", func(_ context.Context, j meta.Job) error {
 			if string(j.Payload) == `"first"` {
 				if hold.Load() {
 					return jobs.Defer(time.Now().Add(time.Hour), paused)
@@ -245,7 +245,7 @@ func TestWorkerDefer(t *testing.T) {
 		w.Wake()
 		deadline := time.Now().Add(wait)
 		for {
-			js, _ := db.Jobs(context.Background(), "q", meta.JobPending, 10)
+			js, _ := db.Jobs().Jobs(context.Background(), "q", meta.JobPending, 10)
 			if len(js) == 1 && js[0].ID == held && js[0].RunAt.After(time.Now().Add(time.Minute)) {
 				if js[0].Attempts != 0 || !strings.Contains(js[0].LastError, "destination paused") {
 					t.Fatalf("held job = %+v", js[0])
@@ -258,7 +258,7 @@ func TestWorkerDefer(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		hold.Store(false)
-		if _, err := db.ReleaseJobs(context.Background(), "q", "k2"); err != nil {
+		if _, err := db.Jobs().ReleaseJobs(context.Background(), "q", "k2"); err != nil {
 			t.Fatal(err)
 		}
 		if j := waitFor(t, db, meta.JobDone, 3); len(j) != 3 || j[2].ID != held || j[2].Attempts != 1 {
@@ -308,11 +308,11 @@ func TestWorkerTakesOverCrashedJob(t *testing.T) {
 		ctx := context.Background()
 		db := metatest.Open(t, d)
 		id := enqueue(t, db, meta.Job{})
-		if _, ok, err := db.ClaimJob(ctx, "q", "crashed", 200*time.Millisecond); err != nil || !ok {
+		if _, ok, err := db.Jobs().ClaimJob(ctx, "q", "crashed", 200*time.Millisecond); err != nil || !ok {
 			t.Fatalf("claim: %v, %v", ok, err)
 		}
 		var runs atomic.Int32
-		start(t, jobs.New(db, "q", func(context.Context, meta.Job) error {
+		start(t, jobs.New(db.Jobs(), "q", func(context.Context, meta.Job) error {
 			runs.Add(1)
 			return nil
 		}, fast(jobs.Options{})))
@@ -320,7 +320,7 @@ func TestWorkerTakesOverCrashedJob(t *testing.T) {
 		if j.ID != id || j.Attempts != 2 || runs.Load() != 1 {
 			t.Fatalf("job = %+v after %d runs", j, runs.Load())
 		}
-		if err := db.CompleteJob(ctx, id, "crashed"); !errors.Is(err, meta.ErrJobLost) {
+		if err := db.Jobs().CompleteJob(ctx, id, "crashed"); !errors.Is(err, meta.ErrJobLost) {
 			t.Fatalf("stale owner's complete = %v, want ErrJobLost", err)
 		}
 	})
@@ -343,8 +343,8 @@ func TestWorkerExtendsLease(t *testing.T) {
 			}
 		}
 		enqueue(t, db, meta.Job{})
-		start(t, jobs.New(db, "q", h, fast(jobs.Options{Lease: lease, Owner: "a"})))
-		start(t, jobs.New(db, "q", h, fast(jobs.Options{Lease: lease, Owner: "b"})))
+		start(t, jobs.New(db.Jobs(), "q", h, fast(jobs.Options{Lease: lease, Owner: "a"})))
+		start(t, jobs.New(db.Jobs(), "q", h, fast(jobs.Options{Lease: lease, Owner: "b"})))
 		j := waitFor(t, db, meta.JobDone, 1)[0]
 		if j.Attempts != 1 || runs.Load() != 1 {
 			t.Fatalf("job = %+v after %d runs", j, runs.Load())
@@ -353,7 +353,7 @@ func TestWorkerExtendsLease(t *testing.T) {
 }
 
 // lossyStore loses every lease on its first extension.
-type lossyStore struct{ *meta.DB }
+type lossyStore struct{ meta.Jobs }
 
 func (lossyStore) ExtendJobLease(context.Context, int64, string, time.Duration) error {
 	return meta.ErrJobLost
@@ -363,7 +363,7 @@ func TestWorkerCancelsHandlerOnLostLease(t *testing.T) {
 	db := metatest.Open(t, "sqlite")
 	cause := make(chan error, 1)
 	enqueue(t, db, meta.Job{})
-	start(t, jobs.New(lossyStore{db}, "q", func(ctx context.Context, _ meta.Job) error {
+	start(t, jobs.New(lossyStore{db.Jobs()}, "q", func(ctx context.Context, _ meta.Job) error {
 		<-ctx.Done()
 		cause <- context.Cause(ctx)
 		return ctx.Err()
@@ -384,7 +384,7 @@ func TestWorkerShutdown(t *testing.T) {
 	db := metatest.Open(t, "sqlite")
 	id := enqueue(t, db, meta.Job{MaxAttempts: 1})
 	started := make(chan struct{})
-	w := jobs.New(db, "q", func(ctx context.Context, _ meta.Job) error {
+	w := jobs.New(db.Jobs(), "q", func(ctx context.Context, _ meta.Job) error {
 		close(started)
 		<-ctx.Done()
 		return ctx.Err()
@@ -405,7 +405,7 @@ func TestWorkerShutdown(t *testing.T) {
 
 func TestWorkerWake(t *testing.T) {
 	db := metatest.Open(t, "sqlite")
-	w := jobs.New(db, "q", func(context.Context, meta.Job) error { return nil },
+	w := jobs.New(db.Jobs(), "q", func(context.Context, meta.Job) error { return nil },
 		fast(jobs.Options{PollInterval: time.Hour}))
 	start(t, w)
 	time.Sleep(50 * time.Millisecond) // let it find the queue empty and sleep
@@ -449,7 +449,7 @@ func TestWorkerOrdering(t *testing.T) {
 			want[k] = append(want[k], enqueue(t, dbA, meta.Job{OrderingKey: k}))
 		}
 		for i, db := range []*meta.DB{dbA, dbB, dbA, dbB} {
-			start(t, jobs.New(db, "q", h, fast(jobs.Options{Owner: fmt.Sprintf("w%d", i)})))
+			start(t, jobs.New(db.Jobs(), "q", h, fast(jobs.Options{Owner: fmt.Sprintf("w%d", i)})))
 		}
 		waitFor(t, dbA, meta.JobDone, 30)
 		mu.Lock()
@@ -520,7 +520,7 @@ func TestWorkersExactlyOnce(t *testing.T) {
 			ids = append(ids, enqueue(t, db, j))
 		}
 		for i, db := range []*meta.DB{dbA, dbB} {
-			start(t, jobs.New(db, "q", h, fast(jobs.Options{Concurrency: 4, Owner: fmt.Sprintf("p%d", i)})))
+			start(t, jobs.New(db.Jobs(), "q", h, fast(jobs.Options{Concurrency: 4, Owner: fmt.Sprintf("p%d", i)})))
 		}
 		waitFor(t, dbA, meta.JobDone, n)
 		mu.Lock()
@@ -553,7 +553,7 @@ func TestWorkerResumesAfterRestart(t *testing.T) {
 			enqueue(t, db, meta.Job{OrderingKey: "k"})
 		}
 		enqueue(t, db, meta.Job{})
-		if _, ok, err := db.ClaimJob(ctx, "q", "before-restart", 200*time.Millisecond); err != nil || !ok {
+		if _, ok, err := db.Jobs().ClaimJob(ctx, "q", "before-restart", 200*time.Millisecond); err != nil || !ok {
 			t.Fatalf("claim: %v, %v", ok, err)
 		}
 		if err := db.Close(); err != nil {
@@ -561,7 +561,7 @@ func TestWorkerResumesAfterRestart(t *testing.T) {
 		}
 		db = open(t, dsn)
 		var runs atomic.Int32
-		start(t, jobs.New(db, "q", func(context.Context, meta.Job) error {
+		start(t, jobs.New(db.Jobs(), "q", func(context.Context, meta.Job) error {
 			runs.Add(1)
 			return nil
 		}, fast(jobs.Options{})))

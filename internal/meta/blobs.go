@@ -24,7 +24,7 @@ type Blob struct {
 var ErrBlobNotFound = fmt.Errorf("blob %w", ErrNotFound)
 
 // RepositoryBlob returns the blob if the repository may serve it.
-func (db *DB) RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (Blob, error) {
+func (db Blobs) RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (Blob, error) {
 	var b Blob
 	var linked int64
 	err := db.read.QueryRowContext(ctx, db.q(`SELECT b.size, rb.created_at FROM repositories r
@@ -45,7 +45,7 @@ func (db *DB) RepositoryBlob(ctx context.Context, repo string, d digest.Digest) 
 // for it and may reference it in a manifest it is about to push): a link
 // last confirmed before stale is dated now, so garbage collection spares
 // it for another delay. It reports false if the link is gone.
-func (db *DB) TouchBlobLink(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error) {
+func (db Blobs) TouchBlobLink(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error) {
 	res, err := db.write.ExecContext(ctx, db.q(`UPDATE repository_blobs SET created_at = ?
 		WHERE digest = ? AND created_at < ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)`),
 		now(), d.String(), stale.UnixMicro(), repo)
@@ -55,7 +55,7 @@ func (db *DB) TouchBlobLink(ctx context.Context, repo string, d digest.Digest, s
 	if n, _ := res.RowsAffected(); n == 1 {
 		return true, nil
 	}
-	_, err = db.RepositoryBlob(ctx, repo, d)
+	_, err = (Blobs{db.core}).RepositoryBlob(ctx, repo, d)
 	if errors.Is(err, ErrBlobNotFound) {
 		return false, nil
 	}
@@ -63,7 +63,7 @@ func (db *DB) TouchBlobLink(ctx context.Context, repo string, d digest.Digest, s
 }
 
 // StoredBlob returns a blob known to the registry, in any repository.
-func (db *DB) StoredBlob(ctx context.Context, d digest.Digest) (Blob, error) {
+func (db Blobs) StoredBlob(ctx context.Context, d digest.Digest) (Blob, error) {
 	var b Blob
 	err := db.read.QueryRowContext(ctx, db.q("SELECT size FROM blobs WHERE digest = ?"), d.String()).Scan(&b.Size)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -77,7 +77,7 @@ func (db *DB) StoredBlob(ctx context.Context, d digest.Digest) (Blob, error) {
 }
 
 // RepositoriesWithBlob returns up to n repositories that link the blob.
-func (db *DB) RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error) {
+func (db Blobs) RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name FROM repository_blobs rb
 		JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ? ORDER BY r.name LIMIT ?`), d.String(), n)
 	if err != nil {
@@ -89,13 +89,13 @@ func (db *DB) RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) 
 // LinkBlob records a stored blob and links it to the repository, creating
 // the repository (as w.Create says) if needed. If uploadID is set, the
 // upload session is removed in the same transaction.
-func (db *DB) LinkBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer) error {
+func (db Blobs) LinkBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		return db.linkBlob(ctx, tx, repo, b, uploadID, w)
 	})
 }
 
-func (db *DB) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, uploadID string, w Writer) error {
+func (db *core) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, uploadID string, w Writer) error {
 	id, err := db.ensureRepository(ctx, tx, repo, w)
 	if err != nil {
 		return err
@@ -138,7 +138,7 @@ func (db *DB) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, upl
 // stores a manifest naming the blob makes the delete wait for its commit,
 // and the check then sees the new manifest; a push that comes later finds
 // the link gone and is refused with MANIFEST_BLOB_UNKNOWN.
-func (db *DB) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error {
+func (db Blobs) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var repoID int64
 		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID)
@@ -157,4 +157,60 @@ func (db *DB) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) erro
 		}
 		return db.refusedIfReferenced(ctx, tx, repoID, d, "blob")
 	})
+}
+
+// StoreBlob records a blob whose bytes the caller has staged, under the
+// garbage-collection protocol: holding the digest's lock, if the blob is
+// already stored nothing is placed (placed is false: the caller discards
+// its copy); otherwise bytes that a garbage collection condemned and has
+// not deleted yet are deleted first (clear), the caller's bytes are moved
+// into place (place), and the blob row is inserted. With repo set the blob
+// is linked to it in the same transaction (and uploadID's session, if set,
+// removed). Because every placement and every deletion of a digest's bytes
+// happens under its lock and after the pending deletion is settled, a
+// collection can never delete bytes that a re-upload just placed.
+func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer,
+	place, clear func(context.Context) error) (placed bool, err error) {
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		placed = false
+		if err := db.lockDigest(ctx, tx, b.Digest); err != nil {
+			return err
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM blobs WHERE digest = ?"), b.Digest.String()).Scan(&one)
+		switch {
+		case err == nil:
+		case errors.Is(err, sql.ErrNoRows):
+			res, err := tx.ExecContext(ctx, db.q("DELETE FROM gc_blob_deletes WHERE digest = ?"), b.Digest.String())
+			if err != nil {
+				return fmt.Errorf("settle pending delete: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				if err := clear(ctx); err != nil {
+					return fmt.Errorf("delete condemned bytes: %w", err)
+				}
+			}
+			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)"), b.Digest.String(), b.Size, now()); err != nil {
+				return fmt.Errorf("record blob: %w", err)
+			}
+			placed = true
+		default:
+			return fmt.Errorf("look up blob: %w", err)
+		}
+		if repo != "" {
+			if err := db.linkBlob(ctx, tx, repo, b, uploadID, w); err != nil {
+				return err
+			}
+		}
+		// The bytes move into place last, once nothing else in the
+		// transaction can fail (only its commit remains): a transaction
+		// that rolls back or runs again has placed nothing.
+		if placed {
+			if err := place(ctx); err != nil {
+				return fmt.Errorf("place blob: %w", err)
+			}
+		}
+		return nil
+	})
+	return placed, err
 }

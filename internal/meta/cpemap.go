@@ -30,7 +30,7 @@ const maxRemapSets = 1000
 // stored, in one transaction with the job that matches again the images
 // whose content sets changed. It returns the content sets whose CPEs
 // changed (added, removed or different).
-func (db *DB) ReplaceCPEMapping(ctx context.Context, mapping map[string][]string) ([]string, error) {
+func (db VulnDB) ReplaceCPEMapping(ctx context.Context, mapping map[string][]string) ([]string, error) {
 	var changed []string
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		old, err := readCPEMapping(ctx, tx, db.q("SELECT content_set, cpe FROM content_set_cpes"))
@@ -80,30 +80,10 @@ func (db *DB) ReplaceCPEMapping(ctx context.Context, mapping map[string][]string
 		payload, _ := json.Marshal(job)
 		// The ordering key of re-matches: one writes an image's matches at
 		// a time.
-		_, err = db.EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
+		_, err = (Jobs{db.core}).EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
 		return err
 	})
 	return changed, err
-}
-
-// ManifestsInEcosystem lists the scanned manifests holding a package of
-// the ecosystem or of one of its releases ("Red Hat", "Red Hat:...").
-func (db *DB) ManifestsInEcosystem(ctx context.Context, ecosystem string) ([]string, error) {
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT DISTINCT digest FROM manifest_packages WHERE ecosystem = ? OR ecosystem LIKE ? ORDER BY digest"),
-		ecosystem, ecosystem+":%")
-	if err != nil {
-		return nil, fmt.Errorf("find manifests by ecosystem: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
-			return nil, fmt.Errorf("find manifests by ecosystem: %w", err)
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
 }
 
 // normalizeMapping drops empty names and duplicate CPEs and sorts each
@@ -156,18 +136,6 @@ func readCPEMapping(ctx context.Context, q querier, query string, args ...any) (
 	return out, nil
 }
 
-// CPEsOf returns the CPEs of the named content sets, by content set; a
-// content set the mapping does not name is absent.
-func (db *DB) CPEsOf(ctx context.Context, contentSets []string) (map[string][]string, error) {
-	out := map[string][]string{}
-	err := chunks(contentSets, func(part []string) error {
-		m, err := readCPEMapping(ctx, db.read, db.q("SELECT content_set, cpe FROM content_set_cpes WHERE content_set IN ("+placeholders(len(part))+")"), anySlice(part)...)
-		maps.Copy(out, m)
-		return err
-	})
-	return out, err
-}
-
 // CPEMappingSource is the state of the stored content set mapping.
 type CPEMappingSource struct {
 	ContentSets int       `json:"content_sets"`
@@ -177,7 +145,7 @@ type CPEMappingSource struct {
 
 // CPEMappingState returns the state of the stored mapping; ok is false
 // when none was ever imported.
-func (db *DB) CPEMappingState(ctx context.Context) (CPEMappingSource, bool, error) {
+func (db VulnDB) CPEMappingState(ctx context.Context) (CPEMappingSource, bool, error) {
 	var s CPEMappingSource
 	var updated, checked int64
 	err := db.read.QueryRowContext(ctx, "SELECT content_sets, updated_at, checked_at FROM cpe_mapping_source WHERE id = 1").Scan(&s.ContentSets, &updated, &checked)

@@ -34,16 +34,21 @@ const (
 	postgres
 )
 
-// DB is the metadata store. Reads and writes may use different pools: with
-// SQLite, writes go through a single connection (SQLite has one writer at a
-// time; serializing in the pool avoids busy retries) while reads run in
-// parallel on a WAL database.
-type DB struct {
+// core is the connection every typed store shares. Reads and writes may
+// use different pools: with SQLite, writes go through a single connection
+// (SQLite has one writer at a time; serializing in the pool avoids busy
+// retries) while reads run in parallel on a WAL database.
+type core struct {
 	read, write *sql.DB
 	dialect     dialect
 	// scanOnPush queues a scan of every new image manifest (SetScanOnPush).
 	scanOnPush bool
 }
+
+// DB is the metadata store: an open database and its migrations. Its
+// data is reached through one typed store per aggregate (stores.go); the
+// DB itself only opens, checks and closes.
+type DB struct{ *core }
 
 // Open connects to the database named by dsn: a postgres:// or
 // postgresql:// URL, or an SQLite file path (optionally prefixed sqlite://
@@ -75,7 +80,7 @@ func openPostgres(dsn string) (*DB, error) {
 	pool.SetMaxOpenConns(32)
 	pool.SetMaxIdleConns(32)
 	pool.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{read: pool, write: pool, dialect: postgres}, nil
+	return &DB{&core{read: pool, write: pool, dialect: postgres}}, nil
 }
 
 func openSQLite(path string) (*DB, error) {
@@ -105,7 +110,7 @@ func openSQLite(path string) (*DB, error) {
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	read.SetConnMaxLifetime(0)
-	return &DB{read: read, write: write, dialect: sqlite}, nil
+	return &DB{&core{read: read, write: write, dialect: sqlite}}, nil
 }
 
 // Close closes the pools.
@@ -132,7 +137,7 @@ func (db *DB) Ping(ctx context.Context) error {
 
 // q rewrites ? placeholders to $n for PostgreSQL. Queries never contain a
 // literal question mark.
-func (db *DB) q(query string) string {
+func (db *core) q(query string) string {
 	if db.dialect != postgres {
 		return query
 	}
@@ -157,7 +162,7 @@ func (db *DB) q(query string) string {
 // concurrent change it could not lock) is run again from the start, a few
 // times: concurrency in normal operation is not an error the caller sees.
 // fn must therefore only touch the database and its own locals.
-func (db *DB) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (db *core) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	var err error
 	for attempt := range txAttempts {
 		if err = db.tx1(ctx, fn); err == nil || !retryable(err) || ctx.Err() != nil {
@@ -176,7 +181,7 @@ func (db *DB) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // txAttempts bounds the runs of one transaction that keeps losing races.
 const txAttempts = 8
 
-func (db *DB) tx1(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (db *core) tx1(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -194,3 +199,17 @@ func (db *DB) tx1(ctx context.Context, fn func(tx *sql.Tx) error) error {
 func now() int64 { return time.Now().UnixMicro() }
 
 func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func likePrefix(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(s) + "%"
+}
+
+// lockSuffix locks the selected rows until the transaction ends on
+// PostgreSQL; SQLite serializes write transactions already.
+func (db *core) lockSuffix() string {
+	if db.dialect == postgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}

@@ -90,3 +90,24 @@ func (e *InUseError) Error() string {
 	b.WriteString(" in this repository; delete those first")
 	return b.String()
 }
+
+// ErrExists is returned when a name is already taken.
+var ErrExists = errors.New("already exists")
+
+func isUnique(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "UNIQUE constraint") || strings.Contains(s, "SQLSTATE 23505") || strings.Contains(s, "duplicate key")
+}
+
+// Errors of organization and robot management.
+var (
+	// ErrNamespaceNotEmpty is returned when deleting a namespace that still
+	// has repositories.
+	ErrNamespaceNotEmpty = errors.New("namespace still has repositories")
+	// ErrLastOwner is returned when a removal would leave an organization's
+	// owners team without an enabled user to administer it.
+	ErrLastOwner = errors.New("the last owner of an organization cannot be removed")
+	// ErrRobotInUse is returned when deleting a robot that a repository
+	// mirror writes as.
+	ErrRobotInUse = errors.New("robot is used by a repository mirror")
+)

@@ -58,11 +58,11 @@ const jobKeyLockClass = 0x6a6f6273
 // EnqueueJob adds a job in a transaction of its own and returns its id.
 // Zero MaxAttempts means DefaultJobMaxAttempts; zero RunAt means now.
 // Status, Attempts, LastError and CreatedAt are ignored.
-func (db *DB) EnqueueJob(ctx context.Context, j Job) (int64, error) {
+func (db Jobs) EnqueueJob(ctx context.Context, j Job) (int64, error) {
 	var id int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		id, err = db.EnqueueJobTx(ctx, tx, j)
+		id, err = (Jobs{db.core}).EnqueueJobTx(ctx, tx, j)
 		return err
 	})
 	return id, err
@@ -78,14 +78,14 @@ func (db *DB) EnqueueJob(ctx context.Context, j Job) (int64, error) {
 // held until the caller's transaction ends; a transaction that enqueues for
 // several keys must take them in a consistent order (as the serialized
 // fan-out does), or two such transactions may deadlock.
-func (db *DB) EnqueueJobTx(ctx context.Context, tx *sql.Tx, j Job) (int64, error) {
+func (db Jobs) EnqueueJobTx(ctx context.Context, tx *sql.Tx, j Job) (int64, error) {
 	j.LastError, j.CreatedAt = "", time.Time{}
 	return db.insertJob(ctx, tx, j)
 }
 
 // insertJob adds j as a pending job with no attempts; zero CreatedAt means
 // now.
-func (db *DB) insertJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error) {
+func (db *core) insertJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error) {
 	if j.Queue == "" {
 		return 0, errors.New("enqueue job: empty queue")
 	}
@@ -119,7 +119,7 @@ func (db *DB) insertJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error) {
 	return id, nil
 }
 
-func (db *DB) lockJobKey(ctx context.Context, tx *sql.Tx, queue, key string) error {
+func (db *core) lockJobKey(ctx context.Context, tx *sql.Tx, queue, key string) error {
 	if db.dialect != postgres || key == "" {
 		return nil // SQLite: the write transaction already serializes enqueues
 	}
@@ -173,7 +173,7 @@ func scanJob(row interface{ Scan(...any) error }) (Job, error) {
 //     good, and then no other job of the key is claimable until N finishes.
 //   - On SQLite the claim is one write statement, and writes are
 //     serialized, across processes too.
-func (db *DB) ClaimJob(ctx context.Context, queue, owner string, lease time.Duration) (Job, bool, error) {
+func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Duration) (Job, bool, error) {
 	if owner == "" || lease <= 0 {
 		return Job{}, false, errors.New("claim job: owner and a positive lease are required")
 	}
@@ -233,7 +233,7 @@ func (db *DB) ClaimJob(ctx context.Context, queue, owner string, lease time.Dura
 const errLeaseExpired = "lease expired during the last attempt: the worker stopped or hung"
 
 // finishJob applies set to a job that owner still holds.
-func (db *DB) finishJob(ctx context.Context, what string, id int64, owner, set string, args ...any) error {
+func (db *core) finishJob(ctx context.Context, what string, id int64, owner, set string, args ...any) error {
 	args = append(args, now(), id, owner)
 	res, err := db.write.ExecContext(ctx, db.q("UPDATE jobs SET "+set+", updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'"), args...)
 	if err != nil {
@@ -249,13 +249,13 @@ func (db *DB) finishJob(ctx context.Context, what string, id int64, owner, set s
 
 // CompleteJob marks a job done. It returns ErrJobLost unless owner still
 // holds the job.
-func (db *DB) CompleteJob(ctx context.Context, id int64, owner string) error {
+func (db Jobs) CompleteJob(ctx context.Context, id int64, owner string) error {
 	return db.finishJob(ctx, "complete", id, owner, "status = 'done', lease_until = 0, lease_owner = ''")
 }
 
 // RetryJob puts a job back to pending, to run again from runAt, recording
 // the error. It returns ErrJobLost unless owner still holds the job.
-func (db *DB) RetryJob(ctx context.Context, id int64, owner string, runAt time.Time, errText string) error {
+func (db Jobs) RetryJob(ctx context.Context, id int64, owner string, runAt time.Time, errText string) error {
 	return db.finishJob(ctx, "retry", id, owner, "status = 'pending', run_at = ?, lease_until = 0, lease_owner = '', last_error = ?",
 		runAt.UnixMicro(), cleanJobError(errText))
 }
@@ -265,7 +265,7 @@ func (db *DB) RetryJob(ctx context.Context, id int64, owner string, runAt time.T
 // handler's "not now", which spends no attempt however often it happens.
 // A job released by ReleaseJobs while it ran is ready at once instead. It
 // returns ErrJobLost unless owner still holds the job.
-func (db *DB) DeferJob(ctx context.Context, id int64, owner string, runAt time.Time, reason string) error {
+func (db Jobs) DeferJob(ctx context.Context, id int64, owner string, runAt time.Time, reason string) error {
 	return db.finishJob(ctx, "defer", id, owner, `status = 'pending',
 		run_at = CASE WHEN run_at = ? THEN CAST(? AS BIGINT) ELSE CAST(? AS BIGINT) END,
 		attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
@@ -283,7 +283,7 @@ const releasedRunAt = 0
 // retry's backoff, a deferral) can be claimed now, still after the older
 // jobs of its key, and a running job that its handler defers is not held.
 // It returns how many jobs it released.
-func (db *DB) ReleaseJobs(ctx context.Context, queue, keyPrefix string) (int64, error) {
+func (db Jobs) ReleaseJobs(ctx context.Context, queue, keyPrefix string) (int64, error) {
 	var n int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -293,7 +293,7 @@ func (db *DB) ReleaseJobs(ctx context.Context, queue, keyPrefix string) (int64, 
 	return n, err
 }
 
-func (db *DB) releaseJobsTx(ctx context.Context, tx *sql.Tx, queue, keyPrefix string) (int64, error) {
+func (db *core) releaseJobsTx(ctx context.Context, tx *sql.Tx, queue, keyPrefix string) (int64, error) {
 	if queue == "" || keyPrefix == "" {
 		return 0, errors.New("release jobs: a queue and a key prefix are required")
 	}
@@ -312,13 +312,13 @@ func (db *DB) releaseJobsTx(ctx context.Context, tx *sql.Tx, queue, keyPrefix st
 
 // KillJob moves a job to the dead letter, recording the error. It returns
 // ErrJobLost unless owner still holds the job.
-func (db *DB) KillJob(ctx context.Context, id int64, owner string, errText string) error {
+func (db Jobs) KillJob(ctx context.Context, id int64, owner string, errText string) error {
 	return db.finishJob(ctx, "kill", id, owner, "status = 'dead', lease_until = 0, lease_owner = '', last_error = ?", cleanJobError(errText))
 }
 
 // ExtendJobLease renews owner's lease on a running job to lease from now.
 // It returns ErrJobLost unless owner still holds the job.
-func (db *DB) ExtendJobLease(ctx context.Context, id int64, owner string, lease time.Duration) error {
+func (db Jobs) ExtendJobLease(ctx context.Context, id int64, owner string, lease time.Duration) error {
 	if lease <= 0 {
 		return errors.New("extend job lease: lease must be positive")
 	}
@@ -327,7 +327,7 @@ func (db *DB) ExtendJobLease(ctx context.Context, id int64, owner string, lease 
 
 // Jobs lists up to limit jobs (100 if limit <= 0), oldest first. An empty
 // queue or status matches all.
-func (db *DB) Jobs(ctx context.Context, queue, status string, limit int) ([]Job, error) {
+func (db Jobs) Jobs(ctx context.Context, queue, status string, limit int) ([]Job, error) {
 	if limit <= 0 {
 		limit = 100
 	}
@@ -366,7 +366,7 @@ func (db *DB) Jobs(ctx context.Context, queue, status string, limit int) ([]Job,
 // queue and ordering key; the younger jobs of its key ran while it was
 // dead) with its payload, creation time and last error, and the dead row is
 // removed. It returns ErrJobNotFound if no dead job has the id.
-func (db *DB) RequeueDeadJob(ctx context.Context, id int64) error {
+func (db Jobs) RequeueDeadJob(ctx context.Context, id int64) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		lock := ""
 		if db.dialect == postgres {
@@ -390,16 +390,6 @@ func (db *DB) RequeueDeadJob(ctx context.Context, id int64) error {
 	})
 }
 
-// PruneJobs deletes done jobs last changed before the given time and
-// returns how many it deleted. Dead jobs stay until requeued.
-func (db *DB) PruneJobs(ctx context.Context, before time.Time) (int64, error) {
-	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM jobs WHERE status = 'done' AND updated_at < ?"), before.UnixMicro())
-	if err != nil {
-		return 0, fmt.Errorf("prune jobs: %w", err)
-	}
-	return res.RowsAffected()
-}
-
 // cleanJobError makes an error text storable: valid UTF-8 without NUL
 // (PostgreSQL TEXT refuses both), at most maxJobError bytes.
 func cleanJobError(s string) string {
@@ -408,3 +398,9 @@ func cleanJobError(s string) string {
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }
+
+// Jobs is the durable job queue.
+type Jobs struct{ *core }
+
+// Jobs returns the job queue.
+func (db *DB) Jobs() Jobs { return Jobs{db.core} }

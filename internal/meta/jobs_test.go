@@ -20,7 +20,7 @@ const lease = time.Minute
 
 func enqueue(t testing.TB, db *meta.DB, j meta.Job) int64 {
 	t.Helper()
-	id, err := db.EnqueueJob(context.Background(), j)
+	id, err := db.Jobs().EnqueueJob(context.Background(), j)
 	if err != nil {
 		t.Fatalf("enqueue: %v", err)
 	}
@@ -29,7 +29,7 @@ func enqueue(t testing.TB, db *meta.DB, j meta.Job) int64 {
 
 func claim(t testing.TB, db *meta.DB, queue, owner string) (meta.Job, bool) {
 	t.Helper()
-	j, ok, err := db.ClaimJob(context.Background(), queue, owner, lease)
+	j, ok, err := db.Jobs().ClaimJob(context.Background(), queue, owner, lease)
 	if err != nil {
 		t.Fatalf("claim: %v", err)
 	}
@@ -45,7 +45,7 @@ func claimID(t testing.TB, db *meta.DB, queue, owner string) int64 {
 
 func jobByID(t testing.TB, db *meta.DB, id int64) meta.Job {
 	t.Helper()
-	js, err := db.Jobs(context.Background(), "", "", 10000)
+	js, err := db.Jobs().Jobs(context.Background(), "", "", 10000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,6 @@ func TestJobs(t *testing.T) {
 		{"DeadAndRequeue", testJobDeadAndRequeue},
 		{"OrderingKeys", testJobOrderingKeys},
 		{"Validation", testJobValidation},
-		{"Prune", testJobPrune},
 		{"DeferAndRelease", testJobDeferAndRelease},
 	}
 	for _, d := range metatest.Dialects() {
@@ -99,19 +98,19 @@ func testJobEnqueueClaimComplete(t *testing.T, db *meta.DB) {
 	if got := claimID(t, db, "q", "w2"); got != 0 {
 		t.Fatalf("running job %d claimed twice", got)
 	}
-	if err := db.ExtendJobLease(ctx, id, "w", lease); err != nil {
+	if err := db.Jobs().ExtendJobLease(ctx, id, "w", lease); err != nil {
 		t.Fatalf("extend: %v", err)
 	}
-	if err := db.CompleteJob(ctx, id, "w2"); !errors.Is(err, meta.ErrJobLost) {
+	if err := db.Jobs().CompleteJob(ctx, id, "w2"); !errors.Is(err, meta.ErrJobLost) {
 		t.Fatalf("complete by a non-owner = %v, want ErrJobLost", err)
 	}
-	if err := db.CompleteJob(ctx, id, "w"); err != nil {
+	if err := db.Jobs().CompleteJob(ctx, id, "w"); err != nil {
 		t.Fatalf("complete: %v", err)
 	}
-	if err := db.CompleteJob(ctx, id, "w"); !errors.Is(err, meta.ErrJobLost) {
+	if err := db.Jobs().CompleteJob(ctx, id, "w"); !errors.Is(err, meta.ErrJobLost) {
 		t.Fatalf("second complete = %v, want ErrJobLost", err)
 	}
-	done, err := db.Jobs(ctx, "q", meta.JobDone, 0)
+	done, err := db.Jobs().Jobs(ctx, "q", meta.JobDone, 0)
 	if err != nil || len(done) != 1 || done[0].ID != id {
 		t.Fatalf("done jobs = %+v, %v", done, err)
 	}
@@ -130,7 +129,7 @@ func testJobRunAtAndRetry(t *testing.T, db *meta.DB) {
 	if got := claimID(t, db, "q", "w"); got != id {
 		t.Fatalf("claim = %d, want %d", got, id)
 	}
-	if err := db.RetryJob(ctx, id, "w", time.Now().Add(time.Hour), "boom"); err != nil {
+	if err := db.Jobs().RetryJob(ctx, id, "w", time.Now().Add(time.Hour), "boom"); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
 	if got := claimID(t, db, "q", "w"); got != 0 {
@@ -140,7 +139,7 @@ func testJobRunAtAndRetry(t *testing.T, db *meta.DB) {
 	if j.Status != meta.JobPending || j.Attempts != 1 || j.LastError != "boom" {
 		t.Fatalf("retried job = %+v", j)
 	}
-	if err := db.RetryJob(ctx, id, "w", time.Now(), "again"); !errors.Is(err, meta.ErrJobLost) {
+	if err := db.Jobs().RetryJob(ctx, id, "w", time.Now(), "again"); !errors.Is(err, meta.ErrJobLost) {
 		t.Fatalf("retry of a pending job = %v, want ErrJobLost", err)
 	}
 	// A retry whose time has come is ready again.
@@ -148,7 +147,7 @@ func testJobRunAtAndRetry(t *testing.T, db *meta.DB) {
 	if got := claimID(t, db, "q2", "w"); got != id2 {
 		t.Fatalf("claim = %d, want %d", got, id2)
 	}
-	if err := db.RetryJob(ctx, id2, "w", time.Now().Add(-time.Second), "soon"); err != nil {
+	if err := db.Jobs().RetryJob(ctx, id2, "w", time.Now().Add(-time.Second), "soon"); err != nil {
 		t.Fatal(err)
 	}
 	j, ok := claim(t, db, "q2", "w3")
@@ -172,10 +171,10 @@ func testJobDeferAndRelease(t *testing.T, db *meta.DB) {
 	if got := claimID(t, db, "q", "w"); got != a {
 		t.Fatalf("claim = %d, want %d", got, a)
 	}
-	if err := db.DeferJob(ctx, a, "intruder", later, "held"); !errors.Is(err, meta.ErrJobLost) {
+	if err := db.Jobs().DeferJob(ctx, a, "intruder", later, "held"); !errors.Is(err, meta.ErrJobLost) {
 		t.Fatalf("defer by a non-owner = %v, want ErrJobLost", err)
 	}
-	if err := db.DeferJob(ctx, a, "w", later, "held"); err != nil {
+	if err := db.Jobs().DeferJob(ctx, a, "w", later, "held"); err != nil {
 		t.Fatalf("defer: %v", err)
 	}
 	if j := jobByID(t, db, a); j.Status != meta.JobPending || j.Attempts != 0 || j.LastError != "held" || j.RunAt.Before(later.Add(-time.Second)) {
@@ -185,16 +184,16 @@ func testJobDeferAndRelease(t *testing.T, db *meta.DB) {
 	if got := claimID(t, db, "q", "w"); got != c {
 		t.Fatalf("claim = %d, want %d (the other key's)", got, c)
 	}
-	if err := db.CompleteJob(ctx, c, "w"); err != nil {
+	if err := db.Jobs().CompleteJob(ctx, c, "w"); err != nil {
 		t.Fatal(err)
 	}
 	if got := claimID(t, db, "q", "w"); got != 0 {
 		t.Fatalf("claimed %d while a was held", got)
 	}
-	if _, err := db.ReleaseJobs(ctx, "q", ""); err == nil {
+	if _, err := db.Jobs().ReleaseJobs(ctx, "q", ""); err == nil {
 		t.Fatal("released with an empty key prefix")
 	}
-	n, err := db.ReleaseJobs(ctx, "q", "n1|")
+	n, err := db.Jobs().ReleaseJobs(ctx, "q", "n1|")
 	if err != nil || n != 2 {
 		t.Fatalf("released %d, %v; want a and d", n, err)
 	}
@@ -207,7 +206,7 @@ func testJobDeferAndRelease(t *testing.T, db *meta.DB) {
 		if !ok || j.ID != a || j.Attempts != 1 {
 			t.Fatalf("claim = %+v, %v; want a on its first attempt", j, ok)
 		}
-		if err := db.DeferJob(ctx, a, "w", time.Now().Add(-time.Second), "not yet"); err != nil {
+		if err := db.Jobs().DeferJob(ctx, a, "w", time.Now().Add(-time.Second), "not yet"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -216,10 +215,10 @@ func testJobDeferAndRelease(t *testing.T, db *meta.DB) {
 	if got := claimID(t, db, "q", "w"); got != a {
 		t.Fatalf("claim = %d, want a", got)
 	}
-	if n, err := db.ReleaseJobs(ctx, "q", "n1|r"); err != nil || n != 1 {
+	if n, err := db.Jobs().ReleaseJobs(ctx, "q", "n1|r"); err != nil || n != 1 {
 		t.Fatalf("released %d, %v; want the running a", n, err)
 	}
-	if err := db.DeferJob(ctx, a, "w", later, "held"); err != nil {
+	if err := db.Jobs().DeferJob(ctx, a, "w", later, "held"); err != nil {
 		t.Fatal(err)
 	}
 	if j := jobByID(t, db, a); j.RunAt.After(time.Now()) {
@@ -228,7 +227,7 @@ func testJobDeferAndRelease(t *testing.T, db *meta.DB) {
 	if got := claimID(t, db, "q", "w"); got != a {
 		t.Fatalf("claim = %d, want a", got)
 	}
-	if err := db.CompleteJob(ctx, a, "w"); err != nil {
+	if err := db.Jobs().CompleteJob(ctx, a, "w"); err != nil {
 		t.Fatal(err)
 	}
 	// Then b, in order, and d.
@@ -236,7 +235,7 @@ func testJobDeferAndRelease(t *testing.T, db *meta.DB) {
 	for range 2 {
 		id := claimID(t, db, "q", "w")
 		got[id] = true
-		if err := db.CompleteJob(ctx, id, "w"); err != nil {
+		if err := db.Jobs().CompleteJob(ctx, id, "w"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -248,7 +247,7 @@ func testJobDeferAndRelease(t *testing.T, db *meta.DB) {
 func testJobLeaseTakeover(t *testing.T, db *meta.DB) {
 	ctx := context.Background()
 	id := enqueue(t, db, meta.Job{Queue: "q"})
-	if _, ok, err := db.ClaimJob(ctx, "q", "crashed", 50*time.Millisecond); err != nil || !ok {
+	if _, ok, err := db.Jobs().ClaimJob(ctx, "q", "crashed", 50*time.Millisecond); err != nil || !ok {
 		t.Fatalf("claim: %v, %v", ok, err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -267,16 +266,16 @@ func testJobLeaseTakeover(t *testing.T, db *meta.DB) {
 		t.Fatalf("taken over job = %+v", j)
 	}
 	for name, err := range map[string]error{
-		"complete": db.CompleteJob(ctx, id, "crashed"),
-		"retry":    db.RetryJob(ctx, id, "crashed", time.Now(), "x"),
-		"kill":     db.KillJob(ctx, id, "crashed", "x"),
-		"extend":   db.ExtendJobLease(ctx, id, "crashed", lease),
+		"complete": db.Jobs().CompleteJob(ctx, id, "crashed"),
+		"retry":    db.Jobs().RetryJob(ctx, id, "crashed", time.Now(), "x"),
+		"kill":     db.Jobs().KillJob(ctx, id, "crashed", "x"),
+		"extend":   db.Jobs().ExtendJobLease(ctx, id, "crashed", lease),
 	} {
 		if !errors.Is(err, meta.ErrJobLost) {
 			t.Errorf("stale owner's %s = %v, want ErrJobLost", name, err)
 		}
 	}
-	if err := db.CompleteJob(ctx, id, "rescuer"); err != nil {
+	if err := db.Jobs().CompleteJob(ctx, id, "rescuer"); err != nil {
 		t.Fatalf("complete by the new owner: %v", err)
 	}
 
@@ -284,7 +283,7 @@ func testJobLeaseTakeover(t *testing.T, db *meta.DB) {
 	// run again, and the next job of its key is claimed instead.
 	last := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "k", MaxAttempts: 1})
 	next := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "k"})
-	if j, ok, err := db.ClaimJob(ctx, "q", "crashed", time.Millisecond); err != nil || !ok || j.ID != last {
+	if j, ok, err := db.Jobs().ClaimJob(ctx, "q", "crashed", time.Millisecond); err != nil || !ok || j.ID != last {
 		t.Fatalf("claim = %+v, %v, %v", j, ok, err)
 	}
 	time.Sleep(5 * time.Millisecond)
@@ -301,10 +300,10 @@ func testJobDeadAndRequeue(t *testing.T, db *meta.DB) {
 	id := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "k", Payload: json.RawMessage(`[1]`), MaxAttempts: 2})
 	younger := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "k"})
 	claimID(t, db, "q", "w")
-	if err := db.KillJob(ctx, id, "w", "bad\x00input \xff"); err != nil {
+	if err := db.Jobs().KillJob(ctx, id, "w", "bad\x00input \xff"); err != nil {
 		t.Fatalf("kill: %v", err)
 	}
-	dead, err := db.Jobs(ctx, "q", meta.JobDead, 0)
+	dead, err := db.Jobs().Jobs(ctx, "q", meta.JobDead, 0)
 	if err != nil || len(dead) != 1 || dead[0].ID != id || dead[0].LastError != "badinput \uFFFD" {
 		t.Fatalf("dead jobs = %+v, %v", dead, err)
 	}
@@ -312,16 +311,16 @@ func testJobDeadAndRequeue(t *testing.T, db *meta.DB) {
 	if got := claimID(t, db, "q", "w"); got != younger {
 		t.Fatalf("claim = %d, want the younger job %d", got, younger)
 	}
-	if err := db.RequeueDeadJob(ctx, younger); !errors.Is(err, meta.ErrJobNotFound) {
+	if err := db.Jobs().RequeueDeadJob(ctx, younger); !errors.Is(err, meta.ErrJobNotFound) {
 		t.Fatalf("requeue of a running job = %v, want ErrJobNotFound", err)
 	}
-	if err := db.RequeueDeadJob(ctx, id); err != nil {
+	if err := db.Jobs().RequeueDeadJob(ctx, id); err != nil {
 		t.Fatalf("requeue: %v", err)
 	}
-	if err := db.RequeueDeadJob(ctx, id); !errors.Is(err, meta.ErrJobNotFound) {
+	if err := db.Jobs().RequeueDeadJob(ctx, id); !errors.Is(err, meta.ErrJobNotFound) {
 		t.Fatalf("second requeue = %v, want ErrJobNotFound", err)
 	}
-	pending, err := db.Jobs(ctx, "q", meta.JobPending, 0)
+	pending, err := db.Jobs().Jobs(ctx, "q", meta.JobPending, 0)
 	if err != nil || len(pending) != 1 {
 		t.Fatalf("pending = %+v, %v", pending, err)
 	}
@@ -333,7 +332,7 @@ func testJobDeadAndRequeue(t *testing.T, db *meta.DB) {
 	if got := claimID(t, db, "q", "w"); got != 0 {
 		t.Fatalf("claimed job %d while another job of its key runs", got)
 	}
-	if err := db.CompleteJob(ctx, younger, "w"); err != nil {
+	if err := db.Jobs().CompleteJob(ctx, younger, "w"); err != nil {
 		t.Fatal(err)
 	}
 	if got := claimID(t, db, "q", "w"); got != re.ID {
@@ -358,7 +357,7 @@ func testJobOrderingKeys(t *testing.T, db *meta.DB) {
 		t.Fatalf("claim on q2 = %d, want %d: keys are per queue", got, otherQueue)
 	}
 	// A retried job keeps its place: a2 waits behind it.
-	if err := db.RetryJob(ctx, a1, "w", time.Now().Add(-time.Second), "flaky"); err != nil {
+	if err := db.Jobs().RetryJob(ctx, a1, "w", time.Now().Add(-time.Second), "flaky"); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []int64{a1, 0} {
@@ -366,7 +365,7 @@ func testJobOrderingKeys(t *testing.T, db *meta.DB) {
 			t.Fatalf("claim after retry = %d, want %d", got, want)
 		}
 	}
-	if err := db.CompleteJob(ctx, a1, "w"); err != nil {
+	if err := db.Jobs().CompleteJob(ctx, a1, "w"); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []int64{a2, 0} {
@@ -374,7 +373,7 @@ func testJobOrderingKeys(t *testing.T, db *meta.DB) {
 			t.Fatalf("claim after a1 = %d, want %d", got, want)
 		}
 	}
-	if err := db.KillJob(ctx, a2, "w", "no"); err != nil {
+	if err := db.Jobs().KillJob(ctx, a2, "w", "no"); err != nil {
 		t.Fatal(err)
 	}
 	if got := claimID(t, db, "q", "w"); got != a3 {
@@ -384,39 +383,21 @@ func testJobOrderingKeys(t *testing.T, db *meta.DB) {
 
 func testJobValidation(t *testing.T, db *meta.DB) {
 	ctx := context.Background()
-	if _, err := db.EnqueueJob(ctx, meta.Job{}); err == nil {
+	if _, err := db.Jobs().EnqueueJob(ctx, meta.Job{}); err == nil {
 		t.Error("enqueue without a queue succeeded")
 	}
-	if _, err := db.EnqueueJob(ctx, meta.Job{Queue: "q", Payload: json.RawMessage(`{`)}); err == nil {
+	if _, err := db.Jobs().EnqueueJob(ctx, meta.Job{Queue: "q", Payload: json.RawMessage(`{`)}); err == nil {
 		t.Error("enqueue with invalid JSON succeeded")
 	}
-	if _, _, err := db.ClaimJob(ctx, "q", "", lease); err == nil {
+	if _, _, err := db.Jobs().ClaimJob(ctx, "q", "", lease); err == nil {
 		t.Error("claim without an owner succeeded")
 	}
 	id := enqueue(t, db, meta.Job{Queue: "q"})
 	if j := jobByID(t, db, id); string(j.Payload) != "{}" {
 		t.Errorf("default payload = %s", j.Payload)
 	}
-	if err := db.CompleteJob(ctx, 424242, "w"); !errors.Is(err, meta.ErrJobLost) {
+	if err := db.Jobs().CompleteJob(ctx, 424242, "w"); !errors.Is(err, meta.ErrJobLost) {
 		t.Errorf("complete of an unknown job = %v, want ErrJobLost", err)
-	}
-}
-
-func testJobPrune(t *testing.T, db *meta.DB) {
-	ctx := context.Background()
-	done := enqueue(t, db, meta.Job{Queue: "q"})
-	claimID(t, db, "q", "w")
-	if err := db.CompleteJob(ctx, done, "w"); err != nil {
-		t.Fatal(err)
-	}
-	pending := enqueue(t, db, meta.Job{Queue: "q", RunAt: time.Now().Add(time.Hour)})
-	n, err := db.PruneJobs(ctx, time.Now().Add(time.Second))
-	if err != nil || n != 1 {
-		t.Fatalf("prune = %d, %v; want 1", n, err)
-	}
-	js, err := db.Jobs(ctx, "", "", 0)
-	if err != nil || len(js) != 1 || js[0].ID != pending {
-		t.Fatalf("jobs after prune = %+v, %v", js, err)
 	}
 }
 
@@ -472,7 +453,7 @@ func TestJobClaimRace(t *testing.T) {
 					owner := fmt.Sprintf("w%d", w)
 					idle := 0
 					for idle < 20 {
-						j, ok, err := db.ClaimJob(ctx, "q", owner, lease)
+						j, ok, err := db.Jobs().ClaimJob(ctx, "q", owner, lease)
 						if err != nil {
 							errc <- err
 							return
@@ -504,9 +485,9 @@ func TestJobClaimRace(t *testing.T) {
 						}
 						mu.Unlock()
 						if retry {
-							err = db.RetryJob(ctx, j.ID, owner, time.Now(), "again")
+							err = db.Jobs().RetryJob(ctx, j.ID, owner, time.Now(), "again")
 						} else {
-							err = db.CompleteJob(ctx, j.ID, owner)
+							err = db.Jobs().CompleteJob(ctx, j.ID, owner)
 						}
 						if err != nil {
 							errc <- err
@@ -575,11 +556,11 @@ func BenchmarkClaimComplete(b *testing.B) {
 			}
 			b.ResetTimer()
 			for range b.N {
-				j, ok, err := db.ClaimJob(ctx, "bench", "w", lease)
+				j, ok, err := db.Jobs().ClaimJob(ctx, "bench", "w", lease)
 				if err != nil || !ok {
 					b.Fatalf("claim: %v, %v", ok, err)
 				}
-				if err := db.CompleteJob(ctx, j.ID, "w"); err != nil {
+				if err := db.Jobs().CompleteJob(ctx, j.ID, "w"); err != nil {
 					b.Fatal(err)
 				}
 			}

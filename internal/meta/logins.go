@@ -21,7 +21,7 @@ type LoginLimit struct {
 // LoginThrottle reads the counters of limits and changes nothing. It
 // returns how long until every counter that has reached its limit starts a
 // new window: zero when none has.
-func (db *DB) LoginThrottle(ctx context.Context, window time.Duration, limits ...LoginLimit) (time.Duration, error) {
+func (db Access) LoginThrottle(ctx context.Context, window time.Duration, limits ...LoginLimit) (time.Duration, error) {
 	if len(limits) == 0 {
 		return 0, nil
 	}
@@ -69,7 +69,7 @@ func remaining(start, ts int64, window time.Duration) time.Duration {
 // tested and incremented in one statement, so concurrent callers never
 // count more than the limit between them. When a counter is full nothing
 // is counted, and the answer is false with how long until that window ends.
-func (db *DB) ReserveLoginAttempt(ctx context.Context, window time.Duration, limits ...LoginLimit) (bool, time.Duration, error) {
+func (db Access) ReserveLoginAttempt(ctx context.Context, window time.Duration, limits ...LoginLimit) (bool, time.Duration, error) {
 	// One order of keys for every caller: on PostgreSQL the row locks of
 	// two reservations sharing keys are then never taken crosswise.
 	sorted := slices.Clone(limits)
@@ -118,7 +118,7 @@ var errFull = errors.New("login attempts: limit reached")
 
 // ReleaseLoginAttempt gives attempts back under key: its whole count when
 // all is set, else one.
-func (db *DB) ReleaseLoginAttempt(ctx context.Context, key string, all bool) error {
+func (db Access) ReleaseLoginAttempt(ctx context.Context, key string, all bool) error {
 	query := "UPDATE login_failures SET failures = failures - 1 WHERE key = ? AND failures > 0"
 	if all {
 		query = "DELETE FROM login_failures WHERE key = ?"

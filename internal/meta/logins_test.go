@@ -41,7 +41,7 @@ func reserveAll(t *testing.T, db *meta.DB, n int, window time.Duration, limits .
 		go func() {
 			defer wg.Done()
 			<-start
-			got, wait, err := db.ReserveLoginAttempt(context.Background(), window, limits...)
+			got, wait, err := db.Access().ReserveLoginAttempt(context.Background(), window, limits...)
 			switch {
 			case err != nil:
 				t.Errorf("ReserveLoginAttempt: %v", err)
@@ -61,7 +61,7 @@ func reserveAll(t *testing.T, db *meta.DB, n int, window time.Duration, limits .
 
 func throttle(t *testing.T, db *meta.DB, window time.Duration, limits ...meta.LoginLimit) time.Duration {
 	t.Helper()
-	wait, err := db.LoginThrottle(context.Background(), window, limits...)
+	wait, err := db.Access().LoginThrottle(context.Background(), window, limits...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func testLoginConcurrent(t *testing.T, db *meta.DB) {
 	if w := throttle(t, db, window, other, addr); w <= 0 {
 		t.Fatal("a full address does not throttle")
 	}
-	if err := db.ReleaseLoginAttempt(context.Background(), addr.Key, false); err != nil {
+	if err := db.Access().ReleaseLoginAttempt(context.Background(), addr.Key, false); err != nil {
 		t.Fatal(err)
 	}
 	// One slot is free on the address; bob's pair has 85 left: exactly one
@@ -122,14 +122,14 @@ func testLoginRelease(t *testing.T, db *meta.DB) {
 		t.Fatalf("5 reservations under a limit of 3: %d counted", n)
 	}
 	// Giving one back frees exactly one attempt.
-	if err := db.ReleaseLoginAttempt(ctx, pair.Key, false); err != nil {
+	if err := db.Access().ReleaseLoginAttempt(ctx, pair.Key, false); err != nil {
 		t.Fatal(err)
 	}
 	if n := reserveAll(t, db, 5, window, pair, addr); n != 1 {
 		t.Fatalf("after giving one back: %d counted, want 1", n)
 	}
 	// Clearing the key frees all of them.
-	if err := db.ReleaseLoginAttempt(ctx, pair.Key, true); err != nil {
+	if err := db.Access().ReleaseLoginAttempt(ctx, pair.Key, true); err != nil {
 		t.Fatal(err)
 	}
 	if w := throttle(t, db, window, pair); w != 0 {
@@ -140,7 +140,7 @@ func testLoginRelease(t *testing.T, db *meta.DB) {
 	}
 	// Giving back never goes below zero, nor fails for an unknown key.
 	for range 10 {
-		if err := db.ReleaseLoginAttempt(ctx, "address:10.0.0.3", false); err != nil {
+		if err := db.Access().ReleaseLoginAttempt(ctx, "address:10.0.0.3", false); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -99,14 +99,14 @@ type pushEvent struct {
 // transaction with its repo_push event. Every reference must already be in
 // the repository; otherwise nothing changes and a *MissingRefsError is
 // returned.
-func (db *DB) PutManifest(ctx context.Context, p PutManifest) error {
+func (db Manifests) PutManifest(ctx context.Context, p PutManifest) error {
 	return db.putManifest(ctx, p, true, nil)
 }
 
 // putManifest is PutManifest, optionally without the reference check (the
 // pull-through cache stores references it fetches later) and with a hook
 // run for every tag set, in the transaction.
-func (db *DB) putManifest(ctx context.Context, p PutManifest, checkRefs bool, onTag func(tx *sql.Tx, repoID int64, tag string) error) error {
+func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, onTag func(tx *sql.Tx, repoID int64, tag string) error) error {
 	m := p.Manifest
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		w := Writer{Actor: p.Actor, Create: p.Create}
@@ -190,7 +190,7 @@ func (db *DB) putManifest(ctx context.Context, p PutManifest, checkRefs bool, on
 }
 
 // insertRefs records a manifest's references, many rows per statement.
-func (db *DB) insertRefs(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, refs []Ref) error {
+func (db *core) insertRefs(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, refs []Ref) error {
 	const perStatement = 200 // 4 parameters each: well under SQLite's and PostgreSQL's limits
 	for start := 0; start < len(refs); start += perStatement {
 		batch := refs[start:min(start+perStatement, len(refs))]
@@ -221,7 +221,7 @@ const refBatch = 500
 // digests per query. On PostgreSQL the rows found are locked FOR SHARE so
 // that a concurrent unlink or delete waits for this push to commit (and
 // then sees its references and refuses).
-func (db *DB) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []Ref) error {
+func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []Ref) error {
 	lock := ""
 	if db.dialect == postgres {
 		lock = " FOR SHARE"
@@ -278,7 +278,7 @@ func (db *DB) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []Re
 }
 
 // setTag points a tag at a manifest and reports whether it moved.
-func (db *DB) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest) (bool, error) {
+func (db *core) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest) (bool, error) {
 	var current string
 	err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&current)
 	if err == nil && current == d.String() {
@@ -298,7 +298,7 @@ func (db *DB) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, 
 
 // GetManifest returns a manifest by tag or digest (exactly one set). With
 // withContent false, Content is left nil (for HEAD).
-func (db *DB) GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (Manifest, error) {
+func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (Manifest, error) {
 	content := "NULL"
 	if withContent {
 		content = "m.content"
@@ -329,7 +329,7 @@ func (db *DB) GetManifest(ctx context.Context, repo, tag string, d digest.Digest
 
 // DeleteManifest removes a manifest from a repository with every tag that
 // points at it, and appends a manifest_deleted event naming those tags.
-func (db *DB) DeleteManifest(ctx context.Context, repo string, d digest.Digest, actor string) error {
+func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Digest, actor string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var repoID int64
 		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
@@ -405,7 +405,7 @@ func (db *DB) DeleteManifest(ctx context.Context, repo string, d digest.Digest, 
 // refusedIfReferenced returns an *InUseError if a manifest of the
 // repository references d (an index listing it as a child, an image
 // listing it as a layer or config).
-func (db *DB) refusedIfReferenced(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, kind string) error {
+func (db *core) refusedIfReferenced(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, kind string) error {
 	const named = 5
 	rows, err := tx.QueryContext(ctx, db.q(`SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ?
 		ORDER BY manifest_digest LIMIT ?`), repoID, d.String(), named+1)
@@ -433,46 +433,9 @@ func (db *DB) refusedIfReferenced(ctx context.Context, tx *sql.Tx, repoID int64,
 	return e
 }
 
-// DeleteTag removes a tag; the manifest stays.
-func (db *DB) DeleteTag(ctx context.Context, repo, tag, actor string) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		var d string
-		err := tx.QueryRowContext(ctx, db.q(`SELECT t.manifest_digest FROM tags t JOIN repositories r ON r.id = t.repository_id
-			WHERE r.name = ? AND t.name = ?`), repo, tag).Scan(&d)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrManifestNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("read tag: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)`), tag, repo); err != nil {
-			return fmt.Errorf("delete tag: %w", err)
-		}
-		return db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: repo, Actor: actor,
-			Data: mustJSON(map[string]any{"tag": tag, "digest": d})})
-	})
-}
-
-// ListTags returns up to n tags of a repository after last, in lexical
-// order, or ErrRepositoryNotFound.
-func (db *DB) ListTags(ctx context.Context, repo, last string, n int) ([]string, error) {
-	var repoID int64
-	if err := db.read.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, ErrRepositoryNotFound
-		}
-		return nil, fmt.Errorf("look up repository: %w", err)
-	}
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?"), repoID, last, n)
-	if err != nil {
-		return nil, fmt.Errorf("list tags: %w", err)
-	}
-	return scanStrings(rows)
-}
-
 // Referrers returns the manifests of a repository whose subject is d,
 // optionally only those of one artifact type, oldest first.
-func (db *DB) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]Manifest, error) {
+func (db Manifests) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]Manifest, error) {
 	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations FROM repositories r
 		JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.subject = ?`
 	args := []any{repo, d.String()}

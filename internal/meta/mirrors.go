@@ -119,7 +119,7 @@ func mirrorArgs(m Mirror) []any {
 // CreateMirror configures a repository's mirror: the first sync is due at
 // its start date. The repository goes to state MIRROR, written only by the
 // mirror robot, in the same transaction. ErrExists if it has a mirror.
-func (db *DB) CreateMirror(ctx context.Context, m Mirror) error {
+func (db Mirrors) CreateMirror(ctx context.Context, m Mirror) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, db.q(`UPDATE repositories SET state = ?, mirror_robot = ? WHERE name = ?`), "MIRROR", m.RobotUsername, m.Repository)
 		if err != nil {
@@ -147,7 +147,7 @@ func (db *DB) CreateMirror(ctx context.Context, m Mirror) error {
 // UpdateMirror stores a mirror's configuration (not its state); a changed
 // start date or interval reschedules it. The repository's mirror robot
 // follows robot_username.
-func (db *DB) UpdateMirror(ctx context.Context, m Mirror, reschedule bool) error {
+func (db Mirrors) UpdateMirror(ctx context.Context, m Mirror, reschedule bool) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		args := append(mirrorArgs(m), m.Repository)
 		res, err := tx.ExecContext(ctx, db.q(`UPDATE repository_mirrors SET is_enabled = ?, external_reference = ?, username = ?, password_sealed = ?,
@@ -170,25 +170,25 @@ func (db *DB) UpdateMirror(ctx context.Context, m Mirror, reschedule bool) error
 }
 
 // GetMirror returns a repository's mirror, or ErrMirrorNotFound.
-func (db *DB) GetMirror(ctx context.Context, repo string) (Mirror, error) {
+func (db Mirrors) GetMirror(ctx context.Context, repo string) (Mirror, error) {
 	return scanMirror(db.write.QueryRowContext(ctx, db.q("SELECT "+mirrorColumns+" FROM repository_mirrors WHERE repository = ?"), repo))
 }
 
 // MirrorSyncNow makes a mirror due at once (status SYNC_NOW unless a sync
 // runs) and clears a pending cancel.
-func (db *DB) MirrorSyncNow(ctx context.Context, repo string) error {
+func (db Mirrors) MirrorSyncNow(ctx context.Context, repo string) error {
 	return db.execMirror(ctx, `UPDATE repository_mirrors SET next_sync_at = ?, cancel_requested = 0,
 		sync_status = CASE WHEN sync_status = 'SYNCING' THEN sync_status ELSE 'SYNC_NOW' END WHERE repository = ?`, now(), repo)
 }
 
 // MirrorSyncCancel asks a running or queued sync to stop at its next safe
 // point; the mirror's status is CANCEL and its next sync an interval away.
-func (db *DB) MirrorSyncCancel(ctx context.Context, repo string) error {
+func (db Mirrors) MirrorSyncCancel(ctx context.Context, repo string) error {
 	return db.execMirror(ctx, `UPDATE repository_mirrors SET cancel_requested = CASE WHEN sync_status IN ('SYNCING', 'SYNC_NOW') THEN 1 ELSE 0 END,
 		sync_status = 'CANCEL', next_sync_at = ? + sync_interval * 1000000 WHERE repository = ?`, now(), repo)
 }
 
-func (db *DB) execMirror(ctx context.Context, stmt string, args ...any) error {
+func (db *core) execMirror(ctx context.Context, stmt string, args ...any) error {
 	res, err := db.write.ExecContext(ctx, db.q(stmt), args...)
 	if err != nil {
 		return fmt.Errorf("update mirror: %w", err)
@@ -201,7 +201,7 @@ func (db *DB) execMirror(ctx context.Context, stmt string, args ...any) error {
 
 // MirrorCancelRequested reports whether a cancel of the mirror's sync is
 // pending.
-func (db *DB) MirrorCancelRequested(ctx context.Context, repo string) (bool, error) {
+func (db Mirrors) MirrorCancelRequested(ctx context.Context, repo string) (bool, error) {
 	var c int
 	err := db.write.QueryRowContext(ctx, db.q("SELECT cancel_requested FROM repository_mirrors WHERE repository = ?"), repo).Scan(&c)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -214,7 +214,7 @@ func (db *DB) MirrorCancelRequested(ctx context.Context, repo string) (bool, err
 // due and has no pending or running job, and returns how many it
 // enqueued. Any number of processes may call it: a mirror's job is
 // recorded with a compare-and-set, so each due sync is enqueued once.
-func (db *DB) EnqueueDueMirrors(ctx context.Context, at time.Time) (int, error) {
+func (db Mirrors) EnqueueDueMirrors(ctx context.Context, at time.Time) (int, error) {
 	rows, err := db.write.QueryContext(ctx, db.q(`SELECT m.repository, m.job_id FROM repository_mirrors m WHERE m.is_enabled = 1 AND m.next_sync_at <= ?
 		AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = m.job_id AND j.status IN ('pending', 'running')) ORDER BY m.next_sync_at LIMIT 100`), at.UnixMicro())
 	if err != nil {
@@ -241,7 +241,7 @@ func (db *DB) EnqueueDueMirrors(ctx context.Context, at time.Time) (int, error) 
 	n := 0
 	for _, d := range list {
 		err := db.tx(ctx, func(tx *sql.Tx) error {
-			id, err := db.EnqueueJobTx(ctx, tx, Job{Queue: MirrorQueue, OrderingKey: d.repo, MaxAttempts: 1000,
+			id, err := (Jobs{db.core}).EnqueueJobTx(ctx, tx, Job{Queue: MirrorQueue, OrderingKey: d.repo, MaxAttempts: 1000,
 				Payload: mustJSON(map[string]string{"repository": d.repo})})
 			if err != nil {
 				return err
@@ -269,7 +269,7 @@ func (db *DB) EnqueueDueMirrors(ctx context.Context, at time.Time) (int, error) 
 // StartMirrorSync marks the mirror SYNCING and appends the
 // repo_mirror_sync_started event with message, in one transaction. It
 // returns the mirror as it was before.
-func (db *DB) StartMirrorSync(ctx context.Context, repo, message string) (Mirror, error) {
+func (db Mirrors) StartMirrorSync(ctx context.Context, repo, message string) (Mirror, error) {
 	var m Mirror
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -290,7 +290,7 @@ func (db *DB) StartMirrorSync(ctx context.Context, repo, message string) (Mirror
 // CANCEL, with its event (none for CANCEL), and schedules the next sync
 // with Quay's retry rule: a failure retries at once while retries remain,
 // decrementing them; at none it waits an interval and resets them.
-func (db *DB) FinishMirrorSync(ctx context.Context, repo, status, message string) error {
+func (db Mirrors) FinishMirrorSync(ctx context.Context, repo, status, message string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		m, err := scanMirror(tx.QueryRowContext(ctx, db.q("SELECT "+mirrorColumns+" FROM repository_mirrors WHERE repository = ?"), repo))
 		if err != nil {

@@ -87,7 +87,7 @@ func scanNotification(row interface{ Scan(...any) error }) (Notification, error)
 }
 
 // CreateNotification stores a notification.
-func (db *DB) CreateNotification(ctx context.Context, n Notification) (Notification, error) {
+func (db Notifications) CreateNotification(ctx context.Context, n Notification) (Notification, error) {
 	if n.EventConfig == nil {
 		n.EventConfig = json.RawMessage("{}")
 	}
@@ -106,17 +106,17 @@ func (db *DB) CreateNotification(ctx context.Context, n Notification) (Notificat
 }
 
 // Notifications lists the notifications of a scope and target.
-func (db *DB) Notifications(ctx context.Context, scope, target string) ([]Notification, error) {
+func (db Notifications) Notifications(ctx context.Context, scope, target string) ([]Notification, error) {
 	return db.listNotifications(ctx, "WHERE scope = ? AND target = ?", scope, target)
 }
 
 // AllNotifications lists every notification, of every scope.
-func (db *DB) AllNotifications(ctx context.Context) ([]Notification, error) {
+func (db Notifications) AllNotifications(ctx context.Context) ([]Notification, error) {
 	return db.listNotifications(ctx, "")
 }
 
 // listNotifications lists the notifications matching where, oldest first.
-func (db *DB) listNotifications(ctx context.Context, where string, args ...any) ([]Notification, error) {
+func (db *core) listNotifications(ctx context.Context, where string, args ...any) ([]Notification, error) {
 	rows, err := db.read.QueryContext(ctx, db.q("SELECT "+notificationColumns+" FROM notifications "+where+" ORDER BY id"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list notifications: %w", err)
@@ -135,7 +135,7 @@ func (db *DB) listNotifications(ctx context.Context, where string, args ...any) 
 
 // ReplaceNotificationConfig stores config as the notification's method
 // config if it is still old (compare and set) and reports whether it did.
-func (db *DB) ReplaceNotificationConfig(ctx context.Context, id int64, old, config json.RawMessage) (bool, error) {
+func (db Notifications) ReplaceNotificationConfig(ctx context.Context, id int64, old, config json.RawMessage) (bool, error) {
 	res, err := db.write.ExecContext(ctx, db.q("UPDATE notifications SET config = ? WHERE id = ? AND config = ?"), string(config), id, string(old))
 	if err != nil {
 		return false, fmt.Errorf("update notification config: %w", err)
@@ -148,7 +148,7 @@ func (db *DB) ReplaceNotificationConfig(ctx context.Context, id int64, old, conf
 }
 
 // NotificationByID returns a notification by id.
-func (db *DB) NotificationByID(ctx context.Context, id int64) (Notification, error) {
+func (db Notifications) NotificationByID(ctx context.Context, id int64) (Notification, error) {
 	n, err := scanNotification(db.read.QueryRowContext(ctx, db.q("SELECT "+notificationColumns+" FROM notifications WHERE id = ?"), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Notification{}, ErrNotificationNotFound
@@ -160,7 +160,7 @@ func (db *DB) NotificationByID(ctx context.Context, id int64) (Notification, err
 }
 
 // NotificationByUUID returns a notification of a scope and target.
-func (db *DB) NotificationByUUID(ctx context.Context, scope, target, uuid string) (Notification, error) {
+func (db Notifications) NotificationByUUID(ctx context.Context, scope, target, uuid string) (Notification, error) {
 	n, err := scanNotification(db.read.QueryRowContext(ctx, db.q("SELECT "+notificationColumns+" FROM notifications WHERE uuid = ? AND scope = ? AND target = ?"), uuid, scope, target))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Notification{}, ErrNotificationNotFound
@@ -173,7 +173,7 @@ func (db *DB) NotificationByUUID(ctx context.Context, scope, target, uuid string
 
 // DeleteNotification deletes a notification; its pending deliveries are
 // dropped when they run.
-func (db *DB) DeleteNotification(ctx context.Context, id int64) error {
+func (db Notifications) DeleteNotification(ctx context.Context, id int64) error {
 	if _, err := db.write.ExecContext(ctx, db.q("DELETE FROM notifications WHERE id = ?"), id); err != nil {
 		return fmt.Errorf("delete notification: %w", err)
 	}
@@ -183,7 +183,7 @@ func (db *DB) DeleteNotification(ctx context.Context, id int64) error {
 // ResetNotificationFailures sets the failure count to 0, re-enabling a
 // disabled notification, and releases its held deliveries (ReleaseJobs):
 // they go at once, in order per repository.
-func (db *DB) ResetNotificationFailures(ctx context.Context, id int64) error {
+func (db Notifications) ResetNotificationFailures(ctx context.Context, id int64) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var uuid string
 		err := tx.QueryRowContext(ctx, db.q(`UPDATE notifications SET number_of_failures = 0, disabled_until = 0, disabled_for = 0, disabled_reason = ''
@@ -228,7 +228,7 @@ type NotificationFailure struct {
 // another disabled the notification is counted without changing the
 // disable (unless refused), so that streams failing together do not
 // stretch it.
-func (db *DB) NotificationFailed(ctx context.Context, id int64, f NotificationFailure) (Notification, error) {
+func (db Notifications) NotificationFailed(ctx context.Context, id int64, f NotificationFailure) (Notification, error) {
 	var out Notification
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		lock := ""
@@ -287,7 +287,7 @@ func (db *DB) NotificationFailed(ctx context.Context, id int64, f NotificationFa
 // deliveries while the trial runs, and it reports true. A trial that
 // succeeds re-enables the notification (RecordAttempt); one that fails
 // renews the disable (NotificationFailed).
-func (db *DB) ClaimNotificationTrial(ctx context.Context, id int64, seen, until time.Time) (bool, error) {
+func (db Notifications) ClaimNotificationTrial(ctx context.Context, id int64, seen, until time.Time) (bool, error) {
 	if seen.IsZero() {
 		return false, nil // disabled until reset: no trial
 	}
@@ -321,7 +321,7 @@ type Attempt struct {
 // notification's failure count in the same transaction; if it was
 // disabled, that re-enables it and releases its held deliveries, as
 // ResetNotificationFailures does.
-func (db *DB) RecordAttempt(ctx context.Context, a Attempt, success bool) error {
+func (db Notifications) RecordAttempt(ctx context.Context, a Attempt, success bool) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO notification_attempts (notification_id, event_uuid, job_id, attempt, status_code, latency_ms, error, attempted_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), a.NotificationID, a.EventUUID, a.JobID, a.Attempt, a.StatusCode, a.LatencyMS, a.Error, now()); err != nil {
@@ -350,7 +350,7 @@ func (db *DB) RecordAttempt(ctx context.Context, a Attempt, success bool) error 
 }
 
 // Attempts lists a notification's attempts, newest first.
-func (db *DB) Attempts(ctx context.Context, notificationID int64, n int) ([]Attempt, error) {
+func (db Notifications) Attempts(ctx context.Context, notificationID int64, n int) ([]Attempt, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT id, event_uuid, job_id, attempt, status_code, latency_ms, error, attempted_at
 		FROM notification_attempts WHERE notification_id = ? ORDER BY id DESC LIMIT ?`), notificationID, n)
 	if err != nil {
@@ -368,23 +368,6 @@ func (db *DB) Attempts(ctx context.Context, notificationID int64, n int) ([]Atte
 		out = append(out, a)
 	}
 	return out, rows.Err()
-}
-
-// EventByID returns an outbox event.
-func (db *DB) EventByID(ctx context.Context, id int64) (Event, error) {
-	var e Event
-	var payload string
-	var created int64
-	err := db.read.QueryRowContext(ctx, db.q("SELECT id, uuid, kind, repository, actor, payload, created_at FROM events WHERE id = ?"), id).
-		Scan(&e.ID, &e.UUID, &e.Kind, &e.Repository, &e.Actor, &payload, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Event{}, fmt.Errorf("event %w", ErrNotFound)
-	}
-	if err != nil {
-		return Event{}, fmt.Errorf("get event: %w", err)
-	}
-	e.Data, e.CreatedAt = json.RawMessage(payload), fromMicros(created)
-	return e, nil
 }
 
 // DeliveryJob is the payload of a notification delivery job.
@@ -405,7 +388,7 @@ const fanOutLockID = migrationLockID + 3
 // not: a disabled one's deliveries wait), marking the events dispatched in
 // the same transaction. Each event is fanned out exactly once, whatever
 // the number of processes. It returns how many events it handled.
-func (db *DB) FanOutEvents(ctx context.Context, n int) (int, error) {
+func (db Notifications) FanOutEvents(ctx context.Context, n int) (int, error) {
 	// A read first: an idle poll must not take the write lock (SQLite has
 	// one writer, and pushes need it).
 	var pending int
@@ -477,7 +460,7 @@ func (db *DB) FanOutEvents(ctx context.Context, n int) (int, error) {
 				payload, _ := json.Marshal(DeliveryJob{NotificationID: t.id, EventID: e.id, Repository: e.repo})
 				// One stream per notification and repository: delivered in
 				// order, one at a time.
-				if _, err := db.EnqueueJobTx(ctx, tx, Job{Queue: NotifyQueue, OrderingKey: t.uuid + "|" + e.repo, Payload: payload, MaxAttempts: notifyMaxAttempts}); err != nil {
+				if _, err := (Jobs{db.core}).EnqueueJobTx(ctx, tx, Job{Queue: NotifyQueue, OrderingKey: t.uuid + "|" + e.repo, Payload: payload, MaxAttempts: notifyMaxAttempts}); err != nil {
 					return err
 				}
 			}
@@ -541,3 +524,10 @@ func levelAllows(eventConfig, payload string) bool {
 	}
 	return idx <= level
 }
+
+// Notifications are Quay's repository notifications and their delivery
+// state.
+type Notifications struct{ *core }
+
+// Notifications returns the store of notifications.
+func (db *DB) Notifications() Notifications { return Notifications{db.core} }

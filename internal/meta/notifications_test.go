@@ -12,7 +12,7 @@ import (
 
 func createNotification(t *testing.T, db *meta.DB, uuid string) meta.Notification {
 	t.Helper()
-	n, err := db.CreateNotification(context.Background(), meta.Notification{UUID: uuid, Scope: meta.ScopeRegistry, Event: meta.EventRepoPush,
+	n, err := db.Notifications().CreateNotification(context.Background(), meta.Notification{UUID: uuid, Scope: meta.ScopeRegistry, Event: meta.EventRepoPush,
 		Method: "webhook", Config: json.RawMessage(`{"url":"https://hook.example/"}`)})
 	if err != nil {
 		t.Fatal(err)
@@ -22,7 +22,7 @@ func createNotification(t *testing.T, db *meta.DB, uuid string) meta.Notificatio
 
 func notificationByID(t *testing.T, db *meta.DB, id int64) meta.Notification {
 	t.Helper()
-	n, err := db.NotificationByID(context.Background(), id)
+	n, err := db.Notifications().NotificationByID(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestNotificationDisable(t *testing.T) {
 			fail := func(f meta.NotificationFailure) meta.Notification {
 				t.Helper()
 				f.DisableFor, f.MaxDisableFor = time.Minute, 3*time.Minute
-				fresh, err := db.NotificationFailed(ctx, n.ID, f)
+				fresh, err := db.Notifications().NotificationFailed(ctx, n.ID, f)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -70,13 +70,13 @@ func TestNotificationDisable(t *testing.T) {
 				t.Fatalf("a late failure changed the disable: %+v", again)
 			}
 			// No trial before the disable runs out, one trial after.
-			if ok, err := db.ClaimNotificationTrial(ctx, n.ID, got.DisabledUntil.Add(-time.Second), time.Now().Add(time.Minute)); err != nil || ok {
+			if ok, err := db.Notifications().ClaimNotificationTrial(ctx, n.ID, got.DisabledUntil.Add(-time.Second), time.Now().Add(time.Minute)); err != nil || ok {
 				t.Fatalf("trial claimed with a stale view: %v, %v", ok, err)
 			}
-			if ok, err := db.ClaimNotificationTrial(ctx, n.ID, got.DisabledUntil, time.Now().Add(20*time.Second)); err != nil || !ok {
+			if ok, err := db.Notifications().ClaimNotificationTrial(ctx, n.ID, got.DisabledUntil, time.Now().Add(20*time.Second)); err != nil || !ok {
 				t.Fatalf("trial not claimed: %v, %v", ok, err)
 			}
-			if ok, _ := db.ClaimNotificationTrial(ctx, n.ID, got.DisabledUntil, time.Now().Add(20*time.Second)); ok {
+			if ok, _ := db.Notifications().ClaimNotificationTrial(ctx, n.ID, got.DisabledUntil, time.Now().Add(20*time.Second)); ok {
 				t.Fatal("a second trial claimed")
 			}
 			// Failed trials: 2, then 3 (the ceiling), minutes.
@@ -90,7 +90,7 @@ func TestNotificationDisable(t *testing.T) {
 				got.DisabledReason != "receiver answered 404" {
 				t.Fatalf("refused: %+v", got)
 			}
-			if ok, _ := db.ClaimNotificationTrial(ctx, n.ID, got.DisabledUntil, time.Now()); ok {
+			if ok, _ := db.Notifications().ClaimNotificationTrial(ctx, n.ID, got.DisabledUntil, time.Now()); ok {
 				t.Fatal("a trial of a notification disabled until reset")
 			}
 			// Held deliveries (deferred for an hour), one of another
@@ -102,12 +102,12 @@ func TestNotificationDisable(t *testing.T) {
 				if j, ok := claim(t, db, meta.NotifyQueue, "w"); !ok || j.ID != id {
 					t.Fatalf("claim %d, %v", j.ID, ok)
 				}
-				if err := db.DeferJob(ctx, id, "w", time.Now().Add(time.Hour), "held"); err != nil {
+				if err := db.Jobs().DeferJob(ctx, id, "w", time.Now().Add(time.Hour), "held"); err != nil {
 					t.Fatal(err)
 				}
 				held[id] = key[:len(n.UUID)] == n.UUID
 			}
-			if err := db.ResetNotificationFailures(ctx, n.ID); err != nil {
+			if err := db.Notifications().ResetNotificationFailures(ctx, n.ID); err != nil {
 				t.Fatal(err)
 			}
 			if got = notificationByID(t, db, n.ID); got.Disabled() || got.NumberOfFailures != 0 || !got.DisabledUntil.IsZero() || got.DisabledFor != 0 || got.DisabledReason != "" {
@@ -124,7 +124,7 @@ func TestNotificationDisable(t *testing.T) {
 				fail(meta.NotificationFailure{Reason: "503"})
 			}
 			id := enqueue(t, db, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|b/z", RunAt: time.Now().Add(time.Hour)})
-			if err := db.RecordAttempt(ctx, meta.Attempt{NotificationID: n.ID, EventUUID: "e", Attempt: 1, StatusCode: 204}, true); err != nil {
+			if err := db.Notifications().RecordAttempt(ctx, meta.Attempt{NotificationID: n.ID, EventUUID: "e", Attempt: 1, StatusCode: 204}, true); err != nil {
 				t.Fatal(err)
 			}
 			if got = notificationByID(t, db, n.ID); got.Disabled() || got.NumberOfFailures != 0 || !got.DisabledUntil.IsZero() {
@@ -134,7 +134,7 @@ func TestNotificationDisable(t *testing.T) {
 				t.Fatalf("held delivery not released by the success: run_at %v", j.RunAt)
 			}
 			fail(meta.NotificationFailure{Reason: "503"})
-			if err := db.RecordAttempt(ctx, meta.Attempt{NotificationID: n.ID, EventUUID: "e", Attempt: 1, StatusCode: 204}, true); err != nil {
+			if err := db.Notifications().RecordAttempt(ctx, meta.Attempt{NotificationID: n.ID, EventUUID: "e", Attempt: 1, StatusCode: 204}, true); err != nil {
 				t.Fatal(err)
 			}
 			if got = notificationByID(t, db, n.ID); got.NumberOfFailures != 0 {
@@ -142,7 +142,7 @@ func TestNotificationDisable(t *testing.T) {
 			}
 			// Until reset from the start when no disable time is given.
 			for range meta.MaxNotificationFailures {
-				got, _ = db.NotificationFailed(ctx, other.ID, meta.NotificationFailure{Reason: "x"})
+				got, _ = db.Notifications().NotificationFailed(ctx, other.ID, meta.NotificationFailure{Reason: "x"})
 			}
 			if !got.Disabled() || !got.DisabledUntil.IsZero() {
 				t.Fatalf("without DisableFor: %+v", got)
@@ -158,13 +158,13 @@ func TestReplaceNotificationConfig(t *testing.T) {
 			ctx := context.Background()
 			db := metatest.Open(t, d)
 			n := createNotification(t, db, "33333333-3333-3333-3333-333333333333")
-			if ok, err := db.ReplaceNotificationConfig(ctx, n.ID, json.RawMessage(`{"url":"stale"}`), json.RawMessage(`{"x":1}`)); err != nil || ok {
+			if ok, err := db.Notifications().ReplaceNotificationConfig(ctx, n.ID, json.RawMessage(`{"url":"stale"}`), json.RawMessage(`{"x":1}`)); err != nil || ok {
 				t.Fatalf("replaced a config that changed: %v, %v", ok, err)
 			}
-			if ok, err := db.ReplaceNotificationConfig(ctx, n.ID, n.Config, json.RawMessage(`{"x":1}`)); err != nil || !ok {
+			if ok, err := db.Notifications().ReplaceNotificationConfig(ctx, n.ID, n.Config, json.RawMessage(`{"x":1}`)); err != nil || !ok {
 				t.Fatalf("replace: %v, %v", ok, err)
 			}
-			all, err := db.AllNotifications(ctx)
+			all, err := db.Notifications().AllNotifications(ctx)
 			if err != nil || len(all) != 1 || string(all[0].Config) != `{"x":1}` {
 				t.Fatalf("all = %+v, %v", all, err)
 			}

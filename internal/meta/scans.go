@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 )
@@ -57,24 +58,24 @@ func scannable(mediaType string) bool {
 // SetScanOnPush makes every new image manifest (pushed, mirrored, imported
 // or cached) queue a scan in its push transaction. Call it once, before
 // serving.
-func (db *DB) SetScanOnPush(on bool) { db.scanOnPush = on }
+func (db Scans) SetScanOnPush(on bool) { db.scanOnPush = on }
 
 // enqueueScan queues a scan of digest for repo, in the push's transaction.
 // The manifest's state becomes queued unless it was scanned before (the
 // job then only announces the known result in repo).
-func (db *DB) enqueueScan(ctx context.Context, tx *sql.Tx, repo, digest string) error {
+func (db *core) enqueueScan(ctx context.Context, tx *sql.Tx, repo, digest string) error {
 	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, updated_at) VALUES (?, ?, ?)
 		ON CONFLICT (digest) DO NOTHING`), digest, ScanQueued, now()); err != nil {
 		return fmt.Errorf("queue scan: %w", err)
 	}
 	payload, _ := json.Marshal(ScanJob{Kind: ScanJobManifest, Repository: repo, Digest: digest})
-	_, err := db.EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "manifest|" + digest, Payload: payload})
+	_, err := (Jobs{db}).EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "manifest|" + digest, Payload: payload})
 	return err
 }
 
 // EnqueueScan queues a scan of a stored manifest (a rescan on request, or
 // a manifest stored before scanning was turned on).
-func (db *DB) EnqueueScan(ctx context.Context, repo, digest string) error {
+func (db Scans) EnqueueScan(ctx context.Context, repo, digest string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error { return db.enqueueScan(ctx, tx, repo, digest) })
 }
 
@@ -90,7 +91,7 @@ type ManifestScan struct {
 
 // ManifestScan returns the scan state of a manifest; ErrNotFound if it was
 // never queued.
-func (db *DB) ManifestScan(ctx context.Context, digest string) (ManifestScan, error) {
+func (db Scans) ManifestScan(ctx context.Context, digest string) (ManifestScan, error) {
 	s := ManifestScan{Digest: digest}
 	var updated int64
 	err := db.read.QueryRowContext(ctx, db.q("SELECT status, reason, indexer_version, report, updated_at FROM manifest_scans WHERE digest = ?"), digest).
@@ -115,7 +116,7 @@ type LayerIndexRow struct {
 
 // LayerIndex returns the cached index result of a layer; ErrNotFound if
 // the layer was never indexed.
-func (db *DB) LayerIndex(ctx context.Context, digest string) (LayerIndexRow, error) {
+func (db Scans) LayerIndex(ctx context.Context, digest string) (LayerIndexRow, error) {
 	var r LayerIndexRow
 	var at int64
 	err := db.read.QueryRowContext(ctx, db.q("SELECT indexer_version, status, result, indexed_at FROM layer_index WHERE digest = ?"), digest).
@@ -139,7 +140,7 @@ type LayerIndexEntry struct {
 }
 
 // putLayerIndex stores (or replaces) a layer's index result.
-func (db *DB) putLayerIndex(ctx context.Context, tx *sql.Tx, l LayerIndexEntry) error {
+func (db *core) putLayerIndex(ctx context.Context, tx *sql.Tx, l LayerIndexEntry) error {
 	_, err := tx.ExecContext(ctx, db.q(`INSERT INTO layer_index (digest, indexer_version, status, result, indexed_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (digest) DO UPDATE SET indexer_version = excluded.indexer_version, status = excluded.status,
 		result = excluded.result, indexed_at = excluded.indexed_at`), l.Digest, l.Version, l.Status, l.Result, now())
@@ -184,7 +185,7 @@ type ScanResult struct {
 
 // SaveScan stores a manifest's scan result, replacing its packages and
 // matched vulnerabilities, and appends its events, in one transaction.
-func (db *DB) SaveScan(ctx context.Context, r ScanResult) error {
+func (db Scans) SaveScan(ctx context.Context, r ScanResult) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		ts := now()
 		for _, l := range r.Layers {
@@ -221,7 +222,7 @@ func (db *DB) SaveScan(ctx context.Context, r ScanResult) error {
 	})
 }
 
-func (db *DB) insertVulns(ctx context.Context, tx *sql.Tx, digest string, vulns []ScanVuln) error {
+func (db *core) insertVulns(ctx context.Context, tx *sql.Tx, digest string, vulns []ScanVuln) error {
 	seen := map[[2]string]bool{}
 	var rows [][]any
 	for _, v := range vulns {
@@ -240,13 +241,13 @@ func (db *DB) insertVulns(ctx context.Context, tx *sql.Tx, digest string, vulns 
 // insertRows inserts rows (all of one width) into table, many per
 // statement: a scan stores hundreds of rows, and one round trip each
 // would dominate its time on PostgreSQL.
-func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, table string, rows [][]any) error {
+func (db *core) insertRows(ctx context.Context, tx *sql.Tx, table string, rows [][]any) error {
 	return db.insertRowsBy(ctx, tx, table, rows, 200)
 }
 
 // insertRowsBy is insertRows with perStatement rows per statement (fewer
 // for large rows, so that one statement stays small).
-func (db *DB) insertRowsBy(ctx context.Context, tx *sql.Tx, table string, rows [][]any, perStatement int) error {
+func (db *core) insertRowsBy(ctx context.Context, tx *sql.Tx, table string, rows [][]any, perStatement int) error {
 	for len(rows) > 0 {
 		n := min(perStatement, len(rows))
 		width := len(rows[0])
@@ -264,7 +265,7 @@ func (db *DB) insertRowsBy(ctx context.Context, tx *sql.Tx, table string, rows [
 	return nil
 }
 
-func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, evs []Event) error {
+func (db *core) appendEvents(ctx context.Context, tx *sql.Tx, evs []Event) error {
 	for _, e := range evs {
 		if err := db.appendEvent(ctx, tx, e); err != nil {
 			return err
@@ -275,7 +276,7 @@ func (db *DB) appendEvents(ctx context.Context, tx *sql.Tx, evs []Event) error {
 
 // AppendEvents appends events in a transaction of their own (the scanner
 // announcing a known result in another repository).
-func (db *DB) AppendEvents(ctx context.Context, evs []Event) error {
+func (db Scans) AppendEvents(ctx context.Context, evs []Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
@@ -283,7 +284,7 @@ func (db *DB) AppendEvents(ctx context.Context, evs []Event) error {
 }
 
 // ManifestVulns returns the vulnerabilities last matched in a manifest.
-func (db *DB) ManifestVulns(ctx context.Context, digest string) ([]ScanVuln, error) {
+func (db Scans) ManifestVulns(ctx context.Context, digest string) ([]ScanVuln, error) {
 	rows, err := db.read.QueryContext(ctx, db.q("SELECT vuln_id, package, severity FROM manifest_vulns WHERE digest = ? ORDER BY vuln_id, package"), digest)
 	if err != nil {
 		return nil, fmt.Errorf("read scan vulnerabilities: %w", err)
@@ -312,7 +313,7 @@ type VulnChange struct {
 
 // ApplyRematch replaces the matches of the records ids in each changed
 // manifest and appends the changes' events, in one transaction.
-func (db *DB) ApplyRematch(ctx context.Context, ids []string, changes []VulnChange) error {
+func (db Scans) ApplyRematch(ctx context.Context, ids []string, changes []VulnChange) error {
 	if len(changes) == 0 {
 		return nil
 	}
@@ -375,7 +376,7 @@ type PackageHit struct {
 // ManifestsWithPackages returns the scanned manifests holding any of the
 // named packages. A key with a bare ecosystem ("Debian") also finds every
 // release of it ("Debian:12").
-func (db *DB) ManifestsWithPackages(ctx context.Context, keys []VulnKey) ([]PackageHit, error) {
+func (db Scans) ManifestsWithPackages(ctx context.Context, keys []VulnKey) ([]PackageHit, error) {
 	var out []PackageHit
 	for _, k := range keys {
 		query := "SELECT digest, ecosystem, name, version FROM manifest_packages WHERE name = ? AND (ecosystem = ?"
@@ -406,7 +407,7 @@ func (db *DB) ManifestsWithPackages(ctx context.Context, keys []VulnKey) ([]Pack
 
 // VulnsOfRecords returns, per manifest, the matches stored for any of the
 // records.
-func (db *DB) VulnsOfRecords(ctx context.Context, ids []string) (map[string][]ScanVuln, error) {
+func (db Scans) VulnsOfRecords(ctx context.Context, ids []string) (map[string][]ScanVuln, error) {
 	out := map[string][]ScanVuln{}
 	err := chunks(ids, func(part []string) error {
 		rows, err := db.read.QueryContext(ctx, db.q("SELECT digest, vuln_id, package, severity FROM manifest_vulns WHERE vuln_id IN ("+placeholders(len(part))+")"), anySlice(part)...)
@@ -435,7 +436,7 @@ type ManifestHolder struct {
 }
 
 // ManifestHolders lists the repositories holding a manifest.
-func (db *DB) ManifestHolders(ctx context.Context, digest string) ([]ManifestHolder, error) {
+func (db Scans) ManifestHolders(ctx context.Context, digest string) ([]ManifestHolder, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name, COALESCE(t.name, '') FROM manifests m
 		JOIN repositories r ON r.id = m.repository_id
 		LEFT JOIN tags t ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest
@@ -484,4 +485,36 @@ func anySlice(ss []string) []any {
 		out[i] = s
 	}
 	return out
+}
+
+// ManifestsInEcosystem lists the scanned manifests holding a package of
+// the ecosystem or of one of its releases ("Red Hat", "Red Hat:...").
+func (db Scans) ManifestsInEcosystem(ctx context.Context, ecosystem string) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT DISTINCT digest FROM manifest_packages WHERE ecosystem = ? OR ecosystem LIKE ? ORDER BY digest"),
+		ecosystem, ecosystem+":%")
+	if err != nil {
+		return nil, fmt.Errorf("find manifests by ecosystem: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, fmt.Errorf("find manifests by ecosystem: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// CPEsOf returns the CPEs of the named content sets, by content set; a
+// content set the mapping does not name is absent.
+func (db Scans) CPEsOf(ctx context.Context, contentSets []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	err := chunks(contentSets, func(part []string) error {
+		m, err := readCPEMapping(ctx, db.read, db.q("SELECT content_set, cpe FROM content_set_cpes WHERE content_set IN ("+placeholders(len(part))+")"), anySlice(part)...)
+		maps.Copy(out, m)
+		return err
+	})
+	return out, err
 }

@@ -21,7 +21,7 @@ func TestVulnerabilityLevelFilter(t *testing.T) {
 			levels := map[string]string{"high": `{"level":1}`, "high-string": `{"level":"1"}`, "by-name": `{"level":"Medium"}`, "all": `{}`}
 			ids := map[int64]string{}
 			for title, cfg := range levels {
-				n, err := db.CreateNotification(ctx, meta.Notification{UUID: "uuid-" + title, Scope: "registry", Event: meta.EventVulnerabilityFound,
+				n, err := db.Notifications().CreateNotification(ctx, meta.Notification{UUID: "uuid-" + title, Scope: "registry", Event: meta.EventVulnerabilityFound,
 					Method: "webhook", Title: title, Config: json.RawMessage(`{"url":"https://example.com"}`), EventConfig: json.RawMessage(cfg)})
 				if err != nil {
 					t.Fatal(err)
@@ -33,13 +33,13 @@ func TestVulnerabilityLevelFilter(t *testing.T) {
 				evs = append(evs, meta.Event{Kind: meta.EventVulnerabilityFound, Repository: "acme/app", Actor: "test",
 					Data: json.RawMessage(fmt.Sprintf(`{"vulnerability":{"id":"V-%s","priority":%q}}`, p, p))})
 			}
-			if err := db.AppendEvents(ctx, evs); err != nil {
+			if err := db.Scans().AppendEvents(ctx, evs); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := db.FanOutEvents(ctx, 100); err != nil {
+			if _, err := db.Notifications().FanOutEvents(ctx, 100); err != nil {
 				t.Fatal(err)
 			}
-			jobs, err := db.Jobs(ctx, meta.NotifyQueue, "", 100)
+			jobs, err := db.Jobs().Jobs(ctx, meta.NotifyQueue, "", 100)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -245,7 +245,7 @@ ALTER TABLE notifications ADD COLUMN disabled_reason TEXT NOT NULL DEFAULT '';
 	uploadActorSchema,
 }
 
-func (db *DB) render(stmt string) string {
+func (db *core) render(stmt string) string {
 	r := strings.NewReplacer(
 		"{{serial}}", map[dialect]string{sqlite: "INTEGER PRIMARY KEY AUTOINCREMENT", postgres: "BIGSERIAL PRIMARY KEY"}[db.dialect],
 		"{{bytes}}", map[dialect]string{sqlite: "BLOB", postgres: "BYTEA"}[db.dialect],
@@ -258,7 +258,7 @@ func (db *DB) render(stmt string) string {
 // migrations across replicas starting at once.
 const migrationLockID = 0x62657274 // "bert"
 
-func (db *DB) migrate(ctx context.Context) error {
+func (db *core) migrate(ctx context.Context) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		if db.dialect == postgres {
 			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockID); err != nil {

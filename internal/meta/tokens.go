@@ -44,8 +44,8 @@ func timeOrZero(us int64) time.Time {
 
 // CreateAccessToken stores a new access token. Its name doubles as the
 // username clients log in with, so it must not collide with a user's.
-func (db *DB) CreateAccessToken(ctx context.Context, t AccessToken) (AccessToken, error) {
-	if _, err := db.UserByName(ctx, t.Name); err == nil {
+func (db Access) CreateAccessToken(ctx context.Context, t AccessToken) (AccessToken, error) {
+	if _, err := (Users{db.core}).UserByName(ctx, t.Name); err == nil {
 		return AccessToken{}, fmt.Errorf("name %q is a user's: %w", t.Name, ErrExists)
 	}
 	ts := now()
@@ -83,7 +83,7 @@ func scanToken(row interface{ Scan(...any) error }) (AccessToken, error) {
 }
 
 // AccessTokenByName returns an access token by name.
-func (db *DB) AccessTokenByName(ctx context.Context, name string) (AccessToken, error) {
+func (db Access) AccessTokenByName(ctx context.Context, name string) (AccessToken, error) {
 	t, err := scanToken(db.read.QueryRowContext(ctx, db.q("SELECT "+tokenColumns+" FROM access_tokens WHERE name = ?"), name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return AccessToken{}, ErrTokenNotFound
@@ -95,7 +95,7 @@ func (db *DB) AccessTokenByName(ctx context.Context, name string) (AccessToken, 
 }
 
 // AccessTokenBySecretHash returns the token whose secret hashes to h.
-func (db *DB) AccessTokenBySecretHash(ctx context.Context, h string) (AccessToken, error) {
+func (db Access) AccessTokenBySecretHash(ctx context.Context, h string) (AccessToken, error) {
 	t, err := scanToken(db.read.QueryRowContext(ctx, db.q("SELECT "+tokenColumns+" FROM access_tokens WHERE secret_hash = ?"), h))
 	if errors.Is(err, sql.ErrNoRows) {
 		return AccessToken{}, ErrTokenNotFound
@@ -106,20 +106,8 @@ func (db *DB) AccessTokenBySecretHash(ctx context.Context, h string) (AccessToke
 	return t, nil
 }
 
-// UserByID returns a user or robot by id.
-func (db *DB) UserByID(ctx context.Context, id int64) (User, error) {
-	u, err := scanUser(db.read.QueryRowContext(ctx, db.q("SELECT "+userColumns+" FROM users WHERE id = ?"), id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return User{}, ErrUserNotFound
-	}
-	if err != nil {
-		return User{}, fmt.Errorf("look up user: %w", err)
-	}
-	return u, nil
-}
-
 // AccessTokens lists every access token.
-func (db *DB) AccessTokens(ctx context.Context) ([]AccessToken, error) {
+func (db Access) AccessTokens(ctx context.Context) ([]AccessToken, error) {
 	rows, err := db.read.QueryContext(ctx, "SELECT "+tokenColumns+" FROM access_tokens ORDER BY name")
 	if err != nil {
 		return nil, fmt.Errorf("list access tokens: %w", err)
@@ -137,7 +125,7 @@ func (db *DB) AccessTokens(ctx context.Context) ([]AccessToken, error) {
 }
 
 // RevokeAccessToken revokes a token; it stays listed as revoked.
-func (db *DB) RevokeAccessToken(ctx context.Context, name string) error {
+func (db Access) RevokeAccessToken(ctx context.Context, name string) error {
 	res, err := db.write.ExecContext(ctx, db.q("UPDATE access_tokens SET revoked_at = ? WHERE name = ? AND revoked_at = 0"), now(), name)
 	if err != nil {
 		return fmt.Errorf("revoke access token: %w", err)
@@ -155,7 +143,7 @@ type SigningKeyRow struct {
 }
 
 // SigningKeys returns the token-signing keys, oldest first.
-func (db *DB) SigningKeys(ctx context.Context) ([]SigningKeyRow, error) {
+func (db Access) SigningKeys(ctx context.Context) ([]SigningKeyRow, error) {
 	rows, err := db.read.QueryContext(ctx, "SELECT kid, private_pem FROM signing_keys ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)
@@ -176,7 +164,7 @@ func (db *DB) SigningKeys(ctx context.Context) ([]SigningKeyRow, error) {
 
 // AddSigningKeyIfNone stores k unless a key exists already (replicas
 // starting together agree on the oldest key) and returns all keys.
-func (db *DB) AddSigningKeyIfNone(ctx context.Context, k SigningKeyRow) ([]SigningKeyRow, error) {
+func (db Access) AddSigningKeyIfNone(ctx context.Context, k SigningKeyRow) ([]SigningKeyRow, error) {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		if db.dialect == postgres {
 			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockID+1); err != nil {
@@ -196,7 +184,7 @@ func (db *DB) AddSigningKeyIfNone(ctx context.Context, k SigningKeyRow) ([]Signi
 	if err != nil {
 		return nil, fmt.Errorf("add signing key: %w", err)
 	}
-	return db.SigningKeys(ctx)
+	return (Access{db.core}).SigningKeys(ctx)
 }
 
 // AuditEntry is one security-relevant action.
@@ -211,28 +199,9 @@ type AuditEntry struct {
 	CreatedAt  time.Time       `json:"datetime"`
 }
 
-// AppendAudit records an audit entry.
-func (db *DB) AppendAudit(ctx context.Context, e AuditEntry) error {
-	if e.Metadata == nil {
-		e.Metadata = json.RawMessage("{}")
-	}
-	_, err := db.write.ExecContext(ctx, db.q(`INSERT INTO audit_log (kind, actor, ip, namespace, repository, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-		e.Kind, e.Actor, e.IP, e.Namespace, e.Repository, string(e.Metadata), now())
-	if err != nil {
-		return fmt.Errorf("append audit entry: %w", err)
-	}
-	return nil
-}
-
-// AuditLog returns up to n entries before id "before" (0: newest), newest
-// first, optionally of one namespace.
-func (db *DB) AuditLog(ctx context.Context, namespace string, before int64, n int) ([]AuditEntry, error) {
-	return db.auditLog(ctx, namespace, "", before, n)
-}
-
 // auditLog reads the audit log, optionally of one namespace and one
 // repository.
-func (db *DB) auditLog(ctx context.Context, namespace, repo string, before int64, n int) ([]AuditEntry, error) {
+func (db *core) auditLog(ctx context.Context, namespace, repo string, before int64, n int) ([]AuditEntry, error) {
 	query := "SELECT id, kind, actor, ip, namespace, repository, metadata, created_at FROM audit_log WHERE 1 = 1"
 	var args []any
 	if namespace != "" {

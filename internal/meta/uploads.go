@@ -40,7 +40,7 @@ var ErrTooManyUploads = errors.New("too many open uploads")
 // identity already has limit sessions open (limit <= 0: no limit). The
 // count and the insert are one statement; concurrent creations may pass
 // the limit by at most their number.
-func (db *DB) CreateUpload(ctx context.Context, u Upload, limit int) error {
+func (db Uploads) CreateUpload(ctx context.Context, u Upload, limit int) error {
 	ts := now()
 	if limit <= 0 {
 		limit = 1 << 30
@@ -58,7 +58,7 @@ func (db *DB) CreateUpload(ctx context.Context, u Upload, limit int) error {
 }
 
 // GetUpload returns an upload session of the repository.
-func (db *DB) GetUpload(ctx context.Context, repo, id string) (Upload, error) {
+func (db Uploads) GetUpload(ctx context.Context, repo, id string) (Upload, error) {
 	u := Upload{ID: id, Repository: repo}
 	var started int64
 	err := db.read.QueryRowContext(ctx, db.q("SELECT size, hash_state, started_at FROM uploads WHERE id = ? AND repository = ?"), id, repo).
@@ -85,7 +85,7 @@ var ErrUploadClaimLost = errors.New("the claim on this upload was lost")
 // writer streams, and AdvanceUpload or ReleaseUpload ends it. A writer
 // that dies stops renewing, so its claim ends with its short lease and
 // the upload can be resumed, by any process, within seconds.
-func (db *DB) ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (Upload, error) {
+func (db Uploads) ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (Upload, error) {
 	u := Upload{ID: id, Repository: repo}
 	var started int64
 	ts := now()
@@ -93,7 +93,7 @@ func (db *DB) ClaimUpload(ctx context.Context, repo, id string, lease time.Durat
 	err := db.write.QueryRowContext(ctx, db.q(`UPDATE uploads SET locked_until = ? WHERE id = ? AND repository = ? AND locked_until < ?
 		RETURNING size, hash_state, started_at`), u.Claim, id, repo, ts).Scan(&u.Size, &u.HashState, &started)
 	if errors.Is(err, sql.ErrNoRows) {
-		if _, gerr := db.GetUpload(ctx, repo, id); gerr != nil {
+		if _, gerr := (Uploads{db.core}).GetUpload(ctx, repo, id); gerr != nil {
 			return Upload{}, gerr
 		}
 		return Upload{}, ErrUploadBusy
@@ -107,7 +107,7 @@ func (db *DB) ClaimUpload(ctx context.Context, repo, id string, lease time.Durat
 
 // RenewUpload extends a claim to lease from now and returns the new claim.
 // It returns ErrUploadClaimLost if claim is no longer the upload's.
-func (db *DB) RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error) {
+func (db Uploads) RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error) {
 	next := max(now()+lease.Microseconds(), claim+1)
 	res, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET locked_until = ? WHERE id = ? AND locked_until = ?"), next, id, claim)
 	if err != nil {
@@ -121,7 +121,7 @@ func (db *DB) RenewUpload(ctx context.Context, id string, claim int64, lease tim
 
 // ReleaseUpload ends a claim without changing the upload. A claim that is
 // no longer the caller's is left alone.
-func (db *DB) ReleaseUpload(ctx context.Context, id string, claim int64) error {
+func (db Uploads) ReleaseUpload(ctx context.Context, id string, claim int64) error {
 	if _, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET locked_until = 0 WHERE id = ? AND locked_until = ?"), id, claim); err != nil {
 		return fmt.Errorf("release upload: %w", err)
 	}
@@ -131,7 +131,7 @@ func (db *DB) ReleaseUpload(ctx context.Context, id string, claim int64) error {
 // AdvanceUpload records that the upload grew from oldSize to newSize and
 // ends the caller's claim. It fails with ErrUploadConflict if the claim
 // was lost or another request moved the upload meanwhile.
-func (db *DB) AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState []byte) error {
+func (db Uploads) AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState []byte) error {
 	res, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET size = ?, hash_state = ?, updated_at = ?, locked_until = 0 WHERE id = ? AND size = ? AND locked_until = ?"),
 		newSize, hashState, now(), id, oldSize, claim)
 	if err != nil {
@@ -144,7 +144,7 @@ func (db *DB) AdvanceUpload(ctx context.Context, id string, claim, oldSize, newS
 }
 
 // DeleteUpload removes an upload session.
-func (db *DB) DeleteUpload(ctx context.Context, id string) error {
+func (db Uploads) DeleteUpload(ctx context.Context, id string) error {
 	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ?"), id)
 	if err != nil {
 		return fmt.Errorf("delete upload: %w", err)
@@ -153,4 +153,59 @@ func (db *DB) DeleteUpload(ctx context.Context, id string) error {
 		return ErrUploadNotFound
 	}
 	return nil
+}
+
+// ExpiredUploads returns up to n upload sessions that nobody has written to
+// since before and that no request holds a claim on.
+func (db Uploads) ExpiredUploads(ctx context.Context, before time.Time, n int) ([]Upload, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT id, repository, size, started_at FROM uploads
+		WHERE updated_at < ? AND locked_until < ? ORDER BY updated_at LIMIT ?`), before.UnixMicro(), now(), n)
+	if err != nil {
+		return nil, fmt.Errorf("expired uploads: %w", err)
+	}
+	defer rows.Close()
+	var out []Upload
+	for rows.Next() {
+		var u Upload
+		var started int64
+		if err := rows.Scan(&u.ID, &u.Repository, &u.Size, &started); err != nil {
+			return nil, fmt.Errorf("expired uploads: %w", err)
+		}
+		u.StartedAt = fromMicros(started)
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// ExpireUpload removes an upload session if it is still idle since before
+// and unclaimed, and reports whether it did: a client that resumed it
+// meanwhile keeps it.
+func (db Uploads) ExpireUpload(ctx context.Context, id string, before time.Time) (bool, error) {
+	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ? AND updated_at < ? AND locked_until < ?"),
+		id, before.UnixMicro(), now())
+	if err != nil {
+		return false, fmt.Errorf("expire upload: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// UploadsExist returns which of ids are live upload sessions.
+func (db Uploads) UploadsExist(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for start := 0; start < len(ids); start += refBatch {
+		batch := ids[start:min(start+refBatch, len(ids))]
+		rows, err := db.read.QueryContext(ctx, db.q("SELECT id FROM uploads WHERE id IN ("+placeholders(len(batch))+")"), anySlice(batch)...)
+		if err != nil {
+			return nil, fmt.Errorf("look up uploads: %w", err)
+		}
+		found, err := scanStrings(rows)
+		if err != nil {
+			return nil, fmt.Errorf("look up uploads: %w", err)
+		}
+		for _, id := range found {
+			out[id] = true
+		}
+	}
+	return out, nil
 }

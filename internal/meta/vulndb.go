@@ -37,7 +37,7 @@ type StoredVuln struct {
 // withdrawal differs from what is stored, in one transaction together with
 // a job that re-matches the manifests they name. It returns the ids of
 // the records applied.
-func (db *DB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, error) {
+func (db VulnDB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, error) {
 	// The last of several records with one id wins, as a sequence of
 	// imports would have it.
 	latest := map[string]int{}
@@ -117,7 +117,7 @@ func (db *DB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, err
 			return fmt.Errorf("store advisory packages: %w", err)
 		}
 		payload, _ := json.Marshal(ScanJob{Kind: ScanJobRematch, Records: applied})
-		_, err = db.EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
+		_, err = (Jobs{db.core}).EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
 		return err
 	})
 	return applied, err
@@ -126,7 +126,7 @@ func (db *DB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, err
 // VulnRecordsFor returns the advisories, not withdrawn, that name any of
 // the keys exactly: one query per ecosystem and few hundred names, each an
 // index range on (ecosystem, name).
-func (db *DB) VulnRecordsFor(ctx context.Context, keys []VulnKey) ([]StoredVuln, error) {
+func (db VulnDB) VulnRecordsFor(ctx context.Context, keys []VulnKey) ([]StoredVuln, error) {
 	names := map[string][]string{}
 	var ecosystems []string
 	for _, k := range keys {
@@ -165,7 +165,7 @@ func (db *DB) VulnRecordsFor(ctx context.Context, keys []VulnKey) ([]StoredVuln,
 }
 
 // VulnRecordsByID returns the named advisories, withdrawn ones included.
-func (db *DB) VulnRecordsByID(ctx context.Context, ids []string) ([]StoredVuln, error) {
+func (db VulnDB) VulnRecordsByID(ctx context.Context, ids []string) ([]StoredVuln, error) {
 	var out []StoredVuln
 	err := chunks(ids, func(part []string) error {
 		rows, err := db.read.QueryContext(ctx, db.q("SELECT id, withdrawn, data FROM vuln_records WHERE id IN ("+placeholders(len(part))+")"), anySlice(part)...)
@@ -188,7 +188,7 @@ func (db *DB) VulnRecordsByID(ctx context.Context, ids []string) ([]StoredVuln, 
 }
 
 // VulnKeysOf returns the packages the named advisories name.
-func (db *DB) VulnKeysOf(ctx context.Context, ids []string) ([]VulnKey, error) {
+func (db VulnDB) VulnKeysOf(ctx context.Context, ids []string) ([]VulnKey, error) {
 	seen := map[VulnKey]bool{}
 	var out []VulnKey
 	err := chunks(ids, func(part []string) error {
@@ -221,7 +221,7 @@ type VulnSource struct {
 
 // TouchVulnSource records that an import covered an ecosystem (its base
 // name, "Debian") and counts its records.
-func (db *DB) TouchVulnSource(ctx context.Context, ecosystem string) error {
+func (db VulnDB) TouchVulnSource(ctx context.Context, ecosystem string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var n int64
 		if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(DISTINCT record_id) FROM vuln_keys WHERE ecosystem = ? OR ecosystem LIKE ?`),
@@ -238,7 +238,7 @@ func (db *DB) TouchVulnSource(ctx context.Context, ecosystem string) error {
 }
 
 // VulnSources lists the imported ecosystems.
-func (db *DB) VulnSources(ctx context.Context) ([]VulnSource, error) {
+func (db VulnDB) VulnSources(ctx context.Context) ([]VulnSource, error) {
 	rows, err := db.read.QueryContext(ctx, "SELECT ecosystem, records, updated_at FROM vuln_sources ORDER BY ecosystem")
 	if err != nil {
 		return nil, fmt.Errorf("read imports: %w", err)
@@ -260,7 +260,7 @@ func (db *DB) VulnSources(ctx context.Context) ([]VulnSource, error) {
 // VulnDBVersion is the time of the last change to the advisories or to
 // the content set mapping (zero when none): a scan that matched before it
 // must match again.
-func (db *DB) VulnDBVersion(ctx context.Context) (int64, error) {
+func (db VulnDB) VulnDBVersion(ctx context.Context) (int64, error) {
 	var v sql.NullInt64
 	if err := db.read.QueryRowContext(ctx, `SELECT MAX(t) FROM (SELECT MAX(updated_at) AS t FROM vuln_records
 		UNION ALL SELECT MAX(updated_at) FROM cpe_mapping_source) v`).Scan(&v); err != nil {
@@ -272,7 +272,7 @@ func (db *DB) VulnDBVersion(ctx context.Context) (int64, error) {
 // PackageEcosystems lists the distinct ecosystems ("Debian:12", "Go",
 // ...) of the packages of scanned images. It walks the package index by
 // its leading column, one step per ecosystem, never row by row.
-func (db *DB) PackageEcosystems(ctx context.Context) ([]string, error) {
+func (db VulnDB) PackageEcosystems(ctx context.Context) ([]string, error) {
 	rows, err := db.read.QueryContext(ctx, `WITH RECURSIVE e(eco) AS (
 		SELECT MIN(ecosystem) FROM manifest_packages
 		UNION ALL
@@ -295,7 +295,7 @@ func (db *DB) PackageEcosystems(ctx context.Context) ([]string, error) {
 
 // HasVulnEcosystem reports whether any imported advisory names a package
 // of exactly this ecosystem ("Debian:12").
-func (db *DB) HasVulnEcosystem(ctx context.Context, ecosystem string) (bool, error) {
+func (db VulnDB) HasVulnEcosystem(ctx context.Context, ecosystem string) (bool, error) {
 	var one int
 	err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM vuln_keys WHERE ecosystem = ? LIMIT 1"), ecosystem).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -317,7 +317,7 @@ const vulnDBFetchKey = "fetch"
 
 // VulnDBFetchState says whether a scheduled update is pending or running,
 // and when the last one ended (zero when none ever did). It only reads.
-func (db *DB) VulnDBFetchState(ctx context.Context) (live bool, ended time.Time, err error) {
+func (db VulnDB) VulnDBFetchState(ctx context.Context) (live bool, ended time.Time, err error) {
 	var status string
 	var updated int64
 	err = db.read.QueryRowContext(ctx, db.q(`SELECT status, updated_at FROM jobs WHERE queue = ? AND ordering_key = ?
@@ -338,7 +338,7 @@ func (db *DB) VulnDBFetchState(ctx context.Context) (live bool, ended time.Time,
 // running, or one ended after since. The check and the enqueue hold the
 // queue's ordering-key lock, so that replicas calling it together enqueue
 // one job between them. It reports whether it enqueued.
-func (db *DB) EnqueueVulnDBFetch(ctx context.Context, since time.Time) (bool, error) {
+func (db VulnDB) EnqueueVulnDBFetch(ctx context.Context, since time.Time) (bool, error) {
 	var queued bool
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		queued = false
@@ -354,7 +354,7 @@ func (db *DB) EnqueueVulnDBFetch(ctx context.Context, since time.Time) (bool, er
 		if n > 0 {
 			return nil
 		}
-		if _, err := db.EnqueueJobTx(ctx, tx, Job{Queue: VulnDBQueue, OrderingKey: vulnDBFetchKey, MaxAttempts: 3}); err != nil {
+		if _, err := (Jobs{db.core}).EnqueueJobTx(ctx, tx, Job{Queue: VulnDBQueue, OrderingKey: vulnDBFetchKey, MaxAttempts: 3}); err != nil {
 			return err
 		}
 		queued = true

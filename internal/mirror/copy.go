@@ -19,12 +19,22 @@ import (
 	"github.com/berth-dev/berth/internal/storage"
 )
 
-// Store is what the copier needs of the metadata store.
-type Store interface {
+// Stores are the parts of the metadata store the copier uses.
+type Stores struct {
+	Blobs     BlobStore     // meta.Blobs
+	Manifests ManifestStore // meta.Manifests
+}
+
+// BlobStore finds, links and stores blobs (meta.Blobs).
+type BlobStore interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
 	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
+}
+
+// ManifestStore reads and stores manifests (meta.Manifests).
+type ManifestStore interface {
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	PutManifest(ctx context.Context, p meta.PutManifest) error
 }
@@ -34,7 +44,7 @@ type Store interface {
 // already stored anywhere in Berth is linked, not downloaded again, and a
 // manifest the repository has is not fetched twice.
 type Copier struct {
-	db      Store
+	db      Stores
 	store   storage.Driver
 	policy  oci.ArtifactPolicy
 	maxSize int64
@@ -43,7 +53,7 @@ type Copier struct {
 
 // NewCopier returns a copier writing through the store and the driver,
 // checking pushed content against the artifact policy.
-func NewCopier(db Store, store storage.Driver, policy oci.ArtifactPolicy, maxManifest int64, log *slog.Logger) *Copier {
+func NewCopier(db Stores, store storage.Driver, policy oci.ArtifactPolicy, maxManifest int64, log *slog.Logger) *Copier {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -120,7 +130,7 @@ func (c *Copier) copyManifest(ctx context.Context, req Request, opts []remote.Op
 			continue
 		}
 		refs = append(refs, meta.Ref{Digest: child.Digest, IsManifest: true})
-		if _, err := c.db.GetManifest(ctx, req.Repo, "", child.Digest, false); err == nil {
+		if _, err := c.db.Manifests.GetManifest(ctx, req.Repo, "", child.Digest, false); err == nil {
 			continue // already here
 		}
 		childRef := req.Source.Context().Digest(child.Digest.String())
@@ -146,7 +156,7 @@ func (c *Copier) copyManifest(ctx context.Context, req Request, opts []remote.Op
 	if len(tags) > 0 {
 		put.Tag, put.MoreTags = tags[0], tags[1:]
 	}
-	if err := c.db.PutManifest(ctx, put); err != nil {
+	if err := c.db.Manifests.PutManifest(ctx, put); err != nil {
 		return fmt.Errorf("store manifest %s: %w", d, err)
 	}
 	st.Manifests++
@@ -157,14 +167,14 @@ func (c *Copier) copyManifest(ctx context.Context, req Request, opts []remote.Op
 // is linked, a link if Berth stores it anywhere, else a download streamed
 // to storage and verified on the way.
 func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option, b oci.Descriptor, st *Stats) error {
-	if _, err := c.db.RepositoryBlob(ctx, req.Repo, b.Digest); err == nil {
+	if _, err := c.db.Blobs.RepositoryBlob(ctx, req.Repo, b.Digest); err == nil {
 		return nil
 	}
 	who := meta.Writer{Actor: req.Actor}
-	if stored, err := c.db.StoredBlob(ctx, b.Digest); err == nil {
+	if stored, err := c.db.Blobs.StoredBlob(ctx, b.Digest); err == nil {
 		// Stored elsewhere: link it (unless garbage collection took it
 		// meanwhile: then download it like a new one).
-		err := c.db.LinkBlob(ctx, req.Repo, stored, "", who)
+		err := c.db.Blobs.LinkBlob(ctx, req.Repo, stored, "", who)
 		if err == nil {
 			atomic.AddInt64(&st.BlobsLinked, 1)
 			return nil
@@ -183,7 +193,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 	}
 	defer rc.Close()
 	n, err := storage.Ingest(ctx, c.store, rc, b.Digest, func(ctx context.Context, staged string, n int64) error {
-		_, err := c.db.StoreBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", who,
+		_, err := c.db.Blobs.StoreBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", who,
 			storage.MoveInto(c.store, staged, b.Digest), storage.DeleteBlob(c.store, b.Digest))
 		return err
 	})

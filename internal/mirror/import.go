@@ -63,7 +63,7 @@ func (c *Copier) Import(ctx context.Context, req ImportRequest) (digest.Digest, 
 	}
 	if !req.Force {
 		for _, t := range req.Tags {
-			if _, err := c.db.GetManifest(ctx, req.Repo, t, "", false); err == nil {
+			if _, err := c.db.Manifests.GetManifest(ctx, req.Repo, t, "", false); err == nil {
 				return "", Stats{}, fmt.Errorf("%s:%s: %w", req.Repo, t, ErrTagExists)
 			} else if !errors.Is(err, meta.ErrManifestNotFound) {
 				return "", Stats{}, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	stdlog "log"
 	"log/slog"
@@ -47,8 +48,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	f.copier = mirror.NewCopier(f.db, driver, policy, 0, log)
-	b := httptest.NewServer(registry.New(f.db, driver, registry.Options{Policy: policy, Logger: log}))
+	f.copier = mirror.NewCopier(wire.CopierStores(f.db), driver, policy, 0, log)
+	b := httptest.NewServer(registry.New(wire.RegistryStores(f.db), driver, registry.Options{Policy: policy, Logger: log}))
 	t.Cleanup(b.Close)
 	f.berth = strings.TrimPrefix(b.URL, "http://")
 	// The upstream: go-containerregistry's registry behind Basic auth,
@@ -142,7 +143,7 @@ func TestImport(t *testing.T) {
 		}
 	}
 	// One repo_push event for the import, naming both tags.
-	evs, _ := f.db.EventsAfter(ctx, 0, 100)
+	evs, _ := f.db.Outbox().EventsAfter(ctx, 0, 100)
 	var pushes []string
 	for _, e := range evs {
 		var d struct {
@@ -167,7 +168,7 @@ func TestImport(t *testing.T) {
 		t.Fatalf("NoForce over an existing tag: %v", err)
 	}
 	od, _ := other.Digest()
-	if _, err := f.db.GetManifest(ctx, "mirror/base", "", digest.Digest(od.String()), false); err == nil {
+	if _, err := f.db.Manifests().GetManifest(ctx, "mirror/base", "", digest.Digest(od.String()), false); err == nil {
 		t.Fatal("NoForce copied content before failing")
 	}
 	// Force moves the tag.
@@ -175,7 +176,7 @@ func TestImport(t *testing.T) {
 		Insecure: true, Repo: "mirror/base", Tags: []string{"1.9"}, Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	if m, _ := f.db.GetManifest(ctx, "mirror/base", "1.9", "", false); m.Digest.String() != od.String() {
+	if m, _ := f.db.Manifests().GetManifest(ctx, "mirror/base", "1.9", "", false); m.Digest.String() != od.String() {
 		t.Fatalf("Force left 1.9 at %s", m.Digest)
 	}
 
@@ -212,7 +213,7 @@ func TestImportRefusesCorruptContent(t *testing.T) {
 	if err == nil {
 		t.Fatal("corrupt upstream content was imported")
 	}
-	if _, err := f.db.GetManifest(ctx, "mirror/img", "1", "", false); !errors.Is(err, meta.ErrManifestNotFound) {
+	if _, err := f.db.Manifests().GetManifest(ctx, "mirror/img", "1", "", false); !errors.Is(err, meta.ErrManifestNotFound) {
 		t.Fatalf("a tag points at content that failed verification: %v", err)
 	}
 }

@@ -87,7 +87,7 @@ func NewMirrorService(db *meta.DB, copier *Copier, sealer *auth.Sealer, opts Mir
 	}
 	s := &MirrorService{db: db, copier: copier, sealer: sealer, opts: opts, log: opts.Logger.With("component", "mirror"),
 		hosts: hostLimiter{n: opts.PerHost}, wake: make(chan struct{}, 1)}
-	s.worker = jobs.New(db, meta.MirrorQueue, s.handle, jobs.Options{Concurrency: opts.Workers, Logger: opts.Logger})
+	s.worker = jobs.New(db.Jobs(), meta.MirrorQueue, s.handle, jobs.Options{Concurrency: opts.Workers, Logger: opts.Logger})
 	return s
 }
 
@@ -98,7 +98,7 @@ func (s *MirrorService) Run(ctx context.Context) {
 	t := time.NewTicker(s.opts.Tick)
 	defer t.Stop()
 	for {
-		if n, err := s.db.EnqueueDueMirrors(ctx, time.Now()); err != nil && ctx.Err() == nil {
+		if n, err := s.db.Mirrors().EnqueueDueMirrors(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			s.log.Warn("mirror scheduler", "err", err)
 		} else if n > 0 {
 			s.worker.Wake()
@@ -143,7 +143,7 @@ func (s *MirrorService) handle(ctx context.Context, j meta.Job) error {
 // returns an error only when the sync was interrupted by shutdown (the job
 // then runs again) or its outcome could not be recorded.
 func (s *MirrorService) Sync(ctx context.Context, repo string) error {
-	m, err := s.db.GetMirror(ctx, repo)
+	m, err := s.db.Mirrors().GetMirror(ctx, repo)
 	if errors.Is(err, meta.ErrMirrorNotFound) {
 		return nil // deleted since
 	}
@@ -151,10 +151,10 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 		return err
 	}
 	if m.CancelRequested || !m.Enabled {
-		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, "")
+		return s.db.Mirrors().FinishMirrorSync(ctx, repo, meta.MirrorCancel, "")
 	}
 	msg := fmt.Sprintf("'%s' with tag pattern '%s'", m.ExternalReference, strings.Join(m.RootRule.Value, ","))
-	if m, err = s.db.StartMirrorSync(ctx, repo, msg); err != nil {
+	if m, err = s.db.Mirrors().StartMirrorSync(ctx, repo, msg); err != nil {
 		return err
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
@@ -165,7 +165,7 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	switch {
 	case errors.Is(err, errCancelled) || errors.Is(context.Cause(sctx), errCancelled):
 		s.log.Info("mirror sync cancelled", "repository", repo)
-		return s.db.FinishMirrorSync(rec, repo, meta.MirrorCancel, "")
+		return s.db.Mirrors().FinishMirrorSync(rec, repo, meta.MirrorCancel, "")
 	case ctx.Err() != nil:
 		return ctx.Err() // shutdown or lost lease: the job runs again
 	case err != nil:
@@ -175,10 +175,10 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 			// The guard's reason once, rather than once per URL tried.
 			err = refused
 		}
-		return s.db.FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %v", msg, err))
+		return s.db.Mirrors().FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %v", msg, err))
 	}
 	s.log.Info("mirror sync done", "repository", repo, "copied", res.copied, "unchanged", res.unchanged, "deleted", res.deleted)
-	return s.db.FinishMirrorSync(rec, repo, meta.MirrorSuccess, msg)
+	return s.db.Mirrors().FinishMirrorSync(rec, repo, meta.MirrorSuccess, msg)
 }
 
 var errCancelled = errors.New("mirror sync cancelled")
@@ -191,7 +191,7 @@ func (s *MirrorService) watchCancel(ctx context.Context, cancel context.CancelCa
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if c, err := s.db.MirrorCancelRequested(ctx, repo); err == nil && c {
+			if c, err := s.db.Mirrors().MirrorCancelRequested(ctx, repo); err == nil && c {
 				cancel(errCancelled)
 				return
 			}

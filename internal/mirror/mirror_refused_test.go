@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"log/slog"
 	"strings"
@@ -32,7 +33,7 @@ func TestMirrorUpstreamRefusedBySSRFGuard(t *testing.T) {
 		}
 		driver, _ := fs.New(t.TempDir(), fs.Options{})
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		copier := mirror.NewCopier(f.db, driver, oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}, 0, log)
+		copier := mirror.NewCopier(wire.CopierStores(f.db), driver, oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}, 0, log)
 		svc := mirror.NewMirrorService(f.db, copier, f.sealer, mirror.MirrorOptions{Dial: guard.DialContext, Tries: 1,
 			RetryBase: time.Millisecond, Logger: log})
 		f.create(t, []string{"v1"}, nil)

@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	stdlog "log"
 	"log/slog"
@@ -59,7 +60,7 @@ func newMirrorFixture(t *testing.T) *mfix {
 	}
 	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	copier := mirror.NewCopier(f.db, driver, policy, 0, log)
+	copier := mirror.NewCopier(wire.CopierStores(f.db), driver, policy, 0, log)
 	key := make([]byte, 32)
 	if f.sealer, err = auth.NewSealer(key); err != nil {
 		t.Fatal(err)
@@ -94,15 +95,15 @@ func newMirrorFixture(t *testing.T) *mfix {
 	t.Cleanup(u.Close)
 	f.upstream = strings.TrimPrefix(u.URL, "http://")
 	ctx := context.Background()
-	owner, err := f.db.CreateUser(ctx, meta.User{Username: "acme"})
+	owner, err := f.db.Users().CreateUser(ctx, meta.User{Username: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = owner
-	if _, err := f.db.CreateRobot(ctx, "acme", "mirror", "x"); err != nil {
+	if _, err := f.db.Users().CreateRobot(ctx, "acme", "mirror", "x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.db.CreateRepository(ctx, mrepo, "private", "", "acme"); err != nil {
+	if err := f.db.Repositories().CreateRepository(ctx, mrepo, "private", "", "acme"); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -120,7 +121,7 @@ func (f *mfix) create(t *testing.T, globs []string, arch []string) {
 		PasswordSealed: f.sealer.Seal([]byte("secret")), VerifyTLS: true, SyncInterval: time.Hour,
 		SyncStartDate: time.Now().Add(time.Hour), RootRule: meta.MirrorRule{Kind: "tag_glob_csv", Value: globs},
 		RobotUsername: "acme+mirror", ArchFilter: arch}
-	if err := f.db.CreateMirror(context.Background(), m); err != nil {
+	if err := f.db.Mirrors().CreateMirror(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -146,13 +147,13 @@ func (f *mfix) deleteUpstream(t *testing.T, tag string) {
 func (f *mfix) localTags(t *testing.T) map[string]string {
 	t.Helper()
 	ctx := context.Background()
-	tags, err := f.db.ListTags(ctx, mrepo, "", 1000)
+	tags, err := f.db.Manifests().ListTags(ctx, mrepo, "", 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
 	for _, tag := range tags {
-		m, err := f.db.GetManifest(ctx, mrepo, tag, "", false)
+		m, err := f.db.Manifests().GetManifest(ctx, mrepo, tag, "", false)
 		if err != nil {
 			t.Fatalf("tag %s points at missing content: %v", tag, err)
 		}
@@ -163,7 +164,7 @@ func (f *mfix) localTags(t *testing.T) map[string]string {
 
 func (f *mfix) status(t *testing.T) meta.Mirror {
 	t.Helper()
-	m, err := f.db.GetMirror(context.Background(), mrepo)
+	m, err := f.db.Mirrors().GetMirror(context.Background(), mrepo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func (f *mfix) status(t *testing.T) meta.Mirror {
 
 func (f *mfix) events(t *testing.T, kind string) []meta.Event {
 	t.Helper()
-	all, err := f.db.EventsAfter(context.Background(), 0, 10000)
+	all, err := f.db.Outbox().EventsAfter(context.Background(), 0, 10000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +269,7 @@ func TestMirrorGlobsRetagDelete(t *testing.T) {
 	// A narrower rule deletes the tags it no longer selects.
 	m := f.status(t)
 	m.RootRule.Value = []string{"latest"}
-	if err := f.db.UpdateMirror(ctx, m, false); err != nil {
+	if err := f.db.Mirrors().UpdateMirror(ctx, m, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.svc.Sync(ctx, mrepo); err != nil {
@@ -418,7 +419,7 @@ func TestMirrorArchitectureFilterAndSignatures(t *testing.T) {
 	if got["multi"] == upD.String() || got["multi"] == "" {
 		t.Fatalf("filtered index has the upstream digest: %v", got)
 	}
-	m, err := f.db.GetManifest(ctx, mrepo, "multi", "", true)
+	m, err := f.db.Manifests().GetManifest(ctx, mrepo, "multi", "", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +430,7 @@ func TestMirrorArchitectureFilterAndSignatures(t *testing.T) {
 	var archs []string
 	for _, c := range im.Manifests {
 		archs = append(archs, c.Platform.Architecture)
-		if _, err := f.db.GetManifest(ctx, mrepo, "", digest.Digest(c.Digest.String()), false); err != nil {
+		if _, err := f.db.Manifests().GetManifest(ctx, mrepo, "", digest.Digest(c.Digest.String()), false); err != nil {
 			t.Fatalf("child %s missing: %v", c.Digest, err)
 		}
 	}
@@ -449,7 +450,7 @@ func TestMirrorArchitectureFilterAndSignatures(t *testing.T) {
 func TestMirrorRobotMayPushUserMayNot(t *testing.T) {
 	f := newMirrorFixture(t)
 	f.create(t, []string{"*"}, nil)
-	ri, err := f.db.Repository(context.Background(), mrepo)
+	ri, err := f.db.Repositories().Repository(context.Background(), mrepo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func TestHeaderSecretsSealed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stored, err := db.NotificationByID(ctx, n.ID)
+			stored, err := db.Notifications().NotificationByID(ctx, n.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,10 +100,10 @@ func TestHeaderSecretsSealed(t *testing.T) {
 			rcv.set("503")
 			push(t, db, "acme/a", "v2", 1)
 			waitFor(t, "failed attempts", 30*time.Second, func() bool {
-				at, _ := db.Attempts(ctx, n.ID, 100)
+				at, _ := db.Notifications().Attempts(ctx, n.ID, 100)
 				return len(at) >= 4
 			})
-			at, _ := db.Attempts(ctx, n.ID, 100)
+			at, _ := db.Notifications().Attempts(ctx, n.ID, 100)
 			all, _ := json.Marshal(at)
 			if !strings.Contains(logs.String(), "job retried") {
 				t.Errorf("no retry logged:\n%s", logs)
@@ -133,7 +133,7 @@ func TestClearHeadersResealed(t *testing.T) {
 			rcv := newReceiver(t)
 			legacy := func(uuid, token string) meta.Notification {
 				cfg, _ := json.Marshal(map[string]any{"url": rcv.srv.URL, "headers": map[string]string{"Authorization": "Bearer " + token}})
-				n, err := db.CreateNotification(ctx, meta.Notification{UUID: uuid, Scope: meta.ScopeRegistry, Event: meta.EventRepoPush,
+				n, err := db.Notifications().CreateNotification(ctx, meta.Notification{UUID: uuid, Scope: meta.ScopeRegistry, Event: meta.EventRepoPush,
 					Method: "webhook", Config: cfg})
 				if err != nil {
 					t.Fatal(err)
@@ -144,7 +144,7 @@ func TestClearHeadersResealed(t *testing.T) {
 				return n
 			}
 			sealed := func(n meta.Notification, token string) bool {
-				fresh, err := db.NotificationByID(ctx, n.ID)
+				fresh, err := db.Notifications().NotificationByID(ctx, n.ID)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -206,11 +206,11 @@ func TestHeldDeliveriesReleasedOnReset(t *testing.T) {
 				push(t, db, fmt.Sprintf("ns/app%d", i%repos), "v1", i)
 			}
 			waitFor(t, "the notification to disable itself", 30*time.Second, func() bool {
-				fresh, _ := db.NotificationByID(ctx, n.ID)
+				fresh, _ := db.Notifications().NotificationByID(ctx, n.ID)
 				return fresh.Disabled()
 			})
 			live := func() (attempts int, requests int) {
-				js, err := db.Jobs(ctx, meta.NotifyQueue, "", 1000)
+				js, err := db.Jobs().Jobs(ctx, meta.NotifyQueue, "", 1000)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -232,7 +232,7 @@ func TestHeldDeliveriesReleasedOnReset(t *testing.T) {
 				t.Fatalf("view while disabled: %v", view)
 			}
 			rcv.set("ok")
-			if err := db.ResetNotificationFailures(ctx, n.ID); err != nil {
+			if err := db.Notifications().ResetNotificationFailures(ctx, n.ID); err != nil {
 				t.Fatal(err)
 			}
 			reset := time.Now()
@@ -252,7 +252,7 @@ func TestHeldDeliveriesReleasedOnReset(t *testing.T) {
 
 func mustNotification(t *testing.T, db *meta.DB, id int64) meta.Notification {
 	t.Helper()
-	n, err := db.NotificationByID(context.Background(), id)
+	n, err := db.Notifications().NotificationByID(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func mustNotification(t *testing.T, db *meta.DB, id int64) meta.Notification {
 // of the outbox once, in order per repository.
 func checkDelivered(t *testing.T, db *meta.DB, rcv *receiver, want int) {
 	t.Helper()
-	evs, err := db.EventsAfter(context.Background(), 0, 1000)
+	evs, err := db.Outbox().EventsAfter(context.Background(), 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestTemporaryDisable(t *testing.T) {
 					t.Fatalf("%d trials of a notification disabled until reset", after-atDisable)
 				}
 				rcv.set("ok")
-				if err := db.ResetNotificationFailures(ctx, n.ID); err != nil {
+				if err := db.Notifications().ResetNotificationFailures(ctx, n.ID); err != nil {
 					t.Fatal(err)
 				}
 			} else {

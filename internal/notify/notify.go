@@ -184,7 +184,7 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 		ecfg = map[string]any{}
 	}
 	eb, _ := json.Marshal(ecfg)
-	return s.db.CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: scope, Target: target, Event: in.Event,
+	return s.db.Notifications().CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: scope, Target: target, Event: in.Event,
 		Method: in.Method, Title: in.Title, Config: cb, EventConfig: eb, Format: format, CreatedBy: actor})
 }
 
@@ -203,7 +203,7 @@ func templateJSON(t any) (json.RawMessage, error) {
 // Test queues the event's sample payload for a notification.
 func (s *Service) Test(ctx context.Context, n meta.Notification, repo string) error {
 	payload, _ := json.Marshal(meta.DeliveryJob{NotificationID: n.ID, Sample: true, Repository: repo})
-	_, err := s.db.EnqueueJob(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: meta.NotifyTries})
+	_, err := s.db.Jobs().EnqueueJob(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: meta.NotifyTries})
 	return err
 }
 
@@ -216,7 +216,7 @@ func (s *Service) RunFanOut(ctx context.Context, poll time.Duration, wake func()
 		s.log.Error("seal notification secrets stored in clear", "err", err)
 	}
 	for {
-		n, err := s.db.FanOutEvents(ctx, 200)
+		n, err := s.db.Notifications().FanOutEvents(ctx, 200)
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("notification fan-out", "err", err)
 		}

@@ -112,7 +112,7 @@ func startWith(t *testing.T, ctx context.Context, db *meta.DB, opts notify.Optio
 	opts.Server, opts.Guard = events.Server{Host: "registry.example:5000", Scheme: "https"}, guard
 	svc := notify.New(db, sealer, opts)
 	wopts.Concurrency, wopts.Lease, wopts.PollInterval, wopts.Logger = 4, 30*time.Second, 50*time.Millisecond, log
-	w := jobs.New(db, meta.NotifyQueue, svc.Deliver, wopts)
+	w := jobs.New(db.Jobs(), meta.NotifyQueue, svc.Deliver, wopts)
 	go w.Run(ctx)
 	go svc.RunFanOut(ctx, 50*time.Millisecond, w.Wake)
 	return &instance{db: db, svc: svc}
@@ -124,12 +124,12 @@ func push(t *testing.T, db *meta.DB, repo, tag string, i int) string {
 	t.Helper()
 	ctx := context.Background()
 	cfg := meta.Blob{Digest: digest.FromString("cfg"), Size: 3}
-	if _, err := db.StoreBlob(ctx, repo, cfg, "", meta.Writer{}, noPlace, noPlace); err != nil {
+	if _, err := db.Blobs().StoreBlob(ctx, repo, cfg, "", meta.Writer{}, noPlace, noPlace); err != nil {
 		t.Fatal(err)
 	}
 	content := []byte(strings.Repeat("m", i+1))
 	m := meta.Manifest{Digest: digest.FromBytes(content), MediaType: "application/vnd.oci.image.manifest.v1+json", Content: content}
-	if err := db.PutManifest(ctx, meta.PutManifest{Repository: repo, Manifest: m, Refs: []meta.Ref{{Digest: cfg.Digest}}, Tag: tag, Actor: "alice"}); err != nil {
+	if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: repo, Manifest: m, Refs: []meta.Ref{{Digest: cfg.Digest}}, Tag: tag, Actor: "alice"}); err != nil {
 		t.Fatal(err)
 	}
 	return m.Digest.String()
@@ -169,18 +169,18 @@ func TestDeliveryThroughOutages(t *testing.T) {
 			}
 			push(t, db, "other/c", "v1", 99) // another organization: not delivered
 			waitFor(t, "failed attempts while down", 10*time.Second, func() bool {
-				at, _ := db.Attempts(ctx, n.ID, 100)
+				at, _ := db.Notifications().Attempts(ctx, n.ID, 100)
 				return len(at) >= 2
 			})
 			rcv.set("slow")
 			waitFor(t, "an attempt that timed out", 30*time.Second, func() bool {
-				at, _ := db.Attempts(ctx, n.ID, 1)
+				at, _ := db.Notifications().Attempts(ctx, n.ID, 1)
 				return len(at) == 1 && at[0].StatusCode == 0 && at[0].Error != ""
 			})
 			rcv.set("500")
 			time.Sleep(300 * time.Millisecond)
 			rcv.set("ok")
-			evs, _ := db.EventsAfter(ctx, 0, 100)
+			evs, _ := db.Outbox().EventsAfter(ctx, 0, 100)
 			for _, e := range evs {
 				if e.Kind == meta.EventRepoPush && strings.HasPrefix(e.Repository, "acme/") {
 					want = append(want, e.UUID)
@@ -213,7 +213,7 @@ func TestDeliveryThroughOutages(t *testing.T) {
 			if _, ok := rcv.order["other/c"]; ok {
 				t.Error("an event of another organization was delivered")
 			}
-			fresh, _ := db.NotificationByID(ctx, n.ID)
+			fresh, _ := db.Notifications().NotificationByID(ctx, n.ID)
 			if fresh.NumberOfFailures != 0 {
 				t.Errorf("number_of_failures = %d after recovering, want 0 (Quay resets on success)", fresh.NumberOfFailures)
 			}
@@ -242,14 +242,14 @@ func TestFailureCounting(t *testing.T) {
 		push(t, db, r, "v1", i)
 	}
 	waitFor(t, "3 failed events", 60*time.Second, func() bool {
-		fresh, _ := db.NotificationByID(ctx, n.ID)
+		fresh, _ := db.Notifications().NotificationByID(ctx, n.ID)
 		return fresh.NumberOfFailures >= 3
 	})
 	time.Sleep(300 * time.Millisecond)
 	rcv.mu.Lock()
 	stopped := rcv.attempts
 	rcv.mu.Unlock()
-	at, _ := db.Attempts(ctx, n.ID, 1000)
+	at, _ := db.Notifications().Attempts(ctx, n.ID, 1000)
 	if len(at) < 15 || at[0].StatusCode != 500 || at[0].Error == "" {
 		t.Fatalf("%d attempts recorded (want 5 per failed event), last %+v", len(at), at[0])
 	}
@@ -264,7 +264,7 @@ func TestFailureCounting(t *testing.T) {
 	}
 	// Reset with a healthy receiver: every event arrives, in order.
 	rcv.set("ok")
-	if err := db.ResetNotificationFailures(ctx, n.ID); err != nil {
+	if err := db.Notifications().ResetNotificationFailures(ctx, n.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "every event after the reset", 30*time.Second, func() bool {
@@ -277,7 +277,7 @@ func TestFailureCounting(t *testing.T) {
 	if len(rcv.order["acme/a"]) != 2 {
 		t.Fatalf("acme/a got %v", rcv.order["acme/a"])
 	}
-	if fresh, _ := db.NotificationByID(ctx, n.ID); fresh.NumberOfFailures != 0 {
+	if fresh, _ := db.Notifications().NotificationByID(ctx, n.ID); fresh.NumberOfFailures != 0 {
 		t.Fatalf("number_of_failures = %d after a success", fresh.NumberOfFailures)
 	}
 }

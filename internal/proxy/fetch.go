@@ -51,7 +51,7 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 		return meta.Manifest{}, meta.ErrManifestNotFound
 	}
 	if cached != nil {
-		_, checked, err := s.db.ProxyTagChecked(ctx, repo, tag)
+		_, checked, err := s.db.Caches.ProxyTagChecked(ctx, repo, tag)
 		if err == nil && s.opts.Now().Sub(checked) < time.Duration(pc.ExpirationS)*time.Second {
 			return *cached, nil
 		}
@@ -73,7 +73,7 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 				return *cached, nil
 			}
 			if digest.Digest(desc.Digest.String()) == cached.Digest {
-				if err := s.db.TouchProxyTag(fctx, repo, tag, cached.Digest, s.opts.Now()); err != nil {
+				if err := s.db.Caches.TouchProxyTag(fctx, repo, tag, cached.Digest, s.opts.Now()); err != nil {
 					return nil, err
 				}
 				return *cached, nil
@@ -134,7 +134,7 @@ func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag stri
 	if m.Subject != nil {
 		put.Manifest.Subject = m.Subject.Digest
 	}
-	if err := s.db.PutProxyManifest(ctx, put, s.opts.Now()); err != nil {
+	if err := s.db.Caches.PutProxyManifest(ctx, put, s.opts.Now()); err != nil {
 		return meta.Manifest{}, fmt.Errorf("store manifest %s: %w", got, err)
 	}
 	s.log.Info("proxy cache: stored manifest", "repository", repo, "tag", tag, "digest", got, "upstream", ref)
@@ -173,7 +173,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 	if !ok {
 		return meta.Blob{}, meta.ErrBlobNotFound
 	}
-	if ok, err := s.db.ProxyReferenced(ctx, repo, d); err != nil {
+	if ok, err := s.db.Caches.ProxyReferenced(ctx, repo, d); err != nil {
 		return meta.Blob{}, err
 	} else if !ok {
 		return meta.Blob{}, meta.ErrBlobNotFound
@@ -183,7 +183,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		// on it.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.BlobTimeout)
 		defer cancel()
-		if b, err := s.db.StoredBlob(fctx, d); err == nil {
+		if b, err := s.db.Blobs.StoredBlob(fctx, d); err == nil {
 			return b, nil
 		}
 		up, err := s.upstreamOf(fctx, pc, path)
@@ -206,7 +206,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		// arriving just after finds it), under the garbage-collection
 		// protocol.
 		n, err := storage.Ingest(fctx, s.store, rc, d, func(ctx context.Context, staged string, n int64) error {
-			_, err := s.db.StoreBlob(ctx, repo, meta.Blob{Digest: d, Size: n}, "", meta.Writer{},
+			_, err := s.db.Blobs.StoreBlob(ctx, repo, meta.Blob{Digest: d, Size: n}, "", meta.Writer{},
 				storage.MoveInto(s.store, staged, d), storage.DeleteBlob(s.store, d))
 			return err
 		})
@@ -224,7 +224,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		return meta.Blob{}, refusedUpstream(err)
 	}
 	b := v.(meta.Blob)
-	if err := s.db.LinkBlob(ctx, repo, b, "", meta.Writer{}); err != nil {
+	if err := s.db.Blobs.LinkBlob(ctx, repo, b, "", meta.Writer{}); err != nil {
 		return meta.Blob{}, err
 	}
 	return b, nil

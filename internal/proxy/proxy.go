@@ -31,13 +31,24 @@ import (
 	"github.com/berth-dev/berth/internal/storage"
 )
 
-// Store is what the cache needs of the metadata store.
-type Store interface {
+// Stores are the parts of the metadata store the cache uses.
+type Stores struct {
+	Caches CacheStore // meta.ProxyCaches
+	Blobs  BlobStore  // meta.Blobs
+}
+
+// CacheStore is the table of proxy organizations and the cache's record
+// of upstream checks (meta.ProxyCaches).
+type CacheStore interface {
 	ProxyCaches(ctx context.Context) ([]meta.ProxyCache, error)
 	ProxyTagChecked(ctx context.Context, repo, tag string) (digest.Digest, time.Time, error)
 	TouchProxyTag(ctx context.Context, repo, tag string, d digest.Digest, at time.Time) error
 	ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (bool, error)
 	PutProxyManifest(ctx context.Context, p meta.PutManifest, checkedAt time.Time) error
+}
+
+// BlobStore stores and links the blobs the cache fetches (meta.Blobs).
+type BlobStore interface {
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
 	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
@@ -70,7 +81,7 @@ type Options struct {
 
 // Service is the pull-through cache.
 type Service struct {
-	db      Store
+	db      Stores
 	store   storage.Driver
 	sealer  Sealer
 	opts    Options
@@ -87,7 +98,7 @@ type snapshot struct {
 }
 
 // New returns the cache.
-func New(db Store, store storage.Driver, sealer Sealer, opts Options) *Service {
+func New(db Stores, store storage.Driver, sealer Sealer, opts Options) *Service {
 	if opts.Transport == nil {
 		opts.Transport = http.DefaultTransport
 	}
@@ -154,7 +165,7 @@ func (s *Service) lookup(ctx context.Context, repo string) (meta.ProxyCache, str
 }
 
 func (s *Service) load(ctx context.Context) (*snapshot, error) {
-	list, err := s.db.ProxyCaches(context.WithoutCancel(ctx))
+	list, err := s.db.Caches.ProxyCaches(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"log/slog"
 	"net/http"
@@ -46,15 +47,15 @@ func TestProxyUpstreamRefusedBySSRFGuard(t *testing.T) {
 				}
 				policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 				quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-				svc := proxy.New(db, driver, sealer, proxy.Options{Transport: &http.Transport{DialContext: guard.DialContext},
+				svc := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: &http.Transport{DialContext: guard.DialContext},
 					Policy: policy, Logger: quiet})
-				srv := httptest.NewServer(registry.New(db, driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet}))
+				srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet}))
 				t.Cleanup(srv.Close)
-				owner, _ := db.CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
-				if _, err := db.CreateOrganization(ctx, "hub", owner.ID); err != nil {
+				owner, _ := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
+				if _, err := db.Organizations().CreateOrganization(ctx, "hub", owner.ID); err != nil {
 					t.Fatal(err)
 				}
-				if err := db.SetProxyCache(ctx, meta.ProxyCache{Namespace: "hub", Upstream: up.host, Username: "up",
+				if err := db.ProxyCaches().SetProxyCache(ctx, meta.ProxyCache{Namespace: "hub", Upstream: up.host, Username: "up",
 					PasswordSealed: svc.SealPassword("secret"), ExpirationS: 3600, Insecure: true}); err != nil {
 					t.Fatal(err)
 				}
@@ -73,7 +74,7 @@ func TestProxyUpstreamRefusedBySSRFGuard(t *testing.T) {
 					}
 				}
 				t.Logf("client error: %v", err)
-				if tags, _ := db.ListTags(ctx, "hub/library/app", "", 10); len(tags) != 0 {
+				if tags, _ := db.Manifests().ListTags(ctx, "hub/library/app", "", 10); len(tags) != 0 {
 					t.Fatalf("a refused upstream left tags %v", tags)
 				}
 			}

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"log"
 	"log/slog"
@@ -142,16 +143,16 @@ func newEnv(t *testing.T) *env {
 	c := &clock{t: time.Now()}
 	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := proxy.New(db, driver, sealer, proxy.Options{Now: c.now, Policy: policy, Logger: quiet})
-	reg := registry.New(db, driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet})
+	svc := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Now: c.now, Policy: policy, Logger: quiet})
+	reg := registry.New(wire.RegistryStores(db), driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet})
 	srv := httptest.NewServer(reg)
 	t.Cleanup(srv.Close)
-	owner, err := db.CreateUser(ctx, meta.User{Username: "owner", Kind: meta.UserKindUser, SecretHash: "x"})
+	owner, err := db.Users().CreateUser(ctx, meta.User{Username: "owner", Kind: meta.UserKindUser, SecretHash: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, org := range []string{"hub", "quay", "plain"} {
-		if _, err := db.CreateOrganization(ctx, org, owner.ID); err != nil {
+		if _, err := db.Organizations().CreateOrganization(ctx, org, owner.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -164,7 +165,7 @@ func (e *env) configure(t *testing.T, org string, up *upstream, prefix string, e
 	if prefix != "" {
 		target += "/" + prefix
 	}
-	err := e.db.SetProxyCache(context.Background(), meta.ProxyCache{Namespace: org, Upstream: target, Username: "up",
+	err := e.db.ProxyCaches().SetProxyCache(context.Background(), meta.ProxyCache{Namespace: org, Upstream: target, Username: "up",
 		PasswordSealed: e.svc.SealPassword("secret"), ExpirationS: expiration, Insecure: true})
 	if err != nil {
 		t.Fatal(err)
@@ -257,7 +258,7 @@ func TestMissHitRevalidate(t *testing.T) {
 		t.Fatalf("old digest: %s", got)
 	}
 	// Repositories created by the cache are private.
-	ri, err := e.db.Repository(context.Background(), "hub/alpine")
+	ri, err := e.db.Repositories().Repository(context.Background(), "hub/alpine")
 	if err != nil || ri.Visibility != "private" {
 		t.Fatalf("repository %+v, %v", ri, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"log/slog"
 	"net/http"
@@ -24,7 +25,7 @@ func benchServer(b *testing.B, dialect string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(registry.New(db, driver, registry.Options{
+	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{
 		Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}))

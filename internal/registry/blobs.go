@@ -28,7 +28,7 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionPull)); err != nil {
 		return err
 	}
-	b, err := reg.meta.RepositoryBlob(r.Context(), rt.name, rt.digest)
+	b, err := reg.meta.Blobs.RepositoryBlob(r.Context(), rt.name, rt.digest)
 	if errors.Is(err, meta.ErrBlobNotFound) && reg.proxied(r.Context(), rt.name) {
 		b, err = reg.opts.Proxy.Blob(r.Context(), rt.name, rt.digest)
 	}
@@ -42,7 +42,7 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		// Closes the window GitLab's collector leaves open: a client that
 		// saw the blob exist will name it in a manifest without uploading
 		// it; confirming the link spares it for another delay.
-		ok, err := reg.meta.TouchBlobLink(r.Context(), rt.name, rt.digest, time.Now().Add(-d/2))
+		ok, err := reg.meta.Blobs.TouchBlobLink(r.Context(), rt.name, rt.digest, time.Now().Add(-d/2))
 		if err != nil {
 			return err
 		}
@@ -135,7 +135,7 @@ func (reg *Registry) deleteBlob(w http.ResponseWriter, r *http.Request, rt route
 	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionDelete)); err != nil {
 		return err
 	}
-	err := reg.meta.UnlinkBlob(r.Context(), rt.name, rt.digest)
+	err := reg.meta.Blobs.UnlinkBlob(r.Context(), rt.name, rt.digest)
 	if errors.Is(err, meta.ErrBlobNotFound) {
 		return errBlobUnknown
 	}

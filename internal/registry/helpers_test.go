@@ -3,6 +3,7 @@ package registry_test
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"log/slog"
 	"net/http"
@@ -44,7 +45,7 @@ func newRegistryDB(t *testing.T, dialect string, opts registry.Options) (*testRe
 		opts.Policy = oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 	}
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(registry.New(db, driver, opts))
+	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, opts))
 	t.Cleanup(srv.Close)
 	return &testRegistry{t: t, url: srv.URL, host: strings.TrimPrefix(srv.URL, "http://")}, db
 }

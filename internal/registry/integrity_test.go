@@ -269,7 +269,7 @@ func TestDeadWritersClaim(t *testing.T) {
 			loc := resp.Header.Get("Location")
 			id := loc[strings.LastIndex(loc, "/")+1:]
 			// The dead writer: a claim nobody will renew or release.
-			if _, err := db.ClaimUpload(context.Background(), "claims", id, 700*time.Millisecond); err != nil {
+			if _, err := db.Uploads().ClaimUpload(context.Background(), "claims", id, 700*time.Millisecond); err != nil {
 				t.Fatal(err)
 			}
 			content := []byte("resumed after a dead writer")

@@ -65,7 +65,7 @@ func (reg *Registry) catalog(w http.ResponseWriter, r *http.Request) error {
 	}
 	repos := []string{}
 	if n > 0 {
-		if repos, err = reg.meta.ListRepositories(r.Context(), last, n+1); err != nil {
+		if repos, err = reg.meta.Catalog.ListRepositories(r.Context(), last, n+1); err != nil {
 			return err
 		}
 	}
@@ -90,7 +90,7 @@ func (reg *Registry) tags(w http.ResponseWriter, r *http.Request, rt route) erro
 	}
 	// Ask for one more than a page to know whether there is a next page;
 	// with n=0 only the repository's existence is checked.
-	tags, err := reg.meta.ListTags(r.Context(), rt.name, last, n+1)
+	tags, err := reg.meta.Manifests.ListTags(r.Context(), rt.name, last, n+1)
 	if errors.Is(err, meta.ErrRepositoryNotFound) {
 		return errNameUnknown
 	}
@@ -121,7 +121,7 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 	if artifactType != "" && !oci.ValidMediaType(artifactType) {
 		return errorf(http.StatusBadRequest, CodeUnsupported, "artifactType is not a media type", map[string]string{"artifactType": artifactType})
 	}
-	refs, err := reg.meta.Referrers(r.Context(), rt.name, rt.digest, artifactType)
+	refs, err := reg.meta.Manifests.Referrers(r.Context(), rt.name, rt.digest, artifactType)
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionPull)); err != nil {
 		return err
 	}
-	m, err := reg.meta.GetManifest(r.Context(), rt.name, ref.Tag, ref.Digest, r.Method == http.MethodGet)
+	m, err := reg.meta.Manifests.GetManifest(r.Context(), rt.name, ref.Tag, ref.Digest, r.Method == http.MethodGet)
 	if (err == nil && ref.Tag != "" || errors.Is(err, meta.ErrManifestNotFound)) && reg.proxied(r.Context(), rt.name) {
 		var cached *meta.Manifest
 		if err == nil {
@@ -156,12 +156,12 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 	if m.Subject != nil {
 		put.Manifest.Subject = m.Subject.Digest
 	}
-	err = reg.meta.PutManifest(r.Context(), put)
+	err = reg.meta.Manifests.PutManifest(r.Context(), put)
 	if errors.Is(err, meta.ErrBlobNotFound) && len(put.LinkBlobs) > 0 {
 		// The empty blob was collected between storing and linking it:
 		// store it again, once.
 		if _, err = reg.ensureEmptyBlob(r.Context()); err == nil {
-			err = reg.meta.PutManifest(r.Context(), put)
+			err = reg.meta.Manifests.PutManifest(r.Context(), put)
 		}
 	}
 	var missing *meta.MissingRefsError
@@ -216,11 +216,11 @@ func isManifestMediaType(t string) bool {
 func (reg *Registry) ensureEmptyBlob(ctx context.Context) (meta.Blob, error) {
 	d := digest.Digest(oci.EmptyJSONDigest)
 	b := meta.Blob{Digest: d, Size: int64(len(oci.EmptyJSON))}
-	if _, err := reg.meta.StoredBlob(ctx, d); err == nil {
+	if _, err := reg.meta.Blobs.StoredBlob(ctx, d); err == nil {
 		return b, nil
 	}
 	place := func(ctx context.Context) error { return reg.store.PutContent(ctx, blobPath(d), oci.EmptyJSON) }
-	if _, err := reg.meta.StoreBlob(ctx, "", b, "", meta.Writer{}, place, storage.DeleteBlob(reg.store, d)); err != nil {
+	if _, err := reg.meta.Blobs.StoreBlob(ctx, "", b, "", meta.Writer{}, place, storage.DeleteBlob(reg.store, d)); err != nil {
 		return meta.Blob{}, err
 	}
 	return b, nil
@@ -232,9 +232,9 @@ func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt r
 		return err
 	}
 	if ref.Tag != "" {
-		err = reg.meta.DeleteTag(r.Context(), rt.name, ref.Tag, who.Actor)
+		err = reg.meta.Manifests.DeleteTag(r.Context(), rt.name, ref.Tag, who.Actor)
 	} else {
-		err = reg.meta.DeleteManifest(r.Context(), rt.name, ref.Digest, who.Actor)
+		err = reg.meta.Manifests.DeleteManifest(r.Context(), rt.name, ref.Digest, who.Actor)
 	}
 	if errors.Is(err, meta.ErrManifestNotFound) {
 		return errManifestUnk

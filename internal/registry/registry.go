@@ -50,15 +50,23 @@ func (AllowAll) Authorize(http.ResponseWriter, *http.Request, Resource) (meta.Wr
 	return meta.Writer{}, nil
 }
 
-// Metadata is what the registry needs of the metadata store.
-type Metadata interface {
-	blobMetadata
-	uploadMetadata
-	manifestMetadata
+// Stores are the parts of the metadata store the registry uses, one small
+// interface per aggregate (meta.Blobs, meta.Uploads, meta.Manifests,
+// meta.Repositories).
+type Stores struct {
+	Blobs     BlobStore
+	Uploads   UploadStore
+	Manifests ManifestStore
+	Catalog   Catalog
+}
+
+// Catalog lists repositories (meta.Repositories).
+type Catalog interface {
 	ListRepositories(ctx context.Context, last string, n int) ([]string, error)
 }
 
-type blobMetadata interface {
+// BlobStore is what the registry needs of blobs and links (meta.Blobs).
+type BlobStore interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error)
@@ -68,7 +76,8 @@ type blobMetadata interface {
 	UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error
 }
 
-type uploadMetadata interface {
+// UploadStore is what the registry needs of upload sessions (meta.Uploads).
+type UploadStore interface {
 	CreateUpload(ctx context.Context, u meta.Upload, limit int) error
 	GetUpload(ctx context.Context, repo, id string) (meta.Upload, error)
 	ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (meta.Upload, error)
@@ -78,7 +87,9 @@ type uploadMetadata interface {
 	DeleteUpload(ctx context.Context, id string) error
 }
 
-type manifestMetadata interface {
+// ManifestStore is what the registry needs of manifests, tags and
+// referrers (meta.Manifests).
+type ManifestStore interface {
 	PutManifest(ctx context.Context, p meta.PutManifest) error
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	DeleteManifest(ctx context.Context, repo string, d digest.Digest, actor string) error
@@ -135,7 +146,7 @@ var errProxyPush = errorf(http.StatusForbidden, CodeDenied, "this organization i
 
 // Registry is the http.Handler of the /v2 API.
 type Registry struct {
-	meta    Metadata
+	meta    Stores
 	store   storage.Driver
 	opts    Options
 	log     *slog.Logger
@@ -145,7 +156,7 @@ type Registry struct {
 }
 
 // New returns the /v2 handler.
-func New(md Metadata, store storage.Driver, opts Options) *Registry {
+func New(md Stores, store storage.Driver, opts Options) *Registry {
 	if opts.MaxManifestBytes <= 0 {
 		opts.MaxManifestBytes = 4 << 20
 	}

@@ -83,7 +83,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 	if err != nil {
 		return err
 	}
-	err = reg.meta.CreateUpload(r.Context(), meta.Upload{ID: id, Repository: rt.name, HashState: state, Actor: who.Actor}, reg.opts.MaxOpenUploads)
+	err = reg.meta.Uploads.CreateUpload(r.Context(), meta.Upload{ID: id, Repository: rt.name, HashState: state, Actor: who.Actor}, reg.opts.MaxOpenUploads)
 	if errors.Is(err, meta.ErrTooManyUploads) {
 		w.Header().Set("Retry-After", "60")
 		return errorf(http.StatusTooManyRequests, CodeTooManyRequests,
@@ -109,14 +109,14 @@ func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, 
 		}
 		candidates = []string{from}
 	} else {
-		repos, err := reg.meta.RepositoriesWithBlob(ctx, d, 20)
+		repos, err := reg.meta.Blobs.RepositoriesWithBlob(ctx, d, 20)
 		if err != nil {
 			return false, err
 		}
 		candidates = repos
 	}
 	for _, src := range candidates {
-		b, err := reg.meta.RepositoryBlob(ctx, src, d)
+		b, err := reg.meta.Blobs.RepositoryBlob(ctx, src, d)
 		if errors.Is(err, meta.ErrBlobNotFound) {
 			continue
 		}
@@ -126,7 +126,7 @@ func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, 
 		if _, err := reg.authz.Authorize(discardHeaders{}, r, repoScope(src, ActionPull)); err != nil {
 			continue
 		}
-		if err := reg.meta.LinkBlob(ctx, name, b, "", who); err != nil {
+		if err := reg.meta.Blobs.LinkBlob(ctx, name, b, "", who); err != nil {
 			if errors.Is(err, meta.ErrBlobNotFound) {
 				continue // collected meanwhile: not mountable
 			}
@@ -183,7 +183,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	}
 	ctx := r.Context()
 	if r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodDelete {
-		up, err := reg.meta.GetUpload(ctx, rt.name, rt.ref)
+		up, err := reg.meta.Uploads.GetUpload(ctx, rt.name, rt.ref)
 		if errors.Is(err, meta.ErrUploadNotFound) {
 			return errUploadUnknown
 		}
@@ -210,7 +210,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	claimed := true
 	defer func() {
 		if c := claim.stop(); claimed {
-			reg.meta.ReleaseUpload(context.WithoutCancel(ctx), up.ID, c)
+			reg.meta.Uploads.ReleaseUpload(context.WithoutCancel(ctx), up.ID, c)
 		}
 	}()
 	// PATCH or PUT: append the body (a chunk, or for PUT an optional last
@@ -251,7 +251,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 		}
 		claimed = false // advancing ends the claim
 		c := claim.stop()
-		if err := reg.meta.AdvanceUpload(context.WithoutCancel(ctx), up.ID, c, up.Size, up.Size+n, state); err != nil {
+		if err := reg.meta.Uploads.AdvanceUpload(context.WithoutCancel(ctx), up.ID, c, up.Size, up.Size+n, state); err != nil {
 			if errors.Is(err, meta.ErrUploadConflict) {
 				return errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
 			}
@@ -282,7 +282,7 @@ const (
 func (reg *Registry) claimUpload(ctx context.Context, repo, id string) (meta.Upload, error) {
 	deadline := time.Now().Add(uploadClaimWait)
 	for {
-		up, err := reg.meta.ClaimUpload(ctx, repo, id, uploadLease)
+		up, err := reg.meta.Uploads.ClaimUpload(ctx, repo, id, uploadLease)
 		if !errors.Is(err, meta.ErrUploadBusy) || time.Now().After(deadline) {
 			return up, err
 		}
@@ -324,7 +324,7 @@ func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder
 				return
 			case <-t.C:
 			}
-			next, err := reg.meta.RenewUpload(context.WithoutCancel(ctx), up.ID, c.claim.Load(), uploadLease)
+			next, err := reg.meta.Uploads.RenewUpload(context.WithoutCancel(ctx), up.ID, c.claim.Load(), uploadLease)
 			switch {
 			case err == nil:
 				c.claim.Store(next)
@@ -367,7 +367,7 @@ func (cw claimedWriter) Write(p []byte) (int, error) {
 
 func (reg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, up meta.Upload) error {
 	ctx := r.Context()
-	if err := reg.meta.DeleteUpload(ctx, up.ID); err != nil {
+	if err := reg.meta.Uploads.DeleteUpload(ctx, up.ID); err != nil {
 		if errors.Is(err, meta.ErrUploadNotFound) {
 			return errUploadUnknown
 		}
@@ -477,7 +477,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	discard := func() {
 		fw.Cancel(ctx)
 		if hasRow {
-			reg.meta.DeleteUpload(ctx, id)
+			reg.meta.Uploads.DeleteUpload(ctx, id)
 		}
 		reg.store.Delete(ctx, storage.UploadDir(id))
 	}
@@ -501,7 +501,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	// garbage-collection protocol): if the blob is stored already, these
 	// bytes are not needed.
 	blob := meta.Blob{Digest: want, Size: size}
-	if _, err := reg.meta.StoreBlob(ctx, name, blob, id, who,
+	if _, err := reg.meta.Blobs.StoreBlob(ctx, name, blob, id, who,
 		storage.MoveInto(reg.store, storage.UploadPath(id), want), storage.DeleteBlob(reg.store, want)); err != nil {
 		discard()
 		return err

@@ -98,11 +98,11 @@ func TestArtifactAndIndex(t *testing.T) {
 		t.Fatalf("index: %+v", info)
 	}
 	// Berth's own SBOM referrer is an artifact: never scanned itself.
-	sbom, err := e.db.Referrers(context.Background(), "acme/multi", mustDigest(t, amd), "application/spdx+json")
+	sbom, err := e.db.Manifests().Referrers(context.Background(), "acme/multi", mustDigest(t, amd), "application/spdx+json")
 	if err != nil || len(sbom) != 1 {
 		t.Fatalf("SBOM referrer: %v %v", sbom, err)
 	}
-	if _, err := e.db.ManifestScan(context.Background(), sbom[0].Digest.String()); err == nil {
+	if _, err := e.db.Scans().ManifestScan(context.Background(), sbom[0].Digest.String()); err == nil {
 		t.Fatal("the generated SBOM was queued for a scan")
 	}
 }
@@ -157,7 +157,7 @@ func TestImportBadInput(t *testing.T) {
 			t.Errorf("errors do not mention %s:\n%s", want, joined)
 		}
 	}
-	srcs, err := e.db.VulnSources(ctx)
+	srcs, err := e.db.VulnDB().VulnSources(ctx)
 	if err != nil || len(srcs) != 1 || srcs[0].Ecosystem != "Debian" || srcs[0].Records != 1 || srcs[0].UpdatedAt.IsZero() {
 		t.Fatalf("sources: %+v %v", srcs, err)
 	}
@@ -173,15 +173,15 @@ func TestDeleteRemovesGeneratedSBOM(t *testing.T) {
 			dgst, _ := e.push("acme/gone", "1", debianLayer(t))
 			e.drain()
 			d := mustDigest(t, dgst)
-			if refs, err := e.db.Referrers(ctx, "acme/gone", d, ""); err != nil || len(refs) != 1 {
+			if refs, err := e.db.Manifests().Referrers(ctx, "acme/gone", d, ""); err != nil || len(refs) != 1 {
 				t.Fatalf("before: %v %v", refs, err)
 			}
 			// A client's own referrer (an oras-style artifact) of the image.
 			e.putReferrer("acme/gone", dgst)
-			if err := e.db.DeleteManifest(ctx, "acme/gone", d, "alice"); err != nil {
+			if err := e.db.Manifests().DeleteManifest(ctx, "acme/gone", d, "alice"); err != nil {
 				t.Fatal(err)
 			}
-			refs, err := e.db.Referrers(ctx, "acme/gone", d, "")
+			refs, err := e.db.Manifests().Referrers(ctx, "acme/gone", d, "")
 			if err != nil || len(refs) != 1 || refs[0].ArtifactType != "application/vnd.example.report" {
 				t.Fatalf("after delete: %+v %v", refs, err)
 			}

@@ -127,7 +127,7 @@ type dataSources struct {
 }
 
 func (s *Service) dataSources(ctx context.Context) (*dataSources, error) {
-	srcs, err := s.db.VulnSources(ctx)
+	srcs, err := s.db.VulnDB().VulnSources(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +140,7 @@ func (s *Service) dataSources(ctx context.Context) (*dataSources, error) {
 
 func (ds *dataSources) hasCPEMapping(ctx context.Context) (bool, error) {
 	if ds.cpeMap == nil {
-		_, ok, err := ds.db.CPEMappingState(ctx)
+		_, ok, err := ds.db.VulnDB().CPEMappingState(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -176,7 +176,7 @@ func (ds *dataSources) hasRelease(ctx context.Context, eco string) (bool, error)
 	if v, ok := ds.releases[eco]; ok {
 		return v, nil
 	}
-	v, err := ds.db.HasVulnEcosystem(ctx, eco)
+	v, err := ds.db.VulnDB().HasVulnEcosystem(ctx, eco)
 	if err != nil {
 		return false, err
 	}
@@ -337,7 +337,7 @@ func mergeCoverage(parts []DataCoverage) DataCoverage {
 // what a gate reads before trusting a report without vulnerabilities.
 // ErrNotScanned when the manifest has no scanned report.
 func (s *Service) Coverage(ctx context.Context, digest string) (DataCoverage, error) {
-	st, err := s.db.ManifestScan(ctx, digest)
+	st, err := s.db.Scans().ManifestScan(ctx, digest)
 	if errors.Is(err, meta.ErrNotFound) || (err == nil && st.Status != meta.ScanScanned) {
 		return DataCoverage{}, ErrNotScanned
 	}
@@ -366,7 +366,7 @@ func (s *Service) WarnIfNoData(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ecos, err := s.db.PackageEcosystems(ctx)
+	ecos, err := s.db.VulnDB().PackageEcosystems(ctx)
 	if err != nil {
 		return err
 	}

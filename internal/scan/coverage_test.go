@@ -209,7 +209,7 @@ func TestWarnIfNoDataNamesEcosystemsInUse(t *testing.T) {
 		!strings.Contains(logs.String(), `fix="berth admin vulndb fetch Debian"`) {
 		t.Fatalf("start log: %s", logs)
 	}
-	ecos, err := e.db.PackageEcosystems(context.Background())
+	ecos, err := e.db.VulnDB().PackageEcosystems(context.Background())
 	if err != nil || !slices.Equal(ecos, []string{"Debian:12"}) {
 		t.Fatalf("package ecosystems: %v %v", ecos, err)
 	}

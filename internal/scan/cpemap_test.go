@@ -31,7 +31,7 @@ func TestImportCPEMapping(t *testing.T) {
 			if err != nil || n != 2 {
 				t.Fatalf("import: %d, %v; want 2 content sets", n, err)
 			}
-			got, err := db.CPEsOf(ctx, []string{"rhel-8-for-x86_64-baseos-rpms", "rhel-8-for-x86_64-appstream-rpms", "unknown-rpms"})
+			got, err := db.Scans().CPEsOf(ctx, []string{"rhel-8-for-x86_64-baseos-rpms", "rhel-8-for-x86_64-appstream-rpms", "unknown-rpms"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -47,10 +47,10 @@ func TestImportCPEMapping(t *testing.T) {
 			if err != nil || n != 1 {
 				t.Fatalf("second import: %d, %v", n, err)
 			}
-			if got, _ := db.CPEsOf(ctx, []string{"rhel-8-for-x86_64-baseos-rpms", "rhel-9-for-x86_64-baseos-rpms"}); len(got) != 1 || got["rhel-9-for-x86_64-baseos-rpms"] == nil {
+			if got, _ := db.Scans().CPEsOf(ctx, []string{"rhel-8-for-x86_64-baseos-rpms", "rhel-9-for-x86_64-baseos-rpms"}); len(got) != 1 || got["rhel-9-for-x86_64-baseos-rpms"] == nil {
 				t.Fatalf("after replacement: %v", got)
 			}
-			st, ok, err := db.CPEMappingState(ctx)
+			st, ok, err := db.VulnDB().CPEMappingState(ctx)
 			if err != nil || !ok || st.ContentSets != 1 {
 				t.Fatalf("state: %+v %v %v", st, ok, err)
 			}
@@ -59,7 +59,7 @@ func TestImportCPEMapping(t *testing.T) {
 					t.Errorf("import %q: %v, want ErrCPEMapping", bad, err)
 				}
 			}
-			if got, _ := db.CPEsOf(ctx, []string{"rhel-9-for-x86_64-baseos-rpms"}); len(got) != 1 {
+			if got, _ := db.Scans().CPEsOf(ctx, []string{"rhel-9-for-x86_64-baseos-rpms"}); len(got) != 1 {
 				t.Fatalf("a refused file changed the mapping: %v", got)
 			}
 		})
@@ -99,7 +99,7 @@ func TestImportPathFindsCPEMapping(t *testing.T) {
 	if st.Read != 1 || st.Applied != 1 || st.Rejected != 0 || st.ContentSets != 2 {
 		t.Fatalf("directory import: %+v", st)
 	}
-	if got, _ := db.CPEsOf(ctx, []string{"rhel-8-for-x86_64-baseos-rpms"}); len(got) != 1 {
+	if got, _ := db.Scans().CPEsOf(ctx, []string{"rhel-8-for-x86_64-baseos-rpms"}); len(got) != 1 {
 		t.Fatalf("mapping after the directory import: %v", got)
 	}
 
@@ -115,7 +115,7 @@ func TestImportPathFindsCPEMapping(t *testing.T) {
 	if st, err := im.Finish(ctx); err != nil || st.ContentSets != 1 || st.Read != 1 || st.Unchanged != 1 {
 		t.Fatalf("file import: %+v %v", st, err)
 	}
-	if got, _ := db.CPEsOf(ctx, []string{"rhel-8-for-x86_64-baseos-rpms", "rhel-9-for-x86_64-baseos-rpms"}); len(got) != 1 || got["rhel-9-for-x86_64-baseos-rpms"] == nil {
+	if got, _ := db.Scans().CPEsOf(ctx, []string{"rhel-8-for-x86_64-baseos-rpms", "rhel-9-for-x86_64-baseos-rpms"}); len(got) != 1 || got["rhel-9-for-x86_64-baseos-rpms"] == nil {
 		t.Fatalf("mapping after the file import: %v", got)
 	}
 
@@ -124,7 +124,7 @@ func TestImportPathFindsCPEMapping(t *testing.T) {
 	if err := scan.NewImporter(db, nil).Path(ctx, bad); !errors.Is(err, scan.ErrCPEMapping) || !strings.Contains(err.Error(), "broken.json") {
 		t.Fatalf("broken mapping: %v", err)
 	}
-	if got, _ := db.CPEsOf(ctx, []string{"rhel-9-for-x86_64-baseos-rpms"}); len(got) != 1 {
+	if got, _ := db.Scans().CPEsOf(ctx, []string{"rhel-9-for-x86_64-baseos-rpms"}); len(got) != 1 {
 		t.Fatalf("a refused mapping changed the stored one: %v", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"log/slog"
 	"maps"
@@ -52,14 +53,14 @@ type env struct {
 func newEnv(t *testing.T, dialect string, limits index.Limits) *env {
 	t.Helper()
 	db := metatest.Open(t, dialect)
-	db.SetScanOnPush(true)
+	db.Scans().SetScanOnPush(true)
 	driver, err := fs.New(t.TempDir(), fs.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
-	srv := httptest.NewServer(registry.New(db, driver, registry.Options{Policy: policy, Logger: log}))
+	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Policy: policy, Logger: log}))
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
 	return &env{t: t, db: db, driver: driver, host: host,
@@ -199,7 +200,7 @@ func (e *env) drain() {
 	e.t.Helper()
 	ctx := context.Background()
 	for i := 0; i < 1000; i++ {
-		j, ok, err := e.db.ClaimJob(ctx, meta.ScanQueue, "test", time.Minute)
+		j, ok, err := e.db.Jobs().ClaimJob(ctx, meta.ScanQueue, "test", time.Minute)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -209,7 +210,7 @@ func (e *env) drain() {
 		if err := e.svc.Handle(ctx, j); err != nil {
 			e.t.Fatalf("scan job %s: %v", j.Payload, err)
 		}
-		if err := e.db.CompleteJob(ctx, j.ID, "test"); err != nil {
+		if err := e.db.Jobs().CompleteJob(ctx, j.ID, "test"); err != nil {
 			e.t.Fatal(err)
 		}
 	}
@@ -235,7 +236,7 @@ func (e *env) importJSON(records ...string) scan.ImportStats {
 func (e *env) security(repo, dgst string) scan.SecurityInfo {
 	e.t.Helper()
 	d, _ := oci.ParseDigest(dgst)
-	m, err := e.db.GetManifest(context.Background(), repo, "", d, true)
+	m, err := e.db.Manifests().GetManifest(context.Background(), repo, "", d, true)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func (e *env) security(repo, dgst string) scan.SecurityInfo {
 // events returns the scanner's events after id, decoded.
 func (e *env) events(after int64, kind string) ([]map[string]any, int64) {
 	e.t.Helper()
-	evs, err := e.db.EventsAfter(context.Background(), after, 10000)
+	evs, err := e.db.Outbox().EventsAfter(context.Background(), after, 10000)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -315,7 +316,7 @@ func (e *env) pushIndex(repo, tag string, manifests ...string) string {
 	var descs []string
 	for i, m := range manifests {
 		d := mustDigest(e.t, m)
-		got, err := e.db.GetManifest(context.Background(), repo, "", d, false)
+		got, err := e.db.Manifests().GetManifest(context.Background(), repo, "", d, false)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -339,7 +340,7 @@ func (e *env) pushIndex(repo, tag string, manifests ...string) string {
 // putReferrer pushes a small artifact whose subject is the image.
 func (e *env) putReferrer(repo, subject string) {
 	e.t.Helper()
-	m, err := e.db.GetManifest(context.Background(), repo, "", mustDigest(e.t, subject), false)
+	m, err := e.db.Manifests().GetManifest(context.Background(), repo, "", mustDigest(e.t, subject), false)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -169,14 +169,14 @@ func FetchEcosystemName(s string) (string, error) {
 // those of the stored images' packages, and those imported before.
 func DefaultEcosystems(ctx context.Context, db *meta.DB) ([]string, error) {
 	set := map[string]bool{}
-	ecos, err := db.PackageEcosystems(ctx)
+	ecos, err := db.VulnDB().PackageEcosystems(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range ecos {
 		set[osv.BaseEcosystem(e)] = true
 	}
-	srcs, err := db.VulnSources(ctx)
+	srcs, err := db.VulnDB().VulnSources(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +213,7 @@ func (f *Fetcher) Fetch(ctx context.Context, req FetchRequest) ([]FetchResult, e
 			return nil, err
 		}
 	}
-	srcs, err := f.db.VulnSources(ctx)
+	srcs, err := f.db.VulnDB().VulnSources(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +263,7 @@ func (f *Fetcher) fetchEcosystem(ctx context.Context, eco string, unconditional 
 	res.Bytes = size
 	if status == http.StatusNotModified {
 		// Confirmed current: the ecosystem's data is as fresh as now.
-		if err := f.db.TouchVulnSource(ctx, eco); err != nil {
+		if err := f.db.VulnDB().TouchVulnSource(ctx, eco); err != nil {
 			return failed(res, err)
 		}
 		res.Status = FetchUnchanged
@@ -303,7 +303,7 @@ func (f *Fetcher) fetchEcosystem(ctx context.Context, eco string, unconditional 
 // it.
 func (f *Fetcher) fetchCPEMapping(ctx context.Context, force bool) FetchResult {
 	res := FetchResult{Name: CPEMappingName, URL: f.opts.CPEMappingURL}
-	_, stored, err := f.db.CPEMappingState(ctx)
+	_, stored, err := f.db.VulnDB().CPEMappingState(ctx)
 	if err != nil {
 		return failed(res, err)
 	}

@@ -145,7 +145,7 @@ func rematchJobs(t *testing.T, db *meta.DB) int {
 	t.Helper()
 	n := 0
 	for _, status := range []string{meta.JobPending, meta.JobDone} {
-		js, err := db.Jobs(context.Background(), meta.ScanQueue, status, 10000)
+		js, err := db.Jobs().Jobs(context.Background(), meta.ScanQueue, status, 10000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +200,7 @@ func TestFetch(t *testing.T) {
 			if phases[scan.PhaseRequest] != 1 || phases[scan.PhaseDownload] == 0 || phases[scan.PhaseImport] == 0 || phases[scan.PhaseDone] != 1 {
 				t.Fatalf("progress: %v", phases)
 			}
-			srcs, _ := e.db.VulnSources(ctx)
+			srcs, _ := e.db.VulnDB().VulnSources(ctx)
 			if len(srcs) != 1 || srcs[0].Ecosystem != "Debian" || srcs[0].Records != 2 {
 				t.Fatalf("sources: %+v", srcs)
 			}
@@ -211,7 +211,7 @@ func TestFetch(t *testing.T) {
 			if len(entries) != 1 {
 				t.Fatalf("the download is not left behind: %v", entries)
 			}
-			version, _ := e.db.VulnDBVersion(ctx)
+			version, _ := e.db.VulnDB().VulnDBVersion(ctx)
 			rematches := rematchJobs(t, e.db)
 			before := srcs[0].UpdatedAt
 
@@ -225,10 +225,10 @@ func TestFetch(t *testing.T) {
 			if req, cond, full := srv.counts(); req != 2 || cond != 1 || full != 1 {
 				t.Fatalf("server saw %d requests, %d conditional, %d full downloads", req, cond, full)
 			}
-			if v, _ := e.db.VulnDBVersion(ctx); v != version || rematchJobs(t, e.db) != rematches {
+			if v, _ := e.db.VulnDB().VulnDBVersion(ctx); v != version || rematchJobs(t, e.db) != rematches {
 				t.Fatalf("an unchanged file was imported again")
 			}
-			if srcs, _ = e.db.VulnSources(ctx); !srcs[0].UpdatedAt.After(before) {
+			if srcs, _ = e.db.VulnDB().VulnSources(ctx); !srcs[0].UpdatedAt.After(before) {
 				t.Fatalf("a 304 does not confirm the data current: %v then %v", before, srcs[0].UpdatedAt)
 			}
 
@@ -260,7 +260,7 @@ func TestFetch(t *testing.T) {
 			if r := only(t, rs); err == nil || r.Status != scan.FetchFailed || !strings.Contains(r.Error, "download interrupted") {
 				t.Fatalf("truncated: %+v %v", r, err)
 			}
-			if srcs, _ = e.db.VulnSources(ctx); srcs[0].Records != 3 {
+			if srcs, _ = e.db.VulnDB().VulnSources(ctx); srcs[0].Records != 3 {
 				t.Fatalf("data after failed downloads: %+v", srcs)
 			}
 			if b, _ := os.ReadFile(filepath.Join(state, "osv-Debian.json")); !strings.Contains(string(b), `"etag": "\"v2\""`) {
@@ -369,7 +369,7 @@ func TestFetchDefaultsAndCPEMapping(t *testing.T) {
 		rs[1].Name != scan.CPEMappingName || rs[1].Status != scan.FetchUpdated || rs[1].ContentSets != 1 {
 		t.Fatalf("Red Hat: %+v %v", rs, err)
 	}
-	if _, ok, err := e.db.CPEMappingState(ctx); err != nil || !ok {
+	if _, ok, err := e.db.VulnDB().CPEMappingState(ctx); err != nil || !ok {
 		t.Fatalf("mapping state: %v %v", ok, err)
 	}
 	rs, err = f.Fetch(ctx, scan.FetchRequest{CPEMapping: true, Ecosystems: []string{"Go"}})
@@ -406,7 +406,7 @@ func TestScheduledUpdate(t *testing.T) {
 			}
 			defer func() { cancel(); wg.Wait() }()
 			jobs := func(status string) int {
-				js, err := e.db.Jobs(ctx, meta.VulnDBQueue, status, 100)
+				js, err := e.db.Jobs().Jobs(ctx, meta.VulnDBQueue, status, 100)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -427,7 +427,7 @@ func TestScheduledUpdate(t *testing.T) {
 			e.push("acme/app", "1", debianLayer(t))
 			e.drain()
 			waitFor("Debian's data", func() bool {
-				srcs, _ := e.db.VulnSources(ctx)
+				srcs, _ := e.db.VulnDB().VulnSources(ctx)
 				return len(srcs) == 1 && srcs[0].Records == 1
 			})
 			waitFor("the second job's end", func() bool { return jobs(meta.JobDone) == 2 })

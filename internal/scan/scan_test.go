@@ -329,7 +329,7 @@ func TestRematchAfterImport(t *testing.T) {
 			if got := feature(e.security("acme/deb", deb), "zlib1g"); len(got.Vulnerabilities) != 0 {
 				t.Fatalf("withdrawn advisory still shown: %v", vulnNames(got))
 			}
-			vulns, err := e.db.ManifestVulns(ctx, deb)
+			vulns, err := e.db.Scans().ManifestVulns(ctx, deb)
 			if err != nil || len(vulns) != 0 {
 				t.Fatalf("stored matches after withdrawal: %v %v", vulns, err)
 			}
@@ -345,7 +345,7 @@ func (e *env) layerIndexTimes(ctx context.Context, layers ...string) map[string]
 	e.t.Helper()
 	out := map[string]string{}
 	for _, d := range layers {
-		row, err := e.db.LayerIndex(ctx, d)
+		row, err := e.db.Scans().LayerIndex(ctx, d)
 		if err != nil {
 			e.t.Fatal(err)
 		}

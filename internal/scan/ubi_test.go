@@ -165,7 +165,7 @@ func TestUBIContentSetMapping(t *testing.T) {
 			if f := feature(info, "gdbm-libs"); f.Vulnerabilities[0].Severity != "High" || f.Vulnerabilities[0].Link != "https://access.redhat.com/errata/RHSA-2023:0101" {
 				t.Fatalf("gdbm-libs advisory: %+v", f.Vulnerabilities[0])
 			}
-			stored, err := e.db.ManifestVulns(ctx, ubi)
+			stored, err := e.db.Scans().ManifestVulns(ctx, ubi)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -204,7 +204,7 @@ func TestUBIContentSetMapping(t *testing.T) {
 				t.Fatalf("a removal announced: %v", again)
 			}
 			for _, d := range []string{ubi, app} {
-				stored, err := e.db.ManifestVulns(ctx, d)
+				stored, err := e.db.Scans().ManifestVulns(ctx, d)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -238,7 +238,7 @@ func TestUBIScannedBeforeContentManifests(t *testing.T) {
 	e.drain()
 	// What the previous indexer stored: no content sets, packages under
 	// bare "Red Hat".
-	ms, err := e.db.ManifestScan(ctx, ubi)
+	ms, err := e.db.Scans().ManifestScan(ctx, ubi)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestUBIScannedBeforeContentManifests(t *testing.T) {
 	}
 	delete(rep, "contentSets")
 	old, _ := json.Marshal(rep)
-	if err := e.db.SaveScan(ctx, meta.ScanResult{Digest: ubi, Status: meta.ScanScanned, IndexerVersion: index.IndexerVersion - 1, Report: old,
+	if err := e.db.Scans().SaveScan(ctx, meta.ScanResult{Digest: ubi, Status: meta.ScanScanned, IndexerVersion: index.IndexerVersion - 1, Report: old,
 		Packages: []meta.ScanPackage{{Ecosystem: "Red Hat", Name: "zlib", Version: "1.2.11-18.el8_5"}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func (im *Importer) flush(ctx context.Context) error {
 	if len(im.batch) == 0 {
 		return nil
 	}
-	applied, err := im.db.ImportVulns(ctx, im.batch)
+	applied, err := im.db.VulnDB().ImportVulns(ctx, im.batch)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStore, err)
 	}
@@ -137,7 +137,7 @@ func (im *Importer) Finish(ctx context.Context) (ImportStats, error) {
 	}
 	sort.Strings(im.stats.Ecosystems)
 	for _, e := range im.stats.Ecosystems {
-		if err := im.db.TouchVulnSource(ctx, e); err != nil {
+		if err := im.db.VulnDB().TouchVulnSource(ctx, e); err != nil {
 			return im.stats, fmt.Errorf("%w: %w", ErrStore, err)
 		}
 	}

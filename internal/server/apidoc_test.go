@@ -61,7 +61,7 @@ func TestAPIDocExamples(t *testing.T) {
 	t.Cleanup(func() { db.Close() })
 	hash, _ := auth.HashPassword(pw)
 	for _, name := range []string{"alice", "bob"} {
-		if _, err := db.CreateUser(ctx, meta.User{Username: name, SecretHash: hash}); err != nil {
+		if _, err := db.Users().CreateUser(ctx, meta.User{Username: name, SecretHash: hash}); err != nil {
 			t.Fatal(err)
 		}
 	}

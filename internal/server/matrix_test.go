@@ -57,23 +57,23 @@ func newWorld(t *testing.T) *world {
 	hash, _ := auth.HashPassword(pw)
 	users := map[string]meta.User{}
 	for _, name := range []string{"owner", "reader", "writer", "creator", "orgadmin", "stranger", "root"} {
-		u, err := db.CreateUser(ctx, meta.User{Username: name, SecretHash: hash, Superuser: name == "root"})
+		u, err := db.Users().CreateUser(ctx, meta.User{Username: name, SecretHash: hash, Superuser: name == "root"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		users[name] = u
 		w.creds[name] = [2]string{name, pw}
 	}
-	if _, err := db.CreateOrganization(ctx, "acme", users["owner"].ID); err != nil {
+	if _, err := db.Organizations().CreateOrganization(ctx, "acme", users["owner"].ID); err != nil {
 		t.Fatal(err)
 	}
 	team := func(name, role string, members ...string) meta.Team {
-		tm, err := db.PutTeam(ctx, "acme", meta.Team{Name: name, Role: role})
+		tm, err := db.Organizations().PutTeam(ctx, "acme", meta.Team{Name: name, Role: role})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range members {
-			db.AddTeamMember(ctx, tm.ID, users[m].ID)
+			db.Organizations().AddTeamMember(ctx, tm.ID, users[m].ID)
 		}
 		return tm
 	}
@@ -83,7 +83,7 @@ func newWorld(t *testing.T) *world {
 	team("admins", "admin", "orgadmin")
 	for _, robot := range []string{"ci", "mirror"} {
 		secret, _ := auth.NewSecret("berth_")
-		u, err := db.CreateRobot(ctx, "acme", robot, auth.HashSecret(secret))
+		u, err := db.Users().CreateRobot(ctx, "acme", robot, auth.HashSecret(secret))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,13 +93,13 @@ func newWorld(t *testing.T) *world {
 	for name, scope := range map[string]string{"token-in": "acme/*", "token-out": "other/*"} {
 		secret, _ := auth.NewSecret("berth_")
 		b, _ := json.Marshal([]auth.TokenScope{{Repository: scope, Actions: []string{auth.TokenContentRead, auth.TokenContentWrite, auth.TokenContentDelete}}})
-		if _, err := db.CreateAccessToken(ctx, meta.AccessToken{Name: name, SecretHash: auth.HashSecret(secret), Scopes: b}); err != nil {
+		if _, err := db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: name, SecretHash: auth.HashSecret(secret), Scopes: b}); err != nil {
 			t.Fatal(err)
 		}
 		w.creds[name] = [2]string{name, secret}
 	}
 	expired, _ := auth.NewSecret("berth_")
-	db.CreateAccessToken(ctx, meta.AccessToken{Name: "token-expired", SecretHash: auth.HashSecret(expired),
+	db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: "token-expired", SecretHash: auth.HashSecret(expired),
 		Scopes: json.RawMessage(`[{"repository":"*","actions":["content/read","content/write","content/delete"]}]`), ExpiresAt: time.Now().Add(-time.Minute)})
 	w.creds["token-expired"] = [2]string{"token-expired", expired}
 
@@ -107,16 +107,16 @@ func newWorld(t *testing.T) *world {
 	for _, repo := range []string{"public", "private", "readonly", "mirror"} {
 		name := "acme/" + repo
 		w.digest[repo] = w.pushImage(name, "root", pw)
-		ri, _ := db.Repository(ctx, name)
-		db.SetPermission(ctx, ri.ID, 0, readers.ID, "read")
-		db.SetPermission(ctx, ri.ID, 0, writers.ID, "write")
-		db.SetPermission(ctx, ri.ID, users["acme+ci"].ID, 0, "write")
-		db.SetPermission(ctx, ri.ID, users["acme+mirror"].ID, 0, "write")
+		ri, _ := db.Repositories().Repository(ctx, name)
+		db.Access().SetPermission(ctx, ri.ID, 0, readers.ID, "read")
+		db.Access().SetPermission(ctx, ri.ID, 0, writers.ID, "write")
+		db.Access().SetPermission(ctx, ri.ID, users["acme+ci"].ID, 0, "write")
+		db.Access().SetPermission(ctx, ri.ID, users["acme+mirror"].ID, 0, "write")
 	}
 	public, ro, mirror, robot := "public", auth.StateReadOnly, auth.StateMirror, "acme+mirror"
-	db.UpdateRepository(ctx, "acme/public", &public, nil, nil, nil)
-	db.UpdateRepository(ctx, "acme/readonly", nil, &ro, nil, nil)
-	db.UpdateRepository(ctx, "acme/mirror", nil, &mirror, &robot, nil)
+	db.Repositories().UpdateRepository(ctx, "acme/public", &public, nil, nil, nil)
+	db.Repositories().UpdateRepository(ctx, "acme/readonly", nil, &ro, nil, nil)
+	db.Repositories().UpdateRepository(ctx, "acme/mirror", nil, &mirror, &robot, nil)
 	return w
 }
 
@@ -141,7 +141,7 @@ func (w *world) do(method, path, user, secret string, body []byte, headers ...st
 // user creates a user with the common password.
 func (w *world) user(name string) {
 	hash, _ := auth.HashPassword(pw)
-	if _, err := w.db.CreateUser(context.Background(), meta.User{Username: name, SecretHash: hash}); err != nil {
+	if _, err := w.db.Users().CreateUser(context.Background(), meta.User{Username: name, SecretHash: hash}); err != nil {
 		w.t.Fatal(err)
 	}
 }

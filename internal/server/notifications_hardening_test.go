@@ -71,7 +71,7 @@ func startLive(t *testing.T, dialect string) *live {
 	}
 	t.Cleanup(func() { db.Close() })
 	hash, _ := auth.HashPassword(pw)
-	if _, err := db.CreateUser(context.Background(), meta.User{Username: "root", SecretHash: hash, Superuser: true}); err != nil {
+	if _, err := db.Users().CreateUser(context.Background(), meta.User{Username: "root", SecretHash: hash, Superuser: true}); err != nil {
 		t.Fatal(err)
 	}
 	return &live{t: t, url: "http://" + ln.Addr().String(), db: db, dialect: dialect, dsn: cfg.DatabaseURL()}
@@ -249,7 +249,7 @@ func TestHeldDeliveriesAfterReset(t *testing.T) {
 			t.Logf("%s: disabled %s after the receiver went down; receiver down %s; %d of %d events held; reset to last held event delivered: %s",
 				dialect, disabled.Round(time.Millisecond), back.Sub(wentDown).Round(time.Second), pushes-before, pushes, took.Round(time.Millisecond))
 			time.Sleep(500 * time.Millisecond) // no late duplicates
-			evs, err := l.db.EventsAfter(context.Background(), 0, 1000)
+			evs, err := l.db.Outbox().EventsAfter(context.Background(), 0, 1000)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -44,7 +44,7 @@ func TestTokensAcrossReplicasAndRestarts(t *testing.T) {
 	}
 	defer db.Close()
 	hash, _ := auth.HashPassword(pw)
-	if _, err := db.CreateUser(ctx, meta.User{Username: "alice", SecretHash: hash}); err != nil {
+	if _, err := db.Users().CreateUser(ctx, meta.User{Username: "alice", SecretHash: hash}); err != nil {
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequest("GET", a.URL+"/v2/auth?service=berth&scope=repository:alice/app:pull,push", nil)
@@ -76,7 +76,7 @@ func TestTokensAcrossReplicasAndRestarts(t *testing.T) {
 	if s := use(c.URL); s != 202 {
 		t.Fatalf("token after a restart: %d", s)
 	}
-	keys, _ := db.SigningKeys(ctx)
+	keys, _ := db.Access().SigningKeys(ctx)
 	if len(keys) != 1 {
 		t.Fatalf("%d signing keys, want the one generated at the first start", len(keys))
 	}

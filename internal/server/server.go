@@ -31,6 +31,7 @@ import (
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/scan/index"
 	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // Server is a running Berth.
@@ -81,7 +82,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	notifier := notify.New(db, sealer, notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
 		SMTPUsername: n.SMTPUsername, SMTPPassword: n.SMTPPassword, Logger: log})
 	mux := http.NewServeMux()
-	var authorizer registry.Authorizer = authz.Open{Repositories: db}
+	var authorizer registry.Authorizer = authz.Open{Repositories: db.Repositories()}
 	var apiAuth api.Authenticator = api.Open{}
 	if cfg.Auth.Mode == "token" {
 		tokens, err := loadTokens(ctx, db, cfg.Auth)
@@ -89,7 +90,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			db.Close()
 			return nil, err
 		}
-		az := authz.New(db, tokens, authz.Options{
+		az := authz.New(wire.AuthzStores(db), tokens, authz.Options{
 			Realm:                   cfg.Auth.Realm,
 			CreatePrivateRepoOnPush: cfg.CreatePrivateRepoOnPush,
 			CreateNamespaceOnPush:   cfg.CreateNamespaceOnPush,
@@ -99,9 +100,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		mux.HandleFunc(authz.TokenPath, az.ServeToken)
 	}
 	upstreams := &http.Transport{DialContext: guard.DialContext, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second}
-	pcache := proxy.New(db, driver, sealer, proxy.Options{Transport: upstreams, Policy: cfg.ArtifactPolicy(),
+	pcache := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: upstreams, Policy: cfg.ArtifactPolicy(),
 		MaxManifestBytes: cfg.Registry.MaxManifestBytes, Logger: log})
-	reg := registry.New(db, driver, registry.Options{
+	reg := registry.New(wire.RegistryStores(db), driver, registry.Options{
 		MaxManifestBytes: cfg.Registry.MaxManifestBytes,
 		Policy:           cfg.ArtifactPolicy(),
 		Auth:             authorizer,
@@ -110,14 +111,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		GCDelay:          gcDelay(cfg),
 		MaxOpenUploads:   cfg.Registry.MaxOpenUploads,
 	})
-	imp := importer{copier: mirror.NewCopier(db, driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
+	imp := importer{copier: mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
 	mirrors := mirror.NewMirrorService(db, imp.copier, sealer, mirror.MirrorOptions{Dial: guard.DialContext, Logger: log})
 	var scanner *scan.Service
 	apiOpts := api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp,
 		Mirrors: mirrors, ProxyCache: pcache, Logger: log}
 	if cfg.Scan.Enabled {
 		index.RouteLibraryLogs(log)
-		db.SetScanOnPush(true)
+		db.Scans().SetScanOnPush(true)
 		scanner = scan.New(db, driver, scan.Options{
 			Limits: index.Limits{MaxLayerBytes: cfg.Scan.MaxLayerBytes, MaxUncompressedBytes: cfg.Scan.MaxUncompressedBytes,
 				MaxFileBytes: cfg.Scan.MaxFileBytes},
@@ -137,7 +138,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	var collector *gc.Collector
 	if cfg.GC.Enabled {
-		collector = gc.New(db, driver, GCOptions(cfg, log))
+		collector = gc.New(wire.GCStores(db), driver, GCOptions(cfg, log))
 		apiOpts.GC = collector
 	}
 	mux.Handle("/api/v1/", api.New(db, apiAuth, apiOpts))
@@ -189,7 +190,7 @@ func publicServer(cfg config.Config) events.Server {
 // database, generating the first key on the first start. Every replica
 // sharing the database signs and verifies with the same keys.
 func loadTokens(ctx context.Context, db *meta.DB, cfg config.Auth) (*auth.Tokens, error) {
-	rows, err := db.SigningKeys(ctx)
+	rows, err := db.Access().SigningKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +199,7 @@ func loadTokens(ctx context.Context, db *meta.DB, cfg config.Auth) (*auth.Tokens
 		if err != nil {
 			return nil, err
 		}
-		if rows, err = db.AddSigningKeyIfNone(ctx, meta.SigningKeyRow{KID: k.ID, PrivatePEM: k.PrivatePEM}); err != nil {
+		if rows, err = db.Access().AddSigningKeyIfNone(ctx, meta.SigningKeyRow{KID: k.ID, PrivatePEM: k.PrivatePEM}); err != nil {
 			return nil, err
 		}
 	}
@@ -242,7 +243,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.log.Warn("AUTHENTICATION IS DISABLED: anyone who can reach this port can push, pull and delete (auth.mode: none)")
 	}
 	if s.cfg.Auth.Mode == "token" {
-		if n, err := s.db.CountUsers(ctx); err == nil && n == 0 {
+		if n, err := s.db.Users().CountUsers(ctx); err == nil && n == 0 {
 			s.log.Warn("no users yet: create the first with `berth admin user create NAME --superuser`" +
 				" (or enable FEATURE_USER_INITIALIZE and POST /api/v1/user/initialize)")
 		}
@@ -252,7 +253,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Background work: notification fan-out and delivery on the job queue.
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	worker := jobs.New(s.db, meta.NotifyQueue, s.notifier.Deliver, jobs.Options{Concurrency: s.cfg.Notifications.Workers, Logger: s.log})
+	worker := jobs.New(s.db.Jobs(), meta.NotifyQueue, s.notifier.Deliver, jobs.Options{Concurrency: s.cfg.Notifications.Workers, Logger: s.log})
 	wg.Add(3)
 	go func() { defer wg.Done(); worker.Run(bg) }()
 	go func() { defer wg.Done(); s.mirrors.Run(bg) }()
@@ -262,7 +263,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	go func() { defer wg.Done(); s.notifier.RunFanOut(bg, 250*time.Millisecond, worker.Wake) }()
 	if s.scanner != nil {
-		scans := jobs.New(s.db, meta.ScanQueue, s.scanner.Handle, jobs.Options{Concurrency: s.cfg.Scan.Workers,
+		scans := jobs.New(s.db.Jobs(), meta.ScanQueue, s.scanner.Handle, jobs.Options{Concurrency: s.cfg.Scan.Workers,
 			Lease: time.Minute, Logger: s.log})
 		wg.Add(1)
 		go func() { defer wg.Done(); scans.Run(bg) }()

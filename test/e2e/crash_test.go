@@ -270,7 +270,7 @@ func checkEvents(t *testing.T, dbPath string, acked []pushResult) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	events, err := db.EventsAfter(ctx, 0, 1_000_000)
+	events, err := db.Outbox().EventsAfter(ctx, 0, 1_000_000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func checkEvents(t *testing.T, dbPath string, acked []pushResult) {
 		for _, tag := range data.UpdatedTags {
 			pushed[tag+"@"+data.Digest] = true
 		}
-		if _, err := db.GetManifest(ctx, e.Repository, "", digest.Digest(data.Digest), false); err != nil {
+		if _, err := db.Manifests().GetManifest(ctx, e.Repository, "", digest.Digest(data.Digest), false); err != nil {
 			t.Fatalf("repo_push event %s names manifest %s, which is not stored: %v", e.UUID, data.Digest, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -32,7 +33,7 @@ type Event struct {
 	CreatedAt  time.Time
 }
 
-func (db *DB) appendEvent(ctx context.Context, tx *sql.Tx, e Event) error {
+func (db *core) appendEvent(ctx context.Context, tx *sql.Tx, e Event) error {
 	if e.UUID == "" {
 		e.UUID = uuid.NewString()
 	}
@@ -57,7 +58,7 @@ func (db *DB) appendEvent(ctx context.Context, tx *sql.Tx, e Event) error {
 }
 
 // EventsAfter returns up to n events with an id above after, oldest first.
-func (db *DB) EventsAfter(ctx context.Context, after int64, n int) ([]Event, error) {
+func (db Outbox) EventsAfter(ctx context.Context, after int64, n int) ([]Event, error) {
 	rows, err := db.read.QueryContext(ctx, db.q("SELECT id, uuid, kind, repository, actor, payload, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?"), after, n)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
@@ -84,4 +85,21 @@ func mustJSON(v any) json.RawMessage {
 		panic(fmt.Sprintf("marshal event data: %v", err)) // only plain structs are passed
 	}
 	return b
+}
+
+// EventByID returns an outbox event.
+func (db Outbox) EventByID(ctx context.Context, id int64) (Event, error) {
+	var e Event
+	var payload string
+	var created int64
+	err := db.read.QueryRowContext(ctx, db.q("SELECT id, uuid, kind, repository, actor, payload, created_at FROM events WHERE id = ?"), id).
+		Scan(&e.ID, &e.UUID, &e.Kind, &e.Repository, &e.Actor, &payload, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Event{}, fmt.Errorf("event %w", ErrNotFound)
+	}
+	if err != nil {
+		return Event{}, fmt.Errorf("get event: %w", err)
+	}
+	e.Data, e.CreatedAt = json.RawMessage(payload), fromMicros(created)
+	return e, nil
 }

@@ -31,7 +31,7 @@ CREATE INDEX uploads_actor ON uploads(actor);
 // lockDigest serializes, across processes, everything that places or
 // deletes the bytes of one digest: on PostgreSQL a transaction-scoped
 // advisory lock keyed by the digest; SQLite serializes all writers.
-func (db *DB) lockDigest(ctx context.Context, tx *sql.Tx, d digest.Digest) error {
+func (db *core) lockDigest(ctx context.Context, tx *sql.Tx, d digest.Digest) error {
 	if db.dialect != postgres {
 		return nil
 	}
@@ -41,62 +41,6 @@ func (db *DB) lockDigest(ctx context.Context, tx *sql.Tx, d digest.Digest) error
 		return fmt.Errorf("lock digest: %w", err)
 	}
 	return nil
-}
-
-// StoreBlob records a blob whose bytes the caller has staged, under the
-// garbage-collection protocol: holding the digest's lock, if the blob is
-// already stored nothing is placed (placed is false: the caller discards
-// its copy); otherwise bytes that a garbage collection condemned and has
-// not deleted yet are deleted first (clear), the caller's bytes are moved
-// into place (place), and the blob row is inserted. With repo set the blob
-// is linked to it in the same transaction (and uploadID's session, if set,
-// removed). Because every placement and every deletion of a digest's bytes
-// happens under its lock and after the pending deletion is settled, a
-// collection can never delete bytes that a re-upload just placed.
-func (db *DB) StoreBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer,
-	place, clear func(context.Context) error) (placed bool, err error) {
-	err = db.tx(ctx, func(tx *sql.Tx) error {
-		placed = false
-		if err := db.lockDigest(ctx, tx, b.Digest); err != nil {
-			return err
-		}
-		var one int
-		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM blobs WHERE digest = ?"), b.Digest.String()).Scan(&one)
-		switch {
-		case err == nil:
-		case errors.Is(err, sql.ErrNoRows):
-			res, err := tx.ExecContext(ctx, db.q("DELETE FROM gc_blob_deletes WHERE digest = ?"), b.Digest.String())
-			if err != nil {
-				return fmt.Errorf("settle pending delete: %w", err)
-			}
-			if n, _ := res.RowsAffected(); n > 0 {
-				if err := clear(ctx); err != nil {
-					return fmt.Errorf("delete condemned bytes: %w", err)
-				}
-			}
-			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)"), b.Digest.String(), b.Size, now()); err != nil {
-				return fmt.Errorf("record blob: %w", err)
-			}
-			placed = true
-		default:
-			return fmt.Errorf("look up blob: %w", err)
-		}
-		if repo != "" {
-			if err := db.linkBlob(ctx, tx, repo, b, uploadID, w); err != nil {
-				return err
-			}
-		}
-		// The bytes move into place last, once nothing else in the
-		// transaction can fail (only its commit remains): a transaction
-		// that rolls back or runs again has placed nothing.
-		if placed {
-			if err := place(ctx); err != nil {
-				return fmt.Errorf("place blob: %w", err)
-			}
-		}
-		return nil
-	})
-	return placed, err
 }
 
 // GCCandidate is something garbage collection may remove.
@@ -110,7 +54,7 @@ type GCCandidate struct {
 // DanglingManifests returns up to n manifests created before cutoff that
 // no tag, no manifest of their repository (an index) and no stored
 // subject keeps.
-func (db *DB) DanglingManifests(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
+func (db Collector) DanglingManifests(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT m.repository_id, r.name, m.digest, m.size FROM manifests m
 		JOIN repositories r ON r.id = m.repository_id
 		WHERE m.created_at < ?
@@ -124,23 +68,17 @@ func (db *DB) DanglingManifests(ctx context.Context, cutoff time.Time, n int) ([
 	return scanCandidates(rows)
 }
 
-// CollectManifest deletes a dangling manifest if, locked, it still is
-// (created before cutoff, no tag, no parent, no stored subject). It
-// reports whether it did.
-func (db *DB) CollectManifest(ctx context.Context, repoID int64, d digest.Digest, cutoff time.Time) (bool, error) {
-	n, err := db.CollectManifests(ctx, []GCCandidate{{RepositoryID: repoID, Digest: d}}, cutoff)
-	return n == 1, err
-}
-
-// CollectManifests is CollectManifest for many, in one transaction.
-func (db *DB) CollectManifests(ctx context.Context, cands []GCCandidate, cutoff time.Time) (int, error) {
+// CollectManifests deletes, in one transaction, each candidate that,
+// locked, is still a dangling manifest (created before cutoff, no tag, no
+// parent, no stored subject). It returns how many it deleted.
+func (db Collector) CollectManifests(ctx context.Context, cands []GCCandidate, cutoff time.Time) (int, error) {
 	return db.inBatch(ctx, len(cands), func(tx *sql.Tx, i int) error {
 		return db.collectManifestTx(ctx, tx, cands[i].RepositoryID, cands[i].Digest, cutoff)
 	})
 }
 
 // collectManifestTx deletes the manifest or returns errKept.
-func (db *DB) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, cutoff time.Time) error {
+func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, cutoff time.Time) error {
 	lock := ""
 	if db.dialect == postgres {
 		lock = " FOR UPDATE"
@@ -188,7 +126,7 @@ func (db *DB) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, d
 // inBatch runs step for items 0..n-1 in one transaction, each inside a
 // savepoint: an item found kept (errKept) rolls back its own step only.
 // It returns how many steps removed something.
-func (db *DB) inBatch(ctx context.Context, n int, step func(tx *sql.Tx, i int) error) (int, error) {
+func (db *core) inBatch(ctx context.Context, n int, step func(tx *sql.Tx, i int) error) (int, error) {
 	done := 0
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		done = 0
@@ -217,7 +155,7 @@ func (db *DB) inBatch(ctx context.Context, n int, step func(tx *sql.Tx, i int) e
 
 // StaleLinks returns up to n blob links created (or last confirmed) before
 // cutoff that no manifest of their repository references.
-func (db *DB) StaleLinks(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
+func (db Collector) StaleLinks(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT rb.repository_id, r.name, rb.digest, b.size FROM repository_blobs rb
 		JOIN repositories r ON r.id = rb.repository_id
 		JOIN blobs b ON b.digest = rb.digest
@@ -233,17 +171,12 @@ func (db *DB) StaleLinks(ctx context.Context, cutoff time.Time, n int) ([]GCCand
 // errKept rolls back a collection whose re-check found a reference.
 var errKept = errors.New("kept")
 
-// CollectLink removes a blob link that is still stale and unreferenced.
-// The row is deleted first (on PostgreSQL that waits for a push holding it
-// FOR SHARE), then the references are read in a later statement, which
-// sees that push's manifest: the link stays if anything references it.
-func (db *DB) CollectLink(ctx context.Context, repoID int64, d digest.Digest, cutoff time.Time) (bool, error) {
-	n, err := db.CollectLinks(ctx, []GCCandidate{{RepositoryID: repoID, Digest: d}}, cutoff)
-	return n == 1, err
-}
-
-// CollectLinks is CollectLink for many, in one transaction.
-func (db *DB) CollectLinks(ctx context.Context, cands []GCCandidate, cutoff time.Time) (int, error) {
+// CollectLinks removes, in one transaction, each candidate blob link that
+// is still stale and unreferenced. A row is deleted first (on PostgreSQL
+// that waits for a push holding it FOR SHARE), then the references are
+// read in a later statement, which sees that push's manifest: the link
+// stays if anything references it.
+func (db Collector) CollectLinks(ctx context.Context, cands []GCCandidate, cutoff time.Time) (int, error) {
 	return db.inBatch(ctx, len(cands), func(tx *sql.Tx, i int) error {
 		repoID, d := cands[i].RepositoryID, cands[i].Digest
 		res, err := tx.ExecContext(ctx, db.q("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ? AND created_at < ?"),
@@ -268,7 +201,7 @@ func (db *DB) CollectLinks(ctx context.Context, cands []GCCandidate, cutoff time
 
 // OrphanBlobs returns up to n blobs recorded before cutoff that no
 // repository links.
-func (db *DB) OrphanBlobs(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
+func (db Collector) OrphanBlobs(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT 0, '', b.digest, b.size FROM blobs b
 		WHERE b.created_at < ? AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
 		ORDER BY b.created_at LIMIT ?`), cutoff.UnixMicro(), n)
@@ -278,17 +211,11 @@ func (db *DB) OrphanBlobs(ctx context.Context, cutoff time.Time, n int) ([]GCCan
 	return scanCandidates(rows)
 }
 
-// CondemnBlob deletes the row of a blob that, under its digest's lock, is
-// still recorded before cutoff and linked nowhere, and queues its bytes
-// for deletion (FinishBlobDelete) in the same transaction.
-func (db *DB) CondemnBlob(ctx context.Context, d digest.Digest, cutoff time.Time) (bool, error) {
-	n, err := db.CondemnBlobs(ctx, []digest.Digest{d}, cutoff)
-	return n == 1, err
-}
-
-// CondemnBlobs is CondemnBlob for many, in one transaction (the digests'
-// locks are taken in sorted order).
-func (db *DB) CondemnBlobs(ctx context.Context, ds []digest.Digest, cutoff time.Time) (int, error) {
+// CondemnBlobs deletes, in one transaction, the row of each blob that,
+// under its digest's lock, is still recorded before cutoff and linked
+// nowhere, and queues its bytes for deletion (FinishBlobDeletes). The
+// digests' locks are taken in sorted order.
+func (db Collector) CondemnBlobs(ctx context.Context, ds []digest.Digest, cutoff time.Time) (int, error) {
 	ds = slices.Sorted(slices.Values(ds))
 	return db.inBatch(ctx, len(ds), func(tx *sql.Tx, i int) error {
 		d := ds[i]
@@ -324,7 +251,7 @@ func (db *DB) CondemnBlobs(ctx context.Context, ds []digest.Digest, cutoff time.
 
 // PendingBlobDeletes returns up to n condemned blobs whose bytes are still
 // to be deleted.
-func (db *DB) PendingBlobDeletes(ctx context.Context, n int) ([]digest.Digest, error) {
+func (db Collector) PendingBlobDeletes(ctx context.Context, n int) ([]digest.Digest, error) {
 	rows, err := db.read.QueryContext(ctx, db.q("SELECT digest FROM gc_blob_deletes ORDER BY queued_at LIMIT ?"), n)
 	if err != nil {
 		return nil, fmt.Errorf("pending blob deletes: %w", err)
@@ -340,19 +267,12 @@ func (db *DB) PendingBlobDeletes(ctx context.Context, n int) ([]digest.Digest, e
 	return out, nil
 }
 
-// FinishBlobDelete deletes a condemned blob's bytes (remove) under its
-// digest's lock, if its deletion is still pending (a re-upload settles it
-// itself, see StoreBlob), and ends it. It reports whether it deleted.
-func (db *DB) FinishBlobDelete(ctx context.Context, d digest.Digest, remove func(context.Context) error) (bool, error) {
-	n, err := db.FinishBlobDeletes(ctx, []digest.Digest{d}, func(ctx context.Context, _ digest.Digest) error { return remove(ctx) })
-	return n == 1, err
-}
-
-// FinishBlobDeletes is FinishBlobDelete for many, in one transaction (the
-// digests' locks are taken in sorted order). A failed removal fails the
-// batch: every deletion stays queued for the next pass (removing bytes
-// twice is harmless).
-func (db *DB) FinishBlobDeletes(ctx context.Context, ds []digest.Digest, remove func(context.Context, digest.Digest) error) (int, error) {
+// FinishBlobDeletes deletes condemned blobs' bytes (remove) under their
+// digests' locks, taken in sorted order, where the deletion is still
+// pending (a re-upload settles it itself, see StoreBlob), and ends them,
+// in one transaction. A failed removal fails the batch: every deletion
+// stays queued for the next pass (removing bytes twice is harmless).
+func (db Collector) FinishBlobDeletes(ctx context.Context, ds []digest.Digest, remove func(context.Context, digest.Digest) error) (int, error) {
 	ds = slices.Sorted(slices.Values(ds))
 	return db.inBatch(ctx, len(ds), func(tx *sql.Tx, i int) error {
 		d := ds[i]
@@ -396,7 +316,7 @@ type ManifestKeepers struct {
 
 // ManifestGCKeepers reads what keeps a manifest of a repository, or
 // ErrManifestNotFound.
-func (db *DB) ManifestGCKeepers(ctx context.Context, repo string, d digest.Digest) (ManifestKeepers, error) {
+func (db Collector) ManifestGCKeepers(ctx context.Context, repo string, d digest.Digest) (ManifestKeepers, error) {
 	var k ManifestKeepers
 	var repoID, created int64
 	var subject sql.NullString

@@ -9,61 +9,6 @@ import (
 	"time"
 )
 
-// ExpiredUploads returns up to n upload sessions that nobody has written to
-// since before and that no request holds a claim on.
-func (db *DB) ExpiredUploads(ctx context.Context, before time.Time, n int) ([]Upload, error) {
-	rows, err := db.read.QueryContext(ctx, db.q(`SELECT id, repository, size, started_at FROM uploads
-		WHERE updated_at < ? AND locked_until < ? ORDER BY updated_at LIMIT ?`), before.UnixMicro(), now(), n)
-	if err != nil {
-		return nil, fmt.Errorf("expired uploads: %w", err)
-	}
-	defer rows.Close()
-	var out []Upload
-	for rows.Next() {
-		var u Upload
-		var started int64
-		if err := rows.Scan(&u.ID, &u.Repository, &u.Size, &started); err != nil {
-			return nil, fmt.Errorf("expired uploads: %w", err)
-		}
-		u.StartedAt = fromMicros(started)
-		out = append(out, u)
-	}
-	return out, rows.Err()
-}
-
-// ExpireUpload removes an upload session if it is still idle since before
-// and unclaimed, and reports whether it did: a client that resumed it
-// meanwhile keeps it.
-func (db *DB) ExpireUpload(ctx context.Context, id string, before time.Time) (bool, error) {
-	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ? AND updated_at < ? AND locked_until < ?"),
-		id, before.UnixMicro(), now())
-	if err != nil {
-		return false, fmt.Errorf("expire upload: %w", err)
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
-}
-
-// UploadsExist returns which of ids are live upload sessions.
-func (db *DB) UploadsExist(ctx context.Context, ids []string) (map[string]bool, error) {
-	out := map[string]bool{}
-	for start := 0; start < len(ids); start += refBatch {
-		batch := ids[start:min(start+refBatch, len(ids))]
-		rows, err := db.read.QueryContext(ctx, db.q("SELECT id FROM uploads WHERE id IN ("+placeholders(len(batch))+")"), anySlice(batch)...)
-		if err != nil {
-			return nil, fmt.Errorf("look up uploads: %w", err)
-		}
-		found, err := scanStrings(rows)
-		if err != nil {
-			return nil, fmt.Errorf("look up uploads: %w", err)
-		}
-		for _, id := range found {
-			out[id] = true
-		}
-	}
-	return out, nil
-}
-
 // Retention says how long finished bookkeeping rows are kept.
 type Retention struct {
 	Events   time.Duration // outbox events, once dispatched and delivered
@@ -91,7 +36,7 @@ const pruneBatch = 1000
 // duration keeps that kind forever. Oldest rows go first, walked by
 // primary key; with dry set nothing is deleted and the counts say what
 // would be.
-func (db *DB) Prune(ctx context.Context, r Retention, dry bool) (PruneCounts, error) {
+func (db Collector) Prune(ctx context.Context, r Retention, dry bool) (PruneCounts, error) {
 	var c PruneCounts
 	var err error
 	ts := time.Now()
@@ -132,7 +77,7 @@ func (db *DB) Prune(ctx context.Context, r Retention, dry bool) (PruneCounts, er
 // pruneByID deletes the rows of table whose time column is before cutoff
 // (and that match cond), oldest id first, a batch at a time, walking the
 // primary key; rows for which spare (if set) is true stay.
-func (db *DB) pruneByID(ctx context.Context, table, column, cond string, cutoff time.Time, dry bool, spare func(id int64) bool) (int64, error) {
+func (db *core) pruneByID(ctx context.Context, table, column, cond string, cutoff time.Time, dry bool, spare func(id int64) bool) (int64, error) {
 	where := column + " < ?"
 	if cond != "" {
 		where += " AND " + cond
@@ -172,7 +117,7 @@ func (db *DB) pruneByID(ctx context.Context, table, column, cond string, cutoff 
 }
 
 // deleteIDs deletes the listed rows, re-checking the condition.
-func (db *DB) deleteIDs(ctx context.Context, table, where string, cutoff time.Time, ids []int64) (int64, error) {
+func (db *core) deleteIDs(ctx context.Context, table, where string, cutoff time.Time, ids []int64) (int64, error) {
 	args := make([]any, 0, len(ids)+1)
 	args = append(args, cutoff.UnixMicro())
 	for _, id := range ids {
@@ -188,7 +133,7 @@ func (db *DB) deleteIDs(ctx context.Context, table, where string, cutoff time.Ti
 // pruneEvents deletes dispatched events created before cutoff, except those
 // a live notification delivery still needs (a held delivery reads its
 // event when it finally runs).
-func (db *DB) pruneEvents(ctx context.Context, cutoff time.Time, dry bool) (int64, error) {
+func (db *core) pruneEvents(ctx context.Context, cutoff time.Time, dry bool) (int64, error) {
 	needed, err := db.liveDeliveryEvents(ctx)
 	if err != nil {
 		return 0, err
@@ -200,7 +145,7 @@ func (db *DB) pruneEvents(ctx context.Context, cutoff time.Time, dry bool) (int6
 // notification deliveries refer to. Deliveries are enqueued only for
 // events that exist, so an event missing from this set when it is pruned
 // can never be asked for again.
-func (db *DB) liveDeliveryEvents(ctx context.Context) (map[int64]bool, error) {
+func (db *core) liveDeliveryEvents(ctx context.Context) (map[int64]bool, error) {
 	rows, err := db.read.QueryContext(ctx, db.q("SELECT payload FROM jobs WHERE queue = ? AND status IN ('pending', 'running')"), NotifyQueue)
 	if err != nil {
 		return nil, fmt.Errorf("live deliveries: %w", err)

@@ -28,7 +28,7 @@ type ProxyCache struct {
 
 // SetProxyCache creates or replaces an organization's proxy cache
 // configuration.
-func (db *DB) SetProxyCache(ctx context.Context, pc ProxyCache) error {
+func (db ProxyCaches) SetProxyCache(ctx context.Context, pc ProxyCache) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var nsID int64
 		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ? AND kind = ?"), pc.Namespace, NamespaceOrg).Scan(&nsID)
@@ -64,7 +64,7 @@ func scanProxyCache(row interface{ Scan(...any) error }) (ProxyCache, error) {
 }
 
 // ProxyCacheOf returns an organization's proxy cache configuration.
-func (db *DB) ProxyCacheOf(ctx context.Context, namespace string) (ProxyCache, error) {
+func (db ProxyCaches) ProxyCacheOf(ctx context.Context, namespace string) (ProxyCache, error) {
 	pc, err := scanProxyCache(db.read.QueryRowContext(ctx, db.q(`SELECT `+proxyCacheColumns+` FROM proxy_caches p
 		JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?`), namespace))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -77,7 +77,7 @@ func (db *DB) ProxyCacheOf(ctx context.Context, namespace string) (ProxyCache, e
 }
 
 // ProxyCaches lists every proxy cache configuration.
-func (db *DB) ProxyCaches(ctx context.Context) ([]ProxyCache, error) {
+func (db ProxyCaches) ProxyCaches(ctx context.Context) ([]ProxyCache, error) {
 	rows, err := db.read.QueryContext(ctx, `SELECT `+proxyCacheColumns+` FROM proxy_caches p JOIN namespaces n ON n.id = p.namespace_id ORDER BY n.name`)
 	if err != nil {
 		return nil, fmt.Errorf("list proxy caches: %w", err)
@@ -96,7 +96,7 @@ func (db *DB) ProxyCaches(ctx context.Context) ([]ProxyCache, error) {
 
 // DeleteProxyCache removes an organization's proxy cache configuration.
 // The cached repositories stay, as ordinary repositories.
-func (db *DB) DeleteProxyCache(ctx context.Context, namespace string) error {
+func (db ProxyCaches) DeleteProxyCache(ctx context.Context, namespace string) error {
 	res, err := db.write.ExecContext(ctx, db.q(`DELETE FROM proxy_caches WHERE namespace_id = (SELECT id FROM namespaces WHERE name = ?)`), namespace)
 	if err != nil {
 		return fmt.Errorf("delete proxy cache: %w", err)
@@ -109,7 +109,7 @@ func (db *DB) DeleteProxyCache(ctx context.Context, namespace string) error {
 
 // ProxyTagChecked returns the digest a cached tag had upstream when it
 // was last checked, and when.
-func (db *DB) ProxyTagChecked(ctx context.Context, repo, tag string) (digest.Digest, time.Time, error) {
+func (db ProxyCaches) ProxyTagChecked(ctx context.Context, repo, tag string) (digest.Digest, time.Time, error) {
 	var d string
 	var at int64
 	err := db.read.QueryRowContext(ctx, db.q(`SELECT p.digest, p.checked_at FROM proxy_tags p JOIN repositories r ON r.id = p.repository_id
@@ -125,7 +125,7 @@ func (db *DB) ProxyTagChecked(ctx context.Context, repo, tag string) (digest.Dig
 
 // TouchProxyTag records that a cached tag was found unchanged upstream
 // at the given time.
-func (db *DB) TouchProxyTag(ctx context.Context, repo, tag string, d digest.Digest, at time.Time) error {
+func (db ProxyCaches) TouchProxyTag(ctx context.Context, repo, tag string, d digest.Digest, at time.Time) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var id int64
 		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&id); err != nil {
@@ -135,7 +135,7 @@ func (db *DB) TouchProxyTag(ctx context.Context, repo, tag string, d digest.Dige
 	})
 }
 
-func (db *DB) touchProxyTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest, at time.Time) error {
+func (db *core) touchProxyTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest, at time.Time) error {
 	_, err := tx.ExecContext(ctx, db.q(`INSERT INTO proxy_tags (repository_id, name, digest, checked_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, checked_at = excluded.checked_at`), repoID, tag, d.String(), at.UnixMicro())
 	if err != nil {
@@ -147,7 +147,7 @@ func (db *DB) touchProxyTag(ctx context.Context, tx *sql.Tx, repoID int64, tag s
 // ProxyReferenced reports whether a manifest stored in the repository
 // refers to the digest (a blob or a child manifest): the cache fetches
 // only what its manifests name.
-func (db *DB) ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+func (db ProxyCaches) ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (bool, error) {
 	var one int
 	err := db.read.QueryRowContext(ctx, db.q(`SELECT 1 FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
 		WHERE r.name = ? AND mr.ref_digest = ? LIMIT 1`), repo, d.String()).Scan(&one)
@@ -165,8 +165,14 @@ func (db *DB) ProxyReferenced(ctx context.Context, repo string, d digest.Digest)
 // blobs and child manifests are fetched when first requested. The tags
 // (if any) are recorded as checked at checkedAt. One transaction, with the
 // repo_push event when something changed.
-func (db *DB) PutProxyManifest(ctx context.Context, p PutManifest, checkedAt time.Time) error {
+func (db ProxyCaches) PutProxyManifest(ctx context.Context, p PutManifest, checkedAt time.Time) error {
 	return db.putManifest(ctx, p, false, func(tx *sql.Tx, repoID int64, tag string) error {
 		return db.touchProxyTag(ctx, tx, repoID, tag, p.Manifest.Digest, checkedAt)
 	})
 }
+
+// ProxyCaches are pull-through cache organizations and their tag checks.
+type ProxyCaches struct{ *core }
+
+// ProxyCaches returns the store of pull-through caches.
+func (db *DB) ProxyCaches() ProxyCaches { return ProxyCaches{db.core} }

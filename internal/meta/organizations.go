@@ -1,0 +1,419 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// CreateOrganization creates an organization whose owners team holds the
+// creator.
+func (db Organizations) CreateOrganization(ctx context.Context, name string, ownerID int64) (Namespace, error) {
+	ns := Namespace{Name: name, Kind: NamespaceOrg}
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		id, err := db.createOrganization(ctx, tx, name, ownerID)
+		ns.ID = id
+		return err
+	})
+	return ns, err
+}
+
+// OrgMembers lists an organization's team members (users and robots) with
+// their teams and their direct permissions on the organization's
+// repositories, ordered by username.
+func (db Organizations) OrgMembers(ctx context.Context, org string) ([]OrgMember, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+prefixedUserColumns+`, t.name FROM team_members m
+		JOIN teams t ON t.id = m.team_id JOIN namespaces n ON n.id = t.namespace_id JOIN users u ON u.id = m.user_id
+		WHERE n.name = ? ORDER BY u.username, t.name`), org)
+	if err != nil {
+		return nil, fmt.Errorf("list organization members: %w", err)
+	}
+	defer rows.Close()
+	out := []OrgMember{}
+	index := map[string]int{}
+	for rows.Next() {
+		var team string
+		u, err := scanUser(scanWith{rows, []any{&team}})
+		if err != nil {
+			return nil, err
+		}
+		i, ok := index[u.Username]
+		if !ok {
+			i = len(out)
+			index[u.Username] = i
+			out = append(out, OrgMember{User: u, Teams: []string{}, Repositories: []string{}})
+		}
+		out[i].Teams = append(out[i].Teams, team)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	perms, err := db.read.QueryContext(ctx, db.q(`SELECT u.username, r.name FROM repository_permissions p
+		JOIN users u ON u.id = p.user_id JOIN repositories r ON r.id = p.repository_id
+		WHERE r.name LIKE ? ESCAPE '\' ORDER BY u.username, r.name`), likePrefix(org+"/"))
+	if err != nil {
+		return nil, fmt.Errorf("list organization member permissions: %w", err)
+	}
+	defer perms.Close()
+	for perms.Next() {
+		var user, repo string
+		if err := perms.Scan(&user, &repo); err != nil {
+			return nil, err
+		}
+		if i, ok := index[user]; ok {
+			out[i].Repositories = append(out[i].Repositories, repo)
+		}
+	}
+	return out, perms.Err()
+}
+
+// TeamMemberCounts returns the number of members of each team of an
+// organization, by team name.
+func (db Organizations) TeamMemberCounts(ctx context.Context, org string) (map[string]int, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT t.name, COUNT(m.user_id) FROM teams t JOIN namespaces n ON n.id = t.namespace_id
+		LEFT JOIN team_members m ON m.team_id = t.id WHERE n.name = ? GROUP BY t.name`), org)
+	if err != nil {
+		return nil, fmt.Errorf("count team members: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var name string
+		var n int
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, err
+		}
+		out[name] = n
+	}
+	return out, rows.Err()
+}
+
+// RemoveOrgMember removes a user or robot from one team of an organization
+// (team), or from all of them and from its direct permissions on the
+// organization's repositories (team ""). It returns the teams it was
+// removed from. It refuses (ErrLastOwner) to leave the owners team without
+// an enabled user; concurrent removals are serialized on the
+// organization's row so that two cannot each remove "the other" owner.
+// ErrTeamNotFound: no such team; ErrUserNotFound: not a member.
+func (db Organizations) RemoveOrgMember(ctx context.Context, org, team string, userID int64) ([]string, error) {
+	var removed []string
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		nsID, err := db.orgIDTx(ctx, tx, org)
+		if err != nil {
+			return err
+		}
+		if team != "" {
+			var id int64
+			err := tx.QueryRowContext(ctx, db.q("SELECT id FROM teams WHERE namespace_id = ? AND name = ?"), nsID, team).Scan(&id)
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrTeamNotFound
+			}
+			if err != nil {
+				return fmt.Errorf("look up team: %w", err)
+			}
+		}
+		query := "SELECT t.name FROM teams t JOIN team_members m ON m.team_id = t.id WHERE t.namespace_id = ? AND m.user_id = ?"
+		args := []any{nsID, userID}
+		if team != "" {
+			query += " AND t.name = ?"
+			args = append(args, team)
+		}
+		rows, err := tx.QueryContext(ctx, db.q(query+" ORDER BY t.name"), args...)
+		if err != nil {
+			return fmt.Errorf("member teams: %w", err)
+		}
+		removed, err = scanStrings(rows)
+		if err != nil {
+			return err
+		}
+		if len(removed) == 0 {
+			return fmt.Errorf("%w: not a member", ErrUserNotFound)
+		}
+		for _, t := range removed {
+			if t != OwnersTeam {
+				continue
+			}
+			var others int
+			if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM team_members m JOIN teams t ON t.id = m.team_id JOIN users u ON u.id = m.user_id
+				WHERE t.namespace_id = ? AND t.name = ? AND m.user_id <> ? AND u.kind = ? AND u.enabled = 1`),
+				nsID, OwnersTeam, userID, UserKindUser).Scan(&others); err != nil {
+				return fmt.Errorf("count owners: %w", err)
+			}
+			if others == 0 {
+				return ErrLastOwner
+			}
+		}
+		del := "DELETE FROM team_members WHERE user_id = ? AND team_id IN (SELECT id FROM teams WHERE namespace_id = ?"
+		args = []any{userID, nsID}
+		if team != "" {
+			del += " AND name = ?"
+			args = append(args, team)
+		}
+		if _, err := tx.ExecContext(ctx, db.q(del+")"), args...); err != nil {
+			return fmt.Errorf("remove team member: %w", err)
+		}
+		if team == "" {
+			if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM repository_permissions WHERE user_id = ? AND repository_id IN
+				(SELECT id FROM repositories WHERE name LIKE ? ESCAPE '\')`), userID, likePrefix(org+"/")); err != nil {
+				return fmt.Errorf("remove member permissions: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return removed, nil
+}
+
+// DeleteOrganization deletes an organization with its teams and robots
+// (and, through them, their memberships, permissions and access tokens).
+// It refuses with ErrNamespaceNotEmpty while repositories remain, and
+// answers ErrNamespaceNotFound for a name that is not an organization.
+func (db Organizations) DeleteOrganization(ctx context.Context, name string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		id, err := db.orgIDTx(ctx, tx, name)
+		if err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM repositories WHERE name LIKE ? ESCAPE '\\'"), likePrefix(name+"/")).Scan(&n); err != nil {
+			return fmt.Errorf("count repositories: %w", err)
+		}
+		if n > 0 {
+			return fmt.Errorf("%w: %s has %d", ErrNamespaceNotEmpty, name, n)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM namespaces WHERE id = ?"), id); err != nil {
+			return fmt.Errorf("delete organization: %w", err)
+		}
+		return nil
+	})
+}
+
+// UserOrganizations lists the organizations in which the user is a member
+// of some team.
+func (db Organizations) UserOrganizations(ctx context.Context, userID int64) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT DISTINCT n.name FROM namespaces n
+		JOIN teams t ON t.namespace_id = n.id JOIN team_members m ON m.team_id = t.id
+		WHERE m.user_id = ? AND n.kind = ? ORDER BY n.name`), userID, NamespaceOrg)
+	if err != nil {
+		return nil, fmt.Errorf("list user organizations: %w", err)
+	}
+	return scanStrings(rows)
+}
+
+// Organizations lists every organization in name order, with its owners
+// (for `berth admin org list`).
+func (db Organizations) Organizations(ctx context.Context) ([]OrgSummary, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT n.name, n.email, COALESCE(u.username, '') FROM namespaces n
+		LEFT JOIN teams t ON t.namespace_id = n.id AND t.name = ?
+		LEFT JOIN team_members m ON m.team_id = t.id
+		LEFT JOIN users u ON u.id = m.user_id
+		WHERE n.kind = ? ORDER BY n.name, u.username`), OwnersTeam, NamespaceOrg)
+	if err != nil {
+		return nil, fmt.Errorf("list organizations: %w", err)
+	}
+	defer rows.Close()
+	out := []OrgSummary{}
+	for rows.Next() {
+		var name, email, owner string
+		if err := rows.Scan(&name, &email, &owner); err != nil {
+			return nil, fmt.Errorf("list organizations: %w", err)
+		}
+		if len(out) == 0 || out[len(out)-1].Name != name {
+			out = append(out, OrgSummary{Name: name, Email: email, Owners: []string{}})
+		}
+		if owner != "" {
+			last := &out[len(out)-1]
+			last.Owners = append(last.Owners, owner)
+		}
+	}
+	return out, rows.Err()
+}
+
+// Organizations are shared namespaces, their members and teams.
+type Organizations struct{ *core }
+
+// Organizations returns the store of organizations and teams.
+func (db *DB) Organizations() Organizations { return Organizations{db.core} }
+
+// PutTeam creates a team or updates its role and description.
+func (db Organizations) PutTeam(ctx context.Context, org string, t Team) (Team, error) {
+	ns, err := (Users{db.core}).NamespaceByName(ctx, org)
+	if err != nil {
+		return Team{}, err
+	}
+	err = db.write.QueryRowContext(ctx, db.q(`INSERT INTO teams (namespace_id, name, role, description) VALUES (?, ?, ?, ?)
+		ON CONFLICT (namespace_id, name) DO UPDATE SET role = excluded.role, description = excluded.description RETURNING id`),
+		ns.ID, t.Name, t.Role, t.Description).Scan(&t.ID)
+	if err != nil {
+		return Team{}, fmt.Errorf("put team: %w", err)
+	}
+	return t, nil
+}
+
+// Teams lists an organization's teams.
+func (db Organizations) Teams(ctx context.Context, org string) ([]Team, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT t.id, t.name, t.role, t.description FROM teams t JOIN namespaces n ON n.id = t.namespace_id
+		WHERE n.name = ? ORDER BY t.name`), org)
+	if err != nil {
+		return nil, fmt.Errorf("list teams: %w", err)
+	}
+	defer rows.Close()
+	out := []Team{}
+	for rows.Next() {
+		var t Team
+		if err := rows.Scan(&t.ID, &t.Name, &t.Role, &t.Description); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// TeamByName returns a team of an organization.
+func (db Organizations) TeamByName(ctx context.Context, org, name string) (Team, error) {
+	var t Team
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT t.id, t.name, t.role, t.description FROM teams t JOIN namespaces n ON n.id = t.namespace_id
+		WHERE n.name = ? AND t.name = ?`), org, name).Scan(&t.ID, &t.Name, &t.Role, &t.Description)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Team{}, ErrTeamNotFound
+	}
+	if err != nil {
+		return Team{}, fmt.Errorf("look up team: %w", err)
+	}
+	return t, nil
+}
+
+// DeleteTeam deletes a team. The owners team cannot be deleted.
+func (db Organizations) DeleteTeam(ctx context.Context, org, name string) error {
+	if name == OwnersTeam {
+		return fmt.Errorf("the %s team cannot be deleted", OwnersTeam)
+	}
+	t, err := (Organizations{db.core}).TeamByName(ctx, org, name)
+	if err != nil {
+		return err
+	}
+	if _, err := db.write.ExecContext(ctx, db.q("DELETE FROM teams WHERE id = ?"), t.ID); err != nil {
+		return fmt.Errorf("delete team: %w", err)
+	}
+	return nil
+}
+
+// AddTeamMember adds a user or robot to a team.
+func (db Organizations) AddTeamMember(ctx context.Context, teamID, userID int64) error {
+	if _, err := db.write.ExecContext(ctx, db.q("INSERT INTO team_members (team_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING"), teamID, userID); err != nil {
+		return fmt.Errorf("add team member: %w", err)
+	}
+	return nil
+}
+
+// TeamMembers lists the members of a team.
+func (db Organizations) TeamMembers(ctx context.Context, teamID int64) ([]User, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+prefixedUserColumns+`
+		FROM users u JOIN team_members m ON m.user_id = u.id WHERE m.team_id = ? ORDER BY u.username`), teamID)
+	if err != nil {
+		return nil, fmt.Errorf("list team members: %w", err)
+	}
+	return scanUsers(rows)
+}
+
+// OrgRole returns the best team role a user holds in an organization
+// ("" if none).
+func (db Organizations) OrgRole(ctx context.Context, org string, userID int64) (string, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT t.role FROM teams t JOIN namespaces n ON n.id = t.namespace_id
+		JOIN team_members m ON m.team_id = t.id WHERE n.name = ? AND m.user_id = ?`), org, userID)
+	if err != nil {
+		return "", fmt.Errorf("org role: %w", err)
+	}
+	roles, err := scanStrings(rows)
+	if err != nil {
+		return "", err
+	}
+	best := ""
+	rank := map[string]int{"": 0, "member": 1, "creator": 2, "admin": 3}
+	for _, r := range roles {
+		if rank[r] > rank[best] {
+			best = r
+		}
+	}
+	return best, nil
+}
+
+// OwnersTeam is the team every organization starts with; its members
+// administer the organization.
+const OwnersTeam = "owners"
+
+// createOrganization creates an organization namespace with its owners
+// team holding ownerID (none if 0: an organization created by a push in
+// auth mode "none"), in tx.
+func (db *core) createOrganization(ctx context.Context, tx *sql.Tx, name string, ownerID int64) (int64, error) {
+	id, err := db.createNamespace(ctx, tx, name, NamespaceOrg)
+	if err != nil {
+		return 0, err
+	}
+	var teamID int64
+	if err := tx.QueryRowContext(ctx, db.q("INSERT INTO teams (namespace_id, name, role) VALUES (?, ?, 'admin') RETURNING id"), id, OwnersTeam).Scan(&teamID); err != nil {
+		return 0, fmt.Errorf("create owners team: %w", err)
+	}
+	if ownerID == 0 {
+		return id, nil
+	}
+	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO team_members (team_id, user_id) VALUES (?, ?)"), teamID, ownerID); err != nil {
+		return 0, fmt.Errorf("add owner: %w", err)
+	}
+	return id, nil
+}
+
+// OrgMember is a user or robot in at least one team of an organization.
+type OrgMember struct {
+	User User
+	// Teams of the organization the member is in, by name.
+	Teams []string
+	// Repositories of the organization on which the member holds a direct
+	// permission, by name.
+	Repositories []string
+}
+
+// scanWith scans a row's leading user columns into a User through
+// scanUser and the rest into extra.
+type scanWith struct {
+	row   interface{ Scan(...any) error }
+	extra []any
+}
+
+// orgIDTx returns an organization's namespace id, locking its row.
+func (db *core) orgIDTx(ctx context.Context, tx *sql.Tx, org string) (int64, error) {
+	var id int64
+	var kind string
+	err := tx.QueryRowContext(ctx, db.q("SELECT id, kind FROM namespaces WHERE name = ?"+db.lockSuffix()), org).Scan(&id, &kind)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && kind != NamespaceOrg) {
+		return 0, ErrNamespaceNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look up organization: %w", err)
+	}
+	return id, nil
+}
+
+// OrgSummary is an organization with the users of its owners team.
+type OrgSummary struct {
+	Name   string
+	Email  string
+	Owners []string
+}
+
+// Team is a team of an organization.
+type Team struct {
+	ID          int64
+	Name        string
+	Role        string // member, creator, admin
+	Description string
+}
+
+// ErrTeamNotFound is returned for an unknown team.
+var ErrTeamNotFound = fmt.Errorf("team %w", ErrNotFound)
+
+func (s scanWith) Scan(dest ...any) error { return s.row.Scan(append(dest, s.extra...)...) }

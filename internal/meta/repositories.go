@@ -1,0 +1,305 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Writer is who writes content: the actor named in events and audit, and,
+// for a push that may create its repository, how to create it.
+type Writer struct {
+	Actor  string
+	Create *RepoCreate
+}
+
+// RepoCreate is how a push creates the repository it writes to, decided by
+// the authorizer and applied in the push's own transaction, so that a
+// refused or aborted push leaves nothing behind (no repository, no
+// organization, no permission, no repo_created event).
+//
+// A repository always lives in a namespace that exists (a user's or an
+// organization): when the namespace is missing, the push creates it as an
+// organization only if the plan says so (OrgOwnerID or OwnerlessOrg), and
+// is refused with a *NamespaceMissingError otherwise. A nil plan (writers
+// that decide nothing: auth mode "none", tests) creates it as an
+// organization without owners.
+type RepoCreate struct {
+	// Visibility of the new repository: "private" or "public".
+	Visibility string
+	// AdminUserID, if set, is given the admin role on the new repository
+	// (whoever creates a repository by pushing administers it).
+	AdminUserID int64
+	// OrgOwnerID, if set, creates the repository's namespace as an
+	// organization owned by that user when the namespace does not exist
+	// (CREATE_NAMESPACE_ON_PUSH).
+	OrgOwnerID int64
+	// OwnerlessOrg creates a missing namespace as an organization with no
+	// owner: auth mode "none", where there is no account to own it (a
+	// superuser can add owners later).
+	OwnerlessOrg bool
+}
+
+// NamespaceMissingError refuses a push that would create a repository in
+// a namespace that does not exist and that the push may not create.
+type NamespaceMissingError struct {
+	Namespace string
+}
+
+func (e *NamespaceMissingError) Error() string {
+	return fmt.Sprintf("namespace %s does not exist (create it, or enable CREATE_NAMESPACE_ON_PUSH)", e.Namespace)
+}
+
+// Unwrap makes errors.Is(err, ErrNamespaceNotFound) true.
+func (e *NamespaceMissingError) Unwrap() error { return ErrNamespaceNotFound }
+
+// ensureRepository returns the id of the repository, creating it (and its
+// repo_created event, and what w.Create asks for) if needed.
+func (db *core) ensureRepository(ctx context.Context, tx *sql.Tx, name string, w Writer) (int64, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), name).Scan(&id)
+	if err == nil {
+		return id, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("look up repository: %w", err)
+	}
+	c := w.Create
+	if c == nil {
+		c = &RepoCreate{OwnerlessOrg: true}
+	}
+	if err := db.ensureNamespace(ctx, tx, name, c); err != nil {
+		return 0, err
+	}
+	visibility := c.Visibility
+	if visibility == "" {
+		visibility = "private"
+	}
+	res, err := tx.ExecContext(ctx, db.q("INSERT INTO repositories (name, created_at, visibility) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"), name, now(), visibility)
+	if err != nil {
+		return 0, fmt.Errorf("create repository: %w", err)
+	}
+	created := false
+	if n, _ := res.RowsAffected(); n == 1 {
+		created = true
+		if err := db.appendEvent(ctx, tx, Event{Kind: EventRepoCreated, Repository: name, Actor: w.Actor}); err != nil {
+			return 0, err
+		}
+	}
+	if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), name).Scan(&id); err != nil {
+		return 0, fmt.Errorf("look up repository: %w", err)
+	}
+	if created && c.AdminUserID != 0 {
+		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, user_id, role) VALUES (?, ?, 'admin')"), id, c.AdminUserID); err != nil {
+			return 0, fmt.Errorf("grant the creator admin: %w", err)
+		}
+	}
+	return id, nil
+}
+
+// ensureNamespace makes sure the namespace of a repository about to be
+// created exists: it creates it as an organization if the plan allows,
+// and refuses with *NamespaceMissingError otherwise. No repository is ever
+// created in a namespace that is neither a user nor an organization.
+func (db *core) ensureNamespace(ctx context.Context, tx *sql.Tx, repo string, c *RepoCreate) error {
+	ns, _, _ := strings.Cut(repo, "/")
+	var nsID int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ?"), ns).Scan(&nsID)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("look up namespace: %w", err)
+	}
+	if c.OrgOwnerID == 0 && !c.OwnerlessOrg {
+		return &NamespaceMissingError{Namespace: ns}
+	}
+	if _, err := db.createOrganization(ctx, tx, ns, c.OrgOwnerID); errors.Is(err, ErrExists) {
+		return errRetry // a concurrent push created it: start over
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// EnsureRepository creates a repository as a push would (w.Create says
+// how, its namespace included) unless it exists, in one transaction.
+func (db Repositories) EnsureRepository(ctx context.Context, name string, w Writer) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := db.ensureRepository(ctx, tx, name, w)
+		return err
+	})
+}
+
+// ListRepositories returns up to n repository names after last, in lexical
+// order.
+func (db Repositories) ListRepositories(ctx context.Context, last string, n int) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?"), last, n)
+	if err != nil {
+		return nil, fmt.Errorf("list repositories: %w", err)
+	}
+	return scanStrings(rows)
+}
+
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// RepositoriesPage lists repositories in name order. The namespace filter
+// is a range on the name index (bytewise, like a LIKE 'ns/%' that can use
+// the index on both dialects).
+func (db Repositories) RepositoriesPage(ctx context.Context, q RepoQuery) ([]RepoSummary, error) {
+	query := `SELECT r.name, r.visibility, r.state, r.description,
+		COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id), 0)
+		FROM repositories r WHERE r.name > ?`
+	args := []any{q.After}
+	if q.Namespace != "" {
+		// '0' is the byte after '/'.
+		query += " AND r.name > ? AND r.name < ?"
+		args = append(args, q.Namespace+"/", q.Namespace+"0")
+	}
+	if q.PublicOnly {
+		query += " AND r.visibility = 'public'"
+	}
+	args = append(args, q.Limit)
+	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY r.name LIMIT ?"), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list repositories: %w", err)
+	}
+	defer rows.Close()
+	out := []RepoSummary{}
+	for rows.Next() {
+		var s RepoSummary
+		var last int64
+		if err := rows.Scan(&s.Name, &s.Visibility, &s.State, &s.Description, &last); err != nil {
+			return nil, err
+		}
+		s.LastModified = timeOrZero(last)
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// Repository returns a repository's settings; Exists is false (and no
+// error) for a repository that does not exist.
+func (db Repositories) Repository(ctx context.Context, name string) (RepoInfo, error) {
+	ri := RepoInfo{Name: name}
+	err := db.read.QueryRowContext(ctx, db.q("SELECT id, visibility, state, mirror_robot, description FROM repositories WHERE name = ?"), name).
+		Scan(&ri.ID, &ri.Visibility, &ri.State, &ri.MirrorRobot, &ri.Description)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ri, nil
+	}
+	if err != nil {
+		return RepoInfo{}, fmt.Errorf("look up repository: %w", err)
+	}
+	ri.Exists = true
+	return ri, nil
+}
+
+// CreateRepository creates an empty repository with settings (the API's
+// create; a push creates repositories implicitly).
+func (db Repositories) CreateRepository(ctx context.Context, name, visibility, description, actor string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.q("INSERT INTO repositories (name, created_at, visibility, description) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING"),
+			name, now(), visibility, description)
+		if err != nil {
+			return fmt.Errorf("create repository: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("repository %q %w", name, ErrExists)
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventRepoCreated, Repository: name, Actor: actor})
+	})
+}
+
+// UpdateRepository changes a repository's settings; empty arguments keep
+// the current value.
+func (db Repositories) UpdateRepository(ctx context.Context, name string, visibility, state, mirrorRobot, description *string) error {
+	var sets []string
+	var args []any
+	for col, v := range map[string]*string{"visibility": visibility, "state": state, "mirror_robot": mirrorRobot, "description": description} {
+		if v != nil {
+			sets = append(sets, col+" = ?")
+			args = append(args, *v)
+		}
+	}
+	if len(sets) == 0 {
+		return nil
+	}
+	args = append(args, name)
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE repositories SET "+strings.Join(sets, ", ")+" WHERE name = ?"), args...)
+	if err != nil {
+		return fmt.Errorf("update repository: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrRepositoryNotFound
+	}
+	return nil
+}
+
+// DeleteRepository deletes a repository with its manifests, tags, links and
+// permissions, and appends a repo_deleted event. Bytes are reclaimed by GC.
+func (db Repositories) DeleteRepository(ctx context.Context, name, actor string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), name).Scan(&id); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrRepositoryNotFound
+			}
+			return err
+		}
+		for _, stmt := range []string{
+			"DELETE FROM tags WHERE repository_id = ?",
+			"DELETE FROM manifest_references WHERE repository_id = ?",
+			"DELETE FROM manifests WHERE repository_id = ?",
+			"DELETE FROM repository_blobs WHERE repository_id = ?",
+			"DELETE FROM repository_permissions WHERE repository_id = ?",
+			"DELETE FROM repositories WHERE id = ?",
+		} {
+			if _, err := tx.ExecContext(ctx, db.q(stmt), id); err != nil {
+				return fmt.Errorf("delete repository: %w", err)
+			}
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventRepoDeleted, Repository: name, Actor: actor})
+	})
+}
+
+// RepoSummary is a repository as the API lists it.
+type RepoSummary struct {
+	Name         string
+	Visibility   string
+	State        string
+	Description  string
+	LastModified time.Time // latest tag change; zero if it has no tags
+}
+
+// RepoQuery selects repositories for RepositoriesPage.
+type RepoQuery struct {
+	Namespace  string // only repositories under "namespace/"; empty: all
+	PublicOnly bool   // only public repositories
+	After      string // names after this one
+	Limit      int
+}
+
+// RepoInfo is a repository's access settings.
+type RepoInfo struct {
+	ID          int64
+	Name        string
+	Exists      bool
+	Visibility  string // public or private
+	State       string
+	MirrorRobot string
+	Description string
+}

@@ -1,0 +1,76 @@
+package meta
+
+// The typed stores, one per aggregate. Each is a small value sharing the
+// DB's connection; consumers declare the narrow interface they use and the
+// composition root hands them the store that satisfies it. A change that
+// must span aggregates (a push: content, outbox and audit) is one method
+// of the aggregate that owns it, or runs in a Tx (tx.go).
+
+// Users are accounts that sign in, and their robots and namespaces.
+type Users struct{ *core }
+
+// Access holds permissions, access tokens, signing keys, login throttles
+// and the audit log.
+type Access struct{ *core }
+
+// Repositories are the containers of content: their rows, visibility and
+// listing.
+type Repositories struct{ *core }
+
+// Blobs are stored blobs and the links that let a repository serve them.
+type Blobs struct{ *core }
+
+// Uploads are blob upload sessions.
+type Uploads struct{ *core }
+
+// Manifests are manifests, tags and referrers: the content graph.
+type Manifests struct{ *core }
+
+// Collector is what garbage collection reads and deletes.
+type Collector struct{ *core }
+
+// Outbox is the change feed: events appended with the changes they
+// announce.
+type Outbox struct{ *core }
+
+// Mirrors are repository mirror configurations and their sync state.
+type Mirrors struct{ *core }
+
+// Scans are per-manifest scan results: packages, layers and matches.
+type Scans struct{ *core }
+
+// VulnDB is the imported vulnerability data and its sources.
+type VulnDB struct{ *core }
+
+// Users returns the store of accounts.
+func (db *DB) Users() Users { return Users{db.core} }
+
+// Access returns the store of permissions, tokens and audit.
+func (db *DB) Access() Access { return Access{db.core} }
+
+// Repositories returns the store of repositories.
+func (db *DB) Repositories() Repositories { return Repositories{db.core} }
+
+// Blobs returns the store of blobs and links.
+func (db *DB) Blobs() Blobs { return Blobs{db.core} }
+
+// Uploads returns the store of upload sessions.
+func (db *DB) Uploads() Uploads { return Uploads{db.core} }
+
+// Manifests returns the store of manifests, tags and referrers.
+func (db *DB) Manifests() Manifests { return Manifests{db.core} }
+
+// Collector returns garbage collection's store.
+func (db *DB) Collector() Collector { return Collector{db.core} }
+
+// Outbox returns the change feed.
+func (db *DB) Outbox() Outbox { return Outbox{db.core} }
+
+// Mirrors returns the store of mirrors.
+func (db *DB) Mirrors() Mirrors { return Mirrors{db.core} }
+
+// Scans returns the store of scan results.
+func (db *DB) Scans() Scans { return Scans{db.core} }
+
+// VulnDB returns the vulnerability database.
+func (db *DB) VulnDB() VulnDB { return VulnDB{db.core} }

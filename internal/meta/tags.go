@@ -1,0 +1,140 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// TagsPage lists a repository's tags, most recently changed first, or
+// ErrRepositoryNotFound.
+func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]TagInfo, error) {
+	var repoID int64
+	if err := db.read.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, ErrRepositoryNotFound
+		}
+		return nil, fmt.Errorf("look up repository: %w", err)
+	}
+	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at,
+		COALESCE((SELECT SUM(b.size) FROM manifest_references mr JOIN blobs b ON b.digest = mr.ref_digest
+			WHERE mr.repository_id = t.repository_id AND mr.manifest_digest = t.manifest_digest AND mr.is_manifest = 0), 0)
+		FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+		WHERE t.repository_id = ?`
+	args := []any{repoID}
+	if q.Name != "" {
+		query += " AND t.name = ?"
+		args = append(args, q.Name)
+	}
+	args = append(args, q.Limit, q.Offset)
+	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY t.updated_at DESC, t.name LIMIT ? OFFSET ?"), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list tags: %w", err)
+	}
+	defer rows.Close()
+	out := []TagInfo{}
+	for rows.Next() {
+		var ti TagInfo
+		var dg string
+		var updated int64
+		if err := rows.Scan(&ti.Name, &dg, &ti.MediaType, &updated, &ti.Size); err != nil {
+			return nil, err
+		}
+		ti.Digest, ti.UpdatedAt = digest.Digest(dg), fromMicros(updated)
+		out = append(out, ti)
+	}
+	return out, rows.Err()
+}
+
+// MoveTag points a tag at a manifest already stored in the repository
+// (creating the tag if needed) and, if the tag moved, appends the repo_push
+// event naming it in the same transaction. It returns
+// ErrRepositoryNotFound or ErrManifestNotFound.
+func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Digest, actor string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var repoID int64
+		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrRepositoryNotFound
+			}
+			return fmt.Errorf("look up repository: %w", err)
+		}
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR SHARE" // a concurrent manifest delete waits for this tag
+		}
+		var mediaType string
+		var size int64
+		err := tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+lock), repoID, d.String()).
+			Scan(&mediaType, &size)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up manifest: %w", err)
+		}
+		moved, err := db.setTag(ctx, tx, repoID, tag, d)
+		if err != nil || !moved {
+			return err
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: repo, Actor: actor,
+			Data: mustJSON(pushEvent{Digest: d.String(), MediaType: mediaType, Size: size, UpdatedTags: []string{tag}})})
+	})
+}
+
+// DeleteTag removes a tag; the manifest stays.
+func (db Manifests) DeleteTag(ctx context.Context, repo, tag, actor string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var d string
+		err := tx.QueryRowContext(ctx, db.q(`SELECT t.manifest_digest FROM tags t JOIN repositories r ON r.id = t.repository_id
+			WHERE r.name = ? AND t.name = ?`), repo, tag).Scan(&d)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read tag: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)`), tag, repo); err != nil {
+			return fmt.Errorf("delete tag: %w", err)
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: repo, Actor: actor,
+			Data: mustJSON(map[string]any{"tag": tag, "digest": d})})
+	})
+}
+
+// ListTags returns up to n tags of a repository after last, in lexical
+// order, or ErrRepositoryNotFound.
+func (db Manifests) ListTags(ctx context.Context, repo, last string, n int) ([]string, error) {
+	var repoID int64
+	if err := db.read.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, ErrRepositoryNotFound
+		}
+		return nil, fmt.Errorf("look up repository: %w", err)
+	}
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?"), repoID, last, n)
+	if err != nil {
+		return nil, fmt.Errorf("list tags: %w", err)
+	}
+	return scanStrings(rows)
+}
+
+// TagInfo is a tag with what the API shows of its manifest.
+type TagInfo struct {
+	Name      string
+	Digest    digest.Digest
+	MediaType string
+	Size      int64 // the sum of the manifest's blobs (config and layers)
+	UpdatedAt time.Time
+}
+
+// TagQuery selects tags for TagsPage.
+type TagQuery struct {
+	Name   string // only this tag
+	Offset int
+	Limit  int
+}

@@ -1,0 +1,323 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// CreateUser creates a user and its namespace.
+func (db Users) CreateUser(ctx context.Context, u User) (User, error) {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		nsID, err := db.createNamespace(ctx, tx, u.Username, NamespaceUser)
+		if err != nil {
+			return err
+		}
+		u.Kind, u.NamespaceID, u.Enabled = UserKindUser, nsID, true
+		return db.insertUser(ctx, tx, &u)
+	})
+	return u, err
+}
+
+// UserByName returns a user or robot by its username.
+func (db Users) UserByName(ctx context.Context, username string) (User, error) {
+	u, err := scanUser(db.read.QueryRowContext(ctx, db.q("SELECT "+userColumns+" FROM users WHERE username = ?"), username))
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, ErrUserNotFound
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("look up user: %w", err)
+	}
+	return u, nil
+}
+
+// CountUsers counts human users (not robots).
+func (db Users) CountUsers(ctx context.Context) (int, error) {
+	var n int
+	if err := db.read.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM users WHERE kind = ?"), UserKindUser).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count users: %w", err)
+	}
+	return n, nil
+}
+
+// SetUserSecret replaces a user's password hash or a robot's token hash.
+func (db Users) SetUserSecret(ctx context.Context, username, secretHash string) error {
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE users SET secret_hash = ? WHERE username = ?"), secretHash, username)
+	if err != nil {
+		return fmt.Errorf("set secret: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrUserNotFound
+	}
+	return nil
+}
+
+// NamespaceByName returns a namespace.
+func (db Users) NamespaceByName(ctx context.Context, name string) (Namespace, error) {
+	var ns Namespace
+	err := db.read.QueryRowContext(ctx, db.q("SELECT id, name, kind, email FROM namespaces WHERE name = ?"), name).Scan(&ns.ID, &ns.Name, &ns.Kind, &ns.Email)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Namespace{}, ErrNamespaceNotFound
+	}
+	if err != nil {
+		return Namespace{}, fmt.Errorf("look up namespace: %w", err)
+	}
+	return ns, nil
+}
+
+// SetNamespaceEmail sets an organization's (or user namespace's) e-mail.
+func (db Users) SetNamespaceEmail(ctx context.Context, name, email string) error {
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE namespaces SET email = ? WHERE name = ?"), email, name)
+	if err != nil {
+		return fmt.Errorf("set namespace e-mail: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNamespaceNotFound
+	}
+	return nil
+}
+
+// SetUserDescription sets a robot's (or user's) description.
+func (db Users) SetUserDescription(ctx context.Context, username, description string) error {
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE users SET description = ? WHERE username = ?"), description, username)
+	if err != nil {
+		return fmt.Errorf("set description: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrUserNotFound
+	}
+	return nil
+}
+
+// DeleteRobot deletes a robot account, refusing (ErrRobotInUse) while a
+// repository mirror writes as it. ErrUserNotFound if no such robot.
+func (db Users) DeleteRobot(ctx context.Context, username string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM users WHERE username = ? AND kind = ?"+db.lockSuffix()), username, UserKindRobot).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrUserNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up robot: %w", err)
+		}
+		var repo string
+		err = tx.QueryRowContext(ctx, db.q("SELECT name FROM repositories WHERE mirror_robot = ? ORDER BY name LIMIT 1"), username).Scan(&repo)
+		if err == nil {
+			return fmt.Errorf("%w: %s mirrors as %s", ErrRobotInUse, repo, username)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("robot mirrors: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM users WHERE id = ?"), id); err != nil {
+			return fmt.Errorf("delete robot: %w", err)
+		}
+		return nil
+	})
+}
+
+// CreateFirstUser creates the first user, and optionally an API token it
+// owns (tok.OwnerID is set to the new user), in one transaction that fails
+// with ErrUsersExist if any user exists. Concurrent calls are serialized
+// (SQLite: one writer; PostgreSQL: an advisory lock), so at most one
+// succeeds.
+func (db Users) CreateFirstUser(ctx context.Context, u User, tok *AccessToken) (User, error) {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if db.dialect == postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockID+2); err != nil {
+				return fmt.Errorf("lock: %w", err)
+			}
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM users WHERE kind = ?"), UserKindUser).Scan(&n); err != nil {
+			return fmt.Errorf("count users: %w", err)
+		}
+		if n > 0 {
+			return ErrUsersExist
+		}
+		nsID, err := db.createNamespace(ctx, tx, u.Username, NamespaceUser)
+		if err != nil {
+			return err
+		}
+		u.Kind, u.NamespaceID, u.Enabled = UserKindUser, nsID, true
+		if err := db.insertUser(ctx, tx, &u); err != nil {
+			return err
+		}
+		if tok == nil {
+			return nil
+		}
+		tok.OwnerID, tok.CreatedAt = u.ID, fromMicros(now())
+		if tok.Scopes == nil {
+			tok.Scopes = []byte("[]")
+		}
+		err = tx.QueryRowContext(ctx, db.q(`INSERT INTO access_tokens (name, secret_hash, scopes, owner_id, created_by, expires_at, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`), tok.Name, tok.SecretHash, string(tok.Scopes), tok.OwnerID, tok.CreatedBy,
+			micros(tok.ExpiresAt), micros(tok.CreatedAt)).Scan(&tok.ID)
+		if err != nil {
+			return fmt.Errorf("create access token: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return User{}, err
+	}
+	return u, nil
+}
+
+// CreateRobot creates robot "namespace+short" with a token hash.
+func (db Users) CreateRobot(ctx context.Context, namespace, short, secretHash string) (User, error) {
+	ns, err := (Users{db.core}).NamespaceByName(ctx, namespace)
+	if err != nil {
+		return User{}, err
+	}
+	u := User{Username: namespace + "+" + short, SecretHash: secretHash, Kind: UserKindRobot, NamespaceID: ns.ID, Enabled: true}
+	err = db.tx(ctx, func(tx *sql.Tx) error { return db.insertUser(ctx, tx, &u) })
+	return u, err
+}
+
+// Robots lists a namespace's robots.
+func (db Users) Robots(ctx context.Context, namespace string) ([]User, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT "+userColumns+" FROM users WHERE kind = ? AND username LIKE ? ESCAPE '\\' ORDER BY username"),
+		UserKindRobot, likePrefix(namespace+"+"))
+	if err != nil {
+		return nil, fmt.Errorf("list robots: %w", err)
+	}
+	return scanUsers(rows)
+}
+
+// DeleteUser deletes a user or robot (a user's namespace goes with it).
+func (db Users) DeleteUser(ctx context.Context, username string) error {
+	u, err := (Users{db.core}).UserByName(ctx, username)
+	if err != nil {
+		return err
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if u.Kind == UserKindUser {
+			if _, err := tx.ExecContext(ctx, db.q("DELETE FROM namespaces WHERE id = ?"), u.NamespaceID); err != nil {
+				return fmt.Errorf("delete user namespace: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM users WHERE id = ?"), u.ID); err != nil {
+			return fmt.Errorf("delete user: %w", err)
+		}
+		// Tokens the user created are revoked and no longer theirs: a
+		// later user of the same name must not inherit them.
+		if _, err := tx.ExecContext(ctx, db.q(`UPDATE access_tokens SET revoked_at = CASE WHEN revoked_at = 0 THEN ? ELSE revoked_at END,
+			created_by = ? WHERE created_by = ?`), now(), "deleted user "+u.Username, u.Username); err != nil {
+			return fmt.Errorf("revoke the user's tokens: %w", err)
+		}
+		return nil
+	})
+}
+
+// UserByID returns a user or robot by id.
+func (db Users) UserByID(ctx context.Context, id int64) (User, error) {
+	u, err := scanUser(db.read.QueryRowContext(ctx, db.q("SELECT "+userColumns+" FROM users WHERE id = ?"), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, ErrUserNotFound
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("look up user: %w", err)
+	}
+	return u, nil
+}
+
+// Namespace is a user's or an organization's namespace.
+type Namespace struct {
+	ID    int64
+	Name  string
+	Kind  string
+	Email string
+}
+
+// User is a user or a robot account. For a robot, Username is
+// "namespace+shortname" and NamespaceID is its owner's namespace.
+type User struct {
+	ID          int64
+	Username    string
+	Email       string
+	SecretHash  string
+	Kind        string
+	NamespaceID int64
+	Superuser   bool
+	Enabled     bool
+	Description string
+	CreatedAt   time.Time
+}
+
+func (db *core) createNamespace(ctx context.Context, tx *sql.Tx, name, kind string) (int64, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, db.q("INSERT INTO namespaces (name, kind, created_at) VALUES (?, ?, ?) RETURNING id"), name, kind, now()).Scan(&id)
+	if err != nil {
+		if isUnique(err) {
+			return 0, fmt.Errorf("namespace %q %w", name, ErrExists)
+		}
+		return 0, fmt.Errorf("create namespace: %w", err)
+	}
+	return id, nil
+}
+
+func (db *core) insertUser(ctx context.Context, tx *sql.Tx, u *User) error {
+	ts := now()
+	err := tx.QueryRowContext(ctx, db.q(`INSERT INTO users (username, email, secret_hash, kind, namespace_id, superuser, enabled, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, 1, ?) RETURNING id`), u.Username, u.Email, u.SecretHash, u.Kind, u.NamespaceID, boolInt(u.Superuser), ts).Scan(&u.ID)
+	if err != nil {
+		if isUnique(err) {
+			return fmt.Errorf("user %q %w", u.Username, ErrExists)
+		}
+		return fmt.Errorf("create user: %w", err)
+	}
+	u.CreatedAt = fromMicros(ts)
+	return nil
+}
+
+const userColumns = "id, username, email, secret_hash, kind, namespace_id, superuser, enabled, description, created_at"
+
+func scanUser(row interface{ Scan(...any) error }) (User, error) {
+	var u User
+	var su, en int
+	var created int64
+	if err := row.Scan(&u.ID, &u.Username, &u.Email, &u.SecretHash, &u.Kind, &u.NamespaceID, &su, &en, &u.Description, &created); err != nil {
+		return User{}, err
+	}
+	u.Superuser, u.Enabled, u.CreatedAt = su == 1, en == 1, fromMicros(created)
+	return u, nil
+}
+
+// ErrUserNotFound is returned for an unknown user or robot.
+var ErrUserNotFound = fmt.Errorf("user %w", ErrNotFound)
+
+// ErrNamespaceNotFound is returned for an unknown namespace.
+var ErrNamespaceNotFound = fmt.Errorf("namespace %w", ErrNotFound)
+
+const prefixedUserColumns = "u.id, u.username, u.email, u.secret_hash, u.kind, u.namespace_id, u.superuser, u.enabled, u.description, u.created_at"
+
+// ErrUsersExist is returned by CreateFirstUser once any user exists.
+var ErrUsersExist = errors.New("a user exists already")
+
+func scanUsers(rows *sql.Rows) ([]User, error) {
+	defer rows.Close()
+	out := []User{}
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// Namespace kinds.
+const (
+	NamespaceUser = "user"
+	NamespaceOrg  = "org"
+)
+
+// User kinds.
+const (
+	UserKindUser  = "user"
+	UserKindRobot = "robot"
+)

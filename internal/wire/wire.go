@@ -1,0 +1,39 @@
+// Package wire hands the metadata store's typed stores to the consumers
+// that declare what they use: the one place outside meta, with the
+// composition roots (internal/server, cmd/berth) and the tests' shared
+// environment, that names *meta.DB.
+package wire
+
+import (
+	"github.com/berth-dev/berth/internal/authz"
+	"github.com/berth-dev/berth/internal/gc"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/mirror"
+	"github.com/berth-dev/berth/internal/proxy"
+	"github.com/berth-dev/berth/internal/registry"
+)
+
+// RegistryStores are the stores registry.New takes.
+func RegistryStores(db *meta.DB) registry.Stores {
+	return registry.Stores{Blobs: db.Blobs(), Uploads: db.Uploads(), Manifests: db.Manifests(), Catalog: db.Repositories()}
+}
+
+// AuthzStores are the stores authz.New takes.
+func AuthzStores(db *meta.DB) authz.Stores {
+	return authz.Stores{Users: db.Users(), Repositories: db.Repositories(), Access: db.Access()}
+}
+
+// ProxyStores are the stores proxy.New takes.
+func ProxyStores(db *meta.DB) proxy.Stores {
+	return proxy.Stores{Caches: db.ProxyCaches(), Blobs: db.Blobs()}
+}
+
+// CopierStores are the stores mirror.NewCopier takes.
+func CopierStores(db *meta.DB) mirror.Stores {
+	return mirror.Stores{Blobs: db.Blobs(), Manifests: db.Manifests()}
+}
+
+// GCStores are the stores gc.New takes.
+func GCStores(db *meta.DB) gc.Stores {
+	return gc.Stores{Uploads: db.Uploads(), Collector: db.Collector(), Retention: db.Collector()}
+}
