@@ -95,7 +95,7 @@ func (db Access) StandingOf(ctx context.Context, u User, repo string) (Standing,
 	if u.Kind == UserKindUser && u.Username == namespace {
 		return Standing{Role: "admin", CanCreate: true}, nil
 	}
-	orgRole, err := (Organizations{db.core}).OrgRole(ctx, namespace, u.ID)
+	orgRole, err := Organizations(db).OrgRole(ctx, namespace, u.ID)
 	if err != nil {
 		return Standing{}, err
 	}

@@ -55,7 +55,7 @@ func (db Blobs) TouchBlobLink(ctx context.Context, repo string, d digest.Digest,
 	if n, _ := res.RowsAffected(); n == 1 {
 		return true, nil
 	}
-	_, err = (Blobs{db.core}).RepositoryBlob(ctx, repo, d)
+	_, err = db.RepositoryBlob(ctx, repo, d)
 	if errors.Is(err, ErrBlobNotFound) {
 		return false, nil
 	}

@@ -80,7 +80,7 @@ func (db VulnDB) ReplaceCPEMapping(ctx context.Context, mapping map[string][]str
 		payload, _ := json.Marshal(job)
 		// The ordering key of re-matches: one writes an image's matches at
 		// a time.
-		_, err = (Jobs{db.core}).EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
+		_, err = db.enqueueJob(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
 		return err
 	})
 	return changed, err

@@ -62,13 +62,13 @@ func (db Jobs) EnqueueJob(ctx context.Context, j Job) (int64, error) {
 	var id int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		id, err = (Jobs{db.core}).EnqueueJobTx(ctx, tx, j)
+		id, err = db.enqueueJob(ctx, tx, j)
 		return err
 	})
 	return id, err
 }
 
-// EnqueueJobTx adds a job in the caller's transaction, so that a change
+// enqueueJob adds a job in the caller's transaction, so that a change
 // and the work it causes commit together (transactional outbox).
 //
 // On PostgreSQL a job with an OrderingKey takes a transaction-scoped
@@ -78,7 +78,7 @@ func (db Jobs) EnqueueJob(ctx context.Context, j Job) (int64, error) {
 // held until the caller's transaction ends; a transaction that enqueues for
 // several keys must take them in a consistent order (as the serialized
 // fan-out does), or two such transactions may deadlock.
-func (db Jobs) EnqueueJobTx(ctx context.Context, tx *sql.Tx, j Job) (int64, error) {
+func (db *core) enqueueJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error) {
 	j.LastError, j.CreatedAt = "", time.Time{}
 	return db.insertJob(ctx, tx, j)
 }
@@ -167,7 +167,7 @@ func scanJob(row interface{ Scan(...any) error }) (Job, error) {
 //     (pending, running) to finished (done, dead), never back (a retry stays
 //     pending, a takeover stays running, a requeued dead job becomes a new,
 //     youngest job); and an older job of a key cannot commit after a younger
-//     one, because enqueues of a key are serialized (EnqueueJobTx). So a
+//     one, because enqueues of a key are serialized (enqueueJob). So a
 //     stale snapshot can only block a job wrongly, never release one: job N
 //     of a key is ready only once every older job of the key finished for
 //     good, and then no other job of the key is claimable until N finishes.

@@ -241,7 +241,7 @@ func (db Mirrors) EnqueueDueMirrors(ctx context.Context, at time.Time) (int, err
 	n := 0
 	for _, d := range list {
 		err := db.tx(ctx, func(tx *sql.Tx) error {
-			id, err := (Jobs{db.core}).EnqueueJobTx(ctx, tx, Job{Queue: MirrorQueue, OrderingKey: d.repo, MaxAttempts: 1000,
+			id, err := db.enqueueJob(ctx, tx, Job{Queue: MirrorQueue, OrderingKey: d.repo, MaxAttempts: 1000,
 				Payload: mustJSON(map[string]string{"repository": d.repo})})
 			if err != nil {
 				return err

@@ -460,7 +460,7 @@ func (db Notifications) FanOutEvents(ctx context.Context, n int) (int, error) {
 				payload, _ := json.Marshal(DeliveryJob{NotificationID: t.id, EventID: e.id, Repository: e.repo})
 				// One stream per notification and repository: delivered in
 				// order, one at a time.
-				if _, err := (Jobs{db.core}).EnqueueJobTx(ctx, tx, Job{Queue: NotifyQueue, OrderingKey: t.uuid + "|" + e.repo, Payload: payload, MaxAttempts: notifyMaxAttempts}); err != nil {
+				if _, err := db.enqueueJob(ctx, tx, Job{Queue: NotifyQueue, OrderingKey: t.uuid + "|" + e.repo, Payload: payload, MaxAttempts: notifyMaxAttempts}); err != nil {
 					return err
 				}
 			}

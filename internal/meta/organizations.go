@@ -241,7 +241,7 @@ func (db *DB) Organizations() Organizations { return Organizations{db.core} }
 
 // PutTeam creates a team or updates its role and description.
 func (db Organizations) PutTeam(ctx context.Context, org string, t Team) (Team, error) {
-	ns, err := (Users{db.core}).NamespaceByName(ctx, org)
+	ns, err := Users(db).NamespaceByName(ctx, org)
 	if err != nil {
 		return Team{}, err
 	}
@@ -292,7 +292,7 @@ func (db Organizations) DeleteTeam(ctx context.Context, org, name string) error 
 	if name == OwnersTeam {
 		return fmt.Errorf("the %s team cannot be deleted", OwnersTeam)
 	}
-	t, err := (Organizations{db.core}).TeamByName(ctx, org, name)
+	t, err := Organizations(db).TeamByName(ctx, org, name)
 	if err != nil {
 		return err
 	}

@@ -69,7 +69,7 @@ func (db *core) enqueueScan(ctx context.Context, tx *sql.Tx, repo, digest string
 		return fmt.Errorf("queue scan: %w", err)
 	}
 	payload, _ := json.Marshal(ScanJob{Kind: ScanJobManifest, Repository: repo, Digest: digest})
-	_, err := (Jobs{db}).EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "manifest|" + digest, Payload: payload})
+	_, err := db.enqueueJob(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "manifest|" + digest, Payload: payload})
 	return err
 }
 

@@ -45,7 +45,7 @@ func timeOrZero(us int64) time.Time {
 // CreateAccessToken stores a new access token. Its name doubles as the
 // username clients log in with, so it must not collide with a user's.
 func (db Access) CreateAccessToken(ctx context.Context, t AccessToken) (AccessToken, error) {
-	if _, err := (Users{db.core}).UserByName(ctx, t.Name); err == nil {
+	if _, err := Users(db).UserByName(ctx, t.Name); err == nil {
 		return AccessToken{}, fmt.Errorf("name %q is a user's: %w", t.Name, ErrExists)
 	}
 	ts := now()
@@ -184,7 +184,7 @@ func (db Access) AddSigningKeyIfNone(ctx context.Context, k SigningKeyRow) ([]Si
 	if err != nil {
 		return nil, fmt.Errorf("add signing key: %w", err)
 	}
-	return (Access{db.core}).SigningKeys(ctx)
+	return Access(db).SigningKeys(ctx)
 }
 
 // AuditEntry is one security-relevant action.

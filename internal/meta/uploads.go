@@ -93,7 +93,7 @@ func (db Uploads) ClaimUpload(ctx context.Context, repo, id string, lease time.D
 	err := db.write.QueryRowContext(ctx, db.q(`UPDATE uploads SET locked_until = ? WHERE id = ? AND repository = ? AND locked_until < ?
 		RETURNING size, hash_state, started_at`), u.Claim, id, repo, ts).Scan(&u.Size, &u.HashState, &started)
 	if errors.Is(err, sql.ErrNoRows) {
-		if _, gerr := (Uploads{db.core}).GetUpload(ctx, repo, id); gerr != nil {
+		if _, gerr := db.GetUpload(ctx, repo, id); gerr != nil {
 			return Upload{}, gerr
 		}
 		return Upload{}, ErrUploadBusy

@@ -168,7 +168,7 @@ func (db Users) CreateFirstUser(ctx context.Context, u User, tok *AccessToken) (
 
 // CreateRobot creates robot "namespace+short" with a token hash.
 func (db Users) CreateRobot(ctx context.Context, namespace, short, secretHash string) (User, error) {
-	ns, err := (Users{db.core}).NamespaceByName(ctx, namespace)
+	ns, err := Users(db).NamespaceByName(ctx, namespace)
 	if err != nil {
 		return User{}, err
 	}
@@ -189,7 +189,7 @@ func (db Users) Robots(ctx context.Context, namespace string) ([]User, error) {
 
 // DeleteUser deletes a user or robot (a user's namespace goes with it).
 func (db Users) DeleteUser(ctx context.Context, username string) error {
-	u, err := (Users{db.core}).UserByName(ctx, username)
+	u, err := Users(db).UserByName(ctx, username)
 	if err != nil {
 		return err
 	}

@@ -117,7 +117,7 @@ func (db VulnDB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, 
 			return fmt.Errorf("store advisory packages: %w", err)
 		}
 		payload, _ := json.Marshal(ScanJob{Kind: ScanJobRematch, Records: applied})
-		_, err = (Jobs{db.core}).EnqueueJobTx(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
+		_, err = db.enqueueJob(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
 		return err
 	})
 	return applied, err
@@ -354,7 +354,7 @@ func (db VulnDB) EnqueueVulnDBFetch(ctx context.Context, since time.Time) (bool,
 		if n > 0 {
 			return nil
 		}
-		if _, err := (Jobs{db.core}).EnqueueJobTx(ctx, tx, Job{Queue: VulnDBQueue, OrderingKey: vulnDBFetchKey, MaxAttempts: 3}); err != nil {
+		if _, err := db.enqueueJob(ctx, tx, Job{Queue: VulnDBQueue, OrderingKey: vulnDBFetchKey, MaxAttempts: 3}); err != nil {
 			return err
 		}
 		queued = true
