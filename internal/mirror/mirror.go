@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/events"
@@ -45,11 +46,37 @@ type MirrorOptions struct {
 	Logger           *slog.Logger
 }
 
+// SyncStore is the mirror table as the service runs syncs (meta.Mirrors).
+type SyncStore interface {
+	GetMirror(ctx context.Context, repo string) (meta.Mirror, error)
+	MirrorCancelRequested(ctx context.Context, repo string) (bool, error)
+	EnqueueDueMirrors(ctx context.Context, at time.Time) (int, error)
+	StartMirrorSync(ctx context.Context, repo, message string) (meta.Mirror, error)
+	FinishMirrorSync(ctx context.Context, repo, status, message string) error
+}
+
+// TagStore reads and removes the mirrored repository's tags
+// (meta.Manifests).
+type TagStore interface {
+	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
+	ListTags(ctx context.Context, repo, last string, n int) ([]string, error)
+	DeleteTag(ctx context.Context, repo, tag, actor string) error
+}
+
+// ServiceStores are the parts of the metadata store the mirror service
+// uses.
+type ServiceStores struct {
+	Mirrors SyncStore  // meta.Mirrors
+	Tags    TagStore   // meta.Manifests
+	Queue   jobs.Store // meta.Jobs
+}
+
 // MirrorService keeps mirrored repositories in sync with their upstreams:
 // a scheduler enqueues due syncs on the durable job queue (one per
 // repository at a time, across processes) and a worker runs them.
 type MirrorService struct {
-	db     *meta.DB
+	db     SyncStore
+	tags   TagStore
 	copier *Copier
 	sealer *auth.Sealer
 	opts   MirrorOptions
@@ -60,7 +87,7 @@ type MirrorService struct {
 }
 
 // NewMirrorService returns the mirror service; Run starts it.
-func NewMirrorService(db *meta.DB, copier *Copier, sealer *auth.Sealer, opts MirrorOptions) *MirrorService {
+func NewMirrorService(db ServiceStores, copier *Copier, sealer *auth.Sealer, opts MirrorOptions) *MirrorService {
 	if opts.Tries <= 0 {
 		opts.Tries = 5
 	}
@@ -85,9 +112,9 @@ func NewMirrorService(db *meta.DB, copier *Copier, sealer *auth.Sealer, opts Mir
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &MirrorService{db: db, copier: copier, sealer: sealer, opts: opts, log: opts.Logger.With("component", "mirror"),
+	s := &MirrorService{db: db.Mirrors, tags: db.Tags, copier: copier, sealer: sealer, opts: opts, log: opts.Logger.With("component", "mirror"),
 		hosts: hostLimiter{n: opts.PerHost}, wake: make(chan struct{}, 1)}
-	s.worker = jobs.New(db.Jobs(), meta.MirrorQueue, s.handle, jobs.Options{Concurrency: opts.Workers, Logger: opts.Logger})
+	s.worker = jobs.New(db.Queue, meta.MirrorQueue, s.handle, jobs.Options{Concurrency: opts.Workers, Logger: opts.Logger})
 	return s
 }
 
@@ -98,7 +125,7 @@ func (s *MirrorService) Run(ctx context.Context) {
 	t := time.NewTicker(s.opts.Tick)
 	defer t.Stop()
 	for {
-		if n, err := s.db.Mirrors().EnqueueDueMirrors(ctx, time.Now()); err != nil && ctx.Err() == nil {
+		if n, err := s.db.EnqueueDueMirrors(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			s.log.Warn("mirror scheduler", "err", err)
 		} else if n > 0 {
 			s.worker.Wake()
@@ -143,7 +170,7 @@ func (s *MirrorService) handle(ctx context.Context, j meta.Job) error {
 // returns an error only when the sync was interrupted by shutdown (the job
 // then runs again) or its outcome could not be recorded.
 func (s *MirrorService) Sync(ctx context.Context, repo string) error {
-	m, err := s.db.Mirrors().GetMirror(ctx, repo)
+	m, err := s.db.GetMirror(ctx, repo)
 	if errors.Is(err, meta.ErrMirrorNotFound) {
 		return nil // deleted since
 	}
@@ -151,10 +178,10 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 		return err
 	}
 	if m.CancelRequested || !m.Enabled {
-		return s.db.Mirrors().FinishMirrorSync(ctx, repo, meta.MirrorCancel, "")
+		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, "")
 	}
 	msg := fmt.Sprintf("'%s' with tag pattern '%s'", m.ExternalReference, strings.Join(m.RootRule.Value, ","))
-	if m, err = s.db.Mirrors().StartMirrorSync(ctx, repo, msg); err != nil {
+	if m, err = s.db.StartMirrorSync(ctx, repo, msg); err != nil {
 		return err
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
@@ -165,7 +192,7 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	switch {
 	case errors.Is(err, errCancelled) || errors.Is(context.Cause(sctx), errCancelled):
 		s.log.Info("mirror sync cancelled", "repository", repo)
-		return s.db.Mirrors().FinishMirrorSync(rec, repo, meta.MirrorCancel, "")
+		return s.db.FinishMirrorSync(rec, repo, meta.MirrorCancel, "")
 	case ctx.Err() != nil:
 		return ctx.Err() // shutdown or lost lease: the job runs again
 	case err != nil:
@@ -175,10 +202,10 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 			// The guard's reason once, rather than once per URL tried.
 			err = refused
 		}
-		return s.db.Mirrors().FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %v", msg, err))
+		return s.db.FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %v", msg, err))
 	}
 	s.log.Info("mirror sync done", "repository", repo, "copied", res.copied, "unchanged", res.unchanged, "deleted", res.deleted)
-	return s.db.Mirrors().FinishMirrorSync(rec, repo, meta.MirrorSuccess, msg)
+	return s.db.FinishMirrorSync(rec, repo, meta.MirrorSuccess, msg)
 }
 
 var errCancelled = errors.New("mirror sync cancelled")
@@ -191,7 +218,7 @@ func (s *MirrorService) watchCancel(ctx context.Context, cancel context.CancelCa
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if c, err := s.db.Mirrors().MirrorCancelRequested(ctx, repo); err == nil && c {
+			if c, err := s.db.MirrorCancelRequested(ctx, repo); err == nil && c {
 				cancel(errCancelled)
 				return
 			}

@@ -34,7 +34,7 @@ func TestMirrorUpstreamRefusedBySSRFGuard(t *testing.T) {
 		driver, _ := fs.New(t.TempDir(), fs.Options{})
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
 		copier := mirror.NewCopier(wire.CopierStores(f.db), driver, oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}, 0, log)
-		svc := mirror.NewMirrorService(f.db, copier, f.sealer, mirror.MirrorOptions{Dial: guard.DialContext, Tries: 1,
+		svc := mirror.NewMirrorService(wire.MirrorStores(f.db), copier, f.sealer, mirror.MirrorOptions{Dial: guard.DialContext, Tries: 1,
 			RetryBase: time.Millisecond, Logger: log})
 		f.create(t, []string{"v1"}, nil)
 		if err := svc.Sync(ctx, mrepo); err != nil {

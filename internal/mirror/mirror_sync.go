@@ -135,7 +135,7 @@ func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, er
 		if wanted[t] {
 			continue
 		}
-		if err := s.db.Manifests().DeleteTag(ctx, m.Repository, t, mirrorActor(m)); err != nil && !errors.Is(err, meta.ErrManifestNotFound) {
+		if err := s.tags.DeleteTag(ctx, m.Repository, t, mirrorActor(m)); err != nil && !errors.Is(err, meta.ErrManifestNotFound) {
 			return res, fmt.Errorf("delete tag %s: %w", t, err)
 		}
 		res.deleted++
@@ -147,7 +147,7 @@ func (s *MirrorService) checkCancel(ctx context.Context, repo string) error {
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}
-	if c, err := s.db.Mirrors().MirrorCancelRequested(ctx, repo); err != nil {
+	if c, err := s.db.MirrorCancelRequested(ctx, repo); err != nil {
 		return err
 	} else if c {
 		return errCancelled
@@ -159,7 +159,7 @@ func (s *MirrorService) localTags(ctx context.Context, repo string) ([]string, e
 	var out []string
 	last := ""
 	for {
-		page, err := s.db.Manifests().ListTags(ctx, repo, last, 1000)
+		page, err := s.tags.ListTags(ctx, repo, last, 1000)
 		if errors.Is(err, meta.ErrRepositoryNotFound) {
 			return out, nil
 		}
@@ -185,7 +185,7 @@ func (s *MirrorService) syncTag(ctx context.Context, m meta.Mirror, up upstream,
 	upD := digest.Digest(desc.Digest.String())
 	filtered := len(m.ArchFilter) > 0 && oci.IsIndex(string(desc.MediaType))
 	platforms := strings.Join(sortedCopy(m.ArchFilter), ",")
-	if local, err := s.db.Manifests().GetManifest(ctx, m.Repository, tag, "", filtered); err == nil {
+	if local, err := s.tags.GetManifest(ctx, m.Repository, tag, "", filtered); err == nil {
 		if !filtered && local.Digest == upD {
 			return upD, false, nil
 		}

@@ -65,7 +65,7 @@ func newMirrorFixture(t *testing.T) *mfix {
 	if f.sealer, err = auth.NewSealer(key); err != nil {
 		t.Fatal(err)
 	}
-	f.svc = mirror.NewMirrorService(f.db, copier, f.sealer, mirror.MirrorOptions{RetryBase: time.Millisecond,
+	f.svc = mirror.NewMirrorService(wire.MirrorStores(f.db), copier, f.sealer, mirror.MirrorOptions{RetryBase: time.Millisecond,
 		MaxRetryDelay: 50 * time.Millisecond, Tick: 20 * time.Millisecond, CancelPoll: 10 * time.Millisecond, Logger: log})
 	up := ggcrregistry.New(ggcrregistry.Logger(stdlog.New(io.Discard, "", 0)))
 	u := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

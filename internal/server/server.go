@@ -112,7 +112,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		MaxOpenUploads:   cfg.Registry.MaxOpenUploads,
 	})
 	imp := importer{copier: mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
-	mirrors := mirror.NewMirrorService(db, imp.copier, sealer, mirror.MirrorOptions{Dial: guard.DialContext, Logger: log})
+	mirrors := mirror.NewMirrorService(wire.MirrorStores(db), imp.copier, sealer, mirror.MirrorOptions{Dial: guard.DialContext, Logger: log})
 	var scanner *scan.Service
 	apiOpts := api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp,
 		Mirrors: mirrors, ProxyCache: pcache, Logger: log}

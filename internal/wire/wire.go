@@ -37,3 +37,8 @@ func CopierStores(db *meta.DB) mirror.Stores {
 func GCStores(db *meta.DB) gc.Stores {
 	return gc.Stores{Uploads: db.Uploads(), Collector: db.Collector(), Retention: db.Collector()}
 }
+
+// MirrorStores are the stores mirror.NewMirrorService takes.
+func MirrorStores(db *meta.DB) mirror.ServiceStores {
+	return mirror.ServiceStores{Mirrors: db.Mirrors(), Tags: db.Manifests(), Queue: db.Jobs()}
+}
