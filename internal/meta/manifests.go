@@ -93,6 +93,9 @@ type pushEvent struct {
 	MediaType   string   `json:"media_type"`
 	Size        int64    `json:"size"`
 	UpdatedTags []string `json:"updated_tags"`
+	// Previous is the digest each updated tag pointed to before, for the
+	// tags that existed (subscribers reading moves: the base-image graph).
+	Previous map[string]string `json:"previous,omitempty"`
 }
 
 // PutManifest stores a manifest, its references, and its tag in one
@@ -164,16 +167,23 @@ func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, 
 			}
 		}
 		tags := []string{}
+		var previous map[string]string
 		for _, tag := range append([]string{p.Tag}, p.MoreTags...) {
 			if tag == "" {
 				continue
 			}
-			moved, err := db.setTag(ctx, tx, repoID, tag, m.Digest)
+			prev, moved, err := db.setTag(ctx, tx, repoID, tag, m.Digest)
 			if err != nil {
 				return err
 			}
 			if moved {
 				tags = append(tags, tag)
+				if prev != "" {
+					if previous == nil {
+						previous = map[string]string{}
+					}
+					previous[tag] = prev
+				}
 			}
 			if onTag != nil {
 				if err := onTag(tx, repoID, tag); err != nil {
@@ -185,7 +195,8 @@ func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, 
 			return nil // nothing observable changed, or announced by its maker
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
-			Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags})})
+			Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags,
+				Previous: previous})})
 	})
 }
 
@@ -278,22 +289,26 @@ func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []
 }
 
 // setTag points a tag at a manifest and reports whether it moved.
-func (db *core) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest) (bool, error) {
+func (db *core) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest) (string, bool, error) {
 	var current string
 	err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&current)
 	if err == nil && current == d.String() {
-		return false, nil
+		return current, false, nil
 	}
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return false, fmt.Errorf("read tag: %w", err)
+		return "", false, fmt.Errorf("read tag: %w", err)
 	}
+	ts := now()
 	_, err = tx.ExecContext(ctx, db.q(`INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at`),
-		repoID, tag, d.String(), now())
+		repoID, tag, d.String(), ts)
 	if err != nil {
-		return false, fmt.Errorf("set tag: %w", err)
+		return "", false, fmt.Errorf("set tag: %w", err)
 	}
-	return true, nil
+	if err := db.recordTagHistory(ctx, tx, repoID, tag, d.String(), ts); err != nil {
+		return "", false, err
+	}
+	return current, true, nil
 }
 
 // GetManifest returns a manifest by tag or digest (exactly one set). With
@@ -367,6 +382,9 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM tags WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
 			return fmt.Errorf("delete tags: %w", err)
+		}
+		if err := db.endTagHistory(ctx, tx, repoID, tags...); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
 			return fmt.Errorf("delete manifest references: %w", err)

@@ -239,10 +239,12 @@ ALTER TABLE notifications ADD COLUMN disabled_reason TEXT NOT NULL DEFAULT '';
 `,
 	// 9: Red Hat's mapping from content sets to CPEs (cpemap.go).
 	cpeMappingSchema,
-	// 10: garbage collection's pending blob deletions (gcstore.go).
+	// 10: garbage collection's pending blob deletions (collector.go).
 	gcSchema,
-	// 11: who opened each upload session (gcstore.go).
+	// 11: who opened each upload session (collector.go).
 	uploadActorSchema,
+	// 12: tag history (graph_schema.go).
+	tagHistorySchema,
 }
 
 func (db *core) render(stmt string) string {

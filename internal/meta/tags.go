@@ -77,12 +77,15 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 		if err != nil {
 			return fmt.Errorf("look up manifest: %w", err)
 		}
-		moved, err := db.setTag(ctx, tx, repoID, tag, d)
+		prev, moved, err := db.setTag(ctx, tx, repoID, tag, d)
 		if err != nil || !moved {
 			return err
 		}
-		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: repo, Actor: actor,
-			Data: mustJSON(pushEvent{Digest: d.String(), MediaType: mediaType, Size: size, UpdatedTags: []string{tag}})})
+		ev := pushEvent{Digest: d.String(), MediaType: mediaType, Size: size, UpdatedTags: []string{tag}}
+		if prev != "" {
+			ev.Previous = map[string]string{tag: prev}
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: repo, Actor: actor, Data: mustJSON(ev)})
 	})
 }
 
@@ -90,16 +93,20 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 func (db Manifests) DeleteTag(ctx context.Context, repo, tag, actor string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var d string
-		err := tx.QueryRowContext(ctx, db.q(`SELECT t.manifest_digest FROM tags t JOIN repositories r ON r.id = t.repository_id
-			WHERE r.name = ? AND t.name = ?`), repo, tag).Scan(&d)
+		var repoID int64
+		err := tx.QueryRowContext(ctx, db.q(`SELECT t.manifest_digest, t.repository_id FROM tags t JOIN repositories r ON r.id = t.repository_id
+			WHERE r.name = ? AND t.name = ?`), repo, tag).Scan(&d, &repoID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrManifestNotFound
 		}
 		if err != nil {
 			return fmt.Errorf("read tag: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)`), tag, repo); err != nil {
+		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = ?`), tag, repoID); err != nil {
 			return fmt.Errorf("delete tag: %w", err)
+		}
+		if err := db.endTagHistory(ctx, tx, repoID, tag); err != nil {
+			return err
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: repo, Actor: actor,
 			Data: mustJSON(map[string]any{"tag": tag, "digest": d})})

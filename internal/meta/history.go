@@ -1,0 +1,78 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// TagPeriod is one stretch of a tag's history: the digest it pointed to,
+// from when until when (Until is zero while it still does).
+type TagPeriod struct {
+	Tag    string
+	Digest digest.Digest
+	From   time.Time
+	Until  time.Time
+}
+
+// recordTagHistory ends the tag's current period and starts one for
+// digest, in the transaction that moved the tag.
+func (db *core) recordTagHistory(ctx context.Context, tx *sql.Tx, repoID int64, tag, digest string, at int64) error {
+	if err := db.endTagHistoryAt(ctx, tx, repoID, at, tag); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO tag_history (repository_id, tag, digest, from_at, until_at) VALUES (?, ?, ?, ?, 0)"),
+		repoID, tag, digest, at); err != nil {
+		return fmt.Errorf("record tag history: %w", err)
+	}
+	return nil
+}
+
+// endTagHistory ends the current periods of deleted tags.
+func (db *core) endTagHistory(ctx context.Context, tx *sql.Tx, repoID int64, tags ...string) error {
+	return db.endTagHistoryAt(ctx, tx, repoID, now(), tags...)
+}
+
+func (db *core) endTagHistoryAt(ctx context.Context, tx *sql.Tx, repoID int64, at int64, tags ...string) error {
+	for start := 0; start < len(tags); start += 200 {
+		batch := tags[start:min(start+200, len(tags))]
+		args := []any{at, repoID}
+		for _, t := range batch {
+			args = append(args, t)
+		}
+		q := "UPDATE tag_history SET until_at = ? WHERE repository_id = ? AND until_at = 0 AND tag IN (?" + strings.Repeat(", ?", len(batch)-1) + ")"
+		if _, err := tx.ExecContext(ctx, db.q(q), args...); err != nil {
+			return fmt.Errorf("end tag history: %w", err)
+		}
+	}
+	return nil
+}
+
+// TagHistory returns a tag's periods, newest first, up to n.
+func (db Manifests) TagHistory(ctx context.Context, repo, tag string, n int) ([]TagPeriod, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT h.tag, h.digest, h.from_at, h.until_at FROM tag_history h
+		JOIN repositories r ON r.id = h.repository_id WHERE r.name = ? AND h.tag = ? ORDER BY h.id DESC LIMIT ?`), repo, tag, n)
+	if err != nil {
+		return nil, fmt.Errorf("tag history: %w", err)
+	}
+	defer rows.Close()
+	var out []TagPeriod
+	for rows.Next() {
+		var p TagPeriod
+		var d string
+		var from, until int64
+		if err := rows.Scan(&p.Tag, &d, &from, &until); err != nil {
+			return nil, err
+		}
+		p.Digest, p.From = digest.Digest(d), fromMicros(from)
+		if until != 0 {
+			p.Until = fromMicros(until)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
