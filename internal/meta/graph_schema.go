@@ -18,3 +18,59 @@ CREATE INDEX tag_history_tag ON tag_history(repository_id, tag, id);
 CREATE INDEX tag_history_digest ON tag_history(repository_id, digest);
 INSERT INTO tag_history (repository_id, tag, digest, from_at, until_at) SELECT repository_id, name, manifest_digest, updated_at, 0 FROM tags;
 `
+
+// graphSchema is the migration of the base-image graph (graph.go).
+// graph_images holds every image manifest the graph indexed, past and
+// present (rows stay when the manifest is deleted, so an image built on a
+// digest a tag left long ago still finds it), with its layer count and
+// its top chain ID; graph_chains every chain ID of each, so "which images
+// start with these layers" is an indexed lookup. graph_bases records,
+// per dependent image, its bases (level 1 the immediate one, then down the
+// chain), how each was detected and the tag it was reached through (with
+// what that tag pointed to then: the base or its index). graph_triggers
+// remembers each base_image_updated fired, once per dependent and new
+// base.
+const graphSchema = `
+CREATE INDEX manifests_digest ON manifests(digest);
+CREATE TABLE graph_images (
+	repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+	digest TEXT NOT NULL,
+	layers INTEGER NOT NULL,
+	top_chain TEXT NOT NULL,
+	platform TEXT NOT NULL DEFAULT '',
+	indexed_at BIGINT NOT NULL,
+	PRIMARY KEY (repository_id, digest)
+);
+CREATE INDEX graph_images_top ON graph_images(top_chain);
+CREATE TABLE graph_chains (
+	repository_id BIGINT NOT NULL,
+	digest TEXT NOT NULL,
+	depth INTEGER NOT NULL,
+	chain_id TEXT NOT NULL,
+	PRIMARY KEY (repository_id, digest, depth),
+	FOREIGN KEY (repository_id, digest) REFERENCES graph_images(repository_id, digest) ON DELETE CASCADE
+);
+CREATE INDEX graph_chains_chain ON graph_chains(chain_id);
+CREATE TABLE graph_bases (
+	repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+	digest TEXT NOT NULL,
+	base_repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+	base_digest TEXT NOT NULL,
+	base_tag {{text}} NOT NULL DEFAULT '',
+	base_top TEXT NOT NULL,
+	method TEXT NOT NULL,
+	level INTEGER NOT NULL,
+	layers INTEGER NOT NULL,
+	matched_at BIGINT NOT NULL,
+	PRIMARY KEY (repository_id, digest, base_repository_id, base_digest, base_tag)
+);
+CREATE INDEX graph_bases_tag ON graph_bases(base_repository_id, base_tag);
+CREATE INDEX graph_bases_base ON graph_bases(base_repository_id, base_digest);
+CREATE TABLE graph_triggers (
+	repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+	digest TEXT NOT NULL,
+	new_base TEXT NOT NULL,
+	fired_at BIGINT NOT NULL,
+	PRIMARY KEY (repository_id, digest, new_base)
+);
+`

@@ -245,6 +245,8 @@ ALTER TABLE notifications ADD COLUMN disabled_reason TEXT NOT NULL DEFAULT '';
 	uploadActorSchema,
 	// 12: tag history (graph_schema.go).
 	tagHistorySchema,
+	// 13: the base-image graph (graph_schema.go).
+	graphSchema,
 }
 
 func (db *core) render(stmt string) string {

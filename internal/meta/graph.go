@@ -1,0 +1,517 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Graph is the base-image graph: which stored image is built on which
+// (graph_schema.go says what each table holds).
+type Graph struct{ *core }
+
+// Graph returns the base-image graph's store.
+func (db *DB) Graph() Graph { return Graph{db.core} }
+
+// EventBaseImageUpdated is appended for an image whose base moved.
+const EventBaseImageUpdated = "base_image_updated"
+
+// GraphImage is an image manifest as the graph indexes it.
+type GraphImage struct {
+	Repository string
+	Digest     digest.Digest
+	// Platform is os/architecture[/variant].
+	Platform string
+	// Chain are the chain IDs of the image's layers, base first.
+	Chain []digest.Digest
+}
+
+// GraphNode is an indexed image found by a lookup.
+type GraphNode struct {
+	RepositoryID int64
+	Repository   string
+	Digest       digest.Digest
+	Layers       int
+	Platform     string
+}
+
+// RecordImage indexes an image's layer chain. Indexing twice is harmless.
+func (db Graph) RecordImage(ctx context.Context, img GraphImage) error {
+	if len(img.Chain) == 0 {
+		return nil
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var repoID int64
+		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), img.Repository).Scan(&repoID); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrRepositoryNotFound
+			}
+			return fmt.Errorf("look up repository: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_images (repository_id, digest, layers, top_chain, platform, indexed_at)
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
+			repoID, img.Digest.String(), len(img.Chain), img.Chain[len(img.Chain)-1].String(), img.Platform, now())
+		if err != nil {
+			return fmt.Errorf("index image: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		const perStatement = 200
+		for start := 0; start < len(img.Chain); start += perStatement {
+			batch := img.Chain[start:min(start+perStatement, len(img.Chain))]
+			args := make([]any, 0, 4*len(batch))
+			for i, c := range batch {
+				args = append(args, repoID, img.Digest.String(), start+i+1, c.String())
+			}
+			stmt := "INSERT INTO graph_chains (repository_id, digest, depth, chain_id) VALUES (?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?)", len(batch)-1)
+			if _, err := tx.ExecContext(ctx, db.q(stmt), args...); err != nil {
+				return fmt.Errorf("index image layers: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// Indexed reports whether the graph has indexed a manifest of the
+// repository.
+func (db Graph) Indexed(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+	var one int
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT 1 FROM graph_images g JOIN repositories r ON r.id = g.repository_id
+		WHERE r.name = ? AND g.digest = ?`), repo, d.String()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// ImagesWithChains returns indexed images whose whole layer chain is one
+// of chains (images that are a prefix of an image with these chain IDs),
+// deepest first, at most n.
+func (db Graph) ImagesWithChains(ctx context.Context, chains []digest.Digest, n int) ([]GraphNode, error) {
+	if len(chains) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(chains)+1)
+	for _, c := range chains {
+		args = append(args, c.String())
+	}
+	args = append(args, n)
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT g.repository_id, r.name, g.digest, g.layers, g.platform FROM graph_images g
+		JOIN repositories r ON r.id = g.repository_id
+		WHERE g.top_chain IN (?`+strings.Repeat(", ?", len(chains)-1)+`) ORDER BY g.layers DESC, r.name, g.digest LIMIT ?`), args...)
+	if err != nil {
+		return nil, fmt.Errorf("find images by layers: %w", err)
+	}
+	return scanNodes(rows)
+}
+
+// ImagesByDigest returns where a digest is stored as a manifest, with its
+// layer count where the graph indexed it (0 otherwise), at most n.
+func (db Graph) ImagesByDigest(ctx context.Context, d digest.Digest, n int) ([]GraphNode, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT m.repository_id, r.name, m.digest, COALESCE(g.layers, 0), COALESCE(g.platform, '')
+		FROM manifests m JOIN repositories r ON r.id = m.repository_id
+		LEFT JOIN graph_images g ON g.repository_id = m.repository_id AND g.digest = m.digest
+		WHERE m.digest = ? ORDER BY r.name LIMIT ?`), d.String(), n)
+	if err != nil {
+		return nil, fmt.Errorf("find manifests by digest: %w", err)
+	}
+	return scanNodes(rows)
+}
+
+// ChildFor returns the child of an index stored in the repository that
+// the graph indexed for platform.
+func (db Graph) ChildFor(ctx context.Context, repoID int64, index digest.Digest, platform string) (digest.Digest, bool, error) {
+	var d string
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT g.digest FROM manifest_references mr
+		JOIN graph_images g ON g.repository_id = mr.repository_id AND g.digest = mr.ref_digest
+		WHERE mr.repository_id = ? AND mr.manifest_digest = ? AND mr.is_manifest = 1 AND g.platform = ? ORDER BY g.digest LIMIT 1`),
+		repoID, index.String(), platform).Scan(&d)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("find child for platform: %w", err)
+	}
+	return digest.Digest(d), true, nil
+}
+
+func scanNodes(rows *sql.Rows) ([]GraphNode, error) {
+	defer rows.Close()
+	var out []GraphNode
+	for rows.Next() {
+		var n GraphNode
+		var d string
+		if err := rows.Scan(&n.RepositoryID, &n.Repository, &d, &n.Layers, &n.Platform); err != nil {
+			return nil, err
+		}
+		n.Digest = digest.Digest(d)
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// BaseLink is a base found for an image, to record.
+type BaseLink struct {
+	RepositoryID int64
+	Digest       digest.Digest
+	Method       string
+	Level        int
+	Layers       int
+}
+
+// SetBases replaces the recorded bases of an image. Each base is recorded
+// with every tag it was reached through: the tags that point at it, or at
+// an index holding it, now; failing those, the tags that ever did (the
+// image was built on a base its tag has left). A base no tag ever named
+// is recorded without one.
+func (db Graph) SetBases(ctx context.Context, repo string, d digest.Digest, bases []BaseLink) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var repoID int64
+		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrRepositoryNotFound
+			}
+			return fmt.Errorf("look up repository: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM graph_bases WHERE repository_id = ? AND digest = ?"), repoID, d.String()); err != nil {
+			return fmt.Errorf("clear bases: %w", err)
+		}
+		ts := now()
+		for _, b := range bases {
+			tags, err := db.tagsReaching(ctx, tx, b.RepositoryID, b.Digest)
+			if err != nil {
+				return err
+			}
+			if len(tags) == 0 {
+				tags = []tagAt{{top: b.Digest.String()}}
+			}
+			for _, t := range tags {
+				if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_bases (repository_id, digest, base_repository_id, base_digest, base_tag, base_top,
+					method, level, layers, matched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+					repoID, d.String(), b.RepositoryID, b.Digest.String(), t.tag, t.top, b.Method, b.Level, b.Layers, ts); err != nil {
+					return fmt.Errorf("record base: %w", err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+type tagAt struct{ tag, top string }
+
+// tagsReaching returns the tags through which d is reached in a
+// repository, with what each pointed at (d or an index holding it): the
+// current ones, or else the historical ones (the latest period of each).
+func (db *core) tagsReaching(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) ([]tagAt, error) {
+	rows, err := tx.QueryContext(ctx, db.q(`SELECT name, manifest_digest FROM tags WHERE repository_id = ? AND manifest_digest IN
+		(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
+		ORDER BY name`), repoID, d.String(), repoID, d.String())
+	if err != nil {
+		return nil, fmt.Errorf("find tags of base: %w", err)
+	}
+	out, err := scanTagAts(rows)
+	if err != nil || len(out) > 0 {
+		return out, err
+	}
+	// No tag points at it now: the tags that last did (the history of d
+	// itself, or of the indexes still holding it).
+	rows, err = tx.QueryContext(ctx, db.q(`SELECT h.tag, h.digest FROM tag_history h WHERE h.repository_id = ? AND h.digest IN
+		(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
+		AND h.id = (SELECT MAX(h2.id) FROM tag_history h2 WHERE h2.repository_id = h.repository_id AND h2.tag = h.tag AND h2.digest = h.digest)
+		ORDER BY h.tag`), repoID, d.String(), repoID, d.String())
+	if err != nil {
+		return nil, fmt.Errorf("find past tags of base: %w", err)
+	}
+	return scanTagAts(rows)
+}
+
+func scanTagAts(rows *sql.Rows) ([]tagAt, error) {
+	defer rows.Close()
+	var out []tagAt
+	for rows.Next() {
+		var t tagAt
+		if err := rows.Scan(&t.tag, &t.top); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// GraphBase is a recorded base of an image.
+type GraphBase struct {
+	Repository string
+	// Digest is the base image (a platform's manifest).
+	Digest digest.Digest
+	// Tag is the tag the base was reached through ("" if none ever named
+	// it), and Top what it pointed at then: Digest or an index holding it.
+	Tag    string
+	Top    digest.Digest
+	Method string
+	// Level is 1 for the immediate base, 2 for its base, and so on.
+	Level     int
+	Layers    int
+	MatchedAt time.Time
+	// Current is what Tag points at now ("" if it was deleted); Moved is
+	// true when that is not Top.
+	Current digest.Digest
+	Moved   bool
+}
+
+const baseColumns = `br.name, b.base_digest, b.base_tag, b.base_top, b.method, b.level, b.layers, b.matched_at, COALESCE(t.manifest_digest, '')`
+
+func scanBase(row interface{ Scan(...any) error }, extra ...any) (GraphBase, error) {
+	var b GraphBase
+	var d, top, cur string
+	var matched int64
+	if err := row.Scan(append([]any{&b.Repository, &d, &b.Tag, &top, &b.Method, &b.Level, &b.Layers, &matched, &cur}, extra...)...); err != nil {
+		return GraphBase{}, err
+	}
+	b.Digest, b.Top, b.Current, b.MatchedAt = digest.Digest(d), digest.Digest(top), digest.Digest(cur), fromMicros(matched)
+	b.Moved = b.Tag != "" && b.Current != b.Top
+	return b, nil
+}
+
+// Bases returns the recorded bases of an image (a platform's manifest, or
+// an index: then its children's), immediate first.
+func (db Graph) Bases(ctx context.Context, repo string, d digest.Digest) ([]GraphBase, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+baseColumns+` FROM graph_bases b
+		JOIN repositories r ON r.id = b.repository_id
+		JOIN repositories br ON br.id = b.base_repository_id
+		LEFT JOIN tags t ON t.repository_id = b.base_repository_id AND t.name = b.base_tag AND b.base_tag <> ''
+		WHERE r.name = ? AND b.digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references WHERE repository_id = r.id AND manifest_digest = ? AND is_manifest = 1)
+		ORDER BY b.level, br.name, b.base_digest, b.base_tag`), repo, d.String(), d.String())
+	if err != nil {
+		return nil, fmt.Errorf("list bases: %w", err)
+	}
+	defer rows.Close()
+	var out []GraphBase
+	for rows.Next() {
+		b, err := scanBase(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// GraphDependent is an image built on a given one.
+type GraphDependent struct {
+	Repository string
+	// Digest is the dependent image (a platform's manifest); Tagged are
+	// the digests its tags point at (Digest, or indexes holding it) and
+	// Tags those tags.
+	Digest digest.Digest
+	Tagged []digest.Digest
+	Tags   []string
+	// Base is how it is built on the image asked about (Level 1: directly).
+	Base GraphBase
+	// Stale is true when the tag its immediate base was reached through has
+	// moved on.
+	Stale bool
+}
+
+// Dependents returns the images still stored that are built on an image
+// (a platform's manifest, or an index: then on any of its children), up
+// to n. Directly only (level 1), or transitively (any level).
+func (db Graph) Dependents(ctx context.Context, repo string, d digest.Digest, transitive bool, n int) ([]GraphDependent, error) {
+	level := " AND b.level = 1"
+	if transitive {
+		level = ""
+	}
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+baseColumns+`, r.name, b.digest, b.repository_id,
+			EXISTS (SELECT 1 FROM graph_bases ib LEFT JOIN tags it ON it.repository_id = ib.base_repository_id AND it.name = ib.base_tag
+				WHERE ib.repository_id = b.repository_id AND ib.digest = b.digest AND ib.level = 1 AND ib.base_tag <> ''
+				AND (it.manifest_digest IS NULL OR it.manifest_digest <> ib.base_top))
+		FROM graph_bases b
+		JOIN repositories br ON br.id = b.base_repository_id
+		JOIN repositories r ON r.id = b.repository_id
+		JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
+		LEFT JOIN tags t ON t.repository_id = b.base_repository_id AND t.name = b.base_tag AND b.base_tag <> ''
+		WHERE br.name = ? AND b.base_digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references WHERE repository_id = br.id AND manifest_digest = ? AND is_manifest = 1)`+level+`
+		ORDER BY b.level, r.name, b.digest, b.base_tag LIMIT ?`), repo, d.String(), d.String(), n)
+	if err != nil {
+		return nil, fmt.Errorf("list dependents: %w", err)
+	}
+	type key struct {
+		repo string
+		d    digest.Digest
+	}
+	var out []GraphDependent
+	ids := map[key]int64{}
+	seen := map[key]int{}
+	for rows.Next() {
+		var dep GraphDependent
+		var dg string
+		var repoID int64
+		var stale bool
+		b, err := scanBase(rows, &dep.Repository, &dg, &repoID, &stale)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		dep.Digest, dep.Base, dep.Stale = digest.Digest(dg), b, stale
+		k := key{dep.Repository, dep.Digest}
+		if i, ok := seen[k]; ok {
+			// One row per tag the base was reached through: keep one
+			// dependent, stale if any of them moved.
+			out[i].Stale = out[i].Stale || stale
+			continue
+		}
+		seen[k], ids[k] = len(out), repoID
+		out = append(out, dep)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		tagged, tags, err := db.taggedAs(ctx, db.read, ids[key{out[i].Repository, out[i].Digest}], out[i].Digest)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Tagged, out[i].Tags = tagged, tags
+	}
+	return out, nil
+}
+
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// taggedAs returns the digests through which an image is tagged (itself,
+// or indexes holding it) and their tags.
+func (db *core) taggedAs(ctx context.Context, q queryer, repoID int64, d digest.Digest) ([]digest.Digest, []string, error) {
+	rows, err := q.QueryContext(ctx, db.q(`SELECT name, manifest_digest FROM tags WHERE repository_id = ? AND manifest_digest IN
+		(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
+		ORDER BY manifest_digest, name`), repoID, d.String(), repoID, d.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("find tags of image: %w", err)
+	}
+	ts, err := scanTagAts(rows)
+	if err != nil {
+		return nil, nil, err
+	}
+	var tagged []digest.Digest
+	var tags []string
+	for _, t := range ts {
+		if len(tagged) == 0 || tagged[len(tagged)-1] != digest.Digest(t.top) {
+			tagged = append(tagged, digest.Digest(t.top))
+		}
+		tags = append(tags, t.tag)
+	}
+	return tagged, tags, nil
+}
+
+// BaseMove is a tag of a base repository that moved.
+type BaseMove struct {
+	Repository string
+	Tag        string
+	Old, New   digest.Digest
+	Actor      string
+	// Data is added to every event's data (what the move fixed and
+	// introduced, computed once for all dependents).
+	Data map[string]any
+}
+
+// FireBaseMoved appends a base_image_updated event for every tagged image
+// whose immediate base was reached through the moved tag and is not the
+// tag's new digest: one per dependent as tagged (an index and its
+// platforms fire once) and new base, ever, so a replay or a second move
+// to the same digest fires nothing. A dependent already rebuilt (no
+// longer tagged) fires nothing. It returns how many events it appended.
+func (db Graph) FireBaseMoved(ctx context.Context, mv BaseMove) (int, error) {
+	fired := 0
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		fired = 0
+		var baseRepoID int64
+		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), mv.Repository).Scan(&baseRepoID); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil
+			}
+			return fmt.Errorf("look up repository: %w", err)
+		}
+		rows, err := tx.QueryContext(ctx, db.q(`SELECT DISTINCT b.repository_id, r.name, b.digest, b.base_top FROM graph_bases b
+			JOIN repositories r ON r.id = b.repository_id
+			JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
+			WHERE b.base_repository_id = ? AND b.base_tag = ? AND b.level = 1 AND b.base_top <> ?
+			ORDER BY r.name, b.digest`), baseRepoID, mv.Tag, mv.New.String())
+		if err != nil {
+			return fmt.Errorf("find dependents of a moved tag: %w", err)
+		}
+		type dep struct {
+			repoID            int64
+			repo, dg, baseTop string
+		}
+		var deps []dep
+		for rows.Next() {
+			var d dep
+			if err := rows.Scan(&d.repoID, &d.repo, &d.dg, &d.baseTop); err != nil {
+				rows.Close()
+				return err
+			}
+			deps = append(deps, d)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, d := range deps {
+			tagged, _, err := db.taggedAs(ctx, tx, d.repoID, digest.Digest(d.dg))
+			if err != nil {
+				return err
+			}
+			for _, top := range tagged {
+				res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_triggers (repository_id, digest, new_base, fired_at) VALUES (?, ?, ?, ?)
+					ON CONFLICT DO NOTHING`), d.repoID, top.String(), mv.New.String(), now())
+				if err != nil {
+					return fmt.Errorf("record trigger: %w", err)
+				}
+				if n, _ := res.RowsAffected(); n == 0 {
+					continue
+				}
+				tags, err := db.tagsOf(ctx, tx, d.repoID, top)
+				if err != nil {
+					return err
+				}
+				data := map[string]any{}
+				for k, v := range mv.Data {
+					data[k] = v
+				}
+				data["digest"], data["tags"] = top.String(), tags
+				old := mv.Old
+				if old == "" {
+					old = digest.Digest(d.baseTop)
+				}
+				data["base"] = map[string]any{"repository": mv.Repository, "tag": mv.Tag, "old_digest": old.String(), "new_digest": mv.New.String()}
+				b, err := json.Marshal(data)
+				if err != nil {
+					return fmt.Errorf("event data: %w", err)
+				}
+				if err := db.appendEvent(ctx, tx, Event{Kind: EventBaseImageUpdated, Repository: d.repo, Actor: mv.Actor, Data: b}); err != nil {
+					return err
+				}
+				fired++
+			}
+		}
+		return nil
+	})
+	return fired, err
+}
+
+// tagsOf returns the tags pointing at a digest.
+func (db *core) tagsOf(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND manifest_digest = ? ORDER BY name"), repoID, d.String())
+	if err != nil {
+		return nil, fmt.Errorf("list tags: %w", err)
+	}
+	return scanStrings(rows)
+}

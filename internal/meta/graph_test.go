@@ -1,0 +1,150 @@
+package meta_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+)
+
+func chainOf(layers ...string) []digest.Digest {
+	out := make([]digest.Digest, len(layers))
+	for i, l := range layers {
+		out[i] = digest.FromString(l) // stand-ins: the store only compares them
+	}
+	return out
+}
+
+func indexOf(s string) meta.Manifest {
+	return meta.Manifest{Digest: digest.FromString(s), MediaType: "application/vnd.oci.image.index.v1+json", Content: []byte(s)}
+}
+
+// TestGraphStore: a base reached through a tag of an index, its dependents,
+// staleness when the tag moves, a dependent built on a base its tag had
+// already left, and base_image_updated fired once per dependent and new
+// base, never for an untagged dependent.
+func TestGraphStore(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			m, g := db.Manifests(), db.Graph()
+			put := func(p meta.PutManifest) {
+				t.Helper()
+				if err := m.PutManifest(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The base: a platform image B1 in index I1, tagged 1.9.
+			b1, i1 := manifestOf("base 1"), indexOf("base index 1")
+			put(meta.PutManifest{Repository: "mirror/ubi", Manifest: b1})
+			put(meta.PutManifest{Repository: "mirror/ubi", Manifest: i1, Refs: []meta.Ref{{Digest: b1.Digest, IsManifest: true}}, Tag: "1.9"})
+			// The applications: A1 tagged, A0 pushed by digest only.
+			a1, a0 := manifestOf("app 1"), manifestOf("app 0")
+			put(meta.PutManifest{Repository: "team/app", Manifest: a1, Tag: "v1"})
+			put(meta.PutManifest{Repository: "team/app", Manifest: a0})
+			baseChain := chainOf("l1", "l2")
+			for _, img := range []meta.GraphImage{
+				{Repository: "mirror/ubi", Digest: b1.Digest, Platform: "linux/amd64", Chain: baseChain},
+				{Repository: "team/app", Digest: a1.Digest, Platform: "linux/amd64", Chain: chainOf("l1", "l2", "app")},
+				{Repository: "team/app", Digest: a0.Digest, Platform: "linux/amd64", Chain: chainOf("l1", "l2", "app0")},
+			} {
+				if err := g.RecordImage(ctx, img); err != nil {
+					t.Fatal(err)
+				}
+				if err := g.RecordImage(ctx, img); err != nil { // twice is harmless
+					t.Fatal(err)
+				}
+			}
+			found, err := g.ImagesWithChains(ctx, chainOf("l1", "l2"), 10)
+			if err != nil || len(found) != 1 || found[0].Digest != b1.Digest || found[0].Layers != 2 || found[0].Repository != "mirror/ubi" {
+				t.Fatalf("images with chains: %+v %v", found, err)
+			}
+			if child, ok, err := g.ChildFor(ctx, found[0].RepositoryID, i1.Digest, "linux/amd64"); err != nil || !ok || child != b1.Digest {
+				t.Fatalf("child for platform: %s %v %v", child, ok, err)
+			}
+			link := []meta.BaseLink{{RepositoryID: found[0].RepositoryID, Digest: b1.Digest, Method: "layers", Level: 1, Layers: 2}}
+			for _, a := range []digest.Digest{a1.Digest, a0.Digest} {
+				if err := g.SetBases(ctx, "team/app", a, link); err != nil {
+					t.Fatal(err)
+				}
+			}
+			bases, err := g.Bases(ctx, "team/app", a1.Digest)
+			if err != nil || len(bases) != 1 || bases[0].Tag != "1.9" || bases[0].Top != i1.Digest || bases[0].Moved || bases[0].Repository != "mirror/ubi" {
+				t.Fatalf("bases: %+v %v", bases, err)
+			}
+			deps, err := g.Dependents(ctx, "mirror/ubi", i1.Digest, false, 100)
+			if err != nil || len(deps) != 2 || deps[0].Stale {
+				t.Fatalf("dependents: %+v %v", deps, err)
+			}
+			for _, d := range deps {
+				if d.Digest == a1.Digest && (len(d.Tags) != 1 || d.Tags[0] != "v1") || d.Digest == a0.Digest && len(d.Tags) != 0 {
+					t.Fatalf("dependent tags: %+v", d)
+				}
+			}
+			// Upstream moves 1.9.
+			b2, i2 := manifestOf("base 2"), indexOf("base index 2")
+			put(meta.PutManifest{Repository: "mirror/ubi", Manifest: b2})
+			put(meta.PutManifest{Repository: "mirror/ubi", Manifest: i2, Refs: []meta.Ref{{Digest: b2.Digest, IsManifest: true}}, Tag: "1.9"})
+			if bases, _ := g.Bases(ctx, "team/app", a1.Digest); len(bases) != 1 || !bases[0].Moved || bases[0].Current != i2.Digest {
+				t.Fatalf("bases after the move: %+v", bases)
+			}
+			if deps, _ := g.Dependents(ctx, "mirror/ubi", b1.Digest, false, 100); len(deps) != 2 || !deps[0].Stale || !deps[1].Stale {
+				t.Fatalf("dependents after the move: %+v", deps)
+			}
+			mv := meta.BaseMove{Repository: "mirror/ubi", Tag: "1.9", Old: i1.Digest, New: i2.Digest, Actor: "mirror",
+				Data: map[string]any{"fixed_vulnerabilities": []string{"CVE-1"}}}
+			if n, err := g.FireBaseMoved(ctx, mv); err != nil || n != 1 {
+				t.Fatalf("fired %d, %v; want 1 (the untagged dependent fires nothing)", n, err)
+			}
+			if n, err := g.FireBaseMoved(ctx, mv); err != nil || n != 0 {
+				t.Fatalf("fired again: %d, %v", n, err)
+			}
+			evs, _ := db.Outbox().EventsAfter(ctx, 0, 100)
+			var got []meta.Event
+			for _, e := range evs {
+				if e.Kind == meta.EventBaseImageUpdated {
+					got = append(got, e)
+				}
+			}
+			if len(got) != 1 || got[0].Repository != "team/app" {
+				t.Fatalf("events: %+v", got)
+			}
+			var data struct {
+				Digest string   `json:"digest"`
+				Tags   []string `json:"tags"`
+				Base   struct {
+					Repository, Tag, OldDigest, NewDigest string
+				} `json:"base"`
+				Fixed []string `json:"fixed_vulnerabilities"`
+			}
+			if err := json.Unmarshal(got[0].Data, &data); err != nil || data.Digest != a1.Digest.String() || len(data.Tags) != 1 ||
+				data.Base.Repository != "mirror/ubi" || data.Base.Tag != "1.9" || len(data.Fixed) != 1 {
+				t.Fatalf("event data: %s %v", got[0].Data, err)
+			}
+			var raw map[string]map[string]string
+			_ = json.Unmarshal(got[0].Data, &raw)
+			if raw["base"]["old_digest"] != i1.Digest.String() || raw["base"]["new_digest"] != i2.Digest.String() {
+				t.Fatalf("base of the event: %v", raw["base"])
+			}
+			// Built later on the base the tag has left: found through the
+			// tag's history, stale from the start.
+			a2 := manifestOf("app 2")
+			put(meta.PutManifest{Repository: "team/late", Manifest: a2, Tag: "v2"})
+			if err := g.SetBases(ctx, "team/late", a2.Digest, link); err != nil {
+				t.Fatal(err)
+			}
+			if bases, _ := g.Bases(ctx, "team/late", a2.Digest); len(bases) != 1 || bases[0].Tag != "1.9" || bases[0].Top != i1.Digest || !bases[0].Moved {
+				t.Fatalf("bases of a late dependent: %+v", bases)
+			}
+			// The move back and forth: the late one fires for i2 once too.
+			if n, _ := g.FireBaseMoved(ctx, mv); n != 1 {
+				t.Fatalf("late dependent fired %d", n)
+			}
+		})
+	}
+}
