@@ -1,0 +1,301 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// ManifestStore reads stored manifests (meta.Manifests).
+type ManifestStore interface {
+	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
+}
+
+// Store is the graph's table (meta.Graph).
+type Store interface {
+	RecordImage(ctx context.Context, img meta.GraphImage) error
+	Indexed(ctx context.Context, repo string, d digest.Digest) (bool, error)
+	ImagesWithChains(ctx context.Context, chains []digest.Digest, n int) ([]meta.GraphNode, error)
+	ImagesByDigest(ctx context.Context, d digest.Digest, n int) ([]meta.GraphNode, error)
+	ChildFor(ctx context.Context, repoID int64, index digest.Digest, platform string) (digest.Digest, bool, error)
+	SetBases(ctx context.Context, repo string, d digest.Digest, bases []meta.BaseLink) error
+	FireBaseMoved(ctx context.Context, mv meta.BaseMove) (int, error)
+}
+
+// Blobs reads stored blobs' bytes (a storage.Driver).
+type Blobs interface {
+	Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error)
+}
+
+// Limits bound the work of indexing one image: what is read whole.
+const (
+	maxConfigBytes    = 4 << 20
+	maxStatementBytes = 4 << 20
+	// maxCandidates bounds the images one lookup returns (copies of one
+	// base in many repositories).
+	maxCandidates = 100
+)
+
+// Indexer records what an image is built on.
+type Indexer struct {
+	manifests ManifestStore
+	graph     Store
+	blobs     Blobs
+	log       *slog.Logger
+}
+
+// NewIndexer returns an indexer.
+func NewIndexer(manifests ManifestStore, graph Store, blobs Blobs, log *slog.Logger) *Indexer {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Indexer{manifests: manifests, graph: graph, blobs: blobs, log: log}
+}
+
+// Index indexes a stored manifest: an image's layers and bases, or each
+// platform of an index (with the provenance its attestations carry).
+// Artifacts and manifests already indexed are skipped; indexing again is
+// harmless.
+func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error {
+	m, err := x.manifests.GetManifest(ctx, repo, "", d, true)
+	if errors.Is(err, meta.ErrManifestNotFound) {
+		return nil // deleted since
+	}
+	if err != nil {
+		return err
+	}
+	parsed, err := oci.ParseManifest(m.Content, m.MediaType)
+	if err != nil {
+		return nil // stored manifests parsed once; nothing to index
+	}
+	if !oci.IsIndex(m.MediaType) {
+		return x.indexImage(ctx, repo, d, parsed, nil, nil)
+	}
+	attests := map[digest.Digest]digest.Digest{}
+	for _, c := range parsed.Manifests {
+		if of, ok := Attestation(c.Annotations); ok {
+			attests[of] = c.Digest
+		}
+	}
+	for _, c := range parsed.Manifests {
+		if _, ok := Attestation(c.Annotations); ok || oci.IsIndex(c.MediaType) {
+			continue
+		}
+		child, err := x.manifests.GetManifest(ctx, repo, "", c.Digest, true)
+		if errors.Is(err, meta.ErrManifestNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		cm, err := oci.ParseManifest(child.Content, child.MediaType)
+		if err != nil {
+			continue
+		}
+		var materials []Ref
+		if a, ok := attests[c.Digest]; ok {
+			if materials, err = x.provenance(ctx, repo, a); err != nil {
+				x.log.Warn("graph: unreadable provenance", "repository", repo, "attestation", a, "err", err)
+			}
+		}
+		if err := x.indexImage(ctx, repo, c.Digest, cm, parsed.Annotations, materials); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// provenance reads the build materials of a BuildKit attestation manifest.
+func (x *Indexer) provenance(ctx context.Context, repo string, d digest.Digest) ([]Ref, error) {
+	am, err := x.manifests.GetManifest(ctx, repo, "", d, true)
+	if err != nil {
+		return nil, err
+	}
+	parsed, err := oci.ParseManifest(am.Content, am.MediaType)
+	if err != nil {
+		return nil, err
+	}
+	var out []Ref
+	for _, l := range parsed.Layers {
+		if !strings.HasPrefix(l.Annotations["in-toto.io/predicate-type"], predicateSLSAProvenance) {
+			continue
+		}
+		b, err := x.read(ctx, l.Digest, maxStatementBytes)
+		if err != nil {
+			return nil, err
+		}
+		refs, err := ProvenanceMaterials(b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, refs...)
+	}
+	return out, nil
+}
+
+// read reads a small blob whole, checking its digest.
+func (x *Indexer) read(ctx context.Context, d digest.Digest, max int64) ([]byte, error) {
+	r, err := x.blobs.Reader(ctx, storage.BlobPath(d), 0)
+	if err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", d, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", d, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("blob %s is over %d bytes", d, max)
+	}
+	if d.Algorithm().Available() && d.Algorithm().FromBytes(b) != d {
+		return nil, fmt.Errorf("blob %s: stored bytes do not match their digest", d)
+	}
+	return b, nil
+}
+
+func platformOf(c ImageConfig) string {
+	p := c.OS + "/" + c.Architecture
+	if c.Variant != "" {
+		p += "/" + c.Variant
+	}
+	return p
+}
+
+// indexImage records an image's layer chain and its bases.
+func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, m *oci.Manifest, parentAnn map[string]string, materials []Ref) error {
+	if m.Config == nil {
+		return nil
+	}
+	if done, err := x.graph.Indexed(ctx, repo, d); err != nil || done {
+		return err
+	}
+	raw, err := x.read(ctx, m.Config.Digest, maxConfigBytes)
+	if err != nil {
+		return err
+	}
+	cfg, err := ParseConfig(raw)
+	if errors.Is(err, ErrNotImage) || err == nil && len(cfg.DiffIDs) == 0 {
+		return nil // an artifact
+	}
+	if err != nil {
+		return err
+	}
+	chain := ChainIDs(cfg.DiffIDs)
+	platform := platformOf(cfg)
+	if err := x.graph.RecordImage(ctx, meta.GraphImage{Repository: repo, Digest: d, Platform: platform, Chain: chain}); err != nil {
+		return err
+	}
+	links, err := x.bases(ctx, repo, d, m.Annotations, parentAnn, materials, chain, platform)
+	if err != nil {
+		return err
+	}
+	return x.graph.SetBases(ctx, repo, d, links)
+}
+
+// bases finds an image's bases, strongest signal first: its base
+// annotations, its provenance, then its layers. The immediate base is
+// level 1; the bases below it (found by layers) follow.
+func (x *Indexer) bases(ctx context.Context, repo string, d digest.Digest, ann, parentAnn map[string]string, materials []Ref,
+	chain []digest.Digest, platform string) ([]meta.BaseLink, error) {
+	// Images that are a prefix of this one, deepest first.
+	var prefixes []meta.GraphNode
+	if len(chain) > 1 {
+		var err error
+		if prefixes, err = x.graph.ImagesWithChains(ctx, chain[:len(chain)-1], maxCandidates); err != nil {
+			return nil, err
+		}
+	}
+	var immediate *meta.BaseLink
+	if ref, ok := BaseAnnotations(ann); ok {
+		immediate = x.resolve(ctx, ref, platform, MethodAnnotation, prefixes)
+	} else if ref, ok := BaseAnnotations(parentAnn); ok {
+		immediate = x.resolve(ctx, ref, platform, MethodAnnotation, prefixes)
+	}
+	if immediate == nil {
+		// The deepest material that is a prefix of the image: BuildKit
+		// lists the frontend and other inputs too.
+		for _, ref := range materials {
+			l := x.resolve(ctx, ref, platform, MethodProvenance, prefixes)
+			if l != nil && l.Layers > 0 && (immediate == nil || l.Layers > immediate.Layers) {
+				immediate = l
+			}
+		}
+	}
+	var links []meta.BaseLink
+	below := len(chain)
+	if immediate != nil {
+		links = append(links, *immediate)
+		if immediate.Layers > 0 {
+			below = immediate.Layers
+		} else {
+			below = 0 // a base the graph has not indexed: its own chain is unknown
+		}
+	}
+	// The chain by layers: each distinct depth is a level.
+	level, depth := len(links), 0
+	for _, p := range prefixes {
+		if p.Layers >= below || p.Repository == repo && p.Digest == d {
+			continue
+		}
+		if p.Layers != depth {
+			level++
+			depth = p.Layers
+		}
+		links = append(links, meta.BaseLink{RepositoryID: p.RepositoryID, Digest: p.Digest, Method: MethodLayers, Level: level, Layers: p.Layers})
+	}
+	return links, nil
+}
+
+// resolve finds a named base among stored manifests: by digest (in the
+// repository whose name matches the reference best), for the image's
+// platform when the digest is an index's.
+func (x *Indexer) resolve(ctx context.Context, ref Ref, platform, method string, prefixes []meta.GraphNode) *meta.BaseLink {
+	if ref.Digest == "" {
+		return nil
+	}
+	nodes, err := x.graph.ImagesByDigest(ctx, ref.Digest, maxCandidates)
+	if err != nil || len(nodes) == 0 {
+		return nil
+	}
+	best := nodes[0]
+	for _, n := range nodes {
+		if n.Repository == ref.Repository || strings.HasSuffix(n.Repository, "/"+ref.Repository) || strings.HasSuffix(ref.Repository, "/"+n.Repository) {
+			best = n
+			break
+		}
+	}
+	if best.Layers == 0 {
+		if child, ok, err := x.graph.ChildFor(ctx, best.RepositoryID, best.Digest, platform); err == nil && ok {
+			best.Digest = child
+			for _, p := range prefixes {
+				if p.RepositoryID == best.RepositoryID && p.Digest == child {
+					best.Layers = p.Layers
+				}
+			}
+		}
+	} else if method == MethodProvenance {
+		// A material counts only if its layers start the image's.
+		prefix := false
+		for _, p := range prefixes {
+			if p.RepositoryID == best.RepositoryID && p.Digest == best.Digest {
+				prefix = true
+			}
+		}
+		if !prefix {
+			return nil
+		}
+	}
+	if method == MethodProvenance && best.Layers == 0 {
+		return nil
+	}
+	return &meta.BaseLink{RepositoryID: best.RepositoryID, Digest: best.Digest, Method: method, Level: 1, Layers: best.Layers}
+}
