@@ -30,6 +30,7 @@ const (
 	EventRepoMirrorSyncFailed  = "repo_mirror_sync_failed"
 	EventVulnerabilityFound    = "vulnerability_found"
 	EventRepoImageExpiry       = "repo_image_expiry"
+	EventBaseImageUpdated      = meta.EventBaseImageUpdated
 )
 
 // Kinds lists the event kinds whose payload shape this package knows.
@@ -39,7 +40,7 @@ func Kinds() []string {
 		meta.EventRepoPush, meta.EventTagDeleted, meta.EventManifestDeleted,
 		meta.EventRepoCreated, meta.EventRepoDeleted,
 		EventRepoMirrorSyncStarted, EventRepoMirrorSyncSuccess, EventRepoMirrorSyncFailed,
-		EventVulnerabilityFound, EventRepoImageExpiry,
+		EventVulnerabilityFound, EventRepoImageExpiry, EventBaseImageUpdated,
 	}
 }
 
@@ -163,10 +164,42 @@ func shape(kind string, p, data map[string]any) error {
 		}
 		p["expiring_in"] = expiringIn(data["expiring_in"])
 		setDigest()
+	case EventBaseImageUpdated:
+		if p["tags"], err = stringList(data, "tags"); err != nil {
+			return err
+		}
+		setDigest()
+		p["base"] = baseOf(p, data["base"])
+		for _, k := range []string{"fixed_vulnerabilities", "new_vulnerabilities"} {
+			list, _ := data[k].([]any)
+			if list == nil {
+				list = []any{}
+			}
+			p[k] = list
+		}
 	default:
 		setDigest()
 	}
 	return nil
+}
+
+// baseOf completes the base object of a base_image_updated payload:
+// every field present, with the base's pull reference in docker_url.
+func baseOf(p map[string]any, v any) map[string]any {
+	in, _ := v.(map[string]any)
+	out := map[string]any{"repository": "", "tag": "", "docker_url": "", "old_digest": "", "new_digest": ""}
+	for k, val := range in {
+		out[k] = val
+	}
+	if repo, _ := out["repository"].(string); repo != "" {
+		host, _, _ := strings.Cut(str(p["docker_url"]), "/")
+		url := host + "/" + repo
+		if tag, _ := out["tag"].(string); tag != "" {
+			url += ":" + tag
+		}
+		out["docker_url"] = url
+	}
+	return out
 }
 
 // vulnerability completes Quay's vulnerability object: every one of its
@@ -289,6 +322,13 @@ func SamplePayloadConfig(srv Server, kind, repo string, eventConfig map[string]a
 			days = fmt.Sprint(d)
 		}
 		data = map[string]any{"tags": []any{"latest", "v1"}, "expiring_in": days + " days"}
+	case EventBaseImageUpdated:
+		data = map[string]any{"tags": []any{"latest", "v1"}, "digest": sampleDigest,
+			"base": map[string]any{"repository": "mirror/ubi8-openjdk-11-runtime", "tag": "1.9",
+				"old_digest": "sha256:3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d",
+				"new_digest": "sha256:18ac3e7343f016890c510e93f935261169d9e3f565436429830faf0934f4f8e4"},
+			"fixed_vulnerabilities": []any{map[string]any{"id": "CVE-FAKE-CVE", "priority": "High"}},
+			"new_vulnerabilities":   []any{}}
 	}
 	raw, err := json.Marshal(data)
 	if err != nil {

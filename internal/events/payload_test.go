@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
 )
@@ -272,5 +273,33 @@ func TestCloudEvent(t *testing.T) {
 	}
 	if len(got) != len(want)+1 {
 		t.Errorf("unexpected attributes: %v", got)
+	}
+}
+
+// TestBaseImageUpdatedPayload: the dependent's repository fields, its tags
+// and digest, and the base object a TriggerBinding reads, complete even
+// when the producer left fields out.
+func TestBaseImageUpdatedPayload(t *testing.T) {
+	srv := Server{Host: "registry.example.com"}
+	old, updated := digest.FromString("old"), digest.FromString("new")
+	data := `{"digest":"` + digest.FromString("app").String() + `","tags":["v1"],"base":{"repository":"mirror/ubi","tag":"1.9","old_digest":"` +
+		old.String() + `","new_digest":"` + updated.String() + `"},"fixed_vulnerabilities":[{"id":"CVE-1"}]}`
+	p, err := QuayPayload(srv, meta.Event{UUID: "u", Kind: EventBaseImageUpdated, Repository: "team/app", Data: json.RawMessage(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := p["base"].(map[string]any)
+	if p["repository"] != "team/app" || p["docker_url"] != "registry.example.com/team/app" || p["digest"] != digest.FromString("app").String() ||
+		base["docker_url"] != "registry.example.com/mirror/ubi:1.9" || base["old_digest"] != old.String() || base["new_digest"] != updated.String() {
+		t.Fatalf("payload: %v", p)
+	}
+	if fixed, _ := p["fixed_vulnerabilities"].([]any); len(fixed) != 1 {
+		t.Fatalf("fixed: %v", p["fixed_vulnerabilities"])
+	}
+	if added, ok := p["new_vulnerabilities"].([]any); !ok || len(added) != 0 {
+		t.Fatalf("new vulnerabilities must be an empty list: %#v", p["new_vulnerabilities"])
+	}
+	if s := Summary(p, EventBaseImageUpdated); !strings.Contains(s, "mirror/ubi:1.9") || !strings.Contains(s, "team/app") {
+		t.Fatalf("summary: %s", s)
 	}
 }

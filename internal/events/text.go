@@ -46,6 +46,13 @@ func Summary(payload map[string]any, kind string) string {
 			s += fmt.Sprintf(" (%s %s)", plural(len(tags), "tag", "tags"), strings.Join(tags, ", "))
 		}
 		return s
+	case EventBaseImageUpdated:
+		b, _ := payload["base"].(map[string]any)
+		s := fmt.Sprintf("Berth: the base %s:%s of %s moved", str(b["repository"]), str(b["tag"]), repo)
+		if tags := strs(payload["tags"]); len(tags) > 0 {
+			s += fmt.Sprintf(" (%s %s)", plural(len(tags), "tag", "tags"), strings.Join(tags, ", "))
+		}
+		return s + ": rebuild"
 	case EventRepoImageExpiry:
 		tags := strs(payload["tags"])
 		return fmt.Sprintf("Berth: %s %s of %s expiring in %s", plural(len(tags), "tag", "tags"),
@@ -80,6 +87,11 @@ func details(payload map[string]any, kind string) []detail {
 		if fix, ok := v["has_fix"].(bool); ok {
 			add("Fix available", map[bool]string{true: "yes", false: "no"}[fix], "")
 		}
+	}
+	if b, ok := payload["base"].(map[string]any); ok {
+		add("Base", str(b["docker_url"]), "")
+		add("Base was", str(b["old_digest"]), "")
+		add("Base now", str(b["new_digest"]), "")
 	}
 	add("Message", str(payload["message"]), "")
 	add("By", str(payload["actor"]), "")
