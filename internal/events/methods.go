@@ -118,7 +118,13 @@ func validHeaderName(name string) bool {
 }
 
 // post is the HTTP delivery shared by Webhook and Slack.
-func post(ctx context.Context, client *http.Client, rawURL string, d Delivery, secret []byte, extra map[string]string) (res Result) {
+func post(ctx context.Context, client *http.Client, rawURL string, d Delivery, secret []byte, extra map[string]string) Result {
+	return send(ctx, client, rawURL, d, secret, extra)
+}
+
+// send is post that also keeps hidden (credentials in the body) out of
+// the Result.
+func send(ctx context.Context, client *http.Client, rawURL string, d Delivery, secret []byte, extra map[string]string, hidden ...string) (res Result) {
 	start := time.Now()
 	defer func() { res.Latency = time.Since(start) }()
 	u, err := url.Parse(rawURL)
@@ -127,7 +133,11 @@ func post(ctx context.Context, client *http.Client, rawURL string, d Delivery, s
 		return res
 	}
 	target := redactURL(u)
-	secrets := secretStrings(u, secret, extra, d.Headers)
+	hiddenValues := map[string]string{}
+	for i, h := range hidden {
+		hiddenValues[fmt.Sprint(i)] = h
+	}
+	secrets := secretStrings(u, secret, extra, d.Headers, hiddenValues)
 	for _, h := range []map[string]string{extra, d.Headers} {
 		if err := ValidateHeaders(h); err != nil {
 			res.Err = fmt.Errorf("POST %s: %w", target, err)
