@@ -1,0 +1,163 @@
+package graph_test
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/graph"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+)
+
+// feed hands the outbox's new events to the service, then runs its due
+// jobs, until nothing is left: the test plays dispatcher and worker.
+type feed struct {
+	e      *env
+	svc    *graph.Service
+	cursor int64
+}
+
+func (f *feed) run() {
+	f.e.t.Helper()
+	ctx := context.Background()
+	for {
+		evs, err := f.e.db.Outbox().EventsAfter(ctx, f.cursor, 100)
+		if err != nil {
+			f.e.t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if err := f.svc.OnEvent(ctx, ev); err != nil {
+				f.e.t.Fatal(err)
+			}
+			f.cursor = ev.ID
+		}
+		j, ok, err := f.e.db.Jobs().ClaimJob(ctx, graph.Queue, "test", time.Minute)
+		if err != nil {
+			f.e.t.Fatal(err)
+		}
+		if !ok && len(evs) == 0 {
+			return
+		}
+		if ok {
+			if err := f.svc.Handle(ctx, j); err != nil {
+				f.e.t.Fatal(err)
+			}
+			if err := f.e.db.Jobs().CompleteJob(ctx, j.ID, "test"); err != nil {
+				f.e.t.Fatal(err)
+			}
+		}
+	}
+}
+
+func (f *feed) fired() []map[string]any {
+	f.e.t.Helper()
+	evs, err := f.e.db.Outbox().EventsAfter(context.Background(), 0, 10000)
+	if err != nil {
+		f.e.t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, ev := range evs {
+		if ev.Kind == meta.EventBaseImageUpdated {
+			var d map[string]any
+			json.Unmarshal(ev.Data, &d)
+			d["_repository"] = ev.Repository
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func newFeed(e *env, debounce time.Duration) *feed {
+	svc := graph.New(e.x, e.db.Manifests(), e.db.Graph(), e.db.Scans(), e.db.Jobs(), graph.Options{Debounce: debounce})
+	return &feed{e: e, svc: svc}
+}
+
+// TestBaseMoveFires: when the base tag moves, each image built on it fires
+// once; an image on an unrelated base does not; a second level fires
+// only once the level between is rebuilt; a replayed move fires nothing.
+func TestBaseMoveFires(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newEnv(t, dialect)
+			f := newFeed(e, 0)
+			base := image(t, nil, "linux/amd64", layer(t, "ubi 1.9-1", gzip.BestSpeed))
+			e.push("mirror/ubi:1.9", base)
+			other := image(t, nil, "linux/amd64", layer(t, "alpine", gzip.BestSpeed))
+			e.push("mirror/alpine:3", other)
+			f.run()
+			runtime := image(t, base, "", layer(t, "jdk", gzip.BestSpeed))
+			e.push("team/runtime:11", runtime)
+			f.run()
+			app := image(t, runtime, "", layer(t, "app", gzip.BestSpeed))
+			e.push("team/app:v1", app)
+			unrelated := image(t, other, "", layer(t, "tool", gzip.BestSpeed))
+			e.push("team/tool:1", unrelated)
+			f.run()
+			if got := f.fired(); len(got) != 0 {
+				t.Fatalf("fired before any move: %v", got)
+			}
+			// Upstream patches: 1.9 moves.
+			patched := image(t, nil, "linux/amd64", layer(t, "ubi 1.9-2", gzip.BestSpeed))
+			e.push("mirror/ubi:1.9", patched)
+			f.run()
+			got := f.fired()
+			if len(got) != 1 || got[0]["_repository"] != "team/runtime" {
+				t.Fatalf("after the base moved: %v", got)
+			}
+			base1, _ := got[0]["base"].(map[string]any)
+			if base1["tag"] != "1.9" || base1["new_digest"] != string(digestOf(t, patched)) || base1["old_digest"] != string(digestOf(t, base)) {
+				t.Fatalf("base of the event: %v", base1)
+			}
+			// The runtime is rebuilt on the patched base and pushed: now
+			// the app fires.
+			e.push("team/runtime:11", image(t, patched, "", layer(t, "jdk", gzip.BestSpeed)))
+			f.run()
+			got = f.fired()
+			if len(got) != 2 || got[1]["_repository"] != "team/app" {
+				t.Fatalf("after the runtime was rebuilt: %v", got)
+			}
+			// Moving 1.9 back and forth to digests already fired for adds
+			// nothing new for what was rebuilt: the old runtime is no
+			// longer tagged.
+			e.push("mirror/ubi:1.9", base)
+			e.push("mirror/ubi:1.9", patched)
+			f.run()
+			for _, ev := range f.fired()[2:] {
+				if ev["_repository"] == "team/app" || ev["_repository"] == "team/tool" {
+					t.Fatalf("fired for %v", ev)
+				}
+			}
+		})
+	}
+}
+
+// TestBaseMoveDebounce: a base tag that moves and moves back within the
+// debounce window fires nothing; one that stays fires once.
+func TestBaseMoveDebounce(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	f := newFeed(e, 300*time.Millisecond)
+	base := image(t, nil, "linux/amd64", layer(t, "base", gzip.BestSpeed))
+	e.push("mirror/b:1", base)
+	f.run()
+	e.push("team/app:1", image(t, base, "", layer(t, "app", gzip.BestSpeed)))
+	f.run()
+	flap := image(t, nil, "linux/amd64", layer(t, "flap", gzip.BestSpeed))
+	e.push("mirror/b:1", flap)
+	e.push("mirror/b:1", base)
+	f.run()
+	time.Sleep(400 * time.Millisecond)
+	f.run()
+	if got := f.fired(); len(got) != 0 {
+		t.Fatalf("a flap fired: %v", got)
+	}
+	e.push("mirror/b:1", flap)
+	f.run()
+	time.Sleep(400 * time.Millisecond)
+	f.run()
+	if got := f.fired(); len(got) != 1 {
+		t.Fatalf("a move that stayed: %v", got)
+	}
+}
