@@ -90,33 +90,76 @@ func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, er
 	var errs []error
 	wanted := map[string]bool{}
 	signed := 0
-	for i := 0; i < len(queue); i++ {
-		tag := queue[i]
-		if err := s.checkCancel(ctx, m.Repository); err != nil {
-			return res, err
+	// Rounds: the selected tags, then the signatures found for them. In a
+	// round, the tags that moved to one upstream digest are copied once,
+	// together: one repo_push lists them all (1.9 and 1.9-2 moving to one
+	// patched image are one upstream change).
+	for round := queue; len(round) > 0; {
+		var plans []tagPlan
+		for _, tag := range round {
+			if err := s.checkCancel(ctx, m.Repository); err != nil {
+				return res, err
+			}
+			p, err := s.planTag(ctx, m, up, opts, tag)
+			if err != nil {
+				if ctx.Err() != nil {
+					return res, context.Cause(ctx)
+				}
+				errs = append(errs, fmt.Errorf("tag %s: %w", tag, err))
+				continue
+			}
+			plans = append(plans, p)
 		}
-		d, copied, err := s.syncTag(ctx, m, up, opts, tag)
-		if err != nil {
-			if ctx.Err() != nil {
+		var next []string
+		done := func(p tagPlan) {
+			wanted[p.tag] = true
+			// Bring cosign signatures, attestations and SBOMs along.
+			for _, suf := range signatureSuffixes {
+				st := p.digest.Algorithm().String() + "-" + p.digest.Encoded() + suf
+				if all[st] && !queued[st] {
+					next, queued[st] = append(next, st), true
+					signed++
+				}
+			}
+		}
+		for i, p := range plans {
+			if !p.copy {
+				res.unchanged++
+				done(p)
+				continue
+			}
+			if p.tag == "" {
+				continue // copied with an earlier tag of its group
+			}
+			group := []string{p.tag}
+			for j := i + 1; j < len(plans); j++ {
+				if plans[j].copy && plans[j].tag != "" && plans[j].digest == p.digest && plans[j].filtered == p.filtered {
+					group = append(group, plans[j].tag)
+				}
+			}
+			if err := s.checkCancel(ctx, m.Repository); err != nil {
+				return res, err
+			}
+			err := s.copyTags(ctx, m, up, opts, p, group)
+			if err != nil && ctx.Err() != nil {
 				return res, context.Cause(ctx)
 			}
-			errs = append(errs, fmt.Errorf("tag %s: %w", tag, err))
-			continue
-		}
-		wanted[tag] = true
-		if copied {
-			res.copied++
-		} else {
-			res.unchanged++
-		}
-		// Bring cosign signatures, attestations and SBOMs along.
-		for _, suf := range signatureSuffixes {
-			st := d.Algorithm().String() + "-" + d.Encoded() + suf
-			if all[st] && !queued[st] {
-				queue, queued[st] = append(queue, st), true
-				signed++
+			for j := i; j < len(plans); j++ {
+				if !slices.Contains(group, plans[j].tag) {
+					continue
+				}
+				if err != nil {
+					errs = append(errs, fmt.Errorf("tag %s: %w", plans[j].tag, err))
+				} else {
+					res.copied++
+					done(plans[j])
+				}
+				if j > i {
+					plans[j].tag = ""
+				}
 			}
 		}
+		round = next
 	}
 	if signed == 0 && !m.UnsignedImages && len(wanted) > 0 {
 		s.log.Debug("no signatures upstream", "repository", m.Repository, "upstream", m.ExternalReference)
@@ -174,43 +217,59 @@ func (s *MirrorService) localTags(ctx context.Context, repo string) ([]string, e
 	}
 }
 
-// syncTag makes the local tag point at the upstream tag's content (or
-// its platform-filtered index) and returns the upstream digest and
-// whether anything was copied.
-func (s *MirrorService) syncTag(ctx context.Context, m meta.Mirror, up upstream, opts []remote.Option, tag string) (digest.Digest, bool, error) {
+// tagPlan is what syncing one tag takes: the upstream digest, and
+// whether it must be copied (the local tag is elsewhere).
+type tagPlan struct {
+	tag       string
+	digest    digest.Digest
+	copy      bool
+	filtered  bool
+	platforms string
+}
+
+// planTag asks upstream where a tag points (one HEAD) and whether the
+// local tag is already there (or at the platform-filtered index made
+// from it).
+func (s *MirrorService) planTag(ctx context.Context, m meta.Mirror, up upstream, opts []remote.Option, tag string) (tagPlan, error) {
 	desc, err := remote.Head(up.repo.Tag(tag), opts...)
 	if err != nil {
-		return "", false, fmt.Errorf("head: %w", err)
+		return tagPlan{}, fmt.Errorf("head: %w", err)
 	}
-	upD := digest.Digest(desc.Digest.String())
-	filtered := len(m.ArchFilter) > 0 && oci.IsIndex(string(desc.MediaType))
-	platforms := strings.Join(sortedCopy(m.ArchFilter), ",")
-	if local, err := s.tags.GetManifest(ctx, m.Repository, tag, "", filtered); err == nil {
-		if !filtered && local.Digest == upD {
-			return upD, false, nil
+	p := tagPlan{tag: tag, digest: digest.Digest(desc.Digest.String()), copy: true}
+	p.filtered = len(m.ArchFilter) > 0 && oci.IsIndex(string(desc.MediaType))
+	p.platforms = strings.Join(sortedCopy(m.ArchFilter), ",")
+	if local, err := s.tags.GetManifest(ctx, m.Repository, tag, "", p.filtered); err == nil {
+		if !p.filtered && local.Digest == p.digest {
+			p.copy = false
 		}
-		if filtered {
+		if p.filtered {
 			var idx struct {
 				Annotations map[string]string `json:"annotations"`
 			}
-			if json.Unmarshal(local.Content, &idx) == nil && idx.Annotations[annoSource] == upD.String() && idx.Annotations[annoPlatforms] == platforms {
-				return upD, false, nil
+			if json.Unmarshal(local.Content, &idx) == nil && idx.Annotations[annoSource] == p.digest.String() && idx.Annotations[annoPlatforms] == p.platforms {
+				p.copy = false
 			}
 		}
 	} else if !errors.Is(err, meta.ErrManifestNotFound) {
-		return "", false, err
+		return tagPlan{}, err
 	}
+	return p, nil
+}
+
+// copyTags copies the upstream content of a plan (or its filtered index)
+// and points all the tags at it, in one transaction.
+func (s *MirrorService) copyTags(ctx context.Context, m meta.Mirror, up upstream, opts []remote.Option, p tagPlan, tags []string) error {
 	release, err := s.hosts.acquire(ctx, up.repo.RegistryStr())
 	if err != nil {
-		return "", false, err
+		return err
 	}
 	defer release()
-	req := Request{Source: up.repo.Digest(upD.String()), Options: opts, Repo: m.Repository, Tags: []string{tag}, Actor: mirrorActor(m)}
-	if !filtered {
+	req := Request{Source: up.repo.Digest(p.digest.String()), Options: opts, Repo: m.Repository, Tags: tags, Actor: mirrorActor(m)}
+	if !p.filtered {
 		_, _, err := s.copier.Copy(ctx, req)
-		return upD, true, err
+		return err
 	}
-	return upD, true, s.copyFiltered(ctx, req, upD, m.ArchFilter, platforms)
+	return s.copyFiltered(ctx, req, p.digest, m.ArchFilter, p.platforms)
 }
 
 // copyFiltered stores an index of only the upstream index's children for

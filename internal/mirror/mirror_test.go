@@ -469,3 +469,42 @@ func TestMirrorRobotMayPushUserMayNot(t *testing.T) {
 		t.Fatal("another robot may push to a mirror")
 	}
 }
+
+// TestMirrorOnePushPerUpstreamChange: tags that move to one upstream
+// digest in a sync (1.9 and 1.9-2 after a patch) are one repo_push
+// listing them all, with where each tag was.
+func TestMirrorOnePushPerUpstreamChange(t *testing.T) {
+	ctx := context.Background()
+	f := newMirrorFixture(t)
+	old, patched := randomImage(t), randomImage(t)
+	dold := f.push(t, "1.9", old)
+	f.push(t, "1.9-1", old)
+	f.create(t, []string{"1.9*"}, nil)
+	if err := f.svc.Sync(ctx, mrepo); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.events(t, meta.EventRepoPush)); n != 1 {
+		t.Fatalf("first sync: %d repo_push events, want 1 for two tags of one digest", n)
+	}
+	dnew := f.push(t, "1.9", patched)
+	f.push(t, "1.9-2", patched)
+	if err := f.svc.Sync(ctx, mrepo); err != nil {
+		t.Fatal(err)
+	}
+	ev := f.events(t, meta.EventRepoPush)
+	if len(ev) != 2 {
+		t.Fatalf("%d repo_push events, want 2", len(ev))
+	}
+	var data struct {
+		Digest      string            `json:"digest"`
+		UpdatedTags []string          `json:"updated_tags"`
+		Previous    map[string]string `json:"previous"`
+	}
+	if err := json.Unmarshal(ev[1].Data, &data); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(data.UpdatedTags)
+	if data.Digest != dnew.String() || !slices.Equal(data.UpdatedTags, []string{"1.9", "1.9-2"}) || data.Previous["1.9"] != dold.String() {
+		t.Fatalf("the patch's repo_push: %+v", data)
+	}
+}
