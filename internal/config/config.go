@@ -43,6 +43,7 @@ type Config struct {
 	Notifications Notifications `yaml:"notifications"`
 	Scan          Scan          `yaml:"scan"`
 	GC            GC            `yaml:"gc"`
+	Graph         Graph         `yaml:"graph"`
 	// AllowedArtifactTypes is Quay's ALLOWED_OCI_ARTIFACT_TYPES: a map from
 	// config media type to allowed layer media types. Empty means the
 	// default list (images, Helm charts, cosign signatures, SBOMs and
@@ -186,6 +187,19 @@ type GC struct {
 	Retention Retention `yaml:"retention"`
 }
 
+// Graph configures the base-image graph (docs/graph.md).
+type Graph struct {
+	// Enabled indexes every image stored (what it is built on) and fires
+	// base_image_updated when a base tag moves.
+	Enabled bool `yaml:"enabled"`
+	// Debounce delays base_image_updated after a base tag moves; a tag
+	// that moves again within it fires once, for where it ends (0: at
+	// once).
+	Debounce time.Duration `yaml:"debounce"`
+	// Workers index images and fire triggers.
+	Workers int `yaml:"workers"`
+}
+
 // Retention of bookkeeping rows.
 type Retention struct {
 	// Events: dispatched outbox events (never one a delivery still needs).
@@ -216,8 +230,9 @@ func Default() Config {
 		GC: GC{Enabled: true, Interval: 10 * time.Minute, Delay: time.Hour, UploadExpiry: 24 * time.Hour,
 			Retention: Retention{Events: 30 * 24 * time.Hour, DoneJobs: 7 * 24 * time.Hour, DeadJobs: 90 * 24 * time.Hour,
 				Attempts: 30 * 24 * time.Hour, Audit: 365 * 24 * time.Hour}},
-		HTTP: HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
-		Log:  Log{Level: "info", Format: "text"},
+		Graph: Graph{Enabled: true, Workers: 2},
+		HTTP:  HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
+		Log:   Log{Level: "info", Format: "text"},
 
 		CreatePrivateRepoOnPush: true,
 		Notifications:           Notifications{Workers: 4},
@@ -356,6 +371,12 @@ func (c *Config) Validate() error {
 	}
 	if w := c.Notifications.Workers; w < 1 || w > 256 {
 		bad("notifications.workers", "%d is outside 1..256", w)
+	}
+	if w := c.Graph.Workers; w < 1 || w > 64 {
+		bad("graph.workers", "%d is outside 1..64", w)
+	}
+	if d := c.Graph.Debounce; d < 0 || d > 24*time.Hour {
+		bad("graph.debounce", "%s is outside 0..24h", d)
 	}
 	if w := c.Scan.Workers; w < 1 || w > 64 {
 		bad("scan.workers", "%d is outside 1..64", w)
