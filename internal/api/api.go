@@ -57,7 +57,9 @@ type Options struct {
 	// Scanner answers the security endpoints; nil answers 501.
 	Scanner Scanner
 	// GC explains garbage collection; nil answers 501.
-	GC     Collector
+	GC Collector
+	// Graph is the base-image graph; nil answers 501.
+	Graph  Graph
 	Logger *slog.Logger
 }
 

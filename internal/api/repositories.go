@@ -52,6 +52,7 @@ func (a *API) repositoryEndpoints() []repoEndpoint {
 	eps = append(eps, a.mirrorEndpoints()...)
 	eps = append(eps, a.securityEndpoints()...)
 	eps = append(eps, a.gcEndpoints()...)
+	eps = append(eps, a.graphEndpoints()...)
 	return append(eps, a.notificationEndpoints()...)
 }
 

@@ -1,0 +1,177 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+)
+
+// Graph is the base-image graph as the API reads it (meta.Graph).
+type Graph interface {
+	Bases(ctx context.Context, repo string, d digest.Digest) ([]meta.GraphBase, error)
+	Dependents(ctx context.Context, repo string, d digest.Digest, transitive bool, n int) ([]meta.GraphDependent, error)
+}
+
+// maxDependents bounds one answer (a base of a large organization).
+const maxDependents = 5000
+
+func (a *API) graphEndpoints() []repoEndpoint {
+	return []repoEndpoint{
+		{http.MethodGet, "manifest/{}/bases", a.manifestBases},
+		{http.MethodGet, "manifest/{}/dependents", a.manifestDependents},
+	}
+}
+
+// readable answers, per repository, whether the caller may read it: each
+// side of the graph is shown only to whoever can read it.
+type readable struct {
+	a    *API
+	id   auth.Identity
+	seen map[string]bool
+}
+
+func (rd *readable) ok(ctx context.Context, repo string) bool {
+	if v, ok := rd.seen[repo]; ok {
+		return v
+	}
+	v := rd.a.allow(ctx, rd.id, repo, auth.ActionRead) == nil
+	rd.seen[repo] = v
+	return v
+}
+
+// graphDigest reads the manifest argument and checks the caller may read
+// the repository asked about.
+func (a *API) graphDigest(r *http.Request, id auth.Identity, repo, arg string) (digest.Digest, error) {
+	if a.opts.Graph == nil {
+		return "", apiError(http.StatusNotImplemented, "not_implemented", "the base-image graph is disabled on this registry (graph.enabled)")
+	}
+	d, err := oci.ParseDigest(arg)
+	if err != nil {
+		return "", badRequest("invalid manifest digest: %v", err)
+	}
+	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
+		return "", err
+	}
+	return d, nil
+}
+
+// baseTagView is a tag a base was reached through.
+type baseTagView struct {
+	Name string `json:"name"`
+	// PointedAt is what the tag pointed at when the base was matched: the
+	// base, or an index holding it.
+	PointedAt digest.Digest `json:"pointed_at"`
+	// Current is what it points at now ("" if the tag was deleted).
+	Current digest.Digest `json:"current"`
+	Moved   bool          `json:"moved"`
+}
+
+// baseView is one base of the chain.
+type baseView struct {
+	Repository string        `json:"repository"`
+	Digest     digest.Digest `json:"digest"`
+	Tags       []baseTagView `json:"tags"`
+	Method     string        `json:"method"`
+	Level      int           `json:"level"`
+	Layers     int           `json:"layers"`
+	MatchedAt  time.Time     `json:"matched_at"`
+	// Moved is true when a tag the base was reached through has moved on
+	// (the image is built on an old base).
+	Moved bool `json:"moved"`
+}
+
+// manifestBases answers the chain an image is built on, immediate base
+// first (for an index, its platforms' bases).
+func (a *API) manifestBases(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, args []string) error {
+	d, err := a.graphDigest(r, id, repo, args[0])
+	if err != nil {
+		return err
+	}
+	rows, err := a.opts.Graph.Bases(r.Context(), repo, d)
+	if err != nil {
+		return err
+	}
+	rd := &readable{a: a, id: id, seen: map[string]bool{}}
+	out := []baseView{}
+	index := map[string]int{}
+	for _, b := range rows {
+		if !rd.ok(r.Context(), b.Repository) {
+			continue
+		}
+		k := b.Repository + "@" + b.Digest.String() + "#" + strconv.Itoa(b.Level)
+		i, ok := index[k]
+		if !ok {
+			i = len(out)
+			index[k] = i
+			out = append(out, baseView{Repository: b.Repository, Digest: b.Digest, Tags: []baseTagView{}, Method: b.Method,
+				Level: b.Level, Layers: b.Layers, MatchedAt: b.MatchedAt})
+		}
+		if b.Tag != "" {
+			out[i].Tags = append(out[i].Tags, baseTagView{Name: b.Tag, PointedAt: b.Top, Current: b.Current, Moved: b.Moved})
+			out[i].Moved = out[i].Moved || b.Moved
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"bases": out})
+	return nil
+}
+
+// dependentView is an image built on the one asked about.
+type dependentView struct {
+	Repository string        `json:"repository"`
+	Digest     digest.Digest `json:"digest"`
+	// Tagged are the digests its tags point at (it, or indexes holding
+	// it), and Tags those tags.
+	Tagged []digest.Digest `json:"tagged_digests"`
+	Tags   []string        `json:"tags"`
+	// Level is 1 for an image built directly on it, 2 for one built on
+	// such an image, and so on.
+	Level  int    `json:"level"`
+	Method string `json:"method"`
+	// Stale is true when the tag its immediate base was reached through
+	// has moved on: it should be rebuilt.
+	Stale bool `json:"stale"`
+}
+
+// manifestDependents answers the images built on an image (on any
+// platform of an index), directly or, with ?transitive=true, at any depth.
+func (a *API) manifestDependents(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, args []string) error {
+	d, err := a.graphDigest(r, id, repo, args[0])
+	if err != nil {
+		return err
+	}
+	transitive := false
+	if v := r.URL.Query().Get("transitive"); v != "" {
+		if transitive, err = strconv.ParseBool(v); err != nil {
+			return badRequest("transitive must be true or false")
+		}
+	}
+	rows, err := a.opts.Graph.Dependents(r.Context(), repo, d, transitive, maxDependents)
+	if err != nil {
+		return err
+	}
+	rd := &readable{a: a, id: id, seen: map[string]bool{}}
+	out := []dependentView{}
+	for _, dep := range rows {
+		if !rd.ok(r.Context(), dep.Repository) {
+			continue
+		}
+		v := dependentView{Repository: dep.Repository, Digest: dep.Digest, Tagged: dep.Tagged, Tags: dep.Tags, Level: dep.Base.Level,
+			Method: dep.Base.Method, Stale: dep.Stale}
+		if v.Tagged == nil {
+			v.Tagged = []digest.Digest{}
+		}
+		if v.Tags == nil {
+			v.Tags = []string{}
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dependents": out, "truncated": len(rows) == maxDependents})
+	return nil
+}
