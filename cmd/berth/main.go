@@ -46,7 +46,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), adminCmd(), importCmd(), vulnsCmd(), versionCmd())
+	root.AddCommand(serveCmd(), adminCmd(), importCmd(), vulnsCmd(), depsCmd(), versionCmd())
 	return root
 }
 

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/spf13/cobra"
+)
+
+// depsReport is what `berth deps --json` prints.
+type depsReport struct {
+	Repository string          `json:"repository"`
+	Digest     string          `json:"digest"`
+	Bases      []depsBase      `json:"bases"`
+	Dependents []depsDependent `json:"dependents"`
+}
+
+type depsBase struct {
+	Repository string `json:"repository"`
+	Digest     string `json:"digest"`
+	Tags       []struct {
+		Name      string `json:"name"`
+		PointedAt string `json:"pointed_at"`
+		Current   string `json:"current"`
+		Moved     bool   `json:"moved"`
+	} `json:"tags"`
+	Method string `json:"method"`
+	Level  int    `json:"level"`
+	Moved  bool   `json:"moved"`
+}
+
+type depsDependent struct {
+	Repository string   `json:"repository"`
+	Digest     string   `json:"digest"`
+	Tags       []string `json:"tags"`
+	Level      int      `json:"level"`
+	Method     string   `json:"method"`
+	Stale      bool     `json:"stale"`
+}
+
+// depsCmd prints what an image is built on and what is built on it.
+func depsCmd() *cobra.Command {
+	var username string
+	var passwordStdin, insecure, asJSON, direct bool
+	cmd := &cobra.Command{
+		Use:   "deps HOST[:PORT]/REPO[:TAG|@DIGEST]",
+		Short: "Show what an image is built on and what is built on it (stale dependents marked)",
+		Long: `Show an image's base chain (immediate base first: how each base was
+found, the tag it was reached through, and whether that tag has moved on
+since) and the images built on it, transitively unless --direct; a
+dependent whose base tag has moved on is marked STALE: it should be
+rebuilt. The password (or token) comes from standard input with
+--password-stdin, or from BERTH_PASSWORD.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			password := os.Getenv("BERTH_PASSWORD")
+			if passwordStdin {
+				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+				if err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				password = strings.TrimRight(line, "\r\n")
+			}
+			c := apiClient{http: &http.Client{Timeout: time.Minute}, username: username, password: password, scheme: "https"}
+			if insecure {
+				c.scheme = "http"
+			}
+			ref, err := name.ParseReference(args[0], name.StrictValidation)
+			if err != nil {
+				return fmt.Errorf("image %q: %w (want HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@DIGEST)", args[0], err)
+			}
+			c.host = ref.Context().RegistryStr()
+			repo := ref.Context().RepositoryStr()
+			dgst := ref.Identifier()
+			if _, isTag := ref.(name.Tag); isTag {
+				if dgst, err = c.tagDigest(cmd.Context(), repo, dgst); err != nil {
+					return err
+				}
+			}
+			rep := depsReport{Repository: repo, Digest: dgst}
+			var bases struct {
+				Bases []depsBase `json:"bases"`
+			}
+			path := "/api/v1/repository/" + repo + "/manifest/" + dgst
+			if err := c.get(cmd.Context(), path+"/bases", nil, &bases); err != nil {
+				return err
+			}
+			var deps struct {
+				Dependents []depsDependent `json:"dependents"`
+			}
+			if err := c.get(cmd.Context(), path+"/dependents", url.Values{"transitive": {fmt.Sprint(!direct)}}, &deps); err != nil {
+				return err
+			}
+			rep.Bases, rep.Dependents = bases.Bases, deps.Dependents
+			if rep.Bases == nil {
+				rep.Bases = []depsBase{}
+			}
+			if rep.Dependents == nil {
+				rep.Dependents = []depsDependent{}
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			return printDeps(cmd.OutOrStdout(), c.host, rep)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&username, "username", "u", "", "user, robot (ns+name) or token name")
+	f.BoolVar(&passwordStdin, "password-stdin", false, "read the password or token from standard input")
+	f.BoolVar(&insecure, "insecure", false, "use plain HTTP")
+	f.BoolVar(&asJSON, "json", false, "print the chain and the dependents as JSON")
+	f.BoolVar(&direct, "direct", false, "only images built directly on it")
+	return cmd
+}
+
+func short(d string) string {
+	if _, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
+		return d[:len(d)-len(hex)] + hex[:12]
+	}
+	return d
+}
+
+func printDeps(w io.Writer, host string, rep depsReport) error {
+	fmt.Fprintf(w, "%s/%s@%s\n\nBUILT ON\n", host, rep.Repository, rep.Digest)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if len(rep.Bases) == 0 {
+		fmt.Fprintln(tw, "  (no base found)")
+	}
+	for _, b := range rep.Bases {
+		var tags []string
+		for _, t := range b.Tags {
+			s := t.Name
+			if t.Moved {
+				if t.Current == "" {
+					s += " (deleted since)"
+				} else {
+					s += " (moved to " + short(t.Current) + ")"
+				}
+			}
+			tags = append(tags, s)
+		}
+		state := ""
+		if b.Moved {
+			state = "STALE"
+		}
+		fmt.Fprintf(tw, "  %d\t%s@%s\t%s\tby %s\t%s\n", b.Level, b.Repository, short(b.Digest), strings.Join(tags, ", "), b.Method, state)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\nUSED BY")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if len(rep.Dependents) == 0 {
+		fmt.Fprintln(tw, "  (nothing stored is built on it)")
+	}
+	for _, d := range rep.Dependents {
+		state := ""
+		if d.Stale {
+			state = "STALE"
+		}
+		fmt.Fprintf(tw, "  %d\t%s@%s\t%s\tby %s\t%s\n", d.Level, d.Repository, short(d.Digest), strings.Join(d.Tags, ", "), d.Method, state)
+	}
+	return tw.Flush()
+}
