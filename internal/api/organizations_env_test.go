@@ -44,7 +44,7 @@ func newOrgEnv(t *testing.T, dialect string) *orgEnv {
 		t.Fatal(err)
 	}
 	az := authz.New(wire.AuthzStores(db), tokens, authz.Options{})
-	srv := httptest.NewServer(api.New(db, az, api.Options{}))
+	srv := httptest.NewServer(api.New(wire.APIStores(db), az, api.Options{}))
 	t.Cleanup(srv.Close)
 	e := &orgEnv{t: t, db: db, az: az, tokens: tokens, url: srv.URL, secrets: map[string]string{}}
 	e.user("alice", false)

@@ -40,7 +40,7 @@ func newProxyOrgEnv(t *testing.T, p api.ProxyCaches) *orgEnv {
 		t.Fatal(err)
 	}
 	az := authz.New(wire.AuthzStores(db), tokens, authz.Options{})
-	srv := httptest.NewServer(api.New(db, az, api.Options{ProxyCache: p}))
+	srv := httptest.NewServer(api.New(wire.APIStores(db), az, api.Options{ProxyCache: p}))
 	t.Cleanup(srv.Close)
 	e := &orgEnv{t: t, db: db, az: az, tokens: tokens, url: srv.URL, secrets: map[string]string{}}
 	e.user("alice", false)

@@ -11,6 +11,7 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // retryAuth refuses every caller for now, as authz does for a throttled
@@ -32,7 +33,7 @@ func TestThrottledLogin(t *testing.T) {
 		&authz.RetryError{Err: authz.ErrThrottled, After: 90*time.Second + time.Millisecond},
 		&authz.RetryError{Err: authz.ErrBusy},
 	} {
-		h := api.New(db, retryAuth{err: err}, api.Options{})
+		h := api.New(wire.APIStores(db), retryAuth{err: err}, api.Options{})
 		w := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodGet, "/api/v1/user/", nil)
 		r.SetBasicAuth("alice", "password")

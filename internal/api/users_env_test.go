@@ -82,7 +82,7 @@ func newUREnv(t *testing.T, dialect string, opts api.Options) *urEnv {
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	az := authz.New(wire.AuthzStores(db), tokens, authz.Options{Logger: logger})
 	opts.Logger = logger
-	srv := httptest.NewServer(api.New(db, az, opts))
+	srv := httptest.NewServer(api.New(wire.APIStores(db), az, opts))
 	e := &urEnv{t: t, db: db, url: srv.URL, log: logs, pass: map[string]string{}}
 	t.Cleanup(func() {
 		srv.Close()
