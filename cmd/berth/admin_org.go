@@ -18,21 +18,32 @@ import (
 // opener opens the metadata store the admin commands work on.
 type opener func(cmd *cobra.Command) (*meta.DB, error)
 
+// auditLog is where admin commands record what they did (meta.Access).
+type auditLog interface {
+	AppendAudit(ctx context.Context, e meta.AuditEntry) error
+}
+
+// namespaces looks accounts and namespaces up (meta.Users).
+type namespaces interface {
+	UserByName(ctx context.Context, username string) (meta.User, error)
+	NamespaceByName(ctx context.Context, name string) (meta.Namespace, error)
+}
+
 // auditAdmin records what an admin command did; the change itself is
 // already made, so a failure to record it is reported, not returned.
-func auditAdmin(cmd *cobra.Command, db *meta.DB, e meta.AuditEntry, md any) {
+func auditAdmin(cmd *cobra.Command, audit auditLog, e meta.AuditEntry, md any) {
 	e.Actor = "berth admin"
 	b, _ := json.Marshal(md)
 	e.Metadata = b
-	if err := db.Access().AppendAudit(cmd.Context(), e); err != nil {
+	if err := audit.AppendAudit(cmd.Context(), e); err != nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the audit log entry was not written: %v\n", err)
 	}
 }
 
 // ownerUser looks up the user an organization is given to, with the reason
 // why not in words an operator can act on.
-func ownerUser(ctx context.Context, db *meta.DB, name string) (meta.User, error) {
-	u, err := db.Users().UserByName(ctx, name)
+func ownerUser(ctx context.Context, users namespaces, name string) (meta.User, error) {
+	u, err := users.UserByName(ctx, name)
 	if errors.Is(err, meta.ErrUserNotFound) {
 		return meta.User{}, fmt.Errorf("unknown user %q (create it first: berth admin user create %s)", name, name)
 	}
@@ -47,8 +58,8 @@ func ownerUser(ctx context.Context, db *meta.DB, name string) (meta.User, error)
 
 // organization looks up an organization by name; a user's namespace or a
 // missing one is refused with the reason.
-func organization(ctx context.Context, db *meta.DB, name string) (meta.Namespace, error) {
-	ns, err := db.Users().NamespaceByName(ctx, name)
+func organization(ctx context.Context, users namespaces, name string) (meta.Namespace, error) {
+	ns, err := users.NamespaceByName(ctx, name)
 	if errors.Is(err, meta.ErrNamespaceNotFound) {
 		return meta.Namespace{}, fmt.Errorf("unknown organization %q (create it: berth admin org create %s --owner USER)", name, name)
 	}
@@ -87,7 +98,7 @@ administers it; add others with "berth admin team".`,
 			}
 			defer db.Close()
 			ctx := cmd.Context()
-			u, err := ownerUser(ctx, db, owner)
+			u, err := ownerUser(ctx, db.Users(), owner)
 			if err != nil {
 				return err
 			}
@@ -101,7 +112,7 @@ administers it; add others with "berth admin team".`,
 					return err
 				}
 			}
-			auditAdmin(cmd, db, meta.AuditEntry{Kind: "org_create", Namespace: name}, map[string]string{"namespace": name, "owner": owner})
+			auditAdmin(cmd, db.Access(), meta.AuditEntry{Kind: "org_create", Namespace: name}, map[string]string{"namespace": name, "owner": owner})
 			fmt.Fprintf(cmd.OutOrStdout(), "created organization %s (owner: %s)\n", name, owner)
 			return nil
 		},
@@ -164,7 +175,7 @@ the organization and all its repositories).`,
 			}
 			defer db.Close()
 			ctx := cmd.Context()
-			if _, err := organization(ctx, db, orgName); err != nil {
+			if _, err := organization(ctx, db.Users(), orgName); err != nil {
 				return err
 			}
 			if _, err := db.Organizations().TeamByName(ctx, orgName, name); err == nil {
@@ -175,7 +186,7 @@ the organization and all its repositories).`,
 			if _, err := db.Organizations().PutTeam(ctx, orgName, meta.Team{Name: name, Role: role, Description: description}); err != nil {
 				return err
 			}
-			auditAdmin(cmd, db, meta.AuditEntry{Kind: "team_change", Namespace: orgName},
+			auditAdmin(cmd, db.Access(), meta.AuditEntry{Kind: "team_change", Namespace: orgName},
 				map[string]any{"team": name, "role": role, "description": description, "created": true})
 			fmt.Fprintf(cmd.OutOrStdout(), "created team %s in %s (role: %s)\n", name, orgName, role)
 			return nil
@@ -196,7 +207,7 @@ the organization and all its repositories).`,
 			}
 			defer db.Close()
 			ctx := cmd.Context()
-			ns, err := organization(ctx, db, orgName)
+			ns, err := organization(ctx, db.Users(), orgName)
 			if err != nil {
 				return err
 			}
@@ -227,7 +238,7 @@ the organization and all its repositories).`,
 			if err := db.Organizations().AddTeamMember(ctx, t.ID, u.ID); err != nil {
 				return err
 			}
-			auditAdmin(cmd, db, meta.AuditEntry{Kind: "team_member_add", Namespace: orgName}, map[string]string{"member": member, "team": name})
+			auditAdmin(cmd, db.Access(), meta.AuditEntry{Kind: "team_member_add", Namespace: orgName}, map[string]string{"member": member, "team": name})
 			fmt.Fprintf(cmd.OutOrStdout(), "added %s to team %s of %s\n", member, name, orgName)
 			return nil
 		},
@@ -244,7 +255,7 @@ the organization and all its repositories).`,
 			}
 			defer db.Close()
 			ctx := cmd.Context()
-			if _, err := organization(ctx, db, args[0]); err != nil {
+			if _, err := organization(ctx, db.Users(), args[0]); err != nil {
 				return err
 			}
 			teams, err := db.Organizations().Teams(ctx, args[0])

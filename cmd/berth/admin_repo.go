@@ -64,13 +64,13 @@ its mirror's robot (configure the mirror through the API).`,
 			} else if err != nil {
 				return err
 			}
-			auditAdmin(cmd, db, meta.AuditEntry{Kind: "create_repo", Namespace: ns, Repository: full},
+			auditAdmin(cmd, db.Access(), meta.AuditEntry{Kind: "create_repo", Namespace: ns, Repository: full},
 				map[string]string{"repo": full, "visibility": visibility})
 			if state != auth.StateNormal {
 				if err := db.Repositories().UpdateRepository(ctx, full, nil, &state, nil, nil); err != nil {
 					return fmt.Errorf("repository %s created, but its state was not set to %s: %w", full, state, err)
 				}
-				auditAdmin(cmd, db, meta.AuditEntry{Kind: "change_repo_state", Namespace: ns, Repository: full},
+				auditAdmin(cmd, db.Access(), meta.AuditEntry{Kind: "change_repo_state", Namespace: ns, Repository: full},
 					map[string]string{"repo": full, "state": state})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created repository %s (%s, %s)\n", full, visibility, state)

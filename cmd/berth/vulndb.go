@@ -10,12 +10,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/config"
-	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/scan"
 )
 
 // vulndbCmd imports and fetches advisories into the database directly.
-func vulndbCmd(open func(*cobra.Command) (*meta.DB, error)) *cobra.Command {
+func vulndbCmd(open opener) *cobra.Command {
 	vulndb := &cobra.Command{Use: "vulndb", Short: "Fetch or import OSV vulnerability data"}
 	imp := &cobra.Command{
 		Use:   "import PATH...",
@@ -90,7 +89,7 @@ standard error, one line at a time when it is not a terminal.`,
 
 // fetchCmd downloads OSV's all.zip files (and Red Hat's content-set
 // mapping) and imports them.
-func fetchCmd(open func(*cobra.Command) (*meta.DB, error)) *cobra.Command {
+func fetchCmd(open opener) *cobra.Command {
 	var baseURL, cpeURL string
 	var cpeMapping, force bool
 	cmd := &cobra.Command{

@@ -65,7 +65,7 @@ type Options struct {
 
 // API is the /api/v1 handler.
 type API struct {
-	db   *meta.DB
+	db   Stores
 	auth Authenticator
 	opts Options
 	log  *slog.Logger
@@ -75,8 +75,8 @@ type API struct {
 	patterns []string
 }
 
-// New returns the /api/v1 handler.
-func New(db *meta.DB, authn Authenticator, opts Options) *API {
+// New returns the /api/v1 handler over the metadata stores.
+func New(db Stores, authn Authenticator, opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -269,7 +269,7 @@ func (a *API) audit(r *http.Request, id auth.Identity, kind, repo, namespace str
 	if i := strings.LastIndex(host, ":"); i > 0 {
 		host = host[:i]
 	}
-	if err := a.db.Access().AppendAudit(r.Context(), meta.AuditEntry{Kind: kind, Actor: id.Actor(), IP: host, Namespace: namespace, Repository: repo, Metadata: b}); err != nil {
+	if err := a.db.Audit.AppendAudit(r.Context(), meta.AuditEntry{Kind: kind, Actor: id.Actor(), IP: host, Namespace: namespace, Repository: repo, Metadata: b}); err != nil {
 		a.log.Warn("audit log", "err", err)
 	}
 }

@@ -50,7 +50,7 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	}
 	if err := a.allow(r.Context(), id, body.Repository, auth.ActionPush); err != nil {
 		ns, _, _ := strings.Cut(body.Repository, "/")
-		if _, nerr := a.db.Users().NamespaceByName(r.Context(), ns); errors.Is(nerr, meta.ErrNamespaceNotFound) && id.Kind != auth.KindAnonymous {
+		if _, nerr := a.db.Users.NamespaceByName(r.Context(), ns); errors.Is(nerr, meta.ErrNamespaceNotFound) && id.Kind != auth.KindAnonymous {
 			return notFound("%v", &meta.NamespaceMissingError{Namespace: ns})
 		}
 		return err
@@ -90,13 +90,13 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 // an organization the caller owns, or one without owners in auth mode
 // "none".
 func (a *API) createForImport(ctx context.Context, id auth.Identity, repo string) error {
-	ri, err := a.db.Repositories().Repository(ctx, repo)
+	ri, err := a.db.Repositories.Repository(ctx, repo)
 	if err != nil || ri.Exists {
 		return err
 	}
 	plan := &meta.RepoCreate{Visibility: "private"}
 	if (id.Kind == auth.KindUser || id.Kind == auth.KindRobot) && id.Name != "" {
-		u, err := a.db.Users().UserByName(ctx, id.Name)
+		u, err := a.db.Users.UserByName(ctx, id.Name)
 		if err != nil {
 			return err
 		}
@@ -107,7 +107,7 @@ func (a *API) createForImport(ctx context.Context, id auth.Identity, repo string
 	} else if id.Kind == auth.KindUser && id.Name == "" {
 		plan.OwnerlessOrg = true // auth mode "none"
 	}
-	err = a.db.Repositories().EnsureRepository(ctx, repo, meta.Writer{Actor: id.Actor(), Create: plan})
+	err = a.db.Repositories.EnsureRepository(ctx, repo, meta.Writer{Actor: id.Actor(), Create: plan})
 	var missing *meta.NamespaceMissingError
 	if errors.As(err, &missing) {
 		return notFound("%v", missing)

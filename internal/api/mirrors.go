@@ -199,7 +199,7 @@ func (a *API) checkMirrorRobot(ctx context.Context, repo, robot string) error {
 		return badRequest("robot_username is required")
 	}
 	ns, _ := splitRepo(repo)
-	u, err := a.db.Users().UserByName(ctx, robot)
+	u, err := a.db.Users.UserByName(ctx, robot)
 	if errors.Is(err, meta.ErrUserNotFound) || err == nil && (u.Kind != meta.UserKindRobot || !strings.HasPrefix(robot, ns+"+")) {
 		return badRequest("robot_username %q is not a robot of namespace %s", robot, ns)
 	}
@@ -214,14 +214,14 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		if err := decode(w, r, &in); err != nil {
 			return err
 		}
-		if _, err := a.db.Mirrors().GetMirror(ctx, repo); err == nil {
+		if _, err := a.db.Mirrors.GetMirror(ctx, repo); err == nil {
 			return apiError(http.StatusConflict, "conflict", "repository %s already has a mirror", repo)
 		}
 		m := meta.Mirror{Repository: repo, Enabled: true, VerifyTLS: true}
 		if err := a.applyMirrorInput(ctx, repo, in, &m, true); err != nil {
 			return err
 		}
-		err := a.db.Mirrors().CreateMirror(ctx, m)
+		err := a.db.Mirrors.CreateMirror(ctx, m)
 		if errors.Is(err, meta.ErrExists) {
 			return apiError(http.StatusConflict, "conflict", "repository %s already has a mirror", repo)
 		}
@@ -230,14 +230,14 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		}
 		a.audit(r, id, "repo_mirror_enabled", repo, "", map[string]string{"external_reference": m.ExternalReference, "robot": m.RobotUsername})
 		a.opts.Mirrors.Wake()
-		m, err = a.db.Mirrors().GetMirror(ctx, repo)
+		m, err = a.db.Mirrors.GetMirror(ctx, repo)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusCreated, mirrorView(m))
 		return nil
 	}
-	m, err := a.db.Mirrors().GetMirror(ctx, repo)
+	m, err := a.db.Mirrors.GetMirror(ctx, repo)
 	if errors.Is(err, meta.ErrMirrorNotFound) {
 		return notFound("repository %s has no mirror", repo)
 	}
@@ -257,24 +257,24 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 			return err
 		}
 		reschedule := !m.SyncStartDate.Equal(before.SyncStartDate)
-		if err := a.db.Mirrors().UpdateMirror(ctx, m, reschedule); err != nil {
+		if err := a.db.Mirrors.UpdateMirror(ctx, m, reschedule); err != nil {
 			return err
 		}
 		a.audit(r, id, "repo_mirror_config_changed", repo, "", map[string]string{"external_reference": m.ExternalReference, "robot": m.RobotUsername})
 		a.opts.Mirrors.Wake()
-		if m, err = a.db.Mirrors().GetMirror(ctx, repo); err != nil {
+		if m, err = a.db.Mirrors.GetMirror(ctx, repo); err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusCreated, mirrorView(m))
 	case "sync-now":
-		if err := a.db.Mirrors().MirrorSyncNow(ctx, repo); err != nil {
+		if err := a.db.Mirrors.MirrorSyncNow(ctx, repo); err != nil {
 			return err
 		}
 		a.audit(r, id, "repo_mirror_sync_now_requested", repo, "", map[string]string{})
 		a.opts.Mirrors.Wake()
 		w.WriteHeader(http.StatusNoContent)
 	case "sync-cancel":
-		if err := a.db.Mirrors().MirrorSyncCancel(ctx, repo); err != nil {
+		if err := a.db.Mirrors.MirrorSyncCancel(ctx, repo); err != nil {
 			return err
 		}
 		a.audit(r, id, "repo_mirror_sync_cancel_requested", repo, "", map[string]string{})

@@ -85,7 +85,7 @@ func (a *API) notification(w http.ResponseWriter, r *http.Request, id auth.Ident
 	}
 	switch op {
 	case "list":
-		ns, err := a.db.Notifications().Notifications(ctx, scope, target)
+		ns, err := a.db.Notifications.Notifications(ctx, scope, target)
 		if err != nil {
 			return err
 		}
@@ -112,7 +112,7 @@ func (a *API) notification(w http.ResponseWriter, r *http.Request, id auth.Ident
 		writeJSON(w, http.StatusCreated, notify.View(n))
 		return nil
 	}
-	n, err := a.db.Notifications().NotificationByUUID(ctx, scope, target, uuid)
+	n, err := a.db.Notifications.NotificationByUUID(ctx, scope, target, uuid)
 	if errors.Is(err, meta.ErrNotificationNotFound) {
 		return notFound("notification %s not found", uuid)
 	}
@@ -123,13 +123,13 @@ func (a *API) notification(w http.ResponseWriter, r *http.Request, id auth.Ident
 	case "get":
 		writeJSON(w, http.StatusOK, notify.View(n))
 	case "delete":
-		if err := a.db.Notifications().DeleteNotification(ctx, n.ID); err != nil {
+		if err := a.db.Notifications.DeleteNotification(ctx, n.ID); err != nil {
 			return err
 		}
 		a.audit(r, id, "delete_repo_notification", repoOf(scope, target), nsOf(scope, target), map[string]string{"uuid": n.UUID})
 		w.WriteHeader(http.StatusNoContent)
 	case "reset":
-		if err := a.db.Notifications().ResetNotificationFailures(ctx, n.ID); err != nil {
+		if err := a.db.Notifications.ResetNotificationFailures(ctx, n.ID); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -146,7 +146,7 @@ func (a *API) notification(w http.ResponseWriter, r *http.Request, id auth.Ident
 		}
 		writeJSON(w, http.StatusOK, map[string]any{})
 	case "attempts":
-		at, err := a.db.Notifications().Attempts(ctx, n.ID, 100)
+		at, err := a.db.Notifications.Attempts(ctx, n.ID, 100)
 		if err != nil {
 			return err
 		}

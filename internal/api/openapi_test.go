@@ -91,7 +91,7 @@ func documentedRoutes(doc map[string]any) map[string]bool {
 // operation in openapi.yaml, or the document has an operation that no
 // route serves (a wrong path, method or trailing slash).
 func TestOpenAPIMatchesRoutes(t *testing.T) {
-	served := servedRoutes(t, New(nil, Open{}, Options{}))
+	served := servedRoutes(t, New(Stores{}, Open{}, Options{}))
 	documented := documentedRoutes(openAPIDoc(t))
 	looseDocumented := map[string]bool{}
 	for k := range documented {
@@ -127,7 +127,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // TestOpenAPIDriftDetected proves the comparison sees a change on either
 // side: a route nobody documented, and an operation nobody serves.
 func TestOpenAPIDriftDetected(t *testing.T) {
-	a := New(nil, Open{}, Options{})
+	a := New(Stores{}, Open{}, Options{})
 	a.handle("GET /api/v1/organization/{org}/quota", func(http.ResponseWriter, *http.Request, auth.Identity) error { return nil })
 	served := servedRoutes(t, a)
 	documented := documentedRoutes(openAPIDoc(t))
@@ -398,7 +398,7 @@ func resolve(doc map[string]any, v any) (map[string]any, error) {
 // TestOpenAPIServed: the document is served as JSON to anyone, with an
 // ETag that a client may revalidate.
 func TestOpenAPIServed(t *testing.T) {
-	a := New(nil, Open{}, Options{})
+	a := New(Stores{}, Open{}, Options{})
 	want, err := openAPIJSON()
 	if err != nil {
 		t.Fatal(err)

@@ -42,7 +42,7 @@ type orgCaller struct {
 // tokens stand nowhere. Only users administer: a robot in an admin team
 // acts on repositories, not on the organization.
 func (a *API) orgStanding(ctx context.Context, id auth.Identity, org string) (orgCaller, error) {
-	ns, err := a.db.Users().NamespaceByName(ctx, org)
+	ns, err := a.db.Users.NamespaceByName(ctx, org)
 	if errors.Is(err, meta.ErrNamespaceNotFound) || (err == nil && ns.Kind != meta.NamespaceOrg) {
 		return orgCaller{}, notFound("organization %q not found", org)
 	}
@@ -57,7 +57,7 @@ func (a *API) orgStanding(ctx context.Context, id auth.Identity, org string) (or
 	if id.Kind != auth.KindUser && id.Kind != auth.KindRobot {
 		return c, nil
 	}
-	u, err := a.db.Users().UserByName(ctx, id.Name)
+	u, err := a.db.Users.UserByName(ctx, id.Name)
 	if errors.Is(err, meta.ErrUserNotFound) {
 		return c, nil
 	}
@@ -67,7 +67,7 @@ func (a *API) orgStanding(ctx context.Context, id auth.Identity, org string) (or
 	if !u.Enabled || (u.Kind == meta.UserKindRobot) != (id.Kind == auth.KindRobot) {
 		return c, nil
 	}
-	role, err := a.db.Organizations().OrgRole(ctx, org, u.ID)
+	role, err := a.db.Orgs.OrgRole(ctx, org, u.ID)
 	if err != nil {
 		return orgCaller{}, err
 	}
@@ -112,20 +112,20 @@ func (a *API) createOrganization(w http.ResponseWriter, r *http.Request, id auth
 	if err := checkEmail(body.Email); err != nil {
 		return badRequest("%v", err)
 	}
-	u, err := a.db.Users().UserByName(r.Context(), id.Name)
+	u, err := a.db.Users.UserByName(r.Context(), id.Name)
 	if errors.Is(err, meta.ErrUserNotFound) {
 		return forbidden("an organization needs a user account to own it")
 	}
 	if err != nil {
 		return err
 	}
-	if _, err := a.db.Organizations().CreateOrganization(r.Context(), body.Name, u.ID); errors.Is(err, meta.ErrExists) {
+	if _, err := a.db.Orgs.CreateOrganization(r.Context(), body.Name, u.ID); errors.Is(err, meta.ErrExists) {
 		return badRequest("a user or organization named %q already exists", body.Name)
 	} else if err != nil {
 		return err
 	}
 	if body.Email != "" {
-		if err := a.db.Users().SetNamespaceEmail(r.Context(), body.Name, body.Email); err != nil {
+		if err := a.db.Accounts.SetNamespaceEmail(r.Context(), body.Name, body.Email); err != nil {
 			return err
 		}
 	}
@@ -158,16 +158,16 @@ func (a *API) orgViewOf(ctx context.Context, c orgCaller) (orgView, error) {
 	if !c.admin {
 		return v, nil
 	}
-	ns, err := a.db.Users().NamespaceByName(ctx, c.org.Name)
+	ns, err := a.db.Users.NamespaceByName(ctx, c.org.Name)
 	if err != nil {
 		return orgView{}, err
 	}
 	v.Email = ns.Email
-	teams, err := a.db.Organizations().Teams(ctx, c.org.Name)
+	teams, err := a.db.Teams.Teams(ctx, c.org.Name)
 	if err != nil {
 		return orgView{}, err
 	}
-	counts, err := a.db.Organizations().TeamMemberCounts(ctx, c.org.Name)
+	counts, err := a.db.Teams.TeamMemberCounts(ctx, c.org.Name)
 	if err != nil {
 		return orgView{}, err
 	}
@@ -206,7 +206,7 @@ func (a *API) updateOrganization(w http.ResponseWriter, r *http.Request, id auth
 		if err := checkEmail(*body.Email); err != nil {
 			return badRequest("%v", err)
 		}
-		if err := a.db.Users().SetNamespaceEmail(r.Context(), c.org.Name, *body.Email); err != nil {
+		if err := a.db.Accounts.SetNamespaceEmail(r.Context(), c.org.Name, *body.Email); err != nil {
 			return err
 		}
 		a.audit(r, id, "org_change_email", "", c.org.Name, map[string]string{"email": *body.Email})
@@ -224,7 +224,7 @@ func (a *API) deleteOrganization(w http.ResponseWriter, r *http.Request, id auth
 	if _, err := a.orgAdmin(r.Context(), id, org); err != nil {
 		return err
 	}
-	err := a.db.Organizations().DeleteOrganization(r.Context(), org)
+	err := a.db.Orgs.DeleteOrganization(r.Context(), org)
 	switch {
 	case errors.Is(err, meta.ErrNamespaceNotEmpty):
 		return badRequest("organization %s still has repositories; delete them first", org)
@@ -262,7 +262,7 @@ func (a *API) listOrgMembers(w http.ResponseWriter, r *http.Request, id auth.Ide
 	if err != nil {
 		return err
 	}
-	members, err := a.db.Organizations().OrgMembers(r.Context(), c.org.Name)
+	members, err := a.db.Orgs.OrgMembers(r.Context(), c.org.Name)
 	if err != nil {
 		return err
 	}
@@ -279,7 +279,7 @@ func (a *API) getOrgMember(w http.ResponseWriter, r *http.Request, id auth.Ident
 	if err != nil {
 		return err
 	}
-	members, err := a.db.Organizations().OrgMembers(r.Context(), c.org.Name)
+	members, err := a.db.Orgs.OrgMembers(r.Context(), c.org.Name)
 	if err != nil {
 		return err
 	}
@@ -296,14 +296,14 @@ func (a *API) getOrgMember(w http.ResponseWriter, r *http.Request, id auth.Ident
 // removeMembership removes a member from one team of the organization, or
 // from all of them (team ""), and audits it.
 func (a *API) removeMembership(r *http.Request, id auth.Identity, org, team, member string) error {
-	u, err := a.db.Users().UserByName(r.Context(), member)
+	u, err := a.db.Users.UserByName(r.Context(), member)
 	if errors.Is(err, meta.ErrUserNotFound) {
 		return notFound("user %q not found", member)
 	}
 	if err != nil {
 		return err
 	}
-	removed, err := a.db.Organizations().RemoveOrgMember(r.Context(), org, team, u.ID)
+	removed, err := a.db.Orgs.RemoveOrgMember(r.Context(), org, team, u.ID)
 	switch {
 	case errors.Is(err, meta.ErrLastOwner):
 		return badRequest("%s is the last owner of organization %s; add another user to the %s team first", member, org, meta.OwnersTeam)
@@ -367,7 +367,7 @@ func (a *API) putTeam(w http.ResponseWriter, r *http.Request, id auth.Identity) 
 	if body.Description != nil && len(*body.Description) > maxTeamDescription {
 		return badRequest("team description over %d bytes", maxTeamDescription)
 	}
-	t, err := a.db.Organizations().TeamByName(r.Context(), c.org.Name, name)
+	t, err := a.db.Teams.TeamByName(r.Context(), c.org.Name, name)
 	created := errors.Is(err, meta.ErrTeamNotFound)
 	if created {
 		t = meta.Team{Name: name, Role: "member"}
@@ -383,7 +383,7 @@ func (a *API) putTeam(w http.ResponseWriter, r *http.Request, id auth.Identity) 
 	if name == meta.OwnersTeam && t.Role != "admin" {
 		return badRequest("the %s team administers the organization; its role stays admin", meta.OwnersTeam)
 	}
-	t, err = a.db.Organizations().PutTeam(r.Context(), c.org.Name, t)
+	t, err = a.db.Teams.PutTeam(r.Context(), c.org.Name, t)
 	if err != nil {
 		return err
 	}
@@ -404,7 +404,7 @@ func (a *API) deleteTeam(w http.ResponseWriter, r *http.Request, id auth.Identit
 	if name == meta.OwnersTeam {
 		return badRequest("the %s team cannot be deleted", meta.OwnersTeam)
 	}
-	if err := a.db.Organizations().DeleteTeam(r.Context(), c.org.Name, name); errors.Is(err, meta.ErrTeamNotFound) {
+	if err := a.db.Teams.DeleteTeam(r.Context(), c.org.Name, name); errors.Is(err, meta.ErrTeamNotFound) {
 		return notFound("team %q not found in organization %s", name, c.org.Name)
 	} else if err != nil {
 		return err
@@ -439,14 +439,14 @@ func (a *API) listTeamMembers(w http.ResponseWriter, r *http.Request, id auth.Id
 	if !c.member {
 		return forbidden("%s is not a member of organization %s", id.Actor(), org)
 	}
-	t, err := a.db.Organizations().TeamByName(r.Context(), org, name)
+	t, err := a.db.Teams.TeamByName(r.Context(), org, name)
 	if errors.Is(err, meta.ErrTeamNotFound) {
 		return notFound("team %q not found in organization %s", name, org)
 	}
 	if err != nil {
 		return err
 	}
-	users, err := a.db.Organizations().TeamMembers(r.Context(), t.ID)
+	users, err := a.db.Teams.TeamMembers(r.Context(), t.ID)
 	if err != nil {
 		return err
 	}
@@ -464,14 +464,14 @@ func (a *API) addTeamMember(w http.ResponseWriter, r *http.Request, id auth.Iden
 		return err
 	}
 	name, member := r.PathValue("team"), r.PathValue("member")
-	t, err := a.db.Organizations().TeamByName(r.Context(), c.org.Name, name)
+	t, err := a.db.Teams.TeamByName(r.Context(), c.org.Name, name)
 	if errors.Is(err, meta.ErrTeamNotFound) {
 		return notFound("team %q not found in organization %s", name, c.org.Name)
 	}
 	if err != nil {
 		return err
 	}
-	u, err := a.db.Users().UserByName(r.Context(), member)
+	u, err := a.db.Users.UserByName(r.Context(), member)
 	if errors.Is(err, meta.ErrUserNotFound) {
 		return badRequest("unknown user %q", member)
 	}
@@ -482,7 +482,7 @@ func (a *API) addTeamMember(w http.ResponseWriter, r *http.Request, id auth.Iden
 		ns, _, _ := strings.Cut(u.Username, "+")
 		return badRequest("robot %s belongs to namespace %s; only robots of %s may join its teams", u.Username, ns, c.org.Name)
 	}
-	if err := a.db.Organizations().AddTeamMember(r.Context(), t.ID, u.ID); err != nil {
+	if err := a.db.Teams.AddTeamMember(r.Context(), t.ID, u.ID); err != nil {
 		return err
 	}
 	a.audit(r, id, "team_member_add", "", c.org.Name, map[string]string{"member": u.Username, "team": t.Name})

@@ -186,7 +186,7 @@ func TestOrganizationDelete(t *testing.T) {
 		if _, err := e.db.Users().UserByName(ctx, "acme+ci"); err == nil {
 			t.Fatal("the organization's robot survived it")
 		}
-		if _, err := e.login("acme+ci", e.secrets["acme+ci"]); err == nil {
+		if _, err := e.login("acme+ci", e.env.Secret("acme+ci")); err == nil {
 			t.Fatal("the deleted organization's robot still logs in")
 		}
 		if !e.audited("acme", "org_delete", "acme") {

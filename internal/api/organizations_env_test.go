@@ -3,50 +3,33 @@ package api_test
 import (
 	"context"
 	"encoding/json"
-	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/testenv"
 )
 
-// orgEnv is a real API server over a real store and authorizer, with
-// users alice and bob, carol and the superuser root.
+// orgEnv is a real API server over a real store and authorizer (the
+// shared test environment), with users alice, bob, carol and the
+// superuser root.
 type orgEnv struct {
 	t      *testing.T
+	env    *testenv.Env
 	db     *meta.DB
 	az     *authz.Authorizer
 	tokens *auth.Tokens
 	url    string
-
-	mu      sync.Mutex
-	secrets map[string]string // username (or robot, or access token) → password or token
 }
 
 func newOrgEnv(t *testing.T, dialect string) *orgEnv {
 	t.Helper()
-	db := metatest.Open(t, dialect)
-	key, err := auth.NewSigningKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := auth.NewTokens("berth", "berth", 5*time.Minute, []auth.SigningKey{key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	az := authz.New(wire.AuthzStores(db), tokens, authz.Options{})
-	srv := httptest.NewServer(api.New(db, az, api.Options{}))
-	t.Cleanup(srv.Close)
-	e := &orgEnv{t: t, db: db, az: az, tokens: tokens, url: srv.URL, secrets: map[string]string{}}
+	e := newOrgEnvWith(t, testenv.Options{Dialect: dialect})
 	e.user("alice", false)
 	e.user("bob", false)
 	e.user("carol", false)
@@ -54,40 +37,31 @@ func newOrgEnv(t *testing.T, dialect string) *orgEnv {
 	return e
 }
 
+// newOrgEnvWith is an orgEnv made with opts, with no users yet.
+func newOrgEnvWith(t *testing.T, opts testenv.Options) *orgEnv {
+	t.Helper()
+	env := testenv.New(t, opts)
+	return &orgEnv{t: t, env: env, db: env.DB, az: env.Authz, tokens: env.Tokens, url: env.URL}
+}
+
 // forDialects runs a test against every dialect metatest offers.
 func forDialects(t *testing.T, f func(t *testing.T, e *orgEnv)) {
-	for _, d := range metatest.Dialects() {
+	for _, d := range testenv.Dialects() {
 		t.Run(d, func(t *testing.T) { f(t, newOrgEnv(t, d)) })
 	}
 }
 
 func (e *orgEnv) user(name string, super bool) meta.User {
 	e.t.Helper()
-	pw := name + "-password-123"
-	h, err := auth.HashPassword(pw)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	u, err := e.db.Users().CreateUser(context.Background(), meta.User{Username: name, SecretHash: h, Superuser: super})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.setSecret(name, pw)
-	return u
+	return e.env.User(name, super)
 }
 
-func (e *orgEnv) setSecret(name, secret string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.secrets[name] = secret
-}
+func (e *orgEnv) setSecret(name, secret string) { e.env.SetSecret(name, secret) }
 
 // knownTokens are the generated secrets the env has seen.
 func (e *orgEnv) knownTokens() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	var out []string
-	for _, s := range e.secrets {
+	for _, s := range e.env.Secrets() {
 		if strings.HasPrefix(s, authz.SecretPrefix) {
 			out = append(out, s)
 		}
@@ -128,10 +102,8 @@ func (e *orgEnv) send(user, method, path, body string, tokenOK bool) resp {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if user != "" {
-		e.mu.Lock()
-		pw, ok := e.secrets[user]
-		e.mu.Unlock()
-		if !ok {
+		pw := e.env.Secret(user)
+		if pw == "" {
 			e.t.Fatalf("no secret known for %s", user)
 		}
 		req.SetBasicAuth(user, pw)

@@ -57,7 +57,7 @@ func (a *API) getProxyCache(w http.ResponseWriter, r *http.Request, id auth.Iden
 	if _, err := a.orgAdmin(r.Context(), id, org); err != nil {
 		return err
 	}
-	pc, err := a.db.ProxyCaches().ProxyCacheOf(r.Context(), org)
+	pc, err := a.db.ProxyCaches.ProxyCacheOf(r.Context(), org)
 	if errors.Is(err, meta.ErrProxyCacheNotFound) {
 		return notFound("organization %s is not a proxy cache", org)
 	}
@@ -106,7 +106,7 @@ func (a *API) setProxyCache(w http.ResponseWriter, r *http.Request, id auth.Iden
 		}
 		pc.PasswordSealed = pcs.SealPassword(*body.UpstreamRegistryPassword)
 	}
-	err = a.db.ProxyCaches().SetProxyCache(r.Context(), pc)
+	err = a.db.ProxyCaches.SetProxyCache(r.Context(), pc)
 	if errors.Is(err, meta.ErrNamespaceNotFound) {
 		return notFound("organization %q not found", org)
 	}
@@ -124,7 +124,7 @@ func (a *API) deleteProxyCache(w http.ResponseWriter, r *http.Request, id auth.I
 	if _, err := a.orgAdmin(r.Context(), id, org); err != nil {
 		return err
 	}
-	err := a.db.ProxyCaches().DeleteProxyCache(r.Context(), org)
+	err := a.db.ProxyCaches.DeleteProxyCache(r.Context(), org)
 	if errors.Is(err, meta.ErrProxyCacheNotFound) {
 		return notFound("organization %s is not a proxy cache", org)
 	}

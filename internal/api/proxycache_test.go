@@ -4,19 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/berth-dev/berth/internal/wire"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/berth-dev/berth/internal/api"
-	"github.com/berth-dev/berth/internal/auth"
-	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/testenv"
 )
 
 // fakeProxy seals by prefixing and counts invalidations.
@@ -33,16 +28,7 @@ func (f *fakeProxy) Invalidate() { f.invalidated.Add(1) }
 
 func newProxyOrgEnv(t *testing.T, p api.ProxyCaches) *orgEnv {
 	t.Helper()
-	db := metatest.Open(t, "sqlite")
-	key, _ := auth.NewSigningKey()
-	tokens, err := auth.NewTokens("berth", "berth", 5*time.Minute, []auth.SigningKey{key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	az := authz.New(wire.AuthzStores(db), tokens, authz.Options{})
-	srv := httptest.NewServer(api.New(db, az, api.Options{ProxyCache: p}))
-	t.Cleanup(srv.Close)
-	e := &orgEnv{t: t, db: db, az: az, tokens: tokens, url: srv.URL, secrets: map[string]string{}}
+	e := newOrgEnvWith(t, testenv.Options{API: api.Options{ProxyCache: p}})
 	e.user("alice", false)
 	e.user("bob", false)
 	return e

@@ -157,7 +157,7 @@ func (a *API) repoInfo(ctx context.Context, id auth.Identity, repo, action strin
 	if err := a.allow(ctx, id, repo, action); err != nil {
 		return meta.RepoInfo{}, err
 	}
-	ri, err := a.db.Repositories().Repository(ctx, repo)
+	ri, err := a.db.Repositories.Repository(ctx, repo)
 	if err != nil {
 		return meta.RepoInfo{}, err
 	}
@@ -211,7 +211,7 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.I
 	ctx := r.Context()
 	// The namespace first: the permission check refuses a repository in a
 	// namespace that does not exist, and this says why.
-	if _, err := a.db.Users().NamespaceByName(ctx, req.Namespace); errors.Is(err, meta.ErrNamespaceNotFound) {
+	if _, err := a.db.Users.NamespaceByName(ctx, req.Namespace); errors.Is(err, meta.ErrNamespaceNotFound) {
 		return notFound("namespace %q not found", req.Namespace)
 	} else if err != nil {
 		return err
@@ -219,7 +219,7 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.I
 	if err := a.allow(ctx, id, full, auth.ActionPush); err != nil {
 		return err
 	}
-	if err := a.db.Repositories().CreateRepository(ctx, full, req.Visibility, req.Description, id.Actor()); errors.Is(err, meta.ErrExists) {
+	if err := a.db.Repositories.CreateRepository(ctx, full, req.Visibility, req.Description, id.Actor()); errors.Is(err, meta.ErrExists) {
 		return badRequest("Repository already exists")
 	} else if err != nil {
 		return err
@@ -282,7 +282,7 @@ func (a *API) listRepositories(w http.ResponseWriter, r *http.Request, id auth.I
 	ctx := r.Context()
 	read, more := 0, true
 	for more && len(out.Repositories) < reposPerPage && read < reposMaxRead {
-		batch, err := a.db.Repositories().RepositoriesPage(ctx, meta.RepoQuery{Namespace: namespace, PublicOnly: id.Kind == auth.KindAnonymous, After: after, Limit: reposReadSize})
+		batch, err := a.db.Repositories.RepositoriesPage(ctx, meta.RepoQuery{Namespace: namespace, PublicOnly: id.Kind == auth.KindAnonymous, After: after, Limit: reposReadSize})
 		if err != nil {
 			return err
 		}
@@ -343,13 +343,13 @@ func (a *API) getRepository(w http.ResponseWriter, r *http.Request, id auth.Iden
 	if v.CanAdmin, err = a.auth.Decide(ctx, id, repo, auth.ActionAdmin); err != nil {
 		return err
 	}
-	if n, err := a.db.Users().NamespaceByName(ctx, ns); err == nil {
+	if n, err := a.db.Users.NamespaceByName(ctx, ns); err == nil {
 		v.IsOrganization = n.Kind == meta.NamespaceOrg
 	} else if !errors.Is(err, meta.ErrNamespaceNotFound) {
 		return err
 	}
 	if r.URL.Query().Get("includeTags") != "false" {
-		tags, err := a.db.Manifests().TagsPage(ctx, repo, meta.TagQuery{Limit: repoViewTags})
+		tags, err := a.db.Tags.TagsPage(ctx, repo, meta.TagQuery{Limit: repoViewTags})
 		if err != nil {
 			return err
 		}
@@ -366,7 +366,7 @@ func (a *API) deleteRepository(w http.ResponseWriter, r *http.Request, id auth.I
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin); err != nil {
 		return err
 	}
-	if err := a.db.Repositories().DeleteRepository(r.Context(), repo, id.Actor()); errors.Is(err, meta.ErrRepositoryNotFound) {
+	if err := a.db.Repositories.DeleteRepository(r.Context(), repo, id.Actor()); errors.Is(err, meta.ErrRepositoryNotFound) {
 		return notFound("repository %s not found", repo)
 	} else if err != nil {
 		return err
@@ -406,7 +406,7 @@ func (a *API) repoSetting(field string) repoHandler {
 			}
 			state = &v
 		}
-		if err := a.db.Repositories().UpdateRepository(r.Context(), repo, visibility, state, nil, description); errors.Is(err, meta.ErrRepositoryNotFound) {
+		if err := a.db.Repositories.UpdateRepository(r.Context(), repo, visibility, state, nil, description); errors.Is(err, meta.ErrRepositoryNotFound) {
 			return notFound("repository %s not found", repo)
 		} else if err != nil {
 			return err
@@ -426,7 +426,7 @@ func (a *API) repositoryLogs(w http.ResponseWriter, r *http.Request, id auth.Ide
 		return err
 	}
 	return writeLogs(w, r, func(before int64, n int) ([]meta.AuditEntry, error) {
-		return a.db.Access().RepositoryAuditLog(r.Context(), repo, before, n)
+		return a.db.Audit.RepositoryAuditLog(r.Context(), repo, before, n)
 	})
 }
 

@@ -15,13 +15,13 @@ import (
 func (a *API) permissionSubject(ctx context.Context, kind, repo, name string) (userID, teamID int64, err error) {
 	ns, _ := splitRepo(repo)
 	if kind == "team" {
-		t, err := a.db.Organizations().TeamByName(ctx, ns, name)
+		t, err := a.db.Teams.TeamByName(ctx, ns, name)
 		if errors.Is(err, meta.ErrTeamNotFound) {
 			return 0, 0, notFound("no team %q in %s", name, ns)
 		}
 		return 0, t.ID, err
 	}
-	u, err := a.db.Users().UserByName(ctx, name)
+	u, err := a.db.Users.UserByName(ctx, name)
 	if errors.Is(err, meta.ErrUserNotFound) {
 		return 0, 0, notFound("no user or robot %q", name)
 	}
@@ -65,7 +65,7 @@ func (a *API) permissions(kind string) repoHandler {
 				return err
 			}
 			if r.Method == http.MethodDelete {
-				if err := a.db.Access().DeletePermission(ctx, ri.ID, userID, teamID); errors.Is(err, meta.ErrNotFound) {
+				if err := a.db.Permissions.DeletePermission(ctx, ri.ID, userID, teamID); errors.Is(err, meta.ErrNotFound) {
 					return notFound("%s %q has no permission on %s", kind, name, repo)
 				} else if err != nil {
 					return err
@@ -74,13 +74,13 @@ func (a *API) permissions(kind string) repoHandler {
 				w.WriteHeader(http.StatusNoContent)
 				return nil
 			}
-			if err := a.db.Access().SetPermission(ctx, ri.ID, userID, teamID, req.Role); err != nil {
+			if err := a.db.Permissions.SetPermission(ctx, ri.ID, userID, teamID, req.Role); err != nil {
 				return err
 			}
 			a.audit(r, id, "permission_change", repo, "", map[string]string{"repo": repo, kind: name, "role": req.Role})
 		}
 		ns, _ := splitRepo(repo)
-		perms, err := a.db.Access().RepoPermissions(ctx, ri.ID, ns, kind, name)
+		perms, err := a.db.Permissions.RepoPermissions(ctx, ri.ID, ns, kind, name)
 		if err != nil {
 			return err
 		}

@@ -31,7 +31,7 @@ func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity,
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
 		return err
 	}
-	tags, err := a.db.Manifests().TagsPage(r.Context(), repo, meta.TagQuery{Name: specific, Offset: (page - 1) * limit, Limit: limit + 1})
+	tags, err := a.db.Tags.TagsPage(r.Context(), repo, meta.TagQuery{Name: specific, Offset: (page - 1) * limit, Limit: limit + 1})
 	if errors.Is(err, meta.ErrRepositoryNotFound) {
 		return notFound("repository %s not found", repo)
 	} else if err != nil {
@@ -60,7 +60,7 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 		return err
 	}
 	if r.Method == http.MethodDelete {
-		if err := a.db.Manifests().DeleteTag(r.Context(), repo, tag, id.Actor()); errors.Is(err, meta.ErrManifestNotFound) {
+		if err := a.db.Tags.DeleteTag(r.Context(), repo, tag, id.Actor()); errors.Is(err, meta.ErrManifestNotFound) {
 			return notFound("tag %s not found in %s", tag, repo)
 		} else if err != nil {
 			return err
@@ -78,7 +78,7 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 	if err != nil {
 		return badRequest("invalid manifest_digest: %v", err)
 	}
-	switch err := a.db.Manifests().MoveTag(r.Context(), repo, tag, d, id.Actor()); {
+	switch err := a.db.Tags.MoveTag(r.Context(), repo, tag, d, id.Actor()); {
 	case errors.Is(err, meta.ErrRepositoryNotFound):
 		return notFound("repository %s not found", repo)
 	case errors.Is(err, meta.ErrManifestNotFound):

@@ -66,7 +66,7 @@ func writeRobotToken(w http.ResponseWriter, status int, v robotView) {
 // robotOf returns robot ns+short, 404 if there is none.
 func (a *API) robotOf(r *http.Request, ns, short string) (meta.User, error) {
 	name := ns + "+" + short
-	u, err := a.db.Users().UserByName(r.Context(), name)
+	u, err := a.db.Users.UserByName(r.Context(), name)
 	if errors.Is(err, meta.ErrUserNotFound) || (err == nil && u.Kind != meta.UserKindRobot) {
 		return meta.User{}, notFound("robot %s not found", name)
 	}
@@ -78,7 +78,7 @@ func (a *API) listRobots(w http.ResponseWriter, r *http.Request, id auth.Identit
 	if err != nil {
 		return err
 	}
-	robots, err := a.db.Users().Robots(r.Context(), ns)
+	robots, err := a.db.Robots.Robots(r.Context(), ns)
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func (a *API) createRobot(w http.ResponseWriter, r *http.Request, id auth.Identi
 	if err != nil {
 		return err
 	}
-	u, err := a.db.Users().CreateRobot(r.Context(), ns, short, auth.HashSecret(token))
+	u, err := a.db.Robots.CreateRobot(r.Context(), ns, short, auth.HashSecret(token))
 	switch {
 	case errors.Is(err, meta.ErrExists):
 		return badRequest("robot %s already exists", name)
@@ -160,7 +160,7 @@ func (a *API) createRobot(w http.ResponseWriter, r *http.Request, id auth.Identi
 		return err
 	}
 	if body.Description != "" {
-		if err := a.db.Users().SetUserDescription(r.Context(), name, body.Description); err != nil {
+		if err := a.db.Robots.SetUserDescription(r.Context(), name, body.Description); err != nil {
 			return err
 		}
 		u.Description = body.Description
@@ -178,7 +178,7 @@ func (a *API) deleteRobot(w http.ResponseWriter, r *http.Request, id auth.Identi
 		return err
 	}
 	name := ns + "+" + r.PathValue("short")
-	err = a.db.Users().DeleteRobot(r.Context(), name)
+	err = a.db.Robots.DeleteRobot(r.Context(), name)
 	switch {
 	case errors.Is(err, meta.ErrUserNotFound):
 		return notFound("robot %s not found", name)
@@ -205,7 +205,7 @@ func (a *API) regenerateRobot(w http.ResponseWriter, r *http.Request, id auth.Id
 	if err != nil {
 		return err
 	}
-	if err := a.db.Users().SetUserSecret(r.Context(), u.Username, auth.HashSecret(token)); errors.Is(err, meta.ErrUserNotFound) {
+	if err := a.db.Robots.SetUserSecret(r.Context(), u.Username, auth.HashSecret(token)); errors.Is(err, meta.ErrUserNotFound) {
 		return notFound("robot %s not found", u.Username)
 	} else if err != nil {
 		return err

@@ -56,7 +56,7 @@ func (a *API) manifestSecurity(w http.ResponseWriter, r *http.Request, id auth.I
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
 		return err
 	}
-	m, err := a.db.Manifests().GetManifest(r.Context(), repo, "", d, true)
+	m, err := a.db.Tags.GetManifest(r.Context(), repo, "", d, true)
 	if errors.Is(err, meta.ErrNotFound) {
 		return notFound("manifest %s not found in %s", d, repo)
 	} else if err != nil {
@@ -74,7 +74,7 @@ func (a *API) vulnDBStatus(w http.ResponseWriter, r *http.Request, id auth.Ident
 	if err := needSuperuser(id); err != nil {
 		return err
 	}
-	srcs, err := a.db.VulnDB().VulnSources(r.Context())
+	srcs, err := a.db.VulnDB.VulnSources(r.Context())
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func (a *API) vulnDBImport(w http.ResponseWriter, r *http.Request, id auth.Ident
 	ctx := r.Context()
 	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, maxVulnDBUpload))
 	head, _ := body.Peek(2)
-	im := scan.NewImporter(a.db, nil)
+	im := a.db.VulnDB.NewImport()
 	var err error
 	if string(head) == "PK" || strings.HasPrefix(r.Header.Get("Content-Type"), "application/zip") {
 		err = a.importZip(ctx, im, body)
@@ -117,7 +117,7 @@ func (a *API) vulnDBImport(w http.ResponseWriter, r *http.Request, id auth.Ident
 	return nil
 }
 
-func (a *API) importZip(ctx context.Context, im *scan.Importer, body io.Reader) error {
+func (a *API) importZip(ctx context.Context, im VulnImport, body io.Reader) error {
 	f, err := os.CreateTemp("", "berth-vulndb-*.zip")
 	if err != nil {
 		return fmt.Errorf("%w: spool upload: %w", scan.ErrStore, err)

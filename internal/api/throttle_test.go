@@ -10,7 +10,7 @@ import (
 	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
-	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/testenv"
 )
 
 // retryAuth refuses every caller for now, as authz does for a throttled
@@ -27,12 +27,11 @@ func (r retryAuth) Identify(context.Context, *http.Request) (auth.Identity, *aut
 // TestThrottledLogin: a login refused for now is 429 with a Retry-After,
 // not 401.
 func TestThrottledLogin(t *testing.T) {
-	db := metatest.Open(t, "sqlite")
 	for _, err := range []error{
 		&authz.RetryError{Err: authz.ErrThrottled, After: 90*time.Second + time.Millisecond},
 		&authz.RetryError{Err: authz.ErrBusy},
 	} {
-		h := api.New(db, retryAuth{err: err}, api.Options{})
+		h := testenv.New(t, testenv.Options{APIAuth: retryAuth{err: err}}).API
 		w := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodGet, "/api/v1/user/", nil)
 		r.SetBasicAuth("alice", "password")

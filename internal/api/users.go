@@ -126,7 +126,7 @@ func (a *API) initializeUser(w http.ResponseWriter, r *http.Request, _ auth.Iden
 		return err
 	}
 	ctx := r.Context()
-	if n, err := a.db.Users().CountUsers(ctx); err != nil {
+	if n, err := a.db.Accounts.CountUsers(ctx); err != nil {
 		return err
 	} else if n > 0 {
 		return fail(http.StatusBadRequest, "Cannot initialize user in a non-empty database")
@@ -153,7 +153,7 @@ func (a *API) initializeUser(w http.ResponseWriter, r *http.Request, _ auth.Iden
 		// '+' keeps the name out of the users' namespace.
 		tok = &meta.AccessToken{Name: req.Username + "+initialize", SecretHash: auth.HashSecret(secret), CreatedBy: req.Username}
 	}
-	u, err := a.db.Users().CreateFirstUser(ctx, meta.User{Username: req.Username, Email: req.Email, SecretHash: hash, Superuser: true}, tok)
+	u, err := a.db.Accounts.CreateFirstUser(ctx, meta.User{Username: req.Username, Email: req.Email, SecretHash: hash, Superuser: true}, tok)
 	switch {
 	case errors.Is(err, meta.ErrUsersExist):
 		return fail(http.StatusBadRequest, "Cannot initialize user in a non-empty database")
@@ -188,7 +188,7 @@ func (a *API) getUser(w http.ResponseWriter, r *http.Request, id auth.Identity) 
 	}
 	out := userView{Username: id.Name, SuperUser: id.Superuser, Organizations: []orgRef{}, IsRobot: id.Kind == auth.KindRobot}
 	if id.Kind == auth.KindUser || id.Kind == auth.KindRobot {
-		u, err := a.db.Users().UserByName(r.Context(), id.Name)
+		u, err := a.db.Users.UserByName(r.Context(), id.Name)
 		switch {
 		case errors.Is(err, meta.ErrUserNotFound):
 			// auth mode "none", or deleted since its token was issued
@@ -196,7 +196,7 @@ func (a *API) getUser(w http.ResponseWriter, r *http.Request, id auth.Identity) 
 			return err
 		default:
 			out.Email = u.Email
-			orgs, err := a.db.Organizations().UserOrganizations(r.Context(), u.ID)
+			orgs, err := a.db.Orgs.UserOrganizations(r.Context(), u.ID)
 			if err != nil {
 				return err
 			}
@@ -243,7 +243,7 @@ func (a *API) superuserCreateUser(w http.ResponseWriter, r *http.Request, id aut
 	if err != nil {
 		return err
 	}
-	u, err := a.db.Users().CreateUser(r.Context(), meta.User{Username: req.Username, Email: req.Email, SecretHash: hash})
+	u, err := a.db.Accounts.CreateUser(r.Context(), meta.User{Username: req.Username, Email: req.Email, SecretHash: hash})
 	if errors.Is(err, meta.ErrExists) {
 		return badRequest("username %q is already taken", req.Username)
 	}
@@ -263,7 +263,7 @@ func (a *API) superuserDeleteUser(w http.ResponseWriter, r *http.Request, id aut
 	}
 	ctx := r.Context()
 	name := r.PathValue("username")
-	u, err := a.db.Users().UserByName(ctx, name)
+	u, err := a.db.Users.UserByName(ctx, name)
 	if errors.Is(err, meta.ErrUserNotFound) || (err == nil && u.Kind != meta.UserKindUser) {
 		return notFound("no user %q", name)
 	}
@@ -279,7 +279,7 @@ func (a *API) superuserDeleteUser(w http.ResponseWriter, r *http.Request, id aut
 	if err := a.deleteNamespaceRepositories(ctx, name, id.Actor()); err != nil {
 		return err
 	}
-	if err := a.db.Users().DeleteUser(ctx, name); err != nil && !errors.Is(err, meta.ErrUserNotFound) {
+	if err := a.db.Accounts.DeleteUser(ctx, name); err != nil && !errors.Is(err, meta.ErrUserNotFound) {
 		return err
 	}
 	if err := a.deleteNamespaceRepositories(ctx, name, id.Actor()); err != nil {
@@ -292,12 +292,12 @@ func (a *API) superuserDeleteUser(w http.ResponseWriter, r *http.Request, id aut
 
 func (a *API) deleteNamespaceRepositories(ctx context.Context, ns, actor string) error {
 	for {
-		repos, err := a.db.Repositories().RepositoriesPage(ctx, meta.RepoQuery{Namespace: ns, Limit: 100})
+		repos, err := a.db.Repositories.RepositoriesPage(ctx, meta.RepoQuery{Namespace: ns, Limit: 100})
 		if err != nil || len(repos) == 0 {
 			return err
 		}
 		for _, repo := range repos {
-			if err := a.db.Repositories().DeleteRepository(ctx, repo.Name, actor); err != nil && !errors.Is(err, meta.ErrRepositoryNotFound) {
+			if err := a.db.Repositories.DeleteRepository(ctx, repo.Name, actor); err != nil && !errors.Is(err, meta.ErrRepositoryNotFound) {
 				return err
 			}
 		}
@@ -376,7 +376,7 @@ func (a *API) superuserLogs(w http.ResponseWriter, r *http.Request, id auth.Iden
 		return err
 	}
 	return writeLogs(w, r, func(before int64, n int) ([]meta.AuditEntry, error) {
-		return a.db.Access().AuditLog(r.Context(), "", before, n)
+		return a.db.Audit.AuditLog(r.Context(), "", before, n)
 	})
 }
 
@@ -389,7 +389,7 @@ func (a *API) organizationLogs(w http.ResponseWriter, r *http.Request, id auth.I
 	if err := checkUsername(org); err != nil {
 		return badRequest("invalid organization name: %v", err)
 	}
-	ns, err := a.db.Users().NamespaceByName(r.Context(), org)
+	ns, err := a.db.Users.NamespaceByName(r.Context(), org)
 	if errors.Is(err, meta.ErrNamespaceNotFound) || (err == nil && ns.Kind != meta.NamespaceOrg) {
 		return notFound("no organization %q", org)
 	}
@@ -400,7 +400,7 @@ func (a *API) organizationLogs(w http.ResponseWriter, r *http.Request, id auth.I
 		return err
 	}
 	return writeLogs(w, r, func(before int64, n int) ([]meta.AuditEntry, error) {
-		return a.db.Access().AuditLog(r.Context(), org, before, n)
+		return a.db.Audit.AuditLog(r.Context(), org, before, n)
 	})
 }
 
@@ -491,7 +491,7 @@ func (a *API) createAccessToken(w http.ResponseWriter, r *http.Request, id auth.
 	if req.ExpiresIn > 0 {
 		t.ExpiresAt = time.Now().Add(time.Duration(req.ExpiresIn) * time.Second).UTC().Truncate(time.Microsecond)
 	}
-	if _, err := a.db.Access().CreateAccessToken(ctx, t); errors.Is(err, meta.ErrExists) {
+	if _, err := a.db.Tokens.CreateAccessToken(ctx, t); errors.Is(err, meta.ErrExists) {
 		return badRequest("the name %q is taken", req.Name)
 	} else if err != nil {
 		return err
@@ -507,7 +507,7 @@ func (a *API) listAccessTokens(w http.ResponseWriter, r *http.Request, id auth.I
 	if err := requireUser(id); err != nil {
 		return err
 	}
-	tokens, err := a.db.Access().AccessTokens(r.Context())
+	tokens, err := a.db.Tokens.AccessTokens(r.Context())
 	if err != nil {
 		return err
 	}
@@ -522,7 +522,7 @@ func (a *API) listAccessTokens(w http.ResponseWriter, r *http.Request, id auth.I
 		if t.OwnerID != 0 {
 			name, ok := owners[t.OwnerID]
 			if !ok {
-				u, err := a.db.Users().UserByID(r.Context(), t.OwnerID)
+				u, err := a.db.Users.UserByID(r.Context(), t.OwnerID)
 				if err != nil && !errors.Is(err, meta.ErrUserNotFound) {
 					return err
 				}
@@ -544,7 +544,7 @@ func (a *API) revokeAccessToken(w http.ResponseWriter, r *http.Request, id auth.
 		return err
 	}
 	name := r.PathValue("name")
-	t, err := a.db.Access().AccessTokenByName(r.Context(), name)
+	t, err := a.db.Tokens.AccessTokenByName(r.Context(), name)
 	if errors.Is(err, meta.ErrTokenNotFound) || (err == nil && !id.Superuser && t.CreatedBy != id.Actor()) {
 		return notFound("no access token %q", name)
 	}
@@ -552,7 +552,7 @@ func (a *API) revokeAccessToken(w http.ResponseWriter, r *http.Request, id auth.
 		return err
 	}
 	if t.RevokedAt.IsZero() {
-		if err := a.db.Access().RevokeAccessToken(r.Context(), name); err != nil && !errors.Is(err, meta.ErrTokenNotFound) {
+		if err := a.db.Tokens.RevokeAccessToken(r.Context(), name); err != nil && !errors.Is(err, meta.ErrTokenNotFound) {
 			return err
 		}
 		a.audit(r, id, "token_revoke", "", "", map[string]string{"token": name})

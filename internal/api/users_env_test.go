@@ -7,38 +7,34 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/berth-dev/berth/internal/wire"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/auth"
-	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/testenv"
 )
 
-// urEnv is a real /api/v1 server over a real store and authorizer, for the
-// users and repositories tests. Every response and every log line is
-// checked for the secrets it knows (passwords, their hashes, token
-// secrets and hashes).
+// urEnv is a real /api/v1 server over a real store and authorizer (the
+// shared test environment), for the users and repositories tests. Every
+// response and every log line is checked for the secrets it knows
+// (passwords, their hashes, token secrets and hashes).
 type urEnv struct {
 	t   *testing.T
+	env *testenv.Env
 	db  *meta.DB
 	url string
 	log *syncBuffer
 
 	mu      sync.Mutex
-	pass    map[string]string // username → password or token secret
 	secrets []string
 }
 
@@ -62,30 +58,18 @@ func (s *syncBuffer) String() string {
 // urDialects runs f against every dialect metatest offers.
 func urDialects(t *testing.T, f func(t *testing.T, e *urEnv)) {
 	t.Helper()
-	for _, d := range metatest.Dialects() {
+	for _, d := range testenv.Dialects() {
 		t.Run(d, func(t *testing.T) { f(t, newUREnv(t, d, api.Options{})) })
 	}
 }
 
 func newUREnv(t *testing.T, dialect string, opts api.Options) *urEnv {
 	t.Helper()
-	db := metatest.Open(t, dialect)
-	key, err := auth.NewSigningKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := auth.NewTokens("berth", "berth", 5*time.Minute, []auth.SigningKey{key})
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	az := authz.New(wire.AuthzStores(db), tokens, authz.Options{Logger: logger})
-	opts.Logger = logger
-	srv := httptest.NewServer(api.New(db, az, opts))
-	e := &urEnv{t: t, db: db, url: srv.URL, log: logs, pass: map[string]string{}}
+	env := testenv.New(t, testenv.Options{Dialect: dialect, API: opts, Logger: logger})
+	e := &urEnv{t: t, env: env, db: env.DB, url: env.URL, log: logs}
 	t.Cleanup(func() {
-		srv.Close()
 		out := logs.String()
 		for _, s := range e.knownSecrets() {
 			if strings.Contains(out, s) {
@@ -105,11 +89,11 @@ func (e *urEnv) knownSecrets() []string {
 // remember records a login secret (and, if given, its stored hash) that no
 // later response may contain.
 func (e *urEnv) remember(name, secret string, hashes ...string) {
+	if name != "" {
+		e.env.SetSecret(name, secret)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if name != "" {
-		e.pass[name] = secret
-	}
 	e.secrets = append(e.secrets, secret)
 	e.secrets = append(e.secrets, hashes...)
 }
@@ -117,39 +101,23 @@ func (e *urEnv) remember(name, secret string, hashes ...string) {
 // user creates a user with a random password.
 func (e *urEnv) user(name string, superuser bool) meta.User {
 	e.t.Helper()
-	pw := randomHex(12)
-	hash, err := auth.HashPassword(pw)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	u, err := e.db.Users().CreateUser(context.Background(), meta.User{Username: name, Email: name + "@example.com", SecretHash: hash, Superuser: superuser})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.remember(name, pw, hash)
+	u := e.env.User(name, superuser)
+	e.remember(name, e.env.Secret(name), u.SecretHash)
 	return u
 }
 
 // robot creates robot ns+short.
 func (e *urEnv) robot(ns, short string) meta.User {
 	e.t.Helper()
-	secret, err := auth.NewSecret(authz.SecretPrefix)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	u, err := e.db.Users().CreateRobot(context.Background(), ns, short, auth.HashSecret(secret))
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	u := e.env.Robot(ns, short)
+	secret := e.env.Secret(u.Username)
 	e.remember(u.Username, secret, auth.HashSecret(secret))
 	return u
 }
 
 func (e *urEnv) org(name string, owner meta.User) {
 	e.t.Helper()
-	if _, err := e.db.Organizations().CreateOrganization(context.Background(), name, owner.ID); err != nil {
-		e.t.Fatal(err)
-	}
+	e.env.Org(name, owner.Username)
 }
 
 func (e *urEnv) repo(name, visibility string) meta.RepoInfo {
@@ -273,10 +241,8 @@ func (e *urEnv) call(as, method, path string, body any) urResp {
 		name, secret, _ := strings.Cut(strings.TrimPrefix(as, "basic:"), ":")
 		req.SetBasicAuth(name, secret)
 	default:
-		e.mu.Lock()
-		pw, ok := e.pass[as]
-		e.mu.Unlock()
-		if !ok {
+		pw := e.env.Secret(as)
+		if pw == "" {
 			e.t.Fatalf("no secret known for %q", as)
 		}
 		req.SetBasicAuth(as, pw)

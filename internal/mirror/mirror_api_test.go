@@ -13,6 +13,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 func apiCall(t *testing.T, srv *httptest.Server, method, path string, body any) (int, map[string]any) {
@@ -56,7 +57,7 @@ func TestMirrorAPISyncNowAndCancel(t *testing.T) {
 	f := newMirrorFixture(t)
 	f.push(t, "1.0", randomImage(t))
 	f.push(t, "2.0", randomImage(t))
-	srv := httptest.NewServer(api.New(f.db, api.Open{}, api.Options{Mirrors: f.svc}))
+	srv := httptest.NewServer(api.New(wire.APIStores(f.db), api.Open{}, api.Options{Mirrors: f.svc}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

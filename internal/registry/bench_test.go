@@ -4,33 +4,19 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
-	"github.com/berth-dev/berth/internal/wire"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/oci"
-	"github.com/berth-dev/berth/internal/registry"
-	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/testenv"
 )
 
 func benchServer(b *testing.B, dialect string) string {
-	db := metatest.Open(b, dialect)
-	driver, err := fs.New(b.TempDir(), fs.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{
-		Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}))
-	b.Cleanup(srv.Close)
-	return srv.URL
+	return testenv.New(b, testenv.Options{Dialect: dialect, Open: true}).URL
 }
 
 func benchDo(b *testing.B, method, url string, body []byte, headers ...string) *http.Response {

@@ -3,22 +3,17 @@ package registry_test
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/berth-dev/berth/internal/wire"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/registry"
-	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/testenv"
 )
 
 type testRegistry struct {
@@ -33,21 +28,13 @@ func newRegistry(t *testing.T, dialect string, opts registry.Options) *testRegis
 	return reg
 }
 
-// newRegistryDB is newRegistry that also returns its metadata store.
+// newRegistryDB is newRegistry that also returns its metadata store: the
+// shared test environment in auth mode "none" (every request allowed)
+// with every artifact type allowed unless opts says otherwise.
 func newRegistryDB(t *testing.T, dialect string, opts registry.Options) (*testRegistry, *meta.DB) {
 	t.Helper()
-	db := metatest.Open(t, dialect)
-	driver, err := fs.New(t.TempDir(), fs.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if opts.Policy.Allowed == nil {
-		opts.Policy = oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
-	}
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, opts))
-	t.Cleanup(srv.Close)
-	return &testRegistry{t: t, url: srv.URL, host: strings.TrimPrefix(srv.URL, "http://")}, db
+	env := testenv.New(t, testenv.Options{Dialect: dialect, Open: true, Registry: opts})
+	return &testRegistry{t: t, url: env.URL, host: env.Host}, env.DB
 }
 
 func (r *testRegistry) ref(s string) name.Reference {

@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"regexp"
 	"strconv"
@@ -18,7 +16,6 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/server"
 )
 
 // TestAPIDocExamples runs the curl examples of docs/api.md, in order,
@@ -43,22 +40,7 @@ func TestAPIDocExamples(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Storage.Filesystem.Fsync = false
-	cfg.Log.Level = "error"
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	db, err := meta.Open(ctx, cfg.DatabaseURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	_, hs, db := startServer(t, func(*config.Config) {})
 	hash, _ := auth.HashPassword(pw)
 	for _, name := range []string{"alice", "bob"} {
 		if _, err := db.Users().CreateUser(ctx, meta.User{Username: name, SecretHash: hash}); err != nil {

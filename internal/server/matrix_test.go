@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -37,22 +35,7 @@ const pw = "a-long-password"
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	ctx := context.Background()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Storage.Filesystem.Fsync = false
-	cfg.Log.Level = "error"
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	db, err := meta.Open(ctx, cfg.DatabaseURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	srv, hs, db := startServer(t, func(*config.Config) {})
 	w := &world{t: t, url: hs.URL, db: db, creds: map[string][2]string{}, digest: map[string]digest.Digest{}, srv: srv}
 	hash, _ := auth.HashPassword(pw)
 	users := map[string]meta.User{}

@@ -1,16 +1,12 @@
 package server_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/config"
-	"github.com/berth-dev/berth/internal/server"
 )
 
 // TestUncleanPaths: paths with "..", "//" or "/./" get the registry's
@@ -75,22 +71,4 @@ func TestTokenEndpointRouted(t *testing.T) {
 	if resp.StatusCode != 200 || !json.Valid(body) {
 		t.Fatalf("GET /v2/auth: %d %s", resp.StatusCode, body)
 	}
-}
-
-// serveConfig serves a server built from the default configuration (on a
-// fresh data directory, without scanning) as changed by edit.
-func serveConfig(t *testing.T, edit func(*config.Config)) *httptest.Server {
-	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Scan.Enabled = false
-	edit(&cfg)
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	return hs
 }

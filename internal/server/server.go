@@ -141,7 +141,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		collector = gc.New(wire.GCStores(db), driver, GCOptions(cfg, log))
 		apiOpts.GC = collector
 	}
-	mux.Handle("/api/v1/", api.New(db, apiAuth, apiOpts))
+	mux.Handle("/api/v1/", api.New(wire.APIStores(db), apiAuth, apiOpts))
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

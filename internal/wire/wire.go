@@ -5,12 +5,14 @@
 package wire
 
 import (
+	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/gc"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
 	"github.com/berth-dev/berth/internal/proxy"
 	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/scan"
 )
 
 // RegistryStores are the stores registry.New takes.
@@ -42,3 +44,25 @@ func GCStores(db *meta.DB) gc.Stores {
 func MirrorStores(db *meta.DB) mirror.ServiceStores {
 	return mirror.ServiceStores{Mirrors: db.Mirrors(), Tags: db.Manifests(), Queue: db.Jobs()}
 }
+
+// APIStores are the stores api.New takes.
+func APIStores(db *meta.DB) api.Stores {
+	users, orgs, access := db.Users(), db.Organizations(), db.Access()
+	return api.Stores{
+		Users: users, Accounts: users, Robots: users,
+		Orgs: orgs, Teams: orgs,
+		Repositories: db.Repositories(), Tags: db.Manifests(),
+		Permissions: access, Tokens: access, Audit: access,
+		Notifications: db.Notifications(), Mirrors: db.Mirrors(), ProxyCaches: db.ProxyCaches(),
+		Keepers: db.Collector(), VulnDB: vulnDB{db.VulnDB(), db},
+	}
+}
+
+// vulnDB is the vulnerability database with its importer.
+type vulnDB struct {
+	meta.VulnDB
+	db *meta.DB
+}
+
+// NewImport starts an import of advisories.
+func (v vulnDB) NewImport() api.VulnImport { return scan.NewImporter(v.db, nil) }
