@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ const repo = "org/app"
 // env is an ingester over a fresh store of one dialect, with "upstream"
 // content (blobs and manifests by digest) that tests put into repositories.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	db    *meta.DB
 	store storage.Driver
 	in    *ingest.Ingester
@@ -32,7 +33,7 @@ type env struct {
 	upstream map[digest.Digest][]byte
 }
 
-func newEnv(t *testing.T, dialect string, opts ingest.Options) *env {
+func newEnv(t testing.TB, dialect string, opts ingest.Options) *env {
 	t.Helper()
 	db := metatest.Open(t, dialect)
 	driver, err := fs.New(t.TempDir(), fs.Options{})
@@ -79,7 +80,7 @@ func (e *env) mustLink(r string, descs ...map[string]any) {
 	}
 }
 
-func body(t *testing.T, m map[string]any) []byte {
+func body(t testing.TB, m map[string]any) []byte {
 	t.Helper()
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -490,6 +491,42 @@ func TestFetch(t *testing.T) {
 			var me *meta.MissingRefsError
 			if _, err := e.in.Ingest(ctx, ingest.Request{Repository: repo, Body: body(t, image(cfg, missing))}, lazy); !errors.As(err, &me) || me.Count != 1 {
 				t.Fatalf("unfetched layer: %v", err)
+			}
+		})
+	}
+}
+
+// nopManifests stores nothing (the checks' own cost).
+type nopManifests struct{}
+
+func (nopManifests) PutManifest(context.Context, meta.PutManifest) error { return nil }
+
+// BenchmarkIngest: an image manifest (config and two layers, linked)
+// stored with a tag on SQLite, each iteration a new manifest; and the
+// same through a store that does nothing, which is what the checks
+// (cap, digest, parse, policy, references) cost.
+func BenchmarkIngest(b *testing.B) {
+	for _, name := range []string{"sqlite", "checks-only"} {
+		b.Run(name, func(b *testing.B) {
+			e := newEnv(b, "sqlite", ingest.Options{})
+			in := e.in
+			if name == "checks-only" {
+				in = ingest.New(ingest.Stores{Manifests: nopManifests{}}, e.store,
+					ingest.Options{Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts()}})
+			}
+			ctx := context.Background()
+			cfg := e.blob(oci.MediaTypeImageConfig, `{"architecture":"amd64","os":"linux"}`)
+			l1, l2 := e.blob(oci.MediaTypeLayerGzip, "one"), e.blob(oci.MediaTypeLayerGzip, "two")
+			e.mustLink(repo, cfg, l1, l2)
+			bodies := make([][]byte, b.N)
+			for i := range bodies {
+				bodies[i] = body(b, with(image(cfg, l1, l2), "annotations", map[string]string{"n": strconv.Itoa(i)}))
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := in.Ingest(ctx, ingest.Request{Repository: repo, Tags: []string{"latest"}, Body: bodies[i]}); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}
