@@ -1,6 +1,7 @@
 // Package mirror brings content in from upstream registries: the copier
-// that mirroring, one-shot import and the pull-through cache share, and
-// import itself. The upstream client is go-containerregistry.
+// that mirroring and one-shot import share (storing every manifest through
+// the one ingest function, internal/ingest), and import itself. The
+// upstream client is go-containerregistry.
 package mirror
 
 import (
@@ -14,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/ingest"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/storage"
@@ -44,11 +46,10 @@ type ManifestStore interface {
 // already stored anywhere in Berth is linked, not downloaded again, and a
 // manifest the repository has is not fetched twice.
 type Copier struct {
-	db      Stores
-	store   storage.Driver
-	policy  oci.ArtifactPolicy
-	maxSize int64
-	log     *slog.Logger
+	db     Stores
+	store  storage.Driver
+	ingest *ingest.Ingester
+	log    *slog.Logger
 }
 
 // NewCopier returns a copier writing through the store and the driver,
@@ -57,10 +58,8 @@ func NewCopier(db Stores, store storage.Driver, policy oci.ArtifactPolicy, maxMa
 	if log == nil {
 		log = slog.Default()
 	}
-	if maxManifest <= 0 {
-		maxManifest = 4 << 20
-	}
-	return &Copier{db: db, store: store, policy: policy, maxSize: maxManifest, log: log}
+	in := ingest.New(ingest.Stores{Manifests: db.Manifests, Blobs: db.Blobs}, store, ingest.Options{Policy: policy, MaxBytes: maxManifest})
+	return &Copier{db: db, store: store, ingest: in, log: log}
 }
 
 // Stats counts what a copy moved.
@@ -107,60 +106,45 @@ func (c *Copier) Copy(ctx context.Context, req Request) (digest.Digest, Stats, e
 	return d, st, nil
 }
 
+// copyManifest stores one upstream manifest through the one ingest
+// function, which calls back (ingest.Fetch) for each reference once the
+// manifest passed its checks: a child manifest is copied first, depth
+// first, unless the repository has it; a blob is linked or downloaded.
+// The tags, if any, move in the manifest's transaction.
 func (c *Copier) copyManifest(ctx context.Context, req Request, opts []remote.Option, d digest.Digest, body []byte, mediaType string, tags []string, st *Stats) error {
-	if int64(len(body)) > c.maxSize {
-		return fmt.Errorf("manifest %s of %d bytes exceeds the limit of %d", d, len(body), c.maxSize)
-	}
-	if !d.Algorithm().Available() {
-		return fmt.Errorf("upstream manifest %s: unsupported digest algorithm", d)
-	}
-	if got := d.Algorithm().FromBytes(body); got != d {
-		return fmt.Errorf("upstream manifest %s: %w (got %s)", d, ErrDigestMismatch, got)
-	}
-	m, err := oci.ParseManifest(body, mediaType)
+	var fetchErr error
+	fetch := ingest.Fetch(func(ctx context.Context, r oci.Ref) error {
+		if r.IsManifest() {
+			fetchErr = c.copyChild(ctx, req, opts, r.Descriptor, st)
+		} else {
+			fetchErr = c.copyBlob(ctx, req, opts, r.Descriptor, st)
+		}
+		return fetchErr
+	})
+	_, err := c.ingest.Ingest(ctx, ingest.Request{Repository: req.Repo, Tags: tags, Body: body, ContentType: mediaType,
+		Digest: d, Actor: req.Actor}, fetch)
 	if err != nil {
+		if fetchErr != nil && errors.Is(err, fetchErr) {
+			return err // a reference's own error names it
+		}
 		return fmt.Errorf("upstream manifest %s: %w", d, err)
-	}
-	if err := c.policy.Check(m); err != nil {
-		return fmt.Errorf("upstream manifest %s: %w", d, err)
-	}
-	var refs []meta.Ref
-	for _, child := range m.Manifests {
-		if !oci.IsIndex(child.MediaType) && child.MediaType != oci.MediaTypeImageManifest && child.MediaType != oci.MediaTypeDockerManifest {
-			continue
-		}
-		refs = append(refs, meta.Ref{Digest: child.Digest, IsManifest: true})
-		if _, err := c.db.Manifests.GetManifest(ctx, req.Repo, "", child.Digest, false); err == nil {
-			continue // already here
-		}
-		childRef := req.Source.Context().Digest(child.Digest.String())
-		cd, err := remote.Get(childRef, opts...)
-		if err != nil {
-			return fmt.Errorf("fetch %s: %w", childRef, err)
-		}
-		if err := c.copyManifest(ctx, req, opts, child.Digest, cd.Manifest, string(cd.MediaType), nil, st); err != nil {
-			return err
-		}
-	}
-	for _, b := range m.Blobs() {
-		refs = append(refs, meta.Ref{Digest: b.Digest})
-		if err := c.copyBlob(ctx, req, opts, b, st); err != nil {
-			return err
-		}
-	}
-	put := meta.PutManifest{Repository: req.Repo, Actor: req.Actor, Refs: refs,
-		Manifest: meta.Manifest{Digest: d, MediaType: m.MediaType, ArtifactType: m.EffectiveArtifactType(), Content: body, Annotations: m.Annotations}}
-	if m.Subject != nil {
-		put.Manifest.Subject = m.Subject.Digest
-	}
-	if len(tags) > 0 {
-		put.Tag, put.MoreTags = tags[0], tags[1:]
-	}
-	if err := c.db.Manifests.PutManifest(ctx, put); err != nil {
-		return fmt.Errorf("store manifest %s: %w", d, err)
 	}
 	st.Manifests++
 	return nil
+}
+
+// copyChild copies a child manifest of an index, unless the repository
+// has it already.
+func (c *Copier) copyChild(ctx context.Context, req Request, opts []remote.Option, child oci.Descriptor, st *Stats) error {
+	if _, err := c.db.Manifests.GetManifest(ctx, req.Repo, "", child.Digest, false); err == nil {
+		return nil // already here
+	}
+	childRef := req.Source.Context().Digest(child.Digest.String())
+	cd, err := remote.Get(childRef, opts...)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", childRef, err)
+	}
+	return c.copyManifest(ctx, req, opts, child.Digest, cd.Manifest, string(cd.MediaType), nil, st)
 }
 
 // copyBlob makes a blob available in the repository: nothing to do if it

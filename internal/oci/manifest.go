@@ -59,15 +59,14 @@ func (m *Manifest) EffectiveArtifactType() string {
 }
 
 // Blobs returns the descriptors of blobs the manifest needs stored in the
-// registry: the config and the layers, less foreign layers.
+// registry: its required references that are not manifests (the config and
+// the layers less foreign layers; for an index, entries that are not
+// manifests).
 func (m *Manifest) Blobs() []Descriptor {
 	var out []Descriptor
-	if m.Config != nil {
-		out = append(out, *m.Config)
-	}
-	for _, l := range m.Layers {
-		if !isForeignLayer(l.MediaType) {
-			out = append(out, l)
+	for _, r := range m.References() {
+		if r.Required && !r.IsManifest() {
+			out = append(out, r.Descriptor)
 		}
 	}
 	return out

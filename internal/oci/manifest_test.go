@@ -127,6 +127,14 @@ func FuzzParseManifest(f *testing.F) {
 				t.Fatalf("accepted invalid descriptor %+v", d)
 			}
 		}
+		// Each referenced digest once; the subject is never required.
+		seen := map[string]bool{}
+		for _, r := range m.References() {
+			if seen[r.Digest.String()] || (r.Kind == RefSubject && r.Required) {
+				t.Fatalf("references %+v", m.References())
+			}
+			seen[r.Digest.String()] = true
+		}
 		if _, err := json.Marshal(m); err != nil {
 			t.Fatal(err)
 		}

@@ -12,8 +12,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/ingest"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/storage"
 )
@@ -97,7 +97,8 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 }
 
 // fetchManifest fetches one manifest (by tag, or by digest) and stores
-// it with its references; the tag, if any, moves to it.
+// it through the one ingest function, ahead of its references (which are
+// fetched when first asked for); the tag, if any, moves to it.
 func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag string, d digest.Digest) (meta.Manifest, error) {
 	var src name.Reference = up.repo.Digest(d.String())
 	if tag != "" {
@@ -111,55 +112,29 @@ func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag stri
 		}
 		return meta.Manifest{}, fmt.Errorf("fetch %s: %w", ref, err)
 	}
-	got := digest.Digest(desc.Digest.String())
-	body := desc.Manifest
-	if int64(len(body)) > s.opts.MaxManifestBytes {
-		return meta.Manifest{}, fmt.Errorf("upstream manifest %s of %d bytes exceeds the limit of %d", got, len(body), s.opts.MaxManifestBytes)
+	// The body must have the digest asked for, or else the one upstream
+	// gave for the tag.
+	want := d
+	if want == "" {
+		want = digest.Digest(desc.Digest.String())
 	}
-	if err := got.Validate(); err != nil {
-		return meta.Manifest{}, fmt.Errorf("upstream manifest %s: %w", ref, err)
+	req := ingest.Request{Repository: repo, Body: desc.Manifest, ContentType: string(desc.MediaType), Digest: want}
+	if tag != "" {
+		req.Tags = []string{tag}
 	}
-	if sum := got.Algorithm().FromBytes(body); sum != got || (d != "" && d != got) {
-		return meta.Manifest{}, fmt.Errorf("upstream manifest %s: %w", ref, ErrDigestMismatch)
-	}
-	m, err := oci.ParseManifest(body, string(desc.MediaType))
+	res, err := s.ingester().Ingest(ctx, req, ingest.Cache(s.opts.Now()))
 	if err != nil {
 		return meta.Manifest{}, fmt.Errorf("upstream manifest %s: %w", ref, err)
 	}
-	if err := s.opts.Policy.Check(m); err != nil {
-		return meta.Manifest{}, fmt.Errorf("upstream manifest %s: %w", ref, err)
-	}
-	put := meta.PutManifest{Repository: repo, Tag: tag, Refs: refsOf(m),
-		Manifest: meta.Manifest{Digest: got, MediaType: m.MediaType, ArtifactType: m.EffectiveArtifactType(), Content: body, Annotations: m.Annotations}}
-	if m.Subject != nil {
-		put.Manifest.Subject = m.Subject.Digest
-	}
-	if err := s.db.Caches.PutProxyManifest(ctx, put, s.opts.Now()); err != nil {
-		return meta.Manifest{}, fmt.Errorf("store manifest %s: %w", got, err)
-	}
-	s.log.Info("proxy cache: stored manifest", "repository", repo, "tag", tag, "digest", got, "upstream", ref)
-	return meta.Manifest{Digest: got, MediaType: m.MediaType, ArtifactType: put.Manifest.ArtifactType, Size: int64(len(body)), Content: body}, nil
+	s.log.Info("proxy cache: stored manifest", "repository", repo, "tag", tag, "digest", res.Manifest.Digest, "upstream", ref)
+	return res.Manifest, nil
 }
 
-// refsOf lists what a manifest refers to: its blobs and, for an index,
-// its child manifests.
-func refsOf(m *oci.Manifest) []meta.Ref {
-	var refs []meta.Ref
-	seen := map[digest.Digest]bool{}
-	for _, b := range m.Blobs() {
-		if !seen[b.Digest] {
-			seen[b.Digest] = true
-			refs = append(refs, meta.Ref{Digest: b.Digest})
-		}
-	}
-	for _, c := range m.Manifests {
-		if !seen[c.Digest] {
-			seen[c.Digest] = true
-			isManifest := oci.IsIndex(c.MediaType) || c.MediaType == oci.MediaTypeImageManifest || c.MediaType == oci.MediaTypeDockerManifest
-			refs = append(refs, meta.Ref{Digest: c.Digest, IsManifest: isManifest})
-		}
-	}
-	return refs
+// ingester is the one way in for manifests, storing ahead of the
+// references (ingest.Cache) through the cache's stores.
+func (s *Service) ingester() *ingest.Ingester {
+	return ingest.New(ingest.Stores{Cache: s.db.Caches, Blobs: s.db.Blobs}, s.store,
+		ingest.Options{Policy: s.opts.Policy, MaxBytes: s.opts.MaxManifestBytes})
 }
 
 // Blob makes a blob of a proxied repository available: only one a

@@ -10,10 +10,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
-	"github.com/berth-dev/berth/internal/storage"
 )
-
-var blobPath = storage.BlobPath
 
 // pagination reads n and last. n defaults to (and is capped at) the
 // registry's page limit.

@@ -1,22 +1,16 @@
 package registry
 
 import (
-	"context"
-	"crypto/sha256"
-	"crypto/sha512"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
 
-	"github.com/opencontainers/go-digest"
-
+	"github.com/berth-dev/berth/internal/ingest"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
-	"github.com/berth-dev/berth/internal/storage"
 )
 
 func (reg *Registry) manifest(w http.ResponseWriter, r *http.Request, rt route) error {
@@ -105,125 +99,66 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 	if err != nil {
 		return err
 	}
-	limit := reg.opts.MaxManifestBytes
-	if r.ContentLength > limit {
-		return errorf(http.StatusRequestEntityTooLarge, CodeManifestInvalid,
-			fmt.Sprintf("manifest of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit), nil)
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	in := reg.ingester()
+	body, err := in.ReadBody(r.Body, r.ContentLength)
 	if err != nil {
-		return fmt.Errorf("read manifest: %w", err)
+		return ingestError(err)
 	}
-	if int64(len(body)) > limit {
-		return errorf(http.StatusRequestEntityTooLarge, CodeManifestInvalid,
-			fmt.Sprintf("manifest exceeds the limit of %d bytes", limit), nil)
+	req := ingest.Request{Repository: rt.name, Body: body, ContentType: r.Header.Get("Content-Type"),
+		Digest: ref.Digest, Actor: who.Actor, Create: who.Create}
+	if ref.Tag != "" {
+		req.Tags = []string{ref.Tag}
 	}
-	var dg digest.Digest
-	if ref.Digest != "" && ref.Digest.Algorithm() == digest.SHA512 {
-		sum := sha512.Sum512(body)
-		dg = digest.NewDigestFromBytes(digest.SHA512, sum[:])
-	} else {
-		sum := sha256.Sum256(body)
-		dg = digest.NewDigestFromBytes(digest.SHA256, sum[:])
-	}
-	if ref.Digest != "" && ref.Digest != dg {
-		return errorf(http.StatusBadRequest, CodeDigestInvalid,
-			fmt.Sprintf("manifest digest %s does not match the reference %s", dg, ref.Digest), nil)
-	}
-	m, err := oci.ParseManifest(body, r.Header.Get("Content-Type"))
+	res, err := in.Ingest(r.Context(), req)
 	if err != nil {
-		return errorf(http.StatusBadRequest, CodeManifestInvalid, err.Error(), nil)
+		return ingestError(err)
 	}
-	if err := reg.opts.Policy.Check(m); err != nil {
-		return errorf(http.StatusBadRequest, CodeManifestInvalid, err.Error(), nil)
-	}
-	refs := manifestRefs(m)
-	put := meta.PutManifest{
-		Repository: rt.name, Tag: ref.Tag, Actor: who.Actor, Create: who.Create, Refs: refs,
-		Manifest: meta.Manifest{Digest: dg, MediaType: m.MediaType, ArtifactType: m.EffectiveArtifactType(),
-			Content: body, Annotations: m.Annotations},
-	}
-	if m.Config != nil && m.Config.Digest == oci.EmptyJSONDigest {
-		// The empty descriptor's content is known; clients that skip
-		// uploading it still get a complete manifest. It is linked in the
-		// push's own transaction, so a refused push leaves nothing.
-		b, err := reg.ensureEmptyBlob(r.Context())
-		if err != nil {
-			return err
-		}
-		put.LinkBlobs = append(put.LinkBlobs, b)
-	}
-	if m.Subject != nil {
-		put.Manifest.Subject = m.Subject.Digest
-	}
-	err = reg.meta.Manifests.PutManifest(r.Context(), put)
-	if errors.Is(err, meta.ErrBlobNotFound) && len(put.LinkBlobs) > 0 {
-		// The empty blob was collected between storing and linking it:
-		// store it again, once.
-		if _, err = reg.ensureEmptyBlob(r.Context()); err == nil {
-			err = reg.meta.Manifests.PutManifest(r.Context(), put)
-		}
-	}
-	var missing *meta.MissingRefsError
-	if errors.As(err, &missing) {
-		return errorf(http.StatusBadRequest, CodeManifestBlobUnknown, missing.Error(),
-			map[string]any{"digest": missing.Missing[0].Digest.String(), "unknown": missing.Count})
-	}
-	if err != nil {
-		return err
-	}
+	dg := res.Manifest.Digest
 	h := w.Header()
 	h.Set("Location", "/v2/"+rt.name+"/manifests/"+dg.String())
 	h.Set("Docker-Content-Digest", dg.String())
 	h.Set("Content-Length", "0")
-	if m.Subject != nil {
-		h.Set("OCI-Subject", m.Subject.Digest.String())
+	if res.Manifest.Subject != "" {
+		h.Set("OCI-Subject", res.Manifest.Subject.String())
 	}
 	w.WriteHeader(http.StatusCreated)
 	return nil
 }
 
-// manifestRefs lists what a manifest needs in its repository: its blobs,
-// or for an index its child manifests. The subject is not required.
-func manifestRefs(m *oci.Manifest) []meta.Ref {
-	var refs []meta.Ref
-	seen := map[digest.Digest]bool{}
-	add := func(d digest.Digest, isManifest bool) {
-		if !seen[d] {
-			seen[d] = true
-			refs = append(refs, meta.Ref{Digest: d, IsManifest: isManifest})
-		}
-	}
-	for _, b := range m.Blobs() {
-		add(b.Digest, false)
-	}
-	for _, c := range m.Manifests {
-		add(c.Digest, isManifestMediaType(c.MediaType))
-	}
-	return refs
+// ingester is the one way in for manifests, over the registry's stores
+// (a small value: built per push, so the Registry needs no field for it).
+func (reg *Registry) ingester() *ingest.Ingester {
+	return ingest.New(ingest.Stores{Manifests: reg.meta.Manifests, Blobs: reg.meta.Blobs}, reg.store,
+		ingest.Options{Policy: reg.opts.Policy, MaxBytes: reg.opts.MaxManifestBytes})
 }
 
-func isManifestMediaType(t string) bool {
-	switch t {
-	case oci.MediaTypeImageManifest, oci.MediaTypeImageIndex, oci.MediaTypeDockerManifest, oci.MediaTypeDockerList:
-		return true
+// ingestError answers a refused manifest with the distribution spec's
+// codes; anything else is returned as it is.
+func ingestError(err error) error {
+	var (
+		tooLarge  *ingest.TooLargeError
+		badDigest *ingest.DigestError
+		invalid   *ingest.InvalidError
+		refused   *ingest.PolicyError
+		missing   *meta.MissingRefsError
+	)
+	switch {
+	case errors.As(err, &tooLarge):
+		return errorf(http.StatusRequestEntityTooLarge, CodeManifestInvalid, tooLarge.Error(), nil)
+	case errors.As(err, &badDigest) && badDigest.Err == nil:
+		return errorf(http.StatusBadRequest, CodeDigestInvalid,
+			fmt.Sprintf("manifest digest %s does not match the reference %s", badDigest.Got, badDigest.Want), nil)
+	case errors.As(err, &badDigest):
+		return errorf(http.StatusBadRequest, CodeDigestInvalid, badDigest.Error(), nil)
+	case errors.As(err, &invalid):
+		return errorf(http.StatusBadRequest, CodeManifestInvalid, invalid.Error(), nil)
+	case errors.As(err, &refused):
+		return errorf(http.StatusBadRequest, CodeManifestInvalid, refused.Error(), nil)
+	case errors.As(err, &missing):
+		return errorf(http.StatusBadRequest, CodeManifestBlobUnknown, missing.Error(),
+			map[string]any{"digest": missing.Missing[0].Digest.String(), "unknown": missing.Count})
 	}
-	return false
-}
-
-// ensureEmptyBlob stores the empty JSON blob's bytes if the registry does
-// not have them yet (under the garbage-collection protocol).
-func (reg *Registry) ensureEmptyBlob(ctx context.Context) (meta.Blob, error) {
-	d := digest.Digest(oci.EmptyJSONDigest)
-	b := meta.Blob{Digest: d, Size: int64(len(oci.EmptyJSON))}
-	if _, err := reg.meta.Blobs.StoredBlob(ctx, d); err == nil {
-		return b, nil
-	}
-	place := func(ctx context.Context) error { return reg.store.PutContent(ctx, blobPath(d), oci.EmptyJSON) }
-	if _, err := reg.meta.Blobs.StoreBlob(ctx, "", b, "", meta.Writer{}, place, storage.DeleteBlob(reg.store, d)); err != nil {
-		return meta.Blob{}, err
-	}
-	return b, nil
+	return err
 }
 
 func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt route, ref oci.Reference) error {
