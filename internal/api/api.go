@@ -15,17 +15,21 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/meta"
 )
 
 // Authenticator identifies API callers and decides repository actions.
+// Its answers are decisions, never HTTP errors: the API turns them into
+// its answers (see handle and allow).
 type Authenticator interface {
-	// Identify authenticates the request (Basic credentials, or a bearer
-	// access token); no credentials is auth.Anonymous.
-	Identify(ctx context.Context, r *http.Request) (auth.Identity, *auth.Claims, error)
+	// Authenticate identifies the caller (Basic credentials, or a bearer
+	// access token; no credentials is auth.Anonymous): Allow with its
+	// identity, Unauthenticated or TooManyRequests with the reason. An
+	// error is a failure to decide.
+	Authenticate(r *http.Request) (authz.Decision, error)
 	// Decide applies auth.Allowed with what the store knows.
 	Decide(ctx context.Context, id auth.Identity, repo, action string) (bool, error)
 }
@@ -34,9 +38,9 @@ type Authenticator interface {
 // anonymous superuser.
 type Open struct{}
 
-// Identify implements Authenticator.
-func (Open) Identify(context.Context, *http.Request) (auth.Identity, *auth.Claims, error) {
-	return auth.Identity{Kind: auth.KindUser, Name: "", Superuser: true}, nil, nil
+// Authenticate implements Authenticator.
+func (Open) Authenticate(*http.Request) (authz.Decision, error) {
+	return authz.Decision{Verdict: authz.Allow, Identity: auth.Identity{Kind: auth.KindUser, Name: "", Superuser: true}}, nil
 }
 
 // Decide implements Authenticator.
@@ -114,29 +118,31 @@ func validQuery(q url.Values) bool {
 // has written its answer.
 type handler func(w http.ResponseWriter, r *http.Request, id auth.Identity) error
 
-// handle registers a handler that first identifies the caller. Bad
-// credentials are 401 before the handler runs.
+// handle registers a handler that first identifies the caller. A caller
+// refused is answered before the handler runs: 401 for bad credentials or
+// a registry token, 429 with a Retry-After for a login refused for now.
 func (a *API) handle(pattern string, h handler) {
 	a.patterns = append(a.patterns, pattern)
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		id, claims, err := a.auth.Identify(r.Context(), r)
-		var retry interface{ RetryAfter() time.Duration }
-		if errors.As(err, &retry) { // throttled, or too many logins at once
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.RetryAfter().Seconds()))))
-			a.fail(w, r, apiError(http.StatusTooManyRequests, "too_many_requests", "%v", err))
-			return
-		}
+		d, err := a.auth.Authenticate(r)
 		if err != nil {
-			a.fail(w, r, unauthorized("invalid credentials"))
+			a.fail(w, r, err)
 			return
 		}
-		if claims != nil {
-			// A registry token grants pull/push on named repositories; it
-			// must not act as its user on the API.
-			a.fail(w, r, unauthorized("registry tokens are not accepted here; use Basic credentials or an API token"))
+		switch d.Verdict {
+		case authz.Allow:
+		case authz.TooManyRequests: // throttled, or too many logins at once
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(d.RetryAfter.Seconds(), 1)))))
+			a.fail(w, r, apiError(http.StatusTooManyRequests, "too_many_requests", "%s", d.Reason))
+			return
+		case authz.Unauthenticated:
+			a.fail(w, r, unauthorized("%s", d.Reason))
+			return
+		default:
+			a.fail(w, r, fmt.Errorf("authentication without a verdict (%s)", d.Verdict))
 			return
 		}
-		if err := h(w, r, id); err != nil {
+		if err := h(w, r, d.Identity); err != nil {
 			a.fail(w, r, err)
 		}
 	})

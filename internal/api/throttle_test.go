@@ -1,14 +1,12 @@
 package api_test
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/internal/api"
-	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/testenv"
 )
@@ -17,17 +15,17 @@ import (
 // login or when too many passwords are being checked at once.
 type retryAuth struct {
 	api.Open
-	err error
+	err *authz.RetryError
 }
 
-func (r retryAuth) Identify(context.Context, *http.Request) (auth.Identity, *auth.Claims, error) {
-	return auth.Identity{}, nil, r.err
+func (r retryAuth) Authenticate(*http.Request) (authz.Decision, error) {
+	return authz.Decision{Verdict: authz.TooManyRequests, Reason: r.err.Error(), RetryAfter: r.err.RetryAfter()}, nil
 }
 
 // TestThrottledLogin: a login refused for now is 429 with a Retry-After,
 // not 401.
 func TestThrottledLogin(t *testing.T) {
-	for _, err := range []error{
+	for _, err := range []*authz.RetryError{
 		&authz.RetryError{Err: authz.ErrThrottled, After: 90*time.Second + time.Millisecond},
 		&authz.RetryError{Err: authz.ErrBusy},
 	} {
@@ -37,7 +35,7 @@ func TestThrottledLogin(t *testing.T) {
 		r.SetBasicAuth("alice", "password")
 		h.ServeHTTP(w, r)
 		want := "1"
-		if err.(*authz.RetryError).After > time.Second {
+		if err.After > time.Second {
 			want = "91"
 		}
 		if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != want {

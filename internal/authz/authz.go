@@ -1,6 +1,9 @@
 // Package authz authenticates requests against the metadata store and
 // applies auth.Allowed to them: the /v2 authorizer, Docker's token
-// endpoint, and the identity behind /api/v1 requests.
+// endpoint, and the identity behind /api/v1 requests. It decides and
+// creates nothing: its answers are Decisions, which the registry and the
+// API turn into HTTP, and a push's plan to create its repository
+// (meta.Writer.Create), which the push applies in its own transaction.
 package authz
 
 import (
@@ -201,10 +204,11 @@ func (a *Authorizer) tokenIdentity(ctx context.Context, t meta.AccessToken) (aut
 	return auth.Identity{Kind: auth.KindToken, ID: t.ID, Name: t.Name, Scopes: scopes}, nil
 }
 
-// Identify authenticates a request from its Basic credentials or a bearer
-// registry token. No credentials is the anonymous identity; bad ones are
-// an error. For a bearer token the claims are returned too.
-func (a *Authorizer) Identify(ctx context.Context, r *http.Request) (auth.Identity, *auth.Claims, error) {
+// identify authenticates a request from its Basic credentials, an access
+// token's secret or a registry token. No credentials is the anonymous
+// identity; bad ones are an error. For a registry token the claims are
+// returned too.
+func (a *Authorizer) identify(ctx context.Context, r *http.Request) (auth.Identity, *auth.Claims, error) {
 	c := CredentialsOf(r)
 	switch {
 	case c.Basic:
@@ -234,112 +238,31 @@ func (a *Authorizer) Identify(ctx context.Context, r *http.Request) (auth.Identi
 
 // Decide answers whether an authenticated identity may act on a
 // repository, consulting the store for the repository and the identity's
-// standing. A push that would create a repository also needs its
-// namespace: one that exists, or one the push may create (see
-// createsNamespace); superusers included, as in Quay.
+// standing (see subject.decide). An identity authenticated in the same
+// request costs no second look at its account.
 func (a *Authorizer) Decide(ctx context.Context, id auth.Identity, repo, action string) (bool, error) {
-	ri, err := a.store.Repositories.Repository(ctx, repo)
-	if err != nil {
-		return false, err
-	}
-	st, err := a.standing(ctx, id, repo, ri.Exists)
-	if err != nil {
-		return false, err
-	}
-	if !auth.Allowed(id, repoOf(ri), st, action) {
-		return false, nil
-	}
-	if action != auth.ActionPush || ri.Exists {
-		return true, nil
-	}
-	missing, err := a.namespaceMissing(ctx, repo)
-	if err != nil || !missing {
-		return err == nil, err
-	}
-	return a.createsNamespace(id), nil
+	return a.subject(id, repo).decide(ctx, action)
 }
 
-// namespaceMissing reports whether a repository's namespace (its first
-// path component) is neither a user nor an organization.
-func (a *Authorizer) namespaceMissing(ctx context.Context, repo string) (bool, error) {
-	ns, _, _ := strings.Cut(repo, "/")
-	_, err := a.store.Users.NamespaceByName(ctx, ns)
-	if errors.Is(err, meta.ErrNamespaceNotFound) {
-		return true, nil
-	}
-	return false, err
-}
-
-// createsNamespace is the rule for a push into a namespace that does not
-// exist: with CREATE_NAMESPACE_ON_PUSH, a user (superuser or not) creates
-// it as an organization that the user owns; robots and access tokens,
-// which cannot own one, never do; without the setting nobody does, and the
-// push is refused with a reason (see refuse).
-func (a *Authorizer) createsNamespace(id auth.Identity) bool {
-	return a.opts.CreateNamespaceOnPush && id.Kind == auth.KindUser && id.Name != ""
-}
-
-func repoOf(ri meta.RepoInfo) auth.Repo {
-	return auth.Repo{Name: ri.Name, Exists: ri.Exists, Public: ri.Visibility == "public", State: ri.State, MirrorRobot: ri.MirrorRobot}
-}
-
-func (a *Authorizer) standing(ctx context.Context, id auth.Identity, repo string, exists bool) (auth.Standing, error) {
-	if id.Kind != auth.KindUser && id.Kind != auth.KindRobot {
-		return auth.Standing{}, nil
-	}
-	u, err := a.store.Users.UserByName(ctx, id.Name)
-	if errors.Is(err, meta.ErrUserNotFound) {
-		return auth.Standing{}, nil // deleted since its token was issued
-	}
-	if err != nil {
-		return auth.Standing{}, err
-	}
-	st, err := a.store.Access.StandingOf(ctx, u, repo)
-	if err != nil {
-		return auth.Standing{}, err
-	}
-	role, _ := auth.ParseRole(st.Role)
-	out := auth.Standing{Role: role, CanCreate: st.CanCreate}
-	if !exists && !out.CanCreate && a.createsNamespace(id) {
-		missing, err := a.namespaceMissing(ctx, repo)
-		if err != nil {
-			return auth.Standing{}, err
+// Authenticate identifies the caller of an /api/v1 request: Allow with
+// its identity; Unauthenticated for bad credentials and for registry
+// tokens, which grant pull and push on named repositories and must not act
+// as their user on the API; TooManyRequests for a login refused for now.
+func (a *Authorizer) Authenticate(r *http.Request) (Decision, error) {
+	id, claims, err := a.identify(r.Context(), r)
+	if d, ok := loginRefusal(err); ok {
+		if d.Verdict == Unauthenticated {
+			d.Reason = "invalid credentials"
 		}
-		out.CanCreate = missing // the push will create the organization
+		return d, nil
 	}
-	return out, nil
-}
-
-// planCreate decides, on a push to a repository that does not exist yet,
-// how the push creates it: the configured visibility, the organization
-// (CREATE_NAMESPACE_ON_PUSH) and the creator's admin permission. Nothing
-// is created here: the push applies the plan in its own transaction, so a
-// refused or aborted push leaves nothing behind.
-func (a *Authorizer) planCreate(ctx context.Context, id auth.Identity, repo string) (*meta.RepoCreate, error) {
-	ri, err := a.store.Repositories.Repository(ctx, repo)
-	if err != nil || ri.Exists {
-		return nil, err
-	}
-	plan := &meta.RepoCreate{Visibility: "public"}
-	if a.opts.CreatePrivateRepoOnPush {
-		plan.Visibility = "private"
-	}
-	if id.Kind != auth.KindUser && id.Kind != auth.KindRobot {
-		return plan, nil
-	}
-	u, err := a.store.Users.UserByName(ctx, id.Name) // a bearer identity carries only the name
 	if err != nil {
-		return nil, err
+		return Decision{}, err
 	}
-	// Whoever creates a repository administers it (a creator team member
-	// has no role on the organization's other repositories).
-	plan.AdminUserID = u.ID
-	if a.createsNamespace(id) {
-		// Applied only if the namespace is still missing when the push
-		// commits; otherwise the store refuses the push.
-		plan.OrgOwnerID = u.ID
+	if claims != nil {
+		return Decision{Verdict: Unauthenticated, Reason: "registry tokens are not accepted here; use Basic credentials or an API token"}, nil
 	}
-	return plan, nil
+	return allow(id, meta.Writer{Actor: id.Actor()}), nil
 }
 
 func (a *Authorizer) audit(ctx context.Context, r *http.Request, kind, actor, repo string, md any) {

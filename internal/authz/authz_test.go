@@ -373,7 +373,9 @@ func TestBasicAndBearerOnV2(t *testing.T) {
 }
 
 func TestLoginThrottling(t *testing.T) {
-	e := newEnv(t, "sqlite", authz.Options{PairLimit: 3, AddressLimit: 100, Window: 1500 * time.Millisecond})
+	// The window outlasts three password hashes on a loaded machine
+	// under -race (a second and a half did not).
+	e := newEnv(t, "sqlite", authz.Options{PairLimit: 3, AddressLimit: 100, Window: 4 * time.Second})
 	for i := 0; i < 3; i++ {
 		if s, _ := e.token("alice", "wrong", "repository:alice/app:pull"); s != 401 {
 			t.Fatalf("attempt %d: %d", i, s)
@@ -388,7 +390,7 @@ func TestLoginThrottling(t *testing.T) {
 		t.Fatalf("bob during alice's throttle: %d", s)
 	}
 	// And the legitimate user gets back in after the window.
-	time.Sleep(1600 * time.Millisecond)
+	time.Sleep(4100 * time.Millisecond)
 	if s, _ := e.token("alice", alicePW, "repository:alice/app:pull"); s != 200 {
 		t.Fatalf("after the window: %d", s)
 	}

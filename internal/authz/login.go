@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -28,17 +26,6 @@ func (e *RetryError) Unwrap() error { return e.Err }
 // RetryAfter is how long the client should wait before it tries again: at
 // least a second.
 func (e *RetryError) RetryAfter() time.Duration { return max(e.After, time.Second) }
-
-// setRetryAfter sets the Retry-After header (whole seconds, rounded up)
-// when err is a RetryError, and reports whether it is.
-func setRetryAfter(w http.ResponseWriter, err error) bool {
-	var re *RetryError
-	if !errors.As(err, &re) {
-		return false
-	}
-	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(re.RetryAfter().Seconds()))))
-	return true
-}
 
 // loginLimits are the two counters a login attempt is throttled by.
 type loginLimits struct {

@@ -2,10 +2,10 @@ package authz
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/registry"
 )
 
 // Open is the authorizer of auth mode "none": no authentication, but the
@@ -18,26 +18,25 @@ type Open struct {
 	Repositories RepositoryStore
 }
 
-// Authorize implements registry.Authorizer.
-func (o Open) Authorize(_ http.ResponseWriter, r *http.Request, res registry.Resource) (meta.Writer, error) {
+// Authorize decides a /v2 request for auth mode "none".
+func (o Open) Authorize(r *http.Request, res auth.Scope) (Decision, error) {
 	if res.Type != "repository" {
-		return meta.Writer{}, nil
+		return allow(auth.Anonymous, meta.Writer{}), nil
 	}
 	for _, action := range res.Actions {
-		if action != registry.ActionPush && action != registry.ActionDelete {
+		if action != auth.ActionPush && action != auth.ActionDelete {
 			continue
 		}
 		ri, err := o.Repositories.Repository(r.Context(), res.Name)
 		if err != nil {
-			return meta.Writer{}, err
+			return Decision{}, err
 		}
 		if !auth.StateAllows(auth.Anonymous, repoOf(ri), action) {
-			return meta.Writer{}, &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
-				Message: StateRefusal(res.Name, ri.State, action), Detail: detail(res)}
+			return deny(StateRefusal(res.Name, ri.State, action), res), nil
 		}
 	}
-	if contains(res.Actions, registry.ActionPush) {
-		return meta.Writer{Create: &meta.RepoCreate{OwnerlessOrg: true}}, nil
+	if slices.Contains(res.Actions, auth.ActionPush) {
+		return allow(auth.Anonymous, meta.Writer{Create: &meta.RepoCreate{OwnerlessOrg: true}}), nil
 	}
-	return meta.Writer{}, nil
+	return allow(auth.Anonymous, meta.Writer{}), nil
 }

@@ -1,14 +1,13 @@
 package authz
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"net/http"
-	"strings"
+	"slices"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/registry"
 )
 
 // TokenPath is where the token endpoint is served.
@@ -25,59 +24,56 @@ func (a *Authorizer) realm(r *http.Request) string {
 	return scheme + "://" + r.Host + TokenPath
 }
 
-// challenge answers 401 with a Bearer challenge for the resource.
-func (a *Authorizer) challenge(w http.ResponseWriter, r *http.Request, res registry.Resource, errCode, message string) *registry.Error {
-	v := fmt.Sprintf(`Bearer realm=%q,service=%q`, a.realm(r), a.tokens.Service())
+// challenge is the decision that asks for a registry token for the
+// resource, with the reason of the last refusal (errCode) if any.
+func (a *Authorizer) challenge(r *http.Request, res auth.Scope, errCode, reason string) Decision {
+	c := Challenge{Realm: a.realm(r), Service: a.tokens.Service(), Error: errCode}
 	if res.Type != "" {
-		v += fmt.Sprintf(`,scope=%q`, res.Type+":"+res.Name+":"+strings.Join(res.Actions, ","))
+		c.Scope = res.String()
 	}
-	if errCode != "" {
-		v += fmt.Sprintf(`,error=%q`, errCode)
-	}
-	w.Header().Set("WWW-Authenticate", v)
-	return &registry.Error{Status: http.StatusUnauthorized, Code: registry.CodeUnauthorized, Message: message,
-		Detail: detail(res)}
+	return Decision{Verdict: Unauthenticated, Reason: reason, Challenge: c, Refused: res}
 }
 
-func detail(res registry.Resource) any {
-	if res.Type == "" {
-		return nil
-	}
-	return []map[string]string{{"Type": res.Type, "Name": res.Name, "Action": strings.Join(res.Actions, ",")}}
-}
-
-// Authorize implements registry.Authorizer for auth mode "token".
-func (a *Authorizer) Authorize(w http.ResponseWriter, r *http.Request, res registry.Resource) (meta.Writer, error) {
+// Authorize decides a /v2 request for auth mode "token": whether it may
+// act on the resource (a repository with actions, the catalog, or the base
+// check when res.Type is empty). The caller and its standing on the
+// repository are looked up once, however many actions the resource names.
+// A push (POST or PUT) to a repository that does not exist yet is allowed
+// with the plan that creates it (Decision.Writer.Create).
+func (a *Authorizer) Authorize(r *http.Request, res auth.Scope) (Decision, error) {
 	ctx := r.Context()
-	id, claims, err := a.Identify(ctx, r)
-	switch {
-	case setRetryAfter(w, err): // throttled or busy
-		return meta.Writer{}, &registry.Error{Status: http.StatusTooManyRequests, Code: registry.CodeTooManyRequests, Message: err.Error()}
-	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrDisabled), errors.Is(err, auth.ErrInvalidToken):
-		return meta.Writer{}, a.challenge(w, r, res, "invalid_token", "authentication required: "+publicReason(err))
-	case err != nil:
-		return meta.Writer{}, err
+	id, claims, err := a.identify(ctx, r)
+	if d, ok := loginRefusal(err); ok {
+		if d.Verdict == Unauthenticated {
+			return a.challenge(r, res, "invalid_token", "authentication required: "+d.Reason), nil
+		}
+		return d, nil
 	}
+	if err != nil {
+		return Decision{}, err
+	}
+	who := meta.Writer{Actor: id.Actor()}
 	if res.Type == "" { // GET /v2/: any valid identity, or a challenge
 		if id.Kind == auth.KindAnonymous {
-			return meta.Writer{}, a.challenge(w, r, res, "", "authentication required")
+			return a.challenge(r, res, "", "authentication required"), nil
 		}
-		return meta.Writer{Actor: id.Actor()}, nil
+		return allow(id, who), nil
 	}
 	if res.Type == "registry" {
 		if claims != nil && claims.Allows("registry", res.Name, "*") || claims == nil && id.Superuser {
-			return meta.Writer{Actor: id.Actor()}, nil
+			return allow(id, who), nil
 		}
 		if id.Kind == auth.KindAnonymous || claims != nil {
-			return meta.Writer{}, a.challenge(w, r, res, "insufficient_scope", "the catalog needs a superuser")
+			return a.challenge(r, res, "insufficient_scope", "the catalog needs a superuser"), nil
 		}
-		return meta.Writer{}, &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied, Message: "the catalog needs a superuser"}
+		return deny("the catalog needs a superuser", auth.Scope{}), nil
 	}
+	s := a.subject(id, res.Name)
 	refused := ""
 	for _, action := range res.Actions {
-		allowed, err := a.allowed(r, id, claims, res.Name, action)
+		allowed, err := s.allowed(ctx, claims, action)
 		if err != nil {
-			return meta.Writer{}, err
+			return Decision{}, err
 		}
 		// A write's refusal explains the write (a push also asks for pull).
 		if !allowed && (refused == "" || isWrite(action)) {
@@ -85,95 +81,65 @@ func (a *Authorizer) Authorize(w http.ResponseWriter, r *http.Request, res regis
 		}
 	}
 	if refused != "" {
-		return meta.Writer{}, a.refusal(w, r, id, claims, res, refused)
+		return a.refusal(r, s, claims, res, refused)
 	}
-	who := meta.Writer{Actor: id.Actor()}
-	if contains(res.Actions, registry.ActionPush) && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
-		if who.Create, err = a.planCreate(ctx, id, res.Name); err != nil {
-			return meta.Writer{}, err
+	if slices.Contains(res.Actions, auth.ActionPush) && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
+		if who.Create, err = s.plan(ctx); err != nil {
+			return Decision{}, err
 		}
 	}
-	return who, nil
+	return allow(id, who), nil
 }
 
-// refusal answers a refused action. Anonymous callers are challenged (they
-// must log in). A known identity is told why, in a body that clients
-// print: 403 DENIED with the reason, or 404 for a read in a namespace that
-// does not exist. A registry token that merely lacks the scope, where its
-// identity may act now, is challenged so that the client asks the token
-// endpoint again; one whose identity may not gets the same answer as
-// Basic credentials, not a challenge the token endpoint cannot satisfy.
-// A HEAD has no body to carry a reason: a refused one keeps the challenge
-// (token clients) or the bare 403 (Basic).
-func (a *Authorizer) refusal(w http.ResponseWriter, r *http.Request, id auth.Identity, claims *auth.Claims, res registry.Resource, action string) error {
+// refusal decides a refused action. Anonymous callers are challenged (they
+// must log in). A known identity is told why: Denied with the reason, or
+// NameUnknown for a read in a namespace that does not exist. A registry
+// token that merely lacks the scope, where its identity may act now, is
+// challenged so that the client asks the token endpoint again; one whose
+// identity may not gets the same answer as Basic credentials, not a
+// challenge the token endpoint cannot satisfy. A HEAD has no body to carry
+// a reason: a refused one keeps the challenge (token clients) or the bare
+// denial (Basic).
+func (a *Authorizer) refusal(r *http.Request, s *subject, claims *auth.Claims, res auth.Scope, action string) (Decision, error) {
 	ctx := r.Context()
-	scopeChallenge := func() error {
-		return a.challenge(w, r, res, "insufficient_scope", fmt.Sprintf("%s on %s is not allowed", action, res.Name))
-	}
-	if id.Kind == auth.KindAnonymous {
-		return scopeChallenge()
+	scopeChallenge := a.challenge(r, res, "insufficient_scope", fmt.Sprintf("%s on %s is not allowed", action, res.Name))
+	if s.id.Kind == auth.KindAnonymous {
+		return scopeChallenge, nil
 	}
 	if claims != nil {
-		cur, ok, err := a.current(ctx, id)
-		if err != nil {
-			return err
+		if ok, err := s.current(ctx); err != nil || !ok {
+			return scopeChallenge, err
 		}
-		if !ok {
-			return scopeChallenge()
+		if now, err := s.decide(ctx, action); err != nil || now {
+			return scopeChallenge, err
 		}
-		if now, err := a.Decide(ctx, cur, res.Name, action); err != nil {
-			return err
-		} else if now {
-			return scopeChallenge()
-		}
-		id = cur
 	}
-	e, err := a.refuse(ctx, id, res, action)
+	d, err := s.refuse(ctx, res, action)
 	if err != nil {
-		return err
+		return Decision{}, err
 	}
-	if claims != nil && r.Method == http.MethodHead && e.Status == http.StatusForbidden {
-		return scopeChallenge()
+	if claims != nil && r.Method == http.MethodHead && d.Verdict == Denied {
+		return scopeChallenge, nil
 	}
-	return e
+	return d, nil
 }
 
 // allowed decides one action. A registry token carries the decision made
 // when it was issued; writes are checked again against the repository's
 // state, which may have changed since (a mirror or read-only repository).
-func (a *Authorizer) allowed(r *http.Request, id auth.Identity, claims *auth.Claims, repo, action string) (bool, error) {
+func (s *subject) allowed(ctx context.Context, claims *auth.Claims, action string) (bool, error) {
 	if claims == nil {
-		return a.Decide(r.Context(), id, repo, action)
+		return s.decide(ctx, action)
 	}
-	if !claims.Allows("repository", repo, action) {
+	if !claims.Allows("repository", s.name, action) {
 		return false, nil
 	}
 	if action == auth.ActionPull {
 		return true, nil
 	}
-	ri, err := a.store.Repositories.Repository(r.Context(), repo)
+	ri, err := s.repository(ctx)
 	if err != nil {
 		return false, err
 	}
-	return auth.StateAllows(id, repoOf(ri), action), nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-// publicReason is what a client may be told about a failed authentication.
-func publicReason(err error) string {
-	switch {
-	case errors.Is(err, ErrDisabled):
-		return "the account or token is disabled, revoked or expired"
-	case errors.Is(err, auth.ErrInvalidToken):
-		return "the bearer token is invalid or expired"
-	}
-	return "invalid username or password"
+	return auth.StateAllows(s.id, repoOf(ri), action), nil
 }

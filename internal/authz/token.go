@@ -2,8 +2,10 @@ package authz
 
 import (
 	"encoding/json"
-	"errors"
+	"math"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/berth-dev/berth/internal/auth"
@@ -44,20 +46,22 @@ func (a *Authorizer) ServeToken(w http.ResponseWriter, r *http.Request) {
 		}
 		id, err = a.Login(ctx, r, q.Get("username"), q.Get("password"))
 	} else {
-		id, _, err = a.Identify(ctx, r)
+		id, _, err = a.identify(ctx, r)
 		if err == nil && CredentialsOf(r).Bearer != "" {
 			err = ErrBadCredentials // a registry token does not buy another
 		}
 	}
-	switch {
-	case setRetryAfter(w, err): // throttled or busy
-		writeTokenError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", err.Error())
-		return
-	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrDisabled), errors.Is(err, auth.ErrInvalidToken):
+	if d, ok := loginRefusal(err); ok {
+		if d.Verdict == TooManyRequests { // throttled or busy
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.RetryAfter.Seconds()))))
+			writeTokenError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", d.Reason)
+			return
+		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="berth"`)
-		writeTokenError(w, http.StatusUnauthorized, "UNAUTHORIZED", publicReason(err))
+		writeTokenError(w, http.StatusUnauthorized, "UNAUTHORIZED", d.Reason)
 		return
-	case err != nil:
+	}
+	if err != nil {
 		a.log.Error("token endpoint", "err", err)
 		writeTokenError(w, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error")
 		return
@@ -106,11 +110,12 @@ func (a *Authorizer) grant(r *http.Request, id auth.Identity, sc auth.Scope) ([]
 		return granted, nil
 	}
 	actions := sc.Actions
-	if contains(actions, auth.ActionAll) {
+	if slices.Contains(actions, auth.ActionAll) {
 		actions = []string{auth.ActionPull, auth.ActionPush, auth.ActionDelete}
 	}
+	s := a.subject(id, sc.Name)
 	for _, act := range actions {
-		ok, err := a.Decide(r.Context(), id, sc.Name, act)
+		ok, err := s.decide(r.Context(), act)
 		if err != nil {
 			return nil, err
 		}
@@ -125,7 +130,7 @@ func mergeAccess(list []auth.Access, add auth.Access) []auth.Access {
 	for i := range list {
 		if list[i].Type == add.Type && list[i].Name == add.Name {
 			for _, act := range add.Actions {
-				if !contains(list[i].Actions, act) {
+				if !slices.Contains(list[i].Actions, act) {
 					list[i].Actions = append(list[i].Actions, act)
 				}
 			}

@@ -17,39 +17,6 @@ import (
 	"github.com/berth-dev/berth/internal/storage"
 )
 
-// Actions on a repository scope, as in Docker's token scopes.
-const (
-	ActionPull   = "pull"
-	ActionPush   = "push"
-	ActionDelete = "delete"
-)
-
-// Resource is what a request acts on: a repository with actions, the
-// registry catalog, or nothing (the /v2/ base check) when Type is empty.
-type Resource struct {
-	Type    string // "repository", "registry" or ""
-	Name    string
-	Actions []string
-}
-
-// Authorizer decides whether a request may act on a resource. It returns
-// who writes: the actor's name for the audit trail and events and, for a
-// push to a repository that does not exist yet, how the push creates it
-// (in its own transaction); or an *Error (with any challenge headers
-// already set on w) when the request is refused.
-type Authorizer interface {
-	Authorize(w http.ResponseWriter, r *http.Request, res Resource) (meta.Writer, error)
-}
-
-// AllowAll is the authorizer of auth mode "none": every request is allowed
-// and anonymous.
-type AllowAll struct{}
-
-// Authorize implements Authorizer.
-func (AllowAll) Authorize(http.ResponseWriter, *http.Request, Resource) (meta.Writer, error) {
-	return meta.Writer{}, nil
-}
-
 // Stores are the parts of the metadata store the registry uses, one small
 // interface per aggregate (meta.Blobs, meta.Uploads, meta.Manifests,
 // meta.Repositories).
@@ -304,10 +271,6 @@ func (reg *Registry) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	reg.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	writeError(w, r, errInternal)
-}
-
-func (reg *Registry) authorize(w http.ResponseWriter, r *http.Request, res Resource) (meta.Writer, error) {
-	return reg.authz.Authorize(w, r, res)
 }
 
 func (reg *Registry) base(w http.ResponseWriter, r *http.Request) error {

@@ -123,7 +123,9 @@ func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, 
 		if err != nil {
 			return false, err
 		}
-		if _, err := reg.authz.Authorize(discardHeaders{}, r, repoScope(src, ActionPull)); err != nil {
+		// A source the actor may not read is no source: the client
+		// uploads instead (no challenge reaches it).
+		if d, err := reg.authz.Authorize(r, repoScope(src, ActionPull)); err != nil || !d.Allowed() {
 			continue
 		}
 		if err := reg.meta.Blobs.LinkBlob(ctx, name, b, "", who); err != nil {
@@ -136,15 +138,6 @@ func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, 
 	}
 	return false, nil
 }
-
-// discardHeaders is a ResponseWriter for authorization checks whose
-// challenge must not reach the client (a mount source it may not read just
-// falls back to an upload).
-type discardHeaders struct{}
-
-func (discardHeaders) Header() http.Header         { return http.Header{} }
-func (discardHeaders) Write(b []byte) (int, error) { return len(b), nil }
-func (discardHeaders) WriteHeader(int)             {}
 
 // monolithicUpload handles POST ?digest=: the whole blob in one request.
 func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt route, dg string, who meta.Writer) error {
