@@ -17,8 +17,10 @@ import (
 	"github.com/berth-dev/berth/internal/storage"
 )
 
-// SBOMAnnotation marks the SBOM referrers Berth computed (value "spdx").
-const SBOMAnnotation = meta.GeneratedSBOMAnnotation
+// SBOMAnnotation marks the SBOM referrers Berth computed (value "spdx"),
+// for clients. The SBOM goes with its image because it is stored
+// DeletedWithSubject, not because of this annotation.
+const SBOMAnnotation = "dev.berth.sbom"
 
 // attachSBOM stores the report as an SPDX 2.3 document referring to the
 // image, unless the repository already holds Berth's SBOM for it. It goes
@@ -89,6 +91,8 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 		LinkBlobs: blobs,
 		Actor:     Actor,
 		Generated: true,
+		// Berth's SBOM goes with its image (a client's stays).
+		DeletedWithSubject: true,
 	})
 }
 

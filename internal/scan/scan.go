@@ -5,8 +5,8 @@
 // and re-matches the manifests an advisory import changes.
 //
 // The work runs on the durable job queue (meta.ScanQueue): a manifest's scan
-// is queued in its push transaction, and a database import queues its
-// re-match in the import's transaction.
+// is queued by the feed subscriber OnPush when its repo_push event comes,
+// and a database import queues its re-match in the import's transaction.
 package scan
 
 import (

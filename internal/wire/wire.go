@@ -9,6 +9,7 @@ import (
 	"github.com/berth-dev/berth/internal/gc"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
+	"github.com/berth-dev/berth/internal/notify"
 	"github.com/berth-dev/berth/internal/proxy"
 	"github.com/berth-dev/berth/internal/registry"
 )
@@ -36,4 +37,10 @@ func CopierStores(db *meta.DB) mirror.Stores {
 // GCStores are the stores gc.New takes.
 func GCStores(db *meta.DB) gc.Stores {
 	return gc.Stores{Uploads: db.Uploads(), Collector: db.Collector(), Retention: db.Collector()}
+}
+
+// NotifyStores are the stores notify.New and notify.NewSubscriber take.
+func NotifyStores(db *meta.DB) notify.Stores {
+	n := db.Notifications()
+	return notify.Stores{Notifications: n, Outcomes: n, Listeners: n, Jobs: db.Jobs(), Outbox: db.Outbox()}
 }
