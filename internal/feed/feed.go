@@ -123,9 +123,13 @@ func (d *Dispatcher) Wake() {
 }
 
 // Subscribe gives every subscriber that has no cursor yet one at the end
-// of the feed. Run does it; a one-shot command that must not miss the
-// events of its own changes calls it before making them, then Drain.
+// of the feed, after every event committed so far, and marks the others
+// alive. Run does it; a one-shot command that must not miss the events of
+// its own changes calls it before making them, then Drain.
 func (d *Dispatcher) Subscribe(ctx context.Context) error {
+	if err := d.sequence(ctx); err != nil {
+		return err
+	}
 	for _, s := range d.subs {
 		if err := d.store.Subscribe(ctx, s.Name()); err != nil {
 			return err
@@ -141,15 +145,6 @@ func (d *Dispatcher) Drain(ctx context.Context) error {
 	if err := d.Subscribe(ctx); err != nil {
 		return err
 	}
-	for {
-		n, err := d.store.Sequence(ctx, d.opts.Batch)
-		if err != nil {
-			return err
-		}
-		if n < d.opts.Batch {
-			break
-		}
-	}
 	for _, s := range d.subs {
 		for {
 			n, err := d.consume(ctx, s)
@@ -162,6 +157,16 @@ func (d *Dispatcher) Drain(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// sequence numbers every committed event.
+func (d *Dispatcher) sequence(ctx context.Context) error {
+	for {
+		n, err := d.store.Sequence(ctx, d.opts.Batch)
+		if err != nil || n < d.opts.Batch {
+			return err
+		}
+	}
 }
 
 // Run dispatches until ctx is done: it subscribes every subscriber,

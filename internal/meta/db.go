@@ -70,14 +70,7 @@ func WakeOnAppend(c chan<- struct{}) Option {
 // postgresql:// URL, or an SQLite file path (optionally prefixed sqlite://
 // or sqlite:). It applies pending migrations before returning.
 func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
-	var db *DB
-	var err error
-	switch {
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		db, err = openPostgres(dsn)
-	default:
-		db, err = openSQLite(strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "sqlite:"))
-	}
+	db, err := open(dsn)
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +82,16 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// open connects without migrating.
+func open(dsn string) (*DB, error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return openPostgres(dsn)
+	default:
+		return openSQLite(strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "sqlite:"))
+	}
 }
 
 func openPostgres(dsn string) (*DB, error) {

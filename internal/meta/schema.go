@@ -295,7 +295,10 @@ func (db *core) render(stmt string) string {
 // migrations across replicas starting at once.
 const migrationLockID = 0x62657274 // "bert"
 
-func (db *core) migrate(ctx context.Context) error {
+func (db *core) migrate(ctx context.Context) error { return db.migrateTo(ctx, len(migrations)) }
+
+// migrateTo applies the migrations up to version target.
+func (db *core) migrateTo(ctx context.Context, target int) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		if db.dialect == postgres {
 			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockID); err != nil {
@@ -312,7 +315,7 @@ func (db *core) migrate(ctx context.Context) error {
 		if current > len(migrations) {
 			return fmt.Errorf("database schema version %d is newer than this binary's %d: upgrade berth", current, len(migrations))
 		}
-		for v := current + 1; v <= len(migrations); v++ {
+		for v := current + 1; v <= target; v++ {
 			for _, stmt := range strings.Split(db.render(migrations[v-1]), ";\n") {
 				if strings.TrimSpace(stmt) == "" {
 					continue
