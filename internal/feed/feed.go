@@ -130,6 +130,12 @@ func (d *Dispatcher) Subscribe(ctx context.Context) error {
 	if err := d.sequence(ctx); err != nil {
 		return err
 	}
+	return d.touch(ctx)
+}
+
+// touch subscribes every subscriber: creates its cursor at the end, or
+// marks it alive.
+func (d *Dispatcher) touch(ctx context.Context) error {
 	for _, s := range d.subs {
 		if err := d.store.Subscribe(ctx, s.Name()); err != nil {
 			return err
@@ -229,7 +235,7 @@ func (d *Dispatcher) runSequencer(ctx context.Context, wakes []chan struct{}) {
 		case <-d.opts.Wake:
 		case <-poll.C:
 		case <-beat.C:
-			if err := d.Subscribe(ctx); err != nil && ctx.Err() == nil {
+			if err := d.touch(ctx); err != nil && ctx.Err() == nil {
 				d.log.Warn("mark feed subscribers alive", "err", err)
 			}
 		}
