@@ -362,7 +362,7 @@ func openScanBackend(ctx context.Context, label, dsn, dir string) (*scanBackend,
 	srv := httptest.NewServer(berthregistry.New(wire.RegistryStores(db), driver, berthregistry.Options{Policy: policy, Logger: log}))
 	host := strings.TrimPrefix(srv.URL, "http://")
 	return &scanBackend{label: label, db: db, srv: srv, host: host, feed: onPush,
-		svc: scan.New(db, driver, scan.Options{SBOM: true, Host: host, Version: "bench", Logger: log})}, nil
+		svc: scan.New(wire.ScanStores(db), driver, scan.Options{SBOM: true, Host: host, Version: "bench", Logger: log})}, nil
 }
 
 func (b *scanBackend) close() {

@@ -69,7 +69,7 @@ func newEnv(t *testing.T, dialect string, limits index.Limits) *env {
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
 	return &env{t: t, db: db, driver: driver, host: host, feed: onPush,
-		svc: scan.New(db, driver, scan.Options{Limits: limits, SBOM: true, Host: host, Version: "test", Logger: log})}
+		svc: scan.New(wire.ScanStores(db), driver, scan.Options{Limits: limits, SBOM: true, Host: host, Version: "test", Logger: log})}
 }
 
 // layer is a gzipped tar layer of the given files (path → content; a

@@ -121,7 +121,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Mirrors: mirrors, ProxyCache: pcache, Logger: log}
 	if cfg.Scan.Enabled {
 		index.RouteLibraryLogs(log)
-		scanner = scan.New(db, driver, scan.Options{
+		scanner = scan.New(wire.ScanStores(db), driver, scan.Options{
 			Limits: index.Limits{MaxLayerBytes: cfg.Scan.MaxLayerBytes, MaxUncompressedBytes: cfg.Scan.MaxUncompressedBytes,
 				MaxFileBytes: cfg.Scan.MaxFileBytes},
 			SBOM: cfg.Scan.SBOM, Host: publicServer(cfg).Host, Version: buildVersion(), StaleAfter: cfg.Scan.VulnDB.StaleAfter, Logger: log,

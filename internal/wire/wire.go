@@ -12,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/internal/notify"
 	"github.com/berth-dev/berth/internal/proxy"
 	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/scan"
 )
 
 // RegistryStores are the stores registry.New takes.
@@ -43,4 +44,9 @@ func GCStores(db *meta.DB) gc.Stores {
 func NotifyStores(db *meta.DB) notify.Stores {
 	n := db.Notifications()
 	return notify.Stores{Notifications: n, Outcomes: n, Listeners: n, Jobs: db.Jobs(), Outbox: db.Outbox()}
+}
+
+// ScanStores are the stores scan.New takes.
+func ScanStores(db *meta.DB) scan.Stores {
+	return scan.Stores{Results: db.Scans(), Rematches: db.Scans(), Vulns: db.VulnDB(), Manifests: db.Manifests(), Blobs: db.Blobs()}
 }
