@@ -38,6 +38,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for creating the bench database
 
+	"github.com/berth-dev/berth/internal/feed"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 	berthregistry "github.com/berth-dev/berth/internal/registry"
@@ -73,6 +74,7 @@ type scanBackend struct {
 	label string
 	db    *meta.DB
 	svc   *scan.Service
+	feed  *feed.Dispatcher // the scan-on-push subscriber, drained after each push
 	host  string
 	srv   *httptest.Server
 }
@@ -343,7 +345,13 @@ func openScanBackend(ctx context.Context, label, dsn, dir string) (*scanBackend,
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", label, err)
 	}
-	db.Scans().SetScanOnPush(true)
+	// Scan on push, as in the server: the feed's scan subscriber, which
+	// push drains.
+	onPush := feed.New(db.Outbox(), []feed.Subscriber{scan.NewOnPush(db.Scans(), nil)}, feed.Options{})
+	if err := onPush.Subscribe(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	driver, err := fs.New(filepath.Join(dir, "blobs"), fs.Options{Fsync: true})
 	if err != nil {
 		db.Close()
@@ -353,8 +361,8 @@ func openScanBackend(ctx context.Context, label, dsn, dir string) (*scanBackend,
 	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 	srv := httptest.NewServer(berthregistry.New(wire.RegistryStores(db), driver, berthregistry.Options{Policy: policy, Logger: log}))
 	host := strings.TrimPrefix(srv.URL, "http://")
-	return &scanBackend{label: label, db: db, srv: srv, host: host,
-		svc: scan.New(db, driver, scan.Options{SBOM: true, Host: host, Version: "bench", Logger: log})}, nil
+	return &scanBackend{label: label, db: db, srv: srv, host: host, feed: onPush,
+		svc: scan.New(wire.ScanStores(db), driver, scan.Options{SBOM: true, Host: host, Version: "bench", Logger: log})}, nil
 }
 
 func (b *scanBackend) close() {
@@ -363,7 +371,8 @@ func (b *scanBackend) close() {
 }
 
 // push stores an image of the layers through the registry API (as a
-// client would) and returns its digest; the push queues its scan.
+// client would) and returns its digest; the push's event queues its scan
+// (the feed's scan subscriber, drained here).
 func (b *scanBackend) push(ctx context.Context, repo, tag string, blobs [][]byte) (string, error) {
 	layers := make([]v1.Layer, len(blobs))
 	for i, l := range blobs {
@@ -384,6 +393,9 @@ func (b *scanBackend) push(ctx context.Context, repo, tag string, blobs [][]byte
 	}
 	if err := remote.Write(ref, image, remote.WithContext(ctx)); err != nil {
 		return "", fmt.Errorf("push %s: %w", ref, err)
+	}
+	if err := b.feed.Drain(ctx); err != nil {
+		return "", fmt.Errorf("queue the scan of %s: %w", ref, err)
 	}
 	d, err := image.Digest()
 	if err != nil {

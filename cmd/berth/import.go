@@ -12,8 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/internal/feed"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
+	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/storage/fs"
 	"github.com/berth-dev/berth/internal/wire"
 )
@@ -54,8 +56,17 @@ at a time (at most one a second) when it is a pipe or a file.`,
 				return err
 			}
 			defer db.Close()
-			// A running server's scanner picks up what this stores.
-			db.Scans().SetScanOnPush(cfg.Scan.Enabled)
+			// With scanning on, what this stores is queued for scanning
+			// before it returns (a running server's scanner picks it up):
+			// the scan subscriber of the feed is subscribed before the copy,
+			// so that it cannot start after its events, and drained after.
+			var scans *feed.Dispatcher
+			if cfg.Scan.Enabled {
+				scans = feed.New(db.Outbox(), []feed.Subscriber{scan.NewOnPush(db.Scans(), nil)}, feed.Options{})
+				if err := scans.Subscribe(cmd.Context()); err != nil {
+					return err
+				}
+			}
 			driver, err := fs.New(cfg.StorageRoot(), fs.Options{Fsync: cfg.Storage.Filesystem.Fsync})
 			if err != nil {
 				return err
@@ -68,6 +79,12 @@ at a time (at most one a second) when it is a pipe or a file.`,
 			}
 			d, stats, err := copier.Import(cmd.Context(), req)
 			p.End()
+			if scans != nil {
+				// Also after a failure: what was stored is scanned.
+				if derr := scans.Drain(cmd.Context()); derr != nil {
+					err = errors.Join(err, fmt.Errorf("queue scans: %w", derr))
+				}
+			}
 			if err != nil {
 				return err
 			}

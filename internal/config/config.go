@@ -202,7 +202,8 @@ type Graph struct {
 
 // Retention of bookkeeping rows.
 type Retention struct {
-	// Events: dispatched outbox events (never one a delivery still needs).
+	// Events: outbox events that every subscriber of the change feed has
+	// handled (never one a delivery still needs).
 	Events time.Duration `yaml:"events"`
 	// DoneJobs and DeadJobs: completed and dead-lettered jobs.
 	DoneJobs time.Duration `yaml:"doneJobs"`

@@ -13,8 +13,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/feed"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/notify"
 	"github.com/berth-dev/berth/internal/storage"
 	"github.com/berth-dev/berth/internal/storage/fs"
 )
@@ -142,7 +144,8 @@ func TestUploadKeptWithinExpiry(t *testing.T) {
 
 // TestPrune: dispatched events, finished jobs, attempts and audit entries
 // past their retention go, except an event a held delivery still needs and
-// events not dispatched yet.
+// events not dispatched yet (that the notification subscriber of the feed
+// has not handled).
 func TestPrune(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
@@ -169,7 +172,8 @@ func TestPrune(t *testing.T) {
 			}
 			push("held")
 			push("other")
-			if _, err := db.Notifications().FanOutEvents(ctx, 100); err != nil {
+			fanOut := feed.New(db.Outbox(), []feed.Subscriber{notify.NewSubscriber(notify.Stores{Listeners: db.Notifications(), Jobs: db.Jobs()}, nil)}, feed.Options{})
+			if err := fanOut.Drain(ctx); err != nil {
 				t.Fatal(err)
 			}
 			push("late") // not dispatched

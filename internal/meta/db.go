@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -41,8 +42,11 @@ const (
 type core struct {
 	read, write *sql.DB
 	dialect     dialect
-	// scanOnPush queues a scan of every new image manifest (SetScanOnPush).
-	scanOnPush bool
+	// appended, if set, is signalled (without blocking) after each commit
+	// of a transaction that appended an event to the outbox; appending
+	// holds the transactions that did until they end (WakeOnAppend).
+	appended  chan<- struct{}
+	appending sync.Map // *sql.Tx -> struct{}
 }
 
 // DB is the metadata store: an open database and its migrations. Its
@@ -50,26 +54,44 @@ type core struct {
 // DB itself only opens, checks and closes.
 type DB struct{ *core }
 
+// Option configures a store at Open.
+type Option func(*core)
+
+// WakeOnAppend makes the store signal c, without blocking, each time a
+// transaction that appended an event to the outbox commits in this
+// process: the feed's dispatcher (internal/feed) waits on it, so that a
+// local change reaches the subscribers at once rather than at the next
+// poll. Give c a buffer of one.
+func WakeOnAppend(c chan<- struct{}) Option {
+	return func(db *core) { db.appended = c }
+}
+
 // Open connects to the database named by dsn: a postgres:// or
 // postgresql:// URL, or an SQLite file path (optionally prefixed sqlite://
 // or sqlite:). It applies pending migrations before returning.
-func Open(ctx context.Context, dsn string) (*DB, error) {
-	var db *DB
-	var err error
-	switch {
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		db, err = openPostgres(dsn)
-	default:
-		db, err = openSQLite(strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "sqlite:"))
-	}
+func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
+	db, err := open(dsn)
 	if err != nil {
 		return nil, err
+	}
+	for _, o := range opts {
+		o(db.core)
 	}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return db, nil
+}
+
+// open connects without migrating.
+func open(dsn string) (*DB, error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return openPostgres(dsn)
+	default:
+		return openSQLite(strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "sqlite:"))
+	}
 }
 
 func openPostgres(dsn string) (*DB, error) {
@@ -188,9 +210,17 @@ func (db *core) tx1(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
+		db.appending.Delete(tx)
 		return invalidText(err)
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	if _, appended := db.appending.LoadAndDelete(tx); appended && err == nil {
+		select {
+		case db.appended <- struct{}{}:
+		default:
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil

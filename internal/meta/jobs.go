@@ -52,7 +52,7 @@ type Job struct {
 // jobKeyLockClass is the first key of the two-key PostgreSQL advisory
 // locks that serialize enqueues of one ordering key ("jobs"). The two-key
 // form lives in a space of its own: it cannot collide with the one-key
-// locks of migrations and fan-out.
+// locks of migrations and the feed's sequencer.
 const jobKeyLockClass = 0x6a6f6273
 
 // EnqueueJob adds a job in a transaction of its own and returns its id.
@@ -68,6 +68,12 @@ func (db Jobs) EnqueueJob(ctx context.Context, j Job) (int64, error) {
 	return id, err
 }
 
+// EnqueueIn adds a job in tx, so that it commits with the rest of tx (a
+// feed subscriber's deliveries with its cursor), and returns its id.
+func (db Jobs) EnqueueIn(ctx context.Context, tx Tx, j Job) (int64, error) {
+	return db.enqueueJob(ctx, tx.tx, j)
+}
+
 // enqueueJob adds a job in the caller's transaction, so that a change
 // and the work it causes commit together (transactional outbox).
 //
@@ -76,8 +82,8 @@ func (db Jobs) EnqueueJob(ctx context.Context, j Job) (int64, error) {
 // transactions enqueuing for one key commit in id order: a claimer can
 // never see a job of a key before an older one of the same key. The lock is
 // held until the caller's transaction ends; a transaction that enqueues for
-// several keys must take them in a consistent order (as the serialized
-// fan-out does), or two such transactions may deadlock.
+// several keys must take them in a consistent order (as a feed
+// subscriber does: one transaction at a time, in feed order), or two such transactions may deadlock.
 func (db *core) enqueueJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error) {
 	j.LastError, j.CreatedAt = "", time.Time{}
 	return db.insertJob(ctx, tx, j)

@@ -61,10 +61,6 @@ func (e *MissingRefsError) Error() string {
 	return msg
 }
 
-// GeneratedSBOMAnnotation marks the SBOM referrers Berth's scanner
-// computes (value "spdx"); they are deleted with their subject.
-const GeneratedSBOMAnnotation = "dev.berth.sbom"
-
 // PutManifest is a manifest push.
 type PutManifest struct {
 	Repository string
@@ -79,20 +75,29 @@ type PutManifest struct {
 	// write (nil: private, no permissions).
 	Create *RepoCreate
 	// Generated marks content Berth made itself (a computed SBOM): it is
-	// stored without a repo_push event and is not scanned.
+	// stored without a repo_push event (so no subscriber of the feed, the
+	// scanner included, reacts to it).
 	Generated bool
+	// DeletedWithSubject makes the manifest go when its subject is deleted
+	// from the repository (what Berth derived from the subject, like the
+	// scanner's SBOM; referrers that clients push stay, as the distribution
+	// spec allows). Set on the push that stores the manifest.
+	DeletedWithSubject bool
 	// LinkBlobs are stored blobs linked to the repository in the same
 	// transaction, before the references are checked (content Berth
 	// generated and wrote to storage itself).
 	LinkBlobs []Blob
 }
 
-// pushEvent is the data of a repo_push event.
+// pushEvent is the data of a repo_push event. NewManifest says the push
+// stored the manifest in the repository (rather than only moved tags to
+// it): the scanner's subscriber scans such manifests.
 type pushEvent struct {
 	Digest      string   `json:"digest"`
 	MediaType   string   `json:"media_type"`
 	Size        int64    `json:"size"`
 	UpdatedTags []string `json:"updated_tags"`
+	NewManifest bool     `json:"new_manifest,omitempty"`
 	// Previous is the digest each updated tag pointed to before, for the
 	// tags that existed (subscribers reading moves: the base-image graph).
 	Previous map[string]string `json:"previous,omitempty"`
@@ -136,9 +141,9 @@ func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, 
 		if m.Subject != "" {
 			subject = m.Subject.String()
 		}
-		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject, annotations, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
-			repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, subject, annotations, now())
+		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject, annotations, created_at, deleted_with_subject)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
+			repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, subject, annotations, now(), boolInt(p.DeletedWithSubject))
 		if err != nil {
 			return fmt.Errorf("store manifest: %w", err)
 		}
@@ -154,11 +159,6 @@ func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, 
 			}
 			if err != nil {
 				return fmt.Errorf("lock manifest: %w", err)
-			}
-		}
-		if created == 1 && db.scanOnPush && !p.Generated && scannable(m.MediaType) {
-			if err := db.enqueueScan(ctx, tx, p.Repository, m.Digest.String()); err != nil {
-				return err
 			}
 		}
 		if created == 1 {
@@ -196,7 +196,7 @@ func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, 
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
 			Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags,
-				Previous: previous})})
+				NewManifest: created == 1, Previous: previous})})
 	})
 }
 
@@ -396,16 +396,15 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrManifestNotFound
 		}
-		// The SBOM Berth computed for it goes with it (referrers that
-		// clients pushed stay, as the distribution spec allows).
-		rows, err = tx.QueryContext(ctx, db.q("SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND annotations LIKE ?"),
-			repoID, d.String(), `%"`+GeneratedSBOMAnnotation+`"%`)
+		// What was stored to go with it (the scanner's SBOM) goes too.
+		rows, err = tx.QueryContext(ctx, db.q("SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND deleted_with_subject = 1"),
+			repoID, d.String())
 		if err != nil {
-			return fmt.Errorf("list generated referrers: %w", err)
+			return fmt.Errorf("list referrers deleted with their subject: %w", err)
 		}
 		generated, err := scanStrings(rows)
 		if err != nil {
-			return fmt.Errorf("list generated referrers: %w", err)
+			return fmt.Errorf("list referrers deleted with their subject: %w", err)
 		}
 		for _, g := range generated {
 			for _, stmt := range []string{"DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?",

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -32,10 +30,6 @@ const MaxNotificationFailures = 3
 // times); the delivery itself goes on being retried with backoff, so an
 // outage of the receiver costs no event.
 const NotifyTries = 5
-
-// notifyMaxAttempts bounds the retries of one delivery: with backoff capped
-// at 5 minutes, days.
-const notifyMaxAttempts = 1000
 
 // Notification is a configured notification.
 type Notification struct {
@@ -378,151 +372,27 @@ type DeliveryJob struct {
 	Repository     string `json:"repository,omitempty"`
 }
 
-// fanOutLockID serializes fan-out across processes on PostgreSQL, so jobs
-// of one stream are enqueued in event order.
-const fanOutLockID = migrationLockID + 3
-
-// FanOutEvents turns up to n undispatched outbox events into delivery
-// jobs for the notifications that match them (the repository's, its
-// organization's, and registry-wide ones, of the event's kind, disabled or
-// not: a disabled one's deliveries wait), marking the events dispatched in
-// the same transaction. Each event is fanned out exactly once, whatever
-// the number of processes. It returns how many events it handled.
-func (db Notifications) FanOutEvents(ctx context.Context, n int) (int, error) {
-	// A read first: an idle poll must not take the write lock (SQLite has
-	// one writer, and pushes need it).
-	var pending int
-	err := db.read.QueryRowContext(ctx, "SELECT 1 FROM events WHERE dispatched = 0 LIMIT 1").Scan(&pending)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
+// Listening returns, read in tx, the notifications of an event kind that
+// hear the events of a repository in a namespace: the repository's own,
+// the namespace's (organization scope) and the registry-wide ones,
+// disabled or not, oldest first.
+func (db Notifications) Listening(ctx context.Context, tx Tx, kind, repository, namespace string) ([]Notification, error) {
+	rows, err := tx.tx.QueryContext(ctx, db.q(`SELECT `+notificationColumns+` FROM notifications WHERE event = ?
+		AND ((scope = 'repository' AND target = ?) OR (scope = 'organization' AND target = ?) OR scope = 'registry') ORDER BY id`),
+		kind, repository, namespace)
 	if err != nil {
-		return 0, fmt.Errorf("read outbox: %w", err)
+		return nil, fmt.Errorf("match notifications: %w", err)
 	}
-	handled := 0
-	err = db.tx(ctx, func(tx *sql.Tx) error {
-		if db.dialect == postgres {
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", fanOutLockID); err != nil {
-				return fmt.Errorf("fan-out lock: %w", err)
-			}
-		}
-		rows, err := tx.QueryContext(ctx, db.q("SELECT id, kind, repository, payload, created_at FROM events WHERE dispatched = 0 ORDER BY id LIMIT ?"), n)
+	defer rows.Close()
+	var out []Notification
+	for rows.Next() {
+		n, err := scanNotification(rows)
 		if err != nil {
-			return fmt.Errorf("read outbox: %w", err)
+			return nil, fmt.Errorf("match notifications: %w", err)
 		}
-		type ev struct {
-			id, created         int64
-			kind, repo, payload string
-		}
-		var evs []ev
-		for rows.Next() {
-			var e ev
-			if err := rows.Scan(&e.id, &e.kind, &e.repo, &e.payload, &e.created); err != nil {
-				rows.Close()
-				return err
-			}
-			evs = append(evs, e)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, e := range evs {
-			ns, _, _ := strings.Cut(e.repo, "/")
-			// A disabled notification still gets its events queued: they wait
-			// (undelivered) until it is reset, so nothing is lost. A
-			// notification hears only events that happened after it existed.
-			nrows, err := tx.QueryContext(ctx, db.q(`SELECT id, uuid, event_config FROM notifications WHERE event = ? AND created_at <= ?
-				AND ((scope = 'repository' AND target = ?) OR (scope = 'organization' AND target = ?) OR scope = 'registry') ORDER BY id`),
-				e.kind, e.created, e.repo, ns)
-			if err != nil {
-				return fmt.Errorf("match notifications: %w", err)
-			}
-			type target struct {
-				id   int64
-				uuid string
-			}
-			var targets []target
-			for nrows.Next() {
-				var t target
-				var cfg string
-				if err := nrows.Scan(&t.id, &t.uuid, &cfg); err != nil {
-					nrows.Close()
-					return err
-				}
-				if e.kind == EventVulnerabilityFound && !levelAllows(cfg, e.payload) {
-					continue // below the notification's severity threshold
-				}
-				targets = append(targets, t)
-			}
-			nrows.Close()
-			for _, t := range targets {
-				payload, _ := json.Marshal(DeliveryJob{NotificationID: t.id, EventID: e.id, Repository: e.repo})
-				// One stream per notification and repository: delivered in
-				// order, one at a time.
-				if _, err := db.enqueueJob(ctx, tx, Job{Queue: NotifyQueue, OrderingKey: t.uuid + "|" + e.repo, Payload: payload, MaxAttempts: notifyMaxAttempts}); err != nil {
-					return err
-				}
-			}
-			if _, err := tx.ExecContext(ctx, db.q("UPDATE events SET dispatched = 1 WHERE id = ?"), e.id); err != nil {
-				return fmt.Errorf("mark dispatched: %w", err)
-			}
-		}
-		handled = len(evs)
-		return nil
-	})
-	return handled, err
-}
-
-// severityIndex is Quay's level index of a severity name: 0 is Critical,
-// 5 Unknown.
-var severityIndex = map[string]int{"critical": 0, "high": 1, "medium": 2, "low": 3, "negligible": 4, "unknown": 5}
-
-// VulnLevel reads a vulnerability_found notification's eventConfig.level:
-// Quay's index (0 Critical .. 5 Unknown) as a number or digits, or a
-// severity name.
-func VulnLevel(v any) (int, bool) {
-	level := -1
-	switch x := v.(type) {
-	case float64:
-		if x == float64(int(x)) {
-			level = int(x)
-		}
-	case string:
-		if i, ok := severityIndex[strings.ToLower(x)]; ok {
-			level = i
-		} else if n, err := strconv.Atoi(x); err == nil {
-			level = n
-		}
+		out = append(out, n)
 	}
-	return level, level >= 0 && level <= 5
-}
-
-// levelAllows applies Quay's rule for vulnerability_found: a notification
-// with eventConfig.level L hears a vulnerability whose priority index is
-// at most L. No level (or one that does not parse) hears everything.
-func levelAllows(eventConfig, payload string) bool {
-	var cfg struct {
-		Level any `json:"level"`
-	}
-	if json.Unmarshal([]byte(eventConfig), &cfg) != nil || cfg.Level == nil {
-		return true
-	}
-	level, ok := VulnLevel(cfg.Level)
-	if !ok {
-		return true
-	}
-	var p struct {
-		Vulnerability struct {
-			Priority string `json:"priority"`
-		} `json:"vulnerability"`
-	}
-	_ = json.Unmarshal([]byte(payload), &p)
-	idx, ok := severityIndex[strings.ToLower(p.Vulnerability.Priority)]
-	if !ok {
-		idx = severityIndex["unknown"]
-	}
-	return idx <= level
+	return out, rows.Err()
 }
 
 // Notifications are Quay's repository notifications and their delivery

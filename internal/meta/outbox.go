@@ -24,7 +24,10 @@ const (
 // Event is an entry of the outbox: it is appended in the same transaction as
 // the change it announces, and delivered later by the dispatcher.
 type Event struct {
-	ID         int64
+	ID int64
+	// Position is the event's place in the feed, given once it is
+	// committed (Sequence): gap-free and in commit order. Zero until then.
+	Position   int64
 	UUID       string
 	Kind       string
 	Repository string
@@ -41,6 +44,9 @@ func (db *core) appendEvent(ctx context.Context, tx *sql.Tx, e Event) error {
 		e.Data = json.RawMessage("{}")
 	}
 	ts := now()
+	if db.appended != nil {
+		db.appending.Store(tx, struct{}{})
+	}
 	_, err := tx.ExecContext(ctx, db.q("INSERT INTO events (uuid, kind, repository, actor, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
 		e.UUID, e.Kind, e.Repository, e.Actor, string(e.Data), ts)
 	if err != nil {
@@ -59,21 +65,35 @@ func (db *core) appendEvent(ctx context.Context, tx *sql.Tx, e Event) error {
 
 // EventsAfter returns up to n events with an id above after, oldest first.
 func (db Outbox) EventsAfter(ctx context.Context, after int64, n int) ([]Event, error) {
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT id, uuid, kind, repository, actor, payload, created_at FROM events WHERE id > ? ORDER BY id LIMIT ?"), after, n)
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT "+eventColumns+" FROM events WHERE id > ? ORDER BY id LIMIT ?"), after, n)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
+	return scanEvents(rows)
+}
+
+const eventColumns = "id, position, uuid, kind, repository, actor, payload, created_at"
+
+func scanEvent(row interface{ Scan(...any) error }) (Event, error) {
+	var e Event
+	var pos sql.NullInt64
+	var payload string
+	var created int64
+	if err := row.Scan(&e.ID, &pos, &e.UUID, &e.Kind, &e.Repository, &e.Actor, &payload, &created); err != nil {
+		return Event{}, err
+	}
+	e.Position, e.Data, e.CreatedAt = pos.Int64, json.RawMessage(payload), fromMicros(created)
+	return e, nil
+}
+
+func scanEvents(rows *sql.Rows) ([]Event, error) {
 	defer rows.Close()
 	var out []Event
 	for rows.Next() {
-		var e Event
-		var payload string
-		var created int64
-		if err := rows.Scan(&e.ID, &e.UUID, &e.Kind, &e.Repository, &e.Actor, &payload, &created); err != nil {
+		e, err := scanEvent(rows)
+		if err != nil {
 			return nil, fmt.Errorf("scan event: %w", err)
 		}
-		e.Data = json.RawMessage(payload)
-		e.CreatedAt = fromMicros(created)
 		out = append(out, e)
 	}
 	return out, rows.Err()
@@ -89,17 +109,152 @@ func mustJSON(v any) json.RawMessage {
 
 // EventByID returns an outbox event.
 func (db Outbox) EventByID(ctx context.Context, id int64) (Event, error) {
-	var e Event
-	var payload string
-	var created int64
-	err := db.read.QueryRowContext(ctx, db.q("SELECT id, uuid, kind, repository, actor, payload, created_at FROM events WHERE id = ?"), id).
-		Scan(&e.ID, &e.UUID, &e.Kind, &e.Repository, &e.Actor, &payload, &created)
+	e, err := scanEvent(db.read.QueryRowContext(ctx, db.q("SELECT "+eventColumns+" FROM events WHERE id = ?"), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Event{}, fmt.Errorf("event %w", ErrNotFound)
 	}
 	if err != nil {
 		return Event{}, fmt.Errorf("get event: %w", err)
 	}
-	e.Data, e.CreatedAt = json.RawMessage(payload), fromMicros(created)
 	return e, nil
+}
+
+// The feed. Events get their place in it once committed: a sequencer
+// (Sequence, one at a time across processes) numbers the committed events
+// it has not numbered yet, oldest id first, after the last number given
+// (kept in feed_head, so that pruning never lets a number be reused).
+// Positions are therefore gap-free and in commit order, which ids drawn
+// from a sequence are not: on PostgreSQL a transaction that drew a lower
+// id can commit after one with a higher id, and a reader that remembered
+// "the highest id I saw" would skip it. Each subscriber has a cursor, the
+// last position it handled (feed_cursors), advanced in the transaction
+// that holds the subscriber's own writes (Consume), so that each event
+// reaches each subscriber exactly once, crashes and replicas included.
+
+// ErrNotSubscribed is returned by Consume for a name without a cursor.
+var ErrNotSubscribed = errors.New("not subscribed to the feed")
+
+// sequencerLockID serializes the sequencer across processes on
+// PostgreSQL (the key the notification fan-out used before the feed).
+const sequencerLockID = migrationLockID + 3
+
+// Sequence numbers up to n committed events that have no position yet and
+// returns how many it numbered.
+func (db Outbox) Sequence(ctx context.Context, n int) (int, error) {
+	// A read first: an idle poll must not take the write lock (SQLite has
+	// one writer, and pushes need it).
+	var one int
+	err := db.read.QueryRowContext(ctx, "SELECT 1 FROM events WHERE position IS NULL LIMIT 1").Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read outbox: %w", err)
+	}
+	done := 0
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		done = 0
+		if db.dialect == postgres {
+			// Statements after the lock see what the previous holder
+			// committed (READ COMMITTED takes a snapshot per statement).
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLockID); err != nil {
+				return fmt.Errorf("sequencer lock: %w", err)
+			}
+		}
+		var head int64
+		if err := tx.QueryRowContext(ctx, "SELECT position FROM feed_head WHERE id = 1"+db.lockSuffix()).Scan(&head); err != nil {
+			return fmt.Errorf("read feed head: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, db.q(`UPDATE events SET position = ? + r.n FROM (
+				SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM events WHERE position IS NULL ORDER BY id LIMIT ?) AS r
+			WHERE events.id = r.id`), head, n)
+		if err != nil {
+			return fmt.Errorf("sequence events: %w", err)
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sequence events: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE feed_head SET position = ? WHERE id = 1"), head+k); err != nil {
+			return fmt.Errorf("advance feed head: %w", err)
+		}
+		done = int(k)
+		return nil
+	})
+	return done, err
+}
+
+// Subscribe gives name a cursor at the end of the feed (the last position
+// given) unless it has one, and records that its subscriber is alive: a
+// cursor not seen for longer than the events' retention no longer holds
+// events back from pruning (Collector.Prune).
+func (db Outbox) Subscribe(ctx context.Context, name string) error {
+	if name == "" {
+		return errors.New("subscribe: empty name")
+	}
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO feed_cursors (name, position, seen_at) SELECT ?, position, ? FROM feed_head WHERE id = 1
+			ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at`), name, now()); err != nil {
+			return fmt.Errorf("subscribe %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// Consume hands the next up to n events past name's cursor, in feed
+// order, to fn inside a write transaction, and moves the cursor past them
+// in the same transaction: what fn writes through tx commits with the
+// cursor, or neither does. It returns how many events fn handled (0 when
+// the cursor is at the end, or, on PostgreSQL, when another process is
+// consuming for name at the moment). An error of fn rolls everything back
+// and is returned; the same events come again at the next call.
+//
+// fn must do all its reading and writing through tx (on SQLite the
+// transaction holds the only write connection) and may be run again if
+// the transaction loses a race the database detects.
+func (db Outbox) Consume(ctx context.Context, name string, n int, fn func(ctx context.Context, tx Tx, events []Event) error) (int, error) {
+	var cursor, head int64
+	err := db.read.QueryRowContext(ctx, db.q("SELECT c.position, h.position FROM feed_cursors c, feed_head h WHERE c.name = ? AND h.id = 1"), name).
+		Scan(&cursor, &head)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("%s: %w", name, ErrNotSubscribed)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read cursor of %s: %w", name, err)
+	}
+	if cursor >= head {
+		return 0, nil
+	}
+	handled := 0
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		handled = 0
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR UPDATE SKIP LOCKED" // another replica consuming for name: leave it to it
+		}
+		err := tx.QueryRowContext(ctx, db.q("SELECT position FROM feed_cursors WHERE name = ?"+lock), name).Scan(&cursor)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("lock cursor of %s: %w", name, err)
+		}
+		rows, err := tx.QueryContext(ctx, db.q("SELECT "+eventColumns+" FROM events WHERE position > ? ORDER BY position LIMIT ?"), cursor, n)
+		if err != nil {
+			return fmt.Errorf("read feed: %w", err)
+		}
+		evs, err := scanEvents(rows)
+		if err != nil || len(evs) == 0 {
+			return err
+		}
+		if err := fn(ctx, Tx{tx}, evs); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE feed_cursors SET position = ?, seen_at = ? WHERE name = ?"), evs[len(evs)-1].Position, now(), name); err != nil {
+			return fmt.Errorf("advance cursor of %s: %w", name, err)
+		}
+		handled = len(evs)
+		return nil
+	})
+	return handled, err
 }

@@ -6,12 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 )
 
 // Retention says how long finished bookkeeping rows are kept.
 type Retention struct {
-	Events   time.Duration // outbox events, once dispatched and delivered
+	// Events: outbox events, once every live subscriber of the feed has
+	// handled them and no delivery still needs them. A subscriber not
+	// seen for longer than this and at least subscriberGone (its feature
+	// turned off) no longer holds events back.
+	Events   time.Duration
 	DoneJobs time.Duration // completed jobs
 	DeadJobs time.Duration // dead-lettered jobs
 	Attempts time.Duration // notification delivery attempts
@@ -30,8 +35,9 @@ type PruneCounts struct {
 // backlog never holds SQLite's write lock for long.
 const pruneBatch = 1000
 
-// Prune removes bookkeeping rows older than their retention: dispatched
-// outbox events that no live delivery job still needs, completed and
+// Prune removes bookkeeping rows older than their retention: outbox
+// events that every live subscriber of the feed has handled and no live
+// delivery job still needs, completed and
 // dead-lettered jobs, notification attempts and audit entries. A zero
 // duration keeps that kind forever. Oldest rows go first, walked by
 // primary key; with dry set nothing is deleted and the counts say what
@@ -130,15 +136,38 @@ func (db *core) deleteIDs(ctx context.Context, table, where string, cutoff time.
 	return res.RowsAffected()
 }
 
-// pruneEvents deletes dispatched events created before cutoff, except those
-// a live notification delivery still needs (a held delivery reads its
-// event when it finally runs).
+// subscriberGone is the least time a feed subscriber must go unseen
+// (Outbox.Subscribe marks it alive every minute while it runs) before
+// pruning stops waiting for it: a feature turned off (scanning, say) must
+// not keep the outbox growing forever, and a process down for a while
+// must find its events when it comes back.
+const subscriberGone = 7 * 24 * time.Hour
+
+// pruneEvents deletes events created before cutoff that every live
+// subscriber of the feed has handled (one not seen since cutoff, nor for
+// subscriberGone, is not waited for), except those a live notification
+// delivery still needs (a held delivery reads its event when it finally
+// runs). Events not numbered yet are never pruned.
 func (db *core) pruneEvents(ctx context.Context, cutoff time.Time, dry bool) (int64, error) {
 	needed, err := db.liveDeliveryEvents(ctx)
 	if err != nil {
 		return 0, err
 	}
-	return db.pruneByID(ctx, "events", "created_at", "dispatched = 1", cutoff, dry, func(id int64) bool { return needed[id] })
+	seen := time.Now().Add(-subscriberGone)
+	if cutoff.Before(seen) {
+		seen = cutoff
+	}
+	var floor sql.NullInt64
+	if err := db.read.QueryRowContext(ctx, db.q("SELECT MIN(position) FROM feed_cursors WHERE seen_at >= ?"), seen.UnixMicro()).Scan(&floor); err != nil {
+		return 0, fmt.Errorf("prune events: read cursors: %w", err)
+	}
+	if !floor.Valid {
+		if err := db.read.QueryRowContext(ctx, "SELECT position FROM feed_head WHERE id = 1").Scan(&floor); err != nil {
+			return 0, fmt.Errorf("prune events: read feed head: %w", err)
+		}
+	}
+	cond := "position <= " + strconv.FormatInt(floor.Int64, 10)
+	return db.pruneByID(ctx, "events", "created_at", cond, cutoff, dry, func(id int64) bool { return needed[id] })
 }
 
 // liveDeliveryEvents returns the events that pending or running

@@ -45,21 +45,6 @@ const (
 	ScanJobRematch  = "rematch"
 )
 
-// scannable reports whether a manifest media type is an image manifest the
-// scanner indexes (indexes are reported through their children).
-func scannable(mediaType string) bool {
-	switch mediaType {
-	case "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json":
-		return true
-	}
-	return false
-}
-
-// SetScanOnPush makes every new image manifest (pushed, mirrored, imported
-// or cached) queue a scan in its push transaction. Call it once, before
-// serving.
-func (db Scans) SetScanOnPush(on bool) { db.scanOnPush = on }
-
 // enqueueScan queues a scan of digest for repo, in the push's transaction.
 // The manifest's state becomes queued unless it was scanned before (the
 // job then only announces the known result in repo).
@@ -71,6 +56,12 @@ func (db *core) enqueueScan(ctx context.Context, tx *sql.Tx, repo, digest string
 	payload, _ := json.Marshal(ScanJob{Kind: ScanJobManifest, Repository: repo, Digest: digest})
 	_, err := db.enqueueJob(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "manifest|" + digest, Payload: payload})
 	return err
+}
+
+// QueueScan queues a scan of digest for repo in tx (the scanner's feed
+// subscriber, for a manifest a push stored).
+func (db Scans) QueueScan(ctx context.Context, tx Tx, repo, digest string) error {
+	return db.enqueueScan(ctx, tx.tx, repo, digest)
 }
 
 // EnqueueScan queues a scan of a stored manifest (a rescan on request, or

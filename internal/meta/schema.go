@@ -4,13 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
 // migrations are applied in order, each in its own transaction. Never edit
 // one that has shipped: append a new one. {{serial}}, {{bytes}} and {{text}}
 // are replaced per dialect ({{text}} sorts bytewise on both, as the
-// distribution spec's lexical ordering of tags and repositories requires).
+// distribution spec's lexical ordering of tags and repositories requires),
+// {{now}} by the time of the migration in microseconds.
 var migrations = []string{
 	// 1: the registry core.
 	`
@@ -243,9 +245,43 @@ ALTER TABLE notifications ADD COLUMN disabled_reason TEXT NOT NULL DEFAULT '';
 	gcSchema,
 	// 11: who opened each upload session (collector.go).
 	uploadActorSchema,
-	// 12: tag history (graph_schema.go).
+	// 12: one change feed (outbox.go): events get a gap-free position in
+	// commit order once committed, and each subscriber a cursor over it,
+	// instead of the dispatched flag that only the notification fan-out
+	// could use. Existing events are numbered dispatched first, so that
+	// the notification subscriber's cursor starts after every event the
+	// fan-out already dispatched and before every one it had not. The
+	// flag goes, so that a replica still running the fan-out stops rather
+	// than delivers a second time.
+	`
+ALTER TABLE events ADD COLUMN position BIGINT;
+UPDATE events SET position = r.n FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY dispatched DESC, id) AS n FROM events) AS r WHERE events.id = r.id;
+CREATE UNIQUE INDEX events_position ON events(position);
+CREATE INDEX events_unsequenced ON events(id) WHERE position IS NULL;
+CREATE TABLE feed_head (
+	id SMALLINT PRIMARY KEY CHECK (id = 1),
+	position BIGINT NOT NULL
+);
+INSERT INTO feed_head (id, position) SELECT 1, COUNT(*) FROM events;
+CREATE TABLE feed_cursors (
+	name TEXT PRIMARY KEY,
+	position BIGINT NOT NULL,
+	seen_at BIGINT NOT NULL
+);
+INSERT INTO feed_cursors (name, position, seen_at) SELECT 'notify', COUNT(*), {{now}} FROM events WHERE dispatched = 1;
+DROP INDEX events_undispatched;
+ALTER TABLE events DROP COLUMN dispatched;
+`,
+	// 13: the manifests deleted with their subject, set by whoever stores
+	// them (the scanner's SBOM: PutManifest.DeletedWithSubject), once
+	// backfilled from the annotation that marked Berth's SBOMs.
+	`
+ALTER TABLE manifests ADD COLUMN deleted_with_subject SMALLINT NOT NULL DEFAULT 0;
+UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND annotations LIKE '%"dev.berth.sbom"%';
+`,
+	// 14: tag history (graph_schema.go).
 	tagHistorySchema,
-	// 13: the base-image graph (graph_schema.go).
+	// 15: the base-image graph (graph_schema.go).
 	graphSchema,
 }
 
@@ -254,6 +290,7 @@ func (db *core) render(stmt string) string {
 		"{{serial}}", map[dialect]string{sqlite: "INTEGER PRIMARY KEY AUTOINCREMENT", postgres: "BIGSERIAL PRIMARY KEY"}[db.dialect],
 		"{{bytes}}", map[dialect]string{sqlite: "BLOB", postgres: "BYTEA"}[db.dialect],
 		"{{text}}", map[dialect]string{sqlite: "TEXT", postgres: `TEXT COLLATE "C"`}[db.dialect],
+		"{{now}}", strconv.FormatInt(now(), 10),
 	)
 	return r.Replace(stmt)
 }
@@ -262,7 +299,10 @@ func (db *core) render(stmt string) string {
 // migrations across replicas starting at once.
 const migrationLockID = 0x62657274 // "bert"
 
-func (db *core) migrate(ctx context.Context) error {
+func (db *core) migrate(ctx context.Context) error { return db.migrateTo(ctx, len(migrations)) }
+
+// migrateTo applies the migrations up to version target.
+func (db *core) migrateTo(ctx context.Context, target int) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		if db.dialect == postgres {
 			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockID); err != nil {
@@ -279,7 +319,7 @@ func (db *core) migrate(ctx context.Context) error {
 		if current > len(migrations) {
 			return fmt.Errorf("database schema version %d is newer than this binary's %d: upgrade berth", current, len(migrations))
 		}
-		for v := current + 1; v <= len(migrations); v++ {
+		for v := current + 1; v <= target; v++ {
 			for _, stmt := range strings.Split(db.render(migrations[v-1]), ";\n") {
 				if strings.TrimSpace(stmt) == "" {
 					continue

@@ -53,7 +53,7 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	if err := json.Unmarshal(j.Payload, &dj); err != nil {
 		return jobs.Permanent(fmt.Errorf("delivery job %d: %w", j.ID, err))
 	}
-	n, err := s.db.Notifications().NotificationByID(ctx, dj.NotificationID)
+	n, err := s.stores.Notifications.NotificationByID(ctx, dj.NotificationID)
 	if errors.Is(err, meta.ErrNotificationNotFound) {
 		return nil // deleted since: nothing to deliver
 	}
@@ -83,7 +83,7 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	if res.Err != nil {
 		a.Error = res.Err.Error()
 	}
-	if err := s.db.Notifications().RecordAttempt(context.WithoutCancel(ctx), a, res.Err == nil); err != nil {
+	if err := s.stores.Outcomes.RecordAttempt(context.WithoutCancel(ctx), a, res.Err == nil); err != nil {
 		s.log.Warn("record delivery attempt", "err", err)
 	}
 	if res.Err == nil {
@@ -112,7 +112,7 @@ func (s *Service) mayTry(ctx context.Context, n meta.Notification) (bool, error)
 		}
 		return false, jobs.Defer(until, errPaused)
 	}
-	ok, err := s.db.Notifications().ClaimNotificationTrial(ctx, n.ID, n.DisabledUntil, now.Add(s.trialHold()))
+	ok, err := s.stores.Outcomes.ClaimNotificationTrial(ctx, n.ID, n.DisabledUntil, now.Add(s.trialHold()))
 	if err != nil {
 		return false, err
 	}
@@ -128,7 +128,7 @@ func (s *Service) failed(ctx context.Context, n meta.Notification, trial bool, r
 	if n.Method != "email" { // an SMTP 4xx reply is transient
 		f.Refused = refused(res.StatusCode)
 	}
-	fresh, err := s.db.Notifications().NotificationFailed(ctx, n.ID, f)
+	fresh, err := s.stores.Outcomes.NotificationFailed(ctx, n.ID, f)
 	switch {
 	case err != nil:
 		if !errors.Is(err, meta.ErrNotificationNotFound) {
@@ -162,7 +162,7 @@ func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.Delive
 		payload, err = events.SamplePayloadConfig(s.opts.Server, n.Event, dj.Repository, ecfg)
 		e = meta.Event{UUID: fmt.Sprintf("test-%d-%d", n.ID, time.Now().UnixNano()), Kind: n.Event, Repository: dj.Repository, CreatedAt: time.Now()}
 	} else {
-		if e, err = s.db.Outbox().EventByID(ctx, dj.EventID); err != nil {
+		if e, err = s.stores.Outbox.EventByID(ctx, dj.EventID); err != nil {
 			return events.Delivery{}, err
 		}
 		payload, err = events.QuayPayload(s.opts.Server, e)

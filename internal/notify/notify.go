@@ -1,7 +1,9 @@
 // Package notify turns outbox events into notification deliveries: it
-// validates and stores notifications, fans events out to the ones that
-// match, and delivers each through its method on the durable job queue,
-// in order per notification and repository, at least once.
+// validates and stores notifications, subscribes to the change feed
+// (internal/feed) to queue a delivery for every notification that hears
+// an event (Subscriber), and delivers each through its method on the
+// durable job queue, in order per notification and repository, at least
+// once.
 package notify
 
 import (
@@ -53,7 +55,7 @@ const (
 
 // Service manages and delivers notifications.
 type Service struct {
-	db     *meta.DB
+	stores Stores
 	sealer *auth.Sealer
 	opts   Options
 	client *http.Client
@@ -61,7 +63,7 @@ type Service struct {
 }
 
 // New returns the service.
-func New(db *meta.DB, sealer *auth.Sealer, opts Options) *Service {
+func New(stores Stores, sealer *auth.Sealer, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -72,7 +74,7 @@ func New(db *meta.DB, sealer *auth.Sealer, opts Options) *Service {
 		opts.MaxDisableFor = DefaultMaxDisableFor
 	}
 	opts.MaxDisableFor = max(opts.MaxDisableFor, opts.DisableFor)
-	return &Service{db: db, sealer: sealer, opts: opts, client: events.NewHTTPClient(opts.Guard), log: opts.Logger}
+	return &Service{stores: stores, sealer: sealer, opts: opts, client: events.NewHTTPClient(opts.Guard), log: opts.Logger}
 }
 
 // Input is a notification as Quay's API receives it.
@@ -173,7 +175,7 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 	s.sealSecrets(cfg, hs)
 	if in.Event == "vulnerability_found" {
 		if lv, ok := in.EventConfig["level"]; ok {
-			if _, ok := meta.VulnLevel(lv); !ok {
+			if _, ok := VulnLevel(lv); !ok {
 				return meta.Notification{}, invalid("eventConfig.level must be 0 (Critical) to 5 (Unknown), or a severity name")
 			}
 		}
@@ -184,7 +186,7 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 		ecfg = map[string]any{}
 	}
 	eb, _ := json.Marshal(ecfg)
-	return s.db.Notifications().CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: scope, Target: target, Event: in.Event,
+	return s.stores.Notifications.CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: scope, Target: target, Event: in.Event,
 		Method: in.Method, Title: in.Title, Config: cb, EventConfig: eb, Format: format, CreatedBy: actor})
 }
 
@@ -203,33 +205,6 @@ func templateJSON(t any) (json.RawMessage, error) {
 // Test queues the event's sample payload for a notification.
 func (s *Service) Test(ctx context.Context, n meta.Notification, repo string) error {
 	payload, _ := json.Marshal(meta.DeliveryJob{NotificationID: n.ID, Sample: true, Repository: repo})
-	_, err := s.db.Jobs().EnqueueJob(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: meta.NotifyTries})
+	_, err := s.stores.Jobs.EnqueueJob(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: meta.NotifyTries})
 	return err
-}
-
-// RunFanOut moves outbox events into delivery jobs until ctx is done.
-// wake, if not nil, is signalled after each batch that enqueued jobs.
-// It first seals the secrets that earlier versions stored in clear
-// (SealStoredHeaders), once per process start.
-func (s *Service) RunFanOut(ctx context.Context, poll time.Duration, wake func()) error {
-	if _, err := s.SealStoredHeaders(ctx); err != nil && ctx.Err() == nil {
-		s.log.Error("seal notification secrets stored in clear", "err", err)
-	}
-	for {
-		n, err := s.db.Notifications().FanOutEvents(ctx, 200)
-		if err != nil && ctx.Err() == nil {
-			s.log.Error("notification fan-out", "err", err)
-		}
-		if n > 0 && wake != nil {
-			wake()
-		}
-		if n == 200 {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(poll):
-		}
-	}
 }

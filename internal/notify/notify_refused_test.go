@@ -11,6 +11,7 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/notify"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // TestWebhookRefusedBySSRFGuard: a webhook or Slack target on an internal
@@ -38,7 +39,7 @@ func TestWebhookRefusedBySSRFGuard(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					svc := notify.New(db, sealer, notify.Options{Guard: guard})
+					svc := notify.New(wire.NotifyStores(db), sealer, notify.Options{Guard: guard})
 					_, err = svc.Create(ctx, meta.ScopeRegistry, "", "root", notify.Input{Event: "repo_push", Method: tc.method,
 						Config: map[string]any{"url": tc.url}})
 					if allow != nil {

@@ -18,10 +18,12 @@ import (
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/feed"
 	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/notify"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // receiver is a webhook receiver whose behaviour the test switches.
@@ -110,11 +112,17 @@ func startWith(t *testing.T, ctx context.Context, db *meta.DB, opts notify.Optio
 	}
 	log := opts.Logger
 	opts.Server, opts.Guard = events.Server{Host: "registry.example:5000", Scheme: "https"}, guard
-	svc := notify.New(db, sealer, opts)
+	svc := notify.New(wire.NotifyStores(db), sealer, opts)
 	wopts.Concurrency, wopts.Lease, wopts.PollInterval, wopts.Logger = 4, 30*time.Second, 50*time.Millisecond, log
 	w := jobs.New(db.Jobs(), meta.NotifyQueue, svc.Deliver, wopts)
 	go w.Run(ctx)
-	go svc.RunFanOut(ctx, 50*time.Millisecond, w.Wake)
+	// As the server does: secrets stored in clear are sealed first, then
+	// the feed's dispatcher runs the notification subscriber.
+	if _, err := svc.SealStoredHeaders(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d := feed.New(db.Outbox(), []feed.Subscriber{notify.NewSubscriber(wire.NotifyStores(db), w.Wake)}, feed.Options{Poll: 50 * time.Millisecond, Logger: log})
+	go d.Run(ctx)
 	return &instance{db: db, svc: svc}
 }
 
@@ -283,7 +291,7 @@ func TestFailureCounting(t *testing.T) {
 }
 
 // TestTwoProcessesDeliverOnce: two Berth processes (two store handles,
-// each with its fan-out and workers) on one database deliver each event
+// each with its feed dispatcher and workers) on one database deliver each event
 // once.
 func TestTwoProcessesDeliverOnce(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {

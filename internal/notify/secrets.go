@@ -142,7 +142,7 @@ func View(n meta.Notification) map[string]any {
 // notifications it sealed. It is safe to run from any number of processes
 // at once.
 func (s *Service) SealStoredHeaders(ctx context.Context) (int, error) {
-	ns, err := s.db.Notifications().AllNotifications(ctx)
+	ns, err := s.stores.Notifications.AllNotifications(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -181,7 +181,7 @@ func (s *Service) sealStored(ctx context.Context, n meta.Notification) (bool, er
 	if err != nil {
 		return false, fmt.Errorf("notification %s config: %w", n.UUID, err)
 	}
-	ok, err := s.db.Notifications().ReplaceNotificationConfig(ctx, n.ID, n.Config, b)
+	ok, err := s.stores.Notifications.ReplaceNotificationConfig(ctx, n.ID, n.Config, b)
 	if err != nil {
 		return false, err
 	}

@@ -118,7 +118,7 @@ func quoteArg(s string) string {
 // dataSources is the import state the coverage of several images is
 // computed from: read once per request.
 type dataSources struct {
-	db       *meta.DB
+	vulns    Vulns
 	now      time.Time
 	stale    time.Duration
 	sources  map[string]meta.VulnSource
@@ -127,11 +127,11 @@ type dataSources struct {
 }
 
 func (s *Service) dataSources(ctx context.Context) (*dataSources, error) {
-	srcs, err := s.db.VulnDB().VulnSources(ctx)
+	srcs, err := s.stores.Vulns.VulnSources(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ds := &dataSources{db: s.db, now: time.Now(), stale: s.opts.StaleAfter, sources: map[string]meta.VulnSource{}, releases: map[string]bool{}}
+	ds := &dataSources{vulns: s.stores.Vulns, now: time.Now(), stale: s.opts.StaleAfter, sources: map[string]meta.VulnSource{}, releases: map[string]bool{}}
 	for _, src := range srcs {
 		ds.sources[src.Ecosystem] = src
 	}
@@ -140,7 +140,7 @@ func (s *Service) dataSources(ctx context.Context) (*dataSources, error) {
 
 func (ds *dataSources) hasCPEMapping(ctx context.Context) (bool, error) {
 	if ds.cpeMap == nil {
-		_, ok, err := ds.db.VulnDB().CPEMappingState(ctx)
+		_, ok, err := ds.vulns.CPEMappingState(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -176,7 +176,7 @@ func (ds *dataSources) hasRelease(ctx context.Context, eco string) (bool, error)
 	if v, ok := ds.releases[eco]; ok {
 		return v, nil
 	}
-	v, err := ds.db.VulnDB().HasVulnEcosystem(ctx, eco)
+	v, err := ds.vulns.HasVulnEcosystem(ctx, eco)
 	if err != nil {
 		return false, err
 	}
@@ -337,7 +337,7 @@ func mergeCoverage(parts []DataCoverage) DataCoverage {
 // what a gate reads before trusting a report without vulnerabilities.
 // ErrNotScanned when the manifest has no scanned report.
 func (s *Service) Coverage(ctx context.Context, digest string) (DataCoverage, error) {
-	st, err := s.db.Scans().ManifestScan(ctx, digest)
+	st, err := s.stores.Results.ManifestScan(ctx, digest)
 	if errors.Is(err, meta.ErrNotFound) || (err == nil && st.Status != meta.ScanScanned) {
 		return DataCoverage{}, ErrNotScanned
 	}
@@ -366,7 +366,7 @@ func (s *Service) WarnIfNoData(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ecos, err := s.db.VulnDB().PackageEcosystems(ctx)
+	ecos, err := s.stores.Vulns.PackageEcosystems(ctx)
 	if err != nil {
 		return err
 	}

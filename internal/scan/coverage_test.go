@@ -16,6 +16,7 @@ import (
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/scan/index"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // syncBuffer is a log sink the scanner writes from its jobs.
@@ -39,7 +40,7 @@ func (s *syncBuffer) String() string {
 // logTo makes the env's scanner log to a buffer, with a staleness limit.
 func (e *env) logTo(staleAfter time.Duration) *syncBuffer {
 	var buf syncBuffer
-	e.svc = scan.New(e.db, e.driver, scan.Options{SBOM: false, Host: e.host, Version: "test", StaleAfter: staleAfter,
+	e.svc = scan.New(wire.ScanStores(e.db), e.driver, scan.Options{SBOM: false, Host: e.host, Version: "test", StaleAfter: staleAfter,
 		Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	return &buf
 }

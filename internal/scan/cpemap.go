@@ -90,7 +90,7 @@ func (s *Service) resolveCPEs(ctx context.Context, rep *Report) error {
 	if len(rep.ContentSets) == 0 {
 		return nil
 	}
-	m, err := s.db.Scans().CPEsOf(ctx, rep.ContentSets)
+	m, err := s.stores.Rematches.CPEsOf(ctx, rep.ContentSets)
 	if err != nil {
 		return err
 	}
@@ -148,12 +148,12 @@ func packageKeys(rep *Report, p index.Package) []meta.ScanPackage {
 // indexer (before content manifests were read) is queued for a new scan.
 func (s *Service) Remap(ctx context.Context, contentSets []string) (RematchStats, error) {
 	var st RematchStats
-	digests, err := s.db.Scans().ManifestsInEcosystem(ctx, osv.RedHat)
+	digests, err := s.stores.Rematches.ManifestsInEcosystem(ctx, osv.RedHat)
 	if err != nil {
 		return st, err
 	}
 	for _, d := range digests {
-		ms, err := s.db.Scans().ManifestScan(ctx, d)
+		ms, err := s.stores.Results.ManifestScan(ctx, d)
 		if errors.Is(err, meta.ErrNotFound) {
 			continue // deleted since
 		}
@@ -183,7 +183,7 @@ func (s *Service) Remap(ctx context.Context, contentSets []string) (RematchStats
 		if err != nil {
 			return st, err
 		}
-		old, err := s.db.Scans().ManifestVulns(ctx, d)
+		old, err := s.stores.Results.ManifestVulns(ctx, d)
 		if err != nil {
 			return st, err
 		}
@@ -196,7 +196,7 @@ func (s *Service) Remap(ctx context.Context, contentSets []string) (RematchStats
 		res := meta.ScanResult{Digest: d, Status: meta.ScanScanned, IndexerVersion: ms.IndexerVersion, Packages: scanPackages(rep), Vulns: rows}
 		res.Report, _ = json.Marshal(rep)
 		if len(added) > 0 {
-			holders, err := s.db.Scans().ManifestHolders(ctx, d)
+			holders, err := s.stores.Results.ManifestHolders(ctx, d)
 			if err != nil {
 				return st, err
 			}
@@ -206,7 +206,7 @@ func (s *Service) Remap(ctx context.Context, contentSets []string) (RematchStats
 			}
 			st.Announced++
 		}
-		if err := s.db.Scans().SaveScan(ctx, res); err != nil {
+		if err := s.stores.Results.SaveScan(ctx, res); err != nil {
 			return st, err
 		}
 	}
@@ -217,11 +217,11 @@ func (s *Service) Remap(ctx context.Context, contentSets []string) (RematchStats
 
 // rescan queues a new scan of a manifest in a repository holding it.
 func (s *Service) rescan(ctx context.Context, dgst string) error {
-	holders, err := s.db.Scans().ManifestHolders(ctx, dgst)
+	holders, err := s.stores.Results.ManifestHolders(ctx, dgst)
 	if err != nil || len(holders) == 0 {
 		return err
 	}
-	return s.db.Scans().EnqueueScan(ctx, holders[0].Repository, dgst)
+	return s.stores.Results.EnqueueScan(ctx, holders[0].Repository, dgst)
 }
 
 func intersects(a, b []string) bool {

@@ -30,6 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/feed"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/oci"
@@ -47,13 +48,17 @@ type env struct {
 	db     *meta.DB
 	driver storage.Driver
 	svc    *scan.Service
+	feed   *feed.Dispatcher // scan on push: the feed's scan subscriber
 	host   string
 }
 
 func newEnv(t *testing.T, dialect string, limits index.Limits) *env {
 	t.Helper()
 	db := metatest.Open(t, dialect)
-	db.Scans().SetScanOnPush(true)
+	onPush := feed.New(db.Outbox(), []feed.Subscriber{scan.NewOnPush(db.Scans(), nil)}, feed.Options{})
+	if err := onPush.Subscribe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	driver, err := fs.New(t.TempDir(), fs.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -63,8 +68,8 @@ func newEnv(t *testing.T, dialect string, limits index.Limits) *env {
 	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Policy: policy, Logger: log}))
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
-	return &env{t: t, db: db, driver: driver, host: host,
-		svc: scan.New(db, driver, scan.Options{Limits: limits, SBOM: true, Host: host, Version: "test", Logger: log})}
+	return &env{t: t, db: db, driver: driver, host: host, feed: onPush,
+		svc: scan.New(wire.ScanStores(db), driver, scan.Options{Limits: limits, SBOM: true, Host: host, Version: "test", Logger: log})}
 }
 
 // layer is a gzipped tar layer of the given files (path → content; a
@@ -186,6 +191,7 @@ func (e *env) push(repo, tag string, layers ...v1.Layer) (string, []string) {
 	if err := remote.Write(ref, img); err != nil {
 		e.t.Fatal(err)
 	}
+	e.queueScans()
 	d, _ := img.Digest()
 	var lds []string
 	for _, l := range layers {
@@ -195,9 +201,20 @@ func (e *env) push(repo, tag string, layers ...v1.Layer) (string, []string) {
 	return d.String(), lds
 }
 
-// drain runs scan jobs until none is ready.
+// queueScans hands the pushes' events to the scan subscriber, which
+// queues their scans (the server's dispatcher does it at once).
+func (e *env) queueScans() {
+	e.t.Helper()
+	if err := e.feed.Drain(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// drain queues the scans of what was pushed and runs scan jobs until none
+// is ready.
 func (e *env) drain() {
 	e.t.Helper()
+	e.queueScans()
 	ctx := context.Background()
 	for i := 0; i < 1000; i++ {
 		j, ok, err := e.db.Jobs().ClaimJob(ctx, meta.ScanQueue, "test", time.Minute)

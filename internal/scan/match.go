@@ -96,7 +96,7 @@ func (s *Service) match(ctx context.Context, rep *Report) ([]Finding, error) {
 		return nil, err
 	}
 	pkgs := scanPackages(rep)
-	stored, err := s.db.VulnDB().VulnRecordsFor(ctx, lookupKeys(pkgs))
+	stored, err := s.stores.Vulns.VulnRecordsFor(ctx, lookupKeys(pkgs))
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +208,7 @@ func (s *Service) Rematch(ctx context.Context, ids []string) (RematchStats, erro
 		s.log.Debug("re-match", "records", st.Records, "manifests", st.Manifests, "changed", st.Changed, "announced", st.Announced,
 			"read", read, "write", write, "took", time.Since(start))
 	}()
-	stored, err := s.db.VulnDB().VulnRecordsByID(ctx, ids)
+	stored, err := s.stores.Vulns.VulnRecordsByID(ctx, ids)
 	if err != nil {
 		return st, err
 	}
@@ -216,11 +216,11 @@ func (s *Service) Rematch(ctx context.Context, ids []string) (RematchStats, erro
 	if err != nil {
 		return st, err
 	}
-	keys, err := s.db.VulnDB().VulnKeysOf(ctx, ids)
+	keys, err := s.stores.Vulns.VulnKeysOf(ctx, ids)
 	if err != nil {
 		return st, err
 	}
-	hits, err := s.db.Scans().ManifestsWithPackages(ctx, keys)
+	hits, err := s.stores.Rematches.ManifestsWithPackages(ctx, keys)
 	if err != nil {
 		return st, err
 	}
@@ -228,7 +228,7 @@ func (s *Service) Rematch(ctx context.Context, ids []string) (RematchStats, erro
 	for _, h := range hits {
 		pkgsOf[h.Digest] = append(pkgsOf[h.Digest], h.ScanPackage)
 	}
-	before, err := s.db.Scans().VulnsOfRecords(ctx, ids)
+	before, err := s.stores.Rematches.VulnsOfRecords(ctx, ids)
 	if err != nil {
 		return st, err
 	}
@@ -249,7 +249,7 @@ func (s *Service) Rematch(ctx context.Context, ids []string) (RematchStats, erro
 	var changes []meta.VulnChange
 	flush := func() error {
 		t := time.Now()
-		err := s.db.Scans().ApplyRematch(ctx, ids, changes)
+		err := s.stores.Rematches.ApplyRematch(ctx, ids, changes)
 		write += time.Since(t)
 		changes = changes[:0]
 		return err
@@ -265,7 +265,7 @@ func (s *Service) Rematch(ctx context.Context, ids []string) (RematchStats, erro
 		st.Changed++
 		c := meta.VulnChange{Digest: d, HadMatches: len(old) > 0, Vulns: rows}
 		if len(added) > 0 {
-			holders, err := s.db.Scans().ManifestHolders(ctx, d)
+			holders, err := s.stores.Results.ManifestHolders(ctx, d)
 			if err != nil {
 				return st, err
 			}

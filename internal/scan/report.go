@@ -117,10 +117,10 @@ func (s *Service) Security(ctx context.Context, repo string, m meta.Manifest, wi
 	if m.MediaType == oci.MediaTypeImageIndex || m.MediaType == oci.MediaTypeDockerList {
 		return s.indexSecurity(ctx, m)
 	}
-	st, err := s.db.Scans().ManifestScan(ctx, m.Digest.String())
+	st, err := s.stores.Results.ManifestScan(ctx, m.Digest.String())
 	if errors.Is(err, meta.ErrNotFound) {
 		// Stored before scanning was on, or not an image: queue it once.
-		if err := s.db.Scans().EnqueueScan(ctx, repo, m.Digest.String()); err != nil {
+		if err := s.stores.Results.EnqueueScan(ctx, repo, m.Digest.String()); err != nil {
 			return SecurityInfo{}, err
 		}
 		return SecurityInfo{Status: meta.ScanQueued}, nil
@@ -167,7 +167,7 @@ func (s *Service) indexSecurity(ctx context.Context, m meta.Manifest) (SecurityI
 	var covs []DataCoverage
 	for _, c := range man.Manifests {
 		ps := PlatformSecurity{Digest: c.Digest.String(), Platform: c.Platform, Status: meta.ScanUnsupported}
-		st, err := s.db.Scans().ManifestScan(ctx, c.Digest.String())
+		st, err := s.stores.Results.ManifestScan(ctx, c.Digest.String())
 		switch {
 		case err == nil:
 			ps.Status, ps.Reason = st.Status, st.Reason

@@ -17,8 +17,10 @@ import (
 	"github.com/berth-dev/berth/internal/storage"
 )
 
-// SBOMAnnotation marks the SBOM referrers Berth computed (value "spdx").
-const SBOMAnnotation = meta.GeneratedSBOMAnnotation
+// SBOMAnnotation marks the SBOM referrers Berth computed (value "spdx"),
+// for clients. The SBOM goes with its image because it is stored
+// DeletedWithSubject, not because of this annotation.
+const SBOMAnnotation = "dev.berth.sbom"
 
 // attachSBOM stores the report as an SPDX 2.3 document referring to the
 // image, unless the repository already holds Berth's SBOM for it. It goes
@@ -26,7 +28,7 @@ const SBOMAnnotation = meta.GeneratedSBOMAnnotation
 // its subject, so that the referrers API, oras discover and any client
 // find it.
 func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest, rep *Report) error {
-	existing, err := s.db.Manifests().Referrers(ctx, repo, img.Digest, oci.MediaTypeSPDX)
+	existing, err := s.stores.Manifests.Referrers(ctx, repo, img.Digest, oci.MediaTypeSPDX)
 	if err != nil {
 		return err
 	}
@@ -47,13 +49,13 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 		content []byte
 	}{{oci.EmptyJSONDigest, oci.EmptyJSON}, {docDigest, doc}} {
 		// The empty config is shared by every SBOM: written once.
-		if _, err := s.db.Blobs().StoredBlob(ctx, b.d); err != nil {
+		if _, err := s.stores.Blobs.StoredBlob(ctx, b.d); err != nil {
 			if !errors.Is(err, meta.ErrNotFound) {
 				return err
 			}
 			blob := meta.Blob{Digest: b.d, Size: int64(len(b.content))}
 			if _, err := storage.Ingest(ctx, s.driver, bytes.NewReader(b.content), b.d, func(ctx context.Context, staged string, _ int64) error {
-				_, err := s.db.Blobs().StoreBlob(ctx, "", blob, "", meta.Writer{}, storage.MoveInto(s.driver, staged, b.d), storage.DeleteBlob(s.driver, b.d))
+				_, err := s.stores.Blobs.StoreBlob(ctx, "", blob, "", meta.Writer{}, storage.MoveInto(s.driver, staged, b.d), storage.DeleteBlob(s.driver, b.d))
 				return err
 			}); err != nil {
 				return err
@@ -80,7 +82,7 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 	if err != nil {
 		return fmt.Errorf("encode SBOM manifest: %w", err)
 	}
-	return s.db.Manifests().PutManifest(ctx, meta.PutManifest{
+	return s.stores.Manifests.PutManifest(ctx, meta.PutManifest{
 		Repository: repo,
 		Manifest: meta.Manifest{Digest: digest.FromBytes(content), MediaType: oci.MediaTypeImageManifest, ArtifactType: oci.MediaTypeSPDX,
 			Size: int64(len(content)), Content: content, Subject: img.Digest,
@@ -89,6 +91,8 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 		LinkBlobs: blobs,
 		Actor:     Actor,
 		Generated: true,
+		// Berth's SBOM goes with its image (a client's stays).
+		DeletedWithSubject: true,
 	})
 }
 

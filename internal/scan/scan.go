@@ -5,8 +5,8 @@
 // and re-matches the manifests an advisory import changes.
 //
 // The work runs on the durable job queue (meta.ScanQueue): a manifest's scan
-// is queued in its push transaction, and a database import queues its
-// re-match in the import's transaction.
+// is queued by the feed subscriber OnPush when its repo_push event comes,
+// and a database import queues its re-match in the import's transaction.
 package scan
 
 import (
@@ -47,21 +47,21 @@ type Options struct {
 // Service scans manifests. It is safe for concurrent use; every replica
 // can run one.
 type Service struct {
-	db     *meta.DB
+	stores Stores
 	driver storage.Driver
 	opts   Options
 	log    *slog.Logger
 }
 
-// New returns a scanner over db and the blob storage.
-func New(db *meta.DB, driver storage.Driver, opts Options) *Service {
+// New returns a scanner over the stores and the blob storage.
+func New(stores Stores, driver storage.Driver, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	if opts.StaleAfter == 0 {
 		opts.StaleAfter = DefaultStaleAfter
 	}
-	return &Service{db: db, driver: driver, opts: opts, log: opts.Logger.With("component", "scan")}
+	return &Service{stores: stores, driver: driver, opts: opts, log: opts.Logger.With("component", "scan")}
 }
 
 // Report is what the scanner stores for a scanned manifest.
@@ -89,7 +89,7 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 		err := s.scanManifest(ctx, sj.Repository, sj.Digest)
 		if err != nil && j.Attempts >= j.MaxAttempts && ctx.Err() == nil {
 			// The last attempt: say so rather than stay queued forever.
-			if serr := s.db.Scans().SaveScan(context.WithoutCancel(ctx), meta.ScanResult{Digest: sj.Digest, Status: meta.ScanFailed,
+			if serr := s.stores.Results.SaveScan(context.WithoutCancel(ctx), meta.ScanResult{Digest: sj.Digest, Status: meta.ScanFailed,
 				Reason: err.Error()}); serr != nil {
 				return errors.Join(err, serr)
 			}
@@ -116,14 +116,14 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 	if err != nil {
 		return fmt.Errorf("scan job: %w", err)
 	}
-	m, err := s.db.Manifests().GetManifest(ctx, repo, "", d, true)
+	m, err := s.stores.Manifests.GetManifest(ctx, repo, "", d, true)
 	if errors.Is(err, meta.ErrNotFound) {
 		return nil // deleted since it was pushed: nothing to announce
 	}
 	if err != nil {
 		return err
 	}
-	st, err := s.db.Scans().ManifestScan(ctx, dgst)
+	st, err := s.stores.Results.ManifestScan(ctx, dgst)
 	if err != nil && !errors.Is(err, meta.ErrNotFound) {
 		return err
 	}
@@ -143,7 +143,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 				return err
 			}
 		}
-		if err := s.db.Scans().AppendEvents(ctx, s.announce(ctx, repo, dgst, st.Status, st.Reason, rep, findings, cov)); err != nil {
+		if err := s.stores.Results.AppendEvents(ctx, s.announce(ctx, repo, dgst, st.Status, st.Reason, rep, findings, cov)); err != nil {
 			return err
 		}
 	} else {
@@ -158,7 +158,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 			}
 		}
 		for attempt := 0; ; attempt++ {
-			before, err := s.db.VulnDB().VulnDBVersion(ctx)
+			before, err := s.stores.Vulns.VulnDBVersion(ctx)
 			if err != nil {
 				return err
 			}
@@ -172,12 +172,12 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 			}
 			res.Vulns = vulnRows(findings)
 			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings, cov)
-			if err := s.db.Scans().SaveScan(ctx, res); err != nil {
+			if err := s.stores.Results.SaveScan(ctx, res); err != nil {
 				return err
 			}
 			// An import that committed while this matched could have been
 			// re-matched before these packages were saved: match again.
-			after, err := s.db.VulnDB().VulnDBVersion(ctx)
+			after, err := s.stores.Vulns.VulnDBVersion(ctx)
 			if err != nil {
 				return err
 			}
@@ -247,7 +247,7 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 // a result just read is also returned as the entry to cache (stored with
 // the scan, in its transaction).
 func (s *Service) layer(ctx context.Context, d oci.Descriptor) (index.LayerResult, *meta.LayerIndexEntry, error) {
-	cached, err := s.db.Scans().LayerIndex(ctx, d.Digest.String())
+	cached, err := s.stores.Results.LayerIndex(ctx, d.Digest.String())
 	if err == nil && cached.Version == index.IndexerVersion {
 		var lr index.LayerResult
 		if err := json.Unmarshal(cached.Result, &lr); err == nil {
@@ -361,7 +361,7 @@ func vulnEventData(dgst string, tags []string, findings []Finding) map[string]an
 }
 
 func (s *Service) tagsIn(ctx context.Context, repo, dgst string) []string {
-	holders, err := s.db.Scans().ManifestHolders(ctx, dgst)
+	holders, err := s.stores.Results.ManifestHolders(ctx, dgst)
 	if err != nil {
 		s.log.Warn("list tags of scanned manifest", "digest", dgst, "err", err)
 	}

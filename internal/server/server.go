@@ -21,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/feed"
 	"github.com/berth-dev/berth/internal/gc"
 	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
@@ -45,6 +46,7 @@ type Server struct {
 	scanner  *scan.Service // nil when scanning is off
 	gc       *gc.Collector // nil when housekeeping is off
 	updater  *scan.Updater // nil unless scan.vulndb.updateInterval is set
+	appended chan struct{} // signalled when a local commit appended an event
 }
 
 // New opens the metadata store and storage and assembles the handlers.
@@ -52,7 +54,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	db, err := meta.Open(ctx, cfg.DatabaseURL())
+	appended := make(chan struct{}, 1)
+	db, err := meta.Open(ctx, cfg.DatabaseURL(), meta.WakeOnAppend(appended))
 	if err != nil {
 		return nil, fmt.Errorf("metadata store: %w", err)
 	}
@@ -79,7 +82,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("notifications.allowedHosts: %w", err)
 	}
 	n := cfg.Notifications
-	notifier := notify.New(db, sealer, notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
+	notifier := notify.New(wire.NotifyStores(db), sealer, notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
 		SMTPUsername: n.SMTPUsername, SMTPPassword: n.SMTPPassword, Logger: log})
 	mux := http.NewServeMux()
 	var authorizer registry.Authorizer = authz.Open{Repositories: db.Repositories()}
@@ -118,8 +121,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Mirrors: mirrors, ProxyCache: pcache, Logger: log}
 	if cfg.Scan.Enabled {
 		index.RouteLibraryLogs(log)
-		db.Scans().SetScanOnPush(true)
-		scanner = scan.New(db, driver, scan.Options{
+		scanner = scan.New(wire.ScanStores(db), driver, scan.Options{
 			Limits: index.Limits{MaxLayerBytes: cfg.Scan.MaxLayerBytes, MaxUncompressedBytes: cfg.Scan.MaxUncompressedBytes,
 				MaxFileBytes: cfg.Scan.MaxFileBytes},
 			SBOM: cfg.Scan.SBOM, Host: publicServer(cfg).Host, Version: buildVersion(), StaleAfter: cfg.Scan.VulnDB.StaleAfter, Logger: log,
@@ -156,7 +158,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if log.Enabled(ctx, slog.LevelDebug) {
 		h = accessLog(log, h)
 	}
-	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector}, nil
+	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector,
+		appended: appended}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -250,21 +253,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.log.Info("berth is serving", "addr", ln.Addr().String(), "database", s.db.Dialect(),
 		"storage", s.cfg.Storage.Driver, "storage_root", s.cfg.StorageRoot())
-	// Background work: notification fan-out and delivery on the job queue.
+	// Background work: the change feed's dispatcher and its subscribers'
+	// workers on the job queue (notification deliveries, scans).
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	worker := jobs.New(s.db.Jobs(), meta.NotifyQueue, s.notifier.Deliver, jobs.Options{Concurrency: s.cfg.Notifications.Workers, Logger: s.log})
-	wg.Add(3)
+	subs := []feed.Subscriber{notify.NewSubscriber(wire.NotifyStores(s.db), worker.Wake)}
+	wg.Add(2)
 	go func() { defer wg.Done(); worker.Run(bg) }()
 	go func() { defer wg.Done(); s.mirrors.Run(bg) }()
 	if s.gc != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.gc.Run(bg) }()
 	}
-	go func() { defer wg.Done(); s.notifier.RunFanOut(bg, 250*time.Millisecond, worker.Wake) }()
 	if s.scanner != nil {
 		scans := jobs.New(s.db.Jobs(), meta.ScanQueue, s.scanner.Handle, jobs.Options{Concurrency: s.cfg.Scan.Workers,
 			Lease: time.Minute, Logger: s.log})
+		subs = append(subs, scan.NewOnPush(s.db.Scans(), scans.Wake))
 		wg.Add(1)
 		go func() { defer wg.Done(); scans.Run(bg) }()
 		if err := s.scanner.WarnIfNoData(ctx); err != nil {
@@ -275,6 +280,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.updater.Run(bg) }()
 	}
+	dispatcher := feed.New(s.db.Outbox(), subs, feed.Options{Wake: s.appended, Logger: s.log})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Secrets that earlier versions stored in clear are sealed first,
+		// once per start.
+		if _, err := s.notifier.SealStoredHeaders(bg); err != nil && bg.Err() == nil {
+			s.log.Error("seal notification secrets stored in clear", "err", err)
+		}
+		dispatcher.Run(bg)
+	}()
 	defer func() { stopBG(); wg.Wait() }()
 
 	errc := make(chan error, 1)

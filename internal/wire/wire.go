@@ -10,6 +10,7 @@ import (
 	"github.com/berth-dev/berth/internal/gc"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
+	"github.com/berth-dev/berth/internal/notify"
 	"github.com/berth-dev/berth/internal/proxy"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/scan"
@@ -66,3 +67,14 @@ type vulnDB struct {
 
 // NewImport starts an import of advisories.
 func (v vulnDB) NewImport() api.VulnImport { return scan.NewImporter(v.db, nil) }
+
+// NotifyStores are the stores notify.New and notify.NewSubscriber take.
+func NotifyStores(db *meta.DB) notify.Stores {
+	n := db.Notifications()
+	return notify.Stores{Notifications: n, Outcomes: n, Listeners: n, Jobs: db.Jobs(), Outbox: db.Outbox()}
+}
+
+// ScanStores are the stores scan.New takes.
+func ScanStores(db *meta.DB) scan.Stores {
+	return scan.Stores{Results: db.Scans(), Rematches: db.Scans(), Vulns: db.VulnDB(), Manifests: db.Manifests(), Blobs: db.Blobs()}
+}

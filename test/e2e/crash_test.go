@@ -81,6 +81,8 @@ type pushResult struct {
 // burst of concurrent pushes, several times, and checks after each restart
 // that every push the client saw succeed is complete and announced, that
 // nothing half-pushed is visible, and that untouched content is intact.
+// At the end every acknowledged push has reached the webhook receiver and
+// has been scanned: both through the change feed's subscribers.
 func TestCrashDuringPushes(t *testing.T) {
 	begin(t)
 	if os.Getenv("BERTH_E2E_REGISTRY") != "" {
@@ -198,8 +200,49 @@ func TestCrashDuringPushes(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Every push the client saw succeed is scanned (scan-on-push is on by
+	// default): its scan was queued by the feed's scan subscriber, and a
+	// scan worker ran it.
+	waitAllScanned(t, filepath.Join(c.dataDir, "berth.db"), acked, 90*time.Second)
 	c.kill()
 	checkEvents(t, filepath.Join(c.dataDir, "berth.db"), acked)
+}
+
+// waitAllScanned waits until every acknowledged push has a scan result
+// (anything but queued), reading the running server's database.
+func waitAllScanned(t *testing.T, dbPath string, acked []pushResult, limit time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := meta.Open(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(limit)
+	for {
+		var missing []string
+		for _, r := range acked {
+			st, err := db.Scans().ManifestScan(ctx, r.digest.String())
+			if err != nil || st.Status == meta.ScanQueued {
+				missing = append(missing, fmt.Sprintf("%s (%v)", r.tag, firstNonNil(err, st.Status)))
+			}
+		}
+		if len(missing) == 0 {
+			t.Logf("%d acknowledged pushes, all scanned", len(acked))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged pushes not scanned after %s: %v", len(missing), len(acked), limit, missing[:min(len(missing), 10)])
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func firstNonNil(err error, status string) any {
+	if err != nil {
+		return err
+	}
+	return status
 }
 
 func checkRegistryConsistent(t *testing.T, host string, ref func(string) name.Reference, acked []pushResult, stable v1.Hash) {

@@ -1,4 +1,4 @@
-package meta_test
+package notify_test
 
 import (
 	"context"
@@ -6,9 +6,21 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/berth-dev/berth/internal/feed"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/notify"
+	"github.com/berth-dev/berth/internal/wire"
 )
+
+// fanOut hands every event of the feed to the notification subscriber.
+func fanOut(t *testing.T, db *meta.DB) {
+	t.Helper()
+	d := feed.New(db.Outbox(), []feed.Subscriber{notify.NewSubscriber(wire.NotifyStores(db), nil)}, feed.Options{})
+	if err := d.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // TestVulnerabilityLevelFilter applies Quay's rule at fan-out: a
 // vulnerability_found notification with level L hears a vulnerability
@@ -36,9 +48,7 @@ func TestVulnerabilityLevelFilter(t *testing.T) {
 			if err := db.Scans().AppendEvents(ctx, evs); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := db.Notifications().FanOutEvents(ctx, 100); err != nil {
-				t.Fatal(err)
-			}
+			fanOut(t, db)
 			jobs, err := db.Jobs().Jobs(ctx, meta.NotifyQueue, "", 100)
 			if err != nil {
 				t.Fatal(err)

@@ -1,0 +1,35 @@
+package meta
+
+import (
+	"context"
+	"time"
+)
+
+// OpenAt opens dsn with the migrations applied up to version only, for
+// upgrade tests; Migrate then applies the rest.
+func OpenAt(ctx context.Context, dsn string, version int) (*DB, error) {
+	db, err := open(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.migrateTo(ctx, version); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Migrate applies the pending migrations.
+func (db *DB) Migrate(ctx context.Context) error { return db.migrate(ctx) }
+
+// Exec runs a statement (with ? placeholders) outside any store, for
+// tests that build states the stores cannot.
+func (db *DB) Exec(ctx context.Context, query string, args ...any) error {
+	_, err := db.write.ExecContext(ctx, db.q(query), args...)
+	return err
+}
+
+// SeenAt sets when a feed subscriber was last seen.
+func (db *DB) SeenAt(ctx context.Context, name string, at time.Time) error {
+	return db.Exec(ctx, "UPDATE feed_cursors SET seen_at = ? WHERE name = ?", at.UnixMicro(), name)
+}

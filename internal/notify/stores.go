@@ -1,0 +1,52 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// Stores are the parts of the metadata store notify uses, one small
+// interface each (internal/wire builds them).
+type Stores struct {
+	Notifications Notifications
+	Outcomes      Outcomes
+	Listeners     Listeners
+	Jobs          Jobs
+	Outbox        Outbox
+}
+
+// Notifications are the configured notifications (meta.Notifications).
+type Notifications interface {
+	CreateNotification(ctx context.Context, n meta.Notification) (meta.Notification, error)
+	NotificationByID(ctx context.Context, id int64) (meta.Notification, error)
+	AllNotifications(ctx context.Context) ([]meta.Notification, error)
+	ReplaceNotificationConfig(ctx context.Context, id int64, old, config json.RawMessage) (bool, error)
+}
+
+// Outcomes record what deliveries did to their notification
+// (meta.Notifications).
+type Outcomes interface {
+	RecordAttempt(ctx context.Context, a meta.Attempt, success bool) error
+	ClaimNotificationTrial(ctx context.Context, id int64, seen, until time.Time) (bool, error)
+	NotificationFailed(ctx context.Context, id int64, f meta.NotificationFailure) (meta.Notification, error)
+}
+
+// Listeners find, inside a feed subscriber's transaction, the
+// notifications that may hear an event (meta.Notifications).
+type Listeners interface {
+	Listening(ctx context.Context, tx meta.Tx, kind, repository, namespace string) ([]meta.Notification, error)
+}
+
+// Jobs enqueue deliveries (meta.Jobs).
+type Jobs interface {
+	EnqueueJob(ctx context.Context, j meta.Job) (int64, error)
+	EnqueueIn(ctx context.Context, tx meta.Tx, j meta.Job) (int64, error)
+}
+
+// Outbox reads the event a delivery carries (meta.Outbox).
+type Outbox interface {
+	EventByID(ctx context.Context, id int64) (meta.Event, error)
+}

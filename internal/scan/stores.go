@@ -1,0 +1,66 @@
+package scan
+
+import (
+	"context"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// Stores are the parts of the metadata store the scanning service uses,
+// one small interface each (internal/wire builds them).
+type Stores struct {
+	Results   Results
+	Rematches Rematches
+	Vulns     Vulns
+	Manifests Manifests
+	Blobs     Blobs
+}
+
+// Results are the scans of manifests (meta.Scans).
+type Results interface {
+	ManifestScan(ctx context.Context, digest string) (meta.ManifestScan, error)
+	SaveScan(ctx context.Context, r meta.ScanResult) error
+	AppendEvents(ctx context.Context, evs []meta.Event) error
+	LayerIndex(ctx context.Context, digest string) (meta.LayerIndexRow, error)
+	ManifestHolders(ctx context.Context, digest string) ([]meta.ManifestHolder, error)
+	EnqueueScan(ctx context.Context, repo, digest string) error
+	ManifestVulns(ctx context.Context, digest string) ([]meta.ScanVuln, error)
+}
+
+// Rematches find and update the manifests an advisory or mapping change
+// affects (meta.Scans).
+type Rematches interface {
+	CPEsOf(ctx context.Context, contentSets []string) (map[string][]string, error)
+	ManifestsInEcosystem(ctx context.Context, ecosystem string) ([]string, error)
+	ManifestsWithPackages(ctx context.Context, keys []meta.VulnKey) ([]meta.PackageHit, error)
+	VulnsOfRecords(ctx context.Context, ids []string) (map[string][]meta.ScanVuln, error)
+	ApplyRematch(ctx context.Context, ids []string, changes []meta.VulnChange) error
+}
+
+// Vulns are the imported advisories as matching reads them (meta.VulnDB).
+type Vulns interface {
+	VulnDBVersion(ctx context.Context) (int64, error)
+	VulnSources(ctx context.Context) ([]meta.VulnSource, error)
+	CPEMappingState(ctx context.Context) (meta.CPEMappingSource, bool, error)
+	HasVulnEcosystem(ctx context.Context, ecosystem string) (bool, error)
+	PackageEcosystems(ctx context.Context) ([]string, error)
+	VulnRecordsFor(ctx context.Context, keys []meta.VulnKey) ([]meta.StoredVuln, error)
+	VulnRecordsByID(ctx context.Context, ids []string) ([]meta.StoredVuln, error)
+	VulnKeysOf(ctx context.Context, ids []string) ([]meta.VulnKey, error)
+}
+
+// Manifests read the scanned manifests and store the SBOM referrers
+// (meta.Manifests).
+type Manifests interface {
+	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
+	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
+	PutManifest(ctx context.Context, p meta.PutManifest) error
+}
+
+// Blobs store the SBOMs' blobs (meta.Blobs).
+type Blobs interface {
+	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
+}
