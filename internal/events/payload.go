@@ -109,13 +109,17 @@ func QuayPayload(srv Server, e meta.Event) (map[string]any, error) {
 		return nil, fmt.Errorf("%s event %s: %w", e.Kind, e.UUID, err)
 	}
 	for k, v := range data {
-		if _, ok := p[k]; ok || (k == "digest" || k == "media_type") && v == "" {
-			continue // set above, or not known
+		if _, ok := p[k]; ok || (k == "digest" || k == "media_type") && v == "" || internalData[k] {
+			continue // set above, not known, or for Berth's own subscribers
 		}
 		p[k] = v
 	}
 	return p, nil
 }
+
+// internalData are event data fields for Berth's own subscribers of the
+// feed (the scanner, the base-image graph), not for receivers.
+var internalData = map[string]bool{"new_manifest": true, "previous": true}
 
 // shape sets the kind's own fields on p from data.
 func shape(kind string, p, data map[string]any) error {

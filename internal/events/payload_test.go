@@ -303,3 +303,19 @@ func TestBaseImageUpdatedPayload(t *testing.T) {
 		t.Fatalf("summary: %s", s)
 	}
 }
+
+// TestInternalDataNotSent: what the outbox carries for Berth's own
+// subscribers stays out of receivers' payloads.
+func TestInternalDataNotSent(t *testing.T) {
+	p, err := QuayPayload(testServer, meta.Event{UUID: "u", Kind: meta.EventRepoPush, Repository: "ns/app",
+		Data: json.RawMessage(`{"digest":"` + sampleDigest + `","updated_tags":["1"],"new_manifest":true,"previous":{"1":"` + sampleDigest + `"}}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p["new_manifest"]; ok {
+		t.Fatalf("new_manifest sent: %v", p)
+	}
+	if _, ok := p["previous"]; ok {
+		t.Fatalf("previous sent: %v", p)
+	}
+}

@@ -99,7 +99,7 @@ func (s *Service) Jobs(e meta.Event) ([]meta.Job, error) {
 		return nil, nil
 	}
 	var out []meta.Job
-	if oci.IsIndex(d.MediaType) || isImage(d.MediaType) {
+	if (oci.IsIndex(d.MediaType) || isImage(d.MediaType)) && newManifest(e.Data) {
 		b, _ := json.Marshal(Job{Kind: jobIndex, Repository: e.Repository, Digest: d.Digest})
 		out = append(out, meta.Job{Queue: Queue, OrderingKey: "index|" + e.Repository + "|" + d.Digest.String(), Payload: b, MaxAttempts: 5})
 	}

@@ -176,6 +176,9 @@ func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.Delive
 	switch {
 	case n.Method == "slack":
 		body = events.SlackBody(payload, n.Event)
+	case n.Method == events.MethodGitHubDispatch || n.Method == events.MethodGitLabTrigger:
+		body, _ = json.Marshal(payload) // the method picks its fields
+
 	case cfg["template"] != nil && cfg["template"] != "":
 		tmpl, err := templateJSON(cfg["template"])
 		if err != nil {
@@ -222,6 +225,8 @@ func (s *Service) method(n meta.Notification) (events.Method, error) {
 		return w, nil
 	case "slack":
 		return events.Slack{URL: cfg.URL, Client: s.client}, nil
+	case events.MethodGitHubDispatch, events.MethodGitLabTrigger:
+		return s.trigger(n)
 	case "email":
 		return events.Email{SMTPAddr: s.opts.SMTPAddr, From: s.opts.SMTPFrom, To: cfg.Email, Username: s.opts.SMTPUsername, Password: s.opts.SMTPPassword}, nil
 	}

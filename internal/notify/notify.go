@@ -31,6 +31,7 @@ var Events = map[string]bool{
 	meta.EventRepoCreated: true, meta.EventRepoDeleted: true,
 	"repo_mirror_sync_started": true, "repo_mirror_sync_success": true, "repo_mirror_sync_failed": true,
 	"vulnerability_found": true, "repo_image_expiry": true, "manifest_scanned": true,
+	meta.EventBaseImageUpdated: true,
 }
 
 // Options configure the service.
@@ -132,6 +133,10 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 				return meta.Notification{}, invalid("config.url: %v", err)
 			}
 		}
+	case events.MethodGitHubDispatch, events.MethodGitLabTrigger:
+		if err := s.checkTrigger(ctx, in.Method, cfg); err != nil {
+			return meta.Notification{}, err
+		}
 	case "email":
 		if e, _ := cfg["email"].(string); !strings.Contains(e, "@") {
 			return meta.Notification{}, invalid("config.email is required")
@@ -140,7 +145,7 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 			return meta.Notification{}, invalid("the email method needs SMTP settings in the configuration")
 		}
 	default:
-		return meta.Notification{}, invalid("unknown method %q (webhook, slack, email)", in.Method)
+		return meta.Notification{}, invalid("unknown method %q (webhook, slack, email, github_dispatch, gitlab_trigger)", in.Method)
 	}
 	if in.Method == "webhook" {
 		if t, ok := cfg["template"]; ok && t != "" {

@@ -34,6 +34,10 @@ func (s *Service) sealSecrets(cfg map[string]any, hs map[string]string) {
 		delete(cfg, keySecret)
 		cfg[keySecretSealed] = s.sealer.Seal([]byte(sec))
 	}
+	if tok, ok := cfg[keyToken].(string); ok {
+		delete(cfg, keyToken)
+		cfg[keyTokenSealed] = s.sealer.Seal([]byte(tok))
+	}
 	if _, ok := cfg[keyHeaders]; ok {
 		delete(cfg, keyHeaders)
 		b, _ := json.Marshal(hs) // a map of strings always marshals
@@ -103,6 +107,10 @@ func View(n meta.Notification) map[string]any {
 	}
 	if _, ok := cfg[keySecret]; ok {
 		cfg[keySecret] = redacted
+	}
+	if _, ok := cfg[keyTokenSealed]; ok {
+		delete(cfg, keyTokenSealed)
+		cfg[keyToken] = redacted
 	}
 	shown := map[string]any{}
 	if names, ok := cfg[keyHeaderNames].([]any); ok {

@@ -23,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/feed"
 	"github.com/berth-dev/berth/internal/gc"
+	"github.com/berth-dev/berth/internal/graph"
 	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
@@ -43,10 +44,11 @@ type Server struct {
 	handler  http.Handler
 	notifier *notify.Service
 	mirrors  *mirror.MirrorService
-	scanner  *scan.Service // nil when scanning is off
-	gc       *gc.Collector // nil when housekeeping is off
-	updater  *scan.Updater // nil unless scan.vulndb.updateInterval is set
-	appended chan struct{} // signalled when a local commit appended an event
+	scanner  *scan.Service  // nil when scanning is off
+	gc       *gc.Collector  // nil when housekeeping is off
+	updater  *scan.Updater  // nil unless scan.vulndb.updateInterval is set
+	graph    *graph.Service // nil when the base-image graph is off
+	appended chan struct{}  // signalled when a local commit appended an event
 }
 
 // New opens the metadata store and storage and assembles the handlers.
@@ -143,6 +145,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		collector = gc.New(wire.GCStores(db), driver, GCOptions(cfg, log))
 		apiOpts.GC = collector
 	}
+	var graphSvc *graph.Service
+	if cfg.Graph.Enabled {
+		idx := graph.NewIndexer(db.Manifests(), db.Graph(), driver, log)
+		graphSvc = graph.New(idx, db.Manifests(), db.Graph(), db.Scans(), db.Jobs(), graph.Options{Debounce: cfg.Graph.Debounce, Logger: log})
+		apiOpts.Graph = db.Graph()
+	}
 	mux.Handle("/api/v1/", api.New(wire.APIStores(db), apiAuth, apiOpts))
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
@@ -159,7 +167,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		h = accessLog(log, h)
 	}
 	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector,
-		appended: appended}, nil
+		graph: graphSvc, appended: appended}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -279,6 +287,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.updater != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.updater.Run(bg) }()
+	}
+	if s.graph != nil {
+		gw := jobs.New(s.db.Jobs(), graph.Queue, s.graph.Handle, jobs.Options{Concurrency: s.cfg.Graph.Workers, Logger: s.log})
+		subs = append(subs, s.graph.NewSubscriber(s.db.Jobs(), gw.Wake))
+		wg.Add(1)
+		go func() { defer wg.Done(); gw.Run(bg) }()
 	}
 	dispatcher := feed.New(s.db.Outbox(), subs, feed.Options{Wake: s.appended, Logger: s.log})
 	wg.Add(1)

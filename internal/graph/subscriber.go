@@ -1,0 +1,71 @@
+package graph
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// SubscriberName is the graph's cursor in the change feed.
+const SubscriberName = "graph"
+
+// TxQueue enqueues jobs in a feed subscriber's transaction (meta.Jobs).
+type TxQueue interface {
+	EnqueueIn(ctx context.Context, tx meta.Tx, j meta.Job) (int64, error)
+}
+
+// Subscriber is the graph's subscriber of the change feed: each
+// repo_push queues the indexing of what it stored and, per tag it moved,
+// the base_image_updated trigger, in the transaction that moves the
+// graph's cursor, so each is queued once.
+type Subscriber struct {
+	svc   *Service
+	queue TxQueue
+	wake  func()
+}
+
+// NewSubscriber returns the subscriber; wake, if not nil, is called after
+// a batch that may have queued jobs committed (the graph worker's Wake).
+func (s *Service) NewSubscriber(q TxQueue, wake func()) *Subscriber {
+	return &Subscriber{svc: s, queue: q, wake: wake}
+}
+
+// Name is SubscriberName.
+func (s *Subscriber) Name() string { return SubscriberName }
+
+// Handle queues the graph's jobs for a batch of events.
+func (s *Subscriber) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) error {
+	for _, e := range evs {
+		js, err := s.svc.Jobs(e)
+		if err != nil {
+			continue // an event the graph cannot read is skipped
+		}
+		for _, j := range js {
+			if _, err := s.queue.EnqueueIn(ctx, tx, j); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Committed wakes the graph worker.
+func (s *Subscriber) Committed() {
+	if s.wake != nil {
+		s.wake()
+	}
+}
+
+// newManifest reads whether a repo_push stored a manifest (rather than
+// only moving tags to one stored before); events from before Berth said
+// so count as new.
+func newManifest(data json.RawMessage) bool {
+	var d struct {
+		NewManifest *bool `json:"new_manifest"`
+	}
+	if json.Unmarshal(data, &d) != nil || d.NewManifest == nil {
+		return true
+	}
+	return *d.NewManifest
+}
