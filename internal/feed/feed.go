@@ -146,7 +146,9 @@ func (d *Dispatcher) touch(ctx context.Context) error {
 
 // Drain numbers the committed events and hands every event to every
 // subscriber until all have caught up, in the calling goroutine (for
-// one-shot commands and tests). It stops at the first error.
+// one-shot commands and tests). It stops at the first error. On
+// PostgreSQL, a batch another process is handing to a subscriber at that
+// moment is left to that process.
 func (d *Dispatcher) Drain(ctx context.Context) error {
 	if err := d.Subscribe(ctx); err != nil {
 		return err

@@ -26,8 +26,8 @@ import (
 )
 
 // live is a Berth serving on a real listener with its background work
-// (fan-out, delivery workers with their default backoff), webhooks to
-// loopback allowed, and a superuser "root".
+// (the change feed's dispatcher, delivery workers with their default
+// backoff), webhooks to loopback allowed, and a superuser "root".
 type live struct {
 	t       *testing.T
 	url     string
