@@ -107,7 +107,11 @@ func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error
 				x.log.Warn("graph: unreadable provenance", "repository", repo, "attestation", a, "err", err)
 			}
 		}
-		if err := x.indexImage(ctx, repo, c.Digest, cm, parsed.Annotations, materials); err != nil {
+		ann := parsed.Annotations
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		if err := x.indexImage(ctx, repo, c.Digest, cm, ann, materials); err != nil {
 			return err
 		}
 	}
@@ -175,8 +179,14 @@ func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, 
 	if m.Config == nil {
 		return nil
 	}
-	if done, err := x.graph.Indexed(ctx, repo, d); err != nil || done {
-		return err
+	// An image pushed alone is indexed once; one seen again through its
+	// index is looked at again, since the index may carry what the image
+	// does not (base annotations, a provenance attestation): clients push
+	// an index's children first, each announced on its own.
+	if parentAnn == nil && materials == nil {
+		if done, err := x.graph.Indexed(ctx, repo, d); err != nil || done {
+			return err
+		}
 	}
 	raw, err := x.read(ctx, m.Config.Digest, maxConfigBytes)
 	if err != nil {

@@ -263,6 +263,10 @@ func TestIndexMultiPlatformProvenance(t *testing.T) {
 				mutate.IndexAddendum{Add: attest("linux/amd64"), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"},
 					Annotations: map[string]string{"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": digestOf(t, appAmd).String()}}})
 			ai := e.push("team/web:1", appIdx)
+			// Clients push an index's children first, each announced on
+			// its own: the child is indexed alone, then again with what the
+			// index says.
+			e.index("team/web", digestOf(t, appAmd))
 			e.index("team/web", ai)
 			e.expectBases("team/web", digestOf(t, appAmd), want{"mirror/node", "22", graph.MethodProvenance, digestOf(t, amd), 1})
 			e.expectBases("team/web", digestOf(t, appArm), want{"mirror/node", "22", graph.MethodLayers, digestOf(t, arm), 1})

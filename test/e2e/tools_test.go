@@ -31,6 +31,8 @@ type toolSpec struct {
 var toolSpecs = []toolSpec{
 	{name: "skopeo", aptPkg: "skopeo", est: time.Minute},
 	{name: "podman", aptPkg: "podman", est: 2 * time.Minute},
+	// buildah builds FROM a base with the base-image annotations.
+	{name: "buildah", aptPkg: "buildah", est: time.Minute},
 	// CNCF Distribution, the upstream of the import tests.
 	{name: "docker-registry", aptPkg: "docker-registry", est: time.Minute},
 	{name: "crane", version: "v0.22.1", module: "github.com/google/go-containerregistry/cmd/crane", est: 90 * time.Second},
