@@ -99,9 +99,11 @@ func (s *Service) Jobs(e meta.Event) ([]meta.Job, error) {
 		return nil, nil
 	}
 	var out []meta.Job
+	// One repository's images are indexed in push order: an index comes
+	// after its children, and what it says of them must be the last word.
 	if (oci.IsIndex(d.MediaType) || isImage(d.MediaType)) && newManifest(e.Data) {
 		b, _ := json.Marshal(Job{Kind: jobIndex, Repository: e.Repository, Digest: d.Digest})
-		out = append(out, meta.Job{Queue: Queue, OrderingKey: "index|" + e.Repository + "|" + d.Digest.String(), Payload: b, MaxAttempts: 5})
+		out = append(out, meta.Job{Queue: Queue, OrderingKey: "index|" + e.Repository, Payload: b, MaxAttempts: 5})
 	}
 	for _, tag := range d.UpdatedTags {
 		old, ok := d.Previous[tag]
