@@ -169,7 +169,7 @@ func runScanBackend(ctx context.Context, label, dsn, dir string, img *imageSpec,
 
 	// 1. The advisory import.
 	t0 := time.Now()
-	im := scan.NewImporter(b.db, nil)
+	im := scan.NewImporter(b.db.VulnDB(), nil)
 	if err := im.JSON(ctx, bytes.NewReader(recs.json), "bench"); err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
@@ -273,7 +273,7 @@ func runScanBackend(ctx context.Context, label, dsn, dir string, img *imageSpec,
 		if err != nil {
 			return nil, err
 		}
-		im := scan.NewImporter(b.db, nil)
+		im := scan.NewImporter(b.db.VulnDB(), nil)
 		if err := im.JSON(ctx, bytes.NewReader(js), "bench-changed"); err != nil {
 			return nil, fmt.Errorf("import changed advisories: %w", err)
 		}

@@ -36,7 +36,7 @@ standard error, one line at a time when it is not a terminal.`,
 			out := cmd.ErrOrStderr()
 			start := time.Now()
 			p := newProgress(out)
-			im := scan.NewImporter(db, func(s scan.ImportStats) {
+			im := scan.NewImporter(db.VulnDB(), func(s scan.ImportStats) {
 				p.Update(fmt.Sprintf("read %d records: %d applied, %d unchanged, %d rejected", s.Read, s.Applied, s.Unchanged, s.Rejected))
 			})
 			for _, path := range args {
@@ -139,7 +139,7 @@ any file failed (the others are still imported).`,
 			}
 			defer db.Close()
 			if len(args) == 0 && !cpeMapping {
-				ecos, err := scan.DefaultEcosystems(cmd.Context(), db)
+				ecos, err := scan.DefaultEcosystems(cmd.Context(), db.VulnDB())
 				if err != nil {
 					return err
 				}
@@ -150,7 +150,7 @@ any file failed (the others are still imported).`,
 				}
 			}
 			p := newProgress(cmd.ErrOrStderr())
-			f := scan.NewFetcher(db, scan.FetchOptions{BaseURL: cfg.Scan.VulnDB.BaseURL, CPEMappingURL: cfg.Scan.VulnDB.CPEMappingURL,
+			f := scan.NewFetcher(db.VulnDB(), scan.FetchOptions{BaseURL: cfg.Scan.VulnDB.BaseURL, CPEMappingURL: cfg.Scan.VulnDB.CPEMappingURL,
 				StateDir: filepath.Join(cfg.DataDir, "vulndb"), UserAgent: "berth (vulndb fetch)",
 				Progress: func(ev scan.FetchProgress) {
 					switch ev.Phase {

@@ -115,7 +115,7 @@ func TestImportBadInput(t *testing.T) {
 	// A corrupt zip fails, naming the file; nothing of it is applied.
 	corrupt := filepath.Join(dir, "corrupt.zip")
 	os.WriteFile(corrupt, []byte("PK\x03\x04 this is not really a zip"), 0o644)
-	im := scan.NewImporter(e.db, nil)
+	im := scan.NewImporter(e.db.VulnDB(), nil)
 	if err := im.Path(ctx, corrupt); err == nil || !strings.Contains(err.Error(), "corrupt.zip") {
 		t.Fatalf("corrupt zip: %v", err)
 	}
@@ -140,7 +140,7 @@ func TestImportBadInput(t *testing.T) {
 	os.MkdirAll(filepath.Dir(path), 0o755)
 	os.WriteFile(path, buf.Bytes(), 0o644)
 	// The tree also holds corrupt.zip: reported, and the rest imported.
-	im = scan.NewImporter(e.db, nil)
+	im = scan.NewImporter(e.db.VulnDB(), nil)
 	if err := im.Path(ctx, dir); err != nil {
 		t.Fatal(err)
 	}

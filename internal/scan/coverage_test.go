@@ -237,7 +237,7 @@ func TestRedHatCoverage(t *testing.T) {
 		cov.FetchHint() != "berth admin vulndb fetch 'Red Hat'" {
 		t.Fatalf("without the mapping: %+v", cov)
 	}
-	if _, err := scan.ImportCPEMapping(ctx, e.db, strings.NewReader(ubiMapping)); err != nil {
+	if _, err := scan.ImportCPEMapping(ctx, e.db.VulnDB(), strings.NewReader(ubiMapping)); err != nil {
 		t.Fatal(err)
 	}
 	e.drain()
@@ -258,7 +258,7 @@ func TestRedHatCoverageOtherStream(t *testing.T) {
 	e.logTo(0)
 	ctx := context.Background()
 	e.importJSON(rhsa("RHSA-2026:0009", "Moderate", [3]string{"Red Hat:enterprise_linux:9::baseos", "zlib", "0:1.2.11-40.el9"}))
-	if _, err := scan.ImportCPEMapping(ctx, e.db, strings.NewReader(ubiMapping)); err != nil {
+	if _, err := scan.ImportCPEMapping(ctx, e.db.VulnDB(), strings.NewReader(ubiMapping)); err != nil {
 		t.Fatal(err)
 	}
 	ubi, _ := e.push("ubi8/ubi", "8.6", ubiLayer(t))

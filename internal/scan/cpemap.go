@@ -36,14 +36,14 @@ type cpeMappingFile struct {
 // ImportCPEMapping reads Red Hat's repository-to-cpe.json from r and
 // stores it in place of the mapping stored before. It returns the number
 // of content sets stored.
-func ImportCPEMapping(ctx context.Context, db *meta.DB, r io.Reader) (int, error) {
+func ImportCPEMapping(ctx context.Context, db VulnData, r io.Reader) (int, error) {
 	m, err := parseCPEMapping(r)
 	if err != nil {
 		return 0, err
 	}
 	// The mapping's transaction queues the re-match of the images whose
 	// content sets changed.
-	if _, err := db.VulnDB().ReplaceCPEMapping(ctx, m); err != nil {
+	if _, err := db.ReplaceCPEMapping(ctx, m); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrStore, err)
 	}
 	return len(m), nil

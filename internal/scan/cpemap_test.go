@@ -27,7 +27,7 @@ func TestImportCPEMapping(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
 			db := metatest.Open(t, dialect)
-			n, err := scan.ImportCPEMapping(ctx, db, strings.NewReader(repositoryToCPE))
+			n, err := scan.ImportCPEMapping(ctx, db.VulnDB(), strings.NewReader(repositoryToCPE))
 			if err != nil || n != 2 {
 				t.Fatalf("import: %d, %v; want 2 content sets", n, err)
 			}
@@ -43,7 +43,7 @@ func TestImportCPEMapping(t *testing.T) {
 				t.Fatalf("CPEs: %v, want %v", got, want)
 			}
 			// A new file replaces the mapping as a whole.
-			n, err = scan.ImportCPEMapping(ctx, db, strings.NewReader(`{"data": {"rhel-9-for-x86_64-baseos-rpms": {"cpes": ["cpe:/o:redhat:enterprise_linux:9::baseos"]}}}`))
+			n, err = scan.ImportCPEMapping(ctx, db.VulnDB(), strings.NewReader(`{"data": {"rhel-9-for-x86_64-baseos-rpms": {"cpes": ["cpe:/o:redhat:enterprise_linux:9::baseos"]}}}`))
 			if err != nil || n != 1 {
 				t.Fatalf("second import: %d, %v", n, err)
 			}
@@ -55,7 +55,7 @@ func TestImportCPEMapping(t *testing.T) {
 				t.Fatalf("state: %+v %v %v", st, ok, err)
 			}
 			for _, bad := range []string{``, `[]`, `{"data": 3}`, `{"other": {}}`, `{"data": {"x": {"cpes": "no"}}}`} {
-				if _, err := scan.ImportCPEMapping(ctx, db, strings.NewReader(bad)); !errors.Is(err, scan.ErrCPEMapping) {
+				if _, err := scan.ImportCPEMapping(ctx, db.VulnDB(), strings.NewReader(bad)); !errors.Is(err, scan.ErrCPEMapping) {
 					t.Errorf("import %q: %v, want ErrCPEMapping", bad, err)
 				}
 			}
@@ -88,7 +88,7 @@ func TestImportPathFindsCPEMapping(t *testing.T) {
 	write("bundle/Red Hat/RHSA-2022_7106.json", rec)
 	write("bundle/repository-to-cpe.json", repositoryToCPE)
 
-	im := scan.NewImporter(db, nil)
+	im := scan.NewImporter(db.VulnDB(), nil)
 	if err := im.Path(ctx, filepath.Join(dir, "bundle")); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestImportPathFindsCPEMapping(t *testing.T) {
 	// Named on its own, under another name; an OSV file beside it is
 	// still an OSV file.
 	other := write("rh-cpes.json", `{"data": {"rhel-9-for-x86_64-baseos-rpms": {"cpes": ["cpe:/o:redhat:enterprise_linux:9::baseos"]}}}`)
-	im = scan.NewImporter(db, nil)
+	im = scan.NewImporter(db.VulnDB(), nil)
 	for _, p := range []string{other, filepath.Join(dir, "bundle/Red Hat/RHSA-2022_7106.json")} {
 		if err := im.Path(ctx, p); err != nil {
 			t.Fatal(err)
@@ -121,7 +121,7 @@ func TestImportPathFindsCPEMapping(t *testing.T) {
 
 	// A broken mapping is an error that names the file, and changes nothing.
 	bad := write("broken.json", `{"data": {"x": {"cpes": 7}}}`)
-	if err := scan.NewImporter(db, nil).Path(ctx, bad); !errors.Is(err, scan.ErrCPEMapping) || !strings.Contains(err.Error(), "broken.json") {
+	if err := scan.NewImporter(db.VulnDB(), nil).Path(ctx, bad); !errors.Is(err, scan.ErrCPEMapping) || !strings.Contains(err.Error(), "broken.json") {
 		t.Fatalf("broken mapping: %v", err)
 	}
 	if got, _ := db.Scans().CPEsOf(ctx, []string{"rhel-9-for-x86_64-baseos-rpms"}); len(got) != 1 {

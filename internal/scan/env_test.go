@@ -238,7 +238,7 @@ func (e *env) drain() {
 func (e *env) importJSON(records ...string) scan.ImportStats {
 	e.t.Helper()
 	ctx := context.Background()
-	im := scan.NewImporter(e.db, nil)
+	im := scan.NewImporter(e.db.VulnDB(), nil)
 	if err := im.JSON(ctx, strings.NewReader("["+strings.Join(records, ",")+"]"), "test"); err != nil {
 		e.t.Fatal(err)
 	}

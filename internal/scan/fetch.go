@@ -16,7 +16,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/scan/osv"
 )
 
@@ -115,12 +114,12 @@ type FetchProgress struct {
 // Fetcher downloads OSV's per-ecosystem all.zip files and Red Hat's
 // content-set mapping, with conditional requests, and imports them.
 type Fetcher struct {
-	db   *meta.DB
+	db   VulnData
 	opts FetchOptions
 }
 
 // NewFetcher returns a fetcher into db.
-func NewFetcher(db *meta.DB, opts FetchOptions) *Fetcher {
+func NewFetcher(db VulnData, opts FetchOptions) *Fetcher {
 	if opts.BaseURL == "" {
 		opts.BaseURL = DefaultOSVBaseURL
 	}
@@ -167,16 +166,16 @@ func FetchEcosystemName(s string) (string, error) {
 
 // DefaultEcosystems are the ecosystems a fetch with none named covers:
 // those of the stored images' packages, and those imported before.
-func DefaultEcosystems(ctx context.Context, db *meta.DB) ([]string, error) {
+func DefaultEcosystems(ctx context.Context, db VulnData) ([]string, error) {
 	set := map[string]bool{}
-	ecos, err := db.VulnDB().PackageEcosystems(ctx)
+	ecos, err := db.PackageEcosystems(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range ecos {
 		set[osv.BaseEcosystem(e)] = true
 	}
-	srcs, err := db.VulnDB().VulnSources(ctx)
+	srcs, err := db.VulnSources(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +212,7 @@ func (f *Fetcher) Fetch(ctx context.Context, req FetchRequest) ([]FetchResult, e
 			return nil, err
 		}
 	}
-	srcs, err := f.db.VulnDB().VulnSources(ctx)
+	srcs, err := f.db.VulnSources(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +262,7 @@ func (f *Fetcher) fetchEcosystem(ctx context.Context, eco string, unconditional 
 	res.Bytes = size
 	if status == http.StatusNotModified {
 		// Confirmed current: the ecosystem's data is as fresh as now.
-		if err := f.db.VulnDB().TouchVulnSource(ctx, eco); err != nil {
+		if err := f.db.TouchVulnSource(ctx, eco); err != nil {
 			return failed(res, err)
 		}
 		res.Status = FetchUnchanged
@@ -303,7 +302,7 @@ func (f *Fetcher) fetchEcosystem(ctx context.Context, eco string, unconditional 
 // it.
 func (f *Fetcher) fetchCPEMapping(ctx context.Context, force bool) FetchResult {
 	res := FetchResult{Name: CPEMappingName, URL: f.opts.CPEMappingURL}
-	_, stored, err := f.db.VulnDB().CPEMappingState(ctx)
+	_, stored, err := f.db.CPEMappingState(ctx)
 	if err != nil {
 		return failed(res, err)
 	}

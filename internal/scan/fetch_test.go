@@ -184,7 +184,7 @@ func TestFetch(t *testing.T) {
 			state := filepath.Join(t.TempDir(), "vulndb")
 			var mu sync.Mutex
 			phases := map[string]int{}
-			f := scan.NewFetcher(e.db, scan.FetchOptions{BaseURL: srv.URL + "/", StateDir: state, Progress: func(p scan.FetchProgress) {
+			f := scan.NewFetcher(e.db.VulnDB(), scan.FetchOptions{BaseURL: srv.URL + "/", StateDir: state, Progress: func(p scan.FetchProgress) {
 				mu.Lock()
 				phases[p.Phase]++
 				mu.Unlock()
@@ -296,7 +296,7 @@ func TestFetch(t *testing.T) {
 			ln, _ := net.Listen("tcp", "127.0.0.1:0")
 			dead := "http://" + ln.Addr().String()
 			ln.Close()
-			rs, err = scan.NewFetcher(e.db, scan.FetchOptions{BaseURL: dead, StateDir: state}).Fetch(ctx, scan.FetchRequest{Ecosystems: []string{"Debian"}})
+			rs, err = scan.NewFetcher(e.db.VulnDB(), scan.FetchOptions{BaseURL: dead, StateDir: state}).Fetch(ctx, scan.FetchRequest{Ecosystems: []string{"Debian"}})
 			if r := only(t, rs); err == nil || r.Status != scan.FetchFailed || !strings.Contains(r.Error, "unreachable") {
 				t.Fatalf("unreachable: %+v %v", r, err)
 			}
@@ -315,7 +315,7 @@ func TestFetchLastModifiedAndFreshDatabase(t *testing.T) {
 	srv.put("/Alpine/all.zip", zipOf(t, record("ALPINE-CVE-2026-1", modifiedBase, `{"package":{"ecosystem":"Alpine:v3.19","name":"musl"},"versions":["0"]}`)),
 		"", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	state := t.TempDir()
-	f := scan.NewFetcher(e.db, scan.FetchOptions{BaseURL: srv.URL, StateDir: state})
+	f := scan.NewFetcher(e.db.VulnDB(), scan.FetchOptions{BaseURL: srv.URL, StateDir: state})
 	for i, want := range []string{scan.FetchUpdated, scan.FetchUnchanged} {
 		rs, err := f.Fetch(ctx, scan.FetchRequest{Ecosystems: []string{"Alpine"}})
 		if r := only(t, rs); err != nil || r.Status != want {
@@ -326,7 +326,7 @@ func TestFetchLastModifiedAndFreshDatabase(t *testing.T) {
 		t.Fatalf("%d conditional, %d full", cond, full)
 	}
 	fresh := metatest.Open(t, "sqlite")
-	rs, err := scan.NewFetcher(fresh, scan.FetchOptions{BaseURL: srv.URL, StateDir: state}).Fetch(ctx, scan.FetchRequest{Ecosystems: []string{"Alpine"}})
+	rs, err := scan.NewFetcher(fresh.VulnDB(), scan.FetchOptions{BaseURL: srv.URL, StateDir: state}).Fetch(ctx, scan.FetchRequest{Ecosystems: []string{"Alpine"}})
 	if r := only(t, rs); err != nil || r.Status != scan.FetchUpdated || r.Import.Applied != 1 {
 		t.Fatalf("a fresh database: %+v %v", r, err)
 	}
@@ -348,7 +348,7 @@ func TestFetchDefaultsAndCPEMapping(t *testing.T) {
 	srv.put("/Red Hat/all.zip", zipOf(t, record("RHSA-2026:0001", modifiedBase, `{"package":{"ecosystem":"Red Hat:enterprise_linux:8::baseos","name":"zlib"},"versions":["1"]}`)), `"r1"`, mod)
 	mapping, _ := json.Marshal(map[string]any{"data": map[string]any{"rhel-8-for-x86_64-baseos-rpms": map[string]any{"cpes": []string{"cpe:/o:redhat:enterprise_linux:8::baseos"}}}})
 	srv.put("/meta/repository-to-cpe.json", mapping, `"m1"`, mod)
-	f := scan.NewFetcher(e.db, scan.FetchOptions{BaseURL: srv.URL, CPEMappingURL: srv.URL + "/meta/repository-to-cpe.json", StateDir: t.TempDir()})
+	f := scan.NewFetcher(e.db.VulnDB(), scan.FetchOptions{BaseURL: srv.URL, CPEMappingURL: srv.URL + "/meta/repository-to-cpe.json", StateDir: t.TempDir()})
 
 	if rs, err := f.Fetch(ctx, scan.FetchRequest{}); err != nil || len(rs) != 0 {
 		t.Fatalf("nothing stored, nothing imported: %+v %v", rs, err)
@@ -356,7 +356,7 @@ func TestFetchDefaultsAndCPEMapping(t *testing.T) {
 	e.push("acme/app", "1", debianLayer(t))
 	e.drain()
 	e.importJSON(record("GO-2026-0", modifiedBase, `{"package":{"ecosystem":"Go","name":"example.com/y"},"versions":["1.0.0"]}`))
-	if ecos, err := scan.DefaultEcosystems(ctx, e.db); err != nil || !slices.Equal(ecos, []string{"Debian", "Go"}) {
+	if ecos, err := scan.DefaultEcosystems(ctx, e.db.VulnDB()); err != nil || !slices.Equal(ecos, []string{"Debian", "Go"}) {
 		t.Fatalf("default ecosystems: %v %v", ecos, err)
 	}
 	rs, err := f.Fetch(ctx, scan.FetchRequest{})
@@ -399,8 +399,8 @@ func TestScheduledUpdate(t *testing.T) {
 			srv.put("/Debian/all.zip", zipOf(t, debRecord("DEBIAN-CVE-2026-0100", modifiedBase, "zlib")), `"v1"`, time.Now())
 			var wg sync.WaitGroup
 			for range 2 {
-				f := scan.NewFetcher(e.db, scan.FetchOptions{BaseURL: srv.URL, StateDir: t.TempDir()})
-				u := scan.NewUpdater(e.db, f, scan.UpdaterOptions{Every: time.Hour, RetryMissing: 200 * time.Millisecond, Tick: 20 * time.Millisecond,
+				f := scan.NewFetcher(e.db.VulnDB(), scan.FetchOptions{BaseURL: srv.URL, StateDir: t.TempDir()})
+				u := scan.NewUpdater(e.db.VulnDB(), e.db.Jobs(), f, scan.UpdaterOptions{Every: time.Hour, RetryMissing: 200 * time.Millisecond, Tick: 20 * time.Millisecond,
 					Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 				wg.Go(func() { u.Run(ctx) })
 			}

@@ -132,7 +132,7 @@ func TestUBIContentSetMapping(t *testing.T) {
 
 			// The mapping is imported: the image's matches are redone in
 			// the background and the new ones announced.
-			if n, err := scan.ImportCPEMapping(ctx, e.db, strings.NewReader(ubiMapping)); err != nil || n != 4 {
+			if n, err := scan.ImportCPEMapping(ctx, e.db.VulnDB(), strings.NewReader(ubiMapping)); err != nil || n != 4 {
 				t.Fatalf("import mapping: %d %v", n, err)
 			}
 			e.drain()
@@ -196,7 +196,7 @@ func TestUBIContentSetMapping(t *testing.T) {
 			// The mapping changes: AppStream's content set goes. Its
 			// matches go, without an announcement; the others stay.
 			smaller := strings.Replace(ubiMapping, `"rhel-8-for-s390x-appstream-rpms": {"cpes": ["cpe:/a:redhat:enterprise_linux:8::appstream"]},`, "", 1)
-			if n, err := scan.ImportCPEMapping(ctx, e.db, strings.NewReader(smaller)); err != nil || n != 3 {
+			if n, err := scan.ImportCPEMapping(ctx, e.db.VulnDB(), strings.NewReader(smaller)); err != nil || n != 3 {
 				t.Fatalf("import smaller mapping: %d %v", n, err)
 			}
 			e.drain()
@@ -257,7 +257,7 @@ func TestUBIScannedBeforeContentManifests(t *testing.T) {
 	if got := vulnNames(feature(e.security("ubi8/ubi", ubi), "zlib")); len(got) != 0 {
 		t.Fatalf("matched before the mapping: %v", got)
 	}
-	if _, err := scan.ImportCPEMapping(ctx, e.db, strings.NewReader(ubiMapping)); err != nil {
+	if _, err := scan.ImportCPEMapping(ctx, e.db.VulnDB(), strings.NewReader(ubiMapping)); err != nil {
 		t.Fatal(err)
 	}
 	e.drain()

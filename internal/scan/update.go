@@ -28,7 +28,7 @@ type UpdaterOptions struct {
 // replica schedules and works the queue, and the database lets one job
 // run at a time.
 type Updater struct {
-	db      *meta.DB
+	db      VulnData
 	fetcher *Fetcher
 	opts    UpdaterOptions
 	log     *slog.Logger
@@ -36,7 +36,7 @@ type Updater struct {
 }
 
 // NewUpdater returns an updater; Run starts it.
-func NewUpdater(db *meta.DB, f *Fetcher, opts UpdaterOptions) *Updater {
+func NewUpdater(db VulnData, queue jobs.Store, f *Fetcher, opts UpdaterOptions) *Updater {
 	if opts.RetryMissing <= 0 {
 		opts.RetryMissing = 15 * time.Minute
 	}
@@ -48,7 +48,7 @@ func NewUpdater(db *meta.DB, f *Fetcher, opts UpdaterOptions) *Updater {
 		opts.Logger = slog.Default()
 	}
 	u := &Updater{db: db, fetcher: f, opts: opts, log: opts.Logger.With("component", "vulndb")}
-	u.worker = jobs.New(db.Jobs(), meta.VulnDBQueue, u.handle, jobs.Options{Concurrency: 1, PollInterval: min(opts.Tick, 5*time.Second),
+	u.worker = jobs.New(queue, meta.VulnDBQueue, u.handle, jobs.Options{Concurrency: 1, PollInterval: min(opts.Tick, 5*time.Second),
 		Logger: opts.Logger})
 	return u
 }
@@ -79,7 +79,7 @@ func (u *Updater) Run(ctx context.Context) {
 // once at a start: the settings may have changed). It only reads unless a
 // fetch is due.
 func (u *Updater) schedule(ctx context.Context, now time.Time, start bool) (bool, error) {
-	live, ended, err := u.db.VulnDB().VulnDBFetchState(ctx)
+	live, ended, err := u.db.VulnDBFetchState(ctx)
 	if err != nil || live {
 		return false, err
 	}
@@ -99,17 +99,17 @@ func (u *Updater) schedule(ctx context.Context, now time.Time, start bool) (bool
 			return false, nil
 		}
 	}
-	return u.db.VulnDB().EnqueueVulnDBFetch(ctx, since)
+	return u.db.EnqueueVulnDBFetch(ctx, since)
 }
 
 // missing reports whether a stored image has packages of an ecosystem
 // with no data.
 func (u *Updater) missing(ctx context.Context) (bool, error) {
-	ecos, err := u.db.VulnDB().PackageEcosystems(ctx)
+	ecos, err := u.db.PackageEcosystems(ctx)
 	if err != nil || len(ecos) == 0 {
 		return false, err
 	}
-	srcs, err := u.db.VulnDB().VulnSources(ctx)
+	srcs, err := u.db.VulnSources(ctx)
 	if err != nil {
 		return false, err
 	}

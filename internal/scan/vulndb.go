@@ -39,7 +39,7 @@ const importBatch = 500
 // Importer applies OSV records to the database in batches; each batch
 // commits with the job that re-matches the manifests it changes.
 type Importer struct {
-	db       *meta.DB
+	db       VulnData
 	progress func(ImportStats)
 	stats    ImportStats
 	batch    []meta.VulnRecord
@@ -48,7 +48,7 @@ type Importer struct {
 
 // NewImporter starts an import; progress (optional) is called after each
 // batch.
-func NewImporter(db *meta.DB, progress func(ImportStats)) *Importer {
+func NewImporter(db VulnData, progress func(ImportStats)) *Importer {
 	return &Importer{db: db, progress: progress, ecos: map[string]bool{}}
 }
 
@@ -99,7 +99,7 @@ func (im *Importer) flush(ctx context.Context) error {
 	if len(im.batch) == 0 {
 		return nil
 	}
-	applied, err := im.db.VulnDB().ImportVulns(ctx, im.batch)
+	applied, err := im.db.ImportVulns(ctx, im.batch)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStore, err)
 	}
@@ -137,7 +137,7 @@ func (im *Importer) Finish(ctx context.Context) (ImportStats, error) {
 	}
 	sort.Strings(im.stats.Ecosystems)
 	for _, e := range im.stats.Ecosystems {
-		if err := im.db.VulnDB().TouchVulnSource(ctx, e); err != nil {
+		if err := im.db.TouchVulnSource(ctx, e); err != nil {
 			return im.stats, fmt.Errorf("%w: %w", ErrStore, err)
 		}
 	}

@@ -136,9 +136,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		// notifications.allowedHosts.
 		client := &http.Client{Transport: &http.Transport{DialContext: guard.DialContext, Proxy: http.ProxyFromEnvironment,
 			ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: time.Minute}}
-		fetcher := scan.NewFetcher(db, scan.FetchOptions{BaseURL: v.BaseURL, CPEMappingURL: v.CPEMappingURL, Client: client,
+		fetcher := scan.NewFetcher(db.VulnDB(), scan.FetchOptions{BaseURL: v.BaseURL, CPEMappingURL: v.CPEMappingURL, Client: client,
 			StateDir: filepath.Join(cfg.DataDir, "vulndb"), UserAgent: "berth/" + buildVersion()})
-		updater = scan.NewUpdater(db, fetcher, scan.UpdaterOptions{Every: v.UpdateInterval, Logger: log})
+		updater = scan.NewUpdater(db.VulnDB(), db.Jobs(), fetcher, scan.UpdaterOptions{Every: v.UpdateInterval, Logger: log})
 	}
 	var collector *gc.Collector
 	if cfg.GC.Enabled {

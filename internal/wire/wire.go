@@ -55,18 +55,15 @@ func APIStores(db *meta.DB) api.Stores {
 		Repositories: db.Repositories(), Tags: db.Manifests(),
 		Permissions: access, Tokens: access, Audit: access,
 		Notifications: db.Notifications(), Mirrors: db.Mirrors(), ProxyCaches: db.ProxyCaches(),
-		Keepers: db.Collector(), VulnDB: vulnDB{db.VulnDB(), db},
+		Keepers: db.Collector(), VulnDB: vulnDB{db.VulnDB()},
 	}
 }
 
 // vulnDB is the vulnerability database with its importer.
-type vulnDB struct {
-	meta.VulnDB
-	db *meta.DB
-}
+type vulnDB struct{ meta.VulnDB }
 
 // NewImport starts an import of advisories.
-func (v vulnDB) NewImport() api.VulnImport { return scan.NewImporter(v.db, nil) }
+func (v vulnDB) NewImport() api.VulnImport { return scan.NewImporter(v.VulnDB, nil) }
 
 // NotifyStores are the stores notify.New and notify.NewSubscriber take.
 func NotifyStores(db *meta.DB) notify.Stores {
