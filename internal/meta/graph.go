@@ -12,13 +12,6 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// Graph is the base-image graph: which stored image is built on which
-// (graph_schema.go says what each table holds).
-type Graph struct{ *core }
-
-// Graph returns the base-image graph's store.
-func (db *DB) Graph() Graph { return Graph{db.core} }
-
 // EventBaseImageUpdated is appended for an image whose base moved.
 const EventBaseImageUpdated = "base_image_updated"
 

@@ -404,9 +404,3 @@ func cleanJobError(s string) string {
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }
-
-// Jobs is the durable job queue.
-type Jobs struct{ *core }
-
-// Jobs returns the job queue.
-func (db *DB) Jobs() Jobs { return Jobs{db.core} }

@@ -394,10 +394,3 @@ func (db Notifications) Listening(ctx context.Context, tx Tx, kind, repository, 
 	}
 	return out, rows.Err()
 }
-
-// Notifications are Quay's repository notifications and their delivery
-// state.
-type Notifications struct{ *core }
-
-// Notifications returns the store of notifications.
-func (db *DB) Notifications() Notifications { return Notifications{db.core} }

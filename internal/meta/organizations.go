@@ -233,12 +233,6 @@ func (db Organizations) Organizations(ctx context.Context) ([]OrgSummary, error)
 	return out, rows.Err()
 }
 
-// Organizations are shared namespaces, their members and teams.
-type Organizations struct{ *core }
-
-// Organizations returns the store of organizations and teams.
-func (db *DB) Organizations() Organizations { return Organizations{db.core} }
-
 // PutTeam creates a team or updates its role and description.
 func (db Organizations) PutTeam(ctx context.Context, org string, t Team) (Team, error) {
 	ns, err := Users(db).NamespaceByName(ctx, org)

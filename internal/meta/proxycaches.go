@@ -170,9 +170,3 @@ func (db ProxyCaches) PutProxyManifest(ctx context.Context, p PutManifest, check
 		return db.touchProxyTag(ctx, tx, repoID, tag, p.Manifest.Digest, checkedAt)
 	})
 }
-
-// ProxyCaches are pull-through cache organizations and their tag checks.
-type ProxyCaches struct{ *core }
-
-// ProxyCaches returns the store of pull-through caches.
-func (db *DB) ProxyCaches() ProxyCaches { return ProxyCaches{db.core} }

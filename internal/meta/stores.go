@@ -42,6 +42,23 @@ type Scans struct{ *core }
 // VulnDB is the imported vulnerability data and its sources.
 type VulnDB struct{ *core }
 
+// Organizations are shared namespaces, their members and teams.
+type Organizations struct{ *core }
+
+// Jobs is the durable job queue.
+type Jobs struct{ *core }
+
+// Notifications are Quay's repository notifications and their delivery
+// state.
+type Notifications struct{ *core }
+
+// ProxyCaches are pull-through cache organizations and their tag checks.
+type ProxyCaches struct{ *core }
+
+// Graph is the base-image graph: which stored image is built on which
+// (graph_schema.go says what each table holds).
+type Graph struct{ *core }
+
 // Users returns the store of accounts.
 func (db *DB) Users() Users { return Users{db.core} }
 
@@ -74,3 +91,18 @@ func (db *DB) Scans() Scans { return Scans{db.core} }
 
 // VulnDB returns the vulnerability database.
 func (db *DB) VulnDB() VulnDB { return VulnDB{db.core} }
+
+// Organizations returns the store of organizations and teams.
+func (db *DB) Organizations() Organizations { return Organizations{db.core} }
+
+// Jobs returns the job queue.
+func (db *DB) Jobs() Jobs { return Jobs{db.core} }
+
+// Notifications returns the store of notifications.
+func (db *DB) Notifications() Notifications { return Notifications{db.core} }
+
+// ProxyCaches returns the store of pull-through caches.
+func (db *DB) ProxyCaches() ProxyCaches { return ProxyCaches{db.core} }
+
+// Graph returns the base-image graph's store.
+func (db *DB) Graph() Graph { return Graph{db.core} }
