@@ -31,6 +31,7 @@ type config struct {
 	wrk, keep                                                          bool
 	mirrorTags                                                         int
 	gcImages                                                           int
+	graphImages                                                        int
 	scan                                                               scanFlags
 }
 
@@ -53,6 +54,7 @@ func parseFlags() config {
 	flag.IntVar(&c.rounds, "rounds", 3, "repeat the throughput workloads this many times and report the median")
 	flag.BoolVar(&c.wrk, "wrk", true, "also measure manifest GET with wrk when wrk is on PATH")
 	flag.IntVar(&c.gcImages, "gc", 0, "instead of the registry workloads, measure online garbage collection of this many garbage images under a push load (SQLite; PostgreSQL too with -scan-postgres)")
+	flag.IntVar(&c.graphImages, "graph", 0, "instead of the registry workloads, measure the base-image graph with this many images on one base: the push rate with the graph on and off, and the time from a base tag move to the last base_image_updated delivery")
 	flag.IntVar(&c.mirrorTags, "mirror", 0, "instead of the registry workloads, compare mirroring this many tags (Berth's mirror vs skopeo sync into Distribution)")
 	c.scan.register(flag.CommandLine)
 	flag.Parse()
@@ -136,7 +138,7 @@ func main() {
 		on   bool
 		name string
 		run  func(context.Context, config, string) (string, error)
-	}{{c.gcImages > 0, "gc", runGCBench}, {c.scan.enabled, "scan", runScanBench}} {
+	}{{c.gcImages > 0, "gc", runGCBench}, {c.scan.enabled, "scan", runScanBench}, {c.graphImages > 0, "graph", runGraphBench}} {
 		if !alt.on {
 			continue
 		}
