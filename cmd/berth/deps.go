@@ -1,19 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 )
 
@@ -63,29 +57,9 @@ rebuilt. The password (or token) comes from standard input with
 --password-stdin, or from BERTH_PASSWORD.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			password := os.Getenv("BERTH_PASSWORD")
-			if passwordStdin {
-				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-				if err != nil && !errors.Is(err, io.EOF) {
-					return err
-				}
-				password = strings.TrimRight(line, "\r\n")
-			}
-			c := apiClient{http: &http.Client{Timeout: time.Minute}, username: username, password: password, scheme: "https"}
-			if insecure {
-				c.scheme = "http"
-			}
-			ref, err := name.ParseReference(args[0], name.StrictValidation)
+			c, repo, dgst, err := imageClient(cmd, args[0], username, passwordStdin, insecure)
 			if err != nil {
-				return fmt.Errorf("image %q: %w (want HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@DIGEST)", args[0], err)
-			}
-			c.host = ref.Context().RegistryStr()
-			repo := ref.Context().RepositoryStr()
-			dgst := ref.Identifier()
-			if _, isTag := ref.(name.Tag); isTag {
-				if dgst, err = c.tagDigest(cmd.Context(), repo, dgst); err != nil {
-					return err
-				}
+				return err
 			}
 			rep := depsReport{Repository: repo, Digest: dgst}
 			var bases struct {

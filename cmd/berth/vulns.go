@@ -74,29 +74,9 @@ Exit status, for use as a pipeline gate:
 				}
 				threshold = s
 			}
-			password := os.Getenv("BERTH_PASSWORD")
-			if passwordStdin {
-				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-				if err != nil && !errors.Is(err, io.EOF) {
-					return err
-				}
-				password = strings.TrimRight(line, "\r\n")
-			}
-			c := apiClient{http: &http.Client{Timeout: time.Minute}, username: username, password: password, scheme: "https"}
-			if insecure {
-				c.scheme = "http"
-			}
-			ref, err := name.ParseReference(args[0], name.StrictValidation)
+			c, repo, dgst, err := imageClient(cmd, args[0], username, passwordStdin, insecure)
 			if err != nil {
-				return fmt.Errorf("image %q: %w (want HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@DIGEST)", args[0], err)
-			}
-			c.host = ref.Context().RegistryStr()
-			repo := ref.Context().RepositoryStr()
-			dgst := ref.Identifier()
-			if _, isTag := ref.(name.Tag); isTag {
-				if dgst, err = c.tagDigest(cmd.Context(), repo, dgst); err != nil {
-					return err
-				}
+				return err
 			}
 			deadline := time.Now().Add(wait)
 			var info scan.SecurityInfo
@@ -293,6 +273,37 @@ func countAtLeast(info scan.SecurityInfo, threshold string) int {
 }
 
 // apiClient calls a Berth's /api/v1 with Basic credentials.
+// imageClient reads the password (BERTH_PASSWORD, or standard input with
+// --password-stdin), makes the API client for the image's registry, and
+// resolves the image's tag, if it has one, to its digest.
+func imageClient(cmd *cobra.Command, image, username string, passwordStdin, insecure bool) (apiClient, string, string, error) {
+	password := os.Getenv("BERTH_PASSWORD")
+	if passwordStdin {
+		line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return apiClient{}, "", "", err
+		}
+		password = strings.TrimRight(line, "\r\n")
+	}
+	c := apiClient{http: &http.Client{Timeout: time.Minute}, username: username, password: password, scheme: "https"}
+	if insecure {
+		c.scheme = "http"
+	}
+	ref, err := name.ParseReference(image, name.StrictValidation)
+	if err != nil {
+		return apiClient{}, "", "", fmt.Errorf("image %q: %w (want HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@DIGEST)", image, err)
+	}
+	c.host = ref.Context().RegistryStr()
+	repo := ref.Context().RepositoryStr()
+	dgst := ref.Identifier()
+	if _, isTag := ref.(name.Tag); isTag {
+		if dgst, err = c.tagDigest(cmd.Context(), repo, dgst); err != nil {
+			return apiClient{}, "", "", err
+		}
+	}
+	return c, repo, dgst, nil
+}
+
 type apiClient struct {
 	http               *http.Client
 	scheme, host       string

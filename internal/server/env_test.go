@@ -4,11 +4,13 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/server"
 )
 
@@ -52,4 +54,44 @@ func serveConfig(t *testing.T, edit func(*config.Config)) *httptest.Server {
 		edit(cfg)
 	})
 	return hs
+}
+
+// serveLive serves a server with its background work (the change feed,
+// the job workers) on a loopback listener, from the default configuration
+// (a fresh data directory, no scanning, webhooks allowed on loopback) as
+// changed by edit, and returns its host:port and configuration. It stops
+// when the test ends.
+func serveLive(t *testing.T, dialect string, edit func(*config.Config)) (string, config.Config) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Storage.Filesystem.Fsync = false
+	cfg.Log.Level = "error"
+	cfg.Scan.Enabled = false
+	cfg.Notifications.AllowedHosts = []string{"loopback"}
+	if dialect == "postgres" {
+		cfg.Database.URL = metatest.PostgresDSN(t)
+	}
+	edit(&cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		srv.Close()
+	})
+	return ln.Addr().String(), cfg
 }

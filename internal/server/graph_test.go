@@ -2,11 +2,8 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,7 +20,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta/metatest"
-	"github.com/berth-dev/berth/internal/server"
 )
 
 // TestBaseImageTrigger runs the loop through a served Berth (workers,
@@ -35,33 +31,7 @@ import (
 func TestBaseImageTrigger(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
-			cfg := config.Default()
-			cfg.DataDir = t.TempDir()
-			cfg.Storage.Filesystem.Fsync = false
-			cfg.Log.Level = "error"
-			cfg.Auth.Mode = "none"
-			cfg.Scan.Enabled = false
-			cfg.Notifications.AllowedHosts = []string{"loopback"}
-			if dialect == "postgres" {
-				cfg.Database.URL = metatest.PostgresDSN(t)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(ctx, ln) }()
-			t.Cleanup(func() {
-				cancel()
-				<-done
-				srv.Close()
-			})
-			host := ln.Addr().String()
+			host, _ := serveLive(t, dialect, func(cfg *config.Config) { cfg.Auth.Mode = "none" })
 			var mu sync.Mutex
 			var dispatches []map[string]any
 			github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

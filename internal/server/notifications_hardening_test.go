@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,7 +20,6 @@ import (
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
-	"github.com/berth-dev/berth/internal/server"
 )
 
 // live is a Berth serving on a real listener with its background work
@@ -38,33 +35,7 @@ type live struct {
 
 func startLive(t *testing.T, dialect string) *live {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Storage.Filesystem.Fsync = false
-	cfg.Log.Level = "error"
-	cfg.Scan.Enabled = false
-	cfg.Notifications.AllowedHosts = []string{"loopback"}
-	if dialect == "postgres" {
-		cfg.Database.URL = metatest.PostgresDSN(t)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		srv.Close()
-	})
+	host, cfg := serveLive(t, dialect, func(*config.Config) {})
 	db, err := meta.Open(context.Background(), cfg.DatabaseURL())
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +45,7 @@ func startLive(t *testing.T, dialect string) *live {
 	if _, err := db.Users().CreateUser(context.Background(), meta.User{Username: "root", SecretHash: hash, Superuser: true}); err != nil {
 		t.Fatal(err)
 	}
-	return &live{t: t, url: "http://" + ln.Addr().String(), db: db, dialect: dialect, dsn: cfg.DatabaseURL()}
+	return &live{t: t, url: "http://" + host, db: db, dialect: dialect, dsn: cfg.DatabaseURL()}
 }
 
 func (l *live) call(method, path, body string, headers ...string) (int, string) {
