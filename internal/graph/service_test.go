@@ -4,8 +4,11 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/graph"
 	"github.com/berth-dev/berth/internal/meta"
@@ -159,5 +162,43 @@ func TestBaseMoveDebounce(t *testing.T) {
 	f.run()
 	if got := f.fired(); len(got) != 1 {
 		t.Fatalf("a move that stayed: %v", got)
+	}
+}
+
+// TestNoStormWhenManyTagsMove: a base reached through 1,000 tags, all
+// moved to a patched image in one push: each image built on it fires once.
+func TestNoStormWhenManyTagsMove(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "sqlite")
+	f := newFeed(e, 0)
+	base := image(t, nil, "linux/amd64", layer(t, "base", gzip.BestSpeed))
+	bd := e.push("mirror/b:0", base)
+	patched := image(t, nil, "linux/amd64", layer(t, "patched", gzip.BestSpeed))
+	pd := e.push("mirror/b:patched", patched)
+	tags := make([]string, 1000)
+	for i := range tags {
+		tags[i] = fmt.Sprintf("t%d", i)
+	}
+	retag := func(d digest.Digest) {
+		t.Helper()
+		m, err := e.db.Manifests().GetManifest(ctx, "mirror/b", "", d, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "mirror/b", Manifest: m, Tag: tags[0], MoreTags: tags[1:]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	retag(bd)
+	f.run()
+	for i := range 3 {
+		e.push(fmt.Sprintf("team/app%d:1", i), image(t, base, "", layer(t, fmt.Sprintf("app %d", i), gzip.BestSpeed)))
+	}
+	f.run()
+	retag(pd)
+	f.run()
+	got := f.fired()
+	if len(got) != 3 {
+		t.Fatalf("%d base_image_updated for 3 images on a base reached through 1,000 moved tags", len(got))
 	}
 }
