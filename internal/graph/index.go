@@ -43,6 +43,10 @@ const (
 	// maxCandidates bounds the images one lookup returns (copies of one
 	// base in many repositories).
 	maxCandidates = 100
+	// maxLayers bounds the layers of an image the graph indexes (Docker
+	// refuses more than 127); a config listing more is not an image the
+	// graph reads.
+	maxLayers = 1000
 )
 
 // Indexer records what an image is built on.
@@ -193,8 +197,8 @@ func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, 
 		return err
 	}
 	cfg, err := ParseConfig(raw)
-	if errors.Is(err, ErrNotImage) || err == nil && len(cfg.DiffIDs) == 0 {
-		return nil // an artifact
+	if errors.Is(err, ErrNotImage) || err == nil && (len(cfg.DiffIDs) == 0 || len(cfg.DiffIDs) > maxLayers) {
+		return nil // an artifact, or not an image the graph reads
 	}
 	if err != nil {
 		return err
