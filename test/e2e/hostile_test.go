@@ -38,7 +38,14 @@ func plainBerth(t *testing.T) string {
 			plainBuild.err = err
 			return
 		}
-		bin := filepath.Join(runDir, "berth-plain")
+		dir := runDir
+		if dir == "" { // TestMain did not set up (the suite is skipped): never the source tree
+			if dir, err = os.MkdirTemp("", "berth-plain-"); err != nil {
+				plainBuild.err = err
+				return
+			}
+		}
+		bin := filepath.Join(dir, "berth-plain")
 		cmd := exec.Command("go", "build", "-o", bin, "./cmd/berth")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
