@@ -29,7 +29,9 @@ INSERT INTO tag_history (repository_id, tag, digest, from_at, until_at) SELECT r
 // chain), how each was detected and the tag it was reached through (with
 // what that tag pointed to then: the base or its index). graph_triggers
 // remembers each base_image_updated fired, once per dependent and new
-// base.
+// base. Every image and index already stored is queued for indexing (the
+// graph's jobs, per repository in push order), so an upgraded registry
+// knows what its existing images are built on.
 const graphSchema = `
 CREATE INDEX manifests_digest ON manifests(digest);
 CREATE TABLE graph_images (
@@ -73,4 +75,11 @@ CREATE TABLE graph_triggers (
 	fired_at BIGINT NOT NULL,
 	PRIMARY KEY (repository_id, digest, new_base)
 );
+INSERT INTO jobs (queue, ordering_key, payload, status, attempts, max_attempts, run_at, last_error, created_at, updated_at)
+	SELECT 'graph', 'index|' || r.name, '{"kind":"index","repository":"' || r.name || '","digest":"' || m.digest || '"}',
+		'pending', 0, 5, {{now}}, '', {{now}}, {{now}}
+	FROM manifests m JOIN repositories r ON r.id = m.repository_id
+	WHERE m.media_type IN ('application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json',
+		'application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json')
+	ORDER BY m.created_at, m.digest;
 `

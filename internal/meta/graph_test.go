@@ -148,3 +148,46 @@ func TestGraphStore(t *testing.T) {
 		})
 	}
 }
+
+// TestGraphBackfillOnUpgrade: the migration that brings the graph queues
+// the indexing of every image and index already stored, per repository in
+// push order, as the graph's own jobs do.
+func TestGraphBackfillOnUpgrade(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			dsn := t.TempDir() + "/meta.db"
+			if dialect == "postgres" {
+				dsn = metatest.PostgresDSN(t)
+			}
+			db, err := meta.OpenAt(ctx, dsn, 14)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if err := db.Exec(ctx, "INSERT INTO repositories (name, created_at) VALUES ('acme/app', 1)"); err != nil {
+				t.Fatal(err)
+			}
+			for i, mt := range []string{"application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
+				"application/vnd.cncf.helm.config.v1+json"} {
+				if err := db.Exec(ctx, `INSERT INTO manifests (repository_id, digest, media_type, size, content, created_at)
+					VALUES ((SELECT id FROM repositories WHERE name = 'acme/app'), ?, ?, 2, ?, ?)`,
+					digest.FromString(mt).String(), mt, []byte("{}"), i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			js, err := db.Jobs().Jobs(ctx, "graph", meta.JobPending, 10)
+			if err != nil || len(js) != 2 {
+				t.Fatalf("backfill jobs: %+v %v", js, err)
+			}
+			var first struct{ Kind, Repository, Digest string }
+			if err := json.Unmarshal(js[0].Payload, &first); err != nil || first.Kind != "index" || first.Repository != "acme/app" ||
+				first.Digest != digest.FromString("application/vnd.oci.image.manifest.v1+json").String() || js[0].OrderingKey != "index|acme/app" {
+				t.Fatalf("first job: %+v %s %v", js[0], js[0].Payload, err)
+			}
+		})
+	}
+}
