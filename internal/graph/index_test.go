@@ -270,6 +270,17 @@ func TestIndexMultiPlatformProvenance(t *testing.T) {
 			e.index("team/web", ai)
 			e.expectBases("team/web", digestOf(t, appAmd), want{"mirror/node", "22", graph.MethodProvenance, digestOf(t, amd), 1})
 			e.expectBases("team/web", digestOf(t, appArm), want{"mirror/node", "22", graph.MethodLayers, digestOf(t, arm), 1})
+			// Its platforms are dependents of the base index, tagged through
+			// the application's index.
+			deps, err := e.db.Graph().Dependents(context.Background(), "mirror/node", bi, false, 100)
+			if err != nil || len(deps) != 2 {
+				t.Fatalf("dependents of the base index: %+v %v", deps, err)
+			}
+			for _, d := range deps {
+				if len(d.Tags) != 1 || d.Tags[0] != "1" || len(d.Tagged) != 1 || d.Tagged[0] != ai {
+					t.Fatalf("dependent %s tagged %v as %v, want tag 1 through %s", d.Digest, d.Tags, d.Tagged, ai)
+				}
+			}
 			// The index's bases are its platforms'.
 			if bases, _ := e.db.Graph().Bases(context.Background(), "team/web", ai); len(bases) != 2 {
 				t.Fatalf("bases of the index: %+v", bases)
