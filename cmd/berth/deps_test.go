@@ -37,24 +37,7 @@ func TestDeps(t *testing.T) {
 	if _, err := runIn(t, "bob-password\n", "admin", "user", "create", "bob", "--password-stdin", "--data-dir", dir); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Default()
-	cfg.DataDir = dir
-	cfg.Storage.Filesystem.Fsync = false
-	cfg.Scan.Enabled = false
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Addr = ln.Addr().String()
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
-	host := ln.Addr().String()
+	host := serveDir(t, dir, func(cfg *config.Config) { cfg.Scan.Enabled = false })
 
 	push := func(user, pass, ref string, img v1.Image) {
 		t.Helper()
@@ -121,4 +104,29 @@ func TestDeps(t *testing.T) {
 	if _, err := runIn(t, "wrong\n", "deps", host+"/bob/app:v1", "--insecure", "-u", "bob", "--password-stdin"); err == nil {
 		t.Fatal("a wrong password was accepted")
 	}
+}
+
+// serveDir serves a Berth (with its background work) on a data directory
+// the admin commands already wrote to, from the default configuration as
+// changed by edit, and returns its host:port. It stops when the test ends.
+func serveDir(t *testing.T, dir string, edit func(*config.Config)) string {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = dir
+	cfg.Storage.Filesystem.Fsync = false
+	edit(&cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Addr = ln.Addr().String()
+	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	return ln.Addr().String()
 }

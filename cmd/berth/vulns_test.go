@@ -1,11 +1,7 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,7 +18,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/berth-dev/berth/internal/config"
-	"github.com/berth-dev/berth/internal/server"
 )
 
 // TestVulnDBImportAndVulnsGate: `berth admin vulndb import` fills the
@@ -51,23 +46,7 @@ func TestVulnDBImportAndVulnsGate(t *testing.T) {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
 
-	cfg := config.Default()
-	cfg.DataDir = dir
-	cfg.Storage.Filesystem.Fsync = false
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Addr = ln.Addr().String()
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
-	host := ln.Addr().String()
+	host := serveDir(t, dir, func(*config.Config) {})
 
 	fixture, err := os.ReadFile("../../internal/scan/index/testdata/debian-layer.tar.gz")
 	if err != nil {
