@@ -63,7 +63,9 @@ type Options struct {
 	// GC explains garbage collection; nil answers 501.
 	GC Collector
 	// Graph is the base-image graph; nil answers 501.
-	Graph  Graph
+	Graph Graph
+	// Gates evaluates and promotes gates' candidates; nil answers 501.
+	Gates  Gates
 	Logger *slog.Logger
 }
 

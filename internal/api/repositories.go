@@ -53,6 +53,7 @@ func (a *API) repositoryEndpoints() []repoEndpoint {
 	eps = append(eps, a.securityEndpoints()...)
 	eps = append(eps, a.gcEndpoints()...)
 	eps = append(eps, a.graphEndpoints()...)
+	eps = append(eps, a.gateEndpoints()...)
 	return append(eps, a.notificationEndpoints()...)
 }
 

@@ -29,6 +29,8 @@ type Stores struct {
 	ProxyCaches   ProxyCacheStore   // meta.ProxyCaches
 	Keepers       KeeperStore       // meta.Collector
 	VulnDB        VulnDBStore       // meta.VulnDB
+	Gates         GateStore         // meta.Gates
+	Restorer      TagRestorer       // meta.Manifests
 }
 
 // UserLookup finds accounts and namespaces: every handler that names a

@@ -1,6 +1,9 @@
 package auth
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Kind is the kind of an identity.
 type Kind string
@@ -88,6 +91,9 @@ type Repo struct {
 	Public      bool
 	State       string
 	MirrorRobot string // the robot a mirror writes as
+	// Checkers are the users and robots the repository's gate lets check
+	// its candidates (ActionChecks).
+	Checkers []string
 }
 
 // Standing is the identity's relation to the repository, as the metadata
@@ -105,6 +111,10 @@ const (
 	ActionRead  = "read"  // repository metadata through the API
 	ActionWrite = "write" // tag changes through the API
 	ActionAdmin = "admin" // permissions, visibility, state, notifications, deletion
+	// ActionChecks sees a gate's candidates (held content) and posts
+	// check results: the gate's checkers, repository admins, and access
+	// tokens with the "checks" action.
+	ActionChecks = "checks"
 )
 
 // Allowed decides whether the identity may perform the action on the
@@ -138,6 +148,8 @@ func Allowed(id Identity, repo Repo, st Standing, action string) bool {
 		return st.Role >= RoleWrite
 	case ActionAdmin:
 		return st.Role >= RoleAdmin
+	case ActionChecks:
+		return st.Role >= RoleAdmin || (st.Role >= RoleRead || repo.Public) && slices.Contains(repo.Checkers, id.Name)
 	}
 	return false
 }
@@ -171,6 +183,8 @@ func tokenAllows(scopes []TokenScope, repo, action string) bool {
 		need = []string{TokenMetadataRead, TokenContentRead}
 	case ActionWrite:
 		need = []string{TokenMetadataWrite}
+	case ActionChecks:
+		need = []string{TokenChecks}
 	default:
 		return false // tokens never administer
 	}

@@ -82,6 +82,9 @@ const (
 	TokenContentDelete = "content/delete"
 	TokenMetadataRead  = "metadata/read"
 	TokenMetadataWrite = "metadata/write"
+	// TokenChecks lets a token see a gate's candidates and post check
+	// results (a CI pipeline's token).
+	TokenChecks = "checks"
 )
 
 // TokenScope grants actions on repositories named exactly, by a prefix
@@ -111,9 +114,9 @@ func ValidateTokenScope(s TokenScope) error {
 	}
 	for _, a := range s.Actions {
 		switch a {
-		case TokenContentRead, TokenContentWrite, TokenContentDelete, TokenMetadataRead, TokenMetadataWrite:
+		case TokenContentRead, TokenContentWrite, TokenContentDelete, TokenMetadataRead, TokenMetadataWrite, TokenChecks:
 		default:
-			return fmt.Errorf("repository %q: unknown action %q (content/read, content/write, content/delete, metadata/read, metadata/write)", pattern, a)
+			return fmt.Errorf("repository %q: unknown action %q (content/read, content/write, content/delete, metadata/read, metadata/write, checks)", pattern, a)
 		}
 	}
 	return nil

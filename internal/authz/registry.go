@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -129,6 +130,28 @@ func (a *Authorizer) refusal(r *http.Request, s *subject, claims *auth.Claims, r
 // state, which may have changed since (a mirror or read-only repository).
 func (s *subject) allowed(ctx context.Context, claims *auth.Claims, action string) (bool, error) {
 	if claims == nil {
+		return s.decide(ctx, action)
+	}
+	if action == auth.ActionChecks {
+		// Never in a registry token's scope: whether its holder may see
+		// a gate's candidates is decided now, on the gate's checkers.
+		if s.id.Kind == auth.KindToken {
+			t, err := s.a.store.Access.AccessTokenByName(ctx, s.id.Name)
+			if errors.Is(err, meta.ErrTokenNotFound) {
+				return false, nil
+			}
+			if err != nil {
+				return false, err
+			}
+			id, err := s.a.tokenIdentity(ctx, t)
+			if errors.Is(err, ErrDisabled) {
+				return false, nil
+			}
+			if err != nil {
+				return false, err
+			}
+			s.id, s.standing = id, nil
+		}
 		return s.decide(ctx, action)
 	}
 	if !claims.Allows("repository", s.name, action) {

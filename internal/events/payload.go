@@ -31,6 +31,9 @@ const (
 	EventVulnerabilityFound    = "vulnerability_found"
 	EventRepoImageExpiry       = "repo_image_expiry"
 	EventBaseImageUpdated      = meta.EventBaseImageUpdated
+	EventPromotionPending      = meta.EventPromotionPending
+	EventPromotionSucceeded    = meta.EventPromotionSucceeded
+	EventPromotionBlocked      = meta.EventPromotionBlocked
 )
 
 // Kinds lists the event kinds whose payload shape this package knows.
@@ -41,6 +44,7 @@ func Kinds() []string {
 		meta.EventRepoCreated, meta.EventRepoDeleted,
 		EventRepoMirrorSyncStarted, EventRepoMirrorSyncSuccess, EventRepoMirrorSyncFailed,
 		EventVulnerabilityFound, EventRepoImageExpiry, EventBaseImageUpdated,
+		EventPromotionPending, EventPromotionSucceeded, EventPromotionBlocked,
 	}
 }
 
@@ -181,6 +185,14 @@ func shape(kind string, p, data map[string]any) error {
 			}
 			p[k] = list
 		}
+	case EventPromotionPending, EventPromotionSucceeded, EventPromotionBlocked:
+		// Berth's gate events: the candidate's digest, the guarded tag
+		// (and, on promotion, the rollback tag) in "tags" as in repo_push
+		// and Quay's other tag events, and the decision as data fields.
+		if p["tags"], err = stringList(data, "tags"); err != nil {
+			return err
+		}
+		setDigest()
 	default:
 		setDigest()
 	}
@@ -326,6 +338,16 @@ func SamplePayloadConfig(srv Server, kind, repo string, eventConfig map[string]a
 			days = fmt.Sprint(d)
 		}
 		data = map[string]any{"tags": []any{"latest", "v1"}, "expiring_in": days + " days"}
+	case EventPromotionPending:
+		data = map[string]any{"tags": []any{"15-alpine"}, "tag": "15-alpine", "digest": sampleDigest, "media_type": "application/vnd.oci.image.index.v1+json",
+			"candidate": 1}
+	case EventPromotionSucceeded:
+		data = map[string]any{"tags": []any{"15-alpine", "15-alpine-3"}, "tag": "15-alpine", "rollback_tag": "15-alpine-3", "digest": sampleDigest,
+			"media_type": "application/vnd.oci.image.index.v1+json", "candidate": 1,
+			"previous_digest": "sha256:3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d", "override": false}
+	case EventPromotionBlocked:
+		data = map[string]any{"tags": []any{"15-alpine"}, "tag": "15-alpine", "digest": sampleDigest, "candidate": 1,
+			"reasons": []any{`check "functional" failed: 3 of 120 tests failed`}}
 	case EventBaseImageUpdated:
 		data = map[string]any{"tags": []any{"latest", "v1"}, "digest": sampleDigest,
 			"base": map[string]any{"repository": "mirror/ubi8-openjdk-11-runtime", "tag": "1.9",

@@ -27,7 +27,7 @@ func FuzzCompile(f *testing.F) {
 	}, fieldTests...) {
 		f.Add(seed)
 	}
-	in := candidate()
+	in := fullInput()
 	f.Fuzz(func(t *testing.T, expr string) {
 		p, err := Compile(expr)
 		if err != nil {

@@ -22,8 +22,8 @@ const (
 // example is the policy of the issue that asked for CEL policies.
 const example = `scan.status == "scanned" && scan.counts.critical == 0 && signatures.exists(s, s.verified) && checks["e2e"] == "pass"`
 
-// candidate is an Input with every field set.
-func candidate() Input {
+// fullInput is an Input with every field set.
+func fullInput() Input {
 	return Input{
 		Tag: "prod",
 		Manifest: Manifest{
@@ -68,7 +68,7 @@ func mustCompile(t *testing.T, expr string) *Policy {
 	return p
 }
 
-// fieldTests are true on candidate(); together they read every variable and field of the
+// fieldTests are true on fullInput(); together they read every variable and field of the
 // environment (TestEveryFieldIsTested holds them to it).
 var fieldTests = []string{
 	`tag == "prod"`,
@@ -98,7 +98,7 @@ var fieldTests = []string{
 }
 
 func TestEnvironmentFields(t *testing.T) {
-	in := candidate()
+	in := fullInput()
 	for _, expr := range fieldTests {
 		t.Run(expr, func(t *testing.T) {
 			res := mustCompile(t, expr).Evaluate(context.Background(), in)
@@ -277,7 +277,7 @@ func TestExample(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in := candidate()
+			in := fullInput()
 			tt.change(&in)
 			res := p.Evaluate(context.Background(), in)
 			if res.Pass != (tt.failed == nil) || res.Err != nil || !slices.Equal(res.Failed, tt.failed) {
@@ -309,7 +309,7 @@ func TestFailed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := mustCompile(t, tt.expr).Evaluate(context.Background(), candidate())
+			res := mustCompile(t, tt.expr).Evaluate(context.Background(), fullInput())
 			if res.Pass || res.Err != nil || !slices.Equal(res.Failed, tt.failed) {
 				t.Errorf("got %+v, want Failed %q", res, tt.failed)
 			}
@@ -318,7 +318,7 @@ func TestFailed(t *testing.T) {
 }
 
 func TestMissingChecks(t *testing.T) {
-	in := candidate()
+	in := fullInput()
 	in.Checks = map[string]string{"lint": "pass"}
 	tests := []struct {
 		expr   string
@@ -353,7 +353,7 @@ func TestMissingChecks(t *testing.T) {
 }
 
 func TestRuntimeErrors(t *testing.T) {
-	in := candidate()
+	in := fullInput()
 	tests := []struct{ expr, errMsg string }{
 		{`manifest.annotations["missing"] == ""`, "no such key"},
 		{`manifest.platforms[5].os == "linux"`, "index out of bounds"},
@@ -377,8 +377,8 @@ func TestRuntimeErrors(t *testing.T) {
 }
 
 func TestTimestamps(t *testing.T) {
-	in := candidate() // created 2024-06-01T12:00:00Z
-	unknown := candidate()
+	in := fullInput() // created 2024-06-01T12:00:00Z
+	unknown := fullInput()
 	unknown.Manifest.Created = time.Time{}
 	tests := []struct {
 		expr               string
@@ -409,7 +409,7 @@ func TestTimestamps(t *testing.T) {
 
 // manyVulnerabilities is a candidate with n vulnerabilities, a third of them critical.
 func manyVulnerabilities(n int) Input {
-	in := candidate()
+	in := fullInput()
 	in.Scan.Vulnerabilities = make([]Vulnerability, n)
 	for i := range in.Scan.Vulnerabilities {
 		sev := "High"
@@ -507,7 +507,7 @@ func TestEvaluateConcurrently(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
-			in := candidate()
+			in := fullInput()
 			if i%2 == 1 {
 				in.Checks = nil
 			}

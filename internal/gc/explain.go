@@ -52,6 +52,9 @@ func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers) Verdict {
 			v.Reasons = append(v.Reasons, "protected_by_subject: it refers to "+k.Subject.String()+", which is stored")
 		}
 	}
+	if len(k.Candidates) > 0 {
+		v.Reasons = append(v.Reasons, fmt.Sprintf("protected_by_gate: a live candidate for %d guarded tag(s)", len(k.Candidates)))
+	}
 	if c.opts.Delay <= 0 {
 		v.Reasons = append(v.Reasons, "collection_disabled: gc is off on this server")
 	} else if c.now().Before(v.ProtectedTo) {

@@ -88,7 +88,9 @@ type pushData struct {
 // and, for every tag it moved, firing for the images built on where the
 // tag was.
 func (s *Service) Jobs(e meta.Event) ([]meta.Job, error) {
-	if e.Kind != meta.EventRepoPush {
+	// A gate's candidate (promotion_pending) is indexed like a push (its
+	// base is a gate input), but moves no tag until it is promoted.
+	if e.Kind != meta.EventRepoPush && e.Kind != meta.EventPromotionPending {
 		return nil, nil
 	}
 	var d pushData

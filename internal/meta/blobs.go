@@ -18,6 +18,10 @@ type Blob struct {
 	// made or last confirmed: garbage collection spares a link younger
 	// than its delay.
 	LinkedAt time.Time
+	// Held (from RepositoryBlob) is true when, in a gated repository,
+	// only held manifests reference the blob: readers without the gate's
+	// check permission must not read it.
+	Held bool
 }
 
 // ErrBlobNotFound is returned when a blob is not linked to a repository.
@@ -26,11 +30,12 @@ var ErrBlobNotFound = fmt.Errorf("blob %w", ErrNotFound)
 // RepositoryBlob returns the blob if the repository may serve it.
 func (db Blobs) RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (Blob, error) {
 	var b Blob
-	var linked int64
-	err := db.read.QueryRowContext(ctx, db.q(`SELECT b.size, rb.created_at FROM repositories r
+	var linked, repoID int64
+	var gated int
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT b.size, rb.created_at, r.id, r.gated FROM repositories r
 		JOIN repository_blobs rb ON rb.repository_id = r.id
 		JOIN blobs b ON b.digest = rb.digest
-		WHERE r.name = ? AND rb.digest = ?`), repo, d.String()).Scan(&b.Size, &linked)
+		WHERE r.name = ? AND rb.digest = ?`), repo, d.String()).Scan(&b.Size, &linked, &repoID, &gated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Blob{}, ErrBlobNotFound
 	}
@@ -38,6 +43,16 @@ func (db Blobs) RepositoryBlob(ctx context.Context, repo string, d digest.Digest
 		return Blob{}, fmt.Errorf("look up blob: %w", err)
 	}
 	b.Digest, b.LinkedAt = d, fromMicros(linked)
+	if gated == 1 {
+		// Held if held manifests reference it and no readable one does.
+		var held, readable int
+		if err := db.read.QueryRowContext(ctx, db.q(`SELECT COALESCE(SUM(m.held), 0), COALESCE(SUM(1 - m.held), 0) FROM manifest_references x
+			JOIN manifests m ON m.repository_id = x.repository_id AND m.digest = x.manifest_digest
+			WHERE x.repository_id = ? AND x.ref_digest = ?`), repoID, d.String()).Scan(&held, &readable); err != nil {
+			return Blob{}, fmt.Errorf("look up blob references: %w", err)
+		}
+		b.Held = held > 0 && readable == 0
+	}
 	return b, nil
 }
 

@@ -61,6 +61,7 @@ func (db Collector) DanglingManifests(ctx context.Context, cutoff time.Time, n i
 		AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.manifest_digest = m.digest)
 		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = m.repository_id AND x.ref_digest = m.digest)
 		AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id AND s.digest = m.subject))
+		AND NOT EXISTS (SELECT 1 FROM gate_candidates c WHERE c.repository_id = m.repository_id AND c.digest = m.digest AND c.state IN ('pending', 'blocked'))
 		ORDER BY m.created_at LIMIT ?`), cutoff.UnixMicro(), n)
 	if err != nil {
 		return nil, fmt.Errorf("dangling manifests: %w", err)
@@ -97,8 +98,9 @@ func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64,
 	var kept int
 	if err := tx.QueryRowContext(ctx, db.q(`SELECT
 		(SELECT COUNT(*) FROM tags WHERE repository_id = ? AND manifest_digest = ?) +
-		(SELECT COUNT(*) FROM manifest_references WHERE repository_id = ? AND ref_digest = ?)`),
-		repoID, d.String(), repoID, d.String()).Scan(&kept); err != nil {
+		(SELECT COUNT(*) FROM manifest_references WHERE repository_id = ? AND ref_digest = ?) +
+		(SELECT COUNT(*) FROM gate_candidates WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked'))`),
+		repoID, d.String(), repoID, d.String(), repoID, d.String()).Scan(&kept); err != nil {
 		return fmt.Errorf("re-check manifest: %w", err)
 	}
 	if kept > 0 {
@@ -312,6 +314,8 @@ type ManifestKeepers struct {
 	Parents       []digest.Digest // manifests of the repository that list it
 	Subject       digest.Digest   // its subject, if it has one
 	SubjectStored bool            // whether that subject is stored in the repository
+	// Candidates are the guarded tags it is a live gate candidate for.
+	Candidates []string
 }
 
 // ManifestGCKeepers reads what keeps a manifest of a repository, or
@@ -356,6 +360,14 @@ func (db Collector) ManifestGCKeepers(ctx context.Context, repo string, d digest
 			return k, fmt.Errorf("manifest gc status: %w", err)
 		}
 		k.SubjectStored = err == nil
+	}
+	rows, err = db.read.QueryContext(ctx, db.q(`SELECT tag FROM gate_candidates WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked')
+		ORDER BY tag LIMIT 100`), repoID, d.String())
+	if err != nil {
+		return k, fmt.Errorf("manifest gc status: %w", err)
+	}
+	if k.Candidates, err = scanStrings(rows); err != nil {
+		return k, fmt.Errorf("manifest gc status: %w", err)
 	}
 	return k, nil
 }

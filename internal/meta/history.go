@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -75,4 +76,62 @@ func (db Manifests) TagHistory(ctx context.Context, repo, tag string, n int) ([]
 		out = append(out, p)
 	}
 	return out, rows.Err()
+}
+
+// ErrTagHistoryNotFound is returned when a tag never pointed at a digest.
+var ErrTagHistoryNotFound = fmt.Errorf("tag history entry %w", ErrNotFound)
+
+// RestoreTag puts a tag back on a digest it pointed at before (Quay's
+// restore; a gate's rollback): the digest must be in the tag's history
+// and still stored. The move is a repo_push like any other, with an audit
+// entry; an immutable tag is refused (*ImmutableTagError).
+func (db Manifests) RestoreTag(ctx context.Context, repo, tag string, d digest.Digest, actor string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		repoID, err := db.repoID(ctx, tx, repo)
+		if err != nil {
+			return err
+		}
+		var one int
+		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tag_history WHERE repository_id = ? AND tag = ? AND digest = ? LIMIT 1"), repoID, tag, d.String()).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrTagHistoryNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read tag history: %w", err)
+		}
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR SHARE"
+		}
+		var mediaType string
+		var size int64
+		err = tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+lock), repoID, d.String()).
+			Scan(&mediaType, &size)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up manifest: %w", err)
+		}
+		if err := db.lockGuardedTag(ctx, tx, repoID, tag); err != nil {
+			return err
+		}
+		prev, moved, err := db.setTag(ctx, tx, repoID, tag, d)
+		if err != nil || !moved {
+			return err
+		}
+		if err := db.release(ctx, tx, repoID, d); err != nil {
+			return err
+		}
+		// A restore decides the tag: its live candidates are superseded.
+		if _, err := tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND tag = ? AND state IN ('pending', 'blocked')`),
+			CandidateSuperseded, now(), repoID, tag); err != nil {
+			return fmt.Errorf("supersede candidates: %w", err)
+		}
+		ev := pushEvent{Digest: d.String(), MediaType: mediaType, Size: size, UpdatedTags: []string{tag}}
+		if prev != "" {
+			ev.Previous = map[string]string{tag: prev}
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: repo, Actor: actor, Data: mustJSON(ev)})
+	})
 }

@@ -22,6 +22,10 @@ type Manifest struct {
 	Subject      digest.Digest
 	Annotations  map[string]string
 	CreatedAt    time.Time
+	// Held is true while a gate holds the manifest (a candidate, or what
+	// only candidates reach): readers without the gate's check permission
+	// must not see it (GetManifest, Referrers).
+	Held bool
 }
 
 // Ref is something a manifest refers to that must exist in its repository:
@@ -166,12 +170,29 @@ func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, 
 				return err
 			}
 		}
+		guarded, gated, err := db.guardedTags(ctx, tx, repoID)
+		if err != nil {
+			return err
+		}
+		var candidates []candidateArrival
 		tags := []string{}
 		var previous map[string]string
+		published := false // an unguarded tag of a gated repository publishes the manifest
 		for _, tag := range append([]string{p.Tag}, p.MoreTags...) {
 			if tag == "" {
 				continue
 			}
+			if gated && GuardsTag(guarded, tag) {
+				id, err := db.addCandidate(ctx, tx, repoID, tag, m.Digest, p.Actor)
+				if err != nil {
+					return err
+				}
+				if id != 0 {
+					candidates = append(candidates, candidateArrival{id: id, tag: tag})
+				}
+				continue
+			}
+			published = true
 			prev, moved, err := db.setTag(ctx, tx, repoID, tag, m.Digest)
 			if err != nil {
 				return err
@@ -191,13 +212,69 @@ func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, 
 				}
 			}
 		}
-		if (created == 0 && len(tags) == 0) || p.Generated {
-			return nil // nothing observable changed, or announced by its maker
+		if gated {
+			if err := db.gateArrival(ctx, tx, repoID, m, created == 1, published, p.Tag != "" || len(p.MoreTags) > 0); err != nil {
+				return err
+			}
+		}
+		for _, c := range candidates {
+			if err := db.appendEvent(ctx, tx, Event{Kind: EventPromotionPending, Repository: p.Repository, Actor: p.Actor,
+				Data: mustJSON(pendingEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), Tag: c.tag,
+					Tags: []string{c.tag}, Candidate: c.id, NewManifest: created == 1})}); err != nil {
+				return err
+			}
+		}
+		if (created == 0 || len(candidates) > 0) && len(tags) == 0 || p.Generated {
+			// Nothing observable changed, announced by its maker, or a
+			// candidate announced by promotion_pending (its repo_push
+			// comes with its promotion).
+			return nil
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
 			Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags,
 				NewManifest: created == 1, Previous: previous})})
 	})
+}
+
+// candidateArrival is a candidate a push made.
+type candidateArrival struct {
+	id  int64
+	tag string
+}
+
+// pendingEvent is the data of a promotion_pending event; its digest,
+// media_type and new_manifest fields are read as a repo_push's by the
+// scanner and the base-image graph, which index candidates too.
+type pendingEvent struct {
+	Digest      string   `json:"digest"`
+	MediaType   string   `json:"media_type"`
+	Size        int64    `json:"size"`
+	Tag         string   `json:"tag"`
+	Tags        []string `json:"tags"`
+	Candidate   int64    `json:"candidate"`
+	NewManifest bool     `json:"new_manifest"`
+}
+
+// gateArrival applies a gated repository's holding rule to a manifest
+// just stored or tagged: published by an unguarded tag, it is released
+// with all it reaches; new and otherwise, it is held if it came for a
+// guarded tag or by digest (it may be a platform of a candidate to come),
+// except a referrer of readable content (a signature of a published
+// image stays readable).
+func (db *core) gateArrival(ctx context.Context, tx *sql.Tx, repoID int64, m Manifest, created, published, tagged bool) error {
+	if published {
+		return db.release(ctx, tx, repoID, m.Digest)
+	}
+	if !created {
+		return nil
+	}
+	if !tagged && m.Subject != "" {
+		held, err := db.isHeld(ctx, tx, repoID, m.Subject.String())
+		if err != nil || !held {
+			return err
+		}
+	}
+	return db.hold(ctx, tx, repoID, m.Digest)
 }
 
 // insertRefs records a manifest's references, many rows per statement.
@@ -298,6 +375,11 @@ func (db *core) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", false, fmt.Errorf("read tag: %w", err)
 	}
+	if err == nil {
+		if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+			return "", false, err
+		}
+	}
 	ts := now()
 	_, err = tx.ExecContext(ctx, db.q(`INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at`),
@@ -320,25 +402,26 @@ func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.
 	}
 	var row *sql.Row
 	if tag != "" {
-		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, `+content+` FROM repositories r
+		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, `+content+` FROM repositories r
 			JOIN tags t ON t.repository_id = r.id
 			JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
 			WHERE r.name = ? AND t.name = ?`), repo, tag)
 	} else {
-		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, `+content+` FROM repositories r
+		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, `+content+` FROM repositories r
 			JOIN manifests m ON m.repository_id = r.id
 			WHERE r.name = ? AND m.digest = ?`), repo, d.String())
 	}
 	var m Manifest
 	var dg string
-	err := row.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &m.Content)
+	var held int
+	err := row.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &held, &m.Content)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Manifest{}, ErrManifestNotFound
 	}
 	if err != nil {
 		return Manifest{}, fmt.Errorf("get manifest: %w", err)
 	}
-	m.Digest = digest.Digest(dg)
+	m.Digest, m.Held = digest.Digest(dg), held == 1
 	return m, nil
 }
 
@@ -379,6 +462,15 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 		tags, err := scanStrings(rows)
 		if err != nil {
 			return fmt.Errorf("list tags of manifest: %w", err)
+		}
+		for _, t := range tags {
+			if err := db.immutable(ctx, tx, repoID, t); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked')`),
+			CandidateWithdrawn, now(), repoID, d.String()); err != nil {
+			return fmt.Errorf("withdraw candidates: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM tags WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
 			return fmt.Errorf("delete tags: %w", err)
@@ -453,7 +545,7 @@ func (db *core) refusedIfReferenced(ctx context.Context, tx *sql.Tx, repoID int6
 // Referrers returns the manifests of a repository whose subject is d,
 // optionally only those of one artifact type, oldest first.
 func (db Manifests) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]Manifest, error) {
-	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations FROM repositories r
+	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations, m.held FROM repositories r
 		JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.subject = ?`
 	args := []any{repo, d.String()}
 	if artifactType != "" {
@@ -470,10 +562,11 @@ func (db Manifests) Referrers(ctx context.Context, repo string, d digest.Digest,
 		var m Manifest
 		var dg string
 		var ann sql.NullString
-		if err := rows.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &ann); err != nil {
+		var held int
+		if err := rows.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &ann, &held); err != nil {
 			return nil, fmt.Errorf("scan referrer: %w", err)
 		}
-		m.Digest = digest.Digest(dg)
+		m.Digest, m.Held = digest.Digest(dg), held == 1
 		if ann.Valid {
 			if err := json.Unmarshal([]byte(ann.String), &m.Annotations); err != nil {
 				return nil, fmt.Errorf("referrer %s annotations: %w", dg, err)

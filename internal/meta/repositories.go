@@ -196,15 +196,17 @@ func (db Repositories) RepositoriesPage(ctx context.Context, q RepoQuery) ([]Rep
 // error) for a repository that does not exist.
 func (db Repositories) Repository(ctx context.Context, name string) (RepoInfo, error) {
 	ri := RepoInfo{Name: name}
-	err := db.read.QueryRowContext(ctx, db.q("SELECT id, visibility, state, mirror_robot, description FROM repositories WHERE name = ?"), name).
-		Scan(&ri.ID, &ri.Visibility, &ri.State, &ri.MirrorRobot, &ri.Description)
+	var gated int
+	var checkers string
+	err := db.read.QueryRowContext(ctx, db.q("SELECT id, visibility, state, mirror_robot, description, gated, gate_checkers FROM repositories WHERE name = ?"), name).
+		Scan(&ri.ID, &ri.Visibility, &ri.State, &ri.MirrorRobot, &ri.Description, &gated, &checkers)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ri, nil
 	}
 	if err != nil {
 		return RepoInfo{}, fmt.Errorf("look up repository: %w", err)
 	}
-	ri.Exists = true
+	ri.Exists, ri.Gated, ri.Checkers = true, gated == 1, splitLines(checkers)
 	return ri, nil
 }
 
@@ -302,4 +304,8 @@ type RepoInfo struct {
 	State       string
 	MirrorRobot string
 	Description string
+	// Gated is true when the repository has a gate; Checkers are the
+	// users and robots its gate lets check candidates.
+	Gated    bool
+	Checkers []string
 }

@@ -283,6 +283,8 @@ UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND anno
 	tagHistorySchema,
 	// 15: the base-image graph (graph_schema.go).
 	graphSchema,
+	// 16: gates, candidates, checks and immutable tags (gate_schema.go).
+	gateSchema,
 }
 
 func (db *core) render(stmt string) string {

@@ -77,9 +77,28 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 		if err != nil {
 			return fmt.Errorf("look up manifest: %w", err)
 		}
+		guarded, gated, err := db.guardedTags(ctx, tx, repoID)
+		if err != nil {
+			return err
+		}
+		if gated && GuardsTag(guarded, tag) {
+			// A retag onto a guarded tag is new content for it: a
+			// candidate, like a push.
+			id, err := db.addCandidate(ctx, tx, repoID, tag, d, actor)
+			if err != nil || id == 0 {
+				return err
+			}
+			return db.appendEvent(ctx, tx, Event{Kind: EventPromotionPending, Repository: repo, Actor: actor,
+				Data: mustJSON(pendingEvent{Digest: d.String(), MediaType: mediaType, Size: size, Tag: tag, Tags: []string{tag}, Candidate: id})})
+		}
 		prev, moved, err := db.setTag(ctx, tx, repoID, tag, d)
 		if err != nil || !moved {
 			return err
+		}
+		if gated {
+			if err := db.release(ctx, tx, repoID, d); err != nil {
+				return err
+			}
 		}
 		ev := pushEvent{Digest: d.String(), MediaType: mediaType, Size: size, UpdatedTags: []string{tag}}
 		if prev != "" {
@@ -101,6 +120,9 @@ func (db Manifests) DeleteTag(ctx context.Context, repo, tag, actor string) erro
 		}
 		if err != nil {
 			return fmt.Errorf("read tag: %w", err)
+		}
+		if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = ?`), tag, repoID); err != nil {
 			return fmt.Errorf("delete tag: %w", err)

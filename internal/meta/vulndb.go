@@ -117,8 +117,11 @@ func (db VulnDB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, 
 			return fmt.Errorf("store advisory packages: %w", err)
 		}
 		payload, _ := json.Marshal(ScanJob{Kind: ScanJobRematch, Records: applied})
-		_, err = db.enqueueJob(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload})
-		return err
+		if _, err = db.enqueueJob(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "rematch", Payload: payload}); err != nil {
+			return err
+		}
+		// Gates evaluate their candidates again: a scan input changed.
+		return db.appendEvent(ctx, tx, Event{Kind: EventVulnDataUpdated, Data: mustJSON(map[string]any{"records": len(applied)})})
 	})
 	return applied, err
 }

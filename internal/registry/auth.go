@@ -54,6 +54,17 @@ func (reg *Registry) authorize(w http.ResponseWriter, r *http.Request, res Resou
 	return meta.Writer{}, refusal(w.Header(), d)
 }
 
+// maySeeHeld reports whether the caller may see what a gate holds in a
+// repository (its candidates): the gate's checkers, repository admins,
+// superusers and tokens with the checks action.
+func (reg *Registry) maySeeHeld(r *http.Request, repo string) (bool, error) {
+	d, err := reg.authz.Authorize(r, repoScope(repo, auth.ActionChecks))
+	if err != nil {
+		return false, err
+	}
+	return d.Allowed(), nil
+}
+
 // refusal is the answer to a refused request, in the spec's error body: a
 // caller that must authenticate gets 401 with a Bearer challenge, a known
 // one 403 DENIED with the reason, a read in a namespace that does not

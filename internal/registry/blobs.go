@@ -38,6 +38,15 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 	if err != nil {
 		return err
 	}
+	if b.Held {
+		// Only a gate's held content references it.
+		if ok, err := reg.maySeeHeld(r, rt.name); err != nil || !ok {
+			if err != nil {
+				return err
+			}
+			return errBlobUnknown
+		}
+	}
 	if d := reg.opts.GCDelay; d > 0 && !b.LinkedAt.IsZero() && time.Since(b.LinkedAt) > d/2 {
 		// Closes the window GitLab's collector leaves open: a client that
 		// saw the blob exist will name it in a manifest without uploading

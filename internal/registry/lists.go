@@ -123,7 +123,19 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 		return err
 	}
 	descs := make([]oci.Descriptor, 0, len(refs))
+	checked, seesHeld := false, false
 	for _, m := range refs {
+		if m.Held {
+			if !checked {
+				if seesHeld, err = reg.maySeeHeld(r, rt.name); err != nil {
+					return err
+				}
+				checked = true
+			}
+			if !seesHeld {
+				continue
+			}
+		}
 		descs = append(descs, oci.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size,
 			ArtifactType: m.ArtifactType, Annotations: m.Annotations})
 	}

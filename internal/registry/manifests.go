@@ -51,6 +51,16 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 	if err != nil {
 		return err
 	}
+	if m.Held {
+		// A gate's candidate, or what only candidates reach: unknown to
+		// whoever may not check it, by tag and by digest alike.
+		if ok, err := reg.maySeeHeld(r, rt.name); err != nil || !ok {
+			if err != nil {
+				return err
+			}
+			return errManifestUnk
+		}
+	}
 	if !accepts(r.Header.Values("Accept"), m.MediaType) {
 		return errorf(http.StatusNotFound, CodeManifestUnknown,
 			fmt.Sprintf("the manifest is %s, which the request's Accept header does not include", m.MediaType), nil)
@@ -141,8 +151,11 @@ func ingestError(err error) error {
 		invalid   *ingest.InvalidError
 		refused   *ingest.PolicyError
 		missing   *meta.MissingRefsError
+		immutable *meta.ImmutableTagError
 	)
 	switch {
+	case errors.As(err, &immutable):
+		return errorf(http.StatusForbidden, CodeDenied, immutable.Error(), map[string]string{"tag": immutable.Tag})
 	case errors.As(err, &tooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, CodeManifestInvalid, tooLarge.Error(), nil)
 	case errors.As(err, &badDigest) && badDigest.Err == nil:
@@ -176,6 +189,10 @@ func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt r
 	}
 	if inUse := inUseError(err); inUse != nil {
 		return inUse
+	}
+	var immutable *meta.ImmutableTagError
+	if errors.As(err, &immutable) {
+		return errorf(http.StatusForbidden, CodeDenied, immutable.Error(), map[string]string{"tag": immutable.Tag})
 	}
 	if err != nil {
 		return err

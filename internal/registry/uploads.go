@@ -128,6 +128,13 @@ func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, 
 		if d, err := reg.authz.Authorize(r, repoScope(src, ActionPull)); err != nil || !d.Allowed() {
 			continue
 		}
+		// Nor is a gate's held content, for whoever may not check it: a
+		// mount would publish it in another repository.
+		if b.Held {
+			if ok, err := reg.maySeeHeld(r, src); err != nil || !ok {
+				continue
+			}
+		}
 		if err := reg.meta.Blobs.LinkBlob(ctx, name, b, "", who); err != nil {
 			if errors.Is(err, meta.ErrBlobNotFound) {
 				continue // collected meanwhile: not mountable

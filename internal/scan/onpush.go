@@ -38,7 +38,9 @@ func (o *OnPush) Name() string { return SubscriberName }
 // (tag moves to a stored manifest are not scanned again).
 func (o *OnPush) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) error {
 	for _, e := range evs {
-		if e.Kind != meta.EventRepoPush {
+		// A gate's candidate is announced by promotion_pending, and is
+		// scanned then: its scan is one of the gate's inputs.
+		if e.Kind != meta.EventRepoPush && e.Kind != meta.EventPromotionPending {
 			continue
 		}
 		var p struct {

@@ -22,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/feed"
+	"github.com/berth-dev/berth/internal/gate"
 	"github.com/berth-dev/berth/internal/gc"
 	"github.com/berth-dev/berth/internal/graph"
 	"github.com/berth-dev/berth/internal/jobs"
@@ -48,7 +49,8 @@ type Server struct {
 	gc       *gc.Collector  // nil when housekeeping is off
 	updater  *scan.Updater  // nil unless scan.vulndb.updateInterval is set
 	graph    *graph.Service // nil when the base-image graph is off
-	appended chan struct{}  // signalled when a local commit appended an event
+	gates    *gate.Service
+	appended chan struct{} // signalled when a local commit appended an event
 }
 
 // New opens the metadata store and storage and assembles the handlers.
@@ -151,6 +153,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		graphSvc = graph.New(idx, db.Manifests(), db.Graph(), db.Scans(), db.Jobs(), graph.Options{Debounce: cfg.Graph.Debounce, Logger: log})
 		apiOpts.Graph = db.Graph()
 	}
+	gst := gate.Stores{Gates: db.Gates(), Content: db.Manifests(), Blobs: db.Blobs(), Storage: driver, Registry: publicServer(cfg).Host}
+	if scanner != nil {
+		gst.Scanner = scanner
+	}
+	if graphSvc != nil {
+		gst.Bases = db.Graph()
+	}
+	gates := gate.New(gst, log)
+	apiOpts.Gates = gates
 	mux.Handle("/api/v1/", api.New(wire.APIStores(db), apiAuth, apiOpts))
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
@@ -167,7 +178,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		h = accessLog(log, h)
 	}
 	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector,
-		graph: graphSvc, appended: appended}, nil
+		graph: graphSvc, gates: gates, appended: appended}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -294,6 +305,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); gw.Run(bg) }()
 	}
+	gw := jobs.New(s.db.Jobs(), gate.Queue, s.gates.Handle, jobs.Options{Concurrency: 2, Logger: s.log})
+	subs = append(subs, gate.NewSubscriber(s.db.Gates(), s.db.Jobs(), gw.Wake))
+	wg.Add(1)
+	go func() { defer wg.Done(); gw.Run(bg) }()
 	dispatcher := feed.New(s.db.Outbox(), subs, feed.Options{Wake: s.appended, Logger: s.log})
 	wg.Add(1)
 	go func() {

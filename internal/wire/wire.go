@@ -56,6 +56,7 @@ func APIStores(db *meta.DB) api.Stores {
 		Permissions: access, Tokens: access, Audit: access,
 		Notifications: db.Notifications(), Mirrors: db.Mirrors(), ProxyCaches: db.ProxyCaches(),
 		Keepers: db.Collector(), VulnDB: vulnDB{db.VulnDB()},
+		Gates: db.Gates(), Restorer: db.Manifests(),
 	}
 }
 

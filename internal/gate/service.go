@@ -1,0 +1,593 @@
+package gate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/scan"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// Queue is the job queue of gate evaluations.
+const Queue = "gate"
+
+// Actor is who promotes when a gate's policy passes.
+const Actor = "berth-gate"
+
+// GateStore is the gate's side of the metadata store (meta.Gates).
+type GateStore interface {
+	GetGate(ctx context.Context, repo string) (meta.Gate, error)
+	Candidate(ctx context.Context, id int64) (meta.Candidate, error)
+	Candidates(ctx context.Context, repo string, q meta.CandidateQuery) ([]meta.Candidate, error)
+	LiveCandidates(ctx context.Context, n int) ([]meta.Candidate, error)
+	Checks(ctx context.Context, repo string, d digest.Digest) ([]meta.Check, error)
+	Decide(ctx context.Context, dec meta.Decision) error
+	Promote(ctx context.Context, p meta.Promotion) (meta.Promoted, error)
+}
+
+// ContentReader reads manifests and blobs of a repository (meta.Manifests
+// and meta.Blobs).
+type ContentReader interface {
+	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
+	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
+}
+
+// BlobLinks says whether a repository may serve a blob (meta.Blobs).
+type BlobLinks interface {
+	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
+}
+
+// BaseReader reads what an image is built on (meta.Graph); nil when the
+// base-image graph is disabled.
+type BaseReader interface {
+	Bases(ctx context.Context, repo string, d digest.Digest) ([]meta.GraphBase, error)
+}
+
+// Scanner reports a manifest's scan (scan.Service); nil when scanning is
+// disabled.
+type Scanner interface {
+	Security(ctx context.Context, repo string, m meta.Manifest, withVulns bool) (scan.SecurityInfo, error)
+}
+
+// Stores are what the gate reads and writes.
+type Stores struct {
+	Gates    GateStore
+	Content  ContentReader
+	Blobs    BlobLinks
+	Bases    BaseReader // optional
+	Scanner  Scanner    // optional
+	Storage  storage.Driver
+	Registry string // the registry's host, for base references
+}
+
+// Service evaluates candidates and promotes them.
+type Service struct {
+	st  Stores
+	log *slog.Logger
+	now func() time.Time
+}
+
+// New returns the gate service.
+func New(st Stores, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{st: st, log: log, now: time.Now}
+}
+
+// Evaluation is the record of one evaluation of a candidate: what the
+// policy saw and what was decided. It is stored with the candidate, in
+// the audit entry of a promotion, and answered by the API.
+type Evaluation struct {
+	Candidate int64  `json:"candidate"`
+	Tag       string `json:"tag"`
+	Digest    string `json:"digest"`
+	// State is pending (waiting for an input), blocked, or promoted.
+	State   string   `json:"state"`
+	Reasons []string `json:"reasons"`
+	// Policy is the expression evaluated; Failed its false parts.
+	Policy         string            `json:"policy"`
+	RequiredChecks []string          `json:"required_checks"`
+	Failed         []string          `json:"failed,omitempty"`
+	Checks         map[string]string `json:"checks"`
+	Scan           ScanSummary       `json:"scan"`
+	Signatures     []Signature       `json:"signatures"`
+	Base           Base              `json:"base"`
+	EvaluatedAt    time.Time         `json:"evaluated_at"`
+	// Override is the reason a superuser gave to promote regardless.
+	Override string `json:"override,omitempty"`
+	// RollbackTag is the rollback tag a promotion made.
+	RollbackTag string `json:"rollback_tag,omitempty"`
+}
+
+// ScanSummary is the scan input without its vulnerability list.
+type ScanSummary struct {
+	Status  string     `json:"status"`
+	Reason  string     `json:"reason,omitempty"`
+	Counts  Severities `json:"counts"`
+	Fixable Severities `json:"fixable"`
+}
+
+// Evaluate evaluates a live candidate and acts on the decision: promote,
+// block, or wait. It returns the evaluation (State "" and no error for a
+// candidate that is no longer live or whose gate is gone).
+func (s *Service) Evaluate(ctx context.Context, id int64) (Evaluation, error) {
+	ev, cfg, err := s.evaluate(ctx, id)
+	if err != nil || ev.State == "" {
+		return ev, err
+	}
+	return s.act(ctx, ev, cfg, "", Actor)
+}
+
+// Override promotes a live candidate regardless of its policy (a
+// superuser's decision): the reason is recorded in the audit entry and
+// the event.
+func (s *Service) Override(ctx context.Context, id int64, reason, actor string) (Evaluation, error) {
+	ev, cfg, err := s.evaluate(ctx, id)
+	if err != nil {
+		return ev, err
+	}
+	if ev.State == "" {
+		return ev, meta.ErrCandidateNotLive
+	}
+	return s.promote(ctx, ev, cfg, reason, actor)
+}
+
+func (s *Service) act(ctx context.Context, ev Evaluation, cfg *Compiled, override, actor string) (Evaluation, error) {
+	if ev.State == meta.CandidatePromoted {
+		return s.promote(ctx, ev, cfg, override, actor)
+	}
+	detail, _ := json.Marshal(ev)
+	data, _ := json.Marshal(map[string]any{"digest": ev.Digest, "tag": ev.Tag, "tags": []string{ev.Tag}, "candidate": ev.Candidate,
+		"reasons": ev.Reasons, "failed": nonNil(ev.Failed), "checks": ev.Checks, "scan": ev.Scan, "policy": ev.Policy})
+	err := s.st.Gates.Decide(ctx, meta.Decision{CandidateID: ev.Candidate, State: ev.State, Reasons: ev.Reasons, Detail: detail, Event: data})
+	if errors.Is(err, meta.ErrCandidateNotLive) {
+		return Evaluation{}, nil
+	}
+	return ev, err
+}
+
+func (s *Service) promote(ctx context.Context, ev Evaluation, cfg *Compiled, override, actor string) (Evaluation, error) {
+	ev.State, ev.Reasons, ev.Override = meta.CandidatePromoted, nil, override
+	now := s.now()
+	detail, _ := json.Marshal(ev)
+	res, err := s.st.Gates.Promote(ctx, meta.Promotion{
+		CandidateID: ev.Candidate,
+		RollbackTag: func(n int64) string { return RollbackTag(cfg.RollbackTag, ev.Tag, n, ev.Digest, now) },
+		Detail:      detail,
+		Actor:       actor,
+		Event:       map[string]any{"override": override != "", "override_reason": override, "checks": ev.Checks, "scan": ev.Scan, "policy": ev.Policy},
+	})
+	if errors.Is(err, meta.ErrCandidateNotLive) {
+		return Evaluation{}, nil
+	}
+	if err != nil {
+		return ev, err
+	}
+	ev.RollbackTag = res.RollbackTag
+	s.log.Info("gate promoted a candidate", "repository", res.Candidate.Repository, "tag", ev.Tag, "digest", ev.Digest,
+		"rollback_tag", res.RollbackTag, "override", override != "")
+	return ev, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// evaluate gathers a live candidate's inputs and decides, without acting.
+func (s *Service) evaluate(ctx context.Context, id int64) (Evaluation, *Compiled, error) {
+	c, err := s.st.Gates.Candidate(ctx, id)
+	if errors.Is(err, meta.ErrCandidateNotFound) || err == nil && !c.Live() {
+		return Evaluation{}, nil, nil
+	}
+	if err != nil {
+		return Evaluation{}, nil, err
+	}
+	g, err := s.st.Gates.GetGate(ctx, c.Repository)
+	if errors.Is(err, meta.ErrGateNotFound) {
+		return Evaluation{}, nil, nil
+	}
+	if err != nil {
+		return Evaluation{}, nil, err
+	}
+	cfg, err := Parse(g.Config)
+	if err != nil {
+		return Evaluation{}, nil, fmt.Errorf("gate of %s: %w", c.Repository, err)
+	}
+	in, scanReason, err := s.Input(ctx, c.Repository, c.Tag, c.Digest, cfg)
+	if errors.Is(err, meta.ErrManifestNotFound) {
+		return Evaluation{}, nil, nil // deleted: DeleteManifest withdrew it
+	}
+	if err != nil {
+		return Evaluation{}, nil, err
+	}
+	ev := Evaluation{Candidate: c.ID, Tag: c.Tag, Digest: c.Digest.String(), Policy: cfg.Policy.Source(), RequiredChecks: cfg.required(),
+		Checks: in.Checks, Signatures: in.Signatures, Base: in.Base, EvaluatedAt: s.now().UTC(),
+		Scan: ScanSummary{Status: in.Scan.Status, Reason: scanReason, Counts: in.Scan.Counts, Fixable: in.Scan.Fixable}}
+	ev.State, ev.Reasons, ev.Failed = decide(ctx, cfg, in, scanReason)
+	return ev, cfg, nil
+}
+
+// usesScan matches a policy that reads the scan.
+var usesScan = regexp.MustCompile(`\bscan\b`)
+
+// decide is the gate's rule: a required check that failed blocks; one
+// missing or pending (or a scan still running that the gate reads) makes
+// the candidate wait; then the policy decides.
+func decide(ctx context.Context, cfg *Compiled, in Input, scanReason string) (state string, reasons, failed []string) {
+	for _, n := range cfg.required() {
+		if in.Checks[n] == StatusFail {
+			reasons = append(reasons, fmt.Sprintf("check %q failed", n)+detailOf(n, in, scanReason))
+		}
+	}
+	if len(reasons) > 0 {
+		return meta.CandidateBlocked, reasons, nil
+	}
+	for _, n := range cfg.required() {
+		switch in.Checks[n] {
+		case StatusPending:
+			reasons = append(reasons, fmt.Sprintf("waiting for check %q (pending)", n))
+		case StatusMissing, "":
+			reasons = append(reasons, fmt.Sprintf("waiting for check %q", n))
+		}
+	}
+	if in.Scan.Status == "pending" && (slices.Contains(cfg.required(), CheckScan) || usesScan.MatchString(cfg.Policy.Source())) {
+		reasons = append(reasons, "waiting for the vulnerability scan")
+	}
+	if len(reasons) > 0 {
+		return meta.CandidatePending, reasons, nil
+	}
+	res := cfg.Policy.Evaluate(ctx, in)
+	if res.Pass {
+		return meta.CandidatePromoted, nil, nil
+	}
+	if res.Err != nil {
+		reasons = append(reasons, "policy error: "+res.Err.Error())
+	}
+	for _, f := range res.Failed {
+		reasons = append(reasons, "policy: "+f+" is false")
+	}
+	if len(reasons) == 0 {
+		reasons = []string{"policy is false"}
+	}
+	return meta.CandidateBlocked, reasons, res.Failed
+}
+
+// detailOf explains a failed built-in check.
+func detailOf(name string, in Input, scanReason string) string {
+	switch name {
+	case CheckScan:
+		if scanReason != "" {
+			return ": " + scanReason
+		}
+	case CheckSignature:
+		if len(in.Signatures) == 0 {
+			return ": no signature"
+		}
+		var why []string
+		for _, s := range in.Signatures {
+			if s.Error != "" && !slices.Contains(why, s.Error) {
+				why = append(why, s.Error)
+			}
+		}
+		return ": " + strings.Join(why, "; ")
+	case CheckBase:
+		return ": built on " + in.Base.Reference + " (" + in.Base.Digest + "), which has moved on"
+	}
+	return ""
+}
+
+// Input gathers what a policy sees of a candidate; scanReason explains a
+// scan status other than a clean "scanned".
+func (s *Service) Input(ctx context.Context, repo, tag string, d digest.Digest, cfg *Compiled) (Input, string, error) {
+	m, err := s.st.Content.GetManifest(ctx, repo, "", d, true)
+	if err != nil {
+		return Input{}, "", err
+	}
+	parsed, err := oci.ParseManifest(m.Content, m.MediaType)
+	if err != nil {
+		return Input{}, "", fmt.Errorf("candidate %s: %w", d, err)
+	}
+	in := Input{Tag: tag, Checks: map[string]string{}}
+	in.Manifest = s.manifestInput(ctx, repo, m, parsed)
+	var scanReason string
+	in.Scan, scanReason, err = s.scanInput(ctx, repo, m, parsed, cfg.ScanSeverity)
+	if err != nil {
+		return Input{}, "", err
+	}
+	if in.Signatures, err = s.signatures(ctx, repo, d, cfg.Keys); err != nil {
+		return Input{}, "", err
+	}
+	if in.Base, err = s.base(ctx, repo, d); err != nil {
+		return Input{}, "", err
+	}
+	checks, err := s.st.Gates.Checks(ctx, repo, d)
+	if err != nil {
+		return Input{}, "", err
+	}
+	for _, c := range checks {
+		in.Checks[c.Name] = c.Status
+	}
+	for _, n := range cfg.required() {
+		if _, ok := in.Checks[n]; !ok {
+			in.Checks[n] = StatusMissing
+		}
+	}
+	in.Checks[CheckScan] = scanCheck(in.Scan, cfg.ScanSeverity)
+	in.Checks[CheckSignature] = StatusMissing
+	if len(in.Signatures) > 0 {
+		in.Checks[CheckSignature] = StatusFail
+	}
+	for _, sg := range in.Signatures {
+		if sg.Verified {
+			in.Checks[CheckSignature] = StatusPass
+		}
+	}
+	in.Checks[CheckBase] = StatusPass
+	if in.Base.Stale {
+		in.Checks[CheckBase] = StatusFail
+	}
+	return in, scanReason, nil
+}
+
+// scanCheck is berth/scan's status.
+func scanCheck(sc Scan, threshold string) string {
+	switch sc.Status {
+	case "pending":
+		return StatusPending
+	case "scanned":
+	default:
+		return StatusFail
+	}
+	counts := map[string]int64{"Critical": sc.Counts.Critical, "High": sc.Counts.High, "Medium": sc.Counts.Medium,
+		"Low": sc.Counts.Low, "Negligible": sc.Counts.Negligible, "Unknown": sc.Counts.Unknown}
+	for sev, n := range counts {
+		if n > 0 && severityRank[sev] >= severityRank[threshold] {
+			return StatusFail
+		}
+	}
+	return StatusPass
+}
+
+// maxConfig caps an image configuration read for the policy.
+const maxConfig = 4 << 20
+
+// manifestInput describes the candidate: its annotations, platforms, and
+// the labels and creation time of its (first platform's) configuration.
+func (s *Service) manifestInput(ctx context.Context, repo string, m meta.Manifest, parsed *oci.Manifest) Manifest {
+	out := Manifest{Digest: m.Digest.String(), MediaType: m.MediaType, ArtifactType: parsed.ArtifactType,
+		Annotations: nonNilMap(parsed.Annotations), Labels: map[string]string{}, Platforms: []Platform{}}
+	image := parsed
+	if oci.IsIndex(m.MediaType) {
+		image = nil
+		for _, e := range parsed.Manifests {
+			if e.Platform == nil || e.Platform.OS == "unknown" {
+				continue // attestations
+			}
+			out.Platforms = append(out.Platforms, Platform{OS: e.Platform.OS, Architecture: e.Platform.Architecture, Variant: e.Platform.Variant})
+			if image == nil {
+				if child, err := s.st.Content.GetManifest(ctx, repo, "", e.Digest, true); err == nil {
+					image, _ = oci.ParseManifest(child.Content, child.MediaType)
+				}
+			}
+		}
+	}
+	if image == nil || image.Config == nil || image.Config.Size > maxConfig {
+		return out
+	}
+	raw, err := s.readBlob(ctx, repo, image.Config.Digest.String(), maxConfig)
+	if err != nil {
+		return out
+	}
+	var cfg struct {
+		Created      time.Time `json:"created"`
+		OS           string    `json:"os"`
+		Architecture string    `json:"architecture"`
+		Variant      string    `json:"variant"`
+		Config       struct {
+			Labels map[string]string `json:"Labels"`
+		} `json:"config"`
+	}
+	if json.Unmarshal(raw, &cfg) != nil {
+		return out
+	}
+	out.Created, out.Labels = cfg.Created, nonNilMap(cfg.Config.Labels)
+	if !oci.IsIndex(m.MediaType) && cfg.OS != "" {
+		out.Platforms = []Platform{{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}}
+	}
+	return out
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// readBlob reads a blob the repository may serve, whole, up to limit.
+func (s *Service) readBlob(ctx context.Context, repo, d string, limit int64) ([]byte, error) {
+	dg, err := digest.Parse(d)
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.st.Blobs.RepositoryBlob(ctx, repo, dg)
+	if err != nil {
+		return nil, err
+	}
+	if b.Size > limit {
+		return nil, fmt.Errorf("blob %s is %d bytes, over %d", d, b.Size, limit)
+	}
+	rc, err := s.st.Storage.Reader(ctx, storage.BlobPath(dg), 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, limit+1))
+}
+
+// scanInput is the candidate's scan: an image's own, or an index's
+// platforms' together (the worst status wins; vulnerabilities of all).
+func (s *Service) scanInput(ctx context.Context, repo string, m meta.Manifest, parsed *oci.Manifest, threshold string) (Scan, string, error) {
+	out := Scan{Vulnerabilities: []Vulnerability{}}
+	if s.st.Scanner == nil {
+		out.Status = "disabled"
+		return out, "scanning is disabled on this registry", nil
+	}
+	images := []meta.Manifest{m}
+	if oci.IsIndex(m.MediaType) {
+		images = nil
+		for _, e := range parsed.Manifests {
+			if e.Platform == nil || e.Platform.OS == "unknown" {
+				continue
+			}
+			child, err := s.st.Content.GetManifest(ctx, repo, "", e.Digest, true)
+			if err != nil {
+				return Scan{}, "", fmt.Errorf("platform %s: %w", e.Digest, err)
+			}
+			images = append(images, child)
+		}
+	}
+	rank := map[string]int{"scanned": 0, "unsupported": 1, "no_data": 2, "failed": 3, "pending": 4}
+	status, reason := "", ""
+	seen := map[string]bool{}
+	for _, img := range images {
+		info, err := s.st.Scanner.Security(ctx, repo, img, true)
+		if err != nil {
+			return Scan{}, "", err
+		}
+		st, why := info.Status, info.Reason
+		switch {
+		case st == meta.ScanQueued:
+			st, why = "pending", "the scan has not finished"
+		case st == meta.ScanScanned && info.VulnerabilityData != nil && !info.VulnerabilityData.Complete:
+			st, why = "no_data", "no vulnerability data loaded: "+info.VulnerabilityData.Reason()
+		}
+		if _, ok := rank[st]; !ok {
+			st = "failed"
+		}
+		if status == "" || rank[st] > rank[status] {
+			status, reason = st, why
+		}
+		if info.Data == nil {
+			continue
+		}
+		for _, f := range info.Data.Layer.Features {
+			for _, v := range f.Vulnerabilities {
+				key := v.Name + "\x00" + f.Name + "\x00" + f.Version
+				if seen[key] {
+					continue
+				}
+				seen[key] = true
+				vul := Vulnerability{ID: v.Name, Severity: v.Severity, Package: f.Name, Version: f.Version, FixedIn: v.FixedBy, Fixable: v.FixedBy != ""}
+				out.Vulnerabilities = append(out.Vulnerabilities, vul)
+				count(&out.Counts, v.Severity)
+				if vul.Fixable {
+					count(&out.Fixable, v.Severity)
+				}
+			}
+		}
+	}
+	if status == "" {
+		status, reason = "unsupported", "nothing to scan"
+	}
+	out.Status = status
+	if status == "scanned" && scanCheck(out, threshold) == StatusFail {
+		reason = fmt.Sprintf("%d critical, %d high, %d medium vulnerabilities (fails at %s)", out.Counts.Critical, out.Counts.High, out.Counts.Medium, threshold)
+	}
+	return out, reason, nil
+}
+
+func count(s *Severities, sev string) {
+	switch sev {
+	case "Critical":
+		s.Critical++
+	case "High":
+		s.High++
+	case "Medium":
+		s.Medium++
+	case "Low":
+		s.Low++
+	case "Negligible":
+		s.Negligible++
+	default:
+		s.Unknown++
+	}
+}
+
+// signatures verifies the candidate's cosign signatures, in the tag
+// layout and as referrers.
+func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, keys []TrustedKey) ([]Signature, error) {
+	var sigs []SignatureManifest
+	m, err := s.st.Content.GetManifest(ctx, repo, SignatureTag(d.String()), "", true)
+	switch {
+	case err == nil:
+		sigs = append(sigs, SignatureManifest{Kind: "cosign", Digest: m.Digest.String(), Body: m.Content})
+	case !errors.Is(err, meta.ErrManifestNotFound):
+		return nil, err
+	}
+	refs, err := s.st.Content.Referrers(ctx, repo, d, "")
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range refs {
+		if !IsSignatureArtifact(r.ArtifactType) {
+			continue
+		}
+		rm, err := s.st.Content.GetManifest(ctx, repo, "", r.Digest, true)
+		if errors.Is(err, meta.ErrManifestNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		sigs = append(sigs, SignatureManifest{Kind: "referrer", Digest: rm.Digest.String(), Body: rm.Content})
+	}
+	out := VerifySignatures(ctx, d.String(), keys, sigs, func(ctx context.Context, dg string) ([]byte, error) {
+		return s.readBlob(ctx, repo, dg, MaxPayload)
+	})
+	if out == nil {
+		out = []Signature{}
+	}
+	return out, nil
+}
+
+// base is the candidate's immediate base from the base-image graph.
+func (s *Service) base(ctx context.Context, repo string, d digest.Digest) (Base, error) {
+	if s.st.Bases == nil {
+		return Base{}, nil
+	}
+	bases, err := s.st.Bases.Bases(ctx, repo, d)
+	if err != nil {
+		return Base{}, err
+	}
+	for _, b := range bases {
+		if b.Level != 1 {
+			continue
+		}
+		ref := b.Repository + "@" + b.Digest.String()
+		if b.Tag != "" {
+			ref = b.Repository + ":" + b.Tag
+		}
+		if s.st.Registry != "" {
+			ref = s.st.Registry + "/" + ref
+		}
+		return Base{Known: true, Reference: ref, Digest: b.Digest.String(), Stale: b.Moved}, nil
+	}
+	return Base{}, nil
+}

@@ -1,0 +1,772 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Gates are the gates of repositories: the tags each guards, its
+// candidates, the checks posted for them, and promotion.
+type Gates struct{ *core }
+
+// Gates returns the gate store.
+func (db *DB) Gates() Gates { return Gates{db.core} }
+
+// Event kinds of gates. promotion_pending, promotion_succeeded and
+// promotion_blocked are delivered to notifications; gate_check and
+// vulnerability_data_updated are for the gate's own subscriber (a check
+// was posted, advisories were imported: candidates are evaluated again).
+const (
+	EventPromotionPending   = "promotion_pending"
+	EventPromotionSucceeded = "promotion_succeeded"
+	EventPromotionBlocked   = "promotion_blocked"
+	EventGateCheck          = "gate_check"
+	EventVulnDataUpdated    = "vulnerability_data_updated"
+)
+
+// Candidate states. Pending and blocked candidates are live: a new
+// input may promote them; the others are final.
+const (
+	CandidatePending    = "pending"
+	CandidateBlocked    = "blocked"
+	CandidatePromoted   = "promoted"
+	CandidateSuperseded = "superseded"
+	CandidateWithdrawn  = "withdrawn"
+)
+
+// ErrGateNotFound is returned for a repository without a gate.
+var ErrGateNotFound = fmt.Errorf("gate %w", ErrNotFound)
+
+// ErrCandidateNotFound is returned for a candidate that does not exist.
+var ErrCandidateNotFound = fmt.Errorf("candidate %w", ErrNotFound)
+
+// ErrCandidateNotLive is returned when a candidate to promote or decide
+// is no longer pending or blocked (promoted, superseded by a newer one,
+// withdrawn).
+var ErrCandidateNotLive = errors.New("the candidate is no longer pending: it was promoted, superseded by a newer candidate, or withdrawn")
+
+// ImmutableTagError is returned when a change would move or delete an
+// immutable tag.
+type ImmutableTagError struct {
+	Tag    string
+	Reason string
+}
+
+func (e *ImmutableTagError) Error() string {
+	return fmt.Sprintf("tag %q is immutable (%s): it cannot be moved or deleted", e.Tag, e.Reason)
+}
+
+// Gate is a repository's gate as the store keeps it: the tag patterns it
+// guards and who may check, which the store applies itself, and the rest
+// of its configuration (Config, owned by internal/gate).
+type Gate struct {
+	Repository string
+	Tags       []string
+	Checkers   []string
+	Config     json.RawMessage
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// GuardsTag reports whether a gate with these patterns guards a tag:
+// a pattern is a path.Match glob ("15-alpine", "15-*", "*"). cosign's
+// signature, attestation and SBOM tags (sha256-<hex>.sig, .att, .sbom)
+// are never guarded: they describe content, they do not publish it.
+func GuardsTag(patterns []string, tag string) bool {
+	if strings.HasPrefix(tag, "sha256-") && (strings.HasSuffix(tag, ".sig") || strings.HasSuffix(tag, ".att") || strings.HasSuffix(tag, ".sbom")) {
+		return false
+	}
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, tag); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Candidate is content that arrived for a guarded tag.
+type Candidate struct {
+	ID          int64
+	Repository  string
+	Tag         string
+	Digest      digest.Digest
+	State       string
+	Reasons     []string
+	Decision    json.RawMessage
+	RollbackTag string
+	Actor       string
+	CreatedAt   time.Time
+	DecidedAt   time.Time
+}
+
+// Live reports whether the candidate may still be promoted.
+func (c Candidate) Live() bool { return c.State == CandidatePending || c.State == CandidateBlocked }
+
+// Check is a result posted for a manifest.
+type Check struct {
+	Name       string    `json:"name"`
+	Status     string    `json:"status"`
+	DetailsURL string    `json:"details_url"`
+	Summary    string    `json:"summary"`
+	Actor      string    `json:"actor"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// PutGate creates or replaces a repository's gate. The repository must
+// exist (ErrRepositoryNotFound).
+func (db Gates) PutGate(ctx context.Context, g Gate) error {
+	tags, _ := json.Marshal(g.Tags)
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		repoID, err := db.repoID(ctx, tx, g.Repository)
+		if err != nil {
+			return err
+		}
+		ts := now()
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO gates (repository_id, tags, config, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (repository_id) DO UPDATE SET tags = excluded.tags, config = excluded.config, updated_at = excluded.updated_at`),
+			repoID, string(tags), string(g.Config), ts, ts); err != nil {
+			return fmt.Errorf("store gate: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE repositories SET gated = 1, gate_checkers = ? WHERE id = ?"),
+			strings.Join(g.Checkers, "\n"), repoID); err != nil {
+			return fmt.Errorf("flag gated repository: %w", err)
+		}
+		return nil
+	})
+}
+
+// GetGate returns a repository's gate or ErrGateNotFound.
+func (db Gates) GetGate(ctx context.Context, repo string) (Gate, error) {
+	var tags, cfg, checkers string
+	var created, updated int64
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT g.tags, g.config, r.gate_checkers, g.created_at, g.updated_at FROM gates g
+		JOIN repositories r ON r.id = g.repository_id WHERE r.name = ?`), repo).Scan(&tags, &cfg, &checkers, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Gate{}, ErrGateNotFound
+	}
+	if err != nil {
+		return Gate{}, fmt.Errorf("read gate: %w", err)
+	}
+	g := Gate{Repository: repo, Config: json.RawMessage(cfg), CreatedAt: fromMicros(created), UpdatedAt: fromMicros(updated)}
+	if err := json.Unmarshal([]byte(tags), &g.Tags); err != nil {
+		return Gate{}, fmt.Errorf("read gate tags: %w", err)
+	}
+	g.Checkers = splitLines(checkers)
+	return g, nil
+}
+
+func splitLines(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// DeleteGate removes a repository's gate: what it held becomes readable,
+// its live candidates are withdrawn (their tags stay where they are).
+func (db Gates) DeleteGate(ctx context.Context, repo string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		repoID, err := db.repoID(ctx, tx, repo)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, db.q("DELETE FROM gates WHERE repository_id = ?"), repoID)
+		if err != nil {
+			return fmt.Errorf("delete gate: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrGateNotFound
+		}
+		for _, stmt := range []string{
+			"UPDATE repositories SET gated = 0, gate_checkers = '' WHERE id = ?",
+			"UPDATE manifests SET held = 0 WHERE repository_id = ? AND held = 1",
+		} {
+			if _, err := tx.ExecContext(ctx, db.q(stmt), repoID); err != nil {
+				return fmt.Errorf("release gated repository: %w", err)
+			}
+		}
+		_, err = tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND state IN ('pending', 'blocked')`),
+			CandidateWithdrawn, now(), repoID)
+		if err != nil {
+			return fmt.Errorf("withdraw candidates: %w", err)
+		}
+		return nil
+	})
+}
+
+func (db *core) repoID(ctx context.Context, tx *sql.Tx, repo string) (int64, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, ErrRepositoryNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look up repository: %w", err)
+	}
+	return id, nil
+}
+
+// gateLockClass is the first key of the PostgreSQL advisory lock that
+// serializes candidates and promotions of one guarded tag.
+const gateLockClass = 0x67617465 // "gate"
+
+func (db *core) lockGuardedTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string) error {
+	if db.dialect != postgres {
+		return nil // SQLite serializes writers
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", gateLockClass, fmt.Sprintf("%d\n%s", repoID, tag)); err != nil {
+		return fmt.Errorf("lock guarded tag: %w", err)
+	}
+	return nil
+}
+
+// guardedTags returns the tag patterns of the repository's gate (nil if
+// the repository has none), in a push's transaction.
+func (db *core) guardedTags(ctx context.Context, tx *sql.Tx, repoID int64) ([]string, bool, error) {
+	var tags string
+	err := tx.QueryRowContext(ctx, db.q("SELECT tags FROM gates WHERE repository_id = ?"), repoID).Scan(&tags)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read gate: %w", err)
+	}
+	var out []string
+	if err := json.Unmarshal([]byte(tags), &out); err != nil {
+		return nil, false, fmt.Errorf("read gate tags: %w", err)
+	}
+	return out, true, nil
+}
+
+// addCandidate records that d arrived for a guarded tag: a new pending
+// candidate that supersedes the tag's live ones, unless the tag already
+// points at d or a live candidate for d exists. It returns the new
+// candidate's id (0 when none was made).
+func (db *core) addCandidate(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest, actor string) (int64, error) {
+	if err := db.lockGuardedTag(ctx, tx, repoID, tag); err != nil {
+		return 0, err
+	}
+	var current string
+	err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&current)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("read tag: %w", err)
+	}
+	if current == d.String() {
+		return 0, nil
+	}
+	if current != "" {
+		if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+			return 0, err
+		}
+	}
+	var one int
+	err = tx.QueryRowContext(ctx, db.q(`SELECT 1 FROM gate_candidates WHERE repository_id = ? AND tag = ? AND digest = ? AND state IN ('pending', 'blocked')`),
+		repoID, tag, d.String()).Scan(&one)
+	if err == nil {
+		return 0, nil // already a candidate: a mirror that syncs again
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("find candidate: %w", err)
+	}
+	ts := now()
+	if _, err := tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND tag = ? AND state IN ('pending', 'blocked')`),
+		CandidateSuperseded, ts, repoID, tag); err != nil {
+		return 0, fmt.Errorf("supersede candidates: %w", err)
+	}
+	var id int64
+	if err := tx.QueryRowContext(ctx, db.q(`INSERT INTO gate_candidates (repository_id, tag, digest, state, actor, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`),
+		repoID, tag, d.String(), CandidatePending, actor, ts).Scan(&id); err != nil {
+		return 0, fmt.Errorf("record candidate: %w", err)
+	}
+	return id, nil
+}
+
+// hold marks a manifest stored in a gated repository held.
+func (db *core) hold(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) error {
+	if _, err := tx.ExecContext(ctx, db.q("UPDATE manifests SET held = 1 WHERE repository_id = ? AND digest = ?"), repoID, d.String()); err != nil {
+		return fmt.Errorf("hold manifest: %w", err)
+	}
+	return nil
+}
+
+// isHeld reports whether a manifest of the repository is held (false if
+// it is not stored).
+func (db *core) isHeld(ctx context.Context, tx *sql.Tx, repoID int64, d string) (bool, error) {
+	var held int
+	err := tx.QueryRowContext(ctx, db.q("SELECT held FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d).Scan(&held)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read manifest: %w", err)
+	}
+	return held == 1, nil
+}
+
+// release makes a manifest readable, with everything held that it
+// reaches: the manifests it references (an index's platforms) and its
+// referrers (signatures, SBOMs), transitively.
+func (db *core) release(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) error {
+	work := []string{d.String()}
+	seen := map[string]bool{}
+	for len(work) > 0 {
+		cur := work[len(work)-1]
+		work = work[:len(work)-1]
+		if seen[cur] {
+			continue
+		}
+		seen[cur] = true
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE manifests SET held = 0 WHERE repository_id = ? AND digest = ? AND held = 1"), repoID, cur); err != nil {
+			return fmt.Errorf("release manifest: %w", err)
+		}
+		rows, err := tx.QueryContext(ctx, db.q(`SELECT m.digest FROM manifest_references x JOIN manifests m ON m.repository_id = x.repository_id AND m.digest = x.ref_digest
+			WHERE x.repository_id = ? AND x.manifest_digest = ? AND x.is_manifest = 1 AND m.held = 1
+			UNION SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND held = 1`), repoID, cur, repoID, cur)
+		if err != nil {
+			return fmt.Errorf("find held content: %w", err)
+		}
+		next, err := scanStrings(rows)
+		if err != nil {
+			return fmt.Errorf("find held content: %w", err)
+		}
+		work = append(work, next...)
+	}
+	return nil
+}
+
+const candidateColumns = `c.id, r.name, c.tag, c.digest, c.state, c.reasons, c.decision, c.rollback_tag, c.actor, c.created_at, c.decided_at`
+
+func scanCandidate(row interface{ Scan(...any) error }) (Candidate, error) {
+	var c Candidate
+	var d, reasons, decision string
+	var created, decided int64
+	if err := row.Scan(&c.ID, &c.Repository, &c.Tag, &d, &c.State, &reasons, &decision, &c.RollbackTag, &c.Actor, &created, &decided); err != nil {
+		return Candidate{}, err
+	}
+	c.Digest, c.Decision, c.CreatedAt = digest.Digest(d), json.RawMessage(decision), fromMicros(created)
+	if decided != 0 {
+		c.DecidedAt = fromMicros(decided)
+	}
+	_ = json.Unmarshal([]byte(reasons), &c.Reasons)
+	return c, nil
+}
+
+// Candidate returns a candidate by id.
+func (db Gates) Candidate(ctx context.Context, id int64) (Candidate, error) {
+	c, err := scanCandidate(db.read.QueryRowContext(ctx, db.q(`SELECT `+candidateColumns+` FROM gate_candidates c
+		JOIN repositories r ON r.id = c.repository_id WHERE c.id = ?`), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Candidate{}, ErrCandidateNotFound
+	}
+	if err != nil {
+		return Candidate{}, fmt.Errorf("read candidate: %w", err)
+	}
+	return c, nil
+}
+
+// CandidateQuery selects a repository's candidates.
+type CandidateQuery struct {
+	// Live selects pending and blocked candidates only.
+	Live bool
+	// Digest, Tag select one manifest's or one tag's candidates.
+	Digest digest.Digest
+	Tag    string
+	// Limit caps the answer (default 100), newest first.
+	Limit int
+}
+
+// Candidates lists a repository's candidates, newest first.
+func (db Gates) Candidates(ctx context.Context, repo string, q CandidateQuery) ([]Candidate, error) {
+	query := `SELECT ` + candidateColumns + ` FROM gate_candidates c JOIN repositories r ON r.id = c.repository_id WHERE r.name = ?`
+	args := []any{repo}
+	if q.Live {
+		query += " AND c.state IN ('pending', 'blocked')"
+	}
+	if q.Digest != "" {
+		query += " AND c.digest = ?"
+		args = append(args, q.Digest.String())
+	}
+	if q.Tag != "" {
+		query += " AND c.tag = ?"
+		args = append(args, q.Tag)
+	}
+	if q.Limit <= 0 {
+		q.Limit = 100
+	}
+	query += " ORDER BY c.id DESC LIMIT ?"
+	args = append(args, q.Limit)
+	rows, err := db.read.QueryContext(ctx, db.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list candidates: %w", err)
+	}
+	defer rows.Close()
+	var out []Candidate
+	for rows.Next() {
+		c, err := scanCandidate(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list candidates: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// LiveCandidates lists the live candidates of every repository, oldest
+// first, up to n (re-evaluation after a vulnerability data import).
+func (db Gates) LiveCandidates(ctx context.Context, n int) ([]Candidate, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+candidateColumns+` FROM gate_candidates c JOIN repositories r ON r.id = c.repository_id
+		WHERE c.state IN ('pending', 'blocked') ORDER BY c.id LIMIT ?`), n)
+	if err != nil {
+		return nil, fmt.Errorf("list live candidates: %w", err)
+	}
+	defer rows.Close()
+	var out []Candidate
+	for rows.Next() {
+		c, err := scanCandidate(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list live candidates: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// PostCheck records a check result for a manifest of the repository
+// (replacing the previous result of that name) with a gate_check event
+// for the gate's subscriber. The manifest must be stored
+// (ErrManifestNotFound).
+func (db Gates) PostCheck(ctx context.Context, repo string, d digest.Digest, c Check) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		repoID, err := db.repoID(ctx, tx, repo)
+		if err != nil {
+			return err
+		}
+		var one int
+		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up manifest: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO gate_checks (repository_id, digest, name, status, details_url, summary, actor, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (repository_id, digest, name) DO UPDATE SET status = excluded.status, details_url = excluded.details_url,
+			summary = excluded.summary, actor = excluded.actor, updated_at = excluded.updated_at`),
+			repoID, d.String(), c.Name, c.Status, c.DetailsURL, c.Summary, c.Actor, now()); err != nil {
+			return fmt.Errorf("store check: %w", err)
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventGateCheck, Repository: repo, Actor: c.Actor,
+			Data: mustJSON(map[string]any{"digest": d.String(), "name": c.Name, "status": c.Status})})
+	})
+}
+
+// Checks returns the checks posted for a manifest, by name.
+func (db Gates) Checks(ctx context.Context, repo string, d digest.Digest) ([]Check, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT c.name, c.status, c.details_url, c.summary, c.actor, c.updated_at FROM gate_checks c
+		JOIN repositories r ON r.id = c.repository_id WHERE r.name = ? AND c.digest = ? ORDER BY c.name`), repo, d.String())
+	if err != nil {
+		return nil, fmt.Errorf("list checks: %w", err)
+	}
+	defer rows.Close()
+	var out []Check
+	for rows.Next() {
+		var c Check
+		var at int64
+		if err := rows.Scan(&c.Name, &c.Status, &c.DetailsURL, &c.Summary, &c.Actor, &at); err != nil {
+			return nil, fmt.Errorf("list checks: %w", err)
+		}
+		c.UpdatedAt = fromMicros(at)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// lockLiveCandidate locks a candidate's tag and returns the candidate,
+// ErrCandidateNotFound, or ErrCandidateNotLive.
+func (db *core) lockLiveCandidate(ctx context.Context, tx *sql.Tx, id int64) (Candidate, int64, error) {
+	var repoID int64
+	var tag string
+	err := tx.QueryRowContext(ctx, db.q("SELECT repository_id, tag FROM gate_candidates WHERE id = ?"), id).Scan(&repoID, &tag)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Candidate{}, 0, ErrCandidateNotFound
+	}
+	if err != nil {
+		return Candidate{}, 0, fmt.Errorf("read candidate: %w", err)
+	}
+	if err := db.lockGuardedTag(ctx, tx, repoID, tag); err != nil {
+		return Candidate{}, 0, err
+	}
+	c, err := scanCandidate(tx.QueryRowContext(ctx, db.q(`SELECT `+candidateColumns+` FROM gate_candidates c
+		JOIN repositories r ON r.id = c.repository_id WHERE c.id = ?`), id))
+	if err != nil {
+		return Candidate{}, 0, fmt.Errorf("read candidate: %w", err)
+	}
+	if !c.Live() {
+		return c, repoID, ErrCandidateNotLive
+	}
+	return c, repoID, nil
+}
+
+// Decision is an evaluation of a live candidate that did not promote it.
+type Decision struct {
+	CandidateID int64
+	// State is CandidatePending (waiting for an input) or CandidateBlocked.
+	State string
+	// Reasons say what is missing or failing, in words.
+	Reasons []string
+	// Detail is the evaluation's record (the policy, its inputs, the
+	// decision) for the API and the audit trail.
+	Detail json.RawMessage
+	// Event is the data of the promotion_blocked event to append when
+	// the candidate becomes blocked or its reasons change.
+	Event json.RawMessage
+}
+
+// Decide records an evaluation that did not promote the candidate, and
+// appends promotion_blocked when it becomes blocked or is blocked for
+// other reasons than before. It returns ErrCandidateNotLive if the
+// candidate was decided otherwise meanwhile.
+func (db Gates) Decide(ctx context.Context, dec Decision) error {
+	reasons, _ := json.Marshal(nonNil(dec.Reasons))
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		c, _, err := db.lockLiveCandidate(ctx, tx, dec.CandidateID)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE gate_candidates SET state = ?, reasons = ?, decision = ?, decided_at = ? WHERE id = ?"),
+			dec.State, string(reasons), string(dec.Detail), now(), c.ID); err != nil {
+			return fmt.Errorf("record decision: %w", err)
+		}
+		prev, _ := json.Marshal(nonNil(c.Reasons))
+		if dec.State != CandidateBlocked || c.State == CandidateBlocked && string(prev) == string(reasons) {
+			return nil
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventPromotionBlocked, Repository: c.Repository, Actor: c.Actor, Data: dec.Event})
+	})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Promotion promotes a live candidate.
+type Promotion struct {
+	CandidateID int64
+	// RollbackTag names the unique rollback tag for the n-th promotion of
+	// the candidate's tag (n counts from 1).
+	RollbackTag func(n int64) string
+	// Detail is the evaluation's record, stored with the candidate and in
+	// the audit entry.
+	Detail json.RawMessage
+	Actor  string
+	// Event is extra data of the promotion_succeeded event (the decision).
+	Event map[string]any
+}
+
+// Promoted is what a promotion did.
+type Promoted struct {
+	Candidate   Candidate
+	RollbackTag string
+	// Previous is the digest the tag pointed at before ("" if none).
+	Previous digest.Digest
+}
+
+// Promote moves the candidate's tag to it in one transaction: the
+// candidate and what it reaches become readable, a unique rollback tag is
+// created and made immutable, the tag history and an audit entry are
+// written, and repo_push (both tags) and promotion_succeeded are
+// appended. It returns ErrCandidateNotLive if the candidate is no longer
+// live (promoted already, superseded, withdrawn): a promotion happens once.
+func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
+	var out Promoted
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		c, repoID, err := db.lockLiveCandidate(ctx, tx, p.CandidateID)
+		if err != nil {
+			return err
+		}
+		var mediaType string
+		var size int64
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR SHARE"
+		}
+		err = tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+lock), repoID, c.Digest.String()).
+			Scan(&mediaType, &size)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up manifest: %w", err)
+		}
+		prev, _, err := db.setTag(ctx, tx, repoID, c.Tag, c.Digest)
+		if err != nil {
+			return err
+		}
+		if err := db.release(ctx, tx, repoID, c.Digest); err != nil {
+			return err
+		}
+		rollback, err := db.rollbackTag(ctx, tx, repoID, c.Tag, p.RollbackTag)
+		if err != nil {
+			return err
+		}
+		if _, _, err := db.setTag(ctx, tx, repoID, rollback, c.Digest); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO immutable_tags (repository_id, name, reason, created_at) VALUES (?, ?, ?, ?)`),
+			repoID, rollback, "the rollback tag of a promotion of "+c.Tag, now()); err != nil {
+			return fmt.Errorf("make rollback tag immutable: %w", err)
+		}
+		ts := now()
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE gate_candidates SET state = ?, reasons = '[]', decision = ?, rollback_tag = ?, decided_at = ? WHERE id = ?"),
+			CandidatePromoted, string(p.Detail), rollback, ts, c.ID); err != nil {
+			return fmt.Errorf("record promotion: %w", err)
+		}
+		ns, _, _ := strings.Cut(c.Repository, "/")
+		audit, _ := json.Marshal(map[string]any{"tag": c.Tag, "digest": c.Digest, "rollback_tag": rollback, "previous": prev,
+			"candidate": c.ID, "decision": p.Detail})
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO audit_log (kind, actor, ip, namespace, repository, metadata, created_at) VALUES (?, ?, '', ?, ?, ?, ?)`),
+			"gate_promote", p.Actor, ns, c.Repository, string(audit), ts); err != nil {
+			return fmt.Errorf("audit promotion: %w", err)
+		}
+		push := pushEvent{Digest: c.Digest.String(), MediaType: mediaType, Size: size, UpdatedTags: []string{c.Tag, rollback}}
+		if prev != "" {
+			push.Previous = map[string]string{c.Tag: prev}
+		}
+		if err := db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: c.Repository, Actor: p.Actor, Data: mustJSON(push)}); err != nil {
+			return err
+		}
+		data := map[string]any{"digest": c.Digest.String(), "media_type": mediaType, "tag": c.Tag, "tags": []string{c.Tag, rollback},
+			"rollback_tag": rollback, "previous_digest": prev, "candidate": c.ID}
+		for k, v := range p.Event {
+			if _, ok := data[k]; !ok {
+				data[k] = v
+			}
+		}
+		if err := db.appendEvent(ctx, tx, Event{Kind: EventPromotionSucceeded, Repository: c.Repository, Actor: p.Actor, Data: mustJSON(data)}); err != nil {
+			return err
+		}
+		c.State, c.RollbackTag, c.DecidedAt = CandidatePromoted, rollback, fromMicros(ts)
+		out = Promoted{Candidate: c, RollbackTag: rollback, Previous: digest.Digest(prev)}
+		return nil
+	})
+	return out, err
+}
+
+// rollbackTag takes the next number of the tag's rollback counter and
+// returns the first name it gives that no tag has.
+func (db *core) rollbackTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, name func(int64) string) (string, error) {
+	var n int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT n FROM gate_counters WHERE repository_id = ? AND tag = ?"), repoID, tag).Scan(&n)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("read rollback counter: %w", err)
+	}
+	for range 1000 {
+		n++
+		candidate := name(n)
+		var one int
+		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND name = ?"), repoID, candidate).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO gate_counters (repository_id, tag, n) VALUES (?, ?, ?)
+				ON CONFLICT (repository_id, tag) DO UPDATE SET n = excluded.n`), repoID, tag, n); err != nil {
+				return "", fmt.Errorf("store rollback counter: %w", err)
+			}
+			return candidate, nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("look up rollback tag: %w", err)
+		}
+	}
+	return "", fmt.Errorf("no free rollback tag name for %q: the template makes names that are all taken", tag)
+}
+
+// ImmutableTags lists a repository's immutable tags with their reasons.
+func (db Gates) ImmutableTags(ctx context.Context, repo string) (map[string]string, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT i.name, i.reason FROM immutable_tags i JOIN repositories r ON r.id = i.repository_id WHERE r.name = ?`), repo)
+	if err != nil {
+		return nil, fmt.Errorf("list immutable tags: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var n, reason string
+		if err := rows.Scan(&n, &reason); err != nil {
+			return nil, fmt.Errorf("list immutable tags: %w", err)
+		}
+		out[n] = reason
+	}
+	return out, rows.Err()
+}
+
+// immutable returns an *ImmutableTagError if the tag is immutable.
+func (db *core) immutable(ctx context.Context, tx *sql.Tx, repoID int64, tag string) error {
+	var reason string
+	err := tx.QueryRowContext(ctx, db.q("SELECT reason FROM immutable_tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read immutable tags: %w", err)
+	}
+	return &ImmutableTagError{Tag: tag, Reason: reason}
+}
+
+// ManualCandidate returns the live candidate of d for a guarded tag, or
+// makes one (superseding the tag's others, without promotion_pending: a
+// person asked for it) for a manual promotion. d must be stored in the
+// repository.
+func (db Gates) ManualCandidate(ctx context.Context, repo, tag string, d digest.Digest, actor string) (Candidate, error) {
+	var id int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		repoID, err := db.repoID(ctx, tx, repo)
+		if err != nil {
+			return err
+		}
+		var one int
+		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up manifest: %w", err)
+		}
+		if id, err = db.addCandidate(ctx, tx, repoID, tag, d, actor); err != nil || id != 0 {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, db.q(`SELECT id FROM gate_candidates WHERE repository_id = ? AND tag = ? AND digest = ? AND state IN ('pending', 'blocked')`),
+			repoID, tag, d.String()).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("tag %s already points at %s: %w", tag, d, ErrExists)
+		}
+		return err
+	})
+	if err != nil {
+		return Candidate{}, err
+	}
+	return db.Candidate(ctx, id)
+}
+
+// HasLiveCandidates reports whether a repository has pending or blocked
+// candidates.
+func (db Gates) HasLiveCandidates(ctx context.Context, repo string) (bool, error) {
+	var one int
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT 1 FROM gate_candidates c JOIN repositories r ON r.id = c.repository_id
+		WHERE r.name = ? AND c.state IN ('pending', 'blocked') LIMIT 1`), repo).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up live candidates: %w", err)
+	}
+	return true, nil
+}

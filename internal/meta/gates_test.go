@@ -1,0 +1,377 @@
+package meta_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+)
+
+// gateEnv is a gated repository "mirror/node" guarding 15-*.
+type gateEnv struct {
+	t   *testing.T
+	ctx context.Context
+	db  *meta.DB
+}
+
+func newGateEnv(t *testing.T, dialect string) *gateEnv {
+	e := &gateEnv{t: t, ctx: context.Background(), db: metatest.Open(t, dialect)}
+	e.put(meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf("published before the gate"), Tag: "14"})
+	if err := e.db.Gates().PutGate(e.ctx, meta.Gate{Repository: "mirror/node", Tags: []string{"15-*"}, Checkers: []string{"ci+tester"},
+		Config: json.RawMessage(`{"tags":["15-*"]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *gateEnv) put(p meta.PutManifest) {
+	e.t.Helper()
+	if err := e.db.Manifests().PutManifest(e.ctx, p); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *gateEnv) manifest(d digest.Digest) meta.Manifest {
+	e.t.Helper()
+	m, err := e.db.Manifests().GetManifest(e.ctx, "mirror/node", "", d, false)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+func (e *gateEnv) tagged(tag string) digest.Digest {
+	e.t.Helper()
+	m, err := e.db.Manifests().GetManifest(e.ctx, "mirror/node", tag, "", false)
+	if errors.Is(err, meta.ErrManifestNotFound) {
+		return ""
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return m.Digest
+}
+
+func (e *gateEnv) live(tag string) []meta.Candidate {
+	e.t.Helper()
+	cs, err := e.db.Gates().Candidates(e.ctx, "mirror/node", meta.CandidateQuery{Live: true, Tag: tag})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cs
+}
+
+func (e *gateEnv) events(kind string) []map[string]any {
+	e.t.Helper()
+	evs, err := e.db.Outbox().EventsAfter(e.ctx, 0, 1000)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, ev := range evs {
+		if ev.Kind == kind {
+			var d map[string]any
+			json.Unmarshal(ev.Data, &d)
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// TestGateHoldsAndPromotes: content for a guarded tag becomes a held
+// candidate (the tag stays, promotion_pending instead of repo_push; an
+// index's platforms and its referrers are held with it, and blobs only
+// they reference); promotion moves the tag in one transaction with a
+// unique immutable rollback tag, releases everything, writes the audit
+// entry and announces repo_push and promotion_succeeded; it happens once.
+func TestGateHoldsAndPromotes(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newGateEnv(t, dialect)
+			ctx, db := e.ctx, e.db
+			shared, own := blobOf("layer shared with 14"), blobOf("layer only the candidate has")
+			for _, b := range []meta.Blob{shared, own} {
+				if _, err := db.Blobs().StoreBlob(ctx, "mirror/node", b, "", meta.Writer{}, noPlace, noPlace); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf("image 14 with the shared layer"), Tag: "14-slim",
+				Refs: []meta.Ref{{Digest: shared.Digest}}})
+			child := manifestOf("15-alpine amd64")
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: child, Refs: []meta.Ref{{Digest: shared.Digest}, {Digest: own.Digest}}})
+			idx := indexOf("15-alpine index v1")
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: idx, Tag: "15-alpine", Refs: []meta.Ref{{Digest: child.Digest, IsManifest: true}}})
+			sig := manifestOf("signature of the candidate")
+			sig.Subject = idx.Digest
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: sig})
+			unguarded := manifestOf("unguarded latest")
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: unguarded, Tag: "latest"})
+
+			if got := e.tagged("15-alpine"); got != "" {
+				t.Fatalf("the guarded tag moved to %s before promotion", got)
+			}
+			for _, d := range []digest.Digest{idx.Digest, child.Digest, sig.Digest} {
+				if !e.manifest(d).Held {
+					t.Errorf("%s is not held", d)
+				}
+			}
+			if e.manifest(unguarded.Digest).Held || e.tagged("latest") != unguarded.Digest {
+				t.Error("an unguarded tag of a gated repository was held")
+			}
+			if b, _ := db.Blobs().RepositoryBlob(ctx, "mirror/node", own.Digest); !b.Held {
+				t.Error("a blob only the candidate references is readable")
+			}
+			if b, _ := db.Blobs().RepositoryBlob(ctx, "mirror/node", shared.Digest); b.Held {
+				t.Error("a blob a published image shares with the candidate is held")
+			}
+			refs, _ := db.Manifests().Referrers(ctx, "mirror/node", idx.Digest, "")
+			if len(refs) != 1 || !refs[0].Held {
+				t.Errorf("referrers of the candidate: %+v", refs)
+			}
+			cands := e.live("15-alpine")
+			if len(cands) != 1 || cands[0].Digest != idx.Digest || cands[0].State != meta.CandidatePending {
+				t.Fatalf("candidates: %+v", cands)
+			}
+			if p := e.events(meta.EventPromotionPending); len(p) != 1 || p[0]["digest"] != idx.Digest.String() || p[0]["tag"] != "15-alpine" {
+				t.Fatalf("promotion_pending: %v", p)
+			}
+			for _, push := range e.events(meta.EventRepoPush) {
+				if push["digest"] == idx.Digest.String() {
+					t.Fatalf("repo_push for a candidate: %v", push)
+				}
+			}
+			// GC keeps the candidate although no tag points at it.
+			dangling, err := db.Collector().DanglingManifests(ctx, time.Now().Add(time.Hour), 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range dangling {
+				if c.Digest == idx.Digest {
+					t.Fatal("garbage collection would collect a live candidate")
+				}
+			}
+			keepers, _ := db.Collector().ManifestGCKeepers(ctx, "mirror/node", idx.Digest)
+			if !slices.Equal(keepers.Candidates, []string{"15-alpine"}) {
+				t.Errorf("gc keepers: %+v", keepers)
+			}
+
+			promote := meta.Promotion{CandidateID: cands[0].ID, RollbackTag: func(n int64) string { return fmt.Sprintf("15-alpine-%d", n) },
+				Detail: json.RawMessage(`{"state":"promoted"}`), Actor: "berth-gate"}
+			res, err := db.Gates().Promote(ctx, promote)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.RollbackTag != "15-alpine-1" || e.tagged("15-alpine") != idx.Digest || e.tagged("15-alpine-1") != idx.Digest {
+				t.Fatalf("promotion: %+v", res)
+			}
+			for _, d := range []digest.Digest{idx.Digest, child.Digest, sig.Digest} {
+				if e.manifest(d).Held {
+					t.Errorf("%s is still held after promotion", d)
+				}
+			}
+			if b, _ := db.Blobs().RepositoryBlob(ctx, "mirror/node", own.Digest); b.Held {
+				t.Error("the candidate's own layer is held after promotion")
+			}
+			if _, err := db.Gates().Promote(ctx, promote); !errors.Is(err, meta.ErrCandidateNotLive) {
+				t.Fatalf("second promotion: %v", err)
+			}
+			pushes := e.events(meta.EventRepoPush)
+			last := pushes[len(pushes)-1]
+			if last["digest"] != idx.Digest.String() || fmt.Sprint(last["updated_tags"]) != "[15-alpine 15-alpine-1]" {
+				t.Fatalf("repo_push of the promotion: %v", last)
+			}
+			if s := e.events(meta.EventPromotionSucceeded); len(s) != 1 || s[0]["rollback_tag"] != "15-alpine-1" {
+				t.Fatalf("promotion_succeeded: %v", s)
+			}
+			audit, _ := db.Access().RepositoryAuditLog(ctx, "mirror/node", 0, 10)
+			if !slices.ContainsFunc(audit, func(a meta.AuditEntry) bool { return a.Kind == "gate_promote" && a.Actor == "berth-gate" }) {
+				t.Fatalf("no gate_promote audit entry: %+v", audit)
+			}
+
+			// The rollback tag is immutable: no push, retag or delete
+			// moves it, nor does deleting its manifest.
+			var imm *meta.ImmutableTagError
+			err = db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf("overwrite"), Tag: "15-alpine-1"})
+			if !errors.As(err, &imm) {
+				t.Fatalf("push onto the rollback tag: %v", err)
+			}
+			if err := db.Manifests().MoveTag(ctx, "mirror/node", "15-alpine-1", unguarded.Digest, "alice"); !errors.As(err, &imm) {
+				t.Fatalf("retag of the rollback tag: %v", err)
+			}
+			if err := db.Manifests().DeleteTag(ctx, "mirror/node", "15-alpine-1", "alice"); !errors.As(err, &imm) {
+				t.Fatalf("delete of the rollback tag: %v", err)
+			}
+			if err := db.Manifests().DeleteManifest(ctx, "mirror/node", idx.Digest, "alice"); !errors.As(err, &imm) {
+				t.Fatalf("delete of the rollback tag's manifest: %v", err)
+			}
+
+			// A second good change: -2; restore puts the tag back on -1.
+			idx2 := indexOf("15-alpine index v2")
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: idx2, Tag: "15-alpine", Refs: []meta.Ref{{Digest: child.Digest, IsManifest: true}}})
+			c2 := e.live("15-alpine")
+			promote.CandidateID = c2[0].ID
+			if res, err := db.Gates().Promote(ctx, promote); err != nil || res.RollbackTag != "15-alpine-2" || res.Previous != idx.Digest {
+				t.Fatalf("second promotion: %+v %v", res, err)
+			}
+			if err := db.Manifests().RestoreTag(ctx, "mirror/node", "15-alpine", idx.Digest, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if e.tagged("15-alpine") != idx.Digest {
+				t.Fatal("restore did not move the tag back")
+			}
+			if err := db.Manifests().RestoreTag(ctx, "mirror/node", "15-alpine", unguarded.Digest, "alice"); !errors.Is(err, meta.ErrTagHistoryNotFound) {
+				t.Fatalf("restore to a digest the tag never had: %v", err)
+			}
+		})
+	}
+}
+
+// TestGateCandidatesAndDecisions: the newest candidate of a tag wins
+// (older ones are superseded and never promoted), a mirror that syncs
+// the same digest again makes no new candidate, promotion_blocked is
+// announced once per set of reasons, checks are stored per manifest with
+// a gate_check event, and deleting the gate releases what it held.
+func TestGateCandidatesAndDecisions(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newGateEnv(t, dialect)
+			ctx, db := e.ctx, e.db
+			a, b := manifestOf("candidate a"), manifestOf("candidate b")
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: a, Tag: "15-alpine"})
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: a, Tag: "15-alpine"}) // a sync again
+			if n := len(e.events(meta.EventPromotionPending)); n != 1 {
+				t.Fatalf("%d promotion_pending for one candidate synced twice", n)
+			}
+			first := e.live("15-alpine")[0]
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: b, Tag: "15-alpine"})
+			live := e.live("15-alpine")
+			if len(live) != 1 || live[0].Digest != b.Digest {
+				t.Fatalf("live candidates: %+v", live)
+			}
+			if c, _ := db.Gates().Candidate(ctx, first.ID); c.State != meta.CandidateSuperseded {
+				t.Fatalf("older candidate: %+v", c)
+			}
+			if _, err := db.Gates().Promote(ctx, meta.Promotion{CandidateID: first.ID, RollbackTag: func(n int64) string { return "x" }}); !errors.Is(err, meta.ErrCandidateNotLive) {
+				t.Fatalf("promoting a superseded candidate: %v", err)
+			}
+			dec := meta.Decision{CandidateID: live[0].ID, State: meta.CandidateBlocked, Reasons: []string{`check "e2e" failed`},
+				Detail: json.RawMessage(`{}`), Event: json.RawMessage(`{"digest":"` + b.Digest.String() + `","tags":["15-alpine"]}`)}
+			for range 2 {
+				if err := db.Gates().Decide(ctx, dec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := len(e.events(meta.EventPromotionBlocked)); n != 1 {
+				t.Fatalf("%d promotion_blocked for one decision made twice", n)
+			}
+			dec.Reasons = []string{"policy: scan.counts.critical == 0 is false"}
+			if err := db.Gates().Decide(ctx, dec); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(e.events(meta.EventPromotionBlocked)); n != 2 {
+				t.Fatalf("%d promotion_blocked after the reasons changed", n)
+			}
+			if err := db.Gates().PostCheck(ctx, "mirror/node", b.Digest, meta.Check{Name: "e2e", Status: "pass", Actor: "ci+tester"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Gates().PostCheck(ctx, "mirror/node", b.Digest, meta.Check{Name: "e2e", Status: "fail", Summary: "3 failed"}); err != nil {
+				t.Fatal(err)
+			}
+			checks, _ := db.Gates().Checks(ctx, "mirror/node", b.Digest)
+			if len(checks) != 1 || checks[0].Status != "fail" || checks[0].Summary != "3 failed" {
+				t.Fatalf("checks: %+v", checks)
+			}
+			if n := len(e.events(meta.EventGateCheck)); n != 2 {
+				t.Fatalf("%d gate_check events", n)
+			}
+			if err := db.Gates().PostCheck(ctx, "mirror/node", digest.FromString("nothing"), meta.Check{Name: "e2e", Status: "pass"}); !errors.Is(err, meta.ErrManifestNotFound) {
+				t.Fatalf("check of an unknown manifest: %v", err)
+			}
+			ri, _ := db.Repositories().Repository(ctx, "mirror/node")
+			if !ri.Gated || !slices.Equal(ri.Checkers, []string{"ci+tester"}) {
+				t.Fatalf("repository info: %+v", ri)
+			}
+			if err := db.Gates().DeleteGate(ctx, "mirror/node"); err != nil {
+				t.Fatal(err)
+			}
+			if e.manifest(b.Digest).Held || len(e.live("15-alpine")) != 0 {
+				t.Fatal("deleting the gate left content held or candidates live")
+			}
+			if ri, _ := db.Repositories().Repository(ctx, "mirror/node"); ri.Gated {
+				t.Fatal("repository still flagged gated")
+			}
+		})
+	}
+}
+
+// TestGateConcurrentCandidates: pushes of different digests to one
+// guarded tag racing with promotions: at most one candidate stays live,
+// none is promoted twice, and every promotion has its own rollback tag.
+func TestGateConcurrentCandidates(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newGateEnv(t, dialect)
+			ctx, db := e.ctx, e.db
+			var wg sync.WaitGroup
+			errs := make(chan error, 64)
+			for i := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for j := range 4 {
+						m := manifestOf(fmt.Sprintf("racer %d %d", i, j))
+						if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "mirror/node", Manifest: m, Tag: "15-alpine"}); err != nil {
+							errs <- err
+							return
+						}
+						cs, err := db.Gates().Candidates(ctx, "mirror/node", meta.CandidateQuery{Live: true, Tag: "15-alpine"})
+						if err != nil {
+							errs <- err
+							return
+						}
+						for _, c := range cs {
+							_, err := db.Gates().Promote(ctx, meta.Promotion{CandidateID: c.ID, RollbackTag: func(n int64) string { return fmt.Sprintf("15-alpine-%d", n) }})
+							if err != nil && !errors.Is(err, meta.ErrCandidateNotLive) {
+								errs <- err
+								return
+							}
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if live := e.live("15-alpine"); len(live) > 1 {
+				t.Fatalf("%d live candidates for one tag", len(live))
+			}
+			all, _ := db.Gates().Candidates(ctx, "mirror/node", meta.CandidateQuery{Limit: 100})
+			rollbacks := map[string]bool{}
+			for _, c := range all {
+				if c.State == meta.CandidatePromoted {
+					if rollbacks[c.RollbackTag] {
+						t.Fatalf("rollback tag %s made twice", c.RollbackTag)
+					}
+					rollbacks[c.RollbackTag] = true
+					if e.tagged(c.RollbackTag) != c.Digest {
+						t.Fatalf("rollback tag %s does not point at its candidate", c.RollbackTag)
+					}
+				}
+			}
+			if n := len(e.events(meta.EventPromotionSucceeded)); n != len(rollbacks) {
+				t.Fatalf("%d promotion_succeeded for %d promotions", n, len(rollbacks))
+			}
+		})
+	}
+}
