@@ -32,6 +32,7 @@ var Events = map[string]bool{
 	"repo_mirror_sync_started": true, "repo_mirror_sync_success": true, "repo_mirror_sync_failed": true,
 	"vulnerability_found": true, "repo_image_expiry": true, "manifest_scanned": true,
 	meta.EventBaseImageUpdated: true,
+	meta.EventPromotionPending: true, meta.EventPromotionSucceeded: true, meta.EventPromotionBlocked: true,
 }
 
 // Options configure the service.
