@@ -59,9 +59,12 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionWrite); err != nil {
 		return err
 	}
+	var immutable *meta.ImmutableTagError
 	if r.Method == http.MethodDelete {
 		if err := a.db.Tags.DeleteTag(r.Context(), repo, tag, id.Actor()); errors.Is(err, meta.ErrManifestNotFound) {
 			return notFound("tag %s not found in %s", tag, repo)
+		} else if errors.As(err, &immutable) {
+			return forbidden("%v", immutable)
 		} else if err != nil {
 			return err
 		}
@@ -83,6 +86,8 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 		return notFound("repository %s not found", repo)
 	case errors.Is(err, meta.ErrManifestNotFound):
 		return notFound("manifest %s not found in %s", d, repo)
+	case errors.As(err, &immutable):
+		return forbidden("%v", immutable)
 	case err != nil:
 		return err
 	}
