@@ -112,10 +112,10 @@ func (c Config) Compile() (*Compiled, error) {
 	}
 	if !strings.Contains(c.RollbackTag, "{n}") && !strings.Contains(c.RollbackTag, "{digest12}") {
 		errs = append(errs, fmt.Errorf("rollback_tag: %q must hold {n} or {digest12} so that each promotion gets its own tag", c.RollbackTag))
-	} else if err := oci.ValidateTag(RollbackTag(c.RollbackTag, "15-alpine", 12, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", time.Now())); err != nil {
-		errs = append(errs, fmt.Errorf("rollback_tag: %q does not make a valid tag: %w", c.RollbackTag, err))
 	} else if rest := rollbackVars.ReplaceAllString(c.RollbackTag, ""); strings.ContainsAny(rest, "{}") {
 		errs = append(errs, fmt.Errorf("rollback_tag: %q: unknown variable (use {tag}, {n}, {date}, {digest12})", c.RollbackTag))
+	} else if err := oci.ValidateTag(RollbackTag(c.RollbackTag, "15-alpine", 12, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", time.Now())); err != nil {
+		errs = append(errs, fmt.Errorf("rollback_tag: %q does not make a valid tag: %w", c.RollbackTag, err))
 	}
 	if c.ScanSeverity == "" {
 		c.ScanSeverity = "Critical"

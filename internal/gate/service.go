@@ -310,7 +310,7 @@ func (s *Service) Input(ctx context.Context, repo, tag string, d digest.Digest, 
 	if err != nil {
 		return Input{}, "", err
 	}
-	if in.Signatures, err = s.signatures(ctx, repo, d, cfg.Keys); err != nil {
+	if in.Signatures, in.Attestations, err = s.signatures(ctx, repo, d, cfg.Keys); err != nil {
 		return Input{}, "", err
 	}
 	if in.Base, err = s.base(ctx, repo, d); err != nil {
@@ -530,23 +530,30 @@ func count(s *Severities, sev string) {
 	}
 }
 
-// signatures verifies the candidate's cosign signatures, in the tag
-// layout and as referrers.
-func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, keys []TrustedKey) ([]Signature, error) {
-	var sigs []SignatureManifest
-	m, err := s.st.Content.GetManifest(ctx, repo, SignatureTag(d.String()), "", true)
-	switch {
-	case err == nil:
-		sigs = append(sigs, SignatureManifest{Kind: "cosign", Digest: m.Digest.String(), Body: m.Content})
-	case !errors.Is(err, meta.ErrManifestNotFound):
-		return nil, err
+// signatures verifies the candidate's cosign signatures and
+// attestations, in the tag layouts (sha256-<hex>.sig, .att) and as
+// referrers.
+func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, keys []TrustedKey) ([]Signature, []Attestation, error) {
+	var sigs, atts []SignatureManifest
+	for _, layout := range []struct {
+		tag  string
+		list *[]SignatureManifest
+	}{{SignatureTag(d.String()), &sigs}, {AttestationTag(d.String()), &atts}} {
+		m, err := s.st.Content.GetManifest(ctx, repo, layout.tag, "", true)
+		switch {
+		case err == nil:
+			*layout.list = append(*layout.list, SignatureManifest{Kind: "cosign", Digest: m.Digest.String(), Body: m.Content})
+		case !errors.Is(err, meta.ErrManifestNotFound):
+			return nil, nil, err
+		}
 	}
 	refs, err := s.st.Content.Referrers(ctx, repo, d, "")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, r := range refs {
-		if !IsSignatureArtifact(r.ArtifactType) {
+		sig, att := IsSignatureArtifact(r.ArtifactType), IsAttestationArtifact(r.ArtifactType)
+		if !sig && !att {
 			continue
 		}
 		rm, err := s.st.Content.GetManifest(ctx, repo, "", r.Digest, true)
@@ -554,17 +561,25 @@ func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, 
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		sigs = append(sigs, SignatureManifest{Kind: "referrer", Digest: rm.Digest.String(), Body: rm.Content})
+		sm := SignatureManifest{Kind: "referrer", Digest: rm.Digest.String(), Body: rm.Content}
+		if sig {
+			sigs = append(sigs, sm)
+		}
+		if att {
+			atts = append(atts, sm)
+		}
 	}
-	out := VerifySignatures(ctx, d.String(), keys, sigs, func(ctx context.Context, dg string) ([]byte, error) {
-		return s.readBlob(ctx, repo, dg, MaxPayload)
-	})
-	if out == nil {
-		out = []Signature{}
+	read := func(ctx context.Context, dg string) ([]byte, error) { return s.readBlob(ctx, repo, dg, MaxPayload) }
+	outSigs, outAtts := VerifySignatures(ctx, d.String(), keys, sigs, read), VerifyAttestations(ctx, d.String(), keys, atts, read)
+	if outSigs == nil {
+		outSigs = []Signature{}
 	}
-	return out, nil
+	if outAtts == nil {
+		outAtts = []Attestation{}
+	}
+	return outSigs, outAtts, nil
 }
 
 // base is the candidate's immediate base from the base-image graph.
