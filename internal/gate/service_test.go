@@ -244,7 +244,9 @@ func TestScanInput(t *testing.T) {
 // what was enqueued.
 type fakeLive map[string]bool
 
-func (f fakeLive) HasLiveCandidates(_ context.Context, repo string) (bool, error) { return f[repo], nil }
+func (f fakeLive) HasLiveCandidates(_ context.Context, repo string) (bool, error) {
+	return f[repo], nil
+}
 
 type fakeQueue struct{ jobs []meta.Job }
 
