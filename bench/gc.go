@@ -146,7 +146,7 @@ func runGCBackend(ctx context.Context, label, dsn, dir string, images, conc int)
 		}
 	}
 	time.Sleep(gcDelay + 500*time.Millisecond)
-	collector := gc.New(wire.GCStores(db), driver, gc.Options{Delay: gcDelay, UploadExpiry: 24 * time.Hour, Logger: log})
+	collector := gc.New(wire.GCStores(db, 0), driver, gc.Options{Delay: gcDelay, UploadExpiry: 24 * time.Hour, Logger: log})
 	// The push load: small images until stopped, counted.
 	load := func(stop <-chan struct{}, done, failed *atomic.Int64) *sync.WaitGroup {
 		var wg sync.WaitGroup

@@ -39,7 +39,7 @@ func gcCmd(st *settings) *cobra.Command {
 				return fmt.Errorf("storage: %w", err)
 			}
 			opts := server.GCOptions(cfg, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
-			rep, err := gc.New(wire.GCStores(db), driver, opts).Pass(cmd.Context(), dry)
+			rep, err := gc.New(wire.GCStores(db, cfg.GC.TimeMachine), driver, opts).Pass(cmd.Context(), dry)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)

@@ -54,6 +54,7 @@ func (a *API) repositoryEndpoints() []repoEndpoint {
 	eps = append(eps, a.gcEndpoints()...)
 	eps = append(eps, a.graphEndpoints()...)
 	eps = append(eps, a.gateEndpoints()...)
+	eps = append(eps, a.policyEndpoints()...)
 	return append(eps, a.notificationEndpoints()...)
 }
 
@@ -441,6 +442,10 @@ type tagView struct {
 	IsManifestList bool   `json:"is_manifest_list"`
 	Size           *int64 `json:"size"`
 	LastModified   string `json:"last_modified"`
+	// EndTS and Expiration are when the tag expires (Quay's fields),
+	// absent when it does not.
+	EndTS      *int64 `json:"end_ts,omitempty"`
+	Expiration string `json:"expiration,omitempty"`
 }
 
 // tagViewOf describes a tag; size (of the manifest's blobs) is null for an
@@ -450,6 +455,10 @@ func tagViewOf(t meta.TagInfo) tagView {
 		IsManifestList: oci.IsIndex(t.MediaType), LastModified: quayTime(t.UpdatedAt)}
 	if !v.IsManifestList {
 		v.Size = &t.Size
+	}
+	if !t.ExpiresAt.IsZero() {
+		end := t.ExpiresAt.Unix()
+		v.EndTS, v.Expiration = &end, quayTime(t.ExpiresAt)
 	}
 	return v
 }

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
@@ -72,12 +74,50 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 		return nil
 	}
 	var req struct {
-		ManifestDigest string `json:"manifest_digest"`
+		ManifestDigest string          `json:"manifest_digest"`
+		Expiration     json.RawMessage `json:"expiration"`
 	}
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	d, err := oci.ParseDigest(req.ManifestDigest)
+	if req.ManifestDigest == "" && req.Expiration == nil {
+		return badRequest("manifest_digest or expiration is required")
+	}
+	if req.ManifestDigest != "" {
+		if err := a.moveTag(r, id, repo, tag, req.ManifestDigest); err != nil {
+			return err
+		}
+	}
+	if req.Expiration != nil {
+		// Quay's: a Unix time, or null to clear.
+		var at time.Time
+		if string(req.Expiration) != "null" {
+			var sec int64
+			if err := json.Unmarshal(req.Expiration, &sec); err != nil || sec <= 0 {
+				return badRequest("expiration must be a Unix time in seconds, or null")
+			}
+			at = time.Unix(sec, 0)
+			if !at.After(time.Now()) {
+				return badRequest("expiration must be in the future")
+			}
+		}
+		switch err := a.db.Tags.SetTagExpiration(r.Context(), repo, tag, at); {
+		case errors.Is(err, meta.ErrManifestNotFound):
+			return notFound("tag %s not found in %s", tag, repo)
+		case errors.As(err, &immutable):
+			return forbidden("%v: it cannot expire", immutable)
+		case err != nil:
+			return err
+		}
+	}
+	writeJSON(w, http.StatusCreated, "Updated")
+	return nil
+}
+
+// moveTag points a tag at a manifest of the repository.
+func (a *API) moveTag(r *http.Request, id auth.Identity, repo, tag, manifestDigest string) error {
+	var immutable *meta.ImmutableTagError
+	d, err := oci.ParseDigest(manifestDigest)
 	if err != nil {
 		return badRequest("invalid manifest_digest: %v", err)
 	}
@@ -91,7 +131,6 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 	case err != nil:
 		return err
 	}
-	writeJSON(w, http.StatusCreated, "Updated")
 	return nil
 }
 

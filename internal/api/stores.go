@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -31,6 +32,7 @@ type Stores struct {
 	VulnDB        VulnDBStore       // meta.VulnDB
 	Gates         GateStore         // meta.Gates
 	Restorer      TagRestorer       // meta.Manifests
+	Policies      PolicyStore       // meta.Policies
 }
 
 // UserLookup finds accounts and namespaces: every handler that names a
@@ -102,6 +104,7 @@ type TagStore interface {
 	MoveTag(ctx context.Context, repo, tag string, d digest.Digest, actor string) error
 	DeleteTag(ctx context.Context, repo, tag, actor string) error
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
+	SetTagExpiration(ctx context.Context, repo, tag string, at time.Time) error
 }
 
 // PermissionStore reads and sets a repository's permissions.

@@ -183,6 +183,10 @@ type GC struct {
 	// UploadExpiry: an upload session nobody wrote to for this long is
 	// removed with its bytes, and so are upload bytes no session owns.
 	UploadExpiry time.Duration `yaml:"uploadExpiry"`
+	// TimeMachine keeps what a tag pointed at, after the tag was deleted,
+	// expired, pruned or moved, restorable for this long (Quay's time
+	// machine: POST .../tag/{tag}/restore); 0 keeps nothing.
+	TimeMachine time.Duration `yaml:"timeMachine"`
 	// Retention keeps bookkeeping rows this long; 0 keeps them forever.
 	Retention Retention `yaml:"retention"`
 }
@@ -228,7 +232,7 @@ func Default() Config {
 		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}},
 		Auth:     Auth{Mode: "token", TokenTTL: 5 * time.Minute, Service: "berth"},
 		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true, MaxOpenUploads: 1000},
-		GC: GC{Enabled: true, Interval: 10 * time.Minute, Delay: time.Hour, UploadExpiry: 24 * time.Hour,
+		GC: GC{Enabled: true, Interval: 10 * time.Minute, Delay: time.Hour, UploadExpiry: 24 * time.Hour, TimeMachine: 7 * 24 * time.Hour,
 			Retention: Retention{Events: 30 * 24 * time.Hour, DoneJobs: 7 * 24 * time.Hour, DeadJobs: 90 * 24 * time.Hour,
 				Attempts: 30 * 24 * time.Hour, Audit: 365 * 24 * time.Hour}},
 		Graph: Graph{Enabled: true, Workers: 2},
@@ -345,6 +349,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.GC.Delay; d < time.Second {
 		bad("gc.delay", "%s is under 1s", d)
+	}
+	if d := c.GC.TimeMachine; d < 0 || d > 10*365*24*time.Hour {
+		bad("gc.timeMachine", "%s is outside 0 (off)..10 years", d)
 	}
 	if d := c.GC.UploadExpiry; d < time.Hour {
 		bad("gc.uploadExpiry", "%s is under 1h: a slow client's upload must survive a pause", d)

@@ -123,7 +123,7 @@ func QuayPayload(srv Server, e meta.Event) (map[string]any, error) {
 
 // internalData are event data fields for Berth's own subscribers of the
 // feed (the scanner, the base-image graph), not for receivers.
-var internalData = map[string]bool{"new_manifest": true, "previous": true}
+var internalData = map[string]bool{"new_manifest": true, "previous": true, "notification_uuid": true}
 
 // shape sets the kind's own fields on p from data.
 func shape(kind string, p, data map[string]any) error {

@@ -52,6 +52,9 @@ func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers) Verdict {
 			v.Reasons = append(v.Reasons, "protected_by_subject: it refers to "+k.Subject.String()+", which is stored")
 		}
 	}
+	if !k.RestorableUntil.IsZero() {
+		v.Reasons = append(v.Reasons, "protected_by_time_machine: a tag left it; restorable until "+k.RestorableUntil.UTC().Format(time.RFC3339))
+	}
 	if len(k.Candidates) > 0 {
 		v.Reasons = append(v.Reasons, fmt.Sprintf("protected_by_gate: a live candidate for %d guarded tag(s)", len(k.Candidates)))
 	}

@@ -26,6 +26,7 @@ type Stores struct {
 	Uploads   UploadStore // meta.Uploads
 	Collector Collection  // meta.Collector
 	Retention Pruner      // meta.Collector
+	Lifecycle Lifecycle   // meta.Manifests; nil applies no tag policy
 }
 
 // UploadStore finds and expires abandoned upload sessions (meta.Uploads).
@@ -58,13 +59,14 @@ type Options struct {
 // Collector runs passes.
 type Collector struct {
 	passState
-	db    UploadStore
-	prune Pruner
-	gc    Collection
-	store storage.Driver
-	opts  Options
-	log   *slog.Logger
-	now   func() time.Time
+	db     UploadStore
+	prune  Pruner
+	policy Lifecycle
+	gc     Collection
+	store  storage.Driver
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
 }
 
 // New returns a collector.
@@ -72,7 +74,7 @@ func New(db Stores, store storage.Driver, opts Options) *Collector {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Collector{db: db.Uploads, prune: db.Retention, gc: db.Collector, store: store, opts: opts, log: opts.Logger, now: time.Now}
+	return &Collector{db: db.Uploads, prune: db.Retention, policy: db.Lifecycle, gc: db.Collector, store: store, opts: opts, log: opts.Logger, now: time.Now}
 }
 
 // Report says what a pass removed (or, dry, would remove).
@@ -84,6 +86,9 @@ type Report struct {
 	Leftovers     int              `json:"leftovers"`      // upload directories with no session
 	LeftoverBytes int64            `json:"leftover_bytes"` // their bytes
 	Pruned        meta.PruneCounts `json:"pruned"`
+	ExpiredTags   int              `json:"expired_tags"`   // tags past their expiration, deleted
+	PrunedTags    int              `json:"pruned_tags"`    // tags auto-prune policies deleted
+	ExpiryNotices int              `json:"expiry_notices"` // repo_image_expiry events appended
 	Took          time.Duration    `json:"took"`
 }
 
@@ -96,6 +101,11 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
 	rep := Report{DryRun: dry}
 	cutoff := start.Add(-c.opts.UploadExpiry)
 	var errs []error
+	if !dry {
+		if err := c.lifecycle(ctx, &rep); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.opts.Delay > 0 {
 		got, err := c.collect(ctx, start.Add(-c.opts.Delay), dry)
 		rep.Collected = got

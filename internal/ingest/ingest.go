@@ -11,9 +11,11 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	_ "crypto/sha256" // digest algorithms a manifest digest may use
 	_ "crypto/sha512"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -199,6 +201,9 @@ func (in *Ingester) Ingest(ctx context.Context, req Request, opts ...Option) (Re
 	put := meta.PutManifest{Repository: req.Repository, Manifest: stored, Refs: storeRefs(refs), Actor: req.Actor, Create: req.Create}
 	if len(req.Tags) > 0 {
 		put.Tag, put.MoreTags = req.Tags[0], req.Tags[1:]
+		if !set.cache {
+			put.ExpiresAt = in.expiresAfter(ctx, m)
+		}
 	}
 	if supplied {
 		// The empty descriptor's content is known: a client (or an
@@ -275,4 +280,43 @@ func (in *Ingester) emptyBlob(ctx context.Context) (meta.Blob, error) {
 		return meta.Blob{}, fmt.Errorf("store the empty blob: %w", err)
 	}
 	return b, nil
+}
+
+// ExpiresAfterLabel is Quay's image label that makes the tags a push sets
+// expire: a number and a unit among s, m, h, d, w ("2w", "24h").
+const ExpiresAfterLabel = "quay.expires-after"
+
+// maxLabelConfig caps the image configuration read for the label.
+const maxLabelConfig = 1 << 20
+
+// expiresAfter reads an image's quay.expires-after label from its
+// configuration: when the tags pushed with it expire (zero: never, also
+// when the configuration is not stored yet, too large or malformed, or
+// the label's value does not parse).
+func (in *Ingester) expiresAfter(ctx context.Context, m *oci.Manifest) time.Time {
+	if m.Config == nil || m.Config.Size <= 0 || m.Config.Size > maxLabelConfig || m.Config.Digest == oci.EmptyJSONDigest {
+		return time.Time{}
+	}
+	rc, err := in.store.Reader(ctx, storage.BlobPath(m.Config.Digest), 0)
+	if err != nil {
+		return time.Time{}
+	}
+	defer rc.Close()
+	raw, err := io.ReadAll(io.LimitReader(rc, maxLabelConfig))
+	if err != nil || !bytes.Contains(raw, []byte(ExpiresAfterLabel)) {
+		return time.Time{}
+	}
+	var cfg struct {
+		Config struct {
+			Labels map[string]string `json:"Labels"`
+		} `json:"config"`
+	}
+	if json.Unmarshal(raw, &cfg) != nil {
+		return time.Time{}
+	}
+	d, err := meta.ParseAge(cfg.Config.Labels[ExpiresAfterLabel])
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
 }

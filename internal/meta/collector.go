@@ -62,7 +62,8 @@ func (db Collector) DanglingManifests(ctx context.Context, cutoff time.Time, n i
 		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = m.repository_id AND x.ref_digest = m.digest)
 		AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id AND s.digest = m.subject))
 		AND NOT EXISTS (SELECT 1 FROM gate_candidates c WHERE c.repository_id = m.repository_id AND c.digest = m.digest AND c.state IN ('pending', 'blocked'))
-		ORDER BY m.created_at LIMIT ?`), cutoff.UnixMicro(), n)
+		AND NOT EXISTS (SELECT 1 FROM tag_history h WHERE h.repository_id = m.repository_id AND h.digest = m.digest AND h.until_at > ?)
+		ORDER BY m.created_at LIMIT ?`), cutoff.UnixMicro(), db.restorableSince(), n)
 	if err != nil {
 		return nil, fmt.Errorf("dangling manifests: %w", err)
 	}
@@ -73,13 +74,23 @@ func (db Collector) DanglingManifests(ctx context.Context, cutoff time.Time, n i
 // locked, is still a dangling manifest (created before cutoff, no tag, no
 // parent, no stored subject). It returns how many it deleted.
 func (db Collector) CollectManifests(ctx context.Context, cands []GCCandidate, cutoff time.Time) (int, error) {
+	restorable := db.restorableSince()
 	return db.inBatch(ctx, len(cands), func(tx *sql.Tx, i int) error {
-		return db.collectManifestTx(ctx, tx, cands[i].RepositoryID, cands[i].Digest, cutoff)
+		return db.collectManifestTx(ctx, tx, cands[i].RepositoryID, cands[i].Digest, cutoff, restorable)
 	})
 }
 
+// restorableSince is the time machine's start: a manifest a tag left
+// after it (until_at greater) is kept.
+func (db Collector) restorableSince() int64 {
+	if db.timeMachine <= 0 {
+		return 1 << 62 // nothing is kept for restore
+	}
+	return time.Now().Add(-db.timeMachine).UnixMicro()
+}
+
 // collectManifestTx deletes the manifest or returns errKept.
-func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, cutoff time.Time) error {
+func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, cutoff time.Time, restorable int64) error {
 	lock := ""
 	if db.dialect == postgres {
 		lock = " FOR UPDATE"
@@ -99,8 +110,9 @@ func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64,
 	if err := tx.QueryRowContext(ctx, db.q(`SELECT
 		(SELECT COUNT(*) FROM tags WHERE repository_id = ? AND manifest_digest = ?) +
 		(SELECT COUNT(*) FROM manifest_references WHERE repository_id = ? AND ref_digest = ?) +
-		(SELECT COUNT(*) FROM gate_candidates WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked'))`),
-		repoID, d.String(), repoID, d.String(), repoID, d.String()).Scan(&kept); err != nil {
+		(SELECT COUNT(*) FROM gate_candidates WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked')) +
+		(SELECT COUNT(*) FROM tag_history WHERE repository_id = ? AND digest = ? AND until_at > ?)`),
+		repoID, d.String(), repoID, d.String(), repoID, d.String(), repoID, d.String(), restorable).Scan(&kept); err != nil {
 		return fmt.Errorf("re-check manifest: %w", err)
 	}
 	if kept > 0 {
@@ -316,6 +328,9 @@ type ManifestKeepers struct {
 	SubjectStored bool            // whether that subject is stored in the repository
 	// Candidates are the guarded tags it is a live gate candidate for.
 	Candidates []string
+	// RestorableUntil is when the time machine stops keeping it for a
+	// tag that left it (zero: no tag left it within the window).
+	RestorableUntil time.Time
 }
 
 // ManifestGCKeepers reads what keeps a manifest of a repository, or
@@ -360,6 +375,16 @@ func (db Collector) ManifestGCKeepers(ctx context.Context, repo string, d digest
 			return k, fmt.Errorf("manifest gc status: %w", err)
 		}
 		k.SubjectStored = err == nil
+	}
+	if db.timeMachine > 0 {
+		var last int64
+		if err := db.read.QueryRowContext(ctx, db.q("SELECT COALESCE(MAX(until_at), 0) FROM tag_history WHERE repository_id = ? AND digest = ?"),
+			repoID, d.String()).Scan(&last); err != nil {
+			return k, fmt.Errorf("manifest gc status: %w", err)
+		}
+		if until := fromMicros(last).Add(db.timeMachine); last > 0 && until.After(time.Now()) {
+			k.RestorableUntil = until
+		}
 	}
 	rows, err = db.read.QueryContext(ctx, db.q(`SELECT tag FROM gate_candidates WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked')
 		ORDER BY tag LIMIT 100`), repoID, d.String())

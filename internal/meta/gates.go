@@ -713,7 +713,7 @@ func (db *core) immutable(ctx context.Context, tx *sql.Tx, repoID int64, tag str
 	var reason string
 	err := tx.QueryRowContext(ctx, db.q("SELECT reason FROM immutable_tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&reason)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil
+		return db.policyImmutable(ctx, tx, repoID, tag)
 	}
 	if err != nil {
 		return fmt.Errorf("read immutable tags: %w", err)

@@ -91,6 +91,9 @@ type PutManifest struct {
 	// transaction, before the references are checked (content Berth
 	// generated and wrote to storage itself).
 	LinkBlobs []Blob
+	// ExpiresAt, if set, is when the tags the push sets expire (Quay's
+	// quay.expires-after label).
+	ExpiresAt time.Time
 }
 
 // pushEvent is the data of a repo_push event. NewManifest says the push
@@ -194,6 +197,9 @@ func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, 
 			}
 			published = true
 			prev, moved, err := db.setTag(ctx, tx, repoID, tag, m.Digest)
+			if err == nil && !p.ExpiresAt.IsZero() {
+				_, err = tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), p.ExpiresAt.UnixMicro(), repoID, tag)
+			}
 			if err != nil {
 				return err
 			}
@@ -381,8 +387,9 @@ func (db *core) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string
 		}
 	}
 	ts := now()
-	_, err = tx.ExecContext(ctx, db.q(`INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at`),
+	// A moved tag starts a new life: no expiration until one is set.
+	_, err = tx.ExecContext(ctx, db.q(`INSERT INTO tags (repository_id, name, manifest_digest, updated_at, expires_at) VALUES (?, ?, ?, ?, 0)
+		ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at, expires_at = 0`),
 		repoID, tag, d.String(), ts)
 	if err != nil {
 		return "", false, fmt.Errorf("set tag: %w", err)

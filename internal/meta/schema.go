@@ -285,6 +285,9 @@ UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND anno
 	graphSchema,
 	// 16: gates, candidates, checks and immutable tags (gate_schema.go).
 	gateSchema,
+	// 17: tag expiration, immutability and auto-prune policies
+	// (lifecycle_schema.go).
+	lifecycleSchema,
 }
 
 func (db *core) render(stmt string) string {

@@ -1,5 +1,7 @@
 package meta
 
+import "time"
+
 // The typed stores, one per aggregate. Each is a small value sharing the
 // DB's connection; consumers declare the narrow interface they use and the
 // composition root hands them the store that satisfies it. A change that
@@ -26,8 +28,19 @@ type Uploads struct{ *core }
 // Manifests are manifests, tags and referrers: the content graph.
 type Manifests struct{ *core }
 
-// Collector is what garbage collection reads and deletes.
-type Collector struct{ *core }
+// Collector is what garbage collection reads and deletes. A manifest a
+// tag left less than TimeMachine ago stays restorable (not collected).
+type Collector struct {
+	*core
+	timeMachine time.Duration
+}
+
+// WithTimeMachine returns the collector keeping, for d, the manifests
+// tags left (deleted, expired, pruned or moved tags can be restored).
+func (c Collector) WithTimeMachine(d time.Duration) Collector {
+	c.timeMachine = d
+	return c
+}
 
 // Outbox is the change feed: events appended with the changes they
 // announce.
@@ -78,7 +91,7 @@ func (db *DB) Uploads() Uploads { return Uploads{db.core} }
 func (db *DB) Manifests() Manifests { return Manifests{db.core} }
 
 // Collector returns garbage collection's store.
-func (db *DB) Collector() Collector { return Collector{db.core} }
+func (db *DB) Collector() Collector { return Collector{core: db.core} }
 
 // Outbox returns the change feed.
 func (db *DB) Outbox() Outbox { return Outbox{db.core} }

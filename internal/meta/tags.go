@@ -20,7 +20,7 @@ func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]Ta
 		}
 		return nil, fmt.Errorf("look up repository: %w", err)
 	}
-	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at,
+	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at, t.expires_at,
 		COALESCE((SELECT SUM(b.size) FROM manifest_references mr JOIN blobs b ON b.digest = mr.ref_digest
 			WHERE mr.repository_id = t.repository_id AND mr.manifest_digest = t.manifest_digest AND mr.is_manifest = 0), 0)
 		FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
@@ -40,11 +40,14 @@ func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]Ta
 	for rows.Next() {
 		var ti TagInfo
 		var dg string
-		var updated int64
-		if err := rows.Scan(&ti.Name, &dg, &ti.MediaType, &updated, &ti.Size); err != nil {
+		var updated, expires int64
+		if err := rows.Scan(&ti.Name, &dg, &ti.MediaType, &updated, &expires, &ti.Size); err != nil {
 			return nil, err
 		}
 		ti.Digest, ti.UpdatedAt = digest.Digest(dg), fromMicros(updated)
+		if expires > 0 {
+			ti.ExpiresAt = fromMicros(expires)
+		}
 		out = append(out, ti)
 	}
 	return out, rows.Err()
@@ -159,6 +162,7 @@ type TagInfo struct {
 	MediaType string
 	Size      int64 // the sum of the manifest's blobs (config and layers)
 	UpdatedAt time.Time
+	ExpiresAt time.Time // zero: never
 }
 
 // TagQuery selects tags for TagsPage.

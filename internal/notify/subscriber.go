@@ -81,6 +81,15 @@ func matches(n meta.Notification, e meta.Event) bool {
 	if e.Kind == meta.EventVulnerabilityFound && !levelAllows(n.EventConfig, e.Data) {
 		return false // below the notification's severity threshold
 	}
+	if e.Kind == "repo_image_expiry" {
+		// Made for one notification, by its eventConfig.days.
+		var d struct {
+			For string `json:"notification_uuid"`
+		}
+		if json.Unmarshal(e.Data, &d) == nil && d.For != "" && d.For != n.UUID {
+			return false
+		}
+	}
 	return true
 }
 

@@ -144,7 +144,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	var collector *gc.Collector
 	if cfg.GC.Enabled {
-		collector = gc.New(wire.GCStores(db), driver, GCOptions(cfg, log))
+		collector = gc.New(wire.GCStores(db, cfg.GC.TimeMachine), driver, GCOptions(cfg, log))
 		apiOpts.GC = collector
 	}
 	var graphSvc *graph.Service

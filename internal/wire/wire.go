@@ -5,6 +5,8 @@
 package wire
 
 import (
+	"time"
+
 	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/gc"
@@ -36,9 +38,11 @@ func CopierStores(db *meta.DB) mirror.Stores {
 	return mirror.Stores{Blobs: db.Blobs(), Manifests: db.Manifests()}
 }
 
-// GCStores are the stores gc.New takes.
-func GCStores(db *meta.DB) gc.Stores {
-	return gc.Stores{Uploads: db.Uploads(), Collector: db.Collector(), Retention: db.Collector()}
+// GCStores are the stores gc.New takes; manifests a tag left less than
+// timeMachine ago are kept restorable.
+func GCStores(db *meta.DB, timeMachine time.Duration) gc.Stores {
+	c := db.Collector().WithTimeMachine(timeMachine)
+	return gc.Stores{Uploads: db.Uploads(), Collector: c, Retention: c, Lifecycle: db.Manifests()}
 }
 
 // MirrorStores are the stores mirror.NewMirrorService takes.
@@ -56,7 +60,7 @@ func APIStores(db *meta.DB) api.Stores {
 		Permissions: access, Tokens: access, Audit: access,
 		Notifications: db.Notifications(), Mirrors: db.Mirrors(), ProxyCaches: db.ProxyCaches(),
 		Keepers: db.Collector(), VulnDB: vulnDB{db.VulnDB()},
-		Gates: db.Gates(), Restorer: db.Manifests(),
+		Gates: db.Gates(), Restorer: db.Manifests(), Policies: db.Policies(),
 	}
 }
 

@@ -1,0 +1,81 @@
+package gc
+
+import (
+	"context"
+	"time"
+
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// Lifecycle applies Quay's tag policies (meta.Manifests): expirations,
+// auto-prune policies, and repo_image_expiry notices. Optional in Stores.
+type Lifecycle interface {
+	ExpiredTags(ctx context.Context, now time.Time, n int) ([]meta.ExpiredTag, error)
+	ExpireTag(ctx context.Context, e meta.ExpiredTag, now time.Time, actor string) (bool, error)
+	PrunedRepositories(ctx context.Context) ([]string, error)
+	PruneRepository(ctx context.Context, repo string, now time.Time, actor string) ([]string, error)
+	NoticeExpiringTags(ctx context.Context, now time.Time) (int, error)
+}
+
+// Actors of the tag policies, in events and the audit trail.
+const (
+	ExpiryActor    = "berth-expiry"
+	AutoPruneActor = "berth-autoprune"
+)
+
+// expiredBatch is how many expired tags one query returns.
+const expiredBatch = 500
+
+// lifecycle announces tags about to expire, deletes the expired ones and
+// applies auto-prune policies, before collection: what they remove goes
+// to the time machine, and is collected when it runs out. A dry run
+// changes nothing and reports nothing of them.
+func (c *Collector) lifecycle(ctx context.Context, rep *Report) error {
+	if c.policy == nil {
+		return nil
+	}
+	now := c.now()
+	n, err := c.policy.NoticeExpiringTags(ctx, now)
+	rep.ExpiryNotices += n
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for {
+		tags, err := c.policy.ExpiredTags(ctx, now, expiredBatch)
+		if err != nil {
+			return err
+		}
+		progress := false
+		for _, t := range tags {
+			key := t.Repository + ":" + t.Tag
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			progress = true
+			ok, err := c.policy.ExpireTag(ctx, t, now, ExpiryActor)
+			if err != nil {
+				return err
+			}
+			if ok {
+				rep.ExpiredTags++
+			}
+		}
+		if !progress || len(tags) < expiredBatch {
+			break
+		}
+	}
+	repos, err := c.policy.PrunedRepositories(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range repos {
+		gone, err := c.policy.PruneRepository(ctx, r, now, AutoPruneActor)
+		if err != nil {
+			return err
+		}
+		rep.PrunedTags += len(gone)
+	}
+	return nil
+}

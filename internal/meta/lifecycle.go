@@ -1,0 +1,570 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
+)
+
+// Policies are Quay's tag policies of organizations and repositories:
+// immutability (a matching tag cannot be moved or deleted once pushed)
+// and auto-prune (old tags are deleted by count or age).
+type Policies struct{ *core }
+
+// Policies returns the tag policy store.
+func (db *DB) Policies() Policies { return Policies{db.core} }
+
+// Tag policy kinds.
+const (
+	PolicyImmutability = "immutability"
+	PolicyAutoPrune    = "autoprune"
+)
+
+// Auto-prune methods (Quay's).
+const (
+	PruneByCount = "number_of_tags"
+	PruneByAge   = "creation_date"
+)
+
+// ErrPolicyNotFound is returned for an unknown policy.
+var ErrPolicyNotFound = fmt.Errorf("policy %w", ErrNotFound)
+
+// TagPolicy is an immutability or auto-prune policy of an organization
+// (Repository empty) or of one repository.
+type TagPolicy struct {
+	UUID       string
+	Kind       string
+	Namespace  string
+	Repository string
+	// Method and Value (auto-prune): number_of_tags with a count, or
+	// creation_date with an age ("7d", "2w", "24h").
+	Method string
+	Value  string
+	// TagPattern is a regular expression (RE2) the policy applies to
+	// tags that match it (TagPatternMatches) or that do not; empty: all.
+	TagPattern        string
+	TagPatternMatches bool
+	CreatedAt         time.Time
+}
+
+// applies reports whether the policy covers a tag.
+func (p TagPolicy) applies(tag string) bool {
+	if p.TagPattern == "" {
+		return true
+	}
+	re, err := regexp.Compile(p.TagPattern)
+	if err != nil {
+		return false // validated when saved
+	}
+	return re.MatchString(tag) == p.TagPatternMatches
+}
+
+// ParseAge reads an auto-prune or expiration age the way Quay writes
+// them: a number and a unit among s, m, h, d, w ("7d", "2w", "24h").
+func ParseAge(s string) (time.Duration, error) {
+	if len(s) < 2 {
+		return 0, fmt.Errorf("invalid age %q: want a number and a unit (s, m, h, d, w), e.g. 7d", s)
+	}
+	n, err := strconv.ParseInt(s[:len(s)-1], 10, 64)
+	unit := map[byte]time.Duration{'s': time.Second, 'm': time.Minute, 'h': time.Hour, 'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour}[s[len(s)-1]]
+	if err != nil || n <= 0 || unit == 0 || n > int64((100*365*24*time.Hour)/unit) {
+		return 0, fmt.Errorf("invalid age %q: want a positive number and a unit (s, m, h, d, w), e.g. 7d", s)
+	}
+	return time.Duration(n) * unit, nil
+}
+
+// CreateTagPolicy stores a policy and returns it with its UUID. The
+// namespace (and repository, if named) must exist.
+func (db Policies) CreateTagPolicy(ctx context.Context, p TagPolicy) (TagPolicy, error) {
+	p.UUID, p.CreatedAt = uuid.NewString(), time.Now().UTC()
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		nsID, repoID, err := db.policyScope(ctx, tx, p.Namespace, p.Repository)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, db.q(`INSERT INTO tag_policies (uuid, kind, namespace_id, repository_id, method, value, tag_pattern, tag_pattern_matches, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`), p.UUID, p.Kind, nsID, repoID, p.Method, p.Value, p.TagPattern, boolInt(p.TagPatternMatches), p.CreatedAt.UnixMicro())
+		if err != nil {
+			return fmt.Errorf("store policy: %w", err)
+		}
+		return nil
+	})
+	return p, err
+}
+
+func (db *core) policyScope(ctx context.Context, tx *sql.Tx, namespace, repo string) (int64, any, error) {
+	var nsID int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ?"), namespace).Scan(&nsID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil, ErrNamespaceNotFound
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("look up namespace: %w", err)
+	}
+	if repo == "" {
+		return nsID, nil, nil
+	}
+	id, err := db.repoID(ctx, tx, repo)
+	return nsID, id, err
+}
+
+const policyColumns = `p.uuid, p.kind, n.name, COALESCE(r.name, ''), p.method, p.value, p.tag_pattern, p.tag_pattern_matches, p.created_at`
+
+func scanPolicy(row interface{ Scan(...any) error }) (TagPolicy, error) {
+	var p TagPolicy
+	var matches int
+	var created int64
+	if err := row.Scan(&p.UUID, &p.Kind, &p.Namespace, &p.Repository, &p.Method, &p.Value, &p.TagPattern, &matches, &created); err != nil {
+		return TagPolicy{}, err
+	}
+	p.TagPatternMatches, p.CreatedAt = matches == 1, fromMicros(created)
+	return p, nil
+}
+
+// TagPolicies lists the policies of a kind set on an organization
+// (repo empty) or on one repository, oldest first.
+func (db Policies) TagPolicies(ctx context.Context, kind, namespace, repo string) ([]TagPolicy, error) {
+	query := `SELECT ` + policyColumns + ` FROM tag_policies p JOIN namespaces n ON n.id = p.namespace_id
+		LEFT JOIN repositories r ON r.id = p.repository_id WHERE p.kind = ? AND n.name = ?`
+	args := []any{kind, namespace}
+	if repo == "" {
+		query += " AND p.repository_id IS NULL"
+	} else {
+		query += " AND r.name = ?"
+		args = append(args, repo)
+	}
+	return db.listPolicies(ctx, db.read, query+" ORDER BY p.id", args...)
+}
+
+func (db *core) listPolicies(ctx context.Context, q querier, query string, args ...any) ([]TagPolicy, error) {
+	rows, err := q.QueryContext(ctx, db.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list policies: %w", err)
+	}
+	defer rows.Close()
+	var out []TagPolicy
+	for rows.Next() {
+		p, err := scanPolicy(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list policies: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// TagPolicy returns one policy by UUID, of a kind and scope.
+func (db Policies) TagPolicy(ctx context.Context, kind, namespace, repo, id string) (TagPolicy, error) {
+	ps, err := db.TagPolicies(ctx, kind, namespace, repo)
+	if err != nil {
+		return TagPolicy{}, err
+	}
+	for _, p := range ps {
+		if p.UUID == id {
+			return p, nil
+		}
+	}
+	return TagPolicy{}, ErrPolicyNotFound
+}
+
+// UpdateTagPolicy replaces a policy's method, value and pattern.
+func (db Policies) UpdateTagPolicy(ctx context.Context, p TagPolicy) error {
+	res, err := db.write.ExecContext(ctx, db.q(`UPDATE tag_policies SET method = ?, value = ?, tag_pattern = ?, tag_pattern_matches = ? WHERE uuid = ? AND kind = ?`),
+		p.Method, p.Value, p.TagPattern, boolInt(p.TagPatternMatches), p.UUID, p.Kind)
+	if err != nil {
+		return fmt.Errorf("update policy: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrPolicyNotFound
+	}
+	return nil
+}
+
+// DeleteTagPolicy removes a policy.
+func (db Policies) DeleteTagPolicy(ctx context.Context, kind, id string) error {
+	res, err := db.write.ExecContext(ctx, db.q(`DELETE FROM tag_policies WHERE uuid = ? AND kind = ?`), id, kind)
+	if err != nil {
+		return fmt.Errorf("delete policy: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrPolicyNotFound
+	}
+	return nil
+}
+
+// repoPolicies are the policies of a kind that apply to a repository:
+// its organization's and its own.
+func (db *core) repoPolicies(ctx context.Context, q querier, kind string, repoID int64) ([]TagPolicy, error) {
+	return db.listPolicies(ctx, q, `SELECT `+policyColumns+` FROM tag_policies p JOIN namespaces n ON n.id = p.namespace_id
+		LEFT JOIN repositories r ON r.id = p.repository_id
+		WHERE p.kind = ? AND (p.repository_id = ? OR p.repository_id IS NULL AND
+			(SELECT substr(name, 1, length(n.name) + 1) FROM repositories WHERE id = ?) = n.name || '/')
+		ORDER BY p.id`, kind, repoID, repoID)
+}
+
+// SetTagExpiration sets (or, with a zero time, clears) when a tag
+// expires, as Quay's PUT .../tag/{tag} {"expiration"} does. An immutable
+// tag cannot expire (*ImmutableTagError).
+func (db Manifests) SetTagExpiration(ctx context.Context, repo, tag string, at time.Time) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		repoID, err := db.repoID(ctx, tx, repo)
+		if errors.Is(err, ErrRepositoryNotFound) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return err
+		}
+		var one int
+		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read tag: %w", err)
+		}
+		var us int64
+		if !at.IsZero() {
+			if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+				return err
+			}
+			us = at.UnixMicro()
+		}
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), us, repoID, tag); err != nil {
+			return fmt.Errorf("set tag expiration: %w", err)
+		}
+		return nil
+	})
+}
+
+// ExpiredTag is a tag past its expiration.
+type ExpiredTag struct {
+	Repository string
+	Tag        string
+	Digest     digest.Digest
+	ExpiresAt  time.Time
+}
+
+// ExpiredTags lists up to n tags whose expiration is before now.
+func (db Manifests) ExpiredTags(ctx context.Context, now time.Time, n int) ([]ExpiredTag, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name, t.name, t.manifest_digest, t.expires_at FROM tags t JOIN repositories r ON r.id = t.repository_id
+		WHERE t.expires_at > 0 AND t.expires_at <= ? ORDER BY t.expires_at LIMIT ?`), now.UnixMicro(), n)
+	if err != nil {
+		return nil, fmt.Errorf("list expired tags: %w", err)
+	}
+	defer rows.Close()
+	var out []ExpiredTag
+	for rows.Next() {
+		var e ExpiredTag
+		var d string
+		var at int64
+		if err := rows.Scan(&e.Repository, &e.Tag, &d, &at); err != nil {
+			return nil, fmt.Errorf("list expired tags: %w", err)
+		}
+		e.Digest, e.ExpiresAt = digest.Digest(d), fromMicros(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// ExpireTag deletes a tag whose expiration has passed, if it still
+// points where it did and is not immutable: its history ends (the time
+// machine can restore it) and tag_deleted is appended with
+// "expired": true. It reports whether it deleted the tag.
+func (db Manifests) ExpireTag(ctx context.Context, e ExpiredTag, now time.Time, actor string) (bool, error) {
+	deleted := false
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		deleted = false
+		repoID, err := db.repoID(ctx, tx, e.Repository)
+		if errors.Is(err, ErrRepositoryNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := db.immutable(ctx, tx, repoID, e.Tag); err != nil {
+			var imm *ImmutableTagError
+			if errors.As(err, &imm) {
+				return nil // immutable since: it stays
+			}
+			return err
+		}
+		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE repository_id = ? AND name = ? AND manifest_digest = ? AND expires_at > 0 AND expires_at <= ?`),
+			repoID, e.Tag, e.Digest.String(), now.UnixMicro())
+		if err != nil {
+			return fmt.Errorf("expire tag: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		deleted = true
+		if err := db.endTagHistory(ctx, tx, repoID, e.Tag); err != nil {
+			return err
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: e.Repository, Actor: actor,
+			Data: mustJSON(map[string]any{"tag": e.Tag, "digest": e.Digest.String(), "expired": true})})
+	})
+	return deleted, err
+}
+
+// PruneRepository applies a repository's auto-prune policies (its
+// organization's and its own) at now: per policy, the tags it covers
+// beyond the newest Value (number_of_tags) or older than Value
+// (creation_date, by when the tag last moved) are deleted, immutable tags
+// excepted, each with its tag_deleted event ("pruned": true). It returns
+// the tags deleted.
+func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.Time, actor string) ([]string, error) {
+	var deleted []string
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		deleted = nil
+		repoID, err := db.repoID(ctx, tx, repo)
+		if err != nil {
+			return err
+		}
+		policies, err := db.repoPolicies(ctx, tx, PolicyAutoPrune, repoID)
+		if err != nil || len(policies) == 0 {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, db.q("SELECT name, manifest_digest, updated_at FROM tags WHERE repository_id = ? ORDER BY updated_at DESC, name"), repoID)
+		if err != nil {
+			return fmt.Errorf("list tags: %w", err)
+		}
+		type tagRow struct {
+			name, digest string
+			at           int64
+		}
+		var tags []tagRow
+		for rows.Next() {
+			var t tagRow
+			if err := rows.Scan(&t.name, &t.digest, &t.at); err != nil {
+				rows.Close()
+				return fmt.Errorf("list tags: %w", err)
+			}
+			tags = append(tags, t)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("list tags: %w", err)
+		}
+		doomed := map[string]string{}
+		for _, p := range policies {
+			kept := 0
+			for _, t := range tags {
+				if !p.applies(t.name) {
+					continue
+				}
+				switch p.Method {
+				case PruneByCount:
+					n, err := strconv.Atoi(p.Value)
+					if err != nil {
+						continue
+					}
+					if kept < n {
+						kept++
+						continue
+					}
+				case PruneByAge:
+					age, err := ParseAge(p.Value)
+					if err != nil || fromMicros(t.at).After(now.Add(-age)) {
+						continue
+					}
+				default:
+					continue
+				}
+				doomed[t.name] = t.digest
+			}
+		}
+		names := make([]string, 0, len(doomed))
+		for n := range doomed {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			if err := db.immutable(ctx, tx, repoID, n); err != nil {
+				var imm *ImmutableTagError
+				if errors.As(err, &imm) {
+					continue
+				}
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, db.q("DELETE FROM tags WHERE repository_id = ? AND name = ?"), repoID, n); err != nil {
+				return fmt.Errorf("prune tag: %w", err)
+			}
+			if err := db.endTagHistory(ctx, tx, repoID, n); err != nil {
+				return err
+			}
+			if err := db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: repo, Actor: actor,
+				Data: mustJSON(map[string]any{"tag": n, "digest": doomed[n], "pruned": true})}); err != nil {
+				return err
+			}
+			deleted = append(deleted, n)
+		}
+		return nil
+	})
+	return deleted, err
+}
+
+// PrunedRepositories lists the repositories some auto-prune policy
+// covers (their organization's or their own).
+func (db Manifests) PrunedRepositories(ctx context.Context) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name FROM repositories r WHERE EXISTS (SELECT 1 FROM tag_policies p JOIN namespaces n ON n.id = p.namespace_id
+		WHERE p.kind = 'autoprune' AND (p.repository_id = r.id OR p.repository_id IS NULL AND substr(r.name, 1, length(n.name) + 1) = n.name || '/')) ORDER BY r.name`))
+	if err != nil {
+		return nil, fmt.Errorf("list pruned repositories: %w", err)
+	}
+	return scanStringsClose(rows)
+}
+
+func scanStringsClose(rows *sql.Rows) ([]string, error) {
+	out, err := scanStrings(rows)
+	if err != nil {
+		return nil, fmt.Errorf("scan: %w", err)
+	}
+	return out, nil
+}
+
+// policyImmutable returns an *ImmutableTagError if an immutability
+// policy of the repository (or its organization) covers the tag.
+func (db *core) policyImmutable(ctx context.Context, tx *sql.Tx, repoID int64, tag string) error {
+	ps, err := db.repoPolicies(ctx, tx, PolicyImmutability, repoID)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if p.applies(tag) {
+			scope := "organization " + p.Namespace
+			if p.Repository != "" {
+				scope = "repository " + p.Repository
+			}
+			how := "every tag"
+			if p.TagPattern != "" {
+				how = fmt.Sprintf("tags matching %q", p.TagPattern)
+				if !p.TagPatternMatches {
+					how = fmt.Sprintf("tags not matching %q", p.TagPattern)
+				}
+			}
+			return &ImmutableTagError{Tag: tag, Reason: fmt.Sprintf("immutability policy %s of %s: %s", p.UUID, scope, how)}
+		}
+	}
+	return nil
+}
+
+// ExpiryNotice is a repo_image_expiry event to append for one
+// notification and repository.
+type expiryNotification struct {
+	uuid, scope, target string
+	days                int
+}
+
+// NoticeExpiringTags appends a repo_image_expiry event, per notification
+// of that kind and repository in its scope, for the tags that expire
+// within the notification's eventConfig.days (Quay's) and were not
+// announced to it yet; each tag and expiration is announced once per
+// notification. It returns how many events it appended.
+func (db Manifests) NoticeExpiringTags(ctx context.Context, now time.Time) (int, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT uuid, scope, target, event_config FROM notifications WHERE event = ?`), "repo_image_expiry")
+	if err != nil {
+		return 0, fmt.Errorf("list expiry notifications: %w", err)
+	}
+	var ns []expiryNotification
+	for rows.Next() {
+		var n expiryNotification
+		var cfg string
+		if err := rows.Scan(&n.uuid, &n.scope, &n.target, &cfg); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("list expiry notifications: %w", err)
+		}
+		var c struct {
+			Days any `json:"days"`
+		}
+		json.Unmarshal([]byte(cfg), &c)
+		n.days = 7
+		switch d := c.Days.(type) {
+		case float64:
+			n.days = int(d)
+		case string:
+			if v, err := strconv.Atoi(d); err == nil {
+				n.days = v
+			}
+		}
+		if n.days > 0 {
+			ns = append(ns, n)
+		}
+	}
+	rows.Close()
+	appended := 0
+	for _, n := range ns {
+		err := db.tx(ctx, func(tx *sql.Tx) error {
+			query := `SELECT r.id, r.name, t.name, t.manifest_digest, t.expires_at FROM tags t JOIN repositories r ON r.id = t.repository_id
+				WHERE t.expires_at > ? AND t.expires_at <= ?
+				AND NOT EXISTS (SELECT 1 FROM expiry_notices x WHERE x.notification_uuid = ? AND x.repository_id = t.repository_id AND x.tag = t.name AND x.expires_at = t.expires_at)`
+			args := []any{now.UnixMicro(), now.Add(time.Duration(n.days) * 24 * time.Hour).UnixMicro(), n.uuid}
+			switch n.scope {
+			case "repository":
+				query += " AND r.name = ?"
+				args = append(args, n.target)
+			case "organization":
+				query += " AND substr(r.name, 1, ?) = ?"
+				args = append(args, len(n.target)+1, n.target+"/")
+			}
+			rows, err := tx.QueryContext(ctx, db.q(query+" ORDER BY r.name, t.name"), args...)
+			if err != nil {
+				return fmt.Errorf("list expiring tags: %w", err)
+			}
+			type hit struct {
+				repoID  int64
+				repo    string
+				tag, dg string
+				at      int64
+			}
+			var hits []hit
+			for rows.Next() {
+				var h hit
+				if err := rows.Scan(&h.repoID, &h.repo, &h.tag, &h.dg, &h.at); err != nil {
+					rows.Close()
+					return fmt.Errorf("list expiring tags: %w", err)
+				}
+				hits = append(hits, h)
+			}
+			rows.Close()
+			byRepo := map[string][]hit{}
+			var repos []string
+			for _, h := range hits {
+				if _, ok := byRepo[h.repo]; !ok {
+					repos = append(repos, h.repo)
+				}
+				byRepo[h.repo] = append(byRepo[h.repo], h)
+				if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO expiry_notices (notification_uuid, repository_id, tag, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+					n.uuid, h.repoID, h.tag, h.at); err != nil {
+					return fmt.Errorf("record expiry notice: %w", err)
+				}
+			}
+			for _, repo := range repos {
+				var tags []string
+				for _, h := range byRepo[repo] {
+					tags = append(tags, h.tag)
+				}
+				first := byRepo[repo][0]
+				if err := db.appendEvent(ctx, tx, Event{Kind: "repo_image_expiry", Repository: repo, Actor: "berth-expiry",
+					Data: mustJSON(map[string]any{"tags": tags, "expiring_in": fmt.Sprintf("%d days", n.days), "digest": first.dg,
+						"expires_at": fromMicros(first.at).Format(time.RFC3339), "notification_uuid": n.uuid})}); err != nil {
+					return err
+				}
+				appended++
+			}
+			return nil
+		})
+		if err != nil {
+			return appended, err
+		}
+	}
+	return appended, nil
+}
