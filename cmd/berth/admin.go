@@ -114,7 +114,8 @@ func adminCmd() *cobra.Command {
 		Short: "Issue a scoped access token; the secret is printed once",
 		Long: `Issue a scoped access token. Each --scope is REPOSITORY=ACTION[,ACTION...]:
 the repository is a name, a prefix ending in /* or * for all; actions are
-content/read, content/write, content/delete, metadata/read, metadata/write.
+content/read, content/write, content/delete, metadata/read, metadata/write,
+checks (see a gate's candidates and post check results).
 Log in with the token's name as username and the printed secret as password.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

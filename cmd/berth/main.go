@@ -46,7 +46,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), adminCmd(), importCmd(), vulnsCmd(), depsCmd(), versionCmd())
+	root.AddCommand(serveCmd(), adminCmd(), importCmd(), vulnsCmd(), depsCmd(), promoteCmd(), checkCmd(), gateCmd(), versionCmd())
 	return root
 }
 

@@ -277,23 +277,14 @@ func countAtLeast(info scan.SecurityInfo, threshold string) int {
 // --password-stdin), makes the API client for the image's registry, and
 // resolves the image's tag, if it has one, to its digest.
 func imageClient(cmd *cobra.Command, image, username string, passwordStdin, insecure bool) (apiClient, string, string, error) {
-	password := os.Getenv("BERTH_PASSWORD")
-	if passwordStdin {
-		line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return apiClient{}, "", "", err
-		}
-		password = strings.TrimRight(line, "\r\n")
-	}
-	c := apiClient{http: &http.Client{Timeout: time.Minute}, username: username, password: password, scheme: "https"}
-	if insecure {
-		c.scheme = "http"
-	}
 	ref, err := name.ParseReference(image, name.StrictValidation)
 	if err != nil {
 		return apiClient{}, "", "", fmt.Errorf("image %q: %w (want HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@DIGEST)", image, err)
 	}
-	c.host = ref.Context().RegistryStr()
+	c, err := newAPIClient(cmd, ref.Context().RegistryStr(), username, passwordStdin, insecure)
+	if err != nil {
+		return apiClient{}, "", "", err
+	}
 	repo := ref.Context().RepositoryStr()
 	dgst := ref.Identifier()
 	if _, isTag := ref.(name.Tag); isTag {
@@ -302,6 +293,24 @@ func imageClient(cmd *cobra.Command, image, username string, passwordStdin, inse
 		}
 	}
 	return c, repo, dgst, nil
+}
+
+// newAPIClient reads the password (BERTH_PASSWORD, or standard input
+// with --password-stdin) and makes the API client for a registry host.
+func newAPIClient(cmd *cobra.Command, host, username string, passwordStdin, insecure bool) (apiClient, error) {
+	password := os.Getenv("BERTH_PASSWORD")
+	if passwordStdin {
+		line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return apiClient{}, err
+		}
+		password = strings.TrimRight(line, "\r\n")
+	}
+	c := apiClient{http: &http.Client{Timeout: time.Minute}, host: host, username: username, password: password, scheme: "https"}
+	if insecure {
+		c.scheme = "http"
+	}
+	return c, nil
 }
 
 type apiClient struct {
