@@ -29,7 +29,7 @@ type GateStore interface {
 
 // Gates evaluates and promotes candidates (gate.Service).
 type Gates interface {
-	Evaluate(ctx context.Context, id int64) (gate.Evaluation, error)
+	EvaluateAs(ctx context.Context, id int64, actor string) (gate.Evaluation, error)
 	Override(ctx context.Context, id int64, reason, actor string) (gate.Evaluation, error)
 }
 
@@ -112,11 +112,17 @@ func (a *API) putGate(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 	} else if !errors.Is(err, meta.ErrNotFound) {
 		return err
 	}
-	var cfg gate.Config
-	if err := decode(w, r, &cfg); err != nil {
+	// What GET answers can be PUT back: its read-only fields are ignored.
+	var body struct {
+		gate.Config
+		KeyIDs    any `json:"key_ids"`
+		CreatedAt any `json:"created_at"`
+		UpdatedAt any `json:"updated_at"`
+	}
+	if err := decode(w, r, &body); err != nil {
 		return err
 	}
-	compiled, err := cfg.Compile()
+	compiled, err := body.Config.Compile()
 	if err != nil {
 		return apiError(http.StatusBadRequest, "invalid_request", "%v", err)
 	}
@@ -216,7 +222,28 @@ func (a *API) gateCandidates(w http.ResponseWriter, r *http.Request, id auth.Ide
 	return nil
 }
 
-// checkDigest reads a manifest argument and applies the permission to
+// hideHeld answers 404 for a manifest a gate holds (a candidate) when
+// the caller may not check it: by digest, a candidate is unknown to
+// readers through the API as through /v2.
+func (a *API) hideHeld(ctx context.Context, id auth.Identity, repo string, d digest.Digest) error {
+	m, err := a.db.Tags.GetManifest(ctx, repo, "", d, false)
+	if errors.Is(err, meta.ErrNotFound) || err == nil && !m.Held {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ok, err := a.auth.Decide(ctx, id, repo, auth.ActionChecks)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return notFound("manifest %s not found in %s", d, repo)
+	}
+	return nil
+}
+
+// manifestArg reads a manifest argument and applies the permission to
 // see it: checks for held content (a candidate), read otherwise.
 func (a *API) manifestArg(r *http.Request, id auth.Identity, repo, arg, action string) (digest.Digest, error) {
 	d, err := oci.ParseDigest(arg)
@@ -332,7 +359,7 @@ func (a *API) promote(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 	if req.OverrideReason != "" {
 		ev, err = a.opts.Gates.Override(r.Context(), c.ID, req.OverrideReason, id.Actor())
 	} else {
-		ev, err = a.opts.Gates.Evaluate(r.Context(), c.ID)
+		ev, err = a.opts.Gates.EvaluateAs(r.Context(), c.ID, id.Actor())
 	}
 	if errors.Is(err, meta.ErrCandidateNotLive) || err == nil && ev.State == "" {
 		return apiError(http.StatusConflict, "invalid_request", "candidate %d was decided meanwhile (promoted, superseded or withdrawn)", c.ID)

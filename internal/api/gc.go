@@ -41,6 +41,9 @@ func (a *API) manifestGC(w http.ResponseWriter, r *http.Request, id auth.Identit
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
 		return err
 	}
+	if err := a.hideHeld(r.Context(), id, repo, d); err != nil {
+		return err
+	}
 	k, err := a.db.Keepers.ManifestGCKeepers(r.Context(), repo, d)
 	if errors.Is(err, meta.ErrNotFound) {
 		return notFound("manifest %s is not in %s", d, repo)

@@ -59,6 +59,9 @@ func (a *API) graphDigest(r *http.Request, id auth.Identity, repo, arg string) (
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
 		return "", err
 	}
+	if err := a.hideHeld(r.Context(), id, repo, d); err != nil {
+		return "", err
+	}
 	return d, nil
 }
 

@@ -62,13 +62,8 @@ func (a *API) manifestSecurity(w http.ResponseWriter, r *http.Request, id auth.I
 	} else if err != nil {
 		return err
 	}
-	if m.Held {
-		// A gate's candidate: unknown to whoever may not check it.
-		if ok, err := a.auth.Decide(r.Context(), id, repo, auth.ActionChecks); err != nil {
-			return err
-		} else if !ok {
-			return notFound("manifest %s not found in %s", d, repo)
-		}
+	if err := a.hideHeld(r.Context(), id, repo, d); err != nil {
+		return err
 	}
 	info, err := a.opts.Scanner.Security(r.Context(), repo, m, withVulns)
 	if err != nil {

@@ -347,7 +347,9 @@ func SamplePayloadConfig(srv Server, kind, repo string, eventConfig map[string]a
 			"previous_digest": "sha256:3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d", "override": false}
 	case EventPromotionBlocked:
 		data = map[string]any{"tags": []any{"15-alpine"}, "tag": "15-alpine", "digest": sampleDigest, "candidate": 1,
-			"reasons": []any{`check "functional" failed: 3 of 120 tests failed`}}
+			"reasons": []any{`check "functional" failed`, `policy: scan.counts.critical == 0 is false`},
+			"failed":  []any{`scan.counts.critical == 0`}, "checks": map[string]any{"functional": "fail", "berth/scan": "fail"},
+			"policy": `scan.status == "scanned" && scan.counts.critical == 0 && checks["functional"] == "pass"`}
 	case EventBaseImageUpdated:
 		data = map[string]any{"tags": []any{"latest", "v1"}, "digest": sampleDigest,
 			"base": map[string]any{"repository": "mirror/ubi8-openjdk-11-runtime", "tag": "1.9",

@@ -133,7 +133,8 @@ type Vulnerability struct {
 //   - identity (string): the signer identity when known (keyless signing), else empty.
 //   - error (string): why it did not verify, empty when verified.
 //
-// For example signatures.exists(s, s.verified && s.key_id == "release").
+// For example signatures.exists(s, s.verified && s.key_id == "sha256:<hex>")
+// (the key ids GET .../gate answers in key_ids).
 type Signature struct {
 	Kind     string `cel:"kind"`     // "cosign" (the sha256-<hex>.sig tag) or "referrer" (OCI 1.1 referrer)
 	Digest   string `cel:"digest"`   // the signature manifest's digest

@@ -124,11 +124,17 @@ type ScanSummary struct {
 // block, or wait. It returns the evaluation (State "" and no error for a
 // candidate that is no longer live or whose gate is gone).
 func (s *Service) Evaluate(ctx context.Context, id int64) (Evaluation, error) {
+	return s.EvaluateAs(ctx, id, Actor)
+}
+
+// EvaluateAs is Evaluate on someone's request (a manual promotion): a
+// promotion names them as its actor.
+func (s *Service) EvaluateAs(ctx context.Context, id int64, actor string) (Evaluation, error) {
 	ev, cfg, err := s.evaluate(ctx, id)
 	if err != nil || ev.State == "" {
 		return ev, err
 	}
-	return s.act(ctx, ev, cfg, "", Actor)
+	return s.act(ctx, ev, cfg, "", actor)
 }
 
 // Override promotes a live candidate regardless of its policy (a
@@ -257,7 +263,7 @@ func decide(ctx context.Context, cfg *Compiled, in Input, scanReason string) (st
 		return meta.CandidatePromoted, nil, nil
 	}
 	if res.Err != nil {
-		reasons = append(reasons, "policy error: "+res.Err.Error())
+		reasons = append(reasons, "policy error: "+strings.TrimPrefix(res.Err.Error(), "policy: "))
 	}
 	for _, f := range res.Failed {
 		reasons = append(reasons, "policy: "+f+" is false")
@@ -508,7 +514,17 @@ func (s *Service) scanInput(ctx context.Context, repo string, m meta.Manifest, p
 	}
 	out.Status = status
 	if status == "scanned" && scanCheck(out, threshold) == StatusFail {
-		reason = fmt.Sprintf("%d critical, %d high, %d medium vulnerabilities (fails at %s)", out.Counts.Critical, out.Counts.High, out.Counts.Medium, threshold)
+		var parts []string
+		for _, sv := range []struct {
+			name string
+			n    int64
+		}{{"critical", out.Counts.Critical}, {"high", out.Counts.High}, {"medium", out.Counts.Medium}, {"low", out.Counts.Low},
+			{"negligible", out.Counts.Negligible}, {"unknown", out.Counts.Unknown}} {
+			if sv.n > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", sv.n, sv.name))
+			}
+		}
+		reason = strings.Join(parts, ", ") + " vulnerabilities (berth/scan fails at " + threshold + " and above)"
 	}
 	return out, reason, nil
 }

@@ -29,6 +29,7 @@ const (
 	EventPromotionSucceeded = "promotion_succeeded"
 	EventPromotionBlocked   = "promotion_blocked"
 	EventGateCheck          = "gate_check"
+	EventGateChanged        = "gate_changed"
 	EventVulnDataUpdated    = "vulnerability_data_updated"
 )
 
@@ -139,7 +140,31 @@ func (db Gates) PutGate(ctx context.Context, g Gate) error {
 			strings.Join(g.Checkers, "\n"), repoID); err != nil {
 			return fmt.Errorf("flag gated repository: %w", err)
 		}
-		return nil
+		// Candidates for tags the gate no longer guards are withdrawn;
+		// the others are evaluated again under the new configuration.
+		rows, err := tx.QueryContext(ctx, db.q("SELECT id, tag FROM gate_candidates WHERE repository_id = ? AND state IN ('pending', 'blocked')"), repoID)
+		if err != nil {
+			return fmt.Errorf("list live candidates: %w", err)
+		}
+		var unguarded []int64
+		for rows.Next() {
+			var id int64
+			var tag string
+			if err := rows.Scan(&id, &tag); err != nil {
+				rows.Close()
+				return fmt.Errorf("list live candidates: %w", err)
+			}
+			if !GuardsTag(g.Tags, tag) {
+				unguarded = append(unguarded, id)
+			}
+		}
+		rows.Close()
+		for _, id := range unguarded {
+			if _, err := tx.ExecContext(ctx, db.q("UPDATE gate_candidates SET state = ?, decided_at = ? WHERE id = ?"), CandidateWithdrawn, ts, id); err != nil {
+				return fmt.Errorf("withdraw candidate: %w", err)
+			}
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventGateChanged, Repository: g.Repository, Data: mustJSON(map[string]any{"tags": g.Tags})})
 	})
 }
 
