@@ -1,0 +1,277 @@
+package meta_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+)
+
+func orgWithRepo(t *testing.T, db *meta.DB) {
+	t.Helper()
+	ctx := context.Background()
+	u, err := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Organizations().CreateOrganization(ctx, "acme", u.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Organizations().CreateOrganization(ctx, "acme_x", u.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestImmutabilityPolicies: Quay's contract. A tag an organization's or
+// repository's policy covers is pushed once and then cannot be moved,
+// deleted, expired or have its manifest deleted; the refusal names the
+// policy; tags the pattern does not cover (or that a tagPatternMatches:
+// false policy excludes) move freely; the policy of an organization does
+// not reach another whose name shares its prefix.
+func TestImmutabilityPolicies(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			put := func(repo, tag, content string) error {
+				return db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: repo, Manifest: manifestOf(content), Tag: tag})
+			}
+			for _, r := range []string{"acme/app", "acme/tools", "acme_x/app"} {
+				if err := put(r, "latest", "first of "+r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			org, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme",
+				TagPattern: `^v[0-9]+\.[0-9]+\.[0-9]+$`, TagPatternMatches: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme", Repository: "acme/tools",
+				TagPattern: `^dev-`, TagPatternMatches: false}); err != nil {
+				t.Fatal(err)
+			}
+			if err := put("acme/app", "v1.2.3", "release"); err != nil {
+				t.Fatalf("first push of a covered tag: %v", err)
+			}
+			var imm *meta.ImmutableTagError
+			if err := put("acme/app", "v1.2.3", "overwrite"); !errors.As(err, &imm) || !strings.Contains(err.Error(), org.UUID) {
+				t.Fatalf("overwrite of v1.2.3: %v", err)
+			}
+			if err := db.Manifests().DeleteTag(ctx, "acme/app", "v1.2.3", "alice"); !errors.As(err, &imm) {
+				t.Fatalf("delete of v1.2.3: %v", err)
+			}
+			if err := db.Manifests().DeleteManifest(ctx, "acme/app", manifestOf("release").Digest, "alice"); !errors.As(err, &imm) {
+				t.Fatalf("delete of v1.2.3's manifest: %v", err)
+			}
+			if err := db.Manifests().SetTagExpiration(ctx, "acme/app", "v1.2.3", time.Now().Add(time.Hour)); !errors.As(err, &imm) {
+				t.Fatalf("expiration of v1.2.3: %v", err)
+			}
+			if err := put("acme/app", "latest", "second"); err != nil {
+				t.Fatalf("latest is not covered: %v", err)
+			}
+			// acme/tools: every tag but dev-* is immutable (its own policy).
+			if err := put("acme/tools", "latest", "second of tools"); !errors.As(err, &imm) {
+				t.Fatalf("latest of acme/tools: %v", err)
+			}
+			if err := put("acme/tools", "dev-1", "a"); err != nil {
+				t.Fatal(err)
+			}
+			if err := put("acme/tools", "dev-1", "b"); err != nil {
+				t.Fatalf("dev-1 is excluded: %v", err)
+			}
+			// acme_x is another organization.
+			if err := put("acme_x/app", "v1.0.0", "x1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := put("acme_x/app", "v1.0.0", "x2"); err != nil {
+				t.Fatalf("a policy of acme reached acme_x: %v", err)
+			}
+			ps, _ := db.Policies().TagPolicies(ctx, meta.PolicyImmutability, "acme", "")
+			if len(ps) != 1 || ps[0].UUID != org.UUID {
+				t.Fatalf("organization policies: %+v", ps)
+			}
+			if err := db.Policies().DeleteTagPolicy(ctx, meta.PolicyImmutability, org.UUID); err != nil {
+				t.Fatal(err)
+			}
+			if err := put("acme/app", "v1.2.3", "overwrite"); err != nil {
+				t.Fatalf("after the policy was deleted: %v", err)
+			}
+		})
+	}
+}
+
+// TestExpirationAndTimeMachine: an expired tag is deleted by ExpireTag
+// (with tag_deleted "expired"), its manifest stays out of collection for
+// the time machine's window and can be restored meanwhile; a moved tag
+// loses its expiration; repo_image_expiry is announced once per
+// notification, tag and expiration, only within the notification's days.
+func TestExpirationAndTimeMachine(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			m, moved := manifestOf("expiring"), manifestOf("moved")
+			now := time.Now()
+			for _, p := range []meta.PutManifest{
+				{Repository: "acme/app", Manifest: m, Tag: "nightly", ExpiresAt: now.Add(2 * 24 * time.Hour)},
+				{Repository: "acme/app", Manifest: moved, Tag: "weekly", ExpiresAt: now.Add(time.Hour)},
+				{Repository: "acme/app", Manifest: manifestOf("stays"), Tag: "stable"},
+			} {
+				if err := db.Manifests().PutManifest(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			page, _ := db.Manifests().TagsPage(ctx, "acme/app", meta.TagQuery{Name: "nightly", Limit: 1})
+			if len(page) != 1 || page[0].ExpiresAt.IsZero() {
+				t.Fatalf("nightly's expiration: %+v", page)
+			}
+			// Moving weekly clears its expiration.
+			if err := db.Manifests().MoveTag(ctx, "acme/app", "weekly", m.Digest, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			// Notifications: 1 day hears nothing yet, 3 days hears nightly once.
+			for _, days := range []int{1, 3} {
+				if _, err := db.Notifications().CreateNotification(ctx, meta.Notification{UUID: fmt.Sprint("expiry-", days), Scope: "repository", Target: "acme/app",
+					Event: "repo_image_expiry", Method: "webhook", Config: json.RawMessage(`{"url":"https://example.com"}`),
+					EventConfig: json.RawMessage(fmt.Sprintf(`{"days":%d}`, days))}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 2 {
+				n, err := db.Manifests().NoticeExpiringTags(ctx, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n > 1 {
+					t.Fatalf("%d notices", n)
+				}
+			}
+			evs, _ := db.Outbox().EventsAfter(ctx, 0, 1000)
+			var notices []map[string]any
+			for _, e := range evs {
+				if e.Kind == "repo_image_expiry" {
+					var d map[string]any
+					json.Unmarshal(e.Data, &d)
+					notices = append(notices, d)
+				}
+			}
+			if len(notices) != 1 || fmt.Sprint(notices[0]["tags"]) != "[nightly]" || notices[0]["expiring_in"] != "3 days" {
+				t.Fatalf("repo_image_expiry events: %v", notices)
+			}
+
+			later := now.Add(3 * 24 * time.Hour)
+			expired, err := db.Manifests().ExpiredTags(ctx, later, 100)
+			if err != nil || len(expired) != 1 || expired[0].Tag != "nightly" {
+				t.Fatalf("expired tags: %+v %v", expired, err)
+			}
+			if ok, err := db.Manifests().ExpireTag(ctx, expired[0], later, "berth-expiry"); !ok || err != nil {
+				t.Fatalf("expire: %v %v", ok, err)
+			}
+			if ok, _ := db.Manifests().ExpireTag(ctx, expired[0], later, "berth-expiry"); ok {
+				t.Fatal("expired twice")
+			}
+			if _, err := db.Manifests().GetManifest(ctx, "acme/app", "nightly", "", false); !errors.Is(err, meta.ErrManifestNotFound) {
+				t.Fatalf("nightly after expiry: %v", err)
+			}
+			// weekly (moved onto m) still holds m; the moved manifest was
+			// left by weekly: the time machine keeps it from collection.
+			gc := db.Collector().WithTimeMachine(time.Hour)
+			dangling, _ := gc.DanglingManifests(ctx, time.Now().Add(time.Hour), 100)
+			if slices.ContainsFunc(dangling, func(c meta.GCCandidate) bool { return c.Digest == moved.Digest }) {
+				t.Fatal("the time machine does not keep a manifest a tag left")
+			}
+			keep, _ := gc.ManifestGCKeepers(ctx, "acme/app", moved.Digest)
+			if keep.RestorableUntil.IsZero() {
+				t.Fatalf("keepers: %+v", keep)
+			}
+			dangling, _ = db.Collector().DanglingManifests(ctx, time.Now().Add(time.Hour), 100)
+			if !slices.ContainsFunc(dangling, func(c meta.GCCandidate) bool { return c.Digest == moved.Digest }) {
+				t.Fatal("without a time machine the left manifest is not collectable")
+			}
+			if err := db.Manifests().RestoreTag(ctx, "acme/app", "weekly", moved.Digest, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := db.Manifests().GetManifest(ctx, "acme/app", "weekly", "", false); got.Digest != moved.Digest {
+				t.Fatal("restore did not bring weekly back")
+			}
+		})
+	}
+}
+
+// TestAutoPrune: number_of_tags keeps the newest N tags its pattern
+// covers; creation_date deletes those older than its age; immutable tags
+// are never pruned; a repository policy and its organization's apply
+// together; pruned tags are announced and restorable.
+func TestAutoPrune(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			for i := range 6 {
+				if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf(fmt.Sprint("build ", i)),
+					Tag: fmt.Sprintf("build-%d", i)}); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(2 * time.Millisecond) // distinct push times
+			}
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf("rel"), Tag: "v1"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme", TagPattern: "^build-0$", TagPatternMatches: true}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyAutoPrune, Namespace: "acme", Method: meta.PruneByCount, Value: "3",
+				TagPattern: "^build-", TagPatternMatches: true}); err != nil {
+				t.Fatal(err)
+			}
+			repos, err := db.Manifests().PrunedRepositories(ctx)
+			if err != nil || !slices.Equal(repos, []string{"acme/app"}) {
+				t.Fatalf("pruned repositories: %v %v", repos, err)
+			}
+			gone, err := db.Manifests().PruneRepository(ctx, "acme/app", time.Now(), "berth-autoprune")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// build-5, 4, 3 kept (newest 3); build-2, 1 pruned; build-0 immutable.
+			if !slices.Equal(gone, []string{"build-1", "build-2"}) {
+				t.Fatalf("pruned: %v", gone)
+			}
+			if again, _ := db.Manifests().PruneRepository(ctx, "acme/app", time.Now(), "berth-autoprune"); len(again) != 0 {
+				t.Fatalf("pruned again: %v", again)
+			}
+			// A repository policy by age prunes every tag older than an hour
+			// an hour from now, v1 included, build-0 excepted.
+			if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyAutoPrune, Namespace: "acme", Repository: "acme/app",
+				Method: meta.PruneByAge, Value: "1h", TagPatternMatches: true}); err != nil {
+				t.Fatal(err)
+			}
+			gone, _ = db.Manifests().PruneRepository(ctx, "acme/app", time.Now().Add(2*time.Hour), "berth-autoprune")
+			if !slices.Equal(gone, []string{"build-3", "build-4", "build-5", "v1"}) {
+				t.Fatalf("pruned by age: %v", gone)
+			}
+			evs, _ := db.Outbox().EventsAfter(ctx, 0, 1000)
+			pruned := 0
+			for _, e := range evs {
+				if e.Kind == meta.EventTagDeleted && strings.Contains(string(e.Data), `"pruned":true`) {
+					pruned++
+				}
+			}
+			if pruned != 6 {
+				t.Fatalf("%d tag_deleted events for 6 pruned tags", pruned)
+			}
+			if err := db.Manifests().RestoreTag(ctx, "acme/app", "v1", manifestOf("rel").Digest, "alice"); err != nil {
+				t.Fatalf("restore a pruned tag: %v", err)
+			}
+		})
+	}
+}
