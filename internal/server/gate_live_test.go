@@ -44,7 +44,7 @@ type liveBerth struct {
 func runBerth(t *testing.T, cfg config.Config) *liveBerth {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -58,6 +58,14 @@ func runBerth(t *testing.T, cfg config.Config) *liveBerth {
 	go func() { b.done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(b.stop)
 	return b
+}
+
+// testLog writes the server's warnings and errors to the test's log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 func (b *liveBerth) stop() {
@@ -169,7 +177,7 @@ func (b *liveBerth) tagDigest(repo, tag string) string {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second) // a bound for a loaded CI machine, not a measure
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
