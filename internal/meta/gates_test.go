@@ -375,3 +375,25 @@ func TestGateConcurrentCandidates(t *testing.T) {
 		})
 	}
 }
+
+// TestVulnImportAnnouncesDataChange: an import that applies advisories
+// appends vulnerability_data_updated (the gate evaluates its live
+// candidates again: a scan input changed); one that applies nothing
+// appends nothing.
+func TestVulnImportAnnouncesDataChange(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newGateEnv(t, dialect)
+			rec := meta.VulnRecord{ID: "DSA-0001", Modified: "2026-11-30T00:00:00Z", Data: []byte(`{"id":"DSA-0001"}`),
+				Keys: []meta.VulnKey{{Ecosystem: "Debian:12", Name: "openssl"}}}
+			for range 2 {
+				if _, err := e.db.VulnDB().ImportVulns(e.ctx, []meta.VulnRecord{rec}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := e.events(meta.EventVulnDataUpdated); len(got) != 1 {
+				t.Fatalf("%d vulnerability_data_updated events for one applied import", len(got))
+			}
+		})
+	}
+}
