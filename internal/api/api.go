@@ -264,6 +264,9 @@ func (a *API) allow(ctx context.Context, id auth.Identity, repo, action string) 
 	if id.Kind == auth.KindAnonymous {
 		return unauthorized("authentication required")
 	}
+	if action == auth.ActionChecks {
+		return forbidden("%s may not see the gate's candidates of %s or post their checks (it is not one of the gate's checkers)", id.Actor(), repo)
+	}
 	return forbidden("%s may not %s %s", id.Actor(), action, repo)
 }
 

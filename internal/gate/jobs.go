@@ -102,7 +102,7 @@ func (s *Subscriber) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) e
 				continue
 			}
 			job = Job{Candidate: d.Candidate}
-		case meta.EventGateCheck, meta.EventGateChanged, meta.EventRepoPush, meta.EventManifestScanned, meta.EventVulnerabilityFound:
+		case meta.EventGateCheck, meta.EventGateChanged, meta.EventGraphIndexed, meta.EventRepoPush, meta.EventManifestScanned, meta.EventVulnerabilityFound:
 			if repos[e.Repository] || e.Repository == "" {
 				continue
 			}

@@ -269,6 +269,7 @@ func TestSubscriber(t *testing.T) {
 		ev(meta.EventPromotionPending, "mirror/node", `{"candidate":7}`),
 		ev(meta.EventGateCheck, "mirror/node", `{}`),
 		ev(meta.EventRepoPush, "mirror/node", `{}`), // same repository, same batch: once
+		ev(meta.EventGraphIndexed, "mirror/node", `{}`),
 		ev(meta.EventManifestScanned, "team/app", `{}`),
 		ev(meta.EventRepoPush, "team/app", `{}`),
 		ev(meta.EventVulnDataUpdated, "", `{}`),

@@ -30,6 +30,7 @@ const (
 	EventPromotionBlocked   = "promotion_blocked"
 	EventGateCheck          = "gate_check"
 	EventGateChanged        = "gate_changed"
+	EventGraphIndexed       = "graph_indexed"
 	EventVulnDataUpdated    = "vulnerability_data_updated"
 )
 
@@ -41,6 +42,10 @@ const (
 	CandidatePromoted   = "promoted"
 	CandidateSuperseded = "superseded"
 	CandidateWithdrawn  = "withdrawn"
+	// CandidateRejected records a digest a guarded tag was rolled back
+	// from (a restore): pushes and mirror syncs do not propose it for that
+	// tag again; only a manual promotion does.
+	CandidateRejected = "rejected"
 )
 
 // ErrGateNotFound is returned for a repository without a gate.
@@ -276,6 +281,12 @@ func (db *core) guardedTags(ctx context.Context, tx *sql.Tx, repoID int64) ([]st
 // points at d or a live candidate for d exists. It returns the new
 // candidate's id (0 when none was made).
 func (db *core) addCandidate(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest, actor string) (int64, error) {
+	return db.proposeCandidate(ctx, tx, repoID, tag, d, actor, false)
+}
+
+// proposeCandidate is addCandidate; a digest the tag was rolled back from
+// is proposed again only manually.
+func (db *core) proposeCandidate(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest, actor string, manual bool) (int64, error) {
 	if err := db.lockGuardedTag(ctx, tx, repoID, tag); err != nil {
 		return 0, err
 	}
@@ -292,11 +303,15 @@ func (db *core) addCandidate(ctx context.Context, tx *sql.Tx, repoID int64, tag 
 			return 0, err
 		}
 	}
+	states := "'pending', 'blocked'"
+	if !manual {
+		states += ", 'rejected'"
+	}
 	var one int
-	err = tx.QueryRowContext(ctx, db.q(`SELECT 1 FROM gate_candidates WHERE repository_id = ? AND tag = ? AND digest = ? AND state IN ('pending', 'blocked')`),
+	err = tx.QueryRowContext(ctx, db.q(`SELECT 1 FROM gate_candidates WHERE repository_id = ? AND tag = ? AND digest = ? AND state IN (`+states+`) LIMIT 1`),
 		repoID, tag, d.String()).Scan(&one)
 	if err == nil {
-		return 0, nil // already a candidate: a mirror that syncs again
+		return 0, nil // already a candidate (a mirror that syncs again), or rolled back from
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("find candidate: %w", err)
@@ -765,7 +780,7 @@ func (db Gates) ManualCandidate(ctx context.Context, repo, tag string, d digest.
 		if err != nil {
 			return fmt.Errorf("look up manifest: %w", err)
 		}
-		if id, err = db.addCandidate(ctx, tx, repoID, tag, d, actor); err != nil || id != 0 {
+		if id, err = db.proposeCandidate(ctx, tx, repoID, tag, d, actor, true); err != nil || id != 0 {
 			return err
 		}
 		err = tx.QueryRowContext(ctx, db.q(`SELECT id FROM gate_candidates WHERE repository_id = ? AND tag = ? AND digest = ? AND state IN ('pending', 'blocked')`),

@@ -231,6 +231,15 @@ func TestGateHoldsAndPromotes(t *testing.T) {
 			if err := db.Manifests().RestoreTag(ctx, "mirror/node", "15-alpine", unguarded.Digest, "alice"); !errors.Is(err, meta.ErrTagHistoryNotFound) {
 				t.Fatalf("restore to a digest the tag never had: %v", err)
 			}
+			// The digest rolled back from is not proposed again by a push
+			// (or a mirror sync); a manual promotion may propose it.
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: idx2, Tag: "15-alpine"})
+			if live := e.live("15-alpine"); len(live) != 0 {
+				t.Fatalf("a rolled-back digest was proposed again: %+v", live)
+			}
+			if c, err := db.Gates().ManualCandidate(ctx, "mirror/node", "15-alpine", idx2.Digest, "root"); err != nil || c.State != meta.CandidatePending {
+				t.Fatalf("manual candidate of a rolled-back digest: %+v %v", c, err)
+			}
 		})
 	}
 }

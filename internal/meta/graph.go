@@ -167,11 +167,18 @@ type BaseLink struct {
 func (db Graph) SetBases(ctx context.Context, repo string, d digest.Digest, bases []BaseLink) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var repoID int64
-		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
+		var gated int
+		if err := tx.QueryRowContext(ctx, db.q("SELECT id, gated FROM repositories WHERE name = ?"), repo).Scan(&repoID, &gated); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return ErrRepositoryNotFound
 			}
 			return fmt.Errorf("look up repository: %w", err)
+		}
+		if gated == 1 {
+			// A gate reads bases: its candidates are evaluated again.
+			if err := db.appendEvent(ctx, tx, Event{Kind: EventGraphIndexed, Repository: repo, Data: mustJSON(map[string]any{"digest": d.String()})}); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM graph_bases WHERE repository_id = ? AND digest = ?"), repoID, d.String()); err != nil {
 			return fmt.Errorf("clear bases: %w", err)

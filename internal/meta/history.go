@@ -123,10 +123,25 @@ func (db Manifests) RestoreTag(ctx context.Context, repo, tag string, d digest.D
 		if err := db.release(ctx, tx, repoID, d); err != nil {
 			return err
 		}
-		// A restore decides the tag: its live candidates are superseded.
+		// A restore decides the tag: its live candidates are superseded,
+		// and, for a guarded tag, the digest it left is rejected: pushes
+		// and mirror syncs do not propose it again (a manual promotion
+		// may).
+		ts := now()
 		if _, err := tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND tag = ? AND state IN ('pending', 'blocked')`),
-			CandidateSuperseded, now(), repoID, tag); err != nil {
+			CandidateSuperseded, ts, repoID, tag); err != nil {
 			return fmt.Errorf("supersede candidates: %w", err)
+		}
+		guarded, gated, err := db.guardedTags(ctx, tx, repoID)
+		if err != nil {
+			return err
+		}
+		if gated && prev != "" && GuardsTag(guarded, tag) {
+			reasons := mustJSON([]string{fmt.Sprintf("rolled back by %s: %s restored to %s", actor, tag, d)})
+			if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO gate_candidates (repository_id, tag, digest, state, reasons, actor, created_at, decided_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), repoID, tag, prev, CandidateRejected, string(reasons), actor, ts, ts); err != nil {
+				return fmt.Errorf("reject rolled-back digest: %w", err)
+			}
 		}
 		ev := pushEvent{Digest: d.String(), MediaType: mediaType, Size: size, UpdatedTags: []string{tag}}
 		if prev != "" {

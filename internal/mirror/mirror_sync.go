@@ -178,12 +178,40 @@ func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, er
 		if wanted[t] {
 			continue
 		}
-		if err := s.tags.DeleteTag(ctx, m.Repository, t, mirrorActor(m)); err != nil && !errors.Is(err, meta.ErrManifestNotFound) {
+		if s.keepLocal(ctx, m.Repository, t) {
+			continue
+		}
+		err := s.tags.DeleteTag(ctx, m.Repository, t, mirrorActor(m))
+		var immutable *meta.ImmutableTagError
+		switch {
+		case errors.As(err, &immutable), errors.Is(err, meta.ErrManifestNotFound):
+			continue // a gate's rollback tag, a tag an immutability policy covers: they stay
+		case err != nil:
 			return res, fmt.Errorf("delete tag %s: %w", t, err)
 		}
 		res.deleted++
 	}
 	return res, nil
+}
+
+// keepLocal reports whether a local tag upstream does not have stays: a
+// cosign signature, attestation or SBOM tag (sha256-<hex>.sig, .att,
+// .sbom) of a manifest still stored in the repository, such as the
+// signature a pipeline made of a gate's candidate.
+func (s *MirrorService) keepLocal(ctx context.Context, repo, tag string) bool {
+	for _, suf := range signatureSuffixes {
+		hex, ok := strings.CutSuffix(tag, suf)
+		if !ok || !strings.HasPrefix(hex, "sha256-") {
+			continue
+		}
+		d, err := digest.Parse("sha256:" + strings.TrimPrefix(hex, "sha256-"))
+		if err != nil {
+			return false
+		}
+		_, err = s.tags.GetManifest(ctx, repo, "", d, false)
+		return err == nil
+	}
+	return false
 }
 
 func (s *MirrorService) checkCancel(ctx context.Context, repo string) error {
