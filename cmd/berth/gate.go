@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -131,13 +132,11 @@ func (c apiClient) call(ctx context.Context, method, path string, query url.Valu
 	if resp.StatusCode/100 != 2 {
 		var e struct {
 			ErrorMessage string `json:"error_message"`
+			Message      string `json:"message"`
 			Detail       string `json:"detail"`
 		}
 		_ = json.Unmarshal(raw, &e)
-		msg := e.ErrorMessage
-		if msg == "" {
-			msg = e.Detail
-		}
+		msg := cmp.Or(e.ErrorMessage, e.Message, e.Detail)
 		return &apiStatusError{method: method, path: path, status: resp.Status, code: resp.StatusCode, msg: msg, body: raw}
 	}
 	if out != nil && len(raw) > 0 {

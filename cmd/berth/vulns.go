@@ -320,39 +320,7 @@ type apiClient struct {
 }
 
 func (c apiClient) get(ctx context.Context, path string, query url.Values, v any) error {
-	u := url.URL{Scheme: c.scheme, Host: c.host, Path: path, RawQuery: query.Encode()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return err
-	}
-	if c.username != "" || c.password != "" {
-		req.SetBasicAuth(c.username, c.password)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Message string `json:"message"`
-			Detail  string `json:"detail"`
-		}
-		_ = json.Unmarshal(body, &e)
-		msg := e.Message
-		if msg == "" {
-			msg = e.Detail
-		}
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, msg)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
-	}
-	return nil
+	return c.call(ctx, http.MethodGet, path, query, nil, v)
 }
 
 func (c apiClient) tagDigest(ctx context.Context, repo, tag string) (string, error) {

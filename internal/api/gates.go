@@ -82,7 +82,12 @@ func (a *API) getGate(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin); err != nil {
 		return err
 	}
-	g, err := gs.GetGate(r.Context(), repo)
+	return writeGate(w, r.Context(), gs, repo)
+}
+
+// writeGate answers a repository's gate.
+func writeGate(w http.ResponseWriter, ctx context.Context, gs GateStore, repo string) error {
+	g, err := gs.GetGate(ctx, repo)
 	if errors.Is(err, meta.ErrGateNotFound) {
 		return notFound("repository %s has no gate", repo)
 	}
@@ -132,16 +137,7 @@ func (a *API) putGate(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 	}
 	a.audit(r, id, "gate_change", repo, "", map[string]any{"tags": compiled.Tags, "policy": compiled.Config.Policy,
 		"required_checks": compiled.RequiredChecks, "checkers": compiled.Checkers, "keys": len(compiled.Keys)})
-	g, err := gs.GetGate(r.Context(), repo)
-	if err != nil {
-		return err
-	}
-	v, err := gateViewOf(g)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, v)
-	return nil
+	return writeGate(w, r.Context(), gs, repo)
 }
 
 func (a *API) deleteGate(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {

@@ -442,7 +442,17 @@ func (db Gates) Candidates(ctx context.Context, repo string, q CandidateQuery) (
 		q.Limit = 100
 	}
 	query += " ORDER BY c.id DESC LIMIT ?"
-	args = append(args, q.Limit)
+	return db.listCandidates(ctx, query, append(args, q.Limit)...)
+}
+
+// LiveCandidates lists the live candidates of every repository, oldest
+// first, up to n (re-evaluation after a vulnerability data import).
+func (db Gates) LiveCandidates(ctx context.Context, n int) ([]Candidate, error) {
+	return db.listCandidates(ctx, `SELECT `+candidateColumns+` FROM gate_candidates c JOIN repositories r ON r.id = c.repository_id
+		WHERE c.state IN ('pending', 'blocked') ORDER BY c.id LIMIT ?`, n)
+}
+
+func (db *core) listCandidates(ctx context.Context, query string, args ...any) ([]Candidate, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list candidates: %w", err)
@@ -453,26 +463,6 @@ func (db Gates) Candidates(ctx context.Context, repo string, q CandidateQuery) (
 		c, err := scanCandidate(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list candidates: %w", err)
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
-}
-
-// LiveCandidates lists the live candidates of every repository, oldest
-// first, up to n (re-evaluation after a vulnerability data import).
-func (db Gates) LiveCandidates(ctx context.Context, n int) ([]Candidate, error) {
-	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+candidateColumns+` FROM gate_candidates c JOIN repositories r ON r.id = c.repository_id
-		WHERE c.state IN ('pending', 'blocked') ORDER BY c.id LIMIT ?`), n)
-	if err != nil {
-		return nil, fmt.Errorf("list live candidates: %w", err)
-	}
-	defer rows.Close()
-	var out []Candidate
-	for rows.Next() {
-		c, err := scanCandidate(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list live candidates: %w", err)
 		}
 		out = append(out, c)
 	}
