@@ -522,3 +522,28 @@ func TestEvaluateConcurrently(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// BenchmarkPolicyEvaluate is the issue's example policy over a candidate
+// with 10,000 vulnerabilities, and a cheap one: the per-evaluation cost a
+// gate pays (reported in the closing note).
+func BenchmarkPolicyEvaluate(b *testing.B) {
+	in := fullInput()
+	for i := range 10000 {
+		in.Scan.Vulnerabilities = append(in.Scan.Vulnerabilities, Vulnerability{ID: fmt.Sprint("CVE-2026-", i), Severity: "Medium", Package: "openssl", Fixable: i%2 == 0})
+	}
+	for _, tc := range []struct{ name, expr string }{
+		{"example", `scan.status == "scanned" && scan.counts.critical == 0 && signatures.exists(s, s.verified) && checks["e2e"] == "pass"`},
+		{"scan-10k-vulns", `!scan.vulnerabilities.exists(v, v.severity == "Critical" && v.fixable)`},
+	} {
+		p, err := Compile(tc.expr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(tc.name, func(b *testing.B) {
+			ctx := context.Background()
+			for b.Loop() {
+				p.Evaluate(ctx, in)
+			}
+		})
+	}
+}
