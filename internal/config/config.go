@@ -44,6 +44,7 @@ type Config struct {
 	Scan          Scan          `yaml:"scan"`
 	GC            GC            `yaml:"gc"`
 	Graph         Graph         `yaml:"graph"`
+	Metrics       Metrics       `yaml:"metrics"`
 	// AllowedArtifactTypes is Quay's ALLOWED_OCI_ARTIFACT_TYPES: a map from
 	// config media type to allowed layer media types. Empty means the
 	// default list (images, Helm charts, cosign signatures, SBOMs and
@@ -204,6 +205,19 @@ type Graph struct {
 	Workers int `yaml:"workers"`
 }
 
+// Metrics configures the Prometheus endpoint (docs/metrics.md).
+type Metrics struct {
+	// Enabled serves /metrics.
+	Enabled bool `yaml:"enabled"`
+	// Addr, if set, serves /metrics on its own listener (HOST:PORT), with
+	// no authentication (meant for a private network), and not on the
+	// main one. Empty: on the main listener.
+	Addr string `yaml:"addr"`
+	// Public lets anyone scrape /metrics on the main listener; false asks
+	// for a superuser's Basic credentials or API token there.
+	Public bool `yaml:"public"`
+}
+
 // Retention of bookkeeping rows.
 type Retention struct {
 	// Events: outbox events that every subscriber of the change feed has
@@ -235,9 +249,10 @@ func Default() Config {
 		GC: GC{Enabled: true, Interval: 10 * time.Minute, Delay: time.Hour, UploadExpiry: 24 * time.Hour, TimeMachine: 7 * 24 * time.Hour,
 			Retention: Retention{Events: 30 * 24 * time.Hour, DoneJobs: 7 * 24 * time.Hour, DeadJobs: 90 * 24 * time.Hour,
 				Attempts: 30 * 24 * time.Hour, Audit: 365 * 24 * time.Hour}},
-		Graph: Graph{Enabled: true, Workers: 2},
-		HTTP:  HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
-		Log:   Log{Level: "info", Format: "text"},
+		Graph:   Graph{Enabled: true, Workers: 2},
+		Metrics: Metrics{Enabled: true},
+		HTTP:    HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
+		Log:     Log{Level: "info", Format: "text"},
 
 		CreatePrivateRepoOnPush: true,
 		Notifications:           Notifications{Workers: 4},
@@ -385,6 +400,18 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Graph.Debounce; d < 0 || d > 24*time.Hour {
 		bad("graph.debounce", "%s is outside 0..24h", d)
+	}
+	if a := c.Metrics.Addr; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil {
+			bad("metrics.addr", "%q is not HOST:PORT: %v", a, err)
+		} else if port == "" {
+			bad("metrics.addr", "%q has no port", a)
+		} else if a == c.Addr {
+			bad("metrics.addr", "%q is the main listen address (leave it empty to serve /metrics there)", a)
+		}
+		if c.Metrics.Public {
+			bad("metrics.public", "applies to the main listener only; with metrics.addr set, /metrics is not served there")
+		}
 	}
 	if w := c.Scan.Workers; w < 1 || w > 64 {
 		bad("scan.workers", "%d is outside 1..64", w)

@@ -106,3 +106,24 @@ func TestValidate(t *testing.T) {
 		t.Fatalf("default config invalid: %v", err)
 	}
 }
+
+func TestMetricsSettings(t *testing.T) {
+	c := Default()
+	if !c.Metrics.Enabled || c.Metrics.Addr != "" || c.Metrics.Public {
+		t.Fatalf("metrics defaults = %+v", c.Metrics)
+	}
+	env := map[string]string{"BERTH_METRICS_ENABLED": "true", "BERTH_METRICS_ADDR": "127.0.0.1:9090", "BERTH_METRICS_PUBLIC": "false"}
+	if err := c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil || c.Metrics.Addr != "127.0.0.1:9090" {
+		t.Fatalf("metrics from env: %+v %v", c.Metrics, err)
+	}
+	for _, bad := range []Metrics{{Enabled: true, Addr: "nowhere"}, {Enabled: true, Addr: ":5000"}, {Enabled: true, Addr: "127.0.0.1:9090", Public: true}} {
+		c := Default()
+		c.Metrics = bad
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "metrics.") {
+			t.Errorf("Validate(%+v) = %v", bad, err)
+		}
+	}
+}

@@ -54,6 +54,13 @@ type Options struct {
 	// Retention of bookkeeping rows.
 	Retention meta.Retention
 	Logger    *slog.Logger
+	// Metrics, if set, is told of every pass that is not dry.
+	Metrics Metrics
+}
+
+// Metrics observes passes: what each removed and whether it failed.
+type Metrics interface {
+	GCPass(rep Report, err error)
 }
 
 // Collector runs passes.
@@ -128,6 +135,9 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
 	err = errors.Join(errs...)
 	if !dry {
 		c.record(rep, err)
+		if c.opts.Metrics != nil {
+			c.opts.Metrics.GCPass(rep, err)
+		}
 	}
 	return rep, err
 }

@@ -44,6 +44,14 @@ type MirrorOptions struct {
 	// CancelPoll how often a running sync checks for a cancel (1s).
 	Tick, CancelPoll time.Duration
 	Logger           *slog.Logger
+	// Metrics, if set, counts finished syncs by outcome.
+	Metrics Metrics
+}
+
+// Metrics counts the syncs that ran to an end, by outcome: meta.MirrorSuccess,
+// meta.MirrorFail or meta.MirrorCancel.
+type Metrics interface {
+	MirrorSync(outcome string)
 }
 
 // SyncStore is the mirror table as the service runs syncs (meta.Mirrors).
@@ -192,6 +200,7 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	switch {
 	case errors.Is(err, errCancelled) || errors.Is(context.Cause(sctx), errCancelled):
 		s.log.Info("mirror sync cancelled", "repository", repo)
+		s.count(meta.MirrorCancel)
 		return s.db.FinishMirrorSync(rec, repo, meta.MirrorCancel, "")
 	case ctx.Err() != nil:
 		return ctx.Err() // shutdown or lost lease: the job runs again
@@ -202,13 +211,21 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 			// The guard's reason once, rather than once per URL tried.
 			err = refused
 		}
+		s.count(meta.MirrorFail)
 		return s.db.FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %v", msg, err))
 	}
 	s.log.Info("mirror sync done", "repository", repo, "copied", res.copied, "unchanged", res.unchanged, "deleted", res.deleted)
+	s.count(meta.MirrorSuccess)
 	return s.db.FinishMirrorSync(rec, repo, meta.MirrorSuccess, msg)
 }
 
 var errCancelled = errors.New("mirror sync cancelled")
+
+func (s *MirrorService) count(outcome string) {
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.MirrorSync(outcome)
+	}
+}
 
 func (s *MirrorService) watchCancel(ctx context.Context, cancel context.CancelCauseFunc, repo string) {
 	t := time.NewTicker(s.opts.CancelPoll)

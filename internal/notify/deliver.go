@@ -66,6 +66,9 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	trial := false
 	if n.Disabled() && !dj.Sample {
 		if trial, err = s.mayTry(ctx, n); !trial {
+			if s.opts.Metrics != nil && (errors.Is(err, errDisabled) || errors.Is(err, errPaused)) {
+				s.opts.Metrics.Delivery(n.Method, "held")
+			}
 			return err
 		}
 	}
@@ -78,6 +81,13 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 		return jobs.Permanent(err)
 	}
 	res := method.Deliver(ctx, d)
+	if s.opts.Metrics != nil {
+		outcome := "success"
+		if res.Err != nil {
+			outcome = "failure"
+		}
+		s.opts.Metrics.Delivery(n.Method, outcome)
+	}
 	a := meta.Attempt{NotificationID: n.ID, EventUUID: d.EventUUID, JobID: j.ID, Attempt: j.Attempts,
 		StatusCode: res.StatusCode, LatencyMS: res.Latency.Milliseconds()}
 	if res.Err != nil {

@@ -47,6 +47,15 @@ type Options struct {
 	// is first disabled for (1 minute); each failed trial after a disable
 	// doubles it, up to MaxDisableFor (24 hours). See Deliver.
 	DisableFor, MaxDisableFor time.Duration
+	// Metrics, if set, counts deliveries by method and outcome.
+	Metrics Metrics
+}
+
+// Metrics counts delivery attempts: outcome "success", "failure" (the
+// receiver refused or could not be reached; retried or counted against
+// the notification) or "held" (the notification is disabled or paused).
+type Metrics interface {
+	Delivery(method, outcome string)
 }
 
 // Defaults of Options.DisableFor and Options.MaxDisableFor (GitLab's).

@@ -42,6 +42,16 @@ type Options struct {
 	// reported stale (DefaultStaleAfter when zero; never when negative).
 	StaleAfter time.Duration
 	Logger     *slog.Logger
+	// Metrics, if set, counts manifest scans by outcome.
+	Metrics Metrics
+}
+
+// Metrics counts the outcomes of manifest scans: meta.ScanScanned,
+// meta.ScanUnsupported, meta.ScanFailed (the last attempt failed), "error"
+// (an attempt failed and will be retried) or "deleted" (the manifest went
+// before its scan).
+type Metrics interface {
+	Scan(outcome string)
 }
 
 // Service scans manifests. It is safe for concurrent use; every replica
@@ -86,13 +96,23 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 	}
 	switch sj.Kind {
 	case meta.ScanJobManifest:
-		err := s.scanManifest(ctx, sj.Repository, sj.Digest)
-		if err != nil && j.Attempts >= j.MaxAttempts && ctx.Err() == nil {
+		status, err := s.scanManifest(ctx, sj.Repository, sj.Digest)
+		last := err != nil && j.Attempts >= j.MaxAttempts && ctx.Err() == nil
+		if last {
 			// The last attempt: say so rather than stay queued forever.
 			if serr := s.stores.Results.SaveScan(context.WithoutCancel(ctx), meta.ScanResult{Digest: sj.Digest, Status: meta.ScanFailed,
 				Reason: err.Error()}); serr != nil {
 				return errors.Join(err, serr)
 			}
+		}
+		if s.opts.Metrics != nil && ctx.Err() == nil {
+			switch {
+			case last:
+				status = meta.ScanFailed
+			case err != nil:
+				status = "error" // retried
+			}
+			s.opts.Metrics.Scan(status)
 		}
 		return err
 	case meta.ScanJobRematch:
@@ -111,21 +131,21 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 
 // scanManifest indexes and matches digest unless that was done already,
 // then announces the result in repo and attaches the SBOM there.
-func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
+func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, error) {
 	d, err := oci.ParseDigest(dgst)
 	if err != nil {
-		return fmt.Errorf("scan job: %w", err)
+		return "", fmt.Errorf("scan job: %w", err)
 	}
 	m, err := s.stores.Manifests.GetManifest(ctx, repo, "", d, true)
 	if errors.Is(err, meta.ErrNotFound) {
-		return nil // deleted since it was pushed: nothing to announce
+		return "deleted", nil // deleted since it was pushed: nothing to announce
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	st, err := s.stores.Results.ManifestScan(ctx, dgst)
 	if err != nil && !errors.Is(err, meta.ErrNotFound) {
-		return err
+		return "", err
 	}
 	fresh := (st.Status == meta.ScanScanned || st.Status == meta.ScanUnsupported) && st.IndexerVersion == index.IndexerVersion
 	var rep *Report
@@ -134,37 +154,37 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 	if fresh {
 		if st.Status == meta.ScanScanned {
 			if rep, err = decodeReport(st.Report); err != nil {
-				return err
+				return "", err
 			}
 			if findings, err = s.match(ctx, rep); err != nil {
-				return err
+				return "", err
 			}
 			if cov, err = s.reportCoverage(ctx, repo, dgst, rep); err != nil {
-				return err
+				return "", err
 			}
 		}
 		if err := s.stores.Results.AppendEvents(ctx, s.announce(ctx, repo, dgst, st.Status, st.Reason, rep, findings, cov)); err != nil {
-			return err
+			return "", err
 		}
 	} else {
 		res, r, f, err := s.index(ctx, m)
 		if err != nil {
-			return err
+			return "", err
 		}
 		rep, findings = r, f
 		if rep != nil {
 			if cov, err = s.reportCoverage(ctx, repo, dgst, rep); err != nil {
-				return err
+				return "", err
 			}
 		}
 		for attempt := 0; ; attempt++ {
 			before, err := s.stores.Vulns.VulnDBVersion(ctx)
 			if err != nil {
-				return err
+				return "", err
 			}
 			if rep != nil {
 				if findings, err = s.match(ctx, rep); err != nil {
-					return err
+					return "", err
 				}
 				// With the CPEs of the content set mapping as it is now.
 				res.Report, _ = json.Marshal(rep)
@@ -173,13 +193,13 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 			res.Vulns = vulnRows(findings)
 			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings, cov)
 			if err := s.stores.Results.SaveScan(ctx, res); err != nil {
-				return err
+				return "", err
 			}
 			// An import that committed while this matched could have been
 			// re-matched before these packages were saved: match again.
 			after, err := s.stores.Vulns.VulnDBVersion(ctx)
 			if err != nil {
-				return err
+				return "", err
 			}
 			if after == before || attempt == 2 {
 				break
@@ -190,10 +210,10 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) error {
 	}
 	if s.opts.SBOM && st.Status == meta.ScanScanned && rep != nil {
 		if err := s.attachSBOM(ctx, repo, m, rep); err != nil {
-			return fmt.Errorf("attach SBOM: %w", err)
+			return "", fmt.Errorf("attach SBOM: %w", err)
 		}
 	}
-	return nil
+	return st.Status, nil
 }
 
 // index reads the manifest's layers (each from the cache when it was

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/api"
@@ -51,6 +52,10 @@ type Server struct {
 	graph    *graph.Service // nil when the base-image graph is off
 	gates    *gate.Service
 	appended chan struct{} // signalled when a local commit appended an event
+	metrics  *metrics      // nil when metrics are off
+	// metricsAddr is the address of the metrics listener once Serve
+	// opened it (metrics.addr set).
+	metricsAddr atomic.Pointer[string]
 }
 
 // New opens the metadata store and storage and assembles the handlers.
@@ -85,9 +90,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, fmt.Errorf("notifications.allowedHosts: %w", err)
 	}
+	var mets *metrics
+	if cfg.Metrics.Enabled {
+		mets = newMetrics()
+		mets.reg.MustRegister(newDBCollector(db))
+	}
 	n := cfg.Notifications
-	notifier := notify.New(wire.NotifyStores(db), sealer, notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
-		SMTPUsername: n.SMTPUsername, SMTPPassword: n.SMTPPassword, Logger: log})
+	nopts := notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
+		SMTPUsername: n.SMTPUsername, SMTPPassword: n.SMTPPassword, Logger: log}
+	if mets != nil {
+		nopts.Metrics = mets
+	}
+	notifier := notify.New(wire.NotifyStores(db), sealer, nopts)
 	mux := http.NewServeMux()
 	var authorizer registry.Authorizer = authz.Open{Repositories: db.Repositories()}
 	var apiAuth api.Authenticator = api.Open{}
@@ -119,17 +133,25 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		MaxOpenUploads:   cfg.Registry.MaxOpenUploads,
 	})
 	imp := importer{copier: mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
-	mirrors := mirror.NewMirrorService(wire.MirrorStores(db), imp.copier, sealer, mirror.MirrorOptions{Dial: guard.DialContext, Logger: log})
+	mopts := mirror.MirrorOptions{Dial: guard.DialContext, Logger: log}
+	if mets != nil {
+		mopts.Metrics = mets
+	}
+	mirrors := mirror.NewMirrorService(wire.MirrorStores(db), imp.copier, sealer, mopts)
 	var scanner *scan.Service
 	apiOpts := api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp,
 		Mirrors: mirrors, ProxyCache: pcache, Logger: log}
 	if cfg.Scan.Enabled {
 		index.RouteLibraryLogs(log)
-		scanner = scan.New(wire.ScanStores(db), driver, scan.Options{
+		sopts := scan.Options{
 			Limits: index.Limits{MaxLayerBytes: cfg.Scan.MaxLayerBytes, MaxUncompressedBytes: cfg.Scan.MaxUncompressedBytes,
 				MaxFileBytes: cfg.Scan.MaxFileBytes},
 			SBOM: cfg.Scan.SBOM, Host: publicServer(cfg).Host, Version: buildVersion(), StaleAfter: cfg.Scan.VulnDB.StaleAfter, Logger: log,
-		})
+		}
+		if mets != nil {
+			sopts.Metrics = mets
+		}
+		scanner = scan.New(wire.ScanStores(db), driver, sopts)
 		apiOpts.Scanner = scanner
 	}
 	var updater *scan.Updater
@@ -144,7 +166,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	var collector *gc.Collector
 	if cfg.GC.Enabled {
-		collector = gc.New(wire.GCStores(db, cfg.GC.TimeMachine), driver, GCOptions(cfg, log))
+		gopts := GCOptions(cfg, log)
+		if mets != nil {
+			gopts.Metrics = mets
+		}
+		collector = gc.New(wire.GCStores(db, cfg.GC.TimeMachine), driver, gopts)
 		apiOpts.GC = collector
 	}
 	var graphSvc *graph.Service
@@ -172,13 +198,25 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 		w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc("GET /livez", livez)
+	mux.HandleFunc("GET /readyz", readyz(db, driver, log))
+	if mets != nil && cfg.Metrics.Addr == "" {
+		var h http.Handler = mets.handler(log)
+		if !cfg.Metrics.Public {
+			h = superusersOnly(apiAuth, log, h)
+		}
+		mux.Handle("GET /metrics", h)
+	}
 	var h http.Handler = routes(mux, reg)
 	h = idleBodies(h, cfg.HTTP.BodyIdleTimeout)
+	if mets != nil {
+		h = mets.instrument(h)
+	}
 	if log.Enabled(ctx, slog.LevelDebug) {
 		h = accessLog(log, h)
 	}
 	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector,
-		graph: graphSvc, gates: gates, appended: appended}, nil
+		graph: graphSvc, gates: gates, appended: appended, metrics: mets}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -230,6 +268,16 @@ func loadTokens(ctx context.Context, db *meta.DB, cfg config.Auth) (*auth.Tokens
 		keys[i] = auth.SigningKey{ID: r.KID, PrivatePEM: r.PrivatePEM}
 	}
 	return auth.NewTokens("berth", cfg.Service, cfg.TokenTTL, keys)
+}
+
+// MetricsAddr is the address of the separate metrics listener (metrics.addr)
+// once Serve has opened it; empty before, or when metrics are served on
+// the main listener.
+func (s *Server) MetricsAddr() string {
+	if p := s.metricsAddr.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // Handler is the server's HTTP handler (for tests that serve it themselves).
@@ -322,16 +370,42 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	defer func() { stopBG(); wg.Wait() }()
 
+	var msrv *http.Server
+	if s.metrics != nil && s.cfg.Metrics.Addr != "" {
+		mln, err := net.Listen("tcp", s.cfg.Metrics.Addr)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		addr := mln.Addr().String()
+		s.metricsAddr.Store(&addr)
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.metrics.handler(s.log))
+		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.HTTP.ReadHeaderTimeout, MaxHeaderBytes: s.cfg.HTTP.MaxHeaderBytes,
+			IdleTimeout: s.cfg.HTTP.IdleTimeout, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		s.log.Info("metrics are served", "addr", addr, "path", "/metrics")
+		go func() {
+			if err := msrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("metrics listener", "err", err)
+			}
+		}()
+	}
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
+		if msrv != nil {
+			msrv.Close()
+		}
 		return err
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	if msrv != nil {
+		msrv.Close() // scrapes are cheap to lose
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
