@@ -11,5 +11,6 @@ func (a *API) routes() {
 	a.proxyCacheRoutes()
 	a.securityRoutes()
 	a.gcRoutes()
+	a.quotaRoutes()
 	a.openAPIRoutes()
 }

@@ -31,6 +31,8 @@ type Stores struct {
 	VulnDB        VulnDBStore       // meta.VulnDB
 	Gates         GateStore         // meta.Gates
 	Restorer      TagRestorer       // meta.Manifests
+	Quotas        QuotaStore        // meta.Quotas
+	Usage         UsageStore        // meta.Quotas
 }
 
 // UserLookup finds accounts and namespaces: every handler that names a

@@ -57,6 +57,7 @@ func APIStores(db *meta.DB) api.Stores {
 		Notifications: db.Notifications(), Mirrors: db.Mirrors(), ProxyCaches: db.ProxyCaches(),
 		Keepers: db.Collector(), VulnDB: vulnDB{db.VulnDB()},
 		Gates: db.Gates(), Restorer: db.Manifests(),
+		Quotas: db.Quotas(), Usage: db.Quotas(),
 	}
 }
 
