@@ -61,9 +61,12 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	d, st, err := a.opts.Importer.Import(r.Context(), mirror.ImportRequest{Source: body.Source, Username: body.Username, Password: body.Password,
 		Insecure: body.Insecure, Repo: body.Repository, Tags: body.Tags, Force: body.Mode == "Force", Actor: id.Actor()})
 	var inv *mirror.InvalidImportError
+	var quota *meta.QuotaExceededError
 	switch {
 	case errors.As(err, &inv):
 		return badRequest("%s", inv.Msg)
+	case errors.As(err, &quota):
+		return apiError(http.StatusForbidden, "quota_exceeded", "%v", quota)
 	case errors.Is(err, mirror.ErrTagExists):
 		return apiError(http.StatusConflict, "conflict", "%v", err)
 	case err != nil && r.Context().Err() == nil:

@@ -149,12 +149,23 @@ type orgView struct {
 	IsAdmin  bool                   `json:"is_admin"`
 	IsMember bool                   `json:"is_member"`
 	Teams    map[string]orgTeamView `json:"teams,omitempty"`
+	// Quotas and QuotaReport (quota.go) are shown to members, as Quay.
+	Quotas      *[]quotaView `json:"quotas,omitempty"`
+	QuotaReport *quotaReport `json:"quota_report,omitempty"`
 }
 
 // orgViewOf is the organization as the caller may see it: its name to
 // anyone, membership flags to members and its teams to administrators.
 func (a *API) orgViewOf(ctx context.Context, c orgCaller) (orgView, error) {
 	v := orgView{Name: c.org.Name, IsAdmin: c.admin, IsMember: c.member}
+	if c.member {
+		var err error
+		var qs []quotaView
+		if qs, v.QuotaReport, err = a.orgQuotas(ctx, c.org.Name); err != nil {
+			return orgView{}, err
+		}
+		v.Quotas = &qs
+	}
 	if !c.admin {
 		return v, nil
 	}

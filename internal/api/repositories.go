@@ -325,6 +325,9 @@ type repoView struct {
 	CanAdmin       bool               `json:"can_admin"`
 	IsOrganization bool               `json:"is_organization"`
 	Tags           map[string]tagView `json:"tags,omitempty"`
+	// QuotaReport is the bytes of the distinct blobs the repository's
+	// manifests reference, and its namespace's quota (quota.go).
+	QuotaReport *quotaReport `json:"quota_report,omitempty"`
 }
 
 // repoViewTags caps the tags embedded in a repository's description (the
@@ -348,6 +351,9 @@ func (a *API) getRepository(w http.ResponseWriter, r *http.Request, id auth.Iden
 	if n, err := a.db.Users.NamespaceByName(ctx, ns); err == nil {
 		v.IsOrganization = n.Kind == meta.NamespaceOrg
 	} else if !errors.Is(err, meta.ErrNamespaceNotFound) {
+		return err
+	}
+	if v.QuotaReport, err = a.repoQuotaReport(ctx, repo); err != nil {
 		return err
 	}
 	if r.URL.Query().Get("includeTags") != "false" {

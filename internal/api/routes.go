@@ -12,5 +12,6 @@ func (a *API) routes() {
 	a.securityRoutes()
 	a.gcRoutes()
 	a.policyRoutes()
+	a.quotaRoutes()
 	a.openAPIRoutes()
 }

@@ -33,6 +33,8 @@ type Stores struct {
 	Gates         GateStore         // meta.Gates
 	Restorer      TagRestorer       // meta.Manifests
 	Policies      PolicyStore       // meta.Policies
+	Quotas        QuotaStore        // meta.Quotas
+	Usage         UsageStore        // meta.Quotas
 }
 
 // UserLookup finds accounts and namespaces: every handler that names a

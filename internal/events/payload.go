@@ -34,6 +34,8 @@ const (
 	EventPromotionPending      = meta.EventPromotionPending
 	EventPromotionSucceeded    = meta.EventPromotionSucceeded
 	EventPromotionBlocked      = meta.EventPromotionBlocked
+	EventQuotaWarning          = meta.EventQuotaWarning
+	EventQuotaError            = meta.EventQuotaError
 )
 
 // Kinds lists the event kinds whose payload shape this package knows.
@@ -45,6 +47,7 @@ func Kinds() []string {
 		EventRepoMirrorSyncStarted, EventRepoMirrorSyncSuccess, EventRepoMirrorSyncFailed,
 		EventVulnerabilityFound, EventRepoImageExpiry, EventBaseImageUpdated,
 		EventPromotionPending, EventPromotionSucceeded, EventPromotionBlocked,
+		EventQuotaWarning, EventQuotaError,
 	}
 }
 
@@ -191,6 +194,18 @@ func shape(kind string, p, data map[string]any) error {
 		// and Quay's other tag events, and the decision as data fields.
 		if p["tags"], err = stringList(data, "tags"); err != nil {
 			return err
+		}
+		setDigest()
+	case EventQuotaWarning, EventQuotaError:
+		// Quay's namespace-level quota fields, every one present (a
+		// number), for the repository whose push crossed the threshold
+		// or was refused; the namespace is Quay's namespace field.
+		for _, k := range []string{"threshold_percent", "usage_bytes", "limit_bytes", "usage_percent"} {
+			v, ok := data[k].(json.Number)
+			if !ok {
+				v = json.Number("0")
+			}
+			p[k] = v
 		}
 		setDigest()
 	default:
@@ -350,6 +365,14 @@ func SamplePayloadConfig(srv Server, kind, repo string, eventConfig map[string]a
 			"reasons": []any{`check "functional" failed`, `policy: scan.counts.critical == 0 is false`},
 			"failed":  []any{`scan.counts.critical == 0`}, "checks": map[string]any{"functional": "fail", "berth/scan": "fail"},
 			"policy": `scan.status == "scanned" && scan.counts.critical == 0 && checks["functional"] == "pass"`}
+	case EventQuotaWarning, EventQuotaError:
+		data = map[string]any{"threshold_percent": json.Number("80"), "usage_bytes": json.Number("8589934592"),
+			"limit_bytes": json.Number("10737418240"), "usage_percent": json.Number("80"), "limit_type": "Warning",
+			"digest": sampleDigest, "refused": false, "push_bytes": json.Number("104857600")}
+		if kind == EventQuotaError {
+			data["threshold_percent"], data["usage_bytes"], data["usage_percent"] = json.Number("100"), json.Number("10700000000"), json.Number("99.65")
+			data["limit_type"], data["refused"] = "Reject", true
+		}
 	case EventBaseImageUpdated:
 		data = map[string]any{"tags": []any{"latest", "v1"}, "digest": sampleDigest,
 			"base": map[string]any{"repository": "mirror/ubi8-openjdk-11-runtime", "tag": "1.9",

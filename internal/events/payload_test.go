@@ -95,6 +95,16 @@ func TestQuayPayload(t *testing.T) {
 			want: `{` + repoFields + `,"event":"repo_image_expiry","tags":["old"],"expiring_in":"3 days"}`,
 		},
 		{
+			name: "quota warning", kind: EventQuotaWarning, repo: "ns/app",
+			data: `{"threshold_percent":80,"usage_bytes":8589934592,"limit_bytes":10737418240,"usage_percent":80,"namespace":"ns","limit_type":"Warning","digest":"sha256:abc","refused":false,"push_bytes":5}`,
+			want: `{` + repoFields + `,"event":"quota_warning","threshold_percent":80,"usage_bytes":8589934592,"limit_bytes":10737418240,"usage_percent":80,"digest":"sha256:abc","limit_type":"Warning","refused":false,"push_bytes":5}`,
+		},
+		{
+			name: "quota error fields are always there", kind: EventQuotaError, repo: "ns/app",
+			data: `{"usage_percent":99.65}`,
+			want: `{` + repoFields + `,"event":"quota_error","threshold_percent":0,"usage_bytes":0,"limit_bytes":0,"usage_percent":99.65}`,
+		},
+		{
 			name: "data never replaces a repository or Berth field", kind: meta.EventRepoCreated, repo: "ns/app",
 			data: `{"repository":"evil/x","event":"other","actor":"mallory","extra":{"k":1}}`,
 			want: `{` + repoFields + `,"event":"repo_created","extra":{"k":1}}`,
@@ -177,6 +187,8 @@ func TestSamplePayload(t *testing.T) {
 			"vulnerability": `{"id":"CVE-FAKE-CVE","description":"A futurist vulnerability","link":"https://security-tracker.debian.org/tracker/CVE-FAKE-CVE","priority":"Critical","has_fix":false}`,
 		}},
 		{EventRepoImageExpiry, map[string]string{"tags": `["latest","v1"]`, "expiring_in": `"7 days"`}},
+		{EventQuotaWarning, map[string]string{"threshold_percent": `80`, "usage_bytes": `8589934592`, "limit_bytes": `10737418240`, "usage_percent": `80`}},
+		{EventQuotaError, map[string]string{"threshold_percent": `100`, "limit_bytes": `10737418240`, "refused": `true`, "limit_type": `"Reject"`}},
 		{"manifest_scanned", nil},
 	}
 	for _, tc := range tests {

@@ -208,6 +208,9 @@ func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID str
 			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)"), b.Digest.String(), b.Size, now()); err != nil {
 				return fmt.Errorf("record blob: %w", err)
 			}
+			if err := db.quotaBlobStored(ctx, tx, b.Digest, b.Size); err != nil { // namespace quota
+				return err
+			}
 			placed = true
 		default:
 			return fmt.Errorf("look up blob: %w", err)

@@ -128,6 +128,9 @@ func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64,
 			return fmt.Errorf("re-check subject: %w", err)
 		}
 	}
+	if err := db.quotaUnref(ctx, tx, repoID, "", d.String()); err != nil { // namespace quota
+		return err
+	}
 	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
 		return fmt.Errorf("delete manifest references: %w", err)
 	}
@@ -254,6 +257,9 @@ func (db Collector) CondemnBlobs(ctx context.Context, ds []digest.Digest, cutoff
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("re-check blob: %w", err)
+		}
+		if err := db.quotaBlobCondemned(ctx, tx, d); err != nil { // namespace quota
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO gc_blob_deletes (digest, queued_at) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING"),
 			d.String(), now()); err != nil {

@@ -123,7 +123,7 @@ func (db Manifests) PutManifest(ctx context.Context, p PutManifest) error {
 // run for every tag set, in the transaction.
 func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, onTag func(tx *sql.Tx, repoID int64, tag string) error) error {
 	m := p.Manifest
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.quotaRefused(ctx, p, db.tx(ctx, func(tx *sql.Tx) error {
 		w := Writer{Actor: p.Actor, Create: p.Create}
 		repoID, err := db.ensureRepository(ctx, tx, p.Repository, w)
 		if err != nil {
@@ -170,6 +170,11 @@ func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, 
 		}
 		if created == 1 {
 			if err := db.insertRefs(ctx, tx, repoID, m.Digest, p.Refs); err != nil {
+				return err
+			}
+			// Namespace quota: count the new references, refuse past
+			// the Reject limit (quota_accounting.go).
+			if err := db.quotaRef(ctx, tx, p, repoID, !checkRefs); err != nil {
 				return err
 			}
 		}
@@ -239,7 +244,7 @@ func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, 
 		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
 			Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags,
 				NewManifest: created == 1, Previous: previous})})
-	})
+	}))
 }
 
 // candidateArrival is a candidate a push made.
@@ -485,6 +490,9 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 		if err := db.endTagHistory(ctx, tx, repoID, tags...); err != nil {
 			return err
 		}
+		if err := db.quotaUnref(ctx, tx, repoID, repo, d.String()); err != nil { // namespace quota
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
 			return fmt.Errorf("delete manifest references: %w", err)
 		}
@@ -506,6 +514,9 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 			return fmt.Errorf("list referrers deleted with their subject: %w", err)
 		}
 		for _, g := range generated {
+			if err := db.quotaUnref(ctx, tx, repoID, repo, g); err != nil { // namespace quota
+				return err
+			}
 			for _, stmt := range []string{"DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?",
 				"DELETE FROM manifests WHERE repository_id = ? AND digest = ?"} {
 				if _, err := tx.ExecContext(ctx, db.q(stmt), repoID, g); err != nil {

@@ -60,7 +60,15 @@ func (e *NamespaceMissingError) Unwrap() error { return ErrNamespaceNotFound }
 // repo_created event, and what w.Create asks for) if needed.
 func (db *core) ensureRepository(ctx context.Context, tx *sql.Tx, name string, w Writer) (int64, error) {
 	var id int64
-	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), name).Scan(&id)
+	// On PostgreSQL the row is held FOR KEY SHARE, as the foreign keys of
+	// what the writer inserts next would hold it: a repository delete
+	// (which locks the row first, quotaUnrefRepository) waits for this
+	// write or this write for it, rather than each for the other's rows.
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR KEY SHARE"
+	}
+	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"+lock), name).Scan(&id)
 	if err == nil {
 		return id, nil
 	}
@@ -260,6 +268,9 @@ func (db Repositories) DeleteRepository(ctx context.Context, name, actor string)
 			if errors.Is(err, sql.ErrNoRows) {
 				return ErrRepositoryNotFound
 			}
+			return err
+		}
+		if err := db.quotaUnrefRepository(ctx, tx, id, name); err != nil { // namespace quota
 			return err
 		}
 		for _, stmt := range []string{

@@ -9,10 +9,11 @@ import (
 )
 
 // migrations are applied in order, each in its own transaction. Never edit
-// one that has shipped: append a new one. {{serial}}, {{bytes}} and {{text}}
-// are replaced per dialect ({{text}} sorts bytewise on both, as the
-// distribution spec's lexical ordering of tags and repositories requires),
-// {{now}} by the time of the migration in microseconds.
+// one that has shipped: append a new one. {{serial}}, {{bytes}}, {{text}}
+// and {{strpos}} are replaced per dialect ({{text}} sorts bytewise on
+// both, as the distribution spec's lexical ordering of tags and
+// repositories requires), {{now}} by the time of the migration in
+// microseconds.
 var migrations = []string{
 	// 1: the registry core.
 	`
@@ -288,6 +289,8 @@ UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND anno
 	// 17: tag expiration, immutability and auto-prune policies
 	// (lifecycle_schema.go).
 	lifecycleSchema,
+	// 18: namespace quotas and the usage they limit (quota_schema.go).
+	quotaSchema,
 }
 
 func (db *core) render(stmt string) string {
@@ -296,6 +299,9 @@ func (db *core) render(stmt string) string {
 		"{{bytes}}", map[dialect]string{sqlite: "BLOB", postgres: "BYTEA"}[db.dialect],
 		"{{text}}", map[dialect]string{sqlite: "TEXT", postgres: `TEXT COLLATE "C"`}[db.dialect],
 		"{{now}}", strconv.FormatInt(now(), 10),
+		// The position of a substring, 1-based (0: absent), arguments in
+		// the same order on both.
+		"{{strpos}}", map[dialect]string{sqlite: "instr", postgres: "strpos"}[db.dialect],
 	)
 	return r.Replace(stmt)
 }

@@ -33,6 +33,7 @@ var Events = map[string]bool{
 	"vulnerability_found": true, "repo_image_expiry": true, "manifest_scanned": true,
 	meta.EventBaseImageUpdated: true,
 	meta.EventPromotionPending: true, meta.EventPromotionSucceeded: true, meta.EventPromotionBlocked: true,
+	meta.EventQuotaWarning: true, meta.EventQuotaError: true,
 }
 
 // Options configure the service.

@@ -152,10 +152,14 @@ func ingestError(err error) error {
 		refused   *ingest.PolicyError
 		missing   *meta.MissingRefsError
 		immutable *meta.ImmutableTagError
+		quota     *meta.QuotaExceededError
 	)
 	switch {
 	case errors.As(err, &immutable):
 		return errorf(http.StatusForbidden, CodeDenied, immutable.Error(), map[string]string{"tag": immutable.Tag})
+	case errors.As(err, &quota):
+		return errorf(http.StatusForbidden, CodeDenied, quota.Error(), map[string]any{"namespace": quota.Namespace,
+			"usage_bytes": quota.Usage, "push_bytes": quota.Added, "limit_bytes": quota.LimitBytes, "threshold_percent": quota.ThresholdPercent})
 	case errors.As(err, &tooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, CodeManifestInvalid, tooLarge.Error(), nil)
 	case errors.As(err, &badDigest) && badDigest.Err == nil:

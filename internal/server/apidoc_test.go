@@ -47,15 +47,22 @@ func TestAPIDocExamples(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	spec := fetchOpenAPI(t, hs.URL)
-	env := map[string]string{"BERTH": hs.URL, "AUTH": "alice:" + pw}
+	runDocExamples(t, "docs/api.md", examples, hs.URL, map[string]string{"BERTH": hs.URL, "AUTH": "alice:" + pw})
+}
 
+// runDocExamples runs a document's examples in order against the server at
+// base, with the variables of env (to which it adds $UUID and $TOKEN as
+// answers show them), checking each answer's status, its fit to the
+// OpenAPI document and the answer the document shows.
+func runDocExamples(t *testing.T, doc string, examples []*docExample, base string, env map[string]string) {
+	t.Helper()
+	spec := fetchOpenAPI(t, base)
 	for _, ex := range examples {
 		req, err := ex.request(env)
 		if err != nil {
-			t.Fatalf("docs/api.md:%d: %v", ex.line, err)
+			t.Fatalf("%s:%d: %v", doc, ex.line, err)
 		}
-		at := fmt.Sprintf("docs/api.md:%d: %s %s", ex.line, req.Method, strings.TrimPrefix(req.URL.String(), hs.URL))
+		at := fmt.Sprintf("%s:%d: %s %s", doc, ex.line, req.Method, strings.TrimPrefix(req.URL.String(), base))
 		op := spec.operation(req.Method, req.URL.Path)
 		if op == nil {
 			t.Errorf("%s: no operation of the OpenAPI document serves it", at)
@@ -104,7 +111,7 @@ func TestAPIDocExamples(t *testing.T) {
 		if ex.answer != nil {
 			var want any
 			if err := json.Unmarshal(ex.answer, &want); err != nil {
-				t.Fatalf("docs/api.md:%d: the answer block is not JSON: %v", ex.answerLine, err)
+				t.Fatalf("%s:%d: the answer block is not JSON: %v", doc, ex.answerLine, err)
 			}
 			if err := matchAnswer(want, answer, "answer"); err != nil {
 				pretty, _ := json.MarshalIndent(answer, "", "  ")

@@ -61,6 +61,7 @@ func APIStores(db *meta.DB) api.Stores {
 		Notifications: db.Notifications(), Mirrors: db.Mirrors(), ProxyCaches: db.ProxyCaches(),
 		Keepers: db.Collector(), VulnDB: vulnDB{db.VulnDB()},
 		Gates: db.Gates(), Restorer: db.Manifests(), Policies: db.Policies(),
+		Quotas: db.Quotas(), Usage: db.Quotas(),
 	}
 }
 
