@@ -84,7 +84,14 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 		return badRequest("manifest_digest or expiration is required")
 	}
 	if req.ManifestDigest != "" {
-		if err := a.moveTag(r, id, repo, tag, req.ManifestDigest); err != nil {
+		err := a.moveTag(r, id, repo, tag, req.ManifestDigest)
+		if errors.Is(err, meta.ErrGuardedTag) {
+			// A gate guards the tag: the manifest is its candidate now.
+			writeJSON(w, http.StatusAccepted, map[string]any{"candidate": true, "tag": tag, "manifest_digest": req.ManifestDigest,
+				"message": err.Error()})
+			return nil
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -121,17 +128,16 @@ func (a *API) moveTag(r *http.Request, id auth.Identity, repo, tag, manifestDige
 	if err != nil {
 		return badRequest("invalid manifest_digest: %v", err)
 	}
-	switch err := a.db.Tags.MoveTag(r.Context(), repo, tag, d, id.Actor()); {
+	err = a.db.Tags.MoveTag(r.Context(), repo, tag, d, id.Actor())
+	switch {
 	case errors.Is(err, meta.ErrRepositoryNotFound):
 		return notFound("repository %s not found", repo)
 	case errors.Is(err, meta.ErrManifestNotFound):
 		return notFound("manifest %s not found in %s", d, repo)
 	case errors.As(err, &immutable):
 		return forbidden("%v", immutable)
-	case err != nil:
-		return err
 	}
-	return nil
+	return err
 }
 
 // Permissions of users, robots ("ns+name") and teams of the repository's

@@ -48,6 +48,11 @@ const (
 	CandidateRejected = "rejected"
 )
 
+// ErrGuardedTag is returned by MoveTag when a gate guards the tag: the
+// digest became (or already was) the tag's candidate, and the tag did not
+// move. Nothing was refused: the transaction committed.
+var ErrGuardedTag = errors.New("the tag is guarded by the repository's gate: the manifest is its candidate until the gate promotes it")
+
 // ErrGateNotFound is returned for a repository without a gate.
 var ErrGateNotFound = fmt.Errorf("gate %w", ErrNotFound)
 

@@ -58,7 +58,9 @@ func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]Ta
 // event naming it in the same transaction. It returns
 // ErrRepositoryNotFound or ErrManifestNotFound.
 func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Digest, actor string) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	guardedTag := false
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		guardedTag = false
 		var repoID int64
 		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
@@ -88,9 +90,21 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 			// A retag onto a guarded tag is new content for it: a
 			// candidate, like a push.
 			id, err := db.addCandidate(ctx, tx, repoID, tag, d, actor)
-			if err != nil || id == 0 {
+			if err != nil {
 				return err
 			}
+			if id == 0 {
+				// Already the tag's target (nothing to say), or already
+				// its candidate, or rolled back from.
+				var current string
+				err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&current)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("read tag: %w", err)
+				}
+				guardedTag = current != d.String()
+				return nil
+			}
+			guardedTag = true
 			return db.appendEvent(ctx, tx, Event{Kind: EventPromotionPending, Repository: repo, Actor: actor,
 				Data: mustJSON(pendingEvent{Digest: d.String(), MediaType: mediaType, Size: size, Tag: tag, Tags: []string{tag}, Candidate: id})})
 		}
@@ -109,6 +123,10 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: repo, Actor: actor, Data: mustJSON(ev)})
 	})
+	if err == nil && guardedTag {
+		return ErrGuardedTag
+	}
+	return err
 }
 
 // DeleteTag removes a tag; the manifest stays.

@@ -241,6 +241,17 @@ func TestGateQuarantinePermissions(t *testing.T) {
 		t.Fatalf("after restore 15-alpine is %s", r.Header.Get("Docker-Content-Digest"))
 	}
 
+	// A retag onto the guarded tag through the API is a candidate too:
+	// 202, and the tag stays.
+	st, body, raw = w.call("PUT", "/api/v1/repository/acme/private/tag/15-alpine", "writer", fmt.Sprintf(`{"manifest_digest":%q}`, w.digest["private"]))
+	if st != 202 || body["candidate"] != true {
+		t.Fatalf("retag onto a guarded tag: %d %s", st, raw)
+	}
+	r = w.do("GET", "/v2/acme/private/manifests/15-alpine", w.creds["reader"][0], w.creds["reader"][1], nil, "Accept", "application/vnd.oci.image.manifest.v1+json")
+	if r.Header.Get("Docker-Content-Digest") != cand.String() {
+		t.Fatalf("a retag moved the guarded tag to %s", r.Header.Get("Docker-Content-Digest"))
+	}
+
 	// Deleting the gate publishes what it still holds.
 	held, _ := w.pushTagged("acme/private", "15-slim", "layer of a candidate never decided")
 	if st, _ := w.registryCode("reader", "/v2/acme/private/manifests/"+held.String()); st != 404 {
