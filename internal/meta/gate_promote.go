@@ -1,0 +1,239 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// This file holds what decides a gate's candidate: a recorded decision,
+// the promotion transaction with its rollback tag, immutable tags, and
+// manual candidates (gates.go holds gates, candidates and checks).
+
+// Decision is an evaluation of a live candidate that did not promote it.
+type Decision struct {
+	CandidateID int64
+	// State is CandidatePending (waiting for an input) or CandidateBlocked.
+	State string
+	// Reasons say what is missing or failing, in words.
+	Reasons []string
+	// Detail is the evaluation's record (the policy, its inputs, the
+	// decision) for the API and the audit trail.
+	Detail json.RawMessage
+	// Event is the data of the promotion_blocked event to append when
+	// the candidate becomes blocked or its reasons change.
+	Event json.RawMessage
+}
+
+// Decide records an evaluation that did not promote the candidate, and
+// appends promotion_blocked when it becomes blocked or is blocked for
+// other reasons than before. It returns ErrCandidateNotLive if the
+// candidate was decided otherwise meanwhile.
+func (db Gates) Decide(ctx context.Context, dec Decision) error {
+	reasons, _ := json.Marshal(nonNil(dec.Reasons))
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		c, _, err := db.lockLiveCandidate(ctx, tx, dec.CandidateID)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE gate_candidates SET state = ?, reasons = ?, decision = ?, decided_at = ? WHERE id = ?"),
+			dec.State, string(reasons), string(dec.Detail), now(), c.ID); err != nil {
+			return fmt.Errorf("record decision: %w", err)
+		}
+		prev, _ := json.Marshal(nonNil(c.Reasons))
+		if dec.State != CandidateBlocked || c.State == CandidateBlocked && string(prev) == string(reasons) {
+			return nil
+		}
+		return db.appendEvent(ctx, tx, Event{Kind: EventPromotionBlocked, Repository: c.Repository, Actor: c.Actor, Data: dec.Event})
+	})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Promotion promotes a live candidate.
+type Promotion struct {
+	CandidateID int64
+	// RollbackTag names the unique rollback tag for the n-th promotion of
+	// the candidate's tag (n counts from 1).
+	RollbackTag func(n int64) string
+	// Detail is the evaluation's record, stored with the candidate and in
+	// the audit entry.
+	Detail json.RawMessage
+	Actor  string
+	// Event is extra data of the promotion_succeeded event (the decision).
+	Event map[string]any
+}
+
+// Promoted is what a promotion did.
+type Promoted struct {
+	Candidate   Candidate
+	RollbackTag string
+	// Previous is the digest the tag pointed at before ("" if none).
+	Previous digest.Digest
+}
+
+// Promote moves the candidate's tag to it in one transaction: the
+// candidate and what it reaches become readable, a unique rollback tag is
+// created and made immutable, the tag history and an audit entry are
+// written, and repo_push (both tags) and promotion_succeeded are
+// appended. It returns ErrCandidateNotLive if the candidate is no longer
+// live (promoted already, superseded, withdrawn): a promotion happens once.
+func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
+	var out Promoted
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		c, repoID, err := db.lockLiveCandidate(ctx, tx, p.CandidateID)
+		if err != nil {
+			return err
+		}
+		var mediaType string
+		var size int64
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR SHARE"
+		}
+		err = tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+lock), repoID, c.Digest.String()).
+			Scan(&mediaType, &size)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up manifest: %w", err)
+		}
+		prev, _, err := db.setTag(ctx, tx, repoID, c.Tag, c.Digest)
+		if err != nil {
+			return err
+		}
+		if err := db.release(ctx, tx, repoID, c.Digest); err != nil {
+			return err
+		}
+		rollback, err := db.rollbackTag(ctx, tx, repoID, c.Tag, p.RollbackTag)
+		if err != nil {
+			return err
+		}
+		if _, _, err := db.setTag(ctx, tx, repoID, rollback, c.Digest); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO immutable_tags (repository_id, name, reason, created_at) VALUES (?, ?, ?, ?)`),
+			repoID, rollback, "the rollback tag of a promotion of "+c.Tag, now()); err != nil {
+			return fmt.Errorf("make rollback tag immutable: %w", err)
+		}
+		ts := now()
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE gate_candidates SET state = ?, reasons = '[]', decision = ?, rollback_tag = ?, decided_at = ? WHERE id = ?"),
+			CandidatePromoted, string(p.Detail), rollback, ts, c.ID); err != nil {
+			return fmt.Errorf("record promotion: %w", err)
+		}
+		ns, _, _ := strings.Cut(c.Repository, "/")
+		audit, _ := json.Marshal(map[string]any{"tag": c.Tag, "digest": c.Digest, "rollback_tag": rollback, "previous": prev,
+			"candidate": c.ID, "decision": p.Detail})
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO audit_log (kind, actor, ip, namespace, repository, metadata, created_at) VALUES (?, ?, '', ?, ?, ?, ?)`),
+			"gate_promote", p.Actor, ns, c.Repository, string(audit), ts); err != nil {
+			return fmt.Errorf("audit promotion: %w", err)
+		}
+		push := pushEvent{Digest: c.Digest.String(), MediaType: mediaType, Size: size, UpdatedTags: []string{c.Tag, rollback}}
+		if prev != "" {
+			push.Previous = map[string]string{c.Tag: prev}
+		}
+		if err := db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: c.Repository, Actor: p.Actor, Data: mustJSON(push)}); err != nil {
+			return err
+		}
+		data := map[string]any{"digest": c.Digest.String(), "media_type": mediaType, "tag": c.Tag, "tags": []string{c.Tag, rollback},
+			"rollback_tag": rollback, "previous_digest": prev, "candidate": c.ID}
+		for k, v := range p.Event {
+			if _, ok := data[k]; !ok {
+				data[k] = v
+			}
+		}
+		if err := db.appendEvent(ctx, tx, Event{Kind: EventPromotionSucceeded, Repository: c.Repository, Actor: p.Actor, Data: mustJSON(data)}); err != nil {
+			return err
+		}
+		c.State, c.RollbackTag, c.DecidedAt = CandidatePromoted, rollback, fromMicros(ts)
+		out = Promoted{Candidate: c, RollbackTag: rollback, Previous: digest.Digest(prev)}
+		return nil
+	})
+	return out, err
+}
+
+// rollbackTag takes the next number of the tag's rollback counter and
+// returns the first name it gives that no tag has.
+func (db *core) rollbackTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, name func(int64) string) (string, error) {
+	var n int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT n FROM gate_counters WHERE repository_id = ? AND tag = ?"), repoID, tag).Scan(&n)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("read rollback counter: %w", err)
+	}
+	for range 1000 {
+		n++
+		candidate := name(n)
+		var one int
+		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND name = ?"), repoID, candidate).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO gate_counters (repository_id, tag, n) VALUES (?, ?, ?)
+				ON CONFLICT (repository_id, tag) DO UPDATE SET n = excluded.n`), repoID, tag, n); err != nil {
+				return "", fmt.Errorf("store rollback counter: %w", err)
+			}
+			return candidate, nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("look up rollback tag: %w", err)
+		}
+	}
+	return "", fmt.Errorf("no free rollback tag name for %q: the template makes names that are all taken", tag)
+}
+
+// immutable returns an *ImmutableTagError if the tag is immutable.
+func (db *core) immutable(ctx context.Context, tx *sql.Tx, repoID int64, tag string) error {
+	var reason string
+	err := tx.QueryRowContext(ctx, db.q("SELECT reason FROM immutable_tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return db.policyImmutable(ctx, tx, repoID, tag)
+	}
+	if err != nil {
+		return fmt.Errorf("read immutable tags: %w", err)
+	}
+	return &ImmutableTagError{Tag: tag, Reason: reason}
+}
+
+// ManualCandidate returns the live candidate of d for a guarded tag, or
+// makes one (superseding the tag's others, without promotion_pending: a
+// person asked for it) for a manual promotion. d must be stored in the
+// repository.
+func (db Gates) ManualCandidate(ctx context.Context, repo, tag string, d digest.Digest, actor string) (Candidate, error) {
+	var id int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		repoID, err := db.repoID(ctx, tx, repo)
+		if err != nil {
+			return err
+		}
+		var one int
+		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrManifestNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up manifest: %w", err)
+		}
+		if id, err = db.proposeCandidate(ctx, tx, repoID, tag, d, actor, true); err != nil || id != 0 {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, db.q(`SELECT id FROM gate_candidates WHERE repository_id = ? AND tag = ? AND digest = ? AND state IN ('pending', 'blocked')`),
+			repoID, tag, d.String()).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("tag %s already points at %s: %w", tag, d, ErrExists)
+		}
+		return err
+	})
+	if err != nil {
+		return Candidate{}, err
+	}
+	return db.Candidate(ctx, id)
+}
