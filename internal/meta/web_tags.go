@@ -77,13 +77,22 @@ func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]
 	if q.Reverse {
 		order = map[string]string{"t.name": "t.name DESC", "bytes DESC, t.name": "bytes, t.name DESC", "t.updated_at DESC, t.name": "t.updated_at, t.name DESC"}[order]
 	}
-	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at, t.expires_at,
-		COALESCE((SELECT SUM(b.size) FROM manifest_references mr JOIN blobs b ON b.digest = mr.ref_digest
-			WHERE mr.repository_id = t.repository_id AND mr.manifest_digest = t.manifest_digest AND mr.is_manifest = 0), 0) AS bytes,
+	// The size of the page's manifests; sorted by size, of every manifest
+	// of the repository once (not once per tag).
+	size, join := `COALESCE((SELECT SUM(b.size) FROM manifest_references mr JOIN blobs b ON b.digest = mr.ref_digest
+			WHERE mr.repository_id = t.repository_id AND mr.manifest_digest = t.manifest_digest AND mr.is_manifest = 0), 0)`, ""
+	pageArgs := []any{oci.MediaTypeImageIndex, oci.MediaTypeDockerList}
+	if q.Sort == SortSize {
+		size, join = "COALESCE(sz.bytes, 0)", ` LEFT JOIN (SELECT mr.manifest_digest AS d, SUM(b.size) AS bytes FROM manifest_references mr
+			JOIN blobs b ON b.digest = mr.ref_digest WHERE mr.repository_id = ? AND mr.is_manifest = 0 GROUP BY mr.manifest_digest) sz
+			ON sz.d = t.manifest_digest`
+		pageArgs = append(pageArgs, repoID)
+	}
+	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at, t.expires_at, ` + size + ` AS bytes,
 		CASE WHEN m.media_type IN (?, ?) THEN m.content END
-		FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest` + where +
+		FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest` + join + where +
 		" ORDER BY " + order + " LIMIT ? OFFSET ?"
-	pageArgs := append([]any{oci.MediaTypeImageIndex, oci.MediaTypeDockerList}, args...)
+	pageArgs = append(pageArgs, args...)
 	rows, err := db.read.QueryContext(ctx, db.q(query), append(pageArgs, q.Limit, q.Offset)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list tags: %w", err)
