@@ -155,6 +155,7 @@ func TestUIBrowser(t *testing.T) {
 	// A signature in cosign's tag layout.
 	sigLayer := static.NewLayer([]byte(`{"critical":{"image":{"docker-manifest-digest":"`+dg+`"}}}`), "application/vnd.dev.cosign.simplesigning.v1+json")
 	sig, _ := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), sigLayer)
+	sig = mutate.ConfigMediaType(sig, types.OCIConfigJSON)
 	s.push(t, repo+":"+strings.Replace(dg, ":", "-", 1)+".sig", sig)
 	d := hooks.next(t, "/push", "repo_push webhook")
 	homepage, _ := d.body["homepage"].(string)
@@ -171,9 +172,14 @@ func TestUIBrowser(t *testing.T) {
 	ctx, cancel := chromedp.NewContext(actx)
 	defer cancel()
 	shots := artifactDir(t)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser, without a timeout
+		t.Fatalf("start chromium: %v", err)
+	}
 	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := chromedp.Do(sctx, steps...); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
