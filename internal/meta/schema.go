@@ -291,6 +291,9 @@ UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND anno
 	lifecycleSchema,
 	// 18: namespace quotas and the usage they limit (quota_schema.go).
 	quotaSchema,
+	// 21 once merged (the lead renumbers): the web UI's sessions
+	// (web_schema.go).
+	webSessionSchema,
 }
 
 func (db *core) render(stmt string) string {

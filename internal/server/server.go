@@ -35,6 +35,7 @@ import (
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/scan/index"
 	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/web"
 	"github.com/berth-dev/berth/internal/wire"
 )
 
@@ -105,6 +106,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mux := http.NewServeMux()
 	var authorizer registry.Authorizer = authz.Open{Repositories: db.Repositories()}
 	var apiAuth api.Authenticator = api.Open{}
+	var webAuth web.Authenticator // nil: auth mode none
 	if cfg.Auth.Mode == "token" {
 		tokens, err := loadTokens(ctx, db, cfg.Auth)
 		if err != nil {
@@ -117,7 +119,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			CreateNamespaceOnPush:   cfg.CreateNamespaceOnPush,
 			Logger:                  log,
 		})
-		authorizer, apiAuth = az, az
+		authorizer, apiAuth, webAuth = az, az, az
 		mux.HandleFunc(authz.TokenPath, az.ServeToken)
 	}
 	upstreams := &http.Transport{DialContext: guard.DialContext, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second}
@@ -189,6 +191,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	gates := gate.New(gst, log)
 	apiOpts.Gates = gates
 	mux.Handle("/api/v1/", api.New(wire.APIStores(db), apiAuth, apiOpts))
+	ui, err := webUI(cfg, db, driver, webAuth, scanner, graphSvc != nil, mirrors, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	mux.Handle("/", ui) // the least specific pattern: /v2, /api/v1, the token and probe routes keep precedence
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -16,6 +16,7 @@ import (
 	"github.com/berth-dev/berth/internal/proxy"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/scan"
+	"github.com/berth-dev/berth/internal/web"
 )
 
 // RegistryStores are the stores registry.New takes.
@@ -80,4 +81,11 @@ func NotifyStores(db *meta.DB) notify.Stores {
 // ScanStores are the stores scan.New takes.
 func ScanStores(db *meta.DB) scan.Stores {
 	return scan.Stores{Results: db.Scans(), Rematches: db.Scans(), Vulns: db.VulnDB(), Manifests: db.Manifests(), Blobs: db.Blobs()}
+}
+
+// WebStores are the stores web.New takes; the server adds the scanner,
+// the graph and the storage driver when they are on.
+func WebStores(db *meta.DB) web.Stores {
+	return web.Stores{Sessions: db.WebSessions(), Repositories: db.Repositories(), Content: db.Manifests(), Mirrors: db.Mirrors(),
+		Notifications: db.Notifications(), Gates: db.Gates()}
 }

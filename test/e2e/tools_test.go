@@ -35,6 +35,8 @@ var toolSpecs = []toolSpec{
 	{name: "buildah", aptPkg: "buildah", est: time.Minute},
 	// CNCF Distribution, the upstream of the import tests.
 	{name: "docker-registry", aptPkg: "docker-registry", est: time.Minute},
+	// The headless browser of the web UI tests (ui_test.go).
+	{name: "chromium", aptPkg: "chromium", est: 3 * time.Minute},
 	{name: "crane", version: "v0.22.1", module: "github.com/google/go-containerregistry/cmd/crane", est: 90 * time.Second},
 	{name: "regctl", version: "v0.11.7", module: "github.com/regclient/regclient/cmd/regctl", est: 2 * time.Minute},
 	{name: "oras", version: "v1.3.3", module: "oras.land/oras", est: 2 * time.Minute, build: buildOras},

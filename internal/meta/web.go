@@ -1,0 +1,172 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// WebSessions are the web UI's sign-in sessions (web_schema.go).
+type WebSessions struct{ *core }
+
+// WebSessions returns the store of the web UI's sessions.
+func (db *DB) WebSessions() WebSessions { return WebSessions{db.core} }
+
+// WebSession is a signed-in browser: the hash of its cookie's id, its
+// user and the session's CSRF token.
+type WebSession struct {
+	IDHash    string
+	UserID    int64
+	CSRF      string
+	ExpiresAt time.Time
+	// The user, read with the session.
+	Username  string
+	Superuser bool
+	Enabled   bool
+}
+
+// ErrSessionNotFound is a session that does not exist or has expired.
+var ErrSessionNotFound = fmt.Errorf("web session %w", ErrNotFound)
+
+// CreateWebSession stores a session, deleting the expired ones first.
+func (db WebSessions) CreateWebSession(ctx context.Context, s WebSession) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		n := now()
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM web_sessions WHERE expires_at < ?"), n); err != nil {
+			return fmt.Errorf("delete expired sessions: %w", err)
+		}
+		_, err := tx.ExecContext(ctx, db.q("INSERT INTO web_sessions (id_hash, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)"),
+			s.IDHash, s.UserID, s.CSRF, n, micros(s.ExpiresAt))
+		if err != nil {
+			return fmt.Errorf("create session: %w", err)
+		}
+		return nil
+	})
+}
+
+// WebSession returns the session of an id hash with its user, or
+// ErrSessionNotFound when there is none or it expired before at.
+func (db WebSessions) WebSession(ctx context.Context, idHash string, at time.Time) (WebSession, error) {
+	s := WebSession{IDHash: idHash}
+	var expires int64
+	var super, enabled int
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT s.user_id, s.csrf, s.expires_at, u.username, u.superuser, u.enabled
+		FROM web_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ? AND s.expires_at > ?`), idHash, micros(at)).
+		Scan(&s.UserID, &s.CSRF, &expires, &s.Username, &super, &enabled)
+	if errors.Is(err, sql.ErrNoRows) {
+		return WebSession{}, ErrSessionNotFound
+	}
+	if err != nil {
+		return WebSession{}, fmt.Errorf("look up session: %w", err)
+	}
+	s.ExpiresAt, s.Superuser, s.Enabled = fromMicros(expires), super == 1, enabled == 1
+	return s, nil
+}
+
+// DeleteWebSession ends a session (sign-out); ending one that does not
+// exist is no error.
+func (db WebSessions) DeleteWebSession(ctx context.Context, idHash string) error {
+	if _, err := db.write.ExecContext(ctx, db.q("DELETE FROM web_sessions WHERE id_hash = ?"), idHash); err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	return nil
+}
+
+// RepoCard is a repository as the web UI lists it.
+type RepoCard struct {
+	Name        string
+	Visibility  string
+	State       string
+	Description string
+	LastPush    time.Time // latest tag change; zero without tags
+	Tags        int
+	Size        int64 // bytes of the blobs linked to the repository
+	Gated       bool
+	Mirror      bool
+	ProxyCache  bool // its namespace is a pull-through cache
+}
+
+// Sort orders of BrowseRepositories and TagRows.
+const (
+	SortName   = "name"
+	SortPushed = "pushed"
+	SortSize   = "size"
+)
+
+// BrowseQuery selects repositories for BrowseRepositories.
+type BrowseQuery struct {
+	Search     string // a substring of the name, any case
+	Sort       string // SortName (default), SortPushed (latest first), SortSize (largest first)
+	PublicOnly bool
+	Offset     int
+	Limit      int
+}
+
+// BrowseRepositories lists repositories for the web UI, with what its
+// badges show: two queries (the repositories with correlated, indexed
+// sub-selects per row, and the proxy-cache namespaces).
+func (db Repositories) BrowseRepositories(ctx context.Context, q BrowseQuery) ([]RepoCard, error) {
+	query := `SELECT r.name, r.visibility, r.state, r.description, r.gated,
+		COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id), 0) AS pushed,
+		(SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id),
+		COALESCE((SELECT SUM(b.size) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = r.id), 0) AS bytes,
+		EXISTS (SELECT 1 FROM repository_mirrors m WHERE m.repository = r.name)
+		FROM repositories r WHERE 1 = 1`
+	var args []any
+	if q.Search != "" {
+		query += ` AND lower(r.name) LIKE ? ESCAPE '\'`
+		args = append(args, "%"+strings.TrimSuffix(likePrefix(strings.ToLower(q.Search)), "%")+"%")
+	}
+	if q.PublicOnly {
+		query += " AND r.visibility = 'public'"
+	}
+	switch q.Sort {
+	case SortPushed:
+		query += " ORDER BY pushed DESC, r.name"
+	case SortSize:
+		query += " ORDER BY bytes DESC, r.name"
+	default:
+		query += " ORDER BY r.name"
+	}
+	args = append(args, q.Limit, q.Offset)
+	rows, err := db.read.QueryContext(ctx, db.q(query+" LIMIT ? OFFSET ?"), args...)
+	if err != nil {
+		return nil, fmt.Errorf("browse repositories: %w", err)
+	}
+	defer rows.Close()
+	out := []RepoCard{}
+	for rows.Next() {
+		var c RepoCard
+		var pushed int64
+		if err := rows.Scan(&c.Name, &c.Visibility, &c.State, &c.Description, &c.Gated, &pushed, &c.Tags, &c.Size, &c.Mirror); err != nil {
+			return nil, err
+		}
+		c.LastPush = timeOrZero(pushed)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	if len(out) == 0 {
+		return out, nil
+	}
+	proxies, err := db.read.QueryContext(ctx, "SELECT n.name FROM proxy_caches pc JOIN namespaces n ON n.id = pc.namespace_id")
+	if err != nil {
+		return nil, fmt.Errorf("proxy-cache namespaces: %w", err)
+	}
+	names, err := scanStrings(proxies)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		ns, _, _ := strings.Cut(out[i].Name, "/")
+		for _, n := range names {
+			out[i].ProxyCache = out[i].ProxyCache || n == ns
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,303 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/oci"
+)
+
+// TagRow is a tag as the web UI's tags table shows it.
+type TagRow struct {
+	TagInfo
+	// Platforms are os/arch[/variant] of an index's children, or of an
+	// image the base-image graph indexed.
+	Platforms []string
+	// Scanned is true when the image (or a child of the index) has a scan
+	// report; Vulns counts distinct vulnerabilities by severity.
+	Scanned bool
+	Vulns   map[string]int
+	// Signed is true when a signature names the manifest: a cosign
+	// sha256-<hex>.sig tag or a signature referrer.
+	Signed bool
+	// Base is the immediate base image ("repo:tag", or "repo@digest"
+	// when no tag named it) and BaseStale whether that tag has moved on.
+	Base      string
+	BaseStale bool
+	// Promotion is the state of the tag's latest gate candidate.
+	Promotion string
+	// Immutable is why the tag may not be moved or deleted ("": it may).
+	Immutable string
+}
+
+// TagRowQuery selects the tags of TagRows.
+type TagRowQuery struct {
+	Filter  string // a substring of the tag name, any case, or a digest prefix ("sha256:…")
+	Sort    string // SortPushed (default: latest first), SortName, SortSize (largest first)
+	Reverse bool
+	Offset  int
+	Limit   int
+}
+
+// TagRows returns a page of a repository's tags with their summaries and
+// the number of tags the filter matches, or ErrRepositoryNotFound. It
+// costs ten indexed queries whatever the number of tags: the repository,
+// the count, the page, then one query per summary over the page's digests.
+func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]TagRow, int, error) {
+	var repoID int64
+	if err := db.read.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, 0, ErrRepositoryNotFound
+		}
+		return nil, 0, fmt.Errorf("look up repository: %w", err)
+	}
+	where, args := " WHERE t.repository_id = ?", []any{repoID}
+	if f := strings.ToLower(q.Filter); strings.HasPrefix(f, "sha256:") {
+		where += ` AND t.manifest_digest LIKE ? ESCAPE '\'`
+		args = append(args, likePrefix(f))
+	} else if f != "" {
+		where += ` AND lower(t.name) LIKE ? ESCAPE '\'`
+		args = append(args, "%"+likePrefix(f))
+	}
+	var total int
+	if err := db.read.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM tags t"+where), args...).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count tags: %w", err)
+	}
+	order := map[string]string{SortName: "t.name", SortSize: "bytes DESC, t.name", SortPushed: "t.updated_at DESC, t.name"}[q.Sort]
+	if order == "" {
+		order = "t.updated_at DESC, t.name"
+	}
+	if q.Reverse {
+		order = map[string]string{"t.name": "t.name DESC", "bytes DESC, t.name": "bytes, t.name DESC", "t.updated_at DESC, t.name": "t.updated_at, t.name DESC"}[order]
+	}
+	// The size of the page's manifests; sorted by size, of every manifest
+	// of the repository once (not once per tag).
+	size, join := `COALESCE((SELECT SUM(b.size) FROM manifest_references mr JOIN blobs b ON b.digest = mr.ref_digest
+			WHERE mr.repository_id = t.repository_id AND mr.manifest_digest = t.manifest_digest AND mr.is_manifest = 0), 0)`, ""
+	pageArgs := []any{oci.MediaTypeImageIndex, oci.MediaTypeDockerList}
+	if q.Sort == SortSize {
+		size, join = "COALESCE(sz.bytes, 0)", ` LEFT JOIN (SELECT mr.manifest_digest AS d, SUM(b.size) AS bytes FROM manifest_references mr
+			JOIN blobs b ON b.digest = mr.ref_digest WHERE mr.repository_id = ? AND mr.is_manifest = 0 GROUP BY mr.manifest_digest) sz
+			ON sz.d = t.manifest_digest`
+		pageArgs = append(pageArgs, repoID)
+	}
+	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at, t.expires_at, ` + size + ` AS bytes,
+		CASE WHEN m.media_type IN (?, ?) THEN m.content END
+		FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest` + join + where +
+		" ORDER BY " + order + " LIMIT ? OFFSET ?"
+	pageArgs = append(pageArgs, args...)
+	rows, err := db.read.QueryContext(ctx, db.q(query), append(pageArgs, q.Limit, q.Offset)...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list tags: %w", err)
+	}
+	defer rows.Close()
+	out := []TagRow{}
+	for rows.Next() {
+		var tr TagRow
+		var dg string
+		var updated, expires int64
+		var content []byte
+		if err := rows.Scan(&tr.Name, &dg, &tr.MediaType, &updated, &expires, &tr.Size, &content); err != nil {
+			return nil, 0, err
+		}
+		tr.Digest, tr.UpdatedAt, tr.ExpiresAt = digest.Digest(dg), fromMicros(updated), timeOrZero(expires)
+		if len(content) > 0 {
+			tr.Platforms = indexPlatforms(content)
+		}
+		out = append(out, tr)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, err
+	}
+	rows.Close()
+	if len(out) > 0 {
+		if err := db.tagSummaries(ctx, repoID, out); err != nil {
+			return nil, 0, err
+		}
+	}
+	return out, total, nil
+}
+
+// indexPlatforms lists the platforms of an index's children.
+func indexPlatforms(content []byte) []string {
+	var m oci.Manifest
+	if json.Unmarshal(content, &m) != nil {
+		return nil
+	}
+	var out []string
+	for _, c := range m.Manifests {
+		if p := c.Platform; p != nil && p.OS != "unknown" {
+			out = append(out, platformString(p.OS, p.Architecture, p.Variant))
+		}
+	}
+	return out
+}
+
+func platformString(os, arch, variant string) string {
+	s := os + "/" + arch
+	if variant != "" {
+		s += "/" + variant
+	}
+	return s
+}
+
+// tagSummaries fills the summaries of a page of tags: seven queries over
+// the page's digests and names.
+func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRow) error {
+	byDigest := map[string][]int{}
+	var digests, names, sigTags []any
+	for i, r := range rows {
+		d := r.Digest.String()
+		if _, ok := byDigest[d]; !ok {
+			digests = append(digests, d)
+			sigTags = append(sigTags, strings.Replace(d, ":", "-", 1)+".sig")
+		}
+		byDigest[d] = append(byDigest[d], i)
+		names = append(names, r.Name)
+	}
+	each := func(d string, f func(r *TagRow)) {
+		for _, i := range byDigest[d] {
+			f(&rows[i])
+		}
+	}
+	// The page's manifests and, for an index, its children: x(d, c).
+	marks := placeholders(len(digests))
+	family := `(SELECT manifest_digest AS d, ref_digest AS c FROM manifest_references WHERE repository_id = ? AND is_manifest = 1 AND manifest_digest IN (` + marks + `)
+		UNION SELECT digest, digest FROM manifests WHERE repository_id = ? AND digest IN (` + marks + `)) x`
+	famArgs := append(append(append([]any{repoID}, digests...), repoID), digests...)
+	queries := []summaryQuery{
+		{"SELECT x.d, v.severity, COUNT(DISTINCT v.vuln_id) FROM " + family + " JOIN manifest_vulns v ON v.digest = x.c GROUP BY x.d, v.severity", famArgs,
+			func(s *sql.Rows) error {
+				var d, sev string
+				var n int
+				if err := s.Scan(&d, &sev, &n); err != nil {
+					return err
+				}
+				each(d, func(r *TagRow) {
+					if r.Vulns == nil {
+						r.Vulns = map[string]int{}
+					}
+					r.Vulns[sev] += n
+				})
+				return nil
+			}},
+		{"SELECT DISTINCT x.d FROM " + family + " JOIN manifest_scans s ON s.digest = x.c AND s.status = '" + ScanScanned + "'", famArgs,
+			func(s *sql.Rows) error {
+				var d string
+				if err := s.Scan(&d); err != nil {
+					return err
+				}
+				each(d, func(r *TagRow) { r.Scanned = true })
+				return nil
+			}},
+		{`SELECT subject FROM manifests WHERE repository_id = ? AND subject IN (` + marks + `)
+			AND (artifact_type LIKE '%sig%' OR artifact_type LIKE '%sigstore.bundle%')
+			UNION SELECT name FROM tags WHERE repository_id = ? AND name IN (` + marks + `)`,
+			append(append(append([]any{repoID}, digests...), repoID), sigTags...),
+			func(s *sql.Rows) error {
+				var v string
+				if err := s.Scan(&v); err != nil {
+					return err
+				}
+				if d, ok := strings.CutSuffix(v, ".sig"); ok {
+					v = strings.Replace(d, "-", ":", 1)
+				}
+				each(v, func(r *TagRow) { r.Signed = true })
+				return nil
+			}},
+		{`SELECT x.d, r.name, gb.base_tag, gb.base_top, gb.base_digest, COALESCE(t.manifest_digest, '') FROM ` + family + `
+			JOIN graph_bases gb ON gb.repository_id = ? AND gb.digest = x.c AND gb.level = 1
+			JOIN repositories r ON r.id = gb.base_repository_id
+			LEFT JOIN tags t ON t.repository_id = gb.base_repository_id AND t.name = gb.base_tag
+			ORDER BY x.d, r.name, gb.base_tag`, append(famArgs, repoID),
+			func(s *sql.Rows) error {
+				var d, repo, tag, top, base, current string
+				if err := s.Scan(&d, &repo, &tag, &top, &base, &current); err != nil {
+					return err
+				}
+				each(d, func(r *TagRow) {
+					if r.Base != "" {
+						return
+					}
+					if r.Base = repo + "@" + base; tag != "" {
+						r.Base, r.BaseStale = repo+":"+tag, current != top
+					}
+				})
+				return nil
+			}},
+		{"SELECT digest, platform FROM graph_images WHERE repository_id = ? AND platform <> '' AND digest IN (" + marks + ")",
+			append([]any{repoID}, digests...),
+			func(s *sql.Rows) error {
+				var d, p string
+				if err := s.Scan(&d, &p); err != nil {
+					return err
+				}
+				each(d, func(r *TagRow) {
+					if len(r.Platforms) == 0 {
+						r.Platforms = []string{p}
+					}
+				})
+				return nil
+			}},
+	}
+	tagIdx := map[string]int{}
+	for i, r := range rows {
+		tagIdx[r.Name] = i
+	}
+	nameMarks := placeholders(len(names))
+	queries = append(queries, summaryQuery{"SELECT tag, state FROM gate_candidates WHERE repository_id = ? AND tag IN (" + nameMarks + ") ORDER BY id", append([]any{repoID}, names...),
+		func(s *sql.Rows) error {
+			var tag, state string
+			if err := s.Scan(&tag, &state); err != nil {
+				return err
+			}
+			rows[tagIdx[tag]].Promotion = state
+			return nil
+		}}, summaryQuery{"SELECT name, reason FROM immutable_tags WHERE repository_id = ? AND name IN (" + nameMarks + ")", append([]any{repoID}, names...),
+		func(s *sql.Rows) error {
+			var tag, reason string
+			if err := s.Scan(&tag, &reason); err != nil {
+				return err
+			}
+			rows[tagIdx[tag]].Immutable = reason
+			return nil
+		}})
+	for _, qu := range queries {
+		if err := db.each(ctx, qu.sql, qu.args, qu.row); err != nil {
+			return err
+		}
+	}
+	for i := range rows {
+		sort.Strings(rows[i].Platforms)
+	}
+	return nil
+}
+
+// summaryQuery is one query of tagSummaries and what it does with a row.
+type summaryQuery struct {
+	sql  string
+	args []any
+	row  func(s *sql.Rows) error
+}
+
+// each runs a read query and calls row for every row.
+func (db Manifests) each(ctx context.Context, query string, args []any, row func(*sql.Rows) error) error {
+	rows, err := db.read.QueryContext(ctx, db.q(query), args...)
+	if err != nil {
+		return fmt.Errorf("tag summaries: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := row(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}

@@ -1,0 +1,31 @@
+package server
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/mirror"
+	"github.com/berth-dev/berth/internal/scan"
+	"github.com/berth-dev/berth/internal/storage"
+	"github.com/berth-dev/berth/internal/web"
+	"github.com/berth-dev/berth/internal/wire"
+)
+
+// webUI builds the web UI served at "/".
+func webUI(cfg config.Config, db *meta.DB, driver storage.Driver, authn web.Authenticator, scanner *scan.Service, graphOn bool,
+	mirrors *mirror.MirrorService, log *slog.Logger) (http.Handler, error) {
+	st := wire.WebStores(db)
+	st.Blobs = driver
+	if scanner != nil {
+		st.Scanner = scanner
+	}
+	if graphOn {
+		st.Graph = db.Graph()
+	}
+	srv := publicServer(cfg)
+	return web.New(st, web.Options{Auth: authn, Registry: srv.Host, SecureCookies: strings.HasPrefix(cfg.ExternalURL, "https://"),
+		WakeMirrors: mirrors.Wake, Logger: log})
+}

@@ -1,0 +1,136 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// notificationRow is a notification with its latest deliveries.
+type notificationRow struct {
+	meta.Notification
+	Attempts []meta.Attempt
+}
+
+// candidateRow is a gate candidate with its checks.
+type candidateRow struct {
+	meta.Candidate
+	Checks []meta.Check
+}
+
+// Caps of the activity page: deliveries per notification, candidates.
+const (
+	attemptsShown   = 10
+	candidatesShown = 30
+)
+
+// activity shows what the registry's automation does with a repository:
+// its mirror and notifications to its admins (as the API), its gate's
+// candidates, checks, promotions and rollback tags to those who may check
+// them.
+func (u *UI) activity(w http.ResponseWriter, r *http.Request, v *visitor, repo string) error {
+	ctx := r.Context()
+	ri, err := u.readable(ctx, v, repo)
+	if err != nil {
+		return err
+	}
+	canAdmin, err := u.allowed(ctx, v, repo, auth.ActionAdmin)
+	if err != nil {
+		return err
+	}
+	canCheck, err := u.allowed(ctx, v, repo, auth.ActionChecks)
+	if err != nil {
+		return err
+	}
+	data := map[string]any{"Repo": ri, "Path": repoPath(repo), "CanAdmin": canAdmin, "CanCheck": canCheck}
+	if canAdmin {
+		m, err := u.db.Mirrors.GetMirror(ctx, repo)
+		switch {
+		case err == nil:
+			data["Mirror"] = m
+		case !errors.Is(err, meta.ErrNotFound):
+			return err
+		}
+		ns, err := u.db.Notifications.Notifications(ctx, meta.ScopeRepository, repo)
+		if err != nil {
+			return err
+		}
+		var rows []notificationRow
+		for _, n := range ns {
+			at, err := u.db.Notifications.Attempts(ctx, n.ID, attemptsShown)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, notificationRow{n, at})
+		}
+		data["Notifications"] = rows
+	}
+	if canCheck && ri.Gated {
+		cs, err := u.db.Gates.Candidates(ctx, repo, meta.CandidateQuery{Limit: candidatesShown})
+		if err != nil {
+			return err
+		}
+		var rows []candidateRow
+		for _, c := range cs {
+			checks, err := u.db.Gates.Checks(ctx, repo, c.Digest)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, candidateRow{c, checks})
+		}
+		data["Candidates"] = rows
+	}
+	u.render(w, r, v, http.StatusOK, "activity", "Activity of "+repo, data)
+	return nil
+}
+
+// adminAction checks the visitor may administer the repository (the
+// API's permission for mirror and notification changes).
+func (u *UI) adminAction(r *http.Request, v *visitor, repo string) error {
+	if _, err := u.readable(r.Context(), v, repo); err != nil {
+		return err
+	}
+	if ok, err := u.allowed(r.Context(), v, repo, auth.ActionAdmin); err != nil {
+		return err
+	} else if !ok {
+		return fail(http.StatusForbidden, "Only the admins of %s may do this.", repo)
+	}
+	return nil
+}
+
+// syncNow asks for a mirror sync at once.
+func (u *UI) syncNow(w http.ResponseWriter, r *http.Request, v *visitor, repo string) error {
+	if err := u.adminAction(r, v, repo); err != nil {
+		return err
+	}
+	if err := u.db.Mirrors.MirrorSyncNow(r.Context(), repo); errors.Is(err, meta.ErrNotFound) {
+		return fail(http.StatusNotFound, "%s is not a mirror.", repo)
+	} else if err != nil {
+		return err
+	}
+	if u.opts.WakeMirrors != nil {
+		u.opts.WakeMirrors()
+	}
+	http.Redirect(w, r, repoPath(repo)+"/activity", http.StatusSeeOther)
+	return nil
+}
+
+// resetNotification re-enables a notification its failures disabled.
+func (u *UI) resetNotification(w http.ResponseWriter, r *http.Request, v *visitor, repo, uuid string) error {
+	if err := u.adminAction(r, v, repo); err != nil {
+		return err
+	}
+	n, err := u.db.Notifications.NotificationByUUID(r.Context(), meta.ScopeRepository, repo, uuid)
+	if errors.Is(err, meta.ErrNotFound) {
+		return errNotFound
+	} else if err != nil {
+		return err
+	}
+	if err := u.db.Notifications.ResetNotificationFailures(r.Context(), n.ID); err != nil {
+		return err
+	}
+	http.Redirect(w, r, repoPath(repo)+"/activity", http.StatusSeeOther)
+	return nil
+}

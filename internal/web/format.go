@@ -1,0 +1,66 @@
+package web
+
+import (
+	"fmt"
+	"html/template"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// severities in the order the pages show them.
+var severities = []string{"Critical", "High", "Medium", "Low", "Negligible", "Unknown"}
+
+var funcs = template.FuncMap{
+	"bytes": humanBytes,
+	"when": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format("2006-01-02 15:04 UTC")
+	},
+	"iso": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339)
+	},
+	"short": func(d fmt.Stringer) string {
+		s := d.String()
+		if _, hex, ok := strings.Cut(s, ":"); ok && len(hex) > 12 {
+			return hex[:12]
+		}
+		return s
+	},
+	"severities": func() []string { return severities },
+	"lower":      strings.ToLower,
+	"join":       strings.Join,
+	"repoPath":   repoPath,
+	"query":      func(v url.Values) string { return v.Encode() },
+	"add":        func(a, b int) int { return a + b },
+}
+
+// repoPath is a repository's page path (segments escaped).
+func repoPath(repo string) string {
+	segs := strings.Split(repo, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return "/repository/" + strings.Join(segs, "/")
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,330 @@
+package web
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/scan"
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// maxConfigBytes caps the image config a page reads.
+const maxConfigBytes = 4 << 20
+
+// imageConfig is what the manifest page shows of an image's config.
+type imageConfig struct {
+	OS           string `json:"os"`
+	Architecture string `json:"architecture"`
+	Variant      string `json:"variant"`
+	Created      string `json:"created"`
+	Config       struct {
+		Labels map[string]string `json:"Labels"`
+	} `json:"config"`
+	History []struct {
+		Created    string `json:"created"`
+		CreatedBy  string `json:"created_by"`
+		Comment    string `json:"comment"`
+		EmptyLayer bool   `json:"empty_layer"`
+	} `json:"history"`
+}
+
+// layerRow is a layer with the history step that made it.
+type layerRow struct {
+	oci.Descriptor
+	CreatedBy string
+}
+
+// vulnRow is one vulnerability of one package.
+type vulnRow struct {
+	ID, Severity, Package, Version, FixedBy, Link, Description string
+}
+
+// manifestOf reads a manifest the visitor may see: held content (a
+// gate's candidate) only for those who may check it, as on /v2.
+func (u *UI) manifestOf(ctx context.Context, v *visitor, repo, arg string) (meta.Manifest, error) {
+	if _, err := u.readable(ctx, v, repo); err != nil {
+		return meta.Manifest{}, err
+	}
+	d, err := oci.ParseDigest(arg)
+	if err != nil {
+		return meta.Manifest{}, errNotFound
+	}
+	m, err := u.db.Content.GetManifest(ctx, repo, "", d, true)
+	if errors.Is(err, meta.ErrNotFound) {
+		return meta.Manifest{}, errNotFound
+	} else if err != nil {
+		return meta.Manifest{}, err
+	}
+	if m.Held {
+		if ok, err := u.allowed(ctx, v, repo, auth.ActionChecks); err != nil {
+			return meta.Manifest{}, err
+		} else if !ok {
+			return meta.Manifest{}, errNotFound
+		}
+	}
+	return m, nil
+}
+
+func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string) error {
+	ctx := r.Context()
+	m, err := u.manifestOf(ctx, v, repo, arg)
+	if err != nil {
+		return err
+	}
+	var om oci.Manifest
+	json.Unmarshal(m.Content, &om)
+	data := map[string]any{"Repo": repo, "Path": repoPath(repo), "M": m, "OCI": om, "IsIndex": oci.IsIndex(m.MediaType),
+		"Registry": u.opts.Registry}
+	if om.Config != nil && u.db.Blobs != nil {
+		if cfg, err := u.config(ctx, om.Config.Digest); err == nil {
+			data["Config"] = cfg
+			data["Layers"] = layersOf(om, cfg)
+		} else {
+			u.log.Warn("read an image config", "repo", repo, "digest", om.Config.Digest, "err", err)
+		}
+	}
+	if data["Layers"] == nil {
+		data["Layers"] = layersOf(om, nil)
+	}
+	canCheck, err := u.allowed(ctx, v, repo, auth.ActionChecks)
+	if err != nil {
+		return err
+	}
+	refs, err := u.referrers(ctx, repo, m.Digest, canCheck)
+	if err != nil {
+		return err
+	}
+	data["Referrers"] = refs
+	if u.db.Scanner != nil && !oci.IsIndex(m.MediaType) {
+		sec, err := u.db.Scanner.Security(ctx, repo, m, true)
+		if err != nil {
+			return err
+		}
+		q := r.URL.Query()
+		sev, fixable := q.Get("severity"), q.Get("fixable") == "1"
+		data["Scan"], data["Vulns"], data["Severity"], data["Fixable"] = sec, filterVulns(vulnsOf(sec), sev, fixable), sev, fixable
+		data["Counts"] = countBySeverity(vulnsOf(sec))
+		if sec.Data != nil {
+			data["Packages"] = sec.Data.Layer.Features
+		}
+	}
+	if u.db.Graph != nil {
+		if err := u.graph(ctx, v, repo, m.Digest, data); err != nil {
+			return err
+		}
+	}
+	u.render(w, r, v, http.StatusOK, "manifest", repo+"@"+m.Digest.String(), data)
+	return nil
+}
+
+func (u *UI) config(ctx context.Context, d digest.Digest) (*imageConfig, error) {
+	rc, err := u.db.Blobs.Reader(ctx, storage.BlobPath(d), 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxConfigBytes))
+	if err != nil {
+		return nil, err
+	}
+	var c imageConfig
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// layersOf pairs layers with the history steps that made them.
+func layersOf(om oci.Manifest, cfg *imageConfig) []layerRow {
+	var steps []string
+	if cfg != nil {
+		for _, h := range cfg.History {
+			if !h.EmptyLayer {
+				steps = append(steps, h.CreatedBy)
+			}
+		}
+	}
+	out := make([]layerRow, len(om.Layers))
+	for i, l := range om.Layers {
+		out[i].Descriptor = l
+		if len(steps) == len(om.Layers) {
+			out[i].CreatedBy = steps[i]
+		}
+	}
+	return out
+}
+
+// referrer is a manifest that refers to the one shown: a signature, an
+// SBOM, an attestation, by the referrers API or cosign's tag layout.
+type referrer struct {
+	Kind, ArtifactType, Via string
+	Digest                  digest.Digest
+	Annotations             map[string]string
+}
+
+func (u *UI) referrers(ctx context.Context, repo string, d digest.Digest, canCheck bool) ([]referrer, error) {
+	ms, err := u.db.Content.Referrers(ctx, repo, d, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []referrer
+	for _, m := range ms {
+		if m.Held && !canCheck {
+			continue
+		}
+		out = append(out, referrer{Kind: kindOf(m.ArtifactType, m.Annotations), ArtifactType: m.ArtifactType, Via: "referrers API",
+			Digest: m.Digest, Annotations: m.Annotations})
+	}
+	base := strings.Replace(d.String(), ":", "-", 1)
+	for _, suffix := range []string{".sig", ".att", ".sbom"} {
+		m, err := u.db.Content.GetManifest(ctx, repo, base+suffix, "", false)
+		if errors.Is(err, meta.ErrNotFound) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		kind := map[string]string{".sig": "signature", ".att": "attestation", ".sbom": "SBOM"}[suffix]
+		out = append(out, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "cosign tag " + base + suffix, Digest: m.Digest})
+	}
+	return out, nil
+}
+
+func kindOf(at string, ann map[string]string) string {
+	switch {
+	case ann["dev.berth.sbom"] != "":
+		return "SBOM (Berth's)"
+	case strings.Contains(at, "sig") || strings.Contains(at, "sigstore.bundle"):
+		return "signature"
+	case strings.Contains(at, "spdx") || strings.Contains(at, "cyclonedx") || strings.Contains(at, "sbom"):
+		return "SBOM"
+	case strings.Contains(at, "in-toto") || strings.Contains(at, "attestation") || strings.Contains(at, "provenance"):
+		return "attestation"
+	}
+	return "artifact"
+}
+
+func vulnsOf(sec scan.SecurityInfo) []vulnRow {
+	if sec.Data == nil {
+		return nil
+	}
+	var out []vulnRow
+	for _, f := range sec.Data.Layer.Features {
+		for _, vu := range f.Vulnerabilities {
+			out = append(out, vulnRow{ID: vu.Name, Severity: vu.Severity, Package: f.Name, Version: f.Version, FixedBy: vu.FixedBy,
+				Link: vu.Link, Description: vu.Description})
+		}
+	}
+	rank := map[string]int{}
+	for i, s := range severities {
+		rank[s] = i
+	}
+	sort.SliceStable(out, func(i, j int) bool { return rank[out[i].Severity] < rank[out[j].Severity] })
+	return out
+}
+
+func filterVulns(vs []vulnRow, sev string, fixable bool) []vulnRow {
+	var out []vulnRow
+	for _, v := range vs {
+		if (sev == "" || strings.EqualFold(v.Severity, sev)) && (!fixable || v.FixedBy != "") {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func countBySeverity(vs []vulnRow) map[string]int {
+	out := map[string]int{}
+	for _, v := range vs {
+		out[v.Severity]++
+	}
+	return out
+}
+
+// graph adds what the image is built on and what is built on it, each
+// side shown only where the visitor may read the repository (as the
+// API's graph endpoints).
+func (u *UI) graph(ctx context.Context, v *visitor, repo string, d digest.Digest, data map[string]any) error {
+	seen := map[string]bool{}
+	readable := func(name string) (bool, error) {
+		if ok, done := seen[name]; done {
+			return ok, nil
+		}
+		ok, err := u.allowed(ctx, v, name, auth.ActionRead)
+		seen[name] = ok
+		return ok, err
+	}
+	bases, err := u.db.Graph.Bases(ctx, repo, d)
+	if err != nil {
+		return err
+	}
+	var shownBases []meta.GraphBase
+	for _, b := range bases {
+		if ok, err := readable(b.Repository); err != nil {
+			return err
+		} else if ok {
+			shownBases = append(shownBases, b)
+		}
+	}
+	deps, err := u.db.Graph.Dependents(ctx, repo, d, false, 100)
+	if err != nil {
+		return err
+	}
+	var shownDeps []meta.GraphDependent
+	for _, dp := range deps {
+		if ok, err := readable(dp.Repository); err != nil {
+			return err
+		} else if ok {
+			shownDeps = append(shownDeps, dp)
+		}
+	}
+	data["Bases"], data["Dependents"] = shownBases, shownDeps
+	return nil
+}
+
+// vulnCSV exports the manifest's vulnerabilities (with the page's
+// filters) as CSV.
+func (u *UI) vulnCSV(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string) error {
+	ctx := r.Context()
+	m, err := u.manifestOf(ctx, v, repo, arg)
+	if err != nil {
+		return err
+	}
+	if u.db.Scanner == nil {
+		return fail(http.StatusNotFound, "Security scanning is off on this registry (scan.enabled).")
+	}
+	sec, err := u.db.Scanner.Security(ctx, repo, m, true)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	rows := filterVulns(vulnsOf(sec), q.Get("severity"), q.Get("fixable") == "1")
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="vulnerabilities-`+m.Digest.Encoded()[:12]+`.csv"`)
+	w.Header().Set("Cache-Control", "no-store")
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"vulnerability", "severity", "package", "version", "fixed_by", "link"})
+	for _, vr := range rows {
+		cw.Write([]string{csvSafe(vr.ID), vr.Severity, csvSafe(vr.Package), csvSafe(vr.Version), csvSafe(vr.FixedBy), csvSafe(vr.Link)})
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// csvSafe keeps a spreadsheet from reading a cell as a formula.
+func csvSafe(s string) string {
+	if s != "" && strings.ContainsAny(s[:1], "=+-@\t\r") {
+		return "'" + s
+	}
+	return s
+}

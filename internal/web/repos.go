@@ -1,0 +1,217 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+)
+
+// Page sizes, and the repository rows read per listing (so that a visitor
+// who may see few of many private repositories cannot make one request
+// read them all; the next page continues the scan).
+const (
+	reposPerPage = 50
+	reposMaxRead = 1000
+	tagsPerPage  = 50
+)
+
+type repoGroup struct {
+	Namespace string
+	Repos     []meta.RepoCard
+}
+
+// repositories lists the repositories the visitor may read, grouped by
+// namespace: public ones, and private ones the permission decision
+// allows (one decision per private row, as the API's listing).
+func (u *UI) repositories(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	q := r.URL.Query()
+	search, sort := strings.TrimSpace(q.Get("q")), q.Get("sort")
+	if sort != meta.SortPushed && sort != meta.SortSize {
+		sort = meta.SortName
+	}
+	offset, _ := strconv.Atoi(q.Get("offset"))
+	offset = max(offset, 0)
+	ctx := r.Context()
+	var groups []repoGroup
+	shown, read, more := 0, 0, true
+	for more && shown < reposPerPage && read < reposMaxRead {
+		batch, err := u.db.Repositories.BrowseRepositories(ctx, meta.BrowseQuery{Search: search, Sort: sort,
+			PublicOnly: u.opts.Auth != nil && !v.signedIn, Offset: offset, Limit: 100})
+		if err != nil {
+			return err
+		}
+		more = len(batch) == 100
+		for i, c := range batch {
+			offset++
+			read++
+			if c.Visibility != "public" {
+				if ok, err := u.allowed(ctx, v, c.Name, auth.ActionRead); err != nil {
+					return err
+				} else if !ok {
+					continue
+				}
+			}
+			ns, _, _ := strings.Cut(c.Name, "/")
+			if len(groups) == 0 || groups[len(groups)-1].Namespace != ns {
+				groups = append(groups, repoGroup{Namespace: ns})
+			}
+			g := &groups[len(groups)-1]
+			g.Repos = append(g.Repos, c)
+			if shown++; shown == reposPerPage {
+				more = more || i < len(batch)-1
+				break
+			}
+		}
+	}
+	next := ""
+	if more {
+		nq := url.Values{"q": {search}, "sort": {sort}, "offset": {strconv.Itoa(offset)}}
+		next = "/repository?" + nq.Encode()
+	}
+	u.render(w, r, v, http.StatusOK, "repositories", "Repositories", map[string]any{
+		"Groups": groups, "Search": search, "Sort": sort, "Next": next, "Shown": shown})
+	return nil
+}
+
+// repositoryGET routes the pages under /repository/: a repository (its
+// tags), its activity, a manifest and a manifest's vulnerabilities as
+// CSV. Repository names may be nested (org/team/app).
+func (u *UI) repositoryGET(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	segs := strings.Split(r.PathValue("path"), "/")
+	n := len(segs)
+	switch {
+	case n >= 5 && segs[n-3] == "manifest" && segs[n-1] == "vulnerabilities.csv":
+		return u.vulnCSV(w, r, v, strings.Join(segs[:n-3], "/"), segs[n-2])
+	case n >= 4 && segs[n-2] == "manifest":
+		return u.manifest(w, r, v, strings.Join(segs[:n-2], "/"), segs[n-1])
+	case n >= 3 && segs[n-1] == "activity":
+		return u.activity(w, r, v, strings.Join(segs[:n-1], "/"))
+	}
+	return u.repository(w, r, v, strings.Join(segs, "/"))
+}
+
+// repositoryPOST routes the actions under /repository/.
+func (u *UI) repositoryPOST(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	segs := strings.Split(r.PathValue("path"), "/")
+	n := len(segs)
+	switch {
+	case n >= 3 && segs[n-1] == "delete-tags":
+		return u.deleteTags(w, r, v, strings.Join(segs[:n-1], "/"))
+	case n >= 3 && segs[n-1] == "sync-now":
+		return u.syncNow(w, r, v, strings.Join(segs[:n-1], "/"))
+	case n >= 5 && segs[n-3] == "notification" && segs[n-1] == "reset":
+		return u.resetNotification(w, r, v, strings.Join(segs[:n-3], "/"), segs[n-2])
+	}
+	return errNotFound
+}
+
+// tagSorts are the tags table's sort orders.
+var tagSorts = map[string]bool{meta.SortPushed: true, meta.SortName: true, meta.SortSize: true}
+
+// repository is a repository's tags table: sorted and filtered by query
+// parameters (no script needed), paginated, with multi-select delete for
+// those who may change tags.
+func (u *UI) repository(w http.ResponseWriter, r *http.Request, v *visitor, repo string) error {
+	ctx := r.Context()
+	ri, err := u.readable(ctx, v, repo)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	sort, filter := q.Get("sort"), strings.TrimSpace(q.Get("filter"))
+	if !tagSorts[sort] {
+		sort = meta.SortPushed
+	}
+	reverse := q.Get("order") == "reverse"
+	page, _ := strconv.Atoi(q.Get("page"))
+	page = max(page, 1)
+	rows, total, err := u.db.Content.TagRows(ctx, repo, meta.TagRowQuery{Filter: filter, Sort: sort, Reverse: reverse,
+		Offset: (page - 1) * tagsPerPage, Limit: tagsPerPage})
+	if errors.Is(err, meta.ErrRepositoryNotFound) {
+		return errNotFound
+	} else if err != nil {
+		return err
+	}
+	canWrite, err := u.allowed(ctx, v, repo, auth.ActionWrite)
+	if err != nil {
+		return err
+	}
+	link := func(p int, s string, rev bool) string {
+		lq := url.Values{"sort": {s}, "page": {strconv.Itoa(p)}}
+		if filter != "" {
+			lq.Set("filter", filter)
+		}
+		if rev {
+			lq.Set("order", "reverse")
+		}
+		return repoPath(repo) + "?" + lq.Encode()
+	}
+	sortLinks := map[string]string{}
+	for s := range tagSorts {
+		sortLinks[s] = link(1, s, s == sort && !reverse)
+	}
+	data := map[string]any{"Repo": ri, "Rows": rows, "Total": total, "Filter": filter, "Sort": sort, "Reverse": reverse,
+		"SortLinks": sortLinks, "Page": page, "CanWrite": canWrite, "Registry": u.opts.Registry,
+		"Path": repoPath(repo)}
+	if page > 1 {
+		data["Prev"] = link(page-1, sort, reverse)
+	}
+	if page*tagsPerPage < total {
+		data["Next"] = link(page+1, sort, reverse)
+	}
+	u.render(w, r, v, http.StatusOK, "repository", repo, data)
+	return nil
+}
+
+type tagOutcome struct {
+	Tag, Outcome string
+	OK           bool
+}
+
+// deleteTags deletes the selected tags with the API's permission (write)
+// and rules: an immutable tag is refused with its reason.
+func (u *UI) deleteTags(w http.ResponseWriter, r *http.Request, v *visitor, repo string) error {
+	ctx := r.Context()
+	if _, err := u.readable(ctx, v, repo); err != nil {
+		return err
+	}
+	if ok, err := u.allowed(ctx, v, repo, auth.ActionWrite); err != nil {
+		return err
+	} else if !ok {
+		return fail(http.StatusForbidden, "You may not delete tags of %s.", repo)
+	}
+	tags := r.PostForm["tag"]
+	if len(tags) == 0 {
+		return fail(http.StatusBadRequest, "No tag was selected.")
+	}
+	var out []tagOutcome
+	actor := v.id.Actor()
+	for _, tag := range tags {
+		var immutable *meta.ImmutableTagError
+		err := oci.ValidateTag(tag)
+		if err == nil {
+			err = u.db.Content.DeleteTag(ctx, repo, tag, actor)
+		}
+		switch {
+		case err == nil:
+			out = append(out, tagOutcome{tag, "deleted", true})
+		case errors.As(err, &immutable):
+			out = append(out, tagOutcome{tag, "refused: " + immutable.Error(), false})
+		case errors.Is(err, meta.ErrManifestNotFound):
+			out = append(out, tagOutcome{tag, "not found (already deleted?)", false})
+		case errors.Is(err, meta.ErrInvalidText) || oci.ValidateTag(tag) != nil:
+			out = append(out, tagOutcome{tag, "not a valid tag name", false})
+		default:
+			return err
+		}
+	}
+	u.render(w, r, v, http.StatusOK, "message", "Delete tags", map[string]any{"Outcomes": out, "Back": repoPath(repo),
+		"Message": "Deleting tags of " + repo})
+	return nil
+}

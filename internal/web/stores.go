@@ -1,0 +1,98 @@
+package web
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/scan"
+)
+
+// Authenticator checks a sign-in and decides repository actions: the
+// same *authz.Authorizer the token endpoint, /v2 and /api/v1 use, so
+// every page applies their permission decision and login throttle.
+type Authenticator interface {
+	// Login checks a username and password (throttled per account and
+	// address like the token endpoint: *authz.RetryError past a limit).
+	Login(ctx context.Context, r *http.Request, username, secret string) (auth.Identity, error)
+	// Decide applies auth.Allowed with what the store knows.
+	Decide(ctx context.Context, id auth.Identity, repo, action string) (bool, error)
+}
+
+// Stores are what the pages read and change, each satisfied by one of
+// meta's typed stores (named in the comment); internal/wire builds them.
+// Graph, Scanner and Blobs may be nil (feature off).
+type Stores struct {
+	Sessions      SessionStore      // meta.WebSessions
+	Repositories  RepositoryStore   // meta.Repositories
+	Content       ContentStore      // meta.Manifests
+	Mirrors       MirrorStore       // meta.Mirrors
+	Notifications NotificationStore // meta.Notifications
+	Gates         GateStore         // meta.Gates
+	Graph         GraphStore        // meta.Graph
+	Scanner       Scanner           // *scan.Service
+	Blobs         BlobReader        // the storage driver
+}
+
+// SessionStore keeps sign-in sessions.
+type SessionStore interface {
+	CreateWebSession(ctx context.Context, s meta.WebSession) error
+	WebSession(ctx context.Context, idHash string, at time.Time) (meta.WebSession, error)
+	DeleteWebSession(ctx context.Context, idHash string) error
+}
+
+// RepositoryStore lists repositories and reads one's settings.
+type RepositoryStore interface {
+	BrowseRepositories(ctx context.Context, q meta.BrowseQuery) ([]meta.RepoCard, error)
+	Repository(ctx context.Context, name string) (meta.RepoInfo, error)
+}
+
+// ContentStore reads tags, manifests and referrers, and deletes tags.
+type ContentStore interface {
+	TagRows(ctx context.Context, repo string, q meta.TagRowQuery) ([]meta.TagRow, int, error)
+	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
+	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
+	DeleteTag(ctx context.Context, repo, tag, actor string) error
+}
+
+// MirrorStore reads a mirror's state and asks for a sync.
+type MirrorStore interface {
+	GetMirror(ctx context.Context, repo string) (meta.Mirror, error)
+	MirrorSyncNow(ctx context.Context, repo string) error
+}
+
+// NotificationStore lists a repository's notifications and their
+// deliveries, and re-enables a disabled one.
+type NotificationStore interface {
+	Notifications(ctx context.Context, scope, target string) ([]meta.Notification, error)
+	NotificationByUUID(ctx context.Context, scope, target, uuid string) (meta.Notification, error)
+	Attempts(ctx context.Context, notificationID int64, n int) ([]meta.Attempt, error)
+	ResetNotificationFailures(ctx context.Context, id int64) error
+}
+
+// GateStore lists a gate's candidates and their checks.
+type GateStore interface {
+	Candidates(ctx context.Context, repo string, q meta.CandidateQuery) ([]meta.Candidate, error)
+	Checks(ctx context.Context, repo string, d digest.Digest) ([]meta.Check, error)
+}
+
+// GraphStore is the base-image graph.
+type GraphStore interface {
+	Bases(ctx context.Context, repo string, d digest.Digest) ([]meta.GraphBase, error)
+	Dependents(ctx context.Context, repo string, d digest.Digest, transitive bool, n int) ([]meta.GraphDependent, error)
+}
+
+// Scanner answers an image's security report.
+type Scanner interface {
+	Security(ctx context.Context, repo string, m meta.Manifest, withVulns bool) (scan.SecurityInfo, error)
+}
+
+// BlobReader reads a blob's bytes (an image's config).
+type BlobReader interface {
+	Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error)
+}

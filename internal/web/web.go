@@ -1,0 +1,225 @@
+// Package web is Berth's web UI: server-rendered pages (html/template)
+// with their CSS and a few lines of script embedded in the binary, served
+// by `berth serve` at "/". Pages read the metadata store through the small
+// interfaces of stores.go, a handful of indexed queries each, and every
+// page and action applies the same permission decision as /v2 and /api/v1
+// (Authenticator.Decide). Reading works without JavaScript.
+package web
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+)
+
+//go:embed templates/*.html static/*
+var files embed.FS
+
+// Options configure the UI.
+type Options struct {
+	// Auth checks sign-ins and decides; nil is auth mode "none": every
+	// visitor is an anonymous superuser, as on the API.
+	Auth Authenticator
+	// Registry is host[:port] of the pull commands the pages show.
+	Registry string
+	// SecureCookies marks cookies Secure (externalURL is https); they are
+	// also Secure on a request that came over TLS.
+	SecureCookies bool
+	// SessionTTL is how long a sign-in lasts (default 12 hours).
+	SessionTTL time.Duration
+	// WakeMirrors wakes the mirror scheduler after a sync-now.
+	WakeMirrors func()
+	Logger      *slog.Logger
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// UI is the web UI's handler.
+type UI struct {
+	db    Stores
+	opts  Options
+	log   *slog.Logger
+	mux   *http.ServeMux
+	pages map[string]*template.Template
+}
+
+// New returns the UI's handler.
+func New(db Stores, opts Options) (*UI, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.SessionTTL <= 0 {
+		opts.SessionTTL = 12 * time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	u := &UI{db: db, opts: opts, log: opts.Logger, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
+	for _, p := range []string{"repositories", "repository", "manifest", "activity", "signin", "message"} {
+		t, err := template.New(p).Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+p+".html")
+		if err != nil {
+			return nil, fmt.Errorf("web template %s: %w", p, err)
+		}
+		u.pages[p] = t
+	}
+	static, err := fs.Sub(files, "static")
+	if err != nil {
+		return nil, err
+	}
+	assets := http.StripPrefix("/static/", http.FileServerFS(static))
+	u.mux.Handle("GET /static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		assets.ServeHTTP(w, r)
+	}))
+	u.mux.HandleFunc("GET /{$}", u.page(u.repositories))
+	u.mux.HandleFunc("GET /repository", u.page(u.repositories))
+	u.mux.HandleFunc("GET /repository/{path...}", u.page(u.repositoryGET))
+	u.mux.HandleFunc("POST /repository/{path...}", u.page(u.repositoryPOST))
+	u.mux.HandleFunc("GET /signin", u.page(u.signinForm))
+	u.mux.HandleFunc("POST /signin", u.page(u.signin))
+	u.mux.HandleFunc("POST /signout", u.page(u.signout))
+	u.mux.HandleFunc("/", u.page(func(w http.ResponseWriter, r *http.Request, v *visitor) error {
+		return errNotFound
+	}))
+	return u, nil
+}
+
+// ServeHTTP implements http.Handler: every answer carries the security
+// headers (no inline script, no framing, no sniffing, no referrer to
+// other sites).
+func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+		"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	if !meta.ValidText(r.URL.Path) || !meta.ValidText(r.URL.RawQuery) {
+		http.Error(w, "the path or query holds a NUL byte or invalid UTF-8", http.StatusBadRequest)
+		return
+	}
+	u.mux.ServeHTTP(w, r)
+}
+
+// visitor is who asks: an identity, and the session's CSRF token (or the
+// anonymous double-submit token).
+type visitor struct {
+	id       auth.Identity
+	signedIn bool
+	csrf     string
+	session  string // the session cookie's id hash
+}
+
+// pageFunc answers a request; an error is rendered by page.
+type pageFunc func(w http.ResponseWriter, r *http.Request, v *visitor) error
+
+// webError is an answer other than 200 with a message.
+type webError struct {
+	status int
+	msg    string
+}
+
+func (e *webError) Error() string { return e.msg }
+
+var errNotFound = &webError{http.StatusNotFound, "Not found, or you may not see it."}
+
+func fail(status int, format string, args ...any) error {
+	return &webError{status, fmt.Sprintf(format, args...)}
+}
+
+// page identifies the visitor, checks the CSRF token of a POST before
+// anything runs, and renders an error as a page.
+func (u *UI) page(f pageFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := u.visitor(w, r)
+		if err == nil && r.Method == http.MethodPost {
+			err = u.checkCSRF(r, v)
+		}
+		if err == nil {
+			err = f(w, r, v)
+		}
+		if err == nil {
+			return
+		}
+		var we *webError
+		if !errors.As(err, &we) {
+			if r.Context().Err() == nil {
+				u.log.Error("web request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			we = &webError{http.StatusInternalServerError, "Something went wrong; the server log says what."}
+		}
+		if we.status == http.StatusNotFound && !v.signedIn && u.opts.Auth != nil {
+			we = &webError{http.StatusNotFound, we.msg + " Signing in may show more."}
+		}
+		u.render(w, r, v, we.status, "message", "Error", map[string]any{"Message": we.msg, "Status": we.status})
+	}
+}
+
+// pageData is what the layout renders around a page.
+type pageData struct {
+	Title    string
+	User     string
+	SignedIn bool
+	Open     bool
+	Super    bool
+	CSRF     string
+	Path     string
+	Data     any
+}
+
+func (u *UI) render(w http.ResponseWriter, r *http.Request, v *visitor, status int, page, title string, data any) {
+	pd := pageData{Title: title, User: v.id.Name, SignedIn: v.signedIn, Open: u.opts.Auth == nil, Super: v.id.Superuser,
+		CSRF: v.csrf, Path: r.URL.RequestURI(), Data: data}
+	var buf bytes.Buffer
+	if err := u.pages[page].ExecuteTemplate(&buf, "layout", pd); err != nil {
+		u.log.Error("render page", "page", page, "err", err)
+		http.Error(w, "the page could not be rendered", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// allowed applies the permission decision of /v2 and /api/v1.
+func (u *UI) allowed(ctx context.Context, v *visitor, repo, action string) (bool, error) {
+	if u.opts.Auth == nil {
+		return true, nil
+	}
+	return u.opts.Auth.Decide(ctx, v.id, repo, action)
+}
+
+// readable returns the repository when the visitor may read it, else
+// errNotFound (whether it exists or not: only those who may see it learn
+// that).
+func (u *UI) readable(ctx context.Context, v *visitor, repo string) (meta.RepoInfo, error) {
+	if err := oci.ValidateName(repo); err != nil || !strings.Contains(repo, "/") {
+		return meta.RepoInfo{}, errNotFound
+	}
+	if ok, err := u.allowed(ctx, v, repo, auth.ActionRead); err != nil {
+		return meta.RepoInfo{}, err
+	} else if !ok {
+		return meta.RepoInfo{}, errNotFound
+	}
+	ri, err := u.db.Repositories.Repository(ctx, repo)
+	if err != nil {
+		return meta.RepoInfo{}, err
+	}
+	if !ri.Exists {
+		return meta.RepoInfo{}, errNotFound
+	}
+	return ri, nil
+}
