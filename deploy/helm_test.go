@@ -3,6 +3,7 @@ package deploy
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -47,5 +48,20 @@ func TestHelmValues(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkEnvNames(t, f, string(b))
+	}
+}
+
+// TestDeploymentDoc: the BERTH_* variables docs/deployment.md names are
+// settings, and the files it links to exist.
+func TestDeploymentDoc(t *testing.T) {
+	b, err := os.ReadFile("../docs/deployment.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEnvNames(t, "docs/deployment.md", string(b))
+	for _, m := range regexp.MustCompile(`\]\((\.\./[^)#]+)`).FindAllStringSubmatch(string(b), -1) {
+		if _, err := os.Stat(filepath.Join("../docs", m[1])); err != nil {
+			t.Errorf("docs/deployment.md links to %s: %v", m[1], err)
+		}
 	}
 }
