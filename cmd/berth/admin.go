@@ -203,7 +203,7 @@ Log in with the token's name as username and the printed secret as password.`,
 		},
 	}
 	robot.AddCommand(robotCreate)
-	admin.AddCommand(user, orgCmd(open), teamCmd(open), repoCmd(open), token, robot, vulndbCmd(open), gcCmd(&st))
+	admin.AddCommand(user, orgCmd(open), teamCmd(open), repoCmd(open), token, robot, vulndbCmd(open), gcCmd(&st), migrateCmd(open))
 	return admin
 }
 

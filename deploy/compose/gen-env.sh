@@ -1,0 +1,17 @@
+#!/bin/sh
+# Prints a .env for compose.yaml with fresh random secrets:
+#   ./gen-env.sh > .env
+# Keep .env: BERTH_SECRET_KEY seals stored secrets, and a new one cannot
+# open what the old one sealed. env.example lists the same variables.
+set -eu
+rand() { openssl rand -hex 16; }
+cat <<EOT
+POSTGRES_PASSWORD=$(rand)
+MINIO_ROOT_USER=minioadmin
+MINIO_ROOT_PASSWORD=$(rand)
+BERTH_S3_ACCESS_KEY=berth
+BERTH_S3_SECRET_KEY=$(rand)
+BERTH_SECRET_KEY=$(openssl rand -base64 32)
+GRAFANA_ADMIN_PASSWORD=$(rand)
+BERTH_EXTERNAL_URL=http://localhost:5000
+EOT
