@@ -50,7 +50,7 @@ type UploadStore interface {
 	ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (meta.Upload, error)
 	RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error)
 	ReleaseUpload(ctx context.Context, id string, claim int64) error
-	AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState []byte) error
+	AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState, storageState []byte) error
 	DeleteUpload(ctx context.Context, id string) error
 }
 
