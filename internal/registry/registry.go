@@ -85,6 +85,8 @@ type Options struct {
 	// confirmed when it is older than half of it, so that a manifest the
 	// client pushes next, naming the blob without uploading it, finds it.
 	GCDelay time.Duration
+	// Redirect sends blob downloads to the storage (S3 presigned URLs).
+	Redirect Redirect
 }
 
 // Proxy is the pull-through cache (internal/proxy) as the handler sees

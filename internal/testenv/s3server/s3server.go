@@ -164,12 +164,23 @@ func Install(t testing.TB) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	// Stop before the test binary's own timeout would kill the test and
+	// leave the go command running.
+	deadline := time.Now().Add(30 * time.Minute)
+	if dt, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if d, ok := dt.Deadline(); ok && d.Add(-30*time.Second).Before(deadline) {
+			deadline = d.Add(-30 * time.Second)
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "install", Module+"@"+Version)
 	cmd.Dir = tmp
 	cmd.Env = append(goEnv(), "GOBIN="+tmp)
 	if out, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("go install %s@%s did not finish before the test's deadline (the first install takes several minutes; run once with -timeout 30m, later runs use the cache in %s): %v", Module, Version, cache, err)
+		}
 		return "", fmt.Errorf("go install %s@%s: %v\n%s", Module, Version, err, lastLines(out))
 	}
 	if err := os.Rename(filepath.Join(tmp, "versitygw"), bin); err != nil {
