@@ -19,7 +19,7 @@ type Upload struct {
 	Size         int64
 	HashState    []byte
 	StorageState []byte
-	StartedAt  time.Time
+	StartedAt    time.Time
 	// Claim identifies the caller's claim (ClaimUpload); zero otherwise.
 	Claim int64
 	// Actor is who opened the session (the per-identity cap counts it).
