@@ -67,7 +67,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, fmt.Errorf("metadata store: %w", err)
 	}
-	driver, err := openStorage(ctx, cfg)
+	driver, err := OpenStorage(ctx, cfg)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("storage: %w", err)

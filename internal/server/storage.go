@@ -12,8 +12,9 @@ import (
 	"github.com/berth-dev/berth/internal/storage/s3"
 )
 
-// openStorage opens the configured storage driver.
-func openStorage(ctx context.Context, cfg config.Config) (storage.Driver, error) {
+// OpenStorage opens the configured storage driver (berth serve, admin gc
+// and import share it).
+func OpenStorage(ctx context.Context, cfg config.Config) (storage.Driver, error) {
 	if cfg.Storage.Driver != "s3" {
 		return fs.New(cfg.StorageRoot(), fs.Options{Fsync: cfg.Storage.Filesystem.Fsync})
 	}
