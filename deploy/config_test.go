@@ -12,29 +12,9 @@ import (
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 )
-
-// pendingS3Keys are the storage.s3.* settings of the S3 driver, which
-// another branch adds to config.Config. Until it lands the deployment files
-// use them anyway: the checks below accept exactly these paths (and
-// storage.driver: s3), strip them and load the rest.
-//
-// DELETE AT MERGE, together with pendingS3Driver: once the S3 driver is in
-// config.Config, TestPendingS3KeysGone fails until this list is empty.
-var pendingS3Keys = []string{
-	"storage.s3.endpoint", "storage.s3.region", "storage.s3.bucket", "storage.s3.prefix", "storage.s3.pathStyle",
-	"storage.s3.accessKey", "storage.s3.secretKey", "storage.s3.credentialsFile", "storage.s3.profile",
-	"storage.s3.tls.insecureSkipVerify", "storage.s3.tls.caFile", "storage.s3.partSize",
-	"storage.s3.redirect.enabled", "storage.s3.redirect.minSize", "storage.s3.redirect.expiry",
-}
-
-// pendingS3Driver is the storage.driver value the S3 branch adds (DELETE AT
-// MERGE with pendingS3Keys).
-const pendingS3Driver = "s3"
 
 // configPaths are the YAML paths of every setting of config.Config, the
 // way config.LoadEnv walks them.
@@ -63,19 +43,10 @@ func configPaths() []string {
 	return out
 }
 
-// TestPendingS3KeysGone fails once the S3 driver is in config.Config while
-// the allow-list above still exists: delete it, and pendingS3Driver.
-func TestPendingS3KeysGone(t *testing.T) {
-	if len(pendingS3Keys) > 0 && slices.ContainsFunc(configPaths(), func(p string) bool { return strings.HasPrefix(p, "storage.s3.") }) {
-		t.Fatal("config.Config has storage.s3 settings now: delete pendingS3Keys and pendingS3Driver in deploy/config_test.go")
-	}
-}
-
-// envPaths maps every BERTH_* variable Berth reads to its setting,
-// including the pending S3 ones.
+// envPaths maps every BERTH_* variable Berth reads to its setting.
 func envPaths() map[string]string {
 	m := map[string]string{}
-	for _, p := range append(configPaths(), pendingS3Keys...) {
+	for _, p := range configPaths() {
 		m[config.EnvName(p)] = p
 	}
 	return m
@@ -103,52 +74,18 @@ func checkEnvNames(t *testing.T, where, text string, except ...string) {
 
 // loadBerthConfig loads a configuration file's content the way `berth
 // serve --config FILE` does, with env as the environment: defaults, the
-// file (unknown keys refused), BERTH_* variables, Validate. The pending S3
-// settings are checked against pendingS3Keys and stripped first.
+// file (unknown keys refused), BERTH_* variables, Validate.
 func loadBerthConfig(t *testing.T, where string, content []byte, env map[string]string) config.Config {
 	t.Helper()
-	var doc map[string]any
-	if err := yaml.Unmarshal(content, &doc); err != nil {
-		t.Fatalf("%s: %v", where, err)
-	}
-	if st, ok := doc["storage"].(map[string]any); ok {
-		if s3, ok := st["s3"]; ok {
-			var leaves []string
-			flatten("storage.s3", s3, &leaves)
-			for _, p := range leaves {
-				if !slices.Contains(pendingS3Keys, p) {
-					t.Errorf("%s: %s is not a setting of the S3 driver (pendingS3Keys)", where, p)
-				}
-			}
-			delete(st, "s3")
-		}
-		if st["driver"] == pendingS3Driver {
-			st["driver"] = "filesystem"
-		}
-	}
-	b, err := yaml.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	file := filepath.Join(t.TempDir(), "berth.yaml")
-	if err := os.WriteFile(file, b, 0o600); err != nil {
+	if err := os.WriteFile(file, content, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
 	if err := cfg.LoadFile(file); err != nil {
 		t.Fatalf("%s: %v", where, err)
 	}
-	pendingEnv := map[string]bool{}
-	for _, p := range pendingS3Keys {
-		pendingEnv[config.EnvName(p)] = true
-	}
-	if cfg.Storage.Driver == "filesystem" && env["BERTH_STORAGE_DRIVER"] == pendingS3Driver {
-		pendingEnv["BERTH_STORAGE_DRIVER"] = true
-	}
 	lookup := func(name string) (string, bool) {
-		if pendingEnv[name] {
-			return "", false
-		}
 		v, ok := env[name]
 		return v, ok
 	}
@@ -159,17 +96,6 @@ func loadBerthConfig(t *testing.T, where string, content []byte, env map[string]
 		t.Fatalf("%s: %v", where, err)
 	}
 	return cfg
-}
-
-func flatten(prefix string, v any, out *[]string) {
-	m, ok := v.(map[string]any)
-	if !ok {
-		*out = append(*out, prefix)
-		return
-	}
-	for k, sub := range m {
-		flatten(prefix+"."+k, sub, out)
-	}
 }
 
 // requireProduction checks what every replica of a multi-replica setup

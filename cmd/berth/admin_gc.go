@@ -10,7 +10,6 @@ import (
 	"github.com/berth-dev/berth/internal/gc"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/server"
-	"github.com/berth-dev/berth/internal/storage/fs"
 	"github.com/berth-dev/berth/internal/wire"
 )
 
@@ -34,7 +33,7 @@ func gcCmd(st *settings) *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			driver, err := fs.New(cfg.StorageRoot(), fs.Options{Fsync: cfg.Storage.Filesystem.Fsync})
+			driver, err := server.OpenStorage(cmd.Context(), cfg)
 			if err != nil {
 				return fmt.Errorf("storage: %w", err)
 			}

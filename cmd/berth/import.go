@@ -16,7 +16,7 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
 	"github.com/berth-dev/berth/internal/scan"
-	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/server"
 	"github.com/berth-dev/berth/internal/wire"
 )
 
@@ -67,7 +67,7 @@ at a time (at most one a second) when it is a pipe or a file.`,
 					return err
 				}
 			}
-			driver, err := fs.New(cfg.StorageRoot(), fs.Options{Fsync: cfg.Storage.Filesystem.Fsync})
+			driver, err := server.OpenStorage(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}

@@ -68,8 +68,10 @@ type Database struct {
 
 // Storage selects the blob storage driver.
 type Storage struct {
+	// Driver is "filesystem" (the default) or "s3".
 	Driver     string     `yaml:"driver"`
 	Filesystem Filesystem `yaml:"filesystem"`
+	S3         S3         `yaml:"s3"`
 }
 
 // Filesystem configures the filesystem driver.
@@ -243,7 +245,7 @@ func Default() Config {
 	return Config{
 		Addr:     ":5000",
 		DataDir:  "berth-data",
-		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}},
+		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}, S3: defaultS3()},
 		Auth:     Auth{Mode: "token", TokenTTL: 5 * time.Minute, Service: "berth"},
 		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true, MaxOpenUploads: 1000},
 		GC: GC{Enabled: true, Interval: 10 * time.Minute, Delay: time.Hour, UploadExpiry: 24 * time.Hour, TimeMachine: 7 * 24 * time.Hour,
@@ -324,8 +326,10 @@ func (c *Config) Validate() error {
 	}
 	switch c.Storage.Driver {
 	case "filesystem":
+	case "s3":
+		c.Storage.S3.validate(bad)
 	default:
-		bad("storage.driver", "unknown driver %q (supported: filesystem)", c.Storage.Driver)
+		bad("storage.driver", "unknown driver %q (supported: filesystem, s3)", c.Storage.Driver)
 	}
 	switch c.Auth.Mode {
 	case "none", "token":

@@ -53,7 +53,7 @@ func (e *env) upload(t *testing.T, repo string, n int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.db.Uploads().AdvanceUpload(ctx, id, up.Claim, 0, int64(n), []byte{1}); err != nil {
+	if err := e.db.Uploads().AdvanceUpload(ctx, id, up.Claim, 0, int64(n), []byte{1}, nil); err != nil {
 		t.Fatal(err)
 	}
 	return id

@@ -291,9 +291,11 @@ UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND anno
 	lifecycleSchema,
 	// 18: namespace quotas and the usage they limit (quota_schema.go).
 	quotaSchema,
-	// 21 once merged (the lead renumbers): the web UI's sessions
-	// (web_schema.go).
+	// 19: the web UI's sessions (web_schema.go).
 	webSessionSchema,
+	// 20: the storage driver's writer state of an upload (S3: multipart
+	// upload id, parts, tail), saved beside the hash state.
+	`ALTER TABLE uploads ADD COLUMN storage_state {{bytes}}`,
 }
 
 func (db *core) render(stmt string) string {

@@ -128,13 +128,13 @@ func testUploads(t *testing.T, db *meta.DB) {
 	if _, err := db.Uploads().RenewUpload(ctx, u.ID, claimed.Claim, time.Minute); !errors.Is(err, meta.ErrUploadClaimLost) {
 		t.Fatalf("renew with a stale claim: %v, want ErrUploadClaimLost", err)
 	}
-	if err := db.Uploads().AdvanceUpload(ctx, u.ID, claimed.Claim, 0, 100, []byte{2}); !errors.Is(err, meta.ErrUploadConflict) {
+	if err := db.Uploads().AdvanceUpload(ctx, u.ID, claimed.Claim, 0, 100, []byte{2}, nil); !errors.Is(err, meta.ErrUploadConflict) {
 		t.Fatalf("advance with a stale claim: %v, want ErrUploadConflict", err)
 	}
-	if err := db.Uploads().AdvanceUpload(ctx, u.ID, renewed, 0, 100, []byte{2}); err != nil {
+	if err := db.Uploads().AdvanceUpload(ctx, u.ID, renewed, 0, 100, []byte{2}, []byte(`{"uploadId":"x"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Uploads().AdvanceUpload(ctx, u.ID, renewed, 0, 50, []byte{3}); !errors.Is(err, meta.ErrUploadConflict) {
+	if err := db.Uploads().AdvanceUpload(ctx, u.ID, renewed, 0, 50, []byte{3}, nil); !errors.Is(err, meta.ErrUploadConflict) {
 		t.Fatalf("stale advance: %v, want ErrUploadConflict", err)
 	}
 	// Advancing ends the claim; a claim whose lease ran out is free (a
@@ -148,7 +148,10 @@ func testUploads(t *testing.T, db *meta.DB) {
 	if err != nil {
 		t.Fatalf("claim after an expired lease: %v", err)
 	}
-	if err := db.Uploads().AdvanceUpload(ctx, u.ID, dead.Claim, 100, 200, []byte{4}); !errors.Is(err, meta.ErrUploadConflict) {
+	if string(taken.StorageState) != `{"uploadId":"x"}` {
+		t.Fatalf("claimed upload's storage state = %q, want the one advanced to", taken.StorageState)
+	}
+	if err := db.Uploads().AdvanceUpload(ctx, u.ID, dead.Claim, 100, 200, []byte{4}, nil); !errors.Is(err, meta.ErrUploadConflict) {
 		t.Fatalf("advance by the dead claim: %v, want ErrUploadConflict", err)
 	}
 	if err := db.Uploads().ReleaseUpload(ctx, u.ID, dead.Claim); err != nil {
@@ -161,7 +164,7 @@ func testUploads(t *testing.T, db *meta.DB) {
 		t.Fatal(err)
 	}
 	got, err := db.Uploads().GetUpload(ctx, "app", u.ID)
-	if err != nil || got.Size != 100 || !reflect.DeepEqual(got.HashState, []byte{2}) {
+	if err != nil || got.Size != 100 || !reflect.DeepEqual(got.HashState, []byte{2}) || string(got.StorageState) != `{"uploadId":"x"}` {
 		t.Fatalf("GetUpload = %+v, %v", got, err)
 	}
 	if _, err := db.Blobs().StoreBlob(ctx, "app", blobOf("x"), u.ID, meta.Writer{}, noPlace, noPlace); err != nil {

@@ -9,14 +9,17 @@ import (
 )
 
 // Upload is an upload session. HashState is the marshalled state of the
-// running digest of the bytes received so far, so that any replica can
-// continue the upload without re-reading it.
+// running digest of the bytes received so far, and StorageState the
+// storage driver's writer state (storage.StatefulWriter; nil for drivers
+// that keep none), so that any replica can continue the upload without
+// re-reading it.
 type Upload struct {
-	ID         string
-	Repository string
-	Size       int64
-	HashState  []byte
-	StartedAt  time.Time
+	ID           string
+	Repository   string
+	Size         int64
+	HashState    []byte
+	StorageState []byte
+	StartedAt    time.Time
 	// Claim identifies the caller's claim (ClaimUpload); zero otherwise.
 	Claim int64
 	// Actor is who opened the session (the per-identity cap counts it).
@@ -61,8 +64,8 @@ func (db Uploads) CreateUpload(ctx context.Context, u Upload, limit int) error {
 func (db Uploads) GetUpload(ctx context.Context, repo, id string) (Upload, error) {
 	u := Upload{ID: id, Repository: repo}
 	var started int64
-	err := db.read.QueryRowContext(ctx, db.q("SELECT size, hash_state, started_at FROM uploads WHERE id = ? AND repository = ?"), id, repo).
-		Scan(&u.Size, &u.HashState, &started)
+	err := db.read.QueryRowContext(ctx, db.q("SELECT size, hash_state, storage_state, started_at FROM uploads WHERE id = ? AND repository = ?"), id, repo).
+		Scan(&u.Size, &u.HashState, &u.StorageState, &started)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Upload{}, ErrUploadNotFound
 	}
@@ -91,7 +94,7 @@ func (db Uploads) ClaimUpload(ctx context.Context, repo, id string, lease time.D
 	ts := now()
 	u.Claim = ts + max(lease.Microseconds(), 1)
 	err := db.write.QueryRowContext(ctx, db.q(`UPDATE uploads SET locked_until = ? WHERE id = ? AND repository = ? AND locked_until < ?
-		RETURNING size, hash_state, started_at`), u.Claim, id, repo, ts).Scan(&u.Size, &u.HashState, &started)
+		RETURNING size, hash_state, storage_state, started_at`), u.Claim, id, repo, ts).Scan(&u.Size, &u.HashState, &u.StorageState, &started)
 	if errors.Is(err, sql.ErrNoRows) {
 		if _, gerr := db.GetUpload(ctx, repo, id); gerr != nil {
 			return Upload{}, gerr
@@ -128,12 +131,13 @@ func (db Uploads) ReleaseUpload(ctx context.Context, id string, claim int64) err
 	return nil
 }
 
-// AdvanceUpload records that the upload grew from oldSize to newSize and
-// ends the caller's claim. It fails with ErrUploadConflict if the claim
-// was lost or another request moved the upload meanwhile.
-func (db Uploads) AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState []byte) error {
-	res, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET size = ?, hash_state = ?, updated_at = ?, locked_until = 0 WHERE id = ? AND size = ? AND locked_until = ?"),
-		newSize, hashState, now(), id, oldSize, claim)
+// AdvanceUpload records that the upload grew from oldSize to newSize, with
+// the hash and storage writer states at newSize, and ends the caller's
+// claim. It fails with ErrUploadConflict if the claim was lost or another
+// request moved the upload meanwhile.
+func (db Uploads) AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState, storageState []byte) error {
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET size = ?, hash_state = ?, storage_state = ?, updated_at = ?, locked_until = 0 WHERE id = ? AND size = ? AND locked_until = ?"),
+		newSize, hashState, storageState, now(), id, oldSize, claim)
 	if err != nil {
 		return fmt.Errorf("advance upload: %w", err)
 	}

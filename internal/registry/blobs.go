@@ -59,6 +59,11 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 			return errBlobUnknown
 		}
 	}
+	// Only now, with pull permission and held content checked, may the
+	// storage's own URL reach the client.
+	if done, err := reg.redirectBlob(w, r, b); done || err != nil {
+		return err
+	}
 	h := w.Header()
 	h.Set("Docker-Content-Digest", b.Digest.String())
 	h.Set("Content-Type", "application/octet-stream")

@@ -50,7 +50,7 @@ type UploadStore interface {
 	ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (meta.Upload, error)
 	RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error)
 	ReleaseUpload(ctx context.Context, id string, claim int64) error
-	AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState []byte) error
+	AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState, storageState []byte) error
 	DeleteUpload(ctx context.Context, id string) error
 }
 
@@ -85,6 +85,8 @@ type Options struct {
 	// confirmed when it is older than half of it, so that a manifest the
 	// client pushes next, naming the blob without uploading it, finds it.
 	GCDelay time.Duration
+	// Redirect sends blob downloads to the storage (S3 presigned URLs).
+	Redirect Redirect
 }
 
 // Proxy is the pull-through cache (internal/proxy) as the handler sees

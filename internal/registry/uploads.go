@@ -229,7 +229,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", up.ID, err)
 	}
-	fw, err := reg.store.Writer(ctx, storage.UploadPath(up.ID), up.Size)
+	fw, err := storage.OpenWriter(ctx, reg.store, storage.UploadPath(up.ID), up.Size, up.StorageState)
 	if err != nil {
 		return errorf(http.StatusNotFound, CodeBlobUploadUnknown, "upload data is gone; start a new upload", nil)
 	}
@@ -241,17 +241,24 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	if errors.Is(copyErr, errClaimLost) {
 		reg.log.Warn("upload claim lost while writing; the write was stopped", "upload", up.ID)
 	}
-	fw.Close()
 	// Record what was written, even after a broken connection: the client
-	// can ask for the upload's status and resume from there.
+	// can ask for the upload's status and resume from there. Closing keeps
+	// the bytes (for S3, the parts and the tail the writer state names).
+	if err := fw.Close(); err != nil {
+		return fmt.Errorf("upload %s: keep the chunk: %w", up.ID, err)
+	}
 	if n > 0 {
 		state, err := marshalHash(h)
 		if err != nil {
 			return err
 		}
+		stored, err := storage.WriterState(fw)
+		if err != nil {
+			return fmt.Errorf("upload %s: %w", up.ID, err)
+		}
 		claimed = false // advancing ends the claim
 		c := claim.stop()
-		if err := reg.meta.Uploads.AdvanceUpload(context.WithoutCancel(ctx), up.ID, c, up.Size, up.Size+n, state); err != nil {
+		if err := reg.meta.Uploads.AdvanceUpload(context.WithoutCancel(ctx), up.ID, c, up.Size, up.Size+n, state, stored); err != nil {
 			if errors.Is(err, meta.ErrUploadConflict) {
 				return errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
 			}

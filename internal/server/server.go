@@ -34,7 +34,6 @@ import (
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/scan/index"
-	"github.com/berth-dev/berth/internal/storage/fs"
 	"github.com/berth-dev/berth/internal/web"
 	"github.com/berth-dev/berth/internal/wire"
 )
@@ -69,7 +68,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, fmt.Errorf("metadata store: %w", err)
 	}
-	driver, err := fs.New(cfg.StorageRoot(), fs.Options{Fsync: cfg.Storage.Filesystem.Fsync})
+	driver, err := OpenStorage(ctx, cfg)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("storage: %w", err)
@@ -133,6 +132,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Proxy:            pcache,
 		GCDelay:          gcDelay(cfg),
 		MaxOpenUploads:   cfg.Registry.MaxOpenUploads,
+		Redirect:         blobRedirect(cfg),
 	})
 	imp := importer{copier: mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
 	mopts := mirror.MirrorOptions{Dial: guard.DialContext, Logger: log}
@@ -327,7 +327,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	s.log.Info("berth is serving", "addr", ln.Addr().String(), "database", s.db.Dialect(),
-		"storage", s.cfg.Storage.Driver, "storage_root", s.cfg.StorageRoot())
+		"storage", s.cfg.Storage.Driver, storageLocation(s.cfg))
 	// Background work: the change feed's dispatcher and its subscribers'
 	// workers on the job queue (notification deliveries, scans).
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))

@@ -105,3 +105,47 @@ func CheckPath(p string) error {
 	}
 	return nil
 }
+
+// StatefulWriter is an optional capability of a FileWriter: after Close,
+// State returns an opaque description of what was written (for S3, the
+// multipart upload, its parts and a small tail object) that the metadata
+// store keeps beside the upload's hash state, so that any process can
+// continue the file with Resumer.ResumeWriter. Drivers whose files
+// continue from their stored bytes alone (fs, mem) do not implement it.
+type StatefulWriter interface {
+	FileWriter
+	State() ([]byte, error)
+}
+
+// Resumer is an optional capability of a Driver whose writers keep state
+// (see StatefulWriter).
+type Resumer interface {
+	// ResumeWriter continues path at offset from the state a previous
+	// writer's State returned. A nil state is Writer(ctx, path, offset).
+	ResumeWriter(ctx context.Context, path string, offset int64, state []byte) (FileWriter, error)
+}
+
+// OpenWriter opens path for writing at offset, resuming from state when
+// the driver keeps writer state and a state was saved.
+func OpenWriter(ctx context.Context, d Driver, path string, offset int64, state []byte) (FileWriter, error) {
+	if r, ok := d.(Resumer); ok && len(state) > 0 {
+		return r.ResumeWriter(ctx, path, offset, state)
+	}
+	return d.Writer(ctx, path, offset)
+}
+
+// WriterState returns the state of a closed writer to save for
+// OpenWriter, or nil when the driver keeps none.
+func WriterState(w FileWriter) ([]byte, error) {
+	if s, ok := w.(StatefulWriter); ok {
+		return s.State()
+	}
+	return nil, nil
+}
+
+// URLSigner is an optional capability of a Driver that can hand clients a
+// time-limited URL to read path directly (S3 presigned GET), so that a
+// blob download need not pass through Berth.
+type URLSigner interface {
+	URLFor(ctx context.Context, path string, expiry time.Duration) (string, error)
+}

@@ -127,15 +127,19 @@ func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.File
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(f), 0o750); err != nil {
-		return nil, wrap("create", p, err)
-	}
 	if offset < 0 {
 		return nil, fmt.Errorf("write %s: negative offset %d", p, offset)
 	}
-	flags := os.O_WRONLY | os.O_CREATE
 	if offset == 0 {
-		flags |= os.O_TRUNC
+		if err := os.MkdirAll(filepath.Dir(f), 0o750); err != nil {
+			return nil, wrap("create", p, err)
+		}
+	}
+	// Only a new file is created: resuming a file that is gone must not
+	// leave an empty one behind.
+	flags := os.O_WRONLY
+	if offset == 0 {
+		flags |= os.O_CREATE | os.O_TRUNC
 	}
 	file, err := os.OpenFile(f, flags, 0o640)
 	if err != nil {

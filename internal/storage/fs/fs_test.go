@@ -20,13 +20,17 @@ func TestConformance(t *testing.T) {
 			name = "fsync"
 		}
 		t.Run(name, func(t *testing.T) {
-			storagetest.Run(t, func(t *testing.T) storage.Driver {
-				d, err := fs.New(t.TempDir(), fs.Options{Fsync: fsync})
+			dirs := map[storage.Driver]string{}
+			open := func(t *testing.T, dir string) storage.Driver {
+				d, err := fs.New(dir, fs.Options{Fsync: fsync})
 				if err != nil {
 					t.Fatal(err)
 				}
+				dirs[d] = dir
 				return d
-			})
+			}
+			storagetest.Run(t, func(t *testing.T) storage.Driver { return open(t, t.TempDir()) },
+				func(t *testing.T, d storage.Driver) storage.Driver { return open(t, dirs[d]) })
 		})
 	}
 }

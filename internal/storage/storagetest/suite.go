@@ -14,9 +14,14 @@ import (
 	"github.com/berth-dev/berth/internal/storage"
 )
 
+// Reopen returns a second driver over the same backing store as d, as
+// another replica would open it.
+type Reopen func(t *testing.T, d storage.Driver) storage.Driver
+
 // Run runs the conformance suite against drivers made by newDriver, which
-// must return an empty driver for each call.
-func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
+// must return an empty driver for each call. reopen (nil: the driver has
+// no second instance) serves the cases that resume a file elsewhere.
+func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver, reopen Reopen) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, d storage.Driver)
@@ -32,12 +37,25 @@ func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
 		{"InvalidPaths", testInvalidPaths},
 		{"ConcurrentWriters", testConcurrent},
 		{"LargeStream", testLarge},
+		{"ResumableChunks", testResumableChunks},
+		{"ResumableCancel", testResumableCancel},
+		{"DeleteAbortsUpload", testDeleteAbortsUpload},
+		{"ConcurrentResumable", testConcurrentResumable},
+		{"MoveAtomicForReaders", testMoveAtomic},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, newDriver(t))
 		})
 	}
+	t.Run("ResumeOnSecondInstance", func(t *testing.T) {
+		if reopen == nil {
+			t.Skip("the driver has no second instance")
+		}
+		d := newDriver(t)
+		other := reopen(t, d)
+		testChunks(t, []storage.Driver{d, other}, "/uploads/zz/second/data", []int{1, 3 << 20, 5 << 20, 1, 11 << 20, 2})
+	})
 }
 
 func randBytes(t *testing.T, n int) []byte {

@@ -1,0 +1,306 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// ErrTooManyParts is returned (wrapped) when a file would need more than
+// S3's 10,000 multipart parts.
+var ErrTooManyParts = errors.New("s3: the file needs more than 10,000 multipart parts; raise storage.s3.partSize")
+
+// state is what a writer saves between requests (StatefulWriter.State):
+// the multipart upload, its parts, and the tail, fewer than MinPartSize
+// bytes that could not be a part yet, kept as a small object of its own.
+type state struct {
+	Key      string `json:"key"`
+	Size     int64  `json:"size"`
+	UploadID string `json:"uploadId,omitempty"`
+	Parts    []part `json:"parts,omitempty"`
+	Tail     string `json:"tail,omitempty"`
+	TailSize int64  `json:"tailSize,omitempty"`
+	TailETag string `json:"tailETag,omitempty"`
+	// PrevTail is the tail of the state this one continued; resuming from
+	// this state (so the database recorded it) deletes it.
+	PrevTail string `json:"prevTail,omitempty"`
+}
+
+type part struct {
+	N    int32  `json:"n"`
+	ETag string `json:"etag"`
+	Size int64  `json:"size"`
+}
+
+type writer struct {
+	d    *Driver
+	ctx  context.Context
+	path string
+	st   state
+	// sent is the bytes in parts; buf holds the rest (at most a part).
+	sent   int64
+	buf    []byte
+	start  int64 // the size it was opened at
+	closed bool
+	done   bool
+	err    error
+}
+
+// Writer implements storage.Driver. A positive offset without saved state
+// continues a committed object by copying its first offset bytes into the
+// new one (the registry resumes from State instead; see ResumeWriter).
+func (d *Driver) Writer(ctx context.Context, p string, offset int64) (storage.FileWriter, error) {
+	if err := storage.CheckPath(p); err != nil {
+		return nil, err
+	}
+	if offset < 0 {
+		return nil, fmt.Errorf("s3 write %s: negative offset %d", p, offset)
+	}
+	w := d.newWriter(ctx, p)
+	if offset == 0 {
+		return w, nil
+	}
+	rc, err := d.Reader(ctx, p, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	n, err := io.Copy(w, io.LimitReader(rc, offset))
+	if err == nil && n < offset {
+		err = fmt.Errorf("file has %d bytes, fewer than offset %d", n, offset)
+	}
+	if err != nil {
+		w.Cancel(ctx)
+		return nil, fmt.Errorf("s3 resume %s: %w", p, err)
+	}
+	return w, nil
+}
+
+func (d *Driver) newWriter(ctx context.Context, p string) *writer {
+	// The writer finishes what it started even if the request that opened
+	// it goes away: a chunk received must be recorded.
+	return &writer{d: d, ctx: context.WithoutCancel(ctx), path: p, st: state{Key: d.key(p)}}
+}
+
+// ResumeWriter implements storage.Resumer.
+func (d *Driver) ResumeWriter(ctx context.Context, p string, offset int64, saved []byte) (storage.FileWriter, error) {
+	if len(saved) == 0 {
+		return d.Writer(ctx, p, offset)
+	}
+	if err := storage.CheckPath(p); err != nil {
+		return nil, err
+	}
+	w := d.newWriter(ctx, p)
+	if err := json.Unmarshal(saved, &w.st); err != nil {
+		return nil, fmt.Errorf("s3 resume %s: bad writer state: %w", p, err)
+	}
+	if w.st.Key != d.key(p) || w.st.Size != offset {
+		return nil, fmt.Errorf("s3 resume %s at %d: the saved state is of %s at %d", p, offset, w.st.Key, w.st.Size)
+	}
+	if w.st.PrevTail != "" {
+		d.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &d.bucket, Key: aws.String(w.st.PrevTail)})
+		w.st.PrevTail = ""
+	}
+	for _, pt := range w.st.Parts {
+		w.sent += pt.Size
+	}
+	if w.st.UploadID != "" {
+		// A deleted (aborted) upload fails here, not at the last chunk.
+		_, err := d.c.ListParts(ctx, &s3.ListPartsInput{Bucket: &d.bucket, Key: &w.st.Key, UploadId: &w.st.UploadID, MaxParts: aws.Int32(1)})
+		if err != nil {
+			return nil, wrap("resume", p, err)
+		}
+	}
+	if w.st.Tail != "" {
+		out, err := d.c.GetObject(ctx, &s3.GetObjectInput{Bucket: &d.bucket, Key: &w.st.Tail})
+		if err != nil {
+			return nil, wrap("resume: read tail", p, err)
+		}
+		w.buf, err = io.ReadAll(io.LimitReader(out.Body, w.st.TailSize+1))
+		out.Body.Close()
+		if err == nil && (int64(len(w.buf)) != w.st.TailSize || aws.ToString(out.ETag) != w.st.TailETag) {
+			err = errors.New("the tail object changed since the state was saved")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("s3 resume %s: %w", p, err)
+		}
+	}
+	w.start = offset
+	if w.sent+int64(len(w.buf)) != offset {
+		return nil, fmt.Errorf("s3 resume %s: state holds %d bytes, not %d", p, w.sent+int64(len(w.buf)), offset)
+	}
+	return w, nil
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.closed {
+		return 0, fmt.Errorf("s3 write %s: writer is closed", w.path)
+	}
+	n := 0
+	for len(p) > 0 {
+		if w.buf == nil {
+			w.buf = make([]byte, 0, min(w.d.partSize, 256<<10))
+		}
+		k := min(len(p), int(w.d.partSize)-len(w.buf))
+		w.buf = append(w.buf, p[:k]...)
+		n, p = n+k, p[k:]
+		if int64(len(w.buf)) == w.d.partSize {
+			if err := w.flushPart(); err != nil {
+				return n - k, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// flushPart uploads buf as the next part.
+func (w *writer) flushPart() error {
+	if len(w.st.Parts) >= maxParts {
+		w.err = fmt.Errorf("s3 write %s: %w", w.path, ErrTooManyParts)
+		return w.err
+	}
+	d := w.d
+	if w.st.UploadID == "" {
+		mp, err := d.c.CreateMultipartUpload(w.ctx, &s3.CreateMultipartUploadInput{Bucket: &d.bucket, Key: &w.st.Key})
+		if err != nil {
+			w.err = wrap("write", w.path, err)
+			return w.err
+		}
+		w.st.UploadID = aws.ToString(mp.UploadId)
+	}
+	n := int32(len(w.st.Parts) + 1)
+	out, err := d.c.UploadPart(w.ctx, &s3.UploadPartInput{Bucket: &d.bucket, Key: &w.st.Key, UploadId: &w.st.UploadID,
+		PartNumber: aws.Int32(n), Body: bytes.NewReader(w.buf), ContentLength: aws.Int64(int64(len(w.buf)))})
+	if err != nil {
+		w.err = wrap("write part", w.path, err)
+		return w.err
+	}
+	w.st.Parts = append(w.st.Parts, part{N: n, ETag: aws.ToString(out.ETag), Size: int64(len(w.buf))})
+	w.sent += int64(len(w.buf))
+	w.buf = w.buf[:0]
+	return nil
+}
+
+func (w *writer) Size() int64 { return w.sent + int64(len(w.buf)) }
+
+// Close keeps what was written for a later ResumeWriter: a rest of at least
+// MinPartSize becomes a part, a smaller one the tail object. Nothing
+// appears at the path before Commit.
+func (w *writer) Close() error {
+	if w.closed {
+		return w.err
+	}
+	w.closed = true
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.buf) >= MinPartSize {
+		if err := w.flushPart(); err != nil {
+			return err
+		}
+	}
+	w.st.Size = w.Size()
+	if w.st.Size == w.start {
+		w.buf = nil
+		return nil // nothing new: the saved state stands
+	}
+	w.st.PrevTail, w.st.Tail, w.st.TailSize, w.st.TailETag = w.st.Tail, "", 0, ""
+	if len(w.buf) > 0 {
+		tail := w.st.Key + ".tail." + strconv.FormatInt(w.st.Size, 10)
+		out, err := w.d.c.PutObject(w.ctx, &s3.PutObjectInput{Bucket: &w.d.bucket, Key: &tail,
+			Body: bytes.NewReader(w.buf), ContentLength: aws.Int64(int64(len(w.buf)))})
+		if err != nil {
+			w.err = wrap("write tail", w.path, err)
+			return w.err
+		}
+		w.st.Tail, w.st.TailSize, w.st.TailETag = tail, int64(len(w.buf)), aws.ToString(out.ETag)
+	}
+	w.buf = nil
+	return nil
+}
+
+// State implements storage.StatefulWriter.
+func (w *writer) State() ([]byte, error) {
+	if !w.closed || w.err != nil {
+		return nil, fmt.Errorf("s3 write %s: no state to save (closed: %v, error: %v)", w.path, w.closed, w.err)
+	}
+	return json.Marshal(w.st)
+}
+
+// Commit completes the file at its path: one PutObject if it never reached
+// a part, otherwise the rest as the last part and CompleteMultipartUpload.
+func (w *writer) Commit(ctx context.Context) error {
+	if w.done {
+		return w.err
+	}
+	if w.closed {
+		return fmt.Errorf("s3 commit %s: writer is closed", w.path)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	d := w.d
+	ctx = context.WithoutCancel(ctx)
+	if w.st.UploadID == "" {
+		if err := d.put(ctx, w.path, w.st.Key, w.buf); err != nil {
+			return err
+		}
+	} else {
+		if len(w.buf) > 0 {
+			if err := w.flushPart(); err != nil {
+				return err
+			}
+		}
+		parts := make([]types.CompletedPart, len(w.st.Parts))
+		for i, pt := range w.st.Parts {
+			parts[i] = types.CompletedPart{PartNumber: aws.Int32(pt.N), ETag: aws.String(pt.ETag)}
+		}
+		_, err := d.c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &d.bucket, Key: &w.st.Key,
+			UploadId: &w.st.UploadID, MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
+		if err != nil {
+			return wrap("commit", w.path, err)
+		}
+	}
+	w.closed, w.done, w.buf = true, true, nil
+	w.dropTails(ctx)
+	return nil
+}
+
+func (w *writer) dropTails(ctx context.Context) {
+	for _, k := range []string{w.st.Tail, w.st.PrevTail} {
+		if k != "" {
+			w.d.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.d.bucket, Key: aws.String(k)})
+		}
+	}
+}
+
+// Cancel aborts the multipart upload and deletes the tail and the path.
+func (w *writer) Cancel(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx)
+	w.closed, w.done, w.buf = true, true, nil
+	var err error
+	if w.st.UploadID != "" {
+		err = w.d.abort(ctx, w.st.Key, w.st.UploadID)
+	}
+	w.dropTails(ctx)
+	if _, derr := w.d.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.d.bucket, Key: &w.st.Key}); err == nil && derr != nil && !isNotFound(derr) {
+		err = derr
+	}
+	if err != nil {
+		return wrap("cancel", w.path, err)
+	}
+	return nil
+}
