@@ -32,6 +32,7 @@ type config struct {
 	mirrorTags                                                         int
 	gcImages                                                           int
 	graphImages                                                        int
+	storage                                                            string
 	scan                                                               scanFlags
 }
 
@@ -56,6 +57,7 @@ func parseFlags() config {
 	flag.IntVar(&c.gcImages, "gc", 0, "instead of the registry workloads, measure online garbage collection of this many garbage images under a push load (SQLite; PostgreSQL too with -scan-postgres)")
 	flag.IntVar(&c.graphImages, "graph", 0, "instead of the registry workloads, measure the base-image graph with this many images on one base: the push rate with the graph on and off, and the time from a base tag move to the last base_image_updated delivery")
 	flag.IntVar(&c.mirrorTags, "mirror", 0, "instead of the registry workloads, compare mirroring this many tags (Berth's mirror vs skopeo sync into Distribution)")
+	flag.StringVar(&c.storage, "storage", "filesystem", "filesystem, or s3: push and pull through one versitygw with both registries' S3 drivers (bench/s3.go)")
 	c.scan.register(flag.CommandLine)
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -64,6 +66,8 @@ func parseFlags() config {
 	switch {
 	case c.only != "" && c.only != "berth" && c.only != "distribution":
 		fatalf("-only must be berth or distribution, not %q", c.only)
+	case c.storage != "filesystem" && c.storage != "s3":
+		fatalf("-storage must be filesystem or s3")
 	case c.pushMode != "patch" && c.pushMode != "put":
 		fatalf("-push-mode must be patch or put")
 	case c.layerMiB < 1 || c.smallImages < 1 || c.smallKiB < 1 || c.concurrency < 1 || c.loadWorkers < 1 || c.rounds < 1 || c.loadDuration <= 0:
@@ -138,7 +142,7 @@ func main() {
 		on   bool
 		name string
 		run  func(context.Context, config, string) (string, error)
-	}{{c.gcImages > 0, "gc", runGCBench}, {c.scan.enabled, "scan", runScanBench}, {c.graphImages > 0, "graph", runGraphBench}} {
+	}{{c.gcImages > 0, "gc", runGCBench}, {c.scan.enabled, "scan", runScanBench}, {c.graphImages > 0, "graph", runGraphBench}, {c.storage == "s3", "s3", runS3Bench}} {
 		if !alt.on {
 			continue
 		}

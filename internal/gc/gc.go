@@ -123,7 +123,11 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
 	if err := c.expireUploads(ctx, cutoff, dry, &rep); err != nil {
 		errs = append(errs, err)
 	}
-	if err := c.sweepLeftovers(ctx, cutoff, dry, &rep); err != nil {
+	counted := map[string]bool{}
+	if err := c.sweepLeftovers(ctx, cutoff, dry, &rep, counted); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.sweepMultipart(ctx, cutoff, dry, &rep, counted); err != nil {
 		errs = append(errs, err)
 	}
 	pruned, err := c.prune.Prune(ctx, c.opts.Retention, dry)
@@ -184,9 +188,11 @@ func (c *Collector) expireUploads(ctx context.Context, cutoff time.Time, dry boo
 // sweepLeftovers removes upload directories that no session owns and that
 // were last written before cutoff: bytes of uploads whose session ended
 // without cleaning up (a crash between the commit and the delete, an
-// ingest interrupted by a kill). Listing storage is for maintenance only;
+// ingest interrupted by a kill); sweepMultipart does the same for S3
+// multipart uploads that have no object. Listing storage is for maintenance only;
 // it never answers a request.
-func (c *Collector) sweepLeftovers(ctx context.Context, cutoff time.Time, dry bool, rep *Report) error {
+// Swept upload ids are added to counted.
+func (c *Collector) sweepLeftovers(ctx context.Context, cutoff time.Time, dry bool, rep *Report, counted map[string]bool) error {
 	prefixes, err := c.store.List(ctx, "/uploads")
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
@@ -230,6 +236,7 @@ func (c *Collector) sweepLeftovers(ctx context.Context, cutoff time.Time, dry bo
 					continue
 				}
 			}
+			counted[id] = true
 			rep.Leftovers++
 			rep.LeftoverBytes += size
 		}

@@ -30,6 +30,8 @@ const (
 	CodeTooManyRequests     = "TOOMANYREQUESTS"
 	CodePaginationInvalid   = "PAGINATION_NUMBER_INVALID"
 	CodeRangeInvalid        = "RANGE_INVALID"
+	// CodeUnavailable is CNCF Distribution's code for 503.
+	CodeUnavailable = "UNAVAILABLE"
 )
 
 // Error is a registry error answered in the spec's JSON format.

@@ -231,7 +231,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	}
 	fw, err := storage.OpenWriter(ctx, reg.store, storage.UploadPath(up.ID), up.Size, up.StorageState)
 	if err != nil {
-		return errorf(http.StatusNotFound, CodeBlobUploadUnknown, "upload data is gone; start a new upload", nil)
+		return reg.resumeError(w, up.ID, err)
 	}
 	n, copyErr := reg.copyBody(claimedWriter{fw, claim}, h, r)
 	if copyErr == nil && r.Method == http.MethodPut {
@@ -271,6 +271,22 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	setUploadHeaders(w, rt.name, up.ID, up.Size+n)
 	w.WriteHeader(http.StatusAccepted)
 	return nil
+}
+
+// resumeError answers a failure to reopen an upload's data. Only data that
+// is gone (storage.ErrNotFound) ends the upload with 404
+// BLOB_UPLOAD_UNKNOWN, which makes clients start over; anything else (S3
+// unreachable or timing out) is 503 UNAVAILABLE with a Retry-After, which
+// clients retry (go-containerregistry, containerd and docker retry 5xx),
+// and the upload stays as it was recorded.
+func (reg *Registry) resumeError(w http.ResponseWriter, id string, err error) error {
+	if errors.Is(err, storage.ErrNotFound) {
+		reg.log.Warn("upload data is gone", "upload", id, "err", err)
+		return errorf(http.StatusNotFound, CodeBlobUploadUnknown, "upload data is gone; start a new upload", nil)
+	}
+	reg.log.Error("cannot reopen upload data: storage unavailable", "upload", id, "err", err)
+	w.Header().Set("Retry-After", "5")
+	return errorf(http.StatusServiceUnavailable, CodeUnavailable, "storage is unavailable; retry this request (the upload is kept)", nil)
 }
 
 // Upload claims: a writer holds a short lease on its upload and renews it

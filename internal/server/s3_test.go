@@ -32,7 +32,12 @@ import (
 // creates the users alice and bob.
 func s3Replicas(t *testing.T) (a, b string) {
 	t.Helper()
-	srv := s3server.Start(t)
+	return s3ReplicasOn(t, s3server.Start(t))
+}
+
+// s3ReplicasOn is s3Replicas on a given S3 server.
+func s3ReplicasOn(t *testing.T, srv *s3server.Server) (a, b string) {
+	t.Helper()
 	t.Setenv("AWS_CA_BUNDLE", "") // the S3 server speaks plain HTTP
 	ctx := context.Background()
 	cfg := config.Default()

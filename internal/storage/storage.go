@@ -33,7 +33,9 @@ type Driver interface {
 	Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error)
 	// Writer opens path for writing from offset: 0 starts an empty file;
 	// a positive offset continues an existing file of at least that size
-	// (resumable uploads), discarding anything stored beyond it.
+	// (resumable uploads), discarding anything stored beyond it. Resuming
+	// a file that is gone or shorter than offset fails with ErrNotFound;
+	// any other error (a backend that cannot be reached) is transient.
 	Writer(ctx context.Context, path string, offset int64) (FileWriter, error)
 	// Stat describes path.
 	Stat(ctx context.Context, path string) (FileInfo, error)
@@ -122,6 +124,8 @@ type StatefulWriter interface {
 type Resumer interface {
 	// ResumeWriter continues path at offset from the state a previous
 	// writer's State returned. A nil state is Writer(ctx, path, offset).
+	// As for Writer, ErrNotFound means the data is gone (or no longer what
+	// the state describes); other errors are transient.
 	ResumeWriter(ctx context.Context, path string, offset int64, state []byte) (FileWriter, error)
 }
 
@@ -148,4 +152,23 @@ func WriterState(w FileWriter) ([]byte, error) {
 // blob download need not pass through Berth.
 type URLSigner interface {
 	URLFor(ctx context.Context, path string, expiry time.Duration) (string, error)
+}
+
+// MultipartUpload is an unfinished multipart write (see MultipartLister).
+type MultipartUpload struct {
+	Path      string // the storage path the write would complete
+	ID        string // the backend's id of the write
+	Initiated time.Time
+}
+
+// MultipartLister is an optional capability of a Driver whose unfinished
+// writes hold bytes that List does not show: an S3 multipart upload has no
+// object until it completes. GC's leftover sweep uses it to abort the
+// multipart uploads of upload sessions that no longer exist.
+type MultipartLister interface {
+	// MultipartUploads lists the unfinished multipart uploads at or below
+	// dir that were initiated before before.
+	MultipartUploads(ctx context.Context, dir string, before time.Time) ([]MultipartUpload, error)
+	// AbortMultipartUpload discards one; one already gone is not an error.
+	AbortMultipartUpload(ctx context.Context, u MultipartUpload) error
 }

@@ -148,7 +148,8 @@ func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.File
 	if offset > 0 {
 		fi, err := file.Stat()
 		if err == nil && fi.Size() < offset {
-			err = fmt.Errorf("file has %d bytes, fewer than offset %d", fi.Size(), offset)
+			// The bytes the offset names are gone: as for a missing file.
+			err = fmt.Errorf("%w: file has %d bytes, fewer than offset %d", storage.ErrNotFound, fi.Size(), offset)
 		}
 		if err == nil && fi.Size() > offset {
 			err = file.Truncate(offset)

@@ -114,7 +114,7 @@ func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.File
 			return nil, notFound("resume", p)
 		}
 		if int64(len(f.data)) < offset {
-			return nil, fmt.Errorf("resume %s: file has %d bytes, fewer than offset %d", p, len(f.data), offset)
+			return nil, fmt.Errorf("resume %s: %w: file has %d bytes, fewer than offset %d", p, storage.ErrNotFound, len(f.data), offset)
 		}
 		w.buf.Write(f.data[:offset])
 	}

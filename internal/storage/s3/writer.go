@@ -102,10 +102,10 @@ func (d *Driver) ResumeWriter(ctx context.Context, p string, offset int64, saved
 	}
 	w := d.newWriter(ctx, p)
 	if err := json.Unmarshal(saved, &w.st); err != nil {
-		return nil, fmt.Errorf("s3 resume %s: bad writer state: %w", p, err)
+		return nil, fmt.Errorf("s3 resume %s: %w: bad writer state: %v", p, storage.ErrNotFound, err)
 	}
 	if w.st.Key != d.key(p) || w.st.Size != offset {
-		return nil, fmt.Errorf("s3 resume %s at %d: the saved state is of %s at %d", p, offset, w.st.Key, w.st.Size)
+		return nil, fmt.Errorf("s3 resume %s at %d: %w: the saved state is of %s at %d", p, offset, storage.ErrNotFound, w.st.Key, w.st.Size)
 	}
 	if w.st.PrevTail != "" {
 		d.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &d.bucket, Key: aws.String(w.st.PrevTail)})
@@ -129,7 +129,7 @@ func (d *Driver) ResumeWriter(ctx context.Context, p string, offset int64, saved
 		w.buf, err = io.ReadAll(io.LimitReader(out.Body, w.st.TailSize+1))
 		out.Body.Close()
 		if err == nil && (int64(len(w.buf)) != w.st.TailSize || aws.ToString(out.ETag) != w.st.TailETag) {
-			err = errors.New("the tail object changed since the state was saved")
+			err = fmt.Errorf("%w: the tail object changed since the state was saved", storage.ErrNotFound)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("s3 resume %s: %w", p, err)
@@ -137,7 +137,7 @@ func (d *Driver) ResumeWriter(ctx context.Context, p string, offset int64, saved
 	}
 	w.start = offset
 	if w.sent+int64(len(w.buf)) != offset {
-		return nil, fmt.Errorf("s3 resume %s: state holds %d bytes, not %d", p, w.sent+int64(len(w.buf)), offset)
+		return nil, fmt.Errorf("s3 resume %s: %w: state holds %d bytes, not %d", p, storage.ErrNotFound, w.sent+int64(len(w.buf)), offset)
 	}
 	return w, nil
 }

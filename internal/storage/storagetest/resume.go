@@ -133,7 +133,11 @@ func testDeleteAbortsUpload(t *testing.T, d storage.Driver) {
 	if err := d.Delete(ctx, dir); err != nil {
 		t.Fatalf("Delete(%s): %v", dir, err)
 	}
-	if w, err := storage.OpenWriter(ctx, d, p, size, st); err == nil {
+	w, err := storage.OpenWriter(ctx, d, p, size, st)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("resuming a deleted upload: %v, want ErrNotFound (the registry answers it with 404 BLOB_UPLOAD_UNKNOWN)", err)
+	}
+	if err == nil {
 		w.Write([]byte("more"))
 		if err := w.Commit(ctx); err == nil {
 			t.Fatal("an upload whose directory was deleted was completed")

@@ -3,7 +3,8 @@
 // with `go install` into the cache the e2e suite uses
 // (~/.cache/berth/e2e-tools, or $BERTH_E2E_TOOLS), under a file lock so
 // that test packages running at once install it once. $BERTH_VERSITYGW
-// names a binary to use instead. Only tests import it.
+// names a binary to use instead. Tests use Start; the benchmark (bench/)
+// uses New, InstallBinary and Launch, which need no testing.TB.
 package s3server
 
 import (
@@ -18,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +31,7 @@ const (
 	Version = "v1.8.0"
 )
 
-// Server is a running versitygw.
+// Server is a versitygw over a directory.
 type Server struct {
 	// Endpoint is the S3 API's URL (path-style buckets).
 	Endpoint             string
@@ -38,6 +40,18 @@ type Server struct {
 	// Root is the directory the server keeps buckets in (a bucket is a
 	// directory).
 	Root string
+
+	bin, addr string
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	exited    chan error
+}
+
+// New describes a server over root with fresh credentials; Launch starts
+// it. Tests use Start; the benchmark (bench/) uses New, InstallBinary and
+// Launch.
+func New(root string) *Server {
+	return &Server{AccessKey: "berth-test", SecretKey: "berth-test-secret-" + randHex(8), Region: "us-east-1", Root: root}
 }
 
 // Start installs versitygw if needed and starts it for the test; it stops
@@ -55,10 +69,11 @@ func Start(t testing.TB) *Server {
 		}
 		t.Fatalf("s3server: %v", err)
 	}
-	s := &Server{AccessKey: "berth-test", SecretKey: "berth-test-secret-" + randHex(8), Region: "us-east-1", Root: t.TempDir()}
+	s := New(t.TempDir())
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		if lastErr = s.start(t, bin); lastErr == nil {
+		if lastErr = s.Launch(bin, ""); lastErr == nil {
+			t.Cleanup(s.Stop)
 			return s
 		}
 	}
@@ -66,26 +81,35 @@ func Start(t testing.TB) *Server {
 	return nil
 }
 
-func (s *Server) start(t testing.TB, bin string) error {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
+// Launch starts versitygw from bin on addr (host:port; empty for a free
+// loopback port) and waits until it answers. After Stop, Launch with an
+// empty addr starts it again on the address it had, over the same Root.
+func (s *Server) Launch(bin, addr string) error {
+	if addr == "" {
+		addr = s.addr
 	}
-	addr := l.Addr().String()
-	l.Close()
+	if addr == "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		addr = l.Addr().String()
+		l.Close()
+	}
 	var out bytes.Buffer
 	cmd := exec.Command(bin, "--access", s.AccessKey, "--secret", s.SecretKey, "--region", s.Region, "--port", addr, "posix", s.Root)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Env = cleanEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	s.Endpoint = "http://" + addr
+	endpoint := "http://" + addr
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(s.Endpoint + "/")
+		resp, err := http.Get(endpoint + "/")
 		if err == nil {
 			resp.Body.Close()
 			break
@@ -101,15 +125,60 @@ func (s *Server) start(t testing.TB, bin string) error {
 			return fmt.Errorf("versitygw did not answer on %s:\n%s", addr, out.String())
 		}
 	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
+	s.mu.Lock()
+	s.bin, s.addr, s.Endpoint, s.cmd, s.exited = bin, addr, endpoint, cmd, exited
+	s.mu.Unlock()
+	return nil
+}
+
+// Stop stops the server (SIGTERM, then SIGKILL after 10s); the data in
+// Root stays. Stopping a stopped server does nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd, s.exited = nil, nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// Restart starts a stopped server again on the same address and Root.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = s.Launch(s.bin, ""); err == nil {
+			return
 		}
-	})
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("s3server: restart versitygw on %s: %v", s.addr, err)
+}
+
+// Pid is the server process's id, 0 when stopped.
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// NewBucket creates the bucket name (a directory of Root).
+func (s *Server) NewBucket(name string) error {
+	// The posix backend serves each directory of Root as a bucket.
+	if err := os.Mkdir(filepath.Join(s.Root, name), 0o755); err != nil {
+		return fmt.Errorf("s3server: create bucket: %w", err)
+	}
 	return nil
 }
 
@@ -117,9 +186,8 @@ func (s *Server) start(t testing.TB, bin string) error {
 func (s *Server) Bucket(t testing.TB) string {
 	t.Helper()
 	name := "berth-" + randHex(6)
-	// The posix backend serves each directory of Root as a bucket.
-	if err := os.Mkdir(filepath.Join(s.Root, name), 0o755); err != nil {
-		t.Fatalf("s3server: create bucket: %v", err)
+	if err := s.NewBucket(name); err != nil {
+		t.Fatal(err)
 	}
 	return name
 }
@@ -127,6 +195,22 @@ func (s *Server) Bucket(t testing.TB) string {
 // Install returns the path of the versitygw binary, installing it into the
 // tools cache first if needed.
 func Install(t testing.TB) (string, error) {
+	// Stop before the test binary's own timeout would kill the test and
+	// leave the go command running.
+	deadline := time.Now().Add(30 * time.Minute)
+	if dt, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if d, ok := dt.Deadline(); ok && d.Add(-30*time.Second).Before(deadline) {
+			deadline = d.Add(-30 * time.Second)
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	return InstallBinary(ctx, t.Logf)
+}
+
+// InstallBinary is Install for programs (the benchmark): it logs with logf
+// and gives up when ctx ends.
+func InstallBinary(ctx context.Context, logf func(format string, args ...any)) (string, error) {
 	if p := os.Getenv("BERTH_VERSITYGW"); p != "" {
 		return p, nil
 	}
@@ -158,22 +242,12 @@ func Install(t testing.TB) (string, error) {
 	if installed() { // another test package installed it meanwhile
 		return bin, nil
 	}
-	t.Logf("s3server: installing %s@%s into %s (first time only, a few minutes) ...", Module, Version, cache)
+	logf("s3server: installing %s@%s into %s (first time only, a few minutes) ...", Module, Version, cache)
 	tmp, err := os.MkdirTemp(filepath.Join(cache, "tmp"), "versitygw-")
 	if err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	// Stop before the test binary's own timeout would kill the test and
-	// leave the go command running.
-	deadline := time.Now().Add(30 * time.Minute)
-	if dt, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
-		if d, ok := dt.Deadline(); ok && d.Add(-30*time.Second).Before(deadline) {
-			deadline = d.Add(-30 * time.Second)
-		}
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "install", Module+"@"+Version)
 	cmd.Dir = tmp
 	cmd.Env = append(goEnv(), "GOBIN="+tmp)

@@ -1,0 +1,68 @@
+package gc
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// sweepMultipart aborts the unfinished multipart uploads (S3) under
+// /uploads that were initiated before cutoff and whose upload session no
+// longer exists: a crash between deleting an upload's row and its storage
+// can leave a multipart upload with no object, which the object listing of
+// sweepLeftovers cannot see. counted holds the upload ids sweepLeftovers
+// already counted (a dry run removes nothing, so they are still listed).
+func (c *Collector) sweepMultipart(ctx context.Context, cutoff time.Time, dry bool, rep *Report, counted map[string]bool) error {
+	ml, ok := c.store.(storage.MultipartLister)
+	if !ok {
+		return nil
+	}
+	ups, err := ml.MultipartUploads(ctx, "/uploads", cutoff)
+	if err != nil {
+		return fmt.Errorf("list multipart uploads: %w", err)
+	}
+	byID := map[string][]storage.MultipartUpload{}
+	var ids []string
+	for _, u := range ups {
+		// /uploads/<2>/<id>/...
+		parts := strings.Split(u.Path, "/")
+		if len(parts) < 4 || counted[parts[3]] {
+			continue
+		}
+		id := parts[3]
+		if byID[id] == nil {
+			ids = append(ids, id)
+		}
+		byID[id] = append(byID[id], u)
+	}
+	for start := 0; start < len(ids); start += uploadBatch {
+		batch := ids[start:min(start+uploadBatch, len(ids))]
+		live, err := c.db.UploadsExist(ctx, batch)
+		if err != nil {
+			return err
+		}
+		for _, id := range batch {
+			if live[id] {
+				continue
+			}
+			aborted := true
+			for _, u := range byID[id] {
+				if dry {
+					continue
+				}
+				if err := ml.AbortMultipartUpload(ctx, u); err != nil {
+					c.log.Warn("abort orphaned multipart upload", "path", u.Path, "err", err)
+					aborted = false
+				}
+			}
+			if aborted {
+				c.log.Info("orphaned multipart upload aborted", "upload", id, "dry_run", dry)
+				rep.Leftovers++
+			}
+		}
+	}
+	return nil
+}
