@@ -110,6 +110,7 @@ func fatalf(format string, args ...any) {
 func nproc() int { return runtime.NumCPU() }
 
 func main() {
+	maybeServeFile()
 	c := parseFlags()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -210,6 +211,14 @@ func main() {
 		servers[n] = s
 	}
 
+	// The pull ceiling: a minimal http.ServeContent server on the same file.
+	if s, err := startCeiling(work, layer.path); err != nil {
+		logf("no ceiling server: %v", err)
+	} else {
+		atCleanup(s.stop)
+		servers["ceiling"] = s
+	}
+
 	res := newResults()
 	run(c, names, servers, layer, res)
 
@@ -247,7 +256,11 @@ func main() {
 func run(c config, names []string, servers map[string]*server, layer *bigLayer, res *results) {
 	bigClients := map[string]*registry{}
 	smallClients := map[string]*registry{}
-	for _, n := range names {
+	pullNames := names
+	if servers["ceiling"] != nil {
+		pullNames = append(slices.Clone(names), "ceiling")
+	}
+	for _, n := range pullNames {
 		bigClients[n] = &registry{base: servers[n].baseURL(), client: newClient(2, 256)}
 		bigClients[n].client.Timeout = 15 * time.Minute
 		smallClients[n] = &registry{base: servers[n].baseURL(), client: newClient(c.concurrency, 32)}
@@ -307,8 +320,22 @@ func run(c config, names []string, servers map[string]*server, layer *bigLayer, 
 		for _, n := range order {
 			step("push", n, func() (float64, error) { return runPush(bigClients[n], bigRepo, layer, c.pushMode) }, gb)
 		}
-		for _, n := range order {
-			step("pull", n, func() (float64, error) { return runPull(bigClients[n], bigRepo, layer) }, gb)
+		// Pulls, the ceiling in turn with the registries (rotated each round).
+		pullOrder := slices.Clone(pullNames)
+		for range round % len(pullOrder) {
+			pullOrder = append(pullOrder[1:], pullOrder[0])
+		}
+		for _, n := range pullOrder {
+			step("pull", n, func() (float64, error) { return runPullURL(bigClients[n], pullURL(servers[n], bigRepo, layer), layer) }, gb)
+		}
+		for _, n := range pullOrder {
+			step("pull_curl", n, func() (float64, error) { return runCurlPull(pullURL(servers[n], bigRepo, layer), layer.size) }, gb)
+		}
+		// The single-core SHA-256 rate, measured between the workloads.
+		sha := sha256Rate()
+		res.add("sha256", "client", sha)
+		if v := res.vals["push"]["berth"]; len(v) == round+1 && sha > 0 {
+			res.add("push_sha", "berth", v[round]/sha)
 		}
 		for _, n := range order {
 			step("small", n, func() (float64, error) { return runSmallPushes(smallClients[n], smallRepo, imgs, c.concurrency) },
