@@ -30,6 +30,7 @@ type config struct {
 	loadDuration                                                       time.Duration
 	wrk, keep                                                          bool
 	mirrorTags                                                         int
+	pushStreams                                                        int
 	gcImages                                                           int
 	graphImages                                                        int
 	scan                                                               scanFlags
@@ -48,6 +49,7 @@ func parseFlags() config {
 	flag.StringVar(&c.pushMode, "push-mode", "patch", "big layer upload: patch (POST, one streamed PATCH, PUT ?digest; as docker/ggcr) or put (POST, PUT ?digest with the body)")
 	flag.IntVar(&c.smallImages, "small-images", 1000, "number of small images to push per round")
 	flag.IntVar(&c.smallKiB, "small-kib", 4, "payload size of each small image's layer in KiB (random, so about as large gzip'd)")
+	flag.IntVar(&c.pushStreams, "push-streams", 10, "concurrent push streams, each a distinct layer of layer-mib/8 MiB (0: skip the row)")
 	flag.IntVar(&c.concurrency, "concurrency", 10, "concurrent pushers for the small-image workload")
 	flag.IntVar(&c.loadWorkers, "load-workers", 32, "concurrent workers (keep-alive connections) for manifest GET under load")
 	flag.DurationVar(&c.loadDuration, "load-duration", 10*time.Second, "duration of the manifest GET load test per registry per round")
@@ -193,6 +195,11 @@ func main() {
 		fatalf("making layer: %v", err)
 	}
 	logf("layer %s ready in %.1fs", layer.digest, time.Since(t0).Seconds())
+	streamMiB := max(1, c.layerMiB/8)
+	streams, err := makeStreamLayers(work, c.pushStreams, streamMiB)
+	if err != nil {
+		fatalf("making stream layers: %v", err)
+	}
 
 	servers := map[string]*server{}
 	for _, n := range names {
@@ -220,7 +227,7 @@ func main() {
 	}
 
 	res := newResults()
-	run(c, names, servers, layer, res)
+	run(c, names, servers, layer, streams, res)
 
 	for _, n := range names {
 		s := servers[n]
@@ -253,9 +260,10 @@ func main() {
 
 // run executes every workload for every round, alternating which registry
 // goes first so drift on a shared machine does not favour one of them.
-func run(c config, names []string, servers map[string]*server, layer *bigLayer, res *results) {
+func run(c config, names []string, servers map[string]*server, layer *bigLayer, streams []*bigLayer, res *results) {
 	bigClients := map[string]*registry{}
 	smallClients := map[string]*registry{}
+	streamClients := map[string]*registry{}
 	pullNames := names
 	if servers["ceiling"] != nil {
 		pullNames = append(slices.Clone(names), "ceiling")
@@ -264,6 +272,8 @@ func run(c config, names []string, servers map[string]*server, layer *bigLayer, 
 		bigClients[n] = &registry{base: servers[n].baseURL(), client: newClient(2, 256)}
 		bigClients[n].client.Timeout = 15 * time.Minute
 		smallClients[n] = &registry{base: servers[n].baseURL(), client: newClient(c.concurrency, 32)}
+		streamClients[n] = &registry{base: servers[n].baseURL(), client: newClient(max(1, c.pushStreams), 256)}
+		streamClients[n].client.Timeout = 15 * time.Minute
 		smallClients[n].client.Timeout = 2 * time.Minute
 	}
 
@@ -319,6 +329,19 @@ func run(c config, names []string, servers map[string]*server, layer *bigLayer, 
 		gb := func() float64 { return float64(layer.size) / 1e9 }
 		for _, n := range order {
 			step("push", n, func() (float64, error) { return runPush(bigClients[n], bigRepo, layer, c.pushMode) }, gb)
+		}
+		for _, n := range order {
+			step("push_chunked", n, func() (float64, error) { return runChunkedPush(bigClients[n], bigRepo+"-chunked", layer) }, gb)
+		}
+		if len(streams) > 0 {
+			var streamBytes int64
+			for _, l := range streams {
+				streamBytes += l.size
+			}
+			for _, n := range order {
+				step("push_streams", n, func() (float64, error) { return runConcurrentPush(streamClients[n], bigRepo+"-streams", streams) },
+					func() float64 { return float64(streamBytes) / 1e9 })
+			}
 		}
 		// Pulls, the ceiling in turn with the registries (rotated each round).
 		pullOrder := slices.Clone(pullNames)

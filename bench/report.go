@@ -49,6 +49,8 @@ type metric struct {
 func metrics(c config) []metric {
 	return []metric{
 		{"push", fmt.Sprintf("Blob push, 1 stream, %d MiB (MB/s)", c.layerMiB), false, 1},
+		{"push_chunked", fmt.Sprintf("Blob push, chunked: PATCHes of 5 to 50 MiB, %d MiB (MB/s)", c.layerMiB), false, 1},
+		{"push_streams", fmt.Sprintf("Blob push, %d streams at once, %d MiB each (MB/s, total)", c.pushStreams, max(1, c.layerMiB/8)), false, 1},
 		{"pull", fmt.Sprintf("Blob pull, 1 stream, %d MiB, sha256 checked (MB/s)", c.layerMiB), false, 1},
 		{"pull_curl", fmt.Sprintf("Blob pull, 1 stream, %d MiB, curl -o /dev/null (MB/s)", c.layerMiB), false, 1},
 		{"push_sha", "Blob push ÷ single-core SHA-256 rate (fraction)", false, 2},
@@ -58,6 +60,7 @@ func metrics(c config) []metric {
 		{"load_p99", "Manifest GET latency p99 (ms, lower is better)", true, 2},
 		{"wrk_rps", fmt.Sprintf("Manifest GET by tag, wrk -c%d (req/s)", c.loadWorkers), false, 0},
 		{"push_cpu", "Server CPU per GB pushed (s, lower is better)", true, 2},
+		{"push_streams_cpu", "Server CPU per GB pushed by the concurrent streams (s, lower is better)", true, 2},
 		{"pull_cpu", "Server CPU per GB pulled (s, lower is better)", true, 2},
 		{"pull_curl_cpu", "Server CPU per GB pulled by curl (s, lower is better)", true, 2},
 		{"small_cpu", "Server CPU per small image pushed (ms, lower is better)", true, 2},
