@@ -11,7 +11,7 @@ import (
 // It checks Content-Length when the client gave one.
 //
 // It starts with a small buffer, on the request's goroutine, and moves to
-// a pipeline of pooled 1 MiB buffers only once the body fills the small
+// a pipeline over one pooled 1 MiB buffer only once the body fills the small
 // one several reads in a row: a fast upload gets large writes and its
 // receiving, writing and hashing overlap, while a slow client or a small
 // chunk holds 32 KiB, not megabytes (200 trickling uploads held 200 MiB of
@@ -56,27 +56,31 @@ func (reg *Registry) copyBody(fw io.Writer, h hash.Hash, r *http.Request) (int64
 	return n, nil
 }
 
-// pipelineDepth is how many pooled buffers one fast upload holds: one
-// being received, one being written, one being hashed.
-const pipelineDepth = 3
+// pipelineDepth is how many parts the pipeline cuts its pooled 1 MiB
+// buffer into: one being received, one being written, one being hashed,
+// one spare. A fast upload holds 1 MiB, whatever its size.
+const pipelineDepth = 4
 
-// chunk is a filled buffer passed down the pipeline.
+// chunk is a filled part of the buffer passed down the pipeline.
 type chunk struct {
-	buf *[]byte
+	buf []byte
 	n   int
 }
 
 // copyPipelined copies body to dst and h in three stages that overlap:
-// this goroutine receives into one buffer while a writer goroutine writes
-// the one before to storage and a hasher goroutine hashes the one before
-// that. Every byte is still hashed once, in order, and only after it was
+// this goroutine receives into one part of the buffer while a writer
+// goroutine writes the part before to storage and a hasher goroutine
+// hashes the one before that. Every byte is still hashed once, in order, and only after it was
 // written, so on any error h holds exactly the bytes that reached dst and
 // the upload can resume from its saved hash state. No goroutine outlives
 // the call, and nothing but the buffers is held.
 func (reg *Registry) copyPipelined(dst io.Writer, h hash.Hash, body io.Reader) (int64, error) {
-	free := make(chan *[]byte, pipelineDepth)
-	for range pipelineDepth {
-		free <- reg.bufs.Get().(*[]byte)
+	pooled := reg.bufs.Get().(*[]byte)
+	defer reg.bufs.Put(pooled)
+	part := len(*pooled) / pipelineDepth
+	free := make(chan []byte, pipelineDepth)
+	for i := range pipelineDepth {
+		free <- (*pooled)[i*part : (i+1)*part : (i+1)*part]
 	}
 	toWrite := make(chan chunk, pipelineDepth)
 	toHash := make(chan chunk, pipelineDepth)
@@ -90,7 +94,7 @@ func (reg *Registry) copyPipelined(dst io.Writer, h hash.Hash, body io.Reader) (
 				free <- c.buf // draining after a failed write
 				continue
 			}
-			w, err := dst.Write((*c.buf)[:c.n])
+			w, err := dst.Write(c.buf[:c.n])
 			if err == nil && w < c.n {
 				err = io.ErrShortWrite
 			}
@@ -106,20 +110,20 @@ func (reg *Registry) copyPipelined(dst io.Writer, h hash.Hash, body io.Reader) (
 	go func() {
 		defer close(hashed)
 		for c := range toHash {
-			h.Write((*c.buf)[:c.n])
+			h.Write(c.buf[:c.n])
 			free <- c.buf
 		}
 	}()
 	var rerr error
 receive:
 	for {
-		var b *[]byte
+		var b []byte
 		select {
 		case b = <-free:
 		case <-failed:
 			break receive
 		}
-		k, err := fill(body, *b)
+		k, err := fill(body, b)
 		if k > 0 {
 			toWrite <- chunk{b, k}
 		} else {
@@ -133,10 +137,7 @@ receive:
 		}
 	}
 	close(toWrite)
-	<-hashed
-	for range pipelineDepth {
-		reg.bufs.Put(<-free)
-	}
+	<-hashed // every part is back in free: the buffer may go back to the pool
 	switch {
 	case werr != nil:
 		return written, fmt.Errorf("receive upload body: %w", werr)
