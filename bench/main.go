@@ -28,7 +28,7 @@ type config struct {
 	berthBin, distributionBin, only, out, workDir, pushMode, berthArgs string
 	layerMiB, smallImages, smallKiB, concurrency, loadWorkers, rounds  int
 	loadDuration                                                       time.Duration
-	wrk, keep                                                          bool
+	wrk, keep, authLoad                                                bool
 	mirrorTags                                                         int
 	pushStreams                                                        int
 	gcImages                                                           int
@@ -51,9 +51,10 @@ func parseFlags() config {
 	flag.IntVar(&c.smallKiB, "small-kib", 4, "payload size of each small image's layer in KiB (random, so about as large gzip'd)")
 	flag.IntVar(&c.pushStreams, "push-streams", 10, "concurrent push streams, each a distinct layer of layer-mib/8 MiB (0: skip the row)")
 	flag.IntVar(&c.concurrency, "concurrency", 10, "concurrent pushers for the small-image workload")
-	flag.IntVar(&c.loadWorkers, "load-workers", 32, "concurrent workers (keep-alive connections) for manifest GET under load")
+	flag.IntVar(&c.loadWorkers, "load-workers", 64, "concurrent workers (keep-alive connections) for manifest GET under load")
 	flag.DurationVar(&c.loadDuration, "load-duration", 10*time.Second, "duration of the manifest GET load test per registry per round")
 	flag.IntVar(&c.rounds, "rounds", 3, "repeat the throughput workloads this many times and report the median")
+	flag.BoolVar(&c.authLoad, "auth-load", true, "also measure manifest GET with authentication on (a second instance of each registry with token auth)")
 	flag.BoolVar(&c.wrk, "wrk", true, "also measure manifest GET with wrk when wrk is on PATH")
 	flag.IntVar(&c.gcImages, "gc", 0, "instead of the registry workloads, measure online garbage collection of this many garbage images under a push load (SQLite; PostgreSQL too with -scan-postgres)")
 	flag.IntVar(&c.graphImages, "graph", 0, "instead of the registry workloads, measure the base-image graph with this many images on one base: the push rate with the graph on and off, and the time from a base tag move to the last base_image_updated delivery")
@@ -218,6 +219,21 @@ func main() {
 		servers[n] = s
 	}
 
+	// Second instances with token auth, for manifest GET with a Bearer token.
+	authed := map[string]*authedServer{}
+	if c.authLoad {
+		for _, n := range names {
+			a, err := startAuthed(n, berthBin, distBin, work, strings.Fields(c.berthArgs))
+			if a != nil && a.s != nil {
+				atCleanup(a.s.stop)
+			}
+			if err != nil {
+				fatalf("%s with auth: %v", n, err)
+			}
+			authed[n] = a
+		}
+	}
+
 	// The pull ceiling: a minimal http.ServeContent server on the same file.
 	if s, err := startCeiling(work, layer.path); err != nil {
 		logf("no ceiling server: %v", err)
@@ -227,7 +243,7 @@ func main() {
 	}
 
 	res := newResults()
-	run(c, names, servers, layer, streams, res)
+	run(c, names, servers, authed, layer, streams, res)
 
 	for _, n := range names {
 		s := servers[n]
@@ -260,7 +276,7 @@ func main() {
 
 // run executes every workload for every round, alternating which registry
 // goes first so drift on a shared machine does not favour one of them.
-func run(c config, names []string, servers map[string]*server, layer *bigLayer, streams []*bigLayer, res *results) {
+func run(c config, names []string, servers map[string]*server, authed map[string]*authedServer, layer *bigLayer, streams []*bigLayer, res *results) {
 	bigClients := map[string]*registry{}
 	smallClients := map[string]*registry{}
 	streamClients := map[string]*registry{}
@@ -288,14 +304,27 @@ func run(c config, names []string, servers map[string]*server, layer *bigLayer, 
 			res.fail("load_rps", n, fmt.Errorf("pushing %s:%s: %w", loadRepo, loadTag, err))
 		}
 	}
+	for _, n := range names {
+		if a := authed[n]; a != nil {
+			r := &registry{base: a.s.baseURL(), client: withToken(newClient(2, 32), a.token)}
+			if err := r.pushImage(loadRepo, loadTag, loadImg); err != nil {
+				res.fail("load_auth_rps", n, fmt.Errorf("pushing %s:%s with a token: %w", loadRepo, loadTag, err))
+			} else if err := checkAuthRequired(a.s.baseURL(), loadRepo, loadTag); err != nil {
+				res.fail("load_auth_rps", n, err)
+			}
+		}
+	}
 	_, wrkErr := whichWrk(c.wrk)
 
 	// step runs one workload on one server, unless the server is gone. When
 	// work is given, it also records the server's CPU time per unit of work
 	// (cpu seconds / work()) as metric_cpu: that is far less sensitive to a
 	// busy machine than wall-clock throughput.
+	var stepOn func(metric, n string, s *server, f func() (float64, error), work func() float64)
 	step := func(metric, n string, f func() (float64, error), work func() float64) {
-		s := servers[n]
+		stepOn(metric, n, servers[n], f, work)
+	}
+	stepOn = func(metric, n string, s *server, f func() (float64, error), work func() float64) {
 		if !s.alive() {
 			res.fail(metric, n, fmt.Errorf("server exited (%v); log tail:\n%s", s.waitErr, s.logTail()))
 			return
@@ -368,12 +397,28 @@ func run(c config, names []string, servers map[string]*server, layer *bigLayer, 
 			var lr loadResult
 			step("load_rps", n, func() (float64, error) {
 				var err error
-				lr, err = runManifestLoad(servers[n].baseURL(), loadRepo, loadTag, c.loadWorkers, c.loadDuration)
+				lr, err = runManifestLoad(servers[n].baseURL(), loadRepo, loadTag, "", c.loadWorkers, c.loadDuration)
 				return lr.rps, err
 			}, func() float64 { return float64(lr.total) / 1e6 })
 			if lr.requests > 0 && lr.rps > 0 {
 				res.add("load_p50", n, lr.p50ms)
 				res.add("load_p99", n, lr.p99ms)
+			}
+		}
+		for _, n := range order {
+			a := authed[n]
+			if a == nil || res.errs["load_auth_rps"][n] != "" {
+				continue
+			}
+			var lr loadResult
+			stepOn("load_auth_rps", n, a.s, func() (float64, error) {
+				var err error
+				lr, err = runManifestLoad(a.s.baseURL(), loadRepo, loadTag, a.token, c.loadWorkers, c.loadDuration)
+				return lr.rps, err
+			}, func() float64 { return float64(lr.total) / 1e6 })
+			if lr.requests > 0 && lr.rps > 0 {
+				res.add("load_auth_p50", n, lr.p50ms)
+				res.add("load_auth_p99", n, lr.p99ms)
 			}
 		}
 		if wrkErr == nil {

@@ -58,6 +58,9 @@ func metrics(c config) []metric {
 		{"load_rps", fmt.Sprintf("Manifest GET by tag, %d workers, %s (req/s)", c.loadWorkers, c.loadDuration), false, 0},
 		{"load_p50", "Manifest GET latency p50 (ms, lower is better)", true, 2},
 		{"load_p99", "Manifest GET latency p99 (ms, lower is better)", true, 2},
+		{"load_auth_rps", fmt.Sprintf("Manifest GET by tag with a Bearer token, %d workers, %s (req/s)", c.loadWorkers, c.loadDuration), false, 0},
+		{"load_auth_p50", "Manifest GET with a Bearer token, latency p50 (ms, lower is better)", true, 2},
+		{"load_auth_p99", "Manifest GET with a Bearer token, latency p99 (ms, lower is better)", true, 2},
 		{"wrk_rps", fmt.Sprintf("Manifest GET by tag, wrk -c%d (req/s)", c.loadWorkers), false, 0},
 		{"push_cpu", "Server CPU per GB pushed (s, lower is better)", true, 2},
 		{"push_streams_cpu", "Server CPU per GB pushed by the concurrent streams (s, lower is better)", true, 2},
@@ -65,6 +68,7 @@ func metrics(c config) []metric {
 		{"pull_curl_cpu", "Server CPU per GB pulled by curl (s, lower is better)", true, 2},
 		{"small_cpu", "Server CPU per small image pushed (ms, lower is better)", true, 2},
 		{"load_rps_cpu", "Server CPU per manifest GET (µs, lower is better)", true, 0},
+		{"load_auth_rps_cpu", "Server CPU per manifest GET with a Bearer token (µs, lower is better)", true, 0},
 		{"rss", "Peak resident memory, VmHWM (MiB, lower is better)", true, 1},
 		{"cpu", "Server CPU time over the whole run (s, lower is better)", true, 1},
 		{"disk", "Storage used at the end (MiB, lower is better)", true, 1},
@@ -90,6 +94,9 @@ func (r *results) cell(m metric, server string, ran bool) (string, float64, bool
 	errKey := strings.TrimSuffix(m.key, "_cpu")
 	if strings.HasPrefix(m.key, "load_p") {
 		errKey = "load_rps"
+	}
+	if strings.HasPrefix(m.key, "load_auth_p") {
+		errKey = "load_auth_rps"
 	}
 	if r.errs[errKey][server] != "" {
 		return "error", 0, false

@@ -212,9 +212,12 @@ type loadResult struct {
 
 // runManifestLoad has workers GET repo:tag in a loop for d over keep-alive
 // connections, draining bodies, and records every request's latency.
-func runManifestLoad(base, repo, tag string, workers int, d time.Duration) (loadResult, error) {
+func runManifestLoad(base, repo, tag, token string, workers int, d time.Duration) (loadResult, error) {
 	settle()
 	r := &registry{base: base, client: newClient(workers, 16)}
+	if token != "" {
+		r.client = withToken(r.client, token)
+	}
 	defer r.client.CloseIdleConnections()
 	url := r.url("/v2/" + repo + "/manifests/" + tag)
 	newReq := func() *http.Request {
