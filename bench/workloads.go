@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -318,4 +319,45 @@ func runWrk(base, repo, tag string, conns int, d time.Duration) (float64, error)
 		return 0, fmt.Errorf("wrk saw error responses: %s", tail(string(out), 500))
 	}
 	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// waitScanQueue polls Berth's /metrics until no scan job is pending or
+// running (registry_jobs_queued{queue="scan"}), twice in a row.
+func waitScanQueue(base string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	zero := 0
+	for {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /metrics: %s %v", resp.Status, err)
+		}
+		queued, seen := 0.0, false
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "registry_jobs_queued{") && strings.Contains(line, `queue="scan"`) {
+				f := strings.Fields(line)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				queued += v
+				seen = true
+			}
+		}
+		if !seen && !strings.Contains(string(body), "registry_jobs_queued") {
+			return errors.New("no registry_jobs_queued in /metrics")
+		}
+		if queued == 0 {
+			if zero++; zero == 2 {
+				return nil
+			}
+		} else {
+			zero = 0
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%.0f scan jobs still queued after %s", queued, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
