@@ -19,8 +19,10 @@ import (
 //     After sendfile it reads them from page-cache pages that are cold in
 //     the CPU caches; after a copy through a 1 MiB buffer it reads the
 //     skb the sender has just filled. The buffered copy is faster there
-//     (1.2x to 1.8x on the bench's 2 cores) for about the same CPU, and
-//     far fewer sendfile calls end in EAGAIN and a goroutine wake-up.
+//     (1.2x to 2.8x on the bench's 2 cores, to a client that reads fast)
+//     and far fewer writes than sendfile calls end in EAGAIN and a
+//     goroutine wake-up. It costs more CPU than sendfile when the client
+//     is the slow side (about twice, to a client that hashes as it reads).
 //
 // The buffer comes from the pool the upload path uses, so a loopback pull
 // holds 1 MiB while it runs and nothing after.
