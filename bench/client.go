@@ -156,7 +156,12 @@ func (r *registry) pushBlobFile(repo, digest, path, mode string) (int64, error) 
 
 // pullBlob GETs a blob, hashing it as it streams, and checks the digest.
 func (r *registry) pullBlob(repo, digest string, buf []byte) (int64, error) {
-	req, _ := http.NewRequest(http.MethodGet, r.url("/v2/"+repo+"/blobs/"+digest), nil)
+	return r.pullURL(r.url("/v2/"+repo+"/blobs/"+digest), digest, buf)
+}
+
+// pullURL GETs url, hashing the body as it streams, and checks the digest.
+func (r *registry) pullURL(url, digest string, buf []byte) (int64, error) {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	resp, err := r.do(req, true, http.StatusOK)
 	if err != nil {
 		return 0, err

@@ -28,11 +28,13 @@ type config struct {
 	berthBin, distributionBin, only, out, workDir, pushMode, berthArgs string
 	layerMiB, smallImages, smallKiB, concurrency, loadWorkers, rounds  int
 	loadDuration                                                       time.Duration
-	wrk, keep                                                          bool
+	wrk, keep, authLoad                                                bool
 	mirrorTags                                                         int
+	pushStreams                                                        int
 	gcImages                                                           int
 	graphImages                                                        int
 	storage                                                            string
+	triggers                                                           bool
 	scan                                                               scanFlags
 }
 
@@ -49,13 +51,16 @@ func parseFlags() config {
 	flag.StringVar(&c.pushMode, "push-mode", "patch", "big layer upload: patch (POST, one streamed PATCH, PUT ?digest; as docker/ggcr) or put (POST, PUT ?digest with the body)")
 	flag.IntVar(&c.smallImages, "small-images", 1000, "number of small images to push per round")
 	flag.IntVar(&c.smallKiB, "small-kib", 4, "payload size of each small image's layer in KiB (random, so about as large gzip'd)")
+	flag.IntVar(&c.pushStreams, "push-streams", 10, "concurrent push streams, each a distinct layer of layer-mib/8 MiB (0: skip the row)")
 	flag.IntVar(&c.concurrency, "concurrency", 10, "concurrent pushers for the small-image workload")
-	flag.IntVar(&c.loadWorkers, "load-workers", 32, "concurrent workers (keep-alive connections) for manifest GET under load")
+	flag.IntVar(&c.loadWorkers, "load-workers", 64, "concurrent workers (keep-alive connections) for manifest GET under load")
 	flag.DurationVar(&c.loadDuration, "load-duration", 10*time.Second, "duration of the manifest GET load test per registry per round")
 	flag.IntVar(&c.rounds, "rounds", 3, "repeat the throughput workloads this many times and report the median")
+	flag.BoolVar(&c.authLoad, "auth-load", true, "also measure manifest GET with authentication on (a second instance of each registry with token auth)")
 	flag.BoolVar(&c.wrk, "wrk", true, "also measure manifest GET with wrk when wrk is on PATH")
 	flag.IntVar(&c.gcImages, "gc", 0, "instead of the registry workloads, measure online garbage collection of this many garbage images under a push load (SQLite; PostgreSQL too with -scan-postgres)")
 	flag.IntVar(&c.graphImages, "graph", 0, "instead of the registry workloads, measure the base-image graph with this many images on one base: the push rate with the graph on and off, and the time from a base tag move to the last base_image_updated delivery")
+	flag.BoolVar(&c.triggers, "triggers", false, "instead of the registry workloads, measure the latency of what Berth triggers: push to webhook delivery at 1, 10 and 100 pushes/s, push to scan complete (Berth only)")
 	flag.IntVar(&c.mirrorTags, "mirror", 0, "instead of the registry workloads, compare mirroring this many tags (Berth's mirror vs skopeo sync into Distribution)")
 	flag.StringVar(&c.storage, "storage", "filesystem", "filesystem, or s3: push and pull through one versitygw with both registries' S3 drivers (bench/s3.go)")
 	c.scan.register(flag.CommandLine)
@@ -114,6 +119,7 @@ func fatalf(format string, args ...any) {
 func nproc() int { return runtime.NumCPU() }
 
 func main() {
+	maybeServeFile()
 	c := parseFlags()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -142,7 +148,8 @@ func main() {
 		on   bool
 		name string
 		run  func(context.Context, config, string) (string, error)
-	}{{c.gcImages > 0, "gc", runGCBench}, {c.scan.enabled, "scan", runScanBench}, {c.graphImages > 0, "graph", runGraphBench}, {c.storage == "s3", "s3", runS3Bench}} {
+	}{{c.gcImages > 0, "gc", runGCBench}, {c.scan.enabled, "scan", runScanBench}, {c.graphImages > 0, "graph", runGraphBench},
+		{c.storage == "s3", "s3", runS3Bench}, {c.triggers, "triggers", runTriggerBench}} {
 		if !alt.on {
 			continue
 		}
@@ -196,6 +203,11 @@ func main() {
 		fatalf("making layer: %v", err)
 	}
 	logf("layer %s ready in %.1fs", layer.digest, time.Since(t0).Seconds())
+	streamMiB := max(1, c.layerMiB/8)
+	streams, err := makeStreamLayers(work, c.pushStreams, streamMiB)
+	if err != nil {
+		fatalf("making stream layers: %v", err)
+	}
 
 	servers := map[string]*server{}
 	for _, n := range names {
@@ -214,8 +226,31 @@ func main() {
 		servers[n] = s
 	}
 
+	// Second instances with token auth, for manifest GET with a Bearer token.
+	authed := map[string]*authedServer{}
+	if c.authLoad {
+		for _, n := range names {
+			a, err := startAuthed(n, berthBin, distBin, work, strings.Fields(c.berthArgs))
+			if a != nil && a.s != nil {
+				atCleanup(a.s.stop)
+			}
+			if err != nil {
+				fatalf("%s with auth: %v", n, err)
+			}
+			authed[n] = a
+		}
+	}
+
+	// The pull ceiling: a minimal http.ServeContent server on the same file.
+	if s, err := startCeiling(work, layer.path); err != nil {
+		logf("no ceiling server: %v", err)
+	} else {
+		atCleanup(s.stop)
+		servers["ceiling"] = s
+	}
+
 	res := newResults()
-	run(c, names, servers, layer, res)
+	run(c, names, servers, authed, layer, streams, res)
 
 	for _, n := range names {
 		s := servers[n]
@@ -248,13 +283,20 @@ func main() {
 
 // run executes every workload for every round, alternating which registry
 // goes first so drift on a shared machine does not favour one of them.
-func run(c config, names []string, servers map[string]*server, layer *bigLayer, res *results) {
+func run(c config, names []string, servers map[string]*server, authed map[string]*authedServer, layer *bigLayer, streams []*bigLayer, res *results) {
 	bigClients := map[string]*registry{}
 	smallClients := map[string]*registry{}
-	for _, n := range names {
+	streamClients := map[string]*registry{}
+	pullNames := names
+	if servers["ceiling"] != nil {
+		pullNames = append(slices.Clone(names), "ceiling")
+	}
+	for _, n := range pullNames {
 		bigClients[n] = &registry{base: servers[n].baseURL(), client: newClient(2, 256)}
 		bigClients[n].client.Timeout = 15 * time.Minute
 		smallClients[n] = &registry{base: servers[n].baseURL(), client: newClient(c.concurrency, 32)}
+		streamClients[n] = &registry{base: servers[n].baseURL(), client: newClient(max(1, c.pushStreams), 256)}
+		streamClients[n].client.Timeout = 15 * time.Minute
 		smallClients[n].client.Timeout = 2 * time.Minute
 	}
 
@@ -269,14 +311,27 @@ func run(c config, names []string, servers map[string]*server, layer *bigLayer, 
 			res.fail("load_rps", n, fmt.Errorf("pushing %s:%s: %w", loadRepo, loadTag, err))
 		}
 	}
+	for _, n := range names {
+		if a := authed[n]; a != nil {
+			r := &registry{base: a.s.baseURL(), client: withToken(newClient(2, 32), a.token)}
+			if err := r.pushImage(loadRepo, loadTag, loadImg); err != nil {
+				res.fail("load_auth_rps", n, fmt.Errorf("pushing %s:%s with a token: %w", loadRepo, loadTag, err))
+			} else if err := checkAuthRequired(a.s.baseURL(), loadRepo, loadTag); err != nil {
+				res.fail("load_auth_rps", n, err)
+			}
+		}
+	}
 	_, wrkErr := whichWrk(c.wrk)
 
 	// step runs one workload on one server, unless the server is gone. When
 	// work is given, it also records the server's CPU time per unit of work
 	// (cpu seconds / work()) as metric_cpu: that is far less sensitive to a
 	// busy machine than wall-clock throughput.
+	var stepOn func(metric, n string, s *server, f func() (float64, error), work func() float64)
 	step := func(metric, n string, f func() (float64, error), work func() float64) {
-		s := servers[n]
+		stepOn(metric, n, servers[n], f, work)
+	}
+	stepOn = func(metric, n string, s *server, f func() (float64, error), work func() float64) {
 		if !s.alive() {
 			res.fail(metric, n, fmt.Errorf("server exited (%v); log tail:\n%s", s.waitErr, s.logTail()))
 			return
@@ -312,22 +367,80 @@ func run(c config, names []string, servers map[string]*server, layer *bigLayer, 
 			step("push", n, func() (float64, error) { return runPush(bigClients[n], bigRepo, layer, c.pushMode) }, gb)
 		}
 		for _, n := range order {
-			step("pull", n, func() (float64, error) { return runPull(bigClients[n], bigRepo, layer) }, gb)
+			step("push_chunked", n, func() (float64, error) { return runChunkedPush(bigClients[n], bigRepo+"-chunked", layer) }, gb)
+		}
+		if len(streams) > 0 {
+			var streamBytes int64
+			for _, l := range streams {
+				streamBytes += l.size
+			}
+			for _, n := range order {
+				step("push_streams", n, func() (float64, error) { return runConcurrentPush(streamClients[n], bigRepo+"-streams", streams) },
+					func() float64 { return float64(streamBytes) / 1e9 })
+			}
+		}
+		// Pulls, the ceiling in turn with the registries (rotated each round).
+		pullOrder := slices.Clone(pullNames)
+		for range round % len(pullOrder) {
+			pullOrder = append(pullOrder[1:], pullOrder[0])
+		}
+		for _, n := range pullOrder {
+			step("pull", n, func() (float64, error) { return runPullURL(bigClients[n], pullURL(servers[n], bigRepo, layer), layer) }, gb)
+		}
+		for _, n := range pullOrder {
+			step("pull_curl", n, func() (float64, error) { return runCurlPull(pullURL(servers[n], bigRepo, layer), layer.size) }, gb)
+		}
+		// The single-core SHA-256 rate, measured between the workloads.
+		sha := sha256Rate()
+		res.add("sha256", "client", sha)
+		if v := res.vals["push"]["berth"]; len(v) == round+1 && sha > 0 {
+			res.add("push_sha", "berth", v[round]/sha)
 		}
 		for _, n := range order {
-			step("small", n, func() (float64, error) { return runSmallPushes(smallClients[n], smallRepo, imgs, c.concurrency) },
-				func() float64 { return float64(len(imgs)) / 1e3 })
+			step("small", n, func() (float64, error) {
+				v, err := runSmallPushes(smallClients[n], smallRepo, imgs, c.concurrency)
+				if err != nil || n != "berth" {
+					res.add("small_drained", n, v)
+					return v, err
+				}
+				// Berth scans every pushed image in the background: wait
+				// until its scan queue is empty, so the rate and the CPU
+				// per image include that work.
+				pushed := float64(len(imgs)) / v
+				t0 := time.Now()
+				if err := waitScanQueue(servers[n].baseURL(), 10*time.Minute); err != nil {
+					return v, err
+				}
+				res.add("small_drained", n, float64(len(imgs))/(pushed+time.Since(t0).Seconds()))
+				return v, nil
+			}, func() float64 { return float64(len(imgs)) / 1e3 })
 		}
 		for _, n := range order {
 			var lr loadResult
 			step("load_rps", n, func() (float64, error) {
 				var err error
-				lr, err = runManifestLoad(servers[n].baseURL(), loadRepo, loadTag, c.loadWorkers, c.loadDuration)
+				lr, err = runManifestLoad(servers[n].baseURL(), loadRepo, loadTag, "", c.loadWorkers, c.loadDuration)
 				return lr.rps, err
 			}, func() float64 { return float64(lr.total) / 1e6 })
 			if lr.requests > 0 && lr.rps > 0 {
 				res.add("load_p50", n, lr.p50ms)
 				res.add("load_p99", n, lr.p99ms)
+			}
+		}
+		for _, n := range order {
+			a := authed[n]
+			if a == nil || res.errs["load_auth_rps"][n] != "" {
+				continue
+			}
+			var lr loadResult
+			stepOn("load_auth_rps", n, a.s, func() (float64, error) {
+				var err error
+				lr, err = runManifestLoad(a.s.baseURL(), loadRepo, loadTag, a.token, c.loadWorkers, c.loadDuration)
+				return lr.rps, err
+			}, func() float64 { return float64(lr.total) / 1e6 })
+			if lr.requests > 0 && lr.rps > 0 {
+				res.add("load_auth_p50", n, lr.p50ms)
+				res.add("load_auth_p99", n, lr.p99ms)
 			}
 		}
 		if wrkErr == nil {

@@ -235,8 +235,14 @@ func runMirrorBench(c config, work, berthBin, distBin string) string {
 		reqs        [2]float64
 	}
 	var rows []row
-	for _, phase := range []string{"initial sync", "re-sync, nothing changed"} {
+	for _, phase := range []string{"initial sync", "re-sync, nothing changed", "re-sync, one floating tag moved"} {
 		r := row{label: phase}
+		var moved string
+		if strings.Contains(phase, "moved") {
+			if moved, err = moveUpstreamTag(upClient, "library/app", "v0"); err != nil {
+				fatalf("move upstream tag: %v", err)
+			}
+		}
 		proxy.reset()
 		d, err := berthMirrorSync(base, "mirror/app")
 		if err != nil {
@@ -245,6 +251,11 @@ func runMirrorBench(c config, work, berthBin, distBin string) string {
 		r.secs[0], r.bytes[0], r.reqs[0] = d.Seconds(), float64(proxy.bytes.Load()), float64(proxy.requests.Load())
 		if err := verifyMirror(base, "mirror/app", c.mirrorTags); err != nil {
 			fatalf("berth %s: %v", phase, err)
+		}
+		if moved != "" {
+			if got, err := manifestDigest(base, "mirror/app", "v0"); err != nil || got != moved {
+				fatalf("berth %s: v0 is %s (%v), upstream moved it to %s", phase, got, err, moved)
+			}
 		}
 		proxy.reset()
 		if d, err = skopeoSync(); err != nil {
@@ -309,4 +320,50 @@ func verifyMirror(base, repo string, tags int) error {
 		}
 	}
 	return nil
+}
+
+// moveUpstreamTag points tag at a new manifest: the same layers, a new
+// config. It returns the new manifest's digest.
+func moveUpstreamTag(up *registry, repo, tag string) (string, error) {
+	req, _ := http.NewRequest(http.MethodGet, up.url("/v2/"+repo+"/manifests/"+tag), nil)
+	req.Header.Set("Accept", manifestAccept)
+	resp, err := up.do(req, true, http.StatusOK)
+	if err != nil {
+		return "", err
+	}
+	var m map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	if err != nil {
+		return "", err
+	}
+	cfg := []byte(fmt.Sprintf(`{"architecture":"amd64","os":"linux","config":{"Labels":{"moved":"%d"}},"rootfs":{"type":"layers","diff_ids":[]}}`, time.Now().UnixNano()))
+	if err := up.pushBlob(repo, sha(cfg), bytes.NewReader(cfg), int64(len(cfg)), "put"); err != nil {
+		return "", err
+	}
+	m["config"] = map[string]any{"mediaType": mtOCIConfig, "digest": sha(cfg), "size": len(cfg)}
+	body, _ := json.Marshal(m)
+	mt, _ := m["mediaType"].(string)
+	if mt == "" {
+		mt = mtOCIManifest
+	}
+	if err := up.pushManifest(repo, tag, mt, body); err != nil {
+		return "", err
+	}
+	return sha(body), nil
+}
+
+// manifestDigest is the digest a registry answers for repo:tag.
+func manifestDigest(base, repo, tag string) (string, error) {
+	req, _ := http.NewRequest(http.MethodHead, base+"/v2/"+repo+"/manifests/"+tag, nil)
+	req.Header.Set("Accept", manifestAccept)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("HEAD %s:%s: %s", repo, tag, resp.Status)
+	}
+	return resp.Header.Get("Docker-Content-Digest"), nil
 }

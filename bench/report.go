@@ -49,16 +49,27 @@ type metric struct {
 func metrics(c config) []metric {
 	return []metric{
 		{"push", fmt.Sprintf("Blob push, 1 stream, %d MiB (MB/s)", c.layerMiB), false, 1},
+		{"push_chunked", fmt.Sprintf("Blob push, chunked: PATCHes of 5 to 50 MiB, %d MiB (MB/s)", c.layerMiB), false, 1},
+		{"push_streams", fmt.Sprintf("Blob push, %d streams at once, %d MiB each (MB/s, total)", c.pushStreams, max(1, c.layerMiB/8)), false, 1},
 		{"pull", fmt.Sprintf("Blob pull, 1 stream, %d MiB, sha256 checked (MB/s)", c.layerMiB), false, 1},
+		{"pull_curl", fmt.Sprintf("Blob pull, 1 stream, %d MiB, curl -o /dev/null (MB/s)", c.layerMiB), false, 1},
+		{"push_sha", "Blob push ÷ single-core SHA-256 rate (fraction)", false, 2},
 		{"small", fmt.Sprintf("Small image push, %d images at concurrency %d (images/s)", c.smallImages, c.concurrency), false, 1},
+		{"small_drained", "… until Berth's background scans of them are done (images/s; Distribution does not scan)", false, 1},
 		{"load_rps", fmt.Sprintf("Manifest GET by tag, %d workers, %s (req/s)", c.loadWorkers, c.loadDuration), false, 0},
 		{"load_p50", "Manifest GET latency p50 (ms, lower is better)", true, 2},
 		{"load_p99", "Manifest GET latency p99 (ms, lower is better)", true, 2},
+		{"load_auth_rps", fmt.Sprintf("Manifest GET by tag with a Bearer token, %d workers, %s (req/s)", c.loadWorkers, c.loadDuration), false, 0},
+		{"load_auth_p50", "Manifest GET with a Bearer token, latency p50 (ms, lower is better)", true, 2},
+		{"load_auth_p99", "Manifest GET with a Bearer token, latency p99 (ms, lower is better)", true, 2},
 		{"wrk_rps", fmt.Sprintf("Manifest GET by tag, wrk -c%d (req/s)", c.loadWorkers), false, 0},
 		{"push_cpu", "Server CPU per GB pushed (s, lower is better)", true, 2},
+		{"push_streams_cpu", "Server CPU per GB pushed by the concurrent streams (s, lower is better)", true, 2},
 		{"pull_cpu", "Server CPU per GB pulled (s, lower is better)", true, 2},
-		{"small_cpu", "Server CPU per small image pushed (ms, lower is better)", true, 2},
+		{"pull_curl_cpu", "Server CPU per GB pulled by curl (s, lower is better)", true, 2},
+		{"small_cpu", "Server CPU per small image pushed, Berth's scan of it included (ms, lower is better)", true, 2},
 		{"load_rps_cpu", "Server CPU per manifest GET (µs, lower is better)", true, 0},
+		{"load_auth_rps_cpu", "Server CPU per manifest GET with a Bearer token (µs, lower is better)", true, 0},
 		{"rss", "Peak resident memory, VmHWM (MiB, lower is better)", true, 1},
 		{"cpu", "Server CPU time over the whole run (s, lower is better)", true, 1},
 		{"disk", "Storage used at the end (MiB, lower is better)", true, 1},
@@ -82,8 +93,14 @@ func (r *results) cell(m metric, server string, ran bool) (string, float64, bool
 		return "—", 0, false
 	}
 	errKey := strings.TrimSuffix(m.key, "_cpu")
+	if m.key == "small_drained" {
+		errKey = "small"
+	}
 	if strings.HasPrefix(m.key, "load_p") {
 		errKey = "load_rps"
+	}
+	if strings.HasPrefix(m.key, "load_auth_p") {
+		errKey = "load_auth_rps"
 	}
 	if r.errs[errKey][server] != "" {
 		return "error", 0, false
@@ -106,24 +123,40 @@ func renderReport(c config, facts []string, r *results) string {
 	for _, f := range facts {
 		b.WriteString("- " + f + "\n")
 	}
-	b.WriteString("\n| Metric | Berth | Distribution | Berth advantage (×) |\n|---|---:|---:|---:|\n")
+	b.WriteString("\n| Metric | Berth | Distribution | Berth advantage (×) | ServeContent ceiling | Berth ÷ ceiling |\n|---|---:|---:|---:|---:|---:|\n")
 	ranB, ranD := c.only != "distribution", c.only != "berth"
+	ratioOf := func(m metric, a, b float64) string {
+		x := a / b
+		if m.lowerBetter {
+			x = b / a
+		}
+		return fmt.Sprintf("%.2f×", x)
+	}
 	for _, m := range metrics(c) {
-		if m.key == "wrk_rps" && len(r.vals[m.key]) == 0 && len(r.errs[m.key]) == 0 {
-			continue // wrk not installed
+		if len(r.vals[m.key]) == 0 && len(r.errs[strings.TrimSuffix(m.key, "_cpu")]) == 0 && (m.key == "wrk_rps" || strings.HasPrefix(m.key, "pull_curl")) {
+			continue // wrk or curl not installed
 		}
 		cb, vb, okB := r.cell(m, "berth", ranB)
 		cd, vd, okD := r.cell(m, "distribution", ranD)
 		ratio := "—"
 		if okB && okD && vb > 0 && vd > 0 {
-			x := vb / vd
-			if m.lowerBetter {
-				x = vd / vb
-			}
-			ratio = fmt.Sprintf("%.2f×", x)
+			ratio = ratioOf(m, vb, vd)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", m.label, cb, cd, ratio)
+		if m.key == "push_sha" {
+			cd = "—"
+		}
+		cc, vc, okC := r.cell(m, "ceiling", len(r.vals[m.key]["ceiling"]) > 0)
+		ceil := "—"
+		if okB && okC && vb > 0 && vc > 0 {
+			ceil = ratioOf(m, vb, vc)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.label, cb, cd, ratio, cc, ceil)
 	}
+	if v := r.vals["sha256"]["client"]; len(v) > 0 {
+		fmt.Fprintf(&b, "\nSingle-core SHA-256 rate measured in this run (testing.Benchmark over 1 MiB buffers, as BenchmarkSHA256): %.0f MB/s (%.0f–%.0f).\n",
+			median(v), slices.Min(v), slices.Max(v))
+	}
+	b.WriteString("The ServeContent ceiling is a minimal Go server (`http.ServeContent` of the layer file, sendfile) in its own process: what a client reads over loopback from a server that does nothing else.\n")
 	b.WriteString("\nCells are the median over rounds, with (min–max) when -rounds > 1. ")
 	b.WriteString("\"Berth advantage\" is Berth/Distribution for throughput and Distribution/Berth for latency, memory, CPU and storage, ")
 	b.WriteString("so above 1 always means Berth did better. MB = 10^6 bytes. ")

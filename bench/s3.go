@@ -179,10 +179,10 @@ func (b *s3Bench) startDistribution(bin, work, name string, redirect bool) (*ser
 	return s, s.start(bin, []string{"serve", cfg}, b.s3Env())
 }
 
-// pushChunked uploads the file at path in PATCHes of the sizes next
+// pushChunkedBy uploads the file at path in PATCHes of the sizes next
 // returns (Content-Range set, as docker and containerd do for chunked
 // pushes), then PUT ?digest=.
-func (r *registry) pushChunked(repo string, l *bigLayer, next func() int64) error {
+func (r *registry) pushChunkedBy(repo string, l *bigLayer, next func() int64) error {
 	data, err := os.Open(l.path)
 	if err != nil {
 		return err
@@ -223,8 +223,8 @@ func (r *registry) pushChunked(repo string, l *bigLayer, next func() int64) erro
 	return err
 }
 
-// chunkSizes cycles deterministically through sizes from lo to hi MiB.
-func chunkSizes(lo, hi int64) func() int64 {
+// cycleChunks cycles deterministically through sizes from lo to hi MiB.
+func cycleChunks(lo, hi int64) func() int64 {
 	i := int64(0)
 	return func() int64 {
 		i++
@@ -281,11 +281,13 @@ func (b *s3Bench) run(c config, layer, small *bigLayer, res *results) {
 			repo := fmt.Sprintf("bench/big-r%d", round)
 			step("push", n, []string{n}, func() (float64, error) { return runPush(r, repo, layer, c.pushMode) }, gb)
 			step("chunked", n, []string{n}, func() (float64, error) {
-				return timed(layer.size, func() error { return r.pushChunked(fmt.Sprintf("bench/chunked-r%d", round), layer, chunkSizes(5, 50)) })
+				return timed(layer.size, func() error {
+					return r.pushChunkedBy(fmt.Sprintf("bench/chunked-r%d", round), layer, cycleChunks(5, 50))
+				})
 			}, gb)
 			step("smallchunks", n, []string{n}, func() (float64, error) {
 				return timed(small.size, func() error {
-					return r.pushChunked(fmt.Sprintf("bench/smallchunks-r%d", round), small, chunkSizes(1, 4))
+					return r.pushChunkedBy(fmt.Sprintf("bench/smallchunks-r%d", round), small, cycleChunks(1, 4))
 				})
 			}, sgb)
 		}
@@ -297,10 +299,12 @@ func (b *s3Bench) run(c config, layer, small *bigLayer, res *results) {
 		}
 		for _, n := range order {
 			repo := fmt.Sprintf("bench/big-r%d", round)
-			step("pull", n, []string{n}, func() (float64, error) { return runPull(client(n, 2, 256, 15*time.Minute), repo, layer) }, gb)
+			step("pull", n, []string{n}, func() (float64, error) {
+				return runPullURL(client(n, 2, 256, 15*time.Minute), b.servers[n].baseURL()+"/v2/"+repo+"/blobs/"+layer.digest, layer)
+			}, gb)
 			// The registry answers 307 and the client reads from versitygw.
 			step("pull_redirect", n, []string{n + "-redirect"}, func() (float64, error) {
-				return runPull(client(n+"-redirect", 2, 256, 15*time.Minute), repo, layer)
+				return runPullURL(client(n+"-redirect", 2, 256, 15*time.Minute), b.servers[n+"-redirect"].baseURL()+"/v2/"+repo+"/blobs/"+layer.digest, layer)
 			}, gb)
 		}
 		for _, n := range order {

@@ -131,17 +131,22 @@ http:
 
 // startDistribution writes a config and starts CNCF Distribution on loopback.
 func startDistribution(bin, work string) (*server, error) {
+	return startDistributionIn(bin, filepath.Join(work, "distribution"), "")
+}
+
+// startDistributionIn starts Distribution with its data in dir and extra
+// appended to its config.
+func startDistributionIn(bin, dir, extra string) (*server, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(work, "distribution")
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, distributionConfig, data, addr), 0o644); err != nil {
+	if err := os.WriteFile(cfg, append(fmt.Appendf(nil, distributionConfig, data, addr), extra...), 0o644); err != nil {
 		return nil, err
 	}
 	// Distribution reads REGISTRY_* variables as config overrides, and its S3
@@ -219,7 +224,7 @@ func (s *server) waitReady(timeout time.Duration) error {
 		resp, err := client.Get(s.baseURL() + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized { // 401: up, with auth on
 				return nil
 			}
 			last = "GET /v2/ answered " + resp.Status

@@ -18,9 +18,11 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -147,19 +149,21 @@ func runPush(r *registry, repo string, layer *bigLayer, mode string) (float64, e
 	return float64(n) / 1e6 / time.Since(start).Seconds(), nil
 }
 
-// runPull GETs the big layer, verifying its sha256; returns MB/s.
-func runPull(r *registry, repo string, layer *bigLayer) (float64, error) {
-	settle()
+// sha256Rate is what one core hashes with SHA-256 here, in MB/s: the
+// same loop as BenchmarkSHA256 in internal/registry.
+func sha256Rate() float64 {
 	buf := make([]byte, 1<<20)
-	start := time.Now()
-	n, err := r.pullBlob(repo, layer.digest, buf)
-	if err != nil {
-		return 0, err
+	r := testing.Benchmark(func(b *testing.B) {
+		h := sha256.New()
+		b.SetBytes(int64(len(buf)))
+		for b.Loop() {
+			h.Write(buf)
+		}
+	})
+	if r.T <= 0 {
+		return 0
 	}
-	if n != layer.size {
-		return 0, fmt.Errorf("pulled %d bytes, want %d", n, layer.size)
-	}
-	return float64(n) / 1e6 / time.Since(start).Seconds(), nil
+	return float64(r.Bytes) * float64(r.N) / 1e6 / r.T.Seconds()
 }
 
 // runSmallPushes pushes every image to repo, tagged t<i>, with conc workers;
@@ -209,9 +213,12 @@ type loadResult struct {
 
 // runManifestLoad has workers GET repo:tag in a loop for d over keep-alive
 // connections, draining bodies, and records every request's latency.
-func runManifestLoad(base, repo, tag string, workers int, d time.Duration) (loadResult, error) {
+func runManifestLoad(base, repo, tag, token string, workers int, d time.Duration) (loadResult, error) {
 	settle()
 	r := &registry{base: base, client: newClient(workers, 16)}
+	if token != "" {
+		r.client = withToken(r.client, token)
+	}
 	defer r.client.CloseIdleConnections()
 	url := r.url("/v2/" + repo + "/manifests/" + tag)
 	newReq := func() *http.Request {
@@ -312,4 +319,45 @@ func runWrk(base, repo, tag string, conns int, d time.Duration) (float64, error)
 		return 0, fmt.Errorf("wrk saw error responses: %s", tail(string(out), 500))
 	}
 	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// waitScanQueue polls Berth's /metrics until no scan job is pending or
+// running (registry_jobs_queued{queue="scan"}), twice in a row.
+func waitScanQueue(base string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	zero := 0
+	for {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /metrics: %s %v", resp.Status, err)
+		}
+		queued, seen := 0.0, false
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "registry_jobs_queued{") && strings.Contains(line, `queue="scan"`) {
+				f := strings.Fields(line)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				queued += v
+				seen = true
+			}
+		}
+		if !seen && !strings.Contains(string(body), "registry_jobs_queued") {
+			return errors.New("no registry_jobs_queued in /metrics")
+		}
+		if queued == 0 {
+			if zero++; zero == 2 {
+				return nil
+			}
+		} else {
+			zero = 0
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%.0f scan jobs still queued after %s", queued, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

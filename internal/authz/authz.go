@@ -90,6 +90,8 @@ type Authorizer struct {
 	// speed-up: every replica decides the same without it.
 	mu    sync.Mutex
 	cache map[[32]byte]time.Time
+	// verified registry tokens (tokencache.go)
+	verified tokenCache
 
 	hashes *hashGate
 	// verify checks a password against its hash (auth.VerifyPassword;
@@ -227,7 +229,7 @@ func (a *Authorizer) identify(ctx context.Context, r *http.Request) (auth.Identi
 		id, err := a.tokenIdentity(ctx, t)
 		return id, nil, err
 	case c.Bearer != "":
-		claims, err := a.tokens.Verify(c.Bearer, a.now())
+		claims, err := a.verified.verify(a.tokens, c.Bearer, a.now())
 		if err != nil {
 			return auth.Identity{}, nil, err
 		}

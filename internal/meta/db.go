@@ -47,6 +47,7 @@ type core struct {
 	// holds the transactions that did until they end (WakeOnAppend).
 	appended  chan<- struct{}
 	appending sync.Map // *sql.Tx -> struct{}
+	stmts     sync.Map // query -> *sql.Stmt on read (SQLite; stmtcache.go)
 }
 
 // DB is the metadata store: an open database and its migrations. Its
@@ -137,6 +138,7 @@ func openSQLite(path string) (*DB, error) {
 
 // Close closes the pools.
 func (db *DB) Close() error {
+	db.closeStmts()
 	err := db.write.Close()
 	if db.read != db.write {
 		err = errors.Join(err, db.read.Close())

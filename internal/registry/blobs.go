@@ -3,7 +3,6 @@ package registry
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -100,8 +99,7 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 	}
 	defer rc.Close()
 	w.WriteHeader(status)
-	// io.Copy hands an *os.File to the connection's ReadFrom (sendfile).
-	if _, err := io.Copy(w, io.LimitReader(rc, length)); err != nil {
+	if _, err := reg.sendBlob(w, r, rc, length); err != nil {
 		reg.log.Debug("blob download interrupted", "digest", b.Digest, "err", err)
 	}
 	return nil

@@ -430,67 +430,6 @@ func checkContentRange(r *http.Request, size int64) error {
 	return nil
 }
 
-// hashWriter writes to storage and the running digest in one pass.
-type hashWriter struct {
-	w io.Writer
-	h hash.Hash
-}
-
-func (hw hashWriter) Write(p []byte) (int, error) {
-	n, err := hw.w.Write(p)
-	hw.h.Write(p[:n])
-	return n, err
-}
-
-// copyBody streams the request body into fw, hashing it once on the way.
-// It checks Content-Length when the client gave one.
-//
-// It starts with a small buffer and takes a large pooled one only once the
-// body fills the small one several reads in a row: a fast upload gets
-// large writes, while a slow client or a small chunk holds 32 KiB, not
-// 1 MiB (200 trickling uploads held 200 MiB of buffers).
-func (reg *Registry) copyBody(fw io.Writer, h hash.Hash, r *http.Request) (int64, error) {
-	dst := hashWriter{fw, h}
-	buf := make([]byte, 32<<10)
-	var big *[]byte
-	defer func() {
-		if big != nil {
-			reg.bufs.Put(big)
-		}
-	}()
-	var n int64
-	full := 0
-	for {
-		k, rerr := r.Body.Read(buf)
-		if k > 0 {
-			w, werr := dst.Write(buf[:k])
-			n += int64(w)
-			if werr == nil && w < k {
-				werr = io.ErrShortWrite
-			}
-			if werr != nil {
-				return n, fmt.Errorf("receive upload body: %w", werr)
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return n, fmt.Errorf("receive upload body: %w", rerr)
-		}
-		if big == nil && k == len(buf) {
-			if full++; full == 4 {
-				big = reg.bufs.Get().(*[]byte)
-				buf = *big
-			}
-		}
-	}
-	if r.ContentLength >= 0 && n != r.ContentLength {
-		return n, errorf(http.StatusBadRequest, CodeSizeInvalid, fmt.Sprintf("received %d bytes, Content-Length said %d", n, r.ContentLength), nil)
-	}
-	return n, nil
-}
-
 // finishUpload verifies the digest of a complete upload, moves the bytes
 // to their content address, and links the blob to the repository. The
 // upload's bytes are in fw, still open.

@@ -1,0 +1,147 @@
+package main
+
+// Push shapes beyond one streamed PATCH: a chunked upload (PATCHes of 5 to
+// 50 MiB with Content-Range, as docker's and containerd's chunked mode and
+// go-containerregistry with a chunk size send them) and ten streams at once.
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// makeSeededLayer is makeBigLayer with its own content per seed.
+func makeSeededLayer(path string, mib int, seed uint64) (*bigLayer, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var key [32]byte
+	copy(key[:], "berth-stream")
+	binary.LittleEndian.PutUint64(key[24:], seed)
+	rng := rand.NewChaCha8(key)
+	h := sha256.New()
+	w := io.MultiWriter(f, h)
+	buf := make([]byte, 1<<20)
+	for range mib {
+		_, _ = rng.Read(buf)
+		if _, err := w.Write(buf); err != nil {
+			return nil, err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	return &bigLayer{path: path, digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), size: int64(mib) << 20}, nil
+}
+
+// makeStreamLayers writes n distinct layers of mib MiB each.
+func makeStreamLayers(dir string, n, mib int) ([]*bigLayer, error) {
+	out := make([]*bigLayer, n)
+	for i := range out {
+		l, err := makeSeededLayer(filepath.Join(dir, fmt.Sprintf("stream-%d.bin", i)), mib, uint64(i+1))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = l
+	}
+	return out, nil
+}
+
+// chunkSizes splits size into chunks of 5 to 50 MiB, the same for every
+// registry (fixed seed).
+func chunkSizes(size int64) []int64 {
+	rng := rand.New(rand.NewPCG(5, 50))
+	var out []int64
+	for size > 0 {
+		c := min(size, int64(5+rng.IntN(46))<<20)
+		out = append(out, c)
+		size -= c
+	}
+	return out
+}
+
+// pushChunked uploads the layer with one PATCH per chunk, each with its
+// Content-Range, then an empty PUT ?digest=.
+func (r *registry) pushChunked(repo string, layer *bigLayer) error {
+	f, err := os.Open(layer.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	req, _ := http.NewRequest(http.MethodPost, r.url("/v2/"+repo+"/blobs/uploads/"), nil)
+	resp, err := r.do(req, false, http.StatusAccepted)
+	if err != nil {
+		return err
+	}
+	loc, err := location(resp)
+	if err != nil {
+		return err
+	}
+	var off int64
+	for _, n := range chunkSizes(layer.size) {
+		req, _ = http.NewRequest(http.MethodPatch, loc.String(), io.NewSectionReader(f, off, n))
+		req.ContentLength = n
+		req.Header.Set("Content-Type", "application/octet-stream")
+		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", off, off+n-1))
+		if resp, err = r.do(req, false, http.StatusAccepted, http.StatusNoContent); err != nil {
+			return err
+		}
+		if loc, err = location(resp); err != nil {
+			return err
+		}
+		off += n
+	}
+	q := loc.Query()
+	q.Set("digest", layer.digest)
+	loc.RawQuery = q.Encode()
+	req, _ = http.NewRequest(http.MethodPut, loc.String(), http.NoBody)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	_, err = r.do(req, false, http.StatusCreated)
+	return err
+}
+
+// runChunkedPush times a chunked upload of the big layer; MB/s.
+func runChunkedPush(r *registry, repo string, layer *bigLayer) (float64, error) {
+	settle()
+	start := time.Now()
+	if err := r.pushChunked(repo, layer); err != nil {
+		return 0, err
+	}
+	return float64(layer.size) / 1e6 / time.Since(start).Seconds(), nil
+}
+
+// runConcurrentPush pushes every layer at once, one stream each (a POST,
+// one streamed PATCH, a PUT), into repo; total MB/s.
+func runConcurrentPush(r *registry, repo string, layers []*bigLayer) (float64, error) {
+	settle()
+	var wg sync.WaitGroup
+	errs := make([]error, len(layers))
+	var total int64
+	start := time.Now()
+	for i, l := range layers {
+		total += l.size
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = r.pushBlobFile(repo, l.digest, l.path, "patch")
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	for _, err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	return float64(total) / 1e6 / elapsed.Seconds(), nil
+}
