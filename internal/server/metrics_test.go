@@ -37,6 +37,7 @@ func serveServer(t *testing.T, dialect string, edit func(*config.Config)) (*serv
 	cfg.Scan.Enabled = false
 	if dialect == "postgres" {
 		cfg.Database.URL = metatest.PostgresDSN(t)
+		cfg.SecretKey = testSecretKey // replicas on PostgreSQL share one key
 	}
 	edit(&cfg)
 	ctx, cancel := context.WithCancel(context.Background())

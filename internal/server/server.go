@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/api"
-	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/events"
@@ -64,7 +63,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	appended := make(chan struct{}, 1)
-	db, err := meta.Open(ctx, cfg.DatabaseURL(), meta.WakeOnAppend(appended))
+	dbOpts := []meta.Option{meta.WakeOnAppend(appended)}
+	if cfg.Storage.Filesystem.Fsync {
+		dbOpts = append(dbOpts, meta.SyncFull()) // acknowledged means on disk, for metadata too
+	}
+	db, err := meta.Open(ctx, cfg.DatabaseURL(), dbOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("metadata store: %w", err)
 	}
@@ -75,12 +78,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	// One sealer for every stored secret, one SSRF guard for every
 	// outbound request (webhooks, imports, mirrors, the proxy cache).
-	key, err := auth.LoadOrCreateKey(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"))
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	sealer, err := auth.NewSealer(key)
+	sealer, err := openSealer(ctx, db, cfg)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -106,7 +104,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	var authorizer registry.Authorizer = authz.Open{Repositories: db.Repositories()}
 	var apiAuth api.Authenticator = api.Open{}
 	if cfg.Auth.Mode == "token" {
-		tokens, err := loadTokens(ctx, db, cfg.Auth)
+		tokens, err := loadTokens(ctx, db, cfg.Auth, sealer)
 		if err != nil {
 			db.Close()
 			return nil, err
@@ -244,30 +242,6 @@ func publicServer(cfg config.Config) events.Server {
 		host = "localhost"
 	}
 	return events.Server{Scheme: "http", Host: net.JoinHostPort(host, port)}
-}
-
-// loadTokens builds the token issuer from the signing keys in the
-// database, generating the first key on the first start. Every replica
-// sharing the database signs and verifies with the same keys.
-func loadTokens(ctx context.Context, db *meta.DB, cfg config.Auth) (*auth.Tokens, error) {
-	rows, err := db.Access().SigningKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(rows) == 0 {
-		k, err := auth.NewSigningKey()
-		if err != nil {
-			return nil, err
-		}
-		if rows, err = db.Access().AddSigningKeyIfNone(ctx, meta.SigningKeyRow{KID: k.ID, PrivatePEM: k.PrivatePEM}); err != nil {
-			return nil, err
-		}
-	}
-	keys := make([]auth.SigningKey, len(rows))
-	for i, r := range rows {
-		keys[i] = auth.SigningKey{ID: r.KID, PrivatePEM: r.PrivatePEM}
-	}
-	return auth.NewTokens("berth", cfg.Service, cfg.TokenTTL, keys)
 }
 
 // MetricsAddr is the address of the separate metrics listener (metrics.addr)
