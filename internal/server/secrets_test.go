@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,7 +58,11 @@ func replicaConfig(t *testing.T, dbURL, secretKey string) config.Config {
 }
 
 func newServer(t *testing.T, cfg config.Config) (*server.Server, error) {
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var logs io.Writer = io.Discard
+	if os.Getenv("BERTH_TEST_LOG") != "" {
+		logs = os.Stderr
+	}
+	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err == nil {
 		t.Cleanup(func() { srv.Close() })
 	}

@@ -52,6 +52,8 @@ type Server struct {
 	gates    *gate.Service
 	appended chan struct{} // signalled when a local commit appended an event
 	metrics  *metrics      // nil when metrics are off
+	// draining is set when shutdown begins: /readyz answers 503.
+	draining *atomic.Bool
 	// metricsAddr is the address of the metrics listener once Serve
 	// opened it (metrics.addr set).
 	metricsAddr atomic.Pointer[string]
@@ -197,7 +199,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /livez", livez)
-	mux.HandleFunc("GET /readyz", readyz(db, driver, log))
+	draining := new(atomic.Bool)
+	mux.HandleFunc("GET /readyz", readyz(db, driver, log, draining))
 	if mets != nil && cfg.Metrics.Addr == "" {
 		var h http.Handler = mets.handler(log)
 		if !cfg.Metrics.Public {
@@ -214,7 +217,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		h = accessLog(log, h)
 	}
 	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector,
-		graph: graphSvc, gates: gates, appended: appended, metrics: mets}, nil
+		graph: graphSvc, gates: gates, appended: appended, metrics: mets, draining: draining}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -271,8 +274,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve serves on ln until ctx is cancelled.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	flight := new(inFlight)
 	srv := &http.Server{
-		Handler:           s.handler,
+		Handler:           flight.wrap(s.handler),
 		ReadHeaderTimeout: s.cfg.HTTP.ReadHeaderTimeout,
 		MaxHeaderBytes:    s.cfg.HTTP.MaxHeaderBytes,
 		IdleTimeout:       s.cfg.HTTP.IdleTimeout,
@@ -342,12 +346,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		dispatcher.Run(bg)
 	}()
-	defer func() { stopBG(); wg.Wait() }()
 
 	var msrv *http.Server
 	if s.metrics != nil && s.cfg.Metrics.Addr != "" {
 		mln, err := net.Listen("tcp", s.cfg.Metrics.Addr)
 		if err != nil {
+			s.stopBackground(stopBG, &wg, s.cfg.HTTP.ShutdownTimeout)
 			return fmt.Errorf("metrics listen: %w", err)
 		}
 		addr := mln.Addr().String()
@@ -371,22 +375,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if msrv != nil {
 			msrv.Close()
 		}
+		s.stopBackground(stopBG, &wg, s.cfg.HTTP.ShutdownTimeout)
 		return err
 	case <-ctx.Done():
 	}
-	s.log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
 	if msrv != nil {
-		msrv.Close() // scrapes are cheap to lose
+		defer msrv.Close() // scrapes are cheap to lose; they may watch the shutdown
 	}
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return s.shutdown(ctx, srv, errc, flight, stopBG, &wg)
 }
 
 // buildVersion is the module version the binary was built from, for
