@@ -257,6 +257,16 @@ func TestMetricsScrape(t *testing.T) {
 					t.Errorf("no series %s%v", series.name, series.labels)
 				}
 			}
+			// The push wrote through SQLite's single writer: its waits are
+			// counted (on PostgreSQL there is no single writer).
+			n, okN := s.value("registry_database_writer_waits_total", nil)
+			_, okS := s.value("registry_database_writer_wait_seconds_total", nil)
+			if dialect == "sqlite" && (!okN || !okS || n < float64(len(digests))) {
+				t.Errorf("SQLite writer waits after a push of %d blobs: %v (%v, %v)", len(digests), n, okN, okS)
+			}
+			if dialect == "postgres" && (okN || okS) {
+				t.Errorf("writer wait exported on PostgreSQL")
+			}
 			// No label value names a repository, a tag or a digest.
 			for fam, f := range s {
 				for _, m := range f.Metric {
