@@ -3,7 +3,9 @@ package auth
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -75,6 +77,16 @@ func LoadOrCreateKey(encoded, path string) ([]byte, error) {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
 	return k, nil
+}
+
+// KeyFingerprint identifies a secret key without revealing it: the
+// HMAC-SHA256 of a fixed label under the key. Replicas compare it (the
+// database keeps it) to find out that they were given different keys;
+// nothing about the key can be recovered from it.
+func KeyFingerprint(key []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("berth secret key fingerprint v1"))
+	return "hmac-sha256:" + base64.RawStdEncoding.EncodeToString(m.Sum(nil))
 }
 
 // Seal encrypts plaintext; the result is printable.

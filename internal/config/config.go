@@ -123,6 +123,14 @@ type HTTP struct {
 	BodyIdleTimeout time.Duration `yaml:"bodyIdleTimeout"`
 	// IdleTimeout closes a kept-alive connection with no request.
 	IdleTimeout time.Duration `yaml:"idleTimeout"`
+	// ShutdownDelay is how long a stopping server (SIGTERM) keeps serving
+	// while /readyz answers 503, so that load balancers stop sending it
+	// requests before it closes its listener (0: close at once).
+	ShutdownDelay time.Duration `yaml:"shutdownDelay"`
+	// ShutdownTimeout bounds how long a stopping server lets in-flight
+	// requests finish; an upload still streaming then is cut and keeps
+	// what it received, resumable on any replica.
+	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
 }
 
 // Notifications configures delivery.
@@ -253,7 +261,7 @@ func Default() Config {
 				Attempts: 30 * 24 * time.Hour, Audit: 365 * 24 * time.Hour}},
 		Graph:   Graph{Enabled: true, Workers: 2},
 		Metrics: Metrics{Enabled: true},
-		HTTP:    HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute},
+		HTTP:    HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second},
 		Log:     Log{Level: "info", Format: "text"},
 
 		CreatePrivateRepoOnPush: true,
@@ -359,6 +367,12 @@ func (c *Config) Validate() error {
 	}
 	if d := c.HTTP.IdleTimeout; d < time.Second || d > time.Hour {
 		bad("http.idleTimeout", "%s is outside 1s..1h", d)
+	}
+	if d := c.HTTP.ShutdownDelay; d < 0 || d > 10*time.Minute {
+		bad("http.shutdownDelay", "%s is outside 0s..10m", d)
+	}
+	if d := c.HTTP.ShutdownTimeout; d < time.Second || d > time.Hour {
+		bad("http.shutdownTimeout", "%s is outside 1s..1h", d)
 	}
 	if m := c.Registry.MaxOpenUploads; m < 0 {
 		bad("registry.maxOpenUploads", "%d must not be negative (0: no cap)", m)

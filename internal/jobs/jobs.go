@@ -168,11 +168,18 @@ func New(store Store, queue string, h Handler, opts Options) *Worker {
 }
 
 func defaultOwner() string {
+	return fmt.Sprintf("%s%08x", ProcessOwnerPrefix(), rand.Uint32())
+}
+
+// ProcessOwnerPrefix is how the default owners of this process's workers
+// begin (hostname-pid-): the lease owners a stopping process may release
+// (meta's ExpireLeasesOf).
+func ProcessOwnerPrefix() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "berth"
 	}
-	return fmt.Sprintf("%s-%d-%08x", host, os.Getpid(), rand.Uint32())
+	return fmt.Sprintf("%s-%d-", host, os.Getpid())
 }
 
 // Wake nudges an idle worker to look for jobs now rather than at its next

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -48,6 +49,12 @@ type core struct {
 	appended  chan<- struct{}
 	appending sync.Map // *sql.Tx -> struct{}
 	stmts     sync.Map // query -> *sql.Stmt on read (SQLite; stmtcache.go)
+	// syncFull runs SQLite with synchronous=FULL (SyncFull).
+	syncFull bool
+	// writerWaits and writerWaitNanos count SQLite's write transactions
+	// and the time they waited to begin: for the single writer connection
+	// and for the database's write lock (WriterWait).
+	writerWaits, writerWaitNanos atomic.Int64
 }
 
 // DB is the metadata store: an open database and its migrations. Its
@@ -67,17 +74,28 @@ func WakeOnAppend(c chan<- struct{}) Option {
 	return func(db *core) { db.appended = c }
 }
 
+// SyncFull makes an SQLite store flush its write-ahead log at every
+// commit (synchronous=FULL), so that a commit survives a power cut, not
+// only a crash of the process; the default, synchronous=NORMAL, may lose
+// the last commits to a power cut. It is what storage.filesystem.fsync
+// asks for. PostgreSQL's durability is the server's setting.
+func SyncFull() Option {
+	return func(db *core) { db.syncFull = true }
+}
+
 // Open connects to the database named by dsn: a postgres:// or
 // postgresql:// URL, or an SQLite file path (optionally prefixed sqlite://
 // or sqlite:). It applies pending migrations before returning.
 func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
-	db, err := open(dsn)
+	var set core
+	for _, o := range opts {
+		o(&set)
+	}
+	db, err := open(dsn, set.syncFull)
 	if err != nil {
 		return nil, err
 	}
-	for _, o := range opts {
-		o(db.core)
-	}
+	db.appended = set.appended
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -86,12 +104,12 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 }
 
 // open connects without migrating.
-func open(dsn string) (*DB, error) {
+func open(dsn string, syncFull bool) (*DB, error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		return openPostgres(dsn)
 	default:
-		return openSQLite(strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "sqlite:"))
+		return openSQLite(strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "sqlite:"), syncFull)
 	}
 }
 
@@ -106,7 +124,7 @@ func openPostgres(dsn string) (*DB, error) {
 	return &DB{&core{read: pool, write: pool, dialect: postgres}}, nil
 }
 
-func openSQLite(path string) (*DB, error) {
+func openSQLite(path string, syncFull bool) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("open sqlite: empty path")
 	}
@@ -115,8 +133,12 @@ func openSQLite(path string) (*DB, error) {
 			return nil, fmt.Errorf("open sqlite: %w", err)
 		}
 	}
+	synchronous := "NORMAL"
+	if syncFull {
+		synchronous = "FULL"
+	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
-		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(" + synchronous + ")&_pragma=foreign_keys(1)"
 	write, err := sql.Open("sqlite", base+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
@@ -133,7 +155,7 @@ func openSQLite(path string) (*DB, error) {
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	read.SetConnMaxLifetime(0)
-	return &DB{&core{read: read, write: write, dialect: sqlite}}, nil
+	return &DB{&core{read: read, write: write, dialect: sqlite, syncFull: syncFull}}, nil
 }
 
 // Close closes the pools.
@@ -206,7 +228,12 @@ func (db *core) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 const txAttempts = 8
 
 func (db *core) tx1(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	start := time.Now()
 	tx, err := db.write.BeginTx(ctx, nil)
+	if db.dialect == sqlite {
+		db.writerWaits.Add(1)
+		db.writerWaitNanos.Add(int64(time.Since(start)))
+	}
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}

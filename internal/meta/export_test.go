@@ -8,7 +8,7 @@ import (
 // OpenAt opens dsn with the migrations applied up to version only, for
 // upgrade tests; Migrate then applies the rest.
 func OpenAt(ctx context.Context, dsn string, version int) (*DB, error) {
-	db, err := open(dsn)
+	db, err := open(dsn, false)
 	if err != nil {
 		return nil, err
 	}

@@ -316,6 +316,22 @@ func (db *core) releaseJobsTx(ctx context.Context, tx *sql.Tx, queue, keyPrefix 
 	return res.RowsAffected()
 }
 
+// ExpireLeasesOf ends now the leases of the running jobs whose lease owner
+// starts with ownerPrefix (the workers of a process that stops without
+// their handlers having returned): another worker takes them over at once,
+// as it would after the leases ran out. It returns how many it ended.
+func (db Jobs) ExpireLeasesOf(ctx context.Context, ownerPrefix string) (int64, error) {
+	if ownerPrefix == "" {
+		return 0, errors.New("expire job leases: an owner prefix is required")
+	}
+	res, err := db.write.ExecContext(ctx, db.q(`UPDATE jobs SET lease_until = 0, updated_at = ?
+		WHERE status = 'running' AND substr(lease_owner, 1, ?) = ?`), now(), utf8.RuneCountInString(ownerPrefix), ownerPrefix)
+	if err != nil {
+		return 0, fmt.Errorf("expire job leases: %w", err)
+	}
+	return res.RowsAffected()
+}
+
 // KillJob moves a job to the dead letter, recording the error. It returns
 // ErrJobLost unless owner still holds the job.
 func (db Jobs) KillJob(ctx context.Context, id int64, owner string, errText string) error {

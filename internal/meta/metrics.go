@@ -143,6 +143,18 @@ func (db *DB) PoolStats() map[string]sql.DBStats {
 	return map[string]sql.DBStats{"read": db.read.Stats(), "write": db.write.Stats()}
 }
 
+// WriterWait reports, on SQLite, how many write transactions began and
+// the total time they waited to begin: for the single writer connection
+// of this process and for the database's write lock (BEGIN IMMEDIATE,
+// which waits while another process, `berth admin` say, writes). ok is
+// false on PostgreSQL, which has no single writer.
+func (db *DB) WriterWait() (n int64, total time.Duration, ok bool) {
+	if db.dialect != sqlite {
+		return 0, 0, false
+	}
+	return db.writerWaits.Load(), time.Duration(db.writerWaitNanos.Load()), true
+}
+
 // CheckSchema reports an error unless the database answers and its schema
 // is at this binary's version (the migrations Open applies; a newer
 // binary sharing the database may have migrated past it).

@@ -296,6 +296,9 @@ UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND anno
 	// 20: the storage driver's writer state of an upload (S3: multipart
 	// upload id, parts, tail), saved beside the hash state.
 	`ALTER TABLE uploads ADD COLUMN storage_state {{bytes}}`,
+	// 21: installation-wide settings: the secret key's fingerprint
+	// (settings.go).
+	settingsSchema,
 }
 
 func (db *core) render(stmt string) string {

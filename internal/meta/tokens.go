@@ -187,6 +187,18 @@ func (db Access) AddSigningKeyIfNone(ctx context.Context, k SigningKeyRow) ([]Si
 	return Access(db).SigningKeys(ctx)
 }
 
+// ReplaceSigningKeyPEM replaces the stored private key of kid, if it is
+// still old, by replacement (sealing a key stored in clear in place).
+// Replicas doing it at once are safe: the first wins, the others change
+// nothing and read the winner's value.
+func (db Access) ReplaceSigningKeyPEM(ctx context.Context, kid string, old, replacement []byte) error {
+	if _, err := db.write.ExecContext(ctx, db.q("UPDATE signing_keys SET private_pem = ? WHERE kid = ? AND private_pem = ?"),
+		string(replacement), kid, string(old)); err != nil {
+		return fmt.Errorf("replace signing key %s: %w", kid, err)
+	}
+	return nil
+}
+
 // AuditEntry is one security-relevant action.
 type AuditEntry struct {
 	ID         int64           `json:"id"`

@@ -71,6 +71,7 @@ func serveLive(t *testing.T, dialect string, edit func(*config.Config)) (string,
 	cfg.Notifications.AllowedHosts = []string{"loopback"}
 	if dialect == "postgres" {
 		cfg.Database.URL = metatest.PostgresDSN(t)
+		cfg.SecretKey = testSecretKey // replicas on PostgreSQL share one key
 	}
 	edit(&cfg)
 	ctx, cancel := context.WithCancel(context.Background())

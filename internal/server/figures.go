@@ -16,6 +16,7 @@ import (
 type figureSource interface {
 	Figures(ctx context.Context) (meta.Figures, error)
 	PoolStats() map[string]sql.DBStats
+	WriterWait() (n int64, total time.Duration, ok bool)
 }
 
 // knownQueues always have their series, zero when idle.
@@ -34,6 +35,7 @@ type dbCollector struct {
 
 	queued, dead, oldest, lag, unsequenced, candidates *prometheus.Desc
 	waits, waitSeconds, open, inUse, maxOpen           *prometheus.Desc
+	writerWaits, writerWaitSeconds                     *prometheus.Desc
 }
 
 func newDBCollector(src figureSource) *dbCollector {
@@ -53,11 +55,16 @@ func newDBCollector(src figureSource) *dbCollector {
 		open:        d("registry_database_pool_open_connections", "Open connections by pool.", "pool"),
 		inUse:       d("registry_database_pool_in_use_connections", "Connections in use by pool.", "pool"),
 		maxOpen:     d("registry_database_pool_max_open_connections", "The pool's maximum of open connections.", "pool"),
+		writerWaits: d("registry_database_writer_waits_total",
+			"SQLite only: write transactions begun (each waited for the single writer connection and the database's write lock)."),
+		writerWaitSeconds: d("registry_database_writer_wait_seconds_total",
+			"SQLite only: time write transactions waited to begin (the single writer connection, then the write lock, which another process may hold)."),
 	}
 }
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.queued, c.dead, c.oldest, c.lag, c.unsequenced, c.candidates, c.waits, c.waitSeconds, c.open, c.inUse, c.maxOpen} {
+	for _, d := range []*prometheus.Desc{c.queued, c.dead, c.oldest, c.lag, c.unsequenced, c.candidates, c.waits, c.waitSeconds, c.open, c.inUse, c.maxOpen,
+		c.writerWaits, c.writerWaitSeconds} {
 		ch <- d
 	}
 }
@@ -69,6 +76,10 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(st.OpenConnections), pool)
 		ch <- prometheus.MustNewConstMetric(c.inUse, prometheus.GaugeValue, float64(st.InUse), pool)
 		ch <- prometheus.MustNewConstMetric(c.maxOpen, prometheus.GaugeValue, float64(st.MaxOpenConnections), pool)
+	}
+	if n, total, ok := c.src.WriterWait(); ok {
+		ch <- prometheus.MustNewConstMetric(c.writerWaits, prometheus.CounterValue, float64(n))
+		ch <- prometheus.MustNewConstMetric(c.writerWaitSeconds, prometheus.CounterValue, total.Seconds())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), figuresTimeout)
 	defer cancel()

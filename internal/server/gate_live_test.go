@@ -223,6 +223,7 @@ func liveConfig(t *testing.T, dialect string) config.Config {
 	cfg.Notifications.AllowedHosts = []string{"loopback"}
 	if dialect == "postgres" {
 		cfg.Database.URL = metatest.PostgresDSN(t)
+		cfg.SecretKey = testSecretKey // replicas on PostgreSQL share one key
 	}
 	return cfg
 }

@@ -85,6 +85,7 @@ func pushLatencies(b *testing.B, dialect string) (scanLat, hookLat []time.Durati
 	cfg.Notifications.AllowedHosts = []string{"loopback"}
 	if dialect == "postgres" {
 		cfg.Database.URL = metatest.PostgresDSN(b)
+		cfg.SecretKey = testSecretKey // replicas on PostgreSQL share one key
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -37,6 +37,7 @@ func serveServer(t *testing.T, dialect string, edit func(*config.Config)) (*serv
 	cfg.Scan.Enabled = false
 	if dialect == "postgres" {
 		cfg.Database.URL = metatest.PostgresDSN(t)
+		cfg.SecretKey = testSecretKey // replicas on PostgreSQL share one key
 	}
 	edit(&cfg)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -255,6 +256,16 @@ func TestMetricsScrape(t *testing.T) {
 				if _, ok := s.value(series.name, series.labels); !ok {
 					t.Errorf("no series %s%v", series.name, series.labels)
 				}
+			}
+			// The push wrote through SQLite's single writer: its waits are
+			// counted (on PostgreSQL there is no single writer).
+			n, okN := s.value("registry_database_writer_waits_total", nil)
+			_, okS := s.value("registry_database_writer_wait_seconds_total", nil)
+			if dialect == "sqlite" && (!okN || !okS || n < float64(len(digests))) {
+				t.Errorf("SQLite writer waits after a push of %d blobs: %v (%v, %v)", len(digests), n, okN, okS)
+			}
+			if dialect == "postgres" && (okN || okS) {
+				t.Errorf("writer wait exported on PostgreSQL")
 			}
 			// No label value names a repository, a tag or a digest.
 			for fam, f := range s {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/storage"
@@ -14,7 +15,8 @@ import (
 // serves HTTP, and nothing else, so that a database outage does not get
 // every replica restarted; /readyz says this replica can serve requests:
 // its database answers at the schema version of this binary and its
-// storage is reachable. /healthz (database ping) stays as it was.
+// storage is reachable, and it is not shutting down (shutdown.go).
+// /healthz (database ping) stays as it was.
 
 // probeTimeout bounds the checks of one readiness probe.
 const probeTimeout = 5 * time.Second
@@ -31,8 +33,17 @@ type schemaChecker interface {
 
 // readyz answers 200 "ok" or 503 with the reason (the details, which may
 // name hosts, go to the log only).
-func readyz(db schemaChecker, store storage.Driver, log *slog.Logger) http.HandlerFunc {
+func readyz(db schemaChecker, store storage.Driver, log *slog.Logger, draining *atomic.Bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			// Shutting down (SIGTERM): load balancers stop sending
+			// requests while in-flight ones finish.
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("not ready: shutting down\n"))
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
 		defer cancel()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

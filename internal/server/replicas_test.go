@@ -27,6 +27,7 @@ func TestTokensAcrossReplicasAndRestarts(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	if os.Getenv(metatest.EnvPostgresDSN) != "" {
 		cfg.Database.URL = metatest.PostgresDSN(t)
+		cfg.SecretKey = testSecretKey // replicas on PostgreSQL share one key
 	}
 	start := func() (*httptest.Server, func()) {
 		srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

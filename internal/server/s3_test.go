@@ -46,6 +46,7 @@ func s3ReplicasOn(t *testing.T, srv *s3server.Server) (a, b string) {
 	cfg.Scan.Enabled = false
 	if os.Getenv(metatest.EnvPostgresDSN) != "" {
 		cfg.Database.URL = metatest.PostgresDSN(t)
+		cfg.SecretKey = testSecretKey // replicas on PostgreSQL share one
 	}
 	cfg.Storage.Driver = "s3"
 	cfg.Storage.S3 = config.S3{Endpoint: srv.Endpoint, Region: srv.Region, Bucket: srv.Bucket(t), Prefix: "registry", PathStyle: true,

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/api"
-	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/events"
@@ -53,6 +52,8 @@ type Server struct {
 	gates    *gate.Service
 	appended chan struct{} // signalled when a local commit appended an event
 	metrics  *metrics      // nil when metrics are off
+	// draining is set when shutdown begins: /readyz answers 503.
+	draining *atomic.Bool
 	// metricsAddr is the address of the metrics listener once Serve
 	// opened it (metrics.addr set).
 	metricsAddr atomic.Pointer[string]
@@ -64,7 +65,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	appended := make(chan struct{}, 1)
-	db, err := meta.Open(ctx, cfg.DatabaseURL(), meta.WakeOnAppend(appended))
+	dbOpts := []meta.Option{meta.WakeOnAppend(appended)}
+	if cfg.Storage.Filesystem.Fsync {
+		dbOpts = append(dbOpts, meta.SyncFull()) // acknowledged means on disk, for metadata too
+	}
+	db, err := meta.Open(ctx, cfg.DatabaseURL(), dbOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("metadata store: %w", err)
 	}
@@ -75,12 +80,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	// One sealer for every stored secret, one SSRF guard for every
 	// outbound request (webhooks, imports, mirrors, the proxy cache).
-	key, err := auth.LoadOrCreateKey(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"))
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	sealer, err := auth.NewSealer(key)
+	sealer, err := openSealer(ctx, db, cfg)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -107,7 +107,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	var apiAuth api.Authenticator = api.Open{}
 	var webAuth web.Authenticator // nil: auth mode none
 	if cfg.Auth.Mode == "token" {
-		tokens, err := loadTokens(ctx, db, cfg.Auth)
+		tokens, err := loadTokens(ctx, db, cfg.Auth, sealer)
 		if err != nil {
 			db.Close()
 			return nil, err
@@ -207,7 +207,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /livez", livez)
-	mux.HandleFunc("GET /readyz", readyz(db, driver, log))
+	draining := new(atomic.Bool)
+	mux.HandleFunc("GET /readyz", readyz(db, driver, log, draining))
 	if mets != nil && cfg.Metrics.Addr == "" {
 		var h http.Handler = mets.handler(log)
 		if !cfg.Metrics.Public {
@@ -224,7 +225,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		h = accessLog(log, h)
 	}
 	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector,
-		graph: graphSvc, gates: gates, appended: appended, metrics: mets}, nil
+		graph: graphSvc, gates: gates, appended: appended, metrics: mets, draining: draining}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -254,30 +255,6 @@ func publicServer(cfg config.Config) events.Server {
 	return events.Server{Scheme: "http", Host: net.JoinHostPort(host, port)}
 }
 
-// loadTokens builds the token issuer from the signing keys in the
-// database, generating the first key on the first start. Every replica
-// sharing the database signs and verifies with the same keys.
-func loadTokens(ctx context.Context, db *meta.DB, cfg config.Auth) (*auth.Tokens, error) {
-	rows, err := db.Access().SigningKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(rows) == 0 {
-		k, err := auth.NewSigningKey()
-		if err != nil {
-			return nil, err
-		}
-		if rows, err = db.Access().AddSigningKeyIfNone(ctx, meta.SigningKeyRow{KID: k.ID, PrivatePEM: k.PrivatePEM}); err != nil {
-			return nil, err
-		}
-	}
-	keys := make([]auth.SigningKey, len(rows))
-	for i, r := range rows {
-		keys[i] = auth.SigningKey{ID: r.KID, PrivatePEM: r.PrivatePEM}
-	}
-	return auth.NewTokens("berth", cfg.Service, cfg.TokenTTL, keys)
-}
-
 // MetricsAddr is the address of the separate metrics listener (metrics.addr)
 // once Serve has opened it; empty before, or when metrics are served on
 // the main listener.
@@ -305,8 +282,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve serves on ln until ctx is cancelled.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	flight := new(inFlight)
 	srv := &http.Server{
-		Handler:           s.handler,
+		Handler:           flight.wrap(s.handler),
 		ReadHeaderTimeout: s.cfg.HTTP.ReadHeaderTimeout,
 		MaxHeaderBytes:    s.cfg.HTTP.MaxHeaderBytes,
 		IdleTimeout:       s.cfg.HTTP.IdleTimeout,
@@ -376,12 +354,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		dispatcher.Run(bg)
 	}()
-	defer func() { stopBG(); wg.Wait() }()
 
 	var msrv *http.Server
 	if s.metrics != nil && s.cfg.Metrics.Addr != "" {
 		mln, err := net.Listen("tcp", s.cfg.Metrics.Addr)
 		if err != nil {
+			s.stopBackground(stopBG, &wg, s.cfg.HTTP.ShutdownTimeout)
 			return fmt.Errorf("metrics listen: %w", err)
 		}
 		addr := mln.Addr().String()
@@ -405,22 +383,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if msrv != nil {
 			msrv.Close()
 		}
+		s.stopBackground(stopBG, &wg, s.cfg.HTTP.ShutdownTimeout)
 		return err
 	case <-ctx.Done():
 	}
-	s.log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
 	if msrv != nil {
-		msrv.Close() // scrapes are cheap to lose
+		defer msrv.Close() // scrapes are cheap to lose; they may watch the shutdown
 	}
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return s.shutdown(ctx, srv, errc, flight, stopBG, &wg)
 }
 
 // buildVersion is the module version the binary was built from, for

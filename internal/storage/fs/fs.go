@@ -23,8 +23,9 @@ type Driver struct {
 // Options configure the filesystem driver.
 type Options struct {
 	// Fsync makes Commit and PutContent flush file data to disk before they
-	// return, so committed blobs survive a machine crash, not only a process
-	// crash.
+	// return, and Move, PutContent and the creation of directories flush
+	// the directories they change, so committed blobs survive a machine
+	// crash, not only a process crash.
 	Fsync bool
 }
 
@@ -74,7 +75,7 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(f), 0o750); err != nil {
+	if err := d.mkdirAll(filepath.Dir(f)); err != nil {
 		return wrap("put", p, err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(f), ".tmp-*")
@@ -96,6 +97,9 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 		return wrap("put", p, err)
 	}
 	if err := os.Rename(tmp.Name(), f); err != nil {
+		return wrap("put", p, err)
+	}
+	if err := d.syncDir(filepath.Dir(f)); err != nil {
 		return wrap("put", p, err)
 	}
 	return nil
@@ -131,7 +135,7 @@ func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.File
 		return nil, fmt.Errorf("write %s: negative offset %d", p, offset)
 	}
 	if offset == 0 {
-		if err := os.MkdirAll(filepath.Dir(f), 0o750); err != nil {
+		if err := d.mkdirAll(filepath.Dir(f)); err != nil {
 			return nil, wrap("create", p, err)
 		}
 	}
@@ -262,13 +266,62 @@ func (d *Driver) Move(_ context.Context, src, dst string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(fd), 0o750); err != nil {
+	if err := d.mkdirAll(filepath.Dir(fd)); err != nil {
 		return wrap("move", dst, err)
 	}
 	if err := os.Rename(fs, fd); err != nil {
 		return wrap("move", src, err)
 	}
+	// The new name must survive a power cut too, not only the data.
+	if err := d.syncDir(filepath.Dir(fd)); err != nil {
+		return wrap("move", dst, err)
+	}
 	return nil
+}
+
+// mkdirAll creates dir and its missing parents. With fsync, it flushes the
+// directory that gained each new entry, so that a file placed in a new
+// directory is not lost with the directory after a power cut.
+func (d *Driver) mkdirAll(dir string) error {
+	if !d.fsync {
+		return os.MkdirAll(dir, 0o750)
+	}
+	var missing []string
+	for p := dir; ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil || filepath.Dir(p) == p {
+			break
+		}
+		missing = append(missing, p)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := d.syncDir(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncDir flushes a directory's entries (creations, renames) to disk when
+// fsync is on.
+func (d *Driver) syncDir(dir string) error {
+	if !d.fsync {
+		return nil
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Delete implements storage.Driver.
