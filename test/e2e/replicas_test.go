@@ -31,13 +31,27 @@ import (
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/testenv/s3server"
 )
 
 // replicaStorage is the storage configuration the replicas share, as
-// environment variables: one filesystem directory for now (to be switched
-// to an S3 bucket once the S3 driver lands).
+// environment variables: one bucket of a real S3 server (versitygw, which
+// the test installs and starts on loopback), as a production deployment
+// shares one bucket; no replica has a filesystem in common with another.
 func replicaStorage(t *testing.T) (env []string) {
-	return []string{"BERTH_STORAGE_FILESYSTEM_ROOT_DIRECTORY=" + t.TempDir(), "BERTH_STORAGE_FILESYSTEM_FSYNC=false"}
+	srv := s3server.Start(t)
+	return []string{
+		"AWS_CA_BUNDLE=", // the S3 server speaks plain HTTP
+		"BERTH_STORAGE_DRIVER=s3",
+		"BERTH_STORAGE_S3_ENDPOINT=" + srv.Endpoint,
+		"BERTH_STORAGE_S3_REGION=" + srv.Region,
+		"BERTH_STORAGE_S3_BUCKET=" + srv.Bucket(t),
+		"BERTH_STORAGE_S3_PREFIX=registry",
+		"BERTH_STORAGE_S3_PATH_STYLE=true",
+		"BERTH_STORAGE_S3_ACCESS_KEY=" + srv.AccessKey,
+		"BERTH_STORAGE_S3_SECRET_KEY=" + srv.SecretKey,
+		"BERTH_STORAGE_S3_PART_SIZE=5242880",
+	}
 }
 
 // replica is one `berth serve` process of a replicated deployment.
