@@ -22,8 +22,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,7 +75,17 @@ type Options struct {
 	Proxy *proxy.Options
 	// Logger receives every part's logs; nil discards them.
 	Logger *slog.Logger
+	// Replicas, when above 1, serves /v2 through that many registries,
+	// each with its own storage driver over the same directory and all on
+	// the one database, in turn: consecutive requests (the PATCHes of one
+	// upload, a push then its pull) land on different replicas, as behind
+	// a round-robin load balancer. 0 takes BERTH_TEST_REPLICAS, so a whole
+	// suite can be run through a replica set.
+	Replicas int
 }
+
+// EnvReplicas names the variable that sets Options.Replicas by default.
+const EnvReplicas = "BERTH_TEST_REPLICAS"
 
 // Env is one test's Berth, serving at URL.
 type Env struct {
@@ -120,7 +133,8 @@ func New(t testing.TB, opts Options) *Env {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	db := metatest.Open(t, opts.Dialect)
-	driver, err := fs.New(t.TempDir(), fs.Options{})
+	root := t.TempDir()
+	driver, err := fs.New(root, fs.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +181,15 @@ func New(t testing.TB, opts Options) *Env {
 		}
 	}
 	e.Registry = registry.New(wire.RegistryStores(db), driver, ro)
+	regs := []http.Handler{e.Registry}
+	for range replicas(t, opts.Replicas) - 1 {
+		d, err := fs.New(root, fs.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, registry.New(wire.RegistryStores(db), d, ro))
+	}
+	var turn atomic.Uint64
 	e.API = api.New(wire.APIStores(db), apiAuth, ao)
 	// As the server routes: the token endpoint, /api/v1/, and everything
 	// else to the registry untouched (no mux cleans its paths).
@@ -177,13 +200,29 @@ func New(t testing.TB, opts Options) *Env {
 		case strings.HasPrefix(r.URL.Path, "/api/v1/"):
 			e.API.ServeHTTP(w, r)
 		default:
-			e.Registry.ServeHTTP(w, r)
+			regs[(turn.Add(1)-1)%uint64(len(regs))].ServeHTTP(w, r)
 		}
 	}))
 	t.Cleanup(e.Server.Close)
 	e.URL = e.Server.URL
 	e.Host = strings.TrimPrefix(e.URL, "http://")
 	return e
+}
+
+// replicas is n, or else BERTH_TEST_REPLICAS, or else 1.
+func replicas(t testing.TB, n int) int {
+	if n > 0 {
+		return n
+	}
+	v := os.Getenv(EnvReplicas)
+	if v == "" {
+		return 1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive number", EnvReplicas, v)
+	}
+	return n
 }
 
 func (e *Env) newProxy(po proxy.Options, policy oci.ArtifactPolicy, log *slog.Logger) *proxy.Service {
