@@ -92,6 +92,12 @@ func (u *UI) repositoryGET(w http.ResponseWriter, r *http.Request, v *visitor) e
 		return u.manifest(w, r, v, strings.Join(segs[:n-2], "/"), segs[n-1])
 	case n >= 3 && segs[n-1] == "activity":
 		return u.activity(w, r, v, strings.Join(segs[:n-1], "/"))
+	case n >= 3 && segs[n-1] == "settings":
+		repo := strings.Join(segs[:n-1], "/")
+		if _, err := u.readable(r.Context(), v, repo); err != nil {
+			return err
+		}
+		return u.settings(w, r, v, repo, http.StatusOK, settingsFlash{})
 	}
 	return u.repository(w, r, v, strings.Join(segs, "/"))
 }
@@ -107,6 +113,11 @@ func (u *UI) repositoryPOST(w http.ResponseWriter, r *http.Request, v *visitor) 
 		return u.syncNow(w, r, v, strings.Join(segs[:n-1], "/"))
 	case n >= 5 && segs[n-3] == "notification" && segs[n-1] == "reset":
 		return u.resetNotification(w, r, v, strings.Join(segs[:n-3], "/"), segs[n-2])
+	}
+	for i := n - 2; i >= 2; i-- {
+		if segs[i] == "settings" {
+			return u.settingsPOST(w, r, v, strings.Join(segs[:i], "/"), strings.Join(segs[i+1:], "/"))
+		}
 	}
 	return errNotFound
 }
