@@ -192,7 +192,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	apiOpts.Gates = gates
 	apiHandler := api.New(wire.APIStores(db), apiAuth, apiOpts)
 	mux.Handle("/api/v1/", apiHandler)
-	ui, err := webUI(cfg, db, driver, webAuth, scanner, graphSvc != nil, mirrors, apiHandler, gates, log)
+	ui, err := webUI(cfg, db, driver, webAuth, scanner, graphSvc != nil, apiHandler, gates, log)
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -261,3 +261,46 @@ func TestWebSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestWebActionsAudited: the activity page's sync-now and notification
+// reset and the tags page's delete write the API's audit entries, with
+// the visitor as the actor.
+func TestWebActionsAudited(t *testing.T) {
+	w := newWorld(t)
+	if st, _, raw := w.call("POST", "/api/v1/repository/acme/mirror/mirror", "root", `{"external_reference":"upstream.example.com/library/app",
+		"robot_username":"acme+mirror","sync_interval":3600,"sync_start_date":"2030-01-01T00:00:00Z",
+		"root_rule":{"rule_kind":"tag_glob_csv","rule_value":["*"]}}`); st != 201 {
+		t.Fatalf("create mirror: %d %s", st, raw)
+	}
+	st, n, raw := w.call("POST", "/api/v1/repository/acme/private/notification/", "owner",
+		`{"event":"repo_push","method":"webhook","config":{"url":"https://ci.example.com/hook"},"eventConfig":{}}`)
+	if st != 201 {
+		t.Fatalf("create notification: %d %s", st, raw)
+	}
+	uuid, _ := n["uuid"].(string)
+	owner := newBrowser(t, w.url)
+	owner.signIn("owner", pw)
+	tok := owner.csrf("/repository/acme/private/activity")
+	if st, body := owner.post("/repository/acme/mirror/sync-now", url.Values{"csrf": {tok}}); st != 200 {
+		t.Errorf("sync now: %d\n%s", st, body)
+	}
+	if st, _ := owner.post("/repository/acme/private/notification/"+uuid+"/reset", url.Values{"csrf": {tok}}); st != 200 {
+		t.Errorf("reset: %d", st)
+	}
+	if st, body := owner.post("/repository/acme/private/delete-tags", url.Values{"csrf": {tok}, "tag": {"v1"}}); st != 200 || !strings.Contains(body, "<td>deleted</td>") {
+		t.Errorf("delete tag: %d\n%s", st, body)
+	}
+	// A reader may do none of it.
+	reader := newBrowser(t, w.url)
+	reader.signIn("reader", pw)
+	rt := reader.csrf("/repository")
+	if st, _ := reader.post("/repository/acme/private/notification/"+uuid+"/reset", url.Values{"csrf": {rt}}); st != http.StatusForbidden {
+		t.Errorf("reader resets: %d, want 403", st)
+	}
+	kinds := auditKinds(t, w.db, "acme")
+	for _, k := range []string{"repo_mirror_sync_now_requested(owner)", "reset_repo_notification(owner)", "tag_deleted(owner)"} {
+		if !strings.Contains(kinds, k) {
+			t.Errorf("audit log lacks %s: %s", k, kinds)
+		}
+	}
+}

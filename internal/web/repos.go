@@ -9,7 +9,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/oci"
 )
 
 // Page sizes, and the repository rows read per listing (so that a visitor
@@ -185,8 +184,9 @@ type tagOutcome struct {
 	OK           bool
 }
 
-// deleteTags deletes the selected tags with the API's permission (write)
-// and rules: an immutable tag is refused with its reason.
+// deleteTags deletes the selected tags, each with the API's DELETE
+// .../tag/{tag}: its permission (write), rules (an immutable tag is
+// refused with its reason) and audit entry (the tag_deleted event's).
 func (u *UI) deleteTags(w http.ResponseWriter, r *http.Request, v *visitor, repo string) error {
 	ctx := r.Context()
 	if _, err := u.readable(ctx, v, repo); err != nil {
@@ -202,24 +202,20 @@ func (u *UI) deleteTags(w http.ResponseWriter, r *http.Request, v *visitor, repo
 		return fail(http.StatusBadRequest, "No tag was selected.")
 	}
 	var out []tagOutcome
-	actor := v.id.Actor()
 	for _, tag := range tags {
-		var immutable *meta.ImmutableTagError
-		err := oci.ValidateTag(tag)
-		if err == nil {
-			err = u.db.Content.DeleteTag(ctx, repo, tag, actor)
-		}
+		err := u.call(r, v, http.MethodDelete, repoAPI(repo, "tag", esc(tag)), nil, nil)
+		var e *apiError
 		switch {
 		case err == nil:
 			out = append(out, tagOutcome{tag, "deleted", true})
-		case errors.As(err, &immutable):
-			out = append(out, tagOutcome{tag, "refused: " + immutable.Error(), false})
-		case errors.Is(err, meta.ErrManifestNotFound):
+		case !errors.As(err, &e):
+			return err
+		case e.Status == http.StatusNotFound:
 			out = append(out, tagOutcome{tag, "not found (already deleted?)", false})
-		case errors.Is(err, meta.ErrInvalidText) || oci.ValidateTag(tag) != nil:
+		case e.Status == http.StatusBadRequest:
 			out = append(out, tagOutcome{tag, "not a valid tag name", false})
 		default:
-			return err
+			out = append(out, tagOutcome{tag, "refused: " + e.Message, false})
 		}
 	}
 	u.render(w, r, v, http.StatusOK, "message", "Delete tags", map[string]any{"Outcomes": out, "Back": repoPath(repo),

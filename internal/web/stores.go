@@ -55,27 +55,23 @@ type RepositoryStore interface {
 	Repository(ctx context.Context, name string) (meta.RepoInfo, error)
 }
 
-// ContentStore reads tags, manifests and referrers, and deletes tags.
+// ContentStore reads tags, manifests and referrers.
 type ContentStore interface {
 	TagRows(ctx context.Context, repo string, q meta.TagRowQuery) ([]meta.TagRow, int, error)
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
-	DeleteTag(ctx context.Context, repo, tag, actor string) error
 }
 
-// MirrorStore reads a mirror's state and asks for a sync.
+// MirrorStore reads a mirror's state.
 type MirrorStore interface {
 	GetMirror(ctx context.Context, repo string) (meta.Mirror, error)
-	MirrorSyncNow(ctx context.Context, repo string) error
 }
 
 // NotificationStore lists a repository's notifications and their
-// deliveries, and re-enables a disabled one.
+// deliveries.
 type NotificationStore interface {
 	Notifications(ctx context.Context, scope, target string) ([]meta.Notification, error)
-	NotificationByUUID(ctx context.Context, scope, target, uuid string) (meta.Notification, error)
 	Attempts(ctx context.Context, notificationID int64, n int) ([]meta.Attempt, error)
-	ResetNotificationFailures(ctx context.Context, id int64) error
 }
 
 // GateStore lists a gate's candidates and their checks.

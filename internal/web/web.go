@@ -48,9 +48,7 @@ type Options struct {
 	// Queues are the job queues the admin page always lists (idle ones
 	// with zeros), as the metrics do.
 	Queues []string
-	// WakeMirrors wakes the mirror scheduler after a sync-now.
-	WakeMirrors func()
-	Logger      *slog.Logger
+	Logger *slog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
 }
