@@ -47,6 +47,13 @@ var funcs = template.FuncMap{
 		}
 		return m
 	},
+	// sigAt is row i's signature status (unverified when the verifier is off).
+	"sigAt": func(s []sigStatus, i int) sigStatus {
+		if i < len(s) {
+			return s[i]
+		}
+		return sigStatus{Reason: "signature verification is off"}
+	},
 	"whenp": func(t *time.Time) string {
 		if t == nil || t.IsZero() {
 			return "—"
