@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/berth-dev/berth/internal/meta"
 )
 
 // uiServer is a berth of the browser test: token mode, webhooks allowed
@@ -106,6 +109,21 @@ func (s *uiServer) api(t *testing.T, method, path string, body any) {
 	}
 }
 
+// getJSON GETs an API path as the admin and decodes its answer.
+func (s *uiServer) getJSON(t *testing.T, path string, out any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.host+path, nil)
+	req.SetBasicAuth(s.admin.Username, s.admin.Password)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+	}
+}
+
 // artifactDir is where the screenshots go: BERTH_E2E_ARTIFACTS, or a
 // directory of the test's.
 func artifactDir(t *testing.T) string {
@@ -139,6 +157,13 @@ func TestUIBrowser(t *testing.T) {
 	seed := s.push(t, repo+":seed", newImage(t, true, "linux/amd64"))
 	s.api(t, http.MethodPost, "/api/v1/repository/"+repo+"/notification/", map[string]any{"event": "repo_push", "method": "webhook",
 		"title": "ui e2e", "config": map[string]any{"url": hooks.URL + "/push"}})
+	// A notification whose receiver answers 500: its deliveries fail from
+	// the pushes below on, while the scan runs (see the reset below).
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusInternalServerError) }))
+	defer down.Close()
+	s.api(t, http.MethodPost, "/api/v1/repository/"+repo+"/notification/", map[string]any{"event": "repo_push", "method": "webhook",
+		"title": "down receiver", "config": map[string]any{"url": down.URL + "/hook"}})
+	s.api(t, http.MethodPost, "/api/v1/organization/", map[string]any{"name": "uiorg"})
 
 	// The Debian fixture of the scan tests (zlib with DEBIAN-CVE-2026-9001).
 	layer, err := tarball.LayerFromFile(filepath.Join(root, "internal/scan/index/testdata/debian-layer.tar.gz"), tarball.WithMediaType(types.OCILayer))
@@ -273,6 +298,98 @@ func TestUIBrowser(t *testing.T) {
 	run("tags after", chromedp.Navigate(base+"/repository/"+repo), chromedp.WaitVisible(css("table.tags")))
 	if strings.Contains(text("table.tags tbody"), "old") {
 		t.Error("the deleted tag is still listed")
+	}
+
+	// Reset the notification its receiver's failures disabled. The first
+	// failure is real: the receiver answers 500 and the fifth attempt of
+	// an event counts one (meta.NotifyTries). The events of one
+	// notification and repository are delivered in order, so the next
+	// failures would take minutes of doubling backoff; they are counted
+	// through the store call the delivery worker makes
+	// (NotificationFailed), on the running server's database.
+	var notes struct {
+		Notifications []struct {
+			UUID     string `json:"uuid"`
+			Title    string `json:"title"`
+			Failures int    `json:"number_of_failures"`
+			Disabled bool   `json:"disabled"`
+		} `json:"notifications"`
+	}
+	downUUID := ""
+	for deadline := time.Now().Add(2 * time.Minute); downUUID == ""; time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatal("the failing receiver's notification counted no failure in 2 minutes")
+		}
+		s.getJSON(t, "/api/v1/repository/"+repo+"/notification/", &notes)
+		for _, n := range notes.Notifications {
+			if n.Title == "down receiver" && n.Failures >= 1 {
+				downUUID = n.UUID
+			}
+		}
+	}
+	db, err := meta.Open(context.Background(), filepath.Join(s.dataDir, "berth.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := db.Notifications().NotificationByUUID(context.Background(), meta.ScopeRepository, repo, downUUID)
+	for err == nil && !n.Disabled() {
+		n, err = db.Notifications().NotificationFailed(context.Background(), n.ID, meta.NotificationFailure{Reason: "HTTP 500 from the receiver"})
+	}
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resetBtn := css(`form[action$="/notification/` + downUUID + `/reset"] button`)
+	run("activity with a disabled notification", chromedp.Navigate(base+"/repository/"+repo+"/activity"), chromedp.WaitVisible(resetBtn))
+	shot("activity-disabled.png")
+	run("reset it", chromedp.Click(resetBtn), chromedp.WaitVisible(css("main h1")))
+	s.getJSON(t, "/api/v1/repository/"+repo+"/notification/", &notes)
+	for _, n := range notes.Notifications {
+		if n.UUID == downUUID && n.Disabled {
+			t.Error("the notification is still disabled after the reset")
+		}
+	}
+
+	// Organization page: create a robot; its token is shown once.
+	run("organization", chromedp.Navigate(base+"/organization/uiorg"), chromedp.WaitVisible(css(`form[action$="/robots/create"]`)))
+	shot("organization.png")
+	run("create a robot", chromedp.SendKeys(css(`form[action$="/robots/create"] input[name=name]`), "deploy"),
+		chromedp.Submit(css(`form[action$="/robots/create"] input[name=name]`)), chromedp.WaitVisible(css("#secret")))
+	token := text("#secret")
+	if !strings.HasPrefix(token, "berth_") {
+		t.Errorf("the robot's token shown is %q", token)
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/v2/", nil)
+	req.SetBasicAuth("uiorg+deploy", token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("the robot's token does not sign in to /v2/: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	run("organization again", chromedp.Navigate(base+"/organization/uiorg"), chromedp.WaitVisible(css("main")))
+	if m := text("main"); !strings.Contains(m, "uiorg+deploy") || strings.Contains(m, token) {
+		t.Errorf("the organization page lists the robot %v, shows its token again %v", strings.Contains(m, "uiorg+deploy"), strings.Contains(m, token))
+	}
+
+	// Settings: make the repository public; an anonymous visitor then sees it.
+	run("settings", chromedp.Navigate(base+"/repository/"+repo+"/settings"), chromedp.WaitVisible(css("#toggle-visibility")))
+	shot("settings.png")
+	if v := text("#visibility-now"); v != "private" {
+		t.Fatalf("visibility shown %q", v)
+	}
+	run("make public", chromedp.Click(css("#toggle-visibility")), chromedp.WaitVisible(css("#visibility-now")))
+	if v := text("#visibility-now"); v != "public" {
+		t.Errorf("after the change the visibility shown is %q", v)
+	}
+	if resp, err := http.Get(base + "/repository/" + repo); err != nil || resp.StatusCode != 200 {
+		t.Errorf("anonymous visitor on the repository made public: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	run("admin", chromedp.Navigate(base+"/admin"), chromedp.WaitVisible(css("main h1")))
+	shot("admin.png")
+	if a := text("main"); !strings.Contains(a, "Debian") || !strings.Contains(a, "Job queues") {
+		t.Errorf("the admin page lacks the vulnerability database or the queues:\n%s", a)
 	}
 	_ = seed
 	t.Logf("screenshots in %s", shots)
