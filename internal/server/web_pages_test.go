@@ -28,6 +28,33 @@ func auditKinds(t *testing.T, db *meta.DB, ns string) string {
 	return strings.Join(kinds, " ")
 }
 
+// formActions lists the POST forms of a page (but sign-out).
+func formActions(body string) []string {
+	var out []string
+	for _, m := range regexp.MustCompile(`<form method="post" action="([^"]+)"`).FindAllStringSubmatch(body, -1) {
+		if m[1] != "/signout" {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// refusedWithoutToken posts every form of a page without its CSRF token
+// and wants 403 for each.
+func refusedWithoutToken(t *testing.T, b *browser, page string, min int) {
+	t.Helper()
+	_, body := b.get(page)
+	forms := formActions(body)
+	if len(forms) < min {
+		t.Errorf("%s has %d forms, want at least %d", page, len(forms), min)
+	}
+	for _, f := range forms {
+		if status, _ := b.post(f, url.Values{"name": {"x"}, "team": {"x"}, "member": {"stranger"}, "role": {"admin"}, "visibility": {"public"}}); status != http.StatusForbidden {
+			t.Errorf("POST %s without the CSRF token: %d", f, status)
+		}
+	}
+}
+
 // TestWebOrganization: the organization page shows members, teams and
 // robots to its admins only; a robot's token is shown once, works, and is
 // never shown again; every action is the API's, audited as the API's.
@@ -60,9 +87,7 @@ func TestWebOrganization(t *testing.T) {
 			t.Errorf("admin's organization page (%d) lacks %q", status, want)
 		}
 	}
-	if status, _ := admin.post("/organization/acme/robots/create", url.Values{"name": {"deploy"}}); status != http.StatusForbidden {
-		t.Errorf("robot creation without the CSRF token: %d", status)
-	}
+	refusedWithoutToken(t, admin, "/organization/acme", 20)
 	tok = admin.csrf("/organization/acme")
 	status, body = admin.post("/organization/acme/robots/create", url.Values{"csrf": {tok}, "name": {"deploy"}, "description": {"CD"}})
 	m := secretShown.FindStringSubmatch(body)
@@ -126,9 +151,7 @@ func TestWebUserPage(t *testing.T) {
 		t.Errorf("own account: %d, lists acme: %v", status, strings.Contains(body, "/organization/acme"))
 	}
 	tok := owner.csrf("/user/owner")
-	if status, _ := owner.post("/user/owner/tokens/create", url.Values{"name": {"laptop"}}); status != http.StatusForbidden {
-		t.Errorf("token without the CSRF token: %d", status)
-	}
+	refusedWithoutToken(t, owner, "/user/owner", 2)
 	status, body = owner.post("/user/owner/tokens/create", url.Values{"csrf": {tok}, "name": {"laptop"}, "repository": {"acme/*"},
 		"action": {"content/read"}, "days": {"30"}})
 	m := secretShown.FindStringSubmatch(body)
@@ -206,18 +229,7 @@ func TestWebSettings(t *testing.T) {
 	}
 	tok := owner.csrf(page)
 	// CSRF: every form of the page is refused without the token.
-	forms := regexp.MustCompile(`<form method="post" action="([^"]+)"`).FindAllStringSubmatch(body, -1)
-	if len(forms) < 8 {
-		t.Errorf("the settings page has %d forms", len(forms))
-	}
-	for _, f := range forms {
-		if f[1] == "/signout" {
-			continue
-		}
-		if status, _ := owner.post(f[1], url.Values{"visibility": {"public"}, "name": {"stranger"}, "role": {"admin"}}); status != http.StatusForbidden {
-			t.Errorf("POST %s without the CSRF token: %d", f[1], status)
-		}
-	}
+	refusedWithoutToken(t, owner, page, 8)
 	if ri, _ := w.db.Repositories().Repository(context.Background(), "acme/private"); ri.Visibility != "private" {
 		t.Fatal("a form without its token changed the visibility")
 	}
