@@ -170,6 +170,19 @@ func TestWebUserPage(t *testing.T) {
 	if r := w.do("GET", "/v2/acme/private/tags/list", "laptop", m[1], nil); r.StatusCode == 200 {
 		t.Error("a revoked token still pulls")
 	}
+	// A robot of one's own namespace, its token shown once.
+	status, body = owner.post("/user/owner/robots/create", url.Values{"csrf": {tok}, "name": {"builder"}})
+	if m := secretShown.FindStringSubmatch(body); status != 200 || m == nil {
+		t.Errorf("create own robot: %d", status)
+	} else if _, body := owner.get("/user/owner"); !strings.Contains(body, "owner&#43;builder") || strings.Contains(body, m[1]) {
+		t.Error("the account page does not list the robot, or shows its token")
+	}
+	kinds := auditKinds(t, w.db, "")
+	for _, k := range []string{"token_create(owner)", "token_revoke(owner)"} {
+		if !strings.Contains(kinds, k) {
+			t.Errorf("audit log lacks %s: %s", k, kinds)
+		}
+	}
 }
 
 // TestWebAdmin: superusers only; the vulnerability database, storage,
