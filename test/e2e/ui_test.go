@@ -225,6 +225,22 @@ func TestUIBrowser(t *testing.T) {
 		return s
 	}
 	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+	// waitFor waits until sel's text holds want: the page a click leads to
+	// when the page before it has the same element.
+	waitFor := func(what, sel, want string) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			got, err := chromedp.Run(sctx, chromedp.Text(chromedp.CSS(sel)))
+			cancel()
+			if err == nil && strings.Contains(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s never showed %q (last %q, %v)", what, sel, want, got, err)
+			}
+		}
+	}
 
 	// Anonymous: the private repository is not listed.
 	run("open the listing", chromedp.Navigate(base+"/repository"), chromedp.WaitVisible(css("main")))
@@ -240,7 +256,8 @@ func TestUIBrowser(t *testing.T) {
 	}
 	run("search", chromedp.Navigate(base+"/repository"), chromedp.WaitVisible(css("#q")),
 		chromedp.SendKeys(css("#q"), "debian"), chromedp.Submit(css("#q")),
-		chromedp.WaitVisible(css(`a[href="/repository/`+repo+`"]`)))
+		// the page of the search (the listing before it shows the link too)
+		chromedp.WaitVisible(css(`#q[value="debian"]`)), chromedp.WaitVisible(css(`a[href="/repository/`+repo+`"]`)))
 	shot("repositories.png")
 	run("open the repository", chromedp.Click(css(`a[href="/repository/`+repo+`"]`)), chromedp.WaitVisible(css("table.tags")))
 	tags := text("table.tags")
@@ -284,13 +301,12 @@ func TestUIBrowser(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('#del input[name=csrf]').remove(), true`)); err != nil {
 		t.Fatal(err)
 	}
-	run("post without the token", chromedp.Click(css(`button[form="del"]`)), chromedp.WaitVisible(css("h1")))
-	if h := text("h1"); !strings.Contains(h, "403") {
-		t.Errorf("a post without its token answered %q", h)
-	}
+	run("post without the token", chromedp.Click(css(`button[form="del"]`)))
+	waitFor("post without the token", "h1", "403")
 	// Delete a tag.
 	run("delete a tag", chromedp.Navigate(base+"/repository/"+repo), chromedp.WaitVisible(css("table.tags")),
-		chromedp.Click(css(`input[value="old"]`)), chromedp.Click(css(`button[form="del"]`)), chromedp.WaitVisible(css("main table")))
+		chromedp.Click(css(`input[value="old"]`)), chromedp.Click(css(`button[form="del"]`)))
+	waitFor("delete a tag", "main h1", "Deleting tags")
 	shot("deleted.png")
 	if out := text("main table"); !strings.Contains(out, "old") || !strings.Contains(out, "deleted") {
 		t.Errorf("delete outcome: %s", out)
@@ -342,7 +358,7 @@ func TestUIBrowser(t *testing.T) {
 	resetBtn := css(`form[action$="/notification/` + downUUID + `/reset"] button`)
 	run("activity with a disabled notification", chromedp.Navigate(base+"/repository/"+repo+"/activity"), chromedp.WaitVisible(resetBtn))
 	shot("activity-disabled.png")
-	run("reset it", chromedp.Click(resetBtn), chromedp.WaitVisible(css("main h1")))
+	run("reset it", chromedp.Click(resetBtn), chromedp.WaitNotPresent(resetBtn))
 	s.getJSON(t, "/api/v1/repository/"+repo+"/notification/", &notes)
 	for _, n := range notes.Notifications {
 		if n.UUID == downUUID && n.Disabled {
@@ -377,7 +393,8 @@ func TestUIBrowser(t *testing.T) {
 	if v := text("#visibility-now"); v != "private" {
 		t.Fatalf("visibility shown %q", v)
 	}
-	run("make public", chromedp.Click(css("#toggle-visibility")), chromedp.WaitVisible(css("#visibility-now")))
+	// The page after the change offers the opposite: "make private".
+	run("make public", chromedp.Click(css("#toggle-visibility")), chromedp.WaitReady(css(`form[action$="/settings/visibility"] input[value="private"]`)))
 	if v := text("#visibility-now"); v != "public" {
 		t.Errorf("after the change the visibility shown is %q", v)
 	}
