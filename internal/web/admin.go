@@ -32,7 +32,7 @@ type queueRow struct {
 }
 
 // admin is the superuser's page: the vulnerability database's sources
-// (what `berth vulns status` and GET /api/v1/superuser/vulndb show) with
+// (what `berth admin vulndb status` and GET /api/v1/superuser/vulndb show) with
 // their staleness, garbage collection's status (GET
 // /api/v1/superuser/gc), the storage's figures and the job queues (the
 // metrics' figures). Anyone else finds nothing here.
