@@ -132,6 +132,7 @@ func (a *API) notification(w http.ResponseWriter, r *http.Request, id auth.Ident
 		if err := a.db.Notifications.ResetNotificationFailures(ctx, n.ID); err != nil {
 			return err
 		}
+		a.audit(r, id, "reset_repo_notification", repoOf(scope, target), nsOf(scope, target), map[string]string{"uuid": n.UUID})
 		w.WriteHeader(http.StatusNoContent)
 	case "test":
 		repo := target

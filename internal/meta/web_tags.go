@@ -31,11 +31,26 @@ type TagRow struct {
 	// when no tag named it) and BaseStale whether that tag has moved on.
 	Base      string
 	BaseStale bool
+	// PlatformBases are the bases of an index's platforms, in platform
+	// order (Base is the first's); one entry for a single image.
+	PlatformBases []PlatformBase
+	// Aliases are the other tags on the same manifest (at most
+	// maxAliases, by name).
+	Aliases []string
 	// Promotion is the state of the tag's latest gate candidate.
 	Promotion string
 	// Immutable is why the tag may not be moved or deleted ("": it may).
 	Immutable string
 }
+
+// PlatformBase is the immediate base of one platform of an image.
+type PlatformBase struct {
+	Platform, Base string
+	Stale          bool
+}
+
+// maxAliases caps the aliases a tag row lists.
+const maxAliases = 10
 
 // TagRowQuery selects the tags of TagRows.
 type TagRowQuery struct {
@@ -48,7 +63,7 @@ type TagRowQuery struct {
 
 // TagRows returns a page of a repository's tags with their summaries and
 // the number of tags the filter matches, or ErrRepositoryNotFound. It
-// costs ten indexed queries whatever the number of tags: the repository,
+// costs eleven indexed queries whatever the number of tags: the repository,
 // the count, the page, then one query per summary over the page's digests.
 func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]TagRow, int, error) {
 	var repoID int64
@@ -148,7 +163,7 @@ func platformString(os, arch, variant string) string {
 	return s
 }
 
-// tagSummaries fills the summaries of a page of tags: seven queries over
+// tagSummaries fills the summaries of a page of tags: eight queries over
 // the page's digests and names.
 func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRow) error {
 	byDigest := map[string][]int{}
@@ -212,22 +227,43 @@ func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRo
 				each(v, func(r *TagRow) { r.Signed = true })
 				return nil
 			}},
-		{`SELECT x.d, r.name, gb.base_tag, gb.base_top, gb.base_digest, COALESCE(t.manifest_digest, '') FROM ` + family + `
+		{`SELECT x.d, COALESCE(gi.platform, ''), r.name, gb.base_tag, gb.base_top, gb.base_digest, COALESCE(t.manifest_digest, '') FROM ` + family + `
 			JOIN graph_bases gb ON gb.repository_id = ? AND gb.digest = x.c AND gb.level = 1
 			JOIN repositories r ON r.id = gb.base_repository_id
 			LEFT JOIN tags t ON t.repository_id = gb.base_repository_id AND t.name = gb.base_tag
-			ORDER BY x.d, r.name, gb.base_tag`, append(famArgs, repoID),
+			LEFT JOIN graph_images gi ON gi.repository_id = ? AND gi.digest = x.c
+			ORDER BY x.d, COALESCE(gi.platform, ''), r.name, gb.base_tag`, append(famArgs, repoID, repoID),
 			func(s *sql.Rows) error {
-				var d, repo, tag, top, base, current string
-				if err := s.Scan(&d, &repo, &tag, &top, &base, &current); err != nil {
+				var d, platform, repo, tag, top, base, current string
+				if err := s.Scan(&d, &platform, &repo, &tag, &top, &base, &current); err != nil {
+					return err
+				}
+				pb := PlatformBase{Platform: platform, Base: repo + "@" + base}
+				if tag != "" {
+					pb.Base, pb.Stale = repo+":"+tag, current != top
+				}
+				each(d, func(r *TagRow) {
+					if n := len(r.PlatformBases); n > 0 && r.PlatformBases[n-1].Platform == platform {
+						return // one base per platform: the first by name
+					}
+					r.PlatformBases = append(r.PlatformBases, pb)
+					if r.Base == "" {
+						r.Base, r.BaseStale = pb.Base, pb.Stale
+					}
+				})
+				return nil
+			}},
+		{`SELECT manifest_digest, name FROM (SELECT manifest_digest, name, ROW_NUMBER() OVER (PARTITION BY manifest_digest ORDER BY name) AS n
+			FROM tags WHERE repository_id = ? AND manifest_digest IN (` + marks + `)) a WHERE n <= ` + fmt.Sprint(maxAliases+1) + ` ORDER BY manifest_digest, name`,
+			append([]any{repoID}, digests...),
+			func(s *sql.Rows) error {
+				var d, name string
+				if err := s.Scan(&d, &name); err != nil {
 					return err
 				}
 				each(d, func(r *TagRow) {
-					if r.Base != "" {
-						return
-					}
-					if r.Base = repo + "@" + base; tag != "" {
-						r.Base, r.BaseStale = repo+":"+tag, current != top
+					if name != r.Name && len(r.Aliases) < maxAliases {
+						r.Aliases = append(r.Aliases, name)
 					}
 				})
 				return nil

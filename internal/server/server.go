@@ -190,8 +190,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	gates := gate.New(gst, log)
 	apiOpts.Gates = gates
-	mux.Handle("/api/v1/", api.New(wire.APIStores(db), apiAuth, apiOpts))
-	ui, err := webUI(cfg, db, driver, webAuth, scanner, graphSvc != nil, mirrors, log)
+	apiHandler := api.New(wire.APIStores(db), apiAuth, apiOpts)
+	mux.Handle("/api/v1/", apiHandler)
+	ui, err := webUI(cfg, db, driver, webAuth, scanner, graphSvc != nil, apiHandler, gates, log)
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -6,8 +6,8 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/gate"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/mirror"
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/storage"
 	"github.com/berth-dev/berth/internal/web"
@@ -16,9 +16,11 @@ import (
 
 // webUI builds the web UI served at "/".
 func webUI(cfg config.Config, db *meta.DB, driver storage.Driver, authn web.Authenticator, scanner *scan.Service, graphOn bool,
-	mirrors *mirror.MirrorService, log *slog.Logger) (http.Handler, error) {
+	apiHandler web.API, gates *gate.Service, log *slog.Logger) (http.Handler, error) {
 	st := wire.WebStores(db)
 	st.Blobs = driver
+	st.Admin = db
+	st.Signatures = gates
 	if scanner != nil {
 		st.Scanner = scanner
 	}
@@ -27,5 +29,5 @@ func webUI(cfg config.Config, db *meta.DB, driver storage.Driver, authn web.Auth
 	}
 	srv := publicServer(cfg)
 	return web.New(st, web.Options{Auth: authn, Registry: srv.Host, SecureCookies: strings.HasPrefix(cfg.ExternalURL, "https://"),
-		WakeMirrors: mirrors.Wake, Logger: log})
+		Logger: log, API: apiHandler, VulnStaleAfter: cfg.Scan.VulnDB.StaleAfter, Queues: knownQueues})
 }

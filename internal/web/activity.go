@@ -86,50 +86,38 @@ func (u *UI) activity(w http.ResponseWriter, r *http.Request, v *visitor, repo s
 	return nil
 }
 
-// adminAction checks the visitor may administer the repository (the
-// API's permission for mirror and notification changes).
+// adminAction checks the visitor may read the repository: one who may
+// not learns nothing of it (404); the API decides the rest (admin).
 func (u *UI) adminAction(r *http.Request, v *visitor, repo string) error {
-	if _, err := u.readable(r.Context(), v, repo); err != nil {
-		return err
-	}
-	if ok, err := u.allowed(r.Context(), v, repo, auth.ActionAdmin); err != nil {
-		return err
-	} else if !ok {
-		return fail(http.StatusForbidden, "Only the admins of %s may do this.", repo)
-	}
-	return nil
+	_, err := u.readable(r.Context(), v, repo)
+	return err
 }
 
-// syncNow asks for a mirror sync at once.
+// syncNow asks for a mirror sync at once: the API's sync-now, which
+// checks, audits (repo_mirror_sync_now_requested) and wakes the mirror
+// workers.
 func (u *UI) syncNow(w http.ResponseWriter, r *http.Request, v *visitor, repo string) error {
 	if err := u.adminAction(r, v, repo); err != nil {
 		return err
 	}
-	if err := u.db.Mirrors.MirrorSyncNow(r.Context(), repo); errors.Is(err, meta.ErrNotFound) {
-		return fail(http.StatusNotFound, "%s is not a mirror.", repo)
-	} else if err != nil {
-		return err
-	}
-	if u.opts.WakeMirrors != nil {
-		u.opts.WakeMirrors()
+	if err := u.call(r, v, http.MethodPost, repoAPI(repo, "mirror", "sync-now"), nil, nil); err != nil {
+		if e, ok := err.(*apiError); ok && e.Status == http.StatusNotFound {
+			return fail(http.StatusNotFound, "%s is not a mirror.", repo)
+		}
+		return actionError(err)
 	}
 	http.Redirect(w, r, repoPath(repo)+"/activity", http.StatusSeeOther)
 	return nil
 }
 
-// resetNotification re-enables a notification its failures disabled.
+// resetNotification re-enables a notification its failures disabled:
+// the API's reset (audited as reset_repo_notification).
 func (u *UI) resetNotification(w http.ResponseWriter, r *http.Request, v *visitor, repo, uuid string) error {
 	if err := u.adminAction(r, v, repo); err != nil {
 		return err
 	}
-	n, err := u.db.Notifications.NotificationByUUID(r.Context(), meta.ScopeRepository, repo, uuid)
-	if errors.Is(err, meta.ErrNotFound) {
-		return errNotFound
-	} else if err != nil {
-		return err
-	}
-	if err := u.db.Notifications.ResetNotificationFailures(r.Context(), n.ID); err != nil {
-		return err
+	if err := u.call(r, v, http.MethodPost, repoAPI(repo, "notification", esc(uuid)), nil, nil); err != nil {
+		return actionError(err)
 	}
 	http.Redirect(w, r, repoPath(repo)+"/activity", http.StatusSeeOther)
 	return nil

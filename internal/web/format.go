@@ -39,6 +39,32 @@ var funcs = template.FuncMap{
 	"repoPath":   repoPath,
 	"query":      func(v url.Values) string { return v.Encode() },
 	"add":        func(a, b int) int { return a + b },
+	"list":       func(s ...string) []string { return s },
+	"dict": func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	},
+	// sigAt is row i's signature status (unverified when the verifier is off).
+	"sigAt": func(s []sigStatus, i int) sigStatus {
+		if i < len(s) {
+			return s[i]
+		}
+		return sigStatus{Reason: "signature verification is off"}
+	},
+	"whenp": func(t *time.Time) string {
+		if t == nil || t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format("2006-01-02 15:04 UTC")
+	},
+	// robotShort is a robot's name without its namespace ("ci" of "org+ci").
+	"robotShort": func(name string) string {
+		_, short, _ := strings.Cut(name, "+")
+		return short
+	},
 }
 
 // repoPath is a repository's page path (segments escaped).

@@ -106,6 +106,14 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 		return err
 	}
 	data["Referrers"] = refs
+	for _, ref := range refs {
+		if ref.Kind == "signature" {
+			if data["SigByDigest"], data["Signature"], err = u.manifestSignatures(ctx, repo, m.Digest); err != nil {
+				return err
+			}
+			break
+		}
+	}
 	if u.db.Scanner != nil && !oci.IsIndex(m.MediaType) {
 		sec, err := u.db.Scanner.Security(ctx, repo, m, true)
 		if err != nil {

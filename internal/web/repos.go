@@ -9,7 +9,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/oci"
 )
 
 // Page sizes, and the repository rows read per listing (so that a visitor
@@ -92,6 +91,12 @@ func (u *UI) repositoryGET(w http.ResponseWriter, r *http.Request, v *visitor) e
 		return u.manifest(w, r, v, strings.Join(segs[:n-2], "/"), segs[n-1])
 	case n >= 3 && segs[n-1] == "activity":
 		return u.activity(w, r, v, strings.Join(segs[:n-1], "/"))
+	case n >= 3 && segs[n-1] == "settings":
+		repo := strings.Join(segs[:n-1], "/")
+		if _, err := u.readable(r.Context(), v, repo); err != nil {
+			return err
+		}
+		return u.settings(w, r, v, repo, http.StatusOK, settingsFlash{})
 	}
 	return u.repository(w, r, v, strings.Join(segs, "/"))
 }
@@ -107,6 +112,11 @@ func (u *UI) repositoryPOST(w http.ResponseWriter, r *http.Request, v *visitor) 
 		return u.syncNow(w, r, v, strings.Join(segs[:n-1], "/"))
 	case n >= 5 && segs[n-3] == "notification" && segs[n-1] == "reset":
 		return u.resetNotification(w, r, v, strings.Join(segs[:n-3], "/"), segs[n-2])
+	}
+	for i := n - 2; i >= 2; i-- {
+		if segs[i] == "settings" {
+			return u.settingsPOST(w, r, v, strings.Join(segs[:i], "/"), strings.Join(segs[i+1:], "/"))
+		}
 	}
 	return errNotFound
 }
@@ -142,6 +152,10 @@ func (u *UI) repository(w http.ResponseWriter, r *http.Request, v *visitor, repo
 	if err != nil {
 		return err
 	}
+	sigs, err := u.rowSignatures(ctx, repo, rows)
+	if err != nil {
+		return err
+	}
 	link := func(p int, s string, rev bool) string {
 		lq := url.Values{"sort": {s}, "page": {strconv.Itoa(p)}}
 		if filter != "" {
@@ -158,7 +172,7 @@ func (u *UI) repository(w http.ResponseWriter, r *http.Request, v *visitor, repo
 	}
 	data := map[string]any{"Repo": ri, "Rows": rows, "Total": total, "Filter": filter, "Sort": sort, "Reverse": reverse,
 		"SortLinks": sortLinks, "Page": page, "CanWrite": canWrite, "Registry": u.opts.Registry,
-		"Path": repoPath(repo)}
+		"Path": repoPath(repo), "Sigs": sigs}
 	if page > 1 {
 		data["Prev"] = link(page-1, sort, reverse)
 	}
@@ -174,8 +188,9 @@ type tagOutcome struct {
 	OK           bool
 }
 
-// deleteTags deletes the selected tags with the API's permission (write)
-// and rules: an immutable tag is refused with its reason.
+// deleteTags deletes the selected tags, each with the API's DELETE
+// .../tag/{tag}: its permission (write), rules (an immutable tag is
+// refused with its reason) and audit entry (the tag_deleted event's).
 func (u *UI) deleteTags(w http.ResponseWriter, r *http.Request, v *visitor, repo string) error {
 	ctx := r.Context()
 	if _, err := u.readable(ctx, v, repo); err != nil {
@@ -191,24 +206,20 @@ func (u *UI) deleteTags(w http.ResponseWriter, r *http.Request, v *visitor, repo
 		return fail(http.StatusBadRequest, "No tag was selected.")
 	}
 	var out []tagOutcome
-	actor := v.id.Actor()
 	for _, tag := range tags {
-		var immutable *meta.ImmutableTagError
-		err := oci.ValidateTag(tag)
-		if err == nil {
-			err = u.db.Content.DeleteTag(ctx, repo, tag, actor)
-		}
+		err := u.call(r, v, http.MethodDelete, repoAPI(repo, "tag", esc(tag)), nil, nil)
+		var e *apiError
 		switch {
 		case err == nil:
 			out = append(out, tagOutcome{tag, "deleted", true})
-		case errors.As(err, &immutable):
-			out = append(out, tagOutcome{tag, "refused: " + immutable.Error(), false})
-		case errors.Is(err, meta.ErrManifestNotFound):
+		case !errors.As(err, &e):
+			return err
+		case e.Status == http.StatusNotFound:
 			out = append(out, tagOutcome{tag, "not found (already deleted?)", false})
-		case errors.Is(err, meta.ErrInvalidText) || oci.ValidateTag(tag) != nil:
+		case e.Status == http.StatusBadRequest:
 			out = append(out, tagOutcome{tag, "not a valid tag name", false})
 		default:
-			return err
+			out = append(out, tagOutcome{tag, "refused: " + e.Message, false})
 		}
 	}
 	u.render(w, r, v, http.StatusOK, "message", "Delete tags", map[string]any{"Outcomes": out, "Back": repoPath(repo),

@@ -9,6 +9,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/gate"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/scan"
 )
@@ -26,7 +27,7 @@ type Authenticator interface {
 
 // Stores are what the pages read and change, each satisfied by one of
 // meta's typed stores (named in the comment); internal/wire builds them.
-// Graph, Scanner and Blobs may be nil (feature off).
+// Graph, Scanner, Blobs, Admin and Signatures may be nil (feature off).
 type Stores struct {
 	Sessions      SessionStore      // meta.WebSessions
 	Repositories  RepositoryStore   // meta.Repositories
@@ -37,6 +38,8 @@ type Stores struct {
 	Graph         GraphStore        // meta.Graph
 	Scanner       Scanner           // *scan.Service
 	Blobs         BlobReader        // the storage driver
+	Admin         AdminStore        // *meta.DB
+	Signatures    SignatureVerifier // *gate.Service
 }
 
 // SessionStore keeps sign-in sessions.
@@ -52,27 +55,23 @@ type RepositoryStore interface {
 	Repository(ctx context.Context, name string) (meta.RepoInfo, error)
 }
 
-// ContentStore reads tags, manifests and referrers, and deletes tags.
+// ContentStore reads tags, manifests and referrers.
 type ContentStore interface {
 	TagRows(ctx context.Context, repo string, q meta.TagRowQuery) ([]meta.TagRow, int, error)
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
-	DeleteTag(ctx context.Context, repo, tag, actor string) error
 }
 
-// MirrorStore reads a mirror's state and asks for a sync.
+// MirrorStore reads a mirror's state.
 type MirrorStore interface {
 	GetMirror(ctx context.Context, repo string) (meta.Mirror, error)
-	MirrorSyncNow(ctx context.Context, repo string) error
 }
 
 // NotificationStore lists a repository's notifications and their
-// deliveries, and re-enables a disabled one.
+// deliveries.
 type NotificationStore interface {
 	Notifications(ctx context.Context, scope, target string) ([]meta.Notification, error)
-	NotificationByUUID(ctx context.Context, scope, target, uuid string) (meta.Notification, error)
 	Attempts(ctx context.Context, notificationID int64, n int) ([]meta.Attempt, error)
-	ResetNotificationFailures(ctx context.Context, id int64) error
 }
 
 // GateStore lists a gate's candidates and their checks.
@@ -95,4 +94,11 @@ type Scanner interface {
 // BlobReader reads a blob's bytes (an image's config).
 type BlobReader interface {
 	Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error)
+}
+
+// SignatureVerifier verifies a manifest's signatures against the trusted
+// keys of its repository's gate, with internal/gate's verifier
+// (*gate.Service); keyed is false when the gate trusts no key.
+type SignatureVerifier interface {
+	ManifestSignatures(ctx context.Context, repo string, d digest.Digest) (sigs []gate.Signature, keyed bool, err error)
 }

@@ -39,9 +39,16 @@ type Options struct {
 	SecureCookies bool
 	// SessionTTL is how long a sign-in lasts (default 12 hours).
 	SessionTTL time.Duration
-	// WakeMirrors wakes the mirror scheduler after a sync-now.
-	WakeMirrors func()
-	Logger      *slog.Logger
+	// API runs the pages' API requests as the visitor (*api.API); the
+	// organization, user, admin and settings pages and every action need it.
+	API API
+	// VulnStaleAfter is scan.vulndb.staleAfter (default
+	// scan.DefaultStaleAfter): older advisories are called stale.
+	VulnStaleAfter time.Duration
+	// Queues are the job queues the admin page always lists (idle ones
+	// with zeros), as the metrics do.
+	Queues []string
+	Logger *slog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
 }
@@ -67,8 +74,9 @@ func New(db Stores, opts Options) (*UI, error) {
 		opts.Now = time.Now
 	}
 	u := &UI{db: db, opts: opts, log: opts.Logger, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, p := range []string{"repositories", "repository", "manifest", "activity", "signin", "message"} {
-		t, err := template.New(p).Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+p+".html")
+	for _, p := range []string{"repositories", "repository", "manifest", "activity", "signin", "message",
+		"organization", "user", "secret", "admin", "settings"} {
+		t, err := template.New(p).Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/partials.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, fmt.Errorf("web template %s: %w", p, err)
 		}
@@ -87,6 +95,11 @@ func New(db Stores, opts Options) (*UI, error) {
 	u.mux.HandleFunc("GET /repository", u.page(u.repositories))
 	u.mux.HandleFunc("GET /repository/{path...}", u.page(u.repositoryGET))
 	u.mux.HandleFunc("POST /repository/{path...}", u.page(u.repositoryPOST))
+	u.mux.HandleFunc("GET /organization/{org}", u.page(u.organization))
+	u.mux.HandleFunc("POST /organization/{org}/{action...}", u.page(u.organizationPOST))
+	u.mux.HandleFunc("GET /user/{name}", u.page(u.user))
+	u.mux.HandleFunc("POST /user/{name}/{action...}", u.page(u.userPOST))
+	u.mux.HandleFunc("GET /admin", u.page(u.admin))
 	u.mux.HandleFunc("GET /signin", u.page(u.signinForm))
 	u.mux.HandleFunc("POST /signin", u.page(u.signin))
 	u.mux.HandleFunc("POST /signout", u.page(u.signout))

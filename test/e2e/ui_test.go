@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/berth-dev/berth/internal/meta"
 )
 
 // uiServer is a berth of the browser test: token mode, webhooks allowed
@@ -106,6 +109,21 @@ func (s *uiServer) api(t *testing.T, method, path string, body any) {
 	}
 }
 
+// getJSON GETs an API path as the admin and decodes its answer.
+func (s *uiServer) getJSON(t *testing.T, path string, out any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.host+path, nil)
+	req.SetBasicAuth(s.admin.Username, s.admin.Password)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+	}
+}
+
 // artifactDir is where the screenshots go: BERTH_E2E_ARTIFACTS, or a
 // directory of the test's.
 func artifactDir(t *testing.T) string {
@@ -139,6 +157,13 @@ func TestUIBrowser(t *testing.T) {
 	seed := s.push(t, repo+":seed", newImage(t, true, "linux/amd64"))
 	s.api(t, http.MethodPost, "/api/v1/repository/"+repo+"/notification/", map[string]any{"event": "repo_push", "method": "webhook",
 		"title": "ui e2e", "config": map[string]any{"url": hooks.URL + "/push"}})
+	// A notification whose receiver answers 500: its deliveries fail from
+	// the pushes below on, while the scan runs (see the reset below).
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusInternalServerError) }))
+	defer down.Close()
+	s.api(t, http.MethodPost, "/api/v1/repository/"+repo+"/notification/", map[string]any{"event": "repo_push", "method": "webhook",
+		"title": "down receiver", "config": map[string]any{"url": down.URL + "/hook"}})
+	s.api(t, http.MethodPost, "/api/v1/organization/", map[string]any{"name": "uiorg"})
 
 	// The Debian fixture of the scan tests (zlib with DEBIAN-CVE-2026-9001).
 	layer, err := tarball.LayerFromFile(filepath.Join(root, "internal/scan/index/testdata/debian-layer.tar.gz"), tarball.WithMediaType(types.OCILayer))
@@ -200,6 +225,22 @@ func TestUIBrowser(t *testing.T) {
 		return s
 	}
 	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+	// waitFor waits until sel's text holds want: the page a click leads to
+	// when the page before it has the same element.
+	waitFor := func(what, sel, want string) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			got, err := chromedp.Run(sctx, chromedp.Text(chromedp.CSS(sel)))
+			cancel()
+			if err == nil && strings.Contains(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s never showed %q (last %q, %v)", what, sel, want, got, err)
+			}
+		}
+	}
 
 	// Anonymous: the private repository is not listed.
 	run("open the listing", chromedp.Navigate(base+"/repository"), chromedp.WaitVisible(css("main")))
@@ -215,7 +256,8 @@ func TestUIBrowser(t *testing.T) {
 	}
 	run("search", chromedp.Navigate(base+"/repository"), chromedp.WaitVisible(css("#q")),
 		chromedp.SendKeys(css("#q"), "debian"), chromedp.Submit(css("#q")),
-		chromedp.WaitVisible(css(`a[href="/repository/`+repo+`"]`)))
+		// the page of the search (the listing before it shows the link too)
+		chromedp.WaitVisible(css(`#q[value="debian"]`)), chromedp.WaitVisible(css(`a[href="/repository/`+repo+`"]`)))
 	shot("repositories.png")
 	run("open the repository", chromedp.Click(css(`a[href="/repository/`+repo+`"]`)), chromedp.WaitVisible(css("table.tags")))
 	tags := text("table.tags")
@@ -259,13 +301,12 @@ func TestUIBrowser(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('#del input[name=csrf]').remove(), true`)); err != nil {
 		t.Fatal(err)
 	}
-	run("post without the token", chromedp.Click(css(`button[form="del"]`)), chromedp.WaitVisible(css("h1")))
-	if h := text("h1"); !strings.Contains(h, "403") {
-		t.Errorf("a post without its token answered %q", h)
-	}
+	run("post without the token", chromedp.Click(css(`button[form="del"]`)))
+	waitFor("post without the token", "h1", "403")
 	// Delete a tag.
 	run("delete a tag", chromedp.Navigate(base+"/repository/"+repo), chromedp.WaitVisible(css("table.tags")),
-		chromedp.Click(css(`input[value="old"]`)), chromedp.Click(css(`button[form="del"]`)), chromedp.WaitVisible(css("main table")))
+		chromedp.Click(css(`input[value="old"]`)), chromedp.Click(css(`button[form="del"]`)))
+	waitFor("delete a tag", "main h1", "Deleting tags")
 	shot("deleted.png")
 	if out := text("main table"); !strings.Contains(out, "old") || !strings.Contains(out, "deleted") {
 		t.Errorf("delete outcome: %s", out)
@@ -273,6 +314,99 @@ func TestUIBrowser(t *testing.T) {
 	run("tags after", chromedp.Navigate(base+"/repository/"+repo), chromedp.WaitVisible(css("table.tags")))
 	if strings.Contains(text("table.tags tbody"), "old") {
 		t.Error("the deleted tag is still listed")
+	}
+
+	// Reset the notification its receiver's failures disabled. The first
+	// failure is real: the receiver answers 500 and the fifth attempt of
+	// an event counts one (meta.NotifyTries). The events of one
+	// notification and repository are delivered in order, so the next
+	// failures would take minutes of doubling backoff; they are counted
+	// through the store call the delivery worker makes
+	// (NotificationFailed), on the running server's database.
+	var notes struct {
+		Notifications []struct {
+			UUID     string `json:"uuid"`
+			Title    string `json:"title"`
+			Failures int    `json:"number_of_failures"`
+			Disabled bool   `json:"disabled"`
+		} `json:"notifications"`
+	}
+	downUUID := ""
+	for deadline := time.Now().Add(2 * time.Minute); downUUID == ""; time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatal("the failing receiver's notification counted no failure in 2 minutes")
+		}
+		s.getJSON(t, "/api/v1/repository/"+repo+"/notification/", &notes)
+		for _, n := range notes.Notifications {
+			if n.Title == "down receiver" && n.Failures >= 1 {
+				downUUID = n.UUID
+			}
+		}
+	}
+	db, err := meta.Open(context.Background(), filepath.Join(s.dataDir, "berth.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := db.Notifications().NotificationByUUID(context.Background(), meta.ScopeRepository, repo, downUUID)
+	for err == nil && !n.Disabled() {
+		n, err = db.Notifications().NotificationFailed(context.Background(), n.ID, meta.NotificationFailure{Reason: "HTTP 500 from the receiver"})
+	}
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resetBtn := css(`form[action$="/notification/` + downUUID + `/reset"] button`)
+	run("activity with a disabled notification", chromedp.Navigate(base+"/repository/"+repo+"/activity"), chromedp.WaitVisible(resetBtn))
+	shot("activity-disabled.png")
+	run("reset it", chromedp.Click(resetBtn), chromedp.WaitNotPresent(resetBtn))
+	s.getJSON(t, "/api/v1/repository/"+repo+"/notification/", &notes)
+	for _, n := range notes.Notifications {
+		if n.UUID == downUUID && n.Disabled {
+			t.Error("the notification is still disabled after the reset")
+		}
+	}
+
+	// Organization page: create a robot; its token is shown once.
+	run("organization", chromedp.Navigate(base+"/organization/uiorg"), chromedp.WaitVisible(css(`form[action$="/robots/create"]`)))
+	shot("organization.png")
+	run("create a robot", chromedp.SendKeys(css(`form[action$="/robots/create"] input[name=name]`), "deploy"),
+		chromedp.Submit(css(`form[action$="/robots/create"] input[name=name]`)), chromedp.WaitVisible(css("#secret")))
+	token := text("#secret")
+	if !strings.HasPrefix(token, "berth_") {
+		t.Errorf("the robot's token shown is %q", token)
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/v2/", nil)
+	req.SetBasicAuth("uiorg+deploy", token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("the robot's token does not sign in to /v2/: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	run("organization again", chromedp.Navigate(base+"/organization/uiorg"), chromedp.WaitVisible(css("main")))
+	if m := text("main"); !strings.Contains(m, "uiorg+deploy") || strings.Contains(m, token) {
+		t.Errorf("the organization page lists the robot %v, shows its token again %v", strings.Contains(m, "uiorg+deploy"), strings.Contains(m, token))
+	}
+
+	// Settings: make the repository public; an anonymous visitor then sees it.
+	run("settings", chromedp.Navigate(base+"/repository/"+repo+"/settings"), chromedp.WaitVisible(css("#toggle-visibility")))
+	shot("settings.png")
+	if v := text("#visibility-now"); v != "private" {
+		t.Fatalf("visibility shown %q", v)
+	}
+	// The page after the change offers the opposite: "make private".
+	run("make public", chromedp.Click(css("#toggle-visibility")), chromedp.WaitReady(css(`form[action$="/settings/visibility"] input[value="private"]`)))
+	if v := text("#visibility-now"); v != "public" {
+		t.Errorf("after the change the visibility shown is %q", v)
+	}
+	if resp, err := http.Get(base + "/repository/" + repo); err != nil || resp.StatusCode != 200 {
+		t.Errorf("anonymous visitor on the repository made public: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	run("admin", chromedp.Navigate(base+"/admin"), chromedp.WaitVisible(css("main h1")))
+	shot("admin.png")
+	if a := text("main"); !strings.Contains(a, "Debian") || !strings.Contains(a, "Job queues") {
+		t.Errorf("the admin page lacks the vulnerability database or the queues:\n%s", a)
 	}
 	_ = seed
 	t.Logf("screenshots in %s", shots)

@@ -1,0 +1,331 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// secretShown finds a secret on the page that shows it once.
+var secretShown = regexp.MustCompile(`<code id="secret" class="secret">([^<]+)</code>`)
+
+// auditKinds lists the kinds of a namespace's audit entries.
+func auditKinds(t *testing.T, db *meta.DB, ns string) string {
+	t.Helper()
+	es, err := db.Access().AuditLog(context.Background(), ns, 0, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, e := range es {
+		kinds = append(kinds, e.Kind+"("+e.Actor+")")
+	}
+	return strings.Join(kinds, " ")
+}
+
+// formActions lists the POST forms of a page (but sign-out).
+func formActions(body string) []string {
+	var out []string
+	for _, m := range regexp.MustCompile(`<form method="post" action="([^"]+)"`).FindAllStringSubmatch(body, -1) {
+		if m[1] != "/signout" {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// refusedWithoutToken posts every form of a page without its CSRF token
+// and wants 403 for each.
+func refusedWithoutToken(t *testing.T, b *browser, page string, min int) {
+	t.Helper()
+	_, body := b.get(page)
+	forms := formActions(body)
+	if len(forms) < min {
+		t.Errorf("%s has %d forms, want at least %d", page, len(forms), min)
+	}
+	for _, f := range forms {
+		if status, _ := b.post(f, url.Values{"name": {"x"}, "team": {"x"}, "member": {"stranger"}, "role": {"admin"}, "visibility": {"public"}}); status != http.StatusForbidden {
+			t.Errorf("POST %s without the CSRF token: %d", f, status)
+		}
+	}
+}
+
+// TestWebOrganization: the organization page shows members, teams and
+// robots to its admins only; a robot's token is shown once, works, and is
+// never shown again; every action is the API's, audited as the API's.
+func TestWebOrganization(t *testing.T) {
+	w := newWorld(t)
+	for _, who := range []string{"anonymous", "stranger"} {
+		b := newBrowser(t, w.url)
+		if who != "anonymous" {
+			b.signIn(who, pw)
+		}
+		if status, body := b.get("/organization/acme"); status != http.StatusNotFound || strings.Contains(body, "acme&#43;ci") {
+			t.Errorf("%s: /organization/acme = %d", who, status)
+		}
+	}
+	reader := newBrowser(t, w.url)
+	reader.signIn("reader", pw)
+	status, body := reader.get("/organization/acme")
+	if status != http.StatusOK || strings.Contains(body, "acme&#43;ci") || strings.Contains(body, "<h2>Members") {
+		t.Errorf("member without admin: %d, sees robots or members: %v", status, strings.Contains(body, "acme&#43;ci"))
+	}
+	tok := reader.csrf("/organization/acme")
+	if status, _ := reader.post("/organization/acme/robots/create", url.Values{"csrf": {tok}, "name": {"sneaky"}}); status != http.StatusForbidden {
+		t.Errorf("member creates a robot: %d, want 403", status)
+	}
+	admin := newBrowser(t, w.url)
+	admin.signIn("orgadmin", pw)
+	status, body = admin.get("/organization/acme")
+	for _, want := range []string{"<h2>Members", "<h2>Teams", "<h2>Robots", "acme&#43;ci", "readers", "reader"} {
+		if status != 200 || !strings.Contains(body, want) {
+			t.Errorf("admin's organization page (%d) lacks %q", status, want)
+		}
+	}
+	refusedWithoutToken(t, admin, "/organization/acme", 20)
+	tok = admin.csrf("/organization/acme")
+	status, body = admin.post("/organization/acme/robots/create", url.Values{"csrf": {tok}, "name": {"deploy"}, "description": {"CD"}})
+	m := secretShown.FindStringSubmatch(body)
+	if status != 200 || m == nil {
+		t.Fatalf("create robot: %d\n%s", status, body)
+	}
+	token := m[1]
+	if r := w.do("GET", "/v2/", "acme+deploy", token, nil); r.StatusCode != 200 {
+		t.Errorf("the robot's token shown does not sign in to /v2/: %d", r.StatusCode)
+	}
+	if _, body := admin.get("/organization/acme"); !strings.Contains(body, "acme&#43;deploy") || strings.Contains(body, token) {
+		t.Errorf("after creation the page lists the robot %v and shows its token %v", strings.Contains(body, "acme&#43;deploy"), strings.Contains(body, token))
+	}
+	status, body = admin.post("/organization/acme/robots/deploy/regenerate", url.Values{"csrf": {tok}})
+	if m := secretShown.FindStringSubmatch(body); status != 200 || m == nil || m[1] == token {
+		t.Errorf("regenerate: %d, a new token shown: %v", status, m != nil)
+	}
+	if r := w.do("GET", "/v2/", "acme+deploy", token, nil); r.StatusCode == 200 {
+		t.Error("the old token still works after regeneration")
+	}
+	// Teams: create one, add a member, change its role.
+	if status, _ := admin.post("/organization/acme/teams/save", url.Values{"csrf": {tok}, "team": {"ops"}, "role": {"creator"}}); status != 200 {
+		t.Errorf("create team: %d", status)
+	}
+	if status, _ := admin.post("/organization/acme/teams/ops/add-member", url.Values{"csrf": {tok}, "member": {"stranger"}}); status != 200 {
+		t.Errorf("add team member: %d", status)
+	}
+	if status, body := admin.post("/organization/acme/teams/save", url.Values{"csrf": {tok}, "team": {"ops"}, "role": {"overlord"}}); status != 400 || !strings.Contains(body, "unknown team role") {
+		t.Errorf("bad role: %d, want the API's 400 message", status)
+	}
+	if status, _ := admin.post("/organization/acme/robots/deploy/delete", url.Values{"csrf": {tok}}); status != 200 {
+		t.Errorf("delete robot: %d", status)
+	}
+	kinds := auditKinds(t, w.db, "acme")
+	for _, k := range []string{"robot_create(orgadmin)", "robot_regenerate(orgadmin)", "robot_delete(orgadmin)", "team_change(orgadmin)", "team_member_add(orgadmin)"} {
+		if !strings.Contains(kinds, k) {
+			t.Errorf("audit log lacks %s: %s", k, kinds)
+		}
+	}
+}
+
+// TestWebUserPage: one's own account only; an access token shown once,
+// then listed without its secret, then revoked.
+func TestWebUserPage(t *testing.T) {
+	w := newWorld(t)
+	if status, _ := newBrowser(t, w.url).get("/user/owner"); status != http.StatusNotFound {
+		t.Errorf("anonymous /user/owner: %d", status)
+	}
+	reader := newBrowser(t, w.url)
+	reader.signIn("reader", pw)
+	if status, body := reader.get("/user/owner"); status != http.StatusNotFound || strings.Contains(body, "Access tokens") {
+		t.Errorf("reader opens owner's account: %d", status)
+	}
+	if status, _ := reader.post("/user/owner/tokens/create", url.Values{"csrf": {reader.csrf("/user/reader")}, "name": {"x"}}); status != http.StatusNotFound {
+		t.Errorf("reader acts on owner's account: %d", status)
+	}
+	owner := newBrowser(t, w.url)
+	owner.signIn("owner", pw)
+	status, body := owner.get("/user/owner")
+	if status != 200 || !strings.Contains(body, `href="/organization/acme"`) {
+		t.Errorf("own account: %d, lists acme: %v", status, strings.Contains(body, "/organization/acme"))
+	}
+	tok := owner.csrf("/user/owner")
+	refusedWithoutToken(t, owner, "/user/owner", 2)
+	status, body = owner.post("/user/owner/tokens/create", url.Values{"csrf": {tok}, "name": {"laptop"}, "repository": {"acme/*"},
+		"action": {"content/read"}, "days": {"30"}})
+	m := secretShown.FindStringSubmatch(body)
+	if status != 200 || m == nil {
+		t.Fatalf("create token: %d\n%s", status, body)
+	}
+	if r := w.do("GET", "/v2/acme/private/tags/list", "laptop", m[1], nil); r.StatusCode != 200 {
+		t.Errorf("the token shown does not pull: %d", r.StatusCode)
+	}
+	if _, body := owner.get("/user/owner"); !strings.Contains(body, "laptop") || strings.Contains(body, m[1]) {
+		t.Error("the token list lacks the token or shows its secret")
+	}
+	if status, _ := owner.post("/user/owner/tokens/laptop/revoke", url.Values{"csrf": {tok}}); status != 200 {
+		t.Errorf("revoke: %d", status)
+	}
+	if r := w.do("GET", "/v2/acme/private/tags/list", "laptop", m[1], nil); r.StatusCode == 200 {
+		t.Error("a revoked token still pulls")
+	}
+	// A robot of one's own namespace, its token shown once.
+	status, body = owner.post("/user/owner/robots/create", url.Values{"csrf": {tok}, "name": {"builder"}})
+	if m := secretShown.FindStringSubmatch(body); status != 200 || m == nil {
+		t.Errorf("create own robot: %d", status)
+	} else if _, body := owner.get("/user/owner"); !strings.Contains(body, "owner&#43;builder") || strings.Contains(body, m[1]) {
+		t.Error("the account page does not list the robot, or shows its token")
+	}
+	kinds := auditKinds(t, w.db, "")
+	for _, k := range []string{"token_create(owner)", "token_revoke(owner)"} {
+		if !strings.Contains(kinds, k) {
+			t.Errorf("audit log lacks %s: %s", k, kinds)
+		}
+	}
+}
+
+// TestWebAdmin: superusers only; the vulnerability database, storage,
+// garbage collection and job queues.
+func TestWebAdmin(t *testing.T) {
+	w := newWorld(t)
+	for _, who := range []string{"anonymous", "stranger", "owner", "orgadmin"} {
+		b := newBrowser(t, w.url)
+		if who != "anonymous" {
+			b.signIn(who, pw)
+		}
+		if status, body := b.get("/admin"); status != http.StatusNotFound || strings.Contains(body, "Job queues") {
+			t.Errorf("%s: /admin = %d", who, status)
+		}
+	}
+	root := newBrowser(t, w.url)
+	root.signIn("root", pw)
+	status, body := root.get("/admin")
+	for _, want := range []string{"Vulnerability database", "Blobs stored", "Job queues", meta.NotifyQueue, meta.ScanQueue, "Dead letters"} {
+		if status != 200 || !strings.Contains(body, want) {
+			t.Errorf("admin page (%d) lacks %q", status, want)
+		}
+	}
+}
+
+// TestWebSettings: a repository's settings for its admins; readers and
+// strangers see and change nothing; every change is the API's, with its
+// validation message and its audit entry.
+func TestWebSettings(t *testing.T) {
+	w := newWorld(t)
+	const page = "/repository/acme/private/settings"
+	for _, who := range []string{"anonymous", "stranger"} {
+		b := newBrowser(t, w.url)
+		if who != "anonymous" {
+			b.signIn(who, pw)
+		}
+		if status, body := b.get(page); status != http.StatusNotFound || strings.Contains(body, "acme/private") {
+			t.Errorf("%s: settings = %d", who, status)
+		}
+		if status, _ := b.post(page+"/visibility", url.Values{"csrf": {b.csrf("/signin")}, "visibility": {"public"}}); status != http.StatusNotFound {
+			t.Errorf("%s: change visibility = %d, want 404", who, status)
+		}
+	}
+	reader := newBrowser(t, w.url)
+	reader.signIn("reader", pw)
+	if status, body := reader.get(page); status != http.StatusForbidden || strings.Contains(body, "Make public") {
+		t.Errorf("reader: settings = %d", status)
+	}
+	if status, _ := reader.post(page+"/visibility", url.Values{"csrf": {reader.csrf("/repository")}, "visibility": {"public"}}); status != http.StatusForbidden {
+		t.Errorf("reader changes visibility: %d, want 403", status)
+	}
+	owner := newBrowser(t, w.url)
+	owner.signIn("owner", pw)
+	status, body := owner.get(page)
+	if status != 200 || !strings.Contains(body, "Make public") || !strings.Contains(body, "readers") {
+		t.Fatalf("owner: settings = %d\n%s", status, body)
+	}
+	tok := owner.csrf(page)
+	// CSRF: every form of the page is refused without the token.
+	refusedWithoutToken(t, owner, page, 8)
+	if ri, _ := w.db.Repositories().Repository(context.Background(), "acme/private"); ri.Visibility != "private" {
+		t.Fatal("a form without its token changed the visibility")
+	}
+	if status, _ := owner.post(page+"/visibility", url.Values{"csrf": {tok}, "visibility": {"public"}}); status != 200 {
+		t.Errorf("make public: %d", status)
+	}
+	if _, body := newBrowser(t, w.url).get("/repository"); !strings.Contains(body, "acme/private") {
+		t.Error("anonymous does not see the repository made public")
+	}
+	// The gate's CEL policy: the API's validation message, the text kept.
+	status, body = owner.post(page+"/gate", url.Values{"csrf": {tok}, "tags": {"prod"}, "policy": {"scan.counts.critical == "}})
+	if status != http.StatusBadRequest || !strings.Contains(body, `role="alert"`) || !strings.Contains(body, "scan.counts.critical ==</textarea>") {
+		t.Errorf("bad policy: %d\n%s", status, body)
+	}
+	if status, _ := owner.post(page+"/gate", url.Values{"csrf": {tok}, "tags": {"prod"}, "policy": {"size(signatures) >= 0"}}); status != 200 {
+		t.Errorf("good policy: %d", status)
+	}
+	// Permissions, policies, notifications.
+	if status, _ := owner.post(page+"/permissions/user", url.Values{"csrf": {tok}, "name": {"stranger"}, "role": {"read"}}); status != 200 {
+		t.Errorf("grant: %d", status)
+	}
+	if status, _ := owner.post(page+"/policies/immutabilitypolicy/create", url.Values{"csrf": {tok}, "pattern": {"^v[0-9]+$"}}); status != 200 {
+		t.Errorf("immutability policy: %d", status)
+	}
+	if status, body := owner.post(page+"/policies/autoprunepolicy/create", url.Values{"csrf": {tok}, "method": {"number_of_tags"}, "value": {"0"}}); status != 400 || !strings.Contains(body, "at least 1") {
+		t.Errorf("bad auto-prune policy: %d", status)
+	}
+	if status, body := owner.post(page+"/notifications/create", url.Values{"csrf": {tok}, "event": {"repo_push"}, "method": {"email"}, "target": {"nobody"}}); status != 400 || !strings.Contains(body, `role="alert"`) {
+		t.Errorf("bad notification: %d", status)
+	}
+	_, body = owner.get(page)
+	for _, want := range []string{"stranger", "^v[0-9]&#43;$", "size(signatures) &gt;= 0", "Make private"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("settings page lacks %q after the changes", want)
+		}
+	}
+	kinds := auditKinds(t, w.db, "acme")
+	for _, k := range []string{"change_repo_visibility(owner)", "gate_change(owner)", "permission_change(owner)", "create_immutability_policy(owner)"} {
+		if !strings.Contains(kinds, k) {
+			t.Errorf("audit log lacks %s: %s", k, kinds)
+		}
+	}
+}
+
+// TestWebActionsAudited: the activity page's sync-now and notification
+// reset and the tags page's delete write the API's audit entries, with
+// the visitor as the actor.
+func TestWebActionsAudited(t *testing.T) {
+	w := newWorld(t)
+	if st, _, raw := w.call("POST", "/api/v1/repository/acme/mirror/mirror", "root", `{"external_reference":"upstream.example.com/library/app",
+		"robot_username":"acme+mirror","sync_interval":3600,"sync_start_date":"2030-01-01T00:00:00Z",
+		"root_rule":{"rule_kind":"tag_glob_csv","rule_value":["*"]}}`); st != 201 {
+		t.Fatalf("create mirror: %d %s", st, raw)
+	}
+	st, n, raw := w.call("POST", "/api/v1/repository/acme/private/notification/", "owner",
+		`{"event":"repo_push","method":"webhook","config":{"url":"https://ci.example.com/hook"},"eventConfig":{}}`)
+	if st != 201 {
+		t.Fatalf("create notification: %d %s", st, raw)
+	}
+	uuid, _ := n["uuid"].(string)
+	owner := newBrowser(t, w.url)
+	owner.signIn("owner", pw)
+	tok := owner.csrf("/repository/acme/private/activity")
+	if st, body := owner.post("/repository/acme/mirror/sync-now", url.Values{"csrf": {tok}}); st != 200 {
+		t.Errorf("sync now: %d\n%s", st, body)
+	}
+	if st, _ := owner.post("/repository/acme/private/notification/"+uuid+"/reset", url.Values{"csrf": {tok}}); st != 200 {
+		t.Errorf("reset: %d", st)
+	}
+	if st, body := owner.post("/repository/acme/private/delete-tags", url.Values{"csrf": {tok}, "tag": {"v1"}}); st != 200 || !strings.Contains(body, "<td>deleted</td>") {
+		t.Errorf("delete tag: %d\n%s", st, body)
+	}
+	// A reader may do none of it.
+	reader := newBrowser(t, w.url)
+	reader.signIn("reader", pw)
+	rt := reader.csrf("/repository")
+	if st, _ := reader.post("/repository/acme/private/notification/"+uuid+"/reset", url.Values{"csrf": {rt}}); st != http.StatusForbidden {
+		t.Errorf("reader resets: %d, want 403", st)
+	}
+	kinds := auditKinds(t, w.db, "acme")
+	for _, k := range []string{"repo_mirror_sync_now_requested(owner)", "reset_repo_notification(owner)", "tag_deleted(owner)"} {
+		if !strings.Contains(kinds, k) {
+			t.Errorf("audit log lacks %s: %s", k, kinds)
+		}
+	}
+}

@@ -1,0 +1,171 @@
+package web
+
+import (
+	"net/http"
+	"sort"
+	"strings"
+)
+
+// The organization page (/organization/{org}, Quay's path) shows an
+// organization to its members: its teams with their members and roles,
+// its members and its robots to its admins, who create, regenerate and
+// delete robots and manage teams there. Every read and action is an API
+// request as the visitor (apicall.go): the API decides, validates and
+// audits.
+
+type orgTeam struct {
+	Name        string `json:"name"`
+	Role        string `json:"role"`
+	Description string `json:"description"`
+	MemberCount int    `json:"member_count"`
+	Members     []teamMember
+}
+
+type teamMember struct {
+	Name    string `json:"name"`
+	IsRobot bool   `json:"is_robot"`
+}
+
+type orgMember struct {
+	Name  string `json:"name"`
+	Kind  string `json:"kind"`
+	Teams []struct {
+		Name string `json:"name"`
+	} `json:"teams"`
+	Repositories []string `json:"repositories"`
+}
+
+type robot struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Created     string `json:"created"`
+	Token       string `json:"token"`
+}
+
+// orgTeamRoles are the roles a team may hold (the API checks them).
+var orgTeamRoles = []string{"member", "creator", "admin"}
+
+func (u *UI) organization(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	org := r.PathValue("org")
+	var ov struct {
+		Name     string             `json:"name"`
+		Email    string             `json:"email"`
+		IsAdmin  bool               `json:"is_admin"`
+		IsMember bool               `json:"is_member"`
+		Teams    map[string]orgTeam `json:"teams"`
+	}
+	if err := u.call(r, v, http.MethodGet, "/api/v1/organization/"+esc(org), nil, &ov); err != nil {
+		return pageError(err)
+	}
+	if !ov.IsMember {
+		return errNotFound // its name is all a non-member could see
+	}
+	base := "/api/v1/organization/" + esc(org)
+	data := map[string]any{"Org": ov.Name, "Email": ov.Email, "IsAdmin": ov.IsAdmin, "Roles": orgTeamRoles, "Path": "/organization/" + esc(org),
+		"CSRF": v.csrf}
+	var repos struct {
+		Repositories []struct {
+			Name     string `json:"name"`
+			IsPublic bool   `json:"is_public"`
+		} `json:"repositories"`
+	}
+	if err := u.call(r, v, http.MethodGet, "/api/v1/repository?namespace="+esc(org), nil, &repos); err != nil {
+		return pageError(err)
+	}
+	data["Repositories"] = repos.Repositories
+	if ov.IsAdmin {
+		var teams []orgTeam
+		for _, t := range ov.Teams {
+			var tm struct {
+				Members []teamMember `json:"members"`
+			}
+			if err := u.call(r, v, http.MethodGet, base+"/team/"+esc(t.Name)+"/members", nil, &tm); err != nil {
+				return pageError(err)
+			}
+			t.Members = tm.Members
+			teams = append(teams, t)
+		}
+		sort.Slice(teams, func(i, j int) bool { return teams[i].Name < teams[j].Name })
+		var members struct {
+			Members []orgMember `json:"members"`
+		}
+		if err := u.call(r, v, http.MethodGet, base+"/members", nil, &members); err != nil {
+			return pageError(err)
+		}
+		var robots struct {
+			Robots []robot `json:"robots"`
+		}
+		if err := u.call(r, v, http.MethodGet, base+"/robots", nil, &robots); err != nil {
+			return pageError(err)
+		}
+		data["Teams"], data["Members"], data["Robots"] = teams, members.Members, robots.Robots
+	}
+	u.render(w, r, v, http.StatusOK, "organization", "Organization "+org, data)
+	return nil
+}
+
+// organizationPOST routes the organization page's actions.
+func (u *UI) organizationPOST(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	org := r.PathValue("org")
+	base := "/api/v1/organization/" + esc(org)
+	back := "/organization/" + esc(org)
+	segs := strings.Split(r.PathValue("action"), "/")
+	form := r.PostFormValue
+	var err error
+	switch {
+	case len(segs) == 2 && segs[0] == "robots" && segs[1] == "create":
+		return u.robotCreate(w, r, v, base+"/robots/", back, "Organization "+org)
+	case len(segs) == 3 && segs[0] == "robots" && segs[2] == "regenerate":
+		return u.robotRegenerate(w, r, v, base+"/robots/", segs[1], back, "Organization "+org)
+	case len(segs) == 3 && segs[0] == "robots" && segs[2] == "delete":
+		err = u.call(r, v, http.MethodDelete, base+"/robots/"+esc(segs[1]), nil, nil)
+	case len(segs) == 2 && segs[0] == "teams" && segs[1] == "save":
+		role, desc := form("role"), form("description")
+		err = u.call(r, v, http.MethodPut, base+"/team/"+esc(strings.TrimSpace(form("team"))), map[string]*string{"role": &role, "description": &desc}, nil)
+	case len(segs) == 3 && segs[0] == "teams" && segs[2] == "delete":
+		err = u.call(r, v, http.MethodDelete, base+"/team/"+esc(segs[1]), nil, nil)
+	case len(segs) == 3 && segs[0] == "teams" && segs[2] == "add-member":
+		err = u.call(r, v, http.MethodPut, base+"/team/"+esc(segs[1])+"/members/"+esc(strings.TrimSpace(form("member"))), nil, nil)
+	case len(segs) == 5 && segs[0] == "teams" && segs[2] == "members" && segs[4] == "remove":
+		err = u.call(r, v, http.MethodDelete, base+"/team/"+esc(segs[1])+"/members/"+esc(segs[3]), nil, nil)
+	case len(segs) == 3 && segs[0] == "members" && segs[2] == "remove":
+		err = u.call(r, v, http.MethodDelete, base+"/members/"+esc(segs[1]), nil, nil)
+	default:
+		return errNotFound
+	}
+	if err != nil {
+		return actionError(err)
+	}
+	http.Redirect(w, r, back, http.StatusSeeOther)
+	return nil
+}
+
+// robotCreate creates a robot and shows its token, this once: the answer
+// is not cached (Cache-Control: no-store), and no later page shows it.
+func (u *UI) robotCreate(w http.ResponseWriter, r *http.Request, v *visitor, base, back, title string) error {
+	short := strings.TrimSpace(r.PostFormValue("name"))
+	if short == "" {
+		return fail(http.StatusBadRequest, "A robot needs a name.")
+	}
+	var rb robot
+	if err := u.call(r, v, http.MethodPut, base+esc(short), map[string]string{"description": r.PostFormValue("description")}, &rb); err != nil {
+		return actionError(err)
+	}
+	u.showSecret(w, r, v, title, "Robot "+rb.Name+" created", rb.Name, rb.Token, back)
+	return nil
+}
+
+func (u *UI) robotRegenerate(w http.ResponseWriter, r *http.Request, v *visitor, base, short, back, title string) error {
+	var rb robot
+	if err := u.call(r, v, http.MethodPost, base+esc(short)+"/regenerate", nil, &rb); err != nil {
+		return actionError(err)
+	}
+	u.showSecret(w, r, v, title, "New token of robot "+rb.Name+" (the old one no longer works)", rb.Name, rb.Token, back)
+	return nil
+}
+
+// showSecret renders a secret once.
+func (u *UI) showSecret(w http.ResponseWriter, r *http.Request, v *visitor, title, heading, name, secret, back string) {
+	u.render(w, r, v, http.StatusOK, "secret", title, map[string]any{"Heading": heading, "Name": name, "Secret": secret,
+		"Back": back, "Registry": u.opts.Registry})
+}

@@ -1,0 +1,144 @@
+package web
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/auth"
+)
+
+// The user page (/user/{name}, Quay's path) is a signed-in user's own
+// account: their repositories, organizations, robots and the access tokens
+// they issued, which they create (the secret shown once) and revoke. No
+// one else's account has a page: another name is not found.
+
+type accessToken struct {
+	Name   string          `json:"name"`
+	Scopes json.RawMessage `json:"scopes"`
+	Owner  string          `json:"owner"`
+	// Times as the API gives them.
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	Revoked    bool       `json:"revoked"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+// ScopeText is a token's scopes as a line of text.
+func (t accessToken) ScopeText() string {
+	var ss []auth.TokenScope
+	if json.Unmarshal(t.Scopes, &ss) != nil {
+		return string(t.Scopes)
+	}
+	var parts []string
+	for _, s := range ss {
+		parts = append(parts, s.Repository+" ("+strings.Join(s.Actions, ", ")+")")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// ownAccount refuses every page but the visitor's own account.
+func (u *UI) ownAccount(r *http.Request, v *visitor) (string, error) {
+	name := r.PathValue("name")
+	if !v.signedIn || v.id.Kind != auth.KindUser || name != v.id.Name {
+		return "", errNotFound
+	}
+	return name, nil
+}
+
+func (u *UI) user(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	name, err := u.ownAccount(r, v)
+	if err != nil {
+		return err
+	}
+	var me struct {
+		Username      string `json:"username"`
+		Email         string `json:"email"`
+		Organizations []struct {
+			Name string `json:"name"`
+		} `json:"organizations"`
+	}
+	if err := u.call(r, v, http.MethodGet, "/api/v1/user/", nil, &me); err != nil {
+		return pageError(err)
+	}
+	var repos struct {
+		Repositories []struct {
+			Name     string `json:"name"`
+			IsPublic bool   `json:"is_public"`
+		} `json:"repositories"`
+	}
+	if err := u.call(r, v, http.MethodGet, "/api/v1/repository?namespace="+esc(name), nil, &repos); err != nil {
+		return pageError(err)
+	}
+	var robots struct {
+		Robots []robot `json:"robots"`
+	}
+	if err := u.call(r, v, http.MethodGet, "/api/v1/user/robots", nil, &robots); err != nil {
+		return pageError(err)
+	}
+	var tokens struct {
+		Tokens []accessToken `json:"tokens"`
+	}
+	if err := u.call(r, v, http.MethodGet, "/api/v1/tokens", nil, &tokens); err != nil {
+		return pageError(err)
+	}
+	u.render(w, r, v, http.StatusOK, "user", "Account "+name, map[string]any{"Name": name, "Email": me.Email,
+		"Organizations": me.Organizations, "Repositories": repos.Repositories, "Robots": robots.Robots, "Tokens": tokens.Tokens,
+		"Path": "/user/" + esc(name), "CSRF": v.csrf})
+	return nil
+}
+
+// userPOST routes the user page's actions.
+func (u *UI) userPOST(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	name, err := u.ownAccount(r, v)
+	if err != nil {
+		return err
+	}
+	back := "/user/" + esc(name)
+	segs := strings.Split(r.PathValue("action"), "/")
+	switch {
+	case len(segs) == 2 && segs[0] == "robots" && segs[1] == "create":
+		return u.robotCreate(w, r, v, "/api/v1/user/robots/", back, "Account "+name)
+	case len(segs) == 3 && segs[0] == "robots" && segs[2] == "regenerate":
+		return u.robotRegenerate(w, r, v, "/api/v1/user/robots/", segs[1], back, "Account "+name)
+	case len(segs) == 3 && segs[0] == "robots" && segs[2] == "delete":
+		err = u.call(r, v, http.MethodDelete, "/api/v1/user/robots/"+esc(segs[1]), nil, nil)
+	case len(segs) == 2 && segs[0] == "tokens" && segs[1] == "create":
+		return u.tokenCreate(w, r, v, back, name)
+	case len(segs) == 3 && segs[0] == "tokens" && segs[2] == "revoke":
+		err = u.call(r, v, http.MethodDelete, "/api/v1/tokens/"+esc(segs[1]), nil, nil)
+	default:
+		return errNotFound
+	}
+	if err != nil {
+		return actionError(err)
+	}
+	http.Redirect(w, r, back, http.StatusSeeOther)
+	return nil
+}
+
+// tokenCreate issues an access token for one repository pattern and
+// shows its secret once.
+func (u *UI) tokenCreate(w http.ResponseWriter, r *http.Request, v *visitor, back, name string) error {
+	f := r.PostFormValue
+	scope := auth.TokenScope{Repository: strings.TrimSpace(f("repository")), Actions: r.PostForm["action"]}
+	if scope.Repository == "" {
+		scope.Repository = name + "/*"
+	}
+	days, err := strconv.Atoi(strings.TrimSpace(f("days")))
+	if err != nil && strings.TrimSpace(f("days")) != "" {
+		return fail(http.StatusBadRequest, "Expiry must be a number of days (0 for never).")
+	}
+	body := map[string]any{"name": strings.TrimSpace(f("name")), "scopes": []auth.TokenScope{scope}, "expires_in": int64(days) * 86400}
+	var out struct {
+		Name   string `json:"name"`
+		Secret string `json:"secret"`
+	}
+	if err := u.call(r, v, http.MethodPost, "/api/v1/tokens", body, &out); err != nil {
+		return actionError(err)
+	}
+	u.showSecret(w, r, v, "Account "+name, "Access token "+out.Name+" created", out.Name, out.Secret, back)
+	return nil
+}
