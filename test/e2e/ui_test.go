@@ -210,11 +210,13 @@ func TestUIBrowser(t *testing.T) {
 	}
 	shot := func(file string) {
 		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG, as the file names say
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", file, err)
 		}
-		os.WriteFile(filepath.Join(shots, file), png, 0o644)
+		if err := os.WriteFile(filepath.Join(shots, file), png, 0o644); err != nil {
+			t.Fatalf("screenshot %s: %v", file, err)
+		}
 	}
 	text := func(sel string) string {
 		t.Helper()
