@@ -19,7 +19,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
-	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+	msqlite "modernc.org/sqlite"
 )
 
 // ErrNotFound is wrapped when a looked-up row does not exist.
@@ -47,7 +47,6 @@ type core struct {
 	// holds the transactions that did until they end (WakeOnAppend).
 	appended  chan<- struct{}
 	appending sync.Map // *sql.Tx -> struct{}
-	stmts     sync.Map // query -> *sql.Stmt on read (SQLite; stmtcache.go)
 }
 
 // DB is the metadata store: an open database and its migrations. Its
@@ -117,18 +116,12 @@ func openSQLite(path string) (*DB, error) {
 	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
 		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
-	write, err := sql.Open("sqlite", base+"&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("open sqlite: %w", err)
-	}
+	// Connections keep their statements prepared (stmtcache.go).
+	write := sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_txlock=immediate"})
 	write.SetMaxOpenConns(1)
 	write.SetMaxIdleConns(1)
 	write.SetConnMaxLifetime(0)
-	read, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
-	if err != nil {
-		write.Close()
-		return nil, fmt.Errorf("open sqlite: %w", err)
-	}
+	read := sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_pragma=query_only(1)"})
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
@@ -138,7 +131,6 @@ func openSQLite(path string) (*DB, error) {
 
 // Close closes the pools.
 func (db *DB) Close() error {
-	db.closeStmts()
 	err := db.write.Close()
 	if db.read != db.write {
 		err = errors.Join(err, db.read.Close())
