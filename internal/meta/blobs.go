@@ -32,7 +32,7 @@ func (db Blobs) RepositoryBlob(ctx context.Context, repo string, d digest.Digest
 	var b Blob
 	var linked, repoID int64
 	var gated int
-	err := db.readRow(ctx, db.q(`SELECT b.size, rb.created_at, r.id, r.gated FROM repositories r
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT b.size, rb.created_at, r.id, r.gated FROM repositories r
 		JOIN repository_blobs rb ON rb.repository_id = r.id
 		JOIN blobs b ON b.digest = rb.digest
 		WHERE r.name = ? AND rb.digest = ?`), repo, d.String()).Scan(&b.Size, &linked, &repoID, &gated)

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
-	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+	msqlite "modernc.org/sqlite"
 )
 
 // ErrNotFound is wrapped when a looked-up row does not exist.
@@ -48,7 +48,6 @@ type core struct {
 	// holds the transactions that did until they end (WakeOnAppend).
 	appended  chan<- struct{}
 	appending sync.Map // *sql.Tx -> struct{}
-	stmts     sync.Map // query -> *sql.Stmt on read (SQLite; stmtcache.go)
 	// syncFull runs SQLite with synchronous=FULL (SyncFull).
 	syncFull bool
 	// writerWaits and writerWaitNanos count SQLite's write transactions
@@ -139,18 +138,12 @@ func openSQLite(path string, syncFull bool) (*DB, error) {
 	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
 		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(" + synchronous + ")&_pragma=foreign_keys(1)"
-	write, err := sql.Open("sqlite", base+"&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("open sqlite: %w", err)
-	}
+	// Connections keep their statements prepared (stmtcache.go).
+	write := sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_txlock=immediate"})
 	write.SetMaxOpenConns(1)
 	write.SetMaxIdleConns(1)
 	write.SetConnMaxLifetime(0)
-	read, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
-	if err != nil {
-		write.Close()
-		return nil, fmt.Errorf("open sqlite: %w", err)
-	}
+	read := sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_pragma=query_only(1)"})
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
@@ -160,7 +153,6 @@ func openSQLite(path string, syncFull bool) (*DB, error) {
 
 // Close closes the pools.
 func (db *DB) Close() error {
-	db.closeStmts()
 	err := db.write.Close()
 	if db.read != db.write {
 		err = errors.Join(err, db.read.Close())

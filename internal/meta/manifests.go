@@ -414,12 +414,12 @@ func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.
 	}
 	var row *sql.Row
 	if tag != "" {
-		row = db.readRow(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, `+content+` FROM repositories r
+		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, `+content+` FROM repositories r
 			JOIN tags t ON t.repository_id = r.id
 			JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
 			WHERE r.name = ? AND t.name = ?`), repo, tag)
 	} else {
-		row = db.readRow(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, `+content+` FROM repositories r
+		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, `+content+` FROM repositories r
 			JOIN manifests m ON m.repository_id = r.id
 			WHERE r.name = ? AND m.digest = ?`), repo, d.String())
 	}

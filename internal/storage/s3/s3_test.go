@@ -18,7 +18,7 @@ import (
 	"github.com/berth-dev/berth/internal/testenv/s3server"
 )
 
-func open(t *testing.T, srv *s3server.Server, bucket, prefix string) *s3.Driver {
+func open(t testing.TB, srv *s3server.Server, bucket, prefix string) *s3.Driver {
 	t.Helper()
 	t.Setenv("AWS_CA_BUNDLE", "") // the test server speaks plain HTTP
 	d, err := s3.Open(context.Background(), s3.Options{Endpoint: srv.Endpoint, Region: srv.Region, Bucket: bucket, Prefix: prefix,
