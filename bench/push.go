@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -70,44 +69,15 @@ func chunkSizes(size int64) []int64 {
 	return out
 }
 
-// pushChunked uploads the layer with one PATCH per chunk, each with its
-// Content-Range, then an empty PUT ?digest=.
+// pushChunked uploads the layer with one PATCH per chunk of chunkSizes,
+// each with its Content-Range, then an empty PUT ?digest= (pushChunkedBy).
 func (r *registry) pushChunked(repo string, layer *bigLayer) error {
-	f, err := os.Open(layer.path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	req, _ := http.NewRequest(http.MethodPost, r.url("/v2/"+repo+"/blobs/uploads/"), nil)
-	resp, err := r.do(req, false, http.StatusAccepted)
-	if err != nil {
-		return err
-	}
-	loc, err := location(resp)
-	if err != nil {
-		return err
-	}
-	var off int64
-	for _, n := range chunkSizes(layer.size) {
-		req, _ = http.NewRequest(http.MethodPatch, loc.String(), io.NewSectionReader(f, off, n))
-		req.ContentLength = n
-		req.Header.Set("Content-Type", "application/octet-stream")
-		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", off, off+n-1))
-		if resp, err = r.do(req, false, http.StatusAccepted, http.StatusNoContent); err != nil {
-			return err
-		}
-		if loc, err = location(resp); err != nil {
-			return err
-		}
-		off += n
-	}
-	q := loc.Query()
-	q.Set("digest", layer.digest)
-	loc.RawQuery = q.Encode()
-	req, _ = http.NewRequest(http.MethodPut, loc.String(), http.NoBody)
-	req.Header.Set("Content-Type", "application/octet-stream")
-	_, err = r.do(req, false, http.StatusCreated)
-	return err
+	sizes := chunkSizes(layer.size)
+	return r.pushChunkedBy(repo, layer, func() int64 {
+		n := sizes[0]
+		sizes = sizes[1:]
+		return n
+	})
 }
 
 // runChunkedPush times a chunked upload of the big layer; MB/s.

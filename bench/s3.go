@@ -5,9 +5,9 @@ package main
 // data. See bench/README.md, "Through S3".
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -197,16 +197,13 @@ func (r *registry) pushChunkedBy(repo string, l *bigLayer, next func() int64) er
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 50<<20)
 	for off := int64(0); off < l.size; {
 		n := min(next(), l.size-off)
-		if _, err := data.ReadAt(buf[:n], off); err != nil {
-			return err
-		}
-		req, _ := http.NewRequest(http.MethodPatch, loc.String(), bytes.NewReader(buf[:n]))
+		req, _ := http.NewRequest(http.MethodPatch, loc.String(), io.NewSectionReader(data, off, n))
+		req.ContentLength = n
 		req.Header.Set("Content-Type", "application/octet-stream")
 		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", off, off+n-1))
-		resp, err := r.do(req, false, http.StatusAccepted)
+		resp, err := r.do(req, false, http.StatusAccepted, http.StatusNoContent)
 		if err != nil {
 			return fmt.Errorf("chunk at %d (%d bytes): %w", off, n, err)
 		}
