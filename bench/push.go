@@ -5,13 +5,9 @@ package main
 // go-containerregistry with a chunk size send them) and ten streams at once.
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -19,28 +15,10 @@ import (
 
 // makeSeededLayer is makeBigLayer with its own content per seed.
 func makeSeededLayer(path string, mib int, seed uint64) (*bigLayer, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	var key [32]byte
 	copy(key[:], "berth-stream")
 	binary.LittleEndian.PutUint64(key[24:], seed)
-	rng := rand.NewChaCha8(key)
-	h := sha256.New()
-	w := io.MultiWriter(f, h)
-	buf := make([]byte, 1<<20)
-	for range mib {
-		_, _ = rng.Read(buf)
-		if _, err := w.Write(buf); err != nil {
-			return nil, err
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return nil, err
-	}
-	return &bigLayer{path: path, digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), size: int64(mib) << 20}, nil
+	return writeLayer(path, mib, key)
 }
 
 // makeStreamLayers writes n distinct layers of mib MiB each.

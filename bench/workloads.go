@@ -36,12 +36,18 @@ type bigLayer struct {
 // makeBigLayer writes mib MiB of ChaCha8 output (incompressible) to a file,
 // hashing it on the way; the data is never held in memory.
 func makeBigLayer(path string, mib int) (*bigLayer, error) {
+	return writeLayer(path, mib, [32]byte{'b', 'e', 'r', 't', 'h'})
+}
+
+// writeLayer writes mib MiB of ChaCha8 output under key to path, hashing
+// it on the way.
+func writeLayer(path string, mib int, key [32]byte) (*bigLayer, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	rng := rand.NewChaCha8([32]byte{'b', 'e', 'r', 't', 'h'})
+	rng := rand.NewChaCha8(key)
 	h := sha256.New()
 	w := io.MultiWriter(f, h)
 	buf := make([]byte, 1<<20)
