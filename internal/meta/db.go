@@ -7,6 +7,7 @@ package meta
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -201,9 +202,43 @@ func (db *core) q(query string) string {
 // times: concurrency in normal operation is not an error the caller sees.
 // fn must therefore only touch the database and its own locals.
 func (db *core) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return db.txRetry(ctx, false, fn)
+}
+
+// laxTx is tx for bookkeeping whose loss to a power cut is harmless: its
+// commit returns before the write-ahead log reaches the disk (SQLite with
+// synchronous=NORMAL for this transaction, PostgreSQL with
+// synchronous_commit off). Both logs are written in commit order, so the
+// next durable commit makes every earlier lax one durable too, and a power
+// cut can only lose the lax commits made since the last durable one, as
+// if they had not happened; a crash of the process loses nothing. It is
+// for leases and claims (of uploads and jobs), job outcomes (a job whose
+// completion is lost runs again; handlers are idempotent), the progress
+// of upload sessions (a client told an upload exists or advanced learns
+// otherwise and starts over, as it must when an upload expires), and the
+// feed's positions and cursors (a subscriber's writes commit with its
+// cursor, so a lost cursor also loses what it wrote, and the events are
+// handled again). Never for what a client is told is stored: blobs,
+// manifests, tags, deletions, accounts and settings stay durable.
+func (db *core) laxTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return db.txRetry(ctx, true, fn)
+}
+
+// laxExec runs one statement in a laxTx.
+func (db *core) laxExec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := db.laxTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		res, err = tx.ExecContext(ctx, query, args...)
+		return err
+	})
+	return res, err
+}
+
+func (db *core) txRetry(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) error {
 	var err error
 	for attempt := range txAttempts {
-		if err = db.tx1(ctx, fn); err == nil || !retryable(err) || ctx.Err() != nil {
+		if err = db.tx1(ctx, lax, fn); err == nil || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
 		// A short, growing pause lets the winner commit.
@@ -219,15 +254,35 @@ func (db *core) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // txAttempts bounds the runs of one transaction that keeps losing races.
 const txAttempts = 8
 
-func (db *core) tx1(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (db *core) tx1(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) error {
 	start := time.Now()
-	tx, err := db.write.BeginTx(ctx, nil)
+	var tx *sql.Tx
+	var err error
+	if lax && db.dialect == sqlite && db.syncFull {
+		// SQLite refuses to change the safety level inside a
+		// transaction: set it on the writer connection around this one.
+		var conn *sql.Conn
+		if conn, err = db.write.Conn(ctx); err == nil {
+			defer restoreFullSync(ctx, conn)
+			if _, err = conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err == nil {
+				tx, err = conn.BeginTx(ctx, nil)
+			}
+		}
+	} else {
+		tx, err = db.write.BeginTx(ctx, nil)
+	}
 	if db.dialect == sqlite {
 		db.writerWaits.Add(1)
 		db.writerWaitNanos.Add(int64(time.Since(start)))
 	}
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
+	}
+	if lax && db.dialect == postgres {
+		if _, err := tx.ExecContext(ctx, "SET LOCAL synchronous_commit TO OFF"); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("begin: %w", err)
+		}
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
@@ -245,6 +300,16 @@ func (db *core) tx1(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// restoreFullSync gives the writer connection back with synchronous=FULL,
+// or, if that fails, has the pool discard it: no durable commit may run on
+// a connection left at NORMAL.
+func restoreFullSync(ctx context.Context, conn *sql.Conn) {
+	if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); err != nil {
+		conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	conn.Close()
 }
 
 func now() int64 { return time.Now().UnixMicro() }

@@ -220,8 +220,13 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 		RETURNING ` + jobColumns)
 	for range 16 {
 		ts := now()
-		j, err := scanJob(db.write.QueryRowContext(ctx, query,
-			errLeaseExpired, ts+lease.Microseconds(), owner, ts, queue, ts, ts))
+		var j Job
+		err := db.laxTx(ctx, func(tx *sql.Tx) error {
+			var err error
+			j, err = scanJob(tx.QueryRowContext(ctx, query,
+				errLeaseExpired, ts+lease.Microseconds(), owner, ts, queue, ts, ts))
+			return err
+		})
 		if errors.Is(err, sql.ErrNoRows) {
 			return Job{}, false, nil
 		}
@@ -241,7 +246,7 @@ const errLeaseExpired = "lease expired during the last attempt: the worker stopp
 // finishJob applies set to a job that owner still holds.
 func (db *core) finishJob(ctx context.Context, what string, id int64, owner, set string, args ...any) error {
 	args = append(args, now(), id, owner)
-	res, err := db.write.ExecContext(ctx, db.q("UPDATE jobs SET "+set+", updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'"), args...)
+	res, err := db.laxExec(ctx, db.q("UPDATE jobs SET "+set+", updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'"), args...)
 	if err != nil {
 		return fmt.Errorf("%s job %d: %w", what, id, err)
 	}

@@ -152,7 +152,10 @@ func (db Outbox) Sequence(ctx context.Context, n int) (int, error) {
 		return 0, fmt.Errorf("read outbox: %w", err)
 	}
 	done := 0
-	err = db.tx(ctx, func(tx *sql.Tx) error {
+	// Numbering is bookkeeping: a power cut that loses it loses the
+	// subscribers' later (lax) work with it, and the events are numbered
+	// again (laxTx).
+	err = db.laxTx(ctx, func(tx *sql.Tx) error {
 		done = 0
 		if db.dialect == postgres {
 			// Statements after the lock see what the previous holder
@@ -226,7 +229,9 @@ func (db Outbox) Consume(ctx context.Context, name string, n int, fn func(ctx co
 		return 0, nil
 	}
 	handled := 0
-	err = db.tx(ctx, func(tx *sql.Tx) error {
+	// The cursor and fn's writes commit together, laxly (laxTx): a power
+	// cut that loses them hands the same events to fn again.
+	err = db.laxTx(ctx, func(tx *sql.Tx) error {
 		handled = 0
 		lock := ""
 		if db.dialect == postgres {

@@ -48,7 +48,7 @@ func (db Uploads) CreateUpload(ctx context.Context, u Upload, limit int) error {
 	if limit <= 0 {
 		limit = 1 << 30
 	}
-	res, err := db.write.ExecContext(ctx, db.q(`INSERT INTO uploads (id, repository, size, hash_state, started_at, updated_at, actor)
+	res, err := db.laxExec(ctx, db.q(`INSERT INTO uploads (id, repository, size, hash_state, started_at, updated_at, actor)
 		SELECT ?, ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM uploads WHERE actor = ?) < ?`),
 		u.ID, u.Repository, u.Size, u.HashState, ts, ts, u.Actor, u.Actor, limit)
 	if err != nil {
@@ -93,8 +93,10 @@ func (db Uploads) ClaimUpload(ctx context.Context, repo, id string, lease time.D
 	var started int64
 	ts := now()
 	u.Claim = ts + max(lease.Microseconds(), 1)
-	err := db.write.QueryRowContext(ctx, db.q(`UPDATE uploads SET locked_until = ? WHERE id = ? AND repository = ? AND locked_until < ?
-		RETURNING size, hash_state, storage_state, started_at`), u.Claim, id, repo, ts).Scan(&u.Size, &u.HashState, &u.StorageState, &started)
+	err := db.laxTx(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, db.q(`UPDATE uploads SET locked_until = ? WHERE id = ? AND repository = ? AND locked_until < ?
+			RETURNING size, hash_state, storage_state, started_at`), u.Claim, id, repo, ts).Scan(&u.Size, &u.HashState, &u.StorageState, &started)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		if _, gerr := db.GetUpload(ctx, repo, id); gerr != nil {
 			return Upload{}, gerr
@@ -112,7 +114,7 @@ func (db Uploads) ClaimUpload(ctx context.Context, repo, id string, lease time.D
 // It returns ErrUploadClaimLost if claim is no longer the upload's.
 func (db Uploads) RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error) {
 	next := max(now()+lease.Microseconds(), claim+1)
-	res, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET locked_until = ? WHERE id = ? AND locked_until = ?"), next, id, claim)
+	res, err := db.laxExec(ctx, db.q("UPDATE uploads SET locked_until = ? WHERE id = ? AND locked_until = ?"), next, id, claim)
 	if err != nil {
 		return claim, fmt.Errorf("renew upload claim: %w", err)
 	}
@@ -125,7 +127,7 @@ func (db Uploads) RenewUpload(ctx context.Context, id string, claim int64, lease
 // ReleaseUpload ends a claim without changing the upload. A claim that is
 // no longer the caller's is left alone.
 func (db Uploads) ReleaseUpload(ctx context.Context, id string, claim int64) error {
-	if _, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET locked_until = 0 WHERE id = ? AND locked_until = ?"), id, claim); err != nil {
+	if _, err := db.laxExec(ctx, db.q("UPDATE uploads SET locked_until = 0 WHERE id = ? AND locked_until = ?"), id, claim); err != nil {
 		return fmt.Errorf("release upload: %w", err)
 	}
 	return nil
@@ -136,7 +138,7 @@ func (db Uploads) ReleaseUpload(ctx context.Context, id string, claim int64) err
 // claim. It fails with ErrUploadConflict if the claim was lost or another
 // request moved the upload meanwhile.
 func (db Uploads) AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState, storageState []byte) error {
-	res, err := db.write.ExecContext(ctx, db.q("UPDATE uploads SET size = ?, hash_state = ?, storage_state = ?, updated_at = ?, locked_until = 0 WHERE id = ? AND size = ? AND locked_until = ?"),
+	res, err := db.laxExec(ctx, db.q("UPDATE uploads SET size = ?, hash_state = ?, storage_state = ?, updated_at = ?, locked_until = 0 WHERE id = ? AND size = ? AND locked_until = ?"),
 		newSize, hashState, storageState, now(), id, oldSize, claim)
 	if err != nil {
 		return fmt.Errorf("advance upload: %w", err)

@@ -80,6 +80,13 @@ func UploadPath(id string) string {
 	return "/uploads/" + id[:2] + "/" + id + "/data"
 }
 
+// IsUploadPath reports whether p is inside an upload session's directory:
+// scratch data that no one relies on surviving a power cut until the
+// upload's commit makes it a blob.
+func IsUploadPath(p string) bool {
+	return strings.HasPrefix(p, "/uploads/")
+}
+
 // UploadDir is the directory of an upload session.
 func UploadDir(id string) string {
 	return "/uploads/" + id[:2] + "/" + id

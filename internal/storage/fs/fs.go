@@ -135,7 +135,14 @@ func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.File
 		return nil, fmt.Errorf("write %s: negative offset %d", p, offset)
 	}
 	if offset == 0 {
-		if err := d.mkdirAll(filepath.Dir(f)); err != nil {
+		// An upload's directories need not survive a power cut (its bytes
+		// are flushed, and moved into a flushed directory, when it becomes
+		// a blob): flushing their parents would cost two fsyncs per blob.
+		mkdir := d.mkdirAll
+		if storage.IsUploadPath(p) {
+			mkdir = func(dir string) error { return os.MkdirAll(dir, 0o750) }
+		}
+		if err := mkdir(filepath.Dir(f)); err != nil {
 			return nil, wrap("create", p, err)
 		}
 	}
