@@ -201,8 +201,24 @@ func (db *core) q(query string) string {
 // concurrent change it could not lock) is run again from the start, a few
 // times: concurrency in normal operation is not an error the caller sees.
 // fn must therefore only touch the database and its own locals.
+//
+// Under a context from LaxCommits it commits laxly, as laxTx does.
 func (db *core) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return db.txRetry(ctx, false, fn)
+	return db.txRetry(ctx, ctx.Value(laxKey{}) != nil, fn)
+}
+
+type laxKey struct{}
+
+// LaxCommits returns a context under which the store's write transactions
+// commit without waiting for the log to reach the disk (see laxTx), for a
+// job handler whose writes are derived data that the job can write again:
+// the job's own completion commits after them, laxly too, and the logs
+// keep commit order, so a power cut that loses the writes loses the
+// completion with them and the job runs again. Not for handlers that
+// delete stored content or act on the outside world on the strength of
+// their writes.
+func LaxCommits(ctx context.Context) context.Context {
+	return context.WithValue(ctx, laxKey{}, true)
 }
 
 // laxTx is tx for bookkeeping whose loss to a power cut is harmless: its

@@ -57,6 +57,12 @@ func TestLaxTxSQLite(t *testing.T) {
 	if inside != full {
 		t.Errorf("inside a durable transaction synchronous=%d, want FULL", inside)
 	}
+	if err := db.tx(LaxCommits(ctx), func(tx *sql.Tx) error { inside = level(tx); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if inside != normal {
+		t.Errorf("inside a transaction under LaxCommits synchronous=%d, want NORMAL", inside)
+	}
 
 	boom := errors.New("boom")
 	if err := db.laxTx(ctx, func(tx *sql.Tx) error {

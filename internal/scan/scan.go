@@ -90,6 +90,9 @@ type Report struct {
 
 // Handle runs one scan queue job (the jobs.Handler of meta.ScanQueue).
 func (s *Service) Handle(ctx context.Context, j meta.Job) error {
+	// A scan's results and SBOM are derived data: if a power cut loses
+	// them, it loses this job's completion too, and the scan runs again.
+	ctx = meta.LaxCommits(ctx)
 	var sj meta.ScanJob
 	if err := json.Unmarshal(j.Payload, &sj); err != nil {
 		return fmt.Errorf("scan job %d: %w", j.ID, err)
