@@ -1,7 +1,6 @@
 package scan
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -54,10 +53,7 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 				return err
 			}
 			blob := meta.Blob{Digest: b.d, Size: int64(len(b.content))}
-			if _, err := storage.Ingest(ctx, s.driver, bytes.NewReader(b.content), b.d, func(ctx context.Context, staged string, _ int64) error {
-				_, err := s.stores.Blobs.StoreBlob(ctx, "", blob, "", meta.Writer{}, storage.MoveInto(s.driver, staged, b.d), storage.DeleteBlob(s.driver, b.d))
-				return err
-			}); err != nil {
+			if _, err := s.stores.Blobs.StoreBlob(ctx, "", blob, "", meta.Writer{}, storage.WriteInto(s.driver, b.content, b.d), storage.DeleteBlob(s.driver, b.d)); err != nil {
 				return err
 			}
 		}

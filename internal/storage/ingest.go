@@ -67,6 +67,22 @@ func MoveInto(d Driver, staged string, want digest.Digest) func(context.Context)
 	}
 }
 
+// WriteInto returns the step that writes content, which is small and in
+// memory, straight to want's content address (the place of
+// meta.StoreBlob, instead of Ingest and MoveInto): PutContent writes it
+// whole, flushed, under a temporary name beside its address and renames
+// it there, so no upload directory is made, moved out of and removed. Run
+// twice, it writes the same bytes again. It refuses content that does not
+// match want.
+func WriteInto(d Driver, content []byte, want digest.Digest) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if got := want.Algorithm().FromBytes(content); got != want {
+			return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, want)
+		}
+		return d.PutContent(ctx, BlobPath(want), content)
+	}
+}
+
 // DeleteBlob returns the step that deletes want's bytes at its content
 // address, if any (the clear of meta.StoreBlob, the remove of
 // meta.FinishBlobDelete).

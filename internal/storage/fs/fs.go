@@ -82,7 +82,12 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 	if err != nil {
 		return wrap("put", p, err)
 	}
-	defer os.Remove(tmp.Name())
+	placed := false
+	defer func() {
+		if !placed {
+			os.Remove(tmp.Name())
+		}
+	}()
 	if _, err := tmp.Write(content); err != nil {
 		tmp.Close()
 		return wrap("put", p, err)
@@ -99,6 +104,7 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 	if err := os.Rename(tmp.Name(), f); err != nil {
 		return wrap("put", p, err)
 	}
+	placed = true
 	if err := d.syncDir(filepath.Dir(f)); err != nil {
 		return wrap("put", p, err)
 	}
