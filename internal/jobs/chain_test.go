@@ -58,8 +58,8 @@ type chainingStore struct {
 	afterChain func() // if set, called after each CompleteJobClaimNext
 }
 
-func (s chainingStore) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOwner string, lease time.Duration) (meta.Job, bool, error) {
-	j, ok, err := s.Store.(jobs.Chainer).CompleteJobClaimNext(ctx, id, owner, nextOwner, lease)
+func (s chainingStore) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOwner string, lease time.Duration, also ...func(context.Context, meta.Tx) error) (meta.Job, bool, error) {
+	j, ok, err := s.Store.(jobs.Chainer).CompleteJobClaimNext(ctx, id, owner, nextOwner, lease, also...)
 	if s.afterChain != nil {
 		s.afterChain()
 	}
@@ -204,5 +204,64 @@ func TestWorkerPutsBackChainedJobOnShutdown(t *testing.T) {
 	js, err := db.Jobs().Jobs(context.Background(), "q", meta.JobPending, 10)
 	if err != nil || len(js) != 1 || js[0].ID != second || js[0].Attempts != 0 || js[0].RunAt.After(time.Now()) {
 		t.Fatalf("pending jobs = %+v, %v; want job %d ready with no attempt", js, err, second)
+	}
+}
+
+// TestWorkerOnComplete: what a handler gives OnComplete commits with the
+// job's completion (with a chain or not), never after a failure; without a
+// Chainer store OnComplete says no.
+func TestWorkerOnComplete(t *testing.T) {
+	db := metatest.Open(t, "sqlite")
+	side := func(ctx context.Context, tx meta.Tx) error {
+		_, err := db.Jobs().EnqueueIn(ctx, tx, meta.Job{Queue: "side"})
+		return err
+	}
+	keyed := enqueue(t, db, meta.Job{OrderingKey: "k"})
+	enqueue(t, db, meta.Job{OrderingKey: "k"})
+	enqueue(t, db, meta.Job{})
+	failing := enqueue(t, db, meta.Job{MaxAttempts: 1})
+	store := chainingStore{countingStore: newCountingStore(db.Jobs())}
+	start(t, jobs.New(store, "q", func(ctx context.Context, j meta.Job) error {
+		if !jobs.OnComplete(ctx, side) {
+			t.Error("OnComplete refused with a Chainer store")
+		}
+		if j.ID == failing {
+			return jobs.Permanent(fmt.Errorf("no"))
+		}
+		return nil
+	}, fast(jobs.Options{})))
+	waitFor(t, db, meta.JobDone, 3)
+	waitFor(t, db, meta.JobDead, 1)
+	js, err := db.Jobs().Jobs(context.Background(), "side", "", 10)
+	if err != nil || len(js) != 3 {
+		t.Fatalf("side jobs = %d, %v; want 3, one per job completed", len(js), err)
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if store.completes != 0 || store.completed[keyed] != 1 {
+		t.Errorf("%d plain completes, job %d completed %d times; want every completion through the Chainer", store.completes, keyed, store.completed[keyed])
+	}
+	if jobs.OnComplete(context.Background(), side) {
+		t.Error("OnComplete accepted outside a handler")
+	}
+	plain := metatest.Open(t, "sqlite")
+	id, err := plain.Jobs().EnqueueJob(context.Background(), meta.Job{Queue: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := make(chan bool, 1)
+	start(t, jobs.New(newCountingStore(plain.Jobs()), "q", func(ctx context.Context, j meta.Job) error {
+		if j.ID == id {
+			refused <- !jobs.OnComplete(ctx, side)
+		}
+		return nil
+	}, fast(jobs.Options{})))
+	select {
+	case ok := <-refused:
+		if !ok {
+			t.Error("OnComplete accepted with a store that is not a Chainer")
+		}
+	case <-time.After(wait):
+		t.Fatal("job did not run")
 	}
 }

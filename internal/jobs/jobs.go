@@ -40,13 +40,53 @@ type Store interface {
 
 // Chainer is what a Store may do besides (*meta.DB's Jobs does): complete
 // a job and, in the same write, claim for nextOwner the next ready job of
-// its queue and ordering key, if there is one (false otherwise, and for a
-// job without an ordering key). With a Chainer, a worker whose handler
-// succeeded runs the next job of the key right away, without a claim of
-// its own or a wait for the next poll: the jobs of a busy key (the
-// deliveries of one webhook) follow each other back to back.
+// its queue and ordering key, if there is one (false otherwise, for a job
+// without an ordering key, and for an empty nextOwner), after running also
+// in that transaction. With a Chainer, a worker whose handler succeeded
+// runs the next job of the key right away, without a claim of its own or a
+// wait for the next poll: the jobs of a busy key (the deliveries of one
+// webhook) follow each other back to back. And what a handler records
+// about its success (OnComplete) commits with the completion.
 type Chainer interface {
-	CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOwner string, lease time.Duration) (meta.Job, bool, error)
+	CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOwner string, lease time.Duration, also ...func(context.Context, meta.Tx) error) (meta.Job, bool, error)
+}
+
+// OnComplete asks the worker running the job whose handler got ctx to run
+// fn in the transaction that completes the job, if the handler returns
+// nil: what a handler records about a success (a delivery attempt)
+// commits with the completion, one write instead of two. fn does not run
+// if the handler fails. OnComplete reports false, and keeps nothing, when
+// the worker's store cannot do that (it is not a Chainer) or ctx is not a
+// handler's: the caller then writes on its own. An error of fn fails the
+// completion, so the job runs again once its lease expires.
+func OnComplete(ctx context.Context, fn func(context.Context, meta.Tx) error) bool {
+	h, ok := ctx.Value(hooksKey{}).(*hooks)
+	if !ok {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fns = append(h.fns, fn)
+	return true
+}
+
+type hooksKey struct{}
+
+// hooks are the functions a handler gave OnComplete.
+type hooks struct {
+	mu  sync.Mutex
+	fns []func(context.Context, meta.Tx) error
+}
+
+func (h *hooks) take() []func(context.Context, meta.Tx) error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fns := h.fns
+	h.fns = nil
+	return fns
 }
 
 // A chain ends after maxChain jobs of one key in a row, or once it has run
@@ -305,6 +345,11 @@ func (w *Worker) process(ctx context.Context, j meta.Job, owner string, chain bo
 	}
 	jctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	var h *hooks
+	if w.chainer != nil {
+		h = &hooks{}
+		jctx = context.WithValue(jctx, hooksKey{}, h)
+	}
 	stopped := make(chan struct{})
 	renewed := make(chan struct{})
 	go func() {
@@ -321,11 +366,14 @@ func (w *Worker) process(ctx context.Context, j meta.Job, owner string, chain bo
 	var what string
 	var rerr error
 	var deferred deferError
-	switch {
-	case err == nil && chain && w.chainer != nil && j.OrderingKey != "" && ctx.Err() == nil:
+	also := h.take()
+	if err == nil && chain && w.chainer != nil && j.OrderingKey != "" && ctx.Err() == nil {
 		nextOwner = w.newOwner()
+	}
+	switch {
+	case err == nil && (nextOwner != "" || len(also) > 0):
 		what = "completed"
-		next, ok, rerr = w.chainer.CompleteJobClaimNext(rctx, j.ID, owner, nextOwner, w.opts.Lease)
+		next, ok, rerr = w.chainer.CompleteJobClaimNext(rctx, j.ID, owner, nextOwner, w.opts.Lease, also...)
 		if ok {
 			log = log.With("next", next.ID)
 		}

@@ -266,13 +266,18 @@ func (db Jobs) CompleteJob(ctx context.Context, id int64, owner string) error {
 // key: the oldest pending or running job of the key, if it is pending and
 // its run_at has come. It runs with one more attempt, as after ClaimJob.
 // The job returned is the one claimed; false means none was ready (or the
-// completed job has no ordering key), and the key's next job is then left
-// to ClaimJob. It returns ErrJobLost, and completes nothing, unless owner
-// still holds the job.
+// completed job has no ordering key, or nextOwner is empty: then it only
+// completes), and the key's next job is then left to ClaimJob. It returns
+// ErrJobLost, and completes nothing, unless owner still holds the job.
+//
+// The functions also run first, in the same transaction: what the job's
+// handler records about its outcome (a delivery attempt) commits with the
+// completion, in one write. An error of theirs rolls everything back.
 //
 // A worker that finished a job of a busy key runs the next one at once
-// (internal/jobs): one write instead of a complete and a claim, and no
-// wait for a poll or a wake-up between the deliveries of one webhook.
+// (internal/jobs): one write instead of a complete and a claim (and the
+// handler's own record), and no wait for a poll or a wake-up between the
+// deliveries of one webhook.
 //
 // It keeps ClaimJob's invariant (the jobs of a key run one at a time, in
 // id order): the completed job was the only running job of its key, and
@@ -290,9 +295,9 @@ func (db Jobs) CompleteJob(ctx context.Context, id int64, owner string) error {
 // and ClaimJob takes the job) rather than skip to a younger job or wait.
 // No claimer can hold that lock: the job becomes ClaimJob's candidate only
 // once its claimer sees the completed job done, after this commit.
-func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOwner string, lease time.Duration) (Job, bool, error) {
-	if nextOwner == "" || lease <= 0 {
-		return Job{}, false, errors.New("complete and claim next job: a next owner and a positive lease are required")
+func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOwner string, lease time.Duration, also ...func(context.Context, Tx) error) (Job, bool, error) {
+	if nextOwner != "" && lease <= 0 {
+		return Job{}, false, errors.New("complete and claim next job: the lease must be positive")
 	}
 	lock := ""
 	if db.dialect == postgres {
@@ -314,6 +319,11 @@ func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOw
 	var ok bool
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		next, ok = Job{}, false
+		for _, fn := range also {
+			if err := fn(ctx, Tx{tx}); err != nil {
+				return err
+			}
+		}
 		ts := now()
 		var queue, key string
 		err := tx.QueryRowContext(ctx, db.q(`UPDATE jobs SET status = 'done', lease_until = 0, lease_owner = '', updated_at = ?
@@ -324,7 +334,7 @@ func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOw
 		if err != nil {
 			return fmt.Errorf("complete job %d: %w", id, err)
 		}
-		if key == "" {
+		if key == "" || nextOwner == "" {
 			return nil
 		}
 		next, err = scanJob(tx.QueryRowContext(ctx, claimNext, ts+lease.Microseconds(), nextOwner, ts, queue, key, ts))

@@ -12,7 +12,49 @@ import (
 
 func TestJobChain(t *testing.T) {
 	for _, d := range metatest.Dialects() {
-		t.Run(d, func(t *testing.T) { testJobChain(t, metatest.Open(t, d)) })
+		t.Run(d, func(t *testing.T) {
+			t.Run("Order", func(t *testing.T) { testJobChain(t, metatest.Open(t, d)) })
+			t.Run("Also", func(t *testing.T) { testJobChainAlso(t, metatest.Open(t, d)) })
+		})
+	}
+}
+
+// testJobChainAlso: the functions given to CompleteJobClaimNext run in its
+// transaction (an error of theirs undoes the completion), and an empty
+// next owner only completes.
+func testJobChainAlso(t *testing.T, db *meta.DB) {
+	ctx := context.Background()
+	k1 := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "k"})
+	k2 := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "k"})
+	if got := claimID(t, db, "q", "w1"); got != k1 {
+		t.Fatalf("claim = %d, want %d", got, k1)
+	}
+	side := func(ctx context.Context, tx meta.Tx) error {
+		_, err := db.Jobs().EnqueueIn(ctx, tx, meta.Job{Queue: "side"})
+		return err
+	}
+	boom := errors.New("boom")
+	_, _, err := db.Jobs().CompleteJobClaimNext(ctx, k1, "w1", "w2", lease, side, func(context.Context, meta.Tx) error { return boom })
+	if !errors.Is(err, boom) {
+		t.Fatalf("chain with a failing function = %v, want %v", err, boom)
+	}
+	if j := jobByID(t, db, k1); j.Status != meta.JobRunning {
+		t.Fatalf("job after a failed chain = %+v, want running", j)
+	}
+	if js, err := db.Jobs().Jobs(ctx, "side", "", 10); err != nil || len(js) != 0 {
+		t.Fatalf("side jobs after a failed chain = %+v, %v; want none", js, err)
+	}
+	if _, ok, err := db.Jobs().CompleteJobClaimNext(ctx, k1, "w1", "", 0, side); err != nil || ok {
+		t.Fatalf("complete with no next owner = %v, %v; want no job, no error", ok, err)
+	}
+	if j := jobByID(t, db, k1); j.Status != meta.JobDone {
+		t.Fatalf("job = %+v, want done", j)
+	}
+	if j := jobByID(t, db, k2); j.Status != meta.JobPending || j.Attempts != 0 {
+		t.Fatalf("next job = %+v, want pending, not claimed", j)
+	}
+	if js, err := db.Jobs().Jobs(ctx, "side", "", 10); err != nil || len(js) != 1 {
+		t.Fatalf("side jobs = %+v, %v; want the one enqueued with the completion", js, err)
 	}
 }
 
@@ -52,8 +94,8 @@ func testJobChain(t *testing.T, db *meta.DB) {
 	if got := claimID(t, db, "q", "w1"); got != a1 {
 		t.Fatalf("claim = %d, want %d", got, a1)
 	}
-	if _, _, err := db.Jobs().CompleteJobClaimNext(ctx, a1, "w1", "", lease); err == nil {
-		t.Fatal("chain without a next owner succeeded")
+	if _, _, err := db.Jobs().CompleteJobClaimNext(ctx, a1, "w1", "w2", 0); err == nil {
+		t.Fatal("chain without a lease succeeded")
 	}
 	if _, _, err := db.Jobs().CompleteJobClaimNext(ctx, a1, "x", "w2", lease); !errors.Is(err, meta.ErrJobLost) {
 		t.Fatalf("chain by a non-owner = %v, want ErrJobLost", err)
