@@ -53,6 +53,25 @@ func (s *countingStore) CompleteJob(ctx context.Context, id int64, owner string)
 	return err
 }
 
+// waitCompleted waits until the store has seen n completions: the jobs
+// table says done a moment before the call that completed them returns.
+func (s *countingStore) waitCompleted(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		s.mu.Lock()
+		got := len(s.order)
+		s.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d jobs completed", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 type chainingStore struct {
 	*countingStore
 	afterChain func() // if set, called after each CompleteJobClaimNext
@@ -106,6 +125,7 @@ func TestWorkerChainsKey(t *testing.T) {
 			return nil
 		}, fast(jobs.Options{PollInterval: time.Hour})))
 		waitFor(t, db, meta.JobDone, n+1)
+		store.waitCompleted(t, n+1)
 		want = append(want, other)
 		mu.Lock()
 		defer mu.Unlock()
@@ -172,6 +192,7 @@ func TestWorkerWithoutChainer(t *testing.T) {
 	store := newCountingStore(db.Jobs())
 	start(t, jobs.New(store, "q", func(context.Context, meta.Job) error { return nil }, fast(jobs.Options{})))
 	waitFor(t, db, meta.JobDone, len(want))
+	store.waitCompleted(t, len(want))
 	store.mu.Lock()
 	defer store.mu.Unlock()
 	if fmt.Sprint(store.order) != fmt.Sprint(want) || store.claims != len(want) || store.completes != len(want) {
@@ -232,6 +253,7 @@ func TestWorkerOnComplete(t *testing.T) {
 	}, fast(jobs.Options{})))
 	waitFor(t, db, meta.JobDone, 3)
 	waitFor(t, db, meta.JobDead, 1)
+	store.waitCompleted(t, 3)
 	js, err := db.Jobs().Jobs(context.Background(), "side", "", 10)
 	if err != nil || len(js) != 3 {
 		t.Fatalf("side jobs = %d, %v; want 3, one per job completed", len(js), err)
