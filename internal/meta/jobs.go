@@ -185,10 +185,16 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 	if owner == "" || lease <= 0 {
 		return Job{}, false, errors.New("claim job: owner and a positive lease are required")
 	}
-	// A read first: an idle worker's poll must not take the write lock
-	// (SQLite has one writer, and pushes need it).
-	var live int
-	err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM jobs WHERE queue = ? AND status IN ('pending', 'running') LIMIT 1"), queue).Scan(&live)
+	// A read first, without locks: a poll that finds no job ready must not
+	// take the write lock (SQLite has one writer, and pushes need it). Not
+	// only an empty queue: a queue whose live jobs all wait, for their
+	// run_at or behind an older job of their key (a webhook's backlog
+	// while one worker chains through it), is polled by every idle worker
+	// at every wake-up. The read may miss a job committed since; the
+	// commit's wake-up or the next poll finds it.
+	var ready int
+	ts := now()
+	err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM jobs j WHERE "+readyJob+" LIMIT 1"), queue, ts, ts).Scan(&ready)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Job{}, false, nil
 	}
@@ -211,13 +217,7 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 			last_error = CASE WHEN status = 'running' AND attempts >= max_attempts THEN ? ELSE last_error END,
 			lease_until = ?, lease_owner = ?, updated_at = ?
 		WHERE id = (
-			SELECT j.id FROM jobs j
-			WHERE j.queue = ? AND j.status IN ('pending', 'running')
-			AND ((j.status = 'pending' AND j.run_at <= ?) OR (j.status = 'running' AND j.lease_until <= ?))
-			AND (j.ordering_key = '' OR NOT EXISTS (
-				SELECT 1 FROM jobs o
-				WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key AND o.status IN ('pending', 'running')
-				AND o.id < j.id))
+			SELECT j.id FROM jobs j WHERE ` + readyJob + `
 			ORDER BY j.id LIMIT 1` + lock + `)
 		RETURNING ` + jobColumns)
 	for range 16 {
@@ -236,6 +236,17 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 	}
 	return Job{}, false, nil // many dead-lettered in a row: look again at the next poll
 }
+
+// readyJob is the condition on j, a job of the queue (the first
+// placeholder), that ClaimJob may claim at the time of the other two: a
+// pending job whose run_at has come or a running one whose lease expired,
+// with no older live job of its key.
+const readyJob = `j.queue = ? AND j.status IN ('pending', 'running')
+	AND ((j.status = 'pending' AND j.run_at <= ?) OR (j.status = 'running' AND j.lease_until <= ?))
+	AND (j.ordering_key = '' OR NOT EXISTS (
+		SELECT 1 FROM jobs o
+		WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key AND o.status IN ('pending', 'running')
+		AND o.id < j.id))`
 
 // errLeaseExpired is the last_error of a job dead-lettered by ClaimJob.
 const errLeaseExpired = "lease expired during the last attempt: the worker stopped or hung"

@@ -2,7 +2,9 @@ package meta_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -159,5 +161,44 @@ func testJobChain(t *testing.T, db *meta.DB) {
 		if j := jobByID(t, db, id); j.Status != meta.JobDone || j.Attempts != 1 {
 			t.Errorf("job %d = %+v, want done after one attempt", id, j)
 		}
+	}
+}
+
+// TestClaimJobPollWithoutWriter: a poll of a queue whose live jobs all
+// wait (behind an older job of their key, or for their run_at) answers
+// from a read, without waiting for the writer, here held by another
+// connection.
+func TestClaimJobPollWithoutWriter(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "meta.db")
+	db, err := meta.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	k1 := enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "k"})
+	enqueue(t, db, meta.Job{Queue: "q", OrderingKey: "k"})
+	enqueue(t, db, meta.Job{Queue: "q", RunAt: time.Now().Add(time.Hour)})
+	if got := claimID(t, db, "q", "w"); got != k1 {
+		t.Fatalf("claim = %d, want %d", got, k1)
+	}
+	other, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, "ROLLBACK")
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if j, ok, err := db.Jobs().ClaimJob(pctx, "q", "w2", lease); err != nil || ok {
+		t.Fatalf("poll = %d, %v, %v; want no job, answered without the writer", j.ID, ok, err)
 	}
 }
