@@ -38,6 +38,66 @@ type Store interface {
 	DeferJob(ctx context.Context, id int64, owner string, runAt time.Time, reason string) error
 }
 
+// Chainer is what a Store may do besides (*meta.DB's Jobs does): complete
+// a job and, in the same write, claim for nextOwner the next ready job of
+// its queue and ordering key, if there is one (false otherwise, for a job
+// without an ordering key, and for an empty nextOwner), after running also
+// in that transaction. With a Chainer, a worker whose handler succeeded
+// runs the next job of the key right away, without a claim of its own or a
+// wait for the next poll: the jobs of a busy key (the deliveries of one
+// webhook) follow each other back to back. And what a handler records
+// about its success (OnComplete) commits with the completion.
+type Chainer interface {
+	CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOwner string, lease time.Duration, also ...func(context.Context, meta.Tx) error) (meta.Job, bool, error)
+}
+
+// OnComplete asks the worker running the job whose handler got ctx to run
+// fn in the transaction that completes the job, if the handler returns
+// nil: what a handler records about a success (a delivery attempt)
+// commits with the completion, one write instead of two. fn does not run
+// if the handler fails. OnComplete reports false, and keeps nothing, when
+// the worker's store cannot do that (it is not a Chainer) or ctx is not a
+// handler's: the caller then writes on its own. An error of fn fails the
+// completion, so the job runs again once its lease expires.
+func OnComplete(ctx context.Context, fn func(context.Context, meta.Tx) error) bool {
+	h, ok := ctx.Value(hooksKey{}).(*hooks)
+	if !ok {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fns = append(h.fns, fn)
+	return true
+}
+
+type hooksKey struct{}
+
+// hooks are the functions a handler gave OnComplete.
+type hooks struct {
+	mu  sync.Mutex
+	fns []func(context.Context, meta.Tx) error
+}
+
+func (h *hooks) take() []func(context.Context, meta.Tx) error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fns := h.fns
+	h.fns = nil
+	return fns
+}
+
+// A chain ends after maxChain jobs of one key in a row, or once it has run
+// for maxChainTime: the worker then claims again, and ClaimJob takes the
+// oldest ready job of the queue, so that a busy key does not keep a worker
+// from the older jobs of other keys.
+const (
+	maxChain     = 16
+	maxChainTime = time.Second
+)
+
 type permanentError struct{ err error }
 
 func (e permanentError) Error() string { return e.err.Error() }
@@ -135,6 +195,7 @@ type Worker struct {
 	log     *slog.Logger
 	wake    chan struct{}
 	claims  atomic.Uint64
+	chainer Chainer // the store, if it chains; nil otherwise
 }
 
 // New returns a worker for queue. Call Run to start it.
@@ -157,7 +218,9 @@ func New(store Store, queue string, h Handler, opts Options) *Worker {
 	if opts.Owner == "" {
 		opts.Owner = defaultOwner()
 	}
+	chainer, _ := store.(Chainer)
 	return &Worker{
+		chainer: chainer,
 		store:   store,
 		queue:   queue,
 		handler: h,
@@ -208,9 +271,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
+// newOwner names a claim: the worker's owner and a sequence number.
+func (w *Worker) newOwner() string {
+	return fmt.Sprintf("%s/%d", w.opts.Owner, w.claims.Add(1))
+}
+
 func (w *Worker) loop(ctx context.Context) {
 	for ctx.Err() == nil {
-		owner := fmt.Sprintf("%s/%d", w.opts.Owner, w.claims.Add(1))
+		owner := w.newOwner()
 		j, ok, err := w.store.ClaimJob(ctx, w.queue, owner, w.opts.Lease)
 		switch {
 		case err != nil:
@@ -222,8 +290,36 @@ func (w *Worker) loop(ctx context.Context) {
 			w.idle(ctx)
 		default:
 			w.Wake() // there may be more: let an idle sibling look too
-			w.process(ctx, j, owner)
+			w.runChain(ctx, j, owner)
 		}
+	}
+}
+
+// runChain runs a claimed job and then, while the store hands on the next
+// job of its ordering key (Chainer), that job, up to maxChain jobs or
+// maxChainTime.
+func (w *Worker) runChain(ctx context.Context, j meta.Job, owner string) {
+	start := time.Now()
+	for n := 1; ; n++ {
+		next, nextOwner, ok := w.process(ctx, j, owner, n < maxChain && time.Since(start) < maxChainTime)
+		if !ok {
+			return
+		}
+		if ctx.Err() != nil {
+			w.unclaim(ctx, next, nextOwner)
+			return
+		}
+		j, owner = next, nextOwner
+	}
+}
+
+// unclaim puts back a job chained to a worker that stopped before it ran,
+// without counting the attempt its claim counted.
+func (w *Worker) unclaim(ctx context.Context, j meta.Job, owner string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
+	defer cancel()
+	if err := w.store.DeferJob(rctx, j.ID, owner, time.Now(), "the worker stopped before the job ran"); err != nil {
+		w.log.Warn("put back a job claimed as the worker stopped; it runs again when its lease expires", "job", j.ID, "err", err)
 	}
 }
 
@@ -239,14 +335,21 @@ func (w *Worker) idle(ctx context.Context) {
 }
 
 // process runs the handler of a claimed job under a renewed lease and
-// records the outcome.
-func (w *Worker) process(ctx context.Context, j meta.Job, owner string) {
+// records the outcome. When the handler succeeded, chain allows it and the
+// worker is not stopping, the store (a Chainer) completes the job and
+// claims the next one of its key, which process returns with its owner.
+func (w *Worker) process(ctx context.Context, j meta.Job, owner string, chain bool) (next meta.Job, nextOwner string, ok bool) {
 	log := w.log.With("job", j.ID, "attempt", j.Attempts)
 	if j.OrderingKey != "" {
 		log = log.With("key", j.OrderingKey)
 	}
 	jctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	var h *hooks
+	if w.chainer != nil {
+		h = &hooks{}
+		jctx = context.WithValue(jctx, hooksKey{}, h)
+	}
 	stopped := make(chan struct{})
 	renewed := make(chan struct{})
 	go func() {
@@ -263,7 +366,17 @@ func (w *Worker) process(ctx context.Context, j meta.Job, owner string) {
 	var what string
 	var rerr error
 	var deferred deferError
+	also := h.take()
+	if err == nil && chain && w.chainer != nil && j.OrderingKey != "" && ctx.Err() == nil {
+		nextOwner = w.newOwner()
+	}
 	switch {
+	case err == nil && (nextOwner != "" || len(also) > 0):
+		what = "completed"
+		next, ok, rerr = w.chainer.CompleteJobClaimNext(rctx, j.ID, owner, nextOwner, w.opts.Lease, also...)
+		if ok {
+			log = log.With("next", next.ID)
+		}
 	case err == nil:
 		what, rerr = "completed", w.store.CompleteJob(rctx, j.ID, owner)
 	case errors.As(err, &deferred):
@@ -298,6 +411,7 @@ func (w *Worker) process(ctx context.Context, j meta.Job, owner string) {
 	default:
 		log.Warn("job "+what, "err", err)
 	}
+	return next, nextOwner, ok && rerr == nil
 }
 
 // call runs the handler, turning a panic into an error.

@@ -179,14 +179,22 @@ func scanJob(row interface{ Scan(...any) error }) (Job, error) {
 //     good, and then no other job of the key is claimable until N finishes.
 //   - On SQLite the claim is one write statement, and writes are
 //     serialized, across processes too.
+//   - CompleteJobClaimNext hands a key on from one job to the next without
+//     the key ever being free: see there.
 func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Duration) (Job, bool, error) {
 	if owner == "" || lease <= 0 {
 		return Job{}, false, errors.New("claim job: owner and a positive lease are required")
 	}
-	// A read first: an idle worker's poll must not take the write lock
-	// (SQLite has one writer, and pushes need it).
-	var live int
-	err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM jobs WHERE queue = ? AND status IN ('pending', 'running') LIMIT 1"), queue).Scan(&live)
+	// A read first, without locks: a poll that finds no job ready must not
+	// take the write lock (SQLite has one writer, and pushes need it). Not
+	// only an empty queue: a queue whose live jobs all wait, for their
+	// run_at or behind an older job of their key (a webhook's backlog
+	// while one worker chains through it), is polled by every idle worker
+	// at every wake-up. The read may miss a job committed since; the
+	// commit's wake-up or the next poll finds it.
+	var ready int
+	ts := now()
+	err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM jobs j WHERE "+readyJob+" LIMIT 1"), queue, ts, ts).Scan(&ready)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Job{}, false, nil
 	}
@@ -209,13 +217,7 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 			last_error = CASE WHEN status = 'running' AND attempts >= max_attempts THEN ? ELSE last_error END,
 			lease_until = ?, lease_owner = ?, updated_at = ?
 		WHERE id = (
-			SELECT j.id FROM jobs j
-			WHERE j.queue = ? AND j.status IN ('pending', 'running')
-			AND ((j.status = 'pending' AND j.run_at <= ?) OR (j.status = 'running' AND j.lease_until <= ?))
-			AND (j.ordering_key = '' OR NOT EXISTS (
-				SELECT 1 FROM jobs o
-				WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key AND o.status IN ('pending', 'running')
-				AND o.id < j.id))
+			SELECT j.id FROM jobs j WHERE ` + readyJob + `
 			ORDER BY j.id LIMIT 1` + lock + `)
 		RETURNING ` + jobColumns)
 	for range 16 {
@@ -240,6 +242,17 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 	return Job{}, false, nil // many dead-lettered in a row: look again at the next poll
 }
 
+// readyJob is the condition on j, a job of the queue (the first
+// placeholder), that ClaimJob may claim at the time of the other two: a
+// pending job whose run_at has come or a running one whose lease expired,
+// with no older live job of its key.
+const readyJob = `j.queue = ? AND j.status IN ('pending', 'running')
+	AND ((j.status = 'pending' AND j.run_at <= ?) OR (j.status = 'running' AND j.lease_until <= ?))
+	AND (j.ordering_key = '' OR NOT EXISTS (
+		SELECT 1 FROM jobs o
+		WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key AND o.status IN ('pending', 'running')
+		AND o.id < j.id))`
+
 // errLeaseExpired is the last_error of a job dead-lettered by ClaimJob.
 const errLeaseExpired = "lease expired during the last attempt: the worker stopped or hung"
 
@@ -262,6 +275,100 @@ func (db *core) finishJob(ctx context.Context, what string, id int64, owner, set
 // holds the job.
 func (db Jobs) CompleteJob(ctx context.Context, id int64, owner string) error {
 	return db.finishJob(ctx, "complete", id, owner, "status = 'done', lease_until = 0, lease_owner = ''")
+}
+
+// CompleteJobClaimNext marks a job done and, in the same transaction,
+// claims for nextOwner, for lease, the next job of its queue and ordering
+// key: the oldest pending or running job of the key, if it is pending and
+// its run_at has come. It runs with one more attempt, as after ClaimJob.
+// The job returned is the one claimed; false means none was ready (or the
+// completed job has no ordering key, or nextOwner is empty: then it only
+// completes), and the key's next job is then left to ClaimJob. It returns
+// ErrJobLost, and completes nothing, unless owner still holds the job.
+//
+// The functions also run first, in the same transaction: what the job's
+// handler records about its outcome (a delivery attempt) commits with the
+// completion, in one write. An error of theirs rolls everything back.
+//
+// A worker that finished a job of a busy key runs the next one at once
+// (internal/jobs): one write instead of a complete and a claim (and the
+// handler's own record), and no wait for a poll or a wake-up between the
+// deliveries of one webhook.
+//
+// It keeps ClaimJob's invariant (the jobs of a key run one at a time, in
+// id order): the completed job was the only running job of its key, and
+// every older job of the key had finished (ClaimJob claimed it only then,
+// or a chain did, by the same rule). The job claimed is the oldest live one
+// of the key, so no older job of the key is pending or running, exactly
+// ClaimJob's condition; a job of the key that commits later has a larger
+// id (enqueues of a key are serialized). Completing and claiming commit
+// together, so no claimer ever sees the key free between the two: one that
+// reads before the commit sees the completed job still running and holds
+// the key's younger jobs back, one that reads after it sees the next job
+// running. On PostgreSQL the next job is locked FOR UPDATE SKIP LOCKED:
+// only the oldest live job of the key is a candidate, so a lock held
+// elsewhere (ReleaseJobs changing its run_at) makes the chain stop (false,
+// and ClaimJob takes the job) rather than skip to a younger job or wait.
+// No claimer can hold that lock: the job becomes ClaimJob's candidate only
+// once its claimer sees the completed job done, after this commit.
+func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOwner string, lease time.Duration, also ...func(context.Context, Tx) error) (Job, bool, error) {
+	if nextOwner != "" && lease <= 0 {
+		return Job{}, false, errors.New("complete and claim next job: the lease must be positive")
+	}
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	// The status terms repeat the partial indexes' predicate verbatim, so
+	// that SQLite uses them (see ClaimJob).
+	claimNext := db.q(`UPDATE jobs SET status = 'running', attempts = attempts + 1,
+			lease_until = ?, lease_owner = ?, updated_at = ?
+		WHERE id = (
+			SELECT j.id FROM jobs j
+			WHERE j.id = (
+				SELECT o.id FROM jobs o
+				WHERE o.queue = ? AND o.ordering_key = ? AND o.status IN ('pending', 'running')
+				ORDER BY o.id LIMIT 1)
+			AND j.status = 'pending' AND j.run_at <= ?` + lock + `)
+		RETURNING ` + jobColumns)
+	var next Job
+	var ok bool
+	// A job's outcome is bookkeeping (laxTx): if a power cut loses it,
+	// the job runs again, and the claim of the next one is lost with it.
+	err := db.laxTx(ctx, func(tx *sql.Tx) error {
+		next, ok = Job{}, false
+		for _, fn := range also {
+			if err := fn(ctx, Tx{tx}); err != nil {
+				return err
+			}
+		}
+		ts := now()
+		var queue, key string
+		err := tx.QueryRowContext(ctx, db.q(`UPDATE jobs SET status = 'done', lease_until = 0, lease_owner = '', updated_at = ?
+			WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING queue, ordering_key`), ts, id, owner).Scan(&queue, &key)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("complete job %d: %w", id, ErrJobLost)
+		}
+		if err != nil {
+			return fmt.Errorf("complete job %d: %w", id, err)
+		}
+		if key == "" || nextOwner == "" {
+			return nil
+		}
+		next, err = scanJob(tx.QueryRowContext(ctx, claimNext, ts+lease.Microseconds(), nextOwner, ts, queue, key, ts))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("claim next %s job of key %q: %w", queue, key, err)
+		}
+		ok = true
+		return nil
+	})
+	if err != nil {
+		return Job{}, false, err
+	}
+	return next, ok, nil
 }
 
 // RetryJob puts a job back to pending, to run again from runAt, recording

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -423,7 +424,8 @@ func openShared(t testing.TB, dialect string) (*meta.DB, *meta.DB) {
 // TestJobClaimRace has claimers on two store handles race for keyed and
 // unkeyed jobs, retrying some, and checks that no two jobs of a key are
 // ever claimed at once, that the jobs of a key finish in id order, and
-// that every job finishes exactly once.
+// that every job finishes exactly once. Half the claimers complete with
+// CompleteJobClaimNext and run the job it hands on without claiming.
 func TestJobClaimRace(t *testing.T) {
 	for _, d := range metatest.Dialects() {
 		t.Run(d, func(t *testing.T) {
@@ -442,6 +444,7 @@ func TestJobClaimRace(t *testing.T) {
 			running := map[string]int64{}
 			finished := map[string][]int64{}
 			done := map[int64]int{}
+			var chained atomic.Int64
 			var wg sync.WaitGroup
 			errc := make(chan error, 16)
 			for w := range 8 {
@@ -450,19 +453,30 @@ func TestJobClaimRace(t *testing.T) {
 					db = dbB
 				}
 				wg.Go(func() {
-					owner := fmt.Sprintf("w%d", w)
+					chainer := w%4 >= 2
+					seq := 0
+					owner := fmt.Sprintf("w%d/%d", w, seq)
+					var j meta.Job
+					handed := false // j was handed on by a chain
 					idle := 0
 					for idle < 20 {
-						j, ok, err := db.Jobs().ClaimJob(ctx, "q", owner, lease)
-						if err != nil {
-							errc <- err
-							return
+						if !handed {
+							var ok bool
+							var err error
+							seq++
+							owner = fmt.Sprintf("w%d/%d", w, seq)
+							j, ok, err = db.Jobs().ClaimJob(ctx, "q", owner, lease)
+							if err != nil {
+								errc <- err
+								return
+							}
+							if !ok {
+								idle++
+								time.Sleep(5 * time.Millisecond)
+								continue
+							}
 						}
-						if !ok {
-							idle++
-							time.Sleep(5 * time.Millisecond)
-							continue
-						}
+						handed = false
 						idle = 0
 						k := j.OrderingKey
 						mu.Lock()
@@ -484,9 +498,24 @@ func TestJobClaimRace(t *testing.T) {
 							done[j.ID]++
 						}
 						mu.Unlock()
-						if retry {
+						var err error
+						switch {
+						case retry:
 							err = db.Jobs().RetryJob(ctx, j.ID, owner, time.Now(), "again")
-						} else {
+						case chainer:
+							seq++
+							next := fmt.Sprintf("w%d/%d", w, seq)
+							var n meta.Job
+							n, handed, err = db.Jobs().CompleteJobClaimNext(ctx, j.ID, owner, next, lease)
+							if handed {
+								if n.OrderingKey != k || k == "" || n.Queue != "q" || n.ID <= j.ID {
+									errc <- fmt.Errorf("job %d of key %q chained to %+v", j.ID, k, n)
+									return
+								}
+								chained.Add(1)
+								j, owner = n, next
+							}
+						default:
 							err = db.Jobs().CompleteJob(ctx, j.ID, owner)
 						}
 						if err != nil {
@@ -500,6 +529,9 @@ func TestJobClaimRace(t *testing.T) {
 			close(errc)
 			for err := range errc {
 				t.Fatal(err)
+			}
+			if chained.Load() == 0 {
+				t.Error("no job was handed on by a chain")
 			}
 			for id := range keyOf {
 				if done[id] != 1 {

@@ -316,31 +316,36 @@ type Attempt struct {
 // disabled, that re-enables it and releases its held deliveries, as
 // ResetNotificationFailures does.
 func (db Notifications) RecordAttempt(ctx context.Context, a Attempt, success bool) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO notification_attempts (notification_id, event_uuid, job_id, attempt, status_code, latency_ms, error, attempted_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), a.NotificationID, a.EventUUID, a.JobID, a.Attempt, a.StatusCode, a.LatencyMS, a.Error, now()); err != nil {
-			return fmt.Errorf("record attempt: %w", err)
-		}
-		if !success {
-			return nil
-		}
-		var uuid string
-		err := tx.QueryRowContext(ctx, db.q(`UPDATE notifications SET number_of_failures = 0, disabled_until = 0, disabled_for = 0, disabled_reason = ''
-			WHERE id = ? AND number_of_failures >= ? RETURNING uuid`), a.NotificationID, MaxNotificationFailures).Scan(&uuid)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			if _, err := tx.ExecContext(ctx, db.q("UPDATE notifications SET number_of_failures = 0 WHERE id = ? AND number_of_failures > 0"), a.NotificationID); err != nil {
-				return fmt.Errorf("reset failures: %w", err)
-			}
-		case err != nil:
-			return fmt.Errorf("reset failures: %w", err)
-		default:
-			if _, err := db.releaseJobsTx(ctx, tx, NotifyQueue, uuid+"|"); err != nil {
-				return fmt.Errorf("re-enable notification: %w", err)
-			}
-		}
+	return db.tx(ctx, func(tx *sql.Tx) error { return db.RecordAttemptIn(ctx, Tx{tx}, a, success) })
+}
+
+// RecordAttemptIn is RecordAttempt in tx: the transaction that completes
+// the delivery's job (jobs.OnComplete).
+func (db Notifications) RecordAttemptIn(ctx context.Context, t Tx, a Attempt, success bool) error {
+	tx := t.tx
+	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO notification_attempts (notification_id, event_uuid, job_id, attempt, status_code, latency_ms, error, attempted_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), a.NotificationID, a.EventUUID, a.JobID, a.Attempt, a.StatusCode, a.LatencyMS, a.Error, now()); err != nil {
+		return fmt.Errorf("record attempt: %w", err)
+	}
+	if !success {
 		return nil
-	})
+	}
+	var uuid string
+	err := tx.QueryRowContext(ctx, db.q(`UPDATE notifications SET number_of_failures = 0, disabled_until = 0, disabled_for = 0, disabled_reason = ''
+		WHERE id = ? AND number_of_failures >= ? RETURNING uuid`), a.NotificationID, MaxNotificationFailures).Scan(&uuid)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE notifications SET number_of_failures = 0 WHERE id = ? AND number_of_failures > 0"), a.NotificationID); err != nil {
+			return fmt.Errorf("reset failures: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("reset failures: %w", err)
+	default:
+		if _, err := db.releaseJobsTx(ctx, tx, NotifyQueue, uuid+"|"); err != nil {
+			return fmt.Errorf("re-enable notification: %w", err)
+		}
+	}
+	return nil
 }
 
 // Attempts lists a notification's attempts, newest first.

@@ -93,8 +93,16 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	if res.Err != nil {
 		a.Error = res.Err.Error()
 	}
-	if err := s.stores.Outcomes.RecordAttempt(context.WithoutCancel(ctx), a, res.Err == nil); err != nil {
-		s.log.Warn("record delivery attempt", "err", err)
+	// A success is recorded in the write that completes the job, if the
+	// worker can (jobs.OnComplete): one write per delivery, not two.
+	success := res.Err == nil
+	record := func(ctx context.Context, tx meta.Tx) error {
+		return s.stores.Outcomes.RecordAttemptIn(ctx, tx, a, success)
+	}
+	if !success || !jobs.OnComplete(ctx, record) {
+		if err := s.stores.Outcomes.RecordAttempt(context.WithoutCancel(ctx), a, success); err != nil {
+			s.log.Warn("record delivery attempt", "err", err)
+		}
 	}
 	if res.Err == nil {
 		if n.Disabled() && !dj.Sample {

@@ -30,6 +30,7 @@ type Notifications interface {
 // (meta.Notifications).
 type Outcomes interface {
 	RecordAttempt(ctx context.Context, a meta.Attempt, success bool) error
+	RecordAttemptIn(ctx context.Context, tx meta.Tx, a meta.Attempt, success bool) error
 	ClaimNotificationTrial(ctx context.Context, id int64, seen, until time.Time) (bool, error)
 	NotificationFailed(ctx context.Context, id int64, f meta.NotificationFailure) (meta.Notification, error)
 }
