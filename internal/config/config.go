@@ -226,6 +226,10 @@ type Metrics struct {
 	// Public lets anyone scrape /metrics on the main listener; false asks
 	// for a superuser's Basic credentials or API token there.
 	Public bool `yaml:"public"`
+	// Pprof also serves Go's runtime profiles (/debug/pprof/) on the
+	// metrics listener, for profiling a running server. It needs Addr:
+	// profiles are never served on the main listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Retention of bookkeeping rows.
@@ -430,6 +434,8 @@ func (c *Config) Validate() error {
 		if c.Metrics.Public {
 			bad("metrics.public", "applies to the main listener only; with metrics.addr set, /metrics is not served there")
 		}
+	} else if c.Metrics.Pprof {
+		bad("metrics.pprof", "needs metrics.addr: profiles are served only on the metrics listener, never on the main one")
 	}
 	if w := c.Scan.Workers; w < 1 || w > 64 {
 		bad("scan.workers", "%d is outside 1..64", w)

@@ -109,17 +109,17 @@ func TestValidate(t *testing.T) {
 
 func TestMetricsSettings(t *testing.T) {
 	c := Default()
-	if !c.Metrics.Enabled || c.Metrics.Addr != "" || c.Metrics.Public {
+	if !c.Metrics.Enabled || c.Metrics.Addr != "" || c.Metrics.Public || c.Metrics.Pprof {
 		t.Fatalf("metrics defaults = %+v", c.Metrics)
 	}
-	env := map[string]string{"BERTH_METRICS_ENABLED": "true", "BERTH_METRICS_ADDR": "127.0.0.1:9090", "BERTH_METRICS_PUBLIC": "false"}
+	env := map[string]string{"BERTH_METRICS_ENABLED": "true", "BERTH_METRICS_ADDR": "127.0.0.1:9090", "BERTH_METRICS_PUBLIC": "false", "BERTH_METRICS_PPROF": "true"}
 	if err := c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(); err != nil || c.Metrics.Addr != "127.0.0.1:9090" {
+	if err := c.Validate(); err != nil || c.Metrics.Addr != "127.0.0.1:9090" || !c.Metrics.Pprof {
 		t.Fatalf("metrics from env: %+v %v", c.Metrics, err)
 	}
-	for _, bad := range []Metrics{{Enabled: true, Addr: "nowhere"}, {Enabled: true, Addr: ":5000"}, {Enabled: true, Addr: "127.0.0.1:9090", Public: true}} {
+	for _, bad := range []Metrics{{Enabled: true, Addr: "nowhere"}, {Enabled: true, Addr: ":5000"}, {Enabled: true, Addr: "127.0.0.1:9090", Public: true}, {Enabled: true, Pprof: true}} {
 		c := Default()
 		c.Metrics = bad
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "metrics.") {

@@ -309,6 +309,34 @@ func TestMetricsServedOnTheirOwnAddress(t *testing.T) {
 	}
 }
 
+// TestPprofOnTheMetricsListener: metrics.pprof serves Go's profiles on
+// the metrics listener only; without it they are not served anywhere.
+func TestPprofOnTheMetricsListener(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		srv, host, _ := serveServer(t, "sqlite", func(cfg *config.Config) {
+			cfg.Metrics.Addr = "127.0.0.1:0"
+			cfg.Metrics.Pprof = on
+		})
+		if code, _ := get(t, "http://"+host+"/livez", ""); code != 200 {
+			t.Fatalf("livez: %d", code)
+		}
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		code, body := get(t, "http://"+srv.MetricsAddr()+"/debug/pprof/cmdline", "")
+		if code != want || on && !strings.Contains(string(body), "berth") && !strings.Contains(string(body), "test") {
+			t.Errorf("pprof %v: metrics listener /debug/pprof/cmdline = %d %q, want %d", on, code, body, want)
+		}
+		if code, _ := get(t, "http://"+srv.MetricsAddr()+"/debug/pprof/goroutine?debug=1", ""); code != want {
+			t.Errorf("pprof %v: goroutine profile = %d, want %d", on, code, want)
+		}
+		if code, _ := get(t, "http://"+host+"/debug/pprof/", ""); code == http.StatusOK {
+			t.Errorf("pprof %v: the main listener serves /debug/pprof/", on)
+		}
+	}
+}
+
 // TestMetricsPublicAndOff: metrics.public opens /metrics on the main
 // listener; metrics.enabled false removes it.
 func TestMetricsPublicAndOff(t *testing.T) {

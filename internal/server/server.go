@@ -367,9 +367,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.metricsAddr.Store(&addr)
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.metrics.handler(s.log))
+		if s.cfg.Metrics.Pprof {
+			servePprof(mux)
+		}
 		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.HTTP.ReadHeaderTimeout, MaxHeaderBytes: s.cfg.HTTP.MaxHeaderBytes,
 			IdleTimeout: s.cfg.HTTP.IdleTimeout, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-		s.log.Info("metrics are served", "addr", addr, "path", "/metrics")
+		s.log.Info("metrics are served", "addr", addr, "path", "/metrics", "pprof", s.cfg.Metrics.Pprof)
 		go func() {
 			if err := msrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				s.log.Error("metrics listener", "err", err)
