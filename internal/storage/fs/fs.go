@@ -179,20 +179,28 @@ func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.File
 			return nil, wrap("resume", p, err)
 		}
 	}
-	return &writer{f: file, size: offset, fsync: d.fsync, path: p}, nil
+	return &writer{f: file, size: offset, flushed: offset, fsync: d.fsync, path: p}, nil
 }
 
+// writebackEvery is how many written bytes a writer with fsync lets
+// accumulate before it starts their writeback (startWriteback): a large
+// blob then streams to disk while it is received, instead of all at its
+// commit's fsync.
+const writebackEvery = 8 << 20
+
 type writer struct {
-	f      *os.File
-	path   string
-	size   int64
-	fsync  bool
-	closed bool
+	f    *os.File
+	path string
+	size int64
+	// flushed is the offset up to which writeback was started.
+	flushed int64
+	fsync   bool
+	closed  bool
 }
 
 func (w *writer) Write(b []byte) (int, error) {
 	n, err := w.f.Write(b)
-	w.size += int64(n)
+	w.wrote(int64(n))
 	return n, err
 }
 
@@ -200,8 +208,16 @@ func (w *writer) Write(b []byte) (int, error) {
 // kernel can.
 func (w *writer) ReadFrom(r io.Reader) (int64, error) {
 	n, err := w.f.ReadFrom(r)
-	w.size += n
+	w.wrote(n)
 	return n, err
+}
+
+func (w *writer) wrote(n int64) {
+	w.size += n
+	if w.fsync && w.size-w.flushed >= writebackEvery {
+		startWriteback(w.f, w.flushed, w.size-w.flushed)
+		w.flushed = w.size
+	}
 }
 
 func (w *writer) Size() int64 { return w.size }

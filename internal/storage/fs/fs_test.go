@@ -62,3 +62,41 @@ func TestIngest(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeWriteWithFsync writes a blob larger than the writeback step
+// with fsync on, in a first part and a resumed second part (so writeback
+// starts at a non-zero offset), and reads back exactly what was written.
+func TestLargeWriteWithFsync(t *testing.T) {
+	ctx := context.Background()
+	d, err := fs.New(t.TempDir(), fs.Options{Fsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+	var want bytes.Buffer
+	write := func(offset int64, n int) {
+		w, err := d.Writer(ctx, "/uploads/ab/big/data", offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			chunk[0] = byte(i) // every MiB differs
+			if _, err := w.Write(chunk); err != nil {
+				t.Fatal(err)
+			}
+			want.Write(chunk)
+		}
+		if err := w.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(0, 11)
+	write(int64(want.Len()), 13)
+	got, err := d.GetContent(ctx, "/uploads/ab/big/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest.FromBytes(got) != digest.FromBytes(want.Bytes()) {
+		t.Fatalf("read back %d bytes that differ from the %d written", len(got), want.Len())
+	}
+}
