@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"testing"
 
@@ -19,7 +17,6 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/server"
 )
 
 // BenchmarkHotPaths measures the two request mixes of the bench's
@@ -32,27 +29,7 @@ import (
 //
 //	go test ./internal/server -run '^$' -bench HotPaths -benchtime 2000x
 func BenchmarkHotPaths(b *testing.B) {
-	cfg := config.Default()
-	cfg.DataDir = b.TempDir()
-	cfg.Storage.Filesystem.Fsync = false
-	cfg.Log.Level = "error"
-	cfg.Scan.Enabled = false
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-		srv.Close()
-	})
+	_, host, cfg := serveServer(b, "sqlite", func(*config.Config) {})
 	db, err := meta.Open(context.Background(), cfg.DatabaseURL())
 	if err != nil {
 		b.Fatal(err)
@@ -62,7 +39,6 @@ func BenchmarkHotPaths(b *testing.B) {
 		b.Fatal(err)
 	}
 	db.Close()
-	host := ln.Addr().String()
 	opts := []remote.Option{remote.WithAuth(&authn.Basic{Username: "dev", Password: pw})}
 	push := func(b *testing.B, tag string) v1.Image {
 		img, err := random.Image(4096, 1)

@@ -4,10 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -25,7 +22,6 @@ import (
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
-	"github.com/berth-dev/berth/internal/server"
 )
 
 // BenchmarkPushLatency measures, through a real server (scanning on, a
@@ -75,33 +71,11 @@ func quantiles(ds []time.Duration) (p50, maxd time.Duration) {
 // and push-to-webhook latencies of latencyPushes pushes.
 func pushLatencies(b *testing.B, dialect string) (scanLat, hookLat []time.Duration) {
 	b.Helper()
-	cfg := config.Default()
-	cfg.DataDir = b.TempDir()
-	cfg.Storage.Filesystem.Fsync = false
-	cfg.Log.Level = "error"
-	cfg.Scan.Enabled = true
-	cfg.Scan.SBOM = false
-	cfg.Scan.VulnDB.UpdateInterval = 0
-	cfg.Notifications.AllowedHosts = []string{"loopback"}
-	if dialect == "postgres" {
-		cfg.Database.URL = metatest.PostgresDSN(b)
-		cfg.SecretKey = testSecretKey // replicas on PostgreSQL share one key
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-		srv.Close()
+	_, host, cfg := serveServer(b, dialect, func(cfg *config.Config) {
+		cfg.Scan.Enabled = true
+		cfg.Scan.SBOM = false
+		cfg.Scan.VulnDB.UpdateInterval = 0
+		cfg.Notifications.AllowedHosts = []string{"loopback"}
 	})
 	db, err := meta.Open(context.Background(), cfg.DatabaseURL())
 	if err != nil {
@@ -112,7 +86,7 @@ func pushLatencies(b *testing.B, dialect string) (scanLat, hookLat []time.Durati
 	if _, err := db.Users().CreateUser(context.Background(), meta.User{Username: "root", SecretHash: hash, Superuser: true}); err != nil {
 		b.Fatal(err)
 	}
-	base := "http://" + ln.Addr().String()
+	base := "http://" + host
 
 	var mu sync.Mutex
 	arrived := map[string]time.Time{} // digest -> first delivery
@@ -153,7 +127,7 @@ func pushLatencies(b *testing.B, dialect string) (scanLat, hookLat []time.Durati
 			b.Fatal(err)
 		}
 		d, _ := img.Digest()
-		ref, err := name.ParseReference(fmt.Sprintf("%s/root/lat:v%d", ln.Addr().String(), i), name.Insecure)
+		ref, err := name.ParseReference(fmt.Sprintf("%s/root/lat:v%d", host, i), name.Insecure)
 		if err != nil {
 			b.Fatal(err)
 		}

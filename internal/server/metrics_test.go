@@ -28,7 +28,7 @@ import (
 
 // serveServer is serveLive returning the server too (its metrics
 // listener's address).
-func serveServer(t *testing.T, dialect string, edit func(*config.Config)) (*server.Server, string, config.Config) {
+func serveServer(t testing.TB, dialect string, edit func(*config.Config)) (*server.Server, string, config.Config) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
