@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -16,37 +15,10 @@ import (
 	"github.com/berth-dev/berth/internal/config"
 )
 
-// configPaths are the YAML paths of every setting of config.Config, the
-// way config.LoadEnv walks them.
-func configPaths() []string {
-	var out []string
-	var walk func(t reflect.Type, prefix string)
-	walk = func(t reflect.Type, prefix string) {
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if tag == "" || tag == "-" {
-				continue
-			}
-			path := tag
-			if prefix != "" {
-				path = prefix + "." + tag
-			}
-			if f.Type.Kind() == reflect.Struct {
-				walk(f.Type, path)
-				continue
-			}
-			out = append(out, path)
-		}
-	}
-	walk(reflect.TypeOf(config.Config{}), "")
-	return out
-}
-
 // envPaths maps every BERTH_* variable Berth reads to its setting.
 func envPaths() map[string]string {
 	m := map[string]string{}
-	for _, p := range configPaths() {
+	for _, p := range config.Paths() {
 		m[config.EnvName(p)] = p
 	}
 	return m

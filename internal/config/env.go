@@ -52,6 +52,14 @@ func (c *Config) LoadEnv(lookup func(string) (string, bool)) error {
 	return errors.Join(errs...)
 }
 
+// Paths returns the YAML path of every setting, in the order LoadEnv
+// walks them (for tests that check every setting is documented or used).
+func Paths() []string {
+	var out []string
+	walk(reflect.ValueOf(&Config{}).Elem(), "", func(path string, _ reflect.Value) { out = append(out, path) })
+	return out
+}
+
 // walk calls fn for every leaf field with its yaml path.
 func walk(v reflect.Value, prefix string, fn func(path string, v reflect.Value)) {
 	t := v.Type()
