@@ -404,6 +404,18 @@ func run(c config, names []string, servers map[string]*server, authed map[string
 		if v := res.vals["push"]["berth"]; len(v) == round+1 && sha > 0 {
 			res.add("push_sha", "berth", v[round]/sha)
 		}
+		// And what the disk takes durably, which bounds a push that is
+		// flushed before it is acknowledged.
+		if dw, err := diskWriteRate(layer); err != nil {
+			logf("  disk write: %v", err)
+		} else {
+			res.add("disk_write", "client", dw)
+			for _, n := range names {
+				if v := res.vals["push"][n]; len(v) == round+1 {
+					res.add("push_disk", n, v[round]/dw)
+				}
+			}
+		}
 		for _, n := range order {
 			step("small", n, func() (float64, error) {
 				v, err := runSmallPushes(smallClients[n], smallRepo, imgs, c.concurrency)

@@ -54,6 +54,7 @@ func metrics(c config) []metric {
 		{"pull", fmt.Sprintf("Blob pull, 1 stream, %d MiB, sha256 checked (MB/s)", c.layerMiB), false, 1},
 		{"pull_curl", fmt.Sprintf("Blob pull, 1 stream, %d MiB, curl -o /dev/null (MB/s)", c.layerMiB), false, 1},
 		{"push_sha", "Blob push ÷ single-core SHA-256 rate (fraction)", false, 2},
+		{"push_disk", "Blob push ÷ the disk's flushed write rate (fraction)", false, 2},
 		{"small", fmt.Sprintf("Small image push, %d images at concurrency %d (images/s)", c.smallImages, c.concurrency), false, 1},
 		{"small_drained", "… until Berth's background scans of them are done (images/s; Distribution does not scan)", false, 1},
 		{"load_rps", fmt.Sprintf("Manifest GET by tag, %d workers, %s (req/s)", c.loadWorkers, c.loadDuration), false, 0},
@@ -154,6 +155,10 @@ func renderReport(c config, facts []string, r *results) string {
 	}
 	if v := r.vals["sha256"]["client"]; len(v) > 0 {
 		fmt.Fprintf(&b, "\nSingle-core SHA-256 rate measured in this run (testing.Benchmark over 1 MiB buffers, as BenchmarkSHA256): %.0f MB/s (%.0f–%.0f).\n",
+			median(v), slices.Min(v), slices.Max(v))
+	}
+	if v := r.vals["disk_write"]["client"]; len(v) > 0 {
+		fmt.Fprintf(&b, "The disk's flushed write rate measured in this run (the layer written to a new file in 1 MiB writes, then fsync'd): %.0f MB/s (%.0f–%.0f). Berth flushes a blob before acknowledging it (storage.filesystem.fsync, on by default); Distribution does not.\n",
 			median(v), slices.Min(v), slices.Max(v))
 	}
 	b.WriteString("The ServeContent ceiling is a minimal Go server (`http.ServeContent` of the layer file, sendfile) in its own process: what a client reads over loopback from a server that does nothing else.\n")

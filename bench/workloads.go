@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -170,6 +171,35 @@ func sha256Rate() float64 {
 		return 0
 	}
 	return float64(r.Bytes) * float64(r.N) / 1e6 / r.T.Seconds()
+}
+
+// diskWriteRate is what one process writes to this disk durably, in MB/s:
+// the layer copied from the page cache into a new file beside it in 1 MiB
+// writes, then fsync'd (as dd conv=fsync does), as a registry that flushes
+// a blob before acknowledging it must. It bounds such a registry's push.
+func diskWriteRate(layer *bigLayer) (float64, error) {
+	settle()
+	src, err := os.Open(layer.path)
+	if err != nil {
+		return 0, err
+	}
+	defer src.Close()
+	dst, err := os.CreateTemp(filepath.Dir(layer.path), "disk-write-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(dst.Name())
+	defer dst.Close()
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf) // plain writes: no copy_file_range
+	if err == nil {
+		err = dst.Sync()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("disk write: %w", err)
+	}
+	return float64(n) / 1e6 / time.Since(start).Seconds(), nil
 }
 
 // runSmallPushes pushes every image to repo, tagged t<i>, with conc workers;
