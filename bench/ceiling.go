@@ -7,6 +7,12 @@ package main
 // nothing else, so it bounds what a registry's pull can reach here.
 // /buffered serves the same file through a reader that hides the file, so
 // ServeContent copies it through a buffer instead (as Distribution does).
+//
+// It also answers every manifest GET with the load test's manifest, read
+// once from the file the bench writes before that test and then served
+// from memory: no lookup, no negotiation, no authentication. What the
+// bench's load client sees from it bounds a registry's manifest GET rate
+// and latency on this machine, as the file bounds its pull.
 
 import (
 	"bytes"
@@ -18,10 +24,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
-const serveFileEnv, serveAddrEnv = "BENCH_SERVE_FILE", "BENCH_SERVE_ADDR"
+const serveFileEnv, serveAddrEnv, serveManifestEnv = "BENCH_SERVE_FILE", "BENCH_SERVE_ADDR", "BENCH_SERVE_MANIFEST"
+
+// ceilingManifest is the file, in the ceiling's directory, that holds the
+// manifest the ceiling answers manifest GETs with.
+const ceilingManifest = "manifest.json"
 
 // maybeServeFile runs the ceiling server and never returns when the bench
 // was started as one.
@@ -31,7 +42,6 @@ func maybeServeFile() {
 		return
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v2/", func(w http.ResponseWriter, _ *http.Request) {})
 	serve := func(hide bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			f, err := os.Open(path)
@@ -55,6 +65,29 @@ func maybeServeFile() {
 	}
 	mux.HandleFunc("GET /file", serve(false))
 	mux.HandleFunc("GET /buffered", serve(true))
+	type manifest struct {
+		body           []byte
+		digest, length string
+	}
+	load := sync.OnceValues(func() (manifest, error) {
+		b, err := os.ReadFile(os.Getenv(serveManifestEnv))
+		return manifest{b, sha(b), strconv.Itoa(len(b))}, err
+	})
+	mux.HandleFunc("GET /v2/{path...}", func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/manifests/") {
+			return // GET /v2/
+		}
+		m, err := load()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", mtOCIManifest)
+		h.Set("Docker-Content-Digest", m.digest)
+		h.Set("Content-Length", m.length)
+		w.Write(m.body)
+	})
 	if err := http.ListenAndServe(os.Getenv(serveAddrEnv), mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -76,7 +109,7 @@ func startCeiling(work, layer string) (*server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	env := append(os.Environ(), serveFileEnv+"="+layer, serveAddrEnv+"="+addr)
+	env := append(os.Environ(), serveFileEnv+"="+layer, serveAddrEnv+"="+addr, serveManifestEnv+"="+filepath.Join(dir, ceilingManifest))
 	s := &server{name: "ceiling", addr: addr, dataDir: dir, logPath: filepath.Join(dir, "server.log")}
 	return s, s.start(exe, nil, env)
 }

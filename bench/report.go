@@ -161,7 +161,8 @@ func renderReport(c config, facts []string, r *results) string {
 		fmt.Fprintf(&b, "The disk's flushed write rate measured in this run (the layer written to a new file in 1 MiB writes, then fsync'd): %.0f MB/s (%.0f–%.0f). Berth flushes a blob before acknowledging it (storage.filesystem.fsync, on by default); Distribution does not.\n",
 			median(v), slices.Min(v), slices.Max(v))
 	}
-	b.WriteString("The ServeContent ceiling is a minimal Go server (`http.ServeContent` of the layer file, sendfile) in its own process: what a client reads over loopback from a server that does nothing else.\n")
+	b.WriteString("The ServeContent ceiling is a minimal Go server (`http.ServeContent` of the layer file, sendfile) in its own process: what a client reads over loopback from a server that does nothing else. ")
+	b.WriteString("For the manifest rows the same process answers every manifest GET with the load test's manifest from memory (no lookup, no negotiation, no token check): what the load client gets from a server that does nothing else.\n")
 	b.WriteString("\nCells are the median over rounds, with (min–max) when -rounds > 1. ")
 	b.WriteString("\"Berth advantage\" is Berth/Distribution for throughput and Distribution/Berth for latency, memory, CPU and storage, ")
 	b.WriteString("so above 1 always means Berth did better. MB = 10^6 bytes. ")
