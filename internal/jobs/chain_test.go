@@ -175,10 +175,7 @@ func TestWorkerNoChainOnShutdown(t *testing.T) {
 	if store.chains != 0 || store.completes != 1 || store.completed[first] != 1 {
 		t.Errorf("%d chain calls, %d completes (%v); want one plain complete of job %d", store.chains, store.completes, store.completed, first)
 	}
-	js, err := db.Jobs().Jobs(context.Background(), "q", meta.JobPending, 10)
-	if err != nil || len(js) != 1 || js[0].ID != second || js[0].Attempts != 0 {
-		t.Fatalf("pending jobs = %+v, %v; want job %d with no attempt", js, err, second)
-	}
+	assertReadyUnattempted(t, db, second)
 }
 
 // TestWorkerWithoutChainer: a store that does not chain gets a claim and a
@@ -222,9 +219,16 @@ func TestWorkerPutsBackChainedJobOnShutdown(t *testing.T) {
 	if store.chained != 1 {
 		t.Fatalf("%d jobs handed on, want 1", store.chained)
 	}
+	assertReadyUnattempted(t, db, second)
+}
+
+// assertReadyUnattempted checks that id is the only pending job of queue
+// q, ready now, with no attempt spent.
+func assertReadyUnattempted(t *testing.T, db *meta.DB, id int64) {
+	t.Helper()
 	js, err := db.Jobs().Jobs(context.Background(), "q", meta.JobPending, 10)
-	if err != nil || len(js) != 1 || js[0].ID != second || js[0].Attempts != 0 || js[0].RunAt.After(time.Now()) {
-		t.Fatalf("pending jobs = %+v, %v; want job %d ready with no attempt", js, err, second)
+	if err != nil || len(js) != 1 || js[0].ID != id || js[0].Attempts != 0 || js[0].RunAt.After(time.Now()) {
+		t.Fatalf("pending jobs = %+v, %v; want job %d ready with no attempt", js, err, id)
 	}
 }
 
