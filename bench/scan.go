@@ -347,7 +347,7 @@ func openScanBackend(ctx context.Context, label, dsn, dir string) (*scanBackend,
 	}
 	// Scan on push, as in the server: the feed's scan subscriber, which
 	// push drains.
-	onPush := feed.New(db.Outbox(), []feed.Subscriber{scan.NewOnPush(db.Scans(), nil)}, feed.Options{})
+	onPush := feed.New(db.Outbox(), []feed.Subscriber{scan.NewOnPush(db.Scans())}, feed.Options{})
 	if err := onPush.Subscribe(ctx); err != nil {
 		db.Close()
 		return nil, err

@@ -62,7 +62,7 @@ at a time (at most one a second) when it is a pipe or a file.`,
 			// so that it cannot start after its events, and drained after.
 			var scans *feed.Dispatcher
 			if cfg.Scan.Enabled {
-				scans = feed.New(db.Outbox(), []feed.Subscriber{scan.NewOnPush(db.Scans(), nil)}, feed.Options{})
+				scans = feed.New(db.Outbox(), []feed.Subscriber{scan.NewOnPush(db.Scans())}, feed.Options{})
 				if err := scans.Subscribe(cmd.Context()); err != nil {
 					return err
 				}

@@ -47,12 +47,6 @@ type Subscriber interface {
 	Handle(ctx context.Context, tx meta.Tx, events []meta.Event) error
 }
 
-// Committer is a Subscriber that wants to know when a batch it handled
-// has committed (to wake the workers of the jobs it enqueued, say).
-type Committer interface {
-	Committed()
-}
-
 // Store is the outbox as the dispatcher uses it (meta.Outbox).
 type Store interface {
 	Sequence(ctx context.Context, n int) (int, error)
@@ -281,7 +275,7 @@ func (d *Dispatcher) runSubscriber(ctx context.Context, s Subscriber, wake <-cha
 	}
 }
 
-// consume hands one batch to s and tells it when it committed.
+// consume hands one batch to s.
 func (d *Dispatcher) consume(ctx context.Context, s Subscriber) (int, error) {
 	n, err := d.store.Consume(ctx, s.Name(), d.opts.Batch, s.Handle)
 	if err != nil {
@@ -293,9 +287,6 @@ func (d *Dispatcher) consume(ctx context.Context, s Subscriber) (int, error) {
 			}
 		}
 		return 0, err
-	}
-	if c, ok := s.(Committer); ok && n > 0 {
-		c.Committed()
 	}
 	return n, nil
 }

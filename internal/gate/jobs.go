@@ -75,13 +75,12 @@ type LiveReader interface {
 type Subscriber struct {
 	live  LiveReader
 	queue TxQueue
-	wake  func()
 }
 
-// NewSubscriber returns the subscriber; wake, if not nil, is called after
-// a batch that may have queued jobs committed (the gate worker's Wake).
-func NewSubscriber(live LiveReader, q TxQueue, wake func()) *Subscriber {
-	return &Subscriber{live: live, queue: q, wake: wake}
+// NewSubscriber returns the subscriber. The store wakes the gate worker
+// when the jobs it queues commit (meta.WakeOnEnqueue).
+func NewSubscriber(live LiveReader, q TxQueue) *Subscriber {
+	return &Subscriber{live: live, queue: q}
 }
 
 // Name is SubscriberName.
@@ -134,11 +133,4 @@ func (s *Subscriber) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) e
 		}
 	}
 	return nil
-}
-
-// Committed wakes the gate worker.
-func (s *Subscriber) Committed() {
-	if s.wake != nil {
-		s.wake()
-	}
 }

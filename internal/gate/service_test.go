@@ -261,7 +261,7 @@ func (q *fakeQueue) EnqueueIn(_ context.Context, _ meta.Tx, j meta.Job) (int64, 
 // nothing; a vulnerability data import queues all, once per batch.
 func TestSubscriber(t *testing.T) {
 	q := &fakeQueue{}
-	s := NewSubscriber(fakeLive{"mirror/node": true}, q, nil)
+	s := NewSubscriber(fakeLive{"mirror/node": true}, q)
 	ev := func(kind, repo, data string) meta.Event {
 		return meta.Event{Kind: kind, Repository: repo, Data: json.RawMessage(data)}
 	}

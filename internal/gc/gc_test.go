@@ -172,7 +172,7 @@ func TestPrune(t *testing.T) {
 			}
 			push("held")
 			push("other")
-			fanOut := feed.New(db.Outbox(), []feed.Subscriber{notify.NewSubscriber(notify.Stores{Listeners: db.Notifications(), Jobs: db.Jobs()}, nil)}, feed.Options{})
+			fanOut := feed.New(db.Outbox(), []feed.Subscriber{notify.NewSubscriber(notify.Stores{Listeners: db.Notifications(), Jobs: db.Jobs()})}, feed.Options{})
 			if err := fanOut.Drain(ctx); err != nil {
 				t.Fatal(err)
 			}

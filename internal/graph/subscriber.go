@@ -22,13 +22,12 @@ type TxQueue interface {
 type Subscriber struct {
 	svc   *Service
 	queue TxQueue
-	wake  func()
 }
 
-// NewSubscriber returns the subscriber; wake, if not nil, is called after
-// a batch that may have queued jobs committed (the graph worker's Wake).
-func (s *Service) NewSubscriber(q TxQueue, wake func()) *Subscriber {
-	return &Subscriber{svc: s, queue: q, wake: wake}
+// NewSubscriber returns the subscriber. The store wakes the graph worker
+// when the jobs it queues commit (meta.WakeOnEnqueue).
+func (s *Service) NewSubscriber(q TxQueue) *Subscriber {
+	return &Subscriber{svc: s, queue: q}
 }
 
 // Name is SubscriberName.
@@ -48,13 +47,6 @@ func (s *Subscriber) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) e
 		}
 	}
 	return nil
-}
-
-// Committed wakes the graph worker.
-func (s *Subscriber) Committed() {
-	if s.wake != nil {
-		s.wake()
-	}
 }
 
 // newManifest reads whether a repo_push stored a manifest (rather than

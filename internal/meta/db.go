@@ -45,10 +45,13 @@ type core struct {
 	read, write *sql.DB
 	dialect     dialect
 	// appended, if set, is signalled (without blocking) after each commit
-	// of a transaction that appended an event to the outbox; appending
-	// holds the transactions that did until they end (WakeOnAppend).
-	appended  chan<- struct{}
-	appending sync.Map // *sql.Tx -> struct{}
+	// of a transaction that appended an event to the outbox
+	// (WakeOnAppend); enqueued, if set, is called after each commit of a
+	// transaction that enqueued a job, once per queue (WakeOnEnqueue).
+	// notes holds what a live transaction did of either until it ends.
+	appended chan<- struct{}
+	enqueued func(queue string)
+	notes    sync.Map // *sql.Tx -> *txNote
 	// syncFull runs SQLite with synchronous=FULL (SyncFull).
 	syncFull bool
 	// writerWaits and writerWaitNanos count SQLite's write transactions
@@ -74,6 +77,47 @@ func WakeOnAppend(c chan<- struct{}) Option {
 	return func(db *core) { db.appended = c }
 }
 
+// WakeOnEnqueue makes the store call wake(queue) each time a transaction
+// that enqueued a job of queue commits in this process, once per queue
+// and transaction: the queue's workers (internal/jobs) then look for it at
+// once rather than at their next poll, and an idle worker is woken only
+// when there is something new for it. wake must not block.
+func WakeOnEnqueue(wake func(queue string)) Option {
+	return func(db *core) { db.enqueued = wake }
+}
+
+// txNote is what a transaction did that the store announces once it
+// commits (WakeOnAppend, WakeOnEnqueue). Only the goroutine running the
+// transaction touches it.
+type txNote struct {
+	appended bool
+	queues   []string
+}
+
+// note returns tx's note, making it on first use.
+func (db *core) note(tx *sql.Tx) *txNote {
+	if n, ok := db.notes.Load(tx); ok {
+		return n.(*txNote)
+	}
+	n := &txNote{}
+	db.notes.Store(tx, n)
+	return n
+}
+
+// announce tells what a committed transaction did to whoever waits for
+// it.
+func (db *core) announce(n *txNote) {
+	if n.appended {
+		select {
+		case db.appended <- struct{}{}:
+		default:
+		}
+	}
+	for _, q := range n.queues {
+		db.enqueued(q)
+	}
+}
+
 // SyncFull makes an SQLite store flush its write-ahead log at every
 // commit (synchronous=FULL), so that a commit survives a power cut, not
 // only a crash of the process; the default, synchronous=NORMAL, may lose
@@ -95,7 +139,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db.appended = set.appended
+	db.appended, db.enqueued = set.appended, set.enqueued
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -302,15 +346,12 @@ func (db *core) tx1(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) er
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		db.appending.Delete(tx)
+		db.notes.Delete(tx)
 		return invalidText(err)
 	}
 	err = tx.Commit()
-	if _, appended := db.appending.LoadAndDelete(tx); appended && err == nil {
-		select {
-		case db.appended <- struct{}{}:
-		default:
-		}
+	if n, ok := db.notes.LoadAndDelete(tx); ok && err == nil {
+		db.announce(n.(*txNote))
 	}
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -121,6 +122,11 @@ func (db *core) insertJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error)
 		j.Queue, j.OrderingKey, string(j.Payload), j.MaxAttempts, runAt, cleanJobError(j.LastError), created, ts).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("enqueue %s job: %w", j.Queue, err)
+	}
+	if db.enqueued != nil {
+		if n := db.note(tx); !slices.Contains(n.queues, j.Queue) {
+			n.queues = append(n.queues, j.Queue)
+		}
 	}
 	return id, nil
 }

@@ -45,7 +45,7 @@ func (db *core) appendEvent(ctx context.Context, tx *sql.Tx, e Event) error {
 	}
 	ts := now()
 	if db.appended != nil {
-		db.appending.Store(tx, struct{}{})
+		db.note(tx).appended = true
 	}
 	_, err := tx.ExecContext(ctx, db.q("INSERT INTO events (uuid, kind, repository, actor, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
 		e.UUID, e.Kind, e.Repository, e.Actor, string(e.Data), ts)

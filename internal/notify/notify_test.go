@@ -121,7 +121,7 @@ func startWith(t *testing.T, ctx context.Context, db *meta.DB, opts notify.Optio
 	if _, err := svc.SealStoredHeaders(ctx); err != nil {
 		t.Fatal(err)
 	}
-	d := feed.New(db.Outbox(), []feed.Subscriber{notify.NewSubscriber(wire.NotifyStores(db), w.Wake)}, feed.Options{Poll: 50 * time.Millisecond, Logger: log})
+	d := feed.New(db.Outbox(), []feed.Subscriber{notify.NewSubscriber(wire.NotifyStores(db))}, feed.Options{Poll: 50 * time.Millisecond, Logger: log})
 	go d.Run(ctx)
 	return &instance{db: db, svc: svc}
 }

@@ -27,14 +27,13 @@ const deliveryMaxAttempts = 1000
 type Subscriber struct {
 	listeners Listeners
 	jobs      Jobs
-	wake      func()
 }
 
-// NewSubscriber returns the notification subscriber of the feed. wake, if
-// not nil, is called after a batch of deliveries committed (the delivery
-// worker's Wake).
-func NewSubscriber(s Stores, wake func()) *Subscriber {
-	return &Subscriber{listeners: s.Listeners, jobs: s.Jobs, wake: wake}
+// NewSubscriber returns the notification subscriber of the feed. The
+// store wakes the delivery worker when the deliveries commit
+// (meta.WakeOnEnqueue).
+func NewSubscriber(s Stores) *Subscriber {
+	return &Subscriber{listeners: s.Listeners, jobs: s.Jobs}
 }
 
 // Name is SubscriberName.
@@ -61,13 +60,6 @@ func (s *Subscriber) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) e
 		}
 	}
 	return nil
-}
-
-// Committed wakes the delivery worker.
-func (s *Subscriber) Committed() {
-	if s.wake != nil {
-		s.wake()
-	}
 }
 
 // matches reports whether notification n hears event e, which is of its

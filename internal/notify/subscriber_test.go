@@ -16,7 +16,7 @@ import (
 // fanOut hands every event of the feed to the notification subscriber.
 func fanOut(t *testing.T, db *meta.DB) {
 	t.Helper()
-	d := feed.New(db.Outbox(), []feed.Subscriber{notify.NewSubscriber(wire.NotifyStores(db), nil)}, feed.Options{})
+	d := feed.New(db.Outbox(), []feed.Subscriber{notify.NewSubscriber(wire.NotifyStores(db))}, feed.Options{})
 	if err := d.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,7 @@ type env struct {
 func newEnv(t *testing.T, dialect string, limits index.Limits) *env {
 	t.Helper()
 	db := metatest.Open(t, dialect)
-	onPush := feed.New(db.Outbox(), []feed.Subscriber{scan.NewOnPush(db.Scans(), nil)}, feed.Options{})
+	onPush := feed.New(db.Outbox(), []feed.Subscriber{scan.NewOnPush(db.Scans())}, feed.Options{})
 	if err := onPush.Subscribe(context.Background()); err != nil {
 		t.Fatal(err)
 	}

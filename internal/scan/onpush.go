@@ -23,13 +23,11 @@ type Queue interface {
 // without an event, so it is not scanned.
 type OnPush struct {
 	queue Queue
-	wake  func()
 }
 
-// NewOnPush returns the scan-on-push subscriber. wake, if not nil, is
-// called after a batch that may have queued scans committed (the scan
-// worker's Wake).
-func NewOnPush(q Queue, wake func()) *OnPush { return &OnPush{queue: q, wake: wake} }
+// NewOnPush returns the scan-on-push subscriber. The store wakes the scan
+// worker when the scans it queues commit (meta.WakeOnEnqueue).
+func NewOnPush(q Queue) *OnPush { return &OnPush{queue: q} }
 
 // Name is SubscriberName.
 func (o *OnPush) Name() string { return SubscriberName }
@@ -56,13 +54,6 @@ func (o *OnPush) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) error
 		}
 	}
 	return nil
-}
-
-// Committed wakes the scan worker.
-func (o *OnPush) Committed() {
-	if o.wake != nil {
-		o.wake()
-	}
 }
 
 // scannable reports whether a manifest media type is an image manifest the

@@ -51,6 +51,7 @@ type Server struct {
 	graph    *graph.Service // nil when the base-image graph is off
 	gates    *gate.Service
 	appended chan struct{} // signalled when a local commit appended an event
+	wakes    *queueWakes   // the job workers woken by a local commit that enqueued
 	metrics  *metrics      // nil when metrics are off
 	// draining is set when shutdown begins: /readyz answers 503.
 	draining *atomic.Bool
@@ -65,7 +66,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	appended := make(chan struct{}, 1)
-	dbOpts := []meta.Option{meta.WakeOnAppend(appended)}
+	wakes := &queueWakes{}
+	dbOpts := []meta.Option{meta.WakeOnAppend(appended), meta.WakeOnEnqueue(wakes.wake)}
 	if cfg.Storage.Filesystem.Fsync {
 		dbOpts = append(dbOpts, meta.SyncFull()) // acknowledged means on disk, for metadata too
 	}
@@ -226,7 +228,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		h = accessLog(log, h)
 	}
 	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector,
-		graph: graphSvc, gates: gates, appended: appended, metrics: mets, draining: draining}, nil
+		graph: graphSvc, gates: gates, appended: appended, wakes: wakes, metrics: mets, draining: draining}, nil
 }
 
 // importer runs API imports through the SSRF guard: a user with push
@@ -312,7 +314,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	worker := jobs.New(s.db.Jobs(), meta.NotifyQueue, s.notifier.Deliver, jobs.Options{Concurrency: s.cfg.Notifications.Workers, Logger: s.log})
-	subs := []feed.Subscriber{notify.NewSubscriber(wire.NotifyStores(s.db), worker.Wake)}
+	s.wakes.set(meta.NotifyQueue, worker.Wake)
+	subs := []feed.Subscriber{notify.NewSubscriber(wire.NotifyStores(s.db))}
 	wg.Add(2)
 	go func() { defer wg.Done(); worker.Run(bg) }()
 	go func() { defer wg.Done(); s.mirrors.Run(bg) }()
@@ -323,7 +326,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.scanner != nil {
 		scans := jobs.New(s.db.Jobs(), meta.ScanQueue, s.scanner.Handle, jobs.Options{Concurrency: s.cfg.Scan.Workers,
 			Lease: time.Minute, Logger: s.log})
-		subs = append(subs, scan.NewOnPush(s.db.Scans(), scans.Wake))
+		s.wakes.set(meta.ScanQueue, scans.Wake)
+		subs = append(subs, scan.NewOnPush(s.db.Scans()))
 		wg.Add(1)
 		go func() { defer wg.Done(); scans.Run(bg) }()
 		if err := s.scanner.WarnIfNoData(ctx); err != nil {
@@ -336,12 +340,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	if s.graph != nil {
 		gw := jobs.New(s.db.Jobs(), graph.Queue, s.graph.Handle, jobs.Options{Concurrency: s.cfg.Graph.Workers, Logger: s.log})
-		subs = append(subs, s.graph.NewSubscriber(s.db.Jobs(), gw.Wake))
+		s.wakes.set(graph.Queue, gw.Wake)
+		subs = append(subs, s.graph.NewSubscriber(s.db.Jobs()))
 		wg.Add(1)
 		go func() { defer wg.Done(); gw.Run(bg) }()
 	}
 	gw := jobs.New(s.db.Jobs(), gate.Queue, s.gates.Handle, jobs.Options{Concurrency: 2, Logger: s.log})
-	subs = append(subs, gate.NewSubscriber(s.db.Gates(), s.db.Jobs(), gw.Wake))
+	s.wakes.set(gate.Queue, gw.Wake)
+	subs = append(subs, gate.NewSubscriber(s.db.Gates(), s.db.Jobs()))
 	wg.Add(1)
 	go func() { defer wg.Done(); gw.Run(bg) }()
 	dispatcher := feed.New(s.db.Outbox(), subs, feed.Options{Wake: s.appended, Logger: s.log})
