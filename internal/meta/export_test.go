@@ -33,3 +33,23 @@ func (db *DB) Exec(ctx context.Context, query string, args ...any) error {
 func (db *DB) SeenAt(ctx context.Context, name string, at time.Time) error {
 	return db.Exec(ctx, "UPDATE feed_cursors SET seen_at = ? WHERE name = ?", at.UnixMicro(), name)
 }
+
+// LiveJobsBehind returns, for every live job of queue, whether it is
+// marked behind an older job of its key (jobs.behind).
+func (db *DB) LiveJobsBehind(ctx context.Context, queue string) (map[int64]bool, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT id, behind FROM jobs WHERE queue = ? AND status IN ('pending', 'running')"), queue)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64]bool{}
+	for rows.Next() {
+		var id int64
+		var behind int
+		if err := rows.Scan(&id, &behind); err != nil {
+			return nil, err
+		}
+		out[id] = behind != 0
+	}
+	return out, rows.Err()
+}

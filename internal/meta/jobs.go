@@ -50,6 +50,23 @@ type Job struct {
 	CreatedAt   time.Time
 }
 
+// jobsBehindSchema adds jobs.behind: 1 while an older job of the same
+// queue and ordering key is live (pending or running), 0 otherwise (always
+// 0 without a key). Of a key's live jobs only the oldest can be ready, so
+// the claims walk jobs_ready, which leaves the others out: a backlog held
+// behind one key (a slow webhook's deliveries, one repository's graph
+// indexing) costs a claim nothing, where jobs_claim had it step over every
+// held job at every poll of every idle worker. jobs_key serves what
+// jobs_claim also served (a queue's live jobs).
+const jobsBehindSchema = `
+ALTER TABLE jobs ADD COLUMN behind SMALLINT NOT NULL DEFAULT 0;
+UPDATE jobs SET behind = 1 WHERE status IN ('pending', 'running') AND ordering_key <> '' AND EXISTS (
+	SELECT 1 FROM jobs o WHERE o.queue = jobs.queue AND o.ordering_key = jobs.ordering_key
+	AND o.status IN ('pending', 'running') AND o.id < jobs.id);
+CREATE INDEX jobs_ready ON jobs(queue, id) WHERE status IN ('pending', 'running') AND behind = 0;
+DROP INDEX jobs_claim;
+`
+
 // jobKeyLockClass is the first key of the two-key PostgreSQL advisory
 // locks that serialize enqueues of one ordering key ("jobs"). The two-key
 // form lives in a space of its own: it cannot collide with the one-key
@@ -116,10 +133,15 @@ func (db *core) insertJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error)
 	if err := db.lockJobKey(ctx, tx, j.Queue, j.OrderingKey); err != nil {
 		return 0, err
 	}
+	// Every live job of the key is older than this one (enqueues of a key
+	// are serialized): any of them holds it behind (jobsBehindSchema).
 	var id int64
-	err := tx.QueryRowContext(ctx, db.q(`INSERT INTO jobs (queue, ordering_key, payload, status, attempts, max_attempts, run_at, last_error, created_at, updated_at)
-		VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?) RETURNING id`),
-		j.Queue, j.OrderingKey, string(j.Payload), j.MaxAttempts, runAt, cleanJobError(j.LastError), created, ts).Scan(&id)
+	err := tx.QueryRowContext(ctx, db.q(`INSERT INTO jobs (queue, ordering_key, payload, status, attempts, max_attempts, run_at, last_error, created_at, updated_at, behind)
+		VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, CASE WHEN ? <> '' AND EXISTS (
+			SELECT 1 FROM jobs o WHERE o.queue = ? AND o.ordering_key = ? AND o.status IN ('pending', 'running')) THEN 1 ELSE 0 END)
+		RETURNING id`),
+		j.Queue, j.OrderingKey, string(j.Payload), j.MaxAttempts, runAt, cleanJobError(j.LastError), created, ts,
+		j.OrderingKey, j.Queue, j.OrderingKey).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("enqueue %s job: %w", j.Queue, err)
 	}
@@ -129,6 +151,36 @@ func (db *core) insertJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error)
 		}
 	}
 	return id, nil
+}
+
+// advanceKey is what a job of a key that stops being live (done, dead)
+// does in the same transaction: the key's oldest live job, if any, is no
+// longer behind, and claims see it. On PostgreSQL it takes the key's
+// enqueue lock first (lockJobKey), so that an enqueue of the key either
+// committed before (and its job is seen here) or runs after this commit
+// (and sees the finished job gone: its job is not behind); without the
+// lock, a job enqueued concurrently would be held behind a job that is
+// no longer live, for good.
+func (db *core) advanceKey(ctx context.Context, tx *sql.Tx, queue, key string) error {
+	if key == "" {
+		return nil
+	}
+	if err := db.lockJobKey(ctx, tx, queue, key); err != nil {
+		return err
+	}
+	return db.frontOfKey(ctx, tx, queue, key)
+}
+
+// frontOfKey marks the oldest live job of the key not behind; the caller
+// holds the key's enqueue lock (advanceKey).
+func (db *core) frontOfKey(ctx context.Context, tx *sql.Tx, queue, key string) error {
+	_, err := tx.ExecContext(ctx, db.q(`UPDATE jobs SET behind = 0 WHERE id = (
+			SELECT MIN(o.id) FROM jobs o WHERE o.queue = ? AND o.ordering_key = ? AND o.status IN ('pending', 'running'))
+		AND behind = 1`), queue, key)
+	if err != nil {
+		return fmt.Errorf("advance %s jobs of key %q: %w", queue, key, err)
+	}
+	return nil
 }
 
 func (db *core) lockJobKey(ctx context.Context, tx *sql.Tx, queue, key string) error {
@@ -200,7 +252,7 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 	// commit's wake-up or the next poll finds it.
 	var ready int
 	ts := now()
-	err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM jobs j WHERE "+readyJob+" LIMIT 1"), queue, ts, ts).Scan(&ready)
+	err := db.read.QueryRowContext(ctx, db.q(claimPoll), queue, ts, ts).Scan(&ready)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Job{}, false, nil
 	}
@@ -233,6 +285,9 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 			var err error
 			j, err = scanJob(tx.QueryRowContext(ctx, query,
 				errLeaseExpired, ts+lease.Microseconds(), owner, ts, queue, ts, ts))
+			if err == nil && j.Status == JobDead {
+				err = db.advanceKey(ctx, tx, j.Queue, j.OrderingKey)
+			}
 			return err
 		})
 		if errors.Is(err, sql.ErrNoRows) {
@@ -251,13 +306,20 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 // readyJob is the condition on j, a job of the queue (the first
 // placeholder), that ClaimJob may claim at the time of the other two: a
 // pending job whose run_at has come or a running one whose lease expired,
-// with no older live job of its key.
-const readyJob = `j.queue = ? AND j.status IN ('pending', 'running')
+// with no older live job of its key. The NOT EXISTS is the rule; behind
+// = 0 says the same (jobsBehindSchema) and keeps the walk of jobs_ready
+// to the jobs at the front of their key.
+const readyJob = `j.queue = ? AND j.status IN ('pending', 'running') AND j.behind = 0
 	AND ((j.status = 'pending' AND j.run_at <= ?) OR (j.status = 'running' AND j.lease_until <= ?))
 	AND (j.ordering_key = '' OR NOT EXISTS (
 		SELECT 1 FROM jobs o
 		WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key AND o.status IN ('pending', 'running')
 		AND o.id < j.id))`
+
+// claimPoll is ClaimJob's read: whether a job of the queue is ready. Its
+// ORDER BY makes SQLite walk jobs_ready, as the claim does; without it,
+// SQLite picks jobs_status, which holds the jobs behind their key too.
+const claimPoll = "SELECT 1 FROM jobs j WHERE " + readyJob + " ORDER BY j.id LIMIT 1"
 
 // errLeaseExpired is the last_error of a job dead-lettered by ClaimJob.
 const errLeaseExpired = "lease expired during the last attempt: the worker stopped or hung"
@@ -277,10 +339,32 @@ func (db *core) finishJob(ctx context.Context, what string, id int64, owner, set
 	return nil
 }
 
+// endJob applies set, which ends the job (done, dead), to a job that owner
+// still holds, and advances its key (advanceKey) in the same transaction.
+func (db *core) endJob(ctx context.Context, what string, id int64, owner, set string, args ...any) error {
+	args = append(args, now(), id, owner)
+	err := db.laxTx(ctx, func(tx *sql.Tx) error {
+		var queue, key string
+		err := tx.QueryRowContext(ctx, db.q("UPDATE jobs SET "+set+", updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING queue, ordering_key"),
+			args...).Scan(&queue, &key)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrJobLost
+		}
+		if err != nil {
+			return err
+		}
+		return db.advanceKey(ctx, tx, queue, key)
+	})
+	if err != nil {
+		return fmt.Errorf("%s job %d: %w", what, id, err)
+	}
+	return nil
+}
+
 // CompleteJob marks a job done. It returns ErrJobLost unless owner still
 // holds the job.
 func (db Jobs) CompleteJob(ctx context.Context, id int64, owner string) error {
-	return db.finishJob(ctx, "complete", id, owner, "status = 'done', lease_until = 0, lease_owner = ''")
+	return db.endJob(ctx, "complete", id, owner, "status = 'done', lease_until = 0, lease_owner = ''")
 }
 
 // CompleteJobClaimNext marks a job done and, in the same transaction,
@@ -289,8 +373,9 @@ func (db Jobs) CompleteJob(ctx context.Context, id int64, owner string) error {
 // its run_at has come. It runs with one more attempt, as after ClaimJob.
 // The job returned is the one claimed; false means none was ready (or the
 // completed job has no ordering key, or nextOwner is empty: then it only
-// completes), and the key's next job is then left to ClaimJob. It returns
-// ErrJobLost, and completes nothing, unless owner still holds the job.
+// completes), and the key's next job is then left to ClaimJob, at the
+// front of its key (advanceKey). It returns ErrJobLost, and completes
+// nothing, unless owner still holds the job.
 //
 // The functions also run first, in the same transaction: what the job's
 // handler records about its outcome (a delivery attempt) commits with the
@@ -328,7 +413,7 @@ func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOw
 	// The status terms repeat the partial indexes' predicate verbatim, so
 	// that SQLite uses them (see ClaimJob).
 	claimNext := db.q(`UPDATE jobs SET status = 'running', attempts = attempts + 1,
-			lease_until = ?, lease_owner = ?, updated_at = ?
+			lease_until = ?, lease_owner = ?, updated_at = ?, behind = 0
 		WHERE id = (
 			SELECT j.id FROM jobs j
 			WHERE j.id = (
@@ -358,18 +443,25 @@ func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOw
 		if err != nil {
 			return fmt.Errorf("complete job %d: %w", id, err)
 		}
-		if key == "" || nextOwner == "" {
+		if key == "" {
 			return nil
 		}
-		next, err = scanJob(tx.QueryRowContext(ctx, claimNext, ts+lease.Microseconds(), nextOwner, ts, queue, key, ts))
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
+		// The key's enqueue lock first, as advanceKey takes it; then its
+		// next job is claimed, or else put at the front for ClaimJob.
+		if err := db.lockJobKey(ctx, tx, queue, key); err != nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("claim next %s job of key %q: %w", queue, key, err)
+		if nextOwner != "" {
+			next, err = scanJob(tx.QueryRowContext(ctx, claimNext, ts+lease.Microseconds(), nextOwner, ts, queue, key, ts))
+			if err == nil {
+				ok = true
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("claim next %s job of key %q: %w", queue, key, err)
+			}
 		}
-		ok = true
-		return nil
+		return db.frontOfKey(ctx, tx, queue, key)
 	})
 	if err != nil {
 		return Job{}, false, err
@@ -453,7 +545,7 @@ func (db Jobs) ExpireLeasesOf(ctx context.Context, ownerPrefix string) (int64, e
 // KillJob moves a job to the dead letter, recording the error. It returns
 // ErrJobLost unless owner still holds the job.
 func (db Jobs) KillJob(ctx context.Context, id int64, owner string, errText string) error {
-	return db.finishJob(ctx, "kill", id, owner, "status = 'dead', lease_until = 0, lease_owner = '', last_error = ?", cleanJobError(errText))
+	return db.endJob(ctx, "kill", id, owner, "status = 'dead', lease_until = 0, lease_owner = '', last_error = ?", cleanJobError(errText))
 }
 
 // ExtendJobLease renews owner's lease on a running job to lease from now.

@@ -9,7 +9,7 @@ import (
 
 // Read-only figures for monitoring (Prometheus gauges read at scrape
 // time) and readiness. Each query walks a partial or leading-column index:
-// live jobs (jobs_claim), dead jobs (jobs_status), unsequenced events
+// live jobs (jobs_key), dead jobs (jobs_status), unsequenced events
 // (events_unsequenced), live gate candidates (gate_candidates_live); the
 // feed's head and cursors are one row per subscriber.
 

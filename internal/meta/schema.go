@@ -299,6 +299,9 @@ UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND anno
 	// 21: installation-wide settings: the secret key's fingerprint
 	// (settings.go).
 	settingsSchema,
+	// 22: jobs held behind an older live job of their ordering key are
+	// marked, and claims walk only the others (jobs.go).
+	jobsBehindSchema,
 }
 
 func (db *core) render(stmt string) string {

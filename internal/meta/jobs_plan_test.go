@@ -1,0 +1,48 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"testing"
+)
+
+// TestClaimWalksReadyIndex: SQLite plans the claim's search for a ready
+// job (the poll's read and the claim's subquery) on jobs_ready, the index
+// that leaves out the jobs behind an older job of their key; a plan on
+// another index walks a key's whole backlog at every poll.
+func TestClaimWalksReadyIndex(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, t.TempDir()+"/meta.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for range 50 {
+		if _, err := db.Jobs().EnqueueJob(ctx, Job{Queue: "q", OrderingKey: "busy"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan := func(query string) string {
+		rows, err := db.read.QueryContext(ctx, "EXPLAIN QUERY PLAN "+query, "q", 1, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var steps []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail sql.NullString
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			steps = append(steps, detail.String)
+		}
+		return strings.Join(steps, "\n")
+	}
+	for _, q := range []string{claimPoll, "SELECT j.id FROM jobs j WHERE " + readyJob + " ORDER BY j.id LIMIT 1"} {
+		if p := plan(q); !strings.Contains(p, "SEARCH j USING INDEX jobs_ready") {
+			t.Errorf("plan of\n%s\n=\n%s\nwant a search of jobs_ready", q, p)
+		}
+	}
+}
