@@ -427,7 +427,13 @@ func run(c config, names []string, servers map[string]*server, authed map[string
 		}
 		for _, n := range order {
 			step("small", n, func() (float64, error) {
+				c0 := selfCPU()
 				v, err := runSmallPushes(smallClients[n], smallRepo, imgs, c.concurrency)
+				if err == nil {
+					// The client shares the cores: its CPU per image bounds
+					// the rate any server could reach here.
+					res.add("small_client_cpu", n, (selfCPU()-c0)*1e3/float64(len(imgs)))
+				}
 				if err != nil || n != "berth" {
 					res.add("small_drained", n, v)
 					return v, err

@@ -69,6 +69,7 @@ func metrics(c config) []metric {
 		{"pull_cpu", "Server CPU per GB pulled (s, lower is better)", true, 2},
 		{"pull_curl_cpu", "Server CPU per GB pulled by curl (s, lower is better)", true, 2},
 		{"small_cpu", "Server CPU per small image pushed, Berth's scan of it included (ms, lower is better)", true, 2},
+		{"small_client_cpu", "The Go client's own CPU per small image it pushed, on the same cores (ms)", true, 2},
 		{"load_rps_cpu", "Server CPU per manifest GET (µs, lower is better)", true, 0},
 		{"load_auth_rps_cpu", "Server CPU per manifest GET with a Bearer token (µs, lower is better)", true, 0},
 		{"rss", "Peak resident memory, VmHWM (MiB, lower is better)", true, 1},

@@ -295,6 +295,15 @@ func threadsOnCPU(pid int) float64 {
 }
 
 // cpuDelta is the CPU a server used between two readings.
+// selfCPU is the CPU time, user and system, this process has used (s).
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
 func cpuDelta(before, after procStats) float64 {
 	if before.onCPU > 0 && after.onCPU >= before.onCPU {
 		return after.onCPU - before.onCPU
