@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -476,10 +475,7 @@ func TestWorkerOrdering(t *testing.T) {
 // openShared opens two stores on one database, like two Berth processes.
 func openShared(t *testing.T, dialect string) (*meta.DB, *meta.DB) {
 	t.Helper()
-	dsn := filepath.Join(t.TempDir(), "meta.db")
-	if dialect == "postgres" {
-		dsn = metatest.PostgresDSN(t)
-	}
+	dsn := metatest.DSN(t, dialect)
 	return open(t, dsn), open(t, dsn)
 }
 
@@ -541,10 +537,7 @@ func TestWorkersExactlyOnce(t *testing.T) {
 func TestWorkerResumesAfterRestart(t *testing.T) {
 	forDialects(t, func(t *testing.T, d string) {
 		ctx := context.Background()
-		dsn := filepath.Join(t.TempDir(), "meta.db")
-		if d == "postgres" {
-			dsn = metatest.PostgresDSN(t)
-		}
+		dsn := metatest.DSN(t, d)
 		db, err := meta.Open(ctx, dsn)
 		if err != nil {
 			t.Fatal(err)

@@ -156,10 +156,7 @@ func TestGraphBackfillOnUpgrade(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			dsn := t.TempDir() + "/meta.db"
-			if dialect == "postgres" {
-				dsn = metatest.PostgresDSN(t)
-			}
+			dsn := metatest.DSN(t, dialect)
 			db, err := meta.OpenAt(ctx, dsn, 14)
 			if err != nil {
 				t.Fatal(err)

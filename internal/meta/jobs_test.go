@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -405,10 +404,7 @@ func testJobValidation(t *testing.T, db *meta.DB) {
 // openShared opens two stores on one database, like two Berth processes.
 func openShared(t testing.TB, dialect string) (*meta.DB, *meta.DB) {
 	t.Helper()
-	dsn := filepath.Join(t.TempDir(), "meta.db")
-	if dialect == "postgres" {
-		dsn = metatest.PostgresDSN(t)
-	}
+	dsn := metatest.DSN(t, dialect)
 	var dbs [2]*meta.DB
 	for i := range dbs {
 		db, err := meta.Open(context.Background(), dsn)
@@ -556,10 +552,7 @@ func TestJobsSurviveReopen(t *testing.T) {
 	for _, d := range metatest.Dialects() {
 		t.Run(d, func(t *testing.T) {
 			ctx := context.Background()
-			dsn := filepath.Join(t.TempDir(), "meta.db")
-			if d == "postgres" {
-				dsn = metatest.PostgresDSN(t)
-			}
+			dsn := metatest.DSN(t, d)
 			db, err := meta.Open(ctx, dsn)
 			if err != nil {
 				t.Fatal(err)

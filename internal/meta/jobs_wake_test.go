@@ -3,7 +3,6 @@ package meta_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -41,10 +40,7 @@ func TestWakeOnEnqueue(t *testing.T) {
 	for _, d := range metatest.Dialects() {
 		t.Run(d, func(t *testing.T) {
 			ctx := context.Background()
-			dsn := filepath.Join(t.TempDir(), "meta.db")
-			if d == "postgres" {
-				dsn = metatest.PostgresDSN(t)
-			}
+			dsn := metatest.DSN(t, d)
 			var log wakeLog
 			db, err := meta.Open(ctx, dsn, meta.WakeOnEnqueue(log.wake))
 			if err != nil {

@@ -3,7 +3,6 @@ package meta_test
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -45,10 +44,7 @@ func TestUpgradeFromDispatchedFlag(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			dsn := filepath.Join(t.TempDir(), "meta.db")
-			if dialect == "postgres" {
-				dsn = metatest.PostgresDSN(t)
-			}
+			dsn := metatest.DSN(t, dialect)
 			db, err := meta.OpenAt(ctx, dsn, 11)
 			if err != nil {
 				t.Fatal(err)

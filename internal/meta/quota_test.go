@@ -498,10 +498,7 @@ func TestQuotaMigration(t *testing.T) {
 	for _, d := range metatest.Dialects() {
 		t.Run(d, func(t *testing.T) {
 			ctx := context.Background()
-			dsn := t.TempDir() + "/meta.db"
-			if d == "postgres" {
-				dsn = metatest.PostgresDSN(t)
-			}
+			dsn := metatest.DSN(t, d)
 			db, err := meta.OpenAt(ctx, dsn, 16)
 			if err != nil {
 				t.Fatal(err)

@@ -298,12 +298,7 @@ func TestTwoProcessesDeliverOnce(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			var dsn string
-			if dialect == "postgres" {
-				dsn = metatest.PostgresDSN(t)
-			} else {
-				dsn = t.TempDir() + "/shared.db"
-			}
+			dsn := metatest.DSN(t, dialect)
 			open := func() *meta.DB {
 				db, err := meta.Open(ctx, dsn)
 				if err != nil {

@@ -28,19 +28,26 @@ func Dialects() []string {
 	return []string{"sqlite"}
 }
 
+// DSN returns where a fresh store of the dialect lives for one test: a
+// file in a temporary directory, or a PostgreSQL schema of its own
+// (PostgresDSN). Two stores opened at it share the database.
+func DSN(t testing.TB, dialect string) string {
+	t.Helper()
+	switch dialect {
+	case "sqlite":
+		return filepath.Join(t.TempDir(), "meta.db")
+	case "postgres":
+		return PostgresDSN(t)
+	}
+	t.Fatalf("unknown dialect %q", dialect)
+	return ""
+}
+
 // Open returns a fresh, migrated store of the dialect, closed at cleanup.
 func Open(t testing.TB, dialect string) *meta.DB {
 	t.Helper()
 	ctx := context.Background()
-	var dsn string
-	switch dialect {
-	case "sqlite":
-		dsn = filepath.Join(t.TempDir(), "meta.db")
-	case "postgres":
-		dsn = PostgresDSN(t)
-	default:
-		t.Fatalf("unknown dialect %q", dialect)
-	}
+	dsn := DSN(t, dialect)
 	db, err := meta.Open(ctx, dsn)
 	if err != nil {
 		t.Fatalf("open %s store: %v", dialect, err)
