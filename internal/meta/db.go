@@ -58,6 +58,9 @@ type core struct {
 	// and the time they waited to begin: for the single writer connection
 	// and for the database's write lock (WriterWait).
 	writerWaits, writerWaitNanos atomic.Int64
+	// behindSwept holds, per job queue, when this process last looked for
+	// jobs marked behind that nothing holds back (sweepBehind).
+	behindSwept sync.Map // queue -> *atomic.Int64 (microseconds)
 }
 
 // DB is the metadata store: an open database and its migrations. Its

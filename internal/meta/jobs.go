@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -254,7 +255,11 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 	ts := now()
 	err := db.read.QueryRowContext(ctx, db.q(claimPoll), queue, ts, ts).Scan(&ready)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Job{}, false, nil
+		n, serr := db.sweepBehind(ctx, queue)
+		if serr != nil || n == 0 {
+			return Job{}, false, serr
+		}
+		err = nil // jobs came out from behind: claim
 	}
 	if err != nil {
 		return Job{}, false, fmt.Errorf("claim job: %w", err)
@@ -315,6 +320,43 @@ const readyJob = `j.queue = ? AND j.status IN ('pending', 'running') AND j.behin
 		SELECT 1 FROM jobs o
 		WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key AND o.status IN ('pending', 'running')
 		AND o.id < j.id))`
+
+// behindSweepEvery is how often an idle queue is checked for jobs marked
+// behind that no older live job holds back (sweepBehind).
+const behindSweepEvery = time.Minute
+
+// sweepBehind, at most once every behindSweepEvery per queue and process,
+// puts in front the live jobs of the queue marked behind although no
+// older job of their key is live, and returns how many. The transactions
+// that end a job keep the marks; a job ended by a binary older than the
+// mark (a replica still running during a rolling upgrade) does not, and
+// without this its key's next job would never be claimed. Only a read
+// runs when nothing is wrong. Clearing a mark needs no lock: a job older
+// than one that has none live cannot appear (enqueues of a key are
+// serialized), and the claim still checks the rule itself.
+func (db *core) sweepBehind(ctx context.Context, queue string) (int64, error) {
+	v, _ := db.behindSwept.LoadOrStore(queue, new(atomic.Int64))
+	last, ts := v.(*atomic.Int64), now()
+	if prev := last.Load(); ts-prev < behindSweepEvery.Microseconds() || !last.CompareAndSwap(prev, ts) {
+		return 0, nil
+	}
+	const stray = `status IN ('pending', 'running') AND behind = 1 AND NOT EXISTS (
+		SELECT 1 FROM jobs o WHERE o.queue = jobs.queue AND o.ordering_key = jobs.ordering_key
+		AND o.status IN ('pending', 'running') AND o.id < jobs.id)`
+	var one int
+	err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM jobs WHERE queue = ? AND "+stray+" LIMIT 1"), queue).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look for %s jobs held behind nothing: %w", queue, err)
+	}
+	res, err := db.laxExec(ctx, db.q("UPDATE jobs SET behind = 0 WHERE queue = ? AND "+stray), queue)
+	if err != nil {
+		return 0, fmt.Errorf("put in front the %s jobs held behind nothing: %w", queue, err)
+	}
+	return res.RowsAffected()
+}
 
 // claimPoll is ClaimJob's read: whether a job of the queue is ready. Its
 // ORDER BY makes SQLite walk jobs_ready, as the claim does; without it,

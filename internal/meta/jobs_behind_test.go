@@ -344,3 +344,42 @@ func BenchmarkClaimBehindBacklog(b *testing.B) {
 		}
 	}
 }
+
+// TestJobsBehindSwept: a job ended by a binary that predates the behind
+// mark (a replica still running during a rolling upgrade) does not put its
+// key's next job in front; an idle worker's claim finds it anyway, at
+// most a sweep interval later.
+func TestJobsBehindSwept(t *testing.T) {
+	for _, d := range metatest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			ctx := context.Background()
+			dbA, dbB := openShared(t, d)
+			first := enqueue(t, dbA, meta.Job{Queue: "q", OrderingKey: "k"})
+			second := enqueue(t, dbA, meta.Job{Queue: "q", OrderingKey: "k"})
+			if got := claimID(t, dbA, "q", "w"); got != first {
+				t.Fatalf("claimed %d, want %d", got, first)
+			}
+			// As the older binary completes it: no mark changes.
+			if err := dbA.Exec(ctx, "UPDATE jobs SET status = 'done', lease_owner = '' WHERE id = ?", first); err != nil {
+				t.Fatal(err)
+			}
+			// dbB is another process: its first idle poll of the queue
+			// sweeps.
+			j, ok, err := dbB.Jobs().ClaimJob(ctx, "q", "w2", lease)
+			if err != nil || !ok || j.ID != second {
+				t.Fatalf("claim after the stray end = %d, %v, %v; want %d", j.ID, ok, err, second)
+			}
+			checkBehind(t, dbB, "q", "the sweep")
+			// dbB swept at that poll and does not again within the
+			// interval (a sweep walks the queue's backlog): a second stray
+			// end waits for the next sweep.
+			third := enqueue(t, dbA, meta.Job{Queue: "q", OrderingKey: "k"})
+			if err := dbA.Exec(ctx, "UPDATE jobs SET status = 'done', lease_owner = '' WHERE id = ?", second); err != nil {
+				t.Fatal(err)
+			}
+			if got := claimID(t, dbB, "q", "w3"); got != 0 {
+				t.Fatalf("claimed %d (of %d held behind nothing) within the sweep interval", got, third)
+			}
+		})
+	}
+}
