@@ -22,12 +22,11 @@ type ManifestStore interface {
 
 // Store is the graph's table (meta.Graph).
 type Store interface {
-	RecordImage(ctx context.Context, img meta.GraphImage) error
+	IndexImage(ctx context.Context, img meta.GraphImage, bases []meta.BaseLink) error
 	Indexed(ctx context.Context, repo string, d digest.Digest) (bool, error)
 	ImagesWithChains(ctx context.Context, chains []digest.Digest, n int) ([]meta.GraphNode, error)
 	ImagesByDigest(ctx context.Context, d digest.Digest, n int) ([]meta.GraphNode, error)
 	ChildFor(ctx context.Context, repoID int64, index digest.Digest, platform string) (digest.Digest, bool, error)
-	SetBases(ctx context.Context, repo string, d digest.Digest, bases []meta.BaseLink) error
 	FireBaseMoved(ctx context.Context, mv meta.BaseMove) (int, error)
 }
 
@@ -205,14 +204,13 @@ func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, 
 	}
 	chain := ChainIDs(cfg.DiffIDs)
 	platform := platformOf(cfg)
-	if err := x.graph.RecordImage(ctx, meta.GraphImage{Repository: repo, Digest: d, Platform: platform, Chain: chain}); err != nil {
-		return err
-	}
 	links, err := x.bases(ctx, repo, d, m.Annotations, parentAnn, materials, chain, platform)
 	if err != nil {
 		return err
 	}
-	return x.graph.SetBases(ctx, repo, d, links)
+	// The image and its bases in one write: a failure leaves neither, and
+	// the retry, which would skip an image already indexed, does both.
+	return x.graph.IndexImage(ctx, meta.GraphImage{Repository: repo, Digest: d, Platform: platform, Chain: chain}, links)
 }
 
 // bases finds an image's bases, strongest signal first: its base

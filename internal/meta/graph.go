@@ -36,40 +36,55 @@ type GraphNode struct {
 
 // RecordImage indexes an image's layer chain. Indexing twice is harmless.
 func (db Graph) RecordImage(ctx context.Context, img GraphImage) error {
+	return db.tx(ctx, func(tx *sql.Tx) error { return db.recordImage(ctx, tx, img) })
+}
+
+// IndexImage indexes an image's layer chain and replaces its bases, in one
+// transaction (RecordImage, then SetBases): the graph's indexer writes
+// both at once, so that a failure leaves neither, and the job that failed
+// does both again.
+func (db Graph) IndexImage(ctx context.Context, img GraphImage, bases []BaseLink) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.recordImage(ctx, tx, img); err != nil {
+			return err
+		}
+		return db.setBases(ctx, tx, img.Repository, img.Digest, bases)
+	})
+}
+
+func (db *core) recordImage(ctx context.Context, tx *sql.Tx, img GraphImage) error {
 	if len(img.Chain) == 0 {
 		return nil
 	}
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		var repoID int64
-		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), img.Repository).Scan(&repoID); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return ErrRepositoryNotFound
-			}
-			return fmt.Errorf("look up repository: %w", err)
+	var repoID int64
+	if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), img.Repository).Scan(&repoID); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrRepositoryNotFound
 		}
-		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_images (repository_id, digest, layers, top_chain, platform, indexed_at)
-			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
-			repoID, img.Digest.String(), len(img.Chain), img.Chain[len(img.Chain)-1].String(), img.Platform, now())
-		if err != nil {
-			return fmt.Errorf("index image: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil
-		}
-		const perStatement = 200
-		for start := 0; start < len(img.Chain); start += perStatement {
-			batch := img.Chain[start:min(start+perStatement, len(img.Chain))]
-			args := make([]any, 0, 4*len(batch))
-			for i, c := range batch {
-				args = append(args, repoID, img.Digest.String(), start+i+1, c.String())
-			}
-			stmt := "INSERT INTO graph_chains (repository_id, digest, depth, chain_id) VALUES (?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?)", len(batch)-1)
-			if _, err := tx.ExecContext(ctx, db.q(stmt), args...); err != nil {
-				return fmt.Errorf("index image layers: %w", err)
-			}
-		}
+		return fmt.Errorf("look up repository: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_images (repository_id, digest, layers, top_chain, platform, indexed_at)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
+		repoID, img.Digest.String(), len(img.Chain), img.Chain[len(img.Chain)-1].String(), img.Platform, now())
+	if err != nil {
+		return fmt.Errorf("index image: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
 		return nil
-	})
+	}
+	const perStatement = 200
+	for start := 0; start < len(img.Chain); start += perStatement {
+		batch := img.Chain[start:min(start+perStatement, len(img.Chain))]
+		args := make([]any, 0, 4*len(batch))
+		for i, c := range batch {
+			args = append(args, repoID, img.Digest.String(), start+i+1, c.String())
+		}
+		stmt := "INSERT INTO graph_chains (repository_id, digest, depth, chain_id) VALUES (?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?)", len(batch)-1)
+		if _, err := tx.ExecContext(ctx, db.q(stmt), args...); err != nil {
+			return fmt.Errorf("index image layers: %w", err)
+		}
+	}
+	return nil
 }
 
 // Indexed reports whether the graph has indexed a manifest of the
@@ -165,43 +180,45 @@ type BaseLink struct {
 // image was built on a base its tag has left). A base no tag ever named
 // is recorded without one.
 func (db Graph) SetBases(ctx context.Context, repo string, d digest.Digest, bases []BaseLink) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		var repoID int64
-		var gated int
-		if err := tx.QueryRowContext(ctx, db.q("SELECT id, gated FROM repositories WHERE name = ?"), repo).Scan(&repoID, &gated); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return ErrRepositoryNotFound
-			}
-			return fmt.Errorf("look up repository: %w", err)
+	return db.tx(ctx, func(tx *sql.Tx) error { return db.setBases(ctx, tx, repo, d, bases) })
+}
+
+func (db *core) setBases(ctx context.Context, tx *sql.Tx, repo string, d digest.Digest, bases []BaseLink) error {
+	var repoID int64
+	var gated int
+	if err := tx.QueryRowContext(ctx, db.q("SELECT id, gated FROM repositories WHERE name = ?"), repo).Scan(&repoID, &gated); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrRepositoryNotFound
 		}
-		if gated == 1 {
-			// A gate reads bases: its candidates are evaluated again.
-			if err := db.appendEvent(ctx, tx, Event{Kind: EventGraphIndexed, Repository: repo, Data: mustJSON(map[string]any{"digest": d.String()})}); err != nil {
-				return err
+		return fmt.Errorf("look up repository: %w", err)
+	}
+	if gated == 1 {
+		// A gate reads bases: its candidates are evaluated again.
+		if err := db.appendEvent(ctx, tx, Event{Kind: EventGraphIndexed, Repository: repo, Data: mustJSON(map[string]any{"digest": d.String()})}); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM graph_bases WHERE repository_id = ? AND digest = ?"), repoID, d.String()); err != nil {
+		return fmt.Errorf("clear bases: %w", err)
+	}
+	ts := now()
+	for _, b := range bases {
+		tags, err := db.tagsReaching(ctx, tx, b.RepositoryID, b.Digest)
+		if err != nil {
+			return err
+		}
+		if len(tags) == 0 {
+			tags = []tagAt{{top: b.Digest.String()}}
+		}
+		for _, t := range tags {
+			if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_bases (repository_id, digest, base_repository_id, base_digest, base_tag, base_top,
+				method, level, layers, matched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+				repoID, d.String(), b.RepositoryID, b.Digest.String(), t.tag, t.top, b.Method, b.Level, b.Layers, ts); err != nil {
+				return fmt.Errorf("record base: %w", err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM graph_bases WHERE repository_id = ? AND digest = ?"), repoID, d.String()); err != nil {
-			return fmt.Errorf("clear bases: %w", err)
-		}
-		ts := now()
-		for _, b := range bases {
-			tags, err := db.tagsReaching(ctx, tx, b.RepositoryID, b.Digest)
-			if err != nil {
-				return err
-			}
-			if len(tags) == 0 {
-				tags = []tagAt{{top: b.Digest.String()}}
-			}
-			for _, t := range tags {
-				if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_bases (repository_id, digest, base_repository_id, base_digest, base_tag, base_top,
-					method, level, layers, matched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
-					repoID, d.String(), b.RepositoryID, b.Digest.String(), t.tag, t.top, b.Method, b.Level, b.Layers, ts); err != nil {
-					return fmt.Errorf("record base: %w", err)
-				}
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 type tagAt struct{ tag, top string }

@@ -188,3 +188,49 @@ func TestGraphBackfillOnUpgrade(t *testing.T) {
 		})
 	}
 }
+
+// TestGraphIndexImage: an image's chain and its bases are written in one
+// transaction: with a base that cannot be recorded, neither is, so that
+// the indexing job's retry (which skips an image already indexed) does
+// both again.
+func TestGraphIndexImage(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			g := db.Graph()
+			base, app := manifestOf("base"), manifestOf("app")
+			for _, p := range []meta.PutManifest{{Repository: "mirror/ubi", Manifest: base, Tag: "9"}, {Repository: "team/app", Manifest: app}} {
+				if err := db.Manifests().PutManifest(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := g.RecordImage(ctx, meta.GraphImage{Repository: "mirror/ubi", Digest: base.Digest, Platform: "linux/amd64", Chain: chainOf("l1")}); err != nil {
+				t.Fatal(err)
+			}
+			found, err := g.ImagesWithChains(ctx, chainOf("l1"), 10)
+			if err != nil || len(found) != 1 {
+				t.Fatalf("images with chains: %+v %v", found, err)
+			}
+			img := meta.GraphImage{Repository: "team/app", Digest: app.Digest, Platform: "linux/amd64", Chain: chainOf("l1", "app")}
+			bad := []meta.BaseLink{{RepositoryID: found[0].RepositoryID + 1000, Digest: base.Digest, Method: "layers", Level: 1, Layers: 1}}
+			if err := g.IndexImage(ctx, img, bad); err == nil {
+				t.Fatal("a base in no repository was recorded")
+			}
+			if done, err := g.Indexed(ctx, "team/app", app.Digest); err != nil || done {
+				t.Fatalf("after the failed write the image is indexed = %v (%v), want false", done, err)
+			}
+			good := []meta.BaseLink{{RepositoryID: found[0].RepositoryID, Digest: base.Digest, Method: "layers", Level: 1, Layers: 1}}
+			if err := g.IndexImage(ctx, img, good); err != nil {
+				t.Fatal(err)
+			}
+			bases, err := g.Bases(ctx, "team/app", app.Digest)
+			if err != nil || len(bases) != 1 || bases[0].Tag != "9" || bases[0].Repository != "mirror/ubi" {
+				t.Fatalf("bases: %+v %v", bases, err)
+			}
+			if done, err := g.Indexed(ctx, "team/app", app.Digest); err != nil || !done {
+				t.Fatalf("indexed = %v (%v), want true", done, err)
+			}
+		})
+	}
+}
