@@ -294,7 +294,6 @@ func threadsOnCPU(pid int) float64 {
 	return float64(ns) / 1e9
 }
 
-// cpuDelta is the CPU a server used between two readings.
 // selfCPU is the CPU time, user and system, this process has used (s).
 func selfCPU() float64 {
 	var ru syscall.Rusage
@@ -304,6 +303,7 @@ func selfCPU() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
+// cpuDelta is the CPU a server used between two readings.
 func cpuDelta(before, after procStats) float64 {
 	if before.onCPU > 0 && after.onCPU >= before.onCPU {
 		return after.onCPU - before.onCPU

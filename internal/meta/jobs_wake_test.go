@@ -53,7 +53,8 @@ func TestWakeOnEnqueue(t *testing.T) {
 				t.Fatalf("after EnqueueJob: woke %q, want [a]", got)
 			}
 
-			// A feed batch: three jobs in two queues, one transaction.
+			// Feed batches: enqueues in the transaction that moves the
+			// cursor.
 			if err := db.Outbox().Subscribe(ctx, "sub"); err != nil {
 				t.Fatal(err)
 			}
