@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/testenv"
 )
@@ -161,7 +162,7 @@ func (e *urEnv) image(repo, tag string, layerSize int64) digest.Digest {
 	config := digest.FromString("config " + randomHex(8))
 	layer := digest.FromString("layer " + randomHex(8))
 	for _, b := range []meta.Blob{{Digest: config, Size: 2}, {Digest: layer, Size: layerSize}} {
-		if _, err := e.db.Blobs().StoreBlob(ctx, repo, b, "", meta.Writer{Actor: "test"}, noPlace, noPlace); err != nil {
+		if _, err := e.db.Blobs().StoreBlob(ctx, repo, b, "", meta.Writer{Actor: "test"}, metatest.NoBytes); err != nil {
 			e.t.Fatal(err)
 		}
 	}
@@ -316,7 +317,3 @@ func (e *urEnv) audited(kind string) bool {
 func bigBody(field string) string {
 	return `{"` + field + `":"` + strings.Repeat("a", 1<<20+10) + `"}`
 }
-
-// noPlace stands for moving bytes into storage where a test records a
-// blob without storing its bytes.
-func noPlace(context.Context) error { return nil }

@@ -188,7 +188,7 @@ func (c *Collector) deletePending(ctx context.Context) error {
 			return err
 		}
 		done, err := inChunks(ds, func(b []digest.Digest) (int, error) {
-			return c.gc.FinishBlobDeletes(ctx, b, func(ctx context.Context, d digest.Digest) error { return storage.DeleteBlob(c.store, d)(ctx) })
+			return c.gc.FinishBlobDeletes(ctx, b, func(ctx context.Context, d digest.Digest) error { return storage.DeleteBlob(ctx, c.store, d) })
 		})
 		if err != nil {
 			return fmt.Errorf("delete blobs: %w", err)

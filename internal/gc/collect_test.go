@@ -213,7 +213,7 @@ func TestReuploadWhileDeleting(t *testing.T) {
 			// The collector is between its two steps: the row is gone, the
 			// bytes are not. A client uploads the same blob.
 			w.blob("app", content)
-			if ok, err := one(w.db.Collector().FinishBlobDeletes(ctx, []digest.Digest{d}, func(ctx context.Context, d digest.Digest) error { return storage.DeleteBlob(w.store, d)(ctx) })); ok || err != nil {
+			if ok, err := one(w.db.Collector().FinishBlobDeletes(ctx, []digest.Digest{d}, func(ctx context.Context, d digest.Digest) error { return storage.DeleteBlob(ctx, w.store, d) })); ok || err != nil {
 				t.Fatalf("the collector deleted after the re-upload: %v %v", ok, err)
 			}
 			if st, got := w.do("GET", "/v2/app/blobs/"+d.String(), nil); st != 200 || !bytes.Equal(got, content) {

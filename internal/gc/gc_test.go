@@ -161,7 +161,7 @@ func TestPrune(t *testing.T) {
 			push := func(repo string) {
 				cfg := []byte(`{}` + repo)
 				b := meta.Blob{Digest: digest.FromBytes(cfg), Size: int64(len(cfg))}
-				if _, err := db.Blobs().StoreBlob(ctx, repo, b, "", meta.Writer{}, noPlace, noPlace); err != nil {
+				if _, err := db.Blobs().StoreBlob(ctx, repo, b, "", meta.Writer{}, metatest.NoBytes); err != nil {
 					t.Fatal(err)
 				}
 				m := []byte(`{"schemaVersion":2,"config":{"digest":"` + b.Digest.String() + `"}}`)
@@ -229,7 +229,3 @@ func TestPrune(t *testing.T) {
 		})
 	}
 }
-
-// noPlace stands for moving bytes into storage where a test records a
-// blob without storing its bytes.
-func noPlace(context.Context) error { return nil }

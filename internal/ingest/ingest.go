@@ -50,7 +50,7 @@ type CacheStore interface {
 // BlobStore finds and stores blobs (meta.Blobs).
 type BlobStore interface {
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
-	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 }
 
 // Options configure an Ingester.
@@ -275,8 +275,7 @@ func (in *Ingester) emptyBlob(ctx context.Context) (meta.Blob, error) {
 	if _, err := in.db.Blobs.StoredBlob(ctx, d); err == nil {
 		return b, nil
 	}
-	place := func(ctx context.Context) error { return in.store.PutContent(ctx, storage.BlobPath(d), oci.EmptyJSON) }
-	if _, err := in.db.Blobs.StoreBlob(ctx, "", b, "", meta.Writer{}, place, storage.DeleteBlob(in.store, d)); err != nil {
+	if _, err := in.db.Blobs.StoreBlob(ctx, "", b, "", meta.Writer{}, storage.Content(in.store, oci.EmptyJSON, d)); err != nil {
 		return meta.Blob{}, fmt.Errorf("store the empty blob: %w", err)
 	}
 	return b, nil

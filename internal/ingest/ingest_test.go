@@ -65,9 +65,8 @@ func (e *env) link(r string, d digest.Digest) error {
 	if !ok {
 		e.t.Fatalf("no upstream content for %s", d)
 	}
-	place := func(ctx context.Context) error { return e.store.PutContent(ctx, storage.BlobPath(d), content) }
 	_, err := e.db.Blobs().StoreBlob(context.Background(), r, meta.Blob{Digest: d, Size: int64(len(content))}, "", meta.Writer{},
-		place, storage.DeleteBlob(e.store, d))
+		storage.Content(e.store, content, d))
 	return err
 }
 

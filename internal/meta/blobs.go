@@ -174,18 +174,47 @@ func (db Blobs) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) er
 	})
 }
 
-// StoreBlob records a blob whose bytes the caller has staged, under the
-// garbage-collection protocol: holding the digest's lock, if the blob is
-// already stored nothing is placed (placed is false: the caller discards
-// its copy); otherwise bytes that a garbage collection condemned and has
-// not deleted yet are deleted first (clear), the caller's bytes are moved
-// into place (place), and the blob row is inserted. With repo set the blob
-// is linked to it in the same transaction (and uploadID's session, if set,
-// removed). Because every placement and every deletion of a digest's bytes
-// happens under its lock and after the pending deletion is settled, a
-// collection can never delete bytes that a re-upload just placed.
-func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer,
-	place, clear func(context.Context) error) (placed bool, err error) {
+// BlobBytes puts a blob's verified bytes at its content address and takes
+// them away, for StoreBlob (storage.Placement is Berth's).
+type BlobBytes interface {
+	// PlaceEarly puts the bytes at the address without the digest's lock,
+	// keeping what Place needs to put them there again; bytes already
+	// there are kept. ok is false, and nothing is done, when it cannot.
+	// The address's name is durable when it returns.
+	PlaceEarly(ctx context.Context) (ok bool, err error)
+	// Present reports whether bytes are at the address.
+	Present(ctx context.Context) (bool, error)
+	// Place puts the bytes at the address; it may run twice.
+	Place(ctx context.Context) error
+	// Clear deletes the bytes at the address, if any.
+	Clear(ctx context.Context) error
+}
+
+// StoreBlob records a blob whose bytes the caller has verified, under the
+// garbage-collection protocol: every deletion of a digest's bytes happens
+// under the digest's lock, after which the deleter commits, and a blob row
+// is recorded under the same lock only once its bytes are at the address.
+// With repo set the blob is linked to it in the same transaction (and
+// uploadID's session, if set, removed). placed reports whether the blob
+// was new.
+//
+// When the blob is not stored yet and the bytes can be placed early, they
+// are placed before the transaction, outside the lock (on SQLite the lock
+// is the one writer, which a placement's flushes would otherwise hold);
+// the transaction then checks, under the lock, that they are still there
+// and places them again if a collection deleted them meanwhile. Otherwise
+// (or with the blob stored) bytes that a collection condemned and has not
+// deleted yet are deleted (clear) and the caller's placed as the last step
+// before commit, as before. A transaction that fails after an early
+// placement has its bytes deleted again, under the lock, unless the blob
+// is recorded by then: a refused upload (a quota) leaves nothing behind.
+func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer, bytes BlobBytes) (placed bool, err error) {
+	early := false
+	if _, err := db.StoredBlob(ctx, b.Digest); errors.Is(err, ErrBlobNotFound) {
+		if early, err = bytes.PlaceEarly(ctx); err != nil {
+			return false, fmt.Errorf("place blob: %w", err)
+		}
+	}
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		placed = false
 		if err := db.lockDigest(ctx, tx, b.Digest); err != nil {
@@ -200,8 +229,10 @@ func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID str
 			if err != nil {
 				return fmt.Errorf("settle pending delete: %w", err)
 			}
-			if n, _ := res.RowsAffected(); n > 0 {
-				if err := clear(ctx); err != nil {
+			// Placed early, the bytes at the address are the caller's (or
+			// the same bytes before them): they stay, and are checked below.
+			if n, _ := res.RowsAffected(); n > 0 && !early {
+				if err := bytes.Clear(ctx); err != nil {
 					return fmt.Errorf("delete condemned bytes: %w", err)
 				}
 			}
@@ -220,15 +251,55 @@ func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID str
 				return err
 			}
 		}
+		if !placed {
+			return nil
+		}
+		if early {
+			// A collection that deleted these digest's bytes after the
+			// early placement did so under the lock and committed: the
+			// check sees it.
+			there, err := bytes.Present(ctx)
+			if err != nil {
+				return fmt.Errorf("check placed blob: %w", err)
+			}
+			if there {
+				return nil
+			}
+		}
 		// The bytes move into place last, once nothing else in the
 		// transaction can fail (only its commit remains): a transaction
 		// that rolls back or runs again has placed nothing.
-		if placed {
-			if err := place(ctx); err != nil {
-				return fmt.Errorf("place blob: %w", err)
-			}
+		if err := bytes.Place(ctx); err != nil {
+			return fmt.Errorf("place blob: %w", err)
 		}
 		return nil
 	})
+	if err != nil && early {
+		if uerr := db.unplace(context.WithoutCancel(ctx), b.Digest, bytes); uerr != nil {
+			err = fmt.Errorf("%w (its bytes placed early stay: %v)", err, uerr)
+		}
+	}
 	return placed, err
+}
+
+// unplace deletes bytes placed early for a blob whose transaction failed,
+// under the digest's lock, unless the blob is recorded (by a concurrent
+// store, or by the transaction itself if its commit's failure was only
+// reported). A store that placed the same bytes early and is not recorded
+// yet finds them gone when it checks, and places them again. If this
+// fails too, the bytes stay where they are, unreferenced (as after a crash
+// between an early placement and its transaction): they are what the
+// digest names, and the next upload of it keeps them.
+func (db Blobs) unplace(ctx context.Context, d digest.Digest, bytes BlobBytes) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.lockDigest(ctx, tx, d); err != nil {
+			return err
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM blobs WHERE digest = ?"), d.String()).Scan(&one)
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		return bytes.Clear(ctx)
+	})
 }

@@ -32,7 +32,7 @@ type BlobStore interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
-	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 }
 
 // ManifestStore reads and stores manifests (meta.Manifests).
@@ -178,7 +178,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 	defer rc.Close()
 	n, err := storage.Ingest(ctx, c.store, rc, b.Digest, func(ctx context.Context, staged string, n int64) error {
 		_, err := c.db.Blobs.StoreBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", who,
-			storage.MoveInto(c.store, staged, b.Digest), storage.DeleteBlob(c.store, b.Digest))
+			storage.Staged(c.store, staged, b.Digest))
 		return err
 	})
 	if err != nil {

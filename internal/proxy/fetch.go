@@ -182,7 +182,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		// protocol.
 		n, err := storage.Ingest(fctx, s.store, rc, d, func(ctx context.Context, staged string, n int64) error {
 			_, err := s.db.Blobs.StoreBlob(ctx, repo, meta.Blob{Digest: d, Size: n}, "", meta.Writer{},
-				storage.MoveInto(s.store, staged, d), storage.DeleteBlob(s.store, d))
+				storage.Staged(s.store, staged, d))
 			return err
 		})
 		if err != nil {

@@ -51,7 +51,7 @@ type CacheStore interface {
 type BlobStore interface {
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
-	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 }
 
 // Sealer seals upstream passwords at rest (auth.Sealer).

@@ -38,7 +38,7 @@ type BlobStore interface {
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
-	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 	TouchBlobLink(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error)
 	UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error
 }

@@ -464,7 +464,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	// bytes are not needed.
 	blob := meta.Blob{Digest: want, Size: size}
 	if _, err := reg.meta.Blobs.StoreBlob(ctx, name, blob, id, who,
-		storage.MoveInto(reg.store, storage.UploadPath(id), want), storage.DeleteBlob(reg.store, want)); err != nil {
+		storage.Staged(reg.store, storage.UploadPath(id), want)); err != nil {
 		discard()
 		return err
 	}

@@ -53,7 +53,7 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 				return err
 			}
 			blob := meta.Blob{Digest: b.d, Size: int64(len(b.content))}
-			if _, err := s.stores.Blobs.StoreBlob(ctx, "", blob, "", meta.Writer{}, storage.WriteInto(s.driver, b.content, b.d), storage.DeleteBlob(s.driver, b.d)); err != nil {
+			if _, err := s.stores.Blobs.StoreBlob(ctx, "", blob, "", meta.Writer{}, storage.Content(s.driver, b.content, b.d)); err != nil {
 				return err
 			}
 		}

@@ -62,5 +62,5 @@ type Manifests interface {
 // Blobs store the SBOMs' blobs (meta.Blobs).
 type Blobs interface {
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
-	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, place, clear func(context.Context) error) (bool, error)
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 }

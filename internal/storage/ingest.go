@@ -49,48 +49,91 @@ func Ingest(ctx context.Context, d Driver, r io.Reader, want digest.Digest, plac
 	return n, nil
 }
 
-// MoveInto returns the step that moves staged bytes to want's content
-// address (the place of meta.StoreBlob).
-//
-// A step run twice (a transaction that committed nothing the first time
-// and runs again) finds the staged copy gone and the bytes in place, which
-// is success.
-func MoveInto(d Driver, staged string, want digest.Digest) func(context.Context) error {
-	return func(ctx context.Context) error {
-		err := d.Move(ctx, staged, BlobPath(want))
-		if errors.Is(err, ErrNotFound) {
-			if _, serr := d.Stat(ctx, BlobPath(want)); serr == nil {
-				return nil
-			}
+// Placement puts a blob's verified bytes at its content address, and
+// takes them away: the steps meta.StoreBlob runs under the
+// garbage-collection protocol. Staged and Content make one.
+type Placement struct {
+	d       Driver
+	want    digest.Digest
+	staged  string // the bytes' temporary path (Staged)
+	content []byte // or the bytes themselves (Content)
+}
+
+// Staged places bytes staged at a temporary path (Ingest's, or an upload's
+// file). The staged path stays the caller's to remove afterwards.
+func Staged(d Driver, staged string, want digest.Digest) Placement {
+	return Placement{d: d, want: want, staged: staged}
+}
+
+// Content places small bytes held in memory: PutContent writes them whole,
+// flushed, under a temporary name beside their address and renames them
+// there, so no upload directory is made, moved out of and removed. It
+// refuses content that does not match want.
+func Content(d Driver, content []byte, want digest.Digest) Placement {
+	return Placement{d: d, want: want, content: content}
+}
+
+// Place puts the bytes at the address (moving the staged copy there, or
+// writing the content), replacing what is there. Run twice (a transaction
+// that committed nothing the first time and runs again), it finds the
+// staged copy gone and the bytes in place, which is success.
+func (p Placement) Place(ctx context.Context) error {
+	if p.staged == "" {
+		return p.put(ctx)
+	}
+	err := p.d.Move(ctx, p.staged, BlobPath(p.want))
+	if errors.Is(err, ErrNotFound) {
+		if _, serr := p.d.Stat(ctx, BlobPath(p.want)); serr == nil {
+			return nil
 		}
+	}
+	return err
+}
+
+// PlaceEarly puts the bytes at the address while keeping what Place needs
+// to put them there again, so that meta.StoreBlob can run it before its
+// transaction, outside the digest's lock: the content is written (it stays
+// in memory), the staged copy is linked (it keeps its own name). Bytes
+// already at the address are kept. ok is false, and nothing is done, when
+// the driver cannot link (Linker). With a flushing driver, the address's
+// name is durable when it returns.
+func (p Placement) PlaceEarly(ctx context.Context) (ok bool, err error) {
+	if p.staged == "" {
+		return true, p.put(ctx)
+	}
+	l, can := p.d.(Linker)
+	if !can {
+		return false, nil
+	}
+	return true, l.Link(ctx, p.staged, BlobPath(p.want))
+}
+
+// Present reports whether bytes are at the address.
+func (p Placement) Present(ctx context.Context) (bool, error) {
+	_, err := p.d.Stat(ctx, BlobPath(p.want))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Clear deletes the bytes at the address, if any.
+func (p Placement) Clear(ctx context.Context) error {
+	return DeleteBlob(ctx, p.d, p.want)
+}
+
+func (p Placement) put(ctx context.Context) error {
+	if got := p.want.Algorithm().FromBytes(p.content); got != p.want {
+		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, p.want)
+	}
+	return p.d.PutContent(ctx, BlobPath(p.want), p.content)
+}
+
+// DeleteBlob deletes want's bytes at its content address, if any (the
+// Clear of a Placement, the remove of meta.FinishBlobDeletes).
+func DeleteBlob(ctx context.Context, d Driver, want digest.Digest) error {
+	if err := d.Delete(ctx, BlobPath(want)); err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
-}
-
-// WriteInto returns the step that writes content, which is small and in
-// memory, straight to want's content address (the place of
-// meta.StoreBlob, instead of Ingest and MoveInto): PutContent writes it
-// whole, flushed, under a temporary name beside its address and renames
-// it there, so no upload directory is made, moved out of and removed. Run
-// twice, it writes the same bytes again. It refuses content that does not
-// match want.
-func WriteInto(d Driver, content []byte, want digest.Digest) func(context.Context) error {
-	return func(ctx context.Context) error {
-		if got := want.Algorithm().FromBytes(content); got != want {
-			return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, want)
-		}
-		return d.PutContent(ctx, BlobPath(want), content)
-	}
-}
-
-// DeleteBlob returns the step that deletes want's bytes at its content
-// address, if any (the clear of meta.StoreBlob, the remove of
-// meta.FinishBlobDelete).
-func DeleteBlob(d Driver, want digest.Digest) func(context.Context) error {
-	return func(ctx context.Context) error {
-		if err := d.Delete(ctx, BlobPath(want)); err != nil && !errors.Is(err, ErrNotFound) {
-			return err
-		}
-		return nil
-	}
+	return nil
 }

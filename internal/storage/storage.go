@@ -154,6 +154,17 @@ func WriterState(w FileWriter) ([]byte, error) {
 	return nil, nil
 }
 
+// Linker is an optional capability of a Driver that can give a file a
+// second name without copying it (a hard link), which lets a blob's bytes
+// be placed before the metadata store's transaction while the staged copy
+// stays for a second placement (Placement.PlaceEarly).
+type Linker interface {
+	// Link names src's file dst too; src keeps its name. If dst exists
+	// already, it is kept as it is and Link succeeds. Either way, on a
+	// driver that flushes, dst's name is durable when Link returns.
+	Link(ctx context.Context, src, dst string) error
+}
+
 // URLSigner is an optional capability of a Driver that can hand clients a
 // time-limited URL to read path directly (S3 presigned GET), so that a
 // blob download need not pass through Berth.

@@ -88,3 +88,15 @@ func PostgresDSN(t testing.TB) string {
 	u.RawQuery = q.Encode()
 	return u.String()
 }
+
+// NoBytes is the meta.BlobBytes of a test that records a blob without
+// storing its bytes: nothing is placed early, the bytes are always there,
+// and placing or clearing them does nothing.
+var NoBytes meta.BlobBytes = noBytes{}
+
+type noBytes struct{}
+
+func (noBytes) PlaceEarly(context.Context) (bool, error) { return false, nil }
+func (noBytes) Present(context.Context) (bool, error)    { return true, nil }
+func (noBytes) Place(context.Context) error              { return nil }
+func (noBytes) Clear(context.Context) error              { return nil }

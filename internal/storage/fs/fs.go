@@ -308,6 +308,30 @@ func (d *Driver) Move(_ context.Context, src, dst string) error {
 	return nil
 }
 
+// Link implements storage.Linker with link(2). A dst that exists is kept;
+// its directory is flushed either way, since the name may be another
+// request's link that is not flushed yet.
+func (d *Driver) Link(_ context.Context, src, dst string) error {
+	fs, err := d.full(src)
+	if err != nil {
+		return err
+	}
+	fd, err := d.full(dst)
+	if err != nil {
+		return err
+	}
+	if err := d.mkdirAll(filepath.Dir(fd)); err != nil {
+		return wrap("link", dst, err)
+	}
+	if err := os.Link(fs, fd); err != nil && !errors.Is(err, os.ErrExist) {
+		return wrap("link", src, err)
+	}
+	if err := d.syncDir(filepath.Dir(fd)); err != nil {
+		return wrap("link", dst, err)
+	}
+	return nil
+}
+
 // mkdirAll creates dir and its missing parents. With fsync, it flushes the
 // directory that gained each new entry, so that a file placed in a new
 // directory is not lost with the directory after a power cut.

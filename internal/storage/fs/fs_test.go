@@ -40,7 +40,9 @@ func TestIngest(t *testing.T) {
 	d, _ := fs.New(t.TempDir(), fs.Options{})
 	content := []byte("content-addressed bytes")
 	want := digest.FromBytes(content)
-	place := func(ctx context.Context, staged string, _ int64) error { return storage.MoveInto(d, staged, want)(ctx) }
+	place := func(ctx context.Context, staged string, _ int64) error {
+		return storage.Staged(d, staged, want).Place(ctx)
+	}
 	n, err := storage.Ingest(ctx, d, bytes.NewReader(content), want, place)
 	if err != nil || n != int64(len(content)) {
 		t.Fatalf("Ingest = %d, %v", n, err)

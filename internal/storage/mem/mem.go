@@ -223,6 +223,27 @@ func (d *Driver) Move(_ context.Context, src, dst string) error {
 	return nil
 }
 
+// Link implements storage.Linker: dst gets src's bytes (which no writer
+// changes in place), unless dst exists.
+func (d *Driver) Link(_ context.Context, src, dst string) error {
+	if err := storage.CheckPath(src); err != nil {
+		return err
+	}
+	if err := storage.CheckPath(dst); err != nil {
+		return err
+	}
+	d.b.mu.Lock()
+	defer d.b.mu.Unlock()
+	f, ok := d.b.files[src]
+	if !ok {
+		return notFound("link", src)
+	}
+	if _, exists := d.b.files[dst]; !exists {
+		d.b.files[dst] = f
+	}
+	return nil
+}
+
 // Delete implements storage.Driver.
 func (d *Driver) Delete(_ context.Context, p string) error {
 	if err := storage.CheckPath(p); err != nil {

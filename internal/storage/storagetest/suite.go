@@ -42,6 +42,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver, reopen Reope
 		{"DeleteAbortsUpload", testDeleteAbortsUpload},
 		{"ConcurrentResumable", testConcurrentResumable},
 		{"MoveAtomicForReaders", testMoveAtomic},
+		{"LinkKeepsBothNames", testLink},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -335,5 +336,51 @@ func testLarge(t *testing.T, d storage.Driver) {
 	got, _ := io.ReadAll(r)
 	if !bytes.Equal(got, chunk) {
 		t.Fatal("tail of large file differs")
+	}
+}
+
+// testLink checks storage.Linker, for drivers that have it: dst gets src's
+// bytes in a new directory, src keeps them, an existing dst is kept, and
+// removing or rewriting either name leaves the other's bytes as they were.
+func testLink(t *testing.T, d storage.Driver) {
+	l, ok := d.(storage.Linker)
+	if !ok {
+		t.Skip("the driver cannot link")
+	}
+	ctx := context.Background()
+	a, b := randBytes(t, 3000), randBytes(t, 10)
+	if err := d.PutContent(ctx, "/src", a); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Link(ctx, "/src", "/new/dir/dst"); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, d, "/new/dir/dst", 0); !bytes.Equal(got, a) {
+		t.Fatal("the link does not read the source's bytes")
+	}
+	if err := d.PutContent(ctx, "/other", b); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Link(ctx, "/other", "/new/dir/dst"); err != nil {
+		t.Fatalf("Link onto an existing name: %v", err)
+	}
+	if got := mustRead(t, d, "/new/dir/dst", 0); !bytes.Equal(got, a) {
+		t.Fatal("Link replaced an existing name")
+	}
+	// PutContent gives the source name new bytes; the link keeps the old.
+	if err := d.PutContent(ctx, "/src", b); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, d, "/new/dir/dst", 0); !bytes.Equal(got, a) {
+		t.Fatal("rewriting the source changed the link's bytes")
+	}
+	if err := d.Delete(ctx, "/src"); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, d, "/new/dir/dst", 0); !bytes.Equal(got, a) {
+		t.Fatal("deleting the source took the link's bytes")
+	}
+	if err := l.Link(ctx, "/missing", "/x"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Link of a missing source: %v, want ErrNotFound", err)
 	}
 }

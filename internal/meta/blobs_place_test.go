@@ -1,0 +1,209 @@
+package meta_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/storage"
+	"github.com/berth-dev/berth/internal/storage/fs"
+)
+
+// placeEnv is a store and a filesystem driver, for the placement protocol
+// of StoreBlob.
+type placeEnv struct {
+	t       *testing.T
+	ctx     context.Context
+	db      *meta.DB
+	store   storage.Driver
+	content []byte
+	d       digest.Digest
+	staged  int
+}
+
+func forPlacement(t *testing.T, f func(t *testing.T, e *placeEnv)) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			store, err := fs.New(t.TempDir(), fs.Options{Fsync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			content := []byte("layer bytes for " + t.Name())
+			f(t, &placeEnv{t: t, ctx: context.Background(), db: metatest.Open(t, dialect), store: store,
+				content: content, d: digest.FromBytes(content)})
+		})
+	}
+}
+
+// stage writes the content at a new upload path, as an upload leaves it.
+func (e *placeEnv) stage() string {
+	e.t.Helper()
+	e.staged++
+	p := storage.UploadPath("ab" + string(rune('a'+e.staged)) + "-upload")
+	if err := e.store.PutContent(e.ctx, p, e.content); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// hooked runs then after the early placement, before StoreBlob's
+// transaction: what another request or the collector does in between.
+type hooked struct {
+	storage.Placement
+	then func()
+}
+
+func (h hooked) PlaceEarly(ctx context.Context) (bool, error) {
+	ok, err := h.Placement.PlaceEarly(ctx)
+	if ok && err == nil {
+		h.then()
+	}
+	return ok, err
+}
+
+func (e *placeEnv) storeBlob(ctx context.Context, repo string, b meta.BlobBytes) error {
+	_, err := e.db.Blobs().StoreBlob(ctx, repo, meta.Blob{Digest: e.d, Size: int64(len(e.content))}, "", meta.Writer{}, b)
+	return err
+}
+
+// wantBytes checks what the content address holds.
+func (e *placeEnv) wantBytes(there bool) {
+	e.t.Helper()
+	got, err := e.store.GetContent(e.ctx, storage.BlobPath(e.d))
+	switch {
+	case there && (err != nil || !bytes.Equal(got, e.content)):
+		e.t.Fatalf("bytes at the address: %q, %v; want the content", got, err)
+	case !there && !errors.Is(err, storage.ErrNotFound):
+		e.t.Fatalf("bytes at the address: %q, %v; want none", got, err)
+	}
+}
+
+func (e *placeEnv) wantRow(there bool) {
+	e.t.Helper()
+	_, err := e.db.Blobs().StoredBlob(e.ctx, e.d)
+	if there != (err == nil) {
+		e.t.Fatalf("blob row: %v, want recorded = %v", err, there)
+	}
+}
+
+// condemn has a collection condemn the blob, stored and linked nowhere:
+// its row is gone and the deletion of its bytes queued.
+func (e *placeEnv) condemn() {
+	e.t.Helper()
+	if err := e.storeBlob(e.ctx, "", storage.Staged(e.store, e.stage(), e.d)); err != nil {
+		e.t.Fatal(err)
+	}
+	if n, err := e.db.Collector().CondemnBlobs(e.ctx, []digest.Digest{e.d}, time.Now().Add(time.Second)); n != 1 || err != nil {
+		e.t.Fatalf("condemn = %d, %v", n, err)
+	}
+}
+
+func (e *placeEnv) finishDeletes() int {
+	e.t.Helper()
+	n, err := e.db.Collector().FinishBlobDeletes(e.ctx, []digest.Digest{e.d}, func(ctx context.Context, d digest.Digest) error {
+		return storage.DeleteBlob(ctx, e.store, d)
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// TestStoreBlobEarlyPlacement: a new blob's bytes are at their address
+// before its transaction, and the staged copy is still there for a second
+// placement; one already stored is not placed again.
+func TestStoreBlobEarlyPlacement(t *testing.T) {
+	forPlacement(t, func(t *testing.T, e *placeEnv) {
+		staged := e.stage()
+		early := false
+		if err := e.storeBlob(e.ctx, "org/app", hooked{storage.Staged(e.store, staged, e.d), func() { early = true; e.wantRow(false); e.wantBytes(true) }}); err != nil {
+			t.Fatal(err)
+		}
+		if !early {
+			t.Fatal("a new blob on a driver that links was not placed early")
+		}
+		e.wantRow(true)
+		e.wantBytes(true)
+		if _, err := e.store.Stat(e.ctx, staged); err != nil {
+			t.Fatalf("the staged copy is gone: %v", err)
+		}
+		again := false
+		if err := e.storeBlob(e.ctx, "org/other", hooked{storage.Staged(e.store, e.stage(), e.d), func() { again = true }}); err != nil {
+			t.Fatal(err)
+		}
+		if again {
+			t.Fatal("a stored blob was placed again")
+		}
+		if rs, err := e.db.Blobs().RepositoriesWithBlob(e.ctx, e.d, 10); err != nil || len(rs) != 2 {
+			t.Fatalf("links = %v, %v", rs, err)
+		}
+	})
+}
+
+// TestStoreBlobEarlyPlacementRacesCollection: a blob condemned by a
+// collection is uploaded again, and the collection deletes the bytes after
+// the upload placed them early and before its transaction: the
+// transaction finds them gone, places them again, and the blob is whole.
+// Uploaded again while the deletion is still queued, the bytes placed
+// early stay and the collection no longer deletes them.
+func TestStoreBlobEarlyPlacementRacesCollection(t *testing.T) {
+	forPlacement(t, func(t *testing.T, e *placeEnv) {
+		e.condemn()
+		deleted := 0
+		if err := e.storeBlob(e.ctx, "org/app", hooked{storage.Staged(e.store, e.stage(), e.d), func() { deleted = e.finishDeletes() }}); err != nil {
+			t.Fatal(err)
+		}
+		if deleted != 1 {
+			t.Fatalf("the collection deleted %d blobs in between, want 1", deleted)
+		}
+		e.wantRow(true)
+		e.wantBytes(true)
+	})
+	forPlacement(t, func(t *testing.T, e *placeEnv) {
+		e.condemn()
+		if err := e.storeBlob(e.ctx, "org/app", storage.Staged(e.store, e.stage(), e.d)); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.finishDeletes(); n != 0 {
+			t.Fatalf("the collection deleted the bytes of a blob uploaded again (%d)", n)
+		}
+		e.wantRow(true)
+		e.wantBytes(true)
+	})
+}
+
+// TestStoreBlobEarlyPlacementFails: a store whose transaction fails after
+// its early placement deletes the bytes again, unless another store
+// recorded the blob meanwhile; then they stay, with the other's row.
+func TestStoreBlobEarlyPlacementFails(t *testing.T) {
+	forPlacement(t, func(t *testing.T, e *placeEnv) {
+		ctx, cancel := context.WithCancel(e.ctx)
+		defer cancel()
+		if err := e.storeBlob(ctx, "org/app", hooked{storage.Staged(e.store, e.stage(), e.d), cancel}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("store under a cancelled context: %v", err)
+		}
+		e.wantRow(false)
+		e.wantBytes(false)
+	})
+	forPlacement(t, func(t *testing.T, e *placeEnv) {
+		ctx, cancel := context.WithCancel(e.ctx)
+		defer cancel()
+		other := func() {
+			if err := e.storeBlob(e.ctx, "org/other", storage.Staged(e.store, e.stage(), e.d)); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+		}
+		if err := e.storeBlob(ctx, "org/app", hooked{storage.Staged(e.store, e.stage(), e.d), other}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("store under a cancelled context: %v", err)
+		}
+		e.wantRow(true)
+		e.wantBytes(true)
+	})
+}
