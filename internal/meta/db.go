@@ -301,7 +301,16 @@ func (db *core) laxExec(ctx context.Context, query string, args ...any) (sql.Res
 func (db *core) txRetry(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) error {
 	var err error
 	for attempt := range txAttempts {
-		if err = db.tx1(ctx, lax, fn); err == nil || !retryable(err) || ctx.Err() != nil {
+		err = db.tx1(ctx, lax, fn)
+		if db.dialect == sqlite {
+			// The writer connection just went to the next waiter, if any,
+			// which the runtime readied to run on this P only once this
+			// goroutine blocks: yield now, so that SQLite's one writer
+			// does not sit idle while this goroutine carries on with its
+			// request (the yield costs a microsecond or so).
+			runtime.Gosched()
+		}
+		if err == nil || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
 		// A short, growing pause lets the winner commit.
