@@ -205,9 +205,9 @@ type BlobBytes interface {
 // and places them again if a collection deleted them meanwhile. Otherwise
 // (or with the blob stored) bytes that a collection condemned and has not
 // deleted yet are deleted (clear) and the caller's placed as the last step
-// before commit, as before. A transaction that fails after an early
+// before commit. A transaction that fails after an early
 // placement has its bytes deleted again, under the lock, unless the blob
-// is recorded by then: a refused upload (a quota) leaves nothing behind.
+// is recorded by then: a store that fails leaves nothing behind.
 func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer, bytes BlobBytes) (placed bool, err error) {
 	early := false
 	if _, err := db.StoredBlob(ctx, b.Digest); errors.Is(err, ErrBlobNotFound) {
@@ -255,7 +255,7 @@ func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID str
 			return nil
 		}
 		if early {
-			// A collection that deleted these digest's bytes after the
+			// A collection that deleted this digest's bytes after the
 			// early placement did so under the lock and committed: the
 			// check sees it.
 			there, err := bytes.Present(ctx)
