@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -52,6 +53,7 @@ type Store interface {
 	Sequence(ctx context.Context, n int) (int, error)
 	Subscribe(ctx context.Context, name string) error
 	Consume(ctx context.Context, name string, n int, fn func(ctx context.Context, tx meta.Tx, events []meta.Event) error) (int, error)
+	ConsumeAll(ctx context.Context, cs []meta.Consumer, n int) (handled []int, errs []error, err error)
 }
 
 // Options tune a Dispatcher.
@@ -80,6 +82,9 @@ type Dispatcher struct {
 	opts  Options
 	log   *slog.Logger
 	wake  chan struct{}
+	// failing marks, per subscriber, one whose last batch failed: it is
+	// left out of the shared transaction until it recovers alone.
+	failing []atomic.Bool
 }
 
 // New returns a dispatcher of the feed to subs. Call Run to start it.
@@ -99,7 +104,8 @@ func New(store Store, subs []Subscriber, opts Options) *Dispatcher {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Dispatcher{store: store, subs: subs, opts: opts, log: opts.Logger.With("component", "feed"), wake: make(chan struct{}, 1)}
+	return &Dispatcher{store: store, subs: subs, opts: opts, log: opts.Logger.With("component", "feed"), wake: make(chan struct{}, 1),
+		failing: make([]atomic.Bool, len(subs))}
 }
 
 func defaultBackoff(failures int) time.Duration {
@@ -192,7 +198,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	wakes := make([]chan struct{}, len(d.subs))
 	for i, s := range d.subs {
 		wakes[i] = make(chan struct{}, 1)
-		wg.Go(func() { d.runSubscriber(ctx, s, wakes[i]) })
+		wg.Go(func() { d.runSubscriber(ctx, i, s, wakes[i]) })
 	}
 	d.runSequencer(ctx, wakes)
 	wg.Wait()
@@ -200,7 +206,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 }
 
 // runSequencer numbers committed events whenever woken or polled, and
-// wakes the subscribers when it numbered some.
+// hands them to the subscribers when it numbered some (consumeTogether).
 func (d *Dispatcher) runSequencer(ctx context.Context, wakes []chan struct{}) {
 	poll := time.NewTicker(d.opts.Poll)
 	defer poll.Stop()
@@ -216,9 +222,7 @@ func (d *Dispatcher) runSequencer(ctx context.Context, wakes []chan struct{}) {
 				break
 			}
 			if n > 0 {
-				for _, w := range wakes {
-					signal(w)
-				}
+				d.consumeTogether(ctx, wakes)
 			}
 			if n < d.opts.Batch {
 				break
@@ -238,10 +242,37 @@ func (d *Dispatcher) runSequencer(ctx context.Context, wakes []chan struct{}) {
 	}
 }
 
+// consumeTogether hands the events just numbered to every subscriber in
+// one transaction (meta.Outbox.ConsumeAll) and wakes the subscribers it
+// did not serve to carry on alone: those failing, those whose batch
+// failed now (they log it and back off), and those with more to read.
+func (d *Dispatcher) consumeTogether(ctx context.Context, wakes []chan struct{}) {
+	var cs []meta.Consumer
+	var idx []int
+	for i, s := range d.subs {
+		if d.failing[i].Load() {
+			signal(wakes[i])
+			continue
+		}
+		cs = append(cs, meta.Consumer{Name: s.Name(), Fn: s.Handle})
+		idx = append(idx, i)
+	}
+	if len(cs) == 0 {
+		return
+	}
+	handled, errs, err := d.store.ConsumeAll(ctx, cs, d.opts.Batch)
+	for j, i := range idx {
+		if err != nil || errs[j] != nil || handled[j] == d.opts.Batch {
+			signal(wakes[i])
+		}
+	}
+}
+
 // runSubscriber hands the events past s's cursor to s whenever woken or
 // polled (another process may have numbered events), backing off after
-// failures.
-func (d *Dispatcher) runSubscriber(ctx context.Context, s Subscriber, wake <-chan struct{}) {
+// failures. A failing subscriber is left out of consumeTogether until it
+// recovers.
+func (d *Dispatcher) runSubscriber(ctx context.Context, i int, s Subscriber, wake <-chan struct{}) {
 	log := d.log.With("subscriber", s.Name())
 	poll := time.NewTicker(d.opts.Poll)
 	defer poll.Stop()
@@ -252,6 +283,7 @@ func (d *Dispatcher) runSubscriber(ctx context.Context, s Subscriber, wake <-cha
 		case err != nil && ctx.Err() != nil:
 			return
 		case err != nil:
+			d.failing[i].Store(true)
 			failures++
 			pause := d.opts.Backoff(failures)
 			log.Error("feed subscriber failed; its events wait", "err", err, "failures", failures, "retry_in", pause)
@@ -262,6 +294,7 @@ func (d *Dispatcher) runSubscriber(ctx context.Context, s Subscriber, wake <-cha
 		case failures > 0:
 			log.Info("feed subscriber recovered", "after_failures", failures)
 			failures = 0
+			d.failing[i].Store(false)
 		}
 		if n == d.opts.Batch {
 			continue

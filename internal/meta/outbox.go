@@ -232,34 +232,119 @@ func (db Outbox) Consume(ctx context.Context, name string, n int, fn func(ctx co
 	// The cursor and fn's writes commit together, laxly (laxTx): a power
 	// cut that loses them hands the same events to fn again.
 	err = db.laxTx(ctx, func(tx *sql.Tx) error {
-		handled = 0
-		lock := ""
-		if db.dialect == postgres {
-			lock = " FOR UPDATE SKIP LOCKED" // another replica consuming for name: leave it to it
-		}
-		err := tx.QueryRowContext(ctx, db.q("SELECT position FROM feed_cursors WHERE name = ?"+lock), name).Scan(&cursor)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("lock cursor of %s: %w", name, err)
-		}
-		rows, err := tx.QueryContext(ctx, db.q("SELECT "+eventColumns+" FROM events WHERE position > ? ORDER BY position LIMIT ?"), cursor, n)
-		if err != nil {
-			return fmt.Errorf("read feed: %w", err)
-		}
-		evs, err := scanEvents(rows)
-		if err != nil || len(evs) == 0 {
-			return err
-		}
-		if err := fn(ctx, Tx{tx}, evs); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, db.q("UPDATE feed_cursors SET position = ?, seen_at = ? WHERE name = ?"), evs[len(evs)-1].Position, now(), name); err != nil {
-			return fmt.Errorf("advance cursor of %s: %w", name, err)
-		}
-		handled = len(evs)
-		return nil
+		var err error
+		handled, err = db.consumeIn(ctx, tx, name, n, fn)
+		return err
 	})
 	return handled, err
+}
+
+// consumeIn is Consume's work inside tx.
+func (db Outbox) consumeIn(ctx context.Context, tx *sql.Tx, name string, n int, fn func(ctx context.Context, tx Tx, events []Event) error) (int, error) {
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR UPDATE SKIP LOCKED" // another replica consuming for name: leave it to it
+	}
+	var cursor int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT position FROM feed_cursors WHERE name = ?"+lock), name).Scan(&cursor)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("lock cursor of %s: %w", name, err)
+	}
+	rows, err := tx.QueryContext(ctx, db.q("SELECT "+eventColumns+" FROM events WHERE position > ? ORDER BY position LIMIT ?"), cursor, n)
+	if err != nil {
+		return 0, fmt.Errorf("read feed: %w", err)
+	}
+	evs, err := scanEvents(rows)
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	if err := fn(ctx, Tx{tx}, evs); err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, db.q("UPDATE feed_cursors SET position = ?, seen_at = ? WHERE name = ?"), evs[len(evs)-1].Position, now(), name); err != nil {
+		return 0, fmt.Errorf("advance cursor of %s: %w", name, err)
+	}
+	return len(evs), nil
+}
+
+// Consumer is one subscriber's part of ConsumeAll: its cursor's name and
+// its handler, as for Consume.
+type Consumer struct {
+	Name string
+	Fn   func(ctx context.Context, tx Tx, events []Event) error
+}
+
+// ConsumeAll does Consume's work for several subscribers in one write
+// transaction, one after the other, each inside a savepoint: a handler's
+// writes commit with its own cursor, and a handler that fails has its
+// writes and its cursor rolled back while the others' still commit. One
+// transaction instead of one per subscriber spares SQLite's one writer a
+// begin, a commit and a hand-over per subscriber and batch.
+//
+// handled[i] and errs[i] are what Consume would have returned for cs[i]
+// (ErrNotSubscribed for a name without a cursor); subscribers already at
+// the end of the feed are not visited. err is the transaction's own
+// failure: then nothing committed, and handled is all zero.
+func (db Outbox) ConsumeAll(ctx context.Context, cs []Consumer, n int) (handled []int, errs []error, err error) {
+	handled, errs = make([]int, len(cs)), make([]error, len(cs))
+	cursors := map[string]int64{}
+	var head int64
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT c.name, c.position, h.position FROM feed_cursors c, feed_head h WHERE h.id = 1"))
+	if err != nil {
+		return handled, errs, fmt.Errorf("read cursors: %w", err)
+	}
+	for rows.Next() {
+		var name string
+		var pos int64
+		if err := rows.Scan(&name, &pos, &head); err != nil {
+			rows.Close()
+			return handled, errs, fmt.Errorf("read cursors: %w", err)
+		}
+		cursors[name] = pos
+	}
+	if err := rows.Close(); err != nil {
+		return handled, errs, fmt.Errorf("read cursors: %w", err)
+	}
+	var due []int
+	for i, c := range cs {
+		pos, ok := cursors[c.Name]
+		switch {
+		case !ok:
+			errs[i] = fmt.Errorf("%s: %w", c.Name, ErrNotSubscribed)
+		case pos < head:
+			due = append(due, i)
+		}
+	}
+	if len(due) == 0 {
+		return handled, errs, nil
+	}
+	err = db.laxTx(ctx, func(tx *sql.Tx) error {
+		for _, i := range due {
+			handled[i], errs[i] = 0, nil
+		}
+		for _, i := range due {
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT feed_consume"); err != nil {
+				return fmt.Errorf("savepoint: %w", err)
+			}
+			handled[i], errs[i] = db.consumeIn(ctx, tx, cs[i].Name, n, cs[i].Fn)
+			end := "RELEASE SAVEPOINT feed_consume"
+			if errs[i] != nil {
+				handled[i] = 0
+				if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT feed_consume"); err != nil {
+					return fmt.Errorf("roll back %s: %w (after %w)", cs[i].Name, err, errs[i])
+				}
+			}
+			if _, err := tx.ExecContext(ctx, end); err != nil {
+				return fmt.Errorf("release savepoint: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		clear(handled)
+	}
+	return handled, errs, err
 }

@@ -3,6 +3,8 @@ package meta_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,6 +189,76 @@ func TestPruneKeepsUnhandledEvents(t *testing.T) {
 			}
 			if left := prune(); len(left) != 0 {
 				t.Fatalf("left %v, want nothing", left)
+			}
+		})
+	}
+}
+
+// TestConsumeAll: subscribers served in one transaction each get their
+// batch; one whose handler fails has its writes and its cursor rolled
+// back and gets the same events again, while the others' writes and
+// cursors commit; a subscriber at the end is not handed anything, and a
+// name without a cursor is reported as not subscribed.
+func TestConsumeAll(t *testing.T) {
+	for _, d := range metatest.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, d)
+			for _, name := range []string{"a", "b", "c", "idle"} {
+				if err := db.Outbox().Subscribe(ctx, name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			appendEvent(t, db, "e1")
+			appendEvent(t, db, "e2")
+			consumeAll(t, db, "idle")
+			refused := errors.New("refused")
+			seen := map[string][]string{}
+			handler := func(name string, fail bool) meta.Consumer {
+				return meta.Consumer{Name: name, Fn: func(ctx context.Context, tx meta.Tx, evs []meta.Event) error {
+					for _, e := range evs {
+						seen[name] = append(seen[name], e.UUID)
+					}
+					if _, err := db.Jobs().EnqueueIn(ctx, tx, meta.Job{Queue: "q-" + name}); err != nil {
+						return err
+					}
+					if fail {
+						return refused
+					}
+					return nil
+				}}
+			}
+			cs := []meta.Consumer{handler("a", false), handler("b", true), handler("c", false), handler("idle", false), handler("gone", false)}
+			handled, errs, err := db.Outbox().ConsumeAll(ctx, cs, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(handled, []int{2, 0, 2, 0, 0}) {
+				t.Fatalf("handled = %v, want [2 0 2 0 0]", handled)
+			}
+			if errs[0] != nil || !errors.Is(errs[1], refused) || errs[2] != nil || errs[3] != nil || !errors.Is(errs[4], meta.ErrNotSubscribed) {
+				t.Fatalf("errs = %v", errs)
+			}
+			if len(seen["idle"]) != 0 {
+				t.Fatalf("a subscriber at the end was handed %v", seen["idle"])
+			}
+			for _, name := range []string{"a", "b", "c"} {
+				jobs, err := db.Jobs().Jobs(ctx, "q-"+name, "", 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := map[bool]int{true: 0, false: 1}[name == "b"]; len(jobs) != want {
+					t.Fatalf("subscriber %s's writes: %d jobs, want %d", name, len(jobs), want)
+				}
+			}
+			// b gets the same events again; a and c are at the end.
+			if got := consumeAll(t, db, "b"); !slices.Equal(got, []string{"e1", "e2"}) {
+				t.Fatalf("b after its failure got %v, want [e1 e2]", got)
+			}
+			for _, name := range []string{"a", "c"} {
+				if got := consumeAll(t, db, name); len(got) != 0 {
+					t.Fatalf("%s got %v again", name, got)
+				}
 			}
 		})
 	}
