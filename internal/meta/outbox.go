@@ -329,15 +329,18 @@ func (db Outbox) ConsumeAll(ctx context.Context, cs []Consumer, n int) (handled 
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT feed_consume"); err != nil {
 				return fmt.Errorf("savepoint: %w", err)
 			}
+			// What the transaction will announce so far: a handler rolled
+			// back wakes nobody for what it enqueued.
+			before := *db.note(tx)
 			handled[i], errs[i] = db.consumeIn(ctx, tx, cs[i].Name, n, cs[i].Fn)
-			end := "RELEASE SAVEPOINT feed_consume"
 			if errs[i] != nil {
 				handled[i] = 0
 				if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT feed_consume"); err != nil {
 					return fmt.Errorf("roll back %s: %w (after %w)", cs[i].Name, err, errs[i])
 				}
+				*db.note(tx) = before
 			}
-			if _, err := tx.ExecContext(ctx, end); err != nil {
+			if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT feed_consume"); err != nil {
 				return fmt.Errorf("release savepoint: %w", err)
 			}
 		}

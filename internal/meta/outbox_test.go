@@ -196,14 +196,20 @@ func TestPruneKeepsUnhandledEvents(t *testing.T) {
 
 // TestConsumeAll: subscribers served in one transaction each get their
 // batch; one whose handler fails has its writes and its cursor rolled
-// back and gets the same events again, while the others' writes and
-// cursors commit; a subscriber at the end is not handed anything, and a
-// name without a cursor is reported as not subscribed.
+// back (its enqueue wakes nobody) and gets the same events again, while
+// the others' writes and cursors commit; a subscriber at the end is not
+// handed anything, and a name without a cursor is reported as not
+// subscribed.
 func TestConsumeAll(t *testing.T) {
 	for _, d := range metatest.Dialects() {
 		t.Run(d, func(t *testing.T) {
 			ctx := context.Background()
-			db := metatest.Open(t, d)
+			var wakes wakeLog
+			db, err := meta.Open(ctx, metatest.DSN(t, d), meta.WakeOnEnqueue(wakes.wake))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
 			for _, name := range []string{"a", "b", "c", "idle"} {
 				if err := db.Outbox().Subscribe(ctx, name); err != nil {
 					t.Fatal(err)
@@ -238,6 +244,9 @@ func TestConsumeAll(t *testing.T) {
 			}
 			if errs[0] != nil || !errors.Is(errs[1], refused) || errs[2] != nil || errs[3] != nil || !errors.Is(errs[4], meta.ErrNotSubscribed) {
 				t.Fatalf("errs = %v", errs)
+			}
+			if got := wakes.take(); !slices.Equal(got, []string{"q-a", "q-c"}) {
+				t.Fatalf("woke %q, want [q-a q-c]", got)
 			}
 			if len(seen["idle"]) != 0 {
 				t.Fatalf("a subscriber at the end was handed %v", seen["idle"])
