@@ -287,47 +287,41 @@ func (d *Driver) List(_ context.Context, p string) ([]string, error) {
 
 // Move implements storage.Driver with rename(2), atomic on one filesystem.
 func (d *Driver) Move(_ context.Context, src, dst string) error {
-	fs, err := d.full(src)
-	if err != nil {
-		return err
-	}
-	fd, err := d.full(dst)
-	if err != nil {
-		return err
-	}
-	if err := d.mkdirAll(filepath.Dir(fd)); err != nil {
-		return wrap("move", dst, err)
-	}
-	if err := os.Rename(fs, fd); err != nil {
-		return wrap("move", src, err)
-	}
-	// The new name must survive a power cut too, not only the data.
-	if err := d.syncDir(filepath.Dir(fd)); err != nil {
-		return wrap("move", dst, err)
-	}
-	return nil
+	return d.name("move", src, dst, func(from, to string) error { return os.Rename(from, to) })
 }
 
 // Link implements storage.Linker with link(2). A dst that exists is kept;
 // its directory is flushed either way, since the name may be another
 // request's link that is not flushed yet.
 func (d *Driver) Link(_ context.Context, src, dst string) error {
-	fs, err := d.full(src)
+	return d.name("link", src, dst, func(from, to string) error {
+		if err := os.Link(from, to); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		return nil
+	})
+}
+
+// name gives src's file the name dst with op (rename or link), in dst's
+// directory made if missing, and flushes that directory: the new name
+// must survive a power cut too, not only the data.
+func (d *Driver) name(op, src, dst string, fn func(from, to string) error) error {
+	from, err := d.full(src)
 	if err != nil {
 		return err
 	}
-	fd, err := d.full(dst)
+	to, err := d.full(dst)
 	if err != nil {
 		return err
 	}
-	if err := d.mkdirAll(filepath.Dir(fd)); err != nil {
-		return wrap("link", dst, err)
+	if err := d.mkdirAll(filepath.Dir(to)); err != nil {
+		return wrap(op, dst, err)
 	}
-	if err := os.Link(fs, fd); err != nil && !errors.Is(err, os.ErrExist) {
-		return wrap("link", src, err)
+	if err := fn(from, to); err != nil {
+		return wrap(op, src, err)
 	}
-	if err := d.syncDir(filepath.Dir(fd)); err != nil {
-		return wrap("link", dst, err)
+	if err := d.syncDir(filepath.Dir(to)); err != nil {
+		return wrap(op, dst, err)
 	}
 	return nil
 }

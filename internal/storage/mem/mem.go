@@ -206,26 +206,24 @@ func (d *Driver) List(_ context.Context, p string) ([]string, error) {
 
 // Move implements storage.Driver.
 func (d *Driver) Move(_ context.Context, src, dst string) error {
-	if err := storage.CheckPath(src); err != nil {
-		return err
-	}
-	if err := storage.CheckPath(dst); err != nil {
-		return err
-	}
-	d.b.mu.Lock()
-	defer d.b.mu.Unlock()
-	f, ok := d.b.files[src]
-	if !ok {
-		return notFound("move", src)
-	}
-	d.b.files[dst] = f
-	delete(d.b.files, src)
-	return nil
+	return d.name("move", src, dst, func(f file) {
+		d.b.files[dst] = f
+		delete(d.b.files, src)
+	})
 }
 
 // Link implements storage.Linker: dst gets src's bytes (which no writer
 // changes in place), unless dst exists.
 func (d *Driver) Link(_ context.Context, src, dst string) error {
+	return d.name("link", src, dst, func(f file) {
+		if _, exists := d.b.files[dst]; !exists {
+			d.b.files[dst] = f
+		}
+	})
+}
+
+// name runs fn on src's file under the lock, for Move and Link.
+func (d *Driver) name(op, src, dst string, fn func(f file)) error {
 	if err := storage.CheckPath(src); err != nil {
 		return err
 	}
@@ -236,11 +234,9 @@ func (d *Driver) Link(_ context.Context, src, dst string) error {
 	defer d.b.mu.Unlock()
 	f, ok := d.b.files[src]
 	if !ok {
-		return notFound("link", src)
+		return notFound(op, src)
 	}
-	if _, exists := d.b.files[dst]; !exists {
-		d.b.files[dst] = f
-	}
+	fn(f)
 	return nil
 }
 
