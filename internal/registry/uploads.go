@@ -459,9 +459,11 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 		discard()
 		return errorf(http.StatusBadRequest, CodeDigestInvalid, fmt.Sprintf("content digest %s does not match %s", got, want), map[string]string{"computed": got.String()})
 	}
-	// Placed and linked in one transaction under the digest's lock (the
-	// garbage-collection protocol): if the blob is stored already, these
-	// bytes are not needed.
+	// Placed, recorded and linked under the garbage-collection protocol
+	// (meta.StoreBlob; on the filesystem the bytes are linked to their
+	// address before the transaction, the staged copy kept until the
+	// upload's directory goes below): if the blob is stored already,
+	// these bytes are not needed.
 	blob := meta.Blob{Digest: want, Size: size}
 	if _, err := reg.meta.Blobs.StoreBlob(ctx, name, blob, id, who,
 		storage.Staged(reg.store, storage.UploadPath(id), want)); err != nil {
