@@ -261,6 +261,11 @@ func (d *Dispatcher) consumeTogether(ctx context.Context, wakes []chan struct{})
 		return
 	}
 	handled, errs, err := d.store.ConsumeAll(ctx, cs, d.opts.Batch)
+	if err != nil && ctx.Err() == nil {
+		// Each subscriber is woken to consume alone, and logs its own
+		// failures; this says why the shared transaction did not serve.
+		d.log.Warn("hand the feed's new events to the subscribers together; each carries on alone", "err", err)
+	}
 	for j, i := range idx {
 		if err != nil || errs[j] != nil || handled[j] == d.opts.Batch {
 			signal(wakes[i])
