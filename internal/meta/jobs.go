@@ -512,10 +512,15 @@ func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOw
 }
 
 // RetryJob puts a job back to pending, to run again from runAt, recording
-// the error. It returns ErrJobLost unless owner still holds the job.
+// the error. A job released by ReleaseJobs while it ran is ready at once
+// instead: the attempt that failed started before the release (a delivery
+// to a receiver that was down until the reset). It returns ErrJobLost
+// unless owner still holds the job.
 func (db Jobs) RetryJob(ctx context.Context, id int64, owner string, runAt time.Time, errText string) error {
-	return db.finishJob(ctx, "retry", id, owner, "status = 'pending', run_at = ?, lease_until = 0, lease_owner = '', last_error = ?",
-		runAt.UnixMicro(), cleanJobError(errText))
+	return db.finishJob(ctx, "retry", id, owner, `status = 'pending',
+		run_at = CASE WHEN run_at = ? THEN CAST(? AS BIGINT) ELSE CAST(? AS BIGINT) END,
+		lease_until = 0, lease_owner = '', last_error = ?`,
+		releasedRunAt, now(), runAt.UnixMicro(), cleanJobError(errText))
 }
 
 // DeferJob puts a running job back to pending without counting the
@@ -532,14 +537,15 @@ func (db Jobs) DeferJob(ctx context.Context, id int64, owner string, runAt time.
 }
 
 // releasedRunAt is the run_at that ReleaseJobs gives a running job, whose
-// run_at otherwise is the time it became ready: DeferJob then makes it
-// ready at once rather than at the time its handler asked for.
+// run_at otherwise is the time it became ready: DeferJob and RetryJob then
+// make it ready at once rather than at the time its handler asked for.
 const releasedRunAt = 0
 
 // ReleaseJobs makes the live jobs of a queue whose ordering key starts
 // with keyPrefix ready at once: a pending job waiting for its run_at (a
 // retry's backoff, a deferral) can be claimed now, still after the older
-// jobs of its key, and a running job that its handler defers is not held.
+// jobs of its key, and a running job that its handler defers or fails is
+// not held.
 // It returns how many jobs it released.
 func (db Jobs) ReleaseJobs(ctx context.Context, queue, keyPrefix string) (int64, error) {
 	var n int64

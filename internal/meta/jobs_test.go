@@ -224,6 +224,33 @@ func testJobDeferAndRelease(t *testing.T, db *meta.DB) {
 	if j := jobByID(t, db, a); j.RunAt.After(time.Now()) {
 		t.Fatalf("a released while running was deferred to %v", j.RunAt)
 	}
+	// So is one whose handler fails: its attempt began before the release
+	// (a delivery to a receiver that was down until the reset).
+	if got := claimID(t, db, "q", "w"); got != a {
+		t.Fatalf("claim = %d, want a", got)
+	}
+	if n, err := db.Jobs().ReleaseJobs(ctx, "q", "n1|r"); err != nil || n != 1 {
+		t.Fatalf("released %d, %v; want the running a", n, err)
+	}
+	if err := db.Jobs().RetryJob(ctx, a, "w", later, "receiver down"); err != nil {
+		t.Fatal(err)
+	}
+	if j := jobByID(t, db, a); j.RunAt.After(time.Now()) || j.LastError != "receiver down" {
+		t.Fatalf("a released while running was retried at %v (%q), want at once", j.RunAt, j.LastError)
+	}
+	// Not released, a failed job waits for its backoff.
+	if got := claimID(t, db, "q", "w"); got != a {
+		t.Fatalf("claim = %d, want a", got)
+	}
+	if err := db.Jobs().RetryJob(ctx, a, "w", later, "receiver down"); err != nil {
+		t.Fatal(err)
+	}
+	if j := jobByID(t, db, a); j.RunAt.Before(later.Add(-time.Second)) {
+		t.Fatalf("a retried at %v, want its backoff (%v)", j.RunAt, later)
+	}
+	if _, err := db.Jobs().ReleaseJobs(ctx, "q", "n1|r"); err != nil {
+		t.Fatal(err)
+	}
 	if got := claimID(t, db, "q", "w"); got != a {
 		t.Fatalf("claim = %d, want a", got)
 	}

@@ -73,6 +73,10 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 		}
 	}
 	d, err := s.build(ctx, n, dj)
+	var te transient
+	if errors.As(err, &te) {
+		return te.err
+	}
 	if err != nil {
 		return jobs.Permanent(err)
 	}
@@ -115,6 +119,14 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	}
 	return fmt.Errorf("deliver %s to notification %s: %w", d.EventUUID, n.UUID, res.Err)
 }
+
+// transient is an error of build that another attempt may not meet (a
+// read of the store that failed), where build's other errors (an event
+// that is gone, a template that does not render) would recur every time.
+type transient struct{ err error }
+
+func (t transient) Error() string { return t.err.Error() }
+func (t transient) Unwrap() error { return t.err }
 
 // mayTry decides what a delivery of a disabled notification does: it is
 // held (a jobs.Defer error), or it is the trial delivery (true).
@@ -181,6 +193,9 @@ func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.Delive
 		e = meta.Event{UUID: fmt.Sprintf("test-%d-%d", n.ID, time.Now().UnixNano()), Kind: n.Event, Repository: dj.Repository, CreatedAt: time.Now()}
 	} else {
 		if e, err = s.stores.Outbox.EventByID(ctx, dj.EventID); err != nil {
+			if !errors.Is(err, meta.ErrNotFound) {
+				err = transient{err} // the database, not the event: try again
+			}
 			return events.Delivery{}, err
 		}
 		payload, err = events.QuayPayload(s.opts.Server, e)

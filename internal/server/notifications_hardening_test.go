@@ -213,7 +213,19 @@ func TestHeldDeliveriesAfterReset(t *testing.T) {
 			if measure {
 				limit = 10 * time.Minute
 			}
-			until(t, "every held event after the reset", limit, func() bool { return h.accepted() == pushes })
+			for deadline := time.Now().Add(limit); h.accepted() != pushes; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					// Say where the rest are, so that a failure tells why.
+					js, err := l.db.Jobs().Jobs(context.Background(), meta.NotifyQueue, "", 1000)
+					for _, j := range js {
+						if j.Status != meta.JobDone {
+							t.Logf("job %d %s: %s, attempt %d, run_at in %s, last error %q", j.ID, j.OrderingKey, j.Status,
+								j.Attempts, time.Until(j.RunAt).Round(time.Millisecond), j.LastError)
+						}
+					}
+					t.Fatalf("timed out after %s: %d of %d held events delivered after the reset (list: %v)", limit, h.accepted(), pushes, err)
+				}
+			}
 			h.mu.Lock()
 			took := h.last.Sub(reset)
 			h.mu.Unlock()
