@@ -171,7 +171,7 @@ func (c *Collector) expireUploads(ctx context.Context, cutoff time.Time, dry boo
 				if !gone {
 					continue
 				}
-				if err := c.store.Delete(ctx, storage.UploadDir(u.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				if err := c.store.Delete(ctx, storage.UploadRoot(u.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 					// The row is gone: the leftover sweep retries the bytes.
 					c.log.Warn("remove expired upload's bytes", "upload", u.ID, "err", err)
 				}
@@ -185,7 +185,7 @@ func (c *Collector) expireUploads(ctx context.Context, cutoff time.Time, dry boo
 	}
 }
 
-// sweepLeftovers removes upload directories that no session owns and that
+// sweepLeftovers removes upload files and directories that no session owns and that
 // were last written before cutoff: bytes of uploads whose session ended
 // without cleaning up (a crash between the commit and the delete, an
 // ingest interrupted by a kill); sweepMultipart does the same for S3
@@ -209,47 +209,61 @@ func (c *Collector) sweepLeftovers(ctx context.Context, cutoff time.Time, dry bo
 		if err != nil {
 			return fmt.Errorf("list %s: %w", dir, err)
 		}
-		names := make([]string, 0, len(ids))
-		for _, id := range ids {
-			names = append(names, path.Base(id))
+		// An entry is an upload's file (<id>), an older upload's
+		// directory (<id>, holding data), or what a driver keeps beside
+		// a file (S3's <id>.tail.<n>): each belongs to the id its name
+		// starts with.
+		var names []string
+		seen := map[string]bool{}
+		for _, e := range ids {
+			if id := storage.UploadIDOf(e); len(id) >= 2 && !seen[id] {
+				seen[id] = true
+				names = append(names, id)
+			}
 		}
 		live, err := c.db.UploadsExist(ctx, names)
 		if err != nil {
 			return err
 		}
-		for _, id := range names {
+		for _, e := range ids {
+			id := storage.UploadIDOf(e)
 			if live[id] || len(id) < 2 {
 				continue
 			}
-			updir := path.Join(dir, id)
-			size, newest, err := c.usage(ctx, updir)
+			entry := path.Join(dir, path.Base(e))
+			size, newest, err := c.usage(ctx, entry)
 			if err != nil {
-				c.log.Warn("inspect upload leftovers", "path", updir, "err", err)
+				c.log.Warn("inspect upload leftovers", "path", entry, "err", err)
 				continue
 			}
 			if newest.After(cutoff) {
 				continue // an upload or ingest in progress (its session row may not be committed yet)
 			}
 			if !dry {
-				if err := c.store.Delete(ctx, updir); err != nil && !errors.Is(err, storage.ErrNotFound) {
-					c.log.Warn("remove upload leftovers", "path", updir, "err", err)
+				if err := c.store.Delete(ctx, entry); err != nil && !errors.Is(err, storage.ErrNotFound) {
+					c.log.Warn("remove upload leftovers", "path", entry, "err", err)
 					continue
 				}
 			}
+			if !counted[id] {
+				rep.Leftovers++
+			}
 			counted[id] = true
-			rep.Leftovers++
 			rep.LeftoverBytes += size
 		}
 	}
 	return nil
 }
 
-// usage sums the sizes of the files in an upload directory and returns the
-// newest modification time.
+// usage sums the sizes of an upload's file, or of the files in an older
+// upload's directory, and returns the newest modification time.
 func (c *Collector) usage(ctx context.Context, dir string) (int64, time.Time, error) {
 	st, err := c.store.Stat(ctx, dir)
 	if err != nil {
 		return 0, time.Time{}, err
+	}
+	if !st.IsDir {
+		return st.Size, st.ModTime, nil
 	}
 	newest := st.ModTime
 	entries, err := c.store.List(ctx, dir)

@@ -40,11 +40,16 @@ func newEnv(t *testing.T, dialect string, opts Options) *env {
 	return &env{db: db, store: store, root: root, c: New(Stores{Uploads: db.Uploads(), Collector: db.Collector(), Retention: db.Collector()}, store, opts)}
 }
 
-// upload makes an upload session with n bytes written.
-func (e *env) upload(t *testing.T, repo string, n int) string {
+// upload makes an upload session with n bytes written: in this version's
+// layout (one file), or with legacy in an earlier version's (a directory
+// holding data).
+func (e *env) upload(t *testing.T, repo string, n int, legacy bool) string {
 	t.Helper()
 	ctx := context.Background()
-	id := uuid.NewString()
+	id := storage.NewUploadID()
+	if legacy {
+		id = uuid.NewString()
+	}
 	if err := e.db.Uploads().CreateUpload(ctx, meta.Upload{ID: id, Repository: repo}, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +70,7 @@ func (e *env) leftover(t *testing.T, id string, n int, mtime time.Time) {
 	if err := e.store.PutContent(context.Background(), storage.UploadPath(id), make([]byte, n)); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{storage.UploadPath(id), storage.UploadDir(id)} {
+	for _, p := range []string{storage.UploadPath(id), storage.UploadRoot(id)} {
 		if err := os.Chtimes(filepath.Join(e.root, filepath.FromSlash(p)), mtime, mtime); err != nil {
 			t.Fatal(err)
 		}
@@ -85,23 +90,26 @@ func TestUploadExpiry(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
 			e := newEnv(t, dialect, Options{UploadExpiry: time.Hour})
-			idle := e.upload(t, "app", 1000)
-			busy := e.upload(t, "app", 10)
+			idle := e.upload(t, "app", 1000, false)
+			busy := e.upload(t, "app", 10, true)
 			// Two hours later: both are idle, but one is being written.
 			e.c.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
 			if _, err := e.db.Uploads().ClaimUpload(ctx, "app", busy, time.Minute); err != nil {
 				t.Fatal(err)
 			}
-			e.upload(t, "app", 10) // written now: idle too, two hours on
-			oldLeft, newLeft := uuid.NewString(), uuid.NewString()
+			e.upload(t, "app", 10, true) // written now: idle too, two hours on
+			// Leftovers in both layouts: an earlier version's directory
+			// and this version's file.
+			oldLeft, oldFlat, newLeft := uuid.NewString(), storage.NewUploadID(), storage.NewUploadID()
 			e.leftover(t, oldLeft, 500, time.Now().Add(-3*time.Hour))
+			e.leftover(t, oldFlat, 300, time.Now().Add(-3*time.Hour))
 			e.leftover(t, newLeft, 7, time.Now().Add(3*time.Hour))
 
 			dry, err := e.c.Pass(ctx, true)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !e.exists(storage.UploadDir(idle)) || !e.exists(storage.UploadDir(oldLeft)) {
+			if !e.exists(storage.UploadRoot(idle)) || !e.exists(storage.UploadRoot(oldLeft)) {
 				t.Fatal("a dry run deleted something")
 			}
 			rep, err := e.c.Pass(ctx, false)
@@ -115,14 +123,15 @@ func TestUploadExpiry(t *testing.T) {
 			if rep.Uploads != 2 || rep.UploadBytes != 1010 {
 				t.Fatalf("expired %d uploads (%d bytes), want 2 (1010)", rep.Uploads, rep.UploadBytes)
 			}
-			if _, err := e.db.Uploads().GetUpload(ctx, "app", idle); err == nil || e.exists(storage.UploadDir(idle)) {
+			if _, err := e.db.Uploads().GetUpload(ctx, "app", idle); err == nil || e.exists(storage.UploadRoot(idle)) {
 				t.Fatal("the idle upload survived")
 			}
-			if _, err := e.db.Uploads().GetUpload(ctx, "app", busy); err != nil || !e.exists(storage.UploadDir(busy)) {
+			if _, err := e.db.Uploads().GetUpload(ctx, "app", busy); err != nil || !e.exists(storage.UploadRoot(busy)) {
 				t.Fatalf("the claimed upload was expired: %v", err)
 			}
-			if rep.Leftovers != 1 || rep.LeftoverBytes != 500 || e.exists(storage.UploadDir(oldLeft)) || !e.exists(storage.UploadDir(newLeft)) {
-				t.Fatalf("leftovers: %+v (old there: %v, new there: %v)", rep, e.exists(storage.UploadDir(oldLeft)), e.exists(storage.UploadDir(newLeft)))
+			if rep.Leftovers != 2 || rep.LeftoverBytes != 800 || e.exists(storage.UploadRoot(oldLeft)) || e.exists(storage.UploadRoot(oldFlat)) ||
+				!e.exists(storage.UploadRoot(newLeft)) {
+				t.Fatalf("leftovers: %+v (old there: %v, new there: %v)", rep, e.exists(storage.UploadRoot(oldLeft)), e.exists(storage.UploadRoot(newLeft)))
 			}
 		})
 	}
@@ -132,7 +141,7 @@ func TestUploadExpiry(t *testing.T) {
 func TestUploadKeptWithinExpiry(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "sqlite", Options{UploadExpiry: time.Hour})
-	id := e.upload(t, "app", 10)
+	id := e.upload(t, "app", 10, false)
 	rep, err := e.c.Pass(ctx, false)
 	if err != nil || rep.Uploads != 0 || rep.Leftovers != 0 {
 		t.Fatalf("pass: %+v %v", rep, err)

@@ -60,7 +60,7 @@ func TestSweepOrphanedMultipart(t *testing.T) {
 	if _, err := db.Uploads().ClaimUpload(ctx, "app", live, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if objs, err := store.List(ctx, storage.UploadDir(orphan)); err == nil {
+	if objs, err := store.List(ctx, storage.UploadRoot(orphan)); err == nil {
 		t.Fatalf("the orphan has objects %v: the test needs one that has none", objs)
 	}
 	pending := func() map[string]bool {

@@ -78,7 +78,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 	if dg := q.Get("digest"); dg != "" {
 		return reg.monolithicUpload(w, r, rt, dg, who)
 	}
-	id := uuid.NewString()
+	id := storage.NewUploadID()
 	state, err := marshalHash(sha256.New())
 	if err != nil {
 		return err
@@ -152,7 +152,7 @@ func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt
 	if err != nil {
 		return errorf(http.StatusBadRequest, CodeDigestInvalid, err.Error(), nil)
 	}
-	id := uuid.NewString()
+	id := storage.NewUploadID()
 	ctx := r.Context()
 	fw, err := reg.store.Writer(ctx, storage.UploadPath(id), 0)
 	if err != nil {
@@ -161,7 +161,7 @@ func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt
 	h := sha256.New()
 	if _, err := reg.copyBody(fw, h, r); err != nil {
 		fw.Cancel(context.WithoutCancel(ctx))
-		reg.store.Delete(context.WithoutCancel(ctx), storage.UploadDir(id))
+		reg.store.Delete(context.WithoutCancel(ctx), storage.UploadRoot(id))
 		return err
 	}
 	return reg.finishUpload(w, r, rt.name, id, fw, h, want, who, false)
@@ -396,7 +396,7 @@ func (reg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, up met
 		}
 		return err
 	}
-	if err := reg.store.Delete(ctx, storage.UploadDir(up.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+	if err := reg.store.Delete(ctx, storage.UploadRoot(up.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		reg.log.Warn("remove cancelled upload", "upload", up.ID, "err", err)
 	}
 	w.Header().Set("Content-Length", "0")
@@ -441,7 +441,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 		if hasRow {
 			reg.meta.Uploads.DeleteUpload(ctx, id)
 		}
-		reg.store.Delete(ctx, storage.UploadDir(id))
+		reg.store.Delete(ctx, storage.UploadRoot(id))
 	}
 	if err := fw.Commit(ctx); err != nil {
 		discard()
@@ -470,7 +470,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 		discard()
 		return err
 	}
-	if err := reg.store.Delete(ctx, storage.UploadDir(id)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+	if err := reg.store.Delete(ctx, storage.UploadRoot(id)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		reg.log.Warn("remove finished upload", "upload", id, "err", err)
 	}
 	hd := w.Header()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -21,13 +20,13 @@ var ErrDigestMismatch = errors.New("content does not match its digest")
 // the bytes match want. The staged copy is removed afterwards either way.
 // It returns the number of bytes read.
 func Ingest(ctx context.Context, d Driver, r io.Reader, want digest.Digest, place func(ctx context.Context, staged string, size int64) error) (int64, error) {
-	id := uuid.NewString()
+	id := NewUploadID()
 	tmp := UploadPath(id)
 	w, err := d.Writer(ctx, tmp, 0)
 	if err != nil {
 		return 0, err
 	}
-	cleanup := func() { d.Delete(context.WithoutCancel(ctx), UploadDir(id)) }
+	cleanup := func() { d.Delete(context.WithoutCancel(ctx), UploadRoot(id)) }
 	defer cleanup()
 	verifier := want.Algorithm().Hash()
 	n, err := io.Copy(io.MultiWriter(w, verifier), r)

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -74,9 +76,35 @@ func BlobPath(d digest.Digest) string {
 	return fmt.Sprintf("/blobs/%s/%s/%s", d.Algorithm(), hex[:2], hex)
 }
 
-// UploadPath is the storage path of an upload session's bytes. id must be a
-// validated upload id.
+// NewUploadID returns the id of a new upload session (or of an ingest's
+// staged copy): a UUIDv7, whose bytes live in one file (UploadPath), with
+// no directory of its own to create and remove around each blob (on a
+// filesystem, about as dear as the file itself). Sessions begun by
+// earlier versions have UUIDv4 ids and keep their directory layout; both
+// are read, resumed and removed alike.
+func NewUploadID() string {
+	u, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString() // the random source failed for v7; v4 uses the old layout
+	}
+	return u.String()
+}
+
+// flatUpload reports whether id (a canonical UUID) is a UUIDv7, whose bytes
+// are one file rather than a directory holding a file named data.
+func flatUpload(id string) bool {
+	return len(id) == 36 && id[14] == '7'
+}
+
+// UploadPath is the storage path of an upload session's bytes. id must be
+// a validated upload id. A UUIDv7's file is /uploads/<its last two hex
+// digits>/<id> (its first digits are a timestamp, which would put every
+// upload in one directory); an older session's is
+// /uploads/<first two>/<id>/data.
 func UploadPath(id string) string {
+	if flatUpload(id) {
+		return "/uploads/" + id[34:] + "/" + id
+	}
 	return "/uploads/" + id[:2] + "/" + id + "/data"
 }
 
@@ -87,9 +115,22 @@ func IsUploadPath(p string) bool {
 	return strings.HasPrefix(p, "/uploads/")
 }
 
-// UploadDir is the directory of an upload session.
-func UploadDir(id string) string {
+// UploadRoot is what Delete removes to remove everything an upload session
+// stored: its file, or an older session's directory.
+func UploadRoot(id string) string {
+	if flatUpload(id) {
+		return UploadPath(id)
+	}
 	return "/uploads/" + id[:2] + "/" + id
+}
+
+// UploadIDOf returns the upload id that an entry of an /uploads/<xx>
+// directory belongs to: the entry's name up to its first dot (a driver may
+// keep objects beside an upload's file, such as S3's tails,
+// <id>.tail.<n>).
+func UploadIDOf(name string) string {
+	id, _, _ := strings.Cut(path.Base(name), ".")
+	return id
 }
 
 // CheckPath enforces the path grammar every driver accepts: absolute,

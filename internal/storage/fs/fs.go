@@ -380,7 +380,13 @@ func (d *Driver) Delete(_ context.Context, p string) error {
 	if p == "/" {
 		return fmt.Errorf("%w: refusing to delete the root", storage.ErrInvalidPath)
 	}
-	if _, err := os.Lstat(f); err != nil {
+	// A file (an upload's, a blob) goes with one unlink; a directory needs
+	// RemoveAll, which lists it.
+	err = os.Remove(f)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
 		return wrap("delete", p, err)
 	}
 	if err := os.RemoveAll(f); err != nil {

@@ -300,7 +300,8 @@ func (d *Driver) abort(ctx context.Context, key, id string) error {
 }
 
 // Delete implements storage.Driver: the object at p, every object below it
-// (DeleteObjects in batches) and every multipart upload at or below it.
+// (DeleteObjects in batches), an upload file's tails, and every multipart
+// upload at or below it.
 func (d *Driver) Delete(ctx context.Context, p string) error {
 	if err := storage.CheckPath(p); err != nil {
 		return err
@@ -313,14 +314,21 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 			return wrap("delete", p, err)
 		}
 	}
-	pages := s3.NewListObjectsV2Paginator(d.c, &s3.ListObjectsV2Input{Bucket: &d.bucket, Prefix: aws.String(d.dirKey(p))})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
-		if err != nil {
-			return wrap("delete", p, err)
-		}
-		for _, o := range page.Contents {
-			keys = append(keys, aws.ToString(o.Key))
+	prefixes := []string{d.dirKey(p)}
+	if p != "/" && storage.IsUploadPath(p) {
+		// An upload's file keeps its tails beside it (writer.go).
+		prefixes = append(prefixes, d.key(p)+tailInfix)
+	}
+	for _, prefix := range prefixes {
+		pages := s3.NewListObjectsV2Paginator(d.c, &s3.ListObjectsV2Input{Bucket: &d.bucket, Prefix: aws.String(prefix)})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				return wrap("delete", p, err)
+			}
+			for _, o := range page.Contents {
+				keys = append(keys, aws.ToString(o.Key))
+			}
 		}
 	}
 	aborted, err := d.abortUnder(ctx, p)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"path"
 	"strings"
 	"testing"
 	"time"
@@ -90,13 +91,22 @@ func TestDeleteAndCancelAbortMultipart(t *testing.T) {
 		}
 		return w
 	}
+	// An earlier version's upload (a directory holding data) and this
+	// version's (one file, its tail objects beside it).
+	flat := storage.NewUploadID()
 	start(storage.UploadPath("aa000000-0000-0000-0000-000000000001"))
+	start(storage.UploadPath(flat))
 	w := start(storage.UploadPath("bb000000-0000-0000-0000-000000000002"))
-	if got := multipartUploads(t, srv, bucket); len(got) != 2 {
-		t.Fatalf("multipart uploads = %v, want 2", got)
+	if got := multipartUploads(t, srv, bucket); len(got) != 3 {
+		t.Fatalf("multipart uploads = %v, want 3", got)
 	}
-	if err := d.Delete(ctx, storage.UploadDir("aa000000-0000-0000-0000-000000000001")); err != nil {
-		t.Fatal(err)
+	if got, err := d.List(ctx, path.Dir(storage.UploadPath(flat))); err != nil || len(got) != 1 || !strings.Contains(got[0], flat+".tail.") {
+		t.Fatalf("beside the flat upload's file: %v, %v; want its tail", got, err)
+	}
+	for _, id := range []string{"aa000000-0000-0000-0000-000000000001", flat} {
+		if err := d.Delete(ctx, storage.UploadRoot(id)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := w.Cancel(ctx); err != nil {
 		t.Fatal(err)

@@ -219,7 +219,7 @@ func (w *writer) Close() error {
 	}
 	w.st.PrevTail, w.st.Tail, w.st.TailSize, w.st.TailETag = w.st.Tail, "", 0, ""
 	if len(w.buf) > 0 {
-		tail := w.st.Key + ".tail." + strconv.FormatInt(w.st.Size, 10)
+		tail := w.st.Key + tailInfix + strconv.FormatInt(w.st.Size, 10)
 		out, err := w.d.c.PutObject(w.ctx, &s3.PutObjectInput{Bucket: &w.d.bucket, Key: &tail,
 			Body: bytes.NewReader(w.buf), ContentLength: aws.Int64(int64(len(w.buf)))})
 		if err != nil {
@@ -231,6 +231,11 @@ func (w *writer) Close() error {
 	w.buf = nil
 	return nil
 }
+
+// tailInfix names a writer's tail objects: <key>.tail.<size>, beside the
+// key (not below it, which a filesystem-backed S3 server could not store
+// next to the key's own object), so that Delete finds them by prefix.
+const tailInfix = ".tail."
 
 // State implements storage.StatefulWriter.
 func (w *writer) State() ([]byte, error) {
