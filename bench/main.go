@@ -62,7 +62,7 @@ func parseFlags() config {
 	flag.IntVar(&c.gcImages, "gc", 0, "instead of the registry workloads, measure online garbage collection of this many garbage images under a push load (SQLite; PostgreSQL too with -scan-postgres)")
 	flag.IntVar(&c.graphImages, "graph", 0, "instead of the registry workloads, measure the base-image graph with this many images on one base: the push rate with the graph on and off, and the time from a base tag move to the last base_image_updated delivery")
 	flag.BoolVar(&c.triggers, "triggers", false, "instead of the registry workloads, measure the latency of what Berth triggers: push to webhook delivery at 1, 10 and 100 pushes/s, push to scan complete (Berth only)")
-	flag.BoolVar(&c.berthFsync, "berth-fsync", true, "Berth's storage.filesystem.fsync (blob and directory fsyncs, SQLite synchronous=FULL); false measures what durability costs")
+	flag.BoolVar(&c.berthFsync, "berth-fsync", true, "Berth's storage.filesystem.fsync (blob and directory fsyncs, SQLite commits waiting for the flush of its log); false measures what durability costs")
 	flag.IntVar(&c.mirrorTags, "mirror", 0, "instead of the registry workloads, compare mirroring this many tags (Berth's mirror vs skopeo sync into Distribution)")
 	flag.StringVar(&c.storage, "storage", "filesystem", "filesystem, or s3: push and pull through one versitygw with both registries' S3 drivers (bench/s3.go)")
 	c.scan.register(flag.CommandLine)

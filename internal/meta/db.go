@@ -7,7 +7,6 @@ package meta
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -42,8 +41,9 @@ const (
 // (SQLite has one writer at a time; serializing in the pool avoids busy
 // retries) while reads run in parallel on a WAL database.
 type core struct {
-	read, write *sql.DB
-	dialect     dialect
+	read    *sql.DB
+	write   writer
+	dialect dialect
 	// appended, if set, is signalled (without blocking) after each commit
 	// of a transaction that appended an event to the outbox
 	// (WakeOnAppend); enqueued, if set, is called after each commit of a
@@ -52,7 +52,8 @@ type core struct {
 	appended chan<- struct{}
 	enqueued func(queue string)
 	notes    sync.Map // *sql.Tx -> *txNote
-	// syncFull runs SQLite with synchronous=FULL (SyncFull).
+	// syncFull makes SQLite's durable commits wait for the log's flush
+	// (SyncFull, logFlusher).
 	syncFull bool
 	// writerWaits and writerWaitNanos count SQLite's write transactions
 	// and the time they waited to begin: for the single writer connection
@@ -121,11 +122,13 @@ func (db *core) announce(n *txNote) {
 	}
 }
 
-// SyncFull makes an SQLite store flush its write-ahead log at every
-// commit (synchronous=FULL), so that a commit survives a power cut, not
-// only a crash of the process; the default, synchronous=NORMAL, may lose
-// the last commits to a power cut. It is what storage.filesystem.fsync
-// asks for. PostgreSQL's durability is the server's setting.
+// SyncFull makes an SQLite store's commits return only once its
+// write-ahead log is on disk, so that a commit survives a power cut, not
+// only a crash of the process; without it a power cut may lose the last
+// commits. The log is flushed after the commit rather than inside it,
+// once for all the commits made meanwhile (logFlusher), and lax commits
+// (laxTx) do not wait for it. It is what storage.filesystem.fsync asks
+// for. PostgreSQL's durability is the server's setting.
 func SyncFull() Option {
 	return func(db *core) { db.syncFull = true }
 }
@@ -168,7 +171,7 @@ func openPostgres(dsn string) (*DB, error) {
 	pool.SetMaxOpenConns(32)
 	pool.SetMaxIdleConns(32)
 	pool.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{&core{read: pool, write: pool, dialect: postgres}}, nil
+	return &DB{&core{read: pool, write: writer{DB: pool}, dialect: postgres}}, nil
 }
 
 func openSQLite(path string, syncFull bool) (*DB, error) {
@@ -180,14 +183,16 @@ func openSQLite(path string, syncFull bool) (*DB, error) {
 			return nil, fmt.Errorf("open sqlite: %w", err)
 		}
 	}
-	synchronous := "NORMAL"
-	if syncFull {
-		synchronous = "FULL"
-	}
+	// Commits do not flush the log themselves (synchronous=NORMAL): with
+	// SyncFull, the durable ones wait for logFlusher's flush, after the
+	// writer has moved on.
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
-		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(" + synchronous + ")&_pragma=foreign_keys(1)"
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
 	// Connections keep their statements prepared (stmtcache.go).
-	write := sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_txlock=immediate"})
+	write := writer{DB: sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_txlock=immediate"})}
+	if syncFull {
+		write.log = newLogFlusher(path)
+	}
 	write.SetMaxOpenConns(1)
 	write.SetMaxIdleConns(1)
 	write.SetConnMaxLifetime(0)
@@ -202,7 +207,7 @@ func openSQLite(path string, syncFull bool) (*DB, error) {
 // Close closes the pools.
 func (db *DB) Close() error {
 	err := db.write.Close()
-	if db.read != db.write {
+	if db.read != db.write.DB {
 		err = errors.Join(err, db.read.Close())
 	}
 	return err
@@ -269,8 +274,8 @@ func LaxCommits(ctx context.Context) context.Context {
 }
 
 // laxTx is tx for bookkeeping whose loss to a power cut is harmless: its
-// commit returns before the write-ahead log reaches the disk (SQLite with
-// synchronous=NORMAL for this transaction, PostgreSQL with
+// commit returns before the write-ahead log reaches the disk (SQLite
+// without waiting for logFlusher's flush, PostgreSQL with
 // synchronous_commit off). Both logs are written in commit order, so the
 // next durable commit makes every earlier lax one durable too, and a power
 // cut can only lose the lax commits made since the last durable one, as
@@ -328,21 +333,7 @@ const txAttempts = 8
 
 func (db *core) tx1(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) error {
 	start := time.Now()
-	var tx *sql.Tx
-	var err error
-	if lax && db.dialect == sqlite && db.syncFull {
-		// SQLite refuses to change the safety level inside a
-		// transaction: set it on the writer connection around this one.
-		var conn *sql.Conn
-		if conn, err = db.write.Conn(ctx); err == nil {
-			defer restoreFullSync(ctx, conn)
-			if _, err = conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err == nil {
-				tx, err = conn.BeginTx(ctx, nil)
-			}
-		}
-	} else {
-		tx, err = db.write.BeginTx(ctx, nil)
-	}
+	tx, err := db.write.BeginTx(ctx, nil)
 	if db.dialect == sqlite {
 		db.writerWaits.Add(1)
 		db.writerWaitNanos.Add(int64(time.Since(start)))
@@ -362,6 +353,15 @@ func (db *core) tx1(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) er
 		return invalidText(err)
 	}
 	err = tx.Commit()
+	if err == nil && !lax {
+		// The writer is free again; this commit waits for the log's
+		// flush, which the commits made meanwhile share.
+		if err = db.write.flush(); err != nil {
+			err = fmt.Errorf("%w (the change is committed and visible, but may not survive a power cut)", err)
+		}
+	}
+	// What a durable commit enqueued or appended is announced once it is
+	// on disk: a webhook is not sent for a push a power cut could lose.
 	if n, ok := db.notes.LoadAndDelete(tx); ok && err == nil {
 		db.announce(n.(*txNote))
 	}
@@ -369,16 +369,6 @@ func (db *core) tx1(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) er
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
-}
-
-// restoreFullSync gives the writer connection back with synchronous=FULL,
-// or, if that fails, has the pool discard it: no durable commit may run on
-// a connection left at NORMAL.
-func restoreFullSync(ctx context.Context, conn *sql.Conn) {
-	if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); err != nil {
-		conn.Raw(func(any) error { return driver.ErrBadConn })
-	}
-	conn.Close()
 }
 
 func now() int64 { return time.Now().UnixMicro() }

@@ -4,25 +4,53 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
-// TestLaxTxSQLite checks that a lax transaction commits with
-// synchronous=NORMAL and that the writer connection is back at FULL
-// afterwards, whether the transaction committed, failed or had its
-// context cancelled, so that the next durable commit is flushed.
+// TestLaxTxSQLite checks which commits of an SQLite store with SyncFull
+// wait for a flush of the write-ahead log: a durable transaction and a
+// statement committed on its own do, a lax transaction, a transaction
+// under LaxCommits and a failed or cancelled one do not. Every connection
+// runs at synchronous=NORMAL: the flush is the store's, after the commit.
 func TestLaxTxSQLite(t *testing.T) {
-	db, err := open(filepath.Join(t.TempDir(), "meta.db"), true)
+	dir := t.TempDir()
+	db, err := open(filepath.Join(dir, "meta.db"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	ctx := context.Background()
-	if _, err := db.write.ExecContext(ctx, "CREATE TABLE t (k INTEGER PRIMARY KEY)"); err != nil {
-		t.Fatal(err)
+	var flushes atomic.Int64
+	var flushed []string
+	var mu sync.Mutex
+	db.write.log.sync = func(path string) error {
+		flushes.Add(1)
+		mu.Lock()
+		flushed = append(flushed, path)
+		mu.Unlock()
+		return syncFile(path)
 	}
+	step := func(what string, want int64, fn func() error) {
+		t.Helper()
+		before := flushes.Load()
+		if err := fn(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if got := flushes.Load() - before; got != want {
+			t.Errorf("%s: %d flushes of the log, want %d", what, got, want)
+		}
+	}
+	step("a statement committed on its own", 1, func() error {
+		_, err := db.write.ExecContext(ctx, "CREATE TABLE t (k INTEGER PRIMARY KEY)")
+		return err
+	})
 	level := func(q interface {
 		QueryRowContext(context.Context, string, ...any) *sql.Row
 	}) int {
@@ -33,78 +61,190 @@ func TestLaxTxSQLite(t *testing.T) {
 		}
 		return n
 	}
-	const normal, full = 1, 2
-	if got := level(db.write); got != full {
-		t.Fatalf("writer starts at synchronous=%d, want FULL (%d)", got, full)
-	}
+	const normal = 1
 	var inside int
-	if err := db.laxTx(ctx, func(tx *sql.Tx) error {
-		inside = level(tx)
-		_, err := tx.ExecContext(ctx, "INSERT INTO t (k) VALUES (1)")
-		return err
-	}); err != nil {
-		t.Fatal(err)
+	step("a lax transaction", 0, func() error {
+		return db.laxTx(ctx, func(tx *sql.Tx) error {
+			inside = level(tx)
+			_, err := tx.ExecContext(ctx, "INSERT INTO t (k) VALUES (1)")
+			return err
+		})
+	})
+	if inside != normal || level(db.read) != normal {
+		t.Errorf("synchronous=%d in the writer, %d in a reader, want NORMAL (%d)", inside, level(db.read), normal)
 	}
-	if inside != normal {
-		t.Errorf("inside a lax transaction synchronous=%d, want NORMAL (%d)", inside, normal)
-	}
-	if got := level(db.write); got != full {
-		t.Errorf("after a lax commit synchronous=%d, want FULL", got)
-	}
-	if err := db.tx(ctx, func(tx *sql.Tx) error { inside = level(tx); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if inside != full {
-		t.Errorf("inside a durable transaction synchronous=%d, want FULL", inside)
-	}
-	if err := db.tx(LaxCommits(ctx), func(tx *sql.Tx) error { inside = level(tx); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if inside != normal {
-		t.Errorf("inside a transaction under LaxCommits synchronous=%d, want NORMAL", inside)
+	step("a durable transaction", 1, func() error {
+		return db.tx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "INSERT INTO t (k) VALUES (2)")
+			return err
+		})
+	})
+	step("a transaction under LaxCommits", 0, func() error {
+		return db.tx(LaxCommits(ctx), func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "INSERT INTO t (k) VALUES (3)")
+			return err
+		})
+	})
+	var k int64
+	step("INSERT ... RETURNING committed on its own", 1, func() error {
+		return db.write.QueryRowContext(ctx, "INSERT INTO t (k) VALUES (4) RETURNING k").Scan(&k)
+	})
+	if k != 4 {
+		t.Errorf("RETURNING gave %d, want 4", k)
 	}
 
 	boom := errors.New("boom")
-	if err := db.laxTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, "INSERT INTO t (k) VALUES (2)"); err != nil {
-			return err
+	step("a failing durable transaction", 0, func() error {
+		err := db.tx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO t (k) VALUES (5)"); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			return fmt.Errorf("got %v, want boom", err)
 		}
-		return boom
-	}); !errors.Is(err, boom) {
-		t.Fatalf("failing lax transaction: %v, want boom", err)
-	}
-	if got := level(db.write); got != full {
-		t.Errorf("after a failed lax transaction synchronous=%d, want FULL", got)
-	}
-
-	cctx, cancel := context.WithCancel(ctx)
-	err = db.laxTx(cctx, func(tx *sql.Tx) error {
-		cancel()
-		_, err := tx.ExecContext(cctx, "INSERT INTO t (k) VALUES (3)")
-		return err
+		return nil
 	})
-	if err == nil {
-		t.Fatal("lax transaction with a cancelled context committed")
-	}
-	if got := level(db.write); got != full {
-		t.Errorf("after a cancelled lax transaction synchronous=%d, want FULL", got)
-	}
+	cctx, cancel := context.WithCancel(ctx)
+	step("a cancelled durable transaction", 0, func() error {
+		err := db.tx(cctx, func(tx *sql.Tx) error {
+			cancel()
+			_, err := tx.ExecContext(cctx, "INSERT INTO t (k) VALUES (6)")
+			return err
+		})
+		if err == nil {
+			return errors.New("it committed")
+		}
+		return nil
+	})
 	var n int
-	if err := db.read.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 1 {
-		t.Errorf("rows = %d (%v), want only the committed one", n, err)
+	if err := db.read.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 4 {
+		t.Errorf("rows = %d (%v), want the 4 committed ones", n, err)
+	}
+	for _, p := range flushed {
+		if p != filepath.Join(dir, "meta.db-wal") {
+			t.Errorf("flushed %s, want the database's log", p)
+		}
 	}
 
-	// Without SyncFull the store runs at NORMAL throughout.
+	// Without SyncFull nothing waits for a flush.
 	plain, err := open(filepath.Join(t.TempDir(), "plain.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	if err := plain.laxTx(ctx, func(tx *sql.Tx) error { inside = level(tx); return nil }); err != nil {
+	if plain.write.log != nil {
+		t.Error("a store without SyncFull flushes its log")
+	}
+	if err := plain.tx(ctx, func(tx *sql.Tx) error { inside = level(tx); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if inside != normal || level(plain.write) != normal {
-		t.Errorf("store without SyncFull: synchronous %d inside, %d after; want NORMAL", inside, level(plain.write))
+	if inside != normal {
+		t.Errorf("store without SyncFull: synchronous=%d, want NORMAL", inside)
+	}
+}
+
+// TestLogFlushGroups checks the log's group commit: every caller returns
+// only after a flush that began after its call has finished, and callers
+// that arrive while a flush runs share the next one.
+func TestLogFlushGroups(t *testing.T) {
+	f := newLogFlusher("unused")
+	type span struct{ start, end time.Time }
+	var mu sync.Mutex
+	var spans []span
+	var running atomic.Int32
+	f.sync = func(string) error {
+		if running.Add(1) != 1 {
+			t.Error("two flushes ran at once")
+		}
+		s := span{start: time.Now()}
+		time.Sleep(2 * time.Millisecond)
+		s.end = time.Now()
+		running.Add(-1)
+		mu.Lock()
+		spans = append(spans, s)
+		mu.Unlock()
+		return nil
+	}
+	const callers, rounds = 20, 10
+	type call struct{ called, returned time.Time }
+	calls := make(chan call, callers*rounds)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				c := call{called: time.Now()}
+				if err := f.flush(); err != nil {
+					t.Error(err)
+				}
+				c.returned = time.Now()
+				calls <- c
+			}
+		}()
+	}
+	wg.Wait()
+	close(calls)
+	for c := range calls {
+		covered := false
+		for _, s := range spans {
+			if !s.start.Before(c.called) && !s.end.After(c.returned) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			t.Fatalf("a flush called at %v returned at %v with no flush begun and finished in between", c.called, c.returned)
+		}
+	}
+	// 200 flush calls, 20 at a time: one flush serves many of them.
+	if len(spans) > callers*rounds/4 {
+		t.Errorf("%d flushes for %d calls by %d callers at once: the calls are not grouped", len(spans), callers*rounds, callers)
+	}
+	t.Logf("%d flushes for %d calls", len(spans), callers*rounds)
+}
+
+// TestLogFlushFails checks that a failed flush of the log fails the
+// durable commit that waited for it, and every later one (a later fsync
+// that succeeds proves nothing), while lax commits go on.
+func TestLogFlushFails(t *testing.T) {
+	db, err := open(filepath.Join(t.TempDir(), "meta.db"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if _, err := db.write.ExecContext(ctx, "CREATE TABLE t (k INTEGER PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	eio := errors.New("input/output error")
+	fail := true
+	db.write.log.sync = func(path string) error {
+		if fail {
+			fail = false
+			return eio
+		}
+		return syncFile(path)
+	}
+	insert := func(k int) func(tx *sql.Tx) error {
+		return func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "INSERT INTO t (k) VALUES (?)", k)
+			return err
+		}
+	}
+	if err := db.tx(ctx, insert(1)); !errors.Is(err, eio) || !strings.Contains(err.Error(), "power cut") {
+		t.Fatalf("durable commit whose flush failed: %v, want the flush's error and what it means", err)
+	}
+	if err := db.tx(ctx, insert(2)); !errors.Is(err, eio) {
+		t.Errorf("the next durable commit: %v, want the flush's error again", err)
+	}
+	if _, err := db.write.ExecContext(ctx, "INSERT INTO t (k) VALUES (3)"); !errors.Is(err, eio) {
+		t.Errorf("a statement committed on its own after the failure: %v, want the flush's error", err)
+	}
+	if err := db.laxTx(ctx, insert(4)); err != nil {
+		t.Errorf("lax commit after the failure: %v", err)
 	}
 }
 

@@ -137,7 +137,7 @@ func eachRow(ctx context.Context, pool *sql.DB, query string, args []any, fn fun
 // "write" on SQLite (the write pool is the single writer, so its waits
 // are the SQLite writer wait), one "primary" pool on PostgreSQL.
 func (db *DB) PoolStats() map[string]sql.DBStats {
-	if db.read == db.write {
+	if db.read == db.write.DB {
 		return map[string]sql.DBStats{"primary": db.read.Stats()}
 	}
 	return map[string]sql.DBStats{"read": db.read.Stats(), "write": db.write.Stats()}
@@ -153,6 +153,17 @@ func (db *DB) WriterWait() (n int64, total time.Duration, ok bool) {
 		return 0, 0, false
 	}
 	return db.writerWaits.Load(), time.Duration(db.writerWaitNanos.Load()), true
+}
+
+// LogFlushes reports, on an SQLite store with SyncFull, how many flushes
+// of the write-ahead log ran and how many durable commits waited for one
+// (logFlusher): their ratio is how many commits a flush served. ok is
+// false otherwise.
+func (db *DB) LogFlushes() (flushes, commits int64, ok bool) {
+	if db.write.log == nil {
+		return 0, 0, false
+	}
+	return db.write.log.flushes.Load(), db.write.log.waits.Load(), true
 }
 
 // CheckSchema reports an error unless the database answers and its schema

@@ -153,7 +153,9 @@ next:
 func TestMetricsScrape(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
-			_, host, cfg := serveServer(t, dialect, func(*config.Config) {})
+			// With fsync, as out of the box: on SQLite the durable
+			// commits wait for the log's flushes, which are counted.
+			_, host, cfg := serveServer(t, dialect, func(cfg *config.Config) { cfg.Storage.Filesystem.Fsync = true })
 			addUser(t, cfg, "root", true)
 			addUser(t, cfg, "alice", false)
 			base := "http://" + host
@@ -266,6 +268,16 @@ func TestMetricsScrape(t *testing.T) {
 			}
 			if dialect == "postgres" && (okN || okS) {
 				t.Errorf("writer wait exported on PostgreSQL")
+			}
+			// Each stored blob and the manifest committed durably: each
+			// waited for a flush of the log, which may serve several.
+			flushes, okF := s.value("registry_database_log_flushes_total", nil)
+			commits, okC := s.value("registry_database_log_flush_commits_total", nil)
+			if dialect == "sqlite" && (!okF || !okC || flushes < 1 || commits < flushes || commits < float64(len(digests)+1)) {
+				t.Errorf("SQLite log flushes after a push of %d blobs and a manifest: %v flushes (%v) for %v commits (%v)", len(digests), flushes, okF, commits, okC)
+			}
+			if dialect == "postgres" && (okF || okC) {
+				t.Errorf("log flushes exported on PostgreSQL")
 			}
 			// No label value names a repository, a tag or a digest.
 			for fam, f := range s {
