@@ -171,7 +171,7 @@ func openPostgres(dsn string) (*DB, error) {
 	pool.SetMaxOpenConns(32)
 	pool.SetMaxIdleConns(32)
 	pool.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{&core{read: pool, write: writer{DB: pool}, dialect: postgres}}, nil
+	return &DB{&core{read: pool, write: writer{db: pool}, dialect: postgres}}, nil
 }
 
 func openSQLite(path string, syncFull bool) (*DB, error) {
@@ -189,13 +189,13 @@ func openSQLite(path string, syncFull bool) (*DB, error) {
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
 		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
 	// Connections keep their statements prepared (stmtcache.go).
-	write := writer{DB: sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_txlock=immediate"})}
+	write := writer{db: sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_txlock=immediate"})}
 	if syncFull {
 		write.log = newLogFlusher(path)
 	}
-	write.SetMaxOpenConns(1)
-	write.SetMaxIdleConns(1)
-	write.SetConnMaxLifetime(0)
+	write.db.SetMaxOpenConns(1)
+	write.db.SetMaxIdleConns(1)
+	write.db.SetConnMaxLifetime(0)
 	read := sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_pragma=query_only(1)"})
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	read.SetMaxOpenConns(n)
@@ -207,7 +207,7 @@ func openSQLite(path string, syncFull bool) (*DB, error) {
 // Close closes the pools.
 func (db *DB) Close() error {
 	err := db.write.Close()
-	if db.read != db.write.DB {
+	if db.read != db.write.db {
 		err = errors.Join(err, db.read.Close())
 	}
 	return err

@@ -17,7 +17,8 @@ import (
 // TestLaxTxSQLite checks which commits of an SQLite store with SyncFull
 // wait for a flush of the write-ahead log: a durable transaction and a
 // statement committed on its own do, a lax transaction, a transaction
-// under LaxCommits and a failed or cancelled one do not. Every connection
+// under LaxCommits, a failed or cancelled one and a read on the writer do
+// not. Every connection
 // runs at synchronous=NORMAL: the flush is the store's, after the commit.
 func TestLaxTxSQLite(t *testing.T) {
 	dir := t.TempDir()
@@ -92,6 +93,9 @@ func TestLaxTxSQLite(t *testing.T) {
 	if k != 4 {
 		t.Errorf("RETURNING gave %d, want 4", k)
 	}
+	step("a read on the writer", 0, func() error {
+		return db.write.ReadRowContext(ctx, "SELECT k FROM t WHERE k = 4").Scan(&k)
+	})
 
 	boom := errors.New("boom")
 	step("a failing durable transaction", 0, func() error {

@@ -137,7 +137,7 @@ func eachRow(ctx context.Context, pool *sql.DB, query string, args []any, fn fun
 // "write" on SQLite (the write pool is the single writer, so its waits
 // are the SQLite writer wait), one "primary" pool on PostgreSQL.
 func (db *DB) PoolStats() map[string]sql.DBStats {
-	if db.read == db.write.DB {
+	if db.read == db.write.db {
 		return map[string]sql.DBStats{"primary": db.read.Stats()}
 	}
 	return map[string]sql.DBStats{"read": db.read.Stats(), "write": db.write.Stats()}

@@ -171,7 +171,7 @@ func (db Mirrors) UpdateMirror(ctx context.Context, m Mirror, reschedule bool) e
 
 // GetMirror returns a repository's mirror, or ErrMirrorNotFound.
 func (db Mirrors) GetMirror(ctx context.Context, repo string) (Mirror, error) {
-	return scanMirror(db.write.QueryRowContext(ctx, db.q("SELECT "+mirrorColumns+" FROM repository_mirrors WHERE repository = ?"), repo))
+	return scanMirror(db.write.ReadRowContext(ctx, db.q("SELECT "+mirrorColumns+" FROM repository_mirrors WHERE repository = ?"), repo))
 }
 
 // MirrorSyncNow makes a mirror due at once (status SYNC_NOW unless a sync
@@ -203,7 +203,7 @@ func (db *core) execMirror(ctx context.Context, stmt string, args ...any) error 
 // pending.
 func (db Mirrors) MirrorCancelRequested(ctx context.Context, repo string) (bool, error) {
 	var c int
-	err := db.write.QueryRowContext(ctx, db.q("SELECT cancel_requested FROM repository_mirrors WHERE repository = ?"), repo).Scan(&c)
+	err := db.write.ReadRowContext(ctx, db.q("SELECT cancel_requested FROM repository_mirrors WHERE repository = ?"), repo).Scan(&c)
 	if errors.Is(err, sql.ErrNoRows) {
 		return true, nil // the mirror is gone: stop
 	}
@@ -215,7 +215,7 @@ func (db Mirrors) MirrorCancelRequested(ctx context.Context, repo string) (bool,
 // enqueued. Any number of processes may call it: a mirror's job is
 // recorded with a compare-and-set, so each due sync is enqueued once.
 func (db Mirrors) EnqueueDueMirrors(ctx context.Context, at time.Time) (int, error) {
-	rows, err := db.write.QueryContext(ctx, db.q(`SELECT m.repository, m.job_id FROM repository_mirrors m WHERE m.is_enabled = 1 AND m.next_sync_at <= ?
+	rows, err := db.write.ReadContext(ctx, db.q(`SELECT m.repository, m.job_id FROM repository_mirrors m WHERE m.is_enabled = 1 AND m.next_sync_at <= ?
 		AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = m.job_id AND j.status IN ('pending', 'running')) ORDER BY m.next_sync_at LIMIT 100`), at.UnixMicro())
 	if err != nil {
 		return 0, fmt.Errorf("due mirrors: %w", err)

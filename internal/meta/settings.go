@@ -27,7 +27,7 @@ func (db *DB) Settings() Settings { return Settings{db.core} }
 // Setting returns the value of name and whether it is set.
 func (db Settings) Setting(ctx context.Context, name string) (string, bool, error) {
 	var v string
-	err := db.write.QueryRowContext(ctx, db.q("SELECT value FROM settings WHERE name = ?"), name).Scan(&v)
+	err := db.write.ReadRowContext(ctx, db.q("SELECT value FROM settings WHERE name = ?"), name).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", false, nil
 	}

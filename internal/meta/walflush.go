@@ -111,11 +111,24 @@ func syncFile(path string) error {
 // writer is the pool that writes (on SQLite, its one connection). Its
 // statements outside a transaction commit on their own, durably, as the
 // transactions of core.tx do: after each one, on an SQLite store with
-// SyncFull, it waits for the log's flush.
+// SyncFull, it waits for the log's flush. It wraps the pool rather than
+// embeds it, so that no statement reaches the pool without a flush
+// unless it says it reads (ReadRowContext, ReadContext).
 type writer struct {
-	*sql.DB
+	db  *sql.DB
 	log *logFlusher // nil: nothing to flush (PostgreSQL, or SQLite without SyncFull)
 }
+
+// BeginTx begins a transaction on the pool; core.tx1 flushes its commit.
+func (w writer) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
+	return w.db.BeginTx(ctx, opts)
+}
+
+// Close closes the pool.
+func (w writer) Close() error { return w.db.Close() }
+
+// Stats reports the pool's statistics.
+func (w writer) Stats() sql.DBStats { return w.db.Stats() }
 
 // flush waits, if the store flushes its log, until what was committed so
 // far is on disk.
@@ -128,7 +141,7 @@ func (w writer) flush() error {
 
 // ExecContext runs a statement that commits on its own, and flushes it.
 func (w writer) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	res, err := w.DB.ExecContext(ctx, query, args...)
+	res, err := w.db.ExecContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +155,19 @@ func (w writer) ExecContext(ctx context.Context, query string, args ...any) (sql
 // RETURNING, or a read that must see the latest commit) and commits on its
 // own; Scan flushes it.
 func (w writer) QueryRowContext(ctx context.Context, query string, args ...any) flushedRow {
-	return flushedRow{row: w.DB.QueryRowContext(ctx, query, args...), w: w}
+	return flushedRow{row: w.db.QueryRowContext(ctx, query, args...), w: w}
+}
+
+// ReadRowContext runs a read on the writer pool (it sees the latest
+// commit), which waits for no flush: it commits nothing.
+func (w writer) ReadRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return w.db.QueryRowContext(ctx, query, args...)
+}
+
+// ReadContext runs a read of several rows on the writer pool, as
+// ReadRowContext does.
+func (w writer) ReadContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return w.db.QueryContext(ctx, query, args...)
 }
 
 // flushedRow is a row whose statement committed on its own: Scan reads it
