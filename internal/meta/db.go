@@ -146,11 +146,33 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 		return nil, err
 	}
 	db.appended, db.enqueued = set.appended, set.enqueued
+	if err := db.checkJournal(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return db, nil
+}
+
+// checkJournal makes sure that an SQLite store whose commits wait for the
+// log's flush (SyncFull) has a write-ahead log to flush: SQLite falls back
+// to another journal where WAL cannot work (a file system without shared
+// memory), and then the flush would make nothing durable.
+func (db *core) checkJournal(ctx context.Context) error {
+	if db.write.log == nil {
+		return nil
+	}
+	var mode string
+	if err := db.write.ReadRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("open sqlite: read the journal mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("open sqlite: the database runs in journal mode %q, not WAL (write-ahead logging), which Berth needs; put the data directory on a local file system", mode)
+	}
+	return nil
 }
 
 // open connects without migrating.

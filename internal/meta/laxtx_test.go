@@ -286,3 +286,81 @@ func TestLaxTxPostgres(t *testing.T) {
 		t.Errorf("synchronous_commit: %q in a lax transaction, %q in a durable one; want off and %q", lax, durable, server)
 	}
 }
+
+// TestLogFlushAfterTheLogIsRemade checks that the flush follows the log
+// SQLite removes when its last connection closes (after checkpointing it
+// into the database file) and makes anew with the next: a durable commit
+// then flushes the new log, and one that finds no log at all succeeds,
+// since what the removed log held is in the flushed database file.
+func TestLogFlushAfterTheLogIsRemade(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meta.db")
+	db, err := open(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	var flushed []error
+	db.write.log.sync = func(p string) error {
+		err := syncFile(p)
+		flushed = append(flushed, err)
+		return err
+	}
+	if _, err := db.write.ExecContext(ctx, "CREATE TABLE t (k INTEGER PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	// Close every connection: the last one checkpoints and removes the log.
+	db.write.db.SetMaxIdleConns(0)
+	db.read.SetMaxIdleConns(0)
+	if _, err := os.Stat(path + "-wal"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the log is still there with no connection open: %v", err)
+	}
+	if err := db.write.flush(); err != nil {
+		t.Fatalf("flush with the log removed: %v", err)
+	}
+	db.write.db.SetMaxIdleConns(1)
+	if err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO t (k) VALUES (1)")
+		return err
+	}); err != nil {
+		t.Fatalf("durable commit into a new log: %v", err)
+	}
+	if _, err := os.Stat(path + "-wal"); err != nil {
+		t.Fatalf("no new log after a commit: %v", err)
+	}
+	if len(flushed) < 3 || flushed[len(flushed)-1] != nil {
+		t.Errorf("flushes: %v, want the last, of the new log, to succeed", flushed)
+	}
+	var n int
+	if err := db.read.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 1 {
+		t.Errorf("rows = %d (%v), want 1", n, err)
+	}
+}
+
+// TestSyncFullNeedsWAL checks that a store whose durable commits wait for
+// the log's flush refuses a database that is not in WAL mode, where that
+// flush would make nothing durable.
+func TestSyncFullNeedsWAL(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meta.db")
+	plain, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(DELETE)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	db := &core{write: writer{db: plain, log: newLogFlusher(path)}, dialect: sqlite}
+	err = db.checkJournal(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `"delete"`) || !strings.Contains(err.Error(), "WAL") {
+		t.Fatalf("a store in journal mode DELETE: %v, want a refusal naming the mode", err)
+	}
+	db.write.db = func() *sql.DB {
+		w, err := open(filepath.Join(t.TempDir(), "wal.db"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Close() })
+		return w.write.db
+	}()
+	if err := db.checkJournal(context.Background()); err != nil {
+		t.Fatalf("a store in WAL mode: %v", err)
+	}
+}

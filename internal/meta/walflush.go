@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -96,12 +97,18 @@ func (f *logFlusher) flush() error {
 	return f.err
 }
 
-// syncFile flushes a file's data to disk. A log that does not exist is an
-// error: SQLite removes it only when its last connection closes, and this
-// store keeps its writer open, so its absence means the database is not
-// in WAL mode and nothing here made a commit durable.
+// syncFile flushes a file's data to disk. A log that is gone was
+// checkpointed into the database file and removed, which SQLite does when
+// its last connection closes (the writer's, say, after an error, while no
+// reader is open): at synchronous=NORMAL it flushes the database file
+// after that checkpoint, so what the log held is durable, and there is
+// nothing left to flush. (Open refuses a store with SyncFull that is not
+// in WAL mode: checkJournal.)
 func syncFile(path string) error {
 	file, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
