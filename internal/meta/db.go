@@ -243,8 +243,12 @@ func (db *DB) Dialect() string {
 	return "sqlite"
 }
 
-// Ping checks the database answers.
+// Ping checks the database answers, and that its log's flushes have not
+// failed (logFlusher: durable commits fail until a restart).
 func (db *DB) Ping(ctx context.Context) error {
+	if err := db.write.failed(); err != nil {
+		return err
+	}
 	return db.read.PingContext(ctx)
 }
 

@@ -250,6 +250,14 @@ func TestLogFlushFails(t *testing.T) {
 	if err := db.laxTx(ctx, insert(4)); err != nil {
 		t.Errorf("lax commit after the failure: %v", err)
 	}
+	// Health and readiness say so: the store cannot make a commit
+	// durable until the process restarts.
+	if err := (&DB{db.core}).Ping(ctx); !errors.Is(err, eio) {
+		t.Errorf("ping after a failed flush: %v, want the flush's error", err)
+	}
+	if err := (&DB{db.core}).CheckSchema(ctx); !errors.Is(err, eio) {
+		t.Errorf("readiness after a failed flush: %v, want the flush's error", err)
+	}
 }
 
 // TestLaxTxPostgres checks that a lax transaction runs with

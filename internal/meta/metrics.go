@@ -170,6 +170,9 @@ func (db *DB) LogFlushes() (flushes, commits int64, ok bool) {
 // is at this binary's version (the migrations Open applies; a newer
 // binary sharing the database may have migrated past it).
 func (db *DB) CheckSchema(ctx context.Context) error {
+	if err := db.write.failed(); err != nil {
+		return err // durable commits fail until a restart: not ready
+	}
 	var v int
 	if err := db.read.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&v); err != nil {
 		return fmt.Errorf("read schema version: %w", err)

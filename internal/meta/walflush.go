@@ -137,6 +137,17 @@ func (w writer) Close() error { return w.db.Close() }
 // Stats reports the pool's statistics.
 func (w writer) Stats() sql.DBStats { return w.db.Stats() }
 
+// failed returns the error of a flush of the log that failed, which every
+// durable commit since has failed with, or nil.
+func (w writer) failed() error {
+	if w.log == nil {
+		return nil
+	}
+	w.log.mu.Lock()
+	defer w.log.mu.Unlock()
+	return w.log.err
+}
+
 // flush waits, if the store flushes its log, until what was committed so
 // far is on disk.
 func (w writer) flush() error {
@@ -158,9 +169,8 @@ func (w writer) ExecContext(ctx context.Context, query string, args ...any) (sql
 	return res, nil
 }
 
-// QueryRowContext runs a statement that returns a row (INSERT ...
-// RETURNING, or a read that must see the latest commit) and commits on its
-// own; Scan flushes it.
+// QueryRowContext runs a statement that returns a row and commits on its
+// own (INSERT ... RETURNING); Scan flushes it. Reads use ReadRowContext.
 func (w writer) QueryRowContext(ctx context.Context, query string, args ...any) flushedRow {
 	return flushedRow{row: w.db.QueryRowContext(ctx, query, args...), w: w}
 }
