@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/storage"
@@ -209,8 +210,23 @@ func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, 
 		return err
 	}
 	// The image and its bases in one write: a failure leaves neither, and
-	// the retry, which would skip an image already indexed, does both.
-	return x.graph.IndexImage(ctx, meta.GraphImage{Repository: repo, Digest: d, Platform: platform, Chain: chain}, links)
+	// the retry, which would skip an image already indexed, does both. Run
+	// by a job, that write is the job's completion (jobs.OnComplete): a
+	// graph job then costs one write transaction, not two, and a failure
+	// of the write leaves the job to run again once its lease expires.
+	img := meta.GraphImage{Repository: repo, Digest: d, Platform: platform, Chain: chain}
+	if in, ok := x.graph.(txIndexer); ok && jobs.OnComplete(ctx, func(ctx context.Context, tx meta.Tx) error {
+		return in.IndexImageIn(ctx, tx, img, links)
+	}) {
+		return nil
+	}
+	return x.graph.IndexImage(ctx, img, links)
+}
+
+// txIndexer is what a Store may do besides (meta.Graph does): index an
+// image in a transaction of the caller's, the job's completion.
+type txIndexer interface {
+	IndexImageIn(ctx context.Context, tx meta.Tx, img meta.GraphImage, bases []meta.BaseLink) error
 }
 
 // bases finds an image's bases, strongest signal first: its base

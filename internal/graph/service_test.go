@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/graph"
+	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 )
@@ -200,5 +201,68 @@ func TestNoStormWhenManyTagsMove(t *testing.T) {
 	got := f.fired()
 	if len(got) != 3 {
 		t.Fatalf("%d base_image_updated for 3 images on a base reached through 1,000 moved tags", len(got))
+	}
+}
+
+// TestIndexJobOneWrite: run by a job worker, the graph's index job writes
+// an image's rows in the transaction that completes the job, so that a
+// job costs a claim and one completion; the bases are recorded as when
+// the indexer runs alone.
+func TestIndexJobOneWrite(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newEnv(t, dialect)
+			ctx := context.Background()
+			base := image(t, nil, "linux/amd64", layer(t, "os", gzip.BestSpeed))
+			bd := e.push("mirror/base:1", base)
+			app := image(t, base, "", layer(t, "app", gzip.BestSpeed))
+			ad := e.push("team/app:1", app)
+			svc := graph.New(e.x, e.db.Manifests(), e.db.Graph(), e.db.Scans(), e.db.Jobs(), graph.Options{})
+			evs, err := e.db.Outbox().EventsAfter(ctx, 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range evs {
+				if err := svc.OnEvent(ctx, ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writes0, _, counted := e.db.WriterWait()
+			w := jobs.New(e.db.Jobs(), graph.Queue, svc.Handle, jobs.Options{PollInterval: 10 * time.Millisecond})
+			wctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); w.Run(wctx) }()
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				a, _ := e.db.Graph().Indexed(ctx, "team/app", ad)
+				b, _ := e.db.Graph().Indexed(ctx, "mirror/base", bd)
+				f, err := e.db.Figures(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				q := f.Queues[graph.Queue]
+				if a && b && q.Pending == 0 && q.Running == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("not indexed after 20s: app %v, base %v, jobs %+v", a, b, q)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			stop()
+			<-done
+			e.expectBases("team/app", ad, want{"mirror/base", "1", graph.MethodLayers, bd, 1})
+			if counted {
+				// Two jobs: at most a claim and a completion each (a chain
+				// claims the second in the first's completion). Written on
+				// their own, the rows took a transaction more per job.
+				writes1, _, _ := e.db.WriterWait()
+				n := writes1 - writes0
+				t.Logf("%d write transactions", n)
+				if n > 4 || n < 2 {
+					t.Errorf("%d write transactions for two index jobs, want 2 to 4", n)
+				}
+			}
+		})
 	}
 }

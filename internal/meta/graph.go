@@ -52,6 +52,16 @@ func (db Graph) IndexImage(ctx context.Context, img GraphImage, bases []BaseLink
 	})
 }
 
+// IndexImageIn is IndexImage in the caller's transaction: the graph's
+// indexer writes an image's rows in the transaction that completes its job
+// (jobs.OnComplete), one write instead of two.
+func (db Graph) IndexImageIn(ctx context.Context, tx Tx, img GraphImage, bases []BaseLink) error {
+	if err := db.recordImage(ctx, tx.tx, img); err != nil {
+		return err
+	}
+	return db.setBases(ctx, tx.tx, img.Repository, img.Digest, bases)
+}
+
 func (db *core) recordImage(ctx context.Context, tx *sql.Tx, img GraphImage) error {
 	if len(img.Chain) == 0 {
 		return nil
