@@ -427,6 +427,10 @@ func run(c config, names []string, servers map[string]*server, authed map[string
 		}
 		for _, n := range order {
 			step("small", n, func() (float64, error) {
+				var before map[string]float64
+				if n == "berth" {
+					before, _ = scrapeCounters(servers[n].baseURL(), sqliteCounters...)
+				}
 				c0 := selfCPU()
 				v, err := runSmallPushes(smallClients[n], smallRepo, imgs, c.concurrency)
 				if err == nil {
@@ -447,6 +451,25 @@ func run(c config, names []string, servers map[string]*server, authed map[string
 					return v, err
 				}
 				res.add("small_drained", n, float64(len(imgs))/(pushed+time.Since(t0).Seconds()))
+				// SQLite's writes per image, counted rather than timed: they
+				// do not move with the load on the shared cores.
+				if after, err := scrapeCounters(servers[n].baseURL(), sqliteCounters...); err == nil && before != nil {
+					diff := func(name string) (float64, bool) {
+						b, okB := before[name]
+						a, okA := after[name]
+						return a - b, okA && okB
+					}
+					per := float64(len(imgs))
+					if tx, ok := diff("registry_database_writer_waits_total"); ok {
+						res.add("small_tx", n, tx/per)
+					}
+					flushes, okF := diff("registry_database_log_flushes_total")
+					commits, okC := diff("registry_database_log_flush_commits_total")
+					if okF && okC && flushes > 0 {
+						res.add("small_flushes", n, flushes/per)
+						res.add("small_flush_commits", n, commits/flushes)
+					}
+				}
 				return v, nil
 			}, func() float64 { return float64(len(imgs)) / 1e3 })
 		}

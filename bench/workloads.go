@@ -357,6 +357,45 @@ func runWrk(base, repo, tag string, conns int, d time.Duration) (float64, error)
 	return strconv.ParseFloat(string(m[1]), 64)
 }
 
+// sqliteCounters are Berth's counters of SQLite's writes (docs/metrics.md).
+var sqliteCounters = []string{"registry_database_writer_waits_total", "registry_database_log_flushes_total",
+	"registry_database_log_flush_commits_total"}
+
+// scrapeCounters reads the named series from Berth's /metrics (their
+// values summed over labels); a series the server does not export is
+// missing from the map.
+func scrapeCounters(base string, names ...string) (map[string]float64, error) {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s %v", resp.Status, err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		metric, _, _ := strings.Cut(f[0], "{")
+		if !slices.Contains(names, metric) {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			continue
+		}
+		out[metric] += v
+	}
+	return out, nil
+}
+
 // waitScanQueue polls Berth's /metrics until no scan job is pending or
 // running (registry_jobs_queued{queue="scan"}), twice in a row.
 func waitScanQueue(base string, limit time.Duration) error {
