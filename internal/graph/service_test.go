@@ -254,13 +254,14 @@ func TestIndexJobOneWrite(t *testing.T) {
 			e.expectBases("team/app", ad, want{"mirror/base", "1", graph.MethodLayers, bd, 1})
 			if counted {
 				// Two jobs: at most a claim and a completion each (a chain
-				// claims the second in the first's completion). Written on
-				// their own, the rows took a transaction more per job.
+				// claims the second in the first's completion), 4; written
+				// on their own, the rows took a transaction more per job, 6.
+				// One more is allowed for a sweep of the queue's held jobs.
 				writes1, _, _ := e.db.WriterWait()
 				n := writes1 - writes0
 				t.Logf("%d write transactions", n)
-				if n > 4 || n < 2 {
-					t.Errorf("%d write transactions for two index jobs, want 2 to 4", n)
+				if n > 5 || n < 2 {
+					t.Errorf("%d write transactions for two index jobs, want 2 to 4 (5 at most)", n)
 				}
 			}
 		})

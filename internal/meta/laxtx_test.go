@@ -203,8 +203,10 @@ func TestLogFlushGroups(t *testing.T) {
 			t.Fatalf("a flush called at %v returned at %v with no flush begun and finished in between", c.called, c.returned)
 		}
 	}
-	// 200 flush calls, 20 at a time: one flush serves many of them.
-	if len(spans) > callers*rounds/4 {
+	// 200 flush calls, 20 at a time: one flush serves many of them (about
+	// 20 flushes here; 200 would mean none is shared; half that leaves room
+	// for a starved scheduler).
+	if len(spans) > callers*rounds/2 {
 		t.Errorf("%d flushes for %d calls by %d callers at once: the calls are not grouped", len(spans), callers*rounds, callers)
 	}
 	t.Logf("%d flushes for %d calls", len(spans), callers*rounds)
