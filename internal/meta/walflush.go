@@ -22,7 +22,7 @@ import (
 // returned; that fsync covers the commit, and every commit before it, lax
 // ones included: the log is one file written in commit order. At
 // synchronous=FULL SQLite flushed the log inside the commit, holding the
-// one writer for the whole fsync (about half of a durable commit's hold
+// one writer for the whole fsync (about 70 % of a durable commit's hold
 // under a push load); now the writer runs the next transactions while the
 // disk flushes, and the commits that arrive meanwhile share the next
 // flush.
