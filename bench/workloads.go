@@ -365,17 +365,12 @@ var sqliteCounters = []string{"registry_database_writer_waits_total", "registry_
 // values summed over labels); a series the server does not export is
 // missing from the map.
 func scrapeCounters(base string, names ...string) (map[string]float64, error) {
-	resp, err := http.Get(base + "/metrics")
+	body, err := getMetrics(base)
 	if err != nil {
 		return nil, err
 	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %s %v", resp.Status, err)
-	}
 	out := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		if line == "" || line[0] == '#' {
 			continue
 		}
@@ -396,23 +391,33 @@ func scrapeCounters(base string, names ...string) (map[string]float64, error) {
 	return out, nil
 }
 
+// getMetrics reads Berth's /metrics (the bench's Berth runs with auth
+// off, so it needs no credentials).
+func getMetrics(base string) (string, error) {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics: %s %v", resp.Status, err)
+	}
+	return string(body), nil
+}
+
 // waitScanQueue polls Berth's /metrics until no scan job is pending or
 // running (registry_jobs_queued{queue="scan"}), twice in a row.
 func waitScanQueue(base string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	zero := 0
 	for {
-		resp, err := http.Get(base + "/metrics")
+		body, err := getMetrics(base)
 		if err != nil {
 			return err
 		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET /metrics: %s %v", resp.Status, err)
-		}
 		queued, seen := 0.0, false
-		for _, line := range strings.Split(string(body), "\n") {
+		for _, line := range strings.Split(body, "\n") {
 			if strings.HasPrefix(line, "registry_jobs_queued{") && strings.Contains(line, `queue="scan"`) {
 				f := strings.Fields(line)
 				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
@@ -420,7 +425,7 @@ func waitScanQueue(base string, limit time.Duration) error {
 				seen = true
 			}
 		}
-		if !seen && !strings.Contains(string(body), "registry_jobs_queued") {
+		if !seen && !strings.Contains(body, "registry_jobs_queued") {
 			return errors.New("no registry_jobs_queued in /metrics")
 		}
 		if queued == 0 {

@@ -52,8 +52,8 @@ type core struct {
 	appended chan<- struct{}
 	enqueued func(queue string)
 	notes    sync.Map // *sql.Tx -> *txNote
-	// syncFull makes SQLite's durable commits wait for the log's flush
-	// (SyncFull, logFlusher).
+	// syncFull carries SyncFull from the options to Open; the store's
+	// own state is write.log (logFlusher), nil when nothing waits.
 	syncFull bool
 	// writerWaits and writerWaitNanos count SQLite's write transactions
 	// and the time they waited to begin: for the single writer connection
@@ -223,7 +223,7 @@ func openSQLite(path string, syncFull bool) (*DB, error) {
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	read.SetConnMaxLifetime(0)
-	return &DB{&core{read: read, write: write, dialect: sqlite, syncFull: syncFull}}, nil
+	return &DB{&core{read: read, write: write, dialect: sqlite}}, nil
 }
 
 // Close closes the pools.
