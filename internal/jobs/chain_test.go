@@ -151,6 +151,39 @@ func TestWorkerChainsKey(t *testing.T) {
 	})
 }
 
+// TestWorkerChainsQueue: jobs without an ordering key (scans) are handed
+// on too: a worker with a backlog claims once and completes each job with
+// the claim of the queue's next, in id order, each exactly once.
+func TestWorkerChainsQueue(t *testing.T) {
+	forDialects(t, func(t *testing.T, d string) {
+		db := metatest.Open(t, d)
+		const n = 10
+		var want []int64
+		for range n {
+			want = append(want, enqueue(t, db, meta.Job{}))
+		}
+		store := chainingStore{countingStore: newCountingStore(db.Jobs())}
+		start(t, jobs.New(store, "q", func(context.Context, meta.Job) error { return nil }, fast(jobs.Options{PollInterval: time.Hour})))
+		waitFor(t, db, meta.JobDone, n)
+		store.waitCompleted(t, n)
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		if fmt.Sprint(store.order) != fmt.Sprint(want) {
+			t.Errorf("completed %v, want %v", store.order, want)
+		}
+		for _, id := range want {
+			if store.completed[id] != 1 {
+				t.Errorf("job %d completed %d times", id, store.completed[id])
+			}
+		}
+		// One claim starts the chain (more only if it ran past
+		// maxChainTime on a slow machine); the old worker claimed all ten.
+		if store.chained == 0 || store.claims+store.chained != n || store.completes != 0 {
+			t.Errorf("%d claims, %d chained, %d plain completes; want one claim and %d handed on", store.claims, store.chained, store.completes, n-1)
+		}
+	})
+}
+
 // TestWorkerNoChainOnShutdown: a worker that is stopping completes a job
 // without claiming the next of its key, which stays pending with no
 // attempt spent.

@@ -40,13 +40,14 @@ type Store interface {
 
 // Chainer is what a Store may do besides (*meta.DB's Jobs does): complete
 // a job and, in the same write, claim for nextOwner the next ready job of
-// its queue and ordering key, if there is one (false otherwise, for a job
-// without an ordering key, and for an empty nextOwner), after running also
-// in that transaction. With a Chainer, a worker whose handler succeeded
-// runs the next job of the key right away, without a claim of its own or a
+// its queue: of its ordering key first, else the queue's oldest pending
+// job (false if none is ready, and for an empty nextOwner), after running
+// also in that transaction. With a Chainer, a worker whose handler
+// succeeded runs the next job right away, without a claim of its own or a
 // wait for the next poll: the jobs of a busy key (the deliveries of one
-// webhook) follow each other back to back. And what a handler records
-// about its success (OnComplete) commits with the completion.
+// webhook) follow each other back to back, and so do the scans of a busy
+// registry. And what a handler records about its success (OnComplete)
+// commits with the completion.
 type Chainer interface {
 	CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOwner string, lease time.Duration, also ...func(context.Context, meta.Tx) error) (meta.Job, bool, error)
 }
@@ -89,10 +90,10 @@ func (h *hooks) take() []func(context.Context, meta.Tx) error {
 	return fns
 }
 
-// A chain ends after maxChain jobs of one key in a row, or once it has run
-// for maxChainTime: the worker then claims again, and ClaimJob takes the
-// oldest ready job of the queue, so that a busy key does not keep a worker
-// from the older jobs of other keys.
+// A chain ends after maxChain jobs in a row, or once it has run for
+// maxChainTime: the worker then claims again, and ClaimJob takes the
+// oldest ready job of the queue (or one whose worker was lost), so that a
+// busy key does not keep a worker from the older jobs of other keys.
 const (
 	maxChain     = 16
 	maxChainTime = time.Second
@@ -295,9 +296,8 @@ func (w *Worker) loop(ctx context.Context) {
 	}
 }
 
-// runChain runs a claimed job and then, while the store hands on the next
-// job of its ordering key (Chainer), that job, up to maxChain jobs or
-// maxChainTime.
+// runChain runs a claimed job and then, while the store hands on a next
+// job (Chainer), that job, up to maxChain jobs or maxChainTime.
 func (w *Worker) runChain(ctx context.Context, j meta.Job, owner string) {
 	start := time.Now()
 	for n := 1; ; n++ {
@@ -367,7 +367,7 @@ func (w *Worker) process(ctx context.Context, j meta.Job, owner string, chain bo
 	var rerr error
 	var deferred deferError
 	also := h.take()
-	if err == nil && chain && w.chainer != nil && j.OrderingKey != "" && ctx.Err() == nil {
+	if err == nil && chain && w.chainer != nil && ctx.Err() == nil {
 		nextOwner = w.newOwner()
 	}
 	switch {

@@ -264,35 +264,13 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 	if err != nil {
 		return Job{}, false, fmt.Errorf("claim job: %w", err)
 	}
-	lock := ""
-	if db.dialect == postgres {
-		lock = " FOR UPDATE SKIP LOCKED"
-	}
-	// A job whose worker was lost on its last attempt is not run again:
-	// the claim moves it to the dead letter instead (a job that crashes its
-	// process must not crash every process in turn), and looks again. The
-	// SET expressions all see the row as it was before the update. The
-	// status terms of the WHERE repeat the partial indexes' predicate
-	// verbatim, so that SQLite (which matches it syntactically) uses them.
-	query := db.q(`UPDATE jobs SET
-			status = CASE WHEN status = 'running' AND attempts >= max_attempts THEN 'dead' ELSE 'running' END,
-			attempts = CASE WHEN status = 'running' AND attempts >= max_attempts THEN attempts ELSE attempts + 1 END,
-			last_error = CASE WHEN status = 'running' AND attempts >= max_attempts THEN ? ELSE last_error END,
-			lease_until = ?, lease_owner = ?, updated_at = ?
-		WHERE id = (
-			SELECT j.id FROM jobs j WHERE ` + readyJob + `
-			ORDER BY j.id LIMIT 1` + lock + `)
-		RETURNING ` + jobColumns)
+	query := db.claimReadyStatement()
 	for range 16 {
 		ts := now()
 		var j Job
 		err := db.laxTx(ctx, func(tx *sql.Tx) error {
 			var err error
-			j, err = scanJob(tx.QueryRowContext(ctx, query,
-				errLeaseExpired, ts+lease.Microseconds(), owner, ts, queue, ts, ts))
-			if err == nil && j.Status == JobDead {
-				err = db.advanceKey(ctx, tx, j.Queue, j.OrderingKey)
-			}
+			j, err = db.claimReady(ctx, tx, query, queue, owner, ts, ts, lease)
 			return err
 		})
 		if errors.Is(err, sql.ErrNoRows) {
@@ -320,6 +298,45 @@ const readyJob = `j.queue = ? AND j.status IN ('pending', 'running') AND j.behin
 		SELECT 1 FROM jobs o
 		WHERE o.queue = j.queue AND o.ordering_key = j.ordering_key AND o.status IN ('pending', 'running')
 		AND o.id < j.id))`
+
+// claimReadyStatement is ClaimJob's claim: one UPDATE that takes the
+// oldest ready job of a queue (readyJob). A job whose worker was lost on
+// its last attempt is not run again: the claim moves it to the dead
+// letter instead (a job that crashes its process must not crash every
+// process in turn). The SET expressions all see the row as it was before
+// the update. The status terms of the WHERE repeat the partial indexes'
+// predicate verbatim, so that SQLite (which matches it syntactically)
+// uses them.
+func (db *core) claimReadyStatement() string {
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	return db.q(`UPDATE jobs SET
+			status = CASE WHEN status = 'running' AND attempts >= max_attempts THEN 'dead' ELSE 'running' END,
+			attempts = CASE WHEN status = 'running' AND attempts >= max_attempts THEN attempts ELSE attempts + 1 END,
+			last_error = CASE WHEN status = 'running' AND attempts >= max_attempts THEN ? ELSE last_error END,
+			lease_until = ?, lease_owner = ?, updated_at = ?
+		WHERE id = (
+			SELECT j.id FROM jobs j WHERE ` + readyJob + `
+			ORDER BY j.id LIMIT 1` + lock + `)
+		RETURNING ` + jobColumns)
+}
+
+// claimReady runs query (claimReadyStatement) in tx at ts: the job it
+// claimed, running, or the one it moved to the dead letter, whose key it
+// then advances (advanceKey); sql.ErrNoRows when no job was ready.
+// Running jobs whose lease ended at or before takeover are taken over; a
+// negative takeover takes over none (ExpireLeasesOf leaves leases at 0):
+// only pending jobs are claimed then, and none is dead-lettered.
+func (db *core) claimReady(ctx context.Context, tx *sql.Tx, query, queue, owner string, ts, takeover int64, lease time.Duration) (Job, error) {
+	j, err := scanJob(tx.QueryRowContext(ctx, query,
+		errLeaseExpired, ts+lease.Microseconds(), owner, ts, queue, ts, takeover))
+	if err == nil && j.Status == JobDead {
+		err = db.advanceKey(ctx, tx, j.Queue, j.OrderingKey)
+	}
+	return j, err
+}
 
 // behindSweepEvery is how often an idle queue is checked for jobs marked
 // behind that no older live job holds back (sweepBehind).
@@ -410,40 +427,48 @@ func (db Jobs) CompleteJob(ctx context.Context, id int64, owner string) error {
 }
 
 // CompleteJobClaimNext marks a job done and, in the same transaction,
-// claims for nextOwner, for lease, the next job of its queue and ordering
-// key: the oldest pending or running job of the key, if it is pending and
-// its run_at has come. It runs with one more attempt, as after ClaimJob.
-// The job returned is the one claimed; false means none was ready (or the
-// completed job has no ordering key, or nextOwner is empty: then it only
-// completes), and the key's next job is then left to ClaimJob, at the
-// front of its key (advanceKey). It returns ErrJobLost, and completes
+// claims for nextOwner, for lease, the next job of its queue: the next job
+// of its ordering key (the oldest pending or running job of the key, if it
+// is pending and its run_at has come); failing that (the job has no key,
+// or the key's next job is not ready), the oldest pending job of the queue
+// that ClaimJob would claim. It runs with one more attempt, as after
+// ClaimJob. The job returned is the one claimed; false means none was
+// ready (or nextOwner is empty: then it only completes), and the key's
+// next job is then left to ClaimJob, at the front of its key (advanceKey).
+// Running jobs whose lease expired are left to ClaimJob too, which takes
+// them over or dead-letters them. It returns ErrJobLost, and completes
 // nothing, unless owner still holds the job.
 //
 // The functions also run first, in the same transaction: what the job's
 // handler records about its outcome (a delivery attempt) commits with the
 // completion, in one write. An error of theirs rolls everything back.
 //
-// A worker that finished a job of a busy key runs the next one at once
-// (internal/jobs): one write instead of a complete and a claim (and the
-// handler's own record), and no wait for a poll or a wake-up between the
-// deliveries of one webhook.
+// A worker that finished a job runs the next one at once (internal/jobs):
+// one write instead of a complete and a claim (and the handler's own
+// record, and the claim's read of the queue), and no wait for a poll or a
+// wake-up between the deliveries of one webhook or the scans of a busy
+// registry.
 //
 // It keeps ClaimJob's invariant (the jobs of a key run one at a time, in
 // id order): the completed job was the only running job of its key, and
 // every older job of the key had finished (ClaimJob claimed it only then,
-// or a chain did, by the same rule). The job claimed is the oldest live one
-// of the key, so no older job of the key is pending or running, exactly
-// ClaimJob's condition; a job of the key that commits later has a larger
-// id (enqueues of a key are serialized). Completing and claiming commit
-// together, so no claimer ever sees the key free between the two: one that
-// reads before the commit sees the completed job still running and holds
-// the key's younger jobs back, one that reads after it sees the next job
-// running. On PostgreSQL the next job is locked FOR UPDATE SKIP LOCKED:
-// only the oldest live job of the key is a candidate, so a lock held
-// elsewhere (ReleaseJobs changing its run_at) makes the chain stop (false,
-// and ClaimJob takes the job) rather than skip to a younger job or wait.
-// No claimer can hold that lock: the job becomes ClaimJob's candidate only
-// once its claimer sees the completed job done, after this commit.
+// or a chain did, by the same rule). The job of the key claimed is the
+// oldest live one of the key, so no older job of the key is pending or
+// running, exactly ClaimJob's condition; a job of the key that commits
+// later has a larger id (enqueues of a key are serialized). Completing and
+// claiming commit together, so no claimer ever sees the key free between
+// the two: one that reads before the commit sees the completed job still
+// running and holds the key's younger jobs back, one that reads after it
+// sees the next job running. On PostgreSQL the next job is locked FOR
+// UPDATE SKIP LOCKED: only the oldest live job of the key is a candidate,
+// so a lock held elsewhere (ReleaseJobs changing its run_at) makes the
+// key's chain stop rather than skip to a younger job or wait (the claim
+// of the queue's oldest job then cannot take a younger job of that key
+// either: the older one is still live). No claimer can hold that lock:
+// the job becomes ClaimJob's candidate only once its claimer sees the
+// completed job done, after this commit. The claim of the queue's oldest
+// job is ClaimJob's own statement (claimReadyStatement), with its
+// reasoning, and takes no key's lock.
 func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOwner string, lease time.Duration, also ...func(context.Context, Tx) error) (Job, bool, error) {
 	if nextOwner != "" && lease <= 0 {
 		return Job{}, false, errors.New("complete and claim next job: the lease must be positive")
@@ -485,25 +510,43 @@ func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOw
 		if err != nil {
 			return fmt.Errorf("complete job %d: %w", id, err)
 		}
-		if key == "" {
+		if key != "" {
+			// The key's enqueue lock first, as advanceKey takes it; then
+			// its next job is claimed, or else put at the front for
+			// ClaimJob.
+			if err := db.lockJobKey(ctx, tx, queue, key); err != nil {
+				return err
+			}
+			if nextOwner != "" {
+				next, err = scanJob(tx.QueryRowContext(ctx, claimNext, ts+lease.Microseconds(), nextOwner, ts, queue, key, ts))
+				if err == nil {
+					ok = true
+					return nil
+				}
+				if !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("claim next %s job of key %q: %w", queue, key, err)
+				}
+			}
+			if err := db.frontOfKey(ctx, tx, queue, key); err != nil {
+				return err
+			}
+		}
+		if nextOwner == "" {
 			return nil
 		}
-		// The key's enqueue lock first, as advanceKey takes it; then its
-		// next job is claimed, or else put at the front for ClaimJob.
-		if err := db.lockJobKey(ctx, tx, queue, key); err != nil {
-			return err
+		// Pending jobs only (no takeover), so nothing is dead-lettered
+		// here and no other key's lock is taken.
+		j, err := db.claimReady(ctx, tx, db.claimReadyStatement(), queue, nextOwner, ts, -1, lease)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil
+		case err != nil:
+			return fmt.Errorf("claim next %s job: %w", queue, err)
+		case j.Status != JobRunning:
+			return fmt.Errorf("claim next %s job: job %d is %s, not running", queue, j.ID, j.Status)
 		}
-		if nextOwner != "" {
-			next, err = scanJob(tx.QueryRowContext(ctx, claimNext, ts+lease.Microseconds(), nextOwner, ts, queue, key, ts))
-			if err == nil {
-				ok = true
-				return nil
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("claim next %s job of key %q: %w", queue, key, err)
-			}
-		}
-		return db.frontOfKey(ctx, tx, queue, key)
+		next, ok = j, true
+		return nil
 	})
 	if err != nil {
 		return Job{}, false, err

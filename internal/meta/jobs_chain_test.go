@@ -122,31 +122,31 @@ func testJobChain(t *testing.T, db *meta.DB) {
 	if err := db.Jobs().ExtendJobLease(ctx, a2, "w2", lease); err != nil {
 		t.Fatalf("new owner extends the chained job: %v", err)
 	}
-	// a3 waits for its run_at, and a4 waits behind it.
-	if got := chainNext(t, db, a2, "w2", "w3"); got != 0 {
-		t.Fatalf("chained %d past a job whose run_at is to come", got)
+	// a3 waits for its run_at, and a4 waits behind it: the chain goes on
+	// to the queue's oldest ready job, b1 of another key, then free (no
+	// key), never to a3, a4 or the job of queue q2.
+	if got := chainNext(t, db, a2, "w2", "w3"); got != b1 {
+		t.Fatalf("chained %d past a job whose run_at is to come, want the queue's oldest ready job %d", got, b1)
 	}
 	if j := jobByID(t, db, a2); j.Status != meta.JobDone {
 		t.Fatalf("job = %+v, want done", j)
 	}
-	for _, want := range []int64{b1, free, 0} {
-		if got := claimID(t, db, "q", "w4"); got != want {
-			t.Fatalf("claim = %d, want %d", got, want)
-		}
+	if got := chainNext(t, db, b1, "w3", "w4"); got != free {
+		t.Fatalf("chained %d, want %d", got, free)
 	}
-	// A job without an ordering key is completed, and chains to nothing.
+	// A job without an ordering key chains too; nothing else is ready.
 	if got := chainNext(t, db, free, "w4", "w5"); got != 0 {
-		t.Fatalf("unkeyed job chained to %d", got)
+		t.Fatalf("chained %d with no job ready", got)
 	}
 	if j := jobByID(t, db, free); j.Status != meta.JobDone {
 		t.Fatalf("unkeyed job = %+v, want done", j)
 	}
-	// Released, a3 is ready; a4 follows it; then the key is empty.
+	if got := claimID(t, db, "q", "w6"); got != 0 {
+		t.Fatalf("claim = %d with no job ready", got)
+	}
+	// Released, a3 is ready; a4 follows it.
 	if _, err := db.Jobs().ReleaseJobs(ctx, "q", "a"); err != nil {
 		t.Fatal(err)
-	}
-	if got := chainNext(t, db, b1, "w4", "w6"); got != 0 {
-		t.Fatalf("key b's job chained to %d", got)
 	}
 	if got := claimID(t, db, "q", "w7"); got != a3 {
 		t.Fatalf("claim = %d, want %d", got, a3)
@@ -154,13 +154,29 @@ func testJobChain(t *testing.T, db *meta.DB) {
 	if got := chainNext(t, db, a3, "w7", "w8"); got != a4 {
 		t.Fatalf("chained %d, want %d", got, a4)
 	}
+	// A job whose worker was lost (its lease ran out) is not taken over
+	// by a chain: ClaimJob takes it over, or dead-letters it.
+	lost := enqueue(t, db, meta.Job{Queue: "q"})
+	if j, ok, err := db.Jobs().ClaimJob(ctx, "q", "gone", time.Millisecond); err != nil || !ok || j.ID != lost {
+		t.Fatalf("claim = %+v, %v, %v; want job %d", j, ok, err, lost)
+	}
+	time.Sleep(20 * time.Millisecond)
 	if got := chainNext(t, db, a4, "w8", "w9"); got != 0 {
-		t.Fatalf("chained %d from the last job of the key", got)
+		t.Fatalf("chained %d: a job whose lease ran out", got)
+	}
+	if j := jobByID(t, db, lost); j.Status != meta.JobRunning || j.Attempts != 1 {
+		t.Fatalf("job whose lease ran out = %+v, want running after one attempt", j)
+	}
+	if got := claimID(t, db, "q", "w10"); got != lost {
+		t.Fatalf("claim = %d, want the takeover of %d", got, lost)
 	}
 	for _, id := range []int64{a1, a2, a3, a4, b1, free} {
 		if j := jobByID(t, db, id); j.Status != meta.JobDone || j.Attempts != 1 {
 			t.Errorf("job %d = %+v, want done after one attempt", id, j)
 		}
+	}
+	if js, err := db.Jobs().Jobs(ctx, "q2", "", 10); err != nil || len(js) != 1 || js[0].Status != meta.JobPending {
+		t.Errorf("queue q2 = %+v, %v; want its one job pending", js, err)
 	}
 }
 
