@@ -15,6 +15,12 @@
 //     locked while it is consumed, so two processes never hand the same
 //     event to one subscriber.
 //
+// The two are one transaction when they can be: the events the sequencer
+// numbers go to every subscriber that is not failing in the transaction
+// that numbers them (Store.SequenceConsumeAll); the subscribers' own
+// loops consume what that leaves (a failing subscriber, a full batch,
+// events numbered by another process).
+//
 // Subscribers run independently: one that fails is retried with backoff
 // while the others go on. A subscriber that is new starts at the end of
 // the feed. Within a process the dispatcher is woken as soon as a local
@@ -53,7 +59,7 @@ type Store interface {
 	Sequence(ctx context.Context, n int) (int, error)
 	Subscribe(ctx context.Context, name string) error
 	Consume(ctx context.Context, name string, n int, fn func(ctx context.Context, tx meta.Tx, events []meta.Event) error) (int, error)
-	ConsumeAll(ctx context.Context, cs []meta.Consumer, n int) (handled []int, errs []error, err error)
+	SequenceConsumeAll(ctx context.Context, n int, cs []meta.Consumer) (numbered int, handled []int, errs []error, err error)
 }
 
 // Options tune a Dispatcher.
@@ -206,7 +212,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 }
 
 // runSequencer numbers committed events whenever woken or polled, and
-// hands them to the subscribers when it numbered some (consumeTogether).
+// hands them to the subscribers in the same transaction
+// (sequenceTogether).
 func (d *Dispatcher) runSequencer(ctx context.Context, wakes []chan struct{}) {
 	poll := time.NewTicker(d.opts.Poll)
 	defer poll.Stop()
@@ -214,15 +221,12 @@ func (d *Dispatcher) runSequencer(ctx context.Context, wakes []chan struct{}) {
 	defer beat.Stop()
 	for {
 		for {
-			n, err := d.store.Sequence(ctx, d.opts.Batch)
+			n, err := d.sequenceTogether(ctx, wakes)
 			if err != nil {
 				if ctx.Err() == nil {
 					d.log.Error("number the feed's new events", "err", err)
 				}
 				break
-			}
-			if n > 0 {
-				d.consumeTogether(ctx, wakes)
 			}
 			if n < d.opts.Batch {
 				break
@@ -242,35 +246,50 @@ func (d *Dispatcher) runSequencer(ctx context.Context, wakes []chan struct{}) {
 	}
 }
 
-// consumeTogether hands the events just numbered to every subscriber in
-// one transaction (meta.Outbox.ConsumeAll) and wakes the subscribers it
-// did not serve to carry on alone: those failing, those whose batch
-// failed now (they log it and back off), and those with more to read.
-func (d *Dispatcher) consumeTogether(ctx context.Context, wakes []chan struct{}) {
+// sequenceTogether numbers a batch of new events and hands them to every
+// subscriber in the same transaction (meta.Outbox.SequenceConsumeAll),
+// and returns how many it numbered. It wakes the subscribers it did not
+// serve to carry on alone: those failing, those whose batch failed now
+// (they log it and back off), and those with more to read. If the shared
+// transaction fails, the events are numbered on their own and every
+// subscriber is woken.
+func (d *Dispatcher) sequenceTogether(ctx context.Context, wakes []chan struct{}) (int, error) {
 	var cs []meta.Consumer
-	var idx []int
+	var idx, left []int
 	for i, s := range d.subs {
 		if d.failing[i].Load() {
-			signal(wakes[i])
+			left = append(left, i)
 			continue
 		}
 		cs = append(cs, meta.Consumer{Name: s.Name(), Fn: s.Handle})
 		idx = append(idx, i)
 	}
-	if len(cs) == 0 {
-		return
-	}
-	handled, errs, err := d.store.ConsumeAll(ctx, cs, d.opts.Batch)
-	if err != nil && ctx.Err() == nil {
+	n, handled, errs, err := d.store.SequenceConsumeAll(ctx, d.opts.Batch, cs)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, err
+		}
 		// Each subscriber is woken to consume alone, and logs its own
 		// failures; this says why the shared transaction did not serve.
-		d.log.Warn("hand the feed's new events to the subscribers together; each carries on alone", "err", err)
+		d.log.Warn("number the feed's new events and hand them to the subscribers together; numbering alone", "err", err)
+		if n, err = d.store.Sequence(ctx, d.opts.Batch); err != nil {
+			return 0, err
+		}
+		left = append(left, idx...)
+		idx = nil
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	for _, i := range left {
+		signal(wakes[i])
 	}
 	for j, i := range idx {
-		if err != nil || errs[j] != nil || handled[j] == d.opts.Batch {
+		if errs[j] != nil || handled[j] == d.opts.Batch {
 			signal(wakes[i])
 		}
 	}
+	return n, nil
 }
 
 // runSubscriber hands the events past s's cursor to s whenever woken or

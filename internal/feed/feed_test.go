@@ -357,3 +357,59 @@ func TestWokenByLocalCommit(t *testing.T) {
 		})
 	}
 }
+
+// consumeCounter counts the batches subscribers consumed on their own
+// (Store.Consume calls that handed events).
+type consumeCounter struct {
+	feed.Store
+	alone atomic.Int64
+}
+
+func (c *consumeCounter) Consume(ctx context.Context, name string, n int, fn func(context.Context, meta.Tx, []meta.Event) error) (int, error) {
+	k, err := c.Store.Consume(ctx, name, n, fn)
+	if k > 0 {
+		c.alone.Add(1)
+	}
+	return k, err
+}
+
+// TestNumberedAndHandedTogether: healthy subscribers get the events in
+// the transaction that numbers them (Store.SequenceConsumeAll): on SQLite
+// a commit of events costs one more write transaction, whatever the
+// number of subscribers, and no subscriber consumes a batch on its own.
+func TestNumberedAndHandedTogether(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			wake := make(chan struct{}, 1)
+			db := open(t, sharedDSN(t, dialect), meta.WakeOnAppend(wake))
+			o := opts()
+			o.Wake, o.Batch = wake, 100
+			store := &consumeCounter{Store: db.Outbox()}
+			one, two := newRecorder(db, "one"), newRecorder(db, "two")
+			run(t, feed.New(store, []feed.Subscriber{one, two}, o))
+			waitFor(t, "the subscriptions", func() bool { return subscribed(t, db, "one", "two") })
+			var want []string
+			var evs []meta.Event
+			for range 30 {
+				want = append(want, uuid.NewString())
+				evs = append(evs, meta.Event{UUID: want[len(want)-1], Kind: "test", Repository: "acme/app"})
+			}
+			writes0, _, counted := db.WriterWait()
+			if err := db.Scans().AppendEvents(context.Background(), evs); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "both to handle every event", func() bool {
+				return len(handledBy(t, db, "one")) == len(want) && len(handledBy(t, db, "two")) == len(want)
+			})
+			writes1, _, _ := db.WriterWait()
+			checkOnceInOrder(t, db, "one", want)
+			checkOnceInOrder(t, db, "two", want)
+			if n := store.alone.Load(); n != 0 {
+				t.Errorf("%d batches consumed apart from their numbering", n)
+			}
+			if counted && writes1-writes0 != 2 {
+				t.Errorf("%d write transactions for a commit of events and its handling, want 2", writes1-writes0)
+			}
+		})
+	}
+}

@@ -141,50 +141,67 @@ const sequencerLockID = migrationLockID + 3
 // Sequence numbers up to n committed events that have no position yet and
 // returns how many it numbered.
 func (db Outbox) Sequence(ctx context.Context, n int) (int, error) {
-	// A read first: an idle poll must not take the write lock (SQLite has
-	// one writer, and pushes need it).
-	var one int
-	err := db.read.QueryRowContext(ctx, "SELECT 1 FROM events WHERE position IS NULL LIMIT 1").Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read outbox: %w", err)
+	if pending, err := db.unsequenced(ctx); err != nil || !pending {
+		return 0, err
 	}
 	done := 0
 	// Numbering is bookkeeping: a power cut that loses it loses the
 	// subscribers' later (lax) work with it, and the events are numbered
 	// again (laxTx).
-	err = db.laxTx(ctx, func(tx *sql.Tx) error {
-		done = 0
-		if db.dialect == postgres {
-			// Statements after the lock see what the previous holder
-			// committed (READ COMMITTED takes a snapshot per statement).
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLockID); err != nil {
-				return fmt.Errorf("sequencer lock: %w", err)
-			}
-		}
-		var head int64
-		if err := tx.QueryRowContext(ctx, "SELECT position FROM feed_head WHERE id = 1"+db.lockSuffix()).Scan(&head); err != nil {
-			return fmt.Errorf("read feed head: %w", err)
-		}
-		res, err := tx.ExecContext(ctx, db.q(`UPDATE events SET position = ? + r.n FROM (
-				SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM events WHERE position IS NULL ORDER BY id LIMIT ?) AS r
-			WHERE events.id = r.id`), head, n)
-		if err != nil {
-			return fmt.Errorf("sequence events: %w", err)
-		}
-		k, err := res.RowsAffected()
-		if err != nil {
-			return fmt.Errorf("sequence events: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, db.q("UPDATE feed_head SET position = ? WHERE id = 1"), head+k); err != nil {
-			return fmt.Errorf("advance feed head: %w", err)
-		}
-		done = int(k)
-		return nil
+	err := db.laxTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		done, _, err = db.sequenceIn(ctx, tx, n)
+		return err
 	})
 	return done, err
+}
+
+// unsequenced reports whether committed events wait for a position. It is
+// a read: an idle poll must not take the write lock (SQLite has one
+// writer, and pushes need it).
+func (db Outbox) unsequenced(ctx context.Context) (bool, error) {
+	var one int
+	err := db.read.QueryRowContext(ctx, "SELECT 1 FROM events WHERE position IS NULL LIMIT 1").Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read outbox: %w", err)
+	}
+	return true, nil
+}
+
+// sequenceIn is Sequence's work inside tx: it returns how many events it
+// numbered and the feed's head (the last position given) after them.
+func (db Outbox) sequenceIn(ctx context.Context, tx *sql.Tx, n int) (int, int64, error) {
+	if db.dialect == postgres {
+		// Statements after the lock see what the previous holder
+		// committed (READ COMMITTED takes a snapshot per statement).
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLockID); err != nil {
+			return 0, 0, fmt.Errorf("sequencer lock: %w", err)
+		}
+	}
+	var head int64
+	if err := tx.QueryRowContext(ctx, "SELECT position FROM feed_head WHERE id = 1"+db.lockSuffix()).Scan(&head); err != nil {
+		return 0, 0, fmt.Errorf("read feed head: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, db.q(`UPDATE events SET position = ? + r.n FROM (
+			SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM events WHERE position IS NULL ORDER BY id LIMIT ?) AS r
+		WHERE events.id = r.id`), head, n)
+	if err != nil {
+		return 0, 0, fmt.Errorf("sequence events: %w", err)
+	}
+	k, err := res.RowsAffected()
+	if err != nil {
+		return 0, 0, fmt.Errorf("sequence events: %w", err)
+	}
+	if k == 0 {
+		return 0, head, nil
+	}
+	if _, err := tx.ExecContext(ctx, db.q("UPDATE feed_head SET position = ? WHERE id = 1"), head+k); err != nil {
+		return 0, 0, fmt.Errorf("advance feed head: %w", err)
+	}
+	return int(k), head + k, nil
 }
 
 // Subscribe gives name a cursor at the end of the feed (the last position
@@ -270,73 +287,77 @@ func (db Outbox) consumeIn(ctx context.Context, tx *sql.Tx, name string, n int, 
 	return len(evs), nil
 }
 
-// Consumer is one subscriber's part of ConsumeAll: its cursor's name and
+// Consumer is one subscriber's part of SequenceConsumeAll: its cursor's name and
 // its handler, as for Consume.
 type Consumer struct {
 	Name string
 	Fn   func(ctx context.Context, tx Tx, events []Event) error
 }
 
-// ConsumeAll does Consume's work for several subscribers in one write
-// transaction, one after the other, each inside a savepoint: a handler's
-// writes commit with its own cursor, and a handler that fails has its
-// writes and its cursor rolled back while the others' still commit. One
-// transaction instead of one per subscriber spares SQLite's one writer a
-// begin, a commit and a hand-over per subscriber and batch.
+// SequenceConsumeAll numbers up to n committed events, as Sequence does,
+// and, when it numbered some, does Consume's work for every subscriber of
+// cs in the same write transaction, one after the other, each inside a
+// savepoint: a handler's writes commit with its own cursor, and a handler
+// that fails has its writes and its cursor rolled back while the others'
+// and the numbering still commit. One transaction instead of one to
+// number and one per subscriber and batch spares SQLite's one writer the
+// begins, commits and hand-overs, and the cursors' read. On PostgreSQL
+// the sequencer's lock is held while the handlers run (they only write
+// rows), and a cursor another process is consuming is skipped (handled 0).
 //
-// handled[i] and errs[i] are what Consume would have returned for cs[i]
-// (ErrNotSubscribed for a name without a cursor); subscribers already at
-// the end of the feed are not visited. err is the transaction's own
-// failure: then nothing committed, and handled is all zero.
-func (db Outbox) ConsumeAll(ctx context.Context, cs []Consumer, n int) (handled []int, errs []error, err error) {
+// numbered is what Sequence would have returned; handled[i] and errs[i]
+// are what Consume would have returned for cs[i] (ErrNotSubscribed for a
+// name without a cursor). err is the transaction's own failure: then
+// nothing committed, not even the numbering, and numbered and handled are
+// all zero.
+func (db Outbox) SequenceConsumeAll(ctx context.Context, n int, cs []Consumer) (numbered int, handled []int, errs []error, err error) {
 	handled, errs = make([]int, len(cs)), make([]error, len(cs))
-	cursors := map[string]int64{}
-	var head int64
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT c.name, c.position, h.position FROM feed_cursors c, feed_head h WHERE h.id = 1"))
-	if err != nil {
-		return handled, errs, fmt.Errorf("read cursors: %w", err)
-	}
-	for rows.Next() {
-		var name string
-		var pos int64
-		if err := rows.Scan(&name, &pos, &head); err != nil {
-			rows.Close()
-			return handled, errs, fmt.Errorf("read cursors: %w", err)
-		}
-		cursors[name] = pos
-	}
-	if err := rows.Close(); err != nil {
-		return handled, errs, fmt.Errorf("read cursors: %w", err)
-	}
-	var due []int
-	for i, c := range cs {
-		pos, ok := cursors[c.Name]
-		switch {
-		case !ok:
-			errs[i] = fmt.Errorf("%s: %w", c.Name, ErrNotSubscribed)
-		case pos < head:
-			due = append(due, i)
-		}
-	}
-	if len(due) == 0 {
-		return handled, errs, nil
+	if pending, err := db.unsequenced(ctx); err != nil || !pending {
+		return 0, handled, errs, err
 	}
 	err = db.laxTx(ctx, func(tx *sql.Tx) error {
-		for _, i := range due {
-			handled[i], errs[i] = 0, nil
+		clear(handled)
+		clear(errs)
+		var head int64
+		var err error
+		if numbered, head, err = db.sequenceIn(ctx, tx, n); err != nil || numbered == 0 {
+			return err
 		}
-		for _, i := range due {
+		rows, err := tx.QueryContext(ctx, "SELECT name, position FROM feed_cursors")
+		if err != nil {
+			return fmt.Errorf("read cursors: %w", err)
+		}
+		cursors := map[string]int64{}
+		for rows.Next() {
+			var name string
+			var pos int64
+			if err := rows.Scan(&name, &pos); err != nil {
+				rows.Close()
+				return fmt.Errorf("read cursors: %w", err)
+			}
+			cursors[name] = pos
+		}
+		if err := rows.Close(); err != nil {
+			return fmt.Errorf("read cursors: %w", err)
+		}
+		for i, c := range cs {
+			if pos, ok := cursors[c.Name]; !ok {
+				errs[i] = fmt.Errorf("%s: %w", c.Name, ErrNotSubscribed)
+				continue
+			} else if pos >= head {
+				continue
+			}
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT feed_consume"); err != nil {
 				return fmt.Errorf("savepoint: %w", err)
 			}
 			// What the transaction will announce so far: a handler rolled
 			// back wakes nobody for what it enqueued.
 			before := *db.note(tx)
-			handled[i], errs[i] = db.consumeIn(ctx, tx, cs[i].Name, n, cs[i].Fn)
+			handled[i], errs[i] = db.consumeIn(ctx, tx, c.Name, n, c.Fn)
 			if errs[i] != nil {
 				handled[i] = 0
 				if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT feed_consume"); err != nil {
-					return fmt.Errorf("roll back %s: %w (after %w)", cs[i].Name, err, errs[i])
+					return fmt.Errorf("roll back %s: %w (after %w)", c.Name, err, errs[i])
 				}
 				*db.note(tx) = before
 			}
@@ -347,7 +368,9 @@ func (db Outbox) ConsumeAll(ctx context.Context, cs []Consumer, n int) (handled 
 		return nil
 	})
 	if err != nil {
+		numbered = 0
 		clear(handled)
+		clear(errs)
 	}
-	return handled, errs, err
+	return numbered, handled, errs, err
 }

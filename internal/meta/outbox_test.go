@@ -194,13 +194,14 @@ func TestPruneKeepsUnhandledEvents(t *testing.T) {
 	}
 }
 
-// TestConsumeAll: subscribers served in one transaction each get their
-// batch; one whose handler fails has its writes and its cursor rolled
-// back (its enqueue wakes nobody) and gets the same events again, while
-// the others' writes and cursors commit; a subscriber at the end is not
-// handed anything, and a name without a cursor is reported as not
-// subscribed.
-func TestConsumeAll(t *testing.T) {
+// TestSequenceConsumeAll: events numbered and handed to the subscribers
+// in one transaction: each subscriber gets its batch; one whose handler
+// fails has its writes and its cursor rolled back (its enqueue wakes
+// nobody) and gets the same events again, while the numbering and the
+// others' writes and cursors commit; a name without a cursor is reported
+// as not subscribed; with nothing new to number, nothing is handed and
+// the writer is not taken.
+func TestSequenceConsumeAll(t *testing.T) {
 	for _, d := range metatest.Dialects() {
 		t.Run(d, func(t *testing.T) {
 			ctx := context.Background()
@@ -210,14 +211,19 @@ func TestConsumeAll(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer db.Close()
-			for _, name := range []string{"a", "b", "c", "idle"} {
+			for _, name := range []string{"a", "b", "c", "behind"} {
 				if err := db.Outbox().Subscribe(ctx, name); err != nil {
 					t.Fatal(err)
 				}
 			}
-			appendEvent(t, db, "e1")
-			appendEvent(t, db, "e2")
-			consumeAll(t, db, "idle")
+			appendEvent(t, db, "e0") // numbered
+			consumeAll(t, db, "a")
+			consumeAll(t, db, "b")
+			consumeAll(t, db, "c")
+			// Committed, not numbered yet.
+			if err := db.Scans().AppendEvents(ctx, []meta.Event{{UUID: "e1", Kind: meta.EventRepoPush, Repository: "acme/app"}, {UUID: "e2", Kind: meta.EventRepoPush, Repository: "acme/app"}}); err != nil {
+				t.Fatal(err)
+			}
 			refused := errors.New("refused")
 			seen := map[string][]string{}
 			handler := func(name string, fail bool) meta.Consumer {
@@ -234,22 +240,22 @@ func TestConsumeAll(t *testing.T) {
 					return nil
 				}}
 			}
-			cs := []meta.Consumer{handler("a", false), handler("b", true), handler("c", false), handler("idle", false), handler("gone", false)}
-			handled, errs, err := db.Outbox().ConsumeAll(ctx, cs, 10)
+			cs := []meta.Consumer{handler("a", false), handler("b", true), handler("c", false), handler("behind", false), handler("gone", false)}
+			numbered, handled, errs, err := db.Outbox().SequenceConsumeAll(ctx, 10, cs)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(handled, []int{2, 0, 2, 0, 0}) {
-				t.Fatalf("handled = %v, want [2 0 2 0 0]", handled)
+			if numbered != 2 || !slices.Equal(handled, []int{2, 0, 2, 3, 0}) {
+				t.Fatalf("numbered %d, handled %v; want 2, [2 0 2 3 0]", numbered, handled)
 			}
 			if errs[0] != nil || !errors.Is(errs[1], refused) || errs[2] != nil || errs[3] != nil || !errors.Is(errs[4], meta.ErrNotSubscribed) {
 				t.Fatalf("errs = %v", errs)
 			}
-			if got := wakes.take(); !slices.Equal(got, []string{"q-a", "q-c"}) {
-				t.Fatalf("woke %q, want [q-a q-c]", got)
+			if got := wakes.take(); !slices.Equal(got, []string{"q-a", "q-c", "q-behind"}) {
+				t.Fatalf("woke %q, want [q-a q-c q-behind]", got)
 			}
-			if len(seen["idle"]) != 0 {
-				t.Fatalf("a subscriber at the end was handed %v", seen["idle"])
+			if got := seen["behind"]; !slices.Equal(got, []string{"e0", "e1", "e2"}) {
+				t.Fatalf("the subscriber behind was handed %v, want [e0 e1 e2]", got)
 			}
 			for _, name := range []string{"a", "b", "c"} {
 				jobs, err := db.Jobs().Jobs(ctx, "q-"+name, "", 10)
@@ -260,11 +266,16 @@ func TestConsumeAll(t *testing.T) {
 					t.Fatalf("subscriber %s's writes: %d jobs, want %d", name, len(jobs), want)
 				}
 			}
-			// b gets the same events again; a and c are at the end.
+			// Nothing new: nothing is handed, not even to b.
+			numbered, handled, _, err = db.Outbox().SequenceConsumeAll(ctx, 10, cs)
+			if err != nil || numbered != 0 || slices.Max(handled) != 0 {
+				t.Fatalf("with nothing new: numbered %d, handled %v, %v", numbered, handled, err)
+			}
+			// b gets the same events again; the others are at the end.
 			if got := consumeAll(t, db, "b"); !slices.Equal(got, []string{"e1", "e2"}) {
 				t.Fatalf("b after its failure got %v, want [e1 e2]", got)
 			}
-			for _, name := range []string{"a", "c"} {
+			for _, name := range []string{"a", "c", "behind"} {
 				if got := consumeAll(t, db, name); len(got) != 0 {
 					t.Fatalf("%s got %v again", name, got)
 				}
