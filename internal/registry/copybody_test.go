@@ -72,7 +72,7 @@ func TestCopyBodyHashesWhatItWrites(t *testing.T) {
 			r, _ := http.NewRequest(http.MethodPatch, "/", &trickle{bytes.NewReader(data), tc.chunk})
 			r.ContentLength = int64(tc.size)
 			h := sha256.New()
-			n, err := reg.copyBody(dst, h, r)
+			n, err := reg.copyBody(dst, 0, h, r)
 			if tc.failAt > 0 {
 				if !errors.Is(err, errDiskFull) {
 					t.Fatalf("err = %v, want the writer's error", err)
@@ -99,7 +99,7 @@ func TestCopyBodyShortBody(t *testing.T) {
 	r, _ := http.NewRequest(http.MethodPatch, "/", bytes.NewReader(data))
 	r.ContentLength = int64(len(data)) + 10
 	var out bytes.Buffer
-	_, err := reg.copyBody(&out, sha256.New(), r)
+	_, err := reg.copyBody(&out, 0, sha256.New(), r)
 	var e *Error
 	if !errors.As(err, &e) || e.Code != CodeSizeInvalid {
 		t.Fatalf("err = %v, want SIZE_INVALID", err)
@@ -126,8 +126,55 @@ func BenchmarkCopyBody(b *testing.B) {
 	for b.Loop() {
 		r, _ := http.NewRequest(http.MethodPatch, "/", &trickle{bytes.NewReader(data), 256 << 10})
 		r.ContentLength = int64(len(data))
-		if _, err := reg.copyBody(io.Discard, sha256.New(), r); err != nil {
+		if _, err := reg.copyBody(io.Discard, 0, sha256.New(), r); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// offsets records where in its file each write starts.
+type offsets struct {
+	at     int64
+	starts []int64
+	sizes  []int
+	buf    bytes.Buffer
+}
+
+func (o *offsets) Write(p []byte) (int, error) {
+	o.starts = append(o.starts, o.at)
+	o.sizes = append(o.sizes, len(p))
+	o.at += int64(len(p))
+	return o.buf.Write(p)
+}
+
+// TestCopyBodyAlignsPipelinedWrites: resuming a file at an unaligned
+// offset, the pipeline's first write ends at an aligned offset, so every
+// later one starts at one (the filesystem driver's direct writes need
+// that), and the bytes are the body's.
+func TestCopyBodyAlignsPipelinedWrites(t *testing.T) {
+	reg := New(Stores{}, nil, Options{})
+	data := randomBytes(9<<20 + 333)
+	for _, start := range []int64{0, 1000, 4096*3 + 1} {
+		r, _ := http.NewRequest(http.MethodPatch, "/", &trickle{bytes.NewReader(data), 1 << 20})
+		r.ContentLength = int64(len(data))
+		o := &offsets{at: start}
+		if _, err := reg.copyBody(o, start, sha256.New(), r); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(o.buf.Bytes(), data) {
+			t.Fatalf("start %d: the bytes written are not the body", start)
+		}
+		pipelined, unaligned := 0, 0
+		for i, s := range o.starts {
+			if o.sizes[i] <= 32<<10 {
+				continue // before the pipeline
+			}
+			if pipelined++; pipelined > 1 && s%pipelineAlign != 0 {
+				unaligned++
+			}
+		}
+		if pipelined < 10 || unaligned > 0 {
+			t.Fatalf("start %d: %d pipelined writes, %d after the first at an unaligned offset", start, pipelined, unaligned)
 		}
 	}
 }

@@ -137,7 +137,7 @@ func New(md Stores, store storage.Driver, opts Options) *Registry {
 		authz = AllowAll{}
 	}
 	reg := &Registry{meta: md, store: store, opts: opts, log: opts.Logger, authz: authz, maxList: 10000}
-	reg.bufs.New = func() any { b := make([]byte, 1<<20); return &b }
+	reg.bufs.New = func() any { b := make([]byte, pipelineDepth*pipelinePart); return &b }
 	return reg
 }
 

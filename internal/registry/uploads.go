@@ -159,7 +159,7 @@ func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt
 		return err
 	}
 	h := sha256.New()
-	if _, err := reg.copyBody(fw, h, r); err != nil {
+	if _, err := reg.copyBody(fw, 0, h, r); err != nil {
 		fw.Cancel(context.WithoutCancel(ctx))
 		reg.store.Delete(context.WithoutCancel(ctx), storage.UploadRoot(id))
 		return err
@@ -233,7 +233,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	if err != nil {
 		return reg.resumeError(w, up.ID, err)
 	}
-	n, copyErr := reg.copyBody(claimedWriter{fw, claim}, h, r)
+	n, copyErr := reg.copyBody(claimedWriter{fw, claim}, up.Size, h, r)
 	if copyErr == nil && r.Method == http.MethodPut {
 		claimed = false // finishing deletes the upload (the claim is renewed until then)
 		return reg.finishUpload(w, r, rt.name, up.ID, fw, h, want, who, true)

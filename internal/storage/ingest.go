@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 
 	"github.com/opencontainers/go-digest"
@@ -29,7 +30,7 @@ func Ingest(ctx context.Context, d Driver, r io.Reader, want digest.Digest, plac
 	cleanup := func() { d.Delete(context.WithoutCancel(ctx), UploadRoot(id)) }
 	defer cleanup()
 	verifier := want.Algorithm().Hash()
-	n, err := io.Copy(io.MultiWriter(w, verifier), r)
+	n, err := copyFull(w, verifier, r)
 	if err != nil {
 		w.Cancel(context.WithoutCancel(ctx))
 		return 0, err
@@ -46,6 +47,42 @@ func Ingest(ctx context.Context, d Driver, r io.Reader, want digest.Digest, plac
 		return 0, err
 	}
 	return n, nil
+}
+
+// ingestBuffer is how much Ingest reads before each write: enough for the
+// filesystem driver to write most of a layer with direct I/O (aligned runs
+// of 64 KiB or more), where io.Copy's 32 KiB reads, often shorter from a
+// network, would keep every write in the page cache; little enough for
+// many ingests at once.
+const ingestBuffer = 512 << 10
+
+// copyFull copies r to w and h, in writes of ingestBuffer bytes but the
+// last, and returns how many bytes were copied.
+func copyFull(w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
+	buf := make([]byte, ingestBuffer)
+	var n int64
+	for {
+		k := 0
+		var err error
+		for k < len(buf) && err == nil {
+			var m int
+			m, err = r.Read(buf[k:])
+			k += m
+		}
+		if k > 0 {
+			if _, werr := w.Write(buf[:k]); werr != nil {
+				return n, werr
+			}
+			h.Write(buf[:k])
+			n += int64(k)
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // Placement puts a blob's verified bytes at its content address, and

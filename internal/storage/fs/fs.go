@@ -10,6 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
 
 	"github.com/berth-dev/berth/internal/storage"
 )
@@ -18,6 +22,15 @@ import (
 type Driver struct {
 	root  string
 	fsync bool
+	// openDirect opens a file for direct I/O (direct_linux.go; tests
+	// replace it). noDirect is set for good when the file system refuses
+	// direct I/O, so that later writers do not try again.
+	openDirect func(name string) (*os.File, error)
+	noDirect   atomic.Bool
+	// bounce holds aligned buffers (*[]byte of directBounce bytes) through
+	// which direct writes copy bytes that do not start at an aligned
+	// address.
+	bounce sync.Pool
 }
 
 // Options configure the filesystem driver.
@@ -38,7 +51,7 @@ func New(dir string, opts Options) (*Driver, error) {
 	if err := os.MkdirAll(abs, 0o750); err != nil {
 		return nil, fmt.Errorf("create storage root: %w", err)
 	}
-	return &Driver{root: abs, fsync: opts.Fsync}, nil
+	return &Driver{root: abs, fsync: opts.Fsync, openDirect: openDirect}, nil
 }
 
 func (d *Driver) full(p string) (string, error) {
@@ -179,7 +192,7 @@ func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.File
 			return nil, wrap("resume", p, err)
 		}
 	}
-	return &writer{f: file, size: offset, flushed: offset, fsync: d.fsync, path: p}, nil
+	return &writer{d: d, f: file, size: offset, flushed: offset, fsync: d.fsync, path: p}, nil
 }
 
 // writebackEvery is how many written bytes a writer with fsync lets
@@ -188,36 +201,204 @@ func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.File
 // commit's fsync.
 const writebackEvery = 8 << 20
 
+// Direct writes. With fsync on, a writer whose file has passed directAfter
+// bytes writes each further aligned run of at least directMin bytes with
+// direct I/O (O_DIRECT, on a second handle of the same file): from the
+// caller's buffer to the device, with no copy into the page cache. The
+// commit's fsync has to flush them anyway, so durability costs no more
+// wall time, and the copy into the page cache was most of the server's
+// CPU on a large push (on a virtual machine whose fresh guest pages the
+// host backs lazily, several times SHA-256's cost). It also keeps one
+// large push from evicting the page cache's hot content. The bytes around
+// the runs (the head and tail of a write that are not aligned, small
+// writes, the first directAfter bytes, so small blobs never wait for the
+// device) are written through the page cache as before. Every byte is
+// written once, by one of the two handles, so no page is written both
+// ways. Without fsync, writes stay in the page cache: that mode trades
+// durability for speed, and direct writes would wait for the device.
+const (
+	directAlign  = 4096     // offsets, lengths and buffer addresses of direct writes
+	directAfter  = 1 << 20  // bytes a file has before direct writes start
+	directMin    = 64 << 10 // the shortest run worth a direct write
+	directBounce = 1 << 20  // the bounce buffer for unaligned sources
+)
+
 type writer struct {
+	d    *Driver
 	f    *os.File
 	path string
 	size int64
-	// flushed is the offset up to which writeback was started.
-	flushed int64
-	fsync   bool
-	closed  bool
+	// flushed is the offset up to which writeback was started, dirty how
+	// many bytes were written through the page cache since.
+	flushed, dirty int64
+	fsync          bool
+	closed         bool
+	// direct is the O_DIRECT handle, opened at the first direct write;
+	// noDirect stops trying. seek is set when direct writes moved the end
+	// past f's file offset.
+	direct   *os.File
+	noDirect bool
+	seek     bool
+	// directBytes counts the bytes written with direct I/O (tests).
+	directBytes int64
 }
 
 func (w *writer) Write(b []byte) (int, error) {
+	if !w.fsync || w.noDirect || w.size+int64(len(b)) < directAfter+directMin {
+		return w.writeBuffered(b)
+	}
+	written := 0
+	// The head: up to the next aligned offset, through the page cache.
+	if r := w.size % directAlign; r != 0 || w.size < directAfter {
+		k := int(directAlign - r)
+		if w.size < directAfter {
+			k = int(directAfter - w.size)
+		}
+		k = min(k, len(b))
+		n, err := w.writeBuffered(b[:k])
+		written += n
+		if err != nil {
+			return written, err
+		}
+		b = b[k:]
+	}
+	if run := len(b) &^ (directAlign - 1); run >= directMin {
+		n, err := w.writeDirect(b[:run])
+		written += n
+		if err != nil {
+			return written, err
+		}
+		b = b[run:]
+	}
+	if len(b) > 0 {
+		n, err := w.writeBuffered(b)
+		written += n
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// writeBuffered appends b through the page cache, at f's file offset.
+func (w *writer) writeBuffered(b []byte) (int, error) {
+	if err := w.syncOffset(); err != nil {
+		return 0, err
+	}
 	n, err := w.f.Write(b)
 	w.wrote(int64(n))
 	return n, err
 }
 
+// syncOffset moves f's file offset to the end, after direct writes.
+func (w *writer) syncOffset() error {
+	if !w.seek {
+		return nil
+	}
+	if _, err := w.f.Seek(w.size, io.SeekStart); err != nil {
+		return err
+	}
+	w.seek = false
+	return nil
+}
+
+// writeDirect appends b, whose length is a multiple of directAlign at an
+// aligned offset, with direct I/O; if the file system refuses it, through
+// the page cache, and the writer (and the driver) stop trying.
+func (w *writer) writeDirect(b []byte) (int, error) {
+	if w.direct == nil {
+		if w.d.noDirect.Load() {
+			w.noDirect = true
+			return w.writeBuffered(b)
+		}
+		f, err := w.d.openDirect(w.f.Name())
+		if err != nil {
+			w.refuseDirect(err)
+			return w.writeBuffered(b)
+		}
+		w.direct = f
+	}
+	written := 0
+	for len(b) > 0 {
+		src := b
+		var bounce *[]byte
+		if uintptr(unsafe.Pointer(&b[0]))%directAlign != 0 {
+			bounce = w.d.bounceBuffer()
+			src = (*bounce)[:copy(*bounce, b)]
+		}
+		n, err := w.direct.WriteAt(src, w.size)
+		if bounce != nil {
+			w.d.bounce.Put(bounce)
+		}
+		if n > 0 {
+			w.wroteDirect(int64(n))
+			written += n
+			b = b[n:]
+		}
+		if err != nil {
+			if n == 0 && errors.Is(err, syscall.EINVAL) {
+				// Refused (an alignment this device does not accept):
+				// nothing was written; the rest goes through the page
+				// cache.
+				w.refuseDirect(err)
+				n, err := w.writeBuffered(b)
+				return written + n, err
+			}
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// refuseDirect records that direct writes cannot be used here: for this
+// writer, and for the driver when the file system refuses them (EINVAL).
+func (w *writer) refuseDirect(err error) {
+	w.noDirect = true
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, errors.ErrUnsupported) {
+		w.d.noDirect.Store(true)
+	}
+}
+
+// bounceBuffer returns a pooled directBounce-byte buffer at an aligned
+// address.
+func (d *Driver) bounceBuffer() *[]byte {
+	if b, ok := d.bounce.Get().(*[]byte); ok {
+		return b
+	}
+	raw := make([]byte, directBounce+directAlign)
+	off := int((directAlign - uintptr(unsafe.Pointer(&raw[0]))%directAlign) % directAlign)
+	b := raw[off : off+directBounce : off+directBounce]
+	return &b
+}
+
 // ReadFrom lets io.Copy from a network connection use splice where the
-// kernel can.
+// kernel can. It writes through the page cache.
 func (w *writer) ReadFrom(r io.Reader) (int64, error) {
+	if err := w.syncOffset(); err != nil {
+		return 0, err
+	}
 	n, err := w.f.ReadFrom(r)
 	w.wrote(n)
 	return n, err
 }
 
+// wrote counts n bytes written through the page cache, and starts the
+// writeback of what they dirtied every writebackEvery such bytes.
 func (w *writer) wrote(n int64) {
 	w.size += n
-	if w.fsync && w.size-w.flushed >= writebackEvery {
+	w.dirty += n
+	if w.fsync && w.dirty >= writebackEvery {
 		startWriteback(w.f, w.flushed, w.size-w.flushed)
-		w.flushed = w.size
+		w.flushed, w.dirty = w.size, 0
 	}
+}
+
+// wroteDirect counts n bytes written with direct I/O: they need no
+// writeback.
+func (w *writer) wroteDirect(n int64) {
+	w.size += n
+	w.directBytes += n
+	w.seek = true
 }
 
 func (w *writer) Size() int64 { return w.size }
@@ -227,9 +408,15 @@ func (w *writer) Close() error {
 		return nil
 	}
 	w.closed = true
-	return w.f.Close()
+	var err error
+	if w.direct != nil {
+		err = w.direct.Close()
+	}
+	return errors.Join(w.f.Close(), err)
 }
 
+// Commit flushes the file (fsync of either handle flushes the file's data,
+// whichever handle wrote it, its metadata, and the device's cache).
 func (w *writer) Commit(context.Context) error {
 	if w.fsync {
 		if err := w.f.Sync(); err != nil {

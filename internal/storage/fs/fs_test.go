@@ -4,6 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -100,5 +105,154 @@ func TestLargeWriteWithFsync(t *testing.T) {
 	}
 	if digest.FromBytes(got) != digest.FromBytes(want.Bytes()) {
 		t.Fatalf("read back %d bytes that differ from the %d written", len(got), want.Len())
+	}
+}
+
+// writePieces writes data through w in pieces of the given sizes (cycled),
+// each from a buffer at an address offset by skew bytes from an aligned
+// one when skew > 0, and returns how many bytes went through.
+func writePieces(t *testing.T, w storage.FileWriter, data []byte, sizes []int, skew int) {
+	t.Helper()
+	backing := make([]byte, 8<<20+4096)
+	for i := 0; len(data) > 0; i++ {
+		n := min(sizes[i%len(sizes)], len(data))
+		src := backing[skew : skew+n]
+		copy(src, data[:n])
+		if k, err := w.Write(src); err != nil || k != n {
+			t.Fatalf("Write(%d bytes) = %d, %v", n, k, err)
+		}
+		data = data[n:]
+	}
+}
+
+// directSupported reports whether the file system under dir takes direct
+// I/O, so that the tests of the direct path know whether it can run.
+func directSupported(t *testing.T, dir string) bool {
+	t.Helper()
+	p := filepath.Join(dir, "probe")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(p)
+	f, err := fs.OpenDirect(p)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// TestDirectWrites writes a large upload with fsync on in pieces of odd
+// sizes, from aligned and unaligned buffers, and resumed at unaligned
+// offsets: the file holds exactly the bytes written, and past its first
+// MiB most of them went to the disk with direct I/O.
+func TestDirectWrites(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	if !directSupported(t, dir) {
+		t.Skip("the file system under the test's temporary directory refuses O_DIRECT")
+	}
+	d, err := fs.New(dir, fs.Options{Fsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	data := make([]byte, 23<<20+777)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	const p = "/uploads/ab/direct"
+	parts := []struct {
+		end   int
+		sizes []int
+		skew  int
+	}{
+		{3<<20 + 5, []int{512 << 10}, 0},                     // aligned buffers, an unaligned end
+		{9<<20 + 4095, []int{32 << 10, 100001, 1 << 20}, 0},  // small and odd writes
+		{17 << 20, []int{3 << 20}, 1},                        // unaligned buffers: the bounce path
+		{len(data), []int{1<<20 + 1, 4096, 70000, 999}, 512}, // everything at once
+	}
+	var direct, start int64
+	for _, part := range parts {
+		w, err := d.Writer(ctx, p, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writePieces(t, w, data[start:part.end], part.sizes, part.skew)
+		if w.Size() != int64(part.end) {
+			t.Fatalf("Size = %d after writing up to %d", w.Size(), part.end)
+		}
+		direct += fs.DirectBytes(w)
+		if err := w.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		start = int64(part.end)
+	}
+	got, err := d.GetContent(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes that differ from the %d written", len(got), len(data))
+	}
+	if direct < int64(len(data))/2 {
+		t.Fatalf("%d of %d bytes written with direct I/O, want most past the first MiB", direct, len(data))
+	}
+}
+
+// TestDirectRefused: where the file system refuses direct I/O, every byte
+// goes through the page cache, and the driver stops asking.
+func TestDirectRefused(t *testing.T) {
+	ctx := context.Background()
+	d, err := fs.New(t.TempDir(), fs.Options{Fsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opens atomic.Int32
+	fs.SetOpenDirect(d, func(string) (*os.File, error) {
+		opens.Add(1)
+		return nil, &os.PathError{Op: "open", Err: syscall.EINVAL}
+	})
+	data := bytes.Repeat([]byte("direct refused. "), 256<<10) // 4 MiB
+	for i := range 2 {
+		p := "/uploads/cd/" + string(rune('a'+i))
+		w, err := d.Writer(ctx, p, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writePieces(t, w, data, []int{512 << 10}, 0)
+		if n := fs.DirectBytes(w); n != 0 {
+			t.Fatalf("%d bytes written with direct I/O that was refused", n)
+		}
+		if err := w.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := d.GetContent(ctx, p); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read back %d bytes (%v) that differ from the %d written", len(got), err, len(data))
+		}
+	}
+	if n := opens.Load(); n != 1 {
+		t.Fatalf("direct I/O was asked for %d times, want once", n)
+	}
+}
+
+// TestNoDirectWithoutFsync: without fsync, writes stay in the page cache.
+func TestNoDirectWithoutFsync(t *testing.T) {
+	ctx := context.Background()
+	d, err := fs.New(t.TempDir(), fs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.SetOpenDirect(d, func(string) (*os.File, error) {
+		t.Error("direct I/O asked for without fsync")
+		return nil, errors.ErrUnsupported
+	})
+	w, err := d.Writer(ctx, "/uploads/ef/x", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePieces(t, w, make([]byte, 4<<20), []int{512 << 10}, 0)
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
