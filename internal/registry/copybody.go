@@ -1,10 +1,12 @@
 package registry
 
 import (
+	"encoding"
 	"fmt"
 	"hash"
 	"io"
 	"net/http"
+	"sync/atomic"
 )
 
 // copyBody streams the request body into fw, whose file has start bytes
@@ -21,6 +23,7 @@ func (reg *Registry) copyBody(fw io.Writer, start int64, h hash.Hash, r *http.Re
 	buf := make([]byte, 32<<10)
 	var n int64
 	full := 0
+	ph, pipelined := h.(pipelineHash) // the standard library's SHA-2 hashes are
 	for {
 		k, rerr := r.Body.Read(buf)
 		if k > 0 {
@@ -41,8 +44,8 @@ func (reg *Registry) copyBody(fw io.Writer, start int64, h hash.Hash, r *http.Re
 			return n, fmt.Errorf("receive upload body: %w", rerr)
 		}
 		if k == len(buf) {
-			if full++; full == 4 {
-				m, err := reg.copyPipelined(fw, start+n, h, r.Body)
+			if full++; full == 4 && pipelined {
+				m, err := reg.copyPipelined(fw, start+n, ph, r.Body)
 				n += m
 				if err != nil {
 					return n, err
@@ -73,8 +76,8 @@ const (
 
 // chunk is a filled part of the buffer passed down the pipeline.
 type chunk struct {
-	buf []byte
-	n   int
+	part int // the part's index in the buffer
+	n    int
 }
 
 // pipelineAlign is the file offset the pipeline's writes start at a
@@ -84,63 +87,89 @@ type chunk struct {
 const pipelineAlign = 4096
 
 // copyPipelined copies body to dst, whose file has start bytes already,
-// and to h in three stages that overlap:
-// this goroutine receives into one part of the buffer while a writer
-// goroutine writes the part before to storage and a hasher goroutine
-// hashes the one before that. Every byte is still hashed once, in order, and only after it was
-// written, so on any error h holds exactly the bytes that reached dst and
-// the upload can resume from its saved hash state. No goroutine outlives
-// the call, and nothing but the buffers is held.
-func (reg *Registry) copyPipelined(dst io.Writer, start int64, h hash.Hash, body io.Reader) (int64, error) {
+// and to h, in stages that overlap: this goroutine receives into one part
+// of the buffer while a writer goroutine writes an earlier part to
+// storage and a hasher goroutine hashes one; a part is received into
+// again once both are done with it. Writing and hashing do not wait for
+// each other, so the hash, the heaviest stage, never waits for the
+// device.
+//
+// Every byte is still hashed once, in order, and on any error h holds
+// exactly the bytes that reached dst, so the upload can resume from its
+// saved hash state: the hasher records h's state before each part, and
+// when a write fails, h goes back to the state before the failed part and
+// takes the bytes of it that were written. No goroutine outlives the
+// call, and nothing but the buffers is held.
+func (reg *Registry) copyPipelined(dst io.Writer, start int64, h pipelineHash, body io.Reader) (int64, error) {
 	pooled := reg.bufs.Get().(*[]byte)
 	defer reg.bufs.Put(pooled)
-	part := len(*pooled) / pipelineDepth
-	free := make(chan []byte, pipelineDepth)
+	size := len(*pooled) / pipelineDepth
+	var parts [pipelineDepth][]byte
+	var refs [pipelineDepth]atomic.Int32
+	var states [pipelineDepth][]byte // h's state before the part's bytes
+	free := make(chan int, pipelineDepth)
 	for i := range pipelineDepth {
-		free <- (*pooled)[i*part : (i+1)*part : (i+1)*part]
+		parts[i] = (*pooled)[i*size : (i+1)*size : (i+1)*size]
+		free <- i
+	}
+	release := func(c chunk) {
+		if refs[c.part].Add(-1) == 0 {
+			free <- c.part
+		}
 	}
 	toWrite := make(chan chunk, pipelineDepth)
 	toHash := make(chan chunk, pipelineDepth)
 	failed := make(chan struct{}) // closed when a write fails
-	var written int64
-	var werr error // both owned by the writer until hashed is closed
+	// Owned by the writer until wrote is closed.
+	var (
+		written int64
+		werr    error
+		lost    chunk // the part whose write failed, and how much of it reached dst
+	)
+	wrote := make(chan struct{})
 	go func() {
-		defer close(toHash)
+		defer close(wrote)
 		for c := range toWrite {
 			if werr != nil {
-				free <- c.buf // draining after a failed write
+				release(c) // draining after a failed write
 				continue
 			}
-			w, err := dst.Write(c.buf[:c.n])
+			w, err := dst.Write(parts[c.part][:c.n])
 			if err == nil && w < c.n {
 				err = io.ErrShortWrite
 			}
 			written += int64(w)
-			toHash <- chunk{c.buf, w}
 			if err != nil {
-				werr = err
+				// The part stays held, so its recorded state stays.
+				werr, lost = err, chunk{c.part, w}
 				close(failed)
+				continue
 			}
+			release(c)
 		}
 	}()
+	var herr error // owned by the hasher until hashed is closed
 	hashed := make(chan struct{})
 	go func() {
 		defer close(hashed)
 		for c := range toHash {
-			h.Write(c.buf[:c.n])
-			free <- c.buf
+			if herr == nil {
+				states[c.part], herr = h.AppendBinary(states[c.part][:0])
+				h.Write(parts[c.part][:c.n])
+			}
+			release(c)
 		}
 	}()
 	var rerr error
 receive:
 	for {
-		var b []byte
+		var i int
 		select {
-		case b = <-free:
+		case i = <-free:
 		case <-failed:
 			break receive
 		}
-		b = b[:cap(b)]
+		b := parts[i]
 		if r := int(start % pipelineAlign); r != 0 {
 			// The first part ends at an aligned offset, so the parts after
 			// it start at one.
@@ -148,9 +177,11 @@ receive:
 		}
 		k, err := fill(body, b)
 		if k > 0 {
-			toWrite <- chunk{b, k}
+			refs[i].Store(2)
+			toWrite <- chunk{i, k}
+			toHash <- chunk{i, k}
 		} else {
-			free <- b
+			free <- i
 		}
 		if err != nil {
 			if err != io.EOF {
@@ -160,14 +191,32 @@ receive:
 		}
 	}
 	close(toWrite)
-	<-hashed // every part is back in free: the buffer may go back to the pool
+	close(toHash)
+	<-wrote
+	<-hashed // both are done: the buffer may go back to the pool
 	switch {
+	case herr != nil:
+		return written, fmt.Errorf("receive upload body: record the hash state: %w", herr)
 	case werr != nil:
+		// h took the failed part, and maybe more: back to the state before
+		// that part, then the part's bytes that reached dst.
+		if err := h.UnmarshalBinary(states[lost.part]); err != nil {
+			return written, fmt.Errorf("receive upload body: restore the hash state: %w", err)
+		}
+		h.Write(parts[lost.part][:lost.n])
 		return written, fmt.Errorf("receive upload body: %w", werr)
 	case rerr != nil:
 		return written, fmt.Errorf("receive upload body: %w", rerr)
 	}
 	return written, nil
+}
+
+// pipelineHash is a hash whose state can be recorded and restored, as the
+// standard library's SHA-2 hashes' can (copyPipelined).
+type pipelineHash interface {
+	hash.Hash
+	encoding.BinaryAppender
+	encoding.BinaryUnmarshaler
 }
 
 // fill reads into p until it is full or the reader fails or ends; it

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"hash"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // trickle returns at most max bytes per Read, as a network body does.
@@ -175,6 +177,69 @@ func TestCopyBodyAlignsPipelinedWrites(t *testing.T) {
 		}
 		if pipelined < 10 || unaligned > 0 {
 			t.Fatalf("start %d: %d pipelined writes, %d after the first at an unaligned offset", start, pipelined, unaligned)
+		}
+	}
+}
+
+// slowFail writes slowly, so that the pipeline's hasher runs ahead of it,
+// and fails part-way through a write once limit bytes are reached.
+type slowFail struct {
+	failAfter
+	delay time.Duration
+}
+
+func (s *slowFail) Write(p []byte) (int, error) {
+	time.Sleep(s.delay)
+	return s.failAfter.Write(p)
+}
+
+// TestCopyBodyHashRunsAheadOfAFailedWrite: the hasher does not wait for
+// the writer, so when a write fails it has hashed bytes that never
+// reached storage; the hash state copyBody leaves must still be that of
+// exactly the bytes written, or a resumed upload would get a wrong digest.
+func TestCopyBodyHashRunsAheadOfAFailedWrite(t *testing.T) {
+	reg := New(Stores{}, nil, Options{})
+	data := randomBytes(12 << 20)
+	for _, limit := range []int{2<<20 + 4097, 5 << 20, 9<<20 + 1} {
+		w := &slowFail{failAfter{limit: limit}, 20 * time.Millisecond}
+		r, _ := http.NewRequest(http.MethodPatch, "/", bytes.NewReader(data))
+		r.ContentLength = int64(len(data))
+		h := sha256.New()
+		n, err := reg.copyBody(w, 0, h, r)
+		if !errors.Is(err, errDiskFull) {
+			t.Fatalf("limit %d: err = %v, want the writer's error", limit, err)
+		}
+		if int(n) != limit || !bytes.Equal(w.buf.Bytes(), data[:n]) {
+			t.Fatalf("limit %d: wrote %d bytes (reported %d)", limit, w.buf.Len(), n)
+		}
+		if want := sha256.Sum256(data[:n]); !bytes.Equal(h.Sum(nil), want[:]) {
+			t.Fatalf("limit %d: the hash state is not that of the %d bytes written", limit, n)
+		}
+	}
+}
+
+// TestCopyBodyPlainHash: a hash whose state cannot be recorded is not
+// pipelined (copyPipelined could not take back bytes it hashed ahead of a
+// failed write), and still hashes what was written.
+func TestCopyBodyPlainHash(t *testing.T) {
+	reg := New(Stores{}, nil, Options{})
+	data := randomBytes(6 << 20)
+	r, _ := http.NewRequest(http.MethodPatch, "/", bytes.NewReader(data))
+	r.ContentLength = int64(len(data))
+	o := &offsets{}
+	h := struct{ hash.Hash }{sha256.New()}
+	if _, err := reg.copyBody(o, 0, h, r); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(o.buf.Bytes(), data) {
+		t.Fatal("the bytes written are not the body")
+	}
+	if want := sha256.Sum256(data); !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatal("the hash is not the body's")
+	}
+	for i, n := range o.sizes {
+		if n > 32<<10 {
+			t.Fatalf("write %d has %d bytes: pipelined with a hash whose state cannot be restored", i, n)
 		}
 	}
 }
