@@ -7,6 +7,10 @@ import (
 	"os"
 )
 
+// pullBuffer is how much of the pooled buffer a buffered pull copies
+// through at a time: 1 MiB, what was measured for this path.
+const pullBuffer = 1 << 20
+
 // sendBlob writes length bytes of a blob's stored bytes to the response.
 //
 // Two ways, chosen by the connection and the storage (measured in
@@ -35,10 +39,6 @@ import (
 // The buffer comes from the pool the upload path uses, so a buffered pull
 // holds one (1.5 MiB, of which it uses pullBuffer) while it runs and nothing
 // after.
-// pullBuffer is how much of the pooled buffer a buffered pull copies
-// through at a time: 1 MiB, what was measured for this path.
-const pullBuffer = 1 << 20
-
 func (reg *Registry) sendBlob(w http.ResponseWriter, r *http.Request, body io.Reader, length int64) (int64, error) {
 	src := io.LimitReader(body, length)
 	if _, file := body.(*os.File); file && !onLoopback(r) {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+
+	"github.com/berth-dev/berth/internal/storage"
 )
 
 // copyBody streams the request body into fw, whose file has start bytes
@@ -175,7 +177,7 @@ receive:
 			// it start at one.
 			b, start = b[:len(b)-r], 0
 		}
-		k, err := fill(body, b)
+		k, err := storage.Fill(body, b)
 		if k > 0 {
 			refs[i].Store(2)
 			toWrite <- chunk{i, k}
@@ -217,18 +219,4 @@ type pipelineHash interface {
 	hash.Hash
 	encoding.BinaryAppender
 	encoding.BinaryUnmarshaler
-}
-
-// fill reads into p until it is full or the reader fails or ends; it
-// returns io.EOF with the bytes read before the end.
-func fill(r io.Reader, p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		k, err := r.Read(p[n:])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }

@@ -62,13 +62,7 @@ func copyFull(w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
 	buf := make([]byte, ingestBuffer)
 	var n int64
 	for {
-		k := 0
-		var err error
-		for k < len(buf) && err == nil {
-			var m int
-			m, err = r.Read(buf[k:])
-			k += m
-		}
+		k, err := Fill(r, buf)
 		if k > 0 {
 			if _, werr := w.Write(buf[:k]); werr != nil {
 				return n, werr
@@ -83,6 +77,22 @@ func copyFull(w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
 			return n, err
 		}
 	}
+}
+
+// Fill reads into p until it is full or the reader fails or ends; it
+// returns io.EOF with the bytes read before the end. Unlike io.ReadFull, a
+// reader's own io.ErrUnexpectedEOF (a body cut short) stays apart from a
+// clean end.
+func Fill(r io.Reader, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := r.Read(p[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // Placement puts a blob's verified bytes at its content address, and
