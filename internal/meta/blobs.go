@@ -216,63 +216,9 @@ func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID str
 		}
 	}
 	err = db.tx(ctx, func(tx *sql.Tx) error {
-		placed = false
-		if err := db.lockDigest(ctx, tx, b.Digest); err != nil {
-			return err
-		}
-		var one int
-		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM blobs WHERE digest = ?"), b.Digest.String()).Scan(&one)
-		switch {
-		case err == nil:
-		case errors.Is(err, sql.ErrNoRows):
-			res, err := tx.ExecContext(ctx, db.q("DELETE FROM gc_blob_deletes WHERE digest = ?"), b.Digest.String())
-			if err != nil {
-				return fmt.Errorf("settle pending delete: %w", err)
-			}
-			// Placed early, the bytes at the address are the caller's (or
-			// the same bytes before them): they stay, and are checked below.
-			if n, _ := res.RowsAffected(); n > 0 && !early {
-				if err := bytes.Clear(ctx); err != nil {
-					return fmt.Errorf("delete condemned bytes: %w", err)
-				}
-			}
-			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)"), b.Digest.String(), b.Size, now()); err != nil {
-				return fmt.Errorf("record blob: %w", err)
-			}
-			if err := db.quotaBlobStored(ctx, tx, b.Digest, b.Size); err != nil { // namespace quota
-				return err
-			}
-			placed = true
-		default:
-			return fmt.Errorf("look up blob: %w", err)
-		}
-		if repo != "" {
-			if err := db.linkBlob(ctx, tx, repo, b, uploadID, w); err != nil {
-				return err
-			}
-		}
-		if !placed {
-			return nil
-		}
-		if early {
-			// A collection that deleted this digest's bytes after the
-			// early placement did so under the lock and committed: the
-			// check sees it.
-			there, err := bytes.Present(ctx)
-			if err != nil {
-				return fmt.Errorf("check placed blob: %w", err)
-			}
-			if there {
-				return nil
-			}
-		}
-		// The bytes move into place last, once nothing else in the
-		// transaction can fail (only its commit remains): a transaction
-		// that rolls back or runs again has placed nothing.
-		if err := bytes.Place(ctx); err != nil {
-			return fmt.Errorf("place blob: %w", err)
-		}
-		return nil
+		var err error
+		placed, err = db.storeBlob(ctx, tx, repo, b, uploadID, w, bytes, early)
+		return err
 	})
 	if err != nil && early {
 		if uerr := db.unplace(context.WithoutCancel(ctx), b.Digest, bytes); uerr != nil {
@@ -280,6 +226,82 @@ func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID str
 		}
 	}
 	return placed, err
+}
+
+// StoreBlobIn records a blob in the caller's transaction, as StoreBlob
+// does (its bytes placed under the digest's lock; not linked to any
+// repository), for content Berth derives that commits with what it was
+// derived from (a scan's SBOM). early says the caller placed the bytes
+// with PlaceEarly before the transaction; if the transaction then fails,
+// the caller undoes that with UnplaceBlob.
+func (db Blobs) StoreBlobIn(ctx context.Context, tx Tx, b Blob, bytes BlobBytes, early bool) (placed bool, err error) {
+	return db.storeBlob(ctx, tx.tx, "", b, "", Writer{}, bytes, early)
+}
+
+// UnplaceBlob deletes bytes placed early for a blob whose transaction
+// failed (StoreBlobIn), unless the blob is recorded meanwhile.
+func (db Blobs) UnplaceBlob(ctx context.Context, d digest.Digest, bytes BlobBytes) error {
+	return db.unplace(ctx, d, bytes)
+}
+
+// storeBlob is the body of StoreBlob's transaction.
+func (db *core) storeBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, uploadID string, w Writer, bytes BlobBytes, early bool) (placed bool, err error) {
+	if err := db.lockDigest(ctx, tx, b.Digest); err != nil {
+		return false, err
+	}
+	var one int
+	err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM blobs WHERE digest = ?"), b.Digest.String()).Scan(&one)
+	switch {
+	case err == nil:
+	case errors.Is(err, sql.ErrNoRows):
+		res, err := tx.ExecContext(ctx, db.q("DELETE FROM gc_blob_deletes WHERE digest = ?"), b.Digest.String())
+		if err != nil {
+			return false, fmt.Errorf("settle pending delete: %w", err)
+		}
+		// Placed early, the bytes at the address are the caller's (or
+		// the same bytes before them): they stay, and are checked below.
+		if n, _ := res.RowsAffected(); n > 0 && !early {
+			if err := bytes.Clear(ctx); err != nil {
+				return false, fmt.Errorf("delete condemned bytes: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)"), b.Digest.String(), b.Size, now()); err != nil {
+			return false, fmt.Errorf("record blob: %w", err)
+		}
+		if err := db.quotaBlobStored(ctx, tx, b.Digest, b.Size); err != nil { // namespace quota
+			return false, err
+		}
+		placed = true
+	default:
+		return false, fmt.Errorf("look up blob: %w", err)
+	}
+	if repo != "" {
+		if err := db.linkBlob(ctx, tx, repo, b, uploadID, w); err != nil {
+			return false, err
+		}
+	}
+	if !placed {
+		return false, nil
+	}
+	if early {
+		// A collection that deleted this digest's bytes after the early
+		// placement did so under the lock and committed: the check sees
+		// it.
+		there, err := bytes.Present(ctx)
+		if err != nil {
+			return false, fmt.Errorf("check placed blob: %w", err)
+		}
+		if there {
+			return true, nil
+		}
+	}
+	// The bytes move into place last, once nothing else in the transaction
+	// can fail (only its commit remains): a transaction that rolls back or
+	// runs again has placed nothing.
+	if err := bytes.Place(ctx); err != nil {
+		return false, fmt.Errorf("place blob: %w", err)
+	}
+	return true, nil
 }
 
 // unplace deletes bytes placed early for a blob whose transaction failed,

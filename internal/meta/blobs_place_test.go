@@ -207,3 +207,65 @@ func TestStoreBlobEarlyPlacementFails(t *testing.T) {
 		e.wantBytes(true)
 	})
 }
+
+// TestStoreBlobInRollsBack: a blob recorded in a scan's transaction
+// (StoreBlobIn, from SaveScan's also) commits with the scan, and a
+// transaction that fails after it records neither; UnplaceBlob then takes
+// back the bytes placed early, which a stored blob keeps.
+func TestStoreBlobInRollsBack(t *testing.T) {
+	forPlacement(t, func(t *testing.T, e *placeEnv) {
+		blob := meta.Blob{Digest: e.d, Size: int64(len(e.content))}
+		bytes := storage.Content(e.store, e.content, e.d)
+		scanned := digest.FromString("image " + t.Name()).String()
+		result := meta.ScanResult{Digest: scanned, Status: meta.ScanScanned, IndexerVersion: 1}
+		failed := errors.New("a later write of the transaction failed")
+
+		early, err := bytes.PlaceEarly(e.ctx)
+		if err != nil || !early {
+			t.Fatalf("place early: %v %v", early, err)
+		}
+		err = e.db.Scans().SaveScan(e.ctx, result, func(ctx context.Context, tx meta.Tx) error {
+			if placed, err := e.db.Blobs().StoreBlobIn(ctx, tx, blob, bytes, early); err != nil || !placed {
+				t.Errorf("StoreBlobIn: placed %v, %v", placed, err)
+			}
+			return failed
+		})
+		if !errors.Is(err, failed) {
+			t.Fatalf("SaveScan: %v, want the failure of also", err)
+		}
+		if _, err := e.db.Scans().ManifestScan(e.ctx, scanned); !errors.Is(err, meta.ErrNotFound) {
+			t.Fatalf("scan of the failed transaction: %v, want not found", err)
+		}
+		if _, err := e.db.Blobs().StoredBlob(e.ctx, e.d); !errors.Is(err, meta.ErrNotFound) {
+			t.Fatalf("blob of the failed transaction: %v, want not found", err)
+		}
+		e.wantBytes(true) // placed early, not recorded
+		if err := e.db.Blobs().UnplaceBlob(e.ctx, e.d, bytes); err != nil {
+			t.Fatal(err)
+		}
+		e.wantBytes(false)
+
+		// Again, committing: the scan and the blob together.
+		if early, err = bytes.PlaceEarly(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		err = e.db.Scans().SaveScan(e.ctx, result, func(ctx context.Context, tx meta.Tx) error {
+			_, err := e.db.Blobs().StoreBlobIn(ctx, tx, blob, bytes, early)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := e.db.Scans().ManifestScan(e.ctx, scanned); err != nil || st.Status != meta.ScanScanned {
+			t.Fatalf("scan: %+v %v", st, err)
+		}
+		if _, err := e.db.Blobs().StoredBlob(e.ctx, e.d); err != nil {
+			t.Fatalf("blob: %v", err)
+		}
+		// A recorded blob's bytes stay.
+		if err := e.db.Blobs().UnplaceBlob(e.ctx, e.d, bytes); err != nil {
+			t.Fatal(err)
+		}
+		e.wantBytes(true)
+	})
+}

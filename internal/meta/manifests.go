@@ -122,129 +122,142 @@ func (db Manifests) PutManifest(ctx context.Context, p PutManifest) error {
 // pull-through cache stores references it fetches later) and with a hook
 // run for every tag set, in the transaction.
 func (db *core) putManifest(ctx context.Context, p PutManifest, checkRefs bool, onTag func(tx *sql.Tx, repoID int64, tag string) error) error {
-	m := p.Manifest
 	return db.quotaRefused(ctx, p, db.tx(ctx, func(tx *sql.Tx) error {
-		w := Writer{Actor: p.Actor, Create: p.Create}
-		repoID, err := db.ensureRepository(ctx, tx, p.Repository, w)
-		if err != nil {
-			return err
-		}
-		for _, b := range p.LinkBlobs {
-			if err := db.linkBlob(ctx, tx, p.Repository, b, "", w); err != nil {
-				return err
-			}
-		}
-		if checkRefs {
-			if err := db.checkRefs(ctx, tx, repoID, p.Refs); err != nil {
-				return err
-			}
-		}
-		var annotations any
-		if len(m.Annotations) > 0 {
-			b, _ := json.Marshal(m.Annotations)
-			annotations = string(b)
-		}
-		var subject any
-		if m.Subject != "" {
-			subject = m.Subject.String()
-		}
-		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject, annotations, created_at, deleted_with_subject)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
-			repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, subject, annotations, now(), boolInt(p.DeletedWithSubject))
-		if err != nil {
-			return fmt.Errorf("store manifest: %w", err)
-		}
-		created, _ := res.RowsAffected()
-		if created == 0 && db.dialect == postgres {
-			// The manifest exists: hold it until this push commits, so
-			// that a concurrent delete waits for the tag set here (and a
-			// delete that won meanwhile makes this push store it again).
-			var one int
-			err := tx.QueryRowContext(ctx, "SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2 FOR SHARE", repoID, m.Digest.String()).Scan(&one)
-			if errors.Is(err, sql.ErrNoRows) {
-				return errRetry
-			}
-			if err != nil {
-				return fmt.Errorf("lock manifest: %w", err)
-			}
-		}
-		if created == 1 {
-			if err := db.insertRefs(ctx, tx, repoID, m.Digest, p.Refs); err != nil {
-				return err
-			}
-			// Namespace quota: count the new references, refuse past
-			// the Reject limit (quota_accounting.go).
-			if err := db.quotaRef(ctx, tx, p, repoID, !checkRefs); err != nil {
-				return err
-			}
-		}
-		guarded, gated, err := db.guardedTags(ctx, tx, repoID)
-		if err != nil {
-			return err
-		}
-		var candidates []candidateArrival
-		tags := []string{}
-		var previous map[string]string
-		published := false // an unguarded tag of a gated repository publishes the manifest
-		for _, tag := range append([]string{p.Tag}, p.MoreTags...) {
-			if tag == "" {
-				continue
-			}
-			if gated && GuardsTag(guarded, tag) {
-				id, err := db.addCandidate(ctx, tx, repoID, tag, m.Digest, p.Actor)
-				if err != nil {
-					return err
-				}
-				if id != 0 {
-					candidates = append(candidates, candidateArrival{id: id, tag: tag})
-				}
-				continue
-			}
-			published = true
-			prev, moved, err := db.setTag(ctx, tx, repoID, tag, m.Digest)
-			if err == nil && !p.ExpiresAt.IsZero() {
-				_, err = tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), p.ExpiresAt.UnixMicro(), repoID, tag)
-			}
-			if err != nil {
-				return err
-			}
-			if moved {
-				tags = append(tags, tag)
-				if prev != "" {
-					if previous == nil {
-						previous = map[string]string{}
-					}
-					previous[tag] = prev
-				}
-			}
-			if onTag != nil {
-				if err := onTag(tx, repoID, tag); err != nil {
-					return err
-				}
-			}
-		}
-		if gated {
-			if err := db.gateArrival(ctx, tx, repoID, m, created == 1, published, p.Tag != "" || len(p.MoreTags) > 0); err != nil {
-				return err
-			}
-		}
-		for _, c := range candidates {
-			if err := db.appendEvent(ctx, tx, Event{Kind: EventPromotionPending, Repository: p.Repository, Actor: p.Actor,
-				Data: mustJSON(pendingEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), Tag: c.tag,
-					Tags: []string{c.tag}, Candidate: c.id, NewManifest: created == 1})}); err != nil {
-				return err
-			}
-		}
-		if (created == 0 || len(candidates) > 0) && len(tags) == 0 || p.Generated {
-			// Nothing observable changed, announced by its maker, or a
-			// candidate announced by promotion_pending (its repo_push
-			// comes with its promotion).
-			return nil
-		}
-		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
-			Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags,
-				NewManifest: created == 1, Previous: previous})})
+		return db.putManifestTx(ctx, tx, p, checkRefs, onTag)
 	}))
+}
+
+// PutManifestIn is PutManifest inside the caller's transaction: content
+// Berth derives (a scan's SBOM) commits with what it was derived from. A
+// quota refusal is returned as it is, without the quota_error event
+// PutManifest records in a transaction of its own.
+func (db Manifests) PutManifestIn(ctx context.Context, tx Tx, p PutManifest) error {
+	return db.putManifestTx(ctx, tx.tx, p, true, nil)
+}
+
+// putManifestTx is the body of putManifest's transaction.
+func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, checkRefs bool, onTag func(tx *sql.Tx, repoID int64, tag string) error) error {
+	m := p.Manifest
+	w := Writer{Actor: p.Actor, Create: p.Create}
+	repoID, err := db.ensureRepository(ctx, tx, p.Repository, w)
+	if err != nil {
+		return err
+	}
+	for _, b := range p.LinkBlobs {
+		if err := db.linkBlob(ctx, tx, p.Repository, b, "", w); err != nil {
+			return err
+		}
+	}
+	if checkRefs {
+		if err := db.checkRefs(ctx, tx, repoID, p.Refs); err != nil {
+			return err
+		}
+	}
+	var annotations any
+	if len(m.Annotations) > 0 {
+		b, _ := json.Marshal(m.Annotations)
+		annotations = string(b)
+	}
+	var subject any
+	if m.Subject != "" {
+		subject = m.Subject.String()
+	}
+	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject, annotations, created_at, deleted_with_subject)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
+		repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, subject, annotations, now(), boolInt(p.DeletedWithSubject))
+	if err != nil {
+		return fmt.Errorf("store manifest: %w", err)
+	}
+	created, _ := res.RowsAffected()
+	if created == 0 && db.dialect == postgres {
+		// The manifest exists: hold it until this push commits, so
+		// that a concurrent delete waits for the tag set here (and a
+		// delete that won meanwhile makes this push store it again).
+		var one int
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2 FOR SHARE", repoID, m.Digest.String()).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errRetry
+		}
+		if err != nil {
+			return fmt.Errorf("lock manifest: %w", err)
+		}
+	}
+	if created == 1 {
+		if err := db.insertRefs(ctx, tx, repoID, m.Digest, p.Refs); err != nil {
+			return err
+		}
+		// Namespace quota: count the new references, refuse past
+		// the Reject limit (quota_accounting.go).
+		if err := db.quotaRef(ctx, tx, p, repoID, !checkRefs); err != nil {
+			return err
+		}
+	}
+	guarded, gated, err := db.guardedTags(ctx, tx, repoID)
+	if err != nil {
+		return err
+	}
+	var candidates []candidateArrival
+	tags := []string{}
+	var previous map[string]string
+	published := false // an unguarded tag of a gated repository publishes the manifest
+	for _, tag := range append([]string{p.Tag}, p.MoreTags...) {
+		if tag == "" {
+			continue
+		}
+		if gated && GuardsTag(guarded, tag) {
+			id, err := db.addCandidate(ctx, tx, repoID, tag, m.Digest, p.Actor)
+			if err != nil {
+				return err
+			}
+			if id != 0 {
+				candidates = append(candidates, candidateArrival{id: id, tag: tag})
+			}
+			continue
+		}
+		published = true
+		prev, moved, err := db.setTag(ctx, tx, repoID, tag, m.Digest)
+		if err == nil && !p.ExpiresAt.IsZero() {
+			_, err = tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), p.ExpiresAt.UnixMicro(), repoID, tag)
+		}
+		if err != nil {
+			return err
+		}
+		if moved {
+			tags = append(tags, tag)
+			if prev != "" {
+				if previous == nil {
+					previous = map[string]string{}
+				}
+				previous[tag] = prev
+			}
+		}
+		if onTag != nil {
+			if err := onTag(tx, repoID, tag); err != nil {
+				return err
+			}
+		}
+	}
+	if gated {
+		if err := db.gateArrival(ctx, tx, repoID, m, created == 1, published, p.Tag != "" || len(p.MoreTags) > 0); err != nil {
+			return err
+		}
+	}
+	for _, c := range candidates {
+		if err := db.appendEvent(ctx, tx, Event{Kind: EventPromotionPending, Repository: p.Repository, Actor: p.Actor,
+			Data: mustJSON(pendingEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), Tag: c.tag,
+				Tags: []string{c.tag}, Candidate: c.id, NewManifest: created == 1})}); err != nil {
+			return err
+		}
+	}
+	if (created == 0 || len(candidates) > 0) && len(tags) == 0 || p.Generated {
+		// Nothing observable changed, announced by its maker, or a
+		// candidate announced by promotion_pending (its repo_push
+		// comes with its promotion).
+		return nil
+	}
+	return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
+		Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags,
+			NewManifest: created == 1, Previous: previous})})
 }
 
 // candidateArrival is a candidate a push made.

@@ -175,8 +175,10 @@ type ScanResult struct {
 }
 
 // SaveScan stores a manifest's scan result, replacing its packages and
-// matched vulnerabilities, and appends its events, in one transaction.
-func (db Scans) SaveScan(ctx context.Context, r ScanResult) error {
+// matched vulnerabilities, and appends its events, in one transaction,
+// after which it runs also in that transaction (what the scanner derives
+// from the result, its SBOM, commits with it).
+func (db Scans) SaveScan(ctx context.Context, r ScanResult, also ...func(context.Context, Tx) error) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		ts := now()
 		for _, l := range r.Layers {
@@ -209,7 +211,15 @@ func (db Scans) SaveScan(ctx context.Context, r ScanResult) error {
 		if err := db.insertVulns(ctx, tx, r.Digest, r.Vulns); err != nil {
 			return err
 		}
-		return db.appendEvents(ctx, tx, r.Events)
+		if err := db.appendEvents(ctx, tx, r.Events); err != nil {
+			return err
+		}
+		for _, fn := range also {
+			if err := fn(ctx, Tx{tx}); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

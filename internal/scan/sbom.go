@@ -25,39 +25,68 @@ const SBOMAnnotation = "dev.berth.sbom"
 // image, unless the repository already holds Berth's SBOM for it. It goes
 // in like any push: blobs linked to the repository, then the manifest with
 // its subject, so that the referrers API, oras discover and any client
-// find it.
+// find it. A new scan stores its SBOM with its result instead, in one
+// transaction (sbom.storeIn); this is for a scan known already, and for
+// when that transaction failed.
 func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest, rep *Report) error {
+	sb, err := s.prepareSBOM(ctx, repo, img, rep)
+	if err != nil || sb == nil {
+		return err
+	}
+	for _, b := range sb.blobs {
+		if _, err := s.stores.Blobs.StoreBlob(ctx, "", b.blob, "", meta.Writer{}, b.bytes); err != nil {
+			return err
+		}
+	}
+	return s.stores.Manifests.PutManifest(ctx, sb.put)
+}
+
+// sbom is an SBOM ready to be stored: its blobs not stored yet, and the
+// push of its manifest.
+type sbom struct {
+	blobs []sbomBlob
+	put   meta.PutManifest
+}
+
+type sbomBlob struct {
+	blob  meta.Blob
+	bytes storage.Placement
+	early bool // placed at its address before the transaction
+}
+
+// prepareSBOM builds the SBOM of the image from the report, or returns nil
+// if the repository already holds Berth's SBOM for it.
+func (s *Service) prepareSBOM(ctx context.Context, repo string, img meta.Manifest, rep *Report) (*sbom, error) {
 	existing, err := s.stores.Manifests.Referrers(ctx, repo, img.Digest, oci.MediaTypeSPDX)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, r := range existing {
 		if r.Annotations[SBOMAnnotation] != "" {
-			return nil
+			return nil, nil
 		}
 	}
 	created := time.Now().UTC().Format(time.RFC3339)
 	doc, err := spdxDocument(s.opts.Host, s.opts.Version, repo, img.Digest, rep, created)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	docDigest := digest.FromBytes(doc)
+	sb := &sbom{}
 	var blobs []meta.Blob
 	for _, b := range []struct {
 		d       digest.Digest
 		content []byte
 	}{{oci.EmptyJSONDigest, oci.EmptyJSON}, {docDigest, doc}} {
+		blob := meta.Blob{Digest: b.d, Size: int64(len(b.content))}
 		// The empty config is shared by every SBOM: written once.
 		if _, err := s.stores.Blobs.StoredBlob(ctx, b.d); err != nil {
 			if !errors.Is(err, meta.ErrNotFound) {
-				return err
+				return nil, err
 			}
-			blob := meta.Blob{Digest: b.d, Size: int64(len(b.content))}
-			if _, err := s.stores.Blobs.StoreBlob(ctx, "", blob, "", meta.Writer{}, storage.Content(s.driver, b.content, b.d)); err != nil {
-				return err
-			}
+			sb.blobs = append(sb.blobs, sbomBlob{blob: blob, bytes: storage.Content(s.driver, b.content, b.d)})
 		}
-		blobs = append(blobs, meta.Blob{Digest: b.d, Size: int64(len(b.content))})
+		blobs = append(blobs, blob)
 	}
 	man := map[string]any{
 		"schemaVersion": 2,
@@ -76,9 +105,9 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 	}
 	content, err := json.Marshal(man)
 	if err != nil {
-		return fmt.Errorf("encode SBOM manifest: %w", err)
+		return nil, fmt.Errorf("encode SBOM manifest: %w", err)
 	}
-	return s.stores.Manifests.PutManifest(ctx, meta.PutManifest{
+	sb.put = meta.PutManifest{
 		Repository: repo,
 		Manifest: meta.Manifest{Digest: digest.FromBytes(content), MediaType: oci.MediaTypeImageManifest, ArtifactType: oci.MediaTypeSPDX,
 			Size: int64(len(content)), Content: content, Subject: img.Digest,
@@ -89,7 +118,48 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 		Generated: true,
 		// Berth's SBOM goes with its image (a client's stays).
 		DeletedWithSubject: true,
-	})
+	}
+	return sb, nil
+}
+
+// place writes the SBOM's new blobs to their addresses, before the
+// transaction that records them (storeIn), as meta.StoreBlob does.
+func (sb *sbom) place(ctx context.Context) error {
+	for i := range sb.blobs {
+		b := &sb.blobs[i]
+		early, err := b.bytes.PlaceEarly(ctx)
+		if err != nil {
+			return fmt.Errorf("place SBOM blob %s: %w", b.blob.Digest, err)
+		}
+		b.early = early
+	}
+	return nil
+}
+
+// storeIn records the SBOM's blobs and pushes its manifest in tx (the
+// scan's SaveScan): the result and its SBOM commit together, one write
+// instead of three.
+func (s *Service) storeIn(sb *sbom) func(context.Context, meta.Tx) error {
+	return func(ctx context.Context, tx meta.Tx) error {
+		for _, b := range sb.blobs {
+			if _, err := s.stores.Blobs.StoreBlobIn(ctx, tx, b.blob, b.bytes, b.early); err != nil {
+				return err
+			}
+		}
+		return s.stores.Manifests.PutManifestIn(ctx, tx, sb.put)
+	}
+}
+
+// unplace deletes what place wrote, after storeIn's transaction failed
+// (each blob's bytes stay if a concurrent store recorded it meanwhile).
+func (s *Service) unplace(ctx context.Context, sb *sbom) error {
+	var errs []error
+	for _, b := range sb.blobs {
+		if b.early {
+			errs = append(errs, s.stores.Blobs.UnplaceBlob(ctx, b.blob.Digest, b.bytes))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 type spdxDoc struct {

@@ -154,6 +154,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 	var rep *Report
 	var findings []Finding
 	var cov *DataCoverage
+	sbomDone := false // the SBOM was stored with the result
 	if fresh {
 		if st.Status == meta.ScanScanned {
 			if rep, err = decodeReport(st.Report); err != nil {
@@ -180,6 +181,18 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 				return "", err
 			}
 		}
+		// A new result stores its SBOM with it, in one transaction.
+		var sb *sbom
+		if s.opts.SBOM && res.Status == meta.ScanScanned && rep != nil {
+			if sb, err = s.prepareSBOM(ctx, repo, m, rep); err != nil {
+				return "", fmt.Errorf("attach SBOM: %w", err)
+			}
+			if sb == nil {
+				sbomDone = true // the repository holds it already
+			} else if err := sb.place(ctx); err != nil {
+				return "", fmt.Errorf("attach SBOM: %w", err)
+			}
+		}
 		for attempt := 0; ; attempt++ {
 			before, err := s.stores.Vulns.VulnDBVersion(ctx)
 			if err != nil {
@@ -195,8 +208,12 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 			}
 			res.Vulns = vulnRows(findings)
 			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings, cov)
-			if err := s.stores.Results.SaveScan(ctx, res); err != nil {
+			stored, err := s.saveScan(ctx, res, sb)
+			if err != nil {
 				return "", err
+			}
+			if stored {
+				sbomDone, sb = true, nil
 			}
 			// An import that committed while this matched could have been
 			// re-matched before these packages were saved: match again.
@@ -211,12 +228,30 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 		}
 		st.Status = res.Status
 	}
-	if s.opts.SBOM && st.Status == meta.ScanScanned && rep != nil {
+	if s.opts.SBOM && st.Status == meta.ScanScanned && rep != nil && !sbomDone {
 		if err := s.attachSBOM(ctx, repo, m, rep); err != nil {
 			return "", fmt.Errorf("attach SBOM: %w", err)
 		}
 	}
 	return st.Status, nil
+}
+
+// saveScan saves a scan's result, and with it, in the same transaction,
+// the SBOM sb (if not nil): stored reports whether the SBOM went in. If
+// that transaction fails, the result is saved on its own, and the caller
+// attaches the SBOM as it does for a scan known already (attachSBOM).
+func (s *Service) saveScan(ctx context.Context, res meta.ScanResult, sb *sbom) (stored bool, err error) {
+	if sb != nil {
+		err := s.stores.Results.SaveScan(ctx, res, s.storeIn(sb))
+		if err == nil {
+			return true, nil
+		}
+		s.log.Warn("store a scan with its SBOM; storing them one after the other", "digest", res.Digest, "err", err)
+		if uerr := s.unplace(context.WithoutCancel(ctx), sb); uerr != nil {
+			s.log.Warn("delete the SBOM's blobs placed for the failed transaction", "digest", res.Digest, "err", uerr)
+		}
+	}
+	return false, s.stores.Results.SaveScan(ctx, res)
 }
 
 // index reads the manifest's layers (each from the cache when it was

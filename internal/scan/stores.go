@@ -21,7 +21,7 @@ type Stores struct {
 // Results are the scans of manifests (meta.Scans).
 type Results interface {
 	ManifestScan(ctx context.Context, digest string) (meta.ManifestScan, error)
-	SaveScan(ctx context.Context, r meta.ScanResult) error
+	SaveScan(ctx context.Context, r meta.ScanResult, also ...func(context.Context, meta.Tx) error) error
 	AppendEvents(ctx context.Context, evs []meta.Event) error
 	LayerIndex(ctx context.Context, digest string) (meta.LayerIndexRow, error)
 	ManifestHolders(ctx context.Context, digest string) ([]meta.ManifestHolder, error)
@@ -57,10 +57,13 @@ type Manifests interface {
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
 	PutManifest(ctx context.Context, p meta.PutManifest) error
+	PutManifestIn(ctx context.Context, tx meta.Tx, p meta.PutManifest) error
 }
 
 // Blobs store the SBOMs' blobs (meta.Blobs).
 type Blobs interface {
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, bytes meta.BlobBytes) (bool, error)
+	StoreBlobIn(ctx context.Context, tx meta.Tx, b meta.Blob, bytes meta.BlobBytes, early bool) (bool, error)
+	UnplaceBlob(ctx context.Context, d digest.Digest, bytes meta.BlobBytes) error
 }
