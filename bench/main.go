@@ -450,7 +450,8 @@ func run(c config, names []string, servers map[string]*server, authed map[string
 				if err := waitScanQueue(servers[n].baseURL(), 10*time.Minute); err != nil {
 					return v, err
 				}
-				res.add("small_drained", n, float64(len(imgs))/(pushed+time.Since(t0).Seconds()))
+				elapsed := pushed + time.Since(t0).Seconds()
+				res.add("small_drained", n, float64(len(imgs))/elapsed)
 				// SQLite's writes per image, counted rather than timed: they
 				// do not move with the load on the shared cores.
 				if after, err := scrapeCounters(servers[n].baseURL(), sqliteCounters...); err == nil && before != nil {
@@ -462,6 +463,9 @@ func run(c config, names []string, servers map[string]*server, authed map[string
 					per := float64(len(imgs))
 					if tx, ok := diff("registry_database_writer_waits_total"); ok {
 						res.add("small_tx", n, tx/per)
+					}
+					if held, ok := diff("registry_database_writer_hold_seconds_total"); ok && elapsed > 0 {
+						res.add("small_writer_busy", n, held/elapsed)
 					}
 					flushes, okF := diff("registry_database_log_flushes_total")
 					commits, okC := diff("registry_database_log_flush_commits_total")

@@ -71,6 +71,7 @@ func metrics(c config) []metric {
 		{"small_cpu", "Server CPU per small image pushed, Berth's scan of it included (ms, lower is better)", true, 2},
 		{"small_client_cpu", "The Go client's own CPU per small image it pushed, on the same cores (ms)", true, 2},
 		{"small_tx", "Berth's SQLite write transactions per small image, its scan included (counted)", true, 1},
+		{"small_writer_busy", "Berth's SQLite writer busy during the small-image push and its scans (fraction of the time; transactions from start to commit)", false, 2},
 		{"small_flushes", "Berth's flushes of SQLite's log per small image (counted; group commit)", true, 2},
 		{"small_flush_commits", "Berth's durable commits per flush of SQLite's log during the small-image push", false, 2},
 		{"load_rps_cpu", "Server CPU per manifest GET (µs, lower is better)", true, 0},

@@ -358,8 +358,8 @@ func runWrk(base, repo, tag string, conns int, d time.Duration) (float64, error)
 }
 
 // sqliteCounters are Berth's counters of SQLite's writes (docs/metrics.md).
-var sqliteCounters = []string{"registry_database_writer_waits_total", "registry_database_log_flushes_total",
-	"registry_database_log_flush_commits_total"}
+var sqliteCounters = []string{"registry_database_writer_waits_total", "registry_database_writer_hold_seconds_total",
+	"registry_database_log_flushes_total", "registry_database_log_flush_commits_total"}
 
 // scrapeCounters reads the named series from Berth's /metrics (their
 // values summed over labels); a series the server does not export is

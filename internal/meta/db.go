@@ -59,6 +59,9 @@ type core struct {
 	// and the time they waited to begin: for the single writer connection
 	// and for the database's write lock (WriterWait).
 	writerWaits, writerWaitNanos atomic.Int64
+	// writerHoldNanos is the time SQLite's write transactions held the
+	// writer, from their start to their commit or rollback (WriterHold).
+	writerHoldNanos atomic.Int64
 	// behindSwept holds, per job queue, when this process last looked for
 	// jobs marked behind that nothing holds back (sweepBehind).
 	behindSwept sync.Map // queue -> *atomic.Int64 (microseconds)
@@ -367,6 +370,12 @@ func (db *core) tx1(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) er
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	held := time.Now()
+	released := func() {
+		if db.dialect == sqlite {
+			db.writerHoldNanos.Add(int64(time.Since(held)))
+		}
+	}
 	if lax && db.dialect == postgres {
 		if _, err := tx.ExecContext(ctx, "SET LOCAL synchronous_commit TO OFF"); err != nil {
 			tx.Rollback()
@@ -375,10 +384,12 @@ func (db *core) tx1(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) er
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
+		released()
 		db.notes.Delete(tx)
 		return invalidText(err)
 	}
 	err = tx.Commit()
+	released() // the writer is free again (a durable commit's flush follows)
 	if err == nil && !lax {
 		// The writer is free again; this commit waits for the log's
 		// flush, which the commits made meanwhile share.

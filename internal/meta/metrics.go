@@ -155,6 +155,18 @@ func (db *DB) WriterWait() (n int64, total time.Duration, ok bool) {
 	return db.writerWaits.Load(), time.Duration(db.writerWaitNanos.Load()), true
 }
 
+// WriterHold reports, on SQLite, the total time write transactions held
+// the single writer, from their start to their commit or rollback (a
+// durable commit's wait for the log's flush is not counted: the writer
+// is free by then). Its rate is the fraction of time the writer was busy,
+// the store's ceiling for writes. ok is false on PostgreSQL.
+func (db *DB) WriterHold() (total time.Duration, ok bool) {
+	if db.dialect != sqlite {
+		return 0, false
+	}
+	return time.Duration(db.writerHoldNanos.Load()), true
+}
+
 // LogFlushes reports, on an SQLite store with SyncFull, how many flushes
 // of the write-ahead log ran and how many durable commits waited for one
 // (logFlusher): their ratio is how many commits a flush served. ok is

@@ -17,6 +17,7 @@ type figureSource interface {
 	Figures(ctx context.Context) (meta.Figures, error)
 	PoolStats() map[string]sql.DBStats
 	WriterWait() (n int64, total time.Duration, ok bool)
+	WriterHold() (total time.Duration, ok bool)
 	LogFlushes() (flushes, commits int64, ok bool)
 }
 
@@ -36,7 +37,7 @@ type dbCollector struct {
 
 	queued, dead, oldest, lag, unsequenced, candidates *prometheus.Desc
 	waits, waitSeconds, open, inUse, maxOpen           *prometheus.Desc
-	writerWaits, writerWaitSeconds                     *prometheus.Desc
+	writerWaits, writerWaitSeconds, writerHoldSeconds  *prometheus.Desc
 	logFlushes, logFlushCommits                        *prometheus.Desc
 }
 
@@ -61,6 +62,8 @@ func newDBCollector(src figureSource) *dbCollector {
 			"SQLite only: write transactions begun (each waited for the single writer connection and the database's write lock)."),
 		writerWaitSeconds: d("registry_database_writer_wait_seconds_total",
 			"SQLite only: time write transactions waited to begin (the single writer connection, then the write lock, which another process may hold)."),
+		writerHoldSeconds: d("registry_database_writer_hold_seconds_total",
+			"SQLite only: time write transactions held the single writer, from their start to their commit (its rate is the fraction of time the writer was busy)."),
 		logFlushes: d("registry_database_log_flushes_total",
 			"SQLite with storage.filesystem.fsync only: fsyncs of the write-ahead log, each after the commits that waited for it."),
 		logFlushCommits: d("registry_database_log_flush_commits_total",
@@ -70,7 +73,7 @@ func newDBCollector(src figureSource) *dbCollector {
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queued, c.dead, c.oldest, c.lag, c.unsequenced, c.candidates, c.waits, c.waitSeconds, c.open, c.inUse, c.maxOpen,
-		c.writerWaits, c.writerWaitSeconds, c.logFlushes, c.logFlushCommits} {
+		c.writerWaits, c.writerWaitSeconds, c.writerHoldSeconds, c.logFlushes, c.logFlushCommits} {
 		ch <- d
 	}
 }
@@ -86,6 +89,9 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	if n, total, ok := c.src.WriterWait(); ok {
 		ch <- prometheus.MustNewConstMetric(c.writerWaits, prometheus.CounterValue, float64(n))
 		ch <- prometheus.MustNewConstMetric(c.writerWaitSeconds, prometheus.CounterValue, total.Seconds())
+	}
+	if total, ok := c.src.WriterHold(); ok {
+		ch <- prometheus.MustNewConstMetric(c.writerHoldSeconds, prometheus.CounterValue, total.Seconds())
 	}
 	if flushes, commits, ok := c.src.LogFlushes(); ok {
 		ch <- prometheus.MustNewConstMetric(c.logFlushes, prometheus.CounterValue, float64(flushes))

@@ -155,6 +155,7 @@ func TestMetricsScrape(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			// With fsync, as out of the box: on SQLite the durable
 			// commits wait for the log's flushes, which are counted.
+			started := time.Now()
 			_, host, cfg := serveServer(t, dialect, func(cfg *config.Config) { cfg.Storage.Filesystem.Fsync = true })
 			addUser(t, cfg, "root", true)
 			addUser(t, cfg, "alice", false)
@@ -268,6 +269,14 @@ func TestMetricsScrape(t *testing.T) {
 			}
 			if dialect == "postgres" && (okN || okS) {
 				t.Errorf("writer wait exported on PostgreSQL")
+			}
+			// And they held the writer for some time, less than the test's.
+			held, okH := s.value("registry_database_writer_hold_seconds_total", nil)
+			if dialect == "sqlite" && (!okH || held <= 0 || held > time.Since(started).Seconds()) {
+				t.Errorf("SQLite writer hold after a push: %vs (%v), the test ran %v", held, okH, time.Since(started))
+			}
+			if dialect == "postgres" && okH {
+				t.Errorf("writer hold exported on PostgreSQL")
 			}
 			// Each stored blob and the manifest committed durably: each
 			// waited for a flush of the log, which may serve several.
