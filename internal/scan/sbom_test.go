@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +52,22 @@ func sbomReferrers(t *testing.T, e *env, repo, dgst string) []meta.Manifest {
 	return out
 }
 
+// wantScannedWithSBOM checks that the image is scanned and has one SBOM
+// of Berth's, whose document a client can pull.
+func wantScannedWithSBOM(t *testing.T, e *env, repo, dgst string) {
+	t.Helper()
+	if info := e.security(repo, dgst); info.Status != meta.ScanScanned {
+		t.Fatalf("%s: status %q reason %q", repo, info.Status, info.Reason)
+	}
+	sboms := sbomReferrers(t, e, repo, dgst)
+	if len(sboms) != 1 {
+		t.Fatalf("%s: SBOM referrers %+v, want one", repo, sboms)
+	}
+	if doc := fetchSBOM(t, e.host, repo, sboms[0].Digest.String()); !strings.Contains(doc, `"spdxVersion": "SPDX-2.3"`) {
+		t.Fatalf("%s: SBOM document %.300q", repo, doc)
+	}
+}
+
 // TestSBOMCommitsWithScan: a new scan's result and its SBOM (both of its
 // blobs and its manifest) are one write transaction, where they were three
 // (the result, the document's blob, the manifest) and four with the
@@ -67,16 +84,7 @@ func TestSBOMCommitsWithScan(t *testing.T) {
 			if counted && writes != 1 {
 				t.Fatalf("the scan made %d write transactions, want 1 (its result with its SBOM)", writes)
 			}
-			if info := e.security("acme/one", dgst); info.Status != meta.ScanScanned {
-				t.Fatalf("status %q reason %q", info.Status, info.Reason)
-			}
-			sboms := sbomReferrers(t, e, "acme/one", dgst)
-			if len(sboms) != 1 {
-				t.Fatalf("SBOM referrers: %+v", sboms)
-			}
-			if doc := fetchSBOM(t, e.host, "acme/one", sboms[0].Digest.String()); len(doc) == 0 {
-				t.Fatal("empty SBOM document")
-			}
+			wantScannedWithSBOM(t, e, "acme/one", dgst)
 
 			// A second image: the empty config is stored already, and the
 			// scan is still one write.
@@ -135,16 +143,7 @@ func TestSBOMTransactionFails(t *testing.T) {
 			if _, _, err := runScanJob(t, e, newSvc(false)); err != nil {
 				t.Fatalf("scan with the SBOM stored on its own: %v", err)
 			}
-			if info := e.security("acme/fallback", dgst); info.Status != meta.ScanScanned {
-				t.Fatalf("status %q reason %q", info.Status, info.Reason)
-			}
-			sboms := sbomReferrers(t, e, "acme/fallback", dgst)
-			if len(sboms) != 1 {
-				t.Fatalf("SBOM referrers after the fallback: %+v", sboms)
-			}
-			if doc := fetchSBOM(t, e.host, "acme/fallback", sboms[0].Digest.String()); len(doc) == 0 {
-				t.Fatal("empty SBOM document")
-			}
+			wantScannedWithSBOM(t, e, "acme/fallback", dgst)
 
 			other, _ := e.push("acme/fallback", "2", debianLayer(t), layer(t, map[string]string{"app/z": "z"}))
 			_, _, err := runScanJob(t, e, newSvc(true))
