@@ -26,7 +26,7 @@ const SBOMAnnotation = "dev.berth.sbom"
 // in like any push: blobs linked to the repository, then the manifest with
 // its subject, so that the referrers API, oras discover and any client
 // find it. A new scan stores its SBOM with its result instead, in one
-// transaction (sbom.storeIn); this is for a scan known already, and for
+// transaction (storeIn); this is for a scan known already, and for
 // when that transaction failed.
 func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest, rep *Report) error {
 	sb, err := s.prepareSBOM(ctx, repo, img, rep)

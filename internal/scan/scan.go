@@ -193,6 +193,13 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 				return "", fmt.Errorf("attach SBOM: %w", err)
 			}
 		}
+		defer func() {
+			if sb != nil { // placed, and no save was tried: leave nothing behind
+				if err := s.unplace(context.WithoutCancel(ctx), sb); err != nil {
+					s.log.Warn("delete the SBOM's blobs placed for a scan that failed", "digest", dgst, "err", err)
+				}
+			}
+		}()
 		for attempt := 0; ; attempt++ {
 			before, err := s.stores.Vulns.VulnDBVersion(ctx)
 			if err != nil {
@@ -209,12 +216,11 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 			res.Vulns = vulnRows(findings)
 			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings, cov)
 			stored, err := s.saveScan(ctx, res, sb)
+			sb = nil // stored, or taken back and left to attachSBOM
 			if err != nil {
 				return "", err
 			}
-			if stored {
-				sbomDone, sb = true, nil
-			}
+			sbomDone = sbomDone || stored
 			// An import that committed while this matched could have been
 			// re-matched before these packages were saved: match again.
 			after, err := s.stores.Vulns.VulnDBVersion(ctx)
