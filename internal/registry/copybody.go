@@ -25,7 +25,9 @@ func (reg *Registry) copyBody(fw io.Writer, start int64, h hash.Hash, r *http.Re
 	buf := make([]byte, 32<<10)
 	var n int64
 	full := 0
-	ph, pipelined := h.(pipelineHash) // the standard library's SHA-2 hashes are
+	// The pipeline records and restores the hash's state; the standard
+	// library's SHA-2 hashes allow it, and any other hash is not pipelined.
+	ph, pipelined := h.(pipelineHash)
 	for {
 		k, rerr := r.Body.Read(buf)
 		if k > 0 {
