@@ -176,6 +176,19 @@ func checkAuthRequired(base, repo, tag string) error {
 type authedServer struct {
 	s     *server
 	token string
+	// fresh gets a new token: a run outlasts Berth's (5 minutes by
+	// default), so each load step takes a new one.
+	fresh func() (string, error)
+}
+
+// renew replaces the token with a new one.
+func (a *authedServer) renew() error {
+	t, err := a.fresh()
+	if err != nil {
+		return fmt.Errorf("renew the token: %w", err)
+	}
+	a.token = t
+	return nil
 }
 
 // startAuthed starts registry n with token auth and gets a token for the
@@ -187,13 +200,13 @@ func startAuthed(n, berthBin, distBin, work string, berthArgs []string) (*authed
 		if a.s, err = startBerthAuth(berthBin, work, berthArgs); err != nil {
 			return a, err
 		}
-		a.token, err = berthToken(a.s.baseURL(), "bench/load")
-		return a, err
+		a.fresh = func() (string, error) { return berthToken(a.s.baseURL(), "bench/load") }
+		return a, a.renew()
 	}
 	var iss *tokenIssuer
 	if a.s, iss, err = startDistributionAuth(distBin, work); err != nil {
 		return a, err
 	}
-	a.token, err = iss.token("bench/load")
-	return a, err
+	a.fresh = func() (string, error) { return iss.token("bench/load") }
+	return a, a.renew()
 }

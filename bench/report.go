@@ -64,6 +64,11 @@ func metrics(c config) []metric {
 		{"load_auth_p50", "Manifest GET with a Bearer token, latency p50 (ms, lower is better)", true, 2},
 		{"load_auth_p99", "Manifest GET with a Bearer token, latency p99 (ms, lower is better)", true, 2},
 		{"wrk_rps", fmt.Sprintf("Manifest GET by tag, wrk -c%d (req/s)", c.loadWorkers), false, 0},
+		{"wrk_p50", "Manifest GET latency p50 under wrk (ms, lower is better)", true, 2},
+		{"wrk_p99", "Manifest GET latency p99 under wrk (ms, lower is better)", true, 2},
+		{"wrk_auth_rps", fmt.Sprintf("Manifest GET by tag with a Bearer token, wrk -c%d (req/s)", c.loadWorkers), false, 0},
+		{"wrk_auth_p50", "Manifest GET with a Bearer token, latency p50 under wrk (ms, lower is better)", true, 2},
+		{"wrk_auth_p99", "Manifest GET with a Bearer token, latency p99 under wrk (ms, lower is better)", true, 2},
 		{"push_cpu", "Server CPU per GB pushed (s, lower is better)", true, 2},
 		{"push_streams_cpu", "Server CPU per GB pushed by the concurrent streams (s, lower is better)", true, 2},
 		{"pull_cpu", "Server CPU per GB pulled (s, lower is better)", true, 2},
@@ -139,7 +144,7 @@ func renderReport(c config, facts []string, r *results) string {
 		return fmt.Sprintf("%.2f×", x)
 	}
 	for _, m := range metrics(c) {
-		if len(r.vals[m.key]) == 0 && len(r.errs[strings.TrimSuffix(m.key, "_cpu")]) == 0 && (m.key == "wrk_rps" || strings.HasPrefix(m.key, "pull_curl")) {
+		if len(r.vals[m.key]) == 0 && len(r.errs[strings.TrimSuffix(m.key, "_cpu")]) == 0 && (strings.HasPrefix(m.key, "wrk_") || strings.HasPrefix(m.key, "pull_curl")) {
 			continue // wrk or curl not installed
 		}
 		cb, vb, okB := r.cell(m, "berth", ranB)

@@ -331,30 +331,74 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
-var wrkRPS = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+var (
+	wrkRPS = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkP   = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+)
 
-// runWrk runs wrk against the manifest URL, when wrk is installed.
-func runWrk(base, repo, tag string, conns int, d time.Duration) (float64, error) {
+// wrkResult is what wrk measured: its rate and its latency percentiles
+// (wrk --latency, corrected for coordinated omission by its own method).
+type wrkResult struct{ rps, p50ms, p99ms float64 }
+
+// runWrk runs wrk against the manifest URL, when wrk is installed, with
+// token (if any) as a Bearer token. wrk is a C load generator that takes
+// far less CPU per request than the Go client of runManifestLoad, so on
+// shared cores its latencies leave the server more of them.
+func runWrk(base, repo, tag, token string, conns int, d time.Duration) (wrkResult, error) {
 	bin, err := exec.LookPath("wrk")
 	if err != nil {
-		return 0, errors.New("wrk not on PATH")
+		return wrkResult{}, errors.New("wrk not on PATH")
 	}
 	settle()
 	threads := max(1, min(conns, nproc()))
-	out, err := exec.Command(bin, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+	args := []string{"--latency", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 		"-d", fmt.Sprintf("%ds", max(1, int(d.Round(time.Second)/time.Second))),
-		"-H", "Accept: "+manifestAccept, base+"/v2/"+repo+"/manifests/"+tag).CombinedOutput()
+		"-H", "Accept: " + manifestAccept}
+	if token != "" {
+		args = append(args, "-H", "Authorization: Bearer "+token)
+	}
+	out, err := exec.Command(bin, append(args, base+"/v2/"+repo+"/manifests/"+tag)...).CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("wrk: %v: %s", err, tail(string(out), 500))
+		return wrkResult{}, fmt.Errorf("wrk: %v: %s", err, tail(string(out), 500))
+	}
+	return parseWrk(out)
+}
+
+// parseWrk reads wrk --latency's report.
+func parseWrk(out []byte) (wrkResult, error) {
+	if bytes.Contains(out, []byte("Non-2xx or 3xx responses")) {
+		return wrkResult{}, fmt.Errorf("wrk saw error responses: %s", tail(string(out), 500))
 	}
 	m := wrkRPS.FindSubmatch(out)
 	if m == nil {
-		return 0, fmt.Errorf("wrk: no Requests/sec in output: %s", tail(string(out), 500))
+		return wrkResult{}, fmt.Errorf("wrk: no Requests/sec in output: %s", tail(string(out), 500))
 	}
-	if bytes.Contains(out, []byte("Non-2xx or 3xx responses")) {
-		return 0, fmt.Errorf("wrk saw error responses: %s", tail(string(out), 500))
+	var r wrkResult
+	var err error
+	if r.rps, err = strconv.ParseFloat(string(m[1]), 64); err != nil {
+		return wrkResult{}, fmt.Errorf("wrk: %w", err)
 	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	for _, p := range wrkP.FindAllSubmatch(out, -1) {
+		v, err := strconv.ParseFloat(string(p[2]), 64)
+		if err != nil {
+			return wrkResult{}, fmt.Errorf("wrk: %w", err)
+		}
+		switch string(p[3]) {
+		case "us":
+			v /= 1e3
+		case "s":
+			v *= 1e3
+		}
+		if string(p[1]) == "50" {
+			r.p50ms = v
+		} else {
+			r.p99ms = v
+		}
+	}
+	if r.p50ms == 0 || r.p99ms == 0 {
+		return wrkResult{}, fmt.Errorf("wrk: no latency distribution in output: %s", tail(string(out), 500))
+	}
+	return r, nil
 }
 
 // sqliteCounters are Berth's counters of SQLite's writes (docs/metrics.md).
