@@ -29,6 +29,7 @@ var ErrBlobNotFound = fmt.Errorf("blob %w", ErrNotFound)
 
 // RepositoryBlob returns the blob if the repository may serve it.
 func (db Blobs) RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (Blob, error) {
+	ctx = db.pointLookup(ctx)
 	var b Blob
 	var linked, repoID int64
 	var gated int

@@ -425,6 +425,7 @@ func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.
 	if withContent {
 		content = "m.content"
 	}
+	ctx = db.pointLookup(ctx)
 	var row *sql.Row
 	if tag != "" {
 		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, `+content+` FROM repositories r
