@@ -336,8 +336,10 @@ var (
 	wrkP   = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
 )
 
-// wrkResult is what wrk measured: its rate and its latency percentiles
-// (wrk --latency, corrected for coordinated omission by its own method).
+// wrkResult is what wrk measured: its rate and the percentiles of its
+// requests' latencies (wrk --latency; wrk keeps each connection busy, so
+// like the Go client's these are closed-loop latencies, not corrected for
+// coordinated omission as wrk2's are).
 type wrkResult struct{ rps, p50ms, p99ms float64 }
 
 // runWrk runs wrk against the manifest URL, when wrk is installed, with
