@@ -411,11 +411,11 @@ func (db *core) tx1(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) er
 // pointLookup is the context for a read by key on a pull's hot path (a
 // manifest or blob GET) on SQLite: its work is bounded by the key (the
 // rows it names, through an index) and an SQLite read never waits for a
-// lock (WAL), so cancelling it
-// midway saves nothing, while a cancellable context costs two goroutines
-// per query (database/sql's closer of the rows and the driver's
-// interrupter of the statement). On PostgreSQL the request's context stays:
-// a query there waits on the network, and must end with its request.
+// lock (WAL), so cancelling it midway saves nothing, while a cancellable
+// context costs two goroutines per query (database/sql's closer of the
+// rows and the driver's interrupter of the statement). On PostgreSQL the
+// request's context stays: a query there waits on the network, and must
+// end with its request.
 func (db *core) pointLookup(ctx context.Context) context.Context {
 	if db.dialect == sqlite {
 		return context.WithoutCancel(ctx)

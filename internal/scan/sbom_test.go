@@ -11,8 +11,10 @@ import (
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/scan/index"
+	"github.com/berth-dev/berth/internal/storage"
 	"github.com/berth-dev/berth/internal/wire"
 )
 
@@ -157,5 +159,32 @@ func TestSBOMTransactionFails(t *testing.T) {
 				t.Fatalf("refused SBOM stored: %+v", got)
 			}
 		})
+	}
+}
+
+// failingDocDriver refuses to write any blob but the shared empty config:
+// an SBOM's placement fails after its first blob was placed.
+type failingDocDriver struct{ storage.Driver }
+
+func (d failingDocDriver) PutContent(ctx context.Context, p string, content []byte) error {
+	if p != storage.BlobPath(oci.EmptyJSONDigest) {
+		return errRefused
+	}
+	return d.Driver.PutContent(ctx, p, content)
+}
+
+// TestSBOMPlacementFailsPartway: a scan whose SBOM could place only some
+// of its blobs fails (it runs again) and takes back what it placed, since
+// nothing recorded it.
+func TestSBOMPlacementFailsPartway(t *testing.T) {
+	e := newEnv(t, "sqlite", index.Limits{})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := scan.New(wire.ScanStores(e.db), failingDocDriver{e.driver}, scan.Options{SBOM: true, Host: e.host, Version: "test", Logger: log})
+	e.push("acme/partway", "1", debianLayer(t))
+	if _, _, err := runScanJob(t, e, svc); !errors.Is(err, errRefused) {
+		t.Fatalf("scan whose SBOM document cannot be written: %v, want the refusal", err)
+	}
+	if _, err := e.driver.Stat(context.Background(), storage.BlobPath(oci.EmptyJSONDigest)); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("the empty config placed for the failed scan stays: %v", err)
 	}
 }

@@ -183,6 +183,13 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 		}
 		// A new result stores its SBOM with it, in one transaction.
 		var sb *sbom
+		defer func() {
+			if sb != nil { // placed, or partly, and no save was tried: leave nothing behind
+				if err := s.unplace(context.WithoutCancel(ctx), sb); err != nil {
+					s.log.Warn("delete the SBOM's blobs placed for a scan that failed", "digest", dgst, "err", err)
+				}
+			}
+		}()
 		if s.opts.SBOM && res.Status == meta.ScanScanned && rep != nil {
 			if sb, err = s.prepareSBOM(ctx, repo, m, rep); err != nil {
 				return "", fmt.Errorf("attach SBOM: %w", err)
@@ -193,13 +200,6 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 				return "", fmt.Errorf("attach SBOM: %w", err)
 			}
 		}
-		defer func() {
-			if sb != nil { // placed, and no save was tried: leave nothing behind
-				if err := s.unplace(context.WithoutCancel(ctx), sb); err != nil {
-					s.log.Warn("delete the SBOM's blobs placed for a scan that failed", "digest", dgst, "err", err)
-				}
-			}
-		}()
 		for attempt := 0; ; attempt++ {
 			before, err := s.stores.Vulns.VulnDBVersion(ctx)
 			if err != nil {
