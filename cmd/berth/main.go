@@ -202,6 +202,7 @@ BERTH_AUTH_MODE, BERTH_LOG_LEVEL, ...), then these flags.`,
 				return err
 			}
 			log := newLogger(cfg.Log)
+			defer server.HeapFloor(cfg.Runtime.GCHeapFloorBytes, os.Getenv, log)()
 			srv, err := server.New(cmd.Context(), cfg, log)
 			if err != nil {
 				return err

@@ -45,6 +45,7 @@ type Config struct {
 	GC            GC            `yaml:"gc"`
 	Graph         Graph         `yaml:"graph"`
 	Metrics       Metrics       `yaml:"metrics"`
+	Runtime       Runtime       `yaml:"runtime"`
 	// AllowedArtifactTypes is Quay's ALLOWED_OCI_ARTIFACT_TYPES: a map from
 	// config media type to allowed layer media types. Empty means the
 	// default list (images, Helm charts, cosign signatures, SBOMs and
@@ -215,6 +216,15 @@ type Graph struct {
 	Workers int `yaml:"workers"`
 }
 
+// Runtime tunes the Go runtime of `berth serve`.
+type Runtime struct {
+	// GCHeapFloorBytes keeps the garbage collector's heap goal at least
+	// this large while the live heap is small (server.HeapFloor): far
+	// fewer collections under load for that much more memory. 0 leaves
+	// the goal to GOGC alone, as does setting GOGC in the environment.
+	GCHeapFloorBytes int64 `yaml:"gcHeapFloorBytes"`
+}
+
 // Metrics configures the Prometheus endpoint (docs/metrics.md).
 type Metrics struct {
 	// Enabled serves /metrics.
@@ -265,6 +275,7 @@ func Default() Config {
 				Attempts: 30 * 24 * time.Hour, Audit: 365 * 24 * time.Hour}},
 		Graph:   Graph{Enabled: true, Workers: 2},
 		Metrics: Metrics{Enabled: true},
+		Runtime: Runtime{GCHeapFloorBytes: 32 << 20},
 		HTTP:    HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second},
 		Log:     Log{Level: "info", Format: "text"},
 
@@ -413,6 +424,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.ExternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
 			bad("externalURL", "%q is not scheme://host[:port]", c.ExternalURL)
 		}
+	}
+	if f := c.Runtime.GCHeapFloorBytes; f < 0 || f > 64<<30 {
+		bad("runtime.gcHeapFloorBytes", "%d is outside 0..68719476736 (64 GiB; 0: no floor)", f)
 	}
 	if w := c.Notifications.Workers; w < 1 || w > 256 {
 		bad("notifications.workers", "%d is outside 1..256", w)

@@ -127,3 +127,24 @@ func TestMetricsSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestRuntimeSettings(t *testing.T) {
+	c := Default()
+	if c.Runtime.GCHeapFloorBytes != 32<<20 {
+		t.Fatalf("runtime.gcHeapFloorBytes default = %d, want 32 MiB", c.Runtime.GCHeapFloorBytes)
+	}
+	env := map[string]string{"BERTH_RUNTIME_GC_HEAP_FLOOR_BYTES": "0"}
+	if err := c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil || c.Runtime.GCHeapFloorBytes != 0 {
+		t.Fatalf("runtime from env: %+v %v", c.Runtime, err)
+	}
+	for _, bad := range []int64{-1, 64<<30 + 1} {
+		c := Default()
+		c.Runtime.GCHeapFloorBytes = bad
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "runtime.gcHeapFloorBytes") {
+			t.Errorf("Validate(gcHeapFloorBytes %d) = %v", bad, err)
+		}
+	}
+}
