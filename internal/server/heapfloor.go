@@ -121,9 +121,6 @@ func floorPercent(live, floor uint64, base int) int {
 	if floor <= live {
 		return base
 	}
-	p := (floor - live) * 100 / live
-	if p > maxFloorPercent {
-		return maxFloorPercent
-	}
+	p := min((floor-live)*100/live, maxFloorPercent)
 	return max(base, int(p))
 }

@@ -21,6 +21,7 @@ func TestFloorPercent(t *testing.T) {
 		{4 * mib, 32 * mib, 100, 400},  // 700 % would reach the floor: bounded
 		{0, 32 * mib, 100, 400},        // nothing live yet
 		{8 * mib, 24 * mib, 250, 250},  // a higher base gives more
+		{1 * mib, 32 * mib, 500, 500},  // above the bound too
 		{8 * mib, 32 * mib, -1, -1},    // GC off stays off
 	} {
 		if got := floorPercent(tc.live, tc.floor, tc.base); got != tc.want {
