@@ -34,9 +34,10 @@ const maxFloorPercent = 400
 // After every collection (a cleanup of an object allocated for the
 // purpose, so no polling), it reads the live heap and sets the GC percent
 // to the larger of the base percent and the one that puts the goal at
-// floor (at most maxFloorPercent). The base percent is the runtime's at the start. With GOGC set in
-// the environment (getenv), the operator has chosen, and HeapFloor does
-// nothing; with floor 0 neither. stop restores the base percent.
+// floor (at most maxFloorPercent). The base percent is the runtime's at
+// the start. With GOGC set in the environment (getenv), the operator has
+// chosen, and HeapFloor does nothing; with a floor of 0 or less neither.
+// stop restores the base percent.
 func HeapFloor(floor int64, getenv func(string) string, log *slog.Logger) (stop func()) {
 	if floor <= 0 || getenv("GOGC") != "" {
 		return func() {}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"runtime"
@@ -114,11 +115,15 @@ func TestHeapFloor(t *testing.T) {
 		}
 	})
 
-	t.Run("zero is off", func(t *testing.T) {
-		stop := HeapFloor(0, noEnv, log)
-		t.Cleanup(stop)
-		if p := percentAfterGC(t, maxFloorPercent, 300*time.Millisecond); p != base {
-			t.Fatalf("GC percent %d with floor 0, want %d", p, base)
-		}
-	})
+	// A floor of 0 gives GOGC's percent through floorPercent anyway; a
+	// negative one, were it taken, would be a floor of 16 EiB.
+	for _, floor := range []int64{0, -1} {
+		t.Run(fmt.Sprintf("floor %d is off", floor), func(t *testing.T) {
+			stop := HeapFloor(floor, noEnv, log)
+			t.Cleanup(stop)
+			if p := percentAfterGC(t, maxFloorPercent, 300*time.Millisecond); p != base {
+				t.Fatalf("GC percent %d with floor %d, want %d", p, floor, base)
+			}
+		})
+	}
 }
