@@ -208,6 +208,8 @@ BERTH_AUTH_MODE, BERTH_LOG_LEVEL, ...), then these flags.`,
 				return err
 			}
 			defer srv.Close()
+			// After New: its pools are sized on Go's own GOMAXPROCS.
+			defer server.ExtraProcs(cfg.Runtime.ExtraProcs, os.Getenv, log)()
 			return srv.Run(cmd.Context())
 		},
 	}

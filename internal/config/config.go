@@ -223,6 +223,14 @@ type Runtime struct {
 	// fewer collections under load for that much more memory. 0 leaves
 	// the goal to GOGC alone, as does setting GOGC in the environment.
 	GCHeapFloorBytes int64 `yaml:"gcHeapFloorBytes"`
+	// ExtraProcs is added to Go's GOMAXPROCS, the number of threads that
+	// run Go code at once (server.ExtraProcs): a thread blocked in a file
+	// system call (an fsync, a direct write, SQLite's reads and writes)
+	// holds its share until Go's monitor takes it back, and the extra ones
+	// keep the cores busy meanwhile. 0 leaves GOMAXPROCS to Go, as does
+	// setting GOMAXPROCS in the environment; it is not added under a CPU
+	// limit below the machine's cores (a container's quota).
+	ExtraProcs int `yaml:"extraProcs"`
 }
 
 // Metrics configures the Prometheus endpoint (docs/metrics.md).
@@ -275,7 +283,7 @@ func Default() Config {
 				Attempts: 30 * 24 * time.Hour, Audit: 365 * 24 * time.Hour}},
 		Graph:   Graph{Enabled: true, Workers: 2},
 		Metrics: Metrics{Enabled: true},
-		Runtime: Runtime{GCHeapFloorBytes: 32 << 20},
+		Runtime: Runtime{GCHeapFloorBytes: 32 << 20, ExtraProcs: 1},
 		HTTP:    HTTP{ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, BodyIdleTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second},
 		Log:     Log{Level: "info", Format: "text"},
 
@@ -427,6 +435,9 @@ func (c *Config) Validate() error {
 	}
 	if f := c.Runtime.GCHeapFloorBytes; f < 0 || f > 64<<30 {
 		bad("runtime.gcHeapFloorBytes", "%d is outside 0..68719476736 (64 GiB; 0: no floor)", f)
+	}
+	if n := c.Runtime.ExtraProcs; n < 0 || n > 64 {
+		bad("runtime.extraProcs", "%d is outside 0..64 (0: GOMAXPROCS as Go sets it)", n)
 	}
 	if w := c.Notifications.Workers; w < 1 || w > 256 {
 		bad("notifications.workers", "%d is outside 1..256", w)

@@ -140,6 +140,20 @@ func TestRuntimeSettings(t *testing.T) {
 	if err := c.Validate(); err != nil || c.Runtime.GCHeapFloorBytes != 0 {
 		t.Fatalf("runtime from env: %+v %v", c.Runtime, err)
 	}
+	if c := Default(); c.Runtime.ExtraProcs != 1 {
+		t.Fatalf("runtime.extraProcs default = %d, want 1", c.Runtime.ExtraProcs)
+	}
+	env["BERTH_RUNTIME_EXTRA_PROCS"] = "0"
+	if c := Default(); c.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }) != nil || c.Validate() != nil || c.Runtime.ExtraProcs != 0 {
+		t.Fatalf("runtime.extraProcs from env: %+v", c.Runtime)
+	}
+	for _, bad := range []int{-1, 65} {
+		c := Default()
+		c.Runtime.ExtraProcs = bad
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "runtime.extraProcs") {
+			t.Errorf("Validate(extraProcs %d) = %v", bad, err)
+		}
+	}
 	for _, bad := range []int64{-1, 64<<30 + 1} {
 		c := Default()
 		c.Runtime.GCHeapFloorBytes = bad
