@@ -77,9 +77,10 @@ func TestExtraProcs(t *testing.T) {
 	// Under a limit below the cores (as a container's CPU quota sets it).
 	if cpus >= 2 {
 		runtime.GOMAXPROCS(cpus - 1)
-		ExtraProcs(1, noEnv, log)()
+		restore := ExtraProcs(1, noEnv, log)
 		if got := runtime.GOMAXPROCS(0); got != cpus-1 {
 			t.Errorf("GOMAXPROCS = %d under a limit of %d, want it left alone", got, cpus-1)
 		}
+		restore()
 	}
 }
