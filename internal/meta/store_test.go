@@ -173,7 +173,7 @@ func testUploads(t *testing.T, db *meta.DB) {
 	if _, err := db.Uploads().GetUpload(ctx, "app", u.ID); !errors.Is(err, meta.ErrUploadNotFound) {
 		t.Fatalf("upload survived its blob's link: %v", err)
 	}
-	if err := db.Uploads().DeleteUpload(ctx, u.ID); !errors.Is(err, meta.ErrUploadNotFound) {
+	if err := db.Uploads().DeleteUpload(ctx, u.ID, 0); !errors.Is(err, meta.ErrUploadNotFound) {
 		t.Fatalf("delete of finished upload: %v", err)
 	}
 }

@@ -149,14 +149,25 @@ func (db Uploads) AdvanceUpload(ctx context.Context, id string, claim, oldSize, 
 	return nil
 }
 
-// DeleteUpload removes an upload session.
-func (db Uploads) DeleteUpload(ctx context.Context, id string) error {
-	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ?"), id)
+// DeleteUpload removes an upload session that the caller holds the claim
+// on (ClaimUpload): a cancel never takes a session from under the request
+// writing or finishing it. It returns ErrUploadNotFound if the session is
+// gone, ErrUploadClaimLost if claim is no longer its claim.
+func (db Uploads) DeleteUpload(ctx context.Context, id string, claim int64) error {
+	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ? AND locked_until = ?"), id, claim)
 	if err != nil {
 		return fmt.Errorf("delete upload: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrUploadNotFound
+		var one int
+		err := db.read.QueryRowContext(ctx, db.q("SELECT 1 FROM uploads WHERE id = ?"), id).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrUploadNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("delete upload: %w", err)
+		}
+		return ErrUploadClaimLost
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -317,6 +318,111 @@ func TestOpenUploadCap(t *testing.T) {
 			}
 			if resp, body := reg.do("POST", "/v2/capped/blobs/uploads/", nil); resp.StatusCode != 202 {
 				t.Fatalf("after a cancel: %d %s", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// TestCancelRacesFinish races "DELETE the upload" against a PUT that is
+// streaming the upload's last chunk (and so holds its claim). The cancel
+// waits for the PUT: the PUT stores the blob (201, never a 500 from bytes
+// removed under it), and the cancel finds the upload finished (404
+// BLOB_UPLOAD_UNKNOWN).
+func TestCancelRacesFinish(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			reg := newRegistry(t, dialect, registry.Options{})
+			resp, body := reg.do("POST", "/v2/cancels/blobs/uploads/", nil)
+			if resp.StatusCode != 202 {
+				t.Fatalf("POST: %d %s", resp.StatusCode, body)
+			}
+			loc := resp.Header.Get("Location")
+			content := make([]byte, 32<<20)
+			for i := range content {
+				content[i] = byte(i * 7 / 5)
+			}
+			d := digestOf(content)
+
+			pr, pw := io.Pipe()
+			defer pw.Close() // a failure below must not leave the PUT waiting for its body
+			req, err := http.NewRequest("PUT", reg.url+loc+"?digest="+d.String(), pr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = int64(len(content))
+			req.Header.Set("Content-Type", "application/octet-stream")
+			type result struct {
+				resp *http.Response
+				err  error
+			}
+			putDone := make(chan result, 1)
+			go func() {
+				resp, err := http.DefaultClient.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				putDone <- result{resp, err}
+			}()
+			// Three quarters of the body: more than the loopback's socket
+			// buffers hold, so the server has claimed the upload and is
+			// writing it when this returns.
+			split := len(content) * 3 / 4
+			if _, err := pw.Write(content[:split]); err != nil {
+				t.Fatal(err)
+			}
+			type answer struct {
+				resp *http.Response
+				body []byte
+			}
+			cancelDone := make(chan answer, 1)
+			go func() {
+				resp, body := reg.do("DELETE", loc, nil)
+				cancelDone <- answer{resp, body}
+			}()
+			select {
+			case a := <-cancelDone:
+				t.Fatalf("DELETE answered %d %s while a PUT was writing the upload", a.resp.StatusCode, a.body)
+			case <-time.After(300 * time.Millisecond):
+			}
+			if _, err := pw.Write(content[split:]); err != nil {
+				t.Fatal(err)
+			}
+			pw.Close()
+			put := <-putDone
+			if put.err != nil {
+				t.Fatal(put.err)
+			}
+			if put.resp.StatusCode != 201 {
+				t.Fatalf("PUT finishing the upload: %d, want 201", put.resp.StatusCode)
+			}
+			a := <-cancelDone
+			expectError(t, a.resp, a.body, http.StatusNotFound, registry.CodeBlobUploadUnknown)
+			resp, body = reg.do("GET", "/v2/cancels/blobs/"+d.String(), nil)
+			if resp.StatusCode != 200 || !bytes.Equal(body, content) {
+				t.Fatalf("blob after the race: %d, %d bytes", resp.StatusCode, len(body))
+			}
+		})
+	}
+}
+
+// TestCancelUpload: a cancelled upload is gone (404 for its status, its
+// PATCH and a second cancel), and its session no longer counts.
+func TestCancelUpload(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			reg := newRegistry(t, dialect, registry.Options{})
+			resp, _ := reg.do("POST", "/v2/cancels/blobs/uploads/", nil)
+			loc := resp.Header.Get("Location")
+			if resp, body := reg.do("PATCH", loc, []byte("some bytes"), "Content-Type", "application/octet-stream"); resp.StatusCode != 202 {
+				t.Fatalf("PATCH: %d %s", resp.StatusCode, body)
+			}
+			if resp, body := reg.do("DELETE", loc, nil); resp.StatusCode != 204 {
+				t.Fatalf("DELETE: %d %s", resp.StatusCode, body)
+			}
+			for _, m := range []string{"GET", "PATCH", "DELETE"} {
+				resp, body := reg.do(m, loc, []byte("more"), "Content-Type", "application/octet-stream")
+				expectError(t, resp, body, http.StatusNotFound, registry.CodeBlobUploadUnknown)
 			}
 		})
 	}

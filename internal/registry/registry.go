@@ -51,7 +51,7 @@ type UploadStore interface {
 	RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error)
 	ReleaseUpload(ctx context.Context, id string, claim int64) error
 	AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState, storageState []byte) error
-	DeleteUpload(ctx context.Context, id string) error
+	DeleteUpload(ctx context.Context, id string, claim int64) error
 }
 
 // ManifestStore is what the registry needs of manifests, tags and

@@ -164,7 +164,7 @@ func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt
 		reg.store.Delete(context.WithoutCancel(ctx), storage.UploadRoot(id))
 		return err
 	}
-	return reg.finishUpload(w, r, rt.name, id, fw, h, want, who, false)
+	return reg.finishUpload(w, r, rt.name, id, fw, h, want, who, nil)
 }
 
 func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) error {
@@ -182,16 +182,16 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 		return err
 	}
 	ctx := r.Context()
-	if r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodDelete {
+	if r.Method == http.MethodDelete {
+		return reg.cancelUpload(w, r, rt.name, rt.ref)
+	}
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		up, err := reg.meta.Uploads.GetUpload(ctx, rt.name, rt.ref)
 		if errors.Is(err, meta.ErrUploadNotFound) {
 			return errUploadUnknown
 		}
 		if err != nil {
 			return err
-		}
-		if r.Method == http.MethodDelete {
-			return reg.cancelUpload(w, r, up)
 		}
 		setUploadHeaders(w, rt.name, up.ID, up.Size)
 		w.WriteHeader(http.StatusNoContent)
@@ -236,7 +236,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	n, copyErr := reg.copyBody(claimedWriter{fw, claim}, up.Size, h, r)
 	if copyErr == nil && r.Method == http.MethodPut {
 		claimed = false // finishing deletes the upload (the claim is renewed until then)
-		return reg.finishUpload(w, r, rt.name, up.ID, fw, h, want, who, true)
+		return reg.finishUpload(w, r, rt.name, up.ID, fw, h, want, who, claim)
 	}
 	if errors.Is(copyErr, errClaimLost) {
 		reg.log.Warn("upload claim lost while writing; the write was stopped", "upload", up.ID)
@@ -388,15 +388,33 @@ func (cw claimedWriter) Write(p []byte) (int, error) {
 	return cw.w.Write(p)
 }
 
-func (reg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, up meta.Upload) error {
+// cancelUpload ends an upload session (DELETE). It claims the session
+// first, as a PATCH or PUT does: a request writing or finishing the
+// upload holds the claim, and the cancel waits for it to end instead of
+// removing the bytes under it. Cancelled after a PUT finished it, the
+// upload is unknown (404); still claimed after uploadClaimWait, it is 409.
+func (reg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, name, id string) error {
 	ctx := r.Context()
-	if err := reg.meta.Uploads.DeleteUpload(ctx, up.ID); err != nil {
-		if errors.Is(err, meta.ErrUploadNotFound) {
-			return errUploadUnknown
-		}
+	up, err := reg.claimUpload(ctx, name, id)
+	switch {
+	case errors.Is(err, meta.ErrUploadNotFound):
+		return errUploadUnknown
+	case errors.Is(err, meta.ErrUploadBusy):
+		return errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
+	case err != nil:
 		return err
 	}
-	if err := reg.store.Delete(ctx, storage.UploadRoot(up.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+	if err := reg.meta.Uploads.DeleteUpload(context.WithoutCancel(ctx), up.ID, up.Claim); err != nil {
+		switch {
+		case errors.Is(err, meta.ErrUploadNotFound):
+			return errUploadUnknown
+		case errors.Is(err, meta.ErrUploadClaimLost):
+			return errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
+		}
+		reg.meta.Uploads.ReleaseUpload(context.WithoutCancel(ctx), up.ID, up.Claim)
+		return err
+	}
+	if err := reg.store.Delete(context.WithoutCancel(ctx), storage.UploadRoot(up.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		reg.log.Warn("remove cancelled upload", "upload", up.ID, "err", err)
 	}
 	w.Header().Set("Content-Length", "0")
@@ -433,13 +451,18 @@ func checkContentRange(r *http.Request, size int64) error {
 // finishUpload verifies the digest of a complete upload, moves the bytes
 // to their content address, and links the blob to the repository. The
 // upload's bytes are in fw, still open.
-func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, id string, fw storage.FileWriter, h hash.Hash, want digest.Digest, who meta.Writer, hasRow bool) error {
+//
+// claim is the claim held on the upload's session, nil for a single-request
+// upload, which has none.
+func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, id string, fw storage.FileWriter, h hash.Hash, want digest.Digest, who meta.Writer, claim *claimHolder) error {
 	ctx := context.WithoutCancel(r.Context()) // finish what we started
 	size := fw.Size()
 	discard := func() {
 		fw.Cancel(ctx)
-		if hasRow {
-			reg.meta.Uploads.DeleteUpload(ctx, id)
+		if claim != nil {
+			if err := reg.meta.Uploads.DeleteUpload(ctx, id, claim.stop()); err != nil && !errors.Is(err, meta.ErrUploadNotFound) {
+				reg.log.Warn("remove failed upload session", "upload", id, "err", err)
+			}
 		}
 		reg.store.Delete(ctx, storage.UploadRoot(id))
 	}
@@ -468,6 +491,11 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	if _, err := reg.meta.Blobs.StoreBlob(ctx, name, blob, id, who,
 		storage.Staged(reg.store, storage.UploadPath(id), want)); err != nil {
 		discard()
+		if errors.Is(err, storage.ErrNotFound) {
+			// The upload's bytes went from under it (removed by hand):
+			// as for a resume, the client starts over.
+			return reg.resumeError(w, id, err)
+		}
 		return err
 	}
 	if err := reg.store.Delete(ctx, storage.UploadRoot(id)); err != nil && !errors.Is(err, storage.ErrNotFound) {
