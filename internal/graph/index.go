@@ -214,13 +214,26 @@ func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, 
 	// by a job, that write is the job's completion (jobs.OnComplete): a
 	// graph job then costs one write transaction, not two, and a failure
 	// of the write leaves the job to run again once its lease expires.
+	//
+	// A repository deleted since the manifest was read took its graph rows
+	// with it: there is nothing to record, and failing the write would
+	// hold the job, and its key's next ones, until its lease runs out.
 	img := meta.GraphImage{Repository: repo, Digest: d, Platform: platform, Chain: chain}
 	if in, ok := x.graph.(txIndexer); ok && jobs.OnComplete(ctx, func(ctx context.Context, tx meta.Tx) error {
-		return in.IndexImageIn(ctx, tx, img, links)
+		return repositoryGone(in.IndexImageIn(ctx, tx, img, links))
 	}) {
 		return nil
 	}
-	return x.graph.IndexImage(ctx, img, links)
+	return repositoryGone(x.graph.IndexImage(ctx, img, links))
+}
+
+// repositoryGone is err, except that a repository that is gone is not an
+// error for the graph.
+func repositoryGone(err error) error {
+	if errors.Is(err, meta.ErrRepositoryNotFound) {
+		return nil
+	}
+	return err
 }
 
 // txIndexer is what a Store may do besides (meta.Graph does): index an

@@ -33,10 +33,11 @@ import (
 )
 
 type env struct {
-	t    *testing.T
-	db   *meta.DB
-	host string
-	x    *graph.Indexer
+	t      *testing.T
+	db     *meta.DB
+	host   string
+	x      *graph.Indexer
+	driver *fs.Driver
 }
 
 func newEnv(t *testing.T, dialect string) *env {
@@ -50,7 +51,7 @@ func newEnv(t *testing.T, dialect string) *env {
 	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Policy: policy, Logger: log}))
 	t.Cleanup(srv.Close)
-	return &env{t: t, db: db, host: strings.TrimPrefix(srv.URL, "http://"), x: graph.NewIndexer(db.Manifests(), db.Graph(), driver, log)}
+	return &env{t: t, db: db, host: strings.TrimPrefix(srv.URL, "http://"), x: graph.NewIndexer(db.Manifests(), db.Graph(), driver, log), driver: driver}
 }
 
 // layer is a gzipped tar layer holding one file; level is the gzip level,

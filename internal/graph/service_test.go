@@ -267,3 +267,74 @@ func TestIndexJobOneWrite(t *testing.T) {
 		})
 	}
 }
+
+// deletingManifests returns a manifest, then deletes its repository: the
+// repository goes while the graph's job indexes the manifest.
+type deletingManifests struct {
+	graph.ManifestStore
+	db *meta.DB
+}
+
+func (d deletingManifests) GetManifest(ctx context.Context, repo, tag string, dg digest.Digest, withContent bool) (meta.Manifest, error) {
+	m, err := d.ManifestStore.GetManifest(ctx, repo, tag, dg, withContent)
+	if err == nil {
+		if derr := d.db.Repositories().DeleteRepository(ctx, repo, "test"); derr != nil {
+			return m, derr
+		}
+	}
+	return m, err
+}
+
+// TestIndexJobRepositoryDeleted: a repository deleted while the graph's
+// job indexes one of its images ends the job at once (nothing to record:
+// the repository's graph went with it), instead of failing the job's
+// completion and holding the job, and its repository's next ones, until
+// the lease runs out.
+func TestIndexJobRepositoryDeleted(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newEnv(t, dialect)
+			ctx := context.Background()
+			app := image(t, nil, "linux/amd64", layer(t, "deleted app", gzip.BestSpeed))
+			e.push("team/gone:1", app)
+			x := graph.NewIndexer(deletingManifests{e.db.Manifests(), e.db}, e.db.Graph(), e.driver, nil)
+			svc := graph.New(x, e.db.Manifests(), e.db.Graph(), e.db.Scans(), e.db.Jobs(), graph.Options{})
+			evs, err := e.db.Outbox().EventsAfter(ctx, 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range evs {
+				if err := svc.OnEvent(ctx, ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if f, err := e.db.Figures(ctx); err != nil || f.Queues[graph.Queue].Pending == 0 {
+				t.Fatalf("no index job queued: %+v, %v", f.Queues[graph.Queue], err)
+			}
+			const lease = time.Minute
+			w := jobs.New(e.db.Jobs(), graph.Queue, svc.Handle, jobs.Options{PollInterval: 10 * time.Millisecond, Lease: lease})
+			wctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); w.Run(wctx) }()
+			defer func() { stop(); <-done }()
+			deadline := time.Now().Add(lease / 3)
+			for {
+				f, err := e.db.Figures(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				q := f.Queues[graph.Queue]
+				if q.Pending == 0 && q.Running == 0 {
+					if q.Dead > 0 {
+						t.Fatalf("index job dead-lettered: %+v", q)
+					}
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("index job of a deleted repository not done after %s (its lease is %s): %+v", lease/3, lease, q)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
