@@ -232,6 +232,9 @@ func (c *Collector) sweepLeftovers(ctx context.Context, cutoff time.Time, dry bo
 			}
 			entry := path.Join(dir, path.Base(e))
 			size, newest, err := c.usage(ctx, entry)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue // gone since it was listed: an upload that finished or was cancelled
+			}
 			if err != nil {
 				c.log.Warn("inspect upload leftovers", "path", entry, "err", err)
 				continue

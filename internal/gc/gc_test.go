@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,5 +238,60 @@ func TestPrune(t *testing.T) {
 				t.Fatalf("the pending delivery went: %+v", jobs)
 			}
 		})
+	}
+}
+
+// vanishing lists an upload's file that is gone by the time it is looked
+// at: an upload that finished between the collector's listing and its
+// look at the entry.
+type vanishing struct {
+	storage.Driver
+	dir, name string
+}
+
+func (v vanishing) List(ctx context.Context, p string) ([]string, error) {
+	out, err := v.Driver.List(ctx, p)
+	if err == nil && p == v.dir {
+		out = append(out, v.dir+"/"+v.name)
+	}
+	return out, err
+}
+
+// warnings counts the records at level WARN or above.
+type warnings struct {
+	slog.Handler
+	n *atomic.Int32
+}
+
+func (w warnings) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		w.n.Add(1)
+	}
+	return nil
+}
+
+// TestLeftoverGoneMeanwhile: an upload's file that goes between the
+// collector's listing and its look at it (the upload finished) is skipped
+// quietly; the pass goes on and removes the real leftovers.
+func TestLeftoverGoneMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, metatest.Dialects()[0], Options{UploadExpiry: time.Hour})
+	old := storage.NewUploadID()
+	e.leftover(t, old, 100, time.Now().Add(-3*time.Hour))
+	gone := storage.NewUploadID()
+	dir := path.Dir(storage.UploadPath(old))
+	gone = gone[:len(gone)-2] + old[len(old)-2:] // in the same directory
+	var n atomic.Int32
+	c := New(Stores{Uploads: e.db.Uploads(), Collector: e.db.Collector(), Retention: e.db.Collector()},
+		vanishing{e.store, dir, gone}, Options{UploadExpiry: time.Hour, Logger: slog.New(warnings{slog.NewTextHandler(io.Discard, nil), &n})})
+	rep, err := c.Pass(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Leftovers != 1 || e.exists(storage.UploadRoot(old)) {
+		t.Fatalf("leftovers %+v; the old one still there: %v", rep, e.exists(storage.UploadRoot(old)))
+	}
+	if n.Load() != 0 {
+		t.Fatalf("%d warnings for an upload that finished while the pass ran", n.Load())
 	}
 }
