@@ -467,7 +467,13 @@ func TestJobClaimRace(t *testing.T) {
 			running := map[string]int64{}
 			finished := map[string][]int64{}
 			done := map[int64]int{}
-			var chained atomic.Int64
+			var chained, finishedJobs atomic.Int64
+			total := int64(len(keyOf))
+			// Every claimer runs until every job finished (or the deadline):
+			// one that gave up after some idle polls could leave the chain
+			// untried, when the claimers that chain happen to find the
+			// queue's ready jobs taken for a while.
+			deadline := time.Now().Add(time.Minute)
 			var wg sync.WaitGroup
 			errc := make(chan error, 16)
 			for w := range 8 {
@@ -481,8 +487,7 @@ func TestJobClaimRace(t *testing.T) {
 					owner := fmt.Sprintf("w%d/%d", w, seq)
 					var j meta.Job
 					handed := false // j was handed on by a chain
-					idle := 0
-					for idle < 20 {
+					for finishedJobs.Load() < total {
 						if !handed {
 							var ok bool
 							var err error
@@ -494,13 +499,15 @@ func TestJobClaimRace(t *testing.T) {
 								return
 							}
 							if !ok {
-								idle++
+								if time.Now().After(deadline) {
+									errc <- fmt.Errorf("%d of %d jobs finished after a minute", finishedJobs.Load(), total)
+									return
+								}
 								time.Sleep(5 * time.Millisecond)
 								continue
 							}
 						}
 						handed = false
-						idle = 0
 						k := j.OrderingKey
 						mu.Lock()
 						if other, busy := running[k]; busy && k != "" {
@@ -521,6 +528,8 @@ func TestJobClaimRace(t *testing.T) {
 							done[j.ID]++
 						}
 						mu.Unlock()
+						// Counted once its completion has committed, below.
+						finishing := !retry
 						var err error
 						switch {
 						case retry:
@@ -546,6 +555,9 @@ func TestJobClaimRace(t *testing.T) {
 						if err != nil {
 							errc <- err
 							return
+						}
+						if finishing {
+							finishedJobs.Add(1)
 						}
 					}
 				})
