@@ -86,6 +86,9 @@ func TestUploadErrors(t *testing.T) {
 	loc := resp.Header.Get("Location")
 	resp, body = reg.do("PUT", loc+"?digest="+wrong.String(), content)
 	expectError(t, resp, body, 400, registry.CodeDigestInvalid)
+	// ... which discards the upload.
+	resp, body = reg.do("GET", loc, nil)
+	expectError(t, resp, body, 404, registry.CodeBlobUploadUnknown)
 
 	// Unknown and malformed upload ids.
 	resp, body = reg.do("PATCH", "/v2/app/blobs/uploads/2b7c4b0e-4f3c-4b9a-9d6e-000000000000", content)

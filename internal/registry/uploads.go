@@ -458,12 +458,17 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	ctx := context.WithoutCancel(r.Context()) // finish what we started
 	size := fw.Size()
 	discard := func() {
-		fw.Cancel(ctx)
 		if claim != nil {
 			if err := reg.meta.Uploads.DeleteUpload(ctx, id, claim.stop()); err != nil && !errors.Is(err, meta.ErrUploadNotFound) {
+				// The session is another request's now (the claim ran
+				// out), or it could not be deleted: its bytes stay with
+				// it (an idle session expires with them).
 				reg.log.Warn("remove failed upload session", "upload", id, "err", err)
+				fw.Close()
+				return
 			}
 		}
+		fw.Cancel(ctx)
 		reg.store.Delete(ctx, storage.UploadRoot(id))
 	}
 	if err := fw.Commit(ctx); err != nil {
