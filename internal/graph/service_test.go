@@ -218,15 +218,7 @@ func TestIndexJobOneWrite(t *testing.T) {
 			app := image(t, base, "", layer(t, "app", gzip.BestSpeed))
 			ad := e.push("team/app:1", app)
 			svc := graph.New(e.x, e.db.Manifests(), e.db.Graph(), e.db.Scans(), e.db.Jobs(), graph.Options{})
-			evs, err := e.db.Outbox().EventsAfter(ctx, 0, 100)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, ev := range evs {
-				if err := svc.OnEvent(ctx, ev); err != nil {
-					t.Fatal(err)
-				}
-			}
+			e.announce(svc)
 			writes0, _, counted := e.db.WriterWait()
 			w := jobs.New(e.db.Jobs(), graph.Queue, svc.Handle, jobs.Options{PollInterval: 10 * time.Millisecond})
 			wctx, stop := context.WithCancel(ctx)
@@ -299,15 +291,7 @@ func TestIndexJobRepositoryDeleted(t *testing.T) {
 			e.push("team/gone:1", app)
 			x := graph.NewIndexer(deletingManifests{e.db.Manifests(), e.db}, e.db.Graph(), e.driver, nil)
 			svc := graph.New(x, e.db.Manifests(), e.db.Graph(), e.db.Scans(), e.db.Jobs(), graph.Options{})
-			evs, err := e.db.Outbox().EventsAfter(ctx, 0, 100)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, ev := range evs {
-				if err := svc.OnEvent(ctx, ev); err != nil {
-					t.Fatal(err)
-				}
-			}
+			e.announce(svc)
 			if f, err := e.db.Figures(ctx); err != nil || f.Queues[graph.Queue].Pending == 0 {
 				t.Fatalf("no index job queued: %+v, %v", f.Queues[graph.Queue], err)
 			}
@@ -336,5 +320,21 @@ func TestIndexJobRepositoryDeleted(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// announce hands the events so far to the graph's service, which queues
+// their index jobs.
+func (e *env) announce(svc *graph.Service) {
+	e.t.Helper()
+	ctx := context.Background()
+	evs, err := e.db.Outbox().EventsAfter(ctx, 0, 100)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if err := svc.OnEvent(ctx, ev); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 }

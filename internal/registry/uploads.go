@@ -198,12 +198,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 		return nil
 	}
 	up, err := reg.claimUpload(ctx, rt.name, rt.ref)
-	switch {
-	case errors.Is(err, meta.ErrUploadNotFound):
-		return errUploadUnknown
-	case errors.Is(err, meta.ErrUploadBusy):
-		return errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
-	case err != nil:
+	if err != nil {
 		return err
 	}
 	claim := reg.holdClaim(ctx, up)
@@ -301,12 +296,18 @@ const (
 )
 
 // claimUpload claims an upload, waiting up to uploadClaimWait while
-// another request holds it.
+// another request holds it. Its errors are the answers: 404
+// BLOB_UPLOAD_UNKNOWN, or 409 BLOB_UPLOAD_INVALID if still claimed.
 func (reg *Registry) claimUpload(ctx context.Context, repo, id string) (meta.Upload, error) {
 	deadline := time.Now().Add(uploadClaimWait)
 	for {
 		up, err := reg.meta.Uploads.ClaimUpload(ctx, repo, id, uploadLease)
-		if !errors.Is(err, meta.ErrUploadBusy) || time.Now().After(deadline) {
+		switch {
+		case errors.Is(err, meta.ErrUploadNotFound):
+			return up, errUploadUnknown
+		case errors.Is(err, meta.ErrUploadBusy) && time.Now().After(deadline):
+			return up, errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
+		case !errors.Is(err, meta.ErrUploadBusy):
 			return up, err
 		}
 		select {
@@ -396,12 +397,7 @@ func (cw claimedWriter) Write(p []byte) (int, error) {
 func (reg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, name, id string) error {
 	ctx := r.Context()
 	up, err := reg.claimUpload(ctx, name, id)
-	switch {
-	case errors.Is(err, meta.ErrUploadNotFound):
-		return errUploadUnknown
-	case errors.Is(err, meta.ErrUploadBusy):
-		return errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
-	case err != nil:
+	if err != nil {
 		return err
 	}
 	if err := reg.meta.Uploads.DeleteUpload(context.WithoutCancel(ctx), up.ID, up.Claim); err != nil {
