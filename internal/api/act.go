@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"path"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/auth"
 )
@@ -22,6 +24,12 @@ func (a *API) Act(ctx context.Context, id auth.Identity, remoteAddr, method, pat
 	r, err := http.NewRequestWithContext(context.WithValue(ctx, actingKey{}, id), method, path, bytes.NewReader(body))
 	if err != nil {
 		return http.StatusBadRequest, []byte(`{"error_message":"malformed request path"}`)
+	}
+	// A name of "." or ".." (or an empty one) would make the path one that
+	// the mux answers with a redirect to its cleaned form, never running
+	// the handler: say what is wrong instead.
+	if p := r.URL.Path; p != "/" && cleanPath(p) != p {
+		return http.StatusBadRequest, []byte(`{"error_message":"a name may not be empty, \".\" or \"..\""}`)
 	}
 	if body != nil {
 		r.Header.Set("Content-Type", "application/json")
@@ -61,4 +69,14 @@ func (w *recorder) Write(b []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	return w.body.Write(b)
+}
+
+// cleanPath is p as http.ServeMux would have it: cleaned, with its
+// trailing slash kept.
+func cleanPath(p string) string {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }

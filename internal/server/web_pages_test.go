@@ -329,3 +329,23 @@ func TestWebActionsAudited(t *testing.T) {
 		}
 	}
 }
+
+// TestWebDotNames: a name of "." or ".." typed into a form is refused
+// with the reason, not answered with the redirect the API's router would
+// give its path.
+func TestWebDotNames(t *testing.T) {
+	w := newWorld(t)
+	b := newBrowser(t, w.url)
+	b.signIn("root", pw)
+	for _, name := range []string{".", ".."} {
+		for _, f := range []struct{ page, action string }{
+			{"/user/root", "/user/root/robots/create"},
+			{"/organization/acme", "/organization/acme/robots/create"},
+		} {
+			status, body := b.post(f.action, url.Values{"csrf": {b.csrf(f.page)}, "name": {name}})
+			if status != http.StatusBadRequest || !strings.Contains(body, "may not be") {
+				t.Errorf("%s with name %q: %d, want 400 with the reason\n%s", f.action, name, status, body)
+			}
+		}
+	}
+}
