@@ -264,6 +264,11 @@ func TestWebSettings(t *testing.T) {
 	if status, _ := owner.post(page+"/permissions/user", url.Values{"csrf": {tok}, "name": {"stranger"}, "role": {"read"}}); status != 200 {
 		t.Errorf("grant: %d", status)
 	}
+	for _, kind := range []string{"user", "team"} {
+		if status, body := owner.post(page+"/permissions/"+kind, url.Values{"csrf": {tok}, "name": {" "}, "role": {"read"}}); status != 400 || !strings.Contains(body, "to grant the role to") {
+			t.Errorf("grant to no %s: %d, want 400 with the reason", kind, status)
+		}
+	}
 	if status, _ := owner.post(page+"/policies/immutabilitypolicy/create", url.Values{"csrf": {tok}, "pattern": {"^v[0-9]+$"}}); status != 200 {
 		t.Errorf("immutability policy: %d", status)
 	}

@@ -216,6 +216,10 @@ func (u *UI) settingsPOST(w http.ResponseWriter, r *http.Request, v *visitor, re
 	case len(segs) == 4 && segs[0] == "policies" && segs[3] == "delete" && (segs[1] == "autoprunepolicy" || segs[1] == "immutabilitypolicy"):
 		err = u.call(r, v, http.MethodDelete, repoAPI(repo, segs[1], esc(segs[2])), nil, nil)
 	case len(segs) == 2 && segs[0] == "permissions" && (segs[1] == "user" || segs[1] == "team"):
+		if f("name") == "" {
+			err = &apiError{Status: http.StatusBadRequest, Message: "Name the " + map[string]string{"user": "user or robot", "team": "team"}[segs[1]] + " to grant the role to."}
+			break
+		}
 		err = u.call(r, v, http.MethodPut, repoAPI(repo, "permissions", segs[1], esc(f("name"))), map[string]string{"role": f("role")}, nil)
 	case len(segs) == 4 && segs[0] == "permissions" && segs[3] == "delete" && (segs[1] == "user" || segs[1] == "team"):
 		err = u.call(r, v, http.MethodDelete, repoAPI(repo, "permissions", segs[1], esc(segs[2])), nil, nil)
