@@ -111,11 +111,15 @@ func TestWebPermissions(t *testing.T) {
 	if _, body := b.get("/repository/acme/private/activity"); strings.Contains(body, "<h2>Notifications") || strings.Contains(body, "Sync now") {
 		t.Error("reader sees the admins' activity")
 	}
-	if _, body := b.get("/repository/acme/private"); strings.Contains(body, "delete-tags") {
-		t.Error("reader is offered tag deletion")
+	if _, body := b.get("/repository/acme/private"); strings.Contains(body, "delete-tags") || strings.Contains(body, "/settings") {
+		t.Error("reader is offered tag deletion or the settings")
 	}
 	root := newBrowser(t, w.url)
 	root.signIn("root", pw)
+	// The settings page is found from the repository's page by its admins.
+	if _, body := root.get("/repository/acme/private"); !strings.Contains(body, `href="/repository/acme/private/settings"`) {
+		t.Error("root finds no link to the settings on the repository's page")
+	}
 	if _, body := root.get("/repository/acme/private/activity"); !strings.Contains(body, "<h2>Notifications") {
 		t.Error("root does not see the notifications")
 	}

@@ -152,6 +152,10 @@ func (u *UI) repository(w http.ResponseWriter, r *http.Request, v *visitor, repo
 	if err != nil {
 		return err
 	}
+	canAdmin, err := u.allowed(ctx, v, repo, auth.ActionAdmin)
+	if err != nil {
+		return err
+	}
 	sigs, err := u.rowSignatures(ctx, repo, rows)
 	if err != nil {
 		return err
@@ -171,7 +175,7 @@ func (u *UI) repository(w http.ResponseWriter, r *http.Request, v *visitor, repo
 		sortLinks[s] = link(1, s, s == sort && !reverse)
 	}
 	data := map[string]any{"Repo": ri, "Rows": rows, "Total": total, "Filter": filter, "Sort": sort, "Reverse": reverse,
-		"SortLinks": sortLinks, "Page": page, "CanWrite": canWrite, "Registry": u.opts.Registry,
+		"SortLinks": sortLinks, "Page": page, "CanWrite": canWrite, "CanAdmin": canAdmin, "Registry": u.opts.Registry,
 		"Path": repoPath(repo), "Sigs": sigs}
 	if page > 1 {
 		data["Prev"] = link(page-1, sort, reverse)
