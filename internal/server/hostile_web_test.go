@@ -29,6 +29,21 @@ type webForm struct {
 func TestHostileWebInputs(t *testing.T) {
 	w := newWorld(t)
 	w.pushTagged("acme/public", "latest", "hostile web layer")
+	// Something in every section the pages show: a mirror, a notification,
+	// a gate with a candidate, tag policies.
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/api/v1/repository/acme/mirror/mirror", `{"external_reference":"upstream.example.com/library/app","robot_username":"acme+mirror",
+			"sync_interval":3600,"sync_start_date":"2030-01-01T00:00:00Z","root_rule":{"rule_kind":"tag_glob_csv","rule_value":["*"]}}`},
+		{"POST", "/api/v1/repository/acme/private/notification/", `{"event":"repo_push","method":"webhook","config":{"url":"https://ci.example.com/hook"},"eventConfig":{}}`},
+		{"PUT", "/api/v1/repository/acme/private/gate", `{"tags":["15-*"],"policy":"scan.counts.critical == 0"}`},
+		{"POST", "/api/v1/repository/acme/private/immutabilitypolicy/", `{"tagPattern":"^v[0-9]+$","tagPatternMatches":true}`},
+		{"POST", "/api/v1/repository/acme/public/autoprunepolicy/", `{"method":"number_of_tags","value":10}`},
+	} {
+		if st, _, raw := w.call(c.method, c.path, "root", c.body); st >= 300 {
+			t.Fatalf("%s %s: %d %s", c.method, c.path, st, raw)
+		}
+	}
+	w.pushTagged("acme/private", "15-candidate", "hostile web candidate")
 	b := newBrowser(t, w.url)
 	b.signIn("root", pw)
 	const marker = `<img src=x onerror=alert(1)>`
@@ -80,7 +95,10 @@ func TestHostileWebInputs(t *testing.T) {
 			continue
 		}
 		seen[p] = true
-		_, body := fetch(http.MethodGet, p, nil)
+		status, body := fetch(http.MethodGet, p, nil)
+		if status != http.StatusOK {
+			t.Errorf("a link of the UI leads to %s, which answers %d", p, status)
+		}
 		links, fs := parsePage(t, p, body)
 		for _, l := range links {
 			if !seen[l] && !strings.HasPrefix(l, "/static/") && !strings.HasPrefix(l, "/v2/") && !strings.HasPrefix(l, "/api/") {
