@@ -27,6 +27,25 @@ func (a *API) organizationRoutes() {
 	a.handle("GET /api/v1/organization/{org}/team/{team}/members", a.listTeamMembers)
 	a.handle("PUT /api/v1/organization/{org}/team/{team}/members/{member}", a.addTeamMember)
 	a.handle("DELETE /api/v1/organization/{org}/team/{team}/members/{member}", a.removeTeamMember)
+	a.handle("GET /api/v1/superuser/organizations/{$}", a.superuserOrganizations)
+}
+
+// superuserOrganizations lists every organization with its owners, for
+// superusers (Quay's superuser organization list).
+func (a *API) superuserOrganizations(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	if err := needSuperuser(id); err != nil {
+		return err
+	}
+	orgs, err := a.db.Orgs.Organizations(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]map[string]any, 0, len(orgs))
+	for _, o := range orgs {
+		out = append(out, map[string]any{"name": o.Name, "email": o.Email, "owners": o.Owners})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"organizations": out})
+	return nil
 }
 
 // orgCaller is a caller's standing in an organization.

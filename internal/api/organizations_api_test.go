@@ -275,3 +275,32 @@ func TestOrganizationMembers(t *testing.T) {
 		e.expect("root", "DELETE", "/api/v1/organization/acme/members/alice", "", 400)
 	})
 }
+
+// TestSuperuserOrganizations: superusers list every organization with its
+// owners; everyone else is refused.
+func TestSuperuserOrganizations(t *testing.T) {
+	forDialects(t, func(t *testing.T, e *orgEnv) {
+		const path = "/api/v1/superuser/organizations/"
+		if r := e.expect("root", "GET", path, "", http.StatusOK); string(r.body) != `{"organizations":[]}`+"\n" && string(r.body) != `{"organizations":[]}` {
+			t.Fatalf("no organization yet: %s", r.body)
+		}
+		e.expect("bob", "POST", "/api/v1/organization/", `{"name":"zeta","email":"ops@zeta.example"}`, http.StatusCreated)
+		e.expect("alice", "POST", "/api/v1/organization/", `{"name":"acme"}`, http.StatusCreated)
+		r := e.expect("root", "GET", path, "", http.StatusOK)
+		var got struct {
+			Organizations []struct {
+				Name, Email string
+				Owners      []string
+			}
+		}
+		if err := json.Unmarshal(r.body, &got); err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Organizations) != 2 || got.Organizations[0].Name != "acme" || got.Organizations[1].Name != "zeta" ||
+			got.Organizations[1].Email != "ops@zeta.example" || strings.Join(got.Organizations[0].Owners, ",") != "alice" {
+			t.Fatalf("list: %s", r.body)
+		}
+		e.expect("alice", "GET", path, "", http.StatusForbidden)
+		e.expect("", "GET", path, "", http.StatusUnauthorized)
+	})
+}

@@ -201,7 +201,8 @@ func TestWebAdmin(t *testing.T) {
 	root := newBrowser(t, w.url)
 	root.signIn("root", pw)
 	status, body := root.get("/admin")
-	for _, want := range []string{"Vulnerability database", "Blobs stored", "Job queues", meta.NotifyQueue, meta.ScanQueue, "Dead letters"} {
+	for _, want := range []string{"Vulnerability database", "Blobs stored", "Job queues", meta.NotifyQueue, meta.ScanQueue, "Dead letters",
+		`<a href="/organization/acme">acme</a></td><td>owner</td>`} {
 		if status != 200 || !strings.Contains(body, want) {
 			t.Errorf("admin page (%d) lacks %q", status, want)
 		}

@@ -57,6 +57,16 @@ func (u *UI) admin(w http.ResponseWriter, r *http.Request, v *visitor) error {
 		vdb.Ecosystems[i].Stale = now.Sub(vdb.Ecosystems[i].UpdatedAt) > stale
 	}
 	data["Vulns"] = vdb.Ecosystems
+	var orgs struct {
+		Organizations []struct {
+			Name   string   `json:"name"`
+			Owners []string `json:"owners"`
+		} `json:"organizations"`
+	}
+	if err := u.call(r, v, http.MethodGet, "/api/v1/superuser/organizations/", nil, &orgs); err != nil {
+		return pageError(err)
+	}
+	data["Orgs"] = orgs.Organizations
 	var st gc.Status
 	if err := u.call(r, v, http.MethodGet, "/api/v1/superuser/gc", nil, &st); err != nil {
 		data["GCError"] = err.Error() // e.g. housekeeping off (501)
