@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -123,6 +125,76 @@ func TestWebOrganization(t *testing.T) {
 	}
 	kinds := auditKinds(t, w.db, "acme")
 	for _, k := range []string{"robot_create(orgadmin)", "robot_regenerate(orgadmin)", "robot_delete(orgadmin)", "team_change(orgadmin)", "team_member_add(orgadmin)"} {
+		if !strings.Contains(kinds, k) {
+			t.Errorf("audit log lacks %s: %s", k, kinds)
+		}
+	}
+}
+
+// TestWebOrganizationQuota: members see what the organization stores
+// against its quota and the quota's limits; superusers set, change and
+// remove them from the page, through the API's own checks.
+func TestWebOrganizationQuota(t *testing.T) {
+	w := newWorld(t)
+	root := newBrowser(t, w.url)
+	root.signIn("root", pw)
+	const page = "/organization/acme"
+	if _, body := root.get(page); !strings.Contains(body, "no quota") || !strings.Contains(body, "Set a quota") {
+		t.Fatalf("without a quota the page says so and offers one to root:\n%s", body)
+	}
+	tok := root.csrf(page)
+	if status, body := root.post(page+"/quota", url.Values{"csrf": {tok}, "limit": {"a lot"}}); status != 400 || !strings.Contains(body, "a lot") {
+		t.Errorf("a size the API cannot read: %d, want 400 with its message", status)
+	}
+	if status, _ := root.post(page+"/quota", url.Values{"csrf": {tok}, "limit": {"1 GiB"}}); status != 200 {
+		t.Fatalf("set a quota: %d", status)
+	}
+	var quotas []map[string]any
+	_, _, raw := w.call("GET", "/api/v1/organization/acme/quota", "root", "")
+	if err := json.Unmarshal([]byte(raw), &quotas); err != nil || len(quotas) != 1 || quotas[0]["limit_bytes"] != float64(1<<30) {
+		t.Fatalf("the API's quota after the form: %s", raw)
+	}
+	qid := fmt.Sprint(quotas[0]["id"])
+	if status, _ := root.post(page+"/quota/"+qid+"/limits", url.Values{"csrf": {tok}, "type": {"Reject"}, "percent": {"90"}}); status != 200 {
+		t.Errorf("add a limit: %d", status)
+	}
+	if status, body := root.post(page+"/quota/"+qid+"/limits", url.Values{"csrf": {tok}, "type": {"Reject"}, "percent": {"ninety"}}); status != 400 || !strings.Contains(body, "whole percentage") {
+		t.Errorf("a threshold that is not a number: %d", status)
+	}
+	if status, _ := root.post(page+"/quota", url.Values{"csrf": {tok}, "quota": {qid}, "limit": {"2 GiB"}}); status != 200 {
+		t.Errorf("change the quota: %d", status)
+	}
+	// A member sees the figures, not the forms, and cannot post them.
+	reader := newBrowser(t, w.url)
+	reader.signIn("reader", pw)
+	_, body := reader.get(page)
+	for _, want := range []string{"of a quota of 2.0 GiB", "<td>Reject</td><td>90 %</td>", "<meter", "Superusers set quotas"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the member's page lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "Change the quota") {
+		t.Error("a member is offered the quota's form")
+	}
+	if status, _ := reader.post(page+"/quota", url.Values{"csrf": {reader.csrf(page)}, "quota": {qid}, "limit": {"1 TiB"}}); status != http.StatusForbidden {
+		t.Errorf("a member changes the quota: %d, want 403", status)
+	}
+	_, body = root.get(page)
+	m := regexp.MustCompile(`action="/organization/acme/quota/` + qid + `/limits/([0-9]+)/delete"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no form removes the limit:\n%s", body)
+	}
+	if status, _ := root.post(page+"/quota/"+qid+"/limits/"+m[1]+"/delete", url.Values{"csrf": {tok}}); status != 200 {
+		t.Errorf("remove the limit: %d", status)
+	}
+	if status, _ := root.post(page+"/quota/"+qid+"/delete", url.Values{"csrf": {tok}}); status != 200 {
+		t.Errorf("remove the quota: %d", status)
+	}
+	if _, body := root.get(page); !strings.Contains(body, "no quota") {
+		t.Error("the page still shows a quota after its removal")
+	}
+	kinds := auditKinds(t, w.db, "acme")
+	for _, k := range []string{"org_create_quota(root)", "org_change_quota(root)", "org_delete_quota(root)"} {
 		if !strings.Contains(kinds, k) {
 			t.Errorf("audit log lacks %s: %s", k, kinds)
 		}

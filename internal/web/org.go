@@ -3,6 +3,7 @@ package web
 import (
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -35,6 +36,18 @@ type orgMember struct {
 	Repositories []string `json:"repositories"`
 }
 
+// orgQuota is the API's view of an organization's quota.
+type orgQuota struct {
+	ID         int64  `json:"id"`
+	LimitBytes int64  `json:"limit_bytes"`
+	Limit      string `json:"limit"`
+	Limits     []struct {
+		ID      int64  `json:"id"`
+		Type    string `json:"type"`
+		Percent int    `json:"limit_percent"`
+	} `json:"limits"`
+}
+
 type robot struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
@@ -53,6 +66,10 @@ func (u *UI) organization(w http.ResponseWriter, r *http.Request, v *visitor) er
 		IsAdmin  bool               `json:"is_admin"`
 		IsMember bool               `json:"is_member"`
 		Teams    map[string]orgTeam `json:"teams"`
+		Quotas   []orgQuota         `json:"quotas"`
+		Report   *struct {
+			Used int64 `json:"quota_bytes"`
+		} `json:"quota_report"`
 	}
 	if err := u.call(r, v, http.MethodGet, "/api/v1/organization/"+esc(org), nil, &ov); err != nil {
 		return pageError(err)
@@ -62,7 +79,18 @@ func (u *UI) organization(w http.ResponseWriter, r *http.Request, v *visitor) er
 	}
 	base := "/api/v1/organization/" + esc(org)
 	data := map[string]any{"Org": ov.Name, "Email": ov.Email, "IsAdmin": ov.IsAdmin, "Roles": orgTeamRoles, "Path": "/organization/" + esc(org),
-		"CSRF": v.csrf}
+		"CSRF": v.csrf, "Super": v.id.Superuser}
+	if ov.Report != nil {
+		data["Used"] = ov.Report.Used
+	}
+	if len(ov.Quotas) > 0 {
+		q := ov.Quotas[0]
+		sort.Slice(q.Limits, func(i, j int) bool { return q.Limits[i].Percent < q.Limits[j].Percent })
+		data["Quota"] = q
+		if ov.Report != nil && q.LimitBytes > 0 {
+			data["Percent"] = float64(ov.Report.Used) * 100 / float64(q.LimitBytes)
+		}
+	}
 	var repos struct {
 		Repositories []struct {
 			Name     string `json:"name"`
@@ -128,6 +156,28 @@ func (u *UI) organizationPOST(w http.ResponseWriter, r *http.Request, v *visitor
 		err = u.call(r, v, http.MethodPut, base+"/team/"+esc(segs[1])+"/members/"+esc(strings.TrimSpace(form("member"))), nil, nil)
 	case len(segs) == 5 && segs[0] == "teams" && segs[2] == "members" && segs[4] == "remove":
 		err = u.call(r, v, http.MethodDelete, base+"/team/"+esc(segs[1])+"/members/"+esc(segs[3]), nil, nil)
+	case len(segs) == 1 && segs[0] == "quota":
+		// Create the quota or change its size (superusers; the API says so
+		// to anyone else).
+		if strings.TrimSpace(form("limit")) == "" {
+			return fail(http.StatusBadRequest, "Give the quota's size, such as 10 GiB.")
+		}
+		body := map[string]string{"limit": strings.TrimSpace(form("limit"))}
+		if id := form("quota"); id != "" {
+			err = u.call(r, v, http.MethodPut, base+"/quota/"+esc(id), body, nil)
+		} else {
+			err = u.call(r, v, http.MethodPost, base+"/quota", body, nil)
+		}
+	case len(segs) == 3 && segs[0] == "quota" && segs[2] == "delete":
+		err = u.call(r, v, http.MethodDelete, base+"/quota/"+esc(segs[1]), nil, nil)
+	case len(segs) == 3 && segs[0] == "quota" && segs[2] == "limits":
+		pct, perr := strconv.Atoi(strings.TrimSpace(form("percent")))
+		if perr != nil {
+			return fail(http.StatusBadRequest, "A limit's threshold is a whole percentage, 1 to 100.")
+		}
+		err = u.call(r, v, http.MethodPost, base+"/quota/"+esc(segs[1])+"/limit", map[string]any{"type": form("type"), "threshold_percent": pct}, nil)
+	case len(segs) == 5 && segs[0] == "quota" && segs[2] == "limits" && segs[4] == "delete":
+		err = u.call(r, v, http.MethodDelete, base+"/quota/"+esc(segs[1])+"/limit/"+esc(segs[3]), nil, nil)
 	case len(segs) == 3 && segs[0] == "members" && segs[2] == "remove":
 		err = u.call(r, v, http.MethodDelete, base+"/members/"+esc(segs[1]), nil, nil)
 	default:
