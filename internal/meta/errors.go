@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/opencontainers/go-digest"
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // errRetry is returned by a transaction's body when a concurrent change
@@ -34,6 +37,25 @@ const (
 	pgCharNotInRepertoire  = "22021"
 	pgUntranslatableChar   = "22P05"
 )
+
+// pgDiskFull is PostgreSQL's disk_full.
+const pgDiskFull = "53100"
+
+// StorageFull reports whether err is a refusal for want of space: a file
+// system's ENOSPC or EDQUOT, SQLite's SQLITE_FULL or PostgreSQL's
+// disk_full. Nothing was stored; the same request succeeds once space is
+// freed, so callers answer it as such, not as an internal error.
+func StorageFull(err error) bool {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	var se *msqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return true
+	}
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == pgDiskFull
+}
 
 // retryable reports whether a failed transaction lost a race and may be
 // run again.

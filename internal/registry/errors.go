@@ -70,6 +70,8 @@ var (
 	errManifestUnk   = errorf(http.StatusNotFound, CodeManifestUnknown, "manifest unknown", nil)
 	errNameUnknown   = errorf(http.StatusNotFound, CodeNameUnknown, "repository name not known to registry", nil)
 	errInternal      = errorf(http.StatusInternalServerError, "INTERNAL_ERROR", "internal server error; see the registry log", nil)
+	errStorageFull   = errorf(http.StatusInsufficientStorage, CodeUnavailable,
+		"the registry's storage is full: nothing was stored; retry once space is freed", nil)
 )
 
 // inUseError answers a delete refused because manifests of the repository

@@ -271,6 +271,11 @@ func (reg *Registry) fail(w http.ResponseWriter, r *http.Request, err error) {
 		reg.log.Debug("request ended by client", "method", r.Method, "path", r.URL.Path, "err", err)
 		return
 	}
+	if meta.StorageFull(err) {
+		reg.log.Error("storage full: request refused", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, r, errStorageFull)
+		return
+	}
 	reg.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	writeError(w, r, errInternal)
 }

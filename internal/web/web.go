@@ -167,7 +167,11 @@ func (u *UI) page(f pageFunc) http.HandlerFunc {
 			return
 		}
 		var we *webError
-		if !errors.As(err, &we) {
+		if !errors.As(err, &we) && meta.StorageFull(err) {
+			u.log.Error("storage full: web request refused", "method", r.Method, "path", r.URL.Path, "err", err)
+			we = &webError{http.StatusInsufficientStorage, "The server's storage is full: nothing was changed. Try again once space is freed."}
+		}
+		if we == nil {
 			if r.Context().Err() == nil {
 				u.log.Error("web request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			}
