@@ -203,6 +203,18 @@ func TestTokenEndpoint(t *testing.T) {
 					t.Fatalf("scope %q: %d %v", bad, s, b)
 				}
 			}
+			// At most 100 scopes per token, anonymous or not: each is a
+			// permission decision.
+			many := make([]string, 100)
+			for i := range many {
+				many[i] = fmt.Sprintf("repository:alice/r%d:pull", i)
+			}
+			if s, _ := e.token("alice", alicePW, many...); s != 200 {
+				t.Fatalf("100 scopes: %d", s)
+			}
+			if s, b := e.token("", "", append(many, "repository:alice/one-more:pull")...); s != 400 || !strings.Contains(fmt.Sprint(b), "at most 100") {
+				t.Fatalf("101 scopes, anonymous: %d %v", s, b)
+			}
 			req, _ := http.NewRequest("GET", e.url+authz.TokenPath+"?service=other", nil)
 			req.SetBasicAuth("alice", alicePW)
 			if resp, _ := http.DefaultClient.Do(req); resp.StatusCode != 400 {

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"slices"
@@ -18,6 +19,10 @@ type tokenResponse struct {
 	ExpiresIn   int    `json:"expires_in"`
 	IssuedAt    string `json:"issued_at"`
 }
+
+// maxTokenScopes bounds the scopes of one token request. Clients ask for
+// one to a few (the repository pushed to, and those mounted from).
+const maxTokenScopes = 100
 
 // ServeToken is Docker's token endpoint: GET with Basic credentials (or
 // none, for anonymous pulls of public repositories) and scope parameters,
@@ -72,6 +77,12 @@ func (a *Authorizer) ServeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, s := range q["scope"] {
 		scopes = append(scopes, strings.Fields(s)...)
+	}
+	if len(scopes) > maxTokenScopes {
+		// Each scope is a permission decision (lookups in the database),
+		// and the endpoint answers anonymous callers: bound the work.
+		writeTokenError(w, http.StatusBadRequest, "INVALID_REQUEST", fmt.Sprintf("%d scopes asked for; at most %d per token", len(scopes), maxTokenScopes))
+		return
 	}
 	access := []auth.Access{}
 	for _, s := range scopes {
