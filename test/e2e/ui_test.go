@@ -369,7 +369,9 @@ func TestUIBrowser(t *testing.T) {
 	}
 
 	// Organization page: create a robot; its token is shown once.
-	run("organization", chromedp.Navigate(base+"/organization/uiorg"), chromedp.WaitVisible(css(`form[action$="/robots/create"]`)))
+	// A superuser finds every organization on the admin page.
+	run("organization", chromedp.Navigate(base+"/admin"), chromedp.WaitVisible(css(`a[href="/organization/uiorg"]`)),
+		chromedp.Click(css(`a[href="/organization/uiorg"]`)), chromedp.WaitVisible(css(`form[action$="/robots/create"]`)))
 	shot("organization.png")
 	run("create a robot", chromedp.SendKeys(css(`form[action$="/robots/create"] input[name=name]`), "deploy"),
 		chromedp.Submit(css(`form[action$="/robots/create"] input[name=name]`)), chromedp.WaitVisible(css("#secret")))
@@ -390,7 +392,9 @@ func TestUIBrowser(t *testing.T) {
 	}
 
 	// Settings: make the repository public; an anonymous visitor then sees it.
-	run("settings", chromedp.Navigate(base+"/repository/"+repo+"/settings"), chromedp.WaitVisible(css("#toggle-visibility")))
+	// Reached as an admin does: the link on the repository's page.
+	run("settings", chromedp.Navigate(base+"/repository/"+repo), chromedp.WaitVisible(css(`a[href="/repository/`+repo+`/settings"]`)),
+		chromedp.Click(css(`a[href="/repository/`+repo+`/settings"]`)), chromedp.WaitVisible(css("#toggle-visibility")))
 	shot("settings.png")
 	if v := text("#visibility-now"); v != "private" {
 		t.Fatalf("visibility shown %q", v)
