@@ -201,6 +201,73 @@ func TestWebOrganizationQuota(t *testing.T) {
 	}
 }
 
+// TestWebRepositoryLifecycle: a person creates an organization and a
+// repository from the account page, edits its description and deletes it
+// from its settings, typing its name to confirm; each is the API's
+// request, with its validation and permission decision.
+func TestWebRepositoryLifecycle(t *testing.T) {
+	w := newWorld(t)
+	if _, body := newBrowser(t, w.url).get("/repository"); strings.Contains(body, "New repository") {
+		t.Error("an anonymous visitor is offered to create a repository")
+	}
+	owner := newBrowser(t, w.url)
+	owner.signIn("owner", pw)
+	if _, body := owner.get("/repository"); !strings.Contains(body, `href="/user/owner#new-repository"`) {
+		t.Error("the listing does not lead a signed-in user to where repositories are created")
+	}
+	tok := owner.csrf("/user/owner")
+	status, body := owner.post("/user/owner/organizations/create", url.Values{"csrf": {tok}, "name": {"neworg"}, "email": {"ops@neworg.example"}})
+	if status != 200 || !strings.Contains(body, "Organization neworg") {
+		t.Fatalf("create an organization: %d\n%s", status, body)
+	}
+	if status, body := owner.post("/user/owner/organizations/create", url.Values{"csrf": {tok}, "name": {"Bad Org"}}); status != 400 || !strings.Contains(body, "name") {
+		t.Errorf("an invalid organization name: %d, want 400 with the API's message", status)
+	}
+	status, body = owner.post("/user/owner/repositories/create", url.Values{"csrf": {tok}, "namespace": {"acme"}, "repository": {"tools/app"},
+		"visibility": {"private"}, "description": {"command-line tools"}})
+	if status != 200 || !strings.Contains(body, "<h1>acme/tools/app") || !strings.Contains(body, "command-line tools") {
+		t.Fatalf("create a repository: %d\n%s", status, body)
+	}
+	if status, body := owner.post("/user/owner/repositories/create", url.Values{"csrf": {tok}, "namespace": {"acme"}, "repository": {"Bad Name"}, "visibility": {"private"}}); status != 400 || !strings.Contains(body, "Bad Name") {
+		t.Errorf("an invalid repository name: %d, want 400 with the API's message", status)
+	}
+	stranger := newBrowser(t, w.url)
+	stranger.signIn("stranger", pw)
+	if status, _ := stranger.post("/user/stranger/repositories/create", url.Values{"csrf": {stranger.csrf("/user/stranger")}, "namespace": {"acme"}, "repository": {"sneaky"}, "visibility": {"public"}}); status != http.StatusForbidden {
+		t.Errorf("a stranger creates a repository in acme: %d, want 403", status)
+	}
+	const page = "/repository/acme/tools/app/settings"
+	if status, _ := owner.post(page+"/description", url.Values{"csrf": {tok}, "description": {"tools for <b>operators</b>"}}); status != 200 {
+		t.Errorf("save the description: %d", status)
+	}
+	if _, body := owner.get("/repository/acme/tools/app"); !strings.Contains(body, "tools for &lt;b&gt;operators&lt;/b&gt;") {
+		t.Error("the repository's page does not show the new description, escaped")
+	}
+	reader := newBrowser(t, w.url)
+	reader.signIn("reader", pw)
+	if status, _ := reader.post("/repository/acme/private/settings/delete", url.Values{"csrf": {reader.csrf("/repository")}, "confirm": {"acme/private"}}); status != http.StatusForbidden {
+		t.Errorf("a reader deletes acme/private: %d, want 403", status)
+	}
+	if status, body := owner.post(page+"/delete", url.Values{"csrf": {tok}, "confirm": {"acme/tools"}}); status != 400 || !strings.Contains(body, "Type the repository") {
+		t.Errorf("delete with the wrong name typed: %d, want 400 asking for the name", status)
+	}
+	if st, _, _ := w.call("GET", "/api/v1/repository/acme/tools/app", "root", ""); st != 200 {
+		t.Fatalf("the repository is gone after a refused delete: %d", st)
+	}
+	if status, body := owner.post(page+"/delete", url.Values{"csrf": {tok}, "confirm": {"acme/tools/app"}}); status != 200 || !strings.Contains(body, "<h1>Repositories") {
+		t.Errorf("delete: %d, want the listing", status)
+	}
+	if st, _, _ := w.call("GET", "/api/v1/repository/acme/tools/app", "root", ""); st != 404 {
+		t.Errorf("after the delete the API answers %d, want 404", st)
+	}
+	kinds := auditKinds(t, w.db, "acme")
+	for _, k := range []string{"repo_created(owner)", "set_repo_description(owner)", "repo_deleted(owner)"} {
+		if !strings.Contains(kinds, k) {
+			t.Errorf("audit log lacks %s: %s", k, kinds)
+		}
+	}
+}
+
 // TestWebUserPage: one's own account only; an access token shown once,
 // then listed without its secret, then revoked.
 func TestWebUserPage(t *testing.T) {

@@ -74,8 +74,17 @@ func (u *UI) repositories(w http.ResponseWriter, r *http.Request, v *visitor) er
 		next = "/repository?" + nq.Encode()
 	}
 	u.render(w, r, v, http.StatusOK, "repositories", "Repositories", map[string]any{
-		"Groups": groups, "Search": search, "Sort": sort, "Next": next, "Shown": shown})
+		"Groups": groups, "Search": search, "Sort": sort, "Next": next, "Shown": shown, "NewRepo": newRepoLink(v)})
 	return nil
+}
+
+// newRepoLink is where a signed-in user creates repositories and
+// organizations (the account page), or "" for anyone else.
+func newRepoLink(v *visitor) string {
+	if !v.signedIn || v.id.Kind != auth.KindUser {
+		return ""
+	}
+	return "/user/" + esc(v.id.Name) + "#new-repository"
 }
 
 // repositoryGET routes the pages under /repository/: a repository (its

@@ -91,8 +91,9 @@ func (u *UI) optional(r *http.Request, v *visitor, path string, out any) (bool, 
 
 func (u *UI) settings(w http.ResponseWriter, r *http.Request, v *visitor, repo string, status int, flash settingsFlash) error {
 	var info struct {
-		IsPublic bool `json:"is_public"`
-		CanAdmin bool `json:"can_admin"`
+		IsPublic    bool   `json:"is_public"`
+		CanAdmin    bool   `json:"can_admin"`
+		Description string `json:"description"`
 	}
 	if err := u.call(r, v, http.MethodGet, repoAPI(repo), nil, &info); err != nil {
 		return pageError(err)
@@ -100,7 +101,7 @@ func (u *UI) settings(w http.ResponseWriter, r *http.Request, v *visitor, repo s
 	if !info.CanAdmin {
 		return fail(http.StatusForbidden, "Only the admins of %s see its settings.", repo)
 	}
-	data := map[string]any{"Repo": repo, "Path": repoPath(repo), "Public": info.IsPublic, "Flash": flash,
+	data := map[string]any{"Repo": repo, "Path": repoPath(repo), "Public": info.IsPublic, "Description": info.Description, "Flash": flash,
 		"Events": notificationEvents(), "Roles": []string{"read", "write", "admin"}}
 	var ns struct {
 		Notifications []notificationView `json:"notifications"`
@@ -188,6 +189,18 @@ func (u *UI) settingsPOST(w http.ResponseWriter, r *http.Request, v *visitor, re
 	switch {
 	case action == "visibility":
 		err = u.call(r, v, http.MethodPost, repoAPI(repo, "changevisibility"), map[string]string{"visibility": f("visibility")}, nil)
+	case action == "description":
+		err = u.call(r, v, http.MethodPut, repoAPI(repo), map[string]string{"description": r.PostFormValue("description")}, nil)
+	case action == "delete":
+		// The name typed again, as a person confirms what cannot be undone.
+		if f("confirm") != repo {
+			err = &apiError{Status: http.StatusBadRequest, Message: "Type the repository's full name, " + repo + ", to delete it."}
+			break
+		}
+		if err = u.call(r, v, http.MethodDelete, repoAPI(repo), nil, nil); err == nil {
+			http.Redirect(w, r, "/repository", http.StatusSeeOther)
+			return nil
+		}
 	case action == "notifications/create":
 		err = u.call(r, v, http.MethodPost, repoAPI(repo, "notification/"), notificationInput(r), nil)
 	case len(segs) == 3 && segs[0] == "notifications" && (segs[2] == "reset" || segs[2] == "test" || segs[2] == "delete"):

@@ -107,6 +107,32 @@ func (u *UI) userPOST(w http.ResponseWriter, r *http.Request, v *visitor) error 
 		err = u.call(r, v, http.MethodDelete, "/api/v1/user/robots/"+esc(segs[1]), nil, nil)
 	case len(segs) == 2 && segs[0] == "tokens" && segs[1] == "create":
 		return u.tokenCreate(w, r, v, back, name)
+	case len(segs) == 2 && segs[0] == "organizations" && segs[1] == "create":
+		org := strings.TrimSpace(r.PostFormValue("name"))
+		if org == "" {
+			return fail(http.StatusBadRequest, "An organization needs a name.")
+		}
+		body := map[string]string{"name": org}
+		if email := strings.TrimSpace(r.PostFormValue("email")); email != "" {
+			body["email"] = email
+		}
+		if err := u.call(r, v, http.MethodPost, "/api/v1/organization/", body, nil); err != nil {
+			return actionError(err)
+		}
+		http.Redirect(w, r, "/organization/"+esc(org), http.StatusSeeOther)
+		return nil
+	case len(segs) == 2 && segs[0] == "repositories" && segs[1] == "create":
+		f := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }
+		if f("repository") == "" {
+			return fail(http.StatusBadRequest, "A repository needs a name.")
+		}
+		body := map[string]string{"namespace": f("namespace"), "repository": f("repository"), "visibility": f("visibility"),
+			"description": r.PostFormValue("description")}
+		if err := u.call(r, v, http.MethodPost, "/api/v1/repository", body, nil); err != nil {
+			return actionError(err)
+		}
+		http.Redirect(w, r, repoPath(f("namespace")+"/"+f("repository")), http.StatusSeeOther)
+		return nil
 	case len(segs) == 3 && segs[0] == "tokens" && segs[2] == "revoke":
 		err = u.call(r, v, http.MethodDelete, "/api/v1/tokens/"+esc(segs[1]), nil, nil)
 	default:
