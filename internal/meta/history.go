@@ -78,6 +78,34 @@ func (db Manifests) TagHistory(ctx context.Context, repo, tag string, n int) ([]
 	return out, rows.Err()
 }
 
+// DeletedTags returns the tags of a repository that no longer exist and
+// whose last manifest is still stored (so RestoreTag can put them back),
+// each with its last period, the most recently deleted first, up to n.
+func (db Manifests) DeletedTags(ctx context.Context, repo string, n int) ([]TagPeriod, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT h.tag, h.digest, h.from_at, h.until_at FROM tag_history h
+		JOIN repositories r ON r.id = h.repository_id
+		WHERE r.name = ? AND h.until_at <> 0
+		AND h.id = (SELECT MAX(h2.id) FROM tag_history h2 WHERE h2.repository_id = h.repository_id AND h2.tag = h.tag)
+		AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = h.repository_id AND m.digest = h.digest)
+		ORDER BY h.until_at DESC, h.id DESC LIMIT ?`), repo, n)
+	if err != nil {
+		return nil, fmt.Errorf("deleted tags: %w", err)
+	}
+	defer rows.Close()
+	var out []TagPeriod
+	for rows.Next() {
+		var p TagPeriod
+		var d string
+		var from, until int64
+		if err := rows.Scan(&p.Tag, &d, &from, &until); err != nil {
+			return nil, fmt.Errorf("deleted tags: %w", err)
+		}
+		p.Digest, p.From, p.Until = digest.Digest(d), fromMicros(from), fromMicros(until)
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
 // ErrTagHistoryNotFound is returned when a tag never pointed at a digest.
 var ErrTagHistoryNotFound = fmt.Errorf("tag history entry %w", ErrNotFound)
 

@@ -3,6 +3,7 @@ package meta_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -66,6 +67,56 @@ func TestTagHistory(t *testing.T) {
 			}
 			if hist, _ := db.Manifests().TagHistory(ctx, "ns/app", "1.9", 10); len(hist) != 2 || hist[0].Until.IsZero() {
 				t.Fatalf("history after the manifest's delete: %+v", hist)
+			}
+		})
+	}
+}
+
+// TestDeletedTags: the tags gone from a repository whose last manifest is
+// still stored, the most recently deleted first; a tag pushed again, or
+// whose manifest went, is not listed.
+func TestDeletedTags(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			a, b := manifestOf("deleted a"), manifestOf("deleted b")
+			for _, p := range []meta.PutManifest{
+				{Repository: "ns/app", Manifest: a, Tag: "old", MoreTags: []string{"back", "gone"}},
+				{Repository: "ns/app", Manifest: b, Tag: "old"}, // old moves to b, then is deleted
+			} {
+				if err := db.Manifests().PutManifest(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, tag := range []string{"gone", "old", "back"} {
+				if err := db.Manifests().DeleteTag(ctx, "ns/app", tag, "alice"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.Manifests().MoveTag(ctx, "ns/app", "back", a.Digest, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			got, err := db.Manifests().DeletedTags(ctx, "ns/app", 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, p := range got {
+				names = append(names, p.Tag+"@"+p.Digest.String()[7:11])
+				if p.Until.IsZero() || p.Until.Before(p.From) {
+					t.Errorf("period %+v", p)
+				}
+			}
+			want := []string{"old@" + b.Digest.String()[7:11], "gone@" + a.Digest.String()[7:11]}
+			if strings.Join(names, " ") != strings.Join(want, " ") {
+				t.Fatalf("deleted tags %v, want %v (newest first, each at its last manifest, not the one pushed again)", names, want)
+			}
+			if got, _ := db.Manifests().DeletedTags(ctx, "ns/app", 1); len(got) != 1 || got[0].Tag != "old" {
+				t.Fatalf("limit 1: %+v", got)
+			}
+			if got, err := db.Manifests().DeletedTags(ctx, "ns/none", 10); err != nil || len(got) != 0 {
+				t.Fatalf("unknown repository: %+v %v", got, err)
 			}
 		})
 	}

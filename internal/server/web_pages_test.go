@@ -268,6 +268,46 @@ func TestWebRepositoryLifecycle(t *testing.T) {
 	}
 }
 
+// TestWebRestoreTag: a tag deleted by mistake is listed on the activity
+// page to those who may write, and restored there, through the API's
+// restore (its history check and audit entry).
+func TestWebRestoreTag(t *testing.T) {
+	w := newWorld(t)
+	d := w.digest["private"]
+	writer := newBrowser(t, w.url)
+	writer.signIn("writer", pw)
+	tok := writer.csrf("/repository/acme/private")
+	if status, _ := writer.post("/repository/acme/private/delete-tags", url.Values{"csrf": {tok}, "tag": {"v1"}}); status != 200 {
+		t.Fatalf("delete v1: %d", status)
+	}
+	const page = "/repository/acme/private/activity"
+	_, body := writer.get(page)
+	if !strings.Contains(body, "Restore v1") || !strings.Contains(body, d.String()) {
+		t.Fatalf("the activity page does not offer v1 back:\n%s", body)
+	}
+	reader := newBrowser(t, w.url)
+	reader.signIn("reader", pw)
+	if _, body := reader.get(page); strings.Contains(body, "Restore v1") {
+		t.Error("a reader is offered to restore a tag")
+	}
+	if status, _ := reader.post("/repository/acme/private/restore-tag", url.Values{"csrf": {reader.csrf(page)}, "tag": {"v1"}, "digest": {d.String()}}); status != http.StatusForbidden {
+		t.Errorf("a reader restores v1: %d, want 403", status)
+	}
+	other := w.digest["public"]
+	if status, body := writer.post("/repository/acme/private/restore-tag", url.Values{"csrf": {tok}, "tag": {"v1"}, "digest": {other.String()}}); status != http.StatusNotFound || !strings.Contains(body, "history") {
+		t.Errorf("restore to a digest the tag never named: %d, want 404 with the API's message", status)
+	}
+	if status, body := writer.post("/repository/acme/private/restore-tag", url.Values{"csrf": {tok}, "tag": {"v1"}, "digest": {d.String()}}); status != 200 || strings.Contains(body, "Restore v1") {
+		t.Errorf("restore v1: %d, still offered: %v", status, strings.Contains(body, "Restore v1"))
+	}
+	if r := w.do("HEAD", "/v2/acme/private/manifests/v1", "root", pw, nil, "Accept", "application/vnd.oci.image.manifest.v1+json"); r.StatusCode != 200 || r.Header.Get("Docker-Content-Digest") != d.String() {
+		t.Errorf("v1 after the restore: %d %s", r.StatusCode, r.Header.Get("Docker-Content-Digest"))
+	}
+	if kinds := auditKinds(t, w.db, "acme"); !strings.Contains(kinds, "tag_deleted(writer)") || !strings.Contains(kinds, "restore_tag(writer)") {
+		t.Errorf("audit log lacks the delete or the restore: %s", kinds)
+	}
+}
+
 // TestWebUserPage: one's own account only; an access token shown once,
 // then listed without its secret, then revoked.
 func TestWebUserPage(t *testing.T) {

@@ -3,6 +3,7 @@ package web
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
@@ -22,8 +23,9 @@ type candidateRow struct {
 
 // Caps of the activity page: deliveries per notification, candidates.
 const (
-	attemptsShown   = 10
-	candidatesShown = 30
+	attemptsShown    = 10
+	candidatesShown  = 30
+	deletedTagsShown = 30
 )
 
 // activity shows what the registry's automation does with a repository:
@@ -44,7 +46,18 @@ func (u *UI) activity(w http.ResponseWriter, r *http.Request, v *visitor, repo s
 	if err != nil {
 		return err
 	}
-	data := map[string]any{"Repo": ri, "Path": repoPath(repo), "CanAdmin": canAdmin, "CanCheck": canCheck}
+	canWrite, err := u.allowed(ctx, v, repo, auth.ActionWrite)
+	if err != nil {
+		return err
+	}
+	data := map[string]any{"Repo": ri, "Path": repoPath(repo), "CanAdmin": canAdmin, "CanCheck": canCheck, "CanWrite": canWrite}
+	if canWrite {
+		deleted, err := u.db.Content.DeletedTags(ctx, repo, deletedTagsShown)
+		if err != nil {
+			return err
+		}
+		data["Deleted"] = deleted
+	}
 	if canAdmin {
 		m, err := u.db.Mirrors.GetMirror(ctx, repo)
 		switch {
@@ -117,6 +130,22 @@ func (u *UI) resetNotification(w http.ResponseWriter, r *http.Request, v *visito
 		return err
 	}
 	if err := u.call(r, v, http.MethodPost, repoAPI(repo, "notification", esc(uuid)), nil, nil); err != nil {
+		return actionError(err)
+	}
+	http.Redirect(w, r, repoPath(repo)+"/activity", http.StatusSeeOther)
+	return nil
+}
+
+// restoreTag puts a deleted tag back on the manifest it last named: the
+// API's restore (Quay's), which checks the digest is in the tag's history,
+// refuses an immutable tag and records a repo_push.
+func (u *UI) restoreTag(w http.ResponseWriter, r *http.Request, v *visitor, repo string) error {
+	tag := strings.TrimSpace(r.PostFormValue("tag"))
+	if tag == "" {
+		return fail(http.StatusBadRequest, "Name the tag to restore.")
+	}
+	body := map[string]string{"manifest_digest": strings.TrimSpace(r.PostFormValue("digest"))}
+	if err := u.call(r, v, http.MethodPost, repoAPI(repo, "tag", esc(tag), "restore"), body, nil); err != nil {
 		return actionError(err)
 	}
 	http.Redirect(w, r, repoPath(repo)+"/activity", http.StatusSeeOther)

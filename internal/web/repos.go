@@ -117,6 +117,8 @@ func (u *UI) repositoryPOST(w http.ResponseWriter, r *http.Request, v *visitor) 
 	switch {
 	case n >= 3 && segs[n-1] == "delete-tags":
 		return u.deleteTags(w, r, v, strings.Join(segs[:n-1], "/"))
+	case n >= 3 && segs[n-1] == "restore-tag":
+		return u.restoreTag(w, r, v, strings.Join(segs[:n-1], "/"))
 	case n >= 3 && segs[n-1] == "sync-now":
 		return u.syncNow(w, r, v, strings.Join(segs[:n-1], "/"))
 	case n >= 5 && segs[n-3] == "notification" && segs[n-1] == "reset":

@@ -60,6 +60,7 @@ type ContentStore interface {
 	TagRows(ctx context.Context, repo string, q meta.TagRowQuery) ([]meta.TagRow, int, error)
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
+	DeletedTags(ctx context.Context, repo string, n int) ([]meta.TagPeriod, error)
 }
 
 // MirrorStore reads a mirror's state.
