@@ -11,9 +11,9 @@ import (
 	"github.com/berth-dev/berth/internal/oci"
 )
 
-// listTags pages through the tags, most recently changed first. Berth
-// keeps no tag history, so every tag is active and onlyActiveTags changes
-// nothing.
+// listTags pages through the tags that exist now, most recently changed
+// first; onlyActiveTags is accepted and ignored. (Each tag's earlier
+// digests are kept in its history, for restoreTag.)
 func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {
 	q := r.URL.Query()
 	limit, err := intParam(q, "limit", 50, 100)
