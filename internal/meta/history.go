@@ -60,6 +60,11 @@ func (db Manifests) TagHistory(ctx context.Context, repo, tag string, n int) ([]
 	if err != nil {
 		return nil, fmt.Errorf("tag history: %w", err)
 	}
+	return scanPeriods(rows)
+}
+
+// scanPeriods reads rows of (tag, digest, from_at, until_at).
+func scanPeriods(rows *sql.Rows) ([]TagPeriod, error) {
 	defer rows.Close()
 	var out []TagPeriod
 	for rows.Next() {
@@ -67,7 +72,7 @@ func (db Manifests) TagHistory(ctx context.Context, repo, tag string, n int) ([]
 		var d string
 		var from, until int64
 		if err := rows.Scan(&p.Tag, &d, &from, &until); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read tag periods: %w", err)
 		}
 		p.Digest, p.From = digest.Digest(d), fromMicros(from)
 		if until != 0 {
@@ -91,19 +96,7 @@ func (db Manifests) DeletedTags(ctx context.Context, repo string, n int) ([]TagP
 	if err != nil {
 		return nil, fmt.Errorf("deleted tags: %w", err)
 	}
-	defer rows.Close()
-	var out []TagPeriod
-	for rows.Next() {
-		var p TagPeriod
-		var d string
-		var from, until int64
-		if err := rows.Scan(&p.Tag, &d, &from, &until); err != nil {
-			return nil, fmt.Errorf("deleted tags: %w", err)
-		}
-		p.Digest, p.From, p.Until = digest.Digest(d), fromMicros(from), fromMicros(until)
-		out = append(out, p)
-	}
-	return out, rows.Err()
+	return scanPeriods(rows)
 }
 
 // ErrTagHistoryNotFound is returned when a tag never pointed at a digest.

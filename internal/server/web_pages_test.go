@@ -30,6 +30,18 @@ func auditKinds(t *testing.T, db *meta.DB, ns string) string {
 	return strings.Join(kinds, " ")
 }
 
+// wantAudited fails the test unless the namespace's audit log holds each
+// kind(actor).
+func wantAudited(t *testing.T, db *meta.DB, ns string, kinds ...string) {
+	t.Helper()
+	log := auditKinds(t, db, ns)
+	for _, k := range kinds {
+		if !strings.Contains(log, k) {
+			t.Errorf("audit log lacks %s: %s", k, log)
+		}
+	}
+}
+
 // formActions lists the POST forms of a page (but sign-out).
 func formActions(body string) []string {
 	var out []string
@@ -123,12 +135,7 @@ func TestWebOrganization(t *testing.T) {
 	if status, _ := admin.post("/organization/acme/robots/deploy/delete", url.Values{"csrf": {tok}}); status != 200 {
 		t.Errorf("delete robot: %d", status)
 	}
-	kinds := auditKinds(t, w.db, "acme")
-	for _, k := range []string{"robot_create(orgadmin)", "robot_regenerate(orgadmin)", "robot_delete(orgadmin)", "team_change(orgadmin)", "team_member_add(orgadmin)"} {
-		if !strings.Contains(kinds, k) {
-			t.Errorf("audit log lacks %s: %s", k, kinds)
-		}
-	}
+	wantAudited(t, w.db, "acme", "robot_create(orgadmin)", "robot_regenerate(orgadmin)", "robot_delete(orgadmin)", "team_change(orgadmin)", "team_member_add(orgadmin)")
 }
 
 // TestWebOrganizationQuota: members see what the organization stores
@@ -193,12 +200,7 @@ func TestWebOrganizationQuota(t *testing.T) {
 	if _, body := root.get(page); !strings.Contains(body, "no quota") {
 		t.Error("the page still shows a quota after its removal")
 	}
-	kinds := auditKinds(t, w.db, "acme")
-	for _, k := range []string{"org_create_quota(root)", "org_change_quota(root)", "org_delete_quota(root)"} {
-		if !strings.Contains(kinds, k) {
-			t.Errorf("audit log lacks %s: %s", k, kinds)
-		}
-	}
+	wantAudited(t, w.db, "acme", "org_create_quota(root)", "org_change_quota(root)", "org_delete_quota(root)")
 }
 
 // TestWebRepositoryLifecycle: a person creates an organization and a
@@ -260,12 +262,7 @@ func TestWebRepositoryLifecycle(t *testing.T) {
 	if st, _, _ := w.call("GET", "/api/v1/repository/acme/tools/app", "root", ""); st != 404 {
 		t.Errorf("after the delete the API answers %d, want 404", st)
 	}
-	kinds := auditKinds(t, w.db, "acme")
-	for _, k := range []string{"repo_created(owner)", "set_repo_description(owner)", "repo_deleted(owner)"} {
-		if !strings.Contains(kinds, k) {
-			t.Errorf("audit log lacks %s: %s", k, kinds)
-		}
-	}
+	wantAudited(t, w.db, "acme", "repo_created(owner)", "set_repo_description(owner)", "repo_deleted(owner)")
 }
 
 // TestWebRestoreTag: a tag deleted by mistake is listed on the activity
@@ -303,9 +300,7 @@ func TestWebRestoreTag(t *testing.T) {
 	if r := w.do("HEAD", "/v2/acme/private/manifests/v1", "root", pw, nil, "Accept", "application/vnd.oci.image.manifest.v1+json"); r.StatusCode != 200 || r.Header.Get("Docker-Content-Digest") != d.String() {
 		t.Errorf("v1 after the restore: %d %s", r.StatusCode, r.Header.Get("Docker-Content-Digest"))
 	}
-	if kinds := auditKinds(t, w.db, "acme"); !strings.Contains(kinds, "tag_deleted(writer)") || !strings.Contains(kinds, "restore_tag(writer)") {
-		t.Errorf("audit log lacks the delete or the restore: %s", kinds)
-	}
+	wantAudited(t, w.db, "acme", "tag_deleted(writer)", "restore_tag(writer)")
 }
 
 // TestWebUserPage: one's own account only; an access token shown once,
@@ -464,12 +459,7 @@ func TestWebSettings(t *testing.T) {
 			t.Errorf("settings page lacks %q after the changes", want)
 		}
 	}
-	kinds := auditKinds(t, w.db, "acme")
-	for _, k := range []string{"change_repo_visibility(owner)", "gate_change(owner)", "permission_change(owner)", "create_immutability_policy(owner)"} {
-		if !strings.Contains(kinds, k) {
-			t.Errorf("audit log lacks %s: %s", k, kinds)
-		}
-	}
+	wantAudited(t, w.db, "acme", "change_repo_visibility(owner)", "gate_change(owner)", "permission_change(owner)", "create_immutability_policy(owner)")
 }
 
 // TestWebActionsAudited: the activity page's sync-now and notification
@@ -507,12 +497,7 @@ func TestWebActionsAudited(t *testing.T) {
 	if st, _ := reader.post("/repository/acme/private/notification/"+uuid+"/reset", url.Values{"csrf": {rt}}); st != http.StatusForbidden {
 		t.Errorf("reader resets: %d, want 403", st)
 	}
-	kinds := auditKinds(t, w.db, "acme")
-	for _, k := range []string{"repo_mirror_sync_now_requested(owner)", "reset_repo_notification(owner)", "tag_deleted(owner)"} {
-		if !strings.Contains(kinds, k) {
-			t.Errorf("audit log lacks %s: %s", k, kinds)
-		}
-	}
+	wantAudited(t, w.db, "acme", "repo_mirror_sync_now_requested(owner)", "reset_repo_notification(owner)", "tag_deleted(owner)")
 }
 
 // TestWebDotNames: a name of "." or ".." typed into a form is refused
