@@ -317,6 +317,16 @@ func TestUIBrowser(t *testing.T) {
 	if strings.Contains(text("table.tags tbody"), "old") {
 		t.Error("the deleted tag is still listed")
 	}
+	// Put it back from the activity page, then delete it again.
+	restore := css(`#deleted-tags form input[name=tag][value="old"] ~ button`)
+	run("deleted tags", chromedp.Navigate(base+"/repository/"+repo+"/activity"), chromedp.WaitVisible(restore))
+	run("restore a tag", chromedp.Click(restore), chromedp.WaitNotPresent(restore))
+	run("tags restored", chromedp.Navigate(base+"/repository/"+repo), chromedp.WaitVisible(css("table.tags")))
+	if !strings.Contains(text("table.tags tbody"), "old") {
+		t.Error("the restored tag is not listed")
+	}
+	run("delete it again", chromedp.Click(css(`input[value="old"]`)), chromedp.Click(css(`button[form="del"]`)))
+	waitFor("delete it again", "main h1", "Deleting tags")
 
 	// Reset the notification its receiver's failures disabled. The first
 	// failure is real: the receiver answers 500 and the fifth attempt of
