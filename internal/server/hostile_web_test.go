@@ -20,13 +20,22 @@ type webForm struct {
 	editable     []string // the fields a person types or picks
 }
 
-// TestHostileWebInputs crawls the web UI as the superuser, following every
-// link, then sends every page hostile query values and submits every form
-// with hostile values in each field a person could edit (with the page's
-// CSRF token, so the values reach the handlers). No answer may be a 5xx,
+// TestHostileWebInputs crawls the web UI as the superuser and as an
+// organization's admin, following every link, then sends every page
+// hostile query values and submits every form with hostile values in each
+// field a person could edit (with the page's CSRF token, so the values
+// reach the handlers). No answer may be a 5xx,
 // a redirect to nowhere or a refusal of the method the page itself used,
 // and markup sent in never comes back unescaped.
 func TestHostileWebInputs(t *testing.T) {
+	// The superuser sees every page and form; an organization's admin
+	// sees them as a non-superuser does.
+	for _, who := range []string{"root", "orgadmin"} {
+		t.Run(who, func(t *testing.T) { hostileWebCrawl(t, who) })
+	}
+}
+
+func hostileWebCrawl(t *testing.T, who string) {
 	w := newWorld(t)
 	w.pushTagged("acme/public", "latest", "hostile web layer")
 	// Something in every section the pages show: a mirror, a notification,
@@ -45,7 +54,7 @@ func TestHostileWebInputs(t *testing.T) {
 	}
 	w.pushTagged("acme/private", "15-candidate", "hostile web candidate")
 	b := newBrowser(t, w.url)
-	b.signIn("root", pw)
+	b.signIn(who, pw)
 	const marker = `<img src=x onerror=alert(1)>`
 	hostile := []string{"", ".", "..", "-1", "0", "99999999999999999999999", strings.Repeat("a", 5000), "\x00", "%ff", "ü",
 		"sha256:", "' OR 1=1 --", marker, "javascript:alert(1)", "//evil.example/", "a/../../b", "acme/public/../private"}
