@@ -184,14 +184,6 @@ func parsePage(t *testing.T, page, body string) (links []string, forms []webForm
 	if err != nil {
 		t.Fatalf("%s: %v", page, err)
 	}
-	attr := func(n *html.Node, key string) (string, bool) {
-		for _, a := range n.Attr {
-			if a.Key == key {
-				return a.Val, true
-			}
-		}
-		return "", false
-	}
 	resolve := func(ref string) (string, bool) {
 		base, _ := url.Parse(page)
 		u, err := base.Parse(ref)
@@ -233,8 +225,9 @@ func parsePage(t *testing.T, page, body string) (links []string, forms []webForm
 					name, _ := attr(n, "name")
 					typ, _ := attr(n, "type")
 					value, _ := attr(n, "value")
+					_, checked := attr(n, "checked")
 					if name != "" {
-						if typ != "checkbox" && typ != "radio" || hasAttr(n, "checked") {
+						if typ != "checkbox" && typ != "radio" || checked {
 							cur.fields.Add(name, value)
 						}
 						if typ != "hidden" && typ != "submit" || name != "csrf" && typ == "hidden" {
@@ -254,11 +247,12 @@ func parsePage(t *testing.T, page, body string) (links []string, forms []webForm
 
 var repoSegment = regexp.MustCompile(`^/repository/[^/]+/[^/]+/`)
 
-func hasAttr(n *html.Node, key string) bool {
+// attr is an element's attribute, and whether it has it.
+func attr(n *html.Node, key string) (string, bool) {
 	for _, a := range n.Attr {
 		if a.Key == key {
-			return true
+			return a.Val, true
 		}
 	}
-	return false
+	return "", false
 }

@@ -159,10 +159,11 @@ func (u *UI) organizationPOST(w http.ResponseWriter, r *http.Request, v *visitor
 	case len(segs) == 1 && segs[0] == "quota":
 		// Create the quota or change its size (superusers; the API says so
 		// to anyone else).
-		if strings.TrimSpace(form("limit")) == "" {
+		limit := strings.TrimSpace(form("limit"))
+		if limit == "" {
 			return fail(http.StatusBadRequest, "Give the quota's size, such as 10 GiB.")
 		}
-		body := map[string]string{"limit": strings.TrimSpace(form("limit"))}
+		body := map[string]string{"limit": limit}
 		if id := form("quota"); id != "" {
 			err = u.call(r, v, http.MethodPut, base+"/quota/"+esc(id), body, nil)
 		} else {
