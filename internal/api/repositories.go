@@ -448,8 +448,8 @@ type tagView struct {
 	IsManifestList bool   `json:"is_manifest_list"`
 	Size           *int64 `json:"size"`
 	LastModified   string `json:"last_modified"`
-	// EndTS and Expiration are when the tag expires (Quay's fields),
-	// absent when it does not.
+	// EndTS and Expiration are when the tag's period ended, or when the
+	// tag expires (Quay's fields), absent when neither.
 	EndTS      *int64 `json:"end_ts,omitempty"`
 	Expiration string `json:"expiration,omitempty"`
 }
@@ -462,11 +462,28 @@ func tagViewOf(t meta.TagInfo) tagView {
 	if !v.IsManifestList {
 		v.Size = &t.Size
 	}
-	if !t.ExpiresAt.IsZero() {
-		end := t.ExpiresAt.Unix()
-		v.EndTS, v.Expiration = &end, quayTime(t.ExpiresAt)
+	v.Reversion = t.Reversion
+	if end := t.Until; !end.IsZero() || !t.ExpiresAt.IsZero() {
+		if end.IsZero() {
+			end = t.ExpiresAt
+		}
+		ts := end.Unix()
+		v.EndTS, v.Expiration = &ts, quayTime(end)
 	}
 	return v
+}
+
+// boolParam reads a boolean query parameter the way Quay does (true,
+// True, 1, yes; false, 0, no, or absent), refusing anything else.
+func boolParam(q url.Values, key string) (bool, error) {
+	switch s := q.Get(key); strings.ToLower(s) {
+	case "true", "1", "yes":
+		return true, nil
+	case "false", "0", "no", "":
+		return false, nil
+	default:
+		return false, badRequest("invalid %s %q: want true or false", key, s)
+	}
 }
 
 // intParam reads a positive integer query parameter.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -18,7 +19,7 @@ func TestRepositoryTags(t *testing.T) {
 		repoFixture(t, e)
 		d1 := e.image("acme/app", "v1", 10)
 		d2 := e.image("acme/app", "v2", 20)
-		e.image("acme/app", "v3", 30)
+		d3 := e.image("acme/app", "v3", 30)
 		idx := e.index("acme/app", "multi", d1, d2)
 		other := e.image("acme/pub", "x", 1)
 		const base = "/api/v1/repository/acme/app/tag/"
@@ -125,6 +126,65 @@ func TestRepositoryTags(t *testing.T) {
 		e.want("dave", "POST", base+"v1", nil, http.StatusMethodNotAllowed)
 		if !e.audited(meta.EventRepoPush) || !e.audited(meta.EventTagDeleted) {
 			t.Fatal("missing audit entries")
+		}
+
+		// The history, as Quay lists it by default: v3 pointed at d3, then
+		// at d1, then was deleted; a restore puts it back on d3.
+		type period struct{ digest, end, reversion string }
+		periods := func(q string) []period {
+			var out []period
+			for _, tg := range e.want("carol", "GET", base+q, nil, http.StatusOK).obj(t)["tags"].([]any) {
+				m := tg.(map[string]any)
+				p := period{digest: m["manifest_digest"].(string), reversion: fmt.Sprint(m["reversion"])}
+				if end, ok := m["end_ts"].(float64); ok {
+					if m["expiration"] == nil || end < m["start_ts"].(float64) {
+						t.Errorf("period %v: end_ts without expiration, or before start_ts", m)
+					}
+					p.end = "ended"
+				}
+				out = append(out, p)
+			}
+			return out
+		}
+		want := []period{{d1.String(), "ended", "false"}, {d3.String(), "ended", "false"}}
+		for _, q := range []string{"?specificTag=v3", "?specificTag=v3&onlyActiveTags=false", "?filter_tag_name=eq:v3&onlyActiveTags=False"} {
+			if got := periods(q); !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s: %v, want %v (newest first, ended)", q, got, want)
+			}
+		}
+		if got := periods("?specificTag=v3&onlyActiveTags=true"); len(got) != 0 {
+			t.Fatalf("a deleted tag listed as active: %v", got)
+		}
+		e.want("dave", "POST", base+"v3/restore", map[string]any{"manifest_digest": d3.String()}, http.StatusOK)
+		want = append([]period{{d3.String(), "", "true"}}, want...)
+		if got := periods("?specificTag=v3"); !reflect.DeepEqual(got, want) {
+			t.Fatalf("after the restore: %v, want %v", got, want)
+		}
+		if got := periods("?specificTag=v3&onlyActiveTags=1"); !reflect.DeepEqual(got, want[:1]) {
+			t.Fatalf("the restored tag: %v, want %v", got, want[:1])
+		}
+		// The whole history holds each tag's periods: v1, v2, v3 (three),
+		// multi and fresh; the active tags v1, v2, v3, multi and fresh.
+		if got := periods("?limit=100"); len(got) != 7 {
+			t.Fatalf("history of %d periods, want 7: %v", len(got), got)
+		}
+		if l := list("?onlyActiveTags=true"); names(l) != "v3,fresh,multi,v2,v1" {
+			t.Fatalf("active tags %s", names(l))
+		}
+		if l := list("?onlyActiveTags=true&filter_tag_name=like:V"); names(l) != "v3,v2,v1" {
+			t.Fatalf("like:V gave %s", names(l))
+		}
+		if l := list("?filter_tag_name=like:RES"); names(l) != "fresh" {
+			t.Fatalf("like:RES gave %s", names(l))
+		}
+		if l := list("?filter_tag_name=like:%25"); len(l.Tags) != 0 {
+			t.Fatalf("like:%% matched %s: the pattern is not a LIKE pattern", names(l))
+		}
+		if l := list("?specificTag=v1&filter_tag_name=eq:v2"); len(l.Tags) != 0 {
+			t.Fatalf("v1 and v2 at once: %s", names(l))
+		}
+		for _, q := range []string{"?onlyActiveTags=maybe", "?filter_tag_name=v1", "?filter_tag_name=like:", "?filter_tag_name=ne:v1", "?filter_tag_name=eq:bad%20tag"} {
+			e.want("carol", "GET", base+q, nil, http.StatusBadRequest)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
@@ -11,9 +12,12 @@ import (
 	"github.com/berth-dev/berth/internal/oci"
 )
 
-// listTags pages through the tags that exist now, most recently changed
-// first; onlyActiveTags is accepted and ignored. (Each tag's earlier
-// digests are kept in its history, for restoreTag.)
+// listTags pages through a repository's tags as Quay does: by default
+// its whole tag history, alive and dead (each period of each tag whose
+// manifest is still stored, an ended one with end_ts), and with
+// onlyActiveTags=true the tags that exist now; most recently started
+// first either way. specificTag and filter_tag_name (like:<part> or
+// eq:<name>) narrow it.
 func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {
 	q := r.URL.Query()
 	limit, err := intParam(q, "limit", 50, 100)
@@ -24,16 +28,40 @@ func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity,
 	if err != nil {
 		return err
 	}
-	specific := q.Get("specificTag")
-	if specific != "" {
-		if err := oci.ValidateTag(specific); err != nil {
+	tq := meta.TagQuery{Name: q.Get("specificTag"), Offset: (page - 1) * limit, Limit: limit + 1}
+	if tq.Name != "" {
+		if err := oci.ValidateTag(tq.Name); err != nil {
 			return badRequest("invalid specificTag: %v", err)
+		}
+	}
+	active, err := boolParam(q, "onlyActiveTags")
+	if err != nil {
+		return err
+	}
+	tq.History = !active
+	if f := q.Get("filter_tag_name"); f != "" {
+		op, value, _ := strings.Cut(f, ":")
+		switch {
+		case op == "like" && value != "":
+			tq.Contains = value
+		case op == "eq" && value != "":
+			if err := oci.ValidateTag(value); err != nil {
+				return badRequest("invalid filter_tag_name: %v", err)
+			}
+			if tq.Name != "" && tq.Name != value {
+				// Two different names: no tag is both.
+				writeJSON(w, http.StatusOK, map[string]any{"tags": []tagView{}, "page": page, "has_additional": false})
+				return nil
+			}
+			tq.Name = value
+		default:
+			return badRequest("unsupported filter_tag_name %q: expected like:<part of a name> or eq:<name>", f)
 		}
 	}
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
 		return err
 	}
-	tags, err := a.db.Tags.TagsPage(r.Context(), repo, meta.TagQuery{Name: specific, Offset: (page - 1) * limit, Limit: limit + 1})
+	tags, err := a.db.Tags.TagsPage(r.Context(), repo, tq)
 	if errors.Is(err, meta.ErrRepositoryNotFound) {
 		return notFound("repository %s not found", repo)
 	} else if err != nil {

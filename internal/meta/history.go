@@ -141,6 +141,9 @@ func (db Manifests) RestoreTag(ctx context.Context, repo, tag string, d digest.D
 		if err != nil || !moved {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE tag_history SET reversion = 1 WHERE repository_id = ? AND tag = ? AND until_at = 0"), repoID, tag); err != nil {
+			return fmt.Errorf("mark the restore in the tag's history: %w", err)
+		}
 		if err := db.release(ctx, tx, repoID, d); err != nil {
 			return err
 		}

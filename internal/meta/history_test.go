@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
@@ -117,6 +120,91 @@ func TestDeletedTags(t *testing.T) {
 			}
 			if got, err := db.Manifests().DeletedTags(ctx, "ns/none", 10); err != nil || len(got) != 0 {
 				t.Fatalf("unknown repository: %+v %v", got, err)
+			}
+		})
+	}
+}
+
+// TestTagsPageHistory: TagsPage's history lists every period of every tag
+// whose manifest is still stored, newest first, ended ones with Until, a
+// restore's with Reversion, the live one with its expiration; Contains
+// matches part of a name in any case, literally.
+func TestTagsPageHistory(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			m := db.Manifests()
+			a, b, c := manifestOf("page a"), manifestOf("page b"), manifestOf("page c")
+			for _, p := range []meta.PutManifest{
+				{Repository: "ns/app", Manifest: a, Tag: "Build_1"},
+				{Repository: "ns/app", Manifest: b, Tag: "Build_1"},
+				{Repository: "ns/app", Manifest: c, Tag: "build-2"},
+			} {
+				if err := m.PutManifest(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := m.DeleteTag(ctx, "ns/app", "build-2", "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.RestoreTag(ctx, "ns/app", "Build_1", a.Digest, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			expires := time.Now().Add(time.Hour).Truncate(time.Second)
+			if err := m.SetTagExpiration(ctx, "ns/app", "Build_1", expires); err != nil {
+				t.Fatal(err)
+			}
+			show := func(q meta.TagQuery) string {
+				t.Helper()
+				q.Limit = 10
+				page, err := m.TagsPage(ctx, "ns/app", q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var s []string
+				for _, ti := range page {
+					p := ti.Name + "@" + ti.Digest.String()[7:11]
+					if !ti.Until.IsZero() {
+						if ti.Until.Before(ti.UpdatedAt) {
+							t.Errorf("%s ended before it began: %+v", p, ti)
+						}
+						p += " ended"
+					}
+					if ti.Reversion {
+						p += " restored"
+					}
+					if ti.ExpiresAt.Equal(expires) {
+						p += " expiring"
+					}
+					s = append(s, p)
+				}
+				return strings.Join(s, ", ")
+			}
+			short := func(d digest.Digest) string { return d.String()[7:11] }
+			for _, tc := range []struct {
+				q    meta.TagQuery
+				want string
+			}{
+				{meta.TagQuery{History: true}, "Build_1@" + short(a.Digest) + " restored expiring, build-2@" + short(c.Digest) + " ended, Build_1@" +
+					short(b.Digest) + " ended, Build_1@" + short(a.Digest) + " ended"},
+				{meta.TagQuery{}, "Build_1@" + short(a.Digest) + " restored expiring"},
+				{meta.TagQuery{History: true, Name: "build-2"}, "build-2@" + short(c.Digest) + " ended"},
+				{meta.TagQuery{History: true, Contains: "D-"}, "build-2@" + short(c.Digest) + " ended"},
+				{meta.TagQuery{History: true, Contains: "d_", Offset: 1}, "Build_1@" + short(b.Digest) + " ended, Build_1@" + short(a.Digest) + " ended"},
+				{meta.TagQuery{History: true, Contains: "%"}, ""},
+			} {
+				if got := show(tc.q); got != tc.want {
+					t.Errorf("%+v: %s, want %s", tc.q, got, tc.want)
+				}
+			}
+			// A period whose manifest is gone is not listed: nothing can
+			// restore it.
+			if err := m.DeleteManifest(ctx, "ns/app", c.Digest, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if got := show(meta.TagQuery{History: true, Name: "build-2"}); got != "" {
+				t.Errorf("build-2 after its manifest's delete: %s", got)
 			}
 		})
 	}

@@ -302,6 +302,10 @@ UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND anno
 	// 22: jobs held behind an older live job of their ordering key are
 	// marked, and claims walk only the others (jobs.go).
 	jobsBehindSchema,
+	// 23: a tag period that began with a restore (Quay's reversion), and
+	// the history in the order Quay's tag list pages through it.
+	`ALTER TABLE tag_history ADD COLUMN reversion SMALLINT NOT NULL DEFAULT 0;
+CREATE INDEX tag_history_from ON tag_history(repository_id, from_at, id)`,
 }
 
 func (db *core) render(stmt string) string {

@@ -5,13 +5,17 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 )
 
 // TagsPage lists a repository's tags, most recently changed first, or
-// ErrRepositoryNotFound.
+// ErrRepositoryNotFound. With q.History it lists the tags' periods
+// instead (Quay's tag list without onlyActiveTags): every digest each tag
+// pointed to whose manifest is still stored, ended periods with Until
+// set, the most recently started first.
 func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]TagInfo, error) {
 	var repoID int64
 	if err := db.read.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
@@ -20,18 +24,43 @@ func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]Ta
 		}
 		return nil, fmt.Errorf("look up repository: %w", err)
 	}
-	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at, t.expires_at,
-		COALESCE((SELECT SUM(b.size) FROM manifest_references mr JOIN blobs b ON b.digest = mr.ref_digest
-			WHERE mr.repository_id = t.repository_id AND mr.manifest_digest = t.manifest_digest AND mr.is_manifest = 0), 0)
-		FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
-		WHERE t.repository_id = ?`
+	// The page is chosen first, then described: the manifest's media
+	// type, the sum of its blobs, whether the tag's live period began with
+	// a restore (so that the sorter carries narrow rows, and the sums are
+	// computed for the page only).
+	page := `SELECT t.name AS tag, t.manifest_digest AS digest, t.updated_at AS from_at, 0 AS until_at, t.expires_at, 0 AS id
+		FROM tags t WHERE t.repository_id = ?`
+	name, order, outer := "t.name", " ORDER BY t.updated_at DESC, t.name", "p.from_at DESC, p.tag"
+	reversion := `(SELECT MAX(h.reversion) FROM tag_history h WHERE h.repository_id = m.repository_id AND h.tag = p.tag AND h.until_at = 0)`
+	if q.History {
+		page = `SELECT h.tag, h.digest, h.from_at, h.until_at, COALESCE(t.expires_at, 0) AS expires_at, h.id
+		FROM tag_history h LEFT JOIN tags t ON h.until_at = 0 AND t.repository_id = h.repository_id AND t.name = h.tag AND t.manifest_digest = h.digest
+		WHERE h.repository_id = ? AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = h.repository_id AND m.digest = h.digest)`
+		// Newest first, in the order of tag_history_from (or, for one tag,
+		// of tag_history_tag: its periods were recorded in time order).
+		name, order, outer = "h.tag", " ORDER BY h.from_at DESC, h.id DESC", "p.from_at DESC, p.id DESC"
+		if q.Name != "" {
+			order, outer = " ORDER BY h.id DESC", "p.id DESC"
+		}
+		reversion = `(SELECT h.reversion FROM tag_history h WHERE h.id = p.id)`
+	}
 	args := []any{repoID}
 	if q.Name != "" {
-		query += " AND t.name = ?"
+		page += " AND " + name + " = ?"
 		args = append(args, q.Name)
 	}
-	args = append(args, q.Limit, q.Offset)
-	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY t.updated_at DESC, t.name LIMIT ? OFFSET ?"), args...)
+	if q.Contains != "" {
+		page += " AND lower(" + name + `) LIKE ? ESCAPE '\'`
+		args = append(args, "%"+likePrefix(strings.ToLower(q.Contains)))
+	}
+	args = append(args, q.Limit, q.Offset, repoID)
+	query := `SELECT p.tag, p.digest, m.media_type, p.from_at, p.until_at, p.expires_at,
+		COALESCE((SELECT SUM(b.size) FROM manifest_references mr JOIN blobs b ON b.digest = mr.ref_digest
+			WHERE mr.repository_id = m.repository_id AND mr.manifest_digest = m.digest AND mr.is_manifest = 0), 0),
+		COALESCE(` + reversion + `, 0)
+		FROM (` + page + order + ` LIMIT ? OFFSET ?) p JOIN manifests m ON m.repository_id = ? AND m.digest = p.digest
+		ORDER BY ` + outer
+	rows, err := db.read.QueryContext(ctx, db.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list tags: %w", err)
 	}
@@ -40,11 +69,15 @@ func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]Ta
 	for rows.Next() {
 		var ti TagInfo
 		var dg string
-		var updated, expires int64
-		if err := rows.Scan(&ti.Name, &dg, &ti.MediaType, &updated, &expires, &ti.Size); err != nil {
-			return nil, err
+		var updated, until, expires int64
+		var reversion int
+		if err := rows.Scan(&ti.Name, &dg, &ti.MediaType, &updated, &until, &expires, &ti.Size, &reversion); err != nil {
+			return nil, fmt.Errorf("read tags: %w", err)
 		}
-		ti.Digest, ti.UpdatedAt = digest.Digest(dg), fromMicros(updated)
+		ti.Digest, ti.UpdatedAt, ti.Reversion = digest.Digest(dg), fromMicros(updated), reversion != 0
+		if until > 0 {
+			ti.Until = fromMicros(until)
+		}
 		if expires > 0 {
 			ti.ExpiresAt = fromMicros(expires)
 		}
@@ -178,14 +211,18 @@ type TagInfo struct {
 	Name      string
 	Digest    digest.Digest
 	MediaType string
-	Size      int64 // the sum of the manifest's blobs (config and layers)
-	UpdatedAt time.Time
+	Size      int64     // the sum of the manifest's blobs (config and layers)
+	UpdatedAt time.Time // when the tag (or, in its history, the period) began
 	ExpiresAt time.Time // zero: never
+	Until     time.Time // in a history: when the period ended; zero while it lasts
+	Reversion bool      // the period began with a restore
 }
 
 // TagQuery selects tags for TagsPage.
 type TagQuery struct {
-	Name   string // only this tag
-	Offset int
-	Limit  int
+	Name     string // only this tag
+	Contains string // only tags whose names contain this, in any case
+	History  bool   // every period of each tag, not the tags that exist now
+	Offset   int
+	Limit    int
 }
