@@ -45,14 +45,17 @@ type UserLookup interface {
 	NamespaceByName(ctx context.Context, name string) (meta.Namespace, error)
 }
 
-// AccountAdmin creates and deletes users and sets a namespace's e-mail
-// address (the user and organization endpoints, user/initialize).
+// AccountAdmin lists, creates, changes and deletes users and sets a
+// namespace's e-mail address (the user, superuser and organization
+// endpoints, user/initialize).
 type AccountAdmin interface {
 	CountUsers(ctx context.Context) (int, error)
 	CreateFirstUser(ctx context.Context, u meta.User, tok *meta.AccessToken) (meta.User, error)
 	CreateUser(ctx context.Context, u meta.User) (meta.User, error)
 	DeleteUser(ctx context.Context, username string) error
 	SetNamespaceEmail(ctx context.Context, name, email string) error
+	ListUsers(ctx context.Context, q meta.UserQuery) ([]meta.User, error)
+	UpdateUser(ctx context.Context, username string, c meta.UserChange) (meta.User, error)
 }
 
 // RobotStore lists, creates, describes, rotates and deletes robot

@@ -21,7 +21,10 @@ func (a *API) userRoutes() {
 	a.handle("POST /api/v1/user/initialize", a.initializeUser)
 	a.handle("GET /api/v1/user/{$}", a.getUser)
 	a.handle("GET /api/v1/user", a.getUser)
+	a.handle("GET /api/v1/superuser/users/{$}", a.superuserListUsers)
 	a.handle("POST /api/v1/superuser/users/{$}", a.superuserCreateUser)
+	a.handle("GET /api/v1/superuser/users/{username}", a.superuserGetUser)
+	a.handle("PUT /api/v1/superuser/users/{username}", a.superuserUpdateUser)
 	a.handle("DELETE /api/v1/superuser/users/{username}", a.superuserDeleteUser)
 	a.handle("GET /api/v1/superuser/logs", a.superuserLogs)
 	a.handle("GET /api/v1/organization/{org}/logs", a.organizationLogs)
@@ -255,6 +258,150 @@ func (a *API) superuserCreateUser(w http.ResponseWriter, r *http.Request, id aut
 	return nil
 }
 
+// installUserView is Quay's superuser view of a user.
+type installUserView struct {
+	Kind      string `json:"kind"`
+	Name      string `json:"name"`
+	Username  string `json:"username"`
+	Email     string `json:"email"`
+	Verified  bool   `json:"verified"`
+	SuperUser bool   `json:"super_user"`
+	Enabled   bool   `json:"enabled"`
+	Created   string `json:"created"`
+}
+
+func installUserViewOf(u meta.User) installUserView {
+	return installUserView{Kind: "user", Name: u.Username, Username: u.Username, Email: u.Email, Verified: true,
+		SuperUser: u.Superuser, Enabled: u.Enabled, Created: quayTime(u.CreatedAt)}
+}
+
+// superuserListUsers lists the users (not robots) by name, as Quay's
+// superuser panel does: all of them, or with disabled=false only those
+// who may sign in. limit pages through them; next_page, when present,
+// continues after the page.
+func (a *API) superuserListUsers(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	if err := needSuperuser(id); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	withDisabled := true
+	if q.Get("disabled") != "" {
+		var err error
+		if withDisabled, err = boolParam(q, "disabled"); err != nil {
+			return err
+		}
+	}
+	limit, err := intParam(q, "limit", 0, 1000)
+	if err != nil {
+		return err
+	}
+	uq := meta.UserQuery{After: q.Get("next_page"), EnabledOnly: !withDisabled}
+	if limit > 0 {
+		uq.Limit = limit + 1
+	}
+	users, err := a.db.Accounts.ListUsers(r.Context(), uq)
+	if err != nil {
+		return err
+	}
+	out := map[string]any{}
+	if limit > 0 && len(users) > limit {
+		users = users[:limit]
+		out["next_page"] = users[limit-1].Username
+	}
+	views := []installUserView{}
+	for _, u := range users {
+		views = append(views, installUserViewOf(u))
+	}
+	out["users"] = views
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// installUser looks up a user (not a robot, not an organization) for the
+// superuser endpoints.
+func (a *API) installUser(ctx context.Context, name string) (meta.User, error) {
+	u, err := a.db.Users.UserByName(ctx, name)
+	if errors.Is(err, meta.ErrUserNotFound) || (err == nil && u.Kind != meta.UserKindUser) {
+		return meta.User{}, notFound("no user %q", name)
+	}
+	return u, err
+}
+
+// superuserGetUser describes a user to a superuser.
+func (a *API) superuserGetUser(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	if err := needSuperuser(id); err != nil {
+		return err
+	}
+	u, err := a.installUser(r.Context(), r.PathValue("username"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, installUserViewOf(u))
+	return nil
+}
+
+// superuserUpdateUser sets a user's password, e-mail address or whether
+// it may sign in (Quay's changeInstallUser). As in Quay, superusers are
+// changed with `berth admin`, not here, so no superuser can lock out
+// another, or itself. Disabling a user or setting its password ends its
+// web UI sessions; a disabled user's credentials and tokens are refused
+// at once (each request checks).
+func (a *API) superuserUpdateUser(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
+	if err := needSuperuser(id); err != nil {
+		return err
+	}
+	var req struct {
+		Password *string `json:"password"`
+		Email    *string `json:"email"`
+		Enabled  *bool   `json:"enabled"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	u, err := a.installUser(ctx, r.PathValue("username"))
+	if err != nil {
+		return err
+	}
+	if u.Superuser {
+		return badRequest("Cannot update a superuser: use berth admin user")
+	}
+	var change meta.UserChange
+	changed := map[string]any{"username": u.Username}
+	if req.Password != nil {
+		if n := len(*req.Password); n < minPasswordLength || n > maxPasswordLength {
+			return badRequest("invalid password: it must be %d to %d characters long", minPasswordLength, maxPasswordLength)
+		}
+		hash, err := auth.HashPassword(*req.Password)
+		if err != nil {
+			return err
+		}
+		change.SecretHash, changed["password"] = &hash, true
+	}
+	if req.Email != nil {
+		if err := checkEmail(*req.Email); err != nil {
+			return badRequest("%v", err)
+		}
+		change.Email, changed["email"] = req.Email, *req.Email
+	}
+	if req.Enabled != nil {
+		change.Enabled, changed["enabled"] = req.Enabled, *req.Enabled
+	}
+	if change == (meta.UserChange{}) {
+		return badRequest("nothing to change: give password, email or enabled")
+	}
+	u, err = a.db.Accounts.UpdateUser(ctx, u.Username, change)
+	if errors.Is(err, meta.ErrUserNotFound) {
+		return notFound("no user %q", r.PathValue("username"))
+	}
+	if err != nil {
+		return err
+	}
+	a.audit(r, id, "user_change", "", u.Username, changed)
+	writeJSON(w, http.StatusOK, installUserViewOf(u))
+	return nil
+}
+
 // superuserDeleteUser deletes a user with its namespace, robots and
 // repositories.
 func (a *API) superuserDeleteUser(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
@@ -263,10 +410,7 @@ func (a *API) superuserDeleteUser(w http.ResponseWriter, r *http.Request, id aut
 	}
 	ctx := r.Context()
 	name := r.PathValue("username")
-	u, err := a.db.Users.UserByName(ctx, name)
-	if errors.Is(err, meta.ErrUserNotFound) || (err == nil && u.Kind != meta.UserKindUser) {
-		return notFound("no user %q", name)
-	}
+	u, err := a.installUser(ctx, name)
 	if err != nil {
 		return err
 	}

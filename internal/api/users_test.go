@@ -203,12 +203,85 @@ func TestSuperuserUsers(t *testing.T) {
 			t.Fatalf("the generated password does not log in: %v", m)
 		}
 
+		// List, read and change users (Quay's superuser panel).
+		e.want("", "GET", path, nil, http.StatusUnauthorized)
+		e.want("alice", "GET", path, nil, http.StatusForbidden)
+		e.want("alice", "GET", path+"newbie", nil, http.StatusForbidden)
+		e.want("alice", "PUT", path+"newbie", map[string]any{"enabled": false}, http.StatusForbidden)
+		e.robot("acme", "ci")
+		listed := func(q string) ([]string, any) {
+			m := e.want("root", "GET", path+q, nil, http.StatusOK).obj(t)
+			var names []string
+			for _, u := range m["users"].([]any) {
+				names = append(names, u.(map[string]any)["username"].(string))
+			}
+			return names, m["next_page"]
+		}
+		if names, next := listed(""); strings.Join(names, ",") != "alice,newbie,other-root,root" || next != nil {
+			t.Fatalf("users %v (next %v): want every user and no robot or organization", names, next)
+		}
+		names, next := listed("?limit=3")
+		if strings.Join(names, ",") != "alice,newbie,other-root" || next != "other-root" {
+			t.Fatalf("first page %v, next %v", names, next)
+		}
+		if names, next := listed("?limit=3&next_page=other-root"); strings.Join(names, ",") != "root" || next != nil {
+			t.Fatalf("second page %v, next %v", names, next)
+		}
+		for _, q := range []string{"?limit=0", "?limit=1001", "?limit=x", "?disabled=maybe"} {
+			e.want("root", "GET", path+q, nil, http.StatusBadRequest)
+		}
+		view := e.want("root", "GET", path+"newbie", nil, http.StatusOK).obj(t)
+		if view["kind"] != "user" || view["name"] != "newbie" || view["email"] != "newbie@example.com" || view["enabled"] != true ||
+			view["super_user"] != false || view["created"] == "" {
+			t.Fatalf("newbie %v", view)
+		}
+		for _, name := range []string{"nobody", "acme", "acme+ci"} {
+			e.want("root", "GET", path+name, nil, http.StatusNotFound)
+			e.want("root", "PUT", path+name, map[string]any{"enabled": false}, http.StatusNotFound)
+		}
+		for _, tc := range []struct {
+			name, user string
+			body       any
+		}{
+			{"another superuser", "other-root", map[string]any{"enabled": false}},
+			{"oneself", "root", map[string]any{"password": "a new password"}},
+			{"nothing", "newbie", map[string]any{}},
+			{"superuser flag", "newbie", `{"superuser":true}`},
+			{"short password", "newbie", map[string]any{"password": "short"}},
+			{"bad email", "newbie", map[string]any{"email": "not an address"}},
+			{"enabled of the wrong type", "newbie", `{"enabled":"no"}`},
+		} {
+			t.Run("refused: "+tc.name, func(t *testing.T) { e.want("root", "PUT", path+tc.user, tc.body, http.StatusBadRequest) })
+		}
+		oldPassword := pw
+		e.want("root", "PUT", path+"newbie", map[string]any{"enabled": false, "email": "n@example.com"}, http.StatusOK)
+		e.want("newbie", "GET", "/api/v1/user/", nil, http.StatusUnauthorized)
+		if names, _ := listed("?disabled=false"); strings.Join(names, ",") != "alice,other-root,root" {
+			t.Fatalf("enabled users %v", names)
+		}
+		if v := e.want("root", "GET", path+"newbie", nil, http.StatusOK).obj(t); v["enabled"] != false || v["email"] != "n@example.com" {
+			t.Fatalf("after disabling: %v", v)
+		}
+		const newPassword = "a new password for newbie"
+		e.remember("", newPassword)
+		v := e.want("root", "PUT", path+"newbie", map[string]any{"enabled": true, "password": newPassword}, http.StatusOK).obj(t)
+		if v["enabled"] != true {
+			t.Fatalf("after enabling: %v", v)
+		}
+		e.want("basic:newbie:"+oldPassword, "GET", "/api/v1/user/", nil, http.StatusUnauthorized)
+		if m := e.want("basic:newbie:"+newPassword, "GET", "/api/v1/user/", nil, http.StatusOK).obj(t); m["username"] != "newbie" {
+			t.Fatalf("the new password: %v", m)
+		}
+		if !e.audited("user_change") {
+			t.Fatal("no user_change audit entry")
+		}
+		e.remember("newbie", newPassword)
+
 		// Delete: the user's repositories go first.
 		e.repo("newbie/app", "private")
 		e.want("alice", "DELETE", path+"newbie", nil, http.StatusForbidden)
 		e.want("", "DELETE", path+"newbie", nil, http.StatusUnauthorized)
 		e.want("root", "DELETE", path+"nobody", nil, http.StatusNotFound)
-		e.robot("acme", "ci")
 		e.want("root", "DELETE", path+"acme+ci", nil, http.StatusNotFound)
 		e.want("root", "DELETE", path+"other-root", nil, http.StatusBadRequest)
 		e.want("root", "DELETE", path+"newbie", nil, http.StatusNoContent)

@@ -321,3 +321,77 @@ const (
 	UserKindUser  = "user"
 	UserKindRobot = "robot"
 )
+
+// UserQuery pages through the human users (not robots) for ListUsers.
+type UserQuery struct {
+	After       string // the usernames after this one
+	Limit       int    // at most this many; 0: all
+	EnabledOnly bool   // leave disabled users out
+}
+
+// ListUsers lists human users by username.
+func (db Users) ListUsers(ctx context.Context, q UserQuery) ([]User, error) {
+	query, args := "SELECT "+userColumns+" FROM users WHERE kind = ? AND username > ?", []any{UserKindUser, q.After}
+	if q.EnabledOnly {
+		query += " AND enabled = 1"
+	}
+	query += " ORDER BY username"
+	if q.Limit > 0 {
+		query += " LIMIT ?"
+		args = append(args, q.Limit)
+	}
+	rows, err := db.read.QueryContext(ctx, db.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	return scanUsers(rows)
+}
+
+// UserChange is what UpdateUser changes; nil fields stay as they are.
+type UserChange struct {
+	Email      *string
+	Enabled    *bool
+	SecretHash *string // a new password's hash
+}
+
+// UpdateUser changes a human user's e-mail address, whether it may sign
+// in, or its password, in one transaction, and returns the user as it is
+// then (ErrUserNotFound for an unknown name or a robot). Disabling a user
+// or setting its password ends its web UI sessions: a browser signed in
+// before does not stay signed in, nor resume when the user is enabled
+// again.
+func (db Users) UpdateUser(ctx context.Context, username string, c UserChange) (User, error) {
+	var u User
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		u, err = scanUser(tx.QueryRowContext(ctx, db.q("SELECT "+userColumns+" FROM users WHERE username = ? AND kind = ?"+db.lockSuffix()), username, UserKindUser))
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrUserNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("look up user: %w", err)
+		}
+		if c.Email != nil {
+			u.Email = *c.Email
+		}
+		if c.SecretHash != nil {
+			u.SecretHash = *c.SecretHash
+		}
+		endSessions := c.SecretHash != nil
+		if c.Enabled != nil {
+			endSessions = endSessions || !*c.Enabled
+			u.Enabled = *c.Enabled
+		}
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE users SET email = ?, secret_hash = ?, enabled = ? WHERE id = ?"),
+			u.Email, u.SecretHash, boolInt(u.Enabled), u.ID); err != nil {
+			return fmt.Errorf("update user: %w", err)
+		}
+		if endSessions {
+			if _, err := tx.ExecContext(ctx, db.q("DELETE FROM web_sessions WHERE user_id = ?"), u.ID); err != nil {
+				return fmt.Errorf("end the user's sessions: %w", err)
+			}
+		}
+		return nil
+	})
+	return u, err
+}

@@ -123,6 +123,9 @@ func TestPermissionMatrixNamespaces(t *testing.T) {
 		{"superuser", "GET", "/api/v1/superuser/vulndb", ""},
 		{"superuser", "POST", "/api/v1/superuser/vulndb", `{"id":"BERTH-TEST-%s","modified":"2026-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"Go","name":"example.com/m"},"versions":["1.0.0"]}]}`},
 		{"superuser", "POST", "/api/v1/superuser/users/", `{"username":"made-by-%s","email":"x@example.com"}`},
+		{"superuser", "GET", "/api/v1/superuser/users/", ""},
+		{"superuser", "GET", "/api/v1/superuser/users/stranger", ""},
+		{"superuser", "PUT", "/api/v1/superuser/users/stranger", `{"email":"stranger-%s@example.com"}`},
 		{"user", "POST", "/api/v1/organization/", `{"name":"org-%s"}`},
 	}
 	cells := 0

@@ -12,9 +12,15 @@ import (
 func (w *world) call(method, path, who, body string) (int, map[string]any, string) {
 	w.t.Helper()
 	c := w.creds[who]
+	return w.callAs(method, path, c[0], c[1], body)
+}
+
+// callAs is call with a username and password of the caller's choosing.
+func (w *world) callAs(method, path, user, password, body string) (int, map[string]any, string) {
+	w.t.Helper()
 	req, _ := http.NewRequest(method, w.url+path, bytes.NewReader([]byte(body)))
-	if c[0] != "" {
-		req.SetBasicAuth(c[0], c[1])
+	if user != "" {
+		req.SetBasicAuth(user, password)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)

@@ -383,6 +383,99 @@ func TestWebAdmin(t *testing.T) {
 	}
 }
 
+// TestWebAdminUsers: a superuser creates a user (its password shown
+// once), disables it (its browser is signed out, its password refused),
+// enables it, gives another user a new password, and deletes a user,
+// each the superuser API's request; no one else can post these forms.
+func TestWebAdminUsers(t *testing.T) {
+	w := newWorld(t)
+	root := newBrowser(t, w.url)
+	root.signIn("root", pw)
+	tok := root.csrf("/admin")
+	_, body := root.get("/admin")
+	for _, want := range []string{`action="/admin/users/stranger/disable"`, `action="/admin/users/writer/password"`, "changed with <code>berth admin user</code>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the admin page lacks %s", want)
+		}
+	}
+	if strings.Contains(body, `action="/admin/users/root/`) {
+		t.Error("the admin page offers to change a superuser")
+	}
+	secret := regexp.MustCompile(`<code id="secret" class="secret">([^<]+)</code>`)
+	status, body := root.post("/admin/users/create", url.Values{"csrf": {tok}, "username": {"newbie"}, "email": {"newbie@example.com"}})
+	m := secret.FindStringSubmatch(body)
+	if status != 200 || m == nil || !strings.Contains(body, "shown only this once") {
+		t.Fatalf("create a user: %d\n%s", status, body)
+	}
+	newbie := newBrowser(t, w.url)
+	newbie.signIn("newbie", m[1])
+	if status, body := root.post("/admin/users/create", url.Values{"csrf": {tok}, "username": {"newbie"}}); status != 400 || !strings.Contains(body, "already taken") {
+		t.Errorf("a taken name: %d, want 400 with the API's message", status)
+	}
+
+	// Disabled: signed out at once, refused at sign-in and on the API.
+	if status, _ := root.post("/admin/users/newbie/disable", url.Values{"csrf": {tok}}); status != 200 {
+		t.Fatalf("disable: %d", status)
+	}
+	if status, _ := newbie.get("/user/newbie"); status != http.StatusNotFound {
+		t.Errorf("the disabled user's browser still reaches its account: %d", status)
+	}
+	if _, body := root.get("/admin"); !strings.Contains(body, `action="/admin/users/newbie/enable"`) {
+		t.Error("the disabled user is not offered to be enabled")
+	}
+	if status, _, _ := w.callAs("GET", "/api/v1/user/", "newbie", m[1], ""); status != http.StatusUnauthorized {
+		t.Errorf("the disabled user on the API: %d", status)
+	}
+	if status, _ := root.post("/admin/users/newbie/enable", url.Values{"csrf": {tok}}); status != 200 {
+		t.Fatalf("enable: %d", status)
+	}
+	newbie.signIn("newbie", m[1])
+
+	// A new password: shown once; the old one is refused, and the browser
+	// signed in with it is signed out.
+	writer := newBrowser(t, w.url)
+	writer.signIn("writer", pw)
+	status, body = root.post("/admin/users/writer/password", url.Values{"csrf": {tok}})
+	np := secret.FindStringSubmatch(body)
+	if status != 200 || np == nil {
+		t.Fatalf("new password: %d\n%s", status, body)
+	}
+	if status, _, _ := w.callAs("GET", "/api/v1/user/", "writer", pw, ""); status != http.StatusUnauthorized {
+		t.Errorf("the old password still works: %d", status)
+	}
+	if status, _, _ := w.callAs("GET", "/api/v1/user/", "writer", np[1], ""); status != 200 {
+		t.Errorf("the new password: %d", status)
+	}
+	if status, _ := writer.get("/user/writer"); status != http.StatusNotFound {
+		t.Errorf("the browser signed in with the old password still reaches the account: %d", status)
+	}
+	if status, body := root.post("/admin/users/root/disable", url.Values{"csrf": {tok}}); status != 400 || !strings.Contains(body, "Cannot update a superuser") {
+		t.Errorf("disable a superuser: %d", status)
+	}
+
+	// Others post nothing here.
+	for _, who := range []string{"owner", "orgadmin"} {
+		b := newBrowser(t, w.url)
+		b.signIn(who, pw)
+		if status, _ := b.post("/admin/users/stranger/disable", url.Values{"csrf": {b.csrf("/user/" + who)}}); status != http.StatusNotFound {
+			t.Errorf("%s disables a user: %d, want 404", who, status)
+		}
+	}
+
+	// Delete, typing the name.
+	if status, _ := root.post("/admin/users/delete", url.Values{"csrf": {tok}, "username": {""}}); status != 400 {
+		t.Errorf("delete without a name: %d", status)
+	}
+	if status, _ := root.post("/admin/users/delete", url.Values{"csrf": {tok}, "username": {"newbie"}}); status != 200 {
+		t.Fatalf("delete: %d", status)
+	}
+	if status, _, raw := w.call("GET", "/api/v1/superuser/users/newbie", "root", ""); status != http.StatusNotFound {
+		t.Errorf("the deleted user: %d %s", status, raw)
+	}
+	wantAudited(t, w.db, "newbie", "user_create(root)", "user_change(root)", "user_delete(root)")
+	wantAudited(t, w.db, "writer", "user_change(root)")
+}
+
 // TestWebSettings: a repository's settings for its admins; readers and
 // strangers see and change nothing; every change is the API's, with its
 // validation message and its audit entry.

@@ -3,9 +3,13 @@ package web
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/gc"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/scan"
@@ -31,7 +35,12 @@ type queueRow struct {
 	meta.QueueFigures
 }
 
-// admin is the superuser's page: the vulnerability database's sources
+// adminUsersPage is how many users the admin page lists at once.
+const adminUsersPage = 100
+
+// admin is the superuser's page: the users (Quay's superuser panel:
+// create, disable and enable, set a new password, delete), the
+// organizations, the vulnerability database's sources
 // (what `berth admin vulndb status` and GET /api/v1/superuser/vulndb show) with
 // their staleness, garbage collection's status (GET
 // /api/v1/superuser/gc), the storage's figures and the job queues (the
@@ -67,6 +76,20 @@ func (u *UI) admin(w http.ResponseWriter, r *http.Request, v *visitor) error {
 		return pageError(err)
 	}
 	data["Orgs"] = orgs.Organizations
+	var users struct {
+		Users []struct {
+			Username  string `json:"username"`
+			Email     string `json:"email"`
+			SuperUser bool   `json:"super_user"`
+			Enabled   bool   `json:"enabled"`
+		} `json:"users"`
+		NextPage string `json:"next_page"`
+	}
+	after := r.URL.Query().Get("users_after")
+	if err := u.call(r, v, http.MethodGet, "/api/v1/superuser/users/?limit="+strconv.Itoa(adminUsersPage)+"&next_page="+url.QueryEscape(after), nil, &users); err != nil {
+		return pageError(err)
+	}
+	data["Users"], data["UsersNext"], data["UsersAfter"], data["CSRF"] = users.Users, users.NextPage, after, v.csrf
 	var st gc.Status
 	if err := u.call(r, v, http.MethodGet, "/api/v1/superuser/gc", nil, &st); err != nil {
 		data["GCError"] = err.Error() // e.g. housekeeping off (501)
@@ -95,5 +118,56 @@ func (u *UI) admin(w http.ResponseWriter, r *http.Request, v *visitor) error {
 		data["Storage"], data["Queues"], data["FeedLag"], data["Unsequenced"] = sf, queues, f.FeedLag, f.Unsequenced
 	}
 	u.render(w, r, v, http.StatusOK, "admin", "Administration", data)
+	return nil
+}
+
+// adminPOST routes the admin page's actions on users, each the superuser
+// API's request; anyone but a superuser finds nothing here.
+func (u *UI) adminPOST(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	if !v.id.Superuser {
+		return errNotFound
+	}
+	f := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }
+	segs := strings.Split(r.PathValue("action"), "/")
+	var err error
+	switch {
+	case len(segs) == 2 && segs[0] == "users" && segs[1] == "create":
+		if f("username") == "" {
+			return fail(http.StatusBadRequest, "A user needs a name.")
+		}
+		var out struct {
+			Username string `json:"username"`
+			Password string `json:"password"`
+		}
+		if err := u.call(r, v, http.MethodPost, "/api/v1/superuser/users/", map[string]string{"username": f("username"), "email": f("email")}, &out); err != nil {
+			return actionError(err)
+		}
+		u.showSecret(w, r, v, "Administration", "User "+out.Username+" created: its password", out.Username, out.Password, "/admin")
+		return nil
+	case len(segs) == 2 && segs[0] == "users" && segs[1] == "delete":
+		// The name typed, as a person confirms what cannot be undone.
+		if f("username") == "" {
+			return fail(http.StatusBadRequest, "Type the name of the user to delete.")
+		}
+		err = u.call(r, v, http.MethodDelete, "/api/v1/superuser/users/"+esc(f("username")), nil, nil)
+	case len(segs) == 3 && segs[0] == "users" && (segs[2] == "disable" || segs[2] == "enable"):
+		err = u.call(r, v, http.MethodPut, "/api/v1/superuser/users/"+esc(segs[1]), map[string]bool{"enabled": segs[2] == "enable"}, nil)
+	case len(segs) == 3 && segs[0] == "users" && segs[2] == "password":
+		password, err := auth.NewSecret("")
+		if err != nil {
+			return err
+		}
+		if err := u.call(r, v, http.MethodPut, "/api/v1/superuser/users/"+esc(segs[1]), map[string]string{"password": password}, nil); err != nil {
+			return actionError(err)
+		}
+		u.showSecret(w, r, v, "Administration", "A new password for "+segs[1], segs[1], password, "/admin")
+		return nil
+	default:
+		return errNotFound
+	}
+	if err != nil {
+		return actionError(err)
+	}
+	http.Redirect(w, r, "/admin#users", http.StatusSeeOther)
 	return nil
 }

@@ -100,6 +100,7 @@ func New(db Stores, opts Options) (*UI, error) {
 	u.mux.HandleFunc("GET /user/{name}", u.page(u.user))
 	u.mux.HandleFunc("POST /user/{name}/{action...}", u.page(u.userPOST))
 	u.mux.HandleFunc("GET /admin", u.page(u.admin))
+	u.mux.HandleFunc("POST /admin/{action...}", u.page(u.adminPOST))
 	u.mux.HandleFunc("GET /signin", u.page(u.signinForm))
 	u.mux.HandleFunc("POST /signin", u.page(u.signin))
 	u.mux.HandleFunc("POST /signout", u.page(u.signout))
