@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
 )
@@ -303,6 +304,71 @@ func TestWebRestoreTag(t *testing.T) {
 	wantAudited(t, w.db, "acme", "tag_deleted(writer)", "restore_tag(writer)")
 }
 
+// TestWebManifestTags: a manifest's page lists its tags; a writer puts
+// another tag on it, sets when one expires and clears it, each the API's
+// PUT .../tag/{tag}; a reader sees the tags but no form, and its post is
+// refused.
+func TestWebManifestTags(t *testing.T) {
+	w := newWorld(t)
+	d := w.digest["private"]
+	page := "/repository/acme/private/manifest/" + d.String()
+	writer := newBrowser(t, w.url)
+	writer.signIn("writer", pw)
+	tok := writer.csrf(page)
+	if _, body := writer.get(page); !strings.Contains(body, `?filter=v1">v1</a>`) || !strings.Contains(body, "add-tag") {
+		t.Fatalf("the manifest page lacks its tag v1 or the form to add one:\n%s", body)
+	}
+	if status, _ := writer.post(page+"/add-tag", url.Values{"csrf": {tok}, "tag": {"stable"}}); status != 200 {
+		t.Fatalf("add a tag: %d", status)
+	}
+	if r := w.do("HEAD", "/v2/acme/private/manifests/stable", "root", pw, nil, "Accept", "application/vnd.oci.image.manifest.v1+json"); r.StatusCode != 200 || r.Header.Get("Docker-Content-Digest") != d.String() {
+		t.Fatalf("stable after the form: %d %s", r.StatusCode, r.Header.Get("Docker-Content-Digest"))
+	}
+	if status, body := writer.post(page+"/add-tag", url.Values{"csrf": {tok}, "tag": {"-bad"}}); status != 400 || !strings.Contains(body, "tag") {
+		t.Errorf("a bad tag name: %d, want 400 with the API's message", status)
+	}
+	at := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Minute)
+	if status, _ := writer.post(page+"/tag-expiration", url.Values{"csrf": {tok}, "tag": {"stable"}, "expires": {at.Format("2006-01-02T15:04")}}); status != 200 {
+		t.Fatalf("set the expiration: %d", status)
+	}
+	expiry := func() float64 {
+		t.Helper()
+		_, body, raw := w.call("GET", "/api/v1/repository/acme/private/tag/?specificTag=stable&onlyActiveTags=true", "root", "")
+		tags, _ := body["tags"].([]any)
+		if len(tags) != 1 {
+			t.Fatalf("stable: %s", raw)
+		}
+		end, _ := tags[0].(map[string]any)["end_ts"].(float64)
+		return end
+	}
+	if got := expiry(); got != float64(at.Unix()) {
+		t.Errorf("stable expires at %v, want %d", got, at.Unix())
+	}
+	if _, body := writer.get(page); !strings.Contains(body, `value="`+at.Format("2006-01-02T15:04")+`"`) {
+		t.Error("the page does not show the expiration it set")
+	}
+	for _, bad := range []string{"tomorrow", time.Now().Add(-time.Hour).UTC().Format("2006-01-02T15:04")} {
+		if status, _ := writer.post(page+"/tag-expiration", url.Values{"csrf": {tok}, "tag": {"stable"}, "expires": {bad}}); status != 400 {
+			t.Errorf("expiration %q: %d, want 400", bad, status)
+		}
+	}
+	if status, _ := writer.post(page+"/tag-expiration", url.Values{"csrf": {tok}, "tag": {"stable"}, "never": {"1"}}); status != 200 {
+		t.Fatalf("clear the expiration: %d", status)
+	}
+	if got := expiry(); got != 0 {
+		t.Errorf("stable still expires at %v", got)
+	}
+	reader := newBrowser(t, w.url)
+	reader.signIn("reader", pw)
+	if _, body := reader.get(page); !strings.Contains(body, `?filter=stable">stable</a>`) || strings.Contains(body, "add-tag") || strings.Contains(body, "tag-expiration") {
+		t.Error("a reader's manifest page: the tags without the forms expected")
+	}
+	if status, _ := reader.post(page+"/add-tag", url.Values{"csrf": {reader.csrf(page)}, "tag": {"mine"}}); status != http.StatusForbidden {
+		t.Errorf("a reader adds a tag: %d, want 403", status)
+	}
+	wantAudited(t, w.db, "acme", "repo_push(writer)")
+}
+
 // TestWebUserPage: one's own account only; an access token shown once,
 // then listed without its secret, then revoked.
 func TestWebUserPage(t *testing.T) {
@@ -401,9 +467,8 @@ func TestWebAdminUsers(t *testing.T) {
 	if strings.Contains(body, `action="/admin/users/root/`) {
 		t.Error("the admin page offers to change a superuser")
 	}
-	secret := regexp.MustCompile(`<code id="secret" class="secret">([^<]+)</code>`)
 	status, body := root.post("/admin/users/create", url.Values{"csrf": {tok}, "username": {"newbie"}, "email": {"newbie@example.com"}})
-	m := secret.FindStringSubmatch(body)
+	m := secretShown.FindStringSubmatch(body)
 	if status != 200 || m == nil || !strings.Contains(body, "shown only this once") {
 		t.Fatalf("create a user: %d\n%s", status, body)
 	}
@@ -436,7 +501,7 @@ func TestWebAdminUsers(t *testing.T) {
 	writer := newBrowser(t, w.url)
 	writer.signIn("writer", pw)
 	status, body = root.post("/admin/users/writer/password", url.Values{"csrf": {tok}})
-	np := secret.FindStringSubmatch(body)
+	np := secretShown.FindStringSubmatch(body)
 	if status != 200 || np == nil {
 		t.Fatalf("new password: %d\n%s", status, body)
 	}

@@ -20,6 +20,8 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04 UTC")
 	},
+	// expiry is a time as the manifest page's datetime-local field reads it.
+	"expiry": func(t time.Time) string { return t.UTC().Format(expiryForm) },
 	"iso": func(t time.Time) string {
 		if t.IsZero() {
 			return ""

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -76,6 +77,57 @@ func (u *UI) manifestOf(ctx context.Context, v *visitor, repo, arg string) (meta
 	return m, nil
 }
 
+// manifestTags is how many of a manifest's tags its page lists.
+const manifestTags = 50
+
+// expiryForm is how the manifest page's expiration field reads a time
+// (an HTML datetime-local value, in UTC).
+const expiryForm = "2006-01-02T15:04"
+
+// tagManifest points a tag, new or existing, at the page's manifest.
+func (u *UI) tagManifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string) error {
+	m, err := u.manifestOf(r.Context(), v, repo, arg)
+	if err != nil {
+		return err
+	}
+	tag := strings.TrimSpace(r.PostFormValue("tag"))
+	if tag == "" {
+		return fail(http.StatusBadRequest, "Name the tag to put on this manifest.")
+	}
+	body := map[string]string{"manifest_digest": m.Digest.String()}
+	if err := u.call(r, v, http.MethodPut, repoAPI(repo, "tag", esc(tag)), body, nil); err != nil {
+		return actionError(err)
+	}
+	http.Redirect(w, r, repoPath(repo)+"/manifest/"+m.Digest.String()+"#tags", http.StatusSeeOther)
+	return nil
+}
+
+// tagExpiration sets when a tag of the page's manifest expires, or
+// clears it (the "never" button).
+func (u *UI) tagExpiration(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string) error {
+	m, err := u.manifestOf(r.Context(), v, repo, arg)
+	if err != nil {
+		return err
+	}
+	tag := strings.TrimSpace(r.PostFormValue("tag"))
+	if tag == "" {
+		return fail(http.StatusBadRequest, "Name the tag whose expiration to set.")
+	}
+	var body any = map[string]any{"expiration": nil}
+	if r.PostFormValue("never") == "" {
+		at, err := time.Parse(expiryForm, strings.TrimSpace(r.PostFormValue("expires")))
+		if err != nil {
+			return fail(http.StatusBadRequest, "The expiration must be a date and time (UTC), such as 2030-01-31T12:00; or choose Never.")
+		}
+		body = map[string]any{"expiration": at.Unix()}
+	}
+	if err := u.call(r, v, http.MethodPut, repoAPI(repo, "tag", esc(tag)), body, nil); err != nil {
+		return actionError(err)
+	}
+	http.Redirect(w, r, repoPath(repo)+"/manifest/"+m.Digest.String()+"#tags", http.StatusSeeOther)
+	return nil
+}
+
 func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string) error {
 	ctx := r.Context()
 	m, err := u.manifestOf(ctx, v, repo, arg)
@@ -97,6 +149,18 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 	if data["Layers"] == nil {
 		data["Layers"] = layersOf(om, nil)
 	}
+	// The tags on the manifest, and for writers the forms that add one
+	// and set when one expires (Quay's "Add new tag" and "Change
+	// expiration").
+	tags, more, err := u.db.Content.TagRows(ctx, repo, meta.TagRowQuery{Filter: m.Digest.String(), Sort: meta.SortName, Limit: manifestTags})
+	if err != nil {
+		return err
+	}
+	canWrite, err := u.allowed(ctx, v, repo, auth.ActionWrite)
+	if err != nil {
+		return err
+	}
+	data["Tags"], data["MoreTags"], data["CanWrite"], data["CSRF"] = tags, more > len(tags), canWrite, v.csrf
 	canCheck, err := u.allowed(ctx, v, repo, auth.ActionChecks)
 	if err != nil {
 		return err
