@@ -428,26 +428,27 @@ func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.
 	ctx = db.pointLookup(ctx)
 	var row *sql.Row
 	if tag != "" {
-		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, `+content+` FROM repositories r
+		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, `+content+` FROM repositories r
 			JOIN tags t ON t.repository_id = r.id
 			JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
 			WHERE r.name = ? AND t.name = ?`), repo, tag)
 	} else {
-		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, `+content+` FROM repositories r
+		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, `+content+` FROM repositories r
 			JOIN manifests m ON m.repository_id = r.id
 			WHERE r.name = ? AND m.digest = ?`), repo, d.String())
 	}
 	var m Manifest
 	var dg string
 	var held int
-	err := row.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &held, &m.Content)
+	var created int64
+	err := row.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &held, &created, &m.Content)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Manifest{}, ErrManifestNotFound
 	}
 	if err != nil {
 		return Manifest{}, fmt.Errorf("get manifest: %w", err)
 	}
-	m.Digest, m.Held = digest.Digest(dg), held == 1
+	m.Digest, m.Held, m.CreatedAt = digest.Digest(dg), held == 1, fromMicros(created)
 	return m, nil
 }
 

@@ -317,6 +317,8 @@ func TestWebManifestTags(t *testing.T) {
 	tok := writer.csrf(page)
 	if _, body := writer.get(page); !strings.Contains(body, `?filter=v1">v1</a>`) || !strings.Contains(body, "add-tag") {
 		t.Fatalf("the manifest page lacks its tag v1 or the form to add one:\n%s", body)
+	} else if !regexp.MustCompile(`<dt>Stored</dt><dd>\d{4}-\d\d-\d\d \d\d:\d\d UTC</dd>`).MatchString(body) {
+		t.Errorf("the manifest page does not say when it was stored:\n%s", body)
 	}
 	if status, _ := writer.post(page+"/add-tag", url.Values{"csrf": {tok}, "tag": {"stable"}}); status != 200 {
 		t.Fatalf("add a tag: %d", status)
