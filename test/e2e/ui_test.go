@@ -285,6 +285,26 @@ func TestUIBrowser(t *testing.T) {
 	if refs := text("table.referrers"); !strings.Contains(refs, "signature") || !strings.Contains(refs, ".sig") {
 		t.Errorf("the manifest page lacks the signature:\n%s", refs)
 	}
+	// Put another tag on the image, then set when it expires: the
+	// browser's own datetime-local field, read as UTC.
+	addTag := css(`form[action$="/add-tag"] input[name=tag]`)
+	run("put a tag on the manifest", chromedp.SendKeys(addTag, "ui-added"), chromedp.Submit(addTag),
+		chromedp.WaitVisible(css(`#tags a[href$="?filter=ui-added"]`)))
+	expires := css(`form[action$="/tag-expiration"] input[name=tag][value="ui-added"] ~ input[name=expires]`)
+	at := time.Now().Add(72 * time.Hour).UTC().Truncate(time.Minute)
+	run("set its expiration", chromedp.SetValue(expires, at.Format("2006-01-02T15:04")), chromedp.Submit(expires),
+		chromedp.WaitVisible(css(`#tags time`)))
+	shot("manifest-tags.png")
+	var added struct {
+		Tags []struct {
+			ManifestDigest string `json:"manifest_digest"`
+			EndTS          int64  `json:"end_ts"`
+		} `json:"tags"`
+	}
+	s.getJSON(t, "/api/v1/repository/"+repo+"/tag/?specificTag=ui-added&onlyActiveTags=true", &added)
+	if len(added.Tags) != 1 || added.Tags[0].ManifestDigest != dg || added.Tags[0].EndTS != at.Unix() {
+		t.Errorf("the tag put on through the page: %+v, want %s expiring at %d", added.Tags, dg, at.Unix())
+	}
 
 	// The homepage link of the webhook lands on the repository's page.
 	run("follow the webhook's homepage", chromedp.Navigate(homepage), chromedp.WaitVisible(css("h1")))
@@ -423,6 +443,31 @@ func TestUIBrowser(t *testing.T) {
 	shot("admin.png")
 	if a := text("main"); !strings.Contains(a, "Debian") || !strings.Contains(a, "Job queues") {
 		t.Errorf("the admin page lacks the vulnerability database or the queues:\n%s", a)
+	}
+	// A user created on the admin page signs in with the password shown
+	// once; disabled there, it no longer does.
+	newUser := css(`form[action="/admin/users/create"] input[name=username]`)
+	run("create a user", chromedp.SendKeys(newUser, "uiuser"), chromedp.Submit(newUser), chromedp.WaitVisible(css("#secret")))
+	password := text("#secret")
+	v2 := func() int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, base+"/v2/", nil)
+		req.SetBasicAuth("uiuser", password)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := v2(); st != 200 {
+		t.Errorf("the new user's password on /v2/: %d", st)
+	}
+	disable := css(`form[action="/admin/users/uiuser/disable"] button`)
+	run("disable the user", chromedp.Navigate(base+"/admin"), chromedp.WaitVisible(disable), chromedp.Click(disable),
+		chromedp.WaitVisible(css(`form[action="/admin/users/uiuser/enable"] button`)))
+	if st := v2(); st != http.StatusUnauthorized {
+		t.Errorf("the disabled user's password on /v2/: %d, want 401", st)
 	}
 	_ = seed
 	t.Logf("screenshots in %s", shots)
