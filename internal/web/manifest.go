@@ -84,37 +84,25 @@ const manifestTags = 50
 // (an HTML datetime-local value, in UTC).
 const expiryForm = "2006-01-02T15:04"
 
-// tagManifest points a tag, new or existing, at the page's manifest.
-func (u *UI) tagManifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string) error {
+// manifestTagPOST runs the manifest page's tag forms, each the API's
+// PUT .../tag/{tag}: "add-tag" points a tag, new or existing, at the
+// page's manifest; "tag-expiration" sets when a tag expires, or clears it
+// (the "never" button).
+func (u *UI) manifestTagPOST(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg, action string) error {
 	m, err := u.manifestOf(r.Context(), v, repo, arg)
 	if err != nil {
 		return err
 	}
 	tag := strings.TrimSpace(r.PostFormValue("tag"))
 	if tag == "" {
-		return fail(http.StatusBadRequest, "Name the tag to put on this manifest.")
+		return fail(http.StatusBadRequest, "Name the tag.")
 	}
-	body := map[string]string{"manifest_digest": m.Digest.String()}
-	if err := u.call(r, v, http.MethodPut, repoAPI(repo, "tag", esc(tag)), body, nil); err != nil {
-		return actionError(err)
-	}
-	http.Redirect(w, r, repoPath(repo)+"/manifest/"+m.Digest.String()+"#tags", http.StatusSeeOther)
-	return nil
-}
-
-// tagExpiration sets when a tag of the page's manifest expires, or
-// clears it (the "never" button).
-func (u *UI) tagExpiration(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string) error {
-	m, err := u.manifestOf(r.Context(), v, repo, arg)
-	if err != nil {
-		return err
-	}
-	tag := strings.TrimSpace(r.PostFormValue("tag"))
-	if tag == "" {
-		return fail(http.StatusBadRequest, "Name the tag whose expiration to set.")
-	}
-	var body any = map[string]any{"expiration": nil}
-	if r.PostFormValue("never") == "" {
+	var body any = map[string]string{"manifest_digest": m.Digest.String()}
+	switch {
+	case action == "add-tag":
+	case r.PostFormValue("never") != "":
+		body = map[string]any{"expiration": nil}
+	default:
 		at, err := time.Parse(expiryForm, strings.TrimSpace(r.PostFormValue("expires")))
 		if err != nil {
 			return fail(http.StatusBadRequest, "The expiration must be a date and time (UTC), such as 2030-01-31T12:00; or choose Never.")
@@ -152,7 +140,7 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 	// The tags on the manifest, and for writers the forms that add one
 	// and set when one expires (Quay's "Add new tag" and "Change
 	// expiration").
-	tags, more, err := u.db.Content.TagRows(ctx, repo, meta.TagRowQuery{Filter: m.Digest.String(), Sort: meta.SortName, Limit: manifestTags})
+	tags, total, err := u.db.Content.TagRows(ctx, repo, meta.TagRowQuery{Filter: m.Digest.String(), Sort: meta.SortName, Limit: manifestTags})
 	if err != nil {
 		return err
 	}
@@ -160,7 +148,7 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 	if err != nil {
 		return err
 	}
-	data["Tags"], data["MoreTags"], data["CanWrite"], data["CSRF"] = tags, more > len(tags), canWrite, v.csrf
+	data["Tags"], data["MoreTags"], data["CanWrite"], data["CSRF"] = tags, total > len(tags), canWrite, v.csrf
 	canCheck, err := u.allowed(ctx, v, repo, auth.ActionChecks)
 	if err != nil {
 		return err

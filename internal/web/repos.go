@@ -119,10 +119,8 @@ func (u *UI) repositoryPOST(w http.ResponseWriter, r *http.Request, v *visitor) 
 		return u.deleteTags(w, r, v, strings.Join(segs[:n-1], "/"))
 	case n >= 3 && segs[n-1] == "restore-tag":
 		return u.restoreTag(w, r, v, strings.Join(segs[:n-1], "/"))
-	case n >= 5 && segs[n-3] == "manifest" && segs[n-1] == "add-tag":
-		return u.tagManifest(w, r, v, strings.Join(segs[:n-3], "/"), segs[n-2])
-	case n >= 5 && segs[n-3] == "manifest" && segs[n-1] == "tag-expiration":
-		return u.tagExpiration(w, r, v, strings.Join(segs[:n-3], "/"), segs[n-2])
+	case n >= 5 && segs[n-3] == "manifest" && (segs[n-1] == "add-tag" || segs[n-1] == "tag-expiration"):
+		return u.manifestTagPOST(w, r, v, strings.Join(segs[:n-3], "/"), segs[n-2], segs[n-1])
 	case n >= 3 && segs[n-1] == "sync-now":
 		return u.syncNow(w, r, v, strings.Join(segs[:n-1], "/"))
 	case n >= 5 && segs[n-3] == "notification" && segs[n-1] == "reset":
