@@ -175,12 +175,18 @@ func (b *liveBerth) tagDigest(repo, tag string) string {
 	return resp.Header.Get("Docker-Content-Digest")
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
+// waitUntil polls cond; on a timeout, it reports what each detail says
+// then (the state a failure needs to be understood).
+func waitUntil(t *testing.T, what string, cond func() bool, detail ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second) // a bound for a loaded CI machine, not a measure
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			var then []string
+			for _, d := range detail {
+				then = append(then, d())
+			}
+			t.Fatalf("timed out waiting for %s %s", what, strings.Join(then, "; "))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -351,9 +357,14 @@ func TestGateCrashBetweenCheckAndPromotion(t *testing.T) {
 				t.Fatalf("gate: %d %s", st, raw)
 			}
 			cand := b.image(repo, "15-alpine", "layer v1")
+			var last []byte
 			waitUntil(t, "the candidate's first evaluation", func() bool {
-				_, raw := b.call("GET", "/api/v1/repository/"+repo+"/gate/candidates?live=true", nil)
-				return strings.Contains(string(raw), "waiting for check")
+				_, last = b.call("GET", "/api/v1/repository/"+repo+"/gate/candidates?live=true", nil)
+				return strings.Contains(string(last), "waiting for check")
+			}, func() string { return "(live candidates: " + string(last) + ")" }, func() string {
+				_, all := b.call("GET", "/api/v1/repository/"+repo+"/gate/candidates", nil)
+				_, tags := b.call("GET", "/api/v1/repository/"+repo+"/tag/?onlyActiveTags=true", nil)
+				return "(every candidate: " + string(all) + "; tags: " + string(tags) + ")"
 			})
 			b.stop()
 
