@@ -183,6 +183,11 @@ func TestRepositoryTags(t *testing.T) {
 		if l := list("?specificTag=v1&filter_tag_name=eq:v2"); len(l.Tags) != 0 {
 			t.Fatalf("v1 and v2 at once: %s", names(l))
 		}
+		// The permission decision comes first, whatever the filters.
+		const both = "?specificTag=v1&filter_tag_name=eq:v2"
+		e.want("", "GET", base+both, nil, http.StatusUnauthorized)
+		e.want("bob", "GET", base+both, nil, http.StatusForbidden)
+		e.want("alice", "GET", "/api/v1/repository/acme/ghost/tag/"+both, nil, http.StatusNotFound)
 		for _, q := range []string{"?onlyActiveTags=maybe", "?filter_tag_name=v1", "?filter_tag_name=like:", "?filter_tag_name=ne:v1", "?filter_tag_name=eq:bad%20tag"} {
 			e.want("carol", "GET", base+q, nil, http.StatusBadRequest)
 		}

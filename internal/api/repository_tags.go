@@ -39,6 +39,7 @@ func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity,
 		return err
 	}
 	tq.History = !active
+	none := false
 	if f := q.Get("filter_tag_name"); f != "" {
 		op, value, _ := strings.Cut(f, ":")
 		switch {
@@ -48,11 +49,8 @@ func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity,
 			if err := oci.ValidateTag(value); err != nil {
 				return badRequest("invalid filter_tag_name: %v", err)
 			}
-			if tq.Name != "" && tq.Name != value {
-				// Two different names: no tag is both.
-				writeJSON(w, http.StatusOK, map[string]any{"tags": []tagView{}, "page": page, "has_additional": false})
-				return nil
-			}
+			// Two different names (specificTag too): no tag is both.
+			none = tq.Name != "" && tq.Name != value
 			tq.Name = value
 		default:
 			return badRequest("unsupported filter_tag_name %q: expected like:<part of a name> or eq:<name>", f)
@@ -60,6 +58,10 @@ func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity,
 	}
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
 		return err
+	}
+	if none {
+		writeJSON(w, http.StatusOK, map[string]any{"tags": []tagView{}, "page": page, "has_additional": false})
+		return nil
 	}
 	tags, err := a.db.Tags.TagsPage(r.Context(), repo, tq)
 	if errors.Is(err, meta.ErrRepositoryNotFound) {
