@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,7 +32,7 @@ func adminCmd() *cobra.Command {
 		return meta.Open(cmd.Context(), cfg.DatabaseURL())
 	}
 
-	user := &cobra.Command{Use: "user", Short: "Create users and reset passwords"}
+	user := &cobra.Command{Use: "user", Short: "Create, list, disable and enable users, and reset passwords"}
 	var email string
 	var superuser, passwordStdin bool
 	create := &cobra.Command{
@@ -92,7 +93,9 @@ func adminCmd() *cobra.Command {
 			if u.Kind != meta.UserKindUser {
 				return fmt.Errorf("%s is a robot: regenerate its token through the API", args[0])
 			}
-			if err := db.Users().SetUserSecret(cmd.Context(), args[0], hash); err != nil {
+			// UpdateUser also signs out the browsers signed in with the old
+			// password.
+			if _, err := db.Users().UpdateUser(cmd.Context(), args[0], meta.UserChange{SecretHash: &hash}); err != nil {
 				return err
 			}
 			db.Access().AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "password_reset", Actor: "berth admin", Namespace: args[0]})
@@ -104,7 +107,60 @@ func adminCmd() *cobra.Command {
 		},
 	}
 	reset.Flags().BoolVar(&resetStdin, "password-stdin", false, "read the password from standard input")
-	user.AddCommand(create, reset)
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the users (not robots): name, e-mail, superuser, enabled or disabled",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			users, err := db.Users().ListUsers(cmd.Context(), meta.UserQuery{})
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "USER\tE-MAIL\tSUPERUSER\tSTATE")
+			for _, u := range users {
+				state := "enabled"
+				if !u.Enabled {
+					state = "disabled"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%t\t%s\n", u.Username, u.Email, u.Superuser, state)
+			}
+			return tw.Flush()
+		},
+	}
+	// disable and enable work on superusers too, which the API refuses:
+	// the way to shut out a superuser's account that is not in safe hands.
+	setEnabled := func(enabled bool) *cobra.Command {
+		verb := map[bool]string{true: "enable", false: "disable"}[enabled]
+		return &cobra.Command{
+			Use:   verb + " USERNAME",
+			Short: map[bool]string{true: "Let a disabled user sign in again", false: "Refuse a user's password and tokens, and sign out its browsers"}[enabled],
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				db, err := open(cmd)
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				if _, err := db.Users().UpdateUser(cmd.Context(), args[0], meta.UserChange{Enabled: &enabled}); errors.Is(err, meta.ErrUserNotFound) {
+					return fmt.Errorf("no user %q (robots are deleted or regenerated through the API)", args[0])
+				} else if err != nil {
+					return err
+				}
+				db.Access().AppendAudit(cmd.Context(), meta.AuditEntry{Kind: "user_change", Actor: "berth admin", Namespace: args[0],
+					Metadata: json.RawMessage(fmt.Sprintf(`{"enabled":%t}`, enabled))})
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %sd\n", args[0], verb)
+				return nil
+			},
+		}
+	}
+	user.AddCommand(create, reset, list, setEnabled(false), setEnabled(true))
 
 	token := &cobra.Command{Use: "token", Short: "Issue and revoke scoped access tokens"}
 	var scopes []string

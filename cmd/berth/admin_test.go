@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
@@ -79,13 +80,50 @@ func TestAdmin(t *testing.T) {
 		t.Fatalf("token stored as %+v", tok)
 	}
 
-	// Reset and revoke.
+	// Reset (a browser signed in before is signed out) and revoke.
+	signedIn := func(id string) bool {
+		_, err := db.WebSessions().WebSession(ctx, id, time.Now())
+		return err == nil
+	}
+	if err := db.WebSessions().CreateWebSession(ctx, meta.WebSession{IDHash: "before reset", UserID: alice.ID, CSRF: "c", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := runIn(t, "new-password-1\n", "admin", "user", "reset-password", "alice", "--password-stdin", "--data-dir", dir); err != nil {
 		t.Fatal(err)
 	}
 	alice, _ = db.Users().UserByName(ctx, "alice")
 	if !auth.VerifyPassword(alice.SecretHash, "new-password-1") || auth.VerifyPassword(alice.SecretHash, password) {
 		t.Fatal("password not reset")
+	}
+	if signedIn("before reset") {
+		t.Error("the browser signed in with the old password is still signed in")
+	}
+
+	// Disable and enable, superusers too (the API refuses them); list.
+	if _, err := runIn(t, "", "admin", "user", "disable", "alice", "--data-dir", dir); err != nil {
+		t.Fatal(err)
+	}
+	if alice, _ = db.Users().UserByName(ctx, "alice"); alice.Enabled {
+		t.Fatal("alice is still enabled")
+	}
+	out, err = runIn(t, "", "admin", "user", "list", "--data-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^alice\s+true\s+disabled$`).MatchString(out) || !regexp.MustCompile(`(?m)^bob\s+false\s+enabled$`).MatchString(out) ||
+		strings.Contains(out, "alice+ci") {
+		t.Fatalf("user list:\n%s", out)
+	}
+	if _, err := runIn(t, "", "admin", "user", "enable", "alice", "--data-dir", dir); err != nil {
+		t.Fatal(err)
+	}
+	if alice, _ = db.Users().UserByName(ctx, "alice"); !alice.Enabled {
+		t.Fatal("alice is still disabled")
+	}
+	for _, name := range []string{"alice+ci", "nobody"} {
+		if _, err := runIn(t, "", "admin", "user", "disable", name, "--data-dir", dir); err == nil || !strings.Contains(err.Error(), "no user") {
+			t.Errorf("disable %s: %v", name, err)
+		}
 	}
 	if _, err := runIn(t, "", "admin", "token", "revoke", "ci-token", "--data-dir", dir); err != nil {
 		t.Fatal(err)
