@@ -474,12 +474,14 @@ func tagViewOf(t meta.TagInfo) tagView {
 }
 
 // boolParam reads a boolean query parameter the way Quay does (true,
-// True, 1, yes; false, 0, no, or absent), refusing anything else.
-func boolParam(q url.Values, key string) (bool, error) {
+// True, 1, yes; false, 0, no), def when absent, refusing anything else.
+func boolParam(q url.Values, key string, def bool) (bool, error) {
 	switch s := q.Get(key); strings.ToLower(s) {
+	case "":
+		return def, nil
 	case "true", "1", "yes":
 		return true, nil
-	case "false", "0", "no", "":
+	case "false", "0", "no":
 		return false, nil
 	default:
 		return false, badRequest("invalid %s %q: want true or false", key, s)

@@ -34,7 +34,7 @@ func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity,
 			return badRequest("invalid specificTag: %v", err)
 		}
 	}
-	active, err := boolParam(q, "onlyActiveTags")
+	active, err := boolParam(q, "onlyActiveTags", false)
 	if err != nil {
 		return err
 	}
