@@ -9,7 +9,7 @@ import (
 )
 
 // SubscriberName is the gate's cursor in the change feed.
-const SubscriberName = "gate"
+const SubscriberName = meta.SubscriberGate
 
 // Job is a gate job: evaluate one candidate, the live candidates of one
 // repository (a check posted, a signature pushed, a scan finished), or

@@ -8,7 +8,7 @@ import (
 )
 
 // SubscriberName is the graph's cursor in the change feed.
-const SubscriberName = "graph"
+const SubscriberName = meta.SubscriberGraph
 
 // TxQueue enqueues jobs in a feed subscriber's transaction (meta.Jobs).
 type TxQueue interface {

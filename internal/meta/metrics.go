@@ -25,7 +25,9 @@ type QueueFigures struct {
 type Figures struct {
 	Queues map[string]QueueFigures
 	// FeedLag is, per subscriber of the change feed, how many sequenced
-	// events it has not handled yet (feed head minus its cursor).
+	// events it has not handled yet (feed head minus its cursor). A
+	// built-in subscriber no process has subscribed yet (its feature
+	// off since the database was made) is not listed.
 	FeedLag map[string]int64
 	// Unsequenced counts committed events the sequencer has not numbered
 	// yet (normally 0 or a handful).
@@ -87,7 +89,7 @@ func (db *DB) Figures(ctx context.Context) (Figures, error) {
 	if err != nil {
 		return f, fmt.Errorf("dead jobs: %w", err)
 	}
-	err = eachRow(ctx, db.read, db.q(`SELECT c.name, h.position - c.position FROM feed_cursors c CROSS JOIN feed_head h WHERE h.id = 1`), nil,
+	err = eachRow(ctx, db.read, db.q(`SELECT c.name, h.position - c.position FROM feed_cursors c CROSS JOIN feed_head h WHERE h.id = 1 AND c.seen_at > 0`), nil,
 		func(rows *sql.Rows) error {
 			var name string
 			var lag int64

@@ -21,6 +21,26 @@ const (
 	EventRepoDeleted     = "repo_deleted"
 )
 
+// The built-in subscribers of the change feed, by cursor name. Their
+// cursors exist from the database's creation (migration 24, which names
+// them too), whether or not their feature is on: an event committed
+// before a process first subscribes them (a push served while the
+// server's dispatcher starts, a `berth import` before the first `berth
+// serve`) is still handed to them. Until a process subscribes one, it is
+// never seen, and pruning does not wait for it (pruneEvents): a feature
+// that is off holds no events back.
+const (
+	SubscriberNotify = "notify"
+	SubscriberScan   = "scan"
+	SubscriberGraph  = "graph"
+	SubscriberGate   = "gate"
+)
+
+// BuiltinSubscribers returns the cursors migration 24 creates.
+func BuiltinSubscribers() []string {
+	return []string{SubscriberNotify, SubscriberScan, SubscriberGraph, SubscriberGate}
+}
+
 // Event is an entry of the outbox: it is appended in the same transaction as
 // the change it announces, and delivered later by the dispatcher.
 type Event struct {

@@ -283,3 +283,66 @@ func TestSequenceConsumeAll(t *testing.T) {
 		})
 	}
 }
+
+// TestBuiltinSubscribersFromCreation: the built-in subscribers' cursors
+// exist from the database's creation, so an event committed before any
+// process subscribed them (a push served while the server's dispatcher
+// was starting, a `berth import` before the first serve) reaches each of
+// them; a store upgraded to that schema puts the cursors it adds at the
+// feed's head, as subscribing did before.
+func TestBuiltinSubscribersFromCreation(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			if err := db.Scans().AppendEvents(ctx, []meta.Event{{UUID: "early", Kind: meta.EventRepoPush, Repository: "acme/app"}}); err != nil {
+				t.Fatal(err)
+			}
+			// Not subscribed by any process yet: no lag is reported.
+			if f, err := db.Figures(ctx); err != nil || len(f.FeedLag) > 1 || f.FeedLag[meta.SubscriberNotify] != 0 {
+				t.Fatalf("lag %v (%v), want none of the subscribers no process subscribed yet", f.FeedLag, err)
+			}
+			for _, name := range meta.BuiltinSubscribers() {
+				if got := consumeAll(t, db, name); strings.Join(got, ",") != "early" {
+					t.Fatalf("%s got %v, want the event committed before anyone subscribed", name, got)
+				}
+			}
+			// Handled once, each is listed with its lag.
+			if err := db.Scans().AppendEvents(ctx, []meta.Event{{UUID: "later", Kind: meta.EventRepoPush, Repository: "acme/app"}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Outbox().Sequence(ctx, 10); err != nil {
+				t.Fatal(err)
+			}
+			if f, err := db.Figures(ctx); err != nil || len(f.FeedLag) != 4 || f.FeedLag[meta.SubscriberScan] != 1 {
+				t.Fatalf("lag %v (%v), want each subscriber's 1", f.FeedLag, err)
+			}
+
+			old, err := meta.OpenAt(ctx, metatest.DSN(t, dialect), 23)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer old.Close()
+			if err := old.Scans().AppendEvents(ctx, []meta.Event{{UUID: "before-upgrade", Kind: meta.EventRepoPush, Repository: "acme/app"}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := old.Outbox().Sequence(ctx, 10); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.Scans().AppendEvents(ctx, []meta.Event{{UUID: "after-upgrade", Kind: meta.EventRepoPush, Repository: "acme/app"}}); err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{meta.SubscriberScan, meta.SubscriberGraph, meta.SubscriberGate} {
+				if got := consumeAll(t, old, name); strings.Join(got, ",") != "after-upgrade" {
+					t.Fatalf("%s, added by the upgrade, got %v, want only what came after it", name, got)
+				}
+			}
+			if got := consumeAll(t, old, meta.SubscriberNotify); strings.Join(got, ",") != "before-upgrade,after-upgrade" {
+				t.Fatalf("notify, subscribed since migration 12, got %v, want both", got)
+			}
+		})
+	}
+}

@@ -306,6 +306,15 @@ UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND anno
 	// the history in the order Quay's tag list pages through it.
 	`ALTER TABLE tag_history ADD COLUMN reversion SMALLINT NOT NULL DEFAULT 0;
 CREATE INDEX tag_history_from ON tag_history(repository_id, from_at, id)`,
+	// 24: the built-in subscribers' cursors (BuiltinSubscribers), at the
+	// feed's head (0 on a new database), so that no event is missed
+	// before a process first subscribes them, and never seen, so that
+	// pruning does not wait for a feature that is off (outbox.go).
+	`INSERT INTO feed_cursors (name, position, seen_at)
+SELECT n.name, h.position, 0 FROM feed_head h,
+	(SELECT 'notify' AS name UNION ALL SELECT 'scan' UNION ALL SELECT 'graph' UNION ALL SELECT 'gate') n
+WHERE h.id = 1
+ON CONFLICT (name) DO NOTHING`,
 }
 
 func (db *core) render(stmt string) string {

@@ -13,7 +13,7 @@ import (
 // The migration that replaced the outbox's dispatched flag (meta schema
 // version 12) created it after the last event the old fan-out had
 // dispatched: do not rename it.
-const SubscriberName = "notify"
+const SubscriberName = meta.SubscriberNotify
 
 // deliveryMaxAttempts bounds the retries of one delivery: with backoff
 // capped at 5 minutes, days.

@@ -9,7 +9,7 @@ import (
 )
 
 // SubscriberName is the scan-on-push subscriber's cursor in the feed.
-const SubscriberName = "scan"
+const SubscriberName = meta.SubscriberScan
 
 // Queue queues scans in a feed subscriber's transaction (meta.Scans).
 type Queue interface {

@@ -343,6 +343,60 @@ func TestGateLive(t *testing.T) {
 // committed while no Berth runs (it died after the commit, before the
 // promotion); the next start promotes the candidate, once, and a start
 // after that promotes nothing again.
+// TestGateCandidatePushedBeforeTheFeedStarts: a candidate pushed to a new
+// registry before its change feed's dispatcher first subscribed the gate
+// (requests are served while the background work starts) is evaluated
+// all the same: the built-in subscribers' cursors exist from the
+// database's creation. Before, the gate's cursor began after the
+// candidate's event, which no one ever evaluated (a timeout seen once in
+// CI in TestGateCrashBetweenCheckAndPromotion).
+func TestGateCandidatePushedBeforeTheFeedStarts(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			cfg := liveConfig(t, dialect)
+			const repo = "mirror/node"
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := false
+			t.Cleanup(func() {
+				if !served {
+					srv.Close()
+				}
+			})
+			// The handler alone: no dispatcher, no workers yet.
+			hs := httptest.NewServer(srv.Handler())
+			b := &liveBerth{t: t, cfg: cfg, host: strings.TrimPrefix(hs.URL, "http://")}
+			if st, raw := b.call("PUT", "/api/v1/repository/"+repo, nil); st == 0 {
+				t.Fatal(raw)
+			}
+			b.image(repo, "14", "layer of 14")
+			if st, raw := b.call("PUT", "/api/v1/repository/"+repo+"/gate", map[string]any{"tags": []string{"15-*"}, "required_checks": []string{"functional"}}); st != 200 {
+				t.Fatalf("gate: %d %s", st, raw)
+			}
+			cand := b.image(repo, "15-alpine", "layer v1")
+			hs.Close()
+
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.host, b.cancel, b.done, b.srv = ln.Addr().String(), cancel, make(chan error, 1), srv
+			served = true
+			go func() { b.done <- srv.Serve(ctx, ln) }()
+			t.Cleanup(b.stop)
+			var last []byte
+			waitUntil(t, "the candidate's first evaluation", func() bool {
+				_, last = b.call("GET", "/api/v1/repository/"+repo+"/gate/candidates?live=true", nil)
+				return strings.Contains(string(last), "waiting for check") && strings.Contains(string(last), cand.String())
+			}, func() string { return "(live candidates: " + string(last) + ")" })
+		})
+	}
+}
+
 func TestGateCrashBetweenCheckAndPromotion(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
