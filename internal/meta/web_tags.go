@@ -46,7 +46,10 @@ type TagRow struct {
 // PlatformBase is the immediate base of one platform of an image.
 type PlatformBase struct {
 	Platform, Base string
-	Stale          bool
+	// Repository is the base's repository (who may see it is the
+	// caller's to decide).
+	Repository string
+	Stale      bool
 }
 
 // maxAliases caps the aliases a tag row lists.
@@ -238,7 +241,7 @@ func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRo
 				if err := s.Scan(&d, &platform, &repo, &tag, &top, &base, &current); err != nil {
 					return err
 				}
-				pb := PlatformBase{Platform: platform, Base: repo + "@" + base}
+				pb := PlatformBase{Platform: platform, Base: repo + "@" + base, Repository: repo}
 				if tag != "" {
 					pb.Base, pb.Stale = repo+":"+tag, current != top
 				}

@@ -295,6 +295,15 @@ func TestWebRestoreTag(t *testing.T) {
 	if status, body := writer.post("/repository/acme/private/restore-tag", url.Values{"csrf": {tok}, "tag": {"v1"}, "digest": {other.String()}}); status != http.StatusNotFound || !strings.Contains(body, "history") {
 		t.Errorf("restore to a digest the tag never named: %d, want 404 with the API's message", status)
 	}
+	// A repository name that would end the API path early ("?" decoded
+	// from the page's path) names no repository: the form cannot reach
+	// another API action (here: restore v1 under tag "x"'s form).
+	if status, _ := writer.post("/repository/acme/private/tag/v1/restore%3F/restore-tag", url.Values{"csrf": {tok}, "tag": {"x"}, "digest": {d.String()}}); status != http.StatusNotFound {
+		t.Errorf("restore through a name with a question mark: %d, want 404", status)
+	}
+	if r := w.do("HEAD", "/v2/acme/private/manifests/v1", "root", pw, nil, "Accept", "application/vnd.oci.image.manifest.v1+json"); r.StatusCode != 404 {
+		t.Fatalf("v1 is back before its restore: %d", r.StatusCode)
+	}
 	if status, body := writer.post("/repository/acme/private/restore-tag", url.Values{"csrf": {tok}, "tag": {"v1"}, "digest": {d.String()}}); status != 200 || strings.Contains(body, "Restore v1") {
 		t.Errorf("restore v1: %d, still offered: %v", status, strings.Contains(body, "Restore v1"))
 	}

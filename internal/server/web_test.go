@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -260,4 +261,46 @@ func TestWebSession(t *testing.T) {
 func hashHex(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
+}
+
+// TestWebSignInNext: the page a sign-in returns to stays on this site,
+// whatever next= says: a scheme, another host, backslashes, and control
+// characters or spaces that browsers strip from a Location ("/\t/evil"
+// is "//evil" to them), are refused for "/".
+func TestWebSignInNext(t *testing.T) {
+	w := newWorld(t)
+	for next, want := range map[string]string{
+		"/repository/acme/private?tab=tags": "/repository/acme/private?tab=tags",
+		"/repository/a%09b":                 "/repository/a%09b",
+		"/\t/evil.example":                  "/",
+		"/\n/evil.example":                  "/",
+		"/\r/evil.example":                  "/",
+		"/ /evil.example":                   "/",
+		"/\u00a0/evil.example":              "/",
+		"/\x7f/evil.example":                "/",
+		"\t//evil.example":                  "/",
+		"//evil.example":                    "/",
+		"/\\evil.example":                   "/",
+		"https://evil.example/":             "/",
+		"javascript:alert(1)":               "/",
+		"":                                  "/",
+	} {
+		tok := newBrowser(t, w.url).csrf("/signin")
+		req, _ := http.NewRequest("POST", w.url+"/signin", strings.NewReader(url.Values{"csrf": {tok}, "username": {"reader"}, "password": {pw}, "next": {next}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: "berth_csrf", Value: tok})
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != want {
+			t.Errorf("next=%q: %d, Location %q, want %q", next, resp.StatusCode, resp.Header.Get("Location"), want)
+		}
+		// The form carries the same value the sign-in would use.
+		b := newBrowser(t, w.url)
+		if status, body := b.get("/signin?next=" + url.QueryEscape(next)); status != 200 || !strings.Contains(body, `name="next" value="`+html.EscapeString(want)+`"`) {
+			t.Errorf("GET /signin?next=%q: %d, the form does not return to %q", next, status, want)
+		}
+	}
 }

@@ -140,6 +140,9 @@ func (u *UI) resetNotification(w http.ResponseWriter, r *http.Request, v *visito
 // API's restore (Quay's), which checks the digest is in the tag's history,
 // refuses an immutable tag and records a repo_push.
 func (u *UI) restoreTag(w http.ResponseWriter, r *http.Request, v *visitor, repo string) error {
+	if _, err := u.readable(r.Context(), v, repo); err != nil {
+		return err
+	}
 	tag := strings.TrimSpace(r.PostFormValue("tag"))
 	if tag == "" {
 		return fail(http.StatusBadRequest, "Name the tag to restore.")

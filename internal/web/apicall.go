@@ -93,9 +93,16 @@ func actionError(err error) error {
 // esc escapes one path segment of an API path.
 func esc(s string) string { return url.PathEscape(s) }
 
-// repoAPI is the API path of a repository, with an optional suffix.
+// repoAPI is the API path of a repository, with an optional suffix. Each
+// of the name's components is escaped: a name taken from the page's path
+// can hold a decoded "?" or "#", which must not end the API path early
+// (and so reach another action); the API refuses such a name.
 func repoAPI(repo string, suffix ...string) string {
-	p := "/api/v1/repository/" + repo
+	parts := strings.Split(repo, "/")
+	for i, c := range parts {
+		parts[i] = esc(c)
+	}
+	p := "/api/v1/repository/" + strings.Join(parts, "/")
 	for _, s := range suffix {
 		p += "/" + s
 	}

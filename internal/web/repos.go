@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -18,6 +19,9 @@ const (
 	reposPerPage = 50
 	reposMaxRead = 1000
 	tagsPerPage  = 50
+	// maxListOffset bounds the offsets a list page is asked for: far
+	// past any real list, and far from overflowing.
+	maxListOffset = 1 << 40
 )
 
 type repoGroup struct {
@@ -35,7 +39,7 @@ func (u *UI) repositories(w http.ResponseWriter, r *http.Request, v *visitor) er
 		sort = meta.SortName
 	}
 	offset, _ := strconv.Atoi(q.Get("offset"))
-	offset = max(offset, 0)
+	offset = min(max(offset, 0), maxListOffset)
 	ctx := r.Context()
 	var groups []repoGroup
 	shown, read, more := 0, 0, true
@@ -134,6 +138,36 @@ func (u *UI) repositoryPOST(w http.ResponseWriter, r *http.Request, v *visitor) 
 	return errNotFound
 }
 
+// hideUnreadableBases leaves out of the rows the base images in
+// repositories the visitor may not read (as the manifest page and the
+// API's graph endpoints): a public image built on a private base must not
+// name it, nor say whether its tag moved.
+func (u *UI) hideUnreadableBases(ctx context.Context, v *visitor, rows []meta.TagRow) error {
+	seen := map[string]bool{}
+	for i := range rows {
+		r := &rows[i]
+		shown := r.PlatformBases[:0]
+		for _, pb := range r.PlatformBases {
+			ok, done := seen[pb.Repository]
+			if !done {
+				var err error
+				if ok, err = u.allowed(ctx, v, pb.Repository, auth.ActionRead); err != nil {
+					return err
+				}
+				seen[pb.Repository] = ok
+			}
+			if ok {
+				shown = append(shown, pb)
+			}
+		}
+		r.PlatformBases, r.Base, r.BaseStale = shown, "", false
+		if len(shown) > 0 {
+			r.Base, r.BaseStale = shown[0].Base, shown[0].Stale
+		}
+	}
+	return nil
+}
+
 // tagSorts are the tags table's sort orders.
 var tagSorts = map[string]bool{meta.SortPushed: true, meta.SortName: true, meta.SortSize: true}
 
@@ -153,7 +187,7 @@ func (u *UI) repository(w http.ResponseWriter, r *http.Request, v *visitor, repo
 	}
 	reverse := q.Get("order") == "reverse"
 	page, _ := strconv.Atoi(q.Get("page"))
-	page = max(page, 1)
+	page = min(max(page, 1), maxListOffset/tagsPerPage) // no offset overflows (PostgreSQL refuses a negative one)
 	rows, total, err := u.db.Content.TagRows(ctx, repo, meta.TagRowQuery{Filter: filter, Sort: sort, Reverse: reverse,
 		Offset: (page - 1) * tagsPerPage, Limit: tagsPerPage})
 	if errors.Is(err, meta.ErrRepositoryNotFound) {
@@ -168,6 +202,18 @@ func (u *UI) repository(w http.ResponseWriter, r *http.Request, v *visitor, repo
 	canAdmin, err := u.allowed(ctx, v, repo, auth.ActionAdmin)
 	if err != nil {
 		return err
+	}
+	canCheck, err := u.allowed(ctx, v, repo, auth.ActionChecks)
+	if err != nil {
+		return err
+	}
+	if err := u.hideUnreadableBases(ctx, v, rows); err != nil {
+		return err
+	}
+	for i := range rows {
+		if !canCheck {
+			rows[i].Promotion = "" // the gate's state is for those who may post checks (as the API's candidates)
+		}
 	}
 	sigs, err := u.rowSignatures(ctx, repo, rows)
 	if err != nil {
