@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/events"
@@ -18,17 +20,79 @@ import (
 	"github.com/berth-dev/berth/internal/storage"
 )
 
-// refusedUpstream turns the SSRF guard's refusal of the upstream into an
-// answer the pulling client prints (the spec's DENIED with the guard's
-// reason, which names notifications.allowedHosts) rather than an internal
-// error: the registry declines to fetch there, and retrying cannot help.
-func refusedUpstream(err error) error {
+// upstreamRetry is the Retry-After of an upstream that rate-limits or
+// fails: the upstream's own is not known here (go-containerregistry's
+// errors keep no headers).
+const upstreamRetry = time.Minute
+
+// upstreamError turns what went wrong upstream into the answer a pulling
+// client acts on and prints, never an internal error:
+//   - the SSRF guard refusing the upstream: DENIED with the guard's reason
+//     (which names notifications.allowedHosts); retrying cannot help;
+//   - the upstream refusing access (401, 403: Docker Hub's answer for a
+//     repository that does not exist, or credentials that do not reach
+//     it): unknown content, saying so;
+//   - rate limiting (429): TOOMANYREQUESTS with Retry-After;
+//   - the upstream failing (5xx), out of reach or timing out, or serving
+//     bytes that do not match their digest: 503 UNAVAILABLE with
+//     Retry-After;
+//   - a manifest this registry refuses (schema 1, the allow-list, too
+//     large): the spec's refusal, saying it came from upstream.
+//
+// Anything else (Berth's own storage or database) is returned as it is.
+func upstreamError(err error, blob bool) error {
 	var re *events.RefusedError
-	if !errors.As(err, &re) {
-		return err
+	if errors.As(err, &re) {
+		return &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
+			Message: "the proxy cache's upstream registry is not allowed: " + re.Error()}
 	}
-	return &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
-		Message: "the proxy cache's upstream registry is not allowed: " + re.Error()}
+	unknown := registry.CodeManifestUnknown
+	if blob {
+		unknown = registry.CodeBlobUnknown
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		switch {
+		case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden:
+			return &registry.Error{Status: http.StatusNotFound, Code: unknown, Message: fmt.Sprintf(
+				"the upstream registry refused access (%d): the repository may not exist there, or the proxy cache's credentials do not reach it", terr.StatusCode)}
+		case terr.StatusCode == http.StatusTooManyRequests:
+			return &registry.Error{Status: http.StatusTooManyRequests, Code: registry.CodeTooManyRequests, RetryAfter: upstreamRetry,
+				Message: "the upstream registry is rate-limiting this registry's pulls; retry later"}
+		case terr.StatusCode >= 500:
+			return upstreamUnavailable(fmt.Sprintf("the upstream registry failed (%d); retry later", terr.StatusCode))
+		}
+	}
+	if errors.Is(err, ErrDigestMismatch) {
+		return upstreamUnavailable("the upstream registry served bytes that do not match their digest; nothing was stored")
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) || errors.Is(err, context.DeadlineExceeded) {
+		return upstreamUnavailable("the upstream registry cannot be reached; retry later")
+	}
+	if !blob {
+		var e *registry.Error
+		if errors.As(registry.IngestError(err), &e) {
+			u := *e
+			u.Message = "the upstream's manifest is refused here: " + e.Message
+			return &u
+		}
+	}
+	return err
+}
+
+// upstreamFailed logs an upstream failure the client is told about (the
+// operator sees the upstream's own words) and returns answer.
+func (s *Service) upstreamFailed(repo string, answer, err error) error {
+	var e *registry.Error
+	if errors.As(answer, &e) {
+		s.log.Warn("proxy cache: upstream failed", "repository", repo, "answer", e.Code, "err", err)
+	}
+	return answer
+}
+
+func upstreamUnavailable(msg string) error {
+	return &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable, Message: msg, RetryAfter: upstreamRetry}
 }
 
 // ErrDigestMismatch is returned when upstream bytes do not match their
@@ -87,7 +151,7 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 		return m, err
 	})
 	if err != nil {
-		return meta.Manifest{}, refusedUpstream(err)
+		return meta.Manifest{}, s.upstreamFailed(repo, upstreamError(err, false), err)
 	}
 	m := v.(meta.Manifest)
 	if !withContent {
@@ -196,7 +260,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		return b, nil
 	})
 	if err != nil {
-		return meta.Blob{}, refusedUpstream(err)
+		return meta.Blob{}, s.upstreamFailed(repo, upstreamError(err, true), err)
 	}
 	b := v.(meta.Blob)
 	if err := s.db.Blobs.LinkBlob(ctx, repo, b, "", meta.Writer{}); err != nil {

@@ -136,8 +136,23 @@ func TestBadNames(t *testing.T) {
 	}
 	resp, body := reg.do("GET", "/v2/a/manifests/bad:tag:x", nil)
 	expectError(t, resp, body, 400, registry.CodeDigestInvalid)
-	resp, body = reg.do("GET", "/v2/a/manifests/-tag", nil)
-	expectError(t, resp, body, 400, registry.CodeManifestInvalid)
+	// A reference that can be no tag names no manifest: 404 to read or
+	// delete (the conformance suite's .INVALID_MANIFEST_NAME), TAG_INVALID
+	// to push.
+	for _, ref := range []string{"-tag", ".INVALID_MANIFEST_NAME", strings.Repeat("t", 129)} {
+		for _, method := range []string{"GET", "HEAD", "DELETE"} {
+			resp, body = reg.do(method, "/v2/a/manifests/"+ref, nil)
+			if method == "HEAD" {
+				if resp.StatusCode != 404 {
+					t.Errorf("HEAD %s: %d, want 404", ref, resp.StatusCode)
+				}
+				continue
+			}
+			expectError(t, resp, body, 404, registry.CodeManifestUnknown)
+		}
+		resp, body = reg.do("PUT", "/v2/a/manifests/"+ref, []byte(`{}`))
+		expectError(t, resp, body, 400, registry.CodeTagInvalid)
+	}
 	resp, body = reg.do("GET", "/v2/a/blobs/notadigest", nil)
 	expectError(t, resp, body, 400, registry.CodeDigestInvalid)
 	resp, body = reg.do("GET", "/v2/nope/tags/list", nil)

@@ -5,8 +5,10 @@ package registry
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
 )
@@ -24,6 +26,7 @@ const (
 	CodeNameInvalid         = "NAME_INVALID"
 	CodeNameUnknown         = "NAME_UNKNOWN"
 	CodeSizeInvalid         = "SIZE_INVALID"
+	CodeTagInvalid          = "TAG_INVALID"
 	CodeUnauthorized        = "UNAUTHORIZED"
 	CodeDenied              = "DENIED"
 	CodeUnsupported         = "UNSUPPORTED"
@@ -40,6 +43,8 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Detail  any    `json:"detail,omitempty"`
+	// RetryAfter, when set, is sent as Retry-After (whole seconds).
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -57,6 +62,9 @@ func writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 	body = append(body, '\n')
 	// A HEAD answer says how long the GET's body would be (RFC 9110).
 	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+	}
 	w.WriteHeader(e.Status)
 	if r.Method != http.MethodHead {
 		w.Write(body)

@@ -1,0 +1,134 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/proxy"
+	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/wire"
+)
+
+// TestProxyUpstreamFailures: what the upstream answers reaches the
+// client as the spec's error it acts on, never a 500: a refusal (Docker
+// Hub answers 401 for a repository that does not exist) is unknown
+// content, rate limiting is 429 with Retry-After, an upstream failing or
+// out of reach is 503 UNAVAILABLE with Retry-After, and content the
+// allow-list refuses is MANIFEST_INVALID. Nothing is cached.
+func TestProxyUpstreamFailures(t *testing.T) {
+	schema1 := `{"schemaVersion":1,"name":"library/app","tag":"latest","architecture":"amd64","fsLayers":[],"history":[]}`
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+			w.WriteHeader(http.StatusOK)
+		case strings.HasPrefix(r.URL.Path, "/v2/library/denied/"):
+			w.Header().Set("WWW-Authenticate", `Basic realm="upstream"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+		case strings.HasPrefix(r.URL.Path, "/v2/library/limited/"):
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}`)
+		case strings.HasPrefix(r.URL.Path, "/v2/library/broken/"):
+			w.WriteHeader(http.StatusInternalServerError)
+		case strings.HasPrefix(r.URL.Path, "/v2/library/schema1/manifests/"):
+			w.Header().Set("Content-Type", "application/vnd.docker.distribution.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", "sha256:"+strings.Repeat("0", 64))
+			io.WriteString(w, schema1)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer up.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := ln.Addr().String()
+	ln.Close() // nothing listens there
+
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			driver, _ := fs.New(t.TempDir(), fs.Options{})
+			sealer, _ := auth.NewSealer(make([]byte, 32))
+			guard, err := events.NewGuard([]string{"loopback"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
+			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+			svc := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: &http.Transport{DialContext: guard.DialContext},
+				Policy: policy, Logger: quiet})
+			srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet}))
+			t.Cleanup(srv.Close)
+			owner, _ := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
+			for ns, host := range map[string]string{"hub": strings.TrimPrefix(up.URL, "http://"), "gone": gone} {
+				if _, err := db.Organizations().CreateOrganization(ctx, ns, owner.ID); err != nil {
+					t.Fatal(err)
+				}
+				if err := db.ProxyCaches().SetProxyCache(ctx, meta.ProxyCache{Namespace: ns, Upstream: host, ExpirationS: 3600, Insecure: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, c := range []struct {
+				path, code string
+				status     int
+				retry      bool
+			}{
+				{"/v2/hub/library/denied/manifests/latest", registry.CodeManifestUnknown, 404, false},
+				{"/v2/hub/library/missing/manifests/latest", registry.CodeManifestUnknown, 404, false},
+				{"/v2/hub/library/limited/manifests/latest", registry.CodeTooManyRequests, 429, true},
+				{"/v2/hub/library/broken/manifests/latest", registry.CodeUnavailable, 503, true},
+				{"/v2/gone/library/app/manifests/latest", registry.CodeUnavailable, 503, true},
+				{"/v2/hub/library/schema1/manifests/latest", registry.CodeManifestInvalid, 400, false},
+			} {
+				methods := []string{"GET", "HEAD"}
+				if c.retry {
+					methods = methods[:1] // the upstream client retries these for seconds: once is enough
+				}
+				for _, method := range methods {
+					req, _ := http.NewRequest(method, srv.URL+c.path, nil)
+					req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+json")
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != c.status || c.retry != (resp.Header.Get("Retry-After") != "") {
+						t.Errorf("%s %s: %d (Retry-After %q) %s, want %d", method, c.path, resp.StatusCode, resp.Header.Get("Retry-After"), body, c.status)
+						continue
+					}
+					if method == "HEAD" {
+						continue
+					}
+					var e struct {
+						Errors []struct{ Code, Message string }
+					}
+					if json.Unmarshal(body, &e) != nil || len(e.Errors) != 1 || e.Errors[0].Code != c.code || e.Errors[0].Message == "" {
+						t.Errorf("GET %s: %s, want one %s with a message", c.path, body, c.code)
+					}
+				}
+			}
+			for _, repo := range []string{"hub/library/denied", "hub/library/limited", "hub/library/broken", "hub/library/schema1", "gone/library/app"} {
+				if tags, _ := db.Manifests().ListTags(ctx, repo, "", 10); len(tags) != 0 {
+					t.Errorf("%s: a failed upstream left tags %v", repo, tags)
+				}
+			}
+		})
+	}
+}
