@@ -83,8 +83,10 @@ var (
 )
 
 // inUseError answers a delete refused because manifests of the repository
-// still reference what it would remove: 409 with the spec's DENIED code
-// and a message naming the manifests.
+// still reference what it would remove: the spec's DENIED code and a
+// message naming the manifests, with 405, the one status the spec gives a
+// delete the registry does not allow (its conformance suite accepts 2xx
+// or 405 there, and Zot answers the same; 409 failed it).
 func inUseError(err error) *Error {
 	var e *meta.InUseError
 	if !errors.As(err, &e) {
@@ -94,5 +96,5 @@ func inUseError(err error) *Error {
 	for i, d := range e.References {
 		refs[i] = d.String()
 	}
-	return errorf(http.StatusConflict, CodeDenied, e.Error(), map[string]any{"referencedBy": refs, "count": e.Count})
+	return errorf(http.StatusMethodNotAllowed, CodeDenied, e.Error(), map[string]any{"referencedBy": refs, "count": e.Count})
 }

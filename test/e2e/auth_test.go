@@ -48,6 +48,8 @@ type authServer struct {
 	bobDigest string
 	// secrets holds every secret handed out or tried; none may reach the log.
 	secrets map[string]string
+	// env is added to the server's environment (settings of one test).
+	env []string
 }
 
 // newSecret is a random secret, registered so that the log check looks
@@ -117,7 +119,7 @@ func startAuthServer(t *testing.T) *authServer {
 
 // startAuthServerBin is startAuthServer with another build of berth (the
 // memory tests measure a build without the race detector).
-func startAuthServerBin(t *testing.T, bin string) *authServer {
+func startAuthServerBin(t *testing.T, bin string, env ...string) *authServer {
 	t.Helper()
 	if os.Getenv("BERTH_E2E_REGISTRY") != "" {
 		t.Skip("the auth tests start their own berth in token mode; skipped with BERTH_E2E_REGISTRY")
@@ -130,7 +132,7 @@ func startAuthServerBin(t *testing.T, bin string) *authServer {
 		t.Fatal(err)
 	}
 	s := &authServer{bin: bin, dataDir: t.TempDir(), host: fmt.Sprintf("127.0.0.1:%d", port),
-		logPath: filepath.Join(t.TempDir(), "berth.log"), secrets: map[string]string{}}
+		logPath: filepath.Join(t.TempDir(), "berth.log"), secrets: map[string]string{}, env: env}
 	s.admin = authIdentity{"superuser", "admin", s.newSecret(t, "admin's password", "admin-pw-")}
 	s.alice = authIdentity{"user", "alice", s.newSecret(t, "alice's password", "alice-pw-")}
 	s.bob = authIdentity{"user", "bob", s.newSecret(t, "bob's password", "bob-pw-")}
@@ -158,7 +160,7 @@ func (s *authServer) start(t *testing.T) {
 	}
 	// No --auth flag: token mode is the default.
 	s.cmd = exec.Command(s.bin, "serve", "--addr", s.host, "--data-dir", s.dataDir, "--log-level", "debug")
-	s.cmd.Env = berthEnv()
+	s.cmd.Env = append(berthEnv(), s.env...)
 	s.cmd.Dir = filepath.Dir(s.logPath)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {

@@ -42,6 +42,11 @@ var toolSpecs = []toolSpec{
 	{name: "oras", version: "v1.3.3", module: "oras.land/oras", est: 2 * time.Minute, build: buildOras},
 	{name: "helm", version: "v3.22.0", module: "helm.sh/helm/v3/cmd/helm", est: 5 * time.Minute},
 	{name: "cosign", version: "v2.6.5", module: "github.com/sigstore/cosign/v2/cmd/cosign", est: 7 * time.Minute},
+	// The OCI distribution spec's conformance suite (a Go test binary) as
+	// of v1.1 (this commit is the one after v1.1.0-rc3 the module proxy
+	// serves; the suite was rewritten after v1.1.1).
+	{name: "oci-conformance", version: "v0.0.0-20231101194043-f2182352d4cc", module: "github.com/opencontainers/distribution-spec/conformance",
+		est: time.Minute, build: buildConformance},
 }
 
 type toolState struct {
@@ -251,7 +256,34 @@ func goInstall(ctx context.Context, spec toolSpec, cache, out string) error {
 // `go install oras.land/oras/cmd/oras@VERSION`, but the module downloads and
 // `go build ./cmd/oras` works inside it.
 func buildOras(ctx context.Context, spec toolSpec, cache, out string) error {
-	dir := filepath.Dir(out)
+	dir, err := moduleSource(ctx, spec, filepath.Dir(out))
+	if err != nil {
+		return err
+	}
+	o, err := runQuiet(ctx, dir, goEnv(), "go", "build", "-o", out, "./cmd/oras")
+	if err != nil {
+		return fmt.Errorf("go build ./cmd/oras in %s: %v\n%s", dir, err, tail(o))
+	}
+	return nil
+}
+
+// buildConformance compiles the conformance suite's test binary in its
+// module's source (it is a test package, not a command).
+func buildConformance(ctx context.Context, spec toolSpec, cache, out string) error {
+	dir, err := moduleSource(ctx, spec, filepath.Dir(out))
+	if err != nil {
+		return err
+	}
+	o, err := runQuiet(ctx, dir, goEnv(), "go", "test", "-c", "-o", out, ".")
+	if err != nil {
+		return fmt.Errorf("go test -c in %s: %v\n%s", dir, err, tail(o))
+	}
+	return nil
+}
+
+// moduleSource downloads module@version and returns its directory in the
+// module cache.
+func moduleSource(ctx context.Context, spec toolSpec, dir string) (string, error) {
 	dl := exec.CommandContext(ctx, "go", "mod", "download", "-json", spec.module+"@"+spec.version)
 	dl.Dir, dl.Env = dir, goEnv()
 	var stderr bytes.Buffer
@@ -259,13 +291,9 @@ func buildOras(ctx context.Context, spec toolSpec, cache, out string) error {
 	o, err := dl.Output()
 	var info struct{ Dir, Error string }
 	if jerr := json.Unmarshal(o, &info); err != nil || jerr != nil || info.Dir == "" {
-		return fmt.Errorf("go mod download -json %s@%s: %v %s\n%s%s", spec.module, spec.version, err, info.Error, tail(o), tail(stderr.Bytes()))
+		return "", fmt.Errorf("go mod download -json %s@%s: %v %s\n%s%s", spec.module, spec.version, err, info.Error, tail(o), tail(stderr.Bytes()))
 	}
-	o, err = runQuiet(ctx, info.Dir, goEnv(), "go", "build", "-o", out, "./cmd/oras")
-	if err != nil {
-		return fmt.Errorf("go build ./cmd/oras in %s: %v\n%s", info.Dir, err, tail(o))
-	}
-	return nil
+	return info.Dir, nil
 }
 
 func runQuiet(ctx context.Context, dir string, env []string, name string, args ...string) ([]byte, error) {
