@@ -64,7 +64,7 @@ func TestTagRowsPlatformBasesAndAliases(t *testing.T) {
 				byName[r.Name] = r
 			}
 			v1 := byName["v1"]
-			if got := fmt.Sprint(v1.PlatformBases); got != "[{linux/amd64 mirror/base:amd false} {linux/arm64 mirror/base:arm false}]" || v1.Base != "mirror/base:amd" {
+			if got := fmt.Sprint(v1.PlatformBases); got != "[{linux/amd64 mirror/base:amd mirror/base false} {linux/arm64 mirror/base:arm mirror/base false}]" || v1.Base != "mirror/base:amd" {
 				t.Errorf("index bases: %s, base %q", got, v1.Base)
 			}
 			if fmt.Sprint(v1.Aliases) != "[latest stable]" || fmt.Sprint(byName["latest"].Aliases) != "[stable v1]" || len(byName["other"].Aliases) != 0 {
