@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -279,8 +280,12 @@ func TestStore(t *testing.T) {
 			}
 			for d, want := range map[digest.Digest]bool{cfg["digest"].(digest.Digest): true, layer["digest"].(digest.Digest): true,
 				foreign["digest"].(digest.Digest): false, subject: false} {
-				if got, err := e.db.ProxyCaches().ProxyReferenced(ctx, repo, d); err != nil || got != want {
+				size, got, err := e.db.ProxyCaches().ProxyReferenced(ctx, repo, d)
+				if err != nil || got != want {
 					t.Errorf("reference %s recorded: %v, want %v (%v)", d, got, want, err)
+				}
+				if desc := map[digest.Digest]map[string]any{cfg["digest"].(digest.Digest): cfg, layer["digest"].(digest.Digest): layer}[d]; desc != nil && fmt.Sprint(size) != fmt.Sprint(desc["size"]) {
+					t.Errorf("reference %s: size %d, want the manifest's %v", d, size, desc["size"])
 				}
 			}
 			if refs, err := e.db.Manifests().Referrers(ctx, repo, subject, ""); err != nil || len(refs) != 1 {
@@ -418,7 +423,7 @@ func TestCache(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, d := range tc.refs {
-					if ok, err := e.db.ProxyCaches().ProxyReferenced(ctx, "hub/app", d); err != nil || !ok {
+					if _, ok, err := e.db.ProxyCaches().ProxyReferenced(ctx, "hub/app", d); err != nil || !ok {
 						t.Fatalf("%s: reference %s not recorded: %v", tc.tag, d, err)
 					}
 				}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/oci"
 )
 
 // ErrProxyCacheNotFound is returned when an organization has no proxy
@@ -145,19 +147,38 @@ func (db *core) touchProxyTag(ctx context.Context, tx *sql.Tx, repoID int64, tag
 }
 
 // ProxyReferenced reports whether a manifest stored in the repository
-// refers to the digest (a blob or a child manifest): the cache fetches
-// only what its manifests name.
-func (db ProxyCaches) ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (bool, error) {
-	var one int
-	err := db.read.QueryRowContext(ctx, db.q(`SELECT 1 FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
-		WHERE r.name = ? AND mr.ref_digest = ? LIMIT 1`), repo, d.String()).Scan(&one)
+// refers to the digest (a blob or a child manifest), and the size that
+// manifest gives it: the cache fetches only what its manifests name, and
+// reads no more bytes than they declare. A reference whose descriptor is
+// not found in the manifest's body (it cannot happen: references are
+// read from the body) has size -1.
+func (db ProxyCaches) ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (int64, bool, error) {
+	var content []byte
+	var mediaType string
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT m.content, m.media_type FROM manifest_references mr
+		JOIN repositories r ON r.id = mr.repository_id
+		JOIN manifests m ON m.repository_id = mr.repository_id AND m.digest = mr.manifest_digest
+		WHERE r.name = ? AND mr.ref_digest = ? LIMIT 1`), repo, d.String()).Scan(&content, &mediaType)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("look up manifest references: %w", err)
+		return 0, false, fmt.Errorf("look up manifest references: %w", err)
 	}
-	return true, nil
+	m, err := oci.ParseManifest(content, mediaType)
+	if err != nil {
+		return -1, true, nil // stored, so it parsed when it came in
+	}
+	descs := append(append([]oci.Descriptor{}, m.Layers...), m.Manifests...)
+	if m.Config != nil {
+		descs = append(descs, *m.Config)
+	}
+	for _, desc := range descs {
+		if desc.Digest == d {
+			return desc.Size, true, nil
+		}
+	}
+	return -1, true, nil
 }
 
 // PutProxyManifest stores a manifest fetched by the pull-through cache.

@@ -176,7 +176,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 		return fmt.Errorf("fetch blob %s: %w", b.Digest, err)
 	}
 	defer rc.Close()
-	n, err := storage.Ingest(ctx, c.store, rc, b.Digest, func(ctx context.Context, staged string, n int64) error {
+	n, err := storage.Ingest(ctx, c.store, rc, b.Digest, b.Size, func(ctx context.Context, staged string, n int64) error {
 		_, err := c.db.Blobs.StoreBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", who,
 			storage.Staged(c.store, staged, b.Digest))
 		return err

@@ -212,7 +212,8 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 	if !ok {
 		return meta.Blob{}, meta.ErrBlobNotFound
 	}
-	if ok, err := s.db.Caches.ProxyReferenced(ctx, repo, d); err != nil {
+	size, ok, err := s.db.Caches.ProxyReferenced(ctx, repo, d)
+	if err != nil {
 		return meta.Blob{}, err
 	} else if !ok {
 		return meta.Blob{}, meta.ErrBlobNotFound
@@ -244,7 +245,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		// Stored and linked while still in the flight (so that a request
 		// arriving just after finds it), under the garbage-collection
 		// protocol.
-		n, err := storage.Ingest(fctx, s.store, rc, d, func(ctx context.Context, staged string, n int64) error {
+		n, err := storage.Ingest(fctx, s.store, rc, d, size, func(ctx context.Context, staged string, n int64) error {
 			_, err := s.db.Blobs.StoreBlob(ctx, repo, meta.Blob{Digest: d, Size: n}, "", meta.Writer{},
 				storage.Staged(s.store, staged, d))
 			return err

@@ -43,7 +43,7 @@ type CacheStore interface {
 	ProxyCaches(ctx context.Context) ([]meta.ProxyCache, error)
 	ProxyTagChecked(ctx context.Context, repo, tag string) (digest.Digest, time.Time, error)
 	TouchProxyTag(ctx context.Context, repo, tag string, d digest.Digest, at time.Time) error
-	ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (bool, error)
+	ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (size int64, ok bool, err error)
 	PutProxyManifest(ctx context.Context, p meta.PutManifest, checkedAt time.Time) error
 }
 

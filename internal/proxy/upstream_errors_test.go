@@ -3,13 +3,17 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/events"
@@ -30,8 +34,29 @@ import (
 // allow-list refuses is MANIFEST_INVALID. Nothing is cached.
 func TestProxyUpstreamFailures(t *testing.T) {
 	schema1 := `{"schemaVersion":1,"name":"library/app","tag":"latest","architecture":"amd64","fsLayers":[],"history":[]}`
+	// library/liar's manifest declares a 1 KiB layer whose blob is
+	// streamed without end (no Content-Length).
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	endless := digest.FromString("the layer it claims")
+	liar := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":1024}]}`,
+		digest.FromBytes(cfg), len(cfg), endless)
+	var streamed atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
+		case r.URL.Path == "/v2/library/liar/manifests/latest":
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", digest.FromString(liar).String())
+			io.WriteString(w, liar)
+		case r.URL.Path == "/v2/library/liar/blobs/"+endless.String():
+			chunk := make([]byte, 64<<10)
+			for range 4096 { // 256 MiB, unless the reader stops
+				n, err := w.Write(chunk)
+				streamed.Add(int64(n))
+				if err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+			}
 		case r.URL.Path == "/v2/":
 			w.WriteHeader(http.StatusOK)
 		case strings.HasPrefix(r.URL.Path, "/v2/library/denied/"):
@@ -123,6 +148,24 @@ func TestProxyUpstreamFailures(t *testing.T) {
 						t.Errorf("GET %s: %s, want one %s with a message", c.path, body, c.code)
 					}
 				}
+			}
+			// An upstream blob longer than its manifest declares: refused
+			// after about what was declared, not read to its end.
+			streamed.Store(0)
+			if _, err := http.Get(srv.URL + "/v2/hub/library/liar/manifests/latest"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.Get(srv.URL + "/v2/hub/library/liar/blobs/" + endless.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 503 || !strings.Contains(string(body), "do not match") || streamed.Load() > 32<<20 {
+				t.Errorf("endless upstream blob: %d %s after %d bytes streamed, want 503 after about 1 KiB", resp.StatusCode, body, streamed.Load())
+			}
+			if _, err := db.Blobs().StoredBlob(ctx, endless); err == nil {
+				t.Error("the endless blob was stored")
 			}
 			for _, repo := range []string{"hub/library/denied", "hub/library/limited", "hub/library/broken", "hub/library/schema1", "gone/library/app"} {
 				if tags, _ := db.Manifests().ListTags(ctx, repo, "", 10); len(tags) != 0 {

@@ -18,9 +18,14 @@ var ErrDigestMismatch = errors.New("content does not match its digest")
 // verified bytes to place: they are staged at a temporary path, and place
 // moves them to their content address (under the metadata store's
 // protocol; see meta.StoreBlob) or leaves them. Nothing is placed unless
-// the bytes match want. The staged copy is removed afterwards either way.
-// It returns the number of bytes read.
-func Ingest(ctx context.Context, d Driver, r io.Reader, want digest.Digest, place func(ctx context.Context, staged string, size int64) error) (int64, error) {
+// the bytes match want and, when size is not negative, are exactly size
+// bytes: a source that sends more stops being read one byte past it (a
+// remote that streams forever cannot fill the disk). The staged copy is
+// removed afterwards either way. It returns the number of bytes read.
+func Ingest(ctx context.Context, d Driver, r io.Reader, want digest.Digest, size int64, place func(ctx context.Context, staged string, size int64) error) (int64, error) {
+	if size >= 0 {
+		r = io.LimitReader(r, size+1)
+	}
 	id := NewUploadID()
 	tmp := UploadPath(id)
 	w, err := d.Writer(ctx, tmp, 0)
@@ -34,6 +39,14 @@ func Ingest(ctx context.Context, d Driver, r io.Reader, want digest.Digest, plac
 	if err != nil {
 		w.Cancel(context.WithoutCancel(ctx))
 		return 0, err
+	}
+	if size >= 0 && n != size {
+		w.Cancel(context.WithoutCancel(ctx))
+		what := "fewer"
+		if n > size {
+			what = "more"
+		}
+		return 0, fmt.Errorf("%w: %s bytes than the %d declared", ErrDigestMismatch, what, size)
 	}
 	if got := digest.NewDigest(want.Algorithm(), verifier); got != want {
 		w.Cancel(context.WithoutCancel(ctx))

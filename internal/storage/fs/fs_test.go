@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -48,7 +50,7 @@ func TestIngest(t *testing.T) {
 	place := func(ctx context.Context, staged string, _ int64) error {
 		return storage.Staged(d, staged, want).Place(ctx)
 	}
-	n, err := storage.Ingest(ctx, d, bytes.NewReader(content), want, place)
+	n, err := storage.Ingest(ctx, d, bytes.NewReader(content), want, int64(len(content)), place)
 	if err != nil || n != int64(len(content)) {
 		t.Fatalf("Ingest = %d, %v", n, err)
 	}
@@ -56,11 +58,24 @@ func TestIngest(t *testing.T) {
 		t.Fatal("blob not at its content address")
 	}
 	other := digest.FromString("something else")
-	if _, err := storage.Ingest(ctx, d, bytes.NewReader(content), other, place); !errors.Is(err, storage.ErrDigestMismatch) {
+	if _, err := storage.Ingest(ctx, d, bytes.NewReader(content), other, -1, place); !errors.Is(err, storage.ErrDigestMismatch) {
 		t.Fatalf("mismatch: %v", err)
 	}
 	if _, err := d.Stat(ctx, storage.BlobPath(other)); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatal("mismatched bytes were stored")
+	}
+	// A source that sends more than the size declared (a hostile upstream
+	// streaming forever) is read one byte past it and refused; one that
+	// sends fewer is refused too.
+	endless := &countingReader{r: bytes.NewReader(append(append([]byte{}, content...), make([]byte, 64<<20)...))}
+	if _, err := storage.Ingest(ctx, d, endless, want, int64(len(content)), place); !errors.Is(err, storage.ErrDigestMismatch) || !strings.Contains(err.Error(), "more bytes") {
+		t.Fatalf("more bytes than declared: %v", err)
+	}
+	if endless.n > int64(len(content))+1<<20 {
+		t.Fatalf("read %d bytes of a source declared %d long", endless.n, len(content))
+	}
+	if _, err := storage.Ingest(ctx, d, bytes.NewReader(content[:5]), want, int64(len(content)), place); !errors.Is(err, storage.ErrDigestMismatch) || !strings.Contains(err.Error(), "fewer bytes") {
+		t.Fatalf("fewer bytes than declared: %v", err)
 	}
 	prefixes, _ := d.List(ctx, "/uploads") // the 256 two-character prefix directories stay
 	for _, p := range prefixes {
@@ -255,4 +270,16 @@ func TestNoDirectWithoutFsync(t *testing.T) {
 	if err := w.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// countingReader counts what is read from r.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n += int64(k)
+	return k, err
 }
