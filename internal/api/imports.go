@@ -10,6 +10,7 @@ import (
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
+	"github.com/berth-dev/berth/internal/oci"
 )
 
 // Importer runs one-shot imports.
@@ -47,6 +48,14 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	}
 	if body.Source == "" || body.Repository == "" {
 		return badRequest("source and repository are required")
+	}
+	// Checked before anything is decided or created: an invalid name
+	// would otherwise be made a repository no route can reach.
+	if err := oci.ValidateName(body.Repository); err != nil || !strings.Contains(body.Repository, "/") {
+		if err == nil {
+			err = errors.New("the repository must be namespace/name")
+		}
+		return badRequest("repository %q: %v", body.Repository, err)
 	}
 	if err := a.allow(r.Context(), id, body.Repository, auth.ActionPush); err != nil {
 		ns, _, _ := strings.Cut(body.Repository, "/")

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -126,5 +127,22 @@ func TestNotificationAPI(t *testing.T) {
 	}
 	if status, m, _ := w.call("GET", "/api/v1/organization/acme/notification/", "orgadmin", ""); status != 200 || len(m["notifications"].([]any)) != 3 {
 		t.Fatalf("organization list: %d %v", status, m)
+	}
+}
+
+// TestImportRefusesInvalidNames: an import into a name that is not a
+// repository name is refused before anything is created (it used to
+// leave a repository row no route could reach or delete).
+func TestImportRefusesInvalidNames(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	for _, name := range []string{"acme/Bad Name..", "acme/../x", "acme//x", "acme", "acme/" + strings.Repeat("a", 300)} {
+		body, _ := json.Marshal(map[string]any{"source": "127.0.0.1:1/library/alpine", "repository": name})
+		if st, _, raw := w.call("POST", "/api/v1/import", "creator", string(body)); st != 400 || !strings.Contains(raw, "repository") {
+			t.Errorf("import into %q: %d %s, want 400", name, st, raw)
+		}
+		if ri, err := w.db.Repositories().Repository(ctx, name); err != nil || ri.Exists {
+			t.Errorf("import into %q created the repository (%v)", name, err)
+		}
 	}
 }
