@@ -20,6 +20,20 @@ import (
 	"github.com/berth-dev/berth/internal/storage"
 )
 
+// share runs fn once for every concurrent caller with the same key (one
+// upstream fetch however many clients ask), and returns when it is done
+// or when this caller's request ends: a client that gives up stops
+// waiting, while the fetch goes on for the others.
+func (s *Service) share(ctx context.Context, key string, fn func() (any, error)) (any, error) {
+	ch := s.flight.DoChan(key, fn)
+	select {
+	case r := <-ch:
+		return r.Val, r.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // upstreamRetry is the Retry-After of an upstream that rate-limits or
 // fails: the upstream's own is not known here (go-containerregistry's
 // errors keep no headers).
@@ -121,8 +135,11 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 		}
 	}
 	key := "m\x00" + repo + "\x00" + tag + "\x00" + d.String()
-	v, err, _ := s.flight.Do(key, func() (any, error) {
-		fctx := context.WithoutCancel(ctx)
+	v, err := s.share(ctx, key, func() (any, error) {
+		// The fetch outlives the request that started it (others wait on
+		// it), within its own bound.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ManifestTimeout)
+		defer cancel()
 		up, err := s.upstreamOf(fctx, pc, path)
 		if err != nil {
 			return nil, err
@@ -218,7 +235,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 	} else if !ok {
 		return meta.Blob{}, meta.ErrBlobNotFound
 	}
-	v, err, _ := s.flight.Do("b\x00"+d.String(), func() (any, error) {
+	v, err := s.share(ctx, "b\x00"+d.String(), func() (any, error) {
 		// The download outlives the request that started it: others wait
 		// on it.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.BlobTimeout)

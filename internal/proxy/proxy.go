@@ -74,6 +74,10 @@ type Options struct {
 	ConfigTTL time.Duration
 	// BlobTimeout bounds one upstream blob download (default 1h).
 	BlobTimeout time.Duration
+	// ManifestTimeout bounds one upstream manifest fetch or check
+	// (default 2m): an upstream that accepts and never answers must not
+	// hold the pulls waiting on it, nor their goroutines, for ever.
+	ManifestTimeout time.Duration
 	// Now is the clock (tests).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -89,6 +93,9 @@ type Service struct {
 	config  atomic.Pointer[snapshot]
 	loading sync.Mutex
 	flight  singleflight.Group
+	// insecure carries the requests to upstreams whose organization
+	// turned TLS verification off.
+	insecure http.RoundTripper
 }
 
 // snapshot is the table of proxy organizations at one time.
@@ -111,13 +118,24 @@ func New(db Stores, store storage.Driver, sealer Sealer, opts Options) *Service 
 	if opts.BlobTimeout <= 0 {
 		opts.BlobTimeout = time.Hour
 	}
+	if opts.ManifestTimeout <= 0 {
+		opts.ManifestTimeout = 2 * time.Minute
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Service{db: db, store: store, sealer: sealer, opts: opts, log: opts.Logger}
+	insecure := opts.Transport
+	if t, ok := opts.Transport.(*http.Transport); ok {
+		// One transport for every insecure upstream, made once: a clone
+		// per fetch would leave a pool of idle connections behind each.
+		t = t.Clone()
+		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the organization asked for it
+		insecure = t
+	}
+	return &Service{db: db, store: store, sealer: sealer, opts: opts, log: opts.Logger, insecure: insecure}
 }
 
 // SealPassword seals an upstream password for the store.
@@ -223,13 +241,14 @@ func (s *Service) upstreamOf(ctx context.Context, pc meta.ProxyCache, path strin
 	repo := reg.Repo(path)
 	rt := s.opts.Transport
 	if pc.Insecure {
-		if t, ok := rt.(*http.Transport); ok {
-			t = t.Clone()
-			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the organization asked for it
-			rt = t
-		}
+		rt = s.insecure
 	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(rt), remote.WithUserAgent("berth-proxy-cache")}
+	// 429 is not retried here: the pulling client is told at once, with
+	// Retry-After (upstreamError), rather than kept waiting while the
+	// upstream's limit holds.
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(rt), remote.WithUserAgent("berth-proxy-cache"),
+		remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusInternalServerError, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout)}
 	if pc.Username != "" {
 		pw := ""
 		if pc.PasswordSealed != "" {

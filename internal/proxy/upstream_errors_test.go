@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -30,7 +31,8 @@ import (
 // client as the spec's error it acts on, never a 500: a refusal (Docker
 // Hub answers 401 for a repository that does not exist) is unknown
 // content, rate limiting is 429 with Retry-After, an upstream failing or
-// out of reach is 503 UNAVAILABLE with Retry-After, and content the
+// out of reach or silent past the fetch's bound is 503 UNAVAILABLE with
+// Retry-After, and content the
 // allow-list refuses is MANIFEST_INVALID. Nothing is cached.
 func TestProxyUpstreamFailures(t *testing.T) {
 	schema1 := `{"schemaVersion":1,"name":"library/app","tag":"latest","architecture":"amd64","fsLayers":[],"history":[]}`
@@ -66,6 +68,8 @@ func TestProxyUpstreamFailures(t *testing.T) {
 		case strings.HasPrefix(r.URL.Path, "/v2/library/limited/"):
 			w.WriteHeader(http.StatusTooManyRequests)
 			io.WriteString(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}`)
+		case strings.HasPrefix(r.URL.Path, "/v2/library/hang/"):
+			<-r.Context().Done() // accepts, never answers
 		case strings.HasPrefix(r.URL.Path, "/v2/library/broken/"):
 			w.WriteHeader(http.StatusInternalServerError)
 		case strings.HasPrefix(r.URL.Path, "/v2/library/schema1/manifests/"):
@@ -97,7 +101,7 @@ func TestProxyUpstreamFailures(t *testing.T) {
 			policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 			svc := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: &http.Transport{DialContext: guard.DialContext},
-				Policy: policy, Logger: quiet})
+				Policy: policy, Logger: quiet, ManifestTimeout: 8 * time.Second})
 			srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet}))
 			t.Cleanup(srv.Close)
 			owner, _ := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
@@ -119,6 +123,7 @@ func TestProxyUpstreamFailures(t *testing.T) {
 				{"/v2/hub/library/limited/manifests/latest", registry.CodeTooManyRequests, 429, true},
 				{"/v2/hub/library/broken/manifests/latest", registry.CodeUnavailable, 503, true},
 				{"/v2/gone/library/app/manifests/latest", registry.CodeUnavailable, 503, true},
+				{"/v2/hub/library/hang/manifests/latest", registry.CodeUnavailable, 503, true},
 				{"/v2/hub/library/schema1/manifests/latest", registry.CodeManifestInvalid, 400, false},
 			} {
 				methods := []string{"GET", "HEAD"}

@@ -123,7 +123,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		authorizer, apiAuth, webAuth = az, az, az
 		mux.HandleFunc(authz.TokenPath, az.ServeToken)
 	}
-	upstreams := &http.Transport{DialContext: guard.DialContext, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second}
+	// Upstream registries of the proxy cache: an upstream that accepts and
+	// then says nothing is given up on (a blob's body then has its own
+	// bound, proxy.Options.BlobTimeout), and idle connections close.
+	upstreams := &http.Transport{DialContext: guard.DialContext, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,
+		ResponseHeaderTimeout: time.Minute, IdleConnTimeout: 90 * time.Second, MaxIdleConns: 100}
 	pcache := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: upstreams, Policy: cfg.ArtifactPolicy(),
 		MaxManifestBytes: cfg.Registry.MaxManifestBytes, Logger: log})
 	reg := registry.New(wire.RegistryStores(db), driver, registry.Options{
