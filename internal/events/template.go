@@ -274,6 +274,12 @@ func (r *renderer) expandText(s string) (string, error) {
 			b.WriteString(missingText)
 		}
 		pos = end + 1
+		// Bounded as it grows: a short string of many ${$} would
+		// otherwise build copies of the whole payload before the size
+		// of the result is counted.
+		if r.size+b.Len() > MaxRenderedSize {
+			return "", ErrRenderedTooLarge
+		}
 	}
 	if pos == 0 {
 		return s, nil

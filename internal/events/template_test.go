@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -132,6 +133,25 @@ func TestRenderRefusesHugeOutput(t *testing.T) {
 	tmpl := `[` + strings.Repeat(`"${blob}",`, 20) + `1]`
 	if _, err := Render(json.RawMessage(tmpl), big); !errors.Is(err, ErrRenderedTooLarge) {
 		t.Fatalf("err = %v, want ErrRenderedTooLarge", err)
+	}
+}
+
+// TestRenderBoundsOneStringAsItGrows: a short template string of many
+// ${blob} refs (under the template's size limit) is refused before it has
+// built copies of the payload; it allocated them all first (128 MiB here,
+// gigabytes with a large payload).
+func TestRenderBoundsOneStringAsItGrows(t *testing.T) {
+	big := map[string]any{"blob": strings.Repeat("x", 64<<10)}
+	tmpl := `{"text":"` + strings.Repeat(`${blob}`, 2000) + `"}`
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := Render(json.RawMessage(tmpl), big)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrRenderedTooLarge) {
+		t.Fatalf("err = %v, want ErrRenderedTooLarge", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 32<<20 {
+		t.Fatalf("allocated %d MiB before refusing", n>>20)
 	}
 }
 
