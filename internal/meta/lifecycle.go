@@ -354,11 +354,26 @@ func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.T
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("list tags: %w", err)
 		}
+		// Immutable tags are never pruned, and do not count among the
+		// newest N a policy keeps: a gated repository's immutable
+		// rollback tags (one per promotion) would otherwise use up every
+		// place, and its mutable tags would all go.
+		immutable := map[string]bool{}
+		for _, t := range tags {
+			if err := db.immutable(ctx, tx, repoID, t.name); err != nil {
+				var imm *ImmutableTagError
+				if !errors.As(err, &imm) {
+					return err
+				}
+				immutable[t.name] = true
+			}
+		}
+		at := map[string]int64{}
 		doomed := map[string]string{}
 		for _, p := range policies {
 			kept := 0
 			for _, t := range tags {
-				if !p.applies(t.name) {
+				if !p.applies(t.name) || immutable[t.name] {
 					continue
 				}
 				switch p.Method {
@@ -379,7 +394,7 @@ func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.T
 				default:
 					continue
 				}
-				doomed[t.name] = t.digest
+				doomed[t.name], at[t.name] = t.digest, t.at
 			}
 		}
 		names := make([]string, 0, len(doomed))
@@ -388,15 +403,19 @@ func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.T
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			if err := db.immutable(ctx, tx, repoID, n); err != nil {
-				var imm *ImmutableTagError
-				if errors.As(err, &imm) {
-					continue
-				}
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, db.q("DELETE FROM tags WHERE repository_id = ? AND name = ?"), repoID, n); err != nil {
+			// Only the tag as it was read: on PostgreSQL a push may have
+			// moved it since (the read takes no lock), and the image just
+			// pushed is not what the policy chose; another replica may
+			// have pruned it already.
+			res, err := tx.ExecContext(ctx, db.q("DELETE FROM tags WHERE repository_id = ? AND name = ? AND manifest_digest = ? AND updated_at = ?"),
+				repoID, n, doomed[n], at[n])
+			if err != nil {
 				return fmt.Errorf("prune tag: %w", err)
+			}
+			if k, err := res.RowsAffected(); err != nil {
+				return fmt.Errorf("prune tag: %w", err)
+			} else if k == 0 {
+				continue
 			}
 			if err := db.endTagHistory(ctx, tx, repoID, n); err != nil {
 				return err
