@@ -3,6 +3,7 @@ package meta_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"testing"
 	"time"
@@ -268,4 +269,64 @@ func TestStoreBlobInRollsBack(t *testing.T) {
 		}
 		e.wantBytes(true)
 	})
+}
+
+// TestCondemnBlobKeepsALinkCommittedWhileItWaited (PostgreSQL): a link
+// made under the blob row's share lock while the collector's delete waits
+// for that row is not in the delete's snapshot, and its foreign key
+// refused the delete: the whole batch failed (23503). The blob is kept,
+// and the rest of the batch is condemned.
+func TestCondemnBlobKeepsALinkCommittedWhileItWaited(t *testing.T) {
+	ctx := context.Background()
+	dsn := metatest.PostgresDSN(t)
+	db, err := meta.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	linked, other := digest.FromString("linked meanwhile"), digest.FromString("orphan")
+	for _, d := range []digest.Digest{linked, other} {
+		if err := db.Exec(ctx, "INSERT INTO blobs (digest, size, created_at) VALUES (?, 1, 1)", d.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Exec(ctx, "INSERT INTO repositories (name, created_at) VALUES ('acme/app', 1)"); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	tx, err := raw.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "SELECT digest FROM blobs WHERE digest = $1 FOR SHARE", linked.String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO repository_blobs (repository_id, digest, created_at) SELECT id, $1, 1 FROM repositories WHERE name = 'acme/app'", linked.String()); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := db.Collector().CondemnBlobs(ctx, []digest.Digest{linked, other}, time.Now())
+		done <- result{n, err}
+	}()
+	time.Sleep(500 * time.Millisecond) // the delete now waits for the row (it would find the link anyway if it had not started)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.n != 1 {
+		t.Fatalf("condemn: %d, %v; want the orphan condemned and the linked blob kept", r.n, r.err)
+	}
+	if _, err := db.Blobs().StoredBlob(ctx, linked); err != nil {
+		t.Fatalf("the linked blob's row: %v", err)
+	}
 }

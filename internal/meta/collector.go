@@ -241,6 +241,14 @@ func (db Collector) CondemnBlobs(ctx context.Context, ds []digest.Digest, cutoff
 		}
 		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM blobs WHERE digest = ? AND created_at < ?
 			AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)`), d.String(), cutoff.UnixMicro())
+		if foreignKeyViolation(err) {
+			// On PostgreSQL, a link committed while this delete waited on
+			// the row is not in the statement's snapshot, but its foreign
+			// key refuses the delete: the blob is linked, so kept (the
+			// savepoint's rollback clears the error; the rest of the batch
+			// goes on).
+			return errKept
+		}
 		if err != nil {
 			return fmt.Errorf("condemn blob: %w", err)
 		}

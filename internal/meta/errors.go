@@ -41,6 +41,9 @@ const (
 // pgDiskFull is PostgreSQL's disk_full.
 const pgDiskFull = "53100"
 
+// pgForeignKeyViolation is PostgreSQL's foreign_key_violation.
+const pgForeignKeyViolation = "23503"
+
 // StorageFull reports whether err is a refusal for want of space: a file
 // system's ENOSPC or EDQUOT, SQLite's SQLITE_FULL or PostgreSQL's
 // disk_full. Nothing was stored; the same request succeeds once space is
@@ -71,6 +74,13 @@ func retryable(err error) bool {
 		}
 	}
 	return false
+}
+
+// foreignKeyViolation reports PostgreSQL's refusal of a change that a
+// foreign key forbids.
+func foreignKeyViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == pgForeignKeyViolation
 }
 
 // invalidText maps PostgreSQL's refusal of a NUL byte or invalid UTF-8 in
