@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -328,5 +329,46 @@ func TestCondemnBlobKeepsALinkCommittedWhileItWaited(t *testing.T) {
 	}
 	if _, err := db.Blobs().StoredBlob(ctx, linked); err != nil {
 		t.Fatalf("the linked blob's row: %v", err)
+	}
+}
+
+// TestFinishBlobDeletesGoesOnPastAFailure: a blob whose bytes cannot be
+// deleted stays queued behind the others, and the rest of its batch is
+// finished; it used to fail the whole batch, which the next pass took
+// again, first, for ever.
+func TestFinishBlobDeletesGoesOnPastAFailure(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			var ds []digest.Digest
+			for _, s := range []string{"a", "b", "c"} {
+				d := digest.FromString(s)
+				ds = append(ds, d)
+				if err := db.Exec(ctx, "INSERT INTO blobs (digest, size, created_at) VALUES (?, 1, 1)", d.String()); err != nil {
+					t.Fatal(err)
+				}
+				if n, err := db.Collector().CondemnBlobs(ctx, []digest.Digest{d}, time.Now()); n != 1 || err != nil {
+					t.Fatalf("condemn: %d %v", n, err)
+				}
+				time.Sleep(2 * time.Millisecond) // queued in this order
+			}
+			stuck := ds[0]
+			var removed []digest.Digest
+			n, err := db.Collector().FinishBlobDeletes(ctx, ds[:2], func(_ context.Context, d digest.Digest) error {
+				if d == stuck {
+					return errors.New("permission denied")
+				}
+				removed = append(removed, d)
+				return nil
+			})
+			if n != 1 || err == nil || !strings.Contains(err.Error(), stuck.String()) || len(removed) != 1 || removed[0] != ds[1] {
+				t.Fatalf("finish: %d %v, removed %v", n, err, removed)
+			}
+			pending, err := db.Collector().PendingBlobDeletes(ctx, 10)
+			if err != nil || len(pending) != 2 || pending[0] != ds[2] || pending[1] != stuck {
+				t.Fatalf("pending %v (%v), want %s then the failed %s", pending, err, ds[2], stuck)
+			}
+		})
 	}
 }

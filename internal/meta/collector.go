@@ -156,6 +156,8 @@ func (db *core) inBatch(ctx context.Context, n int, step func(tx *sql.Tx, i int)
 				if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT gc_item"); err != nil {
 					return fmt.Errorf("rollback to savepoint: %w", err)
 				}
+			} else if errors.Is(err, errRequeued) {
+				// not done; its writes stay
 			} else if err != nil {
 				return err
 			} else {
@@ -298,11 +300,18 @@ func (db Collector) PendingBlobDeletes(ctx context.Context, n int) ([]digest.Dig
 // FinishBlobDeletes deletes condemned blobs' bytes (remove) under their
 // digests' locks, taken in sorted order, where the deletion is still
 // pending (a re-upload settles it itself, see StoreBlob), and ends them,
-// in one transaction. A failed removal fails the batch: every deletion
-// stays queued for the next pass (removing bytes twice is harmless).
+// in one transaction. A failed removal stays queued, behind the others
+// (queued again now), and the rest of the batch goes on: one blob whose
+// bytes cannot be deleted (a permission, an object lock) must not stop
+// every deletion behind it. The failures are returned, joined, with the
+// count of those finished (removing bytes twice is harmless).
 func (db Collector) FinishBlobDeletes(ctx context.Context, ds []digest.Digest, remove func(context.Context, digest.Digest) error) (int, error) {
 	ds = slices.Sorted(slices.Values(ds))
-	return db.inBatch(ctx, len(ds), func(tx *sql.Tx, i int) error {
+	var failed []error
+	n, err := db.inBatch(ctx, len(ds), func(tx *sql.Tx, i int) error {
+		if i == 0 {
+			failed = nil // the transaction may run again
+		}
 		d := ds[i]
 		if err := db.lockDigest(ctx, tx, d); err != nil {
 			return err
@@ -314,9 +323,24 @@ func (db Collector) FinishBlobDeletes(ctx context.Context, ds []digest.Digest, r
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errKept
 		}
-		return remove(ctx, d)
+		if err := remove(ctx, d); err != nil {
+			failed = append(failed, fmt.Errorf("delete the bytes of %s: %w", d, err))
+			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO gc_blob_deletes (digest, queued_at) VALUES (?, ?)"), d.String(), now()); err != nil {
+				return fmt.Errorf("queue blob delete again: %w", err)
+			}
+			return errRequeued
+		}
+		return nil
 	})
+	if err != nil {
+		return n, err
+	}
+	return n, errors.Join(failed...)
 }
+
+// errRequeued ends a step whose work is queued again: not done, and its
+// writes kept.
+var errRequeued = errors.New("queued again")
 
 func scanCandidates(rows *sql.Rows) ([]GCCandidate, error) {
 	defer rows.Close()
