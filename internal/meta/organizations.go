@@ -3,8 +3,10 @@ package meta
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // CreateOrganization creates an organization whose owners team holds the
@@ -169,7 +171,8 @@ func (db Organizations) RemoveOrgMember(ctx context.Context, org, team string, u
 }
 
 // DeleteOrganization deletes an organization with its teams and robots
-// (and, through them, their memberships, permissions and access tokens).
+// (and, through them, their memberships, permissions and access tokens),
+// its notifications, and the scopes of access tokens within it.
 // It refuses with ErrNamespaceNotEmpty while repositories remain, and
 // answers ErrNamespaceNotFound for a name that is not an organization.
 func (db Organizations) DeleteOrganization(ctx context.Context, name string) error {
@@ -188,8 +191,74 @@ func (db Organizations) DeleteOrganization(ctx context.Context, name string) err
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM namespaces WHERE id = ?"), id); err != nil {
 			return fmt.Errorf("delete organization: %w", err)
 		}
-		return nil
+		// What names the organization rather than referring to its row
+		// goes with it, or it would pass to whoever creates the name next:
+		// its notifications (and any left of its repositories), and the
+		// access tokens' scopes within it.
+		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM notifications WHERE scope = ? AND target = ?
+			OR scope = ? AND target LIKE ? ESCAPE '\'`), ScopeOrganization, name, ScopeRepository, likePrefix(name+"/")); err != nil {
+			return fmt.Errorf("delete the organization's notifications: %w", err)
+		}
+		return db.dropTokenScopes(ctx, tx, name)
 	})
+}
+
+// dropTokenScopes removes from every access token the scopes within a
+// namespace ("ns/*", "ns/app", "ns/team/*"), and revokes a token left
+// with none.
+func (db Organizations) dropTokenScopes(ctx context.Context, tx *sql.Tx, namespace string) error {
+	rows, err := tx.QueryContext(ctx, db.q("SELECT id, scopes FROM access_tokens WHERE revoked_at = 0 AND scopes LIKE ? ESCAPE '\\'"),
+		"%"+likePrefix(`"`+namespace+"/"))
+	if err != nil {
+		return fmt.Errorf("read access tokens: %w", err)
+	}
+	type token struct {
+		id     int64
+		scopes string
+	}
+	var toks []token
+	for rows.Next() {
+		var t token
+		if err := rows.Scan(&t.id, &t.scopes); err != nil {
+			rows.Close()
+			return fmt.Errorf("read access tokens: %w", err)
+		}
+		toks = append(toks, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read access tokens: %w", err)
+	}
+	for _, t := range toks {
+		var scopes []json.RawMessage
+		if err := json.Unmarshal([]byte(t.scopes), &scopes); err != nil {
+			return fmt.Errorf("access token %d: scopes: %w", t.id, err)
+		}
+		kept := scopes[:0]
+		for _, raw := range scopes {
+			var sc struct {
+				Repository string `json:"repository"`
+			}
+			if json.Unmarshal(raw, &sc) == nil && strings.HasPrefix(sc.Repository, namespace+"/") {
+				continue
+			}
+			kept = append(kept, raw)
+		}
+		if len(kept) == len(scopes) {
+			continue
+		}
+		if len(kept) == 0 {
+			if _, err := tx.ExecContext(ctx, db.q("UPDATE access_tokens SET revoked_at = ? WHERE id = ?"), now(), t.id); err != nil {
+				return fmt.Errorf("revoke access token: %w", err)
+			}
+			continue
+		}
+		b, _ := json.Marshal(kept)
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE access_tokens SET scopes = ? WHERE id = ?"), string(b), t.id); err != nil {
+			return fmt.Errorf("narrow access token: %w", err)
+		}
+	}
+	return nil
 }
 
 // UserOrganizations lists the organizations in which the user is a member

@@ -259,8 +259,8 @@ func (db Repositories) UpdateRepository(ctx context.Context, name string, visibi
 	return nil
 }
 
-// DeleteRepository deletes a repository with its manifests, tags, links and
-// permissions, and appends a repo_deleted event. Bytes are reclaimed by GC.
+// DeleteRepository deletes a repository with its manifests, tags, links,
+// permissions and notifications, and appends a repo_deleted event. Bytes are reclaimed by GC.
 func (db Repositories) DeleteRepository(ctx context.Context, name, actor string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var id int64
@@ -284,6 +284,13 @@ func (db Repositories) DeleteRepository(ctx context.Context, name, actor string)
 			if _, err := tx.ExecContext(ctx, db.q(stmt), id); err != nil {
 				return fmt.Errorf("delete repository: %w", err)
 			}
+		}
+		// Its notifications name it rather than refer to its row: they go
+		// with it (as in Quay), or a repository created later under the
+		// name would deliver to them. The organization's hear the
+		// repo_deleted event.
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM notifications WHERE scope = ? AND target = ?"), ScopeRepository, name); err != nil {
+			return fmt.Errorf("delete the repository's notifications: %w", err)
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventRepoDeleted, Repository: name, Actor: actor})
 	})

@@ -1,0 +1,84 @@
+package meta_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+)
+
+// TestDeletedNamesLeaveNothingBehind: what names an organization or a
+// repository, rather than referring to its row, goes with it, or it
+// would pass to whoever creates the name next: an organization's
+// notifications (and any left of its repositories) and the access
+// tokens' scopes within it (a token left with none is revoked; another
+// keeps its other scopes), a repository's notifications. Another
+// organization whose name shares the prefix keeps its own.
+func TestDeletedNamesLeaveNothingBehind(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db) // acme and acme_x, no repositories
+			token := func(name, scopes string) {
+				t.Helper()
+				if _, err := db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: name, SecretHash: "h-" + name, Scopes: json.RawMessage(scopes)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			token("mixed", `[{"repository":"acme/*","actions":["content/read"]},{"repository":"acme_x/app","actions":["content/read"]}]`)
+			token("only", `[{"repository":"acme/team/app","actions":["content/write"]}]`)
+			token("other", `[{"repository":"acme_x/*","actions":["content/read"]}]`)
+			hook := func(scope, target string) {
+				t.Helper()
+				if _, err := db.Notifications().CreateNotification(ctx, meta.Notification{UUID: scope + ":" + target, Scope: scope, Target: target, Event: "repo_push", Method: "webhook",
+					Config: json.RawMessage(`{"url":"https://example.com"}`)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			hook(meta.ScopeOrganization, "acme")
+			hook(meta.ScopeRepository, "acme/left-behind")
+			hook(meta.ScopeOrganization, "acme_x")
+			hook(meta.ScopeRepository, "acme_x/app")
+			if err := db.Organizations().DeleteOrganization(ctx, "acme"); err != nil {
+				t.Fatal(err)
+			}
+			if tk, err := db.Access().AccessTokenByName(ctx, "mixed"); err != nil || !tk.RevokedAt.IsZero() || string(tk.Scopes) != `[{"repository":"acme_x/app","actions":["content/read"]}]` {
+				t.Errorf("mixed: %s revoked %v (%v), want only its acme_x scope", tk.Scopes, tk.RevokedAt, err)
+			}
+			if tk, err := db.Access().AccessTokenByName(ctx, "only"); err != nil || tk.RevokedAt.IsZero() {
+				t.Errorf("only: revoked %v (%v), want revoked", tk.RevokedAt, err)
+			}
+			if tk, err := db.Access().AccessTokenByName(ctx, "other"); err != nil || !tk.RevokedAt.IsZero() || string(tk.Scopes) != `[{"repository":"acme_x/*","actions":["content/read"]}]` {
+				t.Errorf("other: %s revoked %v (%v), want it untouched", tk.Scopes, tk.RevokedAt, err)
+			}
+			all, err := db.Notifications().AllNotifications(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left []string
+			for _, n := range all {
+				left = append(left, n.Scope+":"+n.Target)
+			}
+			if len(left) != 2 || left[0] != "organization:acme_x" || left[1] != "repository:acme_x/app" {
+				t.Errorf("notifications left %v, want acme_x's two", left)
+			}
+
+			// A repository's notifications go with it.
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme_x/app", Manifest: manifestOf("app"), Tag: "v1"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Repositories().DeleteRepository(ctx, "acme_x/app", "owner"); err != nil {
+				t.Fatal(err)
+			}
+			if ns, _ := db.Notifications().Notifications(ctx, meta.ScopeRepository, "acme_x/app"); len(ns) != 0 {
+				t.Errorf("the deleted repository's notifications stay: %v", ns)
+			}
+			if ns, _ := db.Notifications().Notifications(ctx, meta.ScopeOrganization, "acme_x"); len(ns) != 1 {
+				t.Errorf("the organization's notification: %v", ns)
+			}
+		})
+	}
+}
