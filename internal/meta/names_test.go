@@ -14,7 +14,8 @@ import (
 // would pass to whoever creates the name next: an organization's
 // notifications (and any left of its repositories) and the access
 // tokens' scopes within it (a token left with none is revoked; another
-// keeps its other scopes), a repository's notifications. Another
+// keeps its other scopes), a repository's notifications, a user's
+// namespace as an organization's. Another
 // organization whose name shares the prefix keeps its own.
 func TestDeletedNamesLeaveNothingBehind(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
@@ -78,6 +79,22 @@ func TestDeletedNamesLeaveNothingBehind(t *testing.T) {
 			}
 			if ns, _ := db.Notifications().Notifications(ctx, meta.ScopeOrganization, "acme_x"); len(ns) != 1 {
 				t.Errorf("the organization's notification: %v", ns)
+			}
+
+			// A user's namespace goes the same way with the user.
+			if _, err := db.Users().CreateUser(ctx, meta.User{Username: "alice", SecretHash: "x"}); err != nil {
+				t.Fatal(err)
+			}
+			token("for-alice", `[{"repository":"alice/*","actions":["content/read"]}]`)
+			hook(meta.ScopeRepository, "alice/app")
+			if err := db.Users().DeleteUser(ctx, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if tk, err := db.Access().AccessTokenByName(ctx, "for-alice"); err != nil || tk.RevokedAt.IsZero() {
+				t.Errorf("a token scoped to the deleted user's namespace: revoked %v (%v)", tk.RevokedAt, err)
+			}
+			if ns, _ := db.Notifications().Notifications(ctx, meta.ScopeRepository, "alice/app"); len(ns) != 0 {
+				t.Errorf("the deleted user's repository notifications stay: %v", ns)
 			}
 		})
 	}

@@ -191,22 +191,26 @@ func (db Organizations) DeleteOrganization(ctx context.Context, name string) err
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM namespaces WHERE id = ?"), id); err != nil {
 			return fmt.Errorf("delete organization: %w", err)
 		}
-		// What names the organization rather than referring to its row
-		// goes with it, or it would pass to whoever creates the name next:
-		// its notifications (and any left of its repositories), and the
-		// access tokens' scopes within it.
-		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM notifications WHERE scope = ? AND target = ?
-			OR scope = ? AND target LIKE ? ESCAPE '\'`), ScopeOrganization, name, ScopeRepository, likePrefix(name+"/")); err != nil {
-			return fmt.Errorf("delete the organization's notifications: %w", err)
-		}
-		return db.dropTokenScopes(ctx, tx, name)
+		return db.forgetNamespace(ctx, tx, name)
 	})
+}
+
+// forgetNamespace deletes what names a namespace rather than referring to
+// its row, which would otherwise pass to whoever creates the name next:
+// its notifications (and any left of its repositories), and the access
+// tokens' scopes within it.
+func (db *core) forgetNamespace(ctx context.Context, tx *sql.Tx, name string) error {
+	if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM notifications WHERE scope = ? AND target = ?
+		OR scope = ? AND target LIKE ? ESCAPE '\'`), ScopeOrganization, name, ScopeRepository, likePrefix(name+"/")); err != nil {
+		return fmt.Errorf("delete the namespace's notifications: %w", err)
+	}
+	return db.dropTokenScopes(ctx, tx, name)
 }
 
 // dropTokenScopes removes from every access token the scopes within a
 // namespace ("ns/*", "ns/app", "ns/team/*"), and revokes a token left
 // with none.
-func (db Organizations) dropTokenScopes(ctx context.Context, tx *sql.Tx, namespace string) error {
+func (db *core) dropTokenScopes(ctx context.Context, tx *sql.Tx, namespace string) error {
 	rows, err := tx.QueryContext(ctx, db.q("SELECT id, scopes FROM access_tokens WHERE revoked_at = 0 AND scopes LIKE ? ESCAPE '\\'"),
 		"%"+likePrefix(`"`+namespace+"/"))
 	if err != nil {

@@ -198,6 +198,9 @@ func (db Users) DeleteUser(ctx context.Context, username string) error {
 			if _, err := tx.ExecContext(ctx, db.q("DELETE FROM namespaces WHERE id = ?"), u.NamespaceID); err != nil {
 				return fmt.Errorf("delete user namespace: %w", err)
 			}
+			if err := db.forgetNamespace(ctx, tx, u.Username); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM users WHERE id = ?"), u.ID); err != nil {
 			return fmt.Errorf("delete user: %w", err)
