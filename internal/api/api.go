@@ -5,6 +5,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,8 +66,19 @@ type Options struct {
 	// Graph is the base-image graph; nil answers 501.
 	Graph Graph
 	// Gates evaluates and promotes gates' candidates; nil answers 501.
-	Gates  Gates
-	Logger *slog.Logger
+	Gates Gates
+	// Cursors seals the listings' next_page cursors (auth.Sealer, with
+	// the installation's key, so that every replica opens them); nil: a
+	// key of this process's own.
+	Cursors Sealer
+	Logger  *slog.Logger
+}
+
+// Sealer encrypts and authenticates what a client must carry without
+// reading or forging it (auth.Sealer).
+type Sealer interface {
+	Seal(plaintext []byte) string
+	Open(sealed string) ([]byte, error)
 }
 
 // API is the /api/v1 handler.
@@ -85,6 +97,11 @@ type API struct {
 func New(db Stores, authn Authenticator, opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Cursors == nil {
+		key := make([]byte, 32)
+		rand.Read(key)
+		opts.Cursors, _ = auth.NewSealer(key)
 	}
 	a := &API{db: db, auth: authn, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
 	a.routes()

@@ -267,11 +267,10 @@ func (a *API) listRepositories(w http.ResponseWriter, r *http.Request, id auth.I
 	}
 	var after string
 	if np := q.Get("next_page"); np != "" {
-		b, err := base64.RawURLEncoding.DecodeString(np)
-		if err != nil || oci.ValidateName(string(b)) != nil {
+		var ok bool
+		if after, ok = a.openCursor(np); !ok || oci.ValidateName(after) != nil {
 			return badRequest("invalid next_page")
 		}
-		after = string(b)
 	}
 	out := struct {
 		Repositories []repoListItem `json:"repositories"`
@@ -313,10 +312,35 @@ func (a *API) listRepositories(w http.ResponseWriter, r *http.Request, id auth.I
 		}
 	}
 	if more {
-		out.NextPage = base64.RawURLEncoding.EncodeToString([]byte(after))
+		out.NextPage = a.sealCursor(after)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// cursorPrefix keeps a sealed cursor apart from anything else the key
+// seals (stored secrets).
+const cursorPrefix = "next_page:"
+
+// sealCursor makes a listing's position a next_page the client can carry
+// but neither read nor forge: the position is the last repository read,
+// which may be one the caller may not see (a private name), and a forged
+// one would let it probe where private names fall.
+func (a *API) sealCursor(after string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(a.opts.Cursors.Seal([]byte(cursorPrefix + after))))
+}
+
+// openCursor reads a next_page sealCursor made.
+func (a *API) openCursor(np string) (string, bool) {
+	sealed, err := base64.RawURLEncoding.DecodeString(np)
+	if err != nil {
+		return "", false
+	}
+	b, err := a.opts.Cursors.Open(string(sealed))
+	if err != nil {
+		return "", false
+	}
+	return strings.CutPrefix(string(b), cursorPrefix)
 }
 
 type repoView struct {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -170,6 +171,10 @@ func TestRepositoryList(t *testing.T) {
 		e.want("alice", "GET", "/api/v1/repository?namespace=Bad!", nil, http.StatusBadRequest)
 		e.want("alice", "GET", "/api/v1/repository?namespace=acme&next_page=***", nil, http.StatusBadRequest)
 		e.want("alice", "GET", "/api/v1/repository?namespace=acme&next_page=QkFE", nil, http.StatusBadRequest) // "BAD"
+		// A cursor is sealed: one made up to start after a name of the
+		// caller's choosing (to probe where private names fall) is refused,
+		// as is the plain name the cursor used to be.
+		e.want("bob", "GET", "/api/v1/repository?namespace=acme&next_page="+base64.RawURLEncoding.EncodeToString([]byte("acme/app")), nil, http.StatusBadRequest)
 
 		// last_modified is the time of the latest tag change.
 		r := e.want("", "GET", "/api/v1/repository?namespace=acme&last_modified=true", nil, http.StatusOK)

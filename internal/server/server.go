@@ -148,7 +148,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	mirrors := mirror.NewMirrorService(wire.MirrorStores(db), imp.copier, sealer, mopts)
 	var scanner *scan.Service
 	apiOpts := api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp,
-		Mirrors: mirrors, ProxyCache: pcache, Logger: log}
+		Mirrors: mirrors, ProxyCache: pcache, Cursors: sealer, Logger: log}
 	if cfg.Scan.Enabled {
 		index.RouteLibraryLogs(log)
 		sopts := scan.Options{
