@@ -59,7 +59,7 @@ its mirror's robot (configure the mirror through the API).`,
 			} else if err != nil {
 				return err
 			}
-			if err := db.Repositories().CreateRepository(ctx, full, visibility, description, "berth admin"); errors.Is(err, meta.ErrExists) {
+			if err := db.Repositories().CreateRepository(ctx, full, visibility, description, "berth admin", 0); errors.Is(err, meta.ErrExists) {
 				return fmt.Errorf("repository %s already exists", full)
 			} else if err != nil {
 				return err

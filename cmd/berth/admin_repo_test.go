@@ -81,7 +81,7 @@ func TestAdminRepoListPages(t *testing.T) {
 	ctx := context.Background()
 	const n = 501
 	for i := range n {
-		if err := db.Repositories().CreateRepository(ctx, fmt.Sprintf("alice/r%04d", i), "private", "", "test"); err != nil {
+		if err := db.Repositories().CreateRepository(ctx, fmt.Sprintf("alice/r%04d", i), "private", "", "test", 0); err != nil {
 			t.Fatal(err)
 		}
 	}

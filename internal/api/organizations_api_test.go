@@ -167,7 +167,7 @@ func TestOrganizationDelete(t *testing.T) {
 		e.createOrg("alice", "acme")
 		e.createRobot("alice", "/api/v1/organization/acme", "ci", "")
 		e.addMember("alice", "acme", "owners", "acme+ci")
-		if err := e.db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "alice"); err != nil {
+		if err := e.db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "alice", 0); err != nil {
 			t.Fatal(err)
 		}
 		e.expect("", "DELETE", "/api/v1/organization/acme", "", 401)
@@ -209,7 +209,7 @@ func TestOrganizationMembers(t *testing.T) {
 		e.addMember("alice", "acme", "ops", "bob")
 		e.createRobot("alice", "/api/v1/organization/acme", "ci", "")
 		e.addMember("alice", "acme", "devs", "acme+ci")
-		if err := e.db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "alice"); err != nil {
+		if err := e.db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "alice", 0); err != nil {
 			t.Fatal(err)
 		}
 		repo, _ := e.db.Repositories().Repository(ctx, "acme/app")

@@ -221,7 +221,16 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.I
 	if err := a.allow(ctx, id, full, auth.ActionPush); err != nil {
 		return err
 	}
-	if err := a.db.Repositories.CreateRepository(ctx, full, req.Visibility, req.Description, id.Actor()); errors.Is(err, meta.ErrExists) {
+	// Whoever creates it administers it, as with a push.
+	var admin int64
+	if (id.Kind == auth.KindUser || id.Kind == auth.KindRobot) && id.Name != "" {
+		u, err := a.db.Users.UserByName(ctx, id.Name)
+		if err != nil {
+			return err
+		}
+		admin = u.ID
+	}
+	if err := a.db.Repositories.CreateRepository(ctx, full, req.Visibility, req.Description, id.Actor(), admin); errors.Is(err, meta.ErrExists) {
 		return badRequest("Repository already exists")
 	} else if err != nil {
 		return err

@@ -98,6 +98,11 @@ func TestRepositoryCreate(t *testing.T) {
 				t.Fatal("no repo_created event")
 			}
 		}
+		// The creator administers what it made, as after a push: frank,
+		// of a creator team, has no role on acme's other repositories.
+		e.want("frank", "GET", "/api/v1/repository/acme/frank-made", nil, http.StatusOK)
+		e.want("frank", "PUT", "/api/v1/repository/acme/frank-made", map[string]any{"description": "mine"}, http.StatusOK)
+		e.want("frank", "GET", "/api/v1/repository/acme/app", nil, http.StatusForbidden)
 		// Quay clients send repo_kind and use the trailing slash too.
 		e.want("alice", "POST", "/api/v1/repository/", map[string]any{"namespace": "alice", "repository": "quay", "visibility": "public", "repo_kind": "image"}, http.StatusCreated)
 		if !e.audited(meta.EventRepoCreated) {
@@ -195,7 +200,7 @@ func TestRepositoryList(t *testing.T) {
 			if i%7 == 0 {
 				vis = "public"
 			}
-			if err := e.db.Repositories().CreateRepository(ctx, name, vis, "", "test"); err != nil {
+			if err := e.db.Repositories().CreateRepository(ctx, name, vis, "", "test", 0); err != nil {
 				t.Fatal(err)
 			}
 			if vis == "public" || i%5 == 0 {

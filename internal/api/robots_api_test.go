@@ -152,7 +152,7 @@ func TestOrganizationRobots(t *testing.T) {
 		e.expect("root", "GET", "/api/v1/organization/bob/robots", "", 404) // a user's namespace
 
 		// A robot a mirror writes as cannot be deleted.
-		if err := e.db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "alice"); err != nil {
+		if err := e.db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "alice", 0); err != nil {
 			t.Fatal(err)
 		}
 		robot := "acme+mirror"

@@ -97,7 +97,7 @@ type TeamStore interface {
 type RepositoryStore interface {
 	Repository(ctx context.Context, name string) (meta.RepoInfo, error)
 	RepositoriesPage(ctx context.Context, q meta.RepoQuery) ([]meta.RepoSummary, error)
-	CreateRepository(ctx context.Context, name, visibility, description, actor string) error
+	CreateRepository(ctx context.Context, name, visibility, description, actor string, adminUserID int64) error
 	EnsureRepository(ctx context.Context, name string, w meta.Writer) error
 	UpdateRepository(ctx context.Context, name string, visibility, state, mirrorRobot, description *string) error
 	DeleteRepository(ctx context.Context, name, actor string) error

@@ -124,7 +124,7 @@ func (e *urEnv) org(name string, owner meta.User) {
 func (e *urEnv) repo(name, visibility string) meta.RepoInfo {
 	e.t.Helper()
 	ctx := context.Background()
-	if err := e.db.Repositories().CreateRepository(ctx, name, visibility, "about "+name, "test"); err != nil {
+	if err := e.db.Repositories().CreateRepository(ctx, name, visibility, "about "+name, "test", 0); err != nil {
 		e.t.Fatal(err)
 	}
 	ri, err := e.db.Repositories().Repository(ctx, name)

@@ -219,16 +219,24 @@ func (db Repositories) Repository(ctx context.Context, name string) (RepoInfo, e
 }
 
 // CreateRepository creates an empty repository with settings (the API's
-// create; a push creates repositories implicitly).
-func (db Repositories) CreateRepository(ctx context.Context, name, visibility, description, actor string) error {
+// create; a push creates repositories implicitly). adminUserID, if set, is
+// given the admin role on it, as a push's creator is: a member of a
+// creator team has no role on the organization's other repositories.
+func (db Repositories) CreateRepository(ctx context.Context, name, visibility, description, actor string, adminUserID int64) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.q("INSERT INTO repositories (name, created_at, visibility, description) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING"),
-			name, now(), visibility, description)
+		var id int64
+		err := tx.QueryRowContext(ctx, db.q("INSERT INTO repositories (name, created_at, visibility, description) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING id"),
+			name, now(), visibility, description).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("repository %q %w", name, ErrExists)
+		}
 		if err != nil {
 			return fmt.Errorf("create repository: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("repository %q %w", name, ErrExists)
+		if adminUserID != 0 {
+			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, user_id, role) VALUES (?, ?, 'admin')"), id, adminUserID); err != nil {
+				return fmt.Errorf("grant the creator admin: %w", err)
+			}
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventRepoCreated, Repository: name, Actor: actor})
 	})

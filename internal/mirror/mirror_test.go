@@ -103,7 +103,7 @@ func newMirrorFixture(t *testing.T) *mfix {
 	if _, err := f.db.Users().CreateRobot(ctx, "acme", "mirror", "x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.db.Repositories().CreateRepository(ctx, mrepo, "private", "", "acme"); err != nil {
+	if err := f.db.Repositories().CreateRepository(ctx, mrepo, "private", "", "acme", 0); err != nil {
 		t.Fatal(err)
 	}
 	return f
