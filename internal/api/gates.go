@@ -393,7 +393,7 @@ func (a *API) restoreTag(w http.ResponseWriter, r *http.Request, id auth.Identit
 	if err := oci.ValidateTag(tag); err != nil {
 		return badRequest("%v", err)
 	}
-	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionWrite); err != nil {
+	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionPush); err != nil { // moves the tag: content/write, as a push
 		// A gated repository's admins roll its guarded tags back, also
 		// where only a mirror robot writes.
 		ri, rerr := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin)

@@ -88,7 +88,16 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 	if err := oci.ValidateTag(tag); err != nil {
 		return badRequest("%v", err)
 	}
-	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionWrite); err != nil {
+	// The action is the one /v2 asks for the same change, so that an
+	// access token's scopes mean the same on both (ACR's scope maps):
+	// deleting a tag is content/delete, pointing it at a manifest
+	// content/write, setting when it expires metadata/write. For users
+	// and robots, all three are the write role.
+	if r.Method == http.MethodDelete {
+		if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionDelete); err != nil {
+			return err
+		}
+	} else if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionRead); err != nil {
 		return err
 	}
 	var immutable *meta.ImmutableTagError
@@ -112,6 +121,16 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 	}
 	if req.ManifestDigest == "" && req.Expiration == nil {
 		return badRequest("manifest_digest or expiration is required")
+	}
+	if req.ManifestDigest != "" {
+		if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionPush); err != nil {
+			return err
+		}
+	}
+	if req.Expiration != nil {
+		if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionWrite); err != nil {
+			return err
+		}
 	}
 	if req.ManifestDigest != "" {
 		err := a.moveTag(r, id, repo, tag, req.ManifestDigest)

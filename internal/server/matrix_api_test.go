@@ -1,9 +1,15 @@
 package server_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
 )
 
 // TestPermissionMatrixAPI drives the repository endpoints of /api/v1 as
@@ -14,7 +20,8 @@ func TestPermissionMatrixAPI(t *testing.T) {
 	identities := []string{"anonymous", "owner", "reader", "writer", "creator", "orgadmin", "stranger", "robot", "robot-mirror", "token-in", "token-out", "token-expired", "root"}
 	// Expected per identity and repository: read, write (tags), admin
 	// (settings and permissions). Tokens have content scopes only: they
-	// read, but neither change tags (metadata/write) nor administer.
+	// read, move tags (content/write) and delete them (content/delete)
+	// where their scope reaches, as on /v2, and never administer.
 	want := map[string]map[string]string{
 		"anonymous":     {"public": "Y--", "private": "---", "readonly": "---", "mirror": "---"},
 		"owner":         {"public": "YYY", "private": "YYY", "readonly": "Y-Y", "mirror": "Y-Y"},
@@ -25,7 +32,7 @@ func TestPermissionMatrixAPI(t *testing.T) {
 		"stranger":      {"public": "Y--", "private": "---", "readonly": "---", "mirror": "---"},
 		"robot":         {"public": "YY-", "private": "YY-", "readonly": "Y--", "mirror": "Y--"},
 		"robot-mirror":  {"public": "YY-", "private": "YY-", "readonly": "Y--", "mirror": "YY-"},
-		"token-in":      {"public": "Y--", "private": "Y--", "readonly": "Y--", "mirror": "Y--"},
+		"token-in":      {"public": "YY-", "private": "YY-", "readonly": "Y--", "mirror": "Y--"},
 		"token-out":     {"public": "Y--", "private": "---", "readonly": "---", "mirror": "---"},
 		"token-expired": {"public": "---", "private": "---", "readonly": "---", "mirror": "---"},
 		"root":          {"public": "YYY", "private": "YYY", "readonly": "Y-Y", "mirror": "Y-Y"},
@@ -150,4 +157,46 @@ func TestPermissionMatrixNamespaces(t *testing.T) {
 		}
 	}
 	t.Logf("%d cells", cells)
+}
+
+// TestAPITagChangesTakeTheScopesOfV2: an access token's scopes mean on
+// /api/v1 what they mean on /v2 (ACR's scope maps): deleting a tag needs
+// content/delete, pointing it at a manifest content/write, setting its
+// expiration metadata/write. A metadata/write token used to delete and
+// move tags, and a content/delete one could not delete them.
+func TestAPITagChangesTakeTheScopesOfV2(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	token := func(name string, actions ...string) [2]string {
+		secret, _ := auth.NewSecret("berth_")
+		b, _ := json.Marshal([]auth.TokenScope{{Repository: "acme/*", Actions: append([]string{auth.TokenContentRead}, actions...)}})
+		if _, err := w.db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: name, SecretHash: auth.HashSecret(secret), Scopes: b}); err != nil {
+			t.Fatal(err)
+		}
+		return [2]string{name, secret}
+	}
+	meta_, write, del := token("meta-only", auth.TokenMetadataWrite), token("write-only", auth.TokenContentWrite), token("delete-only", auth.TokenContentDelete)
+	d := w.digest["private"].String()
+	const tag = "/api/v1/repository/acme/private/tag/"
+	exp := fmt.Sprintf(`{"expiration":%d}`, time.Now().Add(time.Hour).Unix())
+	for _, c := range []struct {
+		who          [2]string
+		method, path string
+		body         string
+		status       int
+	}{
+		{write, "PUT", tag + "moved", fmt.Sprintf(`{"manifest_digest":%q}`, d), 201},
+		{meta_, "PUT", tag + "by-meta", fmt.Sprintf(`{"manifest_digest":%q}`, d), 403},
+		{del, "PUT", tag + "by-delete", fmt.Sprintf(`{"manifest_digest":%q}`, d), 403},
+		{meta_, "PUT", tag + "moved", exp, 201},
+		{write, "PUT", tag + "moved", exp, 403},
+		{meta_, "DELETE", tag + "moved", "", 403},
+		{write, "DELETE", tag + "moved", "", 403},
+		{del, "DELETE", tag + "moved", "", 204},
+	} {
+		resp := w.do(c.method, c.path, c.who[0], c.who[1], []byte(c.body), "Content-Type", "application/json")
+		if resp.StatusCode != c.status {
+			t.Errorf("%s %s %s as %s: %d, want %d", c.method, c.path, c.body, c.who[0], resp.StatusCode, c.status)
+		}
+	}
 }
