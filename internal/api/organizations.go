@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/berth-dev/berth/internal/auth"
@@ -479,6 +480,12 @@ func (a *API) listTeamMembers(w http.ResponseWriter, r *http.Request, id auth.Id
 	users, err := a.db.Teams.TeamMembers(r.Context(), t.ID)
 	if err != nil {
 		return err
+	}
+	// Quay's ViewTeamPermission: the team's own members and the
+	// organization's admins (who is in owners is not every member's to
+	// know).
+	if !c.admin && !slices.ContainsFunc(users, func(u meta.User) bool { return u.Username == id.Name }) {
+		return forbidden("%s is not a member of team %s", id.Actor(), name)
 	}
 	members := make([]teamMemberView, 0, len(users))
 	for _, u := range users {

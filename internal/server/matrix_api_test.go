@@ -110,6 +110,9 @@ func TestPermissionMatrixNamespaces(t *testing.T) {
 		"admin":     {"owner": true, "orgadmin": true, "root": true},
 		"member":    {"owner": true, "reader": true, "writer": true, "creator": true, "orgadmin": true, "root": true},
 		"superuser": {"root": true},
+		// A team's members list: its own members and the organization's
+		// admins (Quay's ViewTeamPermission).
+		"readers": {"owner": true, "reader": true, "orgadmin": true, "root": true},
 		"user":      {"owner": true, "reader": true, "writer": true, "creator": true, "orgadmin": true, "stranger": true, "root": true},
 	}
 	type endpoint struct {
@@ -120,7 +123,7 @@ func TestPermissionMatrixNamespaces(t *testing.T) {
 		{"admin", "PUT", "/api/v1/organization/acme/team/t-%s", `{"role":"member"}`},
 		{"admin", "PUT", "/api/v1/organization/acme/team/t-%s/members/stranger", ""},
 		{"admin", "DELETE", "/api/v1/organization/acme/team/t-%s", ""},
-		{"member", "GET", "/api/v1/organization/acme/team/readers/members", ""},
+		{"readers", "GET", "/api/v1/organization/acme/team/readers/members", ""},
 		{"admin", "GET", "/api/v1/organization/acme/robots", ""},
 		{"admin", "PUT", "/api/v1/organization/acme/robots/r%s", `{}`},
 		{"admin", "POST", "/api/v1/organization/acme/robots/r%s/regenerate", ""},
