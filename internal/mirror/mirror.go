@@ -28,6 +28,10 @@ import (
 type MirrorOptions struct {
 	// Dial dials upstreams (the SSRF guard's); nil dials directly.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// CheckTarget checks a request's URL when it goes through the
+	// mirror's proxy (the SSRF guard's CheckURL): Dial then reaches only
+	// the proxy, which would connect wherever it is asked.
+	CheckTarget func(ctx context.Context, rawURL string) error
 	// Transport, if set, is the base transport of every upstream request
 	// (tests); Dial, TLS and proxy settings are then not applied.
 	Transport http.RoundTripper
@@ -269,7 +273,7 @@ func (s *MirrorService) upstream(m meta.Mirror) (upstream, error) {
 			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 		}
 		if p := m.Proxy.HTTPSProxy + m.Proxy.HTTPProxy; p != "" {
-			tr.Proxy = proxyFunc(m.Proxy)
+			tr.Proxy = proxyFunc(m.Proxy, s.opts.CheckTarget)
 		}
 		base = tr
 	}
@@ -292,23 +296,36 @@ func (s *MirrorService) upstream(m meta.Mirror) (upstream, error) {
 }
 
 // proxyFunc routes upstream requests through the mirror's proxy, except
-// hosts of no_proxy (comma-separated names or suffixes).
-func proxyFunc(p meta.MirrorProxy) func(*http.Request) (*url.URL, error) {
+// hosts of no_proxy (comma-separated names or suffixes). A request sent
+// through the proxy has its own target checked first (check, if set).
+func proxyFunc(p meta.MirrorProxy, check func(ctx context.Context, rawURL string) error) func(*http.Request) (*url.URL, error) {
 	return func(r *http.Request) (*url.URL, error) {
-		host := r.URL.Hostname()
-		for _, np := range strings.Split(p.NoProxy, ",") {
-			np = strings.TrimPrefix(strings.TrimSpace(np), ".")
-			if np != "" && (host == np || strings.HasSuffix(host, "."+np)) {
-				return nil, nil
-			}
+		u, err := proxyOf(p, r)
+		if err != nil || u == nil || check == nil {
+			return u, err
 		}
-		raw := p.HTTPSProxy
-		if r.URL.Scheme == "http" || raw == "" {
-			raw = p.HTTPProxy
+		if err := check(r.Context(), r.URL.String()); err != nil {
+			return nil, err
 		}
-		if raw == "" {
+		return u, nil
+	}
+}
+
+// proxyOf is the proxy of a request: none for hosts of no_proxy.
+func proxyOf(p meta.MirrorProxy, r *http.Request) (*url.URL, error) {
+	host := r.URL.Hostname()
+	for _, np := range strings.Split(p.NoProxy, ",") {
+		np = strings.TrimPrefix(strings.TrimSpace(np), ".")
+		if np != "" && (host == np || strings.HasSuffix(host, "."+np)) {
 			return nil, nil
 		}
-		return url.Parse(raw)
 	}
+	raw := p.HTTPSProxy
+	if r.URL.Scheme == "http" || raw == "" {
+		raw = p.HTTPProxy
+	}
+	if raw == "" {
+		return nil, nil
+	}
+	return url.Parse(raw)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/mirror"
@@ -506,5 +507,41 @@ func TestMirrorOnePushPerUpstreamChange(t *testing.T) {
 	slices.Sort(data.UpdatedTags)
 	if data.Digest != dnew.String() || !slices.Equal(data.UpdatedTags, []string{"1.9", "1.9-2"}) || data.Previous["1.9"] != dold.String() {
 		t.Fatalf("the patch's repo_push: %+v", data)
+	}
+}
+
+// TestMirrorProxyTargetIsChecked: a mirror whose upstream goes through its
+// proxy has the upstream's own address checked by the SSRF guard, not
+// only the proxy's: a proxy the guard allows must not carry a sync to an
+// internal address it refuses. The proxy is never asked.
+func TestMirrorProxyTargetIsChecked(t *testing.T) {
+	f := newMirrorFixture(t)
+	var asked atomic.Int64
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		http.Error(w, "no", http.StatusBadGateway)
+	}))
+	defer proxy.Close()
+	guard, err := events.NewGuard([]string{"127.0.0.1"}) // the proxy, not 10.0.0.0/8
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
+	driver, _ := fs.New(t.TempDir(), fs.Options{})
+	svc := mirror.NewMirrorService(wire.MirrorStores(f.db), mirror.NewCopier(wire.CopierStores(f.db), driver, policy, 0, log), f.sealer,
+		mirror.MirrorOptions{Dial: guard.DialContext, CheckTarget: guard.CheckURL, Tries: 1, RetryBase: time.Millisecond, Logger: log})
+	m := meta.Mirror{Repository: mrepo, Enabled: true, ExternalReference: "10.11.12.13:5000/lib/app", VerifyTLS: false,
+		SyncInterval: time.Hour, SyncStartDate: time.Now().Add(time.Hour), RootRule: meta.MirrorRule{Kind: "tag_glob_csv", Value: []string{"*"}},
+		RobotUsername: "acme+mirror", Proxy: meta.MirrorProxy{HTTPProxy: proxy.URL, HTTPSProxy: proxy.URL}}
+	if err := f.db.Mirrors().CreateMirror(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Sync(context.Background(), mrepo); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.db.Mirrors().GetMirror(context.Background(), mrepo)
+	if err != nil || !strings.Contains(got.LastError, "10.11.12.13") || asked.Load() != 0 {
+		t.Fatalf("sync through the proxy to a private address: last_error %q (%v); the proxy was asked %d times", got.LastError, err, asked.Load())
 	}
 }

@@ -141,7 +141,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Redirect:         blobRedirect(cfg),
 	})
 	imp := importer{copier: mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
-	mopts := mirror.MirrorOptions{Dial: guard.DialContext, Logger: log}
+	mopts := mirror.MirrorOptions{Dial: guard.DialContext, CheckTarget: guard.CheckURL, Logger: log}
 	if mets != nil {
 		mopts.Metrics = mets
 	}
