@@ -57,7 +57,7 @@ func TestMirrorAPISyncNowAndCancel(t *testing.T) {
 	f := newMirrorFixture(t)
 	f.push(t, "1.0", randomImage(t))
 	f.push(t, "2.0", randomImage(t))
-	srv := httptest.NewServer(api.New(wire.APIStores(f.db), api.Open{}, api.Options{Mirrors: f.svc}))
+	srv := httptest.NewServer(api.New(wire.APIStores(f.db, 0), api.Open{}, api.Options{Mirrors: f.svc}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -196,7 +196,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	gates := gate.New(gst, log)
 	apiOpts.Gates = gates
-	apiHandler := api.New(wire.APIStores(db), apiAuth, apiOpts)
+	apiHandler := api.New(wire.APIStores(db, cfg.GC.TimeMachine), apiAuth, apiOpts)
 	mux.Handle("/api/v1/", apiHandler)
 	ui, err := webUI(cfg, db, driver, webAuth, scanner, graphSvc != nil, apiHandler, gates, log)
 	if err != nil {

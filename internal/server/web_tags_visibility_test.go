@@ -154,3 +154,19 @@ func TestWebListsHugePages(t *testing.T) {
 		})
 	}
 }
+
+// TestGCExplanationCountsTheTimeMachine: the API's garbage collection
+// explanation of a manifest whose tag was just deleted says the time
+// machine keeps it, as the collector does (the API's collector had no
+// time machine, and told it would be collected).
+func TestGCExplanationCountsTheTimeMachine(t *testing.T) {
+	w := newWorld(t)
+	d := w.digest["private"].String()
+	if r := w.do("DELETE", "/v2/acme/private/manifests/v1", "owner", pw, nil); r.StatusCode != 202 {
+		t.Fatalf("delete the tag: %d", r.StatusCode)
+	}
+	st, _, raw := w.call("GET", "/api/v1/repository/acme/private/manifest/"+d+"/gc", "owner", "")
+	if st != 200 || !strings.Contains(raw, "protected_by_time_machine") {
+		t.Fatalf("gc explanation: %d %s", st, raw)
+	}
+}

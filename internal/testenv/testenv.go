@@ -190,7 +190,7 @@ func New(t testing.TB, opts Options) *Env {
 		regs = append(regs, registry.New(wire.RegistryStores(db), d, ro))
 	}
 	var turn atomic.Uint64
-	e.API = api.New(wire.APIStores(db), apiAuth, ao)
+	e.API = api.New(wire.APIStores(db, 0), apiAuth, ao)
 	// As the server routes: the token endpoint, /api/v1/, and everything
 	// else to the registry untouched (no mux cleans its paths).
 	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -51,8 +51,9 @@ func MirrorStores(db *meta.DB) mirror.ServiceStores {
 	return mirror.ServiceStores{Mirrors: db.Mirrors(), Tags: db.Manifests(), Queue: db.Jobs()}
 }
 
-// APIStores are the stores api.New takes.
-func APIStores(db *meta.DB) api.Stores {
+// APIStores are the stores api.New takes; the garbage collection
+// explanation counts the time machine as gc does (timeMachine).
+func APIStores(db *meta.DB, timeMachine time.Duration) api.Stores {
 	users, orgs, access := db.Users(), db.Organizations(), db.Access()
 	return api.Stores{
 		Users: users, Accounts: users, Robots: users,
@@ -60,7 +61,7 @@ func APIStores(db *meta.DB) api.Stores {
 		Repositories: db.Repositories(), Tags: db.Manifests(),
 		Permissions: access, Tokens: access, Audit: access,
 		Notifications: db.Notifications(), Mirrors: db.Mirrors(), ProxyCaches: db.ProxyCaches(),
-		Keepers: db.Collector(), VulnDB: vulnDB{db.VulnDB()},
+		Keepers: db.Collector().WithTimeMachine(timeMachine), VulnDB: vulnDB{db.VulnDB()},
 		Gates: db.Gates(), Restorer: db.Manifests(), Policies: db.Policies(),
 		Quotas: db.Quotas(), Usage: db.Quotas(),
 	}
