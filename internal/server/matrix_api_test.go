@@ -113,7 +113,7 @@ func TestPermissionMatrixNamespaces(t *testing.T) {
 		// A team's members list: its own members and the organization's
 		// admins (Quay's ViewTeamPermission).
 		"readers": {"owner": true, "reader": true, "orgadmin": true, "root": true},
-		"user":      {"owner": true, "reader": true, "writer": true, "creator": true, "orgadmin": true, "stranger": true, "root": true},
+		"user":    {"owner": true, "reader": true, "writer": true, "creator": true, "orgadmin": true, "stranger": true, "root": true},
 	}
 	type endpoint struct {
 		class, method, path, body string
