@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -50,6 +51,19 @@ type Copier struct {
 	store  storage.Driver
 	ingest *ingest.Ingester
 	log    *slog.Logger
+	stall  time.Duration
+}
+
+// blobStall cuts a blob download that delivers nothing for this long: a
+// source that accepts and then sends nothing, or trickles, would hold the
+// import, or a mirror worker, for ever.
+const blobStall = 2 * time.Minute
+
+// WithStallTimeout sets how long a blob download may deliver nothing
+// before it is cut (default 2 minutes).
+func (c *Copier) WithStallTimeout(d time.Duration) *Copier {
+	c.stall = d
+	return c
 }
 
 // NewCopier returns a copier writing through the store and the driver,
@@ -59,7 +73,7 @@ func NewCopier(db Stores, store storage.Driver, policy oci.ArtifactPolicy, maxMa
 		log = slog.Default()
 	}
 	in := ingest.New(ingest.Stores{Manifests: db.Manifests, Blobs: db.Blobs}, store, ingest.Options{Policy: policy, MaxBytes: maxManifest})
-	return &Copier{db: db, store: store, ingest: in, log: log}
+	return &Copier{db: db, store: store, ingest: in, log: log, stall: blobStall}
 }
 
 // Stats counts what a copy moved.
@@ -167,7 +181,9 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 			return err
 		}
 	}
-	layer, err := remote.Layer(req.Source.Context().Digest(b.Digest.String()), opts...)
+	bctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	layer, err := remote.Layer(req.Source.Context().Digest(b.Digest.String()), append(opts, remote.WithContext(bctx))...)
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", b.Digest, err)
 	}
@@ -176,12 +192,17 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 		return fmt.Errorf("fetch blob %s: %w", b.Digest, err)
 	}
 	defer rc.Close()
-	n, err := storage.Ingest(ctx, c.store, rc, b.Digest, b.Size, func(ctx context.Context, staged string, n int64) error {
+	body := &storage.StallReader{R: rc, Idle: c.stall, Stalled: func() { cancel(storage.ErrStalled) }}
+	defer body.Stop()
+	n, err := storage.Ingest(bctx, c.store, body, b.Digest, b.Size, func(ctx context.Context, staged string, n int64) error {
 		_, err := c.db.Blobs.StoreBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", who,
 			storage.Staged(c.store, staged, b.Digest))
 		return err
 	})
 	if err != nil {
+		if cause := context.Cause(bctx); errors.Is(cause, storage.ErrStalled) {
+			err = cause
+		}
 		return fmt.Errorf("fetch blob %s: %w", b.Digest, err)
 	}
 	atomic.AddInt64(&st.BlobsFetched, 1)

@@ -77,6 +77,9 @@ func upstreamError(err error, blob bool) error {
 			return upstreamUnavailable(fmt.Sprintf("the upstream registry failed (%d); retry later", terr.StatusCode))
 		}
 	}
+	if errors.Is(err, storage.ErrStalled) {
+		return upstreamUnavailable("the upstream registry stopped sending the blob; retry later")
+	}
 	if errors.Is(err, ErrDigestMismatch) {
 		return upstreamUnavailable("the upstream registry served bytes that do not match their digest; nothing was stored")
 	}
@@ -238,8 +241,10 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 	v, err := s.share(ctx, "b\x00"+d.String(), func() (any, error) {
 		// The download outlives the request that started it: others wait
 		// on it.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.BlobTimeout)
-		defer cancel()
+		tctx, cancelT := context.WithTimeout(context.WithoutCancel(ctx), s.opts.BlobTimeout)
+		defer cancelT()
+		fctx, cancel := context.WithCancelCause(tctx)
+		defer cancel(nil)
 		if b, err := s.db.Blobs.StoredBlob(fctx, d); err == nil {
 			return b, nil
 		}
@@ -259,10 +264,12 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 			return nil, fmt.Errorf("fetch blob %s: %w", d, err)
 		}
 		defer rc.Close()
+		body := &storage.StallReader{R: rc, Idle: s.opts.BlobStall, Stalled: func() { cancel(storage.ErrStalled) }}
+		defer body.Stop()
 		// Stored and linked while still in the flight (so that a request
 		// arriving just after finds it), under the garbage-collection
 		// protocol.
-		n, err := storage.Ingest(fctx, s.store, rc, d, size, func(ctx context.Context, staged string, n int64) error {
+		n, err := storage.Ingest(fctx, s.store, body, d, size, func(ctx context.Context, staged string, n int64) error {
 			_, err := s.db.Blobs.StoreBlob(ctx, repo, meta.Blob{Digest: d, Size: n}, "", meta.Writer{},
 				storage.Staged(s.store, staged, d))
 			return err
@@ -270,6 +277,9 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		if err != nil {
 			if notFound(err) {
 				return nil, fmt.Errorf("upstream blob %s: %w", d, meta.ErrBlobNotFound)
+			}
+			if cause := context.Cause(fctx); errors.Is(cause, storage.ErrStalled) {
+				err = cause
 			}
 			return nil, fmt.Errorf("fetch blob %s: %w", d, err)
 		}

@@ -74,6 +74,9 @@ type Options struct {
 	ConfigTTL time.Duration
 	// BlobTimeout bounds one upstream blob download (default 1h).
 	BlobTimeout time.Duration
+	// BlobStall cuts a blob download that delivers nothing for this long
+	// (default 2m).
+	BlobStall time.Duration
 	// ManifestTimeout bounds one upstream manifest fetch or check
 	// (default 2m): an upstream that accepts and never answers must not
 	// hold the pulls waiting on it, nor their goroutines, for ever.
@@ -117,6 +120,9 @@ func New(db Stores, store storage.Driver, sealer Sealer, opts Options) *Service 
 	}
 	if opts.BlobTimeout <= 0 {
 		opts.BlobTimeout = time.Hour
+	}
+	if opts.BlobStall <= 0 {
+		opts.BlobStall = 2 * time.Minute
 	}
 	if opts.ManifestTimeout <= 0 {
 		opts.ManifestTimeout = 2 * time.Minute

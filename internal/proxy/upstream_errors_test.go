@@ -43,6 +43,10 @@ func TestProxyUpstreamFailures(t *testing.T) {
 	liar := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":1024}]}`,
 		digest.FromBytes(cfg), len(cfg), endless)
 	var streamed atomic.Int64
+	// library/stall's layer sends 100 bytes of its 1 KiB, then nothing.
+	stalled := digest.FromString("the layer that stops")
+	stall := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":1024}]}`,
+		digest.FromBytes(cfg), len(cfg), stalled)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v2/library/liar/manifests/latest":
@@ -68,6 +72,14 @@ func TestProxyUpstreamFailures(t *testing.T) {
 		case strings.HasPrefix(r.URL.Path, "/v2/library/limited/"):
 			w.WriteHeader(http.StatusTooManyRequests)
 			io.WriteString(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}`)
+		case r.URL.Path == "/v2/library/stall/manifests/latest":
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", digest.FromString(stall).String())
+			io.WriteString(w, stall)
+		case r.URL.Path == "/v2/library/stall/blobs/"+stalled.String():
+			w.Write(make([]byte, 100)) // then nothing
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
 		case strings.HasPrefix(r.URL.Path, "/v2/library/hang/"):
 			<-r.Context().Done() // accepts, never answers
 		case strings.HasPrefix(r.URL.Path, "/v2/library/broken/"):
@@ -101,7 +113,7 @@ func TestProxyUpstreamFailures(t *testing.T) {
 			policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 			svc := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: &http.Transport{DialContext: guard.DialContext},
-				Policy: policy, Logger: quiet, ManifestTimeout: 8 * time.Second})
+				Policy: policy, Logger: quiet, ManifestTimeout: 8 * time.Second, BlobStall: time.Second})
 			srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet}))
 			t.Cleanup(srv.Close)
 			owner, _ := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
@@ -171,6 +183,19 @@ func TestProxyUpstreamFailures(t *testing.T) {
 			}
 			if _, err := db.Blobs().StoredBlob(ctx, endless); err == nil {
 				t.Error("the endless blob was stored")
+			}
+			// An upstream blob that stops coming: cut after the stall bound.
+			if _, err := http.Get(srv.URL + "/v2/hub/library/stall/manifests/latest"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err = http.Get(srv.URL + "/v2/hub/library/stall/blobs/" + stalled.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 503 || !strings.Contains(string(body), "stopped sending") {
+				t.Errorf("stalled upstream blob: %d %s, want 503", resp.StatusCode, body)
 			}
 			for _, repo := range []string{"hub/library/denied", "hub/library/limited", "hub/library/broken", "hub/library/schema1", "gone/library/app"} {
 				if tags, _ := db.Manifests().ListTags(ctx, repo, "", 10); len(tags) != 0 {

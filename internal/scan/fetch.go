@@ -12,11 +12,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
 	"github.com/berth-dev/berth/internal/scan/osv"
+	"github.com/berth-dev/berth/internal/storage"
 )
 
 // Where advisories and Red Hat's content-set mapping are fetched from by
@@ -442,8 +442,8 @@ func (f *Fetcher) download(ctx context.Context, name, u, key string, uncondition
 	if err != nil {
 		return nil, 0, fetchState{}, 0, fmt.Errorf("spool the download: %w", err)
 	}
-	body := &stallReader{r: resp.Body, timeout: fetchStallTimeout, cancel: cancel}
-	defer body.stop()
+	body := &storage.StallReader{R: resp.Body, Idle: fetchStallTimeout, Stalled: func() { cancel(errStalled) }}
+	defer body.Stop()
 	w := &progressWriter{w: tmp, every: f.opts.ProgressEvery, fn: func(n int64) {
 		f.progress(FetchProgress{Name: name, Phase: PhaseDownload, Bytes: n, Total: resp.ContentLength})
 	}}
@@ -491,28 +491,6 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 
 // errStalled is the cause of a download cut for delivering nothing.
 var errStalled = errors.New("the server sent nothing for too long")
-
-// stallReader cancels the request when a read waits longer than timeout.
-type stallReader struct {
-	r       io.Reader
-	timeout time.Duration
-	cancel  context.CancelCauseFunc
-	once    sync.Once
-	timer   *time.Timer
-}
-
-func (s *stallReader) Read(b []byte) (int, error) {
-	s.once.Do(func() { s.timer = time.AfterFunc(s.timeout, func() { s.cancel(errStalled) }) })
-	s.timer.Reset(s.timeout)
-	n, err := s.r.Read(b)
-	return n, err
-}
-
-func (s *stallReader) stop() {
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-}
 
 // FetchSummary is one line about a result, for logs and the CLI.
 func FetchSummary(r FetchResult) string {
