@@ -165,6 +165,9 @@ func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.File
 			return nil, wrap("create", p, err)
 		}
 	}
+	if err := unshare(f, offset); err != nil {
+		return nil, wrap("resume", p, err)
+	}
 	// Only a new file is created: resuming a file that is gone must not
 	// leave an empty one behind.
 	flags := os.O_WRONLY
@@ -193,6 +196,44 @@ func (d *Driver) Writer(_ context.Context, p string, offset int64) (storage.File
 		}
 	}
 	return &writer{d: d, f: file, size: offset, flushed: offset, fsync: d.fsync, path: p}, nil
+}
+
+// unshare gives the file at f a copy of its own (its first offset bytes)
+// when it has another name: an upload's file is linked to its blob's
+// address before the upload's row is gone (Link, under the metadata
+// store's placement protocol), so after a crash between the two the
+// session may be resumed, or started again, on the very file the blob's
+// address names; writing it in place (a truncation, new bytes) would
+// change a stored blob. Only this name moves to the copy.
+func unshare(f string, offset int64) error {
+	fi, err := os.Stat(f)
+	if err != nil {
+		return nil // a missing file: the caller's open says so
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Nlink <= 1 {
+		return nil
+	}
+	old, err := os.Open(f)
+	if err != nil {
+		return err
+	}
+	defer old.Close()
+	tmp := f + ".unshared"
+	nf, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(nf, old, offset); err != nil && !errors.Is(err, io.EOF) {
+		nf.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := nf.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, f)
 }
 
 // writebackEvery is how many written bytes a writer with fsync lets

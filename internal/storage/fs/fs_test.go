@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -282,4 +283,44 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	k, err := c.r.Read(p)
 	c.n += int64(k)
 	return k, err
+}
+
+// TestResumeDoesNotWriteThroughALink: an upload's file linked to its
+// blob's address (placement, before the upload's row is gone) and then
+// resumed or started again, as a client does after a crash between the
+// two, gets a copy of its own: the blob at the address keeps its bytes.
+// Writing in place truncated and rewrote the stored blob.
+func TestResumeDoesNotWriteThroughALink(t *testing.T) {
+	ctx := context.Background()
+	d, _ := fs.New(t.TempDir(), fs.Options{Fsync: true})
+	content := []byte("the blob's own bytes")
+	want := digest.FromBytes(content)
+	for _, offset := range []int64{5, 0} {
+		up := storage.UploadPath(fmt.Sprintf("resumed-%d", offset))
+		w, err := d.Writer(ctx, up, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(content)
+		if err := w.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Link(ctx, up, storage.BlobPath(want)); err != nil {
+			t.Fatal(err)
+		}
+		w, err = d.Writer(ctx, up, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("XX"))
+		if err := w.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := d.GetContent(ctx, storage.BlobPath(want)); !bytes.Equal(got, content) {
+			t.Fatalf("offset %d: the blob's address now holds %q", offset, got)
+		}
+		if got, _ := d.GetContent(ctx, up); string(got) != string(content[:offset])+"XX" {
+			t.Fatalf("offset %d: the upload holds %q", offset, got)
+		}
+	}
 }
