@@ -200,6 +200,16 @@ func send(ctx context.Context, client *http.Client, rawURL string, d Delivery, s
 	return res
 }
 
+// redirectSafe reports whether a redirect to another host keeps a request
+// header: those that say what the body is, not who sends it.
+func redirectSafe(name string) bool {
+	switch http.CanonicalHeaderKey(name) {
+	case "Content-Type", "Content-Length", "User-Agent", "Accept":
+		return true
+	}
+	return false
+}
+
 // redactURL keeps scheme and host: paths and queries of hook URLs carry
 // tokens (Slack, Teams, Discord).
 func redactURL(u *url.URL) string {
@@ -298,6 +308,21 @@ func NewHTTPClient(g *Guard) *http.Client {
 			}
 			if err := g.CheckURL(req.Context(), req.URL.String()); err != nil {
 				return fmt.Errorf("redirect refused: %w", err)
+			}
+			first := via[0].URL
+			if first.Scheme == "https" && req.URL.Scheme != "https" {
+				return errors.New("redirect refused: from https to http")
+			}
+			if !strings.EqualFold(req.URL.Host, first.Host) {
+				// Go drops Authorization and cookies on a redirect to
+				// another host; the notification's own headers (tokens,
+				// such as GitLab's) and its signature stay with the
+				// receiver it names.
+				for name := range req.Header {
+					if !redirectSafe(name) {
+						req.Header.Del(name)
+					}
+				}
 			}
 			return nil
 		},

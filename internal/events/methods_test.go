@@ -318,6 +318,42 @@ func TestRedirects(t *testing.T) {
 		t.Fatalf("requests %+v", reqs)
 	}
 
+	// To another host, the notification's own headers and its signature
+	// stay behind (Go drops only Authorization and cookies); on the same
+	// host they follow.
+	elsewhere := newReceiver(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	away := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+"/final", http.StatusPermanentRedirect)
+	})
+	hook := Webhook{URL: away.URL + "/", Secret: []byte("s3cret"), Headers: map[string]string{"PRIVATE-TOKEN": "glpat-123"}, Client: loopbackClient(t)}
+	if res := hook.Deliver(context.Background(), pushDelivery(t)); res.Err != nil {
+		t.Fatalf("cross-host redirect: %+v", res)
+	}
+	got := elsewhere.requests()
+	if len(got) != 1 || got[0].Header.Get("PRIVATE-TOKEN") != "" || got[0].Header.Get(SignatureHeader) != "" || len(got[0].Body) == 0 {
+		t.Fatalf("the other host got %v", got)
+	}
+	if first := away.requests(); len(first) != 1 || first[0].Header.Get("PRIVATE-TOKEN") != "glpat-123" || first[0].Header.Get(SignatureHeader) == "" {
+		t.Fatalf("the receiver named got %v", first)
+	}
+	hook.URL = target.URL + "/start"
+	before0 := len(target.requests())
+	if res := hook.Deliver(context.Background(), pushDelivery(t)); res.Err != nil {
+		t.Fatalf("same-host redirect: %+v", res)
+	}
+	if reqs := target.requests()[before0:]; len(reqs) != 2 || reqs[1].Header.Get("PRIVATE-TOKEN") != "glpat-123" {
+		t.Fatalf("same-host redirect: %v", reqs)
+	}
+
+	// From https to http: refused (the body and the receiver's answer would
+	// travel in clear).
+	c := loopbackClient(t)
+	from, _ := http.NewRequest("POST", "https://127.0.0.1:"+port+"/start", nil)
+	to, _ := http.NewRequest("POST", "http://127.0.0.1:"+port+"/final", nil)
+	if err := c.CheckRedirect(to, []*http.Request{from}); err == nil || !strings.Contains(err.Error(), "https to http") {
+		t.Errorf("a redirect from https to http: %v", err)
+	}
+
 	// Allowed by name, redirected to a refused literal address.
 	bouncer := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "http://127.0.0.1:"+port+"/final", http.StatusTemporaryRedirect)
