@@ -3,6 +3,8 @@ package meta_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -95,6 +97,34 @@ func TestDeletedNamesLeaveNothingBehind(t *testing.T) {
 			}
 			if ns, _ := db.Notifications().Notifications(ctx, meta.ScopeRepository, "alice/app"); len(ns) != 0 {
 				t.Errorf("the deleted user's repository notifications stay: %v", ns)
+			}
+		})
+	}
+}
+
+// TestNotificationsPerScopeAreCapped: a scope takes at most
+// MaxNotificationsPerScope notifications (each delivery may hold a shared
+// worker for its timeout); another scope is not affected.
+func TestNotificationsPerScopeAreCapped(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			add := func(target string, i int) error {
+				_, err := db.Notifications().CreateNotification(ctx, meta.Notification{UUID: fmt.Sprintf("%s-%d", target, i), Scope: meta.ScopeRepository,
+					Target: target, Event: "repo_push", Method: "webhook", Config: json.RawMessage(`{"url":"https://example.com"}`)})
+				return err
+			}
+			for i := range meta.MaxNotificationsPerScope {
+				if err := add("acme/app", i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := add("acme/app", meta.MaxNotificationsPerScope); !errors.Is(err, meta.ErrTooManyNotifications) {
+				t.Fatalf("one more: %v, want ErrTooManyNotifications", err)
+			}
+			if err := add("acme/other", 0); err != nil {
+				t.Fatalf("another scope: %v", err)
 			}
 		})
 	}

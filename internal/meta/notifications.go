@@ -80,6 +80,14 @@ func scanNotification(row interface{ Scan(...any) error }) (Notification, error)
 	return n, nil
 }
 
+// MaxNotificationsPerScope caps the notifications of one repository, one
+// organization, or the registry.
+const MaxNotificationsPerScope = 100
+
+// ErrTooManyNotifications refuses a notification past
+// MaxNotificationsPerScope.
+var ErrTooManyNotifications = errors.New("too many notifications")
+
 // CreateNotification stores a notification.
 func (db Notifications) CreateNotification(ctx context.Context, n Notification) (Notification, error) {
 	if n.EventConfig == nil {
@@ -89,9 +97,17 @@ func (db Notifications) CreateNotification(ctx context.Context, n Notification) 
 		n.Format = "quay"
 	}
 	ts := now()
+	// At most MaxNotificationsPerScope per repository, organization or
+	// the registry: each delivery may hold one of the few shared
+	// delivery workers for its timeout, so one scope's admins must not be
+	// able to make them all wait on receivers that never answer.
 	err := db.write.QueryRowContext(ctx, db.q(`INSERT INTO notifications (uuid, scope, target, event, method, title, config, event_config, format, created_by, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`), n.UUID, n.Scope, n.Target, n.Event, n.Method, n.Title,
-		string(n.Config), string(n.EventConfig), n.Format, n.CreatedBy, ts).Scan(&n.ID)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM notifications WHERE scope = ? AND target = ?) < ? RETURNING id`),
+		n.UUID, n.Scope, n.Target, n.Event, n.Method, n.Title, string(n.Config), string(n.EventConfig), n.Format, n.CreatedBy, ts,
+		n.Scope, n.Target, MaxNotificationsPerScope).Scan(&n.ID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Notification{}, fmt.Errorf("%w: %s %s has %d already", ErrTooManyNotifications, n.Scope, n.Target, MaxNotificationsPerScope)
+	}
 	if err != nil {
 		return Notification{}, fmt.Errorf("create notification: %w", err)
 	}

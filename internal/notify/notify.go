@@ -202,8 +202,12 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 		ecfg = map[string]any{}
 	}
 	eb, _ := json.Marshal(ecfg)
-	return s.stores.Notifications.CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: scope, Target: target, Event: in.Event,
+	n, err := s.stores.Notifications.CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: scope, Target: target, Event: in.Event,
 		Method: in.Method, Title: in.Title, Config: cb, EventConfig: eb, Format: format, CreatedBy: actor})
+	if errors.Is(err, meta.ErrTooManyNotifications) {
+		return meta.Notification{}, invalid("%v: delete some first", err)
+	}
+	return n, err
 }
 
 // templateJSON accepts a template as Quay stores it (a string holding
@@ -221,6 +225,9 @@ func templateJSON(t any) (json.RawMessage, error) {
 // Test queues the event's sample payload for a notification.
 func (s *Service) Test(ctx context.Context, n meta.Notification, repo string) error {
 	payload, _ := json.Marshal(meta.DeliveryJob{NotificationID: n.ID, Sample: true, Repository: repo})
-	_, err := s.stores.Jobs.EnqueueJob(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: meta.NotifyTries})
+	// One attempt: a test says whether the receiver answers now (its
+	// outcome is recorded), and retrying it for days would only keep the
+	// delivery workers on receivers that do not answer.
+	_, err := s.stores.Jobs.EnqueueJob(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: 1})
 	return err
 }

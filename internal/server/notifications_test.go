@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/berth-dev/berth/internal/meta"
 )
 
 func (w *world) call(method, path, who, body string) (int, map[string]any, string) {
@@ -88,6 +90,11 @@ func TestNotificationAPI(t *testing.T) {
 	}
 	if status, _, _ := w.call("POST", base+uuid+"/test", "owner", ""); status != 200 {
 		t.Fatalf("test: %d", status)
+	}
+	// A test is one attempt: it is not retried for days on the shared
+	// delivery workers.
+	if jobs, err := w.db.Jobs().Jobs(context.Background(), meta.NotifyQueue, "pending", 100); err != nil || len(jobs) == 0 || jobs[len(jobs)-1].MaxAttempts != 1 {
+		t.Fatalf("the test's delivery job: %+v %v", jobs, err)
 	}
 	if status, m, _ := w.call("GET", base+uuid+"/attempts", "owner", ""); status != 200 || m["attempts"] == nil {
 		t.Fatalf("attempts: %d %v", status, m)
