@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/osv-scalibr/extractor/filesystem/os/rpm"
 	"github.com/google/osv-scalibr/extractor/filesystem/simplefileapi"
 )
 
@@ -296,6 +297,15 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 // runAll runs the extractors that want name on its content.
 func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header, c *content) error {
 	for _, w := range wanters {
+		if w.name == rpm.Name && strings.HasSuffix(name, ".sqlite") && c.file != nil {
+			if err := checkRPMSQLite(ix.ctx, c.file.Name()); err != nil {
+				if ctxErr := ix.ctx.Err(); ctxErr != nil {
+					return ctxErr
+				}
+				ix.warn("skipped %s: not an rpm database this scanner reads: %v", name, err)
+				continue
+			}
+		}
 		pkgs, err := ix.ex.run(ix.ctx, w, name, hdr.FileInfo(), c, ix.extractorFS())
 		if ctxErr := ix.ctx.Err(); ctxErr != nil {
 			return ctxErr

@@ -1,0 +1,83 @@
+package index
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite", for the check below
+)
+
+// Bounds of an rpm database in SQLite form that a layer may bring. A
+// distribution's has hundreds to a few thousand packages.
+const (
+	maxRPMRows        = 100_000
+	rpmCheckTimeout   = 30 * time.Second
+	rpmHeaderIndexLen = 16 // bytes per entry of an rpm header's index
+)
+
+// checkRPMSQLite decides whether the rpm extractor may open an rpm
+// database in SQLite form from a layer: the extractor's library runs
+// "SELECT blob FROM Packages" with a real SQLite engine, without a time
+// bound, and allocates what each header's first bytes say before checking
+// them. A pushed file could make Packages a view over an endless recursive
+// query (a scan worker spinning for ever), a virtual table, or hold a
+// header claiming 2^31 index entries (an allocation that kills the
+// process). So: opened read-only and immutable, Packages must be a plain
+// table of at most maxRPMRows rows whose every blob's header counts fit in
+// the blob, all within rpmCheckTimeout.
+func checkRPMSQLite(ctx context.Context, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, rpmCheckTimeout)
+	defer cancel()
+	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?mode=ro&immutable=1")
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	var kind, ddl string
+	if err := db.QueryRowContext(ctx, "SELECT type, COALESCE(sql, '') FROM sqlite_master WHERE name = 'Packages'").Scan(&kind, &ddl); err != nil {
+		return fmt.Errorf("no Packages table: %w", err)
+	}
+	if kind != "table" || strings.Contains(strings.ToUpper(ddl), "VIRTUAL") {
+		return fmt.Errorf("Packages is a %s, not a plain table", strings.ToLower(strings.TrimSpace(kind+" "+firstWord(ddl))))
+	}
+	rows, err := db.QueryContext(ctx, "SELECT blob FROM Packages")
+	if err != nil {
+		return fmt.Errorf("read Packages: %w", err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		if n++; n > maxRPMRows {
+			return fmt.Errorf("over %d packages", maxRPMRows)
+		}
+		var blob []byte
+		if err := rows.Scan(&blob); err != nil {
+			return fmt.Errorf("read Packages: %w", err)
+		}
+		if len(blob) < 8 {
+			return fmt.Errorf("package %d: a header of %d bytes", n, len(blob))
+		}
+		il, dl := uint64(binary.BigEndian.Uint32(blob[0:4])), uint64(binary.BigEndian.Uint32(blob[4:8]))
+		if 8+il*rpmHeaderIndexLen+dl > uint64(len(blob)) {
+			return fmt.Errorf("package %d: its header counts %d entries and %d bytes of data, more than its %d bytes", n, il, dl, len(blob))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read Packages: %w", err)
+	}
+	return nil
+}
+
+func firstWord(s string) string {
+	f := strings.Fields(s)
+	if len(f) < 2 {
+		return ""
+	}
+	return strings.ToLower(f[1]) // CREATE <VIEW|VIRTUAL|TABLE ...>
+}
