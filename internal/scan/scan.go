@@ -18,6 +18,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/scan/index"
@@ -273,15 +275,27 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 		res.Status, res.Reason = meta.ScanUnsupported, "not a container image (an artifact)"
 		return res, nil, nil, nil
 	}
+	if len(man.Layers) > maxImageLayers {
+		res.Status, res.Reason = meta.ScanUnsupported, fmt.Sprintf("%d layers, over the %d this scanner reads", len(man.Layers), maxImageLayers)
+		return res, nil, nil, nil
+	}
 	layers := make([]index.LayerResult, 0, len(man.Layers))
 	rep := &Report{Layers: []string{}}
+	// A layer the manifest lists again is read once: a manifest may list
+	// one layer thousands of times.
+	seen := map[digest.Digest]index.LayerResult{}
 	for _, l := range man.Layers {
-		lr, entry, err := s.layer(ctx, l)
-		if err != nil {
-			return res, nil, nil, err
-		}
-		if entry != nil {
-			res.Layers = append(res.Layers, *entry)
+		lr, ok := seen[l.Digest]
+		if !ok {
+			var entry *meta.LayerIndexEntry
+			lr, entry, err = s.layer(ctx, l)
+			if err != nil {
+				return res, nil, nil, err
+			}
+			if entry != nil {
+				res.Layers = append(res.Layers, *entry)
+			}
+			seen[l.Digest] = lr
 		}
 		if lr.Status != index.StatusIndexed {
 			res.Status, res.Reason = meta.ScanUnsupported, fmt.Sprintf("layer %s: %s", l.Digest, lr.Reason)
@@ -307,6 +321,9 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 	return res, rep, nil, nil
 }
 
+// maxImageLayers bounds the layers of one image the scanner reads.
+const maxImageLayers = 1000
+
 // layer returns a layer's index result, from the cache or by reading it;
 // a result just read is also returned as the entry to cache (stored with
 // the scan, in its transaction).
@@ -321,16 +338,28 @@ func (s *Service) layer(ctx context.Context, d oci.Descriptor) (index.LayerResul
 		return index.LayerResult{}, nil, err
 	}
 	var lr index.LayerResult
-	if limit := s.opts.Limits.MaxLayerBytes; limit > 0 && d.Size > limit {
+	if !index.IsLayerMediaType(d.MediaType) {
+		// What this manifest says, not what the bytes are: not cached by
+		// the blob's digest, which other images' manifests name too (one
+		// tenant's descriptor must not make another's layer unscanned).
 		lr, err = index.IndexLayer(ctx, d.Digest.String(), nil, d.MediaType, d.Size, s.opts.Limits)
+		return lr, nil, err
+	}
+	// The stored blob's own size, not the descriptor's claim.
+	fi, err := s.driver.Stat(ctx, storage.BlobPath(d.Digest))
+	if err != nil {
+		// A pull-through cache stores a manifest before its layers:
+		// this is retried until they arrive or the attempts run out.
+		return index.LayerResult{}, nil, fmt.Errorf("open layer %s (not stored yet?): %w", d.Digest, err)
+	}
+	if limit := s.opts.Limits.MaxLayerBytes; limit > 0 && fi.Size > limit {
+		lr, err = index.IndexLayer(ctx, d.Digest.String(), nil, d.MediaType, fi.Size, s.opts.Limits)
 	} else {
 		rc, rerr := s.driver.Reader(ctx, storage.BlobPath(d.Digest), 0)
 		if rerr != nil {
-			// A pull-through cache stores a manifest before its layers:
-			// this is retried until they arrive or the attempts run out.
 			return index.LayerResult{}, nil, fmt.Errorf("open layer %s (not stored yet?): %w", d.Digest, rerr)
 		}
-		lr, err = index.IndexLayer(ctx, d.Digest.String(), rc, d.MediaType, d.Size, s.opts.Limits)
+		lr, err = index.IndexLayer(ctx, d.Digest.String(), rc, d.MediaType, fi.Size, s.opts.Limits)
 		rc.Close()
 	}
 	if err != nil {

@@ -11,6 +11,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/scan/index"
@@ -352,4 +361,74 @@ func (e *env) layerIndexTimes(ctx context.Context, layers ...string) map[string]
 		out[d] = row.IndexedAt.String()
 	}
 	return out
+}
+
+// TestHostileDescriptorDoesNotSpoilALayer: a manifest that names a layer
+// with a media type that is no layer's, or with a size far over the
+// limit, is unsupported itself, and says nothing about the layer's bytes:
+// another image built on that layer, scanned after it, is scanned (the
+// result was stored by the layer's digest, for every image). A manifest
+// that lists one layer thousands of times reads it once.
+func TestHostileDescriptorDoesNotSpoilALayer(t *testing.T) {
+	e := newEnv(t, "sqlite", index.Limits{})
+	layer := alpineLayer(t)
+	img, err := mutate.AppendLayers(mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1), layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository(e.host+"/acme/evil", name.Insecure)
+	cfg, _ := img.RawConfigFile()
+	for _, l := range []v1.Layer{layer, static.NewLayer(cfg, types.OCIConfigJSON)} {
+		if err := remote.WriteLayer(repo, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, _ := img.Manifest()
+	put := func(tag string, edit func(*v1.Manifest)) string {
+		t.Helper()
+		mm := *m
+		mm.Layers = append([]v1.Descriptor(nil), m.Layers...)
+		edit(&mm)
+		body, _ := json.Marshal(mm)
+		req, _ := http.NewRequest(http.MethodPut, "http://"+e.host+"/v2/acme/evil/manifests/"+tag, strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", string(types.OCIManifestSchema1))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("push %s: %d", tag, resp.StatusCode)
+		}
+		return digest.FromBytes(body).String()
+	}
+	put("mediatype", func(m *v1.Manifest) { m.Layers[0].MediaType = "application/vnd.dev.cosign.simplesigning.v1+json" })
+	put("size", func(m *v1.Manifest) { m.Layers[0].Size = 1 << 40 })
+	e.drain()
+
+	dgst, _ := e.push("acme/victim", "1", layer)
+	e.drain()
+	if info := e.security("acme/victim", dgst); info.Status != meta.ScanScanned || feature(info, "musl") == nil {
+		t.Fatalf("the victim's image: status %q (%s)", info.Status, info.Reason)
+	}
+
+	// One layer listed 900 times: read once, and the image scanned; over
+	// 1,000 layers, the image is not read.
+	repeated := put("repeated", func(m *v1.Manifest) {
+		for range 899 {
+			m.Layers = append(m.Layers, m.Layers[0])
+		}
+	})
+	tooMany := put("too-many", func(m *v1.Manifest) {
+		for range 1000 {
+			m.Layers = append(m.Layers, m.Layers[0])
+		}
+	})
+	e.drain()
+	if info := e.security("acme/evil", repeated); info.Status != meta.ScanScanned || feature(info, "musl") == nil {
+		t.Fatalf("a layer listed 900 times: status %q (%s)", info.Status, info.Reason)
+	}
+	if info := e.security("acme/evil", tooMany); info.Status != meta.ScanUnsupported || !strings.Contains(info.Reason, "1001 layers") {
+		t.Fatalf("1001 layers: status %q (%s)", info.Status, info.Reason)
+	}
 }

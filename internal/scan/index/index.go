@@ -151,7 +151,7 @@ type LayerResult struct {
 // is done or r fails; the caller may retry those.
 func IndexLayer(ctx context.Context, digest string, r io.Reader, mediaType string, size int64, lim Limits) (LayerResult, error) {
 	lim = lim.withDefaults()
-	if !isLayerMediaType(mediaType) {
+	if !IsLayerMediaType(mediaType) {
 		return unsupported(digest, fmt.Sprintf("media type %q is not a container layer", mediaType)), nil
 	}
 	if size > lim.MaxLayerBytes {
@@ -171,8 +171,8 @@ func unsupported(digest, reason string) LayerResult {
 	return LayerResult{Digest: digest, Status: StatusUnsupported, Reason: reason}
 }
 
-// isLayerMediaType reports whether mt is a container layer media type.
-func isLayerMediaType(mt string) bool {
+// IsLayerMediaType reports whether mt is a container layer media type.
+func IsLayerMediaType(mt string) bool {
 	switch mt {
 	case "application/vnd.oci.image.layer.v1.tar",
 		"application/vnd.oci.image.layer.v1.tar+gzip",
