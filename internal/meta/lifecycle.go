@@ -557,14 +557,23 @@ func (db Manifests) NoticeExpiringTags(ctx context.Context, now time.Time) (int,
 			byRepo := map[string][]hit{}
 			var repos []string
 			for _, h := range hits {
+				// Only the notices this transaction records are announced:
+				// another replica's pass may have recorded the same ones
+				// since the read (the event would go out twice).
+				res, err := tx.ExecContext(ctx, db.q(`INSERT INTO expiry_notices (notification_uuid, repository_id, tag, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+					n.uuid, h.repoID, h.tag, h.at)
+				if err != nil {
+					return fmt.Errorf("record expiry notice: %w", err)
+				}
+				if k, err := res.RowsAffected(); err != nil {
+					return fmt.Errorf("record expiry notice: %w", err)
+				} else if k == 0 {
+					continue
+				}
 				if _, ok := byRepo[h.repo]; !ok {
 					repos = append(repos, h.repo)
 				}
 				byRepo[h.repo] = append(byRepo[h.repo], h)
-				if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO expiry_notices (notification_uuid, repository_id, tag, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`),
-					n.uuid, h.repoID, h.tag, h.at); err != nil {
-					return fmt.Errorf("record expiry notice: %w", err)
-				}
 			}
 			for _, repo := range repos {
 				var tags []string

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -272,6 +273,53 @@ func TestAutoPrune(t *testing.T) {
 			}
 			if err := db.Manifests().RestoreTag(ctx, "acme/app", "v1", manifestOf("rel").Digest, "alice"); err != nil {
 				t.Fatalf("restore a pruned tag: %v", err)
+			}
+		})
+	}
+}
+
+// TestExpiryNoticeOncePerReplica: replicas noticing the same expiring tag
+// at the same moment announce it once: only the transaction that records
+// the notice appends the event (both appended it on PostgreSQL).
+func TestExpiryNoticeOncePerReplica(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			if _, err := db.Notifications().CreateNotification(ctx, meta.Notification{UUID: "expiry", Scope: "repository", Target: "acme/app",
+				Event: "repo_image_expiry", Method: "webhook", Config: json.RawMessage(`{"url":"https://example.com"}`),
+				EventConfig: json.RawMessage(`{"days":3}`)}); err != nil {
+				t.Fatal(err)
+			}
+			const rounds = 15
+			for i := range rounds {
+				tag := fmt.Sprint("t", i)
+				if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf(tag), Tag: tag}); err != nil {
+					t.Fatal(err)
+				}
+				if err := db.Manifests().SetTagExpiration(ctx, "acme/app", tag, time.Now().Add(24*time.Hour)); err != nil {
+					t.Fatal(err)
+				}
+				var wg sync.WaitGroup
+				for range 3 {
+					wg.Go(func() {
+						if _, err := db.Manifests().NoticeExpiringTags(ctx, time.Now()); err != nil {
+							t.Error(err)
+						}
+					})
+				}
+				wg.Wait()
+			}
+			evs, _ := db.Outbox().EventsAfter(ctx, 0, 1000)
+			n := 0
+			for _, e := range evs {
+				if e.Kind == "repo_image_expiry" {
+					n++
+				}
+			}
+			if n != rounds {
+				t.Fatalf("%d repo_image_expiry events for %d tags", n, rounds)
 			}
 		})
 	}
