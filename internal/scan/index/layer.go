@@ -31,6 +31,12 @@ const (
 	// maxWarningBytes each of them.
 	maxWarnings     = 100
 	maxWarningBytes = 512
+	// maxLayerPackages bounds the packages one layer may bring, hard links
+	// to a package database included (each link repeats what its target
+	// holds); a distribution has thousands.
+	maxLayerPackages = 200_000
+	// maxWhiteouts bounds the deletions one layer records.
+	maxWhiteouts = 100_000
 )
 
 // unsupportedError makes the layer unsupported for its reason.
@@ -64,6 +70,16 @@ type indexer struct {
 	manifests map[string][]string // content sets of content manifests, by path
 	warnings  []string
 	dropped   int // warnings over maxWarnings
+	npkgs     int // packages found, hard links' copies included
+}
+
+// addPackages records what was found at name, within maxLayerPackages.
+func (ix *indexer) addPackages(name string, pkgs []Package) error {
+	if ix.npkgs += len(pkgs); ix.npkgs > maxLayerPackages {
+		return &unsupportedError{fmt.Sprintf("over %d packages in one layer", maxLayerPackages)}
+	}
+	ix.pkgs[name] = append(ix.pkgs[name], pkgs...)
+	return nil
 }
 
 func newIndexer(ctx context.Context, digest string, lim Limits) (*indexer, error) {
@@ -196,7 +212,7 @@ func (ix *indexer) entry(tr *tar.Reader, hdr *tar.Header) error {
 	case tar.TypeReg:
 		return ix.regular(tr, hdr, name)
 	case tar.TypeLink:
-		ix.hardlink(hdr, name)
+		return ix.hardlink(hdr, name)
 	}
 	return nil
 }
@@ -216,6 +232,9 @@ func (ix *indexer) whiteout(entry, dir, base string) error {
 			return &unsupportedError{fmt.Sprintf("whiteout entry %q names no file", entry)}
 		}
 		ix.whiteouts[dir+target] = true
+	}
+	if len(ix.whiteouts) > maxWhiteouts {
+		return &unsupportedError{fmt.Sprintf("over %d whiteouts in one layer", maxWhiteouts)}
 	}
 	return nil
 }
@@ -317,27 +336,33 @@ func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header
 			}
 			ix.warn("%s: %s: %s", w.name, name, msg)
 		}
-		ix.pkgs[name] = append(ix.pkgs[name], pkgs...)
+		if err := ix.addPackages(name, pkgs); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 // hardlink handles a hard link to a file earlier in the layer: the link gets
 // what was found in its target.
-func (ix *indexer) hardlink(hdr *tar.Header, name string) {
+func (ix *indexer) hardlink(hdr *tar.Header, name string) error {
 	wanted := isOSRelease(name) || isContentManifest(name) || len(ix.ex.required(simplefileapi.New(name, hdr.FileInfo()))) > 0
 	if !wanted {
-		return
+		return nil
 	}
 	ix.rewrite(name)
 	target, ok := cleanPath(hdr.Linkname)
 	if !ok || !ix.files[target] {
 		ix.warn("skipped %s: hard link to %s, which was not indexed", name, hdr.Linkname)
-		return
+		return nil
 	}
+	linked := make([]Package, 0, len(ix.pkgs[target]))
 	for _, p := range ix.pkgs[target] {
 		p.Path = name
-		ix.pkgs[name] = append(ix.pkgs[name], p)
+		linked = append(linked, p)
+	}
+	if err := ix.addPackages(name, linked); err != nil {
+		return err
 	}
 	if data, ok := ix.osrel[target]; ok && isOSRelease(name) {
 		ix.osrel[name] = data
@@ -345,6 +370,7 @@ func (ix *indexer) hardlink(hdr *tar.Header, name string) {
 	if sets, ok := ix.manifests[target]; ok && isContentManifest(name) {
 		ix.manifests[name] = sets
 	}
+	return nil
 }
 
 // contentManifest reads the content sets a content manifest names.
