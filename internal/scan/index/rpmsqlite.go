@@ -44,7 +44,7 @@ func checkRPMSQLite(ctx context.Context, path string) error {
 		return fmt.Errorf("no Packages table: %w", err)
 	}
 	if kind != "table" || strings.Contains(strings.ToUpper(ddl), "VIRTUAL") {
-		return fmt.Errorf("Packages is a %s, not a plain table", strings.ToLower(strings.TrimSpace(kind+" "+firstWord(ddl))))
+		return fmt.Errorf("the Packages table is a %s, not a plain table", strings.ToLower(strings.TrimSpace(kind+" "+firstWord(ddl))))
 	}
 	rows, err := db.QueryContext(ctx, "SELECT blob FROM Packages")
 	if err != nil {
