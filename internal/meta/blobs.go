@@ -252,8 +252,21 @@ func (db *core) storeBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, 
 	}
 	var one int
 	err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM blobs WHERE digest = ?"), b.Digest.String()).Scan(&one)
+	heal := false
 	switch {
 	case err == nil:
+		// Recorded: its bytes should be at the address. If they are not
+		// (deleted by hand, a bucket rule, a restore of older storage),
+		// these bytes, the same by their digest, put them back; otherwise
+		// a push of the blob could never repair it. (Placed early, they
+		// are there already: the link was made before.)
+		if !early {
+			there, err := bytes.Present(ctx)
+			if err != nil {
+				return false, fmt.Errorf("check recorded blob: %w", err)
+			}
+			heal = !there
+		}
 	case errors.Is(err, sql.ErrNoRows):
 		res, err := tx.ExecContext(ctx, db.q("DELETE FROM gc_blob_deletes WHERE digest = ?"), b.Digest.String())
 		if err != nil {
@@ -280,6 +293,12 @@ func (db *core) storeBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, 
 		if err := db.linkBlob(ctx, tx, repo, b, uploadID, w); err != nil {
 			return false, err
 		}
+	}
+	if heal {
+		if err := bytes.Place(ctx); err != nil {
+			return false, fmt.Errorf("put back the recorded blob's bytes: %w", err)
+		}
+		return true, nil
 	}
 	if !placed {
 		return false, nil

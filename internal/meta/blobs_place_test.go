@@ -372,3 +372,24 @@ func TestFinishBlobDeletesGoesOnPastAFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreBlobPutsBackMissingBytes: a recorded blob whose bytes are gone
+// from storage (deleted by hand, a bucket rule, storage restored from an
+// older copy) is whole again after a push of the same bytes; before, the
+// push found the row and placed nothing, so no push could repair it.
+func TestStoreBlobPutsBackMissingBytes(t *testing.T) {
+	forPlacement(t, func(t *testing.T, e *placeEnv) {
+		if err := e.storeBlob(e.ctx, "org/app", storage.Staged(e.store, e.stage(), e.d)); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.DeleteBlob(e.ctx, e.store, e.d); err != nil {
+			t.Fatal(err)
+		}
+		e.wantBytes(false)
+		if err := e.storeBlob(e.ctx, "org/other", storage.Staged(e.store, e.stage(), e.d)); err != nil {
+			t.Fatal(err)
+		}
+		e.wantRow(true)
+		e.wantBytes(true)
+	})
+}
