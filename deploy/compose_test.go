@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -27,6 +28,7 @@ type composeService struct {
 	Profiles    []string          `yaml:"profiles"`
 	DependsOn   any               `yaml:"depends_on"`
 	Healthcheck map[string]any    `yaml:"healthcheck"`
+	StopGrace   string            `yaml:"stop_grace_period"`
 }
 
 type composeBuild struct {
@@ -91,6 +93,9 @@ func TestCompose(t *testing.T) {
 		checkEnvNames(t, "compose.yaml service "+name, strings.Join(mapKeys(s.Environment), " "))
 		cfg := loadBerthConfig(t, name+": "+cfgFile, content, s.Environment)
 		requireProduction(t, "compose service "+name, cfg)
+		if g, err := time.ParseDuration(s.StopGrace); s.Command[0] == "serve" && (err != nil || g <= cfg.HTTP.ShutdownDelay+cfg.HTTP.ShutdownTimeout+10*time.Second) {
+			t.Errorf("service %s: stop_grace_period %q does not cover its shutdown delay, drain and recording", name, s.StopGrace)
+		}
 		if s.Command[0] == "serve" {
 			replicas = append(replicas, name)
 			if cfg.Metrics.Addr == "" || !strings.HasSuffix(cfg.Metrics.Addr, ":9090") {

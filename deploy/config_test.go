@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
@@ -76,6 +77,9 @@ func requireProduction(t *testing.T, where string, cfg config.Config) {
 	t.Helper()
 	if !strings.HasPrefix(cfg.Database.URL, "postgres://") {
 		t.Errorf("%s: database.url %q is not PostgreSQL", where, cfg.Database.URL)
+	}
+	if cfg.HTTP.ShutdownDelay < 5*time.Second {
+		t.Errorf("%s: http.shutdownDelay %s: a replica stopping for an update closes its port while the load balancer still sends it requests", where, cfg.HTTP.ShutdownDelay)
 	}
 	if cfg.SecretKey == "" {
 		t.Errorf("%s: no secretKey: replicas would each generate their own", where)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -152,8 +153,10 @@ func TestHelmChart(t *testing.T) {
 	if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
 		t.Errorf("replicas: %v, want at least 2", d.Spec.Replicas)
 	}
-	if g := d.Spec.Template.Spec.TerminationGracePeriodSeconds; g < 35 {
-		t.Errorf("terminationGracePeriodSeconds %d does not cover Berth's 30 s drain", g)
+	cfgRendered := loadBerthConfig(t, "ConfigMap config.yaml", []byte(objs["ConfigMap/reg-berth"].Data["config.yaml"]), map[string]string{})
+	// The delay, the drain and the recording of cut requests (10 s).
+	if g, need := d.Spec.Template.Spec.TerminationGracePeriodSeconds, int((cfgRendered.HTTP.ShutdownDelay+cfgRendered.HTTP.ShutdownTimeout+10*time.Second)/time.Second); g <= need {
+		t.Errorf("terminationGracePeriodSeconds %d does not cover Berth's %d s of shutdown delay, drain and recording", g, need)
 	}
 	c := d.Spec.Template.Spec.Containers[0]
 	for probe, want := range map[*k8sProbe]string{c.StartupProbe: "/livez", c.LivenessProbe: "/livez", c.ReadinessProbe: "/readyz"} {
