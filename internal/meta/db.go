@@ -196,6 +196,10 @@ func openPostgres(dsn string) (*DB, error) {
 	pool.SetMaxOpenConns(32)
 	pool.SetMaxIdleConns(32)
 	pool.SetConnMaxIdleTime(5 * time.Minute)
+	// Connections are renewed, so that a failover that moves the primary
+	// behind the same name (a DNS change: Patroni, Aurora) reaches every
+	// connection, busy ones included, within this.
+	pool.SetConnMaxLifetime(30 * time.Minute)
 	return &DB{&core{read: pool, write: writer{db: pool}, dialect: postgres}}, nil
 }
 
