@@ -19,7 +19,8 @@ import (
 // a Retry-After (not 404 BLOB_UPLOAD_UNKNOWN, which would make the client
 // start over), the upload keeps its recorded size, and once S3 is back on
 // the same address and data the same chunk is accepted and the blob
-// finishes intact.
+// finishes intact; S3 down again at the finishing PUT, the upload is kept
+// (503) and the retried PUT finishes it.
 func TestUploadSurvivesS3Outage(t *testing.T) {
 	srv := s3server.Start(t)
 	a, b := s3ReplicasOn(t, srv)
@@ -67,7 +68,19 @@ func TestUploadSurvivesS3Outage(t *testing.T) {
 			t.Fatalf("chunk at %d after S3 is back: %d %s", off, resp.StatusCode, body)
 		}
 	}
-	if resp := call(t, "PUT", a+loc+"?digest="+d.String(), "alice", nil); resp.StatusCode != http.StatusCreated {
+	// S3 down when the upload is finished: 503 with a Retry-After (its
+	// data cannot be reopened), and the upload is kept whole for the
+	// retried PUT.
+	srv.Stop()
+	resp = call(t, "PUT", a+loc+"?digest="+d.String(), "alice", nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("finish while S3 is down: %d, Retry-After %q; want 503 with a Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if resp := call(t, "GET", b+loc, "alice", nil); resp.StatusCode != http.StatusNoContent || resp.Header.Get("Range") != fmt.Sprintf("0-%d", 3<<20-1) {
+		t.Fatalf("upload status after the failed finish: %d, Range %q; want 204 with all three chunks", resp.StatusCode, resp.Header.Get("Range"))
+	}
+	srv.Restart(t)
+	if resp := call(t, "PUT", b+loc+"?digest="+d.String(), "alice", nil); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("finish upload: %d", resp.StatusCode)
 	}
 	req, _ := http.NewRequest("GET", b+"/v2/alice/outage/blobs/"+d.String(), nil)
