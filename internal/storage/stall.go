@@ -27,11 +27,13 @@ type StallReader struct {
 // Read reads R, pushing the deadline back.
 func (s *StallReader) Read(b []byte) (int, error) {
 	s.once.Do(func() { s.timer = time.AfterFunc(s.Idle, s.Stalled) })
-	s.timer.Reset(s.Idle)
+	if s.timer != nil { // nil once stopped
+		s.timer.Reset(s.Idle)
+	}
 	return s.R.Read(b)
 }
 
-// Stop ends the watch.
+// Stop ends the watch; reads after it are not watched.
 func (s *StallReader) Stop() {
 	s.once.Do(func() {})
 	if s.timer != nil {

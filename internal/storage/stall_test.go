@@ -48,3 +48,13 @@ func TestStallReader(t *testing.T) {
 	}
 	ok.Stop()
 }
+
+// TestStallReaderStoppedFirst: a reader stopped before its first read
+// reads unwatched (it panicked on the missing timer).
+func TestStallReaderStoppedFirst(t *testing.T) {
+	r := &storage.StallReader{R: strings.NewReader("x"), Idle: time.Millisecond, Stalled: func() { t.Error("stalled") }}
+	r.Stop()
+	if b, err := io.ReadAll(r); string(b) != "x" || err != nil {
+		t.Fatalf("read %q, %v", b, err)
+	}
+}
