@@ -96,6 +96,19 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	return nil
 }
 
+// creatorID is the user or robot a repository the caller creates is
+// administered by (0: none, such as auth mode "none" or an access token).
+func (a *API) creatorID(ctx context.Context, id auth.Identity) (int64, error) {
+	if (id.Kind != auth.KindUser && id.Kind != auth.KindRobot) || id.Name == "" {
+		return 0, nil
+	}
+	u, err := a.db.Users.UserByName(ctx, id.Name)
+	if err != nil {
+		return 0, err
+	}
+	return u.ID, nil
+}
+
 // createForImport creates a missing target repository as a push would:
 // private, administered by whoever creates it, in a namespace that exists
 // or that the caller may create (the permission check refused the others):
@@ -107,16 +120,13 @@ func (a *API) createForImport(ctx context.Context, id auth.Identity, repo string
 		return err
 	}
 	plan := &meta.RepoCreate{Visibility: "private"}
-	if (id.Kind == auth.KindUser || id.Kind == auth.KindRobot) && id.Name != "" {
-		u, err := a.db.Users.UserByName(ctx, id.Name)
-		if err != nil {
-			return err
-		}
-		plan.AdminUserID = u.ID
-		if id.Kind == auth.KindUser {
-			plan.OrgOwnerID = u.ID
-		}
-	} else if id.Kind == auth.KindUser && id.Name == "" {
+	if plan.AdminUserID, err = a.creatorID(ctx, id); err != nil {
+		return err
+	}
+	if id.Kind == auth.KindUser {
+		plan.OrgOwnerID = plan.AdminUserID
+	}
+	if id.Kind == auth.KindUser && id.Name == "" {
 		plan.OwnerlessOrg = true // auth mode "none"
 	}
 	err = a.db.Repositories.EnsureRepository(ctx, repo, meta.Writer{Actor: id.Actor(), Create: plan})

@@ -222,13 +222,9 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.I
 		return err
 	}
 	// Whoever creates it administers it, as with a push.
-	var admin int64
-	if (id.Kind == auth.KindUser || id.Kind == auth.KindRobot) && id.Name != "" {
-		u, err := a.db.Users.UserByName(ctx, id.Name)
-		if err != nil {
-			return err
-		}
-		admin = u.ID
+	admin, err := a.creatorID(ctx, id)
+	if err != nil {
+		return err
 	}
 	if err := a.db.Repositories.CreateRepository(ctx, full, req.Visibility, req.Description, id.Actor(), admin); errors.Is(err, meta.ErrExists) {
 		return badRequest("Repository already exists")

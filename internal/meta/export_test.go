@@ -53,3 +53,8 @@ func (db *DB) LiveJobsBehind(ctx context.Context, queue string) (map[int64]bool,
 	}
 	return out, rows.Err()
 }
+
+// BuiltinSubscribers returns the cursors migration 24 creates.
+func BuiltinSubscribers() []string {
+	return []string{SubscriberNotify, SubscriberScan, SubscriberGraph, SubscriberGate}
+}

@@ -36,11 +36,6 @@ const (
 	SubscriberGate   = "gate"
 )
 
-// BuiltinSubscribers returns the cursors migration 24 creates.
-func BuiltinSubscribers() []string {
-	return []string{SubscriberNotify, SubscriberScan, SubscriberGraph, SubscriberGate}
-}
-
 // Event is an entry of the outbox: it is appended in the same transaction as
 // the change it announces, and delivered later by the dispatcher.
 type Event struct {

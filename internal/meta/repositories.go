@@ -101,11 +101,21 @@ func (db *core) ensureRepository(ctx context.Context, tx *sql.Tx, name string, w
 		return 0, fmt.Errorf("look up repository: %w", err)
 	}
 	if created && c.AdminUserID != 0 {
-		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, user_id, role) VALUES (?, ?, 'admin')"), id, c.AdminUserID); err != nil {
-			return 0, fmt.Errorf("grant the creator admin: %w", err)
+		if err := db.grantCreator(ctx, tx, id, c.AdminUserID); err != nil {
+			return 0, err
 		}
 	}
 	return id, nil
+}
+
+// grantCreator gives the user who created a repository the admin role on
+// it: a member of a creator team has no role on the organization's other
+// repositories.
+func (db *core) grantCreator(ctx context.Context, tx *sql.Tx, repoID, userID int64) error {
+	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, user_id, role) VALUES (?, ?, 'admin')"), repoID, userID); err != nil {
+		return fmt.Errorf("grant the creator admin: %w", err)
+	}
+	return nil
 }
 
 // ensureNamespace makes sure the namespace of a repository about to be
@@ -220,8 +230,7 @@ func (db Repositories) Repository(ctx context.Context, name string) (RepoInfo, e
 
 // CreateRepository creates an empty repository with settings (the API's
 // create; a push creates repositories implicitly). adminUserID, if set, is
-// given the admin role on it, as a push's creator is: a member of a
-// creator team has no role on the organization's other repositories.
+// given the admin role on it, as a push's creator is (grantCreator).
 func (db Repositories) CreateRepository(ctx context.Context, name, visibility, description, actor string, adminUserID int64) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var id int64
@@ -234,8 +243,8 @@ func (db Repositories) CreateRepository(ctx context.Context, name, visibility, d
 			return fmt.Errorf("create repository: %w", err)
 		}
 		if adminUserID != 0 {
-			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, user_id, role) VALUES (?, ?, 'admin')"), id, adminUserID); err != nil {
-				return fmt.Errorf("grant the creator admin: %w", err)
+			if err := db.grantCreator(ctx, tx, id, adminUserID); err != nil {
+				return err
 			}
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventRepoCreated, Repository: name, Actor: actor})

@@ -306,7 +306,7 @@ UPDATE manifests SET deleted_with_subject = 1 WHERE subject IS NOT NULL AND anno
 	// the history in the order Quay's tag list pages through it.
 	`ALTER TABLE tag_history ADD COLUMN reversion SMALLINT NOT NULL DEFAULT 0;
 CREATE INDEX tag_history_from ON tag_history(repository_id, from_at, id)`,
-	// 24: the built-in subscribers' cursors (BuiltinSubscribers), at the
+	// 24: the built-in subscribers' cursors (outbox.go), at the
 	// feed's head (0 on a new database), so that no event is missed
 	// before a process first subscribes them, and never seen, so that
 	// pruning does not wait for a feature that is off (outbox.go).

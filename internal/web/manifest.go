@@ -315,15 +315,7 @@ func countBySeverity(vs []vulnRow) map[string]int {
 // side shown only where the visitor may read the repository (as the
 // API's graph endpoints).
 func (u *UI) graph(ctx context.Context, v *visitor, repo string, d digest.Digest, data map[string]any) error {
-	seen := map[string]bool{}
-	readable := func(name string) (bool, error) {
-		if ok, done := seen[name]; done {
-			return ok, nil
-		}
-		ok, err := u.allowed(ctx, v, name, auth.ActionRead)
-		seen[name] = ok
-		return ok, err
-	}
+	readable := u.mayRead(ctx, v)
 	bases, err := u.db.Graph.Bases(ctx, repo, d)
 	if err != nil {
 		return err
@@ -350,6 +342,22 @@ func (u *UI) graph(ctx context.Context, v *visitor, repo string, d digest.Digest
 	}
 	data["Bases"], data["Dependents"] = shownBases, shownDeps
 	return nil
+}
+
+// mayRead answers whether the visitor may read a repository, deciding
+// each name once (a page names the same base repositories many times).
+func (u *UI) mayRead(ctx context.Context, v *visitor) func(name string) (bool, error) {
+	seen := map[string]bool{}
+	return func(name string) (bool, error) {
+		if ok, done := seen[name]; done {
+			return ok, nil
+		}
+		ok, err := u.allowed(ctx, v, name, auth.ActionRead)
+		if err == nil {
+			seen[name] = ok
+		}
+		return ok, err
+	}
 }
 
 // vulnCSV exports the manifest's vulnerabilities (with the page's

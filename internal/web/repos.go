@@ -143,18 +143,14 @@ func (u *UI) repositoryPOST(w http.ResponseWriter, r *http.Request, v *visitor) 
 // API's graph endpoints): a public image built on a private base must not
 // name it, nor say whether its tag moved.
 func (u *UI) hideUnreadableBases(ctx context.Context, v *visitor, rows []meta.TagRow) error {
-	seen := map[string]bool{}
+	readable := u.mayRead(ctx, v)
 	for i := range rows {
 		r := &rows[i]
 		shown := r.PlatformBases[:0]
 		for _, pb := range r.PlatformBases {
-			ok, done := seen[pb.Repository]
-			if !done {
-				var err error
-				if ok, err = u.allowed(ctx, v, pb.Repository, auth.ActionRead); err != nil {
-					return err
-				}
-				seen[pb.Repository] = ok
+			ok, err := readable(pb.Repository)
+			if err != nil {
+				return err
 			}
 			if ok {
 				shown = append(shown, pb)

@@ -43,8 +43,11 @@ func checkRPMSQLite(ctx context.Context, path string) error {
 	if err := db.QueryRowContext(ctx, "SELECT type, COALESCE(sql, '') FROM sqlite_master WHERE name = 'Packages'").Scan(&kind, &ddl); err != nil {
 		return fmt.Errorf("no Packages table: %w", err)
 	}
-	if kind != "table" || strings.Contains(strings.ToUpper(ddl), "VIRTUAL") {
-		return fmt.Errorf("the Packages table is a %s, not a plain table", strings.ToLower(strings.TrimSpace(kind+" "+firstWord(ddl))))
+	if strings.Contains(strings.ToUpper(ddl), "VIRTUAL") {
+		kind = "virtual table"
+	}
+	if kind != "table" {
+		return fmt.Errorf("its Packages is a %s, not a plain table", kind)
 	}
 	rows, err := db.QueryContext(ctx, "SELECT blob FROM Packages")
 	if err != nil {
@@ -72,12 +75,4 @@ func checkRPMSQLite(ctx context.Context, path string) error {
 		return fmt.Errorf("read Packages: %w", err)
 	}
 	return nil
-}
-
-func firstWord(s string) string {
-	f := strings.Fields(s)
-	if len(f) < 2 {
-		return ""
-	}
-	return strings.ToLower(f[1]) // CREATE <VIEW|VIRTUAL|TABLE ...>
 }

@@ -3,6 +3,7 @@ package index
 import (
 	"database/sql"
 	"encoding/binary"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,7 +48,7 @@ func TestIndexLayerHostileRPMDatabase(t *testing.T) {
 		"endless view": {hostileRPMDB(t, `CREATE VIEW Packages AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c)
 			SELECT x AS hnum, zeroblob(64) AS blob FROM c WHERE x < 0`), "not a plain table"},
 		"huge header": {hostileRPMDB(t, "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB NOT NULL)",
-			"INSERT INTO Packages (blob) VALUES (x'"+strings.ToUpper(hexOf(huge))+"')"), "more than its 64 bytes"},
+			"INSERT INTO Packages (blob) VALUES (x'"+hex.EncodeToString(huge)+"')"), "more than its 64 bytes"},
 		"no table": {hostileRPMDB(t, "CREATE TABLE Other (x)"), "no Packages table"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -64,13 +65,4 @@ func TestIndexLayerHostileRPMDatabase(t *testing.T) {
 			}
 		})
 	}
-}
-
-func hexOf(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, 2*len(b))
-	for _, c := range b {
-		out = append(out, digits[c>>4], digits[c&15])
-	}
-	return string(out)
 }
