@@ -116,11 +116,8 @@ func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 		if err := db.release(ctx, tx, repoID, c.Digest); err != nil {
 			return err
 		}
-		rollback, err := db.rollbackTag(ctx, tx, repoID, c.Tag, p.RollbackTag)
+		rollback, err := db.rollbackTag(ctx, tx, repoID, c.Tag, c.Digest, p.RollbackTag)
 		if err != nil {
-			return err
-		}
-		if _, _, err := db.setTag(ctx, tx, repoID, rollback, c.Digest); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO immutable_tags (repository_id, name, reason, created_at) VALUES (?, ?, ?, ?)`),
@@ -164,33 +161,38 @@ func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 }
 
 // rollbackTag takes the next number of the tag's rollback counter and
-// returns the first name it gives that no tag has.
-func (db *core) rollbackTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, name func(int64) string) (string, error) {
+// creates, pointing at d, the first tag it names that does not exist yet
+// (created here, not looked up and then set: a push of that name at the
+// same moment keeps its tag, and the rollback takes the next name).
+func (db *core) rollbackTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest, name func(int64) string) (string, error) {
 	var n int64
 	err := tx.QueryRowContext(ctx, db.q("SELECT n FROM gate_counters WHERE repository_id = ? AND tag = ?"), repoID, tag).Scan(&n)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("read rollback counter: %w", err)
 	}
+	ts := now()
 	for range 1000 {
 		n++
 		candidate := name(n)
-		var one int
-		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND name = ?"), repoID, candidate).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO gate_counters (repository_id, tag, n) VALUES (?, ?, ?)
-				ON CONFLICT (repository_id, tag) DO UPDATE SET n = excluded.n`), repoID, tag, n); err != nil {
-				return "", fmt.Errorf("store rollback counter: %w", err)
-			}
-			return candidate, nil
-		}
+		created, err := db.createTag(ctx, tx, repoID, candidate, d, ts)
 		if err != nil {
-			return "", fmt.Errorf("look up rollback tag: %w", err)
+			return "", err
 		}
+		if !created {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO gate_counters (repository_id, tag, n) VALUES (?, ?, ?)
+			ON CONFLICT (repository_id, tag) DO UPDATE SET n = excluded.n`), repoID, tag, n); err != nil {
+			return "", fmt.Errorf("store rollback counter: %w", err)
+		}
+		if err := db.recordTagHistory(ctx, tx, repoID, candidate, d.String(), ts); err != nil {
+			return "", err
+		}
+		return candidate, nil
 	}
 	return "", fmt.Errorf("no free rollback tag name for %q: the template makes names that are all taken", tag)
 }
 
-// immutable returns an *ImmutableTagError if the tag is immutable.
 func (db *core) immutable(ctx context.Context, tx *sql.Tx, repoID int64, tag string) error {
 	var reason string
 	err := tx.QueryRowContext(ctx, db.q("SELECT reason FROM immutable_tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&reason)

@@ -324,3 +324,65 @@ func TestExpiryNoticeOncePerReplica(t *testing.T) {
 		})
 	}
 }
+
+// TestImmutableTagRacingFirstPushes: pushes of different images that all
+// create the same tag an immutability policy covers, at once: exactly one
+// is acknowledged, the others are refused as immutable, and the tag and
+// its history hold the winner's digest alone. On PostgreSQL every push
+// used to find no tag, and the last to commit moved it.
+func TestImmutableTagRacingFirstPushes(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf("first"), Tag: "latest"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme",
+				TagPattern: `^v`, TagPatternMatches: true}); err != nil {
+				t.Fatal(err)
+			}
+			const pushers = 6
+			for round := range 5 {
+				tag := fmt.Sprintf("v%d", round)
+				start := make(chan struct{})
+				errs := make([]error, pushers)
+				var wg sync.WaitGroup
+				for i := range pushers {
+					wg.Go(func() {
+						<-start
+						errs[i] = db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app",
+							Manifest: manifestOf(fmt.Sprintf("%s by %d", tag, i)), Tag: tag})
+					})
+				}
+				close(start)
+				wg.Wait()
+				winner := -1
+				for i, err := range errs {
+					var imm *meta.ImmutableTagError
+					switch {
+					case err == nil && winner >= 0:
+						t.Fatalf("%s: pushes %d and %d were both acknowledged", tag, winner, i)
+					case err == nil:
+						winner = i
+					case !errors.As(err, &imm):
+						t.Fatalf("%s: push %d: %v", tag, i, err)
+					}
+				}
+				if winner < 0 {
+					t.Fatalf("%s: no push was acknowledged", tag)
+				}
+				want := manifestOf(fmt.Sprintf("%s by %d", tag, winner)).Digest
+				m, err := db.Manifests().GetManifest(ctx, "acme/app", tag, "", false)
+				if err != nil || m.Digest != want {
+					t.Fatalf("%s points at %s (%v), the acknowledged push was %s", tag, m.Digest, err, want)
+				}
+				hist, err := db.Manifests().TagHistory(ctx, "acme/app", tag, 10)
+				if err != nil || len(hist) != 1 || hist[0].Digest != want {
+					t.Fatalf("%s's history: %+v %v", tag, hist, err)
+				}
+			}
+		})
+	}
+}

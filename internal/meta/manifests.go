@@ -389,33 +389,61 @@ func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []
 	return nil
 }
 
-// setTag points a tag at a manifest and reports whether it moved.
+// setTag points a tag at a manifest and reports whether it moved. The
+// tag's row is read locked, and a new one is created only if no
+// transaction made it meanwhile: on PostgreSQL two pushes that both found
+// no tag would otherwise both write it, and the second would move a tag
+// an immutability policy keeps from the first one's digest.
 func (db *core) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest) (string, bool, error) {
-	var current string
-	err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&current)
-	if err == nil && current == d.String() {
-		return current, false, nil
-	}
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return "", false, fmt.Errorf("read tag: %w", err)
-	}
-	if err == nil {
-		if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+	ts := now()
+	for range 3 {
+		var current string
+		err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?"+db.lockSuffix()), repoID, tag).Scan(&current)
+		switch {
+		case err == nil && current == d.String():
+			return current, false, nil
+		case err == nil:
+			if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+				return "", false, err
+			}
+			// A moved tag starts a new life: no expiration until one is set.
+			if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET manifest_digest = ?, updated_at = ?, expires_at = 0 WHERE repository_id = ? AND name = ?"),
+				d.String(), ts, repoID, tag); err != nil {
+				return "", false, fmt.Errorf("set tag: %w", err)
+			}
+		case errors.Is(err, sql.ErrNoRows):
+			created, err := db.createTag(ctx, tx, repoID, tag, d, ts)
+			if err != nil {
+				return "", false, err
+			}
+			if !created {
+				continue // made by another transaction since: read it
+			}
+		default:
+			return "", false, fmt.Errorf("read tag: %w", err)
+		}
+		if err := db.recordTagHistory(ctx, tx, repoID, tag, d.String(), ts); err != nil {
 			return "", false, err
 		}
+		return current, true, nil
 	}
-	ts := now()
-	// A moved tag starts a new life: no expiration until one is set.
-	_, err = tx.ExecContext(ctx, db.q(`INSERT INTO tags (repository_id, name, manifest_digest, updated_at, expires_at) VALUES (?, ?, ?, ?, 0)
-		ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at, expires_at = 0`),
-		repoID, tag, d.String(), ts)
+	return "", false, fmt.Errorf("set tag %q: other transactions keep creating and deleting it", tag)
+}
+
+// createTag makes a tag that does not exist, and reports false, without
+// changing anything, if it does (on PostgreSQL, after the transaction
+// that made it commits).
+func (db *core) createTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest, ts int64) (bool, error) {
+	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO tags (repository_id, name, manifest_digest, updated_at, expires_at) VALUES (?, ?, ?, ?, 0)
+		ON CONFLICT (repository_id, name) DO NOTHING`), repoID, tag, d.String(), ts)
 	if err != nil {
-		return "", false, fmt.Errorf("set tag: %w", err)
+		return false, fmt.Errorf("create tag: %w", err)
 	}
-	if err := db.recordTagHistory(ctx, tx, repoID, tag, d.String(), ts); err != nil {
-		return "", false, err
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("create tag: %w", err)
 	}
-	return current, true, nil
+	return n == 1, nil
 }
 
 // GetManifest returns a manifest by tag or digest (exactly one set). With
