@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/oci"
 )
 
 // Gates are the gates of repositories: the tags each guards, its
@@ -90,11 +92,34 @@ type Gate struct {
 // GuardsTag reports whether a gate with these patterns guards a tag:
 // a pattern is a path.Match glob ("15-alpine", "15-*", "*"). cosign's
 // signature, attestation and SBOM tags (sha256-<hex>.sig, .att, .sbom)
-// are never guarded: they describe content, they do not publish it.
+// are not guarded for what describes content (see guardsFor): they do
+// not publish it.
 func GuardsTag(patterns []string, tag string) bool {
-	if strings.HasPrefix(tag, "sha256-") && (strings.HasSuffix(tag, ".sig") || strings.HasSuffix(tag, ".att") || strings.HasSuffix(tag, ".sbom")) {
+	return !isCosignTag(tag) && matchesTag(patterns, tag)
+}
+
+// guardsFor is GuardsTag for a manifest about to be tagged: a cosign tag
+// that a pattern matches is guarded for anything but a description (an
+// image, an index that lists a candidate), so that such a tag cannot
+// publish a candidate or new content the gate's checks never saw.
+func guardsFor(patterns []string, tag, mediaType string, content []byte) bool {
+	if !matchesTag(patterns, tag) {
 		return false
 	}
+	if !isCosignTag(tag) {
+		return true
+	}
+	m, err := oci.ParseManifest(content, mediaType)
+	return err != nil || !m.Describes()
+}
+
+// isCosignTag reports whether a tag has the form of cosign's signature,
+// attestation and SBOM tags.
+func isCosignTag(tag string) bool {
+	return strings.HasPrefix(tag, "sha256-") && (strings.HasSuffix(tag, ".sig") || strings.HasSuffix(tag, ".att") || strings.HasSuffix(tag, ".sbom"))
+}
+
+func matchesTag(patterns []string, tag string) bool {
 	for _, p := range patterns {
 		if ok, _ := path.Match(p, tag); ok {
 			return true
@@ -164,7 +189,7 @@ func (db Gates) PutGate(ctx context.Context, g Gate) error {
 				rows.Close()
 				return fmt.Errorf("list live candidates: %w", err)
 			}
-			if !GuardsTag(g.Tags, tag) {
+			if !matchesTag(g.Tags, tag) {
 				unguarded = append(unguarded, id)
 			}
 		}

@@ -204,7 +204,7 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 		if tag == "" {
 			continue
 		}
-		if gated && GuardsTag(guarded, tag) {
+		if gated && guardsFor(guarded, tag, m.MediaType, m.Content) {
 			id, err := db.addCandidate(ctx, tx, repoID, tag, m.Digest, p.Actor)
 			if err != nil {
 				return err

@@ -119,7 +119,15 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 		if err != nil {
 			return err
 		}
-		if gated && GuardsTag(guarded, tag) {
+		guards := gated && GuardsTag(guarded, tag)
+		if gated && !guards && isCosignTag(tag) && matchesTag(guarded, tag) {
+			var content []byte
+			if err := tx.QueryRowContext(ctx, db.q("SELECT content FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()).Scan(&content); err != nil {
+				return fmt.Errorf("read manifest: %w", err)
+			}
+			guards = guardsFor(guarded, tag, mediaType, content)
+		}
+		if guards {
 			// A retag onto a guarded tag is new content for it: a
 			// candidate, like a push.
 			id, err := db.addCandidate(ctx, tx, repoID, tag, d, actor)

@@ -58,6 +58,22 @@ func (m *Manifest) EffectiveArtifactType() string {
 	return ""
 }
 
+// Describes reports whether a manifest can only describe other content,
+// as the signatures, attestations and SBOMs cosign stores under its
+// sha256-<hex>.sig, .att and .sbom tags do: not an index, and no layer a
+// container runtime would unpack into a root filesystem.
+func (m *Manifest) Describes() bool {
+	if IsIndex(m.MediaType) {
+		return false
+	}
+	for _, l := range m.Layers {
+		if IsFilesystemLayer(l.MediaType) {
+			return false
+		}
+	}
+	return true
+}
+
 // Blobs returns the descriptors of blobs the manifest needs stored in the
 // registry: its required references that are not manifests (the config and
 // the layers less foreign layers; for an index, entries that are not

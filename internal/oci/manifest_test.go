@@ -141,3 +141,37 @@ func FuzzParseManifest(f *testing.F) {
 		ArtifactPolicy{Allowed: DefaultAllowedArtifacts()}.Check(m)
 	})
 }
+
+func TestDescribes(t *testing.T) {
+	layer := func(mt string) string {
+		return `{"mediaType":"` + mt + `","digest":"sha256:` + strings.Repeat("a", 64) + `","size":1}`
+	}
+	image := func(layers ...string) string {
+		return `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:` +
+			strings.Repeat("b", 64) + `","size":2},"layers":[` + strings.Join(layers, ",") + `]}`
+	}
+	tests := []struct {
+		name, body, contentType string
+		want                    bool
+	}{
+		{"cosign signature", image(layer(MediaTypeCosignSimpleSigning)), MediaTypeImageManifest, true},
+		{"attestation", image(layer(MediaTypeDSSE)), MediaTypeImageManifest, true},
+		{"sbom", image(layer(MediaTypeSPDX)), MediaTypeImageManifest, true},
+		{"no layers", image(), MediaTypeImageManifest, true},
+		{"image", image(layer(MediaTypeLayerGzip)), MediaTypeImageManifest, false},
+		{"signature beside a layer", image(layer(MediaTypeCosignSimpleSigning), layer(MediaTypeLayerZstd)), MediaTypeImageManifest, false},
+		{"docker layer", image(layer(MediaTypeDockerLayer)), MediaTypeImageManifest, false},
+		{"uncompressed docker layer", image(layer("application/vnd.docker.image.rootfs.diff.tar")), MediaTypeImageManifest, false},
+		{"non-distributable layer", image(layer(MediaTypeLayerNonDistributable)), MediaTypeImageManifest, false},
+		{"index", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`, MediaTypeImageIndex, false},
+	}
+	for _, tt := range tests {
+		m, err := ParseManifest([]byte(tt.body), tt.contentType)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got := m.Describes(); got != tt.want {
+			t.Errorf("%s: Describes() = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -1,5 +1,7 @@
 package oci
 
+import "strings"
+
 // Manifest media types Berth stores.
 const (
 	MediaTypeImageManifest  = "application/vnd.oci.image.manifest.v1+json"
@@ -53,6 +55,14 @@ var EmptyJSON = []byte("{}")
 // IsIndex reports whether a manifest media type lists other manifests.
 func IsIndex(mediaType string) bool {
 	return mediaType == MediaTypeImageIndex || mediaType == MediaTypeDockerList
+}
+
+// IsFilesystemLayer reports whether a layer media type is one container
+// runtimes unpack into an image's root filesystem (OCI's layer types and
+// Docker's rootfs diffs, compressed or not, distributable or not).
+func IsFilesystemLayer(mediaType string) bool {
+	return strings.HasPrefix(mediaType, "application/vnd.oci.image.layer.") ||
+		strings.HasPrefix(mediaType, "application/vnd.docker.image.rootfs.")
 }
 
 // isForeignLayer reports whether a layer's bytes may legitimately be absent

@@ -2,6 +2,9 @@ package server_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -263,4 +266,61 @@ func TestGateQuarantinePermissions(t *testing.T) {
 	if st, _ := w.registryCode("reader", "/v2/acme/private/manifests/"+held.String()); st != 200 {
 		t.Fatalf("reader GET content of a deleted gate: %d", st)
 	}
+}
+
+// TestGateCosignTagsPublishOnlyDescriptions: with a gate guarding every
+// tag, cosign's sha256-<hex>.sig, .att and .sbom tags still take a
+// signature (readable at once, the candidate it signs still held), but
+// neither a push of the candidate's own bytes under such a tag, nor an
+// index that lists it, nor a retag of it through the API publishes the
+// candidate: each is a candidate itself. Before, any of the three made
+// the held candidate readable to everyone who may pull.
+func TestGateCosignTagsPublishOnlyDescriptions(t *testing.T) {
+	w := newWorld(t)
+	const repo = "acme/private"
+	if st, _, raw := w.call("PUT", "/api/v1/repository/"+repo+"/gate", "owner", `{"tags":["*"],"required_checks":["e2e"]}`); st != 200 {
+		t.Fatalf("set gate: %d %s", st, raw)
+	}
+	const layerText = "layer of the candidate"
+	cand, _ := w.pushTagged(repo, "prod", layerText)
+	candBytes := w.manifest([]byte(`{"architecture":"amd64","os":"linux"}`), []byte(layerText))
+	hidden := func(what string) {
+		t.Helper()
+		if st, code := w.registryCode("reader", "/v2/"+repo+"/manifests/"+cand.String()); st != 404 || code != "MANIFEST_UNKNOWN" {
+			t.Fatalf("%s: a reader GETs the held candidate: %d %s", what, st, code)
+		}
+	}
+	hidden("pushed to prod")
+
+	c := w.creds["root"]
+	if r := w.do("PUT", "/v2/"+repo+"/manifests/sha256-"+strings.Repeat("a", 64)+".sig", c[0], c[1], candBytes,
+		"Content-Type", "application/vnd.oci.image.manifest.v1+json"); r.StatusCode != 201 {
+		t.Fatalf("push of the candidate under a signature tag: %d", r.StatusCode)
+	}
+	hidden("its own bytes pushed under a .sig tag")
+
+	index := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%d,"platform":{"architecture":"amd64","os":"linux"}}]}`,
+		cand, len(candBytes)))
+	attTag := "sha256-" + cand.Encoded() + ".att"
+	if r := w.do("PUT", "/v2/"+repo+"/manifests/"+attTag, c[0], c[1], index,
+		"Content-Type", "application/vnd.oci.image.index.v1+json"); r.StatusCode != 201 {
+		t.Fatalf("push of an index under an attestation tag: %d", r.StatusCode)
+	}
+	hidden("an index listing it pushed under an .att tag")
+	if st, code := w.registryCode("reader", "/v2/"+repo+"/manifests/"+attTag); st != 404 {
+		t.Fatalf("a reader GETs the index pushed under %s: %d %s", attTag, st, code)
+	}
+
+	sbomTag := "sha256-" + strings.Repeat("b", 64) + ".sbom"
+	if st, _, raw := w.call("PUT", "/api/v1/repository/"+repo+"/tag/"+sbomTag, "root", `{"manifest_digest":"`+cand.String()+`"}`); st/100 != 2 {
+		t.Fatalf("retag onto an SBOM tag: %d %s", st, raw)
+	}
+	hidden("retagged to an .sbom tag through the API")
+
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	w.signImage(repo, cand, key)
+	if st, code := w.registryCode("reader", "/v2/"+repo+"/manifests/sha256-"+cand.Encoded()+".sig"); st != 200 {
+		t.Fatalf("a reader GETs the candidate's signature: %d %s", st, code)
+	}
+	hidden("signed")
 }
