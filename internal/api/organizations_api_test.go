@@ -116,7 +116,7 @@ func TestOrganizationGet(t *testing.T) {
 
 		// A registry token (even a pull-scoped one) must not act as its
 		// user on the API.
-		tok, _, err := e.tokens.Issue("alice", auth.KindUser, nil, time.Now())
+		tok, _, err := e.tokens.Issue("alice", auth.KindUser, 0, nil, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

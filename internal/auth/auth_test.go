@@ -100,7 +100,7 @@ func TestTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	access := []Access{{Type: "repository", Name: "org/app", Actions: []string{ActionPull}}}
-	s, exp, err := tk.Issue("alice", KindUser, access, now)
+	s, exp, err := tk.Issue("alice", KindUser, 0, access, now)
 	if err != nil || exp.Sub(now) != 5*time.Minute {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestTokens(t *testing.T) {
 	// Signed by a key this registry does not know.
 	k3, _ := NewSigningKey()
 	other, _ := NewTokens("berth", "berth-registry", time.Minute, []SigningKey{k3})
-	forged, _, _ := other.Issue("alice", KindUser, access, now)
+	forged, _, _ := other.Issue("alice", KindUser, 0, access, now)
 	if _, err := tk.Verify(forged, now); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("token of another key: %v", err)
 	}
@@ -140,13 +140,13 @@ func TestTokens(t *testing.T) {
 	}
 	// Another audience.
 	aud, _ := NewTokens("berth", "elsewhere", time.Minute, []SigningKey{k1})
-	as, _, _ := aud.Issue("alice", KindUser, access, now)
+	as, _, _ := aud.Issue("alice", KindUser, 0, access, now)
 	if _, err := tk.Verify(as, now); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("other audience: %v", err)
 	}
 	// Tokens signed with the second key still verify (key rotation).
 	rot, _ := NewTokens("berth", "berth-registry", time.Minute, []SigningKey{k2, k1})
-	rs, _, _ := rot.Issue("bob", KindRobot, nil, now)
+	rs, _, _ := rot.Issue("bob", KindRobot, 0, nil, now)
 	if _, err := tk.Verify(rs, now); err != nil {
 		t.Fatalf("rotated key: %v", err)
 	}

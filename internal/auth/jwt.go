@@ -29,8 +29,13 @@ type Access struct {
 type Claims struct {
 	jwt.RegisteredClaims
 	Access []Access `json:"access"`
-	// Kind and Superuser describe the subject, for audit and events.
+	// Kind describes the subject, for audit and events.
 	Kind Kind `json:"berth_kind,omitempty"`
+	// SubjectID is the subject's account or access token id: each request
+	// checks that it still names the subject and may still act (a user
+	// deleted, and another made with the same name, must not inherit the
+	// token).
+	SubjectID int64 `json:"berth_sid,omitempty"`
 }
 
 // Allows reports whether the token grants an action on a resource.
@@ -122,8 +127,9 @@ func (t *Tokens) Service() string { return t.service }
 // TTL is how long an issued token lives.
 func (t *Tokens) TTL() time.Duration { return t.ttl }
 
-// Issue signs a token for a subject with the granted access.
-func (t *Tokens) Issue(subject string, kind Kind, access []Access, now time.Time) (string, time.Time, error) {
+// Issue signs a token for a subject (its name, kind and account or
+// access token id) with the granted access.
+func (t *Tokens) Issue(subject string, kind Kind, subjectID int64, access []Access, now time.Time) (string, time.Time, error) {
 	exp := now.Add(t.ttl)
 	claims := Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
@@ -131,7 +137,7 @@ func (t *Tokens) Issue(subject string, kind Kind, access []Access, now time.Time
 			ExpiresAt: jwt.NewNumericDate(exp), NotBefore: jwt.NewNumericDate(now.Add(-10 * time.Second)),
 			IssuedAt: jwt.NewNumericDate(now), ID: uuid.NewString(),
 		},
-		Access: access, Kind: kind,
+		Access: access, Kind: kind, SubjectID: subjectID,
 	}
 	if claims.Access == nil {
 		claims.Access = []Access{}

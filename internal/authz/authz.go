@@ -199,11 +199,67 @@ func (a *Authorizer) tokenIdentity(ctx context.Context, t meta.AccessToken) (aut
 		}
 		return auth.Identity{Kind: kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil
 	}
+	if t.CreatedBy != "" && !strings.HasPrefix(t.CreatedBy, "token:") {
+		// A scoped token is its creator's: it stops while the creator is
+		// disabled (deleting the creator revokes it).
+		u, err := a.store.Users.UserByName(ctx, t.CreatedBy)
+		if err != nil && !errors.Is(err, meta.ErrUserNotFound) {
+			return auth.Identity{}, err
+		}
+		if err == nil && !u.Enabled {
+			return auth.Identity{}, ErrDisabled
+		}
+	}
 	var scopes []auth.TokenScope
 	if err := json.Unmarshal(t.Scopes, &scopes); err != nil {
 		return auth.Identity{}, fmt.Errorf("access token %s scopes: %w", t.Name, err)
 	}
 	return auth.Identity{Kind: auth.KindToken, ID: t.ID, Name: t.Name, Scopes: scopes}, nil
+}
+
+// bearerIdentity is who a verified registry token acts as, checked
+// again on every request as Basic credentials are: a user or robot that
+// was disabled or deleted, or an access token revoked or expired since the
+// token was issued, is refused from its next request on, not when the
+// token expires (up to auth.tokenTTL later). The account must still have
+// the id the token was issued for (tokens issued before ids were in them
+// are checked by name).
+func (a *Authorizer) bearerIdentity(ctx context.Context, claims *auth.Claims) (auth.Identity, error) {
+	switch claims.Kind {
+	case auth.KindUser, auth.KindRobot:
+		var u meta.User
+		var err error
+		if claims.SubjectID != 0 {
+			u, err = a.store.Users.UserByID(ctx, claims.SubjectID)
+		} else {
+			u, err = a.store.Users.UserByName(ctx, claims.Subject)
+		}
+		if errors.Is(err, meta.ErrUserNotFound) {
+			return auth.Identity{}, ErrDisabled
+		}
+		if err != nil {
+			return auth.Identity{}, err
+		}
+		if !u.Enabled || u.Username != claims.Subject || (u.Kind == meta.UserKindRobot) != (claims.Kind == auth.KindRobot) {
+			return auth.Identity{}, ErrDisabled
+		}
+		return auth.Identity{Kind: claims.Kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil
+	case auth.KindToken:
+		t, err := a.store.Access.AccessTokenByName(ctx, claims.Subject)
+		if errors.Is(err, meta.ErrTokenNotFound) {
+			return auth.Identity{}, ErrDisabled
+		}
+		if err != nil {
+			return auth.Identity{}, err
+		}
+		if claims.SubjectID != 0 && t.ID != claims.SubjectID {
+			return auth.Identity{}, ErrDisabled
+		}
+		return a.tokenIdentity(ctx, t)
+	case auth.KindAnonymous, "":
+		return auth.Anonymous, nil
+	}
+	return auth.Identity{}, fmt.Errorf("registry token for %q: %w", claims.Kind, auth.ErrInvalidToken)
 }
 
 // identify authenticates a request from its Basic credentials, an access
@@ -233,7 +289,8 @@ func (a *Authorizer) identify(ctx context.Context, r *http.Request) (auth.Identi
 		if err != nil {
 			return auth.Identity{}, nil, err
 		}
-		return auth.Identity{Kind: claims.Kind, Name: claims.Subject}, claims, nil
+		id, err := a.bearerIdentity(ctx, claims)
+		return id, claims, err
 	}
 	return auth.Anonymous, nil, nil
 }

@@ -368,11 +368,11 @@ func TestBasicAndBearerOnV2(t *testing.T) {
 	// Forged and expired bearer tokens.
 	k, _ := auth.NewSigningKey()
 	other, _ := auth.NewTokens("berth", "berth", time.Minute, []auth.SigningKey{k})
-	forged, _, _ := other.Issue("alice", auth.KindUser, []auth.Access{{Type: "repository", Name: "alice/app", Actions: []string{"pull"}}}, time.Now())
+	forged, _, _ := other.Issue("alice", auth.KindUser, 0, []auth.Access{{Type: "repository", Name: "alice/app", Actions: []string{"pull"}}}, time.Now())
 	if resp := do("GET", "/v2/alice/app/tags/list", "Bearer "+forged); resp.StatusCode != 401 {
 		t.Fatalf("forged token: %d", resp.StatusCode)
 	}
-	expired, _, _ := e.tokens.Issue("alice", auth.KindUser, []auth.Access{{Type: "repository", Name: "alice/app", Actions: []string{"pull"}}}, time.Now().Add(-time.Hour))
+	expired, _, _ := e.tokens.Issue("alice", auth.KindUser, 0, []auth.Access{{Type: "repository", Name: "alice/app", Actions: []string{"pull"}}}, time.Now().Add(-time.Hour))
 	if resp := do("GET", "/v2/alice/app/tags/list", "Bearer "+expired); resp.StatusCode != 401 {
 		t.Fatalf("expired token: %d", resp.StatusCode)
 	}
@@ -495,6 +495,112 @@ func TestRefusedPushCreatesNothing(t *testing.T) {
 			}
 			if ns, err := e.db.Users().NamespaceByName(ctx, "ghostorg"); err != nil || ns.Kind != meta.NamespaceOrg {
 				t.Fatalf("organization: %+v %v", ns, err)
+			}
+		})
+	}
+}
+
+// TestRegistryTokensStopWithTheirAccount: a registry token is checked
+// against the store on every request, as Basic credentials are: it stops
+// when its user is disabled (and works again when enabled), when its user
+// is deleted even if another user takes the name, when its access token
+// is revoked, and a scoped access token stops while the user who created
+// it is disabled. Before, each kept working until it expired (up to
+// auth.tokenTTL, 24 h at most).
+func TestRegistryTokensStopWithTheirAccount(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t, dialect, authz.Options{CreatePrivateRepoOnPush: true})
+			if err := e.push("alice/app:v1", "alice", alicePW); err != nil {
+				t.Fatal(err)
+			}
+			get := func(tok string) int {
+				t.Helper()
+				req, _ := http.NewRequest("GET", e.url+"/v2/alice/app/manifests/v1", nil)
+				req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			tokenOf := func(user, pw string) string {
+				t.Helper()
+				st, body := e.token(user, pw, "repository:alice/app:pull,push")
+				tok, _ := body["token"].(string)
+				if st != 200 || tok == "" {
+					t.Fatalf("token for %s: %d %v", user, st, body)
+				}
+				return tok
+			}
+			setEnabled := func(user string, on bool) {
+				t.Helper()
+				if _, err := e.db.Users().UpdateUser(ctx, user, meta.UserChange{Enabled: &on}); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			tok := tokenOf("alice", alicePW)
+			if st := get(tok); st != 200 {
+				t.Fatalf("alice's token: %d", st)
+			}
+			setEnabled("alice", false)
+			if st := get(tok); st != 401 {
+				t.Fatalf("the token of a disabled user: %d", st)
+			}
+			setEnabled("alice", true)
+			if st := get(tok); st != 200 {
+				t.Fatalf("the token of a user enabled again: %d", st)
+			}
+
+			// An access token bob made, scoped to alice/*.
+			scopes, _ := json.Marshal([]auth.TokenScope{{Repository: "alice/*", Actions: []string{auth.TokenContentRead}}})
+			secret, _ := auth.NewSecret(authz.SecretPrefix)
+			if _, err := e.db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: "bobs-token", SecretHash: auth.HashSecret(secret),
+				Scopes: scopes, CreatedBy: "bob"}); err != nil {
+				t.Fatal(err)
+			}
+			accessTok := tokenOf("bobs-token", secret)
+			if st := get(accessTok); st != 200 {
+				t.Fatalf("the access token's registry token: %d", st)
+			}
+			setEnabled("bob", false)
+			if st := get(accessTok); st != 401 {
+				t.Fatalf("a registry token of an access token whose creator is disabled: %d", st)
+			}
+			if err := e.pull("alice/app:v1", "bobs-token", secret); errorCode(err) != "UNAUTHORIZED" {
+				t.Fatalf("an access token whose creator is disabled, as Basic credentials: %v", err)
+			}
+			setEnabled("bob", true)
+			if st := get(accessTok); st != 200 {
+				t.Fatalf("the access token's registry token, its creator enabled again: %d", st)
+			}
+			if err := e.db.Access().RevokeAccessToken(ctx, "bobs-token"); err != nil {
+				t.Fatal(err)
+			}
+			if st := get(accessTok); st != 401 {
+				t.Fatalf("a registry token of a revoked access token: %d", st)
+			}
+
+			// A deleted user's token, when another user takes the name.
+			if err := e.db.Repositories().DeleteRepository(ctx, "alice/app", "root"); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.db.Users().DeleteUser(ctx, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if st := get(tok); st != 401 {
+				t.Fatalf("the token of a deleted user: %d", st)
+			}
+			e.user("alice", "new-alice-password", false)
+			if err := e.push("alice/app:v1", "alice", "new-alice-password"); err != nil {
+				t.Fatal(err)
+			}
+			if st := get(tok); st != 401 {
+				t.Fatalf("the token of a deleted user, after another user took the name: %d", st)
 			}
 		})
 	}

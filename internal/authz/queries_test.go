@@ -138,8 +138,9 @@ func (s countedAccess) AppendAudit(ctx context.Context, e meta.AuditEntry) error
 // the account (or the access token) and the login counters, then the
 // repository and the caller's standing on it (two statements); a push that
 // creates the repository asks for its namespace too. A registry token
-// costs the repository on writes alone, and the creator's account when the
-// push creates the repository.
+// costs its subject's account (checked again on every request, so that a
+// disabled or deleted account's tokens stop at once), and the repository
+// on writes; the push that creates the repository reads no more.
 func TestQueriesPerPushRequest(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
@@ -235,8 +236,8 @@ func TestQueriesPerPushRequest(t *testing.T) {
 				{"user, Basic credentials", "acme/app", basic("alice", alicePW), 5},
 				{"robot, Basic credentials", "acme/app", basic("acme+ci", secret), 5},
 				{"access token, Basic credentials", "acme/app", basic("ci-token", tokSecret), 4},
-				{"user, registry token", "acme/app", registryToken("alice", alicePW, "acme/app"), 1},
-				{"robot, registry token", "acme/app", registryToken("acme+ci", secret, "acme/app"), 1},
+				{"user, registry token", "acme/app", registryToken("alice", alicePW, "acme/app"), 2},
+				{"robot, registry token", "acme/app", registryToken("acme+ci", secret, "acme/app"), 2},
 				{"user creating the repository, Basic credentials", "acme/new", basic("alice", alicePW), 6},
 				{"user creating the repository, registry token", "acme/newer", registryToken("alice", alicePW, "acme/newer"), 2},
 			} {

@@ -2,7 +2,6 @@ package authz
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -108,9 +107,7 @@ func (a *Authorizer) refusal(r *http.Request, s *subject, claims *auth.Claims, r
 		return scopeChallenge, nil
 	}
 	if claims != nil {
-		if ok, err := s.current(ctx); err != nil || !ok {
-			return scopeChallenge, err
-		}
+		// The identity is the store's current one (bearerIdentity).
 		if now, err := s.decide(ctx, action); err != nil || now {
 			return scopeChallenge, err
 		}
@@ -134,24 +131,8 @@ func (s *subject) allowed(ctx context.Context, claims *auth.Claims, action strin
 	}
 	if action == auth.ActionChecks {
 		// Never in a registry token's scope: whether its holder may see
-		// a gate's candidates is decided now, on the gate's checkers.
-		if s.id.Kind == auth.KindToken {
-			t, err := s.a.store.Access.AccessTokenByName(ctx, s.id.Name)
-			if errors.Is(err, meta.ErrTokenNotFound) {
-				return false, nil
-			}
-			if err != nil {
-				return false, err
-			}
-			id, err := s.a.tokenIdentity(ctx, t)
-			if errors.Is(err, ErrDisabled) {
-				return false, nil
-			}
-			if err != nil {
-				return false, err
-			}
-			s.id, s.standing = id, nil
-		}
+		// a gate's candidates is decided now, on the gate's checkers, as
+		// the identity the store knows now (bearerIdentity).
 		return s.decide(ctx, action)
 	}
 	if !claims.Allows("repository", s.name, action) {

@@ -145,43 +145,6 @@ func (s *subject) standingOn(ctx context.Context) (auth.Standing, error) {
 	return out, nil
 }
 
-// current makes the caller of a registry token the identity the store
-// knows now (superuser flag, access-token scopes), and reports false if
-// it no longer exists or is disabled.
-func (s *subject) current(ctx context.Context) (bool, error) {
-	var cur auth.Identity
-	switch s.id.Kind {
-	case auth.KindUser, auth.KindRobot:
-		u, found, err := s.user(ctx)
-		if err != nil || !found {
-			return false, err
-		}
-		if !u.Enabled {
-			return false, nil
-		}
-		cur = auth.Identity{Kind: s.id.Kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}
-	case auth.KindToken:
-		t, err := s.a.store.Access.AccessTokenByName(ctx, s.id.Name)
-		if errors.Is(err, meta.ErrTokenNotFound) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		cur, err = s.a.tokenIdentity(ctx, t)
-		if errors.Is(err, ErrDisabled) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-	default:
-		return false, nil
-	}
-	s.id, s.standing = cur, nil
-	return true, nil
-}
-
 // plan decides, on a push to a repository that does not exist yet, how
 // the push creates it: the configured visibility, the organization
 // (CREATE_NAMESPACE_ON_PUSH) and the creator's admin permission. Nothing

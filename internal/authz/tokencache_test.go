@@ -22,7 +22,7 @@ func TestTokenCacheKeepsVerificationRules(t *testing.T) {
 	forger, _ := auth.NewTokens("berth", "berth", time.Minute, []auth.SigningKey{other})
 	now := time.Now()
 	access := []auth.Access{{Type: "repository", Name: "a/b", Actions: []string{"pull"}}}
-	tok, _, err := tokens.Issue("alice", auth.KindUser, access, now)
+	tok, _, err := tokens.Issue("alice", auth.KindUser, 0, access, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,13 +39,13 @@ func TestTokenCacheKeepsVerificationRules(t *testing.T) {
 	if _, err := c.verify(tokens, tok, now.Add(-time.Minute)); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Fatalf("a token before its nbf was accepted from the cache: %v", err)
 	}
-	forged, _, _ := forger.Issue("alice", auth.KindUser, access, now)
+	forged, _, _ := forger.Issue("alice", auth.KindUser, 0, access, now)
 	if _, err := c.verify(tokens, forged, now); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Fatalf("a token signed with an unknown key was accepted: %v", err)
 	}
 	// The cache stays bounded.
 	for i := range maxVerifiedTokens + 100 {
-		tk, _, _ := tokens.Issue(fmt.Sprintf("u%d", i), auth.KindUser, nil, now)
+		tk, _, _ := tokens.Issue(fmt.Sprintf("u%d", i), auth.KindUser, 0, nil, now)
 		if _, err := c.verify(tokens, tk, now); err != nil {
 			t.Fatal(err)
 		}
