@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -33,10 +34,27 @@ type loginLimits struct {
 }
 
 func (a *Authorizer) loginLimits(username, addr string) loginLimits {
+	addr = throttledAddress(addr)
 	return loginLimits{
 		pair:    meta.LoginLimit{Key: "account-address:" + addr + "|" + username, Limit: a.opts.PairLimit},
 		address: meta.LoginLimit{Key: "address:" + addr, Limit: a.opts.AddressLimit},
 	}
+}
+
+// throttledAddress is the part of a client address that login throttling
+// counts: an IPv4 address, or the /64 network of an IPv6 one (a single
+// client is usually given a whole /64, and would otherwise have 2^64
+// budgets).
+func throttledAddress(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	return netip.PrefixFrom(a.WithZone(""), 64).Masked().String()
 }
 
 func (l loginLimits) all() []meta.LoginLimit { return []meta.LoginLimit{l.pair, l.address} }

@@ -269,3 +269,33 @@ func TestLoginCheapSecrets(t *testing.T) {
 		t.Fatal("a robot token ran a password hash")
 	}
 }
+
+// TestLoginThrottlesIPv6Networks: failures from the addresses of one IPv6
+// /64 (what one client is usually given) fill one budget: the pair limit
+// for alice is reached across ten of its addresses, while alice from
+// another /64 logs in.
+func TestLoginThrottlesIPv6Networks(t *testing.T) {
+	e := newLoginEnv(t, "sqlite", Options{})
+	ctx := context.Background()
+	at := func(addr, pass string) error {
+		r := httptest.NewRequest(http.MethodGet, "/v2/auth?service=berth", nil)
+		r.RemoteAddr = "[" + addr + "]:40000"
+		r.SetBasicAuth("alice", pass)
+		_, err := e.az.Login(ctx, r, "alice", pass)
+		return err
+	}
+	for i := range 10 {
+		if err := at(fmt.Sprintf("2001:db8::%x", i+1), "wrong"); !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	if err := at("2001:db8::ffff", "alice-right-password"); !errors.Is(err, ErrThrottled) {
+		t.Fatalf("another address of the same /64: %v, want throttled", err)
+	}
+	if err := at("2001:db8:0:1::1", "alice-right-password"); err != nil {
+		t.Fatalf("an address of another /64: %v", err)
+	}
+	if got := throttledAddress("::ffff:192.0.2.1"); got != "192.0.2.1" {
+		t.Fatalf("an IPv4-mapped address counts as %q", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -132,6 +133,30 @@ type HTTP struct {
 	// requests finish; an upload still streaming then is cut and keeps
 	// what it received, resumable on any replica.
 	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
+	// TrustedProxies are the load balancers in front of Berth (CIDRs or
+	// addresses): a request from one is taken to come from the address
+	// its X-Forwarded-For names (the rightmost that is not a trusted
+	// proxy), for login throttling and the logs. Empty: the header is
+	// ignored, and every client behind a load balancer shares its address.
+	TrustedProxies []string `yaml:"trustedProxies"`
+}
+
+// TrustedProxyPrefixes parses TrustedProxies.
+func (h HTTP) TrustedProxyPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range h.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%q is neither a CIDR nor an IP address", s)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // Notifications configures delivery.
@@ -396,6 +421,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.HTTP.ShutdownTimeout; d < time.Second || d > time.Hour {
 		bad("http.shutdownTimeout", "%s is outside 1s..1h", d)
+	}
+	if _, err := c.HTTP.TrustedProxyPrefixes(); err != nil {
+		bad("http.trustedProxies", "%v", err)
 	}
 	if m := c.Registry.MaxOpenUploads; m < 0 {
 		bad("registry.maxOpenUploads", "%d must not be negative (0: no cap)", m)

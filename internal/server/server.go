@@ -231,6 +231,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if log.Enabled(ctx, slog.LevelDebug) {
 		h = accessLog(log, h)
 	}
+	proxies, err := cfg.HTTP.TrustedProxyPrefixes()
+	if err != nil {
+		return nil, fmt.Errorf("http.trustedProxies: %w", err)
+	}
+	h = forwardedFor(h, proxies)
 	return &Server{cfg: cfg, log: log, db: db, handler: h, notifier: notifier, mirrors: mirrors, scanner: scanner, updater: updater, gc: collector,
 		graph: graphSvc, gates: gates, appended: appended, wakes: wakes, metrics: mets, draining: draining}, nil
 }
