@@ -292,10 +292,17 @@ func (db Manifests) ExpireTag(ctx context.Context, e ExpiredTag, now time.Time, 
 		}
 		if err := db.immutable(ctx, tx, repoID, e.Tag); err != nil {
 			var imm *ImmutableTagError
-			if errors.As(err, &imm) {
-				return nil // immutable since: it stays
+			if !errors.As(err, &imm) {
+				return err
 			}
-			return err
+			// Immutable since: it stays, and its expiration goes (else
+			// such tags would head the expired list for ever, and once a
+			// batch of them filled it no other tag would expire).
+			if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = 0 WHERE repository_id = ? AND name = ? AND expires_at > 0 AND expires_at <= ?"),
+				repoID, e.Tag, now.UnixMicro()); err != nil {
+				return fmt.Errorf("clear the expiration of an immutable tag: %w", err)
+			}
+			return nil
 		}
 		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE repository_id = ? AND name = ? AND manifest_digest = ? AND expires_at > 0 AND expires_at <= ?`),
 			repoID, e.Tag, e.Digest.String(), now.UnixMicro())

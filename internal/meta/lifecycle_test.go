@@ -386,3 +386,64 @@ func TestImmutableTagRacingFirstPushes(t *testing.T) {
 		})
 	}
 }
+
+// TestImmutableTagsLeaveTheExpiredList: a push that asks for an
+// expiration (quay.expires-after) onto a tag an immutability policy
+// covers gets none, and a tag that became immutable after it was given
+// one loses it when it expires, and stays. Before, both stayed at the head
+// of the expired list for ever: once a batch of them filled it, no other
+// tag in the registry expired.
+func TestImmutableTagsLeaveTheExpiredList(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			past := time.Now().Add(-time.Minute)
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf("old"), Tag: "old-1", ExpiresAt: past}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme",
+				TagPattern: `^(v|old-)`, TagPatternMatches: true}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf("release"), Tag: "v1", ExpiresAt: past}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf("scratch"), Tag: "scratch", ExpiresAt: past}); err != nil {
+				t.Fatal(err)
+			}
+			names := func() []string {
+				t.Helper()
+				exp, err := db.Manifests().ExpiredTags(ctx, time.Now(), 100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var out []string
+				for _, e := range exp {
+					out = append(out, e.Tag)
+				}
+				slices.Sort(out)
+				return out
+			}
+			if got := names(); !slices.Equal(got, []string{"old-1", "scratch"}) {
+				t.Fatalf("expired tags: %v (an immutable tag was pushed with an expiration)", got)
+			}
+			exp, _ := db.Manifests().ExpiredTags(ctx, time.Now(), 100)
+			for _, e := range exp {
+				deleted, err := db.Manifests().ExpireTag(ctx, e, time.Now(), "expiry")
+				if err != nil || deleted != (e.Tag == "scratch") {
+					t.Fatalf("expire %s: deleted %v, %v", e.Tag, deleted, err)
+				}
+			}
+			if got := names(); len(got) != 0 {
+				t.Fatalf("still expired after a pass: %v", got)
+			}
+			for _, tag := range []string{"old-1", "v1"} {
+				if _, err := db.Manifests().GetManifest(ctx, "acme/app", tag, "", false); err != nil {
+					t.Fatalf("immutable %s: %v", tag, err)
+				}
+			}
+		})
+	}
+}

@@ -217,7 +217,7 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 		published = true
 		prev, moved, err := db.setTag(ctx, tx, repoID, tag, m.Digest)
 		if err == nil && !p.ExpiresAt.IsZero() {
-			_, err = tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), p.ExpiresAt.UnixMicro(), repoID, tag)
+			err = db.expireFromLabel(ctx, tx, repoID, tag, p.ExpiresAt)
 		}
 		if err != nil {
 			return err
@@ -258,6 +258,23 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 	return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
 		Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags,
 			NewManifest: created == 1, Previous: previous})})
+}
+
+// expireFromLabel gives a pushed tag the expiration its image's
+// quay.expires-after label asks for, unless the tag is immutable (an
+// immutable tag takes no expiration, as SetTagExpiration refuses one).
+func (db *core) expireFromLabel(ctx context.Context, tx *sql.Tx, repoID int64, tag string, at time.Time) error {
+	if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+		var imm *ImmutableTagError
+		if errors.As(err, &imm) {
+			return nil
+		}
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), at.UnixMicro(), repoID, tag); err != nil {
+		return fmt.Errorf("set tag expiration: %w", err)
+	}
+	return nil
 }
 
 // candidateArrival is a candidate a push made.
