@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -277,7 +276,10 @@ func (db Mirrors) StartMirrorSync(ctx context.Context, repo, message string) (Mi
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, db.q("UPDATE repository_mirrors SET sync_status = 'SYNCING' WHERE repository = ?"), repo); err != nil {
+		// The next sync is an interval away while this one runs: a sync-now
+		// asked for meanwhile brings it back, and the finish keeps it.
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE repository_mirrors SET sync_status = 'SYNCING', next_sync_at = ? + sync_interval * 1000000 WHERE repository = ?"),
+			now(), repo); err != nil {
 			return fmt.Errorf("start mirror sync: %w", err)
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventMirrorSyncStarted, Repository: repo, Actor: m.RobotUsername,
@@ -307,10 +309,14 @@ func (db Mirrors) FinishMirrorSync(ctx context.Context, repo, status, message st
 		case MirrorCancel:
 			kind = ""
 		}
-		if len(lastErr) > maxJobError {
-			lastErr = lastErr[:maxJobError]
+		if status != MirrorCancel && !m.NextSyncAt.IsZero() && m.NextSyncAt.UnixMicro() <= ts {
+			// A sync-now while it ran (upstream may have changed after
+			// this sync read it): sync again at once.
+			next = min(next, m.NextSyncAt.UnixMicro())
 		}
-		lastErr = strings.ToValidUTF8(lastErr, "?")
+		// A NUL (an upstream's binary error body) is refused by
+		// PostgreSQL, in the column and in the event's JSON.
+		lastErr, message = cleanJobError(lastErr), cleanJobError(message)
 		if _, err := tx.ExecContext(ctx, db.q(`UPDATE repository_mirrors SET sync_status = ?, sync_retries_remaining = ?, next_sync_at = ?,
 			last_error = ?, cancel_requested = 0, last_sync_at = ? WHERE repository = ?`), status, retries, next, lastErr, ts, repo); err != nil {
 			return fmt.Errorf("finish mirror sync: %w", err)

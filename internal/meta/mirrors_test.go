@@ -1,0 +1,105 @@
+package meta_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+)
+
+func newMirror(t *testing.T, db *meta.DB) {
+	t.Helper()
+	ctx := context.Background()
+	u, err := db.Users().CreateUser(ctx, meta.User{Username: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = u
+	if _, err := db.Users().CreateRobot(ctx, "acme", "mirror", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "acme", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Mirrors().CreateMirror(ctx, meta.Mirror{Repository: "acme/app", Enabled: true, ExternalReference: "upstream.example/lib/app",
+		VerifyTLS: true, SyncInterval: 24 * time.Hour, SyncStartDate: time.Now(), RootRule: meta.MirrorRule{Kind: "tag_glob_csv", Value: []string{"*"}},
+		RobotUsername: "acme+mirror"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMirrorSyncNowDuringASync: a sync-now asked for while a sync runs
+// (upstream may have changed after the sync listed it) makes the next
+// sync due at once when the running one finishes; before, the finish
+// moved it an interval away (24 h) and the request was lost. Without a
+// request the next sync is an interval away.
+func TestMirrorSyncNowDuringASync(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			newMirror(t, db)
+			mirrors := db.Mirrors()
+			if _, err := mirrors.StartMirrorSync(ctx, "acme/app", "start"); err != nil {
+				t.Fatal(err)
+			}
+			if err := mirrors.MirrorSyncNow(ctx, "acme/app"); err != nil {
+				t.Fatal(err)
+			}
+			if err := mirrors.FinishMirrorSync(ctx, "acme/app", meta.MirrorSuccess, ""); err != nil {
+				t.Fatal(err)
+			}
+			m, err := mirrors.GetMirror(ctx, "acme/app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.NextSyncAt.After(time.Now()) {
+				t.Fatalf("after a sync-now during the sync, the next sync is at %s, not now", m.NextSyncAt)
+			}
+			// Without a request: an interval away.
+			if _, err := mirrors.StartMirrorSync(ctx, "acme/app", "start"); err != nil {
+				t.Fatal(err)
+			}
+			if err := mirrors.FinishMirrorSync(ctx, "acme/app", meta.MirrorSuccess, ""); err != nil {
+				t.Fatal(err)
+			}
+			if m, _ = mirrors.GetMirror(ctx, "acme/app"); m.NextSyncAt.Before(time.Now().Add(23 * time.Hour)) {
+				t.Fatalf("the next sync is at %s, not a day away", m.NextSyncAt)
+			}
+		})
+	}
+}
+
+// TestMirrorFailureWithANUL: an upstream's error that holds a NUL (a
+// binary error body quoted by the client library) is recorded, on
+// PostgreSQL too, which refuses NULs in text and JSON: the mirror ends
+// FAIL with the message, less the NUL, and its event. Before, the finish
+// failed there, the mirror stayed SYNCING and its job retried the whole
+// sync without end.
+func TestMirrorFailureWithANUL(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			newMirror(t, db)
+			if _, err := db.Mirrors().StartMirrorSync(ctx, "acme/app", "start"); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Mirrors().FinishMirrorSync(ctx, "acme/app", meta.MirrorFail, "list tags: unexpected status 500: x\x00y"); err != nil {
+				t.Fatalf("finish with a NUL in the message: %v", err)
+			}
+			m, err := db.Mirrors().GetMirror(ctx, "acme/app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Status != meta.MirrorFail || m.LastError != "list tags: unexpected status 500: xy" {
+				t.Fatalf("status %s, last error %q", m.Status, m.LastError)
+			}
+			if k := kinds(t, db); k[len(k)-1] != meta.EventMirrorSyncFailed {
+				t.Fatalf("events: %v", k)
+			}
+		})
+	}
+}
