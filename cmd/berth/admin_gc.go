@@ -55,8 +55,8 @@ func gcCmd(st *settings) *cobra.Command {
 			fmt.Fprintf(out, "%s: %d manifests, %d blob links, %d blobs (%d bytes) unreferenced for over %s\n", verb,
 				rep.Collected.Manifests, rep.Collected.Links, rep.Collected.Blobs, rep.Collected.Bytes, cfg.GC.Delay)
 			fmt.Fprintf(out, "%s: %d expired uploads (%d bytes), %d upload leftovers (%d bytes)\n", verb, rep.Uploads, rep.UploadBytes, rep.Leftovers, rep.LeftoverBytes)
-			fmt.Fprintf(out, "%s: %d events, %d jobs, %d notification attempts, %d audit entries past their retention\n",
-				verb, rep.Pruned.Events, rep.Pruned.Jobs, rep.Pruned.Attempts, rep.Pruned.Audit)
+			fmt.Fprintf(out, "%s: %d events, %d jobs, %d notification attempts, %d audit entries past their retention, %d ended failed-login counters\n",
+				verb, rep.Pruned.Events, rep.Pruned.Jobs, rep.Pruned.Attempts, rep.Pruned.Audit, rep.Pruned.Logins)
 			return err
 		},
 	}

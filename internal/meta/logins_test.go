@@ -2,6 +2,7 @@ package meta_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,5 +168,44 @@ func testLoginWindow(t *testing.T, db *meta.DB) {
 	// A new window starts at the next attempt, counting it as the first.
 	if n := reserveAll(t, db, 5, window, pair); n != 2 {
 		t.Fatalf("after the window: %d counted, want the limit of 2", n)
+	}
+}
+
+// TestPruneEndedLoginCounters: failed-login counters (one per made-up
+// name an unauthenticated client tries, from each address) go once their
+// window started over an hour ago; current ones stay and still throttle.
+// Before, nothing removed them: the table grew with every name tried.
+func TestPruneEndedLoginCounters(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			for i := range 2500 {
+				if ok, _, err := db.Access().ReserveLoginAttempt(ctx, 5*time.Minute, meta.LoginLimit{Key: fmt.Sprintf("address:192.0.2.1|nobody%d", i), Limit: 10}); err != nil || !ok {
+					t.Fatalf("reserve %d: %v %v", i, ok, err)
+				}
+			}
+			if err := db.Exec(ctx, "UPDATE login_failures SET window_start = ?", time.Now().Add(-2*time.Hour).UnixMicro()); err != nil {
+				t.Fatal(err)
+			}
+			current := meta.LoginLimit{Key: "address:192.0.2.9", Limit: 1}
+			if ok, _, err := db.Access().ReserveLoginAttempt(ctx, 5*time.Minute, current); err != nil || !ok {
+				t.Fatalf("reserve: %v %v", ok, err)
+			}
+			dry, err := db.Collector().Prune(ctx, meta.Retention{}, true)
+			if err != nil || dry.Logins != 2500 {
+				t.Fatalf("dry run: %+v %v", dry, err)
+			}
+			c, err := db.Collector().Prune(ctx, meta.Retention{}, false)
+			if err != nil || c.Logins != 2500 {
+				t.Fatalf("prune: %+v %v", c, err)
+			}
+			if ok, _, err := db.Access().ReserveLoginAttempt(ctx, 5*time.Minute, current); err != nil || ok {
+				t.Fatalf("the current counter was pruned: a second attempt was allowed (%v)", err)
+			}
+			if c, _ = db.Collector().Prune(ctx, meta.Retention{}, false); c.Logins != 0 {
+				t.Fatalf("second prune: %+v", c)
+			}
+		})
 	}
 }

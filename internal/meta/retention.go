@@ -29,7 +29,16 @@ type PruneCounts struct {
 	Jobs     int64 `json:"jobs"`
 	Attempts int64 `json:"attempts"`
 	Audit    int64 `json:"audit"`
+	// Logins: counters of failed logins whose window ended over
+	// loginCounterAge ago (kept whatever the retention settings).
+	Logins int64 `json:"login_counters"`
 }
+
+// loginCounterAge is how long after its window started a failed-login
+// counter is pruned: far past any throttling window (5 minutes), when the
+// row counts for nothing (the next failure starts a new window). Every
+// made-up name an unauthenticated client tries leaves one.
+const loginCounterAge = time.Hour
 
 // pruneBatch is how many rows one prune statement removes, so that a long
 // backlog never holds SQLite's write lock for long.
@@ -77,7 +86,36 @@ func (db Collector) Prune(ctx context.Context, r Retention, dry bool) (PruneCoun
 			return c, err
 		}
 	}
+	if c.Logins, err = db.pruneLoginCounters(ctx, ts.Add(-loginCounterAge), dry); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// pruneLoginCounters deletes failed-login counters whose window started
+// before cutoff, a batch at a time.
+func (db *core) pruneLoginCounters(ctx context.Context, cutoff time.Time, dry bool) (int64, error) {
+	if dry {
+		var n int64
+		err := db.read.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM login_failures WHERE window_start < ?"), cutoff.UnixMicro()).Scan(&n)
+		if err != nil {
+			return 0, fmt.Errorf("count login counters: %w", err)
+		}
+		return n, nil
+	}
+	var total int64
+	for {
+		res, err := db.write.ExecContext(ctx, db.q(`DELETE FROM login_failures WHERE window_start < ? AND key IN
+			(SELECT key FROM login_failures WHERE window_start < ? ORDER BY window_start LIMIT ?)`), cutoff.UnixMicro(), cutoff.UnixMicro(), pruneBatch)
+		if err != nil {
+			return total, fmt.Errorf("prune login counters: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
 }
 
 // pruneByID deletes the rows of table whose time column is before cutoff

@@ -315,6 +315,9 @@ SELECT n.name, h.position, 0 FROM feed_head h,
 	(SELECT 'notify' AS name UNION ALL SELECT 'scan' UNION ALL SELECT 'graph' UNION ALL SELECT 'gate') n
 WHERE h.id = 1
 ON CONFLICT (name) DO NOTHING`,
+	// 25: login counters are pruned by the start of their window
+	// (retention.go).
+	`CREATE INDEX login_failures_window ON login_failures(window_start)`,
 }
 
 func (db *core) render(stmt string) string {
