@@ -103,8 +103,22 @@ func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secre
 		})
 	case err != nil:
 		return auth.Identity{}, err
+	case !u.Enabled && u.Kind == meta.UserKindRobot:
+		// Only whoever holds the account's secret is told that it is
+		// disabled; to anyone else it is a wrong secret, as for a name
+		// that does not exist (the answer must not say which names do).
+		return a.cheapLogin(ctx, r, limits, username, func() (auth.Identity, error) {
+			if auth.HashSecret(secret) != u.SecretHash {
+				return auth.Identity{}, ErrBadCredentials
+			}
+			return auth.Identity{}, ErrDisabled
+		})
 	case !u.Enabled:
-		return a.cheapLogin(ctx, r, limits, username, refuse(ErrDisabled))
+		if _, err := a.passwordLogin(ctx, r, limits, u, secret); err != nil {
+			return auth.Identity{}, err
+		}
+		a.audit(ctx, r, "login_failure", username, "", map[string]string{"reason": ErrDisabled.Error()})
+		return auth.Identity{}, ErrDisabled
 	case u.Kind == meta.UserKindRobot:
 		return a.cheapLogin(ctx, r, limits, username, func() (auth.Identity, error) {
 			if auth.HashSecret(secret) != u.SecretHash {

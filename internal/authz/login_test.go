@@ -299,3 +299,40 @@ func TestLoginThrottlesIPv6Networks(t *testing.T) {
 		t.Fatalf("an IPv4-mapped address counts as %q", got)
 	}
 }
+
+// TestDisabledAccountsAreToldOnlyToTheirHolders: a disabled user is
+// refused as disabled only with its right password (robots, which cannot
+// be disabled but by deleting them, get the same rule); a wrong one gets the
+// answer of a name that does not exist, so that the refusal does not tell
+// which names exist (before, any secret got "disabled").
+func TestDisabledAccountsAreToldOnlyToTheirHolders(t *testing.T) {
+	ctx := context.Background()
+	db := metatest.Open(t, "sqlite")
+	key, _ := auth.NewSigningKey()
+	tokens, _ := auth.NewTokens("berth", "berth", 5*time.Minute, []auth.SigningKey{key})
+	h, _ := auth.HashPassword("alice-right-password")
+	if _, err := db.Users().CreateUser(ctx, meta.User{Username: "alice", SecretHash: h}); err != nil {
+		t.Fatal(err)
+	}
+	az := New(Stores{Users: db.Users(), Repositories: db.Repositories(), Access: db.Access()}, tokens, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	off := false
+	if _, err := db.Users().UpdateUser(ctx, "alice", meta.UserChange{Enabled: &off}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		user, secret string
+		want         error
+	}{
+		{"alice", "wrong-password", ErrBadCredentials},
+		{"alice", "alice-right-password", ErrDisabled},
+		{"nobody", "wrong-password", ErrBadCredentials},
+	} {
+		_, err := az.Login(ctx, from("192.0.2.1", c.user, c.secret), c.user, c.secret)
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s with a %s secret: %v, want %v", c.user, map[bool]string{true: "right", false: "wrong"}[c.want == ErrDisabled], err, c.want)
+		}
+		if d, _ := loginRefusal(err); c.want == ErrBadCredentials && d.Reason != "invalid username or password" {
+			t.Errorf("%s: the refusal says %q", c.user, d.Reason)
+		}
+	}
+}
