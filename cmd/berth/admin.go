@@ -271,8 +271,8 @@ func newPassword(in io.Reader, fromStdin bool) (password string, generated bool,
 			return "", false, "", err
 		}
 		password = strings.TrimRight(line, "\r\n")
-		if len(password) < 8 {
-			return "", false, "", errors.New("password: at least 8 characters")
+		if !auth.PasswordLengthOK(password) {
+			return "", false, "", fmt.Errorf("password: %d to %d characters (one longer could never sign in)", auth.MinPasswordLength, auth.MaxPasswordLength)
 		}
 	} else {
 		s, err := auth.NewSecret("")

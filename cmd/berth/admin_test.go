@@ -38,6 +38,9 @@ func TestAdmin(t *testing.T) {
 	if _, err := runIn(t, "short\n", "admin", "user", "create", "carol", "--password-stdin", "--data-dir", dir); err == nil {
 		t.Fatal("a short password was accepted")
 	}
+	if _, err := runIn(t, strings.Repeat("a", 1025)+"\n", "admin", "user", "create", "carol", "--password-stdin", "--data-dir", dir); err == nil {
+		t.Fatal("a password over 1024 bytes, which no login accepts, was accepted")
+	}
 	if _, err := runIn(t, "", "admin", "user", "create", "Bad/Name", "--data-dir", dir); err == nil {
 		t.Fatal("a bad user name was accepted")
 	}

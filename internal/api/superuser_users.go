@@ -166,8 +166,8 @@ func (a *API) superuserUpdateUser(w http.ResponseWriter, r *http.Request, id aut
 	var change meta.UserChange
 	changed := map[string]any{"username": u.Username}
 	if req.Password != nil {
-		if n := len(*req.Password); n < minPasswordLength || n > maxPasswordLength {
-			return badRequest("invalid password: it must be %d to %d characters long", minPasswordLength, maxPasswordLength)
+		if !auth.PasswordLengthOK(*req.Password) {
+			return badRequest("invalid password: it must be %d to %d characters long", auth.MinPasswordLength, auth.MaxPasswordLength)
 		}
 		hash, err := auth.HashPassword(*req.Password)
 		if err != nil {

@@ -33,13 +33,6 @@ func (a *API) userRoutes() {
 	a.handle("DELETE /api/v1/tokens/{name}", a.revokeAccessToken)
 }
 
-// minPasswordLength and maxPasswordLength bound user-chosen passwords (the
-// authorizer refuses secrets over 1024 bytes).
-const (
-	minPasswordLength = 8
-	maxPasswordLength = 1024
-)
-
 // checkUsername applies the grammar of a user, organization or token name:
 // one repository-name component, so no '/' and no '+' (robots' separator).
 func checkUsername(name string) error {
@@ -137,8 +130,8 @@ func (a *API) initializeUser(w http.ResponseWriter, r *http.Request, _ auth.Iden
 	if err := checkUsername(req.Username); err != nil {
 		return fail(http.StatusBadRequest, "Invalid username: %v", err)
 	}
-	if len(req.Password) < minPasswordLength || len(req.Password) > maxPasswordLength {
-		return fail(http.StatusBadRequest, "Invalid password: it must be %d to %d characters long", minPasswordLength, maxPasswordLength)
+	if !auth.PasswordLengthOK(req.Password) {
+		return fail(http.StatusBadRequest, "Invalid password: it must be %d to %d characters long", auth.MinPasswordLength, auth.MaxPasswordLength)
 	}
 	if err := checkEmail(req.Email); err != nil {
 		return fail(http.StatusBadRequest, "%v", err)

@@ -25,6 +25,18 @@ const (
 	argonKeyLen  = 32
 )
 
+// MinPasswordLength and MaxPasswordLength bound the passwords users
+// choose, in bytes: a login refuses longer secrets without hashing them.
+const (
+	MinPasswordLength = 8
+	MaxPasswordLength = 1024
+)
+
+// PasswordLengthOK reports whether a chosen password is within the bounds.
+func PasswordLengthOK(password string) bool {
+	return len(password) >= MinPasswordLength && len(password) <= MaxPasswordLength
+}
+
 // HashPassword returns an argon2id hash in the PHC string format.
 func HashPassword(password string) (string, error) {
 	if password == "" {

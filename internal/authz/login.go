@@ -92,7 +92,7 @@ func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secre
 	refuse := func(err error) func() (auth.Identity, error) {
 		return func() (auth.Identity, error) { return auth.Identity{}, err }
 	}
-	if username == "" || secret == "" || len(username) > 256 || len(secret) > 1024 {
+	if username == "" || secret == "" || len(username) > 256 || len(secret) > auth.MaxPasswordLength {
 		return a.cheapLogin(ctx, r, limits, username, refuse(ErrBadCredentials))
 	}
 	u, err := a.store.Users.UserByName(ctx, username)
