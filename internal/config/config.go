@@ -93,8 +93,9 @@ type Auth struct {
 	// TokenTTL is the lifetime of registry tokens.
 	TokenTTL time.Duration `yaml:"tokenTTL"`
 	// Realm is the token endpoint URL announced in challenges; empty
-	// derives it from each request's Host (set it behind a proxy that
-	// rewrites Host).
+	// is externalURL's /v2/auth, or without externalURL derived from each
+	// request's Host and TLS (set one of them behind a proxy that ends
+	// TLS or rewrites Host).
 	Realm string `yaml:"realm"`
 	// Service is the token audience.
 	Service string `yaml:"service"`
@@ -139,6 +140,15 @@ type HTTP struct {
 	// proxy), for login throttling and the logs. Empty: the header is
 	// ignored, and every client behind a load balancer shares its address.
 	TrustedProxies []string `yaml:"trustedProxies"`
+}
+
+// TokenRealm is the token endpoint announced in challenges: auth.realm,
+// else externalURL's /v2/auth, else "" (derived from each request).
+func (c Config) TokenRealm() string {
+	if c.Auth.Realm != "" || c.ExternalURL == "" {
+		return c.Auth.Realm
+	}
+	return strings.TrimRight(c.ExternalURL, "/") + "/v2/auth"
 }
 
 // TrustedProxyPrefixes parses TrustedProxies.

@@ -115,7 +115,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			return nil, err
 		}
 		az := authz.New(wire.AuthzStores(db), tokens, authz.Options{
-			Realm:                   cfg.Auth.Realm,
+			Realm:                   cfg.TokenRealm(),
 			CreatePrivateRepoOnPush: cfg.CreatePrivateRepoOnPush,
 			CreateNamespaceOnPush:   cfg.CreateNamespaceOnPush,
 			Logger:                  log,
