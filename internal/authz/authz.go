@@ -47,6 +47,7 @@ type RepositoryStore interface {
 type AccessStore interface {
 	AccessTokenByName(ctx context.Context, name string) (meta.AccessToken, error)
 	AccessTokenBySecretHash(ctx context.Context, h string) (meta.AccessToken, error)
+	TouchAccessToken(ctx context.Context, id int64, stale time.Time) error
 	StandingOf(ctx context.Context, u meta.User, repo string) (meta.Standing, error)
 	LoginThrottle(ctx context.Context, window time.Duration, limits ...meta.LoginLimit) (time.Duration, error)
 	ReserveLoginAttempt(ctx context.Context, window time.Duration, limits ...meta.LoginLimit) (bool, time.Duration, error)
@@ -182,6 +183,20 @@ func (a *Authorizer) tokenIdentity(ctx context.Context, t meta.AccessToken) (aut
 	if !t.RevokedAt.IsZero() || (!t.ExpiresAt.IsZero() && a.now().After(t.ExpiresAt)) {
 		return auth.Identity{}, ErrDisabled
 	}
+	id, err := a.tokenSubject(ctx, t)
+	if err == nil && a.now().Sub(t.LastUsedAt) > tokenUseInterval {
+		// Shown to its holders (last_used_at), to find tokens nobody uses.
+		if err := a.store.Access.TouchAccessToken(context.WithoutCancel(ctx), t.ID, a.now().Add(-tokenUseInterval)); err != nil {
+			a.log.Warn("record access token use", "token", t.Name, "err", err)
+		}
+	}
+	return id, err
+}
+
+// tokenUseInterval is how often a token's last use is recorded at most.
+const tokenUseInterval = time.Minute
+
+func (a *Authorizer) tokenSubject(ctx context.Context, t meta.AccessToken) (auth.Identity, error) {
 	if t.OwnerID != 0 {
 		u, err := a.store.Users.UserByID(ctx, t.OwnerID)
 		if errors.Is(err, meta.ErrUserNotFound) {

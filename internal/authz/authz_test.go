@@ -506,7 +506,7 @@ func TestRefusedPushCreatesNothing(t *testing.T) {
 // is deleted even if another user takes the name, when its access token
 // is revoked, and a scoped access token stops while the user who created
 // it is disabled. Before, each kept working until it expired (up to
-// auth.tokenTTL, 24 h at most).
+// auth.tokenTTL, 24 h at most). An access token's use is recorded.
 func TestRegistryTokensStopWithTheirAccount(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
@@ -563,9 +563,14 @@ func TestRegistryTokensStopWithTheirAccount(t *testing.T) {
 				Scopes: scopes, CreatedBy: "bob"}); err != nil {
 				t.Fatal(err)
 			}
+			before := time.Now()
 			accessTok := tokenOf("bobs-token", secret)
 			if st := get(accessTok); st != 200 {
 				t.Fatalf("the access token's registry token: %d", st)
+			}
+			// Its use is recorded (shown as last_used_at to its holders).
+			if at, err := e.db.Access().AccessTokenByName(ctx, "bobs-token"); err != nil || at.LastUsedAt.Before(before.Add(-time.Second)) {
+				t.Fatalf("last use of the access token: %v %v", at.LastUsedAt, err)
 			}
 			setEnabled("bob", false)
 			if st := get(accessTok); st != 401 {

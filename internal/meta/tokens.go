@@ -136,6 +136,17 @@ func (db Access) RevokeAccessToken(ctx context.Context, name string) error {
 	return nil
 }
 
+// TouchAccessToken records that a token was used now, if it was last
+// recorded before stale (so that a token used with every request writes
+// at most once per interval).
+func (db Access) TouchAccessToken(ctx context.Context, id int64, stale time.Time) error {
+	if _, err := db.write.ExecContext(ctx, db.q("UPDATE access_tokens SET last_used_at = ? WHERE id = ? AND last_used_at < ?"),
+		now(), id, stale.UnixMicro()); err != nil {
+		return fmt.Errorf("record access token use: %w", err)
+	}
+	return nil
+}
+
 // SigningKeyRow is a persisted token-signing key.
 type SigningKeyRow struct {
 	KID        string
