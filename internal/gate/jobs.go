@@ -3,6 +3,7 @@ package gate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -50,12 +51,20 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 			ids = append(ids, c.ID)
 		}
 	}
+	// Every candidate is evaluated, whatever another's evaluation does:
+	// one that fails (its promotion refused) must not hold back the
+	// repository's others. The job retries with the errors.
+	var errs []error
 	for _, id := range ids {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
 		if _, err := s.Evaluate(ctx, id); err != nil {
-			return fmt.Errorf("evaluate candidate %d: %w", id, err)
+			errs = append(errs, fmt.Errorf("evaluate candidate %d: %w", id, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // TxQueue enqueues jobs in a feed subscriber's transaction (meta.Jobs).

@@ -9,7 +9,12 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/oci"
 )
+
+// maxTagLength is the longest tag the distribution spec allows.
+const maxTagLength = 128
 
 // This file holds what decides a gate's candidate: a recorded decision,
 // the promotion transaction with its rollback tag, immutable tags, and
@@ -171,9 +176,24 @@ func (db *core) rollbackTag(ctx context.Context, tx *sql.Tx, repoID int64, tag s
 		return "", fmt.Errorf("read rollback counter: %w", err)
 	}
 	ts := now()
+	tried := map[string]bool{}
 	for range 1000 {
 		n++
 		candidate := name(n)
+		if tried[candidate] {
+			// The template does not vary with n ({tag}-{digest12}, the
+			// same digest promoted again): number its name.
+			candidate += fmt.Sprintf("-%d", n)
+		}
+		tried[candidate] = true
+		if len(candidate) > maxTagLength {
+			// A long guarded tag: cut, and keep the number unique.
+			suffix := fmt.Sprintf("-%d", n)
+			candidate = candidate[:maxTagLength-len(suffix)] + suffix
+		}
+		if err := oci.ValidateTag(candidate); err != nil {
+			return "", fmt.Errorf("rollback tag of %q: %w", tag, err)
+		}
 		created, err := db.createTag(ctx, tx, repoID, candidate, d, ts)
 		if err != nil {
 			return "", err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/oci"
 )
 
 // gateEnv is a gated repository "mirror/node" guarding 15-*.
@@ -402,6 +404,62 @@ func TestVulnImportAnnouncesDataChange(t *testing.T) {
 			}
 			if got := e.events(meta.EventVulnDataUpdated); len(got) != 1 {
 				t.Fatalf("%d vulnerability_data_updated events for one applied import", len(got))
+			}
+		})
+	}
+}
+
+// TestRollbackTagNames: a template that does not vary with the count
+// ({tag}-{digest12}) gives a digest promoted again a numbered name
+// instead of failing (it looped on the taken name, and the error stalled
+// the repository's evaluations); a guarded tag of 128 characters gets a
+// rollback tag cut to 128, still unique. Every name is a valid tag.
+func TestRollbackTagNames(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newGateEnv(t, dialect)
+			ctx := e.ctx
+			byDigest := func(tag string, d digest.Digest) func(int64) string {
+				return func(int64) string { return tag + "-" + d.Encoded()[:12] }
+			}
+			promote := func(tag string, m meta.Manifest, name func(int64) string) string {
+				t.Helper()
+				cs := e.live(tag)
+				if len(cs) != 1 {
+					c, err := e.db.Gates().ManualCandidate(ctx, "mirror/node", tag, m.Digest, "alice")
+					if err != nil {
+						t.Fatal(err)
+					}
+					cs = []meta.Candidate{c}
+				}
+				res, err := e.db.Gates().Promote(ctx, meta.Promotion{CandidateID: cs[0].ID, RollbackTag: name, Actor: "alice"})
+				if err != nil {
+					t.Fatalf("promote %s to %s: %v", m.Digest, tag, err)
+				}
+				if err := oci.ValidateTag(res.RollbackTag); err != nil {
+					t.Fatalf("rollback tag %q: %v", res.RollbackTag, err)
+				}
+				if e.tagged(res.RollbackTag) != m.Digest {
+					t.Fatalf("rollback tag %s points at %s", res.RollbackTag, e.tagged(res.RollbackTag))
+				}
+				return res.RollbackTag
+			}
+			a, b := manifestOf("a of 15-alpine"), manifestOf("b of 15-alpine")
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: a, Tag: "15-alpine"})
+			first := promote("15-alpine", a, byDigest("15-alpine", a.Digest))
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: b, Tag: "15-alpine"})
+			promote("15-alpine", b, byDigest("15-alpine", b.Digest))
+			again := promote("15-alpine", a, byDigest("15-alpine", a.Digest))
+			if again == first || !strings.HasPrefix(again, first+"-") {
+				t.Fatalf("a promoted again: rollback tag %q (the first was %q)", again, first)
+			}
+
+			long := "15-" + strings.Repeat("x", 125)
+			c := manifestOf("c of a long tag")
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: c, Tag: long})
+			name := promote(long, c, func(n int64) string { return fmt.Sprintf("%s-%d", long, n) })
+			if len(name) != 128 || !strings.HasSuffix(name, "-1") {
+				t.Fatalf("rollback tag of a 128-character tag: %q", name)
 			}
 		})
 	}
