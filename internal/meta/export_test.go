@@ -58,3 +58,13 @@ func (db *DB) LiveJobsBehind(ctx context.Context, queue string) (map[int64]bool,
 func BuiltinSubscribers() []string {
 	return []string{SubscriberNotify, SubscriberScan, SubscriberGraph, SubscriberGate}
 }
+
+// HeldManifests returns the digests of a repository's held manifests.
+func (db *DB) HeldManifests(ctx context.Context, repo string) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT m.digest FROM manifests m JOIN repositories r ON r.id = m.repository_id
+		WHERE r.name = ? AND m.held = 1`), repo)
+	if err != nil {
+		return nil, err
+	}
+	return scanStrings(rows)
+}

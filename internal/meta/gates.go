@@ -292,7 +292,15 @@ func (db *core) lockGuardedTag(ctx context.Context, tx *sql.Tx, repoID int64, ta
 // the repository has none), in a push's transaction.
 func (db *core) guardedTags(ctx context.Context, tx *sql.Tx, repoID int64) ([]string, bool, error) {
 	var tags string
-	err := tx.QueryRowContext(ctx, db.q("SELECT tags FROM gates WHERE repository_id = ?"), repoID).Scan(&tags)
+	lock := ""
+	if db.dialect == postgres {
+		// Held until the transaction ends: a gate deleted or replaced
+		// meanwhile waits, and then sees (releases, withdraws or
+		// re-evaluates) what this transaction held or proposed; before,
+		// a push racing a DeleteGate left its manifest held for ever.
+		lock = " FOR SHARE"
+	}
+	err := tx.QueryRowContext(ctx, db.q("SELECT tags FROM gates WHERE repository_id = ?"+lock), repoID).Scan(&tags)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}

@@ -464,3 +464,48 @@ func TestRollbackTagNames(t *testing.T) {
 		})
 	}
 }
+
+// TestGateDeletedDuringAPush: pushes to a guarded tag race deletions of
+// the gate. Whatever the order, once the gate is gone nothing in the
+// repository is held and no candidate is live, and the tag can be
+// pushed and read. On PostgreSQL a push that had read the gate before the
+// delete committed its candidate after it: the manifest stayed held for
+// ever, invisible to readers, with no gate to promote it.
+func TestGateDeletedDuringAPush(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newGateEnv(t, dialect)
+			ctx := e.ctx
+			gate := meta.Gate{Repository: "mirror/node", Tags: []string{"15-*"}, Config: json.RawMessage(`{"tags":["15-*"]}`)}
+			for round := range 30 {
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				wg.Go(func() {
+					<-start
+					e.put(meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf(fmt.Sprintf("round %d", round)), Tag: "15-alpine"})
+				})
+				wg.Go(func() {
+					<-start
+					if err := e.db.Gates().DeleteGate(ctx, "mirror/node"); err != nil {
+						t.Error(err)
+					}
+				})
+				close(start)
+				wg.Wait()
+				if t.Failed() {
+					return
+				}
+				held, err := e.db.HeldManifests(ctx, "mirror/node")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(held) > 0 || len(e.live("")) > 0 {
+					t.Fatalf("round %d: with the gate deleted, %d manifests are held and %d candidates live", round, len(held), len(e.live("")))
+				}
+				if err := e.db.Gates().PutGate(ctx, gate); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
