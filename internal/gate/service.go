@@ -110,6 +110,8 @@ type Evaluation struct {
 	Override string `json:"override,omitempty"`
 	// RollbackTag is the rollback tag a promotion made.
 	RollbackTag string `json:"rollback_tag,omitempty"`
+	// gateUpdated is when the gate evaluated under was last changed.
+	gateUpdated time.Time
 }
 
 // ScanSummary is the scan input without its vulnerability list.
@@ -175,8 +177,11 @@ func (s *Service) promote(ctx context.Context, ev Evaluation, cfg *Compiled, ove
 		Detail:      detail,
 		Actor:       actor,
 		Event:       map[string]any{"override": override != "", "override_reason": override, "checks": ev.Checks, "scan": ev.Scan, "policy": ev.Policy},
+		// Decided under this configuration: a gate changed since refuses
+		// (its change evaluates the candidate again, or withdrew it).
+		GateUpdatedAt: ev.gateUpdated,
 	})
-	if errors.Is(err, meta.ErrCandidateNotLive) {
+	if errors.Is(err, meta.ErrCandidateNotLive) || errors.Is(err, meta.ErrGateChanged) {
 		return Evaluation{}, nil
 	}
 	if err != nil {
@@ -223,7 +228,7 @@ func (s *Service) evaluate(ctx context.Context, id int64) (Evaluation, *Compiled
 		return Evaluation{}, nil, err
 	}
 	ev := Evaluation{Candidate: c.ID, Tag: c.Tag, Digest: c.Digest.String(), Policy: cfg.Policy.Source(), RequiredChecks: cfg.required(),
-		Checks: in.Checks, Signatures: in.Signatures, Base: in.Base, EvaluatedAt: s.now().UTC(),
+		Checks: in.Checks, Signatures: in.Signatures, Base: in.Base, EvaluatedAt: s.now().UTC(), gateUpdated: g.UpdatedAt,
 		Scan: ScanSummary{Status: in.Scan.Status, Reason: scanReason, Counts: in.Scan.Counts, Fixable: in.Scan.Fixable}}
 	ev.State, ev.Reasons, ev.Failed = decide(ctx, cfg, in, scanReason)
 	return ev, cfg, nil

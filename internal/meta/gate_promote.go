@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -77,6 +78,10 @@ type Promotion struct {
 	Actor  string
 	// Event is extra data of the promotion_succeeded event (the decision).
 	Event map[string]any
+	// GateUpdatedAt is when the gate the evaluation read was last changed:
+	// a gate replaced or deleted since refuses the promotion
+	// (ErrGateChanged). Zero skips the check.
+	GateUpdatedAt time.Time
 }
 
 // Promoted is what a promotion did.
@@ -99,6 +104,11 @@ func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 		c, repoID, err := db.lockLiveCandidate(ctx, tx, p.CandidateID)
 		if err != nil {
 			return err
+		}
+		if !p.GateUpdatedAt.IsZero() {
+			if err := db.gateUnchanged(ctx, tx, repoID, p.GateUpdatedAt); err != nil {
+				return err
+			}
 		}
 		var mediaType string
 		var size int64
@@ -163,6 +173,28 @@ func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 		return nil
 	})
 	return out, err
+}
+
+// gateUnchanged returns ErrGateChanged unless the repository's gate is
+// still the one last changed at updated (read FOR SHARE: a change waits
+// for the promotion, then re-evaluates or withdraws what it left).
+func (db *core) gateUnchanged(ctx context.Context, tx *sql.Tx, repoID int64, updated time.Time) error {
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR SHARE"
+	}
+	var at int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT updated_at FROM gates WHERE repository_id = ?"+lock), repoID).Scan(&at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrGateChanged
+	}
+	if err != nil {
+		return fmt.Errorf("read gate: %w", err)
+	}
+	if at != updated.UnixMicro() {
+		return ErrGateChanged
+	}
+	return nil
 }
 
 // rollbackTag takes the next number of the tag's rollback counter and

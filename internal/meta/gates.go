@@ -66,6 +66,11 @@ var ErrCandidateNotFound = fmt.Errorf("candidate %w", ErrNotFound)
 // withdrawn).
 var ErrCandidateNotLive = errors.New("the candidate is no longer pending: it was promoted, superseded by a newer candidate, or withdrawn")
 
+// ErrGateChanged refuses a promotion decided under a gate configuration
+// that was replaced or deleted since: the change re-evaluates the
+// candidate under the new one (gate_changed), or withdrew it.
+var ErrGateChanged = errors.New("the gate changed since the candidate was evaluated")
+
 // ImmutableTagError is returned when a change would move or delete an
 // immutable tag.
 type ImmutableTagError struct {
@@ -572,8 +577,14 @@ func (db *core) lockLiveCandidate(ctx context.Context, tx *sql.Tx, id int64) (Ca
 	if err := db.lockGuardedTag(ctx, tx, repoID, tag); err != nil {
 		return Candidate{}, 0, err
 	}
+	lock := ""
+	if db.dialect == postgres {
+		// A gate change that withdrew it meanwhile has committed, and is
+		// seen: the decision must not bring a withdrawn candidate back.
+		lock = " FOR UPDATE OF c"
+	}
 	c, err := scanCandidate(tx.QueryRowContext(ctx, db.q(`SELECT `+candidateColumns+` FROM gate_candidates c
-		JOIN repositories r ON r.id = c.repository_id WHERE c.id = ?`), id))
+		JOIN repositories r ON r.id = c.repository_id WHERE c.id = ?`+lock), id))
 	if err != nil {
 		return Candidate{}, 0, fmt.Errorf("read candidate: %w", err)
 	}

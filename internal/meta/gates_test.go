@@ -509,3 +509,68 @@ func TestGateDeletedDuringAPush(t *testing.T) {
 		})
 	}
 }
+
+// TestDecisionsUnderAChangedGate: a promotion decided under a gate that
+// was replaced since is refused (ErrGateChanged: the replacement
+// evaluates the candidate again under the new configuration), and one
+// under the current gate goes through; a decision racing a DeleteGate
+// never brings the candidate it withdrew back to life.
+func TestDecisionsUnderAChangedGate(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newGateEnv(t, dialect)
+			ctx := e.ctx
+			gate := meta.Gate{Repository: "mirror/node", Tags: []string{"15-*"}, Config: json.RawMessage(`{"tags":["15-*"]}`)}
+			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf("candidate"), Tag: "15-alpine"})
+			old, err := e.db.Gates().GetGate(ctx, "mirror/node")
+			if err != nil {
+				t.Fatal(err)
+			}
+			gate.Config = json.RawMessage(`{"tags":["15-*"],"required_checks":["e2e"]}`)
+			if err := e.db.Gates().PutGate(ctx, gate); err != nil {
+				t.Fatal(err)
+			}
+			c := e.live("15-alpine")[0]
+			name := func(n int64) string { return fmt.Sprintf("15-alpine-%d", n) }
+			if _, err := e.db.Gates().Promote(ctx, meta.Promotion{CandidateID: c.ID, RollbackTag: name, GateUpdatedAt: old.UpdatedAt}); !errors.Is(err, meta.ErrGateChanged) {
+				t.Fatalf("promotion decided under the replaced gate: %v", err)
+			}
+			if len(e.live("15-alpine")) != 1 || e.tagged("15-alpine") != "" {
+				t.Fatal("the refused promotion changed the candidate or the tag")
+			}
+			cur, _ := e.db.Gates().GetGate(ctx, "mirror/node")
+			if _, err := e.db.Gates().Promote(ctx, meta.Promotion{CandidateID: c.ID, RollbackTag: name, GateUpdatedAt: cur.UpdatedAt}); err != nil {
+				t.Fatalf("promotion under the current gate: %v", err)
+			}
+
+			for round := range 30 {
+				e.put(meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf(fmt.Sprintf("race %d", round)), Tag: "15-alpine"})
+				c := e.live("15-alpine")[0]
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				wg.Go(func() {
+					<-start
+					err := e.db.Gates().Decide(ctx, meta.Decision{CandidateID: c.ID, State: meta.CandidateBlocked, Reasons: []string{"round"},
+						Detail: json.RawMessage(`{}`), Event: json.RawMessage(`{}`)})
+					if err != nil && !errors.Is(err, meta.ErrCandidateNotLive) {
+						t.Error(err)
+					}
+				})
+				wg.Go(func() {
+					<-start
+					if err := e.db.Gates().DeleteGate(ctx, "mirror/node"); err != nil {
+						t.Error(err)
+					}
+				})
+				close(start)
+				wg.Wait()
+				if live := e.live(""); len(live) > 0 {
+					t.Fatalf("round %d: a decision brought back a candidate the gate's deletion withdrew: %+v", round, live)
+				}
+				if err := e.db.Gates().PutGate(ctx, gate); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
