@@ -162,6 +162,16 @@ func IsAttestationArtifact(artifactType string) bool {
 	return false
 }
 
+// MaxSignatureLayers bounds the signature layers (and, apart, the
+// attestation layers) one evaluation reads and verifies: each reads a
+// payload of up to MaxPayload and tries every trusted key, and whoever may
+// push could list thousands (cosign adds one layer per signing). Those
+// past it are reported as one unverified entry.
+const MaxSignatureLayers = 64
+
+// errTooMany is the reason given for signature layers past the bound.
+var errTooMany = fmt.Sprintf("more than %d signatures: the rest were not read", MaxSignatureLayers)
+
 // Reasons a signature does not verify, in a user's words.
 const (
 	errNoKey     = "the gate trusts no key"
@@ -180,8 +190,13 @@ const (
 func VerifySignatures(ctx context.Context, candidate string, keys []TrustedKey, sigs []SignatureManifest, read BlobReader) []Signature {
 	vs, keyErr := loadKeys(keys)
 	var out []Signature
+	verified := 0
 	for _, sm := range sigs {
 		base := Signature{Kind: sm.Kind, Digest: sm.Digest}
+		if verified >= MaxSignatureLayers {
+			base.Error = errTooMany
+			return append(out, base)
+		}
 		m, err := parseSignatureManifest(sm.Body)
 		if err != nil {
 			base.Error = err.Error()
@@ -197,6 +212,10 @@ func VerifySignatures(ctx context.Context, candidate string, keys []TrustedKey, 
 			found = true
 			if bundle && isAttestationBundle(m) {
 				continue
+			}
+			if verified++; verified > MaxSignatureLayers {
+				base.Error = errTooMany
+				return append(out, base)
 			}
 			s := base
 			switch {
@@ -237,6 +256,9 @@ func VerifyAttestations(ctx context.Context, candidate string, keys []TrustedKey
 			continue
 		}
 		for _, layer := range m.Layers {
+			if len(out) >= MaxSignatureLayers {
+				return out // unverified beyond the bound, as if absent
+			}
 			a := Attestation{Digest: am.Digest}
 			var env []byte
 			var why string

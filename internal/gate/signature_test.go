@@ -635,3 +635,33 @@ func FuzzParseKey(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifySignaturesBoundsTheLayersRead: a signature manifest listing
+// thousands of signature layers (one 1 MiB payload, listed again and
+// again) costs at most MaxSignatureLayers reads, then one unverified entry
+// says the rest were not read; attestations are bounded the same way.
+func TestVerifySignaturesBoundsTheLayersRead(t *testing.T) {
+	k := newP256(t)
+	r := newRepo()
+	l := r.sigLayer([]byte("x"), k.sign(t, []byte("x")))
+	layers := make([]oci.Descriptor, 5000)
+	for i := range layers {
+		layers[i] = l
+	}
+	sms := []SignatureManifest{r.tagManifest(t, layers...), r.tagManifest(t, l)}
+	got := VerifySignatures(context.Background(), candidate, []TrustedKey{k.trusted}, sms, r.read)
+	if len(got) != MaxSignatureLayers+1 || !strings.Contains(got[len(got)-1].Error, "not read") {
+		t.Fatalf("%d signatures, the last %+v", len(got), got[len(got)-1])
+	}
+	if r.reads > MaxSignatureLayers {
+		t.Fatalf("%d layer reads for one evaluation, want at most %d", r.reads, MaxSignatureLayers)
+	}
+	env := oci.Descriptor{MediaType: oci.MediaTypeDSSE, Digest: digest.FromString("envelope"), Size: 10}
+	atts := make([]oci.Descriptor, 5000)
+	for i := range atts {
+		atts[i] = env
+	}
+	if got := VerifyAttestations(context.Background(), candidate, []TrustedKey{k.trusted}, []SignatureManifest{r.tagManifest(t, atts...)}, r.read); len(got) > MaxSignatureLayers {
+		t.Fatalf("%d attestations read, want at most %d", len(got), MaxSignatureLayers)
+	}
+}
