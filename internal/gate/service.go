@@ -574,6 +574,10 @@ func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, 
 	}
 	for _, r := range refs {
 		sig, att := IsSignatureArtifact(r.ArtifactType), IsAttestationArtifact(r.ArtifactType)
+		// Past the layers an evaluation verifies, a manifest is not read
+		// (each may be megabytes; whoever may push may attach thousands).
+		sig = sig && len(sigs) <= MaxSignatureLayers
+		att = att && len(atts) <= MaxSignatureLayers
 		if !sig && !att {
 			continue
 		}
