@@ -338,5 +338,7 @@ func (x *Indexer) resolve(ctx context.Context, ref Ref, platform, method string,
 	if method == MethodProvenance && best.Layers == 0 {
 		return nil
 	}
-	return &meta.BaseLink{RepositoryID: best.RepositoryID, Digest: best.Digest, Method: method, Level: 1, Layers: best.Layers}
+	// The tag the image was built from: recorded through it if it ever
+	// reached the digest here (a mirror keeps upstream's tag names).
+	return &meta.BaseLink{RepositoryID: best.RepositoryID, Digest: best.Digest, Method: method, Level: 1, Layers: best.Layers, Tag: ref.Tag}
 }

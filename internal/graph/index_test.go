@@ -293,3 +293,35 @@ func TestIndexMultiPlatformProvenance(t *testing.T) {
 		})
 	}
 }
+
+// TestIndexNamedBaseTag: an image whose base annotation names a tag is
+// recorded through that tag, so that it is stale once the tag moves, even
+// while another tag (a gate's immutable rollback tag, a version tag)
+// still points at its base, and even when it is indexed after the move.
+// Before, the other tag hid the move: the image was never stale and no
+// later move fired for it.
+func TestIndexNamedBaseTag(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newEnv(t, dialect)
+			ctx := context.Background()
+			base := image(t, nil, "linux/amd64", layer(t, "node 20.1", gzip.BestSpeed))
+			bd := e.push("mirror/node:20", base)
+			e.push("mirror/node:20-1", base)
+			e.index("mirror/node", bd)
+			e.push("mirror/node:20", image(t, nil, "linux/amd64", layer(t, "node 20.2", gzip.BestSpeed)))
+			app := image(t, base, "linux/amd64", layer(t, "app", gzip.BestSpeed))
+			app = mutate.Annotations(app, map[string]string{
+				graph.AnnotationBaseName:   "docker.io/library/node:20",
+				graph.AnnotationBaseDigest: bd.String(),
+			}).(v1.Image)
+			ad := e.push("team/app:1", app)
+			e.index("team/app", ad)
+			e.expectBases("team/app", ad, want{"mirror/node", "20", graph.MethodAnnotation, bd, 1})
+			bases, err := e.db.Graph().Bases(ctx, "team/app", ad)
+			if err != nil || len(bases) != 1 || !bases[0].Moved {
+				t.Fatalf("the base's named tag moved, yet the image is not stale: %+v %v", bases, err)
+			}
+		})
+	}
+}

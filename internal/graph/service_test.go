@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -336,5 +337,49 @@ func (e *env) announce(svc *graph.Service) {
 		if err := svc.OnEvent(ctx, ev); err != nil {
 			e.t.Fatal(err)
 		}
+	}
+}
+
+// TestRetagIsNotIndexedAgain: a retag (the API's move of a tag to a
+// stored manifest, a gate's promotion, a restore) stores nothing new, so
+// the graph does not index the image again (which rewrote its bases and
+// dropped those recorded through a tag that has moved since): its
+// repo_push says new_manifest false, where the field used to be left out
+// and read as new.
+func TestRetagIsNotIndexedAgain(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	ctx := context.Background()
+	svc := graph.New(e.x, e.db.Manifests(), e.db.Graph(), e.db.Scans(), e.db.Jobs(), graph.Options{})
+	d := e.push("team/app:1", image(t, nil, "linux/amd64", layer(t, "app", gzip.BestSpeed)))
+	if err := e.db.Manifests().MoveTag(ctx, "team/app", "stable", d, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := e.db.Outbox().EventsAfter(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := evs[len(evs)-1]
+	if last.Kind != meta.EventRepoPush || !strings.Contains(string(last.Data), `"new_manifest":false`) {
+		t.Fatalf("the retag's event: %s %s", last.Kind, last.Data)
+	}
+	js, err := svc.Jobs(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range js {
+		if strings.HasPrefix(j.OrderingKey, "index|") {
+			t.Fatalf("a retag queued an index job: %s", j.Payload)
+		}
+	}
+	var push meta.Event
+	for _, ev := range evs {
+		if ev.Kind == meta.EventRepoPush {
+			push = ev
+			break
+		}
+	}
+	first, err := svc.Jobs(push)
+	if err != nil || len(first) != 1 || !strings.HasPrefix(first[0].OrderingKey, "index|") {
+		t.Fatalf("the push's jobs: %+v %v", first, err)
 	}
 }

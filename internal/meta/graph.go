@@ -182,6 +182,12 @@ type BaseLink struct {
 	Method       string
 	Level        int
 	Layers       int
+	// Tag is the base's tag the image names (its base annotation, its
+	// provenance), if any: the base is then recorded through that tag
+	// alone when it ever reached the digest, so that the image is stale
+	// once that tag moves, whatever other tags (a gate's rollback tags)
+	// still point at the base.
+	Tag string
 }
 
 // SetBases replaces the recorded bases of an image. Each base is recorded
@@ -213,9 +219,17 @@ func (db *core) setBases(ctx context.Context, tx *sql.Tx, repo string, d digest.
 	}
 	ts := now()
 	for _, b := range bases {
-		tags, err := db.tagsReaching(ctx, tx, b.RepositoryID, b.Digest)
-		if err != nil {
-			return err
+		var tags []tagAt
+		var err error
+		if b.Tag != "" {
+			if tags, err = db.namedTagReaching(ctx, tx, b.RepositoryID, b.Tag, b.Digest); err != nil {
+				return err
+			}
+		}
+		if len(tags) == 0 {
+			if tags, err = db.tagsReaching(ctx, tx, b.RepositoryID, b.Digest); err != nil {
+				return err
+			}
 		}
 		if len(tags) == 0 {
 			tags = []tagAt{{top: b.Digest.String()}}
@@ -255,6 +269,19 @@ func (db *core) tagsReaching(ctx context.Context, tx *sql.Tx, repoID int64, d di
 		ORDER BY h.tag`), repoID, d.String(), repoID, d.String())
 	if err != nil {
 		return nil, fmt.Errorf("find past tags of base: %w", err)
+	}
+	return scanTagAts(rows)
+}
+
+// namedTagReaching returns the one tag the image names, with what it
+// pointed at when it reached d (d or an index holding it): now, or else
+// in its latest period that did; none if the tag never reached d.
+func (db *core) namedTagReaching(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest) ([]tagAt, error) {
+	rows, err := tx.QueryContext(ctx, db.q(`SELECT h.tag, h.digest FROM tag_history h WHERE h.repository_id = ? AND h.tag = ? AND h.digest IN
+		(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
+		ORDER BY h.id DESC LIMIT 1`), repoID, tag, d.String(), repoID, d.String())
+	if err != nil {
+		return nil, fmt.Errorf("find the named tag of a base: %w", err)
 	}
 	return scanTagAts(rows)
 }

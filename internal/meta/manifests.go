@@ -104,7 +104,7 @@ type pushEvent struct {
 	MediaType   string   `json:"media_type"`
 	Size        int64    `json:"size"`
 	UpdatedTags []string `json:"updated_tags"`
-	NewManifest bool     `json:"new_manifest,omitempty"`
+	NewManifest bool     `json:"new_manifest"`
 	// Previous is the digest each updated tag pointed to before, for the
 	// tags that existed (subscribers reading moves: the base-image graph).
 	Previous map[string]string `json:"previous,omitempty"`
