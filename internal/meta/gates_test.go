@@ -574,3 +574,33 @@ func TestDecisionsUnderAChangedGate(t *testing.T) {
 		})
 	}
 }
+
+// TestHeldDependentsAreNotListed: a gate's held candidate built on a base
+// is not among the base's dependents (whoever reads both repositories
+// would learn of the candidate) until it is promoted.
+func TestHeldDependentsAreNotListed(t *testing.T) {
+	e := newGateEnv(t, "sqlite")
+	ctx := e.ctx
+	base := manifestOf("a base")
+	e.put(meta.PutManifest{Repository: "library/base", Manifest: base, Tag: "1"})
+	ri, err := e.db.Repositories().Repository(ctx, "library/base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cand := manifestOf("a candidate on the base")
+	e.put(meta.PutManifest{Repository: "mirror/node", Manifest: cand, Tag: "15-alpine"})
+	if err := e.db.Graph().SetBases(ctx, "mirror/node", cand.Digest, []meta.BaseLink{{RepositoryID: ri.ID, Digest: base.Digest, Method: "layers", Level: 1, Layers: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	deps, err := e.db.Graph().Dependents(ctx, "library/base", base.Digest, true, 100)
+	if err != nil || len(deps) != 0 {
+		t.Fatalf("dependents while the candidate is held: %+v %v", deps, err)
+	}
+	c := e.live("15-alpine")[0]
+	if _, err := e.db.Gates().Promote(ctx, meta.Promotion{CandidateID: c.ID, RollbackTag: func(n int64) string { return fmt.Sprintf("15-alpine-%d", n) }}); err != nil {
+		t.Fatal(err)
+	}
+	if deps, err = e.db.Graph().Dependents(ctx, "library/base", base.Digest, true, 100); err != nil || len(deps) != 1 || deps[0].Digest != cand.Digest {
+		t.Fatalf("dependents once promoted: %+v %v", deps, err)
+	}
+}

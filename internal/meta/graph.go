@@ -388,7 +388,7 @@ func (db Graph) Dependents(ctx context.Context, repo string, d digest.Digest, tr
 		FROM graph_bases b
 		JOIN repositories br ON br.id = b.base_repository_id
 		JOIN repositories r ON r.id = b.repository_id
-		JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
+		JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest AND m.held = 0
 		LEFT JOIN tags t ON t.repository_id = b.base_repository_id AND t.name = b.base_tag AND b.base_tag <> ''
 		WHERE br.name = ? AND b.base_digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references WHERE repository_id = br.id AND manifest_digest = ? AND is_manifest = 1)`+level+`
 		ORDER BY b.level, r.name, b.digest, b.base_tag LIMIT ?`), repo, d.String(), d.String(), n)
