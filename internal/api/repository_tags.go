@@ -134,6 +134,9 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 	}
 	if req.ManifestDigest != "" {
 		err := a.moveTag(r, id, repo, tag, req.ManifestDigest)
+		if errors.Is(err, meta.ErrRolledBack) {
+			return apiError(http.StatusConflict, "invalid_request", "%s", err.Error())
+		}
 		if errors.Is(err, meta.ErrGuardedTag) {
 			// A gate guards the tag: the manifest is its candidate now.
 			writeJSON(w, http.StatusAccepted, map[string]any{"candidate": true, "tag": tag, "manifest_digest": req.ManifestDigest,

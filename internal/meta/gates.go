@@ -55,6 +55,11 @@ const (
 // move. Nothing was refused: the transaction committed.
 var ErrGuardedTag = errors.New("the tag is guarded by the repository's gate: the manifest is its candidate until the gate promotes it")
 
+// ErrRolledBack is returned by MoveTag when a gate guards the tag and the
+// digest was rolled back from it: it is not proposed again (a manual
+// promotion may bring it back). Nothing changed.
+var ErrRolledBack = errors.New("the tag is guarded by the repository's gate and was rolled back from this manifest: it is not proposed again; promote it manually to bring it back")
+
 // ErrGateNotFound is returned for a repository without a gate.
 var ErrGateNotFound = fmt.Errorf("gate %w", ErrNotFound)
 

@@ -604,3 +604,34 @@ func TestHeldDependentsAreNotListed(t *testing.T) {
 		t.Fatalf("dependents once promoted: %+v %v", deps, err)
 	}
 }
+
+// TestRetagOfARolledBackDigest: after a restore rolled a guarded tag
+// back from a digest, a retag of that digest onto the tag says so
+// (ErrRolledBack) rather than that it became the tag's candidate (it did
+// not: a rolled-back digest is proposed again only manually).
+func TestRetagOfARolledBackDigest(t *testing.T) {
+	e := newGateEnv(t, "sqlite")
+	ctx := e.ctx
+	name := func(n int64) string { return fmt.Sprintf("15-alpine-%d", n) }
+	a, b := manifestOf("a"), manifestOf("b")
+	for _, m := range []meta.Manifest{a, b} {
+		e.put(meta.PutManifest{Repository: "mirror/node", Manifest: m, Tag: "15-alpine"})
+		if _, err := e.db.Gates().Promote(ctx, meta.Promotion{CandidateID: e.live("15-alpine")[0].ID, RollbackTag: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.db.Manifests().RestoreTag(ctx, "mirror/node", "15-alpine", a.Digest, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.db.Manifests().MoveTag(ctx, "mirror/node", "15-alpine", b.Digest, "alice"); !errors.Is(err, meta.ErrRolledBack) {
+		t.Fatalf("retag of the rolled-back digest: %v", err)
+	}
+	if len(e.live("15-alpine")) != 0 || e.tagged("15-alpine") != a.Digest {
+		t.Fatal("the refused retag changed the tag or made a candidate")
+	}
+	c := manifestOf("c")
+	e.put(meta.PutManifest{Repository: "mirror/node", Manifest: c})
+	if err := e.db.Manifests().MoveTag(ctx, "mirror/node", "15-alpine", c.Digest, "alice"); !errors.Is(err, meta.ErrGuardedTag) || len(e.live("15-alpine")) != 1 {
+		t.Fatalf("retag of another digest: %v", err)
+	}
+}

@@ -142,7 +142,19 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 				if err != nil && !errors.Is(err, sql.ErrNoRows) {
 					return fmt.Errorf("read tag: %w", err)
 				}
-				guardedTag = current != d.String()
+				if current == d.String() {
+					return nil
+				}
+				var state string
+				err = tx.QueryRowContext(ctx, db.q(`SELECT state FROM gate_candidates WHERE repository_id = ? AND tag = ? AND digest = ?
+					ORDER BY id DESC LIMIT 1`), repoID, tag, d.String()).Scan(&state)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("read candidate: %w", err)
+				}
+				if state == CandidateRejected {
+					return ErrRolledBack
+				}
+				guardedTag = true
 				return nil
 			}
 			guardedTag = true
