@@ -170,4 +170,16 @@ type Base struct {
 	Reference string `cel:"reference"` // e.g. "registry.example/library/node:20" or "library/node:20"
 	Digest    string `cel:"digest"`    // the base digest the image was built on
 	Stale     bool   `cel:"stale"`     // the base's tag has moved on since
+	// shown is the reference to show in evaluations and reasons: "" for a
+	// private base in another namespace, whose name the candidate's
+	// checkers and the repository's notifications may not learn (the
+	// policy still reads Reference).
+	shown string
+}
+
+// Shown is the base as evaluations show it: the reference left out when
+// the base's repository is private and in another namespace.
+func (b Base) Shown() Base {
+	b.Reference = b.shown
+	return b
 }

@@ -228,7 +228,7 @@ func (s *Service) evaluate(ctx context.Context, id int64) (Evaluation, *Compiled
 		return Evaluation{}, nil, err
 	}
 	ev := Evaluation{Candidate: c.ID, Tag: c.Tag, Digest: c.Digest.String(), Policy: cfg.Policy.Source(), RequiredChecks: cfg.required(),
-		Checks: in.Checks, Signatures: in.Signatures, Base: in.Base, EvaluatedAt: s.now().UTC(), gateUpdated: g.UpdatedAt,
+		Checks: in.Checks, Signatures: in.Signatures, Base: in.Base.Shown(), EvaluatedAt: s.now().UTC(), gateUpdated: g.UpdatedAt,
 		Scan: ScanSummary{Status: in.Scan.Status, Reason: scanReason, Counts: in.Scan.Counts, Fixable: in.Scan.Fixable}}
 	ev.State, ev.Reasons, ev.Failed = decide(ctx, cfg, in, scanReason)
 	return ev, cfg, nil
@@ -298,7 +298,10 @@ func detailOf(name string, in Input, scanReason string) string {
 		}
 		return ": " + strings.Join(why, "; ")
 	case CheckBase:
-		return ": built on " + in.Base.Reference + " (" + in.Base.Digest + "), which has moved on"
+		if shown := in.Base.Shown().Reference; shown != "" {
+			return ": built on " + shown + " (" + in.Base.Digest + "), which has moved on"
+		}
+		return ": built on a base in a private repository of another namespace (" + in.Base.Digest + "), which has moved on"
 	}
 	return ""
 }
@@ -627,7 +630,11 @@ func (s *Service) base(ctx context.Context, repo string, d digest.Digest) (Base,
 		if s.st.Registry != "" {
 			ref = s.st.Registry + "/" + ref
 		}
-		return Base{Known: true, Reference: ref, Digest: b.Digest.String(), Stale: b.Moved}, nil
+		shown := ref
+		if ns, _, _ := strings.Cut(repo, "/"); !b.Public && !strings.HasPrefix(b.Repository, ns+"/") {
+			shown = ""
+		}
+		return Base{Known: true, Reference: ref, Digest: b.Digest.String(), Stale: b.Moved, shown: shown}, nil
 	}
 	return Base{}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/scan"
 )
@@ -299,4 +300,67 @@ func mustParse(t *testing.T, m meta.Manifest) *oci.Manifest {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestBaseShownToCheckers: the base a policy reads keeps its reference,
+// but the evaluation (which the candidate's checkers read, and its
+// notifications carry) leaves out the name of a private base in another
+// namespace; a public base, or a private one of the candidate's own
+// namespace, is shown.
+func TestBaseShownToCheckers(t *testing.T) {
+	ctx := context.Background()
+	db := metatest.Open(t, "sqlite")
+	owner, err := db.Users().CreateUser(ctx, meta.User{Username: "owner"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, org := range []string{"secret", "library", "team"} {
+		if _, err := db.Organizations().CreateOrganization(ctx, org, owner.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app := meta.Manifest{Digest: digest.FromString("app"), MediaType: "application/vnd.oci.image.manifest.v1+json", Content: []byte("app")}
+	if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "team/app", Manifest: app, Tag: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		repo, visibility string
+		shown            bool
+	}{
+		{"secret/ubuntu", "private", false},
+		{"library/debian", "public", true},
+		{"team/base", "private", true},
+	} {
+		base := meta.Manifest{Digest: digest.FromString(c.repo), MediaType: "application/vnd.oci.image.manifest.v1+json", Content: []byte(c.repo)}
+		if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: c.repo, Manifest: base, Tag: "22.04"}); err != nil {
+			t.Fatal(err)
+		}
+		vis := c.visibility
+		if err := db.Repositories().UpdateRepository(ctx, c.repo, &vis, nil, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		ri, err := db.Repositories().Repository(ctx, c.repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Graph().SetBases(ctx, "team/app", app.Digest, []meta.BaseLink{{RepositoryID: ri.ID, Digest: base.Digest, Method: "annotation", Level: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		s := New(Stores{Bases: db.Graph(), Registry: "reg.example"}, nil)
+		b, err := s.base(ctx, "team/app", app.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "reg.example/" + c.repo + ":22.04"
+		if b.Reference != want {
+			t.Fatalf("%s: the policy reads %q, want %q", c.repo, b.Reference, want)
+		}
+		shown := b.Shown()
+		if c.shown != (shown.Reference == want) || !c.shown && shown.Reference != "" || shown.Digest != base.Digest.String() {
+			t.Fatalf("%s (%s): the evaluation shows %+v", c.repo, c.visibility, shown)
+		}
+		if why := detailOf(CheckBase, Input{Base: b}, ""); !c.shown && strings.Contains(why, c.repo) {
+			t.Fatalf("%s: the reason names it: %q", c.repo, why)
+		}
+	}
 }

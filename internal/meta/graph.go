@@ -317,17 +317,20 @@ type GraphBase struct {
 	// true when that is not Top.
 	Current digest.Digest
 	Moved   bool
+	// Public is true when the base's repository is public.
+	Public bool
 }
 
-const baseColumns = `br.name, b.base_digest, b.base_tag, b.base_top, b.method, b.level, b.layers, b.matched_at, COALESCE(t.manifest_digest, '')`
+const baseColumns = `br.name, b.base_digest, b.base_tag, b.base_top, b.method, b.level, b.layers, b.matched_at, COALESCE(t.manifest_digest, ''), br.visibility`
 
 func scanBase(row interface{ Scan(...any) error }, extra ...any) (GraphBase, error) {
 	var b GraphBase
-	var d, top, cur string
+	var d, top, cur, visibility string
 	var matched int64
-	if err := row.Scan(append([]any{&b.Repository, &d, &b.Tag, &top, &b.Method, &b.Level, &b.Layers, &matched, &cur}, extra...)...); err != nil {
+	if err := row.Scan(append([]any{&b.Repository, &d, &b.Tag, &top, &b.Method, &b.Level, &b.Layers, &matched, &cur, &visibility}, extra...)...); err != nil {
 		return GraphBase{}, err
 	}
+	b.Public = visibility == "public"
 	b.Digest, b.Top, b.Current, b.MatchedAt = digest.Digest(d), digest.Digest(top), digest.Digest(cur), fromMicros(matched)
 	b.Moved = b.Tag != "" && b.Current != b.Top
 	return b, nil
