@@ -29,6 +29,16 @@ func adminCmd() *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
+		return openStore(cmd.Context(), cfg)
+	}
+	openMigrating := func(cmd *cobra.Command) (*meta.DB, error) {
+		cfg, err := st.load(cmd)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Storage.Filesystem.Fsync {
+			return meta.Open(cmd.Context(), cfg.DatabaseURL(), meta.SyncFull())
+		}
 		return meta.Open(cmd.Context(), cfg.DatabaseURL())
 	}
 
@@ -259,7 +269,7 @@ Log in with the token's name as username and the printed secret as password.`,
 		},
 	}
 	robot.AddCommand(robotCreate)
-	admin.AddCommand(user, orgCmd(open), teamCmd(open), repoCmd(open), token, robot, vulndbCmd(open), gcCmd(&st), migrateCmd(open))
+	admin.AddCommand(user, orgCmd(open), teamCmd(open), repoCmd(open), token, robot, vulndbCmd(open), gcCmd(&st), migrateCmd(openMigrating))
 	return admin
 }
 

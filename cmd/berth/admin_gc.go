@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/gc"
-	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/server"
 	"github.com/berth-dev/berth/internal/wire"
 )
@@ -28,7 +27,7 @@ func gcCmd(st *settings) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := meta.Open(cmd.Context(), cfg.DatabaseURL())
+			db, err := openStore(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}

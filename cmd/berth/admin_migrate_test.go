@@ -69,3 +69,48 @@ func TestAdminMigrateConcurrentPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminRefusesAnOlderSchema: berth admin and berth import, run from a
+// binary newer than the database's schema, refuse with the reason and
+// leave the schema where it was (migrating it would take the running
+// servers of the older version out of service); a new data directory is
+// still created by them, and berth admin migrate upgrades.
+func TestAdminRefusesAnOlderSchema(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := runIn(t, "", "admin", "user", "list", "--data-dir", dir); err != nil {
+		t.Fatalf("admin on a new data directory: %v", err)
+	}
+	path := filepath.Join(dir, "berth.db")
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var top int
+	if err := raw.QueryRow("SELECT MAX(version) FROM schema_migrations").Scan(&top); err != nil {
+		t.Fatal(err)
+	}
+	// The last migration undone: the database is one version behind.
+	if _, err := raw.Exec("DELETE FROM schema_migrations WHERE version = ?", top); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec("DROP INDEX login_failures_window"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"admin", "user", "list"}, {"admin", "gc", "--dry-run"}, {"import", "registry.example/a:1", "--repository", "x/a"}} {
+		_, err := runIn(t, "", append(args, "--data-dir", dir)...)
+		if err == nil || !strings.Contains(err.Error(), "berth admin migrate") {
+			t.Fatalf("%v on an older schema: %v", args, err)
+		}
+		var now int
+		if err := raw.QueryRow("SELECT MAX(version) FROM schema_migrations").Scan(&now); err != nil || now != top-1 {
+			t.Fatalf("%v moved the schema to %d (%v)", args, now, err)
+		}
+	}
+	if out, err := runIn(t, "", "admin", "migrate", "--data-dir", dir); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if _, err := runIn(t, "", "admin", "user", "list", "--data-dir", dir); err != nil {
+		t.Fatalf("admin after migrate: %v", err)
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/feed"
-	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/server"
@@ -51,7 +50,7 @@ at a time (at most one a second) when it is a pipe or a file.`,
 			if err != nil {
 				return err
 			}
-			db, err := meta.Open(cmd.Context(), cfg.DatabaseURL())
+			db, err := openStore(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/server"
 )
 
@@ -140,6 +141,20 @@ func (v buildVersion) String() string {
 // settings are the flags every command that opens the data shares.
 type settings struct {
 	configFile, addr, dataDir, database, auth, logLevel string
+}
+
+// openStore opens the metadata database of a configuration for a tool
+// (berth admin, berth import): durable commits as the server's when
+// storage.filesystem.fsync is on, and a database at an older schema
+// version refused rather than migrated (berth admin migrate does that),
+// so that a newer binary's tool does not take running servers out of
+// service; a new database is created.
+func openStore(ctx context.Context, cfg config.Config) (*meta.DB, error) {
+	opts := []meta.Option{meta.NoUpgrade()}
+	if cfg.Storage.Filesystem.Fsync {
+		opts = append(opts, meta.SyncFull())
+	}
+	return meta.Open(ctx, cfg.DatabaseURL(), opts...)
 }
 
 func (st *settings) register(cmd *cobra.Command, serve bool) {

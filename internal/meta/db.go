@@ -55,6 +55,9 @@ type core struct {
 	// syncFull carries SyncFull from the options to Open; the store's
 	// own state is write.log (logFlusher), nil when nothing waits.
 	syncFull bool
+	// noUpgrade refuses to migrate a database at an older schema version
+	// (NoUpgrade).
+	noUpgrade bool
 	// writerWaits and writerWaitNanos count SQLite's write transactions
 	// and the time they waited to begin: for the single writer connection
 	// and for the database's write lock (WriterWait).
@@ -136,6 +139,16 @@ func SyncFull() Option {
 	return func(db *core) { db.syncFull = true }
 }
 
+// NoUpgrade makes Open create the schema of a new (empty) database but
+// refuse one at an older schema version rather than migrate it: a tool
+// (berth admin, berth import) run from a newer binary must not move a
+// shared database past the running servers' version, which would take
+// them out of service (/readyz). berth serve and berth admin migrate
+// upgrade.
+func NoUpgrade() Option {
+	return func(db *core) { db.noUpgrade = true }
+}
+
 // Open connects to the database named by dsn: a postgres:// or
 // postgresql:// URL, or an SQLite file path (optionally prefixed sqlite://
 // or sqlite:). It applies pending migrations before returning.
@@ -148,7 +161,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db.appended, db.enqueued = set.appended, set.enqueued
+	db.appended, db.enqueued, db.noUpgrade = set.appended, set.enqueued, set.noUpgrade
 	if err := db.checkJournal(ctx); err != nil {
 		db.Close()
 		return nil, err

@@ -143,3 +143,7 @@ var (
 	// mirror writes as.
 	ErrRobotInUse = errors.New("robot is used by a repository mirror")
 )
+
+// ErrSchemaBehind is returned by Open with NoUpgrade for a database at an
+// older schema version than the binary's.
+var ErrSchemaBehind = errors.New("the database's schema is older than this binary's")

@@ -357,6 +357,9 @@ func (db *core) migrateTo(ctx context.Context, target int) error {
 		if current > len(migrations) {
 			return fmt.Errorf("database schema version %d is newer than this binary's %d: upgrade berth", current, len(migrations))
 		}
+		if db.noUpgrade && current > 0 && current < target {
+			return fmt.Errorf("%w: the database's schema version is %d, this binary's %d; run `berth admin migrate` (or berth serve) of this version first, as the upgrade's step", ErrSchemaBehind, current, target)
+		}
 		for v := current + 1; v <= target; v++ {
 			for _, stmt := range strings.Split(db.render(migrations[v-1]), ";\n") {
 				if strings.TrimSpace(stmt) == "" {
