@@ -3,13 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
 )
 
@@ -137,5 +141,47 @@ func TestAdmin(t *testing.T) {
 	audit, _ := db.Access().AuditLog(ctx, "", 0, 100)
 	if len(audit) < 6 {
 		t.Fatalf("%d audit entries for 6 administrative actions", len(audit))
+	}
+}
+
+// TestConfigDefaultsFile: the file BERTH_CONFIG_DEFAULTS names (the
+// container image's) gives defaults that a --config file, BERTH_*
+// variables and flags override; before, the image set BERTH_DATA_DIR and
+// BERTH_ADDR, which overrode a --config file's dataDir and addr.
+func TestConfigDefaultsFile(t *testing.T) {
+	dir := t.TempDir()
+	defaults := filepath.Join(dir, "defaults.yaml")
+	if err := os.WriteFile(defaults, []byte("dataDir: "+filepath.Join(dir, "image-data")+"\naddr: 0.0.0.0:5000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mine := filepath.Join(dir, "mine.yaml")
+	if err := os.WriteFile(mine, []byte("dataDir: "+filepath.Join(dir, "my-data")+"\naddr: 127.0.0.1:8080\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(DefaultsFileVariable, defaults)
+	load := func(args ...string) config.Config {
+		t.Helper()
+		var st settings
+		cmd := &cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error { return nil }}
+		st.register(cmd, true)
+		cmd.SetArgs(args)
+		if err := cmd.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := st.load(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	if cfg := load(); cfg.DataDir != filepath.Join(dir, "image-data") || cfg.Addr != "0.0.0.0:5000" {
+		t.Fatalf("without --config: %s %s", cfg.DataDir, cfg.Addr)
+	}
+	if cfg := load("--config", mine); cfg.DataDir != filepath.Join(dir, "my-data") || cfg.Addr != "127.0.0.1:8080" {
+		t.Fatalf("with --config: %s %s, want the file's", cfg.DataDir, cfg.Addr)
+	}
+	t.Setenv("BERTH_ADDR", "127.0.0.1:9000")
+	if cfg := load("--config", mine, "--data-dir", filepath.Join(dir, "flag-data")); cfg.DataDir != filepath.Join(dir, "flag-data") || cfg.Addr != "127.0.0.1:9000" {
+		t.Fatalf("with a variable and a flag: %s %s", cfg.DataDir, cfg.Addr)
 	}
 }
