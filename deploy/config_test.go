@@ -22,6 +22,7 @@ func envPaths() map[string]string {
 	for _, p := range config.Paths() {
 		m[config.EnvName(p)] = p
 	}
+	m[config.DefaultsFileVariable] = "(a file of defaults)"
 	return m
 }
 

@@ -158,7 +158,7 @@ func TestConfigDefaultsFile(t *testing.T) {
 	if err := os.WriteFile(mine, []byte("dataDir: "+filepath.Join(dir, "my-data")+"\naddr: 127.0.0.1:8080\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(DefaultsFileVariable, defaults)
+	t.Setenv(config.DefaultsFileVariable, defaults)
 	load := func(args ...string) config.Config {
 		t.Helper()
 		var st settings

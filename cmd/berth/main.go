@@ -169,21 +169,14 @@ func (st *settings) register(cmd *cobra.Command, serve bool) {
 	}
 }
 
-// DefaultsFileVariable names a YAML file of defaults read before the
-// configuration file: the container image's (dataDir /data, addr
-// 0.0.0.0:5000), which a --config file, BERTH_* variables and flags all
-// override. (The image used to set BERTH_DATA_DIR and BERTH_ADDR, which
-// overrode a --config file's dataDir and addr.)
-const DefaultsFileVariable = "BERTH_CONFIG_DEFAULTS"
-
 // load builds the configuration: defaults (Berth's, then the file
 // BERTH_CONFIG_DEFAULTS names), then the --config file, then BERTH_*
 // variables, then flags; and validates it.
 func (st *settings) load(cmd *cobra.Command) (config.Config, error) {
 	cfg := config.Default()
-	if f := os.Getenv(DefaultsFileVariable); f != "" {
+	if f := os.Getenv(config.DefaultsFileVariable); f != "" {
 		if err := cfg.LoadFile(f); err != nil {
-			return cfg, fmt.Errorf("%s: %w", DefaultsFileVariable, err)
+			return cfg, fmt.Errorf("%s: %w", config.DefaultsFileVariable, err)
 		}
 	}
 	if st.configFile != "" {

@@ -13,6 +13,13 @@ import (
 
 var errEOF = io.EOF
 
+// DefaultsFileVariable names a YAML file of defaults read before the
+// configuration file: the container image's (dataDir /data, addr
+// 0.0.0.0:5000), which a --config file, BERTH_* variables and flags all
+// override. (The image used to set BERTH_DATA_DIR and BERTH_ADDR, which
+// overrode a --config file's dataDir and addr.)
+const DefaultsFileVariable = "BERTH_CONFIG_DEFAULTS"
+
 // EnvName is the environment variable of a field path: BERTH_ followed by
 // the path in upper snake case (storage.filesystem.rootDirectory is
 // BERTH_STORAGE_FILESYSTEM_ROOT_DIRECTORY). Keys that are already upper
