@@ -40,6 +40,9 @@ const (
 	StatusMissing = "missing"
 )
 
+// MaxKeys is how many trusted keys a gate may list.
+const MaxKeys = 32
+
 // DefaultRollbackTag is the rollback tag template when a gate names none.
 const DefaultRollbackTag = "{tag}-{n}"
 
@@ -134,12 +137,23 @@ func (c Config) Compile() (*Compiled, error) {
 		}
 	}
 	out := &Compiled{Config: c}
+	if len(c.Keys) > MaxKeys {
+		// Every signature is tried against every key: bound the work an
+		// evaluation does for whoever administers a repository.
+		errs = append(errs, fmt.Errorf("keys: %d keys; at most %d", len(c.Keys), MaxKeys))
+	}
+	seen := map[string]int{}
 	for i, k := range c.Keys {
 		tk, err := ParseKey(k)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("keys[%d]: %w", i, err))
 			continue
 		}
+		if j, dup := seen[tk.ID]; dup {
+			errs = append(errs, fmt.Errorf("keys[%d]: the same key as keys[%d]", i, j))
+			continue
+		}
+		seen[tk.ID] = i
 		out.Keys = append(out.Keys, tk)
 	}
 	p, err := Compile(c.Policy)

@@ -51,6 +51,21 @@ func TestConfigCompile(t *testing.T) {
 			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)
 		}
 	}
+	// Every signature is tried against every key: the keys are bounded,
+	// and a key listed twice is refused.
+	var keys []string
+	for range MaxKeys + 1 {
+		keys = append(keys, newP256(t).trusted.PEM)
+	}
+	if _, err := (Config{Tags: []string{"15"}, Keys: keys}).Compile(); err == nil || !strings.Contains(err.Error(), "at most 32") {
+		t.Errorf("%d keys: %v", len(keys), err)
+	}
+	if _, err := (Config{Tags: []string{"15"}, Keys: keys[:MaxKeys]}).Compile(); err != nil {
+		t.Errorf("%d keys: %v", MaxKeys, err)
+	}
+	if _, err := (Config{Tags: []string{"15"}, Keys: []string{keys[0], keys[1], keys[0]}}).Compile(); err == nil || !strings.Contains(err.Error(), "keys[2]: the same key as keys[0]") {
+		t.Errorf("a key listed twice: %v", err)
+	}
 	c := compileConfig(t, Config{Tags: []string{"15-*"}, Policy: `checks["e2e"] == "pass"`, RequiredChecks: []string{"functional"}})
 	if c.RollbackTag != DefaultRollbackTag || c.ScanSeverity != "Critical" || !slices.Equal(c.required(), []string{"functional", "e2e"}) {
 		t.Fatalf("defaults: %+v required %v", c.Config, c.required())
