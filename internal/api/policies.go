@@ -185,6 +185,9 @@ func (a *API) servePolicies(w http.ResponseWriter, r *http.Request, id auth.Iden
 		}
 		p.Namespace, p.Repository = ns, repo
 		p, err = a.db.Policies.CreateTagPolicy(ctx, p)
+		if errors.Is(err, meta.ErrTooManyPolicies) {
+			return badRequest("at most %d %s policies per organization or repository: %v", meta.MaxTagPoliciesPerScope, kind, err)
+		}
 		if err != nil {
 			return notFoundErr(err)
 		}

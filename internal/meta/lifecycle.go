@@ -54,16 +54,30 @@ type TagPolicy struct {
 	TagPattern        string
 	TagPatternMatches bool
 	CreatedAt         time.Time
+	// re is TagPattern compiled, by repoPolicies: a policy applies to
+	// every tag a push or a pruning pass touches, and compiling it for
+	// each dominated that work.
+	re *regexp.Regexp
 }
+
+// MaxTagPoliciesPerScope bounds the policies of one kind an organization
+// or a repository may have.
+const MaxTagPoliciesPerScope = 20
+
+// ErrTooManyPolicies refuses a policy past MaxTagPoliciesPerScope.
+var ErrTooManyPolicies = errors.New("too many policies")
 
 // applies reports whether the policy covers a tag.
 func (p TagPolicy) applies(tag string) bool {
 	if p.TagPattern == "" {
 		return true
 	}
-	re, err := regexp.Compile(p.TagPattern)
-	if err != nil {
-		return false // validated when saved
+	re := p.re
+	if re == nil {
+		var err error
+		if re, err = regexp.Compile(p.TagPattern); err != nil {
+			return false // validated when saved
+		}
 	}
 	return re.MatchString(tag) == p.TagPatternMatches
 }
@@ -90,6 +104,20 @@ func (db Policies) CreateTagPolicy(ctx context.Context, p TagPolicy) (TagPolicy,
 		nsID, repoID, err := db.policyScope(ctx, tx, p.Namespace, p.Repository)
 		if err != nil {
 			return err
+		}
+		// At most MaxTagPoliciesPerScope of a kind per organization or
+		// repository: each applies to every tag a push or a pass touches.
+		scope := "p.repository_id IS NULL"
+		args := []any{p.Kind, nsID}
+		if repoID != nil {
+			scope, args = "p.repository_id = ?", append(args, repoID)
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM tag_policies p WHERE p.kind = ? AND p.namespace_id = ? AND `+scope), args...).Scan(&n); err != nil {
+			return fmt.Errorf("count policies: %w", err)
+		}
+		if n >= MaxTagPoliciesPerScope {
+			return fmt.Errorf("%w: %d %s policies already", ErrTooManyPolicies, n, p.Kind)
 		}
 		_, err = tx.ExecContext(ctx, db.q(`INSERT INTO tag_policies (uuid, kind, namespace_id, repository_id, method, value, tag_pattern, tag_pattern_matches, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`), p.UUID, p.Kind, nsID, repoID, p.Method, p.Value, p.TagPattern, boolInt(p.TagPatternMatches), p.CreatedAt.UnixMicro())
@@ -204,11 +232,17 @@ func (db Policies) DeleteTagPolicy(ctx context.Context, kind, id string) error {
 // repoPolicies are the policies of a kind that apply to a repository:
 // its organization's and its own.
 func (db *core) repoPolicies(ctx context.Context, q querier, kind string, repoID int64) ([]TagPolicy, error) {
-	return db.listPolicies(ctx, q, `SELECT `+policyColumns+` FROM tag_policies p JOIN namespaces n ON n.id = p.namespace_id
+	ps, err := db.listPolicies(ctx, q, `SELECT `+policyColumns+` FROM tag_policies p JOIN namespaces n ON n.id = p.namespace_id
 		LEFT JOIN repositories r ON r.id = p.repository_id
 		WHERE p.kind = ? AND (p.repository_id = ? OR p.repository_id IS NULL AND
 			(SELECT substr(name, 1, length(n.name) + 1) FROM repositories WHERE id = ?) = n.name || '/')
 		ORDER BY p.id`, kind, repoID, repoID)
+	for i := range ps {
+		if ps[i].TagPattern != "" {
+			ps[i].re, _ = regexp.Compile(ps[i].TagPattern) // validated when saved; nil: applies compiles (and refuses) it
+		}
+	}
+	return ps, err
 }
 
 // SetTagExpiration sets (or, with a zero time, clears) when a tag

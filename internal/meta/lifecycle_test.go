@@ -447,3 +447,42 @@ func TestImmutableTagsLeaveTheExpiredList(t *testing.T) {
 		})
 	}
 }
+
+// TestTagPoliciesPerScopeAreCapped: an organization, and each of its
+// repositories, may have at most MaxTagPoliciesPerScope policies of a
+// kind (each applies to every tag a push or a pruning pass touches); the
+// kinds and scopes count apart.
+func TestTagPoliciesPerScopeAreCapped(t *testing.T) {
+	ctx := context.Background()
+	db := metatest.Open(t, "sqlite")
+	orgWithRepo(t, db)
+	if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf("x"), Tag: "latest"}); err != nil {
+		t.Fatal(err)
+	}
+	create := func(kind, repo string, i int) error {
+		p := meta.TagPolicy{Kind: kind, Namespace: "acme", Repository: repo, TagPattern: fmt.Sprintf("^v%d", i), TagPatternMatches: true}
+		if kind == meta.PolicyAutoPrune {
+			p.Method, p.Value = "number_of_tags", "10"
+		}
+		_, err := db.Policies().CreateTagPolicy(ctx, p)
+		return err
+	}
+	for _, scope := range []struct{ kind, repo string }{{meta.PolicyImmutability, ""}, {meta.PolicyImmutability, "acme/app"}, {meta.PolicyAutoPrune, ""}} {
+		for i := range meta.MaxTagPoliciesPerScope {
+			if err := create(scope.kind, scope.repo, i); err != nil {
+				t.Fatalf("%s %q policy %d: %v", scope.kind, scope.repo, i, err)
+			}
+		}
+		if err := create(scope.kind, scope.repo, 99); !errors.Is(err, meta.ErrTooManyPolicies) {
+			t.Fatalf("%s %q: one more: %v", scope.kind, scope.repo, err)
+		}
+	}
+	// The compiled patterns apply as before: v1 is immutable.
+	if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf("v1"), Tag: "v1"}); err != nil {
+		t.Fatal(err)
+	}
+	var imm *meta.ImmutableTagError
+	if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf("v1 again"), Tag: "v1"}); !errors.As(err, &imm) {
+		t.Fatalf("v1 moved: %v", err)
+	}
+}
