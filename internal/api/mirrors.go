@@ -139,8 +139,8 @@ func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput,
 		}
 	}
 	if in.SyncInterval != nil {
-		if *in.SyncInterval <= 0 {
-			return badRequest("sync_interval must be a positive number of seconds")
+		if *in.SyncInterval <= 0 || *in.SyncInterval > maxIntervalSeconds {
+			return badRequest("sync_interval must be a positive number of seconds, at most %d (10 years)", maxIntervalSeconds)
 		}
 		m.SyncInterval = time.Duration(*in.SyncInterval) * time.Second
 	}
@@ -282,3 +282,9 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 	}
 	return nil
 }
+
+// maxIntervalSeconds bounds the durations the API takes in seconds (a
+// mirror's sync interval, a proxy cache's expiration): 10 years, far from
+// where a time.Duration overflows (about 292 years, which wrapped a huge
+// interval to a fraction of a second).
+const maxIntervalSeconds = 10 * 365 * 24 * 3600

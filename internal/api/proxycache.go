@@ -92,8 +92,8 @@ func (a *API) setProxyCache(w http.ResponseWriter, r *http.Request, id auth.Iden
 	pc := meta.ProxyCache{Namespace: org, Upstream: body.UpstreamRegistry, ExpirationS: defaultProxyExpiration,
 		Insecure: body.Insecure, CreatedBy: id.Actor()}
 	if body.ExpirationS != nil {
-		if *body.ExpirationS <= 0 {
-			return badRequest("expiration_s must be positive")
+		if *body.ExpirationS <= 0 || *body.ExpirationS > maxIntervalSeconds {
+			return badRequest("expiration_s must be a positive number of seconds, at most %d (10 years)", maxIntervalSeconds)
 		}
 		pc.ExpirationS = *body.ExpirationS
 	}

@@ -45,6 +45,8 @@ func TestProxyCacheAPI(t *testing.T) {
 	e.expect("alice", "POST", path, `{}`, http.StatusBadRequest)
 	e.expect("alice", "POST", path, `{"upstream_registry":"bad host"}`, http.StatusBadRequest)
 	e.expect("alice", "POST", path, `{"upstream_registry":"docker.io","expiration_s":0}`, http.StatusBadRequest)
+	// Past a time.Duration's range it wrapped negative: every pull went upstream.
+	e.expect("alice", "POST", path, `{"upstream_registry":"docker.io","expiration_s":9300000000}`, http.StatusBadRequest)
 	e.expect("alice", "POST", path, `{"upstream_registry":"docker.io","upstream_registry_password":"x"}`, http.StatusBadRequest)
 	e.expect("alice", "POST", "/api/v1/organization/nope/proxycache", `{"upstream_registry":"docker.io"}`, http.StatusNotFound)
 	e.expect("alice", "POST", path, `{"upstream_registry":"registry.example:5000/library","upstream_registry_username":"u",

@@ -152,8 +152,8 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 		var at time.Time
 		if string(req.Expiration) != "null" {
 			var sec int64
-			if err := json.Unmarshal(req.Expiration, &sec); err != nil || sec <= 0 {
-				return badRequest("expiration must be a Unix time in seconds, or null")
+			if err := json.Unmarshal(req.Expiration, &sec); err != nil || sec <= 0 || sec > maxUnixSeconds {
+				return badRequest("expiration must be a Unix time in seconds (before the year 10000), or null")
 			}
 			at = time.Unix(sec, 0)
 			if !at.After(time.Now()) {
@@ -201,3 +201,8 @@ type permView struct {
 	IsRobot     *bool  `json:"is_robot,omitempty"`
 	IsOrgMember *bool  `json:"is_org_member,omitempty"`
 }
+
+// maxUnixSeconds is the last second of the year 9999: later times do not
+// fit the microseconds the store keeps (they wrapped to 1970, and the
+// tag expired at the next pass).
+const maxUnixSeconds = 253402300799

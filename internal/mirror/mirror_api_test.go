@@ -89,6 +89,11 @@ func TestMirrorAPISyncNowAndCancel(t *testing.T) {
 	if code, out := apiCall(t, srv, http.MethodPut, path, map[string]any{"sync_interval": 7200}); code != http.StatusCreated || out["sync_interval"] != 7200.0 {
 		t.Fatalf("update: %d %v", code, out)
 	}
+	// Past a time.Duration's range it wrapped to a fraction of a second,
+	// stored as 0: the mirror synced back to back.
+	if code, out := apiCall(t, srv, http.MethodPut, path, map[string]any{"sync_interval": int64(18446744074)}); code != http.StatusBadRequest {
+		t.Fatalf("a sync_interval past a Duration's range: %d %v", code, out)
+	}
 	// Not due yet: nothing happens until sync-now.
 	time.Sleep(100 * time.Millisecond)
 	if st := f.status(t); st.Status != meta.MirrorNeverRun {

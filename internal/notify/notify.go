@@ -14,8 +14,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/mail"
 	"net/url"
-	"strings"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -149,8 +150,14 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 			return meta.Notification{}, err
 		}
 	case "email":
-		if e, _ := cfg["email"].(string); !strings.Contains(e, "@") {
-			return meta.Notification{}, invalid("config.email is required")
+		e, _ := cfg["email"].(string)
+		to, err := mail.ParseAddressList(e)
+		if e == "" || err != nil {
+			return meta.Notification{}, invalid("config.email must be an e-mail address (or a comma-separated list)")
+		}
+		if len(to) > MaxEmailRecipients {
+			// Each test delivery and each event mails every one of them.
+			return meta.Notification{}, invalid("config.email: %d recipients; at most %d", len(to), MaxEmailRecipients)
 		}
 		if s.opts.SMTPAddr == "" {
 			return meta.Notification{}, invalid("the email method needs SMTP settings in the configuration")
@@ -189,6 +196,12 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 		}
 	}
 	s.sealSecrets(cfg, hs)
+	if in.Event == "repo_image_expiry" {
+		// Quay's days: how long before a tag expires to announce it.
+		if d, ok := in.EventConfig["days"]; ok && !validDays(d) {
+			return meta.Notification{}, invalid("eventConfig.days must be a whole number of days from 1 to 3650")
+		}
+	}
 	if in.Event == "vulnerability_found" {
 		if lv, ok := in.EventConfig["level"]; ok {
 			if _, ok := VulnLevel(lv); !ok {
@@ -231,3 +244,26 @@ func (s *Service) Test(ctx context.Context, n meta.Notification, repo string) er
 	_, err := s.stores.Jobs.EnqueueJob(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: 1})
 	return err
 }
+
+// validDays reports whether a repo_image_expiry eventConfig.days is a
+// whole number from 1 to 3650 (a number, or a string of one, as Quay's
+// UI sends it).
+func validDays(v any) bool {
+	var n float64
+	switch d := v.(type) {
+	case float64:
+		n = d
+	case string:
+		i, err := strconv.Atoi(d)
+		if err != nil {
+			return false
+		}
+		n = float64(i)
+	default:
+		return false
+	}
+	return n == float64(int(n)) && n >= 1 && n <= 3650
+}
+
+// MaxEmailRecipients bounds the addresses of one e-mail notification.
+const MaxEmailRecipients = 10

@@ -85,7 +85,10 @@ func TestTagPoliciesAPI(t *testing.T) {
 	if st, _, raw := w.call("PUT", "/api/v1/repository/acme/private/tag/nightly", "writer", fmt.Sprintf(`{"expiration":%d}`, at)); st != 201 {
 		t.Fatalf("set expiration: %d %s", st, raw)
 	}
-	for _, bad := range []string{`{"expiration":-5}`, `{"expiration":"tomorrow"}`, fmt.Sprintf(`{"expiration":%d}`, time.Now().Add(-time.Hour).Unix()), `{}`} {
+	// 18446744073710 s wrapped to 1970 in microseconds: the tag expired at
+	// the next pass.
+	for _, bad := range []string{`{"expiration":-5}`, `{"expiration":"tomorrow"}`, fmt.Sprintf(`{"expiration":%d}`, time.Now().Add(-time.Hour).Unix()), `{}`,
+		`{"expiration":18446744073710}`, `{"expiration":253402300800}`} {
 		if st, _, raw := w.call("PUT", "/api/v1/repository/acme/private/tag/nightly", "writer", bad); st != 400 {
 			t.Errorf("expiration %s: %d %s", bad, st, raw)
 		}

@@ -68,6 +68,11 @@ func TestNotificationAPI(t *testing.T) {
 		`{"event":"repo_push","method":"webhook","config":{"url":"https://user:pw@x.example.com/"}}`, // credentials in the URL
 		`{"event":"repo_push","method":"webhook","config":{"url":"https://x.example.com","headers":{"X-Hub-Signature-256":"forged"}}}`,
 		`not json`,
+		// repo_image_expiry's days: a whole number of days, 1 to 3650.
+		`{"event":"repo_image_expiry","method":"webhook","config":{"url":"https://x.example.com"},"eventConfig":{"days":"soon"}}`,
+		`{"event":"repo_image_expiry","method":"webhook","config":{"url":"https://x.example.com"},"eventConfig":{"days":-1}}`,
+		`{"event":"repo_image_expiry","method":"webhook","config":{"url":"https://x.example.com"},"eventConfig":{"days":200000}}`,
+		`{"event":"repo_image_expiry","method":"webhook","config":{"url":"https://x.example.com"},"eventConfig":{"days":3.7}}`,
 	} {
 		if status, _, raw := w.call("POST", base, "owner", bad); status != 400 {
 			t.Errorf("create %s: %d %s", bad, status, raw)
