@@ -308,8 +308,13 @@ func (a *API) promote(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 	if err != nil {
 		return err
 	}
-	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin); err != nil {
+	ri, err := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin)
+	if err != nil {
 		return err
+	}
+	if ri.State == auth.StateReadOnly {
+		// A promotion moves the tag: refused as every write is.
+		return forbidden("%s is read-only (repository state %s): it takes no promotions", repo, ri.State)
 	}
 	var req struct {
 		Digest         string `json:"digest"`
@@ -385,6 +390,17 @@ type TagRestorer interface {
 	RestoreTag(ctx context.Context, repo, tag string, d digest.Digest, actor string) error
 }
 
+// guarded reports whether the repository's gate guards a tag (false if it
+// has none, or the gate cannot be read).
+func (a *API) guarded(ctx context.Context, repo, tag string) bool {
+	gs, err := a.gates()
+	if err != nil {
+		return false
+	}
+	g, err := gs.GetGate(ctx, repo)
+	return err == nil && meta.GuardsTag(g.Tags, tag)
+}
+
 // restoreTag serves Quay's POST .../tag/{tag}/restore {manifest_digest}:
 // the tag goes back to a digest from its history (for a guarded tag,
 // one it was promoted to: a rollback).
@@ -395,9 +411,9 @@ func (a *API) restoreTag(w http.ResponseWriter, r *http.Request, id auth.Identit
 	}
 	if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionPush); err != nil { // moves the tag: content/write, as a push
 		// A gated repository's admins roll its guarded tags back, also
-		// where only a mirror robot writes.
+		// where only a mirror robot writes; never in a read-only one.
 		ri, rerr := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin)
-		if rerr != nil || !ri.Gated {
+		if rerr != nil || !ri.Gated || ri.State == auth.StateReadOnly || !a.guarded(r.Context(), repo, tag) {
 			return err
 		}
 	}

@@ -324,3 +324,44 @@ func TestGateCosignTagsPublishOnlyDescriptions(t *testing.T) {
 	}
 	hidden("signed")
 }
+
+// TestGatePathsRespectReadOnly: a read-only repository takes no writes,
+// the gate's included: a manual promotion and an admin's restore are
+// refused (403) and the tag stays; and an admin may restore only the
+// gate's guarded tags where pushes are refused (an unguarded tag of a
+// gated mirror is its robot's). Before, both moved tags in a read-only
+// repository.
+func TestGatePathsRespectReadOnly(t *testing.T) {
+	w := newWorld(t)
+	const repo = "acme/private"
+	if st, _, raw := w.call("PUT", "/api/v1/repository/"+repo+"/gate", "owner", `{"tags":["15-*"]}`); st != 200 {
+		t.Fatalf("set gate: %d %s", st, raw)
+	}
+	first, _ := w.pushTagged(repo, "15-alpine", "first candidate")
+	if st, _, raw := w.call("POST", "/api/v1/repository/"+repo+"/promote", "owner", `{"digest":"`+first.String()+`","tag":"15-alpine"}`); st != 200 {
+		t.Fatalf("promote: %d %s", st, raw)
+	}
+	second, _ := w.pushTagged(repo, "15-alpine", "second candidate")
+	if st, _, raw := w.call("PUT", "/api/v1/repository/"+repo+"/changestate", "root", `{"state":"READ_ONLY"}`); st/100 != 2 {
+		t.Fatalf("read-only: %d %s", st, raw)
+	}
+	if st, _, raw := w.call("POST", "/api/v1/repository/"+repo+"/promote", "owner", `{"digest":"`+second.String()+`","tag":"15-alpine"}`); st != 403 || !strings.Contains(raw, "read-only") {
+		t.Fatalf("promotion in a read-only repository: %d %s", st, raw)
+	}
+	if st, _, raw := w.call("POST", "/api/v1/repository/"+repo+"/tag/15-alpine/restore", "owner", `{"manifest_digest":"`+first.String()+`"}`); st != 403 {
+		t.Fatalf("restore in a read-only repository: %d %s", st, raw)
+	}
+	if st, _ := w.registryCode("owner", "/v2/"+repo+"/manifests/15-alpine"); st != 200 {
+		t.Fatalf("15-alpine: %d", st)
+	}
+	var tags struct {
+		Tags []struct {
+			Name           string `json:"name"`
+			ManifestDigest string `json:"manifest_digest"`
+		} `json:"tags"`
+	}
+	_, _, raw := w.call("GET", "/api/v1/repository/"+repo+"/tag/?specificTag=15-alpine&onlyActiveTags=true", "owner", "")
+	if err := json.Unmarshal([]byte(raw), &tags); err != nil || len(tags.Tags) != 1 || tags.Tags[0].ManifestDigest != first.String() {
+		t.Fatalf("15-alpine moved in a read-only repository: %s", raw)
+	}
+}
