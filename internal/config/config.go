@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -434,6 +435,13 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.HTTP.TrustedProxyPrefixes(); err != nil {
 		bad("http.trustedProxies", "%v", err)
+	}
+	if c.SecretKey != "" {
+		// Checked here, before the database is opened (and migrated); the
+		// key itself is never in the message.
+		if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(c.SecretKey)); err != nil || len(k) != 32 {
+			bad("secretKey", "want 32 bytes, base64-encoded (openssl rand -base64 32)")
+		}
 	}
 	if m := c.Registry.MaxOpenUploads; m < 0 {
 		bad("registry.maxOpenUploads", "%d must not be negative (0: no cap)", m)

@@ -162,3 +162,19 @@ func TestRuntimeSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateSecretKey: a secretKey that is not 32 bytes of base64 is
+// refused by Validate (before the server opens and migrates the
+// database), without the key in the message.
+func TestValidateSecretKey(t *testing.T) {
+	c := Default()
+	c.SecretKey = "short-key-value"
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "secretKey:") || strings.Contains(err.Error(), "short-key-value") {
+		t.Fatalf("a bad secretKey: %v", err)
+	}
+	c.SecretKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a good secretKey: %v", err)
+	}
+}

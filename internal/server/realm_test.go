@@ -1,11 +1,17 @@
 package server_test
 
 import (
+	"errors"
+	"io"
+	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/server"
 )
 
 // TestTokenRealmFollowsExternalURL: with externalURL set and auth.realm
@@ -34,5 +40,21 @@ func TestTokenRealmFollowsExternalURL(t *testing.T) {
 		if got := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != 401 || !strings.Contains(got, c.want) {
 			t.Errorf("externalURL %q, auth.realm %q: %d %s, want %s", c.externalURL, c.realm, resp.StatusCode, got, c.want)
 		}
+	}
+}
+
+// TestStartRefusalsComeBeforeTheDatabase: a setting that stops the server
+// at start (an allowed host that does not parse) stops it before it opens
+// the database, which would migrate it: in a rolling upgrade such a
+// replica moved the schema past the running replicas' and then exited.
+func TestStartRefusalsComeBeforeTheDatabase(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Notifications.AllowedHosts = []string{"10.0.0.0/33"}
+	if _, err := server.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "allowedHosts") {
+		t.Fatalf("a bad allowed host: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "berth.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the database was opened before the refusal: %v", err)
 	}
 }

@@ -71,26 +71,29 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if cfg.Storage.Filesystem.Fsync {
 		dbOpts = append(dbOpts, meta.SyncFull()) // acknowledged means on disk, for metadata too
 	}
+	// What can refuse to start without the database does so before it is
+	// opened, which migrates it: a replica of a new version that would stop
+	// anyway must not move the schema past the running replicas' (they
+	// would all report not ready).
+	// One SSRF guard for every outbound request (webhooks, imports,
+	// mirrors, the proxy cache).
+	guard, err := events.NewGuard(cfg.Notifications.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("notifications.allowedHosts: %w", err)
+	}
+	driver, err := OpenStorage(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
 	db, err := meta.Open(ctx, cfg.DatabaseURL(), dbOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("metadata store: %w", err)
 	}
-	driver, err := OpenStorage(ctx, cfg)
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("storage: %w", err)
-	}
-	// One sealer for every stored secret, one SSRF guard for every
-	// outbound request (webhooks, imports, mirrors, the proxy cache).
+	// One sealer for every stored secret.
 	sealer, err := openSealer(ctx, db, cfg)
 	if err != nil {
 		db.Close()
 		return nil, err
-	}
-	guard, err := events.NewGuard(cfg.Notifications.AllowedHosts)
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("notifications.allowedHosts: %w", err)
 	}
 	var mets *metrics
 	if cfg.Metrics.Enabled {
