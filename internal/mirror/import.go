@@ -74,8 +74,28 @@ func (c *Copier) Import(ctx context.Context, req ImportRequest) (digest.Digest, 
 	if req.Username != "" {
 		ropts = []remote.Option{remote.WithAuth(&authn.Basic{Username: req.Username, Password: req.Password})}
 	}
-	if req.Transport != nil {
-		ropts = append(ropts, remote.WithTransport(req.Transport))
+	transport := req.Transport
+	if !req.Insecure {
+		// go-containerregistry falls back to plain HTTP for loopback and
+		// private addresses by itself: without Insecure, credentials and
+		// content go over HTTPS or not at all.
+		if transport == nil {
+			transport = remote.DefaultTransport
+		}
+		transport = httpsOnly{transport}
+	}
+	if transport != nil {
+		ropts = append(ropts, remote.WithTransport(transport))
 	}
 	return c.Copy(ctx, Request{Source: src, Options: ropts, Repo: req.Repo, Tags: req.Tags, Actor: req.Actor, Progress: req.Progress})
+}
+
+// httpsOnly refuses requests that are not HTTPS.
+type httpsOnly struct{ next http.RoundTripper }
+
+func (t httpsOnly) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme != "https" {
+		return nil, fmt.Errorf("plain HTTP to %s refused: the upstream answers only without TLS (import with insecure to allow it)", r.URL.Host)
+	}
+	return t.next.RoundTrip(r)
 }

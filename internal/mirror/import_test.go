@@ -192,6 +192,13 @@ func TestImport(t *testing.T) {
 		Insecure: true, Repo: "x/y", Tags: []string{"a"}}); err == nil {
 		t.Fatal("import with wrong upstream credentials succeeded")
 	}
+	// Without Insecure an upstream without TLS is refused, although
+	// go-containerregistry would fall back to plain HTTP for a loopback
+	// address by itself (and send the credentials in clear text).
+	if _, _, err := f.copier.Import(ctx, mirror.ImportRequest{Source: f.upstream + "/library/base:1.9", Username: "up", Password: "secret",
+		Repo: "x/plain", Tags: []string{"a"}}); err == nil || !strings.Contains(err.Error(), "plain HTTP") {
+		t.Fatalf("import over plain HTTP without insecure: %v", err)
+	}
 	var inv *mirror.InvalidImportError
 	for _, bad := range []mirror.ImportRequest{{Source: "::", Repo: "x/y"}, {Source: f.upstream + "/a:b", Repo: "X"}, {Source: f.upstream + "/a:b", Repo: "x/y", Tags: []string{"-bad"}}} {
 		if _, _, err := f.copier.Import(ctx, bad); !errors.As(err, &inv) {
