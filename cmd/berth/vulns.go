@@ -97,7 +97,7 @@ Exit status, for use as a pipeline gate:
 			reports := []scan.SecurityInfo{info}
 			labels := []string{repo + "@" + dgst}
 			if info.Status == meta.ScanScanned && info.Data == nil {
-				for _, m := range info.Manifests {
+				for i, m := range info.Manifests {
 					if m.Status != meta.ScanScanned {
 						continue
 					}
@@ -107,6 +107,7 @@ Exit status, for use as a pipeline gate:
 					}
 					reports = append(reports, pi)
 					labels = append(labels, repo+"@"+m.Digest+platformLabel(m))
+					info.Manifests[i].Data = pi.Data // in the JSON, with its platform
 				}
 			}
 			if asJSON {

@@ -74,6 +74,19 @@ func TestVulnDBImportAndVulnsGate(t *testing.T) {
 	if out, err := runIn(t, password+"\n", "vulns", host+"/alice/app:clean", "--insecure", "-u", "alice", "--password-stdin", "--wait", "30s", "--fail-on", "low"); err != nil {
 		t.Fatalf("clean image: %v\n%s", err, out)
 	}
+	// An index: --json carries each platform's report (it printed only
+	// the index's, which has none, while --fail-on counted the platforms').
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: clean, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
+	iref, _ := name.ParseReference(host+"/alice/app:multi", name.Insecure)
+	if err := remote.WriteIndex(iref, idx, creds); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runIn(t, password+"\n", "vulns", host+"/alice/app:multi", "--insecure", "-u", "alice", "--password-stdin", "--wait", "30s", "--json", "--fail-on", "high")
+	if !errors.As(err, &ec) || ec.code != exitThreshold || !strings.Contains(out, "DEBIAN-CVE-2026-0001") || !strings.Contains(out, `"architecture": "amd64"`) {
+		t.Fatalf("vulns --json of an index: %v\n%s", err, out)
+	}
 	if _, err := runIn(t, "wrong\n", "vulns", host+"/alice/app:deb", "--insecure", "-u", "alice", "--password-stdin"); err == nil || errors.As(err, &ec) {
 		t.Fatalf("wrong password: %v", err)
 	}

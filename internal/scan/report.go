@@ -31,6 +31,9 @@ type PlatformSecurity struct {
 	Status            string        `json:"status"`
 	Reason            string        `json:"reason,omitempty"`
 	VulnerabilityData *DataCoverage `json:"vulnerability_data,omitempty"`
+	// Data is the platform's report, when a client filled it in (berth
+	// vulns --json); the API's answer for an index leaves it out.
+	Data *SecurityData `json:"data,omitempty"`
 }
 
 // SecurityData wraps the layer, as Quay's API does.
