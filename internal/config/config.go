@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -518,8 +519,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	for path, v := range map[string]string{"scan.vulndb.baseURL": c.Scan.VulnDB.BaseURL, "scan.vulndb.cpeMappingURL": c.Scan.VulnDB.CPEMappingURL} {
-		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
-			bad(path, "%q is not an http(s) URL", v)
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.User != nil {
+			bad(path, "%q is not an http(s) URL without credentials or a query", redactURL(v))
 		}
 	}
 	if d := c.Scan.VulnDB.UpdateInterval; d != 0 && (d < 5*time.Minute || d > 30*24*time.Hour) {
@@ -537,11 +538,19 @@ func (c *Config) Validate() error {
 // redactURL hides a password in a database URL.
 func redactURL(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
+		if q := strings.IndexAny(s, "?#"); q > i {
+			s = s[:q] + "?REDACTED" // a query may hold a token or a password
+		}
 		if at := strings.LastIndex(s, "@"); at > i {
 			if colon := strings.Index(s[i+3:at], ":"); colon >= 0 {
 				return s[:i+3+colon] + ":REDACTED" + s[at:]
 			}
 		}
+		return s
 	}
-	return s
+	// A key=value connection string (host=db user=u password=p).
+	return keyValueSecret.ReplaceAllString(s, "${1}=REDACTED")
 }
+
+// keyValueSecret finds the password of a key=value connection string.
+var keyValueSecret = regexp.MustCompile(`(?i)\b(password|passwd|sslpassword)\s*=\s*('[^']*'|\S+)`)

@@ -178,3 +178,22 @@ func TestValidateSecretKey(t *testing.T) {
 		t.Fatalf("a good secretKey: %v", err)
 	}
 }
+
+// TestValidateHidesSecrets: a refused setting is named with its value,
+// less any password or token in it: a key=value connection string's
+// password, a URL's user password and its query.
+func TestValidateHidesSecrets(t *testing.T) {
+	c := Default()
+	c.Database.URL = "host=db user=berth password=s3cret-pw dbname=berth"
+	c.Scan.VulnDB.BaseURL = "https://osv.example.com/all?token=t0ken-value"
+	c.Scan.VulnDB.CPEMappingURL = "https://user:p4ss@cpe.example.com/map.json"
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "database.url:") || !strings.Contains(err.Error(), "scan.vulndb.baseURL:") || !strings.Contains(err.Error(), "scan.vulndb.cpeMappingURL:") {
+		t.Fatalf("Validate: %v", err)
+	}
+	for _, secret := range []string{"s3cret-pw", "t0ken-value", "p4ss"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error shows %q: %v", secret, err)
+		}
+	}
+}
