@@ -500,8 +500,11 @@ func (c *Config) Validate() error {
 			bad("metrics.addr", "%q is not HOST:PORT: %v", a, err)
 		} else if port == "" {
 			bad("metrics.addr", "%q has no port", a)
-		} else if a == c.Addr {
-			bad("metrics.addr", "%q is the main listen address (leave it empty to serve /metrics there)", a)
+		} else if samePort(a, c.Addr) {
+			bad("metrics.addr", "%q takes the main listen address's port %s (leave it empty to serve /metrics there)", a, port)
+		}
+		if !c.Metrics.Enabled {
+			bad("metrics.addr", "is set, but metrics.enabled is false: nothing would listen there")
 		}
 		if c.Metrics.Public {
 			bad("metrics.public", "applies to the main listener only; with metrics.addr set, /metrics is not served there")
@@ -536,6 +539,19 @@ func (c *Config) Validate() error {
 }
 
 // redactURL hides a password in a database URL.
+// samePort reports whether two listen addresses would collide: the same
+// port on the same host, or on any host where one of them listens on all
+// interfaces ("", 0.0.0.0, ::).
+func samePort(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb {
+		return false
+	}
+	all := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || all(ha) || all(hb)
+}
+
 func redactURL(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
 		if q := strings.IndexAny(s, "?#"); q > i {

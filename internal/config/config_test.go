@@ -197,3 +197,30 @@ func TestValidateHidesSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateMetricsListener: a metrics.addr on the main port (spelled
+// differently: ":5000" against "0.0.0.0:5000") or set while metrics are
+// off is refused by Validate; before, the first failed at start after the
+// migrations and workers, and the second served nothing, silently.
+func TestValidateMetricsListener(t *testing.T) {
+	for _, c := range []struct {
+		addr, metrics string
+		enabled       bool
+		want          string
+	}{
+		{"0.0.0.0:5000", ":5000", true, "port 5000"},
+		{":5000", "127.0.0.1:5000", true, "port 5000"},
+		{"127.0.0.1:5000", "127.0.0.1:9090", false, "metrics.enabled is false"},
+	} {
+		cfg := Default()
+		cfg.Addr, cfg.Metrics.Addr, cfg.Metrics.Enabled = c.addr, c.metrics, c.enabled
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("addr %s, metrics.addr %s, enabled %v: %v", c.addr, c.metrics, c.enabled, err)
+		}
+	}
+	cfg := Default()
+	cfg.Addr, cfg.Metrics.Addr = "127.0.0.1:5000", "127.0.0.2:5000"
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("the same port on two addresses: %v", err)
+	}
+}
