@@ -72,8 +72,12 @@ type k8sPodTemplate struct {
 }
 
 type k8sContainer struct {
-	Name           string    `yaml:"name"`
-	Args           []string  `yaml:"args"`
+	Name  string   `yaml:"name"`
+	Args  []string `yaml:"args"`
+	Ports []struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+	} `yaml:"ports"`
 	Env            []k8sEnv  `yaml:"env"`
 	StartupProbe   *k8sProbe `yaml:"startupProbe"`
 	LivenessProbe  *k8sProbe `yaml:"livenessProbe"`
@@ -201,6 +205,19 @@ func TestHelmChart(t *testing.T) {
 	}
 	if job.Spec.Template.Metadata.Labels["app.kubernetes.io/name"] == d.Spec.Template.Metadata.Labels["app.kubernetes.io/name"] {
 		t.Error("the migration Job's pod carries the replicas' labels: the Service would send it traffic")
+	}
+
+	// The container's ports are the ones Berth listens on: config.addr's
+	// and config.metrics.addr's (the metrics port came from
+	// service.metricsPort, and http was always 5000).
+	ports := helmTemplate(t, helm, append([]string{"--set", "config.addr=0.0.0.0:8080", "--set", "config.metrics.addr=0.0.0.0:9100",
+		"--set", "service.metricsPort=9300"}, requiredValues...)...)
+	got := map[string]int{}
+	for _, p := range ports["Deployment/reg-berth"].Spec.Template.Spec.Containers[0].Ports {
+		got[p.Name] = p.ContainerPort
+	}
+	if got["http"] != 8080 || got["metrics"] != 9100 {
+		t.Errorf("with config.addr :8080 and config.metrics.addr :9100 the container's ports are %v", got)
 	}
 
 	ext := helmTemplate(t, helm, "--set", "secret.existingSecret=berth-secrets")

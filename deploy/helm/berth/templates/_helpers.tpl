@@ -56,3 +56,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* The port of a listen address (HOST:PORT or :PORT). */}}
+{{- define "berth.port" -}}
+{{- . | splitList ":" | last -}}
+{{- end -}}
