@@ -56,9 +56,8 @@ func (s *S3) validate(bad func(field, format string, args ...any)) {
 	if s.Bucket == "" {
 		bad("storage.s3.bucket", "must be set when storage.driver is s3")
 	}
-	if s.Endpoint == "" && s.Region == "" {
-		bad("storage.s3.region", "must be set for AWS (or set storage.s3.endpoint for an S3-compatible server)")
-	}
+	// An empty region for AWS may come from AWS_REGION (as IRSA sets it):
+	// opening the storage, before the database, says if there is none.
 	if (s.AccessKey == "") != (s.SecretKey == "") {
 		bad("storage.s3.accessKey", "accessKey and secretKey go together (leave both empty for the standard AWS credential chain)")
 	}

@@ -37,13 +37,20 @@ func TestS3Settings(t *testing.T) {
 		t.Fatalf("s3 defaults = %+v", d.Storage.S3)
 	}
 
+	// AWS with the region from AWS_REGION (IRSA): no region in the file.
+	aws := Default()
+	aws.Storage.Driver, aws.Storage.S3.Bucket = "s3", "registry"
+	if err := aws.Validate(); err != nil {
+		t.Errorf("AWS without storage.s3.region (AWS_REGION gives it): %v", err)
+	}
+
 	bad := Default()
 	bad.Storage.Driver = "s3"
 	bad.Storage.S3.SecretKey = "hunter2-secret"
 	bad.Storage.S3.PartSize = 1 << 20
 	bad.Storage.S3.Redirect = S3Redirect{Enabled: true, Expiry: 30 * 24 * time.Hour}
 	err := bad.Validate()
-	for _, field := range []string{"storage.s3.bucket:", "storage.s3.region:", "storage.s3.accessKey:", "storage.s3.partSize:", "storage.s3.redirect.expiry:"} {
+	for _, field := range []string{"storage.s3.bucket:", "storage.s3.accessKey:", "storage.s3.partSize:", "storage.s3.redirect.expiry:"} {
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("error does not name %s: %v", field, err)
 		}
