@@ -31,6 +31,13 @@ var (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first signal starts a graceful stop; a second one ends the
+		// process at once (the default handling, restored here), rather
+		// than waiting out shutdownDelay and shutdownTimeout.
+		<-ctx.Done()
+		stop()
+	}()
 	if err := rootCmd().ExecuteContext(ctx); err != nil {
 		var ec *exitCodeError
 		if errors.As(err, &ec) {
