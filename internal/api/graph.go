@@ -155,10 +155,13 @@ func (a *API) manifestDependents(w http.ResponseWriter, r *http.Request, id auth
 			return badRequest("transitive must be true or false")
 		}
 	}
-	rows, err := a.opts.Graph.Dependents(r.Context(), repo, d, transitive, maxDependents)
+	// One more than answered: whether the list goes on.
+	rows, err := a.opts.Graph.Dependents(r.Context(), repo, d, transitive, maxDependents+1)
 	if err != nil {
 		return err
 	}
+	truncated := len(rows) > maxDependents
+	rows = rows[:min(len(rows), maxDependents)]
 	rd := &readable{a: a, id: id, seen: map[string]bool{}}
 	out := []dependentView{}
 	for _, dep := range rows {
@@ -175,6 +178,6 @@ func (a *API) manifestDependents(w http.ResponseWriter, r *http.Request, id auth
 		}
 		out = append(out, v)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"dependents": out, "truncated": len(rows) == maxDependents})
+	writeJSON(w, http.StatusOK, map[string]any{"dependents": out, "truncated": truncated})
 	return nil
 }

@@ -376,6 +376,10 @@ type GraphDependent struct {
 	Stale bool
 }
 
+// dependentRowsEach is how many rows (one per tag its base was reached
+// through) Dependents reads per dependent it may return.
+const dependentRowsEach = 8
+
 // Dependents returns the images still stored that are built on an image
 // (a platform's manifest, or an index: then on any of its children), up
 // to n. Directly only (level 1), or transitively (any level).
@@ -394,7 +398,7 @@ func (db Graph) Dependents(ctx context.Context, repo string, d digest.Digest, tr
 		JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest AND m.held = 0
 		LEFT JOIN tags t ON t.repository_id = b.base_repository_id AND t.name = b.base_tag AND b.base_tag <> ''
 		WHERE br.name = ? AND b.base_digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references WHERE repository_id = br.id AND manifest_digest = ? AND is_manifest = 1)`+level+`
-		ORDER BY b.level, r.name, b.digest, b.base_tag LIMIT ?`), repo, d.String(), d.String(), n)
+		ORDER BY b.level, r.name, b.digest, b.base_tag LIMIT ?`), repo, d.String(), d.String(), n*dependentRowsEach)
 	if err != nil {
 		return nil, fmt.Errorf("list dependents: %w", err)
 	}
@@ -422,6 +426,9 @@ func (db Graph) Dependents(ctx context.Context, repo string, d digest.Digest, tr
 			// dependent, stale if any of them moved.
 			out[i].Stale = out[i].Stale || stale
 			continue
+		}
+		if len(out) == n {
+			break // n dependents: the caller asked for no more
 		}
 		seen[k], ids[k] = len(out), repoID
 		out = append(out, dep)

@@ -234,3 +234,38 @@ func TestGraphIndexImage(t *testing.T) {
 		})
 	}
 }
+
+// TestDependentsCountsImagesNotRows: a dependent is recorded once per tag
+// its base was reached through; asking for n dependents gives n images,
+// not n rows (which gave fewer images, and let the API say the list was
+// complete when it was cut).
+func TestDependentsCountsImagesNotRows(t *testing.T) {
+	ctx := context.Background()
+	db := metatest.Open(t, "sqlite")
+	base := manifestOf("the base")
+	for _, tag := range []string{"1", "latest"} {
+		if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "library/base", Manifest: base, Tag: tag}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ri, err := db.Repositories().Repository(ctx, "library/base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, repo := range []string{"team/a", "team/b", "team/c"} {
+		m := manifestOf("built on the base in " + repo)
+		if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: repo, Manifest: m, Tag: "1"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Graph().SetBases(ctx, repo, m.Digest, []meta.BaseLink{{RepositoryID: ri.ID, Digest: base.Digest, Method: "layers", Level: 1, Layers: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deps, err := db.Graph().Dependents(ctx, "library/base", base.Digest, false, 2)
+	if err != nil || len(deps) != 2 || deps[0].Repository != "team/a" || deps[1].Repository != "team/b" {
+		t.Fatalf("two dependents asked for: %+v %v", deps, err)
+	}
+	if all, _ := db.Graph().Dependents(ctx, "library/base", base.Digest, false, 10); len(all) != 3 {
+		t.Fatalf("all dependents: %d", len(all))
+	}
+}
