@@ -128,6 +128,9 @@ func (a *API) putGate(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 		return err
 	}
 	compiled, err := body.Config.Compile()
+	if err == nil {
+		err = body.Config.CheckNew()
+	}
 	if err != nil {
 		return apiError(http.StatusBadRequest, "invalid_request", "%v", err)
 	}

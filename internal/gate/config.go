@@ -96,6 +96,30 @@ func Parse(raw []byte) (*Compiled, error) {
 	return c.Compile()
 }
 
+// CheckNew applies the bounds a configuration given now must keep, on top
+// of Compile's checks (a configuration stored before them still loads):
+// at most MaxKeys keys, none twice, since every signature is tried
+// against every key and whoever administers a repository sets its gate.
+func (c Config) CheckNew() error {
+	var errs []error
+	if len(c.Keys) > MaxKeys {
+		errs = append(errs, fmt.Errorf("keys: %d keys; at most %d", len(c.Keys), MaxKeys))
+	}
+	seen := map[string]int{}
+	for i, k := range c.Keys {
+		tk, err := ParseKey(k)
+		if err != nil {
+			continue // Compile says why
+		}
+		if j, dup := seen[tk.ID]; dup {
+			errs = append(errs, fmt.Errorf("keys[%d]: the same key as keys[%d]", i, j))
+			continue
+		}
+		seen[tk.ID] = i
+	}
+	return errors.Join(errs...)
+}
+
 // Compile validates the configuration: tag patterns, the policy
 // (compiled and type-checked, errors with their positions), keys,
 // required checks, checkers and the rollback tag template. Defaults
@@ -137,23 +161,17 @@ func (c Config) Compile() (*Compiled, error) {
 		}
 	}
 	out := &Compiled{Config: c}
-	if len(c.Keys) > MaxKeys {
-		// Every signature is tried against every key: bound the work an
-		// evaluation does for whoever administers a repository.
-		errs = append(errs, fmt.Errorf("keys: %d keys; at most %d", len(c.Keys), MaxKeys))
-	}
-	seen := map[string]int{}
+	seen := map[string]bool{}
 	for i, k := range c.Keys {
 		tk, err := ParseKey(k)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("keys[%d]: %w", i, err))
 			continue
 		}
-		if j, dup := seen[tk.ID]; dup {
-			errs = append(errs, fmt.Errorf("keys[%d]: the same key as keys[%d]", i, j))
-			continue
+		if seen[tk.ID] {
+			continue // tried once is enough (CheckNew refuses it in a new configuration)
 		}
-		seen[tk.ID] = i
+		seen[tk.ID] = true
 		out.Keys = append(out.Keys, tk)
 	}
 	p, err := Compile(c.Policy)

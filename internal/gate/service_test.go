@@ -57,14 +57,23 @@ func TestConfigCompile(t *testing.T) {
 	for range MaxKeys + 1 {
 		keys = append(keys, newP256(t).trusted.PEM)
 	}
-	if _, err := (Config{Tags: []string{"15"}, Keys: keys}).Compile(); err == nil || !strings.Contains(err.Error(), "at most 32") {
+	if err := (Config{Tags: []string{"15"}, Keys: keys}).CheckNew(); err == nil || !strings.Contains(err.Error(), "at most 32") {
 		t.Errorf("%d keys: %v", len(keys), err)
 	}
-	if _, err := (Config{Tags: []string{"15"}, Keys: keys[:MaxKeys]}).Compile(); err != nil {
+	if err := (Config{Tags: []string{"15"}, Keys: keys[:MaxKeys]}).CheckNew(); err != nil {
 		t.Errorf("%d keys: %v", MaxKeys, err)
 	}
-	if _, err := (Config{Tags: []string{"15"}, Keys: []string{keys[0], keys[1], keys[0]}}).Compile(); err == nil || !strings.Contains(err.Error(), "keys[2]: the same key as keys[0]") {
+	twice := Config{Tags: []string{"15"}, Keys: []string{keys[0], keys[1], keys[0]}}
+	if err := twice.CheckNew(); err == nil || !strings.Contains(err.Error(), "keys[2]: the same key as keys[0]") {
 		t.Errorf("a key listed twice: %v", err)
+	}
+	// A configuration stored before the bounds still loads: a key listed
+	// twice is tried once, and more than MaxKeys keys are kept.
+	if c, err := twice.Compile(); err != nil || len(c.Keys) != 2 {
+		t.Errorf("a stored configuration listing a key twice: %v %+v", err, c)
+	}
+	if c, err := (Config{Tags: []string{"15"}, Keys: keys}).Compile(); err != nil || len(c.Keys) != MaxKeys+1 {
+		t.Errorf("a stored configuration of %d keys: %v", len(keys), err)
 	}
 	c := compileConfig(t, Config{Tags: []string{"15-*"}, Policy: `checks["e2e"] == "pass"`, RequiredChecks: []string{"functional"}})
 	if c.RollbackTag != DefaultRollbackTag || c.ScanSeverity != "Critical" || !slices.Equal(c.required(), []string{"functional", "e2e"}) {
