@@ -522,8 +522,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	for path, v := range map[string]string{"scan.vulndb.baseURL": c.Scan.VulnDB.BaseURL, "scan.vulndb.cpeMappingURL": c.Scan.VulnDB.CPEMappingURL} {
-		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.User != nil {
-			bad(path, "%q is not an http(s) URL without credentials or a query", redactURL(v))
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+			bad(path, "%q is not an http(s) URL without a query", redactURL(v))
 		}
 	}
 	if d := c.Scan.VulnDB.UpdateInterval; d != 0 && (d < 5*time.Minute || d > 30*24*time.Hour) {
@@ -554,15 +554,17 @@ func samePort(a, b string) bool {
 
 func redactURL(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
-		if q := strings.IndexAny(s, "?#"); q > i {
-			s = s[:q] + "?REDACTED" // a query may hold a token or a password
+		rest := s[i+3:]
+		// All of the user information goes, whatever it holds ('?', '#',
+		// '/' in a password): everything before the last '@' (one in a
+		// query hides more than needed, never less).
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			rest = "REDACTED" + rest[at:]
 		}
-		if at := strings.LastIndex(s, "@"); at > i {
-			if colon := strings.Index(s[i+3:at], ":"); colon >= 0 {
-				return s[:i+3+colon] + ":REDACTED" + s[at:]
-			}
+		if q := strings.IndexAny(rest, "?#"); q >= 0 {
+			rest = rest[:q] + "?REDACTED" // a query may hold a token or a password
 		}
-		return s
+		return s[:i+3] + rest
 	}
 	// A key=value connection string (host=db user=u password=p).
 	return keyValueSecret.ReplaceAllString(s, "${1}=REDACTED")

@@ -186,7 +186,7 @@ func TestValidateHidesSecrets(t *testing.T) {
 	c := Default()
 	c.Database.URL = "host=db user=berth password=s3cret-pw dbname=berth"
 	c.Scan.VulnDB.BaseURL = "https://osv.example.com/all?token=t0ken-value"
-	c.Scan.VulnDB.CPEMappingURL = "https://user:p4ss@cpe.example.com/map.json"
+	c.Scan.VulnDB.CPEMappingURL = "https://user:p4ss@cpe.example.com/map.json?x=1"
 	err := c.Validate()
 	if err == nil || !strings.Contains(err.Error(), "database.url:") || !strings.Contains(err.Error(), "scan.vulndb.baseURL:") || !strings.Contains(err.Error(), "scan.vulndb.cpeMappingURL:") {
 		t.Fatalf("Validate: %v", err)
@@ -222,5 +222,19 @@ func TestValidateMetricsListener(t *testing.T) {
 	cfg.Addr, cfg.Metrics.Addr = "127.0.0.1:5000", "127.0.0.2:5000"
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("the same port on two addresses: %v", err)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://berth:s3cret@db:5432/berth?sslmode=disable": "postgres://REDACTED@db:5432/berth?REDACTED",
+		"https://t0ken@mirror.example/osv":                      "https://REDACTED@mirror.example/osv",
+		"https://u:p?w#d@mirror.example/osv":                    "https://REDACTED@mirror.example/osv",
+		"https://mirror.example/osv":                            "https://mirror.example/osv",
+		"host=db user=berth password='a b' dbname=x":            "host=db user=berth password=REDACTED dbname=x",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
