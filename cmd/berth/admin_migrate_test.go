@@ -74,7 +74,7 @@ func TestAdminMigrateConcurrentPostgres(t *testing.T) {
 // binary newer than the database's schema, refuse with the reason and
 // leave the schema where it was (migrating it would take the running
 // servers of the older version out of service); a new data directory is
-// still created by them, and berth admin migrate upgrades.
+// still created by them.
 func TestAdminRefusesAnOlderSchema(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := runIn(t, "", "admin", "user", "list", "--data-dir", dir); err != nil {
@@ -90,11 +90,10 @@ func TestAdminRefusesAnOlderSchema(t *testing.T) {
 	if err := raw.QueryRow("SELECT MAX(version) FROM schema_migrations").Scan(&top); err != nil {
 		t.Fatal(err)
 	}
-	// The last migration undone: the database is one version behind.
+	// The last migration's record taken away: the database says it is one
+	// version behind (its tables are the same: the tools refuse before
+	// they touch any).
 	if _, err := raw.Exec("DELETE FROM schema_migrations WHERE version = ?", top); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := raw.Exec("DROP INDEX login_failures_window"); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"admin", "user", "list"}, {"admin", "gc", "--dry-run"}, {"import", "registry.example/a:1", "--repository", "x/a"}} {
@@ -107,10 +106,10 @@ func TestAdminRefusesAnOlderSchema(t *testing.T) {
 			t.Fatalf("%v moved the schema to %d (%v)", args, now, err)
 		}
 	}
-	if out, err := runIn(t, "", "admin", "migrate", "--data-dir", dir); err != nil {
-		t.Fatalf("migrate: %v\n%s", err, out)
+	if _, err := raw.Exec("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)", top); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := runIn(t, "", "admin", "user", "list", "--data-dir", dir); err != nil {
-		t.Fatalf("admin after migrate: %v", err)
+		t.Fatalf("admin at this binary's version: %v", err)
 	}
 }

@@ -176,7 +176,11 @@ func (db Mirrors) GetMirror(ctx context.Context, repo string) (Mirror, error) {
 // MirrorSyncNow makes a mirror due at once (status SYNC_NOW unless a sync
 // runs) and clears a pending cancel.
 func (db Mirrors) MirrorSyncNow(ctx context.Context, repo string) error {
+	// During a sync the request is remembered (sync_now_requested): its
+	// finish schedules another at once, as upstream may have changed after
+	// the running one read it.
 	return db.execMirror(ctx, `UPDATE repository_mirrors SET next_sync_at = ?, cancel_requested = 0,
+		sync_now_requested = CASE WHEN sync_status = 'SYNCING' THEN 1 ELSE 0 END,
 		sync_status = CASE WHEN sync_status = 'SYNCING' THEN sync_status ELSE 'SYNC_NOW' END WHERE repository = ?`, now(), repo)
 }
 
@@ -276,10 +280,7 @@ func (db Mirrors) StartMirrorSync(ctx context.Context, repo, message string) (Mi
 		if err != nil {
 			return err
 		}
-		// The next sync is an interval away while this one runs: a sync-now
-		// asked for meanwhile brings it back, and the finish keeps it.
-		if _, err := tx.ExecContext(ctx, db.q("UPDATE repository_mirrors SET sync_status = 'SYNCING', next_sync_at = ? + sync_interval * 1000000 WHERE repository = ?"),
-			now(), repo); err != nil {
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE repository_mirrors SET sync_status = 'SYNCING', sync_now_requested = 0 WHERE repository = ?"), repo); err != nil {
 			return fmt.Errorf("start mirror sync: %w", err)
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventMirrorSyncStarted, Repository: repo, Actor: m.RobotUsername,
@@ -309,16 +310,20 @@ func (db Mirrors) FinishMirrorSync(ctx context.Context, repo, status, message st
 		case MirrorCancel:
 			kind = ""
 		}
-		if status != MirrorCancel && !m.NextSyncAt.IsZero() && m.NextSyncAt.UnixMicro() <= ts {
+		var requested int
+		if err := tx.QueryRowContext(ctx, db.q("SELECT sync_now_requested FROM repository_mirrors WHERE repository = ?"), repo).Scan(&requested); err != nil {
+			return fmt.Errorf("finish mirror sync: %w", err)
+		}
+		if status != MirrorCancel && requested == 1 {
 			// A sync-now while it ran (upstream may have changed after
 			// this sync read it): sync again at once.
-			next = min(next, m.NextSyncAt.UnixMicro())
+			next = ts
 		}
 		// A NUL (an upstream's binary error body) is refused by
 		// PostgreSQL, in the column and in the event's JSON.
 		lastErr, message = cleanJobError(lastErr), cleanJobError(message)
 		if _, err := tx.ExecContext(ctx, db.q(`UPDATE repository_mirrors SET sync_status = ?, sync_retries_remaining = ?, next_sync_at = ?,
-			last_error = ?, cancel_requested = 0, last_sync_at = ? WHERE repository = ?`), status, retries, next, lastErr, ts, repo); err != nil {
+			last_error = ?, cancel_requested = 0, sync_now_requested = 0, last_sync_at = ? WHERE repository = ?`), status, retries, next, lastErr, ts, repo); err != nil {
 			return fmt.Errorf("finish mirror sync: %w", err)
 		}
 		if kind == "" {

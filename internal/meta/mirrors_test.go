@@ -9,7 +9,9 @@ import (
 	"github.com/berth-dev/berth/internal/meta/metatest"
 )
 
-func newMirror(t *testing.T, db *meta.DB) {
+func newMirror(t *testing.T, db *meta.DB) { newMirrorEvery(t, db, 24*time.Hour) }
+
+func newMirrorEvery(t *testing.T, db *meta.DB, interval time.Duration) {
 	t.Helper()
 	ctx := context.Background()
 	u, err := db.Users().CreateUser(ctx, meta.User{Username: "acme"})
@@ -24,7 +26,7 @@ func newMirror(t *testing.T, db *meta.DB) {
 		t.Fatal(err)
 	}
 	if err := db.Mirrors().CreateMirror(ctx, meta.Mirror{Repository: "acme/app", Enabled: true, ExternalReference: "upstream.example/lib/app",
-		VerifyTLS: true, SyncInterval: 24 * time.Hour, SyncStartDate: time.Now(), RootRule: meta.MirrorRule{Kind: "tag_glob_csv", Value: []string{"*"}},
+		VerifyTLS: true, SyncInterval: interval, SyncStartDate: time.Now(), RootRule: meta.MirrorRule{Kind: "tag_glob_csv", Value: []string{"*"}},
 		RobotUsername: "acme+mirror"}); err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +101,31 @@ func TestMirrorFailureWithANUL(t *testing.T) {
 			}
 			if k := kinds(t, db); k[len(k)-1] != meta.EventMirrorSyncFailed {
 				t.Fatalf("events: %v", k)
+			}
+		})
+	}
+}
+
+// TestMirrorSyncLongerThanItsInterval: a sync that took longer than its
+// interval, with no sync-now asked for, schedules the next one an
+// interval after it finished; it was taken for a sync-now and the next
+// started at once, a failing upstream hit without pause.
+func TestMirrorSyncLongerThanItsInterval(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			newMirrorEvery(t, db, time.Second)
+			if _, err := db.Mirrors().StartMirrorSync(ctx, "acme/app", "start"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(1200 * time.Millisecond) // the sync outlasts its interval
+			finished := time.Now()
+			if err := db.Mirrors().FinishMirrorSync(ctx, "acme/app", meta.MirrorSuccess, ""); err != nil {
+				t.Fatal(err)
+			}
+			if m, _ := db.Mirrors().GetMirror(ctx, "acme/app"); !m.NextSyncAt.After(finished) {
+				t.Fatalf("the next sync is at %s, before the finish %s", m.NextSyncAt, finished)
 			}
 		})
 	}

@@ -318,6 +318,8 @@ ON CONFLICT (name) DO NOTHING`,
 	// 25: login counters are pruned by the start of their window
 	// (retention.go).
 	`CREATE INDEX login_failures_window ON login_failures(window_start)`,
+	// 26: a sync-now asked for while a mirror syncs (mirrors.go).
+	`ALTER TABLE repository_mirrors ADD COLUMN sync_now_requested SMALLINT NOT NULL DEFAULT 0`,
 }
 
 func (db *core) render(stmt string) string {
