@@ -503,9 +503,6 @@ func (c *Config) Validate() error {
 		} else if samePort(a, c.Addr) {
 			bad("metrics.addr", "%q takes the main listen address's port %s (leave it empty to serve /metrics there)", a, port)
 		}
-		if !c.Metrics.Enabled {
-			bad("metrics.addr", "is set, but metrics.enabled is false: nothing would listen there")
-		}
 		if c.Metrics.Public {
 			bad("metrics.public", "applies to the main listener only; with metrics.addr set, /metrics is not served there")
 		}

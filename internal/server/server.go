@@ -375,6 +375,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 
 	var msrv *http.Server
+	if s.metrics == nil && s.cfg.Metrics.Addr != "" {
+		s.log.Warn("metrics.addr is set but metrics.enabled is false: nothing listens there", "metrics_addr", s.cfg.Metrics.Addr)
+	}
 	if s.metrics != nil && s.cfg.Metrics.Addr != "" {
 		mln, err := net.Listen("tcp", s.cfg.Metrics.Addr)
 		if err != nil {
