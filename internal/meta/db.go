@@ -58,6 +58,9 @@ type core struct {
 	// noUpgrade refuses to migrate a database at an older schema version
 	// (NoUpgrade).
 	noUpgrade bool
+	// deadlocks counts the transactions PostgreSQL ended as deadlocked
+	// (and txRetry ran again): locks taken in inconsistent orders.
+	deadlocks atomic.Int64
 	// writerWaits and writerWaitNanos count SQLite's write transactions
 	// and the time they waited to begin: for the single writer connection
 	// and for the database's write lock (WriterWait).
@@ -363,6 +366,9 @@ func (db *core) txRetry(ctx context.Context, lax bool, fn func(tx *sql.Tx) error
 		}
 		if err == nil || !retryable(err) || ctx.Err() != nil {
 			return err
+		}
+		if isDeadlock(err) {
+			db.deadlocks.Add(1)
 		}
 		// A short, growing pause lets the winner commit.
 		select {

@@ -147,3 +147,9 @@ var (
 // ErrSchemaBehind is returned by Open with NoUpgrade for a database at an
 // older schema version than the binary's.
 var ErrSchemaBehind = errors.New("the database's schema is older than this binary's")
+
+// isDeadlock reports whether PostgreSQL ended a transaction as deadlocked.
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == pgDeadlockDetected
+}

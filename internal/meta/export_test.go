@@ -68,3 +68,6 @@ func (db *DB) HeldManifests(ctx context.Context, repo string) ([]string, error) 
 	}
 	return scanStrings(rows)
 }
+
+// Deadlocks is how many transactions PostgreSQL ended as deadlocked.
+func (db *DB) Deadlocks() int64 { return db.deadlocks.Load() }

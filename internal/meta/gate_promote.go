@@ -101,14 +101,24 @@ type Promoted struct {
 func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 	var out Promoted
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if !p.GateUpdatedAt.IsZero() {
+			// The gate before the candidate, in the order DeleteGate and
+			// PutGate lock them (no deadlock between them).
+			var gateRepo int64
+			err := tx.QueryRowContext(ctx, db.q("SELECT repository_id FROM gate_candidates WHERE id = ?"), p.CandidateID).Scan(&gateRepo)
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrCandidateNotFound
+			}
+			if err != nil {
+				return fmt.Errorf("read candidate: %w", err)
+			}
+			if err := db.gateUnchanged(ctx, tx, gateRepo, p.GateUpdatedAt); err != nil {
+				return err
+			}
+		}
 		c, repoID, err := db.lockLiveCandidate(ctx, tx, p.CandidateID)
 		if err != nil {
 			return err
-		}
-		if !p.GateUpdatedAt.IsZero() {
-			if err := db.gateUnchanged(ctx, tx, repoID, p.GateUpdatedAt); err != nil {
-				return err
-			}
 		}
 		var mediaType string
 		var size int64

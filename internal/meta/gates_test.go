@@ -635,3 +635,61 @@ func TestRetagOfARolledBackDigest(t *testing.T) {
 		t.Fatalf("retag of another digest: %v", err)
 	}
 }
+
+// TestGateLockOrder: on PostgreSQL, pushes (of a new candidate, and again
+// of a held one, as a gated mirror's sync does), retags, restores and
+// promotions race gate replacements and deletions without deadlocking:
+// each takes the gate's row before the manifests and candidates, in the
+// order PutGate and DeleteGate do (deadlocks were retried, after
+// PostgreSQL's one-second detection, each time).
+func TestGateLockOrder(t *testing.T) {
+	dialect := "postgres"
+	if !slices.Contains(metatest.Dialects(), dialect) {
+		t.Skip("SKIP: PostgreSQL only (BERTH_TEST_POSTGRES_DSN)")
+	}
+	e := newGateEnv(t, dialect)
+	ctx := e.ctx
+	gate := meta.Gate{Repository: "mirror/node", Tags: []string{"15-*"}, Config: json.RawMessage(`{"tags":["15-*"]}`)}
+	name := func(n int64) string { return fmt.Sprintf("15-alpine-%d", n) }
+	held := manifestOf("held, pushed again by every sync")
+	for round := range 20 {
+		e.put(meta.PutManifest{Repository: "mirror/node", Manifest: held, Tag: "15-alpine"})
+		fresh := manifestOf(fmt.Sprintf("round %d", round))
+		e.put(meta.PutManifest{Repository: "mirror/node", Manifest: fresh})
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		wg.Go(func() {
+			<-start
+			e.db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "mirror/node", Manifest: held, Tag: "15-alpine"})
+		})
+		wg.Go(func() {
+			<-start
+			e.db.Manifests().MoveTag(ctx, "mirror/node", "15-slim", fresh.Digest, "alice")
+		})
+		wg.Go(func() {
+			<-start
+			if cs := e.live(""); len(cs) > 0 {
+				g, err := e.db.Gates().GetGate(ctx, "mirror/node")
+				if err == nil {
+					e.db.Gates().Promote(ctx, meta.Promotion{CandidateID: cs[0].ID, RollbackTag: name, GateUpdatedAt: g.UpdatedAt})
+				}
+			}
+		})
+		wg.Go(func() {
+			<-start
+			if round%2 == 0 {
+				e.db.Gates().DeleteGate(ctx, "mirror/node")
+			} else {
+				e.db.Gates().PutGate(ctx, gate)
+			}
+		})
+		close(start)
+		wg.Wait()
+		if err := e.db.Gates().PutGate(ctx, gate); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.db.Deadlocks(); n > 0 {
+		t.Fatalf("%d transactions deadlocked", n)
+	}
+}

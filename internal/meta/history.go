@@ -112,6 +112,12 @@ func (db Manifests) RestoreTag(ctx context.Context, repo, tag string, d digest.D
 		if err != nil {
 			return err
 		}
+		// The gate first, in the order PutGate and DeleteGate lock it and
+		// then the candidates (no deadlock between them).
+		guarded, gated, err := db.guardedTags(ctx, tx, repoID)
+		if err != nil {
+			return err
+		}
 		var one int
 		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tag_history WHERE repository_id = ? AND tag = ? AND digest = ? LIMIT 1"), repoID, tag, d.String()).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -155,10 +161,6 @@ func (db Manifests) RestoreTag(ctx context.Context, repo, tag string, d digest.D
 		if _, err := tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND tag = ? AND state IN ('pending', 'blocked')`),
 			CandidateSuperseded, ts, repoID, tag); err != nil {
 			return fmt.Errorf("supersede candidates: %w", err)
-		}
-		guarded, gated, err := db.guardedTags(ctx, tx, repoID)
-		if err != nil {
-			return err
 		}
 		if gated && prev != "" && GuardsTag(guarded, tag) {
 			reasons := mustJSON([]string{fmt.Sprintf("rolled back by %s: %s restored to %s", actor, tag, d)})

@@ -143,6 +143,13 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 	if err != nil {
 		return err
 	}
+	// The gate first (FOR SHARE on PostgreSQL), before any manifest row:
+	// DeleteGate and PutGate lock the gate, then release or withdraw what
+	// it held; the same order here keeps the two from deadlocking.
+	guarded, gated, err := db.guardedTags(ctx, tx, repoID)
+	if err != nil {
+		return err
+	}
 	for _, b := range p.LinkBlobs {
 		if err := db.linkBlob(ctx, tx, p.Repository, b, "", w); err != nil {
 			return err
@@ -191,10 +198,6 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 		if err := db.quotaRef(ctx, tx, p, repoID, !checkRefs); err != nil {
 			return err
 		}
-	}
-	guarded, gated, err := db.guardedTags(ctx, tx, repoID)
-	if err != nil {
-		return err
 	}
 	var candidates []candidateArrival
 	tags := []string{}

@@ -101,23 +101,25 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 			}
 			return fmt.Errorf("look up repository: %w", err)
 		}
+		// The gate before the manifest, in the order DeleteGate and
+		// PutGate lock them (no deadlock between them).
+		guarded, gated, err := db.guardedTags(ctx, tx, repoID)
+		if err != nil {
+			return err
+		}
 		lock := ""
 		if db.dialect == postgres {
 			lock = " FOR SHARE" // a concurrent manifest delete waits for this tag
 		}
 		var mediaType string
 		var size int64
-		err := tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+lock), repoID, d.String()).
+		err = tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+lock), repoID, d.String()).
 			Scan(&mediaType, &size)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrManifestNotFound
 		}
 		if err != nil {
 			return fmt.Errorf("look up manifest: %w", err)
-		}
-		guarded, gated, err := db.guardedTags(ctx, tx, repoID)
-		if err != nil {
-			return err
 		}
 		guards := gated && GuardsTag(guarded, tag)
 		if gated && !guards && isCosignTag(tag) && matchesTag(guarded, tag) {
