@@ -634,6 +634,22 @@ func TestRetagOfARolledBackDigest(t *testing.T) {
 	if err := e.db.Manifests().MoveTag(ctx, "mirror/node", "15-alpine", c.Digest, "alice"); !errors.Is(err, meta.ErrGuardedTag) || len(e.live("15-alpine")) != 1 {
 		t.Fatalf("retag of another digest: %v", err)
 	}
+	// b promoted by hand after its rollback, then c promoted: a retag of b
+	// is still not proposed (it was rolled back from once), and says so.
+	mb, err := e.db.Gates().ManualCandidate(ctx, "mirror/node", "15-alpine", b.Digest, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.Gates().Promote(ctx, meta.Promotion{CandidateID: mb.ID, RollbackTag: name}); err != nil {
+		t.Fatal(err)
+	}
+	e.put(meta.PutManifest{Repository: "mirror/node", Manifest: c, Tag: "15-alpine"})
+	if _, err := e.db.Gates().Promote(ctx, meta.Promotion{CandidateID: e.live("15-alpine")[0].ID, RollbackTag: name}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.db.Manifests().MoveTag(ctx, "mirror/node", "15-alpine", b.Digest, "alice"); !errors.Is(err, meta.ErrRolledBack) {
+		t.Fatalf("retag of a digest rolled back from once, promoted by hand since: %v", err)
+	}
 }
 
 // TestGateLockOrder: on PostgreSQL, pushes (of a new candidate, and again

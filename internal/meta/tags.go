@@ -147,13 +147,17 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 				if current == d.String() {
 					return nil
 				}
-				var state string
-				err = tx.QueryRowContext(ctx, db.q(`SELECT state FROM gate_candidates WHERE repository_id = ? AND tag = ? AND digest = ?
-					ORDER BY id DESC LIMIT 1`), repoID, tag, d.String()).Scan(&state)
-				if err != nil && !errors.Is(err, sql.ErrNoRows) {
-					return fmt.Errorf("read candidate: %w", err)
+				// Not proposed because the tag was rolled back from it once
+				// (proposeCandidate's rule), or already its live candidate.
+				var live, rejected int
+				err = tx.QueryRowContext(ctx, db.q(`SELECT
+					COALESCE(SUM(CASE WHEN state IN ('pending', 'blocked') THEN 1 ELSE 0 END), 0),
+					COALESCE(SUM(CASE WHEN state = 'rejected' THEN 1 ELSE 0 END), 0)
+					FROM gate_candidates WHERE repository_id = ? AND tag = ? AND digest = ?`), repoID, tag, d.String()).Scan(&live, &rejected)
+				if err != nil {
+					return fmt.Errorf("read candidates: %w", err)
 				}
-				if state == CandidateRejected {
+				if live == 0 && rejected > 0 {
 					return ErrRolledBack
 				}
 				guardedTag = true
