@@ -91,6 +91,9 @@ type Authorizer struct {
 	// speed-up: every replica decides the same without it.
 	mu    sync.Mutex
 	cache map[[32]byte]time.Time
+	// used notes when this process last recorded each access token's use
+	// (firstUseInInterval).
+	used map[int64]time.Time
 	// verified registry tokens (tokencache.go)
 	verified tokenCache
 
@@ -184,13 +187,31 @@ func (a *Authorizer) tokenIdentity(ctx context.Context, t meta.AccessToken) (aut
 		return auth.Identity{}, ErrDisabled
 	}
 	id, err := a.tokenSubject(ctx, t)
-	if err == nil && a.now().Sub(t.LastUsedAt) > tokenUseInterval {
+	if err == nil && a.now().Sub(t.LastUsedAt) > tokenUseInterval && a.firstUseInInterval(t.ID) {
 		// Shown to its holders (last_used_at), to find tokens nobody uses.
 		if err := a.store.Access.TouchAccessToken(context.WithoutCancel(ctx), t.ID, a.now().Add(-tokenUseInterval)); err != nil {
 			a.log.Warn("record access token use", "token", t.Name, "err", err)
 		}
 	}
 	return id, err
+}
+
+// firstUseInInterval reports whether this process has not recorded a use
+// of the token within tokenUseInterval, and notes one: concurrent requests
+// that all read a stale last use write it once, not once each (only a
+// saving: every replica may write it once).
+func (a *Authorizer) firstUseInInterval(id int64) bool {
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if at, ok := a.used[id]; ok && now.Sub(at) < tokenUseInterval {
+		return false
+	}
+	if a.used == nil || len(a.used) >= maxVerifiedTokens {
+		a.used = map[int64]time.Time{}
+	}
+	a.used[id] = now
+	return true
 }
 
 // tokenUseInterval is how often a token's last use is recorded at most.

@@ -22,7 +22,7 @@ import (
 // countingStore counts the writes of login attempts.
 type countingStore struct {
 	meta.Access
-	reserves, releases atomic.Int64
+	reserves, releases, touches atomic.Int64
 }
 
 func (s *countingStore) ReserveLoginAttempt(ctx context.Context, window time.Duration, limits ...meta.LoginLimit) (bool, time.Duration, error) {
@@ -36,6 +36,11 @@ func (s *countingStore) ReleaseLoginAttempt(ctx context.Context, key string, all
 }
 
 func (s *countingStore) writes() int64 { return s.reserves.Load() + s.releases.Load() }
+
+func (s *countingStore) TouchAccessToken(ctx context.Context, id int64, stale time.Time) error {
+	s.touches.Add(1)
+	return s.Access.TouchAccessToken(ctx, id, stale)
+}
 
 // hashProbe wraps a password check, counting the calls and the most that
 // ran at once.
@@ -334,5 +339,29 @@ func TestDisabledAccountsAreToldOnlyToTheirHolders(t *testing.T) {
 		if d, _ := loginRefusal(err); c.want == ErrBadCredentials && d.Reason != "invalid username or password" {
 			t.Errorf("%s: the refusal says %q", c.user, d.Reason)
 		}
+	}
+}
+
+// TestTokenUseRecordedOncePerInterval: concurrent requests with an access
+// token whose last use is stale record it once, not once each (each was
+// a write on SQLite's one writer).
+func TestTokenUseRecordedOncePerInterval(t *testing.T) {
+	e := newLoginEnv(t, "sqlite", Options{})
+	ctx := context.Background()
+	secret, _ := auth.NewSecret(SecretPrefix)
+	if _, err := e.store.Access.CreateAccessToken(ctx, meta.AccessToken{Name: "ci", SecretHash: auth.HashSecret(secret), Scopes: []byte(`[]`)}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if _, err := e.az.Login(ctx, from("192.0.2.1", "ci", secret), "ci", secret); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := e.store.touches.Load(); n != 1 {
+		t.Fatalf("%d writes of the token's last use for 20 requests", n)
 	}
 }
