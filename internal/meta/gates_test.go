@@ -18,6 +18,20 @@ import (
 	"github.com/berth-dev/berth/internal/oci"
 )
 
+// together runs fns at once (released by one barrier) and waits for all.
+func together(fns ...func()) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, fn := range fns {
+		wg.Go(func() {
+			<-start
+			fn()
+		})
+	}
+	close(start)
+	wg.Wait()
+}
+
 // gateEnv is a gated repository "mirror/node" guarding 15-*.
 type gateEnv struct {
 	t   *testing.T
@@ -478,20 +492,13 @@ func TestGateDeletedDuringAPush(t *testing.T) {
 			ctx := e.ctx
 			gate := meta.Gate{Repository: "mirror/node", Tags: []string{"15-*"}, Config: json.RawMessage(`{"tags":["15-*"]}`)}
 			for round := range 30 {
-				var wg sync.WaitGroup
-				start := make(chan struct{})
-				wg.Go(func() {
-					<-start
+				together(func() {
 					e.put(meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf(fmt.Sprintf("round %d", round)), Tag: "15-alpine"})
-				})
-				wg.Go(func() {
-					<-start
+				}, func() {
 					if err := e.db.Gates().DeleteGate(ctx, "mirror/node"); err != nil {
 						t.Error(err)
 					}
 				})
-				close(start)
-				wg.Wait()
 				if t.Failed() {
 					return
 				}
@@ -546,24 +553,17 @@ func TestDecisionsUnderAChangedGate(t *testing.T) {
 			for round := range 30 {
 				e.put(meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf(fmt.Sprintf("race %d", round)), Tag: "15-alpine"})
 				c := e.live("15-alpine")[0]
-				var wg sync.WaitGroup
-				start := make(chan struct{})
-				wg.Go(func() {
-					<-start
+				together(func() {
 					err := e.db.Gates().Decide(ctx, meta.Decision{CandidateID: c.ID, State: meta.CandidateBlocked, Reasons: []string{"round"},
 						Detail: json.RawMessage(`{}`), Event: json.RawMessage(`{}`)})
 					if err != nil && !errors.Is(err, meta.ErrCandidateNotLive) {
 						t.Error(err)
 					}
-				})
-				wg.Go(func() {
-					<-start
+				}, func() {
 					if err := e.db.Gates().DeleteGate(ctx, "mirror/node"); err != nil {
 						t.Error(err)
 					}
 				})
-				close(start)
-				wg.Wait()
 				if live := e.live(""); len(live) > 0 {
 					t.Fatalf("round %d: a decision brought back a candidate the gate's deletion withdrew: %+v", round, live)
 				}
@@ -672,35 +672,24 @@ func TestGateLockOrder(t *testing.T) {
 		e.put(meta.PutManifest{Repository: "mirror/node", Manifest: held, Tag: "15-alpine"})
 		fresh := manifestOf(fmt.Sprintf("round %d", round))
 		e.put(meta.PutManifest{Repository: "mirror/node", Manifest: fresh})
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		wg.Go(func() {
-			<-start
+		together(func() {
 			e.db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "mirror/node", Manifest: held, Tag: "15-alpine"})
-		})
-		wg.Go(func() {
-			<-start
+		}, func() {
 			e.db.Manifests().MoveTag(ctx, "mirror/node", "15-slim", fresh.Digest, "alice")
-		})
-		wg.Go(func() {
-			<-start
+		}, func() {
 			if cs := e.live(""); len(cs) > 0 {
 				g, err := e.db.Gates().GetGate(ctx, "mirror/node")
 				if err == nil {
 					e.db.Gates().Promote(ctx, meta.Promotion{CandidateID: cs[0].ID, RollbackTag: name, GateUpdatedAt: g.UpdatedAt})
 				}
 			}
-		})
-		wg.Go(func() {
-			<-start
+		}, func() {
 			if round%2 == 0 {
 				e.db.Gates().DeleteGate(ctx, "mirror/node")
 			} else {
 				e.db.Gates().PutGate(ctx, gate)
 			}
 		})
-		close(start)
-		wg.Wait()
 		if err := e.db.Gates().PutGate(ctx, gate); err != nil {
 			t.Fatal(err)
 		}
