@@ -352,6 +352,8 @@ func (a *API) promote(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 	}
 	c, err := gs.ManualCandidate(r.Context(), repo, req.Tag, d, id.Actor())
 	switch {
+	case errors.Is(err, meta.ErrGateNotFound): // deleted meanwhile
+		return badRequest("repository %s has no gate: move the tag with PUT .../tag/%s", repo, req.Tag)
 	case errors.Is(err, meta.ErrManifestNotFound):
 		return notFound("manifest %s not found in %s", d, repo)
 	case errors.Is(err, meta.ErrExists):

@@ -278,6 +278,14 @@ func (db Gates) ManualCandidate(ctx context.Context, repo, tag string, d digest.
 		if err != nil {
 			return err
 		}
+		// The gate, held until this commits (a DeleteGate waits, then
+		// withdraws the candidate made here), and still there.
+		if _, gated, err := db.guardedTags(ctx, tx, repoID); err != nil || !gated {
+			if err == nil {
+				err = ErrGateNotFound
+			}
+			return err
+		}
 		var one int
 		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {

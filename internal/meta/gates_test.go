@@ -698,3 +698,21 @@ func TestGateLockOrder(t *testing.T) {
 		t.Fatalf("%d transactions deadlocked", n)
 	}
 }
+
+// TestManualCandidateNeedsTheGate: a manual candidate is made only while
+// the gate exists (its row read FOR SHARE, so that a DeleteGate at the
+// same moment waits and withdraws it); with no gate, ErrGateNotFound.
+func TestManualCandidateNeedsTheGate(t *testing.T) {
+	e := newGateEnv(t, "sqlite")
+	m := manifestOf("by hand")
+	e.put(meta.PutManifest{Repository: "mirror/node", Manifest: m})
+	if err := e.db.Gates().DeleteGate(e.ctx, "mirror/node"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.Gates().ManualCandidate(e.ctx, "mirror/node", "15-alpine", m.Digest, "alice"); !errors.Is(err, meta.ErrGateNotFound) {
+		t.Fatalf("a manual candidate with no gate: %v", err)
+	}
+	if live := e.live(""); len(live) != 0 {
+		t.Fatalf("live candidates with no gate: %+v", live)
+	}
+}
