@@ -179,6 +179,15 @@ func TestAPITagChangesTakeTheScopesOfV2(t *testing.T) {
 		return [2]string{name, secret}
 	}
 	meta_, write, del := token("meta-only", auth.TokenMetadataWrite), token("write-only", auth.TokenContentWrite), token("delete-only", auth.TokenContentDelete)
+	// content/write alone (no content/read), as a CI token that only pushes.
+	pushOnly := func() [2]string {
+		secret, _ := auth.NewSecret("berth_")
+		b, _ := json.Marshal([]auth.TokenScope{{Repository: "acme/*", Actions: []string{auth.TokenContentWrite}}})
+		if _, err := w.db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: "push-only", SecretHash: auth.HashSecret(secret), Scopes: b}); err != nil {
+			t.Fatal(err)
+		}
+		return [2]string{"push-only", secret}
+	}()
 	d := w.digest["private"].String()
 	const tag = "/api/v1/repository/acme/private/tag/"
 	exp := fmt.Sprintf(`{"expiration":%d}`, time.Now().Add(time.Hour).Unix())
@@ -189,6 +198,8 @@ func TestAPITagChangesTakeTheScopesOfV2(t *testing.T) {
 		status       int
 	}{
 		{write, "PUT", tag + "moved", fmt.Sprintf(`{"manifest_digest":%q}`, d), 201},
+		{pushOnly, "PUT", tag + "by-push-only", fmt.Sprintf(`{"manifest_digest":%q}`, d), 201},
+		{pushOnly, "PUT", tag + "by-push-only", exp, 403},
 		{meta_, "PUT", tag + "by-meta", fmt.Sprintf(`{"manifest_digest":%q}`, d), 403},
 		{del, "PUT", tag + "by-delete", fmt.Sprintf(`{"manifest_digest":%q}`, d), 403},
 		{meta_, "PUT", tag + "moved", exp, 201},
