@@ -716,3 +716,27 @@ func TestManualCandidateNeedsTheGate(t *testing.T) {
 		t.Fatalf("live candidates with no gate: %+v", live)
 	}
 }
+
+// TestAutoPruneKeepsRollbackTags: a gate's rollback tags, immutable by
+// themselves (not by a policy), are never pruned by an auto-prune policy
+// that covers them.
+func TestAutoPruneKeepsRollbackTags(t *testing.T) {
+	e := newGateEnv(t, "sqlite")
+	ctx := e.ctx
+	e.put(meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf("promoted"), Tag: "15-alpine"})
+	if _, err := e.db.Gates().Promote(ctx, meta.Promotion{CandidateID: e.live("15-alpine")[0].ID, RollbackTag: func(n int64) string { return fmt.Sprintf("15-alpine-%d", n) }}); err != nil {
+		t.Fatal(err)
+	}
+	e.put(meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf("old build"), Tag: "old-build"})
+	if _, err := e.db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyAutoPrune, Namespace: "mirror", Repository: "mirror/node",
+		Method: "creation_date", Value: "1s", TagPattern: "^(15-alpine-|old-)", TagPatternMatches: true}); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := e.db.Manifests().PruneRepository(ctx, "mirror/node", time.Now().Add(time.Hour), "pruner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(gone, []string{"old-build"}) || e.tagged("15-alpine-1") == "" {
+		t.Fatalf("pruned %v; the rollback tag is at %q", gone, e.tagged("15-alpine-1"))
+	}
+}

@@ -399,14 +399,30 @@ func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.T
 		// newest N a policy keeps: a gated repository's immutable
 		// rollback tags (one per promotion) would otherwise use up every
 		// place, and its mutable tags would all go.
+		// (What immutable decides for one tag, for all of them at once: the
+		// tags made immutable by name, then the policies, read once.)
 		immutable := map[string]bool{}
+		pinned, err := tx.QueryContext(ctx, db.q("SELECT name FROM immutable_tags WHERE repository_id = ?"), repoID)
+		if err != nil {
+			return fmt.Errorf("read immutable tags: %w", err)
+		}
+		pinnedNames, err := scanStrings(pinned)
+		if err != nil {
+			return fmt.Errorf("read immutable tags: %w", err)
+		}
+		for _, n := range pinnedNames {
+			immutable[n] = true
+		}
+		immPolicies, err := db.repoPolicies(ctx, tx, PolicyImmutability, repoID)
+		if err != nil {
+			return err
+		}
 		for _, t := range tags {
-			if err := db.immutable(ctx, tx, repoID, t.name); err != nil {
-				var imm *ImmutableTagError
-				if !errors.As(err, &imm) {
-					return err
+			for _, p := range immPolicies {
+				if p.applies(t.name) {
+					immutable[t.name] = true
+					break
 				}
-				immutable[t.name] = true
 			}
 		}
 		at := map[string]int64{}

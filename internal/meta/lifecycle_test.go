@@ -346,18 +346,15 @@ func TestImmutableTagRacingFirstPushes(t *testing.T) {
 			const pushers = 6
 			for round := range 5 {
 				tag := fmt.Sprintf("v%d", round)
-				start := make(chan struct{})
 				errs := make([]error, pushers)
-				var wg sync.WaitGroup
+				var fns []func()
 				for i := range pushers {
-					wg.Go(func() {
-						<-start
+					fns = append(fns, func() {
 						errs[i] = db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app",
 							Manifest: manifestOf(fmt.Sprintf("%s by %d", tag, i)), Tag: tag})
 					})
 				}
-				close(start)
-				wg.Wait()
+				together(fns...)
 				winner := -1
 				for i, err := range errs {
 					var imm *meta.ImmutableTagError

@@ -14,11 +14,9 @@ func newMirror(t *testing.T, db *meta.DB) { newMirrorEvery(t, db, 24*time.Hour) 
 func newMirrorEvery(t *testing.T, db *meta.DB, interval time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	u, err := db.Users().CreateUser(ctx, meta.User{Username: "acme"})
-	if err != nil {
+	if _, err := db.Users().CreateUser(ctx, meta.User{Username: "acme"}); err != nil {
 		t.Fatal(err)
 	}
-	_ = u
 	if _, err := db.Users().CreateRobot(ctx, "acme", "mirror", "x"); err != nil {
 		t.Fatal(err)
 	}
