@@ -100,6 +100,9 @@ func ParseManifest(body []byte, contentType string) (*Manifest, error) {
 	if err := json.Unmarshal(body, &m); err != nil {
 		return nil, manifestInvalid("body is not a JSON manifest: %v", err)
 	}
+	if err := checkKeys(body); err != nil {
+		return nil, manifestInvalid("%v", err)
+	}
 	ct := ""
 	if contentType != "" {
 		if mt, _, err := mime.ParseMediaType(contentType); err == nil {

@@ -42,6 +42,18 @@ func TestParseManifest(t *testing.T) {
 		{"not json", `{`, "", "", true},
 		{"empty config without artifactType", strings.Replace(withType(MediaTypeImageManifest), "application/vnd.oci.image.config.v1+json", MediaTypeEmptyJSON, 1), "", "", true},
 		{"unknown type", withType("application/x-foo"), "", "", true},
+		// Keys given twice: encoding/json keeps the last and matches
+		// fields case-insensitively; other consumers keep the first or
+		// match exactly.
+		{"layers twice", strings.Replace(withType(MediaTypeImageManifest), `"layers":`, `"layers":[],"layers":`, 1), "", "", true},
+		{"layers in another case", strings.TrimSuffix(withType(MediaTypeImageManifest), "}") + `,"Layers":[]}`, "", "", true},
+		{"subject in another case", strings.TrimSuffix(withType(MediaTypeImageManifest), "}") + `,"subject":{"mediaType":"` + MediaTypeImageManifest + `","digest":"` + dgA + `","size":1},"SUBJECT":null}`, "", "", true},
+		{"Kelvin-sign key", strings.Replace(withType(MediaTypeImageManifest), `"size":5`, `"size":5,"\u212aind":1,"kind":2`, 1), "", "", true},
+		{"digest twice in a descriptor", strings.Replace(withType(MediaTypeImageManifest), `"size":5`, `"size":5,"Digest":"`+dgA+`"`, 1), "", "", true},
+		{"platform os twice", `{"schemaVersion":2,"mediaType":"` + MediaTypeImageIndex + `","manifests":[{"mediaType":"` + MediaTypeImageManifest + `","digest":"` + dgA + `","size":1,"platform":{"architecture":"arm64","os":"linux","OS":"windows"}}]}`, "", "", true},
+		{"annotation twice", strings.TrimSuffix(withType(MediaTypeImageManifest), "}") + `,"annotations":{"a":"1","a":"2"}}`, "", "", true},
+		{"annotations differing in case", strings.TrimSuffix(withType(MediaTypeImageManifest), "}") + `,"annotations":{"org.example":"1","ORG.example":"2"}}`, "", MediaTypeImageManifest, false},
+		{"same key in two objects", strings.TrimSuffix(withType(MediaTypeImageManifest), "}") + `,"annotations":{"size":"1","digest":"x"}}`, "", MediaTypeImageManifest, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

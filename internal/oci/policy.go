@@ -48,9 +48,16 @@ func DefaultAllowedArtifacts() map[string][]string {
 	}
 }
 
-// Check reports why an image manifest is not allowed, or nil. Indexes are
-// always allowed: each child is checked when it is pushed.
+// Check reports why a manifest is not allowed, or nil. An index's child
+// manifests are checked when they are pushed; what else an index carries
+// (an entry of a type that is not a manifest's, stored as a blob, and its
+// artifactType) must be a type the allow-list names, as a config or a
+// layer type: else an index would store under a tag any blob the
+// allow-list refuses in an image.
 func (p ArtifactPolicy) Check(m *Manifest) error {
+	if IsIndex(m.MediaType) {
+		return p.checkIndex(m)
+	}
 	if m.Config == nil {
 		return nil
 	}
@@ -72,6 +79,32 @@ func (p ArtifactPolicy) Check(m *Manifest) error {
 		}
 	}
 	return nil
+}
+
+func (p ArtifactPolicy) checkIndex(m *Manifest) error {
+	if m.ArtifactType != "" && !p.AllowV11Artifacts && !p.names(m.ArtifactType) {
+		return manifestInvalid("artifactType %q is not in this registry's allowed artifact types (allowed: %s)", m.ArtifactType, p.keys())
+	}
+	for i, e := range m.Manifests {
+		if !IsManifestMediaType(e.MediaType) && !p.names(e.MediaType) {
+			return manifestInvalid("manifests[%d].mediaType %q is neither a manifest's nor a type this registry allows", i, e.MediaType)
+		}
+	}
+	return nil
+}
+
+// names reports whether the allow-list names t as a config type or as a
+// layer type of any.
+func (p ArtifactPolicy) names(t string) bool {
+	if _, ok := p.Allowed[t]; ok {
+		return true
+	}
+	for _, layers := range p.Allowed {
+		if contains(layers, t) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p ArtifactPolicy) keys() string {

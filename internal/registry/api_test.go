@@ -203,6 +203,22 @@ func TestManifestErrors(t *testing.T) {
 		resp, body = reg.do("PUT", "/v2/app/manifests/bad", []byte(b), "Content-Type", "application/vnd.oci.image.manifest.v1+json")
 		expectError(t, resp, body, 400, registry.CodeManifestInvalid)
 	}
+	// A missing layer hidden behind a second "layers" key, which
+	// encoding/json would take over the first and case-sensitive clients
+	// would not: refused, and nothing stored.
+	hidden, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hidden = append(hidden[:len(hidden)-1], []byte(`,"Layers":[]}`)...)
+	hidden = bytes.Replace(hidden, []byte(`"layers":[`), []byte(`"layers":[{"mediaType":"`+oci.MediaTypeLayerGzip+`","digest":"`+missing.String()+`","size":13},`), 1)
+	resp, body = reg.do("PUT", "/v2/app/manifests/hidden", hidden, "Content-Type", oci.MediaTypeImageManifest)
+	if msg := expectError(t, resp, body, 400, registry.CodeManifestInvalid); !strings.Contains(msg, "twice") {
+		t.Fatalf("message %q does not say a key is repeated", msg)
+	}
+	resp, body = reg.do("GET", "/v2/app/manifests/hidden", nil)
+	expectError(t, resp, body, 404, registry.CodeManifestUnknown)
+
 	// mediaType and Content-Type disagree.
 	resp, body = reg.pushManifest("app", "v1", oci.MediaTypeDockerManifest, m)
 	expectError(t, resp, body, 400, registry.CodeManifestInvalid)
@@ -270,6 +286,43 @@ func TestArtifactPolicy(t *testing.T) {
 	strict := newRegistry(t, "sqlite", registry.Options{Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts()}})
 	art["layers"] = []map[string]any{{"mediaType": "text/plain", "digest": strict.pushBlob("reports", chart), "size": len(chart)}}
 	resp, body = strict.pushManifest("reports", "r1", oci.MediaTypeImageManifest, art)
+	expectError(t, resp, body, 400, registry.CodeManifestInvalid)
+
+	// An index does not carry what an image may not: an entry of a type
+	// the allow-list does not name (stored as a blob) is refused; one it
+	// names, and child manifests, are not.
+	zip := []byte("PK zip bytes")
+	entry := func(mt string, d digest.Digest, size int) map[string]any {
+		return map[string]any{"mediaType": mt, "digest": d, "size": size}
+	}
+	blobIndex := map[string]any{"schemaVersion": 2, "mediaType": oci.MediaTypeImageIndex,
+		"manifests": []map[string]any{entry("application/zip", reg.pushBlob("charts/app", zip), len(zip))}}
+	resp, body = reg.pushManifest("charts/app", "zip", oci.MediaTypeImageIndex, blobIndex)
+	if msg := expectError(t, resp, body, 400, registry.CodeManifestInvalid); !strings.Contains(msg, "application/zip") {
+		t.Fatalf("message %q does not name the type", msg)
+	}
+	resp, body = reg.do("GET", "/v2/charts/app/manifests/zip", nil)
+	expectError(t, resp, body, 404, registry.CodeManifestUnknown)
+	helmRaw := mustJSON(t, helm)
+	okIndex := map[string]any{"schemaVersion": 2, "mediaType": oci.MediaTypeImageIndex,
+		"manifests": []map[string]any{
+			entry(oci.MediaTypeImageManifest, digest.FromBytes(helmRaw), len(helmRaw)),
+			entry(oci.MediaTypeHelmChart, reg.pushBlob("charts/app", chart), len(chart)),
+		}}
+	if resp, body = reg.pushManifest("charts/app", "0.1.0-index", oci.MediaTypeImageIndex, okIndex); resp.StatusCode != 201 {
+		t.Fatalf("index of a chart: %d %s", resp.StatusCode, body)
+	}
+	okIndex["artifactType"] = "application/vnd.example.unlisted"
+	if resp, body = reg.pushManifest("charts/app", "typed", oci.MediaTypeImageIndex, okIndex); resp.StatusCode != 201 {
+		t.Fatalf("index with an artifactType, v1.1 artifacts allowed: %d %s", resp.StatusCode, body)
+	}
+	okIndex["manifests"] = []map[string]any{entry(oci.MediaTypeImageManifest, digest.FromBytes(helmRaw), len(helmRaw))}
+	strict.pushBlob("charts/app", cfg)
+	strict.pushBlob("charts/app", chart)
+	if resp, body = strict.do("PUT", "/v2/charts/app/manifests/0.1.0", helmRaw, "Content-Type", oci.MediaTypeImageManifest); resp.StatusCode != 201 {
+		t.Fatalf("helm chart: %d %s", resp.StatusCode, body)
+	}
+	resp, body = strict.pushManifest("charts/app", "typed", oci.MediaTypeImageIndex, okIndex)
 	expectError(t, resp, body, 400, registry.CodeManifestInvalid)
 }
 
