@@ -86,7 +86,7 @@ func (p ArtifactPolicy) checkIndex(m *Manifest) error {
 		return manifestInvalid("artifactType %q is not in this registry's allowed artifact types (allowed: %s)", m.ArtifactType, p.keys())
 	}
 	for i, e := range m.Manifests {
-		if !IsManifestMediaType(e.MediaType) && !p.names(e.MediaType) {
+		if !IsManifestMediaType(e.MediaType) && !p.AllowV11Artifacts && !p.names(e.MediaType) {
 			return manifestInvalid("manifests[%d].mediaType %q is neither a manifest's nor a type this registry allows", i, e.MediaType)
 		}
 	}

@@ -288,42 +288,48 @@ func TestArtifactPolicy(t *testing.T) {
 	resp, body = strict.pushManifest("reports", "r1", oci.MediaTypeImageManifest, art)
 	expectError(t, resp, body, 400, registry.CodeManifestInvalid)
 
-	// An index does not carry what an image may not: an entry of a type
-	// the allow-list does not name (stored as a blob) is refused; one it
-	// names, and child manifests, are not.
+	// An index does not carry what an image may not: with v1.1 artifacts
+	// restricted, an entry of a type the allow-list does not name (stored
+	// as a blob) is refused, and so is an artifactType it does not name;
+	// child manifests and types it names are not.
 	zip := []byte("PK zip bytes")
 	entry := func(mt string, d digest.Digest, size int) map[string]any {
 		return map[string]any{"mediaType": mt, "digest": d, "size": size}
 	}
 	blobIndex := map[string]any{"schemaVersion": 2, "mediaType": oci.MediaTypeImageIndex,
-		"manifests": []map[string]any{entry("application/zip", reg.pushBlob("charts/app", zip), len(zip))}}
-	resp, body = reg.pushManifest("charts/app", "zip", oci.MediaTypeImageIndex, blobIndex)
+		"manifests": []map[string]any{entry("application/zip", strict.pushBlob("charts/app", zip), len(zip))}}
+	resp, body = strict.pushManifest("charts/app", "zip", oci.MediaTypeImageIndex, blobIndex)
 	if msg := expectError(t, resp, body, 400, registry.CodeManifestInvalid); !strings.Contains(msg, "application/zip") {
 		t.Fatalf("message %q does not name the type", msg)
 	}
-	resp, body = reg.do("GET", "/v2/charts/app/manifests/zip", nil)
+	resp, body = strict.do("GET", "/v2/charts/app/manifests/zip", nil)
 	expectError(t, resp, body, 404, registry.CodeManifestUnknown)
 	helmRaw := mustJSON(t, helm)
-	okIndex := map[string]any{"schemaVersion": 2, "mediaType": oci.MediaTypeImageIndex,
-		"manifests": []map[string]any{
-			entry(oci.MediaTypeImageManifest, digest.FromBytes(helmRaw), len(helmRaw)),
-			entry(oci.MediaTypeHelmChart, reg.pushBlob("charts/app", chart), len(chart)),
-		}}
-	if resp, body = reg.pushManifest("charts/app", "0.1.0-index", oci.MediaTypeImageIndex, okIndex); resp.StatusCode != 201 {
-		t.Fatalf("index of a chart: %d %s", resp.StatusCode, body)
-	}
-	okIndex["artifactType"] = "application/vnd.example.unlisted"
-	if resp, body = reg.pushManifest("charts/app", "typed", oci.MediaTypeImageIndex, okIndex); resp.StatusCode != 201 {
-		t.Fatalf("index with an artifactType, v1.1 artifacts allowed: %d %s", resp.StatusCode, body)
-	}
-	okIndex["manifests"] = []map[string]any{entry(oci.MediaTypeImageManifest, digest.FromBytes(helmRaw), len(helmRaw))}
 	strict.pushBlob("charts/app", cfg)
 	strict.pushBlob("charts/app", chart)
 	if resp, body = strict.do("PUT", "/v2/charts/app/manifests/0.1.0", helmRaw, "Content-Type", oci.MediaTypeImageManifest); resp.StatusCode != 201 {
 		t.Fatalf("helm chart: %d %s", resp.StatusCode, body)
 	}
+	okIndex := map[string]any{"schemaVersion": 2, "mediaType": oci.MediaTypeImageIndex,
+		"manifests": []map[string]any{
+			entry(oci.MediaTypeImageManifest, digest.FromBytes(helmRaw), len(helmRaw)),
+			entry(oci.MediaTypeHelmChart, digest.FromBytes(chart), len(chart)),
+		}}
+	if resp, body = strict.pushManifest("charts/app", "0.1.0-index", oci.MediaTypeImageIndex, okIndex); resp.StatusCode != 201 {
+		t.Fatalf("index of a chart: %d %s", resp.StatusCode, body)
+	}
+	okIndex["artifactType"] = "application/vnd.example.unlisted"
 	resp, body = strict.pushManifest("charts/app", "typed", oci.MediaTypeImageIndex, okIndex)
 	expectError(t, resp, body, 400, registry.CodeManifestInvalid)
+	// Where v1.1 artifacts of any type are admitted, so are both.
+	reg.pushBlob("charts/app", zip)
+	if resp, body = reg.pushManifest("charts/app", "zip", oci.MediaTypeImageIndex, blobIndex); resp.StatusCode != 201 {
+		t.Fatalf("index with a blob entry, v1.1 artifacts allowed: %d %s", resp.StatusCode, body)
+	}
+	okIndex["manifests"] = []map[string]any{entry(oci.MediaTypeImageManifest, digest.FromBytes(helmRaw), len(helmRaw))}
+	if resp, body = reg.pushManifest("charts/app", "typed", oci.MediaTypeImageIndex, okIndex); resp.StatusCode != 201 {
+		t.Fatalf("index with an artifactType, v1.1 artifacts allowed: %d %s", resp.StatusCode, body)
+	}
 }
 
 func TestPullSemantics(t *testing.T) {
