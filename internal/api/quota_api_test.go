@@ -183,7 +183,7 @@ func TestQuotaAPI(t *testing.T) {
 		// Usage as content arrives; the repository's own report.
 		ctx := context.Background()
 		blob := meta.Blob{Digest: digest.FromString("layer"), Size: 700}
-		if _, err := e.db.Blobs().StoreBlob(ctx, "acme/app", blob, "", meta.Writer{}, metatest.NoBytes); err != nil {
+		if _, err := e.db.Blobs().StoreBlob(ctx, "acme/app", blob, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 			t.Fatal(err)
 		}
 		m := meta.Manifest{Digest: digest.FromString("m"), MediaType: "application/vnd.oci.image.manifest.v1+json", Content: []byte("m")}

@@ -162,7 +162,7 @@ func (e *urEnv) image(repo, tag string, layerSize int64) digest.Digest {
 	config := digest.FromString("config " + randomHex(8))
 	layer := digest.FromString("layer " + randomHex(8))
 	for _, b := range []meta.Blob{{Digest: config, Size: 2}, {Digest: layer, Size: layerSize}} {
-		if _, err := e.db.Blobs().StoreBlob(ctx, repo, b, "", meta.Writer{Actor: "test"}, metatest.NoBytes); err != nil {
+		if _, err := e.db.Blobs().StoreBlob(ctx, repo, b, meta.UploadClaim{}, meta.Writer{Actor: "test"}, metatest.NoBytes); err != nil {
 			e.t.Fatal(err)
 		}
 	}

@@ -172,7 +172,7 @@ func TestPrune(t *testing.T) {
 			push := func(repo string) {
 				cfg := []byte(`{}` + repo)
 				b := meta.Blob{Digest: digest.FromBytes(cfg), Size: int64(len(cfg))}
-				if _, err := db.Blobs().StoreBlob(ctx, repo, b, "", meta.Writer{}, metatest.NoBytes); err != nil {
+				if _, err := db.Blobs().StoreBlob(ctx, repo, b, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 					t.Fatal(err)
 				}
 				m := []byte(`{"schemaVersion":2,"config":{"digest":"` + b.Digest.String() + `"}}`)

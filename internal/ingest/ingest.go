@@ -50,7 +50,7 @@ type CacheStore interface {
 // BlobStore finds and stores blobs (meta.Blobs).
 type BlobStore interface {
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
-	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, bytes meta.BlobBytes) (bool, error)
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 }
 
 // Options configure an Ingester.
@@ -275,7 +275,7 @@ func (in *Ingester) emptyBlob(ctx context.Context) (meta.Blob, error) {
 	if _, err := in.db.Blobs.StoredBlob(ctx, d); err == nil {
 		return b, nil
 	}
-	if _, err := in.db.Blobs.StoreBlob(ctx, "", b, "", meta.Writer{}, storage.Content(in.store, oci.EmptyJSON, d)); err != nil {
+	if _, err := in.db.Blobs.StoreBlob(ctx, "", b, meta.UploadClaim{}, meta.Writer{}, storage.Content(in.store, oci.EmptyJSON, d)); err != nil {
 		return meta.Blob{}, fmt.Errorf("store the empty blob: %w", err)
 	}
 	return b, nil

@@ -66,7 +66,7 @@ func (e *env) link(r string, d digest.Digest) error {
 	if !ok {
 		e.t.Fatalf("no upstream content for %s", d)
 	}
-	_, err := e.db.Blobs().StoreBlob(context.Background(), r, meta.Blob{Digest: d, Size: int64(len(content))}, "", meta.Writer{},
+	_, err := e.db.Blobs().StoreBlob(context.Background(), r, meta.Blob{Digest: d, Size: int64(len(content))}, meta.UploadClaim{}, meta.Writer{},
 		storage.Content(e.store, content, d))
 	return err
 }

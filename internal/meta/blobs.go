@@ -102,16 +102,26 @@ func (db Blobs) RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int
 	return scanStrings(rows)
 }
 
+// UploadClaim names the upload session whose bytes a blob is stored from
+// and the claim its finisher holds (ClaimUpload): the session is removed
+// with the blob's record, and only while the claim is still the session's.
+// The zero value names none.
+type UploadClaim struct {
+	ID    string
+	Claim int64
+}
+
 // LinkBlob records a stored blob and links it to the repository, creating
-// the repository (as w.Create says) if needed. If uploadID is set, the
-// upload session is removed in the same transaction.
-func (db Blobs) LinkBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer) error {
+// the repository (as w.Create says) if needed. If up names a session, it
+// is removed in the same transaction (ErrUploadClaimLost if its claim is
+// no longer up.Claim).
+func (db Blobs) LinkBlob(ctx context.Context, repo string, b Blob, up UploadClaim, w Writer) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		return db.linkBlob(ctx, tx, repo, b, uploadID, w)
+		return db.linkBlob(ctx, tx, repo, b, up, w)
 	})
 }
 
-func (db *core) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, uploadID string, w Writer) error {
+func (db *core) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, up UploadClaim, w Writer) error {
 	id, err := db.ensureRepository(ctx, tx, repo, w)
 	if err != nil {
 		return err
@@ -138,9 +148,16 @@ func (db *core) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, u
 		ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at`), id, b.Digest.String(), now()); err != nil {
 		return fmt.Errorf("link blob: %w", err)
 	}
-	if uploadID != "" {
-		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ?"), uploadID); err != nil {
+	if up.ID != "" {
+		// Only while the claim is the finisher's: a request that took the
+		// session over (the finisher's lease ran out) may have written
+		// other bytes into it since they were hashed.
+		res, err := tx.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ? AND locked_until = ?"), up.ID, up.Claim)
+		if err != nil {
 			return fmt.Errorf("finish upload: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrUploadClaimLost
 		}
 	}
 	return nil
@@ -196,7 +213,7 @@ type BlobBytes interface {
 // under the digest's lock, after which the deleter commits, and a blob row
 // is recorded under the same lock only once its bytes are at the address.
 // With repo set the blob is linked to it in the same transaction (and
-// uploadID's session, if set, removed). placed reports whether the blob
+// up's session, if set, removed, as LinkBlob says). placed reports whether the blob
 // was new.
 //
 // When the blob is not stored yet and the bytes can be placed early, they
@@ -209,7 +226,7 @@ type BlobBytes interface {
 // before commit. A transaction that fails after an early
 // placement has its bytes deleted again, under the lock, unless the blob
 // is recorded by then: a store that fails leaves nothing behind.
-func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID string, w Writer, bytes BlobBytes) (placed bool, err error) {
+func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, up UploadClaim, w Writer, bytes BlobBytes) (placed bool, err error) {
 	early := false
 	if _, err := db.StoredBlob(ctx, b.Digest); errors.Is(err, ErrBlobNotFound) {
 		if early, err = bytes.PlaceEarly(ctx); err != nil {
@@ -218,7 +235,7 @@ func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID str
 	}
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		placed, err = db.storeBlob(ctx, tx, repo, b, uploadID, w, bytes, early)
+		placed, err = db.storeBlob(ctx, tx, repo, b, up, w, bytes, early)
 		return err
 	})
 	if err != nil && early {
@@ -236,7 +253,7 @@ func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, uploadID str
 // with PlaceEarly before the transaction; if the transaction then fails,
 // the caller undoes that with UnplaceBlob.
 func (db Blobs) StoreBlobIn(ctx context.Context, tx Tx, b Blob, bytes BlobBytes, early bool) (placed bool, err error) {
-	return db.storeBlob(ctx, tx.tx, "", b, "", Writer{}, bytes, early)
+	return db.storeBlob(ctx, tx.tx, "", b, UploadClaim{}, Writer{}, bytes, early)
 }
 
 // UnplaceBlob deletes bytes placed early for a blob whose transaction
@@ -246,7 +263,7 @@ func (db Blobs) UnplaceBlob(ctx context.Context, d digest.Digest, bytes BlobByte
 }
 
 // storeBlob is the body of StoreBlob's transaction.
-func (db *core) storeBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, uploadID string, w Writer, bytes BlobBytes, early bool) (placed bool, err error) {
+func (db *core) storeBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, up UploadClaim, w Writer, bytes BlobBytes, early bool) (placed bool, err error) {
 	if err := db.lockDigest(ctx, tx, b.Digest); err != nil {
 		return false, err
 	}
@@ -290,7 +307,7 @@ func (db *core) storeBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, 
 		return false, fmt.Errorf("look up blob: %w", err)
 	}
 	if repo != "" {
-		if err := db.linkBlob(ctx, tx, repo, b, uploadID, w); err != nil {
+		if err := db.linkBlob(ctx, tx, repo, b, up, w); err != nil {
 			return false, err
 		}
 	}

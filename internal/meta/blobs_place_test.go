@@ -70,7 +70,7 @@ func (h hooked) PlaceEarly(ctx context.Context) (bool, error) {
 }
 
 func (e *placeEnv) storeBlob(ctx context.Context, repo string, b meta.BlobBytes) error {
-	_, err := e.db.Blobs().StoreBlob(ctx, repo, meta.Blob{Digest: e.d, Size: int64(len(e.content))}, "", meta.Writer{}, b)
+	_, err := e.db.Blobs().StoreBlob(ctx, repo, meta.Blob{Digest: e.d, Size: int64(len(e.content))}, meta.UploadClaim{}, meta.Writer{}, b)
 	return err
 }
 

@@ -116,7 +116,7 @@ func TestGateHoldsAndPromotes(t *testing.T) {
 			ctx, db := e.ctx, e.db
 			shared, own := blobOf("layer shared with 14"), blobOf("layer only the candidate has")
 			for _, b := range []meta.Blob{shared, own} {
-				if _, err := db.Blobs().StoreBlob(ctx, "mirror/node", b, "", meta.Writer{}, metatest.NoBytes); err != nil {
+				if _, err := db.Blobs().StoreBlob(ctx, "mirror/node", b, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 					t.Fatal(err)
 				}
 			}

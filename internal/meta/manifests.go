@@ -151,7 +151,7 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 		return err
 	}
 	for _, b := range p.LinkBlobs {
-		if err := db.linkBlob(ctx, tx, p.Repository, b, "", w); err != nil {
+		if err := db.linkBlob(ctx, tx, p.Repository, b, UploadClaim{}, w); err != nil {
 			return err
 		}
 	}

@@ -20,7 +20,7 @@ func TestPullLookupsAndCancel(t *testing.T) {
 			ctx := context.Background()
 			db := metatest.Open(t, dialect)
 			cfg := blobOf("pull lookup config")
-			if _, err := db.Blobs().StoreBlob(ctx, "app", cfg, "", meta.Writer{}, metatest.NoBytes); err != nil {
+			if _, err := db.Blobs().StoreBlob(ctx, "app", cfg, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 				t.Fatal(err)
 			}
 			m := manifestOf("pull lookup")

@@ -20,7 +20,7 @@ func BenchmarkPutManifest(b *testing.B) {
 			ctx := context.Background()
 			db := metatest.Open(b, d)
 			store := func(bl meta.Blob) {
-				if _, err := db.Blobs().StoreBlob(ctx, "bench/app", bl, "", meta.Writer{}, metatest.NoBytes); err != nil {
+				if _, err := db.Blobs().StoreBlob(ctx, "bench/app", bl, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -111,7 +111,7 @@ func quotaDrift(t *testing.T, e *quotaEnv, seed uint64, steps int) {
 				continue
 			}
 			sbom := sized(fmt.Sprintf("sbom %d", step), int64(1+rng.IntN(300)))
-			if _, err := db.Blobs().StoreBlob(ctx, "", sbom, "", meta.Writer{}, metatest.NoBytes); err != nil {
+			if _, err := db.Blobs().StoreBlob(ctx, "", sbom, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 				t.Fatal(err)
 			}
 			m := manifestOf(fmt.Sprintf("sbom manifest %d", step))

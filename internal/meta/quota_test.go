@@ -39,7 +39,7 @@ func sized(name string, size int64) meta.Blob {
 func (e *quotaEnv) store(repo string, bs ...meta.Blob) {
 	e.t.Helper()
 	for _, b := range bs {
-		if _, err := e.db.Blobs().StoreBlob(e.ctx, repo, b, "", meta.Writer{}, metatest.NoBytes); err != nil {
+		if _, err := e.db.Blobs().StoreBlob(e.ctx, repo, b, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 			e.t.Fatalf("store %s in %s: %v", b.Digest, repo, err)
 		}
 	}

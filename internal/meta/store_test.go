@@ -67,10 +67,10 @@ func testBlobs(t *testing.T, db *meta.DB) {
 	if _, err := db.Blobs().RepositoryBlob(ctx, "org/app", b.Digest); !errors.Is(err, meta.ErrBlobNotFound) {
 		t.Fatalf("before link: %v", err)
 	}
-	if _, err := db.Blobs().StoreBlob(ctx, "org/app", b, "", meta.Writer{Actor: "alice"}, metatest.NoBytes); err != nil {
+	if _, err := db.Blobs().StoreBlob(ctx, "org/app", b, meta.UploadClaim{}, meta.Writer{Actor: "alice"}, metatest.NoBytes); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Blobs().StoreBlob(ctx, "org/app", b, "", meta.Writer{Actor: "alice"}, metatest.NoBytes); err != nil {
+	if _, err := db.Blobs().StoreBlob(ctx, "org/app", b, meta.UploadClaim{}, meta.Writer{Actor: "alice"}, metatest.NoBytes); err != nil {
 		t.Fatalf("linking twice: %v", err)
 	}
 	got, err := db.Blobs().RepositoryBlob(ctx, "org/app", b.Digest)
@@ -83,7 +83,7 @@ func testBlobs(t *testing.T, db *meta.DB) {
 	if _, err := db.Blobs().StoredBlob(ctx, b.Digest); err != nil {
 		t.Fatal(err)
 	}
-	db.Blobs().StoreBlob(ctx, "org/other", b, "", meta.Writer{}, metatest.NoBytes)
+	db.Blobs().StoreBlob(ctx, "org/other", b, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes)
 	repos, _ := db.Blobs().RepositoriesWithBlob(ctx, b.Digest, 10)
 	if !reflect.DeepEqual(repos, []string{"org/app", "org/other"}) {
 		t.Fatalf("RepositoriesWithBlob = %v", repos)
@@ -167,7 +167,25 @@ func testUploads(t *testing.T, db *meta.DB) {
 	if err != nil || got.Size != 100 || !reflect.DeepEqual(got.HashState, []byte{2}) || string(got.StorageState) != `{"uploadId":"x"}` {
 		t.Fatalf("GetUpload = %+v, %v", got, err)
 	}
-	if _, err := db.Blobs().StoreBlob(ctx, "app", blobOf("x"), u.ID, meta.Writer{}, metatest.NoBytes); err != nil {
+	// The blob is recorded, and the session removed, only by the
+	// session's claim holder: a claim that ran out and was taken over
+	// may have lost the session to bytes written since.
+	stale, err := db.Uploads().ClaimUpload(ctx, "app", u.ID, time.Microsecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Millisecond)
+	finisher, err := db.Uploads().ClaimUpload(ctx, "app", u.ID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Blobs().StoreBlob(ctx, "app", blobOf("x"), meta.UploadClaim{ID: u.ID, Claim: stale.Claim}, meta.Writer{}, metatest.NoBytes); !errors.Is(err, meta.ErrUploadClaimLost) {
+		t.Fatalf("a lost claim finished the upload: %v", err)
+	}
+	if _, err := db.Blobs().StoredBlob(ctx, blobOf("x").Digest); !errors.Is(err, meta.ErrBlobNotFound) {
+		t.Fatalf("the lost claim's blob was recorded: %v", err)
+	}
+	if _, err := db.Blobs().StoreBlob(ctx, "app", blobOf("x"), meta.UploadClaim{ID: u.ID, Claim: finisher.Claim}, meta.Writer{}, metatest.NoBytes); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Uploads().GetUpload(ctx, "app", u.ID); !errors.Is(err, meta.ErrUploadNotFound) {
@@ -181,7 +199,7 @@ func testUploads(t *testing.T, db *meta.DB) {
 func testMissingRefs(t *testing.T, db *meta.DB) {
 	ctx := context.Background()
 	cfg, layer := blobOf("cfg"), blobOf("layer")
-	db.Blobs().StoreBlob(ctx, "app", cfg, "", meta.Writer{}, metatest.NoBytes)
+	db.Blobs().StoreBlob(ctx, "app", cfg, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes)
 	m := manifestOf("m1")
 	err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "app", Manifest: m, Tag: "v1",
 		Refs: []meta.Ref{{Digest: cfg.Digest}, {Digest: layer.Digest}, {Digest: digest.FromString("child"), IsManifest: true}}})
@@ -205,7 +223,7 @@ func testMissingRefs(t *testing.T, db *meta.DB) {
 func testManifestTags(t *testing.T, db *meta.DB) {
 	ctx := context.Background()
 	cfg := blobOf("cfg")
-	db.Blobs().StoreBlob(ctx, "app", cfg, "", meta.Writer{}, metatest.NoBytes)
+	db.Blobs().StoreBlob(ctx, "app", cfg, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes)
 	m1, m2 := manifestOf("m1"), manifestOf("m2")
 	refs := []meta.Ref{{Digest: cfg.Digest}}
 	for _, p := range []meta.PutManifest{
@@ -256,8 +274,8 @@ func testOrdering(t *testing.T, db *meta.DB) {
 	tags := []string{"v1.9", "v1.10", "Latest", "latest", "_x", "0"}
 	for i, tag := range tags {
 		repo := fmt.Sprintf("r%d/app", i)
-		db.Blobs().StoreBlob(ctx, repo, cfg, "", meta.Writer{}, metatest.NoBytes)
-		db.Blobs().LinkBlob(ctx, "app", cfg, "", meta.Writer{})
+		db.Blobs().StoreBlob(ctx, repo, cfg, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes)
+		db.Blobs().LinkBlob(ctx, "app", cfg, meta.UploadClaim{}, meta.Writer{})
 		m := manifestOf("m" + tag)
 		if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "app", Manifest: m, Refs: []meta.Ref{{Digest: cfg.Digest}}, Tag: tag}); err != nil {
 			t.Fatal(err)
@@ -284,7 +302,7 @@ func testOrdering(t *testing.T, db *meta.DB) {
 func testDeletes(t *testing.T, db *meta.DB) {
 	ctx := context.Background()
 	cfg := blobOf("cfg")
-	db.Blobs().StoreBlob(ctx, "app", cfg, "", meta.Writer{}, metatest.NoBytes)
+	db.Blobs().StoreBlob(ctx, "app", cfg, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes)
 	m := manifestOf("m")
 	refs := []meta.Ref{{Digest: cfg.Digest}}
 	db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "app", Manifest: m, Refs: refs, Tag: "a"})
@@ -320,7 +338,7 @@ func testDeletes(t *testing.T, db *meta.DB) {
 func testReferrers(t *testing.T, db *meta.DB) {
 	ctx := context.Background()
 	cfg := blobOf("cfg")
-	db.Blobs().StoreBlob(ctx, "app", cfg, "", meta.Writer{}, metatest.NoBytes)
+	db.Blobs().StoreBlob(ctx, "app", cfg, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes)
 	subject := digest.FromString("not pushed yet")
 	refs := []meta.Ref{{Digest: cfg.Digest}}
 	for i, at := range []string{"application/vnd.example.sbom", "application/vnd.example.sig", "application/vnd.example.sbom"} {
@@ -354,7 +372,7 @@ func testConcurrent(t *testing.T, db *meta.DB) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			if _, err := db.Blobs().StoreBlob(ctx, "race/app", cfg, "", meta.Writer{}, metatest.NoBytes); err != nil {
+			if _, err := db.Blobs().StoreBlob(ctx, "race/app", cfg, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 				errs <- fmt.Errorf("link: %w", err)
 				return
 			}
@@ -399,7 +417,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("open %d: %v", i, err)
 		}
-		if _, err := db.Blobs().StoreBlob(ctx, "app", blobOf(fmt.Sprint(i)), "", meta.Writer{}, metatest.NoBytes); err != nil {
+		if _, err := db.Blobs().StoreBlob(ctx, "app", blobOf(fmt.Sprint(i)), meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 			t.Fatal(err)
 		}
 		db.Close()

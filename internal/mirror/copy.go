@@ -32,8 +32,8 @@ type Stores struct {
 type BlobStore interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
-	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
-	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, bytes meta.BlobBytes) (bool, error)
+	LinkBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer) error
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 }
 
 // ManifestStore reads and stores manifests (meta.Manifests).
@@ -172,7 +172,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 	if stored, err := c.db.Blobs.StoredBlob(ctx, b.Digest); err == nil {
 		// Stored elsewhere: link it (unless garbage collection took it
 		// meanwhile: then download it like a new one).
-		err := c.db.Blobs.LinkBlob(ctx, req.Repo, stored, "", who)
+		err := c.db.Blobs.LinkBlob(ctx, req.Repo, stored, meta.UploadClaim{}, who)
 		if err == nil {
 			atomic.AddInt64(&st.BlobsLinked, 1)
 			return nil
@@ -195,7 +195,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 	body := &storage.StallReader{R: rc, Idle: c.stall, Stalled: func() { cancel(storage.ErrStalled) }}
 	defer body.Stop()
 	n, err := storage.Ingest(bctx, c.store, body, b.Digest, b.Size, func(ctx context.Context, staged string, n int64) error {
-		_, err := c.db.Blobs.StoreBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, "", who,
+		_, err := c.db.Blobs.StoreBlob(ctx, req.Repo, meta.Blob{Digest: b.Digest, Size: n}, meta.UploadClaim{}, who,
 			storage.Staged(c.store, staged, b.Digest))
 		return err
 	})

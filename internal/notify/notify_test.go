@@ -132,7 +132,7 @@ func push(t *testing.T, db *meta.DB, repo, tag string, i int) string {
 	t.Helper()
 	ctx := context.Background()
 	cfg := meta.Blob{Digest: digest.FromString("cfg"), Size: 3}
-	if _, err := db.Blobs().StoreBlob(ctx, repo, cfg, "", meta.Writer{}, metatest.NoBytes); err != nil {
+	if _, err := db.Blobs().StoreBlob(ctx, repo, cfg, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 		t.Fatal(err)
 	}
 	content := []byte(strings.Repeat("m", i+1))

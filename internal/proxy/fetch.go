@@ -270,7 +270,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		// arriving just after finds it), under the garbage-collection
 		// protocol.
 		n, err := storage.Ingest(fctx, s.store, body, d, size, func(ctx context.Context, staged string, n int64) error {
-			_, err := s.db.Blobs.StoreBlob(ctx, repo, meta.Blob{Digest: d, Size: n}, "", meta.Writer{},
+			_, err := s.db.Blobs.StoreBlob(ctx, repo, meta.Blob{Digest: d, Size: n}, meta.UploadClaim{}, meta.Writer{},
 				storage.Staged(s.store, staged, d))
 			return err
 		})
@@ -291,7 +291,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		return meta.Blob{}, s.upstreamFailed(repo, upstreamError(err, true), err)
 	}
 	b := v.(meta.Blob)
-	if err := s.db.Blobs.LinkBlob(ctx, repo, b, "", meta.Writer{}); err != nil {
+	if err := s.db.Blobs.LinkBlob(ctx, repo, b, meta.UploadClaim{}, meta.Writer{}); err != nil {
 		return meta.Blob{}, err
 	}
 	return b, nil

@@ -37,8 +37,8 @@ type BlobStore interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error)
-	LinkBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer) error
-	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, bytes meta.BlobBytes) (bool, error)
+	LinkBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer) error
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 	TouchBlobLink(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error)
 	UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error
 }

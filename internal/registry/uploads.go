@@ -135,7 +135,7 @@ func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name string, 
 				continue
 			}
 		}
-		if err := reg.meta.Blobs.LinkBlob(ctx, name, b, "", who); err != nil {
+		if err := reg.meta.Blobs.LinkBlob(ctx, name, b, meta.UploadClaim{}, who); err != nil {
 			if errors.Is(err, meta.ErrBlobNotFound) {
 				continue // collected meanwhile: not mountable
 			}
@@ -367,6 +367,13 @@ func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder
 	return c
 }
 
+// held reports whether the claim is still the holder's: no renewal found
+// it lost, and the last one is recent enough that the lease has not run
+// out.
+func (c *claimHolder) held() bool {
+	return !c.lost.Load() && time.Now().UnixNano() < c.safeUntil.Load()
+}
+
 // stop ends the renewals and returns the claim as it stands now.
 func (c *claimHolder) stop() int64 {
 	c.once.Do(func() { close(c.done) })
@@ -488,9 +495,27 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	// address before the transaction, the staged copy kept until the
 	// upload's directory goes below): if the blob is stored already,
 	// these bytes are not needed.
+	//
+	// A session's claim must still be this request's: if its lease ran out
+	// (renewals failed, or a retry took the session over), another request
+	// may be writing other bytes into the file hashed here. Renewals stop
+	// now; the transaction removes the session only while the claim stands
+	// (else ErrUploadClaimLost, and the bytes placed early go again).
+	var up meta.UploadClaim
+	if claim != nil {
+		up = meta.UploadClaim{ID: id, Claim: claim.stop()}
+		if !claim.held() {
+			reg.log.Warn("upload claim lost before the blob was stored; not stored", "upload", id)
+			return errClaimLost
+		}
+	}
 	blob := meta.Blob{Digest: want, Size: size}
-	if _, err := reg.meta.Blobs.StoreBlob(ctx, name, blob, id, who,
+	if _, err := reg.meta.Blobs.StoreBlob(ctx, name, blob, up, who,
 		storage.Staged(reg.store, storage.UploadPath(id), want)); err != nil {
+		if errors.Is(err, meta.ErrUploadClaimLost) {
+			reg.log.Warn("upload claim lost before the blob was stored; not stored", "upload", id)
+			return errClaimLost
+		}
 		discard()
 		if errors.Is(err, storage.ErrNotFound) {
 			// The upload's bytes went from under it (removed by hand):

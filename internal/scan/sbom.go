@@ -34,7 +34,7 @@ func (s *Service) attachSBOM(ctx context.Context, repo string, img meta.Manifest
 		return err
 	}
 	for _, b := range sb.blobs {
-		if _, err := s.stores.Blobs.StoreBlob(ctx, "", b.blob, "", meta.Writer{}, b.bytes); err != nil {
+		if _, err := s.stores.Blobs.StoreBlob(ctx, "", b.blob, meta.UploadClaim{}, meta.Writer{}, b.bytes); err != nil {
 			return err
 		}
 	}

@@ -63,7 +63,7 @@ type Manifests interface {
 // Blobs store the SBOMs' blobs (meta.Blobs).
 type Blobs interface {
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
-	StoreBlob(ctx context.Context, repo string, b meta.Blob, uploadID string, w meta.Writer, bytes meta.BlobBytes) (bool, error)
+	StoreBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 	StoreBlobIn(ctx context.Context, tx meta.Tx, b meta.Blob, bytes meta.BlobBytes, early bool) (bool, error)
 	UnplaceBlob(ctx context.Context, d digest.Digest, bytes meta.BlobBytes) error
 }

@@ -29,12 +29,12 @@ func BenchmarkTagsPage(b *testing.B) {
 			ctx := context.Background()
 			db := metatest.Open(b, dialect)
 			shared := meta.Blob{Digest: digest.FromString("shared base layer"), Size: 30 << 20}
-			if _, err := db.Blobs().StoreBlob(ctx, "bench/app", shared, "", meta.Writer{}, metatest.NoBytes); err != nil {
+			if _, err := db.Blobs().StoreBlob(ctx, "bench/app", shared, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 				b.Fatal(err)
 			}
 			for i := range images {
 				own := meta.Blob{Digest: digest.FromString(fmt.Sprint("layer ", i)), Size: int64(1+i) << 20}
-				if _, err := db.Blobs().StoreBlob(ctx, "bench/app", own, "", meta.Writer{}, metatest.NoBytes); err != nil {
+				if _, err := db.Blobs().StoreBlob(ctx, "bench/app", own, meta.UploadClaim{}, meta.Writer{}, metatest.NoBytes); err != nil {
 					b.Fatal(err)
 				}
 				content := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[],"n":%d}`, i)
