@@ -101,21 +101,46 @@ type BrowseQuery struct {
 	Search     string // a substring of the name, any case
 	Sort       string // SortName (default), SortPushed (latest first), SortSize (largest first)
 	PublicOnly bool
-	Offset     int
-	Limit      int
+	// After, when its Name is set, continues a listing past a row (keyset
+	// pagination): only the rows that sort after it are returned.
+	After  BrowseKey
+	Offset int
+	Limit  int
+}
+
+// BrowseKey is a row's position in a BrowseRepositories listing: its name
+// and, sorted by last push or size, that value (Unix microseconds, bytes).
+type BrowseKey struct {
+	Name  string
+	Value int64
+}
+
+// Key is the card's position in a listing sorted by sort.
+func (c RepoCard) Key(sort string) BrowseKey {
+	switch sort {
+	case SortPushed:
+		return BrowseKey{Name: c.Name, Value: micros(c.LastPush)}
+	case SortSize:
+		return BrowseKey{Name: c.Name, Value: c.Size}
+	}
+	return BrowseKey{Name: c.Name}
 }
 
 // BrowseRepositories lists repositories for the web UI, with what its
 // badges show: two queries (the repositories with correlated, indexed
 // sub-selects per row, and the proxy-cache namespaces).
 func (db Repositories) BrowseRepositories(ctx context.Context, q BrowseQuery) ([]RepoCard, error) {
-	query := `SELECT r.name, r.visibility, r.state, r.description, r.gated,
+	query := `SELECT r.name AS name, r.visibility, r.state, r.description, r.gated,
 		COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id), 0) AS pushed,
-		(SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id),
+		(SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id) AS tag_count,
 		COALESCE((SELECT SUM(b.size) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = r.id), 0) AS bytes,
-		EXISTS (SELECT 1 FROM repository_mirrors m WHERE m.repository = r.name)
+		EXISTS (SELECT 1 FROM repository_mirrors m WHERE m.repository = r.name) AS mirrored
 		FROM repositories r WHERE 1 = 1`
 	var args []any
+	if q.After.Name != "" && q.Sort != SortPushed && q.Sort != SortSize {
+		query += " AND r.name > ?"
+		args = append(args, q.After.Name)
+	}
 	if q.Search != "" {
 		query += ` AND lower(r.name) LIKE ? ESCAPE '\'`
 		args = append(args, "%"+strings.TrimSuffix(likePrefix(strings.ToLower(q.Search)), "%")+"%")
@@ -124,10 +149,14 @@ func (db Repositories) BrowseRepositories(ctx context.Context, q BrowseQuery) ([
 		query += " AND r.visibility = 'public'"
 	}
 	switch q.Sort {
-	case SortPushed:
-		query += " ORDER BY pushed DESC, r.name"
-	case SortSize:
-		query += " ORDER BY bytes DESC, r.name"
+	case SortPushed, SortSize:
+		col := map[string]string{SortPushed: "pushed", SortSize: "bytes"}[q.Sort]
+		if q.After.Name != "" {
+			// The sort value is computed: compare it outside.
+			query = "SELECT * FROM (" + query + ") c WHERE (c." + col + " < ? OR (c." + col + " = ? AND c.name > ?))"
+			args = append(args, q.After.Value, q.After.Value, q.After.Name)
+		}
+		query += " ORDER BY " + col + " DESC, name"
 	default:
 		query += " ORDER BY r.name"
 	}

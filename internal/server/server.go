@@ -201,7 +201,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	apiOpts.Gates = gates
 	apiHandler := api.New(wire.APIStores(db, cfg.GC.TimeMachine), apiAuth, apiOpts)
 	mux.Handle("/api/v1/", apiHandler)
-	ui, err := webUI(cfg, db, driver, webAuth, scanner, graphSvc != nil, apiHandler, gates, log)
+	ui, err := webUI(cfg, db, driver, webAuth, scanner, graphSvc != nil, apiHandler, gates, sealer, log)
 	if err != nil {
 		db.Close()
 		return nil, err

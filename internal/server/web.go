@@ -16,7 +16,7 @@ import (
 
 // webUI builds the web UI served at "/".
 func webUI(cfg config.Config, db *meta.DB, driver storage.Driver, authn web.Authenticator, scanner *scan.Service, graphOn bool,
-	apiHandler web.API, gates *gate.Service, log *slog.Logger) (http.Handler, error) {
+	apiHandler web.API, gates *gate.Service, sealer web.Sealer, log *slog.Logger) (http.Handler, error) {
 	st := wire.WebStores(db)
 	st.Blobs = driver
 	st.Admin = db
@@ -29,5 +29,5 @@ func webUI(cfg config.Config, db *meta.DB, driver storage.Driver, authn web.Auth
 	}
 	srv := publicServer(cfg)
 	return web.New(st, web.Options{Auth: authn, Registry: srv.Host, SecureCookies: strings.HasPrefix(cfg.ExternalURL, "https://"),
-		Logger: log, API: apiHandler, VulnStaleAfter: cfg.Scan.VulnDB.StaleAfter, Queues: knownQueues})
+		Logger: log, API: apiHandler, VulnStaleAfter: cfg.Scan.VulnDB.StaleAfter, Queues: knownQueues, Cursors: sealer})
 }

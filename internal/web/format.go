@@ -69,11 +69,18 @@ var funcs = template.FuncMap{
 	},
 }
 
-// repoPath is a repository's page path (segments escaped).
+// repoPath is a repository's page path (segments escaped), which its
+// other pages extend ("/activity", "/manifest/<digest>"): with "/-" after
+// a name that ends like one of those paths (acme/app/activity), which
+// would be routed to the page of another name (routeGET).
 func repoPath(repo string) string {
 	segs := strings.Split(repo, "/")
+	name, page := routeGET(segs)
 	for i, s := range segs {
 		segs[i] = url.PathEscape(s)
+	}
+	if page != nil || len(name) != len(segs) {
+		segs = append(segs, "-")
 	}
 	return "/repository/" + strings.Join(segs, "/")
 }

@@ -141,7 +141,9 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 	// and set when one expires (Quay's "Add new tag" and "Change
 	// expiration").
 	tags, total, err := u.db.Content.TagRows(ctx, repo, meta.TagRowQuery{Filter: m.Digest.String(), Sort: meta.SortName, Limit: manifestTags})
-	if err != nil {
+	if errors.Is(err, meta.ErrRepositoryNotFound) {
+		return errNotFound // deleted since manifestOf read it
+	} else if err != nil {
 		return err
 	}
 	canWrite, err := u.allowed(ctx, v, repo, auth.ActionWrite)
@@ -153,17 +155,14 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 	if err != nil {
 		return err
 	}
-	refs, err := u.referrers(ctx, repo, m.Digest, canCheck)
+	refs, more, signed, err := u.referrers(ctx, repo, m.Digest, canCheck)
 	if err != nil {
 		return err
 	}
-	data["Referrers"] = refs
-	for _, ref := range refs {
-		if ref.Kind == "signature" {
-			if data["SigByDigest"], data["Signature"], err = u.manifestSignatures(ctx, repo, m.Digest); err != nil {
-				return err
-			}
-			break
+	data["Referrers"], data["MoreReferrers"] = refs, more
+	if signed {
+		if data["SigByDigest"], data["Signature"], err = u.manifestSignatures(ctx, repo, m.Digest); err != nil {
+			return err
 		}
 	}
 	if u.db.Scanner != nil && !oci.IsIndex(m.MediaType) {
@@ -233,31 +232,44 @@ type referrer struct {
 	Annotations             map[string]string
 }
 
-func (u *UI) referrers(ctx context.Context, repo string, d digest.Digest, canCheck bool) ([]referrer, error) {
-	ms, err := u.db.Content.Referrers(ctx, repo, d, "")
-	if err != nil {
-		return nil, err
-	}
-	var out []referrer
-	for _, m := range ms {
-		if m.Held && !canCheck {
-			continue
-		}
-		out = append(out, referrer{Kind: kindOf(m.ArtifactType, m.Annotations), ArtifactType: m.ArtifactType, Via: "referrers API",
-			Digest: m.Digest, Annotations: m.Annotations})
-	}
+// referrersShown caps the referrers the manifest page lists (whoever may
+// push may attach thousands).
+const referrersShown = 100
+
+// referrers are the manifest's referrers the visitor may see, up to
+// referrersShown (the referrers API's first, then cosign's tags); more
+// says others were left out, signed that one of all is a signature.
+func (u *UI) referrers(ctx context.Context, repo string, d digest.Digest, canCheck bool) (out []referrer, more, signed bool, err error) {
+	var tagged []referrer
 	base := strings.Replace(d.String(), ":", "-", 1)
 	for _, suffix := range []string{".sig", ".att", ".sbom"} {
 		m, err := u.db.Content.GetManifest(ctx, repo, base+suffix, "", false)
 		if errors.Is(err, meta.ErrNotFound) {
 			continue
 		} else if err != nil {
-			return nil, err
+			return nil, false, false, err
 		}
 		kind := map[string]string{".sig": "signature", ".att": "attestation", ".sbom": "SBOM"}[suffix]
-		out = append(out, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "cosign tag " + base + suffix, Digest: m.Digest})
+		tagged = append(tagged, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "cosign tag " + base + suffix, Digest: m.Digest})
+		signed = signed || kind == "signature"
 	}
-	return out, nil
+	ms, err := u.db.Content.Referrers(ctx, repo, d, "")
+	if err != nil {
+		return nil, false, false, err
+	}
+	for _, m := range ms {
+		if m.Held && !canCheck {
+			continue
+		}
+		kind := kindOf(m.ArtifactType, m.Annotations)
+		signed = signed || kind == "signature"
+		if len(out)+len(tagged) == referrersShown {
+			more = true
+			continue
+		}
+		out = append(out, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "referrers API", Digest: m.Digest, Annotations: m.Annotations})
+	}
+	return append(out, tagged...), more, signed, nil
 }
 
 func kindOf(at string, ann map[string]string) string {

@@ -1,24 +1,30 @@
 package web
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
 )
 
 // Page sizes, and the repository rows read per listing (so that a visitor
 // who may see few of many private repositories cannot make one request
 // read them all; the next page continues the scan).
 const (
-	reposPerPage = 50
-	reposMaxRead = 1000
-	tagsPerPage  = 50
+	reposPerPage  = 50
+	reposMaxRead  = 1000
+	reposReadSize = 100
+	tagsPerPage   = 50
 	// maxListOffset bounds the offsets a list page is asked for: far
 	// past any real list, and far from overflowing.
 	maxListOffset = 1 << 40
@@ -32,27 +38,57 @@ type repoGroup struct {
 // repositories lists the repositories the visitor may read, grouped by
 // namespace: public ones, and private ones the permission decision
 // allows (one decision per private row, as the API's listing).
+//
+// A page continues after the last row the previous one showed (?after=
+// its name, &at= its sort value): a keyset of a row the visitor sees, so
+// the link says nothing of the rows it may not see (how many were
+// skipped, nor which names match a search). Next is offered only when
+// another visible row follows, or when the page stopped at the rows it
+// may read (reposMaxRead); then &resume= carries, sealed, the last row
+// read, which may be a private one.
 func (u *UI) repositories(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	q := r.URL.Query()
 	search, sort := strings.TrimSpace(q.Get("q")), q.Get("sort")
 	if sort != meta.SortPushed && sort != meta.SortSize {
 		sort = meta.SortName
 	}
-	offset, _ := strconv.Atoi(q.Get("offset"))
-	offset = min(max(offset, 0), maxListOffset)
+	var shownAfter meta.BrowseKey // the last row the visitor saw
+	if a := q.Get("after"); a != "" {
+		if oci.ValidateName(a) != nil {
+			return fail(http.StatusBadRequest, "The page link is not valid: start from the first page.")
+		}
+		shownAfter.Name = a
+		if sort != meta.SortName {
+			n, err := strconv.ParseInt(q.Get("at"), 10, 64)
+			if err != nil {
+				return fail(http.StatusBadRequest, "The page link is not valid: start from the first page.")
+			}
+			shownAfter.Value = n
+		}
+	}
+	after := shownAfter // where the scan goes on
+	if rs := q.Get("resume"); rs != "" {
+		// One this server cannot open (sealed by a server with another
+		// key): go on from the last row shown.
+		if k, ok := u.openListCursor(rs, search, sort); ok {
+			after = k
+		}
+	}
 	ctx := r.Context()
 	var groups []repoGroup
-	shown, read, more := 0, 0, true
-	for more && shown < reposPerPage && read < reposMaxRead {
+	shown, read := 0, 0
+	last := shownAfter
+	exhausted, another := false, false
+	for !exhausted && !another && read < reposMaxRead {
 		batch, err := u.db.Repositories.BrowseRepositories(ctx, meta.BrowseQuery{Search: search, Sort: sort,
-			PublicOnly: u.opts.Auth != nil && !v.signedIn, Offset: offset, Limit: 100})
+			PublicOnly: u.opts.Auth != nil && !v.signedIn, After: after, Limit: reposReadSize})
 		if err != nil {
 			return err
 		}
-		more = len(batch) == 100
-		for i, c := range batch {
-			offset++
+		exhausted = len(batch) < reposReadSize
+		for _, c := range batch {
 			read++
+			after = c.Key(sort)
 			if c.Visibility != "public" {
 				if ok, err := u.allowed(ctx, v, c.Name, auth.ActionRead); err != nil {
 					return err
@@ -60,26 +96,80 @@ func (u *UI) repositories(w http.ResponseWriter, r *http.Request, v *visitor) er
 					continue
 				}
 			}
+			if shown == reposPerPage {
+				another = true // the page is full and a visible row follows
+				break
+			}
 			ns, _, _ := strings.Cut(c.Name, "/")
 			if len(groups) == 0 || groups[len(groups)-1].Namespace != ns {
 				groups = append(groups, repoGroup{Namespace: ns})
 			}
 			g := &groups[len(groups)-1]
 			g.Repos = append(g.Repos, c)
-			if shown++; shown == reposPerPage {
-				more = more || i < len(batch)-1
-				break
-			}
+			shown++
+			last = c.Key(sort)
 		}
 	}
 	next := ""
-	if more {
-		nq := url.Values{"q": {search}, "sort": {sort}, "offset": {strconv.Itoa(offset)}}
+	if another || !exhausted {
+		nq := url.Values{"sort": {sort}}
+		if search != "" {
+			nq.Set("q", search)
+		}
+		if last.Name != "" {
+			nq.Set("after", last.Name)
+			if sort != meta.SortName {
+				nq.Set("at", strconv.FormatInt(last.Value, 10))
+			}
+		}
+		if !another && shown < reposPerPage {
+			// Stopped at reposMaxRead before the page filled: go on
+			// after the last row read, which must not be shown.
+			nq.Set("resume", u.sealListCursor(search, sort, after))
+		}
 		next = "/repository?" + nq.Encode()
 	}
 	u.render(w, r, v, http.StatusOK, "repositories", "Repositories", map[string]any{
 		"Groups": groups, "Search": search, "Sort": sort, "Next": next, "Shown": shown, "NewRepo": newRepoLink(v)})
 	return nil
+}
+
+// listCursor is a repository listing's position sealed in a page link.
+type listCursor struct {
+	Search string `json:"q"`
+	Sort   string `json:"sort"`
+	Name   string `json:"name"`
+	Value  int64  `json:"at"`
+}
+
+// listCursorPrefix keeps a sealed cursor apart from anything else the
+// key seals.
+const listCursorPrefix = "web-repositories:"
+
+// sealListCursor makes a listing's position one a visitor carries but
+// can neither read nor forge (the position may be a private name).
+func (u *UI) sealListCursor(search, sort string, k meta.BrowseKey) string {
+	b, _ := json.Marshal(listCursor{Search: search, Sort: sort, Name: k.Name, Value: k.Value})
+	return base64.RawURLEncoding.EncodeToString([]byte(u.cursors.Seal(append([]byte(listCursorPrefix), b...))))
+}
+
+// openListCursor reads a cursor sealListCursor made for the same search
+// and sort.
+func (u *UI) openListCursor(s, search, sort string) (meta.BrowseKey, bool) {
+	sealed, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return meta.BrowseKey{}, false
+	}
+	b, err := u.cursors.Open(string(sealed))
+	if err != nil {
+		return meta.BrowseKey{}, false
+	}
+	b, ok := bytes.CutPrefix(b, []byte(listCursorPrefix))
+	var c listCursor
+	if !ok || json.Unmarshal(b, &c) != nil || c.Search != search || c.Sort != sort || c.Name == "" {
+		return meta.BrowseKey{}, false
+	}
+	return meta.BrowseKey{Name: c.Name, Value: c.Value}, true
 }
 
 // newRepoLink is where a signed-in user creates repositories and
@@ -92,48 +182,89 @@ func newRepoLink(v *visitor) string {
 }
 
 // repositoryGET routes the pages under /repository/: a repository (its
-// tags), its activity, a manifest and a manifest's vulnerabilities as
-// CSV. Repository names may be nested (org/team/app).
+// tags), its activity and settings, a manifest and a manifest's
+// vulnerabilities as CSV. Repository names may be nested (org/team/app).
 func (u *UI) repositoryGET(w http.ResponseWriter, r *http.Request, v *visitor) error {
-	segs := strings.Split(r.PathValue("path"), "/")
-	n := len(segs)
+	name, page := routeGET(strings.Split(r.PathValue("path"), "/"))
+	repo := strings.Join(name, "/")
 	switch {
-	case n >= 5 && segs[n-3] == "manifest" && segs[n-1] == "vulnerabilities.csv":
-		return u.vulnCSV(w, r, v, strings.Join(segs[:n-3], "/"), segs[n-2])
-	case n >= 4 && segs[n-2] == "manifest":
-		return u.manifest(w, r, v, strings.Join(segs[:n-2], "/"), segs[n-1])
-	case n >= 3 && segs[n-1] == "activity":
-		return u.activity(w, r, v, strings.Join(segs[:n-1], "/"))
-	case n >= 3 && segs[n-1] == "settings":
-		repo := strings.Join(segs[:n-1], "/")
+	case len(page) == 0 || len(page) == 1 && page[0] == "":
+		return u.repository(w, r, v, repo)
+	case len(page) == 1 && page[0] == "activity":
+		return u.activity(w, r, v, repo)
+	case len(page) == 1 && page[0] == "settings":
 		if _, err := u.readable(r.Context(), v, repo); err != nil {
 			return err
 		}
 		return u.settings(w, r, v, repo, http.StatusOK, settingsFlash{})
+	case len(page) == 2 && page[0] == "manifest":
+		return u.manifest(w, r, v, repo, page[1])
+	case len(page) == 3 && page[0] == "manifest" && page[2] == "vulnerabilities.csv":
+		return u.vulnCSV(w, r, v, repo, page[1])
 	}
-	return u.repository(w, r, v, strings.Join(segs, "/"))
+	return errNotFound
+}
+
+// routeGET splits a page's path under /repository/ into the repository's
+// name and the page under it. A "-" segment says where the name ends
+// ("acme/app/activity/-/settings"; no name has one); without it the page
+// words at the end do, as in the paths links have always had, so a
+// nested name that ends in one (acme/app/activity) reaches its own pages
+// only through "-", which repoPath then adds.
+func routeGET(segs []string) (name, page []string) {
+	if i := slices.Index(segs, "-"); i >= 0 {
+		return segs[:i], segs[i+1:]
+	}
+	n := len(segs)
+	switch {
+	case n >= 5 && segs[n-3] == "manifest" && segs[n-1] == "vulnerabilities.csv":
+		return segs[:n-3], segs[n-3:]
+	case n >= 4 && segs[n-2] == "manifest":
+		return segs[:n-2], segs[n-2:]
+	case n >= 3 && (segs[n-1] == "activity" || segs[n-1] == "settings"):
+		return segs[:n-1], segs[n-1:]
+	}
+	return segs, nil
+}
+
+// routePOST splits an action's path as routeGET does a page's.
+func routePOST(segs []string) (name, action []string) {
+	if i := slices.Index(segs, "-"); i >= 0 {
+		return segs[:i], segs[i+1:]
+	}
+	n := len(segs)
+	switch last := segs[n-1]; {
+	case n >= 3 && (last == "delete-tags" || last == "restore-tag" || last == "sync-now"):
+		return segs[:n-1], segs[n-1:]
+	case n >= 5 && segs[n-3] == "manifest" && (last == "add-tag" || last == "tag-expiration"),
+		n >= 5 && segs[n-3] == "notification" && last == "reset":
+		return segs[:n-3], segs[n-3:]
+	}
+	for i := n - 2; i >= 2; i-- {
+		if segs[i] == "settings" {
+			return segs[:i], segs[i:]
+		}
+	}
+	return segs, nil
 }
 
 // repositoryPOST routes the actions under /repository/.
 func (u *UI) repositoryPOST(w http.ResponseWriter, r *http.Request, v *visitor) error {
-	segs := strings.Split(r.PathValue("path"), "/")
-	n := len(segs)
+	name, action := routePOST(strings.Split(r.PathValue("path"), "/"))
+	repo := strings.Join(name, "/")
 	switch {
-	case n >= 3 && segs[n-1] == "delete-tags":
-		return u.deleteTags(w, r, v, strings.Join(segs[:n-1], "/"))
-	case n >= 3 && segs[n-1] == "restore-tag":
-		return u.restoreTag(w, r, v, strings.Join(segs[:n-1], "/"))
-	case n >= 5 && segs[n-3] == "manifest" && (segs[n-1] == "add-tag" || segs[n-1] == "tag-expiration"):
-		return u.manifestTagPOST(w, r, v, strings.Join(segs[:n-3], "/"), segs[n-2], segs[n-1])
-	case n >= 3 && segs[n-1] == "sync-now":
-		return u.syncNow(w, r, v, strings.Join(segs[:n-1], "/"))
-	case n >= 5 && segs[n-3] == "notification" && segs[n-1] == "reset":
-		return u.resetNotification(w, r, v, strings.Join(segs[:n-3], "/"), segs[n-2])
-	}
-	for i := n - 2; i >= 2; i-- {
-		if segs[i] == "settings" {
-			return u.settingsPOST(w, r, v, strings.Join(segs[:i], "/"), strings.Join(segs[i+1:], "/"))
-		}
+	case len(action) == 1 && action[0] == "delete-tags":
+		return u.deleteTags(w, r, v, repo)
+	case len(action) == 1 && action[0] == "restore-tag":
+		return u.restoreTag(w, r, v, repo)
+	case len(action) == 1 && action[0] == "sync-now":
+		return u.syncNow(w, r, v, repo)
+	case len(action) == 3 && action[0] == "manifest" && (action[2] == "add-tag" || action[2] == "tag-expiration"):
+		return u.manifestTagPOST(w, r, v, repo, action[1], action[2])
+	case len(action) == 3 && action[0] == "notification" && action[2] == "reset":
+		return u.resetNotification(w, r, v, repo, action[1])
+	case len(action) >= 2 && action[0] == "settings":
+		return u.settingsPOST(w, r, v, repo, strings.Join(action[1:], "/"))
 	}
 	return errNotFound
 }
@@ -211,7 +342,7 @@ func (u *UI) repository(w http.ResponseWriter, r *http.Request, v *visitor, repo
 			rows[i].Promotion = "" // the gate's state is for those who may post checks (as the API's candidates)
 		}
 	}
-	sigs, err := u.rowSignatures(ctx, repo, rows)
+	sigs, err := u.rowSignatures(ctx, repo, ri.Gated, rows)
 	if err != nil {
 		return err
 	}
@@ -263,6 +394,10 @@ func (u *UI) deleteTags(w http.ResponseWriter, r *http.Request, v *visitor, repo
 	tags := r.PostForm["tag"]
 	if len(tags) == 0 {
 		return fail(http.StatusBadRequest, "No tag was selected.")
+	}
+	if len(tags) > tagsPerPage {
+		// A page offers no more: each is an API request.
+		return fail(http.StatusBadRequest, "Select at most %d tags at once; nothing was deleted.", tagsPerPage)
 	}
 	var out []tagOutcome
 	for _, tag := range tags {

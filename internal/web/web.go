@@ -9,6 +9,7 @@ package web
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"embed"
 	"errors"
 	"fmt"
@@ -48,18 +49,30 @@ type Options struct {
 	// Queues are the job queues the admin page always lists (idle ones
 	// with zeros), as the metrics do.
 	Queues []string
-	Logger *slog.Logger
+	// Cursors seals the repository listing's resume links (auth.Sealer,
+	// with the installation's key, so that every replica opens them);
+	// nil: a key of this process's own.
+	Cursors Sealer
+	Logger  *slog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
 }
 
+// Sealer encrypts and authenticates what a visitor carries without
+// reading or forging it (auth.Sealer).
+type Sealer interface {
+	Seal(plaintext []byte) string
+	Open(sealed string) ([]byte, error)
+}
+
 // UI is the web UI's handler.
 type UI struct {
-	db    Stores
-	opts  Options
-	log   *slog.Logger
-	mux   *http.ServeMux
-	pages map[string]*template.Template
+	db      Stores
+	opts    Options
+	log     *slog.Logger
+	mux     *http.ServeMux
+	pages   map[string]*template.Template
+	cursors Sealer
 }
 
 // New returns the UI's handler.
@@ -73,7 +86,16 @@ func New(db Stores, opts Options) (*UI, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	u := &UI{db: db, opts: opts, log: opts.Logger, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
+	u := &UI{db: db, opts: opts, log: opts.Logger, mux: http.NewServeMux(), pages: map[string]*template.Template{}, cursors: opts.Cursors}
+	if u.cursors == nil {
+		key := make([]byte, 32)
+		rand.Read(key)
+		sealer, err := auth.NewSealer(key)
+		if err != nil {
+			return nil, err
+		}
+		u.cursors = sealer
+	}
 	for _, p := range []string{"repositories", "repository", "manifest", "activity", "signin", "message",
 		"organization", "user", "secret", "admin", "settings"} {
 		t, err := template.New(p).Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/partials.html", "templates/"+p+".html")
@@ -168,7 +190,11 @@ func (u *UI) page(f pageFunc) http.HandlerFunc {
 			return
 		}
 		var we *webError
-		if !errors.As(err, &we) && meta.StorageFull(err) {
+		if !errors.As(err, &we) && errors.Is(err, meta.ErrRepositoryNotFound) {
+			// Deleted between the page's reads (after readable found it).
+			we = errNotFound
+		}
+		if we == nil && meta.StorageFull(err) {
 			u.log.Error("storage full: web request refused", "method", r.Method, "path", r.URL.Path, "err", err)
 			we = &webError{http.StatusInsufficientStorage, "The server's storage is full: nothing was changed. Try again once space is freed."}
 		}
