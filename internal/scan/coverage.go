@@ -32,7 +32,9 @@ const (
 	// names the image's release of it.
 	DataMissing = "missing"
 	// DataUnsupported: the image has OS packages of a distribution Berth
-	// does not know how to match.
+	// does not know how to match, or of a kind its distribution does not
+	// use, or its OS packages are not all known (a package database
+	// unread or deleted, or none found: Report.Gaps).
 	DataUnsupported = "unsupported"
 )
 
@@ -154,7 +156,7 @@ func (ds *dataSources) hasCPEMapping(ctx context.Context) (bool, error) {
 // of the image's content sets.
 func (ds *dataSources) redHatGap(ctx context.Context, rep *Report) (string, error) {
 	if len(rep.ContentSets) == 0 {
-		return "the image names no content sets (root/buildinfo/content_manifests/*.json), and Red Hat's advisories are keyed by the CPEs of content sets", nil
+		return "the image names no content sets (root/buildinfo/content_manifests/*.json or usr/share/buildinfo/content-sets.json), and Red Hat's advisories are keyed by the CPEs of content sets", nil
 	}
 	ok, err := ds.hasCPEMapping(ctx)
 	if err != nil {
@@ -190,37 +192,60 @@ func (ds *dataSources) coverage(ctx context.Context, rep *Report) (DataCoverage,
 		release  string
 		packages int
 		os       bool
+		misfit   string // OS packages of a kind the distribution does not use: why
+		gap      string // the image's OS packages are not all known: why
 	}
 	groups := map[string]*group{}
-	add := func(base, release string, os bool) {
+	get := func(base, release string, os bool) *group {
 		g := groups[base]
 		if g == nil {
 			g = &group{release: release, os: os}
 			groups[base] = g
 		}
-		g.packages++
+		return g
 	}
+	// The group of the distribution's packages.
+	id := osReleaseID(rep)
+	osBase, osRelease := id, ""
+	if osBase == "" {
+		osBase = "unknown distribution"
+	}
+	if rep.Ecosystem != "" {
+		osBase = osv.BaseEcosystem(rep.Ecosystem)
+		if strings.Contains(rep.Ecosystem, ":") {
+			osRelease = rep.Ecosystem
+		}
+	}
+	kind := osv.OSPackageKind(rep.Ecosystem)
+	osPackages := 0
 	for _, p := range rep.Packages {
 		switch p.Kind {
 		case index.KindDpkg, index.KindApk, index.KindRPM:
-			if rep.Ecosystem == "" {
-				id := strings.ToLower(strings.Trim(strings.TrimSpace(rep.OSRelease["ID"]), `"'`))
-				if id == "" {
-					id = "unknown distribution"
-				}
-				add(id, "", true)
+			osPackages++
+			if rep.Ecosystem != "" && kind != "" && p.Kind != kind {
+				// Matched under the distribution's scheme, they would match
+				// nothing, or the wrong packages: not matched at all.
+				g := get(p.Kind+" packages", "", true)
+				g.packages++
+				g.misfit = fmt.Sprintf("%s packages in an image whose os-release names %s (%s), whose advisories name %s packages: Berth does not match them",
+					p.Kind, id, rep.Ecosystem, kind)
 				continue
 			}
-			release := ""
-			if strings.Contains(rep.Ecosystem, ":") {
-				release = rep.Ecosystem
-			}
-			add(osv.BaseEcosystem(rep.Ecosystem), release, true)
+			get(osBase, osRelease, true).packages++
 		default:
 			if eco := osv.LanguageEcosystem(p.Kind); eco != "" && p.Version != "" {
-				add(eco, "", false)
+				get(eco, "", false).packages++
 			}
 		}
+	}
+	switch {
+	case len(rep.Gaps) > 0:
+		get(osBase, osRelease, true).gap = gapsReason(rep.Gaps)
+	case osPackages == 0 && id != "":
+		// A distribution without a package database is one whose
+		// database the scanner did not find (a report stored before
+		// Gaps, or a database somewhere no extractor looks).
+		get(osBase, osRelease, true).gap = fmt.Sprintf("no package database found: os-release names %q, but the image has no dpkg, apk or rpm database the scanner reads, so its OS packages are unknown", id)
 	}
 	cov := DataCoverage{Complete: true, Missing: []string{}, Stale: []string{}, Ecosystems: []EcosystemData{}}
 	bases := make([]string, 0, len(groups))
@@ -237,6 +262,8 @@ func (ds *dataSources) coverage(ctx context.Context, rep *Report) (DataCoverage,
 		}
 		src, imported := ds.sources[base]
 		switch {
+		case g.misfit != "":
+			e.Status, e.Reason = DataUnsupported, g.misfit
 		case g.os && rep.Ecosystem == "":
 			e.Status, e.Reason = DataUnsupported, fmt.Sprintf("Berth cannot match the packages of this distribution (os-release ID %q)", base)
 		case !imported || src.Records == 0:
@@ -246,17 +273,24 @@ func (ds *dataSources) coverage(ctx context.Context, rep *Report) (DataCoverage,
 			at := src.UpdatedAt
 			e.UpdatedAt = &at
 			e.Status = DataCurrent
-			if g.release != "" {
-				// Data for other releases says nothing about this one.
-				ok, err := ds.hasRelease(ctx, g.release)
-				if err == nil && !ok {
+			if g.os && base != redHat {
+				// The packages are matched under rep.Ecosystem exactly (and
+				// the bare base for a release): data for other releases says
+				// nothing about this one.
+				ok, err := ds.hasRelease(ctx, rep.Ecosystem)
+				if err == nil && !ok && g.release != "" {
 					ok, err = ds.hasRelease(ctx, base)
 				}
 				if err != nil {
 					return DataCoverage{}, err
 				}
-				if !ok {
+				switch {
+				case ok:
+				case g.release != "":
 					e.Status, e.Reason = DataMissing, fmt.Sprintf("the %d advisories imported for %s name no package of %s", src.Records, base, g.release)
+				default:
+					e.Status, e.Reason = DataMissing, fmt.Sprintf("the image's os-release names no release of %s (no VERSION_ID), and none of the %d advisories imported for %s is for bare %q: "+
+						"they name releases", base, src.Records, base, base)
 				}
 			}
 			if g.os && base == redHat {
@@ -273,6 +307,13 @@ func (ds *dataSources) coverage(ctx context.Context, rep *Report) (DataCoverage,
 					src.UpdatedAt.Format(time.RFC3339), roundAge(ds.stale))
 			}
 		}
+		if g.gap != "" {
+			reason := g.gap
+			if e.Status == DataMissing || e.Status == DataUnsupported {
+				reason += "; besides, " + e.Reason
+			}
+			e.Status, e.Reason = DataUnsupported, reason
+		}
 		switch e.Status {
 		case DataMissing, DataUnsupported:
 			cov.Complete = false
@@ -283,6 +324,32 @@ func (ds *dataSources) coverage(ctx context.Context, rep *Report) (DataCoverage,
 		cov.Ecosystems = append(cov.Ecosystems, e)
 	}
 	return cov, nil
+}
+
+// osReleaseID is the report's os-release ID, in lower case; "" when none.
+func osReleaseID(rep *Report) string {
+	return strings.ToLower(strings.Trim(strings.TrimSpace(rep.OSRelease["ID"]), `"'`))
+}
+
+// maxGapsNamed bounds the package databases a coverage reason names.
+const maxGapsNamed = 3
+
+// gapsReason says which OS package databases of the image are unknown,
+// and why.
+func gapsReason(gaps []index.Gap) string {
+	parts := make([]string, 0, min(len(gaps), maxGapsNamed))
+	for i, g := range gaps {
+		if i == maxGapsNamed {
+			parts = append(parts, fmt.Sprintf("and %d more", len(gaps)-i))
+			break
+		}
+		where := ""
+		if g.Layer != "" {
+			where = " (layer " + g.Layer + ")"
+		}
+		parts = append(parts, fmt.Sprintf("/%s%s: %s", g.Path, where, g.Reason))
+	}
+	return "OS packages unknown, the report may miss some: " + strings.Join(parts, "; ")
 }
 
 // roundAge renders a duration in days past two days, else in hours.

@@ -120,12 +120,17 @@ func redHatEcosystems(rep *Report) []string {
 // advisories apply to it: matchKey's, and for an RPM of an image with
 // content sets, each Red Hat CPE ecosystem its content sets map to. An
 // RPM of an image with content sets but no os-release the scanner knows
-// is a Red Hat one (bare "Red Hat").
+// is a Red Hat one (bare "Red Hat"). An OS package of a kind the
+// distribution does not use (dpkg packages in an Alpine image) is named
+// under none: its name and version would be read in the wrong scheme.
 func packageKeys(rep *Report, p index.Package) []meta.ScanPackage {
 	eco := rep.Ecosystem
 	rpm := p.Kind == index.KindRPM && len(rep.ContentSets) > 0
 	if rpm && eco == "" {
 		eco = osv.RedHat
+	}
+	if want := osv.OSPackageKind(eco); want != "" && index.IsOSKind(p.Kind) && p.Kind != want {
+		return nil
 	}
 	k, ok := matchKey(eco, p)
 	if !ok {
@@ -344,7 +349,7 @@ func RedHatDataGap(rep *Report, hasEcosystem func(string) (bool, error)) (string
 		}
 	}
 	if len(rep.ContentSets) == 0 {
-		return "the image lists no content sets (/root/buildinfo/content_manifests) and Red Hat's advisories name CPE ecosystems only", nil
+		return "the image lists no content sets (/root/buildinfo/content_manifests, /usr/share/buildinfo/content-sets.json) and Red Hat's advisories name CPE ecosystems only", nil
 	}
 	return fmt.Sprintf("no advisories imported for %s", strings.Join(ecos, ", ")), nil
 }

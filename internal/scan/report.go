@@ -118,7 +118,7 @@ var versionFormat = map[string]string{"dpkg": "dpkg", "apk": "apk", "rpm": "rpm"
 // Security answers the security endpoint for a manifest of repo.
 func (s *Service) Security(ctx context.Context, repo string, m meta.Manifest, withVulns bool) (SecurityInfo, error) {
 	if m.MediaType == oci.MediaTypeImageIndex || m.MediaType == oci.MediaTypeDockerList {
-		return s.indexSecurity(ctx, m)
+		return s.indexSecurity(ctx, repo, m)
 	}
 	st, err := s.stores.Results.ManifestScan(ctx, m.Digest.String())
 	if errors.Is(err, meta.ErrNotFound) {
@@ -156,7 +156,12 @@ func (s *Service) Security(ctx context.Context, repo string, m meta.Manifest, wi
 		VulnerabilityData: &cov}, nil
 }
 
-func (s *Service) indexSecurity(ctx context.Context, m meta.Manifest) (SecurityInfo, error) {
+// indexSecurity answers the security endpoint for an index: each platform's
+// state, the least advanced being the index's. Attestation manifests (as
+// docker buildx adds them) are no platform and are left out, as the gate
+// leaves them out. A platform never queued is queued now, as a single
+// manifest is.
+func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifest) (SecurityInfo, error) {
 	man, err := oci.ParseManifest(m.Content, m.MediaType)
 	if err != nil {
 		return SecurityInfo{Status: meta.ScanUnsupported, Reason: err.Error()}, nil
@@ -169,6 +174,9 @@ func (s *Service) indexSecurity(ctx context.Context, m meta.Manifest) (SecurityI
 	rank := map[string]int{meta.ScanScanned: 0, meta.ScanUnsupported: 1, meta.ScanQueued: 2, meta.ScanFailed: 3}
 	var covs []DataCoverage
 	for _, c := range man.Manifests {
+		if isAttestation(c) {
+			continue
+		}
 		ps := PlatformSecurity{Digest: c.Digest.String(), Platform: c.Platform, Status: meta.ScanUnsupported}
 		st, err := s.stores.Results.ManifestScan(ctx, c.Digest.String())
 		switch {
@@ -176,6 +184,22 @@ func (s *Service) indexSecurity(ctx context.Context, m meta.Manifest) (SecurityI
 			ps.Status, ps.Reason = st.Status, st.Reason
 		case errors.Is(err, meta.ErrNotFound):
 			ps.Reason = "not an image manifest, or not scanned"
+			if !scannable(c.MediaType) {
+				break
+			}
+			// Stored before scanning was on: queue it once, if the
+			// repository holds it (the scan job reads it there).
+			_, gerr := s.stores.Manifests.GetManifest(ctx, repo, "", c.Digest, false)
+			if errors.Is(gerr, meta.ErrNotFound) {
+				break
+			}
+			if gerr != nil {
+				return SecurityInfo{}, gerr
+			}
+			if err := s.stores.Results.EnqueueScan(ctx, repo, c.Digest.String()); err != nil {
+				return SecurityInfo{}, err
+			}
+			ps.Status, ps.Reason = meta.ScanQueued, ""
 		default:
 			return SecurityInfo{}, err
 		}
@@ -204,6 +228,20 @@ func (s *Service) indexSecurity(ctx context.Context, m meta.Manifest) (SecurityI
 		out.VulnerabilityData = &merged
 	}
 	return out, nil
+}
+
+// Docker's annotation of the attestation manifests buildx adds to an
+// index (with platform unknown/unknown).
+const (
+	dockerReferenceType   = "vnd.docker.reference.type"
+	dockerAttestationType = "attestation-manifest"
+)
+
+// isAttestation reports whether an index entry is an attestation manifest
+// rather than a platform's image: Docker's annotation says so, or its
+// platform is "unknown" (what the gate skips).
+func isAttestation(d oci.Descriptor) bool {
+	return d.Annotations[dockerReferenceType] == dockerAttestationType || (d.Platform != nil && d.Platform.OS == "unknown")
 }
 
 // layerOf renders a report and its findings in Quay's shape.

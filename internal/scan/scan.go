@@ -88,6 +88,9 @@ type Report struct {
 	// (cpemap.go).
 	ContentSets []string `json:"contentSets,omitempty"`
 	CPEs        []string `json:"cpes,omitempty"`
+	// Gaps are the OS package databases whose packages are unknown
+	// (index.Image.Gaps): the report is not complete with them.
+	Gaps []index.Gap `json:"gaps,omitempty"`
 }
 
 // Handle runs one scan queue job (the jobs.Handler of meta.ScanQueue).
@@ -308,6 +311,7 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 	img := index.Merge(layers)
 	rep.OSRelease = img.OSRelease
 	rep.ContentSets = img.ContentSets
+	rep.Gaps = img.Gaps
 	rep.Packages = img.Packages
 	if rep.Packages == nil {
 		rep.Packages = []index.Package{}

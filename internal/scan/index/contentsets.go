@@ -12,14 +12,21 @@ import (
 // built, naming the content sets (repositories) its RPMs came from.
 const contentManifestDir = "root/buildinfo/content_manifests"
 
+// buildInfoDir is where Konflux puts the same content manifest
+// (content-sets.json), in some images (ubi9-minimal 9.6) only there, next
+// to other JSON files (labels.json) that name no content sets.
+const buildInfoDir = "usr/share/buildinfo"
+
 // maxContentManifestBytes bounds a content manifest. Real ones are a few
 // KiB (their image_contents lists can reach a few hundred KiB).
 const maxContentManifestBytes = 8 << 20
 
-// isContentManifest reports whether a layer path is a content manifest:
-// root/buildinfo/content_manifests/<name>.json.
+// isContentManifest reports whether a layer path may be a content
+// manifest: root/buildinfo/content_manifests/<name>.json or
+// usr/share/buildinfo/<name>.json.
 func isContentManifest(name string) bool {
-	return path.Dir(name) == contentManifestDir && strings.HasSuffix(name, ".json")
+	dir := path.Dir(name)
+	return (dir == contentManifestDir || dir == buildInfoDir) && strings.HasSuffix(name, ".json")
 }
 
 // contentManifest is the part of a content manifest the scanner reads:
@@ -27,17 +34,21 @@ func isContentManifest(name string) bool {
 //	{"metadata": {"icm_version": 1, "icm_spec": "...", "image_layer_index": 0},
 //	 "content_sets": ["rhel-8-for-x86_64-baseos-rpms", ...], "image_contents": [...]}
 type contentManifest struct {
-	ContentSets []string `json:"content_sets"`
+	ContentSets *[]string `json:"content_sets"`
 }
 
 // parseContentManifest returns the content sets a content manifest names,
-// sorted and without repeats or empty names.
-func parseContentManifest(data []byte) ([]string, error) {
+// sorted and without repeats or empty names; ok is false when the JSON
+// object has no "content_sets".
+func parseContentManifest(data []byte) (sets []string, ok bool, err error) {
 	var m contentManifest
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return cleanContentSets(m.ContentSets), nil
+	if m.ContentSets == nil {
+		return []string{}, false, nil
+	}
+	return cleanContentSets(*m.ContentSets), true, nil
 }
 
 func cleanContentSets(sets []string) []string {

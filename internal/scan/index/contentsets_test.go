@@ -102,3 +102,24 @@ func mapsEqual(a, b map[string][]string) bool {
 	}
 	return true
 }
+
+// TestIndexBuildInfoContentSets: Konflux images (ubi9-minimal 9.6) carry
+// their content manifest only as usr/share/buildinfo/content-sets.json;
+// the other JSON files there (labels.json) name no content sets and are
+// not content manifests.
+func TestIndexBuildInfoContentSets(t *testing.T) {
+	res := index(t, "sha256:konflux", buildTar(t,
+		file("etc/os-release", ubiOSRelease),
+		file("usr/share/buildinfo/content-sets.json", `{"metadata": {"icm_version": 1, "icm_spec": "https://raw.githubusercontent.com/containerbuildsystem/atomic-reactor/master/atomic_reactor/schemas/content_manifest.json", "image_layer_index": 0},
+  "from_dnf_hint": true, "content_sets": ["rhel-9-for-x86_64-baseos-rpms", "rhel-9-for-x86_64-appstream-rpms"]}`),
+		file("usr/share/buildinfo/labels.json", `{"name": "ubi9/ubi-minimal", "version": "9.6"}`),
+		file("usr/share/buildinfo/notes.json", `["not an object"]`),
+	), mtTar)
+	want := map[string][]string{"usr/share/buildinfo/content-sets.json": {"rhel-9-for-x86_64-appstream-rpms", "rhel-9-for-x86_64-baseos-rpms"}}
+	if !mapsEqual(res.ContentManifests, want) || len(res.Warnings) != 0 {
+		t.Fatalf("content manifests = %v (warnings %q), want %v", res.ContentManifests, res.Warnings, want)
+	}
+	if img := Merge([]LayerResult{res}); !slices.Equal(img.ContentSets, want["usr/share/buildinfo/content-sets.json"]) {
+		t.Fatalf("image content sets = %v", img.ContentSets)
+	}
+}

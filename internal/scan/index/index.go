@@ -22,7 +22,10 @@ import (
 // whose cached results carry an older version.
 //
 // 2: content manifests (LayerResult.ContentManifests).
-const IndexerVersion = 2
+// 3: unread OS package databases (LayerResult.Unread, Image.Gaps), content
+// sets in usr/share/buildinfo, old GNU sparse entries, file content read
+// counted against MaxUncompressedBytes.
+const IndexerVersion = 3
 
 // Layer statuses.
 const (
@@ -61,9 +64,12 @@ type Limits struct {
 	MaxLayerBytes int64
 	// MaxUncompressedBytes bounds the total bytes read out of the
 	// (decompressed) tar stream, a decompression-bomb guard; 0 → 8 GiB.
+	// It also bounds the file content handed to the extractors, counted
+	// at the files' full size (a sparse entry's holes included).
 	MaxUncompressedBytes int64
 	// MaxFileBytes is the largest single file handed to an extractor; bigger
-	// files are skipped and noted in LayerResult.Warnings; 0 → 256 MiB.
+	// files are skipped and noted in LayerResult.Warnings (and, for an OS
+	// package database, in LayerResult.Unread); 0 → 256 MiB.
 	MaxFileBytes int64
 }
 
@@ -122,7 +128,8 @@ type LayerResult struct {
 	// OSReleasePath is the file OSRelease was read from.
 	OSReleasePath string `json:"osReleasePath,omitempty"`
 	// ContentManifests are the content sets named by each content manifest
-	// this layer wrote (root/buildinfo/content_manifests/*.json), by path.
+	// this layer wrote (root/buildinfo/content_manifests/*.json, and
+	// usr/share/buildinfo/*.json that name content sets), by path.
 	ContentManifests map[string][]string `json:"contentManifests,omitempty"`
 	// Files lists every path this layer wrote that an extractor (or the
 	// os-release reader) wanted, even if nothing was found in it: in Merge, a
@@ -131,8 +138,26 @@ type LayerResult struct {
 	// Whiteouts lists the paths this layer deletes (.wh.<name>); an opaque
 	// directory (.wh..wh..opq) is recorded as "dir/" ("/" for the root).
 	Whiteouts []string `json:"whiteouts,omitempty"`
+	// Unread lists the OS package databases (dpkg, apk, rpm) this layer
+	// wrote but that could not be read, or only in part, with the reason:
+	// the packages they list are unknown. Sorted by path.
+	Unread []Gap `json:"unread,omitempty"`
 	// Warnings notes per-file extractor failures and skipped files.
 	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Gap is an OS package database whose packages are unknown: a layer wrote
+// it but it could not be read (LayerResult.Unread), or, in a merged image
+// (Image.Gaps), it is still there unread, or it held packages and a later
+// layer deleted it.
+type Gap struct {
+	// Path is the database's path in the image, without a leading slash.
+	Path string `json:"path"`
+	// Reason says why its packages are unknown.
+	Reason string `json:"reason"`
+	// Layer is the digest of the layer that wrote the unread file or
+	// deleted the database; set by Merge.
+	Layer string `json:"layer,omitempty"`
 }
 
 // IndexLayer reads one layer blob (compressed or not) and indexes it.

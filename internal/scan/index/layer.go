@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/osv-scalibr/extractor/filesystem/os/apk"
+	"github.com/google/osv-scalibr/extractor/filesystem/os/dpkg"
 	"github.com/google/osv-scalibr/extractor/filesystem/os/rpm"
 	"github.com/google/osv-scalibr/extractor/filesystem/simplefileapi"
 )
@@ -37,6 +39,9 @@ const (
 	maxLayerPackages = 200_000
 	// maxWhiteouts bounds the deletions one layer records.
 	maxWhiteouts = 100_000
+	// maxUnread bounds the unread package databases one layer records
+	// (distroless images have one dpkg file per package).
+	maxUnread = 10_000
 )
 
 // unsupportedError makes the layer unsupported for its reason.
@@ -68,9 +73,11 @@ type indexer struct {
 	whiteouts map[string]bool
 	osrel     map[string][]byte   // content of etc/os-release, usr/lib/os-release
 	manifests map[string][]string // content sets of content manifests, by path
+	unread    map[string]string   // OS package databases not read, or in part: why, by path
 	warnings  []string
-	dropped   int // warnings over maxWarnings
-	npkgs     int // packages found, hard links' copies included
+	dropped   int   // warnings over maxWarnings
+	npkgs     int   // packages found, hard links' copies included
+	content   int64 // file content handed to the extractors, at full size
 }
 
 // addPackages records what was found at name, within maxLayerPackages.
@@ -97,6 +104,7 @@ func newIndexer(ctx context.Context, digest string, lim Limits) (*indexer, error
 		whiteouts: map[string]bool{},
 		osrel:     map[string][]byte{},
 		manifests: map[string][]string{},
+		unread:    map[string]string{},
 	}, nil
 }
 
@@ -209,10 +217,12 @@ func (ix *indexer) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return ix.whiteout(hdr.Name, dir, base)
 	}
 	switch hdr.Typeflag {
-	case tar.TypeReg:
+	case tar.TypeReg, tar.TypeGNUSparse: // archive/tar reads a sparse file's holes as zeros
 		return ix.regular(tr, hdr, name)
 	case tar.TypeLink:
 		return ix.hardlink(hdr, name)
+	case tar.TypeSymlink:
+		return ix.symlink(hdr, name)
 	}
 	return nil
 }
@@ -248,6 +258,47 @@ func (ix *indexer) rewrite(name string) {
 	delete(ix.pkgs, name)
 	delete(ix.osrel, name)
 	delete(ix.manifests, name)
+	delete(ix.unread, name)
+}
+
+// isOSExtractor reports whether an extractor reads an OS package database.
+func isOSExtractor(name string) bool {
+	return name == dpkg.Name || name == apk.Name || name == rpm.Name
+}
+
+// wantsOSDatabase reports whether an OS package extractor is among ws.
+func wantsOSDatabase(ws []namedExtractor) bool {
+	return slices.ContainsFunc(ws, func(w namedExtractor) bool { return isOSExtractor(w.name) })
+}
+
+// notRead records that the OS package database name, written by this
+// layer, could not be read (or only in part): the packages it lists are
+// unknown. The first reason is kept.
+func (ix *indexer) notRead(name, format string, args ...any) error {
+	if _, ok := ix.unread[name]; ok {
+		return nil
+	}
+	if len(ix.unread) >= maxUnread {
+		return &unsupportedError{fmt.Sprintf("over %d unreadable package databases in one layer", maxUnread)}
+	}
+	reason := fmt.Sprintf(format, args...)
+	if len(reason) > maxWarningBytes {
+		reason = reason[:maxWarningBytes] + "..."
+	}
+	ix.unread[name] = validUTF8(reason)
+	return nil
+}
+
+// charge counts n bytes of file content about to be handed to the
+// extractors against MaxUncompressedBytes. A file's size, not the bytes
+// its tar entry holds, is what is read: a sparse entry of a few bytes can
+// claim a terabyte of holes, which archive/tar reads as zeros.
+func (ix *indexer) charge(n int64) error {
+	if ix.content += n; ix.content > ix.lim.MaxUncompressedBytes {
+		return &unsupportedError{fmt.Sprintf("file content to read is over the %d-byte limit (files count at their full size, sparse files too)",
+			ix.lim.MaxUncompressedBytes)}
+	}
+	return nil
 }
 
 // regular handles a regular file: if an extractor or the os-release reader
@@ -263,6 +314,9 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 	ix.rewrite(name)
 	if hdr.Size > ix.lim.MaxFileBytes {
 		ix.warn("skipped %s: %d bytes is over the %d-byte file limit", name, hdr.Size, ix.lim.MaxFileBytes)
+		if wantsOSDatabase(wanters) {
+			return ix.notRead(name, "not read: %d bytes is over the %d-byte file limit (scan.maxFileBytes)", hdr.Size, ix.lim.MaxFileBytes)
+		}
 		return nil
 	}
 	if cm {
@@ -272,6 +326,9 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 		if hdr.Size > maxOSReleaseBytes {
 			ix.warn("skipped %s: %d bytes is too big for an os-release file", name, hdr.Size)
 		} else {
+			if err := ix.charge(hdr.Size); err != nil {
+				return err
+			}
 			data, err := readN(tr, hdr.Size)
 			if err != nil {
 				return err
@@ -288,6 +345,9 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 	if ix.ex.onlyGoBinary(wanters) {
 		// Most executables are scripts or C programs: look at the magic
 		// bytes before reading the whole file.
+		if err := ix.charge(min(hdr.Size, 4)); err != nil {
+			return err
+		}
 		head, err := readUpTo(tr, 4)
 		if err != nil {
 			return err
@@ -296,6 +356,11 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 			return nil
 		}
 		src = io.MultiReader(bytes.NewReader(head), tr)
+		if err := ix.charge(hdr.Size - int64(len(head))); err != nil {
+			return err
+		}
+	} else if err := ix.charge(hdr.Size); err != nil {
+		return err
 	}
 
 	if hdr.Size <= memFileBytes && !ix.ex.needsRealFile(wanters) {
@@ -322,6 +387,9 @@ func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header
 					return ctxErr
 				}
 				ix.warn("skipped %s: not an rpm database this scanner reads: %v", name, err)
+				if err := ix.notRead(name, "not read: not an rpm database this scanner reads: %v", err); err != nil {
+					return err
+				}
 				continue
 			}
 		}
@@ -335,6 +403,11 @@ func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header
 				msg = strings.ReplaceAll(msg, c.root+string(filepath.Separator), "")
 			}
 			ix.warn("%s: %s: %s", w.name, name, msg)
+			if isOSExtractor(w.name) {
+				if err := ix.notRead(name, "the %s extractor failed on it: %s", w.name, msg); err != nil {
+					return err
+				}
+			}
 		}
 		if err := ix.addPackages(name, pkgs); err != nil {
 			return err
@@ -346,7 +419,8 @@ func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header
 // hardlink handles a hard link to a file earlier in the layer: the link gets
 // what was found in its target.
 func (ix *indexer) hardlink(hdr *tar.Header, name string) error {
-	wanted := isOSRelease(name) || isContentManifest(name) || len(ix.ex.required(simplefileapi.New(name, hdr.FileInfo()))) > 0
+	wanters := ix.ex.required(simplefileapi.New(name, hdr.FileInfo()))
+	wanted := isOSRelease(name) || isContentManifest(name) || len(wanters) > 0
 	if !wanted {
 		return nil
 	}
@@ -354,7 +428,15 @@ func (ix *indexer) hardlink(hdr *tar.Header, name string) error {
 	target, ok := cleanPath(hdr.Linkname)
 	if !ok || !ix.files[target] {
 		ix.warn("skipped %s: hard link to %s, which was not indexed", name, hdr.Linkname)
+		if wantsOSDatabase(wanters) {
+			return ix.notRead(name, "not read: a hard link to %s, which the scanner did not read", hdr.Linkname)
+		}
 		return nil
+	}
+	if why, ok := ix.unread[target]; ok {
+		if err := ix.notRead(name, "a hard link to %s: %s", target, why); err != nil {
+			return err
+		}
 	}
 	linked := make([]Package, 0, len(ix.pkgs[target]))
 	for _, p := range ix.pkgs[target] {
@@ -373,20 +455,50 @@ func (ix *indexer) hardlink(hdr *tar.Header, name string) error {
 	return nil
 }
 
+// symlink handles a symbolic link where an OS package database belongs.
+// The scanner does not follow links: one to another path of a package
+// database is fine (that file is read where it is), one elsewhere leaves
+// the packages unknown.
+func (ix *indexer) symlink(hdr *tar.Header, name string) error {
+	info := hdr.FileInfo()
+	if !wantsOSDatabase(ix.ex.required(simplefileapi.New(name, info))) {
+		return nil
+	}
+	ix.rewrite(name)
+	target := hdr.Linkname
+	if !path.IsAbs(target) {
+		target = path.Join(path.Dir(name), target)
+	}
+	if t, ok := cleanPath(target); ok && t != name && wantsOSDatabase(ix.ex.required(simplefileapi.New(t, info))) {
+		return nil
+	}
+	ix.warn("skipped %s: a symbolic link to %s", name, hdr.Linkname)
+	return ix.notRead(name, "not read: a symbolic link (to %s), which the scanner does not follow", hdr.Linkname)
+}
+
 // contentManifest reads the content sets a content manifest names.
 func (ix *indexer) contentManifest(tr *tar.Reader, hdr *tar.Header, name string) error {
 	if hdr.Size > maxContentManifestBytes {
 		ix.warn("skipped %s: %d bytes is too big for a content manifest", name, hdr.Size)
 		return nil
 	}
+	if err := ix.charge(hdr.Size); err != nil {
+		return err
+	}
 	data, err := readN(tr, hdr.Size)
 	if err != nil {
 		return err
 	}
-	sets, err := parseContentManifest(data)
-	if err != nil {
+	sets, ok, err := parseContentManifest(data)
+	inBuildInfo := path.Dir(name) == buildInfoDir
+	switch {
+	case err != nil && inBuildInfo:
+		return nil // not all JSON there is a content manifest
+	case err != nil:
 		ix.warn("content manifest %s: %v", name, err)
 		return nil
+	case !ok && inBuildInfo:
+		return nil // labels.json and the like
 	}
 	ix.manifests[name] = sets
 	return nil
@@ -515,6 +627,10 @@ func (ix *indexer) result() LayerResult {
 			res.ContentManifests[validUTF8(p)] = sets
 		}
 	}
+	for p, why := range ix.unread {
+		res.Unread = append(res.Unread, Gap{Path: validUTF8(p), Reason: why})
+	}
+	slices.SortFunc(res.Unread, func(a, b Gap) int { return strings.Compare(a.Path, b.Path) })
 	res.Files = sortedKeys(ix.files)
 	res.Whiteouts = sortedKeys(ix.whiteouts)
 	res.Warnings = ix.warnings

@@ -18,6 +18,13 @@ type Image struct {
 	// that still exist, sorted: the repositories the image's RPMs came
 	// from, in Red Hat's naming.
 	ContentSets []string `json:"contentSets,omitempty"`
+	// Gaps are the OS package databases whose packages are unknown,
+	// sorted by path: files still in the image that a layer wrote but
+	// could not read (LayerResult.Unread), and databases that held
+	// packages until a later layer deleted them (a whiteout or an opaque
+	// directory) without writing them again. A report without them would
+	// call packages absent that may be there.
+	Gaps []Gap `json:"gaps,omitempty"`
 }
 
 // pkgKey identifies a package for deduplication and attribution.
@@ -44,20 +51,31 @@ func sortPackages(ps []Package) {
 // path) that was already present keeps the AddedBy of the layer that first
 // introduced it, so upgrading one package in a later layer's dpkg status does
 // not re-attribute the others. Layers whose Status is not StatusIndexed are
-// skipped.
+// skipped. Image.Gaps lists what is known to be unknown.
 func Merge(layers []LayerResult) Image {
 	state := map[string][]Package{} // by path
 	var osr map[string]string
 	var osrPath string
 	manifests := map[string][]string{} // content manifests by path
+	unread := map[string]Gap{}         // OS package databases there but unread, by path
+	lost := map[string]Gap{}           // OS package databases deleted with their packages, by path
 	for _, l := range layers {
 		if l.Status != StatusIndexed {
 			continue
 		}
 		if len(l.Whiteouts) > 0 {
 			del, opq := whiteoutSets(l.Whiteouts)
-			for p := range state {
+			for p := range unread {
 				if deleted(p, del, opq) {
+					delete(unread, p) // gone: nothing left to read
+				}
+			}
+			for p, pkgs := range state {
+				if deleted(p, del, opq) {
+					if hasOSPackages(pkgs) {
+						lost[p] = Gap{Path: p, Layer: l.Digest,
+							Reason: "deleted by a later layer: the OS packages it listed are unknown (removed, or still installed but unlisted)"}
+					}
 					delete(state, p)
 				}
 			}
@@ -87,6 +105,12 @@ func Merge(layers []LayerResult) Image {
 			if len(state[p]) == 0 {
 				delete(state, p)
 			}
+			delete(lost, p) // written again: what this layer found, or Unread
+			delete(unread, p)
+		}
+		for _, g := range l.Unread {
+			g.Layer = l.Digest
+			unread[g.Path] = g
 		}
 		for p := range manifests {
 			if written[p] {
@@ -113,8 +137,25 @@ func Merge(layers []LayerResult) Image {
 		img.Packages = append(img.Packages, ps...)
 	}
 	sortPackages(img.Packages)
+	for _, g := range unread {
+		img.Gaps = append(img.Gaps, g)
+	}
+	for _, g := range lost {
+		img.Gaps = append(img.Gaps, g)
+	}
+	slices.SortFunc(img.Gaps, func(a, b Gap) int { return strings.Compare(a.Path, b.Path) })
 	return img
 }
+
+// hasOSPackages reports whether pkgs holds a package of an OS package
+// database.
+func hasOSPackages(pkgs []Package) bool {
+	return slices.ContainsFunc(pkgs, func(p Package) bool { return IsOSKind(p.Kind) })
+}
+
+// IsOSKind reports whether a package kind is an OS package's (dpkg, apk,
+// rpm).
+func IsOSKind(kind string) bool { return kind == KindDpkg || kind == KindApk || kind == KindRPM }
 
 // replace returns the packages a layer found at a path, attributed to the
 // layer unless the same package was already there.

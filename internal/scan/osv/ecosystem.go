@@ -146,3 +146,20 @@ func LanguageEcosystem(kind string) string {
 	}
 	return ""
 }
+
+// OSPackageKind is the kind of package database ("dpkg", "apk", "rpm")
+// whose packages the advisories of an OS ecosystem (OSEcosystem's, with or
+// without a release) name and version; "" for any other ecosystem.
+// Packages of another kind in such an image cannot be matched there: their
+// names and versions follow another scheme.
+func OSPackageKind(ecosystem string) string {
+	switch BaseEcosystem(ecosystem) {
+	case "Debian", "Ubuntu":
+		return "dpkg"
+	case "Alpine", "Wolfi", "Chainguard":
+		return "apk"
+	case RedHat, "Rocky Linux", "AlmaLinux", "openSUSE", "SUSE":
+		return "rpm"
+	}
+	return ""
+}
