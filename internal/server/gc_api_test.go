@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +15,9 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/gc"
+	"github.com/berth-dev/berth/internal/server"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // TestGCExplainAPI: the explain endpoint says why a manifest is kept (a
@@ -82,5 +87,54 @@ func TestGCExplainAPI(t *testing.T) {
 	}
 	if st, _ := do("GET", "/api/v1/repository/acme/app/manifest/sha256:"+strings.Repeat("0", 64)+"/gc", nil, ""); st != 404 {
 		t.Fatalf("unknown manifest: %d", st)
+	}
+}
+
+// TestConfirmationWithCollectionOff: a replica with gc.enabled false
+// still confirms the blobs a client asks about (HEAD), so a collection
+// that `berth admin gc`, or another replica, runs keeps them: the client
+// pushes the manifest that names them next.
+func TestConfirmationWithCollectionOff(t *testing.T) {
+	var cfg config.Config
+	_, hs, db := startServer(t, func(c *config.Config) {
+		c.Scan.Enabled = false
+		c.Auth.Mode = "none"
+		c.GC.Enabled = false
+		c.GC.Delay = time.Second
+		cfg = *c
+	})
+	layer := []byte("a layer pushed before its manifest")
+	d := digest.FromBytes(layer)
+	resp, err := http.Post(hs.URL+"/v2/acme/app/blobs/uploads/?digest="+d.String(), "application/octet-stream", bytes.NewReader(layer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("push: %d", resp.StatusCode)
+	}
+	time.Sleep(700 * time.Millisecond) // past half the delay: a HEAD confirms
+	head := func() int {
+		resp, err := http.Head(hs.URL + "/v2/acme/app/blobs/" + d.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := head(); st != http.StatusOK {
+		t.Fatalf("HEAD: %d", st)
+	}
+	time.Sleep(500 * time.Millisecond) // the push is past the delay, the HEAD is not
+	driver, err := server.OpenStorage(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if _, err := gc.New(wire.GCStores(db, cfg.GC.TimeMachine), driver, server.GCOptions(cfg, log)).Pass(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if st := head(); st != http.StatusOK {
+		t.Fatalf("the blob a HEAD confirmed was collected: HEAD %d", st)
 	}
 }

@@ -435,11 +435,10 @@ func GCOptions(cfg config.Config, log *slog.Logger) gc.Options {
 		Retention: meta.Retention{Events: r.Events, DoneJobs: r.DoneJobs, DeadJobs: r.DeadJobs, Attempts: r.Attempts, Audit: r.Audit}}
 }
 
-// gcDelay is the collection delay the registry must respect (0 when
-// collection is off).
+// gcDelay is the collection delay the registry must respect: the blob
+// links a client asks about are confirmed against it. Also with
+// gc.enabled false: `berth admin gc`, or another replica, may collect
+// (a confirmation is one write per link and half-delay).
 func gcDelay(cfg config.Config) time.Duration {
-	if !cfg.GC.Enabled {
-		return 0
-	}
 	return cfg.GC.Delay
 }
