@@ -315,6 +315,51 @@ func TestConfirmedBlobSurvives(t *testing.T) {
 	}
 }
 
+// TestConfirmedManifestSurvives: an untagged manifest (an index's child,
+// left when the index was deleted or its push died) that a client HEADs
+// or pushes again is spared for another delay, as a confirmed blob is:
+// go-containerregistry and buildx HEAD each child and skip it if it
+// exists, then push the index, whose push would fail with
+// MANIFEST_BLOB_UNKNOWN had a pass collected the child meanwhile.
+func TestConfirmedManifestSurvives(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		for _, how := range []string{"HEAD", "PUT"} {
+			t.Run(dialect+"/"+how, func(t *testing.T) {
+				ctx := context.Background()
+				const delay = 400 * time.Millisecond
+				w := newWorld(t, dialect, delay)
+				child, raw := w.image("app", "", []byte("a child's layer"))
+				time.Sleep(delay/2 + 50*time.Millisecond)
+				confirmed := time.Now()
+				var st int
+				if how == "HEAD" {
+					st, _ = w.do("HEAD", "/v2/app/manifests/"+child.String(), nil)
+				} else {
+					st, _ = w.do("PUT", "/v2/app/manifests/"+child.String(), raw, "Content-Type", oci.MediaTypeImageManifest)
+				}
+				if st != 200 && st != 201 {
+					t.Fatalf("%s: %d", how, st)
+				}
+				// The pass runs just before the delay after the confirmation:
+				// the push itself is older than the delay then.
+				w.c.now = func() time.Time { return confirmed.Add(delay - 50*time.Millisecond) }
+				if _, err := w.c.Pass(ctx, false); err != nil {
+					t.Fatal(err)
+				}
+				idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": oci.MediaTypeImageIndex,
+					"manifests": []map[string]any{{"mediaType": oci.MediaTypeImageManifest, "digest": child, "size": len(raw),
+						"platform": map[string]string{"architecture": "amd64", "os": "linux"}}}})
+				if st, b := w.do("PUT", "/v2/app/manifests/v1", idx, "Content-Type", oci.MediaTypeImageIndex); st != 201 {
+					t.Fatalf("the index naming the confirmed child: %d %s", st, b)
+				}
+				if err := w.pullable("app", "v1"); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
+}
+
 // TestGCStress: clients push images that share base layers, move tags and
 // delete tags in a loop while passes run with a 1 s delay; afterwards
 // every tag pulls whole, and once the delay has passed a final pass leaves

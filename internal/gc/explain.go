@@ -15,15 +15,18 @@ import (
 // reasons Keppel's GC status gives (protected by a tag, a parent, a
 // subject, or its recent upload).
 type Verdict struct {
-	Digest      digest.Digest `json:"digest"`
-	Kept        bool          `json:"kept"`
-	Reasons     []string      `json:"reasons"`
-	Tags        []string      `json:"tags"`
-	Parents     []string      `json:"parents"`
-	Subject     string        `json:"subject,omitempty"`
-	CreatedAt   time.Time     `json:"created_at"`
-	ProtectedTo time.Time     `json:"protected_until"` // end of the delay after its push
-	Delay       string        `json:"delay"`
+	Digest    digest.Digest `json:"digest"`
+	Kept      bool          `json:"kept"`
+	Reasons   []string      `json:"reasons"`
+	Tags      []string      `json:"tags"`
+	Parents   []string      `json:"parents"`
+	Subject   string        `json:"subject,omitempty"`
+	CreatedAt time.Time     `json:"created_at"`
+	// ConfirmedAt is when a client last confirmed it (pushed it again,
+	// or asked for it by digest), if ever.
+	ConfirmedAt time.Time `json:"confirmed_at,omitzero"`
+	ProtectedTo time.Time `json:"protected_until"` // end of the delay after its push or confirmation
+	Delay       string    `json:"delay"`
 	// NextPass is when the next pass of this replica is due (zero when
 	// collection is off).
 	NextPass time.Time `json:"next_pass,omitzero"`
@@ -32,8 +35,11 @@ type Verdict struct {
 // Explain says why a manifest with these keepers is kept, or that the next
 // pass collects it.
 func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers) Verdict {
-	v := Verdict{Digest: d, Tags: k.Tags, Parents: []string{}, CreatedAt: k.CreatedAt,
+	v := Verdict{Digest: d, Tags: k.Tags, Parents: []string{}, CreatedAt: k.CreatedAt, ConfirmedAt: k.ConfirmedAt,
 		ProtectedTo: k.CreatedAt.Add(c.opts.Delay), Delay: c.opts.Delay.String(), Reasons: []string{}}
+	if k.ConfirmedAt.After(k.CreatedAt) {
+		v.ProtectedTo = k.ConfirmedAt.Add(c.opts.Delay)
+	}
 	if v.Tags == nil {
 		v.Tags = []string{}
 	}
@@ -61,7 +67,7 @@ func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers) Verdict {
 	if c.opts.Delay <= 0 {
 		v.Reasons = append(v.Reasons, "collection_disabled: gc is off on this server")
 	} else if c.now().Before(v.ProtectedTo) {
-		v.Reasons = append(v.Reasons, "protected_by_recent_upload: pushed less than gc.delay ago")
+		v.Reasons = append(v.Reasons, "protected_by_recent_upload: pushed or confirmed less than gc.delay ago")
 	}
 	v.Kept = len(v.Reasons) > 0
 	if next := c.nextPass(); !next.IsZero() {

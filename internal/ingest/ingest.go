@@ -116,6 +116,9 @@ type Request struct {
 	// Create says how to create the repository if this is its first
 	// write (nil: private, no permissions).
 	Create *meta.RepoCreate
+	// ConfirmBefore confirms the manifest if the repository stores it
+	// already (meta.PutManifest.ConfirmBefore).
+	ConfirmBefore time.Time
 }
 
 // Result is what was stored.
@@ -198,7 +201,8 @@ func (in *Ingester) Ingest(ctx context.Context, req Request, opts ...Option) (Re
 	if m.Subject != nil {
 		stored.Subject = m.Subject.Digest
 	}
-	put := meta.PutManifest{Repository: req.Repository, Manifest: stored, Refs: storeRefs(refs), Actor: req.Actor, Create: req.Create}
+	put := meta.PutManifest{Repository: req.Repository, Manifest: stored, Refs: storeRefs(refs), Actor: req.Actor, Create: req.Create,
+		ConfirmBefore: req.ConfirmBefore}
 	if len(req.Tags) > 0 {
 		put.Tag, put.MoreTags = req.Tags[0], req.Tags[1:]
 		if !set.cache {

@@ -57,13 +57,13 @@ type GCCandidate struct {
 func (db Collector) DanglingManifests(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT m.repository_id, r.name, m.digest, m.size FROM manifests m
 		JOIN repositories r ON r.id = m.repository_id
-		WHERE m.created_at < ?
+		WHERE m.created_at < ? AND m.confirmed_at < ?
 		AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.manifest_digest = m.digest)
 		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = m.repository_id AND x.ref_digest = m.digest)
 		AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id AND s.digest = m.subject))
 		AND NOT EXISTS (SELECT 1 FROM gate_candidates c WHERE c.repository_id = m.repository_id AND c.digest = m.digest AND c.state IN ('pending', 'blocked'))
 		AND NOT EXISTS (SELECT 1 FROM tag_history h WHERE h.repository_id = m.repository_id AND h.digest = m.digest AND h.until_at > ?)
-		ORDER BY m.created_at LIMIT ?`), cutoff.UnixMicro(), db.restorableSince(), n)
+		ORDER BY m.created_at LIMIT ?`), cutoff.UnixMicro(), cutoff.UnixMicro(), db.restorableSince(), n)
 	if err != nil {
 		return nil, fmt.Errorf("dangling manifests: %w", err)
 	}
@@ -96,8 +96,8 @@ func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64,
 		lock = " FOR UPDATE"
 	}
 	var subject sql.NullString
-	err := tx.QueryRowContext(ctx, db.q("SELECT subject FROM manifests WHERE repository_id = ? AND digest = ? AND created_at < ?"+lock),
-		repoID, d.String(), cutoff.UnixMicro()).Scan(&subject)
+	err := tx.QueryRowContext(ctx, db.q("SELECT subject FROM manifests WHERE repository_id = ? AND digest = ? AND created_at < ? AND confirmed_at < ?"+lock),
+		repoID, d.String(), cutoff.UnixMicro(), cutoff.UnixMicro()).Scan(&subject)
 	if errors.Is(err, sql.ErrNoRows) {
 		return errKept
 	}
@@ -359,7 +359,9 @@ func scanCandidates(rows *sql.Rows) ([]GCCandidate, error) {
 
 // ManifestKeepers is what keeps a manifest from garbage collection.
 type ManifestKeepers struct {
-	CreatedAt     time.Time
+	CreatedAt time.Time
+	// ConfirmedAt is when a client last confirmed it (zero: never).
+	ConfirmedAt   time.Time
 	Tags          []string        // tags pointing at it
 	Parents       []digest.Digest // manifests of the repository that list it
 	Subject       digest.Digest   // its subject, if it has one
@@ -375,10 +377,10 @@ type ManifestKeepers struct {
 // ErrManifestNotFound.
 func (db Collector) ManifestGCKeepers(ctx context.Context, repo string, d digest.Digest) (ManifestKeepers, error) {
 	var k ManifestKeepers
-	var repoID, created int64
+	var repoID, created, confirmed int64
 	var subject sql.NullString
-	err := db.read.QueryRowContext(ctx, db.q(`SELECT r.id, m.created_at, m.subject FROM repositories r
-		JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.digest = ?`), repo, d.String()).Scan(&repoID, &created, &subject)
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT r.id, m.created_at, m.confirmed_at, m.subject FROM repositories r
+		JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.digest = ?`), repo, d.String()).Scan(&repoID, &created, &confirmed, &subject)
 	if errors.Is(err, sql.ErrNoRows) {
 		return k, ErrManifestNotFound
 	}
@@ -386,6 +388,9 @@ func (db Collector) ManifestGCKeepers(ctx context.Context, repo string, d digest
 		return k, fmt.Errorf("manifest gc status: %w", err)
 	}
 	k.CreatedAt = fromMicros(created)
+	if confirmed > 0 {
+		k.ConfirmedAt = fromMicros(confirmed)
+	}
 	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND manifest_digest = ? ORDER BY name LIMIT 100"), repoID, d.String())
 	if err != nil {
 		return k, fmt.Errorf("manifest gc status: %w", err)

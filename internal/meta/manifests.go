@@ -22,6 +22,9 @@ type Manifest struct {
 	Subject      digest.Digest
 	Annotations  map[string]string
 	CreatedAt    time.Time
+	// ConfirmedAt is when a client last confirmed the stored manifest
+	// (GetManifest only; zero: never).
+	ConfirmedAt time.Time
 	// Held is true while a gate holds the manifest (a candidate, or what
 	// only candidates reach): readers without the gate's check permission
 	// must not see it (GetManifest, Referrers).
@@ -94,6 +97,12 @@ type PutManifest struct {
 	// ExpiresAt, if set, is when the tags the push sets expire (Quay's
 	// quay.expires-after label).
 	ExpiresAt time.Time
+	// ConfirmBefore, if set, confirms a manifest the repository stores
+	// already and that was neither stored nor confirmed since then (half
+	// garbage collection's delay ago): the client pushing it again will
+	// name it next (in an index), so collection spares it for another
+	// delay.
+	ConfirmBefore time.Time
 }
 
 // pushEvent is the data of a repo_push event. NewManifest says the push
@@ -176,6 +185,11 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 		return fmt.Errorf("store manifest: %w", err)
 	}
 	created, _ := res.RowsAffected()
+	if created == 0 && !p.ConfirmBefore.IsZero() {
+		if _, err := db.confirmManifest(ctx, tx, repoID, m.Digest, p.ConfirmBefore); err != nil {
+			return err
+		}
+	}
 	if created == 0 && db.dialect == postgres {
 		// The manifest exists: hold it until this push commits, so
 		// that a concurrent delete waits for the tag set here (and a
@@ -468,6 +482,8 @@ func (db *core) createTag(ctx context.Context, tx *sql.Tx, repoID int64, tag str
 
 // GetManifest returns a manifest by tag or digest (exactly one set). With
 // withContent false, Content is left nil (for HEAD).
+//
+// ConfirmedAt is when a client last confirmed it (ConfirmManifest).
 func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (Manifest, error) {
 	content := "NULL"
 	if withContent {
@@ -476,20 +492,20 @@ func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.
 	ctx = db.pointLookup(ctx)
 	var row *sql.Row
 	if tag != "" {
-		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, `+content+` FROM repositories r
+		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, m.confirmed_at, `+content+` FROM repositories r
 			JOIN tags t ON t.repository_id = r.id
 			JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
 			WHERE r.name = ? AND t.name = ?`), repo, tag)
 	} else {
-		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, `+content+` FROM repositories r
+		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, m.confirmed_at, `+content+` FROM repositories r
 			JOIN manifests m ON m.repository_id = r.id
 			WHERE r.name = ? AND m.digest = ?`), repo, d.String())
 	}
 	var m Manifest
 	var dg string
 	var held int
-	var created int64
-	err := row.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &held, &created, &m.Content)
+	var created, confirmed int64
+	err := row.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &held, &created, &confirmed, &m.Content)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Manifest{}, ErrManifestNotFound
 	}
@@ -497,7 +513,53 @@ func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.
 		return Manifest{}, fmt.Errorf("get manifest: %w", err)
 	}
 	m.Digest, m.Held, m.CreatedAt = digest.Digest(dg), held == 1, fromMicros(created)
+	if confirmed > 0 {
+		m.ConfirmedAt = fromMicros(confirmed)
+	}
 	return m, nil
+}
+
+// ConfirmManifest records that a client was told a manifest of the
+// repository exists (a GET or HEAD by digest) unless it was stored or
+// confirmed after stale: garbage collection spares it for its delay from
+// now (the client may name it in an index next, without pushing it). It
+// reports whether the manifest is (still) stored.
+func (db Manifests) ConfirmManifest(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error) {
+	var stored bool
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var repoID int64
+		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("confirm manifest: %w", err)
+		}
+		stored, err = db.confirmManifest(ctx, tx, repoID, d, stale)
+		return err
+	})
+	return stored, err
+}
+
+// confirmManifest is ConfirmManifest in a transaction.
+func (db *core) confirmManifest(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, stale time.Time) (bool, error) {
+	res, err := tx.ExecContext(ctx, db.q(`UPDATE manifests SET confirmed_at = ?
+		WHERE repository_id = ? AND digest = ? AND created_at < ? AND confirmed_at < ?`), now(), repoID, d.String(), stale.UnixMicro(), stale.UnixMicro())
+	if err != nil {
+		return false, fmt.Errorf("confirm manifest: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return true, nil
+	}
+	var one int
+	err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("confirm manifest: %w", err)
+	}
+	return true, nil
 }
 
 // DeleteManifest removes a manifest from a repository with every tag that

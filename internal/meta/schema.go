@@ -320,6 +320,10 @@ ON CONFLICT (name) DO NOTHING`,
 	`CREATE INDEX login_failures_window ON login_failures(window_start)`,
 	// 26: a sync-now asked for while a mirror syncs (mirrors.go).
 	`ALTER TABLE repository_mirrors ADD COLUMN sync_now_requested SMALLINT NOT NULL DEFAULT 0`,
+	// 27: when a client last confirmed a stored manifest (pushed it
+	// again, or asked for it by digest): garbage collection spares it for
+	// gc.delay from then too (collector.go).
+	`ALTER TABLE manifests ADD COLUMN confirmed_at BIGINT NOT NULL DEFAULT 0`,
 }
 
 func (db *core) render(stmt string) string {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/internal/ingest"
 	"github.com/berth-dev/berth/internal/meta"
@@ -83,6 +84,19 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 		return errorf(http.StatusNotFound, CodeManifestUnknown,
 			fmt.Sprintf("the manifest is %s, which the request's Accept header does not include", m.MediaType), nil)
 	}
+	if d := reg.opts.GCDelay; d > 0 && ref.Digest != "" && !m.CreatedAt.IsZero() && time.Since(latest(m.CreatedAt, m.ConfirmedAt)) > d/2 {
+		// As for a blob: a client told a manifest exists by digest (a
+		// child of an index it pushes next, which go-containerregistry
+		// and buildx HEAD and skip) names it without pushing it;
+		// confirming it spares it for another delay.
+		ok, err := reg.meta.Manifests.ConfirmManifest(r.Context(), rt.name, m.Digest, time.Now().Add(-d/2))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errManifestUnk
+		}
+	}
 	h := w.Header()
 	h.Set("Content-Type", m.MediaType)
 	h.Set("Content-Length", strconv.FormatInt(m.Size, 10))
@@ -136,6 +150,11 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 		Digest: ref.Digest, Actor: who.Actor, Create: who.Create}
 	if ref.Tag != "" {
 		req.Tags = []string{ref.Tag}
+	}
+	if d := reg.opts.GCDelay; d > 0 {
+		// Pushed again, a stored manifest is confirmed, as a HEAD
+		// confirms it: the client names it next.
+		req.ConfirmBefore = time.Now().Add(-d / 2)
 	}
 	res, err := in.Ingest(r.Context(), req)
 	if err != nil {
@@ -222,4 +241,12 @@ func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt r
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
 	return nil
+}
+
+// latest is the later of two times.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -60,6 +60,7 @@ type ManifestStore interface {
 	PutManifest(ctx context.Context, p meta.PutManifest) error
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	DeleteManifest(ctx context.Context, repo string, d digest.Digest, actor string) error
+	ConfirmManifest(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error)
 	DeleteTag(ctx context.Context, repo, tag, actor string) error
 	ListTags(ctx context.Context, repo, last string, n int) ([]string, error)
 	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
