@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
@@ -118,26 +119,60 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 	if artifactType != "" && !oci.ValidMediaType(artifactType) {
 		return errorf(http.StatusBadRequest, CodeUnsupported, "artifactType is not a media type", map[string]string{"artifactType": artifactType})
 	}
-	refs, err := reg.meta.Manifests.Referrers(r.Context(), rt.name, rt.digest, artifactType)
+	after, err := parseReferrerCursor(r.URL.Query().Get("last"))
 	if err != nil {
 		return err
 	}
-	descs := make([]oci.Descriptor, 0, len(refs))
-	checked, seesHeld := false, false
-	for _, m := range refs {
-		if m.Held {
-			if !checked {
-				if seesHeld, err = reg.maySeeHeld(r, rt.name); err != nil {
-					return err
-				}
-				checked = true
-			}
-			if !seesHeld {
-				continue
-			}
+	// A page holds descriptors up to the manifest size limit (what a
+	// client reads an index up to: oras-go's default is 4 MiB), at least
+	// one; a Link header names the next page, as the spec says when the
+	// list cannot be returned in one response. Referrers a gate holds
+	// from the caller are left out, and the cursor is the last one shown.
+	budget := reg.opts.MaxManifestBytes - 256
+	descs := make([]oci.Descriptor, 0)
+	used := 0
+	var last meta.ReferrerKey
+	full, checked, seesHeld := false, false, false
+	for scan := after; !full; {
+		refs, err := reg.meta.Manifests.ReferrersAfter(r.Context(), rt.name, rt.digest, artifactType, scan, referrersBatch+1)
+		if err != nil {
+			return err
 		}
-		descs = append(descs, oci.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size,
-			ArtifactType: m.ArtifactType, Annotations: m.Annotations})
+		more := len(refs) > referrersBatch
+		if more {
+			refs = refs[:referrersBatch]
+		}
+		for _, m := range refs {
+			scan = m.ReferrerKey()
+			if m.Held {
+				if !checked {
+					if seesHeld, err = reg.maySeeHeld(r, rt.name); err != nil {
+						return err
+					}
+					checked = true
+				}
+				if !seesHeld {
+					continue
+				}
+			}
+			d := oci.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size, ArtifactType: m.ArtifactType, Annotations: m.Annotations}
+			b, _ := json.Marshal(d)
+			if len(descs) > 0 && int64(used+len(b)+1) > budget {
+				full = true
+				break
+			}
+			descs, used, last = append(descs, d), used+len(b)+1, m.ReferrerKey()
+		}
+		if !more {
+			break
+		}
+	}
+	if full {
+		q := url.Values{"last": {formatReferrerCursor(last)}}
+		if artifactType != "" {
+			q.Set("artifactType", artifactType)
+		}
+		w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", "/v2/"+rt.name+"/referrers/"+rt.digest.String(), q.Encode()))
 	}
 	if artifactType != "" {
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
@@ -148,4 +183,28 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 		Manifests     []oci.Descriptor `json:"manifests"`
 	}{2, oci.MediaTypeImageIndex, descs})
 	return nil
+}
+
+// referrersBatch is how many referrers a listing reads at a time.
+const referrersBatch = 500
+
+// formatReferrerCursor writes a referrers page's cursor: the last
+// referrer shown, "<stored at, Unix microseconds>~<digest>".
+func formatReferrerCursor(k meta.ReferrerKey) string {
+	return strconv.FormatInt(k.CreatedAt, 10) + "~" + k.Digest
+}
+
+// parseReferrerCursor reads formatReferrerCursor's cursor ("": none).
+func parseReferrerCursor(s string) (meta.ReferrerKey, error) {
+	if s == "" {
+		return meta.ReferrerKey{}, nil
+	}
+	at, dg, ok := strings.Cut(s, "~")
+	us, err := strconv.ParseInt(at, 10, 64)
+	if ok && err == nil {
+		if d, derr := oci.ParseDigest(dg); derr == nil {
+			return meta.ReferrerKey{CreatedAt: us, Digest: d.String()}, nil
+		}
+	}
+	return meta.ReferrerKey{}, errorf(http.StatusBadRequest, CodeUnsupported, "last is not a cursor of a referrers page (take the Link header's)", map[string]string{"last": s})
 }

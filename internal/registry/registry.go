@@ -63,7 +63,7 @@ type ManifestStore interface {
 	ConfirmManifest(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error)
 	DeleteTag(ctx context.Context, repo, tag, actor string) error
 	ListTags(ctx context.Context, repo, last string, n int) ([]string, error)
-	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
+	ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error)
 }
 
 // Options configure the registry.
