@@ -58,3 +58,32 @@ func TestStallReaderStoppedFirst(t *testing.T) {
 		t.Fatalf("read %q, %v", b, err)
 	}
 }
+
+// TestStallReaderWatchesOnlyReads: the time a caller spends between reads
+// (writing what it read) and after the end (committing, a server-side
+// copy of a large blob) is not the remote's: the reader is not cut for
+// it. Before, a fetch whose storage took longer than the idle bound after
+// the last byte was cancelled, and a large layer could never be cached.
+func TestStallReaderWatchesOnlyReads(t *testing.T) {
+	const idle = 50 * time.Millisecond
+	stalled := make(chan struct{}, 1)
+	r := &storage.StallReader{R: strings.NewReader("abcdef"), Idle: idle, Stalled: func() { stalled <- struct{}{} }}
+	defer r.Stop()
+	b := make([]byte, 2)
+	for {
+		_, err := r.Read(b)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * idle) // slow storage between reads
+	}
+	time.Sleep(3 * idle) // committing after the end
+	select {
+	case <-stalled:
+		t.Fatal("cut for time spent outside its reads")
+	default:
+	}
+}
