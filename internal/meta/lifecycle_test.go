@@ -483,3 +483,72 @@ func TestTagPoliciesPerScopeAreCapped(t *testing.T) {
 		t.Fatalf("v1 moved: %v", err)
 	}
 }
+
+// TestDeleteTagRaces: of deletes of one tag at once, one deletes it and
+// the others find it gone, with one tag_deleted event; a delete racing a
+// push that moves the tag names, in its event, the digest it deleted.
+func TestDeleteTagRaces(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			const deleters = 4
+			for round := range 5 {
+				tag := fmt.Sprintf("t%d", round)
+				if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf(tag), Tag: tag}); err != nil {
+					t.Fatal(err)
+				}
+				errs := make([]error, deleters)
+				var fns []func()
+				for i := range deleters {
+					fns = append(fns, func() { errs[i] = db.Manifests().DeleteTag(ctx, "acme/app", tag, "alice") })
+				}
+				var moved error
+				moving := manifestOf(tag + " moved")
+				fns = append(fns, func() {
+					moved = db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: moving, Tag: tag})
+				})
+				together(fns...)
+				if moved != nil {
+					t.Fatal(moved)
+				}
+				deleted := 0
+				for i, err := range errs {
+					switch {
+					case err == nil:
+						deleted++
+					case !errors.Is(err, meta.ErrManifestNotFound):
+						t.Fatalf("%s: delete %d: %v", tag, i, err)
+					}
+				}
+				evs, err := db.Outbox().EventsAfter(ctx, 0, 10000)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var events []string
+				for _, e := range evs {
+					if e.Kind == meta.EventTagDeleted && strings.Contains(string(e.Data), `"tag":"`+tag+`"`) {
+						events = append(events, string(e.Data))
+					}
+				}
+				if deleted != len(events) || deleted < 1 || deleted > 2 {
+					t.Fatalf("%s: %d deletes acknowledged, %d tag_deleted events: %v", tag, deleted, len(events), events)
+				}
+				// The push came first (a delete removed the moved tag), last
+				// (it made the tag again after a delete), or between two
+				// deletes: whenever the tag is gone, the last delete removed
+				// the moved tag, and its event must say so.
+				m, err := db.Manifests().GetManifest(ctx, "acme/app", tag, "", false)
+				switch {
+				case err == nil && m.Digest != moving.Digest:
+					t.Fatalf("%s points at %s, not the pushed %s", tag, m.Digest, moving.Digest)
+				case errors.Is(err, meta.ErrManifestNotFound) && !strings.Contains(events[len(events)-1], moving.Digest.String()):
+					t.Fatalf("%s: the delete removed the moved tag (%s), but its event says %s", tag, moving.Digest, events[len(events)-1])
+				case err != nil && !errors.Is(err, meta.ErrManifestNotFound):
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}

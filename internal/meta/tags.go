@@ -193,8 +193,14 @@ func (db Manifests) DeleteTag(ctx context.Context, repo, tag, actor string) erro
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var d string
 		var repoID int64
+		// The tag row is locked (PostgreSQL): a push moving it, or another
+		// delete, waits; the event names the digest deleted.
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR UPDATE OF t"
+		}
 		err := tx.QueryRowContext(ctx, db.q(`SELECT t.manifest_digest, t.repository_id FROM tags t JOIN repositories r ON r.id = t.repository_id
-			WHERE r.name = ? AND t.name = ?`), repo, tag).Scan(&d, &repoID)
+			WHERE r.name = ? AND t.name = ?`+lock), repo, tag).Scan(&d, &repoID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrManifestNotFound
 		}
@@ -204,8 +210,12 @@ func (db Manifests) DeleteTag(ctx context.Context, repo, tag, actor string) erro
 		if err := db.immutable(ctx, tx, repoID, tag); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = ?`), tag, repoID); err != nil {
+		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = ? AND manifest_digest = ?`), tag, repoID, d)
+		if err != nil {
 			return fmt.Errorf("delete tag: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrManifestNotFound // deleted meanwhile
 		}
 		if err := db.endTagHistory(ctx, tx, repoID, tag); err != nil {
 			return err
