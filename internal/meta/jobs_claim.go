@@ -6,6 +6,7 @@ package meta
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -137,8 +138,30 @@ func (db *core) claimReady(ctx context.Context, tx *sql.Tx, query, queue, owner 
 		errLeaseExpired, ts+lease.Microseconds(), owner, ts, queue, ts, takeover))
 	if err == nil && j.Status == JobDead {
 		err = db.advanceKey(ctx, tx, j.Queue, j.OrderingKey)
+		if err == nil {
+			err = db.lostOnLastAttempt(ctx, tx, j)
+		}
 	}
 	return j, err
+}
+
+// lostOnLastAttempt records, in the claim's transaction, what a job whose
+// worker was lost on its last attempt leaves undone, where its handler
+// would have on failing: a manifest scan is failed (else it stays queued
+// for ever, and clients and gates wait on it).
+func (db *core) lostOnLastAttempt(ctx context.Context, tx *sql.Tx, j Job) error {
+	if j.Queue != ScanQueue {
+		return nil
+	}
+	var sj ScanJob
+	if json.Unmarshal(j.Payload, &sj) != nil || sj.Kind != ScanJobManifest {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, db.q("UPDATE manifest_scans SET status = ?, reason = ?, updated_at = ? WHERE digest = ? AND status = ?"),
+		ScanFailed, "the scan's last attempt did not finish: "+errLeaseExpired, now(), sj.Digest, ScanQueued); err != nil {
+		return fmt.Errorf("fail the lost scan: %w", err)
+	}
+	return nil
 }
 
 // behindSweepEvery is how often an idle queue is checked for jobs marked
