@@ -34,7 +34,9 @@ type StoredVuln struct {
 }
 
 // ImportVulns applies the records that are new or whose modified time or
-// withdrawal differs from what is stored, in one transaction together with
+// withdrawal differs from what is stored, unless their modified time is
+// older than the stored version's (importing an old bundle, as an
+// air-gapped site may, rolls nothing back), in one transaction together with
 // a job that re-matches the manifests they name. It returns the ids of
 // the records applied.
 func (db VulnDB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, error) {
@@ -81,8 +83,8 @@ func (db VulnDB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, 
 		var records, keys [][]any
 		for _, id := range ids {
 			r := recs[latest[id]]
-			if st, ok := stored[id]; ok && st.modified == r.Modified && st.withdrawn == r.Withdrawn {
-				continue // unchanged
+			if st, ok := stored[id]; ok && (st.modified == r.Modified && st.withdrawn == r.Withdrawn || olderThan(r.Modified, st.modified)) {
+				continue // unchanged, or an older version than the stored one (an old bundle)
 			}
 			applied = append(applied, id)
 			records = append(records, []any{r.ID, r.Modified, boolInt(r.Withdrawn), r.Data, ts})
@@ -364,4 +366,12 @@ func (db VulnDB) EnqueueVulnDBFetch(ctx context.Context, since time.Time) (bool,
 		return nil
 	})
 	return queued, err
+}
+
+// olderThan reports whether OSV modified time a is before b; false when
+// either does not parse.
+func olderThan(a, b string) bool {
+	ta, errA := time.Parse(time.RFC3339, a)
+	tb, errB := time.Parse(time.RFC3339, b)
+	return errA == nil && errB == nil && ta.Before(tb)
 }
