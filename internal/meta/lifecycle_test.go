@@ -552,3 +552,53 @@ func TestDeleteTagRaces(t *testing.T) {
 		})
 	}
 }
+
+// TestDeleteManifestOfManyTags: a manifest's delete checks all its tags'
+// immutability at once (it ran two queries and compiled the policies per
+// tag, in the delete's write transaction): a tag immutable by name past
+// the first batch of names, or by a policy, still refuses it, naming the
+// tag; without one, the delete removes every tag.
+func TestDeleteManifestOfManyTags(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			m := manifestOf("many tags")
+			var tags []string
+			for i := range 700 {
+				tags = append(tags, fmt.Sprintf("t-%04d", i))
+			}
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: m, Tag: tags[0], MoreTags: tags[1:]}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Exec(ctx, `INSERT INTO immutable_tags (repository_id, name, reason, created_at)
+				SELECT id, 't-0650', 'a rollback tag', 0 FROM repositories WHERE name = 'acme/app'`); err != nil {
+				t.Fatal(err)
+			}
+			var imm *meta.ImmutableTagError
+			if err := db.Manifests().DeleteManifest(ctx, "acme/app", m.Digest, "alice"); !errors.As(err, &imm) || imm.Tag != "t-0650" || imm.Reason != "a rollback tag" {
+				t.Fatalf("delete with a tag immutable by name: %v", err)
+			}
+			if err := db.Exec(ctx, "DELETE FROM immutable_tags"); err != nil {
+				t.Fatal(err)
+			}
+			p, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme", TagPattern: `^t-06`, TagPatternMatches: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Manifests().DeleteManifest(ctx, "acme/app", m.Digest, "alice"); !errors.As(err, &imm) || imm.Tag != "t-0600" || !strings.Contains(imm.Reason, p.UUID) {
+				t.Fatalf("delete with tags immutable by policy: %v", err)
+			}
+			if err := db.Policies().DeleteTagPolicy(ctx, meta.PolicyImmutability, p.UUID); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Manifests().DeleteManifest(ctx, "acme/app", m.Digest, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if left, err := db.Manifests().ListTags(ctx, "acme/app", "", 1000); err != nil || len(left) != 0 {
+				t.Fatalf("tags left: %d %v", len(left), err)
+			}
+		})
+	}
+}

@@ -600,10 +600,8 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 		if err != nil {
 			return fmt.Errorf("list tags of manifest: %w", err)
 		}
-		for _, t := range tags {
-			if err := db.immutable(ctx, tx, repoID, t); err != nil {
-				return err
-			}
+		if err := db.firstImmutable(ctx, tx, repoID, tags); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked')`),
 			CandidateWithdrawn, now(), repoID, d.String()); err != nil {
