@@ -361,19 +361,25 @@ func TestPullSemantics(t *testing.T) {
 	// Blob ranges.
 	ld := digest.FromBytes(layer)
 	for _, tc := range []struct {
-		rng    string
-		status int
-		want   []byte
-		cr     string
+		rng     string
+		status  int
+		want    []byte
+		cr      string
+		ifRange string
 	}{
-		{"bytes=0-9", 206, layer[:10], "bytes 0-9/1000"},
-		{"bytes=990-", 206, layer[990:], "bytes 990-999/1000"},
-		{"bytes=-5", 206, layer[995:], "bytes 995-999/1000"},
-		{"bytes=995-5000", 206, layer[995:], "bytes 995-999/1000"},
-		{"bytes=1000-", 416, nil, "bytes */1000"},
-		{"items=0-1", 200, layer, ""},
+		{"bytes=0-9", 206, layer[:10], "bytes 0-9/1000", ""},
+		{"bytes=990-", 206, layer[990:], "bytes 990-999/1000", ""},
+		{"bytes=-5", 206, layer[995:], "bytes 995-999/1000", ""},
+		{"bytes=995-5000", 206, layer[995:], "bytes 995-999/1000", ""},
+		{"bytes=1000-", 416, nil, "bytes */1000", ""},
+		{"items=0-1", 200, layer, "", ""},
+		// If-Range (RFC 9110 13.1.5): the range only while the
+		// validator is the blob's ETag, else the whole blob.
+		{"bytes=0-9", 206, layer[:10], "bytes 0-9/1000", `"` + ld.String() + `"`},
+		{"bytes=0-9", 200, layer, "", `"sha256:` + strings.Repeat("0", 64) + `"`},
+		{"bytes=0-9", 200, layer, "", "Sat, 05 Dec 2026 06:00:00 GMT"},
 	} {
-		resp, body = reg.do("GET", "/v2/app/blobs/"+ld.String(), nil, "Range", tc.rng)
+		resp, body = reg.do("GET", "/v2/app/blobs/"+ld.String(), nil, "Range", tc.rng, "If-Range", tc.ifRange)
 		if resp.StatusCode != tc.status || resp.Header.Get("Content-Range") != tc.cr || (tc.want != nil && !bytes.Equal(body, tc.want)) {
 			t.Fatalf("Range %s: %d %q, %d bytes", tc.rng, resp.StatusCode, resp.Header.Get("Content-Range"), len(body))
 		}

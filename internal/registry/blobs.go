@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/storage"
 )
@@ -71,7 +73,10 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 	h.Set("Cache-Control", "max-age=31536000")
 
 	start, length, status := int64(0), b.Size, http.StatusOK
-	if rng := r.Header.Get("Range"); rng != "" && r.Method == http.MethodGet {
+	// A Range under an If-Range that is not this blob's ETag (another
+	// entity, or a date: no Last-Modified is sent) is ignored: the
+	// whole blob (RFC 9110 13.1.5).
+	if rng := r.Header.Get("Range"); rng != "" && r.Method == http.MethodGet && ifRangeHolds(r.Header.Get("If-Range"), b.Digest) {
 		s, e, ok := parseByteRange(rng, b.Size)
 		switch {
 		case ok:
@@ -103,6 +108,12 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		reg.log.Debug("blob download interrupted", "digest", b.Digest, "err", err)
 	}
 	return nil
+}
+
+// ifRangeHolds reports whether a request's If-Range (absent, or a strong
+// ETag equal to the blob's) lets its Range apply.
+func ifRangeHolds(ifRange string, d digest.Digest) bool {
+	return ifRange == "" || strings.TrimSpace(ifRange) == `"`+d.String()+`"`
 }
 
 // parseByteRange parses a single "bytes=a-b", "bytes=a-" or "bytes=-n"
