@@ -41,7 +41,7 @@ type GateStore interface {
 // and meta.Blobs).
 type ContentReader interface {
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
-	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
+	ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error)
 }
 
 // BlobLinks says whether a repository may serve a blob (meta.Blobs).
@@ -571,32 +571,41 @@ func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, 
 			return nil, nil, err
 		}
 	}
-	refs, err := s.st.Content.Referrers(ctx, repo, d, "")
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, r := range refs {
-		sig, att := IsSignatureArtifact(r.ArtifactType), IsAttestationArtifact(r.ArtifactType)
-		// Past the layers an evaluation verifies, a manifest is not read
-		// (each may be megabytes; whoever may push may attach thousands).
-		sig = sig && len(sigs) <= MaxSignatureLayers
-		att = att && len(atts) <= MaxSignatureLayers
-		if !sig && !att {
-			continue
-		}
-		rm, err := s.st.Content.GetManifest(ctx, repo, "", r.Digest, true)
-		if errors.Is(err, meta.ErrManifestNotFound) {
-			continue
-		}
+	// The referrers are read a few at a time (each row's annotations may
+	// be megabytes; whoever may push may attach thousands), and no more
+	// once both lists hold what an evaluation verifies.
+	var after meta.ReferrerKey
+	for len(sigs) <= MaxSignatureLayers || len(atts) <= MaxSignatureLayers {
+		refs, err := s.st.Content.ReferrersAfter(ctx, repo, d, "", after, referrersBatch)
 		if err != nil {
 			return nil, nil, err
 		}
-		sm := SignatureManifest{Kind: "referrer", Digest: rm.Digest.String(), Body: rm.Content}
-		if sig {
-			sigs = append(sigs, sm)
+		for _, r := range refs {
+			after = r.ReferrerKey()
+			sig, att := IsSignatureArtifact(r.ArtifactType), IsAttestationArtifact(r.ArtifactType)
+			// Past the layers an evaluation verifies, a manifest is not read.
+			sig = sig && len(sigs) <= MaxSignatureLayers
+			att = att && len(atts) <= MaxSignatureLayers
+			if !sig && !att {
+				continue
+			}
+			rm, err := s.st.Content.GetManifest(ctx, repo, "", r.Digest, true)
+			if errors.Is(err, meta.ErrManifestNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			sm := SignatureManifest{Kind: "referrer", Digest: rm.Digest.String(), Body: rm.Content}
+			if sig {
+				sigs = append(sigs, sm)
+			}
+			if att {
+				atts = append(atts, sm)
+			}
 		}
-		if att {
-			atts = append(atts, sm)
+		if len(refs) < referrersBatch {
+			break
 		}
 	}
 	read := func(ctx context.Context, dg string) ([]byte, error) { return s.readBlob(ctx, repo, dg, MaxPayload) }
@@ -638,3 +647,6 @@ func (s *Service) base(ctx context.Context, repo string, d digest.Digest) (Base,
 	}
 	return Base{}, nil
 }
+
+// referrersBatch is how many referrers an evaluation reads at a time.
+const referrersBatch = 16

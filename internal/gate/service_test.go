@@ -182,7 +182,7 @@ func (f fakeContent) GetManifest(_ context.Context, _, tag string, d digest.Dige
 	return meta.Manifest{}, meta.ErrManifestNotFound
 }
 
-func (f fakeContent) Referrers(context.Context, string, digest.Digest, string) ([]meta.Manifest, error) {
+func (f fakeContent) ReferrersAfter(context.Context, string, digest.Digest, string, meta.ReferrerKey, int) ([]meta.Manifest, error) {
 	return nil, nil
 }
 

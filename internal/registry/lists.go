@@ -185,8 +185,9 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 	return nil
 }
 
-// referrersBatch is how many referrers a listing reads at a time.
-const referrersBatch = 500
+// referrersBatch is how many referrers a listing reads at a time: few,
+// for each one's annotations may be up to a manifest's size.
+const referrersBatch = 16
 
 // formatReferrerCursor writes a referrers page's cursor: the last
 // referrer shown, "<stored at, Unix microseconds>~<digest>".

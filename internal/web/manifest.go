@@ -236,9 +236,17 @@ type referrer struct {
 // push may attach thousands).
 const referrersShown = 100
 
+// referrersBatch is how many referrers the page reads at a time, and
+// referrersRead how many at most (held ones it may not show included).
+const (
+	referrersBatch = 16
+	referrersRead  = 1000
+)
+
 // referrers are the manifest's referrers the visitor may see, up to
 // referrersShown (the referrers API's first, then cosign's tags); more
-// says others were left out, signed that one of all is a signature.
+// says others were left out, signed that one of those shown is a
+// signature.
 func (u *UI) referrers(ctx context.Context, repo string, d digest.Digest, canCheck bool) (out []referrer, more, signed bool, err error) {
 	var tagged []referrer
 	base := strings.Replace(d.String(), ":", "-", 1)
@@ -253,21 +261,34 @@ func (u *UI) referrers(ctx context.Context, repo string, d digest.Digest, canChe
 		tagged = append(tagged, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "cosign tag " + base + suffix, Digest: m.Digest})
 		signed = signed || kind == "signature"
 	}
-	ms, err := u.db.Content.Referrers(ctx, repo, d, "")
-	if err != nil {
-		return nil, false, false, err
-	}
-	for _, m := range ms {
-		if m.Held && !canCheck {
-			continue
+	// Read a few at a time (each one's annotations may be megabytes),
+	// and no further than the page shows.
+	var after meta.ReferrerKey
+	for read := 0; !more; {
+		ms, err := u.db.Content.ReferrersAfter(ctx, repo, d, "", after, referrersBatch)
+		if err != nil {
+			return nil, false, false, err
 		}
-		kind := kindOf(m.ArtifactType, m.Annotations)
-		signed = signed || kind == "signature"
-		if len(out)+len(tagged) == referrersShown {
-			more = true
-			continue
+		for _, m := range ms {
+			after, read = m.ReferrerKey(), read+1
+			if read > referrersRead {
+				more = true
+				break
+			}
+			if m.Held && !canCheck {
+				continue
+			}
+			if len(out)+len(tagged) == referrersShown {
+				more = true
+				break
+			}
+			kind := kindOf(m.ArtifactType, m.Annotations)
+			signed = signed || kind == "signature"
+			out = append(out, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "referrers API", Digest: m.Digest, Annotations: m.Annotations})
 		}
-		out = append(out, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "referrers API", Digest: m.Digest, Annotations: m.Annotations})
+		if len(ms) < referrersBatch {
+			break
+		}
 	}
 	return append(out, tagged...), more, signed, nil
 }

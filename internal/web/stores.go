@@ -59,7 +59,7 @@ type RepositoryStore interface {
 type ContentStore interface {
 	TagRows(ctx context.Context, repo string, q meta.TagRowQuery) ([]meta.TagRow, int, error)
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
-	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
+	ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error)
 	DeletedTags(ctx context.Context, repo string, n int) ([]meta.TagPeriod, error)
 }
 
