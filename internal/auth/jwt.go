@@ -36,6 +36,20 @@ type Claims struct {
 	// deleted, and another made with the same name, must not inherit the
 	// token).
 	SubjectID int64 `json:"berth_sid,omitempty"`
+	// IssuedMicros is the issue time in Unix microseconds ("iat" has
+	// whole seconds): a repository made after it is not one the token's
+	// decision was about.
+	IssuedMicros int64 `json:"berth_iat,omitempty"`
+}
+
+// IssuedBefore reports whether the token was issued before t, to the
+// microsecond when it says (else to the second of "iat", a repository
+// made in that second counting as made after).
+func (c *Claims) IssuedBefore(t time.Time) bool {
+	if c.IssuedMicros > 0 {
+		return c.IssuedMicros < t.UnixMicro()
+	}
+	return c.IssuedAt != nil && c.IssuedAt.Time.Before(t.Truncate(time.Second))
 }
 
 // Allows reports whether the token grants an action on a resource.
@@ -137,7 +151,7 @@ func (t *Tokens) Issue(subject string, kind Kind, subjectID int64, access []Acce
 			ExpiresAt: jwt.NewNumericDate(exp), NotBefore: jwt.NewNumericDate(now.Add(-10 * time.Second)),
 			IssuedAt: jwt.NewNumericDate(now), ID: uuid.NewString(),
 		},
-		Access: access, Kind: kind, SubjectID: subjectID,
+		Access: access, Kind: kind, SubjectID: subjectID, IssuedMicros: now.UnixMicro(),
 	}
 	if claims.Access == nil {
 		claims.Access = []Access{}

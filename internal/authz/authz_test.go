@@ -610,3 +610,68 @@ func TestRegistryTokensStopWithTheirAccount(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenOfADeletedRepository: a registry token is a decision about the
+// repository of its name when it was issued. Once that repository is
+// deleted, the token does not push it into being again (bob, whose write
+// permission went with it, would have been made the new repository's
+// admin) nor write one created since under the name.
+func TestTokenOfADeletedRepository(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t, dialect, authz.Options{CreatePrivateRepoOnPush: true})
+			if err := e.push("alice/app:v1", "alice", alicePW); err != nil {
+				t.Fatal(err)
+			}
+			ri, err := e.db.Repositories().Repository(ctx, "alice/app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			bob, err := e.db.Users().UserByName(ctx, "bob")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.db.Access().SetPermission(ctx, ri.ID, bob.ID, 0, "write"); err != nil {
+				t.Fatal(err)
+			}
+			st, body := e.token("bob", bobPW, "repository:alice/app:pull,push")
+			tok, _ := body["token"].(string)
+			if st != 200 || tok == "" || len(e.claims(tok).Access) != 1 || len(e.claims(tok).Access[0].Actions) != 2 {
+				t.Fatalf("bob's token: %d %v", st, body)
+			}
+			do := func(method, path string, body []byte) int {
+				t.Helper()
+				req, _ := http.NewRequest(method, e.url+path, bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if st := do("GET", "/v2/alice/app/tags/list", nil); st != 200 {
+				t.Fatalf("bob's token before the delete: %d", st)
+			}
+			if err := e.db.Repositories().DeleteRepository(ctx, "alice/app", "alice"); err != nil {
+				t.Fatal(err)
+			}
+			layer := []byte("bob's layer")
+			if st := do("POST", "/v2/alice/app/blobs/uploads/?digest="+digest.FromBytes(layer).String(), layer); st != 401 && st != 403 {
+				t.Fatalf("bob's token pushed the deleted repository: %d", st)
+			}
+			if ri, err := e.db.Repositories().Repository(ctx, "alice/app"); err != nil || ri.Exists {
+				t.Fatalf("the repository was made again: %+v %v", ri, err)
+			}
+			// alice makes it again: bob's token, asked for before, writes
+			// nothing there.
+			if err := e.push("alice/app:v2", "alice", alicePW); err != nil {
+				t.Fatal(err)
+			}
+			if st := do("POST", "/v2/alice/app/blobs/uploads/?digest="+digest.FromBytes(layer).String(), layer); st != 401 && st != 403 {
+				t.Fatalf("bob's old token wrote the new repository: %d", st)
+			}
+		})
+	}
+}

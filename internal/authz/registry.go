@@ -123,8 +123,14 @@ func (a *Authorizer) refusal(r *http.Request, s *subject, claims *auth.Claims, r
 }
 
 // allowed decides one action. A registry token carries the decision made
-// when it was issued; writes are checked again against the repository's
-// state, which may have changed since (a mirror or read-only repository).
+// when it was issued, about the repository of that name then; writes are
+// checked again against the repository's state, which may have changed
+// since (a mirror or read-only repository). For a write, a repository
+// that does not exist now, or was created since the token was issued, is
+// not the one decided about (deleted and pushed again by the holder, it
+// would be created with the holder as its admin; made by someone else, it
+// would be writable by a token asked for before it existed): the write is
+// decided now.
 func (s *subject) allowed(ctx context.Context, claims *auth.Claims, action string) (bool, error) {
 	if claims == nil {
 		return s.decide(ctx, action)
@@ -139,11 +145,17 @@ func (s *subject) allowed(ctx context.Context, claims *auth.Claims, action strin
 		return false, nil
 	}
 	if action == auth.ActionPull {
+		// A pull reads what is there: a deleted repository is unknown.
+		// (One made since the token, under the name, by another with the
+		// right to create there too, is readable until the token expires.)
 		return true, nil
 	}
 	ri, err := s.repository(ctx)
 	if err != nil {
 		return false, err
+	}
+	if !ri.Exists || claims.IssuedBefore(ri.CreatedAt) {
+		return s.decide(ctx, action)
 	}
 	return auth.StateAllows(s.id, repoOf(ri), action), nil
 }

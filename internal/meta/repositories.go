@@ -216,15 +216,16 @@ func (db Repositories) Repository(ctx context.Context, name string) (RepoInfo, e
 	ri := RepoInfo{Name: name}
 	var gated int
 	var checkers string
-	err := db.read.QueryRowContext(ctx, db.q("SELECT id, visibility, state, mirror_robot, description, gated, gate_checkers FROM repositories WHERE name = ?"), name).
-		Scan(&ri.ID, &ri.Visibility, &ri.State, &ri.MirrorRobot, &ri.Description, &gated, &checkers)
+	var created int64
+	err := db.read.QueryRowContext(ctx, db.q("SELECT id, visibility, state, mirror_robot, description, gated, gate_checkers, created_at FROM repositories WHERE name = ?"), name).
+		Scan(&ri.ID, &ri.Visibility, &ri.State, &ri.MirrorRobot, &ri.Description, &gated, &checkers, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ri, nil
 	}
 	if err != nil {
 		return RepoInfo{}, fmt.Errorf("look up repository: %w", err)
 	}
-	ri.Exists, ri.Gated, ri.Checkers = true, gated == 1, splitLines(checkers)
+	ri.Exists, ri.Gated, ri.Checkers, ri.CreatedAt = true, gated == 1, splitLines(checkers), fromMicros(created)
 	return ri, nil
 }
 
@@ -343,4 +344,7 @@ type RepoInfo struct {
 	// users and robots its gate lets check candidates.
 	Gated    bool
 	Checkers []string
+	// CreatedAt is when the repository was created (zero when it does
+	// not exist).
+	CreatedAt time.Time
 }
