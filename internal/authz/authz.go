@@ -235,9 +235,18 @@ func (a *Authorizer) tokenSubject(ctx context.Context, t meta.AccessToken) (auth
 		}
 		return auth.Identity{Kind: kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil
 	}
+	var scopes []auth.TokenScope
+	if err := json.Unmarshal(t.Scopes, &scopes); err != nil {
+		return auth.Identity{}, fmt.Errorf("access token %s scopes: %w", t.Name, err)
+	}
 	if t.CreatedBy != "" && !strings.HasPrefix(t.CreatedBy, "token:") {
 		// A scoped token is its creator's: it stops while the creator is
-		// disabled (deleting the creator revokes it).
+		// disabled (deleting the creator revokes it), and it acts only
+		// where its creator may still make one (POST /tokens asks it of
+		// each scope): a scope of a namespace the creator no longer
+		// administers (removed from the organization, its team's role
+		// taken away), or "*" of a creator no longer a superuser, is
+		// dropped.
 		u, err := a.store.Users.UserByName(ctx, t.CreatedBy)
 		if err != nil && !errors.Is(err, meta.ErrUserNotFound) {
 			return auth.Identity{}, err
@@ -245,12 +254,46 @@ func (a *Authorizer) tokenSubject(ctx context.Context, t meta.AccessToken) (auth
 		if err == nil && !u.Enabled {
 			return auth.Identity{}, ErrDisabled
 		}
-	}
-	var scopes []auth.TokenScope
-	if err := json.Unmarshal(t.Scopes, &scopes); err != nil {
-		return auth.Identity{}, fmt.Errorf("access token %s scopes: %w", t.Name, err)
+		if err == nil {
+			if scopes, err = a.creatorScopes(ctx, u, scopes); err != nil {
+				return auth.Identity{}, err
+			}
+		}
 	}
 	return auth.Identity{Kind: auth.KindToken, ID: t.ID, Name: t.Name, Scopes: scopes}, nil
+}
+
+// creatorScopes are the scopes of a creator's access token that the
+// creator may still grant: every one for a superuser; else those of
+// namespaces it administers (one decision per namespace).
+func (a *Authorizer) creatorScopes(ctx context.Context, u meta.User, scopes []auth.TokenScope) ([]auth.TokenScope, error) {
+	if u.Superuser {
+		return scopes, nil
+	}
+	creator := auth.Identity{Kind: auth.KindUser, ID: u.ID, Name: u.Username}
+	if u.Kind == meta.UserKindRobot {
+		return nil, nil // robots administer no namespace
+	}
+	admin := map[string]bool{}
+	kept := scopes[:0:0]
+	for _, s := range scopes {
+		if s.Repository == "*" {
+			continue
+		}
+		ns, _, _ := strings.Cut(strings.TrimSuffix(s.Repository, "/*"), "/")
+		ok, seen := admin[ns]
+		if !seen {
+			var err error
+			if ok, err = a.Decide(ctx, creator, ns+"/", auth.ActionAdmin); err != nil {
+				return nil, err
+			}
+			admin[ns] = ok
+		}
+		if ok {
+			kept = append(kept, s)
+		}
+	}
+	return kept, nil
 }
 
 // bearerIdentity is who a verified registry token acts as, checked

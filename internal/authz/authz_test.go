@@ -556,11 +556,11 @@ func TestRegistryTokensStopWithTheirAccount(t *testing.T) {
 				t.Fatalf("the token of a user enabled again: %d", st)
 			}
 
-			// An access token bob made, scoped to alice/*.
+			// An access token alice made, scoped to alice/*.
 			scopes, _ := json.Marshal([]auth.TokenScope{{Repository: "alice/*", Actions: []string{auth.TokenContentRead}}})
 			secret, _ := auth.NewSecret(authz.SecretPrefix)
 			if _, err := e.db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: "bobs-token", SecretHash: auth.HashSecret(secret),
-				Scopes: scopes, CreatedBy: "bob"}); err != nil {
+				Scopes: scopes, CreatedBy: "alice"}); err != nil {
 				t.Fatal(err)
 			}
 			before := time.Now()
@@ -572,14 +572,14 @@ func TestRegistryTokensStopWithTheirAccount(t *testing.T) {
 			if at, err := e.db.Access().AccessTokenByName(ctx, "bobs-token"); err != nil || at.LastUsedAt.Before(before.Add(-time.Second)) {
 				t.Fatalf("last use of the access token: %v %v", at.LastUsedAt, err)
 			}
-			setEnabled("bob", false)
+			setEnabled("alice", false)
 			if st := get(accessTok); st != 401 {
 				t.Fatalf("a registry token of an access token whose creator is disabled: %d", st)
 			}
 			if err := e.pull("alice/app:v1", "bobs-token", secret); errorCode(err) != "UNAUTHORIZED" {
 				t.Fatalf("an access token whose creator is disabled, as Basic credentials: %v", err)
 			}
-			setEnabled("bob", true)
+			setEnabled("alice", true)
 			if st := get(accessTok); st != 200 {
 				t.Fatalf("the access token's registry token, its creator enabled again: %d", st)
 			}
@@ -671,6 +671,59 @@ func TestTokenOfADeletedRepository(t *testing.T) {
 			}
 			if st := do("POST", "/v2/alice/app/blobs/uploads/?digest="+digest.FromBytes(layer).String(), layer); st != 401 && st != 403 {
 				t.Fatalf("bob's old token wrote the new repository: %d", st)
+			}
+		})
+	}
+}
+
+// TestAccessTokenStopsWithItsCreatorsAdminRights: a scoped access token
+// acts only where its creator may still make one: an owner removed from
+// the organization, whose token for acme/* the organization's admins can
+// neither see nor revoke, pushes with it no more.
+func TestAccessTokenStopsWithItsCreatorsAdminRights(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t, dialect, authz.Options{CreatePrivateRepoOnPush: true})
+			root, err := e.db.Users().UserByName(ctx, "root")
+			if err != nil {
+				t.Fatal(err)
+			}
+			alice, err := e.db.Users().UserByName(ctx, "alice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.db.Organizations().CreateOrganization(ctx, "acme", root.ID); err != nil {
+				t.Fatal(err)
+			}
+			owners, err := e.db.Organizations().TeamByName(ctx, "acme", "owners")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.db.Organizations().AddTeamMember(ctx, owners.ID, alice.ID); err != nil {
+				t.Fatal(err)
+			}
+			scopes, _ := json.Marshal([]auth.TokenScope{{Repository: "acme/*", Actions: []string{auth.TokenContentRead, auth.TokenContentWrite}}})
+			secret, _ := auth.NewSecret(authz.SecretPrefix)
+			if _, err := e.db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: "alices-ci", SecretHash: auth.HashSecret(secret),
+				Scopes: scopes, CreatedBy: "alice"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.push("acme/app:v1", "alices-ci", secret); err != nil {
+				t.Fatalf("the token while alice owns acme: %v", err)
+			}
+			if _, err := e.db.Organizations().RemoveOrgMember(ctx, "acme", "", alice.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.push("acme/app:v2", "alices-ci", secret); err == nil || !strings.Contains(err.Error(), "401") && errorCode(err) != "DENIED" {
+				t.Fatalf("the token of a creator removed from acme pushed: %v", err)
+			}
+			if err := e.pull("acme/app:v1", "alices-ci", secret); err == nil {
+				t.Fatal("the token of a creator removed from acme pulled a private repository")
+			}
+			st, body := e.token("alices-ci", secret, "repository:acme/app:pull,push")
+			if tok, _ := body["token"].(string); st == 200 && tok != "" && len(e.claims(tok).Access) > 0 && len(e.claims(tok).Access[0].Actions) > 0 {
+				t.Fatalf("a registry token for the removed creator's token grants %v", e.claims(tok).Access)
 			}
 		})
 	}
