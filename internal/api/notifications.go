@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/notify"
 )
@@ -142,7 +144,13 @@ func (a *API) notification(w http.ResponseWriter, r *http.Request, id auth.Ident
 				repo = "sample/repository"
 			}
 		}
-		if err := a.opts.Notifier.Test(ctx, n, repo); err != nil {
+		if err := a.opts.Notifier.Test(ctx, n, repo); errors.Is(err, meta.ErrTestDeliveryPending) {
+			// One test at a time per notification: its outcome is in
+			// .../attempts once it has run (within a delivery timeout).
+			w.Header().Set("Retry-After", strconv.Itoa(int(events.DeliveryTimeout.Seconds())))
+			return apiError(http.StatusTooManyRequests, "too_many_requests",
+				"a test delivery of notification %s is already queued or running: see its outcome in GET .../notification/%s/attempts, then test again", n.UUID, n.UUID)
+		} else if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{})

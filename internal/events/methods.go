@@ -210,6 +210,25 @@ func redirectSafe(name string) bool {
 	return false
 }
 
+// RedactURL is a hook URL as Berth shows it (redactURL): scheme and host,
+// the path and query, if any, replaced by "/…". A URL that does not parse
+// is shown as "…".
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "…"
+	}
+	return redactURL(u)
+}
+
+// IsRedactedURL reports whether raw is a URL as RedactURL shows one with
+// a path or query: not a URL to send to (the API's own redaction echoed
+// back).
+func IsRedactedURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && u.Path == "/…" && u.RawQuery == ""
+}
+
 // redactURL keeps scheme and host: paths and queries of hook URLs carry
 // tokens (Slack, Teams, Discord).
 func redactURL(u *url.URL) string {

@@ -24,15 +24,32 @@ type RefusedError struct {
 	Reason string // loopback, link-local, private, cgnat, multicast, unspecified, reserved
 }
 
+// allowedHostsHint ends every refusal: the setting that lifts it.
+const allowedHostsHint = "to notifications.allowedHosts (keywords \"loopback\" and \"private\", or CIDRs, IPs and host names)"
+
+// Error is the refusal as whoever asked for the target sees it (a
+// tenant creating a webhook, a mirror or an import): the setting and an
+// entry that would lift it, and, for a host name, never what the name
+// resolves to (the registry's internal addresses are not the tenant's to
+// map); Detail says it for operators.
 func (e *RefusedError) Error() string {
+	if e.Host != e.Addr.String() {
+		return fmt.Sprintf("refusing to connect to %q: it resolves to a loopback, private, link-local or other internal address (SSRF guard); "+
+			"to allow it, add %q "+allowedHostsHint, e.Host, e.Host)
+	}
+	return e.Detail()
+}
+
+// Detail is the refusal for the operator's log: the address a host name
+// resolves to, its kind, and every entry that would allow it.
+func (e *RefusedError) Detail() string {
 	target := e.Addr.String()
 	if e.Host != target {
 		target = fmt.Sprintf("%q: it resolves to %s,", e.Host, e.Addr)
 	} else {
 		target += ":"
 	}
-	return fmt.Sprintf("refusing to connect to %s a %s address (SSRF guard); to allow it, add %s to notifications.allowedHosts "+
-		"(keywords \"loopback\" and \"private\", or CIDRs, IPs and host names)", target, e.Reason, e.allowEntry())
+	return fmt.Sprintf("refusing to connect to %s a %s address (SSRF guard); to allow it, add %s "+allowedHostsHint, target, e.Reason, e.allowEntry())
 }
 
 // allowEntry is what to add to notifications.allowedHosts to permit the

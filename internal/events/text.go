@@ -49,6 +49,9 @@ func Summary(payload map[string]any, kind string) string {
 	case EventBaseImageUpdated:
 		b, _ := payload["base"].(map[string]any)
 		s := fmt.Sprintf("Berth: the base %s:%s of %s moved", str(b["repository"]), str(b["tag"]), repo)
+		if str(b["repository"]) == "" { // a private base of another namespace is not named
+			s = fmt.Sprintf("Berth: the base of %s moved", repo)
+		}
 		if tags := strs(payload["tags"]); len(tags) > 0 {
 			s += fmt.Sprintf(" (%s %s)", plural(len(tags), "tag", "tags"), strings.Join(tags, ", "))
 		}

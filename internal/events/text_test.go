@@ -28,6 +28,9 @@ func TestSummary(t *testing.T) {
 		{EventVulnerabilityFound, `{"tags":["latest"],"vulnerability":{"id":"CVE-1","priority":"Critical"}}`, "Berth: Critical vulnerability CVE-1 found in ns/app (tag latest)"},
 		{EventRepoImageExpiry, `{"tags":["a","b"],"expiring_in":"7 days"}`, "Berth: tags a, b of ns/app expiring in 7 days"},
 		{"manifest_scanned", `{}`, "Berth: manifest_scanned in ns/app"},
+		{EventBaseImageUpdated, `{"tags":["v1"],"base":{"repository":"mirror/ubi","tag":"1.9"}}`, "Berth: the base mirror/ubi:1.9 of ns/app moved (tag v1): rebuild"},
+		// A private base of another namespace is not named (meta.Graph.FireBaseMoved).
+		{EventBaseImageUpdated, `{"tags":["v1"],"base":{"repository":"","tag":"","old_digest":"sha256:x"}}`, "Berth: the base of ns/app moved (tag v1): rebuild"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {

@@ -90,6 +90,12 @@ func TestBaseMoveFires(t *testing.T) {
 			f := newFeed(e, 0)
 			base := image(t, nil, "linux/amd64", layer(t, "ubi 1.9-1", gzip.BestSpeed))
 			e.push("mirror/ubi:1.9", base)
+			// A public mirror: a private base of another namespace is not
+			// named in the events (TestBaseMovedHidesPrivateBase).
+			public := "public"
+			if err := e.db.Repositories().UpdateRepository(context.Background(), "mirror/ubi", &public, nil, nil, nil); err != nil {
+				t.Fatal(err)
+			}
 			other := image(t, nil, "linux/amd64", layer(t, "alpine", gzip.BestSpeed))
 			e.push("mirror/alpine:3", other)
 			f.run()

@@ -492,12 +492,20 @@ type BaseMove struct {
 // platforms fire once) and new base, ever, so a replay or a second move
 // to the same digest fires nothing. A dependent already rebuilt (no
 // longer tagged) fires nothing. It returns how many events it appended.
+//
+// A dependent in another namespace than a private base learns only that
+// its base moved, as a gate tells it (gate.Base.Shown): its event names
+// neither the base's repository and tag nor where the tag went, carries
+// no actor and no vulnerabilities of the base (vulnerabilities_compared
+// false); old_digest is the base the dependent is built on (what it
+// knows already), never where the tag was in between.
 func (db Graph) FireBaseMoved(ctx context.Context, mv BaseMove) (int, error) {
 	fired := 0
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		fired = 0
 		var baseRepoID int64
-		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), mv.Repository).Scan(&baseRepoID); err != nil {
+		var visibility string
+		if err := tx.QueryRowContext(ctx, db.q("SELECT id, visibility FROM repositories WHERE name = ?"), mv.Repository).Scan(&baseRepoID, &visibility); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return nil
 			}
@@ -547,20 +555,28 @@ func (db Graph) FireBaseMoved(ctx context.Context, mv BaseMove) (int, error) {
 					return err
 				}
 				data := map[string]any{}
-				for k, v := range mv.Data {
-					data[k] = v
+				actor := mv.Actor
+				if visibility != "public" && namespaceOf(d.repo) != namespaceOf(mv.Repository) {
+					// A private base of another namespace: not named.
+					actor = ""
+					data["fixed_vulnerabilities"], data["new_vulnerabilities"], data["vulnerabilities_compared"] = []any{}, []any{}, false
+					data["base"] = map[string]any{"repository": "", "tag": "", "old_digest": d.baseTop, "new_digest": ""}
+				} else {
+					for k, v := range mv.Data {
+						data[k] = v
+					}
+					old := mv.Old
+					if old == "" {
+						old = digest.Digest(d.baseTop)
+					}
+					data["base"] = map[string]any{"repository": mv.Repository, "tag": mv.Tag, "old_digest": old.String(), "new_digest": mv.New.String()}
 				}
 				data["digest"], data["tags"] = top.String(), tags
-				old := mv.Old
-				if old == "" {
-					old = digest.Digest(d.baseTop)
-				}
-				data["base"] = map[string]any{"repository": mv.Repository, "tag": mv.Tag, "old_digest": old.String(), "new_digest": mv.New.String()}
 				b, err := json.Marshal(data)
 				if err != nil {
 					return fmt.Errorf("event data: %w", err)
 				}
-				if err := db.appendEvent(ctx, tx, Event{Kind: EventBaseImageUpdated, Repository: d.repo, Actor: mv.Actor, Data: b}); err != nil {
+				if err := db.appendEvent(ctx, tx, Event{Kind: EventBaseImageUpdated, Repository: d.repo, Actor: actor, Data: b}); err != nil {
 					return err
 				}
 				fired++

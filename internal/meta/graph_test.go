@@ -3,10 +3,12 @@ package meta_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 )
@@ -43,6 +45,10 @@ func TestGraphStore(t *testing.T) {
 			b1, i1 := manifestOf("base 1"), indexOf("base index 1")
 			put(meta.PutManifest{Repository: "mirror/ubi", Manifest: b1})
 			put(meta.PutManifest{Repository: "mirror/ubi", Manifest: i1, Refs: []meta.Ref{{Digest: b1.Digest, IsManifest: true}}, Tag: "1.9"})
+			public := "public" // events name a base of another namespace only when it is public
+			if err := db.Repositories().UpdateRepository(ctx, "mirror/ubi", &public, nil, nil, nil); err != nil {
+				t.Fatal(err)
+			}
 			// The applications: A1 tagged, A0 pushed by digest only.
 			a1, a0 := manifestOf("app 1"), manifestOf("app 0")
 			put(meta.PutManifest{Repository: "team/app", Manifest: a1, Tag: "v1"})
@@ -144,6 +150,88 @@ func TestGraphStore(t *testing.T) {
 			// The move back and forth: the late one fires for i2 once too.
 			if n, _ := g.FireBaseMoved(ctx, mv); n != 1 {
 				t.Fatalf("late dependent fired %d", n)
+			}
+		})
+	}
+}
+
+// TestBaseMovedHidesPrivateBase: when a private base moves, an image of
+// another namespace built on it (found by its layers) hears that its base
+// moved, and nothing more: its payload names neither the base's
+// repository, tag and new digest, nor who moved it, nor the base's
+// vulnerabilities. An image of the base's own namespace hears it all.
+func TestBaseMovedHidesPrivateBase(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			m, g := db.Manifests(), db.Graph()
+			put := func(p meta.PutManifest) {
+				t.Helper()
+				if err := m.PutManifest(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b1, own, other := manifestOf("private base 1"), manifestOf("own app"), manifestOf("other app")
+			put(meta.PutManifest{Repository: "a/base", Manifest: b1, Tag: "12"}) // private
+			put(meta.PutManifest{Repository: "a/app", Manifest: own, Tag: "v1"})
+			put(meta.PutManifest{Repository: "b/app", Manifest: other, Tag: "v1"})
+			for _, img := range []meta.GraphImage{
+				{Repository: "a/base", Digest: b1.Digest, Platform: "linux/amd64", Chain: chainOf("deb1")},
+				{Repository: "a/app", Digest: own.Digest, Platform: "linux/amd64", Chain: chainOf("deb1", "own")},
+				{Repository: "b/app", Digest: other.Digest, Platform: "linux/amd64", Chain: chainOf("deb1", "other")},
+			} {
+				if err := g.RecordImage(ctx, img); err != nil {
+					t.Fatal(err)
+				}
+			}
+			found, err := g.ImagesWithChains(ctx, chainOf("deb1"), 10)
+			if err != nil || len(found) != 1 {
+				t.Fatalf("images with chains: %+v %v", found, err)
+			}
+			link := []meta.BaseLink{{RepositoryID: found[0].RepositoryID, Digest: b1.Digest, Method: "layers", Level: 1, Layers: 1}}
+			for _, a := range []struct {
+				repo string
+				d    digest.Digest
+			}{{"a/app", own.Digest}, {"b/app", other.Digest}} {
+				if err := g.SetBases(ctx, a.repo, a.d, link); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b2 := manifestOf("private base 2")
+			put(meta.PutManifest{Repository: "a/base", Manifest: b2, Tag: "12"})
+			mv := meta.BaseMove{Repository: "a/base", Tag: "12", Old: b1.Digest, New: b2.Digest, Actor: "corp-pusher",
+				Data: map[string]any{"fixed_vulnerabilities": []any{map[string]any{"id": "CVE-PRIVATE-1"}}, "new_vulnerabilities": []any{}, "vulnerabilities_compared": true}}
+			if n, err := g.FireBaseMoved(ctx, mv); err != nil || n != 2 {
+				t.Fatalf("fired %d, %v; want 2", n, err)
+			}
+			evs, _ := db.Outbox().EventsAfter(ctx, 0, 100)
+			payloads := map[string]string{}
+			for _, e := range evs {
+				if e.Kind != meta.EventBaseImageUpdated {
+					continue
+				}
+				p, err := events.QuayPayload(events.Server{Host: "reg.example"}, e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := json.Marshal(p)
+				payloads[e.Repository] = string(b)
+			}
+			for _, leak := range []string{"a/base", "corp-pusher", "CVE-PRIVATE-1", b2.Digest.String(), `"tag":"12"`} {
+				if strings.Contains(payloads["b/app"], leak) {
+					t.Errorf("b/app's payload names %s: %s", leak, payloads["b/app"])
+				}
+			}
+			for _, want := range []string{`"repository":"b/app"`, `"old_digest":"` + b1.Digest.String() + `"`, `"actor":""`, `"vulnerabilities_compared":false`} {
+				if !strings.Contains(payloads["b/app"], want) {
+					t.Errorf("b/app's payload lacks %s: %s", want, payloads["b/app"])
+				}
+			}
+			for _, want := range []string{`"repository":"a/base"`, `"actor":"corp-pusher"`, "CVE-PRIVATE-1", b2.Digest.String()} {
+				if !strings.Contains(payloads["a/app"], want) {
+					t.Errorf("a/app's payload lacks %s: %s", want, payloads["a/app"])
+				}
 			}
 		})
 	}

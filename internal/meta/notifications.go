@@ -181,6 +181,41 @@ func (db Notifications) NotificationByUUID(ctx context.Context, scope, target, u
 	return n, nil
 }
 
+// ErrTestDeliveryPending refuses a test delivery while an earlier one of
+// the same notification is still queued or running.
+var ErrTestDeliveryPending = errors.New("a test delivery of this notification is already queued or running")
+
+// EnqueueTestDelivery queues j, a notification's test delivery, unless a
+// job of its queue and ordering key (one per notification) is still live
+// (pending or running): then it returns ErrTestDeliveryPending. So a
+// notification has at most one test delivery under way, however often
+// its admins ask: tests cannot pile up on the shared delivery workers.
+func (db Notifications) EnqueueTestDelivery(ctx context.Context, j Job) (int64, error) {
+	if j.OrderingKey == "" {
+		return 0, errors.New("enqueue test delivery: no ordering key")
+	}
+	var id int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		// The key's enqueue lock (PostgreSQL; SQLite's one writer already
+		// serializes): two tests at once cannot both find none live.
+		if err := db.lockJobKey(ctx, tx, j.Queue, j.OrderingKey); err != nil {
+			return err
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, db.q(`SELECT 1 FROM jobs WHERE queue = ? AND ordering_key = ? AND status IN ('pending', 'running') LIMIT 1`),
+			j.Queue, j.OrderingKey).Scan(&one)
+		switch {
+		case err == nil:
+			return ErrTestDeliveryPending
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("look for a live test delivery: %w", err)
+		}
+		id, err = db.enqueueJob(ctx, tx, j)
+		return err
+	})
+	return id, err
+}
+
 // DeleteNotification deletes a notification; its pending deliveries are
 // dropped when they run.
 func (db Notifications) DeleteNotification(ctx context.Context, id int64) error {

@@ -96,6 +96,7 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 		StatusCode: res.StatusCode, LatencyMS: res.Latency.Milliseconds()}
 	if res.Err != nil {
 		a.Error = res.Err.Error()
+		s.logRefused(res.Err, "notification", n.UUID)
 	}
 	// A success is recorded in the write that completes the job, if the
 	// worker can (jobs.OnComplete): one write per delivery, not two.
@@ -212,7 +213,9 @@ func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.Delive
 	case n.Method == events.MethodGitHubDispatch || n.Method == events.MethodGitLabTrigger:
 		body, _ = json.Marshal(payload) // the method picks its fields
 
-	case cfg["template"] != nil && cfg["template"] != "":
+	case n.Method == "webhook" && cfg["template"] != nil && cfg["template"] != "":
+		// Only a webhook's (Create refuses others; one stored before is
+		// ignored: an email is Berth's own message).
 		tmpl, err := templateJSON(cfg["template"])
 		if err != nil {
 			return events.Delivery{}, err

@@ -137,11 +137,16 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
 			return meta.Notification{}, invalid("config.url %q is not an http(s) URL", u)
 		}
+		if events.IsRedactedURL(u) {
+			// A notification's config as the API shows it, sent back.
+			return meta.Notification{}, invalid("config.url %q is redacted as the API shows it (its path and query hold tokens): give the whole URL", u)
+		}
 		if s.opts.Guard != nil {
 			// Refuse what resolves to a forbidden address now; a name that
 			// does not resolve yet is checked again at every delivery.
 			var dnsErr *net.DNSError
 			if err := s.opts.Guard.CheckURL(ctx, u); err != nil && !errors.As(err, &dnsErr) {
+				s.logRefused(err, "scope", scope, "target", target, "actor", actor)
 				return meta.Notification{}, invalid("config.url: %v", err)
 			}
 		}
@@ -164,6 +169,12 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 		}
 	default:
 		return meta.Notification{}, invalid("unknown method %q (webhook, slack, email, github_dispatch, gitlab_trigger)", in.Method)
+	}
+	if t, ok := cfg["template"]; ok && t != nil && t != "" && in.Method != "webhook" {
+		// A template is a webhook's body; the other methods send Berth's
+		// own message (an email rendered from a stored template would let
+		// anyone who may create a notification write Berth's mail).
+		return meta.Notification{}, invalid("config.template is for the webhook method only: %s notifications send Berth's own message", in.Method)
 	}
 	if in.Method == "webhook" {
 		if t, ok := cfg["template"]; ok && t != "" {
@@ -223,6 +234,16 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 	return n, err
 }
 
+// logRefused logs, for the operator, what the SSRF guard refused: the
+// address a host name resolves to, which the answer to whoever asked for
+// the target leaves out (events.RefusedError).
+func (s *Service) logRefused(err error, attrs ...any) {
+	var re *events.RefusedError
+	if errors.As(err, &re) {
+		s.log.Info("notification target refused by the SSRF guard", append(attrs, "detail", re.Detail())...)
+	}
+}
+
 // templateJSON accepts a template as Quay stores it (a string holding
 // JSON) or as a JSON object.
 func templateJSON(t any) (json.RawMessage, error) {
@@ -235,14 +256,20 @@ func templateJSON(t any) (json.RawMessage, error) {
 	return json.Marshal(t)
 }
 
-// Test queues the event's sample payload for a notification.
+// Test queues the event's sample payload for a notification. While an
+// earlier test of the notification is queued or running it queues
+// nothing and returns an error wrapping meta.ErrTestDeliveryPending.
 func (s *Service) Test(ctx context.Context, n meta.Notification, repo string) error {
 	payload, _ := json.Marshal(meta.DeliveryJob{NotificationID: n.ID, Sample: true, Repository: repo})
-	// One attempt: a test says whether the receiver answers now (its
-	// outcome is recorded), and retrying it for days would only keep the
-	// delivery workers on receivers that do not answer.
-	_, err := s.stores.Jobs.EnqueueJob(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: 1})
-	return err
+	// One attempt, one at a time: a test says whether the receiver
+	// answers now (its outcome is recorded), and retrying it for days, or
+	// queuing thousands, would only keep the delivery workers on
+	// receivers that do not answer.
+	_, err := s.stores.Notifications.EnqueueTestDelivery(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: 1})
+	if err != nil {
+		return fmt.Errorf("test notification %s: %w", n.UUID, err)
+	}
+	return nil
 }
 
 // validDays reports whether a repo_image_expiry eventConfig.days is a

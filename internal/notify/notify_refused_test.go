@@ -1,8 +1,11 @@
 package notify_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -58,5 +61,45 @@ func TestWebhookRefusedBySSRFGuard(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// staticResolver answers every name with one address.
+type staticResolver string
+
+func (r staticResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return []netip.Addr{netip.MustParseAddr(string(r))}, nil
+}
+
+// TestRefusalHidesInternalAddress: a webhook whose host name resolves to
+// an internal address is refused without telling its creator what the
+// name resolves to (a map of the registry's networks); the operator's log
+// says it.
+func TestRefusalHidesInternalAddress(t *testing.T) {
+	ctx := context.Background()
+	db := metatest.Open(t, metatest.Dialects()[0])
+	sealer, _ := auth.NewSealer(make([]byte, 32))
+	guard, err := events.NewGuard(nil, events.WithResolver(staticResolver("10.20.30.40")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	svc := notify.New(wire.NotifyStores(db), sealer, notify.Options{Guard: guard, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	for _, in := range []notify.Input{
+		{Event: "repo_push", Method: "webhook", Config: map[string]any{"url": "https://billing-db.corp/hook"}},
+		{Event: "repo_push", Method: "gitlab_trigger", Config: map[string]any{"project": "1", "token": "glptt-x", "base_url": "https://billing-db.corp"}},
+	} {
+		logs.Reset()
+		_, err := svc.Create(ctx, meta.ScopeRegistry, "", "root", in)
+		var inv *notify.InvalidError
+		if !errors.As(err, &inv) || !strings.Contains(inv.Msg, `add "billing-db.corp" to notifications.allowedHosts`) {
+			t.Fatalf("%s: %v", in.Method, err)
+		}
+		if strings.Contains(inv.Msg, "10.20.30.40") || strings.Contains(inv.Msg, "private address") {
+			t.Errorf("%s: the refusal maps the internal network: %s", in.Method, inv.Msg)
+		}
+		if !strings.Contains(logs.String(), "10.20.30.40") {
+			t.Errorf("%s: the operator's log lacks the address: %s", in.Method, logs.String())
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 )
 
@@ -93,13 +94,19 @@ func (s *Service) openHeaders(n meta.Notification) (map[string]string, error) {
 }
 
 // View is a notification as the API shows it: Quay's fields, secrets
-// redacted (the signing secret, and the value of every extra header, whose
-// names stay visible), and Berth's disabled state.
+// redacted (the signing secret, the value of every extra header, whose
+// names stay visible, and the path and query of a webhook's or Slack's
+// URL, which carry tokens: scheme and host stay), and Berth's disabled
+// state. A redacted URL given back to Create is refused: it never
+// replaces the one stored.
 func View(n meta.Notification) map[string]any {
 	var cfg map[string]any
 	json.Unmarshal(n.Config, &cfg)
 	if cfg == nil {
 		cfg = map[string]any{}
+	}
+	if u, ok := cfg["url"].(string); ok && (n.Method == "webhook" || n.Method == "slack") {
+		cfg["url"] = events.RedactURL(u)
 	}
 	if _, ok := cfg[keySecretSealed]; ok {
 		delete(cfg, keySecretSealed)

@@ -24,6 +24,7 @@ type Notifications interface {
 	NotificationByID(ctx context.Context, id int64) (meta.Notification, error)
 	AllNotifications(ctx context.Context) ([]meta.Notification, error)
 	ReplaceNotificationConfig(ctx context.Context, id int64, old, config json.RawMessage) (bool, error)
+	EnqueueTestDelivery(ctx context.Context, j meta.Job) (int64, error)
 }
 
 // Outcomes record what deliveries did to their notification

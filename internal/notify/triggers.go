@@ -83,6 +83,7 @@ func (s *Service) checkTrigger(ctx context.Context, method string, cfg map[strin
 	if s.opts.Guard != nil {
 		var dnsErr *net.DNSError
 		if err := s.opts.Guard.CheckURL(ctx, api); err != nil && !errors.As(err, &dnsErr) {
+			s.logRefused(err, "method", method)
 			return invalid("config: %v", err)
 		}
 	}

@@ -97,6 +97,11 @@ func TestBaseImageTrigger(t *testing.T) {
 			other, _ := random.Image(1024, 2)
 			oldBase := push("mirror/base:1.9", base)
 			push("mirror/other:1", other)
+			// The platform's mirror is public: a private base of another
+			// namespace is not named in its dependents' events.
+			if st, b := api("POST", "/api/v1/repository/mirror/base/changevisibility", map[string]any{"visibility": "public"}); st != 200 {
+				t.Fatalf("make the base public: %d %s", st, b)
+			}
 			app := push("team/app:v1", on(base))
 			push("team/tool:1", on(other))
 			// Indexed: the application's base is found by its layers.

@@ -1,0 +1,55 @@
+package notify_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/notify"
+	"github.com/berth-dev/berth/internal/wire"
+)
+
+// TestStoredEmailTemplateIgnored: an email notification stored with a
+// template (before Create refused one) mails Berth's own message, not the
+// template; a webhook's template still makes its body.
+func TestStoredEmailTemplateIgnored(t *testing.T) {
+	ctx := context.Background()
+	db := metatest.Open(t, metatest.Dialects()[0])
+	sealer, _ := auth.NewSealer(make([]byte, 32))
+	svc := notify.New(wire.NotifyStores(db), sealer, notify.Options{SMTPAddr: "127.0.0.1:1", SMTPFrom: "berth@example.com"})
+	const phish = "Your password expires: sign in at https://evil.example"
+	tmpl, _ := json.Marshal(map[string]any{"subject": phish})
+	for _, tc := range []struct{ method, config string }{
+		{"email", `{"email":"ops@example.com","template":` + string(mustJSON(t, string(tmpl))) + `}`},
+		{"webhook", `{"url":"https://hooks.example.com/x","template":` + string(mustJSON(t, string(tmpl))) + `}`},
+	} {
+		n, err := db.Notifications().CreateNotification(ctx, meta.Notification{UUID: tc.method + "-stored", Scope: meta.ScopeRegistry, Event: meta.EventRepoPush,
+			Method: tc.method, Config: json.RawMessage(tc.config)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := svc.Build(ctx, n, meta.DeliveryJob{NotificationID: n.ID, Sample: true, Repository: "team/app"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(d.Body), phish); got != (tc.method == "webhook") {
+			t.Errorf("%s: body from the template %v: %s", tc.method, got, d.Body)
+		}
+		if tc.method == "email" && !strings.Contains(string(d.Body), `"repository":"team/app"`) {
+			t.Errorf("email: not Berth's payload: %s", d.Body)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
