@@ -728,3 +728,26 @@ func TestAccessTokenStopsWithItsCreatorsAdminRights(t *testing.T) {
 		})
 	}
 }
+
+// TestOneComponentNamesAreNotPushed: a push of a repository named like a
+// namespace (host/alice) is refused with how to name it: such a
+// repository, which namespace queries leave out, outlived its user's
+// deletion, and whoever made an organization of the name owned it.
+func TestOneComponentNamesAreNotPushed(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newEnv(t, dialect, authz.Options{CreatePrivateRepoOnPush: true, CreateNamespaceOnPush: true})
+			err := e.push("alice:v1", "alice", alicePW)
+			var te *transport.Error
+			if err == nil || !asTransport(err, &te) || errorCode(err) != "DENIED" || !strings.Contains(err.Error(), "push alice/alice") {
+				t.Fatalf("a push of a one-component name: %v", err)
+			}
+			if ri, err := e.db.Repositories().Repository(context.Background(), "alice"); err != nil || ri.Exists {
+				t.Fatalf("the repository was made: %+v %v", ri, err)
+			}
+			if err := e.push("alice/app:v1", "alice", alicePW); err != nil {
+				t.Fatalf("a push into the user's namespace: %v", err)
+			}
+		})
+	}
+}

@@ -21,6 +21,9 @@ func (s *subject) refuse(ctx context.Context, res auth.Scope, action string) (De
 	if err != nil {
 		return Decision{}, err
 	}
+	if !ri.Exists && action == auth.ActionPush && !strings.Contains(s.name, "/") {
+		return deny(fmt.Sprintf("a repository name needs a namespace: push %s/%s (your user's namespace, or an organization's)", nsHint(s.id), s.name), res), nil
+	}
 	if !ri.Exists {
 		missing, err := s.namespaceMissing(ctx)
 		if err != nil {
@@ -76,4 +79,13 @@ func StateRefusal(repo, state, action string) string {
 
 func isWrite(action string) bool {
 	return action == auth.ActionPush || action == auth.ActionDelete || action == auth.ActionWrite
+}
+
+// nsHint is the namespace a refusal suggests: the caller's own, if it has
+// one.
+func nsHint(id auth.Identity) string {
+	if id.Kind == auth.KindUser && id.Name != "" {
+		return id.Name
+	}
+	return "<namespace>"
 }

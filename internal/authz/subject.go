@@ -103,6 +103,15 @@ func (s *subject) decide(ctx context.Context, action string) (bool, error) {
 	if action != auth.ActionPush || ri.Exists {
 		return true, nil
 	}
+	if !strings.Contains(s.name, "/") {
+		// A name of one component would be a repository named like its
+		// namespace, which every namespace query (a user's or an
+		// organization's deletion, its members' permissions) leaves out:
+		// it would outlive its namespace, and whoever made an
+		// organization of that name later would own it. The API refuses
+		// such names too.
+		return false, nil
+	}
 	missing, err := s.namespaceMissing(ctx)
 	if err != nil || !missing {
 		return err == nil, err
