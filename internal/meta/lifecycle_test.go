@@ -602,3 +602,55 @@ func TestDeleteManifestOfManyTags(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectPermissionsKeepAMember: a user in no team of an organization
+// but granted one of its repositories directly (a creator team's member
+// who pushed it, removed from the team since) is listed among the
+// members with that repository, and removing it from the organization
+// takes the permission away (it was "not a member", and kept it).
+func TestDirectPermissionsKeepAMember(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			if err := db.Repositories().EnsureRepository(ctx, "acme/app", meta.Writer{Actor: "owner"}); err != nil {
+				t.Fatal(err)
+			}
+			bob, err := db.Users().CreateUser(ctx, meta.User{Username: "bob", SecretHash: "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ri, err := db.Repositories().Repository(ctx, "acme/app")
+			if err != nil || !ri.Exists {
+				t.Fatalf("acme/app: %+v %v", ri, err)
+			}
+			if err := db.Access().SetPermission(ctx, ri.ID, bob.ID, 0, "admin"); err != nil {
+				t.Fatal(err)
+			}
+			members, err := db.Organizations().OrgMembers(ctx, "acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, m := range members {
+				if m.User.Username == "bob" {
+					found = len(m.Teams) == 0 && slices.Equal(m.Repositories, []string{"acme/app"})
+				}
+			}
+			if !found {
+				t.Fatalf("bob is not listed with acme/app: %+v", members)
+			}
+			if _, err := db.Organizations().RemoveOrgMember(ctx, "acme", "", bob.ID); err != nil {
+				t.Fatalf("remove bob: %v", err)
+			}
+			st, err := db.Access().StandingOf(ctx, bob, "acme/app")
+			if err != nil || st.Role != "" {
+				t.Fatalf("bob's standing on acme/app after his removal: %+v %v", st, err)
+			}
+			if _, err := db.Organizations().RemoveOrgMember(ctx, "acme", "", bob.ID); !errors.Is(err, meta.ErrUserNotFound) {
+				t.Fatalf("a second removal: %v", err)
+			}
+		})
+	}
+}

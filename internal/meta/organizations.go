@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -52,7 +53,10 @@ func (db Organizations) OrgMembers(ctx context.Context, org string) ([]OrgMember
 		return nil, err
 	}
 	rows.Close()
-	perms, err := db.read.QueryContext(ctx, db.q(`SELECT u.username, r.name FROM repository_permissions p
+	// Users granted repositories of the organization directly are members
+	// too, as in Quay, if in no team (so that an admin sees, and can
+	// remove, a former team member who kept the repository it pushed).
+	perms, err := db.read.QueryContext(ctx, db.q(`SELECT `+prefixedUserColumns+`, r.name FROM repository_permissions p
 		JOIN users u ON u.id = p.user_id JOIN repositories r ON r.id = p.repository_id
 		WHERE r.name LIKE ? ESCAPE '\' ORDER BY u.username, r.name`), likePrefix(org+"/"))
 	if err != nil {
@@ -60,15 +64,24 @@ func (db Organizations) OrgMembers(ctx context.Context, org string) ([]OrgMember
 	}
 	defer perms.Close()
 	for perms.Next() {
-		var user, repo string
-		if err := perms.Scan(&user, &repo); err != nil {
+		var repo string
+		u, err := scanUser(scanWith{perms, []any{&repo}})
+		if err != nil {
 			return nil, err
 		}
-		if i, ok := index[user]; ok {
-			out[i].Repositories = append(out[i].Repositories, repo)
+		i, ok := index[u.Username]
+		if !ok {
+			i = len(out)
+			index[u.Username] = i
+			out = append(out, OrgMember{User: u, Teams: []string{}, Repositories: []string{}})
 		}
+		out[i].Repositories = append(out[i].Repositories, repo)
 	}
-	return out, perms.Err()
+	if err := perms.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b OrgMember) int { return strings.Compare(a.User.Username, b.User.Username) })
+	return out, nil
 }
 
 // TeamMemberCounts returns the number of members of each team of an
@@ -130,7 +143,19 @@ func (db Organizations) RemoveOrgMember(ctx context.Context, org, team string, u
 		if err != nil {
 			return err
 		}
-		if len(removed) == 0 {
+		if len(removed) == 0 && team == "" {
+			// In no team, but perhaps still granted repositories of the
+			// organization directly (a creator team's member who pushed
+			// one, removed from the team since): those go.
+			var direct int
+			if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM repository_permissions WHERE user_id = ? AND repository_id IN
+				(SELECT id FROM repositories WHERE name LIKE ? ESCAPE '\')`), userID, likePrefix(org+"/")).Scan(&direct); err != nil {
+				return fmt.Errorf("member permissions: %w", err)
+			}
+			if direct == 0 {
+				return fmt.Errorf("%w: not a member", ErrUserNotFound)
+			}
+		} else if len(removed) == 0 {
 			return fmt.Errorf("%w: not a member", ErrUserNotFound)
 		}
 		for _, t := range removed {
