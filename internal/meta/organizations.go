@@ -35,19 +35,23 @@ func (db Organizations) OrgMembers(ctx context.Context, org string) ([]OrgMember
 	defer rows.Close()
 	out := []OrgMember{}
 	index := map[string]int{}
-	for rows.Next() {
-		var team string
-		u, err := scanUser(scanWith{rows, []any{&team}})
-		if err != nil {
-			return nil, err
-		}
+	member := func(u User) *OrgMember { // the member's entry, made on first sight
 		i, ok := index[u.Username]
 		if !ok {
 			i = len(out)
 			index[u.Username] = i
 			out = append(out, OrgMember{User: u, Teams: []string{}, Repositories: []string{}})
 		}
-		out[i].Teams = append(out[i].Teams, team)
+		return &out[i]
+	}
+	for rows.Next() {
+		var team string
+		u, err := scanUser(scanWith{rows, []any{&team}})
+		if err != nil {
+			return nil, err
+		}
+		m := member(u)
+		m.Teams = append(m.Teams, team)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -69,13 +73,8 @@ func (db Organizations) OrgMembers(ctx context.Context, org string) ([]OrgMember
 		if err != nil {
 			return nil, err
 		}
-		i, ok := index[u.Username]
-		if !ok {
-			i = len(out)
-			index[u.Username] = i
-			out = append(out, OrgMember{User: u, Teams: []string{}, Repositories: []string{}})
-		}
-		out[i].Repositories = append(out[i].Repositories, repo)
+		m := member(u)
+		m.Repositories = append(m.Repositories, repo)
 	}
 	if err := perms.Err(); err != nil {
 		return nil, err
