@@ -49,7 +49,7 @@ func (c *Claims) IssuedBefore(t time.Time) bool {
 	if c.IssuedMicros > 0 {
 		return c.IssuedMicros < t.UnixMicro()
 	}
-	return c.IssuedAt != nil && c.IssuedAt.Time.Before(t.Truncate(time.Second))
+	return c.IssuedAt == nil || !c.IssuedAt.Time.After(t.Truncate(time.Second))
 }
 
 // Allows reports whether the token grants an action on a resource.

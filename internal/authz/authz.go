@@ -177,16 +177,20 @@ func (a *Authorizer) checkAccessToken(ctx context.Context, name, secret string) 
 	if auth.HashSecret(secret) != t.SecretHash {
 		return auth.Identity{}, ErrBadCredentials
 	}
-	return a.tokenIdentity(ctx, t)
+	return a.tokenIdentity(ctx, t, true)
 }
 
 // tokenIdentity is who an access token acts as: its owner for a user's API
-// token, else the token itself with its scopes.
-func (a *Authorizer) tokenIdentity(ctx context.Context, t meta.AccessToken) (auth.Identity, error) {
+// token, else the token itself with its scopes. scopesNow says the
+// request is decided on the scopes (Basic credentials, the secret as a
+// bearer token), so the creator's rights are checked (creatorScopes); a
+// registry token's request is decided on its claims, which the token
+// endpoint decided on the scopes as they were then.
+func (a *Authorizer) tokenIdentity(ctx context.Context, t meta.AccessToken, scopesNow bool) (auth.Identity, error) {
 	if !t.RevokedAt.IsZero() || (!t.ExpiresAt.IsZero() && a.now().After(t.ExpiresAt)) {
 		return auth.Identity{}, ErrDisabled
 	}
-	id, err := a.tokenSubject(ctx, t)
+	id, err := a.tokenSubject(ctx, t, scopesNow)
 	if err == nil && a.now().Sub(t.LastUsedAt) > tokenUseInterval && a.firstUseInInterval(t.ID) {
 		// Shown to its holders (last_used_at), to find tokens nobody uses.
 		if err := a.store.Access.TouchAccessToken(context.WithoutCancel(ctx), t.ID, a.now().Add(-tokenUseInterval)); err != nil {
@@ -217,7 +221,7 @@ func (a *Authorizer) firstUseInInterval(id int64) bool {
 // tokenUseInterval is how often a token's last use is recorded at most.
 const tokenUseInterval = time.Minute
 
-func (a *Authorizer) tokenSubject(ctx context.Context, t meta.AccessToken) (auth.Identity, error) {
+func (a *Authorizer) tokenSubject(ctx context.Context, t meta.AccessToken, scopesNow bool) (auth.Identity, error) {
 	if t.OwnerID != 0 {
 		u, err := a.store.Users.UserByID(ctx, t.OwnerID)
 		if errors.Is(err, meta.ErrUserNotFound) {
@@ -254,7 +258,7 @@ func (a *Authorizer) tokenSubject(ctx context.Context, t meta.AccessToken) (auth
 		if err == nil && !u.Enabled {
 			return auth.Identity{}, ErrDisabled
 		}
-		if err == nil {
+		if err == nil && scopesNow {
 			if scopes, err = a.creatorScopes(ctx, u, scopes); err != nil {
 				return auth.Identity{}, err
 			}
@@ -334,7 +338,7 @@ func (a *Authorizer) bearerIdentity(ctx context.Context, claims *auth.Claims) (a
 		if claims.SubjectID != 0 && t.ID != claims.SubjectID {
 			return auth.Identity{}, ErrDisabled
 		}
-		return a.tokenIdentity(ctx, t)
+		return a.tokenIdentity(ctx, t, false)
 	case auth.KindAnonymous, "":
 		return auth.Anonymous, nil
 	}
@@ -361,7 +365,7 @@ func (a *Authorizer) identify(ctx context.Context, r *http.Request) (auth.Identi
 		if err != nil {
 			return auth.Identity{}, nil, err
 		}
-		id, err := a.tokenIdentity(ctx, t)
+		id, err := a.tokenIdentity(ctx, t, true)
 		return id, nil, err
 	case c.Bearer != "":
 		claims, err := a.verified.verify(a.tokens, c.Bearer, a.now())
