@@ -493,8 +493,9 @@ type BaseMove struct {
 // to the same digest fires nothing. A dependent already rebuilt (no
 // longer tagged) fires nothing. It returns how many events it appended.
 //
-// A dependent in another namespace than a private base learns only that
-// its base moved, as a gate tells it (gate.Base.Shown): its event names
+// A dependent in another namespace than a private base of the
+// organization's own (not a mirror, not a pull-through cache, whose
+// content is the upstream's) learns only that its base moved: its event names
 // neither the base's repository and tag nor where the tag went, carries
 // no actor and no vulnerabilities of the base (vulnerabilities_compared
 // false); old_digest is the base the dependent is built on (what it
@@ -504,8 +505,11 @@ func (db Graph) FireBaseMoved(ctx context.Context, mv BaseMove) (int, error) {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		fired = 0
 		var baseRepoID int64
-		var visibility string
-		if err := tx.QueryRowContext(ctx, db.q("SELECT id, visibility FROM repositories WHERE name = ?"), mv.Repository).Scan(&baseRepoID, &visibility); err != nil {
+		var visibility, state string
+		var cached int
+		if err := tx.QueryRowContext(ctx, db.q(`SELECT r.id, r.visibility, r.state,
+			CASE WHEN EXISTS (SELECT 1 FROM proxy_caches p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?) THEN 1 ELSE 0 END
+			FROM repositories r WHERE r.name = ?`), namespaceOf(mv.Repository), mv.Repository).Scan(&baseRepoID, &visibility, &state, &cached); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return nil
 			}
@@ -556,7 +560,11 @@ func (db Graph) FireBaseMoved(ctx context.Context, mv BaseMove) (int, error) {
 				}
 				data := map[string]any{}
 				actor := mv.Actor
-				if visibility != "public" && namespaceOf(d.repo) != namespaceOf(mv.Repository) {
+				// Upstream content (a mirror, a pull-through cache) is named
+				// as a public base is: its digests are the upstream's, and
+				// rebuilds pin them (FROM ${BERTH_BASE_DOCKER_URL}@digest).
+				upstream := state == "MIRROR" || cached == 1
+				if visibility != "public" && !upstream && namespaceOf(d.repo) != namespaceOf(mv.Repository) {
 					// A private base of another namespace: not named.
 					actor = ""
 					data["fixed_vulnerabilities"], data["new_vulnerabilities"], data["vulnerabilities_compared"] = []any{}, []any{}, false

@@ -233,6 +233,35 @@ func TestBaseMovedHidesPrivateBase(t *testing.T) {
 					t.Errorf("a/app's payload lacks %s: %s", want, payloads["a/app"])
 				}
 			}
+
+			// A private mirror holds the upstream's content: it is named,
+			// as the rebuilds pin its digests.
+			mirror := "MIRROR"
+			if err := db.Repositories().UpdateRepository(ctx, "a/base", nil, &mirror, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			b3 := manifestOf("mirrored base 3")
+			put(meta.PutManifest{Repository: "a/base", Manifest: b3, Tag: "12"})
+			if n, err := g.FireBaseMoved(ctx, meta.BaseMove{Repository: "a/base", Tag: "12", Old: b2.Digest, New: b3.Digest, Actor: "mirror-robot"}); err != nil || n != 2 {
+				t.Fatalf("fired %d, %v; want 2", n, err)
+			}
+			evs, _ = db.Outbox().EventsAfter(ctx, 0, 100)
+			last := ""
+			for _, e := range evs {
+				if e.Kind == meta.EventBaseImageUpdated && e.Repository == "b/app" {
+					p, err := events.QuayPayload(events.Server{Host: "reg.example"}, e)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, _ := json.Marshal(p)
+					last = string(b)
+				}
+			}
+			for _, want := range []string{`"repository":"a/base"`, `"tag":"12"`, b3.Digest.String()} {
+				if !strings.Contains(last, want) {
+					t.Errorf("b/app's payload of the mirror's move lacks %s: %s", want, last)
+				}
+			}
 		})
 	}
 }
