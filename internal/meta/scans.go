@@ -70,6 +70,26 @@ func (db Scans) EnqueueScan(ctx context.Context, repo, digest string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error { return db.enqueueScan(ctx, tx, repo, digest) })
 }
 
+// QueueFirstScan queues a scan of a stored manifest never queued before
+// (stored before scanning was turned on), unless a concurrent request did
+// meanwhile: requests that find no scan at once queue one job, not one
+// each (each would announce its result again).
+func (db Scans) QueueFirstScan(ctx context.Context, repo, digest string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, updated_at) VALUES (?, ?, ?)
+			ON CONFLICT (digest) DO NOTHING`), digest, ScanQueued, now())
+		if err != nil {
+			return fmt.Errorf("queue scan: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil // queued by another request
+		}
+		payload, _ := json.Marshal(ScanJob{Kind: ScanJobManifest, Repository: repo, Digest: digest})
+		_, err = db.enqueueJob(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "manifest|" + digest, Payload: payload})
+		return err
+	})
+}
+
 // ManifestScan is the scan state and report of a manifest.
 type ManifestScan struct {
 	Digest         string

@@ -44,3 +44,29 @@ func TestScanLostOnItsLastAttemptFails(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstScanQueuedOnce: requests that find a manifest never scanned at
+// once (anonymous GETs of a public index's security) queue one scan job,
+// not one each (each job would announce its result again).
+func TestFirstScanQueuedOnce(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			const d = "sha256:1123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+			var fns []func()
+			for range 5 {
+				fns = append(fns, func() {
+					if err := db.Scans().QueueFirstScan(ctx, "acme/app", d); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			together(fns...)
+			jobs, err := db.Jobs().Jobs(ctx, meta.ScanQueue, meta.JobPending, 0)
+			if err != nil || len(jobs) != 1 {
+				t.Fatalf("%d scan jobs queued (%v), want 1", len(jobs), err)
+			}
+		})
+	}
+}

@@ -217,11 +217,9 @@ func (ds *dataSources) coverage(ctx context.Context, rep *Report) (DataCoverage,
 		}
 	}
 	kind := osv.OSPackageKind(rep.Ecosystem)
-	osPackages := 0
 	for _, p := range rep.Packages {
 		switch p.Kind {
 		case index.KindDpkg, index.KindApk, index.KindRPM:
-			osPackages++
 			if rep.Ecosystem != "" && kind != "" && p.Kind != kind {
 				// Matched under the distribution's scheme, they would match
 				// nothing, or the wrong packages: not matched at all.
@@ -238,14 +236,12 @@ func (ds *dataSources) coverage(ctx context.Context, rep *Report) (DataCoverage,
 			}
 		}
 	}
-	switch {
-	case len(rep.Gaps) > 0:
+	// An image with an os-release and no package database at all is not a
+	// gap: ubi-micro and scratch images that copy an os-release have
+	// none, and no setting or rescan could ever complete them. A database
+	// a layer had and a later one deleted, or one not read, is (Gaps).
+	if len(rep.Gaps) > 0 {
 		get(osBase, osRelease, true).gap = gapsReason(rep.Gaps)
-	case osPackages == 0 && id != "":
-		// A distribution without a package database is one whose
-		// database the scanner did not find (a report stored before
-		// Gaps, or a database somewhere no extractor looks).
-		get(osBase, osRelease, true).gap = fmt.Sprintf("no package database found: os-release names %q, but the image has no dpkg, apk or rpm database the scanner reads, so its OS packages are unknown", id)
 	}
 	cov := DataCoverage{Complete: true, Missing: []string{}, Stale: []string{}, Ecosystems: []EcosystemData{}}
 	bases := make([]string, 0, len(groups))

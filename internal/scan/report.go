@@ -123,7 +123,7 @@ func (s *Service) Security(ctx context.Context, repo string, m meta.Manifest, wi
 	st, err := s.stores.Results.ManifestScan(ctx, m.Digest.String())
 	if errors.Is(err, meta.ErrNotFound) {
 		// Stored before scanning was on, or not an image: queue it once.
-		if err := s.stores.Results.EnqueueScan(ctx, repo, m.Digest.String()); err != nil {
+		if err := s.stores.Results.QueueFirstScan(ctx, repo, m.Digest.String()); err != nil {
 			return SecurityInfo{}, err
 		}
 		return SecurityInfo{Status: meta.ScanQueued}, nil
@@ -196,7 +196,7 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 			if gerr != nil {
 				return SecurityInfo{}, gerr
 			}
-			if err := s.stores.Results.EnqueueScan(ctx, repo, c.Digest.String()); err != nil {
+			if err := s.stores.Results.QueueFirstScan(ctx, repo, c.Digest.String()); err != nil {
 				return SecurityInfo{}, err
 			}
 			ps.Status, ps.Reason = meta.ScanQueued, ""

@@ -26,6 +26,7 @@ type Results interface {
 	LayerIndex(ctx context.Context, digest string) (meta.LayerIndexRow, error)
 	ManifestHolders(ctx context.Context, digest string) ([]meta.ManifestHolder, error)
 	EnqueueScan(ctx context.Context, repo, digest string) error
+	QueueFirstScan(ctx context.Context, repo, digest string) error
 	ManifestVulns(ctx context.Context, digest string) ([]meta.ScanVuln, error)
 }
 

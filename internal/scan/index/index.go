@@ -173,7 +173,9 @@ type Gap struct {
 // MaxLayerBytes (checked before reading), a corrupt compressed stream, a blob
 // that is not a tar archive, an entry escaping the root, or a decompressed
 // stream over MaxUncompressedBytes. A non-nil error is returned only when ctx
-// is done or r fails; the caller may retry those.
+// is done, r fails, or checking an rpm database ran out of time (which a
+// loaded host may cause: not a fact about the layer to cache); the caller
+// may retry those.
 func IndexLayer(ctx context.Context, digest string, r io.Reader, mediaType string, size int64, lim Limits) (LayerResult, error) {
 	lim = lim.withDefaults()
 	if !IsLayerMediaType(mediaType) {

@@ -386,6 +386,9 @@ func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header
 				if ctxErr := ix.ctx.Err(); ctxErr != nil {
 					return ctxErr
 				}
+				if errors.Is(err, errRPMCheckTimedOut) {
+					return fmt.Errorf("index %s: %w", name, err) // retried, not cached
+				}
 				ix.warn("skipped %s: not an rpm database this scanner reads: %v", name, err)
 				if err := ix.notRead(name, "not read: not an rpm database this scanner reads: %v", err); err != nil {
 					return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -33,6 +34,19 @@ const (
 func checkRPMSQLite(ctx context.Context, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, rpmCheckTimeout)
 	defer cancel()
+	err := checkRPMSQLiteIn(ctx, path)
+	if err != nil && ctx.Err() != nil {
+		// Out of time (a loaded host as much as a hostile database): not
+		// a fact about the layer to cache, an error to retry.
+		return fmt.Errorf("%w: %v", errRPMCheckTimedOut, err)
+	}
+	return err
+}
+
+// errRPMCheckTimedOut is checkRPMSQLite's error when its time ran out.
+var errRPMCheckTimedOut = errors.New("the rpm database check ran out of time")
+
+func checkRPMSQLiteIn(ctx context.Context, path string) error {
 	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?mode=ro&immutable=1")
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
