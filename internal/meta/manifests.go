@@ -525,20 +525,20 @@ func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.
 // now (the client may name it in an index next, without pushing it). It
 // reports whether the manifest is (still) stored.
 func (db Manifests) ConfirmManifest(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error) {
-	var stored bool
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		var repoID int64
-		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("confirm manifest: %w", err)
-		}
-		stored, err = db.confirmManifest(ctx, tx, repoID, d, stale)
-		return err
-	})
-	return stored, err
+	res, err := db.write.ExecContext(ctx, db.q(`UPDATE manifests SET confirmed_at = ?
+		WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ? AND created_at < ? AND confirmed_at < ?`),
+		now(), repo, d.String(), stale.UnixMicro(), stale.UnixMicro())
+	if err != nil {
+		return false, fmt.Errorf("confirm manifest: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return true, nil
+	}
+	_, err = db.GetManifest(ctx, repo, "", d, false)
+	if errors.Is(err, ErrManifestNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // confirmManifest is ConfirmManifest in a transaction.

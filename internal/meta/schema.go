@@ -324,6 +324,9 @@ ON CONFLICT (name) DO NOTHING`,
 	// again, or asked for it by digest): garbage collection spares it for
 	// gc.delay from then too (collector.go).
 	`ALTER TABLE manifests ADD COLUMN confirmed_at BIGINT NOT NULL DEFAULT 0`,
+	// 28: a subject's referrers in listing order, read a page at a time
+	// (ReferrersAfter): without it each page sorted every referrer.
+	`CREATE INDEX manifests_referrers ON manifests(repository_id, subject, created_at, digest) WHERE subject IS NOT NULL`,
 }
 
 func (db *core) render(stmt string) string {

@@ -90,11 +90,13 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 		// and buildx HEAD and skip) names it without pushing it;
 		// confirming it spares it for another delay.
 		ok, err := reg.meta.Manifests.ConfirmManifest(r.Context(), rt.name, m.Digest, time.Now().Add(-d/2))
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errManifestUnk
+		switch {
+		case err != nil:
+			// The manifest was read: serve it (the confirmation is one
+			// of many a client's pulls make).
+			reg.log.Warn("confirm manifest", "repository", rt.name, "digest", m.Digest, "err", err)
+		case !ok:
+			return errManifestUnk // deleted meanwhile
 		}
 	}
 	h := w.Header()
