@@ -324,7 +324,7 @@ func (s *Service) Input(ctx context.Context, repo, tag string, d digest.Digest, 
 	if err != nil {
 		return Input{}, "", err
 	}
-	if in.Signatures, in.Attestations, err = s.signatures(ctx, repo, d, cfg.Keys); err != nil {
+	if in.Signatures, in.Attestations, err = s.signatures(ctx, repo, d, cfg.Keys, true); err != nil {
 		return Input{}, "", err
 	}
 	if in.Base, err = s.base(ctx, repo, d); err != nil {
@@ -554,15 +554,19 @@ func count(s *Severities, sev string) {
 	}
 }
 
-// signatures verifies the candidate's cosign signatures and
-// attestations, in the tag layouts (sha256-<hex>.sig, .att) and as
-// referrers.
-func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, keys []TrustedKey) ([]Signature, []Attestation, error) {
+// signatures verifies the candidate's cosign signatures and, with
+// withAtts, attestations, in the tag layouts (sha256-<hex>.sig, .att) and
+// as referrers.
+func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, keys []TrustedKey, withAtts bool) ([]Signature, []Attestation, error) {
 	var sigs, atts []SignatureManifest
-	for _, layout := range []struct {
+	layouts := []struct {
 		tag  string
 		list *[]SignatureManifest
-	}{{SignatureTag(d.String()), &sigs}, {AttestationTag(d.String()), &atts}} {
+	}{{SignatureTag(d.String()), &sigs}, {AttestationTag(d.String()), &atts}}
+	if !withAtts {
+		layouts = layouts[:1]
+	}
+	for _, layout := range layouts {
 		m, err := s.st.Content.GetManifest(ctx, repo, layout.tag, "", true)
 		switch {
 		case err == nil:
@@ -575,7 +579,7 @@ func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, 
 	// be megabytes; whoever may push may attach thousands), and no more
 	// once both lists hold what an evaluation verifies.
 	var after meta.ReferrerKey
-	for len(sigs) <= MaxSignatureLayers || len(atts) <= MaxSignatureLayers {
+	for len(sigs) <= MaxSignatureLayers || withAtts && len(atts) <= MaxSignatureLayers {
 		refs, err := s.st.Content.ReferrersAfter(ctx, repo, d, "", after, referrersBatch)
 		if err != nil {
 			return nil, nil, err
@@ -585,7 +589,7 @@ func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, 
 			sig, att := IsSignatureArtifact(r.ArtifactType), IsAttestationArtifact(r.ArtifactType)
 			// Past the layers an evaluation verifies, a manifest is not read.
 			sig = sig && len(sigs) <= MaxSignatureLayers
-			att = att && len(atts) <= MaxSignatureLayers
+			att = att && withAtts && len(atts) <= MaxSignatureLayers
 			if !sig && !att {
 				continue
 			}

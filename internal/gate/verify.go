@@ -30,6 +30,6 @@ func (s *Service) ManifestSignatures(ctx context.Context, repo string, d digest.
 		}
 		keys = cfg.Keys
 	}
-	sigs, _, err = s.signatures(ctx, repo, d, keys)
+	sigs, _, err = s.signatures(ctx, repo, d, keys, false) // the pages show signatures only
 	return sigs, len(keys) > 0, err
 }
