@@ -100,7 +100,7 @@ func TestConfirmationWithCollectionOff(t *testing.T) {
 		c.Scan.Enabled = false
 		c.Auth.Mode = "none"
 		c.GC.Enabled = false
-		c.GC.Delay = time.Second
+		c.GC.Delay = 2 * time.Second
 		cfg = *c
 	})
 	layer := []byte("a layer pushed before its manifest")
@@ -113,7 +113,7 @@ func TestConfirmationWithCollectionOff(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("push: %d", resp.StatusCode)
 	}
-	time.Sleep(700 * time.Millisecond) // past half the delay: a HEAD confirms
+	time.Sleep(1400 * time.Millisecond) // past half the delay: a HEAD confirms
 	head := func() int {
 		resp, err := http.Head(hs.URL + "/v2/acme/app/blobs/" + d.String())
 		if err != nil {
@@ -125,7 +125,7 @@ func TestConfirmationWithCollectionOff(t *testing.T) {
 	if st := head(); st != http.StatusOK {
 		t.Fatalf("HEAD: %d", st)
 	}
-	time.Sleep(500 * time.Millisecond) // the push is past the delay, the HEAD is not
+	time.Sleep(900 * time.Millisecond) // the push is past the delay, the HEAD is not
 	driver, err := server.OpenStorage(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
