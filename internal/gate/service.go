@@ -575,42 +575,35 @@ func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, 
 			return nil, nil, err
 		}
 	}
-	// The referrers are read a few at a time (each row's annotations may
-	// be megabytes; whoever may push may attach thousands), and no more
-	// once both lists hold what an evaluation verifies.
-	var after meta.ReferrerKey
-	for len(sigs) <= MaxSignatureLayers || withAtts && len(atts) <= MaxSignatureLayers {
-		refs, err := s.st.Content.ReferrersAfter(ctx, repo, d, "", after, referrersBatch)
+	// The referrers are read no further than both lists hold what an
+	// evaluation verifies.
+	wanted := func() bool { return len(sigs) <= MaxSignatureLayers || withAtts && len(atts) <= MaxSignatureLayers }
+	err := meta.EachReferrer(ctx, s.st.Content, repo, d, "", meta.ReferrerKey{}, func(r meta.Manifest) (bool, error) {
+		sig, att := IsSignatureArtifact(r.ArtifactType), IsAttestationArtifact(r.ArtifactType)
+		// Past the layers an evaluation verifies, a manifest is not read.
+		sig = sig && len(sigs) <= MaxSignatureLayers
+		att = att && withAtts && len(atts) <= MaxSignatureLayers
+		if !sig && !att {
+			return true, nil
+		}
+		rm, err := s.st.Content.GetManifest(ctx, repo, "", r.Digest, true)
+		if errors.Is(err, meta.ErrManifestNotFound) {
+			return true, nil
+		}
 		if err != nil {
-			return nil, nil, err
+			return false, err
 		}
-		for _, r := range refs {
-			after = r.ReferrerKey()
-			sig, att := IsSignatureArtifact(r.ArtifactType), IsAttestationArtifact(r.ArtifactType)
-			// Past the layers an evaluation verifies, a manifest is not read.
-			sig = sig && len(sigs) <= MaxSignatureLayers
-			att = att && withAtts && len(atts) <= MaxSignatureLayers
-			if !sig && !att {
-				continue
-			}
-			rm, err := s.st.Content.GetManifest(ctx, repo, "", r.Digest, true)
-			if errors.Is(err, meta.ErrManifestNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, nil, err
-			}
-			sm := SignatureManifest{Kind: "referrer", Digest: rm.Digest.String(), Body: rm.Content}
-			if sig {
-				sigs = append(sigs, sm)
-			}
-			if att {
-				atts = append(atts, sm)
-			}
+		sm := SignatureManifest{Kind: "referrer", Digest: rm.Digest.String(), Body: rm.Content}
+		if sig {
+			sigs = append(sigs, sm)
 		}
-		if len(refs) < referrersBatch {
-			break
+		if att {
+			atts = append(atts, sm)
 		}
+		return wanted(), nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	read := func(ctx context.Context, dg string) ([]byte, error) { return s.readBlob(ctx, repo, dg, MaxPayload) }
 	outSigs, outAtts := VerifySignatures(ctx, d.String(), keys, sigs, read), VerifyAttestations(ctx, d.String(), keys, atts, read)
@@ -651,6 +644,3 @@ func (s *Service) base(ctx context.Context, repo string, d digest.Digest) (Base,
 	}
 	return Base{}, nil
 }
-
-// referrersBatch is how many referrers an evaluation reads at a time.
-const referrersBatch = 16

@@ -255,18 +255,6 @@ func (db *core) rollbackTag(ctx context.Context, tx *sql.Tx, repoID int64, tag s
 	return "", fmt.Errorf("no free rollback tag name for %q: the template makes names that are all taken", tag)
 }
 
-func (db *core) immutable(ctx context.Context, tx *sql.Tx, repoID int64, tag string) error {
-	var reason string
-	err := tx.QueryRowContext(ctx, db.q("SELECT reason FROM immutable_tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&reason)
-	if errors.Is(err, sql.ErrNoRows) {
-		return db.policyImmutable(ctx, tx, repoID, tag)
-	}
-	if err != nil {
-		return fmt.Errorf("read immutable tags: %w", err)
-	}
-	return &ImmutableTagError{Tag: tag, Reason: reason}
-}
-
 // ManualCandidate returns the live candidate of d for a guarded tag, or
 // makes one (superseding the tag's others, without promotion_pending: a
 // person asked for it) for a manual promotion. d must be stored in the

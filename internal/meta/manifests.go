@@ -186,7 +186,7 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 	}
 	created, _ := res.RowsAffected()
 	if created == 0 && !p.ConfirmBefore.IsZero() {
-		if _, err := db.confirmManifest(ctx, tx, repoID, m.Digest, p.ConfirmBefore); err != nil {
+		if err := db.confirmManifest(ctx, tx, repoID, m.Digest, p.ConfirmBefore); err != nil {
 			return err
 		}
 	}
@@ -541,25 +541,14 @@ func (db Manifests) ConfirmManifest(ctx context.Context, repo string, d digest.D
 	return err == nil, err
 }
 
-// confirmManifest is ConfirmManifest in a transaction.
-func (db *core) confirmManifest(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, stale time.Time) (bool, error) {
-	res, err := tx.ExecContext(ctx, db.q(`UPDATE manifests SET confirmed_at = ?
-		WHERE repository_id = ? AND digest = ? AND created_at < ? AND confirmed_at < ?`), now(), repoID, d.String(), stale.UnixMicro(), stale.UnixMicro())
-	if err != nil {
-		return false, fmt.Errorf("confirm manifest: %w", err)
+// confirmManifest confirms, in a push's transaction, a manifest the
+// repository stores already, as ConfirmManifest does.
+func (db *core) confirmManifest(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, stale time.Time) error {
+	if _, err := tx.ExecContext(ctx, db.q(`UPDATE manifests SET confirmed_at = ?
+		WHERE repository_id = ? AND digest = ? AND created_at < ? AND confirmed_at < ?`), now(), repoID, d.String(), stale.UnixMicro(), stale.UnixMicro()); err != nil {
+		return fmt.Errorf("confirm manifest: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return true, nil
-	}
-	var one int
-	err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("confirm manifest: %w", err)
-	}
-	return true, nil
+	return nil
 }
 
 // DeleteManifest removes a manifest from a repository with every tag that
@@ -681,69 +670,4 @@ func (db *core) refusedIfReferenced(ctx context.Context, tx *sql.Tx, repoID int6
 		e.References = append(e.References, digest.Digest(p))
 	}
 	return e
-}
-
-// Referrers returns the manifests of a repository whose subject is d,
-// optionally only those of one artifact type, oldest first.
-func (db Manifests) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]Manifest, error) {
-	return db.ReferrersAfter(ctx, repo, d, artifactType, ReferrerKey{}, 0)
-}
-
-// ReferrerKey is a referrer's place in a listing of referrers: when it was
-// stored (Unix microseconds), then its digest.
-type ReferrerKey struct {
-	CreatedAt int64
-	Digest    string
-}
-
-// ReferrerKey is a referrer's place in a listing (a Manifest from
-// ReferrersAfter).
-func (m Manifest) ReferrerKey() ReferrerKey {
-	return ReferrerKey{CreatedAt: m.CreatedAt.UnixMicro(), Digest: m.Digest.String()}
-}
-
-// ReferrersAfter is Referrers from after a place in the listing (the
-// zero key: from the start), at most n of them (0: all). Each has its
-// CreatedAt set.
-func (db Manifests) ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after ReferrerKey, n int) ([]Manifest, error) {
-	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations, m.held, m.created_at FROM repositories r
-		JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.subject = ?`
-	args := []any{repo, d.String()}
-	if artifactType != "" {
-		query += " AND m.artifact_type = ?"
-		args = append(args, artifactType)
-	}
-	if after.Digest != "" {
-		query += " AND (m.created_at > ? OR (m.created_at = ? AND m.digest > ?))"
-		args = append(args, after.CreatedAt, after.CreatedAt, after.Digest)
-	}
-	query += " ORDER BY m.created_at, m.digest"
-	if n > 0 {
-		query += " LIMIT ?"
-		args = append(args, n)
-	}
-	rows, err := db.read.QueryContext(ctx, db.q(query), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list referrers: %w", err)
-	}
-	defer rows.Close()
-	out := []Manifest{}
-	for rows.Next() {
-		var m Manifest
-		var dg string
-		var ann sql.NullString
-		var held int
-		var created int64
-		if err := rows.Scan(&dg, &m.MediaType, &m.ArtifactType, &m.Size, &ann, &held, &created); err != nil {
-			return nil, fmt.Errorf("scan referrer: %w", err)
-		}
-		m.Digest, m.Held, m.CreatedAt = digest.Digest(dg), held == 1, fromMicros(created)
-		if ann.Valid {
-			if err := json.Unmarshal([]byte(ann.String), &m.Annotations); err != nil {
-				return nil, fmt.Errorf("referrer %s annotations: %w", dg, err)
-			}
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
 }

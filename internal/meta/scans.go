@@ -49,10 +49,25 @@ const (
 // The manifest's state becomes queued unless it was scanned before (the
 // job then only announces the known result in repo).
 func (db *core) enqueueScan(ctx context.Context, tx *sql.Tx, repo, digest string) error {
-	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, updated_at) VALUES (?, ?, ?)
-		ON CONFLICT (digest) DO NOTHING`), digest, ScanQueued, now()); err != nil {
-		return fmt.Errorf("queue scan: %w", err)
+	if _, err := db.markQueued(ctx, tx, digest); err != nil {
+		return err
 	}
+	return db.enqueueScanJob(ctx, tx, repo, digest)
+}
+
+// markQueued records a manifest's scan as queued unless it has a state
+// already, and reports whether it did.
+func (db *core) markQueued(ctx context.Context, tx *sql.Tx, digest string) (bool, error) {
+	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (digest) DO NOTHING`), digest, ScanQueued, now())
+	if err != nil {
+		return false, fmt.Errorf("queue scan: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+func (db *core) enqueueScanJob(ctx context.Context, tx *sql.Tx, repo, digest string) error {
 	payload, _ := json.Marshal(ScanJob{Kind: ScanJobManifest, Repository: repo, Digest: digest})
 	_, err := db.enqueueJob(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "manifest|" + digest, Payload: payload})
 	return err
@@ -76,17 +91,11 @@ func (db Scans) EnqueueScan(ctx context.Context, repo, digest string) error {
 // each (each would announce its result again).
 func (db Scans) QueueFirstScan(ctx context.Context, repo, digest string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, updated_at) VALUES (?, ?, ?)
-			ON CONFLICT (digest) DO NOTHING`), digest, ScanQueued, now())
-		if err != nil {
-			return fmt.Errorf("queue scan: %w", err)
+		first, err := db.markQueued(ctx, tx, digest)
+		if err != nil || !first {
+			return err // queued by another request, if not err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil // queued by another request
-		}
-		payload, _ := json.Marshal(ScanJob{Kind: ScanJobManifest, Repository: repo, Digest: digest})
-		_, err = db.enqueueJob(ctx, tx, Job{Queue: ScanQueue, OrderingKey: "manifest|" + digest, Payload: payload})
-		return err
+		return db.enqueueScanJob(ctx, tx, repo, digest)
 	})
 }
 

@@ -18,9 +18,7 @@ import (
 // and every test delivery, or one that fails only at delivery).
 func TestEmailRecipientsAreChecked(t *testing.T) {
 	ctx := context.Background()
-	db := metatest.Open(t, metatest.Dialects()[0])
-	sealer, _ := auth.NewSealer(make([]byte, 32))
-	svc := notify.New(wire.NotifyStores(db), sealer, notify.Options{SMTPAddr: "127.0.0.1:1", SMTPFrom: "berth@example.com"})
+	_, svc := newService(t, notify.Options{SMTPAddr: "127.0.0.1:1", SMTPFrom: "berth@example.com"})
 	create := func(to string) error {
 		_, err := svc.Create(ctx, meta.ScopeRegistry, "", "root", notify.Input{Event: "repo_push", Method: "email", Config: map[string]any{"email": to}})
 		return err
@@ -36,4 +34,16 @@ func TestEmailRecipientsAreChecked(t *testing.T) {
 			t.Errorf("%q was accepted", bad[:min(len(bad), 40)])
 		}
 	}
+}
+
+// newService is a notification service over a fresh store (SQLite), its
+// secrets sealed with a zero key.
+func newService(t *testing.T, opts notify.Options) (*meta.DB, *notify.Service) {
+	t.Helper()
+	db := metatest.Open(t, metatest.Dialects()[0])
+	sealer, err := auth.NewSealer(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, notify.New(wire.NotifyStores(db), sealer, opts)
 }

@@ -6,11 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/notify"
-	"github.com/berth-dev/berth/internal/wire"
 )
 
 // TestStoredEmailTemplateIgnored: an email notification stored with a
@@ -18,9 +15,7 @@ import (
 // template; a webhook's template still makes its body.
 func TestStoredEmailTemplateIgnored(t *testing.T) {
 	ctx := context.Background()
-	db := metatest.Open(t, metatest.Dialects()[0])
-	sealer, _ := auth.NewSealer(make([]byte, 32))
-	svc := notify.New(wire.NotifyStores(db), sealer, notify.Options{SMTPAddr: "127.0.0.1:1", SMTPFrom: "berth@example.com"})
+	db, svc := newService(t, notify.Options{SMTPAddr: "127.0.0.1:1", SMTPFrom: "berth@example.com"})
 	const phish = "Your password expires: sign in at https://evil.example"
 	tmpl, _ := json.Marshal(map[string]any{"subject": phish})
 	for _, tc := range []struct{ method, config string }{

@@ -7,11 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/notify"
-	"github.com/berth-dev/berth/internal/wire"
 )
 
 // TestViewRedactsHookURLs: the API shows a Slack or webhook URL as its
@@ -21,9 +18,7 @@ import (
 // replaced by its redacted form.
 func TestViewRedactsHookURLs(t *testing.T) {
 	ctx := context.Background()
-	db := metatest.Open(t, metatest.Dialects()[0])
-	sealer, _ := auth.NewSealer(make([]byte, 32))
-	svc := notify.New(wire.NotifyStores(db), sealer, notify.Options{})
+	db, svc := newService(t, notify.Options{})
 	for _, tc := range []struct{ method, url, secret, shown string }{
 		{"slack", "https://hooks.slack.com/services/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", "/services/T0A1B2C3D/B0E4F5G6H/q8W2mZr4Yt6Kx1Vb9Nc3Lp5J", "https://hooks.slack.com/…"},
 		{"webhook", "https://ci.example.com/hook?token=s3cr3t-t0ken", "s3cr3t-t0ken", "https://ci.example.com/…"},

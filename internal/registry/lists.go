@@ -133,39 +133,30 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 	used := 0
 	var last meta.ReferrerKey
 	full, checked, seesHeld := false, false, false
-	for scan := after; !full; {
-		refs, err := reg.meta.Manifests.ReferrersAfter(r.Context(), rt.name, rt.digest, artifactType, scan, referrersBatch+1)
-		if err != nil {
-			return err
-		}
-		more := len(refs) > referrersBatch
-		if more {
-			refs = refs[:referrersBatch]
-		}
-		for _, m := range refs {
-			scan = m.ReferrerKey()
-			if m.Held {
-				if !checked {
-					if seesHeld, err = reg.maySeeHeld(r, rt.name); err != nil {
-						return err
-					}
-					checked = true
+	err = meta.EachReferrer(r.Context(), reg.meta.Manifests, rt.name, rt.digest, artifactType, after, func(m meta.Manifest) (bool, error) {
+		if m.Held {
+			if !checked {
+				var err error
+				if seesHeld, err = reg.maySeeHeld(r, rt.name); err != nil {
+					return false, err
 				}
-				if !seesHeld {
-					continue
-				}
+				checked = true
 			}
-			d := oci.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size, ArtifactType: m.ArtifactType, Annotations: m.Annotations}
-			b, _ := json.Marshal(d)
-			if len(descs) > 0 && int64(used+len(b)+1) > budget {
-				full = true
-				break
+			if !seesHeld {
+				return true, nil
 			}
-			descs, used, last = append(descs, d), used+len(b)+1, m.ReferrerKey()
 		}
-		if !more {
-			break
+		d := oci.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size, ArtifactType: m.ArtifactType, Annotations: m.Annotations}
+		b, _ := json.Marshal(d)
+		if len(descs) > 0 && int64(used+len(b)+1) > budget {
+			full = true
+			return false, nil
 		}
+		descs, used, last = append(descs, d), used+len(b)+1, m.ReferrerKey()
+		return true, nil
+	})
+	if err != nil {
+		return err
 	}
 	if full {
 		q := url.Values{"last": {formatReferrerCursor(last)}}
@@ -184,10 +175,6 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 	}{2, oci.MediaTypeImageIndex, descs})
 	return nil
 }
-
-// referrersBatch is how many referrers a listing reads at a time: few,
-// for each one's annotations may be up to a manifest's size.
-const referrersBatch = 16
 
 // formatReferrerCursor writes a referrers page's cursor: the last
 // referrer shown, "<stored at, Unix microseconds>~<digest>".

@@ -236,12 +236,9 @@ type referrer struct {
 // push may attach thousands).
 const referrersShown = 100
 
-// referrersBatch is how many referrers the page reads at a time, and
-// referrersRead how many at most (held ones it may not show included).
-const (
-	referrersBatch = 16
-	referrersRead  = 1000
-)
+// referrersRead is how many referrers the page reads at most (held ones
+// it may not show included).
+const referrersRead = 1000
 
 // referrers are the manifest's referrers the visitor may see, up to
 // referrersShown (the referrers API's first, then cosign's tags); more
@@ -261,34 +258,27 @@ func (u *UI) referrers(ctx context.Context, repo string, d digest.Digest, canChe
 		tagged = append(tagged, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "cosign tag " + base + suffix, Digest: m.Digest})
 		signed = signed || kind == "signature"
 	}
-	// Read a few at a time (each one's annotations may be megabytes),
-	// and no further than the page shows.
-	var after meta.ReferrerKey
-	for read := 0; !more; {
-		ms, err := u.db.Content.ReferrersAfter(ctx, repo, d, "", after, referrersBatch)
-		if err != nil {
-			return nil, false, false, err
+	// Read no further than the page shows.
+	read := 0
+	err = meta.EachReferrer(ctx, u.db.Content, repo, d, "", meta.ReferrerKey{}, func(m meta.Manifest) (bool, error) {
+		if read++; read > referrersRead {
+			more = true
+			return false, nil
 		}
-		for _, m := range ms {
-			after, read = m.ReferrerKey(), read+1
-			if read > referrersRead {
-				more = true
-				break
-			}
-			if m.Held && !canCheck {
-				continue
-			}
-			if len(out)+len(tagged) == referrersShown {
-				more = true
-				break
-			}
-			kind := kindOf(m.ArtifactType, m.Annotations)
-			signed = signed || kind == "signature"
-			out = append(out, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "referrers API", Digest: m.Digest, Annotations: m.Annotations})
+		if m.Held && !canCheck {
+			return true, nil
 		}
-		if len(ms) < referrersBatch {
-			break
+		if len(out)+len(tagged) == referrersShown {
+			more = true
+			return false, nil
 		}
+		kind := kindOf(m.ArtifactType, m.Annotations)
+		signed = signed || kind == "signature"
+		out = append(out, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "referrers API", Digest: m.Digest, Annotations: m.Annotations})
+		return true, nil
+	})
+	if err != nil {
+		return nil, false, false, err
 	}
 	return append(out, tagged...), more, signed, nil
 }
