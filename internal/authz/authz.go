@@ -101,6 +101,10 @@ type Authorizer struct {
 	// verify checks a password against its hash (auth.VerifyPassword;
 	// tests count the calls).
 	verify func(hash, password string) bool
+	// decoyHash is what an unknown name's password is checked against
+	// (unknownNameLogin), made on first use.
+	decoyOnce sync.Once
+	decoyHash string
 }
 
 // New returns an authorizer.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -97,10 +98,14 @@ func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secre
 	}
 	u, err := a.store.Users.UserByName(ctx, username)
 	switch {
-	case errors.Is(err, meta.ErrUserNotFound):
+	case errors.Is(err, meta.ErrUserNotFound) && strings.Contains(username, "+"):
+		// A robot's name (or the initialize token's): one SHA-256, as
+		// for a robot that exists.
 		return a.cheapLogin(ctx, r, limits, username, func() (auth.Identity, error) {
 			return a.checkAccessToken(ctx, username, secret)
 		})
+	case errors.Is(err, meta.ErrUserNotFound):
+		return a.unknownNameLogin(ctx, r, limits, username, secret)
 	case err != nil:
 		return auth.Identity{}, err
 	case !u.Enabled && u.Kind == meta.UserKindRobot:
@@ -130,6 +135,43 @@ func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secre
 	return a.passwordLogin(ctx, r, limits, u, secret)
 }
 
+// unknownNameLogin checks a secret sent for a name no user has: an access
+// token's, or nothing. A wrong one costs what a wrong password costs a
+// user who exists (its attempt counted before, and a hash against a decoy),
+// so that neither the time of the answer nor the counters tell which user
+// names exist (before, a name without a user was answered in a SHA-256).
+func (a *Authorizer) unknownNameLogin(ctx context.Context, r *http.Request, limits loginLimits, username, secret string) (auth.Identity, error) {
+	if err := a.throttled(ctx, limits); err != nil {
+		return auth.Identity{}, err
+	}
+	id, err := a.checkAccessToken(ctx, username, secret)
+	if !errors.Is(err, ErrBadCredentials) {
+		if errors.Is(err, ErrDisabled) {
+			a.cheapFailure(ctx, r, limits, username, err)
+		}
+		return id, err
+	}
+	return a.passwordLogin(ctx, r, limits, meta.User{Username: username, SecretHash: a.decoy()}, secret)
+}
+
+// decoy is the hash an unknown name's password is checked against: of a
+// random password nobody knows, made once per process.
+func (a *Authorizer) decoy() string {
+	a.decoyOnce.Do(func() {
+		secret, err := auth.NewSecret("")
+		if err == nil {
+			a.decoyHash, err = auth.HashPassword(secret)
+		}
+		if err != nil {
+			// Never verifies, but costs no hash: logged, as it would
+			// show in timing.
+			a.log.Error("make the decoy password hash", "err", err)
+			a.decoyHash = "$argon2id$invalid"
+		}
+	})
+	return a.decoyHash
+}
+
 // throttled refuses a login when one of its counters is full.
 func (a *Authorizer) throttled(ctx context.Context, limits loginLimits) error {
 	wait, err := a.store.Access.LoginThrottle(ctx, a.opts.Window, limits.all()...)
@@ -150,12 +192,17 @@ func (a *Authorizer) cheapLogin(ctx context.Context, r *http.Request, limits log
 	}
 	id, err := check()
 	if errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrDisabled) {
-		if _, _, cerr := a.store.Access.ReserveLoginAttempt(context.WithoutCancel(ctx), a.opts.Window, limits.all()...); cerr != nil {
-			a.log.Warn("count a failed login", "err", cerr)
-		}
-		a.audit(ctx, r, "login_failure", username, "", map[string]string{"reason": err.Error()})
+		a.cheapFailure(ctx, r, limits, username, err)
 	}
 	return id, err
+}
+
+// cheapFailure counts and records a failed cheap check.
+func (a *Authorizer) cheapFailure(ctx context.Context, r *http.Request, limits loginLimits, username string, err error) {
+	if _, _, cerr := a.store.Access.ReserveLoginAttempt(context.WithoutCancel(ctx), a.opts.Window, limits.all()...); cerr != nil {
+		a.log.Warn("count a failed login", "err", cerr)
+	}
+	a.audit(ctx, r, "login_failure", username, "", map[string]string{"reason": err.Error()})
 }
 
 // passwordLogin checks a user's password, counting the attempt before the

@@ -365,3 +365,55 @@ func TestTokenUseRecordedOncePerInterval(t *testing.T) {
 		t.Fatalf("%d writes of the token's last use for 20 requests", n)
 	}
 }
+
+// TestUnknownNamesCostWhatAWrongPasswordCosts: a password sent for a name
+// no user has runs one password hash and counts its attempt, as a wrong
+// password for a user who exists does, so that neither the time of the
+// answer nor the counters tell which user names exist (before, such a name
+// was answered after one SHA-256, thousands of times sooner). Access tokens
+// and robot names stay cheap: a right token runs no hash.
+func TestUnknownNamesCostWhatAWrongPasswordCosts(t *testing.T) {
+	e := newLoginEnv(t, "sqlite", Options{PairLimit: 3})
+	ctx := context.Background()
+	secret, err := auth.NewSecret(SecretPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.CreateAccessToken(ctx, meta.AccessToken{Name: "deploy-token", SecretHash: auth.HashSecret(secret), CreatedBy: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		user, secret string
+		hashes       int64
+		ok           bool
+	}{
+		{"alice", "wrong-password", 1, false},
+		{"nobody", "wrong-password", 1, false},
+		{"deploy-token", "berth_wrong", 1, false},
+		{"deploy-token", secret, 0, true},
+		{"alice+ci", "berth_wrong", 0, false},
+		{"nobody+ci", "berth_wrong", 0, false},
+	} {
+		calls, reserves := e.probe.calls.Load(), e.store.reserves.Load()
+		_, err := e.az.Login(ctx, from("10.3.0.1", c.user, c.secret), c.user, c.secret)
+		if c.ok != (err == nil) || (!c.ok && !errors.Is(err, ErrBadCredentials)) {
+			t.Fatalf("%s: %v", c.user, err)
+		}
+		if n := e.probe.calls.Load() - calls; n != c.hashes {
+			t.Errorf("%s: %d password hashes, want %d", c.user, n, c.hashes)
+		}
+		if n := e.store.reserves.Load() - reserves; !c.ok && n != 1 {
+			t.Errorf("%s: a failure counted %d times, want once", c.user, n)
+		}
+	}
+	// The pair limit throttles an unknown name as it does a real one.
+	for range 3 {
+		_, err = e.az.Login(ctx, from("10.3.0.2", "", ""), "nobody", "wrong-password")
+	}
+	if !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("the third attempt: %v", err)
+	}
+	if _, err := e.az.Login(ctx, from("10.3.0.2", "", ""), "nobody", "wrong-password"); !errors.Is(err, ErrThrottled) {
+		t.Fatalf("past the pair limit: %v, want %v", err, ErrThrottled)
+	}
+}
