@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,7 @@ type Stores struct {
 type BlobStore interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
+	NamespaceBlob(ctx context.Context, ns string, d digest.Digest) (meta.Blob, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer) error
 	StoreBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 }
@@ -162,16 +164,21 @@ func (c *Copier) copyChild(ctx context.Context, req Request, opts []remote.Optio
 }
 
 // copyBlob makes a blob available in the repository: nothing to do if it
-// is linked, a link if Berth stores it anywhere, else a download streamed
-// to storage and verified on the way.
+// is linked, a link if a repository of its namespace links it, else a
+// download streamed to storage and verified on the way (also when Berth
+// stores it for another namespace only: the upstream must prove it has
+// the bytes, or a manifest naming another tenant's private layer would
+// make it readable here).
 func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option, b oci.Descriptor, st *Stats) error {
 	if _, err := c.db.Blobs.RepositoryBlob(ctx, req.Repo, b.Digest); err == nil {
 		return nil
 	}
 	who := meta.Writer{Actor: req.Actor}
-	if stored, err := c.db.Blobs.StoredBlob(ctx, b.Digest); err == nil {
-		// Stored elsewhere: link it (unless garbage collection took it
-		// meanwhile: then download it like a new one).
+	ns, _, _ := strings.Cut(req.Repo, "/")
+	if stored, err := c.db.Blobs.NamespaceBlob(ctx, ns, b.Digest); err == nil {
+		// In another repository of the namespace: link it (unless
+		// garbage collection took it meanwhile: then download it like a
+		// new one).
 		err := c.db.Blobs.LinkBlob(ctx, req.Repo, stored, meta.UploadClaim{}, who)
 		if err == nil {
 			atomic.AddInt64(&st.BlobsLinked, 1)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -222,10 +223,10 @@ func (s *Service) ingester() *ingest.Ingester {
 }
 
 // Blob makes a blob of a proxied repository available: only one a
-// manifest cached in the repository refers to. A blob Berth stores
-// anywhere is linked; otherwise it is downloaded upstream into storage,
-// verified, then linked. Concurrent requests for one digest in this
-// process share one download; across replicas each replica may download
+// manifest cached in the repository refers to. A blob a repository of
+// the organization links already is linked; otherwise it is downloaded
+// upstream into storage, verified, then linked. Concurrent requests of
+// one organization for one digest in this process share one download; across replicas each replica may download
 // it once (the blob path is content-addressed, so the writes agree).
 func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error) {
 	pc, path, ok := s.lookup(ctx, repo)
@@ -238,14 +239,21 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 	} else if !ok {
 		return meta.Blob{}, meta.ErrBlobNotFound
 	}
-	v, err := s.share(ctx, "b\x00"+d.String(), func() (any, error) {
+	// Shared by the requests of one cache organization: another's
+	// upstream may fail, or not have the blob at all.
+	ns, _, _ := strings.Cut(repo, "/")
+	v, err := s.share(ctx, "b\x00"+ns+"\x00"+d.String(), func() (any, error) {
 		// The download outlives the request that started it: others wait
 		// on it.
 		tctx, cancelT := context.WithTimeout(context.WithoutCancel(ctx), s.opts.BlobTimeout)
 		defer cancelT()
 		fctx, cancel := context.WithCancelCause(tctx)
 		defer cancel(nil)
-		if b, err := s.db.Blobs.StoredBlob(fctx, d); err == nil {
+		// Linked in the organization already: no download. A blob Berth
+		// stores for other namespaces only is downloaded all the same:
+		// the upstream proves it has the bytes (a manifest naming another
+		// tenant's private layer must not make it readable here).
+		if b, err := s.db.Blobs.NamespaceBlob(fctx, ns, d); err == nil {
 			return b, nil
 		}
 		up, err := s.upstreamOf(fctx, pc, path)

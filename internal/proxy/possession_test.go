@@ -1,0 +1,140 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/events"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/proxy"
+	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/wire"
+)
+
+// TestProxyDoesNotLinkOtherTenantsBlobs: a cached manifest that names a
+// layer Berth stores for another namespace only does not make that layer
+// readable in the cache organization: the layer is downloaded from the
+// upstream like any other, so an upstream without its bytes gets
+// BLOB_UNKNOWN (before, the victim's private layer was linked and served
+// to whoever pointed a cache organization at an upstream naming its
+// digest). A layer the organization links already is linked without a
+// download.
+func TestProxyDoesNotLinkOtherTenantsBlobs(t *testing.T) {
+	secretLayer := []byte("victim's private layer")
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	manifest := func(layer digest.Digest, size int) string {
+		return fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}`,
+			digest.FromBytes(cfg), len(cfg), layer, size)
+	}
+	stolen := manifest(digest.FromBytes(secretLayer), len(secretLayer))
+	var blobGets atomic.Int64
+	// The upstream names the victim's layer but does not have it.
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+		case strings.HasSuffix(r.URL.Path, "/manifests/latest"):
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", digest.FromString(stolen).String())
+			io.WriteString(w, stolen)
+		case strings.Contains(r.URL.Path, "/blobs/"):
+			blobGets.Add(1)
+			if strings.HasSuffix(r.URL.Path, digest.FromBytes(cfg).String()) {
+				w.Write(cfg)
+				return
+			}
+			w.WriteHeader(http.StatusNotFound)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer up.Close()
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			driver, _ := fs.New(t.TempDir(), fs.Options{})
+			sealer, _ := auth.NewSealer(make([]byte, 32))
+			guard, err := events.NewGuard([]string{"loopback"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
+			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+			svc := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: &http.Transport{DialContext: guard.DialContext},
+				Policy: policy, Logger: quiet, ManifestTimeout: 8 * time.Second, BlobStall: time.Second})
+			srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet}))
+			t.Cleanup(srv.Close)
+			owner, _ := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
+			if _, err := db.Organizations().CreateOrganization(ctx, "hub", owner.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.ProxyCaches().SetProxyCache(ctx, meta.ProxyCache{Namespace: "hub", Upstream: strings.TrimPrefix(up.URL, "http://"), ExpirationS: 3600, Insecure: true}); err != nil {
+				t.Fatal(err)
+			}
+			// The victim's layer, pushed to its own repository.
+			resp, err := http.Post(srv.URL+"/v2/victim/app/blobs/uploads/?digest="+digest.FromBytes(secretLayer).String(), "application/octet-stream", bytes.NewReader(secretLayer))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusCreated {
+				t.Fatalf("push the victim's layer: %d", resp.StatusCode)
+			}
+			get := func(path string) (int, string) {
+				t.Helper()
+				resp, err := http.Get(srv.URL + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(body)
+			}
+			if st, body := get("/v2/hub/library/app/manifests/latest"); st != 200 {
+				t.Fatalf("pull the manifest through the cache: %d %s", st, body)
+			}
+			blobGets.Store(0)
+			st, body := get("/v2/hub/library/app/blobs/" + digest.FromBytes(secretLayer).String())
+			if st == 200 || strings.Contains(body, string(secretLayer)) {
+				t.Fatalf("the cache served another namespace's layer the upstream does not have: %d %q", st, body)
+			}
+			if st != 404 || !strings.Contains(body, registry.CodeBlobUnknown) {
+				t.Errorf("the layer the upstream does not have: %d %s, want 404 BLOB_UNKNOWN", st, body)
+			}
+			if blobGets.Load() == 0 {
+				t.Error("the upstream was not asked for the layer")
+			}
+			// The config, fetched once into hub/library/app, is linked
+			// into another repository of the organization without a
+			// download.
+			if st, _ := get("/v2/hub/library/app/blobs/" + digest.FromBytes(cfg).String()); st != 200 {
+				t.Fatalf("the config: %d", st)
+			}
+			if st, body := get("/v2/hub/library/other/manifests/latest"); st != 200 {
+				t.Fatalf("pull another repository's manifest through the cache: %d %s", st, body)
+			}
+			blobGets.Store(0)
+			if st, body := get("/v2/hub/library/other/blobs/" + digest.FromBytes(cfg).String()); st != 200 || body != string(cfg) {
+				t.Fatalf("the organization's config in another of its repositories: %d %q", st, body)
+			}
+			if n := blobGets.Load(); n != 0 {
+				t.Errorf("a blob the organization links already was downloaded again (%d requests)", n)
+			}
+		})
+	}
+}
