@@ -68,6 +68,12 @@ func gateViewOf(g meta.Gate) (gateView, error) {
 		return gateView{}, err
 	}
 	v := gateView{Config: c.Config, KeyIDs: []string{}, CreatedAt: g.CreatedAt, UpdatedAt: g.UpdatedAt}
+	// The checkers as the store has them: the accounts named now (one
+	// deleted since is not a checker, and not shown as one).
+	v.Checkers = g.Checkers
+	if v.Checkers == nil {
+		v.Checkers = []string{}
+	}
 	for _, k := range c.Keys {
 		v.KeyIDs = append(v.KeyIDs, k.ID)
 	}
@@ -135,7 +141,10 @@ func (a *API) putGate(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 		return apiError(http.StatusBadRequest, "invalid_request", "%v", err)
 	}
 	raw, _ := json.Marshal(compiled.Config)
-	if err := gs.PutGate(r.Context(), meta.Gate{Repository: ri.Name, Tags: compiled.Tags, Checkers: compiled.Checkers, Config: raw}); err != nil {
+	var unknown *meta.UnknownCheckerError
+	if err := gs.PutGate(r.Context(), meta.Gate{Repository: ri.Name, Tags: compiled.Tags, Checkers: compiled.Checkers, Config: raw}); errors.As(err, &unknown) {
+		return apiError(http.StatusBadRequest, "invalid_request", "%v", err)
+	} else if err != nil {
 		return err
 	}
 	a.audit(r, id, "gate_change", repo, "", map[string]any{"tags": compiled.Tags, "policy": compiled.Config.Policy,
@@ -351,7 +360,10 @@ func (a *API) promote(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 		return badRequest("tag %s is not guarded by the gate of %s: move it with PUT .../tag/%s", req.Tag, repo, req.Tag)
 	}
 	c, err := gs.ManualCandidate(r.Context(), repo, req.Tag, d, id.Actor())
+	var immutable *meta.ImmutableTagError
 	switch {
+	case errors.As(err, &immutable): // the guarded tag exists and may not move
+		return forbidden("%v", immutable)
 	case errors.Is(err, meta.ErrGateNotFound): // deleted meanwhile
 		return badRequest("repository %s has no gate: move the tag with PUT .../tag/%s", repo, req.Tag)
 	case errors.Is(err, meta.ErrManifestNotFound):
@@ -370,9 +382,11 @@ func (a *API) promote(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 	if errors.Is(err, meta.ErrCandidateNotLive) || err == nil && ev.State == "" {
 		return apiError(http.StatusConflict, "invalid_request", "candidate %d was decided meanwhile (promoted, superseded or withdrawn)", c.ID)
 	}
-	var immutable *meta.ImmutableTagError
 	if errors.As(err, &immutable) {
 		return forbidden("%v", immutable)
+	}
+	if errors.Is(err, meta.ErrChecksChanged) {
+		return apiError(http.StatusConflict, "invalid_request", "the checks of candidate %d kept changing while it was evaluated: try again", c.ID)
 	}
 	if err != nil {
 		return err

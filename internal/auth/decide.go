@@ -91,9 +91,10 @@ type Repo struct {
 	Public      bool
 	State       string
 	MirrorRobot string // the robot a mirror writes as
-	// Checkers are the users and robots the repository's gate lets check
-	// its candidates (ActionChecks).
-	Checkers []string
+	// CheckerIDs are the users and robots the repository's gate lets
+	// check its candidates (ActionChecks), by account id: an account
+	// created later under a checker's name is not one.
+	CheckerIDs []int64
 }
 
 // Standing is the identity's relation to the repository, as the metadata
@@ -149,7 +150,7 @@ func Allowed(id Identity, repo Repo, st Standing, action string) bool {
 	case ActionAdmin:
 		return st.Role >= RoleAdmin
 	case ActionChecks:
-		return st.Role >= RoleAdmin || (st.Role >= RoleRead || repo.Public) && slices.Contains(repo.Checkers, id.Name)
+		return st.Role >= RoleAdmin || (st.Role >= RoleRead || repo.Public) && (id.Kind == KindUser || id.Kind == KindRobot) && slices.Contains(repo.CheckerIDs, id.ID)
 	}
 	return false
 }

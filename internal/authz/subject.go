@@ -201,5 +201,5 @@ func (a *Authorizer) createsNamespace(id auth.Identity) bool {
 
 func repoOf(ri meta.RepoInfo) auth.Repo {
 	return auth.Repo{Name: ri.Name, Exists: ri.Exists, Public: ri.Visibility == "public", State: ri.State, MirrorRobot: ri.MirrorRobot,
-		Checkers: ri.Checkers}
+		CheckerIDs: ri.CheckerIDs}
 }

@@ -79,7 +79,10 @@ type Platform struct {
 //     it), "no_data" (no vulnerability data loaded: the counts are zero but mean nothing, a
 //     policy must never read this as clean), "pending" (not scanned yet), "failed",
 //     "unsupported" (nothing Berth can scan, e.g. an artifact) or "disabled" (scanning is off).
-//     A policy that wants a clean image tests scan.status == "scanned" first.
+//     A policy that wants a clean image tests scan.status == "scanned" first. For an index, the
+//     worst of every image it reaches (nested indexes included, entries with or without a
+//     platform; attestation manifests left out); an entry that is no image, or one past the
+//     bounds (maxIndexDepth, maxIndexManifests), makes it "unsupported".
 //   - scan.counts (gate.Severities): vulnerabilities by severity: scan.counts.critical, .high,
 //     .medium, .low, .negligible, .unknown (ints).
 //   - scan.fixable (gate.Severities): those of them with a fixed version, by the same severities.

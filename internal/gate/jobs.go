@@ -60,7 +60,14 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 			errs = append(errs, ctx.Err())
 			break
 		}
-		if _, err := s.Evaluate(ctx, id); err != nil {
+		_, err := s.Evaluate(ctx, id)
+		if errors.Is(err, meta.ErrChecksChanged) {
+			// Checks keep changing under the evaluation: the gate_check
+			// events that change them queue its next one.
+			s.log.Info("gate left a candidate whose checks changed while it was evaluated", "candidate", id)
+			continue
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("evaluate candidate %d: %w", id, err))
 		}
 	}

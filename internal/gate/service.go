@@ -112,6 +112,9 @@ type Evaluation struct {
 	RollbackTag string `json:"rollback_tag,omitempty"`
 	// gateUpdated is when the gate evaluated under was last changed.
 	gateUpdated time.Time
+	// posted are the checks posted for the digest that the evaluation
+	// read, name to status: a promotion is refused if they changed since.
+	posted map[string]string
 }
 
 // ScanSummary is the scan input without its vulnerability list.
@@ -129,14 +132,24 @@ func (s *Service) Evaluate(ctx context.Context, id int64) (Evaluation, error) {
 	return s.EvaluateAs(ctx, id, Actor)
 }
 
+// maxEvaluations bounds the evaluations of one request whose promotion
+// the checks changed under (meta.ErrChecksChanged).
+const maxEvaluations = 3
+
 // EvaluateAs is Evaluate on someone's request (a manual promotion): a
-// promotion names them as its actor.
+// promotion names them as its actor. A promotion refused because the
+// candidate's checks changed since they were read evaluates it again.
 func (s *Service) EvaluateAs(ctx context.Context, id int64, actor string) (Evaluation, error) {
-	ev, cfg, err := s.evaluate(ctx, id)
-	if err != nil || ev.State == "" {
-		return ev, err
+	for attempt := 1; ; attempt++ {
+		ev, cfg, err := s.evaluate(ctx, id)
+		if err != nil || ev.State == "" {
+			return ev, err
+		}
+		ev, err = s.act(ctx, ev, cfg, "", actor)
+		if !errors.Is(err, meta.ErrChecksChanged) || attempt == maxEvaluations {
+			return ev, err
+		}
 	}
-	return s.act(ctx, ev, cfg, "", actor)
 }
 
 // Override promotes a live candidate regardless of its policy (a
@@ -171,6 +184,10 @@ func (s *Service) promote(ctx context.Context, ev Evaluation, cfg *Compiled, ove
 	ev.State, ev.Reasons, ev.Override = meta.CandidatePromoted, nil, override
 	now := s.now()
 	detail, _ := json.Marshal(ev)
+	checks := ev.posted
+	if override != "" {
+		checks = nil
+	}
 	res, err := s.st.Gates.Promote(ctx, meta.Promotion{
 		CandidateID: ev.Candidate,
 		RollbackTag: func(n int64) string { return RollbackTag(cfg.RollbackTag, ev.Tag, n, ev.Digest, now) },
@@ -180,12 +197,25 @@ func (s *Service) promote(ctx context.Context, ev Evaluation, cfg *Compiled, ove
 		// Decided under this configuration: a gate changed since refuses
 		// (its change evaluates the candidate again, or withdrew it).
 		GateUpdatedAt: ev.gateUpdated,
+		// Decided on these checks (an override on none).
+		Checks: checks,
 	})
-	if errors.Is(err, meta.ErrCandidateNotLive) || errors.Is(err, meta.ErrGateChanged) {
+	var immutable *meta.ImmutableTagError
+	switch {
+	case errors.Is(err, meta.ErrCandidateNotLive) || errors.Is(err, meta.ErrGateChanged):
 		return Evaluation{}, nil
-	}
-	if err != nil {
-		return ev, err
+	case errors.Is(err, meta.ErrReadOnly):
+		// Not a failure of the job: the candidate waits, and an
+		// evaluation after the repository takes writes again promotes it.
+		ev.State, ev.Reasons, ev.Override = meta.CandidatePending, []string{"waiting for the repository to take writes: it is read-only (READ_ONLY)"}, ""
+		return s.act(ctx, ev, cfg, "", actor)
+	case errors.As(err, &immutable):
+		// Nothing promotes it while the tag is immutable: blocked, with
+		// the reason, rather than a job retried in vain.
+		ev.State, ev.Reasons, ev.Override = meta.CandidateBlocked, []string{"the promotion is refused: " + immutable.Error()}, ""
+		return s.act(ctx, ev, cfg, "", actor)
+	case err != nil:
+		return ev, fmt.Errorf("promote candidate %d: %w", ev.Candidate, err)
 	}
 	ev.RollbackTag = res.RollbackTag
 	s.log.Info("gate promoted a candidate", "repository", res.Candidate.Repository, "tag", ev.Tag, "digest", ev.Digest,
@@ -220,7 +250,7 @@ func (s *Service) evaluate(ctx context.Context, id int64) (Evaluation, *Compiled
 	if err != nil {
 		return Evaluation{}, nil, fmt.Errorf("gate of %s: %w", c.Repository, err)
 	}
-	in, scanReason, err := s.Input(ctx, c.Repository, c.Tag, c.Digest, cfg)
+	in, scanReason, posted, err := s.input(ctx, c.Repository, c.Tag, c.Digest, cfg)
 	if errors.Is(err, meta.ErrManifestNotFound) {
 		return Evaluation{}, nil, nil // deleted: DeleteManifest withdrew it
 	}
@@ -228,7 +258,7 @@ func (s *Service) evaluate(ctx context.Context, id int64) (Evaluation, *Compiled
 		return Evaluation{}, nil, err
 	}
 	ev := Evaluation{Candidate: c.ID, Tag: c.Tag, Digest: c.Digest.String(), Policy: cfg.Policy.Source(), RequiredChecks: cfg.required(),
-		Checks: in.Checks, Signatures: in.Signatures, Base: in.Base.Shown(), EvaluatedAt: s.now().UTC(), gateUpdated: g.UpdatedAt,
+		Checks: in.Checks, Signatures: in.Signatures, Base: in.Base.Shown(), EvaluatedAt: s.now().UTC(), gateUpdated: g.UpdatedAt, posted: posted,
 		Scan: ScanSummary{Status: in.Scan.Status, Reason: scanReason, Counts: in.Scan.Counts, Fixable: in.Scan.Fixable}}
 	ev.State, ev.Reasons, ev.Failed = decide(ctx, cfg, in, scanReason)
 	return ev, cfg, nil
@@ -309,33 +339,42 @@ func detailOf(name string, in Input, scanReason string) string {
 // Input gathers what a policy sees of a candidate; scanReason explains a
 // scan status other than a clean "scanned".
 func (s *Service) Input(ctx context.Context, repo, tag string, d digest.Digest, cfg *Compiled) (Input, string, error) {
+	in, scanReason, _, err := s.input(ctx, repo, tag, d, cfg)
+	return in, scanReason, err
+}
+
+// input is Input, and the checks posted for d as it read them (name to
+// status, never nil).
+func (s *Service) input(ctx context.Context, repo, tag string, d digest.Digest, cfg *Compiled) (Input, string, map[string]string, error) {
 	m, err := s.st.Content.GetManifest(ctx, repo, "", d, true)
 	if err != nil {
-		return Input{}, "", err
+		return Input{}, "", nil, err
 	}
 	parsed, err := oci.ParseManifest(m.Content, m.MediaType)
 	if err != nil {
-		return Input{}, "", fmt.Errorf("candidate %s: %w", d, err)
+		return Input{}, "", nil, fmt.Errorf("candidate %s: %w", d, err)
 	}
 	in := Input{Tag: tag, Checks: map[string]string{}}
 	in.Manifest = s.manifestInput(ctx, repo, m, parsed)
 	var scanReason string
 	in.Scan, scanReason, err = s.scanInput(ctx, repo, m, parsed, cfg.ScanSeverity)
 	if err != nil {
-		return Input{}, "", err
+		return Input{}, "", nil, err
 	}
 	if in.Signatures, in.Attestations, err = s.signatures(ctx, repo, d, cfg.Keys, true); err != nil {
-		return Input{}, "", err
+		return Input{}, "", nil, err
 	}
 	if in.Base, err = s.base(ctx, repo, d); err != nil {
-		return Input{}, "", err
+		return Input{}, "", nil, err
 	}
 	checks, err := s.st.Gates.Checks(ctx, repo, d)
 	if err != nil {
-		return Input{}, "", err
+		return Input{}, "", nil, err
 	}
+	posted := map[string]string{}
 	for _, c := range checks {
 		in.Checks[c.Name] = c.Status
+		posted[c.Name] = c.Status
 	}
 	for _, n := range cfg.required() {
 		if _, ok := in.Checks[n]; !ok {
@@ -356,26 +395,7 @@ func (s *Service) Input(ctx context.Context, repo, tag string, d digest.Digest, 
 	if in.Base.Stale {
 		in.Checks[CheckBase] = StatusFail
 	}
-	return in, scanReason, nil
-}
-
-// scanCheck is berth/scan's status.
-func scanCheck(sc Scan, threshold string) string {
-	switch sc.Status {
-	case "pending":
-		return StatusPending
-	case "scanned":
-	default:
-		return StatusFail
-	}
-	counts := map[string]int64{"Critical": sc.Counts.Critical, "High": sc.Counts.High, "Medium": sc.Counts.Medium,
-		"Low": sc.Counts.Low, "Negligible": sc.Counts.Negligible, "Unknown": sc.Counts.Unknown}
-	for sev, n := range counts {
-		if n > 0 && severityRank[sev] >= severityRank[threshold] {
-			return StatusFail
-		}
-	}
-	return StatusPass
+	return in, scanReason, posted, nil
 }
 
 // maxConfig caps an image configuration read for the policy.
@@ -453,105 +473,6 @@ func (s *Service) readBlob(ctx context.Context, repo, d string, limit int64) ([]
 	}
 	defer rc.Close()
 	return io.ReadAll(io.LimitReader(rc, limit+1))
-}
-
-// scanInput is the candidate's scan: an image's own, or an index's
-// platforms' together (the worst status wins; vulnerabilities of all).
-func (s *Service) scanInput(ctx context.Context, repo string, m meta.Manifest, parsed *oci.Manifest, threshold string) (Scan, string, error) {
-	out := Scan{Vulnerabilities: []Vulnerability{}}
-	if s.st.Scanner == nil {
-		out.Status = "disabled"
-		return out, "scanning is disabled on this registry", nil
-	}
-	images := []meta.Manifest{m}
-	if oci.IsIndex(m.MediaType) {
-		images = nil
-		for _, e := range parsed.Manifests {
-			if e.Platform == nil || e.Platform.OS == "unknown" {
-				continue
-			}
-			child, err := s.st.Content.GetManifest(ctx, repo, "", e.Digest, true)
-			if err != nil {
-				return Scan{}, "", fmt.Errorf("platform %s: %w", e.Digest, err)
-			}
-			images = append(images, child)
-		}
-	}
-	rank := map[string]int{"scanned": 0, "unsupported": 1, "no_data": 2, "failed": 3, "pending": 4}
-	status, reason := "", ""
-	seen := map[string]bool{}
-	for _, img := range images {
-		info, err := s.st.Scanner.Security(ctx, repo, img, true)
-		if err != nil {
-			return Scan{}, "", err
-		}
-		st, why := info.Status, info.Reason
-		switch {
-		case st == meta.ScanQueued:
-			st, why = "pending", "the scan has not finished"
-		case st == meta.ScanScanned && info.VulnerabilityData != nil && !info.VulnerabilityData.Complete:
-			st, why = "no_data", "no vulnerability data loaded: "+info.VulnerabilityData.Reason()
-		}
-		if _, ok := rank[st]; !ok {
-			st = "failed"
-		}
-		if status == "" || rank[st] > rank[status] {
-			status, reason = st, why
-		}
-		if info.Data == nil {
-			continue
-		}
-		for _, f := range info.Data.Layer.Features {
-			for _, v := range f.Vulnerabilities {
-				key := v.Name + "\x00" + f.Name + "\x00" + f.Version
-				if seen[key] {
-					continue
-				}
-				seen[key] = true
-				vul := Vulnerability{ID: v.Name, Severity: v.Severity, Package: f.Name, Version: f.Version, FixedIn: v.FixedBy, Fixable: v.FixedBy != ""}
-				out.Vulnerabilities = append(out.Vulnerabilities, vul)
-				count(&out.Counts, v.Severity)
-				if vul.Fixable {
-					count(&out.Fixable, v.Severity)
-				}
-			}
-		}
-	}
-	if status == "" {
-		status, reason = "unsupported", "nothing to scan"
-	}
-	out.Status = status
-	if status == "scanned" && scanCheck(out, threshold) == StatusFail {
-		var parts []string
-		for _, sv := range []struct {
-			name string
-			n    int64
-		}{{"critical", out.Counts.Critical}, {"high", out.Counts.High}, {"medium", out.Counts.Medium}, {"low", out.Counts.Low},
-			{"negligible", out.Counts.Negligible}, {"unknown", out.Counts.Unknown}} {
-			if sv.n > 0 {
-				parts = append(parts, fmt.Sprintf("%d %s", sv.n, sv.name))
-			}
-		}
-		reason = strings.Join(parts, ", ") + " vulnerabilities (berth/scan fails at " + threshold + " and above)"
-	}
-	return out, reason, nil
-}
-
-func count(s *Severities, sev string) {
-	switch sev {
-	case "Critical":
-		s.Critical++
-	case "High":
-		s.High++
-	case "Medium":
-		s.Medium++
-	case "Low":
-		s.Low++
-	case "Negligible":
-		s.Negligible++
-	default:
-		s.Unknown++
-	}
 }
 
 // signatures verifies the candidate's cosign signatures and, with

@@ -82,7 +82,24 @@ type Promotion struct {
 	// a gate replaced or deleted since refuses the promotion
 	// (ErrGateChanged). Zero skips the check.
 	GateUpdatedAt time.Time
+	// Checks are the checks posted for the candidate's digest that the
+	// evaluation read, name to status: if they differ now (a check
+	// posted, changed or gone since), the promotion is refused
+	// (ErrChecksChanged). Nil skips the check (an override).
+	Checks map[string]string
 }
+
+// ErrReadOnly refuses a promotion in a repository whose state takes no
+// writes (READ_ONLY): the candidate stays live.
+var ErrReadOnly = errors.New("the repository is read-only (state READ_ONLY): it takes no promotions")
+
+// ErrChecksChanged refuses a promotion decided on checks that changed
+// since: the candidate stays live, to be evaluated again.
+var ErrChecksChanged = errors.New("the candidate's checks changed since it was evaluated")
+
+// repoStateReadOnly is the state of a repository that takes no writes
+// (auth.StateReadOnly).
+const repoStateReadOnly = "READ_ONLY"
 
 // Promoted is what a promotion did.
 type Promoted struct {
@@ -98,6 +115,9 @@ type Promoted struct {
 // written, and repo_push (both tags) and promotion_succeeded are
 // appended. It returns ErrCandidateNotLive if the candidate is no longer
 // live (promoted already, superseded, withdrawn): a promotion happens once.
+// It refuses, changing nothing, in a read-only repository (ErrReadOnly),
+// when the checks the evaluation read changed (ErrChecksChanged), and when
+// the tag is immutable (*ImmutableTagError).
 func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 	var out Promoted
 	err := db.tx(ctx, func(tx *sql.Tx) error {
@@ -118,6 +138,9 @@ func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 		}
 		c, repoID, err := db.lockLiveCandidate(ctx, tx, p.CandidateID)
 		if err != nil {
+			return err
+		}
+		if err := db.promotable(ctx, tx, repoID, c.Digest, p.Checks); err != nil {
 			return err
 		}
 		var mediaType string
@@ -183,6 +206,56 @@ func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 		return nil
 	})
 	return out, err
+}
+
+// promotable refuses a promotion in a read-only repository (ErrReadOnly)
+// or, unless checks is nil, when the checks posted for d are no longer
+// those (ErrChecksChanged). On PostgreSQL the repository row and the
+// checks are read FOR SHARE: a state change or a check posted meanwhile
+// waits for the promotion to commit, and is then the later change.
+func (db *core) promotable(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, checks map[string]string) error {
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR SHARE"
+	}
+	var state string
+	err := tx.QueryRowContext(ctx, db.q("SELECT state FROM repositories WHERE id = ?"+lock), repoID).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrRepositoryNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("read repository state: %w", err)
+	}
+	if state == repoStateReadOnly {
+		return ErrReadOnly
+	}
+	if checks == nil {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, db.q("SELECT name, status FROM gate_checks WHERE repository_id = ? AND digest = ?"+lock), repoID, d.String())
+	if err != nil {
+		return fmt.Errorf("read checks: %w", err)
+	}
+	defer rows.Close()
+	n := 0
+	changed := false
+	for rows.Next() {
+		var name, status string
+		if err := rows.Scan(&name, &status); err != nil {
+			return fmt.Errorf("read checks: %w", err)
+		}
+		n++
+		if was, ok := checks[name]; !ok || was != status {
+			changed = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read checks: %w", err)
+	}
+	if changed || n != len(checks) {
+		return ErrChecksChanged
+	}
+	return nil
 }
 
 // gateUnchanged returns ErrGateChanged unless the repository's gate is

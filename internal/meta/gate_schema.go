@@ -62,3 +62,26 @@ CREATE TABLE immutable_tags (
 	PRIMARY KEY (repository_id, name)
 );
 `
+
+// gateCheckersSchema is migration 29: a gate's checkers as accounts, by
+// id, so that a user or robot deleted and created again under the same
+// name (or a new organization of a deleted one's name, with a robot of the
+// old one's name) is not a checker (repositories.gate_checkers held names;
+// it is still written, for replicas of an older version during an upgrade,
+// and no longer read). A deleted account's rows go with it. The existing
+// names are carried over to the accounts that have them now.
+const gateCheckersSchema = `
+CREATE TABLE gate_checkers (
+	repository_id BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
+	user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+	PRIMARY KEY (repository_id, user_id)
+);
+CREATE INDEX gate_checkers_user ON gate_checkers(user_id);
+INSERT INTO gate_checkers (repository_id, user_id)
+SELECT r.id, u.id FROM repositories r JOIN users u
+ON {{strpos}}('
+' || r.gate_checkers || '
+', '
+' || u.username || '
+') > 0
+WHERE r.gated = 1`

@@ -181,9 +181,14 @@ func (db Gates) PutGate(ctx context.Context, g Gate) error {
 			repoID, string(tags), string(g.Config), ts, ts); err != nil {
 			return fmt.Errorf("store gate: %w", err)
 		}
+		// gate_checkers' names are for replicas of an older version
+		// during an upgrade (migration 29).
 		if _, err := tx.ExecContext(ctx, db.q("UPDATE repositories SET gated = 1, gate_checkers = ? WHERE id = ?"),
 			strings.Join(g.Checkers, "\n"), repoID); err != nil {
 			return fmt.Errorf("flag gated repository: %w", err)
+		}
+		if err := db.setCheckers(ctx, tx, repoID, g.Checkers); err != nil {
+			return err
 		}
 		// Candidates for tags the gate no longer guards are withdrawn;
 		// the others are evaluated again under the new configuration.
@@ -213,12 +218,43 @@ func (db Gates) PutGate(ctx context.Context, g Gate) error {
 	})
 }
 
-// GetGate returns a repository's gate or ErrGateNotFound.
+// setCheckers records a gate's checkers by account id: a name no user or
+// robot has is refused (*UnknownCheckerError).
+func (db Gates) setCheckers(ctx context.Context, tx *sql.Tx, repoID int64, names []string) error {
+	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM gate_checkers WHERE repository_id = ?"), repoID); err != nil {
+		return fmt.Errorf("replace gate checkers: %w", err)
+	}
+	for _, name := range names {
+		var id int64
+		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM users WHERE username = ?"), name).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return &UnknownCheckerError{Name: name}
+		}
+		if err != nil {
+			return fmt.Errorf("look up gate checker: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO gate_checkers (repository_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING"), repoID, id); err != nil {
+			return fmt.Errorf("record gate checker: %w", err)
+		}
+	}
+	return nil
+}
+
+// UnknownCheckerError is a gate checker that names no user or robot.
+type UnknownCheckerError struct{ Name string }
+
+func (e *UnknownCheckerError) Error() string {
+	return fmt.Sprintf("checkers: no user or robot is named %q", e.Name)
+}
+
+// GetGate returns a repository's gate or ErrGateNotFound. Its Checkers are
+// the accounts it names now, by their names: an account deleted since is
+// not among them.
 func (db Gates) GetGate(ctx context.Context, repo string) (Gate, error) {
-	var tags, cfg, checkers string
-	var created, updated int64
-	err := db.read.QueryRowContext(ctx, db.q(`SELECT g.tags, g.config, r.gate_checkers, g.created_at, g.updated_at FROM gates g
-		JOIN repositories r ON r.id = g.repository_id WHERE r.name = ?`), repo).Scan(&tags, &cfg, &checkers, &created, &updated)
+	var tags, cfg string
+	var repoID, created, updated int64
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT g.tags, g.config, r.id, g.created_at, g.updated_at FROM gates g
+		JOIN repositories r ON r.id = g.repository_id WHERE r.name = ?`), repo).Scan(&tags, &cfg, &repoID, &created, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Gate{}, ErrGateNotFound
 	}
@@ -229,15 +265,23 @@ func (db Gates) GetGate(ctx context.Context, repo string) (Gate, error) {
 	if err := json.Unmarshal([]byte(tags), &g.Tags); err != nil {
 		return Gate{}, fmt.Errorf("read gate tags: %w", err)
 	}
-	g.Checkers = splitLines(checkers)
-	return g, nil
-}
-
-func splitLines(s string) []string {
-	if s == "" {
-		return nil
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT u.username FROM gate_checkers c JOIN users u ON u.id = c.user_id
+		WHERE c.repository_id = ? ORDER BY u.username`), repoID)
+	if err != nil {
+		return Gate{}, fmt.Errorf("read gate checkers: %w", err)
 	}
-	return strings.Split(s, "\n")
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return Gate{}, fmt.Errorf("read gate checkers: %w", err)
+		}
+		g.Checkers = append(g.Checkers, name)
+	}
+	if err := rows.Err(); err != nil {
+		return Gate{}, fmt.Errorf("read gate checkers: %w", err)
+	}
+	return g, nil
 }
 
 // DeleteGate removes a repository's gate: what it held becomes readable,
@@ -257,6 +301,7 @@ func (db Gates) DeleteGate(ctx context.Context, repo string) error {
 		}
 		for _, stmt := range []string{
 			"UPDATE repositories SET gated = 0, gate_checkers = '' WHERE id = ?",
+			"DELETE FROM gate_checkers WHERE repository_id = ?",
 			"UPDATE manifests SET held = 0 WHERE repository_id = ? AND held = 1",
 		} {
 			if _, err := tx.ExecContext(ctx, db.q(stmt), repoID); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/oci"
@@ -37,11 +38,35 @@ type gateEnv struct {
 	t   *testing.T
 	ctx context.Context
 	db  *meta.DB
+	// checkerID is robot ci+tester's, the gate's checker
+	checkerID int64
+}
+
+// account creates user ns (unless it exists) and, with robot set, its
+// robot ns+robot; it returns the id of the last.
+func (e *gateEnv) account(ns, robot string) int64 {
+	e.t.Helper()
+	u, err := e.db.Users().UserByName(e.ctx, ns)
+	if errors.Is(err, meta.ErrUserNotFound) {
+		u, err = e.db.Users().CreateUser(e.ctx, meta.User{Username: ns, SecretHash: "x"})
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if robot == "" {
+		return u.ID
+	}
+	r, err := e.db.Users().CreateRobot(e.ctx, ns, robot, "x")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r.ID
 }
 
 func newGateEnv(t *testing.T, dialect string) *gateEnv {
 	e := &gateEnv{t: t, ctx: context.Background(), db: metatest.Open(t, dialect)}
 	e.put(meta.PutManifest{Repository: "mirror/node", Manifest: manifestOf("published before the gate"), Tag: "14"})
+	e.checkerID = e.account("ci", "tester")
 	if err := e.db.Gates().PutGate(e.ctx, meta.Gate{Repository: "mirror/node", Tags: []string{"15-*"}, Checkers: []string{"ci+tester"},
 		Config: json.RawMessage(`{"tags":["15-*"]}`)}); err != nil {
 		t.Fatal(err)
@@ -322,7 +347,7 @@ func TestGateCandidatesAndDecisions(t *testing.T) {
 				t.Fatalf("check of an unknown manifest: %v", err)
 			}
 			ri, _ := db.Repositories().Repository(ctx, "mirror/node")
-			if !ri.Gated || !slices.Equal(ri.Checkers, []string{"ci+tester"}) {
+			if !ri.Gated || !slices.Equal(ri.CheckerIDs, []int64{e.checkerID}) {
 				t.Fatalf("repository info: %+v", ri)
 			}
 			if err := db.Gates().DeleteGate(ctx, "mirror/node"); err != nil {
@@ -738,5 +763,83 @@ func TestAutoPruneKeepsRollbackTags(t *testing.T) {
 	}
 	if !slices.Equal(gone, []string{"old-build"}) || e.tagged("15-alpine-1") == "" {
 		t.Fatalf("pruned %v; the rollback tag is at %q", gone, e.tagged("15-alpine-1"))
+	}
+}
+
+// TestGateCheckersAreAccounts: a gate's checkers are the accounts it named,
+// by id. An account deleted and created again under the same name (a new
+// organization of a deleted one's name with a robot of the old one's
+// name, or a new user "bob") is not a checker: before, checkers were
+// names, and the new account could read held candidates and pass checks.
+// A name no account has is refused; an upgrade carries the names over.
+func TestGateCheckersAreAccounts(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newGateEnv(t, dialect)
+			ctx, db := e.ctx, e.db
+			bob := e.account("bob", "")
+			cfg := json.RawMessage(`{"tags":["15-*"]}`)
+			if err := db.Gates().PutGate(ctx, meta.Gate{Repository: "mirror/node", Tags: []string{"15-*"}, Checkers: []string{"ci+tester", "bob"}, Config: cfg}); err != nil {
+				t.Fatal(err)
+			}
+			allowed := func(id int64, kind auth.Kind, name string) bool {
+				t.Helper()
+				ri, err := db.Repositories().Repository(ctx, "mirror/node")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return auth.Allowed(auth.Identity{Kind: kind, ID: id, Name: name}, auth.Repo{Name: ri.Name, Exists: true, Public: true, State: ri.State, CheckerIDs: ri.CheckerIDs},
+					auth.Standing{}, auth.ActionChecks)
+			}
+			if !allowed(e.checkerID, auth.KindRobot, "ci+tester") || !allowed(bob, auth.KindUser, "bob") {
+				t.Fatal("the gate's checkers may not check")
+			}
+			if allowed(bob, auth.KindToken, "bob") {
+				t.Fatal("an access token with a checker's id and name checks without the checks scope")
+			}
+			if err := db.Users().DeleteUser(ctx, "ci+tester"); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Users().DeleteUser(ctx, "bob"); err != nil {
+				t.Fatal(err)
+			}
+			newRobot, newBob := e.account("ci", "tester"), e.account("bob", "")
+			if allowed(newRobot, auth.KindRobot, "ci+tester") || allowed(newBob, auth.KindUser, "bob") {
+				t.Fatal("an account created again under a checker's name is a checker")
+			}
+			if g, err := db.Gates().GetGate(ctx, "mirror/node"); err != nil || len(g.Checkers) != 0 {
+				t.Fatalf("the gate's checkers after their accounts were deleted: %v, %v", g.Checkers, err)
+			}
+			var unknown *meta.UnknownCheckerError
+			if err := db.Gates().PutGate(ctx, meta.Gate{Repository: "mirror/node", Tags: []string{"15-*"}, Checkers: []string{"nobody"}, Config: cfg}); !errors.As(err, &unknown) || unknown.Name != "nobody" {
+				t.Fatalf("a checker nobody is: %v", err)
+			}
+
+			// An upgrade from version 28: the names become the accounts
+			// that have them.
+			dsn := metatest.DSN(t, dialect)
+			old, err := meta.OpenAt(ctx, dsn, 28)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer old.Close()
+			carol, err := old.Users().CreateUser(ctx, meta.User{Username: "carol", SecretHash: "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := old.Users().CreateUser(ctx, meta.User{Username: "carol_2", SecretHash: "x"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.Exec(ctx, "INSERT INTO repositories (name, visibility, gated, gate_checkers, created_at) VALUES ('carol/app', 'private', 1, ?, 1)", "carol\ngone"); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ri, err := old.Repositories().Repository(ctx, "carol/app")
+			if err != nil || !slices.Equal(ri.CheckerIDs, []int64{carol.ID}) {
+				t.Fatalf("checkers after the upgrade: %v, %v (want carol's id %d alone)", ri.CheckerIDs, err, carol.ID)
+			}
+		})
 	}
 }

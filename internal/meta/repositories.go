@@ -215,18 +215,43 @@ func (db Repositories) RepositoriesPage(ctx context.Context, q RepoQuery) ([]Rep
 func (db Repositories) Repository(ctx context.Context, name string) (RepoInfo, error) {
 	ri := RepoInfo{Name: name}
 	var gated int
-	var checkers string
 	var created int64
-	err := db.read.QueryRowContext(ctx, db.q("SELECT id, visibility, state, mirror_robot, description, gated, gate_checkers, created_at FROM repositories WHERE name = ?"), name).
-		Scan(&ri.ID, &ri.Visibility, &ri.State, &ri.MirrorRobot, &ri.Description, &gated, &checkers, &created)
+	err := db.read.QueryRowContext(ctx, db.q("SELECT id, visibility, state, mirror_robot, description, gated, created_at FROM repositories WHERE name = ?"), name).
+		Scan(&ri.ID, &ri.Visibility, &ri.State, &ri.MirrorRobot, &ri.Description, &gated, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ri, nil
 	}
 	if err != nil {
 		return RepoInfo{}, fmt.Errorf("look up repository: %w", err)
 	}
-	ri.Exists, ri.Gated, ri.Checkers, ri.CreatedAt = true, gated == 1, splitLines(checkers), fromMicros(created)
+	ri.Exists, ri.Gated, ri.CreatedAt = true, gated == 1, fromMicros(created)
+	if ri.Gated {
+		if ri.CheckerIDs, err = db.checkerIDs(ctx, ri.ID); err != nil {
+			return RepoInfo{}, err
+		}
+	}
 	return ri, nil
+}
+
+// checkerIDs are the accounts a gated repository's gate lets check.
+func (db Repositories) checkerIDs(ctx context.Context, repoID int64) ([]int64, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT user_id FROM gate_checkers WHERE repository_id = ?"), repoID)
+	if err != nil {
+		return nil, fmt.Errorf("read gate checkers: %w", err)
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("read gate checkers: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read gate checkers: %w", err)
+	}
+	return ids, nil
 }
 
 // CreateRepository creates an empty repository with settings (the API's
@@ -340,10 +365,10 @@ type RepoInfo struct {
 	State       string
 	MirrorRobot string
 	Description string
-	// Gated is true when the repository has a gate; Checkers are the
-	// users and robots its gate lets check candidates.
-	Gated    bool
-	Checkers []string
+	// Gated is true when the repository has a gate; CheckerIDs are the
+	// users and robots its gate lets check candidates, by account id.
+	Gated      bool
+	CheckerIDs []int64
 	// CreatedAt is when the repository was created (zero when it does
 	// not exist).
 	CreatedAt time.Time

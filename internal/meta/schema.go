@@ -327,6 +327,8 @@ ON CONFLICT (name) DO NOTHING`,
 	// 28: a subject's referrers in listing order, read a page at a time
 	// (ReferrersAfter): without it each page sorted every referrer.
 	`CREATE INDEX manifests_referrers ON manifests(repository_id, subject, created_at, digest) WHERE subject IS NOT NULL`,
+	// 29: a gate's checkers by account id (gate_schema.go).
+	gateCheckersSchema,
 }
 
 func (db *core) render(stmt string) string {

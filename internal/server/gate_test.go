@@ -365,3 +365,41 @@ func TestGatePathsRespectReadOnly(t *testing.T) {
 		t.Fatalf("15-alpine moved in a read-only repository: %s", raw)
 	}
 }
+
+// TestGateCheckerCreatedAgainIsNoChecker: a robot deleted and created again
+// under a gate checker's name is no checker of a public gated repository
+// (before, checkers were names, and the new robot, which nobody granted
+// anything, saw held candidates and posted checks); the gate shows the
+// checkers that still exist, and a name nobody has is refused.
+func TestGateCheckerCreatedAgainIsNoChecker(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	if st, _, raw := w.call("PUT", "/api/v1/repository/acme/public/gate", "owner", `{"tags":["15-*"],"checkers":["acme+ci"]}`); st != 200 {
+		t.Fatalf("set gate: %d %s", st, raw)
+	}
+	cand, _ := w.pushTagged("acme/public", "15-alpine", "a candidate of the public repository")
+	checks := "/api/v1/repository/acme/public/manifest/" + cand.String() + "/checks"
+	if st, _, raw := w.call("POST", checks, "robot", `{"name":"e2e","status":"pending"}`); st != 201 {
+		t.Fatalf("the checker's check: %d %s", st, raw)
+	}
+	if err := w.db.Users().DeleteUser(ctx, "acme+ci"); err != nil {
+		t.Fatal(err)
+	}
+	secret, _ := auth.NewSecret("berth_")
+	if _, err := w.db.Users().CreateRobot(ctx, "acme", "ci", auth.HashSecret(secret)); err != nil {
+		t.Fatal(err)
+	}
+	w.creds["robot-again"] = [2]string{"acme+ci", secret}
+	if st, _, raw := w.call("POST", checks, "robot-again", `{"name":"e2e","status":"pass"}`); st != 403 {
+		t.Fatalf("a robot created again under the checker's name posted a check: %d %s", st, raw)
+	}
+	if st, code := w.registryCode("robot-again", "/v2/acme/public/manifests/"+cand.String()); st != 404 || code != "MANIFEST_UNKNOWN" {
+		t.Fatalf("a robot created again under the checker's name read the candidate: %d %s", st, code)
+	}
+	if st, _, raw := w.call("GET", "/api/v1/repository/acme/public/gate", "owner", ""); st != 200 || !strings.Contains(raw, `"checkers":[]`) {
+		t.Fatalf("the gate after its checker was deleted: %d %s", st, raw)
+	}
+	if st, _, raw := w.call("PUT", "/api/v1/repository/acme/public/gate", "owner", `{"tags":["15-*"],"checkers":["acme+nobody"]}`); st != 400 || !strings.Contains(raw, "acme+nobody") {
+		t.Fatalf("a checker nobody is: %d %s", st, raw)
+	}
+}
