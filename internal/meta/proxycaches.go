@@ -181,6 +181,30 @@ func (db ProxyCaches) ProxyReferenced(ctx context.Context, repo string, d digest
 	return -1, true, nil
 }
 
+// QuotaRoom refuses (*QuotaExceededError) a blob of added bytes that the
+// cache is about to download for a namespace whose usage it would bring
+// past its quota's Reject limit: an organization's admins, who set up its
+// cache, must not get past a limit a superuser set by pulling through an
+// upstream of their own. Read outside any transaction: concurrent
+// downloads may each pass, by at most their own size.
+func (db ProxyCaches) QuotaRoom(ctx context.Context, ns string, added int64) error {
+	qs, err := db.quotas(ctx, db.read, ns, 0)
+	if err != nil || len(qs) == 0 {
+		return err
+	}
+	usage, err := Quotas(db).NamespaceUsage(ctx, ns)
+	if err != nil {
+		return err
+	}
+	q := qs[0]
+	for _, l := range q.Limits {
+		if l.Type == QuotaReject && usage+added > ThresholdBytes(q.LimitBytes, l.ThresholdPercent) {
+			return &QuotaExceededError{Namespace: ns, Usage: usage, Added: added, LimitBytes: q.LimitBytes, ThresholdPercent: l.ThresholdPercent}
+		}
+	}
+	return nil
+}
+
 // PutProxyManifest stores a manifest fetched by the pull-through cache.
 // Unlike PutManifest its references need not be in the repository yet:
 // blobs and child manifests are fetched when first requested. The tags

@@ -84,8 +84,9 @@ func (db *core) setUsage(ctx context.Context, tx *sql.Tx, ns string, n int64) er
 // quotaRef counts the blob references of a manifest putManifest just
 // stored (its manifest_references rows are in place) and checks the
 // namespace's quota. cached is the pull-through cache's push, whose blobs
-// may not be stored yet. A push of the cache or of content Berth made
-// (p.Generated) is counted but never refused.
+// may not be stored yet (the cache checks each blob's download against the
+// quota: ProxyCaches.QuotaRoom). Content Berth made (p.Generated) is
+// counted but never refused.
 func (db *core) quotaRef(ctx context.Context, tx *sql.Tx, p PutManifest, repoID int64, cached bool) error {
 	var blobs []string
 	for _, r := range p.Refs {
@@ -138,7 +139,7 @@ func (db *core) quotaRef(ctx context.Context, tx *sql.Tx, p PutManifest, repoID 
 	if added == 0 {
 		return nil
 	}
-	if err := db.quotaCheck(ctx, tx, p, ns, usage, added, !cached && !p.Generated); err != nil {
+	if err := db.quotaCheck(ctx, tx, p, ns, usage, added, !p.Generated); err != nil {
 		return err
 	}
 	return db.setUsage(ctx, tx, ns, usage+added)

@@ -478,16 +478,24 @@ func TestQuotaPullThroughCache(t *testing.T) {
 		e.wantUsage("hub", 1000)
 		e.store("hub/library/alpine", cfg)
 		e.wantUsage("hub", 1010)
-		// A cache fill is counted but never refused.
+		// A cache fill past the Reject limit is refused as a push is
+		// (the cache checks each blob download too: QuotaRoom).
 		e.setQuota("hub", 2000, meta.QuotaLimit{Type: meta.QuotaReject, ThresholdPercent: 100})
 		m2, refs2 := image("cached 2", sized("cached big", 5000))
 		e.store("hub/library/alpine", sized("cached big", 5000))
-		if err := e.db.ProxyCaches().PutProxyManifest(e.ctx, meta.PutManifest{Repository: "hub/library/alpine", Manifest: m2, Refs: refs2, Tag: "4"}, time.Now()); err != nil {
+		var qe *meta.QuotaExceededError
+		if err := e.db.ProxyCaches().PutProxyManifest(e.ctx, meta.PutManifest{Repository: "hub/library/alpine", Manifest: m2, Refs: refs2, Tag: "4"}, time.Now()); !errors.As(err, &qe) {
 			t.Fatalf("a cache fill over the quota: %v", err)
 		}
-		e.wantUsage("hub", 6010)
-		if errs := e.quotaEvents(meta.EventQuotaError); len(errs) != 1 || errs[0]["refused"] != false {
-			t.Fatalf("quota_error events = %v, want one for the crossing", errs)
+		e.wantUsage("hub", 1010)
+		if errs := e.quotaEvents(meta.EventQuotaError); len(errs) != 1 || errs[0]["refused"] != true {
+			t.Fatalf("quota_error events = %v, want one for the refusal", errs)
+		}
+		if err := e.db.ProxyCaches().QuotaRoom(e.ctx, "hub", 990); err != nil {
+			t.Fatalf("a download within the quota: %v", err)
+		}
+		if err := e.db.ProxyCaches().QuotaRoom(e.ctx, "hub", 991); !errors.As(err, &qe) {
+			t.Fatalf("a download past the quota: %v", err)
 		}
 	})
 }

@@ -54,8 +54,13 @@ const upstreamRetry = time.Minute
 //   - a manifest this registry refuses (schema 1, the allow-list, too
 //     large): the spec's refusal, saying it came from upstream.
 //
-// Anything else (Berth's own storage or database) is returned as it is.
+// Content past the organization's quota is 403 DENIED. Anything else
+// (Berth's own storage or database) is returned as it is.
 func upstreamError(err error, blob bool) error {
+	var quota *meta.QuotaExceededError
+	if errors.As(err, &quota) {
+		return registry.IngestError(err) // 403 DENIED: the organization's quota, not the upstream
+	}
 	var re *events.RefusedError
 	if errors.As(err, &re) {
 		return &registry.Error{Status: http.StatusForbidden, Code: registry.CodeDenied,
@@ -255,6 +260,9 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		// tenant's private layer must not make it readable here).
 		if b, err := s.db.Blobs.NamespaceBlob(fctx, ns, d); err == nil {
 			return b, nil
+		}
+		if err := s.db.Caches.QuotaRoom(fctx, ns, size); err != nil {
+			return nil, err
 		}
 		up, err := s.upstreamOf(fctx, pc, path)
 		if err != nil {

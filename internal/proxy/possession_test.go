@@ -65,27 +65,7 @@ func TestProxyDoesNotLinkOtherTenantsBlobs(t *testing.T) {
 	defer up.Close()
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
-			ctx := context.Background()
-			db := metatest.Open(t, dialect)
-			driver, _ := fs.New(t.TempDir(), fs.Options{})
-			sealer, _ := auth.NewSealer(make([]byte, 32))
-			guard, err := events.NewGuard([]string{"loopback"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
-			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-			svc := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: &http.Transport{DialContext: guard.DialContext},
-				Policy: policy, Logger: quiet, ManifestTimeout: 8 * time.Second, BlobStall: time.Second})
-			srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet}))
-			t.Cleanup(srv.Close)
-			owner, _ := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
-			if _, err := db.Organizations().CreateOrganization(ctx, "hub", owner.ID); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.ProxyCaches().SetProxyCache(ctx, meta.ProxyCache{Namespace: "hub", Upstream: strings.TrimPrefix(up.URL, "http://"), ExpirationS: 3600, Insecure: true}); err != nil {
-				t.Fatal(err)
-			}
+			_, srv := hubCache(t, dialect, up.URL)
 			// The victim's layer, pushed to its own repository.
 			resp, err := http.Post(srv.URL+"/v2/victim/app/blobs/uploads/?digest="+digest.FromBytes(secretLayer).String(), "application/octet-stream", bytes.NewReader(secretLayer))
 			if err != nil {
@@ -95,16 +75,7 @@ func TestProxyDoesNotLinkOtherTenantsBlobs(t *testing.T) {
 			if resp.StatusCode != http.StatusCreated {
 				t.Fatalf("push the victim's layer: %d", resp.StatusCode)
 			}
-			get := func(path string) (int, string) {
-				t.Helper()
-				resp, err := http.Get(srv.URL + path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer resp.Body.Close()
-				body, _ := io.ReadAll(resp.Body)
-				return resp.StatusCode, string(body)
-			}
+			get := func(path string) (int, string) { return httpGet(t, srv.URL+path) }
 			if st, body := get("/v2/hub/library/app/manifests/latest"); st != 200 {
 				t.Fatalf("pull the manifest through the cache: %d %s", st, body)
 			}
@@ -134,6 +105,104 @@ func TestProxyDoesNotLinkOtherTenantsBlobs(t *testing.T) {
 			}
 			if n := blobGets.Load(); n != 0 {
 				t.Errorf("a blob the organization links already was downloaded again (%d requests)", n)
+			}
+		})
+	}
+}
+
+// hubCache is a registry whose organization hub caches the upstream at
+// upURL (a loopback httptest server).
+func hubCache(t *testing.T, dialect, upURL string) (*meta.DB, *httptest.Server) {
+	t.Helper()
+	ctx := context.Background()
+	db := metatest.Open(t, dialect)
+	driver, _ := fs.New(t.TempDir(), fs.Options{})
+	sealer, _ := auth.NewSealer(make([]byte, 32))
+	guard, err := events.NewGuard([]string{"loopback"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: &http.Transport{DialContext: guard.DialContext},
+		Policy: policy, Logger: quiet, ManifestTimeout: 8 * time.Second, BlobStall: time.Second})
+	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet}))
+	t.Cleanup(srv.Close)
+	owner, _ := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
+	if _, err := db.Organizations().CreateOrganization(ctx, "hub", owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ProxyCaches().SetProxyCache(ctx, meta.ProxyCache{Namespace: "hub", Upstream: strings.TrimPrefix(upURL, "http://"), ExpirationS: 3600, Insecure: true}); err != nil {
+		t.Fatal(err)
+	}
+	return db, srv
+}
+
+// httpGet answers a GET's status and body.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestProxyCacheHeldToTheQuota: content the cache stores is held to its
+// organization's Reject limit, as a push is: a blob whose download would
+// bring the usage past it is refused with 403 DENIED and not stored, and
+// the usage stays under the limit (before, the cache was counted but never
+// refused, so an organization's admins could get past a superuser's limit
+// by pulling through an upstream of their own).
+func TestProxyCacheHeldToTheQuota(t *testing.T) {
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	big := bytes.Repeat([]byte("x"), 4096)
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}`,
+		digest.FromBytes(cfg), len(cfg), digest.FromBytes(big), len(big))
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+		case strings.HasSuffix(r.URL.Path, "/manifests/latest"):
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", digest.FromString(m).String())
+			io.WriteString(w, m)
+		case strings.HasSuffix(r.URL.Path, "/blobs/"+digest.FromBytes(cfg).String()):
+			w.Write(cfg)
+		case strings.HasSuffix(r.URL.Path, "/blobs/"+digest.FromBytes(big).String()):
+			w.Write(big)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer up.Close()
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db, srv := hubCache(t, dialect, up.URL)
+			q, err := db.Quotas().CreateQuota(ctx, "hub", 1024, "root")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Quotas().CreateQuotaLimit(ctx, "hub", q.ID, meta.QuotaReject, 100); err != nil {
+				t.Fatal(err)
+			}
+			if st, body := httpGet(t, srv.URL+"/v2/hub/library/app/manifests/latest"); st != 200 {
+				t.Fatalf("the manifest: %d %s", st, body)
+			}
+			if st, body := httpGet(t, srv.URL+"/v2/hub/library/app/blobs/"+digest.FromBytes(cfg).String()); st != 200 {
+				t.Fatalf("the config, within the quota: %d %s", st, body)
+			}
+			st, body := httpGet(t, srv.URL+"/v2/hub/library/app/blobs/"+digest.FromBytes(big).String())
+			if st != 403 || !strings.Contains(body, registry.CodeDenied) || !strings.Contains(body, "quota") {
+				t.Errorf("a layer past the organization's quota: %d %.200s, want 403 DENIED", st, body)
+			}
+			if usage, _ := db.Quotas().NamespaceUsage(ctx, "hub"); usage > 1024 {
+				t.Errorf("the organization uses %d bytes of its 1024-byte quota", usage)
+			}
+			if _, err := db.Blobs().StoredBlob(ctx, digest.FromBytes(big)); err == nil {
+				t.Error("the refused layer was stored")
 			}
 		})
 	}

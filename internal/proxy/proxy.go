@@ -45,6 +45,7 @@ type CacheStore interface {
 	TouchProxyTag(ctx context.Context, repo, tag string, d digest.Digest, at time.Time) error
 	ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (size int64, ok bool, err error)
 	PutProxyManifest(ctx context.Context, p meta.PutManifest, checkedAt time.Time) error
+	QuotaRoom(ctx context.Context, ns string, added int64) error
 }
 
 // BlobStore stores and links the blobs the cache fetches (meta.Blobs).
