@@ -45,17 +45,21 @@ func (a *API) policyEndpoints() []repoEndpoint {
 	return eps
 }
 
-// policyView is a policy in Quay's shape.
+// policyView is a policy in Quay's shape: tagPattern is null when the
+// policy covers every tag.
 type policyView struct {
-	UUID              string `json:"uuid"`
-	Method            string `json:"method,omitempty"`
-	Value             any    `json:"value,omitempty"`
-	TagPattern        string `json:"tagPattern,omitempty"`
-	TagPatternMatches bool   `json:"tagPatternMatches"`
+	UUID              string  `json:"uuid"`
+	Method            string  `json:"method,omitempty"`
+	Value             any     `json:"value,omitempty"`
+	TagPattern        *string `json:"tagPattern"`
+	TagPatternMatches bool    `json:"tagPatternMatches"`
 }
 
 func policyViewOf(p meta.TagPolicy) policyView {
-	v := policyView{UUID: p.UUID, Method: p.Method, TagPattern: p.TagPattern, TagPatternMatches: p.TagPatternMatches}
+	v := policyView{UUID: p.UUID, Method: p.Method, TagPatternMatches: p.TagPatternMatches}
+	if p.TagPattern != "" {
+		v.TagPattern = &p.TagPattern
+	}
 	if p.Kind == meta.PolicyAutoPrune {
 		v.Value = p.Value
 		if n, err := strconv.Atoi(p.Value); err == nil && p.Method == meta.PruneByCount {
@@ -220,7 +224,7 @@ func (a *API) servePolicies(w http.ResponseWriter, r *http.Request, id auth.Iden
 			return notFoundErr(err)
 		}
 		a.audit(r, id, "delete_"+kind+"_policy", repo, ns, map[string]string{"uuid": uuid})
-		w.WriteHeader(http.StatusNoContent)
+		writeJSON(w, http.StatusOK, map[string]string{"uuid": uuid}) // Quay's answer
 	}
 	return nil
 }

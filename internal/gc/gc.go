@@ -302,7 +302,8 @@ func (c *Collector) Run(ctx context.Context) {
 			c.log.Info("gc pass", "manifests", rep.Collected.Manifests, "links", rep.Collected.Links, "blobs", rep.Collected.Blobs,
 				"blob_bytes", rep.Collected.Bytes, "expired_uploads", rep.Uploads, "upload_bytes", rep.UploadBytes,
 				"leftovers", rep.Leftovers, "leftover_bytes", rep.LeftoverBytes, "pruned_events", rep.Pruned.Events,
-				"pruned_jobs", rep.Pruned.Jobs, "pruned_attempts", rep.Pruned.Attempts, "pruned_audit", rep.Pruned.Audit, "pruned_login_counters", rep.Pruned.Logins, "took", rep.Took)
+				"pruned_jobs", rep.Pruned.Jobs, "pruned_attempts", rep.Pruned.Attempts, "pruned_audit", rep.Pruned.Audit, "pruned_login_counters", rep.Pruned.Logins,
+				"pruned_tag_history", rep.Pruned.TagHistory, "pruned_expiry_notices", rep.Pruned.ExpiryNotices, "took", rep.Took)
 		}
 		select {
 		case <-ctx.Done():

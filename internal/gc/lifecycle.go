@@ -2,6 +2,8 @@ package gc
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -29,22 +31,28 @@ const expiredBatch = 500
 // lifecycle announces tags about to expire, deletes the expired ones and
 // applies auto-prune policies, before collection: what they remove goes
 // to the time machine, and is collected when it runs out. A dry run
-// changes nothing and reports nothing of them.
+// changes nothing and reports nothing of them. A tag or repository that
+// fails is logged and the others are still done; the pass then fails
+// with every such error. A repository deleted while the pass runs is
+// skipped (meta reports nothing pruned in it).
 func (c *Collector) lifecycle(ctx context.Context, rep *Report) error {
 	if c.policy == nil {
 		return nil
 	}
 	now := c.now()
+	var errs []error
 	n, err := c.policy.NoticeExpiringTags(ctx, now)
 	rep.ExpiryNotices += n
 	if err != nil {
-		return err
+		c.log.Warn("announce expiring tags", "err", err)
+		errs = append(errs, fmt.Errorf("announce expiring tags: %w", err))
 	}
 	seen := map[string]bool{}
 	for {
 		tags, err := c.policy.ExpiredTags(ctx, now, expiredBatch)
 		if err != nil {
-			return err
+			errs = append(errs, fmt.Errorf("list expired tags: %w", err))
+			break
 		}
 		progress := false
 		for _, t := range tags {
@@ -55,8 +63,13 @@ func (c *Collector) lifecycle(ctx context.Context, rep *Report) error {
 			seen[key] = true
 			progress = true
 			ok, err := c.policy.ExpireTag(ctx, t, now, ExpiryActor)
+			if ctx.Err() != nil {
+				return errors.Join(append(errs, context.Cause(ctx))...)
+			}
 			if err != nil {
-				return err
+				c.log.Warn("expire tag", "repository", t.Repository, "tag", t.Tag, "err", err)
+				errs = append(errs, fmt.Errorf("expire %s:%s: %w", t.Repository, t.Tag, err))
+				continue
 			}
 			if ok {
 				rep.ExpiredTags++
@@ -68,14 +81,22 @@ func (c *Collector) lifecycle(ctx context.Context, rep *Report) error {
 	}
 	repos, err := c.policy.PrunedRepositories(ctx)
 	if err != nil {
-		return err
+		return errors.Join(append(errs, fmt.Errorf("list repositories to prune: %w", err))...)
 	}
 	for _, r := range repos {
 		gone, err := c.policy.PruneRepository(ctx, r, now, AutoPruneActor)
+		if ctx.Err() != nil {
+			return errors.Join(append(errs, context.Cause(ctx))...)
+		}
+		if errors.Is(err, meta.ErrRepositoryNotFound) {
+			continue // deleted since it was listed
+		}
 		if err != nil {
-			return err
+			c.log.Warn("auto-prune repository", "repository", r, "err", err)
+			errs = append(errs, fmt.Errorf("auto-prune %s: %w", r, err))
+			continue
 		}
 		rep.PrunedTags += len(gone)
 	}
-	return nil
+	return errors.Join(errs...)
 }

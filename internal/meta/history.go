@@ -89,7 +89,7 @@ func scanPeriods(rows *sql.Rows) ([]TagPeriod, error) {
 func (db Manifests) DeletedTags(ctx context.Context, repo string, n int) ([]TagPeriod, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT h.tag, h.digest, h.from_at, h.until_at FROM tag_history h
 		JOIN repositories r ON r.id = h.repository_id
-		WHERE r.name = ? AND h.until_at <> 0
+		WHERE r.name = ? AND h.until_at > 0
 		AND h.id = (SELECT MAX(h2.id) FROM tag_history h2 WHERE h2.repository_id = h.repository_id AND h2.tag = h.tag)
 		AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = h.repository_id AND m.digest = h.digest)
 		ORDER BY h.until_at DESC, h.id DESC LIMIT ?`), repo, n)
@@ -99,14 +99,46 @@ func (db Manifests) DeletedTags(ctx context.Context, repo string, n int) ([]TagP
 	return scanPeriods(rows)
 }
 
-// ErrTagHistoryNotFound is returned when a tag never pointed at a digest.
+// ErrTagHistoryNotFound is returned when a tag never pointed at a digest,
+// or not within the time machine's window.
 var ErrTagHistoryNotFound = fmt.Errorf("tag history entry %w", ErrNotFound)
+
+// TimeMachine restores tags within the time machine's window
+// (gc.timeMachine), as Quay's restore does: a digest the tag left longer
+// ago than the window is past restoring, whether or not garbage
+// collection has pruned that period of the tag's history yet.
+type TimeMachine struct {
+	m      Manifests
+	window time.Duration
+}
+
+// WithTimeMachine returns the tag restorer bounded by window: a period of
+// the tag that ended more than window ago is not restored (0: none that
+// ended is).
+func (db Manifests) WithTimeMachine(window time.Duration) TimeMachine {
+	return TimeMachine{m: db, window: max(window, 0)}
+}
+
+// RestoreTag is Manifests.RestoreTag within the window, except that a
+// gate's guarded tag may always be rolled back to a digest it was
+// promoted to (its rollback tags keep those, for ever).
+func (t TimeMachine) RestoreTag(ctx context.Context, repo, tag string, d digest.Digest, actor string) error {
+	return t.m.restoreTag(ctx, repo, tag, d, actor, time.Now().Add(-t.window).UnixMicro())
+}
 
 // RestoreTag puts a tag back on a digest it pointed at before (Quay's
 // restore; a gate's rollback): the digest must be in the tag's history
-// and still stored. The move is a repo_push like any other, with an audit
-// entry; an immutable tag is refused (*ImmutableTagError).
+// (any period garbage collection has not pruned yet: TimeMachine.RestoreTag
+// also refuses one past the window) and still stored. The move is a
+// repo_push like any other, with an audit entry; an immutable tag is
+// refused (*ImmutableTagError).
 func (db Manifests) RestoreTag(ctx context.Context, repo, tag string, d digest.Digest, actor string) error {
+	return db.restoreTag(ctx, repo, tag, d, actor, 0)
+}
+
+// restoreTag restores a period of the tag that lasts or ended at or after
+// since (microseconds; 0: any), or a promotion of a guarded tag.
+func (db Manifests) restoreTag(ctx context.Context, repo, tag string, d digest.Digest, actor string, since int64) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		repoID, err := db.repoID(ctx, tx, repo)
 		if err != nil {
@@ -118,13 +150,8 @@ func (db Manifests) RestoreTag(ctx context.Context, repo, tag string, d digest.D
 		if err != nil {
 			return err
 		}
-		var one int
-		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tag_history WHERE repository_id = ? AND tag = ? AND digest = ? LIMIT 1"), repoID, tag, d.String()).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrTagHistoryNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("read tag history: %w", err)
+		if err := db.restorable(ctx, tx, repoID, tag, d, since, gated && GuardsTag(guarded, tag)); err != nil {
+			return err
 		}
 		lock := ""
 		if db.dialect == postgres {
@@ -175,4 +202,30 @@ func (db Manifests) RestoreTag(ctx context.Context, repo, tag string, d digest.D
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: repo, Actor: actor, Data: mustJSON(ev)})
 	})
+}
+
+// restorable reports (nil) whether the tag may go back to d: a period of
+// the tag on d lasts or ended at or after since, or, for a guarded tag, d
+// was promoted to it (a rollback, whatever its age).
+func (db *core) restorable(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest, since int64, guarded bool) error {
+	var one int
+	err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tag_history WHERE repository_id = ? AND tag = ? AND digest = ? AND (until_at = 0 OR until_at >= ?) LIMIT 1"),
+		repoID, tag, d.String(), since).Scan(&one)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read tag history: %w", err)
+	}
+	if guarded {
+		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM gate_candidates WHERE repository_id = ? AND tag = ? AND digest = ? AND state = ? LIMIT 1"),
+			repoID, tag, d.String(), CandidatePromoted).Scan(&one)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("read promotions: %w", err)
+		}
+	}
+	return ErrTagHistoryNotFound
 }

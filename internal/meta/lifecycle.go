@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -124,9 +125,58 @@ func (db Policies) CreateTagPolicy(ctx context.Context, p TagPolicy) (TagPolicy,
 		if err != nil {
 			return fmt.Errorf("store policy: %w", err)
 		}
-		return nil
+		return db.clearImmutableExpirations(ctx, tx, p, nsID, repoID)
 	})
 	return p, err
+}
+
+// clearImmutableExpirations clears the expirations of the tags an
+// immutability policy covers, in the transaction that creates or changes
+// it: an immutable tag does not expire (SetTagExpiration refuses one),
+// and reads would otherwise lose it when its expiration passed, until a
+// pass cleared it (ExpireTag). A tag already past its expiration that no
+// pass has deleted yet is kept too, as the pass would have kept it. The
+// tags with an expiration are few, and found through tags_expires.
+func (db *core) clearImmutableExpirations(ctx context.Context, tx *sql.Tx, p TagPolicy, nsID int64, repoID any) error {
+	if p.Kind != PolicyImmutability {
+		return nil
+	}
+	query := `SELECT t.repository_id, t.name FROM tags t JOIN repositories r ON r.id = t.repository_id JOIN namespaces n ON n.id = ?
+		WHERE t.expires_at > 0 AND substr(r.name, 1, length(n.name) + 1) = n.name || '/'`
+	args := []any{nsID}
+	if repoID != nil {
+		query += " AND t.repository_id = ?"
+		args = append(args, repoID)
+	}
+	rows, err := tx.QueryContext(ctx, db.q(query), args...)
+	if err != nil {
+		return fmt.Errorf("read expiring tags: %w", err)
+	}
+	type covered struct {
+		repoID int64
+		name   string
+	}
+	var clear []covered
+	for rows.Next() {
+		var c covered
+		if err := rows.Scan(&c.repoID, &c.name); err != nil {
+			rows.Close()
+			return fmt.Errorf("read expiring tags: %w", err)
+		}
+		if p.applies(c.name) {
+			clear = append(clear, c)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read expiring tags: %w", err)
+	}
+	for _, c := range clear {
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = 0 WHERE repository_id = ? AND name = ?"), c.repoID, c.name); err != nil {
+			return fmt.Errorf("clear the expiration of an immutable tag: %w", err)
+		}
+	}
+	return nil
 }
 
 func (db *core) policyScope(ctx context.Context, tx *sql.Tx, namespace, repo string) (int64, any, error) {
@@ -206,15 +256,26 @@ func (db Policies) TagPolicy(ctx context.Context, kind, namespace, repo, id stri
 
 // UpdateTagPolicy replaces a policy's method, value and pattern.
 func (db Policies) UpdateTagPolicy(ctx context.Context, p TagPolicy) error {
-	res, err := db.write.ExecContext(ctx, db.q(`UPDATE tag_policies SET method = ?, value = ?, tag_pattern = ?, tag_pattern_matches = ? WHERE uuid = ? AND kind = ?`),
-		p.Method, p.Value, p.TagPattern, boolInt(p.TagPatternMatches), p.UUID, p.Kind)
-	if err != nil {
-		return fmt.Errorf("update policy: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrPolicyNotFound
-	}
-	return nil
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var nsID int64
+		var repoID sql.NullInt64
+		err := tx.QueryRowContext(ctx, db.q("SELECT namespace_id, repository_id FROM tag_policies WHERE uuid = ? AND kind = ?"), p.UUID, p.Kind).Scan(&nsID, &repoID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrPolicyNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read policy: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, db.q(`UPDATE tag_policies SET method = ?, value = ?, tag_pattern = ?, tag_pattern_matches = ? WHERE uuid = ? AND kind = ?`),
+			p.Method, p.Value, p.TagPattern, boolInt(p.TagPatternMatches), p.UUID, p.Kind); err != nil {
+			return fmt.Errorf("update policy: %w", err)
+		}
+		var repo any
+		if repoID.Valid {
+			repo = repoID.Int64
+		}
+		return db.clearImmutableExpirations(ctx, tx, p, nsID, repo)
+	})
 }
 
 // DeleteTagPolicy removes a policy.
@@ -257,8 +318,10 @@ func (db Manifests) SetTagExpiration(ctx context.Context, repo, tag string, at t
 		if err != nil {
 			return err
 		}
+		// A tag past its expiration is gone (a pass deletes its row).
 		var one int
-		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&one)
+		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND name = ? AND "+liveTag("")),
+			repoID, tag, now()).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrManifestNotFound
 		}
@@ -360,13 +423,17 @@ func (db Manifests) ExpireTag(ctx context.Context, e ExpiredTag, now time.Time, 
 // organization's and its own) at now: per policy, the tags it covers
 // beyond the newest Value (number_of_tags) or older than Value
 // (creation_date, by when the tag last moved) are deleted, immutable tags
-// excepted, each with its tag_deleted event ("pruned": true). It returns
-// the tags deleted.
+// excepted, each with its tag_deleted event ("pruned": true); cosign's
+// tags follow the image they describe (cosignDoomed). It returns the tags
+// deleted; nothing for a repository deleted since it was listed.
 func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.Time, actor string) ([]string, error) {
 	var deleted []string
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		deleted = nil
 		repoID, err := db.repoID(ctx, tx, repo)
+		if errors.Is(err, ErrRepositoryNotFound) {
+			return nil // deleted since it was listed: nothing left to prune
+		}
 		if err != nil {
 			return err
 		}
@@ -374,13 +441,11 @@ func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.T
 		if err != nil || len(policies) == 0 {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, db.q("SELECT name, manifest_digest, updated_at FROM tags WHERE repository_id = ? ORDER BY updated_at DESC, name"), repoID)
+		// Expired tags are gone already (ExpireTag deletes their rows).
+		rows, err := tx.QueryContext(ctx, db.q("SELECT name, manifest_digest, updated_at FROM tags WHERE repository_id = ? AND "+liveTag("")+" ORDER BY updated_at DESC, name"),
+			repoID, now.UnixMicro())
 		if err != nil {
 			return fmt.Errorf("list tags: %w", err)
-		}
-		type tagRow struct {
-			name, digest string
-			at           int64
 		}
 		var tags []tagRow
 		for rows.Next() {
@@ -425,11 +490,23 @@ func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.T
 				}
 			}
 		}
+		// Cosign's signature, attestation and SBOM tags (sha256-<hex>.sig,
+		// .att, .sbom) follow the image they describe: never counted
+		// among the newest N nor judged by age, kept while it stays
+		// tagged, pruned with it (cosignDoomed).
+		var images, cosign []tagRow
+		for _, t := range tags {
+			if isCosignTag(t.name) {
+				cosign = append(cosign, t)
+			} else {
+				images = append(images, t)
+			}
+		}
 		at := map[string]int64{}
 		doomed := map[string]string{}
 		for _, p := range policies {
 			kept := 0
-			for _, t := range tags {
+			for _, t := range images {
 				if !p.applies(t.name) || immutable[t.name] {
 					continue
 				}
@@ -452,6 +529,29 @@ func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.T
 					continue
 				}
 				doomed[t.name], at[t.name] = t.digest, t.at
+			}
+		}
+		if len(cosign) > 0 {
+			// What stays tagged after the pass, and what it prunes.
+			stays, goes := map[string]bool{}, map[string]bool{}
+			for _, t := range images {
+				if _, ok := doomed[t.name]; ok {
+					goes[t.digest] = true
+				} else {
+					stays[t.digest] = true
+				}
+			}
+			for _, t := range cosign {
+				if immutable[t.name] {
+					continue
+				}
+				prune, err := db.cosignDoomed(ctx, tx, repoID, t, now, policies, stays, goes)
+				if err != nil {
+					return err
+				}
+				if prune {
+					doomed[t.name], at[t.name] = t.digest, t.at
+				}
 			}
 		}
 		names := make([]string, 0, len(doomed))
@@ -486,6 +586,70 @@ func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.T
 		return nil
 	})
 	return deleted, err
+}
+
+// tagRow is a tag an auto-prune pass reads: where it points, since when.
+type tagRow struct {
+	name, digest string
+	at           int64
+}
+
+// cosignDoomed reports whether an auto-prune pass deletes a cosign tag
+// (sha256-<hex>.sig, .att, .sbom), given the digests that stay tagged
+// after it (stays) and those whose tags it deletes (goes). The tag stays
+// while its subject does: tagged, an image of a tagged index, or a gate's
+// live candidate (the signature a pipeline made of it). Otherwise it is
+// deleted with its subject's tag; its subject untagged already, it is
+// deleted if a policy covers its name (number_of_tags: it takes no place;
+// creation_date: if older than the policy's age).
+func (db *core) cosignDoomed(ctx context.Context, tx *sql.Tx, repoID int64, t tagRow, now time.Time, policies []TagPolicy, stays, goes map[string]bool) (bool, error) {
+	hex, _, _ := strings.Cut(strings.TrimPrefix(t.name, "sha256-"), ".")
+	subject := "sha256:" + hex
+	if stays[subject] {
+		return false, nil
+	}
+	rows, err := tx.QueryContext(ctx, db.q("SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1"),
+		repoID, subject)
+	if err != nil {
+		return false, fmt.Errorf("read the indexes of a signed image: %w", err)
+	}
+	parents, err := scanStrings(rows)
+	if err != nil {
+		return false, fmt.Errorf("read the indexes of a signed image: %w", err)
+	}
+	withPruned := goes[subject]
+	for _, p := range parents {
+		if stays[p] {
+			return false, nil
+		}
+		withPruned = withPruned || goes[p]
+	}
+	var live int
+	if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM gate_candidates WHERE repository_id = ? AND state IN ('pending', 'blocked') AND (digest = ? OR digest IN
+		(SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1))`),
+		repoID, subject, repoID, subject).Scan(&live); err != nil {
+		return false, fmt.Errorf("read the candidates of a signed image: %w", err)
+	}
+	if live > 0 {
+		return false, nil
+	}
+	if withPruned {
+		return true, nil
+	}
+	for _, p := range policies {
+		if !p.applies(t.name) {
+			continue
+		}
+		switch p.Method {
+		case PruneByCount:
+			return true, nil
+		case PruneByAge:
+			if age, err := ParseAge(p.Value); err == nil && !fromMicros(t.at).After(now.Add(-age)) {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 // PrunedRepositories lists the repositories some auto-prune policy

@@ -427,13 +427,23 @@ func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []
 // tag's row is read locked, and a new one is created only if no
 // transaction made it meanwhile: on PostgreSQL two pushes that both found
 // no tag would otherwise both write it, and the second would move a tag
-// an immutability policy keeps from the first one's digest.
+// an immutability policy keeps from the first one's digest. A tag past
+// its expiration is gone (liveTag): its row, which no pass has deleted
+// yet, is taken over as a new tag, even for the digest it held, and the
+// tag_deleted the pass would have announced comes first.
 func (db *core) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest) (string, bool, error) {
 	ts := now()
 	for range 3 {
 		var current string
-		err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?"+db.lockSuffix()), repoID, tag).Scan(&current)
+		var expires int64
+		err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest, expires_at FROM tags WHERE repository_id = ? AND name = ?"+db.lockSuffix()), repoID, tag).
+			Scan(&current, &expires)
 		switch {
+		case err == nil && expires > 0 && expires <= ts:
+			if err := db.replaceExpiredTag(ctx, tx, repoID, tag, current, expires, d, ts); err != nil {
+				return "", false, err
+			}
+			current = ""
 		case err == nil && current == d.String():
 			return current, false, nil
 		case err == nil:
@@ -464,6 +474,32 @@ func (db *core) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string
 	return "", false, fmt.Errorf("set tag %q: other transactions keep creating and deleting it", tag)
 }
 
+// replaceExpiredTag ends an expired tag's life (its history at its
+// expiration, with the tag_deleted event a pass would append) and points
+// its row at d, without an expiration.
+func (db *core) replaceExpiredTag(ctx context.Context, tx *sql.Tx, repoID int64, tag, old string, expires int64, d digest.Digest, ts int64) error {
+	if err := db.endTagHistoryAt(ctx, tx, repoID, expires, tag); err != nil {
+		return err
+	}
+	var repo string
+	if err := tx.QueryRowContext(ctx, db.q("SELECT name FROM repositories WHERE id = ?"), repoID).Scan(&repo); err != nil {
+		return fmt.Errorf("look up repository: %w", err)
+	}
+	if err := db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: repo, Actor: expiryActor,
+		Data: mustJSON(map[string]any{"tag": tag, "digest": old, "expired": true})}); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET manifest_digest = ?, updated_at = ?, expires_at = 0 WHERE repository_id = ? AND name = ?"),
+		d.String(), ts, repoID, tag); err != nil {
+		return fmt.Errorf("set tag: %w", err)
+	}
+	return nil
+}
+
+// expiryActor is the actor of the tag_deleted of an expired tag a push
+// replaces (gc.ExpiryActor for those a pass deletes).
+const expiryActor = "berth-expiry"
+
 // createTag makes a tag that does not exist, and reports false, without
 // changing anything, if it does (on PostgreSQL, after the transaction
 // that made it commits).
@@ -481,7 +517,8 @@ func (db *core) createTag(ctx context.Context, tx *sql.Tx, repoID int64, tag str
 }
 
 // GetManifest returns a manifest by tag or digest (exactly one set). With
-// withContent false, Content is left nil (for HEAD).
+// withContent false, Content is left nil (for HEAD). A tag past its
+// expiration is not found (liveTag).
 //
 // ConfirmedAt is when a client last confirmed it (ConfirmManifest).
 func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (Manifest, error) {
@@ -495,7 +532,7 @@ func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.
 		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, m.confirmed_at, `+content+` FROM repositories r
 			JOIN tags t ON t.repository_id = r.id
 			JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
-			WHERE r.name = ? AND t.name = ?`), repo, tag)
+			WHERE r.name = ? AND t.name = ? AND `+liveTag("t")), repo, tag, now())
 	} else {
 		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, m.confirmed_at, `+content+` FROM repositories r
 			JOIN manifests m ON m.repository_id = r.id

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -32,6 +33,12 @@ type PruneCounts struct {
 	// Logins: counters of failed logins whose window ended over
 	// loginCounterAge ago (kept whatever the retention settings).
 	Logins int64 `json:"login_counters"`
+	// TagHistory: periods of tags that ended before the time machine's
+	// window (Collector.WithTimeMachine); ExpiryNotices: the records of
+	// repo_image_expiry notices sent for expirations long past. Both are
+	// pruned whatever the retention settings.
+	TagHistory    int64 `json:"tag_history"`
+	ExpiryNotices int64 `json:"expiry_notices"`
 }
 
 // loginCounterAge is how long after its window started a failed-login
@@ -48,7 +55,9 @@ const pruneBatch = 1000
 // events that every live subscriber of the feed has handled and no live
 // delivery job still needs, completed and
 // dead-lettered jobs, notification attempts and audit entries. A zero
-// duration keeps that kind forever. Oldest rows go first, walked by
+// duration keeps that kind forever. Periods of tags that ended before the
+// time machine's window, and dead records of expiry notices, go whatever
+// the retention. Oldest rows go first, walked by
 // primary key; with dry set nothing is deleted and the counts say what
 // would be.
 func (db Collector) Prune(ctx context.Context, r Retention, dry bool) (PruneCounts, error) {
@@ -89,7 +98,59 @@ func (db Collector) Prune(ctx context.Context, r Retention, dry bool) (PruneCoun
 	if c.Logins, err = db.pruneLoginCounters(ctx, ts.Add(-loginCounterAge), dry); err != nil {
 		return c, err
 	}
+	// The time machine's window bounds the tags' history, as Quay's
+	// garbage collection deletes the tags whose lifetime ended before the
+	// namespace's window: a tag moved back and forth adds a period per
+	// move, and Quay's tag list, the activity page and restore read them.
+	if c.TagHistory, err = db.pruneBatched(ctx, "tag_history", "id", "until_at > 0 AND until_at < ?", "until_at", ts.Add(-db.timeMachine), dry); err != nil {
+		return c, err
+	}
+	if c.ExpiryNotices, err = db.pruneBatched(ctx, "expiry_notices", "notification_uuid, repository_id, tag, expires_at", "expires_at < ?", "expires_at",
+		ts.Add(-expiryNoticeAge), dry); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// expiryNoticeAge is how long after the expiration it announced a
+// repo_image_expiry notice's record is pruned. Passes announce only
+// expirations still ahead of them, so the record is dead once its
+// expiration has passed; the margin covers a pass of another replica
+// that started (and read the time) before it did.
+const expiryNoticeAge = time.Hour
+
+// pruneBatched deletes the rows of table that match cond (one ?, cutoff),
+// a batch at a time, in the order of column: key is the table's primary
+// key (one column, or several for a row value).
+func (db *core) pruneBatched(ctx context.Context, table, key, cond, column string, cutoff time.Time, dry bool) (int64, error) {
+	if dry {
+		var n int64
+		if err := db.read.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM "+table+" WHERE "+cond), cutoff.UnixMicro()).Scan(&n); err != nil {
+			return 0, fmt.Errorf("count %s to prune: %w", table, err)
+		}
+		return n, nil
+	}
+	keyExpr := key
+	if strings.Contains(key, ",") {
+		keyExpr = "(" + key + ")" // a row value
+	}
+	query := "DELETE FROM " + table + " WHERE " + cond + " AND " + keyExpr + " IN (SELECT " + key + " FROM " + table +
+		" WHERE " + cond + " ORDER BY " + column + " LIMIT ?)"
+	var total int64
+	for {
+		res, err := db.write.ExecContext(ctx, db.q(query), cutoff.UnixMicro(), cutoff.UnixMicro(), pruneBatch)
+		if err != nil {
+			return total, fmt.Errorf("prune %s: %w", table, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("prune %s: %w", table, err)
+		}
+		total += n
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
 }
 
 // pruneLoginCounters deletes failed-login counters whose window started

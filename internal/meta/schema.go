@@ -329,6 +329,14 @@ ON CONFLICT (name) DO NOTHING`,
 	`CREATE INDEX manifests_referrers ON manifests(repository_id, subject, created_at, digest) WHERE subject IS NOT NULL`,
 	// 29: a gate's checkers by account id (gate_schema.go).
 	gateCheckersSchema,
+	// 30: the ended periods of tags, by when they ended: garbage
+	// collection prunes those past the time machine's window, the activity
+	// page lists a repository's most recently deleted tags; and the
+	// records of expiry notices, pruned once their expiration has passed
+	// (retention.go).
+	`CREATE INDEX tag_history_ended ON tag_history(until_at) WHERE until_at > 0;
+CREATE INDEX tag_history_repository_ended ON tag_history(repository_id, until_at) WHERE until_at > 0;
+CREATE INDEX expiry_notices_expires ON expiry_notices(expires_at)`,
 }
 
 func (db *core) render(stmt string) string {

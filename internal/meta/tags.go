@@ -12,10 +12,11 @@ import (
 )
 
 // TagsPage lists a repository's tags, most recently changed first, or
-// ErrRepositoryNotFound. With q.History it lists the tags' periods
-// instead (Quay's tag list without onlyActiveTags): every digest each tag
-// pointed to whose manifest is still stored, ended periods with Until
-// set, the most recently started first.
+// ErrRepositoryNotFound; expired tags are left out. With q.History it
+// lists the tags' periods instead (Quay's tag list without
+// onlyActiveTags): every digest each tag pointed to whose manifest is
+// still stored, ended periods with Until set (a live period of an expired
+// tag with ExpiresAt, when it ended), the most recently started first.
 func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]TagInfo, error) {
 	var repoID int64
 	if err := db.read.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
@@ -29,7 +30,7 @@ func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]Ta
 	// a restore (so that the sorter carries narrow rows, and the sums are
 	// computed for the page only).
 	page := `SELECT t.name AS tag, t.manifest_digest AS digest, t.updated_at AS from_at, 0 AS until_at, t.expires_at, 0 AS id
-		FROM tags t WHERE t.repository_id = ?`
+		FROM tags t WHERE t.repository_id = ? AND ` + liveTag("t")
 	name, order, outer := "t.name", " ORDER BY t.updated_at DESC, t.name", "p.from_at DESC, p.tag"
 	reversion := `(SELECT MAX(h.reversion) FROM tag_history h WHERE h.repository_id = m.repository_id AND h.tag = p.tag AND h.until_at = 0)`
 	if q.History {
@@ -45,6 +46,9 @@ func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]Ta
 		reversion = `(SELECT h.reversion FROM tag_history h WHERE h.id = p.id)`
 	}
 	args := []any{repoID}
+	if !q.History {
+		args = append(args, now()) // expired tags are gone (liveTag)
+	}
 	if q.Name != "" {
 		page += " AND " + name + " = ?"
 		args = append(args, q.Name)
@@ -225,8 +229,20 @@ func (db Manifests) DeleteTag(ctx context.Context, repo, tag, actor string) erro
 	})
 }
 
+// liveTag is the condition that a row of tags (alias t, or none) has not
+// expired, with one argument: now (microseconds). A tag is gone the moment
+// its expiration passes, as in Quay: reads by tag do not see it, though its
+// row stays until a garbage-collection pass deletes it (and announces
+// tag_deleted), and a push to its name gives the tag a new life (setTag).
+func liveTag(alias string) string {
+	if alias != "" {
+		alias += "."
+	}
+	return "(" + alias + "expires_at = 0 OR " + alias + "expires_at > ?)"
+}
+
 // ListTags returns up to n tags of a repository after last, in lexical
-// order, or ErrRepositoryNotFound.
+// order, or ErrRepositoryNotFound. Expired tags are left out.
 func (db Manifests) ListTags(ctx context.Context, repo, last string, n int) ([]string, error) {
 	var repoID int64
 	if err := db.read.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
@@ -235,7 +251,8 @@ func (db Manifests) ListTags(ctx context.Context, repo, last string, n int) ([]s
 		}
 		return nil, fmt.Errorf("look up repository: %w", err)
 	}
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?"), repoID, last, n)
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND name > ? AND "+liveTag("")+" ORDER BY name LIMIT ?"),
+		repoID, last, now(), n)
 	if err != nil {
 		return nil, fmt.Errorf("list tags: %w", err)
 	}

@@ -69,11 +69,13 @@ func TestTagPoliciesAPI(t *testing.T) {
 	if st, _, raw := w.call("PUT", prune+pid, "owner", `{"method":"creation_date","value":"2w"}`); st != 204 {
 		t.Fatalf("update: %d %s", st, raw)
 	}
-	if st, _, raw := w.call("GET", prune+pid, "owner", ""); st != 200 || !strings.Contains(raw, `"value":"2w"`) {
+	// No pattern: Quay's "tagPattern": null.
+	if st, _, raw := w.call("GET", prune+pid, "owner", ""); st != 200 || !strings.Contains(raw, `"value":"2w"`) || !strings.Contains(raw, `"tagPattern":null`) {
 		t.Fatalf("after update: %d %s", st, raw)
 	}
-	if st, _, _ := w.call("DELETE", prune+pid, "owner", ""); st != 204 {
-		t.Fatal("delete auto-prune policy")
+	// Quay answers a delete with the policy's uuid.
+	if st, body, raw := w.call("DELETE", prune+pid, "owner", ""); st != 200 || body["uuid"] != pid {
+		t.Fatalf("delete auto-prune policy: %d %s", st, raw)
 	}
 	if st, _, _ := w.call("GET", prune+pid, "owner", ""); st != 404 {
 		t.Fatal("deleted policy still there")

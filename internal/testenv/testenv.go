@@ -33,6 +33,7 @@ import (
 	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
+	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/oci"
@@ -190,7 +191,8 @@ func New(t testing.TB, opts Options) *Env {
 		regs = append(regs, registry.New(wire.RegistryStores(db), d, ro))
 	}
 	var turn atomic.Uint64
-	e.API = api.New(wire.APIStores(db, 0), apiAuth, ao)
+	// The default time machine (a week): tags restorable as a server's.
+	e.API = api.New(wire.APIStores(db, config.Default().GC.TimeMachine), apiAuth, ao)
 	// As the server routes: the token endpoint, /api/v1/, and everything
 	// else to the registry untouched (no mux cleans its paths).
 	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

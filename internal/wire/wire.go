@@ -62,7 +62,7 @@ func APIStores(db *meta.DB, timeMachine time.Duration) api.Stores {
 		Permissions: access, Tokens: access, Audit: access,
 		Notifications: db.Notifications(), Mirrors: db.Mirrors(), ProxyCaches: db.ProxyCaches(),
 		Keepers: db.Collector().WithTimeMachine(timeMachine), VulnDB: vulnDB{db.VulnDB()},
-		Gates: db.Gates(), Restorer: db.Manifests(), Policies: db.Policies(),
+		Gates: db.Gates(), Restorer: db.Manifests().WithTimeMachine(timeMachine), Policies: db.Policies(),
 		Quotas: db.Quotas(), Usage: db.Quotas(),
 	}
 }
