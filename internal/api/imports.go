@@ -64,6 +64,15 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 		}
 		return err
 	}
+	// A proxy cache organization's content is its upstream's: an import
+	// there would serve every puller the importer's image, so it is
+	// refused as a /v2 push there is.
+	ns, _, _ := strings.Cut(body.Repository, "/")
+	if _, err := a.db.ProxyCaches.ProxyCacheOf(r.Context(), ns); err == nil {
+		return forbidden("%s is a proxy cache organization: its content comes from its upstream, so imports into it are refused (as pushes are)", ns)
+	} else if !errors.Is(err, meta.ErrNotFound) {
+		return err
+	}
 	if err := a.createForImport(r.Context(), id, body.Repository); err != nil {
 		return err
 	}
@@ -71,11 +80,14 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 		Insecure: body.Insecure, Repo: body.Repository, Tags: body.Tags, Force: body.Mode == "Force", Actor: id.Actor()})
 	var inv *mirror.InvalidImportError
 	var quota *meta.QuotaExceededError
+	var immutable *meta.ImmutableTagError
 	switch {
 	case errors.As(err, &inv):
 		return badRequest("%s", inv.Msg)
 	case errors.As(err, &quota):
 		return apiError(http.StatusForbidden, "quota_exceeded", "%v", quota)
+	case errors.As(err, &immutable):
+		return forbidden("%v", immutable)
 	case errors.Is(err, mirror.ErrTagExists):
 		return apiError(http.StatusConflict, "conflict", "%v", err)
 	case err != nil && r.Context().Err() == nil:

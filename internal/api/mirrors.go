@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -79,13 +80,15 @@ func mirrorView(m meta.Mirror) map[string]any {
 	if rule.Value == nil {
 		rule.Value = []string{}
 	}
+	proxy := m.Proxy
+	proxy.HTTPProxy, proxy.HTTPSProxy = withoutUserinfo(proxy.HTTPProxy), withoutUserinfo(proxy.HTTPSProxy)
 	return map[string]any{
 		"is_enabled":                 m.Enabled,
 		"mirror_type":                "PULL",
 		"external_reference":         m.ExternalReference,
 		"external_registry_username": nullable(m.Username),
 		"external_registry_config": map[string]any{"verify_tls": m.VerifyTLS, "unsigned_images": m.UnsignedImages,
-			"proxy": m.Proxy},
+			"proxy": proxy},
 		"sync_interval":          int64(m.SyncInterval / time.Second),
 		"sync_start_date":        m.SyncStartDate.UTC().Format(mirrorTimeFormat),
 		"sync_expiration_date":   nil,
@@ -98,6 +101,50 @@ func mirrorView(m meta.Mirror) map[string]any {
 		"next_sync_date": m.NextSyncAt.UTC().Format(mirrorTimeFormat),
 		"last_error":     m.LastError,
 	}
+}
+
+// withoutUserinfo is a proxy URL as the API shows it: without the
+// user:password@ a mirror configured before proxy credentials were
+// refused may have stored.
+func withoutUserinfo(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	u.User = nil
+	return u.String()
+}
+
+// checkProxyURL refuses a proxy URL that does not parse or carries
+// credentials: they would be stored unsealed and shown to every
+// repository admin.
+func checkProxyURL(field, raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return badRequest("external_registry_config.proxy.%s: invalid URL: %v", field, err)
+	}
+	if u.User != nil {
+		return badRequest("external_registry_config.proxy.%s: a proxy URL takes no credentials (user:password@): give a proxy that needs none, such as scheme://host:port", field)
+	}
+	return nil
+}
+
+// upstreamMoved names what an update changes of where a mirror's stored
+// credentials would be sent: the upstream registry's host, the proxy, or
+// TLS verification turned off ("" for none of these).
+func upstreamMoved(before, after meta.Mirror) string {
+	switch {
+	case mirror.UpstreamRegistry(before.ExternalReference) != mirror.UpstreamRegistry(after.ExternalReference):
+		return "the upstream registry (" + mirror.UpstreamRegistry(before.ExternalReference) + " to " + mirror.UpstreamRegistry(after.ExternalReference) + ")"
+	case before.Proxy != after.Proxy:
+		return "the proxy"
+	case before.VerifyTLS && !after.VerifyTLS:
+		return "verify_tls (to false)"
+	}
+	return ""
 }
 
 func nullable(s string) any {
@@ -135,6 +182,12 @@ func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput,
 			m.UnsignedImages = *c.UnsignedImages
 		}
 		if c.Proxy != nil {
+			if err := checkProxyURL("http_proxy", c.Proxy.HTTPProxy); err != nil {
+				return err
+			}
+			if err := checkProxyURL("https_proxy", c.Proxy.HTTPSProxy); err != nil {
+				return err
+			}
 			m.Proxy = *c.Proxy
 		}
 	}
@@ -256,6 +309,13 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		if err := a.applyMirrorInput(ctx, repo, in, &m, false); err != nil {
 			return err
 		}
+		// The stored password goes to the upstream it was given for: an
+		// update that points the mirror elsewhere (or lets a
+		// man-in-the-middle in) gives it again, or clears it with "".
+		if moved := upstreamMoved(before, m); moved != "" && before.PasswordSealed != "" && in.Password == nil {
+			return badRequest("give the upstream credentials again when the upstream changes: this update changes %s, "+
+				"so send external_registry_username and external_registry_password with it (an empty password clears the stored one)", moved)
+		}
 		reschedule := !m.SyncStartDate.Equal(before.SyncStartDate)
 		if err := a.db.Mirrors.UpdateMirror(ctx, m, reschedule); err != nil {
 			return err
@@ -267,7 +327,10 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		}
 		writeJSON(w, http.StatusCreated, mirrorView(m))
 	case "sync-now":
-		if err := a.db.Mirrors.MirrorSyncNow(ctx, repo); err != nil {
+		var inactive *meta.MirrorInactiveError
+		if err := a.db.Mirrors.MirrorSyncNow(ctx, repo); errors.As(err, &inactive) {
+			return badRequest("%v", inactive)
+		} else if err != nil {
 			return err
 		}
 		a.audit(r, id, "repo_mirror_sync_now_requested", repo, "", map[string]string{})

@@ -36,6 +36,45 @@ const MirrorRetries = 3
 // ErrMirrorNotFound is returned for a repository without a mirror.
 var ErrMirrorNotFound = fmt.Errorf("mirror %w", ErrNotFound)
 
+// repoStateMirror is the state of a mirrored repository: only a
+// repository in this state is synced.
+const repoStateMirror = "MIRROR"
+
+// MirrorInactiveError is returned when a mirror would sync a repository
+// that is no longer in state MIRROR (an administrator changed it to NORMAL
+// or READ_ONLY, to take it over): its mirror neither syncs nor writes.
+type MirrorInactiveError struct {
+	Repository, State string
+}
+
+func (e *MirrorInactiveError) Error() string {
+	return fmt.Sprintf("repository %s is in state %s, not MIRROR: its mirror does not sync (change its state back to MIRROR to resume)", e.Repository, e.State)
+}
+
+// mirrorRepoState reads the state of a mirror's repository in tx, locking
+// its row against a concurrent state change (PostgreSQL; SQLite's one
+// writer serializes them) until tx ends: ErrMirrorNotFound without a
+// mirror, a *MirrorInactiveError unless the state is MIRROR.
+func (db *core) mirrorRepoState(ctx context.Context, tx *sql.Tx, repo string) error {
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR SHARE OF r"
+	}
+	var state string
+	err := tx.QueryRowContext(ctx, db.q(`SELECT r.state FROM repositories r JOIN repository_mirrors m ON m.repository = r.name
+		WHERE r.name = ?`+lock), repo).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrMirrorNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("read repository state: %w", err)
+	}
+	if state != repoStateMirror {
+		return &MirrorInactiveError{Repository: repo, State: state}
+	}
+	return nil
+}
+
 // MirrorProxy is a mirror's upstream proxy settings.
 type MirrorProxy struct {
 	HTTPProxy  string `json:"http_proxy"`
@@ -120,7 +159,7 @@ func mirrorArgs(m Mirror) []any {
 // mirror robot, in the same transaction. ErrExists if it has a mirror.
 func (db Mirrors) CreateMirror(ctx context.Context, m Mirror) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.q(`UPDATE repositories SET state = ?, mirror_robot = ? WHERE name = ?`), "MIRROR", m.RobotUsername, m.Repository)
+		res, err := tx.ExecContext(ctx, db.q(`UPDATE repositories SET state = ?, mirror_robot = ? WHERE name = ?`), repoStateMirror, m.RobotUsername, m.Repository)
 		if err != nil {
 			return fmt.Errorf("set repository state: %w", err)
 		}
@@ -174,14 +213,24 @@ func (db Mirrors) GetMirror(ctx context.Context, repo string) (Mirror, error) {
 }
 
 // MirrorSyncNow makes a mirror due at once (status SYNC_NOW unless a sync
-// runs) and clears a pending cancel.
+// runs) and clears a pending cancel. A repository no longer in state
+// MIRROR is not synced: *MirrorInactiveError, and nothing changes.
 func (db Mirrors) MirrorSyncNow(ctx context.Context, repo string) error {
-	// During a sync the request is remembered (sync_now_requested): its
-	// finish schedules another at once, as upstream may have changed after
-	// the running one read it.
-	return db.execMirror(ctx, `UPDATE repository_mirrors SET next_sync_at = ?, cancel_requested = 0,
-		sync_now_requested = CASE WHEN sync_status = 'SYNCING' THEN 1 ELSE 0 END,
-		sync_status = CASE WHEN sync_status = 'SYNCING' THEN sync_status ELSE 'SYNC_NOW' END WHERE repository = ?`, now(), repo)
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.mirrorRepoState(ctx, tx, repo); err != nil {
+			return err
+		}
+		// During a sync the request is remembered (sync_now_requested): its
+		// finish schedules another at once, as upstream may have changed
+		// after the running one read it.
+		_, err := tx.ExecContext(ctx, db.q(`UPDATE repository_mirrors SET next_sync_at = ?, cancel_requested = 0,
+			sync_now_requested = CASE WHEN sync_status = 'SYNCING' THEN 1 ELSE 0 END,
+			sync_status = CASE WHEN sync_status = 'SYNCING' THEN sync_status ELSE 'SYNC_NOW' END WHERE repository = ?`), now(), repo)
+		if err != nil {
+			return fmt.Errorf("update mirror: %w", err)
+		}
+		return nil
+	})
 }
 
 // MirrorSyncCancel asks a running or queued sync to stop at its next safe
@@ -202,24 +251,36 @@ func (db *core) execMirror(ctx context.Context, stmt string, args ...any) error 
 	return nil
 }
 
-// MirrorCancelRequested reports whether a cancel of the mirror's sync is
-// pending.
+// MirrorCancelRequested reports whether a running sync of the mirror must
+// stop: true if a cancel is pending or the mirror is gone, a
+// *MirrorInactiveError if its repository left state MIRROR.
 func (db Mirrors) MirrorCancelRequested(ctx context.Context, repo string) (bool, error) {
 	var c int
-	err := db.write.ReadRowContext(ctx, db.q("SELECT cancel_requested FROM repository_mirrors WHERE repository = ?"), repo).Scan(&c)
+	var state string
+	err := db.write.ReadRowContext(ctx, db.q(`SELECT m.cancel_requested, r.state FROM repository_mirrors m JOIN repositories r ON r.name = m.repository
+		WHERE m.repository = ?`), repo).Scan(&c, &state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return true, nil // the mirror is gone: stop
 	}
-	return c != 0, err
+	if err != nil {
+		return false, err
+	}
+	if state != repoStateMirror {
+		return false, &MirrorInactiveError{Repository: repo, State: state}
+	}
+	return c != 0, nil
 }
 
-// EnqueueDueMirrors enqueues a sync job for every enabled mirror that is
-// due and has no pending or running job, and returns how many it
-// enqueued. Any number of processes may call it: a mirror's job is
-// recorded with a compare-and-set, so each due sync is enqueued once.
+// EnqueueDueMirrors enqueues a sync job for every enabled mirror of a
+// repository in state MIRROR that is due and has no pending or running
+// job, and returns how many it enqueued. Any number of processes may call
+// it: a mirror's job is recorded with a compare-and-set, so each due sync
+// is enqueued once.
 func (db Mirrors) EnqueueDueMirrors(ctx context.Context, at time.Time) (int, error) {
-	rows, err := db.write.ReadContext(ctx, db.q(`SELECT m.repository, m.job_id FROM repository_mirrors m WHERE m.is_enabled = 1 AND m.next_sync_at <= ?
-		AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = m.job_id AND j.status IN ('pending', 'running')) ORDER BY m.next_sync_at LIMIT 100`), at.UnixMicro())
+	rows, err := db.write.ReadContext(ctx, db.q(`SELECT m.repository, m.job_id FROM repository_mirrors m JOIN repositories r ON r.name = m.repository
+		WHERE m.is_enabled = 1 AND m.next_sync_at <= ? AND r.state = ?
+		AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = m.job_id AND j.status IN ('pending', 'running')) ORDER BY m.next_sync_at LIMIT 100`),
+		at.UnixMicro(), repoStateMirror)
 	if err != nil {
 		return 0, fmt.Errorf("due mirrors: %w", err)
 	}
@@ -271,10 +332,14 @@ func (db Mirrors) EnqueueDueMirrors(ctx context.Context, at time.Time) (int, err
 
 // StartMirrorSync marks the mirror SYNCING and appends the
 // repo_mirror_sync_started event with message, in one transaction. It
-// returns the mirror as it was before.
+// returns the mirror as it was before. A repository no longer in state
+// MIRROR is not synced: *MirrorInactiveError, and nothing changes.
 func (db Mirrors) StartMirrorSync(ctx context.Context, repo, message string) (Mirror, error) {
 	var m Mirror
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.mirrorRepoState(ctx, tx, repo); err != nil {
+			return err
+		}
 		var err error
 		m, err = scanMirror(tx.QueryRowContext(ctx, db.q("SELECT "+mirrorColumns+" FROM repository_mirrors WHERE repository = ?"), repo))
 		if err != nil {
@@ -292,7 +357,9 @@ func (db Mirrors) StartMirrorSync(ctx context.Context, repo, message string) (Mi
 // FinishMirrorSync records a sync's outcome, status SUCCESS, FAIL or
 // CANCEL, with its event (none for CANCEL), and schedules the next sync
 // with Quay's retry rule: a failure retries at once while retries remain,
-// decrementing them; at none it waits an interval and resets them.
+// decrementing them; at none it waits an interval and resets them. The
+// message of a FAIL, or of a CANCEL that has one (why the sync stopped),
+// is the mirror's last_error.
 func (db Mirrors) FinishMirrorSync(ctx context.Context, repo, status, message string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		m, err := scanMirror(tx.QueryRowContext(ctx, db.q("SELECT "+mirrorColumns+" FROM repository_mirrors WHERE repository = ?"), repo))
@@ -308,7 +375,7 @@ func (db Mirrors) FinishMirrorSync(ctx context.Context, repo, status, message st
 				next, retries = ts, m.RetriesRemaining-1
 			}
 		case MirrorCancel:
-			kind = ""
+			kind, lastErr = "", message
 		}
 		var requested int
 		if err := tx.QueryRowContext(ctx, db.q("SELECT sync_now_requested FROM repository_mirrors WHERE repository = ?"), repo).Scan(&requested); err != nil {
@@ -331,5 +398,18 @@ func (db Mirrors) FinishMirrorSync(ctx context.Context, repo, status, message st
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: kind, Repository: repo, Actor: m.RobotUsername,
 			Data: mustJSON(map[string]string{"message": message})})
+	})
+}
+
+// DeleteMirroredTag deletes a tag as Manifests.DeleteTag does, for a sync
+// of the repository's mirror: in the same transaction it checks that the
+// repository is still in state MIRROR (*MirrorInactiveError if not), so a
+// sync that raced a change of state never deletes a tag pushed after it.
+func (db Mirrors) DeleteMirroredTag(ctx context.Context, repo, tag, actor string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.mirrorRepoState(ctx, tx, repo); err != nil {
+			return err
+		}
+		return db.deleteTag(ctx, tx, repo, tag, actor)
 	})
 }

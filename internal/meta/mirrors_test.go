@@ -2,6 +2,7 @@ package meta_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -124,6 +125,67 @@ func TestMirrorSyncLongerThanItsInterval(t *testing.T) {
 			}
 			if m, _ := db.Mirrors().GetMirror(ctx, "acme/app"); !m.NextSyncAt.After(finished) {
 				t.Fatalf("the next sync is at %s, before the finish %s", m.NextSyncAt, finished)
+			}
+		})
+	}
+}
+
+// TestMirrorOnlyInStateMirror: once an administrator changes a mirrored
+// repository's state (to NORMAL, to take it over), its mirror is not
+// enqueued, a sync-now or a sync's start is refused, a running sync is
+// told to stop, and a sync's tag deletion, checked in its own
+// transaction, leaves the tag the users pushed; in state MIRROR again all
+// of it works.
+func TestMirrorOnlyInStateMirror(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			newMirror(t, db)
+			mirrors := db.Mirrors()
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf(`{"a":1}`), Tag: "hotfix"}); err != nil {
+				t.Fatal(err)
+			}
+			normal, mirror := "NORMAL", "MIRROR"
+			if err := db.Repositories().UpdateRepository(ctx, "acme/app", nil, &normal, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			var inactive *meta.MirrorInactiveError
+			if n, err := mirrors.EnqueueDueMirrors(ctx, time.Now().Add(time.Hour)); err != nil || n != 0 {
+				t.Fatalf("enqueued %d syncs of a repository in state NORMAL (%v)", n, err)
+			}
+			if err := mirrors.MirrorSyncNow(ctx, "acme/app"); !errors.As(err, &inactive) || inactive.State != "NORMAL" {
+				t.Fatalf("sync-now in state NORMAL: %v", err)
+			}
+			if _, err := mirrors.StartMirrorSync(ctx, "acme/app", "start"); !errors.As(err, &inactive) {
+				t.Fatalf("a sync's start in state NORMAL: %v", err)
+			}
+			if _, err := mirrors.MirrorCancelRequested(ctx, "acme/app"); !errors.As(err, &inactive) {
+				t.Fatalf("a running sync in state NORMAL is not told to stop: %v", err)
+			}
+			if err := mirrors.DeleteMirroredTag(ctx, "acme/app", "hotfix", "acme+mirror"); !errors.As(err, &inactive) {
+				t.Fatalf("a sync's tag deletion in state NORMAL: %v", err)
+			}
+			if _, err := db.Manifests().GetManifest(ctx, "acme/app", "hotfix", "", false); err != nil {
+				t.Fatalf("the tag pushed in state NORMAL is gone: %v", err)
+			}
+			if m, err := mirrors.GetMirror(ctx, "acme/app"); err != nil || m.Status != meta.MirrorNeverRun {
+				t.Fatalf("the refused calls changed the mirror: %+v %v", m, err)
+			}
+			if err := db.Repositories().UpdateRepository(ctx, "acme/app", nil, &mirror, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := mirrors.EnqueueDueMirrors(ctx, time.Now().Add(time.Hour)); err != nil || n != 1 {
+				t.Fatalf("enqueued %d syncs in state MIRROR (%v)", n, err)
+			}
+			if err := mirrors.MirrorSyncNow(ctx, "acme/app"); err != nil {
+				t.Fatal(err)
+			}
+			if err := mirrors.DeleteMirroredTag(ctx, "acme/app", "hotfix", "acme+mirror"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Manifests().GetManifest(ctx, "acme/app", "hotfix", "", false); !errors.Is(err, meta.ErrManifestNotFound) {
+				t.Fatalf("after the mirror's deletion: %v", err)
 			}
 		})
 	}

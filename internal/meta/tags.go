@@ -194,39 +194,42 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 
 // DeleteTag removes a tag; the manifest stays.
 func (db Manifests) DeleteTag(ctx context.Context, repo, tag, actor string) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		var d string
-		var repoID int64
-		// The tag row is locked (PostgreSQL): a push moving it, or another
-		// delete, waits; the event names the digest deleted.
-		lock := ""
-		if db.dialect == postgres {
-			lock = " FOR UPDATE OF t"
-		}
-		err := tx.QueryRowContext(ctx, db.q(`SELECT t.manifest_digest, t.repository_id FROM tags t JOIN repositories r ON r.id = t.repository_id
-			WHERE r.name = ? AND t.name = ?`+lock), repo, tag).Scan(&d, &repoID)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrManifestNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("read tag: %w", err)
-		}
-		if err := db.immutable(ctx, tx, repoID, tag); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = ? AND manifest_digest = ?`), tag, repoID, d)
-		if err != nil {
-			return fmt.Errorf("delete tag: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return ErrManifestNotFound // deleted meanwhile
-		}
-		if err := db.endTagHistory(ctx, tx, repoID, tag); err != nil {
-			return err
-		}
-		return db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: repo, Actor: actor,
-			Data: mustJSON(map[string]any{"tag": tag, "digest": d})})
-	})
+	return db.tx(ctx, func(tx *sql.Tx) error { return db.deleteTag(ctx, tx, repo, tag, actor) })
+}
+
+// deleteTag is DeleteTag in the caller's transaction.
+func (db *core) deleteTag(ctx context.Context, tx *sql.Tx, repo, tag, actor string) error {
+	var d string
+	var repoID int64
+	// The tag row is locked (PostgreSQL): a push moving it, or another
+	// delete, waits; the event names the digest deleted.
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR UPDATE OF t"
+	}
+	err := tx.QueryRowContext(ctx, db.q(`SELECT t.manifest_digest, t.repository_id FROM tags t JOIN repositories r ON r.id = t.repository_id
+		WHERE r.name = ? AND t.name = ?`+lock), repo, tag).Scan(&d, &repoID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrManifestNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("read tag: %w", err)
+	}
+	if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+		return err
+	}
+	res, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = ? AND manifest_digest = ?`), tag, repoID, d)
+	if err != nil {
+		return fmt.Errorf("delete tag: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return ErrManifestNotFound // deleted meanwhile
+	}
+	if err := db.endTagHistory(ctx, tx, repoID, tag); err != nil {
+		return err
+	}
+	return db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: repo, Actor: actor,
+		Data: mustJSON(map[string]any{"tag": tag, "digest": d})})
 }
 
 // liveTag is the condition that a row of tags (alias t, or none) has not

@@ -59,20 +59,22 @@ type Metrics interface {
 }
 
 // SyncStore is the mirror table as the service runs syncs (meta.Mirrors).
+// Each call that starts or continues a sync, and each tag deletion,
+// answers a *meta.MirrorInactiveError once the repository left state
+// MIRROR.
 type SyncStore interface {
 	GetMirror(ctx context.Context, repo string) (meta.Mirror, error)
 	MirrorCancelRequested(ctx context.Context, repo string) (bool, error)
 	EnqueueDueMirrors(ctx context.Context, at time.Time) (int, error)
 	StartMirrorSync(ctx context.Context, repo, message string) (meta.Mirror, error)
 	FinishMirrorSync(ctx context.Context, repo, status, message string) error
+	DeleteMirroredTag(ctx context.Context, repo, tag, actor string) error
 }
 
-// TagStore reads and removes the mirrored repository's tags
-// (meta.Manifests).
+// TagStore reads the mirrored repository's tags (meta.Manifests).
 type TagStore interface {
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	ListTags(ctx context.Context, repo, last string, n int) ([]string, error)
-	DeleteTag(ctx context.Context, repo, tag, actor string) error
 }
 
 // ServiceStores are the parts of the metadata store the mirror service
@@ -193,7 +195,13 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, "")
 	}
 	msg := fmt.Sprintf("'%s' with tag pattern '%s'", m.ExternalReference, strings.Join(m.RootRule.Value, ","))
-	if m, err = s.db.StartMirrorSync(ctx, repo, msg); err != nil {
+	var inactive *meta.MirrorInactiveError
+	if m, err = s.db.StartMirrorSync(ctx, repo, msg); errors.As(err, &inactive) {
+		// The repository left state MIRROR (taken over by its users):
+		// nothing is synced, and the status says why.
+		s.log.Info("mirror sync skipped", "repository", repo, "state", inactive.State)
+		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, inactive.Error())
+	} else if err != nil {
 		return err
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
@@ -202,6 +210,12 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	res, err := s.sync(sctx, m)
 	rec := context.WithoutCancel(ctx)
 	switch {
+	case errors.As(err, &inactive) || errors.As(context.Cause(sctx), &inactive):
+		// The state changed during the sync: it stopped before its next
+		// write (a tag deletion checks the state in its own transaction).
+		s.log.Info("mirror sync stopped", "repository", repo, "state", inactive.State)
+		s.count(meta.MirrorCancel)
+		return s.db.FinishMirrorSync(rec, repo, meta.MirrorCancel, inactive.Error())
 	case errors.Is(err, errCancelled) || errors.Is(context.Cause(sctx), errCancelled):
 		s.log.Info("mirror sync cancelled", "repository", repo)
 		s.count(meta.MirrorCancel)
@@ -239,7 +253,13 @@ func (s *MirrorService) watchCancel(ctx context.Context, cancel context.CancelCa
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if c, err := s.db.MirrorCancelRequested(ctx, repo); err == nil && c {
+			c, err := s.db.MirrorCancelRequested(ctx, repo)
+			var inactive *meta.MirrorInactiveError
+			switch {
+			case errors.As(err, &inactive):
+				cancel(err) // the repository left state MIRROR: stop the copy in flight
+				return
+			case err == nil && c:
 				cancel(errCancelled)
 				return
 			}
@@ -277,6 +297,11 @@ func (s *MirrorService) upstream(m meta.Mirror) (upstream, error) {
 		}
 		base = tr
 	}
+	if m.VerifyTLS {
+		// HTTPS only, credentials included, even to a loopback or private
+		// address; verify_tls false allows plain HTTP.
+		base = httpsOnly{next: base, allow: "set verify_tls to false to allow it"}
+	}
 	rt := &retryTransport{next: base, tries: s.opts.Tries, base: s.opts.RetryBase, maxDelay: s.opts.MaxRetryDelay}
 	a := authn.Authenticator(authn.Anonymous)
 	if m.Username != "" {
@@ -293,6 +318,17 @@ func (s *MirrorService) upstream(m meta.Mirror) (upstream, error) {
 	// Our transport retries; go-containerregistry's own retries are off.
 	return upstream{repo: repo, opts: []remote.Option{remote.WithAuth(a), remote.WithTransport(rt),
 		remote.WithRetryBackoff(remote.Backoff{Steps: 1})}}, nil
+}
+
+// UpstreamRegistry is the registry host[:port] an external_reference
+// names, as a sync reaches it (Docker Hub's for a reference without a
+// host); for a reference that does not parse, its first path component.
+func UpstreamRegistry(ref string) string {
+	if r, err := name.NewRepository(ref); err == nil {
+		return r.RegistryStr()
+	}
+	host, _, _ := strings.Cut(ref, "/")
+	return strings.ToLower(host)
 }
 
 // proxyFunc routes upstream requests through the mirror's proxy, except

@@ -37,6 +37,13 @@ func TestMirrorUpstreamRefusedBySSRFGuard(t *testing.T) {
 		svc := mirror.NewMirrorService(wire.MirrorStores(f.db), copier, f.sealer, mirror.MirrorOptions{Dial: guard.DialContext, Tries: 1,
 			RetryBase: time.Millisecond, Logger: log})
 		f.create(t, []string{"v1"}, nil)
+		// This service dials through the guard, without the fixture's
+		// transport that trusts the upstream's test certificate.
+		insecure := f.status(t)
+		insecure.VerifyTLS = false
+		if err := f.db.Mirrors().UpdateMirror(ctx, insecure, false); err != nil {
+			t.Fatal(err)
+		}
 		if err := svc.Sync(ctx, mrepo); err != nil {
 			t.Fatal(err)
 		}

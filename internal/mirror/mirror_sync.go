@@ -181,9 +181,14 @@ func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, er
 		if s.keepLocal(ctx, m.Repository, t) {
 			continue
 		}
-		err := s.tags.DeleteTag(ctx, m.Repository, t, mirrorActor(m))
+		// The repository's state is checked in the deletion's transaction:
+		// a tag pushed after it left state MIRROR stays.
+		err := s.db.DeleteMirroredTag(ctx, m.Repository, t, mirrorActor(m))
 		var immutable *meta.ImmutableTagError
+		var inactive *meta.MirrorInactiveError
 		switch {
+		case errors.As(err, &inactive):
+			return res, err
 		case errors.As(err, &immutable), errors.Is(err, meta.ErrManifestNotFound):
 			continue // a gate's rollback tag, a tag an immutability policy covers: they stay
 		case err != nil:

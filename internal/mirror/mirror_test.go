@@ -35,13 +35,16 @@ import (
 	"github.com/berth-dev/berth/internal/storage/fs"
 )
 
-// mfix is a mirror test: an in-memory upstream behind Basic auth whose
-// requests a test can fail, and a Berth store with a mirror service.
+// mfix is a mirror test: an in-memory upstream behind Basic auth, over
+// HTTPS, whose requests a test can fail, and a Berth store with a mirror
+// service that trusts the upstream's certificate.
 type mfix struct {
 	db       *meta.DB
 	svc      *mirror.MirrorService
 	sealer   *auth.Sealer
 	upstream string
+	// upTLS is a transport that trusts the upstream's certificate.
+	upTLS    http.RoundTripper
 	mu       sync.Mutex
 	hook     func(r *http.Request) int // non-zero: answer with this status
 	requests atomic.Int64
@@ -66,10 +69,8 @@ func newMirrorFixture(t *testing.T) *mfix {
 	if f.sealer, err = auth.NewSealer(key); err != nil {
 		t.Fatal(err)
 	}
-	f.svc = mirror.NewMirrorService(wire.MirrorStores(f.db), copier, f.sealer, mirror.MirrorOptions{RetryBase: time.Millisecond,
-		MaxRetryDelay: 50 * time.Millisecond, Tick: 20 * time.Millisecond, CancelPoll: 10 * time.Millisecond, Logger: log})
 	up := ggcrregistry.New(ggcrregistry.Logger(stdlog.New(io.Discard, "", 0)))
-	u := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if user, pw, ok := r.BasicAuth(); !ok || user != "up" || pw != "secret" {
 			w.Header().Set("WWW-Authenticate", `Basic realm="upstream"`)
 			http.Error(w, "auth", http.StatusUnauthorized)
@@ -94,7 +95,10 @@ func newMirrorFixture(t *testing.T) *mfix {
 		up.ServeHTTP(w, r)
 	}))
 	t.Cleanup(u.Close)
-	f.upstream = strings.TrimPrefix(u.URL, "http://")
+	f.upstream = strings.TrimPrefix(u.URL, "https://")
+	f.upTLS = u.Client().Transport
+	f.svc = mirror.NewMirrorService(wire.MirrorStores(f.db), copier, f.sealer, mirror.MirrorOptions{Transport: f.upTLS, RetryBase: time.Millisecond,
+		MaxRetryDelay: 50 * time.Millisecond, Tick: 20 * time.Millisecond, CancelPoll: 10 * time.Millisecond, Logger: log})
 	ctx := context.Background()
 	owner, err := f.db.Users().CreateUser(ctx, meta.User{Username: "acme"})
 	if err != nil {
@@ -127,10 +131,16 @@ func (f *mfix) create(t *testing.T, globs []string, arch []string) {
 	}
 }
 
+// upOpts are the options that reach the upstream: its credentials and a
+// transport that trusts its certificate.
+func (f *mfix) upOpts() []remote.Option {
+	return []remote.Option{upAuth, remote.WithTransport(f.upTLS)}
+}
+
 func (f *mfix) push(t *testing.T, tag string, img v1.Image) v1.Hash {
 	t.Helper()
-	r, _ := name.ParseReference(f.upstream+"/lib/app:"+tag, name.Insecure)
-	if err := remote.Write(r, img, upAuth); err != nil {
+	r, _ := name.ParseReference(f.upstream + "/lib/app:" + tag)
+	if err := remote.Write(r, img, f.upOpts()...); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := img.Digest()
@@ -139,8 +149,8 @@ func (f *mfix) push(t *testing.T, tag string, img v1.Image) v1.Hash {
 
 func (f *mfix) deleteUpstream(t *testing.T, tag string) {
 	t.Helper()
-	r, _ := name.ParseReference(f.upstream+"/lib/app:"+tag, name.Insecure)
-	if err := remote.Delete(r, upAuth); err != nil {
+	r, _ := name.ParseReference(f.upstream + "/lib/app:" + tag)
+	if err := remote.Delete(r, f.upOpts()...); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -403,8 +413,8 @@ func TestMirrorArchitectureFilterAndSignatures(t *testing.T) {
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: randomImage(t),
 			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
 	}
-	r, _ := name.ParseReference(f.upstream+"/lib/app:multi", name.Insecure)
-	if err := remote.WriteIndex(r, idx, upAuth); err != nil {
+	r, _ := name.ParseReference(f.upstream + "/lib/app:multi")
+	if err := remote.WriteIndex(r, idx, f.upOpts()...); err != nil {
 		t.Fatal(err)
 	}
 	upD, _ := idx.Digest()
