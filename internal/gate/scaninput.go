@@ -21,21 +21,6 @@ const (
 	maxIndexManifests = 256
 )
 
-// Docker's annotation of the attestation manifests buildx adds to an
-// index (with platform unknown/unknown).
-const (
-	dockerReferenceType   = "vnd.docker.reference.type"
-	dockerAttestationType = "attestation-manifest"
-)
-
-// isAttestation reports whether an index entry is an attestation manifest
-// rather than an image to run: Docker's annotation says so, or its
-// platform is "unknown". It is the scanner's rule (isAttestation in
-// internal/scan/report.go): the two must leave out the same entries.
-func isAttestation(d oci.Descriptor) bool {
-	return d.Annotations[dockerReferenceType] == dockerAttestationType || (d.Platform != nil && d.Platform.OS == "unknown")
-}
-
 // scanCheck is berth/scan's status.
 func scanCheck(sc Scan, threshold string) string {
 	switch sc.Status {
@@ -76,7 +61,7 @@ func (s *Service) scanImages(ctx context.Context, repo string, m meta.Manifest, 
 	var walk func(idx *oci.Manifest, level int) error
 	walk = func(idx *oci.Manifest, level int) error {
 		for _, e := range idx.Manifests {
-			if isAttestation(e) || seen[e.Digest] {
+			if oci.IsAttestation(e) || seen[e.Digest] {
 				continue
 			}
 			seen[e.Digest] = true

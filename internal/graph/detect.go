@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/oci"
 )
 
 // The OCI annotations a builder sets on an image built FROM a base
@@ -30,14 +32,10 @@ const (
 	MethodLayers     = "layers"
 )
 
-// BuildKit marks the manifests of an index that carry attestations of
-// another manifest of the index.
-const (
-	annotationRefType       = "vnd.docker.reference.type"
-	annotationRefDigest     = "vnd.docker.reference.digest"
-	refTypeAttestation      = "attestation-manifest"
-	predicateSLSAProvenance = "https://slsa.dev/provenance/"
-)
+// predicateSLSAProvenance starts the predicate type of the SLSA
+// provenance BuildKit attests (in an index's attestation manifests,
+// oci.DockerAttestationType).
+const predicateSLSAProvenance = "https://slsa.dev/provenance/"
 
 // ImageConfig is what the graph reads of an image configuration.
 type ImageConfig struct {
@@ -185,10 +183,10 @@ func BaseAnnotations(ann map[string]string) (Ref, bool) {
 // Attestation reports whether an index entry is a BuildKit attestation
 // manifest, and the digest of the manifest of the index it attests.
 func Attestation(annotations map[string]string) (digest.Digest, bool) {
-	if annotations[annotationRefType] != refTypeAttestation {
+	if annotations[oci.DockerReferenceType] != oci.DockerAttestationType {
 		return "", false
 	}
-	d, err := digest.Parse(annotations[annotationRefDigest])
+	d, err := digest.Parse(annotations[oci.DockerReferenceDigest])
 	return d, err == nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/oci"
 )
 
 func TestChainIDs(t *testing.T) {
@@ -122,10 +124,10 @@ func TestProvenanceMaterials(t *testing.T) {
 
 func TestAttestation(t *testing.T) {
 	d := digest.FromString("image")
-	if got, ok := Attestation(map[string]string{annotationRefType: refTypeAttestation, annotationRefDigest: d.String()}); !ok || got != d {
+	if got, ok := Attestation(map[string]string{oci.DockerReferenceType: oci.DockerAttestationType, oci.DockerReferenceDigest: d.String()}); !ok || got != d {
 		t.Fatalf("%s %v", got, ok)
 	}
-	if _, ok := Attestation(map[string]string{annotationRefDigest: d.String()}); ok {
+	if _, ok := Attestation(map[string]string{oci.DockerReferenceDigest: d.String()}); ok {
 		t.Fatal("an entry without the type read as an attestation")
 	}
 }

@@ -25,10 +25,11 @@ type ManifestStore interface {
 type Store interface {
 	IndexImage(ctx context.Context, img meta.GraphImage, bases []meta.BaseLink) error
 	Indexed(ctx context.Context, repo string, d digest.Digest) (bool, error)
-	ImagesWithChains(ctx context.Context, chains []digest.Digest, n int) ([]meta.GraphNode, error)
-	ImagesByDigest(ctx context.Context, d digest.Digest, n int) ([]meta.GraphNode, error)
-	ChildFor(ctx context.Context, repoID int64, index digest.Digest, platform string) (digest.Digest, bool, error)
+	BestWithChains(ctx context.Context, dependent string, chains []digest.Digest) ([]meta.GraphNode, error)
+	BestByDigest(ctx context.Context, d digest.Digest, dependent, name string) (meta.GraphNode, bool, error)
+	ChildFor(ctx context.Context, repoID int64, index digest.Digest, platform string) (meta.GraphNode, bool, error)
 	FireBaseMoved(ctx context.Context, mv meta.BaseMove) (int, error)
+	TagHasDependents(ctx context.Context, repo, tag string) (bool, error)
 }
 
 // Blobs reads stored blobs' bytes (a storage.Driver).
@@ -40,9 +41,6 @@ type Blobs interface {
 const (
 	maxConfigBytes    = 4 << 20
 	maxStatementBytes = 4 << 20
-	// maxCandidates bounds the images one lookup returns (copies of one
-	// base in many repositories).
-	maxCandidates = 100
 	// maxLayers bounds the layers of an image the graph indexes (Docker
 	// refuses more than 127); a config listing more is not an image the
 	// graph reads.
@@ -244,28 +242,34 @@ type txIndexer interface {
 
 // bases finds an image's bases, strongest signal first: its base
 // annotations, its provenance, then its layers. The immediate base is
-// level 1; the bases below it (found by layers) follow.
+// level 1; the bases below it (found by layers) follow. A base stored in
+// several repositories (copies) is recorded once, in the repository the
+// store ranks best for the image (meta.Graph's BestWithChains and
+// BestByDigest): the one its annotation names, else one of its own
+// namespace, a mirror's or a pull-through cache's, else the copy stored
+// first.
 func (x *Indexer) bases(ctx context.Context, repo string, d digest.Digest, ann, parentAnn map[string]string, materials []Ref,
 	chain []digest.Digest, platform string) ([]meta.BaseLink, error) {
-	// Images that are a prefix of this one, deepest first.
+	// Images that are a prefix of this one, deepest first: the best copy
+	// of each depth.
 	var prefixes []meta.GraphNode
 	if len(chain) > 1 {
 		var err error
-		if prefixes, err = x.graph.ImagesWithChains(ctx, chain[:len(chain)-1], maxCandidates); err != nil {
+		if prefixes, err = x.graph.BestWithChains(ctx, repo, chain[:len(chain)-1]); err != nil {
 			return nil, err
 		}
 	}
 	var immediate *meta.BaseLink
 	if ref, ok := BaseAnnotations(ann); ok {
-		immediate = x.resolve(ctx, ref, platform, MethodAnnotation, prefixes)
+		immediate = x.resolve(ctx, repo, ref, platform, MethodAnnotation, chain)
 	} else if ref, ok := BaseAnnotations(parentAnn); ok {
-		immediate = x.resolve(ctx, ref, platform, MethodAnnotation, prefixes)
+		immediate = x.resolve(ctx, repo, ref, platform, MethodAnnotation, chain)
 	}
 	if immediate == nil {
 		// The deepest material that is a prefix of the image: BuildKit
 		// lists the frontend and other inputs too.
 		for _, ref := range materials {
-			l := x.resolve(ctx, ref, platform, MethodProvenance, prefixes)
+			l := x.resolve(ctx, repo, ref, platform, MethodProvenance, chain)
 			if l != nil && l.Layers > 0 && (immediate == nil || l.Layers > immediate.Layers) {
 				immediate = l
 			}
@@ -281,59 +285,46 @@ func (x *Indexer) bases(ctx context.Context, repo string, d digest.Digest, ann, 
 			below = 0 // a base the graph has not indexed: its own chain is unknown
 		}
 	}
-	// The chain by layers: each distinct depth is a level.
-	level, depth := len(links), 0
+	// The chain by layers: each depth is a level.
+	level := len(links)
 	for _, p := range prefixes {
 		if p.Layers >= below || p.Repository == repo && p.Digest == d {
 			continue
 		}
-		if p.Layers != depth {
-			level++
-			depth = p.Layers
-		}
+		level++
 		links = append(links, meta.BaseLink{RepositoryID: p.RepositoryID, Digest: p.Digest, Method: MethodLayers, Level: level, Layers: p.Layers})
 	}
 	return links, nil
 }
 
-// resolve finds a named base among stored manifests: by digest (in the
-// repository whose name matches the reference best), for the image's
-// platform when the digest is an index's.
-func (x *Indexer) resolve(ctx context.Context, ref Ref, platform, method string, prefixes []meta.GraphNode) *meta.BaseLink {
+// startsChain reports whether an indexed image's layers start chain
+// (and are not all of it).
+func startsChain(n meta.GraphNode, chain []digest.Digest) bool {
+	return n.Layers > 0 && n.Layers < len(chain) && chain[n.Layers-1] == n.TopChain
+}
+
+// resolve finds a named base among stored manifests: by digest (the copy
+// the store ranks best for the dependent repository, the repository the
+// reference names first), for the image's platform when the digest is an
+// index's.
+func (x *Indexer) resolve(ctx context.Context, repo string, ref Ref, platform, method string, chain []digest.Digest) *meta.BaseLink {
 	if ref.Digest == "" {
 		return nil
 	}
-	nodes, err := x.graph.ImagesByDigest(ctx, ref.Digest, maxCandidates)
-	if err != nil || len(nodes) == 0 {
+	best, ok, err := x.graph.BestByDigest(ctx, ref.Digest, repo, ref.Repository)
+	if err != nil || !ok {
 		return nil
-	}
-	best := nodes[0]
-	for _, n := range nodes {
-		if n.Repository == ref.Repository || strings.HasSuffix(n.Repository, "/"+ref.Repository) || strings.HasSuffix(ref.Repository, "/"+n.Repository) {
-			best = n
-			break
-		}
 	}
 	if best.Layers == 0 {
 		if child, ok, err := x.graph.ChildFor(ctx, best.RepositoryID, best.Digest, platform); err == nil && ok {
-			best.Digest = child
-			for _, p := range prefixes {
-				if p.RepositoryID == best.RepositoryID && p.Digest == child {
-					best.Layers = p.Layers
-				}
+			best.Digest = child.Digest
+			if startsChain(child, chain) {
+				best.Layers = child.Layers
 			}
 		}
-	} else if method == MethodProvenance {
+	} else if method == MethodProvenance && !startsChain(best, chain) {
 		// A material counts only if its layers start the image's.
-		prefix := false
-		for _, p := range prefixes {
-			if p.RepositoryID == best.RepositoryID && p.Digest == best.Digest {
-				prefix = true
-			}
-		}
-		if !prefix {
-			return nil
-		}
+		return nil
 	}
 	if method == MethodProvenance && best.Layers == 0 {
 		return nil

@@ -32,7 +32,7 @@ type Job struct {
 	Repository string        `json:"repository"`
 	Digest     digest.Digest `json:"digest"`
 	Tag        string        `json:"tag,omitempty"`
-	Old        digest.Digest `json:"old,omitempty"`
+	Old        digest.Digest `json:"old,omitempty"` // "" for a tag deleted and made again
 	Actor      string        `json:"actor,omitempty"`
 }
 
@@ -76,6 +76,9 @@ func New(index *Indexer, manifests ManifestStore, graph Store, scans ScanResults
 	return &Service{index: index, manifests: manifests, graph: graph, scans: scans, queue: queue, opts: opts, log: opts.Logger}
 }
 
+// errUnreadable is an event whose data the graph cannot read.
+var errUnreadable = errors.New("unreadable event")
+
 // pushData is what the graph reads of a repo_push event.
 type pushData struct {
 	Digest      digest.Digest            `json:"digest"`
@@ -86,8 +89,16 @@ type pushData struct {
 
 // Jobs returns the jobs an event calls for: indexing what a push stored,
 // and, for every tag it moved, firing for the images built on where the
-// tag was.
-func (s *Service) Jobs(e meta.Event) ([]meta.Job, error) {
+// tag was. A tag the push created fires too when images are recorded as
+// built on it (a tag deleted and pushed again: a mirror or a script that
+// deletes base:1, then pushes base:1 anew); a brand new tag, on which
+// nothing was built, queues nothing.
+func (s *Service) Jobs(ctx context.Context, e meta.Event) ([]meta.Job, error) {
+	return s.jobs(ctx, e, s.graph.TagHasDependents)
+}
+
+// jobs is Jobs, asking dependents whether images are built on a tag.
+func (s *Service) jobs(ctx context.Context, e meta.Event, dependents func(ctx context.Context, repo, tag string) (bool, error)) ([]meta.Job, error) {
 	// A gate's candidate (promotion_pending) is indexed like a push (its
 	// base is a gate input), but moves no tag until it is promoted.
 	if e.Kind != meta.EventRepoPush && e.Kind != meta.EventPromotionPending {
@@ -95,7 +106,7 @@ func (s *Service) Jobs(e meta.Event) ([]meta.Job, error) {
 	}
 	var d pushData
 	if err := json.Unmarshal(e.Data, &d); err != nil {
-		return nil, fmt.Errorf("repo_push data: %w", err)
+		return nil, fmt.Errorf("%w: repo_push data: %w", errUnreadable, err)
 	}
 	if d.Digest == "" {
 		return nil, nil
@@ -110,7 +121,16 @@ func (s *Service) Jobs(e meta.Event) ([]meta.Job, error) {
 	for _, tag := range d.UpdatedTags {
 		old, ok := d.Previous[tag]
 		if !ok {
-			continue // a new tag: nothing was built on it yet
+			// A tag created: built on only if it was deleted and made
+			// again (the images built on it then were recorded through
+			// it), which FireBaseMoved answers with where each was built.
+			built, err := dependents(ctx, e.Repository, tag)
+			if err != nil {
+				return nil, err
+			}
+			if !built {
+				continue
+			}
 		}
 		b, _ := json.Marshal(Job{Kind: jobMoved, Repository: e.Repository, Digest: d.Digest, Tag: tag, Old: old, Actor: e.Actor})
 		out = append(out, meta.Job{Queue: Queue, OrderingKey: "moved|" + e.Repository + "|" + tag, Payload: b, MaxAttempts: 10,
@@ -125,7 +145,7 @@ func isImage(mediaType string) bool {
 
 // OnEvent queues the jobs an event calls for.
 func (s *Service) OnEvent(ctx context.Context, e meta.Event) error {
-	js, err := s.Jobs(e)
+	js, err := s.Jobs(ctx, e)
 	if err != nil {
 		return err
 	}
@@ -170,7 +190,10 @@ func (s *Service) moved(ctx context.Context, job Job) error {
 	if cur.Digest != job.Digest {
 		return nil
 	}
-	fixed, added, compared := s.vulnDiff(ctx, job.Repository, job.Old, job.Digest)
+	fixed, added, compared := []vulnerability{}, []vulnerability{}, false
+	if job.Old != "" { // "": a tag made again, each dependent on a base of its own
+		fixed, added, compared = s.vulnDiff(ctx, job.Repository, job.Old, job.Digest)
+	}
 	data := map[string]any{"fixed_vulnerabilities": fixed, "new_vulnerabilities": added, "vulnerabilities_compared": compared}
 	n, err := s.graph.FireBaseMoved(ctx, meta.BaseMove{Repository: job.Repository, Tag: job.Tag, Old: job.Old, New: job.Digest,
 		Actor: job.Actor, Data: data})

@@ -368,7 +368,7 @@ func TestRetagIsNotIndexedAgain(t *testing.T) {
 	if last.Kind != meta.EventRepoPush || !strings.Contains(string(last.Data), `"new_manifest":false`) {
 		t.Fatalf("the retag's event: %s %s", last.Kind, last.Data)
 	}
-	js, err := svc.Jobs(last)
+	js, err := svc.Jobs(ctx, last)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func TestRetagIsNotIndexedAgain(t *testing.T) {
 			break
 		}
 	}
-	first, err := svc.Jobs(push)
+	first, err := svc.Jobs(ctx, push)
 	if err != nil || len(first) != 1 || !strings.HasPrefix(first[0].OrderingKey, "index|") {
 		t.Fatalf("the push's jobs: %+v %v", first, err)
 	}

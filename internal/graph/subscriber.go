@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	"github.com/berth-dev/berth/internal/meta"
 )
@@ -13,6 +14,12 @@ const SubscriberName = meta.SubscriberGraph
 // TxQueue enqueues jobs in a feed subscriber's transaction (meta.Jobs).
 type TxQueue interface {
 	EnqueueIn(ctx context.Context, tx meta.Tx, j meta.Job) (int64, error)
+}
+
+// txDependents is what a Store may do besides (meta.Graph does): tell
+// whether images are built on a tag in the feed's transaction.
+type txDependents interface {
+	TagHasDependentsIn(ctx context.Context, tx meta.Tx, repo, tag string) (bool, error)
 }
 
 // Subscriber is the graph's subscriber of the change feed: each
@@ -35,10 +42,19 @@ func (s *Subscriber) Name() string { return SubscriberName }
 
 // Handle queues the graph's jobs for a batch of events.
 func (s *Subscriber) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) error {
+	dependents := s.svc.graph.TagHasDependents
+	if in, ok := s.svc.graph.(txDependents); ok {
+		dependents = func(ctx context.Context, repo, tag string) (bool, error) {
+			return in.TagHasDependentsIn(ctx, tx, repo, tag)
+		}
+	}
 	for _, e := range evs {
-		js, err := s.svc.Jobs(e)
-		if err != nil {
+		js, err := s.svc.jobs(ctx, e, dependents)
+		if errors.Is(err, errUnreadable) {
 			continue // an event the graph cannot read is skipped
+		}
+		if err != nil {
+			return err
 		}
 		for _, j := range js {
 			if _, err := s.queue.EnqueueIn(ctx, tx, j); err != nil {

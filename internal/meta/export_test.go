@@ -2,7 +2,11 @@ package meta
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // OpenAt opens dsn with the migrations applied up to version only, for
@@ -71,3 +75,25 @@ func (db *DB) HeldManifests(ctx context.Context, repo string) ([]string, error) 
 
 // Deadlocks is how many transactions PostgreSQL ended as deadlocked.
 func (db *DB) Deadlocks() int64 { return db.deadlocks.Load() }
+
+// ImagesWithChains returns indexed images whose whole layer chain is one
+// of chains (images that are a prefix of an image with these chain IDs),
+// every copy, deepest first, at most n. The graph's indexer takes the
+// best copy per depth (BestWithChains).
+func (db Graph) ImagesWithChains(ctx context.Context, chains []digest.Digest, n int) ([]GraphNode, error) {
+	if len(chains) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(chains)+1)
+	for _, c := range chains {
+		args = append(args, c.String())
+	}
+	args = append(args, n)
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT g.repository_id, r.name, g.digest, g.layers, g.platform, g.top_chain FROM graph_images g
+		JOIN repositories r ON r.id = g.repository_id
+		WHERE g.top_chain IN (?`+strings.Repeat(", ?", len(chains)-1)+`) ORDER BY g.layers DESC, r.name, g.digest LIMIT ?`), args...)
+	if err != nil {
+		return nil, fmt.Errorf("find images by layers: %w", err)
+	}
+	return scanNodes(rows)
+}

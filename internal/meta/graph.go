@@ -32,55 +32,70 @@ type GraphNode struct {
 	Digest       digest.Digest
 	Layers       int
 	Platform     string
+	// TopChain is the chain ID of its top layer ("" if not indexed).
+	TopChain digest.Digest
 }
 
 // RecordImage indexes an image's layer chain. Indexing twice is harmless.
 func (db Graph) RecordImage(ctx context.Context, img GraphImage) error {
-	return db.tx(ctx, func(tx *sql.Tx) error { return db.recordImage(ctx, tx, img) })
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		_, _, err := db.recordImage(ctx, tx, img)
+		return err
+	})
 }
 
 // IndexImage indexes an image's layer chain and replaces its bases, in one
 // transaction (RecordImage, then SetBases): the graph's indexer writes
 // both at once, so that a failure leaves neither, and the job that failed
-// does both again.
+// does both again. An image indexed for the first time is also recorded
+// as a base of the images indexed before it that are built on it
+// (linkDependents).
 func (db Graph) IndexImage(ctx context.Context, img GraphImage, bases []BaseLink) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		if err := db.recordImage(ctx, tx, img); err != nil {
-			return err
-		}
-		return db.setBases(ctx, tx, img.Repository, img.Digest, bases)
-	})
+	return db.tx(ctx, func(tx *sql.Tx) error { return db.indexImage(ctx, tx, img, bases) })
 }
 
 // IndexImageIn is IndexImage in the caller's transaction: the graph's
 // indexer writes an image's rows in the transaction that completes its job
 // (jobs.OnComplete), one write instead of two.
 func (db Graph) IndexImageIn(ctx context.Context, tx Tx, img GraphImage, bases []BaseLink) error {
-	if err := db.recordImage(ctx, tx.tx, img); err != nil {
-		return err
-	}
-	return db.setBases(ctx, tx.tx, img.Repository, img.Digest, bases)
+	return db.indexImage(ctx, tx.tx, img, bases)
 }
 
-func (db *core) recordImage(ctx context.Context, tx *sql.Tx, img GraphImage) error {
-	if len(img.Chain) == 0 {
+func (db *core) indexImage(ctx context.Context, tx *sql.Tx, img GraphImage, bases []BaseLink) error {
+	repoID, added, err := db.recordImage(ctx, tx, img)
+	if err != nil {
+		return err
+	}
+	if err := db.setBases(ctx, tx, img.Repository, img.Digest, bases); err != nil {
+		return err
+	}
+	if !added {
 		return nil
+	}
+	return db.linkDependents(ctx, tx, repoID, img)
+}
+
+// recordImage records an image's layer chain, and reports whether it was
+// not recorded before.
+func (db *core) recordImage(ctx context.Context, tx *sql.Tx, img GraphImage) (int64, bool, error) {
+	if len(img.Chain) == 0 {
+		return 0, false, nil
 	}
 	var repoID int64
 	if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), img.Repository).Scan(&repoID); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return ErrRepositoryNotFound
+			return 0, false, ErrRepositoryNotFound
 		}
-		return fmt.Errorf("look up repository: %w", err)
+		return 0, false, fmt.Errorf("look up repository: %w", err)
 	}
 	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_images (repository_id, digest, layers, top_chain, platform, indexed_at)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
 		repoID, img.Digest.String(), len(img.Chain), img.Chain[len(img.Chain)-1].String(), img.Platform, now())
 	if err != nil {
-		return fmt.Errorf("index image: %w", err)
+		return 0, false, fmt.Errorf("index image: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return nil
+		return repoID, false, nil
 	}
 	const perStatement = 200
 	for start := 0; start < len(img.Chain); start += perStatement {
@@ -91,10 +106,10 @@ func (db *core) recordImage(ctx context.Context, tx *sql.Tx, img GraphImage) err
 		}
 		stmt := "INSERT INTO graph_chains (repository_id, digest, depth, chain_id) VALUES (?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?)", len(batch)-1)
 		if _, err := tx.ExecContext(ctx, db.q(stmt), args...); err != nil {
-			return fmt.Errorf("index image layers: %w", err)
+			return 0, false, fmt.Errorf("index image layers: %w", err)
 		}
 	}
-	return nil
+	return repoID, true, nil
 }
 
 // Indexed reports whether the graph has indexed a manifest of the
@@ -107,72 +122,6 @@ func (db Graph) Indexed(ctx context.Context, repo string, d digest.Digest) (bool
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// ImagesWithChains returns indexed images whose whole layer chain is one
-// of chains (images that are a prefix of an image with these chain IDs),
-// deepest first, at most n.
-func (db Graph) ImagesWithChains(ctx context.Context, chains []digest.Digest, n int) ([]GraphNode, error) {
-	if len(chains) == 0 {
-		return nil, nil
-	}
-	args := make([]any, 0, len(chains)+1)
-	for _, c := range chains {
-		args = append(args, c.String())
-	}
-	args = append(args, n)
-	rows, err := db.read.QueryContext(ctx, db.q(`SELECT g.repository_id, r.name, g.digest, g.layers, g.platform FROM graph_images g
-		JOIN repositories r ON r.id = g.repository_id
-		WHERE g.top_chain IN (?`+strings.Repeat(", ?", len(chains)-1)+`) ORDER BY g.layers DESC, r.name, g.digest LIMIT ?`), args...)
-	if err != nil {
-		return nil, fmt.Errorf("find images by layers: %w", err)
-	}
-	return scanNodes(rows)
-}
-
-// ImagesByDigest returns where a digest is stored as a manifest, with its
-// layer count where the graph indexed it (0 otherwise), at most n.
-func (db Graph) ImagesByDigest(ctx context.Context, d digest.Digest, n int) ([]GraphNode, error) {
-	rows, err := db.read.QueryContext(ctx, db.q(`SELECT m.repository_id, r.name, m.digest, COALESCE(g.layers, 0), COALESCE(g.platform, '')
-		FROM manifests m JOIN repositories r ON r.id = m.repository_id
-		LEFT JOIN graph_images g ON g.repository_id = m.repository_id AND g.digest = m.digest
-		WHERE m.digest = ? ORDER BY r.name LIMIT ?`), d.String(), n)
-	if err != nil {
-		return nil, fmt.Errorf("find manifests by digest: %w", err)
-	}
-	return scanNodes(rows)
-}
-
-// ChildFor returns the child of an index stored in the repository that
-// the graph indexed for platform.
-func (db Graph) ChildFor(ctx context.Context, repoID int64, index digest.Digest, platform string) (digest.Digest, bool, error) {
-	var d string
-	err := db.read.QueryRowContext(ctx, db.q(`SELECT g.digest FROM manifest_references mr
-		JOIN graph_images g ON g.repository_id = mr.repository_id AND g.digest = mr.ref_digest
-		WHERE mr.repository_id = ? AND mr.manifest_digest = ? AND mr.is_manifest = 1 AND g.platform = ? ORDER BY g.digest LIMIT 1`),
-		repoID, index.String(), platform).Scan(&d)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("find child for platform: %w", err)
-	}
-	return digest.Digest(d), true, nil
-}
-
-func scanNodes(rows *sql.Rows) ([]GraphNode, error) {
-	defer rows.Close()
-	var out []GraphNode
-	for rows.Next() {
-		var n GraphNode
-		var d string
-		if err := rows.Scan(&n.RepositoryID, &n.Repository, &d, &n.Layers, &n.Platform); err != nil {
-			return nil, err
-		}
-		n.Digest = digest.Digest(d)
-		out = append(out, n)
-	}
-	return out, rows.Err()
 }
 
 // BaseLink is a base found for an image, to record.
@@ -219,27 +168,36 @@ func (db *core) setBases(ctx context.Context, tx *sql.Tx, repo string, d digest.
 	}
 	ts := now()
 	for _, b := range bases {
-		var tags []tagAt
-		var err error
-		if b.Tag != "" {
-			if tags, err = db.namedTagReaching(ctx, tx, b.RepositoryID, b.Tag, b.Digest); err != nil {
-				return err
-			}
+		if err := db.insertBase(ctx, tx, repoID, d, b, ts); err != nil {
+			return err
 		}
-		if len(tags) == 0 {
-			if tags, err = db.tagsReaching(ctx, tx, b.RepositoryID, b.Digest); err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+// insertBase records one base of an image, through every tag it was
+// reached through (SetBases).
+func (db *core) insertBase(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, b BaseLink, ts int64) error {
+	var tags []tagAt
+	var err error
+	if b.Tag != "" {
+		if tags, err = db.namedTagReaching(ctx, tx, b.RepositoryID, b.Tag, b.Digest); err != nil {
+			return err
 		}
-		if len(tags) == 0 {
-			tags = []tagAt{{top: b.Digest.String()}}
+	}
+	if len(tags) == 0 {
+		if tags, err = db.tagsReaching(ctx, tx, b.RepositoryID, b.Digest); err != nil {
+			return err
 		}
-		for _, t := range tags {
-			if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_bases (repository_id, digest, base_repository_id, base_digest, base_tag, base_top,
-				method, level, layers, matched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
-				repoID, d.String(), b.RepositoryID, b.Digest.String(), t.tag, t.top, b.Method, b.Level, b.Layers, ts); err != nil {
-				return fmt.Errorf("record base: %w", err)
-			}
+	}
+	if len(tags) == 0 {
+		tags = []tagAt{{top: b.Digest.String()}}
+	}
+	for _, t := range tags {
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_bases (repository_id, digest, base_repository_id, base_digest, base_tag, base_top,
+			method, level, layers, matched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+			repoID, d.String(), b.RepositoryID, b.Digest.String(), t.tag, t.top, b.Method, b.Level, b.Layers, ts); err != nil {
+			return fmt.Errorf("record base: %w", err)
 		}
 	}
 	return nil
@@ -593,6 +551,31 @@ func (db Graph) FireBaseMoved(ctx context.Context, mv BaseMove) (int, error) {
 		return nil
 	})
 	return fired, err
+}
+
+// TagHasDependents reports whether images are recorded as built directly
+// on a base through its tag: a tag deleted and made again then fires for
+// them (FireBaseMoved with no Old), a brand new tag costs this one
+// indexed read.
+func (db Graph) TagHasDependents(ctx context.Context, repo, tag string) (bool, error) {
+	return db.tagHasDependents(ctx, db.read, repo, tag)
+}
+
+// TagHasDependentsIn is TagHasDependents in the caller's transaction (the
+// graph's feed subscriber's).
+func (db Graph) TagHasDependentsIn(ctx context.Context, tx Tx, repo, tag string) (bool, error) {
+	return db.tagHasDependents(ctx, tx.tx, repo, tag)
+}
+
+func (db *core) tagHasDependents(ctx context.Context, q queryer, repo, tag string) (bool, error) {
+	rows, err := q.QueryContext(ctx, db.q(`SELECT 1 FROM graph_bases b JOIN repositories r ON r.id = b.base_repository_id
+		WHERE r.name = ? AND b.base_tag = ? AND b.level = 1 LIMIT 1`), repo, tag)
+	if err != nil {
+		return false, fmt.Errorf("find dependents of a tag: %w", err)
+	}
+	defer rows.Close()
+	found := rows.Next()
+	return found, rows.Err()
 }
 
 // tagsOf returns the tags pointing at a digest.

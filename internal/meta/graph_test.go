@@ -70,8 +70,8 @@ func TestGraphStore(t *testing.T) {
 			if err != nil || len(found) != 1 || found[0].Digest != b1.Digest || found[0].Layers != 2 || found[0].Repository != "mirror/ubi" {
 				t.Fatalf("images with chains: %+v %v", found, err)
 			}
-			if child, ok, err := g.ChildFor(ctx, found[0].RepositoryID, i1.Digest, "linux/amd64"); err != nil || !ok || child != b1.Digest {
-				t.Fatalf("child for platform: %s %v %v", child, ok, err)
+			if child, ok, err := g.ChildFor(ctx, found[0].RepositoryID, i1.Digest, "linux/amd64"); err != nil || !ok || child.Digest != b1.Digest {
+				t.Fatalf("child for platform: %+v %v %v", child, ok, err)
 			}
 			link := []meta.BaseLink{{RepositoryID: found[0].RepositoryID, Digest: b1.Digest, Method: "layers", Level: 1, Layers: 2}}
 			for _, a := range []digest.Digest{a1.Digest, a0.Digest} {

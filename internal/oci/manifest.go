@@ -236,3 +236,19 @@ func validateDescriptor(field string, d Descriptor) error {
 	}
 	return nil
 }
+
+// Docker's annotation of the attestation manifests buildx adds to an index
+// (with platform unknown/unknown).
+const (
+	DockerReferenceType   = "vnd.docker.reference.type"
+	DockerReferenceDigest = "vnd.docker.reference.digest"
+	DockerAttestationType = "attestation-manifest"
+)
+
+// IsAttestation reports whether an index entry is an attestation manifest
+// rather than a platform's image to run: Docker's annotation says so, or
+// its platform is "unknown". The scanner and the gate leave out the same
+// entries by it.
+func IsAttestation(d Descriptor) bool {
+	return d.Annotations[DockerReferenceType] == DockerAttestationType || (d.Platform != nil && d.Platform.OS == "unknown")
+}

@@ -174,7 +174,7 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 	rank := map[string]int{meta.ScanScanned: 0, meta.ScanUnsupported: 1, meta.ScanQueued: 2, meta.ScanFailed: 3}
 	var covs []DataCoverage
 	for _, c := range man.Manifests {
-		if isAttestation(c) {
+		if oci.IsAttestation(c) {
 			continue
 		}
 		ps := PlatformSecurity{Digest: c.Digest.String(), Platform: c.Platform, Status: meta.ScanUnsupported}
@@ -228,20 +228,6 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 		out.VulnerabilityData = &merged
 	}
 	return out, nil
-}
-
-// Docker's annotation of the attestation manifests buildx adds to an
-// index (with platform unknown/unknown).
-const (
-	dockerReferenceType   = "vnd.docker.reference.type"
-	dockerAttestationType = "attestation-manifest"
-)
-
-// isAttestation reports whether an index entry is an attestation manifest
-// rather than a platform's image: Docker's annotation says so, or its
-// platform is "unknown" (what the gate skips).
-func isAttestation(d oci.Descriptor) bool {
-	return d.Annotations[dockerReferenceType] == dockerAttestationType || (d.Platform != nil && d.Platform.OS == "unknown")
 }
 
 // layerOf renders a report and its findings in Quay's shape.

@@ -1,0 +1,117 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// The stored copies of a base: which one an image is recorded as built on.
+
+// copyRank orders the stored copies of one base, best first, for an
+// image of the dependent repository (its arguments, copyRankArgs): a
+// repository of the dependent's own namespace; then a mirror's or a
+// pull-through cache organization's (the upstream's content); then the
+// copy stored first (a copy of someone else's image can only come after
+// it); then by name. An image is recorded as built on the best copy only,
+// so that another tenant's copy of its base, in a repository that sorts
+// first, never drives its triggers. Each copy costs two indexed reads
+// (its repository, its namespace's proxy cache).
+const copyRank = `CASE WHEN substr(r.name, 1, ?) = ? THEN 0
+	WHEN r.state = 'MIRROR' OR EXISTS (SELECT 1 FROM namespaces pn JOIN proxy_caches p ON p.namespace_id = pn.id
+		WHERE pn.name = substr(r.name || '/', 1, {{strpos}}(r.name || '/', '/') - 1)) THEN 1
+	ELSE 2 END`
+
+func copyRankArgs(dependent string) []any {
+	ns := namespaceOf(dependent) + "/"
+	return []any{utf8.RuneCountInString(ns), ns}
+}
+
+// BestWithChains returns, per depth, the best copy (copyRank) among the
+// indexed images whose whole layer chain is one of chains (images that
+// are a prefix of an image with these chain IDs), deepest first: one
+// node per depth at most, however many copies other repositories hold.
+func (db Graph) BestWithChains(ctx context.Context, dependent string, chains []digest.Digest) ([]GraphNode, error) {
+	return db.bestWithChains(ctx, db.read, dependent, chains)
+}
+
+func (db *core) bestWithChains(ctx context.Context, q queryer, dependent string, chains []digest.Digest) ([]GraphNode, error) {
+	if len(chains) == 0 {
+		return nil, nil
+	}
+	args := copyRankArgs(dependent)
+	for _, c := range chains {
+		args = append(args, c.String())
+	}
+	rows, err := q.QueryContext(ctx, db.q(db.render(`SELECT repository_id, name, digest, layers, platform, top_chain FROM (
+		SELECT g.repository_id, r.name, g.digest, g.layers, g.platform, g.top_chain,
+			ROW_NUMBER() OVER (PARTITION BY g.top_chain ORDER BY `+copyRank+`, COALESCE(m.created_at, g.indexed_at), r.name, g.digest) AS n
+		FROM graph_images g
+		JOIN repositories r ON r.id = g.repository_id
+		LEFT JOIN manifests m ON m.repository_id = g.repository_id AND m.digest = g.digest
+		WHERE g.top_chain IN (?`+strings.Repeat(", ?", len(chains)-1)+`)) AS c
+		WHERE n = 1 ORDER BY layers DESC`)), args...)
+	if err != nil {
+		return nil, fmt.Errorf("find images by layers: %w", err)
+	}
+	return scanNodes(rows)
+}
+
+// BestByDigest returns the best copy of a digest stored as a manifest,
+// for an image of the dependent repository whose base names the
+// repository name: the repository of that exact name, or else the best
+// by copyRank. Its layer count and top chain are those the graph indexed
+// (0 and "" otherwise).
+func (db Graph) BestByDigest(ctx context.Context, d digest.Digest, dependent, name string) (GraphNode, bool, error) {
+	args := append([]any{d.String(), name}, copyRankArgs(dependent)...)
+	rows, err := db.read.QueryContext(ctx, db.q(db.render(`SELECT m.repository_id, r.name, m.digest, COALESCE(g.layers, 0), COALESCE(g.platform, ''),
+		COALESCE(g.top_chain, '')
+		FROM manifests m JOIN repositories r ON r.id = m.repository_id
+		LEFT JOIN graph_images g ON g.repository_id = m.repository_id AND g.digest = m.digest
+		WHERE m.digest = ? ORDER BY CASE WHEN r.name = ? THEN 0 ELSE 1 END, `+copyRank+`, m.created_at, r.name LIMIT 1`)), args...)
+	if err != nil {
+		return GraphNode{}, false, fmt.Errorf("find manifests by digest: %w", err)
+	}
+	nodes, err := scanNodes(rows)
+	if err != nil || len(nodes) == 0 {
+		return GraphNode{}, false, err
+	}
+	return nodes[0], true, nil
+}
+
+// ChildFor returns the child of an index stored in the repository that
+// the graph indexed for platform.
+func (db Graph) ChildFor(ctx context.Context, repoID int64, index digest.Digest, platform string) (GraphNode, bool, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT g.repository_id, r.name, g.digest, g.layers, g.platform, g.top_chain FROM manifest_references mr
+		JOIN graph_images g ON g.repository_id = mr.repository_id AND g.digest = mr.ref_digest
+		JOIN repositories r ON r.id = g.repository_id
+		WHERE mr.repository_id = ? AND mr.manifest_digest = ? AND mr.is_manifest = 1 AND g.platform = ? ORDER BY g.digest LIMIT 1`),
+		repoID, index.String(), platform)
+	if err != nil {
+		return GraphNode{}, false, fmt.Errorf("find child for platform: %w", err)
+	}
+	nodes, err := scanNodes(rows)
+	if err != nil || len(nodes) == 0 {
+		return GraphNode{}, false, err
+	}
+	return nodes[0], true, nil
+}
+
+func scanNodes(rows *sql.Rows) ([]GraphNode, error) {
+	defer rows.Close()
+	var out []GraphNode
+	for rows.Next() {
+		var n GraphNode
+		var d, top string
+		if err := rows.Scan(&n.RepositoryID, &n.Repository, &d, &n.Layers, &n.Platform, &top); err != nil {
+			return nil, err
+		}
+		n.Digest, n.TopChain = digest.Digest(d), digest.Digest(top)
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
