@@ -160,6 +160,7 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 			desc, err := remote.Head(up.repo.Tag(tag), up.opts...)
 			if err != nil {
 				s.log.Warn("proxy cache: upstream check failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
+				s.checkFailed(fctx, pc, repo, tag, cached.Digest)
 				return *cached, nil
 			}
 			if digest.Digest(desc.Digest.String()) == cached.Digest {
@@ -172,6 +173,7 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 		m, err := s.fetchManifest(fctx, up, repo, tag, "")
 		if err != nil && cached != nil {
 			s.log.Warn("proxy cache: upstream fetch failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
+			s.checkFailed(fctx, pc, repo, tag, cached.Digest)
 			return *cached, nil
 		}
 		return m, err
@@ -184,6 +186,25 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 		m.Content = nil
 	}
 	return m, nil
+}
+
+// recheckAfter is how long a cached tag whose upstream check failed is
+// served without asking upstream again (at most the organization's
+// expiration).
+const recheckAfter = time.Minute
+
+// checkFailed records a failed upstream check of a cached tag (the
+// upstream unreachable, or its new manifest refused here) as a check
+// recheckAfter before the entry expires again: the pulls in between serve
+// the cached manifest at once, instead of each waiting on the upstream
+// (up to ManifestTimeout) and costing it a request (Docker Hub counts
+// manifest GETs against the pull rate limit).
+func (s *Service) checkFailed(ctx context.Context, pc meta.ProxyCache, repo, tag string, d digest.Digest) {
+	expiration := time.Duration(pc.ExpirationS) * time.Second
+	at := s.opts.Now().Add(min(recheckAfter, expiration) - expiration)
+	if err := s.db.Caches.TouchProxyTag(ctx, repo, tag, d, at); err != nil {
+		s.log.Warn("proxy cache: record a failed upstream check", "repository", repo, "tag", tag, "err", err)
+	}
 }
 
 // fetchManifest fetches one manifest (by tag, or by digest) and stores

@@ -112,7 +112,7 @@ func TestProxyDoesNotLinkOtherTenantsBlobs(t *testing.T) {
 
 // hubCache is a registry whose organization hub caches the upstream at
 // upURL (a loopback httptest server).
-func hubCache(t *testing.T, dialect, upURL string) (*meta.DB, *httptest.Server) {
+func hubCache(t *testing.T, dialect, upURL string, opts ...func(*proxy.Options)) (*meta.DB, *httptest.Server) {
 	t.Helper()
 	ctx := context.Background()
 	db := metatest.Open(t, dialect)
@@ -124,8 +124,12 @@ func hubCache(t *testing.T, dialect, upURL string) (*meta.DB, *httptest.Server) 
 	}
 	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: &http.Transport{DialContext: guard.DialContext},
-		Policy: policy, Logger: quiet, ManifestTimeout: 8 * time.Second, BlobStall: time.Second})
+	po := proxy.Options{Transport: &http.Transport{DialContext: guard.DialContext},
+		Policy: policy, Logger: quiet, ManifestTimeout: 8 * time.Second, BlobStall: time.Second}
+	for _, o := range opts {
+		o(&po)
+	}
+	svc := proxy.New(wire.ProxyStores(db), driver, sealer, po)
 	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet}))
 	t.Cleanup(srv.Close)
 	owner, _ := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
@@ -203,6 +207,71 @@ func TestProxyCacheHeldToTheQuota(t *testing.T) {
 			}
 			if _, err := db.Blobs().StoredBlob(ctx, digest.FromBytes(big)); err == nil {
 				t.Error("the refused layer was stored")
+			}
+		})
+	}
+}
+
+// TestProxyFailedCheckIsRemembered: once a cached tag's upstream check
+// fails (here the tag moved upstream to a manifest Berth refuses), the
+// pulls of the next minute serve the cached manifest without asking the
+// upstream again; after that the upstream is checked once more. Before,
+// every pull after the expiration fetched the upstream's manifest again
+// (each one counted against a rate limit, or waiting on an upstream that
+// hangs).
+func TestProxyFailedCheckIsRemembered(t *testing.T) {
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	good := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`,
+		digest.FromBytes(cfg), len(cfg))
+	schema1 := `{"schemaVersion":1,"name":"library/app","tag":"latest","architecture":"amd64","fsLayers":[],"history":[]}`
+	var moved atomic.Bool
+	var requests atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+		case strings.HasSuffix(r.URL.Path, "/manifests/latest"):
+			requests.Add(1)
+			if moved.Load() {
+				w.Header().Set("Content-Type", "application/vnd.docker.distribution.manifest.v1+json")
+				w.Header().Set("Docker-Content-Digest", digest.FromString(schema1).String())
+				io.WriteString(w, schema1)
+				return
+			}
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", digest.FromString(good).String())
+			io.WriteString(w, good)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer up.Close()
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			var skew atomic.Int64
+			now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+			_, srv := hubCache(t, dialect, up.URL, func(o *proxy.Options) { o.Now = now })
+			moved.Store(false)
+			get := func() {
+				t.Helper()
+				if st, body := httpGet(t, srv.URL+"/v2/hub/library/app/manifests/latest"); st != 200 || body != good {
+					t.Fatalf("pull of the cached tag: %d %.200s", st, body)
+				}
+			}
+			get()
+			moved.Store(true)
+			skew.Store(int64(2 * time.Hour)) // past the hour's expiration
+			requests.Store(0)
+			for range 10 {
+				get()
+			}
+			if n := requests.Load(); n > 2 {
+				t.Errorf("10 pulls after a failed check asked the upstream %d times, want one check (a HEAD and a GET)", n)
+			}
+			skew.Store(int64(2*time.Hour + 2*time.Minute))
+			requests.Store(0)
+			get()
+			if n := requests.Load(); n == 0 {
+				t.Error("a minute after the failed check, the upstream was not checked again")
 			}
 		})
 	}
