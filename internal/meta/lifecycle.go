@@ -401,8 +401,12 @@ func (db Manifests) ExpireTag(ctx context.Context, e ExpiredTag, now time.Time, 
 			}
 			return nil
 		}
-		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE repository_id = ? AND name = ? AND manifest_digest = ? AND expires_at > 0 AND expires_at <= ?`),
-			repoID, e.Tag, e.Digest.String(), now.UnixMicro())
+		// The expiration read is the one deleted (its period ends then, as
+		// when a push replaces the expired tag); one changed meanwhile is
+		// left to the next pass.
+		expires := e.ExpiresAt.UnixMicro()
+		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE repository_id = ? AND name = ? AND manifest_digest = ? AND expires_at = ? AND expires_at > 0 AND expires_at <= ?`),
+			repoID, e.Tag, e.Digest.String(), expires, now.UnixMicro())
 		if err != nil {
 			return fmt.Errorf("expire tag: %w", err)
 		}
@@ -410,7 +414,7 @@ func (db Manifests) ExpireTag(ctx context.Context, e ExpiredTag, now time.Time, 
 			return nil
 		}
 		deleted = true
-		if err := db.endTagHistory(ctx, tx, repoID, e.Tag); err != nil {
+		if err := db.endTagHistoryAt(ctx, tx, repoID, expires, e.Tag); err != nil {
 			return err
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: e.Repository, Actor: actor,

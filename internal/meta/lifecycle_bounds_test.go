@@ -355,3 +355,47 @@ func TestPruneRepositoryDeletedMeanwhile(t *testing.T) {
 		t.Fatalf("prune of a deleted repository: %v %v", gone, err)
 	}
 }
+
+// TestExpiredImmutableTagIsNotReplaced: a tag an immutability policy covers
+// whose expiration passed (set before the policy existed, as a database
+// of an earlier version may hold) does not expire: a push of another image
+// to its name is refused as for any immutable tag, and the same image
+// leaves it as it is. Before, the push took the "expired" tag over.
+// The pass then clears its expiration and keeps it.
+func TestExpiredImmutableTagIsNotReplaced(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			v1, other := manifestOf("release 1"), manifestOf("something else")
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: v1, Tag: "v1"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme", TagPattern: "^v", TagPatternMatches: true}); err != nil {
+				t.Fatal(err)
+			}
+			// An expiration from before the policy, past now.
+			if err := db.Exec(ctx, "UPDATE tags SET expires_at = ? WHERE name = 'v1'", time.Now().Add(-time.Minute).UnixMicro()); err != nil {
+				t.Fatal(err)
+			}
+			var ie *meta.ImmutableTagError
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: other, Tag: "v1"}); !errors.As(err, &ie) {
+				t.Fatalf("push of another image onto an immutable tag past its expiration: %v", err)
+			}
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: v1, Tag: "v1"}); err != nil {
+				t.Fatalf("push of the same image: %v", err)
+			}
+			exp, err := db.Manifests().ExpiredTags(ctx, time.Now(), 10)
+			if err != nil || len(exp) != 1 {
+				t.Fatalf("expired tags: %+v %v", exp, err)
+			}
+			if deleted, err := db.Manifests().ExpireTag(ctx, exp[0], time.Now(), "berth-expiry"); err != nil || deleted {
+				t.Fatalf("the pass deleted an immutable tag: %v %v", deleted, err)
+			}
+			if m, err := db.Manifests().GetManifest(ctx, "acme/app", "v1", "", false); err != nil || m.Digest != v1.Digest {
+				t.Fatalf("v1 after the pass: %v %v", m.Digest, err)
+			}
+		})
+	}
+}

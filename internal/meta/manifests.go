@@ -440,6 +440,16 @@ func (db *core) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string
 			Scan(&current, &expires)
 		switch {
 		case err == nil && expires > 0 && expires <= ts:
+			// An immutable tag does not expire (its expiration was set
+			// before the policy covered it): it stays, and moves no more
+			// than any immutable tag.
+			if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+				var ie *ImmutableTagError
+				if errors.As(err, &ie) && current == d.String() {
+					return current, false, nil
+				}
+				return "", false, err
+			}
 			if err := db.replaceExpiredTag(ctx, tx, repoID, tag, current, expires, d, ts); err != nil {
 				return "", false, err
 			}

@@ -282,7 +282,14 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		if b, err := s.db.Blobs.NamespaceBlob(fctx, ns, d); err == nil {
 			return b, nil
 		}
-		if err := s.db.Caches.QuotaRoom(fctx, ns, size); err != nil {
+		// A blob Berth stores already (for another namespace) is counted
+		// for this one since its cached manifest named it: downloading it
+		// adds nothing to the quota. Any other is checked first.
+		if _, err := s.db.Blobs.StoredBlob(fctx, d); errors.Is(err, meta.ErrBlobNotFound) {
+			if err := s.db.Caches.QuotaRoom(fctx, ns, size); err != nil {
+				return nil, err
+			}
+		} else if err != nil {
 			return nil, err
 		}
 		up, err := s.upstreamOf(fctx, pc, path)

@@ -208,6 +208,22 @@ func TestProxyCacheHeldToTheQuota(t *testing.T) {
 			if _, err := db.Blobs().StoredBlob(ctx, digest.FromBytes(big)); err == nil {
 				t.Error("the refused layer was stored")
 			}
+			// Once another namespace stores the layer, the cache's manifest
+			// counts it already (the organization is past its limit now,
+			// as a lowered quota leaves it): its download adds nothing and
+			// is not refused.
+			resp, err := http.Post(srv.URL+"/v2/other/app/blobs/uploads/?digest="+digest.FromBytes(big).String(), "application/octet-stream", bytes.NewReader(big))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			usage, _ := db.Quotas().NamespaceUsage(ctx, "hub")
+			if st, body := httpGet(t, srv.URL+"/v2/hub/library/app/blobs/"+digest.FromBytes(big).String()); st != 200 || body != string(big) {
+				t.Errorf("a layer the organization's usage counts already: %d %.200s, want 200", st, body)
+			}
+			if after, _ := db.Quotas().NamespaceUsage(ctx, "hub"); after != usage {
+				t.Errorf("its download changed the usage from %d to %d", usage, after)
+			}
 		})
 	}
 }
