@@ -28,16 +28,17 @@ func TestBaseCopyElsewhereIsNotTheBase(t *testing.T) {
 		// real is the one the dependent must be built on.
 		pushed []string
 		real   string
-		// mirror makes real a mirror (repository state MIRROR).
-		mirror bool
+		// mirror is a repository made a mirror (repository state MIRROR)
+		// by its tenant: it ranks no better for that.
+		mirror string
 		// annotation is the dependent's base name annotation ("": found
 		// by layers).
 		annotation string
 	}{
-		{name: "layers, a mirror over an earlier copy", pushed: []string{"aaa/ubi", "mirror/ubi"}, real: "mirror/ubi", mirror: true},
+		{name: "layers, a tenant's mirror earns nothing", pushed: []string{"platform/ubi", "aaa/ubi"}, real: "platform/ubi", mirror: "aaa/ubi"},
 		{name: "layers, own namespace over an earlier copy", pushed: []string{"aaa/ubi", "team/ubi"}, real: "team/ubi"},
 		{name: "layers, the first stored", pushed: []string{"platform/ubi", "aaa/ubi"}, real: "platform/ubi"},
-		{name: "annotation, a mirror over an earlier copy", pushed: []string{"aaa/ubi", "mirror/ubi"}, real: "mirror/ubi", mirror: true,
+		{name: "annotation, a tenant's mirror earns nothing", pushed: []string{"platform/ubi", "aaa/ubi"}, real: "platform/ubi", mirror: "aaa/ubi",
 			annotation: "docker.io/redhat/ubi:1.9"},
 		{name: "annotation, the exact name over a suffix", pushed: []string{"aaa/mirror/ubi", "mirror/ubi"}, real: "mirror/ubi",
 			annotation: "registry.example.com/mirror/ubi:1.9"},
@@ -60,9 +61,9 @@ func TestBaseCopyElsewhereIsNotTheBase(t *testing.T) {
 					}
 					f.run()
 				}
-				if c.mirror {
+				if c.mirror != "" {
 					state := "MIRROR"
-					if err := e.db.Repositories().UpdateRepository(ctx, c.real, nil, &state, nil, nil); err != nil {
+					if err := e.db.Repositories().UpdateRepository(ctx, c.mirror, nil, &state, nil, nil); err != nil {
 						t.Fatal(err)
 					}
 				}

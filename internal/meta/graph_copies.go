@@ -14,17 +14,15 @@ import (
 
 // copyRank orders the stored copies of one base, best first, for an
 // image of the dependent repository (its arguments, copyRankArgs): a
-// repository of the dependent's own namespace; then a mirror's or a
-// pull-through cache organization's (the upstream's content); then the
-// copy stored first (a copy of someone else's image can only come after
-// it); then by name. An image is recorded as built on the best copy only,
-// so that another tenant's copy of its base, in a repository that sorts
-// first, never drives its triggers. Each copy costs two indexed reads
-// (its repository, its namespace's proxy cache).
-const copyRank = `CASE WHEN substr(r.name, 1, ?) = ? THEN 0
-	WHEN r.state = 'MIRROR' OR EXISTS (SELECT 1 FROM namespaces pn JOIN proxy_caches p ON p.namespace_id = pn.id
-		WHERE pn.name = substr(r.name || '/', 1, {{strpos}}(r.name || '/', '/') - 1)) THEN 1
-	ELSE 2 END`
+// repository of the dependent's own namespace; then (the caller's next
+// key) the copy stored first, since a copy of someone else's image can
+// only come after it; then by name. An image is recorded as built on the
+// best copy only, so that another tenant's copy of its base, in a
+// repository that sorts first, never drives its triggers. Being a mirror
+// or a pull-through cache earns a copy nothing: any repository admin can
+// make a mirror, and an organization admin a cache, of an upstream of
+// their own with the same layers.
+const copyRank = `CASE WHEN substr(r.name, 1, ?) = ? THEN 0 ELSE 1 END`
 
 func copyRankArgs(dependent string) []any {
 	ns := namespaceOf(dependent) + "/"

@@ -13,10 +13,10 @@ import (
 
 // TestBestCopyRanking: of the copies of a base, the graph's lookups
 // return one per depth, ranked for the dependent: the repository its
-// base annotation names, then its own namespace, then a mirror or a
-// pull-through cache organization's repository, then the copy stored
-// first; 150 later copies elsewhere (more than the lookups ever read)
-// change nothing.
+// base annotation names, then its own namespace, then the copy stored
+// first (a pull-through cache organization's copy earns nothing: its
+// admins choose the upstream); 150 later copies elsewhere (more than the
+// lookups ever read) change nothing.
 func TestBestCopyRanking(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
@@ -63,12 +63,13 @@ func TestBestCopyRanking(t *testing.T) {
 			store("aaa/rt", rtM, rtChain)
 			expect("team/app", "aaa/rt@2", "platform/os@1") // the first stored
 			store("hub/library/rt", rtM, rtChain)
-			expect("team/app", "hub/library/rt@2", "platform/os@1") // a pull-through cache's
-			store("team_x/rt", rtM, rtChain)                        // not team's namespace
+			expect("team/app", "aaa/rt@2", "platform/os@1") // not a later pull-through cache's
+			store("team_x/rt", rtM, rtChain)                // not team's namespace
 			store("team/rt", rtM, rtChain)
 			store("rt", rtM, rtChain)                        // a name without a namespace part ranks too
 			expect("team/app", "team/rt@2", "platform/os@1") // its own namespace
-			expect("other/app", "hub/library/rt@2", "platform/os@1")
+			expect("other/app", "aaa/rt@2", "platform/os@1")
+			expect("hub/app", "hub/library/rt@2", "platform/os@1")
 			for i := range 150 {
 				store(fmt.Sprintf("aaa/c%03d", i), rtM, rtChain)
 				store(fmt.Sprintf("aaa/o%03d", i), osM, osChain)
@@ -79,7 +80,7 @@ func TestBestCopyRanking(t *testing.T) {
 			for _, c := range []struct{ dependent, name, want string }{
 				{"team/app", "aaa/rt", "aaa/rt"},
 				{"team/app", "library/rt", "team/rt"},
-				{"other/app", "", "hub/library/rt"},
+				{"other/app", "", "aaa/rt"},
 				{"other/app", "team_x/rt", "team_x/rt"},
 			} {
 				n, ok, err := g.BestByDigest(ctx, rtM.Digest, c.dependent, c.name)

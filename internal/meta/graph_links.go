@@ -18,29 +18,20 @@ const (
 // linkDependents records an image indexed for the first time as a base
 // of the images indexed before it that are built on its layers and have
 // no base at its depth: the applications of a namespace pushed before
-// their base, or built on upstream's image before a mirror or a
-// pull-through cache brought it. Only images of the image's own
-// namespace, or of any when it is a mirror's or a pull-through cache's:
-// another tenant's copy stored after an image was built is not what that
-// image was built on. Each is recorded on the best copy at that depth for
-// it (copyRank), its shallower bases one level further down. The level
+// their base, or built on upstream's image before the namespace's mirror
+// or pull-through cache brought it. Only images of the image's own
+// namespace: another tenant's copy stored after an image was built is not
+// what that image was built on, a mirror's or a cache's no more than any
+// (their admins choose the upstream). Each is recorded on the best copy
+// at that depth for it (copyRank), its shallower bases one level further
+// down. The level
 // is by layers ("layers"); an image whose named base (annotation,
 // provenance) is at that depth or above it is left as it is.
-func (db *core) linkDependents(ctx context.Context, tx *sql.Tx, repoID int64, img GraphImage) error {
+func (db *core) linkDependents(ctx context.Context, tx *sql.Tx, _ int64, img GraphImage) error {
 	n := len(img.Chain)
 	top := img.Chain[n-1:]
-	var upstream int
-	if err := tx.QueryRowContext(ctx, db.q(`SELECT CASE WHEN state = 'MIRROR' OR EXISTS (SELECT 1 FROM proxy_caches p
-		JOIN namespaces pn ON pn.id = p.namespace_id WHERE pn.name = ?) THEN 1 ELSE 0 END FROM repositories WHERE id = ?`),
-		namespaceOf(img.Repository), repoID).Scan(&upstream); err != nil {
-		return fmt.Errorf("look up repository: %w", err)
-	}
-	args := []any{top[0].String(), n, relinkScan, n, n, n}
-	scope := ""
-	if upstream == 0 {
-		scope = " AND substr(r.name, 1, ?) = ?"
-		args = append(args, copyRankArgs(img.Repository)...)
-	}
+	args := append([]any{top[0].String(), n, relinkScan, n, n, n}, copyRankArgs(img.Repository)...)
+	const scope = " AND substr(r.name, 1, ?) = ?"
 	rows, err := tx.QueryContext(ctx, db.q(`SELECT c.repository_id, r.name, c.digest, r.gated
 		FROM (SELECT repository_id, digest FROM graph_chains WHERE chain_id = ? AND depth = ? LIMIT ?) AS c
 		JOIN graph_images g ON g.repository_id = c.repository_id AND g.digest = c.digest
