@@ -224,9 +224,15 @@ func (db Gates) setCheckers(ctx context.Context, tx *sql.Tx, repoID int64, names
 	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM gate_checkers WHERE repository_id = ?"), repoID); err != nil {
 		return fmt.Errorf("replace gate checkers: %w", err)
 	}
+	// On PostgreSQL the account is read FOR KEY SHARE: one deleted
+	// meanwhile waits, instead of failing the insert on its key.
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR KEY SHARE"
+	}
 	for _, name := range names {
 		var id int64
-		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM users WHERE username = ?"), name).Scan(&id)
+		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM users WHERE username = ?"+lock), name).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return &UnknownCheckerError{Name: name}
 		}
