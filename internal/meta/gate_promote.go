@@ -211,8 +211,10 @@ func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 // promotable refuses a promotion in a read-only repository (ErrReadOnly)
 // or, unless checks is nil, when the checks posted for d are no longer
 // those (ErrChecksChanged). On PostgreSQL the repository row and the
-// checks are read FOR SHARE: a state change or a check posted meanwhile
-// waits for the promotion to commit, and is then the later change.
+// checks are read FOR SHARE: a state change or a change of a check already
+// posted waits for the promotion to commit, and is then the later change.
+// A check of a new name posted while the promotion runs is not locked out
+// (no row to lock): it lands after the promotion.
 func (db *core) promotable(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, checks map[string]string) error {
 	lock := ""
 	if db.dialect == postgres {
