@@ -236,6 +236,9 @@ func TestExpiredTagIsGone(t *testing.T) {
 			if page, _ := db.Manifests().TagsPage(ctx, "acme/app", meta.TagQuery{Name: "pr-1", Limit: 100}); len(page) != 0 {
 				t.Fatalf("active tag pr-1: %+v", page)
 			}
+			if rows, total, err := db.Manifests().TagRows(ctx, "acme/app", meta.TagRowQuery{Limit: 100}); err != nil || total != 1 || len(rows) != 1 || rows[0].Name != "keep" {
+				t.Fatalf("the web UI's tag table: %+v %d %v", rows, total, err)
+			}
 			if err := db.Manifests().SetTagExpiration(ctx, "acme/app", "pr-1", time.Now().Add(time.Hour)); !errors.Is(err, meta.ErrManifestNotFound) {
 				t.Fatalf("expiration of an expired tag: %v", err)
 			}

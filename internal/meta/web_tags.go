@@ -76,7 +76,8 @@ func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]
 		}
 		return nil, 0, fmt.Errorf("look up repository: %w", err)
 	}
-	where, args := " WHERE t.repository_id = ?", []any{repoID}
+	// An expired tag is gone (liveTag), as for a pull.
+	where, args := " WHERE t.repository_id = ? AND "+liveTag("t"), []any{repoID, now()}
 	if f := strings.ToLower(q.Filter); strings.HasPrefix(f, "sha256:") {
 		where += ` AND t.manifest_digest LIKE ? ESCAPE '\'`
 		args = append(args, likePrefix(f))
@@ -257,8 +258,8 @@ func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRo
 				return nil
 			}},
 		{`SELECT manifest_digest, name FROM (SELECT manifest_digest, name, ROW_NUMBER() OVER (PARTITION BY manifest_digest ORDER BY name) AS n
-			FROM tags WHERE repository_id = ? AND manifest_digest IN (` + marks + `)) a WHERE n <= ` + fmt.Sprint(maxAliases+1) + ` ORDER BY manifest_digest, name`,
-			append([]any{repoID}, digests...),
+			FROM tags WHERE repository_id = ? AND ` + liveTag("") + ` AND manifest_digest IN (` + marks + `)) a WHERE n <= ` + fmt.Sprint(maxAliases+1) + ` ORDER BY manifest_digest, name`,
+			append([]any{repoID, now()}, digests...),
 			func(s *sql.Rows) error {
 				var d, name string
 				if err := s.Scan(&d, &name); err != nil {
