@@ -29,14 +29,21 @@ var (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// The first signal starts a graceful stop; a second one ends the
-		// process at once (the default handling, restored here), rather
-		// than waiting out shutdownDelay and shutdownTimeout.
-		<-ctx.Done()
-		stop()
+		// process at once (the default handling), rather than waiting out
+		// shutdownDelay and shutdownTimeout. The default is restored
+		// before the stop begins: once anything shows the stop (/readyz
+		// answering 503), a second signal is not swallowed (with
+		// signal.NotifyContext it was restored after, and a second SIGTERM
+		// sent at once was lost on a loaded machine).
+		<-sigs
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
+		cancel()
 	}()
 	if err := rootCmd().ExecuteContext(ctx); err != nil {
 		var ec *exitCodeError
