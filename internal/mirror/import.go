@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 )
@@ -82,31 +83,10 @@ func (c *Copier) Import(ctx context.Context, req ImportRequest) (digest.Digest, 
 		if transport == nil {
 			transport = remote.DefaultTransport
 		}
-		transport = httpsOnly{next: transport, host: src.Context().RegistryStr(), allow: "import with insecure to allow it"}
+		transport = events.HTTPSOnly{Next: transport, Host: src.Context().RegistryStr(), Allow: "import with insecure to allow it"}
 	}
 	if transport != nil {
 		ropts = append(ropts, remote.WithTransport(transport))
 	}
 	return c.Copy(ctx, Request{Source: src, Options: ropts, Repo: req.Repo, Tags: req.Tags, Actor: req.Actor, Progress: req.Progress})
-}
-
-// httpsOnly refuses requests to the registry (host) that are not HTTPS,
-// and any plain-HTTP request that carries credentials (a token realm's):
-// go-containerregistry tries plain HTTP by itself for a registry it
-// considers local (loopback, RFC 1918 and link-local addresses,
-// localhost, *.local) and would send credentials in clear text. A blob
-// redirect to another host (a storage service) carries none, and its
-// bytes are verified against their digest, so it may be plain HTTP.
-// allow says how to allow plain HTTP.
-type httpsOnly struct {
-	next  http.RoundTripper
-	host  string
-	allow string
-}
-
-func (t httpsOnly) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.Scheme != "https" && (r.URL.Host == t.host || r.Header.Get("Authorization") != "") {
-		return nil, fmt.Errorf("plain HTTP to %s refused: the upstream answers only without TLS (%s)", r.URL.Host, t.allow)
-	}
-	return t.next.RoundTrip(r)
 }

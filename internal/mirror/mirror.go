@@ -300,7 +300,7 @@ func (s *MirrorService) upstream(m meta.Mirror) (upstream, error) {
 	if m.VerifyTLS {
 		// HTTPS only, credentials included, even to a loopback or private
 		// address; verify_tls false allows plain HTTP.
-		base = httpsOnly{next: base, host: repo.RegistryStr(), allow: "set verify_tls to false to allow it"}
+		base = events.HTTPSOnly{Next: base, Host: repo.RegistryStr(), Allow: "set verify_tls to false to allow it"}
 	}
 	rt := &retryTransport{next: base, tries: s.opts.Tries, base: s.opts.RetryBase, maxDelay: s.opts.MaxRetryDelay}
 	a := authn.Authenticator(authn.Anonymous)

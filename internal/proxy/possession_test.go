@@ -114,6 +114,13 @@ func TestProxyDoesNotLinkOtherTenantsBlobs(t *testing.T) {
 // upURL (a loopback httptest server).
 func hubCache(t *testing.T, dialect, upURL string, opts ...func(*proxy.Options)) (*meta.DB, *httptest.Server) {
 	t.Helper()
+	return hubCacheOf(t, dialect, meta.ProxyCache{Namespace: "hub", Upstream: strings.TrimPrefix(upURL, "http://"), ExpirationS: 3600, Insecure: true}, "", opts...)
+}
+
+// hubCacheOf is hubCache with the cache's configuration pc and upstream
+// password (sealed by the service; "": none).
+func hubCacheOf(t *testing.T, dialect string, pc meta.ProxyCache, password string, opts ...func(*proxy.Options)) (*meta.DB, *httptest.Server) {
+	t.Helper()
 	ctx := context.Background()
 	db := metatest.Open(t, dialect)
 	driver, _ := fs.New(t.TempDir(), fs.Options{})
@@ -136,7 +143,10 @@ func hubCache(t *testing.T, dialect, upURL string, opts ...func(*proxy.Options))
 	if _, err := db.Organizations().CreateOrganization(ctx, "hub", owner.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.ProxyCaches().SetProxyCache(ctx, meta.ProxyCache{Namespace: "hub", Upstream: strings.TrimPrefix(upURL, "http://"), ExpirationS: 3600, Insecure: true}); err != nil {
+	if password != "" {
+		pc.PasswordSealed = svc.SealPassword(password)
+	}
+	if err := db.ProxyCaches().SetProxyCache(ctx, pc); err != nil {
 		t.Fatal(err)
 	}
 	return db, srv
@@ -290,5 +300,30 @@ func TestProxyFailedCheckIsRemembered(t *testing.T) {
 				t.Error("a minute after the failed check, the upstream was not checked again")
 			}
 		})
+	}
+}
+
+// TestProxyCacheWithoutInsecureIsHTTPSOnly: a cache organization whose
+// upstream is not marked insecure reaches it over HTTPS only, even on a
+// loopback address where go-containerregistry would fall back to plain
+// HTTP by itself and send the upstream credentials in clear text (as it
+// did before): the pull fails and the upstream never sees them.
+func TestProxyCacheWithoutInsecureIsHTTPSOnly(t *testing.T) {
+	var creds atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, _, ok := r.BasicAuth(); ok {
+			creds.Add(1)
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="upstream"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer up.Close()
+	_, srv := hubCacheOf(t, "sqlite", meta.ProxyCache{Namespace: "hub", Upstream: strings.TrimPrefix(up.URL, "http://"), ExpirationS: 3600,
+		Username: "up"}, "secret")
+	if st, body := httpGet(t, srv.URL+"/v2/hub/library/app/manifests/latest"); st == 200 {
+		t.Fatalf("a pull over plain HTTP without insecure: %d %.200s", st, body)
+	}
+	if n := creds.Load(); n != 0 {
+		t.Fatalf("the upstream got the credentials over plain HTTP %d times", n)
 	}
 }

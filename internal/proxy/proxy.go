@@ -26,6 +26,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/storage"
@@ -250,6 +251,11 @@ func (s *Service) upstreamOf(ctx context.Context, pc meta.ProxyCache, path strin
 	rt := s.opts.Transport
 	if pc.Insecure {
 		rt = s.insecure
+	} else {
+		// HTTPS only, credentials included, even to a loopback or private
+		// address (where go-containerregistry would fall back to plain
+		// HTTP by itself); insecure allows plain HTTP.
+		rt = events.HTTPSOnly{Next: rt, Host: reg.RegistryStr(), Allow: "set insecure to true to allow it"}
 	}
 	// 429 is not retried here: the pulling client is told at once, with
 	// Retry-After (upstreamError), rather than kept waiting while the

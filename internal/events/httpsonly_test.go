@@ -1,4 +1,4 @@
-package mirror
+package events
 
 import (
 	"net/http"
@@ -28,7 +28,7 @@ func TestHTTPSOnly(t *testing.T) {
 		{"http://storage.internal/blobs/sha256:ab?X-Amz-Signature=1", "", true},
 	} {
 		next := &recordingTransport{}
-		tr := httpsOnly{next: next, host: "registry.example:5000", allow: "set verify_tls to false to allow it"}
+		tr := HTTPSOnly{Next: next, Host: "registry.example:5000", Allow: "set verify_tls to false to allow it"}
 		req, _ := http.NewRequest(http.MethodGet, c.url, nil)
 		if c.auth != "" {
 			req.Header.Set("Authorization", c.auth)
