@@ -244,6 +244,32 @@ func liveTag(alias string) string {
 	return "(" + alias + "expires_at = 0 OR " + alias + "expires_at > ?)"
 }
 
+// replaceExpiredTag ends an expired tag's life (its history at its
+// expiration, with the tag_deleted event a pass would append) and points
+// its row at d, without an expiration.
+func (db *core) replaceExpiredTag(ctx context.Context, tx *sql.Tx, repoID int64, tag, old string, expires int64, d digest.Digest, ts int64) error {
+	if err := db.endTagHistoryAt(ctx, tx, repoID, expires, tag); err != nil {
+		return err
+	}
+	var repo string
+	if err := tx.QueryRowContext(ctx, db.q("SELECT name FROM repositories WHERE id = ?"), repoID).Scan(&repo); err != nil {
+		return fmt.Errorf("look up repository: %w", err)
+	}
+	if err := db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: repo, Actor: expiryActor,
+		Data: mustJSON(map[string]any{"tag": tag, "digest": old, "expired": true})}); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET manifest_digest = ?, updated_at = ?, expires_at = 0 WHERE repository_id = ? AND name = ?"),
+		d.String(), ts, repoID, tag); err != nil {
+		return fmt.Errorf("set tag: %w", err)
+	}
+	return nil
+}
+
+// expiryActor is the actor of the tag_deleted of an expired tag a push
+// replaces (gc.ExpiryActor for those a pass deletes).
+const expiryActor = "berth-expiry"
+
 // ListTags returns up to n tags of a repository after last, in lexical
 // order, or ErrRepositoryNotFound. Expired tags are left out.
 func (db Manifests) ListTags(ctx context.Context, repo, last string, n int) ([]string, error) {
