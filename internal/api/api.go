@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -88,6 +89,9 @@ type API struct {
 	opts Options
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// crossOrigin refuses the state-changing requests a browser sends
+	// from another site (see ServeHTTP).
+	crossOrigin *http.CrossOriginProtection
 	// patterns lists what was registered on mux, for the test that keeps
 	// the OpenAPI document true.
 	patterns []string
@@ -103,17 +107,35 @@ func New(db Stores, authn Authenticator, opts Options) *API {
 		rand.Read(key)
 		opts.Cursors, _ = auth.NewSealer(key)
 	}
-	a := &API{db: db, auth: authn, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	a := &API{db: db, auth: authn, opts: opts, log: opts.Logger, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection()}
 	a.routes()
 	return a
 }
 
-// ServeHTTP implements http.Handler. A path or query that holds a NUL
-// byte or invalid UTF-8 is refused before any handler runs: no name or
-// value can hold one, and PostgreSQL cannot store or compare it.
+// ServeHTTP implements http.Handler. Before any handler runs it refuses:
+//   - a path or query that holds a NUL byte or invalid UTF-8 (no name or
+//     value can hold one, and PostgreSQL cannot store or compare it), or
+//     a query value over maxQueryValue bytes (no name, tag or cursor is
+//     that long; SQLite refuses a LIKE pattern over 50,000 bytes);
+//   - with 403, a request other than GET, HEAD or OPTIONS that a browser
+//     sent from another site (Sec-Fetch-Site, or else an Origin that is
+//     not the request's host: net/http's CrossOriginProtection). A
+//     browser may hold the Basic credentials of a user who signed in to
+//     the API and send them with a page's cross-site form; clients that
+//     are not browsers send neither header, and the web UI's own calls
+//     (Act) none.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !meta.ValidText(r.URL.Path) || !validQuery(r.URL.Query()) {
 		a.fail(w, r, badRequest("the path or query holds a NUL byte or invalid UTF-8"))
+		return
+	}
+	if !shortQuery(r.URL.Query()) {
+		a.fail(w, r, badRequest("a query value is over %d bytes", maxQueryValue))
+		return
+	}
+	if err := a.crossOrigin.Check(r); err != nil {
+		a.fail(w, r, forbidden("a browser sent this request from another site (Origin %q, Sec-Fetch-Site %q): cross-site requests may not change anything; nothing was changed",
+			r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site")))
 		return
 	}
 	a.mux.ServeHTTP(w, r)
@@ -126,6 +148,20 @@ func validQuery(q url.Values) bool {
 		}
 		for _, v := range vs {
 			if !meta.ValidText(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// maxQueryValue bounds a query parameter's value.
+const maxQueryValue = 4096
+
+func shortQuery(q url.Values) bool {
+	for _, vs := range q {
+		for _, v := range vs {
+			if len(v) > maxQueryValue {
 				return false
 			}
 		}
@@ -234,9 +270,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // maxBody caps a request body.
 const maxBody = 1 << 20
 
-// decode reads a JSON body into v, refusing unknown fields, trailing data
-// and bodies over maxBody, with a clear message.
+// decode reads a JSON body into v, refusing unknown fields, trailing data,
+// bodies over maxBody and bodies of another Content-Type (jsonContent),
+// with a clear message.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); !jsonContent(ct) {
+		return badRequest("the body is sent as %q; send it as application/json", ct)
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	raw, err := io.ReadAll(r.Body)
 	var mbe *http.MaxBytesError
@@ -268,6 +308,20 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return badRequest("malformed JSON body: data after the JSON object")
 	}
 	return nil
+}
+
+// jsonContent reports whether a request's Content-Type may carry its JSON
+// body: application/json (or a +json type), none, or
+// application/x-www-form-urlencoded, which curl -d sends by default (and
+// in which a browser's form cannot send a JSON object: it percent-encodes
+// its braces and quotes). text/plain and multipart/form-data, the other
+// types a cross-site form may send, are refused.
+func jsonContent(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "application/x-www-form-urlencoded")
 }
 
 // requireUser refuses anonymous callers.

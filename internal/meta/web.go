@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/berth-dev/berth/internal/oci"
 )
 
 // WebSessions are the web UI's sign-in sessions (web_schema.go).
@@ -81,9 +83,9 @@ type RepoCard struct {
 	Visibility  string
 	State       string
 	Description string
-	LastPush    time.Time // latest tag change; zero without tags
-	Tags        int
-	Size        int64 // bytes of the blobs linked to the repository
+	LastPush    time.Time // latest change of a tag that has not expired; zero without one
+	Tags        int       // tags that have not expired
+	Size        int64     // bytes of the blobs linked to the repository
 	Gated       bool
 	Mirror      bool
 	ProxyCache  bool // its namespace is a pull-through cache
@@ -98,7 +100,7 @@ const (
 
 // BrowseQuery selects repositories for BrowseRepositories.
 type BrowseQuery struct {
-	Search     string // a substring of the name, any case
+	Search     string // a substring of the name, any case (longer than a name: none)
 	Sort       string // SortName (default), SortPushed (latest first), SortSize (largest first)
 	PublicOnly bool
 	// After, when its Name is set, continues a listing past a row (keyset
@@ -128,15 +130,26 @@ func (c RepoCard) Key(sort string) BrowseKey {
 
 // BrowseRepositories lists repositories for the web UI, with what its
 // badges show: two queries (the repositories with correlated, indexed
-// sub-selects per row, and the proxy-cache namespaces).
+// sub-selects per row, and the proxy-cache namespaces). Sorted by name,
+// the sub-selects run for the rows of the page only; sorted by last push
+// or size, for every repository the search matches, before the database
+// can order them (no stored column holds either): that costs in
+// proportion to the registry's repositories, tags and blob links.
 func (db Repositories) BrowseRepositories(ctx context.Context, q BrowseQuery) ([]RepoCard, error) {
+	if len(q.Search) > oci.MaxNameLength {
+		// No name holds it (and its LIKE pattern could pass SQLite's
+		// limit of 50,000 bytes).
+		return []RepoCard{}, nil
+	}
 	query := `SELECT r.name AS name, r.visibility, r.state, r.description, r.gated,
-		COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id), 0) AS pushed,
-		(SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id) AS tag_count,
+		COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id AND ` + liveTag("t") + `), 0) AS pushed,
+		(SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id AND ` + liveTag("t") + `) AS tag_count,
 		COALESCE((SELECT SUM(b.size) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = r.id), 0) AS bytes,
 		EXISTS (SELECT 1 FROM repository_mirrors m WHERE m.repository = r.name) AS mirrored
 		FROM repositories r WHERE 1 = 1`
-	var args []any
+	// An expired tag is gone (liveTag), as for a pull.
+	n := now()
+	args := []any{n, n}
 	if q.After.Name != "" && q.Sort != SortPushed && q.Sort != SortSize {
 		query += " AND r.name > ?"
 		args = append(args, q.After.Name)

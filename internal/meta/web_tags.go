@@ -1,13 +1,16 @@
 package meta
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 
@@ -17,9 +20,11 @@ import (
 // TagRow is a tag as the web UI's tags table shows it.
 type TagRow struct {
 	TagInfo
-	// Platforms are os/arch[/variant] of an index's children, or of an
-	// image the base-image graph indexed.
+	// Platforms are os/arch[/variant] of an index's children (the first
+	// maxPlatforms of them), or of an image the base-image graph indexed.
 	Platforms []string
+	// MorePlatforms counts the index's platforms Platforms leaves out.
+	MorePlatforms int
 	// Scanned is true when the image (or a child of the index) has a scan
 	// report; Vulns counts distinct vulnerabilities by severity.
 	Scanned bool
@@ -32,7 +37,8 @@ type TagRow struct {
 	Base      string
 	BaseStale bool
 	// PlatformBases are the bases of an index's platforms, in platform
-	// order (Base is the first's); one entry for a single image.
+	// order (Base is the first's; at most maxPlatforms); one entry for a
+	// single image.
 	PlatformBases []PlatformBase
 	// Aliases are the other tags on the same manifest (at most
 	// maxAliases, by name).
@@ -55,9 +61,18 @@ type PlatformBase struct {
 // maxAliases caps the aliases a tag row lists.
 const maxAliases = 10
 
+// maxPlatforms caps the platforms (and platform bases) a tag row lists:
+// an index may have thousands of entries, and a page repeats them on
+// every row that names it.
+const maxPlatforms = 16
+
+// maxTagFilter is the longest TagRowQuery.Filter that may match: a
+// sha512 digest (a tag is at most oci.MaxTagLength, 128).
+const maxTagFilter = len("sha512:") + 128
+
 // TagRowQuery selects the tags of TagRows.
 type TagRowQuery struct {
-	Filter  string // a substring of the tag name, any case, or a digest prefix ("sha256:…")
+	Filter  string // a substring of the tag name, any case, or a digest prefix ("sha256:…", "sha512:…"); longer than a digest: none
 	Sort    string // SortPushed (default: latest first), SortName, SortSize (largest first)
 	Reverse bool
 	Offset  int
@@ -66,8 +81,10 @@ type TagRowQuery struct {
 
 // TagRows returns a page of a repository's tags with their summaries and
 // the number of tags the filter matches, or ErrRepositoryNotFound. It
-// costs eleven indexed queries whatever the number of tags: the repository,
-// the count, the page, then one query per summary over the page's digests.
+// costs twelve indexed queries whatever the number of tags: the repository,
+// the count, the page, then one query per summary over the page's digests
+// (an index's content is read and decoded once per page, however many of
+// its tags the page shows).
 func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]TagRow, int, error) {
 	var repoID int64
 	if err := db.read.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
@@ -76,9 +93,14 @@ func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]
 		}
 		return nil, 0, fmt.Errorf("look up repository: %w", err)
 	}
+	if len(q.Filter) > maxTagFilter {
+		// No tag or digest is that long (and its LIKE pattern could pass
+		// SQLite's limit of 50,000 bytes).
+		return []TagRow{}, 0, nil
+	}
 	// An expired tag is gone (liveTag), as for a pull.
 	where, args := " WHERE t.repository_id = ? AND "+liveTag("t"), []any{repoID, now()}
-	if f := strings.ToLower(q.Filter); strings.HasPrefix(f, "sha256:") {
+	if f := strings.ToLower(q.Filter); strings.HasPrefix(f, "sha256:") || strings.HasPrefix(f, "sha512:") {
 		where += ` AND t.manifest_digest LIKE ? ESCAPE '\'`
 		args = append(args, likePrefix(f))
 	} else if f != "" {
@@ -100,15 +122,14 @@ func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]
 	// of the repository once (not once per tag).
 	size, join := `COALESCE((SELECT SUM(b.size) FROM manifest_references mr JOIN blobs b ON b.digest = mr.ref_digest
 			WHERE mr.repository_id = t.repository_id AND mr.manifest_digest = t.manifest_digest AND mr.is_manifest = 0), 0)`, ""
-	pageArgs := []any{oci.MediaTypeImageIndex, oci.MediaTypeDockerList}
+	var pageArgs []any
 	if q.Sort == SortSize {
 		size, join = "COALESCE(sz.bytes, 0)", ` LEFT JOIN (SELECT mr.manifest_digest AS d, SUM(b.size) AS bytes FROM manifest_references mr
 			JOIN blobs b ON b.digest = mr.ref_digest WHERE mr.repository_id = ? AND mr.is_manifest = 0 GROUP BY mr.manifest_digest) sz
 			ON sz.d = t.manifest_digest`
 		pageArgs = append(pageArgs, repoID)
 	}
-	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at, t.expires_at, ` + size + ` AS bytes,
-		CASE WHEN m.media_type IN (?, ?) THEN m.content END
+	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at, t.expires_at, ` + size + ` AS bytes
 		FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest` + join + where +
 		" ORDER BY " + order + " LIMIT ? OFFSET ?"
 	pageArgs = append(pageArgs, args...)
@@ -122,14 +143,10 @@ func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]
 		var tr TagRow
 		var dg string
 		var updated, expires int64
-		var content []byte
-		if err := rows.Scan(&tr.Name, &dg, &tr.MediaType, &updated, &expires, &tr.Size, &content); err != nil {
+		if err := rows.Scan(&tr.Name, &dg, &tr.MediaType, &updated, &expires, &tr.Size); err != nil {
 			return nil, 0, err
 		}
 		tr.Digest, tr.UpdatedAt, tr.ExpiresAt = digest.Digest(dg), fromMicros(updated), timeOrZero(expires)
-		if len(content) > 0 {
-			tr.Platforms = indexPlatforms(content)
-		}
 		out = append(out, tr)
 	}
 	if err := rows.Err(); err != nil {
@@ -144,30 +161,92 @@ func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]
 	return out, total, nil
 }
 
-// indexPlatforms lists the platforms of an index's children.
-func indexPlatforms(content []byte) []string {
-	var m oci.Manifest
-	if json.Unmarshal(content, &m) != nil {
-		return nil
+// indexPlatforms lists the platforms of an index's children, the first
+// maxPlatforms of them, and counts the others. It reads the entries one
+// at a time rather than decoding the whole index.
+func indexPlatforms(content []byte) (shown []string, more int) {
+	dec := json.NewDecoder(bytes.NewReader(content))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, 0
 	}
-	var out []string
-	for _, c := range m.Manifests {
-		if p := c.Platform; p != nil && p.OS != "unknown" {
-			out = append(out, platformString(p.OS, p.Architecture, p.Variant))
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return shown, more
+		}
+		// encoding/json's own match of a field (the ingest refused keys
+		// that differ only in case).
+		if key, _ := k.(string); !strings.EqualFold(key, "manifests") {
+			if skipValue(dec) != nil {
+				return shown, more
+			}
+			continue
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+			return shown, more
+		}
+		for dec.More() {
+			var c struct {
+				Platform *oci.Platform `json:"platform"`
+			}
+			if dec.Decode(&c) != nil {
+				return shown, more
+			}
+			switch p := c.Platform; {
+			case p == nil || p.OS == "unknown":
+			case len(shown) < maxPlatforms:
+				shown = append(shown, platformString(p.OS, p.Architecture, p.Variant))
+			default:
+				more++
+			}
+		}
+		return shown, more
+	}
+	return shown, more
+}
+
+// skipValue reads past the decoder's next value without keeping it.
+func skipValue(dec *json.Decoder) error {
+	depth := 0
+	for {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
 		}
 	}
-	return out
 }
 
 func platformString(os, arch, variant string) string {
-	s := os + "/" + arch
+	s := clip(os) + "/" + clip(arch)
 	if variant != "" {
-		s += "/" + variant
+		s += "/" + clip(variant)
 	}
 	return s
 }
 
-// tagSummaries fills the summaries of a page of tags: eight queries over
+// clip cuts a platform field stored before the ingest bounded them
+// (oci.MaxPlatformField) to that bound.
+func clip(s string) string {
+	if len(s) <= oci.MaxPlatformField {
+		return s
+	}
+	s = s[:oci.MaxPlatformField]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "…"
+}
+
+// tagSummaries fills the summaries of a page of tags: nine queries over
 // the page's digests and names.
 func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRow) error {
 	byDigest := map[string][]int{}
@@ -218,8 +297,8 @@ func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRo
 			}},
 		{`SELECT subject FROM manifests WHERE repository_id = ? AND subject IN (` + marks + `)
 			AND (artifact_type LIKE '%sig%' OR artifact_type LIKE '%sigstore.bundle%')
-			UNION SELECT name FROM tags WHERE repository_id = ? AND name IN (` + marks + `)`,
-			append(append(append([]any{repoID}, digests...), repoID), sigTags...),
+			UNION SELECT name FROM tags WHERE repository_id = ? AND ` + liveTag("") + ` AND name IN (` + marks + `)`,
+			append(append(append([]any{repoID}, digests...), repoID, now()), sigTags...),
 			func(s *sql.Rows) error {
 				var v string
 				if err := s.Scan(&v); err != nil {
@@ -247,8 +326,8 @@ func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRo
 					pb.Base, pb.Stale = repo+":"+tag, current != top
 				}
 				each(d, func(r *TagRow) {
-					if n := len(r.PlatformBases); n > 0 && r.PlatformBases[n-1].Platform == platform {
-						return // one base per platform: the first by name
+					if n := len(r.PlatformBases); (n > 0 && r.PlatformBases[n-1].Platform == platform) || n == maxPlatforms {
+						return // one base per platform (the first by name), maxPlatforms at most
 					}
 					r.PlatformBases = append(r.PlatformBases, pb)
 					if r.Base == "" {
@@ -272,6 +351,20 @@ func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRo
 				})
 				return nil
 			}},
+		// Each distinct index of the page once, however many of its tags
+		// the page shows.
+		{"SELECT digest, content FROM manifests WHERE repository_id = ? AND media_type IN (?, ?) AND digest IN (" + marks + ")",
+			append([]any{repoID, oci.MediaTypeImageIndex, oci.MediaTypeDockerList}, digests...),
+			func(s *sql.Rows) error {
+				var d string
+				var content []byte
+				if err := s.Scan(&d, &content); err != nil {
+					return err
+				}
+				shown, more := indexPlatforms(content)
+				each(d, func(r *TagRow) { r.Platforms, r.MorePlatforms = slices.Clone(shown), more })
+				return nil
+			}},
 		{"SELECT digest, platform FROM graph_images WHERE repository_id = ? AND platform <> '' AND digest IN (" + marks + ")",
 			append([]any{repoID}, digests...),
 			func(s *sql.Rows) error {
@@ -281,7 +374,7 @@ func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRo
 				}
 				each(d, func(r *TagRow) {
 					if len(r.Platforms) == 0 {
-						r.Platforms = []string{p}
+						r.Platforms = []string{clip(p)}
 					}
 				})
 				return nil

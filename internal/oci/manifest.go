@@ -31,7 +31,24 @@ type Platform struct {
 	OSVersion    string   `json:"os.version,omitempty"`
 	OSFeatures   []string `json:"os.features,omitempty"`
 	Variant      string   `json:"variant,omitempty"`
+	// Features is reserved by the image spec (Docker's manifest lists
+	// used it for CPU features).
+	Features []string `json:"features,omitempty"`
 }
+
+// Bounds of a platform's fields. The image spec sets none, but its values
+// are short words ("linux", "arm64", "v8", "10.0.17763.1234", "win32k")
+// that every client, scanner and page repeats: a manifest that fills them
+// with megabytes is refused (MANIFEST_INVALID) rather than shown and
+// copied on every view of its tags.
+const (
+	// MaxPlatformField bounds the bytes of os, architecture, variant,
+	// os.version and of each entry of os.features and features.
+	MaxPlatformField = 128
+	// MaxPlatformFeatures bounds the entries of os.features and of
+	// features.
+	MaxPlatformFeatures = 32
+)
 
 // Manifest is the union of the fields of an image manifest and an index,
 // OCI or Docker, that a registry needs to validate and index.
@@ -233,6 +250,35 @@ func validateDescriptor(field string, d Descriptor) error {
 	}
 	if d.Size < 0 {
 		return manifestInvalid("%s.size must not be negative", field)
+	}
+	if d.Platform != nil {
+		return validatePlatform(field+".platform", *d.Platform)
+	}
+	return nil
+}
+
+// validatePlatform applies the bounds of MaxPlatformField and
+// MaxPlatformFeatures.
+func validatePlatform(field string, p Platform) error {
+	for _, f := range []struct{ name, value string }{
+		{"os", p.OS}, {"architecture", p.Architecture}, {"variant", p.Variant}, {"os.version", p.OSVersion},
+	} {
+		if len(f.value) > MaxPlatformField {
+			return manifestInvalid("%s.%s is %d bytes long, over the limit of %d", field, f.name, len(f.value), MaxPlatformField)
+		}
+	}
+	for _, f := range []struct {
+		name   string
+		values []string
+	}{{"os.features", p.OSFeatures}, {"features", p.Features}} {
+		if len(f.values) > MaxPlatformFeatures {
+			return manifestInvalid("%s.%s has %d entries, over the limit of %d", field, f.name, len(f.values), MaxPlatformFeatures)
+		}
+		for i, v := range f.values {
+			if len(v) > MaxPlatformField {
+				return manifestInvalid("%s.%s[%d] is %d bytes long, over the limit of %d", field, f.name, i, len(v), MaxPlatformField)
+			}
+		}
 	}
 	return nil
 }

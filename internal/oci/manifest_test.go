@@ -54,6 +54,20 @@ func TestParseManifest(t *testing.T) {
 		{"annotation twice", strings.TrimSuffix(withType(MediaTypeImageManifest), "}") + `,"annotations":{"a":"1","a":"2"}}`, "", "", true},
 		{"annotations differing in case", strings.TrimSuffix(withType(MediaTypeImageManifest), "}") + `,"annotations":{"org.example":"1","ORG.example":"2"}}`, "", MediaTypeImageManifest, false},
 		{"same key in two objects", strings.TrimSuffix(withType(MediaTypeImageManifest), "}") + `,"annotations":{"size":"1","digest":"x"}}`, "", MediaTypeImageManifest, false},
+		// A platform's fields are short words; megabytes of them are
+		// refused (each view of the tags would repeat them).
+		{"platform fields at their limits", indexWith(`"architecture":"` + long(128) + `","os":"` + long(128) + `","variant":"` + long(128) + `","os.version":"` + long(128) +
+			`","os.features":[` + strings.Repeat(`"`+long(128)+`",`, 31) + `"win32k"],"features":["sse4"]`), "", MediaTypeImageIndex, false},
+		{"1 MiB os", indexWith(`"architecture":"amd64","os":"` + long(1<<20) + `"`), "", "", true},
+		{"os over the limit", indexWith(`"architecture":"amd64","os":"` + long(129) + `"`), "", "", true},
+		{"architecture over the limit", indexWith(`"architecture":"` + long(129) + `","os":"linux"`), "", "", true},
+		{"variant over the limit", indexWith(`"architecture":"arm","os":"linux","variant":"` + long(129) + `"`), "", "", true},
+		{"os.version over the limit", indexWith(`"architecture":"amd64","os":"windows","os.version":"` + long(129) + `"`), "", "", true},
+		{"too many os.features", indexWith(`"architecture":"amd64","os":"windows","os.features":[` + strings.Repeat(`"a",`, 32) + `"a"]`), "", "", true},
+		{"an os.feature over the limit", indexWith(`"architecture":"amd64","os":"windows","os.features":["` + long(129) + `"]`), "", "", true},
+		{"too many features", indexWith(`"architecture":"amd64","os":"linux","features":[` + strings.Repeat(`"a",`, 32) + `"a"]`), "", "", true},
+		{"a feature over the limit", indexWith(`"architecture":"amd64","os":"linux","features":["` + long(129) + `"]`), "", "", true},
+		{"a long os in a Docker list", strings.Replace(indexWith(`"architecture":"amd64","os":"`+long(129)+`"`), MediaTypeImageIndex, MediaTypeDockerList, 1), "", "", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -73,6 +87,14 @@ func TestParseManifest(t *testing.T) {
 		})
 	}
 }
+
+// indexWith is an index of one entry whose platform object holds fields.
+func indexWith(fields string) string {
+	return `{"schemaVersion":2,"mediaType":"` + MediaTypeImageIndex + `","manifests":[{"mediaType":"` + MediaTypeImageManifest + `","digest":"` + dgA + `","size":1,"platform":{` + fields + `}}]}`
+}
+
+// long is a platform value of n bytes.
+func long(n int) string { return strings.Repeat("x", n) }
 
 func TestArtifactPolicy(t *testing.T) {
 	p := ArtifactPolicy{Allowed: DefaultAllowedArtifacts(), AllowV11Artifacts: true}

@@ -20,6 +20,9 @@ import (
 // reference (host included) at 255 characters.
 const MaxNameLength = 255
 
+// MaxTagLength is the longest tag (the distribution spec's).
+const MaxTagLength = 128
+
 // ErrInvalidName is wrapped by every repository-name validation error.
 var ErrInvalidName = errors.New("invalid repository name")
 
@@ -95,8 +98,8 @@ func ValidateTag(tag string) error {
 	if tag == "" {
 		return fmt.Errorf("%w: empty", ErrInvalidTag)
 	}
-	if len(tag) > 128 {
-		return fmt.Errorf("%w: longer than 128 characters", ErrInvalidTag)
+	if len(tag) > MaxTagLength {
+		return fmt.Errorf("%w: longer than %d characters", ErrInvalidTag, MaxTagLength)
 	}
 	for i := 0; i < len(tag); i++ {
 		c := tag[i]

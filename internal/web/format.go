@@ -69,6 +69,17 @@ var funcs = template.FuncMap{
 	},
 }
 
+// actionPath is where a repository's settings forms post: its path with
+// the "-" that ends any name (routePOST), so that the segments after it
+// (a user or team named "settings", say) are never read as the name's.
+func actionPath(repo string) string {
+	segs := strings.Split(repo, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return "/repository/" + strings.Join(segs, "/") + "/-"
+}
+
 // repoPath is a repository's page path (segments escaped), which its
 // other pages extend ("/activity", "/manifest/<digest>"): with "/-" after
 // a name that ends like one of those paths (acme/app/activity), which

@@ -2,6 +2,7 @@ package web
 
 import (
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -91,16 +92,9 @@ func (u *UI) organization(w http.ResponseWriter, r *http.Request, v *visitor) er
 			data["Percent"] = float64(ov.Report.Used) * 100 / float64(q.LimitBytes)
 		}
 	}
-	var repos struct {
-		Repositories []struct {
-			Name     string `json:"name"`
-			IsPublic bool   `json:"is_public"`
-		} `json:"repositories"`
-	}
-	if err := u.call(r, v, http.MethodGet, "/api/v1/repository?namespace="+esc(org), nil, &repos); err != nil {
+	if err := u.namespaceRepos(r, v, org, data); err != nil {
 		return pageError(err)
 	}
-	data["Repositories"] = repos.Repositories
 	if ov.IsAdmin {
 		var teams []orgTeam
 		for _, t := range ov.Teams {
@@ -129,6 +123,31 @@ func (u *UI) organization(w http.ResponseWriter, r *http.Request, v *visitor) er
 		data["Teams"], data["Members"], data["Robots"] = teams, members.Members, robots.Robots
 	}
 	u.render(w, r, v, http.StatusOK, "organization", "Organization "+org, data)
+	return nil
+}
+
+// namespaceRepos puts a page of a namespace's repositories that the
+// visitor may read in data (Repositories), as the API lists them (one
+// request: 100 at most, and at most 1,000 rows read), with the API's
+// next_page as ReposNext and the page's own (?repos_after=) as
+// ReposAfter.
+func (u *UI) namespaceRepos(r *http.Request, v *visitor, ns string, data map[string]any) error {
+	var repos struct {
+		Repositories []struct {
+			Name     string `json:"name"`
+			IsPublic bool   `json:"is_public"`
+		} `json:"repositories"`
+		NextPage string `json:"next_page"`
+	}
+	path := "/api/v1/repository?namespace=" + url.QueryEscape(ns)
+	after := r.URL.Query().Get("repos_after")
+	if after != "" {
+		path += "&next_page=" + url.QueryEscape(after)
+	}
+	if err := u.call(r, v, http.MethodGet, path, nil, &repos); err != nil {
+		return err
+	}
+	data["Repositories"], data["ReposNext"], data["ReposAfter"] = repos.Repositories, repos.NextPage, after
 	return nil
 }
 

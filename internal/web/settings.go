@@ -101,7 +101,7 @@ func (u *UI) settings(w http.ResponseWriter, r *http.Request, v *visitor, repo s
 	if !info.CanAdmin {
 		return fail(http.StatusForbidden, "Only the admins of %s see its settings.", repo)
 	}
-	data := map[string]any{"Repo": repo, "Path": repoPath(repo), "Public": info.IsPublic, "Description": info.Description, "Flash": flash,
+	data := map[string]any{"Repo": repo, "Path": repoPath(repo), "Action": actionPath(repo), "Public": info.IsPublic, "Description": info.Description, "Flash": flash,
 		"Events": notificationEvents(), "Roles": []string{"read", "write", "admin"}}
 	var ns struct {
 		Notifications []notificationView `json:"notifications"`

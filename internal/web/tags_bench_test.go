@@ -20,7 +20,7 @@ import (
 // tags (100 images, 100 tags each, a shared base layer and one of their
 // own), sorted each way, from a store seeded on SQLite (and PostgreSQL
 // when BERTH_TEST_POSTGRES_DSN is set). The page costs the same handful
-// of queries whatever the number of tags: Repository (1) and TagRows (11),
+// of queries whatever the number of tags: Repository (1) and TagRows (12),
 // plus the permission decisions (none in auth mode "none").
 func BenchmarkTagsPage(b *testing.B) {
 	const images, tagsPer = 100, 100

@@ -63,13 +63,8 @@ func (u *UI) user(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	if err := u.call(r, v, http.MethodGet, "/api/v1/user/", nil, &me); err != nil {
 		return pageError(err)
 	}
-	var repos struct {
-		Repositories []struct {
-			Name     string `json:"name"`
-			IsPublic bool   `json:"is_public"`
-		} `json:"repositories"`
-	}
-	if err := u.call(r, v, http.MethodGet, "/api/v1/repository?namespace="+esc(name), nil, &repos); err != nil {
+	data := map[string]any{"Name": name, "Email": me.Email, "Organizations": me.Organizations, "Path": "/user/" + esc(name), "CSRF": v.csrf}
+	if err := u.namespaceRepos(r, v, name, data); err != nil {
 		return pageError(err)
 	}
 	var robots struct {
@@ -84,9 +79,8 @@ func (u *UI) user(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	if err := u.call(r, v, http.MethodGet, "/api/v1/tokens", nil, &tokens); err != nil {
 		return pageError(err)
 	}
-	u.render(w, r, v, http.StatusOK, "user", "Account "+name, map[string]any{"Name": name, "Email": me.Email,
-		"Organizations": me.Organizations, "Repositories": repos.Repositories, "Robots": robots.Robots, "Tokens": tokens.Tokens,
-		"Path": "/user/" + esc(name), "CSRF": v.csrf})
+	data["Robots"], data["Tokens"] = robots.Robots, tokens.Tokens
+	u.render(w, r, v, http.StatusOK, "user", "Account "+name, data)
 	return nil
 }
 
