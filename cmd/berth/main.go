@@ -185,7 +185,8 @@ func (st *settings) register(cmd *cobra.Command, serve bool) {
 
 // load builds the configuration: defaults (Berth's, then the file
 // BERTH_CONFIG_DEFAULTS names), then the --config file, then BERTH_*
-// variables, then flags; and validates it.
+// variables (one that names no setting is refused, as an unknown key of
+// the file is), then flags; and validates it.
 func (st *settings) load(cmd *cobra.Command) (config.Config, error) {
 	cfg := config.Default()
 	if f := os.Getenv(config.DefaultsFileVariable); f != "" {
@@ -197,6 +198,9 @@ func (st *settings) load(cmd *cobra.Command) (config.Config, error) {
 		if err := cfg.LoadFile(st.configFile); err != nil {
 			return cfg, err
 		}
+	}
+	if err := config.CheckEnv(os.Environ()); err != nil {
+		return cfg, fmt.Errorf("environment:\n%w", err)
 	}
 	if err := cfg.LoadEnv(os.LookupEnv); err != nil {
 		return cfg, fmt.Errorf("environment: %w", err)

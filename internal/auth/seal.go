@@ -38,7 +38,8 @@ func NewSealer(key []byte) (*Sealer, error) {
 }
 
 // LoadOrCreateKey returns the key given base64-encoded in encoded, or else
-// the one in path, generating it (mode 0600) on first use. Replicas that
+// the one in path, generating it (mode 0600, written durably:
+// writeKeyFile) on first use. Replicas that
 // share a database must share the key: give it to all of them in the
 // configuration.
 func LoadOrCreateKey(encoded, path string) ([]byte, error) {
@@ -65,18 +66,58 @@ func LoadOrCreateKey(encoded, path string) ([]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		if errors.Is(err, os.ErrExist) { // another process made it first
-			return LoadOrCreateKey("", path)
-		}
-		return nil, fmt.Errorf("secret key: %w", err)
-	}
-	defer f.Close()
-	if _, err := f.WriteString(base64.StdEncoding.EncodeToString(k) + "\n"); err != nil {
+	switch err := writeKeyFile(path, []byte(base64.StdEncoding.EncodeToString(k)+"\n")); {
+	case errors.Is(err, os.ErrExist): // another process made it first
+		return LoadOrCreateKey("", path)
+	case err != nil:
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
 	return k, nil
+}
+
+// writeKeyFile writes a new key file that appears whole or not at all and
+// survives a power cut once written: the key goes to a temporary file in
+// the same directory, which is flushed and closed, then linked under its
+// name (never over a file that exists: os.ErrExist then, and the other
+// key stands), and the directory is flushed. A key file that vanished or
+// came back empty after a crash would give the next start a new key,
+// which opens none of the secrets sealed with the old one.
+func writeKeyFile(path string, content []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".secret.key-*") // mode 0600
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // the key stays under path once linked
+	if _, err := f.Write(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir flushes a directory's entries to disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // KeyFingerprint identifies a secret key without revealing it: the

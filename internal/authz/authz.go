@@ -181,27 +181,30 @@ func (a *Authorizer) checkAccessToken(ctx context.Context, name, secret string) 
 	if auth.HashSecret(secret) != t.SecretHash {
 		return auth.Identity{}, ErrBadCredentials
 	}
-	return a.tokenIdentity(ctx, t, true)
+	id, _, err := a.tokenIdentity(ctx, t, true)
+	return id, err
 }
 
 // tokenIdentity is who an access token acts as: its owner for a user's API
 // token, else the token itself with its scopes. scopesNow says the
 // request is decided on the scopes (Basic credentials, the secret as a
-// bearer token), so the creator's rights are checked (creatorScopes); a
+// bearer token), so the creator's rights are checked (creatorScopes). A
 // registry token's request is decided on its claims, which the token
-// endpoint decided on the scopes as they were then.
-func (a *Authorizer) tokenIdentity(ctx context.Context, t meta.AccessToken, scopesNow bool) (auth.Identity, error) {
+// endpoint decided on the scopes as they were then; the decisions it
+// needs made now (subject.decide) bound the scopes by the creator's rights
+// then, and for those the creator is returned (nil where none applies).
+func (a *Authorizer) tokenIdentity(ctx context.Context, t meta.AccessToken, scopesNow bool) (auth.Identity, *meta.User, error) {
 	if !t.RevokedAt.IsZero() || (!t.ExpiresAt.IsZero() && a.now().After(t.ExpiresAt)) {
-		return auth.Identity{}, ErrDisabled
+		return auth.Identity{}, nil, ErrDisabled
 	}
-	id, err := a.tokenSubject(ctx, t, scopesNow)
+	id, creator, err := a.tokenSubject(ctx, t, scopesNow)
 	if err == nil && a.now().Sub(t.LastUsedAt) > tokenUseInterval && a.firstUseInInterval(t.ID) {
 		// Shown to its holders (last_used_at), to find tokens nobody uses.
 		if err := a.store.Access.TouchAccessToken(context.WithoutCancel(ctx), t.ID, a.now().Add(-tokenUseInterval)); err != nil {
 			a.log.Warn("record access token use", "token", t.Name, "err", err)
 		}
 	}
-	return id, err
+	return id, creator, err
 }
 
 // firstUseInInterval reports whether this process has not recorded a use
@@ -225,27 +228,27 @@ func (a *Authorizer) firstUseInInterval(id int64) bool {
 // tokenUseInterval is how often a token's last use is recorded at most.
 const tokenUseInterval = time.Minute
 
-func (a *Authorizer) tokenSubject(ctx context.Context, t meta.AccessToken, scopesNow bool) (auth.Identity, error) {
+func (a *Authorizer) tokenSubject(ctx context.Context, t meta.AccessToken, scopesNow bool) (auth.Identity, *meta.User, error) {
 	if t.OwnerID != 0 {
 		u, err := a.store.Users.UserByID(ctx, t.OwnerID)
 		if errors.Is(err, meta.ErrUserNotFound) {
-			return auth.Identity{}, ErrDisabled
+			return auth.Identity{}, nil, ErrDisabled
 		}
 		if err != nil {
-			return auth.Identity{}, err
+			return auth.Identity{}, nil, err
 		}
-		if !u.Enabled {
-			return auth.Identity{}, ErrDisabled
+		if !u.Active() {
+			return auth.Identity{}, nil, ErrDisabled
 		}
 		kind := auth.KindUser
 		if u.Kind == meta.UserKindRobot {
 			kind = auth.KindRobot
 		}
-		return auth.Identity{Kind: kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil
+		return auth.Identity{Kind: kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil, nil
 	}
 	var scopes []auth.TokenScope
 	if err := json.Unmarshal(t.Scopes, &scopes); err != nil {
-		return auth.Identity{}, fmt.Errorf("access token %s scopes: %w", t.Name, err)
+		return auth.Identity{}, nil, fmt.Errorf("access token %s scopes: %w", t.Name, err)
 	}
 	if t.CreatedBy != "" && !strings.HasPrefix(t.CreatedBy, "token:") {
 		// A scoped token is its creator's: it stops while the creator is
@@ -257,18 +260,21 @@ func (a *Authorizer) tokenSubject(ctx context.Context, t meta.AccessToken, scope
 		// dropped.
 		u, err := a.store.Users.UserByName(ctx, t.CreatedBy)
 		if err != nil && !errors.Is(err, meta.ErrUserNotFound) {
-			return auth.Identity{}, err
+			return auth.Identity{}, nil, err
 		}
-		if err == nil && !u.Enabled {
-			return auth.Identity{}, ErrDisabled
+		if err == nil && !u.Active() {
+			return auth.Identity{}, nil, ErrDisabled
 		}
-		if err == nil && scopesNow {
+		if err == nil && !scopesNow {
+			return auth.Identity{Kind: auth.KindToken, ID: t.ID, Name: t.Name, Scopes: scopes}, &u, nil
+		}
+		if err == nil {
 			if scopes, err = a.creatorScopes(ctx, u, scopes); err != nil {
-				return auth.Identity{}, err
+				return auth.Identity{}, nil, err
 			}
 		}
 	}
-	return auth.Identity{Kind: auth.KindToken, ID: t.ID, Name: t.Name, Scopes: scopes}, nil
+	return auth.Identity{Kind: auth.KindToken, ID: t.ID, Name: t.Name, Scopes: scopes}, nil, nil
 }
 
 // creatorScopes are the scopes of a creator's access token that the
@@ -308,10 +314,11 @@ func (a *Authorizer) creatorScopes(ctx context.Context, u meta.User, scopes []au
 // again on every request as Basic credentials are: a user or robot that
 // was disabled or deleted, or an access token revoked or expired since the
 // token was issued, is refused from its next request on, not when the
-// token expires (up to auth.tokenTTL later). The account must still have
+// token expires (up to auth.tokenTTL later); so is a robot of a user's
+// namespace while that user is disabled. The account must still have
 // the id the token was issued for (tokens issued before ids were in them
 // are checked by name).
-func (a *Authorizer) bearerIdentity(ctx context.Context, claims *auth.Claims) (auth.Identity, error) {
+func (a *Authorizer) bearerIdentity(ctx context.Context, claims *auth.Claims) (auth.Identity, *meta.User, error) {
 	switch claims.Kind {
 	case auth.KindUser, auth.KindRobot:
 		var u meta.User
@@ -322,64 +329,76 @@ func (a *Authorizer) bearerIdentity(ctx context.Context, claims *auth.Claims) (a
 			u, err = a.store.Users.UserByName(ctx, claims.Subject)
 		}
 		if errors.Is(err, meta.ErrUserNotFound) {
-			return auth.Identity{}, ErrDisabled
+			return auth.Identity{}, nil, ErrDisabled
 		}
 		if err != nil {
-			return auth.Identity{}, err
+			return auth.Identity{}, nil, err
 		}
-		if !u.Enabled || u.Username != claims.Subject || (u.Kind == meta.UserKindRobot) != (claims.Kind == auth.KindRobot) {
-			return auth.Identity{}, ErrDisabled
+		if !u.Active() || u.Username != claims.Subject || (u.Kind == meta.UserKindRobot) != (claims.Kind == auth.KindRobot) {
+			return auth.Identity{}, nil, ErrDisabled
 		}
-		return auth.Identity{Kind: claims.Kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil
+		return auth.Identity{Kind: claims.Kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil, nil
 	case auth.KindToken:
 		t, err := a.store.Access.AccessTokenByName(ctx, claims.Subject)
 		if errors.Is(err, meta.ErrTokenNotFound) {
-			return auth.Identity{}, ErrDisabled
+			return auth.Identity{}, nil, ErrDisabled
 		}
 		if err != nil {
-			return auth.Identity{}, err
+			return auth.Identity{}, nil, err
 		}
 		if claims.SubjectID != 0 && t.ID != claims.SubjectID {
-			return auth.Identity{}, ErrDisabled
+			return auth.Identity{}, nil, ErrDisabled
 		}
 		return a.tokenIdentity(ctx, t, false)
 	case auth.KindAnonymous, "":
-		return auth.Anonymous, nil
+		return auth.Anonymous, nil, nil
 	}
-	return auth.Identity{}, fmt.Errorf("registry token for %q: %w", claims.Kind, auth.ErrInvalidToken)
+	return auth.Identity{}, nil, fmt.Errorf("registry token for %q: %w", claims.Kind, auth.ErrInvalidToken)
+}
+
+// caller is who sent a request.
+type caller struct {
+	id auth.Identity
+	// claims are the registry token's, for a request that came with one.
+	claims *auth.Claims
+	// creator is, for a scoped access token's registry token, the user
+	// who made the access token: its rights bound the token's scopes
+	// (creatorScopes) in the decisions made now rather than on the
+	// claims (subject.decide), and only there, so that the requests
+	// decided on the claims cost no lookup more.
+	creator *meta.User
 }
 
 // identify authenticates a request from its Basic credentials, an access
 // token's secret or a registry token. No credentials is the anonymous
-// identity; bad ones are an error. For a registry token the claims are
-// returned too.
-func (a *Authorizer) identify(ctx context.Context, r *http.Request) (auth.Identity, *auth.Claims, error) {
+// identity; bad ones are an error.
+func (a *Authorizer) identify(ctx context.Context, r *http.Request) (caller, error) {
 	c := CredentialsOf(r)
 	switch {
 	case c.Basic:
 		id, err := a.Login(ctx, r, c.Username, c.Pass)
-		return id, nil, err
+		return caller{id: id}, err
 	case strings.HasPrefix(c.Bearer, SecretPrefix):
 		// An access token's secret used directly as a bearer token (API
 		// clients, as with Quay's OAuth tokens).
 		t, err := a.store.Access.AccessTokenBySecretHash(ctx, auth.HashSecret(c.Bearer))
 		if errors.Is(err, meta.ErrTokenNotFound) {
-			return auth.Identity{}, nil, ErrBadCredentials
+			return caller{}, ErrBadCredentials
 		}
 		if err != nil {
-			return auth.Identity{}, nil, err
+			return caller{}, err
 		}
-		id, err := a.tokenIdentity(ctx, t, true)
-		return id, nil, err
+		id, _, err := a.tokenIdentity(ctx, t, true)
+		return caller{id: id}, err
 	case c.Bearer != "":
 		claims, err := a.verified.verify(a.tokens, c.Bearer, a.now())
 		if err != nil {
-			return auth.Identity{}, nil, err
+			return caller{}, err
 		}
-		id, err := a.bearerIdentity(ctx, claims)
-		return id, claims, err
+		id, creator, err := a.bearerIdentity(ctx, claims)
+		return caller{id: id, claims: claims, creator: creator}, err
 	}
-	return auth.Anonymous, nil, nil
+	return caller{id: auth.Anonymous}, nil
 }
 
 // Decide answers whether an authenticated identity may act on a
@@ -395,7 +414,7 @@ func (a *Authorizer) Decide(ctx context.Context, id auth.Identity, repo, action 
 // tokens, which grant pull and push on named repositories and must not act
 // as their user on the API; TooManyRequests for a login refused for now.
 func (a *Authorizer) Authenticate(r *http.Request) (Decision, error) {
-	id, claims, err := a.identify(r.Context(), r)
+	c, err := a.identify(r.Context(), r)
 	if d, ok := loginRefusal(err); ok {
 		if d.Verdict == Unauthenticated {
 			d.Reason = "invalid credentials"
@@ -405,7 +424,8 @@ func (a *Authorizer) Authenticate(r *http.Request) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	if claims != nil {
+	id := c.id
+	if c.claims != nil {
 		return Decision{Verdict: Unauthenticated, Reason: "registry tokens are not accepted here; use Basic credentials or an API token"}, nil
 	}
 	return allow(id, meta.Writer{Actor: id.Actor()}), nil

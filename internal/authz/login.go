@@ -108,7 +108,8 @@ func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secre
 		return a.unknownNameLogin(ctx, r, limits, username, secret)
 	case err != nil:
 		return auth.Identity{}, err
-	case !u.Enabled && u.Kind == meta.UserKindRobot:
+	case !u.Active() && u.Kind == meta.UserKindRobot:
+		// A robot disabled, or of a user's namespace whose user is.
 		// Only whoever holds the account's secret is told that it is
 		// disabled; to anyone else it is a wrong secret, as for a name
 		// that does not exist (the answer must not say which names do).

@@ -42,7 +42,7 @@ func (a *Authorizer) challenge(r *http.Request, res auth.Scope, errCode, reason 
 // with the plan that creates it (Decision.Writer.Create).
 func (a *Authorizer) Authorize(r *http.Request, res auth.Scope) (Decision, error) {
 	ctx := r.Context()
-	id, claims, err := a.identify(ctx, r)
+	c, err := a.identify(ctx, r)
 	if d, ok := loginRefusal(err); ok {
 		if d.Verdict == Unauthenticated {
 			return a.challenge(r, res, "invalid_token", "authentication required: "+d.Reason), nil
@@ -52,6 +52,7 @@ func (a *Authorizer) Authorize(r *http.Request, res auth.Scope) (Decision, error
 	if err != nil {
 		return Decision{}, err
 	}
+	id, claims := c.id, c.claims
 	who := meta.Writer{Actor: id.Actor()}
 	if res.Type == "" { // GET /v2/: any valid identity, or a challenge
 		if id.Kind == auth.KindAnonymous {
@@ -69,6 +70,7 @@ func (a *Authorizer) Authorize(r *http.Request, res auth.Scope) (Decision, error
 		return deny("the catalog needs a superuser", auth.Scope{}), nil
 	}
 	s := a.subject(id, res.Name)
+	s.creator = c.creator
 	refused := ""
 	for _, action := range res.Actions {
 		allowed, err := s.allowed(ctx, claims, action)

@@ -26,6 +26,10 @@ type subject struct {
 	account       meta.User
 	looked, found bool
 	standing      *auth.Standing
+	// creator, for a scoped access token's registry token, is the user
+	// whose rights bound the token's scopes in a decision made now: id's
+	// scopes are bounded so at the first (and nil then).
+	creator *meta.User
 }
 
 func (a *Authorizer) subject(id auth.Identity, repo string) *subject {
@@ -89,6 +93,15 @@ func (s *subject) user(ctx context.Context) (meta.User, bool, error) {
 // repository also needs its namespace: one that exists, or one the push
 // may create (see createsNamespace); superusers included, as in Quay.
 func (s *subject) decide(ctx context.Context, action string) (bool, error) {
+	if s.creator != nil {
+		// Decided on the scopes as they are now, as for the token's
+		// secret: what its creator may no longer grant, it grants not.
+		scopes, err := s.a.creatorScopes(ctx, *s.creator, s.id.Scopes)
+		if err != nil {
+			return false, err
+		}
+		s.id.Scopes, s.creator = scopes, nil
+	}
 	ri, err := s.repository(ctx)
 	if err != nil {
 		return false, err

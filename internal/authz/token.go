@@ -51,7 +51,9 @@ func (a *Authorizer) ServeToken(w http.ResponseWriter, r *http.Request) {
 		}
 		id, err = a.Login(ctx, r, q.Get("username"), q.Get("password"))
 	} else {
-		id, _, err = a.identify(ctx, r)
+		var c caller
+		c, err = a.identify(ctx, r)
+		id = c.id
 		if err == nil && CredentialsOf(r).Bearer != "" {
 			err = ErrBadCredentials // a registry token does not buy another
 		}

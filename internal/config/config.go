@@ -92,7 +92,7 @@ type Auth struct {
 	// of a private repository (Docker token auth, and Basic auth on /v2).
 	// Mode "none" runs the registry open, for local development and tests.
 	Mode string `yaml:"mode"`
-	// TokenTTL is the lifetime of registry tokens.
+	// TokenTTL is the lifetime of registry tokens, 60s to 24h.
 	TokenTTL time.Duration `yaml:"tokenTTL"`
 	// Realm is the token endpoint URL announced in challenges; empty
 	// is externalURL's /v2/auth, or without externalURL derived from each
@@ -404,8 +404,11 @@ func (c *Config) Validate() error {
 	default:
 		bad("auth.mode", "unknown mode %q (supported: token, none)", c.Auth.Mode)
 	}
-	if c.Auth.TokenTTL < 30*time.Second || c.Auth.TokenTTL > 24*time.Hour {
-		bad("auth.tokenTTL", "%s is outside 30s..24h", c.Auth.TokenTTL)
+	// Docker's token specification asks for expires_in of at least 60
+	// seconds, and the docker client takes a token for 60 s: one shorter
+	// would expire under a client that still uses it.
+	if c.Auth.TokenTTL < time.Minute || c.Auth.TokenTTL > 24*time.Hour {
+		bad("auth.tokenTTL", "%s is outside 60s..24h (Docker clients hold a registry token for at least 60s)", c.Auth.TokenTTL)
 	}
 	if c.Auth.Service == "" {
 		bad("auth.service", "must not be empty")

@@ -239,3 +239,19 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateTokenTTL: auth.tokenTTL is 60s to 24h. Docker's token
+// specification asks for expires_in of at least 60, and the docker client
+// takes a token to live 60 seconds: a shorter one expired under clients
+// that still used it (30s was accepted before).
+func TestValidateTokenTTL(t *testing.T) {
+	for ttl, ok := range map[time.Duration]bool{30 * time.Second: false, 59 * time.Second: false, time.Minute: true,
+		5 * time.Minute: true, 24 * time.Hour: true, 24*time.Hour + time.Second: false} {
+		c := Default()
+		c.Auth.TokenTTL = ttl
+		err := c.Validate()
+		if ok && err != nil || !ok && (err == nil || !strings.Contains(err.Error(), "auth.tokenTTL") || !strings.Contains(err.Error(), "60s..24h")) {
+			t.Errorf("auth.tokenTTL %s: %v", ttl, err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +44,8 @@ func EnvName(path string) string {
 
 // LoadEnv sets every field that has a BERTH_* variable in env. Scalars are
 // parsed by type; maps and lists are read as YAML flow values
-// (BERTH_ALLOWED_OCI_ARTIFACT_TYPES='{"a/b": ["c/d"]}').
+// (BERTH_ALLOWED_OCI_ARTIFACT_TYPES='{"a/b": ["c/d"]}'). Variables that
+// name no setting are CheckEnv's to refuse.
 func (c *Config) LoadEnv(lookup func(string) (string, bool)) error {
 	var errs []error
 	walk(reflect.ValueOf(c).Elem(), "", func(path string, v reflect.Value) {
@@ -120,4 +122,117 @@ func setValue(v reflect.Value, s string) error {
 		return fmt.Errorf("unsupported setting kind %s", v.Kind())
 	}
 	return nil
+}
+
+// otherVariables are the BERTH_* names the project uses that are not
+// settings: CheckEnv leaves them alone.
+var otherVariables = []string{
+	DefaultsFileVariable, // a file of defaults (the container image's)
+	"BERTH_PASSWORD",     // the password of berth gate, promote and vulns
+	"BERTH_IMAGE",        // the image deploy/compose runs
+	// The variables CI triggers hand to pipelines (events.TriggerVariables),
+	// which may run berth.
+	"BERTH_EVENT", "BERTH_EVENT_ID", "BERTH_REPOSITORY", "BERTH_DOCKER_URL", "BERTH_DIGEST", "BERTH_TAGS",
+	"BERTH_BASE_REPOSITORY", "BERTH_BASE_TAG", "BERTH_BASE_DOCKER_URL", "BERTH_BASE_OLD_DIGEST", "BERTH_BASE_NEW_DIGEST",
+	// The CI examples' credentials (docs/gates.md).
+	"BERTH_USER", "BERTH_TOKEN", "BERTH_AUTH",
+	// Tools and knobs of the test suites.
+	"BERTH_HELM", "BERTH_VERSITYGW", "BERTH_NOTIFY_DOWN",
+}
+
+// otherPrefixes start the test suites' and benchmarks' own variables.
+var otherPrefixes = []string{"BERTH_TEST_", "BERTH_E2E_", "BERTH_BENCH_"}
+
+// CheckEnv refuses the BERTH_* variables of environ (as os.Environ
+// returns it) that name no setting, as LoadFile refuses unknown keys: a
+// misspelled variable (BERTH_EXTERNALURL) would otherwise be ignored
+// without a word. The refusal names the setting meant where one is near
+// (an edit or two away, or the same name under its section:
+// BERTH_S3_BUCKET for BERTH_STORAGE_S3_BUCKET). The project's other
+// variables (otherVariables, otherPrefixes) are left alone.
+func CheckEnv(environ []string) error {
+	known := map[string]bool{}
+	var names []string
+	for _, p := range Paths() {
+		n := EnvName(p)
+		known[n] = true
+		names = append(names, n)
+	}
+	var errs []error
+	seen := map[string]bool{}
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "BERTH_") || known[name] || seen[name] || slices.Contains(otherVariables, name) ||
+			slices.ContainsFunc(otherPrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			continue
+		}
+		seen[name] = true
+		msg := fmt.Sprintf("%s is not a setting (a setting's variable is BERTH_ and its path in upper snake case:"+
+			" externalURL is BERTH_EXTERNAL_URL; README.md lists them)", name)
+		var under []string
+		for _, n := range names {
+			if strings.HasPrefix(n, name+"_") {
+				under = append(under, n)
+			}
+		}
+		if len(under) > 6 {
+			under = append(under[:6], "...")
+		}
+		if len(under) > 0 {
+			msg = fmt.Sprintf("%s names a section, not a setting: its settings are %s", name, strings.Join(under, ", "))
+		} else if near := nearestName(name, names); near != "" {
+			msg = fmt.Sprintf("%s is not a setting: did you mean %s?", name, near)
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
+// nearestName is the name of names that name most likely misspells: one at
+// most two edits away (three for long names), or one that ends with name's
+// part after BERTH_ (its section left out), or whose part after BERTH_
+// name ends with; "" if none is.
+func nearestName(name string, names []string) string {
+	rest := strings.TrimPrefix(name, "BERTH_")
+	best, bestDist := "", 3
+	if len(rest) >= 12 {
+		bestDist = 4
+	}
+	for _, n := range names {
+		if d := editDistance(name, n); d < bestDist {
+			best, bestDist = n, d
+		}
+	}
+	if best != "" {
+		return best
+	}
+	for _, n := range names {
+		nrest := strings.TrimPrefix(n, "BERTH_")
+		if len(rest) >= 4 && strings.HasSuffix(n, "_"+rest) || len(nrest) >= 4 && strings.HasSuffix(name, "_"+nrest) {
+			return n
+		}
+	}
+	return ""
+}
+
+// editDistance is the Levenshtein distance of two ASCII strings.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -23,7 +23,7 @@ func (db Users) CreateUser(ctx context.Context, u User) (User, error) {
 
 // UserByName returns a user or robot by its username.
 func (db Users) UserByName(ctx context.Context, username string) (User, error) {
-	u, err := scanUser(db.read.QueryRowContext(ctx, db.q("SELECT "+userColumns+" FROM users WHERE username = ?"), username))
+	u, err := scanOwnedUser(db.read.QueryRowContext(ctx, db.q(ownedUserSelect+"WHERE u.username = ?"), username))
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, ErrUserNotFound
 	}
@@ -217,7 +217,7 @@ func (db Users) DeleteUser(ctx context.Context, username string) error {
 
 // UserByID returns a user or robot by id.
 func (db Users) UserByID(ctx context.Context, id int64) (User, error) {
-	u, err := scanUser(db.read.QueryRowContext(ctx, db.q("SELECT "+userColumns+" FROM users WHERE id = ?"), id))
+	u, err := scanOwnedUser(db.read.QueryRowContext(ctx, db.q(ownedUserSelect+"WHERE u.id = ?"), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, ErrUserNotFound
 	}
@@ -248,6 +248,28 @@ type User struct {
 	Enabled     bool
 	Description string
 	CreatedAt   time.Time
+	// OwnerDisabled is set for a robot of a user's namespace while that
+	// user is disabled (by UserByName and UserByID only).
+	OwnerDisabled bool
+}
+
+// Active reports whether the account may act: it is enabled and, for a
+// robot of a user's namespace, so is that user (a disabled user's robots
+// act as nothing until the user is enabled again, as in Quay).
+func (u User) Active() bool { return u.Enabled && !u.OwnerDisabled }
+
+// ownedUserSelect selects a user's columns (prefixed u.) and, last,
+// whether the user owning a robot's namespace is enabled (1 for users, for
+// robots of organizations): one query for what authentication needs.
+const ownedUserSelect = "SELECT " + prefixedUserColumns + ", COALESCE(o.enabled, 1) FROM users u LEFT JOIN users o ON u.kind = '" + UserKindRobot +
+	"' AND o.namespace_id = u.namespace_id AND o.kind = '" + UserKindUser + "' "
+
+// scanOwnedUser scans a row of ownedUserSelect.
+func scanOwnedUser(row interface{ Scan(...any) error }) (User, error) {
+	var ownerEnabled int
+	u, err := scanUser(scanWith{row, []any{&ownerEnabled}})
+	u.OwnerDisabled = err == nil && ownerEnabled != 1
+	return u, err
 }
 
 func (db *core) createNamespace(ctx context.Context, tx *sql.Tx, name, kind string) (int64, error) {

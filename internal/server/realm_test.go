@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"database/sql"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/server"
 )
 
@@ -56,5 +58,36 @@ func TestStartRefusalsComeBeforeTheDatabase(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, "berth.db")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the database was opened before the refusal: %v", err)
+	}
+}
+
+// TestMissingSecretKeyRefusedBeforeTheDatabase: on PostgreSQL, a server
+// with neither secretKey nor a key file (a new replica not given the
+// shared key) is refused before it opens the database: the schema stays
+// as it was (here: none, no migrations table). Before, the server
+// migrated the database and then refused.
+func TestMissingSecretKeyRefusedBeforeTheDatabase(t *testing.T) {
+	dsn := metatest.PostgresDSN(t)
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Database.URL = dsn
+	cfg.Scan.Enabled = false
+	if _, err := server.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "secretKey is not set") {
+		t.Fatalf("no secretKey on PostgreSQL: %v", err)
+	}
+	raw, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var table sql.NullString
+	if err := raw.QueryRowContext(t.Context(), "SELECT to_regclass('schema_migrations')::text").Scan(&table); err != nil {
+		t.Fatal(err)
+	}
+	if table.Valid {
+		t.Fatalf("the database was migrated before the refusal: %s exists", table.String)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "secret.key")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a key file was generated: %v", err)
 	}
 }

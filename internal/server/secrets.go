@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
@@ -17,48 +18,71 @@ import (
 // the secret key every replica must share (auth.KeyFingerprint).
 const keyFingerprintSetting = "secret_key_fingerprint"
 
+// secretKey is this server's secret key and where it came from.
+type secretKey struct {
+	key    []byte
+	source string // "secretKey" or the key file's path
+}
+
+// loadSecretKey reads this server's secret key, before the database is
+// opened (which migrates it): the key from secretKey, or else the data
+// directory's key file, generated on the first start. On PostgreSQL, where
+// servers sharing the database are replicas, a server without secretKey
+// and without a key file is refused here: a replica that generated a key
+// of its own could not read what the others sealed, and it must not move
+// the schema past the running replicas' before it stops.
+func loadSecretKey(cfg config.Config) (secretKey, error) {
+	path := filepath.Join(cfg.DataDir, "secret.key")
+	if cfg.SecretKey != "" {
+		key, err := auth.LoadOrCreateKey(cfg.SecretKey, path)
+		return secretKey{key: key, source: "secretKey"}, err
+	}
+	if isPostgres(cfg.DatabaseURL()) {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return secretKey{}, fmt.Errorf("secretKey is not set: servers sharing a PostgreSQL database are replicas and must all be given"+
+				" the same secretKey (BERTH_SECRET_KEY): the one the other replicas use, or for the first server a new one"+
+				" (make one with `openssl rand -base64 32`; if this server ran before, use the key in %s)", path)
+		}
+	}
+	key, err := auth.LoadOrCreateKey("", path)
+	return secretKey{key: key, source: path}, err
+}
+
+// isPostgres reports whether a database URL names a PostgreSQL database.
+func isPostgres(dbURL string) bool {
+	return strings.HasPrefix(dbURL, "postgres://") || strings.HasPrefix(dbURL, "postgresql://")
+}
+
 // openSealer returns the sealer of stored secrets (webhook secrets,
 // upstream passwords, token-signing keys) after checking that this
 // server's key is the one the database's secrets are sealed with: the
 // first server to start records its key's fingerprint, and every later
-// one, on any replica, must match it or refuse to start. On PostgreSQL,
-// where replicas share the database, a server without secretKey refuses
-// unless its key file is the one recorded: a replica that quietly
-// generated a key of its own could not read what the others sealed.
-func openSealer(ctx context.Context, db *meta.DB, cfg config.Config) (*auth.Sealer, error) {
-	path := filepath.Join(cfg.DataDir, "secret.key")
+// one, on any replica, must match it or refuse to start. On PostgreSQL, a
+// server without secretKey refuses unless its key file is the one
+// recorded (without a key file, loadSecretKey refused already). These
+// checks read the database, so they come after meta.Open migrated it: a
+// replica of a new version given the wrong key still moves the schema
+// before it stops (checking first needs a read of the recorded
+// fingerprint that does not migrate, which meta does not offer yet).
+func openSealer(ctx context.Context, db *meta.DB, k secretKey) (*auth.Sealer, error) {
 	settings := db.Settings()
 	recorded, have, err := settings.Setting(ctx, keyFingerprintSetting)
 	if err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	source := "secretKey"
-	if cfg.SecretKey == "" {
-		source = path
-		if db.Dialect() == "postgres" {
-			if !have {
-				return nil, fmt.Errorf("secretKey is not set: servers sharing a PostgreSQL database are replicas and must all be given"+
-					" the same secretKey (BERTH_SECRET_KEY; make one with `openssl rand -base64 32`, or, if this server ran before,"+
-					" use the key in %s), or they cannot read each other's sealed secrets", path)
-			}
-			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-				return nil, errors.New("secretKey is not set: set it (BERTH_SECRET_KEY) to the secret key the other replicas" +
-					" sharing this PostgreSQL database use")
-			}
-		}
+	if k.source != "secretKey" && db.Dialect() == "postgres" && !have {
+		return nil, fmt.Errorf("secretKey is not set: servers sharing a PostgreSQL database are replicas and must all be given"+
+			" the same secretKey (BERTH_SECRET_KEY; make one with `openssl rand -base64 32`, or, if this server ran before,"+
+			" use the key in %s), or they cannot read each other's sealed secrets", k.source)
 	}
-	key, err := auth.LoadOrCreateKey(cfg.SecretKey, path)
+	sealer, err := auth.NewSealer(k.key)
 	if err != nil {
 		return nil, err
 	}
-	sealer, err := auth.NewSealer(key)
-	if err != nil {
-		return nil, err
-	}
-	fp := auth.KeyFingerprint(key)
+	fp := auth.KeyFingerprint(k.key)
 	mismatch := func(what string) error {
 		return fmt.Errorf("secret key mismatch: the key from %s %s; give every server sharing this database the same"+
-			" secretKey (BERTH_SECRET_KEY): the one the first server used", source, what)
+			" secretKey (BERTH_SECRET_KEY): the one the first server used", k.source, what)
 	}
 	if !have {
 		// The first start, or the first after an upgrade to a version

@@ -85,12 +85,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
+	key, err := loadSecretKey(cfg)
+	if err != nil {
+		return nil, err
+	}
 	db, err := meta.Open(ctx, cfg.DatabaseURL(), dbOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("metadata store: %w", err)
 	}
 	// One sealer for every stored secret.
-	sealer, err := openSealer(ctx, db, cfg)
+	sealer, err := openSealer(ctx, db, key)
 	if err != nil {
 		db.Close()
 		return nil, err
