@@ -107,6 +107,10 @@ func (a *API) notification(w http.ResponseWriter, r *http.Request, id auth.Ident
 		if errors.As(err, &inv) {
 			return badRequest("%s", inv.Msg)
 		}
+		if errors.Is(err, meta.ErrRepositoryNotFound) {
+			// Deleted since the caller's rights were checked.
+			return notFound("repository %s not found", target)
+		}
 		if err != nil {
 			return err
 		}

@@ -122,8 +122,9 @@ func post(ctx context.Context, client *http.Client, rawURL string, d Delivery, s
 	return send(ctx, client, rawURL, d, secret, extra)
 }
 
-// send is post that also keeps hidden (credentials in the body) out of
-// the Result.
+// send is post that also keeps hidden (credentials, in the body or in
+// extra) out of the Result; a request whose body holds one of them is
+// redirected to no other host (NewHTTPClient).
 func send(ctx context.Context, client *http.Client, rawURL string, d Delivery, secret []byte, extra map[string]string, hidden ...string) (res Result) {
 	start := time.Now()
 	defer func() { res.Latency = time.Since(start) }()
@@ -136,6 +137,9 @@ func send(ctx context.Context, client *http.Client, rawURL string, d Delivery, s
 	hiddenValues := map[string]string{}
 	for i, h := range hidden {
 		hiddenValues[fmt.Sprint(i)] = h
+		if h != "" && (bytes.Contains(d.Body, []byte(h)) || bytes.Contains(d.Body, []byte(url.QueryEscape(h)))) {
+			ctx = context.WithValue(ctx, bodyCredentialsKey{}, true)
+		}
 	}
 	secrets := secretStrings(u, secret, extra, d.Headers, hiddenValues)
 	for _, h := range []map[string]string{extra, d.Headers} {
@@ -199,6 +203,11 @@ func send(ctx context.Context, client *http.Client, rawURL string, d Delivery, s
 	}
 	return res
 }
+
+// bodyCredentialsKey marks the context of a request whose body carries
+// credentials (a GitLab trigger token): NewHTTPClient follows no redirect
+// of it to another host, since Go re-sends the body on a 307 or 308.
+type bodyCredentialsKey struct{}
 
 // redirectSafe reports whether a redirect to another host keeps a request
 // header: those that say what the body is, not who sends it.
@@ -302,7 +311,10 @@ func redactErr(err error, secrets []string) error {
 // through the guard's DialContext (nil is a guard that allows nothing
 // beyond public addresses), no proxy is taken from the environment, a
 // request takes at most 10 s, and at most 3 redirects are followed, each
-// checked by the guard before it is requested.
+// checked by the guard before it is requested. A redirect to another host
+// loses the request's headers but those that describe the body, and is
+// refused for a request whose body holds credentials (send's hidden
+// values, such as a GitLab trigger token).
 func NewHTTPClient(g *Guard) *http.Client {
 	if g == nil {
 		g, _ = NewGuard(nil) // cannot fail without entries
@@ -333,6 +345,11 @@ func NewHTTPClient(g *Guard) *http.Client {
 				return errors.New("redirect refused: from https to http")
 			}
 			if !strings.EqualFold(req.URL.Host, first.Host) {
+				if req.Context().Value(bodyCredentialsKey{}) != nil {
+					// Headers can be dropped, the body cannot: a 307 or
+					// 308 would hand the token to the other host.
+					return errors.New("redirect refused: to another host, and the request's body holds credentials")
+				}
 				// Go drops Authorization and cookies on a redirect to
 				// another host; the notification's own headers (tokens,
 				// such as GitLab's) and its signature stay with the

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,9 +68,36 @@ func (s Server) scheme() string {
 	return s.Scheme
 }
 
-// RepositoryURL is the repository's page: <scheme>://<host>/repository/<repo>.
+// RepositoryURL is the repository's page in the web UI:
+// <scheme>://<host>/repository/<repo>, its segments escaped, with "/-"
+// after a nested name that ends like one of the pages under a repository
+// (acme/app/activity, acme/team/manifest/x), which the UI would otherwise
+// route to a page of another repository.
 func (s Server) RepositoryURL(repo string) string {
-	return s.scheme() + "://" + s.Host + "/repository/" + repo
+	return s.scheme() + "://" + s.Host + repositoryPath(repo)
+}
+
+// repositoryPath is internal/web's repoPath, the rule by which the UI
+// routes a page's path to a repository name and a page (internal/web's
+// routeGET), repeated here because events may not import the UI: keep the
+// two in step. A "-" segment ends the name (no name has one); without it,
+// a path ending in activity or settings (three segments or more), in
+// manifest/<digest> (four or more) or in manifest/<digest>/vulnerabilities.csv
+// (five or more) names a page of the shorter name.
+func repositoryPath(repo string) string {
+	segs := strings.Split(repo, "/")
+	n := len(segs)
+	page := slices.Contains(segs, "-") ||
+		n >= 5 && segs[n-3] == "manifest" && segs[n-1] == "vulnerabilities.csv" ||
+		n >= 4 && segs[n-2] == "manifest" ||
+		n >= 3 && (segs[n-1] == "activity" || segs[n-1] == "settings")
+	for i, seg := range segs {
+		segs[i] = url.PathEscape(seg)
+	}
+	if page {
+		segs = append(segs, "-")
+	}
+	return "/repository/" + strings.Join(segs, "/")
 }
 
 // priorities are Quay's severity names by level index (0 is the worst).

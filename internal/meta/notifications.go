@@ -59,6 +59,11 @@ type Notification struct {
 // zero.
 func (n Notification) Disabled() bool { return n.NumberOfFailures >= MaxNotificationFailures }
 
+// DisabledUntilReset reports whether the notification has stopped firing
+// until it is reset (its receiver refused): as in Quay, it hears no events
+// meanwhile, and the deliveries it had queued end undelivered.
+func (n Notification) DisabledUntilReset() bool { return n.Disabled() && n.DisabledUntil.IsZero() }
+
 // ErrNotificationNotFound is returned for an unknown notification.
 var ErrNotificationNotFound = fmt.Errorf("notification %w", ErrNotFound)
 
@@ -88,8 +93,30 @@ const MaxNotificationsPerScope = 100
 // MaxNotificationsPerScope.
 var ErrTooManyNotifications = errors.New("too many notifications")
 
-// CreateNotification stores a notification.
+// notificationScopeLockClass is the first key of the two-key PostgreSQL
+// advisory locks that serialize the creations of notifications of one
+// scope and target ("noti"), so that concurrent creations cannot both find
+// room under MaxNotificationsPerScope (see jobKeyLockClass).
+const notificationScopeLockClass = 0x6e6f7469
+
+// CreateNotification stores a notification without looking at its target
+// (those created through the API go through CreateNotificationForTarget).
 func (db Notifications) CreateNotification(ctx context.Context, n Notification) (Notification, error) {
+	return db.createNotification(ctx, n, false)
+}
+
+// CreateNotificationForTarget stores a notification whose target must
+// exist: a repository-scope notification only while its repository does,
+// checked (and on PostgreSQL share-locked) in the transaction that
+// inserts it, or ErrRepositoryNotFound. DeleteRepository deletes the
+// repository's notifications in its own transaction, so a creation racing
+// the deletion either sees no repository or is deleted with it: none is
+// left behind to fire for a repository created later under the name.
+func (db Notifications) CreateNotificationForTarget(ctx context.Context, n Notification) (Notification, error) {
+	return db.createNotification(ctx, n, true)
+}
+
+func (db Notifications) createNotification(ctx context.Context, n Notification, checkTarget bool) (Notification, error) {
 	if n.EventConfig == nil {
 		n.EventConfig = json.RawMessage("{}")
 	}
@@ -97,19 +124,50 @@ func (db Notifications) CreateNotification(ctx context.Context, n Notification) 
 		n.Format = "quay"
 	}
 	ts := now()
-	// At most MaxNotificationsPerScope per repository, organization or
-	// the registry: each delivery may hold one of the few shared
-	// delivery workers for its timeout, so one scope's admins must not be
-	// able to make them all wait on receivers that never answer.
-	err := db.write.QueryRowContext(ctx, db.q(`INSERT INTO notifications (uuid, scope, target, event, method, title, config, event_config, format, created_by, created_at)
-		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM notifications WHERE scope = ? AND target = ?) < ? RETURNING id`),
-		n.UUID, n.Scope, n.Target, n.Event, n.Method, n.Title, string(n.Config), string(n.EventConfig), n.Format, n.CreatedBy, ts,
-		n.Scope, n.Target, MaxNotificationsPerScope).Scan(&n.ID)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Notification{}, fmt.Errorf("%w: %s %s has %d already", ErrTooManyNotifications, n.Scope, n.Target, MaxNotificationsPerScope)
-	}
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if db.dialect == postgres {
+			// SQLite's one writer already serializes the count and the
+			// insert; PostgreSQL's READ COMMITTED would let two creations
+			// both count 99.
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", notificationScopeLockClass, n.Scope+"\n"+n.Target); err != nil {
+				return fmt.Errorf("create notification: lock its scope: %w", err)
+			}
+		}
+		if checkTarget && n.Scope == ScopeRepository {
+			lock := ""
+			if db.dialect == postgres {
+				lock = " FOR SHARE" // DeleteRepository waits, or has committed
+			}
+			var id int64
+			err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"+lock), n.Target).Scan(&id)
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrRepositoryNotFound
+			}
+			if err != nil {
+				return fmt.Errorf("create notification: look up its repository: %w", err)
+			}
+		}
+		// At most MaxNotificationsPerScope per repository, organization or
+		// the registry: each delivery may hold one of the few shared
+		// delivery workers for its timeout, so one scope's admins must not
+		// be able to make them all wait on receivers that never answer.
+		var count int
+		if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM notifications WHERE scope = ? AND target = ?"), n.Scope, n.Target).Scan(&count); err != nil {
+			return fmt.Errorf("create notification: %w", err)
+		}
+		if count >= MaxNotificationsPerScope {
+			return fmt.Errorf("%w: %s %s has %d already", ErrTooManyNotifications, n.Scope, n.Target, MaxNotificationsPerScope)
+		}
+		err := tx.QueryRowContext(ctx, db.q(`INSERT INTO notifications (uuid, scope, target, event, method, title, config, event_config, format, created_by, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+			n.UUID, n.Scope, n.Target, n.Event, n.Method, n.Title, string(n.Config), string(n.EventConfig), n.Format, n.CreatedBy, ts).Scan(&n.ID)
+		if err != nil {
+			return fmt.Errorf("create notification: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return Notification{}, fmt.Errorf("create notification: %w", err)
+		return Notification{}, err
 	}
 	n.CreatedAt = fromMicros(ts)
 	return n, nil
@@ -266,10 +324,10 @@ type NotificationFailure struct {
 
 // NotificationFailed counts a failed event and returns the notification as
 // it now is. Reaching MaxNotificationFailures disables it: until reset if
-// f.Refused or f.DisableFor is not positive, otherwise for f.DisableFor,
-// after which one trial delivery goes (ClaimNotificationTrial); a trial
-// that fails renews the disable, each time twice as long, up to
-// f.MaxDisableFor. The failure of a delivery that was under way when
+// f.Refused or f.DisableFor is not positive (see DisabledUntilReset),
+// otherwise for f.DisableFor, after which one trial delivery goes
+// (ClaimNotificationTrial); a trial that fails renews the disable, each
+// time twice as long, up to f.MaxDisableFor. The failure of a delivery that was under way when
 // another disabled the notification is counted without changing the
 // disable (unless refused), so that streams failing together do not
 // stretch it.
@@ -362,23 +420,34 @@ type Attempt struct {
 	AttemptedAt    time.Time `json:"attempted_at"`
 }
 
-// RecordAttempt stores a delivery attempt. A success resets the
-// notification's failure count in the same transaction; if it was
-// disabled, that re-enables it and releases its held deliveries, as
-// ResetNotificationFailures does.
-func (db Notifications) RecordAttempt(ctx context.Context, a Attempt, success bool) error {
-	return db.tx(ctx, func(tx *sql.Tx) error { return db.RecordAttemptIn(ctx, Tx{tx}, a, success) })
+// RecordAttempt stores a delivery attempt. With reset (a delivery of an
+// event that succeeded; not a test delivery, which leaves the count alone
+// as in Quay) it also resets the notification's failure count in the same
+// transaction; if it was disabled, that re-enables it and releases its
+// held deliveries, as ResetNotificationFailures does. The attempt of a
+// notification deleted meanwhile is not stored, and is no error.
+func (db Notifications) RecordAttempt(ctx context.Context, a Attempt, reset bool) error {
+	return db.tx(ctx, func(tx *sql.Tx) error { return db.RecordAttemptIn(ctx, Tx{tx}, a, reset) })
 }
 
 // RecordAttemptIn is RecordAttempt in tx: the transaction that completes
-// the delivery's job (jobs.OnComplete).
-func (db Notifications) RecordAttemptIn(ctx context.Context, t Tx, a Attempt, success bool) error {
+// the delivery's job (jobs.OnComplete), which must not fail because the
+// notification was deleted while its delivery was under way.
+func (db Notifications) RecordAttemptIn(ctx context.Context, t Tx, a Attempt, reset bool) error {
 	tx := t.tx
+	lock := ""
+	if db.dialect == postgres {
+		// Waits for a deletion under way: once it commits, the row is
+		// gone and nothing is inserted (rather than the foreign key
+		// failing the transaction).
+		lock = " FOR KEY SHARE"
+	}
 	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO notification_attempts (notification_id, event_uuid, job_id, attempt, status_code, latency_ms, error, attempted_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), a.NotificationID, a.EventUUID, a.JobID, a.Attempt, a.StatusCode, a.LatencyMS, a.Error, now()); err != nil {
+		SELECT id, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), ?, CAST(? AS BIGINT) FROM notifications WHERE id = ?`+lock),
+		a.EventUUID, a.JobID, a.Attempt, a.StatusCode, a.LatencyMS, a.Error, now(), a.NotificationID); err != nil {
 		return fmt.Errorf("record attempt: %w", err)
 	}
-	if !success {
+	if !reset {
 		return nil
 	}
 	var uuid string
@@ -431,7 +500,8 @@ type DeliveryJob struct {
 // Listening returns, read in tx, the notifications of an event kind that
 // hear the events of a repository in a namespace: the repository's own,
 // the namespace's (organization scope) and the registry-wide ones,
-// disabled or not, oldest first.
+// disabled or not (notify's subscriber skips those disabled until reset),
+// oldest first.
 func (db Notifications) Listening(ctx context.Context, tx Tx, kind, repository, namespace string) ([]Notification, error) {
 	rows, err := tx.tx.QueryContext(ctx, db.q(`SELECT `+notificationColumns+` FROM notifications WHERE event = ?
 		AND ((scope = 'repository' AND target = ?) OR (scope = 'organization' AND target = ?) OR scope = 'registry') ORDER BY id`),

@@ -13,16 +13,15 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 )
 
-// Why a delivery is held: its notification is disabled.
-var (
-	errPaused   = errors.New("notification disabled for a while after consecutive failures; held until its trial delivery succeeds or it is reset")
-	errDisabled = errors.New("notification disabled after consecutive failures; held until it is reset")
-)
+// errPaused is why a delivery is held: its notification is disabled for a
+// while.
+var errPaused = errors.New("notification disabled for a while after consecutive failures; held until its trial delivery succeeds or it is reset")
 
 // heldRecheck bounds how long a held delivery waits before it looks at its
-// notification again. A reset or a successful trial releases held
-// deliveries at once (meta.ReleaseJobs); this only bounds the wait should
-// that be missed (a reset by an older version during an upgrade).
+// notification again. A reset, a successful trial or a disable until
+// reset releases held deliveries at once (meta.ReleaseJobs); this only
+// bounds the wait should that be missed (a reset by an older version
+// during an upgrade).
 const heldRecheck = 5 * time.Minute
 
 // trialHold is how long a trial delivery holds the other deliveries of its
@@ -43,11 +42,22 @@ func (s *Service) trialHold() time.Duration {
 // counts one failure, a success resets the count, and at 3 the
 // notification stops firing. Then GitLab's rule applies: when the
 // receiver refused (a 4xx other than 408 and 429) it stays disabled until
-// it is reset; otherwise it is disabled for Options.DisableFor, after
-// which one trial delivery goes, and each failed trial doubles the next
-// disable (up to Options.MaxDisableFor). Meanwhile its deliveries are
-// held (jobs.Defer: no attempt spent, no backoff grown), in order; a reset
-// or a successful trial releases them all at once.
+// it is reset, and, as in Quay, its deliveries end undelivered (the
+// subscriber queues none meanwhile); otherwise it is disabled for
+// Options.DisableFor, after which one trial delivery goes, and each failed
+// trial doubles the next disable (up to Options.MaxDisableFor). Meanwhile
+// its deliveries are held (jobs.Defer: no attempt spent, no backoff
+// grown), in order; a reset or a successful trial releases them all at
+// once.
+//
+// A delivery that cannot be made as the notification is configured (its
+// template renders too large a body for the event, a stored secret does
+// not open) is recorded as a failed attempt and counted as a refusal, and
+// its job ends: retrying would meet the same error.
+//
+// A test delivery (meta.DeliveryJob.Sample) is recorded like any other
+// attempt but counts nothing: as in Quay, it does not touch the failure
+// count, whatever its outcome.
 func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	var dj meta.DeliveryJob
 	if err := json.Unmarshal(j.Payload, &dj); err != nil {
@@ -65,8 +75,14 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	}
 	trial := false
 	if n.Disabled() && !dj.Sample {
+		if n.DisabledUntilReset() {
+			// Quay's notification stops firing: the event is not delivered
+			// (nor queued, once the subscriber has seen the disable).
+			s.log.Debug("delivery dropped: notification disabled until reset", "notification", n.UUID, "job", j.ID)
+			return nil
+		}
 		if trial, err = s.mayTry(ctx, n); !trial {
-			if s.opts.Metrics != nil && (errors.Is(err, errDisabled) || errors.Is(err, errPaused)) {
+			if s.opts.Metrics != nil && errors.Is(err, errPaused) {
 				s.opts.Metrics.Delivery(n.Method, "held")
 			}
 			return err
@@ -74,15 +90,18 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	}
 	d, err := s.build(ctx, n, dj)
 	var te transient
-	if errors.As(err, &te) {
+	var ce configError
+	switch {
+	case errors.As(err, &te):
 		return te.err
-	}
-	if err != nil {
+	case errors.As(err, &ce):
+		return s.undeliverable(ctx, n, j, dj, d.EventUUID, trial, err)
+	case err != nil:
 		return jobs.Permanent(err)
 	}
 	method, err := s.method(n)
 	if err != nil {
-		return jobs.Permanent(err)
+		return s.undeliverable(ctx, n, j, dj, d.EventUUID, trial, err)
 	}
 	res := method.Deliver(ctx, d)
 	if s.opts.Metrics != nil {
@@ -99,13 +118,15 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 		s.logRefused(res.Err, "notification", n.UUID)
 	}
 	// A success is recorded in the write that completes the job, if the
-	// worker can (jobs.OnComplete): one write per delivery, not two.
+	// worker can (jobs.OnComplete): one write per delivery, not two. A
+	// test's success leaves the failure count alone (Quay's test does).
 	success := res.Err == nil
+	reset := success && !dj.Sample
 	record := func(ctx context.Context, tx meta.Tx) error {
-		return s.stores.Outcomes.RecordAttemptIn(ctx, tx, a, success)
+		return s.stores.Outcomes.RecordAttemptIn(ctx, tx, a, reset)
 	}
 	if !success || !jobs.OnComplete(ctx, record) {
-		if err := s.stores.Outcomes.RecordAttempt(context.WithoutCancel(ctx), a, success); err != nil {
+		if err := s.stores.Outcomes.RecordAttempt(context.WithoutCancel(ctx), a, reset); err != nil {
 			s.log.Warn("record delivery attempt", "err", err)
 		}
 	}
@@ -116,9 +137,43 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 		return nil
 	}
 	if !dj.Sample && (trial || j.Attempts%meta.NotifyTries == 0) {
-		s.failed(context.WithoutCancel(ctx), n, trial, res)
+		f := meta.NotificationFailure{Reason: res.Err.Error(), Trial: trial}
+		if n.Method != "email" { // an SMTP 4xx reply is transient
+			f.Refused = refused(res.StatusCode)
+		}
+		s.failed(context.WithoutCancel(ctx), n, f)
 	}
 	return fmt.Errorf("deliver %s to notification %s: %w", d.EventUUID, n.UUID, res.Err)
+}
+
+// configError is an error of build that comes from the notification's
+// configuration (its template), not from the event: it recurs at every
+// attempt until someone changes the notification.
+type configError struct{ err error }
+
+func (c configError) Error() string { return c.err.Error() }
+func (c configError) Unwrap() error { return c.err }
+
+// undeliverable ends the job of a delivery that the notification's
+// configuration makes impossible (err, which carries no secret: see
+// build and method): the attempt is recorded, so the notification's
+// admins see why, and counted as a refusal (not for a test delivery),
+// so that a notification whose every delivery fails so stops firing
+// until it is fixed and reset.
+func (s *Service) undeliverable(ctx context.Context, n meta.Notification, j meta.Job, dj meta.DeliveryJob, eventUUID string, trial bool, err error) error {
+	ctx = context.WithoutCancel(ctx)
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.Delivery(n.Method, "failure")
+	}
+	a := meta.Attempt{NotificationID: n.ID, EventUUID: eventUUID, JobID: j.ID, Attempt: j.Attempts, Error: err.Error()}
+	if rerr := s.stores.Outcomes.RecordAttempt(ctx, a, false); rerr != nil {
+		s.log.Warn("record delivery attempt", "err", rerr)
+	}
+	s.log.Warn("notification cannot deliver as configured", "notification", n.UUID, "event", eventUUID, "err", err)
+	if !dj.Sample {
+		s.failed(ctx, n, meta.NotificationFailure{Reason: err.Error(), Refused: true, Trial: trial})
+	}
+	return jobs.Permanent(fmt.Errorf("deliver %s to notification %s: %w", eventUUID, n.UUID, err))
 }
 
 // transient is an error of build that another attempt may not meet (a
@@ -129,13 +184,12 @@ type transient struct{ err error }
 func (t transient) Error() string { return t.err.Error() }
 func (t transient) Unwrap() error { return t.err }
 
-// mayTry decides what a delivery of a disabled notification does: it is
-// held (a jobs.Defer error), or it is the trial delivery (true).
+// mayTry decides what a delivery of a notification disabled for a while
+// does: it is held (a jobs.Defer error), or it is the trial delivery
+// (true).
 func (s *Service) mayTry(ctx context.Context, n meta.Notification) (bool, error) {
 	now := time.Now()
 	switch {
-	case n.DisabledUntil.IsZero():
-		return false, jobs.Defer(now.Add(heldRecheck), errDisabled)
 	case now.Before(n.DisabledUntil):
 		until := n.DisabledUntil
 		if recheck := now.Add(heldRecheck); recheck.Before(until) {
@@ -154,11 +208,8 @@ func (s *Service) mayTry(ctx context.Context, n meta.Notification) (bool, error)
 }
 
 // failed counts a failed event (or trial) and logs a change of state.
-func (s *Service) failed(ctx context.Context, n meta.Notification, trial bool, res events.Result) {
-	f := meta.NotificationFailure{Reason: res.Err.Error(), Trial: trial, DisableFor: s.opts.DisableFor, MaxDisableFor: s.opts.MaxDisableFor}
-	if n.Method != "email" { // an SMTP 4xx reply is transient
-		f.Refused = refused(res.StatusCode)
-	}
+func (s *Service) failed(ctx context.Context, n meta.Notification, f meta.NotificationFailure) {
+	f.DisableFor, f.MaxDisableFor = s.opts.DisableFor, s.opts.MaxDisableFor
 	fresh, err := s.stores.Outcomes.NotificationFailed(ctx, n.ID, f)
 	switch {
 	case err != nil:
@@ -170,6 +221,13 @@ func (s *Service) failed(ctx context.Context, n meta.Notification, trial bool, r
 	case fresh.DisabledUntil.IsZero():
 		s.log.Warn("notification disabled until reset", "notification", n.UUID,
 			"failures", fresh.NumberOfFailures, "reason", fresh.DisabledReason)
+		// Its deliveries held or backing off run now, to end undelivered
+		// (Deliver), rather than at their recheck or retry. Not in
+		// NotificationFailed's transaction: that one locks the
+		// notification, and a delivery's completion locks its job first.
+		if _, err := s.stores.Jobs.ReleaseJobs(ctx, meta.NotifyQueue, n.UUID+"|"); err != nil {
+			s.log.Warn("release the deliveries of a notification disabled until reset", "notification", n.UUID, "err", err)
+		}
 	default:
 		s.log.Warn("notification disabled for a while", "notification", n.UUID,
 			"failures", fresh.NumberOfFailures, "until", fresh.DisabledUntil, "reason", fresh.DisabledReason)
@@ -218,10 +276,10 @@ func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.Delive
 		// ignored: an email is Berth's own message).
 		tmpl, err := templateJSON(cfg["template"])
 		if err != nil {
-			return events.Delivery{}, err
+			return events.Delivery{EventUUID: e.UUID}, configError{fmt.Errorf("template: %w", err)}
 		}
 		if body, err = events.Render(tmpl, payload); err != nil {
-			return events.Delivery{}, fmt.Errorf("render template: %w", err)
+			return events.Delivery{EventUUID: e.UUID}, configError{fmt.Errorf("render template: %w", err)}
 		}
 	case n.Format == "cloudevents":
 		body, _ = json.Marshal(events.CloudEvent(s.opts.Server, e, payload))

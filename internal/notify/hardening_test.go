@@ -295,7 +295,9 @@ func checkDelivered(t *testing.T, db *meta.DB, rcv *receiver, want int) {
 // failed trial (one request per disable) doubling the next disable up to
 // the ceiling, and the first trial that succeeds re-enables it and
 // delivers the held events, without a reset; a receiver that refuses
-// (404) disables it until reset, with no trial.
+// (404) disables it until reset, with no trial, and its events meanwhile
+// are not delivered (Quay's notification stops firing): after the reset,
+// the next event is.
 func TestTemporaryDisable(t *testing.T) {
 	const first, ceiling = 200 * time.Millisecond, 800 * time.Millisecond
 	for _, mode := range []string{"503", "429", "404"} {
@@ -307,6 +309,9 @@ func TestTemporaryDisable(t *testing.T) {
 			rcv.set(mode)
 			inst := startWith(t, ctx, db, notify.Options{DisableFor: first, MaxDisableFor: ceiling},
 				jobs.Options{Backoff: func(int) time.Duration { return 10 * time.Millisecond }})
+			if err := db.Repositories().CreateRepository(ctx, "acme/a", "private", "", "alice", 0); err != nil {
+				t.Fatal(err)
+			}
 			n, err := inst.svc.Create(ctx, meta.ScopeRepository, "acme/a", "alice", notify.Input{Event: "repo_push", Method: "webhook",
 				Config: map[string]any{"url": rcv.srv.URL}})
 			if err != nil {
@@ -338,6 +343,21 @@ func TestTemporaryDisable(t *testing.T) {
 				if err := db.Notifications().ResetNotificationFailures(ctx, n.ID); err != nil {
 					t.Fatal(err)
 				}
+				push(t, db, "acme/a", "after-reset", 3)
+				waitFor(t, "the event after the reset", 10*time.Second, func() bool {
+					rcv.mu.Lock()
+					defer rcv.mu.Unlock()
+					return len(rcv.seen) == 1
+				})
+				time.Sleep(100 * time.Millisecond)
+				evs, _ := db.Outbox().EventsAfter(ctx, 0, 100)
+				rcv.mu.Lock()
+				got := len(rcv.seen)
+				last := rcv.seen[evs[len(evs)-1].UUID]
+				rcv.mu.Unlock()
+				if got != 1 || last != 1 {
+					t.Fatalf("after the reset the receiver got %d events, the new one %d times; want only the new one, once", got, last)
+				}
 			} else {
 				if disabled.DisabledFor != first || notify.View(disabled)["disabled_until"] == nil {
 					t.Fatalf("disabled: %+v", disabled)
@@ -363,14 +383,14 @@ func TestTemporaryDisable(t *testing.T) {
 					}
 				}
 				rcv.set("ok") // the next trial succeeds: no reset
+				waitFor(t, "the held events", 10*time.Second, func() bool {
+					rcv.mu.Lock()
+					defer rcv.mu.Unlock()
+					return len(rcv.seen) == 3
+				})
+				time.Sleep(100 * time.Millisecond)
+				checkDelivered(t, db, rcv, 3)
 			}
-			waitFor(t, "the held events", 10*time.Second, func() bool {
-				rcv.mu.Lock()
-				defer rcv.mu.Unlock()
-				return len(rcv.seen) == 3
-			})
-			time.Sleep(100 * time.Millisecond)
-			checkDelivered(t, db, rcv, 3)
 			if v := notify.View(mustNotification(t, db, n.ID)); v["disabled"] != false || v["number_of_failures"] != 0 || v["disabled_until"] != nil || v["disabled_reason"] != "" {
 				t.Errorf("view after recovering: %v", v)
 			}

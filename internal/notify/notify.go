@@ -17,6 +17,7 @@ import (
 	"net/mail"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,6 +36,14 @@ var Events = map[string]bool{
 	meta.EventBaseImageUpdated: true,
 	meta.EventPromotionPending: true, meta.EventPromotionSucceeded: true, meta.EventPromotionBlocked: true,
 	meta.EventQuotaWarning: true, meta.EventQuotaError: true,
+}
+
+// CanHear reports whether a notification of scope can ever hear events of
+// kind event (one of Events): a repository's own notification is created
+// after its repository and deleted with it (meta.DeleteRepository), so it
+// never hears repo_created or repo_deleted; an organization's does.
+func CanHear(scope, event string) bool {
+	return scope != meta.ScopeRepository || (event != meta.EventRepoCreated && event != meta.EventRepoDeleted)
 }
 
 // Options configure the service.
@@ -110,10 +119,15 @@ func invalid(format string, args ...any) error {
 
 // Create validates and stores a notification. Its secrets (a webhook's
 // signing secret, the values of its extra headers) are sealed before they
-// are stored.
+// are stored. A repository's notification is stored only while the
+// repository exists (an error wrapping meta.ErrRepositoryNotFound).
 func (s *Service) Create(ctx context.Context, scope, target, actor string, in Input) (meta.Notification, error) {
 	if !Events[in.Event] {
 		return meta.Notification{}, invalid("unknown event %q", in.Event)
+	}
+	if !CanHear(scope, in.Event) {
+		ns, _, _ := strings.Cut(target, "/")
+		return meta.Notification{}, invalid("event %s never fires for a repository's notification (it exists only while the repository does): create it at organization scope, POST /api/v1/organization/%s/notification/, which hears every repository of the organization (or registry-wide)", in.Event, ns)
 	}
 	if len(in.Title) > 255 {
 		return meta.Notification{}, invalid("title over 255 characters")
@@ -226,7 +240,7 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 		ecfg = map[string]any{}
 	}
 	eb, _ := json.Marshal(ecfg)
-	n, err := s.stores.Notifications.CreateNotification(ctx, meta.Notification{UUID: uuid.NewString(), Scope: scope, Target: target, Event: in.Event,
+	n, err := s.stores.Notifications.CreateNotificationForTarget(ctx, meta.Notification{UUID: uuid.NewString(), Scope: scope, Target: target, Event: in.Event,
 		Method: in.Method, Title: in.Title, Config: cb, EventConfig: eb, Format: format, CreatedBy: actor})
 	if errors.Is(err, meta.ErrTooManyNotifications) {
 		return meta.Notification{}, invalid("%v: delete some first", err)

@@ -20,7 +20,7 @@ type Stores struct {
 
 // Notifications are the configured notifications (meta.Notifications).
 type Notifications interface {
-	CreateNotification(ctx context.Context, n meta.Notification) (meta.Notification, error)
+	CreateNotificationForTarget(ctx context.Context, n meta.Notification) (meta.Notification, error)
 	NotificationByID(ctx context.Context, id int64) (meta.Notification, error)
 	AllNotifications(ctx context.Context) ([]meta.Notification, error)
 	ReplaceNotificationConfig(ctx context.Context, id int64, old, config json.RawMessage) (bool, error)
@@ -30,8 +30,8 @@ type Notifications interface {
 // Outcomes record what deliveries did to their notification
 // (meta.Notifications).
 type Outcomes interface {
-	RecordAttempt(ctx context.Context, a meta.Attempt, success bool) error
-	RecordAttemptIn(ctx context.Context, tx meta.Tx, a meta.Attempt, success bool) error
+	RecordAttempt(ctx context.Context, a meta.Attempt, reset bool) error
+	RecordAttemptIn(ctx context.Context, tx meta.Tx, a meta.Attempt, reset bool) error
 	ClaimNotificationTrial(ctx context.Context, id int64, seen, until time.Time) (bool, error)
 	NotificationFailed(ctx context.Context, id int64, f meta.NotificationFailure) (meta.Notification, error)
 }
@@ -42,10 +42,11 @@ type Listeners interface {
 	Listening(ctx context.Context, tx meta.Tx, kind, repository, namespace string) ([]meta.Notification, error)
 }
 
-// Jobs enqueue deliveries (meta.Jobs).
+// Jobs enqueue deliveries, and release those held (meta.Jobs).
 type Jobs interface {
 	EnqueueJob(ctx context.Context, j meta.Job) (int64, error)
 	EnqueueIn(ctx context.Context, tx meta.Tx, j meta.Job) (int64, error)
+	ReleaseJobs(ctx context.Context, queue, keyPrefix string) (int64, error)
 }
 
 // Outbox reads the event a delivery carries (meta.Outbox).

@@ -21,9 +21,12 @@ const deliveryMaxAttempts = 1000
 
 // Subscriber turns the feed's events into delivery jobs, one per
 // notification that hears the event (matches), in the feed's
-// transaction: every event is fanned out exactly once. A disabled
-// notification still gets its deliveries queued: they wait, undelivered,
-// until it is re-enabled, so nothing is lost.
+// transaction: every event is fanned out exactly once. A notification
+// disabled for a while (its receiver seems down) still gets its
+// deliveries queued: they wait, undelivered, until its trial succeeds or
+// it is reset, so nothing is lost. One disabled until reset (its receiver
+// refused) hears nothing meanwhile, as in Quay: its deliveries would wait
+// for someone to notice, in any number.
 type Subscriber struct {
 	listeners Listeners
 	jobs      Jobs
@@ -49,7 +52,7 @@ func (s *Subscriber) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) e
 			return err
 		}
 		for _, n := range listening {
-			if !matches(n, e) {
+			if n.DisabledUntilReset() || !matches(n, e) {
 				continue
 			}
 			payload, _ := json.Marshal(meta.DeliveryJob{NotificationID: n.ID, EventID: e.ID, Repository: e.Repository})
