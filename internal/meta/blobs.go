@@ -221,12 +221,31 @@ type BlobBytes interface {
 	// there are kept. ok is false, and nothing is done, when it cannot.
 	// The address's name is durable when it returns.
 	PlaceEarly(ctx context.Context) (ok bool, err error)
-	// Present reports whether bytes are at the address.
+	// Present reports whether bytes are at the address. (A BlobBytes
+	// that can also tell their size, sizedBlobBytes, is asked that
+	// instead.)
 	Present(ctx context.Context) (bool, error)
 	// Place puts the bytes at the address; it may run twice.
 	Place(ctx context.Context) error
 	// Clear deletes the bytes at the address, if any.
 	Clear(ctx context.Context) error
+}
+
+// sizedBlobBytes is BlobBytes that can tell the blob from a damaged copy
+// at its address by the copy's length (storage.Placement).
+type sizedBlobBytes interface {
+	// PresentSize reports whether a file of size bytes is at the
+	// address; one of another length counts as missing.
+	PresentSize(ctx context.Context, size int64) (bool, error)
+}
+
+// present reports whether the blob's size bytes are at the address: by
+// their length too, when bytes can tell it.
+func present(ctx context.Context, bytes BlobBytes, size int64) (bool, error) {
+	if s, ok := bytes.(sizedBlobBytes); ok {
+		return s.PresentSize(ctx, size)
+	}
+	return bytes.Present(ctx)
 }
 
 // StoreBlob records a blob whose bytes the caller has verified, under the
@@ -288,18 +307,20 @@ func (db *core) storeBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, 
 	if err := db.lockDigest(ctx, tx, b.Digest); err != nil {
 		return false, err
 	}
-	var one int
-	err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM blobs WHERE digest = ?"), b.Digest.String()).Scan(&one)
+	var size int64
+	err = tx.QueryRowContext(ctx, db.q("SELECT size FROM blobs WHERE digest = ?"), b.Digest.String()).Scan(&size)
 	heal := false
 	switch {
 	case err == nil:
 		// Recorded: its bytes should be at the address. If they are not
 		// (deleted by hand, a bucket rule, a restore of older storage),
+		// or a file of another size than the row's is there (truncated),
 		// these bytes, the same by their digest, put them back; otherwise
 		// a push of the blob could never repair it. (Placed early, they
-		// are there already: the link was made before.)
+		// are there already: the link was made before, and the request
+		// that recorded the blob checked them.)
 		if !early {
-			there, err := bytes.Present(ctx)
+			there, err := present(ctx, bytes, size)
 			if err != nil {
 				return false, fmt.Errorf("check recorded blob: %w", err)
 			}
@@ -344,8 +365,9 @@ func (db *core) storeBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, 
 	if early {
 		// A collection that deleted this digest's bytes after the early
 		// placement did so under the lock and committed: the check sees
-		// it.
-		there, err := bytes.Present(ctx)
+		// it, as it sees a damaged file that was at the address before
+		// (of another size), which the early placement kept.
+		there, err := present(ctx, bytes, b.Size)
 		if err != nil {
 			return false, fmt.Errorf("check placed blob: %w", err)
 		}

@@ -110,6 +110,23 @@ func (db Uploads) ClaimUpload(ctx context.Context, repo, id string, lease time.D
 	return u, nil
 }
 
+// UploadLease returns when the claim on an upload session ends: a time
+// past (the Unix epoch for a released one) when nobody holds it. It only
+// reads, on the read pool: a request waiting for another's claim polls it,
+// and tries ClaimUpload, a write (on SQLite, a turn of the one writer),
+// only once the claim looks ended.
+func (db Uploads) UploadLease(ctx context.Context, repo, id string) (time.Time, error) {
+	var until int64
+	err := db.read.QueryRowContext(ctx, db.q("SELECT locked_until FROM uploads WHERE id = ? AND repository = ?"), id, repo).Scan(&until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, ErrUploadNotFound
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read upload claim: %w", err)
+	}
+	return time.UnixMicro(until), nil
+}
+
 // RenewUpload extends a claim to lease from now and returns the new claim.
 // It returns ErrUploadClaimLost if claim is no longer the upload's.
 func (db Uploads) RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error) {

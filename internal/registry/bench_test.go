@@ -5,13 +5,17 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/testenv"
 )
 
@@ -82,4 +86,71 @@ func BenchmarkBlobPush(b *testing.B) {
 			b.Fatalf("push: %d", resp.StatusCode)
 		}
 	}
+}
+
+// BenchmarkBlobGet measures a 16 MiB blob GET from the filesystem driver,
+// read whole by a Go client: to a loopback peer (the buffered copy) and,
+// when the host has a non-loopback address, to a peer on that address
+// (sendfile; the bytes still go through the host's own network stack).
+func BenchmarkBlobGet(b *testing.B) {
+	e := testenv.New(b, testenv.Options{Open: true})
+	blob := make([]byte, 16<<20)
+	rand.Read(blob)
+	d := digest.FromBytes(blob)
+	if resp := benchDo(b, "POST", e.URL+"/v2/bench/app/blobs/uploads/?digest="+d.String(), blob); resp.StatusCode != 201 {
+		b.Fatalf("push: %d", resp.StatusCode)
+	}
+	// Served as the server serves GETs: under a send idle period.
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.Registry.ServeHTTP(w, r.WithContext(registry.WithSendIdle(r.Context(), 30*time.Second)))
+	})
+	urls := map[string]string{}
+	for path, ip := range map[string]net.IP{"loopback": net.IPv4(127, 0, 0, 1), "sendfile": nonLoopbackIP()} {
+		if ip == nil {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: h}}
+		srv.Start()
+		b.Cleanup(srv.Close)
+		urls[path] = srv.URL
+	}
+	for _, path := range []string{"loopback", "sendfile"} {
+		url, ok := urls[path]
+		if !ok {
+			continue
+		}
+		b.Run(path, func(b *testing.B) {
+			b.SetBytes(int64(len(blob)))
+			for b.Loop() {
+				resp, err := http.Get(url + "/v2/bench/app/blobs/" + d.String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, _ := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || n != int64(len(blob)) {
+					b.Fatalf("GET: %d, %d bytes", resp.StatusCode, n)
+				}
+			}
+		})
+	}
+}
+
+// nonLoopbackIP returns an IPv4 address of this host that is not a
+// loopback one, or nil.
+func nonLoopbackIP() net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP
+		}
+	}
+	return nil
 }

@@ -53,11 +53,14 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		// saw the blob exist will name it in a manifest without uploading
 		// it; confirming the link spares it for another delay.
 		ok, err := reg.meta.Blobs.TouchBlobLink(r.Context(), rt.name, rt.digest, time.Now().Add(-d/2))
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return errBlobUnknown
+		switch {
+		case err != nil:
+			// The link was read: serve the blob, as a manifest is served
+			// when its confirmation fails (a busy or full database must
+			// not fail pulls; the link is confirmed by a later one).
+			reg.log.Warn("confirm blob link", "repository", rt.name, "digest", rt.digest, "err", err)
+		case !ok:
+			return errBlobUnknown // unlinked meanwhile
 		}
 	}
 	// Only now, with pull permission and held content checked, may the

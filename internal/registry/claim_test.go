@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,23 +23,96 @@ import (
 	"github.com/berth-dev/berth/internal/wire"
 )
 
-// skewedUploads gives the next claim a lease that has run out at once,
-// as a replica whose clock runs ahead would see it.
+// skew makes the next claim as a replica whose clock runs a minute behind
+// the others' makes it: its lease has run out, for every other request,
+// as soon as it is recorded, while the replica itself sees it end a
+// minute later. The registry is handed the claim's token (its lease's
+// end) a minute later than the store recorded it, and every token it
+// hands back is shifted back (real).
+type skew struct {
+	mu     sync.Mutex
+	next   bool
+	tokens map[int64]int64 // the token the registry holds -> the store's
+}
+
+const skewMicros = int64(time.Minute / time.Microsecond)
+
+// show records a skewed claim's token and returns the one the registry
+// is handed.
+func (s *skew) show(stored int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens[stored+skewMicros] = stored
+	return stored + skewMicros
+}
+
+// real returns the store's token for one the registry holds.
+func (s *skew) real(held int64) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stored, ok := s.tokens[held]
+	if !ok {
+		return held, false
+	}
+	return stored, true
+}
+
+func (s *skew) take() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	taken := s.next
+	s.next = false
+	return taken
+}
+
+// skewedUploads makes the next claim skewed.
 type skewedUploads struct {
 	registry.UploadStore
-	skew *atomic.Bool
+	skew *skew
 }
 
 func (u skewedUploads) ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (meta.Upload, error) {
-	if u.skew.CompareAndSwap(true, false) {
-		lease = time.Microsecond
+	if !u.skew.take() {
+		return u.UploadStore.ClaimUpload(ctx, repo, id, lease)
 	}
-	return u.UploadStore.ClaimUpload(ctx, repo, id, lease)
+	up, err := u.UploadStore.ClaimUpload(ctx, repo, id, time.Microsecond)
+	if err == nil {
+		up.Claim = u.skew.show(up.Claim)
+	}
+	return up, err
+}
+
+func (u skewedUploads) RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error) {
+	stored, skewed := u.skew.real(claim)
+	if !skewed {
+		return u.UploadStore.RenewUpload(ctx, id, claim, lease)
+	}
+	next, err := u.UploadStore.RenewUpload(ctx, id, stored, time.Microsecond)
+	if err != nil {
+		return claim, err
+	}
+	return u.skew.show(next), nil
+}
+
+func (u skewedUploads) ReleaseUpload(ctx context.Context, id string, claim int64) error {
+	stored, _ := u.skew.real(claim)
+	return u.UploadStore.ReleaseUpload(ctx, id, stored)
+}
+
+func (u skewedUploads) AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState, storageState []byte) error {
+	stored, _ := u.skew.real(claim)
+	return u.UploadStore.AdvanceUpload(ctx, id, stored, oldSize, newSize, hashState, storageState)
+}
+
+func (u skewedUploads) DeleteUpload(ctx context.Context, id string, claim int64) error {
+	stored, _ := u.skew.real(claim)
+	return u.UploadStore.DeleteUpload(ctx, id, stored)
 }
 
 // pausedBlobs holds StoreBlob until released.
 type pausedBlobs struct {
 	registry.BlobStore
+	skew             *skew
 	entered, release chan struct{}
 }
 
@@ -47,6 +120,7 @@ func (b pausedBlobs) StoreBlob(ctx context.Context, repo string, blob meta.Blob,
 	if up.ID != "" {
 		b.entered <- struct{}{}
 		<-b.release
+		up.Claim, _ = b.skew.real(up.Claim)
 	}
 	return b.BlobStore.StoreBlob(ctx, repo, blob, up, w, bytes)
 }
@@ -64,11 +138,11 @@ func TestLostClaimStoresNothing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var skew atomic.Bool
-			paused := pausedBlobs{db.Blobs(), make(chan struct{}), make(chan struct{})}
+			skewed := &skew{tokens: map[int64]int64{}}
+			paused := pausedBlobs{db.Blobs(), skewed, make(chan struct{}), make(chan struct{})}
 			stores := wire.RegistryStores(db)
 			stores.Blobs = paused
-			stores.Uploads = skewedUploads{db.Uploads(), &skew}
+			stores.Uploads = skewedUploads{db.Uploads(), skewed}
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))
 			policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
 			srv := httptest.NewServer(registry.New(stores, driver, registry.Options{Policy: policy, Logger: log}))
@@ -96,9 +170,12 @@ func TestLostClaimStoresNothing(t *testing.T) {
 			}
 			want := digest.FromBytes(append(append([]byte{}, first...), last...))
 
-			// The finishing PUT claims with a lease that has run out, and
-			// waits before storing the blob it hashed.
-			skew.Store(true)
+			// The finishing PUT claims with a lease that has run out for
+			// everyone but itself, and waits before storing the blob it
+			// hashed.
+			skewed.mu.Lock()
+			skewed.next = true
+			skewed.mu.Unlock()
 			done := make(chan int, 1)
 			go func() {
 				sep := "?"

@@ -47,15 +47,17 @@ func (reg *Registry) copyBody(fw io.Writer, start int64, h hash.Hash, r *http.Re
 		if rerr != nil {
 			return n, fmt.Errorf("receive upload body: %w", rerr)
 		}
-		if k == len(buf) {
-			if full++; full == 4 && pipelined {
-				m, err := reg.copyPipelined(fw, start+n, ph, r.Body)
-				n += m
-				if err != nil {
-					return n, err
-				}
-				break
+		if k < len(buf) {
+			full = 0 // in a row: a short read starts the count again
+			continue
+		}
+		if full++; full == 4 && pipelined {
+			m, err := reg.copyPipelined(fw, start+n, ph, r.Body)
+			n += m
+			if err != nil {
+				return n, err
 			}
+			break
 		}
 	}
 	if r.ContentLength >= 0 && n != r.ContentLength {

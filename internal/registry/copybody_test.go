@@ -243,3 +243,47 @@ func TestCopyBodyPlainHash(t *testing.T) {
 		}
 	}
 }
+
+// alternating returns a full read of p, then one byte, in turn: a body
+// that fills copyBody's small buffer now and then, never several times
+// in a row.
+type alternating struct {
+	r     io.Reader
+	short bool
+}
+
+func (a *alternating) Read(p []byte) (int, error) {
+	if a.short = !a.short; a.short {
+		p = p[:min(len(p), 1)]
+	}
+	n, err := io.ReadFull(a.r, p)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// TestCopyBodyPipelinesOnlyFullReadsInARow: a body whose reads fill the
+// small buffer only now and then, with short reads between them, stays
+// on the small buffer, as copyBody says ("several reads in a row"). The
+// count of full reads was never reset, so the fourth full read of any
+// upload of more than 128 KiB took the pooled 1.5 MiB buffer.
+func TestCopyBodyPipelinesOnlyFullReadsInARow(t *testing.T) {
+	reg := New(Stores{}, nil, Options{})
+	data := randomBytes(2 << 20)
+	r, _ := http.NewRequest(http.MethodPatch, "/", &alternating{r: bytes.NewReader(data)})
+	r.ContentLength = int64(len(data))
+	o := &offsets{}
+	h := sha256.New()
+	if _, err := reg.copyBody(o, 0, h, r); err != nil {
+		t.Fatal(err)
+	}
+	if want := sha256.Sum256(data); !bytes.Equal(o.buf.Bytes(), data) || !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatal("the bytes written, or their hash, are not the body's")
+	}
+	for i, n := range o.sizes {
+		if n > 32<<10 {
+			t.Fatalf("write %d has %d bytes: pipelined although no two reads in a row filled the buffer", i, n)
+		}
+	}
+}

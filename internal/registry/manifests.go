@@ -106,7 +106,12 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 	h.Set("ETag", `"`+m.Digest.String()+`"`)
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
-		w.Write(m.Content)
+		// Up to 4 MiB held in memory: cut, as a blob's download is, when
+		// the client does not take it.
+		dl := sendDeadlines(w, r)
+		if _, err := (idleWriter{w, dl}).Write(m.Content); err == nil {
+			dl.done()
+		}
 	}
 	return nil
 }

@@ -48,6 +48,7 @@ type UploadStore interface {
 	CreateUpload(ctx context.Context, u meta.Upload, limit int) error
 	GetUpload(ctx context.Context, repo, id string) (meta.Upload, error)
 	ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (meta.Upload, error)
+	UploadLease(ctx context.Context, repo, id string) (time.Time, error)
 	RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error)
 	ReleaseUpload(ctx context.Context, id string, claim int64) error
 	AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState, storageState []byte) error
@@ -268,13 +269,17 @@ func (reg *Registry) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, r, errorf(http.StatusBadRequest, CodeUnsupported, "the request holds a NUL byte or invalid UTF-8", nil))
 		return
 	}
-	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
-		reg.log.Debug("request ended by client", "method", r.Method, "path", r.URL.Path, "err", err)
-		return
-	}
 	if meta.StorageFull(err) {
+		// Before the check below: an error with an answer of its own is
+		// answered even when the request's context has ended (written to
+		// a client that is gone, it goes nowhere; to one still there,
+		// nothing written would reach it as an empty 200).
 		reg.log.Error("storage full: request refused", "method", r.Method, "path", r.URL.Path, "err", err)
 		writeError(w, r, errStorageFull)
+		return
+	}
+	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
+		reg.log.Debug("request ended by client", "method", r.Method, "path", r.URL.Path, "err", err)
 		return
 	}
 	reg.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)

@@ -298,6 +298,12 @@ const (
 // claimUpload claims an upload, waiting up to uploadClaimWait while
 // another request holds it. Its errors are the answers: 404
 // BLOB_UPLOAD_UNKNOWN, or 409 BLOB_UPLOAD_INVALID if still claimed.
+//
+// A claim is a write (on SQLite, a turn of the one writer, which every
+// push shares); while another request holds the upload, the wait reads
+// the lease instead, every uploadClaimPoll, and tries to claim again only
+// once the lease looks ended (released, or run out): requests waiting on
+// a claim cost a read per poll, not a write.
 func (reg *Registry) claimUpload(ctx context.Context, repo, id string) (meta.Upload, error) {
 	deadline := time.Now().Add(uploadClaimWait)
 	for {
@@ -305,15 +311,26 @@ func (reg *Registry) claimUpload(ctx context.Context, repo, id string) (meta.Upl
 		switch {
 		case errors.Is(err, meta.ErrUploadNotFound):
 			return up, errUploadUnknown
-		case errors.Is(err, meta.ErrUploadBusy) && time.Now().After(deadline):
-			return up, errorf(http.StatusConflict, CodeBlobUploadInvalid, err.Error(), nil)
 		case !errors.Is(err, meta.ErrUploadBusy):
 			return up, err
 		}
-		select {
-		case <-ctx.Done():
-			return meta.Upload{}, ctx.Err()
-		case <-time.After(uploadClaimPoll):
+		for ended := false; !ended; {
+			if time.Now().After(deadline) {
+				return up, errorf(http.StatusConflict, CodeBlobUploadInvalid, meta.ErrUploadBusy.Error(), nil)
+			}
+			select {
+			case <-ctx.Done():
+				return meta.Upload{}, ctx.Err()
+			case <-time.After(uploadClaimPoll):
+			}
+			until, err := reg.meta.Uploads.UploadLease(ctx, repo, id)
+			switch {
+			case errors.Is(err, meta.ErrUploadNotFound):
+				return meta.Upload{}, errUploadUnknown
+			case err != nil:
+				return meta.Upload{}, err
+			}
+			ended = until.Before(time.Now())
 		}
 	}
 }
@@ -333,15 +350,23 @@ type claimHolder struct {
 	safeUntil atomic.Int64
 }
 
+// safeEnd is when writes under a claim stop (Unix nanoseconds): a margin
+// of uploadRenewEvery before its lease's end as the store recorded it
+// (the claim is that end, in Unix microseconds). The end was fixed before
+// the statement that recorded it waited for the database; a time taken
+// after it returned would be later by that wait, however long.
+func safeEnd(claim int64) int64 {
+	return time.UnixMicro(claim).Add(-uploadRenewEvery).UnixNano()
+}
+
 func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder {
 	c := &claimHolder{done: make(chan struct{}), exited: make(chan struct{})}
 	c.claim.Store(up.Claim)
-	c.safeUntil.Store(time.Now().Add(uploadLease - uploadRenewEvery).UnixNano())
+	c.safeUntil.Store(safeEnd(up.Claim))
 	go func() {
 		defer close(c.exited)
 		t := time.NewTicker(uploadRenewEvery)
 		defer t.Stop()
-		renewed := time.Now()
 		for {
 			select {
 			case <-c.done:
@@ -352,9 +377,8 @@ func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder
 			switch {
 			case err == nil:
 				c.claim.Store(next)
-				renewed = time.Now()
-				c.safeUntil.Store(renewed.Add(uploadLease - uploadRenewEvery).UnixNano())
-			case errors.Is(err, meta.ErrUploadClaimLost) || time.Since(renewed) >= uploadLease-uploadRenewEvery:
+				c.safeUntil.Store(safeEnd(next))
+			case errors.Is(err, meta.ErrUploadClaimLost) || time.Now().UnixNano() >= c.safeUntil.Load():
 				// Lost, or finished (the upload's row is gone): either
 				// way nothing may be written any more.
 				c.lost.Store(true)

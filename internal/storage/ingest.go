@@ -176,6 +176,21 @@ func (p Placement) Present(ctx context.Context) (bool, error) {
 	return err == nil, err
 }
 
+// PresentSize reports whether a file of size bytes, the blob's, is at the
+// address. A file of another length there (cut short by hand, by a full
+// disk or by a crash of a file system written without fsync) is a damaged
+// copy, not the blob: it counts as missing, so that Place replaces it.
+func (p Placement) PresentSize(ctx context.Context, size int64) (bool, error) {
+	fi, err := p.d.Stat(ctx, BlobPath(p.want))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return !fi.IsDir && fi.Size == size, nil
+}
+
 // Clear deletes the bytes at the address, if any.
 func (p Placement) Clear(ctx context.Context) error {
 	return DeleteBlob(ctx, p.d, p.want)

@@ -9,6 +9,9 @@ import (
 // SetOpenDirect replaces how d opens files for direct I/O.
 func SetOpenDirect(d *Driver, open func(string) (*os.File, error)) { d.openDirect = open }
 
+// SetDatasync replaces how d's writers flush their file on Close.
+func SetDatasync(d *Driver, sync func(*os.File) error) { d.datasync = sync }
+
 // DirectBytes is how many bytes w wrote with direct I/O.
 func DirectBytes(w storage.FileWriter) int64 { return w.(*writer).directBytes }
 

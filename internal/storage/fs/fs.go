@@ -27,6 +27,9 @@ type Driver struct {
 	// direct I/O, so that later writers do not try again.
 	openDirect func(name string) (*os.File, error)
 	noDirect   atomic.Bool
+	// datasync flushes a writer's file when it is closed with fsync on
+	// (writeback_linux.go; tests replace it).
+	datasync func(*os.File) error
 	// bounce holds aligned buffers (*[]byte of directBounce bytes) through
 	// which direct writes copy bytes that do not start at an aligned
 	// address.
@@ -38,7 +41,10 @@ type Options struct {
 	// Fsync makes Commit and PutContent flush file data to disk before they
 	// return, and Move, PutContent and the creation of directories flush
 	// the directories they change, so committed blobs survive a machine
-	// crash, not only a process crash.
+	// crash, not only a process crash. A writer's Close flushes the file's
+	// data too (fdatasync): an upload's chunk is recorded after its Close,
+	// and its recorded size and hash state must never describe bytes that
+	// a power cut can take back.
 	Fsync bool
 }
 
@@ -51,7 +57,7 @@ func New(dir string, opts Options) (*Driver, error) {
 	if err := os.MkdirAll(abs, 0o750); err != nil {
 		return nil, fmt.Errorf("create storage root: %w", err)
 	}
-	return &Driver{root: abs, fsync: opts.Fsync, openDirect: openDirect}, nil
+	return &Driver{root: abs, fsync: opts.Fsync, openDirect: openDirect, datasync: datasync}, nil
 }
 
 func (d *Driver) full(p string) (string, error) {
@@ -444,7 +450,28 @@ func (w *writer) wroteDirect(n int64) {
 
 func (w *writer) Size() int64 { return w.size }
 
+// Close keeps the file for a later Writer at its size (the next chunk of
+// an upload). With fsync, its data are flushed first (fdatasync): the
+// caller records the upload's new size and hash state next, and a power
+// cut must not leave a file of that size whose last bytes are not the ones
+// hashed (a file system may keep the size and lose the data, reading back
+// zeros), which a resumed upload would then finish under a digest they do
+// not have.
 func (w *writer) Close() error {
+	if w.closed {
+		return nil
+	}
+	if w.fsync {
+		if err := w.d.datasync(w.f); err != nil {
+			w.close()
+			return wrap("sync", w.path, err)
+		}
+	}
+	return w.close()
+}
+
+// close closes the file's handles.
+func (w *writer) close() error {
 	if w.closed {
 		return nil
 	}
@@ -464,11 +491,11 @@ func (w *writer) Commit(context.Context) error {
 			return wrap("sync", w.path, err)
 		}
 	}
-	return w.Close()
+	return w.close()
 }
 
 func (w *writer) Cancel(context.Context) error {
-	w.Close()
+	w.close()
 	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return wrap("cancel", w.path, err)
 	}
