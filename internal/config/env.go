@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -140,6 +141,14 @@ var otherVariables = []string{
 	"BERTH_HELM", "BERTH_VERSITYGW", "BERTH_NOTIFY_DOWN",
 }
 
+// serviceLink matches the variables Kubernetes gives every pod for each
+// Service of its namespace (unless the pod sets enableServiceLinks: false):
+// a Service named berth, or berth-metrics, gives BERTH_SERVICE_HOST,
+// BERTH_PORT_5000_TCP_ADDR, BERTH_METRICS_PORT and so on. No setting ends
+// so (TestServiceLinksAreNoSettings), and refusing them would stop a
+// release named berth from starting.
+var serviceLink = regexp.MustCompile(`^BERTH(_[A-Z0-9_]+)?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`)
+
 // otherPrefixes start the test suites' and benchmarks' own variables.
 var otherPrefixes = []string{"BERTH_TEST_", "BERTH_E2E_", "BERTH_BENCH_"}
 
@@ -163,7 +172,8 @@ func CheckEnv(environ []string) error {
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		if !strings.HasPrefix(name, "BERTH_") || known[name] || seen[name] || slices.Contains(otherVariables, name) ||
-			slices.ContainsFunc(otherPrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			slices.ContainsFunc(otherPrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) ||
+			serviceLink.MatchString(name) {
 			continue
 		}
 		seen[name] = true

@@ -45,3 +45,28 @@ func TestCheckEnv(t *testing.T) {
 		t.Fatalf("two unknown variables: %v", err)
 	}
 }
+
+// TestServiceLinksAreNoSettings: the variables Kubernetes gives a pod for
+// each Service of its namespace pass, so a release (and Service) named
+// berth or berth-metrics starts; no setting's variable looks like one.
+// Before, BERTH_SERVICE_HOST and the others were refused and the pod did
+// not start.
+func TestServiceLinksAreNoSettings(t *testing.T) {
+	links := []string{
+		"BERTH_SERVICE_HOST=10.0.0.1", "BERTH_SERVICE_PORT=5000", "BERTH_SERVICE_PORT_HTTP=5000",
+		"BERTH_PORT=tcp://10.0.0.1:5000", "BERTH_PORT_5000_TCP=tcp://10.0.0.1:5000",
+		"BERTH_PORT_5000_TCP_PROTO=tcp", "BERTH_PORT_5000_TCP_PORT=5000", "BERTH_PORT_5000_TCP_ADDR=10.0.0.1",
+		"BERTH_METRICS_SERVICE_HOST=10.0.0.2", "BERTH_METRICS_PORT_9090_TCP_ADDR=10.0.0.2", "BERTH_POSTGRESQL_PORT=tcp://10.0.0.3:5432",
+	}
+	if err := CheckEnv(links); err != nil {
+		t.Fatalf("service links: %v", err)
+	}
+	for _, p := range Paths() {
+		if n := EnvName(p); serviceLink.MatchString(n) {
+			t.Errorf("the variable of %s, %s, looks like a service link and would not be checked", p, n)
+		}
+	}
+	if err := CheckEnv([]string{"BERTH_PORTS=5000"}); err == nil {
+		t.Fatal("BERTH_PORTS, no service link, passed")
+	}
+}
