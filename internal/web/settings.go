@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/internal/gate"
+	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/notify"
 )
 
@@ -168,7 +169,9 @@ func (u *UI) settings(w http.ResponseWriter, r *http.Request, v *visitor, repo s
 func notificationEvents() []string {
 	var out []string
 	for e := range notify.Events {
-		out = append(out, e)
+		if notify.CanHear(meta.ScopeRepository, e) { // not repo_created or repo_deleted
+			out = append(out, e)
+		}
 	}
 	sort.Strings(out)
 	return out
