@@ -101,10 +101,37 @@ func writeKeyFile(path string, content []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Link(tmp, path); err != nil {
+	if err := os.Link(tmp, path); errors.Is(err, os.ErrExist) {
 		return err
+	} else if err != nil {
+		// A file system without hard links (vfat, some FUSE and SMB
+		// mounts): create the file exclusively and write it in place. A
+		// process starting at the same moment may then read it half
+		// written (and refuse it as damaged) until it is whole.
+		return writeInPlace(path, content)
 	}
 	return syncDir(dir)
+}
+
+// writeInPlace creates path exclusively (os.ErrExist if it exists) and
+// writes, flushes and closes it, then flushes its directory.
+func writeInPlace(path string, content []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // syncDir flushes a directory's entries to disk.

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -46,5 +47,25 @@ func TestKeyFileAppearsWhole(t *testing.T) {
 		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("key file mode: %v %v", fi, err)
 		}
+	}
+}
+
+// TestWriteInPlace: the way a key file is written where the file system
+// has no hard links writes it whole with mode 0600 and never over a file
+// that exists (os.ErrExist, the other key kept).
+func TestWriteInPlace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret.key")
+	if err := writeInPlace(path, []byte("first\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeInPlace(path, []byte("second\n")); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("over an existing file: %v, want os.ErrExist", err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil || string(got) != "first\n" {
+		t.Fatalf("the file holds %q (%v), want the first key", got, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v (%v), want 0600", fi.Mode().Perm(), err)
 	}
 }

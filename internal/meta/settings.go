@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // settingsSchema holds facts about the installation that every replica
@@ -35,6 +36,32 @@ func (db Settings) Setting(ctx context.Context, name string) (string, bool, erro
 		return "", false, fmt.Errorf("read setting %s: %w", name, err)
 	}
 	return v, true, nil
+}
+
+// RecordedSetting reads the value of name from the PostgreSQL database dsn
+// names without migrating it, for what a server must agree with (its
+// secret key's fingerprint) before Open moves the schema: a replica that
+// would refuse to start must not upgrade the schema under the running
+// ones first. A database without the settings table (a new one) has
+// nothing recorded. For an SQLite dsn it reads nothing (an SQLite store
+// has one server) and reports nothing recorded.
+func RecordedSetting(ctx context.Context, dsn, name string) (string, bool, error) {
+	if !strings.HasPrefix(dsn, "postgres://") && !strings.HasPrefix(dsn, "postgresql://") {
+		return "", false, nil
+	}
+	db, err := open(dsn, false)
+	if err != nil {
+		return "", false, err
+	}
+	defer db.Close()
+	var exists bool
+	if err := db.read.QueryRowContext(ctx, "SELECT to_regclass('settings') IS NOT NULL").Scan(&exists); err != nil {
+		return "", false, fmt.Errorf("read setting %s: %w", name, err)
+	}
+	if !exists {
+		return "", false, nil
+	}
+	return db.Settings().Setting(ctx, name)
 }
 
 // SetSettingIfNone records value for name unless a value is recorded

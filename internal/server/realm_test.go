@@ -91,3 +91,45 @@ func TestMissingSecretKeyRefusedBeforeTheDatabase(t *testing.T) {
 		t.Fatalf("a key file was generated: %v", err)
 	}
 }
+
+// TestMismatchedKeyRefusedBeforeMigrating: on PostgreSQL, a server whose
+// secretKey is not the one the database recorded refuses with "secret key
+// mismatch" before it applies any pending migration (a replica of a new
+// version given the wrong key in a rolling upgrade). Before, it migrated
+// the schema and only then refused. The pending migration is made by
+// taking the last one's record away.
+func TestMismatchedKeyRefusedBeforeMigrating(t *testing.T) {
+	dsn := metatest.PostgresDSN(t)
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Database.URL = dsn
+	cfg.Scan.Enabled = false
+	cfg.SecretKey = testSecretKey
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	first, err := server.New(t.Context(), cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	raw, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var version int
+	if err := raw.QueryRowContext(t.Context(), "DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations) RETURNING version").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	cfg.SecretKey = "c2Vjb25kIGtleSBvZiAzMiBieXRlcyBleGFjdGx5ISE="
+	cfg.DataDir = t.TempDir()
+	if _, err := server.New(t.Context(), cfg, logger); err == nil || !strings.Contains(err.Error(), "secret key mismatch") {
+		t.Fatalf("another key: %v, want secret key mismatch", err)
+	}
+	var now int
+	if err := raw.QueryRowContext(t.Context(), "SELECT MAX(version) FROM schema_migrations").Scan(&now); err != nil {
+		t.Fatal(err)
+	}
+	if now != version-1 {
+		t.Fatalf("the schema moved to version %d before the refusal (it was at %d)", now, version-1)
+	}
+}

@@ -57,32 +57,23 @@ func isPostgres(dbURL string) bool {
 // upstream passwords, token-signing keys) after checking that this
 // server's key is the one the database's secrets are sealed with: the
 // first server to start records its key's fingerprint, and every later
-// one, on any replica, must match it or refuse to start. On PostgreSQL, a
-// server without secretKey refuses unless its key file is the one
-// recorded (without a key file, loadSecretKey refused already). These
-// checks read the database, so they come after meta.Open migrated it: a
-// replica of a new version given the wrong key still moves the schema
-// before it stops (checking first needs a read of the recorded
-// fingerprint that does not migrate, which meta does not offer yet).
+// one, on any replica, must match it or refuse to start (keyRefusal). On
+// PostgreSQL checkRecordedKey made the same check before meta.Open
+// migrated the schema; this one also covers the first start after an
+// upgrade from a version that recorded no fingerprint, where the key must
+// open the secrets already sealed.
 func openSealer(ctx context.Context, db *meta.DB, k secretKey) (*auth.Sealer, error) {
 	settings := db.Settings()
 	recorded, have, err := settings.Setting(ctx, keyFingerprintSetting)
 	if err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	if k.source != "secretKey" && db.Dialect() == "postgres" && !have {
-		return nil, fmt.Errorf("secretKey is not set: servers sharing a PostgreSQL database are replicas and must all be given"+
-			" the same secretKey (BERTH_SECRET_KEY; make one with `openssl rand -base64 32`, or, if this server ran before,"+
-			" use the key in %s), or they cannot read each other's sealed secrets", k.source)
+	if err := keyRefusal(k, recorded, have, db.Dialect() == "postgres"); err != nil {
+		return nil, err
 	}
 	sealer, err := auth.NewSealer(k.key)
 	if err != nil {
 		return nil, err
-	}
-	fp := auth.KeyFingerprint(k.key)
-	mismatch := func(what string) error {
-		return fmt.Errorf("secret key mismatch: the key from %s %s; give every server sharing this database the same"+
-			" secretKey (BERTH_SECRET_KEY): the one the first server used", k.source, what)
 	}
 	if !have {
 		// The first start, or the first after an upgrade to a version
@@ -94,17 +85,54 @@ func openSealer(ctx context.Context, db *meta.DB, k secretKey) (*auth.Sealer, er
 		}
 		if ok {
 			if _, err := sealer.Open(sample); err != nil {
-				return nil, mismatch("does not open the secrets already sealed in the database")
+				return nil, keyMismatch(k, "does not open the secrets already sealed in the database")
 			}
 		}
-		if recorded, err = settings.SetSettingIfNone(ctx, keyFingerprintSetting, fp); err != nil {
+		if recorded, err = settings.SetSettingIfNone(ctx, keyFingerprintSetting, auth.KeyFingerprint(k.key)); err != nil {
 			return nil, fmt.Errorf("secret key: %w", err)
 		}
-	}
-	if recorded != fp {
-		return nil, mismatch("is not the key this database's secrets are sealed with (its fingerprint is recorded in the database)")
+		// Another replica may have recorded its fingerprint first.
+		if err := keyRefusal(k, recorded, true, false); err != nil {
+			return nil, err
+		}
 	}
 	return sealer, nil
+}
+
+// checkRecordedKey refuses, before meta.Open migrates a PostgreSQL
+// database, a key that is not the one its fingerprint records, or a key
+// file where none is recorded: a replica of a new version given the wrong
+// key must stop without moving the schema past the running replicas'.
+func checkRecordedKey(ctx context.Context, dbURL string, k secretKey) error {
+	if !isPostgres(dbURL) {
+		return nil
+	}
+	recorded, have, err := meta.RecordedSetting(ctx, dbURL, keyFingerprintSetting)
+	if err != nil {
+		return fmt.Errorf("metadata store: %w", err)
+	}
+	return keyRefusal(k, recorded, have, true)
+}
+
+// keyRefusal is why a server with key k may not use a database whose
+// recorded fingerprint is recorded (have: one is): on PostgreSQL a key
+// file where none is recorded (replicas must share secretKey), or a key
+// of another fingerprint.
+func keyRefusal(k secretKey, recorded string, have, postgres bool) error {
+	if k.source != "secretKey" && postgres && !have {
+		return fmt.Errorf("secretKey is not set: servers sharing a PostgreSQL database are replicas and must all be given"+
+			" the same secretKey (BERTH_SECRET_KEY; make one with `openssl rand -base64 32`, or, if this server ran before,"+
+			" use the key in %s), or they cannot read each other's sealed secrets", k.source)
+	}
+	if have && recorded != auth.KeyFingerprint(k.key) {
+		return keyMismatch(k, "is not the key this database's secrets are sealed with (its fingerprint is recorded in the database)")
+	}
+	return nil
+}
+
+func keyMismatch(k secretKey, what string) error {
+	return fmt.Errorf("secret key mismatch: the key from %s %s; give every server sharing this database the same"+
+		" secretKey (BERTH_SECRET_KEY): the one the first server used", k.source, what)
 }
 
 // loadTokens builds the token issuer from the signing keys in the

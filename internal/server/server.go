@@ -89,6 +89,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRecordedKey(ctx, cfg.DatabaseURL(), key); err != nil {
+		return nil, err
+	}
 	db, err := meta.Open(ctx, cfg.DatabaseURL(), dbOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("metadata store: %w", err)
@@ -156,6 +159,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	var scanner *scan.Service
 	apiOpts := api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp,
 		Mirrors: mirrors, ProxyCache: pcache, Cursors: sealer, Logger: log}
+	if cfg.ExternalURL != "" {
+		pub := publicServer(cfg)
+		apiOpts.TrustedOrigin = pub.Scheme + "://" + pub.Host
+	}
 	if cfg.Scan.Enabled {
 		index.RouteLibraryLogs(log)
 		sopts := scan.Options{
