@@ -72,7 +72,12 @@ type Options struct {
 	// the installation's key, so that every replica opens them); nil: a
 	// key of this process's own.
 	Cursors Sealer
-	Logger  *slog.Logger
+	// TrustedOrigin is the registry's public origin (externalURL's scheme
+	// and host), whose pages may change things through the API even when
+	// a reverse proxy hands the API another Host: browsers that send an
+	// Origin but no Sec-Fetch-Site are judged by Origin against Host.
+	TrustedOrigin string
+	Logger        *slog.Logger
 }
 
 // Sealer encrypts and authenticates what a client must carry without
@@ -108,6 +113,11 @@ func New(db Stores, authn Authenticator, opts Options) *API {
 		opts.Cursors, _ = auth.NewSealer(key)
 	}
 	a := &API{db: db, auth: authn, opts: opts, log: opts.Logger, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection()}
+	if opts.TrustedOrigin != "" {
+		if err := a.crossOrigin.AddTrustedOrigin(opts.TrustedOrigin); err != nil {
+			opts.Logger.Warn("externalURL is no origin the API can trust for cross-site checks", "origin", opts.TrustedOrigin, "err", err)
+		}
+	}
 	a.routes()
 	return a
 }
@@ -321,7 +331,10 @@ func jsonContent(ct string) bool {
 		return true
 	}
 	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "application/x-www-form-urlencoded")
+	if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) { // a bad parameter still names the type
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "application/x-www-form-urlencoded"
 }
 
 // requireUser refuses anonymous callers.
