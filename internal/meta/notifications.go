@@ -136,7 +136,7 @@ func (db Notifications) createNotification(ctx context.Context, n Notification, 
 		if checkTarget && n.Scope == ScopeRepository {
 			lock := ""
 			if db.dialect == postgres {
-				lock = " FOR SHARE" // DeleteRepository waits, or has committed
+				lock = " FOR KEY SHARE" // DeleteRepository waits, or has committed; updates of the row do not
 			}
 			var id int64
 			err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"+lock), n.Target).Scan(&id)

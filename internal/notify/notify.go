@@ -127,7 +127,9 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 	}
 	if !CanHear(scope, in.Event) {
 		ns, _, _ := strings.Cut(target, "/")
-		return meta.Notification{}, invalid("event %s never fires for a repository's notification (it exists only while the repository does): create it at organization scope, POST /api/v1/organization/%s/notification/, which hears every repository of the organization (or registry-wide)", in.Event, ns)
+		return meta.Notification{}, invalid("event %s never fires for a repository's notification (it exists only while the repository does): "+
+			"create it at organization scope (POST /api/v1/organization/%s/notification/ if %s is an organization; a user's namespace has none), "+
+			"which hears every repository of the organization, or registry-wide", in.Event, ns, ns)
 	}
 	if len(in.Title) > 255 {
 		return meta.Notification{}, invalid("title over 255 characters")
