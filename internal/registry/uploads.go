@@ -359,17 +359,27 @@ func safeEnd(claim int64) int64 {
 	return time.UnixMicro(claim).Add(-uploadRenewEvery).UnixNano()
 }
 
+// renewIn is how long until a claim (its lease's end, Unix microseconds)
+// is renewed: uploadRenewEvery after its lease began, measured from the
+// end the store recorded, so a claim whose statement waited long on the
+// database is renewed at once rather than a whole period after it
+// returned, when its safe end (safeEnd) may have passed.
+func renewIn(claim int64) time.Duration {
+	return max(0, time.Until(time.UnixMicro(claim).Add(-uploadLease+uploadRenewEvery)))
+}
+
 func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder {
 	c := &claimHolder{done: make(chan struct{}), exited: make(chan struct{})}
 	c.claim.Store(up.Claim)
 	c.safeUntil.Store(safeEnd(up.Claim))
 	go func() {
 		defer close(c.exited)
-		t := time.NewTicker(uploadRenewEvery)
-		defer t.Stop()
+		wait := renewIn(up.Claim)
 		for {
+			t := time.NewTimer(wait)
 			select {
 			case <-c.done:
+				t.Stop()
 				return
 			case <-t.C:
 			}
@@ -378,6 +388,7 @@ func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder
 			case err == nil:
 				c.claim.Store(next)
 				c.safeUntil.Store(safeEnd(next))
+				wait = renewIn(next)
 			case errors.Is(err, meta.ErrUploadClaimLost) || time.Now().UnixNano() >= c.safeUntil.Load():
 				// Lost, or finished (the upload's row is gone): either
 				// way nothing may be written any more.
@@ -385,6 +396,7 @@ func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder
 				return
 			default:
 				reg.log.Warn("renew upload claim", "upload", up.ID, "err", err)
+				wait = uploadRenewEvery / 2
 			}
 		}
 	}()
