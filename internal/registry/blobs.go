@@ -107,8 +107,15 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 	}
 	defer rc.Close()
 	w.WriteHeader(status)
-	if _, err := reg.sendBlob(w, r, rc, length); err != nil {
+	n, err := reg.sendBlob(w, r, rc, length)
+	switch {
+	case err != nil:
 		reg.log.Debug("blob download interrupted", "digest", b.Digest, "err", err)
+	case n < length:
+		// The stored bytes end before the recorded size: damaged storage
+		// (a push of the blob heals it, see docs/storage.md). The client
+		// sees a short body and fails its digest check.
+		reg.log.Error("blob shorter in storage than recorded", "digest", b.Digest, "sent", n, "want", length)
 	}
 	return nil
 }

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -18,8 +21,13 @@ import (
 // is whole again after a push of the same bytes. Before, the push found
 // a file at the address and kept it: no push could repair the blob, and
 // every pull got fewer bytes than its Content-Length.
+//
+// A GET of the damaged blob before the repair logs the damage as an error
+// (before, the short body went out without a word).
 func TestPushRepairsTruncatedBlob(t *testing.T) {
-	testenv.ForDialects(t, testenv.Options{Open: true}, func(t *testing.T, e *testenv.Env) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	testenv.ForDialects(t, testenv.Options{Open: true, Logger: logger}, func(t *testing.T, e *testenv.Env) {
 		blob := bytes.Repeat([]byte("truncated blob "), 10000)
 		d := digest.FromBytes(blob)
 		push := func() {
@@ -46,6 +54,13 @@ func TestPushRepairsTruncatedBlob(t *testing.T) {
 		if fi, err := e.Storage.Stat(context.Background(), storage.BlobPath(d)); err != nil || fi.Size != int64(len(blob)/2) {
 			t.Fatalf("truncated file: %+v, %v", fi, err)
 		}
+		if resp, err := http.Get(e.URL + "/v2/app/blobs/" + d.String()); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		if !strings.Contains(logs.String(), "blob shorter in storage than recorded") {
+			t.Fatalf("a GET of the damaged blob logged no error:\n%s", logs.String())
+		}
 		push()
 		resp, err := http.Get(e.URL + "/v2/app/blobs/" + d.String())
 		if err != nil {
@@ -57,4 +72,23 @@ func TestPushRepairsTruncatedBlob(t *testing.T) {
 			t.Fatalf("GET after the second push: %d, %d of %d bytes (%v)", resp.StatusCode, len(got), len(blob), err)
 		}
 	})
+}
+
+// syncBuffer is a bytes.Buffer that handlers on several goroutines may
+// write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
