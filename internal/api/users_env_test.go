@@ -33,27 +33,10 @@ type urEnv struct {
 	env *testenv.Env
 	db  *meta.DB
 	url string
-	log *syncBuffer
+	log *testenv.LogBuffer
 
 	mu      sync.Mutex
 	secrets []string
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // urDialects runs f against every dialect metatest offers.
@@ -66,7 +49,7 @@ func urDialects(t *testing.T, f func(t *testing.T, e *urEnv)) {
 
 func newUREnv(t *testing.T, dialect string, opts api.Options) *urEnv {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	env := testenv.New(t, testenv.Options{Dialect: dialect, API: opts, Logger: logger})
 	e := &urEnv{t: t, env: env, db: env.DB, url: env.URL, log: logs}

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 
@@ -239,11 +238,7 @@ func clip(s string) string {
 	if len(s) <= oci.MaxPlatformField {
 		return s
 	}
-	s = s[:oci.MaxPlatformField]
-	for !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s + "…"
+	return strings.ToValidUTF8(s[:oci.MaxPlatformField], "") + "…"
 }
 
 // tagSummaries fills the summaries of a page of tags: nine queries over

@@ -1,14 +1,12 @@
 package notify_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,25 +14,8 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/notify"
+	"github.com/berth-dev/berth/internal/testenv"
 )
-
-// syncBuffer collects logs from concurrent goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestHeaderSecretsSealed: the values of a webhook's extra headers are
 // sealed at rest, redacted in the API's view (names shown), never logged
@@ -46,7 +27,7 @@ func TestHeaderSecretsSealed(t *testing.T) {
 			defer cancel()
 			db := metatest.Open(t, dialect)
 			rcv := newReceiver(t)
-			logs := &syncBuffer{}
+			logs := &testenv.LogBuffer{}
 			inst := startWith(t, ctx, db, notify.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
 				jobs.Options{Backoff: func(int) time.Duration { return 20 * time.Millisecond }})
 			const bearer, tenant, secret = "Bearer tok-0123456789", "tenant-77777", "hmac-secret-value"

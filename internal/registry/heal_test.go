@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -25,7 +24,7 @@ import (
 // A GET of the damaged blob before the repair logs the damage as an error
 // (before, the short body went out without a word).
 func TestPushRepairsTruncatedBlob(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	testenv.ForDialects(t, testenv.Options{Open: true, Logger: logger}, func(t *testing.T, e *testenv.Env) {
 		blob := bytes.Repeat([]byte("truncated blob "), 10000)
@@ -72,23 +71,4 @@ func TestPushRepairsTruncatedBlob(t *testing.T) {
 			t.Fatalf("GET after the second push: %d, %d of %d bytes (%v)", resp.StatusCode, len(got), len(blob), err)
 		}
 	})
-}
-
-// syncBuffer is a bytes.Buffer that handlers on several goroutines may
-// write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

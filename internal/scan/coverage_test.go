@@ -1,14 +1,12 @@
 package scan_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,30 +14,13 @@ import (
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/scan/index"
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/internal/wire"
 )
 
-// syncBuffer is a log sink the scanner writes from its jobs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // logTo makes the env's scanner log to a buffer, with a staleness limit.
-func (e *env) logTo(staleAfter time.Duration) *syncBuffer {
-	var buf syncBuffer
+func (e *env) logTo(staleAfter time.Duration) *testenv.LogBuffer {
+	var buf testenv.LogBuffer
 	e.svc = scan.New(wire.ScanStores(e.db), e.driver, scan.Options{SBOM: false, Host: e.host, Version: "test", StaleAfter: staleAfter,
 		Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	return &buf
