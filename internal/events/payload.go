@@ -13,14 +13,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/uipath"
 )
 
 // Event kinds beyond the ones the registry core appends (see meta). Their
@@ -74,30 +73,7 @@ func (s Server) scheme() string {
 // (acme/app/activity, acme/team/manifest/x), which the UI would otherwise
 // route to a page of another repository.
 func (s Server) RepositoryURL(repo string) string {
-	return s.scheme() + "://" + s.Host + repositoryPath(repo)
-}
-
-// repositoryPath is internal/web's repoPath, the rule by which the UI
-// routes a page's path to a repository name and a page (internal/web's
-// routeGET), repeated here because events may not import the UI: keep the
-// two in step. A "-" segment ends the name (no name has one); without it,
-// a path ending in activity or settings (three segments or more), in
-// manifest/<digest> (four or more) or in manifest/<digest>/vulnerabilities.csv
-// (five or more) names a page of the shorter name.
-func repositoryPath(repo string) string {
-	segs := strings.Split(repo, "/")
-	n := len(segs)
-	page := slices.Contains(segs, "-") ||
-		n >= 5 && segs[n-3] == "manifest" && segs[n-1] == "vulnerabilities.csv" ||
-		n >= 4 && segs[n-2] == "manifest" ||
-		n >= 3 && (segs[n-1] == "activity" || segs[n-1] == "settings")
-	for i, seg := range segs {
-		segs[i] = url.PathEscape(seg)
-	}
-	if page {
-		segs = append(segs, "-")
-	}
-	return "/repository/" + strings.Join(segs, "/")
+	return s.scheme() + "://" + s.Host + uipath.Repository(repo)
 }
 
 // priorities are Quay's severity names by level index (0 is the worst).

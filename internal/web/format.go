@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-dev/berth/internal/uipath"
 )
 
 // severities in the order the pages show them.
@@ -69,32 +71,12 @@ var funcs = template.FuncMap{
 	},
 }
 
-// actionPath is where a repository's settings forms post: its path with
-// the "-" that ends any name (routePOST), so that the segments after it
-// (a user or team named "settings", say) are never read as the name's.
-func actionPath(repo string) string {
-	segs := strings.Split(repo, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return "/repository/" + strings.Join(segs, "/") + "/-"
-}
+// actionPath is the path repo's forms post to (uipath.Action).
+func actionPath(repo string) string { return uipath.Action(repo) }
 
-// repoPath is a repository's page path (segments escaped), which its
-// other pages extend ("/activity", "/manifest/<digest>"): with "/-" after
-// a name that ends like one of those paths (acme/app/activity), which
-// would be routed to the page of another name (routeGET).
-func repoPath(repo string) string {
-	segs := strings.Split(repo, "/")
-	name, page := routeGET(segs)
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	if page != nil || len(name) != len(segs) {
-		segs = append(segs, "-")
-	}
-	return "/repository/" + strings.Join(segs, "/")
-}
+// repoPath is a repository's page path (uipath.Repository), which its
+// other pages extend ("/activity", "/manifest/<digest>").
+func repoPath(repo string) string { return uipath.Repository(repo) }
 
 func humanBytes(n int64) string {
 	const unit = 1024

@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/uipath"
 )
 
 // Page sizes, and the repository rows read per listing (so that a visitor
@@ -185,7 +186,7 @@ func newRepoLink(v *visitor) string {
 // tags), its activity and settings, a manifest and a manifest's
 // vulnerabilities as CSV. Repository names may be nested (org/team/app).
 func (u *UI) repositoryGET(w http.ResponseWriter, r *http.Request, v *visitor) error {
-	name, page := routeGET(strings.Split(r.PathValue("path"), "/"))
+	name, page := uipath.Split(strings.Split(r.PathValue("path"), "/"))
 	repo := strings.Join(name, "/")
 	switch {
 	case len(page) == 0 || len(page) == 1 && page[0] == "":
@@ -205,29 +206,7 @@ func (u *UI) repositoryGET(w http.ResponseWriter, r *http.Request, v *visitor) e
 	return errNotFound
 }
 
-// routeGET splits a page's path under /repository/ into the repository's
-// name and the page under it. A "-" segment says where the name ends
-// ("acme/app/activity/-/settings"; no name has one); without it the page
-// words at the end do, as in the paths links have always had, so a
-// nested name that ends in one (acme/app/activity) reaches its own pages
-// only through "-", which repoPath then adds.
-func routeGET(segs []string) (name, page []string) {
-	if i := slices.Index(segs, "-"); i >= 0 {
-		return segs[:i], segs[i+1:]
-	}
-	n := len(segs)
-	switch {
-	case n >= 5 && segs[n-3] == "manifest" && segs[n-1] == "vulnerabilities.csv":
-		return segs[:n-3], segs[n-3:]
-	case n >= 4 && segs[n-2] == "manifest":
-		return segs[:n-2], segs[n-2:]
-	case n >= 3 && (segs[n-1] == "activity" || segs[n-1] == "settings"):
-		return segs[:n-1], segs[n-1:]
-	}
-	return segs, nil
-}
-
-// routePOST splits an action's path as routeGET does a page's.
+// routePOST splits an action's path as uipath.Split does a page's.
 func routePOST(segs []string) (name, action []string) {
 	if i := slices.Index(segs, "-"); i >= 0 {
 		return segs[:i], segs[i+1:]
