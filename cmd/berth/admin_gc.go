@@ -37,6 +37,7 @@ func gcCmd(st *settings) *cobra.Command {
 				return fmt.Errorf("storage: %w", err)
 			}
 			opts := server.GCOptions(cfg, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+			opts.Interval = 0 // one pass, not one of a series: the blob sweep lists the whole store
 			rep, err := gc.New(wire.GCStores(db, cfg.GC.TimeMachine), driver, opts).Pass(cmd.Context(), dry)
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -54,6 +55,7 @@ func gcCmd(st *settings) *cobra.Command {
 			fmt.Fprintf(out, "%s: %d manifests, %d blob links, %d blobs (%d bytes) unreferenced for over %s\n", verb,
 				rep.Collected.Manifests, rep.Collected.Links, rep.Collected.Blobs, rep.Collected.Bytes, cfg.GC.Delay)
 			fmt.Fprintf(out, "%s: %d expired uploads (%d bytes), %d upload leftovers (%d bytes)\n", verb, rep.Uploads, rep.UploadBytes, rep.Leftovers, rep.LeftoverBytes)
+			fmt.Fprintf(out, "%s: %d unrecorded blobs (%d bytes) a crash left in storage\n", verb, rep.BlobLeftovers, rep.BlobLeftoverBytes)
 			fmt.Fprintf(out, "%s: %d events, %d jobs, %d notification attempts, %d audit entries past their retention, %d ended failed-login counters\n",
 				verb, rep.Pruned.Events, rep.Pruned.Jobs, rep.Pruned.Attempts, rep.Pruned.Audit, rep.Pruned.Logins)
 			return err

@@ -2,7 +2,7 @@
 // manifests that no tag, index or stored subject keeps, repository links
 // to blobs that no manifest of the repository references, blobs that no
 // repository links (rows, then bytes), upload sessions abandoned by their
-// clients (and upload bytes a crash left behind), and bookkeeping rows past
+// clients (and upload and blob bytes a crash left behind), and bookkeeping rows past
 // their retention (delivered events, finished jobs, notification attempts,
 // audit entries). Every step is a delete that re-checks its condition
 // under lock, so replicas running it at once do no harm; the protocol that
@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -27,6 +28,7 @@ type Stores struct {
 	Collector Collection  // meta.Collector
 	Retention Pruner      // meta.Collector
 	Lifecycle Lifecycle   // meta.Manifests; nil applies no tag policy
+	Sweep     BlobSweeper // meta.Collector; nil leaves unrecorded blob bytes alone
 }
 
 // UploadStore finds and expires abandoned upload sessions (meta.Uploads).
@@ -70,10 +72,14 @@ type Collector struct {
 	prune  Pruner
 	policy Lifecycle
 	gc     Collection
-	store  storage.Driver
-	opts   Options
-	log    *slog.Logger
-	now    func() time.Time
+	sweep  BlobSweeper
+	// blobShard is the next directory of /blobs/<algorithm> the blob
+	// sweep lists (sweepBlobs).
+	blobShard atomic.Uint32
+	store     storage.Driver
+	opts      Options
+	log       *slog.Logger
+	now       func() time.Time
 }
 
 // New returns a collector.
@@ -81,22 +87,26 @@ func New(db Stores, store storage.Driver, opts Options) *Collector {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Collector{db: db.Uploads, prune: db.Retention, policy: db.Lifecycle, gc: db.Collector, store: store, opts: opts, log: opts.Logger, now: time.Now}
+	return &Collector{db: db.Uploads, prune: db.Retention, policy: db.Lifecycle, gc: db.Collector, sweep: db.Sweep, store: store, opts: opts, log: opts.Logger, now: time.Now}
 }
 
 // Report says what a pass removed (or, dry, would remove).
 type Report struct {
-	DryRun        bool             `json:"dry_run"`
-	Collected     Collected        `json:"collected"`
-	Uploads       int              `json:"uploads"`        // expired sessions
-	UploadBytes   int64            `json:"upload_bytes"`   // their recorded bytes
-	Leftovers     int              `json:"leftovers"`      // upload directories with no session
-	LeftoverBytes int64            `json:"leftover_bytes"` // their bytes
-	Pruned        meta.PruneCounts `json:"pruned"`
-	ExpiredTags   int              `json:"expired_tags"`   // tags past their expiration, deleted
-	PrunedTags    int              `json:"pruned_tags"`    // tags auto-prune policies deleted
-	ExpiryNotices int              `json:"expiry_notices"` // repo_image_expiry events appended
-	Took          time.Duration    `json:"took"`
+	DryRun        bool      `json:"dry_run"`
+	Collected     Collected `json:"collected"`
+	Uploads       int       `json:"uploads"`        // expired sessions
+	UploadBytes   int64     `json:"upload_bytes"`   // their recorded bytes
+	Leftovers     int       `json:"leftovers"`      // upload directories with no session
+	LeftoverBytes int64     `json:"leftover_bytes"` // their bytes
+	// Blob bytes that no blob row records (a crash between placing and
+	// recording them), removed from the part of the store this pass swept.
+	BlobLeftovers     int              `json:"blob_leftovers"`
+	BlobLeftoverBytes int64            `json:"blob_leftover_bytes"`
+	Pruned            meta.PruneCounts `json:"pruned"`
+	ExpiredTags       int              `json:"expired_tags"`   // tags past their expiration, deleted
+	PrunedTags        int              `json:"pruned_tags"`    // tags auto-prune policies deleted
+	ExpiryNotices     int              `json:"expiry_notices"` // repo_image_expiry events appended
+	Took              time.Duration    `json:"took"`
 }
 
 // uploadBatch is how many expired sessions one query returns.
@@ -128,6 +138,9 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
 		errs = append(errs, err)
 	}
 	if err := c.sweepMultipart(ctx, cutoff, dry, &rep, counted); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.sweepBlobs(ctx, cutoff, dry, &rep); err != nil {
 		errs = append(errs, err)
 	}
 	pruned, err := c.prune.Prune(ctx, c.opts.Retention, dry)

@@ -39,7 +39,7 @@ func newEnv(t *testing.T, dialect string, opts Options) *env {
 		t.Fatal(err)
 	}
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	return &env{db: db, store: store, root: root, c: New(Stores{Uploads: db.Uploads(), Collector: db.Collector(), Retention: db.Collector()}, store, opts)}
+	return &env{db: db, store: store, root: root, c: New(Stores{Uploads: db.Uploads(), Collector: db.Collector(), Retention: db.Collector(), Sweep: db.Collector()}, store, opts)}
 }
 
 // upload makes an upload session with n bytes written: in this version's

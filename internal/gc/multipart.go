@@ -64,5 +64,28 @@ func (c *Collector) sweepMultipart(ctx context.Context, cutoff time.Time, dry bo
 			}
 		}
 	}
+	return c.sweepBlobMultipart(ctx, ml, cutoff, dry, rep)
+}
+
+// sweepBlobMultipart aborts the unfinished multipart uploads under /blobs
+// initiated before cutoff: a server-side copy of a blob over 5 GiB into
+// place (storage/s3's Move) runs inside the transaction that records the
+// blob, and a crash during it leaves its parts, which no object shows and
+// a later store of the same blob does not reuse.
+func (c *Collector) sweepBlobMultipart(ctx context.Context, ml storage.MultipartLister, cutoff time.Time, dry bool, rep *Report) error {
+	ups, err := ml.MultipartUploads(ctx, "/blobs", cutoff)
+	if err != nil {
+		return fmt.Errorf("list multipart uploads under /blobs: %w", err)
+	}
+	for _, u := range ups {
+		if !dry {
+			if err := ml.AbortMultipartUpload(ctx, u); err != nil {
+				c.log.Warn("abort orphaned multipart copy", "path", u.Path, "err", err)
+				continue
+			}
+		}
+		c.log.Info("orphaned multipart copy aborted", "path", u.Path, "dry_run", dry)
+		rep.BlobLeftovers++
+	}
 	return nil
 }

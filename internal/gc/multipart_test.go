@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
@@ -102,5 +103,63 @@ func TestSweepOrphanedMultipart(t *testing.T) {
 	}
 	if !pending()[young] {
 		t.Fatal("a multipart upload younger than the expiry was aborted")
+	}
+}
+
+// TestSweepOrphanedBlobCopy: on S3, a blob over 5 GiB is copied into place
+// in parts inside the transaction that records it; a crash during the
+// copy leaves a multipart upload under /blobs that a later store of the
+// blob does not reuse. The sweep aborts it once it is older than the
+// expiry, and leaves a younger one (a copy in progress) alone.
+func TestSweepOrphanedBlobCopy(t *testing.T) {
+	srv := s3server.Start(t)
+	t.Setenv("AWS_CA_BUNDLE", "") // the test server speaks plain HTTP
+	ctx := context.Background()
+	store, err := s3.Open(ctx, s3.Options{Endpoint: srv.Endpoint, Region: srv.Region, Bucket: srv.Bucket(t), Prefix: "registry",
+		PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, PartSize: s3.MinPartSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := metatest.Open(t, "sqlite")
+	c := New(Stores{Uploads: db.Uploads(), Collector: db.Collector(), Retention: db.Collector(), Sweep: db.Collector()}, store,
+		Options{UploadExpiry: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	partial := func(content string) {
+		w, err := store.Writer(ctx, storage.BlobPath(digest.FromString(content)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(make([]byte, s3.MinPartSize)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copies := func() int {
+		ups, err := store.MultipartUploads(ctx, "/blobs", time.Now().Add(24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ups)
+	}
+	partial("a copy a crash interrupted")
+	if n := copies(); n != 1 {
+		t.Fatalf("%d multipart uploads under /blobs before the pass, want 1", n)
+	}
+	c.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	rep, err := c.Pass(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := copies(); n != 0 || rep.BlobLeftovers != 1 {
+		t.Fatalf("after the pass: %d multipart uploads under /blobs (want 0), %d counted (want 1)", n, rep.BlobLeftovers)
+	}
+	partial("a copy in progress")
+	c.now = time.Now
+	if _, err := c.Pass(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := copies(); n != 1 {
+		t.Fatalf("a multipart upload younger than the expiry was aborted (%d left, want 1)", n)
 	}
 }

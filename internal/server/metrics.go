@@ -111,10 +111,10 @@ func (m *metrics) MirrorSync(outcome string) { m.syncs.WithLabelValues(strings.T
 func (m *metrics) GCPass(rep gc.Report, err error) {
 	m.gcRuns.WithLabelValues(strconv.FormatBool(err != nil)).Inc()
 	for kind, n := range map[string]int{"manifest": rep.Collected.Manifests, "blob_link": rep.Collected.Links, "blob": rep.Collected.Blobs,
-		"upload": rep.Uploads, "leftover_upload": rep.Leftovers} {
+		"upload": rep.Uploads, "leftover_upload": rep.Leftovers, "leftover_blob": rep.BlobLeftovers} {
 		m.gcDeletes.WithLabelValues(kind).Add(float64(n))
 	}
-	m.gcBytes.Add(float64(rep.Collected.Bytes + rep.UploadBytes + rep.LeftoverBytes))
+	m.gcBytes.Add(float64(rep.Collected.Bytes + rep.UploadBytes + rep.LeftoverBytes + rep.BlobLeftoverBytes))
 }
 
 // instrument counts and times every request, by a route label from a

@@ -43,7 +43,7 @@ func CopierStores(db *meta.DB) mirror.Stores {
 // timeMachine ago are kept restorable.
 func GCStores(db *meta.DB, timeMachine time.Duration) gc.Stores {
 	c := db.Collector().WithTimeMachine(timeMachine)
-	return gc.Stores{Uploads: db.Uploads(), Collector: c, Retention: c, Lifecycle: db.Manifests()}
+	return gc.Stores{Uploads: db.Uploads(), Collector: c, Retention: c, Lifecycle: db.Manifests(), Sweep: c}
 }
 
 // MirrorStores are the stores mirror.NewMirrorService takes.

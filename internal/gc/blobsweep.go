@@ -1,0 +1,132 @@
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/storage"
+)
+
+// BlobSweeper finds and removes blob bytes that no row records
+// (meta.Collector).
+type BlobSweeper interface {
+	UnrecordedBlobs(ctx context.Context, ds []digest.Digest) ([]digest.Digest, error)
+	RemoveUnrecordedBlobs(ctx context.Context, ds []digest.Digest, remove func(context.Context, digest.Digest) error) (int, error)
+}
+
+// blobSweepCycle is how long the blob sweep takes to go once through the
+// whole store: each pass lists its share of the 256 directories of
+// /blobs/<algorithm>, so that listing storage (thousands of requests on
+// S3 for a large store) costs little per pass.
+const blobSweepCycle = 24 * time.Hour
+
+// blobShards is how many directories each algorithm's blobs are spread
+// over (storage.BlobPath: the first two hex digits).
+const blobShards = 256
+
+// sweepBlobs removes blob bytes that no blob row records and no queued
+// deletion names, last written before cutoff: what a crash between
+// placing a new blob's bytes and recording them leaves (and a clean-up
+// after a refused store that failed too). Each pass covers its share of
+// the store (blobSweepCycle); a collector with no interval (one-off
+// passes) covers all of it. Listing storage is for maintenance only; it
+// never answers a request.
+func (c *Collector) sweepBlobs(ctx context.Context, cutoff time.Time, dry bool, rep *Report) error {
+	if c.sweep == nil {
+		return nil
+	}
+	shards := blobShards
+	if iv := c.opts.Interval; iv > 0 && iv < blobSweepCycle {
+		shards = max(1, int((int64(blobShards)*int64(iv)+int64(blobSweepCycle)-1)/int64(blobSweepCycle)))
+	}
+	algs, err := c.store.List(ctx, "/blobs")
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	var errs []error
+	for range shards {
+		shard := fmt.Sprintf("%02x", (c.blobShard.Add(1)-1)%blobShards)
+		for _, a := range algs {
+			dir := path.Join("/blobs", path.Base(a), shard)
+			if err := c.sweepBlobDir(ctx, dir, digest.Algorithm(path.Base(a)), cutoff, dry, rep); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sweepBlobDir sweeps one /blobs/<algorithm>/<xx> directory.
+func (c *Collector) sweepBlobDir(ctx context.Context, dir string, alg digest.Algorithm, cutoff time.Time, dry bool, rep *Report) error {
+	entries, err := c.store.List(ctx, dir)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list %s: %w", dir, err)
+	}
+	var ds []digest.Digest
+	for _, e := range entries {
+		d := digest.NewDigestFromEncoded(alg, path.Base(e))
+		if d.Validate() != nil || storage.BlobPath(d) != path.Join(dir, path.Base(e)) {
+			continue // not a blob's name: left alone
+		}
+		ds = append(ds, d)
+	}
+	for start := 0; start < len(ds); start += uploadBatch {
+		batch := ds[start:min(start+uploadBatch, len(ds))]
+		unrecorded, err := c.sweep.UnrecordedBlobs(ctx, batch)
+		if err != nil {
+			return err
+		}
+		size := map[digest.Digest]int64{}
+		var old []digest.Digest
+		for _, d := range unrecorded {
+			fi, err := c.store.Stat(ctx, storage.BlobPath(d))
+			if err != nil || fi.IsDir || fi.ModTime.After(cutoff) {
+				continue // gone meanwhile, or placed recently: a push may be about to record it
+			}
+			size[d] = fi.Size
+			old = append(old, d)
+		}
+		if len(old) == 0 {
+			continue
+		}
+		if dry {
+			for _, d := range old {
+				rep.BlobLeftovers++
+				rep.BlobLeftoverBytes += size[d]
+			}
+			continue
+		}
+		var removed []digest.Digest
+		n, err := c.sweep.RemoveUnrecordedBlobs(ctx, old, func(ctx context.Context, d digest.Digest) error {
+			if err := storage.DeleteBlob(ctx, c.store, d); err != nil {
+				return err
+			}
+			removed = append(removed, d)
+			return nil
+		})
+		if n == len(removed) { // the transaction did not run again
+			for _, d := range removed {
+				rep.BlobLeftoverBytes += size[d]
+			}
+		}
+		rep.BlobLeftovers += n
+		if n > 0 {
+			c.log.Info("unrecorded blob bytes removed", "dir", dir, "blobs", n)
+		}
+		if err != nil {
+			c.log.Warn("remove unrecorded blob bytes", "dir", dir, "err", err)
+		}
+	}
+	return nil
+}
