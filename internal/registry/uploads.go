@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,6 +241,11 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	// can ask for the upload's status and resume from there. Closing keeps
 	// the bytes (for S3, the parts and the tail the writer state names).
 	if err := fw.Close(); err != nil {
+		if transientStorage(err) {
+			// Not recorded: the upload stays as it was (the claim is
+			// released below), and the client sends the chunk again.
+			return reg.storageUnavailable(w, up.ID, "keep the chunk", true, err)
+		}
 		return fmt.Errorf("upload %s: keep the chunk: %w", up.ID, err)
 	}
 	if n > 0 {
@@ -282,6 +288,27 @@ func (reg *Registry) resumeError(w http.ResponseWriter, id string, err error) er
 	reg.log.Error("cannot reopen upload data: storage unavailable", "upload", id, "err", err)
 	w.Header().Set("Retry-After", "5")
 	return errorf(http.StatusServiceUnavailable, CodeUnavailable, "storage is unavailable; retry this request (the upload is kept)", nil)
+}
+
+// transientStorage reports whether a storage error may pass on its own
+// (S3 unreachable, timing out, throttling): not data that is gone
+// (storage.ErrNotFound) nor a full disk, which have answers of their own.
+func transientStorage(err error) bool {
+	return !errors.Is(err, storage.ErrNotFound) && !meta.StorageFull(err) && !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// storageUnavailable answers a transient storage failure while writing an
+// upload: 503 UNAVAILABLE with a Retry-After, which clients retry; kept
+// says the upload stays as it was recorded (a single-request upload has
+// nothing to keep).
+func (reg *Registry) storageUnavailable(w http.ResponseWriter, id, what string, kept bool, err error) error {
+	reg.log.Error("upload: storage unavailable", "upload", id, "step", what, "err", err)
+	w.Header().Set("Retry-After", "5")
+	msg := "storage is unavailable; retry this request"
+	if kept {
+		msg += " (the upload is kept)"
+	}
+	return errorf(http.StatusServiceUnavailable, CodeUnavailable, msg, nil)
 }
 
 // Upload claims: a writer holds a short lease on its upload and renews it
@@ -511,8 +538,23 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 		reg.store.Delete(ctx, storage.UploadRoot(id))
 	}
 	if err := fw.Commit(ctx); err != nil {
-		discard()
-		return err
+		if !transientStorage(err) {
+			discard()
+			return err
+		}
+		if claim != nil {
+			// The session stays as recorded: this request's bytes were
+			// never recorded, so the client's retry of the PUT sends them
+			// again at the recorded offset (a part this request wrote is
+			// written over).
+			fw.Close()
+			if rerr := reg.meta.Uploads.ReleaseUpload(ctx, id, claim.stop()); rerr != nil {
+				reg.log.Warn("release upload claim", "upload", id, "err", rerr)
+			}
+		} else {
+			discard()
+		}
+		return reg.storageUnavailable(w, id, "complete the upload", claim != nil, err)
 	}
 	got := digest.NewDigest(digest.SHA256, h)
 	if want.Algorithm() != digest.SHA256 {

@@ -1,0 +1,143 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/storage"
+	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/wire"
+)
+
+// errBlip is a storage failure that passes (S3 throttling, a timeout).
+var errBlip = errors.New("s3: 503 SlowDown: please reduce your request rate")
+
+// blippyDisk is storage whose next writer's Close or Commit fails once,
+// as S3's UploadPart or CompleteMultipartUpload does when S3 stumbles.
+type blippyDisk struct {
+	storage.Driver
+	failClose, failCommit *atomic.Bool
+}
+
+func (d blippyDisk) Writer(ctx context.Context, path string, offset int64) (storage.FileWriter, error) {
+	w, err := d.Driver.Writer(ctx, path, offset)
+	if err != nil {
+		return nil, err
+	}
+	return blippyWriter{w, d}, nil
+}
+
+type blippyWriter struct {
+	storage.FileWriter
+	d blippyDisk
+}
+
+func (w blippyWriter) Close() error {
+	err := w.FileWriter.Close()
+	if w.d.failClose.CompareAndSwap(true, false) {
+		return errBlip
+	}
+	return err
+}
+
+func (w blippyWriter) Commit(ctx context.Context) error {
+	if w.d.failCommit.CompareAndSwap(true, false) {
+		return errBlip
+	}
+	return w.FileWriter.Commit(ctx)
+}
+
+// TestStorageBlipKeepsTheUpload: a storage failure that passes, while a
+// chunk is kept or while the last PUT completes the upload, is answered
+// 503 with a Retry-After and leaves the upload as it was recorded, so the
+// client's retry of the same request finishes the push (as docs/storage.md
+// promises). Before, both were 500 and the PUT's failure deleted the
+// upload, so the client had to send the whole blob again.
+func TestStorageBlipKeepsTheUpload(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			db := metatest.Open(t, dialect)
+			driver, err := fs.New(t.TempDir(), fs.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var failClose, failCommit atomic.Bool
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
+			srv := httptest.NewServer(registry.New(wire.RegistryStores(db), blippyDisk{driver, &failClose, &failCommit}, registry.Options{Policy: policy, Logger: log}))
+			t.Cleanup(srv.Close)
+			do := func(method, path string, body []byte) (*http.Response, []byte) {
+				t.Helper()
+				req, _ := http.NewRequest(method, srv.URL+path, bytes.NewReader(body))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp, b
+			}
+			blob := patternBytes(3 << 20)
+			first, second, last := blob[:1<<20], blob[1<<20:2<<20], blob[2<<20:]
+			d := digest.FromBytes(blob)
+			resp, _ := do("POST", "/v2/lib/app/blobs/uploads/", nil)
+			loc := strings.TrimPrefix(resp.Header.Get("Location"), srv.URL)
+			if resp.StatusCode != 202 {
+				t.Fatalf("start an upload: %d", resp.StatusCode)
+			}
+			if resp, body := do("PATCH", loc, first); resp.StatusCode != 202 {
+				t.Fatalf("first chunk: %d %s", resp.StatusCode, body)
+			}
+			unavailable := func(what string, resp *http.Response, body []byte) {
+				t.Helper()
+				expectError(t, resp, body, http.StatusServiceUnavailable, registry.CodeUnavailable)
+				if resp.Header.Get("Retry-After") == "" {
+					t.Errorf("%s: 503 without Retry-After", what)
+				}
+			}
+			status := func(what, wantRange string) {
+				t.Helper()
+				resp, _ := do("GET", loc, nil)
+				if resp.StatusCode != 204 || resp.Header.Get("Range") != wantRange {
+					t.Fatalf("%s: upload status %d, Range %q; want 204 and %q", what, resp.StatusCode, resp.Header.Get("Range"), wantRange)
+				}
+			}
+
+			failClose.Store(true)
+			resp, body := do("PATCH", loc, second)
+			unavailable("a chunk storage could not keep", resp, body)
+			status("after the chunk was refused", "0-1048575")
+			if resp, body := do("PATCH", loc, second); resp.StatusCode != 202 {
+				t.Fatalf("the chunk again: %d %s", resp.StatusCode, body)
+			}
+
+			failCommit.Store(true)
+			put := loc + "?digest=" + d.String()
+			if strings.Contains(loc, "?") {
+				put = loc + "&digest=" + d.String()
+			}
+			resp, body = do("PUT", put, last)
+			unavailable("a PUT storage could not complete", resp, body)
+			status("after the PUT was refused", "0-2097151")
+			if resp, body := do("PUT", put, last); resp.StatusCode != 201 {
+				t.Fatalf("the PUT again: %d %s", resp.StatusCode, body)
+			}
+			if resp, body := do("GET", "/v2/lib/app/blobs/"+d.String(), nil); resp.StatusCode != 200 || digest.FromBytes(body) != d {
+				t.Fatalf("GET the blob: %d, %d bytes", resp.StatusCode, len(body))
+			}
+		})
+	}
+}
