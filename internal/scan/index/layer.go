@@ -83,7 +83,7 @@ type indexer struct {
 // addPackages records what was found at name, within maxLayerPackages.
 func (ix *indexer) addPackages(name string, pkgs []Package) error {
 	if ix.npkgs += len(pkgs); ix.npkgs > maxLayerPackages {
-		return &unsupportedError{fmt.Sprintf("over %d packages in one layer", maxLayerPackages)}
+		return errTooManyPackages()
 	}
 	ix.pkgs[name] = append(ix.pkgs[name], pkgs...)
 	return nil
@@ -363,9 +363,19 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 		return err
 	}
 
+	// Records of a dpkg or apk database are counted on the way, to refuse
+	// one of too many packages before extraction.
+	var records *recordCounter
+	if wantsRecords(wanters) {
+		records = &recordCounter{}
+		src = io.TeeReader(src, records)
+	}
 	if hdr.Size <= memFileBytes && !ix.ex.needsRealFile(wanters) {
 		data, err := readN(src, hdr.Size)
 		if err != nil {
+			return err
+		}
+		if err := ix.precountRecords(records); err != nil {
 			return err
 		}
 		return ix.runAll(wanters, name, hdr, &content{data: data})
@@ -375,24 +385,23 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 		return err
 	}
 	defer c.remove()
+	if err := ix.precountRecords(records); err != nil {
+		return err
+	}
 	return ix.runAll(wanters, name, hdr, c)
 }
 
 // runAll runs the extractors that want name on its content.
 func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header, c *content) error {
 	for _, w := range wanters {
-		if w.name == rpm.Name && strings.HasSuffix(name, ".sqlite") && c.file != nil {
-			if err := checkRPMSQLite(ix.ctx, c.file.Name()); err != nil {
-				if ctxErr := ix.ctx.Err(); ctxErr != nil {
-					return ctxErr
-				}
-				if errors.Is(err, errRPMCheckTimedOut) {
-					return fmt.Errorf("index %s: %w", name, err) // retried, not cached
-				}
-				ix.warn("skipped %s: not an rpm database this scanner reads: %v", name, err)
-				if err := ix.notRead(name, "not read: not an rpm database this scanner reads: %v", err); err != nil {
-					return err
-				}
+		if w.name == rpm.Name {
+			// Whatever its name, go-rpmdb reads the file in the format its
+			// first bytes name: each is checked first (rpmdb.go).
+			ok, err := ix.guardRPM(name, c)
+			if err != nil {
+				return err
+			}
+			if !ok {
 				continue
 			}
 		}

@@ -30,63 +30,63 @@ const (
 // header claiming 2^31 index entries (an allocation that kills the
 // process). So: opened read-only and immutable, Packages must be a plain
 // table of at most maxRPMRows rows whose every blob's header counts fit in
-// the blob, all within rpmCheckTimeout.
-func checkRPMSQLite(ctx context.Context, path string) error {
+// the blob, all within rpmCheckTimeout. It returns the number of rows.
+func checkRPMSQLite(ctx context.Context, path string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, rpmCheckTimeout)
 	defer cancel()
-	err := checkRPMSQLiteIn(ctx, path)
+	n, err := checkRPMSQLiteIn(ctx, path)
 	if err != nil && ctx.Err() != nil {
 		// Out of time (a loaded host as much as a hostile database): not
 		// a fact about the layer to cache, an error to retry.
-		return fmt.Errorf("%w: %v", errRPMCheckTimedOut, err)
+		return 0, fmt.Errorf("%w: %v", errRPMCheckTimedOut, err)
 	}
-	return err
+	return n, err
 }
 
 // errRPMCheckTimedOut is checkRPMSQLite's error when its time ran out.
 var errRPMCheckTimedOut = errors.New("the rpm database check ran out of time")
 
-func checkRPMSQLiteIn(ctx context.Context, path string) error {
+func checkRPMSQLiteIn(ctx context.Context, path string) (int, error) {
 	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?mode=ro&immutable=1")
 	if err != nil {
-		return fmt.Errorf("open: %w", err)
+		return 0, fmt.Errorf("open: %w", err)
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
 	var kind, ddl string
 	if err := db.QueryRowContext(ctx, "SELECT type, COALESCE(sql, '') FROM sqlite_master WHERE name = 'Packages'").Scan(&kind, &ddl); err != nil {
-		return fmt.Errorf("no Packages table: %w", err)
+		return 0, fmt.Errorf("no Packages table: %w", err)
 	}
 	if strings.Contains(strings.ToUpper(ddl), "VIRTUAL") {
 		kind = "virtual table"
 	}
 	if kind != "table" {
-		return fmt.Errorf("its Packages is a %s, not a plain table", kind)
+		return 0, fmt.Errorf("its Packages is a %s, not a plain table", kind)
 	}
 	rows, err := db.QueryContext(ctx, "SELECT blob FROM Packages")
 	if err != nil {
-		return fmt.Errorf("read Packages: %w", err)
+		return 0, fmt.Errorf("read Packages: %w", err)
 	}
 	defer rows.Close()
 	n := 0
 	for rows.Next() {
 		if n++; n > maxRPMRows {
-			return fmt.Errorf("over %d packages", maxRPMRows)
+			return 0, fmt.Errorf("over %d packages", maxRPMRows)
 		}
 		var blob []byte
 		if err := rows.Scan(&blob); err != nil {
-			return fmt.Errorf("read Packages: %w", err)
+			return 0, fmt.Errorf("read Packages: %w", err)
 		}
 		if len(blob) < 8 {
-			return fmt.Errorf("package %d: a header of %d bytes", n, len(blob))
+			return 0, fmt.Errorf("package %d: a header of %d bytes", n, len(blob))
 		}
 		il, dl := uint64(binary.BigEndian.Uint32(blob[0:4])), uint64(binary.BigEndian.Uint32(blob[4:8]))
 		if 8+il*rpmHeaderIndexLen+dl > uint64(len(blob)) {
-			return fmt.Errorf("package %d: its header counts %d entries and %d bytes of data, more than its %d bytes", n, il, dl, len(blob))
+			return 0, fmt.Errorf("package %d: its header counts %d entries and %d bytes of data, more than its %d bytes", n, il, dl, len(blob))
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read Packages: %w", err)
+		return 0, fmt.Errorf("read Packages: %w", err)
 	}
-	return nil
+	return n, nil
 }

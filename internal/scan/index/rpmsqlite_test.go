@@ -36,7 +36,10 @@ func hostileRPMDB(t *testing.T, stmts ...string) []byte {
 // the extractor's library would run for ever (Packages a view over an
 // endless recursive query) or that would make it allocate what a header's
 // first bytes claim (2^31 index entries: an allocation that kills the
-// process) is skipped with a warning, quickly; the layer is still indexed.
+// process) is skipped with a warning, quickly, and reported unread; the
+// layer is still indexed. The library picks the format from the file's
+// first bytes, so this holds under every name it reads, not only
+// rpmdb.sqlite.
 func TestIndexLayerHostileRPMDatabase(t *testing.T) {
 	isolateTemp(t)
 	huge := make([]byte, 64)
@@ -51,18 +54,21 @@ func TestIndexLayerHostileRPMDatabase(t *testing.T) {
 			"INSERT INTO Packages (blob) VALUES (x'"+hex.EncodeToString(huge)+"')"), "more than its 64 bytes"},
 		"no table": {hostileRPMDB(t, "CREATE TABLE Other (x)"), "no Packages table"},
 	} {
-		t.Run(name, func(t *testing.T) {
-			blob := gz(t, buildTar(t, file("etc/os-release", ubiOSRelease), entry{name: "var/lib/rpm/rpmdb.sqlite", body: c.db, mode: 0o644}))
-			done := make(chan LayerResult, 1)
-			go func() { done <- index(t, "sha256:hostile", blob, mtGzip) }()
-			select {
-			case res := <-done:
-				if len(res.Packages) != 0 || !strings.Contains(strings.Join(res.Warnings, "\n"), c.want) {
-					t.Fatalf("packages %v, warnings %q; want none and a warning saying %q", res.Packages, res.Warnings, c.want)
+		for _, path := range []string{"var/lib/rpm/rpmdb.sqlite", "var/lib/rpm/Packages", "var/lib/rpm/Packages.db"} {
+			t.Run(name+" as "+path, func(t *testing.T) {
+				blob := gz(t, buildTar(t, file("etc/os-release", ubiOSRelease), entry{name: path, body: c.db, mode: 0o644}))
+				done := make(chan LayerResult, 1)
+				go func() { done <- index(t, "sha256:hostile", blob, mtGzip) }()
+				select {
+				case res := <-done:
+					if !strings.Contains(strings.Join(res.Warnings, "\n"), c.want) {
+						t.Errorf("warnings %q; want one saying %q", res.Warnings, c.want)
+					}
+					wantUnreadRPM(t, res, path, c.want)
+				case <-time.After(60 * time.Second):
+					t.Fatal("indexing the layer did not finish")
 				}
-			case <-time.After(60 * time.Second):
-				t.Fatal("indexing the layer did not finish")
-			}
-		})
+			})
+		}
 	}
 }
