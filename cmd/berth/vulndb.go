@@ -55,6 +55,11 @@ standard error, one line at a time when it is not a terminal.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "imported %d records in %s: %d applied (%d withdrawn), %d unchanged, %d rejected; ecosystems: %s\n",
 				st.Read, time.Since(start).Round(time.Millisecond), st.Applied, st.Withdrawn, st.Unchanged, st.Rejected, strings.Join(st.Ecosystems, ", "))
+			if named := len(st.Ecosystems) - len(st.Covered); named > 0 {
+				// Matched, but not the ecosystem's data (docs/scanning.md).
+				fmt.Fprintf(cmd.OutOrStdout(), "recorded as imported: %s (the others only appear in advisories of several ecosystems: fetch or import their own data)\n",
+					strings.Join(st.Covered, ", "))
+			}
 			if st.ContentSets > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "imported Red Hat's content-set mapping: %d content sets\n", st.ContentSets)
 			}

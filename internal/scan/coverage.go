@@ -452,11 +452,21 @@ func (s *Service) WarnIfNoData(ctx context.Context) error {
 	hint := func(ecos []string, status string) string {
 		return DataCoverage{Ecosystems: statusOf(ecos, status)}.FetchHint()
 	}
+	// Empty: no ecosystem imported, nor any record (loose records cover
+	// no ecosystem, but are matched).
+	empty := len(ds.sources) == 0
+	if empty {
+		v, err := s.stores.Vulns.VulnDBVersion(ctx)
+		if err != nil {
+			return err
+		}
+		empty = v == 0
+	}
 	switch {
-	case len(ds.sources) == 0 && len(missing) == 0:
+	case empty && len(missing) == 0:
 		s.log.Warn("the vulnerability database is empty: scans find packages but no vulnerabilities until advisories are imported;" +
 			" run `berth admin vulndb fetch ECOSYSTEM...` (or `berth admin vulndb import` offline), or set scan.vulndb.updateInterval")
-	case len(ds.sources) == 0:
+	case empty:
 		s.log.Warn("the vulnerability database is empty: scans find packages but no vulnerabilities until advisories are imported;"+
 			" run `berth admin vulndb fetch` (or `berth admin vulndb import` offline), or set scan.vulndb.updateInterval",
 			"ecosystems", missing, "fix", hint(missing, DataMissing))

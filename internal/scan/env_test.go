@@ -234,13 +234,43 @@ func (e *env) drain() {
 	e.t.Fatal("scan jobs never ran out")
 }
 
-// importJSON imports OSV records given as JSON objects.
+// importJSON imports OSV records given as JSON objects, declared to hold
+// every advisory of each ecosystem they name, as that ecosystem's all.zip
+// would (Importer.Cover): the coverage of the images they concern is then
+// complete. importLoose imports them without.
 func (e *env) importJSON(records ...string) scan.ImportStats {
+	e.t.Helper()
+	return e.importRecords(true, records...)
+}
+
+func (e *env) importLoose(records ...string) scan.ImportStats {
+	e.t.Helper()
+	return e.importRecords(false, records...)
+}
+
+func (e *env) importRecords(cover bool, records ...string) scan.ImportStats {
 	e.t.Helper()
 	ctx := context.Background()
 	im := scan.NewImporter(e.db.VulnDB(), nil)
 	if err := im.JSON(ctx, strings.NewReader("["+strings.Join(records, ",")+"]"), "test"); err != nil {
 		e.t.Fatal(err)
+	}
+	for _, r := range records {
+		var rec struct {
+			Affected []struct {
+				Package struct {
+					Ecosystem string `json:"ecosystem"`
+				} `json:"package"`
+			} `json:"affected"`
+		}
+		if err := json.Unmarshal([]byte(r), &rec); err != nil || !cover {
+			continue // rejected by the import, or not declared
+		}
+		for _, a := range rec.Affected {
+			if err := im.Cover(a.Package.Ecosystem); err != nil {
+				e.t.Fatal(err)
+			}
+		}
 	}
 	st, err := im.Finish(ctx)
 	if err != nil {

@@ -277,6 +277,11 @@ func (f *Fetcher) fetchEcosystem(ctx context.Context, eco string, unconditional 
 			f.progress(FetchProgress{Name: eco, Phase: PhaseImport, Import: s})
 		}
 	})
+	// The file holds eco in full, and only eco: the other ecosystems its
+	// records name are not recorded as imported.
+	if err := im.Cover(eco); err != nil {
+		return failed(res, err)
+	}
 	if err := im.Zip(ctx, tmp, size, eco+"/all.zip"); err != nil {
 		if errors.Is(err, osv.ErrBadZip) {
 			return failed(res, fmt.Errorf("the download is not a readable zip (corrupt or not an all.zip): %w", err))

@@ -63,6 +63,9 @@ type Service struct {
 	driver storage.Driver
 	opts   Options
 	log    *slog.Logger
+	// maxImagePackages bounds the packages of one image's layers
+	// (maxImagePackages when zero; tests set less).
+	maxImagePackages int
 }
 
 // New returns a scanner over the stores and the blob storage.
@@ -157,14 +160,20 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 	}
 	fresh := (st.Status == meta.ScanScanned || st.Status == meta.ScanUnsupported) && st.IndexerVersion == index.IndexerVersion
 	var rep *Report
+	if fresh && st.Status == meta.ScanScanned {
+		if rep, err = decodeReport(st.Report); err != nil {
+			return "", err
+		}
+	}
+	// A result a limit may have shaped (a gap, a skipped file, a layer
+	// too large) is derived again from the layer cache: raised scan.*
+	// limits read those layers again (layer).
+	fresh = fresh && !reportLimitBound(st.Status, rep)
 	var findings []Finding
 	var cov *DataCoverage
 	sbomDone := false // the SBOM was stored with the result
 	if fresh {
 		if st.Status == meta.ScanScanned {
-			if rep, err = decodeReport(st.Report); err != nil {
-				return "", err
-			}
 			if findings, err = s.match(ctx, rep); err != nil {
 				return "", err
 			}
@@ -287,6 +296,12 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 	// A layer the manifest lists again is read once: a manifest may list
 	// one layer thousands of times.
 	seen := map[digest.Digest]index.LayerResult{}
+	// The packages of the image's layers, each layer counted once: what
+	// Merge, the report and the stored rows could hold at most.
+	packages, maxPackages := 0, s.maxImagePackages
+	if maxPackages <= 0 {
+		maxPackages = maxImagePackages
+	}
 	for _, l := range man.Layers {
 		lr, ok := seen[l.Digest]
 		if !ok {
@@ -299,6 +314,11 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 				res.Layers = append(res.Layers, *entry)
 			}
 			seen[l.Digest] = lr
+			if packages += len(lr.Packages); packages > maxPackages {
+				res.Status, res.Reason = meta.ScanUnsupported, fmt.Sprintf("over %d packages in the image's layers (%d in its first %d distinct layers), over the %d this scanner reads in one image",
+					maxPackages, packages, len(seen), maxPackages)
+				return res, nil, nil, nil
+			}
 		}
 		if lr.Status != index.StatusIndexed {
 			res.Status, res.Reason = meta.ScanUnsupported, fmt.Sprintf("layer %s: %s", l.Digest, lr.Reason)
@@ -328,14 +348,20 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 // maxImageLayers bounds the layers of one image the scanner reads.
 const maxImageLayers = 1000
 
+// maxImagePackages bounds the packages the layers of one image may bring,
+// each layer counted once (a layer may bring 200,000): past it the image
+// is unsupported, rather than held in memory and stored whole.
+const maxImagePackages = 500_000
+
 // layer returns a layer's index result, from the cache or by reading it;
 // a result just read is also returned as the entry to cache (stored with
 // the scan, in its transaction).
 func (s *Service) layer(ctx context.Context, d oci.Descriptor) (index.LayerResult, *meta.LayerIndexEntry, error) {
+	limits := effectiveLimits(s.opts.Limits)
 	cached, err := s.stores.Results.LayerIndex(ctx, d.Digest.String())
 	if err == nil && cached.Version == index.IndexerVersion {
-		var lr index.LayerResult
-		if err := json.Unmarshal(cached.Result, &lr); err == nil {
+		// Unless a limit shaped it and the limits were raised since.
+		if lr, ok := reusable(cached.Result, limits); ok {
 			return lr, nil, nil
 		}
 	} else if err != nil && !errors.Is(err, meta.ErrNotFound) {
@@ -369,7 +395,7 @@ func (s *Service) layer(ctx context.Context, d oci.Descriptor) (index.LayerResul
 	if err != nil {
 		return index.LayerResult{}, nil, fmt.Errorf("index layer %s: %w", d.Digest, err)
 	}
-	b, err := json.Marshal(lr)
+	b, err := encodeCachedLayer(lr, limits)
 	if err != nil {
 		return index.LayerResult{}, nil, fmt.Errorf("encode layer %s: %w", d.Digest, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -14,13 +16,22 @@ import (
 
 // ImportStats says what an advisory import did.
 type ImportStats struct {
-	Read       int      `json:"read"`      // records read
-	Applied    int      `json:"applied"`   // new or changed, stored
-	Unchanged  int      `json:"unchanged"` // same id and modified as stored
-	Withdrawn  int      `json:"withdrawn"` // of those applied, withdrawn
-	Rejected   int      `json:"rejected"`  // records that did not parse
+	Read      int `json:"read"`      // records read
+	Applied   int `json:"applied"`   // new or changed, stored
+	Unchanged int `json:"unchanged"` // same id and modified as stored
+	Withdrawn int `json:"withdrawn"` // of those applied, withdrawn
+	Rejected  int `json:"rejected"`  // records that did not parse
+	// Ecosystems are the base ecosystems the records read name.
 	Ecosystems []string `json:"ecosystems"`
-	Errors     []string `json:"errors,omitempty"` // the first rejections
+	// Covered are the ecosystems the import recorded as imported (their
+	// record count and update time, which decide whether a report can be
+	// complete): the ecosystem of a fetch, of an <Ecosystem>/all.zip, one
+	// declared with Cover, and each that a record of that ecosystem alone
+	// names. An ecosystem that only records of several ecosystems name (a
+	// GHSA advisory in PyPI's all.zip may name Maven too) is matched, but
+	// not recorded as imported: a handful of advisories are not its data.
+	Covered []string `json:"covered"`
+	Errors  []string `json:"errors,omitempty"` // the first rejections
 	// ContentSets is the number of content sets of the Red Hat content
 	// set mapping (repository-to-cpe.json) imported, if one was.
 	ContentSets int `json:"contentSets,omitempty"`
@@ -43,13 +54,43 @@ type Importer struct {
 	progress func(ImportStats)
 	stats    ImportStats
 	batch    []meta.VulnRecord
-	ecos     map[string]bool
+	ecos     map[string]bool // base ecosystems the records name
+	covered  map[string]bool // ecosystems held in full (ImportStats.Covered)
+	declared map[string]bool // declared with Cover
 }
 
 // NewImporter starts an import; progress (optional) is called after each
 // batch.
 func NewImporter(db VulnData, progress func(ImportStats)) *Importer {
-	return &Importer{db: db, progress: progress, ecos: map[string]bool{}}
+	return &Importer{db: db, progress: progress, ecos: map[string]bool{}, covered: map[string]bool{}, declared: map[string]bool{}}
+}
+
+// Cover declares that the import holds every advisory of an ecosystem (a
+// base name, "PyPI"), as OSV's <Ecosystem>/all.zip does: Finish records
+// it as imported, with its record count and the time, whatever else its
+// records name (see ImportStats.Covered).
+func (im *Importer) Cover(ecosystem string) error {
+	name, err := FetchEcosystemName(ecosystem)
+	if err != nil {
+		return err
+	}
+	im.declared[name] = true
+	return nil
+}
+
+// zipEcosystem is the ecosystem a file holds in full by its name: E for
+// ".../E/all.zip", OSV's layout; "" for anything else (loose JSON files,
+// zips named otherwise, and OSV's all.zip of every ecosystem at the
+// bucket's root, which cannot be told by its name from a per-ecosystem
+// one saved elsewhere). It counts only if the file's records name E
+// (add): a PyPI all.zip saved as Downloads/all.zip covers nothing.
+func zipEcosystem(name string) string {
+	name = filepath.ToSlash(name)
+	dir, file := path.Split(name)
+	if !strings.EqualFold(file, "all.zip") {
+		return ""
+	}
+	return strings.TrimSpace(path.Base(strings.TrimRight(dir, "/")))
 }
 
 // Path imports a zip, a JSON file or a directory of them (osv.Read).
@@ -60,17 +101,31 @@ func (im *Importer) Path(ctx context.Context, path string) error {
 	if done, err := im.cpeMapping(ctx, path); done || err != nil {
 		return err
 	}
-	return osv.Read(ctx, path, func(r *osv.Record) error { return im.add(ctx, r) }, im.bad)
+	last, eco := "", ""
+	return osv.ReadEach(ctx, path, func(file string, r *osv.Record) error {
+		if file != last {
+			last = file
+			if abs, err := filepath.Abs(file); err == nil {
+				file = abs // "all.zip" read inside the PyPI directory
+			}
+			eco = zipEcosystem(file)
+		}
+		return im.add(ctx, r, eco)
+	}, im.bad)
 }
 
-// Zip imports an osv.dev all.zip in hand.
+// Zip imports an osv.dev all.zip in hand. Named "<Ecosystem>/all.zip", it
+// covers that ecosystem (ImportStats.Covered); any zip covers each
+// ecosystem a record of that ecosystem alone names.
 func (im *Importer) Zip(ctx context.Context, r io.ReaderAt, size int64, name string) error {
-	return osv.ReadZip(ctx, r, size, name, func(rec *osv.Record) error { return im.add(ctx, rec) }, im.bad)
+	eco := zipEcosystem(name)
+	return osv.ReadZip(ctx, r, size, name, func(rec *osv.Record) error { return im.add(ctx, rec, eco) }, im.bad)
 }
 
-// JSON imports one record or an array of records.
+// JSON imports one record or an array of records. It covers each
+// ecosystem a record of that ecosystem alone names (ImportStats.Covered).
 func (im *Importer) JSON(ctx context.Context, r io.Reader, name string) error {
-	return osv.ReadJSON(ctx, r, name, func(rec *osv.Record) error { return im.add(ctx, rec) }, im.bad)
+	return osv.ReadJSON(ctx, r, name, func(rec *osv.Record) error { return im.add(ctx, rec, "") }, im.bad)
 }
 
 func (im *Importer) bad(where string, err error) {
@@ -80,13 +135,32 @@ func (im *Importer) bad(where string, err error) {
 	}
 }
 
-func (im *Importer) add(ctx context.Context, r *osv.Record) error {
+// add imports a record read from a file that holds ecosystem cover in
+// full ("" when none): the record's own spelling of it is recorded.
+func (im *Importer) add(ctx context.Context, r *osv.Record, cover string) error {
 	im.stats.Read++
 	vr := meta.VulnRecord{ID: r.ID, Modified: r.Modified, Withdrawn: r.IsWithdrawn(), Data: r.Raw}
-	for _, k := range r.Keys() {
+	sole := ""
+	for i, k := range r.Keys() {
 		vr.Keys = append(vr.Keys, meta.VulnKey{Ecosystem: k.Ecosystem, Name: k.Name})
 		base, _, _ := strings.Cut(k.Ecosystem, ":")
 		im.ecos[base] = true
+		if cover != "" && strings.EqualFold(base, cover) {
+			im.covered[base] = true
+		}
+		if i == 0 {
+			sole = base
+		} else if base != sole {
+			sole = "-" // more than one
+		}
+	}
+	if sole != "" && sole != "-" {
+		// A record of one ecosystem only: an import of such records is
+		// that ecosystem's data as the operator chose it (a directory of
+		// Debian advisories, a hand-written record). An ecosystem that
+		// only records of several name (a GHSA advisory in PyPI's all.zip
+		// naming Maven too) is not: it is matched, not recorded.
+		im.covered[sole] = true
 	}
 	im.batch = append(im.batch, vr)
 	if len(im.batch) >= importBatch {
@@ -125,21 +199,39 @@ func (im *Importer) flush(ctx context.Context) error {
 	return nil
 }
 
-// Finish applies the last batch, records when each ecosystem was updated,
-// and returns what the import did.
+// Finish applies the last batch, records when each ecosystem the import
+// covers was updated (ImportStats.Covered), and returns what the import
+// did. An ecosystem the records merely name is not recorded: its data is
+// not known to be all there, and a report must not call an image clean
+// on a handful of advisories.
 func (im *Importer) Finish(ctx context.Context) (ImportStats, error) {
 	if err := im.flush(ctx); err != nil {
 		return im.stats, err
 	}
-	im.stats.Ecosystems = make([]string, 0, len(im.ecos))
-	for e := range im.ecos {
-		im.stats.Ecosystems = append(im.stats.Ecosystems, e)
+	im.stats.Ecosystems = sortedKeys(im.ecos)
+	for e := range im.declared {
+		spelled := false // by the records, as their keys are stored
+		for c := range im.covered {
+			spelled = spelled || strings.EqualFold(c, e)
+		}
+		if !spelled {
+			im.covered[e] = true
+		}
 	}
-	sort.Strings(im.stats.Ecosystems)
-	for _, e := range im.stats.Ecosystems {
+	im.stats.Covered = sortedKeys(im.covered)
+	for _, e := range im.stats.Covered {
 		if err := im.db.TouchVulnSource(ctx, e); err != nil {
 			return im.stats, fmt.Errorf("%w: %w", ErrStore, err)
 		}
 	}
 	return im.stats, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -58,6 +58,9 @@ var funcs = template.FuncMap{
 		}
 		return sigStatus{Reason: "signature verification is off"}
 	},
+	// covAt is row i's vulnerability data coverage (not checked when
+	// scanning is off).
+	"covAt": covAt,
 	"whenp": func(t *time.Time) string {
 		if t == nil || t.IsZero() {
 			return "—"

@@ -174,6 +174,12 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 		sev, fixable := q.Get("severity"), q.Get("fixable") == "1"
 		data["Scan"], data["Vulns"], data["Severity"], data["Fixable"] = sec, filterVulns(vulnsOf(sec), sev, fixable), sev, fixable
 		data["Counts"] = countBySeverity(vulnsOf(sec))
+		// Never clean without the data: the notice says what is missing,
+		// and to superusers (who run it) the command that fetches it.
+		data["DataComplete"], data["Coverage"] = dataComplete(sec), sec.VulnerabilityData
+		if sec.VulnerabilityData != nil && v.id.Superuser {
+			data["FetchHint"] = sec.VulnerabilityData.FetchHint()
+		}
 		if sec.Data != nil {
 			data["Packages"] = sec.Data.Layer.Features
 		}
@@ -400,8 +406,15 @@ func (u *UI) vulnCSV(w http.ResponseWriter, r *http.Request, v *visitor, repo, a
 	}
 	q := r.URL.Query()
 	rows := filterVulns(vulnsOf(sec), q.Get("severity"), q.Get("fixable") == "1")
+	// A file of no rows is no proof of a clean image: without complete
+	// data its name (and a header) says so.
+	name, complete := "vulnerabilities-"+m.Digest.Encoded()[:12], "complete"
+	if !dataComplete(sec) {
+		name, complete = name+"-incomplete", "incomplete"
+	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", `attachment; filename="vulnerabilities-`+m.Digest.Encoded()[:12]+`.csv"`)
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.csv"`)
+	w.Header().Set("Berth-Vulnerability-Data", complete)
 	w.Header().Set("Cache-Control", "no-store")
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"vulnerability", "severity", "package", "version", "fixed_by", "link"})

@@ -325,6 +325,10 @@ func (u *UI) repository(w http.ResponseWriter, r *http.Request, v *visitor, repo
 	if err != nil {
 		return err
 	}
+	coverage, err := u.rowCoverages(ctx, repo, rows)
+	if err != nil {
+		return err
+	}
 	link := func(p int, s string, rev bool) string {
 		lq := url.Values{"sort": {s}, "page": {strconv.Itoa(p)}}
 		if filter != "" {
@@ -341,7 +345,7 @@ func (u *UI) repository(w http.ResponseWriter, r *http.Request, v *visitor, repo
 	}
 	data := map[string]any{"Repo": ri, "Rows": rows, "Total": total, "Filter": filter, "Sort": sort, "Reverse": reverse,
 		"SortLinks": sortLinks, "Page": page, "CanWrite": canWrite, "CanAdmin": canAdmin, "Registry": u.opts.Registry,
-		"Path": repoPath(repo), "Sigs": sigs}
+		"Path": repoPath(repo), "Sigs": sigs, "Coverage": coverage}
 	if page > 1 {
 		data["Prev"] = link(page-1, sort, reverse)
 	}

@@ -87,9 +87,12 @@ type GraphStore interface {
 	Dependents(ctx context.Context, repo string, d digest.Digest, transitive bool, n int) ([]meta.GraphDependent, error)
 }
 
-// Scanner answers an image's security report.
+// Scanner answers an image's security report, and whether the
+// vulnerability data behind a scanned image's report is complete
+// (scan.ErrNotScanned for an image without a scanned report).
 type Scanner interface {
 	Security(ctx context.Context, repo string, m meta.Manifest, withVulns bool) (scan.SecurityInfo, error)
+	Coverage(ctx context.Context, digest string) (scan.DataCoverage, error)
 }
 
 // BlobReader reads a blob's bytes (an image's config).

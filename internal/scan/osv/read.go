@@ -28,12 +28,18 @@ import (
 // cannot be opened as a zip is an error naming the file, returned before fn
 // sees any of its records. ctx is checked between records.
 func Read(ctx context.Context, path string, fn func(*Record) error, bad func(where string, err error)) error {
+	return ReadEach(ctx, path, func(_ string, r *Record) error { return fn(r) }, bad)
+}
+
+// ReadEach is Read that also tells fn the file each record came from:
+// the zip (not its entry) or the JSON file, as found under path.
+func ReadEach(ctx context.Context, path string, fn func(file string, r *Record) error, bad func(where string, err error)) error {
 	info, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("read osv source: %w", err)
 	}
 	if !info.IsDir() {
-		return readFile(ctx, path, fn, bad)
+		return readFile(ctx, path, func(r *Record) error { return fn(path, r) }, bad)
 	}
 	return filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -50,7 +56,7 @@ func Read(ctx context.Context, path string, fn func(*Record) error, bad func(whe
 		}
 		switch strings.ToLower(filepath.Ext(p)) {
 		case ".zip", ".json":
-			err := readFile(ctx, p, fn, bad)
+			err := readFile(ctx, p, func(r *Record) error { return fn(p, r) }, bad)
 			if errors.Is(err, ErrBadZip) {
 				// One unreadable zip of a tree does not stop the others.
 				bad(p, err)

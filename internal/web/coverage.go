@@ -1,0 +1,202 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/scan"
+)
+
+// rowCoverage is what the tags table knows of the vulnerability data
+// behind a scanned row (scan.DataCoverage): a row without findings is
+// "none known" only when Complete; otherwise its findings are "at least"
+// and a neutral badge says the data is incomplete (Checked) or was not
+// checked.
+type rowCoverage struct {
+	Checked  bool   // the page read the data coverage of every image of the row
+	Complete bool   // every ecosystem of every image had advisory data
+	Reason   string // what is missing (or stale), or why it was not checked
+}
+
+// coverageChecksPerPage bounds the images whose data coverage the tags
+// page reads (each is the image's scan report and the advisory sources):
+// one per row of single images; an index counts its platforms. Rows past
+// it say "not checked", never clean; their manifest's page says it.
+const coverageChecksPerPage = tagsPerPage
+
+// Reasons a row's coverage was not read that the page gives itself.
+const (
+	reasonCoverageOff        = "scanning is off: whether the vulnerability data is complete is not known"
+	reasonCoverageNotChecked = "not checked on this page (it checks the vulnerability data of a few images): the manifest's page says whether it is complete"
+)
+
+// rowCoverages reads the data coverage of a page's scanned rows, the
+// platforms of an index included (its content read once per distinct
+// index), within coverageChecksPerPage images. The slice is aligned with
+// rows; nil when scanning is off.
+func (u *UI) rowCoverages(ctx context.Context, repo string, rows []meta.TagRow) ([]rowCoverage, error) {
+	if u.db.Scanner == nil {
+		return nil, nil
+	}
+	// Plan: the images of each distinct scanned row, in page order, while
+	// they fit in the bound.
+	planned := map[digest.Digest][]string{}
+	inPlan := map[string]bool{}
+	var images []string
+	for _, r := range rows {
+		if !r.Scanned {
+			continue
+		}
+		if _, ok := planned[r.Digest]; ok {
+			continue
+		}
+		imgs := []string{r.Digest.String()}
+		if oci.IsIndex(r.MediaType) {
+			var err error
+			if imgs, err = u.platformImages(ctx, repo, r.Digest); err != nil {
+				return nil, err
+			}
+		}
+		fresh := map[string]bool{}
+		for _, d := range imgs {
+			if !inPlan[d] {
+				fresh[d] = true
+			}
+		}
+		if imgs == nil || len(images)+len(fresh) > coverageChecksPerPage {
+			planned[r.Digest] = nil // not checked
+			continue
+		}
+		for _, d := range imgs {
+			if fresh[d] && !inPlan[d] {
+				inPlan[d] = true
+				images = append(images, d)
+			}
+		}
+		planned[r.Digest] = imgs
+	}
+	covs, err := u.coverages(ctx, images)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]rowCoverage, len(rows))
+	for i, r := range rows {
+		if !r.Scanned {
+			continue
+		}
+		imgs := planned[r.Digest]
+		if imgs == nil {
+			out[i] = rowCoverage{Reason: reasonCoverageNotChecked}
+			continue
+		}
+		out[i] = coverageOf(imgs, covs, oci.IsIndex(r.MediaType))
+	}
+	return out, nil
+}
+
+// platformImages are the image manifests of an index (attestations left
+// out, as the security endpoint and the gate leave them out).
+func (u *UI) platformImages(ctx context.Context, repo string, d digest.Digest) ([]string, error) {
+	m, err := u.db.Content.GetManifest(ctx, repo, "", d, true)
+	if errors.Is(err, meta.ErrNotFound) {
+		return nil, nil // deleted since the page listed it: not checked
+	} else if err != nil {
+		return nil, err
+	}
+	idx, err := oci.ParseManifest(m.Content, m.MediaType)
+	if err != nil {
+		return []string{}, nil // nothing to check: coverageOf says so
+	}
+	out := []string{}
+	for _, c := range idx.Manifests {
+		if !oci.IsAttestation(c) {
+			out = append(out, c.Digest.String())
+		}
+	}
+	return out, nil
+}
+
+// coverages reads the data coverage of scanned images, by digest; an
+// image without a scanned report is left out.
+//
+// Each is scan.Service.Coverage, which reads the advisory sources again:
+// a method of the scanner that took the digests at once would read them
+// once per page.
+func (u *UI) coverages(ctx context.Context, images []string) (map[string]scan.DataCoverage, error) {
+	out := make(map[string]scan.DataCoverage, len(images))
+	for _, d := range images {
+		cov, err := u.db.Scanner.Coverage(ctx, d)
+		if errors.Is(err, scan.ErrNotScanned) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		out[d] = cov
+	}
+	return out, nil
+}
+
+// coverageOf is a row's coverage from its images': complete when every
+// image is scanned with complete data (an index without platforms is
+// not); the reasons of the others, each said once.
+func coverageOf(images []string, covs map[string]scan.DataCoverage, index bool) rowCoverage {
+	rc := rowCoverage{Checked: true, Complete: len(images) > 0}
+	if len(images) == 0 {
+		rc.Reason = "the index names no image to scan"
+	}
+	var reasons []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			reasons = append(reasons, s)
+		}
+	}
+	for _, d := range images {
+		cov, ok := covs[d]
+		switch {
+		case !ok && index:
+			rc.Complete = false
+			add(fmt.Sprintf("the platform %s has no scan report", shortDigest(d)))
+		case !ok:
+			rc.Complete = false
+			add("no scan report")
+		default:
+			rc.Complete = rc.Complete && cov.Complete
+			add(cov.Reason())
+		}
+	}
+	if len(reasons) > 0 {
+		rc.Reason = strings.Join(reasons, "; ")
+	}
+	return rc
+}
+
+// shortDigest is a digest's first 12 hex digits.
+func shortDigest(d string) string {
+	if _, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
+		return hex[:12]
+	}
+	return d
+}
+
+// covAt is row i's coverage: not checked when the page read none
+// (scanning off).
+func covAt(c []rowCoverage, i int) rowCoverage {
+	if i < len(c) {
+		return c[i]
+	}
+	return rowCoverage{Reason: reasonCoverageOff}
+}
+
+// dataComplete says whether a security answer may call an image without
+// findings clean: scanned, with complete vulnerability data.
+func dataComplete(sec scan.SecurityInfo) bool {
+	return sec.Status == meta.ScanScanned && sec.VulnerabilityData != nil && sec.VulnerabilityData.Complete
+}
