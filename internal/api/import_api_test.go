@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	stdlog "log"
 	"net/http"
@@ -16,7 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/berth-dev/berth/internal/api"
+	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
 	"github.com/berth-dev/berth/internal/oci"
@@ -50,8 +51,16 @@ type importEnv struct {
 
 func newImportEnv(t *testing.T) *importEnv {
 	t.Helper()
+	return newImportEnvWith(t, testenv.Options{})
+}
+
+// newImportEnvWith is an importEnv made with opts (whose API.Importer it
+// sets).
+func newImportEnvWith(t *testing.T, opts testenv.Options) *importEnv {
+	t.Helper()
 	imp := &copierImporter{}
-	e := newOrgEnvWith(t, testenv.Options{API: api.Options{Importer: imp}})
+	opts.API.Importer = imp
+	e := newOrgEnvWith(t, opts)
 	e.user("alice", false)
 	up := httptest.NewTLSServer(ggcrregistry.New(ggcrregistry.Logger(stdlog.New(io.Discard, "", 0))))
 	t.Cleanup(up.Close)
@@ -142,5 +151,34 @@ func TestForceImportOntoImmutableTag(t *testing.T) {
 	after, err := e.db.Manifests().GetManifest(ctx, "acme/nginx", "1.0", "", false)
 	if err != nil || after.Digest != before.Digest {
 		t.Fatalf("the immutable tag moved: %s -> %s (%v)", before.Digest, after.Digest, err)
+	}
+}
+
+// TestRefusedImportCreatesNothing: an import refused for its source or its
+// tags creates neither the repository nor the organization a push would
+// have created for it.
+func TestRefusedImportCreatesNothing(t *testing.T) {
+	e := newImportEnvWith(t, testenv.Options{Authz: authz.Options{CreateNamespaceOnPush: true}})
+	ctx := context.Background()
+	for _, c := range []struct {
+		name, body, says string
+	}{
+		{"bad source", `{"source":"::bad","repository":"newns/app"}`, "source"},
+		{"bad tag", `{"source":"` + e.upstream + `/library/nginx:latest","repository":"newns/app","tags":["no good"]}`, "tag"},
+	} {
+		r := e.expect("alice", "POST", "/api/v1/import", c.body, http.StatusBadRequest)
+		if !strings.Contains(string(r.body), c.says) {
+			t.Fatalf("%s: the refusal does not name the %s: %s", c.name, c.says, r.body)
+		}
+		if ri, err := e.db.Repositories().Repository(ctx, "newns/app"); err != nil || ri.Exists {
+			t.Fatalf("%s: the refused import left repository newns/app (%v)", c.name, err)
+		}
+		if _, err := e.db.Users().NamespaceByName(ctx, "newns"); !errors.Is(err, meta.ErrNamespaceNotFound) {
+			t.Fatalf("%s: the refused import left namespace newns (%v)", c.name, err)
+		}
+	}
+	// The same import, valid, creates both.
+	if st, out := e.importAs("alice", "newns/app", "NoForce", "latest"); st != http.StatusCreated {
+		t.Fatalf("valid import into a new namespace: %d %v", st, out)
 	}
 }

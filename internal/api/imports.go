@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
@@ -56,6 +58,21 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 			err = errors.New("the repository must be namespace/name")
 		}
 		return badRequest("repository %q: %v", body.Repository, err)
+	}
+	// So are the tags and the source, which the importer checks again:
+	// refused there, the import would leave behind the repository (and
+	// organization) createForImport made for it.
+	for _, t := range body.Tags {
+		if err := oci.ValidateTag(t); err != nil {
+			return badRequest("target tag: %v", err)
+		}
+	}
+	var nameOpts []name.Option
+	if body.Insecure {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	if _, err := name.ParseReference(body.Source, nameOpts...); err != nil {
+		return badRequest("source %q: %v", body.Source, err)
 	}
 	if err := a.allow(r.Context(), id, body.Repository, auth.ActionPush); err != nil {
 		ns, _, _ := strings.Cut(body.Repository, "/")

@@ -192,8 +192,8 @@ func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput,
 		}
 	}
 	if in.SyncInterval != nil {
-		if *in.SyncInterval <= 0 || *in.SyncInterval > maxIntervalSeconds {
-			return badRequest("sync_interval must be a positive number of seconds, at most %d (10 years)", maxIntervalSeconds)
+		if *in.SyncInterval < minSyncIntervalSeconds || *in.SyncInterval > maxIntervalSeconds {
+			return badRequest("sync_interval must be %d seconds (a minute) to %d (10 years), not %d", minSyncIntervalSeconds, maxIntervalSeconds, *in.SyncInterval)
 		}
 		m.SyncInterval = time.Duration(*in.SyncInterval) * time.Second
 	}
@@ -220,7 +220,13 @@ func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput,
 	if len(m.RootRule.Value) == 0 {
 		return badRequest("root_rule.rule_value needs at least one glob")
 	}
+	if len(m.RootRule.Value) > maxMirrorGlobs {
+		return badRequest("root_rule.rule_value has %d globs; at most %d are allowed", len(m.RootRule.Value), maxMirrorGlobs)
+	}
 	for _, g := range m.RootRule.Value {
+		if len(g) > maxMirrorGlobLen {
+			return badRequest("tag glob %.32q... is %d bytes; at most %d are allowed", g, len(g), maxMirrorGlobLen)
+		}
 		if !mirror.ValidGlob(g) {
 			return badRequest("invalid tag glob %q", g)
 		}
@@ -345,6 +351,16 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 	}
 	return nil
 }
+
+// Bounds of a mirror's configuration: each sync records its globs in its
+// repo_mirror_sync_started event and audit entry, so neither they nor the
+// syncs are unbounded. A tag is at most 128 characters; a glob at most
+// maxMirrorGlobLen bytes.
+const (
+	minSyncIntervalSeconds = 60
+	maxMirrorGlobs         = 100
+	maxMirrorGlobLen       = 255
+)
 
 // maxIntervalSeconds bounds the durations the API takes in seconds (a
 // mirror's sync interval, a proxy cache's expiration): 10 years, far from

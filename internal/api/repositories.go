@@ -174,6 +174,17 @@ func splitRepo(repo string) (namespace, name string) {
 	return namespace, name
 }
 
+// maxRepoDescription caps a repository's description: anonymous listings
+// answer a hundred of them a page.
+const maxRepoDescription = 16 << 10
+
+func checkRepoDescription(d string) error {
+	if len(d) > maxRepoDescription {
+		return badRequest("the description is %d bytes; at most %d (16 KiB) are allowed", len(d), maxRepoDescription)
+	}
+	return nil
+}
+
 func checkVisibility(v string) error {
 	if v != "public" && v != "private" {
 		return badRequest("invalid visibility %q (public, private)", v)
@@ -205,6 +216,9 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.I
 		return badRequest("invalid repository name %q: %v", req.Repository, err)
 	}
 	if err := checkVisibility(req.Visibility); err != nil {
+		return err
+	}
+	if err := checkRepoDescription(req.Description); err != nil {
 		return err
 	}
 	if req.RepoKind != "" && req.RepoKind != "image" {
@@ -431,6 +445,9 @@ func (a *API) repoSetting(field string) repoHandler {
 		kind := map[string]string{"description": "set_repo_description", "visibility": "change_repo_visibility", "state": "change_repo_state"}[field]
 		switch field {
 		case "description":
+			if err := checkRepoDescription(v); err != nil {
+				return err
+			}
 			description = &v
 		case "visibility":
 			if err := checkVisibility(v); err != nil {

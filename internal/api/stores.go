@@ -122,8 +122,9 @@ type PermissionStore interface {
 
 // TokenStore creates, lists and revokes API access tokens.
 type TokenStore interface {
-	CreateAccessToken(ctx context.Context, t meta.AccessToken) (meta.AccessToken, error)
+	CreateAccessTokenCapped(ctx context.Context, t meta.AccessToken) (meta.AccessToken, error)
 	AccessTokens(ctx context.Context) ([]meta.AccessToken, error)
+	AccessTokensCreatedBy(ctx context.Context, createdBy string) ([]meta.AccessToken, error)
 	AccessTokenByName(ctx context.Context, name string) (meta.AccessToken, error)
 	RevokeAccessToken(ctx context.Context, name string) error
 }
@@ -132,6 +133,7 @@ type TokenStore interface {
 type AuditStore interface {
 	AppendAudit(ctx context.Context, e meta.AuditEntry) error
 	AuditLog(ctx context.Context, namespace string, before int64, n int) ([]meta.AuditEntry, error)
+	NamespaceAuditLog(ctx context.Context, namespace string, before int64, n int) ([]meta.AuditEntry, error)
 	RepositoryAuditLog(ctx context.Context, repo string, before int64, n int) ([]meta.AuditEntry, error)
 }
 

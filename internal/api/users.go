@@ -281,7 +281,8 @@ func (a *API) superuserLogs(w http.ResponseWriter, r *http.Request, id auth.Iden
 	})
 }
 
-// organizationLogs is an organization's audit log, for its admins.
+// organizationLogs is an organization's audit log, for its admins: since
+// it was created, not of an organization or user deleted under its name.
 func (a *API) organizationLogs(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
 	if err := requireUser(id); err != nil {
 		return err
@@ -301,7 +302,7 @@ func (a *API) organizationLogs(w http.ResponseWriter, r *http.Request, id auth.I
 		return err
 	}
 	return writeLogs(w, r, func(before int64, n int) ([]meta.AuditEntry, error) {
-		return a.db.Audit.AuditLog(r.Context(), org, before, n)
+		return a.db.Audit.NamespaceAuditLog(r.Context(), org, before, n)
 	})
 }
 
@@ -392,8 +393,10 @@ func (a *API) createAccessToken(w http.ResponseWriter, r *http.Request, id auth.
 	if req.ExpiresIn > 0 {
 		t.ExpiresAt = time.Now().Add(time.Duration(req.ExpiresIn) * time.Second).UTC().Truncate(time.Microsecond)
 	}
-	if _, err := a.db.Tokens.CreateAccessToken(ctx, t); errors.Is(err, meta.ErrExists) {
+	if _, err := a.db.Tokens.CreateAccessTokenCapped(ctx, t); errors.Is(err, meta.ErrExists) {
 		return badRequest("the name %q is taken", req.Name)
+	} else if errors.Is(err, meta.ErrTooManyTokens) {
+		return badRequest("at most %d unrevoked access tokens per creator: revoke one first (%v)", meta.MaxAccessTokensPerCreator, err)
 	} else if err != nil {
 		return err
 	}
@@ -403,21 +406,25 @@ func (a *API) createAccessToken(w http.ResponseWriter, r *http.Request, id auth.
 }
 
 // listAccessTokens lists tokens without their secrets: every token for a
-// superuser, the ones they issued for others.
+// superuser, the ones they issued for others (read as such, not filtered
+// from everyone's).
 func (a *API) listAccessTokens(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
 	if err := requireUser(id); err != nil {
 		return err
 	}
-	tokens, err := a.db.Tokens.AccessTokens(r.Context())
+	var tokens []meta.AccessToken
+	var err error
+	if id.Superuser {
+		tokens, err = a.db.Tokens.AccessTokens(r.Context())
+	} else {
+		tokens, err = a.db.Tokens.AccessTokensCreatedBy(r.Context(), id.Actor())
+	}
 	if err != nil {
 		return err
 	}
 	owners := map[int64]string{}
 	out := []tokenView{}
 	for _, t := range tokens {
-		if !id.Superuser && t.CreatedBy != id.Actor() {
-			continue
-		}
 		v := tokenView{Name: t.Name, Scopes: t.Scopes, CreatedBy: t.CreatedBy, CreatedAt: t.CreatedAt.UTC(),
 			ExpiresAt: timeOrNil(t.ExpiresAt), Revoked: !t.RevokedAt.IsZero(), LastUsedAt: timeOrNil(t.LastUsedAt)}
 		if t.OwnerID != 0 {

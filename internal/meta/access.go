@@ -2,7 +2,6 @@ package meta
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 )
@@ -45,21 +44,21 @@ func (db Access) RepoPermissions(ctx context.Context, repoID int64, namespace, k
 }
 
 // SetPermission grants a role on a repository to a user or robot
-// (userID) or a team (teamID).
+// (userID) or a team (teamID), replacing the one it had. It is one upsert
+// against the partial unique index of its kind (repository_permissions_user
+// or _team), so concurrent grants of the same subject cannot collide on it
+// (a DELETE then INSERT would, under PostgreSQL's READ COMMITTED).
 func (db Access) SetPermission(ctx context.Context, repoID int64, userID, teamID int64, role string) error {
 	col, id := "user_id", userID
 	if teamID != 0 {
 		col, id = "team_id", teamID
 	}
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM repository_permissions WHERE repository_id = ? AND "+col+" = ?"), repoID, id); err != nil {
-			return fmt.Errorf("set permission: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, "+col+", role) VALUES (?, ?, ?)"), repoID, id, role); err != nil {
-			return fmt.Errorf("set permission: %w", err)
-		}
-		return nil
-	})
+	_, err := db.write.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, "+col+", role) VALUES (?, ?, ?)"+
+		" ON CONFLICT (repository_id, "+col+") WHERE "+col+" IS NOT NULL DO UPDATE SET role = excluded.role"), repoID, id, role)
+	if err != nil {
+		return fmt.Errorf("set permission: %w", err)
+	}
+	return nil
 }
 
 // DeletePermission removes a user's, robot's or team's permission.

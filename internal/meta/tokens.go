@@ -42,9 +42,34 @@ func timeOrZero(us int64) time.Time {
 	return fromMicros(us)
 }
 
+// MaxAccessTokensPerCreator caps the unrevoked access tokens one caller
+// may have issued through the API (CreateAccessTokenCapped): each is
+// listed to its creator on every GET /api/v1/tokens.
+const MaxAccessTokensPerCreator = 100
+
+// ErrTooManyTokens refuses a token past MaxAccessTokensPerCreator.
+var ErrTooManyTokens = errors.New("too many access tokens")
+
+// tokenCreatorLockClass is the first key of the two-key PostgreSQL
+// advisory locks that serialize one creator's capped token creations
+// ("toks"), so that concurrent creations cannot both find room under
+// MaxAccessTokensPerCreator (see notificationScopeLockClass).
+const tokenCreatorLockClass = 0x746f6b73
+
 // CreateAccessToken stores a new access token. Its name doubles as the
 // username clients log in with, so it must not collide with a user's.
 func (db Access) CreateAccessToken(ctx context.Context, t AccessToken) (AccessToken, error) {
+	return db.createAccessToken(ctx, t, false)
+}
+
+// CreateAccessTokenCapped stores a new access token as CreateAccessToken
+// does, unless its creator (t.CreatedBy) already has
+// MaxAccessTokensPerCreator unrevoked tokens: ErrTooManyTokens.
+func (db Access) CreateAccessTokenCapped(ctx context.Context, t AccessToken) (AccessToken, error) {
+	return db.createAccessToken(ctx, t, true)
+}
+
+func (db Access) createAccessToken(ctx context.Context, t AccessToken, capped bool) (AccessToken, error) {
 	if _, err := Users(db).UserByName(ctx, t.Name); err == nil {
 		return AccessToken{}, fmt.Errorf("name %q is a user's: %w", t.Name, ErrExists)
 	}
@@ -56,9 +81,30 @@ func (db Access) CreateAccessToken(ctx context.Context, t AccessToken) (AccessTo
 	if t.Scopes == nil {
 		t.Scopes = json.RawMessage("[]")
 	}
-	err := db.write.QueryRowContext(ctx, db.q(`INSERT INTO access_tokens (name, secret_hash, scopes, owner_id, created_by, expires_at, created_at)
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if capped {
+			if db.dialect == postgres {
+				// SQLite's one writer already serializes the count and
+				// the insert; PostgreSQL's READ COMMITTED would not.
+				if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", tokenCreatorLockClass, t.CreatedBy); err != nil {
+					return fmt.Errorf("create access token: lock its creator: %w", err)
+				}
+			}
+			var n int
+			if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM access_tokens WHERE created_by = ? AND revoked_at = 0"), t.CreatedBy).Scan(&n); err != nil {
+				return fmt.Errorf("create access token: count its creator's: %w", err)
+			}
+			if n >= MaxAccessTokensPerCreator {
+				return fmt.Errorf("%w: %s has %d unrevoked", ErrTooManyTokens, t.CreatedBy, n)
+			}
+		}
+		return tx.QueryRowContext(ctx, db.q(`INSERT INTO access_tokens (name, secret_hash, scopes, owner_id, created_by, expires_at, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`), t.Name, t.SecretHash, string(t.Scopes), owner, t.CreatedBy, micros(t.ExpiresAt), ts).Scan(&t.ID)
+	})
 	if err != nil {
+		if errors.Is(err, ErrTooManyTokens) {
+			return AccessToken{}, err
+		}
 		if isUnique(err) {
 			return AccessToken{}, fmt.Errorf("access token %q %w", t.Name, ErrExists)
 		}
@@ -108,7 +154,17 @@ func (db Access) AccessTokenBySecretHash(ctx context.Context, h string) (AccessT
 
 // AccessTokens lists every access token.
 func (db Access) AccessTokens(ctx context.Context) ([]AccessToken, error) {
-	rows, err := db.read.QueryContext(ctx, "SELECT "+tokenColumns+" FROM access_tokens ORDER BY name")
+	return db.accessTokens(ctx, "")
+}
+
+// AccessTokensCreatedBy lists the access tokens one caller issued.
+func (db Access) AccessTokensCreatedBy(ctx context.Context, createdBy string) ([]AccessToken, error) {
+	return db.accessTokens(ctx, " WHERE created_by = ?", createdBy)
+}
+
+// accessTokens lists the tokens a WHERE clause (or "": all) selects.
+func (db Access) accessTokens(ctx context.Context, where string, args ...any) ([]AccessToken, error) {
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT "+tokenColumns+" FROM access_tokens"+where+" ORDER BY name"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list access tokens: %w", err)
 	}
@@ -117,7 +173,7 @@ func (db Access) AccessTokens(ctx context.Context) ([]AccessToken, error) {
 	for rows.Next() {
 		t, err := scanToken(rows)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("list access tokens: %w", err)
 		}
 		out = append(out, t)
 	}
@@ -222,24 +278,45 @@ type AuditEntry struct {
 	CreatedAt  time.Time       `json:"datetime"`
 }
 
-// auditLog reads the audit log, optionally of one namespace and one
-// repository.
-func (db *core) auditLog(ctx context.Context, namespace, repo string, before int64, n int) ([]AuditEntry, error) {
+// auditQuery selects audit entries: of one namespace and one repository
+// (each optional), before id before (0: newest), at most n. current keeps
+// only the entries recorded since the namespace, or the repository, that
+// now holds the name was created: entries are stored by name, and a name
+// deleted and created again must not show its new holder the old log.
+type auditQuery struct {
+	namespace, repo string
+	before          int64
+	n               int
+	current         bool
+}
+
+// auditLog reads the audit log, newest first.
+func (db *core) auditLog(ctx context.Context, aq auditQuery) ([]AuditEntry, error) {
 	query := "SELECT id, kind, actor, ip, namespace, repository, metadata, created_at FROM audit_log WHERE 1 = 1"
 	var args []any
-	if namespace != "" {
+	if aq.namespace != "" {
 		query += " AND namespace = ?"
-		args = append(args, namespace)
+		args = append(args, aq.namespace)
 	}
-	if repo != "" {
+	if aq.repo != "" {
 		query += " AND repository = ?"
-		args = append(args, repo)
+		args = append(args, aq.repo)
 	}
-	if before > 0 {
+	if aq.current {
+		// A missing namespace or repository compares as NULL: no entry.
+		if aq.repo != "" {
+			query += " AND created_at >= (SELECT created_at FROM repositories WHERE name = ?)"
+			args = append(args, aq.repo)
+		} else {
+			query += " AND created_at >= (SELECT created_at FROM namespaces WHERE name = ?)"
+			args = append(args, aq.namespace)
+		}
+	}
+	if aq.before > 0 {
 		query += " AND id < ?"
-		args = append(args, before)
+		args = append(args, aq.before)
 	}
-	args = append(args, n)
+	args = append(args, aq.n)
 	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY id DESC LIMIT ?"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read audit log: %w", err)
@@ -251,7 +328,7 @@ func (db *core) auditLog(ctx context.Context, namespace, repo string, before int
 		var md string
 		var created int64
 		if err := rows.Scan(&e.ID, &e.Kind, &e.Actor, &e.IP, &e.Namespace, &e.Repository, &md, &created); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read audit log: %w", err)
 		}
 		e.Metadata, e.CreatedAt = json.RawMessage(md), fromMicros(created)
 		out = append(out, e)
