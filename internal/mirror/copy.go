@@ -54,6 +54,9 @@ type Copier struct {
 	ingest *ingest.Ingester
 	log    *slog.Logger
 	stall  time.Duration
+	// maxManifest caps an upstream manifest (registry.maxManifestBytes),
+	// also as it is read (upstreamLimits).
+	maxManifest int64
 }
 
 // blobStall cuts a blob download that delivers nothing for this long: a
@@ -74,8 +77,11 @@ func NewCopier(db Stores, store storage.Driver, policy oci.ArtifactPolicy, maxMa
 	if log == nil {
 		log = slog.Default()
 	}
+	if maxManifest <= 0 {
+		maxManifest = ingest.DefaultMaxBytes
+	}
 	in := ingest.New(ingest.Stores{Manifests: db.Manifests, Blobs: db.Blobs}, store, ingest.Options{Policy: policy, MaxBytes: maxManifest})
-	return &Copier{db: db, store: store, ingest: in, log: log, stall: blobStall}
+	return &Copier{db: db, store: store, ingest: in, log: log, stall: blobStall, maxManifest: maxManifest}
 }
 
 // Stats counts what a copy moved.

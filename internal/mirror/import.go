@@ -76,17 +76,17 @@ func (c *Copier) Import(ctx context.Context, req ImportRequest) (digest.Digest, 
 		ropts = []remote.Option{remote.WithAuth(&authn.Basic{Username: req.Username, Password: req.Password})}
 	}
 	transport := req.Transport
+	if transport == nil {
+		transport = remote.DefaultTransport
+	}
+	// An upstream manifest is read no further than Berth's cap.
+	transport = c.upstreamLimits(transport)
 	if !req.Insecure {
 		// go-containerregistry falls back to plain HTTP for loopback and
 		// private addresses by itself: without Insecure, credentials and
 		// content go over HTTPS or not at all.
-		if transport == nil {
-			transport = remote.DefaultTransport
-		}
 		transport = events.HTTPSOnly{Next: transport, Host: src.Context().RegistryStr(), Allow: "import with insecure to allow it"}
 	}
-	if transport != nil {
-		ropts = append(ropts, remote.WithTransport(transport))
-	}
+	ropts = append(ropts, remote.WithTransport(transport))
 	return c.Copy(ctx, Request{Source: src, Options: ropts, Repo: req.Repo, Tags: req.Tags, Actor: req.Actor, Progress: req.Progress})
 }

@@ -47,7 +47,12 @@ type MirrorOptions struct {
 	// Tick is how often the scheduler looks for due syncs (5s);
 	// CancelPoll how often a running sync checks for a cancel (1s).
 	Tick, CancelPoll time.Duration
-	Logger           *slog.Logger
+	// MaxTags and MaxTagPages bound an upstream's tag listing
+	// (DefaultMaxTags, DefaultMaxTagPages); SyncTimeout bounds a sync
+	// (DefaultSyncTimeout). Past any, the sync fails, saying so.
+	MaxTags, MaxTagPages int
+	SyncTimeout          time.Duration
+	Logger               *slog.Logger
 	// Metrics, if set, counts finished syncs by outcome.
 	Metrics Metrics
 }
@@ -77,12 +82,20 @@ type TagStore interface {
 	ListTags(ctx context.Context, repo, last string, n int) ([]string, error)
 }
 
+// UserStore finds a mirror's robot (meta.Users).
+type UserStore interface {
+	UserByName(ctx context.Context, username string) (meta.User, error)
+}
+
 // ServiceStores are the parts of the metadata store the mirror service
 // uses.
 type ServiceStores struct {
 	Mirrors SyncStore  // meta.Mirrors
 	Tags    TagStore   // meta.Manifests
 	Queue   jobs.Store // meta.Jobs
+	// Users finds the robot a sync writes as: a sync whose robot is gone
+	// or may not act (disabled, or its owner is) copies nothing.
+	Users UserStore // meta.Users
 }
 
 // MirrorService keeps mirrored repositories in sync with their upstreams:
@@ -91,6 +104,7 @@ type ServiceStores struct {
 type MirrorService struct {
 	db     SyncStore
 	tags   TagStore
+	users  UserStore
 	copier *Copier
 	sealer *auth.Sealer
 	opts   MirrorOptions
@@ -123,10 +137,19 @@ func NewMirrorService(db ServiceStores, copier *Copier, sealer *auth.Sealer, opt
 	if opts.CancelPoll <= 0 {
 		opts.CancelPoll = time.Second
 	}
+	if opts.MaxTags <= 0 {
+		opts.MaxTags = DefaultMaxTags
+	}
+	if opts.MaxTagPages <= 0 {
+		opts.MaxTagPages = DefaultMaxTagPages
+	}
+	if opts.SyncTimeout <= 0 {
+		opts.SyncTimeout = DefaultSyncTimeout
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &MirrorService{db: db.Mirrors, tags: db.Tags, copier: copier, sealer: sealer, opts: opts, log: opts.Logger.With("component", "mirror"),
+	s := &MirrorService{db: db.Mirrors, tags: db.Tags, users: db.Users, copier: copier, sealer: sealer, opts: opts, log: opts.Logger.With("component", "mirror"),
 		hosts: hostLimiter{n: opts.PerHost}, wake: make(chan struct{}, 1)}
 	s.worker = jobs.New(db.Queue, meta.MirrorQueue, s.handle, jobs.Options{Concurrency: opts.Workers, Logger: opts.Logger})
 	return s
@@ -204,11 +227,27 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	} else if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithCancelCause(ctx)
+	rec := context.WithoutCancel(ctx)
+	if why, err := s.robotRefused(ctx, m); err != nil {
+		return err
+	} else if why != "" {
+		// The robot may not act: nothing is copied as it.
+		s.log.Warn("mirror sync refused", "repository", repo, "robot", m.RobotUsername, "reason", why)
+		s.count(meta.MirrorFail)
+		return s.db.FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %s", msg, why))
+	}
+	// A sync has an end, whatever its upstream does: past it, it fails
+	// and its job ends (the lease is renewed only while it runs).
+	tctx, stop := context.WithTimeoutCause(ctx, s.opts.SyncTimeout,
+		fmt.Errorf("the sync did not finish within %s (Berth's limit for one sync)", s.opts.SyncTimeout))
+	defer stop()
+	sctx, cancel := context.WithCancelCause(tctx)
 	defer cancel(nil)
 	go s.watchCancel(sctx, cancel, repo)
 	res, err := s.sync(sctx, m)
-	rec := context.WithoutCancel(ctx)
+	if err != nil && tctx.Err() != nil && ctx.Err() == nil {
+		err = context.Cause(tctx) // the sync's deadline, not what it cut
+	}
 	switch {
 	case errors.As(err, &inactive) || errors.As(context.Cause(sctx), &inactive):
 		// The state changed during the sync: it stopped before its next
@@ -238,6 +277,25 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 }
 
 var errCancelled = errors.New("mirror sync cancelled")
+
+// robotRefused says why the mirror's robot may not write ("" if it may):
+// it was deleted, or it is disabled, or the user whose namespace it
+// belongs to is (a disabled user's robots act as nothing).
+func (s *MirrorService) robotRefused(ctx context.Context, m meta.Mirror) (string, error) {
+	if m.RobotUsername == "" || s.users == nil {
+		return "", nil
+	}
+	u, err := s.users.UserByName(ctx, m.RobotUsername)
+	switch {
+	case errors.Is(err, meta.ErrUserNotFound):
+		return fmt.Sprintf("the mirror's robot %s does not exist; nothing was synced (set robot_username to an existing robot)", m.RobotUsername), nil
+	case err != nil:
+		return "", err
+	case !u.Active():
+		return fmt.Sprintf("the mirror's robot %s is disabled, or the user it belongs to is; nothing was synced", m.RobotUsername), nil
+	}
+	return "", nil
+}
 
 func (s *MirrorService) count(outcome string) {
 	if s.opts.Metrics != nil {
@@ -271,6 +329,9 @@ func (s *MirrorService) watchCancel(ctx context.Context, cancel context.CancelCa
 type upstream struct {
 	repo name.Repository
 	opts []remote.Option
+	// auth and rt are what opts carry: the credentials and the transport.
+	auth authn.Authenticator
+	rt   http.RoundTripper
 }
 
 func (s *MirrorService) upstream(m meta.Mirror) (upstream, error) {
@@ -297,6 +358,8 @@ func (s *MirrorService) upstream(m meta.Mirror) (upstream, error) {
 		}
 		base = tr
 	}
+	// Manifests and tag list pages are read no further than their caps.
+	base = s.copier.upstreamLimits(base)
 	if m.VerifyTLS {
 		// HTTPS only, credentials included, even to a loopback or private
 		// address; verify_tls false allows plain HTTP.
@@ -317,7 +380,7 @@ func (s *MirrorService) upstream(m meta.Mirror) (upstream, error) {
 	}
 	// Our transport retries; go-containerregistry's own retries are off.
 	return upstream{repo: repo, opts: []remote.Option{remote.WithAuth(a), remote.WithTransport(rt),
-		remote.WithRetryBackoff(remote.Backoff{Steps: 1})}}, nil
+		remote.WithRetryBackoff(remote.Backoff{Steps: 1})}, auth: a, rt: rt}, nil
 }
 
 // UpstreamRegistry is the registry host[:port] an external_reference

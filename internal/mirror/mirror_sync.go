@@ -73,8 +73,11 @@ func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, er
 		return res, fmt.Errorf("upstream client: %w", err)
 	}
 	opts = append(opts, remote.Reuse(puller))
-	upTags, err := remote.List(up.repo, opts...)
+	upTags, err := s.listTags(ctx, up)
 	if err != nil {
+		if ctx.Err() != nil {
+			return res, context.Cause(ctx)
+		}
 		return res, fmt.Errorf("list upstream tags: %w", err)
 	}
 	all := make(map[string]bool, len(upTags))

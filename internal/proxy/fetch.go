@@ -47,7 +47,8 @@ const upstreamRetry = time.Minute
 //   - the upstream refusing access (401, 403: Docker Hub's answer for a
 //     repository that does not exist, or credentials that do not reach
 //     it): unknown content, saying so;
-//   - rate limiting (429): TOOMANYREQUESTS with Retry-After;
+//   - rate limiting (429): TOOMANYREQUESTS with Retry-After; so is a
+//     fetch that found no turn among the organization's (errBusy);
 //   - the upstream failing (5xx), out of reach or timing out, or serving
 //     bytes that do not match their digest: 503 UNAVAILABLE with
 //     Retry-After;
@@ -60,6 +61,10 @@ func upstreamError(err error, blob bool) error {
 	var quota *meta.QuotaExceededError
 	if errors.As(err, &quota) {
 		return registry.IngestError(err) // 403 DENIED: the organization's quota, not the upstream
+	}
+	if errors.Is(err, errBusy) {
+		return &registry.Error{Status: http.StatusTooManyRequests, Code: registry.CodeTooManyRequests, RetryAfter: busyRetry,
+			Message: "too many upstream manifest fetches of this proxy cache organization are running; retry later"}
 	}
 	var re *events.RefusedError
 	if errors.As(err, &re) {
@@ -89,17 +94,19 @@ func upstreamError(err error, blob bool) error {
 	if errors.Is(err, ErrDigestMismatch) {
 		return upstreamUnavailable("the upstream registry served bytes that do not match their digest; nothing was stored")
 	}
-	var nerr net.Error
-	if errors.As(err, &nerr) || errors.Is(err, context.DeadlineExceeded) {
-		return upstreamUnavailable("the upstream registry cannot be reached; retry later")
-	}
 	if !blob {
+		// Before the network errors: a manifest refused as it was read
+		// (too large) comes wrapped in one.
 		var e *registry.Error
 		if errors.As(registry.IngestError(err), &e) {
 			u := *e
 			u.Message = "the upstream's manifest is refused here: " + e.Message
 			return &u
 		}
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) || errors.Is(err, context.DeadlineExceeded) {
+		return upstreamUnavailable("the upstream registry cannot be reached; retry later")
 	}
 	return err
 }
@@ -145,6 +152,17 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 	}
 	key := "m\x00" + repo + "\x00" + tag + "\x00" + d.String()
 	v, err := s.share(ctx, key, func() (any, error) {
+		// At most MaxManifestFetches of the organization at once: each
+		// holds up to a manifest's size, and an upstream may be slow on
+		// purpose.
+		release, err := s.fetching.acquire(context.WithoutCancel(ctx), pc.Namespace, s.opts.ManifestWait)
+		if err != nil && cached != nil {
+			return *cached, nil // served stale rather than refused
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 		// The fetch outlives the request that started it (others wait on
 		// it), within its own bound.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ManifestTimeout)

@@ -84,6 +84,13 @@ type Options struct {
 	// (default 2m): an upstream that accepts and never answers must not
 	// hold the pulls waiting on it, nor their goroutines, for ever.
 	ManifestTimeout time.Duration
+	// MaxManifestFetches bounds the upstream manifest fetches and checks
+	// one proxy organization runs at once in this process (default 8):
+	// each holds up to a manifest's size while its upstream answers. A
+	// pull that needs another waits for a turn up to ManifestWait
+	// (default ManifestTimeout), then is answered 429 TOOMANYREQUESTS.
+	MaxManifestFetches int
+	ManifestWait       time.Duration
 	// Now is the clock (tests).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -102,6 +109,8 @@ type Service struct {
 	// insecure carries the requests to upstreams whose organization
 	// turned TLS verification off.
 	insecure http.RoundTripper
+	// fetching bounds the manifest fetches of each organization.
+	fetching orgLimiter
 }
 
 // snapshot is the table of proxy organizations at one time.
@@ -130,6 +139,12 @@ func New(db Stores, store storage.Driver, sealer Sealer, opts Options) *Service 
 	if opts.ManifestTimeout <= 0 {
 		opts.ManifestTimeout = 2 * time.Minute
 	}
+	if opts.MaxManifestFetches <= 0 {
+		opts.MaxManifestFetches = 8
+	}
+	if opts.ManifestWait <= 0 {
+		opts.ManifestWait = opts.ManifestTimeout
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -144,7 +159,8 @@ func New(db Stores, store storage.Driver, sealer Sealer, opts Options) *Service 
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the organization asked for it
 		insecure = t
 	}
-	return &Service{db: db, store: store, sealer: sealer, opts: opts, log: opts.Logger, insecure: insecure}
+	return &Service{db: db, store: store, sealer: sealer, opts: opts, log: opts.Logger, insecure: insecure,
+		fetching: orgLimiter{n: opts.MaxManifestFetches}}
 }
 
 // SealPassword seals an upstream password for the store.
@@ -251,7 +267,11 @@ func (s *Service) upstreamOf(ctx context.Context, pc meta.ProxyCache, path strin
 	rt := s.opts.Transport
 	if pc.Insecure {
 		rt = s.insecure
-	} else {
+	}
+	// A manifest is read no further than Berth's cap: go-containerregistry
+	// alone would hold up to 100 MiB per fetch.
+	rt = events.UpstreamLimits{Next: rt, MaxManifestBytes: s.opts.MaxManifestBytes}
+	if !pc.Insecure {
 		// HTTPS only, credentials included, even to a loopback or private
 		// address (where go-containerregistry would fall back to plain
 		// HTTP by itself); insecure allows plain HTTP.

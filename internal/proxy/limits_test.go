@@ -1,0 +1,199 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/proxy"
+	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/storage/fs"
+	"github.com/berth-dev/berth/internal/wire"
+)
+
+// readCounter is a transport that counts the body bytes read through it.
+type readCounter struct {
+	next http.RoundTripper
+	n    atomic.Int64
+}
+
+func (c *readCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = countedBody{ReadCloser: resp.Body, n: &c.n}
+	return resp, nil
+}
+
+type countedBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b countedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// limitsEnv is a proxy cache of organization "hub" for the upstream
+// handler, reading it through a readCounter.
+func limitsEnv(t *testing.T, upstream http.Handler, opts proxy.Options) (berth string, read *readCounter) {
+	t.Helper()
+	ctx := context.Background()
+	up := httptest.NewServer(upstream)
+	t.Cleanup(up.Close)
+	db := metatest.Open(t, "sqlite")
+	driver, _ := fs.New(t.TempDir(), fs.Options{})
+	sealer, _ := auth.NewSealer(make([]byte, 32))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
+	read = &readCounter{next: &http.Transport{}}
+	opts.Transport, opts.Policy, opts.Logger = read, policy, quiet
+	svc := proxy.New(wire.ProxyStores(db), driver, sealer, opts)
+	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), driver, registry.Options{Proxy: svc, Policy: policy, Logger: quiet}))
+	t.Cleanup(srv.Close)
+	owner, _ := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: "x"})
+	if _, err := db.Organizations().CreateOrganization(ctx, "hub", owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ProxyCaches().SetProxyCache(ctx, meta.ProxyCache{Namespace: "hub", Upstream: strings.TrimPrefix(up.URL, "http://"),
+		ExpirationS: 3600, Insecure: true}); err != nil {
+		t.Fatal(err)
+	}
+	return srv.URL, read
+}
+
+// getManifest pulls a manifest through Berth: its status, error code and
+// message, and Retry-After.
+func getManifest(t *testing.T, url string) (status int, code, msg, retryAfter string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var e struct {
+		Errors []struct{ Code, Message string }
+	}
+	json.Unmarshal(body, &e)
+	if len(e.Errors) != 1 {
+		return resp.StatusCode, "", string(body), resp.Header.Get("Retry-After")
+	}
+	return resp.StatusCode, e.Errors[0].Code, e.Errors[0].Message, resp.Header.Get("Retry-After")
+}
+
+// TestProxyManifestOverCapIsNotRead: an upstream manifest over
+// registry.maxManifestBytes (4 MiB by default) is refused as it is read:
+// the pull is answered MANIFEST_INVALID saying the upstream's manifest
+// exceeds the limit, after Berth read no more than the limit and a byte
+// of it (go-containerregistry alone reads up to 100 MiB), with or without
+// a Content-Length. Nothing is cached.
+func TestProxyManifestOverCapIsNotRead(t *testing.T) {
+	const size = 10 << 20
+	body := make([]byte, size)
+	d := digest.FromBytes(body)
+	berth, read := limitsEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		w.Header().Set("Docker-Content-Digest", d.String())
+		if strings.HasPrefix(r.URL.Path, "/v2/library/declared/") {
+			w.Header().Set("Content-Length", fmt.Sprint(size))
+		}
+		for off := 0; off < size; off += 64 << 10 {
+			if _, err := w.Write(body[off : off+64<<10]); err != nil {
+				return
+			}
+		}
+	}), proxy.Options{})
+	for _, repo := range []string{"streamed", "declared"} {
+		read.n.Store(0)
+		status, code, msg, _ := getManifest(t, berth+"/v2/hub/library/"+repo+"/manifests/latest")
+		if status != http.StatusRequestEntityTooLarge || code != registry.CodeManifestInvalid || !strings.Contains(msg, "exceeds the limit of 4194304 bytes") {
+			t.Errorf("%s 10 MiB manifest: %d %s %q, want 413 MANIFEST_INVALID saying it exceeds the limit", repo, status, code, msg)
+		}
+		if n := read.n.Load(); n > 4<<20+1 {
+			t.Errorf("%s 10 MiB manifest: Berth read %d bytes of it, past the 4 MiB limit", repo, n)
+		}
+		t.Logf("%s: %d %s %q after reading %d bytes", repo, status, code, msg, read.n.Load())
+	}
+}
+
+// TestProxyManifestFetchesPerOrganization: the upstream manifest fetches
+// of one proxy organization are bounded (MaxManifestFetches at once): a
+// pull that needs one more while they all hang waits for a turn
+// (ManifestWait), then is answered 429 TOOMANYREQUESTS with Retry-After
+// without reaching the upstream; once the upstream answers, pulls go on.
+func TestProxyManifestFetchesPerOrganization(t *testing.T) {
+	const limit = 3
+	var inflight atomic.Int64
+	release := make(chan struct{})
+	berth, _ := limitsEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		if inflight.Add(1) > limit {
+			// Past the bound: answered at once, so that a pull Berth let
+			// through is told apart (404, not 429).
+			inflight.Add(-1)
+			http.NotFound(w, r)
+			return
+		}
+		defer inflight.Add(-1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		http.NotFound(w, r)
+	}), proxy.Options{MaxManifestFetches: limit, ManifestWait: 300 * time.Millisecond, ManifestTimeout: time.Minute})
+	var wg sync.WaitGroup
+	answers := make(chan int, limit)
+	for i := range limit {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			status, _, _, _ := getManifest(t, fmt.Sprintf("%s/v2/hub/library/app/manifests/hang%d", berth, i))
+			answers <- status
+		}()
+	}
+	for inflight.Load() < limit {
+		time.Sleep(5 * time.Millisecond) // poll: the fetches reach the upstream
+	}
+	status, code, msg, retry := getManifest(t, berth+"/v2/hub/library/app/manifests/one-more")
+	if status != http.StatusTooManyRequests || code != registry.CodeTooManyRequests || retry == "" {
+		t.Errorf("pull past the organization's fetches: %d %s %q (Retry-After %q), want 429 TOOMANYREQUESTS with Retry-After", status, code, msg, retry)
+	}
+	t.Logf("one more: %d %s %q", status, code, msg)
+	close(release)
+	wg.Wait()
+	close(answers)
+	for status := range answers {
+		if status != http.StatusNotFound {
+			t.Errorf("a pull let through: %d, want the upstream's 404", status)
+		}
+	}
+	if status, _, msg, _ := getManifest(t, berth+"/v2/hub/library/app/manifests/after"); status != http.StatusNotFound {
+		t.Errorf("pull once the upstream answered: %d %q, want the upstream's 404", status, msg)
+	}
+}
