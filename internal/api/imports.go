@@ -94,7 +94,9 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 		return err
 	}
 	d, st, err := a.opts.Importer.Import(r.Context(), mirror.ImportRequest{Source: body.Source, Username: body.Username, Password: body.Password,
-		Insecure: body.Insecure, Repo: body.Repository, Tags: body.Tags, Force: body.Mode == "Force", Actor: id.Actor()})
+		Insecure: body.Insecure, Repo: body.Repository, Tags: body.Tags, Force: body.Mode == "Force", Actor: id.Actor(),
+		// Made above: a deletion during the copy is not undone by it.
+		Create: &meta.RepoCreate{MustExist: true}})
 	var inv *mirror.InvalidImportError
 	var quota *meta.QuotaExceededError
 	var immutable *meta.ImmutableTagError
@@ -107,6 +109,8 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 		return forbidden("%v", immutable)
 	case errors.Is(err, mirror.ErrTagExists):
 		return apiError(http.StatusConflict, "conflict", "%v", err)
+	case errors.Is(err, meta.ErrRepositoryNotFound):
+		return apiError(http.StatusNotFound, "not_found", "repository %s was deleted during the import", body.Repository)
 	case err != nil && r.Context().Err() == nil:
 		// Upstream failures are the caller's to see (without credentials);
 		// a source the SSRF guard refuses says so once, with the setting

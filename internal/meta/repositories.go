@@ -41,6 +41,12 @@ type RepoCreate struct {
 	// owner: auth mode "none", where there is no account to own it (a
 	// superuser can add owners later).
 	OwnerlessOrg bool
+	// MustExist refuses to create anything: the repository exists
+	// already, and a write into it after it was deleted (an import or a
+	// mirror sync that outlived its repository) fails with
+	// ErrRepositoryNotFound rather than making it, or its namespace,
+	// again without owners.
+	MustExist bool
 }
 
 // NamespaceMissingError refuses a push that would create a repository in
@@ -78,6 +84,9 @@ func (db *core) ensureRepository(ctx context.Context, tx *sql.Tx, name string, w
 	c := w.Create
 	if c == nil {
 		c = &RepoCreate{OwnerlessOrg: true}
+	}
+	if c.MustExist {
+		return 0, fmt.Errorf("%s: %w", name, ErrRepositoryNotFound)
 	}
 	if err := db.ensureNamespace(ctx, tx, name, c); err != nil {
 		return 0, err

@@ -100,6 +100,11 @@ type Request struct {
 	Repo    string          // target repository
 	Tags    []string        // target tags (one repo_push for all)
 	Actor   string
+	// Create is how the copy's writes create the repository (nil: as a
+	// push without a plan does, meta.RepoCreate); MustExist for a copy
+	// into a repository made before it, which a deletion meanwhile must
+	// not bring back.
+	Create *meta.RepoCreate
 	// Progress, if set, hears about fetched blobs.
 	Progress Progress
 }
@@ -144,7 +149,7 @@ func (c *Copier) copyManifest(ctx context.Context, req Request, opts []remote.Op
 		return fetchErr
 	})
 	_, err := c.ingest.Ingest(ctx, ingest.Request{Repository: req.Repo, Tags: tags, Body: body, ContentType: mediaType,
-		Digest: d, Actor: req.Actor}, fetch)
+		Digest: d, Actor: req.Actor, Create: req.Create}, fetch)
 	if err != nil {
 		if fetchErr != nil && errors.Is(err, fetchErr) {
 			return err // a reference's own error names it
@@ -179,7 +184,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 	if _, err := c.db.Blobs.RepositoryBlob(ctx, req.Repo, b.Digest); err == nil {
 		return nil
 	}
-	who := meta.Writer{Actor: req.Actor}
+	who := meta.Writer{Actor: req.Actor, Create: req.Create}
 	ns, _, _ := strings.Cut(req.Repo, "/")
 	if stored, err := c.db.Blobs.NamespaceBlob(ctx, ns, b.Digest); err == nil {
 		// In another repository of the namespace: link it (unless

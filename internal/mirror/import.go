@@ -33,6 +33,9 @@ type ImportRequest struct {
 	// Transport for upstream requests (the API passes the SSRF guard's).
 	Transport http.RoundTripper
 	Progress  Progress
+	// Create is how the copy creates the repository (Request.Create): the
+	// API creates it first and passes MustExist.
+	Create *meta.RepoCreate
 }
 
 // ErrTagExists is returned by a NoForce import whose target tag exists.
@@ -88,5 +91,5 @@ func (c *Copier) Import(ctx context.Context, req ImportRequest) (digest.Digest, 
 		transport = events.HTTPSOnly{Next: transport, Host: src.Context().RegistryStr(), Allow: "import with insecure to allow it"}
 	}
 	ropts = append(ropts, remote.WithTransport(transport))
-	return c.Copy(ctx, Request{Source: src, Options: ropts, Repo: req.Repo, Tags: req.Tags, Actor: req.Actor, Progress: req.Progress})
+	return c.Copy(ctx, Request{Source: src, Options: ropts, Repo: req.Repo, Tags: req.Tags, Actor: req.Actor, Progress: req.Progress, Create: req.Create})
 }

@@ -300,7 +300,8 @@ func (s *MirrorService) copyTags(ctx context.Context, m meta.Mirror, up upstream
 		return err
 	}
 	defer release()
-	req := Request{Source: up.repo.Digest(p.digest.String()), Options: opts, Repo: m.Repository, Tags: tags, Actor: mirrorActor(m)}
+	req := Request{Source: up.repo.Digest(p.digest.String()), Options: opts, Repo: m.Repository, Tags: tags, Actor: mirrorActor(m),
+		Create: &meta.RepoCreate{MustExist: true}} // a deleted repository's mirror copies nothing
 	if !p.filtered {
 		_, _, err := s.copier.Copy(ctx, req)
 		return err

@@ -247,7 +247,7 @@ func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag stri
 	if want == "" {
 		want = digest.Digest(desc.Digest.String())
 	}
-	req := ingest.Request{Repository: repo, Body: desc.Manifest, ContentType: string(desc.MediaType), Digest: want}
+	req := ingest.Request{Repository: repo, Body: desc.Manifest, ContentType: string(desc.MediaType), Digest: want, Create: cacheWriter().Create}
 	if tag != "" {
 		req.Tags = []string{tag}
 	}
@@ -283,10 +283,43 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 	} else if !ok {
 		return meta.Blob{}, meta.ErrBlobNotFound
 	}
-	// Shared by the requests of one cache organization: another's
-	// upstream may fail, or not have the blob at all.
 	ns, _, _ := strings.Cut(repo, "/")
-	v, err := s.share(ctx, "b\x00"+ns+"\x00"+d.String(), func() (any, error) {
+	b, err := s.fillBlob(ctx, repo, ns, d, size, pc, path, true)
+	if err != nil {
+		return meta.Blob{}, err
+	}
+	err = s.db.Blobs.LinkBlob(ctx, repo, b, meta.UploadClaim{}, cacheWriter())
+	if errors.Is(err, meta.ErrBlobNotFound) {
+		// Found linked in another repository of the organization, then
+		// collected (its link was stale) before this link: download it
+		// after all, as the manifest cached here names it.
+		if b, err = s.fillBlob(ctx, repo, ns, d, size, pc, path, false); err != nil {
+			return meta.Blob{}, err
+		}
+		err = s.db.Blobs.LinkBlob(ctx, repo, b, meta.UploadClaim{}, cacheWriter())
+	}
+	if err != nil {
+		return meta.Blob{}, err
+	}
+	return b, nil
+}
+
+// cacheWriter is how the cache writes: into its organization, which must
+// exist (a fill racing the organization's deletion does not make it again
+// without owners); a repository of it is made on its first fill.
+func cacheWriter() meta.Writer { return meta.Writer{Create: &meta.RepoCreate{}} }
+
+// fillBlob brings blob d into storage for repo once per organization and
+// digest at a time (the requests of one cache organization share it:
+// another's upstream may fail, or not have the blob at all). With linked,
+// a blob a repository of the organization links already is answered
+// without a download.
+func (s *Service) fillBlob(ctx context.Context, repo, ns string, d digest.Digest, size int64, pc meta.ProxyCache, path string, linked bool) (meta.Blob, error) {
+	key := "b\x00" + ns + "\x00" + d.String()
+	if !linked {
+		key = "B\x00" + ns + "\x00" + d.String()
+	}
+	v, err := s.share(ctx, key, func() (any, error) {
 		// The download outlives the request that started it: others wait
 		// on it.
 		tctx, cancelT := context.WithTimeout(context.WithoutCancel(ctx), s.opts.BlobTimeout)
@@ -297,8 +330,10 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		// stores for other namespaces only is downloaded all the same:
 		// the upstream proves it has the bytes (a manifest naming another
 		// tenant's private layer must not make it readable here).
-		if b, err := s.db.Blobs.NamespaceBlob(fctx, ns, d); err == nil {
-			return b, nil
+		if linked {
+			if b, err := s.db.Blobs.NamespaceBlob(fctx, ns, d); err == nil {
+				return b, nil
+			}
 		}
 		// A blob Berth stores already (for another namespace) is counted
 		// for this one since its cached manifest named it: downloading it
@@ -332,7 +367,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		// arriving just after finds it), under the garbage-collection
 		// protocol.
 		n, err := storage.Ingest(fctx, s.store, body, d, size, func(ctx context.Context, staged string, n int64) error {
-			_, err := s.db.Blobs.StoreBlob(ctx, repo, meta.Blob{Digest: d, Size: n}, meta.UploadClaim{}, meta.Writer{},
+			_, err := s.db.Blobs.StoreBlob(ctx, repo, meta.Blob{Digest: d, Size: n}, meta.UploadClaim{}, cacheWriter(),
 				storage.Staged(s.store, staged, d))
 			return err
 		})
@@ -352,9 +387,5 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 	if err != nil {
 		return meta.Blob{}, s.upstreamFailed(repo, upstreamError(err, true), err)
 	}
-	b := v.(meta.Blob)
-	if err := s.db.Blobs.LinkBlob(ctx, repo, b, meta.UploadClaim{}, meta.Writer{}); err != nil {
-		return meta.Blob{}, err
-	}
-	return b, nil
+	return v.(meta.Blob), nil
 }
