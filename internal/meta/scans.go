@@ -193,8 +193,12 @@ type ScanResult struct {
 	Reason         string
 	IndexerVersion int
 	Report         []byte
-	Packages       []ScanPackage
-	Vulns          []ScanVuln
+	// Summary is what the data coverage of the image is computed from
+	// (scan's coverage summary of Report), stored beside it: nil with no
+	// report.
+	Summary  []byte
+	Packages []ScanPackage
+	Vulns    []ScanVuln
 	// Layers are newly indexed layers to cache, by digest (written in the
 	// same transaction: one write per scan, not one per layer).
 	Layers []LayerIndexEntry
@@ -215,9 +219,10 @@ func (db Scans) SaveScan(ctx context.Context, r ScanResult, also ...func(context
 				return err
 			}
 		}
-		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, reason, indexer_version, report, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, reason, indexer_version, report, coverage_summary, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (digest) DO UPDATE SET status = excluded.status, reason = excluded.reason, indexer_version = excluded.indexer_version,
-			report = excluded.report, updated_at = excluded.updated_at`), r.Digest, r.Status, r.Reason, r.IndexerVersion, r.Report, ts); err != nil {
+			report = excluded.report, coverage_summary = excluded.coverage_summary, updated_at = excluded.updated_at`),
+			r.Digest, r.Status, r.Reason, r.IndexerVersion, r.Report, nilIfEmpty(r.Summary), ts); err != nil {
 			return fmt.Errorf("store scan: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_packages WHERE digest = ?"), r.Digest); err != nil {

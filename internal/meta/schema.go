@@ -337,6 +337,10 @@ ON CONFLICT (name) DO NOTHING`,
 	`CREATE INDEX tag_history_ended ON tag_history(until_at) WHERE until_at > 0;
 CREATE INDEX tag_history_repository_ended ON tag_history(repository_id, until_at) WHERE until_at > 0;
 CREATE INDEX expiry_notices_expires ON expiry_notices(expires_at)`,
+	// 31: the summary of a scan report the data coverage of the image is
+	// computed from (scans_summary.go), written with the report: the tags
+	// page reads it, not the report. NULL for reports stored before.
+	`ALTER TABLE manifest_scans ADD COLUMN coverage_summary {{bytes}}`,
 }
 
 func (db *core) render(stmt string) string {

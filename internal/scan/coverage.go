@@ -154,8 +154,12 @@ func (ds *dataSources) hasCPEMapping(ctx context.Context) (bool, error) {
 // redHatGap says why the RPMs of a Red Hat image cannot be matched
 // although Red Hat advisories were imported: those are keyed by the CPEs
 // of the image's content sets.
-func (ds *dataSources) redHatGap(ctx context.Context, rep *Report) (string, error) {
-	if len(rep.ContentSets) == 0 {
+func (ds *dataSources) redHatGap(ctx context.Context, sum *coverageSummary) (string, error) {
+	rh := sum.RedHat
+	if rh == nil {
+		rh = &redHatSummary{}
+	}
+	if len(rh.ContentSets) == 0 {
 		return "the image names no content sets (root/buildinfo/content_manifests/*.json or usr/share/buildinfo/content-sets.json), and Red Hat's advisories are keyed by the CPEs of content sets", nil
 	}
 	ok, err := ds.hasCPEMapping(ctx)
@@ -165,13 +169,13 @@ func (ds *dataSources) redHatGap(ctx context.Context, rep *Report) (string, erro
 	if !ok {
 		return "Red Hat's content-set mapping (repository-to-cpe.json) is not imported", nil
 	}
-	if len(rep.CPEs) == 0 {
-		return fmt.Sprintf("the content-set mapping names none of the image's content sets (%s)", strings.Join(rep.ContentSets, ", ")), nil
+	if len(rh.CPEs) == 0 {
+		return fmt.Sprintf("the content-set mapping names none of the image's content sets (%s)", strings.Join(rh.ContentSets, ", ")), nil
 	}
 	// The mapping is there, but do any advisories name the image's CPE
 	// ecosystems (or bare "Red Hat")? Records for other RHEL streams do
 	// not cover this image.
-	return RedHatDataGap(rep, func(e string) (bool, error) { return ds.hasRelease(ctx, e) })
+	return redHatDataGap(sum.Ecosystem, rh.RPMs, rh.ContentSets, rh.CPEs, func(e string) (bool, error) { return ds.hasRelease(ctx, e) })
 }
 
 func (ds *dataSources) hasRelease(ctx context.Context, eco string) (bool, error) {
@@ -186,140 +190,10 @@ func (ds *dataSources) hasRelease(ctx context.Context, eco string) (bool, error)
 	return v, nil
 }
 
-// coverage computes the data coverage of a scanned image's report.
+// coverage computes the data coverage of a scanned image's report: that
+// of its summary.
 func (ds *dataSources) coverage(ctx context.Context, rep *Report) (DataCoverage, error) {
-	type group struct {
-		release  string
-		packages int
-		os       bool
-		misfit   string // OS packages of a kind the distribution does not use: why
-		gap      string // the image's OS packages are not all known: why
-	}
-	groups := map[string]*group{}
-	get := func(base, release string, os bool) *group {
-		g := groups[base]
-		if g == nil {
-			g = &group{release: release, os: os}
-			groups[base] = g
-		}
-		return g
-	}
-	// The group of the distribution's packages.
-	id := osReleaseID(rep)
-	osBase, osRelease := id, ""
-	if osBase == "" {
-		osBase = "unknown distribution"
-	}
-	if rep.Ecosystem != "" {
-		osBase = osv.BaseEcosystem(rep.Ecosystem)
-		if strings.Contains(rep.Ecosystem, ":") {
-			osRelease = rep.Ecosystem
-		}
-	}
-	kind := osv.OSPackageKind(rep.Ecosystem)
-	for _, p := range rep.Packages {
-		switch p.Kind {
-		case index.KindDpkg, index.KindApk, index.KindRPM:
-			if rep.Ecosystem != "" && kind != "" && p.Kind != kind {
-				// Matched under the distribution's scheme, they would match
-				// nothing, or the wrong packages: not matched at all.
-				g := get(p.Kind+" packages", "", true)
-				g.packages++
-				g.misfit = fmt.Sprintf("%s packages in an image whose os-release names %s (%s), whose advisories name %s packages: Berth does not match them",
-					p.Kind, id, rep.Ecosystem, kind)
-				continue
-			}
-			get(osBase, osRelease, true).packages++
-		default:
-			if eco := osv.LanguageEcosystem(p.Kind); eco != "" && p.Version != "" {
-				get(eco, "", false).packages++
-			}
-		}
-	}
-	// An image with an os-release and no package database at all is not a
-	// gap: ubi-micro and scratch images that copy an os-release have
-	// none, and no setting or rescan could ever complete them. A database
-	// a layer had and a later one deleted, or one not read, is (Gaps).
-	if len(rep.Gaps) > 0 {
-		get(osBase, osRelease, true).gap = gapsReason(rep.Gaps)
-	}
-	cov := DataCoverage{Complete: true, Missing: []string{}, Stale: []string{}, Ecosystems: []EcosystemData{}}
-	bases := make([]string, 0, len(groups))
-	for b := range groups {
-		bases = append(bases, b)
-	}
-	sort.Strings(bases)
-	for _, base := range bases {
-		g := groups[base]
-		e := EcosystemData{Ecosystem: base, Release: g.release, Packages: g.packages}
-		name := base
-		if g.release != "" {
-			name = g.release
-		}
-		src, imported := ds.sources[base]
-		switch {
-		case g.misfit != "":
-			e.Status, e.Reason = DataUnsupported, g.misfit
-		case g.os && rep.Ecosystem == "":
-			e.Status, e.Reason = DataUnsupported, fmt.Sprintf("Berth cannot match the packages of this distribution (os-release ID %q)", base)
-		case !imported || src.Records == 0:
-			e.Status, e.Reason = DataMissing, fmt.Sprintf("no advisories imported for %s", base)
-		default:
-			e.Records = src.Records
-			at := src.UpdatedAt
-			e.UpdatedAt = &at
-			e.Status = DataCurrent
-			if g.os && base != redHat {
-				// The packages are matched under rep.Ecosystem exactly (and
-				// the bare base for a release): data for other releases says
-				// nothing about this one.
-				ok, err := ds.hasRelease(ctx, rep.Ecosystem)
-				if err == nil && !ok && g.release != "" {
-					ok, err = ds.hasRelease(ctx, base)
-				}
-				if err != nil {
-					return DataCoverage{}, err
-				}
-				switch {
-				case ok:
-				case g.release != "":
-					e.Status, e.Reason = DataMissing, fmt.Sprintf("the %d advisories imported for %s name no package of %s", src.Records, base, g.release)
-				default:
-					e.Status, e.Reason = DataMissing, fmt.Sprintf("the image's os-release names no release of %s (no VERSION_ID), and none of the %d advisories imported for %s is for bare %q: "+
-						"they name releases", base, src.Records, base, base)
-				}
-			}
-			if g.os && base == redHat {
-				gap, err := ds.redHatGap(ctx, rep)
-				if err != nil {
-					return DataCoverage{}, err
-				}
-				if gap != "" {
-					e.Status, e.Reason = DataMissing, gap
-				}
-			}
-			if age := ds.now.Sub(src.UpdatedAt); e.Status == DataCurrent && ds.stale > 0 && age > ds.stale {
-				e.Status, e.Reason = DataStale, fmt.Sprintf("advisories last updated %s ago (%s), more than %s", roundAge(age),
-					src.UpdatedAt.Format(time.RFC3339), roundAge(ds.stale))
-			}
-		}
-		if g.gap != "" {
-			reason := g.gap
-			if e.Status == DataMissing || e.Status == DataUnsupported {
-				reason += "; besides, " + e.Reason
-			}
-			e.Status, e.Reason = DataUnsupported, reason
-		}
-		switch e.Status {
-		case DataMissing, DataUnsupported:
-			cov.Complete = false
-			cov.Missing = append(cov.Missing, name)
-		case DataStale:
-			cov.Stale = append(cov.Stale, name)
-		}
-		cov.Ecosystems = append(cov.Ecosystems, e)
-	}
-	return cov, nil
+	return ds.evaluate(ctx, summarize(rep))
 }
 
 // osReleaseID is the report's os-release ID, in lower case; "" when none.

@@ -105,9 +105,12 @@ func (s *Service) resolveCPEs(ctx context.Context, rep *Report) error {
 
 // redHatEcosystems are the OSV ecosystems of the report's Red Hat CPEs
 // ("Red Hat:enterprise_linux:8::baseos"), sorted.
-func redHatEcosystems(rep *Report) []string {
+func redHatEcosystems(rep *Report) []string { return redHatEcosystemsOf(rep.CPEs) }
+
+// redHatEcosystemsOf are the OSV ecosystems of Red Hat CPEs, sorted.
+func redHatEcosystemsOf(cpes []string) []string {
 	var out []string
-	for _, c := range rep.CPEs {
+	for _, c := range cpes {
 		if eco, ok := osv.RedHatEcosystem(c); ok {
 			out = append(out, eco)
 		}
@@ -199,7 +202,7 @@ func (s *Service) Remap(ctx context.Context, contentSets []string) (RematchStats
 		}
 		st.Changed++
 		res := meta.ScanResult{Digest: d, Status: meta.ScanScanned, IndexerVersion: ms.IndexerVersion, Packages: scanPackages(rep), Vulns: rows}
-		res.Report, _ = json.Marshal(rep)
+		setReport(&res, rep)
 		if len(added) > 0 {
 			holders, err := s.stores.Results.ManifestHolders(ctx, d)
 			if err != nil {
@@ -330,17 +333,23 @@ func isCPEMappingFile(path string) (bool, error) {
 // hasEcosystem reports whether any imported advisory names an exact
 // ecosystem. The report's CPEs are used as they are (match resolves them).
 func RedHatDataGap(rep *Report, hasEcosystem func(string) (bool, error)) (string, error) {
-	if !slices.ContainsFunc(rep.Packages, func(p index.Package) bool { return p.Kind == index.KindRPM }) ||
-		(rep.Ecosystem != osv.RedHat && len(rep.ContentSets) == 0) {
+	rpms := slices.ContainsFunc(rep.Packages, func(p index.Package) bool { return p.Kind == index.KindRPM })
+	return redHatDataGap(rep.Ecosystem, rpms, rep.ContentSets, rep.CPEs, hasEcosystem)
+}
+
+// redHatDataGap is RedHatDataGap of a report of ecosystem, with RPMs or
+// not, content sets and CPEs (what its coverage summary keeps).
+func redHatDataGap(ecosystem string, rpms bool, contentSets, cpes []string, hasEcosystem func(string) (bool, error)) (string, error) {
+	if !rpms || (ecosystem != osv.RedHat && len(contentSets) == 0) {
 		return "", nil
 	}
-	ecos := redHatEcosystems(rep)
+	ecos := redHatEcosystemsOf(cpes)
 	switch {
-	case len(rep.ContentSets) == 0:
+	case len(contentSets) == 0:
 		ecos = []string{osv.RedHat}
 	case len(ecos) == 0:
 		return fmt.Sprintf("none of the image's content sets (%s) is in Red Hat's content set mapping: import repository-to-cpe.json "+
-			"(berth admin vulndb fetch --cpe-mapping, or berth admin vulndb import repository-to-cpe.json)", strings.Join(rep.ContentSets, ", ")), nil
+			"(berth admin vulndb fetch --cpe-mapping, or berth admin vulndb import repository-to-cpe.json)", strings.Join(contentSets, ", ")), nil
 	}
 	for _, e := range append(ecos, osv.RedHat) {
 		ok, err := hasEcosystem(e)
@@ -348,7 +357,7 @@ func RedHatDataGap(rep *Report, hasEcosystem func(string) (bool, error)) (string
 			return "", err
 		}
 	}
-	if len(rep.ContentSets) == 0 {
+	if len(contentSets) == 0 {
 		return "the image lists no content sets (/root/buildinfo/content_manifests, /usr/share/buildinfo/content-sets.json) and Red Hat's advisories name CPE ecosystems only", nil
 	}
 	return fmt.Sprintf("no advisories imported for %s", strings.Join(ecos, ", ")), nil

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/berth-dev/berth/internal/wire"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -291,7 +293,37 @@ func (e *env) security(repo, dgst string) scan.SecurityInfo {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	images := []string{dgst}
+	for _, p := range info.Manifests {
+		images = append(images, p.Digest)
+	}
+	for _, d := range images {
+		e.sameCoverage(d)
+	}
 	return info
+}
+
+// sameCoverage checks that the data coverage of a scanned image computed
+// from the summary stored with its report is the one computed from the
+// whole report (as before summaries), and is Coverages' answer.
+func (e *env) sameCoverage(dgst string) {
+	e.t.Helper()
+	ctx := context.Background()
+	legacy, summarized, err := scan.CoverageBothWays(ctx, e.svc, dgst)
+	if errors.Is(err, scan.ErrNotScanned) {
+		return
+	}
+	if err != nil {
+		e.t.Fatalf("coverage of %s: %v", dgst, err)
+	}
+	if !reflect.DeepEqual(legacy, summarized) {
+		e.t.Fatalf("coverage of %s from its summary:\n%+v\nfrom its report:\n%+v", dgst, summarized, legacy)
+	}
+	covs, err := e.svc.Coverages(ctx, []string{dgst, dgst})
+	if got := covs[dgst]; err != nil || len(covs) != 1 || got.Complete != legacy.Complete || !slices.Equal(got.Missing, legacy.Missing) ||
+		!slices.Equal(got.Stale, legacy.Stale) || got.Reason() != legacy.Reason() {
+		e.t.Fatalf("Coverages of %s = %+v, %v; from its report: %+v", dgst, covs, err, legacy)
+	}
 }
 
 // events returns the scanner's events after id, decoded.

@@ -224,7 +224,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 					return "", err
 				}
 				// With the CPEs of the content set mapping as it is now.
-				res.Report, _ = json.Marshal(rep)
+				setReport(&res, rep)
 				res.Packages = scanPackages(rep)
 			}
 			res.Vulns = vulnRows(findings)
@@ -339,7 +339,7 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 	if eco, ok := osv.OSEcosystem(img.OSRelease); ok {
 		rep.Ecosystem = eco
 	}
-	res.Report, _ = json.Marshal(rep)
+	setReport(&res, rep)
 	res.Status = meta.ScanScanned
 	res.Packages = scanPackages(rep)
 	return res, rep, nil, nil

@@ -2,6 +2,7 @@ package scan
 
 import (
 	"context"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -12,6 +13,7 @@ import (
 // one small interface each (internal/wire builds them).
 type Stores struct {
 	Results   Results
+	Summaries Summaries
 	Rematches Rematches
 	Vulns     Vulns
 	Manifests Manifests
@@ -28,6 +30,13 @@ type Results interface {
 	EnqueueScan(ctx context.Context, repo, digest string) error
 	QueueFirstScan(ctx context.Context, repo, digest string) error
 	ManifestVulns(ctx context.Context, digest string) ([]meta.ScanVuln, error)
+}
+
+// Summaries read and backfill the coverage summaries stored beside the
+// reports (Coverages; meta.Scans).
+type Summaries interface {
+	ScanSummaries(ctx context.Context, digests []string) (map[string]meta.ScanSummary, error)
+	FillScanSummary(ctx context.Context, digest string, updatedAt time.Time, summary []byte) (bool, error)
 }
 
 // Rematches find and update the manifests an advisory or mapping change

@@ -25,9 +25,10 @@ type rowCoverage struct {
 }
 
 // coverageChecksPerPage bounds the images whose data coverage the tags
-// page reads (each is the image's scan report and the advisory sources):
-// one per row of single images; an index counts its platforms. Rows past
-// it say "not checked", never clean; their manifest's page says it.
+// page reads (each is the summary stored with the image's scan report,
+// all in one query): one per row of single images; an index counts its
+// platforms. Rows past it say "not checked", never clean; their
+// manifest's page says it.
 const coverageChecksPerPage = tagsPerPage
 
 // Reasons a row's coverage was not read that the page gives itself.
@@ -123,28 +124,23 @@ func (u *UI) platformImages(ctx context.Context, repo string, d digest.Digest) (
 }
 
 // coverages reads the data coverage of scanned images, by digest; an
-// image without a scanned report is left out.
-//
-// Each is scan.Service.Coverage, which reads the advisory sources again:
-// a method of the scanner that took the digests at once would read them
-// once per page.
+// image without a scanned report is left out, and so is one the scanner
+// did not check (scanned before it stored the summaries it reads: it
+// reads the whole reports of a few only). One call: one query of the
+// images' summaries and one read of the advisory sources, whatever the
+// page.
 func (u *UI) coverages(ctx context.Context, images []string) (map[string]scan.DataCoverage, error) {
-	out := make(map[string]scan.DataCoverage, len(images))
-	for _, d := range images {
-		cov, err := u.db.Scanner.Coverage(ctx, d)
-		if errors.Is(err, scan.ErrNotScanned) {
-			continue
-		} else if err != nil {
-			return nil, err
-		}
-		out[d] = cov
+	if len(images) == 0 {
+		return map[string]scan.DataCoverage{}, nil
 	}
-	return out, nil
+	return u.db.Scanner.Coverages(ctx, images)
 }
 
 // coverageOf is a row's coverage from its images': complete when every
 // image is scanned with complete data (an index without platforms is
-// not); the reasons of the others, each said once.
+// not); the reasons of the others, each said once. An image the scanner
+// left out (no scanned report, or not checked: Scanner.Coverages) makes
+// the row "not checked" unless another's data is known incomplete.
 func coverageOf(images []string, covs map[string]scan.DataCoverage, index bool) rowCoverage {
 	rc := rowCoverage{Checked: true, Complete: len(images) > 0}
 	if len(images) == 0 {
@@ -158,19 +154,24 @@ func coverageOf(images []string, covs map[string]scan.DataCoverage, index bool) 
 			reasons = append(reasons, s)
 		}
 	}
+	unchecked, incomplete := false, false
 	for _, d := range images {
 		cov, ok := covs[d]
 		switch {
 		case !ok && index:
-			rc.Complete = false
-			add(fmt.Sprintf("the platform %s has no scan report", shortDigest(d)))
+			rc.Complete, unchecked = false, true
+			add(fmt.Sprintf("the platform %s was not checked (no scan report, or not read on this page)", shortDigest(d)))
 		case !ok:
-			rc.Complete = false
-			add("no scan report")
+			rc.Complete, unchecked = false, true
+			add(reasonCoverageNotChecked)
 		default:
 			rc.Complete = rc.Complete && cov.Complete
+			incomplete = incomplete || !cov.Complete
 			add(cov.Reason())
 		}
+	}
+	if unchecked && !incomplete {
+		rc.Checked = false
 	}
 	if len(reasons) > 0 {
 		rc.Reason = strings.Join(reasons, "; ")

@@ -308,15 +308,15 @@ func TestSecurityWithoutDataIsNotClean(t *testing.T) {
 	}
 }
 
-// countingScanner counts the coverage reads of a page.
+// countingScanner counts the images whose coverage a page reads.
 type countingScanner struct {
 	web.Scanner
 	coverages *int
 }
 
-func (c countingScanner) Coverage(ctx context.Context, digest string) (scan.DataCoverage, error) {
-	*c.coverages++
-	return c.Scanner.Coverage(ctx, digest)
+func (c countingScanner) Coverages(ctx context.Context, digests []string) (map[string]scan.DataCoverage, error) {
+	*c.coverages += len(digests)
+	return c.Scanner.Coverages(ctx, digests)
 }
 
 // TestTagsPageBoundsCoverageReads: the tags page reads the data coverage
@@ -346,5 +346,124 @@ func TestTagsPageBoundsCoverageReads(t *testing.T) {
 	}
 	if row := tagRow(t, body, "v50"); !strings.Contains(row, `<span class="badge ok">none known</span>`) {
 		t.Errorf("the row of an image with complete data and no finding:\n%s", row)
+	}
+}
+
+// countingResults counts the reads of whole scan reports
+// (meta.Scans.ManifestScan) by the scanner.
+type countingResults struct {
+	scan.Results
+	reports *int
+}
+
+func (c countingResults) ManifestScan(ctx context.Context, digest string) (meta.ManifestScan, error) {
+	*c.reports++
+	return c.Results.ManifestScan(ctx, digest)
+}
+
+// hiddenSummaries, with noSummaries, makes the scans look as if they had
+// no coverage summary (as those stored before summaries were).
+type hiddenSummaries struct {
+	scan.Summaries
+	noSummaries bool
+}
+
+func (c hiddenSummaries) ScanSummaries(ctx context.Context, digests []string) (map[string]meta.ScanSummary, error) {
+	sums, err := c.Summaries.ScanSummaries(ctx, digests)
+	if c.noSummaries {
+		for d, s := range sums {
+			s.Summary = nil
+			sums[d] = s
+		}
+	}
+	return sums, err
+}
+
+func (c hiddenSummaries) FillScanSummary(ctx context.Context, digest string, at time.Time, summary []byte) (bool, error) {
+	if c.noSummaries {
+		return false, nil
+	}
+	return c.Summaries.FillScanSummary(ctx, digest, at, summary)
+}
+
+// scannerCounting is the env's scanner counting its reads of whole scan
+// reports in reports, and seeing no coverage summaries with noSummaries.
+func (e *scanEnv) scannerCounting(reports *int, noSummaries bool) *scan.Service {
+	ss := wire.ScanStores(e.db)
+	ss.Results = countingResults{ss.Results, reports}
+	ss.Summaries = hiddenSummaries{ss.Summaries, noSummaries}
+	return scan.New(ss, e.driver, scan.Options{Host: e.host, Version: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+}
+
+// TestTagsPageReadsNoScanReport: the tags page of many scanned images
+// says whether each one's data is complete without reading any image's
+// whole scan report (tens of MB for an image of many packages): it reads
+// the summaries stored with the reports.
+func TestTagsPageReadsNoScanReport(t *testing.T) {
+	e := newScanEnv(t)
+	for i := range 30 {
+		e.push("acme/app", fmt.Sprint("v", i), map[string]string{"README": fmt.Sprint("image ", i)})
+	}
+	e.push("acme/app", "deb", debianImage(nil))
+	e.drain()
+	reports := 0
+	st := e.stores()
+	st.Scanner = e.scannerCounting(&reports, false)
+	ui := newUI(t, st, web.Options{Auth: readOnlyPublic{public: map[string]bool{"acme/app": true}}})
+	status, body := get(t, ui, "/repository/acme/app", false)
+	if status != http.StatusOK {
+		t.Fatalf("GET the tags page = %d\n%.2000s", status, body)
+	}
+	if reports != 0 {
+		t.Errorf("the tags page of 31 scanned images read %d whole scan reports, want none", reports)
+	}
+	for i := range 30 {
+		if row := tagRow(t, body, fmt.Sprint("v", i)); !strings.Contains(row, `<span class="badge ok">none known</span>`) {
+			t.Errorf("the row of an image with complete data and no finding:\n%s", row)
+		}
+	}
+	if row := tagRow(t, body, "deb"); !strings.Contains(row, "no data") || !strings.Contains(row, "no advisories imported for Debian") {
+		t.Errorf("the row of an image without data:\n%s", row)
+	}
+}
+
+// TestTagsPageBoundsReportReadsWithoutSummaries: images scanned before
+// coverage summaries were stored have their whole report read, two per
+// page at most; the rows of the others say "not checked", never "none
+// known".
+func TestTagsPageBoundsReportReadsWithoutSummaries(t *testing.T) {
+	e := newScanEnv(t)
+	for i := range 10 {
+		e.push("acme/app", fmt.Sprint("v", i), map[string]string{"README": fmt.Sprint("image ", i)})
+	}
+	e.drain()
+	reports := 0
+	st := e.stores()
+	st.Scanner = e.scannerCounting(&reports, true)
+	ui := newUI(t, st, web.Options{})
+	status, body := get(t, ui, "/repository/acme/app", false)
+	if status != http.StatusOK {
+		t.Fatalf("GET the tags page = %d\n%.2000s", status, body)
+	}
+	if reports > 2 {
+		t.Errorf("the tags page of 10 images without summaries read %d whole scan reports, want at most 2", reports)
+	}
+	clean, unchecked := 0, 0
+	for i := range 10 {
+		row := tagRow(t, body, fmt.Sprint("v", i))
+		switch {
+		case strings.Contains(row, `<span class="badge ok">none known</span>`):
+			clean++
+		case strings.Contains(row, "not checked"):
+			unchecked++
+		default:
+			t.Errorf("the row of an image with complete data and no finding:\n%s", row)
+		}
+	}
+	if clean != reports || unchecked != 10-reports {
+		t.Errorf("%d rows clean and %d not checked after %d reports read", clean, unchecked, reports)
+	}
+	if reports == 0 {
+		t.Error("no report read: the rows scanned before summaries are never checked")
 	}
 }

@@ -88,11 +88,12 @@ type GraphStore interface {
 }
 
 // Scanner answers an image's security report, and whether the
-// vulnerability data behind a scanned image's report is complete
-// (scan.ErrNotScanned for an image without a scanned report).
+// vulnerability data behind scanned images' reports is complete, by
+// digest, for a page of images at once (an image without a scanned
+// report, or not checked, left out).
 type Scanner interface {
 	Security(ctx context.Context, repo string, m meta.Manifest, withVulns bool) (scan.SecurityInfo, error)
-	Coverage(ctx context.Context, digest string) (scan.DataCoverage, error)
+	Coverages(ctx context.Context, digests []string) (map[string]scan.DataCoverage, error)
 }
 
 // BlobReader reads a blob's bytes (an image's config).

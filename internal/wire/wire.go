@@ -81,7 +81,7 @@ func NotifyStores(db *meta.DB) notify.Stores {
 
 // ScanStores are the stores scan.New takes.
 func ScanStores(db *meta.DB) scan.Stores {
-	return scan.Stores{Results: db.Scans(), Rematches: db.Scans(), Vulns: db.VulnDB(), Manifests: db.Manifests(), Blobs: db.Blobs()}
+	return scan.Stores{Results: db.Scans(), Summaries: db.Scans(), Rematches: db.Scans(), Vulns: db.VulnDB(), Manifests: db.Manifests(), Blobs: db.Blobs()}
 }
 
 // WebStores are the stores web.New takes; the server adds the scanner,
