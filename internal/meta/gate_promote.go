@@ -145,11 +145,8 @@ func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 		}
 		var mediaType string
 		var size int64
-		lock := ""
-		if db.dialect == postgres {
-			lock = " FOR SHARE"
-		}
-		err = tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+lock), repoID, c.Digest.String()).
+		// Locked as its release below will (manifestLock).
+		err = tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+db.manifestLock(true)), repoID, c.Digest.String()).
 			Scan(&mediaType, &size)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrManifestNotFound

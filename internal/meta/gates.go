@@ -335,46 +335,6 @@ func (db *core) repoID(ctx context.Context, tx *sql.Tx, repo string) (int64, err
 	return id, nil
 }
 
-// gateLockClass is the first key of the PostgreSQL advisory lock that
-// serializes candidates and promotions of one guarded tag.
-const gateLockClass = 0x67617465 // "gate"
-
-func (db *core) lockGuardedTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string) error {
-	if db.dialect != postgres {
-		return nil // SQLite serializes writers
-	}
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", gateLockClass, fmt.Sprintf("%d\n%s", repoID, tag)); err != nil {
-		return fmt.Errorf("lock guarded tag: %w", err)
-	}
-	return nil
-}
-
-// guardedTags returns the tag patterns of the repository's gate (nil if
-// the repository has none), in a push's transaction.
-func (db *core) guardedTags(ctx context.Context, tx *sql.Tx, repoID int64) ([]string, bool, error) {
-	var tags string
-	lock := ""
-	if db.dialect == postgres {
-		// Held until the transaction ends: a gate deleted or replaced
-		// meanwhile waits, and then sees (releases, withdraws or
-		// re-evaluates) what this transaction held or proposed; before,
-		// a push racing a DeleteGate left its manifest held for ever.
-		lock = " FOR SHARE"
-	}
-	err := tx.QueryRowContext(ctx, db.q("SELECT tags FROM gates WHERE repository_id = ?"+lock), repoID).Scan(&tags)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("read gate: %w", err)
-	}
-	var out []string
-	if err := json.Unmarshal([]byte(tags), &out); err != nil {
-		return nil, false, fmt.Errorf("read gate tags: %w", err)
-	}
-	return out, true, nil
-}
-
 // addCandidate records that d arrived for a guarded tag: a new pending
 // candidate that supersedes the tag's live ones, unless the tag already
 // points at d or a live candidate for d exists. It returns the new

@@ -144,31 +144,27 @@ func (db Manifests) restoreTag(ctx context.Context, repo, tag string, d digest.D
 		if err != nil {
 			return err
 		}
-		// The gate first, in the order PutGate and DeleteGate lock it and
-		// then the candidates (no deadlock between them).
+		// The gate first, then the tag's lock, before the manifest: the
+		// lock order at gateLockClass.
 		guarded, gated, err := db.guardedTags(ctx, tx, repoID)
 		if err != nil {
+			return err
+		}
+		if err := db.lockGuardedTag(ctx, tx, repoID, tag); err != nil {
 			return err
 		}
 		if err := db.restorable(ctx, tx, repoID, tag, d, since, gated && GuardsTag(guarded, tag)); err != nil {
 			return err
 		}
-		lock := ""
-		if db.dialect == postgres {
-			lock = " FOR SHARE"
-		}
 		var mediaType string
 		var size int64
-		err = tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+lock), repoID, d.String()).
+		err = tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+db.manifestLock(gated)), repoID, d.String()).
 			Scan(&mediaType, &size)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrManifestNotFound
 		}
 		if err != nil {
 			return fmt.Errorf("look up manifest: %w", err)
-		}
-		if err := db.lockGuardedTag(ctx, tx, repoID, tag); err != nil {
-			return err
 		}
 		prev, moved, err := db.setTag(ctx, tx, repoID, tag, d)
 		if err != nil || !moved {

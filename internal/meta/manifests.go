@@ -152,10 +152,10 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 	if err != nil {
 		return err
 	}
-	// The gate first (FOR SHARE on PostgreSQL), before any manifest row:
-	// DeleteGate and PutGate lock the gate, then release or withdraw what
-	// it held; the same order here keeps the two from deadlocking.
-	guarded, gated, err := db.guardedTags(ctx, tx, repoID)
+	// The gate first (FOR SHARE on PostgreSQL), then the guarded tags'
+	// locks, before any manifest row (the lock order at gateLockClass):
+	// DeleteGate, PutGate and Promote take them in this order too.
+	guarded, gated, err := db.guardedTags(ctx, tx, repoID, append([]string{p.Tag}, p.MoreTags...)...)
 	if err != nil {
 		return err
 	}
@@ -193,9 +193,10 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 	if created == 0 && db.dialect == postgres {
 		// The manifest exists: hold it until this push commits, so
 		// that a concurrent delete waits for the tag set here (and a
-		// delete that won meanwhile makes this push store it again).
+		// delete that won meanwhile makes this push store it again);
+		// gated, as releasing it would (manifestLock).
 		var one int
-		err := tx.QueryRowContext(ctx, "SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2 FOR SHARE", repoID, m.Digest.String()).Scan(&one)
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2"+db.manifestLock(gated), repoID, m.Digest.String()).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errRetry
 		}

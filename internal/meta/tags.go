@@ -105,19 +105,17 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 			}
 			return fmt.Errorf("look up repository: %w", err)
 		}
-		// The gate before the manifest, in the order DeleteGate and
-		// PutGate lock them (no deadlock between them).
-		guarded, gated, err := db.guardedTags(ctx, tx, repoID)
+		// The gate, then the tag's lock if it is guarded, before the
+		// manifest: the lock order at gateLockClass.
+		guarded, gated, err := db.guardedTags(ctx, tx, repoID, tag)
 		if err != nil {
 			return err
 		}
-		lock := ""
-		if db.dialect == postgres {
-			lock = " FOR SHARE" // a concurrent manifest delete waits for this tag
-		}
+		// A concurrent manifest delete waits for this tag; gated, locked
+		// as releasing the manifest would (manifestLock).
 		var mediaType string
 		var size int64
-		err = tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+lock), repoID, d.String()).
+		err = tx.QueryRowContext(ctx, db.q("SELECT media_type, size FROM manifests WHERE repository_id = ? AND digest = ?"+db.manifestLock(gated)), repoID, d.String()).
 			Scan(&mediaType, &size)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrManifestNotFound
