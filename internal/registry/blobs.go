@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -97,7 +98,12 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	rc, err := reg.store.Reader(r.Context(), storage.BlobPath(b.Digest), start)
+	var rc io.ReadCloser
+	if status == http.StatusPartialContent {
+		rc, err = storage.OpenRange(r.Context(), reg.store, storage.BlobPath(b.Digest), start, length)
+	} else {
+		rc, err = reg.store.Reader(r.Context(), storage.BlobPath(b.Digest), start)
+	}
 	if err != nil {
 		h.Del("Content-Length")
 		if errors.Is(err, storage.ErrNotFound) {

@@ -206,6 +206,25 @@ type Linker interface {
 	Link(ctx context.Context, src, dst string) error
 }
 
+// RangeReader is an optional capability of a Driver whose Reader would
+// start a transfer of the whole rest of the file (S3: a GET with an
+// open-ended Range): it reads at most length bytes from offset, so that a
+// client's small range (lazy-pulling snapshotters ask for thousands)
+// costs what it asks for. A range past the file's end is cut there.
+type RangeReader interface {
+	RangeReader(ctx context.Context, path string, offset, length int64) (io.ReadCloser, error)
+}
+
+// OpenRange opens path for reading length bytes from offset: through the
+// driver's RangeReader when it has one, else its Reader (the caller
+// stops reading at length).
+func OpenRange(ctx context.Context, d Driver, path string, offset, length int64) (io.ReadCloser, error) {
+	if rr, ok := d.(RangeReader); ok && length > 0 {
+		return rr.RangeReader(ctx, path, offset, length)
+	}
+	return d.Reader(ctx, path, offset)
+}
+
 // URLSigner is an optional capability of a Driver that can hand clients a
 // time-limited URL to read path directly (S3 presigned GET), so that a
 // blob download need not pass through Berth.
