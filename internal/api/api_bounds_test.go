@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/meta"
@@ -229,4 +230,49 @@ func mustJSON(v any) string {
 		panic(err)
 	}
 	return string(b)
+}
+
+// TestMirrorStoredBeforeTheBounds: a mirror stored before the interval
+// and glob bounds existed can still be changed in other ways, and a
+// client that sends its stored settings back is not refused for them;
+// changing them to values out of bounds is. Its syncs are scheduled at
+// least a minute apart.
+func TestMirrorStoredBeforeTheBounds(t *testing.T) {
+	e := newOrgEnvWith(t, testenv.Options{API: api.Options{Mirrors: fakeMirrors{}}})
+	ctx := context.Background()
+	e.user("alice", false)
+	e.createOrg("alice", "acme")
+	e.createRobot("alice", "/api/v1/organization/acme", "mirror", "")
+	e.expect("alice", "POST", "/api/v1/repository", `{"namespace":"acme","repository":"app","visibility":"private"}`, http.StatusCreated)
+	const path = "/api/v1/repository/acme/app/mirror"
+	e.expect("alice", "POST", path, `{"external_reference":"registry.example:5000/library/alpine","sync_interval":3600,
+		"root_rule":{"rule_kind":"tag_glob_csv","rule_value":["latest"]},"robot_username":"acme+mirror"}`, http.StatusCreated)
+	// As an earlier version stored it: every 5 seconds, 150 globs.
+	m, err := e.db.Mirrors().GetMirror(ctx, "acme/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := make([]string, 150)
+	for i := range legacy {
+		legacy[i] = fmt.Sprintf("v%d.*", i)
+	}
+	m.SyncInterval, m.RootRule.Value = 5*time.Second, legacy
+	if err := e.db.Mirrors().UpdateMirror(ctx, m, false); err != nil {
+		t.Fatal(err)
+	}
+	e.expect("alice", "PUT", path, `{"is_enabled": false}`, http.StatusCreated)
+	e.expect("alice", "PUT", path, `{"sync_interval": 5, "root_rule": {"rule_kind": "tag_glob_csv", "rule_value": `+mustJSON(legacy)+`}}`, http.StatusCreated)
+	e.expect("alice", "PUT", path, `{"sync_interval": 6}`, http.StatusBadRequest)
+	e.expect("alice", "PUT", path, `{"root_rule": {"rule_kind": "tag_glob_csv", "rule_value": `+mustJSON(append(legacy, "new"))+`}}`, http.StatusBadRequest)
+
+	if _, err := e.db.Mirrors().StartMirrorSync(ctx, "acme/app", ""); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if err := e.db.Mirrors().FinishMirrorSync(ctx, "acme/app", meta.MirrorSuccess, ""); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := e.db.Mirrors().GetMirror(ctx, "acme/app"); err != nil || m.NextSyncAt.Before(before.Add(meta.MinMirrorInterval-time.Second)) {
+		t.Fatalf("the next sync of a mirror stored with a 5 s interval is at %v (%v), want a minute on", m.NextSyncAt.Sub(before), err)
+	}
 }

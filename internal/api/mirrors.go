@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -191,7 +192,10 @@ func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput,
 			m.Proxy = *c.Proxy
 		}
 	}
-	if in.SyncInterval != nil {
+	// The bounds hold for values a request changes: a client that sends a
+	// mirror's stored settings back (Quay-style full PUT) is not refused
+	// for one stored before the bounds existed.
+	if in.SyncInterval != nil && (creating || time.Duration(*in.SyncInterval)*time.Second != m.SyncInterval) {
 		if *in.SyncInterval < minSyncIntervalSeconds || *in.SyncInterval > maxIntervalSeconds {
 			return badRequest("sync_interval must be %d seconds (a minute) to %d (10 years), not %d", minSyncIntervalSeconds, maxIntervalSeconds, *in.SyncInterval)
 		}
@@ -211,6 +215,7 @@ func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput,
 	} else if creating {
 		m.SyncStartDate = time.Now().UTC().Truncate(time.Second)
 	}
+	rootChanged := creating || in.RootRule != nil && !slices.Equal(in.RootRule.Value, m.RootRule.Value)
 	if in.RootRule != nil {
 		m.RootRule = *in.RootRule
 	}
@@ -220,7 +225,9 @@ func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput,
 	if len(m.RootRule.Value) == 0 {
 		return badRequest("root_rule.rule_value needs at least one glob")
 	}
-	if len(m.RootRule.Value) > maxMirrorGlobs {
+	if !rootChanged {
+		// Stored before the bounds below existed, and not changed here.
+	} else if len(m.RootRule.Value) > maxMirrorGlobs {
 		return badRequest("root_rule.rule_value has %d globs; at most %d are allowed", len(m.RootRule.Value), maxMirrorGlobs)
 	}
 	for _, g := range m.RootRule.Value {

@@ -51,9 +51,16 @@ func (c *Collector) sweepBlobs(ctx context.Context, cutoff time.Time, dry bool, 
 	if err != nil {
 		return fmt.Errorf("list blobs: %w", err)
 	}
+	// Where the pass starts follows the clock, not a count of passes: a
+	// process restarted often, or replicas started together, still cover
+	// every directory once per cycle.
+	first := 0
+	if shards < blobShards {
+		first = int(c.now().UnixNano() / int64(blobSweepCycle/blobShards) % blobShards)
+	}
 	var errs []error
-	for range shards {
-		shard := fmt.Sprintf("%02x", (c.blobShard.Add(1)-1)%blobShards)
+	for i := range shards {
+		shard := fmt.Sprintf("%02x", (first+i)%blobShards)
 		for _, a := range algs {
 			dir := path.Join("/blobs", path.Base(a), shard)
 			if err := c.sweepBlobDir(ctx, dir, digest.Algorithm(path.Base(a)), cutoff, dry, rep); err != nil {
@@ -107,25 +114,31 @@ func (c *Collector) sweepBlobDir(ctx context.Context, dir string, alg digest.Alg
 			}
 			continue
 		}
-		var removed []digest.Digest
-		n, err := c.sweep.RemoveUnrecordedBlobs(ctx, old, func(ctx context.Context, d digest.Digest) error {
-			if err := storage.DeleteBlob(ctx, c.store, d); err != nil {
-				return err
+		// In transactions of removeBatch, as condemned blobs are deleted:
+		// each holds the writer (SQLite) or its digests' locks while
+		// storage deletes.
+		n, err := inChunks(old, func(b []digest.Digest) (int, error) {
+			var removed []digest.Digest
+			n, err := c.sweep.RemoveUnrecordedBlobs(ctx, b, func(ctx context.Context, d digest.Digest) error {
+				if err := storage.DeleteBlob(ctx, c.store, d); err != nil {
+					return err
+				}
+				removed = append(removed, d)
+				return nil
+			})
+			if n == len(removed) { // the transaction did not run again
+				for _, d := range removed {
+					rep.BlobLeftoverBytes += size[d]
+				}
 			}
-			removed = append(removed, d)
-			return nil
+			return n, err
 		})
-		if n == len(removed) { // the transaction did not run again
-			for _, d := range removed {
-				rep.BlobLeftoverBytes += size[d]
-			}
-		}
 		rep.BlobLeftovers += n
 		if n > 0 {
 			c.log.Info("unrecorded blob bytes removed", "dir", dir, "blobs", n)
 		}
 		if err != nil {
-			c.log.Warn("remove unrecorded blob bytes", "dir", dir, "err", err)
+			return fmt.Errorf("remove unrecorded blob bytes in %s: %w", dir, err)
 		}
 	}
 	return nil

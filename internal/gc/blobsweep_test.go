@@ -99,11 +99,15 @@ func TestUnrecordedBytesRemovedUnderTheLock(t *testing.T) {
 }
 
 // TestBlobSweepCoversTheStoreOverItsCycle: with an interval, each pass
-// lists only its share of /blobs, and the whole store once per cycle.
+// lists only its share of /blobs, chosen by the clock (so that a process
+// restarted often still covers it all), and the whole store once per
+// cycle.
 func TestBlobSweepCoversTheStoreOverItsCycle(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "sqlite", Options{UploadExpiry: time.Hour, Interval: blobSweepCycle / 128})
-	old := time.Now().Add(-3 * time.Hour)
+	old := time.Now().Add(-72 * time.Hour)
+	clock := time.Now().Truncate(blobSweepCycle) // the cycle's start: shard 00 first
+	e.c.now = func() time.Time { return clock }
 	byShard := map[string]digest.Digest{}
 	for i := 0; len(byShard) < 2 || byShard["00"] == "" || byShard["ff"] == ""; i++ {
 		d := digest.FromString(fmt.Sprint(i))
@@ -121,7 +125,11 @@ func TestBlobSweepCoversTheStoreOverItsCycle(t *testing.T) {
 		t.Fatalf("first pass removed %d; shard 00 there %v, ff there %v: want only 00's (two shards per pass)",
 			rep.BlobLeftovers, e.exists(storage.BlobPath(byShard["00"])), e.exists(storage.BlobPath(byShard["ff"])))
 	}
+	// A new process (a restart) a little later goes on from the clock.
+	e.c = New(Stores{Uploads: e.db.Uploads(), Collector: e.db.Collector(), Retention: e.db.Collector(), Sweep: e.db.Collector()}, e.store, e.c.opts)
 	for range 127 {
+		clock = clock.Add(blobSweepCycle / 128)
+		e.c.now = func() time.Time { return clock }
 		if _, err := e.c.Pass(ctx, false); err != nil {
 			t.Fatal(err)
 		}

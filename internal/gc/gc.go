@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
-	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -73,13 +72,10 @@ type Collector struct {
 	policy Lifecycle
 	gc     Collection
 	sweep  BlobSweeper
-	// blobShard is the next directory of /blobs/<algorithm> the blob
-	// sweep lists (sweepBlobs).
-	blobShard atomic.Uint32
-	store     storage.Driver
-	opts      Options
-	log       *slog.Logger
-	now       func() time.Time
+	store  storage.Driver
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
 }
 
 // New returns a collector.

@@ -233,11 +233,17 @@ func (db Mirrors) MirrorSyncNow(ctx context.Context, repo string) error {
 	})
 }
 
+// MinMirrorInterval is the shortest interval between a mirror's syncs:
+// the API refuses a shorter one, and a mirror stored with one before that
+// floor existed is scheduled as if it had this one.
+const MinMirrorInterval = time.Minute
+
 // MirrorSyncCancel asks a running or queued sync to stop at its next safe
 // point; the mirror's status is CANCEL and its next sync an interval away.
 func (db Mirrors) MirrorSyncCancel(ctx context.Context, repo string) error {
 	return db.execMirror(ctx, `UPDATE repository_mirrors SET cancel_requested = CASE WHEN sync_status IN ('SYNCING', 'SYNC_NOW') THEN 1 ELSE 0 END,
-		sync_status = 'CANCEL', next_sync_at = ? + sync_interval * 1000000 WHERE repository = ?`, now(), repo)
+		sync_status = 'CANCEL', next_sync_at = ? + (CASE WHEN sync_interval < ? THEN ? ELSE sync_interval END) * 1000000 WHERE repository = ?`,
+		now(), int64(MinMirrorInterval/time.Second), int64(MinMirrorInterval/time.Second), repo)
 }
 
 func (db *core) execMirror(ctx context.Context, stmt string, args ...any) error {
@@ -367,7 +373,9 @@ func (db Mirrors) FinishMirrorSync(ctx context.Context, repo, status, message st
 			return err
 		}
 		ts := now()
-		next, retries, kind, lastErr := ts+m.SyncInterval.Microseconds(), MirrorRetries, EventMirrorSyncSuccess, ""
+		// A mirror stored before intervals had a floor syncs no more often.
+		interval := max(m.SyncInterval, MinMirrorInterval)
+		next, retries, kind, lastErr := ts+interval.Microseconds(), MirrorRetries, EventMirrorSyncSuccess, ""
 		switch status {
 		case MirrorFail:
 			kind, lastErr = EventMirrorSyncFailed, message

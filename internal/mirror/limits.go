@@ -54,7 +54,10 @@ func (s *MirrorService) listTags(ctx context.Context, up upstream) ([]string, er
 		return nil, err
 	}
 	client := &http.Client{Transport: rt}
-	next := (&url.URL{Scheme: up.repo.Scheme(), Host: up.repo.RegistryStr(), Path: "/v2/" + up.repo.RepositoryStr() + "/tags/list"}).String()
+	// Pages of 1,000 tags, as go-containerregistry asks (an upstream's
+	// default page may be far smaller).
+	next := (&url.URL{Scheme: up.repo.Scheme(), Host: up.repo.RegistryStr(), Path: "/v2/" + up.repo.RepositoryStr() + "/tags/list",
+		RawQuery: "n=1000"}).String()
 	var tags []string
 	for pages := 0; next != ""; pages++ {
 		if pages >= s.opts.MaxTagPages {

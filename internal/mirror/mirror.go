@@ -243,8 +243,9 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	defer stop()
 	sctx, cancel := context.WithCancelCause(tctx)
 	defer cancel(nil)
-	go s.watchCancel(sctx, cancel, repo)
+	go s.watchCancel(sctx, cancel, m)
 	res, err := s.sync(sctx, m)
+	var robot *robotRefusedError
 	if err != nil && tctx.Err() != nil && ctx.Err() == nil {
 		err = context.Cause(tctx) // the sync's deadline, not what it cut
 	}
@@ -255,6 +256,12 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 		s.log.Info("mirror sync stopped", "repository", repo, "state", inactive.State)
 		s.count(meta.MirrorCancel)
 		return s.db.FinishMirrorSync(rec, repo, meta.MirrorCancel, inactive.Error())
+	case errors.As(context.Cause(sctx), &robot):
+		// The robot, or its owner, was disabled or deleted during the
+		// sync: it stopped before its next write.
+		s.log.Warn("mirror sync stopped", "repository", repo, "robot", m.RobotUsername, "reason", robot.why)
+		s.count(meta.MirrorFail)
+		return s.db.FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %s", msg, robot.why))
 	case errors.Is(err, errCancelled) || errors.Is(context.Cause(sctx), errCancelled):
 		s.log.Info("mirror sync cancelled", "repository", repo)
 		s.count(meta.MirrorCancel)
@@ -277,6 +284,11 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 }
 
 var errCancelled = errors.New("mirror sync cancelled")
+
+// robotRefusedError stops a sync whose robot may no longer act.
+type robotRefusedError struct{ why string }
+
+func (e *robotRefusedError) Error() string { return e.why }
 
 // robotRefused says why the mirror's robot may not write ("" if it may):
 // it was deleted, or it is disabled, or the user whose namespace it
@@ -303,7 +315,10 @@ func (s *MirrorService) count(outcome string) {
 	}
 }
 
-func (s *MirrorService) watchCancel(ctx context.Context, cancel context.CancelCauseFunc, repo string) {
+// watchCancel stops a sync in flight when it is cancelled, when its
+// repository leaves state MIRROR, or when its robot may no longer act
+// (disabled or deleted, or its owner is).
+func (s *MirrorService) watchCancel(ctx context.Context, cancel context.CancelCauseFunc, m meta.Mirror) {
 	t := time.NewTicker(s.opts.CancelPoll)
 	defer t.Stop()
 	for {
@@ -311,7 +326,7 @@ func (s *MirrorService) watchCancel(ctx context.Context, cancel context.CancelCa
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c, err := s.db.MirrorCancelRequested(ctx, repo)
+			c, err := s.db.MirrorCancelRequested(ctx, m.Repository)
 			var inactive *meta.MirrorInactiveError
 			switch {
 			case errors.As(err, &inactive):
@@ -319,6 +334,10 @@ func (s *MirrorService) watchCancel(ctx context.Context, cancel context.CancelCa
 				return
 			case err == nil && c:
 				cancel(errCancelled)
+				return
+			}
+			if why, err := s.robotRefused(ctx, m); err == nil && why != "" {
+				cancel(&robotRefusedError{why})
 				return
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -404,5 +405,52 @@ func TestMirrorRobotMustBeActive(t *testing.T) {
 	}
 	if st := f.status(t); st.Status != meta.MirrorFail || !strings.Contains(st.LastError, "does not exist") || f.localTags(t)["v2"] != "" {
 		t.Fatalf("sync as a deleted robot: %s %q, tags %v", st.Status, st.LastError, f.localTags(t))
+	}
+}
+
+// TestMirrorSyncStopsWhenItsRobotIsDisabled: a sync in flight when its
+// robot's owner is disabled stops before its next write and fails saying
+// why; before, it went on writing as the disabled account until it ended.
+func TestMirrorSyncStopsWhenItsRobotIsDisabled(t *testing.T) {
+	ctx := context.Background()
+	f := newMirrorFixture(t)
+	h := newHostile(t)
+	h.push(t, "v1")
+	listing := make(chan struct{})
+	var once sync.Once
+	h.on(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/v2/lib/app/tags/list" {
+			return false
+		}
+		once.Do(func() { close(listing) })
+		select { // answers only once the sync was stopped (a test bound of 20s)
+		case <-r.Context().Done():
+		case <-time.After(20 * time.Second):
+			tagPage(w, []string{"v1"}, "")
+		}
+		return true
+	})
+	h.mirror(t, f)
+	svc := h.service(t, f, mirror.MirrorOptions{CancelPoll: 50 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- svc.Sync(ctx, mrepo) }()
+	<-listing
+	off := false
+	if _, err := f.db.Users().UpdateUser(ctx, "acme", meta.UserChange{Enabled: &off}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the sync went on after its robot's owner was disabled")
+	}
+	if st := f.status(t); st.Status != meta.MirrorFail || !strings.Contains(st.LastError, "is disabled") {
+		t.Fatalf("sync stopped by a disabled robot: %s %q, want FAIL saying the robot is disabled", st.Status, st.LastError)
+	}
+	if tags := f.localTags(t); len(tags) != 0 {
+		t.Fatalf("the stopped sync wrote %v", tags)
 	}
 }

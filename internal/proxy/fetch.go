@@ -155,7 +155,13 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 		// At most MaxManifestFetches of the organization at once: each
 		// holds up to a manifest's size, and an upstream may be slow on
 		// purpose.
-		release, err := s.fetching.acquire(context.WithoutCancel(ctx), pc.Namespace, s.opts.ManifestWait)
+		// A cached tag does not wait for a turn: it is served stale at
+		// once while the organization's fetches are all taken.
+		wait := s.opts.ManifestWait
+		if cached != nil {
+			wait = 0
+		}
+		release, err := s.fetching.acquire(context.WithoutCancel(ctx), pc.Namespace, wait)
 		if err != nil && cached != nil {
 			return *cached, nil // served stale rather than refused
 		}

@@ -269,6 +269,13 @@ func (reg *Registry) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, r, errorf(http.StatusBadRequest, CodeUnsupported, "the request holds a NUL byte or invalid UTF-8", nil))
 		return
 	}
+	if errors.Is(err, storage.ErrFileTooLarge) {
+		// A blob past what the storage holds in one file: no retry helps.
+		reg.log.Error("blob too large for the storage: request refused", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, r, errorf(http.StatusRequestEntityTooLarge, CodeBlobUploadInvalid,
+			"the blob is larger than this registry's storage holds in one file (storage.s3.partSize)", nil))
+		return
+	}
 	if meta.StorageFull(err) {
 		// Before the check below: an error with an answer of its own is
 		// answered even when the request's context has ended (written to

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -140,4 +141,50 @@ func TestStorageBlipKeepsTheUpload(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fullFileDisk is storage whose writers refuse to grow a file past what
+// the backend holds in one (S3's 10,000 parts).
+type fullFileDisk struct{ storage.Driver }
+
+func (d fullFileDisk) Writer(ctx context.Context, path string, offset int64) (storage.FileWriter, error) {
+	w, err := d.Driver.Writer(ctx, path, offset)
+	if err != nil {
+		return nil, err
+	}
+	return fullFileWriter{w}, nil
+}
+
+type fullFileWriter struct{ storage.FileWriter }
+
+func (w fullFileWriter) Close() error {
+	w.FileWriter.Close()
+	return fmt.Errorf("s3 write: %w", storage.ErrFileTooLarge)
+}
+
+// TestBlobTooLargeForStorageIsNoRetry: a chunk the storage cannot hold in
+// one file is refused with 413, not a 503 that invites a retry that
+// cannot succeed.
+func TestBlobTooLargeForStorageIsNoRetry(t *testing.T) {
+	db := metatest.Open(t, "sqlite")
+	driver, err := fs.New(t.TempDir(), fs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
+	srv := httptest.NewServer(registry.New(wire.RegistryStores(db), fullFileDisk{driver}, registry.Options{Policy: policy, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+	t.Cleanup(srv.Close)
+	resp, err := http.Post(srv.URL+"/v2/lib/app/blobs/uploads/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	req, _ := http.NewRequest("PATCH", srv.URL+strings.TrimPrefix(resp.Header.Get("Location"), srv.URL), bytes.NewReader(patternBytes(1000)))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	expectError(t, resp, body, http.StatusRequestEntityTooLarge, registry.CodeBlobUploadInvalid)
 }

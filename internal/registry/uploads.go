@@ -292,9 +292,11 @@ func (reg *Registry) resumeError(w http.ResponseWriter, id string, err error) er
 
 // transientStorage reports whether a storage error may pass on its own
 // (S3 unreachable, timing out, throttling): not data that is gone
-// (storage.ErrNotFound) nor a full disk, which have answers of their own.
+// (storage.ErrNotFound), a full disk, nor a file past what the backend
+// holds (storage.ErrFileTooLarge), which have answers of their own.
 func transientStorage(err error) bool {
-	return !errors.Is(err, storage.ErrNotFound) && !meta.StorageFull(err) && !errors.Is(err, os.ErrDeadlineExceeded)
+	return !errors.Is(err, storage.ErrNotFound) && !meta.StorageFull(err) && !errors.Is(err, os.ErrDeadlineExceeded) &&
+		!errors.Is(err, storage.ErrFileTooLarge)
 }
 
 // storageUnavailable answers a transient storage failure while writing an

@@ -22,6 +22,11 @@ var ErrNotFound = errors.New("storage: path not found")
 // ErrInvalidPath is returned for a path outside the driver's grammar.
 var ErrInvalidPath = errors.New("storage: invalid path")
 
+// ErrFileTooLarge is wrapped by the error of a write past what the
+// backend can hold in one file (S3: 10,000 multipart parts): retrying it
+// cannot succeed.
+var ErrFileTooLarge = errors.New("storage: file too large for this backend")
+
 // Driver stores bytes under slash-separated paths. Every method takes the
 // request's context first. Implementations must be safe for concurrent use
 // by many processes sharing the same backing store: Move must be atomic with

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -18,7 +17,7 @@ import (
 
 // ErrTooManyParts is returned (wrapped) when a file would need more than
 // S3's 10,000 multipart parts.
-var ErrTooManyParts = errors.New("s3: the file needs more than 10,000 multipart parts; raise storage.s3.partSize")
+var ErrTooManyParts = fmt.Errorf("s3: the file needs more than 10,000 multipart parts; raise storage.s3.partSize: %w", storage.ErrFileTooLarge)
 
 // state is what a writer saves between requests (StatefulWriter.State):
 // the multipart upload, its parts, and the tail, fewer than MinPartSize
