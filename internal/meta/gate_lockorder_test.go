@@ -213,3 +213,58 @@ func TestPromotionRacesPublishingPush(t *testing.T) {
 			e.tagged("15-alpine"), e.tagged("latest"), e.manifest(held.Digest).Held, held.Digest)
 	}
 }
+
+// TestPromotionRacesDeleteOfItsManifest: on PostgreSQL, a promotion and a
+// DeleteManifest of the candidate's digest do not deadlock. The promotion
+// is stopped at the candidate's row (held by another session), holding
+// its tag's lock, and the delete started then: before, the delete locked
+// the manifest's row FOR UPDATE and then waited for the candidate's row
+// to withdraw it, while the promotion, once let go, locked the candidate
+// and waited for the manifest's row: deadlocked, detected after a second
+// and retried. The delete now takes the gate's row and the tag locks of
+// the digest's live candidates before the manifest, as the promotion
+// does, so it waits for the promotion.
+func TestPromotionRacesDeleteOfItsManifest(t *testing.T) {
+	e, h := newLockOrderEnv(t)
+	ctx, db := e.ctx, e.db
+	held := manifestOf("held, deleted while it is promoted")
+	e.put(meta.PutManifest{Repository: "mirror/node", Manifest: held, Tag: "15-alpine"})
+	h.lock("SELECT 1 FROM gate_candidates WHERE id = $1 FOR UPDATE", e.live("15-alpine")[0].ID)
+	promoted := e.promoteLater()
+	h.waitBlocked(1) // the promotion, holding the tag's lock
+	deleted := make(chan error, 1)
+	go func() { deleted <- db.Manifests().DeleteManifest(ctx, "mirror/node", held.Digest, "alice") }()
+	h.waitBlocked(2) // and the delete, waiting for the promotion
+	h.release()
+	promoteErr, deleteErr := <-promoted, <-deleted
+	if n := db.Deadlocks(); n > 0 {
+		t.Fatalf("%d transactions deadlocked", n)
+	}
+	var immutable *meta.ImmutableTagError
+	switch {
+	case promoteErr == nil:
+		// Promoted first: the delete then finds the rollback tag, which
+		// is immutable, pointing at the manifest.
+		if deleteErr != nil && !errors.As(deleteErr, &immutable) {
+			t.Fatalf("delete after the promotion: %v", deleteErr)
+		}
+	case errors.Is(promoteErr, meta.ErrCandidateNotLive), errors.Is(promoteErr, meta.ErrManifestNotFound):
+		if deleteErr != nil {
+			t.Fatalf("delete before the promotion: %v", deleteErr)
+		}
+	default:
+		t.Fatalf("promote: %v (delete: %v)", promoteErr, deleteErr)
+	}
+	_, err := db.Manifests().GetManifest(ctx, "mirror/node", "", held.Digest, false)
+	switch {
+	case errors.Is(err, meta.ErrManifestNotFound):
+		if live := e.live(""); len(live) != 0 || e.tagged("15-alpine") != "" {
+			t.Fatalf("manifest deleted, but 15-alpine is at %q and live candidates are %+v", e.tagged("15-alpine"), live)
+		}
+	case err != nil:
+		t.Fatal(err)
+	case promoteErr != nil || e.tagged("15-alpine") != held.Digest || e.manifest(held.Digest).Held || len(e.live("")) != 0:
+		t.Fatalf("manifest kept: promote %v, 15-alpine at %q, held %v, live candidates %+v",
+			promoteErr, e.tagged("15-alpine"), e.manifest(held.Digest).Held, e.live(""))
+	}
+}

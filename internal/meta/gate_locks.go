@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // gateLockClass is the first key of the PostgreSQL advisory lock that
@@ -20,7 +22,8 @@ import (
 //     by PutGate and DeleteGate, which then take the repository's row,
 //     the held manifests and the live candidates;
 //  2. the locks of the guarded tags it touches (lockGuardedTag), in tag
-//     order: guardedTags takes those of a push or retag;
+//     order: guardedTags takes those of a push or retag, lockCandidatesOf
+//     those of a manifest's live candidates for its delete;
 //  3. rows of manifests, tags and candidates (those of one tag's
 //     candidates under its lock).
 //
@@ -90,4 +93,37 @@ func (db *core) manifestLock(mayRelease bool) string {
 		return " FOR NO KEY UPDATE"
 	}
 	return " FOR SHARE"
+}
+
+// lockCandidatesOf takes, on PostgreSQL in a gated repository, the locks
+// that go before the row of manifest d in a transaction deleting it (the
+// lock order above): the gate's row FOR SHARE, then the locks of the tags
+// of d's live candidates, which the delete withdraws, in tag order. A
+// promotion of one of them holds its tag's lock and its row, and then
+// locks the manifest: a delete that locked the manifest first, then
+// waited for the candidate's row, deadlocked with it; it now waits for
+// the promotion. In an ungated repository it does nothing.
+func (db *core) lockCandidatesOf(ctx context.Context, tx *sql.Tx, repoID int64, gated bool, d digest.Digest) error {
+	if db.dialect != postgres || !gated {
+		return nil // SQLite serializes writers
+	}
+	if _, gated, err := db.guardedTags(ctx, tx, repoID); err != nil || !gated {
+		return err // a gate deleted meanwhile withdrew its candidates
+	}
+	rows, err := tx.QueryContext(ctx, db.q("SELECT DISTINCT tag FROM gate_candidates WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked')"),
+		repoID, d.String())
+	if err != nil {
+		return fmt.Errorf("list tags of live candidates: %w", err)
+	}
+	tags, err := scanStrings(rows)
+	if err != nil {
+		return fmt.Errorf("list tags of live candidates: %w", err)
+	}
+	slices.Sort(tags) // in Go's order, as guardedTags (not the database's collation)
+	for _, tag := range tags {
+		if err := db.lockGuardedTag(ctx, tx, repoID, tag); err != nil {
+			return err
+		}
+	}
+	return nil
 }

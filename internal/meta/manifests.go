@@ -577,17 +577,19 @@ func (db *core) confirmManifest(ctx context.Context, tx *sql.Tx, repoID int64, d
 // points at it, and appends a manifest_deleted event naming those tags.
 func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Digest, actor string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		var repoID int64
-		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
+		var repoID, gated int64
+		if err := tx.QueryRowContext(ctx, db.q("SELECT id, gated FROM repositories WHERE name = ?"), repo).Scan(&repoID, &gated); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return ErrManifestNotFound
 			}
 			return fmt.Errorf("look up repository: %w", err)
 		}
-		// Lock the manifest first (PostgreSQL): an index push that lists
-		// it holds it FOR SHARE until it commits, so the parent check
-		// below, a statement later, sees that index. SQLite serializes
-		// writers.
+		if err := db.lockCandidatesOf(ctx, tx, repoID, gated == 1, d); err != nil {
+			return err // the gate and its tags before the manifest (gate_locks.go)
+		}
+		// Then the manifest (PostgreSQL): an index push that lists it
+		// holds it FOR SHARE until it commits, so the parent check below,
+		// a statement later, sees that index. SQLite serializes writers.
 		lock := ""
 		if db.dialect == postgres {
 			lock = " FOR UPDATE"
