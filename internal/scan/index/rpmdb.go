@@ -100,8 +100,8 @@ const (
 // every hash entry count and item offset stays inside its page; every
 // chain is made of overflow pages of the file, each used by one chain at
 // most (which bounds what go-rpmdb reads in all to the file's size); every
-// last page's length fits; every value starts with an rpm header whose
-// counts fit in the value.
+// last page's length fits; every value starts with an rpm header that
+// passes checkHeaderCounts and checkRPMHeader (rpmheader.go).
 func checkRPMBDB(ctx context.Context, r io.ReaderAt, size int64) (int, error) {
 	meta := make([]byte, 36)
 	if err := readAt(r, meta, 0); err != nil {
@@ -177,7 +177,7 @@ type bdbFile struct {
 }
 
 // value checks the overflow chain starting at page first, the value of an
-// item of hash page p.
+// item of hash page p, and the package header it holds.
 func (b *bdbFile) value(p uint64, first uint32) error {
 	var head []byte // the value's first 8 bytes
 	length := 0
@@ -189,20 +189,9 @@ func (b *bdbFile) value(p uint64, first uint32) error {
 			return fmt.Errorf("hash page %d: overflow page %d is read twice (a loop or a shared chain)", p, cur)
 		}
 		b.used[cur] = true
-		if err := readAt(b.r, b.buf, int64(cur)*int64(b.pageSize)); err != nil {
-			return fmt.Errorf("read page %d: %w", cur, err)
-		}
-		if b.buf[25] != bdbOverflowType {
-			return fmt.Errorf("hash page %d: a value on page %d, of type %d, not an overflow page", p, cur, b.buf[25])
-		}
-		next := b.order.Uint32(b.buf[16:])
-		data := b.buf[bdbPageHeader:]
-		if next == 0 {
-			n := int(b.order.Uint16(b.buf[22:]))
-			if bdbPageHeader+n > b.pageSize {
-				return fmt.Errorf("overflow page %d: %d bytes of data, more than its page holds", cur, n)
-			}
-			data = data[:n]
+		data, next, err := b.overflow(cur)
+		if err != nil {
+			return fmt.Errorf("hash page %d: %w", p, err)
 		}
 		if len(head) < 8 {
 			head = append(head, data[:min(len(data), 8-len(head))]...)
@@ -210,21 +199,41 @@ func (b *bdbFile) value(p uint64, first uint32) error {
 		length += len(data)
 		cur = next
 	}
-	return checkHeaderCounts(head, length)
+	if err := checkHeaderCounts(head, length); err != nil {
+		return err
+	}
+	// The chain is sound: read the header it holds, whole, again.
+	h := make([]byte, 0, rpmHeaderLen(head))
+	for cur := first; len(h) < cap(h); {
+		data, next, err := b.overflow(cur)
+		if err != nil {
+			return fmt.Errorf("hash page %d: %w", p, err)
+		}
+		h = append(h, data[:min(len(data), cap(h)-len(h))]...)
+		cur = next
+	}
+	return checkRPMHeader(h)
 }
 
-// checkHeaderCounts checks that the rpm header a value of length bytes
-// starts with (head: its first bytes) counts no more index entries and
-// data than the value holds: go-rpmdb allocates what they say first.
-func checkHeaderCounts(head []byte, length int) error {
-	if len(head) < 8 {
-		return fmt.Errorf("a package header of %d bytes", length)
+// overflow reads overflow page cur into b.buf, and returns its data and
+// the next page of its chain.
+func (b *bdbFile) overflow(cur uint32) (data []byte, next uint32, err error) {
+	if err := readAt(b.r, b.buf, int64(cur)*int64(b.pageSize)); err != nil {
+		return nil, 0, fmt.Errorf("read page %d: %w", cur, err)
 	}
-	il, dl := uint64(binary.BigEndian.Uint32(head[0:4])), uint64(binary.BigEndian.Uint32(head[4:8]))
-	if 8+il*rpmHeaderIndexLen+dl > uint64(length) {
-		return fmt.Errorf("a package header counts %d entries and %d bytes of data, more than its %d bytes", il, dl, length)
+	if b.buf[25] != bdbOverflowType {
+		return nil, 0, fmt.Errorf("a value on page %d, of type %d, not an overflow page", cur, b.buf[25])
 	}
-	return nil
+	next = b.order.Uint32(b.buf[16:])
+	data = b.buf[bdbPageHeader:]
+	if next == 0 {
+		n := int(b.order.Uint16(b.buf[22:]))
+		if bdbPageHeader+n > b.pageSize {
+			return nil, 0, fmt.Errorf("overflow page %d: %d bytes of data, more than its page holds", cur, n)
+		}
+		data = data[:n]
+	}
+	return data, next, nil
 }
 
 // NDB ("Packages.db", rpm >= 4.16), as go-rpmdb (pkg/ndb) reads it.
@@ -249,7 +258,8 @@ var (
 // one; every used slot's blob starts after them, has the right magic and
 // package, ends inside the file and overlaps no other (which bounds what
 // go-rpmdb allocates in all to the file's size); every blob starts with an
-// rpm header whose counts fit in it.
+// rpm header that passes checkHeaderCounts and checkRPMHeader
+// (rpmheader.go).
 func checkRPMNDB(ctx context.Context, r io.ReaderAt, size int64) (int, error) {
 	head := make([]byte, ndbHeaderLen)
 	if err := readAt(r, head, 0); err != nil {
@@ -268,7 +278,11 @@ func checkRPMNDB(ctx context.Context, r io.ReaderAt, size int64) (int, error) {
 	if err := readAt(r, slots, ndbHeaderLen); err != nil {
 		return 0, fmt.Errorf("read slots: %w", err)
 	}
-	type span struct{ start, end int64 }
+	type span struct {
+		start, end int64
+		pkg        uint32
+		header     int // bytes of its rpm header
+	}
 	var blobs []span
 	blob := make([]byte, ndbBlobHeadLen+8)
 	for i := 0; i < len(slots); i += ndbSlotLen {
@@ -303,7 +317,7 @@ func checkRPMNDB(ctx context.Context, r io.ReaderAt, size int64) (int, error) {
 		if err := checkHeaderCounts(blob[ndbBlobHeadLen:], int(n)); err != nil {
 			return 0, fmt.Errorf("package %d: %w", pkg, err)
 		}
-		blobs = append(blobs, span{off, end})
+		blobs = append(blobs, span{off, end, pkg, rpmHeaderLen(blob[ndbBlobHeadLen:])})
 		if len(blobs) > maxLayerPackages {
 			return len(blobs), nil // precount refuses it
 		}
@@ -312,6 +326,21 @@ func checkRPMNDB(ctx context.Context, r io.ReaderAt, size int64) (int, error) {
 	for i := 1; i < len(blobs); i++ {
 		if blobs[i].start < blobs[i-1].end {
 			return 0, fmt.Errorf("blobs at bytes %d and %d overlap", blobs[i-1].start, blobs[i].start)
+		}
+	}
+	// The blobs are apart: read their headers, whole (the file at most).
+	for i, b := range blobs {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+		}
+		h := make([]byte, b.header)
+		if err := readAt(r, h, b.start+ndbBlobHeadLen); err != nil {
+			return 0, fmt.Errorf("package %d: read blob: %w", b.pkg, err)
+		}
+		if err := checkRPMHeader(h); err != nil {
+			return 0, fmt.Errorf("package %d: %w", b.pkg, err)
 		}
 	}
 	return len(blobs), nil

@@ -98,11 +98,20 @@ func TestCheckRPMDatabaseReal(t *testing.T) {
 		for _, d := range []string{
 			"ubi8-s390x/Packages",    // UBI 8, big-endian
 			"centos5-plain/Packages", // unsorted hash pages
+			"centos6-devtools/Packages",
+			"centos6-many/Packages",
+			"centos6-plain/Packages",
+			"centos7-devtools/Packages",
+			"centos7-httpd24/Packages",
+			"centos7-many/Packages",
 			"centos7-plain/Packages",
+			"centos7-python35/Packages",
 			"centos8-modularitylabel/Packages",
 			"libuuid/Packages",
 			"sle15-bci/Packages.db", // NDB
 			"fedora35/rpmdb.sqlite",
+			"fedora35-plus-mongo/rpmdb.sqlite",
+			"cbl-mariner-2.0/rpmdb.sqlite",
 		} {
 			dbs = append(dbs, filepath.Join(dir, d))
 		}

@@ -3,7 +3,6 @@ package index
 import (
 	"context"
 	"database/sql"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/url"
@@ -28,9 +27,11 @@ const (
 // them. A pushed file could make Packages a view over an endless recursive
 // query (a scan worker spinning for ever), a virtual table, or hold a
 // header claiming 2^31 index entries (an allocation that kills the
-// process). So: opened read-only and immutable, Packages must be a plain
-// table of at most maxRPMRows rows whose every blob's header counts fit in
-// the blob, all within rpmCheckTimeout. It returns the number of rows.
+// process); and like the other forms (rpmheader.go), its reader goroutine
+// blocks for ever, its query open, after a header go-rpmdb cannot parse.
+// So: opened read-only and immutable, Packages must be a plain table of at
+// most maxRPMRows rows whose every blob passes checkPackageHeader, all
+// within rpmCheckTimeout. It returns the number of rows.
 func checkRPMSQLite(ctx context.Context, path string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, rpmCheckTimeout)
 	defer cancel()
@@ -77,12 +78,8 @@ func checkRPMSQLiteIn(ctx context.Context, path string) (int, error) {
 		if err := rows.Scan(&blob); err != nil {
 			return 0, fmt.Errorf("read Packages: %w", err)
 		}
-		if len(blob) < 8 {
-			return 0, fmt.Errorf("package %d: a header of %d bytes", n, len(blob))
-		}
-		il, dl := uint64(binary.BigEndian.Uint32(blob[0:4])), uint64(binary.BigEndian.Uint32(blob[4:8]))
-		if 8+il*rpmHeaderIndexLen+dl > uint64(len(blob)) {
-			return 0, fmt.Errorf("package %d: its header counts %d entries and %d bytes of data, more than its %d bytes", n, il, dl, len(blob))
+		if err := checkPackageHeader(blob); err != nil {
+			return 0, fmt.Errorf("package %d: %w", n, err)
 		}
 	}
 	if err := rows.Err(); err != nil {
