@@ -256,6 +256,7 @@ func TestMirrorStoredBeforeTheBounds(t *testing.T) {
 	for i := range legacy {
 		legacy[i] = fmt.Sprintf("v%d.*", i)
 	}
+	legacy[0] = "v" + strings.Repeat("x", 300) // over the length bound too
 	m.SyncInterval, m.RootRule.Value = 5*time.Second, legacy
 	if err := e.db.Mirrors().UpdateMirror(ctx, m, false); err != nil {
 		t.Fatal(err)

@@ -231,7 +231,7 @@ func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput,
 		return badRequest("root_rule.rule_value has %d globs; at most %d are allowed", len(m.RootRule.Value), maxMirrorGlobs)
 	}
 	for _, g := range m.RootRule.Value {
-		if len(g) > maxMirrorGlobLen {
+		if rootChanged && len(g) > maxMirrorGlobLen {
 			return badRequest("tag glob %.32q... is %d bytes; at most %d are allowed", g, len(g), maxMirrorGlobLen)
 		}
 		if !mirror.ValidGlob(g) {

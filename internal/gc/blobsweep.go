@@ -51,15 +51,25 @@ func (c *Collector) sweepBlobs(ctx context.Context, cutoff time.Time, dry bool, 
 	if err != nil {
 		return fmt.Errorf("list blobs: %w", err)
 	}
-	// Where the pass starts follows the clock, not a count of passes: a
-	// process restarted often, or replicas started together, still cover
-	// every directory once per cycle.
-	first := 0
+	// The directories follow the clock, a slot of the cycle each, not a
+	// count of passes: a process restarted often, or replicas started
+	// together, still cover every directory once per cycle. A pass goes
+	// on from where this process's last one stopped, so one that comes
+	// late (a long pass before it, a missed tick) skips none.
+	first, n := 0, blobShards
 	if shards < blobShards {
-		first = int(c.now().UnixNano() / int64(blobSweepCycle/blobShards) % blobShards)
+		end := c.now().UnixNano()/int64(blobSweepCycle/blobShards) + int64(shards)
+		start := end - int64(shards)
+		if last := c.blobSweptTo.Load(); last > 0 && last < start {
+			start = max(last, end-blobShards)
+		}
+		if !dry {
+			c.blobSweptTo.Store(end)
+		}
+		first, n = int(start%blobShards), int(end-start)
 	}
 	var errs []error
-	for i := range shards {
+	for i := range n {
 		shard := fmt.Sprintf("%02x", (first+i)%blobShards)
 		for _, a := range algs {
 			dir := path.Join("/blobs", path.Base(a), shard)

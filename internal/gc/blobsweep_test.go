@@ -138,3 +138,38 @@ func TestBlobSweepCoversTheStoreOverItsCycle(t *testing.T) {
 		t.Fatal("after a whole cycle of passes shard ff's unrecorded bytes are still there")
 	}
 }
+
+// TestLateBlobSweepSkipsNoShard: a pass that comes late (a missed tick)
+// goes on from where the last one stopped rather than from where the
+// clock points, so no directory is skipped.
+func TestLateBlobSweepSkipsNoShard(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "sqlite", Options{UploadExpiry: time.Hour, Interval: blobSweepCycle / 128})
+	old := time.Now().Add(-72 * time.Hour)
+	clock := time.Now().Truncate(blobSweepCycle) // shards 00 and 01 first
+	e.c.now = func() time.Time { return clock }
+	var in02, in03 digest.Digest
+	for i := 0; in02 == "" || in03 == ""; i++ {
+		d := digest.FromString(fmt.Sprint(i))
+		switch d.Encoded()[:2] {
+		case "02":
+			if in02 == "" {
+				in02 = e.placed(t, fmt.Sprint(i), old)
+			}
+		case "03":
+			if in03 == "" {
+				in03 = e.placed(t, fmt.Sprint(i), old)
+			}
+		}
+	}
+	if _, err := e.c.Pass(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(2 * blobSweepCycle / 128) // a tick missed: the clock points at 04
+	if _, err := e.c.Pass(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if e.exists(storage.BlobPath(in02)) || e.exists(storage.BlobPath(in03)) {
+		t.Fatal("a late pass skipped shards 02 and 03")
+	}
+}

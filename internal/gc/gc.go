@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -72,10 +73,14 @@ type Collector struct {
 	policy Lifecycle
 	gc     Collection
 	sweep  BlobSweeper
-	store  storage.Driver
-	opts   Options
-	log    *slog.Logger
-	now    func() time.Time
+	// blobSweptTo is the end (a slot of blobSweepCycle, counted from the
+	// Unix epoch) of the directories this process's last blob sweep
+	// covered; 0 before the first.
+	blobSweptTo atomic.Int64
+	store       storage.Driver
+	opts        Options
+	log         *slog.Logger
+	now         func() time.Time
 }
 
 // New returns a collector.

@@ -54,10 +54,10 @@ func (s *MirrorService) listTags(ctx context.Context, up upstream) ([]string, er
 		return nil, err
 	}
 	client := &http.Client{Transport: rt}
-	// Pages of 1,000 tags, as go-containerregistry asks (an upstream's
-	// default page may be far smaller).
-	next := (&url.URL{Scheme: up.repo.Scheme(), Host: up.repo.RegistryStr(), Path: "/v2/" + up.repo.RepositoryStr() + "/tags/list",
-		RawQuery: "n=1000"}).String()
+	// No page size is asked: CNCF Distribution refuses an n above its
+	// tags.maxtags (400 PAGINATION_NUMBER_INVALID), and without one lists
+	// every tag; others page at their default.
+	next := (&url.URL{Scheme: up.repo.Scheme(), Host: up.repo.RegistryStr(), Path: "/v2/" + up.repo.RepositoryStr() + "/tags/list"}).String()
 	var tags []string
 	for pages := 0; next != ""; pages++ {
 		if pages >= s.opts.MaxTagPages {
