@@ -197,3 +197,68 @@ func TestProxyManifestFetchesPerOrganization(t *testing.T) {
 		t.Errorf("pull once the upstream answered: %d %q, want the upstream's 404", status, msg)
 	}
 }
+
+// TestProxyStaleTagNotHeldBehindBusyFetches: a cached tag due for its
+// upstream check, pulled while the organization's upstream fetches are
+// all taken, is served from the cache at once; before, it waited for a
+// turn (up to ManifestWait, 2 minutes by default) on every pull.
+func TestProxyStaleTagNotHeldBehindBusyFetches(t *testing.T) {
+	const limit = 2
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`,
+		digest.FromBytes(cfg), len(cfg))
+	var inflight atomic.Int64
+	release := make(chan struct{})
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	berth, _ := limitsEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+		case strings.HasSuffix(r.URL.Path, "/manifests/cached"):
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", digest.FromString(m).String())
+			io.WriteString(w, m)
+		default: // hangs until released, holding a fetch turn
+			inflight.Add(1)
+			defer inflight.Add(-1)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			http.NotFound(w, r)
+		}
+	}), proxy.Options{MaxManifestFetches: limit, ManifestWait: time.Minute, ManifestTimeout: time.Minute, Now: clock})
+	if status, _, msg, _ := getManifest(t, berth+"/v2/hub/library/app/manifests/cached"); status != http.StatusOK {
+		t.Fatalf("first pull of the tag: %d %q", status, msg)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(release)
+	for i := range limit {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			getManifest(t, fmt.Sprintf("%s/v2/hub/library/app/manifests/hang%d", berth, i))
+		}()
+	}
+	for inflight.Load() < limit {
+		time.Sleep(5 * time.Millisecond) // poll: every turn is taken
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour) // past the organization's expiration (1 h)
+	mu.Unlock()
+	got := make(chan int, 1)
+	go func() {
+		status, _, _, _ := getManifest(t, berth+"/v2/hub/library/app/manifests/cached")
+		got <- status
+	}()
+	select {
+	case status := <-got:
+		if status != http.StatusOK {
+			t.Fatalf("the cached tag while every fetch turn is taken: %d, want it served from the cache", status)
+		}
+	case <-time.After(20 * time.Second): // far below ManifestWait
+		t.Fatal("the cached tag waited for a fetch turn instead of being served from the cache")
+	}
+}
