@@ -208,6 +208,13 @@ func TestMirrorConfigBounds(t *testing.T) {
 		e.expect("alice", "GET", path, "", http.StatusNotFound)
 	}
 	e.expect("alice", "POST", path, body(60, globs(100, 255)), http.StatusCreated)
+	archs := make([]string, 33)
+	for i := range archs {
+		archs[i] = fmt.Sprint("arch", i)
+	}
+	e.expect("alice", "PUT", path, `{"architecture_filter": `+mustJSON(archs)+`}`, http.StatusBadRequest)
+	e.expect("alice", "PUT", path, `{"architecture_filter": ["`+strings.Repeat("a", 129)+`"]}`, http.StatusBadRequest)
+	e.expect("alice", "PUT", path, `{"architecture_filter": `+mustJSON(archs[:32])+`}`, http.StatusCreated)
 	e.expect("alice", "PUT", path, `{"sync_interval": 30}`, http.StatusBadRequest)
 	e.expect("alice", "PUT", path, `{"root_rule": {"rule_kind": "tag_glob_csv", "rule_value": `+mustJSON(globs(101, 4))+`}}`, http.StatusBadRequest)
 	var m struct {

@@ -238,7 +238,16 @@ func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput,
 			return badRequest("invalid tag glob %q", g)
 		}
 	}
-	if in.ArchitectureFilter != nil {
+	if in.ArchitectureFilter != nil && !slices.Equal(*in.ArchitectureFilter, m.ArchFilter) {
+		// Bounded as the globs are (each sync's event carries the filter).
+		if n := len(*in.ArchitectureFilter); n > maxMirrorArchs {
+			return badRequest("architecture_filter has %d entries; at most %d are allowed", n, maxMirrorArchs)
+		}
+		for _, a := range *in.ArchitectureFilter {
+			if len(a) == 0 || len(a) > maxMirrorArchLen {
+				return badRequest("architecture_filter entry %.32q is %d bytes; 1 to %d are allowed", a, len(a), maxMirrorArchLen)
+			}
+		}
 		m.ArchFilter = *in.ArchitectureFilter
 	}
 	if in.RobotUsername != nil && *in.RobotUsername != m.RobotUsername || creating {
@@ -367,6 +376,8 @@ const (
 	minSyncIntervalSeconds = 60
 	maxMirrorGlobs         = 100
 	maxMirrorGlobLen       = 255
+	maxMirrorArchs         = 32  // entries of architecture_filter
+	maxMirrorArchLen       = 128 // bytes of each, as a platform field at push
 )
 
 // maxIntervalSeconds bounds the durations the API takes in seconds (a
