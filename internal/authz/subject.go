@@ -162,6 +162,17 @@ func (s *subject) standingOn(ctx context.Context) (auth.Standing, error) {
 			return auth.Standing{}, err
 		}
 		out.CanCreate = missing // the push will create the organization
+		if !missing {
+			// The namespace exists, though the standing read above found
+			// none in it: a concurrent push (a client uploads a new
+			// image's blobs at once) created it in between. Read the
+			// standing again, which now sees what that push made.
+			if st, err = s.a.store.Access.StandingOf(ctx, u, s.name); err != nil {
+				return auth.Standing{}, err
+			}
+			role, _ = auth.ParseRole(st.Role)
+			out = auth.Standing{Role: role, CanCreate: st.CanCreate}
+		}
 	}
 	s.standing = &out
 	return out, nil
