@@ -59,6 +59,10 @@ func (u *UI) rowCoverages(ctx context.Context, repo string, rows []meta.TagRow) 
 		}
 		imgs := []string{r.Digest.String()}
 		if oci.IsIndex(r.MediaType) {
+			if len(images) >= coverageChecksPerPage {
+				planned[r.Digest] = nil // no room left: not read, not checked
+				continue
+			}
 			var err error
 			if imgs, err = u.platformImages(ctx, repo, r.Digest); err != nil {
 				return nil, err
