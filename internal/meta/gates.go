@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -412,10 +413,15 @@ func (db *core) isHeld(ctx context.Context, tx *sql.Tx, repoID int64, d string) 
 
 // release makes a manifest readable, with everything held that it
 // reaches: the manifests it references (an index's platforms) and its
-// referrers (signatures, SBOMs), transitively.
+// referrers (signatures, SBOMs), transitively. The manifest itself is
+// updated first (its transaction holds its row already); what it reaches
+// is found first and then updated in digest order, the order in which
+// checkRefs locks a publishing push's references: two transactions
+// releasing overlapping sets wait for each other instead of deadlocking.
 func (db *core) release(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) error {
 	work := []string{d.String()}
 	seen := map[string]bool{}
+	var reached []string
 	for len(work) > 0 {
 		cur := work[len(work)-1]
 		work = work[:len(work)-1]
@@ -423,8 +429,12 @@ func (db *core) release(ctx context.Context, tx *sql.Tx, repoID int64, d digest.
 			continue
 		}
 		seen[cur] = true
-		if _, err := tx.ExecContext(ctx, db.q("UPDATE manifests SET held = 0 WHERE repository_id = ? AND digest = ? AND held = 1"), repoID, cur); err != nil {
-			return fmt.Errorf("release manifest: %w", err)
+		if cur == d.String() {
+			if _, err := tx.ExecContext(ctx, db.q("UPDATE manifests SET held = 0 WHERE repository_id = ? AND digest = ? AND held = 1"), repoID, cur); err != nil {
+				return fmt.Errorf("release manifest: %w", err)
+			}
+		} else {
+			reached = append(reached, cur)
 		}
 		rows, err := tx.QueryContext(ctx, db.q(`SELECT m.digest FROM manifest_references x JOIN manifests m ON m.repository_id = x.repository_id AND m.digest = x.ref_digest
 			WHERE x.repository_id = ? AND x.manifest_digest = ? AND x.is_manifest = 1 AND m.held = 1
@@ -437,6 +447,12 @@ func (db *core) release(ctx context.Context, tx *sql.Tx, repoID int64, d digest.
 			return fmt.Errorf("find held content: %w", err)
 		}
 		work = append(work, next...)
+	}
+	slices.Sort(reached)
+	for _, cur := range reached {
+		if _, err := tx.ExecContext(ctx, db.q("UPDATE manifests SET held = 0 WHERE repository_id = ? AND digest = ? AND held = 1"), repoID, cur); err != nil {
+			return fmt.Errorf("release manifest: %w", err)
+		}
 	}
 	return nil
 }

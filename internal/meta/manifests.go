@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -165,7 +166,7 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 		}
 	}
 	if checkRefs {
-		if err := db.checkRefs(ctx, tx, repoID, p.Refs); err != nil {
+		if err := db.checkRefs(ctx, tx, repoID, p.Refs, gated && publishes(guarded, m, p)); err != nil {
 			return err
 		}
 	}
@@ -361,17 +362,37 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// publishes reports whether a push into a gated repository tags its
+// manifest with a tag the gate does not guard, and so releases it with
+// the manifests it references (gateArrival).
+func publishes(guarded []string, m Manifest, p PutManifest) bool {
+	for _, tag := range append([]string{p.Tag}, p.MoreTags...) {
+		if tag != "" && !guardsFor(guarded, tag, m.MediaType, m.Content) {
+			return true
+		}
+	}
+	return false
+}
+
 // refBatch is how many digests one reference query looks up.
 const refBatch = 500
 
 // checkRefs verifies every reference exists in the repository, a batch of
 // digests per query. On PostgreSQL the rows found are locked FOR SHARE so
 // that a concurrent unlink or delete waits for this push to commit (and
-// then sees its references and refuses).
-func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []Ref) error {
-	lock := ""
+// then sees its references and refuses). A push that may release the
+// manifests it references (mayRelease: it publishes its manifest in a
+// gated repository) locks them FOR NO KEY UPDATE instead, as release's
+// update will, in digest order: two index pushes publishing one held
+// platform each held it FOR SHARE, and each then waited for the other's
+// share lock to release it (a deadlock, detected after a second).
+func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []Ref, mayRelease bool) error {
+	lock, manifestLock, order := "", "", ""
 	if db.dialect == postgres {
-		lock = " FOR SHARE"
+		lock, manifestLock = " FOR SHARE", " FOR SHARE"
+		if mayRelease {
+			manifestLock, order = " FOR NO KEY UPDATE", " ORDER BY digest"
+		}
 	}
 	var blobs, manifests []Ref
 	for _, r := range refs {
@@ -381,13 +402,16 @@ func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []
 			blobs = append(blobs, r)
 		}
 	}
+	if order != "" {
+		manifests = slices.SortedFunc(slices.Values(manifests), func(a, b Ref) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
+	}
 	missing := &MissingRefsError{}
 	for _, group := range []struct {
-		refs  []Ref
-		query string
+		refs        []Ref
+		query, tail string
 	}{
-		{blobs, "SELECT digest FROM repository_blobs WHERE repository_id = ? AND digest IN "},
-		{manifests, "SELECT digest FROM manifests WHERE repository_id = ? AND digest IN "},
+		{blobs, "SELECT digest FROM repository_blobs WHERE repository_id = ? AND digest IN (", ")" + lock},
+		{manifests, "SELECT digest FROM manifests WHERE repository_id = ? AND digest IN (", ")" + order + manifestLock},
 	} {
 		for start := 0; start < len(group.refs); start += refBatch {
 			batch := group.refs[start:min(start+refBatch, len(group.refs))]
@@ -396,7 +420,7 @@ func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []
 			for _, r := range batch {
 				args = append(args, r.Digest.String())
 			}
-			rows, err := tx.QueryContext(ctx, db.q(group.query+"("+placeholders(len(batch))+")"+lock), args...)
+			rows, err := tx.QueryContext(ctx, db.q(group.query+placeholders(len(batch))+group.tail), args...)
 			if err != nil {
 				return fmt.Errorf("check manifest references: %w", err)
 			}
