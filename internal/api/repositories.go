@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -74,6 +75,11 @@ func (a *API) repositoryRoutes() {
 // "org/logs" the repository of that name; of several matching suffixes,
 // one that takes the method wins, then the longest ("GET org/a/tag/logs"
 // is the log of org/a/tag, "PUT org/a/tag/logs" moves tag "logs" of org/a).
+//
+// A segment "-" (which no repository name, tag, user or team name can
+// be) ends the name: "org/ci/gate/-" is the repository org/ci/gate and
+// "org/ci/gate/-/gate" its gate, where "org/ci/gate" is the gate of
+// org/ci. The web UI addresses every repository so.
 func (a *API) dispatchRepository(w http.ResponseWriter, r *http.Request, id auth.Identity, endpoints []repoEndpoint) error {
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/api/v1/repository/")
 	if rest == "" {
@@ -92,6 +98,9 @@ func (a *API) dispatchRepository(w http.ResponseWriter, r *http.Request, id auth
 			return badRequest("malformed path segment %q", s)
 		}
 		segs[i] = u
+	}
+	if i := slices.Index(segs, nameEnd); i >= 0 {
+		return a.dispatchExact(w, r, id, endpoints, segs[:i], segs[i+1:])
 	}
 	// The matching suffix, preferring one that takes the method, then the
 	// longest; none is the repository itself.
@@ -116,6 +125,48 @@ func (a *API) dispatchRepository(w http.ResponseWriter, r *http.Request, id auth
 		}
 		return badRequest("invalid repository name: %v", err)
 	}
+	return a.runEndpoint(w, r, id, endpoints, repo, suffix, args)
+}
+
+// nameEnd is the path segment that ends a repository's name.
+const nameEnd = "-"
+
+// dispatchExact routes a path whose repository name ends at "-": rest is
+// the whole suffix (none, or one empty segment, is the repository
+// itself).
+func (a *API) dispatchExact(w http.ResponseWriter, r *http.Request, id auth.Identity, endpoints []repoEndpoint, repoSegs, rest []string) error {
+	repo := strings.Join(repoSegs, "/")
+	if err := oci.ValidateName(repo); err != nil {
+		return badRequest("invalid repository name: %v", err)
+	}
+	if len(rest) == 0 || len(rest) == 1 && rest[0] == "" {
+		return a.runEndpoint(w, r, id, endpoints, repo, "", nil)
+	}
+	// The suffix that matches all of rest, preferring one that takes the
+	// method. matchSuffix wants a namespace/name before the suffix: two
+	// placeholders stand for it.
+	suffix, args, found := "", []string(nil), false
+	for _, ep := range endpoints {
+		pat := strings.Split(ep.suffix, "/")
+		if ep.suffix == "" || len(pat) != len(rest) || found && ep.method != r.Method {
+			continue
+		}
+		if _, as, ok := matchSuffix(append([]string{"", ""}, rest...), pat); ok {
+			suffix, args, found = ep.suffix, as, true
+			if ep.method == r.Method {
+				break
+			}
+		}
+	}
+	if !found {
+		return notFound("no such endpoint")
+	}
+	return a.runEndpoint(w, r, id, endpoints, repo, suffix, args)
+}
+
+// runEndpoint runs the endpoint of suffix that takes the request's method
+// for the repository, or answers 405 with the methods it takes.
+func (a *API) runEndpoint(w http.ResponseWriter, r *http.Request, id auth.Identity, endpoints []repoEndpoint, repo, suffix string, args []string) error {
 	if !strings.Contains(repo, "/") {
 		return badRequest("invalid repository name %q: want namespace/name", repo)
 	}

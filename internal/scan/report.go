@@ -3,6 +3,7 @@ package scan
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 
@@ -156,11 +157,20 @@ func (s *Service) Security(ctx context.Context, repo string, m meta.Manifest, wi
 		VulnerabilityData: &cov}, nil
 }
 
+// maxIndexPlatforms bounds the distinct platforms of an index whose scan
+// state (and stored report) the security answer reads: an index may list
+// tens of thousands of entries within the manifest size cap, and anyone
+// who may pull may ask.
+const maxIndexPlatforms = 64
+
 // indexSecurity answers the security endpoint for an index: each platform's
 // state, the least advanced being the index's. Attestation manifests (as
 // docker buildx adds them) are no platform and are left out, as the gate
 // leaves them out. A platform never queued is queued now, as a single
-// manifest is.
+// manifest is. A manifest the index lists more than once is read and
+// listed once (with the platform of its first entry); past
+// maxIndexPlatforms distinct ones the rest are not read, and the answer
+// is "unsupported" at best with its data incomplete, never clean.
 func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifest) (SecurityInfo, error) {
 	man, err := oci.ParseManifest(m.Content, m.MediaType)
 	if err != nil {
@@ -173,10 +183,17 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 	out := SecurityInfo{Status: meta.ScanScanned, Manifests: []PlatformSecurity{}}
 	rank := map[string]int{meta.ScanScanned: 0, meta.ScanUnsupported: 1, meta.ScanQueued: 2, meta.ScanFailed: 3}
 	var covs []DataCoverage
+	seen := map[string]bool{}
+	truncated := false
 	for _, c := range man.Manifests {
-		if oci.IsAttestation(c) {
+		if oci.IsAttestation(c) || seen[c.Digest.String()] {
 			continue
 		}
+		if len(seen) == maxIndexPlatforms {
+			truncated = true
+			break
+		}
+		seen[c.Digest.String()] = true
 		ps := PlatformSecurity{Digest: c.Digest.String(), Platform: c.Platform, Status: meta.ScanUnsupported}
 		st, err := s.stores.Results.ManifestScan(ctx, c.Digest.String())
 		switch {
@@ -226,6 +243,17 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 	if len(covs) > 0 {
 		merged := mergeCoverage(covs)
 		out.VulnerabilityData = &merged
+	}
+	if truncated {
+		if rank[out.Status] < rank[meta.ScanUnsupported] {
+			out.Status = meta.ScanUnsupported
+		}
+		out.Reason = fmt.Sprintf("the index lists more than %d platforms: only the first %d were read, so its vulnerabilities are not all known",
+			maxIndexPlatforms, maxIndexPlatforms)
+		if out.VulnerabilityData == nil {
+			out.VulnerabilityData = &DataCoverage{Missing: []string{}, Stale: []string{}, Ecosystems: []EcosystemData{}}
+		}
+		out.VulnerabilityData.Complete = false
 	}
 	return out, nil
 }

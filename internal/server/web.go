@@ -28,6 +28,12 @@ func webUI(cfg config.Config, db *meta.DB, driver storage.Driver, authn web.Auth
 		st.Graph = db.Graph()
 	}
 	srv := publicServer(cfg)
-	return web.New(st, web.Options{Auth: authn, Registry: srv.Host, SecureCookies: strings.HasPrefix(cfg.ExternalURL, "https://"),
-		Logger: log, API: apiHandler, VulnStaleAfter: cfg.Scan.VulnDB.StaleAfter, Queues: knownQueues, Cursors: sealer})
+	opts := web.Options{Auth: authn, Registry: srv.Host, SecureCookies: strings.HasPrefix(cfg.ExternalURL, "https://"),
+		Logger: log, API: apiHandler, VulnStaleAfter: cfg.Scan.VulnDB.StaleAfter, Queues: knownQueues, Cursors: sealer}
+	if cfg.ExternalURL != "" {
+		// Forms posted from the public origin are the UI's own, whatever
+		// Host a reverse proxy sends (as the API trusts it).
+		opts.TrustedOrigin = srv.Scheme + "://" + srv.Host
+	}
+	return web.New(st, opts)
 }

@@ -96,13 +96,16 @@ func esc(s string) string { return url.PathEscape(s) }
 // repoAPI is the API path of a repository, with an optional suffix. Each
 // of the name's components is escaped: a name taken from the page's path
 // can hold a decoded "?" or "#", which must not end the API path early
-// (and so reach another action); the API refuses such a name.
+// (and so reach another action); the API refuses such a name. The name
+// always ends at a "-" segment, so that the API reads no endpoint into
+// it: without it, acme/ci/gate would be the gate of acme/ci, and
+// acme/app/tag/v1 tag v1 of acme/app.
 func repoAPI(repo string, suffix ...string) string {
 	parts := strings.Split(repo, "/")
 	for i, c := range parts {
 		parts[i] = esc(c)
 	}
-	p := "/api/v1/repository/" + strings.Join(parts, "/")
+	p := "/api/v1/repository/" + strings.Join(parts, "/") + "/-"
 	for _, s := range suffix {
 		p += "/" + s
 	}

@@ -126,6 +126,9 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 	json.Unmarshal(m.Content, &om)
 	data := map[string]any{"Repo": repo, "Path": repoPath(repo), "M": m, "OCI": om, "IsIndex": oci.IsIndex(m.MediaType),
 		"Registry": u.opts.Registry}
+	if oci.IsIndex(m.MediaType) {
+		data["Platforms"], data["Scanner"] = u.platformRows(repo, om), u.db.Scanner != nil
+	}
 	if om.Config != nil && u.db.Blobs != nil {
 		if cfg, err := u.config(ctx, om.Config.Digest); err == nil {
 			data["Config"] = cfg
@@ -390,7 +393,7 @@ func (u *UI) mayRead(ctx context.Context, v *visitor) func(name string) (bool, e
 }
 
 // vulnCSV exports the manifest's vulnerabilities (with the page's
-// filters) as CSV.
+// filters) as CSV; an index has none of its own (refuseIndexCSV).
 func (u *UI) vulnCSV(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string) error {
 	ctx := r.Context()
 	m, err := u.manifestOf(ctx, v, repo, arg)
@@ -399,6 +402,10 @@ func (u *UI) vulnCSV(w http.ResponseWriter, r *http.Request, v *visitor, repo, a
 	}
 	if u.db.Scanner == nil {
 		return fail(http.StatusNotFound, "Security scanning is off on this registry (scan.enabled).")
+	}
+	if oci.IsIndex(m.MediaType) {
+		u.refuseIndexCSV(w, r, v, repo, m)
+		return nil
 	}
 	sec, err := u.db.Scanner.Security(ctx, repo, m, true)
 	if err != nil {

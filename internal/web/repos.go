@@ -31,14 +31,17 @@ const (
 	maxListOffset = 1 << 40
 )
 
+// repoGroup is a table of the listing: a namespace's repositories, or
+// (Namespace "") all those of a page not sorted by name.
 type repoGroup struct {
 	Namespace string
 	Repos     []meta.RepoCard
 }
 
 // repositories lists the repositories the visitor may read, grouped by
-// namespace: public ones, and private ones the permission decision
-// allows (one decision per private row, as the API's listing).
+// namespace when sorted by name (one table otherwise): public ones, and
+// private ones the permission decision allows (one decision per private
+// row, as the API's listing).
 //
 // A page continues after the last row the previous one showed (?after=
 // its name, &at= its sort value): a keyset of a row the visitor sees, so
@@ -101,7 +104,12 @@ func (u *UI) repositories(w http.ResponseWriter, r *http.Request, v *visitor) er
 				another = true // the page is full and a visible row follows
 				break
 			}
-			ns, _, _ := strings.Cut(c.Name, "/")
+			// Only rows sorted by name come a namespace at a time; others
+			// are one table, each row naming its namespace.
+			ns := ""
+			if sort == meta.SortName {
+				ns, _, _ = strings.Cut(c.Name, "/")
+			}
 			if len(groups) == 0 || groups[len(groups)-1].Namespace != ns {
 				groups = append(groups, repoGroup{Namespace: ns})
 			}

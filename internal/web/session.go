@@ -75,11 +75,15 @@ func (u *UI) visitor(w http.ResponseWriter, r *http.Request) (*visitor, error) {
 
 // checkCSRF refuses a POST whose form does not carry the visitor's token
 // (the session's synchronizer token, or the double-submit cookie's), or
-// that a browser says came from another origin.
+// that a browser says came from another origin: one whose host is not
+// the request's, unless it is the trusted origin (externalURL's, when a
+// proxy hands the UI another Host).
 func (u *UI) checkCSRF(r *http.Request, v *visitor) error {
 	r.Body = http.MaxBytesReader(nil, r.Body, 1<<20)
 	if o := r.Header.Get("Origin"); o != "" && o != "null" {
-		if ou, err := url.Parse(o); err != nil || ou.Host != r.Host {
+		ou, err := url.Parse(o)
+		trusted := err == nil && u.trustedOrigin != "" && normalOrigin(ou) == u.trustedOrigin
+		if err != nil || ou.Host != r.Host && !trusted {
 			return fail(http.StatusForbidden, "The form was posted from another site (Origin %s); nothing was changed.", o)
 		}
 	}
@@ -160,4 +164,24 @@ func safeNext(next string) string {
 		return "/"
 	}
 	return next
+}
+
+// normalOrigin is an origin as scheme://host[:port], lowercase, without
+// the scheme's default port (as browsers send it); "" when u is no
+// http(s) origin.
+func normalOrigin(u *url.URL) string {
+	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
+	if (scheme != "http" && scheme != "https") || host == "" || u.User != nil {
+		return ""
+	}
+	if port == "" || scheme == "http" && port == "80" || scheme == "https" && port == "443" {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // IPv6
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	return scheme + "://" + host
 }

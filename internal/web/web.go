@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -38,6 +39,11 @@ type Options struct {
 	// SecureCookies marks cookies Secure (externalURL is https); they are
 	// also Secure on a request that came over TLS.
 	SecureCookies bool
+	// TrustedOrigin is the registry's public origin (externalURL's scheme
+	// and host, as api.Options.TrustedOrigin): forms posted from it are
+	// accepted even when a reverse proxy hands the UI another Host. ""
+	// accepts only the request's own host.
+	TrustedOrigin string
 	// SessionTTL is how long a sign-in lasts (default 12 hours).
 	SessionTTL time.Duration
 	// API runs the pages' API requests as the visitor (*api.API); the
@@ -73,6 +79,8 @@ type UI struct {
 	mux     *http.ServeMux
 	pages   map[string]*template.Template
 	cursors Sealer
+	// trustedOrigin is Options.TrustedOrigin as normalOrigin writes it.
+	trustedOrigin string
 }
 
 // New returns the UI's handler.
@@ -87,6 +95,17 @@ func New(db Stores, opts Options) (*UI, error) {
 		opts.Now = time.Now
 	}
 	u := &UI{db: db, opts: opts, log: opts.Logger, mux: http.NewServeMux(), pages: map[string]*template.Template{}, cursors: opts.Cursors}
+	if o := opts.TrustedOrigin; o != "" {
+		ou, err := url.Parse(o)
+		if err == nil {
+			u.trustedOrigin = normalOrigin(ou)
+		}
+		if u.trustedOrigin == "" || ou.Path != "" && ou.Path != "/" {
+			// Forms from it are refused unless the proxy keeps the Host.
+			u.trustedOrigin = ""
+			u.log.Warn("externalURL is no origin the web UI can trust for its forms", "origin", o)
+		}
+	}
 	if u.cursors == nil {
 		key := make([]byte, 32)
 		rand.Read(key)
