@@ -162,7 +162,9 @@ type Attestation struct {
 //
 //   - base.known (bool): the graph knows the image's base. When false the other fields are empty.
 //   - base.reference (string): the base as referenced, e.g. "registry.example/library/node:20" or
-//     "library/node:20" (a repository of this registry).
+//     "library/node:20" (a repository of this registry); empty for a base in a private repository
+//     of another namespace, whose name the candidate's repository may not learn (a policy, whose
+//     errors and results its checkers and notifications read, sees what they see).
 //   - base.digest (string): the base digest the image was built on.
 //   - base.stale (bool): the base's tag has moved on since: the image is not built on the
 //     base's current version.
@@ -170,19 +172,10 @@ type Attestation struct {
 // For example !base.known || !base.stale.
 type Base struct {
 	Known     bool   `cel:"known"`     // Berth's base-image graph knows the image's base
-	Reference string `cel:"reference"` // e.g. "registry.example/library/node:20" or "library/node:20"
+	Reference string `cel:"reference"` // e.g. "registry.example/library/node:20"; "" for a private base of another namespace
 	Digest    string `cel:"digest"`    // the base digest the image was built on
 	Stale     bool   `cel:"stale"`     // the base's tag has moved on since
-	// shown is the reference to show in evaluations and reasons: "" for a
-	// private base in another namespace, whose name the candidate's
-	// checkers and the repository's notifications may not learn (the
-	// policy still reads Reference).
-	shown string
-}
-
-// Shown is the base as evaluations show it: the reference left out when
-// the base's repository is private and in another namespace.
-func (b Base) Shown() Base {
-	b.Reference = b.shown
-	return b
+	// waiting is true while the graph has not indexed the candidate yet:
+	// the other fields say nothing then (berth/base is pending).
+	waiting bool
 }

@@ -50,9 +50,12 @@ type BlobLinks interface {
 }
 
 // BaseReader reads what an image is built on (meta.Graph); nil when the
-// base-image graph is disabled.
+// base-image graph is disabled. Indexed reports whether the graph has
+// looked at a manifest yet (an image it could not index, an artifact, an
+// index once all its platforms were: looked at, with no base).
 type BaseReader interface {
 	Bases(ctx context.Context, repo string, d digest.Digest) ([]meta.GraphBase, error)
+	Indexed(ctx context.Context, repo string, d digest.Digest) (bool, error)
 }
 
 // Scanner reports a manifest's scan (scan.Service); nil when scanning is
@@ -258,14 +261,18 @@ func (s *Service) evaluate(ctx context.Context, id int64) (Evaluation, *Compiled
 		return Evaluation{}, nil, err
 	}
 	ev := Evaluation{Candidate: c.ID, Tag: c.Tag, Digest: c.Digest.String(), Policy: cfg.Policy.Source(), RequiredChecks: cfg.required(),
-		Checks: in.Checks, Signatures: in.Signatures, Base: in.Base.Shown(), EvaluatedAt: s.now().UTC(), gateUpdated: g.UpdatedAt, posted: posted,
+		Checks: in.Checks, Signatures: in.Signatures, Base: in.Base, EvaluatedAt: s.now().UTC(), gateUpdated: g.UpdatedAt, posted: posted,
 		Scan: ScanSummary{Status: in.Scan.Status, Reason: scanReason, Counts: in.Scan.Counts, Fixable: in.Scan.Fixable}}
 	ev.State, ev.Reasons, ev.Failed = decide(ctx, cfg, in, scanReason)
 	return ev, cfg, nil
 }
 
-// usesScan matches a policy that reads the scan.
-var usesScan = regexp.MustCompile(`\bscan\b`)
+// usesScan matches a policy that reads the scan; usesBase one that reads
+// the base (base.stale, checks["berth/base"]).
+var (
+	usesScan = regexp.MustCompile(`\bscan\b`)
+	usesBase = regexp.MustCompile(`\bbase\b`)
+)
 
 // decide is the gate's rule: a required check that failed blocks; one
 // missing or pending (or a scan still running that the gate reads) makes
@@ -282,6 +289,9 @@ func decide(ctx context.Context, cfg *Compiled, in Input, scanReason string) (st
 	for _, n := range cfg.required() {
 		switch in.Checks[n] {
 		case StatusPending:
+			if n == CheckBase {
+				continue // the base-image graph, below
+			}
 			reasons = append(reasons, fmt.Sprintf("waiting for check %q (pending)", n))
 		case StatusMissing, "":
 			reasons = append(reasons, fmt.Sprintf("waiting for check %q", n))
@@ -289,6 +299,9 @@ func decide(ctx context.Context, cfg *Compiled, in Input, scanReason string) (st
 	}
 	if in.Scan.Status == "pending" && (slices.Contains(cfg.required(), CheckScan) || usesScan.MatchString(cfg.Policy.Source())) {
 		reasons = append(reasons, "waiting for the vulnerability scan")
+	}
+	if in.Base.waiting && (slices.Contains(cfg.required(), CheckBase) || usesBase.MatchString(cfg.Policy.Source())) {
+		reasons = append(reasons, "waiting for the base-image graph")
 	}
 	if len(reasons) > 0 {
 		return meta.CandidatePending, reasons, nil
@@ -328,8 +341,8 @@ func detailOf(name string, in Input, scanReason string) string {
 		}
 		return ": " + strings.Join(why, "; ")
 	case CheckBase:
-		if shown := in.Base.Shown().Reference; shown != "" {
-			return ": built on " + shown + " (" + in.Base.Digest + "), which has moved on"
+		if in.Base.Reference != "" {
+			return ": built on " + in.Base.Reference + " (" + in.Base.Digest + "), which has moved on"
 		}
 		return ": built on a base in a private repository of another namespace (" + in.Base.Digest + "), which has moved on"
 	}
@@ -364,7 +377,7 @@ func (s *Service) input(ctx context.Context, repo, tag string, d digest.Digest, 
 	if in.Signatures, in.Attestations, err = s.signatures(ctx, repo, d, cfg.Keys, true); err != nil {
 		return Input{}, "", nil, err
 	}
-	if in.Base, err = s.base(ctx, repo, d); err != nil {
+	if in.Base, err = s.base(ctx, repo, m); err != nil {
 		return Input{}, "", nil, err
 	}
 	checks, err := s.st.Gates.Checks(ctx, repo, d)
@@ -391,9 +404,13 @@ func (s *Service) input(ctx context.Context, repo, tag string, d digest.Digest, 
 			in.Checks[CheckSignature] = StatusPass
 		}
 	}
-	in.Checks[CheckBase] = StatusPass
-	if in.Base.Stale {
+	switch {
+	case in.Base.waiting:
+		in.Checks[CheckBase] = StatusPending
+	case in.Base.Stale:
 		in.Checks[CheckBase] = StatusFail
+	default:
+		in.Checks[CheckBase] = StatusPass
 	}
 	return in, scanReason, posted, nil
 }
@@ -528,6 +545,10 @@ func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, 
 	}
 	read := func(ctx context.Context, dg string) ([]byte, error) { return s.readBlob(ctx, repo, dg, MaxPayload) }
 	outSigs, outAtts := VerifySignatures(ctx, d.String(), keys, sigs, read), VerifyAttestations(ctx, d.String(), keys, atts, read)
+	if err := ctx.Err(); err != nil {
+		// Stopped part way: what is left unverified is no result.
+		return nil, nil, fmt.Errorf("verify the signatures of %s: %w", d, err)
+	}
 	if outSigs == nil {
 		outSigs = []Signature{}
 	}
@@ -537,12 +558,26 @@ func (s *Service) signatures(ctx context.Context, repo string, d digest.Digest, 
 	return outSigs, outAtts, nil
 }
 
-// base is the candidate's immediate base from the base-image graph.
-func (s *Service) base(ctx context.Context, repo string, d digest.Digest) (Base, error) {
+// base is the candidate's immediate base from the base-image graph; it
+// is waiting while the graph has not looked at the candidate yet (its job
+// runs apart from the gate's: the graph_indexed event it appends then
+// evaluates the candidate again). An image or index the graph cannot
+// index is looked at all the same, and then has no base.
+func (s *Service) base(ctx context.Context, repo string, m meta.Manifest) (Base, error) {
 	if s.st.Bases == nil {
 		return Base{}, nil
 	}
-	bases, err := s.st.Bases.Bases(ctx, repo, d)
+	// What the graph queues for (graph's jobs): images and indexes.
+	if oci.IsIndex(m.MediaType) || m.MediaType == oci.MediaTypeImageManifest || m.MediaType == oci.MediaTypeDockerManifest {
+		done, err := s.st.Bases.Indexed(ctx, repo, m.Digest)
+		if err != nil {
+			return Base{}, err
+		}
+		if !done {
+			return Base{waiting: true}, nil
+		}
+	}
+	bases, err := s.st.Bases.Bases(ctx, repo, m.Digest)
 	if err != nil {
 		return Base{}, err
 	}
@@ -557,11 +592,14 @@ func (s *Service) base(ctx context.Context, repo string, d digest.Digest) (Base,
 		if s.st.Registry != "" {
 			ref = s.st.Registry + "/" + ref
 		}
-		shown := ref
 		if ns, _, _ := strings.Cut(repo, "/"); !b.Public && !strings.HasPrefix(b.Repository, ns+"/") {
-			shown = ""
+			// A private base of another namespace: not named to the
+			// policy either, whose errors and results become the
+			// candidate's reasons (read by its checkers, carried by the
+			// repository's notifications).
+			ref = ""
 		}
-		return Base{Known: true, Reference: ref, Digest: b.Digest.String(), Stale: b.Moved, shown: shown}, nil
+		return Base{Known: true, Reference: ref, Digest: b.Digest.String(), Stale: b.Moved}, nil
 	}
 	return Base{}, nil
 }

@@ -326,11 +326,12 @@ func mustParse(t *testing.T, m meta.Manifest) *oci.Manifest {
 	return p
 }
 
-// TestBaseShownToCheckers: the base a policy reads keeps its reference,
-// but the evaluation (which the candidate's checkers read, and its
-// notifications carry) leaves out the name of a private base in another
-// namespace; a public base, or a private one of the candidate's own
-// namespace, is shown.
+// TestBaseShownToCheckers: the base a policy reads and the evaluation
+// shows (which the candidate's checkers read, and its notifications
+// carry) leaves out the name of a private base in another namespace; a
+// public base, or a private one of the candidate's own namespace, is
+// named. Until the graph has looked at the candidate, its base is
+// waited for.
 func TestBaseShownToCheckers(t *testing.T) {
 	ctx := context.Background()
 	db := metatest.Open(t, "sqlite")
@@ -345,6 +346,13 @@ func TestBaseShownToCheckers(t *testing.T) {
 	}
 	app := meta.Manifest{Digest: digest.FromString("app"), MediaType: "application/vnd.oci.image.manifest.v1+json", Content: []byte("app")}
 	if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "team/app", Manifest: app, Tag: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	s := New(Stores{Bases: db.Graph(), Registry: "reg.example"}, nil)
+	if b, err := s.base(ctx, "team/app", app); err != nil || !b.waiting || b.Known {
+		t.Fatalf("before the graph looked at it: %+v %v", b, err)
+	}
+	if err := db.Graph().RecordImage(ctx, meta.GraphImage{Repository: "team/app", Digest: app.Digest, Chain: []digest.Digest{digest.FromString("layer")}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -370,18 +378,13 @@ func TestBaseShownToCheckers(t *testing.T) {
 		if err := db.Graph().SetBases(ctx, "team/app", app.Digest, []meta.BaseLink{{RepositoryID: ri.ID, Digest: base.Digest, Method: "annotation", Level: 1}}); err != nil {
 			t.Fatal(err)
 		}
-		s := New(Stores{Bases: db.Graph(), Registry: "reg.example"}, nil)
-		b, err := s.base(ctx, "team/app", app.Digest)
+		b, err := s.base(ctx, "team/app", app)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := "reg.example/" + c.repo + ":22.04"
-		if b.Reference != want {
-			t.Fatalf("%s: the policy reads %q, want %q", c.repo, b.Reference, want)
-		}
-		shown := b.Shown()
-		if c.shown != (shown.Reference == want) || !c.shown && shown.Reference != "" || shown.Digest != base.Digest.String() {
-			t.Fatalf("%s (%s): the evaluation shows %+v", c.repo, c.visibility, shown)
+		if !b.Known || b.waiting || c.shown != (b.Reference == want) || !c.shown && b.Reference != "" || b.Digest != base.Digest.String() {
+			t.Fatalf("%s (%s): the policy and the evaluation read %+v", c.repo, c.visibility, b)
 		}
 		if why := detailOf(CheckBase, Input{Base: b}, ""); !c.shown && strings.Contains(why, c.repo) {
 			t.Fatalf("%s: the reason names it: %q", c.repo, why)

@@ -9,7 +9,6 @@ package gate
 // a trusted key AND its signed payload names the candidate's digest.
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -27,7 +26,6 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
-	"github.com/sigstore/sigstore/pkg/signature/dsse"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
@@ -187,8 +185,17 @@ const (
 // unverified with Error "the gate trusts no key". Sigstore bundles whose
 // predicate is not cosign's signing predicate are attestations and are
 // left to VerifyAttestations.
+//
+// The work is bounded (anyone who may read the repository can make a page
+// verify): a layer listed again is read and checked once (listed again in
+// its manifest, it adds no Signature), at most MaxSignatureChecks
+// signature checks are made (the signatures after them are unverified,
+// saying so, unread), and once ctx is done nothing more is read.
 func VerifySignatures(ctx context.Context, candidate string, keys []TrustedKey, sigs []SignatureManifest, read BlobReader) []Signature {
-	vs, keyErr := loadKeys(keys)
+	return verifySignatures(ctx, candidate, newChecker(keys), sigs, read)
+}
+
+func verifySignatures(ctx context.Context, candidate string, c *checker, sigs []SignatureManifest, read BlobReader) []Signature {
 	var out []Signature
 	verified := 0
 	for _, sm := range sigs {
@@ -204,6 +211,7 @@ func VerifySignatures(ctx context.Context, candidate string, keys []TrustedKey, 
 			continue
 		}
 		found := false
+		listed := map[string]bool{}
 		for _, layer := range m.Layers {
 			bundle := layer.MediaType == oci.MediaTypeSigstoreBundle
 			if layer.MediaType != oci.MediaTypeCosignSimpleSigning && !bundle {
@@ -213,19 +221,31 @@ func VerifySignatures(ctx context.Context, candidate string, keys []TrustedKey, 
 			if bundle && isAttestationBundle(m) {
 				continue
 			}
+			key := layerKey(layer)
+			if listed[key] {
+				continue // listed again: the same signature
+			}
+			listed[key] = true
+			if err := ctx.Err(); err != nil {
+				base.Error = fmt.Sprintf("%s (%v)", errStopped, err)
+				return append(out, base)
+			}
 			if verified++; verified > MaxSignatureLayers {
 				base.Error = errTooMany
 				return append(out, base)
 			}
 			s := base
-			switch {
-			case keyErr != "":
-				s.Error = keyErr
-			case bundle:
-				s.KeyID, s.Error = verifyBundleSignature(ctx, candidate, vs, layer, read)
-			default:
-				s.KeyID, s.Error = verifySimpleSigning(ctx, candidate, vs, layer, read)
-			}
+			s.KeyID, s.Error = c.once(key, func() (string, string) {
+				switch {
+				case c.keyErr != "":
+					return "", c.keyErr
+				case c.left == 0:
+					return "", errChecks
+				case bundle:
+					return verifyBundleSignature(ctx, candidate, c, layer, read)
+				}
+				return verifySimpleSigning(ctx, candidate, c, layer, read)
+			})
 			s.Verified = s.Error == ""
 			if !s.Verified {
 				s.KeyID = ""
@@ -246,43 +266,63 @@ func VerifySignatures(ctx context.Context, candidate string, keys []TrustedKey, 
 // given. An attestation verifies when its envelope is signed by a trusted
 // key and its in-toto statement names the candidate as a subject; its
 // PredicateType is then the statement's, otherwise the one the manifest
-// claims.
+// claims. Its work is bounded as VerifySignatures' is: those past the
+// bounds are unverified.
 func VerifyAttestations(ctx context.Context, candidate string, keys []TrustedKey, atts []SignatureManifest, read BlobReader) []Attestation {
-	vs, keyErr := loadKeys(keys)
+	return verifyAttestations(ctx, candidate, newChecker(keys), atts, read)
+}
+
+func verifyAttestations(ctx context.Context, candidate string, c *checker, atts []SignatureManifest, read BlobReader) []Attestation {
 	var out []Attestation
 	for _, am := range atts {
 		m, err := parseSignatureManifest(am.Body)
 		if err != nil {
 			continue
 		}
+		listed := map[string]bool{}
 		for _, layer := range m.Layers {
-			if len(out) >= MaxSignatureLayers {
+			if len(out) >= MaxSignatureLayers || ctx.Err() != nil {
 				return out // unverified beyond the bound, as if absent
 			}
 			a := Attestation{Digest: am.Digest}
-			var env []byte
-			var why string
 			switch layer.MediaType {
 			case oci.MediaTypeDSSE:
 				a.PredicateType = layer.Annotations[annotationPredicateType]
-				env, why = readPayload(ctx, read, layer)
 			case oci.MediaTypeSigstoreBundle:
 				if !isAttestationBundle(m) {
 					continue // a signature
 				}
 				a.PredicateType = m.Annotations[annotationBundlePredicateType]
-				var b []byte
-				if b, why = readPayload(ctx, read, layer); why == "" {
-					env, _, why = bundleEnvelope(b)
-				}
 			default:
 				continue
 			}
-			if why == "" && keyErr == "" {
-				if _, st, bad := verifyEnvelope(vs, env); bad == "" && st.names(candidate) {
-					a.PredicateType = st.PredicateType
-					a.Verified = true
+			key := layerKey(layer)
+			if listed[key] {
+				continue
+			}
+			listed[key] = true
+			typ, why := c.once(key, func() (string, string) {
+				if c.keyErr != "" || c.left == 0 {
+					return "", "not checked"
 				}
+				env, why := readPayload(ctx, read, layer)
+				if why == "" && layer.MediaType == oci.MediaTypeSigstoreBundle {
+					env, _, why = bundleEnvelope(env)
+				}
+				if why != "" {
+					return "", why
+				}
+				_, st, why := verifyEnvelope(c, env)
+				switch {
+				case why != "":
+					return "", why
+				case !st.names(candidate):
+					return "", "not of the candidate"
+				}
+				return st.PredicateType, ""
+			})
+			if why == "" {
+				a.PredicateType, a.Verified = typ, true
 			}
 			out = append(out, a)
 		}
@@ -368,19 +408,6 @@ func schemeVerifiers(pub crypto.PublicKey) []signature.Verifier {
 	return out
 }
 
-// signedBy returns the id of the first trusted key under which sig is a
-// valid signature of message, or "".
-func signedBy(keys []keyVerifiers, sig, message []byte) string {
-	for _, k := range keys {
-		for _, v := range k.vs {
-			if v.VerifySignature(bytes.NewReader(sig), bytes.NewReader(message)) == nil {
-				return k.id
-			}
-		}
-	}
-	return ""
-}
-
 // isAttestationBundle reports whether a sigstore bundle referrer holds an
 // attestation rather than a signature: its manifest says a predicate type
 // other than cosign's signing one. (The annotation only routes the bundle;
@@ -431,7 +458,7 @@ func readPayload(ctx context.Context, read BlobReader, layer oci.Descriptor) ([]
 // verifySimpleSigning verifies one simplesigning layer: the signature in
 // its annotation over its payload under a trusted key, then the payload's
 // claim. It returns the verifying key's id, or why it does not verify.
-func verifySimpleSigning(ctx context.Context, candidate string, keys []keyVerifiers, layer oci.Descriptor, read BlobReader) (string, string) {
+func verifySimpleSigning(ctx context.Context, candidate string, c *checker, layer oci.Descriptor, read BlobReader) (string, string) {
 	b64, ok := layer.Annotations[annotationSignature]
 	if !ok || b64 == "" {
 		return "", "malformed signature: the layer has no " + annotationSignature + " annotation"
@@ -444,8 +471,11 @@ func verifySimpleSigning(ctx context.Context, candidate string, keys []keyVerifi
 	if why != "" {
 		return "", why
 	}
-	id := signedBy(keys, sig, body)
+	id, spent := c.signedBy(sig, body)
 	if id == "" {
+		if spent {
+			return "", errChecks
+		}
 		if layer.Annotations[annotationCertificate] != "" {
 			return "", errKeyless
 		}
@@ -466,132 +496,4 @@ func verifySimpleSigning(ctx context.Context, candidate string, keys []keyVerifi
 	default:
 		return "", fmt.Sprintf("signature is over %s, not the candidate %s", got, candidate)
 	}
-}
-
-// verifyBundleSignature verifies a sigstore bundle layer written by
-// `cosign sign --new-bundle-format`: a DSSE envelope signed by a trusted
-// key whose in-toto statement has cosign's signing predicate and names
-// the candidate. Key-based only: transparency-log entries and
-// certificates are not checked.
-func verifyBundleSignature(ctx context.Context, candidate string, keys []keyVerifiers, layer oci.Descriptor, read BlobReader) (string, string) {
-	b, why := readPayload(ctx, read, layer)
-	if why != "" {
-		return "", why
-	}
-	env, keyless, why := bundleEnvelope(b)
-	if why != "" {
-		return "", why
-	}
-	id, st, why := verifyEnvelope(keys, env)
-	switch {
-	case why == errUntrusted && keyless:
-		return "", errKeyless
-	case why != "":
-		return "", why
-	case st.PredicateType != predicateCosignSign:
-		return "", fmt.Sprintf("not a signature: an attestation of predicate type %q", st.PredicateType)
-	case !st.names(candidate):
-		return "", fmt.Sprintf("signature is over %s, not the candidate %s", st.subjects(), candidate)
-	}
-	return id, ""
-}
-
-// sigstoreBundle is the part of a sigstore bundle (v0.3, protobuf JSON)
-// read here.
-type sigstoreBundle struct {
-	MediaType            string `json:"mediaType"`
-	VerificationMaterial struct {
-		Certificate          json.RawMessage `json:"certificate"`
-		X509CertificateChain json.RawMessage `json:"x509CertificateChain"`
-	} `json:"verificationMaterial"`
-	DSSEEnvelope     json.RawMessage `json:"dsseEnvelope"`
-	MessageSignature json.RawMessage `json:"messageSignature"`
-}
-
-// bundleEnvelope returns the DSSE envelope of a sigstore bundle (the
-// protobuf JSON of an envelope is the DSSE JSON) and whether the bundle is
-// keyless (carries a certificate).
-func bundleEnvelope(b []byte) (env []byte, keyless bool, why string) {
-	var bd sigstoreBundle
-	if err := json.Unmarshal(b, &bd); err != nil {
-		return nil, false, "malformed sigstore bundle: not JSON"
-	}
-	keyless = len(bd.VerificationMaterial.Certificate) > 0 || len(bd.VerificationMaterial.X509CertificateChain) > 0
-	if len(bd.DSSEEnvelope) == 0 || string(bd.DSSEEnvelope) == "null" {
-		return nil, keyless, "the sigstore bundle holds no DSSE envelope (message-signature bundles are not read)"
-	}
-	return bd.DSSEEnvelope, keyless, ""
-}
-
-// statement is the part of an in-toto statement read here.
-type statement struct {
-	Type          string `json:"_type"`
-	PredicateType string `json:"predicateType"`
-	Subject       []struct {
-		Name   string            `json:"name"`
-		Digest map[string]string `json:"digest"`
-	} `json:"subject"`
-}
-
-// names reports whether the statement has the digest among its subjects.
-func (st *statement) names(d string) bool {
-	algo, enc, ok := strings.Cut(d, ":")
-	if !ok || enc == "" {
-		return false
-	}
-	for _, s := range st.Subject {
-		if s.Digest[algo] == enc {
-			return true
-		}
-	}
-	return false
-}
-
-func (st *statement) subjects() string {
-	var out []string
-	for _, s := range st.Subject {
-		for algo, enc := range s.Digest {
-			if algo == "sha256" || algo == "sha512" {
-				out = append(out, algo+":"+enc)
-			}
-		}
-	}
-	if len(out) == 0 {
-		return "no image digest"
-	}
-	return strings.Join(out, ", ")
-}
-
-// verifyEnvelope verifies a DSSE envelope carrying an in-toto statement
-// under the trusted keys and returns the verifying key's id and the
-// statement, or why it does not verify.
-func verifyEnvelope(keys []keyVerifiers, env []byte) (string, *statement, string) {
-	var probe struct {
-		PayloadType string            `json:"payloadType"`
-		Signatures  []json.RawMessage `json:"signatures"`
-	}
-	if err := json.Unmarshal(env, &probe); err != nil {
-		return "", nil, "malformed DSSE envelope: not JSON"
-	}
-	if probe.PayloadType != oci.MediaTypeInToto {
-		return "", nil, fmt.Sprintf("malformed DSSE envelope: payload type %q is not in-toto", probe.PayloadType)
-	}
-	if len(probe.Signatures) == 0 {
-		return "", nil, "the DSSE envelope holds no signature"
-	}
-	for _, k := range keys {
-		for _, v := range k.vs {
-			var body []byte
-			w := dsse.WrapVerifier(v, dsse.WithExpectedPayloadType(oci.MediaTypeInToto), dsse.WithDecodedPayload(&body))
-			if w.VerifySignature(bytes.NewReader(env), nil) != nil {
-				continue
-			}
-			var st statement
-			if err := json.Unmarshal(body, &st); err != nil {
-				return "", nil, fmt.Sprintf("malformed in-toto statement (signed by key %s)", k.id)
-			}
-			return k.id, &st, ""
-		}
-	}
-	return "", nil, errUntrusted
 }

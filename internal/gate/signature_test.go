@@ -637,16 +637,16 @@ func FuzzParseKey(f *testing.F) {
 }
 
 // TestVerifySignaturesBoundsTheLayersRead: a signature manifest listing
-// thousands of signature layers (one 1 MiB payload, listed again and
-// again) costs at most MaxSignatureLayers reads, then one unverified entry
-// says the rest were not read; attestations are bounded the same way.
+// thousands of signature layers (one payload under as many signatures)
+// costs at most MaxSignatureLayers reads, then one unverified entry says
+// the rest were not read; attestations are bounded the same way.
 func TestVerifySignaturesBoundsTheLayersRead(t *testing.T) {
 	k := newP256(t)
 	r := newRepo()
 	l := r.sigLayer([]byte("x"), k.sign(t, []byte("x")))
 	layers := make([]oci.Descriptor, 5000)
 	for i := range layers {
-		layers[i] = l
+		layers[i] = r.sigLayer([]byte("x"), base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "signature %d", i)))
 	}
 	sms := []SignatureManifest{r.tagManifest(t, layers...), r.tagManifest(t, l)}
 	got := VerifySignatures(context.Background(), candidate, []TrustedKey{k.trusted}, sms, r.read)
@@ -656,10 +656,9 @@ func TestVerifySignaturesBoundsTheLayersRead(t *testing.T) {
 	if r.reads > MaxSignatureLayers {
 		t.Fatalf("%d layer reads for one evaluation, want at most %d", r.reads, MaxSignatureLayers)
 	}
-	env := oci.Descriptor{MediaType: oci.MediaTypeDSSE, Digest: digest.FromString("envelope"), Size: 10}
 	atts := make([]oci.Descriptor, 5000)
 	for i := range atts {
-		atts[i] = env
+		atts[i] = oci.Descriptor{MediaType: oci.MediaTypeDSSE, Digest: digest.FromString(fmt.Sprint("envelope ", i)), Size: 10}
 	}
 	if got := VerifyAttestations(context.Background(), candidate, []TrustedKey{k.trusted}, []SignatureManifest{r.tagManifest(t, atts...)}, r.read); len(got) > MaxSignatureLayers {
 		t.Fatalf("%d attestations read, want at most %d", len(got), MaxSignatureLayers)

@@ -65,8 +65,11 @@ func NewIndexer(manifests ManifestStore, graph Store, blobs Blobs, log *slog.Log
 
 // Index indexes a stored manifest: an image's layers and bases, or each
 // platform of an index (with the provenance its attestations carry).
-// Artifacts and manifests already indexed are skipped; indexing again is
-// harmless.
+// Images already indexed are skipped; indexing again is harmless. A
+// manifest with nothing to index (an artifact, an image the graph does
+// not read) and an index, once its platforms are, are recorded as looked
+// at (meta.Graph's IndexImage without a chain), in the same write as its
+// platforms: a gate waits for that (gate.BaseReader's Indexed).
 func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error {
 	m, err := x.manifests.GetManifest(ctx, repo, "", d, true)
 	if errors.Is(err, meta.ErrManifestNotFound) {
@@ -77,7 +80,8 @@ func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error
 	}
 	parsed, err := oci.ParseManifest(m.Content, m.MediaType)
 	if err != nil {
-		return nil // stored manifests parsed once; nothing to index
+		// Stored manifests parsed once: nothing to index.
+		return x.lookedAt(ctx, repo, d)
 	}
 	if !oci.IsIndex(m.MediaType) {
 		return x.indexImage(ctx, repo, d, parsed, nil, nil)
@@ -117,7 +121,12 @@ func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error
 			return err
 		}
 	}
-	return nil
+	return x.lookedAt(ctx, repo, d)
+}
+
+// lookedAt records a manifest with nothing (more) to index as looked at.
+func (x *Indexer) lookedAt(ctx context.Context, repo string, d digest.Digest) error {
+	return x.record(ctx, meta.GraphImage{Repository: repo, Digest: d}, nil)
 }
 
 // provenance reads the build materials of a BuildKit attestation manifest.
@@ -178,9 +187,6 @@ func platformOf(c ImageConfig) string {
 
 // indexImage records an image's layer chain and its bases.
 func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, m *oci.Manifest, parentAnn map[string]string, materials []Ref) error {
-	if m.Config == nil {
-		return nil
-	}
 	// An image pushed alone is indexed once; one seen again through its
 	// index is looked at again, since the index may carry what the image
 	// does not (base annotations, a provenance attestation): clients push
@@ -190,13 +196,16 @@ func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, 
 			return err
 		}
 	}
+	if m.Config == nil || m.Config.Size > maxConfigBytes {
+		return x.lookedAt(ctx, repo, d) // not an image the graph reads
+	}
 	raw, err := x.read(ctx, m.Config.Digest, maxConfigBytes)
 	if err != nil {
 		return err
 	}
 	cfg, err := ParseConfig(raw)
 	if errors.Is(err, ErrNotImage) || err == nil && (len(cfg.DiffIDs) == 0 || len(cfg.DiffIDs) > maxLayers) {
-		return nil // an artifact, or not an image the graph reads
+		return x.lookedAt(ctx, repo, d) // an artifact, or not an image the graph reads
 	}
 	if err != nil {
 		return err
@@ -216,7 +225,13 @@ func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, 
 	// A repository deleted since the manifest was read took its graph rows
 	// with it: there is nothing to record, and failing the write would
 	// hold the job, and its key's next ones, until its lease runs out.
-	img := meta.GraphImage{Repository: repo, Digest: d, Platform: platform, Chain: chain}
+	return x.record(ctx, meta.GraphImage{Repository: repo, Digest: d, Platform: platform, Chain: chain}, links)
+}
+
+// record writes an image's rows: in the transaction that completes the
+// job running the indexer (jobs.OnComplete, in the order given), else at
+// once.
+func (x *Indexer) record(ctx context.Context, img meta.GraphImage, links []meta.BaseLink) error {
 	if in, ok := x.graph.(txIndexer); ok && jobs.OnComplete(ctx, func(ctx context.Context, tx meta.Tx) error {
 		return repositoryGone(in.IndexImageIn(ctx, tx, img, links))
 	}) {

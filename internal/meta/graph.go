@@ -49,7 +49,11 @@ func (db Graph) RecordImage(ctx context.Context, img GraphImage) error {
 // both at once, so that a failure leaves neither, and the job that failed
 // does both again. An image indexed for the first time is also recorded
 // as a base of the images indexed before it that are built on it
-// (linkDependents).
+// (linkDependents). A manifest without a chain (an index whose platforms
+// were indexed, an image the graph does not read, an artifact) is
+// recorded as looked at: Indexed reports it, so that a gate waiting for
+// the graph knows there is nothing more to wait for; no lookup finds it
+// as a base (it has no layers).
 func (db Graph) IndexImage(ctx context.Context, img GraphImage, bases []BaseLink) error {
 	return db.tx(ctx, func(tx *sql.Tx) error { return db.indexImage(ctx, tx, img, bases) })
 }
@@ -76,17 +80,22 @@ func (db *core) indexImage(ctx context.Context, tx *sql.Tx, img GraphImage, base
 }
 
 // recordImage records an image's layer chain, and reports whether it was
-// not recorded before.
+// not recorded before. A manifest without a chain is recorded as looked
+// at (no layers, no chain: IndexImage), never as new.
 func (db *core) recordImage(ctx context.Context, tx *sql.Tx, img GraphImage) (int64, bool, error) {
-	if len(img.Chain) == 0 {
-		return 0, false, nil
-	}
 	var repoID int64
 	if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), img.Repository).Scan(&repoID); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, false, ErrRepositoryNotFound
 		}
 		return 0, false, fmt.Errorf("look up repository: %w", err)
+	}
+	if len(img.Chain) == 0 {
+		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_images (repository_id, digest, layers, top_chain, platform, indexed_at)
+			VALUES (?, ?, 0, '', ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`), repoID, img.Digest.String(), img.Platform, now()); err != nil {
+			return 0, false, fmt.Errorf("record a manifest looked at: %w", err)
+		}
+		return repoID, false, nil
 	}
 	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_images (repository_id, digest, layers, top_chain, platform, indexed_at)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
@@ -113,7 +122,7 @@ func (db *core) recordImage(ctx context.Context, tx *sql.Tx, img GraphImage) (in
 }
 
 // Indexed reports whether the graph has indexed a manifest of the
-// repository.
+// repository, or looked at it and found nothing to index (IndexImage).
 func (db Graph) Indexed(ctx context.Context, repo string, d digest.Digest) (bool, error) {
 	var one int
 	err := db.read.QueryRowContext(ctx, db.q(`SELECT 1 FROM graph_images g JOIN repositories r ON r.id = g.repository_id
@@ -295,13 +304,15 @@ func scanBase(row interface{ Scan(...any) error }, extra ...any) (GraphBase, err
 }
 
 // Bases returns the recorded bases of an image (a platform's manifest, or
-// an index: then its children's), immediate first.
+// an index: then its children's), immediate first. A base that is a
+// gate's held manifest (not published) is left out.
 func (db Graph) Bases(ctx context.Context, repo string, d digest.Digest) ([]GraphBase, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+baseColumns+` FROM graph_bases b
 		JOIN repositories r ON r.id = b.repository_id
 		JOIN repositories br ON br.id = b.base_repository_id
 		LEFT JOIN tags t ON t.repository_id = b.base_repository_id AND t.name = b.base_tag AND b.base_tag <> ''
 		WHERE r.name = ? AND b.digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references WHERE repository_id = r.id AND manifest_digest = ? AND is_manifest = 1)
+		AND NOT EXISTS (SELECT 1 FROM manifests hm WHERE hm.repository_id = b.base_repository_id AND hm.digest = b.base_digest AND hm.held = 1)
 		ORDER BY b.level, br.name, b.base_digest, b.base_tag`), repo, d.String(), d.String())
 	if err != nil {
 		return nil, fmt.Errorf("list bases: %w", err)

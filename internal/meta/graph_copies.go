@@ -33,6 +33,8 @@ func copyRankArgs(dependent string) []any {
 // indexed images whose whole layer chain is one of chains (images that
 // are a prefix of an image with these chain IDs), deepest first: one
 // node per depth at most, however many copies other repositories hold.
+// A gate's held manifest (not published) is no copy: it is nobody's base
+// until it is published.
 func (db Graph) BestWithChains(ctx context.Context, dependent string, chains []digest.Digest) ([]GraphNode, error) {
 	return db.bestWithChains(ctx, db.read, dependent, chains)
 }
@@ -51,7 +53,7 @@ func (db *core) bestWithChains(ctx context.Context, q queryer, dependent string,
 		FROM graph_images g
 		JOIN repositories r ON r.id = g.repository_id
 		LEFT JOIN manifests m ON m.repository_id = g.repository_id AND m.digest = g.digest
-		WHERE g.top_chain IN (?`+strings.Repeat(", ?", len(chains)-1)+`)) AS c
+		WHERE g.top_chain IN (?`+strings.Repeat(", ?", len(chains)-1)+`) AND COALESCE(m.held, 0) = 0) AS c
 		WHERE n = 1 ORDER BY layers DESC`)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("find images by layers: %w", err)
@@ -59,18 +61,18 @@ func (db *core) bestWithChains(ctx context.Context, q queryer, dependent string,
 	return scanNodes(rows)
 }
 
-// BestByDigest returns the best copy of a digest stored as a manifest,
-// for an image of the dependent repository whose base names the
-// repository name: the repository of that exact name, or else the best
-// by copyRank. Its layer count and top chain are those the graph indexed
-// (0 and "" otherwise).
+// BestByDigest returns the best copy of a digest stored as a manifest
+// (and published: not a gate's held manifest), for an image of the
+// dependent repository whose base names the repository name: the
+// repository of that exact name, or else the best by copyRank. Its layer
+// count and top chain are those the graph indexed (0 and "" otherwise).
 func (db Graph) BestByDigest(ctx context.Context, d digest.Digest, dependent, name string) (GraphNode, bool, error) {
 	args := append([]any{d.String(), name}, copyRankArgs(dependent)...)
 	rows, err := db.read.QueryContext(ctx, db.q(db.render(`SELECT m.repository_id, r.name, m.digest, COALESCE(g.layers, 0), COALESCE(g.platform, ''),
 		COALESCE(g.top_chain, '')
 		FROM manifests m JOIN repositories r ON r.id = m.repository_id
 		LEFT JOIN graph_images g ON g.repository_id = m.repository_id AND g.digest = m.digest
-		WHERE m.digest = ? ORDER BY CASE WHEN r.name = ? THEN 0 ELSE 1 END, `+copyRank+`, m.created_at, r.name LIMIT 1`)), args...)
+		WHERE m.digest = ? AND m.held = 0 ORDER BY CASE WHEN r.name = ? THEN 0 ELSE 1 END, `+copyRank+`, m.created_at, r.name LIMIT 1`)), args...)
 	if err != nil {
 		return GraphNode{}, false, fmt.Errorf("find manifests by digest: %w", err)
 	}

@@ -62,7 +62,7 @@ func (db *core) linkDependents(ctx context.Context, tx *sql.Tx, _ int64, img Gra
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	best := map[string]GraphNode{} // per namespace
+	best := map[string]*GraphNode{} // per namespace; nil: no copy
 	ts := now()
 	for _, dep := range deps {
 		b, ok := best[namespaceOf(dep.repo)]
@@ -71,10 +71,15 @@ func (db *core) linkDependents(ctx context.Context, tx *sql.Tx, _ int64, img Gra
 			if err != nil {
 				return err
 			}
-			if len(nodes) == 0 {
-				return nil // not possible: the image itself is one
+			if len(nodes) > 0 {
+				b = &nodes[0]
 			}
-			b, best[namespaceOf(dep.repo)] = nodes[0], nodes[0]
+			// None: the image is a gate's held manifest (nobody's base
+			// until published), and no published copy is indexed.
+			best[namespaceOf(dep.repo)] = b
+		}
+		if b == nil {
+			continue
 		}
 		var deeper int
 		if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(DISTINCT layers) FROM graph_bases WHERE repository_id = ? AND digest = ? AND layers > ?`),
