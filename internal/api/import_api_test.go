@@ -182,3 +182,27 @@ func TestRefusedImportCreatesNothing(t *testing.T) {
 		t.Fatalf("valid import into a new namespace: %d %v", st, out)
 	}
 }
+
+// TestFailedImportRemovesTheRepositoryItMade: an import that fails
+// upstream (its source tag does not exist) answers 502 and leaves no
+// repository behind where it made one for the copy; a repository that
+// existed before stays.
+func TestFailedImportRemovesTheRepositoryItMade(t *testing.T) {
+	e := newImportEnv(t)
+	ctx := context.Background()
+	body := `{"source":"` + e.upstream + `/library/nginx:missing","repository":"%s"}`
+	r := e.expect("alice", "POST", "/api/v1/import", strings.Replace(body, "%s", "acme/fresh", 1), http.StatusBadGateway)
+	if !strings.Contains(string(r.body), "upstream_error") {
+		t.Fatalf("the failed import's answer: %s", r.body)
+	}
+	if ri, err := e.db.Repositories().Repository(ctx, "acme/fresh"); err != nil || ri.Exists {
+		t.Fatalf("the failed import left repository acme/fresh (%v)", err)
+	}
+	if st, out := e.importAs("alice", "acme/kept", "NoForce", "latest"); st != http.StatusCreated {
+		t.Fatalf("import into acme/kept: %d %v", st, out)
+	}
+	e.expect("alice", "POST", "/api/v1/import", strings.Replace(body, "%s", "acme/kept", 1), http.StatusBadGateway)
+	if ri, err := e.db.Repositories().Repository(ctx, "acme/kept"); err != nil || !ri.Exists {
+		t.Fatalf("a failed import into existing acme/kept removed it (%v)", err)
+	}
+}

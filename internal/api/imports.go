@@ -90,13 +90,23 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	} else if !errors.Is(err, meta.ErrNotFound) {
 		return err
 	}
-	if err := a.createForImport(r.Context(), id, body.Repository); err != nil {
+	created, err := a.createForImport(r.Context(), id, body.Repository)
+	if err != nil {
 		return err
 	}
 	d, st, err := a.opts.Importer.Import(r.Context(), mirror.ImportRequest{Source: body.Source, Username: body.Username, Password: body.Password,
 		Insecure: body.Insecure, Repo: body.Repository, Tags: body.Tags, Force: body.Mode == "Force", Actor: id.Actor(),
 		// Made above: a deletion during the copy is not undone by it.
 		Create: &meta.RepoCreate{MustExist: true}})
+	if err != nil && created {
+		// The repository made for the copy goes with the failed copy,
+		// unless something was stored in it meanwhile (a push); its
+		// blob links go with it.
+		ctx := context.WithoutCancel(r.Context())
+		if _, derr := a.db.Repositories.DeleteEmptyRepository(ctx, body.Repository, id.Actor()); derr != nil && !errors.Is(derr, meta.ErrRepositoryNotFound) {
+			a.log.ErrorContext(ctx, "remove the repository of a failed import", "repository", body.Repository, "err", derr)
+		}
+	}
 	var inv *mirror.InvalidImportError
 	var quota *meta.QuotaExceededError
 	var immutable *meta.ImmutableTagError
@@ -146,15 +156,15 @@ func (a *API) creatorID(ctx context.Context, id auth.Identity) (int64, error) {
 // private, administered by whoever creates it, in a namespace that exists
 // or that the caller may create (the permission check refused the others):
 // an organization the caller owns, or one without owners in auth mode
-// "none".
-func (a *API) createForImport(ctx context.Context, id auth.Identity, repo string) error {
+// "none". It reports whether it created the repository.
+func (a *API) createForImport(ctx context.Context, id auth.Identity, repo string) (bool, error) {
 	ri, err := a.db.Repositories.Repository(ctx, repo)
 	if err != nil || ri.Exists {
-		return err
+		return false, err
 	}
 	plan := &meta.RepoCreate{Visibility: "private"}
 	if plan.AdminUserID, err = a.creatorID(ctx, id); err != nil {
-		return err
+		return false, err
 	}
 	if id.Kind == auth.KindUser {
 		plan.OrgOwnerID = plan.AdminUserID
@@ -165,7 +175,7 @@ func (a *API) createForImport(ctx context.Context, id auth.Identity, repo string
 	err = a.db.Repositories.EnsureRepository(ctx, repo, meta.Writer{Actor: id.Actor(), Create: plan})
 	var missing *meta.NamespaceMissingError
 	if errors.As(err, &missing) {
-		return notFound("%v", missing)
+		return false, notFound("%v", missing)
 	}
-	return err
+	return err == nil, err
 }

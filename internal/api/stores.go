@@ -101,6 +101,7 @@ type RepositoryStore interface {
 	EnsureRepository(ctx context.Context, name string, w meta.Writer) error
 	UpdateRepository(ctx context.Context, name string, visibility, state, mirrorRobot, description *string) error
 	DeleteRepository(ctx context.Context, name, actor string) error
+	DeleteEmptyRepository(ctx context.Context, name, actor string) (bool, error)
 }
 
 // TagStore lists, moves and deletes tags and reads a manifest (the tag

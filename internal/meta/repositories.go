@@ -315,37 +315,75 @@ func (db Repositories) UpdateRepository(ctx context.Context, name string, visibi
 // permissions and notifications, and appends a repo_deleted event. Bytes are reclaimed by GC.
 func (db Repositories) DeleteRepository(ctx context.Context, name, actor string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		var id int64
-		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), name).Scan(&id); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return ErrRepositoryNotFound
-			}
-			return err
-		}
-		if err := db.quotaUnrefRepository(ctx, tx, id, name); err != nil { // namespace quota
-			return err
-		}
-		for _, stmt := range []string{
-			"DELETE FROM tags WHERE repository_id = ?",
-			"DELETE FROM manifest_references WHERE repository_id = ?",
-			"DELETE FROM manifests WHERE repository_id = ?",
-			"DELETE FROM repository_blobs WHERE repository_id = ?",
-			"DELETE FROM repository_permissions WHERE repository_id = ?",
-			"DELETE FROM repositories WHERE id = ?",
-		} {
-			if _, err := tx.ExecContext(ctx, db.q(stmt), id); err != nil {
-				return fmt.Errorf("delete repository: %w", err)
-			}
-		}
-		// Its notifications name it rather than refer to its row: they go
-		// with it (as in Quay), or a repository created later under the
-		// name would deliver to them. The organization's hear the
-		// repo_deleted event.
-		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM notifications WHERE scope = ? AND target = ?"), ScopeRepository, name); err != nil {
-			return fmt.Errorf("delete the repository's notifications: %w", err)
-		}
-		return db.appendEvent(ctx, tx, Event{Kind: EventRepoDeleted, Repository: name, Actor: actor})
+		_, err := db.deleteRepository(ctx, tx, name, actor, false)
+		return err
 	})
+}
+
+// DeleteEmptyRepository deletes a repository as DeleteRepository does,
+// only if it stores no manifest, and reports whether it did: an import
+// that failed removes the repository it created for the copy, unless a
+// push stored something in it meanwhile.
+func (db Repositories) DeleteEmptyRepository(ctx context.Context, name, actor string) (bool, error) {
+	var deleted bool
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		deleted, err = db.deleteRepository(ctx, tx, name, actor, true)
+		return err
+	})
+	return deleted, err
+}
+
+// deleteRepository is the body of DeleteRepository's transaction; with
+// onlyEmpty it deletes nothing (false, nil) if the repository stores a
+// manifest, checked after its row is locked (a push holds it FOR KEY
+// SHARE until it commits).
+func (db *core) deleteRepository(ctx context.Context, tx *sql.Tx, name, actor string, onlyEmpty bool) (bool, error) {
+	var id int64
+	if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), name).Scan(&id); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, ErrRepositoryNotFound
+		}
+		return false, err
+	}
+	if onlyEmpty {
+		var one int
+		if db.dialect == postgres {
+			if err := tx.QueryRowContext(ctx, "SELECT 1 FROM repositories WHERE id = $1 FOR UPDATE", id).Scan(&one); err != nil {
+				return false, fmt.Errorf("lock repository: %w", err)
+			}
+		}
+		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? LIMIT 1"), id).Scan(&one)
+		if err == nil {
+			return false, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return false, fmt.Errorf("look for manifests: %w", err)
+		}
+	}
+	if err := db.quotaUnrefRepository(ctx, tx, id, name); err != nil { // namespace quota
+		return false, err
+	}
+	for _, stmt := range []string{
+		"DELETE FROM tags WHERE repository_id = ?",
+		"DELETE FROM manifest_references WHERE repository_id = ?",
+		"DELETE FROM manifests WHERE repository_id = ?",
+		"DELETE FROM repository_blobs WHERE repository_id = ?",
+		"DELETE FROM repository_permissions WHERE repository_id = ?",
+		"DELETE FROM repositories WHERE id = ?",
+	} {
+		if _, err := tx.ExecContext(ctx, db.q(stmt), id); err != nil {
+			return false, fmt.Errorf("delete repository: %w", err)
+		}
+	}
+	// Its notifications name it rather than refer to its row: they go
+	// with it (as in Quay), or a repository created later under the
+	// name would deliver to them. The organization's hear the
+	// repo_deleted event.
+	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM notifications WHERE scope = ? AND target = ?"), ScopeRepository, name); err != nil {
+		return false, fmt.Errorf("delete the repository's notifications: %w", err)
+	}
+	return true, db.appendEvent(ctx, tx, Event{Kind: EventRepoDeleted, Repository: name, Actor: actor})
 }
 
 // RepoSummary is a repository as the API lists it.
