@@ -1,8 +1,10 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -132,7 +134,29 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 			return err
 		}
 	}
+	// The expiration is read, and refused, before the tag moves: a
+	// refused request changes nothing.
+	var at time.Time // Quay's: a Unix time, or null to clear
+	if req.Expiration != nil && string(req.Expiration) != "null" {
+		var sec int64
+		if err := json.Unmarshal(req.Expiration, &sec); err != nil || sec <= 0 || sec > maxUnixSeconds {
+			return badRequest("expiration must be a Unix time in seconds (before the year 10000), or null")
+		}
+		at = time.Unix(sec, 0)
+		if !at.After(time.Now()) {
+			return badRequest("expiration must be in the future")
+		}
+	}
 	if req.ManifestDigest != "" {
+		if !at.IsZero() {
+			// A tag an immutability policy covers is created, but
+			// cannot expire (SetTagExpiration's refusal, after the move).
+			if err := a.immutableByPolicy(r.Context(), repo, tag); errors.As(err, &immutable) {
+				return forbidden("%v: it cannot expire", immutable)
+			} else if err != nil {
+				return err
+			}
+		}
 		err := a.moveTag(r, id, repo, tag, req.ManifestDigest)
 		if errors.Is(err, meta.ErrRolledBack) {
 			return apiError(http.StatusConflict, "invalid_request", "%s", err.Error())
@@ -148,18 +172,6 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 		}
 	}
 	if req.Expiration != nil {
-		// Quay's: a Unix time, or null to clear.
-		var at time.Time
-		if string(req.Expiration) != "null" {
-			var sec int64
-			if err := json.Unmarshal(req.Expiration, &sec); err != nil || sec <= 0 || sec > maxUnixSeconds {
-				return badRequest("expiration must be a Unix time in seconds (before the year 10000), or null")
-			}
-			at = time.Unix(sec, 0)
-			if !at.After(time.Now()) {
-				return badRequest("expiration must be in the future")
-			}
-		}
 		switch err := a.db.Tags.SetTagExpiration(r.Context(), repo, tag, at); {
 		case errors.Is(err, meta.ErrManifestNotFound):
 			return notFound("tag %s not found in %s", tag, repo)
@@ -171,6 +183,25 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 	}
 	writeJSON(w, http.StatusCreated, "Updated")
 	return nil
+}
+
+// immutableByPolicy is an *meta.ImmutableTagError if an immutability
+// policy of the repository's organization or of the repository covers
+// the tag (nil without a policy store).
+func (a *API) immutableByPolicy(ctx context.Context, repo, tag string) error {
+	if a.db.Policies == nil {
+		return nil
+	}
+	ns, _, _ := strings.Cut(repo, "/")
+	var ps []meta.TagPolicy
+	for _, scope := range []string{"", repo} {
+		got, err := a.db.Policies.TagPolicies(ctx, meta.PolicyImmutability, ns, scope)
+		if err != nil {
+			return fmt.Errorf("read immutability policies: %w", err)
+		}
+		ps = append(ps, got...)
+	}
+	return meta.ImmutableByPolicy(ps, tag)
 }
 
 // moveTag points a tag at a manifest of the repository.

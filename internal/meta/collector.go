@@ -173,33 +173,50 @@ func (db *core) inBatch(ctx context.Context, n int, step func(tx *sql.Tx, i int)
 }
 
 // StaleLinks returns up to n blob links created (or last confirmed) before
-// cutoff that no manifest of their repository references.
+// cutoff that no manifest of their repository references, in
+// repositories with no upload in progress (uploadingSince).
 func (db Collector) StaleLinks(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT rb.repository_id, r.name, rb.digest, b.size FROM repository_blobs rb
 		JOIN repositories r ON r.id = rb.repository_id
 		JOIN blobs b ON b.digest = rb.digest
 		WHERE rb.created_at < ?
 		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = rb.repository_id AND x.ref_digest = rb.digest)
-		ORDER BY rb.created_at LIMIT ?`), cutoff.UnixMicro(), n)
+		AND r.name NOT IN (`+uploadingSince+`)
+		ORDER BY rb.created_at LIMIT ?`), cutoff.UnixMicro(), cutoff.UnixMicro(), now(), n)
 	if err != nil {
 		return nil, fmt.Errorf("stale links: %w", err)
 	}
 	return scanCandidates(rows)
 }
 
+// uploadingSince selects the repositories with an upload in progress:
+// an upload session written since a time (the first argument, the
+// collection's cutoff) or claimed until after another (the second, now:
+// a writer streaming one long PATCH renews its claim and writes the
+// session only at the end). A slow push links its first layers as each
+// upload finishes, long before its manifest names them; while the push
+// goes on, its repository's unreferenced links are not stale. The
+// subquery does not depend on the outer row: both dialects read the
+// uploads table once per statement (uploads has no index on repository
+// or updated_at; it holds only the open sessions, which expire after
+// gc.uploadExpiry and are capped per identity).
+const uploadingSince = `SELECT u.repository FROM uploads u WHERE u.updated_at >= ? OR u.locked_until > ?`
+
 // errKept rolls back a collection whose re-check found a reference.
 var errKept = errors.New("kept")
 
 // CollectLinks removes, in one transaction, each candidate blob link that
-// is still stale and unreferenced. A row is deleted first (on PostgreSQL
-// that waits for a push holding it FOR SHARE), then the references are
-// read in a later statement, which sees that push's manifest: the link
-// stays if anything references it.
+// is still stale and unreferenced, and whose repository has still no
+// upload in progress (a push that began since StaleLinks read it). A row
+// is deleted first (on PostgreSQL that waits for a push holding it FOR
+// SHARE), then the references are read in a later statement, which sees
+// that push's manifest: the link stays if anything references it.
 func (db Collector) CollectLinks(ctx context.Context, cands []GCCandidate, cutoff time.Time) (int, error) {
 	return db.inBatch(ctx, len(cands), func(tx *sql.Tx, i int) error {
 		repoID, d := cands[i].RepositoryID, cands[i].Digest
-		res, err := tx.ExecContext(ctx, db.q("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ? AND created_at < ?"),
-			repoID, d.String(), cutoff.UnixMicro())
+		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ? AND created_at < ?
+			AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.id = repository_blobs.repository_id AND r.name IN (`+uploadingSince+`))`),
+			repoID, d.String(), cutoff.UnixMicro(), cutoff.UnixMicro(), now())
 		if err != nil {
 			return fmt.Errorf("collect link: %w", err)
 		}

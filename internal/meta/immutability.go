@@ -60,6 +60,14 @@ func (db *core) firstImmutable(ctx context.Context, tx *sql.Tx, repoID int64, ta
 	return nil
 }
 
+// ImmutableByPolicy is an *ImmutableTagError, as the store's refusals
+// are, if one of the immutability policies ps covers tag: for a caller
+// that read the policies of a repository (its organization's and its
+// own, TagPolicies) to refuse a request before it changes anything.
+func ImmutableByPolicy(ps []TagPolicy, tag string) error {
+	return immutableByPolicy(ps, tag)
+}
+
 // immutableByPolicy is an *ImmutableTagError if one of the immutability
 // policies covers tag.
 func immutableByPolicy(ps []TagPolicy, tag string) error {

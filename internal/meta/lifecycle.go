@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -99,7 +100,14 @@ func ParseAge(s string) (time.Duration, error) {
 // namespace (and repository, if named) must exist.
 func (db Policies) CreateTagPolicy(ctx context.Context, p TagPolicy) (TagPolicy, error) {
 	p.UUID, p.CreatedAt = uuid.NewString(), time.Now().UTC()
+	scope := p.Namespace
+	if p.Repository != "" {
+		scope = p.Repository
+	}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.lockTagPolicies(ctx, tx, scope, true); err != nil {
+			return err
+		}
 		nsID, repoID, err := db.policyScope(ctx, tx, p.Namespace, p.Repository)
 		if err != nil {
 			return err
@@ -126,6 +134,36 @@ func (db Policies) CreateTagPolicy(ctx context.Context, p TagPolicy) (TagPolicy,
 		return db.clearImmutableExpirations(ctx, tx, p, nsID, repoID)
 	})
 	return p, err
+}
+
+// tagPolicyLockClass is the first key of the PostgreSQL advisory lock
+// that serializes, per namespace, the changes of tag policies with the
+// expirations set on the namespace's tags. An expiration is set after
+// the immutability policies are read (SetTagExpiration, expireFromLabel),
+// and a policy clears the expirations of the tags it covers
+// (clearImmutableExpirations) after it reads them: without a lock both
+// hold, each read missed the other's write and the tag ended immutable
+// and expiring. Setting an expiration takes it shared, before any tag's
+// row; changing a policy takes it exclusive, first: whichever comes
+// second sees what the first committed (READ COMMITTED reads anew at
+// every statement). SQLite serializes writers.
+const tagPolicyLockClass = 0x706f6c69 // "poli"
+
+// lockTagPolicies takes the tag policy lock of the namespace of scope (a
+// repository, or a namespace), shared or exclusive.
+func (db *core) lockTagPolicies(ctx context.Context, tx *sql.Tx, scope string, exclusive bool) error {
+	if db.dialect != postgres {
+		return nil
+	}
+	ns, _, _ := strings.Cut(scope, "/")
+	fn := "pg_advisory_xact_lock_shared"
+	if exclusive {
+		fn = "pg_advisory_xact_lock"
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT "+fn+"($1, hashtext($2))", tagPolicyLockClass, ns); err != nil {
+		return fmt.Errorf("lock tag policies: %w", err)
+	}
+	return nil
 }
 
 // clearImmutableExpirations clears the expirations of the tags an
@@ -257,12 +295,18 @@ func (db Policies) UpdateTagPolicy(ctx context.Context, p TagPolicy) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var nsID int64
 		var repoID sql.NullInt64
-		err := tx.QueryRowContext(ctx, db.q("SELECT namespace_id, repository_id FROM tag_policies WHERE uuid = ? AND kind = ?"), p.UUID, p.Kind).Scan(&nsID, &repoID)
+		var scope string
+		err := tx.QueryRowContext(ctx, db.q(`SELECT p.namespace_id, p.repository_id, COALESCE(r.name, n.name) FROM tag_policies p
+			JOIN namespaces n ON n.id = p.namespace_id LEFT JOIN repositories r ON r.id = p.repository_id
+			WHERE p.uuid = ? AND p.kind = ?`), p.UUID, p.Kind).Scan(&nsID, &repoID, &scope)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrPolicyNotFound
 		}
 		if err != nil {
 			return fmt.Errorf("read policy: %w", err)
+		}
+		if err := db.lockTagPolicies(ctx, tx, scope, true); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q(`UPDATE tag_policies SET method = ?, value = ?, tag_pattern = ?, tag_pattern_matches = ? WHERE uuid = ? AND kind = ?`),
 			p.Method, p.Value, p.TagPattern, boolInt(p.TagPatternMatches), p.UUID, p.Kind); err != nil {
@@ -309,6 +353,11 @@ func (db *core) repoPolicies(ctx context.Context, q querier, kind string, repoID
 // tag cannot expire (*ImmutableTagError).
 func (db Manifests) SetTagExpiration(ctx context.Context, repo, tag string, at time.Time) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
+		// Before the policies are read: one created meanwhile waits, and
+		// then clears this expiration (lockTagPolicies).
+		if err := db.lockTagPolicies(ctx, tx, repo, false); err != nil {
+			return err
+		}
 		repoID, err := db.repoID(ctx, tx, repo)
 		if errors.Is(err, ErrRepositoryNotFound) {
 			return ErrManifestNotFound
@@ -316,9 +365,11 @@ func (db Manifests) SetTagExpiration(ctx context.Context, repo, tag string, at t
 		if err != nil {
 			return err
 		}
-		// A tag past its expiration is gone (a pass deletes its row).
+		// A tag past its expiration is gone (a pass deletes its row); on
+		// PostgreSQL the row is locked, so a pass or a delete that goes
+		// first is seen.
 		var one int
-		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND name = ? AND "+liveTag("")),
+		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND name = ? AND "+liveTag("")+db.lockSuffix()),
 			repoID, tag, now()).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrManifestNotFound
@@ -338,6 +389,73 @@ func (db Manifests) SetTagExpiration(ctx context.Context, repo, tag string, at t
 		}
 		return nil
 	})
+}
+
+// expireFromLabel gives a pushed tag the expiration its image's
+// quay.expires-after label asks for, unless the tag is immutable (an
+// immutable tag takes no expiration, as SetTagExpiration refuses one).
+// The push holds the shared lock of the tag policies (lockTagPolicies),
+// taken before any tag's row.
+func (db *core) expireFromLabel(ctx context.Context, tx *sql.Tx, repoID int64, tag string, at time.Time) error {
+	if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+		var imm *ImmutableTagError
+		if errors.As(err, &imm) {
+			return nil
+		}
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), at.UnixMicro(), repoID, tag); err != nil {
+		return fmt.Errorf("set tag expiration: %w", err)
+	}
+	return nil
+}
+
+// deleteGeneratedReferrers deletes, in the transaction deleting their
+// subject d, the referrers stored to go with it (deleted_with_subject:
+// the scanner's SBOM), except those a tag points at or a manifest of the
+// repository lists: they stay, as any tagged or listed manifest does
+// (before, a tagged one's delete broke the tag's foreign key, and the
+// subject could never be deleted). Untagged and unlisted later, with
+// their subject gone, garbage collection takes them. On PostgreSQL they
+// are locked first: a tag set or an index push that names one holds it
+// until it commits, and the tags and parents read in a later statement
+// see it.
+func (db *core) deleteGeneratedReferrers(ctx context.Context, tx *sql.Tx, repoID int64, repo string, d digest.Digest) error {
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR UPDATE"
+	}
+	rows, err := tx.QueryContext(ctx, db.q("SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND deleted_with_subject = 1 ORDER BY digest"+lock),
+		repoID, d.String())
+	if err != nil {
+		return fmt.Errorf("list referrers deleted with their subject: %w", err)
+	}
+	generated, err := scanStrings(rows)
+	if err != nil {
+		return fmt.Errorf("list referrers deleted with their subject: %w", err)
+	}
+	for _, g := range generated {
+		var kept int
+		if err := tx.QueryRowContext(ctx, db.q(`SELECT
+			(SELECT COUNT(*) FROM tags WHERE repository_id = ? AND manifest_digest = ?) +
+			(SELECT COUNT(*) FROM manifest_references WHERE repository_id = ? AND ref_digest = ?)`),
+			repoID, g, repoID, g).Scan(&kept); err != nil {
+			return fmt.Errorf("read the tags of a generated referrer: %w", err)
+		}
+		if kept > 0 {
+			continue
+		}
+		if err := db.quotaUnref(ctx, tx, repoID, repo, g); err != nil { // namespace quota
+			return err
+		}
+		for _, stmt := range []string{"DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?",
+			"DELETE FROM manifests WHERE repository_id = ? AND digest = ?"} {
+			if _, err := tx.ExecContext(ctx, db.q(stmt), repoID, g); err != nil {
+				return fmt.Errorf("delete generated referrer: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // ExpiredTag is a tag past its expiration.

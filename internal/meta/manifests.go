@@ -215,6 +215,13 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 			return err
 		}
 	}
+	if !p.ExpiresAt.IsZero() {
+		// The tag policies' lock, shared, before any tag's row: a
+		// policy change takes it first, then writes tags' rows.
+		if err := db.lockTagPolicies(ctx, tx, p.Repository, false); err != nil {
+			return err
+		}
+	}
 	var candidates []candidateArrival
 	tags := []string{}
 	var previous map[string]string
@@ -277,23 +284,6 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 	return db.appendEvent(ctx, tx, Event{Kind: EventRepoPush, Repository: p.Repository, Actor: p.Actor,
 		Data: mustJSON(pushEvent{Digest: m.Digest.String(), MediaType: m.MediaType, Size: int64(len(m.Content)), UpdatedTags: tags,
 			NewManifest: created == 1, Previous: previous})})
-}
-
-// expireFromLabel gives a pushed tag the expiration its image's
-// quay.expires-after label asks for, unless the tag is immutable (an
-// immutable tag takes no expiration, as SetTagExpiration refuses one).
-func (db *core) expireFromLabel(ctx context.Context, tx *sql.Tx, repoID int64, tag string, at time.Time) error {
-	if err := db.immutable(ctx, tx, repoID, tag); err != nil {
-		var imm *ImmutableTagError
-		if errors.As(err, &imm) {
-			return nil
-		}
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), at.UnixMicro(), repoID, tag); err != nil {
-		return fmt.Errorf("set tag expiration: %w", err)
-	}
-	return nil
 }
 
 // candidateArrival is a candidate a push made.
@@ -663,26 +653,10 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrManifestNotFound
 		}
-		// What was stored to go with it (the scanner's SBOM) goes too.
-		rows, err = tx.QueryContext(ctx, db.q("SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND deleted_with_subject = 1"),
-			repoID, d.String())
-		if err != nil {
-			return fmt.Errorf("list referrers deleted with their subject: %w", err)
-		}
-		generated, err := scanStrings(rows)
-		if err != nil {
-			return fmt.Errorf("list referrers deleted with their subject: %w", err)
-		}
-		for _, g := range generated {
-			if err := db.quotaUnref(ctx, tx, repoID, repo, g); err != nil { // namespace quota
-				return err
-			}
-			for _, stmt := range []string{"DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?",
-				"DELETE FROM manifests WHERE repository_id = ? AND digest = ?"} {
-				if _, err := tx.ExecContext(ctx, db.q(stmt), repoID, g); err != nil {
-					return fmt.Errorf("delete generated referrer: %w", err)
-				}
-			}
+		// What was stored to go with it (the scanner's SBOM) goes too,
+		// unless a tag or an index keeps it.
+		if err := db.deleteGeneratedReferrers(ctx, tx, repoID, repo, d); err != nil {
+			return err
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventManifestDeleted, Repository: repo, Actor: actor,
 			Data: mustJSON(map[string]any{"digest": d.String(), "tags": tags})})
