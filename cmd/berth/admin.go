@@ -58,7 +58,13 @@ func adminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := open(cmd)
+			// The first user may be made before the first start: the
+			// database is created if need be, and the note says so.
+			cfg, err := st.load(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openOrCreateStore(cmd.Context(), cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

@@ -20,7 +20,10 @@ func gcCmd(st *settings) *cobra.Command {
 		Use:   "gc [--dry-run]",
 		Short: "Collect unreferenced manifests and blobs, expire abandoned uploads and prune old bookkeeping now",
 		Long: "Runs one pass of the garbage collection `berth serve` runs every gc.interval and prints what it\n" +
-			"removed (or, with --dry-run, would remove). It is safe while servers run.",
+			"removed (or, with --dry-run, would remove). It is safe while servers run.\n\n" +
+			"It first prints on standard error the database (without its password) and the storage it works on\n" +
+			"(with --json, the report's database and storage). It refuses a database that does not exist, and\n" +
+			"does not sweep storage's blobs when the database records none of them.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := st.load(cmd)
@@ -36,6 +39,13 @@ func gcCmd(st *settings) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("storage: %w", err)
 			}
+			// What it works on, before it removes anything: a pass run
+			// against the wrong database or storage is seen at once.
+			// With --json the report carries it, standard output staying
+			// one document.
+			if !asJSON {
+				fmt.Fprintf(cmd.ErrOrStderr(), "database: %s\nstorage: %s\n", cfg.DatabaseLocation(), cfg.StorageLocation())
+			}
 			opts := server.GCOptions(cfg, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
 			opts.Interval = 0 // one pass, not one of a series: the blob sweep lists the whole store
 			rep, err := gc.New(wire.GCStores(db, cfg.GC.TimeMachine), driver, opts).Pass(cmd.Context(), dry)
@@ -43,7 +53,12 @@ func gcCmd(st *settings) *cobra.Command {
 			if asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
-				if jerr := enc.Encode(rep); jerr != nil {
+				doc := struct {
+					Database string `json:"database"`
+					Storage  string `json:"storage"`
+					gc.Report
+				}{cfg.DatabaseLocation(), cfg.StorageLocation(), rep}
+				if jerr := enc.Encode(doc); jerr != nil {
 					return jerr
 				}
 				return err

@@ -73,12 +73,11 @@ func TestAdminMigrateConcurrentPostgres(t *testing.T) {
 // TestAdminRefusesAnOlderSchema: berth admin and berth import, run from a
 // binary newer than the database's schema, refuse with the reason and
 // leave the schema where it was (migrating it would take the running
-// servers of the older version out of service); a new data directory is
-// still created by them.
+// servers of the older version out of service).
 func TestAdminRefusesAnOlderSchema(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := runIn(t, "", "admin", "user", "list", "--data-dir", dir); err != nil {
-		t.Fatalf("admin on a new data directory: %v", err)
+	if _, err := runIn(t, "", "admin", "migrate", "--data-dir", dir); err != nil {
+		t.Fatalf("migrate a new data directory: %v", err)
 	}
 	path := filepath.Join(dir, "berth.db")
 	raw, err := sql.Open("sqlite", path)

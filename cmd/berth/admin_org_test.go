@@ -26,17 +26,25 @@ func adminStores(t *testing.T) map[string]func(t *testing.T) adminStore {
 		case "sqlite":
 			out[d] = func(t *testing.T) adminStore {
 				dir := t.TempDir()
-				return adminStore{flags: []string{"--data-dir", dir}, dsn: filepath.Join(dir, "berth.db")}
+				return adminStore{flags: []string{"--data-dir", dir}, dsn: filepath.Join(dir, "berth.db")}.created(t)
 			}
 		case "postgres":
 			out[d] = func(t *testing.T) adminStore {
 				dsn := metatest.PostgresDSN(t)
 				// The data directory still holds the secret key.
-				return adminStore{flags: []string{"--data-dir", t.TempDir(), "--database", dsn}, dsn: dsn}
+				return adminStore{flags: []string{"--data-dir", t.TempDir(), "--database", dsn}, dsn: dsn}.created(t)
 			}
 		}
 	}
 	return out
+}
+
+// created makes the store's database, as a registry's first start does
+// (berth admin refuses a database that does not exist).
+func (s adminStore) created(t *testing.T) adminStore {
+	t.Helper()
+	s.must(t, "migrate")
+	return s
 }
 
 // admin runs `berth admin ARGS` on the store and returns its output.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +13,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/feed"
+	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
+	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/server"
 	"github.com/berth-dev/berth/internal/wire"
@@ -34,6 +39,12 @@ repository, and tag it. SOURCE is host[:port]/repo[:tag|@digest]. Without
 --force (NoForce), an existing target tag fails the import before anything
 is copied. Blobs Berth already stores are linked, not downloaded again.
 
+The repository is NAMESPACE/NAME in a namespace that exists (a user or an
+organization: berth admin org create makes one); a missing repository is
+created private, and removed again if the copy fails. As with a push,
+a proxy cache organization and a repository in state READ_ONLY or MIRROR
+take no import.
+
 Progress goes to standard error: redrawn in place on a terminal, one line
 at a time (at most one a second) when it is a pipe or a file.`,
 		Args: cobra.ExactArgs(1),
@@ -46,6 +57,11 @@ at a time (at most one a second) when it is a pipe or a file.`,
 				}
 				req.Password = strings.TrimRight(line, "\r\n")
 			}
+			// Checked before anything is opened: a name no route can
+			// reach, or a repository outside any namespace, is never made.
+			if err := checkImportName(req.Repo); err != nil {
+				return err
+			}
 			cfg, err := st.load(cmd)
 			if err != nil {
 				return err
@@ -55,6 +71,10 @@ at a time (at most one a second) when it is a pipe or a file.`,
 				return err
 			}
 			defer db.Close()
+			created, err := prepareImportTarget(cmd.Context(), db, req.Repo)
+			if err != nil {
+				return err
+			}
 			// With scanning on, what this stores is queued for scanning
 			// before it returns (a running server's scanner picks it up):
 			// the scan subscriber of the feed is subscribed before the copy,
@@ -76,8 +96,19 @@ at a time (at most one a second) when it is a pipe or a file.`,
 			req.Progress = func(s mirror.Stats) {
 				p.Update(fmt.Sprintf("fetched %d blobs, %s", s.BlobsFetched, humanBytes(s.BytesFetched)))
 			}
+			// Made above, or there already: the copy creates nothing (a
+			// deletion during it is not undone by it).
+			req.Create = &meta.RepoCreate{MustExist: true}
 			d, stats, err := copier.Import(cmd.Context(), req)
 			p.End()
+			if err != nil && created {
+				// The repository made for the copy goes with the failed
+				// copy, unless something was stored in it meanwhile.
+				if _, derr := db.Repositories().DeleteEmptyRepository(context.WithoutCancel(cmd.Context()), req.Repo, req.Actor); derr != nil &&
+					!errors.Is(derr, meta.ErrRepositoryNotFound) {
+					err = errors.Join(err, fmt.Errorf("remove the repository made for the import: %w", derr))
+				}
+			}
 			if scans != nil {
 				// Also after a failure: what was stored is scanned.
 				if derr := scans.Drain(cmd.Context()); derr != nil {
@@ -102,6 +133,60 @@ at a time (at most one a second) when it is a pipe or a file.`,
 	f.BoolVar(&req.Force, "force", false, "overwrite existing target tags (Force mode)")
 	cmd.MarkFlagRequired("repository")
 	return cmd
+}
+
+// checkImportName refuses a target repository name that is not
+// NAMESPACE/NAME, as the API's import does.
+func checkImportName(repo string) error {
+	ns, rest, ok := strings.Cut(repo, "/")
+	if !ok || rest == "" {
+		return fmt.Errorf("repository %q: want NAMESPACE/NAME, in a namespace that exists", repo)
+	}
+	if err := validateUsername(ns); err != nil {
+		return fmt.Errorf("repository %q: namespace %w", repo, err)
+	}
+	if err := oci.ValidateName(repo); err != nil {
+		return fmt.Errorf("repository name %q: %w", repo, err)
+	}
+	return nil
+}
+
+// prepareImportTarget makes the checks the API's import makes (a push's)
+// before anything is copied: the namespace exists (an import creates no
+// organization: a typo would make one nobody owns), it is not a proxy
+// cache organization (whose content is its upstream's), and an existing
+// repository takes pushes (not READ_ONLY, not MIRROR). A missing
+// repository is created private, as a push creates it; created says so.
+func prepareImportTarget(ctx context.Context, db *meta.DB, repo string) (created bool, err error) {
+	ns, _, _ := strings.Cut(repo, "/")
+	if _, err := db.Users().NamespaceByName(ctx, ns); errors.Is(err, meta.ErrNamespaceNotFound) {
+		return false, fmt.Errorf("namespace %q does not exist (create it: berth admin org create %s --owner USER, or berth admin user create %s)", ns, ns, ns)
+	} else if err != nil {
+		return false, err
+	}
+	if _, err := db.ProxyCaches().ProxyCacheOf(ctx, ns); err == nil {
+		return false, fmt.Errorf("%s is a proxy cache organization: its content comes from its upstream, so imports into it are refused (as pushes are)", ns)
+	} else if !errors.Is(err, meta.ErrNotFound) {
+		return false, err
+	}
+	ri, err := db.Repositories().Repository(ctx, repo)
+	if err != nil {
+		return false, err
+	}
+	if ri.Exists {
+		if ri.State != auth.StateNormal {
+			return false, errors.New(authz.StateRefusal(repo, ri.State, auth.ActionPush))
+		}
+		return false, nil
+	}
+	// No owner fields: the store refuses a namespace deleted meanwhile
+	// rather than making it again.
+	err = db.Repositories().EnsureRepository(ctx, repo, meta.Writer{Actor: "berth import", Create: &meta.RepoCreate{Visibility: "private"}})
+	var missing *meta.NamespaceMissingError
+	if errors.As(err, &missing) {
+		return false, fmt.Errorf("namespace %q does not exist", ns)
+	}
+	return err == nil, err
 }
 
 // progress shows a long-running command's progress: redrawn in place on a

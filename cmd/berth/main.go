@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -159,16 +160,44 @@ type settings struct {
 
 // openStore opens the metadata database of a configuration for a tool
 // (berth admin, berth import): durable commits as the server's when
-// storage.filesystem.fsync is on, and a database at an older schema
-// version refused rather than migrated (berth admin migrate does that),
-// so that a newer binary's tool does not take running servers out of
-// service; a new database is created.
+// storage.filesystem.fsync is on; a database at an older schema version
+// refused rather than migrated (berth admin migrate does that), so that a
+// newer binary's tool does not take running servers out of service; and
+// a database that does not exist refused rather than created
+// (meta.MustExist), so that a tool pointed at the wrong place (a shell
+// without BERTH_DATABASE_URL, a typo in --data-dir) works on nothing
+// rather than on an empty database: against one, berth admin gc took every
+// blob in storage for a crash's leftover.
 func openStore(ctx context.Context, cfg config.Config) (*meta.DB, error) {
+	opts := []meta.Option{meta.NoUpgrade(), meta.MustExist()}
+	if cfg.Storage.Filesystem.Fsync {
+		opts = append(opts, meta.SyncFull())
+	}
+	db, err := meta.Open(ctx, cfg.DatabaseURL(), opts...)
+	if errors.Is(err, meta.ErrNoDatabase) {
+		return nil, fmt.Errorf("database %s: %w; refusing to create one: check --data-dir, --database, database.url and BERTH_DATABASE_URL "+
+			"(berth serve or berth admin migrate creates a new registry's database)", cfg.DatabaseLocation(), err)
+	}
+	return db, err
+}
+
+// openOrCreateStore is openStore for berth admin user create, which makes
+// the first user of a new registry before its first start: it creates a
+// database that does not exist, and says so on w.
+func openOrCreateStore(ctx context.Context, cfg config.Config, w io.Writer) (*meta.DB, error) {
+	db, err := openStore(ctx, cfg)
+	if !errors.Is(err, meta.ErrNoDatabase) {
+		return db, err
+	}
 	opts := []meta.Option{meta.NoUpgrade()}
 	if cfg.Storage.Filesystem.Fsync {
 		opts = append(opts, meta.SyncFull())
 	}
-	return meta.Open(ctx, cfg.DatabaseURL(), opts...)
+	if db, err = meta.Open(ctx, cfg.DatabaseURL(), opts...); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(w, "note: created a new database at %s\n", cfg.DatabaseLocation())
+	return db, nil
 }
 
 func (st *settings) register(cmd *cobra.Command, serve bool) {

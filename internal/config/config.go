@@ -334,11 +334,17 @@ func Default() Config {
 }
 
 // LoadFile merges a YAML file over c. Unknown keys are refused, so a typo
-// does not silently fall back to a default.
+// does not silently fall back to a default. A duration is written with
+// its unit (90s, 15m, 24h), or as 0.
 func (c *Config) LoadFile(path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
+	}
+	// A duration may be written 0, as the documentation says to turn
+	// things off; any other bare number is refused with the setting's name.
+	if b, err = zeroDurations(b); err != nil {
+		return fmt.Errorf("config file %s:\n%w", path, err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -538,7 +544,6 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// redactURL hides a password in a database URL.
 // samePort reports whether two listen addresses would collide: the same
 // port on the same host, or on any host where one of them listens on all
 // interfaces ("", 0.0.0.0, ::).
@@ -552,6 +557,8 @@ func samePort(a, b string) bool {
 	return ha == hb || all(ha) || all(hb)
 }
 
+// redactURL hides the user information (a password) and the query of a
+// URL, or the password of a key=value connection string.
 func redactURL(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
 		rest := s[i+3:]

@@ -29,13 +29,32 @@ const blobSweepCycle = 24 * time.Hour
 // over (storage.BlobPath: the first two hex digits).
 const blobShards = 256
 
+// ErrNoBlobRecorded is returned by a pass whose blob sweep refused to
+// remove anything: storage holds unrecorded blobs old enough to sweep and
+// the database records none of the blobs storage holds (checkRecorded).
+var ErrNoBlobRecorded = errors.New("refusing to sweep unrecorded blobs")
+
+// blobSweep is one pass's sweep of /blobs.
+type blobSweep struct {
+	algs   []string // the directories of /blobs, one per algorithm
+	cutoff time.Time
+	dry    bool
+	// matched: the database records a blob this storage holds, seen in
+	// a directory this pass listed, or by checkRecorded.
+	matched bool
+	// checkErr is checkRecorded's failure, which ends the sweep (it is
+	// not looked for again in the next directory).
+	checkErr error
+}
+
 // sweepBlobs removes blob bytes that no blob row records and no queued
 // deletion names, last written before cutoff: what a crash between
 // placing a new blob's bytes and recording them leaves (and a clean-up
 // after a refused store that failed too). Each pass covers its share of
 // the store (blobSweepCycle); a collector with no interval (one-off
-// passes) covers all of it. Listing storage is for maintenance only; it
-// never answers a request.
+// passes) covers all of it. Before it removes anything it makes sure the
+// database is this storage's (checkRecorded). Listing storage is for
+// maintenance only; it never answers a request.
 func (c *Collector) sweepBlobs(ctx context.Context, cutoff time.Time, dry bool, rep *Report) error {
 	if c.sweep == nil {
 		return nil
@@ -57,23 +76,32 @@ func (c *Collector) sweepBlobs(ctx context.Context, cutoff time.Time, dry bool, 
 	// on from where this process's last one stopped, so one that comes
 	// late (a long pass before it, a missed tick) skips none.
 	first, n := 0, blobShards
+	sweptTo := c.blobSweptTo.Load()
 	if shards < blobShards {
 		end := c.now().UnixNano()/int64(blobSweepCycle/blobShards) + int64(shards)
 		start := end - int64(shards)
-		if last := c.blobSweptTo.Load(); last > 0 && last < start {
-			start = max(last, end-blobShards)
+		if sweptTo > 0 && sweptTo < start {
+			start = max(sweptTo, end-blobShards)
 		}
 		if !dry {
 			c.blobSweptTo.Store(end)
 		}
 		first, n = int(start%blobShards), int(end-start)
 	}
+	sw := &blobSweep{algs: algs, cutoff: cutoff, dry: dry}
 	var errs []error
 	for i := range n {
 		shard := fmt.Sprintf("%02x", (first+i)%blobShards)
 		for _, a := range algs {
 			dir := path.Join("/blobs", path.Base(a), shard)
-			if err := c.sweepBlobDir(ctx, dir, digest.Algorithm(path.Base(a)), cutoff, dry, rep); err != nil {
+			err := c.sweepBlobDir(ctx, sw, dir, digest.Algorithm(path.Base(a)), rep)
+			if sw.checkErr != nil {
+				if !dry {
+					c.blobSweptTo.Store(sweptTo) // the next pass tries these directories again
+				}
+				return sw.checkErr
+			}
+			if err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -81,14 +109,59 @@ func (c *Collector) sweepBlobs(ctx context.Context, cutoff time.Time, dry bool, 
 	return errors.Join(errs...)
 }
 
-// sweepBlobDir sweeps one /blobs/<algorithm>/<xx> directory.
-func (c *Collector) sweepBlobDir(ctx context.Context, dir string, alg digest.Algorithm, cutoff time.Time, dry bool, rep *Report) error {
-	entries, err := c.store.List(ctx, dir)
-	if errors.Is(err, storage.ErrNotFound) {
+// checkRecorded makes sure, before the sweep removes anything, that the
+// database is this storage's: against a database that records none of
+// the blobs storage holds (a new, empty one a tool created where the
+// registry's was meant, or another registry's), every blob looks like a
+// crash's leftover. Called only when the directories listed so far hold
+// unrecorded blobs to remove and no recorded one, it lists the others
+// until it finds a blob the database records, and returns
+// ErrNoBlobRecorded if none is. Its failure is kept in sw.checkErr.
+func (c *Collector) checkRecorded(ctx context.Context, sw *blobSweep) error {
+	if sw.matched {
 		return nil
 	}
+	sw.checkErr = c.findRecorded(ctx, sw)
+	return sw.checkErr
+}
+
+// findRecorded is checkRecorded's search.
+func (c *Collector) findRecorded(ctx context.Context, sw *blobSweep) error {
+	unrecorded := 0
+	for i := range blobShards {
+		for _, a := range sw.algs {
+			dir := path.Join("/blobs", path.Base(a), fmt.Sprintf("%02x", i))
+			ds, err := c.listBlobDir(ctx, dir, digest.Algorithm(path.Base(a)))
+			if err != nil {
+				return err
+			}
+			for start := 0; start < len(ds); start += uploadBatch {
+				batch := ds[start:min(start+uploadBatch, len(ds))]
+				un, err := c.sweep.UnrecordedBlobs(ctx, batch)
+				if err != nil {
+					return err
+				}
+				if len(un) < len(batch) {
+					sw.matched = true
+					return nil
+				}
+				unrecorded += len(un)
+			}
+		}
+	}
+	return fmt.Errorf("%w: storage holds %d blobs under /blobs and the database records none of them: "+
+		"is this the database of this storage (database.url, BERTH_DATABASE_URL, --data-dir)?", ErrNoBlobRecorded, unrecorded)
+}
+
+// listBlobDir lists the blobs of one /blobs/<algorithm>/<xx> directory
+// (none when it does not exist), leaving out what is not a blob's name.
+func (c *Collector) listBlobDir(ctx context.Context, dir string, alg digest.Algorithm) ([]digest.Digest, error) {
+	entries, err := c.store.List(ctx, dir)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
 	if err != nil {
-		return fmt.Errorf("list %s: %w", dir, err)
+		return nil, fmt.Errorf("list %s: %w", dir, err)
 	}
 	var ds []digest.Digest
 	for _, e := range entries {
@@ -98,11 +171,24 @@ func (c *Collector) sweepBlobDir(ctx context.Context, dir string, alg digest.Alg
 		}
 		ds = append(ds, d)
 	}
+	return ds, nil
+}
+
+// sweepBlobDir sweeps one /blobs/<algorithm>/<xx> directory.
+func (c *Collector) sweepBlobDir(ctx context.Context, sw *blobSweep, dir string, alg digest.Algorithm, rep *Report) error {
+	cutoff, dry := sw.cutoff, sw.dry
+	ds, err := c.listBlobDir(ctx, dir, alg)
+	if err != nil {
+		return err
+	}
 	for start := 0; start < len(ds); start += uploadBatch {
 		batch := ds[start:min(start+uploadBatch, len(ds))]
 		unrecorded, err := c.sweep.UnrecordedBlobs(ctx, batch)
 		if err != nil {
 			return err
+		}
+		if len(unrecorded) < len(batch) {
+			sw.matched = true
 		}
 		size := map[digest.Digest]int64{}
 		var old []digest.Digest
@@ -116,6 +202,9 @@ func (c *Collector) sweepBlobDir(ctx context.Context, dir string, alg digest.Alg
 		}
 		if len(old) == 0 {
 			continue
+		}
+		if err := c.checkRecorded(ctx, sw); err != nil {
+			return err
 		}
 		if dry {
 			for _, d := range old {

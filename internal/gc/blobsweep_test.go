@@ -108,6 +108,7 @@ func TestBlobSweepCoversTheStoreOverItsCycle(t *testing.T) {
 	old := time.Now().Add(-72 * time.Hour)
 	clock := time.Now().Truncate(blobSweepCycle) // the cycle's start: shard 00 first
 	e.c.now = func() time.Time { return clock }
+	e.recorded(t, "pushed and recorded", old) // the database is this storage's
 	byShard := map[string]digest.Digest{}
 	for i := 0; len(byShard) < 2 || byShard["00"] == "" || byShard["ff"] == ""; i++ {
 		d := digest.FromString(fmt.Sprint(i))
@@ -148,6 +149,7 @@ func TestLateBlobSweepSkipsNoShard(t *testing.T) {
 	old := time.Now().Add(-72 * time.Hour)
 	clock := time.Now().Truncate(blobSweepCycle) // shards 00 and 01 first
 	e.c.now = func() time.Time { return clock }
+	e.recorded(t, "pushed and recorded", old) // the database is this storage's
 	var in02, in03 digest.Digest
 	for i := 0; in02 == "" || in03 == ""; i++ {
 		d := digest.FromString(fmt.Sprint(i))

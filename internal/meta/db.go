@@ -58,6 +58,9 @@ type core struct {
 	// noUpgrade refuses to migrate a database at an older schema version
 	// (NoUpgrade).
 	noUpgrade bool
+	// mustExist refuses a database that holds no Berth schema
+	// (MustExist); only Open reads it.
+	mustExist bool
 	// deadlocks counts the transactions PostgreSQL ended as deadlocked
 	// (and txRetry ran again): locks taken in inconsistent orders.
 	deadlocks atomic.Int64
@@ -152,6 +155,22 @@ func NoUpgrade() Option {
 	return func(db *core) { db.noUpgrade = true }
 }
 
+// ErrNoDatabase is returned by Open with MustExist for a database that
+// holds no Berth schema: an SQLite file that does not exist or is empty,
+// a PostgreSQL database (or search_path schema) with no Berth tables.
+var ErrNoDatabase = errors.New("no Berth database there (schema version 0)")
+
+// MustExist makes Open refuse, with ErrNoDatabase, a database it would
+// have to create, rather than create it: a maintenance tool (berth admin,
+// berth import) pointed at the wrong place (a shell without
+// BERTH_DATABASE_URL, a typo in --data-dir) must not take an empty
+// database for the registry's, whose storage holds what no row of it
+// records. It neither creates an SQLite file nor its directory, nor any
+// table on PostgreSQL. berth serve and berth admin migrate create.
+func MustExist() Option {
+	return func(db *core) { db.mustExist = true }
+}
+
 // Open connects to the database named by dsn: a postgres:// or
 // postgresql:// URL, or an SQLite file path (optionally prefixed sqlite://
 // or sqlite:). It applies pending migrations before returning.
@@ -160,11 +179,24 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 	for _, o := range opts {
 		o(&set)
 	}
+	if set.mustExist && !isPostgresDSN(dsn) {
+		// Before the open, which makes the file's directory (and SQLite
+		// the file at the first connection).
+		if _, err := os.Stat(sqlitePath(dsn)); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open sqlite: the file does not exist: %w", ErrNoDatabase)
+		}
+	}
 	db, err := open(dsn, set.syncFull)
 	if err != nil {
 		return nil, err
 	}
 	db.appended, db.enqueued, db.noUpgrade = set.appended, set.enqueued, set.noUpgrade
+	if set.mustExist {
+		if err := db.checkExists(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	if err := db.checkJournal(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -174,6 +206,30 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// checkExists returns ErrNoDatabase unless the database records a schema
+// version above 0, reading only: no table is created.
+func (db *core) checkExists(ctx context.Context) error {
+	var present bool
+	q := "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+	if db.dialect == postgres {
+		q = "SELECT to_regclass('schema_migrations') IS NOT NULL"
+	}
+	if err := db.read.QueryRowContext(ctx, q).Scan(&present); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if !present {
+		return ErrNoDatabase
+	}
+	var version int
+	if err := db.read.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version == 0 {
+		return ErrNoDatabase
+	}
+	return nil
 }
 
 // checkJournal makes sure that an SQLite store whose commits wait for the
@@ -196,12 +252,19 @@ func (db *core) checkJournal(ctx context.Context) error {
 
 // open connects without migrating.
 func open(dsn string, syncFull bool) (*DB, error) {
-	switch {
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+	if isPostgresDSN(dsn) {
 		return openPostgres(dsn)
-	default:
-		return openSQLite(strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "sqlite:"), syncFull)
 	}
+	return openSQLite(sqlitePath(dsn), syncFull)
+}
+
+func isPostgresDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// sqlitePath is the file an SQLite dsn names.
+func sqlitePath(dsn string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "sqlite:")
 }
 
 func openPostgres(dsn string) (*DB, error) {

@@ -253,7 +253,7 @@ func (f *Fetcher) Fetch(ctx context.Context, req FetchRequest) ([]FetchResult, e
 // the remembered validators (nothing of it is in the database).
 func (f *Fetcher) fetchEcosystem(ctx context.Context, eco string, unconditional bool) FetchResult {
 	u := f.opts.BaseURL + "/" + url.PathEscape(eco) + "/all.zip"
-	res := FetchResult{Name: eco, URL: u}
+	res := FetchResult{Name: eco, URL: displayURL(u)}
 	key := "osv-" + url.PathEscape(eco)
 	tmp, size, state, status, err := f.download(ctx, eco, u, key, unconditional, maxFetchBytes)
 	if err != nil {
@@ -306,7 +306,7 @@ func (f *Fetcher) fetchEcosystem(ctx context.Context, eco string, unconditional 
 // fetchCPEMapping downloads Red Hat's repository-to-cpe.json and imports
 // it.
 func (f *Fetcher) fetchCPEMapping(ctx context.Context, force bool) FetchResult {
-	res := FetchResult{Name: CPEMappingName, URL: f.opts.CPEMappingURL}
+	res := FetchResult{Name: CPEMappingName, URL: displayURL(f.opts.CPEMappingURL)}
 	_, stored, err := f.db.CPEMappingState(ctx)
 	if err != nil {
 		return failed(res, err)
@@ -339,6 +339,38 @@ func (f *Fetcher) fetchCPEMapping(ctx context.Context, force bool) FetchResult {
 func failed(r FetchResult, err error) FetchResult {
 	r.Status, r.Error = FetchFailed, err.Error()
 	return r
+}
+
+// displayURL is u without its user information, for errors, results and
+// logs: credentials of a mirror (http://user:password@mirror/osv in
+// scan.vulndb.baseURL) are sent, never shown. A URL that does not parse
+// loses everything before the last '@' after its scheme (more than its
+// user information when a path holds one, never less).
+func displayURL(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		if p.User == nil {
+			return u
+		}
+		p.User = nil
+		return p.String()
+	}
+	if i := strings.Index(u, "://"); i >= 0 {
+		if at := strings.LastIndex(u[i+3:], "@"); at >= 0 {
+			return u[:i+3] + u[i+3+at+1:]
+		}
+	}
+	return u
+}
+
+// hideURL takes the user information out of the URL an error of the HTTP
+// client names (a *url.Error: the client hides the password but not the
+// user, a parse error neither).
+func hideURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = displayURL(ue.URL)
+	}
+	return err
 }
 
 func (f *Fetcher) progress(p FetchProgress) {
@@ -400,7 +432,9 @@ func (f *Fetcher) saveState(key string, st fetchState) error {
 // download GETs u, conditionally unless unconditional, into a temporary
 // file. It returns the file (nil on 304, rewound), its size, the state to
 // remember once the file is imported, and the HTTP status (200 or 304).
+// Its errors name u without user information (displayURL).
 func (f *Fetcher) download(ctx context.Context, name, u, key string, unconditional bool, limit int64) (*os.File, int64, fetchState, int, error) {
+	shown := displayURL(u)
 	prev := f.loadState(key)
 	conditional := !unconditional && prev.URL == u && (prev.ETag != "" || prev.LastModified != "")
 	f.progress(FetchProgress{Name: name, Phase: PhaseRequest, Total: -1})
@@ -408,7 +442,7 @@ func (f *Fetcher) download(ctx context.Context, name, u, key string, uncondition
 	defer cancel(nil)
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, 0, fetchState{}, 0, fmt.Errorf("request: %w", err)
+		return nil, 0, fetchState{}, 0, fmt.Errorf("request: %w", hideURL(err))
 	}
 	req.Header.Set("User-Agent", f.opts.UserAgent)
 	if conditional {
@@ -424,19 +458,19 @@ func (f *Fetcher) download(ctx context.Context, name, u, key string, uncondition
 		if ctx.Err() != nil {
 			return nil, 0, fetchState{}, 0, ctx.Err()
 		}
-		return nil, 0, fetchState{}, 0, fmt.Errorf("unreachable: %w", err)
+		return nil, 0, fetchState{}, 0, fmt.Errorf("unreachable: %w", hideURL(err))
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotModified && conditional:
 		return nil, prev.Bytes, prev, http.StatusNotModified, nil
 	case resp.StatusCode == http.StatusNotFound:
-		return nil, 0, fetchState{}, 0, fmt.Errorf("%s answered 404 Not Found (is %q published there?)", u, name)
+		return nil, 0, fetchState{}, 0, fmt.Errorf("%s answered 404 Not Found (is %q published there?)", shown, name)
 	case resp.StatusCode != http.StatusOK:
-		return nil, 0, fetchState{}, 0, fmt.Errorf("%s answered %s", u, resp.Status)
+		return nil, 0, fetchState{}, 0, fmt.Errorf("%s answered %s", shown, resp.Status)
 	}
 	if resp.ContentLength > limit {
-		return nil, 0, fetchState{}, 0, fmt.Errorf("%s is %d bytes, over the %d-byte limit", u, resp.ContentLength, int64(limit))
+		return nil, 0, fetchState{}, 0, fmt.Errorf("%s is %d bytes, over the %d-byte limit", shown, resp.ContentLength, int64(limit))
 	}
 	if f.opts.StateDir != "" {
 		if err := os.MkdirAll(f.opts.StateDir, 0o700); err != nil {
@@ -468,7 +502,7 @@ func (f *Fetcher) download(ctx context.Context, name, u, key string, uncondition
 		if c := context.Cause(rctx); c != nil {
 			err = c
 		}
-		return nil, 0, fetchState{}, 0, fmt.Errorf("download interrupted after %d bytes: %w", n, err)
+		return nil, 0, fetchState{}, 0, fmt.Errorf("download interrupted after %d bytes: %w", n, hideURL(err))
 	}
 	f.progress(FetchProgress{Name: name, Phase: PhaseDownload, Bytes: n, Total: n})
 	st := fetchState{URL: u, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Bytes: n, FetchedAt: time.Now().UTC()}

@@ -40,7 +40,7 @@ var toolSpecs = []toolSpec{
 	{name: "crane", version: "v0.22.1", module: "github.com/google/go-containerregistry/cmd/crane", est: 90 * time.Second},
 	{name: "regctl", version: "v0.11.7", module: "github.com/regclient/regclient/cmd/regctl", est: 2 * time.Minute},
 	{name: "oras", version: "v1.3.3", module: "oras.land/oras", est: 2 * time.Minute, build: buildOras},
-	{name: "helm", version: "v3.22.0", module: "helm.sh/helm/v3/cmd/helm", est: 5 * time.Minute},
+	{name: "helm", version: "v3.21.4", module: "helm.sh/helm/v3/cmd/helm", est: 5 * time.Minute},
 	{name: "cosign", version: "v2.6.5", module: "github.com/sigstore/cosign/v2/cmd/cosign", est: 7 * time.Minute},
 	// The OCI distribution spec's conformance suite (a Go test binary) as
 	// of v1.1 (this commit is the one after v1.1.0-rc3 the module proxy
