@@ -111,6 +111,9 @@ func (a *API) notification(w http.ResponseWriter, r *http.Request, id auth.Ident
 			// Deleted since the caller's rights were checked.
 			return notFound("repository %s not found", target)
 		}
+		if errors.Is(err, meta.ErrNamespaceNotFound) {
+			return notFound("organization %s not found", target)
+		}
 		if err != nil {
 			return err
 		}

@@ -29,6 +29,7 @@ func (a *API) organizationRoutes() {
 	a.handle("PUT /api/v1/organization/{org}/team/{team}/members/{member}", a.addTeamMember)
 	a.handle("DELETE /api/v1/organization/{org}/team/{team}/members/{member}", a.removeTeamMember)
 	a.handle("GET /api/v1/superuser/organizations/{$}", a.superuserOrganizations)
+	a.authorizedEmailRoutes()
 }
 
 // superuserOrganizations lists every organization with its owners, for

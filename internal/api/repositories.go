@@ -56,6 +56,7 @@ func (a *API) repositoryEndpoints() []repoEndpoint {
 	eps = append(eps, a.graphEndpoints()...)
 	eps = append(eps, a.gateEndpoints()...)
 	eps = append(eps, a.policyEndpoints()...)
+	eps = append(eps, a.authorizedEmailEndpoints()...)
 	return append(eps, a.notificationEndpoints()...)
 }
 

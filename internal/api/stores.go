@@ -15,26 +15,33 @@ import (
 // interface per job, each satisfied by one of meta's typed stores (named
 // in the comment). internal/wire builds them from the metadata store.
 type Stores struct {
-	Users         UserLookup        // meta.Users
-	Accounts      AccountAdmin      // meta.Users
-	Robots        RobotStore        // meta.Users
-	Orgs          OrgStore          // meta.Organizations
-	Teams         TeamStore         // meta.Organizations
-	Repositories  RepositoryStore   // meta.Repositories
-	Tags          TagStore          // meta.Manifests
-	Permissions   PermissionStore   // meta.Access
-	Tokens        TokenStore        // meta.Access
-	Audit         AuditStore        // meta.Access
-	Notifications NotificationStore // meta.Notifications
-	Mirrors       MirrorStore       // meta.Mirrors
-	ProxyCaches   ProxyCacheStore   // meta.ProxyCaches
-	Keepers       KeeperStore       // meta.Collector
-	VulnDB        VulnDBStore       // meta.VulnDB
-	Gates         GateStore         // meta.Gates
-	Restorer      TagRestorer       // meta.Manifests
-	Policies      PolicyStore       // meta.Policies
-	Quotas        QuotaStore        // meta.Quotas
-	Usage         UsageStore        // meta.Quotas
+	Users         UserLookup           // meta.Users
+	Accounts      AccountAdmin         // meta.Users
+	Robots        RobotStore           // meta.Users
+	Orgs          OrgStore             // meta.Organizations
+	Teams         TeamStore            // meta.Organizations
+	Repositories  RepositoryStore      // meta.Repositories
+	Tags          TagStore             // meta.Manifests
+	Permissions   PermissionStore      // meta.Access
+	Tokens        TokenStore           // meta.Access
+	Audit         AuditStore           // meta.Access
+	Notifications NotificationStore    // meta.Notifications
+	Mirrors       MirrorStore          // meta.Mirrors
+	ProxyCaches   ProxyCacheStore      // meta.ProxyCaches
+	Keepers       KeeperStore          // meta.Collector
+	VulnDB        VulnDBStore          // meta.VulnDB
+	Gates         GateStore            // meta.Gates
+	Restorer      TagRestorer          // meta.Manifests
+	Policies      PolicyStore          // meta.Policies
+	Quotas        QuotaStore           // meta.Quotas
+	Usage         UsageStore           // meta.Quotas
+	Emails        AuthorizedEmailStore // meta.Notifications
+}
+
+// AuthorizedEmailStore reads the addresses confirmed (or asked to
+// confirm) for email notifications (the authorizedemail endpoints).
+type AuthorizedEmailStore interface {
+	AuthorizedEmail(ctx context.Context, scope, target, email string) (meta.AuthorizedEmail, error)
 }
 
 // UserLookup finds accounts and namespaces: every handler that names a

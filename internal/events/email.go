@@ -76,6 +76,29 @@ func (m Email) Deliver(ctx context.Context, d Delivery) (res Result) {
 	return res
 }
 
+// SendText mails a plain-text message of Berth's own (not a delivery)
+// to m.To through the relay, as Deliver does, bounded by EmailTimeout.
+func (m Email) SendText(ctx context.Context, subject, text string) error {
+	from, err := mail.ParseAddress(m.From)
+	if err != nil {
+		return fmt.Errorf("email: sender %q: %w", m.From, err)
+	}
+	to, err := mail.ParseAddressList(m.To)
+	if err != nil {
+		return fmt.Errorf("email: recipient %q: %w", m.To, err)
+	}
+	msg, err := compose(subject, text, Delivery{}, from, to, time.Now())
+	if err != nil {
+		return fmt.Errorf("email: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, EmailTimeout)
+	defer cancel()
+	if err := m.send(ctx, from.Address, to, msg); err != nil {
+		return fmt.Errorf("email via %s: %w", m.SMTPAddr, redactErr(err, secretStrings(nil, []byte(m.Password))))
+	}
+	return nil
+}
+
 // message builds the RFC 5322 message, lines ending in CRLF.
 func (m Email) message(d Delivery, from *mail.Address, to []*mail.Address, now time.Time) ([]byte, error) {
 	subject := "Berth notification: " + d.Kind
@@ -86,6 +109,12 @@ func (m Email) message(d Delivery, from *mail.Address, to []*mail.Address, now t
 			subject, text = EmailText(payload, d.Kind)
 		}
 	}
+	return compose(subject, text, d, from, to, now)
+}
+
+// compose writes the message of subject and text; d's event UUID and kind,
+// if set, become its Message-ID and X-Berth headers.
+func compose(subject, text string, d Delivery, from *mail.Address, to []*mail.Address, now time.Time) ([]byte, error) {
 	subject = strings.Join(strings.Fields(subject), " ") // no header injection
 	if len(subject) > 200 {
 		subject = strings.ToValidUTF8(subject[:200], "") + "…"

@@ -197,7 +197,9 @@ func send(ctx context.Context, client *http.Client, rawURL string, d Delivery, s
 	res.ResponseSnippet = redact(strings.ToValidUTF8(string(snippet), "\uFFFD"), secrets)
 	switch {
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		res.Err = fmt.Errorf("POST %s: receiver answered %s", target, resp.Status)
+		// The reason phrase is the receiver's text, as the body is: it may
+		// echo a credential back.
+		res.Err = fmt.Errorf("POST %s: receiver answered %s", target, redact(strings.ToValidUTF8(resp.Status, "\uFFFD"), secrets))
 	case readErr != nil && ctx.Err() != nil:
 		res.Err = fmt.Errorf("POST %s: reading the answer: %w", target, ctx.Err())
 	}

@@ -36,11 +36,15 @@ var ErrJobLost = errors.New("job lease lost")
 var ErrJobNotFound = fmt.Errorf("job %w", ErrNotFound)
 
 // Job is a unit of work of the durable queue. Jobs of one queue with the
-// same non-empty OrderingKey run one at a time, in enqueue order.
+// same non-empty OrderingKey run one at a time, in enqueue order. Jobs of
+// one queue with the same non-empty FairKey (a tenant: the namespace a
+// notification delivery is for) share the queue's workers fairly with the
+// other keys' (see ClaimJob).
 type Job struct {
 	ID          int64
 	Queue       string
 	OrderingKey string
+	FairKey     string
 	Payload     json.RawMessage
 	Status      string
 	Attempts    int
@@ -136,11 +140,11 @@ func (db *core) insertJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error)
 	// Every live job of the key is older than this one (enqueues of a key
 	// are serialized): any of them holds it behind (jobsBehindSchema).
 	var id int64
-	err := tx.QueryRowContext(ctx, db.q(`INSERT INTO jobs (queue, ordering_key, payload, status, attempts, max_attempts, run_at, last_error, created_at, updated_at, behind)
-		VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, CASE WHEN ? <> '' AND EXISTS (
+	err := tx.QueryRowContext(ctx, db.q(`INSERT INTO jobs (queue, ordering_key, fair_key, payload, status, attempts, max_attempts, run_at, last_error, created_at, updated_at, behind)
+		VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, CASE WHEN ? <> '' AND EXISTS (
 			SELECT 1 FROM jobs o WHERE o.queue = ? AND o.ordering_key = ? AND o.status IN ('pending', 'running')) THEN 1 ELSE 0 END)
 		RETURNING id`),
-		j.Queue, j.OrderingKey, string(j.Payload), j.MaxAttempts, runAt, cleanJobError(j.LastError), created, ts,
+		j.Queue, j.OrderingKey, j.FairKey, string(j.Payload), j.MaxAttempts, runAt, cleanJobError(j.LastError), created, ts,
 		j.OrderingKey, j.Queue, j.OrderingKey).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("enqueue %s job: %w", j.Queue, err)
@@ -193,13 +197,13 @@ func (db *core) lockJobKey(ctx context.Context, tx *sql.Tx, queue, key string) e
 	return nil
 }
 
-const jobColumns = "id, queue, ordering_key, payload, status, attempts, max_attempts, run_at, last_error, created_at"
+const jobColumns = "id, queue, ordering_key, fair_key, payload, status, attempts, max_attempts, run_at, last_error, created_at"
 
 func scanJob(row interface{ Scan(...any) error }) (Job, error) {
 	var j Job
 	var payload string
 	var runAt, created int64
-	if err := row.Scan(&j.ID, &j.Queue, &j.OrderingKey, &payload, &j.Status, &j.Attempts, &j.MaxAttempts, &runAt, &j.LastError, &created); err != nil {
+	if err := row.Scan(&j.ID, &j.Queue, &j.OrderingKey, &j.FairKey, &payload, &j.Status, &j.Attempts, &j.MaxAttempts, &runAt, &j.LastError, &created); err != nil {
 		return Job{}, err
 	}
 	j.Payload = json.RawMessage(payload)

@@ -107,11 +107,13 @@ func (db Notifications) CreateNotification(ctx context.Context, n Notification) 
 
 // CreateNotificationForTarget stores a notification whose target must
 // exist: a repository-scope notification only while its repository does,
-// checked (and on PostgreSQL share-locked) in the transaction that
-// inserts it, or ErrRepositoryNotFound. DeleteRepository deletes the
-// repository's notifications in its own transaction, so a creation racing
-// the deletion either sees no repository or is deleted with it: none is
-// left behind to fire for a repository created later under the name.
+// an organization-scope one only while its organization does, checked
+// (and on PostgreSQL share-locked) in the transaction that inserts it, or
+// ErrRepositoryNotFound, ErrNamespaceNotFound. DeleteRepository and
+// DeleteOrganization delete the target's notifications in their own
+// transaction, after locking its row, so a creation racing the deletion
+// either sees no target or is deleted with it: none is left behind to
+// fire for a repository or organization created later under the name.
 func (db Notifications) CreateNotificationForTarget(ctx context.Context, n Notification) (Notification, error) {
 	return db.createNotification(ctx, n, true)
 }
@@ -145,6 +147,25 @@ func (db Notifications) createNotification(ctx context.Context, n Notification, 
 			}
 			if err != nil {
 				return fmt.Errorf("create notification: look up its repository: %w", err)
+			}
+		}
+		if checkTarget && n.Scope == ScopeOrganization {
+			// As for a repository: DeleteOrganization locks the row FOR
+			// UPDATE before it deletes the organization's notifications,
+			// so it waits for this creation to commit (and deletes its
+			// notification), or this waits for the deletion and finds no
+			// organization.
+			lock := ""
+			if db.dialect == postgres {
+				lock = " FOR KEY SHARE"
+			}
+			var kind string
+			err := tx.QueryRowContext(ctx, db.q("SELECT kind FROM namespaces WHERE name = ?"+lock), n.Target).Scan(&kind)
+			if errors.Is(err, sql.ErrNoRows) || (err == nil && kind != NamespaceOrg) {
+				return fmt.Errorf("organization %s: %w", n.Target, ErrNamespaceNotFound)
+			}
+			if err != nil {
+				return fmt.Errorf("create notification: look up its organization: %w", err)
 			}
 		}
 		// At most MaxNotificationsPerScope per repository, organization or

@@ -215,6 +215,10 @@ func (db Organizations) DeleteOrganization(ctx context.Context, name string) err
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM namespaces WHERE id = ?"), id); err != nil {
 			return fmt.Errorf("delete organization: %w", err)
 		}
+		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM authorized_emails WHERE scope = ? AND target = ?
+			OR scope = ? AND target LIKE ? ESCAPE '\'`), ScopeOrganization, name, ScopeRepository, likePrefix(name+"/")); err != nil {
+			return fmt.Errorf("delete the organization's authorized e-mails: %w", err)
+		}
 		return db.forgetNamespace(ctx, tx, name)
 	})
 }

@@ -383,6 +383,9 @@ func (db *core) deleteRepository(ctx context.Context, tx *sql.Tx, name, actor st
 	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM notifications WHERE scope = ? AND target = ?"), ScopeRepository, name); err != nil {
 		return false, fmt.Errorf("delete the repository's notifications: %w", err)
 	}
+	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM authorized_emails WHERE scope = ? AND target = ?"), ScopeRepository, name); err != nil {
+		return false, fmt.Errorf("delete the repository's authorized e-mails: %w", err)
+	}
 	return true, db.appendEvent(ctx, tx, Event{Kind: EventRepoDeleted, Repository: name, Actor: actor})
 }
 

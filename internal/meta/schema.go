@@ -341,6 +341,14 @@ CREATE INDEX expiry_notices_expires ON expiry_notices(expires_at)`,
 	// computed from (scans_summary.go), written with the report: the tags
 	// page reads it, not the report. NULL for reports stored before.
 	`ALTER TABLE manifest_scans ADD COLUMN coverage_summary {{bytes}}`,
+	// 32: a job's fair key (the namespace a notification delivery is
+	// for), and the running jobs by it: claims serve first the keys with
+	// fewer jobs running (jobsFairSchema).
+	jobsFairSchema,
+	// 33: the e-mail addresses confirmed (or asked to confirm) as
+	// receivers of a repository's or organization's email notifications
+	// (authorized_emails.go).
+	authorizedEmailsSchema,
 }
 
 func (db *core) render(stmt string) string {

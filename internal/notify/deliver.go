@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/internal/events"
@@ -103,6 +104,18 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	if err != nil {
 		return s.undeliverable(ctx, n, j, dj, d.EventUUID, trial, err)
 	}
+	var skipped []string
+	if em, ok := method.(events.Email); ok {
+		// Only addresses confirmed for the target (still) receive it.
+		if em.To, skipped, err = s.confirmedRecipients(ctx, n, em.To); err != nil {
+			return fmt.Errorf("deliver %s to notification %s: %w", d.EventUUID, n.UUID, err)
+		}
+		if em.To == "" {
+			return s.undeliverable(ctx, n, j, dj, d.EventUUID, trial, fmt.Errorf("not deliverable: no address is confirmed for %s (%s): %s",
+				targetName(n.Scope, n.Target), strings.Join(skipped, ", "), AuthorizeHint(n.Scope, n.Target)))
+		}
+		method = em
+	}
 	res := method.Deliver(ctx, d)
 	if s.opts.Metrics != nil {
 		outcome := "success"
@@ -116,6 +129,10 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	if res.Err != nil {
 		a.Error = res.Err.Error()
 		s.logRefused(res.Err, "notification", n.UUID)
+	}
+	if len(skipped) > 0 {
+		note := fmt.Sprintf("skipped, not confirmed for %s: %s", targetName(n.Scope, n.Target), strings.Join(skipped, ", "))
+		a.Error = strings.TrimPrefix(a.Error+"; "+note, "; ")
 	}
 	// A success is recorded in the write that completes the job, if the
 	// worker can (jobs.OnComplete): one write per delivery, not two. A

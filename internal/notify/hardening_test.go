@@ -26,6 +26,7 @@ func TestHeaderSecretsSealed(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			db := metatest.Open(t, dialect)
+			createOrg(t, db, "acme")
 			rcv := newReceiver(t)
 			logs := &testenv.LogBuffer{}
 			inst := startWith(t, ctx, db, notify.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},

@@ -183,6 +183,11 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 		if s.opts.SMTPAddr == "" {
 			return meta.Notification{}, invalid("the email method needs SMTP settings in the configuration")
 		}
+		// Quay's rule: a repository's (or organization's) notification
+		// mails only addresses their owners confirmed for it.
+		if err := s.checkAuthorized(ctx, scope, target, to); err != nil {
+			return meta.Notification{}, err
+		}
 	default:
 		return meta.Notification{}, invalid("unknown method %q (webhook, slack, email, github_dispatch, gitlab_trigger)", in.Method)
 	}
@@ -281,7 +286,10 @@ func (s *Service) Test(ctx context.Context, n meta.Notification, repo string) er
 	// answers now (its outcome is recorded), and retrying it for days, or
 	// queuing thousands, would only keep the delivery workers on
 	// receivers that do not answer.
-	_, err := s.stores.Notifications.EnqueueTestDelivery(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", Payload: payload, MaxAttempts: 1})
+	// It shares the workers as the namespace's deliveries do (Subscriber).
+	ns, _, _ := strings.Cut(repo, "/")
+	_, err := s.stores.Notifications.EnqueueTestDelivery(ctx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|test", FairKey: ns,
+		Payload: payload, MaxAttempts: 1})
 	if err != nil {
 		return fmt.Errorf("test notification %s: %w", n.UUID, err)
 	}

@@ -143,6 +143,15 @@ func push(t *testing.T, db *meta.DB, repo, tag string, i int) string {
 	return m.Digest.String()
 }
 
+// createOrg creates an organization: its notifications are created only
+// while it exists.
+func createOrg(t *testing.T, db *meta.DB, name string) {
+	t.Helper()
+	if _, err := db.Organizations().CreateOrganization(context.Background(), name, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -163,6 +172,7 @@ func TestDeliveryThroughOutages(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			db := metatest.Open(t, dialect)
+			createOrg(t, db, "acme")
 			rcv := newReceiver(t)
 			inst := start(t, ctx, db)
 			n, err := inst.svc.Create(ctx, meta.ScopeOrganization, "acme", "alice", notify.Input{Event: "repo_push", Method: "webhook",
@@ -237,6 +247,7 @@ func TestFailureCounting(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	db := metatest.Open(t, "sqlite")
+	createOrg(t, db, "acme")
 	rcv := newReceiver(t)
 	rcv.set("500")
 	inst := start(t, ctx, db)

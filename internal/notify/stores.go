@@ -16,6 +16,8 @@ type Stores struct {
 	Listeners     Listeners
 	Jobs          Jobs
 	Outbox        Outbox
+	// Emails are the addresses confirmed for email notifications.
+	Emails AuthorizedEmails
 }
 
 // Notifications are the configured notifications (meta.Notifications).
@@ -52,4 +54,13 @@ type Jobs interface {
 // Outbox reads the event a delivery carries (meta.Outbox).
 type Outbox interface {
 	EventByID(ctx context.Context, id int64) (meta.Event, error)
+}
+
+// AuthorizedEmails are the addresses asked for, and confirmed, as
+// receivers of a repository's or organization's email notifications
+// (meta.Notifications).
+type AuthorizedEmails interface {
+	UnconfirmedEmails(ctx context.Context, scope, target string, addrs []string) ([]string, error)
+	RequestEmailAuthorization(ctx context.Context, scope, target, email, codeHash string) (meta.AuthorizedEmail, bool, error)
+	WithdrawEmailAuthorizationRequest(ctx context.Context, scope, target, email, codeHash string) error
 }

@@ -43,7 +43,12 @@ func NewSubscriber(s Stores) *Subscriber {
 func (s *Subscriber) Name() string { return SubscriberName }
 
 // Handle queues the deliveries of events. Each notification and
-// repository is one stream, delivered in order, one at a time.
+// repository is one stream, delivered in order, one at a time. The
+// deliveries of one namespace's events share the workers fairly with
+// other namespaces' (their FairKey, see meta.Jobs.ClaimJob): an
+// organization's or repository's notifications are its namespace's, a
+// registry-wide notification's deliveries go with the namespace of each
+// event.
 func (s *Subscriber) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) error {
 	for _, e := range evs {
 		ns, _, _ := strings.Cut(e.Repository, "/")
@@ -57,7 +62,7 @@ func (s *Subscriber) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) e
 			}
 			payload, _ := json.Marshal(meta.DeliveryJob{NotificationID: n.ID, EventID: e.ID, Repository: e.Repository})
 			if _, err := s.jobs.EnqueueIn(ctx, tx, meta.Job{Queue: meta.NotifyQueue, OrderingKey: n.UUID + "|" + e.Repository,
-				Payload: payload, MaxAttempts: deliveryMaxAttempts}); err != nil {
+				FairKey: ns, Payload: payload, MaxAttempts: deliveryMaxAttempts}); err != nil {
 				return err
 			}
 		}

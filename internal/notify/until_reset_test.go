@@ -53,6 +53,7 @@ func TestDisabledUntilResetHearsNothing(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			db := metatest.Open(t, dialect)
+			createOrg(t, db, "acme")
 			refusing, healthy := newReceiver(t), newReceiver(t)
 			refusing.set("404")
 			inst := startWith(t, ctx, db, notify.Options{}, jobs.Options{Backoff: func(int) time.Duration { return 10 * time.Millisecond }})

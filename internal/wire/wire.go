@@ -63,7 +63,7 @@ func APIStores(db *meta.DB, timeMachine time.Duration) api.Stores {
 		Notifications: db.Notifications(), Mirrors: db.Mirrors(), ProxyCaches: db.ProxyCaches(),
 		Keepers: db.Collector().WithTimeMachine(timeMachine), VulnDB: vulnDB{db.VulnDB()},
 		Gates: db.Gates(), Restorer: db.Manifests().WithTimeMachine(timeMachine), Policies: db.Policies(),
-		Quotas: db.Quotas(), Usage: db.Quotas(),
+		Quotas: db.Quotas(), Usage: db.Quotas(), Emails: db.Notifications(),
 	}
 }
 
@@ -76,7 +76,7 @@ func (v vulnDB) NewImport() api.VulnImport { return scan.NewImporter(v.VulnDB, n
 // NotifyStores are the stores notify.New and notify.NewSubscriber take.
 func NotifyStores(db *meta.DB) notify.Stores {
 	n := db.Notifications()
-	return notify.Stores{Notifications: n, Outcomes: n, Listeners: n, Jobs: db.Jobs(), Outbox: db.Outbox()}
+	return notify.Stores{Notifications: n, Outcomes: n, Listeners: n, Jobs: db.Jobs(), Outbox: db.Outbox(), Emails: n}
 }
 
 // ScanStores are the stores scan.New takes.

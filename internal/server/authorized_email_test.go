@@ -1,0 +1,254 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"mime/quotedprintable"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/meta"
+)
+
+// sunk is one message a loopback SMTP server received.
+type sunk struct {
+	rcpt []string
+	data string
+}
+
+// smtpServer is a minimal SMTP server on loopback that accepts every
+// message and hands it to mails.
+type smtpServer struct {
+	addr  string
+	mails chan sunk
+}
+
+func newSMTPServer(t *testing.T) *smtpServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s := &smtpServer{addr: ln.Addr().String(), mails: make(chan sunk, 16)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.serve(c)
+		}
+	}()
+	return s
+}
+
+func (s *smtpServer) serve(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	say := func(line string) { c.Write([]byte(line + "\r\n")) }
+	say("220 sink")
+	var m sunk
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		cmd := strings.ToUpper(strings.TrimSpace(line))
+		switch {
+		case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
+			say("250 sink")
+		case strings.HasPrefix(cmd, "MAIL FROM"):
+			m = sunk{}
+			say("250 ok")
+		case strings.HasPrefix(cmd, "RCPT TO"):
+			m.rcpt = append(m.rcpt, strings.Trim(strings.TrimSpace(line[len("RCPT TO:"):]), "<>"))
+			say("250 ok")
+		case cmd == "DATA":
+			say("354 go on")
+			var b strings.Builder
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+				b.WriteString(l)
+			}
+			s.mails <- sunk{rcpt: m.rcpt, data: b.String()}
+			say("250 queued")
+		case cmd == "QUIT":
+			say("221 bye")
+			return
+		default:
+			say("250 ok")
+		}
+	}
+}
+
+// next waits for the next message.
+func (s *smtpServer) next(t *testing.T) sunk {
+	t.Helper()
+	select {
+	case m := <-s.mails:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no mail arrived")
+		return sunk{}
+	}
+}
+
+// none checks that no message is waiting.
+func (s *smtpServer) none(t *testing.T) {
+	t.Helper()
+	select {
+	case m := <-s.mails:
+		t.Fatalf("unexpected mail to %v", m.rcpt)
+	default:
+	}
+}
+
+// codeLink finds the confirmation link in a message's decoded text.
+var codeLink = regexp.MustCompile(`https://registry\.example\.com/authrepoemail\?code=([A-Za-z0-9_-]+)`)
+
+// TestAuthorizedEmailFlow: an email notification of a repository or an
+// organization mails only addresses confirmed through the link that
+// POST .../authorizedemail/{email} mails; the link works without
+// sign-in, once; requests are rate-limited and for admins only.
+func TestAuthorizedEmailFlow(t *testing.T) {
+	ctx := context.Background()
+	sink := newSMTPServer(t)
+	_, hs, db := startServer(t, func(cfg *config.Config) {
+		cfg.Scan.Enabled = false
+		cfg.ExternalURL = "https://registry.example.com"
+		cfg.Notifications.SMTPAddr = sink.addr
+		cfg.Notifications.SMTPFrom = "berth@registry.example.com"
+	})
+	hash, _ := auth.HashPassword(pw)
+	users := map[string]meta.User{}
+	for _, name := range []string{"owner", "stranger"} {
+		u, err := db.Users().CreateUser(ctx, meta.User{Username: name, SecretHash: hash})
+		if err != nil {
+			t.Fatal(err)
+		}
+		users[name] = u
+	}
+	if _, err := db.Organizations().CreateOrganization(ctx, "acme", users["owner"].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Repositories().CreateRepository(ctx, "acme/app", "public", "", "owner", users["owner"].ID); err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, url: hs.URL, db: db, creds: map[string][2]string{"owner": {"owner", pw}, "stranger": {"stranger", pw}}}
+	const addr = "ops@example.com"
+	auth := "/api/v1/repository/acme/app/authorizedemail/" + addr
+	notif := "/api/v1/repository/acme/app/notification/"
+	create := `{"event":"repo_push","method":"email","config":{"email":"` + addr + `"}}`
+
+	if st, _, raw := w.call("GET", auth, "owner", ""); st != http.StatusNotFound {
+		t.Fatalf("GET before any request: %d %s", st, raw)
+	}
+	if st, _, raw := w.call("POST", auth, "stranger", ""); st != http.StatusForbidden {
+		t.Fatalf("POST by a non-admin: %d %s", st, raw)
+	}
+	if st, _, raw := w.call("POST", notif, "owner", create); st != http.StatusBadRequest || !strings.Contains(raw, addr) || !strings.Contains(raw, "authorizedemail") {
+		t.Fatalf("notification to an unconfirmed address: %d %s", st, raw)
+	}
+	if st, _, raw := w.call("POST", "/api/v1/repository/acme/app/authorizedemail/Ops%20%3Cops@example.com%3E", "owner", ""); st != http.StatusBadRequest {
+		t.Fatalf("address with a name: %d %s", st, raw)
+	}
+	sink.none(t)
+
+	st, v, raw := w.call("POST", auth, "owner", "")
+	if st != http.StatusOK || v["email"] != addr || v["repository"] != "app" || v["namespace"] != "acme" || v["confirmed"] != false {
+		t.Fatalf("POST: %d %s", st, raw)
+	}
+	m := sink.next(t)
+	_, qp, _ := strings.Cut(m.data, "\r\n\r\n")
+	raw2, err := io.ReadAll(quotedprintable.NewReader(strings.NewReader(qp)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := string(raw2)
+	found := codeLink.FindStringSubmatch(body)
+	if len(m.rcpt) != 1 || m.rcpt[0] != addr || found == nil || !strings.Contains(body, "acme/app") {
+		t.Fatalf("confirmation mail to %v:\n%s", m.rcpt, m.data)
+	}
+	code := found[1]
+	if st, _, raw := w.call("POST", auth, "owner", ""); st != http.StatusTooManyRequests {
+		t.Fatalf("second POST within 10 minutes: %d %s", st, raw)
+	}
+	sink.none(t)
+
+	// The link, followed by someone with no account.
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		bufio.NewReader(resp.Body).WriteTo(&b)
+		return resp.StatusCode, b.String()
+	}
+	if st, page := get("/authrepoemail?code=" + url.QueryEscape(code+"x")); st != http.StatusBadRequest || !strings.Contains(page, "wrong, already used or expired") {
+		t.Fatalf("wrong code: %d %s", st, page)
+	}
+	if st, page := get("/authrepoemail?code=" + url.QueryEscape(code)); st != http.StatusOK || !strings.Contains(page, "repository acme/app") || !strings.Contains(page, addr) {
+		t.Fatalf("confirm: %d %s", st, page)
+	}
+	if st, _ := get("/authrepoemail?code=" + url.QueryEscape(code)); st != http.StatusBadRequest {
+		t.Fatalf("code used twice: %d", st)
+	}
+	if st, v, raw := w.call("GET", auth, "owner", ""); st != http.StatusOK || v["confirmed"] != true {
+		t.Fatalf("GET after confirmation: %d %s", st, raw)
+	}
+	if st, _, raw := w.call("POST", notif, "owner", create); st != http.StatusCreated {
+		t.Fatalf("notification to a confirmed address: %d %s", st, raw)
+	}
+	// Confirmed for the repository is not confirmed for its organization.
+	orgCreate := `{"event":"repo_push","method":"email","config":{"email":"` + addr + `, dev@example.com"}}`
+	if st, _, raw := w.call("POST", "/api/v1/organization/acme/notification/", "owner", orgCreate); st != http.StatusBadRequest ||
+		!strings.Contains(raw, "dev@example.com") || !strings.Contains(raw, "/api/v1/organization/acme/authorizedemail/") {
+		t.Fatalf("organization notification to unconfirmed addresses: %d %s", st, raw)
+	}
+	if st, _, raw := w.call("POST", "/api/v1/organization/acme/authorizedemail/dev@example.com", "stranger", ""); st != http.StatusForbidden {
+		t.Fatalf("organization POST by a non-admin: %d %s", st, raw)
+	}
+	if st, v, raw := w.call("POST", "/api/v1/organization/acme/authorizedemail/dev@example.com", "owner", ""); st != http.StatusOK || v["namespace"] != "acme" {
+		t.Fatalf("organization POST: %d %s", st, raw)
+	}
+	if m := sink.next(t); len(m.rcpt) != 1 || m.rcpt[0] != "dev@example.com" || !strings.Contains(m.data, "organization acme") {
+		t.Fatalf("organization confirmation mail to %v:\n%s", m.rcpt, m.data)
+	}
+}
+
+// TestAuthorizedEmailNoSMTP: without SMTP settings no confirmation can
+// be asked for, and the answer says why.
+func TestAuthorizedEmailNoSMTP(t *testing.T) {
+	ctx := context.Background()
+	_, hs, db := startServer(t, func(cfg *config.Config) { cfg.Scan.Enabled = false })
+	hash, _ := auth.HashPassword(pw)
+	u, err := db.Users().CreateUser(ctx, meta.User{Username: "owner", SecretHash: hash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Repositories().CreateRepository(ctx, "owner/app", "public", "", "owner", u.ID); err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, url: hs.URL, db: db, creds: map[string][2]string{"owner": {"owner", pw}}}
+	if st, _, raw := w.call("POST", "/api/v1/repository/owner/app/authorizedemail/ops@example.com", "owner", ""); st != http.StatusNotImplemented || !strings.Contains(raw, "SMTP") {
+		t.Fatalf("POST without SMTP: %d %s", st, raw)
+	}
+}

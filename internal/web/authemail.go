@@ -1,0 +1,46 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/notify"
+)
+
+// emailConfirmer confirms an address asked for as a receiver of email
+// notifications (meta.Notifications, which Stores.Notifications is on a
+// real server).
+type emailConfirmer interface {
+	ConfirmEmailAuthorization(ctx context.Context, codeHash string) (meta.AuthorizedEmail, error)
+}
+
+// confirmEmail is Quay's /authrepoemail: the link a confirmation mail
+// holds. No sign-in is needed (the address's owner may have no
+// account): the code is the proof; it is used up.
+func (u *UI) confirmEmail(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	c, ok := u.db.Notifications.(emailConfirmer)
+	if !ok {
+		return errNotFound
+	}
+	code := r.URL.Query().Get("code")
+	if code == "" || len(code) > 200 {
+		return fail(http.StatusBadRequest, "This confirmation link is wrong, already used or expired. Ask an administrator of the repository to send a new one.")
+	}
+	ae, err := c.ConfirmEmailAuthorization(r.Context(), notify.HashCode(code))
+	if errors.Is(err, meta.ErrEmailAuthorizationInvalid) {
+		return fail(http.StatusBadRequest, "This confirmation link is wrong, already used or expired. Ask an administrator of the repository to send a new one.")
+	}
+	if err != nil {
+		return err
+	}
+	what := "repository " + ae.Target
+	if ae.Scope == meta.ScopeOrganization {
+		what = "organization " + ae.Target
+	}
+	u.log.Info("e-mail address confirmed for notifications", "scope", ae.Scope, "target", ae.Target)
+	u.render(w, r, v, http.StatusOK, "message", "Address confirmed",
+		map[string]any{"Message": ae.Email + " is confirmed: it may now receive the notifications of " + what + "."})
+	return nil
+}
