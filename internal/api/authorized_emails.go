@@ -27,7 +27,8 @@ func (a *API) authorizedEmailEndpoints() []repoEndpoint {
 		if _, err := a.repoInfo(r.Context(), id, repo, auth.ActionAdmin); err != nil {
 			return err
 		}
-		return a.authorizedEmail(w, r, id, meta.ScopeRepository, repo, args[0])
+		// dispatchRepository decoded the path's segments already.
+		return a.authorizedEmail(w, r, id, meta.ScopeRepository, repo, url.PathEscape(args[0]))
 	}
 	return []repoEndpoint{
 		{http.MethodGet, "authorizedemail/{}", h},

@@ -19,16 +19,26 @@ import (
 // its signatures checked (each would be tried against every trusted key).
 const MaxEnvelopeSignatures = 4
 
-// MaxSignatureChecks bounds the signature checks (one signature against
-// one scheme of one trusted key) of one verification (VerifySignatures,
-// VerifyAttestations): a page view runs one, and whoever may push can
-// list many signatures. The signatures after them are unverified with
-// errChecks, their payloads unread.
-const MaxSignatureChecks = 128
+// MaxSignatureChecks and SignaturesFullyChecked bound the signature
+// checks (one signature against one scheme of one trusted key) of one
+// verification (VerifySignatures, VerifyAttestations): a page view runs
+// one, and whoever may push can list many signatures. A verification
+// makes at most the larger of MaxSignatureChecks and enough checks to try
+// SignaturesFullyChecked foreign signatures, and then a trusted one,
+// against every trusted key and scheme (so that a few foreign signatures
+// before a trusted one do not leave it unverified, however many keys the
+// gate trusts). The signatures after
+// them are unverified with errChecks, their payloads unread. Keyless
+// signatures (with a certificate) take no checks: no trusted key can
+// verify them.
+const (
+	MaxSignatureChecks     = 128
+	SignaturesFullyChecked = 8
+)
 
 // Reasons a signature was not verified that the bounds give.
 var (
-	errChecks  = fmt.Sprintf("not verified: the %d signature checks of one verification were spent on the signatures before it", MaxSignatureChecks)
+	errChecks  = "not verified: the signature checks of one verification were spent on the signatures before it"
 	errStopped = "not verified: the verification was stopped"
 )
 
@@ -44,7 +54,11 @@ type checker struct {
 
 func newChecker(keys []TrustedKey) *checker {
 	vs, keyErr := loadKeys(keys)
-	return &checker{keys: vs, keyErr: keyErr, left: MaxSignatureChecks, done: map[string][2]string{}}
+	perSignature := 0
+	for _, k := range vs {
+		perSignature += len(k.vs)
+	}
+	return &checker{keys: vs, keyErr: keyErr, left: max(MaxSignatureChecks, (SignaturesFullyChecked+1)*perSignature), done: map[string][2]string{}}
 }
 
 // once returns the result of verify for a layer (by layerKey), calling it
@@ -101,10 +115,11 @@ func verifyBundleSignature(ctx context.Context, candidate string, c *checker, la
 	if why != "" {
 		return "", why
 	}
+	if keyless {
+		return "", errKeyless // signed by the certificate's key: no trusted key verifies it
+	}
 	id, st, why := verifyEnvelope(c, env)
 	switch {
-	case why == errUntrusted && keyless:
-		return "", errKeyless
 	case why != "":
 		return "", why
 	case st.PredicateType != predicateCosignSign:

@@ -467,6 +467,9 @@ func verifySimpleSigning(ctx context.Context, candidate string, c *checker, laye
 	if err != nil {
 		return "", "malformed signature: the " + annotationSignature + " annotation is not base64"
 	}
+	if layer.Annotations[annotationCertificate] != "" {
+		return "", errKeyless // signed by the certificate's key: no trusted key verifies it
+	}
 	body, why := readPayload(ctx, read, layer)
 	if why != "" {
 		return "", why
@@ -475,9 +478,6 @@ func verifySimpleSigning(ctx context.Context, candidate string, c *checker, laye
 	if id == "" {
 		if spent {
 			return "", errChecks
-		}
-		if layer.Annotations[annotationCertificate] != "" {
-			return "", errKeyless
 		}
 		return "", errUntrusted
 	}

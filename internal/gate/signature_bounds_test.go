@@ -123,18 +123,22 @@ func TestSignatureChecksAreBounded(t *testing.T) {
 	}
 	sms := []SignatureManifest{r.tagManifest(t, layers...)}
 	c := newChecker(keys)
+	budget := max(MaxSignatureChecks, (SignaturesFullyChecked+1)*MaxKeys) // one scheme per P-256 key
+	if c.left != budget {
+		t.Fatalf("a verification against %d keys may make %d checks, want %d", MaxKeys, c.left, budget)
+	}
 	got := verifySignatures(context.Background(), candidate, c, sms, r.read)
 	if len(got) != MaxSignatureLayers {
 		t.Fatalf("%d signatures, want %d", len(got), MaxSignatureLayers)
 	}
-	if c.used > MaxSignatureChecks {
-		t.Fatalf("%d signature checks, want at most %d", c.used, MaxSignatureChecks)
+	if c.used > budget {
+		t.Fatalf("%d signature checks, want at most %d", c.used, budget)
 	}
-	checked := MaxSignatureChecks / MaxKeys
+	checked := budget / MaxKeys
 	for i, s := range got {
 		want := "does not trust"
 		if i >= checked {
-			want = fmt.Sprintf("the %d signature checks", MaxSignatureChecks)
+			want = "signature checks of one verification were spent"
 		}
 		if s.Verified || !strings.Contains(s.Error, want) {
 			t.Fatalf("signature %d: %+v, want unverified with %q", i, s, want)
@@ -161,5 +165,41 @@ func TestVerificationStopsWithItsContext(t *testing.T) {
 	got := VerifySignatures(ctx, candidate, []TrustedKey{k.trusted}, sms, r.read)
 	if r.reads != 0 || len(got) != 1 || got[0].Verified || !strings.Contains(got[0].Error, "stopped") {
 		t.Fatalf("%d reads, signatures %+v", r.reads, got)
+	}
+}
+
+// TestTrustedSignatureAfterForeignOnes: a gate trusting MaxKeys keys
+// still verifies its own signature after SignaturesFullyChecked foreign
+// ones and any number of keyless ones (which take no checks): before,
+// 128 checks ran out after 4 foreign signatures against 32 keys, and
+// keyless signatures spent checks too.
+func TestTrustedSignatureAfterForeignOnes(t *testing.T) {
+	own, foreign := newP256(t), newP256(t)
+	keys := append(manyKeys(t, MaxKeys-1), own.trusted)
+	r := newRepo()
+	var layers []oci.Descriptor
+	for i := range SignaturesFullyChecked + 20 {
+		p := simpleSigning(candidate)
+		p = append(p[:len(p)-1], fmt.Sprintf(`,"n":%d}`, i)...) // distinct payloads
+		l := r.sigLayer(p, foreign.sign(t, p))
+		if i >= SignaturesFullyChecked {
+			l.Annotations[annotationCertificate] = "-----BEGIN CERTIFICATE-----" // keyless
+		}
+		layers = append(layers, l)
+	}
+	p := simpleSigning(candidate)
+	layers = append(layers, r.sigLayer(p, own.sign(t, p)))
+	sms := []SignatureManifest{r.tagManifest(t, layers...)}
+	got := VerifySignatures(context.Background(), candidate, keys, sms, r.read)
+	if len(got) != len(layers) {
+		t.Fatalf("%d signatures, want %d", len(got), len(layers))
+	}
+	for i, s := range got[:len(got)-1] {
+		if s.Verified {
+			t.Fatalf("foreign signature %d verified: %+v", i, s)
+		}
+	}
+	if last := got[len(got)-1]; !last.Verified {
+		t.Fatalf("the trusted signature after the foreign ones: %+v", last)
 	}
 }

@@ -15,6 +15,7 @@ import (
 // BlobSweeper finds and removes blob bytes that no row records
 // (meta.Collector).
 type BlobSweeper interface {
+	AnyBlobRecorded(ctx context.Context) (bool, error)
 	UnrecordedBlobs(ctx context.Context, ds []digest.Digest) ([]digest.Digest, error)
 	RemoveUnrecordedBlobs(ctx context.Context, ds []digest.Digest, remove func(context.Context, digest.Digest) error) (int, error)
 }
@@ -125,8 +126,16 @@ func (c *Collector) checkRecorded(ctx context.Context, sw *blobSweep) error {
 	return sw.checkErr
 }
 
-// findRecorded is checkRecorded's search.
+// findRecorded is checkRecorded's search. A database that records no
+// blob at all is refused at once, without listing the store (a pass
+// would otherwise list all of it each time).
 func (c *Collector) findRecorded(ctx context.Context, sw *blobSweep) error {
+	if recorded, err := c.sweep.AnyBlobRecorded(ctx); err != nil {
+		return err
+	} else if !recorded {
+		return fmt.Errorf("%w: storage holds blobs under /blobs and the database records none of them (it records no blob): "+
+			"is this the database of this storage (database.url, BERTH_DATABASE_URL, --data-dir)?", ErrNoBlobRecorded)
+	}
 	unrecorded := 0
 	for i := range blobShards {
 		for _, a := range sw.algs {

@@ -114,7 +114,12 @@ func (s *Service) jobs(ctx context.Context, e meta.Event, dependents func(ctx co
 	var out []meta.Job
 	// One repository's images are indexed in push order: an index comes
 	// after its children, and what it says of them must be the last word.
-	if (oci.IsIndex(d.MediaType) || isImage(d.MediaType)) && newManifest(e.Data) {
+	// A candidate is indexed even when its manifest was stored before (a
+	// retag onto a guarded tag): its gate waits until the graph has looked
+	// at it, and one stored before the graph recorded everything it looks
+	// at (or while the graph was off) has no record yet. Indexing again is
+	// idempotent.
+	if (oci.IsIndex(d.MediaType) || isImage(d.MediaType)) && (newManifest(e.Data) || e.Kind == meta.EventPromotionPending) {
 		b, _ := json.Marshal(Job{Kind: jobIndex, Repository: e.Repository, Digest: d.Digest})
 		out = append(out, meta.Job{Queue: Queue, OrderingKey: "index|" + e.Repository, Payload: b, MaxAttempts: 5})
 	}

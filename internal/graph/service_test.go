@@ -389,3 +389,20 @@ func TestRetagIsNotIndexedAgain(t *testing.T) {
 		t.Fatalf("the push's jobs: %+v %v", first, err)
 	}
 }
+
+// TestRetagOntoAGuardedTagIsIndexed: a candidate made by moving a guarded
+// tag onto a stored manifest (promotion_pending, new_manifest false) is
+// indexed all the same: its gate waits until the graph has looked at it,
+// and a manifest stored before the graph recorded everything it looks at
+// has no record yet.
+func TestRetagOntoAGuardedTagIsIndexed(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	ctx := context.Background()
+	svc := graph.New(e.x, e.db.Manifests(), e.db.Graph(), e.db.Scans(), e.db.Jobs(), graph.Options{})
+	ev := meta.Event{Kind: meta.EventPromotionPending, Repository: "team/app",
+		Data: json.RawMessage(`{"digest":"sha256:` + strings.Repeat("a", 64) + `","media_type":"application/vnd.oci.image.index.v1+json","tag":"15","candidate":1,"new_manifest":false}`)}
+	js, err := svc.Jobs(ctx, ev)
+	if err != nil || len(js) != 1 || js[0].OrderingKey != "index|team/app" {
+		t.Fatalf("the retagged candidate's jobs: %+v %v", js, err)
+	}
+}

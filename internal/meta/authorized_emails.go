@@ -25,9 +25,11 @@ const authorizedEmailsSchema = `CREATE TABLE authorized_emails (
 	created_at BIGINT NOT NULL,
 	requested_at BIGINT NOT NULL DEFAULT 0,
 	confirmed_at BIGINT NOT NULL DEFAULT 0,
+	mails INTEGER NOT NULL DEFAULT 0,
 	UNIQUE (scope, target, email)
 );
-CREATE INDEX authorized_emails_code ON authorized_emails(code_hash) WHERE code_hash <> ''`
+CREATE INDEX authorized_emails_code ON authorized_emails(code_hash) WHERE code_hash <> '';
+CREATE INDEX authorized_emails_address ON authorized_emails(email, requested_at)`
 
 // Bounds of the authorization requests.
 const (
@@ -37,14 +39,18 @@ const (
 	// EmailAuthorizationValid is how long a confirmation code is valid.
 	EmailAuthorizationValid = 7 * 24 * time.Hour
 	// MaxPendingEmailAuthorizations bounds the unconfirmed addresses of
-	// one target.
+	// one target whose code is still valid.
 	MaxPendingEmailAuthorizations = 100
+	// MaxEmailAuthorizationMails bounds the confirmations mailed to one
+	// unconfirmed address for one target: the request is forgotten
+	// EmailAuthorizationValid after its last mail, and may be made anew.
+	MaxEmailAuthorizationMails = 3
 )
 
 // Errors of the authorized e-mail addresses.
 var (
 	ErrEmailAuthorizationNotFound = errors.New("no authorization of this e-mail address was asked for")
-	ErrEmailAuthorizationTooSoon  = errors.New("a confirmation was mailed to this address less than 10 minutes ago")
+	ErrEmailAuthorizationTooSoon  = errors.New("a confirmation was mailed to this address less than 10 minutes ago (for this or another repository or organization), or 3 times already for this one in the last 7 days")
 	ErrTooManyEmailAuthorizations = errors.New("too many unconfirmed e-mail addresses")
 	ErrEmailAuthorizationInvalid  = errors.New("the confirmation code is wrong, used or expired")
 )
@@ -65,18 +71,19 @@ type AuthorizedEmail struct {
 	CreatedAt   time.Time
 	RequestedAt time.Time // when the last confirmation was mailed
 	ConfirmedAt time.Time
+	mails       int // confirmations mailed for this request
 }
 
 // NormalEmail is how an address is stored and compared: lower case.
 func NormalEmail(addr string) string { return strings.ToLower(strings.TrimSpace(addr)) }
 
-const authorizedEmailCols = "id, scope, target, email, confirmed, created_at, requested_at, confirmed_at"
+const authorizedEmailCols = "id, scope, target, email, confirmed, created_at, requested_at, confirmed_at, mails"
 
 func scanAuthorizedEmail(row interface{ Scan(...any) error }) (AuthorizedEmail, error) {
 	var a AuthorizedEmail
 	var confirmed int
 	var created, requested, confirmedAt int64
-	if err := row.Scan(&a.ID, &a.Scope, &a.Target, &a.Email, &confirmed, &created, &requested, &confirmedAt); err != nil {
+	if err := row.Scan(&a.ID, &a.Scope, &a.Target, &a.Email, &confirmed, &created, &requested, &confirmedAt, &a.mails); err != nil {
 		return a, err
 	}
 	a.Confirmed = confirmed != 0
@@ -121,6 +128,13 @@ func (db Notifications) RequestEmailAuthorization(ctx context.Context, scope, ta
 			}
 		}
 		ts := now()
+		// Unconfirmed requests whose last code expired are forgotten: they
+		// no longer count against the target's pending ones, nor their
+		// mails against the address.
+		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM authorized_emails WHERE scope = ? AND target = ? AND confirmed = 0 AND requested_at < ?"),
+			scope, target, ts-EmailAuthorizationValid.Microseconds()); err != nil {
+			return fmt.Errorf("forget expired e-mail authorizations: %w", err)
+		}
 		old, err := scanAuthorizedEmail(tx.QueryRowContext(ctx, db.q("SELECT "+authorizedEmailCols+
 			" FROM authorized_emails WHERE scope = ? AND target = ? AND email = ?"), scope, target, email))
 		switch {
@@ -128,10 +142,13 @@ func (db Notifications) RequestEmailAuthorization(ctx context.Context, scope, ta
 			a = old
 			return nil
 		case err == nil:
-			if !old.RequestedAt.IsZero() && time.Since(old.RequestedAt) < EmailAuthorizationInterval {
+			if !old.RequestedAt.IsZero() && time.Since(old.RequestedAt) < EmailAuthorizationInterval || old.mails >= MaxEmailAuthorizationMails {
 				return ErrEmailAuthorizationTooSoon
 			}
-			if _, err := tx.ExecContext(ctx, db.q("UPDATE authorized_emails SET code_hash = ?, requested_at = ? WHERE id = ?"), codeHash, ts, old.ID); err != nil {
+			if err := db.addressMailedRecently(ctx, tx, email, ts); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, db.q("UPDATE authorized_emails SET code_hash = ?, requested_at = ?, mails = mails + 1 WHERE id = ?"), codeHash, ts, old.ID); err != nil {
 				return fmt.Errorf("refresh authorized e-mail: %w", err)
 			}
 			a, mail = old, true
@@ -139,6 +156,9 @@ func (db Notifications) RequestEmailAuthorization(ctx context.Context, scope, ta
 			return nil
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("read authorized e-mail: %w", err)
+		}
+		if err := db.addressMailedRecently(ctx, tx, email, ts); err != nil {
+			return err
 		}
 		var pending int
 		if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM authorized_emails WHERE scope = ? AND target = ? AND confirmed = 0"),
@@ -148,8 +168,8 @@ func (db Notifications) RequestEmailAuthorization(ctx context.Context, scope, ta
 		if pending >= MaxPendingEmailAuthorizations {
 			return fmt.Errorf("%w: %s %s has %d", ErrTooManyEmailAuthorizations, scope, target, pending)
 		}
-		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO authorized_emails (scope, target, email, code_hash, created_at, requested_at)
-			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, target, email) DO NOTHING`), scope, target, email, codeHash, ts, ts)
+		res, err := tx.ExecContext(ctx, db.q(`INSERT INTO authorized_emails (scope, target, email, code_hash, created_at, requested_at, mails)
+			VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (scope, target, email) DO NOTHING`), scope, target, email, codeHash, ts, ts)
 		if err != nil {
 			return fmt.Errorf("add authorized e-mail: %w", err)
 		}
@@ -164,11 +184,29 @@ func (db Notifications) RequestEmailAuthorization(ctx context.Context, scope, ta
 	return a, mail, err
 }
 
+// addressMailedRecently refuses (ErrEmailAuthorizationTooSoon) to mail
+// an address a confirmation for any target within
+// EmailAuthorizationInterval of the last one: whoever may create
+// repositories could otherwise have the registry mail one stranger once
+// per repository every 10 minutes.
+func (db *core) addressMailedRecently(ctx context.Context, tx *sql.Tx, email string, ts int64) error {
+	var one int
+	err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM authorized_emails WHERE email = ? AND requested_at > ? LIMIT 1"),
+		email, ts-EmailAuthorizationInterval.Microseconds()).Scan(&one)
+	if err == nil {
+		return ErrEmailAuthorizationTooSoon
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read authorized e-mails: %w", err)
+	}
+	return nil
+}
+
 // WithdrawEmailAuthorizationRequest undoes a request whose mail could
 // not be sent: its code is voided, and the address may be asked for again
 // at once.
 func (db Notifications) WithdrawEmailAuthorizationRequest(ctx context.Context, scope, target, email, codeHash string) error {
-	_, err := db.write.ExecContext(ctx, db.q(`UPDATE authorized_emails SET code_hash = '', requested_at = 0
+	_, err := db.write.ExecContext(ctx, db.q(`UPDATE authorized_emails SET code_hash = '', requested_at = 0, mails = mails - 1
 		WHERE scope = ? AND target = ? AND email = ? AND code_hash = ? AND confirmed = 0`), scope, target, NormalEmail(email), codeHash)
 	if err != nil {
 		return fmt.Errorf("withdraw e-mail authorization: %w", err)

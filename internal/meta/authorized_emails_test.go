@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
@@ -85,6 +86,37 @@ func TestAuthorizedEmails(t *testing.T) {
 			}
 			if _, _, err := n.RequestEmailAuthorization(ctx, meta.ScopeOrganization, "acme", "one-more@example.com", "h-more"); !errors.Is(err, meta.ErrTooManyEmailAuthorizations) {
 				t.Fatalf("over the bound: %v", err)
+			}
+			// Requests whose codes expired are forgotten: they no longer
+			// count against the bound.
+			past := func(d time.Duration) {
+				t.Helper()
+				if err := db.Exec(ctx, "UPDATE authorized_emails SET requested_at = requested_at - ? WHERE requested_at > 0", d.Microseconds()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			past(meta.EmailAuthorizationValid + time.Hour)
+			if _, _, err := n.RequestEmailAuthorization(ctx, meta.ScopeOrganization, "acme", "one-more@example.com", "h-more"); err != nil {
+				t.Fatalf("after the pending codes expired: %v", err)
+			}
+			// One address is mailed for one target at most
+			// MaxEmailAuthorizationMails times, and for any target at most
+			// once per EmailAuthorizationInterval.
+			for i := 2; i <= meta.MaxEmailAuthorizationMails; i++ {
+				past(meta.EmailAuthorizationInterval)
+				if _, mail, err := n.RequestEmailAuthorization(ctx, meta.ScopeOrganization, "acme", "one-more@example.com", fmt.Sprintf("h-more-%d", i)); err != nil || !mail {
+					t.Fatalf("mail %d: %v %v", i, mail, err)
+				}
+			}
+			past(meta.EmailAuthorizationInterval)
+			if _, _, err := n.RequestEmailAuthorization(ctx, meta.ScopeOrganization, "acme", "one-more@example.com", "h-more-x"); !errors.Is(err, meta.ErrEmailAuthorizationTooSoon) {
+				t.Fatalf("mail %d: %v", meta.MaxEmailAuthorizationMails+1, err)
+			}
+			if _, _, err := n.RequestEmailAuthorization(ctx, meta.ScopeOrganization, "acme", "fresh@example.com", "h-fresh"); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := n.RequestEmailAuthorization(ctx, meta.ScopeRepository, "acme/app", "fresh@example.com", "h-fresh-2"); !errors.Is(err, meta.ErrEmailAuthorizationTooSoon) {
+				t.Fatalf("the same address for another target at once: %v", err)
 			}
 			// They go with their repository, and their organization.
 			if err := db.Repositories().DeleteRepository(ctx, "acme/app", "owner"); err != nil {

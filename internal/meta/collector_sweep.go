@@ -10,6 +10,20 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// AnyBlobRecorded reports whether the database records any blob: one
+// that records none cannot be the database of a storage that holds some.
+func (db Collector) AnyBlobRecorded(ctx context.Context) (bool, error) {
+	var one int
+	err := db.read.QueryRowContext(ctx, "SELECT 1 FROM blobs LIMIT 1").Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look for a recorded blob: %w", err)
+	}
+	return true, nil
+}
+
 // UnrecordedBlobs returns those of ds that no blob row records and no
 // queued deletion names: bytes in storage that nothing will ever delete
 // (a crash between placing a new blob's bytes and its transaction). A

@@ -415,9 +415,10 @@ func (db *core) isHeld(ctx context.Context, tx *sql.Tx, repoID int64, d string) 
 // reaches: the manifests it references (an index's platforms) and its
 // referrers (signatures, SBOMs), transitively. The manifest itself is
 // updated first (its transaction holds its row already); what it reaches
-// is found first and then updated in digest order, the order in which
-// checkRefs locks a publishing push's references: two transactions
-// releasing overlapping sets wait for each other instead of deadlocking.
+// is found first and then updated in digest order: two transactions
+// releasing overlapping sets wait for each other in that order instead
+// of deadlocking (a publishing push holds its references only FOR KEY
+// SHARE, which these updates do not wait for: checkRefs).
 func (db *core) release(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) error {
 	work := []string{d.String()}
 	seen := map[string]bool{}

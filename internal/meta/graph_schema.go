@@ -83,3 +83,21 @@ INSERT INTO jobs (queue, ordering_key, payload, status, attempts, max_attempts, 
 		'application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json')
 	ORDER BY m.created_at, m.digest;
 `
+
+// graphCandidatesSchema is migration 34: the gate waits for the graph to
+// have looked at a candidate (Graph.Indexed), which the graph records for
+// every image and index it looks at since; a live candidate stored
+// before (an index, an image without layers) has no such record, so its
+// index job is queued again (idempotent), behind the repository's live
+// graph jobs.
+const graphCandidatesSchema = `
+INSERT INTO jobs (queue, ordering_key, payload, status, attempts, max_attempts, run_at, last_error, created_at, updated_at, behind)
+	SELECT 'graph', 'index|' || r.name, '{"kind":"index","repository":"' || r.name || '","digest":"' || c.digest || '"}',
+		'pending', 0, 5, {{now}}, '', {{now}}, {{now}},
+		CASE WHEN EXISTS (SELECT 1 FROM jobs o WHERE o.queue = 'graph' AND o.ordering_key = 'index|' || r.name
+			AND o.status IN ('pending', 'running')) THEN 1 ELSE 0 END
+	FROM (SELECT DISTINCT repository_id, digest FROM gate_candidates WHERE state IN ('pending', 'blocked')) c
+	JOIN repositories r ON r.id = c.repository_id
+	WHERE NOT EXISTS (SELECT 1 FROM graph_images g WHERE g.repository_id = c.repository_id AND g.digest = c.digest)
+	ORDER BY c.repository_id, c.digest;
+`

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -372,16 +371,21 @@ const refBatch = 500
 // that a concurrent unlink or delete waits for this push to commit (and
 // then sees its references and refuses). A push that may release the
 // manifests it references (mayRelease: it publishes its manifest in a
-// gated repository) locks them FOR NO KEY UPDATE instead, as release's
-// update will, in digest order: two index pushes publishing one held
-// platform each held it FOR SHARE, and each then waited for the other's
-// share lock to release it (a deadlock, detected after a second).
+// gated repository) locks them FOR KEY SHARE instead, which still makes a
+// delete wait but not release's update (UPDATE manifests SET held = 0
+// takes FOR NO KEY UPDATE): two index pushes publishing one held platform
+// each held it FOR SHARE, and each then waited for the other's share lock
+// to release it; and a promotion (or retag) of an index that had locked
+// the index and then released its platforms waited for a push of the
+// index that held the platforms FOR SHARE and waited for the index's row
+// (deadlocks, detected after a second). release updates what it reaches
+// in digest order, so such updates wait for each other in one order.
 func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []Ref, mayRelease bool) error {
-	lock, manifestLock, order := "", "", ""
+	lock, manifestLock := "", ""
 	if db.dialect == postgres {
 		lock, manifestLock = " FOR SHARE", " FOR SHARE"
 		if mayRelease {
-			manifestLock, order = " FOR NO KEY UPDATE", " ORDER BY digest"
+			manifestLock = " FOR KEY SHARE"
 		}
 	}
 	var blobs, manifests []Ref
@@ -392,16 +396,13 @@ func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []
 			blobs = append(blobs, r)
 		}
 	}
-	if order != "" {
-		manifests = slices.SortedFunc(slices.Values(manifests), func(a, b Ref) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
-	}
 	missing := &MissingRefsError{}
 	for _, group := range []struct {
 		refs        []Ref
 		query, tail string
 	}{
 		{blobs, "SELECT digest FROM repository_blobs WHERE repository_id = ? AND digest IN (", ")" + lock},
-		{manifests, "SELECT digest FROM manifests WHERE repository_id = ? AND digest IN (", ")" + order + manifestLock},
+		{manifests, "SELECT digest FROM manifests WHERE repository_id = ? AND digest IN (", ")" + manifestLock},
 	} {
 		for start := 0; start < len(group.refs); start += refBatch {
 			batch := group.refs[start:min(start+refBatch, len(group.refs))]

@@ -321,9 +321,10 @@ func (db Repositories) DeleteRepository(ctx context.Context, name, actor string)
 }
 
 // DeleteEmptyRepository deletes a repository as DeleteRepository does,
-// only if it stores no manifest, and reports whether it did: an import
-// that failed removes the repository it created for the copy, unless a
-// push stored something in it meanwhile.
+// only if it stores no manifest and has no upload session, and reports
+// whether it did: an import that failed removes the repository it
+// created for the copy, unless a push stored something in it meanwhile
+// or is uploading into it.
 func (db Repositories) DeleteEmptyRepository(ctx context.Context, name, actor string) (bool, error) {
 	var deleted bool
 	err := db.tx(ctx, func(tx *sql.Tx) error {
@@ -336,8 +337,8 @@ func (db Repositories) DeleteEmptyRepository(ctx context.Context, name, actor st
 
 // deleteRepository is the body of DeleteRepository's transaction; with
 // onlyEmpty it deletes nothing (false, nil) if the repository stores a
-// manifest, checked after its row is locked (a push holds it FOR KEY
-// SHARE until it commits).
+// manifest or has an upload session, checked after its row is locked (a
+// push holds it FOR KEY SHARE until it commits).
 func (db *core) deleteRepository(ctx context.Context, tx *sql.Tx, name, actor string, onlyEmpty bool) (bool, error) {
 	var id int64
 	if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), name).Scan(&id); err != nil {
@@ -353,12 +354,15 @@ func (db *core) deleteRepository(ctx context.Context, tx *sql.Tx, name, actor st
 				return false, fmt.Errorf("lock repository: %w", err)
 			}
 		}
-		err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM manifests WHERE repository_id = ? LIMIT 1"), id).Scan(&one)
+		// A push into it has stored a manifest, or is uploading blobs
+		// (its links must stay for its manifest, as for collection).
+		err := tx.QueryRowContext(ctx, db.q(`SELECT 1 FROM manifests WHERE repository_id = ?
+			UNION ALL SELECT 1 FROM uploads WHERE repository = ? LIMIT 1`), id, name).Scan(&one)
 		if err == nil {
 			return false, nil
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
-			return false, fmt.Errorf("look for manifests: %w", err)
+			return false, fmt.Errorf("look for manifests and uploads: %w", err)
 		}
 	}
 	if err := db.quotaUnrefRepository(ctx, tx, id, name); err != nil { // namespace quota

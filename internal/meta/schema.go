@@ -349,6 +349,9 @@ CREATE INDEX expiry_notices_expires ON expiry_notices(expires_at)`,
 	// receivers of a repository's or organization's email notifications
 	// (authorized_emails.go).
 	authorizedEmailsSchema,
+	// 34: the graph index jobs of live gate candidates it has no record
+	// of (graph_schema.go).
+	graphCandidatesSchema,
 }
 
 func (db *core) render(stmt string) string {

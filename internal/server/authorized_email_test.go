@@ -7,6 +7,7 @@ import (
 	"mime/quotedprintable"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strings"
@@ -118,6 +119,9 @@ func (s *smtpServer) none(t *testing.T) {
 	}
 }
 
+// confirmFormToken finds a form's CSRF token in a page.
+var confirmFormToken = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
 // codeLink finds the confirmation link in a message's decoded text.
 var codeLink = regexp.MustCompile(`https://registry\.example\.com/authrepoemail\?code=([A-Za-z0-9_-]+)`)
 
@@ -158,6 +162,10 @@ func TestAuthorizedEmailFlow(t *testing.T) {
 	if st, _, raw := w.call("GET", auth, "owner", ""); st != http.StatusNotFound {
 		t.Fatalf("GET before any request: %d %s", st, raw)
 	}
+	// The path's address is decoded once: "%" is allowed in an address.
+	if st, _, raw := w.call("GET", "/api/v1/repository/acme/app/authorizedemail/a%25b@example.com", "owner", ""); st != http.StatusNotFound || !strings.Contains(raw, "a%b@example.com") {
+		t.Fatalf("GET of an address holding %%: %d %s", st, raw)
+	}
 	if st, _, raw := w.call("POST", auth, "stranger", ""); st != http.StatusForbidden {
 		t.Fatalf("POST by a non-admin: %d %s", st, raw)
 	}
@@ -190,10 +198,13 @@ func TestAuthorizedEmailFlow(t *testing.T) {
 	}
 	sink.none(t)
 
-	// The link, followed by someone with no account.
-	get := func(path string) (int, string) {
+	// The link, followed by someone with no account: it shows a button
+	// (a mail scanner opening the link confirms nothing), whose form
+	// posts the code.
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	read := func(resp *http.Response, err error) (int, string) {
 		t.Helper()
-		resp, err := http.Get(hs.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,13 +213,33 @@ func TestAuthorizedEmailFlow(t *testing.T) {
 		bufio.NewReader(resp.Body).WriteTo(&b)
 		return resp.StatusCode, b.String()
 	}
-	if st, page := get("/authrepoemail?code=" + url.QueryEscape(code+"x")); st != http.StatusBadRequest || !strings.Contains(page, "wrong, already used or expired") {
+	confirm := func(code string) (int, string) {
+		t.Helper()
+		st, page := read(browser.Get(hs.URL + "/authrepoemail?code=" + url.QueryEscape(code)))
+		token := confirmFormToken.FindStringSubmatch(page)
+		if st != http.StatusOK || token == nil || !strings.Contains(page, `action="/authrepoemail"`) {
+			t.Fatalf("the link's page: %d %s", st, page)
+		}
+		if st, v, raw := w.call("GET", auth, "owner", ""); st != http.StatusOK || v["confirmed"] != false {
+			t.Fatalf("opening the link confirmed the address: %d %s", st, raw)
+		}
+		return read(browser.PostForm(hs.URL+"/authrepoemail", url.Values{"code": {code}, "csrf": {token[1]}}))
+	}
+	if st, page := confirm(code + "x"); st != http.StatusBadRequest || !strings.Contains(page, "wrong, already used or expired") {
 		t.Fatalf("wrong code: %d %s", st, page)
 	}
-	if st, page := get("/authrepoemail?code=" + url.QueryEscape(code)); st != http.StatusOK || !strings.Contains(page, "repository acme/app") || !strings.Contains(page, addr) {
+	if st, page := confirm(code); st != http.StatusOK || !strings.Contains(page, "repository acme/app") || !strings.Contains(page, addr) {
 		t.Fatalf("confirm: %d %s", st, page)
 	}
-	if st, _ := get("/authrepoemail?code=" + url.QueryEscape(code)); st != http.StatusBadRequest {
+	_, page := read(browser.Get(hs.URL + "/authrepoemail?code=" + url.QueryEscape(code)))
+	token := confirmFormToken.FindStringSubmatch(page)
+	if token == nil {
+		t.Fatalf("the link's page again: %s", page)
+	}
+	if st, _ := read(browser.PostForm(hs.URL+"/authrepoemail", url.Values{"code": {code}})); st != http.StatusForbidden {
+		t.Fatalf("a post without the form's token: %d", st)
+	}
+	if st, _ := read(browser.PostForm(hs.URL+"/authrepoemail", url.Values{"code": {code}, "csrf": {token[1]}})); st != http.StatusBadRequest {
 		t.Fatalf("code used twice: %d", st)
 	}
 	if st, v, raw := w.call("GET", auth, "owner", ""); st != http.StatusOK || v["confirmed"] != true {

@@ -16,21 +16,42 @@ type emailConfirmer interface {
 	ConfirmEmailAuthorization(ctx context.Context, codeHash string) (meta.AuthorizedEmail, error)
 }
 
-// confirmEmail is Quay's /authrepoemail: the link a confirmation mail
-// holds. No sign-in is needed (the address's owner may have no
-// account): the code is the proof; it is used up.
+// confirmEmailForm is Quay's /authrepoemail: the link a confirmation
+// mail holds. It only shows a button that posts the code (confirmEmail):
+// mail scanners that open every link must not confirm an address its
+// owner never looked at.
+func (u *UI) confirmEmailForm(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	if _, ok := u.db.Notifications.(emailConfirmer); !ok {
+		return errNotFound
+	}
+	code := r.URL.Query().Get("code")
+	if code == "" || len(code) > 200 {
+		return fail(http.StatusBadRequest, invalidCodeMessage)
+	}
+	u.render(w, r, v, http.StatusOK, "message", "Confirm your address", map[string]any{
+		"Message": "Confirm that this address may receive a registry's notifications",
+		"Form":    map[string]any{"Action": "/authrepoemail", "Code": code, "Button": "Confirm"},
+	})
+	return nil
+}
+
+const invalidCodeMessage = "This confirmation link is wrong, already used or expired. Ask an administrator of the repository to send a new one."
+
+// confirmEmail confirms the address whose code the form posts. No
+// sign-in is needed (the address's owner may have no account): the code
+// is the proof; it is used up.
 func (u *UI) confirmEmail(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	c, ok := u.db.Notifications.(emailConfirmer)
 	if !ok {
 		return errNotFound
 	}
-	code := r.URL.Query().Get("code")
+	code := r.PostFormValue("code")
 	if code == "" || len(code) > 200 {
-		return fail(http.StatusBadRequest, "This confirmation link is wrong, already used or expired. Ask an administrator of the repository to send a new one.")
+		return fail(http.StatusBadRequest, invalidCodeMessage)
 	}
 	ae, err := c.ConfirmEmailAuthorization(r.Context(), notify.HashCode(code))
 	if errors.Is(err, meta.ErrEmailAuthorizationInvalid) {
-		return fail(http.StatusBadRequest, "This confirmation link is wrong, already used or expired. Ask an administrator of the repository to send a new one.")
+		return fail(http.StatusBadRequest, invalidCodeMessage)
 	}
 	if err != nil {
 		return err

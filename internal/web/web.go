@@ -145,7 +145,8 @@ func New(db Stores, opts Options) (*UI, error) {
 	u.mux.HandleFunc("GET /signin", u.page(u.signinForm))
 	u.mux.HandleFunc("POST /signin", u.page(u.signin))
 	u.mux.HandleFunc("POST /signout", u.page(u.signout))
-	u.mux.HandleFunc("GET /authrepoemail", u.page(u.confirmEmail))
+	u.mux.HandleFunc("GET /authrepoemail", u.page(u.confirmEmailForm))
+	u.mux.HandleFunc("POST /authrepoemail", u.page(u.confirmEmail))
 	u.mux.HandleFunc("/", u.page(func(w http.ResponseWriter, r *http.Request, v *visitor) error {
 		return errNotFound
 	}))
