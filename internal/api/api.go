@@ -54,6 +54,9 @@ type Options struct {
 	FeatureUserInitialize bool
 	// Notifier manages notifications; nil answers 501 on their endpoints.
 	Notifier Notifier
+	// EmailAuthorizer mails confirmations of addresses for email
+	// notifications; nil answers 501 on the authorizedemail endpoints' POST.
+	EmailAuthorizer EmailAuthorizer
 	// Importer runs imports; nil answers 501.
 	Importer Importer
 	// Mirrors runs repository mirroring; nil answers 501.

@@ -13,8 +13,7 @@ import (
 )
 
 // EmailAuthorizer mails the confirmation of an address for a target's
-// email notifications (*notify.Service; the API finds it on its
-// Notifier).
+// email notifications (*notify.Service).
 type EmailAuthorizer interface {
 	RequestEmailAuthorization(ctx context.Context, scope, target, addr string) (meta.AuthorizedEmail, error)
 }
@@ -73,8 +72,8 @@ func (a *API) authorizedEmail(w http.ResponseWriter, r *http.Request, id auth.Id
 		writeJSON(w, http.StatusOK, authorizedEmailView(ae))
 		return nil
 	}
-	ea, ok := a.opts.Notifier.(EmailAuthorizer)
-	if !ok {
+	ea := a.opts.EmailAuthorizer
+	if ea == nil {
 		return apiError(http.StatusNotImplemented, "not_implemented", "notifications are not enabled on this server")
 	}
 	ae, err := ea.RequestEmailAuthorization(ctx, scope, target, email)

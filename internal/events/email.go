@@ -28,6 +28,9 @@ type Email struct {
 	SMTPAddr string // host:port of the relay
 	From     string
 	To       string // one address, or a comma-separated list
+	// Recipients, when set, are To parsed already (a caller that
+	// filtered the list hands it over): To is not parsed again.
+	Recipients []*mail.Address
 	Username string
 	Password string
 	// TLS configures STARTTLS (e.g. a private CA); nil verifies the
@@ -47,9 +50,9 @@ func (m Email) Deliver(ctx context.Context, d Delivery) (res Result) {
 		res.Err = fmt.Errorf("email: sender %q: %w", m.From, err)
 		return res
 	}
-	to, err := mail.ParseAddressList(m.To)
+	to, err := m.recipients()
 	if err != nil {
-		res.Err = fmt.Errorf("email: recipient %q: %w", m.To, err)
+		res.Err = err
 		return res
 	}
 	msg, err := m.message(d, from, to, start)
@@ -76,6 +79,18 @@ func (m Email) Deliver(ctx context.Context, d Delivery) (res Result) {
 	return res
 }
 
+// recipients are Recipients, or To parsed.
+func (m Email) recipients() ([]*mail.Address, error) {
+	if m.Recipients != nil {
+		return m.Recipients, nil
+	}
+	to, err := mail.ParseAddressList(m.To)
+	if err != nil {
+		return nil, fmt.Errorf("email: recipient %q: %w", m.To, err)
+	}
+	return to, nil
+}
+
 // SendText mails a plain-text message of Berth's own (not a delivery)
 // to m.To through the relay, as Deliver does, bounded by EmailTimeout.
 func (m Email) SendText(ctx context.Context, subject, text string) error {
@@ -83,9 +98,9 @@ func (m Email) SendText(ctx context.Context, subject, text string) error {
 	if err != nil {
 		return fmt.Errorf("email: sender %q: %w", m.From, err)
 	}
-	to, err := mail.ParseAddressList(m.To)
+	to, err := m.recipients()
 	if err != nil {
-		return fmt.Errorf("email: recipient %q: %w", m.To, err)
+		return err
 	}
 	msg, err := compose(subject, text, Delivery{}, from, to, time.Now())
 	if err != nil {

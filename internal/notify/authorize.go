@@ -134,16 +134,21 @@ func (s *Service) checkAuthorized(ctx context.Context, scope, target string, to 
 	return nil
 }
 
-// confirmedRecipients returns of an email notification's recipients
-// (list) those confirmed for its target, as a list again, and the
-// addresses it leaves out.
-func (s *Service) confirmedRecipients(ctx context.Context, n meta.Notification, list string) (string, []string, error) {
-	to, err := mail.ParseAddressList(list)
-	if err != nil || !needsAuthorization(n.Scope) {
-		return list, nil, nil // Deliver says what is wrong with the list
+// confirmedRecipients narrows an email notification's method to the
+// recipients confirmed for its target, parsed (em.Recipients), and
+// returns the addresses it leaves out. A list that does not parse is left
+// to Deliver, which says what is wrong with it.
+func (s *Service) confirmedRecipients(ctx context.Context, n meta.Notification, em events.Email) (events.Email, []string, error) {
+	to, err := mail.ParseAddressList(em.To)
+	if err != nil {
+		return em, nil, nil
+	}
+	if !needsAuthorization(n.Scope) {
+		em.Recipients = to
+		return em, nil, nil
 	}
 	if s.stores.Emails == nil {
-		return "", nil, errors.New("e-mail addresses cannot be authorized on this server")
+		return em, nil, errors.New("e-mail addresses cannot be authorized on this server")
 	}
 	addrs := make([]string, len(to))
 	for i, a := range to {
@@ -151,17 +156,20 @@ func (s *Service) confirmedRecipients(ctx context.Context, n meta.Notification, 
 	}
 	bad, err := s.stores.Emails.UnconfirmedEmails(ctx, n.Scope, n.Target, addrs)
 	if err != nil {
-		return "", nil, err
+		return em, nil, err
 	}
 	skip := map[string]bool{}
 	for _, b := range bad {
 		skip[b] = true
 	}
-	var keep []string
+	keep := make([]*mail.Address, 0, len(to))
+	names := make([]string, 0, len(to))
 	for _, a := range to {
 		if !skip[a.Address] {
-			keep = append(keep, a.String())
+			keep = append(keep, a)
+			names = append(names, a.String())
 		}
 	}
-	return strings.Join(keep, ", "), bad, nil
+	em.To, em.Recipients = strings.Join(names, ", "), keep
+	return em, bad, nil
 }

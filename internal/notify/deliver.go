@@ -107,7 +107,7 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	var skipped []string
 	if em, ok := method.(events.Email); ok {
 		// Only addresses confirmed for the target (still) receive it.
-		if em.To, skipped, err = s.confirmedRecipients(ctx, n, em.To); err != nil {
+		if em, skipped, err = s.confirmedRecipients(ctx, n, em); err != nil {
 			return fmt.Errorf("deliver %s to notification %s: %w", d.EventUUID, n.UUID, err)
 		}
 		if em.To == "" {

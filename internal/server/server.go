@@ -157,7 +157,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	mirrors := mirror.NewMirrorService(wire.MirrorStores(db), imp.copier, sealer, mopts)
 	var scanner *scan.Service
-	apiOpts := api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, Importer: imp,
+	apiOpts := api.Options{FeatureUserInitialize: cfg.FeatureUserInitialize, Notifier: notifier, EmailAuthorizer: notifier, Importer: imp,
 		Mirrors: mirrors, ProxyCache: pcache, Cursors: sealer, Logger: log}
 	if cfg.ExternalURL != "" {
 		pub := publicServer(cfg)

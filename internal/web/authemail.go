@@ -9,10 +9,9 @@ import (
 	"github.com/berth-dev/berth/internal/notify"
 )
 
-// emailConfirmer confirms an address asked for as a receiver of email
-// notifications (meta.Notifications, which Stores.Notifications is on a
-// real server).
-type emailConfirmer interface {
+// EmailConfirmer confirms an address asked for as a receiver of email
+// notifications.
+type EmailConfirmer interface {
 	ConfirmEmailAuthorization(ctx context.Context, codeHash string) (meta.AuthorizedEmail, error)
 }
 
@@ -21,7 +20,7 @@ type emailConfirmer interface {
 // mail scanners that open every link must not confirm an address its
 // owner never looked at.
 func (u *UI) confirmEmailForm(w http.ResponseWriter, r *http.Request, v *visitor) error {
-	if _, ok := u.db.Notifications.(emailConfirmer); !ok {
+	if u.db.Emails == nil {
 		return errNotFound
 	}
 	code := r.URL.Query().Get("code")
@@ -41,8 +40,8 @@ const invalidCodeMessage = "This confirmation link is wrong, already used or exp
 // sign-in is needed (the address's owner may have no account): the code
 // is the proof; it is used up.
 func (u *UI) confirmEmail(w http.ResponseWriter, r *http.Request, v *visitor) error {
-	c, ok := u.db.Notifications.(emailConfirmer)
-	if !ok {
+	c := u.db.Emails
+	if c == nil {
 		return errNotFound
 	}
 	code := r.PostFormValue("code")

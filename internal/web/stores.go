@@ -27,7 +27,8 @@ type Authenticator interface {
 
 // Stores are what the pages read and change, each satisfied by one of
 // meta's typed stores (named in the comment); internal/wire builds them.
-// Graph, Scanner, Blobs, Admin and Signatures may be nil (feature off).
+// Graph, Scanner, Blobs, Admin, Signatures and Emails may be nil (feature
+// off; without Emails the confirmation page is 404).
 type Stores struct {
 	Sessions      SessionStore      // meta.WebSessions
 	Repositories  RepositoryStore   // meta.Repositories
@@ -40,6 +41,7 @@ type Stores struct {
 	Blobs         BlobReader        // the storage driver
 	Admin         AdminStore        // *meta.DB
 	Signatures    SignatureVerifier // *gate.Service
+	Emails        EmailConfirmer    // meta.Notifications
 }
 
 // SessionStore keeps sign-in sessions.

@@ -88,5 +88,5 @@ func ScanStores(db *meta.DB) scan.Stores {
 // the graph and the storage driver when they are on.
 func WebStores(db *meta.DB) web.Stores {
 	return web.Stores{Sessions: db.WebSessions(), Repositories: db.Repositories(), Content: db.Manifests(), Mirrors: db.Mirrors(),
-		Notifications: db.Notifications(), Gates: db.Gates()}
+		Notifications: db.Notifications(), Gates: db.Gates(), Emails: db.Notifications()}
 }
