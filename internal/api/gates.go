@@ -117,10 +117,7 @@ func (a *API) putGate(w http.ResponseWriter, r *http.Request, id auth.Identity, 
 	if err != nil {
 		return err
 	}
-	ns, _, _ := strings.Cut(repo, "/")
-	if _, err := a.db.ProxyCaches.ProxyCacheOf(r.Context(), ns); err == nil {
-		return badRequest("%s is in a pull-through cache organization: a gate guards content pushed, mirrored or imported into a repository", repo)
-	} else if !errors.Is(err, meta.ErrNotFound) {
+	if err := a.refuseInProxyCache(r.Context(), repo, "gates"); err != nil {
 		return err
 	}
 	// What GET answers can be PUT back: its read-only fields are ignored.
@@ -448,6 +445,9 @@ func (a *API) restoreTag(w http.ResponseWriter, r *http.Request, id auth.Identit
 	}
 	if a.db.Restorer == nil {
 		return apiError(http.StatusNotImplemented, "not_implemented", "tag restore is not available")
+	}
+	if err := a.refuseInProxyCache(r.Context(), repo, "tag restores"); err != nil {
+		return err
 	}
 	err = a.db.Restorer.RestoreTag(r.Context(), repo, tag, d, id.Actor())
 	var immutable *meta.ImmutableTagError

@@ -84,10 +84,7 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	// A proxy cache organization's content is its upstream's: an import
 	// there would serve every puller the importer's image, so it is
 	// refused as a /v2 push there is.
-	ns, _, _ := strings.Cut(body.Repository, "/")
-	if _, err := a.db.ProxyCaches.ProxyCacheOf(r.Context(), ns); err == nil {
-		return forbidden("%s is a proxy cache organization: its content comes from its upstream, so imports into it are refused (as pushes are)", ns)
-	} else if !errors.Is(err, meta.ErrNotFound) {
+	if err := a.refuseInProxyCache(r.Context(), body.Repository, "imports"); err != nil {
 		return err
 	}
 	created, err := a.createForImport(r.Context(), id, body.Repository)

@@ -12,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
+	"github.com/berth-dev/berth/internal/redact"
 )
 
 // Mirrors is the repository mirroring service, as the API needs it.
@@ -82,7 +83,7 @@ func mirrorView(m meta.Mirror) map[string]any {
 		rule.Value = []string{}
 	}
 	proxy := m.Proxy
-	proxy.HTTPProxy, proxy.HTTPSProxy = withoutUserinfo(proxy.HTTPProxy), withoutUserinfo(proxy.HTTPSProxy)
+	proxy.HTTPProxy, proxy.HTTPSProxy = redact.Userinfo(proxy.HTTPProxy), redact.Userinfo(proxy.HTTPSProxy)
 	return map[string]any{
 		"is_enabled":                 m.Enabled,
 		"mirror_type":                "PULL",
@@ -102,18 +103,6 @@ func mirrorView(m meta.Mirror) map[string]any {
 		"next_sync_date": m.NextSyncAt.UTC().Format(mirrorTimeFormat),
 		"last_error":     m.LastError,
 	}
-}
-
-// withoutUserinfo is a proxy URL as the API shows it: without the
-// user:password@ a mirror configured before proxy credentials were
-// refused may have stored.
-func withoutUserinfo(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	u.User = nil
-	return u.String()
 }
 
 // checkProxyURL refuses a proxy URL that does not parse or carries
@@ -292,6 +281,9 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		if _, err := a.db.Mirrors.GetMirror(ctx, repo); err == nil {
 			return apiError(http.StatusConflict, "conflict", "repository %s already has a mirror", repo)
 		}
+		if err := a.refuseInProxyCache(ctx, repo, "mirrors"); err != nil {
+			return err
+		}
 		m := meta.Mirror{Repository: repo, Enabled: true, VerifyTLS: true}
 		if err := a.applyMirrorInput(ctx, repo, in, &m, true); err != nil {
 			return err
@@ -299,6 +291,9 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		err := a.db.Mirrors.CreateMirror(ctx, m)
 		if errors.Is(err, meta.ErrExists) {
 			return apiError(http.StatusConflict, "conflict", "repository %s already has a mirror", repo)
+		}
+		if errors.Is(err, meta.ErrProxyCacheConflict) {
+			return forbidden("%v", err)
 		}
 		if err != nil {
 			return err
@@ -325,6 +320,9 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 	case "update":
 		var in mirrorInput
 		if err := decode(w, r, &in); err != nil {
+			return err
+		}
+		if err := a.refuseInProxyCache(ctx, repo, "mirrors"); err != nil {
 			return err
 		}
 		before := m

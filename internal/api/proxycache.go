@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -50,6 +51,21 @@ func (a *API) proxyCaches() (ProxyCaches, error) {
 		return nil, apiError(http.StatusNotImplemented, "not_implemented", "the proxy cache is not enabled on this server")
 	}
 	return a.opts.ProxyCache, nil
+}
+
+// refuseInProxyCache refuses what would write a repository's tags in a
+// proxy cache organization (what, e.g. "mirrors"): its content is its
+// upstream's, as a /v2 push there is refused.
+func (a *API) refuseInProxyCache(ctx context.Context, repo, what string) error {
+	ns, _, _ := strings.Cut(repo, "/")
+	_, err := a.db.ProxyCaches.ProxyCacheOf(ctx, ns)
+	if err == nil {
+		return forbidden("%s is a proxy cache organization: its content comes from its upstream, so %s are refused there (as pushes are)", ns, what)
+	}
+	if errors.Is(err, meta.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 func (a *API) getProxyCache(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
@@ -109,6 +125,9 @@ func (a *API) setProxyCache(w http.ResponseWriter, r *http.Request, id auth.Iden
 	err = a.db.ProxyCaches.SetProxyCache(r.Context(), pc)
 	if errors.Is(err, meta.ErrNamespaceNotFound) {
 		return notFound("organization %q not found", org)
+	}
+	if errors.Is(err, meta.ErrProxyCacheConflict) {
+		return badRequest("%v: remove their mirrors first", err)
 	}
 	if err != nil {
 		return err

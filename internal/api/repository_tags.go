@@ -211,6 +211,9 @@ func (a *API) moveTag(r *http.Request, id auth.Identity, repo, tag, manifestDige
 	if err != nil {
 		return badRequest("invalid manifest_digest: %v", err)
 	}
+	if err := a.refuseInProxyCache(r.Context(), repo, "tag moves"); err != nil {
+		return err
+	}
 	err = a.db.Tags.MoveTag(r.Context(), repo, tag, d, id.Actor())
 	switch {
 	case errors.Is(err, meta.ErrRepositoryNotFound):

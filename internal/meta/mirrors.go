@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -159,6 +160,21 @@ func mirrorArgs(m Mirror) []any {
 // mirror robot, in the same transaction. ErrExists if it has a mirror.
 func (db Mirrors) CreateMirror(ctx context.Context, m Mirror) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
+		// Not in a proxy cache organization; its row is held FOR SHARE so
+		// that SetProxyCache (FOR UPDATE) sees this mirror or waits.
+		ns, _, _ := strings.Cut(m.Repository, "/")
+		lock := ""
+		if db.dialect == postgres {
+			lock = " FOR SHARE"
+		}
+		var proxied int
+		err := tx.QueryRowContext(ctx, db.q(`SELECT (SELECT COUNT(*) FROM proxy_caches p WHERE p.namespace_id = n.id) FROM namespaces n WHERE n.name = ?`+lock), ns).Scan(&proxied)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("look up namespace: %w", err)
+		}
+		if proxied > 0 {
+			return fmt.Errorf("%w: %s is one", ErrProxyCacheConflict, ns)
+		}
 		res, err := tx.ExecContext(ctx, db.q(`UPDATE repositories SET state = ?, mirror_robot = ? WHERE name = ?`), repoStateMirror, m.RobotUsername, m.Repository)
 		if err != nil {
 			return fmt.Errorf("set repository state: %w", err)

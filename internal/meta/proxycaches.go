@@ -16,6 +16,11 @@ import (
 // cache configuration.
 var ErrProxyCacheNotFound = fmt.Errorf("proxy cache %w", ErrNotFound)
 
+// ErrProxyCacheConflict is returned when a proxy cache and a repository
+// mirror would share an organization: each would overwrite the other's
+// tags with its own upstream's.
+var ErrProxyCacheConflict = errors.New("a proxy cache organization cannot hold mirrored repositories")
+
 // ProxyCache is an organization's pull-through cache configuration.
 type ProxyCache struct {
 	Namespace      string
@@ -33,12 +38,22 @@ type ProxyCache struct {
 func (db ProxyCaches) SetProxyCache(ctx context.Context, pc ProxyCache) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var nsID int64
-		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ? AND kind = ?"), pc.Namespace, NamespaceOrg).Scan(&nsID)
+		// The organization's row, locked: CreateMirror reads it FOR SHARE.
+		err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ? AND kind = ?"+db.lockSuffix()), pc.Namespace, NamespaceOrg).Scan(&nsID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNamespaceNotFound
 		}
 		if err != nil {
 			return fmt.Errorf("look up namespace: %w", err)
+		}
+		var mirrored int
+		err = tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM repositories WHERE name LIKE ? ESCAPE '\' AND state = ?`),
+			likePrefix(pc.Namespace+"/"), repoStateMirror).Scan(&mirrored)
+		if err != nil {
+			return fmt.Errorf("look up mirrors: %w", err)
+		}
+		if mirrored > 0 {
+			return fmt.Errorf("%w: %s has %d", ErrProxyCacheConflict, pc.Namespace, mirrored)
 		}
 		_, err = tx.ExecContext(ctx, db.q(`INSERT INTO proxy_caches (namespace_id, upstream, username, password_sealed, expiration_s, insecure, created_by, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace_id) DO UPDATE SET upstream = excluded.upstream, username = excluded.username,

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/berth-dev/berth/internal/redact"
 	"github.com/berth-dev/berth/internal/scan/osv"
 	"github.com/berth-dev/berth/internal/storage"
 )
@@ -253,7 +254,7 @@ func (f *Fetcher) Fetch(ctx context.Context, req FetchRequest) ([]FetchResult, e
 // the remembered validators (nothing of it is in the database).
 func (f *Fetcher) fetchEcosystem(ctx context.Context, eco string, unconditional bool) FetchResult {
 	u := f.opts.BaseURL + "/" + url.PathEscape(eco) + "/all.zip"
-	res := FetchResult{Name: eco, URL: displayURL(u)}
+	res := FetchResult{Name: eco, URL: redact.Userinfo(u)}
 	key := "osv-" + url.PathEscape(eco)
 	tmp, size, state, status, err := f.download(ctx, eco, u, key, unconditional, maxFetchBytes)
 	if err != nil {
@@ -306,7 +307,7 @@ func (f *Fetcher) fetchEcosystem(ctx context.Context, eco string, unconditional 
 // fetchCPEMapping downloads Red Hat's repository-to-cpe.json and imports
 // it.
 func (f *Fetcher) fetchCPEMapping(ctx context.Context, force bool) FetchResult {
-	res := FetchResult{Name: CPEMappingName, URL: displayURL(f.opts.CPEMappingURL)}
+	res := FetchResult{Name: CPEMappingName, URL: redact.Userinfo(f.opts.CPEMappingURL)}
 	_, stored, err := f.db.CPEMappingState(ctx)
 	if err != nil {
 		return failed(res, err)
@@ -341,34 +342,13 @@ func failed(r FetchResult, err error) FetchResult {
 	return r
 }
 
-// displayURL is u without its user information, for errors, results and
-// logs: credentials of a mirror (http://user:password@mirror/osv in
-// scan.vulndb.baseURL) are sent, never shown. A URL that does not parse
-// loses everything before the last '@' after its scheme (more than its
-// user information when a path holds one, never less).
-func displayURL(u string) string {
-	if p, err := url.Parse(u); err == nil {
-		if p.User == nil {
-			return u
-		}
-		p.User = nil
-		return p.String()
-	}
-	if i := strings.Index(u, "://"); i >= 0 {
-		if at := strings.LastIndex(u[i+3:], "@"); at >= 0 {
-			return u[:i+3] + u[i+3+at+1:]
-		}
-	}
-	return u
-}
-
 // hideURL takes the user information out of the URL an error of the HTTP
 // client names (a *url.Error: the client hides the password but not the
 // user, a parse error neither).
 func hideURL(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		ue.URL = displayURL(ue.URL)
+		ue.URL = redact.Userinfo(ue.URL)
 	}
 	return err
 }
@@ -432,9 +412,9 @@ func (f *Fetcher) saveState(key string, st fetchState) error {
 // download GETs u, conditionally unless unconditional, into a temporary
 // file. It returns the file (nil on 304, rewound), its size, the state to
 // remember once the file is imported, and the HTTP status (200 or 304).
-// Its errors name u without user information (displayURL).
+// Its errors name u without user information (redact.Userinfo).
 func (f *Fetcher) download(ctx context.Context, name, u, key string, unconditional bool, limit int64) (*os.File, int64, fetchState, int, error) {
-	shown := displayURL(u)
+	shown := redact.Userinfo(u)
 	prev := f.loadState(key)
 	conditional := !unconditional && prev.URL == u && (prev.ETag != "" || prev.LastModified != "")
 	f.progress(FetchProgress{Name: name, Phase: PhaseRequest, Total: -1})
