@@ -31,8 +31,8 @@ type Email struct {
 	// Recipients, when set, are To parsed already (a caller that
 	// filtered the list hands it over): To is not parsed again.
 	Recipients []*mail.Address
-	Username string
-	Password string
+	Username   string
+	Password   string
 	// TLS configures STARTTLS (e.g. a private CA); nil verifies the
 	// relay's certificate against the system roots.
 	TLS *tls.Config

@@ -9,149 +9,19 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"io"
 	"math/big"
 	"mime"
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
-	"net/textproto"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/testenv/smtpsink"
 )
-
-// sunkMail is what the SMTP sink recorded for one message.
-type sunkMail struct {
-	helo, from, user, pass string
-	rcpt                   []string
-	data                   string
-	tls                    bool
-}
-
-// smtpSink is a tiny SMTP server on loopback: HELO/EHLO, STARTTLS (when
-// given a certificate), AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT.
-type smtpSink struct {
-	addr  string
-	tls   *tls.Config
-	auth  bool
-	mails chan sunkMail
-}
-
-func newSMTPSink(t *testing.T, tlsCfg *tls.Config, auth bool) *smtpSink {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	s := &smtpSink{addr: ln.Addr().String(), tls: tlsCfg, auth: auth, mails: make(chan sunkMail, 8)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
-		}
-	}()
-	return s
-}
-
-func (s *smtpSink) serve(c net.Conn) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	tp := textproto.NewConn(c)
-	var m sunkMail
-	reply := func(line string) { _ = tp.PrintfLine("%s", line) }
-	reply("220 sink ESMTP")
-	for {
-		line, err := tp.ReadLine()
-		if err != nil {
-			return
-		}
-		verb, arg, _ := strings.Cut(line, " ")
-		switch strings.ToUpper(verb) {
-		case "HELO":
-			m.helo = arg
-			reply("250 sink")
-		case "EHLO":
-			m.helo = arg
-			lines := []string{"250-sink", "250-8BITMIME"}
-			if s.tls != nil && !m.tls {
-				lines = append(lines, "250-STARTTLS")
-			}
-			if s.auth {
-				lines = append(lines, "250-AUTH PLAIN")
-			}
-			for _, l := range append(lines, "250 HELP") {
-				reply(l)
-			}
-		case "STARTTLS":
-			reply("220 go ahead")
-			tc := tls.Server(c, s.tls)
-			if tc.Handshake() != nil {
-				return
-			}
-			c, m.tls = tc, true
-			tp = textproto.NewConn(tc)
-		case "AUTH":
-			mech, ir, _ := strings.Cut(arg, " ")
-			raw, err := base64.StdEncoding.DecodeString(ir)
-			parts := strings.Split(string(raw), "\x00")
-			if mech != "PLAIN" || err != nil || len(parts) != 3 {
-				reply("501 bad AUTH")
-				continue
-			}
-			m.user, m.pass = parts[1], parts[2]
-			if m.pass != "right" {
-				reply("535 5.7.8 authentication failed")
-				continue
-			}
-			reply("235 ok")
-		case "MAIL":
-			m.from = arg
-			reply("250 ok")
-		case "RCPT":
-			if strings.Contains(arg, "reject") {
-				reply("550 5.1.1 no such user")
-				continue
-			}
-			m.rcpt = append(m.rcpt, arg)
-			reply("250 ok")
-		case "DATA":
-			reply("354 go on")
-			b, err := tp.ReadDotBytes()
-			if err != nil {
-				return
-			}
-			m.data = string(b)
-			reply("250 queued")
-			s.mails <- m
-		case "RSET", "NOOP":
-			reply("250 ok")
-		case "QUIT":
-			reply("221 bye")
-			return
-		default:
-			reply("502 unknown")
-		}
-	}
-}
-
-func (s *smtpSink) next(t *testing.T) sunkMail {
-	t.Helper()
-	select {
-	case m := <-s.mails:
-		return m
-	case <-time.After(10 * time.Second):
-		t.Fatal("no mail arrived")
-	}
-	return sunkMail{}
-}
 
 // selfSigned returns a server config for 127.0.0.1 and a client config
 // trusting it.
@@ -219,8 +89,12 @@ func TestEmailDelivers(t *testing.T) {
 			if tc.tls {
 				srv = serverTLS
 			}
-			sink := newSMTPSink(t, srv, tc.auth)
-			m := Email{SMTPAddr: sink.addr, From: "Berth <berth@reg.example>", To: "ops@example.com, dev@example.com",
+			opts := smtpsink.Options{TLS: srv}
+			if tc.auth {
+				opts.Password = "right"
+			}
+			sink := smtpsink.New(t, opts)
+			m := Email{SMTPAddr: sink.Addr, From: "Berth <berth@reg.example>", To: "ops@example.com, dev@example.com",
 				Username: tc.user, Password: "right", TLS: clientTLS, Hostname: "reg.example"}
 			d := emailDelivery(t)
 			res := m.Deliver(context.Background(), d)
@@ -230,14 +104,14 @@ func TestEmailDelivers(t *testing.T) {
 			if res.StatusCode != 250 || res.Latency <= 0 {
 				t.Errorf("result %+v", res)
 			}
-			got := sink.next(t)
-			if got.helo != "reg.example" || !strings.HasPrefix(got.from, "FROM:<berth@reg.example>") || got.tls != tc.wantTLS || got.user != tc.wantUser ||
-				strings.Join(got.rcpt, " ") != "TO:<ops@example.com> TO:<dev@example.com>" {
+			got := sink.Next(t)
+			if got.Helo != "reg.example" || got.From != "berth@reg.example" || got.TLS != tc.wantTLS || got.User != tc.wantUser ||
+				strings.Join(got.Rcpt, " ") != "ops@example.com dev@example.com" {
 				t.Errorf("sink saw %+v", got)
 			}
-			msg, err := mail.ReadMessage(strings.NewReader(got.data))
+			msg, err := mail.ReadMessage(strings.NewReader(got.Data))
 			if err != nil {
-				t.Fatalf("message: %v\n%s", err, got.data)
+				t.Fatalf("message: %v\n%s", err, got.Data)
 			}
 			subject, err := new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject"))
 			if err != nil || subject != "Berth: pushed tags latest, foo to ns/app" {
@@ -262,7 +136,7 @@ func TestEmailDelivers(t *testing.T) {
 }
 
 func TestEmailFailures(t *testing.T) {
-	sink := newSMTPSink(t, nil, true)
+	sink := smtpsink.New(t, smtpsink.Options{Password: "right"})
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadAddr := dead.Addr().String()
 	dead.Close()
@@ -272,11 +146,11 @@ func TestEmailFailures(t *testing.T) {
 		wantStatus int
 		wantErr    string
 	}{
-		{"wrong password", Email{SMTPAddr: sink.addr, From: "b@x.example", To: "o@x.example", Username: "berth", Password: "wrong-password-123"}, 535, "authentication failed"},
-		{"recipient refused", Email{SMTPAddr: sink.addr, From: "b@x.example", To: "reject@x.example"}, 550, "no such user"},
+		{"wrong password", Email{SMTPAddr: sink.Addr, From: "b@x.example", To: "o@x.example", Username: "berth", Password: "wrong-password-123"}, 535, "authentication failed"},
+		{"recipient refused", Email{SMTPAddr: sink.Addr, From: "b@x.example", To: "reject@x.example"}, 550, "no such user"},
 		{"no server", Email{SMTPAddr: deadAddr, From: "b@x.example", To: "o@x.example", Password: "wrong-password-123"}, 0, "refused"},
-		{"bad sender", Email{SMTPAddr: sink.addr, From: "not an address", To: "o@x.example"}, 0, "sender"},
-		{"header injection", Email{SMTPAddr: sink.addr, From: "b@x.example", To: "o@x.example\r\nBcc: evil@x.example"}, 0, "recipient"},
+		{"bad sender", Email{SMTPAddr: sink.Addr, From: "not an address", To: "o@x.example"}, 0, "sender"},
+		{"header injection", Email{SMTPAddr: sink.Addr, From: "b@x.example", To: "o@x.example\r\nBcc: evil@x.example"}, 0, "recipient"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -292,11 +166,7 @@ func TestEmailFailures(t *testing.T) {
 			}
 		})
 	}
-	select {
-	case m := <-sink.mails:
-		t.Errorf("a failed delivery still sent %+v", m)
-	default:
-	}
+	sink.None(t)
 }
 
 func TestEmailHonoursContext(t *testing.T) {
@@ -321,12 +191,12 @@ func TestEmailHonoursContext(t *testing.T) {
 }
 
 func TestEmailNonJSONBody(t *testing.T) {
-	sink := newSMTPSink(t, nil, false)
+	sink := smtpsink.New(t, smtpsink.Options{})
 	d := Delivery{EventUUID: "u-2", Kind: "repo_push", Body: []byte("line one\nline two"), ContentType: "text/plain"}
-	if res := (Email{SMTPAddr: sink.addr, From: "b@x.example", To: "o@x.example"}).Deliver(context.Background(), d); res.Err != nil {
+	if res := (Email{SMTPAddr: sink.Addr, From: "b@x.example", To: "o@x.example"}).Deliver(context.Background(), d); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	msg, err := mail.ReadMessage(strings.NewReader(sink.next(t).data))
+	msg, err := mail.ReadMessage(strings.NewReader(sink.Next(t).Data))
 	if err != nil {
 		t.Fatal(err)
 	}

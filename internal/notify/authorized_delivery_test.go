@@ -1,80 +1,19 @@
 package notify_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/notify"
+	"github.com/berth-dev/berth/internal/testenv/smtpsink"
 	"github.com/berth-dev/berth/internal/wire"
 )
-
-// rcptSink is a loopback SMTP server that accepts every message and
-// hands its recipients to mails.
-func rcptSink(t *testing.T) (string, <-chan []string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	mails := make(chan []string, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				say := func(s string) { c.Write([]byte(s + "\r\n")) }
-				say("220 sink")
-				var rcpt []string
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					cmd := strings.ToUpper(strings.TrimSpace(line))
-					switch {
-					case strings.HasPrefix(cmd, "RCPT TO:"):
-						rcpt = append(rcpt, strings.Trim(strings.TrimSpace(line[len("RCPT TO:"):]), "<>"))
-						say("250 ok")
-					case cmd == "DATA":
-						say("354 go on")
-						for {
-							l, err := r.ReadString('\n')
-							if err != nil {
-								return
-							}
-							if l == ".\r\n" {
-								break
-							}
-						}
-						mails <- rcpt
-						rcpt = nil
-						say("250 queued")
-					case cmd == "QUIT":
-						say("221 bye")
-						return
-					default:
-						say("250 ok")
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String(), mails
-}
 
 // TestEmailDeliverySkipsUnconfirmed: a delivery (here a test delivery)
 // of a repository's email notification mails only its addresses
@@ -86,12 +25,12 @@ func TestEmailDeliverySkipsUnconfirmed(t *testing.T) {
 		t.Run(d, func(t *testing.T) {
 			ctx := context.Background()
 			db := metatest.Open(t, d)
-			addr, mails := rcptSink(t)
+			sink := smtpsink.New(t, smtpsink.Options{})
 			sealer, err := auth.NewSealer(make([]byte, 32))
 			if err != nil {
 				t.Fatal(err)
 			}
-			svc := notify.New(wire.NotifyStores(db), sealer, notify.Options{SMTPAddr: addr, SMTPFrom: "berth@registry.example",
+			svc := notify.New(wire.NotifyStores(db), sealer, notify.Options{SMTPAddr: sink.Addr, SMTPFrom: "berth@registry.example",
 				Server: events.Server{Host: "registry.example"}})
 			owner, err := db.Users().CreateUser(ctx, meta.User{Username: "owner"})
 			if err != nil {
@@ -142,13 +81,8 @@ func TestEmailDeliverySkipsUnconfirmed(t *testing.T) {
 			if err := deliver(mixed, 1); err != nil {
 				t.Fatalf("deliver to one confirmed address: %v", err)
 			}
-			select {
-			case rcpt := <-mails:
-				if len(rcpt) != 1 || rcpt[0] != "Ops@example.com" {
-					t.Fatalf("mailed %v", rcpt)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("no mail")
+			if rcpt := sink.Next(t).Rcpt; len(rcpt) != 1 || rcpt[0] != "Ops@example.com" {
+				t.Fatalf("mailed %v", rcpt)
 			}
 			if a := lastAttempt(mixed); a.StatusCode != 250 || !strings.Contains(a.Error, "skipped") || !strings.Contains(a.Error, "stranger@example.com") {
 				t.Fatalf("attempt: %+v", a)
@@ -157,11 +91,7 @@ func TestEmailDeliverySkipsUnconfirmed(t *testing.T) {
 			if err := deliver(none, 2); err == nil {
 				t.Fatal("delivered with no confirmed address")
 			}
-			select {
-			case rcpt := <-mails:
-				t.Fatalf("mailed %v", rcpt)
-			default:
-			}
+			sink.None(t)
 			if a := lastAttempt(none); !strings.Contains(a.Error, "not deliverable") || !strings.Contains(a.Error, "stranger@example.com") {
 				t.Fatalf("attempt: %+v", a)
 			}

@@ -5,119 +5,19 @@ import (
 	"context"
 	"io"
 	"mime/quotedprintable"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/mail"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/testenv/smtpsink"
 )
-
-// sunk is one message a loopback SMTP server received.
-type sunk struct {
-	rcpt []string
-	data string
-}
-
-// smtpServer is a minimal SMTP server on loopback that accepts every
-// message and hands it to mails.
-type smtpServer struct {
-	addr  string
-	mails chan sunk
-}
-
-func newSMTPServer(t *testing.T) *smtpServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	s := &smtpServer{addr: ln.Addr().String(), mails: make(chan sunk, 16)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serve(c)
-		}
-	}()
-	return s
-}
-
-func (s *smtpServer) serve(c net.Conn) {
-	defer c.Close()
-	r := bufio.NewReader(c)
-	say := func(line string) { c.Write([]byte(line + "\r\n")) }
-	say("220 sink")
-	var m sunk
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		cmd := strings.ToUpper(strings.TrimSpace(line))
-		switch {
-		case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
-			say("250 sink")
-		case strings.HasPrefix(cmd, "MAIL FROM"):
-			m = sunk{}
-			say("250 ok")
-		case strings.HasPrefix(cmd, "RCPT TO"):
-			m.rcpt = append(m.rcpt, strings.Trim(strings.TrimSpace(line[len("RCPT TO:"):]), "<>"))
-			say("250 ok")
-		case cmd == "DATA":
-			say("354 go on")
-			var b strings.Builder
-			for {
-				l, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if l == ".\r\n" {
-					break
-				}
-				b.WriteString(l)
-			}
-			s.mails <- sunk{rcpt: m.rcpt, data: b.String()}
-			say("250 queued")
-		case cmd == "QUIT":
-			say("221 bye")
-			return
-		default:
-			say("250 ok")
-		}
-	}
-}
-
-// next waits for the next message.
-func (s *smtpServer) next(t *testing.T) sunk {
-	t.Helper()
-	select {
-	case m := <-s.mails:
-		return m
-	case <-time.After(10 * time.Second):
-		t.Fatal("no mail arrived")
-		return sunk{}
-	}
-}
-
-// none checks that no message is waiting.
-func (s *smtpServer) none(t *testing.T) {
-	t.Helper()
-	select {
-	case m := <-s.mails:
-		t.Fatalf("unexpected mail to %v", m.rcpt)
-	default:
-	}
-}
 
 // confirmFormToken finds a form's CSRF token in a page.
 var confirmFormToken = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
@@ -131,11 +31,11 @@ var codeLink = regexp.MustCompile(`https://registry\.example\.com/authrepoemail\
 // sign-in, once; requests are rate-limited and for admins only.
 func TestAuthorizedEmailFlow(t *testing.T) {
 	ctx := context.Background()
-	sink := newSMTPServer(t)
+	sink := smtpsink.New(t, smtpsink.Options{})
 	_, hs, db := startServer(t, func(cfg *config.Config) {
 		cfg.Scan.Enabled = false
 		cfg.ExternalURL = "https://registry.example.com"
-		cfg.Notifications.SMTPAddr = sink.addr
+		cfg.Notifications.SMTPAddr = sink.Addr
 		cfg.Notifications.SMTPFrom = "berth@registry.example.com"
 	})
 	hash, _ := auth.HashPassword(pw)
@@ -175,28 +75,31 @@ func TestAuthorizedEmailFlow(t *testing.T) {
 	if st, _, raw := w.call("POST", "/api/v1/repository/acme/app/authorizedemail/Ops%20%3Cops@example.com%3E", "owner", ""); st != http.StatusBadRequest {
 		t.Fatalf("address with a name: %d %s", st, raw)
 	}
-	sink.none(t)
+	sink.None(t)
 
 	st, v, raw := w.call("POST", auth, "owner", "")
 	if st != http.StatusOK || v["email"] != addr || v["repository"] != "app" || v["namespace"] != "acme" || v["confirmed"] != false {
 		t.Fatalf("POST: %d %s", st, raw)
 	}
-	m := sink.next(t)
-	_, qp, _ := strings.Cut(m.data, "\r\n\r\n")
-	raw2, err := io.ReadAll(quotedprintable.NewReader(strings.NewReader(qp)))
+	m := sink.Next(t)
+	msg, err := mail.ReadMessage(strings.NewReader(m.Data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw2, err := io.ReadAll(quotedprintable.NewReader(msg.Body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	body := string(raw2)
 	found := codeLink.FindStringSubmatch(body)
-	if len(m.rcpt) != 1 || m.rcpt[0] != addr || found == nil || !strings.Contains(body, "acme/app") {
-		t.Fatalf("confirmation mail to %v:\n%s", m.rcpt, m.data)
+	if len(m.Rcpt) != 1 || m.Rcpt[0] != addr || found == nil || !strings.Contains(body, "acme/app") {
+		t.Fatalf("confirmation mail to %v:\n%s", m.Rcpt, m.Data)
 	}
 	code := found[1]
 	if st, _, raw := w.call("POST", auth, "owner", ""); st != http.StatusTooManyRequests {
 		t.Fatalf("second POST within 10 minutes: %d %s", st, raw)
 	}
-	sink.none(t)
+	sink.None(t)
 
 	// The link, followed by someone with no account: it shows a button
 	// (a mail scanner opening the link confirms nothing), whose form
@@ -260,8 +163,8 @@ func TestAuthorizedEmailFlow(t *testing.T) {
 	if st, v, raw := w.call("POST", "/api/v1/organization/acme/authorizedemail/dev@example.com", "owner", ""); st != http.StatusOK || v["namespace"] != "acme" {
 		t.Fatalf("organization POST: %d %s", st, raw)
 	}
-	if m := sink.next(t); len(m.rcpt) != 1 || m.rcpt[0] != "dev@example.com" || !strings.Contains(m.data, "organization acme") {
-		t.Fatalf("organization confirmation mail to %v:\n%s", m.rcpt, m.data)
+	if m := sink.Next(t); len(m.Rcpt) != 1 || m.Rcpt[0] != "dev@example.com" || !strings.Contains(m.Data, "organization acme") {
+		t.Fatalf("organization confirmation mail to %v:\n%s", m.Rcpt, m.Data)
 	}
 }
 
