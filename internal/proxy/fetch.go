@@ -48,7 +48,8 @@ const upstreamRetry = time.Minute
 //     repository that does not exist, or credentials that do not reach
 //     it): unknown content, saying so;
 //   - rate limiting (429): TOOMANYREQUESTS with Retry-After; so is a
-//     fetch that found no turn among the organization's (errBusy);
+//     manifest fetch or blob download that found no turn among the
+//     organization's (errBusy);
 //   - the upstream failing (5xx), out of reach or timing out, or serving
 //     bytes that do not match their digest: 503 UNAVAILABLE with
 //     Retry-After;
@@ -63,8 +64,12 @@ func upstreamError(err error, blob bool) error {
 		return registry.IngestError(err) // 403 DENIED: the organization's quota, not the upstream
 	}
 	if errors.Is(err, errBusy) {
+		what := "manifest fetches"
+		if blob {
+			what = "blob downloads"
+		}
 		return &registry.Error{Status: http.StatusTooManyRequests, Code: registry.CodeTooManyRequests, RetryAfter: busyRetry,
-			Message: "too many upstream manifest fetches of this proxy cache organization are running; retry later"}
+			Message: "too many upstream " + what + " of this proxy cache organization are running; retry later"}
 	}
 	var re *events.RefusedError
 	if errors.As(err, &re) {
@@ -135,7 +140,9 @@ var ErrDigestMismatch = storage.ErrDigestMismatch
 // served until its entry is older than the organization's expiration,
 // then checked upstream with a HEAD and refetched if the upstream digest
 // changed. If upstream cannot be reached, a cached tag is served stale.
-// Concurrent identical requests share one upstream fetch.
+// Concurrent identical requests share one upstream fetch (HEADs and GETs
+// alike: a GET that shares a HEAD's check of a cached tag may be answered
+// that HEAD's copy, without its body, which the caller then reads).
 func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Digest, cached *meta.Manifest, withContent bool) (meta.Manifest, error) {
 	pc, path, ok := s.lookup(ctx, repo)
 	if !ok || (cached != nil && tag == "") {
@@ -319,7 +326,9 @@ func cacheWriter() meta.Writer { return meta.Writer{Create: &meta.RepoCreate{}} 
 // digest at a time (the requests of one cache organization share it:
 // another's upstream may fail, or not have the blob at all). With linked,
 // a blob a repository of the organization links already is answered
-// without a download.
+// without a download. At most MaxBlobFetches downloads of the
+// organization run at once; one that finds no turn within BlobWait is
+// errBusy.
 func (s *Service) fillBlob(ctx context.Context, repo, ns string, d digest.Digest, size int64, pc meta.ProxyCache, path string, linked bool) (meta.Blob, error) {
 	key := "b\x00" + ns + "\x00" + d.String()
 	if !linked {
@@ -341,6 +350,14 @@ func (s *Service) fillBlob(ctx context.Context, repo, ns string, d digest.Digest
 				return b, nil
 			}
 		}
+		// Each download holds a connection to the upstream and a
+		// goroutine for up to BlobTimeout, whether or not its pulls still
+		// wait: bounded per organization.
+		release, err := s.downloading.acquire(fctx, ns, s.opts.BlobWait)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 		// A blob Berth stores already (for another namespace) is counted
 		// for this one since its cached manifest named it: downloading it
 		// adds nothing to the quota. Any other is checked first.

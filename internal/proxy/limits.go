@@ -7,15 +7,16 @@ import (
 	"time"
 )
 
-// errBusy is the error of a manifest fetch that found no turn: the
-// organization's fetches were all taken for ManifestWait.
-var errBusy = errors.New("too many upstream manifest fetches of the organization at once")
+// errBusy is the error of an upstream fetch that found no turn: the
+// organization's manifest fetches (blob downloads) were all taken for
+// ManifestWait (BlobWait).
+var errBusy = errors.New("too many upstream fetches of the organization at once")
 
 // busyRetry is the Retry-After of a pull answered errBusy.
 const busyRetry = 10 * time.Second
 
-// orgLimiter bounds the upstream manifest fetches of each proxy
-// organization in this process (n at once).
+// orgLimiter bounds the upstream manifest fetches, or blob downloads, of
+// each proxy organization in this process (n at once).
 type orgLimiter struct {
 	mu   sync.Mutex
 	n    int

@@ -262,3 +262,103 @@ func TestProxyStaleTagNotHeldBehindBusyFetches(t *testing.T) {
 		t.Fatal("the cached tag waited for a fetch turn instead of being served from the cache")
 	}
 }
+
+// TestProxyBlobDownloadsPerOrganization: the upstream blob downloads of
+// one proxy organization are bounded (MaxBlobFetches at once): a pull of
+// one more blob while they all trickle waits for a turn (BlobWait), then
+// is answered 429 TOOMANYREQUESTS with Retry-After without reaching the
+// upstream; once the downloads end, the pulls let through get their
+// blobs, and so does the refused one pulled again.
+func TestProxyBlobDownloadsPerOrganization(t *testing.T) {
+	const limit = 2
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	var blobs [limit + 1][]byte
+	layers := make([]string, len(blobs))
+	for i := range blobs {
+		blobs[i] = []byte(strings.Repeat(fmt.Sprintf("layer %d;", i), 1000))
+		layers[i] = fmt.Sprintf(`{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%d}`, digest.FromBytes(blobs[i]), len(blobs[i]))
+	}
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[%s]}`,
+		digest.FromBytes(cfg), len(cfg), strings.Join(layers, ","))
+	var inflight, most atomic.Int64
+	release := make(chan struct{})
+	berth, _ := limitsEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.Contains(r.URL.Path, "/manifests/"):
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", digest.FromString(m).String())
+			io.WriteString(w, m)
+		case strings.Contains(r.URL.Path, "/blobs/") && r.Method == http.MethodGet:
+			n := inflight.Add(1)
+			defer inflight.Add(-1)
+			for cur := most.Load(); n > cur && !most.CompareAndSwap(cur, n); cur = most.Load() {
+			}
+			if n > limit {
+				// Past the bound: answered at once, so that a pull Berth
+				// let through is told apart (404, not 429).
+				http.NotFound(w, r)
+				return
+			}
+			for _, b := range blobs {
+				if strings.HasSuffix(r.URL.Path, digest.FromBytes(b).String()) {
+					// A byte, then the rest once released: a slow
+					// upstream, not a stalled one.
+					w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+					w.Write(b[:1])
+					w.(http.Flusher).Flush()
+					select {
+					case <-release:
+					case <-r.Context().Done():
+						return
+					}
+					w.Write(b[1:])
+					return
+				}
+			}
+			http.NotFound(w, r)
+		}
+	}), proxy.Options{MaxBlobFetches: limit, BlobWait: 300 * time.Millisecond})
+	if status, _, msg, _ := getManifest(t, berth+"/v2/hub/library/app/manifests/latest"); status != http.StatusOK {
+		t.Fatalf("pull of the manifest: %d %q", status, msg)
+	}
+	getBlob := func(i int) (status int, code, retry string, body []byte) {
+		resp, err := http.Get(fmt.Sprintf("%s/v2/hub/library/app/blobs/%s", berth, digest.FromBytes(blobs[i])))
+		if err != nil {
+			t.Error(err)
+			return 0, "", "", nil
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		var e struct{ Errors []struct{ Code string } }
+		if json.Unmarshal(body, &e) == nil && len(e.Errors) == 1 {
+			code = e.Errors[0].Code
+		}
+		return resp.StatusCode, code, resp.Header.Get("Retry-After"), body
+	}
+	var wg sync.WaitGroup
+	for i := range limit {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if status, _, _, body := getBlob(i); status != http.StatusOK || digest.FromBytes(body) != digest.FromBytes(blobs[i]) {
+				t.Errorf("blob %d let through: %d, %d bytes; want 200 and the blob", i, status, len(body))
+			}
+		}()
+	}
+	for inflight.Load() < limit {
+		time.Sleep(5 * time.Millisecond) // poll: the downloads reach the upstream
+	}
+	status, code, retry, body := getBlob(limit)
+	if status != http.StatusTooManyRequests || code != "TOOMANYREQUESTS" || retry == "" {
+		t.Errorf("blob past the organization's downloads: %d %s (Retry-After %q) %s, want 429 TOOMANYREQUESTS with Retry-After", status, code, retry, body)
+	}
+	t.Logf("one more: %d %s", status, body)
+	close(release)
+	wg.Wait()
+	if n := most.Load(); n > limit {
+		t.Errorf("the upstream saw %d blob downloads at once, want at most %d", n, limit)
+	}
+	if status, _, _, body := getBlob(limit); status != http.StatusOK || digest.FromBytes(body) != digest.FromBytes(blobs[limit]) {
+		t.Errorf("blob pulled again once the downloads ended: %d, %d bytes; want 200 and the blob", status, len(body))
+	}
+}

@@ -91,6 +91,13 @@ type Options struct {
 	// (default ManifestTimeout), then is answered 429 TOOMANYREQUESTS.
 	MaxManifestFetches int
 	ManifestWait       time.Duration
+	// MaxBlobFetches bounds the upstream blob downloads one proxy
+	// organization runs at once in this process (default 16): each
+	// outlives the pulls that asked for it, up to BlobTimeout. A pull of a
+	// blob that needs another waits for a turn up to BlobWait (default 2
+	// minutes), then is answered 429 TOOMANYREQUESTS.
+	MaxBlobFetches int
+	BlobWait       time.Duration
 	// Now is the clock (tests).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -109,8 +116,10 @@ type Service struct {
 	// insecure carries the requests to upstreams whose organization
 	// turned TLS verification off.
 	insecure http.RoundTripper
-	// fetching bounds the manifest fetches of each organization.
-	fetching orgLimiter
+	// fetching bounds the manifest fetches of each organization,
+	// downloading its blob downloads.
+	fetching    orgLimiter
+	downloading orgLimiter
 }
 
 // snapshot is the table of proxy organizations at one time.
@@ -145,6 +154,12 @@ func New(db Stores, store storage.Driver, sealer Sealer, opts Options) *Service 
 	if opts.ManifestWait <= 0 {
 		opts.ManifestWait = opts.ManifestTimeout
 	}
+	if opts.MaxBlobFetches <= 0 {
+		opts.MaxBlobFetches = 16
+	}
+	if opts.BlobWait <= 0 {
+		opts.BlobWait = 2 * time.Minute
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -160,7 +175,7 @@ func New(db Stores, store storage.Driver, sealer Sealer, opts Options) *Service 
 		insecure = t
 	}
 	return &Service{db: db, store: store, sealer: sealer, opts: opts, log: opts.Logger, insecure: insecure,
-		fetching: orgLimiter{n: opts.MaxManifestFetches}}
+		fetching: orgLimiter{n: opts.MaxManifestFetches}, downloading: orgLimiter{n: opts.MaxBlobFetches}}
 }
 
 // SealPassword seals an upstream password for the store.

@@ -63,6 +63,11 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 			cached = &m
 		}
 		m, err = reg.opts.Proxy.Manifest(r.Context(), rt.name, ref.Tag, ref.Digest, cached, r.Method == http.MethodGet)
+		if err == nil && r.Method == http.MethodGet && int64(len(m.Content)) != m.Size {
+			// The cache's check of the tag was shared with a HEAD and
+			// answered the copy that HEAD read, without its body.
+			m, err = reg.meta.Manifests.GetManifest(r.Context(), rt.name, "", m.Digest, true)
+		}
 	}
 	if errors.Is(err, meta.ErrManifestNotFound) {
 		return errManifestUnk
