@@ -1,11 +1,6 @@
 package deploy
 
 import (
-	"bytes"
-	"errors"
-	"io"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -34,28 +29,12 @@ type k8sService struct {
 // ServiceMonitors by kind/name.
 func helmServices(t *testing.T, helm string, args ...string) map[string]k8sService {
 	t.Helper()
-	cmd := exec.Command(helm, append(append([]string{"template", "reg", "helm/berth"}, requiredValues...), args...)...)
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helm template %v: %v\n%s", args, err, stderr.String())
-	}
-	objs := map[string]k8sService{}
-	dec := yaml.NewDecoder(bytes.NewReader(out))
-	for {
-		var o k8sService
-		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("helm template %v: %v", args, err)
-		}
+	return decodeObjects(t, renderChart(t, helm, append(append([]string{}, requiredValues...), args...)...), func(o k8sService) string {
 		if o.Kind == "Service" || o.Kind == "ServiceMonitor" {
-			objs[o.Kind+"/"+o.Metadata.Name] = o
+			return o.Kind + "/" + o.Metadata.Name
 		}
-	}
-	return objs
+		return ""
+	})
 }
 
 // TestHelmMetricsStayInside: the metrics port (no credentials, and

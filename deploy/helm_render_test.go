@@ -98,7 +98,21 @@ type k8sProbe struct {
 	FailureThreshold int `yaml:"failureThreshold"`
 }
 
+// helmTemplate renders the chart with args and returns its objects by
+// kind/name.
 func helmTemplate(t *testing.T, helm string, args ...string) map[string]k8sObject {
+	t.Helper()
+	return decodeObjects(t, renderChart(t, helm, args...), func(o k8sObject) string {
+		if o.Kind == "" {
+			return ""
+		}
+		return o.Kind + "/" + o.Metadata.Name
+	})
+}
+
+// renderChart is `helm template` of the chart with args, in a throwaway
+// helm home.
+func renderChart(t *testing.T, helm string, args ...string) []byte {
 	t.Helper()
 	cmd := exec.Command(helm, append([]string{"template", "reg", "helm/berth"}, args...)...)
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
@@ -108,19 +122,25 @@ func helmTemplate(t *testing.T, helm string, args ...string) map[string]k8sObjec
 	if err != nil {
 		t.Fatalf("helm template %v: %v\n%s", args, err, stderr.String())
 	}
-	objs := map[string]k8sObject{}
+	return out
+}
+
+// decodeObjects decodes each YAML document of out as a T and returns
+// them by key (documents whose key is "" are left out).
+func decodeObjects[T any](t *testing.T, out []byte, key func(T) string) map[string]T {
+	t.Helper()
+	objs := map[string]T{}
 	dec := yaml.NewDecoder(bytes.NewReader(out))
 	for {
-		var o k8sObject
+		var o T
 		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
-			t.Fatalf("helm template %v: the output does not parse: %v\n%s", args, err, out)
+			t.Fatalf("the rendered chart does not parse: %v\n%s", err, out)
 		}
-		if o.Kind == "" {
-			continue
+		if k := key(o); k != "" {
+			objs[k] = o
 		}
-		objs[o.Kind+"/"+o.Metadata.Name] = o
 	}
 	return objs
 }

@@ -2,7 +2,6 @@ package meta
 
 import (
 	"context"
-	"database/sql"
 	"strings"
 	"testing"
 )
@@ -29,24 +28,7 @@ func TestFairClaimPlan(t *testing.T) {
 	if n := strings.Count(q, "?"); n != len(args) {
 		t.Fatalf("the claim has %d placeholders, the test %d arguments", n, len(args))
 	}
-	rows, err := db.read.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var steps []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail sql.NullString
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		steps = append(steps, detail.String)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	plan := strings.Join(steps, "\n")
+	plan := queryPlan(t, db, q, args...)
 	if n := strings.Count(plan, "SEARCH j USING INDEX jobs_ready"); n != 3 {
 		t.Errorf("%d searches of jobs_ready, want 3:\n%s", n, plan)
 	}

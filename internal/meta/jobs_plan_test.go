@@ -23,26 +23,32 @@ func TestClaimWalksReadyIndex(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	plan := func(query string) string {
-		rows, err := db.read.QueryContext(ctx, "EXPLAIN QUERY PLAN "+query, "q", 1, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var steps []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail sql.NullString
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			steps = append(steps, detail.String)
-		}
-		return strings.Join(steps, "\n")
-	}
 	for _, q := range []string{claimPoll, "SELECT j.id FROM jobs j WHERE " + readyJob + " ORDER BY j.id LIMIT 1"} {
-		if p := plan(q); !strings.Contains(p, "SEARCH j USING INDEX jobs_ready") {
+		if p := queryPlan(t, db, q, "q", 1, 1); !strings.Contains(p, "SEARCH j USING INDEX jobs_ready") {
 			t.Errorf("plan of\n%s\n=\n%s\nwant a search of jobs_ready", q, p)
 		}
 	}
+}
+
+// queryPlan is SQLite's EXPLAIN QUERY PLAN of a query, one step a line.
+func queryPlan(t *testing.T, db *DB, query string, args ...any) string {
+	t.Helper()
+	rows, err := db.read.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var steps []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail sql.NullString
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		steps = append(steps, detail.String)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(steps, "\n")
 }

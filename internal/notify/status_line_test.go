@@ -1,15 +1,10 @@
 package notify_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/notify"
+	"github.com/berth-dev/berth/internal/testenv/rawhttp"
 )
 
 // TestStatusLineSecretNotRecorded: a receiver that answers
@@ -26,39 +22,13 @@ func TestStatusLineSecretNotRecorded(t *testing.T) {
 	const apiKey = "key-status-line-0123456789"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer l.Close()
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if err != nil {
-				continue
-			}
-			wg.Go(func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				_, _ = io.WriteString(c, "HTTP/1.1 500 "+req.Header.Get("X-Api-Key")+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-			})
-		}
-	})
+	rcv := rawhttp.Server(t, func(req *http.Request) string { return "HTTP/1.1 500 " + req.Header.Get("X-Api-Key") })
 
 	db := metatest.Open(t, "sqlite")
 	createOrg(t, db, "acme")
 	inst := startWith(t, ctx, db, notify.Options{}, jobs.Options{Backoff: func(int) time.Duration { return time.Hour }})
 	n, err := inst.svc.Create(ctx, meta.ScopeOrganization, "acme", "alice", notify.Input{Event: "repo_push", Method: "webhook",
-		Config: map[string]any{"url": "http://" + l.Addr().String() + "/hook", "headers": map[string]any{"X-Api-Key": apiKey}}})
+		Config: map[string]any{"url": rcv + "/hook", "headers": map[string]any{"X-Api-Key": apiKey}}})
 	if err != nil {
 		t.Fatal(err)
 	}
