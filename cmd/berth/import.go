@@ -37,7 +37,8 @@ func importCmd() *cobra.Command {
 		Long: `Copy an image or index, with every platform, from another registry into a
 repository, and tag it. SOURCE is host[:port]/repo[:tag|@digest]. Without
 --force (NoForce), an existing target tag fails the import before anything
-is copied. Blobs Berth already stores are linked, not downloaded again.
+is copied. Blobs the target namespace already has are linked, not
+downloaded again.
 
 The repository is NAMESPACE/NAME in a namespace that exists (a user or an
 organization: berth admin org create makes one); a missing repository is
