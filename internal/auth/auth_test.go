@@ -109,6 +109,17 @@ func TestTokens(t *testing.T) {
 		c.Allows("repository", "org/other", ActionPull) {
 		t.Fatalf("verify: %+v, %v", c, err)
 	}
+	if c.SecretFingerprint != "" {
+		t.Fatalf("Issue binds the token to a secret: %q", c.SecretFingerprint)
+	}
+	// IssueFor carries the identity's secret fingerprint.
+	bound, _, err := tk.IssueFor(Identity{Kind: KindRobot, ID: 7, Name: "acme+ci", SecretFingerprint: "fp"}, access, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := tk.Verify(bound, now); err != nil || c.Subject != "acme+ci" || c.Kind != KindRobot || c.SubjectID != 7 || c.SecretFingerprint != "fp" {
+		t.Fatalf("IssueFor: %+v, %v", c, err)
+	}
 	// Expired.
 	if _, err := tk.Verify(s, now.Add(6*time.Minute)); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("expired token: %v", err)

@@ -24,6 +24,15 @@ type Identity struct {
 	Superuser bool
 	// Scopes of an access token; empty for other kinds.
 	Scopes []TokenScope
+	// SecretFingerprint, for a user or robot authenticated in this
+	// request, is the fingerprint of the secret hash its account had
+	// then (meta.SecretFingerprint): a registry token issued to it
+	// carries it, and stops when the account's secret changes.
+	SecretFingerprint string
+	// ViaToken says the identity is a user's, authenticated with an API
+	// token that acts as its user (the first user's +initialize token),
+	// not with the user's password.
+	ViaToken bool
 }
 
 // Anonymous is the identity of a request without credentials.

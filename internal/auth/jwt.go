@@ -40,6 +40,12 @@ type Claims struct {
 	// whole seconds): a repository made after it is not one the token's
 	// decision was about.
 	IssuedMicros int64 `json:"berth_iat,omitempty"`
+	// SecretFingerprint, for a user or robot, is the fingerprint of the
+	// account's secret hash when the token was issued
+	// (Identity.SecretFingerprint): a password reset or a robot token
+	// regenerated since refuses the token. Tokens issued before it was
+	// in them have none, and are not checked so.
+	SecretFingerprint string `json:"berth_sfp,omitempty"`
 }
 
 // IssuedBefore reports whether the token was issued before t, to the
@@ -144,14 +150,21 @@ func (t *Tokens) TTL() time.Duration { return t.ttl }
 // Issue signs a token for a subject (its name, kind and account or
 // access token id) with the granted access.
 func (t *Tokens) Issue(subject string, kind Kind, subjectID int64, access []Access, now time.Time) (string, time.Time, error) {
+	return t.IssueFor(Identity{Kind: kind, ID: subjectID, Name: subject}, access, now)
+}
+
+// IssueFor signs a token for an identity with the granted access: as
+// Issue, bound to the secret the identity authenticated with
+// (Claims.SecretFingerprint).
+func (t *Tokens) IssueFor(id Identity, access []Access, now time.Time) (string, time.Time, error) {
 	exp := now.Add(t.ttl)
 	claims := Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer: t.issuer, Subject: subject, Audience: jwt.ClaimStrings{t.service},
+			Issuer: t.issuer, Subject: id.Name, Audience: jwt.ClaimStrings{t.service},
 			ExpiresAt: jwt.NewNumericDate(exp), NotBefore: jwt.NewNumericDate(now.Add(-10 * time.Second)),
 			IssuedAt: jwt.NewNumericDate(now), ID: uuid.NewString(),
 		},
-		Access: access, Kind: kind, SubjectID: subjectID, IssuedMicros: now.UnixMicro(),
+		Access: access, Kind: id.Kind, SubjectID: id.ID, IssuedMicros: now.UnixMicro(), SecretFingerprint: id.SecretFingerprint,
 	}
 	if claims.Access == nil {
 		claims.Access = []Access{}

@@ -244,7 +244,10 @@ func (a *Authorizer) tokenSubject(ctx context.Context, t meta.AccessToken, scope
 		if u.Kind == meta.UserKindRobot {
 			kind = auth.KindRobot
 		}
-		return auth.Identity{Kind: kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil, nil
+		// Its registry tokens are the user's: they stop with the user's
+		// password (bearerIdentity), not with the token.
+		return auth.Identity{Kind: kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser,
+			SecretFingerprint: meta.SecretFingerprint(u.SecretHash), ViaToken: true}, nil, nil
 	}
 	var scopes []auth.TokenScope
 	if err := json.Unmarshal(t.Scopes, &scopes); err != nil {
@@ -312,12 +315,15 @@ func (a *Authorizer) creatorScopes(ctx context.Context, u meta.User, scopes []au
 
 // bearerIdentity is who a verified registry token acts as, checked
 // again on every request as Basic credentials are: a user or robot that
-// was disabled or deleted, or an access token revoked or expired since the
-// token was issued, is refused from its next request on, not when the
+// was disabled or deleted, or given a new secret (a password reset, a
+// robot's token regenerated), or an access token revoked or expired since
+// the token was issued, is refused from its next request on, not when the
 // token expires (up to auth.tokenTTL later); so is a robot of a user's
 // namespace while that user is disabled. The account must still have
 // the id the token was issued for (tokens issued before ids were in them
-// are checked by name).
+// are checked by name) and the secret hash of the claim's fingerprint
+// (tokens issued before fingerprints were in them are not checked so,
+// and live out their auth.tokenTTL).
 func (a *Authorizer) bearerIdentity(ctx context.Context, claims *auth.Claims) (auth.Identity, *meta.User, error) {
 	switch claims.Kind {
 	case auth.KindUser, auth.KindRobot:
@@ -336,6 +342,9 @@ func (a *Authorizer) bearerIdentity(ctx context.Context, claims *auth.Claims) (a
 		}
 		if !u.Active() || u.Username != claims.Subject || (u.Kind == meta.UserKindRobot) != (claims.Kind == auth.KindRobot) {
 			return auth.Identity{}, nil, ErrDisabled
+		}
+		if claims.SecretFingerprint != "" && claims.SecretFingerprint != meta.SecretFingerprint(u.SecretHash) {
+			return auth.Identity{}, nil, fmt.Errorf("%w: %s's secret changed since the token was issued", auth.ErrInvalidToken, u.Username)
 		}
 		return auth.Identity{Kind: claims.Kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil, nil
 	case auth.KindToken:
@@ -379,16 +388,7 @@ func (a *Authorizer) identify(ctx context.Context, r *http.Request) (caller, err
 		id, err := a.Login(ctx, r, c.Username, c.Pass)
 		return caller{id: id}, err
 	case strings.HasPrefix(c.Bearer, SecretPrefix):
-		// An access token's secret used directly as a bearer token (API
-		// clients, as with Quay's OAuth tokens).
-		t, err := a.store.Access.AccessTokenBySecretHash(ctx, auth.HashSecret(c.Bearer))
-		if errors.Is(err, meta.ErrTokenNotFound) {
-			return caller{}, ErrBadCredentials
-		}
-		if err != nil {
-			return caller{}, err
-		}
-		id, _, err := a.tokenIdentity(ctx, t, true)
+		id, err := a.bearerSecretLogin(ctx, r, c.Bearer)
 		return caller{id: id}, err
 	case c.Bearer != "":
 		claims, err := a.verified.verify(a.tokens, c.Bearer, a.now())

@@ -130,7 +130,7 @@ func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secre
 			if auth.HashSecret(secret) != u.SecretHash {
 				return auth.Identity{}, ErrBadCredentials
 			}
-			return auth.Identity{Kind: auth.KindRobot, ID: u.ID, Name: u.Username}, nil
+			return auth.Identity{Kind: auth.KindRobot, ID: u.ID, Name: u.Username, SecretFingerprint: meta.SecretFingerprint(u.SecretHash)}, nil
 		})
 	}
 	return a.passwordLogin(ctx, r, limits, u, secret)
@@ -153,6 +153,26 @@ func (a *Authorizer) unknownNameLogin(ctx context.Context, r *http.Request, limi
 		return id, err
 	}
 	return a.passwordLogin(ctx, r, limits, meta.User{Username: username, SecretHash: a.decoy()}, secret)
+}
+
+// bearerSecretLogin checks an access token's secret sent as a bearer
+// token (API clients, as with Quay's OAuth tokens) as Login checks it sent
+// as Basic credentials: refused from a throttled address, and a wrong,
+// revoked or expired one counted and audited (under the token's name, or
+// no name for a secret of no token).
+func (a *Authorizer) bearerSecretLogin(ctx context.Context, r *http.Request, secret string) (auth.Identity, error) {
+	t, err := a.store.Access.AccessTokenBySecretHash(ctx, auth.HashSecret(secret))
+	if err != nil && !errors.Is(err, meta.ErrTokenNotFound) {
+		return auth.Identity{}, err
+	}
+	found := err == nil
+	return a.cheapLogin(ctx, r, a.loginLimits(t.Name, clientAddress(r)), t.Name, func() (auth.Identity, error) {
+		if !found {
+			return auth.Identity{}, ErrBadCredentials
+		}
+		id, _, err := a.tokenIdentity(ctx, t, true)
+		return id, err
+	})
 }
 
 // decoy is the hash an unknown name's password is checked against: of a
@@ -209,7 +229,7 @@ func (a *Authorizer) cheapFailure(ctx context.Context, r *http.Request, limits l
 // passwordLogin checks a user's password, counting the attempt before the
 // hash and giving it back when the password is right.
 func (a *Authorizer) passwordLogin(ctx context.Context, r *http.Request, limits loginLimits, u meta.User, password string) (auth.Identity, error) {
-	id := auth.Identity{Kind: auth.KindUser, ID: u.ID, Name: u.Username, Superuser: u.Superuser}
+	id := auth.Identity{Kind: auth.KindUser, ID: u.ID, Name: u.Username, Superuser: u.Superuser, SecretFingerprint: meta.SecretFingerprint(u.SecretHash)}
 	key := sha256.Sum256([]byte(u.Username + "\x00" + u.SecretHash + "\x00" + password))
 	if a.cached(key) {
 		if err := a.throttled(ctx, limits); err != nil {

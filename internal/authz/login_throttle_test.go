@@ -2,10 +2,14 @@ package authz_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
 )
 
 func TestLoginThrottling(t *testing.T) {
@@ -50,5 +54,72 @@ func TestLoginThrottling(t *testing.T) {
 	}
 	if failures != 3 {
 		t.Fatalf("%d login failures audited, want 3", failures)
+	}
+}
+
+// TestBearerSecretsAreThrottled: an access token's secret sent as a
+// bearer token (API clients) is throttled and audited as the same secret
+// sent as Basic credentials is: a revoked or wrong one is a login_failure
+// in the audit log and counts against the client address, and from a
+// throttled address even the right one is answered 429.
+func TestBearerSecretsAreThrottled(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t, dialect, authz.Options{AddressLimit: 3, PairLimit: 100, Window: time.Hour})
+			mk := func(name string) string {
+				t.Helper()
+				scopes, _ := json.Marshal([]auth.TokenScope{{Repository: "alice/*", Actions: []string{auth.TokenContentRead}}})
+				secret, _ := auth.NewSecret(authz.SecretPrefix)
+				if _, err := e.db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: name, SecretHash: auth.HashSecret(secret), Scopes: scopes}); err != nil {
+					t.Fatal(err)
+				}
+				return secret
+			}
+			revoked, good := mk("revoked-token"), mk("good-token")
+			if err := e.db.Access().RevokeAccessToken(ctx, "revoked-token"); err != nil {
+				t.Fatal(err)
+			}
+			failures := func() int {
+				t.Helper()
+				entries, err := e.db.Access().AuditLog(ctx, "", 0, 100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := 0
+				for _, en := range entries {
+					if en.Kind == "login_failure" {
+						n++
+					}
+				}
+				return n
+			}
+			if st := e.raw("GET", "/v2/", "Bearer "+good).status; st != 200 {
+				t.Fatalf("the right secret as a bearer token: %d", st)
+			}
+			if st := e.raw("GET", "/v2/", "Bearer "+revoked).status; st != 401 {
+				t.Fatalf("a revoked secret as a bearer token: %d, want 401", st)
+			}
+			if n := failures(); n != 1 {
+				t.Fatalf("%d login failures audited for a revoked bearer secret, want 1", n)
+			}
+			for i := range 2 {
+				if st := e.raw("GET", "/v2/", "Bearer "+authz.SecretPrefix+"wrong").status; st != 401 {
+					t.Fatalf("wrong bearer secret %d: %d, want 401", i, st)
+				}
+			}
+			if n := failures(); n != 3 {
+				t.Fatalf("%d login failures audited, want 3", n)
+			}
+			// The address's counter is full: the right secret, as a
+			// bearer token or as Basic credentials, is refused for now.
+			a := e.raw("GET", "/v2/", "Bearer "+good)
+			if a.status != 429 || a.header.Get("Retry-After") == "" {
+				t.Fatalf("the right bearer secret from a throttled address: %d (Retry-After %q), want 429", a.status, a.header.Get("Retry-After"))
+			}
+			if st := e.raw("GET", "/v2/", basicAuth("good-token", good)).status; st != 429 {
+				t.Fatalf("the right secret as Basic credentials from a throttled address: %d, want 429", st)
+			}
+		})
 	}
 }

@@ -102,7 +102,7 @@ func (a *Authorizer) ServeToken(w http.ResponseWriter, r *http.Request) {
 		access = mergeAccess(access, auth.Access{Type: sc.Type, Name: sc.Name, Actions: granted})
 	}
 	now := a.now()
-	tok, exp, err := a.tokens.Issue(id.Name, id.Kind, id.ID, access, now)
+	tok, exp, err := a.tokens.IssueFor(id, access, now)
 	if err != nil {
 		a.log.Error("token endpoint", "err", err)
 		writeTokenError(w, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error")

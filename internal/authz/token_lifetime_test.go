@@ -133,3 +133,89 @@ func TestAccessTokenStopsWithItsCreatorsAdminRights(t *testing.T) {
 		})
 	}
 }
+
+// TestRegistryTokensStopWithTheirSecret: a registry token is refused from
+// the next request on once the secret it was obtained with is replaced:
+// a user's password reset (UpdateUser), a robot's token regenerated
+// (SetUserSecret). Registry tokens of a scoped access token the user made,
+// and anonymous ones, do not depend on the user's password and keep
+// working.
+func TestRegistryTokensStopWithTheirSecret(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t, dialect, authz.Options{CreatePrivateRepoOnPush: true})
+			if err := e.push("alice/app:v1", "alice", alicePW); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.db.Repositories().UpdateRepository(ctx, "alice/app", ptr("public"), nil, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			robot, _ := auth.NewSecret(authz.SecretPrefix)
+			if _, err := e.db.Users().CreateRobot(ctx, "alice", "ci", auth.HashSecret(robot)); err != nil {
+				t.Fatal(err)
+			}
+			scopes, _ := json.Marshal([]auth.TokenScope{{Repository: "alice/*", Actions: []string{auth.TokenContentRead}}})
+			secret, _ := auth.NewSecret(authz.SecretPrefix)
+			if _, err := e.db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: "alices-ci", SecretHash: auth.HashSecret(secret),
+				Scopes: scopes, CreatedBy: "alice"}); err != nil {
+				t.Fatal(err)
+			}
+			get := func(authorization string) int {
+				t.Helper()
+				return e.raw("GET", "/v2/alice/app/tags/list", authorization).status
+			}
+			tokenOf := func(user, pw string) string {
+				t.Helper()
+				if user == "" {
+					st, body := e.token("", "", "repository:alice/app:pull")
+					if tok, _ := body["token"].(string); st == 200 && tok != "" {
+						return "Bearer " + tok
+					}
+					t.Fatalf("anonymous token: %d %v", st, body)
+				}
+				return e.bearer(user, pw, "repository:alice/app:pull")
+			}
+			alice, robotTok, scoped, anon := tokenOf("alice", alicePW), tokenOf("alice+ci", robot), tokenOf("alices-ci", secret), tokenOf("", "")
+			bob := tokenOf("bob", bobPW)
+			for name, tok := range map[string]string{"alice": alice, "robot": robotTok, "scoped": scoped, "anonymous": anon, "bob": bob} {
+				if st := get(tok); st != 200 {
+					t.Fatalf("%s's token before any change: %d", name, st)
+				}
+			}
+
+			newHash, err := auth.HashPassword("alice-new-password")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.db.Users().UpdateUser(ctx, "alice", meta.UserChange{SecretHash: &newHash}); err != nil {
+				t.Fatal(err)
+			}
+			if st := get(alice); st != 401 {
+				t.Fatalf("alice's token after her password was reset: %d, want 401", st)
+			}
+			for name, tok := range map[string]string{"robot": robotTok, "scoped": scoped, "anonymous": anon, "bob": bob} {
+				if st := get(tok); st != 200 {
+					t.Fatalf("%s's token after alice's password was reset: %d", name, st)
+				}
+			}
+			// The new password gets a token that works.
+			if st := get(tokenOf("alice", "alice-new-password")); st != 200 {
+				t.Fatalf("alice's token with her new password: %d", st)
+			}
+
+			regenerated, _ := auth.NewSecret(authz.SecretPrefix)
+			if err := e.db.Users().SetUserSecret(ctx, "alice+ci", auth.HashSecret(regenerated)); err != nil {
+				t.Fatal(err)
+			}
+			if st := get(robotTok); st != 401 {
+				t.Fatalf("the robot's token after its token was regenerated: %d, want 401", st)
+			}
+			if st := get(tokenOf("alice+ci", regenerated)); st != 200 {
+				t.Fatalf("the robot's token with its new secret: %d", st)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

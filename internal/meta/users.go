@@ -2,7 +2,9 @@ package meta
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
@@ -40,6 +42,16 @@ func (db Users) CountUsers(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("count users: %w", err)
 	}
 	return n, nil
+}
+
+// SecretFingerprint is a short fingerprint of an account's secret hash
+// (the base64url of the first 8 bytes of its SHA-256): what a sign-in
+// checked is carried with what it grants (a registry token's claim, a web
+// session's creation), which stop when the account's secret changes. It
+// tells nothing of the secret that a stored hash does not.
+func SecretFingerprint(secretHash string) string {
+	sum := sha256.Sum256([]byte(secretHash))
+	return base64.RawURLEncoding.EncodeToString(sum[:8])
 }
 
 // SetUserSecret replaces a user's password hash or a robot's token hash.

@@ -24,6 +24,10 @@ type WebSession struct {
 	UserID    int64
 	CSRF      string
 	ExpiresAt time.Time
+	// SecretFingerprint, when set, is the SecretFingerprint of the
+	// secret hash the sign-in verified: CreateWebSession stores the
+	// session only while the user is enabled and its hash still has it.
+	SecretFingerprint string
 	// The user, read with the session.
 	Username  string
 	Superuser bool
@@ -33,9 +37,38 @@ type WebSession struct {
 // ErrSessionNotFound is a session that does not exist or has expired.
 var ErrSessionNotFound = fmt.Errorf("web session %w", ErrNotFound)
 
+// ErrStaleSignIn refuses the session of a sign-in whose user was
+// disabled, deleted or given a new secret since its secret was checked.
+var ErrStaleSignIn = errors.New("the user was disabled, deleted or given a new password since the sign-in checked it")
+
 // CreateWebSession stores a session, deleting the expired ones first.
+// With a SecretFingerprint it stores it only while the user is enabled
+// and its secret hash still has that fingerprint (else ErrStaleSignIn): a
+// sign-in that checked the password before a reset or a disable, which
+// end the user's sessions (Users.UpdateUser), stores none after them. The
+// user's row is read FOR SHARE on PostgreSQL, so that UpdateUser's
+// change waits for this session, which it then ends, or this read waits
+// for the change, and sees it (SQLite serializes the two already).
 func (db WebSessions) CreateWebSession(ctx context.Context, s WebSession) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
+		if s.SecretFingerprint != "" {
+			lock := ""
+			if db.dialect == postgres {
+				lock = " FOR SHARE"
+			}
+			var hash string
+			var enabled int
+			err := tx.QueryRowContext(ctx, db.q("SELECT secret_hash, enabled FROM users WHERE id = ?"+lock), s.UserID).Scan(&hash, &enabled)
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrStaleSignIn
+			}
+			if err != nil {
+				return fmt.Errorf("look up the session's user: %w", err)
+			}
+			if enabled != 1 || SecretFingerprint(hash) != s.SecretFingerprint {
+				return ErrStaleSignIn
+			}
+		}
 		n := now()
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM web_sessions WHERE expires_at < ?"), n); err != nil {
 			return fmt.Errorf("delete expired sessions: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"html"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
 )
 
@@ -302,5 +304,50 @@ func TestWebSignInNext(t *testing.T) {
 		if status, body := b.get("/signin?next=" + url.QueryEscape(next)); status != 200 || !strings.Contains(body, `name="next" value="`+html.EscapeString(want)+`"`) {
 			t.Errorf("GET /signin?next=%q: %d, the form does not return to %q", next, status, want)
 		}
+	}
+}
+
+// TestWebSignInRefusesAccessTokens: the web UI signs in users with their
+// password only. A user's API token (the first user's +initialize token,
+// which acts as the user) is for clients: it gets no session, which would
+// have outlived the token's revocation.
+func TestWebSignInRefusesAccessTokens(t *testing.T) {
+	_, hs, _ := startServer(t, func(cfg *config.Config) { cfg.FeatureUserInitialize = true })
+	body := strings.NewReader(`{"username": "admin", "password": "admin-password-1", "access_token": true}`)
+	resp, err := http.Post(hs.URL+"/api/v1/user/initialize", "application/json", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var init struct {
+		AccessToken string `json:"access_token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&init)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || init.AccessToken == "" {
+		t.Fatalf("initialize: %d, token %q", resp.StatusCode, init.AccessToken)
+	}
+	signIn := func(user, pass string) (int, *http.Cookie) {
+		t.Helper()
+		tok := newBrowser(t, hs.URL).csrf("/signin")
+		req, _ := http.NewRequest("POST", hs.URL+"/signin", strings.NewReader(url.Values{"csrf": {tok}, "username": {user}, "password": {pass}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: "berth_csrf", Value: tok})
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		for _, c := range resp.Cookies() {
+			if c.Name == "berth_session" && c.MaxAge >= 0 {
+				return resp.StatusCode, c
+			}
+		}
+		return resp.StatusCode, nil
+	}
+	if status, session := signIn("admin+initialize", init.AccessToken); status != http.StatusUnauthorized || session != nil {
+		t.Fatalf("sign-in with the API token: %d, session cookie %v; want 401 and none", status, session)
+	}
+	if status, session := signIn("admin", "admin-password-1"); status != http.StatusSeeOther || session == nil {
+		t.Fatalf("sign-in with the password: %d, session cookie %v", status, session)
 	}
 }

@@ -103,7 +103,11 @@ func (u *UI) signinForm(w http.ResponseWriter, r *http.Request, v *visitor) erro
 }
 
 // signin checks a user's password with the token endpoint's check and
-// throttle, and starts a session.
+// throttle, and starts a session: only for a user's own password (an API
+// token acting as its user is for clients, and a session would outlive
+// its revocation), and only while the user is enabled and still has the
+// password checked (a reset or a disable between the check and the
+// session's creation, which ends the user's sessions, leaves none).
 func (u *UI) signin(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	if u.opts.Auth == nil {
 		return fail(http.StatusNotFound, "Authentication is off on this registry (auth.mode: none).")
@@ -123,12 +127,15 @@ func (u *UI) signin(w http.ResponseWriter, r *http.Request, v *visitor) error {
 		return again(http.StatusUnauthorized, "Wrong username or password.")
 	case err != nil:
 		return err
-	case id.Kind != auth.KindUser:
-		return again(http.StatusUnauthorized, "Sign in with a user account (robot and access tokens are for clients).")
+	case id.Kind != auth.KindUser || id.ViaToken || id.SecretFingerprint == "":
+		return again(http.StatusUnauthorized, "Sign in with a user account and its password (robot and access tokens are for clients).")
 	}
 	sid := randomToken()
-	s := meta.WebSession{IDHash: hashID(sid), UserID: id.ID, CSRF: randomToken(), ExpiresAt: u.opts.Now().Add(u.opts.SessionTTL)}
-	if err := u.db.Sessions.CreateWebSession(r.Context(), s); err != nil {
+	s := meta.WebSession{IDHash: hashID(sid), UserID: id.ID, CSRF: randomToken(), ExpiresAt: u.opts.Now().Add(u.opts.SessionTTL),
+		SecretFingerprint: id.SecretFingerprint}
+	if err := u.db.Sessions.CreateWebSession(r.Context(), s); errors.Is(err, meta.ErrStaleSignIn) {
+		return again(http.StatusUnauthorized, "Wrong username or password.")
+	} else if err != nil {
 		return err
 	}
 	if v.session != "" {
