@@ -5,6 +5,7 @@ import (
 	"crypto/sha512"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -39,8 +40,9 @@ func TestChunkedUploadResume(t *testing.T) {
 	if resp.Header.Get("Range") != "0-99999" {
 		t.Fatalf("416 Range = %q", resp.Header.Get("Range"))
 	}
+	// A malformed one is a bad request, not a chunk out of order.
 	resp, body = reg.do("PATCH", loc, data[100000:100010], "Content-Range", "garbage")
-	expectError(t, resp, body, http.StatusRequestedRangeNotSatisfiable, registry.CodeBlobUploadInvalid)
+	expectError(t, resp, body, http.StatusBadRequest, registry.CodeBlobUploadInvalid)
 	// Resume: ask for the status, continue from there.
 	resp, _ = reg.do("GET", loc, nil)
 	if resp.StatusCode != 204 || resp.Header.Get("Range") != "0-99999" || resp.Header.Get("Docker-Upload-UUID") == "" {
@@ -117,6 +119,33 @@ func TestUploadErrors(t *testing.T) {
 	loc = resp.Header.Get("Location")
 	resp, body = reg.do("PATCH", loc, content, "Content-Range", "0-3")
 	expectError(t, resp, body, 400, registry.CodeSizeInvalid)
+	// A streamed body (no Content-Length) longer or shorter than its
+	// Content-Range: refused, and nothing of it is recorded.
+	chunked := func(body []byte, contentRange string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("PATCH", reg.url+loc, io.MultiReader(bytes.NewReader(body)))
+		req.Header.Set("Content-Range", contentRange)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.Request.ContentLength != -1 && resp.Request.ContentLength != 0 {
+			t.Fatalf("the request was sent with Content-Length %d", resp.Request.ContentLength)
+		}
+		return resp, b
+	}
+	for _, cr := range []string{"0-3", "0-19"} {
+		resp, body = chunked(content, cr)
+		expectError(t, resp, body, 400, registry.CodeSizeInvalid)
+		if resp, _ := reg.do("GET", loc, nil); resp.StatusCode != 204 || resp.Header.Get("Range") != "0-0" {
+			t.Fatalf("after a streamed chunk of %d bytes sent as %s: status %d, Range %q; want 204, 0-0", len(content), cr, resp.StatusCode, resp.Header.Get("Range"))
+		}
+	}
+	if resp, body = chunked(content, fmt.Sprintf("0-%d", len(content)-1)); resp.StatusCode != 202 || resp.Header.Get("Range") != fmt.Sprintf("0-%d", len(content)-1) {
+		t.Fatalf("a streamed chunk its Content-Range covers: %d %q %s", resp.StatusCode, resp.Header.Get("Range"), body)
+	}
 	// PUT without a digest.
 	resp, body = reg.do("PUT", loc, nil)
 	expectError(t, resp, body, 400, registry.CodeDigestInvalid)

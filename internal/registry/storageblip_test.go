@@ -3,6 +3,7 @@ package registry_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha512"
 	"errors"
 	"fmt"
 	"io"
@@ -27,10 +28,26 @@ import (
 var errBlip = errors.New("s3: 503 SlowDown: please reduce your request rate")
 
 // blippyDisk is storage whose next writer's Close or Commit fails once,
-// as S3's UploadPart or CompleteMultipartUpload does when S3 stumbles.
+// as S3's UploadPart or CompleteMultipartUpload does when S3 stumbles, or
+// whose next Move (S3's CopyObject and DeleteObject) or Reader fails once.
+// It embeds storage.Driver only, so a blob is placed with Move (no Link).
 type blippyDisk struct {
 	storage.Driver
-	failClose, failCommit *atomic.Bool
+	failClose, failCommit, failMove, failRead *atomic.Bool
+}
+
+func (d blippyDisk) Move(ctx context.Context, src, dst string) error {
+	if d.failMove.CompareAndSwap(true, false) {
+		return errBlip
+	}
+	return d.Driver.Move(ctx, src, dst)
+}
+
+func (d blippyDisk) Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
+	if d.failRead.CompareAndSwap(true, false) {
+		return nil, errBlip
+	}
+	return d.Driver.Reader(ctx, path, offset)
 }
 
 func (d blippyDisk) Writer(ctx context.Context, path string, offset int64) (storage.FileWriter, error) {
@@ -62,11 +79,13 @@ func (w blippyWriter) Commit(ctx context.Context) error {
 }
 
 // TestStorageBlipKeepsTheUpload: a storage failure that passes, while a
-// chunk is kept or while the last PUT completes the upload, is answered
-// 503 with a Retry-After and leaves the upload as it was recorded, so the
-// client's retry of the same request finishes the push (as docs/storage.md
-// promises). Before, both were 500 and the PUT's failure deleted the
-// upload, so the client had to send the whole blob again.
+// chunk is kept, while the last PUT completes the upload, while the
+// completed bytes move to their address or while a sha512 upload is read
+// back for its digest, is answered 503 with a Retry-After and leaves the
+// upload as it was recorded, so the client's retry of the same request
+// finishes the push (as docs/storage.md promises). Before, these were 500
+// and the PUT's failure deleted the upload, so the client had to send the
+// whole blob again (its retried PUT was 404 BLOB_UPLOAD_UNKNOWN).
 func TestStorageBlipKeepsTheUpload(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
@@ -75,10 +94,10 @@ func TestStorageBlipKeepsTheUpload(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var failClose, failCommit atomic.Bool
+			var failClose, failCommit, failMove, failRead atomic.Bool
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))
 			policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
-			srv := httptest.NewServer(registry.New(wire.RegistryStores(db), blippyDisk{driver, &failClose, &failCommit}, registry.Options{Policy: policy, Logger: log}))
+			srv := httptest.NewServer(registry.New(wire.RegistryStores(db), blippyDisk{driver, &failClose, &failCommit, &failMove, &failRead}, registry.Options{Policy: policy, Logger: log}))
 			t.Cleanup(srv.Close)
 			do := func(method, path string, body []byte) (*http.Response, []byte) {
 				t.Helper()
@@ -109,7 +128,7 @@ func TestStorageBlipKeepsTheUpload(t *testing.T) {
 					t.Errorf("%s: 503 without Retry-After", what)
 				}
 			}
-			status := func(what, wantRange string) {
+			status := func(what, loc, wantRange string) {
 				t.Helper()
 				resp, _ := do("GET", loc, nil)
 				if resp.StatusCode != 204 || resp.Header.Get("Range") != wantRange {
@@ -120,24 +139,51 @@ func TestStorageBlipKeepsTheUpload(t *testing.T) {
 			failClose.Store(true)
 			resp, body := do("PATCH", loc, second)
 			unavailable("a chunk storage could not keep", resp, body)
-			status("after the chunk was refused", "0-1048575")
+			status("after the chunk was refused", loc, "0-1048575")
 			if resp, body := do("PATCH", loc, second); resp.StatusCode != 202 {
 				t.Fatalf("the chunk again: %d %s", resp.StatusCode, body)
 			}
 
 			failCommit.Store(true)
-			put := loc + "?digest=" + d.String()
-			if strings.Contains(loc, "?") {
-				put = loc + "&digest=" + d.String()
+			put := func(loc string, d digest.Digest) string {
+				if strings.Contains(loc, "?") {
+					return loc + "&digest=" + d.String()
+				}
+				return loc + "?digest=" + d.String()
 			}
-			resp, body = do("PUT", put, last)
+			resp, body = do("PUT", put(loc, d), last)
 			unavailable("a PUT storage could not complete", resp, body)
-			status("after the PUT was refused", "0-2097151")
-			if resp, body := do("PUT", put, last); resp.StatusCode != 201 {
+			status("after the PUT was refused", loc, "0-2097151")
+			// Completed this time, the bytes fail to move to their address.
+			failMove.Store(true)
+			resp, body = do("PUT", put(loc, d), last)
+			unavailable("a PUT whose bytes storage could not move into place", resp, body)
+			status("after the move failed", loc, "0-2097151")
+			if resp, body := do("PUT", put(loc, d), last); resp.StatusCode != 201 {
 				t.Fatalf("the PUT again: %d %s", resp.StatusCode, body)
 			}
-			if resp, body := do("GET", "/v2/lib/app/blobs/"+d.String(), nil); resp.StatusCode != 200 || digest.FromBytes(body) != d {
+			if resp, body := do("GET", "/v2/lib/app/blobs/"+d.String(), nil); resp.StatusCode != 200 || !bytes.Equal(body, blob) {
 				t.Fatalf("GET the blob: %d, %d bytes", resp.StatusCode, len(body))
+			}
+
+			// A sha512 upload is read back for its digest: a read that
+			// fails is the same.
+			sum := sha512.Sum512(blob)
+			d512 := digest.NewDigestFromBytes(digest.SHA512, sum[:])
+			resp, _ = do("POST", "/v2/lib/app/blobs/uploads/", nil)
+			loc = strings.TrimPrefix(resp.Header.Get("Location"), srv.URL)
+			if resp, body := do("PATCH", loc, blob[:2<<20]); resp.StatusCode != 202 {
+				t.Fatalf("sha512 upload's chunk: %d %s", resp.StatusCode, body)
+			}
+			failRead.Store(true)
+			resp, body = do("PUT", put(loc, d512), last)
+			unavailable("a sha512 PUT whose bytes storage could not read back", resp, body)
+			status("after the read failed", loc, "0-2097151")
+			if resp, body := do("PUT", put(loc, d512), last); resp.StatusCode != 201 {
+				t.Fatalf("the sha512 PUT again: %d %s", resp.StatusCode, body)
+			}
+			if resp, body := do("GET", "/v2/lib/app/blobs/"+d512.String(), nil); resp.StatusCode != 200 || !bytes.Equal(body, blob) {
+				t.Fatalf("GET the sha512 blob: %d, %d bytes", resp.StatusCode, len(body))
 			}
 		})
 	}

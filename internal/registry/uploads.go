@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
@@ -217,7 +215,8 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 			return errorf(http.StatusBadRequest, CodeDigestInvalid, "PUT needs a valid ?digest=: "+err.Error(), nil)
 		}
 	}
-	if err := checkContentRange(r, up.Size); err != nil {
+	rangeLen, err := checkContentRange(r, up.Size)
+	if err != nil {
 		setUploadHeaders(w, rt.name, up.ID, up.Size)
 		return err
 	}
@@ -229,13 +228,40 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	if err != nil {
 		return reg.resumeError(w, up.ID, err)
 	}
+	// A streamed body (no Content-Length) is read no further than its
+	// Content-Range, which it must fill exactly.
+	body, streamed := r.Body, rangeLen >= 0 && r.ContentLength < 0
+	if streamed {
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(body, rangeLen), body}
+	}
 	n, copyErr := reg.copyBody(claimedWriter{fw, claim}, up.Size, h, r)
+	if copyErr == nil && streamed {
+		if more, _ := io.ReadFull(body, make([]byte, 1)); more > 0 || n != rangeLen {
+			// Not the chunk its Content-Range describes: nothing of it
+			// is recorded.
+			abandon(fw)
+			setUploadHeaders(w, rt.name, up.ID, up.Size)
+			got := fmt.Sprintf("%d bytes", n)
+			if more > 0 {
+				got = "more"
+			}
+			return errorf(http.StatusBadRequest, CodeSizeInvalid, fmt.Sprintf("Content-Range covers %d bytes but the body has %s", rangeLen, got), nil)
+		}
+	}
 	if copyErr == nil && r.Method == http.MethodPut {
 		claimed = false // finishing deletes the upload (the claim is renewed until then)
 		return reg.finishUpload(w, r, rt.name, up.ID, fw, h, want, who, claim)
 	}
-	if errors.Is(copyErr, errClaimLost) {
-		reg.log.Warn("upload claim lost while writing; the write was stopped", "upload", up.ID)
+	if !claim.held() {
+		// Another request may own the upload now: what this writer holds
+		// is not sent, and nothing it wrote is recorded (the client asks
+		// for the status and resumes from there).
+		reg.log.Warn("upload claim lost while writing; the write was stopped and not kept", "upload", up.ID)
+		abandon(fw)
+		return errClaimLost
 	}
 	// Record what was written, even after a broken connection: the client
 	// can ask for the upload's status and resume from there. Closing keeps
@@ -299,6 +325,43 @@ func transientStorage(err error) bool {
 		!errors.Is(err, storage.ErrFileTooLarge)
 }
 
+// storageFailure marks a storage error, apart from the metadata store's,
+// among the errors meta.StoreBlob returns (placement).
+type storageFailure struct{ err error }
+
+func (e *storageFailure) Error() string { return e.err.Error() }
+func (e *storageFailure) Unwrap() error { return e.err }
+
+func markStorage(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &storageFailure{err}
+}
+
+// placement is an upload's bytes for meta.StoreBlob with their storage
+// errors marked (storageFailure): a storage failure that may pass keeps
+// the upload; a database's or a quota's answer does not.
+type placement struct{ p storage.Placement }
+
+func (p placement) PlaceEarly(ctx context.Context) (bool, error) {
+	ok, err := p.p.PlaceEarly(ctx)
+	return ok, markStorage(err)
+}
+
+func (p placement) Present(ctx context.Context) (bool, error) {
+	ok, err := p.p.Present(ctx)
+	return ok, markStorage(err)
+}
+
+func (p placement) PresentSize(ctx context.Context, size int64) (bool, error) {
+	ok, err := p.p.PresentSize(ctx, size)
+	return ok, markStorage(err)
+}
+
+func (p placement) Place(ctx context.Context) error { return markStorage(p.p.Place(ctx)) }
+func (p placement) Clear(ctx context.Context) error { return markStorage(p.p.Clear(ctx)) }
+
 // storageUnavailable answers a transient storage failure while writing an
 // upload: 503 UNAVAILABLE with a Retry-After, which clients retry; kept
 // says the upload stays as it was recorded (a single-request upload has
@@ -311,154 +374,6 @@ func (reg *Registry) storageUnavailable(w http.ResponseWriter, id, what string, 
 		msg += " (the upload is kept)"
 	}
 	return errorf(http.StatusServiceUnavailable, CodeUnavailable, msg, nil)
-}
-
-// Upload claims: a writer holds a short lease on its upload and renews it
-// while it streams, so a writer that dies (SIGKILL, a lost replica) frees
-// its upload within uploadLease, and a request that finds the upload
-// claimed waits that long for the claim to end before answering 409.
-const (
-	uploadLease      = 10 * time.Second
-	uploadRenewEvery = uploadLease / 4
-	uploadClaimWait  = uploadLease + 2*time.Second
-	uploadClaimPoll  = 100 * time.Millisecond
-)
-
-// claimUpload claims an upload, waiting up to uploadClaimWait while
-// another request holds it. Its errors are the answers: 404
-// BLOB_UPLOAD_UNKNOWN, or 409 BLOB_UPLOAD_INVALID if still claimed.
-//
-// A claim is a write (on SQLite, a turn of the one writer, which every
-// push shares); while another request holds the upload, the wait reads
-// the lease instead, every uploadClaimPoll, and tries to claim again only
-// once the lease looks ended (released, or run out): requests waiting on
-// a claim cost a read per poll, not a write.
-func (reg *Registry) claimUpload(ctx context.Context, repo, id string) (meta.Upload, error) {
-	deadline := time.Now().Add(uploadClaimWait)
-	for {
-		up, err := reg.meta.Uploads.ClaimUpload(ctx, repo, id, uploadLease)
-		switch {
-		case errors.Is(err, meta.ErrUploadNotFound):
-			return up, errUploadUnknown
-		case !errors.Is(err, meta.ErrUploadBusy):
-			return up, err
-		}
-		for ended := false; !ended; {
-			if time.Now().After(deadline) {
-				return up, errorf(http.StatusConflict, CodeBlobUploadInvalid, meta.ErrUploadBusy.Error(), nil)
-			}
-			select {
-			case <-ctx.Done():
-				return meta.Upload{}, ctx.Err()
-			case <-time.After(uploadClaimPoll):
-			}
-			until, err := reg.meta.Uploads.UploadLease(ctx, repo, id)
-			switch {
-			case errors.Is(err, meta.ErrUploadNotFound):
-				return meta.Upload{}, errUploadUnknown
-			case err != nil:
-				return meta.Upload{}, err
-			}
-			ended = until.Before(time.Now())
-		}
-	}
-}
-
-// claimHolder renews an upload claim in the background until stopped. If
-// the claim is lost (not renewed within its lease, so another request may
-// own the upload now), writes through claimedWriter fail from then on: two
-// writers must never interleave bytes in one upload.
-type claimHolder struct {
-	lost   atomic.Bool
-	done   chan struct{}
-	exited chan struct{}
-	once   sync.Once
-	claim  atomic.Int64
-	// safeUntil (Unix nanoseconds) is when the claim may have run out if
-	// no renewal lands: writes stop then even if a renewal is stuck.
-	safeUntil atomic.Int64
-}
-
-// safeEnd is when writes under a claim stop (Unix nanoseconds): a margin
-// of uploadRenewEvery before its lease's end as the store recorded it
-// (the claim is that end, in Unix microseconds). The end was fixed before
-// the statement that recorded it waited for the database; a time taken
-// after it returned would be later by that wait, however long.
-func safeEnd(claim int64) int64 {
-	return time.UnixMicro(claim).Add(-uploadRenewEvery).UnixNano()
-}
-
-// renewIn is how long until a claim (its lease's end, Unix microseconds)
-// is renewed: uploadRenewEvery after its lease began, measured from the
-// end the store recorded, so a claim whose statement waited long on the
-// database is renewed at once rather than a whole period after it
-// returned, when its safe end (safeEnd) may have passed.
-func renewIn(claim int64) time.Duration {
-	return max(0, time.Until(time.UnixMicro(claim).Add(-uploadLease+uploadRenewEvery)))
-}
-
-func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder {
-	c := &claimHolder{done: make(chan struct{}), exited: make(chan struct{})}
-	c.claim.Store(up.Claim)
-	c.safeUntil.Store(safeEnd(up.Claim))
-	go func() {
-		defer close(c.exited)
-		wait := renewIn(up.Claim)
-		for {
-			t := time.NewTimer(wait)
-			select {
-			case <-c.done:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			next, err := reg.meta.Uploads.RenewUpload(context.WithoutCancel(ctx), up.ID, c.claim.Load(), uploadLease)
-			switch {
-			case err == nil:
-				c.claim.Store(next)
-				c.safeUntil.Store(safeEnd(next))
-				wait = renewIn(next)
-			case errors.Is(err, meta.ErrUploadClaimLost) || time.Now().UnixNano() >= c.safeUntil.Load():
-				// Lost, or finished (the upload's row is gone): either
-				// way nothing may be written any more.
-				c.lost.Store(true)
-				return
-			default:
-				reg.log.Warn("renew upload claim", "upload", up.ID, "err", err)
-				wait = uploadRenewEvery / 2
-			}
-		}
-	}()
-	return c
-}
-
-// held reports whether the claim is still the holder's: no renewal found
-// it lost, and the last one is recent enough that the lease has not run
-// out.
-func (c *claimHolder) held() bool {
-	return !c.lost.Load() && time.Now().UnixNano() < c.safeUntil.Load()
-}
-
-// stop ends the renewals and returns the claim as it stands now.
-func (c *claimHolder) stop() int64 {
-	c.once.Do(func() { close(c.done) })
-	<-c.exited
-	return c.claim.Load()
-}
-
-var errClaimLost = errorf(http.StatusConflict, CodeBlobUploadInvalid, "this upload's claim was lost while writing; check its status and resume", nil)
-
-// claimedWriter refuses writes once the claim is lost.
-type claimedWriter struct {
-	w io.Writer
-	c *claimHolder
-}
-
-func (cw claimedWriter) Write(p []byte) (int, error) {
-	if cw.c.lost.Load() || time.Now().UnixNano() > cw.c.safeUntil.Load() {
-		return 0, errClaimLost
-	}
-	return cw.w.Write(p)
 }
 
 // cancelUpload ends an upload session (DELETE). It claims the session
@@ -490,30 +405,33 @@ func (reg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, name, 
 	return nil
 }
 
-// checkContentRange validates an optional Content-Range of a chunk: it
-// must start where the upload ends, and agree with Content-Length.
-func checkContentRange(r *http.Request, size int64) error {
+// checkContentRange validates an optional Content-Range of a chunk and
+// returns the number of bytes it covers (-1 without one). A malformed one
+// is 400; one that does not start where the upload ends is 416, as the
+// distribution spec has a chunk out of order answered; one that disagrees
+// with Content-Length is 400 SIZE_INVALID.
+func checkContentRange(r *http.Request, size int64) (int64, error) {
 	cr := r.Header.Get("Content-Range")
 	if cr == "" {
-		return nil
+		return -1, nil
 	}
 	spec := strings.TrimPrefix(strings.TrimPrefix(cr, "bytes="), "bytes ")
 	spec, _, _ = strings.Cut(spec, "/")
 	a, b, ok := strings.Cut(spec, "-")
 	start, err1 := strconv.ParseInt(a, 10, 64)
 	end, err2 := strconv.ParseInt(b, 10, 64)
-	if !ok || err1 != nil || err2 != nil || start < 0 || end < start {
-		return errorf(http.StatusRequestedRangeNotSatisfiable, CodeBlobUploadInvalid, fmt.Sprintf("malformed Content-Range %q", cr), nil)
+	if !ok || err1 != nil || err2 != nil || start < 0 || end < start || end == math.MaxInt64 {
+		return -1, errorf(http.StatusBadRequest, CodeBlobUploadInvalid, fmt.Sprintf("malformed Content-Range %q", cr), nil)
 	}
 	if start != size {
-		return errorf(http.StatusRequestedRangeNotSatisfiable, CodeBlobUploadInvalid,
+		return -1, errorf(http.StatusRequestedRangeNotSatisfiable, CodeBlobUploadInvalid,
 			fmt.Sprintf("Content-Range starts at %d but the upload has %d bytes", start, size), nil)
 	}
 	if r.ContentLength >= 0 && r.ContentLength != end-start+1 {
-		return errorf(http.StatusBadRequest, CodeSizeInvalid,
+		return -1, errorf(http.StatusBadRequest, CodeSizeInvalid,
 			fmt.Sprintf("Content-Range covers %d bytes but Content-Length is %d", end-start+1, r.ContentLength), nil)
 	}
-	return nil
+	return end - start + 1, nil
 }
 
 // finishUpload verifies the digest of a complete upload, moves the bytes
@@ -539,6 +457,15 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 		fw.Cancel(ctx)
 		reg.store.Delete(ctx, storage.UploadRoot(id))
 	}
+	// A session whose claim is lost may be another request's: completing
+	// its file (on S3, its multipart upload) would end what that request
+	// writes.
+	if claim != nil && !claim.held() {
+		reg.log.Warn("upload claim lost before the upload was completed; not completed", "upload", id)
+		abandon(fw)
+		reg.meta.Uploads.ReleaseUpload(ctx, id, claim.stop())
+		return errClaimLost
+	}
 	if err := fw.Commit(ctx); err != nil {
 		if !transientStorage(err) {
 			discard()
@@ -562,6 +489,9 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	if want.Algorithm() != digest.SHA256 {
 		var err error
 		if got, err = reg.digestStored(ctx, storage.UploadPath(id), want.Algorithm()); err != nil {
+			if transientStorage(err) {
+				return reg.keepCompleted(ctx, w, id, "read the upload back for its digest", claim, discard, err)
+			}
 			discard()
 			return err
 		}
@@ -591,10 +521,17 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	}
 	blob := meta.Blob{Digest: want, Size: size}
 	if _, err := reg.meta.Blobs.StoreBlob(ctx, name, blob, up, who,
-		storage.Staged(reg.store, storage.UploadPath(id), want)); err != nil {
+		placement{storage.Staged(reg.store, storage.UploadPath(id), want)}); err != nil {
 		if errors.Is(err, meta.ErrUploadClaimLost) {
 			reg.log.Warn("upload claim lost before the blob was stored; not stored", "upload", id)
 			return errClaimLost
+		}
+		var sf *storageFailure
+		if errors.As(err, &sf) && transientStorage(err) {
+			// Storage stumbled placing the bytes (on S3, CopyObject or
+			// DeleteObject throttled or timing out): the transaction
+			// rolled back, and the completed file is still the upload's.
+			return reg.keepCompleted(ctx, w, id, "move the blob into place", claim, discard, err)
 		}
 		discard()
 		if errors.Is(err, storage.ErrNotFound) {
@@ -613,6 +550,34 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	hd.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// keepCompleted answers a storage failure that may pass after a PUT
+// completed the upload's file (reading it back, moving it into place):
+// 503 with a Retry-After, and the session kept at its recorded size and
+// hash state, so that the client's retry of the PUT sends its body again
+// at the recorded offset. The session's bytes are one completed file now
+// (on S3 its multipart upload is completed and its tail objects are
+// gone), so its writer state is dropped: the next writer continues the
+// file from its stored bytes (storage.OpenWriter with no state; on S3 the
+// recorded bytes are copied into a new multipart upload). A
+// single-request upload (no claim) has nothing to keep.
+func (reg *Registry) keepCompleted(ctx context.Context, w http.ResponseWriter, id, what string, claim *claimHolder, discard func(), err error) error {
+	if claim == nil {
+		discard()
+		return reg.storageUnavailable(w, id, what, false, err)
+	}
+	s := claim.session
+	if aerr := reg.meta.Uploads.AdvanceUpload(ctx, id, claim.stop(), s.Size, s.Size, s.HashState, nil); aerr != nil {
+		if errors.Is(aerr, meta.ErrUploadConflict) {
+			reg.log.Warn("upload claim lost before the upload could be kept", "upload", id)
+			return errClaimLost
+		}
+		reg.log.Error("keep the upload after a storage failure", "upload", id, "err", aerr)
+		reg.meta.Uploads.ReleaseUpload(ctx, id, claim.stop())
+		return reg.storageUnavailable(w, id, what, false, err)
+	}
+	return reg.storageUnavailable(w, id, what, true, err)
 }
 
 // digestStored hashes stored bytes with another algorithm than the one

@@ -231,6 +231,21 @@ func (w *writer) Close() error {
 	return nil
 }
 
+// Abandon lets the writer go without keeping what it holds: unlike
+// Close, it sends nothing (no part, no tail object), and State and Commit
+// fail after it. The registry abandons the writer of a request whose
+// claim on its upload was lost: another request may own the upload by
+// then, and a part Close sent would write over the part of the same
+// number that request recorded, so that the multipart upload could never
+// complete. Parts sent before stay, for the next writer to write over or
+// the upload's end to abort.
+func (w *writer) Abandon() {
+	w.closed, w.buf = true, nil
+	if w.err == nil {
+		w.err = fmt.Errorf("s3 write %s: writer abandoned", w.path)
+	}
+}
+
 // tailInfix names a writer's tail objects: <key>.tail.<size>, beside the
 // key (not below it, which a filesystem-backed S3 server could not store
 // next to the key's own object), so that Delete finds them by prefix.
