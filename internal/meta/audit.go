@@ -33,7 +33,7 @@ func (db Access) AppendAudit(ctx context.Context, e AuditEntry) error {
 		e.Metadata = json.RawMessage("{}")
 	}
 	_, err := db.write.ExecContext(ctx, db.q(`INSERT INTO audit_log (kind, actor, ip, namespace, repository, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-		e.Kind, e.Actor, e.IP, e.Namespace, e.Repository, string(e.Metadata), now())
+		e.Kind, e.Actor, e.IP, e.Namespace, e.Repository, string(e.Metadata), db.now())
 	if err != nil {
 		return fmt.Errorf("append audit entry: %w", err)
 	}

@@ -127,7 +127,7 @@ func (db Notifications) RequestEmailAuthorization(ctx context.Context, scope, ta
 				return fmt.Errorf("lock authorized e-mails: %w", err)
 			}
 		}
-		ts := now()
+		ts := db.now()
 		// Unconfirmed requests whose last code expired are forgotten: they
 		// no longer count against the target's pending ones, nor their
 		// mails against the address.
@@ -232,7 +232,7 @@ func (db Notifications) ConfirmEmailAuthorization(ctx context.Context, codeHash 
 		if err != nil {
 			return fmt.Errorf("read authorized e-mail: %w", err)
 		}
-		ts := now()
+		ts := db.now()
 		res, err := tx.ExecContext(ctx, db.q(`UPDATE authorized_emails SET confirmed = 1, confirmed_at = ?, code_hash = ''
 			WHERE id = ? AND code_hash = ? AND confirmed = 0`), ts, a.ID, codeHash)
 		if err != nil {

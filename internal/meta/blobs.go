@@ -64,7 +64,7 @@ func (db Blobs) RepositoryBlob(ctx context.Context, repo string, d digest.Digest
 func (db Blobs) TouchBlobLink(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error) {
 	res, err := db.write.ExecContext(ctx, db.q(`UPDATE repository_blobs SET created_at = ?
 		WHERE digest = ? AND created_at < ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)`),
-		now(), d.String(), stale.UnixMicro(), repo)
+		db.now(), d.String(), stale.UnixMicro(), repo)
 	if err != nil {
 		return false, fmt.Errorf("touch blob link: %w", err)
 	}
@@ -166,7 +166,7 @@ func (db *core) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, u
 	// A new link, or a confirmed one, is dated now: collection spares it
 	// for a delay.
 	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?)
-		ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at`), id, b.Digest.String(), now()); err != nil {
+		ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at`), id, b.Digest.String(), db.now()); err != nil {
 		return fmt.Errorf("link blob: %w", err)
 	}
 	if up.ID != "" {
@@ -338,7 +338,7 @@ func (db *core) storeBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, 
 				return false, fmt.Errorf("delete condemned bytes: %w", err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)"), b.Digest.String(), b.Size, now()); err != nil {
+		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?)"), b.Digest.String(), b.Size, db.now()); err != nil {
 			return false, fmt.Errorf("record blob: %w", err)
 		}
 		if err := db.quotaBlobStored(ctx, tx, b.Digest, b.Size); err != nil { // namespace quota

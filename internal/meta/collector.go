@@ -86,7 +86,7 @@ func (db Collector) restorableSince() int64 {
 	if db.timeMachine <= 0 {
 		return 1 << 62 // nothing is kept for restore
 	}
-	return time.Now().Add(-db.timeMachine).UnixMicro()
+	return db.now() - db.timeMachine.Microseconds()
 }
 
 // collectManifestTx deletes the manifest or returns errKept.
@@ -182,7 +182,7 @@ func (db Collector) StaleLinks(ctx context.Context, cutoff time.Time, n int) ([]
 		WHERE rb.created_at < ?
 		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = rb.repository_id AND x.ref_digest = rb.digest)
 		AND r.name NOT IN (`+uploadingSince+`)
-		ORDER BY rb.created_at LIMIT ?`), cutoff.UnixMicro(), cutoff.UnixMicro(), now(), n)
+		ORDER BY rb.created_at LIMIT ?`), cutoff.UnixMicro(), cutoff.UnixMicro(), db.now(), n)
 	if err != nil {
 		return nil, fmt.Errorf("stale links: %w", err)
 	}
@@ -216,7 +216,7 @@ func (db Collector) CollectLinks(ctx context.Context, cands []GCCandidate, cutof
 		repoID, d := cands[i].RepositoryID, cands[i].Digest
 		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ? AND created_at < ?
 			AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.id = repository_blobs.repository_id AND r.name IN (`+uploadingSince+`))`),
-			repoID, d.String(), cutoff.UnixMicro(), cutoff.UnixMicro(), now())
+			repoID, d.String(), cutoff.UnixMicro(), cutoff.UnixMicro(), db.now())
 		if err != nil {
 			return fmt.Errorf("collect link: %w", err)
 		}
@@ -289,7 +289,7 @@ func (db Collector) CondemnBlobs(ctx context.Context, ds []digest.Digest, cutoff
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO gc_blob_deletes (digest, queued_at) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING"),
-			d.String(), now()); err != nil {
+			d.String(), db.now()); err != nil {
 			return fmt.Errorf("queue blob delete: %w", err)
 		}
 		return nil
@@ -342,7 +342,7 @@ func (db Collector) FinishBlobDeletes(ctx context.Context, ds []digest.Digest, r
 		}
 		if err := remove(ctx, d); err != nil {
 			failed = append(failed, fmt.Errorf("delete the bytes of %s: %w", d, err))
-			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO gc_blob_deletes (digest, queued_at) VALUES (?, ?)"), d.String(), now()); err != nil {
+			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO gc_blob_deletes (digest, queued_at) VALUES (?, ?)"), d.String(), db.now()); err != nil {
 				return fmt.Errorf("queue blob delete again: %w", err)
 			}
 			return errRequeued
@@ -442,7 +442,7 @@ func (db Collector) ManifestGCKeepers(ctx context.Context, repo string, d digest
 			repoID, d.String()).Scan(&last); err != nil {
 			return k, fmt.Errorf("manifest gc status: %w", err)
 		}
-		if until := fromMicros(last).Add(db.timeMachine); last > 0 && until.After(time.Now()) {
+		if until := fromMicros(last).Add(db.timeMachine); last > 0 && until.After(db.nowTime()) {
 			k.RestorableUntil = until
 		}
 	}

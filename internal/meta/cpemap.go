@@ -51,7 +51,7 @@ func (db VulnDB) ReplaceCPEMapping(ctx context.Context, mapping map[string][]str
 		}
 		slices.Sort(changed)
 		if len(changed) == 0 {
-			_, err := tx.ExecContext(ctx, db.q("UPDATE cpe_mapping_source SET checked_at = ? WHERE id = 1"), now())
+			_, err := tx.ExecContext(ctx, db.q("UPDATE cpe_mapping_source SET checked_at = ? WHERE id = 1"), db.now())
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM content_set_cpes"); err != nil {
@@ -66,7 +66,7 @@ func (db VulnDB) ReplaceCPEMapping(ctx context.Context, mapping map[string][]str
 		if err := db.insertRows(ctx, tx, "content_set_cpes (content_set, cpe)", rows); err != nil {
 			return fmt.Errorf("store content set mapping: %w", err)
 		}
-		ts := now()
+		ts := db.now()
 		_, err = tx.ExecContext(ctx, db.q(`INSERT INTO cpe_mapping_source (id, content_sets, updated_at, checked_at) VALUES (1, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET content_sets = excluded.content_sets, updated_at = excluded.updated_at, checked_at = excluded.checked_at`),
 			len(want), ts, ts)

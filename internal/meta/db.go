@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -74,6 +75,21 @@ type core struct {
 	// behindSwept holds, per job queue, when this process last looked for
 	// jobs marked behind that nothing holds back (sweepBehind).
 	behindSwept sync.Map // queue -> *atomic.Int64 (microseconds)
+	// offset is what now adds to the local clock, in microseconds: the
+	// database server's clock minus the local one on PostgreSQL, measured
+	// at Open and every clockEvery (clock.go); 0 on SQLite.
+	offset atomic.Int64
+	// clock, if set, replaces time.Now as the local clock (tests only).
+	clock func() time.Time
+	// clockStop ends the measures of offset (startClock), which close
+	// clockDone once they have stopped; clockWarned is set while the
+	// offset is past clockWarnOver and that was logged. Only Open and
+	// then the measuring goroutine touch clockWarned.
+	clockStop   context.CancelFunc
+	clockDone   chan struct{}
+	clockWarned bool
+	// log is where the store logs (Logger; slog.Default() if nil).
+	log *slog.Logger
 }
 
 // DB is the metadata store: an open database and its migrations. Its
@@ -191,6 +207,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 		return nil, err
 	}
 	db.appended, db.enqueued, db.noUpgrade = set.appended, set.enqueued, set.noUpgrade
+	db.clock, db.log = set.clock, set.log
 	if set.mustExist {
 		if err := db.checkExists(ctx); err != nil {
 			db.Close()
@@ -201,10 +218,16 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	// Before the migrations, which record when they ran.
+	if err := db.syncClock(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
+	db.startClock()
 	return db, nil
 }
 
@@ -312,8 +335,10 @@ func openSQLite(path string, syncFull bool) (*DB, error) {
 	return &DB{&core{read: read, write: write, dialect: sqlite}}, nil
 }
 
-// Close closes the pools.
+// Close stops measuring the offset to the database's clock and closes
+// the pools.
 func (db *DB) Close() error {
+	db.stopClock()
 	err := db.write.Close()
 	if db.read != db.write.db {
 		err = errors.Join(err, db.read.Close())
@@ -509,7 +534,18 @@ func (db *core) pointLookup(ctx context.Context) context.Context {
 	return ctx
 }
 
-func now() int64 { return time.Now().UnixMicro() }
+// now is the time, in Unix microseconds, that the store writes and
+// compares: the local clock corrected by the offset to the database's
+// clock (clock.go).
+func (db *core) now() int64 { return db.localNow().UnixMicro() + db.offset.Load() }
+
+// localNow is the host's clock (core.clock in tests).
+func (db *core) localNow() time.Time {
+	if db.clock != nil {
+		return db.clock()
+	}
+	return time.Now()
+}
 
 func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
 

@@ -97,3 +97,15 @@ func (db Graph) ImagesWithChains(ctx context.Context, chains []digest.Digest, n 
 	}
 	return scanNodes(rows)
 }
+
+// LocalClock makes the store read the local time from clock instead of
+// time.Now, as a host whose clock is off would.
+func LocalClock(clock func() time.Time) Option {
+	return func(db *core) { db.clock = clock }
+}
+
+// ClockOffset is what the store adds to the local clock to read the
+// database's.
+func (db *DB) ClockOffset() time.Duration {
+	return time.Duration(db.offset.Load()) * time.Microsecond
+}

@@ -48,7 +48,7 @@ func (db Gates) Decide(ctx context.Context, dec Decision) error {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q("UPDATE gate_candidates SET state = ?, reasons = ?, decision = ?, decided_at = ? WHERE id = ?"),
-			dec.State, string(reasons), string(dec.Detail), now(), c.ID); err != nil {
+			dec.State, string(reasons), string(dec.Detail), db.now(), c.ID); err != nil {
 			return fmt.Errorf("record decision: %w", err)
 		}
 		prev, _ := json.Marshal(nonNil(c.Reasons))
@@ -166,10 +166,10 @@ func (db Gates) Promote(ctx context.Context, p Promotion) (Promoted, error) {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO immutable_tags (repository_id, name, reason, created_at) VALUES (?, ?, ?, ?)`),
-			repoID, rollback, "the rollback tag of a promotion of "+c.Tag, now()); err != nil {
+			repoID, rollback, "the rollback tag of a promotion of "+c.Tag, db.now()); err != nil {
 			return fmt.Errorf("make rollback tag immutable: %w", err)
 		}
-		ts := now()
+		ts := db.now()
 		if _, err := tx.ExecContext(ctx, db.q("UPDATE gate_candidates SET state = ?, reasons = '[]', decision = ?, rollback_tag = ?, decided_at = ? WHERE id = ?"),
 			CandidatePromoted, string(p.Detail), rollback, ts, c.ID); err != nil {
 			return fmt.Errorf("record promotion: %w", err)
@@ -289,7 +289,7 @@ func (db *core) rollbackTag(ctx context.Context, tx *sql.Tx, repoID int64, tag s
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("read rollback counter: %w", err)
 	}
-	ts := now()
+	ts := db.now()
 	tried := map[string]bool{}
 	for range 1000 {
 		n++

@@ -176,7 +176,7 @@ func (db Gates) PutGate(ctx context.Context, g Gate) error {
 		if err != nil {
 			return err
 		}
-		ts := now()
+		ts := db.now()
 		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO gates (repository_id, tags, config, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (repository_id) DO UPDATE SET tags = excluded.tags, config = excluded.config, updated_at = excluded.updated_at`),
 			repoID, string(tags), string(g.Config), ts, ts); err != nil {
@@ -316,7 +316,7 @@ func (db Gates) DeleteGate(ctx context.Context, repo string) error {
 			}
 		}
 		_, err = tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND state IN ('pending', 'blocked')`),
-			CandidateWithdrawn, now(), repoID)
+			CandidateWithdrawn, db.now(), repoID)
 		if err != nil {
 			return fmt.Errorf("withdraw candidates: %w", err)
 		}
@@ -376,7 +376,7 @@ func (db *core) proposeCandidate(ctx context.Context, tx *sql.Tx, repoID int64, 
 	if !errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("find candidate: %w", err)
 	}
-	ts := now()
+	ts := db.now()
 	if _, err := tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND tag = ? AND state IN ('pending', 'blocked')`),
 		CandidateSuperseded, ts, repoID, tag); err != nil {
 		return 0, fmt.Errorf("supersede candidates: %w", err)
@@ -566,7 +566,7 @@ func (db Gates) PostCheck(ctx context.Context, repo string, d digest.Digest, c C
 		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO gate_checks (repository_id, digest, name, status, details_url, summary, actor, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (repository_id, digest, name) DO UPDATE SET status = excluded.status, details_url = excluded.details_url,
 			summary = excluded.summary, actor = excluded.actor, updated_at = excluded.updated_at`),
-			repoID, d.String(), c.Name, c.Status, c.DetailsURL, c.Summary, c.Actor, now()); err != nil {
+			repoID, d.String(), c.Name, c.Status, c.DetailsURL, c.Summary, c.Actor, db.now()); err != nil {
 			return fmt.Errorf("store check: %w", err)
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventGateCheck, Repository: repo, Actor: c.Actor,

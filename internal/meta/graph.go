@@ -92,14 +92,14 @@ func (db *core) recordImage(ctx context.Context, tx *sql.Tx, img GraphImage) (in
 	}
 	if len(img.Chain) == 0 {
 		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_images (repository_id, digest, layers, top_chain, platform, indexed_at)
-			VALUES (?, ?, 0, '', ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`), repoID, img.Digest.String(), img.Platform, now()); err != nil {
+			VALUES (?, ?, 0, '', ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`), repoID, img.Digest.String(), img.Platform, db.now()); err != nil {
 			return 0, false, fmt.Errorf("record a manifest looked at: %w", err)
 		}
 		return repoID, false, nil
 	}
 	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_images (repository_id, digest, layers, top_chain, platform, indexed_at)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
-		repoID, img.Digest.String(), len(img.Chain), img.Chain[len(img.Chain)-1].String(), img.Platform, now())
+		repoID, img.Digest.String(), len(img.Chain), img.Chain[len(img.Chain)-1].String(), img.Platform, db.now())
 	if err != nil {
 		return 0, false, fmt.Errorf("index image: %w", err)
 	}
@@ -175,7 +175,7 @@ func (db *core) setBases(ctx context.Context, tx *sql.Tx, repo string, d digest.
 	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM graph_bases WHERE repository_id = ? AND digest = ?"), repoID, d.String()); err != nil {
 		return fmt.Errorf("clear bases: %w", err)
 	}
-	ts := now()
+	ts := db.now()
 	for _, b := range bases {
 		if err := db.insertBase(ctx, tx, repoID, d, b, ts); err != nil {
 			return err
@@ -516,7 +516,7 @@ func (db Graph) FireBaseMoved(ctx context.Context, mv BaseMove) (int, error) {
 			}
 			for _, top := range tagged {
 				res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_triggers (repository_id, digest, new_base, fired_at) VALUES (?, ?, ?, ?)
-					ON CONFLICT DO NOTHING`), d.repoID, top.String(), mv.New.String(), now())
+					ON CONFLICT DO NOTHING`), d.repoID, top.String(), mv.New.String(), db.now())
 				if err != nil {
 					return fmt.Errorf("record trigger: %w", err)
 				}

@@ -63,7 +63,7 @@ func (db *core) linkDependents(ctx context.Context, tx *sql.Tx, _ int64, img Gra
 		return err
 	}
 	best := map[string]*GraphNode{} // per namespace; nil: no copy
-	ts := now()
+	ts := db.now()
 	for _, dep := range deps {
 		b, ok := best[namespaceOf(dep.repo)]
 		if !ok {

@@ -35,7 +35,7 @@ func (db *core) recordTagHistory(ctx context.Context, tx *sql.Tx, repoID int64, 
 
 // endTagHistory ends the current periods of deleted tags.
 func (db *core) endTagHistory(ctx context.Context, tx *sql.Tx, repoID int64, tags ...string) error {
-	return db.endTagHistoryAt(ctx, tx, repoID, now(), tags...)
+	return db.endTagHistoryAt(ctx, tx, repoID, db.now(), tags...)
 }
 
 func (db *core) endTagHistoryAt(ctx context.Context, tx *sql.Tx, repoID int64, at int64, tags ...string) error {
@@ -123,7 +123,7 @@ func (db Manifests) WithTimeMachine(window time.Duration) TimeMachine {
 // gate's guarded tag may always be rolled back to a digest it was
 // promoted to (its rollback tags keep those, for ever).
 func (t TimeMachine) RestoreTag(ctx context.Context, repo, tag string, d digest.Digest, actor string) error {
-	return t.m.restoreTag(ctx, repo, tag, d, actor, time.Now().Add(-t.window).UnixMicro())
+	return t.m.restoreTag(ctx, repo, tag, d, actor, t.m.now()-t.window.Microseconds())
 }
 
 // RestoreTag puts a tag back on a digest it pointed at before (Quay's
@@ -180,7 +180,7 @@ func (db Manifests) restoreTag(ctx context.Context, repo, tag string, d digest.D
 		// and, for a guarded tag, the digest it left is rejected: pushes
 		// and mirror syncs do not propose it again (a manual promotion
 		// may).
-		ts := now()
+		ts := db.now()
 		if _, err := tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND tag = ? AND state IN ('pending', 'blocked')`),
 			CandidateSuperseded, ts, repoID, tag); err != nil {
 			return fmt.Errorf("supersede candidates: %w", err)

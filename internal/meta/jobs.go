@@ -126,7 +126,7 @@ func (db *core) insertJob(ctx context.Context, tx *sql.Tx, j Job) (int64, error)
 	if j.MaxAttempts <= 0 {
 		j.MaxAttempts = DefaultJobMaxAttempts
 	}
-	ts := now()
+	ts := db.now()
 	runAt, created := ts, ts
 	if !j.RunAt.IsZero() {
 		runAt = j.RunAt.UnixMicro()
@@ -214,7 +214,7 @@ func scanJob(row interface{ Scan(...any) error }) (Job, error) {
 
 // finishJob applies set to a job that owner still holds.
 func (db *core) finishJob(ctx context.Context, what string, id int64, owner, set string, args ...any) error {
-	args = append(args, now(), id, owner)
+	args = append(args, db.now(), id, owner)
 	res, err := db.laxExec(ctx, db.q("UPDATE jobs SET "+set+", updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running'"), args...)
 	if err != nil {
 		return fmt.Errorf("%s job %d: %w", what, id, err)
@@ -230,7 +230,7 @@ func (db *core) finishJob(ctx context.Context, what string, id int64, owner, set
 // endJob applies set, which ends the job (done, dead), to a job that owner
 // still holds, and advances its key (advanceKey) in the same transaction.
 func (db *core) endJob(ctx context.Context, what string, id int64, owner, set string, args ...any) error {
-	args = append(args, now(), id, owner)
+	args = append(args, db.now(), id, owner)
 	err := db.laxTx(ctx, func(tx *sql.Tx) error {
 		var queue, key string
 		err := tx.QueryRowContext(ctx, db.q("UPDATE jobs SET "+set+", updated_at = ? WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING queue, ordering_key"),
@@ -264,7 +264,7 @@ func (db Jobs) RetryJob(ctx context.Context, id int64, owner string, runAt time.
 	return db.finishJob(ctx, "retry", id, owner, `status = 'pending',
 		run_at = CASE WHEN run_at = ? THEN CAST(? AS BIGINT) ELSE CAST(? AS BIGINT) END,
 		lease_until = 0, lease_owner = '', last_error = ?`,
-		releasedRunAt, now(), runAt.UnixMicro(), cleanJobError(errText))
+		releasedRunAt, db.now(), runAt.UnixMicro(), cleanJobError(errText))
 }
 
 // DeferJob puts a running job back to pending without counting the
@@ -277,7 +277,7 @@ func (db Jobs) DeferJob(ctx context.Context, id int64, owner string, runAt time.
 		run_at = CASE WHEN run_at = ? THEN CAST(? AS BIGINT) ELSE CAST(? AS BIGINT) END,
 		attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
 		lease_until = 0, lease_owner = '', last_error = ?`,
-		releasedRunAt, now(), runAt.UnixMicro(), cleanJobError(reason))
+		releasedRunAt, db.now(), runAt.UnixMicro(), cleanJobError(reason))
 }
 
 // releasedRunAt is the run_at that ReleaseJobs gives a running job, whose
@@ -307,7 +307,7 @@ func (db *core) releaseJobsTx(ctx context.Context, tx *sql.Tx, queue, keyPrefix 
 	}
 	// The status terms repeat the partial indexes' predicate verbatim, so
 	// that SQLite uses them (see ClaimJob).
-	ts := now()
+	ts := db.now()
 	res, err := tx.ExecContext(ctx, db.q(`UPDATE jobs SET run_at = CASE WHEN status = 'running' THEN CAST(? AS BIGINT) ELSE CAST(? AS BIGINT) END, updated_at = ?
 		WHERE queue = ? AND status IN ('pending', 'running') AND substr(ordering_key, 1, ?) = ?
 		AND ((status = 'pending' AND run_at > ?) OR (status = 'running' AND run_at <> ?))`),
@@ -327,7 +327,7 @@ func (db Jobs) ExpireLeasesOf(ctx context.Context, ownerPrefix string) (int64, e
 		return 0, errors.New("expire job leases: an owner prefix is required")
 	}
 	res, err := db.write.ExecContext(ctx, db.q(`UPDATE jobs SET lease_until = 0, updated_at = ?
-		WHERE status = 'running' AND substr(lease_owner, 1, ?) = ?`), now(), utf8.RuneCountInString(ownerPrefix), ownerPrefix)
+		WHERE status = 'running' AND substr(lease_owner, 1, ?) = ?`), db.now(), utf8.RuneCountInString(ownerPrefix), ownerPrefix)
 	if err != nil {
 		return 0, fmt.Errorf("expire job leases: %w", err)
 	}
@@ -346,7 +346,7 @@ func (db Jobs) ExtendJobLease(ctx context.Context, id int64, owner string, lease
 	if lease <= 0 {
 		return errors.New("extend job lease: lease must be positive")
 	}
-	return db.finishJob(ctx, "extend lease of", id, owner, "lease_until = ?", now()+lease.Microseconds())
+	return db.finishJob(ctx, "extend lease of", id, owner, "lease_until = ?", db.now()+lease.Microseconds())
 }
 
 // Jobs lists up to limit jobs (100 if limit <= 0), oldest first. An empty

@@ -62,7 +62,7 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 	// at every wake-up. The read may miss a job committed since; the
 	// commit's wake-up or the next poll finds it.
 	var ready int
-	ts := now()
+	ts := db.now()
 	err := db.read.QueryRowContext(ctx, db.q(claimPoll), queue, ts, ts).Scan(&ready)
 	if errors.Is(err, sql.ErrNoRows) {
 		n, serr := db.sweepBehind(ctx, queue)
@@ -76,7 +76,7 @@ func (db Jobs) ClaimJob(ctx context.Context, queue, owner string, lease time.Dur
 	}
 	query := db.claimReadyStatement()
 	for range 16 {
-		ts := now()
+		ts := db.now()
 		var j Job
 		err := db.laxTx(ctx, func(tx *sql.Tx) error {
 			var err error
@@ -216,7 +216,7 @@ func (db *core) lostOnLastAttempt(ctx context.Context, tx *sql.Tx, j Job) error 
 		return nil
 	}
 	if _, err := tx.ExecContext(ctx, db.q("UPDATE manifest_scans SET status = ?, reason = ?, updated_at = ? WHERE digest = ? AND status = ?"),
-		ScanFailed, "the scan's last attempt did not finish: "+errLeaseExpired, now(), sj.Digest, ScanQueued); err != nil {
+		ScanFailed, "the scan's last attempt did not finish: "+errLeaseExpired, db.now(), sj.Digest, ScanQueued); err != nil {
 		return fmt.Errorf("fail the lost scan: %w", err)
 	}
 	return nil
@@ -237,7 +237,7 @@ const behindSweepEvery = time.Minute
 // serialized), and the claim still checks the rule itself.
 func (db *core) sweepBehind(ctx context.Context, queue string) (int64, error) {
 	v, _ := db.behindSwept.LoadOrStore(queue, new(atomic.Int64))
-	last, ts := v.(*atomic.Int64), now()
+	last, ts := v.(*atomic.Int64), db.now()
 	if prev := last.Load(); ts-prev < behindSweepEvery.Microseconds() || !last.CompareAndSwap(prev, ts) {
 		return 0, nil
 	}
@@ -341,7 +341,7 @@ func (db Jobs) CompleteJobClaimNext(ctx context.Context, id int64, owner, nextOw
 				return err
 			}
 		}
-		ts := now()
+		ts := db.now()
 		var queue, key string
 		err := tx.QueryRowContext(ctx, db.q(`UPDATE jobs SET status = 'done', lease_until = 0, lease_owner = '', updated_at = ?
 			WHERE id = ? AND lease_owner = ? AND status = 'running' RETURNING queue, ordering_key`), ts, id, owner).Scan(&queue, &key)

@@ -99,7 +99,7 @@ func ParseAge(s string) (time.Duration, error) {
 // CreateTagPolicy stores a policy and returns it with its UUID. The
 // namespace (and repository, if named) must exist.
 func (db Policies) CreateTagPolicy(ctx context.Context, p TagPolicy) (TagPolicy, error) {
-	p.UUID, p.CreatedAt = uuid.NewString(), time.Now().UTC()
+	p.UUID, p.CreatedAt = uuid.NewString(), db.nowTime()
 	scope := p.Namespace
 	if p.Repository != "" {
 		scope = p.Repository
@@ -370,7 +370,7 @@ func (db Manifests) SetTagExpiration(ctx context.Context, repo, tag string, at t
 		// first is seen.
 		var one int
 		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND name = ? AND "+liveTag("")+db.lockSuffix()),
-			repoID, tag, now()).Scan(&one)
+			repoID, tag, db.now()).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrManifestNotFound
 		}

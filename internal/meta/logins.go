@@ -35,7 +35,7 @@ func (db Access) LoginThrottle(ctx context.Context, window time.Duration, limits
 		return 0, fmt.Errorf("read login attempts: %w", err)
 	}
 	defer rows.Close()
-	ts := now()
+	ts := db.now()
 	var wait time.Duration
 	for rows.Next() {
 		var key string
@@ -78,7 +78,7 @@ func (db Access) ReserveLoginAttempt(ctx context.Context, window time.Duration, 
 	var wait time.Duration
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		ok, wait = false, 0
-		ts := now()
+		ts := db.now()
 		cutoff := ts - window.Microseconds()
 		for _, l := range sorted {
 			var n int
@@ -94,7 +94,7 @@ func (db Access) ReserveLoginAttempt(ctx context.Context, window time.Duration, 
 				if err := tx.QueryRowContext(ctx, db.q("SELECT window_start FROM login_failures WHERE key = ?"), l.Key).Scan(&start); err != nil {
 					return err
 				}
-				wait = max(remaining(start, now(), window), time.Microsecond)
+				wait = max(remaining(start, db.now(), window), time.Microsecond)
 				return errFull
 			}
 			if err != nil {

@@ -180,7 +180,7 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 	}
 	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject, annotations, created_at, deleted_with_subject)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
-		repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, subject, annotations, now(), boolInt(p.DeletedWithSubject))
+		repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, subject, annotations, db.now(), boolInt(p.DeletedWithSubject))
 	if err != nil {
 		return fmt.Errorf("store manifest: %w", err)
 	}
@@ -448,7 +448,7 @@ func (db *core) checkRefs(ctx context.Context, tx *sql.Tx, repoID int64, refs []
 // yet, is taken over as a new tag, even for the digest it held, and the
 // tag_deleted the pass would have announced comes first.
 func (db *core) setTag(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest) (string, bool, error) {
-	ts := now()
+	ts := db.now()
 	for range 3 {
 		var current string
 		var expires int64
@@ -532,7 +532,7 @@ func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.
 		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, m.confirmed_at, `+content+` FROM repositories r
 			JOIN tags t ON t.repository_id = r.id
 			JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
-			WHERE r.name = ? AND t.name = ? AND `+liveTag("t")), repo, tag, now())
+			WHERE r.name = ? AND t.name = ? AND `+liveTag("t")), repo, tag, db.now())
 	} else {
 		row = db.read.QueryRowContext(ctx, db.q(`SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, m.confirmed_at, `+content+` FROM repositories r
 			JOIN manifests m ON m.repository_id = r.id
@@ -564,7 +564,7 @@ func (db Manifests) GetManifest(ctx context.Context, repo, tag string, d digest.
 func (db Manifests) ConfirmManifest(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error) {
 	res, err := db.write.ExecContext(ctx, db.q(`UPDATE manifests SET confirmed_at = ?
 		WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ? AND created_at < ? AND confirmed_at < ?`),
-		now(), repo, d.String(), stale.UnixMicro(), stale.UnixMicro())
+		db.now(), repo, d.String(), stale.UnixMicro(), stale.UnixMicro())
 	if err != nil {
 		return false, fmt.Errorf("confirm manifest: %w", err)
 	}
@@ -582,7 +582,7 @@ func (db Manifests) ConfirmManifest(ctx context.Context, repo string, d digest.D
 // repository stores already, as ConfirmManifest does.
 func (db *core) confirmManifest(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, stale time.Time) error {
 	if _, err := tx.ExecContext(ctx, db.q(`UPDATE manifests SET confirmed_at = ?
-		WHERE repository_id = ? AND digest = ? AND created_at < ? AND confirmed_at < ?`), now(), repoID, d.String(), stale.UnixMicro(), stale.UnixMicro()); err != nil {
+		WHERE repository_id = ? AND digest = ? AND created_at < ? AND confirmed_at < ?`), db.now(), repoID, d.String(), stale.UnixMicro(), stale.UnixMicro()); err != nil {
 		return fmt.Errorf("confirm manifest: %w", err)
 	}
 	return nil
@@ -632,7 +632,7 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q(`UPDATE gate_candidates SET state = ?, decided_at = ? WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked')`),
-			CandidateWithdrawn, now(), repoID, d.String()); err != nil {
+			CandidateWithdrawn, db.now(), repoID, d.String()); err != nil {
 			return fmt.Errorf("withdraw candidates: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM tags WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {

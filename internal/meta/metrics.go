@@ -59,7 +59,7 @@ func (db *DB) Figures(ctx context.Context) (Figures, error) {
 	if err != nil {
 		return f, fmt.Errorf("live jobs: %w", err)
 	}
-	ts := now()
+	ts := db.now()
 	err = eachRow(ctx, db.read, db.q(`SELECT queue, MIN(run_at) FROM jobs WHERE status = 'pending' AND run_at <= ? GROUP BY queue`),
 		[]any{ts}, func(rows *sql.Rows) error {
 			var queue string

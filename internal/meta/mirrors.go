@@ -183,7 +183,7 @@ func (db Mirrors) CreateMirror(ctx context.Context, m Mirror) error {
 			return ErrRepositoryNotFound
 		}
 		args := append([]any{m.Repository}, mirrorArgs(m)...)
-		args = append(args, MirrorNeverRun, MirrorRetries, m.SyncStartDate.UnixMicro(), now())
+		args = append(args, MirrorNeverRun, MirrorRetries, m.SyncStartDate.UnixMicro(), db.now())
 		res, err = tx.ExecContext(ctx, db.q(`INSERT INTO repository_mirrors (repository, is_enabled, external_reference, username, password_sealed,
 			verify_tls, unsigned_images, proxy, sync_interval, sync_start_date, root_rule, robot_username, architecture_filter,
 			sync_status, sync_retries_remaining, next_sync_at, created_at)
@@ -241,7 +241,7 @@ func (db Mirrors) MirrorSyncNow(ctx context.Context, repo string) error {
 		// after the running one read it.
 		_, err := tx.ExecContext(ctx, db.q(`UPDATE repository_mirrors SET next_sync_at = ?, cancel_requested = 0,
 			sync_now_requested = CASE WHEN sync_status = 'SYNCING' THEN 1 ELSE 0 END,
-			sync_status = CASE WHEN sync_status = 'SYNCING' THEN sync_status ELSE 'SYNC_NOW' END WHERE repository = ?`), now(), repo)
+			sync_status = CASE WHEN sync_status = 'SYNCING' THEN sync_status ELSE 'SYNC_NOW' END WHERE repository = ?`), db.now(), repo)
 		if err != nil {
 			return fmt.Errorf("update mirror: %w", err)
 		}
@@ -259,7 +259,7 @@ const MinMirrorInterval = time.Minute
 func (db Mirrors) MirrorSyncCancel(ctx context.Context, repo string) error {
 	return db.execMirror(ctx, `UPDATE repository_mirrors SET cancel_requested = CASE WHEN sync_status IN ('SYNCING', 'SYNC_NOW') THEN 1 ELSE 0 END,
 		sync_status = 'CANCEL', next_sync_at = ? + (CASE WHEN sync_interval < ? THEN ? ELSE sync_interval END) * 1000000 WHERE repository = ?`,
-		now(), int64(MinMirrorInterval/time.Second), int64(MinMirrorInterval/time.Second), repo)
+		db.now(), int64(MinMirrorInterval/time.Second), int64(MinMirrorInterval/time.Second), repo)
 }
 
 func (db *core) execMirror(ctx context.Context, stmt string, args ...any) error {
@@ -388,7 +388,7 @@ func (db Mirrors) FinishMirrorSync(ctx context.Context, repo, status, message st
 		if err != nil {
 			return err
 		}
-		ts := now()
+		ts := db.now()
 		// A mirror stored before intervals had a floor syncs no more often.
 		interval := max(m.SyncInterval, MinMirrorInterval)
 		next, retries, kind, lastErr := ts+interval.Microseconds(), MirrorRetries, EventMirrorSyncSuccess, ""

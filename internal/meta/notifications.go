@@ -125,7 +125,7 @@ func (db Notifications) createNotification(ctx context.Context, n Notification, 
 	if n.Format == "" {
 		n.Format = "quay"
 	}
-	ts := now()
+	ts := db.now()
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		if db.dialect == postgres {
 			// SQLite's one writer already serializes the count and the
@@ -386,7 +386,7 @@ func (db Notifications) NotificationFailed(ctx context.Context, id int64, f Noti
 			if dfor >= 0 {
 				n.DisabledFor, n.DisabledUntil, n.DisabledReason = dfor, time.Time{}, f.Reason
 				if dfor > 0 {
-					n.DisabledUntil = fromMicros(now() + dfor.Microseconds())
+					n.DisabledUntil = fromMicros(db.now() + dfor.Microseconds())
 				}
 			}
 		}
@@ -465,7 +465,7 @@ func (db Notifications) RecordAttemptIn(ctx context.Context, t Tx, a Attempt, re
 	}
 	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO notification_attempts (notification_id, event_uuid, job_id, attempt, status_code, latency_ms, error, attempted_at)
 		SELECT id, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), ?, CAST(? AS BIGINT) FROM notifications WHERE id = ?`+lock),
-		a.EventUUID, a.JobID, a.Attempt, a.StatusCode, a.LatencyMS, a.Error, now(), a.NotificationID); err != nil {
+		a.EventUUID, a.JobID, a.Attempt, a.StatusCode, a.LatencyMS, a.Error, db.now(), a.NotificationID); err != nil {
 		return fmt.Errorf("record attempt: %w", err)
 	}
 	if !reset {

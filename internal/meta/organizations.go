@@ -280,7 +280,7 @@ func (db *core) dropTokenScopes(ctx context.Context, tx *sql.Tx, namespace strin
 			continue
 		}
 		if len(kept) == 0 {
-			if _, err := tx.ExecContext(ctx, db.q("UPDATE access_tokens SET revoked_at = ? WHERE id = ?"), now(), t.id); err != nil {
+			if _, err := tx.ExecContext(ctx, db.q("UPDATE access_tokens SET revoked_at = ? WHERE id = ?"), db.now(), t.id); err != nil {
 				return fmt.Errorf("revoke access token: %w", err)
 			}
 			continue

@@ -58,7 +58,7 @@ func (db *core) appendEvent(ctx context.Context, tx *sql.Tx, e Event) error {
 	if e.Data == nil {
 		e.Data = json.RawMessage("{}")
 	}
-	ts := now()
+	ts := db.now()
 	if db.appended != nil {
 		db.note(tx).appended = true
 	}
@@ -229,7 +229,7 @@ func (db Outbox) Subscribe(ctx context.Context, name string) error {
 	}
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO feed_cursors (name, position, seen_at) SELECT ?, position, ? FROM feed_head WHERE id = 1
-			ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at`), name, now()); err != nil {
+			ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at`), name, db.now()); err != nil {
 			return fmt.Errorf("subscribe %s: %w", name, err)
 		}
 		return nil
@@ -296,7 +296,7 @@ func (db Outbox) consumeIn(ctx context.Context, tx *sql.Tx, name string, n int, 
 	if err := fn(ctx, Tx{tx}, evs); err != nil {
 		return 0, err
 	}
-	if _, err := tx.ExecContext(ctx, db.q("UPDATE feed_cursors SET position = ?, seen_at = ? WHERE name = ?"), evs[len(evs)-1].Position, now(), name); err != nil {
+	if _, err := tx.ExecContext(ctx, db.q("UPDATE feed_cursors SET position = ?, seen_at = ? WHERE name = ?"), evs[len(evs)-1].Position, db.now(), name); err != nil {
 		return 0, fmt.Errorf("advance cursor of %s: %w", name, err)
 	}
 	return len(evs), nil

@@ -59,7 +59,7 @@ func (db ProxyCaches) SetProxyCache(ctx context.Context, pc ProxyCache) error {
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace_id) DO UPDATE SET upstream = excluded.upstream, username = excluded.username,
 			password_sealed = excluded.password_sealed, expiration_s = excluded.expiration_s, insecure = excluded.insecure,
 			created_by = excluded.created_by, created_at = excluded.created_at`),
-			nsID, pc.Upstream, pc.Username, pc.PasswordSealed, pc.ExpirationS, boolInt(pc.Insecure), pc.CreatedBy, now())
+			nsID, pc.Upstream, pc.Username, pc.PasswordSealed, pc.ExpirationS, boolInt(pc.Insecure), pc.CreatedBy, db.now())
 		if err != nil {
 			return fmt.Errorf("store proxy cache: %w", err)
 		}

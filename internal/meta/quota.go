@@ -167,7 +167,7 @@ func (db Quotas) CreateQuota(ctx context.Context, ns string, limitBytes int64, a
 		}
 		var id int64
 		err = tx.QueryRowContext(ctx, db.q(`INSERT INTO namespace_quotas (namespace_id, limit_bytes, created_by, created_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (namespace_id) DO NOTHING RETURNING id`), nsID, limitBytes, actor, now()).Scan(&id)
+			ON CONFLICT (namespace_id) DO NOTHING RETURNING id`), nsID, limitBytes, actor, db.now()).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("a quota for namespace %s %w", ns, ErrExists)
 		}

@@ -95,7 +95,7 @@ func (db *core) ensureRepository(ctx context.Context, tx *sql.Tx, name string, w
 	if visibility == "" {
 		visibility = "private"
 	}
-	res, err := tx.ExecContext(ctx, db.q("INSERT INTO repositories (name, created_at, visibility) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"), name, now(), visibility)
+	res, err := tx.ExecContext(ctx, db.q("INSERT INTO repositories (name, created_at, visibility) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"), name, db.now(), visibility)
 	if err != nil {
 		return 0, fmt.Errorf("create repository: %w", err)
 	}
@@ -270,7 +270,7 @@ func (db Repositories) CreateRepository(ctx context.Context, name, visibility, d
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var id int64
 		err := tx.QueryRowContext(ctx, db.q("INSERT INTO repositories (name, created_at, visibility, description) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING id"),
-			name, now(), visibility, description).Scan(&id)
+			name, db.now(), visibility, description).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("repository %q %w", name, ErrExists)
 		}

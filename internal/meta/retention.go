@@ -63,7 +63,7 @@ const pruneBatch = 1000
 func (db Collector) Prune(ctx context.Context, r Retention, dry bool) (PruneCounts, error) {
 	var c PruneCounts
 	var err error
-	ts := time.Now()
+	ts := db.nowTime()
 	if r.Events > 0 {
 		if c.Events, err = db.pruneEvents(ctx, ts.Add(-r.Events), dry); err != nil {
 			return c, err
@@ -252,7 +252,7 @@ func (db *core) pruneEvents(ctx context.Context, cutoff time.Time, dry bool) (in
 	if err != nil {
 		return 0, err
 	}
-	seen := time.Now().Add(-subscriberGone)
+	seen := db.nowTime().Add(-subscriberGone)
 	if cutoff.Before(seen) {
 		seen = cutoff
 	}

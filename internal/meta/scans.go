@@ -59,7 +59,7 @@ func (db *core) enqueueScan(ctx context.Context, tx *sql.Tx, repo, digest string
 // already, and reports whether it did.
 func (db *core) markQueued(ctx context.Context, tx *sql.Tx, digest string) (bool, error) {
 	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifest_scans (digest, status, updated_at) VALUES (?, ?, ?)
-		ON CONFLICT (digest) DO NOTHING`), digest, ScanQueued, now())
+		ON CONFLICT (digest) DO NOTHING`), digest, ScanQueued, db.now())
 	if err != nil {
 		return false, fmt.Errorf("queue scan: %w", err)
 	}
@@ -163,7 +163,7 @@ type LayerIndexEntry struct {
 func (db *core) putLayerIndex(ctx context.Context, tx *sql.Tx, l LayerIndexEntry) error {
 	_, err := tx.ExecContext(ctx, db.q(`INSERT INTO layer_index (digest, indexer_version, status, result, indexed_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (digest) DO UPDATE SET indexer_version = excluded.indexer_version, status = excluded.status,
-		result = excluded.result, indexed_at = excluded.indexed_at`), l.Digest, l.Version, l.Status, l.Result, now())
+		result = excluded.result, indexed_at = excluded.indexed_at`), l.Digest, l.Version, l.Status, l.Result, db.now())
 	if err != nil {
 		return fmt.Errorf("store layer index: %w", err)
 	}
@@ -213,7 +213,7 @@ type ScanResult struct {
 // from the result, its SBOM, commits with it).
 func (db Scans) SaveScan(ctx context.Context, r ScanResult, also ...func(context.Context, Tx) error) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		ts := now()
+		ts := db.now()
 		for _, l := range r.Layers {
 			if err := db.putLayerIndex(ctx, tx, l); err != nil {
 				return err
@@ -365,7 +365,7 @@ func (db Scans) ApplyRematch(ctx context.Context, ids []string, changes []VulnCh
 		}
 	}
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		ts := now()
+		ts := db.now()
 		err := chunks(digests, func(ds []string) error {
 			_, err := tx.ExecContext(ctx, db.q("UPDATE manifest_scans SET updated_at = ? WHERE digest IN ("+placeholders(len(ds))+")"),
 				append([]any{ts}, anySlice(ds)...)...)

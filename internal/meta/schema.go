@@ -359,7 +359,7 @@ func (db *core) render(stmt string) string {
 		"{{serial}}", map[dialect]string{sqlite: "INTEGER PRIMARY KEY AUTOINCREMENT", postgres: "BIGSERIAL PRIMARY KEY"}[db.dialect],
 		"{{bytes}}", map[dialect]string{sqlite: "BLOB", postgres: "BYTEA"}[db.dialect],
 		"{{text}}", map[dialect]string{sqlite: "TEXT", postgres: `TEXT COLLATE "C"`}[db.dialect],
-		"{{now}}", strconv.FormatInt(now(), 10),
+		"{{now}}", strconv.FormatInt(db.now(), 10),
 		// The position of a substring, 1-based (0: absent), arguments in
 		// the same order on both.
 		"{{strpos}}", map[dialect]string{sqlite: "instr", postgres: "strpos"}[db.dialect],
@@ -403,7 +403,7 @@ func (db *core) migrateTo(ctx context.Context, target int) error {
 					return fmt.Errorf("migration %d: %w", v, err)
 				}
 			}
-			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)"), v, now()); err != nil {
+			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)"), v, db.now()); err != nil {
 				return fmt.Errorf("record migration %d: %w", v, err)
 			}
 		}

@@ -69,7 +69,7 @@ func RecordedSetting(ctx context.Context, dsn, name string) (string, bool, error
 // whoever recorded first (replicas starting together agree on one).
 func (db Settings) SetSettingIfNone(ctx context.Context, name, value string) (string, error) {
 	if _, err := db.write.ExecContext(ctx, db.q("INSERT INTO settings (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"),
-		name, value, now()); err != nil {
+		name, value, db.now()); err != nil {
 		return "", fmt.Errorf("record setting %s: %w", name, err)
 	}
 	v, ok, err := db.Setting(ctx, name)

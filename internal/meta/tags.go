@@ -47,7 +47,7 @@ func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]Ta
 	}
 	args := []any{repoID}
 	if !q.History {
-		args = append(args, now()) // expired tags are gone (liveTag)
+		args = append(args, db.now()) // expired tags are gone (liveTag)
 	}
 	if q.Name != "" {
 		page += " AND " + name + " = ?"
@@ -279,7 +279,7 @@ func (db Manifests) ListTags(ctx context.Context, repo, last string, n int) ([]s
 		return nil, fmt.Errorf("look up repository: %w", err)
 	}
 	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND name > ? AND "+liveTag("")+" ORDER BY name LIMIT ?"),
-		repoID, last, now(), n)
+		repoID, last, db.now(), n)
 	if err != nil {
 		return nil, fmt.Errorf("list tags: %w", err)
 	}

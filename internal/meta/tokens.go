@@ -73,7 +73,7 @@ func (db Access) createAccessToken(ctx context.Context, t AccessToken, capped bo
 	if _, err := Users(db).UserByName(ctx, t.Name); err == nil {
 		return AccessToken{}, fmt.Errorf("name %q is a user's: %w", t.Name, ErrExists)
 	}
-	ts := now()
+	ts := db.now()
 	var owner any
 	if t.OwnerID != 0 {
 		owner = t.OwnerID
@@ -182,7 +182,7 @@ func (db Access) accessTokens(ctx context.Context, where string, args ...any) ([
 
 // RevokeAccessToken revokes a token; it stays listed as revoked.
 func (db Access) RevokeAccessToken(ctx context.Context, name string) error {
-	res, err := db.write.ExecContext(ctx, db.q("UPDATE access_tokens SET revoked_at = ? WHERE name = ? AND revoked_at = 0"), now(), name)
+	res, err := db.write.ExecContext(ctx, db.q("UPDATE access_tokens SET revoked_at = ? WHERE name = ? AND revoked_at = 0"), db.now(), name)
 	if err != nil {
 		return fmt.Errorf("revoke access token: %w", err)
 	}
@@ -197,7 +197,7 @@ func (db Access) RevokeAccessToken(ctx context.Context, name string) error {
 // at most once per interval).
 func (db Access) TouchAccessToken(ctx context.Context, id int64, stale time.Time) error {
 	if _, err := db.write.ExecContext(ctx, db.q("UPDATE access_tokens SET last_used_at = ? WHERE id = ? AND last_used_at < ?"),
-		now(), id, stale.UnixMicro()); err != nil {
+		db.now(), id, stale.UnixMicro()); err != nil {
 		return fmt.Errorf("record access token use: %w", err)
 	}
 	return nil
@@ -245,7 +245,7 @@ func (db Access) AddSigningKeyIfNone(ctx context.Context, k SigningKeyRow) ([]Si
 		if n > 0 {
 			return nil
 		}
-		_, err := tx.ExecContext(ctx, db.q("INSERT INTO signing_keys (kid, private_pem, created_at) VALUES (?, ?, ?)"), k.KID, string(k.PrivatePEM), now())
+		_, err := tx.ExecContext(ctx, db.q("INSERT INTO signing_keys (kid, private_pem, created_at) VALUES (?, ?, ?)"), k.KID, string(k.PrivatePEM), db.now())
 		return err
 	})
 	if err != nil {

@@ -44,7 +44,7 @@ var ErrTooManyUploads = errors.New("too many open uploads")
 // count and the insert are one statement; concurrent creations may pass
 // the limit by at most their number.
 func (db Uploads) CreateUpload(ctx context.Context, u Upload, limit int) error {
-	ts := now()
+	ts := db.now()
 	if limit <= 0 {
 		limit = 1 << 30
 	}
@@ -91,7 +91,7 @@ var ErrUploadClaimLost = errors.New("the claim on this upload was lost")
 func (db Uploads) ClaimUpload(ctx context.Context, repo, id string, lease time.Duration) (Upload, error) {
 	u := Upload{ID: id, Repository: repo}
 	var started int64
-	ts := now()
+	ts := db.now()
 	u.Claim = ts + max(lease.Microseconds(), 1)
 	err := db.laxTx(ctx, func(tx *sql.Tx) error {
 		return tx.QueryRowContext(ctx, db.q(`UPDATE uploads SET locked_until = ? WHERE id = ? AND repository = ? AND locked_until < ?
@@ -110,8 +110,9 @@ func (db Uploads) ClaimUpload(ctx context.Context, repo, id string, lease time.D
 	return u, nil
 }
 
-// UploadLease returns when the claim on an upload session ends: a time
-// past (the Unix epoch for a released one) when nobody holds it. It only
+// UploadLease returns when the claim on an upload session ends, on the
+// local clock (ClaimEnd): a time past (the Unix epoch for a released one)
+// when nobody holds it. It only
 // reads, on the read pool: a request waiting for another's claim polls it,
 // and tries ClaimUpload, a write (on SQLite, a turn of the one writer),
 // only once the claim looks ended.
@@ -124,13 +125,25 @@ func (db Uploads) UploadLease(ctx context.Context, repo, id string) (time.Time, 
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read upload claim: %w", err)
 	}
-	return time.UnixMicro(until), nil
+	if until == 0 {
+		return time.UnixMicro(0), nil
+	}
+	return db.ClaimEnd(until), nil
+}
+
+// ClaimEnd returns when a claim (Upload.Claim, RenewUpload's result) runs
+// out unless renewed, on the local clock. The claim is the lease's end on
+// the store's clock (the database's, on PostgreSQL: clock.go), which a
+// host whose clock is off does not share: compare ClaimEnd, not the claim
+// itself, with time.Now.
+func (db Uploads) ClaimEnd(claim int64) time.Time {
+	return db.localTime(claim)
 }
 
 // RenewUpload extends a claim to lease from now and returns the new claim.
 // It returns ErrUploadClaimLost if claim is no longer the upload's.
 func (db Uploads) RenewUpload(ctx context.Context, id string, claim int64, lease time.Duration) (int64, error) {
-	next := max(now()+lease.Microseconds(), claim+1)
+	next := max(db.now()+lease.Microseconds(), claim+1)
 	res, err := db.laxExec(ctx, db.q("UPDATE uploads SET locked_until = ? WHERE id = ? AND locked_until = ?"), next, id, claim)
 	if err != nil {
 		return claim, fmt.Errorf("renew upload claim: %w", err)
@@ -156,7 +169,7 @@ func (db Uploads) ReleaseUpload(ctx context.Context, id string, claim int64) err
 // request moved the upload meanwhile.
 func (db Uploads) AdvanceUpload(ctx context.Context, id string, claim, oldSize, newSize int64, hashState, storageState []byte) error {
 	res, err := db.laxExec(ctx, db.q("UPDATE uploads SET size = ?, hash_state = ?, storage_state = ?, updated_at = ?, locked_until = 0 WHERE id = ? AND size = ? AND locked_until = ?"),
-		newSize, hashState, storageState, now(), id, oldSize, claim)
+		newSize, hashState, storageState, db.now(), id, oldSize, claim)
 	if err != nil {
 		return fmt.Errorf("advance upload: %w", err)
 	}
@@ -193,7 +206,7 @@ func (db Uploads) DeleteUpload(ctx context.Context, id string, claim int64) erro
 // since before and that no request holds a claim on.
 func (db Uploads) ExpiredUploads(ctx context.Context, before time.Time, n int) ([]Upload, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT id, repository, size, started_at FROM uploads
-		WHERE updated_at < ? AND locked_until < ? ORDER BY updated_at LIMIT ?`), before.UnixMicro(), now(), n)
+		WHERE updated_at < ? AND locked_until < ? ORDER BY updated_at LIMIT ?`), before.UnixMicro(), db.now(), n)
 	if err != nil {
 		return nil, fmt.Errorf("expired uploads: %w", err)
 	}
@@ -216,7 +229,7 @@ func (db Uploads) ExpiredUploads(ctx context.Context, before time.Time, n int) (
 // meanwhile keeps it.
 func (db Uploads) ExpireUpload(ctx context.Context, id string, before time.Time) (bool, error) {
 	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ? AND updated_at < ? AND locked_until < ?"),
-		id, before.UnixMicro(), now())
+		id, before.UnixMicro(), db.now())
 	if err != nil {
 		return false, fmt.Errorf("expire upload: %w", err)
 	}

@@ -160,7 +160,7 @@ func (db Users) CreateFirstUser(ctx context.Context, u User, tok *AccessToken) (
 		if tok == nil {
 			return nil
 		}
-		tok.OwnerID, tok.CreatedAt = u.ID, fromMicros(now())
+		tok.OwnerID, tok.CreatedAt = u.ID, fromMicros(db.now())
 		if tok.Scopes == nil {
 			tok.Scopes = []byte("[]")
 		}
@@ -220,7 +220,7 @@ func (db Users) DeleteUser(ctx context.Context, username string) error {
 		// Tokens the user created are revoked and no longer theirs: a
 		// later user of the same name must not inherit them.
 		if _, err := tx.ExecContext(ctx, db.q(`UPDATE access_tokens SET revoked_at = CASE WHEN revoked_at = 0 THEN ? ELSE revoked_at END,
-			created_by = ? WHERE created_by = ?`), now(), "deleted user "+u.Username, u.Username); err != nil {
+			created_by = ? WHERE created_by = ?`), db.now(), "deleted user "+u.Username, u.Username); err != nil {
 			return fmt.Errorf("revoke the user's tokens: %w", err)
 		}
 		return nil
@@ -286,7 +286,7 @@ func scanOwnedUser(row interface{ Scan(...any) error }) (User, error) {
 
 func (db *core) createNamespace(ctx context.Context, tx *sql.Tx, name, kind string) (int64, error) {
 	var id int64
-	err := tx.QueryRowContext(ctx, db.q("INSERT INTO namespaces (name, kind, created_at) VALUES (?, ?, ?) RETURNING id"), name, kind, now()).Scan(&id)
+	err := tx.QueryRowContext(ctx, db.q("INSERT INTO namespaces (name, kind, created_at) VALUES (?, ?, ?) RETURNING id"), name, kind, db.now()).Scan(&id)
 	if err != nil {
 		if isUnique(err) {
 			return 0, fmt.Errorf("namespace %q %w", name, ErrExists)
@@ -297,7 +297,7 @@ func (db *core) createNamespace(ctx context.Context, tx *sql.Tx, name, kind stri
 }
 
 func (db *core) insertUser(ctx context.Context, tx *sql.Tx, u *User) error {
-	ts := now()
+	ts := db.now()
 	err := tx.QueryRowContext(ctx, db.q(`INSERT INTO users (username, email, secret_hash, kind, namespace_id, superuser, enabled, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, 1, ?) RETURNING id`), u.Username, u.Email, u.SecretHash, u.Kind, u.NamespaceID, boolInt(u.Superuser), ts).Scan(&u.ID)
 	if err != nil {

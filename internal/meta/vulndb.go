@@ -79,7 +79,7 @@ func (db VulnDB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, 
 		if err != nil {
 			return fmt.Errorf("read advisories: %w", err)
 		}
-		ts := now()
+		ts := db.now()
 		var records, keys [][]any
 		for _, id := range ids {
 			r := recs[latest[id]]
@@ -234,7 +234,7 @@ func (db VulnDB) TouchVulnSource(ctx context.Context, ecosystem string) error {
 			return fmt.Errorf("count advisories: %w", err)
 		}
 		_, err := tx.ExecContext(ctx, db.q(`INSERT INTO vuln_sources (ecosystem, records, updated_at) VALUES (?, ?, ?)
-			ON CONFLICT (ecosystem) DO UPDATE SET records = excluded.records, updated_at = excluded.updated_at`), ecosystem, n, now())
+			ON CONFLICT (ecosystem) DO UPDATE SET records = excluded.records, updated_at = excluded.updated_at`), ecosystem, n, db.now())
 		if err != nil {
 			return fmt.Errorf("record import: %w", err)
 		}

@@ -69,7 +69,7 @@ func (db WebSessions) CreateWebSession(ctx context.Context, s WebSession) error 
 				return ErrStaleSignIn
 			}
 		}
-		n := now()
+		n := db.now()
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM web_sessions WHERE expires_at < ?"), n); err != nil {
 			return fmt.Errorf("delete expired sessions: %w", err)
 		}
@@ -181,7 +181,7 @@ func (db Repositories) BrowseRepositories(ctx context.Context, q BrowseQuery) ([
 		EXISTS (SELECT 1 FROM repository_mirrors m WHERE m.repository = r.name) AS mirrored
 		FROM repositories r WHERE 1 = 1`
 	// An expired tag is gone (liveTag), as for a pull.
-	n := now()
+	n := db.now()
 	args := []any{n, n}
 	if q.After.Name != "" && q.Sort != SortPushed && q.Sort != SortSize {
 		query += " AND r.name > ?"

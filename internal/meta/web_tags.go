@@ -98,7 +98,7 @@ func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]
 		return []TagRow{}, 0, nil
 	}
 	// An expired tag is gone (liveTag), as for a pull.
-	where, args := " WHERE t.repository_id = ? AND "+liveTag("t"), []any{repoID, now()}
+	where, args := " WHERE t.repository_id = ? AND "+liveTag("t"), []any{repoID, db.now()}
 	if f := strings.ToLower(q.Filter); strings.HasPrefix(f, "sha256:") || strings.HasPrefix(f, "sha512:") {
 		where += ` AND t.manifest_digest LIKE ? ESCAPE '\'`
 		args = append(args, likePrefix(f))
@@ -293,7 +293,7 @@ func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRo
 		{`SELECT subject FROM manifests WHERE repository_id = ? AND subject IN (` + marks + `)
 			AND (artifact_type LIKE '%sig%' OR artifact_type LIKE '%sigstore.bundle%')
 			UNION SELECT name FROM tags WHERE repository_id = ? AND ` + liveTag("") + ` AND name IN (` + marks + `)`,
-			append(append(append([]any{repoID}, digests...), repoID, now()), sigTags...),
+			append(append(append([]any{repoID}, digests...), repoID, db.now()), sigTags...),
 			func(s *sql.Rows) error {
 				var v string
 				if err := s.Scan(&v); err != nil {
@@ -333,7 +333,7 @@ func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRo
 			}},
 		{`SELECT manifest_digest, name FROM (SELECT manifest_digest, name, ROW_NUMBER() OVER (PARTITION BY manifest_digest ORDER BY name) AS n
 			FROM tags WHERE repository_id = ? AND ` + liveTag("") + ` AND manifest_digest IN (` + marks + `)) a WHERE n <= ` + fmt.Sprint(maxAliases+1) + ` ORDER BY manifest_digest, name`,
-			append([]any{repoID, now()}, digests...),
+			append([]any{repoID, db.now()}, digests...),
 			func(s *sql.Rows) error {
 				var d, name string
 				if err := s.Scan(&d, &name); err != nil {

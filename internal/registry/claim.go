@@ -81,13 +81,14 @@ type claimHolder struct {
 	safeUntil atomic.Int64
 }
 
-// safeEnd is when writes under a claim stop (Unix nanoseconds): a margin
-// of uploadRenewEvery before its lease's end as the store recorded it
-// (the claim is that end, in Unix microseconds). The end was fixed before
-// the statement that recorded it waited for the database; a time taken
-// after it returned would be later by that wait, however long.
-func safeEnd(claim int64) int64 {
-	return time.UnixMicro(claim).Add(-uploadRenewEvery).UnixNano()
+// safeEnd is when writes under a claim stop (Unix nanoseconds, on this
+// process's clock): a margin of uploadRenewEvery before its lease's end as
+// the store recorded it (the claim is that end, on the store's clock:
+// ClaimEnd converts it). The end was fixed before the statement that
+// recorded it waited for the database; a time taken after it returned
+// would be later by that wait, however long.
+func (reg *Registry) safeEnd(claim int64) int64 {
+	return reg.claimEnd(claim).Add(-uploadRenewEvery).UnixNano()
 }
 
 // renewIn is how long until a claim (its lease's end, Unix microseconds)
@@ -95,17 +96,25 @@ func safeEnd(claim int64) int64 {
 // end the store recorded, so a claim whose statement waited long on the
 // database is renewed at once rather than a whole period after it
 // returned, when its safe end (safeEnd) may have passed.
-func renewIn(claim int64) time.Duration {
-	return max(0, time.Until(time.UnixMicro(claim).Add(-uploadLease+uploadRenewEvery)))
+// claimEnd is a claim's lease end on this process's clock.
+func (reg *Registry) claimEnd(claim int64) time.Time {
+	if reg.meta.Claims == nil {
+		return time.UnixMicro(claim)
+	}
+	return reg.meta.Claims.ClaimEnd(claim)
+}
+
+func (reg *Registry) renewIn(claim int64) time.Duration {
+	return max(0, time.Until(reg.claimEnd(claim).Add(-uploadLease+uploadRenewEvery)))
 }
 
 func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder {
 	c := &claimHolder{session: up, done: make(chan struct{}), exited: make(chan struct{})}
 	c.claim.Store(up.Claim)
-	c.safeUntil.Store(safeEnd(up.Claim))
+	c.safeUntil.Store(reg.safeEnd(up.Claim))
 	go func() {
 		defer close(c.exited)
-		wait := renewIn(up.Claim)
+		wait := reg.renewIn(up.Claim)
 		for {
 			t := time.NewTimer(wait)
 			select {
@@ -118,8 +127,8 @@ func (reg *Registry) holdClaim(ctx context.Context, up meta.Upload) *claimHolder
 			switch {
 			case err == nil:
 				c.claim.Store(next)
-				c.safeUntil.Store(safeEnd(next))
-				wait = renewIn(next)
+				c.safeUntil.Store(reg.safeEnd(next))
+				wait = reg.renewIn(next)
 			case errors.Is(err, meta.ErrUploadClaimLost) || time.Now().UnixNano() >= c.safeUntil.Load():
 				// Lost, or finished (the upload's row is gone): either
 				// way nothing may be written any more.

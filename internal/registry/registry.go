@@ -25,6 +25,15 @@ type Stores struct {
 	Uploads   UploadStore
 	Manifests ManifestStore
 	Catalog   Catalog
+	// Claims converts upload claims to this process's clock
+	// (meta.Uploads); nil takes them as they are (one host's clock).
+	Claims ClaimClock
+}
+
+// ClaimClock converts an upload claim (its lease's end, on the store's
+// clock, which may be the database server's) to this process's clock.
+type ClaimClock interface {
+	ClaimEnd(claim int64) time.Time
 }
 
 // Catalog lists repositories (meta.Repositories).

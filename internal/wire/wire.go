@@ -21,7 +21,7 @@ import (
 
 // RegistryStores are the stores registry.New takes.
 func RegistryStores(db *meta.DB) registry.Stores {
-	return registry.Stores{Blobs: db.Blobs(), Uploads: db.Uploads(), Manifests: db.Manifests(), Catalog: db.Repositories()}
+	return registry.Stores{Blobs: db.Blobs(), Uploads: db.Uploads(), Manifests: db.Manifests(), Catalog: db.Repositories(), Claims: db.Uploads()}
 }
 
 // AuthzStores are the stores authz.New takes.
