@@ -22,9 +22,10 @@ import (
 	"github.com/berth-dev/berth/internal/wire"
 )
 
-// slowDownS3 is the S3 driver whose next Move (CopyObject and
-// DeleteObject) fails once, as when S3 throttles; everything else is the
-// driver's own (its resumable writers and their state).
+// slowDownS3 is the S3 driver whose next copy into place fails once, as
+// when S3 throttles: a Link (CopyObject, before the blob's transaction)
+// or a Move (CopyObject and DeleteObject, inside it); everything else is
+// the driver's own (its resumable writers and their state).
 type slowDownS3 struct {
 	*s3.Driver
 	failMove *atomic.Bool
@@ -35,6 +36,13 @@ func (d slowDownS3) Move(ctx context.Context, src, dst string) error {
 		return errBlip
 	}
 	return d.Driver.Move(ctx, src, dst)
+}
+
+func (d slowDownS3) Link(ctx context.Context, src, dst string) error {
+	if d.failMove.CompareAndSwap(true, false) {
+		return errBlip
+	}
+	return d.Driver.Link(ctx, src, dst)
 }
 
 // TestS3MoveBlipKeepsTheUpload: on S3, a PUT that completed the upload's

@@ -501,10 +501,10 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 		return errorf(http.StatusBadRequest, CodeDigestInvalid, fmt.Sprintf("content digest %s does not match %s", got, want), map[string]string{"computed": got.String()})
 	}
 	// Placed, recorded and linked under the garbage-collection protocol
-	// (meta.StoreBlob; on the filesystem the bytes are linked to their
-	// address before the transaction, the staged copy kept until the
-	// upload's directory goes below): if the blob is stored already,
-	// these bytes are not needed.
+	// (meta.StoreBlob; the bytes are linked to their address before the
+	// transaction, on S3 copied there, the staged copy kept until the
+	// upload's file goes below): if the blob is stored already, these
+	// bytes are not needed.
 	//
 	// A session's claim must still be this request's: if its lease ran out
 	// (renewals failed, or a retry took the session over), another request
@@ -528,9 +528,10 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 		}
 		var sf *storageFailure
 		if errors.As(err, &sf) && transientStorage(err) {
-			// Storage stumbled placing the bytes (on S3, CopyObject or
-			// DeleteObject throttled or timing out): the transaction
-			// rolled back, and the completed file is still the upload's.
+			// Storage stumbled placing the bytes (on S3, the copy to
+			// their address throttled or timing out, before or inside
+			// the transaction): nothing was recorded, and the completed
+			// file is still the upload's.
 			return reg.keepCompleted(ctx, w, id, "move the blob into place", claim, discard, err)
 		}
 		discard()

@@ -201,9 +201,10 @@ func WriterState(w FileWriter) ([]byte, error) {
 }
 
 // Linker is an optional capability of a Driver that can give a file a
-// second name without copying it (a hard link), which lets a blob's bytes
-// be placed before the metadata store's transaction while the staged copy
-// stays for a second placement (Placement.PlaceEarly).
+// second name while it keeps the first (a hard link; on S3, a server-side
+// copy), which lets a blob's bytes be placed before the metadata store's
+// transaction while the staged copy stays for a second placement
+// (Placement.PlaceEarly); the caller removes the staged copy afterwards.
 type Linker interface {
 	// Link names src's file dst too; src keeps its name. If dst exists
 	// already, it is kept as it is and Link succeeds. Either way, on a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -34,7 +35,50 @@ type Options struct {
 	// handling of the SDK: this one wins when both are set).
 	CAFile   string
 	PartSize int64
+	// Timeouts bound the calls to S3; a zero field takes its default.
+	// Not in Berth's configuration: tests lower them.
+	Timeouts Timeouts
 }
+
+// Timeouts bound the calls to S3, so that an endpoint that stops
+// answering fails the request that waits on it (503 with a Retry-After)
+// instead of holding it, its upload's claim and its part buffer for as
+// long as TCP retransmits (about 15 minutes) or forever.
+type Timeouts struct {
+	// ResponseHeader is how long a request waits for the response's
+	// headers once it is sent (http.Transport.ResponseHeaderTimeout);
+	// default a minute.
+	ResponseHeader time.Duration
+	// Call and MinRate bound each call that sends or copies bytes (a
+	// part, a tail, a small file, a copy, the completion of a multipart
+	// upload), retries included: Call plus its size at MinRate bytes per
+	// second. Calls without a size (create, abort, delete) get Call.
+	// Defaults: a minute and 1 MiB/s (a part of 10 MiB gets 70 s, a
+	// 1 GiB part copy about 18 minutes).
+	Call    time.Duration
+	MinRate int64
+}
+
+// withDefaults fills the zero fields with their defaults.
+func (to Timeouts) withDefaults() Timeouts {
+	if to.ResponseHeader <= 0 {
+		to.ResponseHeader = defaultResponseHeaderTimeout
+	}
+	if to.Call <= 0 {
+		to.Call = defaultCallTimeout
+	}
+	if to.MinRate <= 0 {
+		to.MinRate = defaultMinRate
+	}
+	return to
+}
+
+// Defaults of Timeouts.
+const (
+	defaultResponseHeaderTimeout = time.Minute
+	defaultCallTimeout           = time.Minute
+	defaultMinRate               = 1 << 20
+)
 
 // Open builds an S3 client from o and returns the driver. It does not
 // contact the server: Stat("/") (the readiness probe) checks the bucket.
@@ -43,7 +87,11 @@ func Open(ctx context.Context, o Options) (*Driver, error) {
 	if region == "" && o.Endpoint != "" {
 		region = "us-east-1" // S3-compatible servers mostly ignore it, SigV4 needs one
 	}
+	to := o.Timeouts.withDefaults()
 	hc := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		// The SDK sets none for S3: a request to an endpoint that took it
+		// and never answers would wait forever.
+		tr.ResponseHeaderTimeout = to.ResponseHeader
 		if o.InsecureSkipVerify {
 			if tr.TLSClientConfig == nil {
 				tr.TLSClientConfig = &tls.Config{}
@@ -92,5 +140,10 @@ func Open(ctx context.Context, o Options) (*Driver, error) {
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 	})
-	return NewWithClient(c, o.Bucket, o.Prefix, o.PartSize)
+	d, err := NewWithClient(c, o.Bucket, o.Prefix, o.PartSize)
+	if err != nil {
+		return nil, err
+	}
+	d.timeouts = to
+	return d, nil
 }

@@ -50,6 +50,7 @@ type Driver struct {
 	// copyLimit and copyPart: objects above copyLimit are copied in parts
 	// of copyPart (UploadPartCopy). Fields so tests can use small objects.
 	copyLimit, copyPart int64
+	timeouts            Timeouts
 }
 
 // NewWithClient returns a driver over an S3 client (Open builds one from
@@ -72,7 +73,15 @@ func NewWithClient(c *s3.Client, bucket, prefix string, partSize int64) (*Driver
 		prefix += "/"
 	}
 	return &Driver{c: c, presign: s3.NewPresignClient(c), bucket: bucket, prefix: prefix, partSize: partSize,
-		copyLimit: maxCopy, copyPart: 1 << 30}, nil
+		copyLimit: maxCopy, copyPart: 1 << 30, timeouts: Timeouts{}.withDefaults()}, nil
+}
+
+// bound limits a call that sends or copies n bytes, retries included:
+// Timeouts.Call plus n at Timeouts.MinRate.
+func (d *Driver) bound(ctx context.Context, n int64) (context.Context, context.CancelFunc) {
+	to := d.timeouts
+	rate := to.MinRate
+	return context.WithTimeout(ctx, to.Call+time.Duration(n/rate)*time.Second+time.Duration(n%rate)*time.Second/time.Duration(rate))
 }
 
 // key is the object key of a checked path ("/" is the prefix itself).
@@ -135,6 +144,8 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 }
 
 func (d *Driver) put(ctx context.Context, p, key string, content []byte) error {
+	ctx, cancel := d.bound(ctx, int64(len(content)))
+	defer cancel()
 	_, err := d.c.PutObject(ctx, &s3.PutObjectInput{Bucket: &d.bucket, Key: &key,
 		Body: bytes.NewReader(content), ContentLength: aws.Int64(int64(len(content)))})
 	if err != nil {
@@ -253,31 +264,91 @@ func (d *Driver) List(ctx context.Context, p string) ([]string, error) {
 // Move implements storage.Driver: a server-side copy (atomic for readers
 // of dst: the new object appears whole), then the source is deleted.
 func (d *Driver) Move(ctx context.Context, src, dst string) error {
-	if err := storage.CheckPath(src); err != nil {
-		return err
-	}
-	if err := storage.CheckPath(dst); err != nil {
-		return err
-	}
-	fi, err := d.Stat(ctx, src)
+	size, err := d.copyFrom(ctx, "move", src, dst)
 	if err != nil {
 		return err
 	}
-	if fi.IsDir {
-		return fmt.Errorf("s3 move %s: %w (a directory)", src, storage.ErrNotFound)
-	}
-	if fi.Size > d.copyLimit {
-		err = d.copyParts(ctx, src, dst, fi.Size)
-	} else {
-		_, err = d.c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: &d.bucket, Key: aws.String(d.key(dst)), CopySource: aws.String(d.copySource(src))})
-	}
-	if err != nil {
+	if err := d.copy(ctx, src, dst, size); err != nil {
 		return wrap("move", src, err)
 	}
-	if _, err := d.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &d.bucket, Key: aws.String(d.key(src))}); err != nil {
+	cctx, cancel := d.bound(ctx, 0)
+	defer cancel()
+	if _, err := d.c.DeleteObject(cctx, &s3.DeleteObjectInput{Bucket: &d.bucket, Key: aws.String(d.key(src))}); err != nil {
 		return wrap("move: delete source", src, err)
 	}
 	return nil
+}
+
+var _ storage.Linker = (*Driver)(nil)
+
+// Link implements storage.Linker with a server-side copy, as Move's
+// without the delete: S3 has no second name for an object, but the copy
+// lets meta.StoreBlob place a blob before its transaction (a copy of
+// gigabytes inside it would hold SQLite's one writer, or a PostgreSQL
+// transaction and the digest's lock, for minutes). An object already at
+// dst is kept and nothing is copied. The caller removes src afterwards
+// (the registry deletes the upload, Ingest its staged copy).
+func (d *Driver) Link(ctx context.Context, src, dst string) error {
+	if err := storage.CheckPath(dst); err != nil {
+		return err
+	}
+	hctx, cancel := d.bound(ctx, 0)
+	_, err := d.c.HeadObject(hctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: aws.String(d.key(dst))})
+	cancel()
+	if err == nil {
+		return nil
+	}
+	if !isNotFound(err) {
+		return wrap("link", dst, err)
+	}
+	size, err := d.copyFrom(ctx, "link", src, dst)
+	if err != nil {
+		return err
+	}
+	if err := d.copy(ctx, src, dst, size); err != nil {
+		if isNotFound(err) {
+			// Not src gone (it was there a moment ago) but, most likely,
+			// the copy's multipart upload aborted by a deletion of dst
+			// meanwhile (a collection, or a failed store's undo, which
+			// run under the digest's lock that Link does not hold): a
+			// passing failure, not a missing upload.
+			if _, serr := d.Stat(ctx, src); serr == nil {
+				return fmt.Errorf("s3 link %s: %w", src, err)
+			}
+		}
+		return wrap("link", src, err)
+	}
+	return nil
+}
+
+// copyFrom checks src and dst for a copy by op and returns src's size.
+func (d *Driver) copyFrom(ctx context.Context, op, src, dst string) (int64, error) {
+	if err := storage.CheckPath(src); err != nil {
+		return 0, err
+	}
+	if err := storage.CheckPath(dst); err != nil {
+		return 0, err
+	}
+	fi, err := d.Stat(ctx, src)
+	if err != nil {
+		return 0, err
+	}
+	if fi.IsDir {
+		return 0, fmt.Errorf("s3 %s %s: %w (a directory)", op, src, storage.ErrNotFound)
+	}
+	return fi.Size, nil
+}
+
+// copy copies src, of size bytes, to dst server-side: CopyObject, or
+// UploadPartCopy above the single-copy limit.
+func (d *Driver) copy(ctx context.Context, src, dst string, size int64) error {
+	if size > d.copyLimit {
+		return d.copyParts(ctx, src, dst, size)
+	}
+	cctx, cancel := d.bound(ctx, size)
+	defer cancel()
+	_, err := d.c.CopyObject(cctx, &s3.CopyObjectInput{Bucket: &d.bucket, Key: aws.String(d.key(dst)), CopySource: aws.String(d.copySource(src))})
+	return err
 }
 
 // copySource names src for CopyObject and UploadPartCopy. Keys are of the
@@ -287,22 +358,28 @@ func (d *Driver) copySource(src string) string { return d.bucket + "/" + d.key(s
 // copyParts copies an object too large for CopyObject with UploadPartCopy.
 func (d *Driver) copyParts(ctx context.Context, src, dst string, size int64) error {
 	key := d.key(dst)
-	mp, err := d.c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &d.bucket, Key: &key})
+	cctx, cancel := d.bound(ctx, 0)
+	mp, err := d.c.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{Bucket: &d.bucket, Key: &key})
+	cancel()
 	if err != nil {
 		return err
 	}
 	var parts []types.CompletedPart
 	for off, n := int64(0), int32(1); off < size; off, n = off+d.copyPart, n+1 {
 		end := min(off+d.copyPart, size) - 1
-		out, err := d.c.UploadPartCopy(ctx, &s3.UploadPartCopyInput{Bucket: &d.bucket, Key: &key, UploadId: mp.UploadId,
+		cctx, cancel := d.bound(ctx, end-off+1)
+		out, err := d.c.UploadPartCopy(cctx, &s3.UploadPartCopyInput{Bucket: &d.bucket, Key: &key, UploadId: mp.UploadId,
 			PartNumber: aws.Int32(n), CopySource: aws.String(d.copySource(src)), CopySourceRange: aws.String(fmt.Sprintf("bytes=%d-%d", off, end))})
+		cancel()
 		if err != nil {
 			d.abort(ctx, key, aws.ToString(mp.UploadId))
 			return err
 		}
 		parts = append(parts, types.CompletedPart{PartNumber: aws.Int32(n), ETag: out.CopyPartResult.ETag})
 	}
-	_, err = d.c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &d.bucket, Key: &key, UploadId: mp.UploadId,
+	cctx, cancel = d.bound(ctx, size)
+	defer cancel()
+	_, err = d.c.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{Bucket: &d.bucket, Key: &key, UploadId: mp.UploadId,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
 	if err != nil {
 		d.abort(ctx, key, aws.ToString(mp.UploadId))
@@ -311,7 +388,9 @@ func (d *Driver) copyParts(ctx context.Context, src, dst string, size int64) err
 }
 
 func (d *Driver) abort(ctx context.Context, key, id string) error {
-	_, err := d.c.AbortMultipartUpload(context.WithoutCancel(ctx), &s3.AbortMultipartUploadInput{Bucket: &d.bucket, Key: &key, UploadId: &id})
+	ctx, cancel := d.bound(context.WithoutCancel(ctx), 0)
+	defer cancel()
+	_, err := d.c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &d.bucket, Key: &key, UploadId: &id})
 	if err != nil && !isNotFound(err) {
 		return err
 	}

@@ -87,7 +87,8 @@ func (d *Driver) Writer(ctx context.Context, p string, offset int64) (storage.Fi
 
 func (d *Driver) newWriter(ctx context.Context, p string) *writer {
 	// The writer finishes what it started even if the request that opened
-	// it goes away: a chunk received must be recorded.
+	// it goes away: a chunk received must be recorded. Each call is
+	// bounded instead (Timeouts).
 	return &writer{d: d, ctx: context.WithoutCancel(ctx), path: p, st: state{Key: d.key(p)}}
 }
 
@@ -107,7 +108,9 @@ func (d *Driver) ResumeWriter(ctx context.Context, p string, offset int64, saved
 		return nil, fmt.Errorf("s3 resume %s at %d: %w: the saved state is of %s at %d", p, offset, storage.ErrNotFound, w.st.Key, w.st.Size)
 	}
 	if w.st.PrevTail != "" {
-		d.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &d.bucket, Key: aws.String(w.st.PrevTail)})
+		cctx, cancel := d.bound(ctx, 0)
+		d.c.DeleteObject(cctx, &s3.DeleteObjectInput{Bucket: &d.bucket, Key: aws.String(w.st.PrevTail)})
+		cancel()
 		w.st.PrevTail = ""
 	}
 	for _, pt := range w.st.Parts {
@@ -115,13 +118,17 @@ func (d *Driver) ResumeWriter(ctx context.Context, p string, offset int64, saved
 	}
 	if w.st.UploadID != "" {
 		// A deleted (aborted) upload fails here, not at the last chunk.
-		_, err := d.c.ListParts(ctx, &s3.ListPartsInput{Bucket: &d.bucket, Key: &w.st.Key, UploadId: &w.st.UploadID, MaxParts: aws.Int32(1)})
+		cctx, cancel := d.bound(ctx, 0)
+		_, err := d.c.ListParts(cctx, &s3.ListPartsInput{Bucket: &d.bucket, Key: &w.st.Key, UploadId: &w.st.UploadID, MaxParts: aws.Int32(1)})
+		cancel()
 		if err != nil {
 			return nil, wrap("resume", p, err)
 		}
 	}
 	if w.st.Tail != "" {
-		out, err := d.c.GetObject(ctx, &s3.GetObjectInput{Bucket: &d.bucket, Key: &w.st.Tail})
+		cctx, cancel := d.bound(ctx, w.st.TailSize)
+		defer cancel()
+		out, err := d.c.GetObject(cctx, &s3.GetObjectInput{Bucket: &d.bucket, Key: &w.st.Tail})
 		if err != nil {
 			return nil, wrap("resume: read tail", p, err)
 		}
@@ -173,7 +180,9 @@ func (w *writer) flushPart() error {
 	}
 	d := w.d
 	if w.st.UploadID == "" {
-		mp, err := d.c.CreateMultipartUpload(w.ctx, &s3.CreateMultipartUploadInput{Bucket: &d.bucket, Key: &w.st.Key})
+		ctx, cancel := d.bound(w.ctx, 0)
+		mp, err := d.c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &d.bucket, Key: &w.st.Key})
+		cancel()
 		if err != nil {
 			w.err = wrap("write", w.path, err)
 			return w.err
@@ -181,7 +190,9 @@ func (w *writer) flushPart() error {
 		w.st.UploadID = aws.ToString(mp.UploadId)
 	}
 	n := int32(len(w.st.Parts) + 1)
-	out, err := d.c.UploadPart(w.ctx, &s3.UploadPartInput{Bucket: &d.bucket, Key: &w.st.Key, UploadId: &w.st.UploadID,
+	ctx, cancel := d.bound(w.ctx, int64(len(w.buf)))
+	defer cancel()
+	out, err := d.c.UploadPart(ctx, &s3.UploadPartInput{Bucket: &d.bucket, Key: &w.st.Key, UploadId: &w.st.UploadID,
 		PartNumber: aws.Int32(n), Body: bytes.NewReader(w.buf), ContentLength: aws.Int64(int64(len(w.buf)))})
 	if err != nil {
 		w.err = wrap("write part", w.path, err)
@@ -219,7 +230,9 @@ func (w *writer) Close() error {
 	w.st.PrevTail, w.st.Tail, w.st.TailSize, w.st.TailETag = w.st.Tail, "", 0, ""
 	if len(w.buf) > 0 {
 		tail := w.st.Key + tailInfix + strconv.FormatInt(w.st.Size, 10)
-		out, err := w.d.c.PutObject(w.ctx, &s3.PutObjectInput{Bucket: &w.d.bucket, Key: &tail,
+		ctx, cancel := w.d.bound(w.ctx, int64(len(w.buf)))
+		defer cancel()
+		out, err := w.d.c.PutObject(ctx, &s3.PutObjectInput{Bucket: &w.d.bucket, Key: &tail,
 			Body: bytes.NewReader(w.buf), ContentLength: aws.Int64(int64(len(w.buf)))})
 		if err != nil {
 			w.err = wrap("write tail", w.path, err)
@@ -287,8 +300,10 @@ func (w *writer) Commit(ctx context.Context) error {
 		for i, pt := range w.st.Parts {
 			parts[i] = types.CompletedPart{PartNumber: aws.Int32(pt.N), ETag: aws.String(pt.ETag)}
 		}
-		_, err := d.c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &d.bucket, Key: &w.st.Key,
+		cctx, cancel := d.bound(ctx, w.Size())
+		_, err := d.c.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{Bucket: &d.bucket, Key: &w.st.Key,
 			UploadId: &w.st.UploadID, MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
+		cancel()
 		if err != nil {
 			return wrap("commit", w.path, err)
 		}
@@ -301,7 +316,9 @@ func (w *writer) Commit(ctx context.Context) error {
 func (w *writer) dropTails(ctx context.Context) {
 	for _, k := range []string{w.st.Tail, w.st.PrevTail} {
 		if k != "" {
-			w.d.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.d.bucket, Key: aws.String(k)})
+			cctx, cancel := w.d.bound(ctx, 0)
+			w.d.c.DeleteObject(cctx, &s3.DeleteObjectInput{Bucket: &w.d.bucket, Key: aws.String(k)})
+			cancel()
 		}
 	}
 }
@@ -315,7 +332,9 @@ func (w *writer) Cancel(ctx context.Context) error {
 		err = w.d.abort(ctx, w.st.Key, w.st.UploadID)
 	}
 	w.dropTails(ctx)
-	if _, derr := w.d.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.d.bucket, Key: &w.st.Key}); err == nil && derr != nil && !isNotFound(derr) {
+	dctx, cancel := w.d.bound(ctx, 0)
+	defer cancel()
+	if _, derr := w.d.c.DeleteObject(dctx, &s3.DeleteObjectInput{Bucket: &w.d.bucket, Key: &w.st.Key}); err == nil && derr != nil && !isNotFound(derr) {
 		err = derr
 	}
 	if err != nil {
