@@ -93,10 +93,12 @@ Exit status, for use as a pipeline gate:
 				case <-time.After(time.Second):
 				}
 			}
-			// An index has no report of its own: each platform has one.
+			// An index's report is its platforms' union: the table shows
+			// (and --fail-on counts) each platform's instead.
 			reports := []scan.SecurityInfo{info}
 			labels := []string{repo + "@" + dgst}
-			if info.Status == meta.ScanScanned && info.Data == nil {
+			if info.Status == meta.ScanScanned && len(info.Manifests) > 0 {
+				reports[0].Data = nil
 				for i, m := range info.Manifests {
 					if m.Status != meta.ScanScanned {
 						continue

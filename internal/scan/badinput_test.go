@@ -85,7 +85,7 @@ func TestHostileLayers(t *testing.T) {
 }
 
 // TestArtifactAndIndex: an artifact is not scanned (unsupported); an index
-// reports per platform.
+// reports per platform, and their union as its data.
 func TestArtifactAndIndex(t *testing.T) {
 	e := newEnv(t, "sqlite", index.Limits{})
 	amd, _ := e.push("acme/multi", "amd64", debianLayer(t))
@@ -96,6 +96,10 @@ func TestArtifactAndIndex(t *testing.T) {
 	if info.Status != meta.ScanScanned || len(info.Manifests) != 2 || info.Manifests[0].Digest != amd || info.Manifests[1].Status != meta.ScanScanned ||
 		info.Manifests[0].Platform == nil || info.Manifests[0].Platform.Architecture != "amd64" {
 		t.Fatalf("index: %+v", info)
+	}
+	// Its data is both platforms' packages; they share no namespace.
+	if l := info.Data.Layer; l.Name != idx || l.NamespaceName != "" || feature(info, "musl") == nil || feature(info, "zlib1g") == nil {
+		t.Errorf("index layer %s in %q: %d features", l.Name, l.NamespaceName, len(l.Features))
 	}
 	// Berth's own SBOM referrer is an artifact: never scanned itself.
 	sbom, err := e.db.Manifests().Referrers(context.Background(), "acme/multi", mustDigest(t, amd), "application/spdx+json")

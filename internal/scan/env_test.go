@@ -293,6 +293,10 @@ func (e *env) security(repo, dgst string) scan.SecurityInfo {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	// Quay's clients read data.Layer once the status is "scanned".
+	if (info.Status == meta.ScanScanned) != (info.Data != nil) {
+		e.t.Fatalf("%s@%s: status %s with data %v", repo, dgst, info.Status, info.Data)
+	}
 	images := []string{dgst}
 	for _, p := range info.Manifests {
 		images = append(images, p.Digest)

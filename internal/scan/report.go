@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -119,7 +120,7 @@ var versionFormat = map[string]string{"dpkg": "dpkg", "apk": "apk", "rpm": "rpm"
 // Security answers the security endpoint for a manifest of repo.
 func (s *Service) Security(ctx context.Context, repo string, m meta.Manifest, withVulns bool) (SecurityInfo, error) {
 	if m.MediaType == oci.MediaTypeImageIndex || m.MediaType == oci.MediaTypeDockerList {
-		return s.indexSecurity(ctx, repo, m)
+		return s.indexSecurity(ctx, repo, m, withVulns)
 	}
 	st, err := s.stores.Results.ManifestScan(ctx, m.Digest.String())
 	if errors.Is(err, meta.ErrNotFound) {
@@ -171,7 +172,9 @@ const maxIndexPlatforms = 64
 // listed once (with the platform of its first entry); past
 // maxIndexPlatforms distinct ones the rest are not read, and the answer
 // is "unsupported" at best with its data incomplete, never clean.
-func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifest) (SecurityInfo, error) {
+// Only a "scanned" index has data: the union of its platforms' reports
+// (indexLayer), as Quay's clients read data.Layer once scanned.
+func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifest, withVulns bool) (SecurityInfo, error) {
 	man, err := oci.ParseManifest(m.Content, m.MediaType)
 	if err != nil {
 		return SecurityInfo{Status: meta.ScanUnsupported, Reason: err.Error()}, nil
@@ -183,6 +186,9 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 	out := SecurityInfo{Status: meta.ScanScanned, Manifests: []PlatformSecurity{}}
 	rank := map[string]int{meta.ScanScanned: 0, meta.ScanUnsupported: 1, meta.ScanQueued: 2, meta.ScanFailed: 3}
 	var covs []DataCoverage
+	// union gathers the platforms' reports while all read are scanned
+	// (nil after one is not: the index will have no data).
+	union := newIndexLayer(m.Digest.String())
 	seen := map[string]bool{}
 	truncated := false
 	for _, c := range man.Manifests {
@@ -231,6 +237,17 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 			}
 			ps.VulnerabilityData = &cov
 			covs = append(covs, cov)
+			if union != nil {
+				var findings []Finding
+				if withVulns {
+					if findings, err = s.match(ctx, rep); err != nil {
+						return SecurityInfo{}, err
+					}
+				}
+				union.add(layerOf(c.Digest.String(), st.IndexerVersion, rep, findings, withVulns))
+			}
+		} else {
+			union = nil
 		}
 		if rank[ps.Status] > rank[out.Status] {
 			out.Status = ps.Status
@@ -255,7 +272,100 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 		}
 		out.VulnerabilityData.Complete = false
 	}
+	if out.Status == meta.ScanScanned && union != nil {
+		out.Data = &SecurityData{Layer: union.layer()}
+	}
 	return out, nil
+}
+
+// indexLayer is the union of an index's platforms' layers, in Quay's
+// shape: named by the index digest, with no parent, indexed by the
+// oldest indexer among its platforms, in their namespace when they share
+// one (else none: each feature names its own). A package (name, version
+// and namespace) of several platforms is listed once, added by the layer
+// of the first platform that has it, with each of its advisories (by
+// name) once; content sets and CPEs are the platforms' together.
+type indexLayer struct {
+	out     SecurityLayer
+	at      map[featureKey]int
+	n       int
+	mixedNS bool
+}
+
+type featureKey struct{ name, version, namespace string }
+
+func newIndexLayer(dgst string) *indexLayer {
+	return &indexLayer{out: SecurityLayer{Name: dgst, Features: []Feature{}}, at: map[featureKey]int{}}
+}
+
+// add merges one platform's layer.
+func (u *indexLayer) add(l SecurityLayer) {
+	switch {
+	case u.n == 0:
+		u.out.NamespaceName, u.out.IndexedByVersion = l.NamespaceName, l.IndexedByVersion
+	case l.NamespaceName != u.out.NamespaceName:
+		u.mixedNS = true
+	}
+	u.out.IndexedByVersion = min(u.out.IndexedByVersion, l.IndexedByVersion)
+	u.n++
+	u.out.ContentSets = append(u.out.ContentSets, l.ContentSets...)
+	u.out.CPEs = append(u.out.CPEs, l.CPEs...)
+	for _, f := range l.Features {
+		k := featureKey{f.Name, f.Version, f.NamespaceName}
+		i, ok := u.at[k]
+		if !ok {
+			f.Vulnerabilities, f.BaseScores, f.CVEIds = slices.Clone(f.Vulnerabilities), slices.Clone(f.BaseScores), slices.Clone(f.CVEIds)
+			u.at[k] = len(u.out.Features)
+			u.out.Features = append(u.out.Features, f)
+			continue
+		}
+		mergeFeature(&u.out.Features[i], f)
+	}
+}
+
+// mergeFeature adds to f the advisories of g (the same package on
+// another platform) that f does not list.
+func mergeFeature(f *Feature, g Feature) {
+	added := false
+	for _, v := range g.Vulnerabilities {
+		if slices.ContainsFunc(f.Vulnerabilities, func(w Vulnerability) bool { return w.Name == v.Name }) {
+			continue
+		}
+		added = true
+		f.Vulnerabilities = append(f.Vulnerabilities, v)
+		if v.Metadata.NVD.CVSSv3 != nil {
+			f.BaseScores = append(f.BaseScores, v.Metadata.NVD.CVSSv3.Score)
+		}
+	}
+	for _, id := range g.CVEIds {
+		if !slices.Contains(f.CVEIds, id) {
+			f.CVEIds = append(f.CVEIds, id)
+		}
+	}
+	if added {
+		sort.SliceStable(f.Vulnerabilities, func(i, j int) bool {
+			return osv.SeverityRank(f.Vulnerabilities[i].Severity) > osv.SeverityRank(f.Vulnerabilities[j].Severity)
+		})
+	}
+}
+
+// layer is the union of the layers added.
+func (u *indexLayer) layer() SecurityLayer {
+	l := u.out
+	if u.mixedNS {
+		l.NamespaceName = ""
+	}
+	l.ContentSets, l.CPEs = sortedSet(l.ContentSets), sortedSet(l.CPEs)
+	return l
+}
+
+// sortedSet sorts and deduplicates ss (nil stays nil).
+func sortedSet(ss []string) []string {
+	if len(ss) == 0 {
+		return nil
+	}
+	slices.Sort(ss)
+	return slices.Compact(ss)
 }
 
 // layerOf renders a report and its findings in Quay's shape.
