@@ -17,8 +17,8 @@ import (
 type Collection interface {
 	DanglingManifests(ctx context.Context, cutoff time.Time, n int) ([]meta.GCCandidate, error)
 	CollectManifests(ctx context.Context, cands []meta.GCCandidate, cutoff time.Time) (int, error)
-	StaleLinks(ctx context.Context, cutoff time.Time, n int) ([]meta.GCCandidate, error)
-	CollectLinks(ctx context.Context, cands []meta.GCCandidate, cutoff time.Time) (int, error)
+	StaleLinks(ctx context.Context, cutoff, firstLinkedBefore time.Time, n int) ([]meta.GCCandidate, error)
+	CollectLinks(ctx context.Context, cands []meta.GCCandidate, cutoff, firstLinkedBefore time.Time) (int, error)
 	OrphanBlobs(ctx context.Context, cutoff time.Time, n int) ([]meta.GCCandidate, error)
 	CondemnBlobs(ctx context.Context, ds []digest.Digest, cutoff time.Time) (int, error)
 	PendingBlobDeletes(ctx context.Context, n int) ([]digest.Digest, error)
@@ -40,20 +40,42 @@ const collectBatch = 500
 // its children dangling, deleting a manifest makes its links stale.
 const maxRounds = 8
 
+// cutoffs are the times a collection compares with.
+type cutoffs struct {
+	// delay: nothing created, linked or confirmed since is removed...
+	delay time.Time
+	// ...but an unreferenced link first made before linked goes whatever
+	// its confirmations and the uploads in its repository.
+	linked time.Time
+}
+
+// cutoffsAt are the cutoffs of a collection at now: the delay's, and
+// gc.uploadExpiry's (never less than the delay) for unreferenced links.
+// An upload session idle that long is gone, so a push still going on
+// needs no unreferenced link first made before; without the cap a client
+// could keep blobs that no manifest references, which count in no
+// namespace's quota, by confirming them every half delay (a HEAD) or by
+// keeping an upload session alive in the repository.
+func (c *Collector) cutoffsAt(now time.Time) cutoffs {
+	return cutoffs{delay: now.Add(-c.opts.Delay), linked: now.Add(-max(c.opts.UploadExpiry, c.opts.Delay))}
+}
+
 // collect removes what nothing keeps, oldest first: dangling manifests
 // (no tag, no parent index, no stored subject), then repository links no
 // manifest references, then blobs no repository links, each created (or
-// last confirmed) before cutoff and re-checked under lock when removed;
-// then the bytes of condemned blobs. A dry collection counts the
-// candidates of one round and removes nothing.
-func (c *Collector) collect(ctx context.Context, cutoff time.Time, dry bool) (Collected, error) {
+// last confirmed) before the delay's cutoff (or, a link, first made
+// before the links' cutoff) and re-checked under lock when removed; then
+// the bytes of condemned blobs. A dry collection counts the candidates
+// of one round and removes nothing.
+func (c *Collector) collect(ctx context.Context, cut cutoffs, dry bool) (Collected, error) {
+	cutoff := cut.delay
 	var got Collected
 	if dry {
 		ms, err := c.gc.DanglingManifests(ctx, cutoff, 1<<30)
 		if err != nil {
 			return got, err
 		}
-		ls, err := c.gc.StaleLinks(ctx, cutoff, 1<<30)
+		ls, err := c.gc.StaleLinks(ctx, cutoff, cut.linked, 1<<30)
 		if err != nil {
 			return got, err
 		}
@@ -73,7 +95,7 @@ func (c *Collector) collect(ctx context.Context, cutoff time.Time, dry bool) (Co
 		if err := c.collectManifests(ctx, cutoff, &got); err != nil {
 			errs = append(errs, err)
 		}
-		if err := c.collectLinks(ctx, cutoff, &got); err != nil {
+		if err := c.collectLinks(ctx, cut, &got); err != nil {
 			errs = append(errs, err)
 		}
 		if err := c.condemnBlobs(ctx, cutoff, &got); err != nil {
@@ -124,13 +146,13 @@ func (c *Collector) collectManifests(ctx context.Context, cutoff time.Time, got 
 	}
 }
 
-func (c *Collector) collectLinks(ctx context.Context, cutoff time.Time, got *Collected) error {
+func (c *Collector) collectLinks(ctx context.Context, cut cutoffs, got *Collected) error {
 	for {
-		cands, err := c.gc.StaleLinks(ctx, cutoff, collectBatch)
+		cands, err := c.gc.StaleLinks(ctx, cut.delay, cut.linked, collectBatch)
 		if err != nil {
 			return err
 		}
-		n, err := inChunks(cands, func(b []meta.GCCandidate) (int, error) { return c.gc.CollectLinks(ctx, b, cutoff) })
+		n, err := inChunks(cands, func(b []meta.GCCandidate) (int, error) { return c.gc.CollectLinks(ctx, b, cut.delay, cut.linked) })
 		got.Links += n
 		if err != nil {
 			return fmt.Errorf("collect links: %w", err)

@@ -32,8 +32,14 @@ type world struct {
 
 func newWorld(t *testing.T, dialect string, delay time.Duration) *world {
 	t.Helper()
-	e := newEnv(t, dialect, Options{Delay: delay, UploadExpiry: 24 * time.Hour})
-	reg := registry.New(registry.Stores{Blobs: e.db.Blobs(), Uploads: e.db.Uploads(), Manifests: e.db.Manifests(), Catalog: e.db.Repositories()}, e.store, registry.Options{GCDelay: delay, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	return newWorldWith(t, dialect, Options{Delay: delay, UploadExpiry: 24 * time.Hour})
+}
+
+// newWorldWith is newWorld with the collector's options.
+func newWorldWith(t *testing.T, dialect string, opts Options) *world {
+	t.Helper()
+	e := newEnv(t, dialect, opts)
+	reg := registry.New(registry.Stores{Blobs: e.db.Blobs(), Uploads: e.db.Uploads(), Manifests: e.db.Manifests(), Catalog: e.db.Repositories()}, e.store, registry.Options{GCDelay: opts.Delay, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}})
 	srv := httptest.NewServer(reg)
 	t.Cleanup(srv.Close)
@@ -204,7 +210,7 @@ func TestReuploadWhileDeleting(t *testing.T) {
 			d := w.blob("app", content)
 			time.Sleep(5 * time.Millisecond)
 			cutoff := time.Now()
-			if ok, err := one(w.db.Collector().CollectLinks(ctx, []meta.GCCandidate{{RepositoryID: linkRepoID(t, w, "app"), Digest: d}}, cutoff)); !ok || err != nil {
+			if ok, err := one(w.db.Collector().CollectLinks(ctx, []meta.GCCandidate{{RepositoryID: linkRepoID(t, w, "app"), Digest: d}}, cutoff, cutoff)); !ok || err != nil {
 				t.Fatalf("collect link: %v %v", ok, err)
 			}
 			if ok, err := one(w.db.Collector().CondemnBlobs(ctx, []digest.Digest{d}, cutoff)); !ok || err != nil {
@@ -491,7 +497,7 @@ func TestPutAgainstLinkCollection(t *testing.T) {
 			layer := []byte("collected before the push")
 			raw := manifest(layer)
 			time.Sleep(5 * time.Millisecond)
-			if ok, err := one(w.db.Collector().CollectLinks(ctx, []meta.GCCandidate{{RepositoryID: repoID(), Digest: digest.FromBytes(layer)}}, time.Now())); !ok || err != nil {
+			if ok, err := one(w.db.Collector().CollectLinks(ctx, []meta.GCCandidate{{RepositoryID: repoID(), Digest: digest.FromBytes(layer)}}, time.Now(), time.Now())); !ok || err != nil {
 				t.Fatalf("collect: %v %v", ok, err)
 			}
 			if st, b := w.do("PUT", "/v2/order/manifests/late", raw, "Content-Type", oci.MediaTypeImageManifest); st != 400 ||
@@ -505,7 +511,7 @@ func TestPutAgainstLinkCollection(t *testing.T) {
 			if st, b := w.do("PUT", "/v2/order/manifests/early", raw, "Content-Type", oci.MediaTypeImageManifest); st != 201 {
 				t.Fatalf("PUT: %d %s", st, b)
 			}
-			if ok, err := one(w.db.Collector().CollectLinks(ctx, []meta.GCCandidate{{RepositoryID: repoID(), Digest: digest.FromBytes(layer)}}, time.Now())); ok || err != nil {
+			if ok, err := one(w.db.Collector().CollectLinks(ctx, []meta.GCCandidate{{RepositoryID: repoID(), Digest: digest.FromBytes(layer)}}, time.Now(), time.Now())); ok || err != nil {
 				t.Fatalf("the collection removed a referenced link: %v %v", ok, err)
 			}
 			if err := w.pullable("order", "early"); err != nil {

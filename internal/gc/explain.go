@@ -101,7 +101,7 @@ type PassRecord struct {
 func (c *Collector) Status(ctx context.Context) (Status, error) {
 	st := Status{Enabled: c.opts.Delay > 0, Delay: c.opts.Delay.String(), Interval: c.opts.Interval.String()}
 	if st.Enabled {
-		got, err := c.collect(ctx, c.now().Add(-c.opts.Delay), true)
+		got, err := c.collect(ctx, c.cutoffsAt(c.now()), true)
 		if err != nil {
 			return st, err
 		}

@@ -51,7 +51,10 @@ type Options struct {
 	// Interval between passes (Run).
 	Interval time.Duration
 	// UploadExpiry: an upload session nobody wrote to for this long is
-	// removed with its bytes.
+	// removed with its bytes; and a blob link no manifest references is
+	// collected once it was first made this long ago (at least Delay),
+	// however recently it was confirmed or uploads went on in its
+	// repository.
 	UploadExpiry time.Duration
 	// Retention of bookkeeping rows.
 	Retention meta.Retention
@@ -125,7 +128,7 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
 		}
 	}
 	if c.opts.Delay > 0 {
-		got, err := c.collect(ctx, start.Add(-c.opts.Delay), dry)
+		got, err := c.collect(ctx, c.cutoffsAt(start), dry)
 		rep.Collected = got
 		if err != nil {
 			errs = append(errs, err)

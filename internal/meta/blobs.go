@@ -60,9 +60,13 @@ func (db Blobs) RepositoryBlob(ctx context.Context, repo string, d digest.Digest
 // TouchBlobLink confirms a repository's link to a blob (a client asked
 // for it and may reference it in a manifest it is about to push): a link
 // last confirmed before stale is dated now, so garbage collection spares
-// it for another delay. It reports false if the link is gone.
+// it for another delay, up to gc.uploadExpiry after it was first made
+// if no manifest references it (staleLink): when it was first made does
+// not move (a link made by a binary before migration 35 takes its last
+// confirmation's time). It reports false if the link is gone.
 func (db Blobs) TouchBlobLink(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error) {
-	res, err := db.write.ExecContext(ctx, db.q(`UPDATE repository_blobs SET created_at = ?
+	res, err := db.write.ExecContext(ctx, db.q(`UPDATE repository_blobs SET created_at = ?,
+		linked_at = CASE WHEN linked_at > 0 THEN linked_at ELSE created_at END
 		WHERE digest = ? AND created_at < ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)`),
 		db.now(), d.String(), stale.UnixMicro(), repo)
 	if err != nil {
@@ -164,9 +168,14 @@ func (db *core) linkBlob(ctx context.Context, tx *sql.Tx, repo string, b Blob, u
 		return fmt.Errorf("look up blob: %w", err)
 	}
 	// A new link, or a confirmed one, is dated now: collection spares it
-	// for a delay.
-	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?)
-		ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at`), id, b.Digest.String(), db.now()); err != nil {
+	// for a delay. When it was first made (linked_at) stays: collection
+	// removes it, unreferenced, at most gc.uploadExpiry after that,
+	// however often it is linked again (staleLink).
+	now := db.now()
+	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO repository_blobs (repository_id, digest, created_at, linked_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at,
+		linked_at = CASE WHEN repository_blobs.linked_at > 0 THEN repository_blobs.linked_at ELSE repository_blobs.created_at END`),
+		id, b.Digest.String(), now, now); err != nil {
 		return fmt.Errorf("link blob: %w", err)
 	}
 	if up.ID != "" {

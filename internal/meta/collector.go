@@ -28,6 +28,17 @@ ALTER TABLE uploads ADD COLUMN actor TEXT NOT NULL DEFAULT '';
 CREATE INDEX uploads_actor ON uploads(actor);
 `
 
+// linkedAtSchema is migration 35: when each repository's link to a blob
+// was first made (linked_at; created_at is when it was made or last
+// confirmed). An existing link's is the only time an earlier version
+// kept. 0 is a link a binary before this migration made (a replica still
+// running during a rolling upgrade): linkFirstMade reads its created_at
+// instead, and its next confirmation dates it.
+const linkedAtSchema = `
+ALTER TABLE repository_blobs ADD COLUMN linked_at BIGINT NOT NULL DEFAULT 0;
+UPDATE repository_blobs SET linked_at = created_at
+`
+
 // lockDigest serializes, across processes, everything that places or
 // deletes the bytes of one digest: on PostgreSQL a transaction-scoped
 // advisory lock keyed by the digest; SQLite serializes all writers.
@@ -172,21 +183,57 @@ func (db *core) inBatch(ctx context.Context, n int, step func(tx *sql.Tx, i int)
 	return done, err
 }
 
-// StaleLinks returns up to n blob links created (or last confirmed) before
-// cutoff that no manifest of their repository references, in
-// repositories with no upload in progress (uploadingSince).
-func (db Collector) StaleLinks(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
-	rows, err := db.read.QueryContext(ctx, db.q(`SELECT rb.repository_id, r.name, rb.digest, b.size FROM repository_blobs rb
-		JOIN repositories r ON r.id = rb.repository_id
-		JOIN blobs b ON b.digest = rb.digest
-		WHERE rb.created_at < ?
-		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = rb.repository_id AND x.ref_digest = rb.digest)
-		AND r.name NOT IN (`+uploadingSince+`)
-		ORDER BY rb.created_at LIMIT ?`), cutoff.UnixMicro(), cutoff.UnixMicro(), db.now(), n)
+// StaleLinks returns up to n blob links that no manifest of their
+// repository references and that are stale (staleLink): created (or last
+// confirmed) before cutoff in repositories with no upload in progress
+// (uploadingSince), or first made before firstLinkedBefore, whatever
+// their confirmations and the uploads.
+func (db Collector) StaleLinks(ctx context.Context, cutoff, firstLinkedBefore time.Time, n int) ([]GCCandidate, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(staleLinksQuery()), staleLinkArgs(firstLinkedBefore, cutoff, db.now(), n)...)
 	if err != nil {
 		return nil, fmt.Errorf("stale links: %w", err)
 	}
 	return scanCandidates(rows)
+}
+
+// staleLinksQuery is StaleLinks' statement (staleLinkArgs, then the
+// limit).
+func staleLinksQuery() string {
+	return `SELECT rb.repository_id, r.name, rb.digest, b.size FROM repository_blobs rb
+		JOIN repositories r ON r.id = rb.repository_id
+		JOIN blobs b ON b.digest = rb.digest
+		WHERE ` + staleLink("r.name") + `
+		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = rb.repository_id AND x.ref_digest = rb.digest)
+		ORDER BY rb.created_at LIMIT ?`
+}
+
+// staleLink is the condition on a link rb, in the repository named
+// repoName, for garbage collection to remove it if nothing references it
+// (staleLinkArgs gives its arguments). A link first made longer ago than
+// gc.uploadExpiry is stale whatever else (firstLinkedBefore): a client
+// that confirms a link (a HEAD, an upload of the same blob) moves its
+// created_at, and an upload session lives while it is written to, but an
+// unreferenced blob counts in no namespace's quota, so confirmations and
+// uploads must not keep it forever; a push that is not abandoned needs
+// no unreferenced link older than its uploads. Otherwise a link is stale
+// once created (or last confirmed) before the delay's cutoff, in a
+// repository with no upload in progress. Both times are read on the row
+// (on PostgreSQL a delete that waited for a confirmation re-checks them
+// on the confirmed row). StaleLinks reads the links' table once either
+// way: what no manifest references is found by reading every link
+// (there is no index to find it by).
+func staleLink(repoName string) string {
+	return `(` + linkFirstMade + ` < ? OR (rb.created_at < ? AND ` + repoName + ` NOT IN (` + uploadingSince + `)))`
+}
+
+// linkFirstMade is when the link rb was first made: its linked_at, or,
+// for a link made by a binary before migration 35, its created_at.
+const linkFirstMade = `CASE WHEN rb.linked_at > 0 THEN rb.linked_at ELSE rb.created_at END`
+
+// staleLinkArgs are staleLink's arguments (now is the store's), then
+// more.
+func staleLinkArgs(firstLinkedBefore, cutoff time.Time, now int64, more ...any) []any {
+	return append([]any{firstLinkedBefore.UnixMicro(), cutoff.UnixMicro(), cutoff.UnixMicro(), now}, more...)
 }
 
 // uploadingSince selects the repositories with an upload in progress:
@@ -195,7 +242,8 @@ func (db Collector) StaleLinks(ctx context.Context, cutoff time.Time, n int) ([]
 // a writer streaming one long PATCH renews its claim and writes the
 // session only at the end). A slow push links its first layers as each
 // upload finishes, long before its manifest names them; while the push
-// goes on, its repository's unreferenced links are not stale. The
+// goes on, its repository's unreferenced links are not stale (up to
+// gc.uploadExpiry after they were first made: staleLink). The
 // subquery does not depend on the outer row: both dialects read the
 // uploads table once per statement (uploads has no index on repository
 // or updated_at; it holds only the open sessions, which expire after
@@ -206,17 +254,16 @@ const uploadingSince = `SELECT u.repository FROM uploads u WHERE u.updated_at >=
 var errKept = errors.New("kept")
 
 // CollectLinks removes, in one transaction, each candidate blob link that
-// is still stale and unreferenced, and whose repository has still no
-// upload in progress (a push that began since StaleLinks read it). A row
-// is deleted first (on PostgreSQL that waits for a push holding it FOR
+// is still stale (as StaleLinks finds them: a link whose repository has
+// an upload in progress since StaleLinks read it is kept, unless it was
+// first made before firstLinkedBefore) and unreferenced. A row is
+// deleted first (on PostgreSQL that waits for a push holding it FOR
 // SHARE), then the references are read in a later statement, which sees
 // that push's manifest: the link stays if anything references it.
-func (db Collector) CollectLinks(ctx context.Context, cands []GCCandidate, cutoff time.Time) (int, error) {
+func (db Collector) CollectLinks(ctx context.Context, cands []GCCandidate, cutoff, firstLinkedBefore time.Time) (int, error) {
 	return db.inBatch(ctx, len(cands), func(tx *sql.Tx, i int) error {
 		repoID, d := cands[i].RepositoryID, cands[i].Digest
-		res, err := tx.ExecContext(ctx, db.q(`DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ? AND created_at < ?
-			AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.id = repository_blobs.repository_id AND r.name IN (`+uploadingSince+`))`),
-			repoID, d.String(), cutoff.UnixMicro(), cutoff.UnixMicro(), db.now())
+		res, err := tx.ExecContext(ctx, db.q(collectLinkStmt()), append([]any{repoID, d.String()}, staleLinkArgs(firstLinkedBefore, cutoff, db.now())...)...)
 		if err != nil {
 			return fmt.Errorf("collect link: %w", err)
 		}
@@ -233,6 +280,13 @@ func (db Collector) CollectLinks(ctx context.Context, cands []GCCandidate, cutof
 		}
 		return nil
 	})
+}
+
+// collectLinkStmt is CollectLinks' delete of one link (its repository
+// and digest, then staleLinkArgs).
+func collectLinkStmt() string {
+	return `DELETE FROM repository_blobs AS rb WHERE rb.repository_id = ? AND rb.digest = ?
+		AND ` + staleLink("(SELECT r.name FROM repositories r WHERE r.id = rb.repository_id)")
 }
 
 // OrphanBlobs returns up to n blobs recorded before cutoff that no

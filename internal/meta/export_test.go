@@ -109,3 +109,12 @@ func LocalClock(clock func() time.Time) Option {
 func (db *DB) ClockOffset() time.Duration {
 	return time.Duration(db.offset.Load()) * time.Microsecond
 }
+
+// LinkTimes returns when a repository's link to a blob was made or last
+// confirmed (created_at) and when it was first made (linked_at).
+func (db *DB) LinkTimes(ctx context.Context, repo string, d digest.Digest) (created, linked time.Time, err error) {
+	var c, l int64
+	err = db.read.QueryRowContext(ctx, db.q(`SELECT rb.created_at, rb.linked_at FROM repository_blobs rb
+		JOIN repositories r ON r.id = rb.repository_id WHERE r.name = ? AND rb.digest = ?`), repo, d.String()).Scan(&c, &l)
+	return fromMicros(c), fromMicros(l), err
+}

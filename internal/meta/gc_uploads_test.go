@@ -52,8 +52,9 @@ func TestStaleLinksSpareAPushInProgress(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			cutoff := time.Now().Add(-delay)
-			stale, err := db.Collector().StaleLinks(ctx, cutoff, 100)
+			// The links were first made just now: gc.uploadExpiry is far off.
+			cutoff, capped := time.Now().Add(-delay), time.Now().Add(-24*time.Hour)
+			stale, err := db.Collector().StaleLinks(ctx, cutoff, capped, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -72,7 +73,7 @@ func TestStaleLinksSpareAPushInProgress(t *testing.T) {
 			for _, repo := range repos {
 				all = append(all, meta.GCCandidate{Repository: repo, RepositoryID: repoID(t, db, repo), Digest: blobOf("first layer of " + repo).Digest})
 			}
-			n, err := db.Collector().CollectLinks(ctx, all, cutoff)
+			n, err := db.Collector().CollectLinks(ctx, all, cutoff, capped)
 			if err != nil || n != 2 {
 				t.Fatalf("CollectLinks = %d, %v; want the 2 links of app and abandoned", n, err)
 			}

@@ -181,11 +181,11 @@ func quotaDrift(t *testing.T, e *quotaEnv, seed uint64, steps int) {
 			if _, err := c.CollectManifests(ctx, dangling, future()); err != nil {
 				t.Fatalf("step %d: collect manifests: %v", step, err)
 			}
-			stale, err := c.StaleLinks(ctx, future(), 1000)
+			stale, err := c.StaleLinks(ctx, future(), future(), 1000)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c.CollectLinks(ctx, stale, future()); err != nil {
+			if _, err := c.CollectLinks(ctx, stale, future(), future()); err != nil {
 				t.Fatalf("step %d: collect links: %v", step, err)
 			}
 			orphans, err := c.OrphanBlobs(ctx, future(), 1000)

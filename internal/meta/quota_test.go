@@ -241,7 +241,7 @@ func TestQuotaHardLimit(t *testing.T) {
 		}
 		// The refused push's blobs are garbage: their links are stale and
 		// collectable, and they were never counted.
-		stale, err := e.db.Collector().StaleLinks(e.ctx, time.Now().Add(time.Hour), 100)
+		stale, err := e.db.Collector().StaleLinks(e.ctx, time.Now().Add(time.Hour), time.Now().Add(time.Hour), 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +252,7 @@ func TestQuotaHardLimit(t *testing.T) {
 		if !staleBig {
 			t.Fatalf("the refused push's blob is not collectable: %+v", stale)
 		}
-		if _, err := e.db.Collector().CollectLinks(e.ctx, stale, time.Now().Add(time.Hour)); err != nil {
+		if _, err := e.db.Collector().CollectLinks(e.ctx, stale, time.Now().Add(time.Hour), time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.db.Collector().CondemnBlobs(e.ctx, []digest.Digest{big.Digest}, time.Now().Add(time.Hour)); err != nil {

@@ -352,6 +352,10 @@ CREATE INDEX expiry_notices_expires ON expiry_notices(expires_at)`,
 	// 34: the graph index jobs of live gate candidates it has no record
 	// of (graph_schema.go).
 	graphCandidatesSchema,
+	// 35: when each blob link was first made, which confirmations do not
+	// move: garbage collection removes an unreferenced link at most
+	// gc.uploadExpiry after it (collector.go, linkFirstMade).
+	linkedAtSchema,
 }
 
 func (db *core) render(stmt string) string {
