@@ -30,13 +30,14 @@ CREATE INDEX uploads_actor ON uploads(actor);
 
 // linkedAtSchema is migration 35: when each repository's link to a blob
 // was first made (linked_at; created_at is when it was made or last
-// confirmed). An existing link's is the only time an earlier version
-// kept. 0 is a link a binary before this migration made (a replica still
-// running during a rolling upgrade): linkFirstMade reads its created_at
-// instead, and its next confirmation dates it.
+// confirmed). 0 is a link made before this migration, or by a binary
+// before it (a replica still running during a rolling upgrade):
+// linkFirstMade reads its created_at instead (the only time an earlier
+// version kept), and its next confirmation or link dates it so. No row is
+// rewritten: on PostgreSQL the column with its constant default is a
+// change of the catalog, whatever the table's size.
 const linkedAtSchema = `
-ALTER TABLE repository_blobs ADD COLUMN linked_at BIGINT NOT NULL DEFAULT 0;
-UPDATE repository_blobs SET linked_at = created_at
+ALTER TABLE repository_blobs ADD COLUMN linked_at BIGINT NOT NULL DEFAULT 0
 `
 
 // lockDigest serializes, across processes, everything that places or
