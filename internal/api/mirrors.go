@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -65,10 +66,17 @@ type mirrorInput struct {
 	RootRule           *meta.MirrorRule `json:"root_rule"`
 	RobotUsername      *string          `json:"robot_username"`
 	ArchitectureFilter *[]string        `json:"architecture_filter"`
-	// Read-only fields a client may send back from a GET.
-	SyncExpirationDate   *string `json:"sync_expiration_date"`
-	SyncStatus           *string `json:"sync_status"`
-	SyncRetriesRemaining *int    `json:"sync_retries_remaining"`
+	// Quay's skopeo timeout, which its UI sends: accepted and ignored
+	// (Berth copies without skopeo; one sync is bounded by Berth's own
+	// limit, mirror.DefaultSyncTimeout).
+	SkopeoTimeoutInterval json.RawMessage `json:"skopeo_timeout_interval"`
+	// Read-only fields a client may send back from a GET (mirrorView),
+	// ignored.
+	SyncExpirationDate   *string         `json:"sync_expiration_date"`
+	SyncStatus           *string         `json:"sync_status"`
+	SyncRetriesRemaining *int            `json:"sync_retries_remaining"`
+	NextSyncDate         json.RawMessage `json:"next_sync_date"`
+	LastError            json.RawMessage `json:"last_error"`
 }
 
 const mirrorTimeFormat = "2006-01-02T15:04:05Z"

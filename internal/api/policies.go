@@ -69,8 +69,12 @@ func policyViewOf(p meta.TagPolicy) policyView {
 	return v
 }
 
-// policyBody is the body of a POST or PUT, in Quay's names.
+// policyBody is the body of a POST or PUT, in Quay's names. uuid, which
+// Quay's UI sends with the whole policy, is ignored by a POST (the new
+// policy gets its own); a PUT refuses one naming another policy than its
+// path's.
 type policyBody struct {
+	UUID              string `json:"uuid"`
 	Method            string `json:"method"`
 	Value             any    `json:"value"`
 	TagPattern        string `json:"tagPattern"`
@@ -205,6 +209,9 @@ func (a *API) servePolicies(w http.ResponseWriter, r *http.Request, id auth.Iden
 		var b policyBody
 		if err := decode(w, r, &b); err != nil {
 			return err
+		}
+		if b.UUID != "" && !strings.EqualFold(b.UUID, old.UUID) {
+			return badRequest("uuid %q is not the uuid of the policy the path names, %s: leave it out or send that one", b.UUID, old.UUID)
 		}
 		p, err := b.parse(kind)
 		if err != nil {

@@ -28,8 +28,10 @@ func (a *API) proxyCacheRoutes() {
 }
 
 // proxyCacheBody is Quay's proxy cache configuration. The password is
-// accepted, sealed at rest, and never returned.
+// accepted, sealed at rest, and never returned. org_name, which Quay's
+// clients send, names the organization of the path, or is refused.
 type proxyCacheBody struct {
+	OrgName                  *string `json:"org_name,omitempty"`
 	UpstreamRegistry         string  `json:"upstream_registry"`
 	UpstreamRegistryUsername *string `json:"upstream_registry_username,omitempty"`
 	UpstreamRegistryPassword *string `json:"upstream_registry_password,omitempty"`
@@ -97,6 +99,9 @@ func (a *API) setProxyCache(w http.ResponseWriter, r *http.Request, id auth.Iden
 	var body proxyCacheBody
 	if err := decode(w, r, &body); err != nil {
 		return err
+	}
+	if body.OrgName != nil && *body.OrgName != org {
+		return badRequest("org_name %q is not the organization of the path, %s", *body.OrgName, org)
 	}
 	body.UpstreamRegistry = strings.TrimSpace(body.UpstreamRegistry)
 	if body.UpstreamRegistry == "" {

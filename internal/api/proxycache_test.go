@@ -54,6 +54,14 @@ func TestProxyCacheAPI(t *testing.T) {
 	if fp.invalidated.Load() != 1 {
 		t.Fatalf("invalidated %d times", fp.invalidated.Load())
 	}
+	// Quay's clients name the organization in the body too (org_name):
+	// the path's is accepted, another refused.
+	r0 := e.expect("alice", "POST", path, `{"org_name":"other","upstream_registry":"quay.io"}`, http.StatusBadRequest)
+	if !strings.Contains(string(r0.body), "org_name") {
+		t.Fatalf("the refusal does not name org_name: %s", r0.body)
+	}
+	e.expect("alice", "POST", path, `{"org_name":"hub","upstream_registry":"registry.example:5000/library","upstream_registry_username":"u",
+		"upstream_registry_password":"hunter2","insecure":true}`, http.StatusCreated)
 	pc, err := e.db.ProxyCaches().ProxyCacheOf(context.Background(), "hub")
 	if err != nil || pc.PasswordSealed != "sealed:*******" || pc.ExpirationS != 86400 || !pc.Insecure {
 		t.Fatalf("stored %+v, %v", pc, err)

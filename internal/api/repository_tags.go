@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -138,8 +139,15 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 	// refused request changes nothing.
 	var at time.Time // Quay's: a Unix time, or null to clear
 	if req.Expiration != nil && string(req.Expiration) != "null" {
-		var sec int64
-		if err := json.Unmarshal(req.Expiration, &sec); err != nil || sec <= 0 || sec > maxUnixSeconds {
+		// Quay reads float(expiration): a fractional time (Python's
+		// time.time() + 86400) is taken, to the whole second.
+		var f float64
+		err := json.Unmarshal(req.Expiration, &f)
+		sec := int64(0)
+		if err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) && f < maxUnixSeconds+1 {
+			sec = int64(math.Trunc(f))
+		}
+		if sec <= 0 || sec > maxUnixSeconds {
 			return badRequest("expiration must be a Unix time in seconds (before the year 10000), or null")
 		}
 		at = time.Unix(sec, 0)

@@ -71,3 +71,26 @@ func TestTagPutRefusedLeavesTagAlone(t *testing.T) {
 		}
 	})
 }
+
+// TestTagExpirationFractional: Quay reads expiration as float(expiration),
+// so a client sending time.time() + 86400 (a fractional Unix time) sets
+// it, to the whole second; a number that is not a Unix time is refused.
+func TestTagExpirationFractional(t *testing.T) {
+	urDialects(t, func(t *testing.T, e *urEnv) {
+		repoFixture(t, e)
+		e.image("acme/app", "v1", 10)
+		const base = "/api/v1/repository/acme/app/tag/"
+		at := time.Now().Add(time.Hour).Unix()
+		e.want("dave", "PUT", base+"v1", fmt.Sprintf(`{"expiration": %d.5}`, at), http.StatusCreated)
+		var end any
+		for _, tg := range e.want("dave", "GET", base+"?specificTag=v1", nil, http.StatusOK).obj(t)["tags"].([]any) {
+			end = tg.(map[string]any)["end_ts"]
+		}
+		if end != float64(at) {
+			t.Fatalf("end_ts %v after an expiration of %d.5, want %d", end, at, at)
+		}
+		for _, exp := range []string{"0.5", "1e300", fmt.Sprintf("%d.5", time.Now().Add(-time.Minute).Unix())} {
+			e.want("dave", "PUT", base+"v1", `{"expiration": `+exp+`}`, http.StatusBadRequest)
+		}
+	})
+}

@@ -377,12 +377,28 @@ func (db Mirrors) StartMirrorSync(ctx context.Context, repo, message string) (Mi
 }
 
 // FinishMirrorSync records a sync's outcome, status SUCCESS, FAIL or
-// CANCEL, with its event (none for CANCEL), and schedules the next sync
-// with Quay's retry rule: a failure retries at once while retries remain,
-// decrementing them; at none it waits an interval and resets them. The
-// message of a FAIL, or of a CANCEL that has one (why the sync stopped),
-// is the mirror's last_error.
+// CANCEL, with its event (none for CANCEL: a sync cancelled before
+// StartMirrorSync opened it; see CancelStartedMirrorSync), and schedules
+// the next sync with Quay's retry rule: a failure retries at once while
+// retries remain, decrementing them; at none it waits an interval and
+// resets them. The message of a FAIL, or of a CANCEL that has one (why the
+// sync stopped), is the mirror's last_error.
 func (db Mirrors) FinishMirrorSync(ctx context.Context, repo, status, message string) error {
+	return db.finishMirrorSync(ctx, repo, status, message, "")
+}
+
+// CancelStartedMirrorSync records the cancel of a sync StartMirrorSync
+// opened, as FinishMirrorSync records a CANCEL (reason, if any, is the
+// mirror's last_error), and appends the repo_mirror_sync_failed event
+// that closes its repo_mirror_sync_started, with message, as Quay does: a
+// started sync always ends with _success or _failed.
+func (db Mirrors) CancelStartedMirrorSync(ctx context.Context, repo, reason, message string) error {
+	return db.finishMirrorSync(ctx, repo, MirrorCancel, reason, message)
+}
+
+// finishMirrorSync is FinishMirrorSync; a CANCEL with a closing message
+// appends repo_mirror_sync_failed with it.
+func (db Mirrors) finishMirrorSync(ctx context.Context, repo, status, message, closing string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		m, err := scanMirror(tx.QueryRowContext(ctx, db.q("SELECT "+mirrorColumns+" FROM repository_mirrors WHERE repository = ?"), repo))
 		if err != nil {
@@ -400,6 +416,9 @@ func (db Mirrors) FinishMirrorSync(ctx context.Context, repo, status, message st
 			}
 		case MirrorCancel:
 			kind, lastErr = "", message
+			if closing != "" {
+				kind, message = EventMirrorSyncFailed, closing
+			}
 		}
 		var requested int
 		if err := tx.QueryRowContext(ctx, db.q("SELECT sync_now_requested FROM repository_mirrors WHERE repository = ?"), repo).Scan(&requested); err != nil {

@@ -73,6 +73,9 @@ type SyncStore interface {
 	EnqueueDueMirrors(ctx context.Context, at time.Time) (int, error)
 	StartMirrorSync(ctx context.Context, repo, message string) (meta.Mirror, error)
 	FinishMirrorSync(ctx context.Context, repo, status, message string) error
+	// CancelStartedMirrorSync records the cancel of a started sync and
+	// closes it with repo_mirror_sync_failed, saying message.
+	CancelStartedMirrorSync(ctx context.Context, repo, reason, message string) error
 	DeleteMirroredTag(ctx context.Context, repo, tag, actor string) error
 }
 
@@ -255,7 +258,7 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 		// write (a tag deletion checks the state in its own transaction).
 		s.log.Info("mirror sync stopped", "repository", repo, "state", inactive.State)
 		s.count(meta.MirrorCancel)
-		return s.db.FinishMirrorSync(rec, repo, meta.MirrorCancel, inactive.Error())
+		return s.db.CancelStartedMirrorSync(rec, repo, inactive.Error(), fmt.Sprintf("%s: cancelled: %v", msg, inactive))
 	case errors.As(context.Cause(sctx), &robot):
 		// The robot, or its owner, was disabled or deleted during the
 		// sync: it stopped before its next write.
@@ -265,7 +268,7 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	case errors.Is(err, errCancelled) || errors.Is(context.Cause(sctx), errCancelled):
 		s.log.Info("mirror sync cancelled", "repository", repo)
 		s.count(meta.MirrorCancel)
-		return s.db.FinishMirrorSync(rec, repo, meta.MirrorCancel, "")
+		return s.db.CancelStartedMirrorSync(rec, repo, "", msg+": cancelled by a sync-cancel request")
 	case ctx.Err() != nil:
 		return ctx.Err() // shutdown or lost lease: the job runs again
 	case err != nil:

@@ -150,4 +150,11 @@ func TestMirrorAPISyncNowAndCancel(t *testing.T) {
 	if tags := f.localTags(t); len(tags) != 1 {
 		t.Fatalf("tags after cancel %v", tags)
 	}
+	// Each sync started closes with one event, as Quay's does: the
+	// cancelled one with repo_mirror_sync_failed, saying it was cancelled.
+	started, succeeded := f.events(t, meta.EventMirrorSyncStarted), f.events(t, meta.EventMirrorSyncSuccess)
+	failed := f.events(t, meta.EventMirrorSyncFailed)
+	if len(started) != 2 || len(succeeded) != 1 || len(failed) != 1 || !strings.Contains(string(failed[0].Data), "cancelled") {
+		t.Fatalf("after a sync and a cancelled one: %d started, %d succeeded, failed %v", len(started), len(succeeded), failed)
+	}
 }

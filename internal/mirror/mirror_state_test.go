@@ -70,6 +70,10 @@ func TestMirrorSyncsOnlyStateMirror(t *testing.T) {
 			if st.Status != meta.MirrorCancel || !strings.Contains(st.LastError, "state "+state+", not MIRROR") {
 				t.Fatalf("status after a sync of a repository in state %s: %s %q", state, st.Status, st.LastError)
 			}
+			// It never started: no event opens or closes it.
+			if ns, nf := len(f.events(t, meta.EventMirrorSyncStarted)), len(f.events(t, meta.EventMirrorSyncFailed)); ns != 1 || nf != 0 {
+				t.Fatalf("after a sync refused in state %s: %d started events (want the first sync's only), %d failed", state, ns, nf)
+			}
 			// A sync-now says why it does nothing.
 			srv := httptest.NewServer(api.New(wire.APIStores(f.db, 0), api.Open{}, api.Options{Mirrors: f.svc}))
 			defer srv.Close()
@@ -133,5 +137,9 @@ func TestMirrorStateChangeDuringSync(t *testing.T) {
 	}
 	if st := f.status(t); st.Status != meta.MirrorCancel || !strings.Contains(st.LastError, "not MIRROR") {
 		t.Fatalf("status %s %q", st.Status, st.LastError)
+	}
+	// The stopped sync had started: it closes with repo_mirror_sync_failed.
+	if failed := f.events(t, meta.EventMirrorSyncFailed); len(failed) != 1 || !strings.Contains(string(failed[0].Data), "not MIRROR") {
+		t.Fatalf("after a sync stopped by a change of state, failed events %v, want one saying why", failed)
 	}
 }

@@ -106,6 +106,24 @@ type Input struct {
 	Config      map[string]any `json:"config"`
 	EventConfig map[string]any `json:"eventConfig"`
 	Title       string         `json:"title"`
+	// EventConfigAsShown is event_config, the name a GET shows
+	// eventConfig under, which Quay's UI sends back beside eventConfig:
+	// it is used when eventConfig is absent (or null); when both are
+	// sent, eventConfig wins.
+	EventConfigAsShown map[string]any `json:"event_config"`
+	ReadOnly
+}
+
+// ReadOnly are the fields of a notification as a GET shows it (View) that
+// no request sets: a body copied from a GET carries them, and they are
+// accepted and ignored (a new notification gets its own uuid and starts
+// with no failures).
+type ReadOnly struct {
+	UUID             json.RawMessage `json:"uuid"`
+	NumberOfFailures json.RawMessage `json:"number_of_failures"`
+	Disabled         json.RawMessage `json:"disabled"`
+	DisabledUntil    json.RawMessage `json:"disabled_until"`
+	DisabledReason   json.RawMessage `json:"disabled_reason"`
 }
 
 // InvalidError is a notification the API must refuse with 400.
@@ -133,6 +151,9 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 	}
 	if len(in.Title) > 255 {
 		return meta.Notification{}, invalid("title over 255 characters")
+	}
+	if in.EventConfig == nil {
+		in.EventConfig = in.EventConfigAsShown
 	}
 	cfg := map[string]any{}
 	for k, v := range in.Config {

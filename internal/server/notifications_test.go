@@ -87,6 +87,32 @@ func TestNotificationAPI(t *testing.T) {
 		}
 		w.call("DELETE", base+n["uuid"].(string), "owner", "")
 	}
+	// Quay's UI sends event_config beside eventConfig (it copies what it
+	// received), and scripts POST back what a GET returned: event_config
+	// is read when eventConfig is absent (eventConfig wins when both are
+	// sent), and the read-only fields of a GET are ignored.
+	days := func(v map[string]any) any { ec, _ := v["event_config"].(map[string]any); return ec["days"] }
+	const fakeUUID = "00000000-0000-0000-0000-000000000001"
+	status, both, raw := w.call("POST", base, "owner", `{"uuid":"`+fakeUUID+`","number_of_failures":7,"event":"repo_image_expiry","method":"webhook",`+
+		`"config":{"url":"https://x.example.com"},"eventConfig":{"days":5},"event_config":{"days":9}}`)
+	if status != 201 || both["uuid"] == fakeUUID || both["number_of_failures"] != 0.0 || days(both) != 5.0 {
+		t.Fatalf("create with eventConfig, event_config and uuid: %d %s", status, raw)
+	}
+	status, snake, raw := w.call("POST", base, "owner", `{"event":"repo_image_expiry","method":"webhook","config":{"url":"https://x.example.com"},"event_config":{"days":9}}`)
+	if status != 201 || days(snake) != 9.0 {
+		t.Fatalf("create with event_config only: %d %s", status, raw)
+	}
+	if status, _, raw := w.call("POST", base, "owner", `{"event":"repo_image_expiry","method":"webhook","config":{"url":"https://x.example.com"},"event_config":{"days":"soon"}}`); status != 400 {
+		t.Errorf("event_config is validated as eventConfig is: %d %s", status, raw)
+	}
+	_, _, got := w.call("GET", base+snake["uuid"].(string), "owner", "")
+	status, copied, raw := w.call("POST", base, "owner", got)
+	if status != 201 || copied["uuid"] == snake["uuid"] || days(copied) != 9.0 || copied["event"] != "repo_image_expiry" {
+		t.Fatalf("a GET's body POSTed back (%s): %d %s", got, status, raw)
+	}
+	for _, v := range []map[string]any{both, snake, copied} {
+		w.call("DELETE", base+v["uuid"].(string), "owner", "")
+	}
 	if status, m, _ := w.call("GET", base, "owner", ""); status != 200 || len(m["notifications"].([]any)) != 1 {
 		t.Fatalf("list: %d %v", status, m)
 	}
