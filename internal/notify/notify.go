@@ -248,6 +248,11 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 			return meta.Notification{}, invalid("config.secret must be a non-empty string")
 		}
 	}
+	if key := redactedSecret(cfg, hs); key != "" {
+		// A notification's config as the API shows it, sent back: the
+		// mask would become the secret.
+		return meta.Notification{}, invalid("%s is %q, the mask the API shows in place of a secret: give the secret itself", key, redacted)
+	}
 	s.sealSecrets(cfg, hs)
 	if in.Event == "repo_image_expiry" {
 		// Quay's days: how long before a tag expires to announce it.

@@ -47,6 +47,23 @@ func (s *Service) sealSecrets(cfg map[string]any, hs map[string]string) {
 	}
 }
 
+// redactedSecret names the first secret of a config as Create received
+// it whose value is the mask View shows (config.secret, config.token, or
+// a header), or returns "".
+func redactedSecret(cfg map[string]any, hs map[string]string) string {
+	for _, k := range []string{keySecret, keyToken} {
+		if v, _ := cfg[k].(string); v == redacted {
+			return "config." + k
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(hs)) {
+		if hs[name] == redacted {
+			return fmt.Sprintf("config.headers[%q]", name)
+		}
+	}
+	return ""
+}
+
 // headersOf reads the headers of a config as Create received it, or as
 // stored in clear before they were sealed: an object of strings.
 func headersOf(cfg map[string]any) (map[string]string, error) {

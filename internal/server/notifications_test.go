@@ -110,7 +110,22 @@ func TestNotificationAPI(t *testing.T) {
 	if status != 201 || copied["uuid"] == snake["uuid"] || days(copied) != 9.0 || copied["event"] != "repo_image_expiry" {
 		t.Fatalf("a GET's body POSTed back (%s): %d %s", got, status, raw)
 	}
-	for _, v := range []map[string]any{both, snake, copied} {
+	// One with a secret and a header: its GET shows them masked, and the
+	// mask sent back would become them. Refused, naming the field.
+	status, secretive, raw := w.call("POST", base, "owner", `{"event":"repo_push","method":"webhook",`+
+		`"config":{"url":"https://x.example.com","secret":"whsec-real","headers":{"X-Api-Key":"key-real"}}}`)
+	if status != 201 {
+		t.Fatalf("create with a secret: %d %s", status, raw)
+	}
+	_, _, got = w.call("GET", base+secretive["uuid"].(string), "owner", "")
+	if status, _, raw := w.call("POST", base, "owner", got); status != 400 || !strings.Contains(string(raw), "config.secret") {
+		t.Errorf("a GET's body with a masked secret POSTed back: %d %s, want 400 naming config.secret", status, raw)
+	}
+	masked := `{"event":"repo_push","method":"webhook","config":{"url":"https://x.example.com","headers":{"X-Api-Key":"********"}}}`
+	if status, _, raw := w.call("POST", base, "owner", masked); status != 400 || !strings.Contains(string(raw), "X-Api-Key") {
+		t.Errorf("a masked header value: %d %s, want 400 naming the header", status, raw)
+	}
+	for _, v := range []map[string]any{both, snake, copied, secretive} {
 		w.call("DELETE", base+v["uuid"].(string), "owner", "")
 	}
 	if status, m, _ := w.call("GET", base, "owner", ""); status != 200 || len(m["notifications"].([]any)) != 1 {
