@@ -94,6 +94,9 @@ type Authorizer struct {
 	// used notes when this process last recorded each access token's use
 	// (firstUseInInterval).
 	used map[int64]time.Time
+	// refused notes when this process last audited each account's refused
+	// credential (a disabled robot's, a revoked token's): auditOnce.
+	refused map[string]time.Time
 	// verified registry tokens (tokencache.go)
 	verified tokenCache
 

@@ -206,16 +206,40 @@ func (a *Authorizer) throttled(ctx context.Context, limits loginLimits) error {
 }
 
 // cheapLogin runs a check that costs one SHA-256 at most: refused up front
-// when throttled, counted only when it fails.
+// when throttled, counted only when it fails with a wrong secret. A right
+// secret of an account or token that no longer works (disabled, revoked,
+// expired: ErrDisabled) is no guess: it is audited, at most once a minute
+// per account in each process, and not counted, so that one client still
+// polling with a stale credential does not throttle every other client of
+// its address (a NAT, or a load balancer without http.trustedProxies).
 func (a *Authorizer) cheapLogin(ctx context.Context, r *http.Request, limits loginLimits, username string, check func() (auth.Identity, error)) (auth.Identity, error) {
 	if err := a.throttled(ctx, limits); err != nil {
 		return auth.Identity{}, err
 	}
 	id, err := check()
-	if errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrDisabled) {
+	switch {
+	case errors.Is(err, ErrBadCredentials):
 		a.cheapFailure(ctx, r, limits, username, err)
+	case errors.Is(err, ErrDisabled) && a.auditOnce(username):
+		a.audit(ctx, r, "login_failure", username, "", map[string]string{"reason": err.Error()})
 	}
 	return id, err
+}
+
+// auditOnce reports whether this process has not audited a refused
+// credential of the account within tokenUseInterval, and notes one.
+func (a *Authorizer) auditOnce(username string) bool {
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if at, ok := a.refused[username]; ok && now.Sub(at) < tokenUseInterval {
+		return false
+	}
+	if a.refused == nil || len(a.refused) >= maxVerifiedTokens {
+		a.refused = map[string]time.Time{}
+	}
+	a.refused[username] = now
+	return true
 }
 
 // cheapFailure counts and records a failed cheap check.
