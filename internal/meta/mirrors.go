@@ -167,10 +167,17 @@ func (db Mirrors) CreateMirror(ctx context.Context, m Mirror) error {
 		if db.dialect == postgres {
 			lock = " FOR SHARE"
 		}
-		var proxied int
-		err := tx.QueryRowContext(ctx, db.q(`SELECT (SELECT COUNT(*) FROM proxy_caches p WHERE p.namespace_id = n.id) FROM namespaces n WHERE n.name = ?`+lock), ns).Scan(&proxied)
+		// Two statements: the count, after the lock, reads what a
+		// SetProxyCache it waited for committed (a subquery of the locking
+		// statement would read the snapshot taken before the wait).
+		var nsID int64
+		err := tx.QueryRowContext(ctx, db.q(`SELECT id FROM namespaces WHERE name = ?`+lock), ns).Scan(&nsID)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("look up namespace: %w", err)
+		}
+		var proxied int
+		if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM proxy_caches WHERE namespace_id = ?`), nsID).Scan(&proxied); err != nil {
+			return fmt.Errorf("look up proxy cache: %w", err)
 		}
 		if proxied > 0 {
 			return fmt.Errorf("%w: %s is one", ErrProxyCacheConflict, ns)
