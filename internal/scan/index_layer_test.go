@@ -3,12 +3,17 @@ package scan_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
+	"reflect"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/scan"
 	"github.com/berth-dev/berth/internal/scan/index"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // featureKeys lists a layer's features as "name version namespace".
@@ -122,4 +127,134 @@ func TestIndexSecurityLayerIsUnionOfPlatforms(t *testing.T) {
 	if info := e.security("acme/multi", queued); info.Status != meta.ScanQueued || info.Data != nil {
 		t.Errorf("index with a queued platform: %s, data %v; want queued, none", info.Status, info.Data)
 	}
+}
+
+// countingVulns is the advisory store the scan service reads, counting
+// the lookups of advisories by package and the keys they ask for.
+type countingVulns struct {
+	scan.Vulns
+	mu          sync.Mutex
+	calls, keys int
+}
+
+func (c *countingVulns) VulnRecordsFor(ctx context.Context, keys []meta.VulnKey) ([]meta.StoredVuln, error) {
+	c.mu.Lock()
+	c.calls++
+	c.keys += len(keys)
+	c.mu.Unlock()
+	return c.Vulns.VulnRecordsFor(ctx, keys)
+}
+
+// take returns the lookups and keys counted since the last take.
+func (c *countingVulns) take() (calls, keys int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	calls, keys, c.calls, c.keys = c.calls, c.keys, 0, 0
+	return calls, keys
+}
+
+// countingService is a scan service over e's stores whose advisory
+// lookups are counted.
+func countingService(e *env) (*scan.Service, *countingVulns) {
+	stores := wire.ScanStores(e.db)
+	cv := &countingVulns{Vulns: stores.Vulns}
+	stores.Vulns = cv
+	return scan.New(stores, e.driver, scan.Options{Host: e.host, Version: "test", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}), cv
+}
+
+// TestIndexSecurityMatchesOnce: the security answer of a scanned index
+// with vulnerabilities=true looks up its platforms' advisories once, as
+// for a single image holding all their packages (not once per platform:
+// an index lists up to 64 and anyone who may pull may ask), and gives
+// each package the advisories its platforms' own answers give it. An
+// index with a platform not scanned, whose answer has no data, looks up
+// no advisory at all.
+func TestIndexSecurityMatchesOnce(t *testing.T) {
+	e := newEnv(t, "sqlite", index.Limits{})
+	e.importJSON(debRecord("DEBIAN-CVE-2026-0201", modifiedBase, "zlib1g"), debRecord("DEBIAN-CVE-2026-0202", modifiedBase, "libc6"),
+		`{"id":"DEBIAN-CVE-2026-0203","modified":"`+modifiedBase+`","affected":[{"package":{"ecosystem":"Debian:12","name":"libssl3"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"3.0.13-1~deb12u1"}]}]}]}`,
+		debRecord("DEBIAN-CVE-2026-0204", modifiedBase, "bash"))
+	status := func(pkgs ...string) map[string]string {
+		s := ""
+		for i := 0; i < len(pkgs); i += 2 {
+			s += dpkgStanza(pkgs[i], pkgs[i+1], true)
+		}
+		return map[string]string{"etc/os-release": debian12OSRelease, "var/lib/dpkg/status": s}
+	}
+	amd, _ := e.push("acme/multi", "amd64", layer(t, status("zlib1g", "1:1.2.13.dfsg-1", "libssl3", "3.0.11-1~deb12u2", "bash", "5.2.15-2+b2")))
+	arm, _ := e.push("acme/multi", "arm64", layer(t, status("zlib1g", "1:1.2.13.dfsg-1", "libssl3", "3.0.13-1~deb12u1", "libc6", "2.36-9+deb12u4")))
+	s390, _ := e.push("acme/multi", "s390x", layer(t, status("zlib1g", "1:1.2.13.dfsg-1", "libc6", "2.36-9+deb12u4", "bash", "5.2.15-2+b2")))
+	all, _ := e.push("acme/multi", "all", layer(t, status("zlib1g", "1:1.2.13.dfsg-1", "libssl3", "3.0.11-1~deb12u2", "libc6", "2.36-9+deb12u4", "bash", "5.2.15-2+b2")))
+	idx := e.pushIndex("acme/multi", "latest", amd, arm, s390)
+	e.drain()
+
+	svc, cv := countingService(e)
+	ask := func(dgst string) scan.SecurityInfo {
+		t.Helper()
+		m, err := e.db.Manifests().GetManifest(context.Background(), "acme/multi", "", mustDigest(t, dgst), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := svc.Security(context.Background(), "acme/multi", m, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info
+	}
+	if info := ask(all); info.Status != meta.ScanScanned {
+		t.Fatalf("the image of all packages: %s", info.Status)
+	}
+	oneCalls, oneKeys := cv.take()
+	info := ask(idx)
+	calls, keys := cv.take()
+	if info.Status != meta.ScanScanned || info.Data == nil {
+		t.Fatalf("index: %s, data %v; want scanned with data", info.Status, info.Data)
+	}
+	if calls > oneCalls || keys > oneKeys {
+		t.Errorf("the index's answer looked advisories up %d times for %d keys; an image of all its packages, %d times for %d keys",
+			calls, keys, oneCalls, oneKeys)
+	}
+
+	// Each package has the advisories its platforms' answers give it.
+	want := map[string][]string{}
+	for _, p := range []string{amd, arm, s390} {
+		pi := ask(p)
+		if pi.Data == nil {
+			t.Fatalf("platform %s: %s", p, pi.Status)
+		}
+		for _, f := range pi.Data.Layer.Features {
+			k := f.Name + " " + f.Version + " " + f.NamespaceName
+			want[k] = sortedSet(append(want[k], vulnNames(&f)...))
+		}
+	}
+	got := map[string][]string{}
+	for _, f := range info.Data.Layer.Features {
+		got[f.Name+" "+f.Version+" "+f.NamespaceName] = sortedSet(vulnNames(&f))
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("index advisories by package %v, want the platforms' %v", got, want)
+	}
+	if got := vulnNames(featureOf(info.Data.Layer, "libssl3", "3.0.11-1~deb12u2")); !slices.Equal(got, []string{"DEBIAN-CVE-2026-0203"}) {
+		t.Errorf("libssl3 3.0.11 advisories %q, want DEBIAN-CVE-2026-0203", got)
+	}
+	if f := featureOf(info.Data.Layer, "libssl3", "3.0.13-1~deb12u1"); f == nil || len(f.Vulnerabilities) != 0 {
+		t.Errorf("libssl3 3.0.13 (fixed): %+v, want listed without advisories", f)
+	}
+
+	// A platform not scanned (the last one): no data, and no lookup.
+	late, _ := e.push("acme/multi", "late", layer(t, status("zlib1g", "1:1.2.13.dfsg-1")))
+	queued := e.pushIndex("acme/multi", "next", amd, arm, late)
+	cv.take()
+	if info := ask(queued); info.Status != meta.ScanQueued || info.Data != nil {
+		t.Errorf("index with a queued platform: %s, data %v; want queued, none", info.Status, info.Data)
+	}
+	if calls, keys := cv.take(); calls != 0 {
+		t.Errorf("the answer of an index with a platform not scanned looked advisories up %d times (%d keys), for no data", calls, keys)
+	}
+}
+
+// sortedSet sorts and deduplicates ss.
+func sortedSet(ss []string) []string {
+	slices.Sort(ss)
+	return slices.Compact(ss)
 }

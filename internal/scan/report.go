@@ -173,7 +173,9 @@ const maxIndexPlatforms = 64
 // maxIndexPlatforms distinct ones the rest are not read, and the answer
 // is "unsupported" at best with its data incomplete, never clean.
 // Only a "scanned" index has data: the union of its platforms' reports
-// (indexLayer), as Quay's clients read data.Layer once scanned.
+// (indexLayer), as Quay's clients read data.Layer once scanned. Its
+// advisories are looked up only then, once for all its platforms
+// (unionLayer).
 func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifest, withVulns bool) (SecurityInfo, error) {
 	man, err := oci.ParseManifest(m.Content, m.MediaType)
 	if err != nil {
@@ -186,9 +188,9 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 	out := SecurityInfo{Status: meta.ScanScanned, Manifests: []PlatformSecurity{}}
 	rank := map[string]int{meta.ScanScanned: 0, meta.ScanUnsupported: 1, meta.ScanQueued: 2, meta.ScanFailed: 3}
 	var covs []DataCoverage
-	// union gathers the platforms' reports while all read are scanned
-	// (nil after one is not: the index will have no data).
-	union := newIndexLayer(m.Digest.String())
+	// reports are the platforms' reports while all read are scanned (nil
+	// after one is not: the index will have no data).
+	reports := []platformReport{}
 	seen := map[string]bool{}
 	truncated := false
 	for _, c := range man.Manifests {
@@ -237,17 +239,11 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 			}
 			ps.VulnerabilityData = &cov
 			covs = append(covs, cov)
-			if union != nil {
-				var findings []Finding
-				if withVulns {
-					if findings, err = s.match(ctx, rep); err != nil {
-						return SecurityInfo{}, err
-					}
-				}
-				union.add(layerOf(c.Digest.String(), st.IndexerVersion, rep, findings, withVulns))
+			if reports != nil {
+				reports = append(reports, platformReport{digest: c.Digest.String(), indexer: st.IndexerVersion, rep: rep})
 			}
 		} else {
-			union = nil
+			reports = nil
 		}
 		if rank[ps.Status] > rank[out.Status] {
 			out.Status = ps.Status
@@ -272,8 +268,91 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 		}
 		out.VulnerabilityData.Complete = false
 	}
-	if out.Status == meta.ScanScanned && union != nil {
-		out.Data = &SecurityData{Layer: union.layer()}
+	if out.Status == meta.ScanScanned && reports != nil {
+		l, err := s.unionLayer(ctx, m.Digest.String(), reports, withVulns)
+		if err != nil {
+			return SecurityInfo{}, err
+		}
+		out.Data = &SecurityData{Layer: l}
+	}
+	return out, nil
+}
+
+// platformReport is the stored report of a scanned platform of an index.
+type platformReport struct {
+	digest  string
+	indexer int
+	rep     *Report
+}
+
+// unionLayer is the data of a scanned index: the union (indexLayer) of
+// its platforms' layers, each with its own advisories when withVulns
+// (matchEach).
+func (s *Service) unionLayer(ctx context.Context, dgst string, platforms []platformReport, withVulns bool) (SecurityLayer, error) {
+	findings := make([][]Finding, len(platforms))
+	if withVulns {
+		reps := make([]*Report, len(platforms))
+		for i, p := range platforms {
+			reps[i] = p.rep
+		}
+		var err error
+		if findings, err = s.matchEach(ctx, reps); err != nil {
+			return SecurityLayer{}, err
+		}
+	}
+	u := newIndexLayer(dgst)
+	for i, p := range platforms {
+		u.add(layerOf(p.digest, p.indexer, p.rep, findings[i], withVulns))
+	}
+	return u.layer(), nil
+}
+
+// matchEach finds, as match does for one, the advisories affecting each
+// of several reports (an index's platforms, which share most packages),
+// looking up and parsing the records of all their packages once. Each
+// report is evaluated against the records naming one of its packages,
+// the same findings as from the records of its own lookup: a record
+// matches a package only in the package's ecosystem or its base, the
+// keys that lookup asks for.
+func (s *Service) matchEach(ctx context.Context, reps []*Report) ([][]Finding, error) {
+	pkgs := make([][]meta.ScanPackage, len(reps))
+	var all []meta.ScanPackage
+	for i, rep := range reps {
+		if err := s.resolveCPEs(ctx, rep); err != nil {
+			return nil, err
+		}
+		pkgs[i] = scanPackages(rep)
+		all = append(all, pkgs[i]...)
+	}
+	stored, err := s.stores.Vulns.VulnRecordsFor(ctx, lookupKeys(all))
+	if err != nil {
+		return nil, err
+	}
+	recs, err := parseRecords(stored)
+	if err != nil {
+		return nil, err
+	}
+	naming := map[string][]int{} // package name → the records naming it
+	for i, r := range recs {
+		for _, k := range r.Keys() {
+			naming[k.Name] = append(naming[k.Name], i)
+		}
+	}
+	out := make([][]Finding, len(reps))
+	for i := range reps {
+		mine := map[int]bool{}
+		for _, p := range pkgs[i] {
+			for _, j := range naming[p.Name] {
+				mine[j] = true
+			}
+		}
+		subset := make([]*osv.Record, 0, len(mine))
+		for j, r := range recs {
+			if mine[j] {
+				subset = append(subset, r)
+			}
+		}
+		out[i] = evaluate(subset, pkgs[i])
 	}
 	return out, nil
 }
