@@ -38,12 +38,25 @@ func TestS3BlobCopiedBeforeItsTransaction(t *testing.T) {
 	srv := s3server.Start(t)
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
-			testS3CopyBeforeTransaction(t, srv, dialect)
+			testS3CopyBeforeTransaction(t, srv, dialect, false)
 		})
 	}
 }
 
-func testS3CopyBeforeTransaction(t *testing.T, srv *s3server.Server, dialect string) {
+// TestS3LongCopyKeepsTheClaim: the copy to the blob's address runs while
+// the upload's claim is still renewed. A copy longer than the claim's
+// lease (a multi-GiB layer) let a retried PUT (a client whose balancer
+// timed the first one out) take the session over meanwhile: the first
+// PUT's transaction then found its claim lost, deleted the copy and
+// answered 409, and the blob was not stored.
+func TestS3LongCopyKeepsTheClaim(t *testing.T) {
+	if testing.Short() {
+		t.Skip("holds a copy past an upload lease (10 s)")
+	}
+	testS3CopyBeforeTransaction(t, s3server.Start(t), "sqlite", true)
+}
+
+func testS3CopyBeforeTransaction(t *testing.T, srv *s3server.Server, dialect string, retry bool) {
 	target, _ := url.Parse(srv.Endpoint)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	copying, release := make(chan struct{}), make(chan struct{})
@@ -137,10 +150,26 @@ func testS3CopyBeforeTransaction(t *testing.T, srv *s3server.Server, dialect str
 	case <-time.After(30 * time.Second):
 		t.Fatal("another upload waited 30 s for the blob's copy: the copy holds the metadata transaction")
 	}
+	retried := make(chan answer, 1)
+	if retry {
+		// Held past the claim's lease; the client retries its PUT.
+		time.Sleep(registry.UploadLease + time.Second)
+		go func() {
+			resp, b, err := do("PUT", loc+sep+"digest="+d.String(), blob[s3.MinPartSize+2<<20:])
+			retried <- answer{resp, b, err}
+		}()
+		time.Sleep(time.Second)
+	}
 	letGo()
 	a := <-put
 	if a.err != nil || a.resp.StatusCode != 201 {
 		t.Fatalf("PUT: %+v %s", a, a.body)
+	}
+	if retry {
+		// It waited for the first PUT's claim, and found the upload done.
+		if r := <-retried; r.err != nil || r.resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("the retried PUT: %+v %s, want 404 (the upload was finished by the first)", r, r.body)
+		}
 	}
 	if _, body, _ := do("GET", "/v2/lib/app/blobs/"+d.String(), nil); !bytes.Equal(body, blob) {
 		t.Fatalf("GET the blob: %d bytes, want %d", len(body), len(blob))

@@ -342,11 +342,37 @@ func markStorage(err error) error {
 // placement is an upload's bytes for meta.StoreBlob with their storage
 // errors marked (storageFailure): a storage failure that may pass keeps
 // the upload; a database's or a quota's answer does not.
-type placement struct{ p storage.Placement }
+type placement struct {
+	p storage.Placement
+	// early, when set, is the outcome of an early placement the registry
+	// ran itself (placeEarly), which PlaceEarly then answers.
+	early *earlyPlacement
+}
+
+type earlyPlacement struct {
+	ok  bool
+	err error
+}
 
 func (p placement) PlaceEarly(ctx context.Context) (bool, error) {
+	if p.early != nil {
+		return p.early.ok, p.early.err
+	}
 	ok, err := p.p.PlaceEarly(ctx)
 	return ok, markStorage(err)
+}
+
+// placeEarly places the bytes early now, if the blob is not stored yet,
+// for StoreBlob to find done: while the upload's claim is still renewed.
+// On S3 an early placement is a server-side copy, minutes for a large
+// layer; run by StoreBlob, after the renewals stopped, it outlived the
+// claim's lease, and a retried PUT took the session over meanwhile.
+func (reg *Registry) placeEarly(ctx context.Context, p *placement, d digest.Digest) {
+	if _, err := reg.meta.Blobs.StoredBlob(ctx, d); !errors.Is(err, meta.ErrBlobNotFound) {
+		return // stored (StoreBlob places nothing early), or unknown: StoreBlob decides
+	}
+	ok, err := p.p.PlaceEarly(ctx)
+	p.early = &earlyPlacement{ok: ok, err: markStorage(err)}
 }
 
 func (p placement) Present(ctx context.Context) (bool, error) {
@@ -511,8 +537,10 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	// may be writing other bytes into the file hashed here. Renewals stop
 	// now; the transaction removes the session only while the claim stands
 	// (else ErrUploadClaimLost, and the bytes placed early go again).
+	pl := placement{p: storage.Staged(reg.store, storage.UploadPath(id), want)}
 	var up meta.UploadClaim
 	if claim != nil {
+		reg.placeEarly(ctx, &pl, want)
 		up = meta.UploadClaim{ID: id, Claim: claim.stop()}
 		if !claim.held() {
 			reg.log.Warn("upload claim lost before the blob was stored; not stored", "upload", id)
@@ -520,8 +548,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 		}
 	}
 	blob := meta.Blob{Digest: want, Size: size}
-	if _, err := reg.meta.Blobs.StoreBlob(ctx, name, blob, up, who,
-		placement{storage.Staged(reg.store, storage.UploadPath(id), want)}); err != nil {
+	if _, err := reg.meta.Blobs.StoreBlob(ctx, name, blob, up, who, pl); err != nil {
 		if errors.Is(err, meta.ErrUploadClaimLost) {
 			reg.log.Warn("upload claim lost before the blob was stored; not stored", "upload", id)
 			return errClaimLost
