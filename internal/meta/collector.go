@@ -143,6 +143,9 @@ func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64,
 	if err := db.quotaUnref(ctx, tx, repoID, "", d.String()); err != nil { // namespace quota
 		return err
 	}
+	if err := db.restartLinkCap(ctx, tx, repoID, d.String()); err != nil {
+		return err
+	}
 	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
 		return fmt.Errorf("delete manifest references: %w", err)
 	}
@@ -225,6 +228,29 @@ func staleLinksQuery() string {
 // (there is no index to find it by).
 func staleLink(repoName string) string {
 	return `(` + linkFirstMade + ` < ? OR (rb.created_at < ? AND ` + repoName + ` NOT IN (` + uploadingSince + `)))`
+}
+
+// restartLinkCap dates now, as if first made now, the repository's links
+// to the blobs a manifest references, before its references are deleted:
+// the cap on unreferenced links (linkFirstMade) runs from when a link
+// last lost a reference, not from when it was made. A layer linked months
+// ago and referenced until a minute ago is not stale because a client
+// HEADs it to push it again. On PostgreSQL rows that another transaction
+// holds (a push about to reference the blob, holding its link FOR SHARE)
+// are skipped rather than waited for: that push references them.
+func (db *core) restartLinkCap(ctx context.Context, tx *sql.Tx, repoID int64, manifest string) error {
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	_, err := tx.ExecContext(ctx, db.q(`UPDATE repository_blobs SET linked_at = ? WHERE repository_id = ? AND digest IN (
+		SELECT rb.digest FROM repository_blobs rb WHERE rb.repository_id = ? AND rb.digest IN (
+			SELECT ref_digest FROM manifest_references WHERE repository_id = ? AND manifest_digest = ? AND is_manifest = 0)`+lock+`)`),
+		db.now(), repoID, repoID, repoID, manifest)
+	if err != nil {
+		return fmt.Errorf("date the links a manifest referenced: %w", err)
+	}
+	return nil
 }
 
 // linkFirstMade is when the link rb was first made: its linked_at, or,

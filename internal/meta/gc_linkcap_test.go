@@ -131,3 +131,51 @@ func TestMigrationDatesLinksFirstLinked(t *testing.T) {
 		})
 	}
 }
+
+// TestLinkCapRunsFromTheLastReference: the cap on an unreferenced link
+// runs from when it lost its last reference, not from when it was first
+// made. A layer linked long ago and referenced until its manifest was
+// deleted a moment ago, then confirmed by a client about to push an image
+// using it again, is not stale: it was collected at once (a pass between
+// the client's HEAD and its manifest PUT made that push fail). Once
+// unreferenced for the whole cap, it goes.
+func TestLinkCapRunsFromTheLastReference(t *testing.T) {
+	forQuota(t, func(t *testing.T, e *quotaEnv) {
+		const delay, linkCap = time.Hour, 24 * time.Hour
+		const repo = "acme/app"
+		layer := blobOf("a layer of long ago")
+		m := e.mustPush(repo, "v1", "an image of long ago", layer)
+		long := time.Now().Add(-linkCap - time.Hour)
+		if err := e.db.Exec(e.ctx, "UPDATE repository_blobs SET created_at = ?, linked_at = ? WHERE repository_id = ?",
+			long.UnixMicro(), long.UnixMicro(), repoID(t, e.db, repo)); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.Manifests().DeleteManifest(e.ctx, repo, m.Digest, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		if ok, err := e.db.Blobs().TouchBlobLink(e.ctx, repo, layer.Digest, now.Add(-delay/2)); err != nil || !ok {
+			t.Fatalf("confirm: %v, %v", ok, err)
+		}
+		stale := func(at time.Time) int {
+			t.Helper()
+			got, err := e.db.Collector().StaleLinks(e.ctx, at.Add(-delay), at.Add(-linkCap), 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, c := range got {
+				if c.Digest == layer.Digest {
+					n++
+				}
+			}
+			return n
+		}
+		if n := stale(now); n != 0 {
+			t.Fatalf("the link of a layer referenced until a moment ago, just confirmed, is stale")
+		}
+		if n := stale(now.Add(linkCap + time.Hour)); n != 1 {
+			t.Fatalf("the link unreferenced for longer than the cap is not stale")
+		}
+	})
+}

@@ -448,6 +448,9 @@ func (db *core) deleteGeneratedReferrers(ctx context.Context, tx *sql.Tx, repoID
 		if err := db.quotaUnref(ctx, tx, repoID, repo, g); err != nil { // namespace quota
 			return err
 		}
+		if err := db.restartLinkCap(ctx, tx, repoID, g); err != nil {
+			return err
+		}
 		for _, stmt := range []string{"DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?",
 			"DELETE FROM manifests WHERE repository_id = ? AND digest = ?"} {
 			if _, err := tx.ExecContext(ctx, db.q(stmt), repoID, g); err != nil {

@@ -644,6 +644,9 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 		if err := db.quotaUnref(ctx, tx, repoID, repo, d.String()); err != nil { // namespace quota
 			return err
 		}
+		if err := db.restartLinkCap(ctx, tx, repoID, d.String()); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
 			return fmt.Errorf("delete manifest references: %w", err)
 		}
