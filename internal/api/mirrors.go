@@ -330,12 +330,16 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		if err := decode(w, r, &in); err != nil {
 			return err
 		}
-		if err := a.refuseInProxyCache(ctx, repo, "mirrors"); err != nil {
-			return err
-		}
 		before := m
 		if err := a.applyMirrorInput(ctx, repo, in, &m, false); err != nil {
 			return err
+		}
+		// A mirror made before proxy cache organizations refused them
+		// may still be turned off there (and changed while off).
+		if m.Enabled {
+			if err := a.refuseMirrorInProxyCache(ctx, repo, "an update that leaves this mirror enabled"); err != nil {
+				return err
+			}
 		}
 		// The stored password goes to the upstream it was given for: an
 		// update that points the mirror elsewhere (or lets a
@@ -355,6 +359,9 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		}
 		writeJSON(w, http.StatusCreated, mirrorView(m))
 	case "sync-now":
+		if err := a.refuseMirrorInProxyCache(ctx, repo, "sync-now"); err != nil {
+			return err
+		}
 		var inactive *meta.MirrorInactiveError
 		if err := a.db.Mirrors.MirrorSyncNow(ctx, repo); errors.As(err, &inactive) {
 			return badRequest("%v", inactive)
@@ -372,6 +379,24 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		w.WriteHeader(http.StatusNoContent)
 	}
 	return nil
+}
+
+// refuseMirrorInProxyCache refuses, with 403, what would have repo's
+// mirror sync (doing) when its organization is a proxy cache: the mirror
+// was made before such organizations refused mirrors, and would overwrite
+// the cached tags with another upstream's images. It may only be turned
+// off.
+func (a *API) refuseMirrorInProxyCache(ctx context.Context, repo, doing string) error {
+	ns, _, _ := strings.Cut(repo, "/")
+	_, err := a.db.ProxyCaches.ProxyCacheOf(ctx, ns)
+	if errors.Is(err, meta.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return forbidden("%s is a proxy cache organization: its content comes from its upstream, so its mirrors do not sync and %s is refused; "+
+		"turn this mirror off with is_enabled false", ns, doing)
 }
 
 // Bounds of a mirror's configuration: each sync records its globs in its

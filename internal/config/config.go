@@ -49,6 +49,8 @@ type Config struct {
 	Graph         Graph         `yaml:"graph"`
 	Metrics       Metrics       `yaml:"metrics"`
 	Runtime       Runtime       `yaml:"runtime"`
+	// ProxyCache bounds the pull-through cache's upstream work.
+	ProxyCache ProxyCache `yaml:"proxyCache"`
 	// AllowedArtifactTypes is Quay's ALLOWED_OCI_ARTIFACT_TYPES: a map from
 	// config media type to allowed layer media types. Empty means the
 	// default list (images, Helm charts, cosign signatures, SBOMs and
@@ -326,6 +328,7 @@ func Default() Config {
 
 		CreatePrivateRepoOnPush: true,
 		Notifications:           Notifications{Workers: 4},
+		ProxyCache:              defaultProxyCache(),
 		Scan: Scan{Enabled: true, Workers: 2, SBOM: true, MaxLayerBytes: 2 << 30,
 			MaxUncompressedBytes: 8 << 30, MaxFileBytes: 256 << 20,
 			VulnDB: VulnDB{BaseURL: "https://osv-vulnerabilities.storage.googleapis.com",
@@ -456,6 +459,7 @@ func (c *Config) Validate() error {
 	if m := c.Registry.MaxOpenUploads; m < 0 {
 		bad("registry.maxOpenUploads", "%d must not be negative (0: no cap)", m)
 	}
+	c.ProxyCache.validate(bad)
 	if d := c.GC.Interval; d < time.Second || d > 24*time.Hour {
 		bad("gc.interval", "%s is outside 1s..24h", d)
 	}

@@ -90,6 +90,13 @@ type UserStore interface {
 	UserByName(ctx context.Context, username string) (meta.User, error)
 }
 
+// ProxyCacheStore tells the organizations that are pull-through caches
+// (meta.ProxyCaches): ProxyCacheOf answers an error wrapping
+// meta.ErrNotFound for one that is not.
+type ProxyCacheStore interface {
+	ProxyCacheOf(ctx context.Context, namespace string) (meta.ProxyCache, error)
+}
+
 // ServiceStores are the parts of the metadata store the mirror service
 // uses.
 type ServiceStores struct {
@@ -99,6 +106,9 @@ type ServiceStores struct {
 	// Users finds the robot a sync writes as: a sync whose robot is gone
 	// or may not act (disabled, or its owner is) copies nothing.
 	Users UserStore // meta.Users
+	// ProxyCaches: a mirror of a proxy cache organization's repository
+	// (made before such organizations refused mirrors) does not sync.
+	ProxyCaches ProxyCacheStore // meta.ProxyCaches
 }
 
 // MirrorService keeps mirrored repositories in sync with their upstreams:
@@ -108,6 +118,7 @@ type MirrorService struct {
 	db     SyncStore
 	tags   TagStore
 	users  UserStore
+	caches ProxyCacheStore
 	copier *Copier
 	sealer *auth.Sealer
 	opts   MirrorOptions
@@ -152,7 +163,7 @@ func NewMirrorService(db ServiceStores, copier *Copier, sealer *auth.Sealer, opt
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &MirrorService{db: db.Mirrors, tags: db.Tags, users: db.Users, copier: copier, sealer: sealer, opts: opts, log: opts.Logger.With("component", "mirror"),
+	s := &MirrorService{db: db.Mirrors, tags: db.Tags, users: db.Users, caches: db.ProxyCaches, copier: copier, sealer: sealer, opts: opts, log: opts.Logger.With("component", "mirror"),
 		hosts: hostLimiter{n: opts.PerHost}, wake: make(chan struct{}, 1)}
 	s.worker = jobs.New(db.Queue, meta.MirrorQueue, s.handle, jobs.Options{Concurrency: opts.Workers, Logger: opts.Logger})
 	return s
@@ -219,6 +230,14 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	}
 	if m.CancelRequested || !m.Enabled {
 		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, "")
+	}
+	if why, err := s.inProxyCache(ctx, repo); err != nil {
+		return err
+	} else if why != "" {
+		// Its tags are the proxy cache's: the sync does not start, and
+		// the status says why (no event: nothing started).
+		s.log.Warn("mirror sync skipped", "repository", repo, "reason", why)
+		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, why)
 	}
 	msg := fmt.Sprintf("'%s' with tag pattern '%s'", m.ExternalReference, strings.Join(m.RootRule.Value, ","))
 	var inactive *meta.MirrorInactiveError
@@ -310,6 +329,26 @@ func (s *MirrorService) robotRefused(ctx context.Context, m meta.Mirror) (string
 		return fmt.Sprintf("the mirror's robot %s is disabled, or the user it belongs to is; nothing was synced", m.RobotUsername), nil
 	}
 	return "", nil
+}
+
+// inProxyCache says why the mirror of repo does not sync when its
+// organization is a proxy cache ("" when it is not): the organization
+// became one while it had the mirror, before that was refused, and a sync
+// would overwrite the cached tags with another upstream's images.
+func (s *MirrorService) inProxyCache(ctx context.Context, repo string) (string, error) {
+	if s.caches == nil {
+		return "", nil
+	}
+	ns, _, _ := strings.Cut(repo, "/")
+	_, err := s.caches.ProxyCacheOf(ctx, ns)
+	if errors.Is(err, meta.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up the proxy cache of %s: %w", ns, err)
+	}
+	return fmt.Sprintf("%s is a proxy cache organization: its tags are its upstream's, so its mirrors do not sync; nothing was synced "+
+		"(turn this mirror off with is_enabled false)", ns), nil
 }
 
 func (s *MirrorService) count(outcome string) {

@@ -138,8 +138,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// bound, proxy.Options.BlobTimeout), and idle connections close.
 	upstreams := &http.Transport{DialContext: guard.DialContext, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,
 		ResponseHeaderTimeout: time.Minute, IdleConnTimeout: 90 * time.Second, MaxIdleConns: 100}
-	pcache := proxy.New(wire.ProxyStores(db), driver, sealer, proxy.Options{Transport: upstreams, Policy: cfg.ArtifactPolicy(),
-		MaxManifestBytes: cfg.Registry.MaxManifestBytes, Logger: log})
+	pcache := proxy.New(wire.ProxyStores(db), driver, sealer, proxyOptions(cfg, upstreams, log))
 	reg := registry.New(wire.RegistryStores(db), driver, registry.Options{
 		MaxManifestBytes: cfg.Registry.MaxManifestBytes,
 		Policy:           cfg.ArtifactPolicy(),
@@ -444,6 +443,16 @@ func GCOptions(cfg config.Config, log *slog.Logger) gc.Options {
 	r := cfg.GC.Retention
 	return gc.Options{Interval: cfg.GC.Interval, Delay: cfg.GC.Delay, UploadExpiry: cfg.GC.UploadExpiry, Logger: log,
 		Retention: meta.Retention{Events: r.Events, DoneJobs: r.DoneJobs, DeadJobs: r.DeadJobs, Attempts: r.Attempts, Audit: r.Audit}}
+}
+
+// proxyOptions are the pull-through cache's settings of cfg: its
+// per-organization limits (proxyCache) and the registry's manifest cap
+// and allow-list, with upstreams carrying its requests.
+func proxyOptions(cfg config.Config, upstreams http.RoundTripper, log *slog.Logger) proxy.Options {
+	p := cfg.ProxyCache
+	return proxy.Options{Transport: upstreams, Policy: cfg.ArtifactPolicy(), MaxManifestBytes: cfg.Registry.MaxManifestBytes,
+		MaxManifestFetches: p.MaxManifestFetches, ManifestWait: p.ManifestWait, MaxBlobFetches: p.MaxBlobFetches, BlobWait: p.BlobWait,
+		Logger: log}
 }
 
 // gcDelay is the collection delay the registry must respect: the blob

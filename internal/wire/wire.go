@@ -48,7 +48,7 @@ func GCStores(db *meta.DB, timeMachine time.Duration) gc.Stores {
 
 // MirrorStores are the stores mirror.NewMirrorService takes.
 func MirrorStores(db *meta.DB) mirror.ServiceStores {
-	return mirror.ServiceStores{Mirrors: db.Mirrors(), Tags: db.Manifests(), Queue: db.Jobs(), Users: db.Users()}
+	return mirror.ServiceStores{Mirrors: db.Mirrors(), Tags: db.Manifests(), Queue: db.Jobs(), Users: db.Users(), ProxyCaches: db.ProxyCaches()}
 }
 
 // APIStores are the stores api.New takes; the garbage collection
