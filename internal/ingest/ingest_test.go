@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -151,6 +152,9 @@ func TestRefusals(t *testing.T) {
 			e.mustLink("elsewhere", cfg, layer)
 			good := body(t, image(cfg, layer))
 			big := body(t, with(image(cfg, layer), "annotations", map[string]string{"pad": strings.Repeat("x", 1024)}))
+			platform := e.manifest(image(cfg, layer))
+			// linked are blobs a case's repository has before its push.
+			linked := map[string][]map[string]any{"one digest as a blob and as a manifest": {platform}}
 			tests := []struct {
 				name  string
 				req   ingest.Request
@@ -200,6 +204,16 @@ func TestRefusals(t *testing.T) {
 					var me *meta.MissingRefsError
 					return errors.As(err, &me) && me.Count == 1 && !me.Missing[0].IsManifest && strings.Contains(err.Error(), "blob ")
 				}},
+				// The platform's manifest is in the repository only as a
+				// blob: checked as its first kind only, the index was stored
+				// and tagged with a platform that cannot be pulled.
+				{"one digest as a blob and as a manifest", ingest.Request{Body: body(t, index(
+					with(platform, "mediaType", "application/octet-stream"),
+					with(platform, "platform", map[string]any{"architecture": "arm64", "os": "linux"})))}, func(err error) bool {
+					var ie *ingest.InvalidError
+					return errors.As(err, &ie) && errors.Is(err, oci.ErrInvalidManifest) && strings.Contains(err.Error(), "manifests[1]") &&
+						strings.Contains(err.Error(), string(platform["digest"].(digest.Digest)))
+				}},
 				{"empty config supplied, layer still missing", ingest.Request{Body: body(t, with(image(emptyConfig, layer), "artifactType", "application/vnd.example"))}, func(err error) bool {
 					var me *meta.MissingRefsError
 					return errors.As(err, &me) && me.Count == 1 && me.Missing[0].Digest == layer["digest"]
@@ -216,12 +230,19 @@ func TestRefusals(t *testing.T) {
 						opts = append(opts, ingest.Fetch(func(context.Context, oci.Ref) error { return boom }))
 						want = func(err error) bool { return err == boom }
 					}
+					l := linked[tt.name]
+					if l != nil {
+						e.mustLink(tt.req.Repository, l...)
+					}
 					_, err := e.in.Ingest(ctx, tt.req, opts...)
 					if err == nil || !want(err) {
 						t.Fatalf("got %T %v", err, err)
 					}
-					if rs := e.repositories(); len(rs) != 1 || rs[0] != "elsewhere" {
+					if rs := e.repositories(); !slices.Contains(rs, "elsewhere") || slices.Contains(rs, tt.req.Repository) != (l != nil) {
 						t.Fatalf("a refused manifest left repositories %v", rs)
+					}
+					if e.stored(tt.req.Repository, digest.FromBytes(tt.req.Body)) {
+						t.Fatal("the refused manifest is stored")
 					}
 				})
 			}

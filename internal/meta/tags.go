@@ -190,7 +190,8 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 	return err
 }
 
-// DeleteTag removes a tag; the manifest stays.
+// DeleteTag removes a tag; the manifest stays. A tag past its expiration
+// is ErrManifestNotFound, as for reads by it.
 func (db Manifests) DeleteTag(ctx context.Context, repo, tag, actor string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error { return db.deleteTag(ctx, tx, repo, tag, actor) })
 }
@@ -198,23 +199,32 @@ func (db Manifests) DeleteTag(ctx context.Context, repo, tag, actor string) erro
 // deleteTag is DeleteTag in the caller's transaction.
 func (db *core) deleteTag(ctx context.Context, tx *sql.Tx, repo, tag, actor string) error {
 	var d string
-	var repoID int64
+	var repoID, expires int64
 	// The tag row is locked (PostgreSQL): a push moving it, or another
 	// delete, waits; the event names the digest deleted.
 	lock := ""
 	if db.dialect == postgres {
 		lock = " FOR UPDATE OF t"
 	}
-	err := tx.QueryRowContext(ctx, db.q(`SELECT t.manifest_digest, t.repository_id FROM tags t JOIN repositories r ON r.id = t.repository_id
-		WHERE r.name = ? AND t.name = ?`+lock), repo, tag).Scan(&d, &repoID)
+	err := tx.QueryRowContext(ctx, db.q(`SELECT t.manifest_digest, t.repository_id, t.expires_at FROM tags t JOIN repositories r ON r.id = t.repository_id
+		WHERE r.name = ? AND t.name = ?`+lock), repo, tag).Scan(&d, &repoID, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrManifestNotFound
 	}
 	if err != nil {
 		return fmt.Errorf("read tag: %w", err)
 	}
+	// An immutable tag does not expire (a push to its name is refused, the
+	// pass keeps it), so it is refused as immutable whatever its expiration.
 	if err := db.immutable(ctx, tx, repoID, tag); err != nil {
 		return err
+	}
+	if expires > 0 && expires <= db.now() {
+		// Expired: gone, as for a pull by it (liveTag). Its end is not this
+		// delete's: the expiry pass, or a push to its name, ends its
+		// history at its expiration and announces it (ExpireTag,
+		// replaceExpiredTag).
+		return ErrManifestNotFound
 	}
 	res, err := tx.ExecContext(ctx, db.q(`DELETE FROM tags WHERE name = ? AND repository_id = ? AND manifest_digest = ?`), tag, repoID, d)
 	if err != nil {

@@ -203,9 +203,23 @@ func (m *Manifest) validateIndex() error {
 	if err := validateArtifactType(m.ArtifactType); err != nil {
 		return err
 	}
+	// An entry is checked, served and released as a manifest or as a blob
+	// by its media type, and a manifest's references are one per digest:
+	// an index listing one digest as both (a platform's image also as an
+	// octet-stream) would have only one kind checked.
+	first := map[digest.Digest]int{}
 	for i, d := range m.Manifests {
 		if err := validateDescriptor(fmt.Sprintf("manifests[%d]", i), d); err != nil {
 			return err
+		}
+		j, seen := first[d.Digest]
+		if !seen {
+			first[d.Digest] = i
+			continue
+		}
+		if IsManifestMediaType(m.Manifests[j].MediaType) != IsManifestMediaType(d.MediaType) {
+			return manifestInvalid("manifests[%d] lists %s as %q and manifests[%d] as %q: an index lists a digest as a manifest or as a blob, not both",
+				j, d.Digest, m.Manifests[j].MediaType, i, d.MediaType)
 		}
 	}
 	return m.validateSubject()

@@ -67,6 +67,14 @@ func TestParseManifest(t *testing.T) {
 		{"an os.feature over the limit", indexWith(`"architecture":"amd64","os":"windows","os.features":["` + long(129) + `"]`), "", "", true},
 		{"too many features", indexWith(`"architecture":"amd64","os":"linux","features":[` + strings.Repeat(`"a",`, 32) + `"a"]`), "", "", true},
 		{"a feature over the limit", indexWith(`"architecture":"amd64","os":"linux","features":["` + long(129) + `"]`), "", "", true},
+		// One digest listed as a manifest and as a blob: which kind would
+		// the push check, the pull serve, a gate release?
+		{"digest as a blob, then as a manifest", indexOf(entry("application/octet-stream", dgA, ""), entry(MediaTypeImageManifest, dgA, `"architecture":"arm64","os":"linux"`)), "", "", true},
+		{"digest as a manifest, then as a blob", indexOf(entry(MediaTypeDockerManifest, dgA, `"architecture":"amd64","os":"linux"`), entry(MediaTypeImageConfig, dgA, "")), "", "", true},
+		{"digest as a manifest with parameters, then as a manifest", indexOf(entry(MediaTypeImageManifest+";charset=utf-8", dgA, ""), entry(MediaTypeImageManifest, dgA, "")), "", "", true},
+		{"digest as two manifest types", indexOf(entry(MediaTypeImageManifest, dgA, `"architecture":"arm","os":"linux","variant":"v6"`), entry(MediaTypeDockerManifest, dgA, `"architecture":"arm","os":"linux","variant":"v7"`)), "", MediaTypeImageIndex, false},
+		{"digest as a blob twice", indexOf(entry("application/octet-stream", dgA, ""), entry("application/vnd.example.thing", dgA, "")), "", MediaTypeImageIndex, false},
+		{"subject also an entry of another type", strings.TrimSuffix(indexOf(entry("application/octet-stream", dgA, "")), "}") + `,"subject":{"mediaType":"` + MediaTypeImageManifest + `","digest":"` + dgA + `","size":1}}`, "", MediaTypeImageIndex, false},
 		{"a long os in a Docker list", strings.Replace(indexWith(`"architecture":"amd64","os":"`+long(129)+`"`), MediaTypeImageIndex, MediaTypeDockerList, 1), "", "", true},
 	}
 	for _, tc := range tests {
@@ -91,6 +99,21 @@ func TestParseManifest(t *testing.T) {
 // indexWith is an index of one entry whose platform object holds fields.
 func indexWith(fields string) string {
 	return `{"schemaVersion":2,"mediaType":"` + MediaTypeImageIndex + `","manifests":[{"mediaType":"` + MediaTypeImageManifest + `","digest":"` + dgA + `","size":1,"platform":{` + fields + `}}]}`
+}
+
+// entry is an index entry; platform, if not empty, is its platform's
+// fields.
+func entry(mediaType, dg, platform string) string {
+	e := `{"mediaType":"` + mediaType + `","digest":"` + dg + `","size":1`
+	if platform != "" {
+		e += `,"platform":{` + platform + `}`
+	}
+	return e + `}`
+}
+
+// indexOf is an OCI index of the entries.
+func indexOf(entries ...string) string {
+	return `{"schemaVersion":2,"mediaType":"` + MediaTypeImageIndex + `","manifests":[` + strings.Join(entries, ",") + `]}`
 }
 
 // long is a platform value of n bytes.

@@ -60,7 +60,9 @@ func (r Ref) IsManifest() bool {
 
 // References lists what the manifest references: its config, its layers,
 // the entries of an index and its subject, in that order, each digest once
-// (the first time it appears; required if any appearance is). It is the
+// (the first time it appears; required if any appearance is: an index
+// cannot list one digest as a manifest and as a blob, ParseManifest
+// refuses it, so the kind kept is the digest's only kind). It is the
 // one definition of a manifest's references that the push, the
 // pull-through cache and the copier share.
 func (m *Manifest) References() []Ref {

@@ -50,6 +50,8 @@ func TestReferences(t *testing.T) {
 			[]string{"child a required manifest", "child b required manifest", "child c required manifest", "child d required manifest"}},
 		{"index entry of another media type is a blob", index(desc(MediaTypeImageManifest, dgA), desc("application/vnd.example.thing", dgB), desc(MediaTypeDockerSchema1Signed, dgC)) + `}`,
 			[]string{"child a required manifest", "child b required blob", "child c required blob"}},
+		{"digest listed again as the same kind, once", index(desc(MediaTypeImageManifest, dgA), desc(MediaTypeDockerManifest, dgA), desc("application/vnd.example.thing", dgB), desc("application/octet-stream", dgB)) + `}`,
+			[]string{"child a required manifest", "child b required blob"}},
 		{"index with subject", index(desc(MediaTypeImageManifest, dgA)) + subject + `}`,
 			[]string{"child a required manifest", "subject d optional manifest"}},
 		{"empty index", index() + `}`, nil},
