@@ -27,15 +27,18 @@ import (
 
 // copierImporter is the server's importer over the test's store: the real
 // copier, reaching the upstream through a transport that trusts its test
-// certificate. calls counts the imports it ran.
+// certificate. calls counts the imports it ran; timeout is the last
+// one's Timeout.
 type copierImporter struct {
 	copier    *mirror.Copier
 	transport http.RoundTripper
 	calls     atomic.Int64
+	timeout   atomic.Int64
 }
 
 func (i *copierImporter) Import(ctx context.Context, req mirror.ImportRequest) (string, mirror.Stats, error) {
 	i.calls.Add(1)
+	i.timeout.Store(int64(req.Timeout))
 	req.Transport = i.transport
 	d, st, err := i.copier.Import(ctx, req)
 	return d.String(), st, err

@@ -94,7 +94,10 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	d, st, err := a.opts.Importer.Import(r.Context(), mirror.ImportRequest{Source: body.Source, Username: body.Username, Password: body.Password,
 		Insecure: body.Insecure, Repo: body.Repository, Tags: body.Tags, Force: body.Mode == "Force", Actor: id.Actor(),
 		// Made above: a deletion during the copy is not undone by it.
-		Create: &meta.RepoCreate{MustExist: true}})
+		Create: &meta.RepoCreate{MustExist: true},
+		// It runs in the request: a client holding the connection open
+		// must not hold the copy (and its worker's memory) for ever.
+		Timeout: mirror.DefaultImportTimeout})
 	if err != nil && created {
 		// The repository made for the copy goes with the failed copy,
 		// unless something was stored in it meanwhile (a push); its

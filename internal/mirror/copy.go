@@ -6,6 +6,7 @@ package mirror
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,6 +58,9 @@ type Copier struct {
 	// maxManifest caps an upstream manifest (registry.maxManifestBytes),
 	// also as it is read (upstreamLimits).
 	maxManifest int64
+	// maxManifests caps the manifests one copy fetches
+	// (DefaultMaxManifests).
+	maxManifests int
 }
 
 // blobStall cuts a blob download that delivers nothing for this long: a
@@ -81,7 +85,8 @@ func NewCopier(db Stores, store storage.Driver, policy oci.ArtifactPolicy, maxMa
 		maxManifest = ingest.DefaultMaxBytes
 	}
 	in := ingest.New(ingest.Stores{Manifests: db.Manifests, Blobs: db.Blobs}, store, ingest.Options{Policy: policy, MaxBytes: maxManifest})
-	return &Copier{db: db, store: store, ingest: in, log: log, stall: blobStall, maxManifest: maxManifest}
+	return &Copier{db: db, store: store, ingest: in, log: log, stall: blobStall, maxManifest: maxManifest,
+		maxManifests: DefaultMaxManifests}
 }
 
 // Stats counts what a copy moved.
@@ -113,7 +118,9 @@ type Request struct {
 // into the repository and tags it. Children are stored before the
 // manifests that refer to them, and the tags move last, in one
 // transaction: an interrupted copy never leaves a tag pointing at missing
-// content.
+// content. It follows indexes at most MaxManifestDepth deep and fetches
+// at most its cap of manifests (DefaultMaxManifests): past either it
+// fails (ErrIndexTooDeep, ErrTooManyManifests), tagging nothing.
 func (c *Copier) Copy(ctx context.Context, req Request) (digest.Digest, Stats, error) {
 	var st Stats
 	opts := append([]remote.Option{remote.WithContext(ctx)}, req.Options...)
@@ -127,51 +134,99 @@ func (c *Copier) Copy(ctx context.Context, req Request) (digest.Digest, Stats, e
 		return "", st, fmt.Errorf("fetch %s: %w", req.Source, err)
 	}
 	d := digest.Digest(desc.Digest.String())
-	if err := c.copyManifest(ctx, req, opts, d, desc.Manifest, string(desc.MediaType), req.Tags, &st); err != nil {
+	run := &copyRun{req: req, opts: opts, st: &st, fetched: 1}
+	if err := c.copyManifest(ctx, run, d, desc.Manifest, string(desc.MediaType), req.Tags, 1); err != nil {
 		return "", st, err
 	}
 	return d, st, nil
 }
 
-// copyManifest stores one upstream manifest through the one ingest
-// function, which calls back (ingest.Fetch) for each reference once the
-// manifest passed its checks: a child manifest is copied first, depth
-// first, unless the repository has it; a blob is linked or downloaded.
-// The tags, if any, move in the manifest's transaction.
-func (c *Copier) copyManifest(ctx context.Context, req Request, opts []remote.Option, d digest.Digest, body []byte, mediaType string, tags []string, st *Stats) error {
+// copyRun is one copy's walk of the upstream's manifests.
+type copyRun struct {
+	req  Request
+	opts []remote.Option
+	st   *Stats
+	// fetched counts the manifests fetched upstream (c.maxManifests).
+	fetched int
+}
+
+// copyManifest stores one upstream manifest, depth manifests deep (the
+// top one is 1), through the one ingest function, which calls back
+// (ingest.Fetch) for each reference once the manifest passed its checks:
+// a child manifest is copied first, depth first, unless the repository
+// has it; a blob is linked or downloaded. The tags, if any, move in the
+// manifest's transaction.
+func (c *Copier) copyManifest(ctx context.Context, run *copyRun, d digest.Digest, body []byte, mediaType string, tags []string, depth int) error {
+	// An index that lists more manifests than the copy may fetch is
+	// refused before any of them is.
+	if n := listedManifests(body); n > c.maxManifests-1 {
+		return fmt.Errorf("index %s: %w: it lists %d manifests, and one copy fetches at most %d, the index included (Berth's limit)",
+			d, ErrTooManyManifests, n, c.maxManifests)
+	}
 	var fetchErr error
 	fetch := ingest.Fetch(func(ctx context.Context, r oci.Ref) error {
 		if r.IsManifest() {
-			fetchErr = c.copyChild(ctx, req, opts, r.Descriptor, st)
+			fetchErr = c.copyChild(ctx, run, d, r.Descriptor, depth+1)
 		} else {
-			fetchErr = c.copyBlob(ctx, req, opts, r.Descriptor, st)
+			fetchErr = c.copyBlob(ctx, run.req, run.opts, r.Descriptor, run.st)
 		}
 		return fetchErr
 	})
-	_, err := c.ingest.Ingest(ctx, ingest.Request{Repository: req.Repo, Tags: tags, Body: body, ContentType: mediaType,
-		Digest: d, Actor: req.Actor, Create: req.Create}, fetch)
+	_, err := c.ingest.Ingest(ctx, ingest.Request{Repository: run.req.Repo, Tags: tags, Body: body, ContentType: mediaType,
+		Digest: d, Actor: run.req.Actor, Create: run.req.Create}, fetch)
 	if err != nil {
 		if fetchErr != nil && errors.Is(err, fetchErr) {
 			return err // a reference's own error names it
 		}
 		return fmt.Errorf("upstream manifest %s: %w", d, err)
 	}
-	st.Manifests++
+	run.st.Manifests++
 	return nil
 }
 
-// copyChild copies a child manifest of an index, unless the repository
-// has it already.
-func (c *Copier) copyChild(ctx context.Context, req Request, opts []remote.Option, child oci.Descriptor, st *Stats) error {
-	if _, err := c.db.Manifests.GetManifest(ctx, req.Repo, "", child.Digest, false); err == nil {
+// listedManifests counts the manifest entries an index lists (0 for an
+// image, or a body that does not parse: the ingest refuses it).
+func listedManifests(body []byte) int {
+	var idx struct {
+		Manifests []struct {
+			MediaType string `json:"mediaType"`
+		} `json:"manifests"`
+	}
+	if json.Unmarshal(body, &idx) != nil {
+		return 0
+	}
+	n := 0
+	for _, m := range idx.Manifests {
+		if oci.IsManifestMediaType(m.MediaType) {
+			n++
+		}
+	}
+	return n
+}
+
+// copyChild copies a child manifest of index parent, depth manifests
+// deep, unless the repository has it already.
+func (c *Copier) copyChild(ctx context.Context, run *copyRun, parent digest.Digest, child oci.Descriptor, depth int) error {
+	if _, err := c.db.Manifests.GetManifest(ctx, run.req.Repo, "", child.Digest, false); err == nil {
 		return nil // already here
 	}
-	childRef := req.Source.Context().Digest(child.Digest.String())
-	cd, err := remote.Get(childRef, opts...)
+	// Each level holds its manifest until its children are stored: the
+	// limits bound the memory (and stack) an upstream can make a copy use.
+	if depth > MaxManifestDepth {
+		return fmt.Errorf("index %s: %w: more than %d levels of manifests (Berth's limit for one copy)",
+			parent, ErrIndexTooDeep, MaxManifestDepth)
+	}
+	if run.fetched >= c.maxManifests {
+		return fmt.Errorf("index %s: %w: more than %d manifests in all (Berth's limit for one copy)",
+			parent, ErrTooManyManifests, c.maxManifests)
+	}
+	run.fetched++
+	childRef := run.req.Source.Context().Digest(child.Digest.String())
+	cd, err := remote.Get(childRef, run.opts...)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", childRef, err)
 	}
-	return c.copyManifest(ctx, req, opts, child.Digest, cd.Manifest, string(cd.MediaType), nil, st)
+	return c.copyManifest(ctx, run, child.Digest, cd.Manifest, string(cd.MediaType), nil, depth)
 }
 
 // copyBlob makes a blob available in the repository: nothing to do if it

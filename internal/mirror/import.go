@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -36,6 +37,10 @@ type ImportRequest struct {
 	// Create is how the copy creates the repository (Request.Create): the
 	// API creates it first and passes MustExist.
 	Create *meta.RepoCreate
+	// Timeout, if set, bounds the import (the API's, which runs in its
+	// request, DefaultImportTimeout): one still running then fails,
+	// saying so.
+	Timeout time.Duration
 }
 
 // ErrTagExists is returned by a NoForce import whose target tag exists.
@@ -91,5 +96,16 @@ func (c *Copier) Import(ctx context.Context, req ImportRequest) (digest.Digest, 
 		transport = events.HTTPSOnly{Next: transport, Host: src.Context().RegistryStr(), Allow: "import with insecure to allow it"}
 	}
 	ropts = append(ropts, remote.WithTransport(transport))
-	return c.Copy(ctx, Request{Source: src, Options: ropts, Repo: req.Repo, Tags: req.Tags, Actor: req.Actor, Progress: req.Progress, Create: req.Create})
+	cctx := ctx
+	if req.Timeout > 0 {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeoutCause(ctx, req.Timeout,
+			fmt.Errorf("the import did not finish within %s (Berth's limit for one import)", req.Timeout))
+		defer cancel()
+	}
+	d, st, err := c.Copy(cctx, Request{Source: src, Options: ropts, Repo: req.Repo, Tags: req.Tags, Actor: req.Actor, Progress: req.Progress, Create: req.Create})
+	if err != nil && cctx.Err() != nil && ctx.Err() == nil {
+		err = context.Cause(cctx) // past its Timeout: say so, not which request it cut
+	}
+	return d, st, err
 }

@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -32,6 +33,39 @@ const (
 	// answerTimeout bounds one manifest or tag list request, its body
 	// included.
 	answerTimeout = 5 * time.Minute
+	// DefaultImportTimeout bounds one import through the API (which runs
+	// in its request): as long as a whole sync, since one import may copy
+	// as much as a sync's largest image.
+	DefaultImportTimeout = DefaultSyncTimeout
+)
+
+// What one copy (an import, or the tags of a sync that moved to one
+// upstream digest) may fetch, whatever its upstream answers. The copier
+// walks an index depth first, each level holding its manifest (up to
+// registry.maxManifestBytes, 4 MiB by default) until its children are
+// stored: without a bound, an upstream nesting indexes in each other
+// would make it run out of memory, or of stack.
+const (
+	// MaxManifestDepth is how many manifests deep a copy follows an
+	// upstream's indexes: the top manifest is the first, an index's
+	// entries the second, and so on. Real images are an image (1) or an
+	// index of images (2), and nested indexes rarely go past 3 levels;
+	// 8 leaves room for those while holding at most 8 manifests (32 MiB
+	// of bodies at the default cap, with their parsed forms) at once.
+	MaxManifestDepth = 8
+	// DefaultMaxManifests is how many manifests one copy fetches at most:
+	// far above the few hundred of the largest multi-platform images with
+	// their attestations, and a bound on the requests, the bytes (at most
+	// 4 MiB each) and the stored rows a single copy may cost.
+	DefaultMaxManifests = 10_000
+)
+
+// ErrIndexTooDeep and ErrTooManyManifests are the refusals of a copy
+// past MaxManifestDepth or its manifest cap (wrapped, saying the limit):
+// nothing is tagged.
+var (
+	ErrIndexTooDeep     = errors.New("the upstream's indexes nest too deep")
+	ErrTooManyManifests = errors.New("the upstream's index lists too many manifests")
 )
 
 // upstreamLimits bounds what the upstream answers the copier reads whole

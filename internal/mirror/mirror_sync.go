@@ -348,7 +348,8 @@ func (s *MirrorService) copyFiltered(ctx context.Context, req Request, upD diges
 	}
 	var st Stats
 	opts := append([]remote.Option{remote.WithContext(ctx)}, req.Options...)
-	return s.copier.copyManifest(ctx, req, opts, digest.FromBytes(body), body, string(desc.MediaType), req.Tags, &st)
+	run := &copyRun{req: req, opts: opts, st: &st, fetched: 1}
+	return s.copier.copyManifest(ctx, run, digest.FromBytes(body), body, string(desc.MediaType), req.Tags, 1)
 }
 
 func sortedCopy(in []string) []string {
