@@ -117,11 +117,15 @@ func guardsFor(patterns []string, tag, mediaType string, content []byte) bool {
 	if !matchesTag(patterns, tag) {
 		return false
 	}
-	if !isCosignTag(tag) {
-		return true
-	}
+	return !isCosignTag(tag) || !describes(mediaType, content)
+}
+
+// describes reports whether a manifest only describes other content (a
+// signature, an attestation, an SBOM: oci.Manifest.Describes); content
+// that does not parse does not.
+func describes(mediaType string, content []byte) bool {
 	m, err := oci.ParseManifest(content, mediaType)
-	return err != nil || !m.Describes()
+	return err == nil && m.Describes()
 }
 
 // isCosignTag reports whether a tag has the form of cosign's signature,
@@ -397,9 +401,9 @@ func (db *core) hold(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Dig
 	return nil
 }
 
-// isHeld reports whether a manifest of the repository is held (false if
-// it is not stored).
-func (db *core) isHeld(ctx context.Context, tx *sql.Tx, repoID int64, d string) (bool, error) {
+// readable reports whether the repository stores a manifest and no gate
+// holds it (false if it is not stored).
+func (db *core) readable(ctx context.Context, tx *sql.Tx, repoID int64, d string) (bool, error) {
 	var held int
 	err := tx.QueryRowContext(ctx, db.q("SELECT held FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d).Scan(&held)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -408,7 +412,7 @@ func (db *core) isHeld(ctx context.Context, tx *sql.Tx, repoID int64, d string) 
 	if err != nil {
 		return false, fmt.Errorf("read manifest: %w", err)
 	}
-	return held == 1, nil
+	return held == 0, nil
 }
 
 // release makes a manifest readable, with everything held that it

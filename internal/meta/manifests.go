@@ -308,8 +308,9 @@ type pendingEvent struct {
 // just stored or tagged: published by an unguarded tag, it is released
 // with all it reaches; new and otherwise, it is held if it came for a
 // guarded tag or by digest (it may be a platform of a candidate to come),
-// except a referrer of readable content (a signature of a published
-// image stays readable).
+// except a description (describes) of a stored readable subject (a
+// signature of a published image): a subject publishes nothing else, and
+// a description held for want of its subject is released with it.
 func (db *core) gateArrival(ctx context.Context, tx *sql.Tx, repoID int64, m Manifest, created, published, tagged bool) error {
 	if published {
 		return db.release(ctx, tx, repoID, m.Digest)
@@ -317,9 +318,9 @@ func (db *core) gateArrival(ctx context.Context, tx *sql.Tx, repoID int64, m Man
 	if !created {
 		return nil
 	}
-	if !tagged && m.Subject != "" {
-		held, err := db.isHeld(ctx, tx, repoID, m.Subject.String())
-		if err != nil || !held {
+	if !tagged && m.Subject != "" && describes(m.MediaType, m.Content) {
+		readable, err := db.readable(ctx, tx, repoID, m.Subject.String())
+		if err != nil || readable {
 			return err
 		}
 	}

@@ -32,9 +32,24 @@ func (m Manifest) ReferrerKey() ReferrerKey {
 // zero key: from the start), at most n of them (0: all). Each has its
 // CreatedAt set.
 func (db Manifests) ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after ReferrerKey, n int) ([]Manifest, error) {
+	return db.referrersAfter(ctx, repo, d, artifactType, after, n, false)
+}
+
+// ReadableReferrersAfter is ReferrersAfter less the referrers a gate
+// holds, left out by the query: a listing for a caller who may not see
+// them reads none of them (their annotations may be up to a manifest's
+// size each, and whoever may push may attach thousands).
+func (db Manifests) ReadableReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after ReferrerKey, n int) ([]Manifest, error) {
+	return db.referrersAfter(ctx, repo, d, artifactType, after, n, true)
+}
+
+func (db Manifests) referrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after ReferrerKey, n int, readable bool) ([]Manifest, error) {
 	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations, m.held, m.created_at FROM repositories r
 		JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.subject = ?`
 	args := []any{repo, d.String()}
+	if readable {
+		query += " AND m.held = 0"
+	}
 	if artifactType != "" {
 		query += " AND m.artifact_type = ?"
 		args = append(args, artifactType)

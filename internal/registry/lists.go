@@ -1,13 +1,17 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
@@ -127,24 +131,17 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 	// client reads an index up to: oras-go's default is 4 MiB), at least
 	// one; a Link header names the next page, as the spec says when the
 	// list cannot be returned in one response. Referrers a gate holds
-	// from the caller are left out, and the cursor is the last one shown.
+	// from the caller are left out (visibleReferrers), and the cursor is
+	// the last one shown.
 	budget := reg.opts.MaxManifestBytes - 256
 	descs := make([]oci.Descriptor, 0)
 	used := 0
 	var last meta.ReferrerKey
-	full, checked, seesHeld := false, false, false
-	err = meta.EachReferrer(r.Context(), reg.meta.Manifests, rt.name, rt.digest, artifactType, after, func(m meta.Manifest) (bool, error) {
-		if m.Held {
-			if !checked {
-				var err error
-				if seesHeld, err = reg.maySeeHeld(r, rt.name); err != nil {
-					return false, err
-				}
-				checked = true
-			}
-			if !seesHeld {
-				return true, nil
-			}
+	full := false
+	pager := &visibleReferrers{reg: reg, r: r}
+	err = meta.EachReferrer(r.Context(), pager, rt.name, rt.digest, artifactType, after, func(m meta.Manifest) (bool, error) {
+		if m.Held && !pager.seesHeld {
+			return true, nil // visibleReferrers returns none to such a caller; kept out regardless
 		}
 		d := oci.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size, ArtifactType: m.ArtifactType, Annotations: m.Annotations}
 		b, _ := json.Marshal(d)
@@ -174,6 +171,38 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 		Manifests     []oci.Descriptor `json:"manifests"`
 	}{2, oci.MediaTypeImageIndex, descs})
 	return nil
+}
+
+// visibleReferrers pages a subject's referrers for one request's caller:
+// as stored until a batch shows a held one; then, once the caller is
+// found not to see held content (asked once, and only then: most
+// repositories have no gate), only readable ones, the held left out by
+// the query, that batch read again. A caller who may not see held
+// referrers so reads at most one batch of them, however many there are
+// (each may carry annotations up to a manifest's size).
+type visibleReferrers struct {
+	reg             *Registry
+	r               *http.Request
+	asked, seesHeld bool
+}
+
+func (v *visibleReferrers) ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error) {
+	store := v.reg.meta.Manifests
+	if v.asked && !v.seesHeld {
+		return store.ReadableReferrersAfter(ctx, repo, d, artifactType, after, n)
+	}
+	refs, err := store.ReferrersAfter(ctx, repo, d, artifactType, after, n)
+	if err != nil || v.asked || !slices.ContainsFunc(refs, func(m meta.Manifest) bool { return m.Held }) {
+		return refs, err
+	}
+	if v.seesHeld, err = v.reg.maySeeHeld(v.r, repo); err != nil {
+		return nil, err
+	}
+	v.asked = true
+	if v.seesHeld {
+		return refs, nil
+	}
+	return store.ReadableReferrersAfter(ctx, repo, d, artifactType, after, n)
 }
 
 // formatReferrerCursor writes a referrers page's cursor: the last

@@ -74,6 +74,7 @@ type ManifestStore interface {
 	DeleteTag(ctx context.Context, repo, tag, actor string) error
 	ListTags(ctx context.Context, repo, last string, n int) ([]string, error)
 	ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error)
+	ReadableReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error)
 }
 
 // Options configure the registry.
