@@ -13,6 +13,7 @@ import (
 	"net/mail"
 	"net/smtp"
 	"net/textproto"
+	"slices"
 	"strings"
 	"time"
 )
@@ -72,7 +73,7 @@ func (m Email) Deliver(ctx context.Context, d Delivery) (res Result) {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
-		res.Err = fmt.Errorf("email via %s: %w", m.SMTPAddr, redactErr(err, secretStrings(nil, []byte(m.Password))))
+		res.Err = m.relayError(err)
 		return res
 	}
 	res.StatusCode = 250
@@ -109,9 +110,65 @@ func (m Email) SendText(ctx context.Context, subject, text string) error {
 	ctx, cancel := context.WithTimeout(ctx, EmailTimeout)
 	defer cancel()
 	if err := m.send(ctx, from.Address, to, msg); err != nil {
-		return fmt.Errorf("email via %s: %w", m.SMTPAddr, redactErr(err, secretStrings(nil, []byte(m.Password))))
+		return m.relayError(err)
 	}
 	return nil
+}
+
+// RelayError is a failure to mail through the SMTP relay as whoever asked
+// for the mail reads it (a notification's attempts and disabled_reason,
+// shown to the admins of its repository or organization): it says what
+// failed, but not the relay's address nor, for a name, the addresses or
+// DNS server it resolved with, which are the registry's internal
+// network. Detail says them for the operator's log.
+type RelayError struct {
+	Addr string // the relay's host:port
+	Err  error  // the failure (without the SMTP password)
+}
+
+// Error is the failure without the relay's addresses.
+func (e *RelayError) Error() string {
+	msg := e.Err.Error()
+	for _, a := range relayAddrs(e.Addr, e.Err) {
+		msg = strings.ReplaceAll(msg, a, "[relay]")
+	}
+	return "email via the SMTP relay: " + msg
+}
+
+// Detail is the failure for the operator's log, naming the relay.
+func (e *RelayError) Detail() string { return fmt.Sprintf("email via %s: %v", e.Addr, e.Err) }
+
+// Unwrap makes the failure's own errors (a timeout, an SMTP reply) seen.
+func (e *RelayError) Unwrap() error { return e.Err }
+
+func (m Email) relayError(err error) error {
+	return &RelayError{Addr: m.SMTPAddr, Err: redactErr(err, secretStrings(nil, []byte(m.Password)))}
+}
+
+// relayAddrs are the strings of err that name the relay at addr: addr,
+// its host (an IP or a domain name; a bare name such as "smtp" would
+// replace words of the error), the address dialed, the DNS server asked;
+// longest first, so that host:port goes before its host.
+func relayAddrs(addr string, err error) []string {
+	out := []string{addr}
+	withHost := func(hostport string) {
+		if host, _, splitErr := net.SplitHostPort(hostport); splitErr == nil && strings.ContainsAny(host, ".:") {
+			out = append(out, host)
+		}
+	}
+	withHost(addr)
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Addr != nil {
+		out = append(out, oe.Addr.String())
+		withHost(oe.Addr.String())
+	}
+	var de *net.DNSError
+	if errors.As(err, &de) && de.Server != "" {
+		out = append(out, de.Server)
+	}
+	out = slices.DeleteFunc(out, func(s string) bool { return s == "" })
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
 }
 
 // message builds the RFC 5322 message, lines ending in CRLF.

@@ -300,7 +300,7 @@ func (g *Guard) resolve(ctx context.Context, network, host string) ([]netip.Addr
 		}
 		addrs, err = g.resolver.LookupNetIP(ctx, ipNet, host)
 		if err != nil {
-			return nil, fmt.Errorf("resolve %q: %w", host, err)
+			return nil, fmt.Errorf("resolve %q: %w", host, withoutServer(err))
 		}
 		if len(addrs) == 0 {
 			return nil, fmt.Errorf("resolve %q: no addresses", host)
@@ -315,6 +315,21 @@ func (g *Guard) resolve(ctx context.Context, network, host string) ([]netip.Addr
 		}
 	}
 	return addrs, nil
+}
+
+// withoutServer is a lookup's error without the DNS server that answered
+// ("lookup h on 10.96.0.10:53: no such host"): the error reaches whoever
+// named the host (a notification's attempts, a mirror's last_error), and
+// the registry's resolver is an internal address. Whether the name was
+// not found, or the failure temporary, is kept (*net.DNSError).
+func withoutServer(err error) error {
+	var de *net.DNSError
+	if !errors.As(err, &de) || de.Server == "" {
+		return err
+	}
+	c := *de
+	c.Server = ""
+	return &c
 }
 
 // DialContext is an http.Transport's dialer: it resolves, checks, and

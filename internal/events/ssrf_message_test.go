@@ -3,6 +3,8 @@ package events
 import (
 	"context"
 	"errors"
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -71,5 +73,66 @@ func TestRefusalHidesResolvedAddress(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), `add "billing-db.corp" to notifications.allowedHosts`) {
 		t.Errorf("the refusal names no entry that lifts it: %v", err)
+	}
+}
+
+// serverResolver fails every lookup as a cluster's resolver does, naming
+// itself (Server) in the error.
+type serverResolver struct{}
+
+func (serverResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: host, Server: "10.96.0.10:53", IsNotFound: true}
+}
+
+// TestDeliveryErrorHidesResolver: a delivery to a host name that does not
+// resolve fails with an error that a notification's admins read (its
+// attempts, disabled_reason): it says the name was not found, never
+// which DNS server the registry asks (an internal address), and the
+// error still says it was not found (notify counts that as a refusal).
+func TestDeliveryErrorHidesResolver(t *testing.T) {
+	g := mustGuard(t, nil, serverResolver{})
+	res := Webhook{URL: "https://hooks.example/h", Client: NewHTTPClient(g)}.Deliver(context.Background(), Delivery{Body: []byte(`{}`)})
+	if res.Err == nil {
+		t.Fatal("delivered to a name that does not resolve")
+	}
+	if strings.Contains(res.Err.Error(), "10.96.0.10") {
+		t.Errorf("the attempt's error names the registry's DNS server: %v", res.Err)
+	}
+	if !strings.Contains(res.Err.Error(), "no such host") || !strings.Contains(res.Err.Error(), "hooks.example") {
+		t.Errorf("the attempt's error does not say the name was not found: %v", res.Err)
+	}
+	var de *net.DNSError
+	if !errors.As(res.Err, &de) || !de.IsNotFound {
+		t.Errorf("not found no longer told apart: %v", res.Err)
+	}
+	if err := g.CheckURL(context.Background(), "https://hooks.example/h"); err == nil || strings.Contains(err.Error(), "10.96.0.10") {
+		t.Errorf("CheckURL: %v", err)
+	}
+}
+
+// TestEmailErrorHidesRelay: an email delivery that fails at the SMTP
+// relay says so without the relay's address (an internal one, which
+// the notification's admins read in its attempts); the operator's detail
+// names it.
+func TestEmailErrorHidesRelay(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens: the connection is refused
+	res := Email{SMTPAddr: addr, From: "berth@example.com", To: "ops@example.com"}.Deliver(context.Background(), emailDelivery(t))
+	if res.Err == nil {
+		t.Fatal("mailed through a relay that is not there")
+	}
+	if strings.Contains(res.Err.Error(), "127.0.0.1") {
+		t.Errorf("the attempt's error names the relay: %v", res.Err)
+	}
+	if !strings.Contains(res.Err.Error(), "SMTP relay") || !strings.Contains(res.Err.Error(), "connection refused") {
+		t.Errorf("the attempt's error does not say what failed: %v", res.Err)
+	}
+	var re *RelayError
+	if !errors.As(res.Err, &re) || !strings.Contains(re.Detail(), addr) {
+		t.Errorf("no detail naming the relay for the operator: %v", res.Err)
 	}
 }

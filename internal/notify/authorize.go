@@ -100,6 +100,7 @@ func (s *Service) RequestEmailAuthorization(ctx context.Context, scope, target, 
 		what, s.opts.Server.Host, strings.Fields(what)[0], addr, link)
 	m := events.Email{SMTPAddr: s.opts.SMTPAddr, From: s.opts.SMTPFrom, To: addr, Username: s.opts.SMTPUsername, Password: s.opts.SMTPPassword}
 	if err := m.SendText(ctx, subject, text); err != nil {
+		s.logRelay(err, "scope", scope, "target", target)
 		// Not mailed: the address may be asked for again at once.
 		if werr := s.stores.Emails.WithdrawEmailAuthorizationRequest(context.WithoutCancel(ctx), scope, target, addr, HashCode(code)); werr != nil {
 			s.log.Warn("withdraw an e-mail authorization request", "err", werr)

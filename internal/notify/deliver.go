@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -41,9 +42,12 @@ func (s *Service) trialHold() time.Duration {
 //
 // Failures are counted as Quay does: every 5th failed attempt of an event
 // counts one failure, a success resets the count, and at 3 the
-// notification stops firing. Then GitLab's rule applies: when the
-// receiver refused (a 4xx other than 408 and 429) it stays disabled until
-// it is reset, and, as in Quay, its deliveries end undelivered (the
+// notification stops firing. An event whose counted attempt the receiver
+// refused (a 4xx other than 408 and 429; or its host name does not exist,
+// or the SSRF guard refused its address: see misdirected) is dropped
+// then, its job ended, so that the stream's next events go. Then GitLab's
+// rule applies: when the receiver refused it stays disabled until it is
+// reset, and, as in Quay, its deliveries end undelivered (the
 // subscriber queues none meanwhile); otherwise it is disabled for
 // Options.DisableFor, after which one trial delivery goes, and each failed
 // trial doubles the next disable (up to Options.MaxDisableFor). Meanwhile
@@ -129,6 +133,7 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	if res.Err != nil {
 		a.Error = res.Err.Error()
 		s.logRefused(res.Err, "notification", n.UUID)
+		s.logRelay(res.Err, "notification", n.UUID)
 	}
 	if len(skipped) > 0 {
 		note := fmt.Sprintf("skipped, not confirmed for %s: %s", targetName(n.Scope, n.Target), strings.Join(skipped, ", "))
@@ -153,14 +158,32 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 		}
 		return nil
 	}
+	err = fmt.Errorf("deliver %s to notification %s: %w", d.EventUUID, n.UUID, res.Err)
 	if !dj.Sample && (trial || j.Attempts%meta.NotifyTries == 0) {
 		f := meta.NotificationFailure{Reason: res.Err.Error(), Trial: trial}
-		if n.Method != "email" { // an SMTP 4xx reply is transient
-			f.Refused = refused(res.StatusCode)
+		if n.Method != "email" { // an SMTP 4xx reply is transient; the relay is the operator's
+			f.Refused = refused(res.StatusCode) || misdirected(res.Err)
 		}
 		s.failed(context.WithoutCancel(ctx), n, f)
+		if f.Refused {
+			// Not fixed by waiting: the event is dropped, so that the
+			// stream's next events go (the receiver may take them, as it
+			// may the other repositories' of an organization's or the
+			// registry's notification, whose successes reset the count).
+			return jobs.Permanent(err)
+		}
 	}
-	return fmt.Errorf("deliver %s to notification %s: %w", d.EventUUID, n.UUID, res.Err)
+	return err
+}
+
+// misdirected reports whether a delivery failed because its target
+// cannot be reached as configured: the SSRF guard refused the address
+// its host name resolves to, or the name does not exist (NXDOMAIN; a
+// name that does not resolve yet is accepted when the notification is
+// created). Like a receiver's refusal, waiting does not fix it.
+func misdirected(err error) bool {
+	var de *net.DNSError
+	return errors.Is(err, events.ErrRefused) || errors.As(err, &de) && de.IsNotFound
 }
 
 // configError is an error of build that comes from the notification's
@@ -282,6 +305,7 @@ func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.Delive
 	var cfg map[string]any
 	json.Unmarshal(n.Config, &cfg)
 	var body []byte
+	ct := "application/json"
 	switch {
 	case n.Method == "slack":
 		body = events.SlackBody(payload, n.Event)
@@ -300,12 +324,11 @@ func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.Delive
 		}
 	case n.Format == "cloudevents":
 		body, _ = json.Marshal(events.CloudEvent(s.opts.Server, e, payload))
+		if n.Method == "webhook" {
+			ct = "application/cloudevents+json"
+		}
 	default:
 		body, _ = json.Marshal(payload)
-	}
-	ct := "application/json"
-	if n.Format == "cloudevents" && n.Method == "webhook" {
-		ct = "application/cloudevents+json"
 	}
 	return events.Delivery{EventUUID: e.UUID, Kind: n.Event, Body: body, ContentType: ct}, nil
 }

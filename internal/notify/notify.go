@@ -234,6 +234,11 @@ func (s *Service) Create(ctx context.Context, scope, target, actor string, in In
 			}
 			format = f
 		}
+		if t, ok := cfg["template"]; ok && t != nil && t != "" && format == "cloudevents" {
+			// The template makes the body, which is then no CloudEvent: a
+			// CloudEvents receiver would refuse every delivery.
+			return meta.Notification{}, invalid("config.template and config.format cloudevents exclude each other: a template's body is not a CloudEvent")
+		}
 	}
 	// Secrets are sealed whatever the method (only webhooks use them).
 	hs, err := headersOf(cfg)
@@ -288,6 +293,16 @@ func (s *Service) logRefused(err error, attrs ...any) {
 	var re *events.RefusedError
 	if errors.As(err, &re) {
 		s.log.Info("notification target refused by the SSRF guard", append(attrs, "detail", re.Detail())...)
+	}
+}
+
+// logRelay logs, for the operator, which SMTP relay an email failed at:
+// the failure as the notification's admins see it leaves the relay's
+// address out (events.RelayError).
+func (s *Service) logRelay(err error, attrs ...any) {
+	var re *events.RelayError
+	if errors.As(err, &re) {
+		s.log.Warn("email through the SMTP relay failed", append(attrs, "detail", re.Detail())...)
 	}
 }
 

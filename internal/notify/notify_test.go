@@ -30,6 +30,7 @@ import (
 type receiver struct {
 	mu       sync.Mutex
 	mode     string              // "down" (503 without reading), "500", "slow", "ok", or any status code
+	modes    map[string]string   // repository -> its own mode, over mode
 	seen     map[string]int      // idempotency key -> deliveries accepted
 	order    map[string][]string // repository -> event ids accepted, in order
 	headers  []http.Header       // of the deliveries accepted
@@ -39,11 +40,19 @@ type receiver struct {
 }
 
 func newReceiver(t *testing.T) *receiver {
-	r := &receiver{mode: "ok", seen: map[string]int{}, order: map[string][]string{}}
+	r := &receiver{mode: "ok", modes: map[string]string{}, seen: map[string]int{}, order: map[string][]string{}}
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
+		var p struct {
+			Repository string `json:"repository"`
+			EventID    string `json:"event_id"`
+		}
+		json.Unmarshal(body, &p)
 		r.mu.Lock()
 		mode := r.mode
+		if m, ok := r.modes[p.Repository]; ok {
+			mode = m
+		}
 		r.attempts++
 		r.mu.Unlock()
 		switch mode {
@@ -61,11 +70,6 @@ func newReceiver(t *testing.T) *receiver {
 			http.Error(w, "status "+mode, code)
 			return
 		}
-		var p struct {
-			Repository string `json:"repository"`
-			EventID    string `json:"event_id"`
-		}
-		json.Unmarshal(body, &p)
 		r.mu.Lock()
 		key := req.Header.Get("Idempotency-Key")
 		r.seen[key]++
@@ -87,6 +91,13 @@ func (r *receiver) set(mode string) {
 	r.mu.Unlock()
 }
 
+// setRepo sets the mode of the deliveries of one repository's events.
+func (r *receiver) setRepo(repo, mode string) {
+	r.mu.Lock()
+	r.modes[repo] = mode
+	r.mu.Unlock()
+}
+
 type instance struct {
 	db  *meta.DB
 	svc *notify.Service
@@ -103,15 +114,18 @@ func startWith(t *testing.T, ctx context.Context, db *meta.DB, opts notify.Optio
 	t.Helper()
 	key, _ := auth.LoadOrCreateKey("", t.TempDir()+"/k")
 	sealer, _ := auth.NewSealer(key)
-	guard, err := events.NewGuard([]string{"loopback"})
-	if err != nil {
-		t.Fatal(err)
+	if opts.Guard == nil {
+		guard, err := events.NewGuard([]string{"loopback"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Guard = guard
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log := opts.Logger
-	opts.Server, opts.Guard = events.Server{Host: "registry.example:5000", Scheme: "https"}, guard
+	opts.Server = events.Server{Host: "registry.example:5000", Scheme: "https"}
 	svc := notify.New(wire.NotifyStores(db), sealer, opts)
 	wopts.Concurrency, wopts.Lease, wopts.PollInterval, wopts.Logger = 4, 30*time.Second, 50*time.Millisecond, log
 	w := jobs.New(db.Jobs(), meta.NotifyQueue, svc.Deliver, wopts)

@@ -3,6 +3,7 @@ package notify_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -47,4 +48,44 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestCloudEventsTemplateRefused: a webhook's template makes its body,
+// which is then no CloudEvent, so asking for both format cloudevents and
+// a template is refused (400); one stored before that sends its
+// template's body as application/json, not as a CloudEvent.
+func TestCloudEventsTemplateRefused(t *testing.T) {
+	ctx := context.Background()
+	db, svc := newService(t, notify.Options{})
+	tmpl := `{"text":"${repository}"}`
+	_, err := svc.Create(ctx, meta.ScopeRegistry, "", "root", notify.Input{Event: meta.EventRepoPush, Method: "webhook",
+		Config: map[string]any{"url": "https://hooks.example.com/x", "template": tmpl, "format": "cloudevents"}})
+	var inv *notify.InvalidError
+	if !errors.As(err, &inv) || !strings.Contains(inv.Msg, "template") || !strings.Contains(inv.Msg, "cloudevents") {
+		t.Fatalf("format cloudevents with a template: %v, want a 400 naming both", err)
+	}
+	for _, format := range []string{"cloudevents", "quay", ""} {
+		cfg := map[string]any{"url": "https://hooks.example.com/x", "format": format}
+		if format == "cloudevents" {
+			delete(cfg, "template")
+		} else {
+			cfg["template"] = tmpl
+		}
+		if _, err := svc.Create(ctx, meta.ScopeRegistry, "", "root", notify.Input{Event: meta.EventRepoPush, Method: "webhook", Config: cfg}); err != nil {
+			t.Errorf("format %q: %v", format, err)
+		}
+	}
+	cfg := `{"url":"https://hooks.example.com/x","template":` + string(mustJSON(t, tmpl)) + `}`
+	n, err := db.Notifications().CreateNotification(ctx, meta.Notification{UUID: "cloudevents-stored", Scope: meta.ScopeRegistry, Event: meta.EventRepoPush,
+		Method: "webhook", Format: "cloudevents", Config: json.RawMessage(cfg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := svc.Build(ctx, n, meta.DeliveryJob{NotificationID: n.ID, Sample: true, Repository: "team/app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(d.Body) != `{"text":"team/app"}` || d.ContentType != "application/json" {
+		t.Fatalf("stored cloudevents webhook with a template sends %s as %s", d.Body, d.ContentType)
+	}
 }

@@ -3,10 +3,14 @@ package notify_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
@@ -66,7 +70,9 @@ func TestDisabledUntilResetHearsNothing(t *testing.T) {
 				return n
 			}
 			n, control := create(refusing.srv.URL), create(healthy.srv.URL)
-			push(t, db, "acme/a", "v0", 0) // its 15 refused attempts make 3 failures
+			for i := range meta.MaxNotificationFailures { // each refused 5 times, then dropped: 3 failures
+				push(t, db, "acme/a", fmt.Sprint("v0-", i), 100+i)
+			}
 			waitFor(t, "the notification to disable itself until reset", 30*time.Second, func() bool {
 				return mustNotification(t, db, n.ID).DisabledUntilReset()
 			})
@@ -84,15 +90,15 @@ func TestDisabledUntilResetHearsNothing(t *testing.T) {
 			waitFor(t, "the other notification's deliveries", 30*time.Second, func() bool {
 				healthy.mu.Lock()
 				defer healthy.mu.Unlock()
-				return len(healthy.seen) == pushes+1
+				return len(healthy.seen) == pushes+meta.MaxNotificationFailures
 			})
 			waitFor(t, "the other notification's jobs to complete", 10*time.Second, func() bool { return len(liveJobs(t, db, control)) == 0 })
 			time.Sleep(200 * time.Millisecond)
 			if live := liveJobs(t, db, n); len(live) != 0 {
 				t.Fatalf("a notification disabled until reset has %d deliveries queued or running (first: %+v)", len(live), live[0])
 			}
-			if all := jobsOf(t, db, n); len(all) != 1 {
-				t.Errorf("%d deliveries queued for a notification disabled until reset; want only the first push's", len(all)-1)
+			if all := jobsOf(t, db, n); len(all) != meta.MaxNotificationFailures {
+				t.Errorf("%d deliveries queued for a notification disabled until reset; want only the first pushes'", len(all)-meta.MaxNotificationFailures)
 			}
 			refusing.mu.Lock()
 			if refusing.attempts != atDisable {
@@ -156,6 +162,98 @@ func TestTestDeliveryLeavesFailureCount(t *testing.T) {
 			if fresh.NumberOfFailures != meta.MaxNotificationFailures || !fresh.DisabledUntilReset() || fresh.DisabledReason != "receiver answered 404" {
 				t.Fatalf("after a successful test: %d failures, disabled until reset %v, reason %q; want it as it was",
 					fresh.NumberOfFailures, fresh.DisabledUntilReset(), fresh.DisabledReason)
+			}
+		})
+	}
+}
+
+// tableResolver answers host names from a table that the test may
+// change; a name not in it is not found (NXDOMAIN), as a cluster's
+// resolver says it, naming itself.
+type tableResolver struct {
+	mu    sync.Mutex
+	addrs map[string]string
+}
+
+func (r *tableResolver) set(host, addr string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.addrs[host] = addr
+}
+
+func (r *tableResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a, ok := r.addrs[host]; ok {
+		return []netip.Addr{netip.MustParseAddr(a)}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, Server: "10.96.0.10:53", IsNotFound: true}
+}
+
+// TestUnreachableTargetDisabledUntilReset: a webhook whose host name does
+// not exist (accepted at creation: it may not resolve yet), or comes to
+// resolve to an address the SSRF guard refuses, is misconfigured, as a
+// receiver's 404 says: three events that fail so disable it until reset,
+// its deliveries end and it hears nothing more, rather than being held,
+// with a backlog of every event, for as long as it exists. Its reason
+// names neither the registry's DNS server nor the refused address.
+func TestUnreachableTargetDisabledUntilReset(t *testing.T) {
+	for _, tc := range []struct{ name, url, resolvesTo string }{
+		{"not found", "http://x.invalid/h", ""},
+		{"refused by the SSRF guard", "http://hooks.example/h", "10.1.2.3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			db := metatest.Open(t, "sqlite")
+			r := &tableResolver{addrs: map[string]string{}}
+			guard, err := events.NewGuard([]string{"loopback"}, events.WithResolver(r))
+			if err != nil {
+				t.Fatal(err)
+			}
+			inst := startWith(t, ctx, db, notify.Options{Guard: guard}, jobs.Options{Backoff: func(int) time.Duration { return 10 * time.Millisecond }})
+			create := func(url string) meta.Notification {
+				n, err := inst.svc.Create(ctx, meta.ScopeRegistry, "", "root", notify.Input{Event: "repo_push", Method: "webhook",
+					Config: map[string]any{"url": url}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			healthy := newReceiver(t)
+			n, control := create(tc.url), create(healthy.srv.URL)
+			if tc.resolvesTo != "" {
+				r.set("hooks.example", tc.resolvesTo)
+			}
+			const pushes = 6
+			for i := range pushes {
+				push(t, db, fmt.Sprintf("ns/app%d", i%3), fmt.Sprint("v", i), i)
+			}
+			waitFor(t, "the notification to disable itself until reset", 30*time.Second, func() bool {
+				return mustNotification(t, db, n.ID).DisabledUntilReset()
+			})
+			waitFor(t, "its deliveries to end", 10*time.Second, func() bool { return len(liveJobs(t, db, n)) == 0 })
+			reason := mustNotification(t, db, n.ID).DisabledReason
+			for _, leak := range []string{"10.96.0.10", "10.1.2.3"} {
+				if strings.Contains(reason, leak) {
+					t.Errorf("disabled_reason names %s: %s", leak, reason)
+				}
+			}
+			queued := len(jobsOf(t, db, n))
+			for i := pushes; i < 2*pushes; i++ {
+				push(t, db, fmt.Sprintf("ns/app%d", i%3), fmt.Sprint("v", i), i)
+			}
+			waitFor(t, "the other notification's deliveries", 30*time.Second, func() bool {
+				healthy.mu.Lock()
+				defer healthy.mu.Unlock()
+				return len(healthy.seen) == 2*pushes
+			})
+			waitFor(t, "the other notification's jobs to complete", 10*time.Second, func() bool { return len(liveJobs(t, db, control)) == 0 })
+			if live := liveJobs(t, db, n); len(live) != 0 {
+				t.Fatalf("%d deliveries live for a notification disabled until reset", len(live))
+			}
+			if all := len(jobsOf(t, db, n)); all != queued {
+				t.Errorf("%d deliveries queued after it was disabled until reset", all-queued)
 			}
 		})
 	}
