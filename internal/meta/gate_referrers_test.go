@@ -62,7 +62,11 @@ func TestGateHoldsReferrersThatPublish(t *testing.T) {
 				"application/vnd.dev.cosign.simplesigning.v1+json", published)
 			earlySig := referrerOf(t, "signature of an image pushed later", "application/vnd.dev.cosign.artifact.sig.v1+json",
 				"application/vnd.dev.cosign.simplesigning.v1+json", absent)
-			for _, m := range []meta.Manifest{image, orphanImage, sig, earlySig} {
+			// oras attach gives a file with no type of its own the OCI
+			// layer type, under the empty config: no runtime runs it.
+			sbom := referrerOf(t, "an SBOM oras attached to the published image", "application/spdx+json",
+				"application/vnd.oci.image.layer.v1.tar", published)
+			for _, m := range []meta.Manifest{image, orphanImage, sig, earlySig, sbom} {
 				e.put(meta.PutManifest{Repository: "mirror/node", Manifest: m})
 			}
 			for _, tt := range []struct {
@@ -74,6 +78,7 @@ func TestGateHoldsReferrersThatPublish(t *testing.T) {
 				{"an image with a filesystem layer whose subject is absent", orphanImage.Digest, true},
 				{"a description whose subject is absent", earlySig.Digest, true},
 				{"a description of the published image", sig.Digest, false},
+				{"an artifact oras attached to the published image", sbom.Digest, false},
 			} {
 				if got := e.manifest(tt.d).Held; got != tt.held {
 					t.Errorf("%s: held = %v, want %v", tt.name, got, tt.held)
@@ -82,12 +87,12 @@ func TestGateHoldsReferrersThatPublish(t *testing.T) {
 			// A listing for whoever may not see held content reads only
 			// the readable referrers.
 			all, err := e.db.Manifests().ReferrersAfter(e.ctx, "mirror/node", published, "", meta.ReferrerKey{}, 0)
-			if err != nil || len(all) != 2 {
-				t.Fatalf("referrers of the published image: %d %v, want 2", len(all), err)
+			if err != nil || len(all) != 3 {
+				t.Fatalf("referrers of the published image: %d %v, want 3", len(all), err)
 			}
 			readable, err := e.db.Manifests().ReadableReferrersAfter(e.ctx, "mirror/node", published, "", meta.ReferrerKey{}, 0)
-			if err != nil || len(readable) != 1 || readable[0].Digest != sig.Digest || readable[0].Held {
-				t.Fatalf("readable referrers of the published image: %+v %v, want the signature alone", readable, err)
+			if err != nil || len(readable) != 2 || readable[0].Held || readable[1].Held {
+				t.Fatalf("readable referrers of the published image: %+v %v, want the signature and the SBOM", readable, err)
 			}
 
 			// The subject arrives as a candidate; its promotion releases

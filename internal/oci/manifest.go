@@ -77,11 +77,17 @@ func (m *Manifest) EffectiveArtifactType() string {
 
 // Describes reports whether a manifest can only describe other content,
 // as the signatures, attestations and SBOMs cosign stores under its
-// sha256-<hex>.sig, .att and .sbom tags do: not an index, and no layer a
-// container runtime would unpack into a root filesystem.
+// sha256-<hex>.sig, .att and .sbom tags do: not an index, and either a
+// config that is not an image's (an artifact's, such as the empty config
+// oras attach gives, whatever its layers' types: container runtimes run
+// only an image config) or no layer a container runtime would unpack into
+// a root filesystem.
 func (m *Manifest) Describes() bool {
 	if IsIndex(m.MediaType) {
 		return false
+	}
+	if m.Config != nil && m.Config.MediaType != MediaTypeImageConfig && m.Config.MediaType != MediaTypeDockerConfig {
+		return true
 	}
 	for _, l := range m.Layers {
 		if IsFilesystemLayer(l.MediaType) {

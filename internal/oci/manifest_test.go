@@ -221,6 +221,14 @@ func TestDescribes(t *testing.T) {
 		{"uncompressed docker layer", image(layer("application/vnd.docker.image.rootfs.diff.tar")), MediaTypeImageManifest, false},
 		{"non-distributable layer", image(layer(MediaTypeLayerNonDistributable)), MediaTypeImageManifest, false},
 		{"index", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`, MediaTypeImageIndex, false},
+		// oras attach gives a file with no type of its own the OCI layer
+		// type, under the empty config: no runtime runs it.
+		{"oras attach", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/spdx+json",` +
+			`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"` + EmptyJSONDigest + `","size":2},"layers":[` +
+			layer("application/vnd.oci.image.layer.v1.tar") + `]}`, MediaTypeImageManifest, true},
+		{"artifactType on an image", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/spdx+json",` +
+			`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:` + strings.Repeat("b", 64) + `","size":2},"layers":[` +
+			layer(MediaTypeLayerGzip) + `]}`, MediaTypeImageManifest, false},
 	}
 	for _, tt := range tests {
 		m, err := ParseManifest([]byte(tt.body), tt.contentType)
