@@ -165,16 +165,24 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 			f.Refused = refused(res.StatusCode) || misdirected(res.Err)
 		}
 		s.failed(context.WithoutCancel(ctx), n, f)
-		if f.Refused {
-			// Not fixed by waiting: the event is dropped, so that the
-			// stream's next events go (the receiver may take them, as it
-			// may the other repositories' of an organization's or the
-			// registry's notification, whose successes reset the count).
+		if f.Refused && j.Attempts >= refusedDropAfter {
+			// Refused for minutes, not fixed by waiting: the event is
+			// dropped, so that the stream's next events go (the receiver
+			// may take them, as it may the other repositories' of an
+			// organization's or the registry's notification, whose
+			// successes reset the count). A refusal that passes (a
+			// receiver redeployed, a DNS record changing) is retried.
 			return jobs.Permanent(err)
 		}
 	}
 	return err
 }
+
+// refusedDropAfter is the attempt at which an event its receiver still
+// refuses is dropped: its second counted failure, some minutes after the
+// first attempt with the default backoff (a third counted failure of a
+// notification with no success between disables it until reset).
+const refusedDropAfter = 2 * meta.NotifyTries
 
 // misdirected reports whether a delivery failed because its target
 // cannot be reached as configured: the SSRF guard refused the address

@@ -14,9 +14,10 @@ import (
 // TestRefusedEventDropped: an organization's webhook whose receiver
 // refuses (404) the events of acme/x and accepts those of acme/y is not
 // disabled (acme/y's successes reset its count), but an event of acme/x
-// refused NotifyTries times is dropped: its delivery ends after those
-// attempts, as the failure it counted, and acme/x's next event is
-// delivered rather than held behind days of retries of a refusal.
+// refused for 2*NotifyTries attempts (minutes, with the default backoff)
+// is dropped: its delivery ends after those attempts, as the failures it
+// counted, and acme/x's next event is delivered rather than held behind
+// days of retries of a refusal.
 func TestRefusedEventDropped(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
@@ -27,7 +28,7 @@ func TestRefusedEventDropped(t *testing.T) {
 			rcv := newReceiver(t)
 			rcv.setRepo("acme/x", "404")
 			inst := startWith(t, ctx, db, notify.Options{}, jobs.Options{Backoff: func(attempt int) time.Duration {
-				if attempt < meta.NotifyTries {
+				if attempt < 2*meta.NotifyTries {
 					return 10 * time.Millisecond
 				}
 				return time.Hour // what the default backoff grows to
@@ -52,8 +53,8 @@ func TestRefusedEventDropped(t *testing.T) {
 				js := streamX()
 				return len(js) == 1 && js[0].Status != meta.JobPending && js[0].Status != "running"
 			})
-			if j := streamX()[0]; j.Attempts != meta.NotifyTries {
-				t.Errorf("the refused event's delivery ended after %d attempts, want %d", j.Attempts, meta.NotifyTries)
+			if j := streamX()[0]; j.Attempts != 2*meta.NotifyTries {
+				t.Errorf("the refused event's delivery ended after %d attempts, want %d", j.Attempts, 2*meta.NotifyTries)
 			}
 			waitFor(t, "acme/y's event", 10*time.Second, func() bool {
 				rcv.mu.Lock()
@@ -83,4 +84,42 @@ func TestRefusedEventDropped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPassingRefusalIsRetried: a receiver that refuses an event for its
+// first counted attempt (a 404 while it is redeployed) and takes it
+// later gets it: only a refusal that lasts drops an event.
+func TestPassingRefusalIsRetried(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := metatest.Open(t, "sqlite")
+	createOrg(t, db, "acme")
+	rcv := newReceiver(t)
+	rcv.setRepo("acme/x", "404")
+	inst := startWith(t, ctx, db, notify.Options{}, jobs.Options{Backoff: func(attempt int) time.Duration {
+		if attempt < meta.NotifyTries {
+			return 10 * time.Millisecond
+		}
+		return 500 * time.Millisecond
+	}})
+	n, err := inst.svc.Create(ctx, meta.ScopeOrganization, "acme", "alice", notify.Input{Event: "repo_push", Method: "webhook",
+		Config: map[string]any{"url": rcv.srv.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, db, "acme/x", "v0", 0)
+	waitFor(t, "the counted attempt", 30*time.Second, func() bool {
+		for _, j := range jobsOf(t, db, n) {
+			if j.Attempts >= meta.NotifyTries {
+				return true
+			}
+		}
+		return false
+	})
+	rcv.setRepo("acme/x", "ok")
+	waitFor(t, "the event, once the receiver takes it", 30*time.Second, func() bool {
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		return len(rcv.order["acme/x"]) == 1
+	})
 }
