@@ -1,7 +1,6 @@
 package meta
 
 import (
-	"context"
 	"strings"
 	"testing"
 )
@@ -12,17 +11,7 @@ import (
 // jobs_fair (the queue's running jobs, not its backlog), and the update
 // itself as a lookup of one row.
 func TestFairClaimPlan(t *testing.T) {
-	ctx := context.Background()
-	db, err := Open(ctx, t.TempDir()+"/meta.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for range 50 {
-		if _, err := db.Jobs().EnqueueJob(ctx, Job{Queue: "q", OrderingKey: "busy", FairKey: "acme"}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	db := backlogDB(t, Job{Queue: "q", OrderingKey: "busy", FairKey: "acme"})
 	q := db.claimReadyStatement()
 	args := []any{"e", 1, "w", 1, "q", 1, "q", 1, 1, "q", 1, "q", 1, 1, "q", 1, 1}
 	if n := strings.Count(q, "?"); n != len(args) {

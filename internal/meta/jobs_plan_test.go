@@ -12,17 +12,7 @@ import (
 // that leaves out the jobs behind an older job of their key; a plan on
 // another index walks a key's whole backlog at every poll.
 func TestClaimWalksReadyIndex(t *testing.T) {
-	ctx := context.Background()
-	db, err := Open(ctx, t.TempDir()+"/meta.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for range 50 {
-		if _, err := db.Jobs().EnqueueJob(ctx, Job{Queue: "q", OrderingKey: "busy"}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	db := backlogDB(t, Job{Queue: "q", OrderingKey: "busy"})
 	for _, q := range []string{claimPoll, "SELECT j.id FROM jobs j WHERE " + readyJob + " ORDER BY j.id LIMIT 1"} {
 		if p := queryPlan(t, db, q, "q", 1, 1); !strings.Contains(p, "SEARCH j USING INDEX jobs_ready") {
 			t.Errorf("plan of\n%s\n=\n%s\nwant a search of jobs_ready", q, p)
@@ -51,4 +41,21 @@ func queryPlan(t *testing.T, db *DB, query string, args ...any) string {
 		t.Fatal(err)
 	}
 	return strings.Join(steps, "\n")
+}
+
+// backlogDB is a SQLite store holding 50 jobs like j, one key's backlog.
+func backlogDB(t *testing.T, j Job) *DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := Open(ctx, t.TempDir()+"/meta.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for range 50 {
+		if _, err := db.Jobs().EnqueueJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db
 }

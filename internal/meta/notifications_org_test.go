@@ -12,11 +12,6 @@ import (
 	"github.com/berth-dev/berth/internal/meta/metatest"
 )
 
-func orgNotification(uuid, org string) meta.Notification {
-	return meta.Notification{UUID: uuid, Scope: meta.ScopeOrganization, Target: org, Event: meta.EventRepoPush, Method: "webhook",
-		Config: json.RawMessage(`{"url":"https://hook.example/"}`)}
-}
-
 // TestOrganizationNotificationNeedsItsOrganization: an organization's
 // notification is created only while the organization exists: not for a
 // name that never was one (or is a user's), nor after the organization

@@ -12,9 +12,19 @@ import (
 	"github.com/berth-dev/berth/internal/meta/metatest"
 )
 
-func repoNotification(uuid, repo string) meta.Notification {
-	return meta.Notification{UUID: uuid, Scope: meta.ScopeRepository, Target: repo, Event: meta.EventRepoPush, Method: "webhook",
+// hookNotification is a webhook notification of repo_push for a target of
+// a scope.
+func hookNotification(scope, uuid, target string) meta.Notification {
+	return meta.Notification{UUID: uuid, Scope: scope, Target: target, Event: meta.EventRepoPush, Method: "webhook",
 		Config: json.RawMessage(`{"url":"https://hook.example/"}`)}
+}
+
+func repoNotification(uuid, repo string) meta.Notification {
+	return hookNotification(meta.ScopeRepository, uuid, repo)
+}
+
+func orgNotification(uuid, org string) meta.Notification {
+	return hookNotification(meta.ScopeOrganization, uuid, org)
 }
 
 // TestRepositoryNotificationNeedsItsRepository: a repository's
