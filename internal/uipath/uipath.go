@@ -39,10 +39,22 @@ func Split(segs []string) (name, page []string) {
 // each segment escaped, which its other pages extend ("/activity",
 // "/manifest/<digest>"): with "/-" after a name that Split would read as
 // a page of a shorter name.
+//
+// The name must also survive each page appended to it: acme/team/manifest
+// reads back as itself, but its activity page, without the "-", would be
+// the manifest "activity" of acme/team.
 func Repository(repo string) string {
 	segs := strings.Split(repo, "/")
-	name, page := Split(segs)
-	return join(segs, page != nil || len(name) != len(segs))
+	// Each page under it, with a digest standing in for the manifest's
+	// (no digest is "-" or a page word).
+	pages := [][]string{nil, {"activity"}, {"settings"}, {"manifest", "sha256:0"}, {"manifest", "sha256:0", "vulnerabilities.csv"}}
+	for _, page := range pages {
+		name, _ := Split(append(slices.Clip(segs), page...))
+		if len(name) != len(segs) {
+			return join(segs, true)
+		}
+	}
+	return join(segs, false)
 }
 
 // Action is the path under which repo's forms post their actions:

@@ -14,6 +14,8 @@ func TestRepositoryPathSplitsBackToItsName(t *testing.T) {
 		"acme/app", "acme/team/app", "acme/app/activity", "acme/app/settings",
 		"acme/manifest/x", "acme/team/manifest/x", "acme/a/manifest/b/vulnerabilities.csv",
 		"acme/x/manifest/y/z", "a/b c", "acme/app/activity/settings",
+		"acme/team/manifest", "a/manifest/manifest", "acme/manifest/manifest/x",
+		"a/b/manifest/sha256:abc",
 	}
 	pages := [][]string{nil, {"activity"}, {"settings"}, {"manifest", "sha256:abc"}, {"manifest", "sha256:abc", "vulnerabilities.csv"}}
 	for _, name := range names {

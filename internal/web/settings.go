@@ -205,7 +205,10 @@ func (u *UI) settingsPOST(w http.ResponseWriter, r *http.Request, v *visitor, re
 			return nil
 		}
 	case action == "notifications/create":
-		err = u.call(r, v, http.MethodPost, repoAPI(repo, "notification/"), notificationInput(r), nil)
+		var in map[string]any
+		if in, err = notificationInput(r); err == nil {
+			err = u.call(r, v, http.MethodPost, repoAPI(repo, "notification/"), in, nil)
+		}
 	case len(segs) == 3 && segs[0] == "notifications" && (segs[2] == "reset" || segs[2] == "test" || segs[2] == "delete"):
 		method, path := http.MethodPost, repoAPI(repo, "notification", esc(segs[1]))
 		switch segs[2] {
@@ -256,13 +259,16 @@ func (u *UI) settingsPOST(w http.ResponseWriter, r *http.Request, v *visitor, re
 // notificationInput is the API's notification body from the form: the
 // target goes to the method's field (url, or email for the email
 // method); an optional JSON object adds more configuration (headers, a
-// signing secret, a format).
-func notificationInput(r *http.Request) map[string]any {
+// signing secret, a format). Extra configuration that is not a JSON
+// object is refused here (400; the settings page shows why), as the API
+// would take any field it is sent.
+func notificationInput(r *http.Request) (map[string]any, error) {
 	f := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }
 	cfg := map[string]any{}
 	if extra := f("config"); extra != "" {
-		if err := json.Unmarshal([]byte(extra), &cfg); err != nil {
-			cfg = map[string]any{"invalid": "the extra configuration is not a JSON object"}
+		// "null" decodes without an error into a nil map: not an object.
+		if err := json.Unmarshal([]byte(extra), &cfg); err != nil || cfg == nil {
+			return nil, &apiError{Status: http.StatusBadRequest, Message: "The extra configuration is not a JSON object: write it as {\"name\": value, ...}."}
 		}
 	}
 	key := "url"
@@ -272,7 +278,7 @@ func notificationInput(r *http.Request) map[string]any {
 	if t := f("target"); t != "" {
 		cfg[key] = t
 	}
-	return map[string]any{"event": f("event"), "method": f("method"), "title": f("title"), "config": cfg}
+	return map[string]any{"event": f("event"), "method": f("method"), "title": f("title"), "config": cfg}, nil
 }
 
 func splitList(s string) []string {
