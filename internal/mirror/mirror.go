@@ -300,9 +300,10 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 		s.count(meta.MirrorFail)
 		return s.db.FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %v", msg, err))
 	}
-	s.log.Info("mirror sync done", "repository", repo, "copied", res.copied, "unchanged", res.unchanged, "deleted", res.deleted)
+	s.log.Info("mirror sync done", "repository", repo, "copied", res.copied, "unchanged", res.unchanged, "deleted", res.deleted,
+		"kept_immutable", len(res.kept))
 	s.count(meta.MirrorSuccess)
-	return s.db.FinishMirrorSync(rec, repo, meta.MirrorSuccess, msg)
+	return s.db.FinishMirrorSync(rec, repo, meta.MirrorSuccess, msg+keptMessage(res.kept))
 }
 
 var errCancelled = errors.New("mirror sync cancelled")

@@ -29,7 +29,12 @@ const (
 // sha256-<hex><suffix>.
 var signatureSuffixes = []string{".sig", ".att", ".sbom"}
 
-type syncResult struct{ copied, unchanged, deleted int }
+type syncResult struct {
+	copied, unchanged, deleted int
+	// kept are the local tags that moved upstream but stayed where they
+	// are, being immutable (by name or by an immutability policy).
+	kept []string
+}
 
 // MatchTag reports whether a tag is selected by a tag_glob_csv rule: any
 // of the globs matches it (path.Match semantics).
@@ -143,7 +148,7 @@ func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, er
 			if err := s.checkCancel(ctx, m.Repository); err != nil {
 				return res, err
 			}
-			err := s.copyTags(ctx, m, up, opts, p, group)
+			kept, err := s.copyGroup(ctx, m, up, opts, p, group)
 			if err != nil && ctx.Err() != nil {
 				return res, context.Cause(ctx)
 			}
@@ -151,9 +156,15 @@ func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, er
 				if !slices.Contains(group, plans[j].tag) {
 					continue
 				}
-				if err != nil {
+				switch {
+				case slices.Contains(kept, plans[j].tag):
+					// Selected and upstream: not a tag to delete. Its
+					// upstream digest is not here, nor its signatures.
+					res.kept = append(res.kept, plans[j].tag)
+					wanted[plans[j].tag] = true
+				case err != nil:
 					errs = append(errs, fmt.Errorf("tag %s: %w", plans[j].tag, err))
-				} else {
+				default:
 					res.copied++
 					done(plans[j])
 				}
@@ -290,6 +301,46 @@ func (s *MirrorService) planTag(ctx context.Context, m meta.Mirror, up upstream,
 		return tagPlan{}, err
 	}
 	return p, nil
+}
+
+// copyGroup copies a plan for the tags of its group, less those that the
+// store refuses to move because they are immutable (by name, or by an
+// immutability policy): each refusal drops its tag and the copy runs
+// again for the others. The refusal, in the put's transaction, decides,
+// not an earlier look: a policy may cover a tag at any moment. It
+// returns the tags it kept where they are, and the copy's error, if
+// another error stopped it.
+func (s *MirrorService) copyGroup(ctx context.Context, m meta.Mirror, up upstream, opts []remote.Option, p tagPlan, group []string) ([]string, error) {
+	var kept []string
+	tags := slices.Clone(group)
+	for len(tags) > 0 {
+		err := s.copyTags(ctx, m, up, opts, p, tags)
+		var immutable *meta.ImmutableTagError
+		if err == nil || !errors.As(err, &immutable) || !slices.Contains(tags, immutable.Tag) {
+			return kept, err
+		}
+		s.log.Info("mirror tag kept: immutable", "repository", m.Repository, "tag", immutable.Tag,
+			"upstream_digest", p.digest.String(), "reason", immutable.Reason)
+		kept = append(kept, immutable.Tag)
+		tags = slices.DeleteFunc(tags, func(t string) bool { return t == immutable.Tag })
+	}
+	return kept, nil
+}
+
+// keptMessage is what a successful sync's message adds when it kept
+// immutable tags that moved upstream ("" when it kept none).
+func keptMessage(kept []string) string {
+	if len(kept) == 0 {
+		return ""
+	}
+	names := sortedCopy(kept)
+	const shown = 10
+	more := ""
+	if len(names) > shown {
+		more = fmt.Sprintf(" and %d more", len(names)-shown)
+		names = names[:shown]
+	}
+	return fmt.Sprintf("; kept %d immutable tag(s) that moved upstream where they are: %s%s", len(kept), strings.Join(names, ", "), more)
 }
 
 // copyTags copies the upstream content of a plan (or its filtered index)
