@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -336,9 +337,10 @@ func Default() Config {
 	}
 }
 
-// LoadFile merges a YAML file over c. Unknown keys are refused, so a typo
-// does not silently fall back to a default. A duration is written with
-// its unit (90s, 15m, 24h), or as 0.
+// LoadFile merges a YAML file over c: each setting the file names replaces
+// c's, a map or a list whole. Unknown keys are refused, so a typo does not
+// silently fall back to a default. A duration is written with its unit
+// (90s, 15m, 24h), or as 0.
 func (c *Config) LoadFile(path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -348,6 +350,13 @@ func (c *Config) LoadFile(path string) error {
 	// things off; any other bare number is refused with the setting's name.
 	if b, err = zeroDurations(b); err != nil {
 		return fmt.Errorf("config file %s:\n%w", path, err)
+	}
+	// A map the file names replaces the one set before (defaults, the
+	// BERTH_CONFIG_DEFAULTS file) instead of being merged into it, as a
+	// list does: the decoder adds a mapping's keys to a map it is given.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err == nil && len(doc.Content) > 0 {
+		clearNamedMaps(doc.Content[0], reflect.ValueOf(c).Elem())
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -502,6 +511,7 @@ func (c *Config) Validate() error {
 	if w := c.Notifications.Workers; w < 1 || w > 256 {
 		bad("notifications.workers", "%d is outside 1..256", w)
 	}
+	c.Notifications.validate(bad)
 	if w := c.Graph.Workers; w < 1 || w > 64 {
 		bad("graph.workers", "%d is outside 1..64", w)
 	}

@@ -45,8 +45,9 @@ func EnvName(path string) string {
 
 // LoadEnv sets every field that has a BERTH_* variable in env. Scalars are
 // parsed by type; maps and lists are read as YAML flow values
-// (BERTH_ALLOWED_OCI_ARTIFACT_TYPES='{"a/b": ["c/d"]}'). Variables that
-// name no setting are CheckEnv's to refuse.
+// (BERTH_ALLOWED_OCI_ARTIFACT_TYPES='{"a/b": ["c/d"]}') and replace the
+// file's whole ('{}' clears it). Variables that name no setting are
+// CheckEnv's to refuse.
 func (c *Config) LoadEnv(lookup func(string) (string, bool)) error {
 	var errs []error
 	walk(reflect.ValueOf(c).Elem(), "", func(path string, v reflect.Value) {
@@ -118,7 +119,13 @@ func setValue(v reflect.Value, s string) error {
 		}
 		v.SetInt(n)
 	case reflect.Map, reflect.Slice:
-		return unmarshalYAML(s, v.Addr().Interface())
+		// Decoded into a new value, which replaces the file's: the decoder
+		// would add a map's keys to the map it is given.
+		p := reflect.New(v.Type())
+		if err := unmarshalYAML(s, p.Interface()); err != nil {
+			return err
+		}
+		v.Set(p.Elem())
 	default:
 		return fmt.Errorf("unsupported setting kind %s", v.Kind())
 	}
