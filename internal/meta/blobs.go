@@ -248,6 +248,16 @@ type sizedBlobBytes interface {
 	PresentSize(ctx context.Context, size int64) (bool, error)
 }
 
+// decidedBlobBytes is BlobBytes whose caller looked the blob up and ran
+// (or skipped) the early placement itself, while it still held what the
+// placement needed (the registry, under an upload's renewed claim):
+// EarlyDecided true says PlaceEarly answers that outcome, so StoreBlob
+// does not look the blob up a second time. The transaction checks the
+// row under the digest's lock either way.
+type decidedBlobBytes interface {
+	EarlyDecided() bool
+}
+
 // present reports whether the blob's size bytes are at the address: by
 // their length too, when bytes can tell it.
 func present(ctx context.Context, bytes BlobBytes, size int64) (bool, error) {
@@ -277,7 +287,11 @@ func present(ctx context.Context, bytes BlobBytes, size int64) (bool, error) {
 // is recorded by then: a store that fails leaves nothing behind.
 func (db Blobs) StoreBlob(ctx context.Context, repo string, b Blob, up UploadClaim, w Writer, bytes BlobBytes) (placed bool, err error) {
 	early := false
-	if _, err := db.StoredBlob(ctx, b.Digest); errors.Is(err, ErrBlobNotFound) {
+	if d, ok := bytes.(decidedBlobBytes); ok && d.EarlyDecided() {
+		if early, err = bytes.PlaceEarly(ctx); err != nil {
+			return false, fmt.Errorf("place blob: %w", err)
+		}
+	} else if _, err := db.StoredBlob(ctx, b.Digest); errors.Is(err, ErrBlobNotFound) {
 		if early, err = bytes.PlaceEarly(ctx); err != nil {
 			return false, fmt.Errorf("place blob: %w", err)
 		}
