@@ -48,7 +48,7 @@ func TestBlobSweepRefusesAStoreTheDatabaseDoesNotKnow(t *testing.T) {
 				if _, err := e.c.Pass(ctx, false); err != nil {
 					t.Fatalf("pass over an empty store: %v", err)
 				}
-				e.placed(t, "a push in progress", time.Now())
+				inProgress := e.placed(t, "a push in progress", time.Now())
 				if _, err := e.c.Pass(ctx, false); err != nil {
 					t.Fatalf("pass with only a recent placement: %v", err)
 				}
@@ -62,6 +62,12 @@ func TestBlobSweepRefusesAStoreTheDatabaseDoesNotKnow(t *testing.T) {
 				shard, _ := strconv.ParseInt(blobs[0].Encoded()[:2], 16, 64)
 				clock := time.Now().Truncate(blobSweepCycle).Add(time.Duration(shard * slot))
 				e.c.now = func() time.Time { return clock }
+				// The push is still in progress at the pass's clock, which
+				// may be hours after the real time (the slot's start).
+				inPath := filepath.Join(e.root, filepath.FromSlash(storage.BlobPath(inProgress)))
+				if err := os.Chtimes(inPath, clock, clock); err != nil {
+					t.Fatal(err)
+				}
 				for _, dry := range []bool{true, false} {
 					rep, err := e.c.Pass(ctx, dry)
 					if !errors.Is(err, ErrNoBlobRecorded) || !strings.Contains(err.Error(), "records none of them") {
