@@ -29,10 +29,14 @@ const maxRemapSets = 1000
 // ids such as "rhel-8-for-x86_64-baseos-rpms") to CPEs in place of the one
 // stored, in one transaction with the job that matches again the images
 // whose content sets changed. It returns the content sets whose CPEs
-// changed (added, removed or different).
+// changed (added, removed or different). Imports of the mapping and of
+// advisories run one at a time (lockVulnData).
 func (db VulnDB) ReplaceCPEMapping(ctx context.Context, mapping map[string][]string) ([]string, error) {
 	var changed []string
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.lockVulnData(ctx, tx); err != nil {
+			return err
+		}
 		old, err := readCPEMapping(ctx, tx, db.q("SELECT content_set, cpe FROM content_set_cpes"))
 		if err != nil {
 			return err

@@ -33,12 +33,34 @@ type StoredVuln struct {
 	Data      []byte
 }
 
+// vulnDataLockClass is the class of the PostgreSQL advisory lock that
+// serializes writes of the advisories and of the content set mapping
+// (lockVulnData).
+const vulnDataLockClass = 0x76756c6e // "vuln"
+
+// lockVulnData takes, first in a transaction that writes the advisories
+// or the content set mapping, the lock that makes such transactions run
+// one at a time on PostgreSQL: each reads what is stored and then
+// replaces it (deletes, then inserts), so that two at once (a scheduled
+// update and `berth admin vulndb fetch`, or two uploads) would both insert
+// the same rows and one fail with a duplicate key. Its reads, made after
+// the lock, see what the other committed. SQLite has one writer already.
+func (db VulnDB) lockVulnData(ctx context.Context, tx *sql.Tx) error {
+	if db.dialect != postgres {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1, 0)", vulnDataLockClass); err != nil {
+		return fmt.Errorf("lock vulnerability data: %w", err)
+	}
+	return nil
+}
+
 // ImportVulns applies the records that are new or whose modified time or
 // withdrawal differs from what is stored, unless their modified time is
 // older than the stored version's (importing an old bundle, as an
 // air-gapped site may, rolls nothing back), in one transaction together with
 // a job that re-matches the manifests they name. It returns the ids of
-// the records applied.
+// the records applied. Imports run one at a time (lockVulnData).
 func (db VulnDB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, error) {
 	// The last of several records with one id wins, as a sequence of
 	// imports would have it.
@@ -53,6 +75,9 @@ func (db VulnDB) ImportVulns(ctx context.Context, recs []VulnRecord) ([]string, 
 	var applied []string
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		applied = applied[:0]
+		if err := db.lockVulnData(ctx, tx); err != nil {
+			return err
+		}
 		type state struct {
 			modified  string
 			withdrawn bool

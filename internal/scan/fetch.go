@@ -279,23 +279,37 @@ func (f *Fetcher) fetchEcosystem(ctx context.Context, eco string, unconditional 
 		}
 	})
 	// The file holds eco in full, and only eco: the other ecosystems its
-	// records name are not recorded as imported.
+	// records name are not recorded as imported. A file that names eco
+	// nowhere (an empty zip of a mirror's failed sync, another
+	// ecosystem's file) fails: neither eco's update time nor the
+	// download's validators are recorded, so stale data stays stale and
+	// the next fetch downloads again.
 	if err := im.Cover(eco); err != nil {
 		return failed(res, err)
 	}
+	notAllZip := func(err error) FetchResult {
+		return failed(res, fmt.Errorf("the download is not %s's all.zip (an empty zip, or another file), nothing of it is recorded: %w", eco, err))
+	}
 	if err := im.Zip(ctx, tmp, size, eco+"/all.zip"); err != nil {
-		if errors.Is(err, osv.ErrBadZip) {
+		switch {
+		case errors.Is(err, osv.ErrBadZip):
 			return failed(res, fmt.Errorf("the download is not a readable zip (corrupt or not an all.zip): %w", err))
+		case errors.Is(err, ErrNoAdvisories):
+			return notAllZip(err)
 		}
 		return failed(res, err)
 	}
+	if st := im.stats; st.Read == 0 && st.Rejected > 0 {
+		res.Import = &st
+		return failed(res, fmt.Errorf("none of the %d records of the download could be read (first: %s)", st.Rejected, st.Errors[0]))
+	}
 	st, err := im.Finish(ctx)
 	res.Import = &st
+	if errors.Is(err, ErrNoAdvisories) {
+		return notAllZip(err)
+	}
 	if err != nil {
 		return failed(res, err)
-	}
-	if st.Read == 0 && st.Rejected > 0 {
-		return failed(res, fmt.Errorf("none of the %d records of the download could be read (first: %s)", st.Rejected, st.Errors[0]))
 	}
 	if err := f.saveState(key, state); err != nil {
 		return failed(res, err)

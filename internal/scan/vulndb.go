@@ -41,11 +41,21 @@ type ImportStats struct {
 // opposed to bad input.
 var ErrStore = errors.New("advisory store")
 
+// ErrNoAdvisories marks an import that holds no advisory of an ecosystem
+// it declares it covers (Importer.Cover).
+var ErrNoAdvisories = errors.New("no advisory of the ecosystem it covers")
+
 // maxReportedErrors bounds ImportStats.Errors.
 const maxReportedErrors = 20
 
-// importBatch is how many records one transaction applies.
-const importBatch = 500
+// A transaction applies importBatch records, or fewer whose JSON comes to
+// importBatchBytes (and one record more, up to osv.MaxRecordSize): a
+// batch is held in memory until applied, and 500 advisories of 4 MiB, a
+// zip of a few MB, would hold 2 GiB.
+const (
+	importBatch      = 500
+	importBatchBytes = 32 << 20
+)
 
 // Importer applies OSV records to the database in batches; each batch
 // commits with the job that re-matches the manifests it changes.
@@ -54,6 +64,7 @@ type Importer struct {
 	progress func(ImportStats)
 	stats    ImportStats
 	batch    []meta.VulnRecord
+	size     int             // bytes of the batch's records' JSON
 	ecos     map[string]bool // base ecosystems the records name
 	covered  map[string]bool // ecosystems held in full (ImportStats.Covered)
 	declared map[string]bool // declared with Cover
@@ -68,7 +79,11 @@ func NewImporter(db VulnData, progress func(ImportStats)) *Importer {
 // Cover declares that the import holds every advisory of an ecosystem (a
 // base name, "PyPI"), as OSV's <Ecosystem>/all.zip does: Finish records
 // it as imported, with its record count and the time, whatever else its
-// records name (see ImportStats.Covered).
+// records name (see ImportStats.Covered). Its records must name it: an
+// import that holds none (an empty zip, a zip of no JSON, another
+// ecosystem's file) is not its data, and fails with ErrNoAdvisories,
+// recording nothing as imported and applying nothing: at Finish, or at
+// its first batch when that names it nowhere.
 func (im *Importer) Cover(ecosystem string) error {
 	name, err := FetchEcosystemName(ecosystem)
 	if err != nil {
@@ -163,8 +178,34 @@ func (im *Importer) add(ctx context.Context, r *osv.Record, cover string) error 
 		im.covered[sole] = true
 	}
 	im.batch = append(im.batch, vr)
-	if len(im.batch) >= importBatch {
+	im.size += len(vr.Data)
+	if len(im.batch) >= importBatch || im.size >= importBatchBytes {
+		if err := im.uncovered(); err != nil {
+			return err
+		}
 		return im.flush(ctx)
+	}
+	return nil
+}
+
+// uncovered fails when an ecosystem declared with Cover is named by no
+// record read so far.
+func (im *Importer) uncovered() error {
+	for _, e := range sortedKeys(im.declared) {
+		named := false
+		for n := range im.ecos {
+			named = named || strings.EqualFold(n, e)
+		}
+		if named {
+			continue
+		}
+		naming := ""
+		if names := sortedKeys(im.ecos); len(names) > 5 {
+			naming = fmt.Sprintf(": they name %s and %d more", strings.Join(names[:5], ", "), len(names)-5)
+		} else if len(names) > 0 {
+			naming = ": they name " + strings.Join(names, ", ")
+		}
+		return fmt.Errorf("%w: none of the %d records read names %s%s (%d rejected)", ErrNoAdvisories, im.stats.Read, e, naming, im.stats.Rejected)
 	}
 	return nil
 }
@@ -192,7 +233,8 @@ func (im *Importer) flush(ctx context.Context) error {
 			im.stats.Applied++
 		}
 	}
-	im.batch = im.batch[:0]
+	clear(im.batch) // the records' JSON is not held until overwritten
+	im.batch, im.size = im.batch[:0], 0
 	if im.progress != nil {
 		im.progress(im.stats)
 	}
@@ -203,12 +245,17 @@ func (im *Importer) flush(ctx context.Context) error {
 // covers was updated (ImportStats.Covered), and returns what the import
 // did. An ecosystem the records merely name is not recorded: its data is
 // not known to be all there, and a report must not call an image clean
-// on a handful of advisories.
+// on a handful of advisories. An ecosystem declared with Cover that no
+// record names fails the import (ErrNoAdvisories) before anything more is
+// applied or recorded.
 func (im *Importer) Finish(ctx context.Context) (ImportStats, error) {
+	im.stats.Ecosystems = sortedKeys(im.ecos)
+	if err := im.uncovered(); err != nil {
+		return im.stats, err
+	}
 	if err := im.flush(ctx); err != nil {
 		return im.stats, err
 	}
-	im.stats.Ecosystems = sortedKeys(im.ecos)
 	for e := range im.declared {
 		spelled := false // by the records, as their keys are stored
 		for c := range im.covered {

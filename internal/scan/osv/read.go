@@ -24,9 +24,12 @@ import (
 // fn is called for every record that parses; an error from fn stops the
 // walk and is returned. A record that does not parse is reported to bad
 // with where set to "file.zip:entry.json", "file.json" or "file.json[i]"
-// (the i-th element of an array), and reading continues. A zip file that
-// cannot be opened as a zip is an error naming the file, returned before fn
-// sees any of its records. ctx is checked between records.
+// (the i-th element of an array), and reading continues; an array element
+// over MaxRecordSize is reported without being read into memory beyond
+// the cap, and, as after malformed JSON, the rest of its array is not
+// read. A zip file that cannot be opened as a zip is an error naming the
+// file, returned before fn sees any of its records. ctx is checked
+// between records.
 func Read(ctx context.Context, path string, fn func(*Record) error, bad func(where string, err error)) error {
 	return ReadEach(ctx, path, func(_ string, r *Record) error { return fn(r) }, bad)
 }
@@ -188,11 +191,19 @@ func ReadJSON(ctx context.Context, r io.Reader, name string, fn func(*Record) er
 		return handle(data, name, fn, bad)
 	}
 
-	dec := json.NewDecoder(br)
+	// The decoder reads each element whole before handle can refuse it:
+	// capped, it reads no more than MaxRecordSize (and the separators
+	// before it) past where the element starts.
+	cr := &capReader{r: br, limit: MaxRecordSize + elementSlack}
+	dec := json.NewDecoder(cr)
 	if _, err := dec.Token(); err != nil { // the opening '['
 		return jsonFailure(er, name, err, bad)
 	}
-	for i := 0; dec.More(); i++ {
+	for i := 0; ; i++ {
+		cr.limit = dec.InputOffset() + MaxRecordSize + elementSlack
+		if !dec.More() {
+			break
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -211,13 +222,44 @@ func ReadJSON(ctx context.Context, r io.Reader, name string, fn func(*Record) er
 }
 
 // jsonFailure turns a decoder error into a returned I/O error or a bad
-// report; the rest of a malformed array cannot be recovered.
+// report; the rest of a malformed array, or of one with an element over
+// MaxRecordSize, cannot be recovered.
 func jsonFailure(er *errReader, where string, err error, bad func(string, error)) error {
 	if er.err != nil {
 		return fmt.Errorf("read %s: %w", where, er.err)
 	}
+	if errors.Is(err, ErrTooLarge) {
+		bad(where, fmt.Errorf("%w; the rest of the array is not read", err))
+		return nil
+	}
 	bad(where, fmt.Errorf("malformed JSON: %w", err))
 	return nil
+}
+
+// elementSlack is what an array element may span beyond MaxRecordSize
+// before a capReader stops it: the comma and white space before it. An
+// element within it but over MaxRecordSize is read and then rejected by
+// ParseRecord, and the array read on.
+const elementSlack = 64 << 10
+
+// capReader fails a read that would take the bytes read through it past
+// limit: it bounds what a json.Decoder buffers of one array element.
+type capReader struct {
+	r     io.Reader
+	n     int64 // bytes read
+	limit int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.n >= c.limit {
+		return 0, fmt.Errorf("array element beyond %d bytes: %w", MaxRecordSize, ErrTooLarge)
+	}
+	if int64(len(p)) > c.limit-c.n {
+		p = p[:c.limit-c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // handle parses one record and passes it to fn or bad.
