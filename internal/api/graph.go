@@ -138,7 +138,8 @@ type dependentView struct {
 	Level  int    `json:"level"`
 	Method string `json:"method"`
 	// Stale is true when the tag its immediate base was reached through
-	// has moved on: it should be rebuilt.
+	// has moved on: it should be rebuilt. It is false for a caller who may
+	// not read that base (a transitive dependent's).
 	Stale bool `json:"stale"`
 }
 
@@ -168,8 +169,11 @@ func (a *API) manifestDependents(w http.ResponseWriter, r *http.Request, id auth
 		if !rd.ok(r.Context(), dep.Repository) {
 			continue
 		}
+		// Stale says the dependent's immediate base's tag moved: for a
+		// transitive dependent, a base in another repository, told only to
+		// a caller who may read it.
 		v := dependentView{Repository: dep.Repository, Digest: dep.Digest, Tagged: dep.Tagged, Tags: dep.Tags, Level: dep.Base.Level,
-			Method: dep.Base.Method, Stale: dep.Stale}
+			Method: dep.Base.Method, Stale: dep.Stale && rd.ok(r.Context(), dep.StaleBase)}
 		if v.Tagged == nil {
 			v.Tagged = []digest.Digest{}
 		}

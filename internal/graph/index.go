@@ -21,15 +21,14 @@ type ManifestStore interface {
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 }
 
-// Store is the graph's table (meta.Graph).
+// Store is the graph's table as the indexer reads and writes it
+// (meta.Graph).
 type Store interface {
 	IndexImage(ctx context.Context, img meta.GraphImage, bases []meta.BaseLink) error
 	Indexed(ctx context.Context, repo string, d digest.Digest) (bool, error)
 	BestWithChains(ctx context.Context, dependent string, chains []digest.Digest) ([]meta.GraphNode, error)
 	BestByDigest(ctx context.Context, d digest.Digest, dependent, name string) (meta.GraphNode, bool, error)
 	ChildFor(ctx context.Context, repoID int64, index digest.Digest, platform string) (meta.GraphNode, bool, error)
-	FireBaseMoved(ctx context.Context, mv meta.BaseMove) (int, error)
-	TagHasDependents(ctx context.Context, repo, tag string) (bool, error)
 }
 
 // Blobs reads stored blobs' bytes (a storage.Driver).

@@ -32,9 +32,20 @@ type Job struct {
 	Repository string        `json:"repository"`
 	Digest     digest.Digest `json:"digest"`
 	Tag        string        `json:"tag,omitempty"`
-	Old        digest.Digest `json:"old,omitempty"` // "" for a tag deleted and made again
-	Actor      string        `json:"actor,omitempty"`
+	// Old is where the tag was ("" for a tag deleted and made again, or a
+	// move caught up with): each event says instead where its image was
+	// built (meta.Graph's FireBaseMoved).
+	Old   digest.Digest `json:"old,omitempty"`
+	Actor string        `json:"actor,omitempty"`
+	// Dependent and DependentDigest restrict a moved job to one image: a
+	// move made before the graph recorded that image (catchUp).
+	Dependent       string        `json:"dependent,omitempty"`
+	DependentDigest digest.Digest `json:"dependent_digest,omitempty"`
 }
+
+// maxCompared bounds the bases whose vulnerabilities one move compares
+// with the new base (one per base its dependents are built on).
+const maxCompared = 16
 
 // Enqueuer adds jobs (meta.Jobs).
 type Enqueuer interface {
@@ -56,12 +67,21 @@ type Options struct {
 	Logger   *slog.Logger
 }
 
+// Triggers is the graph's table as the triggers read and write it
+// (meta.Graph).
+type Triggers interface {
+	FireBaseMoved(ctx context.Context, mv meta.BaseMove) (int, error)
+	TagHasDependents(ctx context.Context, repo, tag string) (bool, error)
+	DependentBases(ctx context.Context, mv meta.BaseMove, n int) ([]digest.Digest, error)
+	MissedMoves(ctx context.Context, repo string, d digest.Digest) ([]meta.MissedMove, error)
+}
+
 // Service keeps the graph current as content arrives and fires
 // base_image_updated when a base tag moves.
 type Service struct {
 	index     *Indexer
 	manifests ManifestStore
-	graph     Store
+	graph     Triggers
 	scans     ScanResults
 	queue     Enqueuer
 	opts      Options
@@ -69,7 +89,7 @@ type Service struct {
 }
 
 // New returns the service.
-func New(index *Indexer, manifests ManifestStore, graph Store, scans ScanResults, queue Enqueuer, opts Options) *Service {
+func New(index *Indexer, manifests ManifestStore, graph Triggers, scans ScanResults, queue Enqueuer, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -174,16 +194,71 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 	}
 	switch job.Kind {
 	case jobIndex:
-		return s.index.Index(ctx, job.Repository, job.Digest)
+		if err := s.index.Index(ctx, job.Repository, job.Digest); err != nil {
+			return err
+		}
+		return s.catchUp(ctx, job.Repository, job.Digest)
 	case jobMoved:
 		return s.moved(ctx, job)
 	}
 	return jobs.Permanent(fmt.Errorf("graph job of unknown kind %q", job.Kind))
 }
 
+// txMissed is what a Triggers may do besides (meta.Graph does): read the
+// moves an image missed in the transaction that records it.
+type txMissed interface {
+	MissedMovesIn(ctx context.Context, tx meta.Tx, repo string, d digest.Digest) ([]meta.MissedMove, error)
+}
+
+// catchUp queues, for an image an index job records, the trigger of each
+// base tag that moved between the image's push and its recording
+// (meta.Graph's MissedMoves): the move's own job may have run first, and
+// found nothing built on the tag. Each fires for that image alone.
+// Run by a job worker, it reads and queues in the transaction that
+// records the image, after the indexer's writes (jobs.OnComplete); else
+// once they are written.
+func (s *Service) catchUp(ctx context.Context, repo string, d digest.Digest) error {
+	in, ok := s.graph.(txMissed)
+	q, qok := s.queue.(TxQueue)
+	if ok && qok && jobs.OnComplete(ctx, func(ctx context.Context, tx meta.Tx) error {
+		mvs, err := in.MissedMovesIn(ctx, tx, repo, d)
+		if err != nil {
+			return err
+		}
+		for _, mv := range mvs {
+			if _, err := q.EnqueueIn(ctx, tx, s.missedJob(repo, d, mv)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}) {
+		return nil
+	}
+	mvs, err := s.graph.MissedMoves(ctx, repo, d)
+	if err != nil {
+		return err
+	}
+	for _, mv := range mvs {
+		if _, err := s.queue.EnqueueJob(ctx, s.missedJob(repo, d, mv)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// missedJob is the moved job of a move an image missed, for that image:
+// behind the tag's other moves, debounced as they are.
+func (s *Service) missedJob(repo string, d digest.Digest, mv meta.MissedMove) meta.Job {
+	b, _ := json.Marshal(Job{Kind: jobMoved, Repository: mv.Repository, Digest: mv.New, Tag: mv.Tag, Dependent: repo, DependentDigest: d})
+	return meta.Job{Queue: Queue, OrderingKey: "moved|" + mv.Repository + "|" + mv.Tag, Payload: b, MaxAttempts: 10,
+		RunAt: time.Now().Add(s.opts.Debounce)}
+}
+
 // moved fires base_image_updated for the images built on where a tag
 // was, if the tag still points where this move took it (a later move has
-// its own job, which fires for where the tag ended).
+// its own job, which fires for where the tag ended). Each event compares
+// the new base with the one its image is built on, however many moves
+// ago: the vulnerabilities of each such base are read once.
 func (s *Service) moved(ctx context.Context, job Job) error {
 	cur, err := s.manifests.GetManifest(ctx, job.Repository, job.Tag, "", false)
 	if errors.Is(err, meta.ErrManifestNotFound) {
@@ -195,18 +270,20 @@ func (s *Service) moved(ctx context.Context, job Job) error {
 	if cur.Digest != job.Digest {
 		return nil
 	}
-	fixed, added, compared := []vulnerability{}, []vulnerability{}, false
-	if job.Old != "" { // "": a tag made again, each dependent on a base of its own
-		fixed, added, compared = s.vulnDiff(ctx, job.Repository, job.Old, job.Digest)
+	mv := meta.BaseMove{Repository: job.Repository, Tag: job.Tag, New: job.Digest, Actor: job.Actor,
+		Dependent: job.Dependent, DependentDigest: job.DependentDigest}
+	olds, err := s.graph.DependentBases(ctx, mv, maxCompared)
+	if err != nil {
+		return err
 	}
-	data := map[string]any{"fixed_vulnerabilities": fixed, "new_vulnerabilities": added, "vulnerabilities_compared": compared}
-	n, err := s.graph.FireBaseMoved(ctx, meta.BaseMove{Repository: job.Repository, Tag: job.Tag, Old: job.Old, New: job.Digest,
-		Actor: job.Actor, Data: data})
+	mv.Diffs = s.vulnDiffs(ctx, job.Repository, olds, job.Digest)
+	n, err := s.graph.FireBaseMoved(ctx, mv)
 	if err != nil {
 		return err
 	}
 	if n > 0 {
-		s.log.Info("base moved: rebuilds triggered", "repository", job.Repository, "tag", job.Tag, "new", job.Digest, "dependents", n)
+		s.log.Info("base moved: rebuilds triggered", "repository", job.Repository, "tag", job.Tag, "old", job.Old, "new", job.Digest,
+			"dependents", n, "dependent", job.Dependent)
 	}
 	return nil
 }
@@ -219,30 +296,39 @@ type vulnerability struct {
 	Priority string `json:"priority"`
 }
 
-// vulnDiff compares the scan results of two digests (each an image or an
-// index: then all of its platforms'): what the move fixed and what it
-// brought. compared is false when either side was not scanned.
-func (s *Service) vulnDiff(ctx context.Context, repo string, old, updated digest.Digest) (fixed, added []vulnerability, compared bool) {
-	fixed, added = []vulnerability{}, []vulnerability{}
-	before, ok1 := s.vulnsOf(ctx, repo, old)
-	after, ok2 := s.vulnsOf(ctx, repo, updated)
-	if !ok1 || !ok2 {
-		return fixed, added, false
+// vulnDiffs compares the scan results of each old base with the new
+// one (each an image or an index: then all of its platforms'): what the
+// move fixed and what it brought, per old base, as event fields
+// (meta.BaseMove's Diffs). vulnerabilities_compared is false when either
+// side was not scanned.
+func (s *Service) vulnDiffs(ctx context.Context, repo string, olds []digest.Digest, updated digest.Digest) map[digest.Digest]map[string]any {
+	if len(olds) == 0 {
+		return nil
 	}
-	for k, v := range before {
-		if _, ok := after[k]; !ok {
-			fixed = append(fixed, v)
+	after, afterOK := s.vulnsOf(ctx, repo, updated)
+	out := make(map[digest.Digest]map[string]any, len(olds))
+	for _, old := range olds {
+		fixed, added, compared := []vulnerability{}, []vulnerability{}, false
+		if afterOK {
+			if before, ok := s.vulnsOf(ctx, repo, old); ok {
+				fixed, added, compared = diffVulns(before, after), diffVulns(after, before), true
+			}
+		}
+		out[old] = map[string]any{"fixed_vulnerabilities": fixed, "new_vulnerabilities": added, "vulnerabilities_compared": compared}
+	}
+	return out
+}
+
+// diffVulns returns the vulnerabilities of a that b has not, in order.
+func diffVulns(a, b map[string]vulnerability) []vulnerability {
+	out := []vulnerability{}
+	for k, v := range a {
+		if _, ok := b[k]; !ok {
+			out = append(out, v)
 		}
 	}
-	for k, v := range after {
-		if _, ok := before[k]; !ok {
-			added = append(added, v)
-		}
-	}
-	order := func(a, b vulnerability) int { return strings.Compare(a.ID+" "+a.Package, b.ID+" "+b.Package) }
-	slices.SortFunc(fixed, order)
-	slices.SortFunc(added, order)
-	return fixed, added, true
+	slices.SortFunc(out, func(x, y vulnerability) int { return strings.Compare(x.ID+" "+x.Package, y.ID+" "+y.Package) })
+	return out
 }
 
 func (s *Service) vulnsOf(ctx context.Context, repo string, d digest.Digest) (map[string]vulnerability, bool) {

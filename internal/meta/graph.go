@@ -3,7 +3,6 @@ package meta
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -150,9 +149,10 @@ type BaseLink struct {
 
 // SetBases replaces the recorded bases of an image. Each base is recorded
 // with every tag it was reached through: the tags that point at it, or at
-// an index holding it, now; failing those, the tags that ever did (the
-// image was built on a base its tag has left). A base no tag ever named
-// is recorded without one.
+// an index holding it, now or when the image was stored (a tag that moved
+// on before the graph recorded the image); failing those, the tags that
+// ever did (the image was built on a base its tag has left). A base no
+// tag ever named is recorded without one.
 func (db Graph) SetBases(ctx context.Context, repo string, d digest.Digest, bases []BaseLink) error {
 	return db.tx(ctx, func(tx *sql.Tx) error { return db.setBases(ctx, tx, repo, d, bases) })
 }
@@ -176,17 +176,35 @@ func (db *core) setBases(ctx context.Context, tx *sql.Tx, repo string, d digest.
 		return fmt.Errorf("clear bases: %w", err)
 	}
 	ts := db.now()
+	created, err := db.storedAt(ctx, tx, repoID, d)
+	if err != nil {
+		return err
+	}
 	for _, b := range bases {
-		if err := db.insertBase(ctx, tx, repoID, d, b, ts); err != nil {
+		if err := db.insertBase(ctx, tx, repoID, d, created, b, ts); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// insertBase records one base of an image, through every tag it was
-// reached through (SetBases).
-func (db *core) insertBase(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, b BaseLink, ts int64) error {
+// storedAt returns when an image's manifest was stored in its repository
+// (0 if it is not stored).
+func (db *core) storedAt(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) (int64, error) {
+	var at int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT created_at FROM manifests WHERE repository_id = ? AND digest = ?"), repoID, d.String()).Scan(&at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read when an image was stored: %w", err)
+	}
+	return at, nil
+}
+
+// insertBase records one base of an image stored at created, through
+// every tag it was reached through (SetBases).
+func (db *core) insertBase(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, created int64, b BaseLink, ts int64) error {
 	var tags []tagAt
 	var err error
 	if b.Tag != "" {
@@ -195,7 +213,7 @@ func (db *core) insertBase(ctx context.Context, tx *sql.Tx, repoID int64, d dige
 		}
 	}
 	if len(tags) == 0 {
-		if tags, err = db.tagsReaching(ctx, tx, b.RepositoryID, b.Digest); err != nil {
+		if tags, err = db.tagsReaching(ctx, tx, b.RepositoryID, b.Digest, created); err != nil {
 			return err
 		}
 	}
@@ -216,8 +234,11 @@ type tagAt struct{ tag, top string }
 
 // tagsReaching returns the tags through which d is reached in a
 // repository, with what each pointed at (d or an index holding it): the
-// current ones, or else the historical ones (the latest period of each).
-func (db *core) tagsReaching(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) ([]tagAt, error) {
+// current ones and those that reached it when the image built on it was
+// stored (created, 0 if unknown: a tag that has moved on since, maybe
+// before the graph indexed the image, is still the one it was built from),
+// or else the historical ones (the latest period of each).
+func (db *core) tagsReaching(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, created int64) ([]tagAt, error) {
 	rows, err := tx.QueryContext(ctx, db.q(`SELECT name, manifest_digest FROM tags WHERE repository_id = ? AND manifest_digest IN
 		(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
 		ORDER BY name`), repoID, d.String(), repoID, d.String())
@@ -225,8 +246,32 @@ func (db *core) tagsReaching(ctx context.Context, tx *sql.Tx, repoID int64, d di
 		return nil, fmt.Errorf("find tags of base: %w", err)
 	}
 	out, err := scanTagAts(rows)
-	if err != nil || len(out) > 0 {
-		return out, err
+	if err != nil {
+		return nil, err
+	}
+	if created > 0 {
+		rows, err = tx.QueryContext(ctx, db.q(`SELECT h.tag, h.digest FROM tag_history h WHERE h.repository_id = ? AND h.digest IN
+			(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
+			AND h.from_at <= ? AND (h.until_at = 0 OR h.until_at > ?) ORDER BY h.tag`), repoID, d.String(), repoID, d.String(), created, created)
+		if err != nil {
+			return nil, fmt.Errorf("find tags of base when its dependent was stored: %w", err)
+		}
+		then, err := scanTagAts(rows)
+		if err != nil {
+			return nil, err
+		}
+		now := make(map[string]bool, len(out))
+		for _, t := range out {
+			now[t.tag] = true
+		}
+		for _, t := range then {
+			if !now[t.tag] {
+				out = append(out, t)
+			}
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
 	}
 	// No tag points at it now: the tags that last did (the history of d
 	// itself, or of the indexes still holding it).
@@ -341,8 +386,11 @@ type GraphDependent struct {
 	// Base is how it is built on the image asked about (Level 1: directly).
 	Base GraphBase
 	// Stale is true when the tag its immediate base was reached through has
-	// moved on.
-	Stale bool
+	// moved on; StaleBase is that base's repository ("" when not stale),
+	// which may not be the one asked about (transitive dependents): only a
+	// caller who may read it may learn that its tag moved.
+	Stale     bool
+	StaleBase string
 }
 
 // dependentRowsEach is how many rows (one per tag its base was reached
@@ -358,9 +406,10 @@ func (db Graph) Dependents(ctx context.Context, repo string, d digest.Digest, tr
 		level = ""
 	}
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+baseColumns+`, r.name, b.digest, b.repository_id,
-			EXISTS (SELECT 1 FROM graph_bases ib LEFT JOIN tags it ON it.repository_id = ib.base_repository_id AND it.name = ib.base_tag
+			COALESCE((SELECT MIN(ir.name) FROM graph_bases ib JOIN repositories ir ON ir.id = ib.base_repository_id
+				LEFT JOIN tags it ON it.repository_id = ib.base_repository_id AND it.name = ib.base_tag
 				WHERE ib.repository_id = b.repository_id AND ib.digest = b.digest AND ib.level = 1 AND ib.base_tag <> ''
-				AND (it.manifest_digest IS NULL OR it.manifest_digest <> ib.base_top))
+				AND (it.manifest_digest IS NULL OR it.manifest_digest <> ib.base_top)), '')
 		FROM graph_bases b
 		JOIN repositories br ON br.id = b.base_repository_id
 		JOIN repositories r ON r.id = b.repository_id
@@ -382,18 +431,16 @@ func (db Graph) Dependents(ctx context.Context, repo string, d digest.Digest, tr
 		var dep GraphDependent
 		var dg string
 		var repoID int64
-		var stale bool
-		b, err := scanBase(rows, &dep.Repository, &dg, &repoID, &stale)
+		b, err := scanBase(rows, &dep.Repository, &dg, &repoID, &dep.StaleBase)
 		if err != nil {
 			rows.Close()
 			return nil, err
 		}
-		dep.Digest, dep.Base, dep.Stale = digest.Digest(dg), b, stale
+		// One row per tag the base was reached through, each saying
+		// whether any of them moved: one dependent.
+		dep.Digest, dep.Base, dep.Stale = digest.Digest(dg), b, dep.StaleBase != ""
 		k := key{dep.Repository, dep.Digest}
-		if i, ok := seen[k]; ok {
-			// One row per tag the base was reached through: keep one
-			// dependent, stale if any of them moved.
-			out[i].Stale = out[i].Stale || stale
+		if _, ok := seen[k]; ok {
 			continue
 		}
 		if len(out) == n {
@@ -442,158 +489,4 @@ func (db *core) taggedAs(ctx context.Context, q queryer, repoID int64, d digest.
 		tags = append(tags, t.tag)
 	}
 	return tagged, tags, nil
-}
-
-// BaseMove is a tag of a base repository that moved.
-type BaseMove struct {
-	Repository string
-	Tag        string
-	Old, New   digest.Digest
-	Actor      string
-	// Data is added to every event's data (what the move fixed and
-	// introduced, computed once for all dependents).
-	Data map[string]any
-}
-
-// FireBaseMoved appends a base_image_updated event for every tagged image
-// whose immediate base was reached through the moved tag and is not the
-// tag's new digest: one per dependent as tagged (an index and its
-// platforms fire once) and new base, ever, so a replay or a second move
-// to the same digest fires nothing. A dependent already rebuilt (no
-// longer tagged) fires nothing. It returns how many events it appended.
-//
-// A dependent in another namespace than a private base of the
-// organization's own (not a mirror, not a pull-through cache, whose
-// content is the upstream's) learns only that its base moved: its event names
-// neither the base's repository and tag nor where the tag went, carries
-// no actor and no vulnerabilities of the base (vulnerabilities_compared
-// false); old_digest is the base the dependent is built on (what it
-// knows already), never where the tag was in between.
-func (db Graph) FireBaseMoved(ctx context.Context, mv BaseMove) (int, error) {
-	fired := 0
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		fired = 0
-		var baseRepoID int64
-		var visibility, state string
-		var cached int
-		if err := tx.QueryRowContext(ctx, db.q(`SELECT r.id, r.visibility, r.state,
-			CASE WHEN EXISTS (SELECT 1 FROM proxy_caches p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?) THEN 1 ELSE 0 END
-			FROM repositories r WHERE r.name = ?`), namespaceOf(mv.Repository), mv.Repository).Scan(&baseRepoID, &visibility, &state, &cached); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil
-			}
-			return fmt.Errorf("look up repository: %w", err)
-		}
-		rows, err := tx.QueryContext(ctx, db.q(`SELECT DISTINCT b.repository_id, r.name, b.digest, b.base_top FROM graph_bases b
-			JOIN repositories r ON r.id = b.repository_id
-			JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
-			WHERE b.base_repository_id = ? AND b.base_tag = ? AND b.level = 1 AND b.base_top <> ?
-			ORDER BY r.name, b.digest`), baseRepoID, mv.Tag, mv.New.String())
-		if err != nil {
-			return fmt.Errorf("find dependents of a moved tag: %w", err)
-		}
-		type dep struct {
-			repoID            int64
-			repo, dg, baseTop string
-		}
-		var deps []dep
-		for rows.Next() {
-			var d dep
-			if err := rows.Scan(&d.repoID, &d.repo, &d.dg, &d.baseTop); err != nil {
-				rows.Close()
-				return err
-			}
-			deps = append(deps, d)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, d := range deps {
-			tagged, _, err := db.taggedAs(ctx, tx, d.repoID, digest.Digest(d.dg))
-			if err != nil {
-				return err
-			}
-			for _, top := range tagged {
-				res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_triggers (repository_id, digest, new_base, fired_at) VALUES (?, ?, ?, ?)
-					ON CONFLICT DO NOTHING`), d.repoID, top.String(), mv.New.String(), db.now())
-				if err != nil {
-					return fmt.Errorf("record trigger: %w", err)
-				}
-				if n, _ := res.RowsAffected(); n == 0 {
-					continue
-				}
-				tags, err := db.tagsOf(ctx, tx, d.repoID, top)
-				if err != nil {
-					return err
-				}
-				data := map[string]any{}
-				actor := mv.Actor
-				// Upstream content (a mirror, a pull-through cache) is named
-				// as a public base is: its digests are the upstream's, and
-				// rebuilds pin them (FROM ${BERTH_BASE_DOCKER_URL}@digest).
-				upstream := state == "MIRROR" || cached == 1
-				if visibility != "public" && !upstream && namespaceOf(d.repo) != namespaceOf(mv.Repository) {
-					// A private base of another namespace: not named.
-					actor = ""
-					data["fixed_vulnerabilities"], data["new_vulnerabilities"], data["vulnerabilities_compared"] = []any{}, []any{}, false
-					data["base"] = map[string]any{"repository": "", "tag": "", "old_digest": d.baseTop, "new_digest": ""}
-				} else {
-					for k, v := range mv.Data {
-						data[k] = v
-					}
-					old := mv.Old
-					if old == "" {
-						old = digest.Digest(d.baseTop)
-					}
-					data["base"] = map[string]any{"repository": mv.Repository, "tag": mv.Tag, "old_digest": old.String(), "new_digest": mv.New.String()}
-				}
-				data["digest"], data["tags"] = top.String(), tags
-				b, err := json.Marshal(data)
-				if err != nil {
-					return fmt.Errorf("event data: %w", err)
-				}
-				if err := db.appendEvent(ctx, tx, Event{Kind: EventBaseImageUpdated, Repository: d.repo, Actor: actor, Data: b}); err != nil {
-					return err
-				}
-				fired++
-			}
-		}
-		return nil
-	})
-	return fired, err
-}
-
-// TagHasDependents reports whether images are recorded as built directly
-// on a base through its tag: a tag deleted and made again then fires for
-// them (FireBaseMoved with no Old), a brand new tag costs this one
-// indexed read.
-func (db Graph) TagHasDependents(ctx context.Context, repo, tag string) (bool, error) {
-	return db.tagHasDependents(ctx, db.read, repo, tag)
-}
-
-// TagHasDependentsIn is TagHasDependents in the caller's transaction (the
-// graph's feed subscriber's).
-func (db Graph) TagHasDependentsIn(ctx context.Context, tx Tx, repo, tag string) (bool, error) {
-	return db.tagHasDependents(ctx, tx.tx, repo, tag)
-}
-
-func (db *core) tagHasDependents(ctx context.Context, q queryer, repo, tag string) (bool, error) {
-	rows, err := q.QueryContext(ctx, db.q(`SELECT 1 FROM graph_bases b JOIN repositories r ON r.id = b.base_repository_id
-		WHERE r.name = ? AND b.base_tag = ? AND b.level = 1 LIMIT 1`), repo, tag)
-	if err != nil {
-		return false, fmt.Errorf("find dependents of a tag: %w", err)
-	}
-	defer rows.Close()
-	found := rows.Next()
-	return found, rows.Err()
-}
-
-// tagsOf returns the tags pointing at a digest.
-func (db *core) tagsOf(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND manifest_digest = ? ORDER BY name"), repoID, d.String())
-	if err != nil {
-		return nil, fmt.Errorf("list tags: %w", err)
-	}
-	return scanStrings(rows)
 }

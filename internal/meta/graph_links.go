@@ -91,7 +91,11 @@ func (db *core) linkDependents(ctx context.Context, tx *sql.Tx, _ int64, img Gra
 			return fmt.Errorf("renumber bases: %w", err)
 		}
 		link := BaseLink{RepositoryID: b.RepositoryID, Digest: b.Digest, Method: "layers", Level: deeper + 1, Layers: n}
-		if err := db.insertBase(ctx, tx, dep.repoID, dep.d, link, ts); err != nil {
+		created, err := db.storedAt(ctx, tx, dep.repoID, dep.d)
+		if err != nil {
+			return err
+		}
+		if err := db.insertBase(ctx, tx, dep.repoID, dep.d, created, link, ts); err != nil {
 			return err
 		}
 		if dep.gated == 1 {

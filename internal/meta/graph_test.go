@@ -102,8 +102,8 @@ func TestGraphStore(t *testing.T) {
 			if deps, _ := g.Dependents(ctx, "mirror/ubi", b1.Digest, false, 100); len(deps) != 2 || !deps[0].Stale || !deps[1].Stale {
 				t.Fatalf("dependents after the move: %+v", deps)
 			}
-			mv := meta.BaseMove{Repository: "mirror/ubi", Tag: "1.9", Old: i1.Digest, New: i2.Digest, Actor: "mirror",
-				Data: map[string]any{"fixed_vulnerabilities": []string{"CVE-1"}}}
+			mv := meta.BaseMove{Repository: "mirror/ubi", Tag: "1.9", New: i2.Digest, Actor: "mirror",
+				Diffs: map[digest.Digest]map[string]any{i1.Digest: {"fixed_vulnerabilities": []string{"CVE-1"}}}}
 			if n, err := g.FireBaseMoved(ctx, mv); err != nil || n != 1 {
 				t.Fatalf("fired %d, %v; want 1 (the untagged dependent fires nothing)", n, err)
 			}
@@ -200,8 +200,8 @@ func TestBaseMovedHidesPrivateBase(t *testing.T) {
 			}
 			b2 := manifestOf("private base 2")
 			put(meta.PutManifest{Repository: "a/base", Manifest: b2, Tag: "12"})
-			mv := meta.BaseMove{Repository: "a/base", Tag: "12", Old: b1.Digest, New: b2.Digest, Actor: "corp-pusher",
-				Data: map[string]any{"fixed_vulnerabilities": []any{map[string]any{"id": "CVE-PRIVATE-1"}}, "new_vulnerabilities": []any{}, "vulnerabilities_compared": true}}
+			mv := meta.BaseMove{Repository: "a/base", Tag: "12", New: b2.Digest, Actor: "corp-pusher",
+				Diffs: map[digest.Digest]map[string]any{b1.Digest: {"fixed_vulnerabilities": []any{map[string]any{"id": "CVE-PRIVATE-1"}}, "new_vulnerabilities": []any{}, "vulnerabilities_compared": true}}}
 			if n, err := g.FireBaseMoved(ctx, mv); err != nil || n != 2 {
 				t.Fatalf("fired %d, %v; want 2", n, err)
 			}
@@ -242,7 +242,7 @@ func TestBaseMovedHidesPrivateBase(t *testing.T) {
 			}
 			b3 := manifestOf("mirrored base 3")
 			put(meta.PutManifest{Repository: "a/base", Manifest: b3, Tag: "12"})
-			if n, err := g.FireBaseMoved(ctx, meta.BaseMove{Repository: "a/base", Tag: "12", Old: b2.Digest, New: b3.Digest, Actor: "mirror-robot"}); err != nil || n != 2 {
+			if n, err := g.FireBaseMoved(ctx, meta.BaseMove{Repository: "a/base", Tag: "12", New: b3.Digest, Actor: "mirror-robot"}); err != nil || n != 2 {
 				t.Fatalf("fired %d, %v; want 2", n, err)
 			}
 			evs, _ = db.Outbox().EventsAfter(ctx, 0, 100)

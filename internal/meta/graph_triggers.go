@@ -1,0 +1,282 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// The base_image_updated triggers: which images a moved base tag fires
+// for, and what each event says.
+
+// BaseMove is a tag of a base repository that moved.
+type BaseMove struct {
+	Repository string
+	Tag        string
+	New        digest.Digest
+	Actor      string
+	// Diffs holds, per base a dependent is built on (what the tag pointed
+	// at when it was recorded: the base, or an index holding it), what
+	// moving from it to New fixed and brought (fixed_vulnerabilities,
+	// new_vulnerabilities, vulnerabilities_compared), computed once per
+	// base (DependentBases) and added to the event of every dependent
+	// built on it. A dependent on a base it does not hold hears nothing
+	// compared.
+	Diffs map[digest.Digest]map[string]any
+	// Dependent and DependentDigest, when set, restrict the move to that
+	// one image (an index: its platforms): a move the graph catches up
+	// with for an image recorded after it (MissedMoves).
+	Dependent       string
+	DependentDigest digest.Digest
+}
+
+// dependentsOf is the condition on graph_bases b (joined with the
+// dependent's repository r) that selects the images a move fires for,
+// and its arguments after the base repository's id.
+func (mv BaseMove) dependentsOf() (string, []any) {
+	cond := ` b.base_tag = ? AND b.level = 1 AND b.base_top <> ?`
+	args := []any{mv.Tag, mv.New.String()}
+	if mv.Dependent != "" {
+		cond += ` AND r.name = ? AND b.digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references
+			WHERE repository_id = b.repository_id AND manifest_digest = ? AND is_manifest = 1)`
+		args = append(args, mv.Dependent, mv.DependentDigest.String(), mv.DependentDigest.String())
+	}
+	return cond, args
+}
+
+// notCompared are the vulnerability fields of an event whose bases were
+// not compared.
+func notCompared() map[string]any {
+	return map[string]any{"fixed_vulnerabilities": []any{}, "new_vulnerabilities": []any{}, "vulnerabilities_compared": false}
+}
+
+// DependentBases returns the bases the tagged images a move fires for
+// (FireBaseMoved) are built on: what the tag pointed at when each was
+// recorded, up to n, so that the caller compares each with the new base
+// once, whatever the number of images built on it.
+func (db Graph) DependentBases(ctx context.Context, mv BaseMove, n int) ([]digest.Digest, error) {
+	cond, args := mv.dependentsOf()
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT DISTINCT b.base_top FROM graph_bases b
+		JOIN repositories br ON br.id = b.base_repository_id
+		JOIN repositories r ON r.id = b.repository_id
+		JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
+		WHERE br.name = ? AND`+cond+`
+		AND (EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = b.repository_id AND t.manifest_digest = b.digest)
+			OR EXISTS (SELECT 1 FROM manifest_references mr JOIN tags t ON t.repository_id = mr.repository_id AND t.manifest_digest = mr.manifest_digest
+				WHERE mr.repository_id = b.repository_id AND mr.ref_digest = b.digest AND mr.is_manifest = 1))
+		ORDER BY b.base_top LIMIT ?`), append(append([]any{mv.Repository}, args...), n)...)
+	if err != nil {
+		return nil, fmt.Errorf("find the bases of a moved tag's dependents: %w", err)
+	}
+	tops, err := scanStrings(rows)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]digest.Digest, len(tops))
+	for i, t := range tops {
+		out[i] = digest.Digest(t)
+	}
+	return out, nil
+}
+
+// FireBaseMoved appends a base_image_updated event for every tagged image
+// whose immediate base was reached through the moved tag and is not the
+// tag's new digest: one per dependent as tagged (an index and its
+// platforms fire once) and new base, ever, so a replay or a second move
+// to the same digest fires nothing. A dependent already rebuilt (no
+// longer tagged) fires nothing. It returns how many events it appended.
+// Each event's old_digest is the base its dependent is built on (what
+// the tag pointed at then), however many times the tag moved since.
+//
+// A dependent in another namespace than a private base of the
+// organization's own (not a mirror, not a pull-through cache, whose
+// content is the upstream's) learns only that its base moved: its event names
+// neither the base's repository and tag nor where the tag went, carries
+// no actor and no vulnerabilities of the base (vulnerabilities_compared
+// false).
+func (db Graph) FireBaseMoved(ctx context.Context, mv BaseMove) (int, error) {
+	fired := 0
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		fired = 0
+		var baseRepoID int64
+		var visibility, state string
+		var cached int
+		if err := tx.QueryRowContext(ctx, db.q(`SELECT r.id, r.visibility, r.state,
+			CASE WHEN EXISTS (SELECT 1 FROM proxy_caches p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?) THEN 1 ELSE 0 END
+			FROM repositories r WHERE r.name = ?`), namespaceOf(mv.Repository), mv.Repository).Scan(&baseRepoID, &visibility, &state, &cached); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil
+			}
+			return fmt.Errorf("look up repository: %w", err)
+		}
+		cond, args := mv.dependentsOf()
+		rows, err := tx.QueryContext(ctx, db.q(`SELECT DISTINCT b.repository_id, r.name, b.digest, b.base_top FROM graph_bases b
+			JOIN repositories r ON r.id = b.repository_id
+			JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
+			WHERE b.base_repository_id = ? AND`+cond+`
+			ORDER BY r.name, b.digest`), append([]any{baseRepoID}, args...)...)
+		if err != nil {
+			return fmt.Errorf("find dependents of a moved tag: %w", err)
+		}
+		type dep struct {
+			repoID            int64
+			repo, dg, baseTop string
+		}
+		var deps []dep
+		for rows.Next() {
+			var d dep
+			if err := rows.Scan(&d.repoID, &d.repo, &d.dg, &d.baseTop); err != nil {
+				rows.Close()
+				return err
+			}
+			deps = append(deps, d)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, d := range deps {
+			tagged, _, err := db.taggedAs(ctx, tx, d.repoID, digest.Digest(d.dg))
+			if err != nil {
+				return err
+			}
+			for _, top := range tagged {
+				res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_triggers (repository_id, digest, new_base, fired_at) VALUES (?, ?, ?, ?)
+					ON CONFLICT DO NOTHING`), d.repoID, top.String(), mv.New.String(), db.now())
+				if err != nil {
+					return fmt.Errorf("record trigger: %w", err)
+				}
+				if n, _ := res.RowsAffected(); n == 0 {
+					continue
+				}
+				tags, err := db.tagsOf(ctx, tx, d.repoID, top)
+				if err != nil {
+					return err
+				}
+				data := notCompared()
+				actor := mv.Actor
+				// Upstream content (a mirror, a pull-through cache) is named
+				// as a public base is: its digests are the upstream's, and
+				// rebuilds pin them (FROM ${BERTH_BASE_DOCKER_URL}@digest).
+				upstream := state == "MIRROR" || cached == 1
+				if visibility != "public" && !upstream && namespaceOf(d.repo) != namespaceOf(mv.Repository) {
+					// A private base of another namespace: not named.
+					actor = ""
+					data["base"] = map[string]any{"repository": "", "tag": "", "old_digest": d.baseTop, "new_digest": ""}
+				} else {
+					for k, v := range mv.Diffs[digest.Digest(d.baseTop)] {
+						data[k] = v
+					}
+					data["base"] = map[string]any{"repository": mv.Repository, "tag": mv.Tag, "old_digest": d.baseTop, "new_digest": mv.New.String()}
+				}
+				data["digest"], data["tags"] = top.String(), tags
+				b, err := json.Marshal(data)
+				if err != nil {
+					return fmt.Errorf("event data: %w", err)
+				}
+				if err := db.appendEvent(ctx, tx, Event{Kind: EventBaseImageUpdated, Repository: d.repo, Actor: actor, Data: b}); err != nil {
+					return err
+				}
+				fired++
+			}
+		}
+		return nil
+	})
+	return fired, err
+}
+
+// MissedMove is a base tag that moved after an image built on it was
+// stored, and before the graph recorded the image: the move's trigger,
+// if it ran first, found nothing built on the tag.
+type MissedMove struct {
+	// Repository and Tag are the base's; New is where the tag points now.
+	Repository string
+	Tag        string
+	New        digest.Digest
+}
+
+// maxMissedMoves bounds the moves one image catches up with.
+const maxMissedMoves = 20
+
+// MissedMoves returns the tags through which an image (an index: its
+// platforms) is recorded as built directly on its base, that pointed at
+// that base when the image was stored and point elsewhere now: each
+// should fire for it (FireBaseMoved for that one image), once the graph
+// has recorded it. A tag that left the base before the image was stored
+// is not among them: the image was built on an old base on purpose, and
+// fires when the tag moves next.
+func (db Graph) MissedMoves(ctx context.Context, repo string, d digest.Digest) ([]MissedMove, error) {
+	return db.missedMoves(ctx, db.read, repo, d)
+}
+
+// MissedMovesIn is MissedMoves in the caller's transaction (the one that
+// records the image, completing the graph's job).
+func (db Graph) MissedMovesIn(ctx context.Context, tx Tx, repo string, d digest.Digest) ([]MissedMove, error) {
+	return db.missedMoves(ctx, tx.tx, repo, d)
+}
+
+func (db *core) missedMoves(ctx context.Context, q queryer, repo string, d digest.Digest) ([]MissedMove, error) {
+	rows, err := q.QueryContext(ctx, db.q(`SELECT DISTINCT br.name, b.base_tag, t.manifest_digest FROM repositories r
+		JOIN graph_bases b ON b.repository_id = r.id
+		JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
+		JOIN repositories br ON br.id = b.base_repository_id
+		JOIN tags t ON t.repository_id = b.base_repository_id AND t.name = b.base_tag
+		WHERE r.name = ? AND b.digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references
+			WHERE repository_id = r.id AND manifest_digest = ? AND is_manifest = 1)
+		AND b.level = 1 AND b.base_tag <> '' AND t.manifest_digest <> b.base_top
+		AND EXISTS (SELECT 1 FROM tag_history h WHERE h.repository_id = b.base_repository_id AND h.tag = b.base_tag AND h.digest = b.base_top
+			AND h.from_at <= m.created_at AND h.until_at > m.created_at)
+		ORDER BY br.name, b.base_tag, t.manifest_digest LIMIT ?`), repo, d.String(), d.String(), maxMissedMoves)
+	if err != nil {
+		return nil, fmt.Errorf("find base moves an image missed: %w", err)
+	}
+	defer rows.Close()
+	var out []MissedMove
+	for rows.Next() {
+		var mv MissedMove
+		var cur string
+		if err := rows.Scan(&mv.Repository, &mv.Tag, &cur); err != nil {
+			return nil, err
+		}
+		mv.New = digest.Digest(cur)
+		out = append(out, mv)
+	}
+	return out, rows.Err()
+}
+
+// TagHasDependents reports whether images are recorded as built directly
+// on a base through its tag: a tag deleted and made again then fires for
+// them (FireBaseMoved), a brand new tag costs this one indexed read.
+func (db Graph) TagHasDependents(ctx context.Context, repo, tag string) (bool, error) {
+	return db.tagHasDependents(ctx, db.read, repo, tag)
+}
+
+// TagHasDependentsIn is TagHasDependents in the caller's transaction (the
+// graph's feed subscriber's).
+func (db Graph) TagHasDependentsIn(ctx context.Context, tx Tx, repo, tag string) (bool, error) {
+	return db.tagHasDependents(ctx, tx.tx, repo, tag)
+}
+
+func (db *core) tagHasDependents(ctx context.Context, q queryer, repo, tag string) (bool, error) {
+	rows, err := q.QueryContext(ctx, db.q(`SELECT 1 FROM graph_bases b JOIN repositories r ON r.id = b.base_repository_id
+		WHERE r.name = ? AND b.base_tag = ? AND b.level = 1 LIMIT 1`), repo, tag)
+	if err != nil {
+		return false, fmt.Errorf("find dependents of a tag: %w", err)
+	}
+	defer rows.Close()
+	found := rows.Next()
+	return found, rows.Err()
+}
+
+// tagsOf returns the tags pointing at a digest.
+func (db *core) tagsOf(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND manifest_digest = ? ORDER BY name"), repoID, d.String())
+	if err != nil {
+		return nil, fmt.Errorf("list tags: %w", err)
+	}
+	return scanStrings(rows)
+}
