@@ -22,15 +22,7 @@ import (
 // API refuses at repository scope (before, the form offered them and
 // choosing one answered the API's 400).
 func TestRepositoryFormOffersOnlyEventsItHears(t *testing.T) {
-	e := testenv.New(t, testenv.Options{})
-	alice := e.User("alice", false)
-	e.Org("acme", "alice")
-	if err := e.DB.Repositories().CreateRepository(context.Background(), "acme/app", "private", "", "test", 0); err != nil {
-		t.Fatal(err)
-	}
-	st := wire.WebStores(e.DB)
-	st.Sessions = userSession{alice}
-	ui := newUI(t, st, web.Options{Auth: e.Authz, API: e.API})
+	_, ui := acmeAppSettings(t, testenv.Options{})
 	status, body := get(t, ui, "/repository/acme/app/settings", true)
 	if status != http.StatusOK {
 		t.Fatalf("GET the settings page = %d\n%.2000s", status, body)
@@ -51,20 +43,12 @@ func TestRepositoryFormOffersOnlyEventsItHears(t *testing.T) {
 // (before, "null" panicked the request: the browser got an empty answer).
 func TestNotificationFormRefusesNonObjectConfig(t *testing.T) {
 	late := &lateNotifier{}
-	e := testenv.New(t, testenv.Options{API: api.Options{Notifier: late}})
+	e, ui := acmeAppSettings(t, testenv.Options{API: api.Options{Notifier: late}})
 	sealer, err := auth.NewSealer(make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
 	late.svc = notify.New(wire.NotifyStores(e.DB), sealer, notify.Options{})
-	alice := e.User("alice", false)
-	e.Org("acme", "alice")
-	if err := e.DB.Repositories().CreateRepository(context.Background(), "acme/app", "private", "", "test", 0); err != nil {
-		t.Fatal(err)
-	}
-	st := wire.WebStores(e.DB)
-	st.Sessions = userSession{alice}
-	ui := newUI(t, st, web.Options{Auth: e.Authz, API: e.API})
 	for _, cfg := range []string{"null", "[]", "1", `"x"`} {
 		status, body := postSession(t, ui, "/repository/acme/app/-/settings/notifications/create", url.Values{
 			"event": {"repo_push"}, "method": {"webhook"}, "target": {"https://example.com/h"}, "config": {cfg}})
@@ -96,4 +80,19 @@ func (l *lateNotifier) Create(ctx context.Context, scope, target, actor string, 
 
 func (l *lateNotifier) Test(ctx context.Context, n meta.Notification, repo string) error {
 	return l.svc.Test(ctx, n, repo)
+}
+
+// acmeAppSettings is an env with alice, admin of organization acme and
+// its private repository acme/app, and the UI as alice signed in.
+func acmeAppSettings(t *testing.T, opts testenv.Options) (*testenv.Env, http.Handler) {
+	t.Helper()
+	e := testenv.New(t, opts)
+	alice := e.User("alice", false)
+	e.Org("acme", "alice")
+	if err := e.DB.Repositories().CreateRepository(context.Background(), "acme/app", "private", "", "test", 0); err != nil {
+		t.Fatal(err)
+	}
+	st := wire.WebStores(e.DB)
+	st.Sessions = userSession{alice}
+	return e, newUI(t, st, web.Options{Auth: e.Authz, API: e.API})
 }
