@@ -270,6 +270,27 @@ func (db *core) checkJournal(ctx context.Context) error {
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("open sqlite: the database runs in journal mode %q, not WAL (write-ahead logging), which Berth needs; put the data directory on a local file system", mode)
 	}
+	// The log is next to the file SQLite opened, which is where a
+	// symbolic link in the configured path leads: flushing the log next
+	// to the link would find none, and flush nothing, ever.
+	rows, err := db.write.ReadContext(ctx, "PRAGMA database_list")
+	if err != nil {
+		return fmt.Errorf("open sqlite: read the database's file name: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int
+		var name, file string
+		if err := rows.Scan(&seq, &name, &file); err != nil {
+			return fmt.Errorf("open sqlite: read the database's file name: %w", err)
+		}
+		if name == "main" && file != "" {
+			db.write.log.path = file + "-wal"
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("open sqlite: read the database's file name: %w", err)
+	}
 	return nil
 }
 

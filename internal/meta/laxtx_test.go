@@ -374,3 +374,48 @@ func TestSyncFullNeedsWAL(t *testing.T) {
 		t.Fatalf("a store in WAL mode: %v", err)
 	}
 }
+
+// TestLogFlushFollowsASymlinkedDatabase checks that a database opened
+// through a symbolic link (database.url naming a link to a file on
+// another disk) has its durable commits flush the log SQLite writes, next
+// to the file the link names: before, the flush looked for the log next
+// to the link, found none, and took that for a checkpointed log, so no
+// commit was ever flushed.
+func TestLogFlushFollowsASymlinkedDatabase(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "disk", "meta.db")
+	if err := os.MkdirAll(filepath.Dir(real), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(real, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "meta.db")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	db, err := Open(ctx, link, SyncFull())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var flushed []error
+	db.write.log.sync = func(p string) error {
+		_, err := os.Stat(p)
+		flushed = append(flushed, err)
+		return syncFile(p)
+	}
+	if err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "CREATE TABLE t (k INTEGER PRIMARY KEY)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(real + "-wal"); err != nil {
+		t.Fatalf("no log next to the linked file: %v", err)
+	}
+	if len(flushed) == 0 || flushed[len(flushed)-1] != nil {
+		t.Errorf("flushes found the log: %v, want the last to find it", flushed)
+	}
+}
