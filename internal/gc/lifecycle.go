@@ -34,7 +34,8 @@ const expiredBatch = 500
 // changes nothing and reports nothing of them. A tag or repository that
 // fails is logged and the others are still done; the pass then fails
 // with every such error. A repository deleted while the pass runs is
-// skipped (meta reports nothing pruned in it).
+// skipped (meta reports nothing pruned in it). Tags pruned before a
+// repository's pruning failed count in the report.
 func (c *Collector) lifecycle(ctx context.Context, rep *Report) error {
 	if c.policy == nil {
 		return nil
@@ -85,6 +86,9 @@ func (c *Collector) lifecycle(ctx context.Context, rep *Report) error {
 	}
 	for _, r := range repos {
 		gone, err := c.policy.PruneRepository(ctx, r, now, AutoPruneActor)
+		// A batch of tags per transaction: a pruning that failed or was
+		// cancelled midway deleted the batches before.
+		rep.PrunedTags += len(gone)
 		if ctx.Err() != nil {
 			return errors.Join(append(errs, context.Cause(ctx))...)
 		}
@@ -96,7 +100,6 @@ func (c *Collector) lifecycle(ctx context.Context, rep *Report) error {
 			errs = append(errs, fmt.Errorf("auto-prune %s: %w", r, err))
 			continue
 		}
-		rep.PrunedTags += len(gone)
 	}
 	return errors.Join(errs...)
 }

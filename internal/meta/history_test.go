@@ -13,8 +13,9 @@ import (
 	"github.com/berth-dev/berth/internal/meta/metatest"
 )
 
-// TestTagHistory: every move of a tag starts a period and ends the one
-// before, deletes end it, and repo_push says where each moved tag was.
+// TestTagHistory: every move of a tag, and every push of it again, starts
+// a period and ends the one before, deletes end it, and repo_push says
+// where each moved tag was.
 func TestTagHistory(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
@@ -24,7 +25,7 @@ func TestTagHistory(t *testing.T) {
 			for _, p := range []meta.PutManifest{
 				{Repository: "ns/app", Manifest: a, Tag: "1.9", MoreTags: []string{"latest"}},
 				{Repository: "ns/app", Manifest: b, Tag: "1.9"},
-				{Repository: "ns/app", Manifest: b, Tag: "1.9"}, // no move: no period
+				{Repository: "ns/app", Manifest: b, Tag: "1.9"}, // pushed again: a new period, as in Quay
 			} {
 				if err := db.Manifests().PutManifest(ctx, p); err != nil {
 					t.Fatal(err)
@@ -34,11 +35,11 @@ func TestTagHistory(t *testing.T) {
 				t.Fatal(err)
 			}
 			hist, err := db.Manifests().TagHistory(ctx, "ns/app", "1.9", 10)
-			if err != nil || len(hist) != 2 {
+			if err != nil || len(hist) != 3 {
 				t.Fatalf("history of 1.9: %+v %v", hist, err)
 			}
-			if hist[0].Digest != b.Digest || !hist[0].Until.IsZero() || hist[1].Digest != a.Digest || hist[1].Until.IsZero() ||
-				hist[1].Until.After(hist[0].From) {
+			if hist[0].Digest != b.Digest || !hist[0].Until.IsZero() || hist[1].Digest != b.Digest || hist[1].Until.IsZero() ||
+				hist[1].Until.After(hist[0].From) || hist[2].Digest != a.Digest || hist[2].Until.IsZero() || hist[2].Until.After(hist[1].From) {
 				t.Fatalf("history of 1.9: %+v", hist)
 			}
 			// The pushes announce where the moved tags were.
@@ -68,7 +69,7 @@ func TestTagHistory(t *testing.T) {
 			if err := db.Manifests().DeleteManifest(ctx, "ns/app", b.Digest, "alice"); err != nil {
 				t.Fatal(err)
 			}
-			if hist, _ := db.Manifests().TagHistory(ctx, "ns/app", "1.9", 10); len(hist) != 2 || hist[0].Until.IsZero() {
+			if hist, _ := db.Manifests().TagHistory(ctx, "ns/app", "1.9", 10); len(hist) != 3 || hist[0].Until.IsZero() {
 				t.Fatalf("history after the manifest's delete: %+v", hist)
 			}
 		})

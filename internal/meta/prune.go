@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,170 +18,349 @@ import (
 // PruneRepository applies a repository's auto-prune policies (its
 // organization's and its own) at now: per policy, the tags it covers
 // beyond the newest Value (number_of_tags) or older than Value
-// (creation_date, by when the tag last moved) are deleted, immutable tags
-// excepted, each with its tag_deleted event ("pruned": true); cosign's
-// tags follow the image they describe (cosignDoomed). It returns the tags
-// deleted; nothing for a repository deleted since it was listed.
+// (creation_date, by when the tag was last pushed or moved) are deleted,
+// immutable tags excepted, each with its tag_deleted event ("pruned":
+// true); cosign's tags follow the image they describe (cosignDoomed). The
+// tags are chosen with one read and deleted DefaultPruneBatch per
+// transaction (AutoPrune.PruneRepository). It returns the tags deleted;
+// nothing for a repository deleted since it was listed.
 func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.Time, actor string) ([]string, error) {
+	return db.WithPruneBatch(DefaultPruneBatch).PruneRepository(ctx, repo, now, actor)
+}
+
+// DefaultPruneBatch is how many tags one transaction of an auto-prune
+// pass deletes: three statements each (the tag, its event and audit
+// entry) and one per 200 for their history, so that SQLite's one writer
+// is held for a moment at a time, not for the whole of a repository with
+// 100,000 tags to prune.
+const DefaultPruneBatch = 500
+
+// AutoPrune is an auto-prune pass that deletes a batch of tags per
+// transaction (Manifests.WithPruneBatch).
+type AutoPrune struct {
+	m     Manifests
+	batch int
+	// between, if set, is called after each batch the pass commits but
+	// the last (tests).
+	between func()
+}
+
+// WithPruneBatch returns the auto-prune pass that deletes n tags per
+// transaction (n <= 0: DefaultPruneBatch).
+func (db Manifests) WithPruneBatch(n int) AutoPrune {
+	if n <= 0 {
+		n = DefaultPruneBatch
+	}
+	return AutoPrune{m: db, batch: n}
+}
+
+// PruneRepository is Manifests.PruneRepository, p's batch of tags per
+// transaction. What to delete is read once (prunePlan); each batch then
+// takes the tag policies' lock, reads the immutability policies and the
+// tags immutable by name again, keeps the tags made immutable since (and
+// the cosign tags of their images), and deletes each other tag only as it
+// was read, so a tag a push made, moved or pushed again since stays.
+// Between batches the pass holds nothing: pushes and policy changes of
+// the repository go on. An auto-prune policy of the repository created,
+// changed or deleted since the read stops the pass (the next one reads
+// them again). A pass that fails or is cancelled keeps the batches it
+// committed and returns them with its error.
+func (p AutoPrune) PruneRepository(ctx context.Context, repo string, now time.Time, actor string) ([]string, error) {
+	db := p.m
+	plan, err := db.prunePlan(ctx, repo, now)
+	if err != nil || len(plan.doomed) == 0 {
+		return nil, err
+	}
 	var deleted []string
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		deleted = nil
-		repoID, err := db.repoID(ctx, tx, repo)
-		if errors.Is(err, ErrRepositoryNotFound) {
-			return nil // deleted since it was listed: nothing left to prune
+	spared := map[string]bool{} // digests of chosen image tags kept as immutable
+	for start := 0; start < len(plan.doomed); start += p.batch {
+		if start > 0 && p.between != nil {
+			p.between()
 		}
-		if err != nil {
+		if err := ctx.Err(); err != nil {
+			return deleted, fmt.Errorf("prune %s: %w", repo, context.Cause(ctx))
+		}
+		part := plan.doomed[start:min(start+p.batch, len(plan.doomed))]
+		var gone []string
+		stop := false
+		err := db.tx(ctx, func(tx *sql.Tx) error {
+			var err error
+			gone, stop, err = db.pruneBatch(ctx, tx, plan, part, spared, actor)
 			return err
-		}
-		policies, err := db.repoPolicies(ctx, tx, PolicyAutoPrune, repoID)
-		if err != nil || len(policies) == 0 {
-			return err
-		}
-		// Expired tags are gone already (ExpireTag deletes their rows).
-		rows, err := tx.QueryContext(ctx, db.q("SELECT name, manifest_digest, updated_at FROM tags WHERE repository_id = ? AND "+liveTag("")+" ORDER BY updated_at DESC, name"),
-			repoID, now.UnixMicro())
+		})
 		if err != nil {
-			return fmt.Errorf("list tags: %w", err)
+			return deleted, err
 		}
-		var tags []tagRow
-		for rows.Next() {
-			var t tagRow
-			if err := rows.Scan(&t.name, &t.digest, &t.at); err != nil {
-				rows.Close()
-				return fmt.Errorf("list tags: %w", err)
-			}
-			tags = append(tags, t)
+		deleted = append(deleted, gone...)
+		if stop {
+			break
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("list tags: %w", err)
+	}
+	return deleted, nil
+}
+
+// prunePlan is what an auto-prune pass read of a repository: its
+// auto-prune policies, and the tags they delete, images first (in name
+// order), then cosign's tags (cosignDoomed decided them by what happens
+// to the images).
+type prunePlan struct {
+	repo     string
+	repoID   int64
+	policies []TagPolicy
+	doomed   []doomedTag
+}
+
+// doomedTag is a tag an auto-prune pass deletes. A cosign tag deleted
+// with its image's tag lists in follows the digests it goes with (its
+// subject, the indexes holding it): it stays if a tag of one is kept.
+type doomedTag struct {
+	tagRow
+	follows []string
+}
+
+// prunePlan reads, in one read-only transaction, the tags a pass of the
+// repository's auto-prune policies deletes at now; an empty plan for a
+// repository without policies or deleted since it was listed.
+func (db Manifests) prunePlan(ctx context.Context, repo string, now time.Time) (prunePlan, error) {
+	plan := prunePlan{repo: repo}
+	var opts *sql.TxOptions
+	if db.dialect == postgres {
+		opts = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
+	}
+	tx, err := db.read.BeginTx(ctx, opts)
+	if err != nil {
+		return plan, fmt.Errorf("read tags to prune: %w", err)
+	}
+	defer tx.Rollback()
+	plan.repoID, err = db.repoID(ctx, tx, repo)
+	if errors.Is(err, ErrRepositoryNotFound) {
+		return plan, nil // deleted since it was listed: nothing left to prune
+	}
+	if err != nil {
+		return plan, err
+	}
+	plan.policies, err = db.repoPolicies(ctx, tx, PolicyAutoPrune, plan.repoID)
+	if err != nil || len(plan.policies) == 0 {
+		return plan, err
+	}
+	// Expired tags are gone already (ExpireTag deletes their rows).
+	rows, err := tx.QueryContext(ctx, db.q("SELECT name, manifest_digest, updated_at FROM tags WHERE repository_id = ? AND "+liveTag("")+" ORDER BY updated_at DESC, name"),
+		plan.repoID, now.UnixMicro())
+	if err != nil {
+		return plan, fmt.Errorf("list tags: %w", err)
+	}
+	var tags []tagRow
+	for rows.Next() {
+		var t tagRow
+		if err := rows.Scan(&t.name, &t.digest, &t.at); err != nil {
+			rows.Close()
+			return plan, fmt.Errorf("list tags: %w", err)
 		}
-		// Immutable tags are never pruned, and do not count among the
-		// newest N a policy keeps: a gated repository's immutable
-		// rollback tags (one per promotion) would otherwise use up every
-		// place, and its mutable tags would all go.
-		// (What immutable decides for one tag, for all of them at once: the
-		// tags made immutable by name, then the policies, read once.)
-		immutable := map[string]bool{}
-		pinned, err := tx.QueryContext(ctx, db.q("SELECT name FROM immutable_tags WHERE repository_id = ?"), repoID)
-		if err != nil {
-			return fmt.Errorf("read immutable tags: %w", err)
+		tags = append(tags, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return plan, fmt.Errorf("list tags: %w", err)
+	}
+	// Immutable tags are never pruned, and do not count among the
+	// newest N a policy keeps: a gated repository's immutable rollback
+	// tags (one per promotion) would otherwise use up every place, and
+	// its mutable tags would all go.
+	names := make([]string, len(tags))
+	for i, t := range tags {
+		names[i] = t.name
+	}
+	immutable, err := db.immutableAmong(ctx, tx, plan.repoID, names)
+	if err != nil {
+		return plan, err
+	}
+	// Cosign's signature, attestation and SBOM tags (sha256-<hex>.sig,
+	// .att, .sbom) follow the image they describe: never counted
+	// among the newest N nor judged by age, kept while it stays
+	// tagged, pruned with it (cosignDoomed).
+	var images, cosign []tagRow
+	for _, t := range tags {
+		if isCosignTag(t.name) {
+			cosign = append(cosign, t)
+		} else {
+			images = append(images, t)
 		}
-		pinnedNames, err := scanStrings(pinned)
-		if err != nil {
-			return fmt.Errorf("read immutable tags: %w", err)
-		}
-		for _, n := range pinnedNames {
-			immutable[n] = true
-		}
-		immPolicies, err := db.repoPolicies(ctx, tx, PolicyImmutability, repoID)
-		if err != nil {
-			return err
-		}
-		for _, t := range tags {
-			for _, p := range immPolicies {
-				if p.applies(t.name) {
-					immutable[t.name] = true
-					break
-				}
-			}
-		}
-		// Cosign's signature, attestation and SBOM tags (sha256-<hex>.sig,
-		// .att, .sbom) follow the image they describe: never counted
-		// among the newest N nor judged by age, kept while it stays
-		// tagged, pruned with it (cosignDoomed).
-		var images, cosign []tagRow
-		for _, t := range tags {
-			if isCosignTag(t.name) {
-				cosign = append(cosign, t)
-			} else {
-				images = append(images, t)
-			}
-		}
-		at := map[string]int64{}
-		doomed := map[string]string{}
-		for _, p := range policies {
-			kept := 0
-			for _, t := range images {
-				if !p.applies(t.name) || immutable[t.name] {
-					continue
-				}
-				switch p.Method {
-				case PruneByCount:
-					n, err := strconv.Atoi(p.Value)
-					if err != nil {
-						continue
-					}
-					if kept < n {
-						kept++
-						continue
-					}
-				case PruneByAge:
-					age, err := ParseAge(p.Value)
-					if err != nil || fromMicros(t.at).After(now.Add(-age)) {
-						continue
-					}
-				default:
-					continue
-				}
-				doomed[t.name], at[t.name] = t.digest, t.at
-			}
-		}
-		if len(cosign) > 0 {
-			// What stays tagged after the pass, and what it prunes.
-			stays, goes := map[string]bool{}, map[string]bool{}
-			for _, t := range images {
-				if _, ok := doomed[t.name]; ok {
-					goes[t.digest] = true
-				} else {
-					stays[t.digest] = true
-				}
-			}
-			for _, t := range cosign {
-				if immutable[t.name] {
-					continue
-				}
-				prune, err := db.cosignDoomed(ctx, tx, repoID, t, now, policies, stays, goes)
-				if err != nil {
-					return err
-				}
-				if prune {
-					doomed[t.name], at[t.name] = t.digest, t.at
-				}
-			}
-		}
-		names := make([]string, 0, len(doomed))
-		for n := range doomed {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			// Only the tag as it was read: on PostgreSQL a push may have
-			// moved it since (the read takes no lock), and the image just
-			// pushed is not what the policy chose; another replica may
-			// have pruned it already.
-			res, err := tx.ExecContext(ctx, db.q("DELETE FROM tags WHERE repository_id = ? AND name = ? AND manifest_digest = ? AND updated_at = ?"),
-				repoID, n, doomed[n], at[n])
-			if err != nil {
-				return fmt.Errorf("prune tag: %w", err)
-			}
-			if k, err := res.RowsAffected(); err != nil {
-				return fmt.Errorf("prune tag: %w", err)
-			} else if k == 0 {
+	}
+	doomed := map[string]tagRow{}
+	for _, p := range plan.policies {
+		kept := 0
+		for _, t := range images {
+			if !p.applies(t.name) || immutable[t.name] {
 				continue
 			}
-			if err := db.endTagHistory(ctx, tx, repoID, n); err != nil {
-				return err
+			switch p.Method {
+			case PruneByCount:
+				n, err := strconv.Atoi(p.Value)
+				if err != nil {
+					continue
+				}
+				if kept < n {
+					kept++
+					continue
+				}
+			case PruneByAge:
+				age, err := ParseAge(p.Value)
+				if err != nil || fromMicros(t.at).After(now.Add(-age)) {
+					continue
+				}
+			default:
+				continue
 			}
-			if err := db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: repo, Actor: actor,
-				Data: mustJSON(map[string]any{"tag": n, "digest": doomed[n], "pruned": true})}); err != nil {
-				return err
-			}
-			deleted = append(deleted, n)
+			doomed[t.name] = t
 		}
-		return nil
+	}
+	for _, t := range images {
+		if _, ok := doomed[t.name]; ok {
+			plan.doomed = append(plan.doomed, doomedTag{tagRow: t})
+		}
+	}
+	sort.Slice(plan.doomed, func(i, j int) bool { return plan.doomed[i].name < plan.doomed[j].name })
+	if len(cosign) == 0 {
+		return plan, nil
+	}
+	// What stays tagged after the pass, and what it prunes.
+	stays, goes := map[string]bool{}, map[string]bool{}
+	for _, t := range images {
+		if _, ok := doomed[t.name]; ok {
+			goes[t.digest] = true
+		} else {
+			stays[t.digest] = true
+		}
+	}
+	var signatures []doomedTag
+	for _, t := range cosign {
+		if immutable[t.name] {
+			continue
+		}
+		prune, follows, err := db.cosignDoomed(ctx, tx, plan.repoID, t, now, plan.policies, stays, goes)
+		if err != nil {
+			return plan, err
+		}
+		if prune {
+			signatures = append(signatures, doomedTag{tagRow: t, follows: follows})
+		}
+	}
+	sort.Slice(signatures, func(i, j int) bool { return signatures[i].name < signatures[j].name })
+	plan.doomed = append(plan.doomed, signatures...)
+	return plan, nil
+}
+
+// immutableAmong returns which of a repository's tags are immutable, by
+// name (immutable_tags) or by an immutability policy (read once). The
+// tags immutable by name are looked up by name for a batch, and all read
+// at once for more (a whole repository's tags).
+func (db *core) immutableAmong(ctx context.Context, tx *sql.Tx, repoID int64, tags []string) (map[string]bool, error) {
+	immutable := map[string]bool{}
+	var pinned []string
+	var err error
+	if len(tags) > refBatch {
+		var rows *sql.Rows
+		rows, err = tx.QueryContext(ctx, db.q("SELECT name FROM immutable_tags WHERE repository_id = ?"), repoID)
+		if err == nil {
+			pinned, err = scanStrings(rows)
+		}
+	} else if len(tags) > 0 {
+		var rows *sql.Rows
+		rows, err = tx.QueryContext(ctx, db.q("SELECT name FROM immutable_tags WHERE repository_id = ? AND name IN ("+placeholders(len(tags))+")"),
+			append([]any{repoID}, anySlice(tags)...)...)
+		if err == nil {
+			pinned, err = scanStrings(rows)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read immutable tags: %w", err)
+	}
+	for _, n := range pinned {
+		immutable[n] = true
+	}
+	policies, err := db.repoPolicies(ctx, tx, PolicyImmutability, repoID)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tags {
+		for _, p := range policies {
+			if p.applies(t) {
+				immutable[t] = true
+				break
+			}
+		}
+	}
+	return immutable, nil
+}
+
+// pruneBatch deletes a batch of a plan's tags in the caller's
+// transaction, each with its event, ends their history, and returns
+// those it deleted. Under the tag policies' shared lock (a policy change
+// waits, or committed first and is read here), it reads the repository's
+// auto-prune policies again, and reports stop, deleting nothing, if they
+// are no longer those of the plan; then which tags of the batch are
+// immutable now: they stay, their digests join spared, and a cosign tag
+// that follows a spared digest stays too.
+func (db *core) pruneBatch(ctx context.Context, tx *sql.Tx, plan prunePlan, part []doomedTag, spared map[string]bool, actor string) (deleted []string, stop bool, err error) {
+	if err := db.lockTagPolicies(ctx, tx, plan.repo, false); err != nil {
+		return nil, false, err
+	}
+	policies, err := db.repoPolicies(ctx, tx, PolicyAutoPrune, plan.repoID)
+	if err != nil {
+		return nil, false, err
+	}
+	if !samePrunePolicies(policies, plan.policies) {
+		return nil, true, nil
+	}
+	names := make([]string, len(part))
+	for i, t := range part {
+		names[i] = t.name
+	}
+	immutable, err := db.immutableAmong(ctx, tx, plan.repoID, names)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, t := range part {
+		if immutable[t.name] {
+			if !isCosignTag(t.name) {
+				spared[t.digest] = true
+			}
+			continue
+		}
+		if slices.ContainsFunc(t.follows, func(d string) bool { return spared[d] }) {
+			continue
+		}
+		// Only the tag as it was read: a push may have moved it, or
+		// pushed its image again, since (the read takes no lock), and
+		// another replica may have pruned it already.
+		res, err := tx.ExecContext(ctx, db.q("DELETE FROM tags WHERE repository_id = ? AND name = ? AND manifest_digest = ? AND updated_at = ?"),
+			plan.repoID, t.name, t.digest, t.at)
+		if err != nil {
+			return nil, false, fmt.Errorf("prune tag: %w", err)
+		}
+		if k, err := res.RowsAffected(); err != nil {
+			return nil, false, fmt.Errorf("prune tag: %w", err)
+		} else if k == 0 {
+			continue
+		}
+		if err := db.appendEvent(ctx, tx, Event{Kind: EventTagDeleted, Repository: plan.repo, Actor: actor,
+			Data: mustJSON(map[string]any{"tag": t.name, "digest": t.digest, "pruned": true})}); err != nil {
+			return nil, false, err
+		}
+		deleted = append(deleted, t.name)
+	}
+	if err := db.endTagHistory(ctx, tx, plan.repoID, deleted...); err != nil {
+		return nil, false, err
+	}
+	return deleted, false, nil
+}
+
+// samePrunePolicies reports whether two reads of a repository's
+// auto-prune policies found the same policies, the same way.
+func samePrunePolicies(a, b []TagPolicy) bool {
+	return slices.EqualFunc(a, b, func(x, y TagPolicy) bool {
+		return x.UUID == y.UUID && x.Method == y.Method && x.Value == y.Value && x.TagPattern == y.TagPattern && x.TagPatternMatches == y.TagPatternMatches
 	})
-	return deleted, err
 }
 
 // tagRow is a tag an auto-prune pass reads: where it points, since when.
@@ -196,26 +376,28 @@ type tagRow struct {
 // live candidate (the signature a pipeline made of it). Otherwise it is
 // deleted with its subject's tag; its subject untagged already, it is
 // deleted if a policy covers its name (number_of_tags: it takes no place;
-// creation_date: if older than the policy's age).
-func (db *core) cosignDoomed(ctx context.Context, tx *sql.Tx, repoID int64, t tagRow, now time.Time, policies []TagPolicy, stays, goes map[string]bool) (bool, error) {
+// creation_date: if older than the policy's age). Deleted with its
+// subject's tag, it returns the digests it goes with (the subject and the
+// indexes holding it).
+func (db *core) cosignDoomed(ctx context.Context, tx *sql.Tx, repoID int64, t tagRow, now time.Time, policies []TagPolicy, stays, goes map[string]bool) (bool, []string, error) {
 	hex, _, _ := strings.Cut(strings.TrimPrefix(t.name, "sha256-"), ".")
 	subject := "sha256:" + hex
 	if stays[subject] {
-		return false, nil
+		return false, nil, nil
 	}
 	rows, err := tx.QueryContext(ctx, db.q("SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1"),
 		repoID, subject)
 	if err != nil {
-		return false, fmt.Errorf("read the indexes of a signed image: %w", err)
+		return false, nil, fmt.Errorf("read the indexes of a signed image: %w", err)
 	}
 	parents, err := scanStrings(rows)
 	if err != nil {
-		return false, fmt.Errorf("read the indexes of a signed image: %w", err)
+		return false, nil, fmt.Errorf("read the indexes of a signed image: %w", err)
 	}
 	withPruned := goes[subject]
 	for _, p := range parents {
 		if stays[p] {
-			return false, nil
+			return false, nil, nil
 		}
 		withPruned = withPruned || goes[p]
 	}
@@ -223,13 +405,13 @@ func (db *core) cosignDoomed(ctx context.Context, tx *sql.Tx, repoID int64, t ta
 	if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM gate_candidates WHERE repository_id = ? AND state IN ('pending', 'blocked') AND (digest = ? OR digest IN
 		(SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1))`),
 		repoID, subject, repoID, subject).Scan(&live); err != nil {
-		return false, fmt.Errorf("read the candidates of a signed image: %w", err)
+		return false, nil, fmt.Errorf("read the candidates of a signed image: %w", err)
 	}
 	if live > 0 {
-		return false, nil
+		return false, nil, nil
 	}
 	if withPruned {
-		return true, nil
+		return true, append([]string{subject}, parents...), nil
 	}
 	for _, p := range policies {
 		if !p.applies(t.name) {
@@ -237,14 +419,14 @@ func (db *core) cosignDoomed(ctx context.Context, tx *sql.Tx, repoID int64, t ta
 		}
 		switch p.Method {
 		case PruneByCount:
-			return true, nil
+			return true, nil, nil
 		case PruneByAge:
 			if age, err := ParseAge(p.Value); err == nil && !fromMicros(t.at).After(now.Add(-age)) {
-				return true, nil
+				return true, nil, nil
 			}
 		}
 	}
-	return false, nil
+	return false, nil, nil
 }
 
 // PrunedRepositories lists the repositories some auto-prune policy
