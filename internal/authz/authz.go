@@ -437,7 +437,7 @@ func (a *Authorizer) Authenticate(r *http.Request) (Decision, error) {
 func (a *Authorizer) audit(ctx context.Context, r *http.Request, kind, actor, repo string, md any) {
 	b, _ := json.Marshal(md)
 	ns, _, _ := strings.Cut(repo, "/")
-	if err := a.store.Access.AppendAudit(ctx, meta.AuditEntry{Kind: kind, Actor: actor, IP: clientAddress(r), Namespace: ns, Repository: repo, Metadata: b}); err != nil {
+	if err := a.store.Access.AppendAudit(ctx, meta.AuditEntry{Kind: kind, Actor: auditActor(actor), IP: clientAddress(r), Namespace: ns, Repository: repo, Metadata: b}); err != nil {
 		a.log.Warn("audit log", "err", err)
 	}
 }

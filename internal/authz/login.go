@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
@@ -36,10 +37,27 @@ type loginLimits struct {
 
 func (a *Authorizer) loginLimits(username, addr string) loginLimits {
 	addr = throttledAddress(addr)
-	return loginLimits{
-		pair:    meta.LoginLimit{Key: "account-address:" + addr + "|" + username, Limit: a.opts.PairLimit},
-		address: meta.LoginLimit{Key: "address:" + addr, Limit: a.opts.AddressLimit},
+	l := loginLimits{address: meta.LoginLimit{Key: "address:" + addr, Limit: a.opts.AddressLimit}}
+	if len(username) <= maxUsernameLength {
+		l.pair = meta.LoginLimit{Key: "account-address:" + addr + "|" + throttledName(username), Limit: a.opts.PairLimit}
 	}
+	return l
+}
+
+// maxUsernameLength is the longest name an account or access token can
+// have: a longer one is refused at once, and counted only against the
+// client address (an account-and-address counter per name would be one
+// more row for each name an attacker makes up, and no account's).
+const maxUsernameLength = 256
+
+// throttledName is a user name as a throttle key holds it: itself, or the
+// SHA-256 of a long one (a key must fit the database's index, and a
+// name of up to 64 bytes cannot be "sha256:" and 64 hex digits).
+func throttledName(username string) string {
+	if len(username) <= 64 {
+		return username
+	}
+	return fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(username)))
 }
 
 // throttledAddress is the part of a client address that login throttling
@@ -58,7 +76,28 @@ func throttledAddress(addr string) string {
 	return netip.PrefixFrom(a.WithZone(""), 64).Masked().String()
 }
 
-func (l loginLimits) all() []meta.LoginLimit { return []meta.LoginLimit{l.pair, l.address} }
+// auditActor is an actor as the audit log records it: a name over
+// maxUsernameLength bytes (sent at a login, no account's) cut to that
+// many, at a character boundary, with a marker and its whole length.
+func auditActor(actor string) string {
+	if len(actor) <= maxUsernameLength {
+		return actor
+	}
+	cut := maxUsernameLength
+	for cut > 0 && !utf8.RuneStart(actor[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(truncated, %d bytes)", actor[:cut], len(actor))
+}
+
+// all is the counters of a login: the account-and-address one (none for a
+// name no account can have) and the address's.
+func (l loginLimits) all() []meta.LoginLimit {
+	if l.pair.Key == "" {
+		return []meta.LoginLimit{l.address}
+	}
+	return []meta.LoginLimit{l.pair, l.address}
+}
 
 // Login checks a username and secret: a user's password, a robot's token
 // (username "namespace+name") or an access token's secret (username: the
@@ -93,7 +132,7 @@ func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secre
 	refuse := func(err error) func() (auth.Identity, error) {
 		return func() (auth.Identity, error) { return auth.Identity{}, err }
 	}
-	if username == "" || secret == "" || len(username) > 256 || len(secret) > auth.MaxPasswordLength {
+	if username == "" || secret == "" || len(username) > maxUsernameLength || len(secret) > auth.MaxPasswordLength {
 		return a.cheapLogin(ctx, r, limits, username, refuse(ErrBadCredentials))
 	}
 	u, err := a.store.Users.UserByName(ctx, username)
@@ -289,6 +328,9 @@ func (a *Authorizer) passwordLogin(ctx context.Context, r *http.Request, limits 
 
 // giveBack returns a counted attempt: one, or the key's whole count.
 func (a *Authorizer) giveBack(ctx context.Context, l meta.LoginLimit, all bool) {
+	if l.Key == "" { // no such counter
+		return
+	}
 	if err := a.store.Access.ReleaseLoginAttempt(context.WithoutCancel(ctx), l.Key, all); err != nil {
 		a.log.Warn("give back a login attempt", "err", err)
 	}

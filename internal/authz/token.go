@@ -99,7 +99,13 @@ func (a *Authorizer) ServeToken(w http.ResponseWriter, r *http.Request) {
 			writeTokenError(w, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error")
 			return
 		}
-		access = mergeAccess(access, auth.Access{Type: sc.Type, Name: sc.Name, Actions: granted})
+		if len(granted) > 0 {
+			// A resource granted nothing has no entry, as in
+			// Distribution's token server: clients read no token, and
+			// an empty entry would only let anyone have a large one
+			// signed (100 names of 255 bytes).
+			access = mergeAccess(access, auth.Access{Type: sc.Type, Name: sc.Name, Actions: granted})
+		}
 	}
 	now := a.now()
 	tok, exp, err := a.tokens.IssueFor(id, access, now)
