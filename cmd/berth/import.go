@@ -42,9 +42,13 @@ downloaded again.
 
 The repository is NAMESPACE/NAME in a namespace that exists (a user or an
 organization: berth admin org create makes one); a missing repository is
-created private, and removed again if the copy fails. As with a push,
-a proxy cache organization and a repository in state READ_ONLY or MIRROR
-take no import.
+created private, and removed again if the copy fails (or is interrupted
+with Ctrl-C or SIGTERM) before storing anything in it. An import killed
+outright (SIGKILL, a second Ctrl-C, a crash, a power cut) leaves the
+repository it made, empty: delete it in the web UI (the repository's
+settings) or with DELETE /api/v1/repository/NAMESPACE/NAME. As with a
+push, a proxy cache organization and a repository in state READ_ONLY or
+MIRROR take no import.
 
 Progress goes to standard error: redrawn in place on a terminal, one line
 at a time (at most one a second) when it is a pipe or a file.`,

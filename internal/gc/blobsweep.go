@@ -51,7 +51,10 @@ type blobSweep struct {
 // sweepBlobs removes blob bytes that no blob row records and no queued
 // deletion names, last written before cutoff: what a crash between
 // placing a new blob's bytes and recording them leaves (and a clean-up
-// after a refused store that failed too). Each pass covers its share of
+// after a refused store that failed too); and the driver's temporary
+// files written before cutoff in the directories it sweeps (a kill
+// between writing a small blob and renaming it into place: see
+// sweepTempFiles). Each pass covers its share of
 // the store (blobSweepCycle); a collector with no interval (one-off
 // passes) covers all of it. Before it removes anything it makes sure the
 // database is this storage's (checkRecorded). Listing storage is for
@@ -95,6 +98,11 @@ func (c *Collector) sweepBlobs(ctx context.Context, cutoff time.Time, dry bool, 
 		shard := fmt.Sprintf("%02x", (first+i)%blobShards)
 		for _, a := range algs {
 			dir := path.Join("/blobs", path.Base(a), shard)
+			if !dry {
+				if err := c.sweepTempFiles(ctx, dir, cutoff); err != nil {
+					errs = append(errs, err)
+				}
+			}
 			err := c.sweepBlobDir(ctx, sw, dir, digest.Algorithm(path.Base(a)), rep)
 			if sw.checkErr != nil {
 				if !dry {
@@ -181,6 +189,33 @@ func (c *Collector) listBlobDir(ctx context.Context, dir string, alg digest.Algo
 		ds = append(ds, d)
 	}
 	return ds, nil
+}
+
+// tempRemover is a driver that leaves temporary files of its own beside
+// the files it writes, which List does not show (the filesystem driver's
+// PutContent, killed before its rename): RemoveTempFiles removes those of
+// a directory last written before a time.
+type tempRemover interface {
+	RemoveTempFiles(ctx context.Context, dir string, before time.Time) (int, error)
+}
+
+// sweepTempFiles removes the driver's temporary files in dir last
+// written before cutoff. They hold no blob any row or request can name
+// (a write under way renames its file within moments), so the database
+// need not be checked first.
+func (c *Collector) sweepTempFiles(ctx context.Context, dir string, cutoff time.Time) error {
+	tr, ok := c.store.(tempRemover)
+	if !ok {
+		return nil
+	}
+	n, err := tr.RemoveTempFiles(ctx, dir, cutoff)
+	if n > 0 {
+		c.log.Info("leftover temporary files removed", "dir", dir, "files", n)
+	}
+	if err != nil {
+		return fmt.Errorf("remove leftover temporary files in %s: %w", dir, err)
+	}
+	return nil
 }
 
 // sweepBlobDir sweeps one /blobs/<algorithm>/<xx> directory.

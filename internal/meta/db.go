@@ -530,7 +530,9 @@ func (db *core) tx1(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) er
 		}
 	}
 	// What a durable commit enqueued or appended is announced once it is
-	// on disk: a webhook is not sent for a push a power cut could lose.
+	// on disk. (That alone does not keep a webhook from going out for a
+	// push a power cut could lose: the commit is visible before its flush,
+	// and lax work may act on it meanwhile; see WaitDurable.)
 	if n, ok := db.notes.LoadAndDelete(tx); ok && err == nil {
 		db.announce(n.(*txNote))
 	}
@@ -538,6 +540,30 @@ func (db *core) tx1(ctx context.Context, lax bool, fn func(tx *sql.Tx) error) er
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// WaitDurable returns once everything committed before the call would
+// survive a power cut: on an SQLite store with SyncFull, after a flush of
+// the log that began after the call (the flush durable commits share); at
+// once on PostgreSQL, whose commits become visible only once durable (lax
+// ones aside), and on SQLite without SyncFull, which flushes nothing. A
+// commit is visible one flush before its caller is told it is stored, and
+// lax commits made on the strength of it (the feed's numbering, a
+// delivery's queueing and claim) do not wait for that flush: whoever
+// tells the outside world of what it read (a webhook's delivery) calls
+// this first. ctx ends the wait, not the flush.
+func (db *DB) WaitDurable(ctx context.Context) error {
+	if db.write.log == nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- db.write.flush() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the log's flush: %w", ctx.Err())
+	}
 }
 
 // pointLookup is the context for a read by key on a pull's hot path (a

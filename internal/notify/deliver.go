@@ -63,6 +63,11 @@ func (s *Service) trialHold() time.Duration {
 // A test delivery (meta.DeliveryJob.Sample) is recorded like any other
 // attempt but counts nothing: as in Quay, it does not touch the failure
 // count, whatever its outcome.
+//
+// An event's delivery is sent only once Stores.Durable says everything
+// the store committed so far would survive a power cut: a receiver never
+// hears of a push (or of a trigger the graph appended) that a power cut
+// then erases.
 func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	var dj meta.DeliveryJob
 	if err := json.Unmarshal(j.Payload, &dj); err != nil {
@@ -119,6 +124,15 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 				targetName(n.Scope, n.Target), strings.Join(skipped, ", "), AuthorizeHint(n.Scope, n.Target)))
 		}
 		method = em
+	}
+	// Nothing goes out before the event is on disk: a commit is visible,
+	// and this delivery queued and claimed (laxly), one log flush before
+	// the commit would survive a power cut. A test delivery carries no
+	// event.
+	if !dj.Sample && s.stores.Durable != nil {
+		if err := s.stores.Durable.WaitDurable(ctx); err != nil {
+			return fmt.Errorf("deliver %s to notification %s: wait until the event is on disk: %w", d.EventUUID, n.UUID, err)
+		}
 	}
 	res := method.Deliver(ctx, d)
 	if s.opts.Metrics != nil {

@@ -18,6 +18,16 @@ type Stores struct {
 	Outbox        Outbox
 	// Emails are the addresses confirmed for email notifications.
 	Emails AuthorizedEmails
+	// Durable is waited on before an event's delivery goes out (see
+	// Deliver); nil waits for nothing (a store whose commits are durable
+	// once visible).
+	Durable Durability
+}
+
+// Durability waits until what the store committed so far would survive a
+// power cut (meta.DB.WaitDurable).
+type Durability interface {
+	WaitDurable(ctx context.Context) error
 }
 
 // Notifications are the configured notifications (meta.Notifications).

@@ -195,6 +195,7 @@ func DefaultEcosystems(ctx context.Context, db VulnData) ([]string, error) {
 // A file that fails does not stop the others: their results say what
 // happened, and the error joins every failure.
 func (f *Fetcher) Fetch(ctx context.Context, req FetchRequest) ([]FetchResult, error) {
+	f.removeLeftovers()
 	ecos := make([]string, 0, len(req.Ecosystems))
 	seen := map[string]bool{}
 	for _, e := range req.Ecosystems {
@@ -371,6 +372,53 @@ func (f *Fetcher) progress(p FetchProgress) {
 	if f.opts.Progress != nil {
 		f.opts.Progress(p)
 	}
+}
+
+// leftoverAge is how old a temporary file of the fetcher's own in
+// StateDir must be for removeLeftovers to take it for a killed fetch's: a
+// download under way writes its file at least every fetchStallTimeout.
+const leftoverAge = time.Hour
+
+// leftoverPatterns are the names of the fetcher's temporary files in
+// StateDir (download's spooled downloads, saveState's state being
+// written), and of no other file.
+var leftoverPatterns = []string{"osv-*.*.download", "osv-*.*.tmp", "redhat-repository-to-cpe.*.download", "redhat-repository-to-cpe.*.tmp"}
+
+// removeLeftovers removes from StateDir the fetcher's temporary files
+// last written more than leftoverAge ago: a fetch killed midway (SIGKILL,
+// a power cut) leaves its spooled download, up to maxFetchBytes, which
+// only its own deferred removal would have taken. (An import still
+// reading an older file keeps it open: the removal only unlinks it.) A
+// file it cannot remove is left for the next fetch: the clean-up never
+// fails a fetch.
+func (f *Fetcher) removeLeftovers() {
+	if f.opts.StateDir == "" {
+		return // os.TempDir(): not the fetcher's to sweep
+	}
+	entries, err := os.ReadDir(f.opts.StateDir)
+	if err != nil {
+		return // none yet
+	}
+	before := time.Now().Add(-leftoverAge)
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !leftoverName(e.Name()) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.ModTime().Before(before) {
+			_ = os.Remove(filepath.Join(f.opts.StateDir, e.Name()))
+		}
+	}
+}
+
+// leftoverName reports whether name is one of the fetcher's temporary
+// files' (leftoverPatterns).
+func leftoverName(name string) bool {
+	for _, p := range leftoverPatterns {
+		if ok, _ := filepath.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // fetchState is what is remembered of a download: the validators to send

@@ -76,7 +76,7 @@ func (v vulnDB) NewImport() api.VulnImport { return scan.NewImporter(v.VulnDB, n
 // NotifyStores are the stores notify.New and notify.NewSubscriber take.
 func NotifyStores(db *meta.DB) notify.Stores {
 	n := db.Notifications()
-	return notify.Stores{Notifications: n, Outcomes: n, Listeners: n, Jobs: db.Jobs(), Outbox: db.Outbox(), Emails: n}
+	return notify.Stores{Notifications: n, Outcomes: n, Listeners: n, Jobs: db.Jobs(), Outbox: db.Outbox(), Emails: n, Durable: db}
 }
 
 // ScanStores are the stores scan.New takes.
