@@ -16,11 +16,16 @@ import (
 // Graph is the base-image graph as the API reads it (meta.Graph).
 type Graph interface {
 	Bases(ctx context.Context, repo string, d digest.Digest) ([]meta.GraphBase, error)
-	Dependents(ctx context.Context, repo string, d digest.Digest, transitive bool, n int) ([]meta.GraphDependent, error)
+	ReadableDependents(ctx context.Context, repo string, d digest.Digest, q meta.DependentsQuery) ([]meta.GraphDependent, bool, error)
 }
 
-// maxDependents bounds one answer (a base of a large organization).
-const maxDependents = 5000
+// maxDependents bounds one answer (a base of a large organization), and
+// maxDependentsRead the dependents read to find them, the caller's or
+// not: past it, the answer is truncated.
+const (
+	maxDependents     = 5000
+	maxDependentsRead = meta.DefaultMaxDependentRows
+)
 
 func (a *API) graphEndpoints() []repoEndpoint {
 	return []repoEndpoint{
@@ -156,19 +161,17 @@ func (a *API) manifestDependents(w http.ResponseWriter, r *http.Request, id auth
 			return badRequest("transitive must be true or false")
 		}
 	}
-	// One more than answered: whether the list goes on.
-	rows, err := a.opts.Graph.Dependents(r.Context(), repo, d, transitive, maxDependents+1)
+	// The store reads on past the dependents the caller may not read
+	// (a shared base's other tenants), up to maxDependentsRead: truncated
+	// says the caller may read more, or the bound stopped the search.
+	rd := &readable{a: a, id: id, seen: map[string]bool{}}
+	rows, truncated, err := a.opts.Graph.ReadableDependents(r.Context(), repo, d, meta.DependentsQuery{Transitive: transitive, N: maxDependents,
+		MaxRows: maxDependentsRead, Readable: func(repo string) (bool, error) { return rd.ok(r.Context(), repo), nil }})
 	if err != nil {
 		return err
 	}
-	truncated := len(rows) > maxDependents
-	rows = rows[:min(len(rows), maxDependents)]
-	rd := &readable{a: a, id: id, seen: map[string]bool{}}
 	out := []dependentView{}
 	for _, dep := range rows {
-		if !rd.ok(r.Context(), dep.Repository) {
-			continue
-		}
 		// Stale says the dependent's immediate base's tag moved: for a
 		// transitive dependent, a base in another repository, told only to
 		// a caller who may read it.

@@ -2,12 +2,15 @@ package api_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/testenv"
 )
 
@@ -19,8 +22,8 @@ func (g *storeGraph) Bases(ctx context.Context, repo string, d digest.Digest) ([
 	return g.db.Graph().Bases(ctx, repo, d)
 }
 
-func (g *storeGraph) Dependents(ctx context.Context, repo string, d digest.Digest, transitive bool, n int) ([]meta.GraphDependent, error) {
-	return g.db.Graph().Dependents(ctx, repo, d, transitive, n)
+func (g *storeGraph) ReadableDependents(ctx context.Context, repo string, d digest.Digest, q meta.DependentsQuery) ([]meta.GraphDependent, bool, error) {
+	return g.db.Graph().ReadableDependents(ctx, repo, d, q)
 }
 
 // TestTransitiveDependentHidesPrivateBaseMove: a readable image listed
@@ -67,6 +70,77 @@ func TestTransitiveDependentHidesPrivateBaseMove(t *testing.T) {
 				if dep["repository"] != "team/app" || dep["level"] != float64(2) || dep["stale"] != c.stale {
 					t.Fatalf("dependent as %s: %v, want stale %v", c.as, dep, c.stale)
 				}
+			}
+		})
+	}
+}
+
+// TestDependentsFoundPastUnreadable: a caller who may read one dependent
+// of a shared public base finds it however many dependents they may not
+// read come before it, and truncated says whether more may be read, not
+// that unreadable ones exist. Before, the first 5,001 dependents by name
+// were read, then filtered: tenant zeta got none, truncated true. (The
+// store's listing is tested on every dialect in meta; storing 6,000
+// images once is enough here.)
+func TestDependentsFoundPastUnreadable(t *testing.T) {
+	for _, dialect := range testenv.Dialects()[:1] {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			g := &storeGraph{}
+			e := newUREnv(t, dialect, api.Options{Graph: g})
+			g.db = e.db
+			root := e.user("root", true)
+			e.user("zeta", false) // zeta/app is in zeta's own namespace
+			e.org("pub", root)
+			e.org("aaa", root)
+			base := e.repo("pub/base", "public")
+			bd := e.image("pub/base", "1", 10)
+			link := []meta.BaseLink{{RepositoryID: base.ID, Digest: bd, Method: "layers", Level: 1, Layers: 1}}
+			// dependent stores an image in repo, recorded as built on the
+			// base (untagged, without an event: only the graph reads them).
+			dependent := func(repo string, i int) (digest.Digest, error) {
+				content := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"layers":[],"n":"%s %d"}`, oci.MediaTypeImageManifest, repo, i)
+				m := meta.Manifest{Digest: digest.FromBytes(content), MediaType: oci.MediaTypeImageManifest, Size: int64(len(content)), Content: content}
+				if err := e.db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: repo, Manifest: m, Generated: true}); err != nil {
+					return "", err
+				}
+				return m.Digest, e.db.Graph().SetBases(ctx, repo, m.Digest, link)
+			}
+			const hidden = 6000
+			for i := range 60 {
+				e.repo(fmt.Sprintf("aaa/r-%02d", i), "private")
+			}
+			// Stored by a few writers at once (as many pushes would be).
+			var wg sync.WaitGroup
+			errs := make(chan error, 2)
+			for w := range 2 {
+				wg.Go(func() {
+					for i := w; i < hidden; i += 2 {
+						if _, err := dependent(fmt.Sprintf("aaa/r-%02d", i%60), i); err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			e.repo("zeta/app", "private")
+			zd, err := dependent("zeta/app", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := "/api/v1/repository/pub/base/manifest/" + bd.String() + "/dependents"
+			got := e.want("zeta", "GET", path, nil, 200).obj(t)
+			deps, _ := got["dependents"].([]any)
+			if len(deps) != 1 || got["truncated"] != false {
+				t.Fatalf("zeta's dependents of pub/base: %d, truncated %v; want zeta/app alone, not truncated", len(deps), got["truncated"])
+			}
+			if dep, _ := deps[0].(map[string]any); dep["repository"] != "zeta/app" || dep["digest"] != zd.String() {
+				t.Fatalf("zeta's dependent: %v", dep)
 			}
 		})
 	}

@@ -41,11 +41,26 @@ type Job struct {
 	// move made before the graph recorded that image (catchUp).
 	Dependent       string        `json:"dependent,omitempty"`
 	DependentDigest digest.Digest `json:"dependent_digest,omitempty"`
+	// Since is when the move was seen (the job's creation for a job
+	// queued before it was recorded): the wait for the new base's scan
+	// is bounded from it (Options.ScanWait).
+	Since time.Time `json:"since,omitzero"`
 }
 
 // maxCompared bounds the bases whose vulnerabilities one move compares
 // with the new base (one per base its dependents are built on).
 const maxCompared = 16
+
+// DefaultScanWait is how long, from a move, base_image_updated waits at
+// most for the scan of the new base (Options.ScanWait).
+const DefaultScanWait = 5 * time.Minute
+
+// maxScanPoll is how often, at most, a trigger waiting for a scan looks
+// again (less with a shorter wait: a sixtieth of it, from 100ms).
+const maxScanPoll = 5 * time.Second
+
+// errScanPending is why a trigger waits: the new base's scan is queued.
+var errScanPending = errors.New("the new base's scan is not done yet")
 
 // Enqueuer adds jobs (meta.Jobs).
 type Enqueuer interface {
@@ -64,6 +79,10 @@ type Options struct {
 	// that moves on again (or back) within it fires once, for where it
 	// ends (0: at once).
 	Debounce time.Duration
+	// ScanWait bounds how long, from the move, base_image_updated waits
+	// for the scan of the new base when it is queued (0:
+	// DefaultScanWait; negative: it does not wait).
+	ScanWait time.Duration
 	Logger   *slog.Logger
 }
 
@@ -157,7 +176,7 @@ func (s *Service) jobs(ctx context.Context, e meta.Event, dependents func(ctx co
 				continue
 			}
 		}
-		b, _ := json.Marshal(Job{Kind: jobMoved, Repository: e.Repository, Digest: d.Digest, Tag: tag, Old: old, Actor: e.Actor})
+		b, _ := json.Marshal(Job{Kind: jobMoved, Repository: e.Repository, Digest: d.Digest, Tag: tag, Old: old, Actor: e.Actor, Since: time.Now()})
 		out = append(out, meta.Job{Queue: Queue, OrderingKey: "moved|" + e.Repository + "|" + tag, Payload: b, MaxAttempts: 10,
 			RunAt: time.Now().Add(s.opts.Debounce)})
 	}
@@ -199,6 +218,9 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 		}
 		return s.catchUp(ctx, job.Repository, job.Digest)
 	case jobMoved:
+		if job.Since.IsZero() {
+			job.Since = j.CreatedAt
+		}
 		return s.moved(ctx, job)
 	}
 	return jobs.Permanent(fmt.Errorf("graph job of unknown kind %q", job.Kind))
@@ -249,7 +271,7 @@ func (s *Service) catchUp(ctx context.Context, repo string, d digest.Digest) err
 // missedJob is the moved job of a move an image missed, for that image:
 // behind the tag's other moves, debounced as they are.
 func (s *Service) missedJob(repo string, d digest.Digest, mv meta.MissedMove) meta.Job {
-	b, _ := json.Marshal(Job{Kind: jobMoved, Repository: mv.Repository, Digest: mv.New, Tag: mv.Tag, Dependent: repo, DependentDigest: d})
+	b, _ := json.Marshal(Job{Kind: jobMoved, Repository: mv.Repository, Digest: mv.New, Tag: mv.Tag, Dependent: repo, DependentDigest: d, Since: time.Now()})
 	return meta.Job{Queue: Queue, OrderingKey: "moved|" + mv.Repository + "|" + mv.Tag, Payload: b, MaxAttempts: 10,
 		RunAt: time.Now().Add(s.opts.Debounce)}
 }
@@ -276,6 +298,12 @@ func (s *Service) moved(ctx context.Context, job Job) error {
 	if err != nil {
 		return err
 	}
+	if len(olds) == 0 {
+		return nil // nothing tagged is built on where the tag was
+	}
+	if until, wait := s.scanWait(ctx, job); wait {
+		return jobs.Defer(until, errScanPending)
+	}
 	mv.Diffs = s.vulnDiffs(ctx, job.Repository, olds, job.Digest)
 	n, err := s.graph.FireBaseMoved(ctx, mv)
 	if err != nil {
@@ -286,6 +314,40 @@ func (s *Service) moved(ctx context.Context, job Job) error {
 			"dependents", n, "dependent", job.Dependent)
 	}
 	return nil
+}
+
+// scanWait reports whether a move's trigger should wait for the scan of
+// the new base (an index: of its platforms), and until when it should
+// look again: while a scan is queued (scanning is on, and the scanner
+// has not got to it), within the wait's bound from the move. A scan that
+// ended (scanned, failed, unsupported) or was never queued (scanning is
+// off) is not waited for; past the bound, the trigger fires with what
+// there is.
+func (s *Service) scanWait(ctx context.Context, job Job) (time.Time, bool) {
+	wait := s.opts.ScanWait
+	if wait == 0 {
+		wait = DefaultScanWait
+	}
+	deadline := job.Since.Add(wait)
+	now := time.Now()
+	if wait < 0 || !now.Before(deadline) {
+		return time.Time{}, false
+	}
+	pending := false
+	for _, d := range s.platformsOf(ctx, job.Repository, job.Digest) {
+		if sc, err := s.scans.ManifestScan(ctx, d.String()); err == nil && sc.Status == meta.ScanQueued {
+			pending = true
+			break
+		}
+	}
+	if !pending {
+		return time.Time{}, false
+	}
+	poll := min(maxScanPoll, max(100*time.Millisecond, wait/60))
+	if next := now.Add(poll); next.Before(deadline) {
+		return next, true
+	}
+	return deadline, true
 }
 
 // vulnerability is one entry of fixed_vulnerabilities or
@@ -331,18 +393,26 @@ func diffVulns(a, b map[string]vulnerability) []vulnerability {
 	return out
 }
 
-func (s *Service) vulnsOf(ctx context.Context, repo string, d digest.Digest) (map[string]vulnerability, bool) {
-	digests := []digest.Digest{d}
-	if m, err := s.manifests.GetManifest(ctx, repo, "", d, true); err == nil && oci.IsIndex(m.MediaType) {
-		digests = nil
-		if parsed, err := oci.ParseManifest(m.Content, m.MediaType); err == nil {
-			for _, c := range parsed.Manifests {
-				if _, att := Attestation(c.Annotations); !att && !oci.IsIndex(c.MediaType) {
-					digests = append(digests, c.Digest)
-				}
+// platformsOf returns the manifests whose scans make up an image's: the
+// image itself, or an index's platforms (not its attestations).
+func (s *Service) platformsOf(ctx context.Context, repo string, d digest.Digest) []digest.Digest {
+	m, err := s.manifests.GetManifest(ctx, repo, "", d, true)
+	if err != nil || !oci.IsIndex(m.MediaType) {
+		return []digest.Digest{d}
+	}
+	var digests []digest.Digest
+	if parsed, err := oci.ParseManifest(m.Content, m.MediaType); err == nil {
+		for _, c := range parsed.Manifests {
+			if _, att := Attestation(c.Annotations); !att && !oci.IsIndex(c.MediaType) {
+				digests = append(digests, c.Digest)
 			}
 		}
 	}
+	return digests
+}
+
+func (s *Service) vulnsOf(ctx context.Context, repo string, d digest.Digest) (map[string]vulnerability, bool) {
+	digests := s.platformsOf(ctx, repo, d)
 	out := map[string]vulnerability{}
 	for _, dg := range digests {
 		sc, err := s.scans.ManifestScan(ctx, dg.String())

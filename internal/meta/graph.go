@@ -393,17 +393,131 @@ type GraphDependent struct {
 	StaleBase string
 }
 
-// dependentRowsEach is how many rows (one per tag its base was reached
-// through) Dependents reads per dependent it may return.
-const dependentRowsEach = 8
+// DependentsQuery selects the dependents ReadableDependents lists.
+type DependentsQuery struct {
+	// Transitive lists the images built on it at any depth, not only
+	// directly (level 1).
+	Transitive bool
+	// N is how many dependents to return at most.
+	N int
+	// Readable says whether the caller may read a repository: the
+	// dependents in the others are passed over (nil: none is). It is
+	// asked once per dependent read.
+	Readable func(repo string) (bool, error)
+	// MaxRows bounds the dependents read, readable or not
+	// (0: DefaultMaxDependentRows).
+	MaxRows int
+}
+
+// DefaultMaxDependentRows bounds the dependents one listing reads
+// (DependentsQuery.MaxRows).
+const DefaultMaxDependentRows = 50000
 
 // Dependents returns the images still stored that are built on an image
 // (a platform's manifest, or an index: then on any of its children), up
 // to n. Directly only (level 1), or transitively (any level).
 func (db Graph) Dependents(ctx context.Context, repo string, d digest.Digest, transitive bool, n int) ([]GraphDependent, error) {
-	level := " AND b.level = 1"
+	out, _, err := db.ReadableDependents(ctx, repo, d, DependentsQuery{Transitive: transitive, N: n})
+	return out, err
+}
+
+// dependentKey is a dependent's place in a listing: by level, then
+// repository name and digest.
+type dependentKey struct {
+	level    int
+	repo, dg string
+}
+
+// ReadableDependents is Dependents of the images in repositories the
+// caller may read (q.Readable): it reads on, by level, repository name and
+// digest, until it has found q.N of them or read q.MaxRows dependents,
+// so that dependents the caller may not read, however many come first,
+// do not hide theirs. It also reports whether the list may go on: more
+// readable dependents follow, or the bound stopped it before the end.
+func (db Graph) ReadableDependents(ctx context.Context, repo string, d digest.Digest, q DependentsQuery) ([]GraphDependent, bool, error) {
+	if q.N <= 0 {
+		return nil, false, nil
+	}
+	maxRows := q.MaxRows
+	if maxRows <= 0 {
+		maxRows = DefaultMaxDependentRows
+	}
+	type key struct {
+		repo string
+		d    digest.Digest
+	}
+	var out []GraphDependent
+	ids := map[key]int64{}
+	seen := map[key]bool{}
+	var after dependentKey
+	read, page, truncated := 0, q.N+1, false
+	for read < maxRows {
+		limit := min(page, maxRows-read)
+		rows, err := db.dependentsPage(ctx, repo, d, q.Transitive, after, limit)
+		if err != nil {
+			return nil, false, err
+		}
+		read += len(rows)
+		for _, r := range rows {
+			after = dependentKey{r.dep.Base.Level, r.dep.Repository, r.dep.Digest.String()}
+			k := key{r.dep.Repository, r.dep.Digest}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			if q.Readable != nil {
+				ok, err := q.Readable(r.dep.Repository)
+				if err != nil {
+					return nil, false, err
+				}
+				if !ok {
+					continue
+				}
+			}
+			if len(out) == q.N {
+				truncated = true // one more readable: the list goes on
+				break
+			}
+			ids[k] = r.repoID
+			out = append(out, r.dep)
+		}
+		if truncated || len(rows) < limit {
+			break // done, or the rows ended
+		}
+		if read >= maxRows {
+			truncated = true // the bound, before the end
+		}
+		page = min(page*4, 10000)
+	}
+	for i := range out {
+		tagged, tags, err := db.taggedAs(ctx, db.read, ids[key{out[i].Repository, out[i].Digest}], out[i].Digest)
+		if err != nil {
+			return nil, false, err
+		}
+		out[i].Tagged, out[i].Tags = tagged, tags
+	}
+	return out, truncated, nil
+}
+
+// dependentRow is a dependent as dependentsPage reads it.
+type dependentRow struct {
+	dep    GraphDependent
+	repoID int64
+}
+
+// dependentsPage reads up to n dependents after a place in the listing
+// (the zero key: from the start), one row each: of the tags a dependent's
+// base was reached through, the first by name (each row says whether any
+// of them moved).
+func (db Graph) dependentsPage(ctx context.Context, repo string, d digest.Digest, transitive bool, after dependentKey, n int) ([]dependentRow, error) {
+	cond := " AND b.level = 1"
 	if transitive {
-		level = ""
+		cond = ""
+	}
+	args := []any{repo, d.String(), d.String()}
+	if after.repo != "" {
+		cond += " AND (b.level > ? OR (b.level = ? AND (r.name > ? OR (r.name = ? AND b.digest > ?))))"
+		args = append(args, after.level, after.level, after.repo, after.repo, after.dg)
 	}
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+baseColumns+`, r.name, b.digest, b.repository_id,
 			COALESCE((SELECT MIN(ir.name) FROM graph_bases ib JOIN repositories ir ON ir.id = ib.base_repository_id
@@ -415,52 +529,26 @@ func (db Graph) Dependents(ctx context.Context, repo string, d digest.Digest, tr
 		JOIN repositories r ON r.id = b.repository_id
 		JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest AND m.held = 0
 		LEFT JOIN tags t ON t.repository_id = b.base_repository_id AND t.name = b.base_tag AND b.base_tag <> ''
-		WHERE br.name = ? AND b.base_digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references WHERE repository_id = br.id AND manifest_digest = ? AND is_manifest = 1)`+level+`
-		ORDER BY b.level, r.name, b.digest, b.base_tag LIMIT ?`), repo, d.String(), d.String(), n*dependentRowsEach)
+		WHERE br.name = ? AND b.base_digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references WHERE repository_id = br.id AND manifest_digest = ? AND is_manifest = 1)
+		AND NOT EXISTS (SELECT 1 FROM graph_bases ob WHERE ob.repository_id = b.repository_id AND ob.digest = b.digest
+			AND ob.base_repository_id = b.base_repository_id AND ob.base_digest = b.base_digest AND ob.base_tag < b.base_tag)`+cond+`
+		ORDER BY b.level, r.name, b.digest, b.base_tag LIMIT ?`), append(args, n)...)
 	if err != nil {
 		return nil, fmt.Errorf("list dependents: %w", err)
 	}
-	type key struct {
-		repo string
-		d    digest.Digest
-	}
-	var out []GraphDependent
-	ids := map[key]int64{}
-	seen := map[key]int{}
+	defer rows.Close()
+	var out []dependentRow
 	for rows.Next() {
-		var dep GraphDependent
+		var r dependentRow
 		var dg string
-		var repoID int64
-		b, err := scanBase(rows, &dep.Repository, &dg, &repoID, &dep.StaleBase)
+		b, err := scanBase(rows, &r.dep.Repository, &dg, &r.repoID, &r.dep.StaleBase)
 		if err != nil {
-			rows.Close()
-			return nil, err
+			return nil, fmt.Errorf("scan a dependent: %w", err)
 		}
-		// One row per tag the base was reached through, each saying
-		// whether any of them moved: one dependent.
-		dep.Digest, dep.Base, dep.Stale = digest.Digest(dg), b, dep.StaleBase != ""
-		k := key{dep.Repository, dep.Digest}
-		if _, ok := seen[k]; ok {
-			continue
-		}
-		if len(out) == n {
-			break // n dependents: the caller asked for no more
-		}
-		seen[k], ids[k] = len(out), repoID
-		out = append(out, dep)
+		r.dep.Digest, r.dep.Base, r.dep.Stale = digest.Digest(dg), b, r.dep.StaleBase != ""
+		out = append(out, r)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	for i := range out {
-		tagged, tags, err := db.taggedAs(ctx, db.read, ids[key{out[i].Repository, out[i].Digest}], out[i].Digest)
-		if err != nil {
-			return nil, err
-		}
-		out[i].Tagged, out[i].Tags = tagged, tags
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 type queryer interface {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -32,6 +33,11 @@ type BaseMove struct {
 	// with for an image recorded after it (MissedMoves).
 	Dependent       string
 	DependentDigest digest.Digest
+	// Batch is how many dependents FireBaseMoved fires for per
+	// transaction (0: defaultFireBatch).
+	Batch int
+	// afterBatch, if set, runs after each batch commits (tests).
+	afterBatch func(ctx context.Context, fired int) error
 }
 
 // dependentsOf is the condition on graph_bases b (joined with the
@@ -83,6 +89,10 @@ func (db Graph) DependentBases(ctx context.Context, mv BaseMove, n int) ([]diges
 	return out, nil
 }
 
+// defaultFireBatch is how many dependents FireBaseMoved fires for per
+// transaction, unless the move says otherwise (BaseMove.Batch).
+const defaultFireBatch = 500
+
 // FireBaseMoved appends a base_image_updated event for every tagged image
 // whose immediate base was reached through the moved tag and is not the
 // tag's new digest: one per dependent as tagged (an index and its
@@ -92,6 +102,12 @@ func (db Graph) DependentBases(ctx context.Context, mv BaseMove, n int) ([]diges
 // Each event's old_digest is the base its dependent is built on (what
 // the tag pointed at then), however many times the tag moved since.
 //
+// The dependents are fired for in batches (BaseMove.Batch), each in a
+// transaction of its own, by repository name and digest: a move of a
+// widely used base does not hold the writer (on SQLite, every push) for
+// all of them, and one that fails part way keeps what its batches fired:
+// run again, it skips them (graph_triggers) and goes on.
+//
 // A dependent in another namespace than a private base of the
 // organization's own (not a mirror, not a pull-through cache, whose
 // content is the upstream's) learns only that its base moved: its event names
@@ -99,94 +115,170 @@ func (db Graph) DependentBases(ctx context.Context, mv BaseMove, n int) ([]diges
 // no actor and no vulnerabilities of the base (vulnerabilities_compared
 // false).
 func (db Graph) FireBaseMoved(ctx context.Context, mv BaseMove) (int, error) {
+	batch := mv.Batch
+	if batch <= 0 {
+		batch = defaultFireBatch
+	}
 	fired := 0
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		fired = 0
-		var baseRepoID int64
-		var visibility, state string
-		var cached int
-		if err := tx.QueryRowContext(ctx, db.q(`SELECT r.id, r.visibility, r.state,
-			CASE WHEN EXISTS (SELECT 1 FROM proxy_caches p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?) THEN 1 ELSE 0 END
-			FROM repositories r WHERE r.name = ?`), namespaceOf(mv.Repository), mv.Repository).Scan(&baseRepoID, &visibility, &state, &cached); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil
-			}
-			return fmt.Errorf("look up repository: %w", err)
+	var after movedDependent
+	for {
+		deps, err := db.movedDependents(ctx, mv, after, batch)
+		if err != nil || len(deps) == 0 {
+			return fired, err
 		}
-		cond, args := mv.dependentsOf()
-		rows, err := tx.QueryContext(ctx, db.q(`SELECT DISTINCT b.repository_id, r.name, b.digest, b.base_top FROM graph_bases b
-			JOIN repositories r ON r.id = b.repository_id
-			JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
-			WHERE b.base_repository_id = ? AND`+cond+`
-			ORDER BY r.name, b.digest`), append([]any{baseRepoID}, args...)...)
-		if err != nil {
-			return fmt.Errorf("find dependents of a moved tag: %w", err)
-		}
-		type dep struct {
-			repoID            int64
-			repo, dg, baseTop string
-		}
-		var deps []dep
-		for rows.Next() {
-			var d dep
-			if err := rows.Scan(&d.repoID, &d.repo, &d.dg, &d.baseTop); err != nil {
-				rows.Close()
-				return err
-			}
-			deps = append(deps, d)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		n := 0
+		if err := db.tx(ctx, func(tx *sql.Tx) error {
+			var err error
+			n, err = db.fireBatch(ctx, tx, mv, deps)
 			return err
+		}); err != nil {
+			return fired, err
 		}
-		for _, d := range deps {
-			tagged, _, err := db.taggedAs(ctx, tx, d.repoID, digest.Digest(d.dg))
+		fired += n
+		if mv.afterBatch != nil {
+			if err := mv.afterBatch(ctx, fired); err != nil {
+				return fired, err
+			}
+		}
+		if len(deps) < batch {
+			return fired, nil
+		}
+		after = deps[len(deps)-1]
+	}
+}
+
+// movedDependent is an image a move fires for, and the base it is built
+// on (what the tag pointed at when it was recorded).
+type movedDependent struct {
+	repoID            int64
+	repo, dg, baseTop string
+}
+
+// movedDependents returns the next up to n images a move fires for,
+// after one (by repository name and digest; the zero value: from the
+// start). An image recorded through the tag more than once (the tag
+// pointed at its base, and at an index holding it) comes once, with the
+// first of its bases. Read outside the transaction that fires for them:
+// the writer is not held while the graph is searched.
+func (db Graph) movedDependents(ctx context.Context, mv BaseMove, after movedDependent, n int) ([]movedDependent, error) {
+	cond, args := mv.dependentsOf()
+	args = append([]any{mv.Repository}, args...)
+	if after.repo != "" {
+		cond += ` AND (r.name > ? OR (r.name = ? AND b.digest > ?))`
+		args = append(args, after.repo, after.repo, after.dg)
+	}
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT b.repository_id, r.name, b.digest, MIN(b.base_top) FROM graph_bases b
+		JOIN repositories br ON br.id = b.base_repository_id
+		JOIN repositories r ON r.id = b.repository_id
+		JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
+		WHERE br.name = ? AND`+cond+`
+		GROUP BY b.repository_id, r.name, b.digest
+		ORDER BY r.name, b.digest LIMIT ?`), append(args, n)...)
+	if err != nil {
+		return nil, fmt.Errorf("find dependents of a moved tag: %w", err)
+	}
+	defer rows.Close()
+	var out []movedDependent
+	for rows.Next() {
+		var d movedDependent
+		if err := rows.Scan(&d.repoID, &d.repo, &d.dg, &d.baseTop); err != nil {
+			return nil, fmt.Errorf("scan a dependent of a moved tag: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// fireBatch fires a move for a batch of its dependents in tx
+// (FireBaseMoved), and returns how many events it appended.
+func (db Graph) fireBatch(ctx context.Context, tx *sql.Tx, mv BaseMove, deps []movedDependent) (int, error) {
+	var visibility, state string
+	var cached int
+	if err := tx.QueryRowContext(ctx, db.q(`SELECT r.visibility, r.state,
+		CASE WHEN EXISTS (SELECT 1 FROM proxy_caches p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?) THEN 1 ELSE 0 END
+		FROM repositories r WHERE r.name = ?`), namespaceOf(mv.Repository), mv.Repository).Scan(&visibility, &state, &cached); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, nil // the base's repository is gone
+		}
+		return 0, fmt.Errorf("look up repository: %w", err)
+	}
+	// Upstream content (a mirror, a pull-through cache) is named as a
+	// public base is: its digests are the upstream's, and rebuilds pin
+	// them (FROM ${BERTH_BASE_DOCKER_URL}@digest).
+	upstream := state == "MIRROR" || cached == 1
+	fired := 0
+	for _, d := range deps {
+		tagged, _, err := db.taggedAs(ctx, tx, d.repoID, digest.Digest(d.dg))
+		if err != nil {
+			return 0, err
+		}
+		for _, top := range tagged {
+			res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_triggers (repository_id, digest, new_base, fired_at) VALUES (?, ?, ?, ?)
+				ON CONFLICT DO NOTHING`), d.repoID, top.String(), mv.New.String(), db.now())
 			if err != nil {
-				return err
+				return 0, fmt.Errorf("record trigger: %w", err)
 			}
-			for _, top := range tagged {
-				res, err := tx.ExecContext(ctx, db.q(`INSERT INTO graph_triggers (repository_id, digest, new_base, fired_at) VALUES (?, ?, ?, ?)
-					ON CONFLICT DO NOTHING`), d.repoID, top.String(), mv.New.String(), db.now())
-				if err != nil {
-					return fmt.Errorf("record trigger: %w", err)
-				}
-				if n, _ := res.RowsAffected(); n == 0 {
-					continue
-				}
-				tags, err := db.tagsOf(ctx, tx, d.repoID, top)
-				if err != nil {
-					return err
-				}
-				data := notCompared()
-				actor := mv.Actor
-				// Upstream content (a mirror, a pull-through cache) is named
-				// as a public base is: its digests are the upstream's, and
-				// rebuilds pin them (FROM ${BERTH_BASE_DOCKER_URL}@digest).
-				upstream := state == "MIRROR" || cached == 1
-				if visibility != "public" && !upstream && namespaceOf(d.repo) != namespaceOf(mv.Repository) {
-					// A private base of another namespace: not named.
-					actor = ""
-					data["base"] = map[string]any{"repository": "", "tag": "", "old_digest": d.baseTop, "new_digest": ""}
-				} else {
-					for k, v := range mv.Diffs[digest.Digest(d.baseTop)] {
-						data[k] = v
-					}
-					data["base"] = map[string]any{"repository": mv.Repository, "tag": mv.Tag, "old_digest": d.baseTop, "new_digest": mv.New.String()}
-				}
-				data["digest"], data["tags"] = top.String(), tags
-				b, err := json.Marshal(data)
-				if err != nil {
-					return fmt.Errorf("event data: %w", err)
-				}
-				if err := db.appendEvent(ctx, tx, Event{Kind: EventBaseImageUpdated, Repository: d.repo, Actor: actor, Data: b}); err != nil {
-					return err
-				}
-				fired++
+			if n, _ := res.RowsAffected(); n == 0 {
+				continue
 			}
+			tags, err := db.tagsOf(ctx, tx, d.repoID, top)
+			if err != nil {
+				return 0, err
+			}
+			data := notCompared()
+			actor := mv.Actor
+			if visibility != "public" && !upstream && namespaceOf(d.repo) != namespaceOf(mv.Repository) {
+				// A private base of another namespace: not named.
+				actor = ""
+				data["base"] = map[string]any{"repository": "", "tag": "", "old_digest": d.baseTop, "new_digest": ""}
+			} else {
+				for k, v := range mv.Diffs[digest.Digest(d.baseTop)] {
+					data[k] = v
+				}
+				data["base"] = map[string]any{"repository": mv.Repository, "tag": mv.Tag, "old_digest": d.baseTop, "new_digest": mv.New.String()}
+			}
+			data["digest"], data["tags"] = top.String(), tags
+			if err := db.appendBaseImageUpdated(ctx, tx, d.repo, actor, data); err != nil {
+				return 0, err
+			}
+			fired++
 		}
-		return nil
-	})
-	return fired, err
+	}
+	return fired, nil
+}
+
+// appendBaseImageUpdated appends a base_image_updated event, as
+// appendEvent does, with its audit entry: the same but for the
+// vulnerability lists (a base's can run to hundreds of entries, copied
+// for every dependent), of which the entry keeps the counts.
+func (db Graph) appendBaseImageUpdated(ctx context.Context, tx *sql.Tx, repo, actor string, data map[string]any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("event data: %w", err)
+	}
+	audit := make(map[string]any, len(data))
+	for k, v := range data {
+		switch k {
+		case "fixed_vulnerabilities", "new_vulnerabilities":
+			audit[k+"_count"] = lenOf(v)
+		default:
+			audit[k] = v
+		}
+	}
+	ab, err := json.Marshal(audit)
+	if err != nil {
+		return fmt.Errorf("audit data: %w", err)
+	}
+	return db.appendEventAudited(ctx, tx, Event{Kind: EventBaseImageUpdated, Repository: repo, Actor: actor, Data: b}, ab)
+}
+
+// lenOf is the length of a list (a vulnerability list of an event), 0
+// for anything else.
+func lenOf(v any) int {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice {
+		return rv.Len()
+	}
+	return 0
 }
 
 // MissedMove is a base tag that moved after an image built on it was

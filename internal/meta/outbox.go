@@ -52,11 +52,22 @@ type Event struct {
 }
 
 func (db *core) appendEvent(ctx context.Context, tx *sql.Tx, e Event) error {
+	return db.appendEventAudited(ctx, tx, e, nil)
+}
+
+// appendEventAudited is appendEvent with the audit entry's metadata
+// given apart from the event's data (nil: the same), for an event whose
+// data holds lists the audit log need not keep (base_image_updated's
+// vulnerabilities).
+func (db *core) appendEventAudited(ctx context.Context, tx *sql.Tx, e Event, audit json.RawMessage) error {
 	if e.UUID == "" {
 		e.UUID = uuid.NewString()
 	}
 	if e.Data == nil {
 		e.Data = json.RawMessage("{}")
+	}
+	if audit == nil {
+		audit = e.Data
 	}
 	ts := db.now()
 	if db.appended != nil {
@@ -71,7 +82,7 @@ func (db *core) appendEvent(ctx context.Context, tx *sql.Tx, e Event) error {
 	// who pushed and deleted what, in the same transaction.
 	ns, _, _ := strings.Cut(e.Repository, "/")
 	_, err = tx.ExecContext(ctx, db.q("INSERT INTO audit_log (kind, actor, namespace, repository, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
-		e.Kind, e.Actor, ns, e.Repository, string(e.Data), ts)
+		e.Kind, e.Actor, ns, e.Repository, string(audit), ts)
 	if err != nil {
 		return fmt.Errorf("audit %s: %w", e.Kind, err)
 	}
