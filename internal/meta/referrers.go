@@ -44,25 +44,8 @@ func (db Manifests) ReadableReferrersAfter(ctx context.Context, repo string, d d
 }
 
 func (db Manifests) referrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after ReferrerKey, n int, readable bool) ([]Manifest, error) {
-	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations, m.held, m.created_at FROM repositories r
-		JOIN manifests m ON m.repository_id = r.id WHERE r.name = ? AND m.subject = ?`
-	args := []any{repo, d.String()}
-	if readable {
-		query += " AND m.held = 0"
-	}
-	if artifactType != "" {
-		query += " AND m.artifact_type = ?"
-		args = append(args, artifactType)
-	}
-	if after.Digest != "" {
-		query += " AND (m.created_at > ? OR (m.created_at = ? AND m.digest > ?))"
-		args = append(args, after.CreatedAt, after.CreatedAt, after.Digest)
-	}
-	query += " ORDER BY m.created_at, m.digest"
-	if n > 0 {
-		query += " LIMIT ?"
-		args = append(args, n)
-	}
+	where, args := referrersWhere(ReferrerQuery{Repository: repo, Subject: d, ArtifactType: artifactType, After: after, N: n, Readable: readable})
+	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations, m.held, m.created_at` + where
 	rows, err := db.read.QueryContext(ctx, db.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list referrers: %w", err)

@@ -1,17 +1,13 @@
 package registry
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
@@ -38,13 +34,19 @@ func (reg *Registry) pagination(r *http.Request) (n int, last string, err error)
 	return n, last, nil
 }
 
+// writeJSON answers v, its body under the request's send idle period
+// (sendDeadlines) as a manifest's: a tag list of 10,000 names is over a
+// megabyte, which a client that stops reading must not hold for ever.
 func writeJSON(w http.ResponseWriter, r *http.Request, contentType string, v any) {
 	body, _ := json.Marshal(v)
 	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
-		w.Write(body)
+		dl := sendDeadlines(w, r)
+		if _, err := (idleWriter{w, dl}).Write(body); err == nil {
+			dl.done()
+		}
 	}
 }
 
@@ -110,99 +112,6 @@ func (reg *Registry) tags(w http.ResponseWriter, r *http.Request, rt route) erro
 		Tags []string `json:"tags"`
 	}{rt.name, tags})
 	return nil
-}
-
-func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route) error {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return errUnsupported
-	}
-	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionPull)); err != nil {
-		return err
-	}
-	artifactType := r.URL.Query().Get("artifactType")
-	if artifactType != "" && !oci.ValidMediaType(artifactType) {
-		return errorf(http.StatusBadRequest, CodeUnsupported, "artifactType is not a media type", map[string]string{"artifactType": artifactType})
-	}
-	after, err := parseReferrerCursor(r.URL.Query().Get("last"))
-	if err != nil {
-		return err
-	}
-	// A page holds descriptors up to the manifest size limit (what a
-	// client reads an index up to: oras-go's default is 4 MiB), at least
-	// one; a Link header names the next page, as the spec says when the
-	// list cannot be returned in one response. Referrers a gate holds
-	// from the caller are left out (visibleReferrers), and the cursor is
-	// the last one shown.
-	budget := reg.opts.MaxManifestBytes - 256
-	descs := make([]oci.Descriptor, 0)
-	used := 0
-	var last meta.ReferrerKey
-	full := false
-	pager := &visibleReferrers{reg: reg, r: r}
-	err = meta.EachReferrer(r.Context(), pager, rt.name, rt.digest, artifactType, after, func(m meta.Manifest) (bool, error) {
-		if m.Held && !pager.seesHeld {
-			return true, nil // visibleReferrers returns none to such a caller; kept out regardless
-		}
-		d := oci.Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: m.Size, ArtifactType: m.ArtifactType, Annotations: m.Annotations}
-		b, _ := json.Marshal(d)
-		if len(descs) > 0 && int64(used+len(b)+1) > budget {
-			full = true
-			return false, nil
-		}
-		descs, used, last = append(descs, d), used+len(b)+1, m.ReferrerKey()
-		return true, nil
-	})
-	if err != nil {
-		return err
-	}
-	if full {
-		q := url.Values{"last": {formatReferrerCursor(last)}}
-		if artifactType != "" {
-			q.Set("artifactType", artifactType)
-		}
-		w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", "/v2/"+rt.name+"/referrers/"+rt.digest.String(), q.Encode()))
-	}
-	if artifactType != "" {
-		w.Header().Set("OCI-Filters-Applied", "artifactType")
-	}
-	writeJSON(w, r, oci.MediaTypeImageIndex, struct {
-		SchemaVersion int              `json:"schemaVersion"`
-		MediaType     string           `json:"mediaType"`
-		Manifests     []oci.Descriptor `json:"manifests"`
-	}{2, oci.MediaTypeImageIndex, descs})
-	return nil
-}
-
-// visibleReferrers pages a subject's referrers for one request's caller:
-// as stored until a batch shows a held one; then, once the caller is
-// found not to see held content (asked once, and only then: most
-// repositories have no gate), only readable ones, the held left out by
-// the query, that batch read again. A caller who may not see held
-// referrers so reads at most one batch of them, however many there are
-// (each may carry annotations up to a manifest's size).
-type visibleReferrers struct {
-	reg             *Registry
-	r               *http.Request
-	asked, seesHeld bool
-}
-
-func (v *visibleReferrers) ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error) {
-	store := v.reg.meta.Manifests
-	if v.asked && !v.seesHeld {
-		return store.ReadableReferrersAfter(ctx, repo, d, artifactType, after, n)
-	}
-	refs, err := store.ReferrersAfter(ctx, repo, d, artifactType, after, n)
-	if err != nil || v.asked || !slices.ContainsFunc(refs, func(m meta.Manifest) bool { return m.Held }) {
-		return refs, err
-	}
-	if v.seesHeld, err = v.reg.maySeeHeld(v.r, repo); err != nil {
-		return nil, err
-	}
-	v.asked = true
-	if v.seesHeld {
-		return refs, nil
-	}
-	return store.ReadableReferrersAfter(ctx, repo, d, artifactType, after, n)
 }
 
 // formatReferrerCursor writes a referrers page's cursor: the last

@@ -210,13 +210,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	gates := gate.New(gst, log)
 	apiOpts.Gates = gates
 	apiHandler := api.New(wire.APIStores(db, cfg.GC.TimeMachine), apiAuth, apiOpts)
-	mux.Handle("/api/v1/", apiHandler)
+	// The API's answers and the web UI's pages are cut, as the registry's
+	// are, when a client stops reading them (http.bodyIdleTimeout).
+	mux.Handle("/api/v1/", registry.IdleSends(apiHandler))
 	ui, err := webUI(cfg, db, driver, webAuth, scanner, graphSvc != nil, apiHandler, gates, sealer, log)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	mux.Handle("/", ui) // the least specific pattern: /v2, /api/v1, the token and probe routes keep precedence
+	mux.Handle("/", registry.IdleSends(ui)) // the least specific pattern: /v2, /api/v1, the token and probe routes keep precedence
 	mux.Handle("/v2/", reg)
 	mux.Handle("/v2", reg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

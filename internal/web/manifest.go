@@ -238,7 +238,6 @@ func layersOf(om oci.Manifest, cfg *imageConfig) []layerRow {
 type referrer struct {
 	Kind, ArtifactType, Via string
 	Digest                  digest.Digest
-	Annotations             map[string]string
 }
 
 // referrersShown caps the referrers the manifest page lists (whoever may
@@ -267,34 +266,39 @@ func (u *UI) referrers(ctx context.Context, repo string, d digest.Digest, canChe
 		tagged = append(tagged, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "cosign tag " + base + suffix, Digest: m.Digest})
 		signed = signed || kind == "signature"
 	}
-	// Read no further than the page shows.
-	read := 0
-	err = meta.EachReferrer(ctx, u.db.Content, repo, d, "", meta.ReferrerKey{}, func(m meta.Manifest) (bool, error) {
-		if read++; read > referrersRead {
-			more = true
-			return false, nil
+	// Read no further than the page shows, a few at a time, and none of
+	// their annotations (each may be up to a manifest's size): the kind
+	// needs only whether dev.berth.sbom is set, which the query answers.
+	store := meta.ReaderOfReferrers(u.db.Content)
+	q := meta.ReferrerQuery{Repository: repo, Subject: d, N: 16}
+	for read := 0; ; q.N = min(2*q.N, 256) {
+		entries, err := store.ReferrerEntries(ctx, q)
+		if err != nil {
+			return nil, false, false, err
 		}
-		if m.Held && !canCheck {
-			return true, nil
+		for _, e := range entries {
+			q.After = e.Key
+			if read++; read > referrersRead || len(out)+len(tagged) == referrersShown && (!e.Held || canCheck) {
+				return append(out, tagged...), true, signed, nil
+			}
+			if e.Held && !canCheck {
+				continue
+			}
+			kind := kindOf(e.ArtifactType, e.BerthSBOM)
+			signed = signed || kind == "signature"
+			out = append(out, referrer{Kind: kind, ArtifactType: e.ArtifactType, Via: "referrers API", Digest: e.Digest})
 		}
-		if len(out)+len(tagged) == referrersShown {
-			more = true
-			return false, nil
+		if len(entries) < q.N {
+			return append(out, tagged...), false, signed, nil
 		}
-		kind := kindOf(m.ArtifactType, m.Annotations)
-		signed = signed || kind == "signature"
-		out = append(out, referrer{Kind: kind, ArtifactType: m.ArtifactType, Via: "referrers API", Digest: m.Digest, Annotations: m.Annotations})
-		return true, nil
-	})
-	if err != nil {
-		return nil, false, false, err
 	}
-	return append(out, tagged...), more, signed, nil
 }
 
-func kindOf(at string, ann map[string]string) string {
+// kindOf is what a referrer of an artifact type is; berthSBOM: its
+// dev.berth.sbom annotation is set.
+func kindOf(at string, berthSBOM bool) string {
 	switch {
-	case ann["dev.berth.sbom"] != "":
+	case berthSBOM:
 		return "SBOM (Berth's)"
 	case strings.Contains(at, "sig") || strings.Contains(at, "sigstore.bundle"):
 		return "signature"
@@ -360,20 +364,45 @@ func (u *UI) graph(ctx context.Context, v *visitor, repo string, d digest.Digest
 			shownBases = append(shownBases, b)
 		}
 	}
-	deps, err := u.db.Graph.Dependents(ctx, repo, d, false, 100)
+	shownDeps, err := u.dependents(ctx, repo, d, readable)
 	if err != nil {
 		return err
 	}
-	var shownDeps []meta.GraphDependent
-	for _, dp := range deps {
-		if ok, err := readable(dp.Repository); err != nil {
-			return err
-		} else if ok {
-			shownDeps = append(shownDeps, dp)
-		}
-	}
 	data["Bases"], data["Dependents"] = shownBases, shownDeps
 	return nil
+}
+
+// maxDependentsShown bounds the page's "Used by" list.
+const maxDependentsShown = 100
+
+// readableDependents is what a GraphStore may do besides (meta.Graph
+// does): read on past the dependents the visitor may not read.
+type readableDependents interface {
+	ReadableDependents(ctx context.Context, repo string, d digest.Digest, q meta.DependentsQuery) ([]meta.GraphDependent, bool, error)
+}
+
+// dependents lists the images built directly on the manifest that the
+// visitor may read: the store reads past the others (up to
+// meta.DefaultMaxDependentRows of them), so that the dependents of other
+// tenants of a shared base, however many come first, do not hide theirs.
+func (u *UI) dependents(ctx context.Context, repo string, d digest.Digest, readable func(string) (bool, error)) ([]meta.GraphDependent, error) {
+	if g, ok := u.db.Graph.(readableDependents); ok {
+		deps, _, err := g.ReadableDependents(ctx, repo, d, meta.DependentsQuery{N: maxDependentsShown, Readable: readable})
+		return deps, err
+	}
+	deps, err := u.db.Graph.Dependents(ctx, repo, d, false, maxDependentsShown)
+	if err != nil {
+		return nil, err
+	}
+	var shown []meta.GraphDependent
+	for _, dp := range deps {
+		if ok, err := readable(dp.Repository); err != nil {
+			return nil, err
+		} else if ok {
+			shown = append(shown, dp)
+		}
+	}
+	return shown, nil
 }
 
 // mayRead answers whether the visitor may read a repository, deciding

@@ -1,0 +1,53 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/meta"
+	"github.com/berth-dev/berth/internal/meta/metatest"
+	"github.com/berth-dev/berth/internal/web"
+	"github.com/berth-dev/berth/internal/wire"
+)
+
+// TestManifestPageFindsReadableDependentsPastUnreadable: the "Used by"
+// list of a shared public base shows the visitor's dependent however many
+// dependents they may not read come before it by name. Before, the page
+// read the first 100 and dropped the unreadable ones: an empty list.
+func TestManifestPageFindsReadableDependentsPastUnreadable(t *testing.T) {
+	ctx := context.Background()
+	db := metatest.Open(t, "sqlite")
+	bd := putManifest(t, db, "pub/base", "1", meta.Manifest{Content: image("base")})
+	base, err := db.Repositories().Repository(ctx, "pub/base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := []meta.BaseLink{{RepositoryID: base.ID, Digest: bd, Method: "layers", Level: 1, Layers: 1}}
+	for i := range 250 {
+		repo := fmt.Sprintf("aaa/r-%d", i%5)
+		d := putManifest(t, db, repo, fmt.Sprintf("v%d", i), meta.Manifest{Content: image(fmt.Sprintf("hidden %d", i))})
+		if err := db.Graph().SetBases(ctx, repo, d, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zd := putManifest(t, db, "zeta/app", "v1", meta.Manifest{Content: image("zeta app")})
+	if err := db.Graph().SetBases(ctx, "zeta/app", zd, link); err != nil {
+		t.Fatal(err)
+	}
+	st := wire.WebStores(db)
+	st.Graph = db.Graph()
+	ui := newUI(t, st, web.Options{Auth: readOnlyPublic{public: map[string]bool{"pub/base": true, "zeta/app": true}}})
+	status, body := get(t, ui, "/repository/pub/base/manifest/"+bd.String(), false)
+	if status != http.StatusOK {
+		t.Fatalf("GET the base's manifest page = %d\n%.2000s", status, body)
+	}
+	if !strings.Contains(body, "Used by") || !strings.Contains(body, "/repository/zeta/app/manifest/"+zd.String()) {
+		t.Errorf("the base's page does not list zeta/app among the images built on it\n%s", body)
+	}
+	if strings.Contains(body, "aaa/r-") {
+		t.Errorf("the base's page names a repository the visitor may not read\n%s", body)
+	}
+}
