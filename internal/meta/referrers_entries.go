@@ -78,13 +78,18 @@ const berthSBOMAnnotation = "dev.berth.sbom"
 // database reads them for their length and for dev.berth.sbom, and
 // nothing of them is sent.
 func (db Manifests) ReferrerEntries(ctx context.Context, q ReferrerQuery) ([]ReferrerEntry, error) {
-	sbom := `json_extract(m.annotations, '$."` + berthSBOMAnnotation + `"')`
+	isSBOM := `COALESCE(json_extract(m.annotations, '$."` + berthSBOMAnnotation + `"'), '') <> ''`
 	if db.dialect == postgres {
-		sbom = `m.annotations::json ->> '` + berthSBOMAnnotation + `'`
+		// Not parsed as JSON: PostgreSQL's json operators refuse a
+		// document holding "\u0000" (which a pushed annotation may), and
+		// one such referrer would fail its subject's whole listing. The
+		// column is encoding/json's compact text, where a quote inside a
+		// string is escaped: the key with a non-empty value is matched.
+		isSBOM = `m.annotations LIKE '%"` + berthSBOMAnnotation + `":"%' AND m.annotations NOT LIKE '%"` + berthSBOMAnnotation + `":""%'`
 	}
 	where, args := referrersWhere(q)
 	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, COALESCE(octet_length(m.annotations), 0),
-		CASE WHEN COALESCE(` + sbom + `, '') <> '' THEN 1 ELSE 0 END` + where
+		CASE WHEN ` + isSBOM + ` THEN 1 ELSE 0 END` + where
 	rows, err := db.read.QueryContext(ctx, db.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list referrers: %w", err)

@@ -255,3 +255,62 @@ func TestReferrersHeldAnnotationsAreNotRead(t *testing.T) {
 		})
 	}
 }
+
+// TestReferrersWithANulInTheirAnnotations: a referrer whose annotations
+// hold a NUL character (stored as "\u0000", which PostgreSQL's json
+// operators refuse) is listed with the others, its annotations intact,
+// and only the referrer whose dev.berth.sbom is set counts as Berth's
+// SBOM. Before, on PostgreSQL, that one referrer failed its subject's
+// whole listing (500), cosign's and oras's lookups included.
+func TestReferrersWithANulInTheirAnnotations(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			put := func(m meta.Manifest) {
+				t.Helper()
+				if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: m}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			subject := ociManifest(t, "the release", "", oci.MediaTypeLayerGzip, "")
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: subject, Tag: "1"}); err != nil {
+				t.Fatal(err)
+			}
+			nul := annotatedReferrer(t, subject.Digest, "", map[string]string{"note": "a\x00b", "quoted": `"dev.berth.sbom":"x"`})
+			sbom := annotatedReferrer(t, subject.Digest, "", map[string]string{"dev.berth.sbom": "true"})
+			empty := annotatedReferrer(t, subject.Digest, "", map[string]string{"dev.berth.sbom": ""})
+			for _, m := range []meta.Manifest{nul, sbom, empty} {
+				put(m)
+			}
+			reg := registry.New(wire.RegistryStores(db), nil, registry.Options{})
+			rec := httptest.NewRecorder()
+			reg.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/acme/app/referrers/"+subject.Digest.String(), nil))
+			if rec.Code != http.StatusOK {
+				t.Fatalf("referrers: %d %s", rec.Code, rec.Body)
+			}
+			var idx oci.Manifest
+			if err := json.Unmarshal(rec.Body.Bytes(), &idx); err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, d := range idx.Manifests {
+				if d.Digest == nul.Digest {
+					found = d.Annotations["note"] == "a\x00b"
+				}
+			}
+			if len(idx.Manifests) != 3 || !found {
+				t.Fatalf("referrers: %+v, want all three, the NUL annotation intact", idx.Manifests)
+			}
+			es, err := db.Manifests().ReferrerEntries(ctx, meta.ReferrerQuery{Repository: "acme/app", Subject: subject.Digest})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range es {
+				if want := e.Digest == sbom.Digest; e.BerthSBOM != want {
+					t.Errorf("%s: Berth's SBOM %v, want %v", e.Digest, e.BerthSBOM, want)
+				}
+			}
+		})
+	}
+}
