@@ -330,6 +330,20 @@ func (db *core) pruneBatch(ctx context.Context, tx *sql.Tx, plan prunePlan, part
 		if slices.ContainsFunc(t.follows, func(d string) bool { return spared[d] }) {
 			continue
 		}
+		// A signature goes with its image's tags: not if one of them stays
+		// after all (pushed again, or another tag pointed at the image,
+		// since the plan; its batch came before this one).
+		if len(t.follows) > 0 {
+			var one int
+			err := tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND manifest_digest IN ("+placeholders(len(t.follows))+") LIMIT 1"),
+				append([]any{plan.repoID}, anySlice(t.follows)...)...).Scan(&one)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return nil, false, fmt.Errorf("prune tag: is its image still tagged: %w", err)
+			}
+		}
 		// Only the tag as it was read: a push may have moved it, or
 		// pushed its image again, since (the read takes no lock), and
 		// another replica may have pruned it already.

@@ -222,3 +222,34 @@ func TestAutoPruneBetweenBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestAutoPruneKeepsTheSignatureOfAnImagePushedAgain: a tag the pass
+// chose that is pushed again with its image between two batches stays
+// (renewed), and so does its image's cosign signature tag, which the
+// plan had doomed with the image's tags (before, the signature's batch,
+// the last, deleted it: a freshly pushed tag without its signature).
+func TestAutoPruneKeepsTheSignatureOfAnImagePushedAgain(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			want := fillCIRepository(t, db)
+			build3 := manifestOf("build 3")
+			calls := 0
+			var hookErr error
+			_, err := db.Manifests().WithPruneBatch(100).BetweenBatches(func() {
+				if calls++; calls == 1 {
+					hookErr = db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: pruneRepo, Manifest: build3, Tag: "t-0350"})
+				}
+			}).PruneRepository(ctx, pruneRepo, time.Now(), "berth-autoprune")
+			if err != nil || hookErr != nil {
+				t.Fatalf("pass: %v; push again: %v", err, hookErr)
+			}
+			want = append(want, "t-0350", sigTag(build3.Digest))
+			slices.Sort(want)
+			if got := tagNames(t, db, pruneRepo); !slices.Equal(got, want) {
+				t.Fatalf("tags left %v, want %v", got, want)
+			}
+		})
+	}
+}
