@@ -34,27 +34,40 @@ func (f *feed) handOut(evs []meta.Event, repo string) {
 // pending or running.
 func (f *feed) work() {
 	f.e.t.Helper()
-	ctx := context.Background()
-	w := jobs.New(f.e.db.Jobs(), graph.Queue, f.svc.Handle, jobs.Options{PollInterval: 5 * time.Millisecond})
-	wctx, stop := context.WithCancel(ctx)
+	stop := runWorker(f.svc, f.e.db, 5*time.Millisecond)
+	defer stop()
+	graphIdle(f.e.t, f.e.db)
+}
+
+// runWorker starts a job worker running svc's jobs, polling every
+// interval; the function it returns stops the worker and waits for it.
+func runWorker(svc *graph.Service, db *meta.DB, interval time.Duration) (stop func()) {
+	w := jobs.New(db.Jobs(), graph.Queue, svc.Handle, jobs.Options{PollInterval: interval})
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); w.Run(wctx) }()
-	defer func() { stop(); <-done }()
+	go func() { defer close(done); w.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
+// graphIdle waits until no graph job is pending or running (at most 20
+// s), failing t if one was dead-lettered.
+func graphIdle(t *testing.T, db *meta.DB) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		fig, err := f.e.db.Figures(ctx)
+		fig, err := db.Figures(context.Background())
 		if err != nil {
-			f.e.t.Fatal(err)
+			t.Fatal(err)
 		}
 		q := fig.Queues[graph.Queue]
 		if q.Pending == 0 && q.Running == 0 {
 			if q.Dead > 0 {
-				f.e.t.Fatalf("graph jobs dead-lettered: %+v", q)
+				t.Fatalf("graph jobs dead-lettered: %+v", q)
 			}
 			return
 		}
 		if time.Now().After(deadline) {
-			f.e.t.Fatalf("graph jobs not done after 20s: %+v", q)
+			t.Fatalf("graph jobs not done after 20s: %+v", q)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/graph"
-	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 )
@@ -25,11 +24,7 @@ type scanWaitEnv struct {
 func newScanWaitEnv(t *testing.T, dialect string, opts graph.Options) *scanWaitEnv {
 	e := newEnv(t, dialect)
 	f := &feed{e: e, svc: graph.New(e.x, e.db.Manifests(), e.db.Graph(), e.db.Scans(), e.db.Jobs(), opts)}
-	w := jobs.New(e.db.Jobs(), graph.Queue, f.svc.Handle, jobs.Options{PollInterval: 10 * time.Millisecond})
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); w.Run(ctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	t.Cleanup(runWorker(f.svc, e.db, 10*time.Millisecond))
 	return &scanWaitEnv{feed: f, t: t}
 }
 
@@ -52,20 +47,7 @@ func (s *scanWaitEnv) deliver() {
 // idle waits until the graph's jobs are done.
 func (s *scanWaitEnv) idle() {
 	s.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		fig, err := s.e.db.Figures(context.Background())
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		if q := fig.Queues[graph.Queue]; q.Pending == 0 && q.Running == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatal("graph jobs not done after 20s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	graphIdle(s.t, s.e.db)
 }
 
 // scan records a scan's outcome, as the scanner does.

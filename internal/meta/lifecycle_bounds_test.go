@@ -301,7 +301,7 @@ func TestAutoPruneFollowsCosignTags(t *testing.T) {
 			ctx := context.Background()
 			db := metatest.Open(t, dialect)
 			orgWithRepo(t, db)
-			cosign := func(m meta.Manifest, suffix string) string { return "sha256-" + m.Digest.Encoded() + suffix }
+			cosign := func(m meta.Manifest, suffix string) string { return cosignTag(m.Digest, suffix) }
 			child := manifestOf("amd64 image")
 			b1, b2, b3 := manifestOf("build 1"), manifestOf("build 2"), manifestOf("build 3")
 			pushes := []meta.PutManifest{
@@ -322,14 +322,9 @@ func TestAutoPruneFollowsCosignTags(t *testing.T) {
 				}
 				time.Sleep(2 * time.Millisecond) // distinct push times
 			}
-			for _, p := range []meta.TagPolicy{
-				{Kind: meta.PolicyAutoPrune, Namespace: "acme", Method: meta.PruneByCount, Value: "2", TagPattern: "^build-", TagPatternMatches: true},
-				{Kind: meta.PolicyAutoPrune, Namespace: "acme", Repository: "acme/app", Method: meta.PruneByCount, Value: "4", TagPatternMatches: true},
-			} {
-				if _, err := db.Policies().CreateTagPolicy(ctx, p); err != nil {
-					t.Fatal(err)
-				}
-			}
+			createPolicies(t, db,
+				meta.TagPolicy{Kind: meta.PolicyAutoPrune, Namespace: "acme", Method: meta.PruneByCount, Value: "2", TagPattern: "^build-", TagPatternMatches: true},
+				meta.TagPolicy{Kind: meta.PolicyAutoPrune, Namespace: "acme", Repository: "acme/app", Method: meta.PruneByCount, Value: "4", TagPatternMatches: true})
 			gone, err := db.Manifests().PruneRepository(ctx, "acme/app", time.Now(), "berth-autoprune")
 			if err != nil {
 				t.Fatal(err)
@@ -375,9 +370,7 @@ func TestExpiredImmutableTagIsNotReplaced(t *testing.T) {
 			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: v1, Tag: "v1"}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme", TagPattern: "^v", TagPatternMatches: true}); err != nil {
-				t.Fatal(err)
-			}
+			createPolicies(t, db, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme", TagPattern: "^v", TagPatternMatches: true})
 			// An expiration from before the policy, past now.
 			if err := db.Exec(ctx, "UPDATE tags SET expires_at = ? WHERE name = 'v1'", time.Now().Add(-time.Minute).UnixMicro()); err != nil {
 				t.Fatal(err)

@@ -18,8 +18,21 @@ import (
 // pruneRepo is the repository the batch tests prune.
 const pruneRepo = "acme/ci"
 
+// cosignTag is cosign's tag of d with suffix (.sig, .att, .sbom).
+func cosignTag(d digest.Digest, suffix string) string { return "sha256-" + d.Encoded() + suffix }
+
 // sigTag is cosign's signature tag of d.
-func sigTag(d digest.Digest) string { return "sha256-" + d.Encoded() + ".sig" }
+func sigTag(d digest.Digest) string { return cosignTag(d, ".sig") }
+
+// createPolicies creates the tag policies ps.
+func createPolicies(t *testing.T, db *meta.DB, ps ...meta.TagPolicy) {
+	t.Helper()
+	for _, p := range ps {
+		if _, err := db.Policies().CreateTagPolicy(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
 // fillCIRepository gives pruneRepo 2,100 tags t-0000 to t-2099 (21
 // builds of 100 tags each), then latest, cosign signature tags of builds
@@ -49,12 +62,9 @@ func fillCIRepository(t *testing.T, db *meta.DB) []string {
 	time.Sleep(5 * time.Millisecond) // latest is the newest
 	put(manifestOf("latest"), "latest")
 	put(manifestOf("signature of latest"), sigTag(manifestOf("latest").Digest))
-	if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme", TagPattern: "^t-0007$", TagPatternMatches: true}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyAutoPrune, Namespace: "acme", Method: meta.PruneByCount, Value: "1", TagPatternMatches: true}); err != nil {
-		t.Fatal(err)
-	}
+	createPolicies(t, db,
+		meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme", TagPattern: "^t-0007$", TagPatternMatches: true},
+		meta.TagPolicy{Kind: meta.PolicyAutoPrune, Namespace: "acme", Method: meta.PruneByCount, Value: "1", TagPatternMatches: true})
 	left := []string{"latest", "t-0007", sigTag(manifestOf("build 0").Digest), sigTag(manifestOf("latest").Digest)}
 	slices.Sort(left)
 	return left

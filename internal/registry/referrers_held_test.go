@@ -65,19 +65,9 @@ func (pullOnly) Authorize(_ *http.Request, res registry.Resource) (authz.Decisio
 func TestReferrersOfHeldContentAreNotRead(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
-			ctx := context.Background()
 			db := metatest.Open(t, dialect)
-			put := func(m meta.Manifest, tag string) {
-				t.Helper()
-				if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: m, Tag: tag}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			subject := ociManifest(t, "the published image", "", oci.MediaTypeLayerGzip, "")
-			put(subject, "1")
-			if err := db.Gates().PutGate(ctx, meta.Gate{Repository: "acme/app", Tags: []string{"*"}, Config: json.RawMessage(`{"tags":["*"]}`)}); err != nil {
-				t.Fatal(err)
-			}
+			put := putIn(t, db, "acme/app")
+			subject := gatedSubject(t, db)
 			const heldN = 60
 			var readable []digest.Digest
 			sig := func(name string) {
@@ -95,11 +85,7 @@ func TestReferrersOfHeldContentAreNotRead(t *testing.T) {
 			list := func(a registry.Authorizer) ([]digest.Digest, int64) {
 				t.Helper()
 				store := &countingReferrers{ManifestStore: db.Manifests(), m: db.Manifests()}
-				stores := wire.RegistryStores(db)
-				stores.Manifests = store
-				reg := registry.New(stores, nil, registry.Options{Auth: a})
-				rec := httptest.NewRecorder()
-				reg.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/acme/app/referrers/"+subject.Digest.String(), nil))
+				rec := referrersOf(t, db, store, a, "acme/app", subject.Digest)
 				if rec.Code != http.StatusOK || rec.Header().Get("Link") != "" {
 					t.Fatalf("referrers: %d (Link %q) %s", rec.Code, rec.Header().Get("Link"), rec.Body)
 				}
@@ -127,6 +113,44 @@ func TestReferrersOfHeldContentAreNotRead(t *testing.T) {
 			}
 		})
 	}
+}
+
+// putIn is a function storing manifests in repo of db, tagged when a
+// tag is given.
+func putIn(t *testing.T, db *meta.DB, repo string) func(m meta.Manifest, tag string) {
+	return func(m meta.Manifest, tag string) {
+		t.Helper()
+		if err := db.Manifests().PutManifest(context.Background(), meta.PutManifest{Repository: repo, Manifest: m, Tag: tag}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// gatedSubject stores an image tagged 1 in acme/app, behind a gate on
+// every tag (so that what names it by digest is held), and returns it.
+func gatedSubject(t *testing.T, db *meta.DB) meta.Manifest {
+	t.Helper()
+	subject := ociManifest(t, "the published image", "", oci.MediaTypeLayerGzip, "")
+	putIn(t, db, "acme/app")(subject, "1")
+	if err := db.Gates().PutGate(context.Background(), meta.Gate{Repository: "acme/app", Tags: []string{"*"}, Config: json.RawMessage(`{"tags":["*"]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	return subject
+}
+
+// referrersOf is the registry's answer to a GET of subject's referrers
+// in repo, the registry serving db's stores with manifests (when not
+// nil) in place of db's and a as its authorizer (when not nil).
+func referrersOf(t *testing.T, db *meta.DB, manifests registry.ManifestStore, a registry.Authorizer, repo string, subject digest.Digest) *httptest.ResponseRecorder {
+	t.Helper()
+	stores := wire.RegistryStores(db)
+	if manifests != nil {
+		stores.Manifests = manifests
+	}
+	reg := registry.New(stores, nil, registry.Options{Auth: a})
+	rec := httptest.NewRecorder()
+	reg.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/"+repo+"/referrers/"+subject.String(), nil))
+	return rec
 }
 
 // ociManifest is an OCI image manifest of one layer of a media type

@@ -76,14 +76,8 @@ func annotatedReferrer(t *testing.T, subject digest.Digest, artifactType string,
 func TestReferrersMemoryIsTheAnswers(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
-			ctx := context.Background()
 			db := metatest.Open(t, dialect)
-			put := func(m meta.Manifest, tag string) {
-				t.Helper()
-				if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "bob/big", Manifest: m, Tag: tag}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			put := putIn(t, db, "bob/big")
 			subject := ociManifest(t, "the image", "", oci.MediaTypeLayerGzip, "")
 			put(subject, "v1")
 			const n = 20
@@ -192,19 +186,9 @@ func (c *recordingReferrers) ReferrerAnnotations(ctx context.Context, repo strin
 func TestReferrersHeldAnnotationsAreNotRead(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
-			ctx := context.Background()
 			db := metatest.Open(t, dialect)
-			put := func(m meta.Manifest, tag string) {
-				t.Helper()
-				if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: m, Tag: tag}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			subject := ociManifest(t, "the published image", "", oci.MediaTypeLayerGzip, "")
-			put(subject, "1")
-			if err := db.Gates().PutGate(ctx, meta.Gate{Repository: "acme/app", Tags: []string{"*"}, Config: json.RawMessage(`{"tags":["*"]}`)}); err != nil {
-				t.Fatal(err)
-			}
+			put := putIn(t, db, "acme/app")
+			subject := gatedSubject(t, db)
 			first := annotatedReferrer(t, subject.Digest, "application/vnd.dev.cosign.artifact.sig.v1+json", map[string]string{"n": "first"})
 			put(first, "")
 			var all []digest.Digest
@@ -222,11 +206,7 @@ func TestReferrersHeldAnnotationsAreNotRead(t *testing.T) {
 			list := func(a registry.Authorizer) ([]oci.Descriptor, *recordingReferrers) {
 				t.Helper()
 				store := &recordingReferrers{Manifests: db.Manifests()}
-				stores := wire.RegistryStores(db)
-				stores.Manifests = store
-				reg := registry.New(stores, nil, registry.Options{Auth: a})
-				rec := httptest.NewRecorder()
-				reg.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/acme/app/referrers/"+subject.Digest.String(), nil))
+				rec := referrersOf(t, db, store, a, "acme/app", subject.Digest)
 				var idx oci.Manifest
 				if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &idx) != nil {
 					t.Fatalf("referrers: %d %s", rec.Code, rec.Body)
@@ -267,25 +247,16 @@ func TestReferrersWithANulInTheirAnnotations(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
 			db := metatest.Open(t, dialect)
-			put := func(m meta.Manifest) {
-				t.Helper()
-				if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: m}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			put := putIn(t, db, "acme/app")
 			subject := ociManifest(t, "the release", "", oci.MediaTypeLayerGzip, "")
-			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: subject, Tag: "1"}); err != nil {
-				t.Fatal(err)
-			}
+			put(subject, "1")
 			nul := annotatedReferrer(t, subject.Digest, "", map[string]string{"note": "a\x00b", "quoted": `"dev.berth.sbom":"x"`})
 			sbom := annotatedReferrer(t, subject.Digest, "", map[string]string{"dev.berth.sbom": "true"})
 			empty := annotatedReferrer(t, subject.Digest, "", map[string]string{"dev.berth.sbom": ""})
 			for _, m := range []meta.Manifest{nul, sbom, empty} {
-				put(m)
+				put(m, "")
 			}
-			reg := registry.New(wire.RegistryStores(db), nil, registry.Options{})
-			rec := httptest.NewRecorder()
-			reg.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/acme/app/referrers/"+subject.Digest.String(), nil))
+			rec := referrersOf(t, db, nil, nil, "acme/app", subject.Digest)
 			if rec.Code != http.StatusOK {
 				t.Fatalf("referrers: %d %s", rec.Code, rec.Body)
 			}
