@@ -54,8 +54,9 @@ type k8sObject struct {
 		Name        string            `yaml:"name"`
 		Annotations map[string]string `yaml:"annotations"`
 	} `yaml:"metadata"`
-	Data map[string]string `yaml:"data"`
-	Spec struct {
+	Data       map[string]string `yaml:"data"`
+	StringData map[string]string `yaml:"stringData"`
+	Spec       struct {
 		Replicas *int           `yaml:"replicas"`
 		Template k8sPodTemplate `yaml:"template"`
 	} `yaml:"spec"`
@@ -204,6 +205,25 @@ func TestHelmChart(t *testing.T) {
 	}
 	cfg := loadBerthConfig(t, "ConfigMap config.yaml", []byte(objs["ConfigMap/reg-berth"].Data["config.yaml"]), env)
 	requireProduction(t, "ConfigMap config.yaml", cfg)
+
+	// The mail relay's password goes in the Secret, not the ConfigMap.
+	mail := helmTemplate(t, helm, append([]string{"--set", "secret.smtpPassword=relay-pw"}, requiredValues...)...)
+	if got := mail["Secret/reg-berth"].StringData["smtpPassword"]; got != "relay-pw" {
+		t.Errorf("secret.smtpPassword: the Secret holds %q", got)
+	}
+	if strings.Contains(mail["ConfigMap/reg-berth"].Data["config.yaml"], "relay-pw") {
+		t.Error("secret.smtpPassword is in the ConfigMap")
+	}
+	found := false
+	for _, e := range mail["Deployment/reg-berth"].Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "BERTH_NOTIFICATIONS_SMTP_PASSWORD" {
+			ref, _ := e.ValueFrom["secretKeyRef"].(map[string]any)
+			found = ref["key"] == "smtpPassword" && ref["name"] == "reg-berth"
+		}
+	}
+	if !found {
+		t.Error("the Deployment does not give BERTH_NOTIFICATIONS_SMTP_PASSWORD from the Secret's smtpPassword")
+	}
 
 	all := helmTemplate(t, helm, append([]string{"--set", "ingress.enabled=true", "--set", "autoscaling.enabled=true",
 		"--set", "serviceMonitor.enabled=true", "--set", "migrations.job.enabled=true", "--set", "preStopSleepSeconds=5"}, requiredValues...)...)

@@ -36,6 +36,16 @@ func TestHelmValues(t *testing.T) {
 	if cfg.Metrics.Addr == "" {
 		t.Error("values.yaml: metrics.addr is empty: the ServiceMonitor scrapes the metrics port without credentials")
 	}
+	// An install that sets only its own address (as docs/deployment.md
+	// says) announces its own token endpoint, not the example's.
+	values.Config["externalURL"] = "https://reg.acme.io/"
+	if b, err = yaml.Marshal(values.Config); err != nil {
+		t.Fatal(err)
+	}
+	own := loadBerthConfig(t, "values.yaml config with externalURL set", b, exampleSecretEnv)
+	if realm := own.TokenRealm(); realm != "https://reg.acme.io/v2/auth" {
+		t.Errorf("values.yaml with config.externalURL=https://reg.acme.io/: the token realm is %q, want https://reg.acme.io/v2/auth", realm)
+	}
 
 	files, err := filepath.Glob("helm/berth/templates/*")
 	if err != nil {

@@ -84,6 +84,7 @@ type OrgStore interface {
 	OrgMembers(ctx context.Context, org string) ([]meta.OrgMember, error)
 	RemoveOrgMember(ctx context.Context, org, team string, userID int64) ([]string, error)
 	UserOrganizations(ctx context.Context, userID int64) ([]string, error)
+	SoleOwnerOf(ctx context.Context, userID int64) ([]string, error)
 	Organizations(ctx context.Context) ([]meta.OrgSummary, error)
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
@@ -214,13 +215,26 @@ func (a *API) superuserDeleteUser(w http.ResponseWriter, r *http.Request, id aut
 	if u.Superuser {
 		return badRequest("Cannot delete other superusers")
 	}
+	// An organization must keep an owner: refused before anything goes.
+	if sole, err := a.db.Orgs.SoleOwnerOf(ctx, u.ID); err != nil {
+		return err
+	} else if len(sole) > 0 {
+		return soleOwnerRefusal(name, sole)
+	}
 	// Repositories live in the namespace by name only: delete them first,
 	// so that whoever takes the name next does not inherit them. Again
 	// after, for a push that raced the first pass.
 	if err := a.deleteNamespaceRepositories(ctx, name, id.Actor()); err != nil {
 		return err
 	}
-	if err := a.db.Accounts.DeleteUser(ctx, name); err != nil && !errors.Is(err, meta.ErrUserNotFound) {
+	err = a.db.Accounts.DeleteUser(ctx, name)
+	if errors.Is(err, meta.ErrLastOwner) {
+		// Made an owner's only peer meanwhile: its repositories are gone
+		// (it was being deleted), the account stays.
+		sole, _ := a.db.Orgs.SoleOwnerOf(ctx, u.ID)
+		return soleOwnerRefusal(name, sole)
+	}
+	if err != nil && !errors.Is(err, meta.ErrUserNotFound) {
 		return err
 	}
 	if err := a.deleteNamespaceRepositories(ctx, name, id.Actor()); err != nil {
@@ -243,4 +257,9 @@ func (a *API) deleteNamespaceRepositories(ctx context.Context, ns, actor string)
 			}
 		}
 	}
+}
+
+// soleOwnerRefusal refuses to delete the only owner of organizations.
+func soleOwnerRefusal(name string, orgs []string) error {
+	return badRequest("%s is the only owner of organization %s; add another user to its %s team first", name, strings.Join(orgs, ", "), meta.OwnersTeam)
 }

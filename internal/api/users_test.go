@@ -298,6 +298,32 @@ func TestSuperuserUsers(t *testing.T) {
 		if !e.audited("user_create") || !e.audited("user_delete") {
 			t.Fatal("missing audit entries")
 		}
+
+		// The only owner of an organization is not deleted, nor are their
+		// repositories; with a second owner, they are.
+		ctx := context.Background()
+		e.repo("alice/app", "private")
+		if r := e.want("root", "DELETE", path+"alice", nil, http.StatusBadRequest); !strings.Contains(string(r.body), "acme") {
+			t.Errorf("refusal %s does not name the organization", r.body)
+		}
+		if ri, _ := e.db.Repositories().Repository(ctx, "alice/app"); !ri.Exists {
+			t.Fatal("a refused deletion deleted the user's repository")
+		}
+		if _, err := e.db.Users().UserByName(ctx, "alice"); err != nil {
+			t.Fatalf("alice after a refused deletion: %v", err)
+		}
+		carol := e.user("carol", false)
+		owners, err := e.db.Organizations().TeamByName(ctx, "acme", meta.OwnersTeam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.Organizations().AddTeamMember(ctx, owners.ID, carol.ID); err != nil {
+			t.Fatal(err)
+		}
+		e.want("root", "DELETE", path+"alice", nil, http.StatusNoContent)
+		if members, err := e.db.Organizations().OrgMembers(ctx, "acme"); err != nil || len(members) != 1 || members[0].User.Username != "carol" {
+			t.Errorf("acme's members after alice's deletion: %+v %v", members, err)
+		}
 	})
 }
 

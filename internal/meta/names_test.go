@@ -129,3 +129,36 @@ func TestNotificationsPerScopeAreCapped(t *testing.T) {
 		})
 	}
 }
+
+// TestUserNameOfAnAccessToken: a user cannot be created under the name of
+// an unrevoked access token (clients log in with the token's name, and a
+// user of that name would take its sign-ins), as a token cannot be
+// created under a user's name; a revoked token's name is free.
+func TestUserNameOfAnAccessToken(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			for _, name := range []string{"deploy", "old"} {
+				if _, err := db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: name, SecretHash: "h-" + name, Scopes: json.RawMessage(`[]`), CreatedBy: "root"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.Access().RevokeAccessToken(ctx, "old"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Users().CreateUser(ctx, meta.User{Username: "deploy", SecretHash: "x"}); !errors.Is(err, meta.ErrExists) {
+				t.Errorf("user named as a token: %v, want ErrExists", err)
+			}
+			if _, err := db.Users().CreateFirstUser(ctx, meta.User{Username: "deploy", SecretHash: "x"}, nil); !errors.Is(err, meta.ErrExists) {
+				t.Errorf("first user named as a token: %v, want ErrExists", err)
+			}
+			if _, err := db.Users().UserByName(ctx, "deploy"); !errors.Is(err, meta.ErrUserNotFound) {
+				t.Errorf("user deploy: %v, want none", err)
+			}
+			if _, err := db.Users().CreateUser(ctx, meta.User{Username: "old", SecretHash: "x"}); err != nil {
+				t.Errorf("user named as a revoked token: %v", err)
+			}
+		})
+	}
+}

@@ -305,6 +305,28 @@ func (db Organizations) UserOrganizations(ctx context.Context, userID int64) ([]
 	return scanStrings(rows)
 }
 
+// SoleOwnerOf lists, by name, the organizations whose owners team has the
+// user and no other enabled user: deleting the user would leave them
+// with no one to administer them (DeleteUser refuses, ErrLastOwner).
+func (db Organizations) SoleOwnerOf(ctx context.Context, userID int64) ([]string, error) {
+	return db.soleOwnerOf(ctx, db.read, userID)
+}
+
+func (db *core) soleOwnerOf(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, userID int64) ([]string, error) {
+	rows, err := q.QueryContext(ctx, db.q(`SELECT n.name FROM namespaces n
+		JOIN teams t ON t.namespace_id = n.id AND t.name = ?
+		JOIN team_members m ON m.team_id = t.id AND m.user_id = ?
+		WHERE n.kind = ? AND NOT EXISTS (SELECT 1 FROM team_members o JOIN users u ON u.id = o.user_id
+			WHERE o.team_id = t.id AND o.user_id <> ? AND u.kind = ? AND u.enabled = 1)
+		ORDER BY n.name`), OwnersTeam, userID, NamespaceOrg, userID, UserKindUser)
+	if err != nil {
+		return nil, fmt.Errorf("organizations the user alone owns: %w", err)
+	}
+	return scanStrings(rows)
+}
+
 // Organizations lists every organization in name order, with its owners
 // (for `berth admin org list`).
 func (db Organizations) Organizations(ctx context.Context) ([]OrgSummary, error) {

@@ -7,12 +7,19 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
-// CreateUser creates a user and its namespace.
+// CreateUser creates a user and its namespace. A name an unrevoked access
+// token has is refused (ErrExists): clients log in with a token's name as
+// the username, and sign-in looks up users first, so the token would stop
+// working (CreateAccessToken refuses a user's name the same way).
 func (db Users) CreateUser(ctx context.Context, u User) (User, error) {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.tokenNameFree(ctx, tx, u.Username); err != nil {
+			return err
+		}
 		nsID, err := db.createNamespace(ctx, tx, u.Username, NamespaceUser)
 		if err != nil {
 			return err
@@ -149,6 +156,9 @@ func (db Users) CreateFirstUser(ctx context.Context, u User, tok *AccessToken) (
 		if n > 0 {
 			return ErrUsersExist
 		}
+		if err := db.tokenNameFree(ctx, tx, u.Username); err != nil {
+			return err
+		}
 		nsID, err := db.createNamespace(ctx, tx, u.Username, NamespaceUser)
 		if err != nil {
 			return err
@@ -200,6 +210,8 @@ func (db Users) Robots(ctx context.Context, namespace string) ([]User, error) {
 }
 
 // DeleteUser deletes a user or robot (a user's namespace goes with it).
+// It refuses (ErrLastOwner) to delete the only enabled owner of an
+// organization: SoleOwnerOf names them.
 func (db Users) DeleteUser(ctx context.Context, username string) error {
 	u, err := Users(db).UserByName(ctx, username)
 	if err != nil {
@@ -207,6 +219,13 @@ func (db Users) DeleteUser(ctx context.Context, username string) error {
 	}
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		if u.Kind == UserKindUser {
+			sole, err := db.soleOwnerOf(ctx, tx, u.ID)
+			if err != nil {
+				return err
+			}
+			if len(sole) > 0 {
+				return fmt.Errorf("%w: %s alone owns %s", ErrLastOwner, u.Username, strings.Join(sole, ", "))
+			}
 			if _, err := tx.ExecContext(ctx, db.q("DELETE FROM namespaces WHERE id = ?"), u.NamespaceID); err != nil {
 				return fmt.Errorf("delete user namespace: %w", err)
 			}
@@ -431,4 +450,17 @@ func (db Users) UpdateUser(ctx context.Context, username string, c UserChange) (
 		return nil
 	})
 	return u, err
+}
+
+// tokenNameFree fails with ErrExists when an unrevoked access token has
+// the name.
+func (db *core) tokenNameFree(ctx context.Context, tx *sql.Tx, name string) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM access_tokens WHERE name = ? AND revoked_at = 0"), name).Scan(&n); err != nil {
+		return fmt.Errorf("look up access tokens named %q: %w", name, err)
+	}
+	if n > 0 {
+		return fmt.Errorf("name %q is an access token's: %w", name, ErrExists)
+	}
+	return nil
 }

@@ -52,6 +52,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: BERTH_STORAGE_S3_SECRET_KEY
   valueFrom:
     secretKeyRef: {name: {{ include "berth.secretName" . }}, key: {{ .Values.secret.keys.s3SecretKey }}, optional: true}
+- name: BERTH_NOTIFICATIONS_SMTP_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "berth.secretName" . }}, key: {{ .Values.secret.keys.smtpPassword }}, optional: true}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
