@@ -38,7 +38,7 @@ func importCmd() *cobra.Command {
 repository, and tag it. SOURCE is host[:port]/repo[:tag|@digest]. Without
 --force (NoForce), an existing target tag fails the import before anything
 is copied. Blobs the target namespace already has are linked, not
-downloaded again.
+downloaded again (except content a gate holds).
 
 The repository is NAMESPACE/NAME in a namespace that exists (a user or an
 organization: berth admin org create makes one); a missing repository is
@@ -98,6 +98,10 @@ at a time (at most one a second) when it is a pipe or a file.`,
 			copier := mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			p := newProgress(cmd.ErrOrStderr())
 			req.Actor = "berth import"
+			// The operator, working on the data itself, reads every
+			// repository: blobs of the namespace are linked (not those a
+			// gate holds, which the copier downloads all the same).
+			req.MayLink = func(context.Context, string) bool { return true }
 			req.Progress = func(s mirror.Stats) {
 				p.Update(fmt.Sprintf("fetched %d blobs, %s", s.BlobsFetched, humanBytes(s.BytesFetched)))
 			}

@@ -97,7 +97,11 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 		Create: &meta.RepoCreate{MustExist: true},
 		// It runs in the request: a client holding the connection open
 		// must not hold the copy (and its worker's memory) for ever.
-		Timeout: mirror.DefaultImportTimeout})
+		Timeout: mirror.DefaultImportTimeout,
+		// A blob is linked without a download only from a repository the
+		// caller may pull from, as a /v2 mount: naming a layer of one it
+		// may not read must not make the layer readable in the target.
+		MayLink: a.mayPull(id)})
 	if err != nil && created {
 		// The repository made for the copy goes with the failed copy,
 		// unless something was stored in it meanwhile (a push); its
@@ -137,6 +141,18 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	writeJSON(w, http.StatusCreated, map[string]any{"digest": d, "repository": body.Repository, "tags": body.Tags,
 		"manifests": st.Manifests, "blobs_fetched": st.BlobsFetched, "blobs_linked": st.BlobsLinked, "bytes_fetched": st.BytesFetched})
 	return nil
+}
+
+// mayPull is whether the caller may pull from a repository, as the
+// authorizer decides (an error decides no).
+func (a *API) mayPull(id auth.Identity) mirror.MayLink {
+	return func(ctx context.Context, repo string) bool {
+		ok, err := a.auth.Decide(ctx, id, repo, auth.ActionPull)
+		if err != nil {
+			a.log.WarnContext(ctx, "import link decision: the blob is downloaded", "source", repo, "err", err)
+		}
+		return err == nil && ok
+	}
 }
 
 // creatorID is the user or robot a repository the caller creates is

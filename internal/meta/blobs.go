@@ -97,12 +97,12 @@ func (db Blobs) StoredBlob(ctx context.Context, d digest.Digest) (Blob, error) {
 }
 
 // NamespaceBlob returns a blob that a repository of the namespace links
-// (ErrBlobNotFound if none does). A copy into the namespace from elsewhere
-// (a mirror, an import, the pull-through cache) may link such a blob
-// without downloading it; a blob stored only for other namespaces must be
-// downloaded, so that its bytes prove the upstream has them: a manifest
-// that merely names another tenant's private layer must not make it
-// readable.
+// (ErrBlobNotFound if none does). It says nothing of who may read that
+// repository: a copy into the namespace (the pull-through cache, a mirror,
+// an import) links a blob only from a repository its actor may read
+// (NamespaceRepositoriesWithBlob), and downloads any other, so that its
+// bytes prove the upstream has them: a manifest that merely names a
+// private layer must not make it readable.
 func (db Blobs) NamespaceBlob(ctx context.Context, ns string, d digest.Digest) (Blob, error) {
 	b := Blob{Digest: d}
 	err := db.read.QueryRowContext(ctx, db.q(`SELECT b.size FROM repository_blobs rb
@@ -123,6 +123,20 @@ func (db Blobs) RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int
 		JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ? ORDER BY r.name LIMIT ?`), d.String(), n)
 	if err != nil {
 		return nil, fmt.Errorf("repositories with blob: %w", err)
+	}
+	return scanStrings(rows)
+}
+
+// NamespaceRepositoriesWithBlob returns up to n repositories of the
+// namespace that link the blob: the pull-through cache, a mirror and an
+// import link a blob from one of them that their puller or actor may
+// read, without a download.
+func (db Blobs) NamespaceRepositoriesWithBlob(ctx context.Context, ns string, d digest.Digest, n int) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name FROM repository_blobs rb
+		JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ? AND r.name > ? AND r.name < ? ORDER BY r.name LIMIT ?`),
+		d.String(), ns+"/", ns+"0", n)
+	if err != nil {
+		return nil, fmt.Errorf("namespace repositories with blob: %w", err)
 	}
 	return scanStrings(rows)
 }

@@ -34,7 +34,7 @@ type Stores struct {
 type BlobStore interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
-	NamespaceBlob(ctx context.Context, ns string, d digest.Digest) (meta.Blob, error)
+	NamespaceRepositoriesWithBlob(ctx context.Context, ns string, d digest.Digest, n int) ([]string, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer) error
 	StoreBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 }
@@ -46,9 +46,10 @@ type ManifestStore interface {
 }
 
 // Copier copies images and indexes, every platform, from an upstream
-// registry into a repository. It copies only what is missing: a blob
-// already stored anywhere in Berth is linked, not downloaded again, and a
-// manifest the repository has is not fetched twice.
+// registry into a repository. It copies only what is missing: a blob that
+// a repository of the namespace which the copy's actor may read already
+// links is linked, not downloaded again (Request.MayLink), and a manifest
+// the repository has is not fetched twice.
 type Copier struct {
 	db     Stores
 	store  storage.Driver
@@ -112,7 +113,17 @@ type Request struct {
 	Create *meta.RepoCreate
 	// Progress, if set, hears about fetched blobs.
 	Progress Progress
+	// MayLink says whether the copy's actor may read a repository of the
+	// target's namespace (pull): only such a repository's blob is linked
+	// without a download, and only if no gate holds it there. Nil links
+	// none: every missing blob is downloaded.
+	MayLink MayLink
 }
+
+// MayLink decides whether a copy's actor may read repository repo (pull),
+// as the /v2 cross-repository mount decides for a client: a blob is
+// linked from there without a download only if it may.
+type MayLink func(ctx context.Context, repo string) bool
 
 // Copy copies the source (an image or an index with all its platforms)
 // into the repository and tags it. Children are stored before the
@@ -229,30 +240,29 @@ func (c *Copier) copyChild(ctx context.Context, run *copyRun, parent digest.Dige
 	return c.copyManifest(ctx, run, child.Digest, cd.Manifest, string(cd.MediaType), nil, depth)
 }
 
+// linkSources bounds the repositories of the namespace a copy considers
+// linking a blob from (as the /v2 mount bounds its candidates): past
+// them, the blob is downloaded.
+const linkSources = 20
+
 // copyBlob makes a blob available in the repository: nothing to do if it
-// is linked, a link if a repository of its namespace links it, else a
-// download streamed to storage and verified on the way (also when Berth
-// stores it for another namespace only: the upstream must prove it has
-// the bytes, or a manifest naming another tenant's private layer would
-// make it readable here).
+// is linked; a link if a repository of its namespace links it that the
+// copy's actor may read (req.MayLink) and where no gate holds it, as a
+// /v2 cross-repository mount requires; else a download streamed to
+// storage and verified on the way (also when Berth stores it for a
+// repository the actor may not read, or another namespace only: the
+// upstream must prove it has the bytes, or a manifest naming a private
+// layer would make it readable here).
 func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option, b oci.Descriptor, st *Stats) error {
 	if _, err := c.db.Blobs.RepositoryBlob(ctx, req.Repo, b.Digest); err == nil {
 		return nil
 	}
 	who := meta.Writer{Actor: req.Actor, Create: req.Create}
-	ns, _, _ := strings.Cut(req.Repo, "/")
-	if stored, err := c.db.Blobs.NamespaceBlob(ctx, ns, b.Digest); err == nil {
-		// In another repository of the namespace: link it (unless
-		// garbage collection took it meanwhile: then download it like a
-		// new one).
-		err := c.db.Blobs.LinkBlob(ctx, req.Repo, stored, meta.UploadClaim{}, who)
-		if err == nil {
+	if linked, err := c.linkBlob(ctx, req, b.Digest, who); err != nil || linked {
+		if linked {
 			atomic.AddInt64(&st.BlobsLinked, 1)
-			return nil
 		}
-		if !errors.Is(err, meta.ErrBlobNotFound) {
-			return err
-		}
+		return err
 	}
 	bctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -284,6 +294,40 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 		req.Progress(*st)
 	}
 	return nil
+}
+
+// linkBlob links the blob into the repository from a repository of its
+// namespace that the copy's actor may read and where no gate holds it,
+// reporting whether it did. Without req.MayLink it links nothing.
+func (c *Copier) linkBlob(ctx context.Context, req Request, d digest.Digest, who meta.Writer) (bool, error) {
+	if req.MayLink == nil {
+		return false, nil
+	}
+	ns, _, _ := strings.Cut(req.Repo, "/")
+	sources, err := c.db.Blobs.NamespaceRepositoriesWithBlob(ctx, ns, d, linkSources)
+	if err != nil {
+		return false, err
+	}
+	for _, src := range sources {
+		if src == req.Repo || !req.MayLink(ctx, src) {
+			continue
+		}
+		stored, err := c.db.Blobs.RepositoryBlob(ctx, src, d)
+		if errors.Is(err, meta.ErrBlobNotFound) || err == nil && stored.Held {
+			// Unlinked meanwhile; or a gate's candidate there, which a
+			// link would publish here.
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		err = c.db.Blobs.LinkBlob(ctx, req.Repo, stored, meta.UploadClaim{}, who)
+		if errors.Is(err, meta.ErrBlobNotFound) {
+			continue // collected meanwhile: download it like a new one
+		}
+		return err == nil, err
+	}
+	return false, nil
 }
 
 // ErrDigestMismatch is returned when fetched bytes do not match their

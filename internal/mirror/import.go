@@ -41,6 +41,9 @@ type ImportRequest struct {
 	// request, DefaultImportTimeout): one still running then fails,
 	// saying so.
 	Timeout time.Duration
+	// MayLink is whether the importer may read a repository of the
+	// target's namespace (Request.MayLink): nil links nothing.
+	MayLink MayLink
 }
 
 // ErrTagExists is returned by a NoForce import whose target tag exists.
@@ -103,7 +106,8 @@ func (c *Copier) Import(ctx context.Context, req ImportRequest) (digest.Digest, 
 			fmt.Errorf("the import did not finish within %s (Berth's limit for one import)", req.Timeout))
 		defer cancel()
 	}
-	d, st, err := c.Copy(cctx, Request{Source: src, Options: ropts, Repo: req.Repo, Tags: req.Tags, Actor: req.Actor, Progress: req.Progress, Create: req.Create})
+	d, st, err := c.Copy(cctx, Request{Source: src, Options: ropts, Repo: req.Repo, Tags: req.Tags, Actor: req.Actor, Progress: req.Progress, Create: req.Create,
+		MayLink: req.MayLink})
 	if err != nil && cctx.Err() != nil && ctx.Err() == nil {
 		err = context.Cause(cctx) // past its Timeout: say so, not which request it cut
 	}

@@ -181,15 +181,16 @@ func TestImport(t *testing.T) {
 	}
 
 	// A second repository of the namespace with the same content links,
-	// downloads nothing; one of another namespace downloads (see
+	// downloads nothing (its actor may read the first: MayLink); one of
+	// another namespace downloads (see
 	// TestImportDoesNotLinkOtherNamespacesBlobs).
 	_, st, err = f.copier.Import(ctx, mirror.ImportRequest{Source: f.upstream + "/library/base:1.9", Username: "up", Password: "secret",
-		Insecure: true, Repo: "mirror/stable", Tags: []string{"stable"}})
+		Insecure: true, Repo: "mirror/stable", Tags: []string{"stable"}, MayLink: func(context.Context, string) bool { return true }})
 	if err != nil || st.BlobsFetched != 0 || st.BlobsLinked != 6 {
 		t.Fatalf("import of stored content: %+v %v (want 0 fetched, 6 linked)", st, err)
 	}
 	_, st, err = f.copier.Import(ctx, mirror.ImportRequest{Source: f.upstream + "/library/base:1.9", Username: "up", Password: "secret",
-		Insecure: true, Repo: "team/base", Tags: []string{"stable"}})
+		Insecure: true, Repo: "team/base", Tags: []string{"stable"}, MayLink: func(context.Context, string) bool { return true }})
 	if err != nil || st.BlobsFetched != 6 || st.BlobsLinked != 0 {
 		t.Fatalf("import of content stored for another namespace: %+v %v (want 6 fetched, none linked)", st, err)
 	}

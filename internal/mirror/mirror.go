@@ -55,6 +55,17 @@ type MirrorOptions struct {
 	Logger               *slog.Logger
 	// Metrics, if set, counts finished syncs by outcome.
 	Metrics Metrics
+	// Auth decides, for the mirror's robot as a sync runs, which
+	// repositories of the namespace it may read (pull): a blob is linked
+	// without a download only from one of them (Request.MayLink). Nil:
+	// none, every missing blob is downloaded.
+	Auth Decider
+}
+
+// Decider decides whether an identity may act on a repository
+// (authz.Authorizer and the API's Open decide so).
+type Decider interface {
+	Decide(ctx context.Context, id auth.Identity, repo, action string) (bool, error)
 }
 
 // Metrics counts the syncs that ran to an end, by outcome: meta.MirrorSuccess,
@@ -301,12 +312,34 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 		return s.db.FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %v", msg, err))
 	}
 	s.log.Info("mirror sync done", "repository", repo, "copied", res.copied, "unchanged", res.unchanged, "deleted", res.deleted,
-		"kept_immutable", len(res.kept))
+		"kept_immutable", res.kept.count(false), "skipped_refused", res.kept.count(true))
 	s.count(meta.MirrorSuccess)
 	return s.db.FinishMirrorSync(rec, repo, meta.MirrorSuccess, msg+keptMessage(res.kept))
 }
 
 var errCancelled = errors.New("mirror sync cancelled")
+
+// mayLink is whether a sync of the mirror may link a blob from another
+// repository of its namespace: when its robot may pull from there, as
+// Auth decides now (nil Auth: never). A mirror without a robot (auth
+// mode "none") decides as the anonymous caller, whom that mode's
+// decider allows everything.
+func (s *MirrorService) mayLink(m meta.Mirror) MayLink {
+	if s.opts.Auth == nil {
+		return nil
+	}
+	id := auth.Anonymous
+	if m.RobotUsername != "" {
+		id = auth.Identity{Kind: auth.KindRobot, Name: m.RobotUsername}
+	}
+	return func(ctx context.Context, repo string) bool {
+		ok, err := s.opts.Auth.Decide(ctx, id, repo, auth.ActionPull)
+		if err != nil {
+			s.log.Warn("mirror link decision: the blob is downloaded", "repository", m.Repository, "source", repo, "err", err)
+		}
+		return err == nil && ok
+	}
+}
 
 // robotRefusedError stops a sync whose robot may no longer act.
 type robotRefusedError struct{ why string }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/ingest"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 )
@@ -31,26 +31,189 @@ var signatureSuffixes = []string{".sig", ".att", ".sbom"}
 
 type syncResult struct {
 	copied, unchanged, deleted int
-	// kept are the local tags that moved upstream but stayed where they
-	// are, being immutable (by name or by an immutability policy).
-	kept []string
+	// kept are the selected upstream tags that the sync left as they are
+	// here: immutable local tags that moved upstream (by name or by an
+	// immutability policy), and tags whose upstream content Berth refuses
+	// to store (refusal).
+	kept keptTags
+}
+
+// keptTag is a tag a sync kept as it is: an immutable one (refused nil),
+// or one whose upstream content Berth refuses (refused says why).
+type keptTag struct {
+	tag     string
+	refused error
+}
+
+type keptTags []keptTag
+
+// count counts the refused tags (refused) or the immutable ones.
+func (k keptTags) count(refused bool) int {
+	n := 0
+	for _, t := range k {
+		if (t.refused != nil) == refused {
+			n++
+		}
+	}
+	return n
+}
+
+// refusal reports whether a tag's copy failed on a refusal of the
+// upstream's content itself, which a sync meets again as long as the tag
+// stays where it is upstream: a manifest Berth does not store (Docker
+// schema 1, a malformed one), one the artifact policy does not allow, one
+// over the size cap, or one that would bring the namespace past its
+// quota. Such a tag is skipped, not a failure of the sync (an upstream
+// error, a timeout, a digest that does not match stay failures).
+func refusal(err error) bool {
+	var (
+		invalid  *ingest.InvalidError
+		policy   *ingest.PolicyError
+		tooLarge *ingest.TooLargeError
+		quota    *meta.QuotaExceededError
+	)
+	return errors.As(err, &invalid) || errors.As(err, &policy) || errors.As(err, &tooLarge) || errors.As(err, &quota)
 }
 
 // MatchTag reports whether a tag is selected by a tag_glob_csv rule: any
-// of the globs matches it (path.Match semantics).
+// of the globs (spaces around it ignored) matches it, as Quay's mirror
+// decides, with Python's fnmatch (matchGlob).
 func MatchTag(globs []string, tag string) bool {
-	for _, g := range globs {
-		if ok, err := path.Match(strings.TrimSpace(g), tag); err == nil && ok {
-			return true
-		}
-	}
-	return false
+	return compileGlobs(globs)(tag)
 }
 
-// ValidGlob reports whether g is a well-formed glob.
+// compileGlobs reads a rule's globs once, for the tags of a sync: the
+// returned function is MatchTag.
+func compileGlobs(globs []string) func(tag string) bool {
+	parsed := make([][]globToken, len(globs))
+	for i, g := range globs {
+		parsed[i] = parseGlob(strings.TrimSpace(g))
+	}
+	return func(tag string) bool {
+		s := []rune(tag)
+		return slices.ContainsFunc(parsed, func(g []globToken) bool { return matchGlob(g, s) })
+	}
+}
+
+// globToken is one element of a glob: a star (any run of characters), or
+// a class matching one character.
+type globToken struct {
+	star  bool
+	class globClass
+}
+
+// globClass matches one character: any (a ?), or one of chars and ranges
+// (none of them when negated). A range whose ends are reversed holds
+// nothing.
+type globClass struct {
+	any, negated bool
+	chars        []rune
+	ranges       [][2]rune
+}
+
+func (c globClass) matches(r rune) bool {
+	if c.any {
+		return true
+	}
+	in := slices.Contains(c.chars, r)
+	for _, rg := range c.ranges {
+		in = in || (rg[0] <= r && r <= rg[1])
+	}
+	return in != c.negated
+}
+
+// parseGlob reads a glob as Python's fnmatch.translate does, which Quay's
+// mirror uses: * is any run, ? any character, [...] a class, negated by a
+// ! first ([!0-9]; a ^ first is a member, as any other character), whose
+// ] first (after the !) is a member; a [ without its ] is literal, and no
+// character escapes another (a backslash is literal).
+func parseGlob(g string) []globToken {
+	p := []rune(g)
+	var out []globToken
+	for i := 0; i < len(p); {
+		c := p[i]
+		i++
+		switch c {
+		case '*':
+			if len(out) == 0 || !out[len(out)-1].star {
+				out = append(out, globToken{star: true})
+			}
+		case '?':
+			out = append(out, globToken{class: globClass{any: true}})
+		case '[':
+			j := i
+			if j < len(p) && p[j] == '!' {
+				j++
+			}
+			if j < len(p) && p[j] == ']' {
+				j++
+			}
+			for j < len(p) && p[j] != ']' {
+				j++
+			}
+			if j >= len(p) {
+				out = append(out, globToken{class: globClass{chars: []rune{c}}})
+				continue
+			}
+			out = append(out, globToken{class: parseClass(p[i:j])})
+			i = j + 1
+		default:
+			out = append(out, globToken{class: globClass{chars: []rune{c}}})
+		}
+	}
+	return out
+}
+
+// parseClass reads the inside of a glob's [...] as fnmatch does: a -
+// between two characters makes a range of them, unless it is first (after
+// the !), last, or right after a range (a-c-e is a to c, -, and e).
+func parseClass(body []rune) globClass {
+	var c globClass
+	if len(body) > 0 && body[0] == '!' {
+		c.negated, body = true, body[1:]
+	}
+	for k := 0; k < len(body); {
+		if k+2 < len(body) && body[k+1] == '-' {
+			c.ranges = append(c.ranges, [2]rune{body[k], body[k+2]})
+			k += 3
+			continue
+		}
+		c.chars = append(c.chars, body[k])
+		k++
+	}
+	return c
+}
+
+// matchGlob reports whether the glob's tokens match all of s.
+func matchGlob(g []globToken, s []rune) bool {
+	gi, si := 0, 0
+	star, mark := -1, 0 // the last star seen, and where its run ends
+	for si < len(s) {
+		switch {
+		case gi < len(g) && g[gi].star:
+			star, mark = gi, si
+			gi++
+		case gi < len(g) && g[gi].class.matches(s[si]):
+			gi++
+			si++
+		case star >= 0:
+			// The last star takes one character more.
+			mark++
+			gi, si = star+1, mark
+		default:
+			return false
+		}
+	}
+	for gi < len(g) && g[gi].star {
+		gi++
+	}
+	return gi == len(g)
+}
+
+// ValidGlob reports whether g is a usable glob: any that is not blank, as
+// in Quay (fnmatch reads every pattern; a [ without its ] is literal).
 func ValidGlob(g string) bool {
-	_, err := path.Match(g, "")
-	return strings.TrimSpace(g) != "" && err == nil
+	return strings.TrimSpace(g) != ""
 }
 
 func mirrorActor(m meta.Mirror) string {
@@ -88,9 +251,10 @@ func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, er
 	all := make(map[string]bool, len(upTags))
 	var queue []string
 	queued := map[string]bool{}
+	selected := compileGlobs(m.RootRule.Value)
 	for _, t := range upTags {
 		all[t] = true
-		if oci.ValidateTag(t) == nil && MatchTag(m.RootRule.Value, t) {
+		if oci.ValidateTag(t) == nil && selected(t) {
 			queue, queued[t] = append(queue, t), true
 		}
 	}
@@ -160,7 +324,15 @@ func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, er
 				case slices.Contains(kept, plans[j].tag):
 					// Selected and upstream: not a tag to delete. Its
 					// upstream digest is not here, nor its signatures.
-					res.kept = append(res.kept, plans[j].tag)
+					res.kept = append(res.kept, keptTag{tag: plans[j].tag})
+					wanted[plans[j].tag] = true
+				case err != nil && refusal(err):
+					// Refused as every later sync would refuse it: kept
+					// as it is here (not deleted), named in the sync's
+					// message, and the sync goes on.
+					s.log.Warn("mirror tag skipped: refused", "repository", m.Repository, "tag", plans[j].tag,
+						"upstream_digest", p.digest.String(), "err", err)
+					res.kept = append(res.kept, keptTag{tag: plans[j].tag, refused: err})
 					wanted[plans[j].tag] = true
 				case err != nil:
 					errs = append(errs, fmt.Errorf("tag %s: %w", plans[j].tag, err))
@@ -328,19 +500,48 @@ func (s *MirrorService) copyGroup(ctx context.Context, m meta.Mirror, up upstrea
 }
 
 // keptMessage is what a successful sync's message adds when it kept
-// immutable tags that moved upstream ("" when it kept none).
-func keptMessage(kept []string) string {
-	if len(kept) == 0 {
-		return ""
+// immutable tags that moved upstream, or skipped tags Berth refuses, each
+// with why ("" when it kept none).
+func keptMessage(kept keptTags) string {
+	var immutable, refused []string
+	why := map[string]string{}
+	for _, k := range kept {
+		if k.refused == nil {
+			immutable = append(immutable, k.tag)
+			continue
+		}
+		refused = append(refused, k.tag)
+		why[k.tag] = k.refused.Error()
 	}
-	names := sortedCopy(kept)
-	const shown = 10
+	msg := ""
+	if len(immutable) > 0 {
+		msg += fmt.Sprintf("; kept %d immutable tag(s) that moved upstream where they are: %s", len(immutable), shownTags(immutable, nil))
+	}
+	if len(refused) > 0 {
+		msg += fmt.Sprintf("; skipped %d tag(s) whose upstream content Berth refuses (kept as they are here): %s", len(refused), shownTags(refused, why))
+	}
+	return msg
+}
+
+// shownTags names the first tags in order, each with why (if any, cut
+// short), and how many more there are.
+func shownTags(tags []string, why map[string]string) string {
+	const shown, reasonBytes = 10, 300
+	names := sortedCopy(tags)
 	more := ""
 	if len(names) > shown {
 		more = fmt.Sprintf(" and %d more", len(names)-shown)
 		names = names[:shown]
 	}
-	return fmt.Sprintf("; kept %d immutable tag(s) that moved upstream where they are: %s%s", len(kept), strings.Join(names, ", "), more)
+	for i, t := range names {
+		if w, ok := why[t]; ok {
+			if len(w) > reasonBytes {
+				w = strings.ToValidUTF8(w[:reasonBytes], "") + "..."
+			}
+			names[i] = fmt.Sprintf("%s (%s)", t, w)
+		}
+	}
+	return strings.Join(names, ", ") + more
 }
 
 // copyTags copies the upstream content of a plan (or its filtered index)
@@ -352,7 +553,8 @@ func (s *MirrorService) copyTags(ctx context.Context, m meta.Mirror, up upstream
 	}
 	defer release()
 	req := Request{Source: up.repo.Digest(p.digest.String()), Options: opts, Repo: m.Repository, Tags: tags, Actor: mirrorActor(m),
-		Create: &meta.RepoCreate{MustExist: true}} // a deleted repository's mirror copies nothing
+		Create:  &meta.RepoCreate{MustExist: true}, // a deleted repository's mirror copies nothing
+		MayLink: s.mayLink(m)}
 	if !p.filtered {
 		_, _, err := s.copier.Copy(ctx, req)
 		return err

@@ -37,17 +37,17 @@ func TestImportDoesNotLinkOtherNamespacesBlobs(t *testing.T) {
 	layers, _ := img.Layers()
 	layer, _ := layers[0].Digest()
 	_, _, err = f.copier.Import(ctx, mirror.ImportRequest{Source: f.upstream + "/library/img:1", Username: "up", Password: "secret",
-		Insecure: true, Repo: "att/x", Tags: []string{"1"}})
+		Insecure: true, Repo: "att/x", Tags: []string{"1"}, MayLink: func(context.Context, string) bool { return true }})
 	if err == nil {
 		t.Fatal("an import naming another namespace's layers succeeded without their bytes")
 	}
 	if _, err := f.db.Blobs().RepositoryBlob(ctx, "att/x", digest.Digest(layer.String())); !errors.Is(err, meta.ErrBlobNotFound) {
 		t.Fatalf("another namespace's layer was linked into att/x: %v", err)
 	}
-	// Into the victim's own namespace, the same import links its blobs
-	// and downloads nothing.
+	// Into the victim's own namespace, by an actor that may read
+	// victim/app, the same import links its blobs and downloads nothing.
 	_, st, err := f.copier.Import(ctx, mirror.ImportRequest{Source: f.upstream + "/library/img:1", Username: "up", Password: "secret",
-		Insecure: true, Repo: "victim/copy", Tags: []string{"1"}})
+		Insecure: true, Repo: "victim/copy", Tags: []string{"1"}, MayLink: func(context.Context, string) bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}
