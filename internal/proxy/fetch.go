@@ -142,8 +142,11 @@ var ErrDigestMismatch = storage.ErrDigestMismatch
 // changed. If upstream cannot be reached, a cached tag is served stale.
 // Concurrent identical requests share one upstream fetch (HEADs and GETs
 // alike: a GET that shares a HEAD's check of a cached tag may be answered
-// that HEAD's copy, without its body, which the caller then reads).
-func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Digest, cached *meta.Manifest, withContent bool) (meta.Manifest, error) {
+// that HEAD's copy, without its body, which the caller then reads). A
+// manifest not cached yet is stored as who's Create says (the first
+// pull's puller administers the repository it creates); a cached tag's
+// refresh creates nothing.
+func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Digest, cached *meta.Manifest, withContent bool, who registry.Puller) (meta.Manifest, error) {
 	pc, path, ok := s.lookup(ctx, repo)
 	if !ok || (cached != nil && tag == "") {
 		if cached != nil {
@@ -184,31 +187,53 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 		if err != nil {
 			return nil, err
 		}
+		// What a first pull stores creates its repository as the puller
+		// may (decided just before the store); a refresh writes into the
+		// repository that holds the cached tag, and one deleted meanwhile
+		// stays deleted.
+		create := func(ctx context.Context) (*meta.RepoCreate, error) {
+			switch {
+			case cached != nil:
+				return &meta.RepoCreate{MustExist: true}, nil
+			case who.Create == nil:
+				return &meta.RepoCreate{}, nil
+			}
+			return who.Create(ctx, repo)
+		}
 		if tag == "" {
-			return s.fetchManifest(fctx, up, repo, "", d)
+			return s.fetchManifest(fctx, up, repo, "", d, create)
 		}
 		if cached != nil {
 			desc, err := remote.Head(up.repo.Tag(tag), up.opts...)
 			if err != nil {
 				s.log.Warn("proxy cache: upstream check failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
-				s.checkFailed(fctx, pc, repo, tag, cached.Digest)
+				s.checkFailed(ctx, pc, repo, tag, cached.Digest)
 				return *cached, nil
 			}
 			if digest.Digest(desc.Digest.String()) == cached.Digest {
-				if err := s.db.Caches.TouchProxyTag(fctx, repo, tag, cached.Digest, s.opts.Now()); err != nil {
+				// With a time of its own: the check may have taken most
+				// of fctx's.
+				wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+				defer cancel()
+				if err := s.db.Caches.TouchProxyTag(wctx, repo, tag, cached.Digest, s.opts.Now()); err != nil {
 					return nil, err
 				}
 				return *cached, nil
 			}
 		}
-		m, err := s.fetchManifest(fctx, up, repo, tag, "")
+		m, err := s.fetchManifest(fctx, up, repo, tag, "", create)
 		if err != nil && cached != nil {
 			s.log.Warn("proxy cache: upstream fetch failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
-			s.checkFailed(fctx, pc, repo, tag, cached.Digest)
+			s.checkFailed(ctx, pc, repo, tag, cached.Digest)
 			return *cached, nil
 		}
 		return m, err
 	})
+	if errors.Is(err, meta.ErrRepositoryNotFound) {
+		// Deleted since the pull was allowed, by one who may not create
+		// it again.
+		return meta.Manifest{}, fmt.Errorf("%s: %w", repo, meta.ErrManifestNotFound)
+	}
 	if err != nil {
 		return meta.Manifest{}, s.upstreamFailed(repo, upstreamError(err, false), err)
 	}
@@ -224,24 +249,35 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 // expiration).
 const recheckAfter = time.Minute
 
+// recordTimeout bounds the write that records a check of a cached tag:
+// it has a time of its own, the check's having run out when the upstream
+// timed out.
+const recordTimeout = 10 * time.Second
+
 // checkFailed records a failed upstream check of a cached tag (the
 // upstream unreachable, or its new manifest refused here) as a check
 // recheckAfter before the entry expires again: the pulls in between serve
 // the cached manifest at once, instead of each waiting on the upstream
 // (up to ManifestTimeout) and costing it a request (Docker Hub counts
-// manifest GETs against the pull rate limit).
+// manifest GETs against the pull rate limit). It writes with a time of its
+// own (recordTimeout), not the check's, which a timed-out upstream used
+// up.
 func (s *Service) checkFailed(ctx context.Context, pc meta.ProxyCache, repo, tag string, d digest.Digest) {
 	expiration := time.Duration(pc.ExpirationS) * time.Second
 	at := s.opts.Now().Add(min(recheckAfter, expiration) - expiration)
-	if err := s.db.Caches.TouchProxyTag(ctx, repo, tag, d, at); err != nil {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if err := s.db.Caches.TouchProxyTag(wctx, repo, tag, d, at); err != nil {
 		s.log.Warn("proxy cache: record a failed upstream check", "repository", repo, "tag", tag, "err", err)
 	}
 }
 
 // fetchManifest fetches one manifest (by tag, or by digest) and stores
 // it through the one ingest function, ahead of its references (which are
-// fetched when first asked for); the tag, if any, moves to it.
-func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag string, d digest.Digest) (meta.Manifest, error) {
+// fetched when first asked for); the tag, if any, moves to it. create
+// says how the store creates the repository if it does not exist.
+func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag string, d digest.Digest,
+	create func(context.Context) (*meta.RepoCreate, error)) (meta.Manifest, error) {
 	var src name.Reference = up.repo.Digest(d.String())
 	if tag != "" {
 		src = up.repo.Tag(tag)
@@ -260,7 +296,11 @@ func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag stri
 	if want == "" {
 		want = digest.Digest(desc.Digest.String())
 	}
-	req := ingest.Request{Repository: repo, Body: desc.Manifest, ContentType: string(desc.MediaType), Digest: want, Create: cacheWriter().Create}
+	plan, err := create(ctx)
+	if err != nil {
+		return meta.Manifest{}, err
+	}
+	req := ingest.Request{Repository: repo, Body: desc.Manifest, ContentType: string(desc.MediaType), Digest: want, Create: plan}
 	if tag != "" {
 		req.Tags = []string{tag}
 	}
@@ -280,12 +320,17 @@ func (s *Service) ingester() *ingest.Ingester {
 }
 
 // Blob makes a blob of a proxied repository available: only one a
-// manifest cached in the repository refers to. A blob a repository of
-// the organization links already is linked; otherwise it is downloaded
-// upstream into storage, verified, then linked. Concurrent requests of
-// one organization for one digest in this process share one download; across replicas each replica may download
-// it once (the blob path is content-addressed, so the writes agree).
-func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error) {
+// manifest cached in the repository refers to. A blob another repository
+// of the organization links already is linked without a download, but
+// only from a repository who may pull and where no gate holds it
+// (permissions are per repository, as for a cross-repository mount);
+// otherwise it is downloaded from the repository's upstream, verified,
+// then linked (the upstream proves it has the bytes). Concurrent requests
+// for one digest in one repository in this process share one download;
+// across replicas each replica may download it once (the blob path is
+// content-addressed, so the writes agree). Nothing here creates the
+// repository: deleted while its blob downloads, it stays deleted.
+func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest, who registry.Puller) (meta.Blob, error) {
 	pc, path, ok := s.lookup(ctx, repo)
 	if !ok {
 		return meta.Blob{}, meta.ErrBlobNotFound
@@ -297,19 +342,12 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 		return meta.Blob{}, meta.ErrBlobNotFound
 	}
 	ns, _, _ := strings.Cut(repo, "/")
-	b, err := s.fillBlob(ctx, repo, ns, d, size, pc, path, true)
-	if err != nil {
-		return meta.Blob{}, err
+	b, ok, err := s.linkReadable(ctx, repo, ns, d, who)
+	if err == nil && !ok {
+		b, err = s.fillBlob(ctx, repo, ns, d, size, pc, path)
 	}
-	err = s.db.Blobs.LinkBlob(ctx, repo, b, meta.UploadClaim{}, cacheWriter())
-	if errors.Is(err, meta.ErrBlobNotFound) {
-		// Found linked in another repository of the organization, then
-		// collected (its link was stale) before this link: download it
-		// after all, as the manifest cached here names it.
-		if b, err = s.fillBlob(ctx, repo, ns, d, size, pc, path, false); err != nil {
-			return meta.Blob{}, err
-		}
-		err = s.db.Blobs.LinkBlob(ctx, repo, b, meta.UploadClaim{}, cacheWriter())
+	if errors.Is(err, meta.ErrRepositoryNotFound) {
+		return meta.Blob{}, fmt.Errorf("%s was deleted: %w", repo, meta.ErrBlobNotFound)
 	}
 	if err != nil {
 		return meta.Blob{}, err
@@ -317,23 +355,63 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest) (meta.
 	return b, nil
 }
 
-// cacheWriter is how the cache writes: into its organization, which must
-// exist (a fill racing the organization's deletion does not make it again
-// without owners); a repository of it is made on its first fill.
-func cacheWriter() meta.Writer { return meta.Writer{Create: &meta.RepoCreate{}} }
+// linkSources is how many repositories of the organization that link a
+// blob are considered as its source.
+const linkSources = 20
 
-// fillBlob brings blob d into storage for repo once per organization and
-// digest at a time (the requests of one cache organization share it:
-// another's upstream may fail, or not have the blob at all). With linked,
-// a blob a repository of the organization links already is answered
-// without a download. At most MaxBlobFetches downloads of the
-// organization run at once; one that finds no turn within BlobWait is
-// errBusy.
-func (s *Service) fillBlob(ctx context.Context, repo, ns string, d digest.Digest, size int64, pc meta.ProxyCache, path string, linked bool) (meta.Blob, error) {
-	key := "b\x00" + ns + "\x00" + d.String()
-	if !linked {
-		key = "B\x00" + ns + "\x00" + d.String()
+// linkReadable links blob d into repo from another repository of the
+// organization that links it, if who may pull that repository and no gate
+// holds the blob there (a gate's candidate must not be published in
+// another repository), and reports whether it did. Decided per request,
+// outside any shared download: one puller's permission serves no other.
+func (s *Service) linkReadable(ctx context.Context, repo, ns string, d digest.Digest, who registry.Puller) (meta.Blob, bool, error) {
+	if who.MayPull == nil {
+		return meta.Blob{}, false, nil
 	}
+	srcs, err := s.db.Blobs.NamespaceRepositoriesWithBlob(ctx, ns, d, linkSources)
+	if err != nil {
+		return meta.Blob{}, false, err
+	}
+	for _, src := range srcs {
+		b, err := s.db.Blobs.RepositoryBlob(ctx, src, d)
+		if errors.Is(err, meta.ErrBlobNotFound) {
+			continue
+		}
+		if err != nil {
+			return meta.Blob{}, false, err
+		}
+		if b.Held || !who.MayPull(src) {
+			continue
+		}
+		b = meta.Blob{Digest: d, Size: b.Size}
+		err = s.db.Blobs.LinkBlob(ctx, repo, b, meta.UploadClaim{}, cacheWriter())
+		if errors.Is(err, meta.ErrBlobNotFound) {
+			// Collected since (its link was stale): the manifest cached
+			// here names it, so it is downloaded after all.
+			continue
+		}
+		if err != nil {
+			return meta.Blob{}, false, err
+		}
+		return b, true, nil
+	}
+	return meta.Blob{}, false, nil
+}
+
+// cacheWriter is how the cache writes blobs: into a repository that
+// exists (its cached manifest made it), never making it again (a fill
+// racing the repository's deletion must not bring it back, empty and
+// with nobody's permission).
+func cacheWriter() meta.Writer { return meta.Writer{Create: &meta.RepoCreate{MustExist: true}} }
+
+// fillBlob downloads blob d from repo's upstream into storage and links
+// it to repo, once per repository and digest at a time: the requests for
+// other repositories do not share it (their upstream repositories must
+// prove they have the bytes, and their pullers may not read this one). At
+// most MaxBlobFetches downloads of the organization run at once; one that
+// finds no turn within BlobWait is errBusy.
+func (s *Service) fillBlob(ctx context.Context, repo, ns string, d digest.Digest, size int64, pc meta.ProxyCache, path string) (meta.Blob, error) {
+	key := "b\x00" + repo + "\x00" + d.String()
 	v, err := s.share(ctx, key, func() (any, error) {
 		// The download outlives the request that started it: others wait
 		// on it.
@@ -341,15 +419,6 @@ func (s *Service) fillBlob(ctx context.Context, repo, ns string, d digest.Digest
 		defer cancelT()
 		fctx, cancel := context.WithCancelCause(tctx)
 		defer cancel(nil)
-		// Linked in the organization already: no download. A blob Berth
-		// stores for other namespaces only is downloaded all the same:
-		// the upstream proves it has the bytes (a manifest naming another
-		// tenant's private layer must not make it readable here).
-		if linked {
-			if b, err := s.db.Blobs.NamespaceBlob(fctx, ns, d); err == nil {
-				return b, nil
-			}
-		}
 		// Each download holds a connection to the upstream and a
 		// goroutine for up to BlobTimeout, whether or not its pulls still
 		// wait: bounded per organization.

@@ -52,7 +52,8 @@ type CacheStore interface {
 // BlobStore stores and links the blobs the cache fetches (meta.Blobs).
 type BlobStore interface {
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
-	NamespaceBlob(ctx context.Context, ns string, d digest.Digest) (meta.Blob, error)
+	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
+	NamespaceRepositoriesWithBlob(ctx context.Context, ns string, d digest.Digest, n int) ([]string, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer) error
 	StoreBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 }

@@ -44,14 +44,20 @@ func (AllowAll) Authorize(*http.Request, Resource) (authz.Decision, error) {
 // authorize asks the authorizer, and answers a refusal: it returns who
 // writes, or the *Error to answer (with its headers set on w).
 func (reg *Registry) authorize(w http.ResponseWriter, r *http.Request, res Resource) (meta.Writer, error) {
+	d, err := reg.decide(w, r, res)
+	return d.Writer, err
+}
+
+// decide is authorize answering the whole decision (who asks, too).
+func (reg *Registry) decide(w http.ResponseWriter, r *http.Request, res Resource) (authz.Decision, error) {
 	d, err := reg.authz.Authorize(r, res)
 	if err != nil {
-		return meta.Writer{}, err
+		return authz.Decision{}, err
 	}
 	if d.Allowed() {
-		return d.Writer, nil
+		return d, nil
 	}
-	return meta.Writer{}, refusal(w.Header(), d)
+	return authz.Decision{}, refusal(w.Header(), d)
 }
 
 // maySeeHeld reports whether the caller may see what a gate holds in a

@@ -27,12 +27,13 @@ func (reg *Registry) blob(w http.ResponseWriter, r *http.Request, rt route) erro
 }
 
 func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) error {
-	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionPull)); err != nil {
+	dec, err := reg.decide(w, r, repoScope(rt.name, ActionPull))
+	if err != nil {
 		return err
 	}
 	b, err := reg.meta.Blobs.RepositoryBlob(r.Context(), rt.name, rt.digest)
 	if errors.Is(err, meta.ErrBlobNotFound) && reg.proxied(r.Context(), rt.name) {
-		b, err = reg.opts.Proxy.Blob(r.Context(), rt.name, rt.digest)
+		b, err = reg.opts.Proxy.Blob(r.Context(), rt.name, rt.digest, reg.puller(r, dec))
 	}
 	if errors.Is(err, meta.ErrBlobNotFound) {
 		return errBlobUnknown

@@ -53,7 +53,8 @@ func (reg *Registry) manifest(w http.ResponseWriter, r *http.Request, rt route) 
 }
 
 func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route, ref oci.Reference) error {
-	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionPull)); err != nil {
+	dec, err := reg.decide(w, r, repoScope(rt.name, ActionPull))
+	if err != nil {
 		return err
 	}
 	m, err := reg.meta.Manifests.GetManifest(r.Context(), rt.name, ref.Tag, ref.Digest, r.Method == http.MethodGet)
@@ -62,7 +63,7 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 		if err == nil {
 			cached = &m
 		}
-		m, err = reg.opts.Proxy.Manifest(r.Context(), rt.name, ref.Tag, ref.Digest, cached, r.Method == http.MethodGet)
+		m, err = reg.opts.Proxy.Manifest(r.Context(), rt.name, ref.Tag, ref.Digest, cached, r.Method == http.MethodGet, reg.puller(r, dec))
 		if err == nil && r.Method == http.MethodGet && int64(len(m.Content)) != m.Size {
 			// The cache's check of the tag was shared with a HEAD and
 			// answered the copy that HEAD read, without its body.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/storage"
@@ -110,9 +112,59 @@ type Proxy interface {
 	Proxies(ctx context.Context, repo string) bool
 	// Manifest answers a pull by tag or by digest; cached is what the
 	// repository has (nil if nothing).
-	Manifest(ctx context.Context, repo, tag string, d digest.Digest, cached *meta.Manifest, withContent bool) (meta.Manifest, error)
+	Manifest(ctx context.Context, repo, tag string, d digest.Digest, cached *meta.Manifest, withContent bool, who Puller) (meta.Manifest, error)
 	// Blob stores and links a blob the repository's manifests name.
-	Blob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
+	Blob(ctx context.Context, repo string, d digest.Digest, who Puller) (meta.Blob, error)
+}
+
+// Puller is who pulls through the cache, as far as the cache needs it.
+// Permissions are per repository: what one puller may reuse or create is
+// no other's.
+type Puller struct {
+	// MayPull reports whether the puller may pull another repository
+	// (what a gate holds there aside): only from one it may is a blob
+	// linked without a download.
+	MayPull func(repo string) bool
+	// Create is how the pull creates the repository if it does not exist
+	// (meta.Writer.Create), decided when the cache is about to store: as a
+	// push does, the user or robot who may create it administers it; one
+	// who may not (it existed when the pull was allowed, and was deleted
+	// since) creates nothing (MustExist).
+	Create func(ctx context.Context, repo string) (*meta.RepoCreate, error)
+}
+
+// identityDecider is the optional capability of an authorizer to decide
+// for an identity outside its request (authz.Authorizer.Decide).
+type identityDecider interface {
+	Decide(ctx context.Context, id auth.Identity, repo, action string) (bool, error)
+}
+
+// puller is who pulls through the cache, from the pull's decision.
+func (reg *Registry) puller(r *http.Request, d authz.Decision) Puller {
+	return Puller{
+		MayPull: func(repo string) bool {
+			// As a mount's source: an authorizer failing is no source.
+			src, err := reg.authz.Authorize(r, repoScope(repo, ActionPull))
+			return err == nil && src.Allowed()
+		},
+		Create: func(ctx context.Context, repo string) (*meta.RepoCreate, error) {
+			id := d.Identity
+			dec, ok := reg.authz.(identityDecider)
+			if !ok || (id.Kind != auth.KindUser && id.Kind != auth.KindRobot) || id.ID == 0 {
+				// Auth mode none, an access token: private, with nobody's
+				// permission.
+				return &meta.RepoCreate{}, nil
+			}
+			may, err := dec.Decide(ctx, id, repo, ActionPush)
+			if err != nil {
+				return nil, err
+			}
+			if !may {
+				return &meta.RepoCreate{MustExist: true}, nil
+			}
+			return &meta.RepoCreate{AdminUserID: id.ID}, nil
+		},
+	}
 }
 
 // proxied reports whether the repository is served by the pull-through
