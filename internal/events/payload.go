@@ -340,6 +340,7 @@ func SamplePayloadConfig(srv Server, kind, repo string, eventConfig map[string]a
 	case EventRepoMirrorSyncStarted, EventRepoMirrorSyncSuccess, EventRepoMirrorSyncFailed:
 		data = map[string]any{"message": "TEST NOTIFICATION"}
 	case EventVulnerabilityFound:
+		priority := priorityFor(eventConfig["level"])
 		data = map[string]any{
 			"tags":   []any{"latest", "prod", "foo", "bar", "baz"},
 			"image":  "some-image-id",
@@ -348,27 +349,36 @@ func SamplePayloadConfig(srv Server, kind, repo string, eventConfig map[string]a
 				"id":          "CVE-FAKE-CVE",
 				"description": "A futurist vulnerability",
 				"link":        "https://security-tracker.debian.org/tracker/CVE-FAKE-CVE",
-				"priority":    priorityFor(eventConfig["level"]),
+				"priority":    priority,
 				"has_fix":     false,
 			},
+			"vulnerabilities": []any{map[string]any{"id": "CVE-FAKE-CVE", "priority": priority, "package": "libfake",
+				"version": "1.0-1", "fixed_by": ""}},
 		}
+	case meta.EventManifestScanned:
+		data = map[string]any{"digest": sampleDigest, "tags": []any{"latest", "foo"}, "status": "scanned", "reason": "",
+			"packages": json.Number("142"), "distribution": "Debian:12",
+			"vulnerabilities":    map[string]any{"High": json.Number("1"), "Medium": json.Number("3")},
+			"vulnerability_data": map[string]any{"complete": true, "missing": []any{}, "stale": []any{}}}
 	case EventRepoImageExpiry:
 		days := "7"
 		if d, ok := eventConfig["days"]; ok && d != nil {
 			days = fmt.Sprint(d)
 		}
-		data = map[string]any{"tags": []any{"latest", "v1"}, "expiring_in": days + " days"}
+		data = map[string]any{"tags": []any{"latest", "v1"}, "expiring_in": days + " days", "digest": sampleDigest}
 	case EventPromotionPending:
 		data = map[string]any{"tags": []any{"15-alpine"}, "tag": "15-alpine", "digest": sampleDigest, "media_type": "application/vnd.oci.image.index.v1+json",
-			"candidate": 1}
+			"size": json.Number("1234"), "candidate": 1}
 	case EventPromotionSucceeded:
 		data = map[string]any{"tags": []any{"15-alpine", "15-alpine-3"}, "tag": "15-alpine", "rollback_tag": "15-alpine-3", "digest": sampleDigest,
 			"media_type": "application/vnd.oci.image.index.v1+json", "candidate": 1,
-			"previous_digest": "sha256:3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d", "override": false}
+			"previous_digest": "sha256:3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d", "override": false, "override_reason": "",
+			"checks": map[string]any{"functional": "pass", "berth/scan": "pass"}, "scan": sampleGateScan(0),
+			"policy": `scan.status == "scanned" && scan.counts.critical == 0 && checks["functional"] == "pass"`}
 	case EventPromotionBlocked:
 		data = map[string]any{"tags": []any{"15-alpine"}, "tag": "15-alpine", "digest": sampleDigest, "candidate": 1,
 			"reasons": []any{`check "functional" failed`, `policy: scan.counts.critical == 0 is false`},
-			"failed":  []any{`scan.counts.critical == 0`}, "checks": map[string]any{"functional": "fail", "berth/scan": "fail"},
+			"failed":  []any{`scan.counts.critical == 0`}, "checks": map[string]any{"functional": "fail", "berth/scan": "fail"}, "scan": sampleGateScan(1),
 			"policy": `scan.status == "scanned" && scan.counts.critical == 0 && checks["functional"] == "pass"`}
 	case EventQuotaWarning, EventQuotaError:
 		data = map[string]any{"threshold_percent": json.Number("80"), "usage_bytes": json.Number("8589934592"),
@@ -384,7 +394,7 @@ func SamplePayloadConfig(srv Server, kind, repo string, eventConfig map[string]a
 				"old_digest": "sha256:3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d",
 				"new_digest": "sha256:18ac3e7343f016890c510e93f935261169d9e3f565436429830faf0934f4f8e4"},
 			"fixed_vulnerabilities": []any{map[string]any{"id": "CVE-FAKE-CVE", "priority": "High"}},
-			"new_vulnerabilities":   []any{}}
+			"new_vulnerabilities":   []any{}, "vulnerabilities_compared": true}
 	}
 	raw, err := json.Marshal(data)
 	if err != nil {
@@ -392,6 +402,15 @@ func SamplePayloadConfig(srv Server, kind, repo string, eventConfig map[string]a
 	}
 	return QuayPayload(srv, meta.Event{UUID: uuid.NewString(), Kind: kind, Repository: repo,
 		Actor: "berth-test", Data: raw, CreatedAt: time.Now()})
+}
+
+// sampleGateScan is the scan summary of a sample gate event, with critical
+// vulnerabilities (as gate.ScanSummary is written).
+func sampleGateScan(critical int) map[string]any {
+	counts := func(critical int) map[string]any {
+		return map[string]any{"Critical": critical, "High": 0, "Medium": 0, "Low": 0, "Negligible": 0, "Unknown": 0}
+	}
+	return map[string]any{"status": "scanned", "counts": counts(critical), "fixable": counts(critical)}
 }
 
 // priorityFor maps Quay's level index (a number or its digits) to a name.

@@ -20,6 +20,14 @@ const MaxRenderedSize = 1 << 20
 // ErrRenderedTooLarge is returned by Render for a body above MaxRenderedSize.
 var ErrRenderedTooLarge = fmt.Errorf("rendered body exceeds %d bytes", MaxRenderedSize)
 
+// MaxTemplateDepth caps how deeply a custom body template nests objects
+// and lists.
+const MaxTemplateDepth = 32
+
+// ErrTemplateTooDeep is returned by ValidateTemplate and Render for a
+// template nesting objects and lists more than MaxTemplateDepth levels.
+var ErrTemplateTooDeep = fmt.Errorf("template nests objects and lists more than %d levels deep", MaxTemplateDepth)
+
 // missingText stands for a missing value inside a longer string (Quay's).
 const missingText = "(none)"
 
@@ -66,11 +74,12 @@ func Render(template json.RawMessage, data map[string]any) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(template))
 	dec.UseNumber()
 	r := renderer{dec: dec, root: root}
-	out, err := r.value()
-	if err != nil {
+	r.enc = json.NewEncoder(&r.out)
+	r.enc.SetEscapeHTML(false)
+	if err := r.value(); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return r.out.Bytes(), nil
 }
 
 // normalize turns data into plain JSON values (map[string]any, []any,
@@ -89,10 +98,19 @@ func normalize(data map[string]any) (any, error) {
 	return v, nil
 }
 
+// renderer writes the whole body into one buffer, so each output byte is
+// written once whatever the depth: a buffer per object or list, copied
+// into its parent's, cost depth × output. Only an object with a repeated
+// key is rewritten at its end (with what it holds), so at most
+// MaxTemplateDepth times over for objects nested so.
 type renderer struct {
-	dec  *json.Decoder
-	root any
-	size int
+	dec     *json.Decoder
+	root    any
+	size    int
+	depth   int
+	out     bytes.Buffer
+	enc     *json.Encoder // writes to out, without HTML escaping
+	scratch []byte        // reused to rewrite an object with a repeated key
 }
 
 func (r *renderer) grow(n int) error {
@@ -103,114 +121,151 @@ func (r *renderer) grow(n int) error {
 	return nil
 }
 
+// punct writes one byte of JSON punctuation.
+func (r *renderer) punct(c byte) error {
+	r.out.WriteByte(c)
+	return r.grow(1)
+}
+
+// write appends v as JSON.
+func (r *renderer) write(v any) error {
+	start := r.out.Len()
+	if err := r.enc.Encode(v); err != nil {
+		r.out.Truncate(start)
+		return fmt.Errorf("template: %w", err)
+	}
+	r.out.Truncate(r.out.Len() - 1) // Encode's newline
+	return r.grow(r.out.Len() - start)
+}
+
+// member is an object member's key and value, as ranges of out.
 type member struct {
-	key string
-	val []byte
+	key        string
+	keyStart   int // the key's JSON (without the colon)
+	keyEnd     int
+	valueStart int
+	valueEnd   int
 }
 
 // value renders the next JSON value of the template.
-func (r *renderer) value() ([]byte, error) {
+func (r *renderer) value() error {
 	tok, err := r.dec.Token()
 	if err != nil {
-		return nil, fmt.Errorf("template: %w", err)
+		return fmt.Errorf("template: %w", err)
 	}
 	switch t := tok.(type) {
 	case json.Delim:
-		switch t {
-		case '{':
-			return r.object()
-		case '[':
-			return r.array()
+		if t != '{' && t != '[' {
+			return fmt.Errorf("template: unexpected %q", t)
 		}
-		return nil, fmt.Errorf("template: unexpected %q", t)
+		if r.depth >= MaxTemplateDepth {
+			return ErrTemplateTooDeep
+		}
+		r.depth++
+		defer func() { r.depth-- }()
+		if t == '{' {
+			return r.object()
+		}
+		return r.array()
 	case string:
 		v, err := r.expand(t)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		return r.encode(v)
+		return r.write(v)
 	default: // numbers, booleans, null
-		return r.encode(t)
+		return r.write(t)
 	}
 }
 
-func (r *renderer) object() ([]byte, error) {
+// object renders an object's members in place; a key produced again gets
+// its new value written after the rest, and the object is rewritten at
+// its end with each key in its first place holding its last value.
+func (r *renderer) object() error {
+	start := r.out.Len()
+	if err := r.punct('{'); err != nil {
+		return err
+	}
 	var members []member
 	index := map[string]int{}
+	repeated := false
 	for r.dec.More() {
 		tok, err := r.dec.Token()
 		if err != nil {
-			return nil, fmt.Errorf("template: %w", err)
+			return fmt.Errorf("template: %w", err)
 		}
 		rawKey, ok := tok.(string)
 		if !ok {
-			return nil, fmt.Errorf("template: object key %v is not a string", tok)
+			return fmt.Errorf("template: object key %v is not a string", tok)
 		}
 		key, err := r.expandText(rawKey)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		val, err := r.value()
-		if err != nil {
-			return nil, err
+		i, dup := index[key]
+		if !dup {
+			if len(members) > 0 {
+				if err := r.punct(','); err != nil {
+					return err
+				}
+			}
+			i = len(members)
+			index[key] = i
+			members = append(members, member{key: key, keyStart: r.out.Len()})
+			if err := r.write(key); err != nil {
+				return err
+			}
+			members[i].keyEnd = r.out.Len()
+			if err := r.punct(':'); err != nil {
+				return err
+			}
 		}
-		if i, dup := index[key]; dup {
-			members[i].val = val
-			continue
+		repeated = repeated || dup
+		members[i].valueStart = r.out.Len()
+		if err := r.value(); err != nil {
+			return err
 		}
-		index[key] = len(members)
-		members = append(members, member{key: key, val: val})
+		members[i].valueEnd = r.out.Len()
 	}
 	if _, err := r.dec.Token(); err != nil { // '}'
-		return nil, fmt.Errorf("template: %w", err)
+		return fmt.Errorf("template: %w", err)
 	}
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, m := range members {
-		if i > 0 {
-			b.WriteByte(',')
+	if repeated {
+		out := r.out.Bytes()
+		b := append(r.scratch[:0], '{')
+		for i, m := range members {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, out[m.keyStart:m.keyEnd]...)
+			b = append(b, ':')
+			b = append(b, out[m.valueStart:m.valueEnd]...)
 		}
-		k, err := marshal(m.key)
-		if err != nil {
-			return nil, err
-		}
-		if err := r.grow(len(k) + 2); err != nil {
-			return nil, err
-		}
-		b.Write(k)
-		b.WriteByte(':')
-		b.Write(m.val)
+		r.out.Truncate(start)
+		r.out.Write(b)
+		r.scratch = b
 	}
-	b.WriteByte('}')
-	return b.Bytes(), r.grow(2)
+	return r.punct('}')
 }
 
-func (r *renderer) array() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('[')
+func (r *renderer) array() error {
+	if err := r.punct('['); err != nil {
+		return err
+	}
 	for n := 0; r.dec.More(); n++ {
-		v, err := r.value()
-		if err != nil {
-			return nil, err
-		}
 		if n > 0 {
-			b.WriteByte(',')
+			if err := r.punct(','); err != nil {
+				return err
+			}
 		}
-		b.Write(v)
+		if err := r.value(); err != nil {
+			return err
+		}
 	}
 	if _, err := r.dec.Token(); err != nil { // ']'
-		return nil, fmt.Errorf("template: %w", err)
+		return fmt.Errorf("template: %w", err)
 	}
-	b.WriteByte(']')
-	return b.Bytes(), r.grow(2)
-}
-
-func (r *renderer) encode(v any) ([]byte, error) {
-	b, err := marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	return b, r.grow(len(b))
+	return r.punct(']')
 }
 
 // marshal is json.Marshal without HTML escaping (URLs keep their &).

@@ -441,7 +441,10 @@ type Attempt struct {
 	AttemptedAt    time.Time `json:"attempted_at"`
 }
 
-// RecordAttempt stores a delivery attempt. With reset (a delivery of an
+// RecordAttempt stores a delivery attempt, its error cleaned as a job's is
+// (it carries the receiver's text, its status line: a NUL or invalid
+// UTF-8, which PostgreSQL refuses, is dropped or replaced, and the length
+// bounded). With reset (a delivery of an
 // event that succeeded; not a test delivery, which leaves the count alone
 // as in Quay) it also resets the notification's failure count in the same
 // transaction; if it was disabled, that re-enables it and releases its
@@ -465,7 +468,7 @@ func (db Notifications) RecordAttemptIn(ctx context.Context, t Tx, a Attempt, re
 	}
 	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO notification_attempts (notification_id, event_uuid, job_id, attempt, status_code, latency_ms, error, attempted_at)
 		SELECT id, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), ?, CAST(? AS BIGINT) FROM notifications WHERE id = ?`+lock),
-		a.EventUUID, a.JobID, a.Attempt, a.StatusCode, a.LatencyMS, a.Error, db.now(), a.NotificationID); err != nil {
+		a.EventUUID, a.JobID, a.Attempt, a.StatusCode, a.LatencyMS, cleanJobError(a.Error), db.now(), a.NotificationID); err != nil {
 		return fmt.Errorf("record attempt: %w", err)
 	}
 	if !reset {

@@ -29,10 +29,26 @@ const heldRecheck = 5 * time.Minute
 // trialHold is how long a trial delivery holds the other deliveries of its
 // notification, should its process die before it reports (after a
 // success they are released at once; after a failure they wait for the
-// renewed disable): long enough for a delivery to time out, and no longer
-// than the first disable.
-func (s *Service) trialHold() time.Duration {
-	return min(2*events.DeliveryTimeout, s.opts.DisableFor)
+// renewed disable): long enough for a delivery by the notification's
+// method to time out, with trialMargin for the rest of the attempt, and
+// no longer than the first disable. A hold shorter than the method's
+// timeout (an email's is 30 s) let a second trial go while the first
+// waited on a slow relay, and each failed trial doubles the disable.
+func (s *Service) trialHold(method string) time.Duration {
+	return min(deliveryTimeout(method)+trialMargin, s.opts.DisableFor)
+}
+
+// trialMargin is the time a trial delivery may spend beyond its method's
+// timeout: building the delivery, waiting for the event to be on disk,
+// recording the attempt.
+const trialMargin = events.DeliveryTimeout
+
+// deliveryTimeout bounds one delivery by a method.
+func deliveryTimeout(method string) time.Duration {
+	if method == "email" {
+		return events.EmailTimeout
+	}
+	return events.DeliveryTimeout // webhooks, Slack, pipeline triggers
 }
 
 // Deliver is the job handler of the notify queue: it builds the payload of
@@ -250,7 +266,7 @@ func (t transient) Unwrap() error { return t.err }
 // does: it is held (a jobs.Defer error), or it is the trial delivery
 // (true).
 func (s *Service) mayTry(ctx context.Context, n meta.Notification) (bool, error) {
-	now := time.Now()
+	now := s.now()
 	switch {
 	case now.Before(n.DisabledUntil):
 		until := n.DisabledUntil
@@ -259,12 +275,12 @@ func (s *Service) mayTry(ctx context.Context, n meta.Notification) (bool, error)
 		}
 		return false, jobs.Defer(until, errPaused)
 	}
-	ok, err := s.stores.Outcomes.ClaimNotificationTrial(ctx, n.ID, n.DisabledUntil, now.Add(s.trialHold()))
+	ok, err := s.stores.Outcomes.ClaimNotificationTrial(ctx, n.ID, n.DisabledUntil, now.Add(s.trialHold(n.Method)))
 	if err != nil {
 		return false, err
 	}
 	if !ok { // another delivery is the trial
-		return false, jobs.Defer(now.Add(s.trialHold()), errPaused)
+		return false, jobs.Defer(now.Add(s.trialHold(n.Method)), errPaused)
 	}
 	return true, nil
 }

@@ -82,6 +82,7 @@ type Service struct {
 	opts   Options
 	client *http.Client
 	log    *slog.Logger
+	now    func() time.Time // time.Now; a test's clock
 }
 
 // New returns the service.
@@ -96,7 +97,7 @@ func New(stores Stores, sealer *auth.Sealer, opts Options) *Service {
 		opts.MaxDisableFor = DefaultMaxDisableFor
 	}
 	opts.MaxDisableFor = max(opts.MaxDisableFor, opts.DisableFor)
-	return &Service{stores: stores, sealer: sealer, opts: opts, client: events.NewHTTPClient(opts.Guard), log: opts.Logger}
+	return &Service{stores: stores, sealer: sealer, opts: opts, client: events.NewHTTPClient(opts.Guard), log: opts.Logger, now: time.Now}
 }
 
 // Input is a notification as Quay's API receives it.
