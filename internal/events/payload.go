@@ -408,7 +408,7 @@ func SamplePayloadConfig(srv Server, kind, repo string, eventConfig map[string]a
 // vulnerabilities (as gate.ScanSummary is written).
 func sampleGateScan(critical int) map[string]any {
 	counts := func(critical int) map[string]any {
-		return map[string]any{"Critical": critical, "High": 0, "Medium": 0, "Low": 0, "Negligible": 0, "Unknown": 0}
+		return map[string]any{"critical": critical, "high": 0, "medium": 0, "low": 0, "negligible": 0, "unknown": 0}
 	}
 	return map[string]any{"status": "scanned", "counts": counts(critical), "fixable": counts(critical)}
 }

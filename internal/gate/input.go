@@ -102,12 +102,12 @@ type Scan struct {
 // Severities counts vulnerabilities by severity: critical, high, medium, low, negligible and
 // unknown (CEL ints).
 type Severities struct {
-	Critical   int64 `cel:"critical"`
-	High       int64 `cel:"high"`
-	Medium     int64 `cel:"medium"`
-	Low        int64 `cel:"low"`
-	Negligible int64 `cel:"negligible"`
-	Unknown    int64 `cel:"unknown"`
+	Critical   int64 `cel:"critical" json:"critical"`
+	High       int64 `cel:"high" json:"high"`
+	Medium     int64 `cel:"medium" json:"medium"`
+	Low        int64 `cel:"low" json:"low"`
+	Negligible int64 `cel:"negligible" json:"negligible"`
+	Unknown    int64 `cel:"unknown" json:"unknown"`
 }
 
 // Vulnerability is one entry of scan.vulnerabilities:
