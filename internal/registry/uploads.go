@@ -505,6 +505,11 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	if err := fw.Commit(ctx); err != nil {
 		if !transientStorage(err) {
 			discard()
+			if errors.Is(err, storage.ErrNotFound) {
+				// The upload's data went from under it (on S3, its
+				// multipart upload aborted): the client starts over.
+				return reg.resumeError(w, id, err)
+			}
 			return err
 		}
 		if claim != nil {

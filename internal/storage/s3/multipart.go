@@ -23,7 +23,9 @@ func (d *Driver) MultipartUploads(ctx context.Context, dir string, before time.T
 	var ups []storage.MultipartUpload
 	in := &s3.ListMultipartUploadsInput{Bucket: &d.bucket, Prefix: aws.String(strings.TrimSuffix(sub, "/"))}
 	for {
-		out, err := d.c.ListMultipartUploads(ctx, in)
+		cctx, cancel := d.bound(ctx, 0)
+		out, err := d.c.ListMultipartUploads(cctx, in)
+		cancel()
 		if err != nil {
 			return ups, wrap("list multipart uploads", dir, err)
 		}

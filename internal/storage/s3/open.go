@@ -52,7 +52,8 @@ type Timeouts struct {
 	// Call and MinRate bound each call that sends or copies bytes (a
 	// part, a tail, a small file, a copy, the completion of a multipart
 	// upload), retries included: Call plus its size at MinRate bytes per
-	// second. Calls without a size (create, abort, delete) get Call.
+	// second. Calls without a size get Call: a HEAD, a listing (each
+	// page of one), a deletion, the start or abort of a multipart upload.
 	// Defaults: a minute and 1 MiB/s (a part of 10 MiB gets 70 s, a
 	// 1 GiB part copy about 18 minutes).
 	Call    time.Duration

@@ -207,12 +207,16 @@ func (d *Driver) Stat(ctx context.Context, p string) (storage.FileInfo, error) {
 		return storage.FileInfo{}, err
 	}
 	if p == "/" {
-		if _, err := d.c.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &d.bucket}); err != nil {
+		cctx, cancel := d.bound(ctx, 0)
+		defer cancel()
+		if _, err := d.c.HeadBucket(cctx, &s3.HeadBucketInput{Bucket: &d.bucket}); err != nil {
 			return storage.FileInfo{}, fmt.Errorf("s3 bucket %s: %w", d.bucket, err)
 		}
 		return storage.FileInfo{Path: p, IsDir: true}, nil
 	}
-	out, err := d.c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: aws.String(d.key(p))})
+	cctx, cancel := d.bound(ctx, 0)
+	out, err := d.c.HeadObject(cctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: aws.String(d.key(p))})
+	cancel()
 	if err == nil {
 		fi := storage.FileInfo{Path: p, Size: aws.ToInt64(out.ContentLength)}
 		if out.LastModified != nil {
@@ -223,7 +227,9 @@ func (d *Driver) Stat(ctx context.Context, p string) (storage.FileInfo, error) {
 	if !isNotFound(err) {
 		return storage.FileInfo{}, wrap("stat", p, err)
 	}
-	list, err := d.c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &d.bucket, Prefix: aws.String(d.dirKey(p)), MaxKeys: aws.Int32(1)})
+	cctx, cancel = d.bound(ctx, 0)
+	list, err := d.c.ListObjectsV2(cctx, &s3.ListObjectsV2Input{Bucket: &d.bucket, Prefix: aws.String(d.dirKey(p)), MaxKeys: aws.Int32(1)})
+	cancel()
 	if err != nil {
 		return storage.FileInfo{}, wrap("stat", p, err)
 	}
@@ -241,7 +247,9 @@ func (d *Driver) List(ctx context.Context, p string) ([]string, error) {
 	var out []string
 	pages := s3.NewListObjectsV2Paginator(d.c, &s3.ListObjectsV2Input{Bucket: &d.bucket, Prefix: aws.String(d.dirKey(p)), Delimiter: aws.String("/")})
 	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
+		cctx, cancel := d.bound(ctx, 0)
+		page, err := pages.NextPage(cctx)
+		cancel()
 		if err != nil {
 			return nil, wrap("list", p, err)
 		}
@@ -406,7 +414,10 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 	}
 	var keys []string
 	if p != "/" {
-		if _, err := d.c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: aws.String(d.key(p))}); err == nil {
+		cctx, cancel := d.bound(ctx, 0)
+		_, err := d.c.HeadObject(cctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: aws.String(d.key(p))})
+		cancel()
+		if err == nil {
 			keys = append(keys, d.key(p))
 		} else if !isNotFound(err) {
 			return wrap("delete", p, err)
@@ -420,7 +431,9 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 	for _, prefix := range prefixes {
 		pages := s3.NewListObjectsV2Paginator(d.c, &s3.ListObjectsV2Input{Bucket: &d.bucket, Prefix: aws.String(prefix)})
 		for pages.HasMorePages() {
-			page, err := pages.NextPage(ctx)
+			cctx, cancel := d.bound(ctx, 0)
+			page, err := pages.NextPage(cctx)
+			cancel()
 			if err != nil {
 				return wrap("delete", p, err)
 			}
@@ -442,7 +455,9 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 		for i := range batch {
 			ids[i] = types.ObjectIdentifier{Key: aws.String(batch[i])}
 		}
-		out, err := d.c.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &d.bucket, Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)}})
+		cctx, cancel := d.bound(ctx, 0)
+		out, err := d.c.DeleteObjects(cctx, &s3.DeleteObjectsInput{Bucket: &d.bucket, Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)}})
+		cancel()
 		if err != nil {
 			return wrap("delete", p, err)
 		}
@@ -461,7 +476,9 @@ func (d *Driver) abortUnder(ctx context.Context, p string) (int, error) {
 	n := 0
 	in := &s3.ListMultipartUploadsInput{Bucket: &d.bucket, Prefix: aws.String(strings.TrimSuffix(dir, "/"))}
 	for {
-		out, err := d.c.ListMultipartUploads(ctx, in)
+		cctx, cancel := d.bound(ctx, 0)
+		out, err := d.c.ListMultipartUploads(cctx, in)
+		cancel()
 		if err != nil {
 			return n, err
 		}

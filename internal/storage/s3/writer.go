@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -304,12 +305,50 @@ func (w *writer) Commit(ctx context.Context) error {
 		_, err := d.c.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{Bucket: &d.bucket, Key: &w.st.Key,
 			UploadId: &w.st.UploadID, MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
 		cancel()
+		if err != nil && isNotFound(err) {
+			err = w.completedMeanwhile(ctx, err)
+		}
 		if err != nil {
 			return wrap("commit", w.path, err)
 		}
 	}
 	w.closed, w.done, w.buf = true, true, nil
 	w.dropTails(ctx)
+	return nil
+}
+
+// completedMeanwhile answers a CompleteMultipartUpload that failed with
+// NoSuchUpload (notFound): nil if the upload was completed nonetheless,
+// which is what a retry meets when S3 completed the upload and its answer
+// was lost (the SDK retries the call, and S3 may answer the retry
+// NoSuchUpload, the upload being an object now: AWS documents the code
+// for an upload completed as well as aborted). Taking that
+// for data that is gone would delete the completed object with the
+// upload. The object at the key must have the written size and, if its
+// ETag has the multipart shape (<md5>-<parts>), as many parts. If the
+// object cannot be looked for, the error is transient: whether the data
+// is gone is not known.
+func (w *writer) completedMeanwhile(ctx context.Context, notFound error) error {
+	d := w.d
+	cctx, cancel := d.bound(ctx, 0)
+	out, err := d.c.HeadObject(cctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: &w.st.Key})
+	cancel()
+	if err != nil {
+		if isNotFound(err) {
+			return notFound
+		}
+		// Not notFound wrapped: whether the data is gone is not known.
+		return fmt.Errorf("looking for the object after %v: %w", notFound, err)
+	}
+	if size := aws.ToInt64(out.ContentLength); size != w.Size() {
+		return fmt.Errorf("%w; the object at the key has %d bytes, not %d", notFound, size, w.Size())
+	}
+	etag := strings.Trim(aws.ToString(out.ETag), `"`)
+	if i := strings.LastIndexByte(etag, '-'); i >= 0 {
+		if n, err := strconv.Atoi(etag[i+1:]); err == nil && n != len(w.st.Parts) {
+			return fmt.Errorf("%w; the object at the key has %d parts, not %d", notFound, n, len(w.st.Parts))
+		}
+	}
 	return nil
 }
 
