@@ -96,27 +96,6 @@ func (db Blobs) StoredBlob(ctx context.Context, d digest.Digest) (Blob, error) {
 	return b, nil
 }
 
-// NamespaceBlob returns a blob that a repository of the namespace links
-// (ErrBlobNotFound if none does). It says nothing of who may read that
-// repository: a copy into the namespace (the pull-through cache, a mirror,
-// an import) links a blob only from a repository its actor may read
-// (NamespaceRepositoriesWithBlob), and downloads any other, so that its
-// bytes prove the upstream has them: a manifest that merely names a
-// private layer must not make it readable.
-func (db Blobs) NamespaceBlob(ctx context.Context, ns string, d digest.Digest) (Blob, error) {
-	b := Blob{Digest: d}
-	err := db.read.QueryRowContext(ctx, db.q(`SELECT b.size FROM repository_blobs rb
-		JOIN repositories r ON r.id = rb.repository_id JOIN blobs b ON b.digest = rb.digest
-		WHERE rb.digest = ? AND (r.name = ? OR (r.name > ? AND r.name < ?)) LIMIT 1`), append([]any{d.String()}, nsArgs(ns)...)...).Scan(&b.Size)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Blob{}, ErrBlobNotFound
-	}
-	if err != nil {
-		return Blob{}, fmt.Errorf("look up blob: %w", err)
-	}
-	return b, nil
-}
-
 // RepositoriesWithBlob returns up to n repositories that link the blob.
 func (db Blobs) RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name FROM repository_blobs rb
