@@ -144,8 +144,7 @@ func startPossessionUpstream(t *testing.T, gated bool) *possessionUpstream {
 	if gated {
 		p.started, p.gate = make(chan struct{}, 1), make(chan struct{})
 	}
-	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}`,
-		digest.FromBytes(cfg), len(cfg), digest.FromBytes(p.layer), len(p.layer))
+	m := imageManifest(cfg, p.layer)
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v2/":

@@ -46,8 +46,7 @@ func (s collectedBeforeLink) LinkBlob(ctx context.Context, repo string, b meta.B
 // pull answered 404 BLOB_UNKNOWN.
 func TestProxyBlobCollectedBeforeItsLinkIsDownloaded(t *testing.T) {
 	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
-	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`,
-		digest.FromBytes(cfg), len(cfg))
+	m := imageManifest(cfg)
 	var blobGets atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {

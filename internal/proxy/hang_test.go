@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -32,8 +31,7 @@ import (
 // failed, so every pull waited the whole ManifestTimeout again.
 func TestProxyHangingUpstreamCheckIsRemembered(t *testing.T) {
 	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
-	good := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`,
-		digest.FromBytes(cfg), len(cfg))
+	good := imageManifest(cfg)
 	var hang atomic.Bool
 	var requests atomic.Int64
 	stop := make(chan struct{})
@@ -115,8 +113,7 @@ func (s deletedBeforeStore) StoreBlob(ctx context.Context, repo string, b meta.B
 // a repo_created event without an actor).
 func TestProxyBlobFillDoesNotRecreateDeletedRepository(t *testing.T) {
 	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
-	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`,
-		digest.FromBytes(cfg), len(cfg))
+	m := imageManifest(cfg)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v2/":

@@ -205,8 +205,7 @@ func TestProxyManifestFetchesPerOrganization(t *testing.T) {
 func TestProxyStaleTagNotHeldBehindBusyFetches(t *testing.T) {
 	const limit = 2
 	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
-	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`,
-		digest.FromBytes(cfg), len(cfg))
+	m := imageManifest(cfg)
 	var inflight atomic.Int64
 	release := make(chan struct{})
 	var mu sync.Mutex

@@ -117,6 +117,17 @@ func hubCache(t *testing.T, dialect, upURL string, opts ...func(*proxy.Options))
 	return hubCacheOf(t, dialect, meta.ProxyCache{Namespace: "hub", Upstream: strings.TrimPrefix(upURL, "http://"), ExpirationS: 3600, Insecure: true}, "", opts...)
 }
 
+// imageManifest is an OCI image manifest of the config and of gzip
+// layers, as an upstream serves it.
+func imageManifest(cfg []byte, layers ...[]byte) string {
+	ls := make([]string, len(layers))
+	for i, l := range layers {
+		ls[i] = fmt.Sprintf(`{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}`, digest.FromBytes(l), len(l))
+	}
+	return fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[%s]}`,
+		digest.FromBytes(cfg), len(cfg), strings.Join(ls, ","))
+}
+
 // hubCacheOf is hubCache with the cache's configuration pc and upstream
 // password (sealed by the service; "": none).
 func hubCacheOf(t *testing.T, dialect string, pc meta.ProxyCache, password string, opts ...func(*proxy.Options)) (*meta.DB, *httptest.Server) {
@@ -173,8 +184,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 func TestProxyCacheHeldToTheQuota(t *testing.T) {
 	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
 	big := bytes.Repeat([]byte("x"), 4096)
-	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}`,
-		digest.FromBytes(cfg), len(cfg), digest.FromBytes(big), len(big))
+	m := imageManifest(cfg, big)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v2/":

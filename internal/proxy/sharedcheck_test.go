@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -24,8 +23,7 @@ import (
 // unexpected EOF.
 func TestProxyGetSharingHeadCheckGetsBody(t *testing.T) {
 	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
-	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[]}`,
-		digest.FromBytes(cfg), len(cfg))
+	m := imageManifest(cfg)
 	md := digest.FromString(m)
 	var (
 		mu      sync.Mutex
