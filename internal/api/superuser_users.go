@@ -229,8 +229,9 @@ func (a *API) superuserDeleteUser(w http.ResponseWriter, r *http.Request, id aut
 	}
 	err = a.db.Accounts.DeleteUser(ctx, name)
 	if errors.Is(err, meta.ErrLastOwner) {
-		// Made an owner's only peer meanwhile: its repositories are gone
-		// (it was being deleted), the account stays.
+		// Left an organization's only owner meanwhile (another owner
+		// deleted or removed at the same moment): its repositories are
+		// gone (it was being deleted), the account stays.
 		sole, _ := a.db.Orgs.SoleOwnerOf(ctx, u.ID)
 		return soleOwnerRefusal(name, sole)
 	}
@@ -261,5 +262,8 @@ func (a *API) deleteNamespaceRepositories(ctx context.Context, ns, actor string)
 
 // soleOwnerRefusal refuses to delete the only owner of organizations.
 func soleOwnerRefusal(name string, orgs []string) error {
+	if len(orgs) == 0 {
+		return badRequest("%s was the only owner of an organization; add another user to its %s team first", name, meta.OwnersTeam)
+	}
 	return badRequest("%s is the only owner of organization %s; add another user to its %s team first", name, strings.Join(orgs, ", "), meta.OwnersTeam)
 }

@@ -162,3 +162,56 @@ func TestUserNameOfAnAccessToken(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnersDeletedAtOnce: of two owners of an organization deleted at
+// the same moment, one is refused (ErrLastOwner): the organization keeps
+// an owner. Before, on PostgreSQL, each deletion still saw the other
+// owner and both went through.
+func TestOwnersDeletedAtOnce(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			for round := range 10 {
+				a, b, org := fmt.Sprint("a", round), fmt.Sprint("b", round), fmt.Sprint("org", round)
+				ua, err := db.Users().CreateUser(ctx, meta.User{Username: a, SecretHash: "x"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ub, err := db.Users().CreateUser(ctx, meta.User{Username: b, SecretHash: "x"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := db.Organizations().CreateOrganization(ctx, org, ua.ID); err != nil {
+					t.Fatal(err)
+				}
+				owners, err := db.Organizations().TeamByName(ctx, org, meta.OwnersTeam)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := db.Organizations().AddTeamMember(ctx, owners.ID, ub.ID); err != nil {
+					t.Fatal(err)
+				}
+				errs := make(chan error, 2)
+				for _, name := range []string{a, b} {
+					go func() { errs <- db.Users().DeleteUser(ctx, name) }()
+				}
+				refused := 0
+				for range 2 {
+					if err := <-errs; errors.Is(err, meta.ErrLastOwner) {
+						refused++
+					} else if err != nil {
+						t.Fatal(err)
+					}
+				}
+				members, err := db.Organizations().OrgMembers(ctx, org)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if refused != 1 || len(members) != 1 {
+					t.Fatalf("round %d: %d deletions refused, %d members left; want 1 and 1", round, refused, len(members))
+				}
+			}
+		})
+	}
+}

@@ -219,6 +219,20 @@ func (db Users) DeleteUser(ctx context.Context, username string) error {
 	}
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		if u.Kind == UserKindUser {
+			// The organizations the user owns, locked (in id order) as a
+			// member's removal locks its organization: two owners deleted
+			// at once, or a deletion and a removal, cannot both find the
+			// other still there.
+			rows, err := tx.QueryContext(ctx, db.q(`SELECT id FROM namespaces WHERE kind = ? AND id IN (SELECT t.namespace_id FROM teams t
+				JOIN team_members m ON m.team_id = t.id WHERE t.name = ? AND m.user_id = ?) ORDER BY id`+db.lockSuffix()), NamespaceOrg, OwnersTeam, u.ID)
+			if err != nil {
+				return fmt.Errorf("lock the user's organizations: %w", err)
+			}
+			for rows.Next() {
+			}
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+				return fmt.Errorf("lock the user's organizations: %w", err)
+			}
 			sole, err := db.soleOwnerOf(ctx, tx, u.ID)
 			if err != nil {
 				return err
