@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -116,7 +117,8 @@ type Request struct {
 	// MayLink says whether the copy's actor may read a repository of the
 	// target's namespace (pull): only such a repository's blob is linked
 	// without a download, and only if no gate holds it there. Nil links
-	// none: every missing blob is downloaded.
+	// none: every missing blob is downloaded. The copy asks it at most
+	// once per repository (remember).
 	MayLink MayLink
 }
 
@@ -124,6 +126,37 @@ type Request struct {
 // as the /v2 cross-repository mount decides for a client: a blob is
 // linked from there without a download only if it may.
 type MayLink func(ctx context.Context, repo string) bool
+
+// remember returns a MayLink that asks link at most once per repository
+// and answers as it first did from then on (nil for nil), safe for
+// concurrent use: one copy, or one sync, decides about a source
+// repository once rather than for every blob it holds. Its decisions
+// last as long as it does: make one per copy or sync, not more.
+func remember(link MayLink) MayLink {
+	if link == nil {
+		return nil
+	}
+	var mu sync.Mutex
+	decided := map[string]*linkDecision{}
+	return func(ctx context.Context, repo string) bool {
+		mu.Lock()
+		d, ok := decided[repo]
+		if !ok {
+			d = &linkDecision{}
+			decided[repo] = d
+		}
+		mu.Unlock()
+		// Those asking about one repository at once wait for one answer.
+		d.once.Do(func() { d.may = link(ctx, repo) })
+		return d.may
+	}
+}
+
+// linkDecision is one remembered answer of a MayLink.
+type linkDecision struct {
+	once sync.Once
+	may  bool
+}
 
 // Copy copies the source (an image or an index with all its platforms)
 // into the repository and tags it. Children are stored before the
@@ -145,7 +178,7 @@ func (c *Copier) Copy(ctx context.Context, req Request) (digest.Digest, Stats, e
 		return "", st, fmt.Errorf("fetch %s: %w", req.Source, err)
 	}
 	d := digest.Digest(desc.Digest.String())
-	run := &copyRun{req: req, opts: opts, st: &st, fetched: 1}
+	run := newCopyRun(req, opts, &st)
 	if err := c.copyManifest(ctx, run, d, desc.Manifest, string(desc.MediaType), req.Tags, 1); err != nil {
 		return "", st, err
 	}
@@ -159,6 +192,13 @@ type copyRun struct {
 	st   *Stats
 	// fetched counts the manifests fetched upstream (c.maxManifests).
 	fetched int
+}
+
+// newCopyRun starts a copy's walk, its top manifest fetched: the run
+// remembers its link decisions (req.MayLink) until it ends.
+func newCopyRun(req Request, opts []remote.Option, st *Stats) *copyRun {
+	req.MayLink = remember(req.MayLink)
+	return &copyRun{req: req, opts: opts, st: st, fetched: 1}
 }
 
 // copyManifest stores one upstream manifest, depth manifests deep (the

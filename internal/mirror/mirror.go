@@ -261,7 +261,8 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 		return err
 	}
 	rec := context.WithoutCancel(ctx)
-	if why, err := s.robotRefused(ctx, m); err != nil {
+	account, why, err := s.robot(ctx, m)
+	if err != nil {
 		return err
 	} else if why != "" {
 		// The robot may not act: nothing is copied as it.
@@ -277,7 +278,7 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	sctx, cancel := context.WithCancelCause(tctx)
 	defer cancel(nil)
 	go s.watchCancel(sctx, cancel, m)
-	res, err := s.sync(sctx, m)
+	res, err := s.sync(sctx, m, s.mayLink(m, account))
 	var robot *robotRefusedError
 	if err != nil && tctx.Err() != nil && ctx.Err() == nil {
 		err = context.Cause(tctx) // the sync's deadline, not what it cut
@@ -321,24 +322,29 @@ var errCancelled = errors.New("mirror sync cancelled")
 
 // mayLink is whether a sync of the mirror may link a blob from another
 // repository of its namespace: when its robot may pull from there, as
-// Auth decides now (nil Auth: never). A mirror without a robot (auth
-// mode "none") decides as the anonymous caller, whom that mode's
-// decider allows everything.
-func (s *MirrorService) mayLink(m meta.Mirror) MayLink {
+// Auth decides (nil Auth: never), once per repository for the sync. A
+// mirror without a robot (auth mode "none") decides as the anonymous
+// caller, whom that mode's decider allows everything. The robot's
+// account, looked up as the sync started (robot), is passed by its ID:
+// a decision then needs no look-up of its own (the sync stops if the
+// robot is deleted or disabled meanwhile, watchCancel). Make one per
+// sync: its decisions last as long as it does.
+func (s *MirrorService) mayLink(m meta.Mirror, robot meta.User) MayLink {
 	if s.opts.Auth == nil {
 		return nil
 	}
 	id := auth.Anonymous
 	if m.RobotUsername != "" {
-		id = auth.Identity{Kind: auth.KindRobot, Name: m.RobotUsername}
+		// ID 0 (no user store): the decider looks the robot up by name.
+		id = auth.Identity{Kind: auth.KindRobot, ID: robot.ID, Name: m.RobotUsername}
 	}
-	return func(ctx context.Context, repo string) bool {
+	return remember(func(ctx context.Context, repo string) bool {
 		ok, err := s.opts.Auth.Decide(ctx, id, repo, auth.ActionPull)
 		if err != nil {
-			s.log.Warn("mirror link decision: the blob is downloaded", "repository", m.Repository, "source", repo, "err", err)
+			s.log.Warn("mirror link decision: the source's blobs are downloaded", "repository", m.Repository, "source", repo, "err", err)
 		}
 		return err == nil && ok
-	}
+	})
 }
 
 // robotRefusedError stops a sync whose robot may no longer act.
@@ -350,19 +356,26 @@ func (e *robotRefusedError) Error() string { return e.why }
 // it was deleted, or it is disabled, or the user whose namespace it
 // belongs to is (a disabled user's robots act as nothing).
 func (s *MirrorService) robotRefused(ctx context.Context, m meta.Mirror) (string, error) {
+	_, why, err := s.robot(ctx, m)
+	return why, err
+}
+
+// robot is the mirror's robot's account (zero without a robot or a user
+// store) and why it may not write ("" if it may), as robotRefused.
+func (s *MirrorService) robot(ctx context.Context, m meta.Mirror) (meta.User, string, error) {
 	if m.RobotUsername == "" || s.users == nil {
-		return "", nil
+		return meta.User{}, "", nil
 	}
 	u, err := s.users.UserByName(ctx, m.RobotUsername)
 	switch {
 	case errors.Is(err, meta.ErrUserNotFound):
-		return fmt.Sprintf("the mirror's robot %s does not exist; nothing was synced (set robot_username to an existing robot)", m.RobotUsername), nil
+		return meta.User{}, fmt.Sprintf("the mirror's robot %s does not exist; nothing was synced (set robot_username to an existing robot)", m.RobotUsername), nil
 	case err != nil:
-		return "", err
+		return meta.User{}, "", err
 	case !u.Active():
-		return fmt.Sprintf("the mirror's robot %s is disabled, or the user it belongs to is; nothing was synced", m.RobotUsername), nil
+		return meta.User{}, fmt.Sprintf("the mirror's robot %s is disabled, or the user it belongs to is; nothing was synced", m.RobotUsername), nil
 	}
-	return "", nil
+	return u, "", nil
 }
 
 // inProxyCache says why the mirror of repo does not sync when its
@@ -427,6 +440,9 @@ type upstream struct {
 	// auth and rt are what opts carry: the credentials and the transport.
 	auth authn.Authenticator
 	rt   http.RoundTripper
+	// link is how the sync's copies decide to link a blob (mayLink): one
+	// for the sync, remembering its decisions.
+	link MayLink
 }
 
 func (s *MirrorService) upstream(m meta.Mirror) (upstream, error) {

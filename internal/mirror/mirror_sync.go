@@ -227,12 +227,13 @@ func mirrorActor(m meta.Mirror) string {
 // skip what did not (one HEAD each), and, only when the listing was
 // complete and every tag synced, delete local tags gone upstream or no
 // longer selected.
-func (s *MirrorService) sync(ctx context.Context, m meta.Mirror) (syncResult, error) {
+func (s *MirrorService) sync(ctx context.Context, m meta.Mirror, link MayLink) (syncResult, error) {
 	var res syncResult
 	up, err := s.upstream(m)
 	if err != nil {
 		return res, err
 	}
+	up.link = link
 	opts := append([]remote.Option{remote.WithContext(ctx)}, up.opts...)
 	// One authenticated transport for the whole sync, instead of a ping
 	// and token round trip for every request.
@@ -554,7 +555,7 @@ func (s *MirrorService) copyTags(ctx context.Context, m meta.Mirror, up upstream
 	defer release()
 	req := Request{Source: up.repo.Digest(p.digest.String()), Options: opts, Repo: m.Repository, Tags: tags, Actor: mirrorActor(m),
 		Create:  &meta.RepoCreate{MustExist: true}, // a deleted repository's mirror copies nothing
-		MayLink: s.mayLink(m)}
+		MayLink: up.link}
 	if !p.filtered {
 		_, _, err := s.copier.Copy(ctx, req)
 		return err
@@ -601,7 +602,7 @@ func (s *MirrorService) copyFiltered(ctx context.Context, req Request, upD diges
 	}
 	var st Stats
 	opts := append([]remote.Option{remote.WithContext(ctx)}, req.Options...)
-	run := &copyRun{req: req, opts: opts, st: &st, fetched: 1}
+	run := newCopyRun(req, opts, &st)
 	return s.copier.copyManifest(ctx, run, digest.FromBytes(body), body, string(desc.MediaType), req.Tags, 1)
 }
 
