@@ -39,7 +39,8 @@ func newWorld(t *testing.T, dialect string, delay time.Duration) *world {
 func newWorldWith(t *testing.T, dialect string, opts Options) *world {
 	t.Helper()
 	e := newEnv(t, dialect, opts)
-	reg := registry.New(registry.Stores{Blobs: e.db.Blobs(), Uploads: e.db.Uploads(), Manifests: e.db.Manifests(), Catalog: e.db.Repositories()}, e.store, registry.Options{GCDelay: opts.Delay, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	reg := registry.New(registry.Stores{Blobs: e.db.Blobs(), Uploads: e.db.Uploads(), Manifests: e.db.Manifests(), Referrers: e.db.Manifests(),
+		Catalog: e.db.Repositories()}, e.store, registry.Options{GCDelay: opts.Delay, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Policy: oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}})
 	srv := httptest.NewServer(reg)
 	t.Cleanup(srv.Close)

@@ -3,7 +3,6 @@ package meta
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -159,70 +158,4 @@ func (db Manifests) readAnnotations(ctx context.Context, query string, args []an
 		return fmt.Errorf("read referrers' annotations: %w", err)
 	}
 	return nil
-}
-
-// ReferrerReader lists referrers without their annotations and reads the
-// annotations of those a listing answers (Manifests).
-type ReferrerReader interface {
-	ReferrerEntries(ctx context.Context, q ReferrerQuery) ([]ReferrerEntry, error)
-	ReferrerAnnotations(ctx context.Context, repo string, digests []digest.Digest) (map[digest.Digest]string, error)
-}
-
-// ReaderOfReferrers returns p as a ReferrerReader: p itself when it is
-// one (Manifests); else one over p's ReferrersAfter (and its
-// ReadableReferrersAfter, for a query of the readable only) that reads
-// every referrer it lists with its annotations and keeps them until
-// asked for (a store a test wraps to count or fail its reads). Make one
-// per listing.
-func ReaderOfReferrers(p ReferrerPager) ReferrerReader {
-	if r, ok := p.(ReferrerReader); ok {
-		return r
-	}
-	return &decodedReferrers{p: p, ann: map[digest.Digest]string{}}
-}
-
-type decodedReferrers struct {
-	p   ReferrerPager
-	ann map[digest.Digest]string
-}
-
-func (dr *decodedReferrers) ReferrerEntries(ctx context.Context, q ReferrerQuery) ([]ReferrerEntry, error) {
-	list := dr.p.ReferrersAfter
-	if q.Readable {
-		rp, ok := dr.p.(interface {
-			ReadableReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after ReferrerKey, n int) ([]Manifest, error)
-		})
-		if !ok {
-			return nil, fmt.Errorf("list the readable referrers of %s: the store cannot leave held ones out", q.Subject)
-		}
-		list = rp.ReadableReferrersAfter
-	}
-	refs, err := list(ctx, q.Repository, q.Subject, q.ArtifactType, q.After, q.N)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]ReferrerEntry, 0, len(refs))
-	for _, m := range refs {
-		e := ReferrerEntry{Key: m.ReferrerKey(), Digest: m.Digest, MediaType: m.MediaType, ArtifactType: m.ArtifactType, Size: m.Size, Held: m.Held,
-			BerthSBOM: m.Annotations[berthSBOMAnnotation] != ""}
-		if len(m.Annotations) > 0 {
-			b, err := json.Marshal(m.Annotations)
-			if err != nil {
-				return nil, fmt.Errorf("referrer %s annotations: %w", m.Digest, err)
-			}
-			dr.ann[m.Digest], e.AnnotationsLen = string(b), int64(len(b))
-		}
-		out = append(out, e)
-	}
-	return out, nil
-}
-
-func (dr *decodedReferrers) ReferrerAnnotations(_ context.Context, _ string, digests []digest.Digest) (map[digest.Digest]string, error) {
-	out := make(map[digest.Digest]string, len(digests))
-	for _, d := range digests {
-		if a, ok := dr.ann[d]; ok {
-			out[d] = a
-		}
-	}
-	return out, nil
 }

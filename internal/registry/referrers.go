@@ -54,7 +54,7 @@ func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route)
 		return err
 	}
 	ctx := r.Context()
-	store := meta.ReaderOfReferrers(reg.meta.Manifests)
+	store := reg.meta.Referrers
 	pager := &visibleReferrers{reg: reg, r: r, store: store}
 	page, full, err := referrersPage(ctx, pager, meta.ReferrerQuery{Repository: rt.name, Subject: rt.digest, ArtifactType: artifactType, After: after, N: firstReferrers},
 		reg.opts.MaxManifestBytes-256)
@@ -221,7 +221,7 @@ func (sw *idleStringWriter) writeBytes(b []byte) {
 type visibleReferrers struct {
 	reg             *Registry
 	r               *http.Request
-	store           meta.ReferrerReader
+	store           ReferrerReader
 	asked, seesHeld bool
 }
 

@@ -21,29 +21,21 @@ import (
 	"github.com/berth-dev/berth/internal/wire"
 )
 
-// countingReferrers is the manifest store, counting the held referrers
+// countingReferrers is the referrer store, counting the held referrers
 // its listings return.
 type countingReferrers struct {
-	registry.ManifestStore
-	m    meta.Manifests
+	registry.ReferrerReader
 	held atomic.Int64
 }
 
-func (c *countingReferrers) count(refs []meta.Manifest, err error) ([]meta.Manifest, error) {
-	for _, m := range refs {
-		if m.Held {
+func (c *countingReferrers) ReferrerEntries(ctx context.Context, q meta.ReferrerQuery) ([]meta.ReferrerEntry, error) {
+	es, err := c.ReferrerReader.ReferrerEntries(ctx, q)
+	for _, e := range es {
+		if e.Held {
 			c.held.Add(1)
 		}
 	}
-	return refs, err
-}
-
-func (c *countingReferrers) ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error) {
-	return c.count(c.m.ReferrersAfter(ctx, repo, d, artifactType, after, n))
-}
-
-func (c *countingReferrers) ReadableReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error) {
-	return c.count(c.m.ReadableReferrersAfter(ctx, repo, d, artifactType, after, n))
+	return es, err
 }
 
 // pullOnly lets every caller pull and no caller check a gate's
@@ -84,8 +76,10 @@ func TestReferrersOfHeldContentAreNotRead(t *testing.T) {
 
 			list := func(a registry.Authorizer) ([]digest.Digest, int64) {
 				t.Helper()
-				store := &countingReferrers{ManifestStore: db.Manifests(), m: db.Manifests()}
-				rec := referrersOf(t, db, store, a, "acme/app", subject.Digest)
+				store := &countingReferrers{ReferrerReader: db.Manifests()}
+				stores := wire.RegistryStores(db)
+				stores.Referrers = store
+				rec := referrersOf(t, stores, a, "acme/app", subject.Digest)
 				if rec.Code != http.StatusOK || rec.Header().Get("Link") != "" {
 					t.Fatalf("referrers: %d (Link %q) %s", rec.Code, rec.Header().Get("Link"), rec.Body)
 				}
@@ -139,14 +133,10 @@ func gatedSubject(t *testing.T, db *meta.DB) meta.Manifest {
 }
 
 // referrersOf is the registry's answer to a GET of subject's referrers
-// in repo, the registry serving db's stores with manifests (when not
-// nil) in place of db's and a as its authorizer (when not nil).
-func referrersOf(t *testing.T, db *meta.DB, manifests registry.ManifestStore, a registry.Authorizer, repo string, subject digest.Digest) *httptest.ResponseRecorder {
+// in repo, the registry serving stores and a as its authorizer (when not
+// nil).
+func referrersOf(t *testing.T, stores registry.Stores, a registry.Authorizer, repo string, subject digest.Digest) *httptest.ResponseRecorder {
 	t.Helper()
-	stores := wire.RegistryStores(db)
-	if manifests != nil {
-		stores.Manifests = manifests
-	}
 	reg := registry.New(stores, nil, registry.Options{Auth: a})
 	rec := httptest.NewRecorder()
 	reg.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/"+repo+"/referrers/"+subject.String(), nil))

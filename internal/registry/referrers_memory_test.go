@@ -156,16 +156,16 @@ func TestReferrersMemoryIsTheAnswers(t *testing.T) {
 	}
 }
 
-// recordingReferrers is the manifest store, counting the held referrers
+// recordingReferrers is the referrer store, counting the held referrers
 // its listings return and recording whose annotations are read.
 type recordingReferrers struct {
-	meta.Manifests
+	registry.ReferrerReader
 	held      int
 	annotated []digest.Digest
 }
 
 func (c *recordingReferrers) ReferrerEntries(ctx context.Context, q meta.ReferrerQuery) ([]meta.ReferrerEntry, error) {
-	es, err := c.Manifests.ReferrerEntries(ctx, q)
+	es, err := c.ReferrerReader.ReferrerEntries(ctx, q)
 	for _, e := range es {
 		if e.Held {
 			c.held++
@@ -176,7 +176,7 @@ func (c *recordingReferrers) ReferrerEntries(ctx context.Context, q meta.Referre
 
 func (c *recordingReferrers) ReferrerAnnotations(ctx context.Context, repo string, ds []digest.Digest) (map[digest.Digest]string, error) {
 	c.annotated = append(c.annotated, ds...)
-	return c.Manifests.ReferrerAnnotations(ctx, repo, ds)
+	return c.ReferrerReader.ReferrerAnnotations(ctx, repo, ds)
 }
 
 // TestReferrersHeldAnnotationsAreNotRead: of a subject's referrers, a
@@ -205,8 +205,10 @@ func TestReferrersHeldAnnotationsAreNotRead(t *testing.T) {
 
 			list := func(a registry.Authorizer) ([]oci.Descriptor, *recordingReferrers) {
 				t.Helper()
-				store := &recordingReferrers{Manifests: db.Manifests()}
-				rec := referrersOf(t, db, store, a, "acme/app", subject.Digest)
+				store := &recordingReferrers{ReferrerReader: db.Manifests()}
+				stores := wire.RegistryStores(db)
+				stores.Referrers = store
+				rec := referrersOf(t, stores, a, "acme/app", subject.Digest)
 				var idx oci.Manifest
 				if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &idx) != nil {
 					t.Fatalf("referrers: %d %s", rec.Code, rec.Body)
@@ -256,7 +258,7 @@ func TestReferrersWithANulInTheirAnnotations(t *testing.T) {
 			for _, m := range []meta.Manifest{nul, sbom, empty} {
 				put(m, "")
 			}
-			rec := referrersOf(t, db, nil, nil, "acme/app", subject.Digest)
+			rec := referrersOf(t, wire.RegistryStores(db), nil, "acme/app", subject.Digest)
 			if rec.Code != http.StatusOK {
 				t.Fatalf("referrers: %d %s", rec.Code, rec.Body)
 			}

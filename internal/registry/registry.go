@@ -26,6 +26,9 @@ type Stores struct {
 	Blobs     BlobStore
 	Uploads   UploadStore
 	Manifests ManifestStore
+	// Referrers lists a subject's referrers for the referrers API
+	// (meta.Manifests); New refuses Manifests without it.
+	Referrers ReferrerReader
 	Catalog   Catalog
 	// Claims converts upload claims to this process's clock
 	// (meta.Uploads); nil takes them as they are (one host's clock).
@@ -66,8 +69,8 @@ type UploadStore interface {
 	DeleteUpload(ctx context.Context, id string, claim int64) error
 }
 
-// ManifestStore is what the registry needs of manifests, tags and
-// referrers (meta.Manifests).
+// ManifestStore is what the registry needs of manifests and tags
+// (meta.Manifests).
 type ManifestStore interface {
 	PutManifest(ctx context.Context, p meta.PutManifest) error
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
@@ -75,8 +78,13 @@ type ManifestStore interface {
 	ConfirmManifest(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error)
 	DeleteTag(ctx context.Context, repo, tag, actor string) error
 	ListTags(ctx context.Context, repo, last string, n int) ([]string, error)
-	ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error)
-	ReadableReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error)
+}
+
+// ReferrerReader lists a subject's referrers without their annotations
+// and reads the annotations of those a page answers (meta.Manifests).
+type ReferrerReader interface {
+	ReferrerEntries(ctx context.Context, q meta.ReferrerQuery) ([]meta.ReferrerEntry, error)
+	ReferrerAnnotations(ctx context.Context, repo string, digests []digest.Digest) (map[digest.Digest]string, error)
 }
 
 // Options configure the registry.
@@ -142,11 +150,7 @@ type identityDecider interface {
 // puller is who pulls through the cache, from the pull's decision.
 func (reg *Registry) puller(r *http.Request, d authz.Decision) Puller {
 	return Puller{
-		MayPull: func(repo string) bool {
-			// As a mount's source: an authorizer failing is no source.
-			src, err := reg.authz.Authorize(r, repoScope(repo, ActionPull))
-			return err == nil && src.Allowed()
-		},
+		MayPull: reg.mayPull(r, d.Identity),
 		Create: func(ctx context.Context, repo string) (*meta.RepoCreate, error) {
 			id := d.Identity
 			dec, ok := reg.authz.(identityDecider)
@@ -164,6 +168,60 @@ func (reg *Registry) puller(r *http.Request, d authz.Decision) Puller {
 			}
 			return &meta.RepoCreate{AdminUserID: id.ID}, nil
 		},
+	}
+}
+
+// mayPull answers whether the pull's identity may pull another
+// repository (a link's source), asked at most once per repository in the
+// request. It decides on the identity, not on the request's credentials:
+// the registry token of a docker, podman or containerd pull names only
+// the repository pulled, and asked of another it answers a challenge.
+// As for a mount's source, an authorizer failing is no source.
+func (reg *Registry) mayPull(r *http.Request, id auth.Identity) func(repo string) bool {
+	decide := reg.sourceDecider(r, id)
+	var mu sync.Mutex
+	asked := map[string]bool{}
+	return func(repo string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		may, ok := asked[repo]
+		if !ok {
+			may = decide(repo)
+			asked[repo] = may
+		}
+		return may
+	}
+}
+
+// sourceDecider decides a link's source for the pull's identity: a user
+// or robot on its standing; an access token on its scopes when they were
+// bounded by its creator's rights in this request (Basic credentials, or
+// its secret as a bearer token); anyone else, and an access token's
+// registry token (whose scopes its creator may no longer grant: they are
+// bounded only on the token endpoint's decisions, not in the identity it
+// carries), as an anonymous puller (public repositories). An authorizer
+// that cannot decide for an identity (auth mode none) is asked as the
+// request.
+func (reg *Registry) sourceDecider(r *http.Request, id auth.Identity) func(repo string) bool {
+	dec, ok := reg.authz.(identityDecider)
+	if !ok {
+		return func(repo string) bool {
+			src, err := reg.authz.Authorize(r, repoScope(repo, ActionPull))
+			return err == nil && src.Allowed()
+		}
+	}
+	switch c := authz.CredentialsOf(r); {
+	case (id.Kind == auth.KindUser || id.Kind == auth.KindRobot) && id.ID != 0:
+	case id.Kind == auth.KindToken && (c.Basic || strings.HasPrefix(c.Bearer, authz.SecretPrefix)):
+	default:
+		id = auth.Anonymous
+	}
+	return func(repo string) bool {
+		may, err := dec.Decide(r.Context(), id, repo, ActionPull)
+		if err != nil {
+			reg.log.Warn("proxy cache: decide a link's source", "repository", repo, "err", err)
+		}
+		return err == nil && may
 	}
 }
 
@@ -188,8 +246,12 @@ type Registry struct {
 	bufs    sync.Pool // *[]byte copy buffers for upload bodies
 }
 
-// New returns the /v2 handler.
+// New returns the /v2 handler. It panics when md has Manifests and no
+// Referrers: a wiring mistake, refused before any request is served.
 func New(md Stores, store storage.Driver, opts Options) *Registry {
+	if md.Manifests != nil && md.Referrers == nil {
+		panic("registry.New: Stores.Manifests without Stores.Referrers")
+	}
 	if opts.MaxManifestBytes <= 0 {
 		opts.MaxManifestBytes = 4 << 20
 	}

@@ -269,10 +269,9 @@ func (u *UI) referrers(ctx context.Context, repo string, d digest.Digest, canChe
 	// Read no further than the page shows, a few at a time, and none of
 	// their annotations (each may be up to a manifest's size): the kind
 	// needs only whether dev.berth.sbom is set, which the query answers.
-	store := meta.ReaderOfReferrers(u.db.Content)
 	q := meta.ReferrerQuery{Repository: repo, Subject: d, N: 16}
 	for read := 0; ; q.N = min(2*q.N, 256) {
-		entries, err := store.ReferrerEntries(ctx, q)
+		entries, err := u.db.Referrers.ReferrerEntries(ctx, q)
 		if err != nil {
 			return nil, false, false, err
 		}

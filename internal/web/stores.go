@@ -33,6 +33,7 @@ type Stores struct {
 	Sessions      SessionStore      // meta.WebSessions
 	Repositories  RepositoryStore   // meta.Repositories
 	Content       ContentStore      // meta.Manifests
+	Referrers     ReferrerLister    // meta.Manifests; New refuses Content without it
 	Mirrors       MirrorStore       // meta.Mirrors
 	Notifications NotificationStore // meta.Notifications
 	Gates         GateStore         // meta.Gates
@@ -57,12 +58,16 @@ type RepositoryStore interface {
 	Repository(ctx context.Context, name string) (meta.RepoInfo, error)
 }
 
-// ContentStore reads tags, manifests and referrers.
+// ContentStore reads tags and manifests.
 type ContentStore interface {
 	TagRows(ctx context.Context, repo string, q meta.TagRowQuery) ([]meta.TagRow, int, error)
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
-	ReferrersAfter(ctx context.Context, repo string, d digest.Digest, artifactType string, after meta.ReferrerKey, n int) ([]meta.Manifest, error)
 	DeletedTags(ctx context.Context, repo string, n int) ([]meta.TagPeriod, error)
+}
+
+// ReferrerLister lists a manifest's referrers without their annotations.
+type ReferrerLister interface {
+	ReferrerEntries(ctx context.Context, q meta.ReferrerQuery) ([]meta.ReferrerEntry, error)
 }
 
 // MirrorStore reads a mirror's state.

@@ -83,8 +83,12 @@ type UI struct {
 	trustedOrigin string
 }
 
-// New returns the UI's handler.
+// New returns the UI's handler; it refuses Stores with Content and no
+// Referrers.
 func New(db Stores, opts Options) (*UI, error) {
+	if db.Content != nil && db.Referrers == nil {
+		return nil, errors.New("web: Stores.Content without Stores.Referrers")
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

@@ -21,7 +21,8 @@ import (
 
 // RegistryStores are the stores registry.New takes.
 func RegistryStores(db *meta.DB) registry.Stores {
-	return registry.Stores{Blobs: db.Blobs(), Uploads: db.Uploads(), Manifests: db.Manifests(), Catalog: db.Repositories(), Claims: db.Uploads()}
+	return registry.Stores{Blobs: db.Blobs(), Uploads: db.Uploads(), Manifests: db.Manifests(), Referrers: db.Manifests(), Catalog: db.Repositories(),
+		Claims: db.Uploads()}
 }
 
 // AuthzStores are the stores authz.New takes.
@@ -87,6 +88,6 @@ func ScanStores(db *meta.DB) scan.Stores {
 // WebStores are the stores web.New takes; the server adds the scanner,
 // the graph and the storage driver when they are on.
 func WebStores(db *meta.DB) web.Stores {
-	return web.Stores{Sessions: db.WebSessions(), Repositories: db.Repositories(), Content: db.Manifests(), Mirrors: db.Mirrors(),
-		Notifications: db.Notifications(), Gates: db.Gates(), Emails: db.Notifications()}
+	return web.Stores{Sessions: db.WebSessions(), Repositories: db.Repositories(), Content: db.Manifests(), Referrers: db.Manifests(),
+		Mirrors: db.Mirrors(), Notifications: db.Notifications(), Gates: db.Gates(), Emails: db.Notifications()}
 }
