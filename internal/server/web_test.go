@@ -189,6 +189,15 @@ func TestWebSession(t *testing.T) {
 	if status, body := b.post("/signin", url.Values{"csrf": {tok}, "username": {"reader"}, "password": {"wrong"}}); status != http.StatusUnauthorized || !strings.Contains(body, "Wrong username or password") {
 		t.Errorf("wrong password: %d", status)
 	}
+	// A refused sign-in puts the name back in the form, not one no
+	// account can have (before, a 1 MiB name came back whole).
+	long := strings.Repeat("n", 100_000)
+	if status, body := b.post("/signin", url.Values{"csrf": {tok}, "username": {long}, "password": {"wrong"}}); status != http.StatusUnauthorized || len(body) > 50_000 {
+		t.Errorf("a sign-in with a 100 KB name: %d, %d bytes answered", status, len(body))
+	}
+	if status, body := b.post("/signin", url.Values{"csrf": {tok}, "username": {"reader"}, "password": {"wrong"}}); status != http.StatusUnauthorized || !strings.Contains(body, `value="reader"`) {
+		t.Errorf("a wrong password does not give the name back to the form: %d", status)
+	}
 	req, _ := http.NewRequest("POST", w.url+"/signin", strings.NewReader(url.Values{"csrf": {tok}, "username": {"reader"}, "password": {pw}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.AddCookie(&http.Cookie{Name: "berth_csrf", Value: tok})

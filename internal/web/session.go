@@ -102,6 +102,11 @@ func (u *UI) signinForm(w http.ResponseWriter, r *http.Request, v *visitor) erro
 	return nil
 }
 
+// maxEchoedName is the longest submitted name a refused sign-in puts back
+// in the form (the sign-in throttle keys and the audit log cut names at
+// 256 bytes too).
+const maxEchoedName = 256
+
 // signin checks a user's password with the token endpoint's check and
 // throttle, and starts a session: only for a user's own password (an API
 // token acting as its user is for clients, and a session would outlive
@@ -114,7 +119,12 @@ func (u *UI) signin(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	}
 	name, pass, next := r.PostFormValue("username"), r.PostFormValue("password"), safeNext(r.PostFormValue("next"))
 	again := func(status int, msg string) error {
-		u.render(w, r, v, status, "signin", "Sign in", map[string]any{"Next": next, "Error": msg, "Username": name})
+		echo := name
+		if len(echo) > maxEchoedName {
+			// No account has such a name: not worth a page of it.
+			echo = ""
+		}
+		u.render(w, r, v, status, "signin", "Sign in", map[string]any{"Next": next, "Error": msg, "Username": echo})
 		return nil
 	}
 	id, err := u.opts.Auth.Login(r.Context(), r, name, pass)
