@@ -49,16 +49,10 @@ func TestProxyBlobCollectedBeforeItsLinkIsDownloaded(t *testing.T) {
 	m := imageManifest(cfg)
 	var blobGets atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/v2/":
-		case strings.HasSuffix(r.URL.Path, "/manifests/latest"):
-			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-			w.Header().Set("Docker-Content-Digest", digest.FromString(m).String())
-			io.WriteString(w, m)
-		case strings.HasSuffix(r.URL.Path, "/blobs/"+digest.FromBytes(cfg).String()):
+		if strings.HasSuffix(r.URL.Path, "/blobs/"+digest.FromBytes(cfg).String()) {
 			blobGets.Add(1)
-			w.Write(cfg)
-		default:
+		}
+		if !serveImage(w, r, m, cfg) {
 			w.WriteHeader(http.StatusNotFound)
 		}
 	}))

@@ -128,6 +128,28 @@ func imageManifest(cfg []byte, layers ...[]byte) string {
 		digest.FromBytes(cfg), len(cfg), strings.Join(ls, ","))
 }
 
+// serveImage answers r as an upstream holding one image does: its
+// manifest m, tagged latest, and its blobs. It reports false, having
+// answered nothing, when r asks for something else.
+func serveImage(w http.ResponseWriter, r *http.Request, m string, blobs ...[]byte) bool {
+	switch {
+	case r.URL.Path == "/v2/":
+		return true
+	case strings.HasSuffix(r.URL.Path, "/manifests/latest"):
+		w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		w.Header().Set("Docker-Content-Digest", digest.FromString(m).String())
+		io.WriteString(w, m)
+		return true
+	}
+	for _, b := range blobs {
+		if strings.HasSuffix(r.URL.Path, "/blobs/"+digest.FromBytes(b).String()) {
+			w.Write(b)
+			return true
+		}
+	}
+	return false
+}
+
 // hubCacheOf is hubCache with the cache's configuration pc and upstream
 // password (sealed by the service; "": none).
 func hubCacheOf(t *testing.T, dialect string, pc meta.ProxyCache, password string, opts ...func(*proxy.Options)) (*meta.DB, *httptest.Server) {
@@ -186,17 +208,7 @@ func TestProxyCacheHeldToTheQuota(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 4096)
 	m := imageManifest(cfg, big)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/v2/":
-		case strings.HasSuffix(r.URL.Path, "/manifests/latest"):
-			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-			w.Header().Set("Docker-Content-Digest", digest.FromString(m).String())
-			io.WriteString(w, m)
-		case strings.HasSuffix(r.URL.Path, "/blobs/"+digest.FromBytes(cfg).String()):
-			w.Write(cfg)
-		case strings.HasSuffix(r.URL.Path, "/blobs/"+digest.FromBytes(big).String()):
-			w.Write(big)
-		default:
+		if !serveImage(w, r, m, cfg, big) {
 			w.WriteHeader(http.StatusNotFound)
 		}
 	}))

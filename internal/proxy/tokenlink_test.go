@@ -90,20 +90,10 @@ func startLayerUpstream(t *testing.T) *layerUpstream {
 	u := &layerUpstream{layer: []byte("a layer every repository of the upstream has")}
 	m := imageManifest(cfg, u.layer)
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/v2/":
-		case strings.HasSuffix(r.URL.Path, "/manifests/latest"):
-			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-			w.Header().Set("Docker-Content-Digest", digest.FromString(m).String())
-			io.WriteString(w, m)
-		case strings.HasSuffix(r.URL.Path, "/blobs/"+digest.FromBytes(cfg).String()):
-			w.Write(cfg)
-		case strings.HasSuffix(r.URL.Path, "/blobs/"+digest.FromBytes(u.layer).String()):
-			if r.Method == http.MethodGet {
-				u.layerGet.Add(1)
-			}
-			w.Write(u.layer)
-		default:
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+digest.FromBytes(u.layer).String()) {
+			u.layerGet.Add(1)
+		}
+		if !serveImage(w, r, m, cfg, u.layer) {
 			w.WriteHeader(http.StatusNotFound)
 		}
 	}))
