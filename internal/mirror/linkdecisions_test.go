@@ -16,7 +16,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/berth-dev/berth/internal/auth"
-	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/storage/fs"
@@ -92,32 +91,8 @@ func TestMirrorSyncDecidesOncePerSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mirrorOf := func(repo string) {
-		t.Helper()
-		if repo != mrepo { // made by the fixture
-			if err := f.db.Repositories().CreateRepository(ctx, repo, "private", "", "acme", 0); err != nil {
-				t.Fatal(err)
-			}
-		}
-		m := meta.Mirror{Repository: repo, Enabled: true, ExternalReference: f.upstream + "/lib/app", Username: "up",
-			PasswordSealed: f.sealer.Seal([]byte("secret")), VerifyTLS: true, SyncInterval: time.Hour,
-			SyncStartDate: time.Now().Add(time.Hour), RootRule: meta.MirrorRule{Kind: "tag_glob_csv", Value: []string{"*"}},
-			RobotUsername: "acme+mirror"}
-		if err := f.db.Mirrors().CreateMirror(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sync := func(repo string) {
-		t.Helper()
-		if err := svc.Sync(ctx, repo); err != nil {
-			t.Fatal(err)
-		}
-		if m, err := f.db.Mirrors().GetMirror(ctx, repo); err != nil || m.Status != meta.MirrorSuccess {
-			t.Fatalf("sync of %s: %+v %v", repo, m, err)
-		}
-	}
-	mirrorOf(mrepo)
-	sync(mrepo) // acme/app now holds every blob
+	f.robotMirror(t, mrepo)
+	f.syncOK(t, svc, mrepo) // acme/app now holds every blob
 	if n := blobGets.Load(); n != blobs {
 		t.Fatalf("the first sync fetched %d blobs, want %d", n, blobs)
 	}
@@ -125,8 +100,8 @@ func TestMirrorSyncDecidesOncePerSource(t *testing.T) {
 
 	// Refused: one decision about acme/app for the whole sync, and every
 	// blob downloaded.
-	mirrorOf("acme/app2")
-	sync("acme/app2")
+	f.robotMirror(t, "acme/app2")
+	f.syncOK(t, svc, "acme/app2")
 	if n := blobGets.Load() - blobs; n != blobs {
 		t.Fatalf("a sync whose robot may not read acme/app fetched %d blobs, want %d", n, blobs)
 	}
@@ -142,8 +117,8 @@ func TestMirrorSyncDecidesOncePerSource(t *testing.T) {
 
 	// Allowed: every blob linked, on at most one decision per source
 	// (acme/app and now acme/app2 hold them), asked anew in this sync.
-	mirrorOf("acme/app3")
-	sync("acme/app3")
+	f.robotMirror(t, "acme/app3")
+	f.syncOK(t, svc, "acme/app3")
 	if n := blobGets.Load() - 2*blobs; n != 0 {
 		t.Fatalf("a sync whose robot may read acme/app fetched %d blobs, want none", n)
 	}

@@ -142,7 +142,6 @@ func (d *decider) Decide(_ context.Context, id auth.Identity, repo, action strin
 // of the namespace has only when the mirror's robot may pull from it (as
 // Auth decides); refused, it downloads the blob from its upstream.
 func TestMirrorSyncLinksAsItsRobot(t *testing.T) {
-	ctx := context.Background()
 	f := newMirrorFixture(t)
 	driver, err := fs.New(t.TempDir(), fs.Options{})
 	if err != nil {
@@ -161,39 +160,15 @@ func TestMirrorSyncLinksAsItsRobot(t *testing.T) {
 		return 0
 	})
 	f.push(t, "1", randomImage(t)) // a config and a layer
-	mirrorOf := func(repo string) {
-		t.Helper()
-		if repo != mrepo { // made by the fixture
-			if err := f.db.Repositories().CreateRepository(ctx, repo, "private", "", "acme", 0); err != nil {
-				t.Fatal(err)
-			}
-		}
-		m := meta.Mirror{Repository: repo, Enabled: true, ExternalReference: f.upstream + "/lib/app", Username: "up",
-			PasswordSealed: f.sealer.Seal([]byte("secret")), VerifyTLS: true, SyncInterval: time.Hour,
-			SyncStartDate: time.Now().Add(time.Hour), RootRule: meta.MirrorRule{Kind: "tag_glob_csv", Value: []string{"*"}},
-			RobotUsername: "acme+mirror"}
-		if err := f.db.Mirrors().CreateMirror(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sync := func(repo string) {
-		t.Helper()
-		if err := svc.Sync(ctx, repo); err != nil {
-			t.Fatal(err)
-		}
-		if m, err := f.db.Mirrors().GetMirror(ctx, repo); err != nil || m.Status != meta.MirrorSuccess {
-			t.Fatalf("sync of %s: %+v %v", repo, m, err)
-		}
-	}
-	mirrorOf(mrepo)
-	sync(mrepo)
+	f.robotMirror(t, mrepo)
+	f.syncOK(t, svc, mrepo)
 	if n := blobGets.Load(); n != 2 {
 		t.Fatalf("the first sync fetched %d blobs, want 2", n)
 	}
 	// Refused: acme/app2 downloads what acme/app has, having asked as
 	// the robot.
-	mirrorOf("acme/app2")
-	sync("acme/app2")
+	f.robotMirror(t, "acme/app2")
+	f.syncOK(t, svc, "acme/app2")
 	if n := blobGets.Load(); n != 4 {
 		t.Fatalf("a sync whose robot may not read acme/app fetched %d blobs in all, want 4", n)
 	}
@@ -205,9 +180,40 @@ func TestMirrorSyncLinksAsItsRobot(t *testing.T) {
 	dec.mu.Lock()
 	dec.allow = true
 	dec.mu.Unlock()
-	mirrorOf("acme/app3")
-	sync("acme/app3")
+	f.robotMirror(t, "acme/app3")
+	f.syncOK(t, svc, "acme/app3")
 	if n := blobGets.Load(); n != 4 {
 		t.Fatalf("a sync whose robot may read acme/app fetched %d blobs more, want none", n-4)
+	}
+}
+
+// robotMirror makes repo (unless it is the fixture's own) a mirror of the
+// upstream's lib/app, every tag, synced as the robot acme+mirror.
+func (f *mfix) robotMirror(t *testing.T, repo string) {
+	t.Helper()
+	ctx := context.Background()
+	if repo != mrepo { // made by the fixture
+		if err := f.db.Repositories().CreateRepository(ctx, repo, "private", "", "acme", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := meta.Mirror{Repository: repo, Enabled: true, ExternalReference: f.upstream + "/lib/app", Username: "up",
+		PasswordSealed: f.sealer.Seal([]byte("secret")), VerifyTLS: true, SyncInterval: time.Hour,
+		SyncStartDate: time.Now().Add(time.Hour), RootRule: meta.MirrorRule{Kind: "tag_glob_csv", Value: []string{"*"}},
+		RobotUsername: "acme+mirror"}
+	if err := f.db.Mirrors().CreateMirror(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// syncOK syncs repo's mirror with svc, failing t unless it succeeds.
+func (f *mfix) syncOK(t *testing.T, svc *mirror.MirrorService, repo string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := svc.Sync(ctx, repo); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := f.db.Mirrors().GetMirror(ctx, repo); err != nil || m.Status != meta.MirrorSuccess {
+		t.Fatalf("sync of %s: %+v %v", repo, m, err)
 	}
 }
