@@ -95,13 +95,27 @@ func TestReferrersMemoryIsTheAnswers(t *testing.T) {
 
 			reg := registry.New(wire.RegistryStores(db), nil, registry.Options{})
 			path := "/v2/bob/big/referrers/" + subject.Digest.String()
-			w := &discardResponse{header: http.Header{}}
-			alloc := allocated(func() { reg.ServeHTTP(w, httptest.NewRequest("GET", path, nil)) })
-			if w.code != http.StatusOK || w.header.Get("Link") == "" {
-				t.Fatalf("referrers: %d, Link %q", w.code, w.header.Get("Link"))
+			// The least of three GETs: the count is the process's, and what
+			// a goroutine an earlier test left running allocates meanwhile
+			// (and the driver's first growth of its read buffer) is not the
+			// request's. Reading the twenty referrers' annotations would
+			// allocate at least the 20 MiB they hold; the page's three, about
+			// three times their 3 MiB (the driver's buffer, the string, the
+			// answer), which on PostgreSQL has been seen at 10 MiB.
+			var alloc uint64
+			var w *discardResponse
+			for i := range 3 {
+				w = &discardResponse{header: http.Header{}}
+				a := allocated(func() { reg.ServeHTTP(w, httptest.NewRequest("GET", path, nil)) })
+				if w.code != http.StatusOK || w.header.Get("Link") == "" {
+					t.Fatalf("referrers: %d, Link %q", w.code, w.header.Get("Link"))
+				}
+				if i == 0 || a < alloc {
+					alloc = a
+				}
 			}
 			t.Logf("a GET of the referrers API allocated %.1f MiB to answer %.1f MiB", float64(alloc)/(1<<20), float64(w.n)/(1<<20))
-			if alloc > 12<<20 {
+			if alloc > 14<<20 {
 				t.Errorf("a GET of the referrers API allocated %.1f MiB to answer %.1f MiB", float64(alloc)/(1<<20), float64(w.n)/(1<<20))
 			}
 
