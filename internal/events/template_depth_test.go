@@ -61,17 +61,26 @@ func TestRenderDeepTemplateAllocatesAboutItsOutput(t *testing.T) {
 	if _, err := Render(json.RawMessage(tmpl), data); err != nil { // warm up
 		t.Fatal(err)
 	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	out, err := Render(json.RawMessage(tmpl), data)
-	runtime.ReadMemStats(&after)
-	if err != nil {
-		t.Fatal(err)
+	// The least of three renders: the count is the process's, and a
+	// goroutine an earlier test left running may allocate meanwhile.
+	var out []byte
+	var n uint64
+	for i := range 3 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		o, err := Render(json.RawMessage(tmpl), data)
+		runtime.ReadMemStats(&after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(o) {
+			t.Fatal("invalid JSON")
+		}
+		if a := after.TotalAlloc - before.TotalAlloc; i == 0 || a < n {
+			n = a
+		}
+		out = o
 	}
-	if !json.Valid(out) {
-		t.Fatal("invalid JSON")
-	}
-	n := after.TotalAlloc - before.TotalAlloc
 	t.Logf("output %d bytes, allocated %d bytes (%.1f×)", len(out), n, float64(n)/float64(len(out)))
 	if n > uint64(12*len(out)) {
 		t.Fatalf("allocated %d bytes for %d bytes of output", n, len(out))
