@@ -417,7 +417,10 @@ func (db *core) readable(ctx context.Context, tx *sql.Tx, repoID int64, d string
 
 // release makes a manifest readable, with everything held that it
 // reaches: the manifests it references (an index's platforms) and its
-// referrers (signatures, SBOMs), transitively. The manifest itself is
+// referrers that describe it (signatures, SBOMs, attestations: describes),
+// transitively. A referrer that does not (a runnable image, an index,
+// naming it as subject) stays held with all it alone reaches: a subject
+// field cannot publish what no check saw. The manifest itself is
 // updated first (its transaction holds its row already); what it reaches
 // is found first and then updated in digest order: two transactions
 // releasing overlapping sets wait for each other in that order instead
@@ -442,8 +445,7 @@ func (db *core) release(ctx context.Context, tx *sql.Tx, repoID int64, d digest.
 			reached = append(reached, cur)
 		}
 		rows, err := tx.QueryContext(ctx, db.q(`SELECT m.digest FROM manifest_references x JOIN manifests m ON m.repository_id = x.repository_id AND m.digest = x.ref_digest
-			WHERE x.repository_id = ? AND x.manifest_digest = ? AND x.is_manifest = 1 AND m.held = 1
-			UNION SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND held = 1`), repoID, cur, repoID, cur)
+			WHERE x.repository_id = ? AND x.manifest_digest = ? AND x.is_manifest = 1 AND m.held = 1`), repoID, cur)
 		if err != nil {
 			return fmt.Errorf("find held content: %w", err)
 		}
@@ -451,7 +453,11 @@ func (db *core) release(ctx context.Context, tx *sql.Tx, repoID int64, d digest.
 		if err != nil {
 			return fmt.Errorf("find held content: %w", err)
 		}
-		work = append(work, next...)
+		described, err := db.heldDescriptions(ctx, tx, repoID, cur)
+		if err != nil {
+			return err
+		}
+		work = append(append(work, next...), described...)
 	}
 	slices.Sort(reached)
 	for _, cur := range reached {
@@ -460,6 +466,31 @@ func (db *core) release(ctx context.Context, tx *sql.Tx, repoID int64, d digest.
 		}
 	}
 	return nil
+}
+
+// heldDescriptions returns the held referrers of a manifest that only
+// describe it (describes: read from their content).
+func (db *core) heldDescriptions(ctx context.Context, tx *sql.Tx, repoID int64, subject string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, db.q("SELECT digest, media_type, content FROM manifests WHERE repository_id = ? AND subject = ? AND held = 1"), repoID, subject)
+	if err != nil {
+		return nil, fmt.Errorf("find held referrers: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var d, mediaType string
+		var content []byte
+		if err := rows.Scan(&d, &mediaType, &content); err != nil {
+			return nil, fmt.Errorf("find held referrers: %w", err)
+		}
+		if describes(mediaType, content) {
+			out = append(out, d)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find held referrers: %w", err)
+	}
+	return out, nil
 }
 
 const candidateColumns = `c.id, r.name, c.tag, c.digest, c.state, c.reasons, c.decision, c.rollback_tag, c.actor, c.created_at, c.decided_at`

@@ -151,8 +151,8 @@ func TestGateHoldsAndPromotes(t *testing.T) {
 			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: child, Refs: []meta.Ref{{Digest: shared.Digest}, {Digest: own.Digest}}})
 			idx := indexOf("15-alpine index v1")
 			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: idx, Tag: "15-alpine", Refs: []meta.Ref{{Digest: child.Digest, IsManifest: true}}})
-			sig := manifestOf("signature of the candidate")
-			sig.Subject = idx.Digest
+			sig := referrerOf(t, "signature of the candidate", "application/vnd.dev.cosign.artifact.sig.v1+json",
+				"application/vnd.dev.cosign.simplesigning.v1+json", idx.Digest)
 			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: sig})
 			unguarded := manifestOf("unguarded latest")
 			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: unguarded, Tag: "latest"})
