@@ -16,6 +16,7 @@ import (
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/server"
 )
 
 // adminCmd administers accounts directly in the metadata database, with no
@@ -34,6 +35,11 @@ func adminCmd() *cobra.Command {
 	openMigrating := func(cmd *cobra.Command) (*meta.DB, error) {
 		cfg, err := st.load(cmd)
 		if err != nil {
+			return nil, err
+		}
+		// As berth serve: a mis-keyed replica's migrate step must not
+		// move the schema under the running replicas.
+		if err := server.CheckRecordedKey(cmd.Context(), cfg); err != nil {
 			return nil, err
 		}
 		if cfg.Storage.Filesystem.Fsync {

@@ -26,7 +26,9 @@ a step of its own (a Kubernetes Job, a CI stage) before new replicas start.
 On PostgreSQL the migrations run in one transaction under an advisory lock:
 replicas and migrate commands started together apply them once. A replica
 of an older version reports not ready (/readyz) once the schema has moved
-past its own.`,
+past its own. On PostgreSQL, given a secretKey (or a key file in the data
+directory) other than the one the database recorded, it refuses with
+"secret key mismatch" before it migrates, as berth serve does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			db, err := open(cmd)

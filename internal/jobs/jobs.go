@@ -151,8 +151,11 @@ type Options struct {
 	// Concurrency is how many jobs the worker runs at once (1).
 	Concurrency int
 	// Lease is how long a claim holds a job without renewal (30s). It is
-	// extended every Lease/3 while the handler runs; a worker that dies
-	// holds its job for at most Lease before another takes it over.
+	// extended every Lease/3 while the handler runs, each renewal given at
+	// most Lease/3; a worker that dies holds its job for at most Lease
+	// before another takes it over. A handler whose lease was not renewed
+	// in time (a renewal failed, or hangs) is cancelled Lease/6 before the
+	// lease could run out, whether or not the renewal ever returns.
 	Lease time.Duration
 	// PollInterval is how long an idle worker waits before looking for a
 	// job again (500ms), unless Wake is called.
@@ -280,6 +283,7 @@ func (w *Worker) newOwner() string {
 func (w *Worker) loop(ctx context.Context) {
 	for ctx.Err() == nil {
 		owner := w.newOwner()
+		claimed := time.Now() // the lease runs from no earlier than this
 		j, ok, err := w.store.ClaimJob(ctx, w.queue, owner, w.opts.Lease)
 		switch {
 		case err != nil:
@@ -291,17 +295,18 @@ func (w *Worker) loop(ctx context.Context) {
 			w.idle(ctx)
 		default:
 			w.Wake() // there may be more: let an idle sibling look too
-			w.runChain(ctx, j, owner)
+			w.runChain(ctx, j, owner, claimed)
 		}
 	}
 }
 
 // runChain runs a claimed job and then, while the store hands on a next
 // job (Chainer), that job, up to maxChain jobs or maxChainTime.
-func (w *Worker) runChain(ctx context.Context, j meta.Job, owner string) {
+// claimed is when the claim of j began: its lease runs from no earlier.
+func (w *Worker) runChain(ctx context.Context, j meta.Job, owner string, claimed time.Time) {
 	start := time.Now()
 	for n := 1; ; n++ {
-		next, nextOwner, ok := w.process(ctx, j, owner, n < maxChain && time.Since(start) < maxChainTime)
+		next, nextOwner, nextClaimed, ok := w.process(ctx, j, owner, claimed, n < maxChain && time.Since(start) < maxChainTime)
 		if !ok {
 			return
 		}
@@ -309,7 +314,7 @@ func (w *Worker) runChain(ctx context.Context, j meta.Job, owner string) {
 			w.unclaim(ctx, next, nextOwner)
 			return
 		}
-		j, owner = next, nextOwner
+		j, owner, claimed = next, nextOwner, nextClaimed
 	}
 }
 
@@ -337,8 +342,9 @@ func (w *Worker) idle(ctx context.Context) {
 // process runs the handler of a claimed job under a renewed lease and
 // records the outcome. When the handler succeeded, chain allows it and the
 // worker is not stopping, the store (a Chainer) completes the job and
-// claims the next one of its key, which process returns with its owner.
-func (w *Worker) process(ctx context.Context, j meta.Job, owner string, chain bool) (next meta.Job, nextOwner string, ok bool) {
+// claims the next one of its key, which process returns with its owner
+// and when its claim began. claimed is when the claim of j began.
+func (w *Worker) process(ctx context.Context, j meta.Job, owner string, claimed time.Time, chain bool) (next meta.Job, nextOwner string, nextClaimed time.Time, ok bool) {
 	log := w.log.With("job", j.ID, "attempt", j.Attempts)
 	if j.OrderingKey != "" {
 		log = log.With("key", j.OrderingKey)
@@ -350,15 +356,19 @@ func (w *Worker) process(ctx context.Context, j meta.Job, owner string, chain bo
 		h = &hooks{}
 		jctx = context.WithValue(jctx, hooksKey{}, h)
 	}
-	stopped := make(chan struct{})
+	// Cancelling lctx ends the renewals, and one under way, when the
+	// handler returns: a renewal stuck on the database does not hold up
+	// the outcome.
+	lctx, stopLease := context.WithCancel(jctx)
+	defer stopLease()
 	renewed := make(chan struct{})
 	go func() {
 		defer close(renewed)
-		w.keepLease(jctx, stopped, j.ID, owner, cancel, log)
+		w.keepLease(lctx, j.ID, owner, claimed, cancel, log)
 	}()
 	start := time.Now()
 	err := w.call(jctx, j)
-	close(stopped)
+	stopLease()
 	<-renewed
 
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
@@ -373,6 +383,7 @@ func (w *Worker) process(ctx context.Context, j meta.Job, owner string, chain bo
 	switch {
 	case err == nil && (nextOwner != "" || len(also) > 0):
 		what = "completed"
+		nextClaimed = time.Now()
 		next, ok, rerr = w.chainer.CompleteJobClaimNext(rctx, j.ID, owner, nextOwner, w.opts.Lease, also...)
 		if ok {
 			log = log.With("next", next.ID)
@@ -411,7 +422,7 @@ func (w *Worker) process(ctx context.Context, j meta.Job, owner string, chain bo
 	default:
 		log.Warn("job "+what, "err", err)
 	}
-	return next, nextOwner, ok && rerr == nil
+	return next, nextOwner, nextClaimed, ok && rerr == nil
 }
 
 // call runs the handler, turning a panic into an error.
@@ -424,36 +435,53 @@ func (w *Worker) call(ctx context.Context, j meta.Job) (err error) {
 	return w.handler(ctx, j)
 }
 
-// keepLease extends the lease every Lease/3 until stopped. When the store
-// says the lease is lost, or it could not be renewed for a whole lease (so
-// another worker may have taken the job over), it cancels the handler.
-func (w *Worker) keepLease(ctx context.Context, stopped <-chan struct{}, id int64, owner string, cancel context.CancelCauseFunc, log *slog.Logger) {
-	t := time.NewTicker(w.opts.Lease / 3)
+// keepLease extends the lease every Lease/3 until ctx ends, giving each
+// renewal at most Lease/3. It cancels the handler when the store says the
+// lease is lost, or by a timer, independent of any renewal under way,
+// Lease/6 before the lease could run out: Lease after the start of the
+// last renewal that succeeded (or of the claim), since the store counts
+// the lease from a time it takes during the call. A renewal that hangs
+// (a half-open connection after a database failover) thus cannot keep
+// the handler running once another worker may have taken the job over.
+func (w *Worker) keepLease(ctx context.Context, id int64, owner string, claimed time.Time, cancel context.CancelCauseFunc, log *slog.Logger) {
+	lease := w.opts.Lease
+	margin := lease / 6
+	var lastErr atomic.Pointer[error]
+	expire := time.AfterFunc(time.Until(claimed.Add(lease-margin)), func() {
+		cause := fmt.Errorf("%w: not renewed within %v", meta.ErrJobLost, lease-margin)
+		if p := lastErr.Load(); p != nil {
+			cause = fmt.Errorf("%w: not renewed within %v: %w", meta.ErrJobLost, lease-margin, *p)
+		}
+		log.Error("job lease could not be renewed in time; cancelling the handler", "err", cause)
+		cancel(cause)
+	})
+	defer expire.Stop()
+	t := time.NewTicker(lease / 3)
 	defer t.Stop()
-	renewed := time.Now()
 	for {
 		select {
-		case <-stopped:
-			return
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		err := w.store.ExtendJobLease(ctx, id, owner, w.opts.Lease)
+		begun := time.Now()
+		cctx, ccancel := context.WithTimeout(ctx, lease/3)
+		err := w.store.ExtendJobLease(cctx, id, owner, lease)
+		ccancel()
 		switch {
+		case ctx.Err() != nil:
+			return
 		case err == nil:
-			renewed = time.Now()
+			// If the timer fired meanwhile, the handler is cancelled and
+			// ctx ends: the next select returns.
+			expire.Reset(time.Until(begun.Add(lease - margin)))
 		case errors.Is(err, meta.ErrJobLost):
+			expire.Stop()
 			log.Warn("job lease lost; cancelling the handler")
 			cancel(meta.ErrJobLost)
 			return
-		case ctx.Err() != nil:
-			return
-		case time.Since(renewed) >= w.opts.Lease:
-			log.Error("job lease could not be renewed in time; cancelling the handler", "err", err)
-			cancel(fmt.Errorf("%w: %w", meta.ErrJobLost, err))
-			return
 		default:
+			lastErr.Store(&err)
 			log.Warn("extend job lease", "err", err)
 		}
 	}

@@ -114,6 +114,37 @@ func checkRecordedKey(ctx context.Context, dbURL string, k secretKey) error {
 	return keyRefusal(k, recorded, have, true)
 }
 
+// CheckRecordedKey refuses, as New does before it migrates, a secret key
+// that is not the one a PostgreSQL database's fingerprint records: the
+// migrate step of a rolling upgrade (berth admin migrate) given the wrong
+// key must stop without moving the schema under the running replicas.
+// The key is secretKey, or else the data directory's key file; with
+// neither there is no key to check and none is generated (the command
+// seals nothing). An SQLite database has one server, which checks its
+// key itself after migrating.
+func CheckRecordedKey(ctx context.Context, cfg config.Config) error {
+	if !isPostgres(cfg.DatabaseURL()) {
+		return nil
+	}
+	if cfg.SecretKey == "" {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, "secret.key")); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+	}
+	k, err := loadSecretKey(cfg)
+	if err != nil {
+		return err
+	}
+	recorded, have, err := meta.RecordedSetting(ctx, cfg.DatabaseURL(), keyFingerprintSetting)
+	if err != nil {
+		return fmt.Errorf("metadata store: %w", err)
+	}
+	if have && recorded != auth.KeyFingerprint(k.key) {
+		return keyMismatch(k, "is not the key this database's secrets are sealed with (its fingerprint is recorded in the database)")
+	}
+	return nil
+}
+
 // keyRefusal is why a server with key k may not use a database whose
 // recorded fingerprint is recorded (have: one is): on PostgreSQL a key
 // file where none is recorded (replicas must share secretKey), or a key
