@@ -81,7 +81,16 @@ func (a *API) repositoryRoutes() {
 // be) ends the name: "org/ci/gate/-" is the repository org/ci/gate and
 // "org/ci/gate/-/gate" its gate, where "org/ci/gate" is the gate of
 // org/ci. The web UI addresses every repository so.
+//
+// HEAD is served as GET, as ServeMux serves it for every "GET" pattern:
+// the handler sees a GET (some serve several methods), and net/http
+// drops the body it writes.
 func (a *API) dispatchRepository(w http.ResponseWriter, r *http.Request, id auth.Identity, endpoints []repoEndpoint) error {
+	if r.Method == http.MethodHead {
+		get := *r
+		get.Method = http.MethodGet
+		r = &get
+	}
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/api/v1/repository/")
 	if rest == "" {
 		switch r.Method {
@@ -260,6 +269,14 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.I
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
+	// As Quay's, the namespace is optional: the calling user's own. Robots
+	// and access tokens have none to default to.
+	if req.Namespace == "" {
+		if id.Kind != auth.KindUser || id.Name == "" {
+			return badRequest("namespace required: only a signed-in user may leave it out, for its own namespace (the caller is a %s)", id.Kind)
+		}
+		req.Namespace = id.Name
+	}
 	if err := checkUsername(req.Namespace); err != nil {
 		return badRequest("invalid namespace: %v", err)
 	}
@@ -437,7 +454,10 @@ func (a *API) getRepository(w http.ResponseWriter, r *http.Request, id auth.Iden
 	}
 	ns, name := splitRepo(repo)
 	v := repoView{repoListItem: repoListItem{Namespace: ns, Name: name, Description: ri.Description, IsPublic: ri.Visibility == "public", Kind: "image", State: ri.State}}
-	if v.CanWrite, err = a.auth.Decide(ctx, id, repo, auth.ActionWrite); err != nil {
+	// can_write is Quay's write permission, the right to push (which the
+	// repository's state may take away): for an access token content/write,
+	// not metadata/write.
+	if v.CanWrite, err = a.auth.Decide(ctx, id, repo, auth.ActionPush); err != nil {
 		return err
 	}
 	if v.CanAdmin, err = a.auth.Decide(ctx, id, repo, auth.ActionAdmin); err != nil {

@@ -28,7 +28,7 @@ func TestRepositoryTags(t *testing.T) {
 		e.want("", "GET", base, nil, http.StatusUnauthorized)
 		e.want("bob", "GET", base, nil, http.StatusForbidden)
 		e.want("alice", "GET", "/api/v1/repository/acme/ghost/tag/", nil, http.StatusNotFound)
-		for _, q := range []string{"?limit=0", "?limit=101", "?limit=x", "?page=0", "?page=-1", "?specificTag=bad%20tag"} {
+		for _, q := range []string{"?limit=x", "?page=y", "?specificTag=bad%20tag"} {
 			e.want("carol", "GET", base+q, nil, http.StatusBadRequest)
 		}
 		type tagList struct {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,15 +25,23 @@ import (
 // eq:<name>) narrow it.
 func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, _ []string) error {
 	q := r.URL.Query()
-	limit, err := intParam(q, "limit", 50, 100)
+	// Quay's bounds: a limit is brought into 1..100 and a page to at least
+	// 1, not refused.
+	limit, err := clampedIntParam(q, "limit", 50, 1, 100)
 	if err != nil {
 		return err
 	}
-	page, err := intParam(q, "page", 1, 1<<20)
+	page, err := clampedIntParam(q, "page", 1, 1, math.MaxInt)
 	if err != nil {
 		return err
 	}
-	tq := meta.TagQuery{Name: q.Get("specificTag"), Offset: (page - 1) * limit, Limit: limit + 1}
+	// No repository has a tag that far (and the offset would overflow):
+	// the page is empty.
+	none := page > maxTagPage
+	tq := meta.TagQuery{Name: q.Get("specificTag"), Limit: limit + 1}
+	if !none {
+		tq.Offset = (page - 1) * limit
+	}
 	if tq.Name != "" {
 		if err := oci.ValidateTag(tq.Name); err != nil {
 			return badRequest("invalid specificTag: %v", err)
@@ -42,7 +52,6 @@ func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity,
 		return err
 	}
 	tq.History = !active
-	none := false
 	if f := q.Get("filter_tag_name"); f != "" {
 		op, value, _ := strings.Cut(f, ":")
 		switch {
@@ -53,7 +62,7 @@ func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity,
 				return badRequest("invalid filter_tag_name: %v", err)
 			}
 			// Two different names (specificTag too): no tag is both.
-			none = tq.Name != "" && tq.Name != value
+			none = none || tq.Name != "" && tq.Name != value
 			tq.Name = value
 		default:
 			return badRequest("unsupported filter_tag_name %q: expected like:<part of a name> or eq:<name>", f)
@@ -82,6 +91,24 @@ func (a *API) listTags(w http.ResponseWriter, r *http.Request, id auth.Identity,
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tags": out, "page": page, "has_additional": more})
 	return nil
+}
+
+// maxTagPage is the last page of tags listTags reads.
+const maxTagPage = 1 << 40
+
+// clampedIntParam reads an integer query parameter and brings it into
+// lo..hi (an integer too large for an int counts as the largest); def
+// when absent. Anything but an integer is refused.
+func clampedIntParam(q url.Values, key string, def, lo, hi int) (int, error) {
+	s := q.Get(key)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, badRequest("invalid %s %q: want an integer", key, s)
+	}
+	return min(max(n, lo), hi), nil
 }
 
 // tag serves PUT .../tag/{tag} {"manifest_digest"}, which points the tag

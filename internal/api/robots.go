@@ -139,6 +139,10 @@ func (a *API) createRobot(w http.ResponseWriter, r *http.Request, id auth.Identi
 	}
 	var body struct {
 		Description string `json:"description"`
+		// UnstructuredMetadata is Quay's free-form object about the
+		// robot. Berth accepts it, so that Quay's clients can create
+		// robots, but neither stores nor returns it.
+		UnstructuredMetadata map[string]any `json:"unstructured_metadata"`
 	}
 	if err := decodeOptional(w, r, &body); err != nil {
 		return err
