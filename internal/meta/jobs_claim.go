@@ -206,7 +206,9 @@ func (db *core) claimReady(ctx context.Context, tx *sql.Tx, query, queue, owner 
 // lostOnLastAttempt records, in the claim's transaction, what a job whose
 // worker was lost on its last attempt leaves undone, where its handler
 // would have on failing: a manifest scan is failed (else it stays queued
-// for ever, and clients and gates wait on it).
+// for ever, and clients and gates wait on it), and announced failed in
+// the scan's repository, as the scanner announces a scan that fails
+// for good (manifest_scanned: receivers hear of it, gates evaluate again).
 func (db *core) lostOnLastAttempt(ctx context.Context, tx *sql.Tx, j Job) error {
 	if j.Queue != ScanQueue {
 		return nil
@@ -215,11 +217,53 @@ func (db *core) lostOnLastAttempt(ctx context.Context, tx *sql.Tx, j Job) error 
 	if json.Unmarshal(j.Payload, &sj) != nil || sj.Kind != ScanJobManifest {
 		return nil
 	}
-	if _, err := tx.ExecContext(ctx, db.q("UPDATE manifest_scans SET status = ?, reason = ?, updated_at = ? WHERE digest = ? AND status = ?"),
-		ScanFailed, "the scan's last attempt did not finish: "+errLeaseExpired, db.now(), sj.Digest, ScanQueued); err != nil {
+	reason := "the scan's last attempt did not finish: " + errLeaseExpired
+	res, err := tx.ExecContext(ctx, db.q("UPDATE manifest_scans SET status = ?, reason = ?, updated_at = ? WHERE digest = ? AND status = ?"),
+		ScanFailed, reason, db.now(), sj.Digest, ScanQueued)
+	if err != nil {
 		return fmt.Errorf("fail the lost scan: %w", err)
 	}
-	return nil
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("fail the lost scan: %w", err)
+	}
+	if n == 0 || sj.Repository == "" {
+		return nil // not failed here (scanned already, or failed before): nothing new to announce
+	}
+	tags, err := db.scanTagsIn(ctx, tx, sj.Repository, sj.Digest)
+	if err != nil {
+		return err
+	}
+	// The scanner's manifest_scanned data (scan.Service.announce) for a
+	// failed scan: no report, so no packages, distribution or coverage.
+	return db.appendEvent(ctx, tx, Event{Kind: EventManifestScanned, Repository: sj.Repository, Actor: scannerActor,
+		Data: mustJSON(map[string]any{"digest": sj.Digest, "tags": tags, "status": ScanFailed, "reason": reason, "vulnerabilities": map[string]int{}})})
+}
+
+// scannerActor is the actor of the scanner's events (scan.Actor).
+const scannerActor = "berth-scanner"
+
+// scanTagsIn lists the tags of digest in repo, in the transaction (as
+// the scanner's manifest_scanned lists them).
+func (db *core) scanTagsIn(ctx context.Context, tx *sql.Tx, repo, digest string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, db.q(`SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
+		WHERE r.name = ? AND t.manifest_digest = ? ORDER BY t.name`), repo, digest)
+	if err != nil {
+		return nil, fmt.Errorf("list the tags of the lost scan: %w", err)
+	}
+	defer rows.Close()
+	tags := []string{}
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, fmt.Errorf("list the tags of the lost scan: %w", err)
+		}
+		tags = append(tags, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list the tags of the lost scan: %w", err)
+	}
+	return tags, nil
 }
 
 // behindSweepEvery is how often an idle queue is checked for jobs marked

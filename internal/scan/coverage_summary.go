@@ -105,6 +105,14 @@ func summarize(rep *Report) *coverageSummary {
 	if len(rep.Gaps) > 0 {
 		get(osBase, osRelease, true).Gap = gapsReason(rep.Gaps)
 	}
+	// An os-release naming a distribution Berth has no ecosystem for
+	// (Arch, OpenWrt, Gentoo, Void...) is no such image: its packages are
+	// in a database Berth does not read (pacman, opkg, portage, xbps), so
+	// none is found and no gap recorded; yet they are there, unknown. Its
+	// group is listed, without packages, and unsupported (evaluate).
+	if len(rep.OSRelease) > 0 && rep.Ecosystem == "" {
+		get(osBase, osRelease, true)
+	}
 	sum := &coverageSummary{Version: coverageSummaryVersion, Ecosystem: rep.Ecosystem, Groups: make([]summaryGroup, 0, len(groups))}
 	for _, g := range groups {
 		sum.Groups = append(sum.Groups, *g)
@@ -158,6 +166,9 @@ func (ds *dataSources) evaluate(ctx context.Context, sum *coverageSummary) (Data
 		switch {
 		case g.Misfit != "":
 			e.Status, e.Reason = DataUnsupported, g.Misfit
+		case g.OS && sum.Ecosystem == "" && g.Packages == 0:
+			e.Status, e.Reason = DataUnsupported, fmt.Sprintf("Berth does not know this distribution (os-release ID %q): it reads none of its packages, "+
+				"so the report cannot be complete", base)
 		case g.OS && sum.Ecosystem == "":
 			e.Status, e.Reason = DataUnsupported, fmt.Sprintf("Berth cannot match the packages of this distribution (os-release ID %q)", base)
 		case !imported || src.Records == 0:

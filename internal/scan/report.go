@@ -1,7 +1,9 @@
 package scan
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
+	"github.com/berth-dev/berth/internal/scan/index"
 	"github.com/berth-dev/berth/internal/scan/osv"
 )
 
@@ -60,14 +63,17 @@ type SecurityLayer struct {
 
 // Feature is a package of the image.
 type Feature struct {
-	Name            string          `json:"Name"`
-	VersionFormat   string          `json:"VersionFormat"`
-	NamespaceName   string          `json:"NamespaceName"`
-	AddedBy         string          `json:"AddedBy"`
-	Version         string          `json:"Version"`
-	BaseScores      []float64       `json:"BaseScores"`
-	CVEIds          []string        `json:"CVEIds"`
-	Vulnerabilities []Vulnerability `json:"Vulnerabilities,omitempty"`
+	Name          string    `json:"Name"`
+	VersionFormat string    `json:"VersionFormat"`
+	NamespaceName string    `json:"NamespaceName"`
+	AddedBy       string    `json:"AddedBy"`
+	Version       string    `json:"Version"`
+	BaseScores    []float64 `json:"BaseScores"`
+	CVEIds        []string  `json:"CVEIds"`
+	// Vulnerabilities is always sent, as Quay does: [] when none
+	// affects the package; null when they were not asked for
+	// (vulnerabilities=false).
+	Vulnerabilities []Vulnerability `json:"Vulnerabilities"`
 }
 
 // Vulnerability is one advisory affecting a feature.
@@ -95,10 +101,13 @@ type VulnMetadata struct {
 	Aliases       []string      `json:"Aliases,omitempty"`
 }
 
-// NVD holds the CVSS data of a vulnerability.
+// NVD holds the CVSS data of a vulnerability: CVSSv3 (Quay's) only from
+// a CVSS v3 vector; CVSSv4 and CVSSv2 are Berth's additions, the v4
+// vector when the record has one, the v2 vector when it has no v3 or v4.
 type NVD struct {
 	CVSSv3 *CVSSv3 `json:"CVSSv3,omitempty"`
 	CVSSv4 *CVSSv3 `json:"CVSSv4,omitempty"`
+	CVSSv2 *CVSSv3 `json:"CVSSv2,omitempty"`
 }
 
 // CVSSv3 is a vector and its computed base score.
@@ -171,7 +180,10 @@ const maxIndexPlatforms = 64
 // manifest is. A manifest the index lists more than once is read and
 // listed once (with the platform of its first entry); past
 // maxIndexPlatforms distinct ones the rest are not read, and the answer
-// is "unsupported" at best with its data incomplete, never clean.
+// is "unsupported" at best with its data incomplete, never clean. So it
+// is past the per-image package bound (maxImagePackages) of the reports
+// decoded in all: a report that would pass it is not decoded whole, and
+// neither it nor any after it is listed.
 // Only a "scanned" index has data: the union of its platforms' reports
 // (indexLayer), as Quay's clients read data.Layer once scanned. Its
 // advisories are looked up only then, once for all its platforms
@@ -192,13 +204,20 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 	// after one is not: the index will have no data).
 	reports := []platformReport{}
 	seen := map[string]bool{}
-	truncated := false
+	// The packages of the reports decoded, within budget in all: past it,
+	// no further report is read.
+	budget, decoded := s.maxImagePackages, 0
+	if budget <= 0 {
+		budget = maxImagePackages
+	}
+	incomplete := ""
 	for _, c := range man.Manifests {
 		if oci.IsAttestation(c) || seen[c.Digest.String()] {
 			continue
 		}
 		if len(seen) == maxIndexPlatforms {
-			truncated = true
+			incomplete = fmt.Sprintf("the index lists more than %d platforms: only the first %d were read, so its vulnerabilities are not all known",
+				maxIndexPlatforms, maxIndexPlatforms)
 			break
 		}
 		seen[c.Digest.String()] = true
@@ -229,10 +248,17 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 			return SecurityInfo{}, err
 		}
 		if ps.Status == meta.ScanScanned {
-			rep, err := decodeReport(st.Report)
+			rep, n, err := decodeReportWithin(st.Report, budget-decoded)
 			if err != nil {
 				return SecurityInfo{}, err
 			}
+			if rep == nil {
+				incomplete = fmt.Sprintf("the index's platforms hold more than %d packages together, the most this scanner reads in one answer: "+
+					"%d of its platforms were read, so its vulnerabilities are not all known", budget, len(out.Manifests))
+				reports = nil
+				break
+			}
+			decoded += n
 			cov, err := ds.coverage(ctx, rep)
 			if err != nil {
 				return SecurityInfo{}, err
@@ -257,12 +283,11 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 		merged := mergeCoverage(covs)
 		out.VulnerabilityData = &merged
 	}
-	if truncated {
+	if incomplete != "" {
 		if rank[out.Status] < rank[meta.ScanUnsupported] {
 			out.Status = meta.ScanUnsupported
 		}
-		out.Reason = fmt.Sprintf("the index lists more than %d platforms: only the first %d were read, so its vulnerabilities are not all known",
-			maxIndexPlatforms, maxIndexPlatforms)
+		out.Reason = incomplete
 		if out.VulnerabilityData == nil {
 			out.VulnerabilityData = &DataCoverage{Missing: []string{}, Stale: []string{}, Ecosystems: []EcosystemData{}}
 		}
@@ -303,8 +328,86 @@ func (s *Service) unionLayer(ctx context.Context, dgst string, platforms []platf
 	u := newIndexLayer(dgst)
 	for i, p := range platforms {
 		u.add(layerOf(p.digest, p.indexer, p.rep, findings[i], withVulns))
+		platforms[i].rep, findings[i] = nil, nil // merged: let it go
 	}
 	return u.layer(), nil
+}
+
+// decodeReportWithin decodes a stored report unless it lists more than
+// budget packages: then it stops at the first package past the budget,
+// and the report is nil. n is the report's packages.
+func decodeReportWithin(b []byte, budget int) (rep *Report, n int, err error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, 0, err
+	}
+	// The other fields, few and small, are decoded as a report without
+	// packages.
+	rest := map[string]json.RawMessage{}
+	var pkgs []index.Package
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, 0, fmt.Errorf("decode scan report: %w", err)
+		}
+		key, _ := tok.(string)
+		if key != "packages" {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return nil, 0, fmt.Errorf("decode scan report: %w", err)
+			}
+			rest[key] = raw
+			continue
+		}
+		tok, err = dec.Token()
+		if err != nil {
+			return nil, 0, fmt.Errorf("decode scan report: %w", err)
+		}
+		if tok == nil {
+			continue // "packages": null
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '[' {
+			return nil, 0, fmt.Errorf("decode scan report: packages is %v, not a list", tok)
+		}
+		pkgs = []index.Package{}
+		for dec.More() {
+			if len(pkgs) == budget {
+				return nil, len(pkgs), nil
+			}
+			var p index.Package
+			if err := dec.Decode(&p); err != nil {
+				return nil, 0, fmt.Errorf("decode scan report: %w", err)
+			}
+			pkgs = append(pkgs, p)
+		}
+		if err := expectDelim(dec, ']'); err != nil {
+			return nil, 0, err
+		}
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return nil, 0, err
+	}
+	fields, err := json.Marshal(rest)
+	if err != nil {
+		return nil, 0, fmt.Errorf("decode scan report: %w", err)
+	}
+	if rep, err = decodeReport(fields); err != nil {
+		return nil, 0, err
+	}
+	rep.Packages = pkgs
+	return rep, len(pkgs), nil
+}
+
+// expectDelim reads the delimiter d.
+func expectDelim(dec *json.Decoder, d json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("decode scan report: %w", err)
+	}
+	if got, ok := tok.(json.Delim); !ok || got != d {
+		return fmt.Errorf("decode scan report: %v where %v was expected", tok, d)
+	}
+	return nil
 }
 
 // matchEach finds, as match does for one, the advisories affecting each
@@ -494,8 +597,14 @@ func vulnerabilityOf(f Finding, ns string, rep *Report) Vulnerability {
 		Description: f.Record.Description(),
 		Metadata: VulnMetadata{UpdatedBy: a.Vendor, DistroName: rep.OSRelease["NAME"], DistroVersion: rep.OSRelease["VERSION_ID"],
 			Aliases: f.Record.Aliases}}
-	if a.CVSS != nil {
+	// a.CVSS is the v3 vector, else the v4, else the v2: Quay's CVSSv3
+	// (and BaseScores, its scores) is a v3 vector's alone.
+	switch {
+	case a.CVSS == nil:
+	case strings.HasPrefix(a.CVSS.Version, "3."):
 		v.Metadata.NVD.CVSSv3 = &CVSSv3{Vectors: a.CVSS.Vector, Score: a.CVSS.Score}
+	case a.CVSS.Version == "2.0":
+		v.Metadata.NVD.CVSSv2 = &CVSSv3{Vectors: a.CVSS.Vector, Score: a.CVSS.Score}
 	}
 	if a.CVSSv4 != nil {
 		v.Metadata.NVD.CVSSv4 = &CVSSv3{Vectors: a.CVSSv4.Vector, Score: a.CVSSv4.Score}

@@ -110,9 +110,12 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 		status, err := s.scanManifest(ctx, sj.Repository, sj.Digest)
 		last := err != nil && j.Attempts >= j.MaxAttempts && ctx.Err() == nil
 		if last {
-			// The last attempt: say so rather than stay queued forever.
-			if serr := s.stores.Results.SaveScan(context.WithoutCancel(ctx), meta.ScanResult{Digest: sj.Digest, Status: meta.ScanFailed,
-				Reason: err.Error()}); serr != nil {
+			// The last attempt: say so rather than stay queued forever,
+			// and announce it as any scan's end (receivers and gates
+			// waiting for the scan hear of it).
+			fctx, reason := context.WithoutCancel(ctx), err.Error()
+			if serr := s.stores.Results.SaveScan(fctx, meta.ScanResult{Digest: sj.Digest, Status: meta.ScanFailed, Reason: reason,
+				Events: s.announce(fctx, sj.Repository, sj.Digest, meta.ScanFailed, reason, nil, nil, nil)}); serr != nil {
 				return errors.Join(err, serr)
 			}
 		}

@@ -51,7 +51,7 @@ func newExtractors(lim Limits) (*extractors, error) {
 		PluginSpecific: []*cpb.PluginSpecificConfig{{
 			Config: &cpb.PluginSpecificConfig_JavaArchive{JavaArchive: &cpb.JavaArchiveConfig{
 				// Bytes read out of nested archives (inner jars are read into memory).
-				MaxOpenedBytes: 2 * lim.MaxFileBytes,
+				MaxOpenedBytes: javaMaxOpenedBytes(lim),
 			}},
 		}},
 	}

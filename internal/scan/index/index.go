@@ -25,7 +25,10 @@ import (
 // 3: unread OS package databases (LayerResult.Unread, Image.Gaps), content
 // sets in usr/share/buildinfo, old GNU sparse entries, file content read
 // counted against MaxUncompressedBytes.
-const IndexerVersion = 3
+// 4: archives whose metadata is over the bounds of archives.go unread
+// (LayerResult.Unread) and unpacked metadata charged; the paths and
+// packages a layer records bounded (paths.go).
+const IndexerVersion = 4
 
 // Layer statuses.
 const (
@@ -139,17 +142,19 @@ type LayerResult struct {
 	// directory (.wh..wh..opq) is recorded as "dir/" ("/" for the root).
 	Whiteouts []string `json:"whiteouts,omitempty"`
 	// Unread lists the OS package databases (dpkg, apk, rpm) this layer
-	// wrote but that could not be read, or only in part, with the reason:
-	// the packages they list are unknown. Sorted by path.
+	// wrote but that could not be read, or only in part, and the archives
+	// (jars, wheels, eggs) and Python metadata files refused for what the
+	// extractors would read in them, with the reason: the packages they
+	// list are unknown. Sorted by path.
 	Unread []Gap `json:"unread,omitempty"`
 	// Warnings notes per-file extractor failures and skipped files.
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Gap is an OS package database whose packages are unknown: a layer wrote
-// it but it could not be read (LayerResult.Unread), or, in a merged image
-// (Image.Gaps), it is still there unread, or it held packages and a later
-// layer deleted it.
+// Gap is an OS package database, or a refused archive, whose packages are
+// unknown: a layer wrote it but it could not be read (LayerResult.Unread),
+// or, in a merged image (Image.Gaps), it is still there unread, or it held
+// packages and a later layer deleted it.
 type Gap struct {
 	// Path is the database's path in the image, without a leading slash.
 	Path string `json:"path"`

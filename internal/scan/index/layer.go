@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/osv-scalibr/extractor/filesystem/language/java/archive"
+	"github.com/google/osv-scalibr/extractor/filesystem/language/python/wheelegg"
 	"github.com/google/osv-scalibr/extractor/filesystem/os/apk"
 	"github.com/google/osv-scalibr/extractor/filesystem/os/dpkg"
 	"github.com/google/osv-scalibr/extractor/filesystem/os/rpm"
@@ -73,17 +75,28 @@ type indexer struct {
 	whiteouts map[string]bool
 	osrel     map[string][]byte   // content of etc/os-release, usr/lib/os-release
 	manifests map[string][]string // content sets of content manifests, by path
-	unread    map[string]string   // OS package databases not read, or in part: why, by path
+	unread    map[string]string   // OS package databases (or archives) not read, or in part: why, by path
 	warnings  []string
 	dropped   int   // warnings over maxWarnings
 	npkgs     int   // packages found, hard links' copies included
 	content   int64 // file content handed to the extractors, at full size
+	recorded  int64 // bytes of paths and packages recorded (paths.go)
+	// maxRecorded and maxFiles are maxRecordedBytes and maxRecordedFiles,
+	// smaller in tests.
+	maxRecorded int64
+	maxFiles    int
 }
 
-// addPackages records what was found at name, within maxLayerPackages.
+// addPackages records what was found at name, within maxLayerPackages
+// and maxRecordedBytes (each package repeats its file's path).
 func (ix *indexer) addPackages(name string, pkgs []Package) error {
 	if ix.npkgs += len(pkgs); ix.npkgs > maxLayerPackages {
 		return errTooManyPackages()
+	}
+	for _, p := range pkgs {
+		if err := ix.record(p.Path, p.Name, p.Version, p.SourceName, p.SourceVersion, p.PURL); err != nil {
+			return err
+		}
 	}
 	ix.pkgs[name] = append(ix.pkgs[name], pkgs...)
 	return nil
@@ -95,16 +108,18 @@ func newIndexer(ctx context.Context, digest string, lim Limits) (*indexer, error
 		return nil, fmt.Errorf("index layer %s: %w", digest, err)
 	}
 	return &indexer{
-		ctx:       ctx,
-		digest:    digest,
-		lim:       lim,
-		ex:        ex,
-		pkgs:      map[string][]Package{},
-		files:     map[string]bool{},
-		whiteouts: map[string]bool{},
-		osrel:     map[string][]byte{},
-		manifests: map[string][]string{},
-		unread:    map[string]string{},
+		ctx:         ctx,
+		digest:      digest,
+		lim:         lim,
+		ex:          ex,
+		pkgs:        map[string][]Package{},
+		files:       map[string]bool{},
+		whiteouts:   map[string]bool{},
+		osrel:       map[string][]byte{},
+		manifests:   map[string][]string{},
+		unread:      map[string]string{},
+		maxRecorded: maxRecordedBytes,
+		maxFiles:    maxRecordedFiles,
 	}, nil
 }
 
@@ -228,38 +243,37 @@ func (ix *indexer) entry(tr *tar.Reader, hdr *tar.Header) error {
 }
 
 func (ix *indexer) whiteout(entry, dir, base string) error {
+	var deleted string
 	switch {
 	case base == ".wh..wh..opq":
 		if dir == "" {
 			dir = "/"
 		}
-		ix.whiteouts[dir] = true
+		deleted = dir
 	case strings.HasPrefix(base, ".wh..wh."):
 		// AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): not a deletion.
+		return nil
 	default:
 		target := strings.TrimPrefix(base, ".wh.")
 		if target == "" || target == "." || target == ".." {
 			return &unsupportedError{fmt.Sprintf("whiteout entry %q names no file", entry)}
 		}
-		ix.whiteouts[dir+target] = true
+		deleted = dir + target
 	}
-	if len(ix.whiteouts) > maxWhiteouts {
+	if ix.whiteouts[deleted] {
+		return nil
+	}
+	if len(ix.whiteouts) >= maxWhiteouts {
 		return &unsupportedError{fmt.Sprintf("over %d whiteouts in one layer", maxWhiteouts)}
 	}
+	if err := ix.record(deleted); err != nil {
+		return err
+	}
+	ix.whiteouts[deleted] = true
 	return nil
 }
 
 func isOSRelease(name string) bool { return name == etcOSRelease || name == usrOSRelease }
-
-// rewrite records that this layer writes name, replacing anything found there
-// earlier in the same layer.
-func (ix *indexer) rewrite(name string) {
-	ix.files[name] = true
-	delete(ix.pkgs, name)
-	delete(ix.osrel, name)
-	delete(ix.manifests, name)
-	delete(ix.unread, name)
-}
 
 // isOSExtractor reports whether an extractor reads an OS package database.
 func isOSExtractor(name string) bool {
@@ -271,9 +285,9 @@ func wantsOSDatabase(ws []namedExtractor) bool {
 	return slices.ContainsFunc(ws, func(w namedExtractor) bool { return isOSExtractor(w.name) })
 }
 
-// notRead records that the OS package database name, written by this
-// layer, could not be read (or only in part): the packages it lists are
-// unknown. The first reason is kept.
+// notRead records that the OS package database (or archive) name,
+// written by this layer, could not be read (or only in part): the
+// packages it lists are unknown. The first reason is kept.
 func (ix *indexer) notRead(name, format string, args ...any) error {
 	if _, ok := ix.unread[name]; ok {
 		return nil
@@ -311,7 +325,9 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 	if len(wanters) == 0 && !osr && !cm {
 		return nil
 	}
-	ix.rewrite(name)
+	if err := ix.rewrite(name); err != nil {
+		return err
+	}
 	if hdr.Size > ix.lim.MaxFileBytes {
 		ix.warn("skipped %s: %d bytes is over the %d-byte file limit", name, hdr.Size, ix.lim.MaxFileBytes)
 		if wantsOSDatabase(wanters) {
@@ -394,16 +410,22 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 // runAll runs the extractors that want name on its content.
 func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header, c *content) error {
 	for _, w := range wanters {
-		if w.name == rpm.Name {
+		ok := true
+		var err error
+		switch w.name {
+		case rpm.Name:
 			// Whatever its name, go-rpmdb reads the file in the format its
 			// first bytes name: each is checked first (rpmdb.go).
-			ok, err := ix.guardRPM(name, c)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				continue
-			}
+			ok, err = ix.guardRPM(name, c)
+		case archive.Name, wheelegg.Name:
+			// What they read inside archives is bounded first (archives.go).
+			ok, err = ix.guardArchive(w, name, c)
+		}
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
 		}
 		pkgs, err := ix.ex.run(ix.ctx, w, name, hdr.FileInfo(), c, ix.extractorFS())
 		if ctxErr := ix.ctx.Err(); ctxErr != nil {
@@ -436,7 +458,9 @@ func (ix *indexer) hardlink(hdr *tar.Header, name string) error {
 	if !wanted {
 		return nil
 	}
-	ix.rewrite(name)
+	if err := ix.rewrite(name); err != nil {
+		return err
+	}
 	target, ok := cleanPath(hdr.Linkname)
 	if !ok || !ix.files[target] {
 		ix.warn("skipped %s: hard link to %s, which was not indexed", name, hdr.Linkname)
@@ -476,7 +500,9 @@ func (ix *indexer) symlink(hdr *tar.Header, name string) error {
 	if !wantsOSDatabase(ix.ex.required(simplefileapi.New(name, info))) {
 		return nil
 	}
-	ix.rewrite(name)
+	if err := ix.rewrite(name); err != nil {
+		return err
+	}
 	target := hdr.Linkname
 	if !path.IsAbs(target) {
 		target = path.Join(path.Dir(name), target)
