@@ -85,14 +85,38 @@ func scanPeriods(rows *sql.Rows) ([]TagPeriod, error) {
 
 // DeletedTags returns the tags of a repository that no longer exist and
 // whose last manifest is still stored (so RestoreTag can put them back),
-// each with its last period, the most recently deleted first, up to n.
+// each with its last period, the most recently deleted first, up to n. A
+// tag past its expiration that no pass has deleted yet is gone too (as
+// for a pull, liveTag), and listed, ended at its expiration.
 func (db Manifests) DeletedTags(ctx context.Context, repo string, n int) ([]TagPeriod, error) {
-	rows, err := db.read.QueryContext(ctx, db.q(`SELECT h.tag, h.digest, h.from_at, h.until_at FROM tag_history h
-		JOIN repositories r ON r.id = h.repository_id
-		WHERE r.name = ? AND h.until_at > 0
-		AND h.id = (SELECT MAX(h2.id) FROM tag_history h2 WHERE h2.repository_id = h.repository_id AND h2.tag = h.tag)
-		AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = h.repository_id AND m.digest = h.digest)
-		ORDER BY h.until_at DESC, h.id DESC LIMIT ?`), repo, n)
+	return db.deletedTags(ctx, repo, n, 0)
+}
+
+// DeletedTags is Manifests.DeletedTags within the window: the tags
+// RestoreTag puts back (restorable), none that ended before it.
+func (t TimeMachine) DeletedTags(ctx context.Context, repo string, n int) ([]TagPeriod, error) {
+	return t.m.deletedTags(ctx, repo, n, t.m.now()-t.window.Microseconds())
+}
+
+// deletedTags lists the deleted tags whose last period ended at or after
+// since (microseconds; 0: any), as restorable reads the window, and the
+// expired tags no pass has deleted (their period has not ended: a
+// restore takes them whatever since). The first are found through
+// tag_history_repository_ended, the second through tags_expires.
+func (db Manifests) deletedTags(ctx context.Context, repo string, n int, since int64) ([]TagPeriod, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT tag, digest, from_at, ended FROM (
+		SELECT h.id, h.tag, h.digest, h.from_at, h.until_at AS ended FROM tag_history h
+			JOIN repositories r ON r.id = h.repository_id
+			WHERE r.name = ? AND h.until_at > 0 AND h.until_at >= ?
+			AND h.id = (SELECT MAX(h2.id) FROM tag_history h2 WHERE h2.repository_id = h.repository_id AND h2.tag = h.tag)
+			AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = h.repository_id AND m.digest = h.digest)
+		UNION ALL
+		SELECT h.id, h.tag, h.digest, h.from_at, t.expires_at FROM tags t
+			JOIN repositories r ON r.id = t.repository_id
+			JOIN tag_history h ON h.repository_id = t.repository_id AND h.tag = t.name AND h.until_at = 0
+			WHERE r.name = ? AND t.expires_at > 0 AND t.expires_at <= ?
+			AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = h.repository_id AND m.digest = h.digest)
+		) d ORDER BY ended DESC, id DESC LIMIT ?`), repo, since, repo, db.now(), n)
 	if err != nil {
 		return nil, fmt.Errorf("deleted tags: %w", err)
 	}

@@ -80,10 +80,11 @@ type TagRowQuery struct {
 
 // TagRows returns a page of a repository's tags with their summaries and
 // the number of tags the filter matches, or ErrRepositoryNotFound. It
-// costs twelve indexed queries whatever the number of tags: the repository,
-// the count, the page, then one query per summary over the page's digests
-// (an index's content is read and decoded once per page, however many of
-// its tags the page shows).
+// costs thirteen indexed queries whatever the number of tags: the
+// repository, the count, the page, then one query per summary over the
+// page's digests (an index's content is read and decoded once per page,
+// however many of its tags the page shows) and one of the repository's
+// immutability policies.
 func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]TagRow, int, error) {
 	var repoID int64
 	if err := db.read.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&repoID); err != nil {
@@ -242,7 +243,7 @@ func clip(s string) string {
 }
 
 // tagSummaries fills the summaries of a page of tags: nine queries over
-// the page's digests and names.
+// the page's digests and names, and one of the immutability policies.
 func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRow) error {
 	byDigest := map[string][]int{}
 	var digests, names, sigTags []any
@@ -402,8 +403,19 @@ func (db Manifests) tagSummaries(ctx context.Context, repoID int64, rows []TagRo
 			return err
 		}
 	}
+	// The immutability policies (the organization's and the repository's)
+	// once, as a move or an expiration reads them (firstImmutable): a tag
+	// they cover is immutable as one immutable by name is.
+	ps, err := db.repoPolicies(ctx, db.read, PolicyImmutability, repoID)
+	if err != nil {
+		return err
+	}
 	for i := range rows {
 		sort.Strings(rows[i].Platforms)
+		var ie *ImmutableTagError
+		if rows[i].Immutable == "" && errors.As(immutableByPolicy(ps, rows[i].Name), &ie) {
+			rows[i].Immutable = ie.Reason
+		}
 	}
 	return nil
 }

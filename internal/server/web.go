@@ -30,6 +30,8 @@ func webUI(cfg config.Config, db *meta.DB, driver storage.Driver, authn web.Auth
 	srv := publicServer(cfg)
 	opts := web.Options{Auth: authn, Registry: srv.Host, SecureCookies: strings.HasPrefix(cfg.ExternalURL, "https://"),
 		Logger: log, API: apiHandler, VulnStaleAfter: cfg.Scan.VulnDB.StaleAfter, Queues: knownQueues, Cursors: sealer}
+	timeMachine := cfg.GC.TimeMachine // the API's restore window: the Activity page offers the restores it makes
+	opts.TimeMachine = &timeMachine
 	if cfg.ExternalURL != "" {
 		// Forms posted from the public origin are the UI's own, whatever
 		// Host a reverse proxy sends (as the API trusts it).

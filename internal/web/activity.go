@@ -52,7 +52,7 @@ func (u *UI) activity(w http.ResponseWriter, r *http.Request, v *visitor, repo s
 	}
 	data := map[string]any{"Repo": ri, "Path": repoPath(repo), "CanAdmin": canAdmin, "CanCheck": canCheck, "CanWrite": canWrite}
 	if canWrite {
-		deleted, err := u.db.Content.DeletedTags(ctx, repo, deletedTagsShown)
+		deleted, err := u.db.Content.WithTimeMachine(*u.opts.TimeMachine).DeletedTags(ctx, repo, deletedTagsShown)
 		if err != nil {
 			return err
 		}

@@ -43,6 +43,7 @@ var funcs = template.FuncMap{
 	"repoPath":   repoPath,
 	"query":      func(v url.Values) string { return v.Encode() },
 	"add":        func(a, b int) int { return a + b },
+	"count":      count,
 	"list":       func(s ...string) []string { return s },
 	"dict": func(kv ...any) map[string]any {
 		m := map[string]any{}
@@ -95,3 +96,17 @@ func humanBytes(n int64) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// count is a number with its thousands separated ("49,500").
+func count(n int) string {
+	s := strconv.Itoa(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		s = "-" + s
+	}
+	return s
+}

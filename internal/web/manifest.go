@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -80,6 +81,14 @@ func (u *UI) manifestOf(ctx context.Context, v *visitor, repo, arg string) (meta
 // manifestTags is how many of a manifest's tags its page lists.
 const manifestTags = 50
 
+// vulnsShown and packagesShown bound the vulnerabilities (those the
+// filters keep) and the packages the manifest page lists; the CSV export
+// and the security API list them all.
+const (
+	vulnsShown    = 500
+	packagesShown = 500
+)
+
 // expiryForm is how the manifest page's expiration field reads a time
 // (an HTML datetime-local value, in UTC).
 const expiryForm = "2006-01-02T15:04"
@@ -109,11 +118,32 @@ func (u *UI) manifestTagPOST(w http.ResponseWriter, r *http.Request, v *visitor,
 		}
 		body = map[string]any{"expiration": at.Unix()}
 	}
-	if err := u.call(r, v, http.MethodPut, repoAPI(repo, "tag", esc(tag)), body, nil); err != nil {
+	var answer json.RawMessage
+	if err := u.call(r, v, http.MethodPut, repoAPI(repo, "tag", esc(tag)), body, &answer); err != nil {
 		return actionError(err)
 	}
-	http.Redirect(w, r, repoPath(repo)+"/manifest/"+m.Digest.String()+"#tags", http.StatusSeeOther)
+	to := repoPath(repo) + "/manifest/" + m.Digest.String()
+	// A tag the repository's gate guards did not move: the API's 202
+	// made the manifest its candidate, which the page then says.
+	var held struct {
+		Candidate bool `json:"candidate"`
+	}
+	if action == "add-tag" && json.Unmarshal(answer, &held) == nil && held.Candidate {
+		to += "?candidate=" + url.QueryEscape(tag)
+	}
+	http.Redirect(w, r, to+"#tags", http.StatusSeeOther)
 	return nil
+}
+
+// candidateNotice is the manifest page's notice after "Put this tag on
+// the manifest" made the manifest a guarded tag's candidate (the
+// candidate query parameter, a tag): the API's message of that 202.
+func candidateNotice(r *http.Request, data map[string]any) {
+	tag := r.URL.Query().Get("candidate")
+	if tag == "" || oci.ValidateTag(tag) != nil {
+		return
+	}
+	data["Candidate"], data["CandidateMessage"] = tag, meta.ErrGuardedTag.Error()
 }
 
 func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string) error {
@@ -154,6 +184,7 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 		return err
 	}
 	data["Tags"], data["MoreTags"], data["CanWrite"], data["CSRF"] = tags, total > len(tags), canWrite, v.csrf
+	candidateNotice(r, data)
 	canCheck, err := u.allowed(ctx, v, repo, auth.ActionChecks)
 	if err != nil {
 		return err
@@ -175,8 +206,13 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 		}
 		q := r.URL.Query()
 		sev, fixable := q.Get("severity"), q.Get("fixable") == "1"
-		data["Scan"], data["Vulns"], data["Severity"], data["Fixable"] = sec, filterVulns(vulnsOf(sec), sev, fixable), sev, fixable
-		data["Counts"] = countBySeverity(vulnsOf(sec))
+		all := vulnsOf(sec)
+		vulns := filterVulns(all, sev, fixable)
+		// A report may list hundreds of thousands of packages: the page
+		// shows the first vulnsShown vulnerabilities and packagesShown
+		// packages, and says how many more the CSV and the API list.
+		data["Scan"], data["Vulns"], data["MoreVulns"], data["Severity"], data["Fixable"] = sec, vulns[:min(len(vulns), vulnsShown)], max(len(vulns)-vulnsShown, 0), sev, fixable
+		data["Counts"] = countBySeverity(all)
 		// Never clean without the data: the notice says what is missing,
 		// and to superusers (who run it) the command that fetches it.
 		data["DataComplete"], data["Coverage"] = dataComplete(sec), sec.VulnerabilityData
@@ -184,7 +220,8 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 			data["FetchHint"] = sec.VulnerabilityData.FetchHint()
 		}
 		if sec.Data != nil {
-			data["Packages"] = sec.Data.Layer.Features
+			pkgs := sec.Data.Layer.Features
+			data["Packages"], data["PackageCount"], data["MorePackages"] = pkgs[:min(len(pkgs), packagesShown)], len(pkgs), max(len(pkgs)-packagesShown, 0)
 		}
 	}
 	if u.db.Graph != nil {

@@ -62,7 +62,10 @@ type RepositoryStore interface {
 type ContentStore interface {
 	TagRows(ctx context.Context, repo string, q meta.TagRowQuery) ([]meta.TagRow, int, error)
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
-	DeletedTags(ctx context.Context, repo string, n int) ([]meta.TagPeriod, error)
+	// WithTimeMachine is the store's time machine of a window, whose
+	// DeletedTags are the tags the API's restore, bounded by the same
+	// window, puts back.
+	WithTimeMachine(window time.Duration) meta.TimeMachine
 }
 
 // ReferrerLister lists a manifest's referrers without their annotations.

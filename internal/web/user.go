@@ -3,6 +3,7 @@ package web
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,8 @@ type accessToken struct {
 	Name   string          `json:"name"`
 	Scopes json.RawMessage `json:"scopes"`
 	Owner  string          `json:"owner"`
+	// CreatedBy is who issued it (auth.Identity.Actor).
+	CreatedBy string `json:"created_by"`
 	// Times as the API gives them.
 	CreatedAt  time.Time  `json:"created_at"`
 	ExpiresAt  *time.Time `json:"expires_at"`
@@ -37,6 +40,34 @@ func (t accessToken) ScopeText() string {
 		parts = append(parts, s.Repository+" ("+strings.Join(s.Actions, ", ")+")")
 	}
 	return strings.Join(parts, "; ")
+}
+
+// tokensShown bounds the access tokens the account page lists.
+const tokensShown = 100
+
+// ownTokens are the tokens actor issued (the API lists a superuser
+// everyone's), those not revoked first, at most tokensShown of them, and
+// how many more actor issued.
+func ownTokens(all []accessToken, actor string) ([]accessToken, int) {
+	var own []accessToken
+	for _, t := range all {
+		if t.CreatedBy == actor {
+			own = append(own, t)
+		}
+	}
+	slices.SortStableFunc(own, func(a, b accessToken) int {
+		switch {
+		case a.Revoked == b.Revoked:
+			return 0
+		case b.Revoked:
+			return -1
+		}
+		return 1
+	})
+	if len(own) > tokensShown {
+		return own[:tokensShown], len(own) - tokensShown
+	}
+	return own, 0
 }
 
 // ownAccount refuses every page but the visitor's own account.
@@ -79,7 +110,8 @@ func (u *UI) user(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	if err := u.call(r, v, http.MethodGet, "/api/v1/tokens", nil, &tokens); err != nil {
 		return pageError(err)
 	}
-	data["Robots"], data["Tokens"] = robots.Robots, tokens.Tokens
+	own, more := ownTokens(tokens.Tokens, v.id.Actor())
+	data["Robots"], data["Tokens"], data["MoreTokens"] = robots.Robots, own, more
 	u.render(w, r, v, http.StatusOK, "user", "Account "+name, data)
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
+	"github.com/berth-dev/berth/internal/config"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 )
@@ -55,6 +56,10 @@ type Options struct {
 	// Queues are the job queues the admin page always lists (idle ones
 	// with zeros), as the metrics do.
 	Queues []string
+	// TimeMachine is gc.timeMachine, the window of the API's tag restore
+	// (meta.TimeMachine): the Activity page lists the deleted tags that
+	// restore puts back, no other. nil: the configuration's default.
+	TimeMachine *time.Duration
 	// Cursors seals the repository listing's resume links (auth.Sealer,
 	// with the installation's key, so that every replica opens them);
 	// nil: a key of this process's own.
@@ -97,6 +102,10 @@ func New(db Stores, opts Options) (*UI, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.TimeMachine == nil {
+		d := config.Default().GC.TimeMachine
+		opts.TimeMachine = &d
 	}
 	u := &UI{db: db, opts: opts, log: opts.Logger, mux: http.NewServeMux(), pages: map[string]*template.Template{}, cursors: opts.Cursors}
 	if o := opts.TrustedOrigin; o != "" {
