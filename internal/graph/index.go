@@ -44,6 +44,18 @@ const (
 	// refuses more than 127); a config listing more is not an image the
 	// graph reads.
 	maxLayers = 1000
+	// maxIndexChildren bounds the images of an index the graph indexes
+	// (as a gate's scan input does): an index's entries may repeat, and
+	// each distinct image is read, its configuration hashed and its rows
+	// written once.
+	maxIndexChildren = 256
+	// maxStatements bounds the SLSA provenance statements of one
+	// attestation manifest read (each once, however often it is listed).
+	maxStatements = 16
+	// maxMaterials bounds the distinct material digests of an image's
+	// provenance looked up (BuildKit lists a handful: the frontend, the
+	// bases of its stages).
+	maxMaterials = 100
 )
 
 // Indexer records what an image is built on.
@@ -88,13 +100,23 @@ func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error
 	attests := map[digest.Digest]digest.Digest{}
 	for _, c := range parsed.Manifests {
 		if of, ok := Attestation(c.Annotations); ok {
-			attests[of] = c.Digest
+			if _, dup := attests[of]; !dup {
+				attests[of] = c.Digest
+			}
 		}
 	}
+	// Each image once, however often the index lists it, and at most
+	// maxIndexChildren of them.
+	seen := map[digest.Digest]bool{}
 	for _, c := range parsed.Manifests {
-		if _, ok := Attestation(c.Annotations); ok || oci.IsIndex(c.MediaType) {
+		if _, ok := Attestation(c.Annotations); ok || oci.IsIndex(c.MediaType) || seen[c.Digest] {
 			continue
 		}
+		if len(seen) == maxIndexChildren {
+			x.log.Warn("graph: index lists too many images; the others are not indexed", "repository", repo, "digest", d, "max", maxIndexChildren)
+			break
+		}
+		seen[c.Digest] = true
 		child, err := x.manifests.GetManifest(ctx, repo, "", c.Digest, true)
 		if errors.Is(err, meta.ErrManifestNotFound) {
 			continue
@@ -138,11 +160,21 @@ func (x *Indexer) provenance(ctx context.Context, repo string, d digest.Digest) 
 	if err != nil {
 		return nil, err
 	}
+	// Each statement read once, however often it is listed, and at most
+	// maxStatements of them; each material digest kept once (the first
+	// reference naming it), and at most maxMaterials of them: each is
+	// looked up in the database (resolve).
 	var out []Ref
+	statements := map[digest.Digest]bool{}
+	materials := map[digest.Digest]bool{}
 	for _, l := range parsed.Layers {
-		if !strings.HasPrefix(l.Annotations["in-toto.io/predicate-type"], predicateSLSAProvenance) {
+		if !strings.HasPrefix(l.Annotations["in-toto.io/predicate-type"], predicateSLSAProvenance) || statements[l.Digest] {
 			continue
 		}
+		if len(statements) == maxStatements {
+			break
+		}
+		statements[l.Digest] = true
 		b, err := x.read(ctx, l.Digest, maxStatementBytes)
 		if err != nil {
 			return nil, err
@@ -151,7 +183,16 @@ func (x *Indexer) provenance(ctx context.Context, repo string, d digest.Digest) 
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, refs...)
+		for _, r := range refs {
+			if materials[r.Digest] {
+				continue
+			}
+			if len(materials) == maxMaterials {
+				return out, nil
+			}
+			materials[r.Digest] = true
+			out = append(out, r)
+		}
 	}
 	return out, nil
 }

@@ -126,18 +126,27 @@ type pushData struct {
 	Previous    map[string]digest.Digest `json:"previous"`
 }
 
-// Jobs returns the jobs an event calls for: indexing what a push stored,
-// and, for every tag it moved, firing for the images built on where the
-// tag was. A tag the push created fires too when images are recorded as
+// Jobs returns the jobs an event calls for: indexing what a push stored
+// (or, for a manifest stored before and tagged now, the triggers of the
+// base moves it missed untagged), and, for every tag it moved, firing for
+// the images built on where the tag was. A tag the push created fires too when images are recorded as
 // built on it (a tag deleted and pushed again: a mirror or a script that
 // deletes base:1, then pushes base:1 anew); a brand new tag, on which
 // nothing was built, queues nothing.
 func (s *Service) Jobs(ctx context.Context, e meta.Event) ([]meta.Job, error) {
-	return s.jobs(ctx, e, s.graph.TagHasDependents)
+	return s.jobs(ctx, e, lookups{dependents: s.graph.TagHasDependents, missed: s.graph.MissedMoves})
 }
 
-// jobs is Jobs, asking dependents whether images are built on a tag.
-func (s *Service) jobs(ctx context.Context, e meta.Event, dependents func(ctx context.Context, repo, tag string) (bool, error)) ([]meta.Job, error) {
+// lookups are what jobs reads of the graph: whether images are built on
+// a tag (Triggers' TagHasDependents), the base moves an image missed
+// (MissedMoves); the feed's subscriber reads both in its transaction.
+type lookups struct {
+	dependents func(ctx context.Context, repo, tag string) (bool, error)
+	missed     func(ctx context.Context, repo string, d digest.Digest) ([]meta.MissedMove, error)
+}
+
+// jobs is Jobs, reading the graph with look.
+func (s *Service) jobs(ctx context.Context, e meta.Event, look lookups) ([]meta.Job, error) {
 	// A gate's candidate (promotion_pending) is indexed like a push (its
 	// base is a gate input), but moves no tag until it is promoted.
 	if e.Kind != meta.EventRepoPush && e.Kind != meta.EventPromotionPending {
@@ -161,6 +170,20 @@ func (s *Service) jobs(ctx context.Context, e meta.Event, dependents func(ctx co
 	if (oci.IsIndex(d.MediaType) || isImage(d.MediaType)) && (newManifest(e.Data) || e.Kind == meta.EventPromotionPending) {
 		b, _ := json.Marshal(Job{Kind: jobIndex, Repository: e.Repository, Digest: d.Digest})
 		out = append(out, meta.Job{Queue: Queue, OrderingKey: "index|" + e.Repository, Payload: b, MaxAttempts: 5})
+	} else if (oci.IsIndex(d.MediaType) || isImage(d.MediaType)) && e.Kind == meta.EventRepoPush && len(d.UpdatedTags) > 0 {
+		// A manifest stored before, tagged now (PUT .../tag, a promotion,
+		// a restore): while it was not tagged (pushed by digest, a gate's
+		// held candidate), the moves of its base tag fired for the tagged
+		// images only. Each fires for it now (catchUp); one it heard of
+		// already fires nothing again (FireBaseMoved). One not recorded
+		// yet (its index job still queued) catches up when it is.
+		mvs, err := look.missed(ctx, e.Repository, d.Digest)
+		if err != nil {
+			return nil, err
+		}
+		for _, mv := range mvs {
+			out = append(out, s.missedJob(e.Repository, d.Digest, mv))
+		}
 	}
 	for _, tag := range d.UpdatedTags {
 		old, ok := d.Previous[tag]
@@ -168,7 +191,7 @@ func (s *Service) jobs(ctx context.Context, e meta.Event, dependents func(ctx co
 			// A tag created: built on only if it was deleted and made
 			// again (the images built on it then were recorded through
 			// it), which FireBaseMoved answers with where each was built.
-			built, err := dependents(ctx, e.Repository, tag)
+			built, err := look.dependents(ctx, e.Repository, tag)
 			if err != nil {
 				return nil, err
 			}
@@ -235,7 +258,8 @@ type txMissed interface {
 // catchUp queues, for an image an index job records, the trigger of each
 // base tag that moved between the image's push and its recording
 // (meta.Graph's MissedMoves): the move's own job may have run first, and
-// found nothing built on the tag. Each fires for that image alone.
+// found nothing built on the tag. Each fires for that image alone. (A
+// manifest stored before and tagged now queues the same: jobs.)
 // Run by a job worker, it reads and queues in the transaction that
 // records the image, after the indexer's writes (jobs.OnComplete); else
 // once they are written.
@@ -394,7 +418,8 @@ func diffVulns(a, b map[string]vulnerability) []vulnerability {
 }
 
 // platformsOf returns the manifests whose scans make up an image's: the
-// image itself, or an index's platforms (not its attestations).
+// image itself, or an index's platforms (not its attestations), each
+// once, at most maxIndexChildren of them (as the indexer reads them).
 func (s *Service) platformsOf(ctx context.Context, repo string, d digest.Digest) []digest.Digest {
 	m, err := s.manifests.GetManifest(ctx, repo, "", d, true)
 	if err != nil || !oci.IsIndex(m.MediaType) {
@@ -402,10 +427,16 @@ func (s *Service) platformsOf(ctx context.Context, repo string, d digest.Digest)
 	}
 	var digests []digest.Digest
 	if parsed, err := oci.ParseManifest(m.Content, m.MediaType); err == nil {
+		seen := map[digest.Digest]bool{}
 		for _, c := range parsed.Manifests {
-			if _, att := Attestation(c.Annotations); !att && !oci.IsIndex(c.MediaType) {
-				digests = append(digests, c.Digest)
+			if _, att := Attestation(c.Annotations); att || oci.IsIndex(c.MediaType) || seen[c.Digest] {
+				continue
 			}
+			if len(digests) == maxIndexChildren {
+				break
+			}
+			seen[c.Digest] = true
+			digests = append(digests, c.Digest)
 		}
 	}
 	return digests

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/berth-dev/berth/internal/meta"
 )
 
@@ -23,9 +25,10 @@ type txDependents interface {
 }
 
 // Subscriber is the graph's subscriber of the change feed: each
-// repo_push queues the indexing of what it stored and, per tag it moved,
-// the base_image_updated trigger, in the transaction that moves the
-// graph's cursor, so each is queued once.
+// repo_push queues the indexing of what it stored (or, tagging a manifest
+// stored before, the triggers of the base moves it missed untagged) and,
+// per tag it moved, the base_image_updated trigger, in the transaction
+// that moves the graph's cursor, so each is queued once.
 type Subscriber struct {
 	svc   *Service
 	queue TxQueue
@@ -42,14 +45,19 @@ func (s *Subscriber) Name() string { return SubscriberName }
 
 // Handle queues the graph's jobs for a batch of events.
 func (s *Subscriber) Handle(ctx context.Context, tx meta.Tx, evs []meta.Event) error {
-	dependents := s.svc.graph.TagHasDependents
+	look := lookups{dependents: s.svc.graph.TagHasDependents, missed: s.svc.graph.MissedMoves}
 	if in, ok := s.svc.graph.(txDependents); ok {
-		dependents = func(ctx context.Context, repo, tag string) (bool, error) {
+		look.dependents = func(ctx context.Context, repo, tag string) (bool, error) {
 			return in.TagHasDependentsIn(ctx, tx, repo, tag)
 		}
 	}
+	if in, ok := s.svc.graph.(txMissed); ok {
+		look.missed = func(ctx context.Context, repo string, d digest.Digest) ([]meta.MissedMove, error) {
+			return in.MissedMovesIn(ctx, tx, repo, d)
+		}
+	}
 	for _, e := range evs {
-		js, err := s.svc.jobs(ctx, e, dependents)
+		js, err := s.svc.jobs(ctx, e, look)
 		if errors.Is(err, errUnreadable) {
 			continue // an event the graph cannot read is skipped
 		}

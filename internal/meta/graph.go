@@ -333,18 +333,25 @@ type GraphBase struct {
 	Public bool
 }
 
-const baseColumns = `br.name, b.base_digest, b.base_tag, b.base_top, b.method, b.level, b.layers, b.matched_at, COALESCE(t.manifest_digest, ''), br.visibility`
+// baseColumns are a base's (graph_bases b, its repository br, its tag t
+// now): the last says whether the tag points at the dependent itself (or
+// an index holding it), which has not moved on from it (isTagged).
+var baseColumns = `br.name, b.base_digest, b.base_tag, b.base_top, b.method, b.level, b.layers, b.matched_at, COALESCE(t.manifest_digest, ''), br.visibility,
+	CASE WHEN t.manifest_digest IS NOT NULL AND ` + isTagged("b", "t.manifest_digest") + ` THEN 1 ELSE 0 END`
 
 func scanBase(row interface{ Scan(...any) error }, extra ...any) (GraphBase, error) {
 	var b GraphBase
 	var d, top, cur, visibility string
 	var matched int64
-	if err := row.Scan(append([]any{&b.Repository, &d, &b.Tag, &top, &b.Method, &b.Level, &b.Layers, &matched, &cur, &visibility}, extra...)...); err != nil {
+	var self int
+	if err := row.Scan(append([]any{&b.Repository, &d, &b.Tag, &top, &b.Method, &b.Level, &b.Layers, &matched, &cur, &visibility, &self}, extra...)...); err != nil {
 		return GraphBase{}, err
 	}
 	b.Public = visibility == "public"
 	b.Digest, b.Top, b.Current, b.MatchedAt = digest.Digest(d), digest.Digest(top), digest.Digest(cur), fromMicros(matched)
-	b.Moved = b.Tag != "" && b.Current != b.Top
+	// A tag that now points at the dependent itself (pushed to the tag it
+	// was built from) has not moved on from its base.
+	b.Moved = b.Tag != "" && b.Current != b.Top && self == 0
 	return b, nil
 }
 
@@ -523,7 +530,7 @@ func (db Graph) dependentsPage(ctx context.Context, repo string, d digest.Digest
 			COALESCE((SELECT MIN(ir.name) FROM graph_bases ib JOIN repositories ir ON ir.id = ib.base_repository_id
 				LEFT JOIN tags it ON it.repository_id = ib.base_repository_id AND it.name = ib.base_tag
 				WHERE ib.repository_id = b.repository_id AND ib.digest = b.digest AND ib.level = 1 AND ib.base_tag <> ''
-				AND (it.manifest_digest IS NULL OR it.manifest_digest <> ib.base_top)), '')
+				AND (it.manifest_digest IS NULL OR it.manifest_digest <> ib.base_top AND NOT `+isTagged("ib", "it.manifest_digest")+`)), '')
 		FROM graph_bases b
 		JOIN repositories br ON br.id = b.base_repository_id
 		JOIN repositories r ON r.id = b.repository_id

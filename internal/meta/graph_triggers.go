@@ -42,16 +42,29 @@ type BaseMove struct {
 
 // dependentsOf is the condition on graph_bases b (joined with the
 // dependent's repository r) that selects the images a move fires for,
-// and its arguments after the base repository's id.
+// and its arguments after the base repository's id. The image the tag
+// moved to (or a platform of it) is none of them: one built FROM the tag
+// and pushed to it (v2 built on base:latest, pushed as base:latest) is
+// recorded as reached through the tag, and would fire for itself, its
+// rebuild pushing to the tag again, without end.
 func (mv BaseMove) dependentsOf() (string, []any) {
-	cond := ` b.base_tag = ? AND b.level = 1 AND b.base_top <> ?`
-	args := []any{mv.Tag, mv.New.String()}
+	cond := ` b.base_tag = ? AND b.level = 1 AND b.base_top <> ? AND NOT ` + isTagged("b", "?")
+	args := []any{mv.Tag, mv.New.String(), mv.New.String(), mv.New.String()}
 	if mv.Dependent != "" {
 		cond += ` AND r.name = ? AND b.digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references
 			WHERE repository_id = b.repository_id AND manifest_digest = ? AND is_manifest = 1)`
 		args = append(args, mv.Dependent, mv.DependentDigest.String(), mv.DependentDigest.String())
 	}
 	return cond, args
+}
+
+// isTagged is the condition that the dependent of graph_bases row b (a
+// platform's manifest) is the manifest at (in the base's repository), or
+// one of its platforms: the base's tag, pointing at at, points at the
+// dependent itself, which is not built on where the tag went.
+func isTagged(b, at string) string {
+	return `(` + b + `.digest = ` + at + ` OR EXISTS (SELECT 1 FROM manifest_references sr WHERE sr.repository_id = ` + b + `.base_repository_id
+		AND sr.manifest_digest = ` + at + ` AND sr.ref_digest = ` + b + `.digest AND sr.is_manifest = 1))`
 }
 
 // notCompared are the vulnerability fields of an event whose bases were
@@ -319,7 +332,7 @@ func (db *core) missedMoves(ctx context.Context, q queryer, repo string, d diges
 		JOIN tags t ON t.repository_id = b.base_repository_id AND t.name = b.base_tag
 		WHERE r.name = ? AND b.digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references
 			WHERE repository_id = r.id AND manifest_digest = ? AND is_manifest = 1)
-		AND b.level = 1 AND b.base_tag <> '' AND t.manifest_digest <> b.base_top
+		AND b.level = 1 AND b.base_tag <> '' AND t.manifest_digest <> b.base_top AND NOT `+isTagged("b", "t.manifest_digest")+`
 		AND EXISTS (SELECT 1 FROM tag_history h WHERE h.repository_id = b.base_repository_id AND h.tag = b.base_tag AND h.digest = b.base_top
 			AND h.from_at <= m.created_at AND h.until_at > m.created_at)
 		ORDER BY br.name, b.base_tag, t.manifest_digest LIMIT ?`), repo, d.String(), d.String(), maxMissedMoves)
