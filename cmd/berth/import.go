@@ -95,7 +95,7 @@ at a time (at most one a second) when it is a pipe or a file.`,
 			if err != nil {
 				return err
 			}
-			copier := mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			copier := mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, slog.New(slog.NewTextHandler(io.Discard, nil))).WithGCDelay(cfg.GC.Delay)
 			p := newProgress(cmd.ErrOrStderr())
 			req.Actor = "berth import"
 			// The operator, working on the data itself, reads every

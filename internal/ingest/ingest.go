@@ -154,7 +154,10 @@ func Cache(checkedAt time.Time) Option {
 // image's config and layers, in order) to bring it into the repository;
 // then the manifest is stored, its references checked as for a push. A
 // reference the ingest supplies itself (the empty config) is not asked
-// for. fn's error is returned as it is, and nothing is stored.
+// for. fn's error is returned as it is, and nothing is stored. If the
+// store finds references missing (garbage collection took them while the
+// others were fetched: a copy may run longer than gc.delay), fn is called
+// again for those, once, and the manifest stored again.
 func Fetch(fn func(ctx context.Context, r oci.Ref) error) Option {
 	return func(s *settings) { s.fetch = fn }
 }
@@ -186,15 +189,8 @@ func (in *Ingester) Ingest(ctx context.Context, req Request, opts ...Option) (Re
 	}
 	refs := m.References()
 	supplied := m.Config != nil && m.Config.Digest == oci.EmptyJSONDigest
-	if set.fetch != nil {
-		for _, r := range refs {
-			if !r.Required || (supplied && r.Kind == oci.RefConfig) {
-				continue
-			}
-			if err := set.fetch(ctx, r); err != nil {
-				return Result{}, err
-			}
-		}
+	if err := set.fetchRefs(ctx, refs, supplied, nil); err != nil {
+		return Result{}, err
 	}
 	stored := meta.Manifest{Digest: d, MediaType: m.MediaType, ArtifactType: m.EffectiveArtifactType(),
 		Size: int64(len(req.Body)), Content: req.Body, Annotations: m.Annotations}
@@ -228,10 +224,43 @@ func (in *Ingester) Ingest(ctx context.Context, req Request, opts ...Option) (Re
 			err = in.put(ctx, put, set)
 		}
 	}
+	var missing *meta.MissingRefsError
+	if set.fetch != nil && errors.As(err, &missing) {
+		if err := set.fetchRefs(ctx, refs, supplied, missing); err != nil {
+			return Result{}, err
+		}
+		err = in.put(ctx, put, set)
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("store manifest %s: %w", d, err)
 	}
 	return Result{Manifest: stored, Parsed: m, References: refs}, nil
+}
+
+// fetchRefs calls the Fetch option's function, if set, for each required
+// reference the ingest does not supply itself, in order: all of them, or
+// only those the store found missing (all when it did not name them
+// all).
+func (set settings) fetchRefs(ctx context.Context, refs []oci.Ref, supplied bool, missing *meta.MissingRefsError) error {
+	if set.fetch == nil {
+		return nil
+	}
+	var only map[digest.Digest]bool
+	if missing != nil && missing.Count <= len(missing.Missing) {
+		only = map[digest.Digest]bool{}
+		for _, r := range missing.Missing {
+			only[r.Digest] = true
+		}
+	}
+	for _, r := range refs {
+		if !r.Required || (supplied && r.Kind == oci.RefConfig) || (only != nil && !only[r.Digest]) {
+			continue
+		}
+		if err := set.fetch(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (in *Ingester) put(ctx context.Context, p meta.PutManifest, set settings) error {

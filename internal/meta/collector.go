@@ -65,26 +65,41 @@ type GCCandidate struct {
 
 // DanglingManifests returns up to n manifests created before cutoff that
 // no tag, no manifest of their repository (an index) and no stored
-// subject keeps.
+// subject keeps, nor the pull-through cache (proxyKept).
 func (db Collector) DanglingManifests(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
+	now := db.now()
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT m.repository_id, r.name, m.digest, m.size FROM manifests m
 		JOIN repositories r ON r.id = m.repository_id
-		WHERE m.created_at < ? AND m.confirmed_at < ?
+		WHERE m.created_at < ? AND m.confirmed_at < ? AND NOT `+proxyKept+`
 		AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.manifest_digest = m.digest)
 		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = m.repository_id AND x.ref_digest = m.digest)
 		AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id AND s.digest = m.subject))
 		AND NOT EXISTS (SELECT 1 FROM gate_candidates c WHERE c.repository_id = m.repository_id AND c.digest = m.digest AND c.state IN ('pending', 'blocked'))
 		AND NOT EXISTS (SELECT 1 FROM tag_history h WHERE h.repository_id = m.repository_id AND h.digest = m.digest AND h.until_at > ?)
-		ORDER BY m.created_at LIMIT ?`), cutoff.UnixMicro(), cutoff.UnixMicro(), db.restorableSince(), n)
+		ORDER BY m.created_at LIMIT ?`), cutoff.UnixMicro(), cutoff.UnixMicro(), now, now, db.restorableSince(), n)
 	if err != nil {
 		return nil, fmt.Errorf("dangling manifests: %w", err)
 	}
 	return scanCandidates(rows)
 }
 
+// proxyKept is the condition on a manifest m of repository r for the
+// pull-through cache to keep it whatever else: in an organization that is
+// a proxy cache, stored or last confirmed less than the organization's
+// expiration ago (its arguments: now, twice). A pull by digest stores a
+// manifest with no tag to keep it, and each later pull (a GET or HEAD by
+// digest) confirms it, every half gc.delay at most: what is pulled by
+// digest stays cached for the expiration after its last pull, as a
+// cached tag is served for the expiration after its last check (and then
+// as long as the delay keeps anything unreferenced).
+const proxyKept = `EXISTS (SELECT 1 FROM proxy_caches p JOIN namespaces n ON n.id = p.namespace_id
+		WHERE r.name > (n.name || '/') AND r.name < (n.name || '0')
+		AND (m.created_at > ? - p.expiration_s * 1000000 OR m.confirmed_at > ? - p.expiration_s * 1000000))`
+
 // CollectManifests deletes, in one transaction, each candidate that,
 // locked, is still a dangling manifest (created before cutoff, no tag, no
-// parent, no stored subject). It returns how many it deleted.
+// parent, no stored subject, not kept by the pull-through cache). It
+// returns how many it deleted.
 func (db Collector) CollectManifests(ctx context.Context, cands []GCCandidate, cutoff time.Time) (int, error) {
 	restorable := db.restorableSince()
 	return db.inBatch(ctx, len(cands), func(tx *sql.Tx, i int) error {
@@ -119,12 +134,14 @@ func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64,
 	// Re-checked a statement after the lock: a push that tagged it or
 	// listed it (and held it FOR SHARE) has committed by now.
 	var kept int
+	now := db.now()
 	if err := tx.QueryRowContext(ctx, db.q(`SELECT
 		(SELECT COUNT(*) FROM tags WHERE repository_id = ? AND manifest_digest = ?) +
 		(SELECT COUNT(*) FROM manifest_references WHERE repository_id = ? AND ref_digest = ?) +
 		(SELECT COUNT(*) FROM gate_candidates WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked')) +
-		(SELECT COUNT(*) FROM tag_history WHERE repository_id = ? AND digest = ? AND until_at > ?)`),
-		repoID, d.String(), repoID, d.String(), repoID, d.String(), repoID, d.String(), restorable).Scan(&kept); err != nil {
+		(SELECT COUNT(*) FROM tag_history WHERE repository_id = ? AND digest = ? AND until_at > ?) +
+		(SELECT COUNT(*) FROM manifests m JOIN repositories r ON r.id = m.repository_id WHERE m.repository_id = ? AND m.digest = ? AND `+proxyKept+`)`),
+		repoID, d.String(), repoID, d.String(), repoID, d.String(), repoID, d.String(), restorable, repoID, d.String(), now, now).Scan(&kept); err != nil {
 		return fmt.Errorf("re-check manifest: %w", err)
 	}
 	if kept > 0 {

@@ -321,10 +321,14 @@ func (db Repositories) DeleteRepository(ctx context.Context, name, actor string)
 }
 
 // DeleteEmptyRepository deletes a repository as DeleteRepository does,
-// only if it stores no manifest and has no upload session, and reports
-// whether it did: an import that failed removes the repository it
-// created for the copy, unless a push stored something in it meanwhile
-// or is uploading into it.
+// only if it stores no manifest, has no upload session and links no blob,
+// and reports whether it did: an import that failed removes the
+// repository it created for the copy, unless a push stored something in
+// it meanwhile, is uploading into it, or has uploaded blobs whose
+// manifest is still to come. A link records nobody's name, so the
+// import's own links keep the repository too: a failed import that linked
+// blobs leaves it, and garbage collection removes those links (no
+// manifest references them) after gc.delay.
 func (db Repositories) DeleteEmptyRepository(ctx context.Context, name, actor string) (bool, error) {
 	var deleted bool
 	err := db.tx(ctx, func(tx *sql.Tx) error {
@@ -337,8 +341,9 @@ func (db Repositories) DeleteEmptyRepository(ctx context.Context, name, actor st
 
 // deleteRepository is the body of DeleteRepository's transaction; with
 // onlyEmpty it deletes nothing (false, nil) if the repository stores a
-// manifest or has an upload session, checked after its row is locked (a
-// push holds it FOR KEY SHARE until it commits).
+// manifest, has an upload session or links a blob, checked after its row
+// is locked (a push, or a blob's link, holds it FOR KEY SHARE until it
+// commits).
 func (db *core) deleteRepository(ctx context.Context, tx *sql.Tx, name, actor string, onlyEmpty bool) (bool, error) {
 	var id int64
 	if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), name).Scan(&id); err != nil {
@@ -354,15 +359,18 @@ func (db *core) deleteRepository(ctx context.Context, tx *sql.Tx, name, actor st
 				return false, fmt.Errorf("lock repository: %w", err)
 			}
 		}
-		// A push into it has stored a manifest, or is uploading blobs
-		// (its links must stay for its manifest, as for collection).
+		// A push into it has stored a manifest, is uploading blobs, or
+		// has uploaded (or mounted) blobs and not yet pushed the manifest
+		// naming them: its links must stay for its manifest, as for
+		// collection.
 		err := tx.QueryRowContext(ctx, db.q(`SELECT 1 FROM manifests WHERE repository_id = ?
-			UNION ALL SELECT 1 FROM uploads WHERE repository = ? LIMIT 1`), id, name).Scan(&one)
+			UNION ALL SELECT 1 FROM uploads WHERE repository = ?
+			UNION ALL SELECT 1 FROM repository_blobs WHERE repository_id = ? LIMIT 1`), id, name, id).Scan(&one)
 		if err == nil {
 			return false, nil
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
-			return false, fmt.Errorf("look for manifests and uploads: %w", err)
+			return false, fmt.Errorf("look for manifests, uploads and blob links: %w", err)
 		}
 	}
 	if err := db.quotaUnrefRepository(ctx, tx, id, name); err != nil { // namespace quota

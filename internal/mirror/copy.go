@@ -36,6 +36,7 @@ type BlobStore interface {
 	RepositoryBlob(ctx context.Context, repo string, d digest.Digest) (meta.Blob, error)
 	StoredBlob(ctx context.Context, d digest.Digest) (meta.Blob, error)
 	NamespaceRepositoriesWithBlob(ctx context.Context, ns string, d digest.Digest, n int) ([]string, error)
+	TouchBlobLink(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error)
 	LinkBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer) error
 	StoreBlob(ctx context.Context, repo string, b meta.Blob, up meta.UploadClaim, w meta.Writer, bytes meta.BlobBytes) (bool, error)
 }
@@ -44,6 +45,7 @@ type BlobStore interface {
 type ManifestStore interface {
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
 	PutManifest(ctx context.Context, p meta.PutManifest) error
+	ConfirmManifest(ctx context.Context, repo string, d digest.Digest, stale time.Time) (bool, error)
 }
 
 // Copier copies images and indexes, every platform, from an upstream
@@ -63,6 +65,9 @@ type Copier struct {
 	// maxManifests caps the manifests one copy fetches
 	// (DefaultMaxManifests).
 	maxManifests int
+	// renew is how often a running copy confirms what it stored or found
+	// and no stored manifest references yet (keeper; WithGCDelay).
+	renew time.Duration
 }
 
 // blobStall cuts a blob download that delivers nothing for this long: a
@@ -77,6 +82,18 @@ func (c *Copier) WithStallTimeout(d time.Duration) *Copier {
 	return c
 }
 
+// WithGCDelay tells the copier garbage collection's delay (gc.delay): a
+// running copy confirms what it stored and no stored manifest references
+// yet every quarter of it (default: every minute, enough for a delay of
+// a few minutes or more), so that a copy that runs longer than the delay
+// keeps it (keeper).
+func (c *Copier) WithGCDelay(d time.Duration) *Copier {
+	if d > 0 {
+		c.renew = d / 4
+	}
+	return c
+}
+
 // NewCopier returns a copier writing through the store and the driver,
 // checking pushed content against the artifact policy.
 func NewCopier(db Stores, store storage.Driver, policy oci.ArtifactPolicy, maxManifest int64, log *slog.Logger) *Copier {
@@ -88,7 +105,7 @@ func NewCopier(db Stores, store storage.Driver, policy oci.ArtifactPolicy, maxMa
 	}
 	in := ingest.New(ingest.Stores{Manifests: db.Manifests, Blobs: db.Blobs}, store, ingest.Options{Policy: policy, MaxBytes: maxManifest})
 	return &Copier{db: db, store: store, ingest: in, log: log, stall: blobStall, maxManifest: maxManifest,
-		maxManifests: DefaultMaxManifests}
+		maxManifests: DefaultMaxManifests, renew: defaultRenew}
 }
 
 // Stats counts what a copy moved.
@@ -178,7 +195,8 @@ func (c *Copier) Copy(ctx context.Context, req Request) (digest.Digest, Stats, e
 		return "", st, fmt.Errorf("fetch %s: %w", req.Source, err)
 	}
 	d := digest.Digest(desc.Digest.String())
-	run := newCopyRun(req, opts, &st)
+	run := c.newCopyRun(ctx, req, opts, &st)
+	defer run.end()
 	if err := c.copyManifest(ctx, run, d, desc.Manifest, string(desc.MediaType), req.Tags, 1); err != nil {
 		return "", st, err
 	}
@@ -192,14 +210,23 @@ type copyRun struct {
 	st   *Stats
 	// fetched counts the manifests fetched upstream (c.maxManifests).
 	fetched int
+	// keep keeps what the copy stored and no stored manifest references
+	// yet from garbage collection until the copy ends.
+	keep *keeper
 }
 
 // newCopyRun starts a copy's walk, its top manifest fetched: the run
-// remembers its link decisions (req.MayLink) until it ends.
-func newCopyRun(req Request, opts []remote.Option, st *Stats) *copyRun {
+// remembers its link decisions (req.MayLink), and keeps what it stores
+// from garbage collection, until it ends (end).
+func (c *Copier) newCopyRun(ctx context.Context, req Request, opts []remote.Option, st *Stats) *copyRun {
 	req.MayLink = remember(req.MayLink)
-	return &copyRun{req: req, opts: opts, st: st, fetched: 1}
+	run := &copyRun{req: req, opts: opts, st: st, fetched: 1, keep: newKeeper(c.db, req.Repo, c.renew, c.log)}
+	run.keep.start(ctx)
+	return run
 }
+
+// end ends the run's confirmations.
+func (run *copyRun) end() { run.keep.end() }
 
 // copyManifest stores one upstream manifest, depth manifests deep (the
 // top one is 1), through the one ingest function, which calls back
@@ -219,17 +246,23 @@ func (c *Copier) copyManifest(ctx context.Context, run *copyRun, d digest.Digest
 		if r.IsManifest() {
 			fetchErr = c.copyChild(ctx, run, d, r.Descriptor, depth+1)
 		} else {
-			fetchErr = c.copyBlob(ctx, run.req, run.opts, r.Descriptor, run.st)
+			fetchErr = c.copyBlob(ctx, run, r.Descriptor)
 		}
 		return fetchErr
 	})
-	_, err := c.ingest.Ingest(ctx, ingest.Request{Repository: run.req.Repo, Tags: tags, Body: body, ContentType: mediaType,
+	res, err := c.ingest.Ingest(ctx, ingest.Request{Repository: run.req.Repo, Tags: tags, Body: body, ContentType: mediaType,
 		Digest: d, Actor: run.req.Actor, Create: run.req.Create}, fetch)
 	if err != nil {
 		if fetchErr != nil && errors.Is(err, fetchErr) {
 			return err // a reference's own error names it
 		}
 		return fmt.Errorf("upstream manifest %s: %w", d, err)
+	}
+	// Stored, the manifest keeps its references; untagged (a child),
+	// it needs keeping itself until its parent is stored.
+	run.keep.release(res.References)
+	if len(tags) == 0 {
+		run.keep.hold(d, true)
 	}
 	run.st.Manifests++
 	return nil
@@ -256,10 +289,14 @@ func listedManifests(body []byte) int {
 }
 
 // copyChild copies a child manifest of index parent, depth manifests
-// deep, unless the repository has it already.
+// deep, unless the repository has it already: then it is confirmed, as a
+// client's HEAD confirms it, and kept until the parent is stored.
 func (c *Copier) copyChild(ctx context.Context, run *copyRun, parent digest.Digest, child oci.Descriptor, depth int) error {
 	if _, err := c.db.Manifests.GetManifest(ctx, run.req.Repo, "", child.Digest, false); err == nil {
-		return nil // already here
+		if here, err := run.keep.confirm(ctx, child.Digest, true); err != nil || here {
+			return err // already here
+		}
+		// Collected since: copied again.
 	}
 	// Each level holds its manifest until its children are stored: the
 	// limits bound the memory (and stack) an upstream can make a copy use.
@@ -285,21 +322,27 @@ func (c *Copier) copyChild(ctx context.Context, run *copyRun, parent digest.Dige
 // them, the blob is downloaded.
 const linkSources = 20
 
-// copyBlob makes a blob available in the repository: nothing to do if it
-// is linked; a link if a repository of its namespace links it that the
-// copy's actor may read (req.MayLink) and where no gate holds it, as a
-// /v2 cross-repository mount requires; else a download streamed to
-// storage and verified on the way (also when Berth stores it for a
-// repository the actor may not read, or another namespace only: the
-// upstream must prove it has the bytes, or a manifest naming a private
-// layer would make it readable here).
-func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option, b oci.Descriptor, st *Stats) error {
+// copyBlob makes a blob available in the repository: if it is linked, a
+// confirmation of the link (as a client's HEAD confirms it); a link if a
+// repository of its namespace links it that the copy's actor may read
+// (req.MayLink) and where no gate holds it, as a /v2 cross-repository
+// mount requires; else a download streamed to storage and verified on
+// the way (also when Berth stores it for a repository the actor may not
+// read, or another namespace only: the upstream must prove it has the
+// bytes, or a manifest naming a private layer would make it readable
+// here). The copy keeps the link until a stored manifest references it.
+func (c *Copier) copyBlob(ctx context.Context, run *copyRun, b oci.Descriptor) error {
+	req, opts, st := run.req, run.opts, run.st
 	if _, err := c.db.Blobs.RepositoryBlob(ctx, req.Repo, b.Digest); err == nil {
-		return nil
+		if here, err := run.keep.confirm(ctx, b.Digest, false); err != nil || here {
+			return err
+		}
+		// Collected since: linked or downloaded again.
 	}
 	who := meta.Writer{Actor: req.Actor, Create: req.Create}
 	if linked, err := c.linkBlob(ctx, req, b.Digest, who); err != nil || linked {
 		if linked {
+			run.keep.hold(b.Digest, false)
 			atomic.AddInt64(&st.BlobsLinked, 1)
 		}
 		return err
@@ -328,6 +371,7 @@ func (c *Copier) copyBlob(ctx context.Context, req Request, opts []remote.Option
 		}
 		return fmt.Errorf("fetch blob %s: %w", b.Digest, err)
 	}
+	run.keep.hold(b.Digest, false)
 	atomic.AddInt64(&st.BlobsFetched, 1)
 	atomic.AddInt64(&st.BytesFetched, n)
 	if req.Progress != nil {

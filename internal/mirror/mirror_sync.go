@@ -602,7 +602,8 @@ func (s *MirrorService) copyFiltered(ctx context.Context, req Request, upD diges
 	}
 	var st Stats
 	opts := append([]remote.Option{remote.WithContext(ctx)}, req.Options...)
-	run := newCopyRun(req, opts, &st)
+	run := s.copier.newCopyRun(ctx, req, opts, &st)
+	defer run.end()
 	return s.copier.copyManifest(ctx, run, digest.FromBytes(body), body, string(desc.MediaType), req.Tags, 1)
 }
 

@@ -304,6 +304,11 @@ func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag stri
 	if tag != "" {
 		req.Tags = []string{tag}
 	}
+	// Pulled by digest, it is stored untagged: garbage collection keeps
+	// it for the organization's expiration after it was stored or last
+	// confirmed (each pull by digest confirms it), not only gc.delay
+	// (meta.Collector.DanglingManifests).
+
 	res, err := s.ingester().Ingest(ctx, req, ingest.Cache(s.opts.Now()))
 	if err != nil {
 		return meta.Manifest{}, fmt.Errorf("upstream manifest %s: %w", ref, err)

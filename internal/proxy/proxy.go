@@ -4,7 +4,9 @@
 // upstream and keeping them. Manifests are fetched when pulled; blobs and
 // the children of an index when first requested. A cached tag is checked
 // against upstream (one HEAD) once it is older than the organization's
-// expiration; content pulled by digest is served from the cache for good.
+// expiration; content pulled by digest is kept for the expiration after
+// its last pull (meta's proxyKept), and then as long as gc.delay keeps
+// anything unreferenced.
 package proxy
 
 import (

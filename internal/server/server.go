@@ -149,7 +149,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		MaxOpenUploads:   cfg.Registry.MaxOpenUploads,
 		Redirect:         blobRedirect(cfg),
 	})
-	imp := importer{copier: mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log), transport: upstreams}
+	imp := importer{copier: mirror.NewCopier(wire.CopierStores(db), driver, cfg.ArtifactPolicy(), cfg.Registry.MaxManifestBytes, log).WithGCDelay(cfg.GC.Delay), transport: upstreams}
 	// A sync links a blob from another repository of its namespace only
 	// where the mirror's robot may pull, as the registry decides it.
 	mopts := mirror.MirrorOptions{Dial: guard.DialContext, CheckTarget: guard.CheckURL, Logger: log, Auth: apiAuth}
