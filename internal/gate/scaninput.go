@@ -136,7 +136,7 @@ func (s *Service) scanInput(ctx context.Context, repo string, m meta.Manifest, p
 		case st == meta.ScanQueued:
 			st, why = "pending", "the scan has not finished"
 		case st == meta.ScanScanned && info.VulnerabilityData != nil && !info.VulnerabilityData.Complete:
-			st, why = "no_data", "no vulnerability data loaded: "+info.VulnerabilityData.Reason()
+			st, why = "no_data", "no vulnerability data to judge it by: "+info.VulnerabilityData.Reason()
 		case st == meta.ScanScanned && info.Data == nil:
 			// Scanned, but no report to count (an index's answer, which
 			// scanImages never passes): nothing says it is clean.

@@ -241,7 +241,7 @@ func TestScanInput(t *testing.T) {
 		{"both scanned", fakeScanner{amd: vulnInfo("CVE-1", "CVE-2"), arm: vulnInfo("CVE-1", "CVE-2")}, "scanned", 2, 1, "2 critical"},
 		{"one running", fakeScanner{amd: vulnInfo(), arm: {Status: meta.ScanQueued}}, "pending", 0, 0, "not finished"},
 		{"no data for one", fakeScanner{amd: vulnInfo(), arm: {Status: meta.ScanScanned, VulnerabilityData: &scan.DataCoverage{Missing: []string{"Debian:12"},
-			Ecosystems: []scan.EcosystemData{{Ecosystem: "Debian:12"}}}}}, "no_data", 0, 0, "no vulnerability data loaded"},
+			Ecosystems: []scan.EcosystemData{{Ecosystem: "Debian:12"}}}}}, "no_data", 0, 0, "no vulnerability data to judge it by"},
 		{"failed", fakeScanner{amd: vulnInfo(), arm: {Status: meta.ScanFailed, Reason: "layer unreadable"}}, "failed", 0, 0, "layer unreadable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
