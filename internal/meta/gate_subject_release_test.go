@@ -3,6 +3,7 @@ package meta_test
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -36,9 +37,17 @@ func indexReferrerOf(t *testing.T, platform meta.Manifest, subject digest.Digest
 // candidate's signature is released with it. A reader pulling them by
 // digest is refused, and the referrers listing a reader gets names only
 // the signature.
+//
+// Whether a referrer only describes its subject is recorded when it is
+// stored (migration 36); stored before ("unrecorded": the column NULL),
+// it is read from the content, with the same outcome.
 func TestGateReleaseKeepsRunnableReferrersHeld(t *testing.T) {
-	for _, dialect := range metatest.Dialects() {
-		t.Run(dialect, func(t *testing.T) {
+	for _, tc := range []struct{ dialect, stored string }{{"sqlite", "recorded"}, {"sqlite", "unrecorded"}, {"postgres", "recorded"}, {"postgres", "unrecorded"}} {
+		dialect := tc.dialect
+		if !slices.Contains(metatest.Dialects(), dialect) {
+			continue
+		}
+		t.Run(dialect+"/"+tc.stored, func(t *testing.T) {
 			e := newGateEnv(t, dialect)
 			if err := e.db.Gates().PutGate(e.ctx, meta.Gate{Repository: "mirror/node", Tags: []string{"*"}, Checkers: []string{"ci+tester"},
 				Config: json.RawMessage(`{"tags":["*"]}`)}); err != nil {
@@ -63,6 +72,11 @@ func TestGateReleaseKeepsRunnableReferrersHeld(t *testing.T) {
 			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: platform})
 			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: index, Refs: []meta.Ref{{Digest: platform.Digest, IsManifest: true}}})
 			e.put(meta.PutManifest{Repository: "mirror/node", Manifest: sig})
+			if tc.stored == "unrecorded" {
+				if err := e.db.Exec(e.ctx, "UPDATE manifests SET describes = NULL"); err != nil {
+					t.Fatal(err)
+				}
+			}
 
 			if _, err := e.db.Gates().Promote(e.ctx, meta.Promotion{CandidateID: c[0].ID,
 				RollbackTag: func(n int64) string { return fmt.Sprintf("v1-%d", n) }}); err != nil {

@@ -469,9 +469,11 @@ func (db *core) release(ctx context.Context, tx *sql.Tx, repoID int64, d digest.
 }
 
 // heldDescriptions returns the held referrers of a manifest that only
-// describe it (describes: read from their content).
+// describe it (describes, recorded when each was stored; read from the
+// content of those stored before it was recorded).
 func (db *core) heldDescriptions(ctx context.Context, tx *sql.Tx, repoID int64, subject string) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, db.q("SELECT digest, media_type, content FROM manifests WHERE repository_id = ? AND subject = ? AND held = 1"), repoID, subject)
+	rows, err := tx.QueryContext(ctx, db.q(`SELECT digest, media_type, describes IS NULL, CASE WHEN describes IS NULL THEN content END FROM manifests
+		WHERE repository_id = ? AND subject = ? AND held = 1 AND (describes IS NULL OR describes = 1)`), repoID, subject)
 	if err != nil {
 		return nil, fmt.Errorf("find held referrers: %w", err)
 	}
@@ -479,11 +481,12 @@ func (db *core) heldDescriptions(ctx context.Context, tx *sql.Tx, repoID int64, 
 	var out []string
 	for rows.Next() {
 		var d, mediaType string
+		var unknown bool
 		var content []byte
-		if err := rows.Scan(&d, &mediaType, &content); err != nil {
+		if err := rows.Scan(&d, &mediaType, &unknown, &content); err != nil {
 			return nil, fmt.Errorf("find held referrers: %w", err)
 		}
-		if describes(mediaType, content) {
+		if !unknown || describes(mediaType, content) {
 			out = append(out, d)
 		}
 	}

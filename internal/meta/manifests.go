@@ -183,13 +183,16 @@ func (db *core) putManifestTx(ctx context.Context, tx *sql.Tx, p PutManifest, ch
 		b, _ := json.Marshal(m.Annotations)
 		annotations = string(b)
 	}
-	var subject any
+	columns, values := "", ""
+	args := []any{repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, nil, annotations, db.now(), boolInt(p.DeletedWithSubject)}
 	if m.Subject != "" {
-		subject = m.Subject.String()
+		// With whether a release of the subject publishes it (release).
+		columns, values = ", describes", ", ?"
+		args[6] = m.Subject.String()
+		args = append(args, boolInt(describes(m.MediaType, m.Content)))
 	}
-	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject, annotations, created_at, deleted_with_subject)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING`),
-		repoID, m.Digest.String(), m.MediaType, m.ArtifactType, int64(len(m.Content)), m.Content, subject, annotations, db.now(), boolInt(p.DeletedWithSubject))
+	res, err := tx.ExecContext(ctx, db.q(`INSERT INTO manifests (repository_id, digest, media_type, artifact_type, size, content, subject, annotations, created_at, deleted_with_subject`+columns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?`+values+`) ON CONFLICT (repository_id, digest) DO NOTHING`), args...)
 	if err != nil {
 		return fmt.Errorf("store manifest: %w", err)
 	}

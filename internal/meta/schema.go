@@ -356,6 +356,13 @@ CREATE INDEX expiry_notices_expires ON expiry_notices(expires_at)`,
 	// move: garbage collection removes an unreferenced link at most
 	// gc.uploadExpiry after it (collector.go, linkFirstMade).
 	linkedAtSchema,
+	// 36: whether a manifest naming a subject only describes it (a
+	// signature, an SBOM, an attestation: describes), which a release of
+	// the subject publishes with it (gates.go, release) without reading
+	// its content. NULL for manifests stored before, or by a binary
+	// before it (a replica still running during a rolling upgrade): their
+	// content is read instead. No row is rewritten.
+	`ALTER TABLE manifests ADD COLUMN describes INTEGER`,
 }
 
 func (db *core) render(stmt string) string {
