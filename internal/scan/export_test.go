@@ -17,6 +17,10 @@ import (
 // layers (maxImagePackages), for tests.
 func SetMaxImagePackages(s *Service, n int) { s.maxImagePackages = n }
 
+// SetMaxImageRecordedBytes lowers the bound on the bytes the results of
+// one image's layers record (maxImageRecordedBytes), for tests.
+func SetMaxImageRecordedBytes(s *Service, n int64) { s.maxImageRecorded = n }
+
 // CoverageBothWays is the data coverage of a scanned manifest computed
 // from its whole report as it was before coverage summaries
 // (legacyCoverage), and from the summary stored with the report, against

@@ -66,6 +66,9 @@ type Service struct {
 	// maxImagePackages bounds the packages of one image's layers
 	// (maxImagePackages when zero; tests set less).
 	maxImagePackages int
+	// maxImageRecorded bounds the bytes the results of one image's
+	// layers record (maxImageRecordedBytes when zero; tests set less).
+	maxImageRecorded int64
 }
 
 // New returns a scanner over the stores and the blob storage.
@@ -305,6 +308,12 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 	if maxPackages <= 0 {
 		maxPackages = maxImagePackages
 	}
+	// The bytes those layers' results record (paths, packages), each
+	// bounded on its own: all are held until the scan is stored.
+	recorded, maxRecorded := int64(0), s.maxImageRecorded
+	if maxRecorded <= 0 {
+		maxRecorded = maxImageRecordedBytes
+	}
 	for _, l := range man.Layers {
 		lr, ok := seen[l.Digest]
 		if !ok {
@@ -320,6 +329,11 @@ func (s *Service) index(ctx context.Context, m meta.Manifest) (meta.ScanResult, 
 			if packages += len(lr.Packages); packages > maxPackages {
 				res.Status, res.Reason = meta.ScanUnsupported, fmt.Sprintf("over %d packages in the image's layers (%d in its first %d distinct layers), over the %d this scanner reads in one image",
 					maxPackages, packages, len(seen), maxPackages)
+				return res, nil, nil, nil
+			}
+			if recorded += index.RecordedBytes(lr); recorded > maxRecorded {
+				res.Status, res.Reason = meta.ScanUnsupported, fmt.Sprintf("over %d bytes of paths and packages recorded in the image's layers (%d in its first %d distinct layers), over what this scanner holds for one image",
+					maxRecorded, recorded, len(seen))
 				return res, nil, nil, nil
 			}
 		}
@@ -355,6 +369,12 @@ const maxImageLayers = 1000
 // each layer counted once (a layer may bring 200,000): past it the image
 // is unsupported, rather than held in memory and stored whole.
 const maxImagePackages = 500_000
+
+// maxImageRecordedBytes bounds the bytes the results of one image's
+// distinct layers record together (index.RecordedBytes): each is bounded
+// to 64 MiB, and an image has up to maxImageLayers of them, all held at
+// once while it is scanned. Past it the image is unsupported.
+const maxImageRecordedBytes = 256 << 20
 
 // layer returns a layer's index result, from the cache or by reading it;
 // a result just read is also returned as the entry to cache (stored with

@@ -173,7 +173,8 @@ func (ix *indexer) checkMetadataSize(f *zip.File) (string, error) {
 // checkManifest bounds a jar's MANIFEST.MF and parses it as the
 // extractor will: its reader (NewOmitEmptyLinesReader) feeds the parser
 // through a pipe from a goroutine that blocks for good if the parser
-// stops at a malformed line, keeping the jar in memory.
+// stops before the end (at a malformed line, or where the header ends),
+// keeping the jar in memory.
 func (ix *indexer) checkManifest(f *zip.File) (string, error) {
 	if reason, err := ix.checkMetadataSize(f); reason != "" || err != nil {
 		return reason, err
@@ -191,11 +192,21 @@ func (ix *indexer) checkManifest(f *zip.File) (string, error) {
 			lines.WriteByte('\n')
 		}
 	}
-	// A read error ends the pipe with it: the parser stops there, and
-	// so does the goroutine.
-	_, err = textproto.NewReader(bufio.NewReader(&lines)).ReadMIMEHeader()
+	// A read error (a line too long for the scanner included) ends the
+	// pipe with it: the parser stops there, and so does the goroutine.
+	// The goroutine ends only if the parser reads to the end: it stops
+	// early at a malformed line, or at the blank line that ends a MIME
+	// header, which the reader writes for a line of a lone "\r" (a
+	// "\r\r\n" in the file; truly empty lines it omits).
+	br := bufio.NewReader(&lines)
+	_, err = textproto.NewReader(br).ReadMIMEHeader()
 	if err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Sprintf("%s is malformed (%v): the Java archive extractor cannot read it", f.Name, err), nil
+	}
+	if err == nil {
+		if _, err := br.Peek(1); !errors.Is(err, io.EOF) {
+			return fmt.Sprintf("%s is malformed (its header ends before the file does): the Java archive extractor cannot read it", f.Name), nil
+		}
 	}
 	return "", nil
 }

@@ -69,3 +69,40 @@ func jsonLen(s string) int64 {
 	}
 	return n
 }
+
+// RecordedBytes bounds the bytes of what a layer's result records, as
+// JSON would write them: its paths (files, whiteouts), its packages
+// (each with its file's path), what it could not read and its
+// warnings. One result is within maxRecordedBytes of paths and
+// packages; a caller holding the results of many layers at once bounds
+// their sum.
+func RecordedBytes(lr LayerResult) int64 {
+	var n int64
+	for _, s := range lr.Files {
+		n += jsonLen(s)
+	}
+	for _, s := range lr.Whiteouts {
+		n += jsonLen(s)
+	}
+	for _, p := range lr.Packages {
+		for _, s := range []string{p.Kind, p.Name, p.Version, p.SourceName, p.SourceVersion, p.PURL, p.Path, p.AddedBy} {
+			n += jsonLen(s)
+		}
+	}
+	for _, g := range lr.Unread {
+		n += jsonLen(g.Path) + jsonLen(g.Reason) + jsonLen(g.Layer)
+	}
+	for _, s := range lr.Warnings {
+		n += jsonLen(s)
+	}
+	for k, v := range lr.OSRelease {
+		n += jsonLen(k) + jsonLen(v)
+	}
+	for k, sets := range lr.ContentManifests {
+		n += jsonLen(k)
+		for _, s := range sets {
+			n += jsonLen(s)
+		}
+	}
+	return n
+}
