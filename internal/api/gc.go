@@ -15,7 +15,7 @@ import (
 
 // Collector is garbage collection as the API shows it (*gc.Collector).
 type Collector interface {
-	Explain(d digest.Digest, k meta.ManifestKeepers) gc.Verdict
+	Explain(d digest.Digest, k meta.ManifestKeepers, seeHeld bool) gc.Verdict
 	Status(ctx context.Context) (gc.Status, error)
 }
 
@@ -51,7 +51,15 @@ func (a *API) manifestGC(w http.ResponseWriter, r *http.Request, id auth.Identit
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.opts.GC.Explain(d, k))
+	// Held indexes that list it and its own candidacy are a checker's to
+	// see, as held content is.
+	seeHeld := false
+	if len(k.HeldParents) > 0 || len(k.Candidates) > 0 {
+		if seeHeld, err = a.auth.Decide(r.Context(), id, repo, auth.ActionChecks); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, a.opts.GC.Explain(d, k, seeHeld))
 	return nil
 }
 

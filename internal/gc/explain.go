@@ -3,6 +3,7 @@ package gc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,14 +28,19 @@ type Verdict struct {
 	ConfirmedAt time.Time `json:"confirmed_at,omitzero"`
 	ProtectedTo time.Time `json:"protected_until"` // end of the delay after its push or confirmation
 	Delay       string    `json:"delay"`
+	// CachedUntil is when the pull-through cache stops keeping it (zero:
+	// it does not).
+	CachedUntil time.Time `json:"cached_until,omitzero"`
 	// NextPass is when the next pass of this replica is due (zero when
 	// collection is off).
 	NextPass time.Time `json:"next_pass,omitzero"`
 }
 
 // Explain says why a manifest with these keepers is kept, or that the next
-// pass collects it.
-func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers) Verdict {
+// pass collects it. seeHeld is whether the caller may see what a gate
+// holds (a checker): for anyone else the verdict names no held parent and
+// counts no candidacy, and says only that a gate keeps it.
+func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers, seeHeld bool) Verdict {
 	v := Verdict{Digest: d, Tags: k.Tags, Parents: []string{}, CreatedAt: k.CreatedAt, ConfirmedAt: k.ConfirmedAt,
 		ProtectedTo: k.CreatedAt.Add(c.opts.Delay), Delay: c.opts.Delay.String(), Reasons: []string{}}
 	if k.ConfirmedAt.After(k.CreatedAt) {
@@ -43,14 +49,19 @@ func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers) Verdict {
 	if v.Tags == nil {
 		v.Tags = []string{}
 	}
-	for _, p := range k.Parents {
+	parents := k.Parents
+	if seeHeld {
+		parents = slices.Concat(k.Parents, k.HeldParents)
+		slices.Sort(parents)
+	}
+	for _, p := range parents {
 		v.Parents = append(v.Parents, p.String())
 	}
 	if len(k.Tags) > 0 {
 		v.Reasons = append(v.Reasons, fmt.Sprintf("protected_by_tag: %d tag(s) point at it", len(k.Tags)))
 	}
-	if len(k.Parents) > 0 {
-		v.Reasons = append(v.Reasons, fmt.Sprintf("protected_by_parent: %d index(es) of the repository list it", len(k.Parents)))
+	if len(parents) > 0 {
+		v.Reasons = append(v.Reasons, fmt.Sprintf("protected_by_parent: %d index(es) of the repository list it", len(parents)))
 	}
 	if k.Subject != "" {
 		v.Subject = k.Subject.String()
@@ -61,13 +72,23 @@ func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers) Verdict {
 	if !k.RestorableUntil.IsZero() {
 		v.Reasons = append(v.Reasons, "protected_by_time_machine: a tag left it; restorable until "+k.RestorableUntil.UTC().Format(time.RFC3339))
 	}
-	if len(k.Candidates) > 0 {
+	if seeHeld && len(k.Candidates) > 0 {
 		v.Reasons = append(v.Reasons, fmt.Sprintf("protected_by_gate: a live candidate for %d guarded tag(s)", len(k.Candidates)))
+	}
+	if !k.CachedUntil.IsZero() {
+		v.CachedUntil = k.CachedUntil
+		v.Reasons = append(v.Reasons, "protected_by_proxy_cache: kept by the pull-through cache until "+k.CachedUntil.UTC().Format(time.RFC3339))
 	}
 	if c.opts.Delay <= 0 {
 		v.Reasons = append(v.Reasons, "collection_disabled: gc is off on this server")
 	} else if c.now().Before(v.ProtectedTo) {
 		v.Reasons = append(v.Reasons, "protected_by_recent_upload: pushed or confirmed less than gc.delay ago")
+	}
+	if len(v.Reasons) == 0 && !seeHeld && (len(k.Candidates) > 0 || len(k.HeldParents) > 0) {
+		// Held indexes that list it, its own candidacy: a checker's to
+		// see. A reader learns only that a gate keeps it, and only when
+		// nothing else does.
+		v.Reasons = append(v.Reasons, "protected_by_gate: a gate holds content that keeps it")
 	}
 	v.Kept = len(v.Reasons) > 0
 	if next := c.nextPass(); !next.IsZero() {

@@ -476,16 +476,24 @@ func scanCandidates(rows *sql.Rows) ([]GCCandidate, error) {
 type ManifestKeepers struct {
 	CreatedAt time.Time
 	// ConfirmedAt is when a client last confirmed it (zero: never).
-	ConfirmedAt   time.Time
-	Tags          []string        // tags pointing at it
-	Parents       []digest.Digest // manifests of the repository that list it
-	Subject       digest.Digest   // its subject, if it has one
-	SubjectStored bool            // whether that subject is stored in the repository
+	ConfirmedAt time.Time
+	Tags        []string        // tags pointing at it
+	Parents     []digest.Digest // readable manifests of the repository that list it
+	// HeldParents are the manifests of the repository that list it and
+	// that a gate holds: only checkers may see them.
+	HeldParents   []digest.Digest
+	Subject       digest.Digest // its subject, if it has one
+	SubjectStored bool          // whether that subject is stored in the repository
 	// Candidates are the guarded tags it is a live gate candidate for.
 	Candidates []string
 	// RestorableUntil is when the time machine stops keeping it for a
 	// tag that left it (zero: no tag left it within the window).
 	RestorableUntil time.Time
+	// CachedUntil is when the pull-through cache stops keeping it: its
+	// repository is in a proxy cache organization and it was stored or
+	// last confirmed less than the organization's expiration ago (zero:
+	// the cache does not keep it; proxyKept is the collector's rule).
+	CachedUntil time.Time
 }
 
 // ManifestGCKeepers reads what keeps a manifest of a repository, or
@@ -513,17 +521,22 @@ func (db Collector) ManifestGCKeepers(ctx context.Context, repo string, d digest
 	if k.Tags, err = scanStrings(rows); err != nil {
 		return k, fmt.Errorf("manifest gc status: %w", err)
 	}
-	rows, err = db.read.QueryContext(ctx, db.q(`SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ?
-		ORDER BY manifest_digest LIMIT 100`), repoID, d.String())
-	if err != nil {
-		return k, fmt.Errorf("manifest gc status: %w", err)
-	}
-	parents, err := scanStrings(rows)
-	if err != nil {
-		return k, fmt.Errorf("manifest gc status: %w", err)
-	}
-	for _, p := range parents {
-		k.Parents = append(k.Parents, digest.Digest(p))
+	// Readable and held parents apart (each list bounded), so that a
+	// report to a reader can leave out what a gate holds.
+	for held, into := range []*[]digest.Digest{&k.Parents, &k.HeldParents} {
+		rows, err = db.read.QueryContext(ctx, db.q(`SELECT x.manifest_digest FROM manifest_references x
+			JOIN manifests m ON m.repository_id = x.repository_id AND m.digest = x.manifest_digest
+			WHERE x.repository_id = ? AND x.ref_digest = ? AND m.held = ? ORDER BY x.manifest_digest LIMIT 100`), repoID, d.String(), held)
+		if err != nil {
+			return k, fmt.Errorf("manifest gc status: %w", err)
+		}
+		parents, err := scanStrings(rows)
+		if err != nil {
+			return k, fmt.Errorf("manifest gc status: %w", err)
+		}
+		for _, p := range parents {
+			*into = append(*into, digest.Digest(p))
+		}
 	}
 	if subject.Valid {
 		k.Subject = digest.Digest(subject.String)
@@ -552,5 +565,30 @@ func (db Collector) ManifestGCKeepers(ctx context.Context, repo string, d digest
 	if k.Candidates, err = scanStrings(rows); err != nil {
 		return k, fmt.Errorf("manifest gc status: %w", err)
 	}
+	if k.CachedUntil, err = db.cachedUntil(ctx, repo, max(created, confirmed)); err != nil {
+		return k, fmt.Errorf("manifest gc status: %w", err)
+	}
 	return k, nil
+}
+
+// cachedUntil is when the pull-through cache stops keeping a manifest of
+// the repository stored or last confirmed at last (Unix microseconds), as
+// proxyKept decides: the organization's expiration after it, if the
+// repository is in a proxy cache organization and that is still to come;
+// zero otherwise.
+func (db Collector) cachedUntil(ctx context.Context, repo string, last int64) (time.Time, error) {
+	var expiration int64
+	err := db.read.QueryRowContext(ctx, db.q(`SELECT COALESCE(MAX(p.expiration_s), 0) FROM proxy_caches p JOIN namespaces n ON n.id = p.namespace_id
+		WHERE ? > (n.name || '/') AND ? < (n.name || '0')`), repo, repo).Scan(&expiration)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("proxy cache expiration: %w", err)
+	}
+	if expiration <= 0 {
+		return time.Time{}, nil
+	}
+	until := last + expiration*1000000
+	if until <= db.now() {
+		return time.Time{}, nil
+	}
+	return fromMicros(until), nil
 }
