@@ -56,7 +56,50 @@ const (
 	// provenance looked up (BuildKit lists a handful: the frontend, the
 	// bases of its stages).
 	maxMaterials = 100
+	// maxIndexStatements bounds the provenance statements read, and
+	// maxIndexLookups the distinct provenance materials looked up, for
+	// one manifest indexed (an index: all its images, however many
+	// attestations they name).
+	maxIndexStatements = 64
+	maxIndexLookups    = 256
 )
+
+// indexRun is what one Index call has read, so that what its images
+// share (an attestation manifest, a configuration, a material) is read
+// once: an index's 256 images naming one attestation read its statements
+// once, not 256 times.
+type indexRun struct {
+	provenance map[digest.Digest]provenanceRead
+	configs    map[digest.Digest]configRead
+	lookups    map[lookupKey]lookupRead
+	// statements is how many statements were read (maxIndexStatements).
+	statements int
+}
+
+type provenanceRead struct {
+	refs []Ref
+	err  error
+}
+
+type configRead struct {
+	cfg ImageConfig
+	err error
+}
+
+type lookupKey struct {
+	d    digest.Digest
+	name string
+}
+
+type lookupRead struct {
+	node meta.GraphNode
+	ok   bool
+	err  error
+}
+
+func newIndexRun() *indexRun {
+	return &indexRun{provenance: map[digest.Digest]provenanceRead{}, configs: map[digest.Digest]configRead{}, lookups: map[lookupKey]lookupRead{}}
+}
 
 // Indexer records what an image is built on.
 type Indexer struct {
@@ -94,8 +137,9 @@ func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error
 		// Stored manifests parsed once: nothing to index.
 		return x.lookedAt(ctx, repo, d)
 	}
+	run := newIndexRun()
 	if !oci.IsIndex(m.MediaType) {
-		return x.indexImage(ctx, repo, d, parsed, nil, nil)
+		return x.indexImage(ctx, run, repo, d, parsed, nil, nil)
 	}
 	attests := map[digest.Digest]digest.Digest{}
 	for _, c := range parsed.Manifests {
@@ -130,7 +174,7 @@ func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error
 		}
 		var materials []Ref
 		if a, ok := attests[c.Digest]; ok {
-			if materials, err = x.provenance(ctx, repo, a); err != nil {
+			if materials, err = x.provenance(ctx, run, repo, a); err != nil {
 				x.log.Warn("graph: unreadable provenance", "repository", repo, "attestation", a, "err", err)
 			}
 		}
@@ -138,7 +182,7 @@ func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error
 		if ann == nil {
 			ann = map[string]string{}
 		}
-		if err := x.indexImage(ctx, repo, c.Digest, cm, ann, materials); err != nil {
+		if err := x.indexImage(ctx, run, repo, c.Digest, cm, ann, materials); err != nil {
 			return err
 		}
 	}
@@ -150,8 +194,20 @@ func (x *Indexer) lookedAt(ctx context.Context, repo string, d digest.Digest) er
 	return x.record(ctx, meta.GraphImage{Repository: repo, Digest: d}, nil)
 }
 
-// provenance reads the build materials of a BuildKit attestation manifest.
-func (x *Indexer) provenance(ctx context.Context, repo string, d digest.Digest) ([]Ref, error) {
+// provenance reads the build materials of a BuildKit attestation
+// manifest, once per Index call (run), however many images name it.
+func (x *Indexer) provenance(ctx context.Context, run *indexRun, repo string, d digest.Digest) ([]Ref, error) {
+	if p, ok := run.provenance[d]; ok {
+		return p.refs, p.err
+	}
+	refs, err := x.readProvenance(ctx, run, repo, d)
+	run.provenance[d] = provenanceRead{refs, err}
+	return refs, err
+}
+
+// readProvenance reads the build materials of an attestation manifest
+// (provenance).
+func (x *Indexer) readProvenance(ctx context.Context, run *indexRun, repo string, d digest.Digest) ([]Ref, error) {
 	am, err := x.manifests.GetManifest(ctx, repo, "", d, true)
 	if err != nil {
 		return nil, err
@@ -174,7 +230,13 @@ func (x *Indexer) provenance(ctx context.Context, repo string, d digest.Digest) 
 		if len(statements) == maxStatements {
 			break
 		}
+		if run.statements == maxIndexStatements {
+			x.log.Warn("graph: an index's attestations list too many provenance statements; the others are not read",
+				"repository", repo, "attestation", d, "max", maxIndexStatements)
+			break
+		}
 		statements[l.Digest] = true
+		run.statements++
 		b, err := x.read(ctx, l.Digest, maxStatementBytes)
 		if err != nil {
 			return nil, err
@@ -226,7 +288,8 @@ func platformOf(c ImageConfig) string {
 }
 
 // indexImage records an image's layer chain and its bases.
-func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, m *oci.Manifest, parentAnn map[string]string, materials []Ref) error {
+func (x *Indexer) indexImage(ctx context.Context, run *indexRun, repo string, d digest.Digest, m *oci.Manifest, parentAnn map[string]string,
+	materials []Ref) error {
 	// An image pushed alone is indexed once; one seen again through its
 	// index is looked at again, since the index may carry what the image
 	// does not (base annotations, a provenance attestation): clients push
@@ -239,11 +302,7 @@ func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, 
 	if m.Config == nil || m.Config.Size > maxConfigBytes {
 		return x.lookedAt(ctx, repo, d) // not an image the graph reads
 	}
-	raw, err := x.read(ctx, m.Config.Digest, maxConfigBytes)
-	if err != nil {
-		return err
-	}
-	cfg, err := ParseConfig(raw)
+	cfg, err := x.config(ctx, run, m.Config.Digest)
 	if errors.Is(err, ErrNotImage) || err == nil && (len(cfg.DiffIDs) == 0 || len(cfg.DiffIDs) > maxLayers) {
 		return x.lookedAt(ctx, repo, d) // an artifact, or not an image the graph reads
 	}
@@ -252,7 +311,7 @@ func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, 
 	}
 	chain := ChainIDs(cfg.DiffIDs)
 	platform := platformOf(cfg)
-	links, err := x.bases(ctx, repo, d, m.Annotations, parentAnn, materials, chain, platform)
+	links, err := x.bases(ctx, run, repo, d, m.Annotations, parentAnn, materials, chain, platform)
 	if err != nil {
 		return err
 	}
@@ -266,6 +325,22 @@ func (x *Indexer) indexImage(ctx context.Context, repo string, d digest.Digest, 
 	// with it: there is nothing to record, and failing the write would
 	// hold the job, and its key's next ones, until its lease runs out.
 	return x.record(ctx, meta.GraphImage{Repository: repo, Digest: d, Platform: platform, Chain: chain}, links)
+}
+
+// config reads and parses an image's configuration, once per Index call
+// (run), however many images share it. An error reading it is not kept:
+// the job fails, and its retry reads it again.
+func (x *Indexer) config(ctx context.Context, run *indexRun, d digest.Digest) (ImageConfig, error) {
+	if c, ok := run.configs[d]; ok {
+		return c.cfg, c.err
+	}
+	raw, err := x.read(ctx, d, maxConfigBytes)
+	if err != nil {
+		return ImageConfig{}, err
+	}
+	cfg, err := ParseConfig(raw)
+	run.configs[d] = configRead{cfg, err}
+	return cfg, err
 }
 
 // record writes an image's rows: in the transaction that completes the
@@ -303,7 +378,7 @@ type txIndexer interface {
 // BestByDigest): the one its annotation names, else one of its own
 // namespace, a mirror's or a pull-through cache's, else the copy stored
 // first.
-func (x *Indexer) bases(ctx context.Context, repo string, d digest.Digest, ann, parentAnn map[string]string, materials []Ref,
+func (x *Indexer) bases(ctx context.Context, run *indexRun, repo string, d digest.Digest, ann, parentAnn map[string]string, materials []Ref,
 	chain []digest.Digest, platform string) ([]meta.BaseLink, error) {
 	// Images that are a prefix of this one, deepest first: the best copy
 	// of each depth.
@@ -316,15 +391,15 @@ func (x *Indexer) bases(ctx context.Context, repo string, d digest.Digest, ann, 
 	}
 	var immediate *meta.BaseLink
 	if ref, ok := BaseAnnotations(ann); ok {
-		immediate = x.resolve(ctx, repo, ref, platform, MethodAnnotation, chain)
+		immediate = x.resolve(ctx, run, repo, ref, platform, MethodAnnotation, chain)
 	} else if ref, ok := BaseAnnotations(parentAnn); ok {
-		immediate = x.resolve(ctx, repo, ref, platform, MethodAnnotation, chain)
+		immediate = x.resolve(ctx, run, repo, ref, platform, MethodAnnotation, chain)
 	}
 	if immediate == nil {
 		// The deepest material that is a prefix of the image: BuildKit
 		// lists the frontend and other inputs too.
 		for _, ref := range materials {
-			l := x.resolve(ctx, repo, ref, platform, MethodProvenance, chain)
+			l := x.resolve(ctx, run, repo, ref, platform, MethodProvenance, chain)
 			if l != nil && l.Layers > 0 && (immediate == nil || l.Layers > immediate.Layers) {
 				immediate = l
 			}
@@ -352,6 +427,22 @@ func (x *Indexer) bases(ctx context.Context, repo string, d digest.Digest, ann, 
 	return links, nil
 }
 
+// bestByDigest looks a named base up (the store's BestByDigest), once per
+// Index call (run) and name; provenance materials are looked up at most
+// maxIndexLookups times per call.
+func (x *Indexer) bestByDigest(ctx context.Context, run *indexRun, repo string, ref Ref, method string) (meta.GraphNode, bool, error) {
+	k := lookupKey{ref.Digest, ref.Repository}
+	if l, ok := run.lookups[k]; ok {
+		return l.node, l.ok, l.err
+	}
+	if method == MethodProvenance && len(run.lookups) >= maxIndexLookups {
+		return meta.GraphNode{}, false, nil
+	}
+	node, ok, err := x.graph.BestByDigest(ctx, ref.Digest, repo, ref.Repository)
+	run.lookups[k] = lookupRead{node, ok, err}
+	return node, ok, err
+}
+
 // startsChain reports whether an indexed image's layers start chain
 // (and are not all of it).
 func startsChain(n meta.GraphNode, chain []digest.Digest) bool {
@@ -362,11 +453,11 @@ func startsChain(n meta.GraphNode, chain []digest.Digest) bool {
 // the store ranks best for the dependent repository, the repository the
 // reference names first), for the image's platform when the digest is an
 // index's.
-func (x *Indexer) resolve(ctx context.Context, repo string, ref Ref, platform, method string, chain []digest.Digest) *meta.BaseLink {
+func (x *Indexer) resolve(ctx context.Context, run *indexRun, repo string, ref Ref, platform, method string, chain []digest.Digest) *meta.BaseLink {
 	if ref.Digest == "" {
 		return nil
 	}
-	best, ok, err := x.graph.BestByDigest(ctx, ref.Digest, repo, ref.Repository)
+	best, ok, err := x.bestByDigest(ctx, run, repo, ref, method)
 	if err != nil || !ok {
 		return nil
 	}

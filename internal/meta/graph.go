@@ -334,10 +334,11 @@ type GraphBase struct {
 }
 
 // baseColumns are a base's (graph_bases b, its repository br, its tag t
-// now): the last says whether the tag points at the dependent itself (or
-// an index holding it), which has not moved on from it (isTagged).
+// now): the last says whether the tag has pointed at the dependent itself
+// (or an index holding it), which is no longer reached through it
+// (wasTagged).
 var baseColumns = `br.name, b.base_digest, b.base_tag, b.base_top, b.method, b.level, b.layers, b.matched_at, COALESCE(t.manifest_digest, ''), br.visibility,
-	CASE WHEN t.manifest_digest IS NOT NULL AND ` + isTagged("b", "t.manifest_digest") + ` THEN 1 ELSE 0 END`
+	CASE WHEN b.base_tag <> '' AND ` + wasTagged("b") + ` THEN 1 ELSE 0 END`
 
 func scanBase(row interface{ Scan(...any) error }, extra ...any) (GraphBase, error) {
 	var b GraphBase
@@ -349,8 +350,9 @@ func scanBase(row interface{ Scan(...any) error }, extra ...any) (GraphBase, err
 	}
 	b.Public = visibility == "public"
 	b.Digest, b.Top, b.Current, b.MatchedAt = digest.Digest(d), digest.Digest(top), digest.Digest(cur), fromMicros(matched)
-	// A tag that now points at the dependent itself (pushed to the tag it
-	// was built from) has not moved on from its base.
+	// A tag that has pointed at the dependent itself (pushed to the tag it
+	// was built from) is not one it is reached through: its moves are not
+	// its base's.
 	b.Moved = b.Tag != "" && b.Current != b.Top && self == 0
 	return b, nil
 }
@@ -530,7 +532,7 @@ func (db Graph) dependentsPage(ctx context.Context, repo string, d digest.Digest
 			COALESCE((SELECT MIN(ir.name) FROM graph_bases ib JOIN repositories ir ON ir.id = ib.base_repository_id
 				LEFT JOIN tags it ON it.repository_id = ib.base_repository_id AND it.name = ib.base_tag
 				WHERE ib.repository_id = b.repository_id AND ib.digest = b.digest AND ib.level = 1 AND ib.base_tag <> ''
-				AND (it.manifest_digest IS NULL OR it.manifest_digest <> ib.base_top AND NOT `+isTagged("ib", "it.manifest_digest")+`)), '')
+				AND (it.manifest_digest IS NULL OR it.manifest_digest <> ib.base_top) AND NOT `+wasTagged("ib")+`), '')
 		FROM graph_bases b
 		JOIN repositories br ON br.id = b.base_repository_id
 		JOIN repositories r ON r.id = b.repository_id

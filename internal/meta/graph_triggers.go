@@ -42,14 +42,15 @@ type BaseMove struct {
 
 // dependentsOf is the condition on graph_bases b (joined with the
 // dependent's repository r) that selects the images a move fires for,
-// and its arguments after the base repository's id. The image the tag
-// moved to (or a platform of it) is none of them: one built FROM the tag
-// and pushed to it (v2 built on base:latest, pushed as base:latest) is
-// recorded as reached through the tag, and would fire for itself, its
-// rebuild pushing to the tag again, without end.
+// and its arguments after the base repository's id. An image the tag has
+// pointed at (or a platform of one) is none of them: one built FROM the
+// tag and pushed to it (v2 built on base:latest, pushed as base:latest
+// and base:sha2) is recorded as reached through the tag, and would fire
+// for itself, or for the tag's next move (to v3, built FROM it in turn),
+// its rebuild pushing to the tag again, without end.
 func (mv BaseMove) dependentsOf() (string, []any) {
-	cond := ` b.base_tag = ? AND b.level = 1 AND b.base_top <> ? AND NOT ` + isTagged("b", "?")
-	args := []any{mv.Tag, mv.New.String(), mv.New.String(), mv.New.String()}
+	cond := ` b.base_tag = ? AND b.level = 1 AND b.base_top <> ? AND NOT ` + wasTagged("b")
+	args := []any{mv.Tag, mv.New.String()}
 	if mv.Dependent != "" {
 		cond += ` AND r.name = ? AND b.digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references
 			WHERE repository_id = b.repository_id AND manifest_digest = ? AND is_manifest = 1)`
@@ -58,13 +59,18 @@ func (mv BaseMove) dependentsOf() (string, []any) {
 	return cond, args
 }
 
-// isTagged is the condition that the dependent of graph_bases row b (a
-// platform's manifest) is the manifest at (in the base's repository), or
-// one of its platforms: the base's tag, pointing at at, points at the
-// dependent itself, which is not built on where the tag went.
-func isTagged(b, at string) string {
-	return `(` + b + `.digest = ` + at + ` OR EXISTS (SELECT 1 FROM manifest_references sr WHERE sr.repository_id = ` + b + `.base_repository_id
-		AND sr.manifest_digest = ` + at + ` AND sr.ref_digest = ` + b + `.digest AND sr.is_manifest = 1))`
+// wasTagged is the condition that the tag through which the dependent of
+// graph_bases row b (a platform's manifest) reached its base has pointed
+// at the dependent itself, or at an index (in the base's repository)
+// holding it, now or before (tag_history): pushed to the tag it was built
+// from, the dependent is no longer reached through that tag, which is not
+// built on wherever it goes next. Only the periods the time machine keeps
+// (gc.timeMachine) are known; the open one always is.
+func wasTagged(b string) string {
+	return `(EXISTS (SELECT 1 FROM tag_history sh WHERE sh.repository_id = ` + b + `.base_repository_id AND sh.digest = ` + b + `.digest
+			AND sh.tag = ` + b + `.base_tag)
+		OR EXISTS (SELECT 1 FROM manifest_references sr JOIN tag_history sh ON sh.repository_id = sr.repository_id AND sh.digest = sr.manifest_digest
+			WHERE sr.repository_id = ` + b + `.base_repository_id AND sr.ref_digest = ` + b + `.digest AND sr.is_manifest = 1 AND sh.tag = ` + b + `.base_tag))`
 }
 
 // notCompared are the vulnerability fields of an event whose bases were
@@ -313,7 +319,9 @@ const maxMissedMoves = 20
 // should fire for it (FireBaseMoved for that one image), once the graph
 // has recorded it. A tag that left the base before the image was stored
 // is not among them: the image was built on an old base on purpose, and
-// fires when the tag moves next.
+// fires when the tag moves next. A move that fired for the image as
+// tagged by d (graph_triggers) is not either: retagging an image that
+// heard of its base's move queues nothing.
 func (db Graph) MissedMoves(ctx context.Context, repo string, d digest.Digest) ([]MissedMove, error) {
 	return db.missedMoves(ctx, db.read, repo, d)
 }
@@ -332,10 +340,11 @@ func (db *core) missedMoves(ctx context.Context, q queryer, repo string, d diges
 		JOIN tags t ON t.repository_id = b.base_repository_id AND t.name = b.base_tag
 		WHERE r.name = ? AND b.digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references
 			WHERE repository_id = r.id AND manifest_digest = ? AND is_manifest = 1)
-		AND b.level = 1 AND b.base_tag <> '' AND t.manifest_digest <> b.base_top AND NOT `+isTagged("b", "t.manifest_digest")+`
+		AND b.level = 1 AND b.base_tag <> '' AND t.manifest_digest <> b.base_top AND NOT `+wasTagged("b")+`
 		AND EXISTS (SELECT 1 FROM tag_history h WHERE h.repository_id = b.base_repository_id AND h.tag = b.base_tag AND h.digest = b.base_top
 			AND h.from_at <= m.created_at AND h.until_at > m.created_at)
-		ORDER BY br.name, b.base_tag, t.manifest_digest LIMIT ?`), repo, d.String(), d.String(), maxMissedMoves)
+		AND NOT EXISTS (SELECT 1 FROM graph_triggers g WHERE g.repository_id = r.id AND g.digest = ? AND g.new_base = t.manifest_digest)
+		ORDER BY br.name, b.base_tag, t.manifest_digest LIMIT ?`), repo, d.String(), d.String(), d.String(), maxMissedMoves)
 	if err != nil {
 		return nil, fmt.Errorf("find base moves an image missed: %w", err)
 	}
