@@ -139,10 +139,8 @@ func CheckRecordedKey(ctx context.Context, cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("metadata store: %w", err)
 	}
-	if have && recorded != auth.KeyFingerprint(k.key) {
-		return keyMismatch(k, "is not the key this database's secrets are sealed with (its fingerprint is recorded in the database)")
-	}
-	return nil
+	// Not refused where none is recorded: the command seals nothing.
+	return keyRefusal(k, recorded, have, false)
 }
 
 // keyRefusal is why a server with key k may not use a database whose
