@@ -254,7 +254,7 @@ func checkVisibility(v string) error {
 }
 
 // createRepository creates an empty repository: whoever could create it
-// by pushing may create it here.
+// by pushing may create it here, public only if it will administer it.
 func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.Identity) error {
 	if err := requireUser(id); err != nil {
 		return err
@@ -308,6 +308,12 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.I
 	admin, err := a.creatorID(ctx, id)
 	if err != nil {
 		return err
+	}
+	// Making a repository public takes its administrator. A caller that
+	// will not administer it (an access token: tokens never administer)
+	// creates it private, as a push would, and an administrator decides.
+	if req.Visibility == "public" && admin == 0 && !id.Superuser {
+		return forbidden("a %s may create only a private repository: making %s public takes an administrator of the repository", id.Kind, full)
 	}
 	if err := a.db.Repositories.CreateRepository(ctx, full, req.Visibility, req.Description, id.Actor(), admin); errors.Is(err, meta.ErrExists) {
 		return badRequest("Repository already exists")

@@ -180,14 +180,18 @@ func (a *Authorizer) Login(ctx context.Context, r *http.Request, username, secre
 // user who exists (its attempt counted before, and a hash against a decoy),
 // so that neither the time of the answer nor the counters tell which user
 // names exist (before, a name without a user was answered in a SHA-256).
+// The right secret of a token that no longer works (revoked, expired, its
+// creator disabled: ErrDisabled) is no guess: as in cheapLogin, it is
+// audited at most once a minute per token in each process and not counted
+// (a kubelet's stale pull secret would otherwise throttle its address).
 func (a *Authorizer) unknownNameLogin(ctx context.Context, r *http.Request, limits loginLimits, username, secret string) (auth.Identity, error) {
 	if err := a.throttled(ctx, limits); err != nil {
 		return auth.Identity{}, err
 	}
 	id, err := a.checkAccessToken(ctx, username, secret)
 	if !errors.Is(err, ErrBadCredentials) {
-		if errors.Is(err, ErrDisabled) {
-			a.cheapFailure(ctx, r, limits, username, err)
+		if errors.Is(err, ErrDisabled) && a.auditOnce(username) {
+			a.audit(ctx, r, "login_failure", username, "", map[string]string{"reason": err.Error()})
 		}
 		return id, err
 	}
