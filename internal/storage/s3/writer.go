@@ -34,6 +34,11 @@ type state struct {
 	// PrevTail is the tail of the state this one continued; resuming from
 	// this state (so the database recorded it) deletes it.
 	PrevTail string `json:"prevTail,omitempty"`
+	// Base is the ETag of the completed object whose first bytes this
+	// writer began from (Writer at an offset), if it did: an object at the
+	// key with that ETag is not a completion of this state (see
+	// resumeCompleted).
+	Base string `json:"base,omitempty"`
 }
 
 type part struct {
@@ -57,8 +62,10 @@ type writer struct {
 }
 
 // Writer implements storage.Driver. A positive offset without saved state
-// continues a committed object by copying its first offset bytes into the
-// new one (the registry resumes from State instead; see ResumeWriter).
+// continues the completed object at p from its first offset bytes
+// (continueObject); the registry resumes from State instead (see
+// ResumeWriter), and continues an object when a PUT completed the upload's
+// file but the blob could not be placed.
 func (d *Driver) Writer(ctx context.Context, p string, offset int64) (storage.FileWriter, error) {
 	if err := storage.CheckPath(p); err != nil {
 		return nil, err
@@ -66,24 +73,107 @@ func (d *Driver) Writer(ctx context.Context, p string, offset int64) (storage.Fi
 	if offset < 0 {
 		return nil, fmt.Errorf("s3 write %s: negative offset %d", p, offset)
 	}
-	w := d.newWriter(ctx, p)
 	if offset == 0 {
-		return w, nil
+		return d.newWriter(ctx, p), nil
 	}
-	rc, err := d.Reader(ctx, p, 0)
+	return d.continueObject(ctx, p, offset, "")
+}
+
+// continueObject opens a writer that continues the object at p from its
+// first offset bytes: the whole parts of them copied server-side
+// (UploadPartCopy) into a new multipart upload at the same key, the rest,
+// less than a part, read into the writer's buffer. The object is the only
+// copy of those bytes until the new upload completes over it: if anything
+// fails, only the new multipart upload is aborted, and the error is
+// storage.ErrNotFound only if the object is gone or holds fewer than
+// offset bytes. notBase, if set, is the ETag of an object that does not
+// hold the bytes (see resumeCompleted).
+func (d *Driver) continueObject(ctx context.Context, p string, offset int64, notBase string) (storage.FileWriter, error) {
+	w := d.newWriter(ctx, p)
+	cctx, cancel := d.bound(ctx, 0)
+	out, err := d.c.HeadObject(cctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: &w.st.Key})
+	cancel()
 	if err != nil {
-		return nil, err
+		return nil, wrap("resume", p, err)
 	}
-	defer rc.Close()
-	n, err := io.Copy(w, io.LimitReader(rc, offset))
-	if err == nil && n < offset {
-		err = fmt.Errorf("file has %d bytes, fewer than offset %d", n, offset)
+	size, etag := aws.ToInt64(out.ContentLength), aws.ToString(out.ETag)
+	if size < offset {
+		return nil, fmt.Errorf("s3 resume %s: %w: the object has %d bytes, fewer than %d", p, storage.ErrNotFound, size, offset)
 	}
-	if err != nil {
-		w.Cancel(ctx)
-		return nil, fmt.Errorf("s3 resume %s: %w", p, err)
+	if notBase != "" && etag == notBase {
+		return nil, fmt.Errorf("s3 resume %s at %d: %w: the object at the key is the one the saved state began from, not its completion", p, offset, storage.ErrNotFound)
+	}
+	w.st.Base = etag
+	if err := w.copyBase(offset); err != nil {
+		if w.st.UploadID != "" {
+			d.abort(w.ctx, w.st.Key, w.st.UploadID)
+		}
+		if isNotFound(err) {
+			// The new multipart upload aborted meanwhile, most likely,
+			// not the object gone: that is data gone only if the object is.
+			cctx, cancel := d.bound(w.ctx, 0)
+			_, herr := d.c.HeadObject(cctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: &w.st.Key})
+			cancel()
+			if herr == nil || !isNotFound(herr) {
+				return nil, fmt.Errorf("s3 resume %s: %w", p, err)
+			}
+		}
+		return nil, wrap("resume", p, err)
 	}
 	return w, nil
+}
+
+// copyBase fills a new writer with the first offset bytes of the object
+// at its key, whose ETag is st.Base: the parts server-side, the rest (under
+// a part, so that Write's buffer holds less than a part) by a GET. Both
+// name the ETag, so that the bytes are of the object looked at.
+func (w *writer) copyBase(offset int64) error {
+	d := w.d
+	rest := offset % d.partSize
+	copied := offset - rest
+	if copied > 0 {
+		cctx, cancel := d.bound(w.ctx, 0)
+		mp, err := d.c.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{Bucket: &d.bucket, Key: &w.st.Key})
+		cancel()
+		if err != nil {
+			return err
+		}
+		w.st.UploadID = aws.ToString(mp.UploadId)
+		// Parts of whole multiples of partSize, each at least MinPartSize.
+		step := d.partSize * max(1, d.copyPart/d.partSize)
+		for off := int64(0); off < copied; off += step {
+			end := min(off+step, copied)
+			n := int32(len(w.st.Parts) + 1)
+			cctx, cancel := d.bound(w.ctx, end-off)
+			out, err := d.c.UploadPartCopy(cctx, &s3.UploadPartCopyInput{Bucket: &d.bucket, Key: &w.st.Key, UploadId: &w.st.UploadID,
+				PartNumber: aws.Int32(n), CopySource: aws.String(d.bucket + "/" + w.st.Key),
+				CopySourceRange: aws.String(fmt.Sprintf("bytes=%d-%d", off, end-1)), CopySourceIfMatch: &w.st.Base})
+			cancel()
+			if err != nil {
+				return err
+			}
+			if out.CopyPartResult == nil || out.CopyPartResult.ETag == nil {
+				return fmt.Errorf("copy of part %d: no ETag in the answer", n)
+			}
+			w.st.Parts = append(w.st.Parts, part{N: n, ETag: aws.ToString(out.CopyPartResult.ETag), Size: end - off})
+			w.sent += end - off
+		}
+	}
+	if rest > 0 {
+		cctx, cancel := d.bound(w.ctx, rest)
+		defer cancel()
+		out, err := d.c.GetObject(cctx, &s3.GetObjectInput{Bucket: &d.bucket, Key: &w.st.Key,
+			Range: aws.String(fmt.Sprintf("bytes=%d-%d", copied, offset-1)), IfMatch: &w.st.Base})
+		if err != nil {
+			return err
+		}
+		defer out.Body.Close()
+		w.buf = make([]byte, rest, max(rest, min(d.partSize, 256<<10)))
+		if _, err := io.ReadFull(out.Body, w.buf); err != nil {
+			return fmt.Errorf("read the object's bytes %d to %d: %w", copied, offset, err)
+		}
+	}
+	return nil
 }
 
 func (d *Driver) newWriter(ctx context.Context, p string) *writer {
@@ -123,6 +213,9 @@ func (d *Driver) ResumeWriter(ctx context.Context, p string, offset int64, saved
 		_, err := d.c.ListParts(cctx, &s3.ListPartsInput{Bucket: &d.bucket, Key: &w.st.Key, UploadId: &w.st.UploadID, MaxParts: aws.Int32(1)})
 		cancel()
 		if err != nil {
+			if isNotFound(err) {
+				return d.resumeCompleted(ctx, p, offset, w.st.Base, err)
+			}
 			return nil, wrap("resume", p, err)
 		}
 	}
@@ -131,6 +224,9 @@ func (d *Driver) ResumeWriter(ctx context.Context, p string, offset int64, saved
 		defer cancel()
 		out, err := d.c.GetObject(cctx, &s3.GetObjectInput{Bucket: &d.bucket, Key: &w.st.Tail})
 		if err != nil {
+			if isNotFound(err) {
+				return d.resumeCompleted(ctx, p, offset, w.st.Base, err)
+			}
 			return nil, wrap("resume: read tail", p, err)
 		}
 		w.buf, err = io.ReadAll(io.LimitReader(out.Body, w.st.TailSize+1))
@@ -145,6 +241,25 @@ func (d *Driver) ResumeWriter(ctx context.Context, p string, offset int64, saved
 	w.start = offset
 	if w.sent+int64(len(w.buf)) != offset {
 		return nil, fmt.Errorf("s3 resume %s: %w: state holds %d bytes, not %d", p, storage.ErrNotFound, w.sent+int64(len(w.buf)), offset)
+	}
+	return w, nil
+}
+
+// resumeCompleted answers a saved state whose multipart upload or tail
+// object is gone (gone is the error that said so). A PUT may have
+// completed the file from this state (the upload is an object now, the
+// tails dropped) and the state stayed in the database: the process
+// stopped, or recording the kept upload failed, before the blob was
+// placed. The object at the key then holds the state's bytes, followed by
+// the PUT's, and the writer continues from its first offset bytes, as
+// Writer does. An object that is missing, shorter, or the very object the
+// state began from (its ETag is Base: the state's multipart upload was
+// aborted, by a lifecycle rule say, and the bytes past where it began are
+// not the state's) does not hold them: the data is gone.
+func (d *Driver) resumeCompleted(ctx context.Context, p string, offset int64, base string, gone error) (storage.FileWriter, error) {
+	w, err := d.continueObject(ctx, p, offset, base)
+	if err != nil {
+		return nil, fmt.Errorf("%w (after %v)", err, gone)
 	}
 	return w, nil
 }
