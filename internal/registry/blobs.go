@@ -74,8 +74,6 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 	h.Set("Docker-Content-Digest", b.Digest.String())
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Accept-Ranges", "bytes")
-	h.Set("ETag", `"`+b.Digest.String()+`"`)
-	h.Set("Cache-Control", "max-age=31536000")
 
 	start, length, status := int64(0), b.Size, http.StatusOK
 	// A Range under an If-Range that is not this blob's ETag (another
@@ -96,6 +94,7 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 	}
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	if r.Method == http.MethodHead {
+		setCacheable(h, b.Digest)
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
@@ -107,12 +106,20 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 	}
 	if err != nil {
 		h.Del("Content-Length")
-		if errors.Is(err, storage.ErrNotFound) {
+		h.Del("Content-Range")
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
 			reg.log.Error("blob recorded in metadata but missing from storage", "digest", b.Digest, "repository", rt.name)
+		case transientStorage(err):
+			// S3 unreachable, throttling or timing out: as an upload
+			// answers it (docs/storage.md), the client retries.
+			reg.log.Error("open blob: storage unavailable", "digest", b.Digest, "repository", rt.name, "err", err)
+			return errUnavailable("storage is unavailable; retry this request")
 		}
 		return fmt.Errorf("open blob: %w", err)
 	}
 	defer rc.Close()
+	setCacheable(h, b.Digest)
 	w.WriteHeader(status)
 	n, err := reg.sendBlob(w, r, rc, length)
 	switch {
@@ -125,6 +132,15 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		reg.log.Error("blob shorter in storage than recorded", "digest", b.Digest, "sent", n, "want", length)
 	}
 	return nil
+}
+
+// setCacheable marks an answer with the blob's bytes (200, 206) as what a
+// cache may keep for a year: a digest's bytes never change. Only those:
+// an error answer (a pull that failed, a range past the end) kept by a
+// shared cache would fail anonymous pulls for that long.
+func setCacheable(h http.Header, d digest.Digest) {
+	h.Set("ETag", `"`+d.String()+`"`)
+	h.Set("Cache-Control", "max-age=31536000")
 }
 
 // ifRangeHolds reports whether a request's If-Range (absent, or a strong

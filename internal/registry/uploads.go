@@ -155,12 +155,19 @@ func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt
 	ctx := r.Context()
 	fw, err := reg.store.Writer(ctx, storage.UploadPath(id), 0)
 	if err != nil {
+		if transientStorage(err) {
+			return reg.storageUnavailable(w, id, "open the upload's file", false, err)
+		}
 		return err
 	}
 	h := sha256.New()
-	if _, err := reg.copyBody(fw, 0, h, r); err != nil {
+	if _, err := reg.copyBody(storageWriter{fw}, 0, h, r); err != nil {
 		fw.Cancel(context.WithoutCancel(ctx))
 		reg.store.Delete(context.WithoutCancel(ctx), storage.UploadRoot(id))
+		var sf *storageFailure
+		if errors.As(err, &sf) && transientStorage(err) {
+			return reg.storageUnavailable(w, id, "write the blob", false, err)
+		}
 		return err
 	}
 	return reg.finishUpload(w, r, rt.name, id, fw, h, want, who, nil)
@@ -237,7 +244,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 			io.Closer
 		}{io.LimitReader(body, rangeLen), body}
 	}
-	n, copyErr := reg.copyBody(claimedWriter{fw, claim}, up.Size, h, r)
+	n, copyErr := reg.copyBody(claimedWriter{storageWriter{fw}, claim}, up.Size, h, r)
 	if copyErr == nil && streamed {
 		if more, _ := io.ReadFull(body, make([]byte, 1)); more > 0 || n != rangeLen {
 			// Not the chunk its Content-Range describes: nothing of it
@@ -267,10 +274,10 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	// can ask for the upload's status and resume from there. Closing keeps
 	// the bytes (for S3, the parts and the tail the writer state names).
 	if err := fw.Close(); err != nil {
-		if transientStorage(err) {
+		if transientStorage(err) || meta.StorageFull(err) {
 			// Not recorded: the upload stays as it was (the claim is
 			// released below), and the client sends the chunk again.
-			return reg.storageUnavailable(w, up.ID, "keep the chunk", true, err)
+			return reg.uploadKept(w, up, "keep the chunk", err)
 		}
 		return fmt.Errorf("upload %s: keep the chunk: %w", up.ID, err)
 	}
@@ -293,6 +300,15 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 		}
 	}
 	if copyErr != nil {
+		// What was written is recorded: the answer says where to resume
+		// (a full disk, or storage failing partway, keeps the part
+		// written; the rest is sent again from there).
+		up.Size += n
+		var sf *storageFailure
+		if errors.As(copyErr, &sf) && (transientStorage(copyErr) || meta.StorageFull(copyErr)) {
+			return reg.uploadKept(w, up, "write the chunk", copyErr)
+		}
+		setUploadHeaders(w, rt.name, up.ID, up.Size)
 		return copyErr
 	}
 	setUploadHeaders(w, rt.name, up.ID, up.Size+n)
@@ -339,9 +355,17 @@ func markStorage(err error) error {
 	return &storageFailure{err}
 }
 
+// storageWriter marks its writer's errors as storage's (storageFailure),
+// apart from the request body's, while a body is copied into it.
+type storageWriter struct{ w io.Writer }
+
+func (s storageWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	return n, markStorage(err)
+}
+
 // placement is an upload's bytes for meta.StoreBlob with their storage
-// errors marked (storageFailure): a storage failure that may pass keeps
-// the upload; a database's or a quota's answer does not.
+// errors marked (storageFailure), apart from the database's.
 type placement struct {
 	p storage.Placement
 	// early, when set, is the outcome of an early placement the registry
@@ -397,20 +421,6 @@ func (p placement) PresentSize(ctx context.Context, size int64) (bool, error) {
 
 func (p placement) Place(ctx context.Context) error { return markStorage(p.p.Place(ctx)) }
 func (p placement) Clear(ctx context.Context) error { return markStorage(p.p.Clear(ctx)) }
-
-// storageUnavailable answers a transient storage failure while writing an
-// upload: 503 UNAVAILABLE with a Retry-After, which clients retry; kept
-// says the upload stays as it was recorded (a single-request upload has
-// nothing to keep).
-func (reg *Registry) storageUnavailable(w http.ResponseWriter, id, what string, kept bool, err error) error {
-	reg.log.Error("upload: storage unavailable", "upload", id, "step", what, "err", err)
-	w.Header().Set("Retry-After", "5")
-	msg := "storage is unavailable; retry this request"
-	if kept {
-		msg += " (the upload is kept)"
-	}
-	return errorf(http.StatusServiceUnavailable, CodeUnavailable, msg, nil)
-}
 
 // cancelUpload ends an upload session (DELETE). It claims the session
 // first, as a PATCH or PUT does: a request writing or finishing the
@@ -503,7 +513,7 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 		return errClaimLost
 	}
 	if err := fw.Commit(ctx); err != nil {
-		if !transientStorage(err) {
+		if refusesUpload(err) {
 			discard()
 			if errors.Is(err, storage.ErrNotFound) {
 				// The upload's data went from under it (on S3, its
@@ -512,28 +522,31 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 			}
 			return err
 		}
-		if claim != nil {
-			// The session stays as recorded: this request's bytes were
-			// never recorded, so the client's retry of the PUT sends them
-			// again at the recorded offset (a part this request wrote is
-			// written over).
-			fw.Close()
-			if rerr := reg.meta.Uploads.ReleaseUpload(ctx, id, claim.stop()); rerr != nil {
-				reg.log.Warn("release upload claim", "upload", id, "err", rerr)
-			}
-		} else {
+		if claim == nil {
 			discard()
+			return reg.storageUnavailable(w, id, "complete the upload", false, err)
 		}
-		return reg.storageUnavailable(w, id, "complete the upload", claim != nil, err)
+		// The session stays as recorded (a full disk too: space freed,
+		// the retry succeeds): this request's bytes were never recorded,
+		// so the client's retry of the PUT sends them again at the
+		// recorded offset (a part this request wrote is written over).
+		fw.Close()
+		if rerr := reg.meta.Uploads.ReleaseUpload(ctx, id, claim.stop()); rerr != nil {
+			reg.log.Warn("release upload claim", "upload", id, "err", rerr)
+		}
+		return reg.uploadKept(w, claim.session, "complete the upload", err)
 	}
 	got := digest.NewDigest(digest.SHA256, h)
 	if want.Algorithm() != digest.SHA256 {
 		var err error
 		if got, err = reg.digestStored(ctx, storage.UploadPath(id), want.Algorithm()); err != nil {
-			if transientStorage(err) {
+			if !refusesUpload(err) {
 				return reg.keepCompleted(ctx, w, id, "read the upload back for its digest", claim, discard, err)
 			}
 			discard()
+			if errors.Is(err, storage.ErrNotFound) {
+				return reg.resumeError(w, id, err)
+			}
 			return err
 		}
 	}
@@ -568,13 +581,14 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 			reg.log.Warn("upload claim lost before the blob was stored; not stored", "upload", id)
 			return errClaimLost
 		}
-		var sf *storageFailure
-		if errors.As(err, &sf) && transientStorage(err) {
-			// Storage stumbled placing the bytes (on S3, the copy to
-			// their address throttled or timing out, before or inside
-			// the transaction): nothing was recorded, and the completed
-			// file is still the upload's.
-			return reg.keepCompleted(ctx, w, id, "move the blob into place", claim, discard, err)
+		if !refusesUpload(err) {
+			// Storage or the database failed (full; on S3, the copy to
+			// the bytes' address throttled or timing out, before or
+			// inside the transaction; the database restarting, busy or
+			// its connection dropped): nothing was recorded, and the
+			// completed file is still the upload's. Only content that
+			// is refused ends the session.
+			return reg.keepCompleted(ctx, w, id, "store the blob", claim, discard, err)
 		}
 		discard()
 		if errors.Is(err, storage.ErrNotFound) {
@@ -595,9 +609,10 @@ func (reg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, name, 
 	return nil
 }
 
-// keepCompleted answers a storage failure that may pass after a PUT
-// completed the upload's file (reading it back, moving it into place):
-// 503 with a Retry-After, and the session kept at its recorded size and
+// keepCompleted answers a failure of the storage or the database that may
+// pass after a PUT completed the upload's file (reading it back, moving it
+// into place, recording the blob): 507 when storage is full, else 503 with
+// a Retry-After (uploadKept), and the session kept at its recorded size and
 // hash state, so that the client's retry of the PUT sends its body again
 // at the recorded offset. The session's bytes are one completed file now
 // (on S3 its multipart upload is completed and its tail objects are
@@ -620,7 +635,7 @@ func (reg *Registry) keepCompleted(ctx context.Context, w http.ResponseWriter, i
 		reg.meta.Uploads.ReleaseUpload(ctx, id, claim.stop())
 		return reg.storageUnavailable(w, id, what, false, err)
 	}
-	return reg.storageUnavailable(w, id, what, true, err)
+	return reg.uploadKept(w, s, what, err)
 }
 
 // digestStored hashes stored bytes with another algorithm than the one
