@@ -161,6 +161,8 @@ func (a *API) servePolicies(w http.ResponseWriter, r *http.Request, id auth.Iden
 			return notFound("policy %s not found", uuid)
 		case errors.Is(err, meta.ErrNamespaceNotFound), errors.Is(err, meta.ErrRepositoryNotFound):
 			return notFound("%s not found", ns+repo)
+		case errors.Is(err, meta.ErrInvalidPolicy), errors.Is(err, meta.ErrDuplicatePolicy):
+			return badRequest("%v", err)
 		}
 		return err
 	}

@@ -76,11 +76,16 @@ func retryable(err error) bool {
 	return false
 }
 
-// foreignKeyViolation reports PostgreSQL's refusal of a change that a
-// foreign key forbids.
+// foreignKeyViolation reports the refusal of a change that a foreign key
+// forbids: PostgreSQL's foreign_key_violation, or SQLite's
+// SQLITE_CONSTRAINT_FOREIGNKEY (its extended result code, 787).
 func foreignKeyViolation(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == pgForeignKeyViolation
+	if errors.As(err, &pe) {
+		return pe.Code == pgForeignKeyViolation
+	}
+	var se *msqlite.Error
+	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
 }
 
 // invalidText maps PostgreSQL's refusal of a NUL byte or invalid UTF-8 in

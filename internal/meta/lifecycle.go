@@ -51,12 +51,14 @@ type TagPolicy struct {
 	Value  string
 	// TagPattern is a regular expression (RE2) the policy applies to
 	// tags that match it (TagPatternMatches) or that do not; empty: all.
+	// An immutability policy's pattern matches from the start of the
+	// tag, an auto-prune policy's anywhere in it (compilePattern).
 	TagPattern        string
 	TagPatternMatches bool
 	CreatedAt         time.Time
-	// re is TagPattern compiled, by repoPolicies: a policy applies to
-	// every tag a push or a pruning pass touches, and compiling it for
-	// each dominated that work.
+	// re is TagPattern compiled (compilePattern), by repoPolicies: a
+	// policy applies to every tag a push or a pruning pass touches, and
+	// compiling it for each dominated that work.
 	re *regexp.Regexp
 }
 
@@ -75,7 +77,7 @@ func (p TagPolicy) applies(tag string) bool {
 	re := p.re
 	if re == nil {
 		var err error
-		if re, err = regexp.Compile(p.TagPattern); err != nil {
+		if re, err = compilePattern(p.Kind, p.TagPattern); err != nil {
 			return false // validated when saved
 		}
 	}
@@ -97,8 +99,13 @@ func ParseAge(s string) (time.Duration, error) {
 }
 
 // CreateTagPolicy stores a policy and returns it with its UUID. The
-// namespace (and repository, if named) must exist.
+// namespace (and repository, if named) must exist. An immutability
+// policy's pattern is trimmed and checked (normalize, ErrInvalidPolicy),
+// and must be the only one of its scope (ErrDuplicatePolicy).
 func (db Policies) CreateTagPolicy(ctx context.Context, p TagPolicy) (TagPolicy, error) {
+	if err := p.normalize(); err != nil {
+		return p, err
+	}
 	p.UUID, p.CreatedAt = uuid.NewString(), db.nowTime()
 	scope := p.Namespace
 	if p.Repository != "" {
@@ -126,14 +133,35 @@ func (db Policies) CreateTagPolicy(ctx context.Context, p TagPolicy) (TagPolicy,
 		if n >= MaxTagPoliciesPerScope {
 			return fmt.Errorf("%w: %d %s policies already", ErrTooManyPolicies, n, p.Kind)
 		}
-		_, err = tx.ExecContext(ctx, db.q(`INSERT INTO tag_policies (uuid, kind, namespace_id, repository_id, method, value, tag_pattern, tag_pattern_matches, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`), p.UUID, p.Kind, nsID, repoID, p.Method, p.Value, p.TagPattern, boolInt(p.TagPatternMatches), p.CreatedAt.UnixMicro())
-		if err != nil {
-			return fmt.Errorf("store policy: %w", err)
+		if err := db.duplicatePattern(ctx, tx, p, nsID, repoID); err != nil {
+			return err
+		}
+		if err := db.insertTagPolicy(ctx, tx, p, nsID, repoID); err != nil {
+			return err
 		}
 		return db.clearImmutableExpirations(ctx, tx, p, nsID, repoID)
 	})
 	return p, err
+}
+
+// insertTagPolicy stores p under the namespace and repository (nil: the
+// organization's policy) that policyScope found. One deleted since (its
+// row was not locked, or was looked up elsewhere) is not found
+// (ErrRepositoryNotFound, ErrNamespaceNotFound), not the foreign key's
+// refusal.
+func (db *core) insertTagPolicy(ctx context.Context, tx *sql.Tx, p TagPolicy, nsID int64, repoID any) error {
+	_, err := tx.ExecContext(ctx, db.q(`INSERT INTO tag_policies (uuid, kind, namespace_id, repository_id, method, value, tag_pattern, tag_pattern_matches, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`), p.UUID, p.Kind, nsID, repoID, p.Method, p.Value, p.TagPattern, boolInt(p.TagPatternMatches), p.CreatedAt.UnixMicro())
+	if foreignKeyViolation(err) {
+		if repoID != nil {
+			return fmt.Errorf("%s: %w", p.Repository, ErrRepositoryNotFound)
+		}
+		return fmt.Errorf("%s: %w", p.Namespace, ErrNamespaceNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("store policy: %w", err)
+	}
+	return nil
 }
 
 // tagPolicyLockClass is the first key of the PostgreSQL advisory lock
@@ -166,58 +194,18 @@ func (db *core) lockTagPolicies(ctx context.Context, tx *sql.Tx, scope string, e
 	return nil
 }
 
-// clearImmutableExpirations clears the expirations of the tags an
-// immutability policy covers, in the transaction that creates or changes
-// it: an immutable tag does not expire (SetTagExpiration refuses one),
-// and reads would otherwise lose it when its expiration passed, until a
-// pass cleared it (ExpireTag). A tag already past its expiration that no
-// pass has deleted yet is kept too, as the pass would have kept it. The
-// tags with an expiration are few, and found through tags_expires.
-func (db *core) clearImmutableExpirations(ctx context.Context, tx *sql.Tx, p TagPolicy, nsID int64, repoID any) error {
-	if p.Kind != PolicyImmutability {
-		return nil
-	}
-	query := `SELECT t.repository_id, t.name FROM tags t JOIN repositories r ON r.id = t.repository_id JOIN namespaces n ON n.id = ?
-		WHERE t.expires_at > 0 AND substr(r.name, 1, length(n.name) + 1) = n.name || '/'`
-	args := []any{nsID}
-	if repoID != nil {
-		query += " AND t.repository_id = ?"
-		args = append(args, repoID)
-	}
-	rows, err := tx.QueryContext(ctx, db.q(query), args...)
-	if err != nil {
-		return fmt.Errorf("read expiring tags: %w", err)
-	}
-	type covered struct {
-		repoID int64
-		name   string
-	}
-	var clear []covered
-	for rows.Next() {
-		var c covered
-		if err := rows.Scan(&c.repoID, &c.name); err != nil {
-			rows.Close()
-			return fmt.Errorf("read expiring tags: %w", err)
-		}
-		if p.applies(c.name) {
-			clear = append(clear, c)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read expiring tags: %w", err)
-	}
-	for _, c := range clear {
-		if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = 0 WHERE repository_id = ? AND name = ?"), c.repoID, c.name); err != nil {
-			return fmt.Errorf("clear the expiration of an immutable tag: %w", err)
-		}
-	}
-	return nil
-}
-
+// policyScope looks up the namespace and repository (empty: nil) of a
+// policy to create. On PostgreSQL their rows are held FOR KEY SHARE, as
+// the policy's foreign keys will hold them: a delete of either waits for
+// the policy (and then deletes it with them), or committed first and is
+// not found here.
 func (db *core) policyScope(ctx context.Context, tx *sql.Tx, namespace, repo string) (int64, any, error) {
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR KEY SHARE"
+	}
 	var nsID int64
-	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ?"), namespace).Scan(&nsID)
+	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ?"+lock), namespace).Scan(&nsID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil, ErrNamespaceNotFound
 	}
@@ -227,8 +215,15 @@ func (db *core) policyScope(ctx context.Context, tx *sql.Tx, namespace, repo str
 	if repo == "" {
 		return nsID, nil, nil
 	}
-	id, err := db.repoID(ctx, tx, repo)
-	return nsID, id, err
+	var id int64
+	err = tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"+lock), repo).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil, ErrRepositoryNotFound
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("look up repository: %w", err)
+	}
+	return nsID, id, nil
 }
 
 const policyColumns = `p.uuid, p.kind, n.name, COALESCE(r.name, ''), p.method, p.value, p.tag_pattern, p.tag_pattern_matches, p.created_at`
@@ -290,8 +285,12 @@ func (db Policies) TagPolicy(ctx context.Context, kind, namespace, repo, id stri
 	return TagPolicy{}, ErrPolicyNotFound
 }
 
-// UpdateTagPolicy replaces a policy's method, value and pattern.
+// UpdateTagPolicy replaces a policy's method, value and pattern; an
+// immutability policy's pattern is checked as CreateTagPolicy checks it.
 func (db Policies) UpdateTagPolicy(ctx context.Context, p TagPolicy) error {
+	if err := p.normalize(); err != nil {
+		return err
+	}
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var nsID int64
 		var repoID sql.NullInt64
@@ -308,13 +307,16 @@ func (db Policies) UpdateTagPolicy(ctx context.Context, p TagPolicy) error {
 		if err := db.lockTagPolicies(ctx, tx, scope, true); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, db.q(`UPDATE tag_policies SET method = ?, value = ?, tag_pattern = ?, tag_pattern_matches = ? WHERE uuid = ? AND kind = ?`),
-			p.Method, p.Value, p.TagPattern, boolInt(p.TagPatternMatches), p.UUID, p.Kind); err != nil {
-			return fmt.Errorf("update policy: %w", err)
-		}
 		var repo any
 		if repoID.Valid {
 			repo = repoID.Int64
+		}
+		if err := db.duplicatePattern(ctx, tx, p, nsID, repo); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, db.q(`UPDATE tag_policies SET method = ?, value = ?, tag_pattern = ?, tag_pattern_matches = ? WHERE uuid = ? AND kind = ?`),
+			p.Method, p.Value, p.TagPattern, boolInt(p.TagPatternMatches), p.UUID, p.Kind); err != nil {
+			return fmt.Errorf("update policy: %w", err)
 		}
 		return db.clearImmutableExpirations(ctx, tx, p, nsID, repo)
 	})
@@ -342,7 +344,7 @@ func (db *core) repoPolicies(ctx context.Context, q querier, kind string, repoID
 		ORDER BY p.id`, kind, repoID, repoID)
 	for i := range ps {
 		if ps[i].TagPattern != "" {
-			ps[i].re, _ = regexp.Compile(ps[i].TagPattern) // validated when saved; nil: applies compiles (and refuses) it
+			ps[i].re, _ = compilePattern(kind, ps[i].TagPattern) // validated when saved; nil: applies compiles (and refuses) it
 		}
 	}
 	return ps, err

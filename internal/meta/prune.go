@@ -23,7 +23,8 @@ import (
 // true); cosign's tags follow the image they describe (cosignDoomed). The
 // tags are chosen with one read and deleted DefaultPruneBatch per
 // transaction (AutoPrune.PruneRepository). It returns the tags deleted;
-// nothing for a repository deleted since it was listed.
+// nothing for a repository deleted since it was listed, or not in state
+// NORMAL (a READ_ONLY or MIRROR repository is not pruned).
 func (db Manifests) PruneRepository(ctx context.Context, repo string, now time.Time, actor string) ([]string, error) {
 	return db.WithPruneBatch(DefaultPruneBatch).PruneRepository(ctx, repo, now, actor)
 }
@@ -63,7 +64,8 @@ func (db Manifests) WithPruneBatch(n int) AutoPrune {
 // Between batches the pass holds nothing: pushes and policy changes of
 // the repository go on. An auto-prune policy of the repository created,
 // changed or deleted since the read stops the pass (the next one reads
-// them again). A pass that fails or is cancelled keeps the batches it
+// them again), as does a repository no longer in state NORMAL
+// (prunable). A pass that fails or is cancelled keeps the batches it
 // committed and returns them with its error.
 func (p AutoPrune) PruneRepository(ctx context.Context, repo string, now time.Time, actor string) ([]string, error) {
 	db := p.m
@@ -138,6 +140,9 @@ func (db Manifests) prunePlan(ctx context.Context, repo string, now time.Time) (
 	}
 	if err != nil {
 		return plan, err
+	}
+	if normal, err := db.prunable(ctx, tx, plan.repoID, false); err != nil || !normal {
+		return plan, err // READ_ONLY or MIRROR since it was listed: not pruned
 	}
 	plan.policies, err = db.repoPolicies(ctx, tx, PolicyAutoPrune, plan.repoID)
 	if err != nil || len(plan.policies) == 0 {
@@ -293,17 +298,49 @@ func (db *core) immutableAmong(ctx context.Context, tx *sql.Tx, repoID int64, ta
 	return immutable, nil
 }
 
+// repoStateNormal is the state of a repository that takes every write
+// its permissions allow (auth.StateNormal).
+const repoStateNormal = "NORMAL"
+
+// prunable reports whether auto-prune may delete tags of a repository:
+// only in state NORMAL, as Quay's auto-prune worker. A READ_ONLY
+// repository refuses every write, a pass's too; a MIRROR repository's
+// tags are its mirror's (pruned, they would be copied back at the next
+// sync, every cycle). With lock, on PostgreSQL, the row is held FOR
+// SHARE until the caller's transaction ends: a state change waits for
+// the batch, or committed first and is read here. A repository deleted
+// since is not prunable.
+func (db *core) prunable(ctx context.Context, tx *sql.Tx, repoID int64, lock bool) (bool, error) {
+	suffix := ""
+	if lock && db.dialect == postgres {
+		suffix = " FOR SHARE"
+	}
+	var state string
+	err := tx.QueryRowContext(ctx, db.q("SELECT state FROM repositories WHERE id = ?"+suffix), repoID).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read repository state: %w", err)
+	}
+	return state == repoStateNormal, nil
+}
+
 // pruneBatch deletes a batch of a plan's tags in the caller's
 // transaction, each with its event, ends their history, and returns
 // those it deleted. Under the tag policies' shared lock (a policy change
 // waits, or committed first and is read here), it reads the repository's
-// auto-prune policies again, and reports stop, deleting nothing, if they
-// are no longer those of the plan; then which tags of the batch are
+// state and its auto-prune policies again, and reports stop, deleting
+// nothing, if the repository is no longer NORMAL (prunable) or the
+// policies are no longer those of the plan; then which tags of the batch are
 // immutable now: they stay, their digests join spared, and a cosign tag
 // that follows a spared digest stays too.
 func (db *core) pruneBatch(ctx context.Context, tx *sql.Tx, plan prunePlan, part []doomedTag, spared map[string]bool, actor string) (deleted []string, stop bool, err error) {
 	if err := db.lockTagPolicies(ctx, tx, plan.repo, false); err != nil {
 		return nil, false, err
+	}
+	if normal, err := db.prunable(ctx, tx, plan.repoID, true); err != nil || !normal {
+		return nil, !normal, err
 	}
 	policies, err := db.repoPolicies(ctx, tx, PolicyAutoPrune, plan.repoID)
 	if err != nil {
@@ -443,11 +480,12 @@ func (db *core) cosignDoomed(ctx context.Context, tx *sql.Tx, repoID int64, t ta
 	return false, nil, nil
 }
 
-// PrunedRepositories lists the repositories some auto-prune policy
-// covers (their organization's or their own).
+// PrunedRepositories lists the repositories in state NORMAL that some
+// auto-prune policy covers (their organization's or their own): a
+// READ_ONLY or MIRROR repository is not pruned (prunable).
 func (db Manifests) PrunedRepositories(ctx context.Context) ([]string, error) {
-	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name FROM repositories r WHERE EXISTS (SELECT 1 FROM tag_policies p JOIN namespaces n ON n.id = p.namespace_id
-		WHERE p.kind = 'autoprune' AND (p.repository_id = r.id OR p.repository_id IS NULL AND substr(r.name, 1, length(n.name) + 1) = n.name || '/')) ORDER BY r.name`))
+	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name FROM repositories r WHERE r.state = ? AND EXISTS (SELECT 1 FROM tag_policies p JOIN namespaces n ON n.id = p.namespace_id
+		WHERE p.kind = 'autoprune' AND (p.repository_id = r.id OR p.repository_id IS NULL AND substr(r.name, 1, length(n.name) + 1) = n.name || '/')) ORDER BY r.name`), repoStateNormal)
 	if err != nil {
 		return nil, fmt.Errorf("list pruned repositories: %w", err)
 	}
