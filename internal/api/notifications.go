@@ -162,12 +162,41 @@ func (a *API) notification(w http.ResponseWriter, r *http.Request, id auth.Ident
 		}
 		writeJSON(w, http.StatusOK, map[string]any{})
 	case "attempts":
-		at, err := a.db.Notifications.Attempts(ctx, n.ID, 100)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"attempts": at})
+		return a.attempts(w, r, n)
 	}
+	return nil
+}
+
+// maxAttemptsPage is the most attempts one answer of .../attempts holds.
+const maxAttemptsPage = 100
+
+// attempts answers a page of a notification's delivery attempts, newest
+// first: ?limit= of them (at most, and by default, 100), before the
+// attempt ?next_page= names (the next_page of the previous answer, present
+// while older attempts remain).
+func (a *API) attempts(w http.ResponseWriter, r *http.Request, n meta.Notification) error {
+	q := r.URL.Query()
+	limit, err := intParam(q, "limit", maxAttemptsPage, maxAttemptsPage)
+	if err != nil {
+		return err
+	}
+	var before int64
+	if s := q.Get("next_page"); s != "" {
+		if before, err = strconv.ParseInt(s, 10, 64); err != nil || before <= 0 {
+			return badRequest("invalid next_page %q", s)
+		}
+	}
+	at, err := a.db.Notifications.AttemptsBefore(r.Context(), n.ID, before, limit+1)
+	if err != nil {
+		return err
+	}
+	out := map[string]any{}
+	if len(at) > limit {
+		at = at[:limit]
+		out["next_page"] = strconv.FormatInt(at[limit-1].ID, 10)
+	}
+	out["attempts"] = at
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -153,7 +153,9 @@ type NotificationStore interface {
 	NotificationByUUID(ctx context.Context, scope, target, uuid string) (meta.Notification, error)
 	ResetNotificationFailures(ctx context.Context, id int64) error
 	DeleteNotification(ctx context.Context, id int64) error
-	Attempts(ctx context.Context, notificationID int64, n int) ([]meta.Attempt, error)
+	// AttemptsBefore lists at most n attempts older than the attempt
+	// before (all when 0), newest first.
+	AttemptsBefore(ctx context.Context, notificationID, before int64, n int) ([]meta.Attempt, error)
 }
 
 // MirrorStore reads and changes a repository's mirror configuration and

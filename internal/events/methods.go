@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // DeliveryTimeout bounds one webhook or Slack delivery (Quay's 10 s).
@@ -77,18 +79,33 @@ func (s Slack) Deliver(ctx context.Context, d Delivery) Result {
 	return post(ctx, s.Client, s.URL, d, nil, nil)
 }
 
-// ValidateHeaders checks a notification's extra headers: valid names and
-// values, and none of the headers Berth sets itself.
+// ErrUnsendable marks the error of a delivery that the HTTP client
+// refuses to send as its method is configured (a header value it would
+// not write, a URL that does not parse): no receiver was asked, and
+// another attempt would meet the same error.
+var ErrUnsendable = errors.New("not sendable as configured")
+
+// unsendable is an error that is ErrUnsendable (errors.Is) and reads as
+// err does.
+type unsendable struct{ err error }
+
+func (u unsendable) Error() string        { return u.err.Error() }
+func (u unsendable) Unwrap() error        { return u.err }
+func (u unsendable) Is(target error) bool { return target == ErrUnsendable }
+
+// ValidateHeaders checks a notification's extra headers: names and values
+// that Go's HTTP client sends (a value holds no control character but the
+// horizontal tab, and no DEL), and none of the headers Berth sets itself.
 func ValidateHeaders(h map[string]string) error {
 	for k, v := range h {
-		if !validHeaderName(k) {
+		if !httpguts.ValidHeaderFieldName(k) {
 			return fmt.Errorf("header name %q is invalid", k)
 		}
 		if reservedHeader(k) {
 			return fmt.Errorf("header %s is set by Berth and cannot be configured", http.CanonicalHeaderKey(k))
 		}
-		if strings.ContainsAny(v, "\r\n\x00") {
-			return fmt.Errorf("header %s: value contains a line break or NUL", http.CanonicalHeaderKey(k))
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return fmt.Errorf("header %s: value contains a control character (only a tab may be one)", http.CanonicalHeaderKey(k))
 		}
 	}
 	return nil
@@ -104,19 +121,6 @@ func reservedHeader(name string) bool {
 	return false
 }
 
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // post is the HTTP delivery shared by Webhook and Slack.
 func post(ctx context.Context, client *http.Client, rawURL string, d Delivery, secret []byte, extra map[string]string) Result {
 	return send(ctx, client, rawURL, d, secret, extra)
@@ -130,7 +134,7 @@ func send(ctx context.Context, client *http.Client, rawURL string, d Delivery, s
 	defer func() { res.Latency = time.Since(start) }()
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		res.Err = errors.New("delivery URL is not an http(s) URL")
+		res.Err = unsendable{errors.New("delivery URL is not an http(s) URL")}
 		return res
 	}
 	target := redactURL(u)
@@ -144,7 +148,7 @@ func send(ctx context.Context, client *http.Client, rawURL string, d Delivery, s
 	secrets := secretStrings(u, secret, extra, d.Headers, hiddenValues)
 	for _, h := range []map[string]string{extra, d.Headers} {
 		if err := ValidateHeaders(h); err != nil {
-			res.Err = fmt.Errorf("POST %s: %w", target, err)
+			res.Err = unsendable{fmt.Errorf("POST %s: %w", target, err)}
 			return res
 		}
 	}
@@ -155,7 +159,7 @@ func send(ctx context.Context, client *http.Client, rawURL string, d Delivery, s
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, bytes.NewReader(d.Body))
 	if err != nil {
-		res.Err = fmt.Errorf("POST %s: invalid request", target)
+		res.Err = unsendable{fmt.Errorf("POST %s: invalid request", target)}
 		return res
 	}
 	for _, h := range []map[string]string{d.Headers, extra} {

@@ -74,6 +74,10 @@ func (g GitHubDispatch) Deliver(ctx context.Context, d Delivery) Result {
 	if err != nil {
 		return Result{Err: fmt.Errorf("github_dispatch: %w", err)}
 	}
+	if err := validDispatchRepository(g.Repository); err != nil {
+		// Stored by an earlier version, which let it through: no URL.
+		return Result{Err: unsendable{fmt.Errorf("github_dispatch: %w", err)}}
+	}
 	api := strings.TrimSuffix(g.APIURL, "/")
 	if api == "" {
 		api = "https://api.github.com"
@@ -88,9 +92,8 @@ func (g GitHubDispatch) Deliver(ctx context.Context, d Delivery) Result {
 
 // ValidateGitHubDispatch checks a github_dispatch configuration.
 func ValidateGitHubDispatch(repository, eventType, apiURL string) error {
-	owner, name, ok := strings.Cut(repository, "/")
-	if !ok || owner == "" || name == "" || strings.ContainsAny(repository, " ?#") || strings.Count(repository, "/") != 1 {
-		return fmt.Errorf("repository %q is not owner/name", repository)
+	if err := validDispatchRepository(repository); err != nil {
+		return err
 	}
 	if len(eventType) > maxEventTypeLen {
 		return fmt.Errorf("event_type is over %d characters", maxEventTypeLen)
@@ -101,6 +104,23 @@ func ValidateGitHubDispatch(repository, eventType, apiURL string) error {
 		}
 	}
 	return nil
+}
+
+// validDispatchRepository checks a github_dispatch repository: owner/name,
+// each a URL path segment as it is (no '%', nothing url.PathEscape would
+// escape), since it is sent as the path of the dispatch URL.
+func validDispatchRepository(repository string) error {
+	owner, name, ok := strings.Cut(repository, "/")
+	if !ok || !plainSegment(owner) || !plainSegment(name) {
+		return fmt.Errorf("repository %q is not owner/name", repository)
+	}
+	return nil
+}
+
+// plainSegment reports whether s is a non-empty URL path segment that
+// needs no escaping (and holds no escape).
+func plainSegment(s string) bool {
+	return s != "" && !strings.Contains(s, "%") && url.PathEscape(s) == s && s != "." && s != ".."
 }
 
 // GitLabTrigger starts a GitLab CI pipeline with a pipeline trigger token:

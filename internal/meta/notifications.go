@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -494,8 +495,18 @@ func (db Notifications) RecordAttemptIn(ctx context.Context, t Tx, a Attempt, re
 
 // Attempts lists a notification's attempts, newest first.
 func (db Notifications) Attempts(ctx context.Context, notificationID int64, n int) ([]Attempt, error) {
+	return db.AttemptsBefore(ctx, notificationID, 0, n)
+}
+
+// AttemptsBefore lists at most n of a notification's attempts whose id is
+// below before (all of them if before is 0 or less), newest first: a page
+// that continues before the last attempt of the previous one.
+func (db Notifications) AttemptsBefore(ctx context.Context, notificationID, before int64, n int) ([]Attempt, error) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT id, event_uuid, job_id, attempt, status_code, latency_ms, error, attempted_at
-		FROM notification_attempts WHERE notification_id = ? ORDER BY id DESC LIMIT ?`), notificationID, n)
+		FROM notification_attempts WHERE notification_id = ? AND id < ? ORDER BY id DESC LIMIT ?`), notificationID, before, n)
 	if err != nil {
 		return nil, fmt.Errorf("list attempts: %w", err)
 	}

@@ -73,8 +73,13 @@ func deliveryTimeout(method string) time.Duration {
 //
 // A delivery that cannot be made as the notification is configured (its
 // template renders too large a body for the event, a stored secret does
-// not open) is recorded as a failed attempt and counted as a refusal, and
-// its job ends: retrying would meet the same error.
+// not open, the HTTP client refuses a header value or the URL: see
+// events.ErrUnsendable) is recorded as a failed attempt and counted as a
+// refusal, and its job ends: retrying would meet the same error.
+//
+// A delivery that ctx's end (shutdown, a lost lease) interrupted before
+// the receiver answered is neither recorded nor counted: its error goes
+// back to the queue, which runs it again.
 //
 // A test delivery (meta.DeliveryJob.Sample) is recorded like any other
 // attempt but counts nothing: as in Quay, it does not touch the failure
@@ -151,6 +156,18 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 		}
 	}
 	res := method.Deliver(ctx, d)
+	if res.Err != nil && ctx.Err() != nil {
+		// Shutdown or a lost lease cut the delivery short: that says
+		// nothing of the receiver, so nothing is recorded or counted (a
+		// trial's failure would double the disable); the queue runs it
+		// again, as interrupted.
+		return fmt.Errorf("deliver %s to notification %s: interrupted: %w", d.EventUUID, n.UUID, res.Err)
+	}
+	if errors.Is(res.Err, events.ErrUnsendable) {
+		// The client would not send it as configured (stored by an
+		// earlier version that let it through): no receiver was asked.
+		return s.undeliverable(ctx, n, j, dj, d.EventUUID, trial, res.Err)
+	}
 	if s.opts.Metrics != nil {
 		outcome := "success"
 		if res.Err != nil {
