@@ -142,6 +142,8 @@ func (a *API) createOrganization(w http.ResponseWriter, r *http.Request, id auth
 	}
 	if _, err := a.db.Orgs.CreateOrganization(r.Context(), body.Name, u.ID); errors.Is(err, meta.ErrExists) {
 		return badRequest("a user or organization named %q already exists", body.Name)
+	} else if errors.Is(err, meta.ErrUserNotFound) { // deleted meanwhile
+		return forbidden("an organization needs a user account to own it")
 	} else if err != nil {
 		return err
 	}
@@ -416,6 +418,9 @@ func (a *API) putTeam(w http.ResponseWriter, r *http.Request, id auth.Identity) 
 		return badRequest("the %s team administers the organization; its role stays admin", meta.OwnersTeam)
 	}
 	t, err = a.db.Teams.PutTeam(r.Context(), c.org.Name, t)
+	if errors.Is(err, meta.ErrNamespaceNotFound) { // deleted meanwhile
+		return notFound("organization %q not found", c.org.Name)
+	}
 	if err != nil {
 		return err
 	}
@@ -520,7 +525,14 @@ func (a *API) addTeamMember(w http.ResponseWriter, r *http.Request, id auth.Iden
 		ns, _, _ := strings.Cut(u.Username, "+")
 		return badRequest("robot %s belongs to namespace %s; only robots of %s may join its teams", u.Username, ns, c.org.Name)
 	}
-	if err := a.db.Teams.AddTeamMember(r.Context(), t.ID, u.ID); err != nil {
+	// The team or the member may have been deleted since: answered as if
+	// the request came after.
+	switch err := a.db.Teams.AddTeamMember(r.Context(), t.ID, u.ID); {
+	case errors.Is(err, meta.ErrTeamNotFound):
+		return notFound("team %q not found in organization %s", name, c.org.Name)
+	case errors.Is(err, meta.ErrUserNotFound):
+		return badRequest("unknown user %q", member)
+	case err != nil:
 		return err
 	}
 	a.audit(r, id, "team_member_add", "", c.org.Name, map[string]string{"member": u.Username, "team": t.Name})

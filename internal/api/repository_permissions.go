@@ -48,6 +48,7 @@ func (a *API) permissions(kind string) repoHandler {
 		if len(args) > 0 {
 			name = args[0]
 		}
+		ns, _ := splitRepo(repo)
 		if r.Method == http.MethodPut || r.Method == http.MethodDelete {
 			var req struct {
 				Role string `json:"role"`
@@ -74,12 +75,20 @@ func (a *API) permissions(kind string) repoHandler {
 				w.WriteHeader(http.StatusNoContent)
 				return nil
 			}
-			if err := a.db.Permissions.SetPermission(ctx, ri.ID, userID, teamID, req.Role); err != nil {
+			// The repository or the subject may have been deleted since:
+			// answered as if the request came after.
+			switch err := a.db.Permissions.SetPermission(ctx, ri.ID, userID, teamID, req.Role); {
+			case errors.Is(err, meta.ErrRepositoryNotFound):
+				return notFound("repository %s not found", repo)
+			case errors.Is(err, meta.ErrTeamNotFound):
+				return notFound("no team %q in %s", name, ns)
+			case errors.Is(err, meta.ErrUserNotFound):
+				return notFound("no user or robot %q", name)
+			case err != nil:
 				return err
 			}
 			a.audit(r, id, "permission_change", repo, "", map[string]string{"repo": repo, kind: name, "role": req.Role})
 		}
-		ns, _ := splitRepo(repo)
 		perms, err := a.db.Permissions.RepoPermissions(ctx, ri.ID, ns, kind, name)
 		if err != nil {
 			return err

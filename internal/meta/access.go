@@ -48,13 +48,19 @@ func (db Access) RepoPermissions(ctx context.Context, repoID int64, namespace, k
 // against the partial unique index of its kind (repository_permissions_user
 // or _team), so concurrent grants of the same subject cannot collide on it
 // (a DELETE then INSERT would, under PostgreSQL's READ COMMITTED).
+// A repository, user, robot or team deleted since the caller looked it up
+// is not found: ErrRepositoryNotFound (checked first), ErrUserNotFound or
+// ErrTeamNotFound.
 func (db Access) SetPermission(ctx context.Context, repoID int64, userID, teamID int64, role string) error {
-	col, id := "user_id", userID
+	col, id, subject := "user_id", userID, fkParent{"users", userID, ErrUserNotFound}
 	if teamID != 0 {
-		col, id = "team_id", teamID
+		col, id, subject = "team_id", teamID, fkParent{"teams", teamID, ErrTeamNotFound}
 	}
 	_, err := db.write.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, "+col+", role) VALUES (?, ?, ?)"+
 		" ON CONFLICT (repository_id, "+col+") WHERE "+col+" IS NOT NULL DO UPDATE SET role = excluded.role"), repoID, id, role)
+	if foreignKeyViolation(err) {
+		err = db.missingParent(ctx, err, fkParent{"repositories", repoID, ErrRepositoryNotFound}, subject)
+	}
 	if err != nil {
 		return fmt.Errorf("set permission: %w", err)
 	}

@@ -11,7 +11,8 @@ import (
 )
 
 // CreateOrganization creates an organization whose owners team holds the
-// creator.
+// creator. ErrExists: the name is taken; ErrUserNotFound: the creator was
+// deleted meanwhile.
 func (db Organizations) CreateOrganization(ctx context.Context, name string, ownerID int64) (Namespace, error) {
 	ns := Namespace{Name: name, Kind: NamespaceOrg}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
@@ -357,6 +358,8 @@ func (db Organizations) Organizations(ctx context.Context) ([]OrgSummary, error)
 }
 
 // PutTeam creates a team or updates its role and description.
+// ErrNamespaceNotFound: no such organization, or it was deleted since it
+// was looked up (the foreign key refused the team).
 func (db Organizations) PutTeam(ctx context.Context, org string, t Team) (Team, error) {
 	ns, err := Users(db).NamespaceByName(ctx, org)
 	if err != nil {
@@ -365,6 +368,9 @@ func (db Organizations) PutTeam(ctx context.Context, org string, t Team) (Team, 
 	err = db.write.QueryRowContext(ctx, db.q(`INSERT INTO teams (namespace_id, name, role, description) VALUES (?, ?, ?, ?)
 		ON CONFLICT (namespace_id, name) DO UPDATE SET role = excluded.role, description = excluded.description RETURNING id`),
 		ns.ID, t.Name, t.Role, t.Description).Scan(&t.ID)
+	if foreignKeyViolation(err) {
+		return Team{}, fmt.Errorf("%s: %w", org, ErrNamespaceNotFound)
+	}
 	if err != nil {
 		return Team{}, fmt.Errorf("put team: %w", err)
 	}
@@ -419,12 +425,47 @@ func (db Organizations) DeleteTeam(ctx context.Context, org, name string) error 
 	return nil
 }
 
-// AddTeamMember adds a user or robot to a team.
+// AddTeamMember adds a user or robot to a team. A team or member deleted
+// since the caller looked it up is not found: ErrTeamNotFound (checked
+// first) or ErrUserNotFound.
 func (db Organizations) AddTeamMember(ctx context.Context, teamID, userID int64) error {
-	if _, err := db.write.ExecContext(ctx, db.q("INSERT INTO team_members (team_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING"), teamID, userID); err != nil {
+	_, err := db.write.ExecContext(ctx, db.q("INSERT INTO team_members (team_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING"), teamID, userID)
+	if foreignKeyViolation(err) {
+		err = db.missingParent(ctx, err, fkParent{"teams", teamID, ErrTeamNotFound}, fkParent{"users", userID, ErrUserNotFound})
+	}
+	if err != nil {
 		return fmt.Errorf("add team member: %w", err)
 	}
 	return nil
+}
+
+// fkParent is a row that an insert references: its table, its id, and the
+// error that says it is gone.
+type fkParent struct {
+	table string
+	id    int64
+	gone  error
+}
+
+// missingParent says which parent of an insert that a foreign key refused
+// (refusal) is gone: the first of parents, in the order given, that a
+// re-read after the refusal no longer finds (it was deleted since the
+// caller looked it up). The re-read is on the writer pool, which sees the
+// latest commit; a foreign key fails only once the parent's deletion has
+// committed, and ids are never reused. If every parent is there still,
+// the refusal is returned as it is.
+func (db *core) missingParent(ctx context.Context, refusal error, parents ...fkParent) error {
+	for _, p := range parents {
+		var one int
+		err := db.write.ReadRowContext(ctx, db.q("SELECT 1 FROM "+p.table+" WHERE id = ?"), p.id).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w (%s %d was deleted meanwhile)", p.gone, p.table, p.id)
+		}
+		if err != nil {
+			return fmt.Errorf("%w; and looking up which parent is gone: %w", refusal, err)
+		}
+	}
+	return refusal
 }
 
 // TeamMembers lists the members of a team.
@@ -465,7 +506,7 @@ const OwnersTeam = "owners"
 
 // createOrganization creates an organization namespace with its owners
 // team holding ownerID (none if 0: an organization created by a push in
-// auth mode "none"), in tx.
+// auth mode "none"), in tx. ErrUserNotFound: the owner was deleted.
 func (db *core) createOrganization(ctx context.Context, tx *sql.Tx, name string, ownerID int64) (int64, error) {
 	id, err := db.createNamespace(ctx, tx, name, NamespaceOrg)
 	if err != nil {
@@ -478,7 +519,12 @@ func (db *core) createOrganization(ctx context.Context, tx *sql.Tx, name string,
 	if ownerID == 0 {
 		return id, nil
 	}
-	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO team_members (team_id, user_id) VALUES (?, ?)"), teamID, ownerID); err != nil {
+	_, err = tx.ExecContext(ctx, db.q("INSERT INTO team_members (team_id, user_id) VALUES (?, ?)"), teamID, ownerID)
+	if foreignKeyViolation(err) {
+		// The team is this transaction's own: the owner was deleted.
+		return 0, fmt.Errorf("owner %d: %w", ownerID, ErrUserNotFound)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("add owner: %w", err)
 	}
 	return id, nil
