@@ -197,6 +197,9 @@ checks (see a gate's candidates and post check results).
 Log in with the token's name as username and the printed secret as password.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := notNegative("--expires", expires); err != nil {
+				return err
+			}
 			parsed, err := parseTokenScopes(scopes)
 			if err != nil {
 				return err

@@ -66,6 +66,11 @@ Exit status, for use as a pipeline gate:
      With --max-data-age, data older than that counts as missing.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			for flag, d := range map[string]time.Duration{"--max-data-age": maxAge, "--wait": wait} {
+				if err := notNegative(flag, d); err != nil {
+					return err
+				}
+			}
 			threshold := ""
 			if failOn != "" {
 				s, ok := osv.ParseSeverity(failOn)
@@ -164,6 +169,16 @@ Exit status, for use as a pipeline gate:
 	f.BoolVar(&asJSON, "json", false, "print the security report as JSON (Quay's shape)")
 	f.DurationVar(&wait, "wait", 0, "wait up to this long for a queued scan to finish")
 	return cmd
+}
+
+// notNegative refuses a duration flag below 0, which would otherwise
+// read as "off" (0) where a sign slipped in: a token that never expires,
+// a staleness gate that never fires.
+func notNegative(flag string, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%s %s: must not be negative (0 turns it off)", flag, d)
+	}
+	return nil
 }
 
 func platformLabel(m scan.PlatformSecurity) string {

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Prints a .env for compose.yaml with fresh random secrets:
-#   ./gen-env.sh > .env
+# Prints a .env for compose.yaml with fresh random secrets; write it under
+# umask 077 so that only you can read it:
+#   (umask 077; ./gen-env.sh > .env)
 # Keep .env: BERTH_SECRET_KEY seals stored secrets, and a new one cannot
 # open what the old one sealed. env.example lists the same variables.
 # BERTH_EXTERNAL_URL is left empty: the token realm is then taken from the

@@ -1,6 +1,10 @@
 package config
 
-import "time"
+import (
+	"net/url"
+	"strings"
+	"time"
+)
 
 // S3 configures the S3 storage driver (storage.driver: s3). See
 // docs/storage.md.
@@ -55,6 +59,20 @@ func defaultS3() S3 {
 func (s *S3) validate(bad func(field, format string, args ...any)) {
 	if s.Bucket == "" {
 		bad("storage.s3.bucket", "must be set when storage.driver is s3")
+	}
+	// Empty: AWS's endpoint for the region. Anything else is the URL the
+	// SDK sends every request to: `minio:9000` (no scheme) would start
+	// the server and fail at its first storage call.
+	if e := s.Endpoint; e != "" {
+		u, err := url.Parse(e)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad("storage.s3.endpoint", "%q is not an http(s) URL with a host (such as http://minio:9000)", redactURL(e))
+		case strings.ContainsAny(e, "?#"):
+			bad("storage.s3.endpoint", "%q has a query or a fragment", redactURL(e))
+		case u.User != nil:
+			bad("storage.s3.endpoint", "%q holds user information: give the keys as accessKey and secretKey", redactURL(e))
+		}
 	}
 	// An empty region for AWS may come from AWS_REGION (as IRSA sets it):
 	// opening the storage, before the database, says if there is none.
