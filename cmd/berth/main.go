@@ -169,7 +169,7 @@ type settings struct {
 // rather than on an empty database: against one, berth admin gc took every
 // blob in storage for a crash's leftover.
 func openStore(ctx context.Context, cfg config.Config) (*meta.DB, error) {
-	opts := []meta.Option{meta.NoUpgrade(), meta.MustExist()}
+	opts := []meta.Option{meta.NoUpgrade(), meta.MustExist(), expirationBounds(cfg)}
 	if cfg.Storage.Filesystem.Fsync {
 		opts = append(opts, meta.SyncFull())
 	}
@@ -181,6 +181,12 @@ func openStore(ctx context.Context, cfg config.Config) (*meta.DB, error) {
 	return db, err
 }
 
+// expirationBounds bounds the tag expirations a tool sets (berth import's
+// quay.expires-after labels) as berth serve does.
+func expirationBounds(cfg config.Config) meta.Option {
+	return meta.TagExpirationBounds(cfg.Lifecycle.ExpirationMinimum, cfg.Lifecycle.ExpirationMaximum)
+}
+
 // openOrCreateStore is openStore for berth admin user create, which makes
 // the first user of a new registry before its first start: it creates a
 // database that does not exist, and says so on w.
@@ -189,7 +195,7 @@ func openOrCreateStore(ctx context.Context, cfg config.Config, w io.Writer) (*me
 	if !errors.Is(err, meta.ErrNoDatabase) {
 		return db, err
 	}
-	opts := []meta.Option{meta.NoUpgrade()}
+	opts := []meta.Option{meta.NoUpgrade(), expirationBounds(cfg)}
 	if cfg.Storage.Filesystem.Fsync {
 		opts = append(opts, meta.SyncFull())
 	}

@@ -181,6 +181,9 @@ func (a *API) tag(w http.ResponseWriter, r *http.Request, id auth.Identity, repo
 		if !at.After(time.Now()) {
 			return badRequest("expiration must be in the future")
 		}
+		// The store bounds it, as Quay does, to between an hour and 104
+		// weeks (lifecycle.expirationMinimum, expirationMaximum) after
+		// the tag's start_ts: SetTagExpiration.
 	}
 	if req.ManifestDigest != "" {
 		if !at.IsZero() {

@@ -47,6 +47,7 @@ type Config struct {
 	Notifications Notifications `yaml:"notifications"`
 	Scan          Scan          `yaml:"scan"`
 	GC            GC            `yaml:"gc"`
+	Lifecycle     Lifecycle     `yaml:"lifecycle"`
 	Graph         Graph         `yaml:"graph"`
 	Metrics       Metrics       `yaml:"metrics"`
 	Runtime       Runtime       `yaml:"runtime"`
@@ -243,6 +244,18 @@ type GC struct {
 	Retention Retention `yaml:"retention"`
 }
 
+// Lifecycle bounds tag expirations as Quay's LABELED_EXPIRATION_MINIMUM
+// and LABELED_EXPIRATION_MAXIMUM do: every expiration, set through the
+// API or by an image's quay.expires-after label, is moved to at least
+// ExpirationMinimum and at most ExpirationMaximum after the tag's start
+// (when it was last pushed or moved).
+type Lifecycle struct {
+	// ExpirationMinimum is Quay's 1h by default; 0 sets no minimum.
+	ExpirationMinimum time.Duration `yaml:"expirationMinimum"`
+	// ExpirationMaximum is Quay's 104w (17472h) by default.
+	ExpirationMaximum time.Duration `yaml:"expirationMaximum"`
+}
+
 // Graph configures the base-image graph (docs/graph.md).
 type Graph struct {
 	// Enabled indexes every image stored (what it is built on) and fires
@@ -330,6 +343,7 @@ func Default() Config {
 		CreatePrivateRepoOnPush: true,
 		Notifications:           Notifications{Workers: 4},
 		ProxyCache:              defaultProxyCache(),
+		Lifecycle:               Lifecycle{ExpirationMinimum: time.Hour, ExpirationMaximum: 104 * 7 * 24 * time.Hour}, // Quay's 1h and 104w
 		Scan: Scan{Enabled: true, Workers: 2, SBOM: true, MaxLayerBytes: 2 << 30,
 			MaxUncompressedBytes: 8 << 30, MaxFileBytes: 256 << 20,
 			VulnDB: VulnDB{BaseURL: "https://osv-vulnerabilities.storage.googleapis.com",
@@ -477,6 +491,12 @@ func (c *Config) Validate() error {
 	}
 	if d := c.GC.TimeMachine; d < 0 || d > 10*365*24*time.Hour {
 		bad("gc.timeMachine", "%s is outside 0 (off)..10 years", d)
+	}
+	if d := c.Lifecycle.ExpirationMinimum; d < 0 {
+		bad("lifecycle.expirationMinimum", "%s is negative (0: no minimum)", d)
+	}
+	if d := c.Lifecycle.ExpirationMaximum; d < time.Second || d < c.Lifecycle.ExpirationMinimum {
+		bad("lifecycle.expirationMaximum", "%s is under 1s or under lifecycle.expirationMinimum (%s)", d, c.Lifecycle.ExpirationMinimum)
 	}
 	if d := c.GC.UploadExpiry; d < time.Hour {
 		bad("gc.uploadExpiry", "%s is under 1h: a slow client's upload must survive a pause", d)

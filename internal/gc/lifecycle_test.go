@@ -24,7 +24,7 @@ func TestPassAppliesTagPolicies(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			db := metatest.Open(t, dialect)
+			db := openNoMinimum(t, dialect) // pr-1 expires in 20ms
 			store, err := fs.New(t.TempDir(), fs.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -170,4 +170,17 @@ func TestPassBoundsTheTimeMachine(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openNoMinimum is metatest.Open with no minimum of tag expirations
+// (Quay's is an hour from the tag's start): for tags that expire in
+// milliseconds.
+func openNoMinimum(t *testing.T, dialect string) *meta.DB {
+	t.Helper()
+	db, err := meta.Open(context.Background(), metatest.DSN(t, dialect), meta.TagExpirationBounds(0, meta.DefaultExpirationMaximum))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

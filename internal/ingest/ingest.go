@@ -322,7 +322,8 @@ const ExpiresAfterLabel = "quay.expires-after"
 const maxLabelConfig = 1 << 20
 
 // expiresAfter reads an image's quay.expires-after label from its
-// configuration: when the tags pushed with it expire (zero: never, also
+// configuration: when the tags pushed with it expire, which the store
+// bounds as Quay does (meta.TagExpirationBounds) (zero: never, also
 // when the configuration is not stored yet, too large or malformed, or
 // the label's value does not parse).
 func (in *Ingester) expiresAfter(ctx context.Context, m *oci.Manifest) time.Time {

@@ -90,6 +90,9 @@ type core struct {
 	clockWarned bool
 	// log is where the store logs (Logger; slog.Default() if nil).
 	log *slog.Logger
+	// expiry bounds tag expirations (TagExpirationBounds); nil: Quay's
+	// defaults.
+	expiry *[2]time.Duration
 }
 
 // DB is the metadata store: an open database and its migrations. Its
@@ -187,6 +190,21 @@ func MustExist() Option {
 	return func(db *core) { db.mustExist = true }
 }
 
+// Quay's bounds of every tag expiration, after the tag's start
+// (LABELED_EXPIRATION_MINIMUM "1h", LABELED_EXPIRATION_MAXIMUM "104w").
+const (
+	DefaultExpirationMinimum = time.Hour
+	DefaultExpirationMaximum = 104 * 7 * 24 * time.Hour
+)
+
+// TagExpirationBounds replaces Quay's bounds of tag expirations, set
+// through the API or by a push's quay.expires-after label
+// (boundExpiration, lifecycle.go); a zero bound is none. berth serve
+// passes lifecycle.expirationMinimum and lifecycle.expirationMaximum.
+func TagExpirationBounds(minimum, maximum time.Duration) Option {
+	return func(db *core) { db.expiry = &[2]time.Duration{minimum, maximum} }
+}
+
 // Open connects to the database named by dsn: a postgres:// or
 // postgresql:// URL, or an SQLite file path (optionally prefixed sqlite://
 // or sqlite:). It applies pending migrations before returning.
@@ -207,7 +225,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 		return nil, err
 	}
 	db.appended, db.enqueued, db.noUpgrade = set.appended, set.enqueued, set.noUpgrade
-	db.clock, db.log = set.clock, set.log
+	db.clock, db.log, db.expiry = set.clock, set.log, set.expiry
 	if set.mustExist {
 		if err := db.checkExists(ctx); err != nil {
 			db.Close()

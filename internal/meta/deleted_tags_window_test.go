@@ -22,7 +22,7 @@ func TestDeletedTagsOfTheTimeMachine(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			db, shift := shiftedStore(t, dialect)
+			db, shift := shiftedStore(t, dialect, noMinimum()) // pr-1 expires in 30 minutes
 			tm := db.Manifests().WithTimeMachine(time.Hour)
 			gone, pr := manifestOf("window gone"), manifestOf("window pr")
 			expires := time.Now().Add(30 * time.Minute).Truncate(time.Second)

@@ -134,7 +134,7 @@ func TestTagsPageHistory(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			db := metatest.Open(t, dialect)
+			db := openNoMinimum(t, dialect) // Build_1 expires in an hour (less, from its start)
 			m := db.Manifests()
 			a, b, c := manifestOf("page a"), manifestOf("page b"), manifestOf("page c")
 			for _, p := range []meta.PutManifest{

@@ -350,9 +350,29 @@ func (db *core) repoPolicies(ctx context.Context, q querier, kind string, repoID
 	return ps, err
 }
 
+// boundExpiration is when a tag that started at start (Unix
+// microseconds: its updated_at, the tag list's start_ts, when it was last
+// pushed or moved) expires when asked to at at: no sooner than the
+// minimum after its start and no later than the maximum, as Quay's
+// change_tag_expiration has it, for the API and the label alike.
+func (db *core) boundExpiration(start int64, at time.Time) int64 {
+	lo, hi := DefaultExpirationMinimum, DefaultExpirationMaximum
+	if db.expiry != nil {
+		lo, hi = db.expiry[0], db.expiry[1]
+	}
+	us := at.UnixMicro()
+	if lo > 0 {
+		us = max(us, start+lo.Microseconds())
+	}
+	if hi > 0 {
+		us = min(us, start+hi.Microseconds())
+	}
+	return us
+}
+
 // SetTagExpiration sets (or, with a zero time, clears) when a tag
-// expires, as Quay's PUT .../tag/{tag} {"expiration"} does. An immutable
-// tag cannot expire (*ImmutableTagError).
+// expires, as Quay's PUT .../tag/{tag} {"expiration"} does, bounded
+// (boundExpiration). An immutable tag cannot expire (*ImmutableTagError).
 func (db Manifests) SetTagExpiration(ctx context.Context, repo, tag string, at time.Time) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		// Before the policies are read: one created meanwhile waits, and
@@ -370,9 +390,9 @@ func (db Manifests) SetTagExpiration(ctx context.Context, repo, tag string, at t
 		// A tag past its expiration is gone (a pass deletes its row); on
 		// PostgreSQL the row is locked, so a pass or a delete that goes
 		// first is seen.
-		var one int
-		err = tx.QueryRowContext(ctx, db.q("SELECT 1 FROM tags WHERE repository_id = ? AND name = ? AND "+liveTag("")+db.lockSuffix()),
-			repoID, tag, db.now()).Scan(&one)
+		var start int64
+		err = tx.QueryRowContext(ctx, db.q("SELECT updated_at FROM tags WHERE repository_id = ? AND name = ? AND "+liveTag("")+db.lockSuffix()),
+			repoID, tag, db.now()).Scan(&start)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrManifestNotFound
 		}
@@ -384,7 +404,7 @@ func (db Manifests) SetTagExpiration(ctx context.Context, repo, tag string, at t
 			if err := db.immutable(ctx, tx, repoID, tag); err != nil {
 				return err
 			}
-			us = at.UnixMicro()
+			us = db.boundExpiration(start, at)
 		}
 		if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), us, repoID, tag); err != nil {
 			return fmt.Errorf("set tag expiration: %w", err)
@@ -394,10 +414,11 @@ func (db Manifests) SetTagExpiration(ctx context.Context, repo, tag string, at t
 }
 
 // expireFromLabel gives a pushed tag the expiration its image's
-// quay.expires-after label asks for, unless the tag is immutable (an
-// immutable tag takes no expiration, as SetTagExpiration refuses one).
-// The push holds the shared lock of the tag policies (lockTagPolicies),
-// taken before any tag's row.
+// quay.expires-after label asks for, bounded (boundExpiration), unless the
+// tag is immutable (an immutable tag takes no expiration, as
+// SetTagExpiration refuses one). The push holds the shared lock of the
+// tag policies (lockTagPolicies), taken before any tag's row, and the
+// tag's, which it has just set.
 func (db *core) expireFromLabel(ctx context.Context, tx *sql.Tx, repoID int64, tag string, at time.Time) error {
 	if err := db.immutable(ctx, tx, repoID, tag); err != nil {
 		var imm *ImmutableTagError
@@ -406,7 +427,11 @@ func (db *core) expireFromLabel(ctx context.Context, tx *sql.Tx, repoID int64, t
 		}
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), at.UnixMicro(), repoID, tag); err != nil {
+	var start int64
+	if err := tx.QueryRowContext(ctx, db.q("SELECT updated_at FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&start); err != nil {
+		return fmt.Errorf("read tag: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, db.q("UPDATE tags SET expires_at = ? WHERE repository_id = ? AND name = ?"), db.boundExpiration(start, at), repoID, tag); err != nil {
 		return fmt.Errorf("set tag expiration: %w", err)
 	}
 	return nil

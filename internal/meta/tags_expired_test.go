@@ -21,7 +21,7 @@ func TestDeleteExpiredTag(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			db := metatest.Open(t, dialect)
+			db := openNoMinimum(t, dialect) // a tag that expired already
 			orgWithRepo(t, db)
 			pr := manifestOf("pr build")
 			expires := time.Now().Add(-time.Minute).Truncate(time.Microsecond)

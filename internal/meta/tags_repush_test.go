@@ -16,11 +16,11 @@ import (
 // host's (set it to advance the store's time; on PostgreSQL the offset
 // to the database's clock is measured at open, so a later shift moves
 // the store's time by as much).
-func shiftedStore(t *testing.T, dialect string) (*meta.DB, *atomic.Int64) {
+func shiftedStore(t *testing.T, dialect string, opts ...meta.Option) (*meta.DB, *atomic.Int64) {
 	t.Helper()
 	shift := &atomic.Int64{}
 	db, err := meta.Open(context.Background(), metatest.DSN(t, dialect),
-		meta.LocalClock(func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }))
+		append(opts, meta.LocalClock(func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }))...)
 	if err != nil {
 		t.Fatal(err)
 	}

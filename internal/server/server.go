@@ -67,7 +67,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	appended := make(chan struct{}, 1)
 	wakes := &queueWakes{}
-	dbOpts := []meta.Option{meta.WakeOnAppend(appended), meta.WakeOnEnqueue(wakes.wake), meta.Logger(log)}
+	dbOpts := []meta.Option{meta.WakeOnAppend(appended), meta.WakeOnEnqueue(wakes.wake), meta.Logger(log),
+		meta.TagExpirationBounds(cfg.Lifecycle.ExpirationMinimum, cfg.Lifecycle.ExpirationMaximum)}
 	if cfg.Storage.Filesystem.Fsync {
 		dbOpts = append(dbOpts, meta.SyncFull()) // acknowledged means on disk, for metadata too
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/api"
 	"github.com/berth-dev/berth/internal/meta"
-	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/web"
 	"github.com/berth-dev/berth/internal/wire"
 )
@@ -30,7 +29,7 @@ func TestActivityOffersTheRestoresTheAPIMakes(t *testing.T) {
 		window     time.Duration
 		offersGone bool
 	}{{time.Hour, true}, {time.Microsecond, false}} {
-		db := metatest.Open(t, "sqlite")
+		db := openNoMinimum(t, "sqlite") // pr-1 expires in 300ms
 		putManifest(t, db, "acme/app", "gone", meta.Manifest{Content: image("gone")})
 		pr := manifestFor("pr build")
 		pr.MediaType = "application/vnd.oci.image.manifest.v1+json"
