@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -21,54 +20,14 @@ func TestPolicyCreatesRaceScopeDelete(t *testing.T) {
 		const creates = 50
 		race := func(scope, policies, del string) {
 			t.Helper()
-			statuses := make(chan string, creates+1)
-			var wg sync.WaitGroup
-			start := make(chan struct{})
-			send := func(method, path, body string) {
-				defer wg.Done()
-				<-start
-				req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
-				if err != nil {
-					statuses <- err.Error()
-					return
-				}
-				if body != "" {
-					req.Header.Set("Content-Type", "application/json")
-				}
-				req.SetBasicAuth("alice", e.env.Secret("alice"))
-				res, err := http.DefaultClient.Do(req)
-				if err != nil {
-					statuses <- err.Error()
-					return
-				}
-				res.Body.Close()
-				statuses <- fmt.Sprintf("%s %d", method, res.StatusCode)
-			}
-			for i := range creates {
-				wg.Add(1)
-				seg, body := "immutabilitypolicy/", fmt.Sprintf(`{"tagPattern":"^v%d-"}`, i)
+			writes := make([]raceWrite, creates)
+			for i := range writes {
+				writes[i] = raceWrite{policies + "immutabilitypolicy/", fmt.Sprintf(`{"tagPattern":"^v%d-"}`, i)}
 				if i%2 == 1 {
-					seg, body = "autoprunepolicy/", fmt.Sprintf(`{"method":"number_of_tags","value":%d}`, i+1)
-				}
-				go send("POST", policies+seg, body)
-			}
-			wg.Add(1)
-			go send("DELETE", del, "")
-			close(start)
-			wg.Wait()
-			close(statuses)
-			seen := map[string]int{}
-			for s := range statuses {
-				seen[s]++
-				switch s {
-				case "POST 201", "POST 400", "POST 403", "POST 404", "DELETE 204":
-				default:
-					t.Errorf("%s: a create racing the delete answered %q", scope, s)
+					writes[i] = raceWrite{policies + "autoprunepolicy/", fmt.Sprintf(`{"method":"number_of_tags","value":%d}`, i+1)}
 				}
 			}
-			if seen["DELETE 204"] != 1 {
-				t.Errorf("%s: the delete answered %v", scope, seen)
-			}
+			checkRace(t, scope, e.raceWrites("POST", writes, del), "POST 201", "POST 400", "POST 403", "POST 404")
 		}
 		for round := range 5 {
 			repo := fmt.Sprintf("app%d", round)

@@ -4,69 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/meta"
 )
-
-// raceWrites sends writes (method and path, with body) at once with one
-// DELETE of del, all as alice, and reports each answer as "METHOD status".
-func (e *orgEnv) raceWrites(method string, paths []string, body, del string) map[string]int {
-	e.t.Helper()
-	statuses := make(chan string, len(paths)+1)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	send := func(method, path, body string) {
-		defer wg.Done()
-		<-start
-		req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
-		if err != nil {
-			statuses <- err.Error()
-			return
-		}
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		req.SetBasicAuth("alice", e.env.Secret("alice"))
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			statuses <- err.Error()
-			return
-		}
-		res.Body.Close()
-		statuses <- fmt.Sprintf("%s %d", method, res.StatusCode)
-	}
-	for _, p := range paths {
-		wg.Add(1)
-		go send(method, p, body)
-	}
-	wg.Add(1)
-	go send("DELETE", del, "")
-	close(start)
-	wg.Wait()
-	close(statuses)
-	seen := map[string]int{}
-	for s := range statuses {
-		seen[s]++
-	}
-	return seen
-}
-
-// checkRace fails the test for an answer not in ok, or a delete that did
-// not answer 204.
-func checkRace(t *testing.T, what string, seen map[string]int, ok ...string) {
-	t.Helper()
-	for s, n := range seen {
-		if s != "DELETE 204" && !strings.Contains(" "+strings.Join(ok, " | ")+" ", " "+s+" ") {
-			t.Errorf("%s: %d writes racing the delete answered %q (all: %v)", what, n, s, seen)
-		}
-	}
-	if seen["DELETE 204"] != 1 {
-		t.Errorf("%s: the delete answered %v", what, seen)
-	}
-}
 
 // TestTeamWritesRaceDeletes: memberships added while their team is
 // deleted, teams put while their organization is deleted and permissions
@@ -96,7 +37,7 @@ func TestTeamWritesRaceDeletes(t *testing.T) {
 			for _, m := range members {
 				paths = append(paths, base+"/members/"+m)
 			}
-			checkRace(t, "team members", e.raceWrites("PUT", paths, "", base), "PUT 200", "PUT 404")
+			checkRace(t, "team members", e.raceWrites("PUT", sameBody(paths, ""), base), "PUT 200", "PUT 404")
 			e.expect("alice", "GET", base+"/members", "", http.StatusNotFound)
 		}
 		for round := range 4 {
@@ -111,7 +52,7 @@ func TestTeamWritesRaceDeletes(t *testing.T) {
 				}
 				paths = append(paths, p)
 			}
-			checkRace(t, "permissions", e.raceWrites("PUT", paths, `{"role":"read"}`, "/api/v1/repository/"+repo), "PUT 200", "PUT 404")
+			checkRace(t, "permissions", e.raceWrites("PUT", sameBody(paths, `{"role":"read"}`), "/api/v1/repository/"+repo), "PUT 200", "PUT 404")
 			e.expect("alice", "GET", "/api/v1/repository/"+repo+"/permissions/user/", "", http.StatusNotFound)
 		}
 		for round := range 4 {
@@ -121,7 +62,7 @@ func TestTeamWritesRaceDeletes(t *testing.T) {
 			for i := range writes {
 				paths = append(paths, fmt.Sprintf("/api/v1/organization/%s/team/t%02d", org, i))
 			}
-			checkRace(t, "teams", e.raceWrites("PUT", paths, `{"role":"member"}`, "/api/v1/organization/"+org), "PUT 200", "PUT 403", "PUT 404")
+			checkRace(t, "teams", e.raceWrites("PUT", sameBody(paths, `{"role":"member"}`), "/api/v1/organization/"+org), "PUT 200", "PUT 403", "PUT 404")
 			e.expect("alice", "GET", "/api/v1/organization/"+org, "", http.StatusNotFound)
 		}
 	})
