@@ -183,3 +183,67 @@ func TestImmutabilityPolicyValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestUpgradeKeepsImmutabilityPatternsMeaning: a pattern stored before
+// patterns were matched from the start of the tag (schema 36) covers,
+// after the upgrade, the tags it covered before: "prod" still protects
+// app-prod, with tagPatternMatches false "dev" still leaves feature-dev
+// alone, and a pattern that began with ^ is left as it was.
+func TestUpgradeKeepsImmutabilityPatternsMeaning(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db, err := meta.OpenAt(ctx, metatest.DSN(t, dialect), 36)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			orgWithRepo(t, db)
+			n := 0
+			put := func(repo, tag string) error {
+				n++
+				return db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: repo, Manifest: manifestOf(fmt.Sprint("upgrade build ", n)), Tag: tag})
+			}
+			for _, r := range []string{"acme/prod", "acme/notdev", "acme/anchored"} {
+				if err := put(r, "latest"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, p := range []meta.TagPolicy{
+				{Repository: "acme/prod", TagPattern: "prod", TagPatternMatches: true},
+				{Repository: "acme/notdev", TagPattern: "dev", TagPatternMatches: false},
+				{Repository: "acme/anchored", TagPattern: "^v[0-9]", TagPatternMatches: true},
+			} {
+				p.Kind, p.Namespace = meta.PolicyImmutability, "acme"
+				if _, err := db.Policies().CreateTagPolicy(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var imm *meta.ImmutableTagError
+			twice := func(repo, tag string, immutable bool) {
+				t.Helper()
+				if err := put(repo, tag); err != nil {
+					t.Fatalf("first push of %s:%s: %v", repo, tag, err)
+				}
+				err := put(repo, tag)
+				if immutable != errors.As(err, &imm) || (!immutable && err != nil) {
+					t.Fatalf("second push of %s:%s (immutable %v): %v", repo, tag, immutable, err)
+				}
+			}
+			twice("acme/prod", "app-prod", true)
+			twice("acme/prod", "prod-1", true)
+			twice("acme/prod", "staging", false)
+			twice("acme/notdev", "feature-dev", false)
+			twice("acme/notdev", "release", true)
+			twice("acme/anchored", "v1", true)
+			twice("acme/anchored", "rc-v1", false)
+			ps, err := db.Policies().TagPolicies(ctx, meta.PolicyImmutability, "acme", "acme/anchored")
+			if err != nil || len(ps) != 1 || ps[0].TagPattern != "^v[0-9]" {
+				t.Fatalf("anchored pattern after the upgrade: %+v, %v", ps, err)
+			}
+		})
+	}
+}
