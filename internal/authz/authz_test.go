@@ -393,6 +393,19 @@ func TestCreateOnPushSettings(t *testing.T) {
 	if ri, _ := e.db.Repositories().Repository(ctx, "alice/app"); ri.Visibility != "public" {
 		t.Fatalf("CREATE_PRIVATE_REPO_ON_PUSH=false made a %s repository", ri.Visibility)
 	}
+	// An access token never administers what it creates: its push makes
+	// a private repository whatever the setting (as the API's create).
+	tokSecret, _ := auth.NewSecret(authz.SecretPrefix)
+	scopes, _ := json.Marshal([]auth.TokenScope{{Repository: "alice/*", Actions: []string{auth.TokenContentRead, auth.TokenContentWrite}}})
+	if _, err := e.db.Access().CreateAccessToken(ctx, meta.AccessToken{Name: "ci-token", SecretHash: auth.HashSecret(tokSecret), Scopes: scopes}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.push("alice/by-token:v1", "ci-token", tokSecret); err != nil {
+		t.Fatalf("token push creating a repository: %v", err)
+	}
+	if ri, _ := e.db.Repositories().Repository(ctx, "alice/by-token"); ri.Visibility != "private" {
+		t.Fatalf("a token's push made a %s repository, want private", ri.Visibility)
+	}
 	if err := e.push("neworg/team/app:v1", "alice", alicePW); err != nil {
 		t.Fatalf("push creating a namespace: %v", err)
 	}

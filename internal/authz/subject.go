@@ -190,7 +190,9 @@ func (s *subject) plan(ctx context.Context) (*meta.RepoCreate, error) {
 		return nil, err
 	}
 	plan := &meta.RepoCreate{Visibility: "public"}
-	if s.a.opts.CreatePrivateRepoOnPush {
+	// An access token never administers what it creates, so it never
+	// chooses a public repository either (as POST /api/v1/repository).
+	if s.a.opts.CreatePrivateRepoOnPush || s.id.Kind == auth.KindToken {
 		plan.Visibility = "private"
 	}
 	if s.id.Kind != auth.KindUser && s.id.Kind != auth.KindRobot {
