@@ -110,6 +110,9 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) e
 		switch {
 		case errors.Is(err, storage.ErrNotFound):
 			reg.log.Error("blob recorded in metadata but missing from storage", "digest", b.Digest, "repository", rt.name)
+		case r.Context().Err() != nil:
+			// The client went away (containerd cancels parallel
+			// fetches): nothing to answer, and no fault of storage.
 		case transientStorage(err):
 			// S3 unreachable, throttling or timing out: as an upload
 			// answers it (docs/storage.md), the client retries.

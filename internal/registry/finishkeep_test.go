@@ -11,9 +11,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/opencontainers/go-digest"
@@ -38,6 +40,9 @@ type faultyDisk struct {
 	failCommit, failLink, failWriter, failWrite *atomic.Bool
 	readErr                                     *atomic.Pointer[error]
 	budget                                      *atomic.Int64
+	// blockRead makes the next Reader wait for its context to end, and
+	// fail with its error (a client gone while S3 opens the blob).
+	blockRead *atomic.Bool
 }
 
 func newFaultyDisk(t *testing.T) faultyDisk {
@@ -47,7 +52,7 @@ func newFaultyDisk(t *testing.T) faultyDisk {
 		t.Fatal(err)
 	}
 	fd := faultyDisk{Driver: d, failCommit: new(atomic.Bool), failLink: new(atomic.Bool), failWriter: new(atomic.Bool),
-		failWrite: new(atomic.Bool), readErr: new(atomic.Pointer[error]), budget: new(atomic.Int64)}
+		failWrite: new(atomic.Bool), readErr: new(atomic.Pointer[error]), budget: new(atomic.Int64), blockRead: new(atomic.Bool)}
 	fd.budget.Store(-1)
 	return fd
 }
@@ -62,6 +67,10 @@ func (d faultyDisk) Link(ctx context.Context, src, dst string) error {
 func (d faultyDisk) Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
 	if err := d.readErr.Swap(nil); err != nil {
 		return nil, *err
+	}
+	if d.blockRead.CompareAndSwap(true, false) {
+		<-ctx.Done()
+		return nil, ctx.Err()
 	}
 	return d.Driver.Reader(ctx, path, offset)
 }
@@ -127,6 +136,27 @@ type faultyRegistry struct {
 	disk faultyDisk
 	// failStore, when set, is what the next StoreBlob fails with.
 	failStore *atomic.Pointer[error]
+	// srv serves the registry; logs holds what it logged.
+	srv  *httptest.Server
+	logs *lockedBuffer
+}
+
+// lockedBuffer is a log's buffer, written by handlers, read by the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newFaultyRegistry(t *testing.T, dialect string) *faultyRegistry {
@@ -137,9 +167,10 @@ func newFaultyRegistry(t *testing.T, dialect string) *faultyRegistry {
 	stores := wire.RegistryStores(db)
 	stores.Blobs = flakyBlobs{stores.Blobs, fail}
 	policy := oci.ArtifactPolicy{Allowed: oci.DefaultAllowedArtifacts(), AllowV11Artifacts: true}
-	srv := httptest.NewServer(registry.New(stores, disk, registry.Options{Policy: policy, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+	logs := &lockedBuffer{}
+	srv := httptest.NewServer(registry.New(stores, disk, registry.Options{Policy: policy, Logger: slog.New(slog.NewTextHandler(logs, nil))}))
 	t.Cleanup(srv.Close)
-	return &faultyRegistry{t: t, url: srv.URL, disk: disk, failStore: fail}
+	return &faultyRegistry{t: t, url: srv.URL, disk: disk, failStore: fail, srv: srv, logs: logs}
 }
 
 func (r *faultyRegistry) do(method, path string, body []byte, headers ...string) (*http.Response, []byte) {
@@ -320,6 +351,33 @@ func TestStorageBlipOutsideSessionsIs503(t *testing.T) {
 		r.disk.readErr.Store(&blip)
 		resp, body := r.do("GET", "/v2/lib/app/blobs/"+d.String(), nil, "Range", rng)
 		expectUnavailable(t, "a pull (Range "+rng+") storage could not open", resp, body)
+	}
+}
+
+// TestPullCancelledWhileStorageOpensIsNoOutage: a client that goes away
+// while storage opens its blob (containerd cancels parallel fetches) is
+// not an outage of storage: nothing is logged as an error.
+func TestPullCancelledWhileStorageOpensIsNoOutage(t *testing.T) {
+	r := newFaultyRegistry(t, "sqlite")
+	blob := patternBytes(4096)
+	d := digest.FromBytes(blob)
+	if resp, body := r.do("POST", "/v2/lib/app/blobs/uploads/?digest="+d.String(), blob); resp.StatusCode != 201 {
+		t.Fatalf("push: %d %s", resp.StatusCode, body)
+	}
+	r.disk.blockRead.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", r.url+"/v2/lib/app/blobs/"+d.String(), nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the pull answered %d before its client went away", resp.StatusCode)
+	}
+	r.srv.Close() // waits for the handler to end
+	if r.disk.blockRead.Load() {
+		t.Fatal("the pull never opened the blob")
+	}
+	if logs := r.logs.String(); strings.Contains(logs, "level=ERROR") {
+		t.Fatalf("a pull its client cancelled was logged as an error:\n%s", logs)
 	}
 }
 
