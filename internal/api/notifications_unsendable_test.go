@@ -25,9 +25,17 @@ func TestNotificationUnsendableRefused(t *testing.T) {
 	dispatch := func(repo string) string {
 		return `{"event":"repo_push","method":"github_dispatch","config":{"repository":"` + repo + `","token":"ghp_token"}}`
 	}
+	withToken := func(method, token string) string {
+		cfg := `"repository":"o/app"`
+		if method == "gitlab_trigger" {
+			cfg = `"project":"42"`
+		}
+		return `{"event":"repo_push","method":"` + method + `","config":{` + cfg + `,"token":"` + token + `"}}`
+	}
 	for _, body := range []string{
 		webhook(`k\u0001ey`), webhook(`k\u007fey`), webhook(`k\u001bey`), webhook(`k\rey`),
 		dispatch("o/na%zz"), dispatch("o/na%20me"), dispatch("o/na;me"), dispatch("o/n a"), dispatch("o/na\\\\me"),
+		withToken("github_dispatch", `ghp_token\n`), withToken("github_dispatch", `ghp_\u0001token`), withToken("gitlab_trigger", ` ghp_token`),
 	} {
 		r := e.expect("root", "POST", base, body, http.StatusBadRequest)
 		if msg, _ := r.json(t)["error_message"].(string); msg == "" || strings.Contains(msg, "ghp_token") {

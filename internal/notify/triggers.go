@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/berth-dev/berth/internal/events"
 	"github.com/berth-dev/berth/internal/meta"
@@ -41,6 +44,11 @@ func (s *Service) checkTrigger(ctx context.Context, method string, cfg map[strin
 	}
 	if token == "" {
 		return invalid("config.token is required")
+	}
+	if !httpguts.ValidHeaderFieldValue(token) || strings.TrimSpace(token) != token {
+		// GitHub's goes in a header, which HTTP would refuse to send at
+		// every delivery; a pasted newline or space is no token's.
+		return invalid("config.token holds white space around it or a control character")
 	}
 	var api string
 	switch method {
