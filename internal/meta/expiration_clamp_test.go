@@ -130,3 +130,41 @@ func openNoMinimum(t *testing.T, dialect string) *meta.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// TestOldTagExpirationStaysAhead: a tag that started longer ago than the
+// maximum (104 weeks) is bounded from now, not from its start: a future
+// expiration asked for is stored in the future (the tag stays listed
+// until then), never moved into the past, which would end the tag at
+// once, outside the time machine.
+func TestOldTagExpirationStaysAhead(t *testing.T) {
+	const week = 7 * 24 * time.Hour
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db, shift := shiftedStore(t, dialect)
+			orgWithRepo(t, db)
+			shift.Store(int64(-105 * week))
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: manifestOf("pushed two years ago"), Tag: "v1.0"}); err != nil {
+				t.Fatal(err)
+			}
+			shift.Store(0)
+			in := time.Now().Add(7 * 24 * time.Hour).Truncate(time.Second)
+			if err := db.Manifests().SetTagExpiration(ctx, "acme/app", "v1.0", in); err != nil {
+				t.Fatal(err)
+			}
+			got, ok := tagShown(t, db, "acme/app", "v1.0")
+			if !ok {
+				t.Fatal("a tag older than the maximum is gone after an expiration a week ahead was set")
+			}
+			if !got.ExpiresAt.Equal(in) {
+				t.Fatalf("its expiration is %v, want %v", got.ExpiresAt, in)
+			}
+			if err := db.Manifests().SetTagExpiration(ctx, "acme/app", "v1.0", time.Now().Add(300*week)); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := tagShown(t, db, "acme/app", "v1.0"); got.ExpiresAt.After(time.Now().Add(104*week+time.Minute)) || got.ExpiresAt.Before(time.Now().Add(104*week-time.Minute)) {
+				t.Fatalf("300 weeks ahead for an old tag is stored as %v, want now + 104 weeks", got.ExpiresAt)
+			}
+		})
+	}
+}

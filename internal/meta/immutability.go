@@ -108,6 +108,10 @@ var ErrDuplicatePolicy = fmt.Errorf("an immutability policy with the same tagPat
 // immutability policy may have (Quay's limit).
 const MaxTagPatternLength = 256
 
+// upgradedPattern begins the immutability patterns that the upgrade to
+// schema 37 rewrote to keep the tags they covered (.*(?:pattern)).
+const upgradedPattern = ".*(?:"
+
 // compilePattern compiles a policy's tagPattern as its kind reads it, as
 // Quay does. An immutability pattern matches from the start of the tag
 // (Quay's regular expression match): "dev" covers dev-1 and devel, not
@@ -129,10 +133,15 @@ func (p *TagPolicy) normalize() error {
 		return nil
 	}
 	trimmed := strings.TrimSpace(p.TagPattern)
+	limit := MaxTagPatternLength
+	if strings.HasPrefix(trimmed, upgradedPattern) && strings.HasSuffix(trimmed, ")") {
+		// One the upgrade to schema 37 rewrote, sent back as it shows.
+		limit += len(upgradedPattern) + 1
+	}
 	switch {
 	case trimmed == "" && p.TagPattern != "":
 		return fmt.Errorf("%w: tagPattern is white space only", ErrInvalidPolicy)
-	case utf8.RuneCountInString(trimmed) > MaxTagPatternLength:
+	case utf8.RuneCountInString(trimmed) > limit:
 		return fmt.Errorf("%w: tagPattern is over %d characters", ErrInvalidPolicy, MaxTagPatternLength)
 	}
 	if _, err := compilePattern(p.Kind, trimmed); err != nil {

@@ -204,7 +204,7 @@ func TestUpgradeKeepsImmutabilityPatternsMeaning(t *testing.T) {
 				n++
 				return db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: repo, Manifest: manifestOf(fmt.Sprint("upgrade build ", n)), Tag: tag})
 			}
-			for _, r := range []string{"acme/prod", "acme/notdev", "acme/anchored"} {
+			for _, r := range []string{"acme/prod", "acme/notdev", "acme/anchored", "acme/either"} {
 				if err := put(r, "latest"); err != nil {
 					t.Fatal(err)
 				}
@@ -213,6 +213,7 @@ func TestUpgradeKeepsImmutabilityPatternsMeaning(t *testing.T) {
 				{Repository: "acme/prod", TagPattern: "prod", TagPatternMatches: true},
 				{Repository: "acme/notdev", TagPattern: "dev", TagPatternMatches: false},
 				{Repository: "acme/anchored", TagPattern: "^v[0-9]", TagPatternMatches: true},
+				{Repository: "acme/either", TagPattern: "^v[0-9]+|stable", TagPatternMatches: true},
 			} {
 				p.Kind, p.Namespace = meta.PolicyImmutability, "acme"
 				if _, err := db.Policies().CreateTagPolicy(ctx, p); err != nil {
@@ -240,7 +241,19 @@ func TestUpgradeKeepsImmutabilityPatternsMeaning(t *testing.T) {
 			twice("acme/notdev", "release", true)
 			twice("acme/anchored", "v1", true)
 			twice("acme/anchored", "rc-v1", false)
-			ps, err := db.Policies().TagPolicies(ctx, meta.PolicyImmutability, "acme", "acme/anchored")
+			twice("acme/either", "x-stable", true)
+			twice("acme/either", "v2", true)
+			twice("acme/either", "rc-v2", false)
+			// The rewritten pattern, sent back as it shows, is accepted.
+			ps, err := db.Policies().TagPolicies(ctx, meta.PolicyImmutability, "acme", "acme/either")
+			if err != nil || len(ps) != 1 || ps[0].TagPattern != ".*(?:^v[0-9]+|stable)" {
+				t.Fatalf("pattern with an alternation after the upgrade: %+v, %v", ps, err)
+			}
+			ps[0].TagPatternMatches = false
+			if err := db.Policies().UpdateTagPolicy(ctx, ps[0]); err != nil {
+				t.Fatalf("update with the pattern as shown: %v", err)
+			}
+			ps, err = db.Policies().TagPolicies(ctx, meta.PolicyImmutability, "acme", "acme/anchored")
 			if err != nil || len(ps) != 1 || ps[0].TagPattern != "^v[0-9]" {
 				t.Fatalf("anchored pattern after the upgrade: %+v, %v", ps, err)
 			}

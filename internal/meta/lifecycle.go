@@ -353,7 +353,8 @@ func (db *core) repoPolicies(ctx context.Context, q querier, kind string, repoID
 // boundExpiration is when a tag that started at start (Unix
 // microseconds: its updated_at, the tag list's start_ts, when it was last
 // pushed or moved) expires when asked to at at: no sooner than the
-// minimum after its start and no later than the maximum, as Quay's
+// minimum after its start and no later than the maximum after its start
+// (or after now, for a tag older than that), as Quay's
 // change_tag_expiration has it, for the API and the label alike.
 func (db *core) boundExpiration(start int64, at time.Time) int64 {
 	lo, hi := DefaultExpirationMinimum, DefaultExpirationMaximum
@@ -365,7 +366,14 @@ func (db *core) boundExpiration(start int64, at time.Time) int64 {
 		us = max(us, start+lo.Microseconds())
 	}
 	if hi > 0 {
-		us = min(us, start+hi.Microseconds())
+		// From the tag's start, as Quay; for a tag that started longer
+		// ago than the maximum, from now: a future expiration asked
+		// for is never moved into the past (the tag gone at once).
+		limit := start + hi.Microseconds()
+		if now := db.now(); limit <= now {
+			limit = now + hi.Microseconds()
+		}
+		us = min(us, limit)
 	}
 	return us
 }

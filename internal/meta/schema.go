@@ -366,11 +366,12 @@ CREATE INDEX expiry_notices_expires ON expiry_notices(expires_at)`,
 	// 37: an immutability policy's tagPattern is matched from the start
 	// of the tag now, as Quay's (compilePattern); before, anywhere in it.
 	// The patterns stored before keep the tags they covered: one that
-	// does not begin with ^ is rewritten to .*(?:pattern), which matches
-	// from the start what it matched anywhere (and means the same to a
-	// replica of the version before, during a rolling upgrade).
+	// does not begin with ^, or has an alternation (^v1|stable covered
+	// x-stable), is rewritten to .*(?:pattern), which matches from the
+	// start what it matched anywhere (and means the same to a replica of
+	// the version before, during a rolling upgrade).
 	`UPDATE tag_policies SET tag_pattern = '.*(?:' || tag_pattern || ')'
-WHERE kind = 'immutability' AND tag_pattern <> '' AND substr(tag_pattern, 1, 1) <> '^'`,
+WHERE kind = 'immutability' AND tag_pattern <> '' AND (substr(tag_pattern, 1, 1) <> '^' OR tag_pattern LIKE '%|%')`,
 }
 
 func (db *core) render(stmt string) string {
