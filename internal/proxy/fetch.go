@@ -154,6 +154,12 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 		}
 		return meta.Manifest{}, meta.ErrManifestNotFound
 	}
+	// What the upstream did not have a moment ago is not asked for again
+	// (nor does it wait for a turn) until NotFoundTTL has passed.
+	missed := missKey(pc.Namespace, pc.Upstream, pc.Username, path, tag, d.String())
+	if cached == nil && s.misses.missed(missed, s.opts.Now()) {
+		return meta.Manifest{}, fmt.Errorf("%s: %w (remembered for up to %s)", repo, errUpstreamMissing, s.opts.NotFoundTTL)
+	}
 	if cached != nil {
 		_, checked, err := s.db.Caches.ProxyTagChecked(ctx, repo, tag)
 		if err == nil && s.opts.Now().Sub(checked) < time.Duration(pc.ExpirationS)*time.Second {
@@ -200,29 +206,35 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 			}
 			return who.Create(ctx, repo)
 		}
-		if tag == "" {
-			return s.fetchManifest(fctx, up, repo, "", d, create)
+		if cached == nil {
+			// Only the upstream's 404 is remembered: never its refusal
+			// (401, 403), its rate limit, its failure or its being out of
+			// reach.
+			m, err := s.fetchManifest(fctx, up, repo, tag, d, create)
+			if isUpstreamMissing(err) {
+				s.misses.remember(missed, s.opts.Now())
+			}
+			return m, err
 		}
-		if cached != nil {
-			desc, err := remote.Head(up.repo.Tag(tag), up.opts...)
-			if err != nil {
-				s.log.Warn("proxy cache: upstream check failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
-				s.checkFailed(ctx, pc, repo, tag, cached.Digest)
-				return *cached, nil
+		// A cached tag due for its check.
+		desc, err := remote.Head(up.repo.Tag(tag), up.opts...)
+		if err != nil {
+			s.log.Warn("proxy cache: upstream check failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
+			s.checkFailed(ctx, pc, repo, tag, cached.Digest)
+			return *cached, nil
+		}
+		if digest.Digest(desc.Digest.String()) == cached.Digest {
+			// With a time of its own: the check may have taken most of
+			// fctx's.
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+			defer cancel()
+			if err := s.db.Caches.TouchProxyTag(wctx, repo, tag, cached.Digest, s.opts.Now()); err != nil {
+				return nil, err
 			}
-			if digest.Digest(desc.Digest.String()) == cached.Digest {
-				// With a time of its own: the check may have taken most
-				// of fctx's.
-				wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
-				defer cancel()
-				if err := s.db.Caches.TouchProxyTag(wctx, repo, tag, cached.Digest, s.opts.Now()); err != nil {
-					return nil, err
-				}
-				return *cached, nil
-			}
+			return *cached, nil
 		}
 		m, err := s.fetchManifest(fctx, up, repo, tag, "", create)
-		if err != nil && cached != nil {
+		if err != nil {
 			s.log.Warn("proxy cache: upstream fetch failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
 			s.checkFailed(ctx, pc, repo, tag, cached.Digest)
 			return *cached, nil
@@ -286,7 +298,7 @@ func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag stri
 	desc, err := remote.Get(src, up.opts...)
 	if err != nil {
 		if notFound(err) {
-			return meta.Manifest{}, fmt.Errorf("upstream %s: %w", ref, meta.ErrManifestNotFound)
+			return meta.Manifest{}, fmt.Errorf("upstream %s: %w", ref, errUpstreamMissing)
 		}
 		return meta.Manifest{}, fmt.Errorf("fetch %s: %w", ref, err)
 	}

@@ -101,6 +101,11 @@ type Options struct {
 	// minutes), then is answered 429 TOOMANYREQUESTS.
 	MaxBlobFetches int
 	BlobWait       time.Duration
+	// NotFoundTTL is how long a manifest the upstream answered 404 for
+	// (by tag or digest, per organization, upstream and repository) is
+	// answered 404 MANIFEST_UNKNOWN again without asking the upstream
+	// (default 60s; kept in this process, at most maxMisses of them).
+	NotFoundTTL time.Duration
 	// Now is the clock (tests).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -123,6 +128,9 @@ type Service struct {
 	// downloading its blob downloads.
 	fetching    orgLimiter
 	downloading orgLimiter
+	// misses remembers the manifests upstreams do not have, for
+	// NotFoundTTL.
+	misses *missCache
 }
 
 // snapshot is the table of proxy organizations at one time.
@@ -163,6 +171,9 @@ func New(db Stores, store storage.Driver, sealer Sealer, opts Options) *Service 
 	if opts.BlobWait <= 0 {
 		opts.BlobWait = 2 * time.Minute
 	}
+	if opts.NotFoundTTL <= 0 {
+		opts.NotFoundTTL = defaultNotFoundTTL
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -178,7 +189,8 @@ func New(db Stores, store storage.Driver, sealer Sealer, opts Options) *Service 
 		insecure = t
 	}
 	return &Service{db: db, store: store, sealer: sealer, opts: opts, log: opts.Logger, insecure: insecure,
-		fetching: orgLimiter{n: opts.MaxManifestFetches}, downloading: orgLimiter{n: opts.MaxBlobFetches}}
+		fetching: orgLimiter{n: opts.MaxManifestFetches}, downloading: orgLimiter{n: opts.MaxBlobFetches},
+		misses: newMissCache(opts.NotFoundTTL, maxMisses)}
 }
 
 // SealPassword seals an upstream password for the store.
@@ -190,8 +202,13 @@ func (s *Service) ValidateUpstream(upstream string, insecure bool) error {
 	return err
 }
 
-// Invalidate makes the next lookup read the configuration again.
-func (s *Service) Invalidate() { s.config.Store(nil) }
+// Invalidate makes the next lookup read the configuration again, and
+// forgets the upstream misses remembered (a new upstream or account may
+// have what the old one had not).
+func (s *Service) Invalidate() {
+	s.config.Store(nil)
+	s.misses.reset()
+}
 
 // lookup returns the proxy configuration of the repository's
 // organization. It reads a snapshot refreshed every ConfigTTL; while one
