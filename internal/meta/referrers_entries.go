@@ -64,28 +64,19 @@ type ReferrerEntry struct {
 	// the JSON object a descriptor of the referrer carries as they are
 	// (ReferrerAnnotations); 0: it has none.
 	AnnotationsLen int64
-	// BerthSBOM says its annotation dev.berth.sbom is set: an SBOM
-	// Berth's scanner attached.
+	// BerthSBOM says it is an SBOM Berth's scanner attached (stored
+	// to go with its subject: PutManifest.DeletedWithSubject).
 	BerthSBOM bool
 }
 
-// berthSBOMAnnotation is the annotation of the SBOMs Berth's scanner
-// attaches (scan.SBOMAnnotation).
-const berthSBOMAnnotation = "dev.berth.sbom"
-
 // ReferrerEntries lists q's referrers without their annotations: the
-// database reads them for their length and for dev.berth.sbom, and
-// nothing of them is sent.
+// database reads their length only, and nothing of them is sent.
 func (db Manifests) ReferrerEntries(ctx context.Context, q ReferrerQuery) ([]ReferrerEntry, error) {
-	isSBOM := `COALESCE(json_extract(m.annotations, '$."` + berthSBOMAnnotation + `"'), '') <> ''`
-	if db.dialect == postgres {
-		// Not parsed as JSON: PostgreSQL's json operators refuse a
-		// document holding "\u0000" (which a pushed annotation may), and
-		// one such referrer would fail its subject's whole listing. The
-		// column is encoding/json's compact text, where a quote inside a
-		// string is escaped: the key with a non-empty value is matched.
-		isSBOM = `m.annotations LIKE '%"` + berthSBOMAnnotation + `":"%' AND m.annotations NOT LIKE '%"` + berthSBOMAnnotation + `":""%'`
-	}
+	// Berth's SBOM is the referrer its scanner stored to go with its
+	// subject (deleted_with_subject), read from the row, not from the
+	// annotations: a client's push of dev.berth.sbom is not Berth's, and
+	// no request parses every referrer's annotations (up to 4 MiB each).
+	isSBOM := `m.deleted_with_subject = 1`
 	where, args := referrersWhere(q)
 	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.held, m.created_at, COALESCE(octet_length(m.annotations), 0),
 		CASE WHEN ` + isSBOM + ` THEN 1 ELSE 0 END` + where

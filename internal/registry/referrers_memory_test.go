@@ -255,8 +255,9 @@ func TestReferrersHeldAnnotationsAreNotRead(t *testing.T) {
 // TestReferrersWithANulInTheirAnnotations: a referrer whose annotations
 // hold a NUL character (stored as "\u0000", which PostgreSQL's json
 // operators refuse) is listed with the others, its annotations intact,
-// and only the referrer whose dev.berth.sbom is set counts as Berth's
-// SBOM. Before, on PostgreSQL, that one referrer failed its subject's
+// and only the referrer Berth's scanner stored (to go with its subject)
+// counts as Berth's SBOM: not one a client pushed with dev.berth.sbom
+// set. Before, on PostgreSQL, that one referrer failed its subject's
 // whole listing (500), cosign's and oras's lookups included.
 func TestReferrersWithANulInTheirAnnotations(t *testing.T) {
 	for _, dialect := range metatest.Dialects() {
@@ -267,10 +268,13 @@ func TestReferrersWithANulInTheirAnnotations(t *testing.T) {
 			subject := ociManifest(t, "the release", "", oci.MediaTypeLayerGzip, "")
 			put(subject, "1")
 			nul := annotatedReferrer(t, subject.Digest, "", map[string]string{"note": "a\x00b", "quoted": `"dev.berth.sbom":"x"`})
-			sbom := annotatedReferrer(t, subject.Digest, "", map[string]string{"dev.berth.sbom": "true"})
-			empty := annotatedReferrer(t, subject.Digest, "", map[string]string{"dev.berth.sbom": ""})
-			for _, m := range []meta.Manifest{nul, sbom, empty} {
+			sbom := annotatedReferrer(t, subject.Digest, "", map[string]string{"dev.berth.sbom": "spdx"})
+			forged := annotatedReferrer(t, subject.Digest, "", map[string]string{"dev.berth.sbom": "true"})
+			for _, m := range []meta.Manifest{nul, forged} {
 				put(m, "")
+			}
+			if err := db.Manifests().PutManifest(ctx, meta.PutManifest{Repository: "acme/app", Manifest: sbom, Generated: true, DeletedWithSubject: true}); err != nil {
+				t.Fatal(err)
 			}
 			rec := referrersOf(t, wire.RegistryStores(db), nil, "acme/app", subject.Digest)
 			if rec.Code != http.StatusOK {
