@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
@@ -81,6 +82,9 @@ type Options struct {
 	// Origin but no Sec-Fetch-Site are judged by Origin against Host.
 	TrustedOrigin string
 	Logger        *slog.Logger
+	// Now is the clock of the repositories' cached quota_report (tests);
+	// nil: time.Now.
+	Now func() time.Time
 }
 
 // Sealer encrypts and authenticates what a client must carry without
@@ -100,6 +104,8 @@ type API struct {
 	// crossOrigin refuses the state-changing requests a browser sends
 	// from another site (see ServeHTTP).
 	crossOrigin *http.CrossOriginProtection
+	// imports bounds the imports running at once (see importImage).
+	imports *importSlots
 	// patterns lists what was registered on mux, for the test that keeps
 	// the OpenAPI document true.
 	patterns []string
@@ -115,7 +121,15 @@ func New(db Stores, authn Authenticator, opts Options) *API {
 		rand.Read(key)
 		opts.Cursors, _ = auth.NewSealer(key)
 	}
-	a := &API{db: db, auth: authn, opts: opts, log: opts.Logger, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection()}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if db.Usage != nil {
+		// Repositories' usage is summed once per repoUsageTTL at most.
+		db.Usage = &repoUsageCache{UsageStore: db.Usage, now: opts.Now}
+	}
+	a := &API{db: db, auth: authn, opts: opts, log: opts.Logger, mux: http.NewServeMux(), crossOrigin: http.NewCrossOriginProtection(),
+		imports: newImportSlots(maxImportsPerCaller, maxImports)}
 	if opts.TrustedOrigin != "" {
 		if err := a.crossOrigin.AddTrustedOrigin(opts.TrustedOrigin); err != nil {
 			opts.Logger.Warn("externalURL is no origin the API can trust for cross-site checks", "origin", opts.TrustedOrigin, "err", err)

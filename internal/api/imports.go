@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
@@ -87,6 +89,17 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	if err := a.refuseInProxyCache(r.Context(), body.Repository, "imports"); err != nil {
 		return err
 	}
+	// Each import holds a connection, a copy's buffers and an upstream's
+	// time for up to DefaultImportTimeout: a caller (and the server) runs
+	// a bounded number at once. Taken before the repository is made, so
+	// that a refused import leaves nothing; released however this ends.
+	release, ok := a.imports.acquire(id.Actor())
+	if !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(importRetryAfter))
+		return apiError(http.StatusTooManyRequests, "too_many_requests",
+			"too many imports running (at most %d per account, %d on the server); retry when one ends", maxImportsPerCaller, maxImports)
+	}
+	defer release()
 	created, err := a.createForImport(r.Context(), id, body.Repository)
 	if err != nil {
 		return err
@@ -141,6 +154,56 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request, id auth.Identi
 	writeJSON(w, http.StatusCreated, map[string]any{"digest": d, "repository": body.Repository, "tags": body.Tags,
 		"manifests": st.Manifests, "blobs_fetched": st.BlobsFetched, "blobs_linked": st.BlobsLinked, "bytes_fetched": st.BytesFetched})
 	return nil
+}
+
+// Bounds on the API's imports running at once (each in its request).
+const (
+	maxImportsPerCaller = 4
+	maxImports          = 32
+	// importRetryAfter is the Retry-After, in seconds, of an import
+	// refused for them: when a slot frees is not known.
+	importRetryAfter = 60
+)
+
+// importSlots counts the imports running in this process, in all and per
+// caller. It is a bound on this replica's resources, not a coordination
+// between replicas: each replica has its own.
+type importSlots struct {
+	mu        sync.Mutex
+	perCaller int
+	total     int
+	running   int
+	byCaller  map[string]int
+}
+
+func newImportSlots(perCaller, total int) *importSlots {
+	return &importSlots{perCaller: perCaller, total: total, byCaller: map[string]int{}}
+}
+
+// acquire takes a slot for caller (its Actor) and returns its release,
+// which may be called more than once; ok is false, and nothing taken,
+// when the caller or the server runs as many imports as it may. The
+// caller "" (auth mode "none", where every client is the same identity)
+// is bounded by the server's limit only.
+func (s *importSlots) acquire(caller string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running >= s.total || (caller != "" && s.byCaller[caller] >= s.perCaller) {
+		return nil, false
+	}
+	s.running++
+	s.byCaller[caller]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.running--
+			if s.byCaller[caller]--; s.byCaller[caller] <= 0 {
+				delete(s.byCaller, caller)
+			}
+		})
+	}, true
 }
 
 // mayPull is whether the caller may pull from a repository, as the

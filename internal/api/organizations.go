@@ -404,6 +404,9 @@ func (a *API) putTeam(w http.ResponseWriter, r *http.Request, id auth.Identity) 
 	t, err := a.db.Teams.TeamByName(r.Context(), c.org.Name, name)
 	created := errors.Is(err, meta.ErrTeamNotFound)
 	if created {
+		if err := a.capTeams(r.Context(), c.org.Name); err != nil {
+			return err
+		}
 		t = meta.Team{Name: name, Role: "member"}
 	} else if err != nil {
 		return err
@@ -429,6 +432,27 @@ func (a *API) putTeam(w http.ResponseWriter, r *http.Request, id auth.Identity) 
 		"name": t.Name, "role": t.Role, "description": t.Description,
 		"can_view": true, "is_synced": false, "new_team": created,
 	})
+	return nil
+}
+
+// maxTeamsPerOrg caps an organization's teams, its owners team included:
+// each is listed, and the web UI's organization page asks for each one's
+// members.
+const maxTeamsPerOrg = 500
+
+// capTeams refuses a new team of an organization that has maxTeamsPerOrg.
+// It counts before the insert, not in its transaction: PutTeam is one
+// upsert behind the TeamStore interface, which offers no capped insert.
+// Concurrent creations may so pass the cap by as many as run at once, a
+// bound still (each is an administrator's request).
+func (a *API) capTeams(ctx context.Context, org string) error {
+	teams, err := a.db.Teams.Teams(ctx, org)
+	if err != nil {
+		return err
+	}
+	if len(teams) >= maxTeamsPerOrg {
+		return badRequest("organization %s has %d teams, the most it may hold (%d teams): delete one first", org, len(teams), maxTeamsPerOrg)
+	}
 	return nil
 }
 

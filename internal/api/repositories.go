@@ -1,6 +1,7 @@
 package api
 
 import (
+	"container/list"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
@@ -623,4 +626,74 @@ func intParam(q url.Values, key string, def, maxValue int) (int, error) {
 		return 0, badRequest("invalid %s %q: want 1 to %d", key, s, maxValue)
 	}
 	return n, nil
+}
+
+// A repository's usage sums its manifests' blobs (a namespace's is a
+// running total): the API sums it at most once per repoUsageTTL for each
+// repository and replica (quota_report may lag pushes that much); reads
+// during a sum wait for it. The oldest go past repoUsageEntries.
+const repoUsageTTL, repoUsageEntries = 30 * time.Second, 4096
+
+// repoUsageCache is the UsageStore New hands the handlers: RepositoryUsage
+// from the cache, the rest from the store.
+type repoUsageCache struct {
+	UsageStore
+	now     func() time.Time
+	mu      sync.Mutex
+	entries map[string]*list.Element // of *repoUsage, oldest first in order
+	order   list.List
+}
+
+type repoUsage struct {
+	repo  string
+	bytes int64
+	err   error
+	at    time.Time     // when the sum began
+	done  chan struct{} // closed once bytes and err are set
+}
+
+func (c *repoUsageCache) RepositoryUsage(ctx context.Context, repo string) (int64, error) {
+	for {
+		c.mu.Lock()
+		if el, ok := c.entries[repo]; ok {
+			u := el.Value.(*repoUsage)
+			select {
+			case <-u.done:
+				if c.now().Sub(u.at) < repoUsageTTL {
+					c.mu.Unlock()
+					return u.bytes, nil
+				}
+			default: // being summed: wait, and after a failure try again
+				c.mu.Unlock()
+				select {
+				case <-u.done:
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				}
+				if u.err == nil {
+					return u.bytes, nil
+				}
+				continue
+			}
+			c.order.Remove(el)
+		} else if c.entries == nil {
+			c.entries = map[string]*list.Element{}
+		}
+		u := &repoUsage{repo: repo, at: c.now(), done: make(chan struct{})}
+		c.entries[repo] = c.order.PushBack(u)
+		for c.order.Len() > repoUsageEntries {
+			delete(c.entries, c.order.Remove(c.order.Front()).(*repoUsage).repo)
+		}
+		c.mu.Unlock()
+		u.bytes, u.err = c.UsageStore.RepositoryUsage(ctx, repo)
+		if u.err != nil {
+			c.mu.Lock()
+			if el, ok := c.entries[repo]; ok && el.Value == u {
+				delete(c.entries, c.order.Remove(el).(*repoUsage).repo)
+			}
+			c.mu.Unlock()
+		}
+		close(u.done)
+		return u.bytes, u.err
+	}
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -150,6 +151,9 @@ func (a *API) createRobot(w http.ResponseWriter, r *http.Request, id auth.Identi
 	if len(body.Description) > maxRobotDescription {
 		return badRequest("robot description over %d bytes", maxRobotDescription)
 	}
+	if err := a.capRobots(r.Context(), ns); err != nil {
+		return err
+	}
 	token, err := auth.NewSecret(authz.SecretPrefix)
 	if err != nil {
 		return err
@@ -173,6 +177,26 @@ func (a *API) createRobot(w http.ResponseWriter, r *http.Request, id auth.Identi
 	v := robotViewOf(u)
 	v.Token = token
 	writeRobotToken(w, http.StatusCreated, v)
+	return nil
+}
+
+// maxRobotsPerNamespace caps a namespace's robots: each is listed, with
+// what it may do, on the namespace's robot pages.
+const maxRobotsPerNamespace = 500
+
+// capRobots refuses a new robot in a namespace that has
+// maxRobotsPerNamespace. It counts before CreateRobot, not in its
+// transaction: the RobotStore interface offers no capped creation.
+// Concurrent creations may so pass the cap by as many as run at once, a
+// bound still (each is an administrator's request).
+func (a *API) capRobots(ctx context.Context, ns string) error {
+	robots, err := a.db.Robots.Robots(ctx, ns)
+	if err != nil {
+		return err
+	}
+	if len(robots) >= maxRobotsPerNamespace {
+		return badRequest("namespace %s has %d robots, the most it may hold (%d robots): delete one first", ns, len(robots), maxRobotsPerNamespace)
+	}
 	return nil
 }
 

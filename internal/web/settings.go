@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/gate"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/notify"
@@ -91,6 +92,17 @@ func (u *UI) optional(r *http.Request, v *visitor, path string, out any) (bool, 
 }
 
 func (u *UI) settings(w http.ResponseWriter, r *http.Request, v *visitor, repo string, status int, flash settingsFlash) error {
+	// Decide before reading the description, whose quota_report adds up
+	// the repository's usage: a refusal costs no such sum. Who may not
+	// read the repository learns nothing of it (not found).
+	if ok, err := u.allowed(r.Context(), v, repo, auth.ActionAdmin); err != nil {
+		return err
+	} else if !ok {
+		if _, err := u.readable(r.Context(), v, repo); err != nil {
+			return err
+		}
+		return fail(http.StatusForbidden, "Only the admins of %s see its settings.", repo)
+	}
 	var info struct {
 		IsPublic    bool   `json:"is_public"`
 		CanAdmin    bool   `json:"can_admin"`
