@@ -55,14 +55,18 @@ type sbomBlob struct {
 }
 
 // prepareSBOM builds the SBOM of the image from the report, or returns nil
-// if the repository already holds Berth's SBOM for it.
+// if the repository already holds Berth's SBOM for it (one its scanner
+// stored, whatever clients pushed with dev.berth.sbom).
 func (s *Service) prepareSBOM(ctx context.Context, repo string, img meta.Manifest, rep *Report) (*sbom, error) {
-	existing, err := s.stores.Manifests.Referrers(ctx, repo, img.Digest, oci.MediaTypeSPDX)
+	// Berth's SBOM is the one its scanner stored to go with its subject
+	// (meta.ReferrerEntry.BerthSBOM): a client's referrer carrying the
+	// annotation, or one copied from another registry, is not.
+	existing, err := s.stores.Manifests.ReferrerEntries(ctx, meta.ReferrerQuery{Repository: repo, Subject: img.Digest, ArtifactType: oci.MediaTypeSPDX})
 	if err != nil {
 		return nil, err
 	}
 	for _, r := range existing {
-		if r.Annotations[SBOMAnnotation] != "" {
+		if r.BerthSBOM {
 			return nil, nil
 		}
 	}

@@ -65,7 +65,7 @@ type Vulns interface {
 // (meta.Manifests).
 type Manifests interface {
 	GetManifest(ctx context.Context, repo, tag string, d digest.Digest, withContent bool) (meta.Manifest, error)
-	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]meta.Manifest, error)
+	ReferrerEntries(ctx context.Context, q meta.ReferrerQuery) ([]meta.ReferrerEntry, error)
 	PutManifest(ctx context.Context, p meta.PutManifest) error
 	PutManifestIn(ctx context.Context, tx meta.Tx, p meta.PutManifest) error
 }
