@@ -108,10 +108,6 @@ var ErrDuplicatePolicy = fmt.Errorf("an immutability policy with the same tagPat
 // immutability policy may have (Quay's limit).
 const MaxTagPatternLength = 256
 
-// upgradedPattern begins the immutability patterns that the upgrade to
-// schema 37 rewrote to keep the tags they covered (.*(?:pattern)).
-const upgradedPattern = ".*(?:"
-
 // compilePattern compiles a policy's tagPattern as its kind reads it, as
 // Quay does. An immutability pattern matches from the start of the tag
 // (Quay's regular expression match): "dev" covers dev-1 and devel, not
@@ -125,29 +121,35 @@ func compilePattern(kind, pattern string) (*regexp.Regexp, error) {
 }
 
 // normalize trims an immutability policy's tagPattern of the white space
-// around it and checks it as Quay does: not white space only, at most
-// MaxTagPatternLength characters, a regular expression
+// around it and checks it as Quay does: not white space only, a regular
+// expression, and, with length, at most MaxTagPatternLength characters
 // (*ErrInvalidPolicy). An empty pattern (every tag) is left to the caller.
-func (p *TagPolicy) normalize() error {
+func (p *TagPolicy) normalize(length bool) error {
 	if p.Kind != PolicyImmutability {
 		return nil
 	}
 	trimmed := strings.TrimSpace(p.TagPattern)
-	limit := MaxTagPatternLength
-	if strings.HasPrefix(trimmed, upgradedPattern) && strings.HasSuffix(trimmed, ")") {
-		// One the upgrade to schema 37 rewrote, sent back as it shows.
-		limit += len(upgradedPattern) + 1
-	}
-	switch {
-	case trimmed == "" && p.TagPattern != "":
+	if trimmed == "" && p.TagPattern != "" {
 		return fmt.Errorf("%w: tagPattern is white space only", ErrInvalidPolicy)
-	case utf8.RuneCountInString(trimmed) > limit:
-		return fmt.Errorf("%w: tagPattern is over %d characters", ErrInvalidPolicy, MaxTagPatternLength)
+	}
+	p.TagPattern = trimmed
+	if length {
+		if err := p.checkLength(); err != nil {
+			return err
+		}
 	}
 	if _, err := compilePattern(p.Kind, trimmed); err != nil {
 		return fmt.Errorf("%w: tagPattern is not a regular expression: %w", ErrInvalidPolicy, err)
 	}
-	p.TagPattern = trimmed
+	return nil
+}
+
+// checkLength refuses an immutability pattern over MaxTagPatternLength
+// characters (*ErrInvalidPolicy).
+func (p *TagPolicy) checkLength() error {
+	if p.Kind == PolicyImmutability && utf8.RuneCountInString(p.TagPattern) > MaxTagPatternLength {
+		return fmt.Errorf("%w: tagPattern is over %d characters", ErrInvalidPolicy, MaxTagPatternLength)
+	}
 	return nil
 }
 

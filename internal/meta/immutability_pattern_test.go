@@ -260,3 +260,37 @@ func TestUpgradeKeepsImmutabilityPatternsMeaning(t *testing.T) {
 		})
 	}
 }
+
+// TestStoredPatternSentBackIsAccepted: Quay's 256 characters bound what a
+// create or a change of the pattern asks for, not a pattern sent back as
+// it is stored (one stored before the bound, or that the upgrade to
+// schema 37 lengthened), so that Quay's UI can flip tagPatternMatches.
+func TestStoredPatternSentBackIsAccepted(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db := metatest.Open(t, dialect)
+			orgWithRepo(t, db)
+			long := ".*(?:" + strings.Repeat("a", 256) + ")"
+			if _, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme", TagPattern: long, TagPatternMatches: true}); !errors.Is(err, meta.ErrInvalidPolicy) {
+				t.Fatalf("a new pattern of %d characters: %v, want refused", len(long), err)
+			}
+			p, err := db.Policies().CreateTagPolicy(ctx, meta.TagPolicy{Kind: meta.PolicyImmutability, Namespace: "acme", TagPattern: "^v", TagPatternMatches: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored := strings.Repeat("b", 300)
+			if err := db.Exec(ctx, "UPDATE tag_policies SET tag_pattern = ? WHERE uuid = ?", stored, p.UUID); err != nil {
+				t.Fatal(err)
+			}
+			p.TagPattern, p.TagPatternMatches = stored, false
+			if err := db.Policies().UpdateTagPolicy(ctx, p); err != nil {
+				t.Fatalf("the stored pattern of 300 characters sent back: %v", err)
+			}
+			p.TagPattern = stored + "c"
+			if err := db.Policies().UpdateTagPolicy(ctx, p); !errors.Is(err, meta.ErrInvalidPolicy) {
+				t.Fatalf("a changed pattern of 301 characters: %v, want refused", err)
+			}
+		})
+	}
+}

@@ -103,7 +103,7 @@ func ParseAge(s string) (time.Duration, error) {
 // policy's pattern is trimmed and checked (normalize, ErrInvalidPolicy),
 // and must be the only one of its scope (ErrDuplicatePolicy).
 func (db Policies) CreateTagPolicy(ctx context.Context, p TagPolicy) (TagPolicy, error) {
-	if err := p.normalize(); err != nil {
+	if err := p.normalize(true); err != nil {
 		return p, err
 	}
 	p.UUID, p.CreatedAt = uuid.NewString(), db.nowTime()
@@ -288,21 +288,29 @@ func (db Policies) TagPolicy(ctx context.Context, kind, namespace, repo, id stri
 // UpdateTagPolicy replaces a policy's method, value and pattern; an
 // immutability policy's pattern is checked as CreateTagPolicy checks it.
 func (db Policies) UpdateTagPolicy(ctx context.Context, p TagPolicy) error {
-	if err := p.normalize(); err != nil {
+	if err := p.normalize(false); err != nil {
 		return err
 	}
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var nsID int64
 		var repoID sql.NullInt64
-		var scope string
-		err := tx.QueryRowContext(ctx, db.q(`SELECT p.namespace_id, p.repository_id, COALESCE(r.name, n.name) FROM tag_policies p
+		var scope, stored string
+		err := tx.QueryRowContext(ctx, db.q(`SELECT p.namespace_id, p.repository_id, COALESCE(r.name, n.name), p.tag_pattern FROM tag_policies p
 			JOIN namespaces n ON n.id = p.namespace_id LEFT JOIN repositories r ON r.id = p.repository_id
-			WHERE p.uuid = ? AND p.kind = ?`), p.UUID, p.Kind).Scan(&nsID, &repoID, &scope)
+			WHERE p.uuid = ? AND p.kind = ?`), p.UUID, p.Kind).Scan(&nsID, &repoID, &scope, &stored)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrPolicyNotFound
 		}
 		if err != nil {
 			return fmt.Errorf("read policy: %w", err)
+		}
+		if p.TagPattern != stored {
+			// A pattern sent back as stored (one the upgrade to schema 37
+			// rewrote, or one stored before the limit) is not checked
+			// again.
+			if err := p.checkLength(); err != nil {
+				return err
+			}
 		}
 		if err := db.lockTagPolicies(ctx, tx, scope, true); err != nil {
 			return err
@@ -354,8 +362,9 @@ func (db *core) repoPolicies(ctx context.Context, q querier, kind string, repoID
 // microseconds: its updated_at, the tag list's start_ts, when it was last
 // pushed or moved) expires when asked to at at: no sooner than the
 // minimum after its start and no later than the maximum after its start
-// (or after now, for a tag older than that), as Quay's
-// change_tag_expiration has it, for the API and the label alike.
+// (but not sooner than the minimum from now, for a tag about that old or
+// older), as Quay's change_tag_expiration has it, for the API and the
+// label alike.
 func (db *core) boundExpiration(start int64, at time.Time) int64 {
 	lo, hi := DefaultExpirationMinimum, DefaultExpirationMaximum
 	if db.expiry != nil {
@@ -366,14 +375,11 @@ func (db *core) boundExpiration(start int64, at time.Time) int64 {
 		us = max(us, start+lo.Microseconds())
 	}
 	if hi > 0 {
-		// From the tag's start, as Quay; for a tag that started longer
-		// ago than the maximum, from now: a future expiration asked
-		// for is never moved into the past (the tag gone at once).
-		limit := start + hi.Microseconds()
-		if now := db.now(); limit <= now {
-			limit = now + hi.Microseconds()
-		}
-		us = min(us, limit)
+		// From the tag's start, as Quay, but never sooner than the
+		// minimum from now: a tag that started about the maximum ago
+		// or longer is not ended at once (or in the past, outside the
+		// time machine) by a future expiration asked for.
+		us = min(us, max(start+hi.Microseconds(), db.now()+lo.Microseconds()))
 	}
 	return us
 }
