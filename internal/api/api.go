@@ -272,6 +272,9 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if !errors.As(err, &e) && errors.Is(err, meta.ErrInvalidText) {
 		e = badRequest("a value holds a NUL byte or invalid UTF-8")
 	}
+	if e == nil && errors.Is(err, meta.ErrCreatorGone) {
+		e = forbidden("the account making this request was deleted")
+	}
 	if e == nil && meta.StorageFull(err) {
 		a.log.Error("storage full: api request refused", "method", r.Method, "path", r.URL.Path, "err", err)
 		e = apiError(http.StatusInsufficientStorage, "storage_full", "the server's storage is full: nothing was changed; retry once space is freed")

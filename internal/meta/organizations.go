@@ -522,7 +522,7 @@ func (db *core) createOrganization(ctx context.Context, tx *sql.Tx, name string,
 	_, err = tx.ExecContext(ctx, db.q("INSERT INTO team_members (team_id, user_id) VALUES (?, ?)"), teamID, ownerID)
 	if foreignKeyViolation(err) {
 		// The team is this transaction's own: the owner was deleted.
-		return 0, fmt.Errorf("owner %d: %w", ownerID, ErrUserNotFound)
+		return 0, fmt.Errorf("owner %d: %w", ownerID, ErrCreatorGone)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("add owner: %w", err)

@@ -119,9 +119,16 @@ func (db *core) ensureRepository(ctx context.Context, tx *sql.Tx, name string, w
 
 // grantCreator gives the user who created a repository the admin role on
 // it: a member of a creator team has no role on the organization's other
-// repositories.
+// repositories. A creator deleted since the write was authorized is
+// ErrCreatorGone, and the transaction creates nothing.
 func (db *core) grantCreator(ctx context.Context, tx *sql.Tx, repoID, userID int64) error {
-	if _, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, user_id, role) VALUES (?, ?, 'admin')"), repoID, userID); err != nil {
+	_, err := tx.ExecContext(ctx, db.q("INSERT INTO repository_permissions (repository_id, user_id, role) VALUES (?, ?, 'admin')"), repoID, userID)
+	if foreignKeyViolation(err) {
+		// The repository is this transaction's own: the creator's
+		// account was deleted since the push was authorized.
+		return fmt.Errorf("creator %d: %w", userID, ErrCreatorGone)
+	}
+	if err != nil {
 		return fmt.Errorf("grant the creator admin: %w", err)
 	}
 	return nil

@@ -359,6 +359,12 @@ func scanUser(row interface{ Scan(...any) error }) (User, error) {
 // ErrUserNotFound is returned for an unknown user or robot.
 var ErrUserNotFound = fmt.Errorf("user %w", ErrNotFound)
 
+// ErrCreatorGone refuses a write that would make the account making it
+// the owner or administrator of what it creates (a push creating its
+// repository or organization, the API creating one) when that account was
+// deleted since the write was authorized. It is an ErrUserNotFound.
+var ErrCreatorGone = fmt.Errorf("%w: the account making this request was deleted", ErrUserNotFound)
+
 // ErrNamespaceNotFound is returned for an unknown namespace.
 var ErrNamespaceNotFound = fmt.Errorf("namespace %w", ErrNotFound)
 

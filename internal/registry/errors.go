@@ -132,17 +132,19 @@ func (reg *Registry) uploadKept(w http.ResponseWriter, up meta.Upload, what stri
 // refusesUpload reports whether a failure to finish an upload refuses
 // what it holds, so that its session goes: its data is gone
 // (storage.ErrNotFound), larger than the storage holds in one file, not
-// what its digest names, refused by a quota or for want of its namespace,
-// or an answer of the registry's own. Anything else (a full disk or
-// database, storage or the database unreachable, busy or restarting) may
-// pass: the session is kept for the client's retry.
+// what its digest names, refused by a quota, for want of its namespace or
+// because the pushing account was deleted, or an answer of the registry's
+// own. Anything else (a full disk or database, storage or the database
+// unreachable, busy or restarting) may pass: the session is kept for the
+// client's retry.
 func refusesUpload(err error) bool {
 	var e *Error
 	var quota *meta.QuotaExceededError
 	var ns *meta.NamespaceMissingError
 	return errors.As(err, &e) || errors.As(err, &quota) || errors.As(err, &ns) ||
 		errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrFileTooLarge) ||
-		errors.Is(err, storage.ErrDigestMismatch) || errors.Is(err, meta.ErrInvalidText)
+		errors.Is(err, storage.ErrDigestMismatch) || errors.Is(err, meta.ErrInvalidText) ||
+		errors.Is(err, meta.ErrCreatorGone)
 }
 
 // inUseError answers a delete refused because manifests of the repository

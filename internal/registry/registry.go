@@ -379,6 +379,11 @@ func (reg *Registry) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, r, errorf(http.StatusForbidden, CodeDenied, missingNS.Error(), nil))
 		return
 	}
+	if errors.Is(err, meta.ErrCreatorGone) {
+		// The pushing account was deleted between authorization and commit.
+		writeError(w, r, errorf(http.StatusForbidden, CodeDenied, "the account making this push was deleted", nil))
+		return
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		// The body stalled past the server's idle deadline
 		// (http.bodyIdleTimeout); an upload kept what it received.
