@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
 	"github.com/berth-dev/berth/internal/web"
@@ -49,5 +51,58 @@ func TestManifestPageFindsReadableDependentsPastUnreadable(t *testing.T) {
 	}
 	if strings.Contains(body, "aaa/r-") {
 		t.Errorf("the base's page names a repository the visitor may not read\n%s", body)
+	}
+}
+
+// countingDecisions counts the permission decisions a page asks for.
+type countingDecisions struct {
+	readOnlyPublic
+	n *atomic.Int64
+}
+
+func (a countingDecisions) Decide(ctx context.Context, id auth.Identity, repo, action string) (bool, error) {
+	a.n.Add(1)
+	return a.readOnlyPublic.Decide(ctx, id, repo, action)
+}
+
+// TestManifestPageBoundsDependentsRead: an anonymous view of a shared
+// public base whose dependents sit in more private repositories than the
+// page reads (1,000) stops there, with one decision per repository read,
+// and says that more may be built on it and where the API lists them.
+// Before, one view read up to 50,000 dependents and asked as many
+// permission decisions, and said nothing when it stopped.
+func TestManifestPageBoundsDependentsRead(t *testing.T) {
+	ctx := context.Background()
+	db := metatest.Open(t, "sqlite")
+	bd := putManifest(t, db, "pub/base", "1", meta.Manifest{Content: image("base")})
+	base, err := db.Repositories().Repository(ctx, "pub/base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := []meta.BaseLink{{RepositoryID: base.ID, Digest: bd, Method: "layers", Level: 1, Layers: 1}}
+	const hidden = 1100
+	for i := range hidden {
+		repo := fmt.Sprintf("aaa/r-%04d", i)
+		d := putManifest(t, db, repo, "v1", meta.Manifest{Content: image(fmt.Sprintf("hidden %d", i))})
+		if err := db.Graph().SetBases(ctx, repo, d, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := wire.WebStores(db)
+	st.Graph = db.Graph()
+	var n atomic.Int64
+	ui := newUI(t, st, web.Options{Auth: countingDecisions{readOnlyPublic{public: map[string]bool{"pub/base": true}}, &n}})
+	status, body := get(t, ui, "/repository/pub/base/manifest/"+bd.String(), false)
+	if status != http.StatusOK {
+		t.Fatalf("GET the base's manifest page = %d\n%.2000s", status, body)
+	}
+	if got := n.Load(); got > 1010 {
+		t.Errorf("one anonymous view asked %d permission decisions; want at most the 1,000 dependents read and a few more", got)
+	}
+	if !strings.Contains(body, `id="more-dependents"`) || !strings.Contains(body, "/api/v1/repository/pub/base/manifest/"+bd.String()+"/dependents") {
+		t.Errorf("the page does not say that more dependents may exist, nor where the API lists them\n%s", body)
+	}
+	if strings.Contains(body, "aaa/r-") {
+		t.Errorf("the base's page names a repository the visitor may not read")
 	}
 }

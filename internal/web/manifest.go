@@ -400,16 +400,24 @@ func (u *UI) graph(ctx context.Context, v *visitor, repo string, d digest.Digest
 			shownBases = append(shownBases, b)
 		}
 	}
-	shownDeps, err := u.dependents(ctx, repo, d, readable)
+	shownDeps, more, err := u.dependents(ctx, repo, d, readable)
 	if err != nil {
 		return err
 	}
-	data["Bases"], data["Dependents"] = shownBases, shownDeps
+	data["Bases"], data["Dependents"], data["DependentsMore"] = shownBases, shownDeps, more
 	return nil
 }
 
-// maxDependentsShown bounds the page's "Used by" list.
-const maxDependentsShown = 100
+// maxDependentsShown bounds the page's "Used by" list, and
+// dependentsMaxRead the dependents the page reads to fill it, readable
+// or not (one permission decision per distinct repository), so that a
+// shared base with thousands of dependents in repositories the visitor
+// may not read costs an anonymous view what the repository listing does
+// (reposMaxRead), not meta.DefaultMaxDependentRows.
+const (
+	maxDependentsShown = 100
+	dependentsMaxRead  = reposMaxRead
+)
 
 // readableDependents is what a GraphStore may do besides (meta.Graph
 // does): read on past the dependents the visitor may not read.
@@ -419,26 +427,29 @@ type readableDependents interface {
 
 // dependents lists the images built directly on the manifest that the
 // visitor may read: the store reads past the others (up to
-// meta.DefaultMaxDependentRows of them), so that the dependents of other
-// tenants of a shared base, however many come first, do not hide theirs.
-func (u *UI) dependents(ctx context.Context, repo string, d digest.Digest, readable func(string) (bool, error)) ([]meta.GraphDependent, error) {
+// dependentsMaxRead of them), so that the dependents of other tenants of
+// a shared base, however many come first, do not hide theirs. more says
+// that the list may go on (more readable dependents follow, or the bound
+// stopped the search): the page says so, and where the API lists them.
+func (u *UI) dependents(ctx context.Context, repo string, d digest.Digest, readable func(string) (bool, error)) (shown []meta.GraphDependent, more bool, err error) {
 	if g, ok := u.db.Graph.(readableDependents); ok {
-		deps, _, err := g.ReadableDependents(ctx, repo, d, meta.DependentsQuery{N: maxDependentsShown, Readable: readable})
-		return deps, err
+		return g.ReadableDependents(ctx, repo, d, meta.DependentsQuery{N: maxDependentsShown, MaxRows: dependentsMaxRead, Readable: readable})
 	}
-	deps, err := u.db.Graph.Dependents(ctx, repo, d, false, maxDependentsShown)
+	deps, err := u.db.Graph.Dependents(ctx, repo, d, false, maxDependentsShown+1)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var shown []meta.GraphDependent
+	if len(deps) > maxDependentsShown {
+		deps, more = deps[:maxDependentsShown], true
+	}
 	for _, dp := range deps {
 		if ok, err := readable(dp.Repository); err != nil {
-			return nil, err
+			return nil, false, err
 		} else if ok {
 			shown = append(shown, dp)
 		}
 	}
-	return shown, nil
+	return shown, more, nil
 }
 
 // mayRead answers whether the visitor may read a repository, deciding
