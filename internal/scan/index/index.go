@@ -28,7 +28,11 @@ import (
 // 4: archives whose metadata is over the bounds of archives.go unread
 // (LayerResult.Unread) and unpacked metadata charged; the paths and
 // packages a layer records bounded (paths.go).
-const IndexerVersion = 4
+// 5: every file an extractor wants over MaxFileBytes unread (a jar, wheel,
+// package.json, a Go binary: skipped.go), and a Java archive its extractor
+// read in part; an rpm database in SQLite form whose blobs are computed
+// (generated columns, defaults) refused (rpmsqlite.go).
+const IndexerVersion = 5
 
 // Layer statuses.
 const (
@@ -71,8 +75,9 @@ type Limits struct {
 	// at the files' full size (a sparse entry's holes included).
 	MaxUncompressedBytes int64
 	// MaxFileBytes is the largest single file handed to an extractor; bigger
-	// files are skipped and noted in LayerResult.Warnings (and, for an OS
-	// package database, in LayerResult.Unread); 0 → 256 MiB.
+	// files are skipped, noted in LayerResult.Warnings and, where an
+	// extractor would have found packages in them (not an executable
+	// that is no Go binary), in LayerResult.Unread; 0 → 256 MiB.
 	MaxFileBytes int64
 }
 
@@ -142,8 +147,10 @@ type LayerResult struct {
 	// directory (.wh..wh..opq) is recorded as "dir/" ("/" for the root).
 	Whiteouts []string `json:"whiteouts,omitempty"`
 	// Unread lists the OS package databases (dpkg, apk, rpm) this layer
-	// wrote but that could not be read, or only in part, and the archives
-	// (jars, wheels, eggs) and Python metadata files refused for what the
+	// wrote but that could not be read, or only in part, the files over
+	// MaxFileBytes an extractor would have read (skipped.go), the Java
+	// archives their extractor read in part, and the archives (jars,
+	// wheels, eggs) and Python metadata files refused for what the
 	// extractors would read in them, with the reason: the packages they
 	// list are unknown. Sorted by path.
 	Unread []Gap `json:"unread,omitempty"`
@@ -151,10 +158,11 @@ type LayerResult struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Gap is an OS package database, or a refused archive, whose packages are
-// unknown: a layer wrote it but it could not be read (LayerResult.Unread),
-// or, in a merged image (Image.Gaps), it is still there unread, or it held
-// packages and a later layer deleted it.
+// Gap is an OS package database, or another file an extractor reads (an
+// archive, a Go binary), whose packages are unknown: a layer wrote it but
+// it could not be read (LayerResult.Unread), or, in a merged image
+// (Image.Gaps), it is still there unread, or it held packages and a later
+// layer deleted it.
 type Gap struct {
 	// Path is the database's path in the image, without a leading slash.
 	Path string `json:"path"`

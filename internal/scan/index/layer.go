@@ -329,11 +329,7 @@ func (ix *indexer) regular(tr *tar.Reader, hdr *tar.Header, name string) error {
 		return err
 	}
 	if hdr.Size > ix.lim.MaxFileBytes {
-		ix.warn("skipped %s: %d bytes is over the %d-byte file limit", name, hdr.Size, ix.lim.MaxFileBytes)
-		if wantsOSDatabase(wanters) {
-			return ix.notRead(name, "not read: %d bytes is over the %d-byte file limit (scan.maxFileBytes)", hdr.Size, ix.lim.MaxFileBytes)
-		}
-		return nil
+		return ix.tooBig(tr, hdr, name, wanters) // skipped.go
 	}
 	if cm {
 		return ix.contentManifest(tr, hdr, name)
@@ -432,15 +428,8 @@ func (ix *indexer) runAll(wanters []namedExtractor, name string, hdr *tar.Header
 			return ctxErr
 		}
 		if err != nil {
-			msg := err.Error()
-			if c.root != "" { // keep results free of temporary paths
-				msg = strings.ReplaceAll(msg, c.root+string(filepath.Separator), "")
-			}
-			ix.warn("%s: %s: %s", w.name, name, msg)
-			if isOSExtractor(w.name) {
-				if err := ix.notRead(name, "the %s extractor failed on it: %s", w.name, msg); err != nil {
-					return err
-				}
+			if err := ix.extractorFailed(w, name, c, err); err != nil { // skipped.go
+				return err
 			}
 		}
 		if err := ix.addPackages(name, pkgs); err != nil {

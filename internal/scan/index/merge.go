@@ -18,12 +18,13 @@ type Image struct {
 	// that still exist, sorted: the repositories the image's RPMs came
 	// from, in Red Hat's naming.
 	ContentSets []string `json:"contentSets,omitempty"`
-	// Gaps are the OS package databases (and refused archives) whose
-	// packages are unknown, sorted by path: files still in the image that
-	// a layer wrote but could not read (LayerResult.Unread), and databases
-	// that held packages until a later layer deleted them (a whiteout or
-	// an opaque directory) without writing them again. A report without
-	// them would call packages absent that may be there.
+	// Gaps are the OS package databases (and other files read for
+	// packages: archives, Go binaries) whose packages are unknown, sorted
+	// by path: files still in the image that a layer wrote but could not
+	// read (LayerResult.Unread), and databases that held packages until a
+	// later layer deleted them (a whiteout or an opaque directory) without
+	// writing them again. A report without them would call packages absent
+	// that may be there.
 	Gaps []Gap `json:"gaps,omitempty"`
 }
 

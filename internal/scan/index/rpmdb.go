@@ -36,7 +36,7 @@ func checkRPMDatabase(ctx context.Context, f *os.File, size int64) (int, error) 
 	head = head[:n]
 	switch {
 	case bytes.Equal(head, sqliteMagic):
-		return checkRPMSQLite(ctx, f.Name())
+		return checkRPMSQLite(ctx, f.Name(), size)
 	case bytes.HasPrefix(head, ndbMagic):
 		n, err := checkRPMNDB(ctx, f, size)
 		if err != nil {
