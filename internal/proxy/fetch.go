@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -51,13 +52,15 @@ const upstreamRetry = time.Minute
 //     manifest fetch or blob download that found no turn among the
 //     organization's (errBusy);
 //   - the upstream failing (5xx), out of reach or timing out, or serving
-//     bytes that do not match their digest: 503 UNAVAILABLE with
+//     bytes that do not match their digest, an answer cut short or one
+//     that cannot be read (any other upstreamFault): 503 UNAVAILABLE with
 //     Retry-After;
 //   - a manifest this registry refuses (schema 1, the allow-list, too
 //     large): the spec's refusal, saying it came from upstream.
 //
 // Content past the organization's quota is 403 DENIED. Anything else
-// (Berth's own storage or database) is returned as it is.
+// (Berth's own storage or database, a full disk included, and a context
+// cancelled) is returned as it is.
 func upstreamError(err error, blob bool) error {
 	var quota *meta.QuotaExceededError
 	if errors.As(err, &quota) {
@@ -113,7 +116,37 @@ func upstreamError(err error, blob bool) error {
 	if errors.As(err, &nerr) || errors.Is(err, context.DeadlineExceeded) {
 		return upstreamUnavailable("the upstream registry cannot be reached; retry later")
 	}
+	var f *upstreamFault
+	if errors.As(err, &f) && !errors.Is(err, context.Canceled) {
+		// Whatever else went wrong asking the upstream or reading its
+		// answer: go-containerregistry's own checks (a blob whose bytes
+		// do not match its digest, a manifest by digest answered with
+		// other bytes), a body cut short, an answer it cannot parse.
+		return upstreamUnavailable("the upstream registry's answer is broken (cut short, or not the content its digest names); nothing was stored; retry later")
+	}
 	return err
+}
+
+// upstreamFault is an error asking the upstream or reading its answer,
+// as opposed to Berth's own storage or database failing: what upstreamError
+// does not answer otherwise (a refusal, a rate limit, the SSRF guard, a
+// manifest refused here) is 503 UNAVAILABLE.
+type upstreamFault struct{ err error }
+
+func (f *upstreamFault) Error() string { return f.err.Error() }
+func (f *upstreamFault) Unwrap() error { return f.err }
+
+// upstreamBody is an upstream blob's body whose read errors (but the
+// clean end) are upstreamFaults: storage.Ingest's errors stay apart from
+// its reader's (a full disk is answered as one, not as the upstream's).
+type upstreamBody struct{ io.Reader }
+
+func (b upstreamBody) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	if err != nil && err != io.EOF {
+		err = &upstreamFault{err}
+	}
+	return n, err
 }
 
 // upstreamFailed logs an upstream failure the client is told about (the
@@ -300,7 +333,7 @@ func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag stri
 		if notFound(err) {
 			return meta.Manifest{}, fmt.Errorf("upstream %s: %w", ref, errUpstreamMissing)
 		}
-		return meta.Manifest{}, fmt.Errorf("fetch %s: %w", ref, err)
+		return meta.Manifest{}, fmt.Errorf("fetch %s: %w", ref, &upstreamFault{err})
 	}
 	// The body must have the digest asked for, or else the one upstream
 	// gave for the tag.
@@ -460,17 +493,17 @@ func (s *Service) fillBlob(ctx context.Context, repo, ns string, d digest.Digest
 		}
 		layer, err := remote.Layer(up.repo.Digest(d.String()), up.opts...)
 		if err != nil {
-			return nil, fmt.Errorf("upstream blob %s: %w", d, err)
+			return nil, fmt.Errorf("upstream blob %s: %w", d, &upstreamFault{err})
 		}
 		rc, err := layer.Compressed()
 		if err != nil {
 			if notFound(err) {
 				return nil, fmt.Errorf("upstream blob %s: %w", d, meta.ErrBlobNotFound)
 			}
-			return nil, fmt.Errorf("fetch blob %s: %w", d, err)
+			return nil, fmt.Errorf("fetch blob %s: %w", d, &upstreamFault{err})
 		}
 		defer rc.Close()
-		body := &storage.StallReader{R: rc, Idle: s.opts.BlobStall, Stalled: func() { cancel(storage.ErrStalled) }}
+		body := &storage.StallReader{R: upstreamBody{rc}, Idle: s.opts.BlobStall, Stalled: func() { cancel(storage.ErrStalled) }}
 		defer body.Stop()
 		// Stored and linked while still in the flight (so that a request
 		// arriving just after finds it), under the garbage-collection

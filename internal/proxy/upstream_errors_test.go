@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -201,6 +202,94 @@ func TestProxyUpstreamFailures(t *testing.T) {
 				if tags, _ := db.Manifests().ListTags(ctx, repo, "", 10); len(tags) != 0 {
 					t.Errorf("%s: a failed upstream left tags %v", repo, tags)
 				}
+			}
+		})
+	}
+}
+
+// TestProxyUpstreamCorruptContent: upstream bytes that do not match their
+// digest are an upstream failure, 503 UNAVAILABLE with Retry-After, never
+// a 500, and nothing is cached: a layer of the right size with other
+// bytes, a layer whose body ends before its Content-Length, and a
+// manifest pulled by digest that the upstream answers with another one.
+// Once the upstream serves the right bytes, the same pulls are served.
+// Before, go-containerregistry's own errors for these (its verifying
+// reader's, an unexpected EOF, its digest check of a manifest) were
+// answered 500 INTERNAL_ERROR.
+func TestProxyUpstreamCorruptContent(t *testing.T) {
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	layer := []byte("the layer its digest names, as the manifest declares it")
+	ld := digest.FromBytes(layer)
+	m := imageManifest(cfg, layer)
+	md := digest.FromString(m)
+	other := imageManifest(cfg, []byte("another layer"))
+	var broken atomic.Bool
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case p == "/v2/":
+		case strings.HasSuffix(p, "/manifests/latest") || strings.HasSuffix(p, "/manifests/"+md.String()):
+			body := m
+			if broken.Load() && strings.HasPrefix(p, "/v2/library/other/") {
+				body = other // for the digest of m
+			}
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", md.String())
+			io.WriteString(w, body)
+		case p == "/v2/library/wrong/blobs/"+ld.String() && broken.Load():
+			w.Write([]byte(strings.Repeat("x", len(layer)))) // the right size, other bytes
+		case p == "/v2/library/short/blobs/"+ld.String() && broken.Load():
+			w.Header().Set("Content-Length", fmt.Sprint(len(layer)))
+			w.Write(layer[:len(layer)/2]) // then the connection closes
+		case strings.HasSuffix(p, "/blobs/"+ld.String()):
+			w.Write(layer)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer up.Close()
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			db, srv := hubCache(t, dialect, up.URL)
+			broken.Store(true)
+			unavailable := func(path string) {
+				t.Helper()
+				resp, err := http.Get(srv.URL + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var e struct {
+					Errors []struct{ Code, Message string }
+				}
+				if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+					json.Unmarshal(body, &e) != nil || len(e.Errors) != 1 || e.Errors[0].Code != registry.CodeUnavailable || e.Errors[0].Message == "" {
+					t.Errorf("GET %s: %d (Retry-After %q) %.300s, want 503 UNAVAILABLE with Retry-After", path, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+				}
+			}
+			for _, repo := range []string{"wrong", "short"} {
+				if st, body := httpGet(t, srv.URL+"/v2/hub/library/"+repo+"/manifests/latest"); st != http.StatusOK {
+					t.Fatalf("the manifest of hub/library/%s: %d %.200s", repo, st, body)
+				}
+				unavailable("/v2/hub/library/" + repo + "/blobs/" + ld.String())
+			}
+			if _, err := db.Blobs().StoredBlob(ctx, ld); !errors.Is(err, meta.ErrBlobNotFound) {
+				t.Errorf("a layer the upstream served broken was stored (%v)", err)
+			}
+			unavailable("/v2/hub/library/other/manifests/" + md.String())
+			if _, err := db.Manifests().GetManifest(ctx, "hub/library/other", "", md, false); !errors.Is(err, meta.ErrManifestNotFound) {
+				t.Errorf("a manifest the upstream answered with other bytes was cached (%v)", err)
+			}
+
+			broken.Store(false)
+			for _, repo := range []string{"short", "wrong"} {
+				if st, body := httpGet(t, srv.URL+"/v2/hub/library/"+repo+"/blobs/"+ld.String()); st != http.StatusOK || body != string(layer) {
+					t.Errorf("the layer of hub/library/%s once the upstream serves it whole: %d %.200s", repo, st, body)
+				}
+			}
+			if st, body := httpGet(t, srv.URL+"/v2/hub/library/other/manifests/"+md.String()); st != http.StatusOK || body != m {
+				t.Errorf("the manifest by digest once the upstream serves it: %d %.200s", st, body)
 			}
 		})
 	}

@@ -137,7 +137,9 @@ type Puller struct {
 	// (meta.Writer.Create), decided when the cache is about to store: as a
 	// push does, the user or robot who may create it administers it; one
 	// who may not (it existed when the pull was allowed, and was deleted
-	// since) creates nothing (MustExist).
+	// since), and an anonymous puller, create nothing (MustExist); an
+	// access token creates it, administered by nobody, where its scopes
+	// let it pull.
 	Create func(ctx context.Context, repo string) (*meta.RepoCreate, error)
 }
 
@@ -154,10 +156,28 @@ func (reg *Registry) puller(r *http.Request, d authz.Decision) Puller {
 		Create: func(ctx context.Context, repo string) (*meta.RepoCreate, error) {
 			id := d.Identity
 			dec, ok := reg.authz.(identityDecider)
-			if !ok || (id.Kind != auth.KindUser && id.Kind != auth.KindRobot) || id.ID == 0 {
-				// Auth mode none, an access token: private, with nobody's
-				// permission.
+			switch {
+			case !ok:
+				// Auth mode none: anyone may create it; private, with
+				// nobody's permission.
 				return &meta.RepoCreate{}, nil
+			case id.Kind == auth.KindToken:
+				// An access token creates what its scopes let it pull
+				// where nothing is (a first pull), private and with
+				// nobody's permission; not a public repository outside
+				// them, deleted since the pull was allowed.
+				may, err := dec.Decide(ctx, id, repo, ActionPull)
+				if err != nil {
+					return nil, err
+				}
+				if !may {
+					return &meta.RepoCreate{MustExist: true}, nil
+				}
+				return &meta.RepoCreate{}, nil
+			case (id.Kind != auth.KindUser && id.Kind != auth.KindRobot) || id.ID == 0:
+				// An anonymous puller creates nothing: a public
+				// repository let it in, deleted since.
+				return &meta.RepoCreate{MustExist: true}, nil
 			}
 			may, err := dec.Decide(ctx, id, repo, ActionPush)
 			if err != nil {
