@@ -91,7 +91,7 @@ func mirrorView(m meta.Mirror) map[string]any {
 		rule.Value = []string{}
 	}
 	proxy := m.Proxy
-	proxy.HTTPProxy, proxy.HTTPSProxy = redact.Userinfo(proxy.HTTPProxy), redact.Userinfo(proxy.HTTPSProxy)
+	proxy.HTTPProxy, proxy.HTTPSProxy = redactProxy(proxy.HTTPProxy), redactProxy(proxy.HTTPSProxy)
 	return map[string]any{
 		"is_enabled":                 m.Enabled,
 		"mirror_type":                "PULL",
@@ -113,9 +113,15 @@ func mirrorView(m meta.Mirror) map[string]any {
 	}
 }
 
-// checkProxyURL refuses a proxy URL that does not parse or carries
+// proxySchemes are the proxy URL schemes a sync dials (net/http's).
+var proxySchemes = []string{"http", "https", "socks5", "socks5h"}
+
+// checkProxyURL refuses a proxy URL that does not parse, is not
+// scheme://host[:port] with a scheme a sync dials, or carries
 // credentials: they would be stored unsealed and shown to every
-// repository admin.
+// repository admin. Without a scheme, http_proxy's "user:pass@proxy:3128"
+// parses as scheme "user" with the rest opaque and no userinfo, which
+// neither a sync could dial nor the redaction would hide.
 func checkProxyURL(field, raw string) error {
 	if raw == "" {
 		return nil
@@ -124,10 +130,26 @@ func checkProxyURL(field, raw string) error {
 	if err != nil {
 		return badRequest("external_registry_config.proxy.%s: invalid URL: %v", field, err)
 	}
-	if u.User != nil {
+	if u.User != nil || u.Opaque != "" && strings.Contains(u.Opaque, "@") {
 		return badRequest("external_registry_config.proxy.%s: a proxy URL takes no credentials (user:password@): give a proxy that needs none, such as scheme://host:port", field)
 	}
+	if !slices.Contains(proxySchemes, strings.ToLower(u.Scheme)) || u.Opaque != "" || u.Host == "" {
+		return badRequest("external_registry_config.proxy.%s: a proxy URL is scheme://host[:port] with scheme http, https or socks5, such as http://proxy.example:3128", field)
+	}
 	return nil
+}
+
+// redactProxy is a stored proxy URL as the API shows it: without
+// credentials, also in one stored before they were refused without a
+// scheme ("user:pass@proxy:3128", which redact.Userinfo leaves whole).
+func redactProxy(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Opaque == "" {
+		return redact.Userinfo(raw)
+	}
+	if at := strings.LastIndex(raw, "@"); at >= 0 {
+		return raw[at+1:]
+	}
+	return raw
 }
 
 // upstreamMoved names what an update changes of where a mirror's stored
@@ -180,11 +202,17 @@ func (a *API) applyMirrorInput(ctx context.Context, repo string, in mirrorInput,
 			m.UnsignedImages = *c.UnsignedImages
 		}
 		if c.Proxy != nil {
-			if err := checkProxyURL("http_proxy", c.Proxy.HTTPProxy); err != nil {
-				return err
+			// Checked when a request changes it (a client may send a
+			// stored value back), as the bounds below.
+			if creating || c.Proxy.HTTPProxy != m.Proxy.HTTPProxy {
+				if err := checkProxyURL("http_proxy", c.Proxy.HTTPProxy); err != nil {
+					return err
+				}
 			}
-			if err := checkProxyURL("https_proxy", c.Proxy.HTTPSProxy); err != nil {
-				return err
+			if creating || c.Proxy.HTTPSProxy != m.Proxy.HTTPSProxy {
+				if err := checkProxyURL("https_proxy", c.Proxy.HTTPSProxy); err != nil {
+					return err
+				}
 			}
 			m.Proxy = *c.Proxy
 		}
@@ -278,6 +306,21 @@ func (a *API) checkMirrorRobot(ctx context.Context, repo, robot string) error {
 	return err
 }
 
+// configuredBy is the account a mirror configured by id records
+// (meta.Mirror.ConfiguredBy): a sync links a blob from another repository
+// of the namespace only where both its robot and this account may pull,
+// so that a repository admin who may choose any robot of the namespace
+// does not borrow its reach (a manifest naming a private layer of a
+// repository the robot may read would link it here). 0, for an access
+// token or the nameless caller of auth mode "none", links nothing from
+// elsewhere.
+func configuredBy(id auth.Identity) int64 {
+	if id.Kind == auth.KindUser || id.Kind == auth.KindRobot {
+		return id.ID
+	}
+	return 0
+}
+
 func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, op, repo string) error {
 	ctx := r.Context()
 	switch op {
@@ -292,7 +335,7 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		if err := a.refuseInProxyCache(ctx, repo, "mirrors"); err != nil {
 			return err
 		}
-		m := meta.Mirror{Repository: repo, Enabled: true, VerifyTLS: true}
+		m := meta.Mirror{Repository: repo, Enabled: true, VerifyTLS: true, ConfiguredBy: configuredBy(id)}
 		if err := a.applyMirrorInput(ctx, repo, in, &m, true); err != nil {
 			return err
 		}
@@ -334,6 +377,9 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		if err := a.applyMirrorInput(ctx, repo, in, &m, false); err != nil {
 			return err
 		}
+		// Whoever changes the configuration answers for its links from
+		// now on, whatever the change (configuredBy).
+		m.ConfiguredBy = configuredBy(id)
 		// A mirror made before proxy cache organizations refused them
 		// may still be turned off there (and changed while off).
 		if m.Enabled {

@@ -29,3 +29,17 @@ CREATE TABLE repository_mirrors (
 );
 CREATE INDEX repository_mirrors_due ON repository_mirrors(is_enabled, next_sync_at);
 `
+
+// mirrorConfiguredBySchema is migration 38: the account that last set a
+// mirror's configuration through the API (mirrors.go, ConfiguredBy). A
+// sync links a blob from another repository of the namespace only where
+// both its robot and that account may pull: a repository admin does not
+// borrow the robot's reach by pointing its mirror at an upstream of
+// theirs. NULL for mirrors configured before, by no account (auth mode
+// none, an access token) or by one deleted since: their syncs link no
+// blob from another repository (each is downloaded) until an account
+// configures them again.
+const mirrorConfiguredBySchema = `
+ALTER TABLE repository_mirrors ADD COLUMN configured_by BIGINT REFERENCES users(id) ON DELETE SET NULL;
+CREATE INDEX repository_mirrors_configured_by ON repository_mirrors(configured_by) WHERE configured_by IS NOT NULL;
+`

@@ -104,6 +104,12 @@ type Mirror struct {
 	RootRule          MirrorRule
 	RobotUsername     string
 	ArchFilter        []string
+	// ConfiguredBy is the ID of the account (a user, or a robot) that
+	// last set the configuration through the API; 0 for none (set by no
+	// account, before migration 38, or the account was deleted since). A
+	// sync links a blob from another repository of the namespace only
+	// where both the robot and this account may pull.
+	ConfiguredBy int64
 	// State, read-only for the API.
 	Status           string
 	RetriesRemaining int
@@ -116,15 +122,17 @@ type Mirror struct {
 
 const mirrorColumns = `repository, is_enabled, external_reference, username, password_sealed, verify_tls, unsigned_images, proxy,
 	sync_interval, sync_start_date, root_rule, robot_username, architecture_filter, sync_status, sync_retries_remaining,
-	next_sync_at, last_error, cancel_requested, job_id, last_sync_at`
+	next_sync_at, last_error, cancel_requested, job_id, last_sync_at, configured_by`
 
 func scanMirror(row interface{ Scan(...any) error }) (Mirror, error) {
 	var m Mirror
 	var enabled, verify, unsigned, cancel int
 	var proxy, rule, arch string
 	var interval, start, next, last int64
+	var configuredBy sql.NullInt64
 	err := row.Scan(&m.Repository, &enabled, &m.ExternalReference, &m.Username, &m.PasswordSealed, &verify, &unsigned, &proxy,
-		&interval, &start, &rule, &m.RobotUsername, &arch, &m.Status, &m.RetriesRemaining, &next, &m.LastError, &cancel, &m.JobID, &last)
+		&interval, &start, &rule, &m.RobotUsername, &arch, &m.Status, &m.RetriesRemaining, &next, &m.LastError, &cancel, &m.JobID, &last,
+		&configuredBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Mirror{}, ErrMirrorNotFound
 	}
@@ -132,6 +140,7 @@ func scanMirror(row interface{ Scan(...any) error }) (Mirror, error) {
 		return Mirror{}, fmt.Errorf("read mirror: %w", err)
 	}
 	m.Enabled, m.VerifyTLS, m.UnsignedImages, m.CancelRequested = enabled != 0, verify != 0, unsigned != 0, cancel != 0
+	m.ConfiguredBy = configuredBy.Int64
 	json.Unmarshal([]byte(proxy), &m.Proxy)
 	json.Unmarshal([]byte(rule), &m.RootRule)
 	json.Unmarshal([]byte(arch), &m.ArchFilter)
@@ -150,14 +159,19 @@ func mirrorArgs(m Mirror) []any {
 	if m.RootRule.Value == nil {
 		m.RootRule.Value = []string{}
 	}
+	var configuredBy any // NULL: no account
+	if m.ConfiguredBy != 0 {
+		configuredBy = m.ConfiguredBy
+	}
 	return []any{boolInt(m.Enabled), m.ExternalReference, m.Username, m.PasswordSealed, boolInt(m.VerifyTLS), boolInt(m.UnsignedImages),
 		string(mustJSON(m.Proxy)), int64(m.SyncInterval / time.Second), m.SyncStartDate.UnixMicro(), string(mustJSON(m.RootRule)),
-		m.RobotUsername, string(mustJSON(m.ArchFilter))}
+		m.RobotUsername, string(mustJSON(m.ArchFilter)), configuredBy}
 }
 
 // CreateMirror configures a repository's mirror: the first sync is due at
 // its start date. The repository goes to state MIRROR, written only by the
-// mirror robot, in the same transaction. ErrExists if it has a mirror.
+// mirror robot, in the same transaction. ErrExists if it has a mirror;
+// ErrCreatorGone if the account ConfiguredBy names was deleted.
 func (db Mirrors) CreateMirror(ctx context.Context, m Mirror) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		// Not in a proxy cache organization; its row is held FOR SHARE so
@@ -193,8 +207,13 @@ func (db Mirrors) CreateMirror(ctx context.Context, m Mirror) error {
 		args = append(args, MirrorNeverRun, MirrorRetries, m.SyncStartDate.UnixMicro(), db.now())
 		res, err = tx.ExecContext(ctx, db.q(`INSERT INTO repository_mirrors (repository, is_enabled, external_reference, username, password_sealed,
 			verify_tls, unsigned_images, proxy, sync_interval, sync_start_date, root_rule, robot_username, architecture_filter,
-			sync_status, sync_retries_remaining, next_sync_at, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository) DO NOTHING`), args...)
+			configured_by, sync_status, sync_retries_remaining, next_sync_at, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository) DO NOTHING`), args...)
+		if foreignKeyViolation(err) {
+			// The repository is held by this transaction: the account
+			// configuring the mirror was deleted since.
+			return fmt.Errorf("mirror of %s, configured by %d: %w", m.Repository, m.ConfiguredBy, ErrCreatorGone)
+		}
 		if err != nil {
 			return fmt.Errorf("create mirror: %w", err)
 		}
@@ -205,15 +224,19 @@ func (db Mirrors) CreateMirror(ctx context.Context, m Mirror) error {
 	})
 }
 
-// UpdateMirror stores a mirror's configuration (not its state); a changed
-// start date or interval reschedules it. The repository's mirror robot
-// follows robot_username.
+// UpdateMirror stores a mirror's configuration (not its state), and who
+// configured it (ConfiguredBy); a changed start date or interval
+// reschedules it. The repository's mirror robot follows robot_username.
 func (db Mirrors) UpdateMirror(ctx context.Context, m Mirror, reschedule bool) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		args := append(mirrorArgs(m), m.Repository)
 		res, err := tx.ExecContext(ctx, db.q(`UPDATE repository_mirrors SET is_enabled = ?, external_reference = ?, username = ?, password_sealed = ?,
 			verify_tls = ?, unsigned_images = ?, proxy = ?, sync_interval = ?, sync_start_date = ?, root_rule = ?, robot_username = ?,
-			architecture_filter = ? WHERE repository = ?`), args...)
+			architecture_filter = ?, configured_by = ? WHERE repository = ?`), args...)
+		if foreignKeyViolation(err) {
+			// The account configuring the mirror was deleted since.
+			return fmt.Errorf("mirror of %s, configured by %d: %w", m.Repository, m.ConfiguredBy, ErrCreatorGone)
+		}
 		if err != nil {
 			return fmt.Errorf("update mirror: %w", err)
 		}

@@ -372,6 +372,8 @@ CREATE INDEX expiry_notices_expires ON expiry_notices(expires_at)`,
 	// the version before, during a rolling upgrade).
 	`UPDATE tag_policies SET tag_pattern = '.*(?:' || tag_pattern || ')'
 WHERE kind = 'immutability' AND tag_pattern <> '' AND (substr(tag_pattern, 1, 1) <> '^' OR tag_pattern LIKE '%|%')`,
+	// 38: the account that last configured a mirror (mirror_schema.go).
+	mirrorConfiguredBySchema,
 }
 
 func (db *core) render(stmt string) string {

@@ -188,7 +188,8 @@ func TestMirrorSyncLinksAsItsRobot(t *testing.T) {
 }
 
 // robotMirror makes repo (unless it is the fixture's own) a mirror of the
-// upstream's lib/app, every tag, synced as the robot acme+mirror.
+// upstream's lib/app, every tag, synced as the robot acme+mirror and
+// configured by the user acme.
 func (f *mfix) robotMirror(t *testing.T, repo string) {
 	t.Helper()
 	ctx := context.Background()
@@ -197,7 +198,11 @@ func (f *mfix) robotMirror(t *testing.T, repo string) {
 			t.Fatal(err)
 		}
 	}
-	m := meta.Mirror{Repository: repo, Enabled: true, ExternalReference: f.upstream + "/lib/app", Username: "up",
+	owner, err := f.db.Users().UserByName(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := meta.Mirror{ConfiguredBy: owner.ID, Repository: repo, Enabled: true, ExternalReference: f.upstream + "/lib/app", Username: "up",
 		PasswordSealed: f.sealer.Seal([]byte("secret")), VerifyTLS: true, SyncInterval: time.Hour,
 		SyncStartDate: time.Now().Add(time.Hour), RootRule: meta.MirrorRule{Kind: "tag_glob_csv", Value: []string{"*"}},
 		RobotUsername: "acme+mirror"}

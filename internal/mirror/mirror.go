@@ -55,10 +55,11 @@ type MirrorOptions struct {
 	Logger               *slog.Logger
 	// Metrics, if set, counts finished syncs by outcome.
 	Metrics Metrics
-	// Auth decides, for the mirror's robot as a sync runs, which
-	// repositories of the namespace it may read (pull): a blob is linked
-	// without a download only from one of them (Request.MayLink). Nil:
-	// none, every missing blob is downloaded.
+	// Auth decides, for the mirror's robot and for the account that last
+	// configured the mirror as a sync runs, which repositories of the
+	// namespace each may read (pull): a blob is linked without a download
+	// only from one both may (Request.MayLink). Nil: none, every missing
+	// blob is downloaded.
 	Auth Decider
 }
 
@@ -96,9 +97,11 @@ type TagStore interface {
 	ListTags(ctx context.Context, repo, last string, n int) ([]string, error)
 }
 
-// UserStore finds a mirror's robot (meta.Users).
+// UserStore finds a mirror's robot, and the account that configured it
+// (meta.Users).
 type UserStore interface {
 	UserByName(ctx context.Context, username string) (meta.User, error)
+	UserByID(ctx context.Context, id int64) (meta.User, error)
 }
 
 // ProxyCacheStore tells the organizations that are pull-through caches
@@ -270,6 +273,10 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 		s.count(meta.MirrorFail)
 		return s.db.FinishMirrorSync(rec, repo, meta.MirrorFail, fmt.Sprintf("%s: %s", msg, why))
 	}
+	link, err := s.mayLink(ctx, m, account)
+	if err != nil {
+		return err
+	}
 	// A sync has an end, whatever its upstream does: past it, it fails
 	// and its job ends (the lease is renewed only while it runs).
 	tctx, stop := context.WithTimeoutCause(ctx, s.opts.SyncTimeout,
@@ -278,7 +285,7 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	sctx, cancel := context.WithCancelCause(tctx)
 	defer cancel(nil)
 	go s.watchCancel(sctx, cancel, m)
-	res, err := s.sync(sctx, m, s.mayLink(m, account))
+	res, err := s.sync(sctx, m, link)
 	var robot *robotRefusedError
 	if err != nil && tctx.Err() != nil && ctx.Err() == nil {
 		err = context.Cause(tctx) // the sync's deadline, not what it cut
@@ -321,30 +328,72 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 var errCancelled = errors.New("mirror sync cancelled")
 
 // mayLink is whether a sync of the mirror may link a blob from another
-// repository of its namespace: when its robot may pull from there, as
-// Auth decides (nil Auth: never), once per repository for the sync. A
-// mirror without a robot (auth mode "none") decides as the anonymous
-// caller, whom that mode's decider allows everything. The robot's
-// account, looked up as the sync started (robot), is passed by its ID:
-// a decision then needs no look-up of its own (the sync stops if the
-// robot is deleted or disabled meanwhile, watchCancel). Make one per
-// sync: its decisions last as long as it does.
-func (s *MirrorService) mayLink(m meta.Mirror, robot meta.User) MayLink {
+// repository of its namespace: when both its robot and the account that
+// last configured it (m.ConfiguredBy) may pull from there, as Auth
+// decides (nil Auth: never), once per repository for the sync. Any
+// repository admin may choose any robot of the namespace and the
+// upstream: deciding as the robot alone would let one link, from a
+// manifest of theirs naming it, a private layer only the robot may read.
+// A mirror with a robot and no such account (configured before Berth
+// recorded it, by an access token or with authentication off, or the
+// account is deleted or disabled) links nothing from elsewhere: each
+// blob its repository lacks is downloaded. A mirror without a robot
+// (auth mode "none") decides as the anonymous caller, whom that mode's
+// decider allows everything, and who otherwise reads only what is
+// public. The robot's account, looked up as the sync started (robot), is
+// passed by its ID: a decision then needs no look-up of its own (the
+// sync stops if the robot is deleted or disabled meanwhile,
+// watchCancel). Make one per sync: its decisions last as long as it does.
+func (s *MirrorService) mayLink(ctx context.Context, m meta.Mirror, robot meta.User) (MayLink, error) {
 	if s.opts.Auth == nil {
-		return nil
+		return nil, nil
 	}
-	id := auth.Anonymous
+	ids := []auth.Identity{auth.Anonymous}
 	if m.RobotUsername != "" {
+		by, err := s.configurer(ctx, m)
+		if err != nil || by == nil {
+			return nil, err
+		}
 		// ID 0 (no user store): the decider looks the robot up by name.
-		id = auth.Identity{Kind: auth.KindRobot, ID: robot.ID, Name: m.RobotUsername}
+		ids = []auth.Identity{{Kind: auth.KindRobot, ID: robot.ID, Name: m.RobotUsername}, *by}
 	}
 	return remember(func(ctx context.Context, repo string) bool {
-		ok, err := s.opts.Auth.Decide(ctx, id, repo, auth.ActionPull)
-		if err != nil {
-			s.log.Warn("mirror link decision: the source's blobs are downloaded", "repository", m.Repository, "source", repo, "err", err)
+		for _, id := range ids {
+			ok, err := s.opts.Auth.Decide(ctx, id, repo, auth.ActionPull)
+			if err != nil {
+				s.log.Warn("mirror link decision: the source's blobs are downloaded", "repository", m.Repository, "source", repo, "err", err)
+			}
+			if err != nil || !ok {
+				return false
+			}
 		}
-		return err == nil && ok
-	})
+		return true
+	}), nil
+}
+
+// configurer is the identity of the account that last configured the
+// mirror, as the sync starts: nil if there is none (m.ConfiguredBy 0, no
+// user store) or it may not act (deleted, disabled, or the user owning a
+// robot is).
+func (s *MirrorService) configurer(ctx context.Context, m meta.Mirror) (*auth.Identity, error) {
+	if m.ConfiguredBy == 0 || s.users == nil {
+		return nil, nil
+	}
+	u, err := s.users.UserByID(ctx, m.ConfiguredBy)
+	if errors.Is(err, meta.ErrUserNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up the account that configured the mirror: %w", err)
+	}
+	if !u.Active() {
+		return nil, nil
+	}
+	kind := auth.KindUser
+	if u.Kind == meta.UserKindRobot {
+		kind = auth.KindRobot
+	}
+	return &auth.Identity{Kind: kind, ID: u.ID, Name: u.Username, Superuser: u.Superuser}, nil
 }
 
 // robotRefusedError stops a sync whose robot may no longer act.
