@@ -19,6 +19,13 @@ type Collector interface {
 	Status(ctx context.Context) (gc.Status, error)
 }
 
+// noCollector answers where the API was built without a collector (a
+// server always gives it one, gc.enabled or not: a replica that runs no
+// passes still reports, and says so).
+func noCollector() error {
+	return apiError(http.StatusNotImplemented, "not_implemented", "garbage collection reports are not served here")
+}
+
 func (a *API) gcEndpoints() []repoEndpoint {
 	return []repoEndpoint{{http.MethodGet, "manifest/{}/gc", a.manifestGC}}
 }
@@ -29,10 +36,11 @@ func (a *API) gcRoutes() {
 
 // manifestGC explains why garbage collection keeps a manifest (its tags,
 // the indexes that list it, its stored subject, the delay after its push),
-// or that the next pass collects it.
+// or that the next pass collects it; on a replica with gc.enabled false,
+// also that this replica runs no passes (collection_disabled).
 func (a *API) manifestGC(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, args []string) error {
 	if a.opts.GC == nil {
-		return apiError(http.StatusNotImplemented, "not_implemented", "garbage collection is disabled on this registry (gc.enabled)")
+		return noCollector()
 	}
 	d, err := oci.ParseDigest(args[0])
 	if err != nil {
@@ -71,7 +79,7 @@ func (a *API) gcStatus(w http.ResponseWriter, r *http.Request, id auth.Identity)
 		return err
 	}
 	if a.opts.GC == nil {
-		return apiError(http.StatusNotImplemented, "not_implemented", "garbage collection is disabled on this registry (gc.enabled)")
+		return noCollector()
 	}
 	st, err := a.opts.GC.Status(r.Context())
 	if err != nil {

@@ -27,10 +27,13 @@ type Collection interface {
 
 // Collected says what a collection removed (or, dry, would remove).
 type Collected struct {
-	Manifests int   `json:"manifests"`
-	Links     int   `json:"links"`
-	Blobs     int   `json:"blobs"`
-	Bytes     int64 `json:"bytes"` // of the blobs whose bytes were deleted (or would be)
+	Manifests int `json:"manifests"`
+	Links     int `json:"links"`
+	Blobs     int `json:"blobs"`
+	// Bytes are the blob bytes the pass deleted from storage (those of
+	// blobs condemned earlier too; not those a refused deletion left),
+	// or, dry, those of the blobs it would condemn.
+	Bytes int64 `json:"bytes"`
 }
 
 // collectBatch is how many candidates one query returns.
@@ -90,6 +93,7 @@ func (c *Collector) collect(ctx context.Context, cut cutoffs, dry bool) (Collect
 		return got, nil
 	}
 	var errs []error
+	sizes := map[digest.Digest]int64{} // of the blobs this pass condemned
 	for round := 0; round < maxRounds; round++ {
 		before := got
 		if err := c.collectManifests(ctx, cutoff, &got); err != nil {
@@ -98,14 +102,14 @@ func (c *Collector) collect(ctx context.Context, cut cutoffs, dry bool) (Collect
 		if err := c.collectLinks(ctx, cut, &got); err != nil {
 			errs = append(errs, err)
 		}
-		if err := c.condemnBlobs(ctx, cutoff, &got); err != nil {
+		if err := c.condemnBlobs(ctx, cutoff, &got, sizes); err != nil {
 			errs = append(errs, err)
 		}
 		if got == before || len(errs) > 0 {
 			break
 		}
 	}
-	if err := c.deletePending(ctx); err != nil {
+	if err := c.deletePending(ctx, sizes, &got); err != nil {
 		errs = append(errs, err)
 	}
 	return got, errors.Join(errs...)
@@ -163,34 +167,21 @@ func (c *Collector) collectLinks(ctx context.Context, cut cutoffs, got *Collecte
 	}
 }
 
-func (c *Collector) condemnBlobs(ctx context.Context, cutoff time.Time, got *Collected) error {
+// condemnBlobs condemns the blobs no repository links, noting the size of
+// each candidate in sizes (for deletePending, which counts the bytes once
+// they are deleted).
+func (c *Collector) condemnBlobs(ctx context.Context, cutoff time.Time, got *Collected, sizes map[digest.Digest]int64) error {
 	for {
 		cands, err := c.gc.OrphanBlobs(ctx, cutoff, collectBatch)
 		if err != nil {
 			return err
 		}
-		size := map[digest.Digest]int64{}
 		ds := make([]digest.Digest, len(cands))
 		for i, b := range cands {
-			ds[i], size[b.Digest] = b.Digest, b.Size
+			ds[i], sizes[b.Digest] = b.Digest, b.Size
 		}
-		// Bytes are counted for the blobs that were condemned; a candidate
-		// kept by a racing link is not (the batch says how many, not which:
-		// re-read the pending deletions to count exactly).
 		n, err := inChunks(ds, func(b []digest.Digest) (int, error) { return c.gc.CondemnBlobs(ctx, b, cutoff) })
 		got.Blobs += n
-		if n == len(ds) {
-			for _, d := range ds {
-				got.Bytes += size[d]
-			}
-		} else if n > 0 {
-			pending, perr := c.gc.PendingBlobDeletes(ctx, 1<<20)
-			if perr == nil {
-				for _, d := range pending {
-					got.Bytes += size[d]
-				}
-			}
-		}
 		if err != nil {
 			return fmt.Errorf("condemn blobs: %w", err)
 		}
@@ -201,17 +192,41 @@ func (c *Collector) condemnBlobs(ctx context.Context, cutoff time.Time, got *Col
 }
 
 // deletePending deletes the bytes of condemned blobs, including those a
-// crash left condemned; a failure leaves the batch's deletions pending for
-// the next pass.
-func (c *Collector) deletePending(ctx context.Context) error {
+// crash left condemned (or another replica condemned); a failure leaves
+// the batch's deletions pending for the next pass. It adds to got.Bytes
+// the bytes it deleted: of each blob whose removal succeeded (where a
+// refused one, an object lock say, is not), once (a deletion is finished
+// by one replica, under the digest's lock), by the size it was condemned
+// with in this pass or, condemned before, as stored.
+func (c *Collector) deletePending(ctx context.Context, sizes map[digest.Digest]int64, got *Collected) error {
 	for {
 		ds, err := c.gc.PendingBlobDeletes(ctx, collectBatch)
 		if err != nil {
 			return err
 		}
+		// A transaction that runs again removes again: count each digest
+		// once, with what its first removal found.
+		removed := map[digest.Digest]int64{}
 		done, err := inChunks(ds, func(b []digest.Digest) (int, error) {
-			return c.gc.FinishBlobDeletes(ctx, b, func(ctx context.Context, d digest.Digest) error { return storage.DeleteBlob(ctx, c.store, d) })
+			return c.gc.FinishBlobDeletes(ctx, b, func(ctx context.Context, d digest.Digest) error {
+				size, known := sizes[d]
+				if !known {
+					if fi, err := c.store.Stat(ctx, storage.BlobPath(d)); err == nil {
+						size = fi.Size
+					}
+				}
+				if err := storage.DeleteBlob(ctx, c.store, d); err != nil {
+					return err
+				}
+				if _, seen := removed[d]; !seen {
+					removed[d] = size
+				}
+				return nil
+			})
 		})
+		for _, n := range removed {
+			got.Bytes += n
+		}
 		if err != nil {
 			return fmt.Errorf("delete blobs: %w", err)
 		}

@@ -32,12 +32,14 @@ type Verdict struct {
 	// it does not).
 	CachedUntil time.Time `json:"cached_until,omitzero"`
 	// NextPass is when the next pass of this replica is due (zero when
-	// collection is off).
+	// it runs none, or has not run one yet).
 	NextPass time.Time `json:"next_pass,omitzero"`
 }
 
 // Explain says why a manifest with these keepers is kept, or that the next
-// pass collects it. seeHeld is whether the caller may see what a gate
+// pass collects it; on a replica that runs no passes (NoPasses) it
+// says collection_disabled too, and kept is still what a pass would
+// decide. seeHeld is whether the caller may see what a gate
 // holds (a checker): for anyone else the verdict names no held parent and
 // counts no candidacy, and says only that a gate keeps it.
 func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers, seeHeld bool) Verdict {
@@ -91,6 +93,11 @@ func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers, seeHeld boo
 		v.Reasons = append(v.Reasons, "protected_by_gate: a gate holds content that keeps it")
 	}
 	v.Kept = len(v.Reasons) > 0
+	if c.noPasses {
+		// Kept stays what a pass would decide: another replica, or
+		// `berth admin gc`, may run one.
+		v.Reasons = append(v.Reasons, "collection_disabled: gc.enabled is off on this replica, which runs no passes (another replica or berth admin gc may)")
+	}
 	if next := c.nextPass(); !next.IsZero() {
 		v.NextPass = next
 	}
@@ -99,6 +106,8 @@ func (c *Collector) Explain(d digest.Digest, k meta.ManifestKeepers, seeHeld boo
 
 // Status is the collector's state as the superuser API shows it.
 type Status struct {
+	// Enabled is whether this replica runs passes (gc.enabled); what a
+	// pass would collect is counted either way.
 	Enabled  bool   `json:"enabled"`
 	Delay    string `json:"delay"`
 	Interval string `json:"interval"`
@@ -120,8 +129,8 @@ type PassRecord struct {
 // Status reports the collector's state; it counts what is collectable now
 // (one read of each candidate query).
 func (c *Collector) Status(ctx context.Context) (Status, error) {
-	st := Status{Enabled: c.opts.Delay > 0, Delay: c.opts.Delay.String(), Interval: c.opts.Interval.String()}
-	if st.Enabled {
+	st := Status{Enabled: c.opts.Delay > 0 && !c.noPasses, Delay: c.opts.Delay.String(), Interval: c.opts.Interval.String()}
+	if c.opts.Delay > 0 {
 		got, err := c.collect(ctx, c.cutoffsAt(c.now()), true)
 		if err != nil {
 			return st, err
@@ -167,4 +176,15 @@ func (c *Collector) nextPass() time.Time {
 type passState struct {
 	mu   sync.Mutex
 	last *PassRecord
+	// noPasses: this replica runs no passes (NoPasses).
+	noPasses bool
+}
+
+// NoPasses marks the collector of a replica that runs no passes
+// (gc.enabled false: its Run is not started) but answers the reports:
+// Explain says collection_disabled, Status says enabled false. Call it
+// before the collector is used; it returns c.
+func (c *Collector) NoPasses() *Collector {
+	c.noPasses = true
+	return c
 }

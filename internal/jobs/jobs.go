@@ -6,6 +6,7 @@ package jobs
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -165,9 +166,10 @@ type Options struct {
 	Backoff func(attempt int) time.Duration
 	// Logger receives the worker's logs (slog.Default()).
 	Logger *slog.Logger
-	// Owner names this worker in lease_owner (hostname-pid-random). Each
-	// claim appends a sequence number, so that two claims of one worker are
-	// never mistaken for each other.
+	// Owner names this worker in lease_owner (by default
+	// ProcessOwnerPrefix and a random number). Each claim appends a
+	// sequence number, so that two claims of one worker are never
+	// mistaken for each other.
 	Owner string
 }
 
@@ -235,18 +237,45 @@ func New(store Store, queue string, h Handler, opts Options) *Worker {
 }
 
 func defaultOwner() string {
-	return fmt.Sprintf("%s%08x", ProcessOwnerPrefix(), rand.Uint32())
+	return fmt.Sprintf("%s%08x", processPrefix, rand.Uint32())
 }
 
-// ProcessOwnerPrefix is how the default owners of this process's workers
-// begin (hostname-pid-): the lease owners a stopping process may release
-// (meta's ExpireLeasesOf).
-func ProcessOwnerPrefix() string {
+// processPrefix begins the default owners of this process's workers. It
+// is set once, when the package is initialized, and never changed.
+var processPrefix = OwnerPrefix(hostname(), os.Getpid(), NewProcessNonce())
+
+func hostname() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "berth"
 	}
-	return fmt.Sprintf("%s-%d-", host, os.Getpid())
+	return host
+}
+
+// ProcessOwnerPrefix is how the default owners of this process's workers
+// begin (OwnerPrefix of its hostname, its PID and a nonce drawn when the
+// process started): the lease owners a stopping process may release
+// (meta's ExpireLeasesOf), and no other process's.
+func ProcessOwnerPrefix() string {
+	return processPrefix
+}
+
+// NewProcessNonce draws the random part of a process's owner prefix from
+// crypto/rand: 26 characters of base32 (128 bits).
+func NewProcessNonce() string {
+	return crand.Text()
+}
+
+// OwnerPrefix is how the lease owners of a process's workers begin:
+// host-pid-nonce/. The hostname and PID say which process holds a job, for
+// whoever reads lease_owner; they alone do not tell processes apart
+// (containers sharing the host's network share its hostname and each run
+// as PID 1), nor do they end unambiguously (host berth's PID 1 would begin
+// every owner on host berth-1). The nonce does, and the slash, which no
+// hostname or nonce contains, ends the prefix: no process's prefix begins
+// another's owners.
+func OwnerPrefix(host string, pid int, nonce string) string {
+	return fmt.Sprintf("%s-%d-%s/", host, pid, nonce)
 }
 
 // Wake nudges an idle worker to look for jobs now rather than at its next

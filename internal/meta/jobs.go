@@ -321,7 +321,9 @@ func (db *core) releaseJobsTx(ctx context.Context, tx *sql.Tx, queue, keyPrefix 
 // ExpireLeasesOf ends now the leases of the running jobs whose lease owner
 // starts with ownerPrefix (the workers of a process that stops without
 // their handlers having returned): another worker takes them over at once,
-// as it would after the leases ran out. It returns how many it ended.
+// as it would after the leases ran out. It returns how many it ended. The
+// prefix must name one process alone and end unambiguously (see
+// jobs.OwnerPrefix): any live owner it begins loses its lease.
 func (db Jobs) ExpireLeasesOf(ctx context.Context, ownerPrefix string) (int64, error) {
 	if ownerPrefix == "" {
 		return 0, errors.New("expire job leases: an owner prefix is required")

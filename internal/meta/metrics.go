@@ -25,9 +25,11 @@ type QueueFigures struct {
 type Figures struct {
 	Queues map[string]QueueFigures
 	// FeedLag is, per subscriber of the change feed, how many sequenced
-	// events it has not handled yet (feed head minus its cursor). A
-	// built-in subscriber no process has subscribed yet (its feature
-	// off since the database was made) is not listed.
+	// events it has not handled yet (feed head minus its cursor). Only
+	// the subscribers the retention of events waits for are listed (see
+	// FiguresRetaining): not a built-in one no process has subscribed yet
+	// (its feature off since the database was made), nor one abandoned
+	// (its feature turned off, its process gone), whose lag only grows.
 	FeedLag map[string]int64
 	// Unsequenced counts committed events the sequencer has not numbered
 	// yet (normally 0 or a handful).
@@ -37,8 +39,18 @@ type Figures struct {
 	GateCandidates map[string]int64
 }
 
-// Figures reads the monitoring gauges.
+// Figures reads the monitoring gauges, as FiguresRetaining does for
+// events kept forever (gc.retention.events 0): FeedLag lists the
+// subscribers seen within a week.
 func (db *DB) Figures(ctx context.Context) (Figures, error) {
+	return db.FiguresRetaining(ctx, 0)
+}
+
+// FiguresRetaining reads the monitoring gauges of a store whose events are
+// pruned after events (gc.retention.events; 0 keeps them forever).
+// FeedLag lists the subscribers that pruning still waits for: those seen
+// within the longer of events and subscriberGone (pruneEvents' rule).
+func (db *DB) FiguresRetaining(ctx context.Context, events time.Duration) (Figures, error) {
 	f := Figures{Queues: map[string]QueueFigures{}, FeedLag: map[string]int64{}, GateCandidates: map[string]int64{}}
 	err := eachRow(ctx, db.read, db.q(`SELECT queue, status, COUNT(*) FROM jobs WHERE status IN ('pending', 'running') GROUP BY queue, status`),
 		nil, func(rows *sql.Rows) error {
@@ -89,7 +101,9 @@ func (db *DB) Figures(ctx context.Context) (Figures, error) {
 	if err != nil {
 		return f, fmt.Errorf("dead jobs: %w", err)
 	}
-	err = eachRow(ctx, db.read, db.q(`SELECT c.name, h.position - c.position FROM feed_cursors c CROSS JOIN feed_head h WHERE h.id = 1 AND c.seen_at > 0`), nil,
+	seen := db.nowTime().Add(-max(subscriberGone, events))
+	err = eachRow(ctx, db.read, db.q(`SELECT c.name, h.position - c.position FROM feed_cursors c CROSS JOIN feed_head h WHERE h.id = 1 AND c.seen_at > 0 AND c.seen_at >= ?`),
+		[]any{seen.UnixMicro()},
 		func(rows *sql.Rows) error {
 			var name string
 			var lag int64

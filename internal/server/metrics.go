@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/authz"
 	"github.com/berth-dev/berth/internal/gc"
+	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/mirror"
 	"github.com/berth-dev/berth/internal/notify"
 	"github.com/berth-dev/berth/internal/scan"
@@ -64,7 +66,7 @@ func newMetrics() *metrics {
 	m.gcRuns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "registry_gc_runs_total",
 		Help: "Garbage collection passes of this process, by whether they met an error."}, []string{"error"})
 	m.gcDeletes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "registry_gc_deletes_total",
-		Help: "What garbage collection removed, by kind (manifest, blob_link, blob, upload, leftover_upload)."}, []string{"kind"})
+		Help: "What garbage collection removed, by kind (manifest, blob_link, blob, upload, leftover_upload, leftover_blob)."}, []string{"kind"})
 	m.gcBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "registry_gc_storage_deleted_bytes_total",
 		Help: "Bytes garbage collection deleted from storage (blobs, expired uploads and leftovers)."})
 	for _, c := range []prometheus.Collector{m.inFlight, m.requests, m.duration, m.bytesIn, m.bytesOut, m.delivered, m.scans, m.syncs,
@@ -76,10 +78,22 @@ func newMetrics() *metrics {
 	for _, o := range []string{"success", "fail", "cancel"} {
 		m.syncs.WithLabelValues(o)
 	}
-	for _, k := range []string{"manifest", "blob_link", "blob", "upload", "leftover_upload"} {
+	for _, k := range []string{"manifest", "blob_link", "blob", "upload", "leftover_upload", "leftover_blob"} {
 		m.gcDeletes.WithLabelValues(k)
 	}
 	return m
+}
+
+// retainedFigures are the store's figures as the retention of events
+// (gc.retention.events) sees the change feed: its lag gauge lists the
+// subscribers pruning still waits for, not those abandoned.
+type retainedFigures struct {
+	*meta.DB
+	events time.Duration
+}
+
+func (f retainedFigures) Figures(ctx context.Context) (meta.Figures, error) {
+	return f.FiguresRetaining(ctx, f.events)
 }
 
 // handler serves the metrics in the Prometheus text (or protobuf) format.

@@ -46,7 +46,7 @@ type Server struct {
 	notifier *notify.Service
 	mirrors  *mirror.MirrorService
 	scanner  *scan.Service  // nil when scanning is off
-	gc       *gc.Collector  // nil when housekeeping is off
+	gc       *gc.Collector  // runs only with gc.enabled; answers the reports always
 	updater  *scan.Updater  // nil unless scan.vulndb.updateInterval is set
 	graph    *graph.Service // nil when the base-image graph is off
 	gates    *gate.Service
@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	var mets *metrics
 	if cfg.Metrics.Enabled {
 		mets = newMetrics()
-		mets.reg.MustRegister(newDBCollector(db))
+		mets.reg.MustRegister(newDBCollector(retainedFigures{DB: db, events: cfg.GC.Retention.Events}))
 	}
 	n := cfg.Notifications
 	nopts := notify.Options{Server: publicServer(cfg), Guard: guard, SMTPAddr: n.SMTPAddr, SMTPFrom: n.SMTPFrom,
@@ -188,15 +188,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			StateDir: filepath.Join(cfg.DataDir, "vulndb"), UserAgent: "berth/" + buildVersion()})
 		updater = scan.NewUpdater(db.VulnDB(), db.Jobs(), fetcher, scan.UpdaterOptions{Every: v.UpdateInterval, Logger: log})
 	}
-	var collector *gc.Collector
-	if cfg.GC.Enabled {
-		gopts := GCOptions(cfg, log)
-		if mets != nil {
-			gopts.Metrics = mets
-		}
-		collector = gc.New(wire.GCStores(db, cfg.GC.TimeMachine), driver, gopts)
-		apiOpts.GC = collector
+	// The collector answers the API's reports on every replica; with
+	// gc.enabled false it runs no passes (Serve does not start it), and
+	// the reports say so.
+	gopts := GCOptions(cfg, log)
+	if mets != nil {
+		gopts.Metrics = mets
 	}
+	collector := gc.New(wire.GCStores(db, cfg.GC.TimeMachine), driver, gopts)
+	if !cfg.GC.Enabled {
+		collector.NoPasses()
+	}
+	apiOpts.GC = collector
 	var graphSvc *graph.Service
 	if cfg.Graph.Enabled {
 		idx := graph.NewIndexer(db.Manifests(), db.Graph(), driver, log)
@@ -346,7 +349,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); worker.Run(bg) }()
 	go func() { defer wg.Done(); s.mirrors.Run(bg) }()
-	if s.gc != nil {
+	if s.cfg.GC.Enabled {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.gc.Run(bg) }()
 	}
