@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,8 +37,8 @@ const (
 	// exitThreshold: a vulnerability reached --fail-on.
 	exitThreshold = 3
 	// exitMissingData: some ecosystem of the image had no vulnerability
-	// data, so the report may miss vulnerabilities (--allow-missing-data
-	// accepts that).
+	// data, or only stale data, so the report may miss vulnerabilities
+	// (--allow-missing-data accepts that).
 	exitMissingData = 4
 )
 
@@ -61,9 +62,10 @@ Exit status, for use as a pipeline gate:
   3  a vulnerability is at or above --fail-on (Critical, High, Medium, Low,
      Negligible, Unknown)
   4  the registry has no vulnerability data for an ecosystem of the image
-     (for example nothing was imported for Debian), so its report cannot be
-     complete; --allow-missing-data accepts that, with a warning.
-     With --max-data-age, data older than that counts as missing.`,
+     (for example nothing was imported for Debian), or only stale data
+     (older than the server's scan.vulndb.staleAfter), so its report cannot
+     be complete; --allow-missing-data accepts that, with a warning.
+     With --max-data-age, data older than that counts as missing too.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for flag, d := range map[string]time.Duration{"--max-data-age": maxAge, "--wait": wait} {
@@ -133,10 +135,7 @@ Exit status, for use as a pipeline gate:
 			if info.Status != meta.ScanScanned {
 				return fmt.Errorf("%s@%s is not scanned: %s %s", repo, dgst, info.Status, info.Reason)
 			}
-			missing, stale := dataProblems(info.VulnerabilityData, maxAge, time.Now())
-			if stale != "" {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+stale)
-			}
+			missing := dataProblems(info.VulnerabilityData, maxAge, time.Now())
 			if missing != "" && allowMissing {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+missing+" (allowed by --allow-missing-data)")
 			}
@@ -164,8 +163,8 @@ Exit status, for use as a pipeline gate:
 	f.BoolVar(&passwordStdin, "password-stdin", false, "read the password or token from standard input")
 	f.BoolVar(&insecure, "insecure", false, "use plain HTTP")
 	f.StringVar(&failOn, "fail-on", "", "exit 3 if any vulnerability is at or above this severity")
-	f.BoolVar(&allowMissing, "allow-missing-data", false, "exit 0, with a warning, when an ecosystem of the image has no vulnerability data (else exit 4)")
-	f.DurationVar(&maxAge, "max-data-age", 0, "count vulnerability data older than this (e.g. 72h) as missing")
+	f.BoolVar(&allowMissing, "allow-missing-data", false, "exit 0, with a warning, when an ecosystem of the image has no (or only stale) vulnerability data (else exit 4)")
+	f.DurationVar(&maxAge, "max-data-age", 0, "count vulnerability data older than this (e.g. 72h) as missing (stale data, past the server's limit, always is)")
 	f.BoolVar(&asJSON, "json", false, "print the security report as JSON (Quay's shape)")
 	f.DurationVar(&wait, "wait", 0, "wait up to this long for a queued scan to finish")
 	return cmd
@@ -188,14 +187,16 @@ func platformLabel(m scan.PlatformSecurity) string {
 	return " (" + m.Platform.OS + "/" + m.Platform.Architecture + ")"
 }
 
-// dataProblems says, in one line each, what vulnerability data the
-// report lacked (missing: exit 4) and what was stale (a warning). Data
-// older than maxAge (when set) is missing.
-func dataProblems(cov *scan.DataCoverage, maxAge time.Duration, now time.Time) (missing, stale string) {
+// dataProblems says, in one line, what vulnerability data the report
+// lacked (exit 4): missing or unsupported ecosystems, stale ones (past
+// the server's limit: a report on them is not clean, as the server's
+// coverage says) and, when maxAge is set, those of data older than that.
+func dataProblems(cov *scan.DataCoverage, maxAge time.Duration, now time.Time) (missing string) {
 	if cov == nil {
-		return "the registry did not say whether it has vulnerability data for this image (a Berth older than this command?)", ""
+		return "the registry did not say whether it has vulnerability data for this image (a Berth older than this command?)"
 	}
-	var gone, old []string
+	var gone []string
+	old := false // some data is there, but too old
 	for _, e := range cov.Ecosystems {
 		name := e.Ecosystem
 		if e.Release != "" {
@@ -205,25 +206,32 @@ func dataProblems(cov *scan.DataCoverage, maxAge time.Duration, now time.Time) (
 		case e.Status == scan.DataMissing || e.Status == scan.DataUnsupported:
 			gone = append(gone, fmt.Sprintf("%s (%d packages: %s)", name, e.Packages, e.Reason))
 		case maxAge > 0 && e.UpdatedAt != nil && now.Sub(*e.UpdatedAt) > maxAge:
-			gone = append(gone, fmt.Sprintf("%s (%d packages: data from %s, older than --max-data-age %s)", name, e.Packages,
-				e.UpdatedAt.Format(time.RFC3339), maxAge))
+			gone, old = append(gone, fmt.Sprintf("%s (%d packages: data from %s, older than --max-data-age %s)", name, e.Packages,
+				e.UpdatedAt.Format(time.RFC3339), maxAge)), true
 		case e.Status == scan.DataStale:
-			old = append(old, fmt.Sprintf("%s (%s)", name, e.Reason))
+			gone, old = append(gone, fmt.Sprintf("%s (%d packages: stale, %s)", name, e.Packages, e.Reason)), true
 		}
 	}
 	if len(gone) == 0 && !cov.Complete {
-		gone = append(gone, strings.Join(cov.Missing, ", "))
+		// Incomplete for a reason no ecosystem states (an index past the
+		// bounds of one answer).
+		what := strings.Join(append(slices.Clone(cov.Missing), cov.Stale...), ", ")
+		if what == "" {
+			what = "part of the image"
+		}
+		gone = append(gone, what)
 	}
 	if len(gone) > 0 {
-		missing = "no vulnerability data for " + strings.Join(gone, "; ") + ", so vulnerabilities there are unknown"
+		missing = "no vulnerability data for "
+		if old {
+			missing = "no current vulnerability data for "
+		}
+		missing += strings.Join(gone, "; ") + ", so vulnerabilities there are unknown"
 		if hint := cov.FetchHint(); hint != "" {
 			missing += "; an administrator can fetch it: " + hint
 		}
 	}
-	if len(old) > 0 {
-		stale = "stale vulnerability data for " + strings.Join(old, "; ")
-	}
-	return missing, stale
+	return missing
 }
 
 // printVulns writes the table: one row per (advisory, package).
@@ -267,8 +275,18 @@ func printVulns(w io.Writer, image string, info scan.SecurityInfo) error {
 	if len(parts) > 0 {
 		summary = strings.Join(parts, ", ")
 	}
-	if cov := info.VulnerabilityData; cov != nil && !cov.Complete {
-		summary += " (INCOMPLETE: no vulnerability data for " + strings.Join(cov.Missing, ", ") + ")"
+	if cov := info.VulnerabilityData; cov != nil && (!cov.Complete || len(cov.Stale) > 0) {
+		var parts []string
+		if len(cov.Missing) > 0 {
+			parts = append(parts, "no vulnerability data for "+strings.Join(cov.Missing, ", "))
+		}
+		if len(cov.Stale) > 0 {
+			parts = append(parts, "stale vulnerability data for "+strings.Join(cov.Stale, ", "))
+		}
+		if len(parts) == 0 {
+			parts = append(parts, "vulnerability data incomplete")
+		}
+		summary += " (INCOMPLETE: " + strings.Join(parts, "; ") + ")"
 	}
 	_, err := fmt.Fprintf(w, "%s (%s): %d packages, %d vulnerabilities: %s\n", image, info.Data.Layer.NamespaceName,
 		len(info.Data.Layer.Features), total, summary)

@@ -135,6 +135,9 @@ func (s *Service) scanInput(ctx context.Context, repo string, m meta.Manifest, p
 		switch {
 		case st == meta.ScanQueued:
 			st, why = "pending", "the scan has not finished"
+		case st == meta.ScanScanned && info.VulnerabilityData != nil && len(info.VulnerabilityData.Missing) == 0 && len(info.VulnerabilityData.Stale) > 0:
+			// Data too old to judge by is no data, whatever Complete says.
+			st, why = "no_data", "vulnerability data too old to judge it by: "+info.VulnerabilityData.Reason()
 		case st == meta.ScanScanned && info.VulnerabilityData != nil && !info.VulnerabilityData.Complete:
 			st, why = "no_data", "no vulnerability data to judge it by: "+info.VulnerabilityData.Reason()
 		case st == meta.ScanScanned && info.Data == nil:

@@ -26,7 +26,8 @@ const (
 	// DataCurrent: advisories were imported, or confirmed unchanged by a
 	// fetch, within the staleness limit.
 	DataCurrent = "current"
-	// DataStale: advisories were imported, but longer ago than the limit.
+	// DataStale: advisories were imported, but longer ago than the limit:
+	// still matched, but the image's coverage is not complete.
 	DataStale = "stale"
 	// DataMissing: nothing was imported for the ecosystem, or nothing
 	// names the image's release of it.
@@ -58,19 +59,22 @@ type EcosystemData struct {
 }
 
 // DataCoverage says whether an image's vulnerability report can be
-// complete: which ecosystems its packages are in, and whether advisories
-// were imported for each. A report without vulnerabilities is "clean"
-// only when Complete is true. It is Berth's addition to the security
-// endpoint ("vulnerability_data"), the manifest_scanned event's, and the
-// fact a gate consumes.
+// complete: which ecosystems its packages are in, and whether current
+// advisories were imported for each. A report without vulnerabilities
+// is "clean" only when Complete is true. It is Berth's addition to the
+// security endpoint ("vulnerability_data"), the manifest_scanned event's,
+// and the fact a gate consumes.
 type DataCoverage struct {
-	// Complete is true when every ecosystem of the image had advisory data
-	// (stale data counts as data: see Stale).
+	// Complete is true when every ecosystem of the image had current
+	// advisory data: none is missing, unsupported or stale (data older
+	// than the staleness limit is still matched, but a report without
+	// findings on it is not clean).
 	Complete bool `json:"complete"`
 	// Missing lists the ecosystems (with release when known) that had no
 	// data, or that Berth cannot match.
 	Missing []string `json:"missing"`
-	// Stale lists the ecosystems whose data is older than the limit.
+	// Stale lists the ecosystems whose data is older than the limit (each
+	// makes the coverage incomplete, as Missing's do).
 	Stale      []string        `json:"stale"`
 	Ecosystems []EcosystemData `json:"ecosystems"`
 }

@@ -190,6 +190,9 @@ func (ds *dataSources) evaluate(ctx context.Context, sum *coverageSummary) (Data
 			cov.Complete = false
 			cov.Missing = append(cov.Missing, name)
 		case DataStale:
+			// Data too old to judge by is no data: a report without
+			// findings on it is not clean.
+			cov.Complete = false
 			cov.Stale = append(cov.Stale, name)
 		}
 		cov.Ecosystems = append(cov.Ecosystems, e)

@@ -127,10 +127,11 @@ func TestNoDataIsNotClean(t *testing.T) {
 				t.Fatalf("with data: %+v", cov)
 			}
 
-			// Stale: past the limit (here a nanosecond), still data.
+			// Stale: past the limit (here a nanosecond), still matched,
+			// but not complete: a report on it is not clean.
 			logs = e.logTo(time.Nanosecond)
 			cov = e.security("acme/app", dgst).VulnerabilityData
-			if !cov.Complete || !slices.Equal(cov.Stale, []string{"Debian:12"}) || ecosystemStatus(cov)["Debian:12"] != scan.DataStale ||
+			if cov.Complete || !slices.Equal(cov.Stale, []string{"Debian:12"}) || ecosystemStatus(cov)["Debian:12"] != scan.DataStale ||
 				!strings.Contains(cov.Reason(), "advisories last updated") {
 				t.Fatalf("stale: %+v", cov)
 			}

@@ -210,6 +210,7 @@ func (ds *dataSources) legacyCoverage(ctx context.Context, rep *Report) (DataCov
 			cov.Complete = false
 			cov.Missing = append(cov.Missing, name)
 		case DataStale:
+			cov.Complete = false // stale data is not complete (as evaluate says)
 			cov.Stale = append(cov.Stale, name)
 		}
 		cov.Ecosystems = append(cov.Ecosystems, e)

@@ -9,13 +9,15 @@ import (
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/scan/index"
 	"github.com/berth-dev/berth/internal/storage"
+	"github.com/berth-dev/berth/internal/wire"
 )
 
 // TestScanFailedForGoodIsAnnounced: a scan whose last attempt fails (its
-// layer blob is not stored, as for a pull-through cache whose layers
-// never came) is stored failed, and manifest_scanned announces it, with
-// status failed and the reason, in the repository it was pushed to:
-// receivers and gates waiting for the scan hear of it.
+// layer blob is still not stored a day after the manifest was, as for a
+// pull-through cache whose layers never came) is stored failed, and
+// manifest_scanned announces it, with status failed and the reason, in
+// the repository it was pushed to: receivers and gates waiting for the
+// scan hear of it.
 func TestScanFailedForGoodIsAnnounced(t *testing.T) {
 	e := newEnv(t, "sqlite", index.Limits{})
 	l := layer(t, map[string]string{"README": "gone"})
@@ -30,7 +32,9 @@ func TestScanFailedForGoodIsAnnounced(t *testing.T) {
 		t.Fatalf("claim the scan job: %v %v", ok, err)
 	}
 	j.MaxAttempts = 1 // this attempt is the last
-	if err := e.svc.Handle(ctx, j); err == nil {
+	stores := wire.ScanStores(e.db)
+	stores.Manifests = oldManifests{Manifests: stores.Manifests, age: 25 * time.Hour}
+	if err := quietScanner(e, stores).Handle(ctx, j); err == nil {
 		t.Fatal("the scan of an image without its layer succeeded")
 	}
 	if st, err := e.db.Scans().ManifestScan(ctx, dgst); err != nil || st.Status != meta.ScanFailed {

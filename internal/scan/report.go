@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
@@ -142,6 +143,15 @@ func (s *Service) Security(ctx context.Context, repo string, m meta.Manifest, wi
 	if err != nil {
 		return SecurityInfo{}, err
 	}
+	if st.Status == meta.ScanFailed {
+		queued, err := s.rescanFailed(ctx, repo, st)
+		if err != nil {
+			return SecurityInfo{}, err
+		}
+		if queued {
+			return SecurityInfo{Status: meta.ScanQueued}, nil
+		}
+	}
 	if st.Status != meta.ScanScanned {
 		return SecurityInfo{Status: st.Status, Reason: st.Reason}, nil
 	}
@@ -224,6 +234,27 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 		ps := PlatformSecurity{Digest: c.Digest.String(), Platform: c.Platform, Status: meta.ScanUnsupported}
 		st, err := s.stores.Results.ManifestScan(ctx, c.Digest.String())
 		switch {
+		case err == nil && st.Status == meta.ScanFailed:
+			ps.Status, ps.Reason = st.Status, st.Reason
+			// Scanned again after a while (rescanFailed), if the
+			// repository holds it (the scan job reads it there).
+			if time.Since(st.UpdatedAt) < failedRescanAfter {
+				break
+			}
+			_, gerr := s.stores.Manifests.GetManifest(ctx, repo, "", c.Digest, false)
+			if errors.Is(gerr, meta.ErrNotFound) {
+				break
+			}
+			if gerr != nil {
+				return SecurityInfo{}, gerr
+			}
+			queued, err := s.rescanFailed(ctx, repo, st)
+			if err != nil {
+				return SecurityInfo{}, err
+			}
+			if queued {
+				ps.Status, ps.Reason = meta.ScanQueued, ""
+			}
 		case err == nil:
 			ps.Status, ps.Reason = st.Status, st.Reason
 		case errors.Is(err, meta.ErrNotFound):
@@ -301,6 +332,32 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 		out.Data = &SecurityData{Layer: l}
 	}
 	return out, nil
+}
+
+// failedRescanAfter is how long after a scan failed for good a request
+// for the image's security report queues it again: what failed it (a
+// layer a pull-through cache had not stored, an outage) may have passed.
+const failedRescanAfter = 10 * time.Minute
+
+// rescanFailed queues again, in repo, the scan of a manifest that failed
+// (st) at least failedRescanAfter ago, and reports whether it did. The
+// manifest is queued in the transaction that queues its job, so that
+// the requests that follow see it queued and queue nothing; the store
+// must queue in a transaction (Queue, as meta.Scans does), else nothing
+// is queued.
+func (s *Service) rescanFailed(ctx context.Context, repo string, st meta.ManifestScan) (bool, error) {
+	q, ok := s.stores.Results.(Queue)
+	if !ok || st.Status != meta.ScanFailed || time.Since(st.UpdatedAt) < failedRescanAfter {
+		return false, nil
+	}
+	err := s.stores.Results.SaveScan(ctx, meta.ScanResult{Digest: st.Digest, Status: meta.ScanQueued}, func(ctx context.Context, tx meta.Tx) error {
+		return q.QueueScan(ctx, tx, repo, st.Digest)
+	})
+	if err != nil {
+		return false, fmt.Errorf("queue the failed scan of %s again: %w", st.Digest, err)
+	}
+	s.log.Info("a failed scan is queued again", "repository", repo, "digest", st.Digest, "failed", st.Reason)
+	return true, nil
 }
 
 // platformReport is the stored report of a scanned platform of an index.

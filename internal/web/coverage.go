@@ -16,11 +16,12 @@ import (
 // rowCoverage is what the tags table knows of the vulnerability data
 // behind a scanned row (scan.DataCoverage): a row without findings is
 // "none known" only when Complete; otherwise its findings are "at least"
-// and a neutral badge says the data is incomplete (Checked) or was not
+// and a badge says the data is incomplete or stale (Checked) or was not
 // checked.
 type rowCoverage struct {
 	Checked  bool   // the page read the data coverage of every image of the row
-	Complete bool   // every ecosystem of every image had advisory data
+	Complete bool   // every ecosystem of every image had current advisory data
+	Stale    bool   // not complete only for data too old (none missing)
 	Reason   string // what is missing (or stale), or why it was not checked
 }
 
@@ -158,7 +159,7 @@ func coverageOf(images []string, covs map[string]scan.DataCoverage, index bool) 
 			reasons = append(reasons, s)
 		}
 	}
-	unchecked, incomplete := false, false
+	unchecked, incomplete, missing := false, false, false
 	for _, d := range images {
 		cov, ok := covs[d]
 		switch {
@@ -171,12 +172,14 @@ func coverageOf(images []string, covs map[string]scan.DataCoverage, index bool) 
 		default:
 			rc.Complete = rc.Complete && cov.Complete
 			incomplete = incomplete || !cov.Complete
+			missing = missing || (!cov.Complete && (len(cov.Missing) > 0 || len(cov.Stale) == 0))
 			add(cov.Reason())
 		}
 	}
 	if unchecked && !incomplete {
 		rc.Checked = false
 	}
+	rc.Stale = incomplete && !missing && !unchecked
 	if len(reasons) > 0 {
 		rc.Reason = strings.Join(reasons, "; ")
 	}
