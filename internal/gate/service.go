@@ -581,25 +581,35 @@ func (s *Service) base(ctx context.Context, repo string, m meta.Manifest) (Base,
 	if err != nil {
 		return Base{}, err
 	}
+	// The immediate base is stale when any tag it was reached through
+	// has moved on (:0 and :1, 20 and lts, a rollback tag), on any
+	// platform of an index: as the graph's bases answer says (moved). The
+	// base shown is the first that moved, else the first.
+	var out Base
 	for _, b := range bases {
-		if b.Level != 1 {
+		if b.Level != 1 || out.Known && (out.Stale || !b.Moved) {
 			continue
 		}
-		ref := b.Repository + "@" + b.Digest.String()
-		if b.Tag != "" {
-			ref = b.Repository + ":" + b.Tag
-		}
-		if s.st.Registry != "" {
-			ref = s.st.Registry + "/" + ref
-		}
-		if ns, _, _ := strings.Cut(repo, "/"); !b.Public && !strings.HasPrefix(b.Repository, ns+"/") {
-			// A private base of another namespace: not named to the
-			// policy either, whose errors and results become the
-			// candidate's reasons (read by its checkers, carried by the
-			// repository's notifications).
-			ref = ""
-		}
-		return Base{Known: true, Reference: ref, Digest: b.Digest.String(), Stale: b.Moved}, nil
+		out = Base{Known: true, Reference: s.baseReference(repo, b), Digest: b.Digest.String(), Stale: b.Moved}
 	}
-	return Base{}, nil
+	return out, nil
+}
+
+// baseReference names a base as reached: by its tag, else its digest,
+// with the registry's host; "" for a private base of another namespace,
+// not named to the policy either, whose errors and results become the
+// candidate's reasons (read by its checkers, carried by the repository's
+// notifications).
+func (s *Service) baseReference(repo string, b meta.GraphBase) string {
+	if ns, _, _ := strings.Cut(repo, "/"); !b.Public && !strings.HasPrefix(b.Repository, ns+"/") {
+		return ""
+	}
+	ref := b.Repository + "@" + b.Digest.String()
+	if b.Tag != "" {
+		ref = b.Repository + ":" + b.Tag
+	}
+	if s.st.Registry != "" {
+		ref = s.st.Registry + "/" + ref
+	}
+	return ref
 }

@@ -533,11 +533,16 @@ type CandidateQuery struct {
 	// Digest, Tag select one manifest's or one tag's candidates.
 	Digest digest.Digest
 	Tag    string
-	// Limit caps the answer (default 100), newest first.
+	// ByID lists them oldest first, from the first whose id is above
+	// After: keyset paging (a page's last id is the next page's After).
+	ByID  bool
+	After int64
+	// Limit caps the answer (default 100), newest first unless ByID.
 	Limit int
 }
 
-// Candidates lists a repository's candidates, newest first.
+// Candidates lists a repository's candidates, newest first (q.ByID:
+// oldest first).
 func (db Gates) Candidates(ctx context.Context, repo string, q CandidateQuery) ([]Candidate, error) {
 	query := `SELECT ` + candidateColumns + ` FROM gate_candidates c JOIN repositories r ON r.id = c.repository_id WHERE r.name = ?`
 	args := []any{repo}
@@ -554,6 +559,10 @@ func (db Gates) Candidates(ctx context.Context, repo string, q CandidateQuery) (
 	}
 	if q.Limit <= 0 {
 		q.Limit = 100
+	}
+	if q.ByID {
+		query += " AND c.id > ? ORDER BY c.id LIMIT ?"
+		return db.listCandidates(ctx, query, append(args, q.After, q.Limit)...)
 	}
 	query += " ORDER BY c.id DESC LIMIT ?"
 	return db.listCandidates(ctx, query, append(args, q.Limit)...)
