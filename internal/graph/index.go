@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -26,8 +27,8 @@ type ManifestStore interface {
 type Store interface {
 	IndexImage(ctx context.Context, img meta.GraphImage, bases []meta.BaseLink) error
 	Indexed(ctx context.Context, repo string, d digest.Digest) (bool, error)
-	BestWithChains(ctx context.Context, dependent string, chains []digest.Digest) ([]meta.GraphNode, error)
-	BestByDigest(ctx context.Context, d digest.Digest, dependent, name string) (meta.GraphNode, bool, error)
+	BestWithChainsAt(ctx context.Context, dependent string, stored time.Time, chains []digest.Digest) ([]meta.GraphNode, error)
+	BestByDigestAt(ctx context.Context, d digest.Digest, dependent string, stored time.Time, name string) (meta.GraphNode, bool, error)
 	ChildFor(ctx context.Context, repoID int64, index digest.Digest, platform string) (meta.GraphNode, bool, error)
 }
 
@@ -89,6 +90,9 @@ type configRead struct {
 type lookupKey struct {
 	d    digest.Digest
 	name string
+	// stored is when the image looking the base up was stored (its
+	// images may have been stored at different times).
+	stored int64
 }
 
 type lookupRead struct {
@@ -139,7 +143,7 @@ func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error
 	}
 	run := newIndexRun()
 	if !oci.IsIndex(m.MediaType) {
-		return x.indexImage(ctx, run, repo, d, parsed, nil, nil)
+		return x.indexImage(ctx, run, repo, d, m.CreatedAt, parsed, nil, nil)
 	}
 	attests := map[digest.Digest]digest.Digest{}
 	for _, c := range parsed.Manifests {
@@ -182,7 +186,7 @@ func (x *Indexer) Index(ctx context.Context, repo string, d digest.Digest) error
 		if ann == nil {
 			ann = map[string]string{}
 		}
-		if err := x.indexImage(ctx, run, repo, c.Digest, cm, ann, materials); err != nil {
+		if err := x.indexImage(ctx, run, repo, c.Digest, child.CreatedAt, cm, ann, materials); err != nil {
 			return err
 		}
 	}
@@ -287,9 +291,10 @@ func platformOf(c ImageConfig) string {
 	return p
 }
 
-// indexImage records an image's layer chain and its bases.
-func (x *Indexer) indexImage(ctx context.Context, run *indexRun, repo string, d digest.Digest, m *oci.Manifest, parentAnn map[string]string,
-	materials []Ref) error {
+// indexImage records an image's layer chain and its bases; stored is when
+// the repository first stored it (its manifest's created_at there).
+func (x *Indexer) indexImage(ctx context.Context, run *indexRun, repo string, d digest.Digest, stored time.Time, m *oci.Manifest,
+	parentAnn map[string]string, materials []Ref) error {
 	// An image pushed alone is indexed once; one seen again through its
 	// index is looked at again, since the index may carry what the image
 	// does not (base annotations, a provenance attestation): clients push
@@ -311,7 +316,7 @@ func (x *Indexer) indexImage(ctx context.Context, run *indexRun, repo string, d 
 	}
 	chain := ChainIDs(cfg.DiffIDs)
 	platform := platformOf(cfg)
-	links, err := x.bases(ctx, run, repo, d, m.Annotations, parentAnn, materials, chain, platform)
+	links, err := x.bases(ctx, run, repo, d, stored, m.Annotations, parentAnn, materials, chain, platform)
 	if err != nil {
 		return err
 	}
@@ -374,32 +379,35 @@ type txIndexer interface {
 // annotations, its provenance, then its layers. The immediate base is
 // level 1; the bases below it (found by layers) follow. A base stored in
 // several repositories (copies) is recorded once, in the repository the
-// store ranks best for the image (meta.Graph's BestWithChains and
-// BestByDigest): the one its annotation names, else one of its own
-// namespace, a mirror's or a pull-through cache's, else the copy stored
-// first.
-func (x *Indexer) bases(ctx context.Context, run *indexRun, repo string, d digest.Digest, ann, parentAnn map[string]string, materials []Ref,
-	chain []digest.Digest, platform string) ([]meta.BaseLink, error) {
+// store ranks best for the image (meta.Graph's BestWithChainsAt and
+// BestByDigestAt): the one its annotation names, else one of its own
+// namespace, else the copy stored first. A copy another namespace stored
+// after the image (stored) is none: however often the image is looked at
+// again (each time an index listing it is pushed), and however late the
+// graph first gets to it, another tenant's later copy never becomes its
+// base.
+func (x *Indexer) bases(ctx context.Context, run *indexRun, repo string, d digest.Digest, stored time.Time, ann, parentAnn map[string]string,
+	materials []Ref, chain []digest.Digest, platform string) ([]meta.BaseLink, error) {
 	// Images that are a prefix of this one, deepest first: the best copy
 	// of each depth.
 	var prefixes []meta.GraphNode
 	if len(chain) > 1 {
 		var err error
-		if prefixes, err = x.graph.BestWithChains(ctx, repo, chain[:len(chain)-1]); err != nil {
+		if prefixes, err = x.graph.BestWithChainsAt(ctx, repo, stored, chain[:len(chain)-1]); err != nil {
 			return nil, err
 		}
 	}
 	var immediate *meta.BaseLink
 	if ref, ok := BaseAnnotations(ann); ok {
-		immediate = x.resolve(ctx, run, repo, ref, platform, MethodAnnotation, chain)
+		immediate = x.resolve(ctx, run, repo, stored, ref, platform, MethodAnnotation, chain)
 	} else if ref, ok := BaseAnnotations(parentAnn); ok {
-		immediate = x.resolve(ctx, run, repo, ref, platform, MethodAnnotation, chain)
+		immediate = x.resolve(ctx, run, repo, stored, ref, platform, MethodAnnotation, chain)
 	}
 	if immediate == nil {
 		// The deepest material that is a prefix of the image: BuildKit
 		// lists the frontend and other inputs too.
 		for _, ref := range materials {
-			l := x.resolve(ctx, run, repo, ref, platform, MethodProvenance, chain)
+			l := x.resolve(ctx, run, repo, stored, ref, platform, MethodProvenance, chain)
 			if l != nil && l.Layers > 0 && (immediate == nil || l.Layers > immediate.Layers) {
 				immediate = l
 			}
@@ -427,18 +435,18 @@ func (x *Indexer) bases(ctx context.Context, run *indexRun, repo string, d diges
 	return links, nil
 }
 
-// bestByDigest looks a named base up (the store's BestByDigest), once per
-// Index call (run) and name; provenance materials are looked up at most
-// maxIndexLookups times per call.
-func (x *Indexer) bestByDigest(ctx context.Context, run *indexRun, repo string, ref Ref, method string) (meta.GraphNode, bool, error) {
-	k := lookupKey{ref.Digest, ref.Repository}
+// bestByDigest looks a named base up (the store's BestByDigestAt), once
+// per Index call (run), name and time the image was stored; provenance
+// materials are looked up at most maxIndexLookups times per call.
+func (x *Indexer) bestByDigest(ctx context.Context, run *indexRun, repo string, stored time.Time, ref Ref, method string) (meta.GraphNode, bool, error) {
+	k := lookupKey{ref.Digest, ref.Repository, stored.UnixMicro()}
 	if l, ok := run.lookups[k]; ok {
 		return l.node, l.ok, l.err
 	}
 	if method == MethodProvenance && len(run.lookups) >= maxIndexLookups {
 		return meta.GraphNode{}, false, nil
 	}
-	node, ok, err := x.graph.BestByDigest(ctx, ref.Digest, repo, ref.Repository)
+	node, ok, err := x.graph.BestByDigestAt(ctx, ref.Digest, repo, stored, ref.Repository)
 	run.lookups[k] = lookupRead{node, ok, err}
 	return node, ok, err
 }
@@ -451,13 +459,14 @@ func startsChain(n meta.GraphNode, chain []digest.Digest) bool {
 
 // resolve finds a named base among stored manifests: by digest (the copy
 // the store ranks best for the dependent repository, the repository the
-// reference names first), for the image's platform when the digest is an
-// index's.
-func (x *Indexer) resolve(ctx context.Context, run *indexRun, repo string, ref Ref, platform, method string, chain []digest.Digest) *meta.BaseLink {
+// reference names first, of those stored by when the image was: stored),
+// for the image's platform when the digest is an index's.
+func (x *Indexer) resolve(ctx context.Context, run *indexRun, repo string, stored time.Time, ref Ref, platform, method string,
+	chain []digest.Digest) *meta.BaseLink {
 	if ref.Digest == "" {
 		return nil
 	}
-	best, ok, err := x.bestByDigest(ctx, run, repo, ref, method)
+	best, ok, err := x.bestByDigest(ctx, run, repo, stored, ref, method)
 	if err != nil || !ok {
 		return nil
 	}

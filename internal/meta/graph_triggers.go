@@ -327,9 +327,51 @@ func (db Graph) MissedMoves(ctx context.Context, repo string, d digest.Digest) (
 }
 
 // MissedMovesIn is MissedMoves in the caller's transaction (the one that
-// records the image, completing the graph's job).
+// records the image, completing the graph's job). On PostgreSQL it first
+// holds the tags the image is built through (lockBaseTags), so that a
+// move of one either commits before it reads them (and is caught up
+// with) or after this transaction (and its own job finds the image).
 func (db Graph) MissedMovesIn(ctx context.Context, tx Tx, repo string, d digest.Digest) ([]MissedMove, error) {
+	if db.dialect == postgres {
+		if err := db.lockBaseTags(ctx, tx.tx, repo, d); err != nil {
+			return nil, err
+		}
+	}
 	return db.missedMoves(ctx, tx.tx, repo, d)
+}
+
+// lockBaseTags locks, FOR SHARE until tx ends, the tags through which an
+// image (an index: its platforms) is recorded as built directly on its
+// base, in the order of their keys. Under READ COMMITTED, the read of
+// where those tags point (missedMoves) could otherwise see a move that
+// has not committed as not made: the move commits, its job runs before
+// tx commits and does not see the image (DependentBases), and neither
+// fires. Held, a move (setTagAs locks the tag FOR UPDATE) waits for tx;
+// a move already made waits to commit before the lock is granted, and
+// the read after it, a statement of its own, sees where the tag went.
+//
+// Lock order: tx holds no tag and no manifest before this (its graph
+// rows hold their repositories' keys), and after it only enqueues (the
+// jobs' advisory locks, which no tag mover holds), so it cannot deadlock
+// with a move of one tag. A push moving two of these tags in the
+// opposite order, or the deletion of the base's repository (its tags,
+// then its row), can deadlock with it; PostgreSQL ends one of the two,
+// and its transaction is run again (txRetry). A tag made again after
+// being deleted is not locked: there is no row yet.
+func (db *core) lockBaseTags(ctx context.Context, tx *sql.Tx, repo string, d digest.Digest) error {
+	rows, err := tx.QueryContext(ctx, db.q(`SELECT 1 FROM tags t WHERE EXISTS (SELECT 1 FROM repositories r
+		JOIN graph_bases b ON b.repository_id = r.id
+		WHERE r.name = ? AND b.digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references
+			WHERE repository_id = r.id AND manifest_digest = ? AND is_manifest = 1)
+		AND b.level = 1 AND b.base_tag <> '' AND b.base_repository_id = t.repository_id AND b.base_tag = t.name)
+		ORDER BY t.repository_id, t.name FOR SHARE`), repo, d.String(), d.String())
+	if err != nil {
+		return fmt.Errorf("lock the base tags of an image: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+	}
+	return rows.Err()
 }
 
 func (db *core) missedMoves(ctx context.Context, q queryer, repo string, d digest.Digest) ([]MissedMove, error) {
