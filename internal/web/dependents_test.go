@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/berth-dev/berth/internal/auth"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/meta/metatest"
@@ -22,12 +24,7 @@ import (
 func TestManifestPageFindsReadableDependentsPastUnreadable(t *testing.T) {
 	ctx := context.Background()
 	db := metatest.Open(t, "sqlite")
-	bd := putManifest(t, db, "pub/base", "1", meta.Manifest{Content: image("base")})
-	base, err := db.Repositories().Repository(ctx, "pub/base")
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := []meta.BaseLink{{RepositoryID: base.ID, Digest: bd, Method: "layers", Level: 1, Layers: 1}}
+	bd, link := sharedBase(t, db)
 	for i := range 250 {
 		repo := fmt.Sprintf("aaa/r-%d", i%5)
 		d := putManifest(t, db, repo, fmt.Sprintf("v%d", i), meta.Manifest{Content: image(fmt.Sprintf("hidden %d", i))})
@@ -54,6 +51,18 @@ func TestManifestPageFindsReadableDependentsPastUnreadable(t *testing.T) {
 	}
 }
 
+// sharedBase stores the public base pub/base:1 and returns its digest
+// and the level-1 link of an image built on it.
+func sharedBase(t *testing.T, db *meta.DB) (digest.Digest, []meta.BaseLink) {
+	t.Helper()
+	bd := putManifest(t, db, "pub/base", "1", meta.Manifest{Content: image("base")})
+	base, err := db.Repositories().Repository(context.Background(), "pub/base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bd, []meta.BaseLink{{RepositoryID: base.ID, Digest: bd, Method: "layers", Level: 1, Layers: 1}}
+}
+
 // countingDecisions counts the permission decisions a page asks for.
 type countingDecisions struct {
 	readOnlyPublic
@@ -74,12 +83,7 @@ func (a countingDecisions) Decide(ctx context.Context, id auth.Identity, repo, a
 func TestManifestPageBoundsDependentsRead(t *testing.T) {
 	ctx := context.Background()
 	db := metatest.Open(t, "sqlite")
-	bd := putManifest(t, db, "pub/base", "1", meta.Manifest{Content: image("base")})
-	base, err := db.Repositories().Repository(ctx, "pub/base")
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := []meta.BaseLink{{RepositoryID: base.ID, Digest: bd, Method: "layers", Level: 1, Layers: 1}}
+	bd, link := sharedBase(t, db)
 	const hidden = 1100
 	for i := range hidden {
 		repo := fmt.Sprintf("aaa/r-%04d", i)
