@@ -73,6 +73,31 @@ func (db *core) enqueueScanJob(ctx context.Context, tx *sql.Tx, repo, digest str
 	return err
 }
 
+// RequeueFailedScan queues again, for repo, the scan of digest if it
+// failed at least age ago (by the store's clock), and reports whether it
+// did: the
+// state goes back to queued, and the job is queued, in one transaction,
+// only for the request whose update finds it failed (of concurrent ones,
+// one queues; the others see it queued).
+func (db Scans) RequeueFailedScan(ctx context.Context, repo, digest string, age time.Duration) (bool, error) {
+	queued := false
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		queued = false
+		now := db.now()
+		res, err := tx.ExecContext(ctx, db.q(`UPDATE manifest_scans SET status = ?, reason = '', updated_at = ?
+			WHERE digest = ? AND status = ? AND updated_at <= ?`), ScanQueued, now, digest, ScanFailed, now-age.Microseconds())
+		if err != nil {
+			return fmt.Errorf("queue a failed scan again: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return nil
+		}
+		queued = true
+		return db.enqueueScanJob(ctx, tx, repo, digest)
+	})
+	return queued, err
+}
+
 // QueueScan queues a scan of digest for repo in tx (the scanner's feed
 // subscriber, for a manifest a push stored).
 func (db Scans) QueueScan(ctx context.Context, tx Tx, repo, digest string) error {

@@ -65,9 +65,9 @@ func IsFilesystemLayer(mediaType string) bool {
 		strings.HasPrefix(mediaType, "application/vnd.docker.image.rootfs.")
 }
 
-// isForeignLayer reports whether a layer's bytes may legitimately be absent
+// IsForeignLayer reports whether a layer's bytes may legitimately be absent
 // from the registry (they are fetched from the descriptor's URLs).
-func isForeignLayer(mediaType string) bool {
+func IsForeignLayer(mediaType string) bool {
 	switch mediaType {
 	case MediaTypeDockerForeignLayer, MediaTypeLayerNonDistributable,
 		MediaTypeLayerNonDistributableGzip, MediaTypeLayerNonDistributableZstd:

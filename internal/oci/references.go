@@ -80,7 +80,7 @@ func (m *Manifest) References() []Ref {
 		add(RefConfig, *m.Config, true)
 	}
 	for _, l := range m.Layers {
-		add(RefLayer, l, !isForeignLayer(l.MediaType))
+		add(RefLayer, l, !IsForeignLayer(l.MediaType))
 	}
 	for _, c := range m.Manifests {
 		add(RefChild, c, true)

@@ -7,10 +7,16 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
@@ -44,6 +50,10 @@ func (o oldScans) ManifestScan(ctx context.Context, d string) (meta.ManifestScan
 	st, err := o.Scans.ManifestScan(ctx, d)
 	st.UpdatedAt = st.UpdatedAt.Add(-o.age)
 	return st, err
+}
+
+func (o oldScans) RequeueFailedScan(ctx context.Context, repo, d string, age time.Duration) (bool, error) {
+	return o.Scans.RequeueFailedScan(ctx, repo, d, age-o.age)
 }
 
 // downVulns is the advisory store during an outage: matching fails.
@@ -200,19 +210,46 @@ func TestMissingLayerIsDeferred(t *testing.T) {
 			if pending := pendingScans(e); pending != 0 {
 				t.Fatalf("%d scans queued by a request within the cool-down", pending)
 			}
-			// Past it, the request queues the scan again.
+			// Past it, while the layer is still missing, a request queues
+			// nothing: the scan would fail again, and announce it again.
 			stores = wire.ScanStores(e.db)
 			stores.Results = oldScans{Scans: e.db.Scans(), age: 15 * time.Minute}
-			if info, err := quietScanner(e, stores).Security(ctx, "acme/app", m, true); err != nil || info.Status != meta.ScanQueued {
-				t.Fatalf("security past the cool-down: %+v %v; want queued", info, err)
+			late15 := quietScanner(e, stores)
+			if info, err := late15.Security(ctx, "acme/app", m, true); err != nil || info.Status != meta.ScanFailed {
+				t.Fatalf("security past the cool-down, the layer still missing: %+v %v; want failed", info, err)
+			}
+			if pending := pendingScans(e); pending != 0 {
+				t.Fatalf("%d scans queued while the layer is still missing; want 0", pending)
+			}
+			// Once the layer is stored, the requests queue the scan again:
+			// of many at once, one.
+			e.putBlob(l2)
+			var wg sync.WaitGroup
+			queued := make(chan string, 20)
+			for range 20 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					info, err := late15.Security(ctx, "acme/app", m, true)
+					if err != nil {
+						t.Errorf("security past the cool-down: %v", err)
+					}
+					queued <- info.Status
+				}()
+			}
+			wg.Wait()
+			close(queued)
+			for st := range queued {
+				if st != meta.ScanQueued && st != meta.ScanFailed {
+					t.Errorf("security past the cool-down, the layer stored: %s; want queued", st)
+				}
 			}
 			if pending := pendingScans(e); pending != 1 {
-				t.Fatalf("%d scans queued by a request past the cool-down; want 1", pending)
+				t.Fatalf("%d scans queued by 20 requests at once past the cool-down; want 1", pending)
 			}
 			if st := e.scanStatus(late); st.Status != meta.ScanQueued {
 				t.Fatalf("scan %s after the request; want queued", st.Status)
 			}
-			e.putBlob(l2)
 			e.drain()
 			if st := e.scanStatus(late); st.Status != meta.ScanScanned {
 				t.Fatalf("scan %s (%s) once the layer came; want scanned", st.Status, st.Reason)
@@ -237,4 +274,44 @@ func pendingScans(e *env) int {
 		e.t.Fatal(err)
 	}
 	return len(js)
+}
+
+// TestForeignLayerNotStoredIsNoWait: a foreign (non-distributable)
+// layer, such as a Windows base layer, is pushed without its bytes, which
+// never arrive: the scan does not wait for them (a day, queued, before),
+// and the image is not reported clean.
+func TestForeignLayerNotStoredIsNoWait(t *testing.T) {
+	e := newEnv(t, "sqlite", index.Limits{})
+	base, err := mutate.AppendLayers(mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.DockerManifestSchema2),
+		layer(t, map[string]string{"README": "app files"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := layer(t, map[string]string{"Files/Windows/notepad.exe": "MZ"})
+	img, err := mutate.Append(base, mutate.Addendum{Layer: foreign,
+		MediaType: types.DockerForeignLayer, URLs: []string{"https://mcr.example/blobs/x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(e.host+"/acme/win:1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	e.deleteBlob(foreign) // however the client sent it: a foreign layer's bytes need not be here
+	e.drain()             // fails the test on a deferral
+	st := e.scanStatus(d.String())
+	if st.Status == meta.ScanQueued || st.Status == meta.ScanFailed {
+		t.Fatalf("scan %s (%s); want it done, the foreign layer unsupported", st.Status, st.Reason)
+	}
+	info, err := e.svc.Security(context.Background(), "acme/win", mustManifest(e, "acme/win", d.String()), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Status == meta.ScanScanned && (info.VulnerabilityData == nil || info.VulnerabilityData.Complete) {
+		t.Fatalf("security %+v: the image is complete although a layer was never read", info)
+	}
 }

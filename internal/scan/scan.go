@@ -207,7 +207,7 @@ func waitForLayer(err error, j meta.Job, now time.Time) (wait bool, _ error) {
 		return true, jobs.Defer(until, err)
 	}
 	return false, fmt.Errorf("%w, %s after the manifest was stored (a pull-through cache stores a layer when a client pulls it; "+
-		"a request for the image's security report %s after this failure queues the scan again)", err, roundAge(now.Sub(since)), failedRescanAfter)
+		"once it is stored, a request for the image's security report %s or more after this failure queues the scan again)", err, roundAge(now.Sub(since)), failedRescanAfter)
 }
 
 // keepScanned reports whether the manifest has a scanned report, which a
@@ -488,6 +488,14 @@ func (s *Service) layer(ctx context.Context, d oci.Descriptor) (index.LayerResul
 	}
 	// The stored blob's own size, not the descriptor's claim.
 	fi, err := s.driver.Stat(ctx, storage.BlobPath(d.Digest))
+	if errors.Is(err, storage.ErrNotFound) && oci.IsForeignLayer(d.MediaType) {
+		// A foreign (non-distributable) layer, such as a Windows base
+		// layer, is pushed without its bytes: they never arrive, and
+		// nothing is known of its packages (not cached: another
+		// manifest may name the same digest with its bytes stored).
+		return index.LayerResult{Digest: d.Digest.String(), Status: index.StatusUnsupported,
+			Reason: "a foreign (non-distributable) layer whose bytes are not stored in this registry"}, nil, nil
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		// A pull-through cache stores a manifest before its layers: the
 		// scan waits for them (waitForLayer).
