@@ -167,6 +167,31 @@ func upstreamMoved(before, after meta.Mirror) string {
 	return ""
 }
 
+// syncedChanged is whether an update changes what a sync of the mirror
+// copies or from where: the upstream repository, the robot it copies as,
+// the tag filter or the architecture filter, the proxy, or TLS
+// verification turned off (which also allows plain HTTP). Each order of
+// the same globs or architectures is the same filter. Credentials are
+// left out: they reach the same upstream repository (an update that
+// moves the upstream gives them again, upstreamMoved), as are the
+// schedule, is_enabled and unsigned_images.
+func syncedChanged(before, after meta.Mirror) bool {
+	return before.ExternalReference != after.ExternalReference ||
+		before.RobotUsername != after.RobotUsername ||
+		before.RootRule.Kind != after.RootRule.Kind || !sameSet(before.RootRule.Value, after.RootRule.Value) ||
+		!sameSet(before.ArchFilter, after.ArchFilter) ||
+		before.Proxy != after.Proxy ||
+		before.VerifyTLS && !after.VerifyTLS
+}
+
+// sameSet is whether a and b hold the same strings, in any order.
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}
+
 func nullable(s string) any {
 	if s == "" {
 		return nil
@@ -312,8 +337,10 @@ func (a *API) checkMirrorRobot(ctx context.Context, repo, robot string) error {
 // so that a repository admin who may choose any robot of the namespace
 // does not borrow its reach (a manifest naming a private layer of a
 // repository the robot may read would link it here). 0, for an access
-// token or the nameless caller of auth mode "none", links nothing from
-// elsewhere.
+// token or the nameless caller of auth mode "none", decides as the
+// anonymous caller instead: links only from what anyone may pull. An
+// update records it only when it changes what the mirror syncs
+// (syncedChanged).
 func configuredBy(id auth.Identity) int64 {
 	if id.Kind == auth.KindUser || id.Kind == auth.KindRobot {
 		return id.ID
@@ -377,9 +404,14 @@ func (a *API) mirror(w http.ResponseWriter, r *http.Request, id auth.Identity, o
 		if err := a.applyMirrorInput(ctx, repo, in, &m, false); err != nil {
 			return err
 		}
-		// Whoever changes the configuration answers for its links from
-		// now on, whatever the change (configuredBy).
-		m.ConfiguredBy = configuredBy(id)
+		// Whoever changes what the mirror syncs, or from where, answers
+		// for its links from now on (configuredBy); a routine change (the
+		// interval, the start date, is_enabled, the credentials) leaves
+		// them to whoever did, or a more privileged account touching a
+		// repository admin's mirror would lend it its reach.
+		if syncedChanged(before, m) {
+			m.ConfiguredBy = configuredBy(id)
+		}
 		// A mirror made before proxy cache organizations refused them
 		// may still be turned off there (and changed while off).
 		if m.Enabled {

@@ -56,10 +56,10 @@ type MirrorOptions struct {
 	// Metrics, if set, counts finished syncs by outcome.
 	Metrics Metrics
 	// Auth decides, for the mirror's robot and for the account that last
-	// configured the mirror as a sync runs, which repositories of the
-	// namespace each may read (pull): a blob is linked without a download
-	// only from one both may (Request.MayLink). Nil: none, every missing
-	// blob is downloaded.
+	// configured the mirror as a sync runs (the anonymous caller when
+	// there is none), which repositories of the namespace each may read
+	// (pull): a blob is linked without a download only from one both may
+	// (Request.MayLink). Nil: none, every missing blob is downloaded.
 	Auth Decider
 }
 
@@ -336,14 +336,16 @@ var errCancelled = errors.New("mirror sync cancelled")
 // manifest of theirs naming it, a private layer only the robot may read.
 // A mirror with a robot and no such account (configured before Berth
 // recorded it, by an access token or with authentication off, or the
-// account is deleted or disabled) links nothing from elsewhere: each
-// blob its repository lacks is downloaded. A mirror without a robot
-// (auth mode "none") decides as the anonymous caller, whom that mode's
-// decider allows everything, and who otherwise reads only what is
-// public. The robot's account, looked up as the sync started (robot), is
-// passed by its ID: a decision then needs no look-up of its own (the
-// sync stops if the robot is deleted or disabled meanwhile,
-// watchCancel). Make one per sync: its decisions last as long as it does.
+// account is deleted or disabled) decides as its robot and the anonymous
+// caller instead: it links only from a repository anyone may pull from
+// (a public one; under auth mode "none", whose decider allows the
+// anonymous caller everything, any), and downloads every other blob its
+// repository lacks. A mirror without a robot (auth mode "none") decides
+// as the anonymous caller alone. The robot's account, looked up as the
+// sync started (robot), is passed by its ID: a decision then needs no
+// look-up of its own (the sync stops if the robot is deleted or disabled
+// meanwhile, watchCancel). Make one per sync: its decisions last as long
+// as it does.
 func (s *MirrorService) mayLink(ctx context.Context, m meta.Mirror, robot meta.User) (MayLink, error) {
 	if s.opts.Auth == nil {
 		return nil, nil
@@ -351,11 +353,15 @@ func (s *MirrorService) mayLink(ctx context.Context, m meta.Mirror, robot meta.U
 	ids := []auth.Identity{auth.Anonymous}
 	if m.RobotUsername != "" {
 		by, err := s.configurer(ctx, m)
-		if err != nil || by == nil {
+		if err != nil {
 			return nil, err
 		}
+		second := auth.Anonymous // no configurer: what anyone may read
+		if by != nil {
+			second = *by
+		}
 		// ID 0 (no user store): the decider looks the robot up by name.
-		ids = []auth.Identity{{Kind: auth.KindRobot, ID: robot.ID, Name: m.RobotUsername}, *by}
+		ids = []auth.Identity{{Kind: auth.KindRobot, ID: robot.ID, Name: m.RobotUsername}, second}
 	}
 	return remember(func(ctx context.Context, repo string) bool {
 		for _, id := range ids {
@@ -374,7 +380,7 @@ func (s *MirrorService) mayLink(ctx context.Context, m meta.Mirror, robot meta.U
 // configurer is the identity of the account that last configured the
 // mirror, as the sync starts: nil if there is none (m.ConfiguredBy 0, no
 // user store) or it may not act (deleted, disabled, or the user owning a
-// robot is).
+// robot is); mayLink then decides as the anonymous caller.
 func (s *MirrorService) configurer(ctx context.Context, m meta.Mirror) (*auth.Identity, error) {
 	if m.ConfiguredBy == 0 || s.users == nil {
 		return nil, nil
