@@ -6,19 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
-	"time"
-
-	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/scan/index"
 	"github.com/berth-dev/berth/internal/scan/osv"
-	"github.com/berth-dev/berth/internal/storage"
 )
 
 // SecurityInfo is Quay's answer to GET .../manifest/{digest}/security:
@@ -148,7 +143,7 @@ func (s *Service) Security(ctx context.Context, repo string, m meta.Manifest, wi
 		return SecurityInfo{}, err
 	}
 	if st.Status == meta.ScanFailed {
-		queued, err := s.rescanFailed(ctx, repo, st)
+		queued, err := s.rescanFailed(ctx, repo, st, nil)
 		if err != nil {
 			return SecurityInfo{}, err
 		}
@@ -240,19 +235,16 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 		switch {
 		case err == nil && st.Status == meta.ScanFailed:
 			ps.Status, ps.Reason = st.Status, st.Reason
-			// Scanned again after a while (rescanFailed), if the
-			// repository holds it (the scan job reads it there).
-			if time.Since(st.UpdatedAt) < failedRescanAfter {
-				break
-			}
-			_, gerr := s.stores.Manifests.GetManifest(ctx, repo, "", c.Digest, false)
-			if errors.Is(gerr, meta.ErrNotFound) {
-				break
-			}
-			if gerr != nil {
-				return SecurityInfo{}, gerr
-			}
-			queued, err := s.rescanFailed(ctx, repo, st)
+			// Scanned again once its missing layer is stored
+			// (rescanFailed), if the repository holds the platform (the
+			// scan job reads it there).
+			queued, err := s.rescanFailed(ctx, repo, st, func(ctx context.Context) (bool, error) {
+				_, err := s.stores.Manifests.GetManifest(ctx, repo, "", c.Digest, false)
+				if errors.Is(err, meta.ErrNotFound) {
+					return false, nil
+				}
+				return err == nil, err
+			})
 			if err != nil {
 				return SecurityInfo{}, err
 			}
@@ -336,52 +328,6 @@ func (s *Service) indexSecurity(ctx context.Context, repo string, m meta.Manifes
 		out.Data = &SecurityData{Layer: l}
 	}
 	return out, nil
-}
-
-// failedRescanAfter is how long after a scan failed for good a request
-// for the image's security report may queue it again: when it failed for
-// a layer a pull-through cache had not stored (layerNotStoredError), and
-// that layer is stored now.
-const failedRescanAfter = 10 * time.Minute
-
-// missingLayer finds, in a failed scan's reason, the layer whose blob
-// was not stored (layerNotStoredError's words).
-var missingLayer = regexp.MustCompile(`layer (sha256:[0-9a-f]{64}) is not stored`)
-
-// failedRequeuer queues a failed scan again if it failed long enough ago,
-// once however many requests ask at the same time (meta.Scans).
-type failedRequeuer interface {
-	RequeueFailedScan(ctx context.Context, repo, digest string, age time.Duration) (bool, error)
-}
-
-// rescanFailed queues again, in repo, the scan of a manifest that failed
-// (st) at least failedRescanAfter ago for want of a layer that is stored
-// now, and reports whether it did. Any other failure (which would fail
-// again, announcing it again) waits for a rescan on request. Reading
-// the report costs, for a failed scan, a look at the one layer; of
-// concurrent requests one queues the scan (failedRequeuer).
-func (s *Service) rescanFailed(ctx context.Context, repo string, st meta.ManifestScan) (bool, error) {
-	q, ok := s.stores.Results.(failedRequeuer)
-	if !ok || st.Status != meta.ScanFailed || time.Since(st.UpdatedAt) < failedRescanAfter {
-		return false, nil
-	}
-	m := missingLayer.FindStringSubmatch(st.Reason)
-	if m == nil {
-		return false, nil
-	}
-	if _, err := s.driver.Stat(ctx, storage.BlobPath(digest.Digest(m[1]))); errors.Is(err, storage.ErrNotFound) {
-		return false, nil
-	} else if err != nil {
-		return false, fmt.Errorf("look for the layer the scan of %s lacked: %w", st.Digest, err)
-	}
-	queued, err := q.RequeueFailedScan(ctx, repo, st.Digest, failedRescanAfter)
-	if err != nil {
-		return false, fmt.Errorf("queue the failed scan of %s again: %w", st.Digest, err)
-	}
-	if queued {
-		s.log.Info("a scan that failed for want of a layer is queued again: the layer is stored now", "repository", repo, "digest", st.Digest, "layer", m[1])
-	}
-	return queued, nil
 }
 
 // platformReport is the stored report of a scanned platform of an index.

@@ -20,7 +20,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/scan/index"
@@ -158,76 +157,6 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 		return err
 	}
 	return fmt.Errorf("scan job %d: unknown kind %q", j.ID, sj.Kind)
-}
-
-// A pull-through cache stores a manifest before its layers, and a layer
-// only when a client pulls it (never, for a client that has it, or one
-// that only asks whether the manifest is there). A scan whose layer blob
-// is not stored waits for it, looking again every layerRetry, for up to
-// layerWait after the manifest was stored; then it fails, saying why.
-const (
-	layerWait  = 24 * time.Hour
-	layerRetry = time.Minute
-)
-
-// layerNotStoredError is the error of a scan that read a layer whose
-// blob is not stored.
-type layerNotStoredError struct {
-	layer digest.Digest
-	// stored is when the manifest was stored in the repository scanned
-	// (zero: not known).
-	stored time.Time
-	err    error
-}
-
-func (e *layerNotStoredError) Error() string {
-	return fmt.Sprintf("layer %s is not stored: %v", e.layer, e.err)
-}
-
-func (e *layerNotStoredError) Unwrap() error { return e.err }
-
-// waitForLayer turns the error of a scan attempt of job j that found a
-// layer not stored into a deferral (wait: no attempt is spent) while the
-// layer may still come, and past layerWait into a failure that says why.
-// Any other error is returned as it is.
-func waitForLayer(err error, j meta.Job, now time.Time) (wait bool, _ error) {
-	var nl *layerNotStoredError
-	if !errors.As(err, &nl) {
-		return false, err
-	}
-	since := nl.stored
-	if since.IsZero() {
-		since = j.CreatedAt
-	}
-	if horizon := since.Add(layerWait); !since.IsZero() && now.Before(horizon) {
-		until := now.Add(layerRetry)
-		if until.After(horizon) {
-			until = horizon
-		}
-		return true, jobs.Defer(until, err)
-	}
-	return false, fmt.Errorf("%w, %s after the manifest was stored (a pull-through cache stores a layer when a client pulls it; "+
-		"once it is stored, a request for the image's security report %s or more after this failure queues the scan again)", err, roundAge(now.Sub(since)), failedRescanAfter)
-}
-
-// keepScanned reports whether the manifest has a scanned report, which a
-// scan that failed for good (a rescan, a re-index by a new indexer, an
-// outage) must not replace: the report, its packages and vulnerabilities
-// (what re-matching reads) stay, and the failure is logged.
-func (s *Service) keepScanned(ctx context.Context, repo, dgst, reason string) (bool, error) {
-	st, err := s.stores.Results.ManifestScan(ctx, dgst)
-	if errors.Is(err, meta.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err // not known: nothing is written over it
-	}
-	if st.Status != meta.ScanScanned {
-		return false, nil
-	}
-	s.log.Warn("a scan of an image scanned before failed for good: its earlier report is kept", "repository", repo, "digest", dgst,
-		"report_indexer", st.IndexerVersion, "report_updated", st.UpdatedAt, "err", reason)
-	return true, nil
 }
 
 // scanManifest indexes and matches digest unless that was done already,
