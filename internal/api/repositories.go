@@ -318,9 +318,7 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, id auth.I
 	if req.Visibility == "public" && admin == 0 && !id.Superuser {
 		return forbidden("a %s may create only a private repository: making %s public takes an administrator of the repository", id.Kind, full)
 	}
-	if err := a.db.Repositories.CreateRepository(ctx, full, req.Visibility, req.Description, id.Actor(), admin); errors.Is(err, meta.ErrExists) {
-		return badRequest("Repository already exists")
-	} else if err != nil {
+	if err := createRepositoryRefusal(req.Namespace, a.db.Repositories.CreateRepository(ctx, full, req.Visibility, req.Description, id.Actor(), admin)); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, map[string]string{"namespace": req.Namespace, "name": req.Repository, "kind": "image"})

@@ -150,6 +150,9 @@ func TestRepositoryList(t *testing.T) {
 		repoFixture(t, e)
 		e.user("acme2", false)
 		e.repo("acme2/lookalike", "public") // shares the prefix "acme"
+		if _, err := e.db.Organizations().CreateOrganization(context.Background(), "acme-x", 0); err != nil {
+			t.Fatal(err)
+		}
 		e.repo("acme-x/other", "public")
 		e.repo("acme/team/nested", "private")
 		e.image("acme/pub", "latest", 5)

@@ -6,7 +6,8 @@ import "testing"
 // query or a JSON body are refused with 400 on every database, never 500.
 func TestTextThatCannotBeStored(t *testing.T) {
 	urDialects(t, func(t *testing.T, e *urEnv) {
-		e.user("root", true)
+		root := e.user("root", true)
+		e.org("acme", root)
 		e.repo("acme/app", "private")
 		e.want("root", "POST", "/api/v1/repository", `{"repository":"app2","namespace":"root","visibility":"private","description":"a\u0000b"}`, 400)
 		e.want("root", "PUT", "/api/v1/repository/acme/app", `{"description":"x\u0000"}`, 400)

@@ -22,6 +22,7 @@ func TestRepositoryURLOpensThatRepository(t *testing.T) {
 	ctx := context.Background()
 	db := metatest.Open(t, "sqlite")
 	names := []string{"acme/app", "acme/app/activity", "acme/app/settings", "acme/team/manifest/x", "acme/a/manifest/sha256/vulnerabilities.csv", "acme/plain"}
+	metatest.Orgs(t, db, "acme")
 	for _, name := range names {
 		if err := db.Repositories().CreateRepository(ctx, name, "public", "the repository "+name+" itself", "test", 0); err != nil {
 			t.Fatal(err)

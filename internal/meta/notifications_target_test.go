@@ -40,6 +40,7 @@ func TestRepositoryNotificationNeedsItsRepository(t *testing.T) {
 			if _, err := ns.CreateNotificationForTarget(ctx, repoNotification("never", "acme/never")); !errors.Is(err, meta.ErrRepositoryNotFound) {
 				t.Fatalf("for a repository that does not exist: %v, want ErrRepositoryNotFound", err)
 			}
+			metatest.Orgs(t, db, "acme")
 			if err := db.Repositories().CreateRepository(ctx, "acme/app", "private", "", "alice", 0); err != nil {
 				t.Fatal(err)
 			}

@@ -200,6 +200,9 @@ func (db Organizations) RemoveOrgMember(ctx context.Context, org, team string, u
 // its notifications, and the scopes of access tokens within it.
 // It refuses with ErrNamespaceNotEmpty while repositories remain, and
 // answers ErrNamespaceNotFound for a name that is not an organization.
+// The repositories are counted once the organization's row is locked: a
+// create or push making one holds the row (holdNamespace) until it
+// commits, so the count sees it.
 func (db Organizations) DeleteOrganization(ctx context.Context, name string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		id, err := db.orgIDTx(ctx, tx, name)

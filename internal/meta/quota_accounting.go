@@ -234,12 +234,13 @@ func (db *core) quotaUnref(ctx context.Context, tx *sql.Tx, repoID int64, repo, 
 // a repository about to be deleted. On PostgreSQL the repository row is
 // locked first: a push that stores a manifest in it holds the row (its
 // foreign key) until it commits, so the references read next include its
-// own, and a push that comes later waits for the delete.
+// own, and a push that comes later waits for the delete. A repository
+// that a concurrent delete removed while this one waited for its row is
+// ErrRepositoryNotFound.
 func (db *core) quotaUnrefRepository(ctx context.Context, tx *sql.Tx, repoID int64, repo string) error {
 	if db.dialect == postgres {
-		var one int
-		if err := tx.QueryRowContext(ctx, "SELECT 1 FROM repositories WHERE id = $1 FOR UPDATE", repoID).Scan(&one); err != nil {
-			return fmt.Errorf("lock repository: %w", err)
+		if err := db.lockRepositoryRow(ctx, tx, repoID); err != nil {
+			return err
 		}
 	}
 	return db.uncount(ctx, tx, repoID, repo, "")

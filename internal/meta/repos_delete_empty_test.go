@@ -23,6 +23,7 @@ func TestDeleteEmptyRepositoryKeepsLinks(t *testing.T) {
 			ctx := context.Background()
 			db := metatest.Open(t, dialect)
 			repos := db.Repositories()
+			metatest.Orgs(t, db, "acme")
 			for _, r := range []string{"acme/imported", "acme/bare"} {
 				if err := repos.CreateRepository(ctx, r, "private", "", "importer", 0); err != nil {
 					t.Fatal(err)

@@ -140,13 +140,9 @@ func (db *core) grantCreator(ctx context.Context, tx *sql.Tx, repoID, userID int
 // created in a namespace that is neither a user nor an organization.
 func (db *core) ensureNamespace(ctx context.Context, tx *sql.Tx, repo string, c *RepoCreate) error {
 	ns, _, _ := strings.Cut(repo, "/")
-	var nsID int64
-	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ?"), ns).Scan(&nsID)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("look up namespace: %w", err)
+	found, err := db.holdNamespace(ctx, tx, ns)
+	if err != nil || found {
+		return err
 	}
 	if c.OrgOwnerID == 0 && !c.OwnerlessOrg {
 		return &NamespaceMissingError{Namespace: ns}
@@ -157,6 +153,30 @@ func (db *core) ensureNamespace(ctx context.Context, tx *sql.Tx, repo string, c 
 		return err
 	}
 	return nil
+}
+
+// holdNamespace reports whether the namespace exists, for a repository
+// about to be created in it in tx. On PostgreSQL its row is held FOR KEY
+// SHARE until tx ends: the namespace's deletion (DeleteOrganization, which
+// locks the row and then counts its repositories; DeleteUser) waits for
+// the repository's commit and sees it, or this waits for the deletion and
+// finds the namespace gone; neither leaves a repository without its
+// namespace, for whoever creates the name next to inherit. SQLite runs
+// one write transaction at a time already.
+func (db *core) holdNamespace(ctx context.Context, tx *sql.Tx, ns string) (bool, error) {
+	lock := ""
+	if db.dialect == postgres {
+		lock = " FOR KEY SHARE"
+	}
+	var id int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT id FROM namespaces WHERE name = ?"+lock), ns).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up namespace: %w", err)
+	}
+	return true, nil
 }
 
 // EnsureRepository creates a repository as a push would (w.Create says
@@ -273,8 +293,16 @@ func (db Repositories) checkerIDs(ctx context.Context, repoID int64) ([]int64, e
 // CreateRepository creates an empty repository with settings (the API's
 // create; a push creates repositories implicitly). adminUserID, if set, is
 // given the admin role on it, as a push's creator is (grantCreator).
+// ErrNamespaceNotFound: its namespace does not exist, or was deleted since
+// the caller looked it up (holdNamespace); ErrExists: the name is taken.
 func (db Repositories) CreateRepository(ctx context.Context, name, visibility, description, actor string, adminUserID int64) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
+		ns, _, _ := strings.Cut(name, "/")
+		if found, err := db.holdNamespace(ctx, tx, ns); err != nil {
+			return err
+		} else if !found {
+			return fmt.Errorf("%s: %w", ns, ErrNamespaceNotFound)
+		}
 		var id int64
 		err := tx.QueryRowContext(ctx, db.q("INSERT INTO repositories (name, created_at, visibility, description) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING id"),
 			name, db.now(), visibility, description).Scan(&id)
@@ -362,8 +390,8 @@ func (db *core) deleteRepository(ctx context.Context, tx *sql.Tx, name, actor st
 	if onlyEmpty {
 		var one int
 		if db.dialect == postgres {
-			if err := tx.QueryRowContext(ctx, "SELECT 1 FROM repositories WHERE id = $1 FOR UPDATE", id).Scan(&one); err != nil {
-				return false, fmt.Errorf("lock repository: %w", err)
+			if err := db.lockRepositoryRow(ctx, tx, id); err != nil {
+				return false, err
 			}
 		}
 		// A push into it has stored a manifest, is uploading blobs, or
@@ -406,6 +434,22 @@ func (db *core) deleteRepository(ctx context.Context, tx *sql.Tx, name, actor st
 		return false, fmt.Errorf("delete the repository's authorized e-mails: %w", err)
 	}
 	return true, db.appendEvent(ctx, tx, Event{Kind: EventRepoDeleted, Repository: name, Actor: actor})
+}
+
+// lockRepositoryRow locks a repository's row FOR UPDATE (PostgreSQL
+// only), after deleteRepository read its id without a lock: a concurrent
+// delete that removed the row meanwhile (two DELETEs of one repository at
+// once) makes it ErrRepositoryNotFound, as if this delete had come second.
+func (db *core) lockRepositoryRow(ctx context.Context, tx *sql.Tx, id int64) error {
+	var one int
+	err := tx.QueryRowContext(ctx, "SELECT 1 FROM repositories WHERE id = $1 FOR UPDATE", id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w (deleted meanwhile)", ErrRepositoryNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("lock repository: %w", err)
+	}
+	return nil
 }
 
 // RepoSummary is a repository as the API lists it.

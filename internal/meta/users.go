@@ -189,6 +189,9 @@ func (db Users) CreateFirstUser(ctx context.Context, u User, tok *AccessToken) (
 }
 
 // CreateRobot creates robot "namespace+short" with a token hash.
+// ErrNamespaceNotFound: no such namespace, or it was deleted since it was
+// looked up (the foreign key refused the robot); ErrExists: the name is
+// taken.
 func (db Users) CreateRobot(ctx context.Context, namespace, short, secretHash string) (User, error) {
 	ns, err := Users(db).NamespaceByName(ctx, namespace)
 	if err != nil {
@@ -336,6 +339,11 @@ func (db *core) insertUser(ctx context.Context, tx *sql.Tx, u *User) error {
 	if err != nil {
 		if isUnique(err) {
 			return fmt.Errorf("user %q %w", u.Username, ErrExists)
+		}
+		if foreignKeyViolation(err) {
+			// A robot's namespace, deleted since it was looked up (a
+			// user's is created in the same transaction).
+			return fmt.Errorf("namespace of %q: %w", u.Username, ErrNamespaceNotFound)
 		}
 		return fmt.Errorf("create user: %w", err)
 	}

@@ -291,6 +291,7 @@ func TestTemporaryDisable(t *testing.T) {
 			rcv.set(mode)
 			inst := startWith(t, ctx, db, notify.Options{DisableFor: first, MaxDisableFor: ceiling},
 				jobs.Options{Backoff: func(int) time.Duration { return 10 * time.Millisecond }})
+			metatest.Orgs(t, db, "acme")
 			if err := db.Repositories().CreateRepository(ctx, "acme/a", "private", "", "alice", 0); err != nil {
 				t.Fatal(err)
 			}

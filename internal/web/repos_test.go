@@ -28,6 +28,7 @@ func TestRepositoryListNextLinkSaysNothingOfPrivateRows(t *testing.T) {
 	uis := map[bool]*web.UI{}
 	for _, hidden := range []bool{false, true} {
 		db := metatest.Open(t, "sqlite")
+		metatest.Orgs(t, db, "pub", "acme")
 		for name := range public {
 			if err := db.Repositories().CreateRepository(ctx, name, "public", "", "test", 0); err != nil {
 				t.Fatal(err)

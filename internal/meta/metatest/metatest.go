@@ -100,3 +100,14 @@ func (noBytes) PlaceEarly(context.Context) (bool, error) { return false, nil }
 func (noBytes) Present(context.Context) (bool, error)    { return true, nil }
 func (noBytes) Place(context.Context) error              { return nil }
 func (noBytes) Clear(context.Context) error              { return nil }
+
+// Orgs creates organizations without owners, for tests that create
+// repositories in them directly (CreateRepository needs its namespace).
+func Orgs(t testing.TB, db *meta.DB, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, err := db.Organizations().CreateOrganization(context.Background(), name, 0); err != nil {
+			t.Fatalf("create organization %s: %v", name, err)
+		}
+	}
+}
