@@ -511,7 +511,7 @@ func TestWebAdminUsers(t *testing.T) {
 	// signed in with it is signed out.
 	writer := newBrowser(t, w.url)
 	writer.signIn("writer", pw)
-	status, body = root.post("/admin/users/writer/password", url.Values{"csrf": {tok}})
+	status, body = root.post("/admin/users/writer/password", url.Values{"csrf": {tok}, "confirm": {"writer"}})
 	np := secretShown.FindStringSubmatch(body)
 	if status != 200 || np == nil {
 		t.Fatalf("new password: %d\n%s", status, body)
@@ -542,7 +542,7 @@ func TestWebAdminUsers(t *testing.T) {
 	if status, _ := root.post("/admin/users/delete", url.Values{"csrf": {tok}, "username": {""}}); status != 400 {
 		t.Errorf("delete without a name: %d", status)
 	}
-	if status, _ := root.post("/admin/users/delete", url.Values{"csrf": {tok}, "username": {"newbie"}}); status != 200 {
+	if status, _ := root.post("/admin/users/delete", url.Values{"csrf": {tok}, "username": {"newbie"}, "confirm": {"newbie"}}); status != 200 {
 		t.Fatalf("delete: %d", status)
 	}
 	if status, _, raw := w.call("GET", "/api/v1/superuser/users/newbie", "root", ""); status != http.StatusNotFound {

@@ -46,6 +46,11 @@ const adminUsersPage = 100
 // /api/v1/superuser/gc), the storage's figures and the job queues (the
 // metrics' figures). Anyone else finds nothing here.
 func (u *UI) admin(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	return u.adminPage(w, r, v, http.StatusOK, formFlash{})
+}
+
+// adminPage renders the admin page, with a refused form's flash.
+func (u *UI) adminPage(w http.ResponseWriter, r *http.Request, v *visitor, status int, flash formFlash) error {
 	if !v.id.Superuser {
 		return errNotFound
 	}
@@ -54,7 +59,7 @@ func (u *UI) admin(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	if stale <= 0 {
 		stale = scan.DefaultStaleAfter
 	}
-	data := map[string]any{"StaleAfter": stale.String()}
+	data := map[string]any{"StaleAfter": stale.String(), "Flash": flash}
 	var vdb struct {
 		Ecosystems []vulnSource `json:"ecosystems"`
 	}
@@ -117,57 +122,84 @@ func (u *UI) admin(w http.ResponseWriter, r *http.Request, v *visitor) error {
 		sort.Slice(queues, func(i, j int) bool { return queues[i].Name < queues[j].Name })
 		data["Storage"], data["Queues"], data["FeedLag"], data["Unsequenced"] = sf, queues, f.FeedLag, f.Unsequenced
 	}
-	u.render(w, r, v, http.StatusOK, "admin", "Administration", data)
+	u.render(w, r, v, status, "admin", "Administration", data)
 	return nil
 }
 
 // adminPOST routes the admin page's actions on users, each the superuser
-// API's request; anyone but a superuser finds nothing here.
+// API's request; anyone but a superuser finds nothing here. What cannot
+// be undone asks to be confirmed: a user's deletion takes the name typed
+// twice, a new password a ticked confirmation of that user's, so that a
+// stray click changes nothing. A refusal renders the page again with the
+// message and the form as typed.
 func (u *UI) adminPOST(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	if !v.id.Superuser {
 		return errNotFound
 	}
 	f := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }
-	segs := strings.Split(r.PathValue("action"), "/")
+	action := r.PathValue("action")
+	segs := strings.Split(action, "/")
 	var err error
 	switch {
 	case len(segs) == 2 && segs[0] == "users" && segs[1] == "create":
-		if f("username") == "" {
-			return fail(http.StatusBadRequest, "A user needs a name.")
-		}
-		var out struct {
-			Username string `json:"username"`
-			Password string `json:"password"`
-		}
-		if err := u.call(r, v, http.MethodPost, "/api/v1/superuser/users/", map[string]string{"username": f("username"), "email": f("email")}, &out); err != nil {
-			return actionError(err)
-		}
-		u.showSecret(w, r, v, "Administration", "User "+out.Username+" created: its password", out.Username, out.Password, "/admin")
-		return nil
+		err = u.createUser(w, r, v, f("username"), f("email"))
 	case len(segs) == 2 && segs[0] == "users" && segs[1] == "delete":
-		// The name typed, as a person confirms what cannot be undone.
-		if f("username") == "" {
-			return fail(http.StatusBadRequest, "Type the name of the user to delete.")
+		switch name := f("username"); {
+		case name == "":
+			err = fail(http.StatusBadRequest, "Type the name of the user to delete.")
+		case f("confirm") != name:
+			err = fail(http.StatusBadRequest, "Type the user's name twice, the second time to confirm, to delete it; nothing was deleted.")
+		default:
+			if err = u.call(r, v, http.MethodDelete, "/api/v1/superuser/users/"+esc(name), nil, nil); err == nil {
+				http.Redirect(w, r, "/admin#users", http.StatusSeeOther)
+			}
 		}
-		err = u.call(r, v, http.MethodDelete, "/api/v1/superuser/users/"+esc(f("username")), nil, nil)
 	case len(segs) == 3 && segs[0] == "users" && (segs[2] == "disable" || segs[2] == "enable"):
-		err = u.call(r, v, http.MethodPut, "/api/v1/superuser/users/"+esc(segs[1]), map[string]bool{"enabled": segs[2] == "enable"}, nil)
+		if err = u.call(r, v, http.MethodPut, "/api/v1/superuser/users/"+esc(segs[1]), map[string]bool{"enabled": segs[2] == "enable"}, nil); err == nil {
+			http.Redirect(w, r, "/admin#users", http.StatusSeeOther)
+		}
 	case len(segs) == 3 && segs[0] == "users" && segs[2] == "password":
-		password, err := auth.NewSecret("")
-		if err != nil {
-			return err
+		if r.PostFormValue("confirm") != segs[1] {
+			err = fail(http.StatusBadRequest, "Tick “confirm” beside the “New password” of %s to give it a new password; nothing was changed.", segs[1])
+			break
 		}
-		if err := u.call(r, v, http.MethodPut, "/api/v1/superuser/users/"+esc(segs[1]), map[string]string{"password": password}, nil); err != nil {
-			return actionError(err)
-		}
-		u.showSecret(w, r, v, "Administration", "A new password for "+segs[1], segs[1], password, "/admin")
-		return nil
+		err = u.newPassword(w, r, v, segs[1])
 	default:
 		return errNotFound
 	}
 	if err != nil {
-		return actionError(err)
+		return u.refused(r, err, segs[0], action, func(status int, flash formFlash) error {
+			return u.adminPage(w, r, v, status, flash)
+		})
 	}
-	http.Redirect(w, r, "/admin#users", http.StatusSeeOther)
+	return nil
+}
+
+// createUser creates a user and shows its generated password, once.
+func (u *UI) createUser(w http.ResponseWriter, r *http.Request, v *visitor, name, email string) error {
+	if name == "" {
+		return fail(http.StatusBadRequest, "A user needs a name.")
+	}
+	var out struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+	}
+	if err := u.call(r, v, http.MethodPost, "/api/v1/superuser/users/", map[string]string{"username": name, "email": email}, &out); err != nil {
+		return err
+	}
+	u.showSecret(w, r, v, "Administration", "User "+out.Username+" created: its password", out.Username, out.Password, "/admin")
+	return nil
+}
+
+// newPassword gives a user a generated password and shows it, once.
+func (u *UI) newPassword(w http.ResponseWriter, r *http.Request, v *visitor, name string) error {
+	password, err := auth.NewSecret("")
+	if err != nil {
+		return err
+	}
+	if err := u.call(r, v, http.MethodPut, "/api/v1/superuser/users/"+esc(name), map[string]string{"password": password}, nil); err != nil {
+		return err
+	}
+	u.showSecret(w, r, v, "Administration", "A new password for "+name, name, password, "/admin")
 	return nil
 }

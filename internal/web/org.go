@@ -60,6 +60,12 @@ type robot struct {
 var orgTeamRoles = []string{"member", "creator", "admin"}
 
 func (u *UI) organization(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	return u.organizationPage(w, r, v, http.StatusOK, formFlash{})
+}
+
+// organizationPage renders the organization page, with a refused form's
+// flash.
+func (u *UI) organizationPage(w http.ResponseWriter, r *http.Request, v *visitor, status int, flash formFlash) error {
 	org := r.PathValue("org")
 	var ov struct {
 		Name     string             `json:"name"`
@@ -80,7 +86,7 @@ func (u *UI) organization(w http.ResponseWriter, r *http.Request, v *visitor) er
 	}
 	base := "/api/v1/organization/" + esc(org)
 	data := map[string]any{"Org": ov.Name, "Email": ov.Email, "IsAdmin": ov.IsAdmin, "Roles": orgTeamRoles, "Path": "/organization/" + esc(org),
-		"CSRF": v.csrf, "Super": v.id.Superuser}
+		"CSRF": v.csrf, "Super": v.id.Superuser, "Flash": flash}
 	if ov.Report != nil {
 		data["Used"] = ov.Report.Used
 	}
@@ -122,7 +128,7 @@ func (u *UI) organization(w http.ResponseWriter, r *http.Request, v *visitor) er
 		}
 		data["Teams"], data["Members"], data["Robots"] = teams, members.Members, robots.Robots
 	}
-	u.render(w, r, v, http.StatusOK, "organization", "Organization "+org, data)
+	u.render(w, r, v, status, "organization", "Organization "+org, data)
 	return nil
 }
 
@@ -151,19 +157,23 @@ func (u *UI) namespaceRepos(r *http.Request, v *visitor, ns string, data map[str
 	return nil
 }
 
-// organizationPOST routes the organization page's actions.
+// organizationPOST routes the organization page's actions. A refusal
+// the visitor can fix renders the page again with the message and the
+// form as typed.
 func (u *UI) organizationPOST(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	org := r.PathValue("org")
 	base := "/api/v1/organization/" + esc(org)
 	back := "/organization/" + esc(org)
-	segs := strings.Split(r.PathValue("action"), "/")
+	action := r.PathValue("action")
+	segs := strings.Split(action, "/")
 	form := r.PostFormValue
 	var err error
+	shown := false // the action answered (a secret's page)
 	switch {
 	case len(segs) == 2 && segs[0] == "robots" && segs[1] == "create":
-		return u.robotCreate(w, r, v, base+"/robots/", back, "Organization "+org)
+		err, shown = u.robotCreate(w, r, v, base+"/robots/", back, "Organization "+org), true
 	case len(segs) == 3 && segs[0] == "robots" && segs[2] == "regenerate":
-		return u.robotRegenerate(w, r, v, base+"/robots/", segs[1], back, "Organization "+org)
+		err, shown = u.robotRegenerate(w, r, v, base+"/robots/", segs[1], back, "Organization "+org), true
 	case len(segs) == 3 && segs[0] == "robots" && segs[2] == "delete":
 		err = u.call(r, v, http.MethodDelete, base+"/robots/"+esc(segs[1]), nil, nil)
 	case len(segs) == 2 && segs[0] == "teams" && segs[1] == "save":
@@ -180,7 +190,8 @@ func (u *UI) organizationPOST(w http.ResponseWriter, r *http.Request, v *visitor
 		// to anyone else).
 		limit := strings.TrimSpace(form("limit"))
 		if limit == "" {
-			return fail(http.StatusBadRequest, "Give the quota's size, such as 10 GiB.")
+			err = fail(http.StatusBadRequest, "Give the quota's size, such as 10 GiB.")
+			break
 		}
 		body := map[string]string{"limit": limit}
 		if id := form("quota"); id != "" {
@@ -193,7 +204,8 @@ func (u *UI) organizationPOST(w http.ResponseWriter, r *http.Request, v *visitor
 	case len(segs) == 3 && segs[0] == "quota" && segs[2] == "limits":
 		pct, perr := strconv.Atoi(strings.TrimSpace(form("percent")))
 		if perr != nil {
-			return fail(http.StatusBadRequest, "A limit's threshold is a whole percentage, 1 to 100.")
+			err = fail(http.StatusBadRequest, "A limit's threshold is a whole percentage, 1 to 100.")
+			break
 		}
 		err = u.call(r, v, http.MethodPost, base+"/quota/"+esc(segs[1])+"/limit", map[string]any{"type": form("type"), "threshold_percent": pct}, nil)
 	case len(segs) == 5 && segs[0] == "quota" && segs[2] == "limits" && segs[4] == "delete":
@@ -204,14 +216,19 @@ func (u *UI) organizationPOST(w http.ResponseWriter, r *http.Request, v *visitor
 		return errNotFound
 	}
 	if err != nil {
-		return actionError(err)
+		return u.refused(r, err, segs[0], action, func(status int, flash formFlash) error {
+			return u.organizationPage(w, r, v, status, flash)
+		})
 	}
-	http.Redirect(w, r, back, http.StatusSeeOther)
+	if !shown {
+		http.Redirect(w, r, back, http.StatusSeeOther)
+	}
 	return nil
 }
 
 // robotCreate creates a robot and shows its token, this once: the answer
-// is not cached (Cache-Control: no-store), and no later page shows it.
+// is not cached (Cache-Control: no-store), and no later page shows it. A
+// refusal is returned as it is, for the caller to answer (refused).
 func (u *UI) robotCreate(w http.ResponseWriter, r *http.Request, v *visitor, base, back, title string) error {
 	short := strings.TrimSpace(r.PostFormValue("name"))
 	if short == "" {
@@ -219,7 +236,7 @@ func (u *UI) robotCreate(w http.ResponseWriter, r *http.Request, v *visitor, bas
 	}
 	var rb robot
 	if err := u.call(r, v, http.MethodPut, base+esc(short), map[string]string{"description": r.PostFormValue("description")}, &rb); err != nil {
-		return actionError(err)
+		return err
 	}
 	u.showSecret(w, r, v, title, "Robot "+rb.Name+" created", rb.Name, rb.Token, back)
 	return nil
@@ -228,7 +245,7 @@ func (u *UI) robotCreate(w http.ResponseWriter, r *http.Request, v *visitor, bas
 func (u *UI) robotRegenerate(w http.ResponseWriter, r *http.Request, v *visitor, base, short, back, title string) error {
 	var rb robot
 	if err := u.call(r, v, http.MethodPost, base+esc(short)+"/regenerate", nil, &rb); err != nil {
-		return actionError(err)
+		return err
 	}
 	u.showSecret(w, r, v, title, "New token of robot "+rb.Name+" (the old one no longer works)", rb.Name, rb.Token, back)
 	return nil

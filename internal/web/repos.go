@@ -205,7 +205,7 @@ func (u *UI) repositoryGET(w http.ResponseWriter, r *http.Request, v *visitor) e
 		if _, err := u.readable(r.Context(), v, repo); err != nil {
 			return err
 		}
-		return u.settings(w, r, v, repo, http.StatusOK, settingsFlash{})
+		return u.settings(w, r, v, repo, http.StatusOK, formFlash{})
 	case len(page) == 2 && page[0] == "manifest":
 		return u.manifest(w, r, v, repo, page[1])
 	case len(page) == 3 && page[0] == "manifest" && page[2] == "vulnerabilities.csv":

@@ -74,13 +74,6 @@ type gateView struct {
 	KeyIDs []string `json:"key_ids"`
 }
 
-// settingsSection is what a failed form leaves on the page: the section
-// with the API's message, and what was typed (the gate's policy).
-type settingsFlash struct {
-	Section, Error string
-	Gate           *gate.Config
-}
-
 // optional runs a GET whose 404 (nothing configured) or 501 (feature
 // off) is an absent section, reported as (false, nil).
 func (u *UI) optional(r *http.Request, v *visitor, path string, out any) (bool, error) {
@@ -91,7 +84,7 @@ func (u *UI) optional(r *http.Request, v *visitor, path string, out any) (bool, 
 	return err == nil, err
 }
 
-func (u *UI) settings(w http.ResponseWriter, r *http.Request, v *visitor, repo string, status int, flash settingsFlash) error {
+func (u *UI) settings(w http.ResponseWriter, r *http.Request, v *visitor, repo string, status int, flash formFlash) error {
 	// Decide before reading the description, whose quota_report adds up
 	// the repository's usage: a refusal costs no such sum. Who may not
 	// read the repository learns nothing of it (not found).
@@ -113,6 +106,9 @@ func (u *UI) settings(w http.ResponseWriter, r *http.Request, v *visitor, repo s
 	}
 	if !info.CanAdmin {
 		return fail(http.StatusForbidden, "Only the admins of %s see its settings.", repo)
+	}
+	if kept := flash.Kept("description"); kept != nil {
+		info.Description = kept.Get("description") // the text refused, not the stored one
 	}
 	data := map[string]any{"Repo": repo, "Path": repoPath(repo), "Action": actionPath(repo), "Public": info.IsPublic, "Description": info.Description, "Flash": flash,
 		"Events": notificationEvents(), "Roles": []string{"read", "write", "admin"}}
@@ -190,8 +186,9 @@ func notificationEvents() []string {
 }
 
 // settingsPOST runs one settings form as an API request. A refusal the
-// visitor can fix (400) re-renders the page with the API's message in the
-// section; others are answered as errors.
+// visitor can fix (400, 409, 422) re-renders the page with the API's message in
+// the section and the form as it was typed (refused); others are answered
+// as errors.
 func (u *UI) settingsPOST(w http.ResponseWriter, r *http.Request, v *visitor, repo, action string) error {
 	if _, err := u.readable(r.Context(), v, repo); err != nil {
 		return err // those who may not read it learn nothing
@@ -199,7 +196,7 @@ func (u *UI) settingsPOST(w http.ResponseWriter, r *http.Request, v *visitor, re
 	f := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }
 	segs := strings.Split(action, "/")
 	section := segs[0]
-	var flash settingsFlash
+	var flash formFlash
 	var err error
 	switch {
 	case action == "visibility":
@@ -257,12 +254,11 @@ func (u *UI) settingsPOST(w http.ResponseWriter, r *http.Request, v *visitor, re
 	default:
 		return errNotFound
 	}
-	if e, ok := err.(*apiError); ok && (e.Status == http.StatusBadRequest || e.Status == http.StatusConflict) {
-		flash.Section, flash.Error = section, e.Message
-		return u.settings(w, r, v, repo, e.Status, flash)
-	}
 	if err != nil {
-		return actionError(err)
+		return u.refused(r, err, section, action, func(status int, f formFlash) error {
+			f.Gate = flash.Gate
+			return u.settings(w, r, v, repo, status, f)
+		})
 	}
 	http.Redirect(w, r, repoPath(repo)+"/settings#"+section, http.StatusSeeOther)
 	return nil

@@ -80,6 +80,11 @@ func (u *UI) ownAccount(r *http.Request, v *visitor) (string, error) {
 }
 
 func (u *UI) user(w http.ResponseWriter, r *http.Request, v *visitor) error {
+	return u.userPage(w, r, v, http.StatusOK, formFlash{})
+}
+
+// userPage renders the account page, with a refused form's flash.
+func (u *UI) userPage(w http.ResponseWriter, r *http.Request, v *visitor, status int, flash formFlash) error {
 	name, err := u.ownAccount(r, v)
 	if err != nil {
 		return err
@@ -94,7 +99,8 @@ func (u *UI) user(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	if err := u.call(r, v, http.MethodGet, "/api/v1/user/", nil, &me); err != nil {
 		return pageError(err)
 	}
-	data := map[string]any{"Name": name, "Email": me.Email, "Organizations": me.Organizations, "Path": "/user/" + esc(name), "CSRF": v.csrf}
+	data := map[string]any{"Name": name, "Email": me.Email, "Organizations": me.Organizations, "Path": "/user/" + esc(name), "CSRF": v.csrf,
+		"Flash": flash}
 	if err := u.namespaceRepos(r, v, name, data); err != nil {
 		return pageError(err)
 	}
@@ -112,67 +118,73 @@ func (u *UI) user(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	}
 	own, more := ownTokens(tokens.Tokens, v.id.Actor())
 	data["Robots"], data["Tokens"], data["MoreTokens"] = robots.Robots, own, more
-	u.render(w, r, v, http.StatusOK, "user", "Account "+name, data)
+	u.render(w, r, v, status, "user", "Account "+name, data)
 	return nil
 }
 
-// userPOST routes the user page's actions.
+// userPOST routes the user page's actions. A refusal the visitor can fix
+// renders the page again with the message and the form as typed.
 func (u *UI) userPOST(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	name, err := u.ownAccount(r, v)
 	if err != nil {
 		return err
 	}
 	back := "/user/" + esc(name)
-	segs := strings.Split(r.PathValue("action"), "/")
+	action := r.PathValue("action")
+	segs := strings.Split(action, "/")
+	f := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }
 	switch {
 	case len(segs) == 2 && segs[0] == "robots" && segs[1] == "create":
-		return u.robotCreate(w, r, v, "/api/v1/user/robots/", back, "Account "+name)
+		err = u.robotCreate(w, r, v, "/api/v1/user/robots/", back, "Account "+name)
 	case len(segs) == 3 && segs[0] == "robots" && segs[2] == "regenerate":
-		return u.robotRegenerate(w, r, v, "/api/v1/user/robots/", segs[1], back, "Account "+name)
+		err = u.robotRegenerate(w, r, v, "/api/v1/user/robots/", segs[1], back, "Account "+name)
 	case len(segs) == 3 && segs[0] == "robots" && segs[2] == "delete":
-		err = u.call(r, v, http.MethodDelete, "/api/v1/user/robots/"+esc(segs[1]), nil, nil)
+		if err = u.call(r, v, http.MethodDelete, "/api/v1/user/robots/"+esc(segs[1]), nil, nil); err == nil {
+			http.Redirect(w, r, back, http.StatusSeeOther)
+		}
 	case len(segs) == 2 && segs[0] == "tokens" && segs[1] == "create":
-		return u.tokenCreate(w, r, v, back, name)
+		err = u.tokenCreate(w, r, v, back, name)
 	case len(segs) == 2 && segs[0] == "organizations" && segs[1] == "create":
-		org := strings.TrimSpace(r.PostFormValue("name"))
+		org := f("name")
 		if org == "" {
-			return fail(http.StatusBadRequest, "An organization needs a name.")
+			err = fail(http.StatusBadRequest, "An organization needs a name.")
+			break
 		}
 		body := map[string]string{"name": org}
-		if email := strings.TrimSpace(r.PostFormValue("email")); email != "" {
+		if email := f("email"); email != "" {
 			body["email"] = email
 		}
-		if err := u.call(r, v, http.MethodPost, "/api/v1/organization/", body, nil); err != nil {
-			return actionError(err)
+		if err = u.call(r, v, http.MethodPost, "/api/v1/organization/", body, nil); err == nil {
+			http.Redirect(w, r, "/organization/"+esc(org), http.StatusSeeOther)
 		}
-		http.Redirect(w, r, "/organization/"+esc(org), http.StatusSeeOther)
-		return nil
 	case len(segs) == 2 && segs[0] == "repositories" && segs[1] == "create":
-		f := func(k string) string { return strings.TrimSpace(r.PostFormValue(k)) }
 		if f("repository") == "" {
-			return fail(http.StatusBadRequest, "A repository needs a name.")
+			err = fail(http.StatusBadRequest, "A repository needs a name.")
+			break
 		}
 		body := map[string]string{"namespace": f("namespace"), "repository": f("repository"), "visibility": f("visibility"),
 			"description": r.PostFormValue("description")}
-		if err := u.call(r, v, http.MethodPost, "/api/v1/repository", body, nil); err != nil {
-			return actionError(err)
+		if err = u.call(r, v, http.MethodPost, "/api/v1/repository", body, nil); err == nil {
+			http.Redirect(w, r, repoPath(f("namespace")+"/"+f("repository")), http.StatusSeeOther)
 		}
-		http.Redirect(w, r, repoPath(f("namespace")+"/"+f("repository")), http.StatusSeeOther)
-		return nil
 	case len(segs) == 3 && segs[0] == "tokens" && segs[2] == "revoke":
-		err = u.call(r, v, http.MethodDelete, "/api/v1/tokens/"+esc(segs[1]), nil, nil)
+		if err = u.call(r, v, http.MethodDelete, "/api/v1/tokens/"+esc(segs[1]), nil, nil); err == nil {
+			http.Redirect(w, r, back, http.StatusSeeOther)
+		}
 	default:
 		return errNotFound
 	}
 	if err != nil {
-		return actionError(err)
+		return u.refused(r, err, segs[0], action, func(status int, flash formFlash) error {
+			return u.userPage(w, r, v, status, flash)
+		})
 	}
-	http.Redirect(w, r, back, http.StatusSeeOther)
 	return nil
 }
 
 // tokenCreate issues an access token for one repository pattern and
-// shows its secret once.
+// shows its secret once; a refusal is returned as it is (userPOST
+// answers it).
 func (u *UI) tokenCreate(w http.ResponseWriter, r *http.Request, v *visitor, back, name string) error {
 	f := r.PostFormValue
 	scope := auth.TokenScope{Repository: strings.TrimSpace(f("repository")), Actions: r.PostForm["action"]}
@@ -189,7 +201,7 @@ func (u *UI) tokenCreate(w http.ResponseWriter, r *http.Request, v *visitor, bac
 		Secret string `json:"secret"`
 	}
 	if err := u.call(r, v, http.MethodPost, "/api/v1/tokens", body, &out); err != nil {
-		return actionError(err)
+		return err
 	}
 	u.showSecret(w, r, v, "Account "+name, "Access token "+out.Name+" created", out.Name, out.Secret, back)
 	return nil

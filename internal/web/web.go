@@ -241,7 +241,12 @@ func (u *UI) page(f pageFunc) http.HandlerFunc {
 		if we.status == http.StatusNotFound && !v.signedIn && u.opts.Auth != nil {
 			we = &webError{http.StatusNotFound, we.msg + " Signing in may show more."}
 		}
-		u.render(w, r, v, we.status, "message", "Error", map[string]any{"Message": we.msg, "Status": we.status})
+		data := map[string]any{"Message": we.msg, "Status": we.status}
+		if back, label := formPage(r); label != "" && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			// A form's refusal links back to the form's page.
+			data["Back"], data["BackLabel"] = back, label
+		}
+		u.render(w, r, v, we.status, "message", "Error", data)
 	}
 }
 
@@ -253,13 +258,17 @@ type pageData struct {
 	Open     bool
 	Super    bool
 	CSRF     string
-	Path     string
-	Data     any
+	// Path is where the header's "Sign in" returns.
+	Path string
+	Data any
 }
 
+// render writes a page. Its Path (where signing in returns) is the
+// request's, or for a form's POST the form's page (formPage).
 func (u *UI) render(w http.ResponseWriter, r *http.Request, v *visitor, status int, page, title string, data any) {
+	path, _ := formPage(r)
 	pd := pageData{Title: title, User: v.id.Name, SignedIn: v.signedIn, Open: u.opts.Auth == nil, Super: v.id.Superuser,
-		CSRF: v.csrf, Path: r.URL.RequestURI(), Data: data}
+		CSRF: v.csrf, Path: path, Data: data}
 	var buf bytes.Buffer
 	if err := u.pages[page].ExecuteTemplate(&buf, "layout", pd); err != nil {
 		u.log.Error("render page", "page", page, "err", err)
