@@ -390,11 +390,9 @@ func (a *API) audit(r *http.Request, id auth.Identity, kind, repo, namespace str
 	if namespace == "" {
 		namespace, _, _ = strings.Cut(repo, "/")
 	}
-	host := r.RemoteAddr
-	if i := strings.LastIndex(host, ":"); i > 0 {
-		host = host[:i]
-	}
-	if err := a.db.Audit.AppendAudit(r.Context(), meta.AuditEntry{Kind: kind, Actor: id.Actor(), IP: host, Namespace: namespace, Repository: repo, Metadata: b}); err != nil {
+	// The address as login failures record it (authz.ClientAddress): an
+	// IPv6 client's without brackets.
+	if err := a.db.Audit.AppendAudit(r.Context(), meta.AuditEntry{Kind: kind, Actor: id.Actor(), IP: authz.ClientAddress(r), Namespace: namespace, Repository: repo, Metadata: b}); err != nil {
 		a.log.Warn("audit log", "err", err)
 	}
 }

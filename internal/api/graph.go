@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -19,13 +20,14 @@ type Graph interface {
 	ReadableDependents(ctx context.Context, repo string, d digest.Digest, q meta.DependentsQuery) ([]meta.GraphDependent, bool, error)
 }
 
-// maxDependents bounds one answer (a base of a large organization), and
-// maxDependentsRead the dependents read to find them, the caller's or
-// not: past it, the answer is truncated.
-const (
-	maxDependents     = 5000
-	maxDependentsRead = meta.DefaultMaxDependentRows
-)
+// dependentsMaxRead bounds the dependents one answer reads, the caller's
+// or not, and so the answer (a base of a large organization): one
+// permission decision per repository read and one tags lookup per
+// dependent answered, as the repository listing (reposMaxRead), so that
+// an anonymous caller cannot make one request of a shared public base
+// with thousands of private dependents cost tens of thousands of
+// queries. Past it, the answer says it was truncated.
+const dependentsMaxRead = reposMaxRead
 
 func (a *API) graphEndpoints() []repoEndpoint {
 	return []repoEndpoint{
@@ -42,13 +44,18 @@ type readable struct {
 	seen map[string]bool
 }
 
-func (rd *readable) ok(ctx context.Context, repo string) bool {
+// ok decides once per repository; a failure to decide (the store) is an
+// error, neither remembered nor taken for a refusal.
+func (rd *readable) ok(ctx context.Context, repo string) (bool, error) {
 	if v, ok := rd.seen[repo]; ok {
-		return v
+		return v, nil
 	}
-	v := rd.a.allow(ctx, rd.id, repo, auth.ActionRead) == nil
+	v, err := rd.a.auth.Decide(ctx, rd.id, repo, auth.ActionRead)
+	if err != nil {
+		return false, fmt.Errorf("decide whether %s may read %s: %w", rd.id.Actor(), repo, err)
+	}
 	rd.seen[repo] = v
-	return v
+	return v, nil
 }
 
 // graphDigest reads the manifest argument and checks the caller may read
@@ -110,7 +117,9 @@ func (a *API) manifestBases(w http.ResponseWriter, r *http.Request, id auth.Iden
 	out := []baseView{}
 	index := map[string]int{}
 	for _, b := range rows {
-		if !rd.ok(r.Context(), b.Repository) {
+		if ok, err := rd.ok(r.Context(), b.Repository); err != nil {
+			return err
+		} else if !ok {
 			continue
 		}
 		k := b.Repository + "@" + b.Digest.String() + "#" + strconv.Itoa(b.Level)
@@ -162,11 +171,11 @@ func (a *API) manifestDependents(w http.ResponseWriter, r *http.Request, id auth
 		}
 	}
 	// The store reads on past the dependents the caller may not read
-	// (a shared base's other tenants), up to maxDependentsRead: truncated
+	// (a shared base's other tenants), up to dependentsMaxRead: truncated
 	// says the caller may read more, or the bound stopped the search.
 	rd := &readable{a: a, id: id, seen: map[string]bool{}}
-	rows, truncated, err := a.opts.Graph.ReadableDependents(r.Context(), repo, d, meta.DependentsQuery{Transitive: transitive, N: maxDependents,
-		MaxRows: maxDependentsRead, Readable: func(repo string) (bool, error) { return rd.ok(r.Context(), repo), nil }})
+	rows, truncated, err := a.opts.Graph.ReadableDependents(r.Context(), repo, d, meta.DependentsQuery{Transitive: transitive, N: dependentsMaxRead,
+		MaxRows: dependentsMaxRead, Readable: func(repo string) (bool, error) { return rd.ok(r.Context(), repo) }})
 	if err != nil {
 		return err
 	}
@@ -175,8 +184,14 @@ func (a *API) manifestDependents(w http.ResponseWriter, r *http.Request, id auth
 		// Stale says the dependent's immediate base's tag moved: for a
 		// transitive dependent, a base in another repository, told only to
 		// a caller who may read it.
+		stale := dep.Stale
+		if stale {
+			if stale, err = rd.ok(r.Context(), dep.StaleBase); err != nil {
+				return err
+			}
+		}
 		v := dependentView{Repository: dep.Repository, Digest: dep.Digest, Tagged: dep.Tagged, Tags: dep.Tags, Level: dep.Base.Level,
-			Method: dep.Base.Method, Stale: dep.Stale && rd.ok(r.Context(), dep.StaleBase)}
+			Method: dep.Base.Method, Stale: stale}
 		if v.Tagged == nil {
 			v.Tagged = []digest.Digest{}
 		}

@@ -76,12 +76,13 @@ func TestTransitiveDependentHidesPrivateBaseMove(t *testing.T) {
 }
 
 // TestDependentsFoundPastUnreadable: a caller who may read one dependent
-// of a shared public base finds it however many dependents they may not
-// read come before it, and truncated says whether more may be read, not
-// that unreadable ones exist. Before, the first 5,001 dependents by name
-// were read, then filtered: tenant zeta got none, truncated true. (The
-// store's listing is tested on every dialect in meta; storing 6,000
-// images once is enough here.)
+// of a shared public base finds it past the dependents they may not read
+// that come before it (within the dependents one answer reads, 1,000:
+// TestDependentsBoundsDecisions), and truncated says whether more may be
+// read, not that unreadable ones exist. (Once, the first 5,001
+// dependents by name were read, then filtered: a tenant past them got
+// none, truncated true. The store's listing is tested on every dialect in
+// meta; storing 900 images once is enough here.)
 func TestDependentsFoundPastUnreadable(t *testing.T) {
 	for _, dialect := range testenv.Dialects()[:1] {
 		t.Run(dialect, func(t *testing.T) {
@@ -106,7 +107,7 @@ func TestDependentsFoundPastUnreadable(t *testing.T) {
 				}
 				return m.Digest, e.db.Graph().SetBases(ctx, repo, m.Digest, link)
 			}
-			const hidden = 6000
+			const hidden = 900
 			for i := range 60 {
 				e.repo(fmt.Sprintf("aaa/r-%02d", i), "private")
 			}

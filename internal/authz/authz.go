@@ -161,14 +161,19 @@ func CredentialsOf(r *http.Request) Credentials {
 	return Credentials{}
 }
 
-// clientAddress is the request's remote address without the port.
-func clientAddress(r *http.Request) string {
+// ClientAddress is the request's remote address without the port, as
+// the audit log and login throttling name a client: "2001:db8::1" for
+// "[2001:db8::1]:1234" (the API's audit entries use it too).
+func ClientAddress(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
 	return host
 }
+
+// clientAddress is ClientAddress, as this package's callers name it.
+var clientAddress = ClientAddress
 
 func (a *Authorizer) checkAccessToken(ctx context.Context, name, secret string) (auth.Identity, error) {
 	t, err := a.store.Access.AccessTokenByName(ctx, name)
@@ -437,7 +442,7 @@ func (a *Authorizer) Authenticate(r *http.Request) (Decision, error) {
 func (a *Authorizer) audit(ctx context.Context, r *http.Request, kind, actor, repo string, md any) {
 	b, _ := json.Marshal(md)
 	ns, _, _ := strings.Cut(repo, "/")
-	if err := a.store.Access.AppendAudit(ctx, meta.AuditEntry{Kind: kind, Actor: auditActor(actor), IP: clientAddress(r), Namespace: ns, Repository: repo, Metadata: b}); err != nil {
+	if err := a.store.Access.AppendAudit(ctx, meta.AuditEntry{Kind: kind, Actor: auditActor(actor), IP: ClientAddress(r), Namespace: ns, Repository: repo, Metadata: b}); err != nil {
 		a.log.Warn("audit log", "err", err)
 	}
 }

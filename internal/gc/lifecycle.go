@@ -85,7 +85,10 @@ func (c *Collector) lifecycle(ctx context.Context, rep *Report) error {
 		return errors.Join(append(errs, fmt.Errorf("list repositories to prune: %w", err))...)
 	}
 	for _, r := range repos {
-		gone, err := c.policy.PruneRepository(ctx, r, now, AutoPruneActor)
+		// Judged when planned, not when the pass started: a tag that expired
+		// meanwhile is gone (meta.PruneRepository), and is not among the
+		// newest a number_of_tags policy keeps.
+		gone, err := c.policy.PruneRepository(ctx, r, c.now(), AutoPruneActor)
 		// A batch of tags per transaction: a pruning that failed or was
 		// cancelled midway deleted the batches before.
 		rep.PrunedTags += len(gone)

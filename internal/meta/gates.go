@@ -342,7 +342,8 @@ func (db *core) repoID(ctx context.Context, tx *sql.Tx, repo string) (int64, err
 
 // addCandidate records that d arrived for a guarded tag: a new pending
 // candidate that supersedes the tag's live ones, unless the tag already
-// points at d or a live candidate for d exists. It returns the new
+// points at d (a tag past its expiration is gone: liveTarget) or a live
+// candidate for d exists. It returns the new
 // candidate's id (0 when none was made).
 func (db *core) addCandidate(ctx context.Context, tx *sql.Tx, repoID int64, tag string, d digest.Digest, actor string) (int64, error) {
 	return db.proposeCandidate(ctx, tx, repoID, tag, d, actor, false)
@@ -354,10 +355,9 @@ func (db *core) proposeCandidate(ctx context.Context, tx *sql.Tx, repoID int64, 
 	if err := db.lockGuardedTag(ctx, tx, repoID, tag); err != nil {
 		return 0, err
 	}
-	var current string
-	err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&current)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("read tag: %w", err)
+	current, err := db.liveTarget(ctx, tx, repoID, tag)
+	if err != nil {
+		return 0, err
 	}
 	if current == d.String() {
 		return 0, nil

@@ -565,11 +565,13 @@ type queryer interface {
 }
 
 // taggedAs returns the digests through which an image is tagged (itself,
-// or indexes holding it) and their tags.
+// or indexes holding it) and their tags. A tag past its expiration is
+// gone (liveTag): it tags nothing.
 func (db *core) taggedAs(ctx context.Context, q queryer, repoID int64, d digest.Digest) ([]digest.Digest, []string, error) {
 	rows, err := q.QueryContext(ctx, db.q(`SELECT name, manifest_digest FROM tags WHERE repository_id = ? AND manifest_digest IN
 		(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
-		ORDER BY manifest_digest, name`), repoID, d.String(), repoID, d.String())
+		AND `+liveTag("")+`
+		ORDER BY manifest_digest, name`), repoID, d.String(), repoID, d.String(), db.now())
 	if err != nil {
 		return nil, nil, fmt.Errorf("find tags of image: %w", err)
 	}

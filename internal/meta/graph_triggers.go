@@ -80,20 +80,22 @@ func notCompared() map[string]any {
 }
 
 // DependentBases returns the bases the tagged images a move fires for
-// (FireBaseMoved) are built on: what the tag pointed at when each was
-// recorded, up to n, so that the caller compares each with the new base
-// once, whatever the number of images built on it.
+// (FireBaseMoved; a tag past its expiration tags nothing) are built on:
+// what the tag pointed at when each was recorded, up to n, so that the
+// caller compares each with the new base once, whatever the number of
+// images built on it.
 func (db Graph) DependentBases(ctx context.Context, mv BaseMove, n int) ([]digest.Digest, error) {
 	cond, args := mv.dependentsOf()
+	now := db.now() // a tag past its expiration tags nothing (liveTag)
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT DISTINCT b.base_top FROM graph_bases b
 		JOIN repositories br ON br.id = b.base_repository_id
 		JOIN repositories r ON r.id = b.repository_id
 		JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
 		WHERE br.name = ? AND`+cond+`
-		AND (EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = b.repository_id AND t.manifest_digest = b.digest)
+		AND (EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = b.repository_id AND t.manifest_digest = b.digest AND `+liveTag("t")+`)
 			OR EXISTS (SELECT 1 FROM manifest_references mr JOIN tags t ON t.repository_id = mr.repository_id AND t.manifest_digest = mr.manifest_digest
-				WHERE mr.repository_id = b.repository_id AND mr.ref_digest = b.digest AND mr.is_manifest = 1))
-		ORDER BY b.base_top LIMIT ?`), append(append([]any{mv.Repository}, args...), n)...)
+				WHERE mr.repository_id = b.repository_id AND mr.ref_digest = b.digest AND mr.is_manifest = 1 AND `+liveTag("t")+`))
+		ORDER BY b.base_top LIMIT ?`), append(append([]any{mv.Repository}, args...), now, now, n)...)
 	if err != nil {
 		return nil, fmt.Errorf("find the bases of a moved tag's dependents: %w", err)
 	}
@@ -117,7 +119,9 @@ const defaultFireBatch = 500
 // tag's new digest: one per dependent as tagged (an index and its
 // platforms fire once) and new base, ever, so a replay or a second move
 // to the same digest fires nothing. A dependent already rebuilt (no
-// longer tagged) fires nothing. It returns how many events it appended.
+// longer tagged), or whose tags have all expired (liveTag), fires
+// nothing; an event lists the dependent's live tags only. It returns how
+// many events it appended.
 // Each event's old_digest is the base its dependent is built on (what
 // the tag pointed at then), however many times the tag moved since.
 //
@@ -428,9 +432,11 @@ func (db *core) tagHasDependents(ctx context.Context, q queryer, repo, tag strin
 	return found, rows.Err()
 }
 
-// tagsOf returns the tags pointing at a digest.
+// tagsOf returns the tags pointing at a digest, but those past their
+// expiration (liveTag).
 func (db *core) tagsOf(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND manifest_digest = ? ORDER BY name"), repoID, d.String())
+	rows, err := tx.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND manifest_digest = ? AND "+liveTag("")+" ORDER BY name"),
+		repoID, d.String(), db.now())
 	if err != nil {
 		return nil, fmt.Errorf("list tags: %w", err)
 	}

@@ -243,11 +243,12 @@ func (db *core) lostOnLastAttempt(ctx context.Context, tx *sql.Tx, j Job) error 
 // scannerActor is the actor of the scanner's events (scan.Actor).
 const scannerActor = "berth-scanner"
 
-// scanTagsIn lists the tags of digest in repo, in the transaction (as
-// the scanner's manifest_scanned lists them).
+// scanTagsIn lists the tags of digest in repo, but those past their
+// expiration (liveTag), in the transaction (as the scanner's
+// manifest_scanned lists them: ManifestHolders).
 func (db *core) scanTagsIn(ctx context.Context, tx *sql.Tx, repo, digest string) ([]string, error) {
 	rows, err := tx.QueryContext(ctx, db.q(`SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
-		WHERE r.name = ? AND t.manifest_digest = ? ORDER BY t.name`), repo, digest)
+		WHERE r.name = ? AND t.manifest_digest = ? AND `+liveTag("t")+` ORDER BY t.name`), repo, digest, db.now())
 	if err != nil {
 		return nil, fmt.Errorf("list the tags of the lost scan: %w", err)
 	}

@@ -335,12 +335,19 @@ func (db *core) appendEvents(ctx context.Context, tx *sql.Tx, evs []Event) error
 }
 
 // AppendEvents appends events in a transaction of their own (the scanner
-// announcing a known result in another repository).
+// announcing a scan where it cannot do so in the transaction that
+// completes its job).
 func (db Scans) AppendEvents(ctx context.Context, evs []Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
 	return db.tx(ctx, func(tx *sql.Tx) error { return db.appendEvents(ctx, tx, evs) })
+}
+
+// AppendEventsIn appends events in tx (the scanner announcing a scan in
+// the transaction that completes its job).
+func (db Scans) AppendEventsIn(ctx context.Context, tx Tx, evs []Event) error {
+	return db.appendEvents(ctx, tx.tx, evs)
 }
 
 // ManifestVulns returns the vulnerabilities last matched in a manifest.
@@ -495,12 +502,13 @@ type ManifestHolder struct {
 	Tags       []string
 }
 
-// ManifestHolders lists the repositories holding a manifest.
+// ManifestHolders lists the repositories holding a manifest, with its
+// tags there but those past their expiration (liveTag).
 func (db Scans) ManifestHolders(ctx context.Context, digest string) ([]ManifestHolder, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name, COALESCE(t.name, '') FROM manifests m
 		JOIN repositories r ON r.id = m.repository_id
-		LEFT JOIN tags t ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest
-		WHERE m.digest = ? ORDER BY r.name, t.name`), digest)
+		LEFT JOIN tags t ON t.repository_id = m.repository_id AND t.manifest_digest = m.digest AND `+liveTag("t")+`
+		WHERE m.digest = ? ORDER BY r.name, t.name`), db.now(), digest)
 	if err != nil {
 		return nil, fmt.Errorf("find manifest holders: %w", err)
 	}

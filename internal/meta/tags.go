@@ -141,10 +141,9 @@ func (db Manifests) MoveTag(ctx context.Context, repo, tag string, d digest.Dige
 			if id == 0 {
 				// Already the tag's target (nothing to say), or already
 				// its candidate, or rolled back from.
-				var current string
-				err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).Scan(&current)
-				if err != nil && !errors.Is(err, sql.ErrNoRows) {
-					return fmt.Errorf("read tag: %w", err)
+				current, err := db.liveTarget(ctx, tx, repoID, tag)
+				if err != nil {
+					return err
 				}
 				if current == d.String() {
 					return nil
@@ -250,6 +249,34 @@ func liveTag(alias string) string {
 		alias += "."
 	}
 	return "(" + alias + "expires_at = 0 OR " + alias + "expires_at > ?)"
+}
+
+// liveTarget returns the digest a tag points at, "" if there is no tag:
+// a tag past its expiration is gone (liveTag), and a push to its name
+// makes it again, even with the digest it held (setTagAs), unless it is
+// immutable (an immutable tag does not expire: it stays where it is).
+func (db *core) liveTarget(ctx context.Context, tx *sql.Tx, repoID int64, tag string) (string, error) {
+	var current string
+	var expires int64
+	err := tx.QueryRowContext(ctx, db.q("SELECT manifest_digest, expires_at FROM tags WHERE repository_id = ? AND name = ?"), repoID, tag).
+		Scan(&current, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read tag: %w", err)
+	}
+	if expires > 0 && expires <= db.now() {
+		if err := db.immutable(ctx, tx, repoID, tag); err != nil {
+			var ie *ImmutableTagError
+			if errors.As(err, &ie) {
+				return current, nil
+			}
+			return "", err
+		}
+		return "", nil
+	}
+	return current, nil
 }
 
 // replaceExpiredTag ends an expired tag's life (its history at its

@@ -16,10 +16,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-dev/berth/internal/jobs"
 	"github.com/berth-dev/berth/internal/meta"
 	"github.com/berth-dev/berth/internal/oci"
 	"github.com/berth-dev/berth/internal/scan/index"
@@ -69,9 +71,13 @@ type Service struct {
 	// maxImageRecorded bounds the bytes the results of one image's
 	// layers record (maxImageRecordedBytes when zero; tests set less).
 	maxImageRecorded int64
+	// swept is when removeTempLeftovers last ran (Unix nanoseconds).
+	swept atomic.Int64
 }
 
-// New returns a scanner over the stores and the blob storage.
+// New returns a scanner over the stores and the blob storage. It
+// removes the spools that scans (and vulnerability database uploads)
+// killed midway left in the temporary directory (removeTempLeftovers).
 func New(stores Stores, driver storage.Driver, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -79,7 +85,9 @@ func New(stores Stores, driver storage.Driver, opts Options) *Service {
 	if opts.StaleAfter == 0 {
 		opts.StaleAfter = DefaultStaleAfter
 	}
-	return &Service{stores: stores, driver: driver, opts: opts, log: opts.Logger.With("component", "scan")}
+	s := &Service{stores: stores, driver: driver, opts: opts, log: opts.Logger.With("component", "scan")}
+	s.sweepTemp(time.Now())
+	return s
 }
 
 // Report is what the scanner stores for a scanned manifest.
@@ -104,6 +112,7 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 	// A scan's results and SBOM are derived data: if a power cut loses
 	// them, it loses this job's completion too, and the scan runs again.
 	ctx = meta.LaxCommits(ctx)
+	s.sweepTemp(time.Now()) // hourly
 	var sj meta.ScanJob
 	if err := json.Unmarshal(j.Payload, &sj); err != nil {
 		return fmt.Errorf("scan job %d: %w", j.ID, err)
@@ -190,8 +199,15 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 	fresh = fresh && !reportLimitBound(st.Status, rep)
 	var findings []Finding
 	var cov *DataCoverage
+	// The scan's announcement in repo commits with the job's completion
+	// when a job worker runs it (withJob).
+	var events []meta.Event
+	withJob := s.withJob(ctx, &events)
 	sbomDone := false // the SBOM was stored with the result
 	if fresh {
+		// Scanned before: for another repository, or by this job, run
+		// again after its process was killed between saving the result
+		// and completing the job (that run's announcement went with it).
 		if st.Status == meta.ScanScanned {
 			if findings, err = s.match(ctx, rep); err != nil {
 				return "", err
@@ -200,8 +216,11 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 				return "", err
 			}
 		}
-		if err := s.stores.Results.AppendEvents(ctx, s.announce(ctx, repo, dgst, st.Status, st.Reason, rep, findings, cov)); err != nil {
-			return "", err
+		events = s.announce(ctx, repo, dgst, st.Status, st.Reason, rep, findings, cov)
+		if !withJob {
+			if err := s.stores.Results.AppendEvents(ctx, events); err != nil {
+				return "", err
+			}
 		}
 	} else {
 		res, r, f, err := s.index(ctx, m)
@@ -247,7 +266,11 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 				res.Packages = scanPackages(rep)
 			}
 			res.Vulns = vulnRows(findings)
-			res.Events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings, cov)
+			events = s.announce(ctx, repo, dgst, res.Status, res.Reason, rep, findings, cov)
+			res.Events = nil
+			if !withJob && attempt == 0 {
+				res.Events = events // with the result, once
+			}
 			stored, err := s.saveScan(ctx, res, sb)
 			sb = nil // stored, or taken back and left to attachSBOM
 			if err != nil {
@@ -263,7 +286,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 			if after == before || attempt == 2 {
 				break
 			}
-			res.Events, res.Layers = nil, nil
+			res.Layers = nil
 		}
 		st.Status = res.Status
 	}
@@ -273,6 +296,25 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 		}
 	}
 	return st.Status, nil
+}
+
+// eventsIn append events in a given transaction (meta.Scans).
+type eventsIn interface {
+	AppendEventsIn(ctx context.Context, tx meta.Tx, evs []meta.Event) error
+}
+
+// withJob asks the job worker running the scan to append the events
+// *evs holds once the scan is done in the transaction that completes its
+// job (jobs.OnComplete), and reports whether it will; if not, the caller
+// appends them. Not with the result: a job run again after its process
+// was killed between saving the result and completing (its lease taken
+// over) finds the result saved and announces it then, so a scan is
+// announced once, however often its job runs.
+func (s *Service) withJob(ctx context.Context, evs *[]meta.Event) bool {
+	in, ok := s.stores.Results.(eventsIn)
+	return ok && jobs.OnComplete(ctx, func(ctx context.Context, tx meta.Tx) error {
+		return in.AppendEventsIn(ctx, tx, *evs)
+	})
 }
 
 // saveScan saves a scan's result, and with it, in the same transaction,

@@ -53,13 +53,21 @@ func NewUpdater(db VulnData, queue jobs.Store, f *Fetcher, opts UpdaterOptions) 
 	return u
 }
 
-// Run schedules and runs fetches until ctx is cancelled.
+// Run schedules and runs fetches until ctx is cancelled. At its start
+// and hourly, it also removes the temporary files of scans and uploads
+// killed midway (removeTempLeftovers).
 func (u *Updater) Run(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { defer close(done); u.worker.Run(ctx) }()
 	t := time.NewTicker(u.opts.Tick)
 	defer t.Stop()
+	var swept time.Time
 	for start := true; ; start = false {
+		// Hourly, the spools of scans and uploads killed midway.
+		if now := time.Now(); now.Sub(swept) >= leftoverAge {
+			removeTempLeftovers(u.log, now)
+			swept = now
+		}
 		if queued, err := u.schedule(ctx, time.Now(), start); err != nil && ctx.Err() == nil {
 			u.log.Warn("schedule a vulnerability database update", "err", err)
 		} else if queued {
