@@ -67,6 +67,11 @@ func gcCmd(st *settings) *cobra.Command {
 			if dry {
 				verb = "would remove"
 			}
+			if dry {
+				fmt.Fprintln(out, "tag expiry and auto-prune policies: not run in a dry run (they delete tags a pass finds expired or pruned; run without --dry-run)")
+			} else {
+				fmt.Fprintf(out, "removed: %d expired tags, %d tags auto-prune policies deleted (%d expiry notices sent)\n", rep.ExpiredTags, rep.PrunedTags, rep.ExpiryNotices)
+			}
 			fmt.Fprintf(out, "%s: %d manifests, %d blob links, %d blobs (%d bytes) unreferenced for over %s\n", verb,
 				rep.Collected.Manifests, rep.Collected.Links, rep.Collected.Blobs, rep.Collected.Bytes, cfg.GC.Delay)
 			fmt.Fprintf(out, "%s: %d expired uploads (%d bytes), %d upload leftovers (%d bytes)\n", verb, rep.Uploads, rep.UploadBytes, rep.Leftovers, rep.LeftoverBytes)

@@ -31,14 +31,16 @@ func TestAdminGC(t *testing.T) {
 		}
 	}
 	out, err := runIn(t, "", "admin", "gc", "--dry-run", "--data-dir", dir)
-	if err != nil || !strings.Contains(out, "would remove: 0 expired uploads (0 bytes), 1 upload leftovers (1234 bytes)") {
+	if err != nil || !strings.Contains(out, "would remove: 0 expired uploads (0 bytes), 1 upload leftovers (1234 bytes)") ||
+		!strings.Contains(out, "tag expiry and auto-prune policies: not run in a dry run") {
 		t.Fatalf("dry run: %v\n%s", err, out)
 	}
 	if _, err := os.Stat(left); err != nil {
 		t.Fatal("a dry run removed the leftover")
 	}
 	out, err = runIn(t, "", "admin", "gc", "--data-dir", dir)
-	if err != nil || !strings.Contains(out, "removed: 0 expired uploads (0 bytes), 1 upload leftovers (1234 bytes)") {
+	if err != nil || !strings.Contains(out, "removed: 0 expired uploads (0 bytes), 1 upload leftovers (1234 bytes)") ||
+		!strings.Contains(out, "removed: 0 expired tags, 0 tags auto-prune policies deleted") {
 		t.Fatalf("gc: %v\n%s", err, out)
 	}
 	if _, err := os.Stat(left); !os.IsNotExist(err) {

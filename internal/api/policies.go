@@ -81,13 +81,16 @@ type policyBody struct {
 	TagPatternMatches *bool  `json:"tagPatternMatches"`
 }
 
-// parse validates a body into a policy of kind.
-func (b policyBody) parse(kind string) (meta.TagPolicy, error) {
+// parse validates a body into a policy of kind. stored is the pattern of
+// the policy a PUT changes: sent back as it is, it is not held to the
+// length cap (the upgrade to schema 37 made some stored patterns longer
+// than it; the store checks a changed pattern's length).
+func (b policyBody) parse(kind, stored string) (meta.TagPolicy, error) {
 	p := meta.TagPolicy{Kind: kind, TagPattern: b.TagPattern, TagPatternMatches: true}
 	if b.TagPatternMatches != nil {
 		p.TagPatternMatches = *b.TagPatternMatches
 	}
-	if len(b.TagPattern) > 1024 {
+	if len(b.TagPattern) > 1024 && (stored == "" || b.TagPattern != stored) {
 		return p, badRequest("tagPattern: over 1024 bytes")
 	}
 	if _, err := regexp.Compile(b.TagPattern); err != nil {
@@ -189,7 +192,7 @@ func (a *API) servePolicies(w http.ResponseWriter, r *http.Request, id auth.Iden
 		if err := decode(w, r, &b); err != nil {
 			return err
 		}
-		p, err := b.parse(kind)
+		p, err := b.parse(kind, "")
 		if err != nil {
 			return err
 		}
@@ -215,7 +218,7 @@ func (a *API) servePolicies(w http.ResponseWriter, r *http.Request, id auth.Iden
 		if b.UUID != "" && !strings.EqualFold(b.UUID, old.UUID) {
 			return badRequest("uuid %q is not the uuid of the policy the path names, %s: leave it out or send that one", b.UUID, old.UUID)
 		}
-		p, err := b.parse(kind)
+		p, err := b.parse(kind, old.TagPattern)
 		if err != nil {
 			return err
 		}
