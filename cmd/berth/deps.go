@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,7 +18,17 @@ type depsReport struct {
 	Digest     string          `json:"digest"`
 	Bases      []depsBase      `json:"bases"`
 	Dependents []depsDependent `json:"dependents"`
+	// Truncated is true when more dependents may follow than were
+	// listed: depsMaxPages stopped the listing (or a registry's answer
+	// said it was cut and gave no next_page to go on).
+	Truncated bool `json:"truncated"`
 }
+
+// depsMaxPages bounds the dependents pages `berth deps` asks for: the API
+// reads at most 1,000 dependents per page (readable by the caller or
+// not), so at most 50,000 dependents read, as many as one answer read
+// before it was paged. Past it, the listing says that more may follow.
+const depsMaxPages = 50
 
 type depsBase struct {
 	Repository string `json:"repository"`
@@ -53,7 +64,10 @@ func depsCmd() *cobra.Command {
 found, the tag it was reached through, and whether that tag has moved on
 since) and the images built on it, transitively unless --direct; a
 dependent whose base tag has moved on is marked STALE: it should be
-rebuilt. The password (or token) comes from standard input with
+rebuilt. The dependents are listed page after page (the API's
+next_page), up to 50 pages (50,000 dependents read, yours or not): past
+that, the listing says that more may follow (--json: "truncated": true).
+The password (or token) comes from standard input with
 --password-stdin, or from BERTH_PASSWORD.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -69,13 +83,10 @@ rebuilt. The password (or token) comes from standard input with
 			if err := c.get(cmd.Context(), path+"/bases", nil, &bases); err != nil {
 				return err
 			}
-			var deps struct {
-				Dependents []depsDependent `json:"dependents"`
-			}
-			if err := c.get(cmd.Context(), path+"/dependents", url.Values{"transitive": {fmt.Sprint(!direct)}}, &deps); err != nil {
+			if rep.Dependents, rep.Truncated, err = c.dependents(cmd.Context(), path+"/dependents", !direct); err != nil {
 				return err
 			}
-			rep.Bases, rep.Dependents = bases.Bases, deps.Dependents
+			rep.Bases = bases.Bases
 			if rep.Bases == nil {
 				rep.Bases = []depsBase{}
 			}
@@ -97,6 +108,30 @@ rebuilt. The password (or token) comes from standard input with
 	f.BoolVar(&asJSON, "json", false, "print the chain and the dependents as JSON")
 	f.BoolVar(&direct, "direct", false, "only images built directly on it")
 	return cmd
+}
+
+// dependents lists the dependents of every page the API answers,
+// following next_page, up to depsMaxPages pages; more says the listing
+// stopped there (or at an answer that said it was cut and could not go
+// on) with more dependents maybe following.
+func (c apiClient) dependents(ctx context.Context, path string, transitive bool) (out []depsDependent, more bool, err error) {
+	q := url.Values{"transitive": {fmt.Sprint(transitive)}}
+	for range depsMaxPages {
+		var page struct {
+			Dependents []depsDependent `json:"dependents"`
+			Truncated  bool            `json:"truncated"`
+			NextPage   string          `json:"next_page"`
+		}
+		if err := c.get(ctx, path, q, &page); err != nil {
+			return nil, false, err
+		}
+		out = append(out, page.Dependents...)
+		if page.NextPage == "" {
+			return out, page.Truncated, nil
+		}
+		q.Set("next_page", page.NextPage)
+	}
+	return out, true, nil
 }
 
 func short(d string) string {
@@ -146,5 +181,11 @@ func printDeps(w io.Writer, host string, rep depsReport) error {
 		}
 		fmt.Fprintf(tw, "  %d\t%s@%s\t%s\tby %s\t%s\n", d.Level, d.Repository, short(d.Digest), strings.Join(d.Tags, ", "), d.Method, state)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if rep.Truncated {
+		fmt.Fprintf(w, "  (more may follow: berth deps reads at most %d pages of the dependents API, %d dependents readable or not)\n", depsMaxPages, depsMaxPages*1000)
+	}
+	return nil
 }

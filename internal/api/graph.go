@@ -1,7 +1,10 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -17,7 +20,7 @@ import (
 // Graph is the base-image graph as the API reads it (meta.Graph).
 type Graph interface {
 	Bases(ctx context.Context, repo string, d digest.Digest) ([]meta.GraphBase, error)
-	ReadableDependents(ctx context.Context, repo string, d digest.Digest, q meta.DependentsQuery) ([]meta.GraphDependent, bool, error)
+	ReadableDependentsPage(ctx context.Context, repo string, d digest.Digest, q meta.DependentsQuery) (meta.DependentsPage, error)
 }
 
 // dependentsMaxRead bounds the dependents one answer reads, the caller's
@@ -26,7 +29,8 @@ type Graph interface {
 // dependent answered, as the repository listing (reposMaxRead), so that
 // an anonymous caller cannot make one request of a shared public base
 // with thousands of private dependents cost tens of thousands of
-// queries. Past it, the answer says it was truncated.
+// queries. Past it, the answer says it was truncated and gives a
+// next_page that goes on from there.
 const dependentsMaxRead = reposMaxRead
 
 func (a *API) graphEndpoints() []repoEndpoint {
@@ -158,29 +162,43 @@ type dependentView struct {
 }
 
 // manifestDependents answers the images built on an image (on any
-// platform of an index), directly or, with ?transitive=true, at any depth.
+// platform of an index), directly or, with ?transitive=true, at any depth;
+// ?next_page= goes on where the answer before stopped.
 func (a *API) manifestDependents(w http.ResponseWriter, r *http.Request, id auth.Identity, repo string, args []string) error {
 	d, err := a.graphDigest(r, id, repo, args[0])
 	if err != nil {
 		return err
 	}
+	q := r.URL.Query()
 	transitive := false
-	if v := r.URL.Query().Get("transitive"); v != "" {
+	if v := q.Get("transitive"); v != "" {
 		if transitive, err = strconv.ParseBool(v); err != nil {
 			return badRequest("transitive must be true or false")
 		}
 	}
+	var after meta.DependentsPosition
+	if np := q.Get("next_page"); np != "" {
+		var ok bool
+		if after, ok = a.openDependentsCursor(np, repo, d, transitive); !ok {
+			return badRequest("invalid next_page (it goes on only the listing it was given for: the same repository, digest and transitive)")
+		}
+	}
 	// The store reads on past the dependents the caller may not read
 	// (a shared base's other tenants), up to dependentsMaxRead: truncated
-	// says the caller may read more, or the bound stopped the search.
+	// says the caller may read more, or the bound stopped the search, and
+	// next_page goes on from there.
 	rd := &readable{a: a, id: id, seen: map[string]bool{}}
-	rows, truncated, err := a.opts.Graph.ReadableDependents(r.Context(), repo, d, meta.DependentsQuery{Transitive: transitive, N: dependentsMaxRead,
-		MaxRows: dependentsMaxRead, Readable: func(repo string) (bool, error) { return rd.ok(r.Context(), repo) }})
+	page, err := a.opts.Graph.ReadableDependentsPage(r.Context(), repo, d, meta.DependentsQuery{Transitive: transitive, N: dependentsMaxRead,
+		MaxRows: dependentsMaxRead, After: after, Readable: func(repo string) (bool, error) { return rd.ok(r.Context(), repo) }})
 	if err != nil {
 		return err
 	}
-	out := []dependentView{}
-	for _, dep := range rows {
+	out := struct {
+		Dependents []dependentView `json:"dependents"`
+		Truncated  bool            `json:"truncated"`
+		NextPage   string          `json:"next_page,omitempty"`
+	}{Dependents: []dependentView{}, Truncated: page.More}
+	for _, dep := range page.Dependents {
 		// Stale says the dependent's immediate base's tag moved: for a
 		// transitive dependent, a base in another repository, told only to
 		// a caller who may read it.
@@ -198,8 +216,62 @@ func (a *API) manifestDependents(w http.ResponseWriter, r *http.Request, id auth
 		if v.Tags == nil {
 			v.Tags = []string{}
 		}
-		out = append(out, v)
+		out.Dependents = append(out.Dependents, v)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"dependents": out, "truncated": truncated})
+	if page.More {
+		out.NextPage = a.sealDependentsCursor(repo, d, transitive, page.Next)
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// dependentsCursorPrefix keeps a dependents listing's sealed position
+// apart from the repository listing's (cursorPrefix) and anything else
+// the key seals.
+const dependentsCursorPrefix = "dependents:"
+
+// dependentsCursor is what a dependents listing's next_page seals: the
+// listing it goes on (the repository, digest and transitive flag asked
+// about: a next_page given for one base is refused for another, whose
+// listing its position means nothing in) and where the page stopped,
+// which may be a dependent the caller may not read (another tenant's
+// private repository), so the client can neither read nor forge it.
+type dependentsCursor struct {
+	Repository string        `json:"r"`
+	Digest     digest.Digest `json:"d"`
+	Transitive bool          `json:"t"`
+	Level      int           `json:"l"`
+	AfterRepo  string        `json:"ar"`
+	AfterDg    digest.Digest `json:"ad"`
+}
+
+// sealDependentsCursor makes a dependents listing's next_page.
+func (a *API) sealDependentsCursor(repo string, d digest.Digest, transitive bool, at meta.DependentsPosition) string {
+	b, _ := json.Marshal(dependentsCursor{Repository: repo, Digest: d, Transitive: transitive, Level: at.Level, AfterRepo: at.Repository, AfterDg: at.Digest})
+	return base64.RawURLEncoding.EncodeToString([]byte(a.opts.Cursors.Seal(append([]byte(dependentsCursorPrefix), b...))))
+}
+
+// openDependentsCursor reads a next_page sealDependentsCursor made for
+// the same listing (repository, digest and transitive flag).
+func (a *API) openDependentsCursor(np, repo string, d digest.Digest, transitive bool) (meta.DependentsPosition, bool) {
+	sealed, err := base64.RawURLEncoding.DecodeString(np)
+	if err != nil {
+		return meta.DependentsPosition{}, false
+	}
+	b, err := a.opts.Cursors.Open(string(sealed))
+	if err != nil {
+		return meta.DependentsPosition{}, false
+	}
+	rest, ok := bytes.CutPrefix(b, []byte(dependentsCursorPrefix))
+	if !ok {
+		return meta.DependentsPosition{}, false
+	}
+	var c dependentsCursor
+	if err := json.Unmarshal(rest, &c); err != nil {
+		return meta.DependentsPosition{}, false
+	}
+	if c.Repository != repo || c.Digest != d || c.Transitive != transitive || c.Level < 1 || c.AfterRepo == "" || c.AfterDg == "" {
+		return meta.DependentsPosition{}, false
+	}
+	return meta.DependentsPosition{Level: c.Level, Repository: c.AfterRepo, Digest: c.AfterDg}, true
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -37,6 +38,11 @@ func (c *countingAuth) Decide(ctx context.Context, id auth.Identity, repo, actio
 	return c.Authenticator.Decide(ctx, id, repo, action)
 }
 
+// ReadableDependentsPage is the store's (api.Graph), for storeGraph.
+func (g *storeGraph) ReadableDependentsPage(ctx context.Context, repo string, d digest.Digest, q meta.DependentsQuery) (meta.DependentsPage, error) {
+	return g.db.Graph().ReadableDependentsPage(ctx, repo, d, q)
+}
+
 // newCountingEnv is newUREnv over the graph, with the API's decisions
 // counted.
 func newCountingEnv(t *testing.T, dialect string) (*urEnv, *countingAuth) {
@@ -51,17 +57,23 @@ func newCountingEnv(t *testing.T, dialect string) (*urEnv, *countingAuth) {
 
 // TestDependentsBoundsDecisions: an anonymous listing of the dependents
 // of a public base built on by more private repositories than one answer
-// reads (1,000) stops there, with one decision per repository read, and
-// says that the list was cut. Before, one answer read up to 50,000
-// dependents, asking a decision for each repository (and listing the
-// tags of each one returned). (The bound is the API's; the store's
-// listing is tested on every dialect in meta: one dialect is enough here.)
+// reads (1,000) stops there, with one decision per repository read, says
+// that the list was cut, and gives a next_page that goes on where it
+// stopped: the caller pages through, each page as bounded, and finds the
+// public dependent past the private ones; a tenant finds their own
+// private dependent the same way. A next_page is good only for the base,
+// digest and transitive flag it was given for, and a tampered one is
+// refused. Before 172697b one answer read up to 50,000 dependents,
+// asking a decision for each repository; after it, the answer stopped at
+// 1,000 with truncated and no way on, so a tenant whose dependent sorts
+// after 1,000 others' could not reach it through the API.
 func TestDependentsBoundsDecisions(t *testing.T) {
-	for _, dialect := range testenv.Dialects()[:1] {
+	for _, dialect := range testenv.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
 			e, c := newCountingEnv(t, dialect)
 			root := e.user("root", true)
+			e.user("zed", false)
 			for _, ns := range []string{"pub", "aaa", "zzz"} {
 				e.org(ns, root)
 			}
@@ -88,17 +100,97 @@ func TestDependentsBoundsDecisions(t *testing.T) {
 			if err := dependent("zzz/app"); err != nil {
 				t.Fatal(err)
 			}
+			// zed's own dependent, private, after the 1,100 others'.
+			e.repo("zzz/own", "private")
+			e.grant("zzz/own", "zed", "read")
+			if err := dependent("zzz/own"); err != nil {
+				t.Fatal(err)
+			}
 
-			c.n.Store(0)
-			got := e.want("", "GET", "/api/v1/repository/pub/base/manifest/"+bd.String()+"/dependents?transitive=true", nil, http.StatusOK).obj(t)
-			if n := c.n.Load(); n > 1010 {
-				t.Errorf("one anonymous answer asked %d permission decisions; want at most the 1,000 dependents read and a few more", n)
+			path := "/api/v1/repository/pub/base/manifest/" + bd.String() + "/dependents"
+			// pages lists the dependents as one caller, page after page,
+			// checking the decisions each page asks.
+			pages := func(as, query string) (names []string, first map[string]any) {
+				t.Helper()
+				next := ""
+				for page := 1; ; page++ {
+					u := path + "?" + query
+					if next != "" {
+						u += "&next_page=" + url.QueryEscape(next)
+					}
+					c.n.Store(0)
+					got := e.want(as, "GET", u, nil, http.StatusOK).obj(t)
+					if n := c.n.Load(); n > 1010 {
+						t.Errorf("page %d as %q asked %d permission decisions; want at most the 1,000 dependents read and a few more", page, as, n)
+					}
+					if page == 1 {
+						first = got
+					}
+					deps, _ := got["dependents"].([]any)
+					for _, d := range deps {
+						names = append(names, d.(map[string]any)["repository"].(string))
+					}
+					np, _ := got["next_page"].(string)
+					if (np != "") != (got["truncated"] == true) {
+						t.Fatalf("page %d as %q: next_page %q but truncated %v; want next_page exactly when truncated", page, as, np, got["truncated"])
+					}
+					if np == "" {
+						return names, first
+					}
+					if page == 3 {
+						t.Fatalf("as %q: still a next_page after 3 pages of %d dependents", as, hidden+2)
+					}
+					next = np
+				}
 			}
-			if deps, _ := got["dependents"].([]any); len(deps) != 0 || got["truncated"] != true {
-				t.Errorf("anonymous dependents: %v, truncated %v; want none yet, and the list said to be cut", deps, got["truncated"])
+			for _, query := range []string{"transitive=true", "transitive=false"} {
+				names, first := pages("", query)
+				if deps, _ := first["dependents"].([]any); len(deps) != 0 || first["truncated"] != true {
+					t.Errorf("anonymous dependents (%s), first page: %v, truncated %v; want none yet, and the list said to be cut", query, deps, first["truncated"])
+				}
+				if strings.Join(names, " ") != "zzz/app" {
+					t.Errorf("anonymous dependents (%s), every page: %v; want zzz/app", query, names)
+				}
 			}
+			if names, _ := pages("zed", "transitive=true"); strings.Join(names, " ") != "zzz/app zzz/own" {
+				t.Errorf("zed's dependents, every page: %v; want zzz/app and zzz/own", names)
+			}
+
+			// A next_page is only good where it was given.
+			first := e.want("", "GET", path+"?transitive=true", nil, http.StatusOK).obj(t)
+			np, _ := first["next_page"].(string)
+			if np == "" {
+				t.Fatalf("no next_page: %v", first["truncated"])
+			}
+			other := e.image("pub/base", "2", 11)
+			e.repo("zzz/base", "public")
+			od := e.image("zzz/base", "1", 12)
+			for _, u := range []string{
+				path + "?transitive=false&next_page=" + url.QueryEscape(np),
+				path + "?next_page=" + url.QueryEscape(np),
+				"/api/v1/repository/pub/base/manifest/" + other.String() + "/dependents?transitive=true&next_page=" + url.QueryEscape(np),
+				"/api/v1/repository/zzz/base/manifest/" + od.String() + "/dependents?transitive=true&next_page=" + url.QueryEscape(np),
+				path + "?transitive=true&next_page=" + url.QueryEscape(tamper(np)),
+				path + "?transitive=true&next_page=" + url.QueryEscape(np[:len(np)/2]),
+				path + "?transitive=true&next_page=not-a-token",
+			} {
+				e.want("", "GET", u, nil, http.StatusBadRequest)
+			}
+			e.want("", "GET", path+"?transitive=true&next_page="+url.QueryEscape(np), nil, http.StatusOK)
 		})
 	}
+}
+
+// tamper changes one character in the middle of a next_page.
+func tamper(np string) string {
+	b := []byte(np)
+	i := len(b) / 2
+	if b[i] == 'A' {
+		b[i] = 'B'
+	} else {
+		b[i] = 'A'
+	}
+	return string(b)
 }
 
 // TestDependentsDecisionFailureIsAnError: a permission decision that

@@ -416,6 +416,31 @@ type DependentsQuery struct {
 	// MaxRows bounds the dependents read, readable or not
 	// (0: DefaultMaxDependentRows).
 	MaxRows int
+	// After is where to go on from: the Next of the page before (the
+	// zero value: from the start).
+	After DependentsPosition
+}
+
+// DependentsPosition is a place in a listing of dependents, which is by
+// level, then repository name and digest: after the dependent at Level
+// in Repository with Digest (the zero value: before the first).
+type DependentsPosition struct {
+	Level      int
+	Repository string
+	Digest     digest.Digest
+}
+
+// DependentsPage is a page of dependents ReadableDependentsPage lists.
+type DependentsPage struct {
+	Dependents []GraphDependent
+	// More is true when the listing may go on: more readable dependents
+	// follow, or MaxRows stopped it before the end.
+	More bool
+	// Next is where the next page starts (DependentsQuery.After) when
+	// More is true: past the last dependent read, the caller's or not,
+	// so that the next page does not read again what this one passed
+	// over.
+	Next DependentsPosition
 }
 
 // DefaultMaxDependentRows bounds the dependents one listing reads
@@ -430,13 +455,6 @@ func (db Graph) Dependents(ctx context.Context, repo string, d digest.Digest, tr
 	return out, err
 }
 
-// dependentKey is a dependent's place in a listing: by level, then
-// repository name and digest.
-type dependentKey struct {
-	level    int
-	repo, dg string
-}
-
 // ReadableDependents is Dependents of the images in repositories the
 // caller may read (q.Readable): it reads on, by level, repository name and
 // digest, until it has found q.N of them or read q.MaxRows dependents,
@@ -444,8 +462,20 @@ type dependentKey struct {
 // do not hide theirs. It also reports whether the list may go on: more
 // readable dependents follow, or the bound stopped it before the end.
 func (db Graph) ReadableDependents(ctx context.Context, repo string, d digest.Digest, q DependentsQuery) ([]GraphDependent, bool, error) {
+	p, err := db.ReadableDependentsPage(ctx, repo, d, q)
+	return p.Dependents, p.More, err
+}
+
+// ReadableDependentsPage is ReadableDependents from q.After on, with where
+// it stopped: a listing reads at most q.MaxRows dependents, and the next
+// page (q.After = the page's Next) goes on from there, so that the
+// caller reaches every readable dependent in bounded pages. A dependent
+// is listed once, at the lowest level it is found at (a transitive
+// listing finds an image built on two platforms of an index at two
+// levels only at the lower), on whichever page reaches that level.
+func (db Graph) ReadableDependentsPage(ctx context.Context, repo string, d digest.Digest, q DependentsQuery) (DependentsPage, error) {
 	if q.N <= 0 {
-		return nil, false, nil
+		return DependentsPage{}, nil
 	}
 	maxRows := q.MaxRows
 	if maxRows <= 0 {
@@ -458,54 +488,63 @@ func (db Graph) ReadableDependents(ctx context.Context, repo string, d digest.Di
 	var out []GraphDependent
 	ids := map[key]int64{}
 	seen := map[key]bool{}
-	var after dependentKey
-	read, page, truncated := 0, q.N+1, false
+	// after is the last dependent read and done with (listed, passed
+	// over, or read before): where a next page goes on.
+	after := q.After
+	read, page, more := 0, q.N+1, false
 	for read < maxRows {
 		limit := min(page, maxRows-read)
 		rows, err := db.dependentsPage(ctx, repo, d, q.Transitive, after, limit)
 		if err != nil {
-			return nil, false, err
+			return DependentsPage{}, err
 		}
 		read += len(rows)
 		for _, r := range rows {
-			after = dependentKey{r.dep.Base.Level, r.dep.Repository, r.dep.Digest.String()}
+			at := DependentsPosition{r.dep.Base.Level, r.dep.Repository, r.dep.Digest}
 			k := key{r.dep.Repository, r.dep.Digest}
 			if seen[k] {
+				after = at
 				continue
 			}
 			seen[k] = true
 			if q.Readable != nil {
 				ok, err := q.Readable(r.dep.Repository)
 				if err != nil {
-					return nil, false, err
+					return DependentsPage{}, err
 				}
 				if !ok {
+					after = at
 					continue
 				}
 			}
 			if len(out) == q.N {
-				truncated = true // one more readable: the list goes on
+				more = true // one more readable: the list goes on, from before it
 				break
 			}
 			ids[k] = r.repoID
 			out = append(out, r.dep)
+			after = at
 		}
-		if truncated || len(rows) < limit {
+		if more || len(rows) < limit {
 			break // done, or the rows ended
 		}
 		if read >= maxRows {
-			truncated = true // the bound, before the end
+			more = true // the bound, before the end
 		}
 		page = min(page*4, 10000)
 	}
 	for i := range out {
 		tagged, tags, err := db.taggedAs(ctx, db.read, ids[key{out[i].Repository, out[i].Digest}], out[i].Digest)
 		if err != nil {
-			return nil, false, err
+			return DependentsPage{}, err
 		}
 		out[i].Tagged, out[i].Tags = tagged, tags
 	}
-	return out, truncated, nil
+	p := DependentsPage{Dependents: out, More: more}
+	if more {
+		p.Next = after
+	}
+	return p, nil
 }
 
 // dependentRow is a dependent as dependentsPage reads it.
@@ -515,18 +554,24 @@ type dependentRow struct {
 }
 
 // dependentsPage reads up to n dependents after a place in the listing
-// (the zero key: from the start), one row each: of the tags a dependent's
-// base was reached through, the first by name (each row says whether any
-// of them moved).
-func (db Graph) dependentsPage(ctx context.Context, repo string, d digest.Digest, transitive bool, after dependentKey, n int) ([]dependentRow, error) {
+// (the zero position: from the start), one row each: of the tags a
+// dependent's base was reached through, the first by name (each row says
+// whether any of them moved). A transitive listing reads a dependent
+// only at the lowest level it is built on the image at (an image built
+// on two platforms of an index, at two levels): so that a page after
+// the one that listed it at the lower level does not list it again.
+func (db Graph) dependentsPage(ctx context.Context, repo string, d digest.Digest, transitive bool, after DependentsPosition, n int) ([]dependentRow, error) {
 	cond := " AND b.level = 1"
-	if transitive {
-		cond = ""
-	}
 	args := []any{repo, d.String(), d.String()}
-	if after.repo != "" {
+	if transitive {
+		cond = ` AND NOT EXISTS (SELECT 1 FROM graph_bases lb WHERE lb.repository_id = b.repository_id AND lb.digest = b.digest
+			AND lb.base_repository_id = b.base_repository_id AND lb.level < b.level
+			AND lb.base_digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references WHERE repository_id = br.id AND manifest_digest = ? AND is_manifest = 1))`
+		args = append(args, d.String(), d.String())
+	}
+	if after.Repository != "" {
 		cond += " AND (b.level > ? OR (b.level = ? AND (r.name > ? OR (r.name = ? AND b.digest > ?))))"
-		args = append(args, after.level, after.level, after.repo, after.repo, after.dg)
+		args = append(args, after.Level, after.Level, after.Repository, after.Repository, after.Digest.String())
 	}
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+baseColumns+`, r.name, b.digest, b.repository_id,
 			COALESCE((SELECT MIN(ir.name) FROM graph_bases ib JOIN repositories ir ON ir.id = ib.base_repository_id
