@@ -236,6 +236,11 @@ type GC struct {
 	// UploadExpiry: an upload session nobody wrote to for this long is
 	// removed with its bytes, and so are upload bytes no session owns.
 	UploadExpiry time.Duration `yaml:"uploadExpiry"`
+	// UploadMaxAge: an upload session opened this long ago is removed
+	// with its bytes however recently it was written to (CNCF
+	// Distribution's uploadpurging age): its bytes count in no quota
+	// until a manifest names them. At least 1h; it cannot be turned off.
+	UploadMaxAge time.Duration `yaml:"uploadMaxAge"`
 	// TimeMachine keeps what a tag pointed at, after the tag was deleted,
 	// expired, pruned or moved, restorable for this long (Quay's time
 	// machine: POST .../tag/{tag}/restore); 0 keeps nothing.
@@ -331,7 +336,7 @@ func Default() Config {
 		Storage:  Storage{Driver: "filesystem", Filesystem: Filesystem{Fsync: true}, S3: defaultS3()},
 		Auth:     Auth{Mode: "token", TokenTTL: 5 * time.Minute, Service: "berth"},
 		Registry: Registry{MaxManifestBytes: 4 << 20, AllowV11Artifacts: true, MaxOpenUploads: 1000},
-		GC: GC{Enabled: true, Interval: 10 * time.Minute, Delay: time.Hour, UploadExpiry: 24 * time.Hour, TimeMachine: 7 * 24 * time.Hour,
+		GC: GC{Enabled: true, Interval: 10 * time.Minute, Delay: time.Hour, UploadExpiry: 24 * time.Hour, UploadMaxAge: 7 * 24 * time.Hour, TimeMachine: 7 * 24 * time.Hour,
 			Retention: Retention{Events: 30 * 24 * time.Hour, DoneJobs: 7 * 24 * time.Hour, DeadJobs: 90 * 24 * time.Hour,
 				Attempts: 30 * 24 * time.Hour, Audit: 365 * 24 * time.Hour}},
 		Graph:   Graph{Enabled: true, Workers: 2},
@@ -500,6 +505,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.GC.UploadExpiry; d < time.Hour {
 		bad("gc.uploadExpiry", "%s is under 1h: a slow client's upload must survive a pause", d)
+	}
+	if d := c.GC.UploadMaxAge; d < time.Hour {
+		bad("gc.uploadMaxAge", "%s is under 1h (it cannot be turned off: an upload session's bytes count in no quota, so its age is bounded)", d)
 	}
 	for field, d := range map[string]time.Duration{"gc.retention.events": c.GC.Retention.Events, "gc.retention.doneJobs": c.GC.Retention.DoneJobs,
 		"gc.retention.deadJobs": c.GC.Retention.DeadJobs, "gc.retention.attempts": c.GC.Retention.Attempts, "gc.retention.audit": c.GC.Retention.Audit} {

@@ -2,11 +2,12 @@
 // manifests that no tag, index or stored subject keeps, repository links
 // to blobs that no manifest of the repository references, blobs that no
 // repository links (rows, then bytes), upload sessions abandoned by their
-// clients (and upload and blob bytes a crash left behind), and bookkeeping rows past
-// their retention (delivered events, finished jobs, notification attempts,
-// audit entries). Every step is a delete that re-checks its condition
-// under lock, so replicas running it at once do no harm; the protocol that
-// keeps every acknowledged push whole is in docs/architecture.md.
+// clients or past their max age (and upload and blob bytes a crash left
+// behind), and bookkeeping rows past their retention (delivered events,
+// finished jobs, notification attempts, audit entries). Every step is a
+// delete that re-checks its condition under lock, so replicas running it
+// at once do no harm; the protocol that keeps every acknowledged push
+// whole is in docs/architecture.md.
 package gc
 
 import (
@@ -33,8 +34,8 @@ type Stores struct {
 
 // UploadStore finds and expires abandoned upload sessions (meta.Uploads).
 type UploadStore interface {
-	ExpiredUploads(ctx context.Context, before time.Time, n int) ([]meta.Upload, error)
-	ExpireUpload(ctx context.Context, id string, before time.Time) (bool, error)
+	ExpiredUploadsAt(ctx context.Context, cut meta.UploadCutoffs, n int) ([]meta.Upload, error)
+	ExpireUploadAt(ctx context.Context, id string, cut meta.UploadCutoffs) (bool, error)
 	UploadsExist(ctx context.Context, ids []string) (map[string]bool, error)
 }
 
@@ -56,6 +57,10 @@ type Options struct {
 	// however recently it was confirmed or uploads went on in its
 	// repository.
 	UploadExpiry time.Duration
+	// UploadMaxAge: an upload session opened this long ago is removed
+	// with its bytes, however recently it was written to; 0 removes none
+	// for its age.
+	UploadMaxAge time.Duration
 	// Retention of bookkeeping rows.
 	Retention meta.Retention
 	Logger    *slog.Logger
@@ -134,7 +139,7 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
 			errs = append(errs, err)
 		}
 	}
-	if err := c.expireUploads(ctx, cutoff, dry, &rep); err != nil {
+	if err := c.expireUploads(ctx, c.uploadCutoffs(start), dry, &rep); err != nil {
 		errs = append(errs, err)
 	}
 	counted := map[string]bool{}
@@ -163,13 +168,26 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Report, error) {
 	return rep, err
 }
 
-// expireUploads removes sessions idle since before cutoff: the row first
-// (so that no client can resume into bytes being deleted; a client that
-// resumed meanwhile keeps its session), then the bytes.
-func (c *Collector) expireUploads(ctx context.Context, cutoff time.Time, dry bool, rep *Report) error {
+// uploadCutoffs are the upload sessions' expiry at now: idle for
+// UploadExpiry, or opened UploadMaxAge ago (if set) however active: a
+// client writing to its sessions now and then cannot keep their bytes,
+// which count in no quota, forever.
+func (c *Collector) uploadCutoffs(now time.Time) meta.UploadCutoffs {
+	cut := meta.UploadCutoffs{Idle: now.Add(-c.opts.UploadExpiry)}
+	if c.opts.UploadMaxAge > 0 {
+		cut.Started = now.Add(-c.opts.UploadMaxAge)
+	}
+	return cut
+}
+
+// expireUploads removes expired sessions (cut: idle, or past their max
+// age): the row first (so that no client can resume into bytes being
+// deleted; a client that resumed an idle one meanwhile keeps its
+// session), then the bytes.
+func (c *Collector) expireUploads(ctx context.Context, cut meta.UploadCutoffs, dry bool, rep *Report) error {
 	seen := map[string]bool{}
 	for {
-		ups, err := c.db.ExpiredUploads(ctx, cutoff, uploadBatch)
+		ups, err := c.db.ExpiredUploadsAt(ctx, cut, uploadBatch)
 		if err != nil {
 			return err
 		}
@@ -181,7 +199,7 @@ func (c *Collector) expireUploads(ctx context.Context, cutoff time.Time, dry boo
 			seen[u.ID] = true
 			progress = true
 			if !dry {
-				gone, err := c.db.ExpireUpload(ctx, u.ID, cutoff)
+				gone, err := c.db.ExpireUploadAt(ctx, u.ID, cut)
 				if err != nil {
 					return err
 				}

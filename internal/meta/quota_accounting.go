@@ -41,6 +41,11 @@ type QuotaExceededError struct {
 	Added            int64 // the bytes the push would have added
 	LimitBytes       int64 // the quota
 	ThresholdPercent int   // the Reject limit's threshold
+	// Upload marks a refused upload (UploadRoom): Uploads is what the
+	// namespace's open upload sessions held, and Added what the request
+	// would have written (at least); the threshold bounds Uploads+Added.
+	Upload  bool
+	Uploads int64
 }
 
 // Threshold is the usage the namespace may not exceed.
@@ -49,6 +54,10 @@ func (e *QuotaExceededError) Threshold() int64 {
 }
 
 func (e *QuotaExceededError) Error() string {
+	if e.Upload {
+		return fmt.Sprintf("quota exceeded: the unfinished uploads of namespace %s hold %s; this upload would add %s, past the Reject limit of its %s quota at %d%% (%s), which the bytes of unfinished uploads may not pass either (finish or cancel some; the namespace uses %s)",
+			e.Namespace, HumanBytes(e.Uploads), HumanBytes(e.Added), HumanBytes(e.LimitBytes), e.ThresholdPercent, HumanBytes(e.Threshold()), HumanBytes(e.Usage))
+	}
 	return fmt.Sprintf("quota exceeded: namespace %s uses %s of its %s quota; this push would add %s, past its Reject limit at %d%% (%s)",
 		e.Namespace, HumanBytes(e.Usage), HumanBytes(e.LimitBytes), HumanBytes(e.Added), e.ThresholdPercent, HumanBytes(e.Threshold()))
 }

@@ -374,6 +374,9 @@ CREATE INDEX expiry_notices_expires ON expiry_notices(expires_at)`,
 WHERE kind = 'immutability' AND tag_pattern <> '' AND (substr(tag_pattern, 1, 1) <> '^' OR tag_pattern LIKE '%|%')`,
 	// 38: the account that last configured a mirror (mirror_schema.go).
 	mirrorConfiguredBySchema,
+	// 39: the open upload sessions by namespace, which a namespace's
+	// Reject limit counts (uploads.go, UploadRoom).
+	uploadNamespaceSchema,
 }
 
 func (db *core) render(stmt string) string {

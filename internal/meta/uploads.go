@@ -5,7 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // Upload is an upload session. HashState is the marshalled state of the
@@ -202,11 +205,36 @@ func (db Uploads) DeleteUpload(ctx context.Context, id string, claim int64) erro
 	return nil
 }
 
+// UploadCutoffs say which upload sessions have expired: those nobody has
+// written to since Idle (gc.uploadExpiry), and those opened before
+// Started (gc.uploadMaxAge), however recently written to; a zero Started
+// expires none for its age.
+type UploadCutoffs struct {
+	Idle    time.Time
+	Started time.Time
+}
+
+// startedBefore is the bound on started_at (Unix microseconds): one no
+// session is opened before when Started is zero.
+func (c UploadCutoffs) startedBefore() int64 {
+	if c.Started.IsZero() {
+		return math.MinInt64
+	}
+	return c.Started.UnixMicro()
+}
+
 // ExpiredUploads returns up to n upload sessions that nobody has written to
 // since before and that no request holds a claim on.
 func (db Uploads) ExpiredUploads(ctx context.Context, before time.Time, n int) ([]Upload, error) {
+	return db.ExpiredUploadsAt(ctx, UploadCutoffs{Idle: before}, n)
+}
+
+// ExpiredUploadsAt returns up to n upload sessions that have expired
+// (cut: idle, or past their max age) and that no request holds a claim on.
+func (db Uploads) ExpiredUploadsAt(ctx context.Context, cut UploadCutoffs, n int) ([]Upload, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT id, repository, size, started_at FROM uploads
-		WHERE updated_at < ? AND locked_until < ? ORDER BY updated_at LIMIT ?`), before.UnixMicro(), db.now(), n)
+		WHERE (updated_at < ? OR started_at < ?) AND locked_until < ? ORDER BY updated_at LIMIT ?`),
+		cut.Idle.UnixMicro(), cut.startedBefore(), db.now(), n)
 	if err != nil {
 		return nil, fmt.Errorf("expired uploads: %w", err)
 	}
@@ -228,8 +256,16 @@ func (db Uploads) ExpiredUploads(ctx context.Context, before time.Time, n int) (
 // and unclaimed, and reports whether it did: a client that resumed it
 // meanwhile keeps it.
 func (db Uploads) ExpireUpload(ctx context.Context, id string, before time.Time) (bool, error) {
-	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ? AND updated_at < ? AND locked_until < ?"),
-		id, before.UnixMicro(), db.now())
+	return db.ExpireUploadAt(ctx, id, UploadCutoffs{Idle: before})
+}
+
+// ExpireUploadAt removes an upload session if it has still expired (cut)
+// and is unclaimed, and reports whether it did: a client that resumed an
+// idle one meanwhile keeps it; one past its max age goes whatever was
+// written to it, once no request holds it.
+func (db Uploads) ExpireUploadAt(ctx context.Context, id string, cut UploadCutoffs) (bool, error) {
+	res, err := db.write.ExecContext(ctx, db.q("DELETE FROM uploads WHERE id = ? AND (updated_at < ? OR started_at < ?) AND locked_until < ?"),
+		id, cut.Idle.UnixMicro(), cut.startedBefore(), db.now())
 	if err != nil {
 		return false, fmt.Errorf("expire upload: %w", err)
 	}
@@ -255,4 +291,102 @@ func (db Uploads) UploadsExist(ctx context.Context, ids []string) (map[string]bo
 		}
 	}
 	return out, nil
+}
+
+// uploadNamespace is the namespace of an upload session's repository (its
+// name's first component, as namespaceOf cuts it), spelled as the
+// uploads_namespace index (migration 39) is built on it: a query must
+// spell it the same to use the index. {{strpos}} is rendered per dialect.
+const uploadNamespace = `(CASE WHEN {{strpos}}(repository, '/') > 0 THEN substr(repository, 1, {{strpos}}(repository, '/') - 1) ELSE repository END)`
+
+// uploadNamespaceSchema is migration 39: the open upload sessions by
+// namespace, which UploadRoom adds up on every chunk written in a
+// namespace with a Reject limit. An index on an expression of the
+// repository, which never changes, so it costs nothing on the writes
+// that advance a session, and a session opened by a binary before it (a
+// replica during a rolling upgrade) is counted too.
+const uploadNamespaceSchema = `CREATE INDEX uploads_namespace ON uploads(` + uploadNamespace + `)`
+
+// UploadRoom is what a namespace's Reject limit leaves for the bytes of
+// its open upload sessions, which count in no usage until a manifest
+// names them (as blobs then): without a bound a client could keep any
+// number of bytes outside the quota in sessions it never finishes.
+//
+// The sessions may hold up to the limit's threshold, not the threshold
+// less the usage: an upload may be of a blob the namespace counts
+// already (the same image pushed to another of its repositories, whose
+// client uploads what it cannot mount), whose manifest then adds nothing
+// and is never refused. The room covers what a push may add (the
+// threshold less the usage) and re-sending up to all the namespace
+// counts.
+type UploadRoom struct {
+	// Limited: the namespace's quota has a Reject limit; nothing else is
+	// set otherwise.
+	Limited          bool
+	Namespace        string
+	Usage            int64 // the namespace's usage (for the refusal's message)
+	Uploads          int64 // the bytes its open upload sessions hold
+	LimitBytes       int64
+	ThresholdPercent int
+}
+
+// Left is how many more bytes uploads may write in the namespace (at most
+// 0 when its sessions hold the threshold; math.MaxInt64 without a Reject
+// limit).
+func (r UploadRoom) Left() int64 {
+	if !r.Limited {
+		return math.MaxInt64
+	}
+	return ThresholdBytes(r.LimitBytes, r.ThresholdPercent) - r.Uploads
+}
+
+// Refuse is the refusal of an upload that would write added bytes.
+func (r UploadRoom) Refuse(added int64) *QuotaExceededError {
+	return &QuotaExceededError{Namespace: r.Namespace, Usage: r.Usage, Added: added, LimitBytes: r.LimitBytes,
+		ThresholdPercent: r.ThresholdPercent, Upload: true, Uploads: r.Uploads}
+}
+
+// UploadRoom returns what the quota of repo's namespace leaves for its
+// uploads: a point read for a namespace without a quota; with a Reject
+// limit, one more that reads its usage and adds up its open sessions'
+// bytes (uploads_namespace). Read outside any transaction: concurrent
+// requests may each pass, by at most what they write.
+func (db Uploads) UploadRoom(ctx context.Context, repo string) (UploadRoom, error) {
+	ns := namespaceOf(repo)
+	qs, err := db.quotas(ctx, db.read, ns, 0)
+	if err != nil || len(qs) == 0 {
+		return UploadRoom{}, err
+	}
+	q := qs[0]
+	for _, l := range q.Limits {
+		if l.Type != QuotaReject {
+			continue
+		}
+		r := UploadRoom{Limited: true, Namespace: ns, LimitBytes: q.LimitBytes, ThresholdPercent: l.ThresholdPercent}
+		err := db.read.QueryRowContext(ctx, db.q(db.uploadRoomQuery()), ns, ns).Scan(&r.Usage, &r.Uploads)
+		if err != nil {
+			return UploadRoom{}, fmt.Errorf("read the namespace's upload room: %w", err)
+		}
+		return r, nil
+	}
+	return UploadRoom{}, nil
+}
+
+// UploadRefused appends the quota_error event of an upload to repo that
+// qe refused (UploadRoom), as a refused manifest push appends one; d is
+// the digest the request named, if any.
+func (db Uploads) UploadRefused(ctx context.Context, repo, actor string, d digest.Digest, qe *QuotaExceededError) error {
+	// quotaRefused returns qe itself once the event is recorded, else qe
+	// wrapped with why it was not.
+	if err := db.quotaRefused(ctx, PutManifest{Repository: repo, Actor: actor, Manifest: Manifest{Digest: d}}, qe); err != error(qe) {
+		return err
+	}
+	return nil
+}
+
+// uploadRoomQuery reads a namespace's usage and adds up the bytes of its
+// open upload sessions (arguments: the namespace, twice).
+func (db *core) uploadRoomQuery() string {
+	return `SELECT COALESCE((SELECT bytes FROM quota_usage WHERE namespace = ?), 0),
+		COALESCE((SELECT SUM(size) FROM uploads WHERE ` + db.render(uploadNamespace) + ` = ?), 0)`
 }

@@ -86,7 +86,7 @@ func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt rout
 	if errors.Is(err, meta.ErrTooManyUploads) {
 		w.Header().Set("Retry-After", "60")
 		return errorf(http.StatusTooManyRequests, CodeTooManyRequests,
-			fmt.Sprintf("%d upload sessions are open for this identity: finish or cancel some (abandoned ones expire after gc.uploadExpiry)", reg.opts.MaxOpenUploads), nil)
+			fmt.Sprintf("%d upload sessions are open for this identity: finish or cancel some (abandoned ones expire after gc.uploadExpiry, every one gc.uploadMaxAge after it started)", reg.opts.MaxOpenUploads), nil)
 	}
 	if err != nil {
 		return err
@@ -150,6 +150,9 @@ func (reg *Registry) monolithicUpload(w http.ResponseWriter, r *http.Request, rt
 	want, err := oci.ParseDigest(dg)
 	if err != nil {
 		return errorf(http.StatusBadRequest, CodeDigestInvalid, err.Error(), nil)
+	}
+	if err := reg.limitUpload(r, rt.name, who, r.ContentLength, want); err != nil {
+		return err
 	}
 	id := storage.NewUploadID()
 	ctx := r.Context()
@@ -224,6 +227,14 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	}
 	rangeLen, err := checkContentRange(r, up.Size)
 	if err != nil {
+		setUploadHeaders(w, rt.name, up.ID, up.Size)
+		return err
+	}
+	known := r.ContentLength
+	if known < 0 {
+		known = rangeLen
+	}
+	if err := reg.limitUpload(r, rt.name, who, known, want); err != nil {
 		setUploadHeaders(w, rt.name, up.ID, up.Size)
 		return err
 	}

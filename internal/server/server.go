@@ -449,7 +449,7 @@ func buildVersion() string {
 // `berth admin gc`).
 func GCOptions(cfg config.Config, log *slog.Logger) gc.Options {
 	r := cfg.GC.Retention
-	return gc.Options{Interval: cfg.GC.Interval, Delay: cfg.GC.Delay, UploadExpiry: cfg.GC.UploadExpiry, Logger: log,
+	return gc.Options{Interval: cfg.GC.Interval, Delay: cfg.GC.Delay, UploadExpiry: cfg.GC.UploadExpiry, UploadMaxAge: cfg.GC.UploadMaxAge, Logger: log,
 		Retention: meta.Retention{Events: r.Events, DoneJobs: r.DoneJobs, DeadJobs: r.DeadJobs, Attempts: r.Attempts, Audit: r.Audit}}
 }
 
