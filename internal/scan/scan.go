@@ -119,7 +119,7 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 	}
 	switch sj.Kind {
 	case meta.ScanJobManifest:
-		status, err := s.scanManifest(ctx, sj.Repository, sj.Digest)
+		status, err := s.scanManifest(ctx, sj.Repository, sj.Digest, j.Attempts >= j.MaxAttempts)
 		if err != nil && ctx.Err() == nil {
 			var wait bool
 			if wait, err = waitForLayer(err, j, time.Now()); wait {
@@ -169,8 +169,11 @@ func (s *Service) Handle(ctx context.Context, j meta.Job) error {
 }
 
 // scanManifest indexes and matches digest unless that was done already,
-// then announces the result in repo and attaches the SBOM there.
-func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, error) {
+// then announces the result in repo and attaches the SBOM there. On its
+// job's last attempt (last) the announcement is saved with the result,
+// not with the job's completion: a last attempt that saved the result
+// and then failed, or lost its job, is not run again to announce it.
+func (s *Service) scanManifest(ctx context.Context, repo, dgst string, last bool) (string, error) {
 	d, err := oci.ParseDigest(dgst)
 	if err != nil {
 		return "", fmt.Errorf("scan job: %w", err)
@@ -202,7 +205,7 @@ func (s *Service) scanManifest(ctx context.Context, repo, dgst string) (string, 
 	// The scan's announcement in repo commits with the job's completion
 	// when a job worker runs it (withJob).
 	var events []meta.Event
-	withJob := s.withJob(ctx, &events)
+	withJob := !last && s.withJob(ctx, &events)
 	sbomDone := false // the SBOM was stored with the result
 	if fresh {
 		// Scanned before: for another repository, or by this job, run

@@ -150,3 +150,57 @@ func (e *env) announced(dgst, repo string, n int) {
 		}
 	}
 }
+
+// TestLastAttemptAnnouncesWithItsResult: on its job's last attempt a scan
+// is announced with its saved result, not with the job's completion: a
+// last attempt whose completion is lost (the process killed, the lease
+// lost) is dead-lettered, never run again, and would leave the result
+// stored and never announced.
+func TestLastAttemptAnnouncesWithItsResult(t *testing.T) {
+	for _, dialect := range metatest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			e := newEnv(t, dialect, index.Limits{})
+			e.importJSON(`{"id":"ALPINE-CVE-2026-1000","modified":"` + modifiedBase + `","summary":"openssl in alpine",
+			  "affected":[{"package":{"ecosystem":"Alpine:v3.19","name":"openssl"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"3.1.4-r6"}]}]}]}`)
+			e.drain()
+			dgst, _ := e.push("acme/alp", "1", alpineLayer(t))
+			e.queueScans()
+			store := &killableJobs{Jobs: e.db.Jobs(), completed: make(chan struct{}, 1)}
+			store.kill.Store(true)
+			ran := make(chan struct{}, 1)
+			handler := func(ctx context.Context, j meta.Job) error {
+				j.MaxAttempts = j.Attempts // this run is the job's last
+				err := e.svc.Handle(ctx, j)
+				select {
+				case ran <- struct{}{}:
+				default:
+				}
+				return err
+			}
+			w := jobs.New(store, meta.ScanQueue, handler, jobs.Options{Lease: time.Minute, PollInterval: 20 * time.Millisecond,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			ctx, cancel := context.WithCancel(context.Background())
+			stopped := make(chan struct{})
+			go func() {
+				defer close(stopped)
+				w.Run(ctx)
+			}()
+			select {
+			case <-ran:
+			case <-time.After(60 * time.Second):
+				t.Error("the scan job never ran")
+			}
+			// The completion is dropped right after the handler returns.
+			deadline := time.Now().Add(10 * time.Second)
+			for store.kill.Load() && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+			<-stopped
+			if store.kill.Load() {
+				t.Fatal("the completion was never attempted")
+			}
+			e.announced(dgst, "acme/alp", 1)
+		})
+	}
+}
