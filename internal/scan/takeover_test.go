@@ -72,7 +72,20 @@ func (e *env) work(kill bool) int {
 		runs.Add(1)
 		return e.svc.Handle(ctx, j)
 	}
-	w := jobs.New(store, meta.ScanQueue, handler, jobs.Options{Lease: 600 * time.Millisecond, PollInterval: 20 * time.Millisecond,
+	stop := runWorker(store, handler, 600*time.Millisecond)
+	select {
+	case <-store.completed:
+	case <-time.After(60 * time.Second):
+		e.t.Error("the scan job never completed")
+	}
+	stop()
+	return int(runs.Load())
+}
+
+// runWorker runs a scan job worker over store until the returned stop is
+// called (stop waits for it to end).
+func runWorker(store jobs.Store, handler jobs.Handler, lease time.Duration) (stop func()) {
+	w := jobs.New(store, meta.ScanQueue, handler, jobs.Options{Lease: lease, PollInterval: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
@@ -80,14 +93,10 @@ func (e *env) work(kill bool) int {
 		defer close(stopped)
 		w.Run(ctx)
 	}()
-	select {
-	case <-store.completed:
-	case <-time.After(60 * time.Second):
-		e.t.Error("the scan job never completed")
+	return func() {
+		cancel()
+		<-stopped
 	}
-	cancel()
-	<-stopped
-	return int(runs.Load())
 }
 
 // TestTakenOverScanAnnouncesOnce: a scan job whose process is killed
@@ -177,14 +186,7 @@ func TestLastAttemptAnnouncesWithItsResult(t *testing.T) {
 				}
 				return err
 			}
-			w := jobs.New(store, meta.ScanQueue, handler, jobs.Options{Lease: time.Minute, PollInterval: 20 * time.Millisecond,
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			ctx, cancel := context.WithCancel(context.Background())
-			stopped := make(chan struct{})
-			go func() {
-				defer close(stopped)
-				w.Run(ctx)
-			}()
+			stop := runWorker(store, handler, time.Minute)
 			select {
 			case <-ran:
 			case <-time.After(60 * time.Second):
@@ -195,8 +197,7 @@ func TestLastAttemptAnnouncesWithItsResult(t *testing.T) {
 			for store.kill.Load() && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
-			cancel()
-			<-stopped
+			stop()
 			if store.kill.Load() {
 				t.Fatal("the completion was never attempted")
 			}
