@@ -490,7 +490,10 @@ func TestWebAdminUsers(t *testing.T) {
 	}
 
 	// Disabled: signed out at once, refused at sign-in and on the API.
-	if status, _ := root.post("/admin/users/newbie/disable", url.Values{"csrf": {tok}}); status != 200 {
+	if status, _ := root.post("/admin/users/newbie/disable", url.Values{"csrf": {tok}}); status != http.StatusBadRequest {
+		t.Errorf("disable without the name typed: %d, want 400", status)
+	}
+	if status, _ := root.post("/admin/users/newbie/disable", url.Values{"csrf": {tok}, "confirm": {"newbie"}}); status != 200 {
 		t.Fatalf("disable: %d", status)
 	}
 	if status, _ := newbie.get("/user/newbie"); status != http.StatusNotFound {
@@ -525,7 +528,7 @@ func TestWebAdminUsers(t *testing.T) {
 	if status, _ := writer.get("/user/writer"); status != http.StatusNotFound {
 		t.Errorf("the browser signed in with the old password still reaches the account: %d", status)
 	}
-	if status, body := root.post("/admin/users/root/disable", url.Values{"csrf": {tok}}); status != 400 || !strings.Contains(body, "Cannot update a superuser") {
+	if status, body := root.post("/admin/users/root/disable", url.Values{"csrf": {tok}, "confirm": {"root"}}); status != 400 || !strings.Contains(body, "Cannot update a superuser") {
 		t.Errorf("disable a superuser: %d", status)
 	}
 

@@ -33,6 +33,11 @@ const (
 // candidates, checks, promotions and rollback tags to those who may check
 // them.
 func (u *UI) activity(w http.ResponseWriter, r *http.Request, v *visitor, repo string) error {
+	return u.activityPage(w, r, v, repo, http.StatusOK, formFlash{})
+}
+
+// activityPage renders the activity page, with a refused form's flash.
+func (u *UI) activityPage(w http.ResponseWriter, r *http.Request, v *visitor, repo string, status int, flash formFlash) error {
 	ctx := r.Context()
 	ri, err := u.readable(ctx, v, repo)
 	if err != nil {
@@ -50,7 +55,7 @@ func (u *UI) activity(w http.ResponseWriter, r *http.Request, v *visitor, repo s
 	if err != nil {
 		return err
 	}
-	data := map[string]any{"Repo": ri, "Path": repoPath(repo), "CanAdmin": canAdmin, "CanCheck": canCheck, "CanWrite": canWrite}
+	data := map[string]any{"Repo": ri, "Path": repoPath(repo), "CanAdmin": canAdmin, "CanCheck": canCheck, "CanWrite": canWrite, "Flash": flash}
 	if canWrite {
 		deleted, err := u.db.Content.WithTimeMachine(*u.opts.TimeMachine).DeletedTags(ctx, repo, deletedTagsShown)
 		if err != nil {
@@ -95,8 +100,18 @@ func (u *UI) activity(w http.ResponseWriter, r *http.Request, v *visitor, repo s
 		}
 		data["Candidates"] = rows
 	}
-	u.render(w, r, v, http.StatusOK, "activity", "Activity of "+repo, data)
+	u.render(w, r, v, status, "activity", "Activity of "+repo, data)
 	return nil
+}
+
+// activityRefused answers an activity form's error: a refusal the
+// visitor can fix renders the page again with the message, after what
+// (what was not done), in the form's section (refused).
+func (u *UI) activityRefused(w http.ResponseWriter, r *http.Request, v *visitor, repo, section, action, what string, err error) error {
+	return u.refused(r, err, section, action, func(status int, flash formFlash) error {
+		flash.Error = what + ": " + flash.Error
+		return u.activityPage(w, r, v, repo, status, flash)
+	})
 }
 
 // adminAction checks the visitor may read the repository: one who may
@@ -117,7 +132,7 @@ func (u *UI) syncNow(w http.ResponseWriter, r *http.Request, v *visitor, repo st
 		if e, ok := err.(*apiError); ok && e.Status == http.StatusNotFound {
 			return fail(http.StatusNotFound, "%s is not a mirror.", repo)
 		}
-		return actionError(err)
+		return u.activityRefused(w, r, v, repo, "mirror", "sync-now", "No sync was asked for", err)
 	}
 	http.Redirect(w, r, repoPath(repo)+"/activity", http.StatusSeeOther)
 	return nil
@@ -130,7 +145,7 @@ func (u *UI) resetNotification(w http.ResponseWriter, r *http.Request, v *visito
 		return err
 	}
 	if err := u.call(r, v, http.MethodPost, repoAPI(repo, "notification", esc(uuid)), nil, nil); err != nil {
-		return actionError(err)
+		return u.activityRefused(w, r, v, repo, "notifications", "notification/"+uuid+"/reset", "Notification "+uuid+" was not reset", err)
 	}
 	http.Redirect(w, r, repoPath(repo)+"/activity", http.StatusSeeOther)
 	return nil
@@ -145,11 +160,11 @@ func (u *UI) restoreTag(w http.ResponseWriter, r *http.Request, v *visitor, repo
 	}
 	tag := strings.TrimSpace(r.PostFormValue("tag"))
 	if tag == "" {
-		return fail(http.StatusBadRequest, "Name the tag to restore.")
+		return u.activityRefused(w, r, v, repo, "deleted-tags", "restore-tag", "Nothing was restored", fail(http.StatusBadRequest, "Name the tag to restore."))
 	}
 	body := map[string]string{"manifest_digest": strings.TrimSpace(r.PostFormValue("digest"))}
 	if err := u.call(r, v, http.MethodPost, repoAPI(repo, "tag", esc(tag), "restore"), body, nil); err != nil {
-		return actionError(err)
+		return u.activityRefused(w, r, v, repo, "deleted-tags", "restore-tag", "Tag "+tag+" was not restored", err)
 	}
 	http.Redirect(w, r, repoPath(repo)+"/activity", http.StatusSeeOther)
 	return nil

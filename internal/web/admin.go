@@ -128,10 +128,11 @@ func (u *UI) adminPage(w http.ResponseWriter, r *http.Request, v *visitor, statu
 
 // adminPOST routes the admin page's actions on users, each the superuser
 // API's request; anyone but a superuser finds nothing here. What cannot
-// be undone asks to be confirmed: a user's deletion takes the name typed
-// twice, a new password a ticked confirmation of that user's, so that a
-// stray click changes nothing. A refusal renders the page again with the
-// message and the form as typed.
+// be undone, or locks a user out, asks to be confirmed: a user's deletion
+// takes the name typed twice, disabling it the name typed once beside
+// its button, a new password a ticked confirmation of that user's, so
+// that a stray click changes nothing (enabling is one click). A refusal
+// renders the page again with the message and the form as typed.
 func (u *UI) adminPOST(w http.ResponseWriter, r *http.Request, v *visitor) error {
 	if !v.id.Superuser {
 		return errNotFound
@@ -155,6 +156,10 @@ func (u *UI) adminPOST(w http.ResponseWriter, r *http.Request, v *visitor) error
 			}
 		}
 	case len(segs) == 3 && segs[0] == "users" && (segs[2] == "disable" || segs[2] == "enable"):
+		if segs[2] == "disable" && f("confirm") != segs[1] {
+			err = fail(http.StatusBadRequest, "Type %s in the field beside its “Disable” button to disable it; nothing was changed.", segs[1])
+			break
+		}
 		if err = u.call(r, v, http.MethodPut, "/api/v1/superuser/users/"+esc(segs[1]), map[string]bool{"enabled": segs[2] == "enable"}, nil); err == nil {
 			http.Redirect(w, r, "/admin#users", http.StatusSeeOther)
 		}

@@ -96,15 +96,29 @@ const expiryForm = "2006-01-02T15:04"
 // manifestTagPOST runs the manifest page's tag forms, each the API's
 // PUT .../tag/{tag}: "add-tag" points a tag, new or existing, at the
 // page's manifest; "tag-expiration" sets when a tag expires, or clears it
-// (the "never" button).
+// (the "never" button). A refusal renders the page again (refused), the
+// message in its Tags section and the form as typed: the tag's own
+// expiration form is "tag-expiration/<tag>".
 func (u *UI) manifestTagPOST(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg, action string) error {
 	m, err := u.manifestOf(r.Context(), v, repo, arg)
 	if err != nil {
 		return err
 	}
 	tag := strings.TrimSpace(r.PostFormValue("tag"))
+	form := action
+	if action == "tag-expiration" {
+		form += "/" + tag
+	}
+	refused := func(err error) error {
+		return u.refused(r, err, "tags", form, func(status int, flash formFlash) error {
+			if action == "tag-expiration" && tag != "" {
+				flash.Error = "The expiration of tag " + tag + " was not changed: " + flash.Error
+			}
+			return u.manifestPage(w, r, v, repo, arg, status, flash)
+		})
+	}
 	if tag == "" {
-		return fail(http.StatusBadRequest, "Name the tag.")
+		return refused(fail(http.StatusBadRequest, "Name the tag."))
 	}
 	var body any = map[string]string{"manifest_digest": m.Digest.String()}
 	switch {
@@ -114,13 +128,13 @@ func (u *UI) manifestTagPOST(w http.ResponseWriter, r *http.Request, v *visitor,
 	default:
 		at, err := time.Parse(expiryForm, strings.TrimSpace(r.PostFormValue("expires")))
 		if err != nil {
-			return fail(http.StatusBadRequest, "The expiration must be a date and time (UTC), such as 2030-01-31T12:00; or choose Never.")
+			return refused(fail(http.StatusBadRequest, "The expiration must be a date and time (UTC), such as 2030-01-31T12:00; or choose Never."))
 		}
 		body = map[string]any{"expiration": at.Unix()}
 	}
 	var answer json.RawMessage
 	if err := u.call(r, v, http.MethodPut, repoAPI(repo, "tag", esc(tag)), body, &answer); err != nil {
-		return actionError(err)
+		return refused(err)
 	}
 	to := repoPath(repo) + "/manifest/" + m.Digest.String()
 	// A tag the repository's gate guards did not move: the API's 202
@@ -147,6 +161,11 @@ func candidateNotice(r *http.Request, data map[string]any) {
 }
 
 func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string) error {
+	return u.manifestPage(w, r, v, repo, arg, http.StatusOK, formFlash{})
+}
+
+// manifestPage renders the manifest page, with a refused form's flash.
+func (u *UI) manifestPage(w http.ResponseWriter, r *http.Request, v *visitor, repo, arg string, status int, flash formFlash) error {
 	ctx := r.Context()
 	m, err := u.manifestOf(ctx, v, repo, arg)
 	if err != nil {
@@ -155,7 +174,7 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 	var om oci.Manifest
 	json.Unmarshal(m.Content, &om)
 	data := map[string]any{"Repo": repo, "Path": repoPath(repo), "M": m, "OCI": om, "IsIndex": oci.IsIndex(m.MediaType),
-		"Registry": u.opts.Registry}
+		"Registry": u.opts.Registry, "Flash": flash}
 	if oci.IsIndex(m.MediaType) {
 		data["Platforms"], data["Scanner"] = u.platformRows(repo, om), u.db.Scanner != nil
 	}
@@ -229,7 +248,7 @@ func (u *UI) manifest(w http.ResponseWriter, r *http.Request, v *visitor, repo, 
 			return err
 		}
 	}
-	u.render(w, r, v, http.StatusOK, "manifest", repo+"@"+m.Digest.String(), data)
+	u.render(w, r, v, status, "manifest", repo+"@"+m.Digest.String(), data)
 	return nil
 }
 

@@ -464,7 +464,8 @@ func TestUIBrowser(t *testing.T) {
 		t.Errorf("the new user's password on /v2/: %d", st)
 	}
 	disable := css(`form[action="/admin/users/uiuser/disable"] button`)
-	run("disable the user", chromedp.Navigate(base+"/admin"), chromedp.WaitVisible(disable), chromedp.Click(disable),
+	run("disable the user", chromedp.Navigate(base+"/admin"), chromedp.WaitVisible(disable),
+		chromedp.SendKeys(css(`form[action="/admin/users/uiuser/disable"] input[name=confirm]`), "uiuser"), chromedp.Click(disable),
 		chromedp.WaitVisible(css(`form[action="/admin/users/uiuser/enable"] button`)))
 	if st := v2(); st != http.StatusUnauthorized {
 		t.Errorf("the disabled user's password on /v2/: %d, want 401", st)
