@@ -237,11 +237,18 @@ type tagAt struct{ tag, top string }
 // current ones and those that reached it when the image built on it was
 // stored (created, 0 if unknown: a tag that has moved on since, maybe
 // before the graph indexed the image, is still the one it was built from),
-// or else the historical ones (the latest period of each).
+// or else the historical ones (the latest period of each). A tag past its
+// expiration is gone (liveTag), as if deleted when it expired: it is not
+// a current one, and reached d when the image was stored only if it had
+// not expired by then (its open period ends at its expiration). The
+// periods' ends are compared as liveTag compares expirations (until_at -
+// created > 0): the partial indexes on tag_history (until_at > 0) would
+// otherwise make SQLite prepare the statement again on every run.
 func (db *core) tagsReaching(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, created int64) ([]tagAt, error) {
 	rows, err := tx.QueryContext(ctx, db.q(`SELECT name, manifest_digest FROM tags WHERE repository_id = ? AND manifest_digest IN
 		(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
-		ORDER BY name`), repoID, d.String(), repoID, d.String())
+		AND `+liveTag("")+`
+		ORDER BY name`), repoID, d.String(), repoID, d.String(), db.now())
 	if err != nil {
 		return nil, fmt.Errorf("find tags of base: %w", err)
 	}
@@ -252,7 +259,9 @@ func (db *core) tagsReaching(ctx context.Context, tx *sql.Tx, repoID int64, d di
 	if created > 0 {
 		rows, err = tx.QueryContext(ctx, db.q(`SELECT h.tag, h.digest FROM tag_history h WHERE h.repository_id = ? AND h.digest IN
 			(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
-			AND h.from_at <= ? AND (h.until_at = 0 OR h.until_at > ?) ORDER BY h.tag`), repoID, d.String(), repoID, d.String(), created, created)
+			AND h.from_at <= ? AND (h.until_at - ? > 0 OR (h.until_at = 0 AND NOT EXISTS (SELECT 1 FROM tags t
+				WHERE t.repository_id = h.repository_id AND t.name = h.tag AND NOT `+liveTag("t")+`)))
+			ORDER BY h.tag`), repoID, d.String(), repoID, d.String(), created, created, created)
 		if err != nil {
 			return nil, fmt.Errorf("find tags of base when its dependent was stored: %w", err)
 		}

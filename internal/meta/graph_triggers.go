@@ -325,7 +325,8 @@ const maxMissedMoves = 20
 // is not among them: the image was built on an old base on purpose, and
 // fires when the tag moves next. A move that fired for the image as
 // tagged by d (graph_triggers) is not either: retagging an image that
-// heard of its base's move queues nothing.
+// heard of its base's move queues nothing. Nor is a tag past its
+// expiration (liveTag): it is gone, as a deleted one, and points nowhere.
 func (db Graph) MissedMoves(ctx context.Context, repo string, d digest.Digest) ([]MissedMove, error) {
 	return db.missedMoves(ctx, db.read, repo, d)
 }
@@ -386,11 +387,11 @@ func (db *core) missedMoves(ctx context.Context, q queryer, repo string, d diges
 		JOIN tags t ON t.repository_id = b.base_repository_id AND t.name = b.base_tag
 		WHERE r.name = ? AND b.digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references
 			WHERE repository_id = r.id AND manifest_digest = ? AND is_manifest = 1)
-		AND b.level = 1 AND b.base_tag <> '' AND t.manifest_digest <> b.base_top AND NOT `+wasTagged("b")+`
+		AND b.level = 1 AND b.base_tag <> '' AND t.manifest_digest <> b.base_top AND `+liveTag("t")+` AND NOT `+wasTagged("b")+`
 		AND EXISTS (SELECT 1 FROM tag_history h WHERE h.repository_id = b.base_repository_id AND h.tag = b.base_tag AND h.digest = b.base_top
 			AND h.from_at <= m.created_at AND h.until_at > m.created_at)
 		AND NOT EXISTS (SELECT 1 FROM graph_triggers g WHERE g.repository_id = r.id AND g.digest = ? AND g.new_base = t.manifest_digest)
-		ORDER BY br.name, b.base_tag, t.manifest_digest LIMIT ?`), repo, d.String(), d.String(), d.String(), maxMissedMoves)
+		ORDER BY br.name, b.base_tag, t.manifest_digest LIMIT ?`), repo, d.String(), d.String(), db.now(), d.String(), maxMissedMoves)
 	if err != nil {
 		return nil, fmt.Errorf("find base moves an image missed: %w", err)
 	}
