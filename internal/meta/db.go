@@ -7,6 +7,7 @@ package meta
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,6 +57,8 @@ type core struct {
 	// syncFull carries SyncFull from the options to Open; the store's
 	// own state is write.log (logFlusher), nil when nothing waits.
 	syncFull bool
+	// stmtCheck carries StatementCheck from the options to Open.
+	stmtCheck func(query string, s driver.Stmt)
 	// noUpgrade refuses to migrate a database at an older schema version
 	// (NoUpgrade).
 	noUpgrade bool
@@ -164,6 +167,16 @@ func SyncFull() Option {
 	return func(db *core) { db.syncFull = true }
 }
 
+// StatementCheck makes each SQLite connection call check with the SQL
+// and the driver's statement (modernc.org/sqlite) of every statement it
+// kept prepared (stmtcache.go), just before it finalizes the statement:
+// when the connection closes or the cache evicts it. Tests read SQLite's
+// counters of the statement there (metatest counts re-preparations);
+// PostgreSQL stores never call it.
+func StatementCheck(check func(query string, s driver.Stmt)) Option {
+	return func(db *core) { db.stmtCheck = check }
+}
+
 // NoUpgrade makes Open create the schema of a new (empty) database but
 // refuse one at an older schema version rather than migrate it: a tool
 // (berth admin, berth import) run from a newer binary must not move a
@@ -220,7 +233,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 			return nil, fmt.Errorf("open sqlite: the file does not exist: %w", ErrNoDatabase)
 		}
 	}
-	db, err := open(dsn, set.syncFull)
+	db, err := openWith(dsn, set.syncFull, set.stmtCheck)
 	if err != nil {
 		return nil, err
 	}
@@ -314,10 +327,14 @@ func (db *core) checkJournal(ctx context.Context) error {
 
 // open connects without migrating.
 func open(dsn string, syncFull bool) (*DB, error) {
+	return openWith(dsn, syncFull, nil)
+}
+
+func openWith(dsn string, syncFull bool, check func(string, driver.Stmt)) (*DB, error) {
 	if isPostgresDSN(dsn) {
 		return openPostgres(dsn)
 	}
-	return openSQLite(sqlitePath(dsn), syncFull)
+	return openSQLite(sqlitePath(dsn), syncFull, check)
 }
 
 func isPostgresDSN(dsn string) bool {
@@ -344,7 +361,7 @@ func openPostgres(dsn string) (*DB, error) {
 	return &DB{&core{read: pool, write: writer{db: pool}, dialect: postgres}}, nil
 }
 
-func openSQLite(path string, syncFull bool) (*DB, error) {
+func openSQLite(path string, syncFull bool, check func(string, driver.Stmt)) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("open sqlite: empty path")
 	}
@@ -359,14 +376,14 @@ func openSQLite(path string, syncFull bool) (*DB, error) {
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
 		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
 	// Connections keep their statements prepared (stmtcache.go).
-	write := writer{db: sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_txlock=immediate"})}
+	write := writer{db: sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_txlock=immediate", check: check})}
 	if syncFull {
 		write.log = newLogFlusher(path)
 	}
 	write.db.SetMaxOpenConns(1)
 	write.db.SetMaxIdleConns(1)
 	write.db.SetConnMaxLifetime(0)
-	read := sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_pragma=query_only(1)"})
+	read := sql.OpenDB(stmtCachingConnector{d: &msqlite.Driver{}, dsn: base + "&_pragma=query_only(1)", check: check})
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)

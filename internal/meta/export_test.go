@@ -118,3 +118,18 @@ func (db *DB) LinkTimes(ctx context.Context, repo string, d digest.Digest) (crea
 		JOIN repositories r ON r.id = rb.repository_id WHERE r.name = ? AND rb.digest = ?`), repo, d.String()).Scan(&c, &l)
 	return fromMicros(c), fromMicros(l), err
 }
+
+// ReadRows runs a query (with ? placeholders) on the read pool and
+// returns how many rows it read.
+func (db *DB) ReadRows(ctx context.Context, query string, args ...any) (int, error) {
+	rows, err := db.read.QueryContext(ctx, db.q(query), args...)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		n++
+	}
+	return n, rows.Err()
+}

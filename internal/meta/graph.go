@@ -245,8 +245,8 @@ type tagAt struct{ tag, top string }
 // created > 0): the partial indexes on tag_history (until_at > 0) would
 // otherwise make SQLite prepare the statement again on every run.
 func (db *core) tagsReaching(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, created int64) ([]tagAt, error) {
-	rows, err := tx.QueryContext(ctx, db.q(`SELECT name, manifest_digest FROM tags WHERE repository_id = ? AND manifest_digest IN
-		(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
+	rows, err := tx.QueryContext(ctx, db.q(`SELECT name, manifest_digest FROM tags WHERE repository_id = CAST(? AS BIGINT) AND manifest_digest IN
+		(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = CAST(? AS BIGINT) AND ref_digest = ? AND is_manifest = 1)
 		AND `+liveTag("")+`
 		ORDER BY name`), repoID, d.String(), repoID, d.String(), db.now())
 	if err != nil {
@@ -257,8 +257,8 @@ func (db *core) tagsReaching(ctx context.Context, tx *sql.Tx, repoID int64, d di
 		return nil, err
 	}
 	if created > 0 {
-		rows, err = tx.QueryContext(ctx, db.q(`SELECT h.tag, h.digest FROM tag_history h WHERE h.repository_id = ? AND h.digest IN
-			(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ? AND is_manifest = 1)
+		rows, err = tx.QueryContext(ctx, db.q(`SELECT h.tag, h.digest FROM tag_history h WHERE h.repository_id = CAST(? AS BIGINT) AND h.digest IN
+			(SELECT CAST(? AS TEXT) UNION SELECT manifest_digest FROM manifest_references WHERE repository_id = CAST(? AS BIGINT) AND ref_digest = ? AND is_manifest = 1)
 			AND h.from_at <= ? AND (h.until_at - ? > 0 OR (h.until_at = 0 AND NOT EXISTS (SELECT 1 FROM tags t
 				WHERE t.repository_id = h.repository_id AND t.name = h.tag AND NOT `+liveTag("t")+`)))
 			ORDER BY h.tag`), repoID, d.String(), repoID, d.String(), created, created, created)
@@ -595,7 +595,7 @@ func (db Graph) dependentsPage(ctx context.Context, repo string, d digest.Digest
 		WHERE br.name = ? AND b.base_digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references WHERE repository_id = br.id AND manifest_digest = ? AND is_manifest = 1)
 		AND NOT EXISTS (SELECT 1 FROM graph_bases ob WHERE ob.repository_id = b.repository_id AND ob.digest = b.digest
 			AND ob.base_repository_id = b.base_repository_id AND ob.base_digest = b.base_digest AND ob.base_tag < b.base_tag)`+cond+`
-		ORDER BY b.level, r.name, b.digest, b.base_tag LIMIT ?`), append(args, n)...)
+		ORDER BY b.level, r.name, b.digest, b.base_tag LIMIT CAST(? AS INTEGER)`), append(args, n)...)
 	if err != nil {
 		return nil, fmt.Errorf("list dependents: %w", err)
 	}

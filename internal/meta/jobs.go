@@ -364,14 +364,14 @@ func (db Jobs) Jobs(ctx context.Context, queue, status string, limit int) ([]Job
 		args = append(args, queue)
 	}
 	if status != "" {
-		where = append(where, "status = ?")
+		where = append(where, "status = CAST(? AS TEXT)") // not planned on the value (stmtcache.go)
 		args = append(args, status)
 	}
 	query := "SELECT " + jobColumns + " FROM jobs"
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY id LIMIT ?"), append(args, limit)...)
+	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY id LIMIT CAST(? AS INTEGER)"), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}

@@ -63,7 +63,7 @@ func (db Organizations) OrgMembers(ctx context.Context, org string) ([]OrgMember
 	// remove, a former team member who kept the repository it pushed).
 	perms, err := db.read.QueryContext(ctx, db.q(`SELECT `+prefixedUserColumns+`, r.name FROM repository_permissions p
 		JOIN users u ON u.id = p.user_id JOIN repositories r ON r.id = p.repository_id
-		WHERE r.name LIKE ? ESCAPE '\' ORDER BY u.username, r.name`), likePrefix(org+"/"))
+		WHERE r.name LIKE CAST(? AS TEXT) ESCAPE '\' ORDER BY u.username, r.name`), likePrefix(org+"/"))
 	if err != nil {
 		return nil, fmt.Errorf("list organization member permissions: %w", err)
 	}
@@ -149,7 +149,7 @@ func (db Organizations) RemoveOrgMember(ctx context.Context, org, team string, u
 			// one, removed from the team since): those go.
 			var direct int
 			if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM repository_permissions WHERE user_id = ? AND repository_id IN
-				(SELECT id FROM repositories WHERE name LIKE ? ESCAPE '\')`), userID, likePrefix(org+"/")).Scan(&direct); err != nil {
+				(SELECT id FROM repositories WHERE name LIKE CAST(? AS TEXT) ESCAPE '\')`), userID, likePrefix(org+"/")).Scan(&direct); err != nil {
 				return fmt.Errorf("member permissions: %w", err)
 			}
 			if direct == 0 {
@@ -183,7 +183,7 @@ func (db Organizations) RemoveOrgMember(ctx context.Context, org, team string, u
 		}
 		if team == "" {
 			if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM repository_permissions WHERE user_id = ? AND repository_id IN
-				(SELECT id FROM repositories WHERE name LIKE ? ESCAPE '\')`), userID, likePrefix(org+"/")); err != nil {
+				(SELECT id FROM repositories WHERE name LIKE CAST(? AS TEXT) ESCAPE '\')`), userID, likePrefix(org+"/")); err != nil {
 				return fmt.Errorf("remove member permissions: %w", err)
 			}
 		}
@@ -210,7 +210,7 @@ func (db Organizations) DeleteOrganization(ctx context.Context, name string) err
 			return err
 		}
 		var n int
-		if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM repositories WHERE name LIKE ? ESCAPE '\\'"), likePrefix(name+"/")).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM repositories WHERE name LIKE CAST(? AS TEXT) ESCAPE '\\'"), likePrefix(name+"/")).Scan(&n); err != nil {
 			return fmt.Errorf("count repositories: %w", err)
 		}
 		if n > 0 {
@@ -220,7 +220,7 @@ func (db Organizations) DeleteOrganization(ctx context.Context, name string) err
 			return fmt.Errorf("delete organization: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM authorized_emails WHERE scope = ? AND target = ?
-			OR scope = ? AND target LIKE ? ESCAPE '\'`), ScopeOrganization, name, ScopeRepository, likePrefix(name+"/")); err != nil {
+			OR scope = ? AND target LIKE CAST(? AS TEXT) ESCAPE '\'`), ScopeOrganization, name, ScopeRepository, likePrefix(name+"/")); err != nil {
 			return fmt.Errorf("delete the organization's authorized e-mails: %w", err)
 		}
 		return db.forgetNamespace(ctx, tx, name)
@@ -233,7 +233,7 @@ func (db Organizations) DeleteOrganization(ctx context.Context, name string) err
 // tokens' scopes within it.
 func (db *core) forgetNamespace(ctx context.Context, tx *sql.Tx, name string) error {
 	if _, err := tx.ExecContext(ctx, db.q(`DELETE FROM notifications WHERE scope = ? AND target = ?
-		OR scope = ? AND target LIKE ? ESCAPE '\'`), ScopeOrganization, name, ScopeRepository, likePrefix(name+"/")); err != nil {
+		OR scope = ? AND target LIKE CAST(? AS TEXT) ESCAPE '\'`), ScopeOrganization, name, ScopeRepository, likePrefix(name+"/")); err != nil {
 		return fmt.Errorf("delete the namespace's notifications: %w", err)
 	}
 	return db.dropTokenScopes(ctx, tx, name)
@@ -243,7 +243,7 @@ func (db *core) forgetNamespace(ctx context.Context, tx *sql.Tx, name string) er
 // namespace ("ns/*", "ns/app", "ns/team/*"), and revokes a token left
 // with none.
 func (db *core) dropTokenScopes(ctx context.Context, tx *sql.Tx, namespace string) error {
-	rows, err := tx.QueryContext(ctx, db.q("SELECT id, scopes FROM access_tokens WHERE revoked_at = 0 AND scopes LIKE ? ESCAPE '\\'"),
+	rows, err := tx.QueryContext(ctx, db.q("SELECT id, scopes FROM access_tokens WHERE revoked_at = 0 AND scopes LIKE CAST(? AS TEXT) ESCAPE '\\'"),
 		"%"+likePrefix(`"`+namespace+"/"))
 	if err != nil {
 		return fmt.Errorf("read access tokens: %w", err)
@@ -474,7 +474,7 @@ func (db *core) missingParent(ctx context.Context, refusal error, parents ...fkP
 // TeamMembers lists the members of a team.
 func (db Organizations) TeamMembers(ctx context.Context, teamID int64) ([]User, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT `+prefixedUserColumns+`
-		FROM users u JOIN team_members m ON m.user_id = u.id WHERE m.team_id = ? ORDER BY u.username`), teamID)
+		FROM users u JOIN team_members m ON m.user_id = u.id WHERE m.team_id = CAST(? AS BIGINT) ORDER BY u.username`), teamID)
 	if err != nil {
 		return nil, fmt.Errorf("list team members: %w", err)
 	}

@@ -47,7 +47,7 @@ func (db ProxyCaches) SetProxyCache(ctx context.Context, pc ProxyCache) error {
 			return fmt.Errorf("look up namespace: %w", err)
 		}
 		var mirrored int
-		err = tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM repositories WHERE name LIKE ? ESCAPE '\' AND state = ?`),
+		err = tx.QueryRowContext(ctx, db.q(`SELECT COUNT(*) FROM repositories WHERE name LIKE CAST(? AS TEXT) ESCAPE '\' AND state = ?`),
 			likePrefix(pc.Namespace+"/"), repoStateMirror).Scan(&mirrored)
 		if err != nil {
 			return fmt.Errorf("look up mirrors: %w", err)

@@ -123,7 +123,7 @@ func (db *core) quotaRef(ctx context.Context, tx *sql.Tx, p PutManifest, repoID 
 	// its bytes are added (if its row exists; otherwise when it does).
 	rows, err := tx.QueryContext(ctx, db.q(`INSERT INTO quota_blob_refs (namespace, digest, refs, size)
 		SELECT ?, mr.ref_digest, 1, b.size FROM manifest_references mr LEFT JOIN blobs b ON b.digest = mr.ref_digest
-		WHERE mr.repository_id = ? AND mr.manifest_digest = ? AND mr.is_manifest = 0
+		WHERE mr.repository_id = CAST(? AS BIGINT) AND mr.manifest_digest = ? AND mr.is_manifest = 0
 		ON CONFLICT (namespace, digest) DO UPDATE SET refs = quota_blob_refs.refs + 1
 		RETURNING refs, size`), ns, repoID, p.Manifest.Digest.String())
 	if err != nil {

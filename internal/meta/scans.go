@@ -449,7 +449,7 @@ func (db Scans) ManifestsWithPackages(ctx context.Context, keys []VulnKey) ([]Pa
 		query := "SELECT digest, ecosystem, name, version FROM manifest_packages WHERE name = ? AND (ecosystem = ?"
 		args := []any{k.Name, k.Ecosystem}
 		if !strings.Contains(k.Ecosystem, ":") {
-			query += " OR ecosystem LIKE ?"
+			query += " OR ecosystem LIKE CAST(? AS TEXT)"
 			args = append(args, k.Ecosystem+":%")
 		}
 		rows, err := db.read.QueryContext(ctx, db.q(query+")"), args...)
@@ -558,7 +558,7 @@ func anySlice(ss []string) []any {
 // ManifestsInEcosystem lists the scanned manifests holding a package of
 // the ecosystem or of one of its releases ("Red Hat", "Red Hat:...").
 func (db Scans) ManifestsInEcosystem(ctx context.Context, ecosystem string) ([]string, error) {
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT DISTINCT digest FROM manifest_packages WHERE ecosystem = ? OR ecosystem LIKE ? ORDER BY digest"),
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT DISTINCT digest FROM manifest_packages WHERE ecosystem = ? OR ecosystem LIKE CAST(? AS TEXT) ORDER BY digest"),
 		ecosystem, ecosystem+":%")
 	if err != nil {
 		return nil, fmt.Errorf("find manifests by ecosystem: %w", err)

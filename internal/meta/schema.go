@@ -428,6 +428,10 @@ func (db *core) migrateTo(ctx context.Context, target int) error {
 					return fmt.Errorf("migration %d: %w", v, err)
 				}
 			}
+		}
+		// Recorded after all of them: each migration changes the schema,
+		// which makes SQLite prepare a kept statement again.
+		for v := current + 1; v <= target; v++ {
 			if _, err := tx.ExecContext(ctx, db.q("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)"), v, db.now()); err != nil {
 				return fmt.Errorf("record migration %d: %w", v, err)
 			}

@@ -25,6 +25,24 @@ import (
 // stmtCacheSize statements per connection (queries with a varying number
 // of placeholders are different SQL), and no SQL of stmtCacheMaxLen bytes
 // or more (migrations, multi-row inserts), which would not repeat.
+//
+// A statement whose plan reads a value bound to it is prepared again on
+// every run, since every run binds it anew, and keeping it saves
+// nothing. SQLite (3.54) reads the value of a parameter that is a LIMIT
+// or an OFFSET (to plan for the limit), the pattern of a LIKE (for its
+// prefix optimization), and one compared with a column the way a
+// partial index's WHERE compares it with a constant (`until_at > ?`
+// against `WHERE until_at > 0`, to decide whether the index applies).
+// Berth's queries write CAST(? AS INTEGER) or CAST(? AS TEXT) there,
+// whose value the planner does not read, and where a partial index must
+// stay usable they state its condition too (`expires_at > 0 AND
+// expires_at > CAST(? AS INTEGER)`). SQLite 3.54 also plans a join or an
+// ORDER BY query on whether the value of a `col = ?` is 0 or 1: a
+// statement bound alternately to 1 and to other ids (repository 1, then
+// 2) is prepared again at each change; the statements that run so in a
+// loop (the graph's tagsReaching, a push's quota count) cast it too.
+// metatest.CheckReprepares fails the tests that run a statement prepared
+// again on nearly every run.
 const (
 	stmtCacheSize   = 256
 	stmtCacheMaxLen = 4 << 10
@@ -33,8 +51,9 @@ const (
 // stmtCachingConnector opens connections of d to dsn that cache their
 // statements.
 type stmtCachingConnector struct {
-	d   driver.Driver
-	dsn string
+	d     driver.Driver
+	dsn   string
+	check func(query string, s driver.Stmt) // StatementCheck, or nil
 }
 
 func (c stmtCachingConnector) Connect(context.Context) (driver.Conn, error) {
@@ -47,7 +66,7 @@ func (c stmtCachingConnector) Connect(context.Context) (driver.Conn, error) {
 		conn.Close()
 		return nil, errors.New("open sqlite: the driver's connection lacks the context methods")
 	}
-	return &cachingConn{sqliteConn: cc, stmts: map[string]*cachedStmt{}}, nil
+	return &cachingConn{sqliteConn: cc, stmts: map[string]*cachedStmt{}, check: c.check}, nil
 }
 
 func (c stmtCachingConnector) Driver() driver.Driver { return c.d }
@@ -82,6 +101,16 @@ type cachedStmt struct {
 type cachingConn struct {
 	sqliteConn
 	stmts map[string]*cachedStmt
+	check func(query string, s driver.Stmt)
+}
+
+// drop finalizes the statement of query.
+func (c *cachingConn) drop(query string, s *cachedStmt) {
+	if c.check != nil {
+		c.check(query, s.s)
+	}
+	s.s.Close()
+	delete(c.stmts, query)
 }
 
 // stmt returns the connection's prepared statement of query, preparing
@@ -109,8 +138,7 @@ func (c *cachingConn) stmt(ctx context.Context, query string) *cachedStmt {
 	if len(c.stmts) >= stmtCacheSize {
 		for q, old := range c.stmts { // evict one that is not running
 			if !old.busy {
-				old.s.Close()
-				delete(c.stmts, q)
+				c.drop(q, old)
 				break
 			}
 		}
@@ -143,8 +171,7 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 // Close finalizes the cached statements, then closes the connection.
 func (c *cachingConn) Close() error {
 	for q, s := range c.stmts {
-		s.s.Close()
-		delete(c.stmts, q)
+		c.drop(q, s)
 	}
 	return c.sqliteConn.Close()
 }

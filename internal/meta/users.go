@@ -204,7 +204,7 @@ func (db Users) CreateRobot(ctx context.Context, namespace, short, secretHash st
 
 // Robots lists a namespace's robots.
 func (db Users) Robots(ctx context.Context, namespace string) ([]User, error) {
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT "+userColumns+" FROM users WHERE kind = ? AND username LIKE ? ESCAPE '\\' ORDER BY username"),
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT "+userColumns+" FROM users WHERE kind = ? AND username LIKE CAST(? AS TEXT) ESCAPE '\\' ORDER BY username"),
 		UserKindRobot, likePrefix(namespace+"+"))
 	if err != nil {
 		return nil, fmt.Errorf("list robots: %w", err)
@@ -421,7 +421,7 @@ func (db Users) ListUsers(ctx context.Context, q UserQuery) ([]User, error) {
 	}
 	query += " ORDER BY username"
 	if q.Limit > 0 {
-		query += " LIMIT ?"
+		query += " LIMIT CAST(? AS INTEGER)"
 		args = append(args, q.Limit)
 	}
 	rows, err := db.read.QueryContext(ctx, db.q(query), args...)

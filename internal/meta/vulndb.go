@@ -254,7 +254,7 @@ type VulnSource struct {
 func (db VulnDB) TouchVulnSource(ctx context.Context, ecosystem string) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var n int64
-		if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(DISTINCT record_id) FROM vuln_keys WHERE ecosystem = ? OR ecosystem LIKE ?`),
+		if err := tx.QueryRowContext(ctx, db.q(`SELECT COUNT(DISTINCT record_id) FROM vuln_keys WHERE ecosystem = ? OR ecosystem LIKE CAST(? AS TEXT)`),
 			ecosystem, ecosystem+":%").Scan(&n); err != nil {
 			return fmt.Errorf("count advisories: %w", err)
 		}

@@ -188,7 +188,7 @@ func (db Repositories) BrowseRepositories(ctx context.Context, q BrowseQuery) ([
 		args = append(args, q.After.Name)
 	}
 	if q.Search != "" {
-		query += ` AND lower(r.name) LIKE ? ESCAPE '\'`
+		query += ` AND lower(r.name) LIKE CAST(? AS TEXT) ESCAPE '\'`
 		args = append(args, "%"+strings.TrimSuffix(likePrefix(strings.ToLower(q.Search)), "%")+"%")
 	}
 	if q.PublicOnly {
@@ -207,7 +207,7 @@ func (db Repositories) BrowseRepositories(ctx context.Context, q BrowseQuery) ([
 		query += " ORDER BY r.name"
 	}
 	args = append(args, q.Limit, q.Offset)
-	rows, err := db.read.QueryContext(ctx, db.q(query+" LIMIT ? OFFSET ?"), args...)
+	rows, err := db.read.QueryContext(ctx, db.q(query+" LIMIT CAST(? AS INTEGER) OFFSET CAST(? AS INTEGER)"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("browse repositories: %w", err)
 	}

@@ -101,10 +101,10 @@ func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]
 	// An expired tag is gone (liveTag), as for a pull.
 	where, args := " WHERE t.repository_id = ? AND "+liveTag("t"), []any{repoID, db.now()}
 	if f := strings.ToLower(q.Filter); strings.HasPrefix(f, "sha256:") || strings.HasPrefix(f, "sha512:") {
-		where += ` AND t.manifest_digest LIKE ? ESCAPE '\'`
+		where += ` AND t.manifest_digest LIKE CAST(? AS TEXT) ESCAPE '\'`
 		args = append(args, likePrefix(f))
 	} else if f != "" {
-		where += ` AND lower(t.name) LIKE ? ESCAPE '\'`
+		where += ` AND lower(t.name) LIKE CAST(? AS TEXT) ESCAPE '\'`
 		args = append(args, "%"+likePrefix(f))
 	}
 	var total int
@@ -131,7 +131,7 @@ func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]
 	}
 	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at, t.expires_at, ` + size + ` AS bytes
 		FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest` + join + where +
-		" ORDER BY " + order + " LIMIT ? OFFSET ?"
+		" ORDER BY " + order + " LIMIT CAST(? AS INTEGER) OFFSET CAST(? AS INTEGER)"
 	pageArgs = append(pageArgs, args...)
 	rows, err := db.read.QueryContext(ctx, db.q(query), append(pageArgs, q.Limit, q.Offset)...)
 	if err != nil {

@@ -44,11 +44,13 @@ func DSN(t testing.TB, dialect string) string {
 }
 
 // Open returns a fresh, migrated store of the dialect, closed at cleanup.
+// An SQLite store fails t if a statement it ran was prepared again on
+// most of its runs (CheckReprepares).
 func Open(t testing.TB, dialect string) *meta.DB {
 	t.Helper()
 	ctx := context.Background()
 	dsn := DSN(t, dialect)
-	db, err := meta.Open(ctx, dsn)
+	db, err := meta.Open(ctx, dsn, meta.StatementCheck(CheckReprepares(t)))
 	if err != nil {
 		t.Fatalf("open %s store: %v", dialect, err)
 	}
