@@ -223,12 +223,6 @@ func (c UploadCutoffs) startedBefore() int64 {
 	return c.Started.UnixMicro()
 }
 
-// ExpiredUploads returns up to n upload sessions that nobody has written to
-// since before and that no request holds a claim on.
-func (db Uploads) ExpiredUploads(ctx context.Context, before time.Time, n int) ([]Upload, error) {
-	return db.ExpiredUploadsAt(ctx, UploadCutoffs{Idle: before}, n)
-}
-
 // ExpiredUploadsAt returns up to n upload sessions that have expired
 // (cut: idle, or past their max age) and that no request holds a claim on.
 func (db Uploads) ExpiredUploadsAt(ctx context.Context, cut UploadCutoffs, n int) ([]Upload, error) {
@@ -250,13 +244,6 @@ func (db Uploads) ExpiredUploadsAt(ctx context.Context, cut UploadCutoffs, n int
 		out = append(out, u)
 	}
 	return out, rows.Err()
-}
-
-// ExpireUpload removes an upload session if it is still idle since before
-// and unclaimed, and reports whether it did: a client that resumed it
-// meanwhile keeps it.
-func (db Uploads) ExpireUpload(ctx context.Context, id string, before time.Time) (bool, error) {
-	return db.ExpireUploadAt(ctx, id, UploadCutoffs{Idle: before})
 }
 
 // ExpireUploadAt removes an upload session if it has still expired (cut)

@@ -111,7 +111,7 @@ func TestGracefulShutdown(t *testing.T) {
 			}
 			defer pw.Close()
 			waitFor(t, "the PATCH to claim its upload", func() bool {
-				free, err := db.Uploads().ExpiredUploads(ctx, time.Now().Add(time.Hour), 100)
+				free, err := db.Uploads().ExpiredUploadsAt(ctx, meta.UploadCutoffs{Idle: time.Now().Add(time.Hour)}, 100)
 				return err == nil && len(free) == 0
 			})
 
