@@ -22,7 +22,7 @@ func (reg *Registry) blob(w http.ResponseWriter, r *http.Request, rt route) erro
 	case http.MethodDelete:
 		return reg.deleteBlob(w, r, rt)
 	default:
-		return errUnsupported
+		return notAllowed(w, "GET, HEAD, DELETE")
 	}
 }
 

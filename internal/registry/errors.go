@@ -152,6 +152,13 @@ func refusesUpload(err error) bool {
 // message naming the manifests, with 405, the one status the spec gives a
 // delete the registry does not allow (its conformance suite accepts 2xx
 // or 405 there, and Zot answers the same; 409 failed it).
+// notAllowed answers a method the route does not serve: 405 UNSUPPORTED,
+// with the Allow header naming those it does (RFC 9110 requires it).
+func notAllowed(w http.ResponseWriter, methods string) error {
+	w.Header().Set("Allow", methods)
+	return errUnsupported
+}
+
 func inUseError(err error) *Error {
 	var e *meta.InUseError
 	if !errors.As(err, &e) {

@@ -58,7 +58,7 @@ func setNextLink(w http.ResponseWriter, path, last string, n int) {
 
 func (reg *Registry) catalog(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return errUnsupported
+		return notAllowed(w, "GET, HEAD")
 	}
 	if _, err := reg.authorize(w, r, Resource{Type: "registry", Name: "catalog", Actions: []string{"*"}}); err != nil {
 		return err
@@ -83,7 +83,7 @@ func (reg *Registry) catalog(w http.ResponseWriter, r *http.Request) error {
 
 func (reg *Registry) tags(w http.ResponseWriter, r *http.Request, rt route) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return errUnsupported
+		return notAllowed(w, "GET, HEAD")
 	}
 	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionPull)); err != nil {
 		return err

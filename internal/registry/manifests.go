@@ -37,7 +37,7 @@ func (reg *Registry) manifest(w http.ResponseWriter, r *http.Request, rt route) 
 			}
 			return errorf(http.StatusNotFound, CodeManifestUnknown, err.Error(), detail)
 		default:
-			return errUnsupported
+			return notAllowed(w, "GET, HEAD, PUT, DELETE")
 		}
 	}
 	switch r.Method {
@@ -48,7 +48,7 @@ func (reg *Registry) manifest(w http.ResponseWriter, r *http.Request, rt route) 
 	case http.MethodDelete:
 		return reg.deleteManifest(w, r, rt, ref)
 	default:
-		return errUnsupported
+		return notAllowed(w, "GET, HEAD, PUT, DELETE")
 	}
 }
 

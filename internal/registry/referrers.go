@@ -40,7 +40,7 @@ const (
 // push, as a descriptor's annotations are encoded.
 func (reg *Registry) referrers(w http.ResponseWriter, r *http.Request, rt route) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return errUnsupported
+		return notAllowed(w, "GET, HEAD")
 	}
 	if _, err := reg.authorize(w, r, repoScope(rt.name, ActionPull)); err != nil {
 		return err

@@ -444,7 +444,7 @@ func (reg *Registry) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 func (reg *Registry) base(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return errUnsupported
+		return notAllowed(w, "GET, HEAD")
 	}
 	if _, err := reg.authorize(w, r, Resource{}); err != nil {
 		return err

@@ -44,7 +44,7 @@ func setUploadHeaders(w http.ResponseWriter, name, id string, size int64) {
 
 func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route) error {
 	if r.Method != http.MethodPost {
-		return errUnsupported
+		return notAllowed(w, "POST")
 	}
 	if reg.proxied(r.Context(), rt.name) {
 		return errProxyPush
@@ -184,7 +184,7 @@ func (reg *Registry) upload(w http.ResponseWriter, r *http.Request, rt route) er
 	case http.MethodPatch, http.MethodPut, http.MethodDelete:
 		actions = []string{ActionPull, ActionPush}
 	default:
-		return errUnsupported
+		return notAllowed(w, "GET, HEAD, PATCH, PUT, DELETE")
 	}
 	who, err := reg.authorize(w, r, repoScope(rt.name, actions...))
 	if err != nil {
