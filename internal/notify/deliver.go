@@ -101,7 +101,10 @@ func (s *Service) Deliver(ctx context.Context, j meta.Job) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.sealStored(ctx, n); err != nil { // stored in clear by an older version
+	// Stored in clear by an older version: sealed now, and delivered from
+	// n as read (method opens a secret sealed or reads one in clear), so
+	// that a seal that fails costs no signature nor header.
+	if _, err := s.sealStored(ctx, n); err != nil {
 		s.log.Warn("seal notification secrets stored in clear", "notification", n.UUID, "err", err)
 	}
 	trial := false
@@ -388,10 +391,15 @@ func (s *Service) build(ctx context.Context, n meta.Notification, dj meta.Delive
 	return events.Delivery{EventUUID: e.UUID, Kind: n.Event, Body: body, ContentType: ct}, nil
 }
 
+// method returns the method that delivers for n. A webhook's signing
+// secret is opened from its sealed form or, as an older version stored
+// it (and until sealStored seals it), read in clear: either way its
+// deliveries are signed.
 func (s *Service) method(n meta.Notification) (events.Method, error) {
 	var cfg struct {
 		URL          string `json:"url"`
 		Email        string `json:"email"`
+		Secret       any    `json:"secret"`
 		SecretSealed string `json:"secret_sealed"`
 	}
 	if err := json.Unmarshal(n.Config, &cfg); err != nil {
@@ -410,6 +418,8 @@ func (s *Service) method(n meta.Notification) (events.Method, error) {
 				return nil, fmt.Errorf("notification %s secret: %w", n.UUID, err)
 			}
 			w.Secret = secret
+		} else if clear, ok := cfg.Secret.(string); ok {
+			w.Secret = []byte(clear)
 		}
 		return w, nil
 	case "slack":
