@@ -10,10 +10,13 @@ import (
 )
 
 // sweepMultipart aborts the unfinished multipart uploads (S3) under
-// /uploads that were initiated before cutoff and whose upload session no
-// longer exists: a crash between deleting an upload's row and its storage
-// can leave a multipart upload with no object, which the object listing of
-// sweepLeftovers cannot see. counted holds the upload ids sweepLeftovers
+// /uploads that were idle since before cutoff (initiated before it, and
+// no part uploaded since: see storage.MultipartLister's drivers) and whose
+// upload session no longer exists: a crash between deleting an upload's
+// row and its storage can leave a multipart upload with no object, which
+// the object listing of sweepLeftovers cannot see. An ingest (a mirror's
+// or an import's copy) has no session: the parts it keeps uploading keep
+// it, however long it runs. counted holds the upload ids sweepLeftovers
 // already counted (a dry run removes nothing, so they are still listed).
 func (c *Collector) sweepMultipart(ctx context.Context, cutoff time.Time, dry bool, rep *Report, counted map[string]bool) error {
 	ml, ok := c.store.(storage.MultipartLister)
@@ -68,7 +71,7 @@ func (c *Collector) sweepMultipart(ctx context.Context, cutoff time.Time, dry bo
 }
 
 // sweepBlobMultipart aborts the unfinished multipart uploads under /blobs
-// initiated before cutoff: a server-side copy of a blob over 5 GiB into
+// idle since before cutoff: a server-side copy of a blob over 5 GiB into
 // place (storage/s3's Move) runs inside the transaction that records the
 // blob, and a crash during it leaves its parts, which no object shows and
 // a later store of the same blob does not reuse.

@@ -251,7 +251,8 @@ type MultipartUpload struct {
 // multipart uploads of upload sessions that no longer exist.
 type MultipartLister interface {
 	// MultipartUploads lists the unfinished multipart uploads at or below
-	// dir that were initiated before before.
+	// dir that were initiated before before and have had no part uploaded
+	// since (idle since before).
 	MultipartUploads(ctx context.Context, dir string, before time.Time) ([]MultipartUpload, error)
 	// AbortMultipartUpload discards one; one already gone is not an error.
 	AbortMultipartUpload(ctx context.Context, u MultipartUpload) error
