@@ -99,7 +99,7 @@ func (db Blobs) StoredBlob(ctx context.Context, d digest.Digest) (Blob, error) {
 // RepositoriesWithBlob returns up to n repositories that link the blob.
 func (db Blobs) RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int) ([]string, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name FROM repository_blobs rb
-		JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ? ORDER BY r.name LIMIT CAST(? AS INTEGER)`), d.String(), n)
+		JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ? ORDER BY r.name LIMIT CAST(? AS BIGINT)`), d.String(), n)
 	if err != nil {
 		return nil, fmt.Errorf("repositories with blob: %w", err)
 	}
@@ -112,7 +112,7 @@ func (db Blobs) RepositoriesWithBlob(ctx context.Context, d digest.Digest, n int
 // read, without a download.
 func (db Blobs) NamespaceRepositoriesWithBlob(ctx context.Context, ns string, d digest.Digest, n int) ([]string, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name FROM repository_blobs rb
-		JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ? AND r.name > ? AND r.name < ? ORDER BY r.name LIMIT CAST(? AS INTEGER)`),
+		JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ? AND r.name > ? AND r.name < ? ORDER BY r.name LIMIT CAST(? AS BIGINT)`),
 		d.String(), ns+"/", ns+"0", n)
 	if err != nil {
 		return nil, fmt.Errorf("namespace repositories with blob: %w", err)

@@ -75,8 +75,8 @@ func (db Collector) DanglingManifests(ctx context.Context, cutoff time.Time, n i
 		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = m.repository_id AND x.ref_digest = m.digest)
 		AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id AND s.digest = m.subject))
 		AND NOT EXISTS (SELECT 1 FROM gate_candidates c WHERE c.repository_id = m.repository_id AND c.digest = m.digest AND c.state IN ('pending', 'blocked'))
-		AND NOT EXISTS (SELECT 1 FROM tag_history h WHERE h.repository_id = m.repository_id AND h.digest = m.digest AND h.until_at > CAST(? AS INTEGER))
-		ORDER BY m.created_at LIMIT CAST(? AS INTEGER)`), cutoff.UnixMicro(), cutoff.UnixMicro(), now, now, db.restorableSince(), n)
+		AND NOT EXISTS (SELECT 1 FROM tag_history h WHERE h.repository_id = m.repository_id AND h.digest = m.digest AND h.until_at > CAST(? AS BIGINT))
+		ORDER BY m.created_at LIMIT CAST(? AS BIGINT)`), cutoff.UnixMicro(), cutoff.UnixMicro(), now, now, db.restorableSince(), n)
 	if err != nil {
 		return nil, fmt.Errorf("dangling manifests: %w", err)
 	}
@@ -139,7 +139,7 @@ func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64,
 		(SELECT COUNT(*) FROM tags WHERE repository_id = ? AND manifest_digest = ?) +
 		(SELECT COUNT(*) FROM manifest_references WHERE repository_id = ? AND ref_digest = ?) +
 		(SELECT COUNT(*) FROM gate_candidates WHERE repository_id = ? AND digest = ? AND state IN ('pending', 'blocked')) +
-		(SELECT COUNT(*) FROM tag_history WHERE repository_id = ? AND digest = ? AND until_at > CAST(? AS INTEGER)) +
+		(SELECT COUNT(*) FROM tag_history WHERE repository_id = ? AND digest = ? AND until_at > CAST(? AS BIGINT)) +
 		(SELECT COUNT(*) FROM manifests m JOIN repositories r ON r.id = m.repository_id WHERE m.repository_id = ? AND m.digest = ? AND `+proxyKept+`)`),
 		repoID, d.String(), repoID, d.String(), repoID, d.String(), repoID, d.String(), restorable, repoID, d.String(), now, now).Scan(&kept); err != nil {
 		return fmt.Errorf("re-check manifest: %w", err)
@@ -225,7 +225,7 @@ func staleLinksQuery() string {
 		JOIN blobs b ON b.digest = rb.digest
 		WHERE ` + staleLink("r.name") + `
 		AND NOT EXISTS (SELECT 1 FROM manifest_references x WHERE x.repository_id = rb.repository_id AND x.ref_digest = rb.digest)
-		ORDER BY rb.created_at LIMIT CAST(? AS INTEGER)`
+		ORDER BY rb.created_at LIMIT CAST(? AS BIGINT)`
 }
 
 // staleLink is the condition on a link rb, in the repository named
@@ -338,7 +338,7 @@ func collectLinkStmt() string {
 func (db Collector) OrphanBlobs(ctx context.Context, cutoff time.Time, n int) ([]GCCandidate, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT 0, '', b.digest, b.size FROM blobs b
 		WHERE b.created_at < ? AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
-		ORDER BY b.created_at LIMIT CAST(? AS INTEGER)`), cutoff.UnixMicro(), n)
+		ORDER BY b.created_at LIMIT CAST(? AS BIGINT)`), cutoff.UnixMicro(), n)
 	if err != nil {
 		return nil, fmt.Errorf("orphan blobs: %w", err)
 	}
@@ -397,7 +397,7 @@ func (db Collector) CondemnBlobs(ctx context.Context, ds []digest.Digest, cutoff
 // PendingBlobDeletes returns up to n condemned blobs whose bytes are still
 // to be deleted.
 func (db Collector) PendingBlobDeletes(ctx context.Context, n int) ([]digest.Digest, error) {
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT digest FROM gc_blob_deletes ORDER BY queued_at LIMIT CAST(? AS INTEGER)"), n)
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT digest FROM gc_blob_deletes ORDER BY queued_at LIMIT CAST(? AS BIGINT)"), n)
 	if err != nil {
 		return nil, fmt.Errorf("pending blob deletes: %w", err)
 	}

@@ -561,10 +561,10 @@ func (db Gates) Candidates(ctx context.Context, repo string, q CandidateQuery) (
 		q.Limit = 100
 	}
 	if q.ByID {
-		query += " AND c.id > ? ORDER BY c.id LIMIT CAST(? AS INTEGER)"
+		query += " AND c.id > ? ORDER BY c.id LIMIT CAST(? AS BIGINT)"
 		return db.listCandidates(ctx, query, append(args, q.After, q.Limit)...)
 	}
-	query += " ORDER BY c.id DESC LIMIT CAST(? AS INTEGER)"
+	query += " ORDER BY c.id DESC LIMIT CAST(? AS BIGINT)"
 	return db.listCandidates(ctx, query, append(args, q.Limit)...)
 }
 
@@ -572,7 +572,7 @@ func (db Gates) Candidates(ctx context.Context, repo string, q CandidateQuery) (
 // first, up to n (re-evaluation after a vulnerability data import).
 func (db Gates) LiveCandidates(ctx context.Context, n int) ([]Candidate, error) {
 	return db.listCandidates(ctx, `SELECT `+candidateColumns+` FROM gate_candidates c JOIN repositories r ON r.id = c.repository_id
-		WHERE c.state IN ('pending', 'blocked') ORDER BY c.id LIMIT CAST(? AS INTEGER)`, n)
+		WHERE c.state IN ('pending', 'blocked') ORDER BY c.id LIMIT CAST(? AS BIGINT)`, n)
 }
 
 func (db *core) listCandidates(ctx context.Context, query string, args ...any) ([]Candidate, error) {

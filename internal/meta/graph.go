@@ -595,7 +595,7 @@ func (db Graph) dependentsPage(ctx context.Context, repo string, d digest.Digest
 		WHERE br.name = ? AND b.base_digest IN (SELECT CAST(? AS TEXT) UNION SELECT ref_digest FROM manifest_references WHERE repository_id = br.id AND manifest_digest = ? AND is_manifest = 1)
 		AND NOT EXISTS (SELECT 1 FROM graph_bases ob WHERE ob.repository_id = b.repository_id AND ob.digest = b.digest
 			AND ob.base_repository_id = b.base_repository_id AND ob.base_digest = b.base_digest AND ob.base_tag < b.base_tag)`+cond+`
-		ORDER BY b.level, r.name, b.digest, b.base_tag LIMIT CAST(? AS INTEGER)`), append(args, n)...)
+		ORDER BY b.level, r.name, b.digest, b.base_tag LIMIT CAST(? AS BIGINT)`), append(args, n)...)
 	if err != nil {
 		return nil, fmt.Errorf("list dependents: %w", err)
 	}

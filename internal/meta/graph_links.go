@@ -33,11 +33,11 @@ func (db *core) linkDependents(ctx context.Context, tx *sql.Tx, _ int64, img Gra
 	args := append([]any{top[0].String(), n, relinkScan, n, n, n}, copyRankArgs(img.Repository)...)
 	const scope = " AND substr(r.name, 1, ?) = ?"
 	rows, err := tx.QueryContext(ctx, db.q(`SELECT c.repository_id, r.name, c.digest, r.gated
-		FROM (SELECT repository_id, digest FROM graph_chains WHERE chain_id = ? AND depth = ? LIMIT CAST(? AS INTEGER)) AS c
+		FROM (SELECT repository_id, digest FROM graph_chains WHERE chain_id = ? AND depth = ? LIMIT CAST(? AS BIGINT)) AS c
 		JOIN graph_images g ON g.repository_id = c.repository_id AND g.digest = c.digest
 		JOIN repositories r ON r.id = c.repository_id
 		WHERE g.layers > ? AND NOT EXISTS (SELECT 1 FROM graph_bases b WHERE b.repository_id = c.repository_id AND b.digest = c.digest
-			AND (b.layers = ? OR b.method <> 'layers' AND b.layers <= ?))`+scope+` LIMIT CAST(? AS INTEGER)`), append(args, maxRelinked)...)
+			AND (b.layers = ? OR b.method <> 'layers' AND b.layers <= ?))`+scope+` LIMIT CAST(? AS BIGINT)`), append(args, maxRelinked)...)
 	if err != nil {
 		return fmt.Errorf("find images built on a new base: %w", err)
 	}

@@ -95,7 +95,7 @@ func (db Graph) DependentBases(ctx context.Context, mv BaseMove, n int) ([]diges
 		AND (EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = b.repository_id AND t.manifest_digest = b.digest AND `+liveTag("t")+`)
 			OR EXISTS (SELECT 1 FROM manifest_references mr JOIN tags t ON t.repository_id = mr.repository_id AND t.manifest_digest = mr.manifest_digest
 				WHERE mr.repository_id = b.repository_id AND mr.ref_digest = b.digest AND mr.is_manifest = 1 AND `+liveTag("t")+`))
-		ORDER BY b.base_top LIMIT CAST(? AS INTEGER)`), append(append([]any{mv.Repository}, args...), now, now, n)...)
+		ORDER BY b.base_top LIMIT CAST(? AS BIGINT)`), append(append([]any{mv.Repository}, args...), now, now, n)...)
 	if err != nil {
 		return nil, fmt.Errorf("find the bases of a moved tag's dependents: %w", err)
 	}
@@ -196,7 +196,7 @@ func (db Graph) movedDependents(ctx context.Context, mv BaseMove, after movedDep
 		JOIN manifests m ON m.repository_id = b.repository_id AND m.digest = b.digest
 		WHERE br.name = ? AND`+cond+`
 		GROUP BY b.repository_id, r.name, b.digest
-		ORDER BY r.name, b.digest LIMIT CAST(? AS INTEGER)`), append(args, n)...)
+		ORDER BY r.name, b.digest LIMIT CAST(? AS BIGINT)`), append(args, n)...)
 	if err != nil {
 		return nil, fmt.Errorf("find dependents of a moved tag: %w", err)
 	}
@@ -391,7 +391,7 @@ func (db *core) missedMoves(ctx context.Context, q queryer, repo string, d diges
 		AND EXISTS (SELECT 1 FROM tag_history h WHERE h.repository_id = b.base_repository_id AND h.tag = b.base_tag AND h.digest = b.base_top
 			AND h.from_at <= m.created_at AND h.until_at > m.created_at)
 		AND NOT EXISTS (SELECT 1 FROM graph_triggers g WHERE g.repository_id = r.id AND g.digest = ? AND g.new_base = t.manifest_digest)
-		ORDER BY br.name, b.base_tag, t.manifest_digest LIMIT CAST(? AS INTEGER)`), repo, d.String(), d.String(), db.now(), d.String(), maxMissedMoves)
+		ORDER BY br.name, b.base_tag, t.manifest_digest LIMIT CAST(? AS BIGINT)`), repo, d.String(), d.String(), db.now(), d.String(), maxMissedMoves)
 	if err != nil {
 		return nil, fmt.Errorf("find base moves an image missed: %w", err)
 	}

@@ -56,7 +56,7 @@ func (db *core) endTagHistoryAt(ctx context.Context, tx *sql.Tx, repoID int64, a
 // TagHistory returns a tag's periods, newest first, up to n.
 func (db Manifests) TagHistory(ctx context.Context, repo, tag string, n int) ([]TagPeriod, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT h.tag, h.digest, h.from_at, h.until_at FROM tag_history h
-		JOIN repositories r ON r.id = h.repository_id WHERE r.name = ? AND h.tag = ? ORDER BY h.id DESC LIMIT CAST(? AS INTEGER)`), repo, tag, n)
+		JOIN repositories r ON r.id = h.repository_id WHERE r.name = ? AND h.tag = ? ORDER BY h.id DESC LIMIT CAST(? AS BIGINT)`), repo, tag, n)
 	if err != nil {
 		return nil, fmt.Errorf("tag history: %w", err)
 	}
@@ -116,7 +116,7 @@ func (db Manifests) deletedTags(ctx context.Context, repo string, n int, since i
 			JOIN tag_history h ON h.repository_id = t.repository_id AND h.tag = t.name AND h.until_at = 0
 			WHERE r.name = ? AND t.expires_at > 0 AND t.expires_at <= ?
 			AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = h.repository_id AND m.digest = h.digest)
-		) d ORDER BY ended DESC, id DESC LIMIT CAST(? AS INTEGER)`), repo, since, repo, db.now(), n)
+		) d ORDER BY ended DESC, id DESC LIMIT CAST(? AS BIGINT)`), repo, since, repo, db.now(), n)
 	if err != nil {
 		return nil, fmt.Errorf("deleted tags: %w", err)
 	}

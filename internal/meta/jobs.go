@@ -371,7 +371,7 @@ func (db Jobs) Jobs(ctx context.Context, queue, status string, limit int) ([]Job
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY id LIMIT CAST(? AS INTEGER)"), append(args, limit)...)
+	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY id LIMIT CAST(? AS BIGINT)"), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}

@@ -609,7 +609,7 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 func (db *core) refusedIfReferenced(ctx context.Context, tx *sql.Tx, repoID int64, d digest.Digest, kind string) error {
 	const named = 5
 	rows, err := tx.QueryContext(ctx, db.q(`SELECT manifest_digest FROM manifest_references WHERE repository_id = ? AND ref_digest = ?
-		ORDER BY manifest_digest LIMIT CAST(? AS INTEGER)`), repoID, d.String(), named+1)
+		ORDER BY manifest_digest LIMIT CAST(? AS BIGINT)`), repoID, d.String(), named+1)
 	if err != nil {
 		return fmt.Errorf("find references: %w", err)
 	}

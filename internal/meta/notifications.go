@@ -506,7 +506,7 @@ func (db Notifications) AttemptsBefore(ctx context.Context, notificationID, befo
 		before = math.MaxInt64
 	}
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT id, event_uuid, job_id, attempt, status_code, latency_ms, error, attempted_at
-		FROM notification_attempts WHERE notification_id = ? AND id < ? ORDER BY id DESC LIMIT CAST(? AS INTEGER)`), notificationID, before, n)
+		FROM notification_attempts WHERE notification_id = ? AND id < ? ORDER BY id DESC LIMIT CAST(? AS BIGINT)`), notificationID, before, n)
 	if err != nil {
 		return nil, fmt.Errorf("list attempts: %w", err)
 	}

@@ -91,7 +91,7 @@ func (db *core) appendEventAudited(ctx context.Context, tx *sql.Tx, e Event, aud
 
 // EventsAfter returns up to n events with an id above after, oldest first.
 func (db Outbox) EventsAfter(ctx context.Context, after int64, n int) ([]Event, error) {
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT "+eventColumns+" FROM events WHERE id > ? ORDER BY id LIMIT CAST(? AS INTEGER)"), after, n)
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT "+eventColumns+" FROM events WHERE id > ? ORDER BY id LIMIT CAST(? AS BIGINT)"), after, n)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
@@ -212,7 +212,7 @@ func (db Outbox) sequenceIn(ctx context.Context, tx *sql.Tx, n int) (int, int64,
 		return 0, 0, fmt.Errorf("read feed head: %w", err)
 	}
 	res, err := tx.ExecContext(ctx, db.q(`UPDATE events SET position = ? + r.n FROM (
-			SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM events WHERE position IS NULL ORDER BY id LIMIT CAST(? AS INTEGER)) AS r
+			SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM events WHERE position IS NULL ORDER BY id LIMIT CAST(? AS BIGINT)) AS r
 		WHERE events.id = r.id`), head, n)
 	if err != nil {
 		return 0, 0, fmt.Errorf("sequence events: %w", err)
@@ -296,7 +296,7 @@ func (db Outbox) consumeIn(ctx context.Context, tx *sql.Tx, name string, n int, 
 	if err != nil {
 		return 0, fmt.Errorf("lock cursor of %s: %w", name, err)
 	}
-	rows, err := tx.QueryContext(ctx, db.q("SELECT "+eventColumns+" FROM events WHERE position > ? ORDER BY position LIMIT CAST(? AS INTEGER)"), cursor, n)
+	rows, err := tx.QueryContext(ctx, db.q("SELECT "+eventColumns+" FROM events WHERE position > ? ORDER BY position LIMIT CAST(? AS BIGINT)"), cursor, n)
 	if err != nil {
 		return 0, fmt.Errorf("read feed: %w", err)
 	}

@@ -43,7 +43,7 @@ func referrersWhere(q ReferrerQuery) (string, []any) {
 	}
 	b.WriteString(" ORDER BY m.created_at, m.digest")
 	if q.N > 0 {
-		b.WriteString(" LIMIT CAST(? AS INTEGER)")
+		b.WriteString(" LIMIT CAST(? AS BIGINT)")
 		args = append(args, q.N)
 	}
 	return b.String(), args

@@ -191,7 +191,7 @@ func (db Repositories) EnsureRepository(ctx context.Context, name string, w Writ
 // ListRepositories returns up to n repository names after last, in lexical
 // order.
 func (db Repositories) ListRepositories(ctx context.Context, last string, n int) ([]string, error) {
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT CAST(? AS INTEGER)"), last, n)
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT CAST(? AS BIGINT)"), last, n)
 	if err != nil {
 		return nil, fmt.Errorf("list repositories: %w", err)
 	}
@@ -228,7 +228,7 @@ func (db Repositories) RepositoriesPage(ctx context.Context, q RepoQuery) ([]Rep
 		query += " AND r.visibility = 'public'"
 	}
 	args = append(args, q.Limit)
-	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY r.name LIMIT CAST(? AS INTEGER)"), args...)
+	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY r.name LIMIT CAST(? AS BIGINT)"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list repositories: %w", err)
 	}

@@ -39,12 +39,12 @@ func TestCheckRepreparesFindsPlansOnBoundValues(t *testing.T) {
 		replan bool
 	}{
 		{"SELECT name FROM repositories ORDER BY name LIMIT ?", func(i int) any { return i + 1 }, true},
-		{"SELECT name FROM repositories ORDER BY name LIMIT CAST(? AS INTEGER)", func(i int) any { return i + 1 }, false},
+		{"SELECT name FROM repositories ORDER BY name LIMIT CAST(? AS BIGINT)", func(i int) any { return i + 1 }, false},
 		{`SELECT name FROM repositories WHERE name LIKE ? ESCAPE '\'`, func(i int) any { return fmt.Sprint("acme", i, "/%") }, true},
 		{`SELECT name FROM repositories WHERE name LIKE CAST(? AS TEXT) ESCAPE '\'`, func(i int) any { return fmt.Sprint("acme", i, "/%") }, false},
 		// tags_expires is a partial index WHERE expires_at > 0.
 		{"SELECT name FROM tags WHERE expires_at > ?", func(i int) any { return i }, true},
-		{"SELECT name FROM tags WHERE expires_at > 0 AND expires_at > CAST(? AS INTEGER)", func(i int) any { return i }, false},
+		{"SELECT name FROM tags WHERE expires_at > 0 AND expires_at > CAST(? AS BIGINT)", func(i int) any { return i }, false},
 		{"SELECT name FROM tags WHERE expires_at = 0 OR expires_at - ? > 0", func(i int) any { return i }, false},
 	} {
 		t.Run(c.query, func(t *testing.T) {

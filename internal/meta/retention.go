@@ -135,7 +135,7 @@ func (db *core) pruneBatched(ctx context.Context, table, key, cond, column strin
 		keyExpr = "(" + key + ")" // a row value
 	}
 	query := "DELETE FROM " + table + " WHERE " + cond + " AND " + keyExpr + " IN (SELECT " + key + " FROM " + table +
-		" WHERE " + cond + " ORDER BY " + column + " LIMIT CAST(? AS INTEGER))"
+		" WHERE " + cond + " ORDER BY " + column + " LIMIT CAST(? AS BIGINT))"
 	var total int64
 	for {
 		res, err := db.write.ExecContext(ctx, db.q(query), cutoff.UnixMicro(), cutoff.UnixMicro(), pruneBatch)
@@ -167,7 +167,7 @@ func (db *core) pruneLoginCounters(ctx context.Context, cutoff time.Time, dry bo
 	var total int64
 	for {
 		res, err := db.write.ExecContext(ctx, db.q(`DELETE FROM login_failures WHERE window_start < ? AND key IN
-			(SELECT key FROM login_failures WHERE window_start < ? ORDER BY window_start LIMIT CAST(? AS INTEGER))`), cutoff.UnixMicro(), cutoff.UnixMicro(), pruneBatch)
+			(SELECT key FROM login_failures WHERE window_start < ? ORDER BY window_start LIMIT CAST(? AS BIGINT))`), cutoff.UnixMicro(), cutoff.UnixMicro(), pruneBatch)
 		if err != nil {
 			return total, fmt.Errorf("prune login counters: %w", err)
 		}
@@ -190,7 +190,7 @@ func (db *core) pruneByID(ctx context.Context, table, column, cond string, cutof
 	var total int64
 	after := int64(0)
 	for {
-		rows, err := db.read.QueryContext(ctx, db.q("SELECT id FROM "+table+" WHERE id > ? AND "+where+" ORDER BY id LIMIT CAST(? AS INTEGER)"),
+		rows, err := db.read.QueryContext(ctx, db.q("SELECT id FROM "+table+" WHERE id > ? AND "+where+" ORDER BY id LIMIT CAST(? AS BIGINT)"),
 			after, cutoff.UnixMicro(), pruneBatch)
 		if err != nil {
 			return total, fmt.Errorf("prune %s: %w", table, err)

@@ -33,10 +33,10 @@ import (
 // prefix optimization), and one compared with a column the way a
 // partial index's WHERE compares it with a constant (`until_at > ?`
 // against `WHERE until_at > 0`, to decide whether the index applies).
-// Berth's queries write CAST(? AS INTEGER) or CAST(? AS TEXT) there,
+// Berth's queries write CAST(? AS BIGINT) or CAST(? AS TEXT) there,
 // whose value the planner does not read, and where a partial index must
 // stay usable they state its condition too (`expires_at > 0 AND
-// expires_at > CAST(? AS INTEGER)`). SQLite 3.54 also plans a join or an
+// expires_at > CAST(? AS BIGINT)`). SQLite 3.54 also plans a join or an
 // ORDER BY query on whether the value of a `col = ?` is 0 or 1: a
 // statement bound alternately to 1 and to other ids (repository 1, then
 // 2) is prepared again at each change; the statements that run so in a

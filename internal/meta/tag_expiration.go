@@ -120,7 +120,7 @@ type ExpiredTag struct {
 // ExpiredTags lists up to n tags whose expiration is before now.
 func (db Manifests) ExpiredTags(ctx context.Context, now time.Time, n int) ([]ExpiredTag, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT r.name, t.name, t.manifest_digest, t.expires_at FROM tags t JOIN repositories r ON r.id = t.repository_id
-		WHERE t.expires_at > 0 AND t.expires_at <= ? ORDER BY t.expires_at LIMIT CAST(? AS INTEGER)`), now.UnixMicro(), n)
+		WHERE t.expires_at > 0 AND t.expires_at <= ? ORDER BY t.expires_at LIMIT CAST(? AS BIGINT)`), now.UnixMicro(), n)
 	if err != nil {
 		return nil, fmt.Errorf("list expired tags: %w", err)
 	}
@@ -237,7 +237,7 @@ func (db Manifests) NoticeExpiringTags(ctx context.Context, now time.Time) (int,
 	for _, n := range ns {
 		err := db.tx(ctx, func(tx *sql.Tx) error {
 			query := `SELECT r.id, r.name, t.name, t.manifest_digest, t.expires_at FROM tags t JOIN repositories r ON r.id = t.repository_id
-				WHERE t.expires_at > 0 AND t.expires_at > CAST(? AS INTEGER) AND t.expires_at <= ?
+				WHERE t.expires_at > 0 AND t.expires_at > CAST(? AS BIGINT) AND t.expires_at <= ?
 				AND NOT EXISTS (SELECT 1 FROM expiry_notices x WHERE x.notification_uuid = ? AND x.repository_id = t.repository_id AND x.tag = t.name AND x.expires_at = t.expires_at)`
 			args := []any{now.UnixMicro(), now.Add(time.Duration(n.days) * 24 * time.Hour).UnixMicro(), n.uuid}
 			switch n.scope {

@@ -62,7 +62,7 @@ func (db Manifests) TagsPage(ctx context.Context, repo string, q TagQuery) ([]Ta
 		COALESCE((SELECT SUM(b.size) FROM manifest_references mr JOIN blobs b ON b.digest = mr.ref_digest
 			WHERE mr.repository_id = m.repository_id AND mr.manifest_digest = m.digest AND mr.is_manifest = 0), 0),
 		COALESCE(` + reversion + `, 0)
-		FROM (` + page + order + ` LIMIT CAST(? AS INTEGER) OFFSET CAST(? AS INTEGER)) p JOIN manifests m ON m.repository_id = ? AND m.digest = p.digest
+		FROM (` + page + order + ` LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)) p JOIN manifests m ON m.repository_id = ? AND m.digest = p.digest
 		ORDER BY ` + outer
 	rows, err := db.read.QueryContext(ctx, db.q(query), args...)
 	if err != nil {
@@ -326,7 +326,7 @@ func (db Manifests) ListTags(ctx context.Context, repo, last string, n int) ([]s
 		}
 		return nil, fmt.Errorf("look up repository: %w", err)
 	}
-	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND name > ? AND "+liveTag("")+" ORDER BY name LIMIT CAST(? AS INTEGER)"),
+	rows, err := db.read.QueryContext(ctx, db.q("SELECT name FROM tags WHERE repository_id = ? AND name > ? AND "+liveTag("")+" ORDER BY name LIMIT CAST(? AS BIGINT)"),
 		repoID, last, db.now(), n)
 	if err != nil {
 		return nil, fmt.Errorf("list tags: %w", err)

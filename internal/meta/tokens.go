@@ -317,7 +317,7 @@ func (db *core) auditLog(ctx context.Context, aq auditQuery) ([]AuditEntry, erro
 		args = append(args, aq.before)
 	}
 	args = append(args, aq.n)
-	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY id DESC LIMIT CAST(? AS INTEGER)"), args...)
+	rows, err := db.read.QueryContext(ctx, db.q(query+" ORDER BY id DESC LIMIT CAST(? AS BIGINT)"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read audit log: %w", err)
 	}

@@ -227,7 +227,7 @@ func (c UploadCutoffs) startedBefore() int64 {
 // (cut: idle, or past their max age) and that no request holds a claim on.
 func (db Uploads) ExpiredUploadsAt(ctx context.Context, cut UploadCutoffs, n int) ([]Upload, error) {
 	rows, err := db.read.QueryContext(ctx, db.q(`SELECT id, repository, size, started_at FROM uploads
-		WHERE (updated_at < ? OR started_at < ?) AND locked_until < ? ORDER BY updated_at LIMIT CAST(? AS INTEGER)`),
+		WHERE (updated_at < ? OR started_at < ?) AND locked_until < ? ORDER BY updated_at LIMIT CAST(? AS BIGINT)`),
 		cut.Idle.UnixMicro(), cut.startedBefore(), db.now(), n)
 	if err != nil {
 		return nil, fmt.Errorf("expired uploads: %w", err)

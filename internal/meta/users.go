@@ -421,7 +421,7 @@ func (db Users) ListUsers(ctx context.Context, q UserQuery) ([]User, error) {
 	}
 	query += " ORDER BY username"
 	if q.Limit > 0 {
-		query += " LIMIT CAST(? AS INTEGER)"
+		query += " LIMIT CAST(? AS BIGINT)"
 		args = append(args, q.Limit)
 	}
 	rows, err := db.read.QueryContext(ctx, db.q(query), args...)

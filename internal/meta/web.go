@@ -207,7 +207,7 @@ func (db Repositories) BrowseRepositories(ctx context.Context, q BrowseQuery) ([
 		query += " ORDER BY r.name"
 	}
 	args = append(args, q.Limit, q.Offset)
-	rows, err := db.read.QueryContext(ctx, db.q(query+" LIMIT CAST(? AS INTEGER) OFFSET CAST(? AS INTEGER)"), args...)
+	rows, err := db.read.QueryContext(ctx, db.q(query+" LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("browse repositories: %w", err)
 	}

@@ -131,7 +131,7 @@ func (db Manifests) TagRows(ctx context.Context, repo string, q TagRowQuery) ([]
 	}
 	query := `SELECT t.name, t.manifest_digest, m.media_type, t.updated_at, t.expires_at, ` + size + ` AS bytes
 		FROM tags t JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest` + join + where +
-		" ORDER BY " + order + " LIMIT CAST(? AS INTEGER) OFFSET CAST(? AS INTEGER)"
+		" ORDER BY " + order + " LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)"
 	pageArgs = append(pageArgs, args...)
 	rows, err := db.read.QueryContext(ctx, db.q(query), append(pageArgs, q.Limit, q.Offset)...)
 	if err != nil {

@@ -47,7 +47,7 @@ func CheckReprepares(t testing.TB) func(query string, s driver.Stmt) {
 			t.Errorf("SQLite prepared this statement again on %d of its %d runs: its plan reads a bound value "+
 				"(a LIMIT, OFFSET or LIKE pattern, a parameter compared with a partial index's column, or a "+
 				"`col = ?` of a join or ORDER BY query bound alternately to 1 and other ids: "+
-				"write CAST(? AS INTEGER) or CAST(? AS TEXT), see internal/meta/stmtcache.go):\n%s",
+				"write CAST(? AS BIGINT) or CAST(? AS TEXT), see internal/meta/stmtcache.go):\n%s",
 				reprepared, runs, query)
 		}
 	}
