@@ -34,7 +34,17 @@ func (a *API) mirrorEndpoints() []repoEndpoint {
 			if a.opts.Mirrors == nil {
 				return apiError(http.StatusNotImplemented, "not_implemented", "repository mirroring is not enabled on this server")
 			}
-			return a.mirror(w, r, id, op, repo)
+			err := a.mirror(w, r, id, op, repo)
+			switch {
+			case errors.Is(err, meta.ErrRepositoryNotFound):
+				// Deleted since the caller's rights were checked.
+				return notFound("repository %s not found", repo)
+			case errors.Is(err, meta.ErrMirrorNotFound):
+				// Its repository (and the mirror with it) was deleted
+				// since the handler read the mirror.
+				return notFound("repository %s has no mirror", repo)
+			}
+			return err
 		}
 	}
 	return []repoEndpoint{

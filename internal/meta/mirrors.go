@@ -385,7 +385,10 @@ func (db Mirrors) EnqueueDueMirrors(ctx context.Context, at time.Time) (int, err
 // StartMirrorSync marks the mirror SYNCING and appends the
 // repo_mirror_sync_started event with message, in one transaction. It
 // returns the mirror as it was before. A repository no longer in state
-// MIRROR is not synced: *MirrorInactiveError, and nothing changes.
+// MIRROR is not synced: *MirrorInactiveError, and nothing changes. A
+// mirror already SYNCING is the same sync resumed (cut short by shutdown
+// or a lost lease, its job runs again): its started event was appended,
+// and is not again; the sync's end closes it.
 func (db Mirrors) StartMirrorSync(ctx context.Context, repo, message string) (Mirror, error) {
 	var m Mirror
 	err := db.tx(ctx, func(tx *sql.Tx) error {
@@ -399,6 +402,9 @@ func (db Mirrors) StartMirrorSync(ctx context.Context, repo, message string) (Mi
 		}
 		if _, err := tx.ExecContext(ctx, db.q("UPDATE repository_mirrors SET sync_status = 'SYNCING', sync_now_requested = 0 WHERE repository = ?"), repo); err != nil {
 			return fmt.Errorf("start mirror sync: %w", err)
+		}
+		if m.Status == MirrorSyncing {
+			return nil
 		}
 		return db.appendEvent(ctx, tx, Event{Kind: EventMirrorSyncStarted, Repository: repo, Actor: m.RobotUsername,
 			Data: mustJSON(map[string]string{"message": message})})

@@ -40,7 +40,8 @@ type MirrorOptions struct {
 	// caps a delay, Retry-After included (30s).
 	Tries                    int
 	RetryBase, MaxRetryDelay time.Duration
-	// PerHost bounds the copies from one upstream host at once (4).
+	// PerHost bounds the copies from one upstream host at once in this
+	// process (4).
 	PerHost int
 	// Workers is how many syncs this process runs at once (2).
 	Workers int
@@ -242,27 +243,44 @@ func (s *MirrorService) Sync(ctx context.Context, repo string) error {
 	if err != nil {
 		return err
 	}
-	if m.CancelRequested || !m.Enabled {
-		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, "")
+	msg := fmt.Sprintf("'%s' with tag pattern '%s'", m.ExternalReference, strings.Join(m.RootRule.Value, ","))
+	// notStarted ends a sync that does not run, status CANCEL with reason
+	// (if any): with no event, unless it is one that had started and was
+	// cut short (shutdown, a lost lease: the mirror is still SYNCING, its
+	// job runs again), whose repo_mirror_sync_started it closes with
+	// repo_mirror_sync_failed saying why.
+	notStarted := func(reason, why string) error {
+		if m.Status == meta.MirrorSyncing {
+			return s.db.CancelStartedMirrorSync(ctx, repo, reason, fmt.Sprintf("%s: cancelled %s", msg, why))
+		}
+		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, reason)
+	}
+	if m.CancelRequested {
+		return notStarted("", "by a sync-cancel request")
+	}
+	if !m.Enabled {
+		return notStarted("", "(the mirror is disabled)")
 	}
 	if why, err := s.inProxyCache(ctx, repo); err != nil {
 		return err
 	} else if why != "" {
 		// Its tags are the proxy cache's: the sync does not start, and
-		// the status says why (no event: nothing started).
+		// the status says why.
 		s.log.Warn("mirror sync skipped", "repository", repo, "reason", why)
-		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, why)
+		return notStarted(why, "("+why+")")
 	}
-	msg := fmt.Sprintf("'%s' with tag pattern '%s'", m.ExternalReference, strings.Join(m.RootRule.Value, ","))
+	started, err := s.db.StartMirrorSync(ctx, repo, msg)
 	var inactive *meta.MirrorInactiveError
-	if m, err = s.db.StartMirrorSync(ctx, repo, msg); errors.As(err, &inactive) {
+	if errors.As(err, &inactive) {
 		// The repository left state MIRROR (taken over by its users):
 		// nothing is synced, and the status says why.
 		s.log.Info("mirror sync skipped", "repository", repo, "state", inactive.State)
-		return s.db.FinishMirrorSync(ctx, repo, meta.MirrorCancel, inactive.Error())
-	} else if err != nil {
+		return notStarted(inactive.Error(), "("+inactive.Error()+")")
+	}
+	if err != nil {
 		return err
 	}
+	m = started
 	rec := context.WithoutCancel(ctx)
 	account, why, err := s.robot(ctx, m)
 	if err != nil {

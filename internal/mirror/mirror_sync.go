@@ -62,8 +62,9 @@ func (k keptTags) count(refused bool) int {
 // upstream's content itself, which a sync meets again as long as the tag
 // stays where it is upstream: a manifest Berth does not store (Docker
 // schema 1, a malformed one), one the artifact policy does not allow, one
-// over the size cap, or one that would bring the namespace past its
-// quota. Such a tag is skipped, not a failure of the sync (an upstream
+// over the size cap, one that would bring the namespace past its quota,
+// or an index with no platform of the architecture_filter
+// (noPlatformError). Such a tag is skipped, not a failure of the sync (an upstream
 // error, a timeout, a digest that does not match stay failures).
 func refusal(err error) bool {
 	var (
@@ -72,7 +73,23 @@ func refusal(err error) bool {
 		tooLarge *ingest.TooLargeError
 		quota    *meta.QuotaExceededError
 	)
-	return errors.As(err, &invalid) || errors.As(err, &policy) || errors.As(err, &tooLarge) || errors.As(err, &quota)
+	var noPlatform *noPlatformError
+	return errors.As(err, &invalid) || errors.As(err, &policy) || errors.As(err, &tooLarge) || errors.As(err, &quota) ||
+		errors.As(err, &noPlatform)
+}
+
+// noPlatformError is an upstream index with none of the platforms of the
+// mirror's architecture_filter (buildx's default of amd64 and an
+// attestation, under a filter of arm64): nothing of it is stored, and
+// every sync finds the same while the tag stays where it is upstream, so
+// it is a refusal.
+type noPlatformError struct {
+	index     digest.Digest
+	platforms string
+}
+
+func (e *noPlatformError) Error() string {
+	return fmt.Sprintf("upstream index %s has no platform of the architecture_filter (%s)", e.index, e.platforms)
 }
 
 // MatchTag reports whether a tag is selected by a tag_glob_csv rule: any
@@ -501,18 +518,23 @@ func (s *MirrorService) copyGroup(ctx context.Context, m meta.Mirror, up upstrea
 }
 
 // keptMessage is what a successful sync's message adds when it kept
-// immutable tags that moved upstream, or skipped tags Berth refuses, each
-// with why ("" when it kept none).
+// immutable tags that moved upstream, skipped tags Berth refuses, each
+// with why, or skipped upstream indexes with no platform of the
+// architecture_filter ("" when it kept none).
 func keptMessage(kept keptTags) string {
-	var immutable, refused []string
+	var immutable, refused, unfiltered []string
 	why := map[string]string{}
+	var noPlatform *noPlatformError
 	for _, k := range kept {
-		if k.refused == nil {
+		switch {
+		case k.refused == nil:
 			immutable = append(immutable, k.tag)
-			continue
+		case errors.As(k.refused, &noPlatform):
+			unfiltered = append(unfiltered, k.tag)
+		default:
+			refused = append(refused, k.tag)
+			why[k.tag] = k.refused.Error()
 		}
-		refused = append(refused, k.tag)
-		why[k.tag] = k.refused.Error()
 	}
 	msg := ""
 	if len(immutable) > 0 {
@@ -520,6 +542,10 @@ func keptMessage(kept keptTags) string {
 	}
 	if len(refused) > 0 {
 		msg += fmt.Sprintf("; skipped %d tag(s) whose upstream content Berth refuses (kept as they are here): %s", len(refused), shownTags(refused, why))
+	}
+	if len(unfiltered) > 0 {
+		msg += fmt.Sprintf("; skipped %d tag(s) whose upstream index has no platform of the architecture_filter %s (kept as they are here): %s",
+			len(unfiltered), noPlatform.platforms, shownTags(unfiltered, nil))
 	}
 	return msg
 }
@@ -589,7 +615,7 @@ func (s *MirrorService) copyFiltered(ctx context.Context, req Request, upD diges
 		}
 	}
 	if len(kept) == 0 {
-		return fmt.Errorf("upstream index %s has no platform of %s", upD, platforms)
+		return &noPlatformError{index: upD, platforms: platforms}
 	}
 	annotations := map[string]string{}
 	json.Unmarshal(idx["annotations"], &annotations)

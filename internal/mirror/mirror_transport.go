@@ -52,7 +52,8 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// hostLimiter bounds the syncs copying from one upstream host at once.
+// hostLimiter bounds the syncs copying from one upstream host at once in
+// this process (each replica has its own).
 type hostLimiter struct {
 	mu    sync.Mutex
 	n     int
