@@ -141,12 +141,13 @@ func (db ProxyCaches) ProxyTagChecked(ctx context.Context, repo, tag string) (di
 }
 
 // TouchProxyTag records that a cached tag was found unchanged upstream
-// at the given time.
+// at the given time. A repository that does not exist (deleted
+// meanwhile) is ErrRepositoryNotFound.
 func (db ProxyCaches) TouchProxyTag(ctx context.Context, repo, tag string, d digest.Digest, at time.Time) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		var id int64
-		if err := tx.QueryRowContext(ctx, db.q("SELECT id FROM repositories WHERE name = ?"), repo).Scan(&id); err != nil {
-			return fmt.Errorf("look up repository: %w", err)
+		id, err := db.repoID(ctx, tx, repo)
+		if err != nil {
+			return err
 		}
 		return db.touchProxyTag(ctx, tx, id, tag, d, at)
 	})
@@ -163,17 +164,30 @@ func (db *core) touchProxyTag(ctx context.Context, tx *sql.Tx, repoID int64, tag
 
 // ProxyReferenced reports whether a manifest stored in the repository
 // refers to the digest (a blob or a child manifest), and the size that
-// manifest gives it: the cache fetches only what its manifests name, and
-// reads no more bytes than they declare. A reference whose descriptor is
-// not found in the manifest's body (it cannot happen: references are
-// read from the body) has size -1.
+// manifest gives it. A reference whose descriptor is not found in the
+// manifest's body (it cannot happen: references are read from the body)
+// has size -1.
 func (db ProxyCaches) ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (int64, bool, error) {
+	return db.proxyReferenced(ctx, repo, d, "")
+}
+
+// ProxyBlobReferenced is ProxyReferenced of what a manifest stored in the
+// repository names as a blob (a config, a layer, an index entry that is
+// not a manifest): what the cache downloads through the upstream's blob
+// endpoint, reading no more bytes than the manifest declares. Never a
+// child manifest: it is pulled as a manifest, and the quota does not
+// count it as a blob.
+func (db ProxyCaches) ProxyBlobReferenced(ctx context.Context, repo string, d digest.Digest) (int64, bool, error) {
+	return db.proxyReferenced(ctx, repo, d, " AND mr.is_manifest = 0")
+}
+
+func (db ProxyCaches) proxyReferenced(ctx context.Context, repo string, d digest.Digest, filter string) (int64, bool, error) {
 	var content []byte
 	var mediaType string
 	err := db.read.QueryRowContext(ctx, db.q(`SELECT m.content, m.media_type FROM manifest_references mr
 		JOIN repositories r ON r.id = mr.repository_id
 		JOIN manifests m ON m.repository_id = mr.repository_id AND m.digest = mr.manifest_digest
-		WHERE r.name = ? AND mr.ref_digest = ? LIMIT 1`), repo, d.String()).Scan(&content, &mediaType)
+		WHERE r.name = ? AND mr.ref_digest = ?`+filter+` LIMIT 1`), repo, d.String()).Scan(&content, &mediaType)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -171,8 +172,8 @@ var ErrDigestMismatch = storage.ErrDigestMismatch
 // or by digest (exactly one set). cached is what the repository has
 // (nil if nothing). A cached digest is served as is; a cached tag is
 // served until its entry is older than the organization's expiration,
-// then checked upstream with a HEAD and refetched if the upstream digest
-// changed. If upstream cannot be reached, a cached tag is served stale.
+// then checked upstream with a HEAD (checkTag) and refetched if the
+// upstream digest changed. If upstream cannot be reached, a cached tag is served stale.
 // Concurrent identical requests share one upstream fetch (HEADs and GETs
 // alike: a GET that shares a HEAD's check of a cached tag may be answered
 // that HEAD's copy, without its body, which the caller then reads). A
@@ -250,23 +251,31 @@ func (s *Service) Manifest(ctx context.Context, repo, tag string, d digest.Diges
 			return m, err
 		}
 		// A cached tag due for its check.
-		desc, err := remote.Head(up.repo.Tag(tag), up.opts...)
+		current, got, err := s.checkTag(fctx, up, repo, tag)
 		if err != nil {
 			s.log.Warn("proxy cache: upstream check failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
 			s.checkFailed(ctx, pc, repo, tag, cached.Digest)
 			return *cached, nil
 		}
-		if digest.Digest(desc.Digest.String()) == cached.Digest {
+		if current == cached.Digest {
 			// With a time of its own: the check may have taken most of
-			// fctx's.
+			// fctx's. The cached manifest is confirmed whether or not the
+			// record is written (the database busy, or the repository
+			// deleted meanwhile): it is served, and a later pull checks
+			// again.
 			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 			defer cancel()
 			if err := s.db.Caches.TouchProxyTag(wctx, repo, tag, cached.Digest, s.opts.Now()); err != nil {
-				return nil, err
+				s.log.Warn("proxy cache: record a confirmed upstream check", "repository", repo, "tag", tag, "err", err)
 			}
 			return *cached, nil
 		}
-		m, err := s.fetchManifest(fctx, up, repo, tag, "", create)
+		var m meta.Manifest
+		if got != nil {
+			m, err = s.storeManifest(fctx, up.repo.Tag(tag), got, repo, tag, "", create)
+		} else {
+			m, err = s.fetchManifest(fctx, up, repo, tag, "", create)
+		}
 		if err != nil {
 			s.log.Warn("proxy cache: upstream fetch failed; serving the cached tag", "repository", repo, "tag", tag, "err", err)
 			s.checkFailed(ctx, pc, repo, tag, cached.Digest)
@@ -317,24 +326,83 @@ func (s *Service) checkFailed(ctx context.Context, pc meta.ProxyCache, repo, tag
 	}
 }
 
+// checkTag asks the upstream which manifest a tag names now: a HEAD, or,
+// when the upstream answered the HEAD 2xx but without what
+// go-containerregistry needs of it (Docker-Content-Digest, optional in the
+// distribution spec, which registry.access.redhat.com and public.ecr.aws
+// have omitted; Content-Length; Content-Type), a GET of the tag, as
+// containerd does: else every check of such an upstream would fail and
+// the cached tag be served for ever. The GET's manifest is returned to be
+// stored if it is not the cached one.
+func (s *Service) checkTag(ctx context.Context, up upstream, repo, tag string) (digest.Digest, *remote.Descriptor, error) {
+	var answered atomic.Bool
+	watched := append(up.opts[:len(up.opts):len(up.opts)], remote.WithTransport(headAnswered{next: up.rt, answered: &answered}))
+	desc, err := remote.Head(up.repo.Tag(tag), watched...)
+	if err == nil {
+		return digest.Digest(desc.Digest.String()), nil, nil
+	}
+	if !answered.Load() {
+		return "", nil, err
+	}
+	s.log.Debug("proxy cache: the upstream's HEAD answer is incomplete; checking the tag with a GET", "repository", repo, "tag", tag, "err", err)
+	got, err := s.getManifest(up.repo.Tag(tag), up.opts)
+	if err != nil {
+		return "", nil, err
+	}
+	return digest.Digest(got.Digest.String()), got, nil
+}
+
+// headAnswered is the upstream transport, noting when a HEAD of a
+// manifest was answered 2xx.
+type headAnswered struct {
+	next     http.RoundTripper
+	answered *atomic.Bool
+}
+
+func (h headAnswered) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := h.next.RoundTrip(r)
+	if err == nil && r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/") &&
+		resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		h.answered.Store(true)
+	}
+	return resp, err
+}
+
 // fetchManifest fetches one manifest (by tag, or by digest) and stores
-// it through the one ingest function, ahead of its references (which are
-// fetched when first asked for); the tag, if any, moves to it. create
-// says how the store creates the repository if it does not exist.
+// it (storeManifest). create says how the store creates the repository if
+// it does not exist.
 func (s *Service) fetchManifest(ctx context.Context, up upstream, repo, tag string, d digest.Digest,
 	create func(context.Context) (*meta.RepoCreate, error)) (meta.Manifest, error) {
 	var src name.Reference = up.repo.Digest(d.String())
 	if tag != "" {
 		src = up.repo.Tag(tag)
 	}
-	ref := src.String()
-	desc, err := remote.Get(src, up.opts...)
+	desc, err := s.getManifest(src, up.opts)
+	if err != nil {
+		return meta.Manifest{}, err
+	}
+	return s.storeManifest(ctx, src, desc, repo, tag, d, create)
+}
+
+// getManifest GETs one manifest upstream: a 404 is errUpstreamMissing,
+// any other failure an upstreamFault.
+func (s *Service) getManifest(src name.Reference, opts []remote.Option) (*remote.Descriptor, error) {
+	desc, err := remote.Get(src, opts...)
 	if err != nil {
 		if notFound(err) {
-			return meta.Manifest{}, fmt.Errorf("upstream %s: %w", ref, errUpstreamMissing)
+			return nil, fmt.Errorf("upstream %s: %w", src, errUpstreamMissing)
 		}
-		return meta.Manifest{}, fmt.Errorf("fetch %s: %w", ref, &upstreamFault{err})
+		return nil, fmt.Errorf("fetch %s: %w", src, &upstreamFault{err})
 	}
+	return desc, nil
+}
+
+// storeManifest stores a manifest fetched upstream (by tag, or by digest
+// d) through the one ingest function, ahead of its references (which are
+// fetched when first asked for); the tag, if any, moves to it.
+func (s *Service) storeManifest(ctx context.Context, src name.Reference, desc *remote.Descriptor, repo, tag string, d digest.Digest,
+	create func(context.Context) (*meta.RepoCreate, error)) (meta.Manifest, error) {
+	ref := src.String()
 	// The body must have the digest asked for, or else the one upstream
 	// gave for the tag.
 	want := d
@@ -370,7 +438,8 @@ func (s *Service) ingester() *ingest.Ingester {
 }
 
 // Blob makes a blob of a proxied repository available: only one a
-// manifest cached in the repository refers to. A blob another repository
+// manifest cached in the repository names as a blob (never a child
+// manifest, pulled as a manifest), with its size. A blob another repository
 // of the organization links already is linked without a download, but
 // only from a repository who may pull and where no gate holds it
 // (permissions are per repository, as for a cross-repository mount);
@@ -385,7 +454,7 @@ func (s *Service) Blob(ctx context.Context, repo string, d digest.Digest, who re
 	if !ok {
 		return meta.Blob{}, meta.ErrBlobNotFound
 	}
-	size, ok, err := s.db.Caches.ProxyReferenced(ctx, repo, d)
+	size, ok, err := s.db.Caches.ProxyBlobReferenced(ctx, repo, d)
 	if err != nil {
 		return meta.Blob{}, err
 	} else if !ok {
@@ -459,8 +528,14 @@ func cacheWriter() meta.Writer { return meta.Writer{Create: &meta.RepoCreate{Mus
 // other repositories do not share it (their upstream repositories must
 // prove they have the bytes, and their pullers may not read this one). At
 // most MaxBlobFetches downloads of the organization run at once; one that
-// finds no turn within BlobWait is errBusy.
+// finds no turn within BlobWait is errBusy. A blob of unknown size (< 0)
+// is not downloaded: meta.ErrBlobNotFound.
 func (s *Service) fillBlob(ctx context.Context, repo, ns string, d digest.Digest, size int64, pc meta.ProxyCache, path string) (meta.Blob, error) {
+	if size < 0 {
+		// No cached manifest gives its size: nothing would hold the
+		// download to one, nor check the quota for it.
+		return meta.Blob{}, fmt.Errorf("blob %s of %s has no declared size: %w", d, repo, meta.ErrBlobNotFound)
+	}
 	key := "b\x00" + repo + "\x00" + d.String()
 	v, err := s.share(ctx, key, func() (any, error) {
 		// The download outlives the request that started it: others wait

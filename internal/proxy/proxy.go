@@ -3,8 +3,8 @@
 // pulls of repositories and tags it does not have by fetching them
 // upstream and keeping them. Manifests are fetched when pulled; blobs and
 // the children of an index when first requested. A cached tag is checked
-// against upstream (one HEAD) once it is older than the organization's
-// expiration; content pulled by digest is kept for the expiration after
+// against upstream (one HEAD, or a GET when the HEAD's answer lacks the
+// digest) once it is older than the organization's expiration; content pulled by digest is kept for the expiration after
 // its last pull (meta's proxyKept), and then as long as gc.delay keeps
 // anything unreferenced.
 package proxy
@@ -46,7 +46,7 @@ type CacheStore interface {
 	ProxyCaches(ctx context.Context) ([]meta.ProxyCache, error)
 	ProxyTagChecked(ctx context.Context, repo, tag string) (digest.Digest, time.Time, error)
 	TouchProxyTag(ctx context.Context, repo, tag string, d digest.Digest, at time.Time) error
-	ProxyReferenced(ctx context.Context, repo string, d digest.Digest) (size int64, ok bool, err error)
+	ProxyBlobReferenced(ctx context.Context, repo string, d digest.Digest) (size int64, ok bool, err error)
 	PutProxyManifest(ctx context.Context, p meta.PutManifest, checkedAt time.Time) error
 	QuotaRoom(ctx context.Context, ns string, added int64) error
 }
@@ -266,7 +266,9 @@ func (s *Service) Proxies(ctx context.Context, repo string) bool {
 type upstream struct {
 	repo name.Repository
 	opts []remote.Option
-	ttl  time.Duration
+	// rt is the transport opts carry (checkTag watches the answers on it).
+	rt  http.RoundTripper
+	ttl time.Duration
 }
 
 // ParseUpstream splits "host[:port][/prefix]" into the registry and the
@@ -329,7 +331,7 @@ func (s *Service) upstreamOf(ctx context.Context, pc meta.ProxyCache, path strin
 		}
 		opts = append(opts, remote.WithAuth(&authn.Basic{Username: pc.Username, Password: pw}))
 	}
-	return upstream{repo: repo, opts: opts, ttl: time.Duration(pc.ExpirationS) * time.Second}, nil
+	return upstream{repo: repo, opts: opts, rt: rt, ttl: time.Duration(pc.ExpirationS) * time.Second}, nil
 }
 
 // notFound reports whether an upstream error says the content is not
