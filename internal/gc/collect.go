@@ -39,6 +39,10 @@ type Collected struct {
 // collectBatch is how many candidates one query returns.
 const collectBatch = 500
 
+// dryLimit bounds the candidates a dry run reads, in one query each: it
+// removes nothing, so a second query would find the same ones again.
+const dryLimit = 1 << 30
+
 // maxRounds bounds the rounds of one collection: deleting an index makes
 // its children dangling, deleting a manifest makes its links stale.
 const maxRounds = 8
@@ -67,22 +71,23 @@ func (c *Collector) cutoffsAt(now time.Time) cutoffs {
 // (no tag, no parent index, no stored subject), then repository links no
 // manifest references, then blobs no repository links, each created (or
 // last confirmed) before the delay's cutoff (or, a link, first made
-// before the links' cutoff) and re-checked under lock when removed; then
-// the bytes of condemned blobs. A dry collection counts the candidates
-// of one round and removes nothing.
+// before the links' cutoff) and re-checked under lock when removed, and
+// the bytes of each batch of blobs it condemned; first, the bytes of
+// blobs condemned before (deletePending). A dry collection counts the
+// candidates of one round and removes nothing.
 func (c *Collector) collect(ctx context.Context, cut cutoffs, dry bool) (Collected, error) {
 	cutoff := cut.delay
 	var got Collected
 	if dry {
-		ms, err := c.gc.DanglingManifests(ctx, cutoff, 1<<30)
+		ms, err := c.gc.DanglingManifests(ctx, cutoff, dryLimit)
 		if err != nil {
 			return got, err
 		}
-		ls, err := c.gc.StaleLinks(ctx, cutoff, cut.linked, 1<<30)
+		ls, err := c.gc.StaleLinks(ctx, cutoff, cut.linked, dryLimit)
 		if err != nil {
 			return got, err
 		}
-		bs, err := c.gc.OrphanBlobs(ctx, cutoff, 1<<30)
+		bs, err := c.gc.OrphanBlobs(ctx, cutoff, dryLimit)
 		if err != nil {
 			return got, err
 		}
@@ -93,7 +98,9 @@ func (c *Collector) collect(ctx context.Context, cut cutoffs, dry bool) (Collect
 		return got, nil
 	}
 	var errs []error
-	sizes := map[digest.Digest]int64{} // of the blobs this pass condemned
+	// Deletions are not rounds' errors: the rounds go on without them.
+	pending := c.deletePending(ctx, &got)
+	var refused error // the first failure to delete the bytes of this pass's condemned blobs
 	for round := 0; round < maxRounds; round++ {
 		before := got
 		if err := c.collectManifests(ctx, cutoff, &got); err != nil {
@@ -102,17 +109,14 @@ func (c *Collector) collect(ctx context.Context, cut cutoffs, dry bool) (Collect
 		if err := c.collectLinks(ctx, cut, &got); err != nil {
 			errs = append(errs, err)
 		}
-		if err := c.condemnBlobs(ctx, cutoff, &got, sizes); err != nil {
+		if err := c.condemnBlobs(ctx, cutoff, &got, &refused); err != nil {
 			errs = append(errs, err)
 		}
 		if got == before || len(errs) > 0 {
 			break
 		}
 	}
-	if err := c.deletePending(ctx, sizes, &got); err != nil {
-		errs = append(errs, err)
-	}
-	return got, errors.Join(errs...)
+	return got, errors.Join(append(errs, pending, refused)...)
 }
 
 // removeBatch is how many removals one transaction makes: large enough to
@@ -167,21 +171,30 @@ func (c *Collector) collectLinks(ctx context.Context, cut cutoffs, got *Collecte
 	}
 }
 
-// condemnBlobs condemns the blobs no repository links, noting the size of
-// each candidate in sizes (for deletePending, which counts the bytes once
-// they are deleted).
-func (c *Collector) condemnBlobs(ctx context.Context, cutoff time.Time, got *Collected, sizes map[digest.Digest]int64) error {
+// condemnBlobs condemns the blobs no repository links, a batch at a
+// time, and deletes the bytes of each batch it condemned at once, with
+// the sizes its candidates were read with (so a pass holds one batch's
+// sizes, however many blobs it condemns). After a deletion failed
+// (*refused), it deletes no more bytes: the deletions stay queued for the
+// next pass (deletePending), as a failure leaves the rest of the queue.
+func (c *Collector) condemnBlobs(ctx context.Context, cutoff time.Time, got *Collected, refused *error) error {
 	for {
 		cands, err := c.gc.OrphanBlobs(ctx, cutoff, collectBatch)
 		if err != nil {
 			return err
 		}
 		ds := make([]digest.Digest, len(cands))
+		sizes := make(map[digest.Digest]int64, len(cands))
 		for i, b := range cands {
 			ds[i], sizes[b.Digest] = b.Digest, b.Size
 		}
 		n, err := inChunks(ds, func(b []digest.Digest) (int, error) { return c.gc.CondemnBlobs(ctx, b, cutoff) })
 		got.Blobs += n
+		if n > 0 && *refused == nil {
+			// A candidate not condemned has no deletion queued: finishing
+			// it does nothing.
+			_, *refused = c.finishDeletes(ctx, ds, sizes, got)
+		}
 		if err != nil {
 			return fmt.Errorf("condemn blobs: %w", err)
 		}
@@ -191,47 +204,59 @@ func (c *Collector) condemnBlobs(ctx context.Context, cutoff time.Time, got *Col
 	}
 }
 
-// deletePending deletes the bytes of condemned blobs, including those a
-// crash left condemned (or another replica condemned); a failure leaves
-// the batch's deletions pending for the next pass. It adds to got.Bytes
-// the bytes it deleted: of each blob whose removal succeeded (where a
-// refused one, an object lock say, is not), once (a deletion is finished
-// by one replica, under the digest's lock), by the size it was condemned
-// with in this pass or, condemned before, as stored.
-func (c *Collector) deletePending(ctx context.Context, sizes map[digest.Digest]int64, got *Collected) error {
+// deletePending deletes the bytes of the blobs condemned before this pass:
+// those a crash left condemned, another replica condemned, or a storage
+// refused to delete (queued again). A failure leaves the rest pending for
+// the next pass.
+func (c *Collector) deletePending(ctx context.Context, got *Collected) error {
 	for {
 		ds, err := c.gc.PendingBlobDeletes(ctx, collectBatch)
 		if err != nil {
 			return err
 		}
-		// A transaction that runs again removes again: count each digest
-		// once, with what its first removal found.
-		removed := map[digest.Digest]int64{}
-		done, err := inChunks(ds, func(b []digest.Digest) (int, error) {
-			return c.gc.FinishBlobDeletes(ctx, b, func(ctx context.Context, d digest.Digest) error {
-				size, known := sizes[d]
-				if !known {
-					if fi, err := c.store.Stat(ctx, storage.BlobPath(d)); err == nil {
-						size = fi.Size
-					}
-				}
-				if err := storage.DeleteBlob(ctx, c.store, d); err != nil {
-					return err
-				}
-				if _, seen := removed[d]; !seen {
-					removed[d] = size
-				}
-				return nil
-			})
-		})
-		for _, n := range removed {
-			got.Bytes += n
-		}
+		done, err := c.finishDeletes(ctx, ds, nil, got)
 		if err != nil {
-			return fmt.Errorf("delete blobs: %w", err)
+			return err
 		}
 		if done == 0 || len(ds) < collectBatch {
 			return nil
 		}
 	}
+}
+
+// finishDeletes deletes the bytes of the condemned blobs among ds (a
+// deletion no longer queued is skipped: finished by another replica, or
+// settled by a store of the blob again). It adds to got.Bytes the bytes
+// it deleted: of each blob whose removal succeeded (where a refused one,
+// an object lock say, is not), once (a deletion is finished by one
+// replica, under the digest's lock), by its size in sizes (as this pass
+// condemned it) or else as stored.
+func (c *Collector) finishDeletes(ctx context.Context, ds []digest.Digest, sizes map[digest.Digest]int64, got *Collected) (int, error) {
+	// A transaction that runs again removes again: count each digest
+	// once, with what its first removal found.
+	removed := map[digest.Digest]int64{}
+	done, err := inChunks(ds, func(b []digest.Digest) (int, error) {
+		return c.gc.FinishBlobDeletes(ctx, b, func(ctx context.Context, d digest.Digest) error {
+			size, known := sizes[d]
+			if !known {
+				if fi, err := c.store.Stat(ctx, storage.BlobPath(d)); err == nil {
+					size = fi.Size
+				}
+			}
+			if err := storage.DeleteBlob(ctx, c.store, d); err != nil {
+				return err
+			}
+			if _, seen := removed[d]; !seen {
+				removed[d] = size
+			}
+			return nil
+		})
+	})
+	for _, n := range removed {
+		got.Bytes += n
+	}
+	if err != nil {
+		return done, fmt.Errorf("delete blobs: %w", err)
+	}
+	return done, nil
 }

@@ -185,6 +185,20 @@ func (c *Collector) uploadCutoffs(now time.Time) meta.UploadCutoffs {
 // deleted; a client that resumed an idle one meanwhile keeps its
 // session), then the bytes.
 func (c *Collector) expireUploads(ctx context.Context, cut meta.UploadCutoffs, dry bool, rep *Report) error {
+	if dry {
+		// Nothing is removed, so a next query would find the same
+		// sessions again: one query reads them all, as a dry collection
+		// reads its candidates.
+		ups, err := c.db.ExpiredUploadsAt(ctx, cut, dryLimit)
+		if err != nil {
+			return err
+		}
+		for _, u := range ups {
+			rep.Uploads++
+			rep.UploadBytes += u.Size
+		}
+		return nil
+	}
 	seen := map[string]bool{}
 	for {
 		ups, err := c.db.ExpiredUploadsAt(ctx, cut, uploadBatch)
@@ -198,18 +212,16 @@ func (c *Collector) expireUploads(ctx context.Context, cut meta.UploadCutoffs, d
 			}
 			seen[u.ID] = true
 			progress = true
-			if !dry {
-				gone, err := c.db.ExpireUploadAt(ctx, u.ID, cut)
-				if err != nil {
-					return err
-				}
-				if !gone {
-					continue
-				}
-				if err := c.store.Delete(ctx, storage.UploadRoot(u.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
-					// The row is gone: the leftover sweep retries the bytes.
-					c.log.Warn("remove expired upload's bytes", "upload", u.ID, "err", err)
-				}
+			gone, err := c.db.ExpireUploadAt(ctx, u.ID, cut)
+			if err != nil {
+				return err
+			}
+			if !gone {
+				continue
+			}
+			if err := c.store.Delete(ctx, storage.UploadRoot(u.ID)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				// The row is gone: the leftover sweep retries the bytes.
+				c.log.Warn("remove expired upload's bytes", "upload", u.ID, "err", err)
 			}
 			rep.Uploads++
 			rep.UploadBytes += u.Size

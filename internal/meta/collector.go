@@ -157,10 +157,10 @@ func (db *core) collectManifestTx(ctx context.Context, tx *sql.Tx, repoID int64,
 			return fmt.Errorf("re-check subject: %w", err)
 		}
 	}
-	if err := db.quotaUnref(ctx, tx, repoID, "", d.String()); err != nil { // namespace quota
-		return err
+	if err := db.restartLinkCap(ctx, tx, repoID, d.String(), false, false); err != nil {
+		return err // errKept: a link it references is held
 	}
-	if err := db.restartLinkCap(ctx, tx, repoID, d.String()); err != nil {
+	if err := db.quotaUnref(ctx, tx, repoID, "", d.String()); err != nil { // namespace quota
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
@@ -248,24 +248,60 @@ func staleLink(repoName string) string {
 }
 
 // restartLinkCap dates now, as if first made now, the repository's links
-// to the blobs a manifest references, before its references are deleted:
-// the cap on unreferenced links (linkFirstMade) runs from when a link
-// last lost a reference, not from when it was made. A layer linked months
-// ago and referenced until a minute ago is not stale because a client
-// HEADs it to push it again. On PostgreSQL rows that another transaction
-// holds (a push about to reference the blob, holding its link FOR SHARE)
-// are skipped rather than waited for: that push references them.
-func (db *core) restartLinkCap(ctx context.Context, tx *sql.Tx, repoID int64, manifest string) error {
+// to the blobs a manifest references (withGenerated: and those of the
+// referrers stored to go with it, deleteGeneratedReferrers'), before its
+// references are deleted: the cap on unreferenced links (linkFirstMade)
+// runs from when a link last lost a reference, not from when it was
+// made. A layer linked months ago and referenced until a minute ago is
+// not stale because a client HEADs it to push it again.
+//
+// On PostgreSQL every such link must be dated, including a row another
+// transaction holds at that moment: a HEAD confirming it, the blob
+// uploaded, mounted or copied again, a push naming it that may yet roll
+// back (a held row skipped kept its old date, and the same pass took the
+// link under the cap). With wait, held rows are waited for, in digest
+// order (a push locks the links it names in that order too, FOR SHARE,
+// before any manifest row or the namespace's usage row: so a caller waits
+// here before it locks the manifest or counts its quota, as
+// DeleteManifest does, and no push waits for it meanwhile). Without wait
+// (garbage collection, which locked the manifest and must not wait for a
+// push that may wait for that lock), held rows are skipped and, if any
+// was, errKept keeps the manifest for the next pass.
+func (db *core) restartLinkCap(ctx context.Context, tx *sql.Tx, repoID int64, manifest string, withGenerated, wait bool) error {
+	refs := "SELECT ref_digest FROM manifest_references WHERE repository_id = ? AND is_manifest = 0 AND manifest_digest = ?"
+	args := []any{repoID, manifest}
+	if withGenerated {
+		refs = `SELECT ref_digest FROM manifest_references WHERE repository_id = ? AND is_manifest = 0 AND (manifest_digest = ?
+			OR manifest_digest IN (SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND deleted_with_subject = 1))`
+		args = append(args, repoID, manifest)
+	}
 	lock := ""
 	if db.dialect == postgres {
-		lock = " FOR UPDATE SKIP LOCKED"
+		lock = " ORDER BY rb.digest FOR UPDATE"
+		if !wait {
+			lock += " SKIP LOCKED"
+		}
 	}
-	_, err := tx.ExecContext(ctx, db.q(`UPDATE repository_blobs SET linked_at = ? WHERE repository_id = ? AND digest IN (
-		SELECT rb.digest FROM repository_blobs rb WHERE rb.repository_id = ? AND rb.digest IN (
-			SELECT ref_digest FROM manifest_references WHERE repository_id = ? AND manifest_digest = ? AND is_manifest = 0)`+lock+`)`),
-		db.now(), repoID, repoID, repoID, manifest)
+	res, err := tx.ExecContext(ctx, db.q(`UPDATE repository_blobs SET linked_at = ? WHERE repository_id = ? AND digest IN (
+		SELECT rb.digest FROM repository_blobs rb WHERE rb.repository_id = ? AND rb.digest IN (`+refs+`)`+lock+`)`),
+		append([]any{db.now(), repoID, repoID}, args...)...)
 	if err != nil {
 		return fmt.Errorf("date the links a manifest referenced: %w", err)
+	}
+	if wait || db.dialect != postgres {
+		return nil // SQLite serializes writers: no row was held
+	}
+	// Read after the update: a link made meanwhile is counted (and the
+	// manifest kept, harmlessly); one the update dated is held until
+	// this transaction ends.
+	dated, _ := res.RowsAffected()
+	var links int64
+	if err := tx.QueryRowContext(ctx, db.q("SELECT COUNT(*) FROM repository_blobs WHERE repository_id = ? AND digest IN ("+refs+")"),
+		append([]any{repoID}, args...)...).Scan(&links); err != nil {
+		return fmt.Errorf("count the links a manifest referenced: %w", err)
+	}
+	if dated < links {
+		return errKept // a link is held: dated by the next pass
 	}
 	return nil
 }

@@ -392,10 +392,12 @@ func (db *core) deleteGeneratedReferrers(ctx context.Context, tx *sql.Tx, repoID
 		if kept > 0 {
 			continue
 		}
-		if err := db.quotaUnref(ctx, tx, repoID, repo, g); err != nil { // namespace quota
+		// Its links were dated with its subject's (DeleteManifest): this
+		// waits only for those of a referrer stored since.
+		if err := db.restartLinkCap(ctx, tx, repoID, g, false, true); err != nil {
 			return err
 		}
-		if err := db.restartLinkCap(ctx, tx, repoID, g); err != nil {
+		if err := db.quotaUnref(ctx, tx, repoID, repo, g); err != nil { // namespace quota
 			return err
 		}
 		for _, stmt := range []string{"DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?",

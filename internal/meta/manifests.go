@@ -538,6 +538,14 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 		if err := db.lockCandidatesOf(ctx, tx, repoID, gated == 1, d); err != nil {
 			return err // the gate and its tags before the manifest (gate_locks.go)
 		}
+		// Then the links of what it and the referrers going with it
+		// reference, dated anew (waiting for a push, a HEAD or an upload
+		// holding one), before the manifest's row and the namespace's
+		// usage row: a push locks them in that order. Nothing is dated
+		// if it is not stored; a delete refused below rolls it back.
+		if err := db.restartLinkCap(ctx, tx, repoID, d.String(), true, true); err != nil {
+			return err
+		}
 		// Then the manifest (PostgreSQL): an index push that lists it
 		// holds it FOR SHARE until it commits, so the parent check below,
 		// a statement later, sees that index. SQLite serializes writers.
@@ -578,9 +586,6 @@ func (db Manifests) DeleteManifest(ctx context.Context, repo string, d digest.Di
 			return err
 		}
 		if err := db.quotaUnref(ctx, tx, repoID, repo, d.String()); err != nil { // namespace quota
-			return err
-		}
-		if err := db.restartLinkCap(ctx, tx, repoID, d.String()); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, db.q("DELETE FROM manifest_references WHERE repository_id = ? AND manifest_digest = ?"), repoID, d.String()); err != nil {
