@@ -39,6 +39,15 @@ func TestOutboxLagLeavesAbandonedSubscribers(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer raw.Close()
+				if dialect == "sqlite" {
+					// The server writes too: wait for its lock rather than
+					// fail with SQLITE_BUSY (one connection, so the pragma
+					// holds for every statement).
+					raw.SetMaxOpenConns(1)
+					if _, err := raw.Exec("PRAGMA busy_timeout = 10000"); err != nil {
+						t.Fatal(err)
+					}
+				}
 				// Scanning is off: no process runs its subscriber, which was
 				// last seen when it was on.
 				lastSeen := func(ago time.Duration) {
